@@ -1,0 +1,18 @@
+"""yolov4: train, evaluate, export and serve YOLOv4-family detectors, exact to darknet."""
+
+from yolov4.errors import CheckpointError, ConfigError, DatasetError, InputError
+from yolov4.models import ModelConfig, YOLOv4, build_model, fuse_model
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "build_model",
+    "fuse_model",
+    "YOLOv4",
+    "ModelConfig",
+    "InputError",
+    "CheckpointError",
+    "ConfigError",
+    "DatasetError",
+    "__version__",
+]

@@ -1,0 +1,224 @@
+"""Darknet interchange: ``.cfg`` text and ``.weights`` files, in both directions.
+
+The layer list comes from :meth:`YOLOv4.darknet_graph`, which the network's modules emit in
+darknet's cfg order, so the cfg written here and the convolution order of the weight files are
+the same list by construction.
+
+``.weights`` layout (darknet ``src/parser.c``): int32 ``major``, ``minor``, ``revision``, then
+``seen`` (images seen in training) as uint64 when ``major * 10 + minor >= 2`` (uint32 before),
+then float32s: for every ``[convolutional]`` layer in cfg order, BN ``beta, gamma, mean, var``
+(each ``filters`` long) and the kernel, or ``bias`` and the kernel for layers without BN.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+
+from yolov4.errors import CheckpointError
+from yolov4.models.layers import ConvBnAct
+from yolov4.models.yolov4 import ARCHITECTURES, YOLOv4, build_model
+
+__all__ = [
+    "DarknetHeader",
+    "write_darknet_cfg",
+    "read_darknet_cfg",
+    "darknet_float_count",
+    "load_darknet_weights",
+    "save_darknet_weights",
+]
+
+HEADER_VERSION = (0, 2, 5)  # what darknet (AlexeyAB) writes today: uint64 `seen`
+FLOAT = np.dtype("<f4")
+
+
+class DarknetHeader(NamedTuple):
+    major: int
+    minor: int
+    revision: int
+    seen: int
+    layers_loaded: int  # darknet layers whose weights were read (all, or the `upto` cut-off)
+
+
+# -- cfg ----------------------------------------------------------------------------------------
+def _fmt(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return ",".join(_fmt(v) for v in value)
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def write_darknet_cfg(model: YOLOv4, input_size: tuple[int, int] | None = None) -> str:
+    """The model as darknet ``.cfg`` text (inference ``[net]``: batch=1), readable by darknet
+    and by OpenCV's ``cv2.dnn.readNetFromDarknet``. ``input_size`` is ``(H, W)``, default the
+    model config's ``input_size``."""
+    h, w = input_size or model.config.input_size
+    lines = ["[net]", "batch=1", "subdivisions=1", f"width={w}", f"height={h}", "channels=3", ""]
+    for layer in model.darknet_graph().layers:
+        lines.append(f"[{layer.kind}]")
+        lines.extend(f"{k}={_fmt(v)}" for k, v in layer.options.items())
+        lines.append("")
+    return "\n".join(lines)
+
+
+def read_darknet_cfg(text: str) -> list[tuple[str, dict[str, str]]]:
+    """Parse cfg text into ``[(section, {key: raw value})]``, ``[net]`` included; comments and
+    whitespace are dropped."""
+    sections: list[tuple[str, dict[str, str]]] = []
+    for raw in text.splitlines():
+        line = raw.split("#", 1)[0].split(";", 1)[0].strip()
+        if not line:
+            continue
+        if line.startswith("["):
+            sections.append((line.strip("[]").strip(), {}))
+        elif "=" in line and sections:
+            key, value = line.split("=", 1)
+            sections[-1][1][key.strip()] = value.strip().replace(" ", "")
+        else:
+            raise ValueError(f"cannot parse cfg line {raw!r}")
+    return sections
+
+
+# -- weights ------------------------------------------------------------------------------------
+def _conv_floats(m: ConvBnAct) -> int:
+    n = m.conv.out_channels
+    return m.conv.weight.numel() + (4 * n if m.has_bn else n)
+
+
+def _conv_layers(model: YOLOv4, cutoff: int | None) -> list[tuple[int, ConvBnAct]]:
+    convs = model.darknet_graph().conv_layers()
+    return [(i, m) for i, m in convs if cutoff is None or i < cutoff]
+
+
+def darknet_float_count(model: YOLOv4, upto: int | None = None) -> int:
+    """Float32s in the model's ``.weights`` file (after the header), for layers ``< upto``."""
+    return sum(_conv_floats(m) for _, m in _conv_layers(model, upto))
+
+
+def _read_header(data: bytes, path: Path) -> tuple[int, int, int, int, int]:
+    if len(data) < 16:
+        raise CheckpointError(f"{path}: {len(data)} bytes is too short for a darknet .weights header (16-20 bytes); the file is truncated or not darknet weights")
+    major, minor, revision = np.frombuffer(data, "<i4", 3)
+    wide = major * 10 + minor >= 2 and major < 1000 and minor < 1000
+    if wide:
+        if len(data) < 20:
+            raise CheckpointError(f"{path}: truncated darknet header ({len(data)} bytes)")
+        seen, offset = int(np.frombuffer(data, "<u8", 1, 12)[0]), 20
+    else:
+        seen, offset = int(np.frombuffer(data, "<u4", 1, 12)[0]), 16
+    return int(major), int(minor), int(revision), seen, offset
+
+
+def _fit_hint(model: YOLOv4, found: int) -> str:
+    """Explain a float count that does not fit: which model/num_classes or prefix it fits."""
+    hints = []
+    for name in ARCHITECTURES:
+        with torch.device("meta"):  # counts only: no memory, no init cost
+            counts = [darknet_float_count(build_model(name, num_classes=c)) for c in (1, 2)]
+        base, per_class = counts[0] - (counts[1] - counts[0]), counts[1] - counts[0]
+        classes, rest = divmod(found - base, per_class)
+        if rest == 0 and classes >= 1:
+            hints.append(f"it fits {name} with num_classes={classes}")
+    convs = model.darknet_graph().conv_layers()
+    total = 0
+    for k, (i, m) in enumerate(convs):
+        total += _conv_floats(m)
+        if total == found and k + 1 < len(convs):
+            hints.append(
+                f"it holds exactly the first {k + 1} convolutional layers (darknet layers 0-{i}) "
+                f"of this model, like darknet's partial backbone files (*.conv.N): load it with "
+                f"upto={convs[k + 1][0]} or backbone_only=True"
+            )
+            break
+    if not hints:
+        hints.append("usually the file is for another model or num_classes, or it is truncated")
+    return "; ".join(hints)
+
+
+@torch.no_grad()
+def load_darknet_weights(
+    model: YOLOv4,
+    path: str | os.PathLike,
+    upto: int | None = None,
+    backbone_only: bool = False,
+) -> DarknetHeader:
+    """Read a darknet ``.weights`` file into ``model`` (in place) and return its header.
+
+    By default the file must hold exactly the model's weights. ``upto=K`` loads darknet layers
+    ``0..K-1`` only (darknet's ``partial``: e.g. ``upto=137`` for ``yolov4.conv.137``);
+    ``backbone_only=True`` loads the backbone's layers only. Either way the file may hold more
+    layers than are loaded, but not fewer. Raises :class:`CheckpointError` on any mismatch,
+    naming the float counts expected and found and what the file fits instead.
+    """
+    path = Path(path)
+    if model.is_fused:
+        raise CheckpointError("load darknet weights into an unfused model (build_model), then fuse it")
+    if backbone_only:
+        if upto is not None:
+            raise CheckpointError("pass either upto or backbone_only, not both")
+        upto = model.backbone_layer_count()
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise CheckpointError(f"cannot read darknet weights {path}: {e}") from e
+    major, minor, revision, seen, offset = _read_header(data, path)
+    body = len(data) - offset
+    if body % FLOAT.itemsize:
+        raise CheckpointError(f"{path}: {body} bytes after the header is not a whole number of float32s; the file is truncated or not darknet weights")
+    found = body // FLOAT.itemsize
+    convs = _conv_layers(model, upto)
+    expected = sum(_conv_floats(m) for _, m in convs)
+    what = f"{model.config.name} with {model.num_classes} classes" + (f", layers 0-{upto - 1}" if upto is not None else "")
+    if found < expected or (upto is None and found != expected):
+        raise CheckpointError(
+            f"{path}: darknet weights for {what} need {expected:,} floats after the header, "
+            f"found {found:,}: {_fit_hint(model, found)}"
+        )
+    floats = np.frombuffer(data, FLOAT, found, offset)
+    pos = 0
+
+    def take(t: torch.Tensor) -> None:
+        nonlocal pos
+        n = t.numel()
+        t.copy_(torch.from_numpy(floats[pos : pos + n].copy()).view_as(t))
+        pos += n
+
+    for _, m in convs:
+        if m.has_bn:
+            for t in (m.bn.bias, m.bn.weight, m.bn.running_mean, m.bn.running_var):
+                take(t)
+        else:
+            take(m.conv.bias)
+        take(m.conv.weight)
+    return DarknetHeader(major, minor, revision, seen, len(model.darknet_graph().layers) if upto is None else upto)
+
+
+@torch.no_grad()
+def save_darknet_weights(model: YOLOv4, path: str | os.PathLike, seen: int = 0, upto: int | None = None) -> Path:
+    """Write ``model`` (layers ``< upto``, default all) as a darknet ``.weights`` file, atomically
+    (temporary file + rename). Pair it with :func:`write_darknet_cfg` to run in darknet/OpenCV."""
+    if model.is_fused:
+        raise CheckpointError("save darknet weights from the unfused model: a fused model has no BN statistics to write")
+    path = Path(path)
+    chunks = [np.array(HEADER_VERSION, "<i4").tobytes(), np.array([seen], "<u8").tobytes()]
+    for _, m in _conv_layers(model, upto):
+        tensors = [m.bn.bias, m.bn.weight, m.bn.running_mean, m.bn.running_var] if m.has_bn else [m.conv.bias]
+        for t in [*tensors, m.conv.weight]:
+            chunks.append(t.detach().float().cpu().numpy().astype(FLOAT).tobytes())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            for c in chunks:
+                f.write(c)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

@@ -1,0 +1,29 @@
+"""The project's exception types.
+
+Every check happens at the boundary where bad data enters (network forward, Predictor, dataset
+set-up, checkpoint load, HTTP request) and names what was expected and what was found.
+"""
+
+from __future__ import annotations
+
+__all__ = ["YoloError", "InputError", "CheckpointError", "ConfigError", "DatasetError"]
+
+
+class YoloError(Exception):
+    """Base class of every error this project raises on purpose."""
+
+
+class InputError(YoloError, ValueError):
+    """A tensor or image handed to the model/Predictor does not meet its contract."""
+
+
+class CheckpointError(YoloError, RuntimeError):
+    """A weights file (project, Lightning or darknet) does not fit the model or is unreadable."""
+
+
+class ConfigError(YoloError, ValueError):
+    """A configuration key is unknown or has a bad value."""
+
+
+class DatasetError(YoloError, ValueError):
+    """A dataset on disk is missing, malformed or inconsistent with the configuration."""

@@ -1,0 +1,93 @@
+"""Building blocks: darknet's ``[convolutional]`` layer (conv + optional BN + activation)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from yolov4.models.darknet_graph import DarknetGraph
+
+__all__ = ["ConvBnAct", "make_activation", "BN_EPS", "LEAKY_SLOPE"]
+
+BN_EPS = 1e-5  # darknet normalize_cpu: sqrt(variance + .00001f)
+LEAKY_SLOPE = 0.1  # darknet activation=leaky
+ACTIVATIONS = ("mish", "leaky", "linear")
+
+
+def make_activation(name: str) -> nn.Module:
+    """Darknet activation by its cfg name: ``mish``, ``leaky`` (slope 0.1) or ``linear``."""
+    if name == "mish":
+        return nn.Mish(inplace=True)
+    if name == "leaky":
+        return nn.LeakyReLU(LEAKY_SLOPE, inplace=True)
+    if name == "linear":
+        return nn.Identity()
+    raise ValueError(f"unknown activation {name!r}; expected one of {ACTIVATIONS}")
+
+
+class ConvBnAct(nn.Module):
+    """Darknet's ``[convolutional]``: ``pad=1`` (padding ``k // 2``), BN or bias, activation.
+
+    ``(B, in_channels, H, W) -> (B, out_channels, H / stride, W / stride)``.
+    With ``bn=False`` the convolution carries a bias (darknet's linear head convs).
+    ``fuse()`` folds BN into the convolution for inference; the outputs stay the same.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int = 1,
+        stride: int = 1,
+        act: str = "leaky",
+        bn: bool = True,
+        bn_momentum: float = 0.03,
+    ) -> None:
+        super().__init__()
+        self.act_name = act
+        self.has_bn = bn
+        self.conv = nn.Conv2d(
+            in_channels, out_channels, kernel_size, stride, kernel_size // 2, bias=not bn
+        )
+        self.bn = nn.BatchNorm2d(out_channels, eps=BN_EPS, momentum=bn_momentum) if bn else None
+        self.act = make_activation(act)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv(x)
+        if self.bn is not None:
+            x = self.bn(x)
+        return self.act(x)
+
+    @property
+    def is_fused(self) -> bool:
+        return self.has_bn and self.bn is None
+
+    @torch.no_grad()
+    def fuse(self) -> None:
+        """Fold BN (running statistics) into the convolution's weight and bias, in place."""
+        if self.bn is None:
+            return
+        bn, conv = self.bn, self.conv
+        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+        fused = nn.Conv2d(
+            conv.in_channels,
+            conv.out_channels,
+            conv.kernel_size,
+            conv.stride,
+            conv.padding,
+            bias=True,
+        ).to(conv.weight)
+        fused.weight.copy_(conv.weight * scale.view(-1, 1, 1, 1))
+        fused.bias.copy_(bn.bias - bn.running_mean * scale)
+        self.conv, self.bn = fused, None
+
+    def emit_darknet(self, g: DarknetGraph, src: int) -> int:
+        options = {
+            "batch_normalize": int(self.has_bn),
+            "filters": self.conv.out_channels,
+            "size": self.conv.kernel_size[0],
+            "stride": self.conv.stride[0],
+            "pad": 1,
+            "activation": self.act_name,
+        }
+        return g.conv(self, src, options)
