@@ -1,0 +1,163 @@
+"""THE image preprocessing: the one function validation, evaluate.py, the export check and the
+Predictor all call, so that training and serving can never disagree.
+
+``numpy (H0, W0, 3) uint8 RGB`` → resize (``letterbox`` or ``stretch``) to the input size →
+channel order → ``* scale`` → ``torch (3, H, W) float32`` + the :class:`LetterboxParams` that map
+boxes back (:func:`yolov4.ops.letterbox.unmap_boxes`). Its settings are a
+:class:`PreprocessConfig` whose plain-dict form (``to_dict``) is stored in every checkpoint and
+artifact.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+
+from yolov4.errors import ConfigError, InputError
+from yolov4.ops.letterbox import RESIZE_MODES, LetterboxParams, letterbox_params
+
+__all__ = [
+    "LETTERBOX_PAD_VALUE",
+    "PreprocessConfig",
+    "preprocess",
+    "preprocess_batch",
+    "resize_image",
+]
+
+# Grey border of letterboxed images, YOLOv5/ultralytics' value (114, 114, 114) for all channels;
+# darknet's own letterbox_image fills with 0.5 (= 127.5 of 255) but its weights use stretch.
+LETTERBOX_PAD_VALUE = 114
+# Pixel values are divided by 255 (darknet's load_image_color: uint8 → [0, 1] float).
+UINT8_SCALE = 1.0 / 255.0
+CHANNEL_ORDERS = ("rgb", "bgr")
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """How an RGB uint8 image becomes a network input.
+
+    Attributes:
+        input_size: ``(H, W)`` of the network input, multiples of 32.
+        mode: ``letterbox`` (aspect kept, padded; default for models trained here) or
+            ``stretch`` (darknet's resize; use for darknet's published weights).
+        pad_value: letterbox border value in uint8 units.
+        channel_order: the order the network expects, ``rgb`` (darknet, this project) or ``bgr``.
+        scale: multiplier applied to uint8 values (``1/255`` gives ``[0, 1]``).
+    """
+
+    input_size: tuple[int, int] = (416, 416)
+    mode: str = "letterbox"
+    pad_value: int = LETTERBOX_PAD_VALUE
+    channel_order: str = "rgb"
+    scale: float = UINT8_SCALE
+
+    def __post_init__(self) -> None:
+        size = tuple(int(s) for s in self.input_size)
+        if len(size) != 2 or min(size) <= 0:
+            raise ConfigError(f"preprocess.input_size: expected (H, W) > 0, got {self.input_size}")
+        object.__setattr__(self, "input_size", size)
+        if self.mode not in RESIZE_MODES:
+            raise ConfigError(f"preprocess.mode: expected one of {RESIZE_MODES}, got {self.mode!r}")
+        if self.channel_order not in CHANNEL_ORDERS:
+            raise ConfigError(
+                f"preprocess.channel_order: expected one of {CHANNEL_ORDERS}, "
+                f"got {self.channel_order!r}"
+            )
+        if not 0 <= int(self.pad_value) <= 255:
+            raise ConfigError(f"preprocess.pad_value: expected 0..255, got {self.pad_value}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain builtins only (safe for ``torch.load(weights_only=True)`` and JSON)."""
+        d = asdict(self)
+        d["input_size"] = list(self.input_size)
+        return d
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> PreprocessConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(
+                f"unknown preprocess key(s) {unknown}; expected keys from {sorted(known)}"
+            )
+        return cls(**dict(values))
+
+    def with_size(self, input_size: Sequence[int]) -> PreprocessConfig:
+        return PreprocessConfig(**{**asdict(self), "input_size": tuple(input_size)})
+
+
+def _check_image(image: Any) -> None:
+    if (
+        not isinstance(image, np.ndarray)
+        or image.ndim != 3
+        or image.shape[2] != 3
+        or image.dtype != np.uint8
+    ):
+        found = (
+            f"shape {tuple(image.shape)} dtype {image.dtype}"
+            if isinstance(image, np.ndarray)
+            else type(image).__name__
+        )
+        raise InputError(f"expected an RGB image as a numpy (H, W, 3) uint8 array, got {found}")
+    if image.shape[0] == 0 or image.shape[1] == 0:
+        raise InputError(f"expected a non-empty image, got shape {tuple(image.shape)}")
+
+
+def resize_image(
+    image: np.ndarray, params: LetterboxParams, input_size: Sequence[int], pad_value: int
+) -> np.ndarray:
+    """Apply ``params`` to a ``(H0, W0, C)`` uint8 image: bilinear resize, then place it at
+    ``(pad_x, pad_y)`` on a ``(H, W, C)`` canvas filled with ``pad_value``."""
+    h, w = (int(s) for s in input_size)
+    h0, w0 = image.shape[:2]
+    new_w, new_h = round(w0 * params.scale_x), round(h0 * params.scale_y)
+    resized = (
+        image
+        if (new_w, new_h) == (w0, h0)
+        else cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+    )
+    if (new_h, new_w) == (h, w):
+        return np.ascontiguousarray(resized)
+    canvas = np.full((h, w, image.shape[2]), pad_value, dtype=image.dtype)
+    px, py = int(params.pad_x), int(params.pad_y)
+    canvas[py : py + new_h, px : px + new_w] = resized
+    return canvas
+
+
+def preprocess(image: np.ndarray, config: PreprocessConfig) -> tuple[torch.Tensor, LetterboxParams]:
+    """One image → network input.
+
+    Args:
+        image: ``(H0, W0, 3)`` uint8, RGB.
+        config: the :class:`PreprocessConfig`.
+
+    Returns:
+        ``(3, H, W)`` float32 tensor (``[0, 1]`` for the default scale) in ``config.channel_order``
+        and the :class:`LetterboxParams` mapping original → input pixels.
+
+    Raises:
+        InputError: if ``image`` is not a non-empty ``(H, W, 3)`` uint8 array.
+    """
+    _check_image(image)
+    params = letterbox_params(image.shape[:2], config.input_size, config.mode)
+    resized = resize_image(image, params, config.input_size, config.pad_value)
+    if config.channel_order == "bgr":
+        resized = resized[..., ::-1]
+    tensor = torch.from_numpy(np.ascontiguousarray(resized.transpose(2, 0, 1)))
+    return tensor.to(torch.float32).mul_(config.scale), params
+
+
+def preprocess_batch(
+    images: Sequence[np.ndarray], config: PreprocessConfig
+) -> tuple[torch.Tensor, list[LetterboxParams]]:
+    """:func:`preprocess` over a list of images of any sizes → ``(B, 3, H, W)`` float32 and ``B``
+    :class:`LetterboxParams`."""
+    if len(images) == 0:
+        raise InputError("expected at least one image, got an empty list")
+    out = [preprocess(im, config) for im in images]
+    return torch.stack([t for t, _ in out]), [p for _, p in out]
