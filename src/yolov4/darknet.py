@@ -103,8 +103,10 @@ def darknet_float_count(model: YOLOv4, upto: int | None = None) -> int:
 
 def _read_header(data: bytes, path: Path) -> tuple[int, int, int, int, int]:
     if len(data) < 16:
-        raise CheckpointError(f"{path}: {len(data)} bytes is too short for a darknet .weights header (16-20 bytes); the file is truncated or not darknet weights")
-    major, minor, revision = np.frombuffer(data, "<i4", 3)
+        raise CheckpointError(
+            f"{path}: {len(data)} bytes is too short for a darknet .weights header (16-20 bytes); the file is truncated or not darknet weights"
+        )
+    major, minor, revision = (int(v) for v in np.frombuffer(data, "<i4", 3))
     wide = major * 10 + minor >= 2 and major < 1000 and minor < 1000
     if wide:
         if len(data) < 20:
@@ -158,7 +160,9 @@ def load_darknet_weights(
     """
     path = Path(path)
     if model.is_fused:
-        raise CheckpointError("load darknet weights into an unfused model (build_model), then fuse it")
+        raise CheckpointError(
+            "load darknet weights into an unfused model (build_model), then fuse it"
+        )
     if backbone_only:
         if upto is not None:
             raise CheckpointError("pass either upto or backbone_only, not both")
@@ -170,11 +174,15 @@ def load_darknet_weights(
     major, minor, revision, seen, offset = _read_header(data, path)
     body = len(data) - offset
     if body % FLOAT.itemsize:
-        raise CheckpointError(f"{path}: {body} bytes after the header is not a whole number of float32s; the file is truncated or not darknet weights")
+        raise CheckpointError(
+            f"{path}: {body} bytes after the header is not a whole number of float32s; the file is truncated or not darknet weights"
+        )
     found = body // FLOAT.itemsize
     convs = _conv_layers(model, upto)
     expected = sum(_conv_floats(m) for _, m in convs)
-    what = f"{model.config.name} with {model.num_classes} classes" + (f", layers 0-{upto - 1}" if upto is not None else "")
+    what = f"{model.config.name} with {model.num_classes} classes" + (
+        f", layers 0-{upto - 1}" if upto is not None else ""
+    )
     if found < expected or (upto is None and found != expected):
         raise CheckpointError(
             f"{path}: darknet weights for {what} need {expected:,} floats after the header, "
@@ -196,19 +204,29 @@ def load_darknet_weights(
         else:
             take(m.conv.bias)
         take(m.conv.weight)
-    return DarknetHeader(major, minor, revision, seen, len(model.darknet_graph().layers) if upto is None else upto)
+    return DarknetHeader(
+        major, minor, revision, seen, len(model.darknet_graph().layers) if upto is None else upto
+    )
 
 
 @torch.no_grad()
-def save_darknet_weights(model: YOLOv4, path: str | os.PathLike, seen: int = 0, upto: int | None = None) -> Path:
+def save_darknet_weights(
+    model: YOLOv4, path: str | os.PathLike, seen: int = 0, upto: int | None = None
+) -> Path:
     """Write ``model`` (layers ``< upto``, default all) as a darknet ``.weights`` file, atomically
     (temporary file + rename). Pair it with :func:`write_darknet_cfg` to run in darknet/OpenCV."""
     if model.is_fused:
-        raise CheckpointError("save darknet weights from the unfused model: a fused model has no BN statistics to write")
+        raise CheckpointError(
+            "save darknet weights from the unfused model: a fused model has no BN statistics to write"
+        )
     path = Path(path)
     chunks = [np.array(HEADER_VERSION, "<i4").tobytes(), np.array([seen], "<u8").tobytes()]
     for _, m in _conv_layers(model, upto):
-        tensors = [m.bn.bias, m.bn.weight, m.bn.running_mean, m.bn.running_var] if m.has_bn else [m.conv.bias]
+        tensors = (
+            [m.bn.bias, m.bn.weight, m.bn.running_mean, m.bn.running_var]
+            if m.has_bn
+            else [m.conv.bias]
+        )
         for t in [*tensors, m.conv.weight]:
             chunks.append(t.detach().float().cpu().numpy().astype(FLOAT).tobytes())
     path.parent.mkdir(parents=True, exist_ok=True)

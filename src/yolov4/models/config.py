@@ -58,7 +58,9 @@ class ModelConfig:
         path = MODEL_CONFIG_DIR / f"{name}.yaml"
         if not path.is_file():
             raise ConfigError(f"unknown model name {name!r}; expected one of {available_models()}")
-        values = {k: v for k, v in yaml.safe_load(path.read_text()).items() if not k.startswith("_")}
+        values = {
+            k: v for k, v in yaml.safe_load(path.read_text()).items() if not k.startswith("_")
+        }
         values.update(overrides)
         return cls.from_dict(values)
 
@@ -67,8 +69,14 @@ class ModelConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise ConfigError(f"unknown model config key(s) {unknown}; expected keys from {sorted(known)}")
-        missing = sorted(f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING and f.name not in values)
+            raise ConfigError(
+                f"unknown model config key(s) {unknown}; expected keys from {sorted(known)}"
+            )
+        missing = sorted(
+            f.name
+            for f in dataclasses.fields(cls)
+            if f.default is dataclasses.MISSING and f.name not in values
+        )
         if missing:
             raise ConfigError(f"model config is missing key(s) {missing}")
         v = dict(values)
@@ -89,7 +97,9 @@ class ModelConfig:
         if self.num_classes < 1:
             raise ConfigError(f"model.num_classes must be >= 1, got {self.num_classes}")
         if len(self.input_size) != 2 or any(s <= 0 or s % 32 for s in self.input_size):
-            raise ConfigError(f"model.input_size must be [H, W], multiples of 32, got {list(self.input_size)}")
+            raise ConfigError(
+                f"model.input_size must be [H, W], multiples of 32, got {list(self.input_size)}"
+            )
         n = len(self.strides)
         if len(self.masks) != n or len(self.scale_x_y) != n:
             raise ConfigError(
@@ -104,7 +114,9 @@ class ModelConfig:
                     f"{len(self.anchors)} anchors"
                 )
             if len(mask) != len(self.masks[0]):
-                raise ConfigError(f"every head needs the same number of anchors; model.masks = {self.masks}")
+                raise ConfigError(
+                    f"every head needs the same number of anchors; model.masks = {self.masks}"
+                )
         if any(w <= 0 or h <= 0 for w, h in self.anchors):
             raise ConfigError(f"model.anchors must be positive (w, h) pairs, got {self.anchors}")
 

@@ -84,4 +84,8 @@ class DarknetGraph:
 
     def conv_layers(self) -> list[tuple[int, nn.Module]]:
         """``(layer index, conv module)`` in weight-file order."""
-        return [(i, layer.module) for i, layer in enumerate(self.layers) if layer.kind == "convolutional"]
+        return [
+            (i, layer.module)
+            for i, layer in enumerate(self.layers)
+            if layer.kind == "convolutional"
+        ]

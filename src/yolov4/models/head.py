@@ -19,7 +19,9 @@ class YoloHead(nn.Module):
         super().__init__()
         self.num_anchors, self.num_classes = num_anchors, num_classes
         self.conv = ConvBnAct(in_channels, mid_channels, 3, act="leaky")
-        self.pred = ConvBnAct(mid_channels, num_anchors * (5 + num_classes), 1, act="linear", bn=False)
+        self.pred = ConvBnAct(
+            mid_channels, num_anchors * (5 + num_classes), 1, act="linear", bn=False
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.pred(self.conv(x))

@@ -104,7 +104,9 @@ class PANet(nn.Module):
 
     def emit_darknet(self, g: DarknetGraph, srcs: Sequence[int], on_output: OnOutput) -> None:
         c3, c4, c5 = srcs
-        p5 = self.post_spp.emit_darknet(g, self.spp.emit_darknet(g, self.pre_spp.emit_darknet(g, c5)))
+        p5 = self.post_spp.emit_darknet(
+            g, self.spp.emit_darknet(g, self.pre_spp.emit_darknet(g, c5))
+        )
         up = g.upsample(self.reduce5.emit_darknet(g, p5))
         p4 = self.td4.emit_darknet(g, g.route([self.lateral4.emit_darknet(g, c4), up]))
         up = g.upsample(self.reduce4.emit_darknet(g, p4))

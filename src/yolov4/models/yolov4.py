@@ -43,7 +43,9 @@ class YOLOv4(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         if config.name not in ARCHITECTURES:
-            raise ConfigError(f"unknown model name {config.name!r}; expected one of {sorted(ARCHITECTURES)}")
+            raise ConfigError(
+                f"unknown model name {config.name!r}; expected one of {sorted(ARCHITECTURES)}"
+            )
         backbone_cls, neck_cls, mids = ARCHITECTURES[config.name]
         self.config = config
         self.backbone = backbone_cls()
@@ -83,11 +85,17 @@ class YOLOv4(nn.Module):
     def check_input(self, images: torch.Tensor) -> None:
         """Raise :class:`InputError` naming expected vs found unless ``images`` fits the model."""
         if not isinstance(images, torch.Tensor):
-            raise InputError(f"expected images as a torch.Tensor (B, 3, H, W), got {type(images).__name__}")
+            raise InputError(
+                f"expected images as a torch.Tensor (B, 3, H, W), got {type(images).__name__}"
+            )
         if images.dim() != 4 or images.shape[1] != 3:
             raise InputError(
                 f"expected images of shape (B, 3, H, W), got {tuple(images.shape)}"
-                + (" (a single image? add a batch dimension: images[None])" if images.dim() == 3 else "")
+                + (
+                    " (a single image? add a batch dimension: images[None])"
+                    if images.dim() == 3
+                    else ""
+                )
             )
         h, w = images.shape[-2:]
         if h % MAX_STRIDE or w % MAX_STRIDE or h == 0 or w == 0:
@@ -115,7 +123,9 @@ class YOLOv4(nn.Module):
 
     def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
         """``(B, 3, H, W)`` float in [0, 1] -> list of ``(B, A*(5+C), H/s, W/s)``, ascending ``s``."""
-        if not (torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_exporting()):
+        if not (
+            torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_exporting()
+        ):
             self.check_input(images)
         feats = self.neck(*self.backbone(images))
         return [head(f) for head, f in zip(self.heads, feats)]

@@ -1,0 +1,154 @@
+"""The networks: parameter counts, the forward contract, input errors, config, fusing."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from yolov4 import ConfigError, InputError, ModelConfig, build_model, fuse_model
+from yolov4.models.layers import BN_EPS
+
+# Learnable parameters with 80 classes, as darknet's yolov4.cfg / yolov4-tiny.cfg define them.
+YOLOV4_PARAMS = 64_363_101
+TINY_PARAMS = 6_056_606
+
+
+def n_params(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+@pytest.mark.parametrize(
+    "name, expected", [("yolov4", YOLOV4_PARAMS), ("yolov4-tiny", TINY_PARAMS)]
+)
+def test_parameter_count_matches_darknet(name, expected):
+    with torch.device("meta"):
+        model = build_model(name, num_classes=80)
+    assert n_params(model) == expected
+
+
+def test_bn_eps_is_darknets():
+    model = build_model("yolov4-tiny", num_classes=2)
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert bns and all(bn.eps == BN_EPS == 1e-5 for bn in bns)
+
+
+@pytest.mark.parametrize("hw", [(64, 64), (96, 160), (160, 96)])
+@pytest.mark.parametrize("num_classes", [1, 80])
+def test_tiny_output_shapes(hw, num_classes):
+    model = build_model("yolov4-tiny", num_classes=num_classes).eval()
+    h, w = hw
+    with torch.no_grad():
+        outs = model(torch.rand(2, 3, h, w))
+    assert [tuple(o.shape) for o in outs] == [
+        (2, 3 * (5 + num_classes), h // s, w // s) for s in (16, 32)
+    ]
+
+
+def test_yolov4_output_shapes_ascending_stride(yolov4_3cls):
+    with torch.no_grad():
+        outs = yolov4_3cls(torch.rand(1, 3, 96, 128))
+    assert [tuple(o.shape) for o in outs] == [(1, 24, 96 // s, 128 // s) for s in (8, 16, 32)]
+    assert yolov4_3cls.strides == (8, 16, 32)
+
+
+def test_config_is_stored_on_the_model():
+    with torch.device("meta"):
+        model = build_model("yolov4", num_classes=5)
+    c = model.config
+    assert c.num_classes == 5 and c.strides == (8, 16, 32)
+    assert c.scale_x_y == (1.2, 1.1, 1.05)
+    assert c.masks == ((0, 1, 2), (3, 4, 5), (6, 7, 8))
+    assert c.anchors[0] == (12.0, 16.0) and c.anchors[-1] == (459.0, 401.0)
+    assert c.head_anchors()[0] == [(12.0, 16.0), (19.0, 36.0), (40.0, 28.0)]
+    tiny = ModelConfig.load("yolov4-tiny")
+    assert tiny.masks == ((1, 2, 3), (3, 4, 5)) and tiny.iou_thresh is None
+    assert tiny.strides == (16, 32) and tiny.scale_x_y == (1.05, 1.05)
+
+
+def test_rebuild_from_config_dict_gives_same_state_dict_layout():
+    model = build_model("yolov4-tiny", num_classes=7, scale_x_y=[1.1, 1.2])
+    again = build_model(**model.config.to_dict())
+    assert again.config == model.config
+    a, b = model.state_dict(), again.state_dict()
+    assert list(a) == list(b) and all(a[k].shape == b[k].shape for k in a)
+    again.load_state_dict(a, strict=True)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"name": "yolov5"}, "unknown model name 'yolov5'"),
+        (
+            {"name": "yolov4-tiny", "anchor": [[1, 2]]},
+            r"unknown model config key\(s\) \['anchor'\]",
+        ),
+        ({"name": "yolov4-tiny", "strides": [8, 16]}, "must be \\[16, 32\\]"),
+        ({"name": "yolov4-tiny", "num_classes": 0}, "num_classes must be >= 1, got 0"),
+        ({"name": "yolov4-tiny", "masks": [[0, 1, 9], [3, 4, 5]]}, r"masks\[0\]=\[0, 1, 9\]"),
+        ({"name": "yolov4-tiny", "scale_x_y": [1.05]}, "one entry per stride"),
+        ({"name": "yolov4-tiny", "input_size": [416, 400]}, "multiples of 32"),
+    ],
+)
+def test_config_errors_name_the_key(kwargs, match):
+    with pytest.raises(ConfigError, match=match):
+        build_model(**kwargs)
+
+
+@pytest.fixture(scope="module")
+def tiny2():
+    return build_model("yolov4-tiny", num_classes=2).eval()
+
+
+@pytest.mark.parametrize(
+    "images, match",
+    [
+        (torch.rand(3, 64, 64), r"shape \(B, 3, H, W\), got \(3, 64, 64\).*add a batch dimension"),
+        (torch.rand(1, 1, 64, 64), r"shape \(B, 3, H, W\), got \(1, 1, 64, 64\)"),
+        (torch.rand(1, 4, 64, 64), r"got \(1, 4, 64, 64\)"),
+        (torch.rand(1, 3, 64, 100), r"multiples of 32, got \(1, 3, 64, 100\).*64x128"),
+        (torch.rand(1, 3, 40, 64), r"multiples of 32, got \(1, 3, 40, 64\)"),
+        (torch.zeros(1, 3, 64, 64, dtype=torch.uint8), r"floating-point.*torch.uint8.*/ 255"),
+        (torch.zeros(1, 3, 64, 64, dtype=torch.int64), r"floating-point.*torch.int64"),
+        (torch.rand(1, 3, 64, 64, dtype=torch.float64), r"dtype torch.float32.*got torch.float64"),
+        (
+            torch.rand(1, 3, 64, 64, device="meta"),
+            r"images are on meta but the model's weights are on cpu",
+        ),
+        ([torch.rand(3, 64, 64)], r"torch.Tensor.*got list"),
+    ],
+)
+def test_bad_input_raises_input_error(tiny2, images, match):
+    with pytest.raises(InputError, match=match):
+        tiny2(images)
+
+
+def test_input_error_is_a_value_error(tiny2):
+    with pytest.raises(ValueError):
+        tiny2(torch.rand(1, 3, 33, 64))
+
+
+def test_autocast_accepts_float32_input(tiny2):
+    with torch.autocast("cpu", dtype=torch.bfloat16), torch.no_grad():
+        outs = tiny2(torch.rand(1, 3, 64, 64))
+    assert outs[0].dtype == torch.bfloat16
+
+
+def test_gradients_flow_in_training_mode():
+    model = build_model("yolov4-tiny", num_classes=2).train()
+    outs = model(torch.rand(2, 3, 64, 64))
+    sum(o.square().mean() for o in outs).backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+@pytest.mark.parametrize("fixture, hw", [("tiny80", (96, 128)), ("yolov4_3cls", (64, 96))])
+def test_fused_equals_unfused(request, fixture, hw):
+    model = request.getfixturevalue(fixture)
+    fused = fuse_model(model)
+    assert fused.is_fused and not model.is_fused
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
+    x = torch.rand(2, 3, *hw)
+    with torch.no_grad():
+        ref, got = model(x), fused(x)
+    for r, o in zip(ref, got):
+        assert r.std() > 0.1  # a comparison of non-trivial maps
+        torch.testing.assert_close(o, r, rtol=1e-4, atol=1e-4 * r.abs().max().item())
