@@ -3,21 +3,43 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from yolov4.models.darknet_graph import DarknetGraph
 
-__all__ = ["ConvBnAct", "make_activation", "BN_EPS", "LEAKY_SLOPE"]
+__all__ = ["ConvBnAct", "Mish", "make_activation", "BN_EPS", "LEAKY_SLOPE"]
 
 BN_EPS = 1e-5  # darknet normalize_cpu: sqrt(variance + .00001f)
 LEAKY_SLOPE = 0.1  # darknet activation=leaky
 ACTIVATIONS = ("mish", "leaky", "linear")
 
 
+class Mish(nn.Module):
+    """``x * tanh(softplus(x))``, darknet's ``activation=mish``.
+
+    With autograd recording, ``F.mish`` (exact gradients). Without it (inference), the same
+    value as three vectorised in-place passes, ``x * tanh(log1p(exp(x)))``: about 3x faster on
+    CPU than ``F.mish``, whose softplus is not vectorised. For x > 88 ``exp`` overflows to inf,
+    ``tanh(inf) = 1`` and the result is ``x``, as it should be; no NaN can arise.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (
+            torch.is_grad_enabled()
+            or torch.jit.is_tracing()
+            or torch.jit.is_scripting()
+            or torch.compiler.is_compiling()
+        ):
+            return F.mish(x)
+        t = torch.exp(x)
+        return x.mul_(t.log1p_().tanh_())
+
+
 def make_activation(name: str) -> nn.Module:
     """Darknet activation by its cfg name: ``mish``, ``leaky`` (slope 0.1) or ``linear``."""
     if name == "mish":
-        return nn.Mish(inplace=True)
+        return Mish()
     if name == "leaky":
         return nn.LeakyReLU(LEAKY_SLOPE, inplace=True)
     if name == "linear":

@@ -1,0 +1,65 @@
+"""Helpers shared by the benchmark scripts: the machine's own reference and JSON output."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_info() -> dict[str, Any]:
+    return {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "cpu": cpu_name(),
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+    }
+
+
+def time_fn(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> dict[str, float]:
+    """Seconds per call: min and median over ``repeats`` after ``warmup`` calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return {"min_s": min(times), "median_s": statistics.median(times), "repeats": repeats}
+
+
+def matmul_gflops(n: int = 2048, repeats: int = 10) -> float:
+    """The machine's achievable float32 GFLOP/s: best of ``repeats`` n x n matmuls."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    t = time_fn(lambda: torch.mm(a, b), repeats, warmup=2)["min_s"]
+    return 2 * n**3 / t / 1e9
+
+
+def save(name: str, payload: dict[str, Any]) -> Path:
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    path = RESULTS_DIR / f"{name}.json"
+    path.write_text(json.dumps(payload, indent=2) + "\n")
+    return path
