@@ -1,0 +1,25 @@
+"""Pure tensor functions between the network and everything else: box math, decode, NMS."""
+
+from yolov4.ops.boxes import (
+    box_area,
+    box_iou,
+    complete_box_iou,
+    complete_box_iou_loss,
+    cxcywh_to_xyxy,
+    distance_box_iou,
+    generalized_box_iou,
+    paired_box_iou,
+    xyxy_to_cxcywh,
+)
+
+__all__ = [
+    "box_area",
+    "box_iou",
+    "complete_box_iou",
+    "complete_box_iou_loss",
+    "cxcywh_to_xyxy",
+    "distance_box_iou",
+    "generalized_box_iou",
+    "paired_box_iou",
+    "xyxy_to_cxcywh",
+]
