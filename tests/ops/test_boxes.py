@@ -57,8 +57,12 @@ def test_pairwise_batched_dims_and_float32():
 @pytest.mark.parametrize("kind", B.IOU_KINDS)
 def test_paired_is_the_diagonal_of_pairwise(kind):
     b1, b2 = random_boxes(30, 4), random_boxes(30, 5)
-    pairwise = {"iou": B.box_iou, "giou": B.generalized_box_iou, "diou": B.distance_box_iou,
-                "ciou": B.complete_box_iou}[kind]
+    pairwise = {
+        "iou": B.box_iou,
+        "giou": B.generalized_box_iou,
+        "diou": B.distance_box_iou,
+        "ciou": B.complete_box_iou,
+    }[kind]
     torch.testing.assert_close(B.paired_box_iou(b1, b2, kind), pairwise(b1, b2).diagonal())
 
 

@@ -11,9 +11,15 @@ from yolov4.ops.boxes import (
     paired_box_iou,
     xyxy_to_cxcywh,
 )
+from yolov4.ops.decode import cell_grid, decode, decode_boxes, decode_head, split_head
 
 __all__ = [
     "box_area",
+    "cell_grid",
+    "decode",
+    "decode_boxes",
+    "decode_head",
+    "split_head",
     "box_iou",
     "complete_box_iou",
     "complete_box_iou_loss",

@@ -79,7 +79,9 @@ def _safe_div(num: Tensor, den: Tensor) -> Tensor:
 def _aspect_angle(w: Tensor, h: Tensor) -> Tensor:
     """``atan(w / h)`` for ``w, h >= 0`` (pi/2 when ``h = 0``), 0 with zero gradient for a point."""
     point = (w.abs() + h.abs()) <= EPS
-    return torch.atan2(torch.where(point, torch.zeros_like(w), w), torch.where(point, torch.ones_like(h), h))
+    return torch.atan2(
+        torch.where(point, torch.zeros_like(w), w), torch.where(point, torch.ones_like(h), h)
+    )
 
 
 def _overlap(b1: Tensor, b2: Tensor, kind: str, beta: float = 1.0) -> Tensor:

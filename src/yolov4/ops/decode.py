@@ -1,0 +1,115 @@
+"""Darknet's ``[yolo]`` decode: raw head maps -> boxes in input pixels, objectness, class scores.
+
+A head map is the conv output in front of one ``[yolo]`` layer, ``(B, A * (5 + C), H, W)`` with
+channel ``a * (5 + C) + k``, ``k`` indexing ``[tx, ty, tw, th, obj, cls_0 .. cls_{C-1}]``. For the
+cell in column ``i``, row ``j`` and anchor ``(aw, ah)`` of a head with stride ``s`` and
+``scale_x_y`` ``g`` (darknet's ``get_yolo_box`` after the ``scal_add`` of ``forward_yolo_layer``):
+
+    cx = (i + g * sigmoid(tx) - (g - 1) / 2) * s        w = aw * exp(tw)
+    cy = (j + g * sigmoid(ty) - (g - 1) / 2) * s        h = ah * exp(th)
+    obj = sigmoid(obj_logit),  cls_c = sigmoid(cls_logit_c)
+
+Predictions of one head are ordered ``(a, j, i)`` (darknet's ``entry_index``), heads in the
+order given (ascending stride). Shapes only drive ``view``/``permute``/``arange``, never Python
+branches on values, so the functions trace for ONNX with any ``H, W`` and batch size.
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+__all__ = ["split_head", "cell_grid", "decode_boxes", "decode_head", "decode"]
+
+_GRID_CACHE_SIZE = 32  # distinct (H, W, device, dtype): every head of a few input sizes
+
+
+def split_head(head: Tensor, num_anchors: int) -> Tensor:
+    """``(B, A * (5 + C), H, W)`` raw map -> ``(B, A, H, W, 5 + C)`` view (no copy, no activation)."""
+    b, _, h, w = head.shape
+    return head.view(b, num_anchors, -1, h, w).permute(0, 1, 3, 4, 2)
+
+
+def _make_grid(h: int, w: int, device: torch.device, dtype: torch.dtype) -> Tensor:
+    ys = torch.arange(h, device=device, dtype=dtype)
+    xs = torch.arange(w, device=device, dtype=dtype)
+    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+    return torch.stack((gx, gy), dim=-1)
+
+
+@functools.lru_cache(maxsize=_GRID_CACHE_SIZE)
+def _cached_grid(h: int, w: int, device: torch.device, dtype: torch.dtype) -> Tensor:
+    with torch.inference_mode(False):  # a normal tensor, usable later with autograd on
+        return _make_grid(h, w, device, dtype)
+
+
+def _exporting() -> bool:
+    return (
+        torch.jit.is_tracing()
+        or torch.compiler.is_compiling()
+        or torch.compiler.is_exporting()
+        or torch.onnx.is_in_onnx_export()
+    )
+
+
+def cell_grid(h: int, w: int, device: torch.device, dtype: torch.dtype) -> Tensor:
+    """``(H, W, 2)`` cell offsets ``(i, j)`` = (column, row) of dtype ``dtype``.
+
+    Cached per ``(H, W, device, dtype)`` in eager mode (treat as read-only); built with
+    ``arange`` while tracing/compiling so that exported graphs keep ``H, W`` symbolic.
+    """
+    if _exporting():
+        return _make_grid(h, w, device, dtype)
+    return _cached_grid(int(h), int(w), torch.device(device), dtype)
+
+
+def decode_boxes(t: Tensor, anchors: Tensor, stride: int, scale_x_y: float) -> Tensor:
+    """Raw ``t = (tx, ty, tw, th)`` ``(B, A, H, W, 4)`` -> boxes ``(B, A, H, W, 4)`` cxcywh pixels.
+
+    ``anchors`` is ``(A, 2)`` ``(w, h)`` in input pixels. Differentiable (the loss uses it).
+    """
+    h, w = t.shape[2], t.shape[3]
+    grid = cell_grid(h, w, t.device, t.dtype)  # (H, W, 2)
+    xy = (t[..., :2].sigmoid() * scale_x_y - (scale_x_y - 1) / 2 + grid) * stride
+    wh = t[..., 2:4].exp() * anchors.to(t.dtype).view(1, -1, 1, 1, 2)
+    return torch.cat((xy, wh), dim=-1)
+
+
+def decode_head(
+    head: Tensor, anchors: Sequence[Sequence[float]] | Tensor, stride: int, scale_x_y: float
+) -> Tensor:
+    """One raw head map ``(B, A * (5 + C), H, W)`` -> ``(B, A * H * W, 5 + C)``.
+
+    Columns are ``[cx, cy, w, h, obj, cls_0 .. cls_{C-1}]``: box in input pixels, objectness and
+    class probabilities (sigmoids, not yet multiplied). ``anchors``: the head's ``A`` anchors
+    ``(w, h)`` in input pixels. Same dtype and device as ``head``.
+    """
+    with warnings.catch_warnings():  # the anchors are constants of the model: fine in a trace
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        anchors = torch.as_tensor(anchors, dtype=head.dtype, device=head.device).view(-1, 2)
+    p = split_head(head, anchors.shape[0])
+    boxes = decode_boxes(p[..., :4], anchors, stride, scale_x_y)
+    out = torch.cat((boxes, p[..., 4:].sigmoid()), dim=-1)
+    return out.reshape(head.shape[0], -1, out.shape[-1])
+
+
+def decode(
+    heads: Sequence[Tensor],
+    anchors: Sequence[Sequence[Sequence[float]]],
+    strides: Sequence[int],
+    scale_x_y: Sequence[float],
+) -> Tensor:
+    """All heads -> ``(B, N, 5 + C)``, ``N = sum(A * H_l * W_l)``, heads in the order given.
+
+    ``heads``: the network's raw maps, ascending stride; ``anchors[l]`` the ``A`` anchor
+    ``(w, h)`` pixels of head ``l``; ``strides[l]`` and ``scale_x_y[l]`` its stride and grid
+    sensitivity. For a model: ``decode(maps, cfg.head_anchors(), cfg.strides, cfg.scale_x_y)``
+    with ``cfg = model.config``.
+    """
+    return torch.cat(
+        [decode_head(m, a, s, g) for m, a, s, g in zip(heads, anchors, strides, scale_x_y)], dim=1
+    )
