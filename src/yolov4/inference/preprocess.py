@@ -27,6 +27,7 @@ __all__ = [
     "preprocess",
     "preprocess_batch",
     "resize_image",
+    "image_to_tensor",
 ]
 
 # Grey border of letterboxed images, YOLOv5/ultralytics' value (114, 114, 114) for all channels;
@@ -146,10 +147,17 @@ def preprocess(image: np.ndarray, config: PreprocessConfig) -> tuple[torch.Tenso
     _check_image(image)
     params = letterbox_params(image.shape[:2], config.input_size, config.mode)
     resized = resize_image(image, params, config.input_size, config.pad_value)
+    return image_to_tensor(resized, config), params
+
+
+def image_to_tensor(image: np.ndarray, config: PreprocessConfig) -> torch.Tensor:
+    """``(H, W, 3)`` uint8 RGB already at the input size → ``(3, H, W)`` float32 in
+    ``config.channel_order`` times ``config.scale`` (the last step of :func:`preprocess`, also
+    used by the training pipeline so both scale and order colours the same way)."""
     if config.channel_order == "bgr":
-        resized = resized[..., ::-1]
-    tensor = torch.from_numpy(np.ascontiguousarray(resized.transpose(2, 0, 1)))
-    return tensor.to(torch.float32).mul_(config.scale), params
+        image = image[..., ::-1]
+    tensor = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
+    return tensor.to(torch.float32).mul_(config.scale)
 
 
 def preprocess_batch(

@@ -1,0 +1,103 @@
+"""Batching: samples → the batch dict every model/loss/evaluation step reads, with darknet's
+multi-scale training (``random=1``) applied per batch so all images of a batch share a size.
+
+Batch keys (defined once here):
+
+    images          (B, 3, H, W) float32 in [0, 1], H and W multiples of 32
+    targets         (M, 6) float32 [image_index, class_index, x1, y1, x2, y2], input pixels
+    image_ids       (B,) int64, the ids results are reported under
+    original_sizes  (B, 2) int64 (H0, W0) of each original image
+    letterbox       (B, 4) float32 [scale_x, scale_y, pad_x, pad_y]: original → input pixels
+                    (meaningful for validation samples; for augmented training samples it
+                    describes only the base resize, never use it to unmap training boxes)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TypedDict
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["Batch", "Sample", "DetectionCollate", "SIZE_MULTIPLE", "multi_scale_size"]
+
+SIZE_MULTIPLE = 32  # the network's largest stride: input sides must be multiples of it
+
+
+class Sample(TypedDict):
+    """One item of a :class:`~yolov4.data.dataset.DetectionDataset`."""
+
+    image: torch.Tensor  # (3, H, W) float32
+    boxes: torch.Tensor  # (N, 4) float32 xyxy input pixels
+    labels: torch.Tensor  # (N,) int64
+    image_id: int
+    original_size: tuple[int, int]
+    letterbox: tuple[float, float, float, float]
+
+
+class Batch(TypedDict):
+    images: torch.Tensor
+    targets: torch.Tensor
+    image_ids: torch.Tensor
+    original_sizes: torch.Tensor
+    letterbox: torch.Tensor
+
+
+def multi_scale_size(
+    input_hw: Sequence[int], factor: float, multiple: int = SIZE_MULTIPLE
+) -> tuple[int, int]:
+    """``input_hw`` scaled by ``factor`` and rounded to multiples of ``multiple`` (at least one)."""
+    return tuple(max(multiple, round(s * factor / multiple) * multiple) for s in input_hw)  # type: ignore[return-value]
+
+
+def _random_factor(coefficient: float) -> float:
+    """darknet's ``rand_scale``: uniform in ``[1, c]``, inverted half of the time (torch's RNG,
+    which each DataLoader worker seeds)."""
+    s = 1.0 + float(torch.rand(())) * (coefficient - 1.0)
+    return s if float(torch.rand(())) < 0.5 else 1.0 / s
+
+
+class DetectionCollate:
+    """Stack samples into a :class:`Batch`; with ``multi_scale`` (darknet's ``random``
+    coefficient, e.g. 1.4) resize the whole batch to a random size (a multiple of 32 in about
+    ``[size / m, size * m]``), boxes and letterbox parameters scaled with it."""
+
+    def __init__(self, multi_scale: float | None = None) -> None:
+        self.multi_scale = multi_scale
+
+    def __call__(self, samples: Sequence[Sample]) -> Batch:
+        images = torch.stack([s["image"] for s in samples])
+        targets = torch.cat(
+            [
+                torch.cat(
+                    [
+                        torch.full((len(s["labels"]), 1), float(i)),
+                        s["labels"][:, None].float(),
+                        s["boxes"],
+                    ],
+                    1,
+                )
+                for i, s in enumerate(samples)
+            ]
+        ).reshape(-1, 6)
+        letterbox = torch.tensor([s["letterbox"] for s in samples], dtype=torch.float32).reshape(
+            -1, 4
+        )
+        if self.multi_scale is not None and self.multi_scale > 1.0:
+            h, w = images.shape[-2:]
+            nh, nw = multi_scale_size((h, w), _random_factor(self.multi_scale))
+            if (nh, nw) != (h, w):
+                images = F.interpolate(images, size=(nh, nw), mode="bilinear", align_corners=False)
+                gain = torch.tensor([nw / w, nh / h, nw / w, nh / h])
+                targets = torch.cat([targets[:, :2], targets[:, 2:] * gain], 1)
+                letterbox = letterbox * gain
+        return Batch(
+            images=images,
+            targets=targets,
+            image_ids=torch.tensor([s["image_id"] for s in samples], dtype=torch.int64),
+            original_sizes=torch.tensor(
+                [s["original_size"] for s in samples], dtype=torch.int64
+            ).reshape(-1, 2),
+            letterbox=letterbox,
+        )

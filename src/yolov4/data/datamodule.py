@@ -1,0 +1,251 @@
+"""The LightningDataModule: sources → datasets → DataLoaders of :class:`~yolov4.data.collate.Batch`.
+
+Hydra builds it from ``configs/data/*.yaml`` (``_target_`` = :class:`DetectionDataModule` or
+:class:`SyntheticDataModule`, the sources nested with their own ``_target_``) with
+``augment=`` from ``configs/augment/*.yaml``. What training and evaluation read from it:
+
+    class_names, num_classes      from the datasets (train and val must agree)
+    category_ids                  category_ids[class_index] = the original id results must carry
+    val_coco                      pycocotools COCO ground truth of the val split (in memory)
+    preprocess_config             THE preprocessing settings (store .to_dict() in checkpoints)
+
+These load the annotations on first access, so a model can be sized before ``Trainer.fit``.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import lightning as L
+import numpy as np
+import torch
+from pycocotools.coco import COCO
+from torch.utils.data import DataLoader, get_worker_info
+
+from yolov4.data.collate import DetectionCollate
+from yolov4.data.dataset import DetectionDataset
+from yolov4.data.records import DetectionData, ProblemReport
+from yolov4.data.synthetic import SyntheticSource
+from yolov4.data.transforms import AugmentConfig
+from yolov4.errors import ConfigError, DatasetError
+from yolov4.inference.preprocess import PreprocessConfig
+
+__all__ = ["DataSource", "DetectionDataModule", "SyntheticDataModule", "seed_worker"]
+
+SPLITS = ("train", "val", "test")
+RANK_SEED_STRIDE = 1_000_003  # a prime: seeds of different ranks never collide for < 1e6 epochs
+
+
+class DataSource(Protocol):
+    """Anything that loads a split: :class:`~yolov4.data.coco.CocoSource`,
+    :class:`~yolov4.data.yolo_txt.YoloSource`, :class:`~yolov4.data.synthetic.SyntheticSource`."""
+
+    def load(self, report: ProblemReport) -> DetectionData: ...
+
+
+def seed_worker(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: seed Python, NumPy and the dataset's augmentation from
+    the worker's torch seed (distinct per worker, per epoch, and per rank through the
+    DataLoader's rank-seeded generator; reproducible for a given seed)."""
+    info = get_worker_info()
+    seed = info.seed % 2**32 if info is not None else worker_id
+    random.seed(seed)
+    np.random.seed(seed)
+    if info is not None and hasattr(info.dataset, "reseed"):
+        info.dataset.reseed(seed)
+
+
+class DetectionDataModule(L.LightningDataModule):
+    """Train/val(/test) detection data.
+
+    Args:
+        train, val, test: data sources (``val``/``test`` optional).
+        input_size: ``(H, W)`` network input, multiples of 32 (or one int for square).
+        augment: training augmentation; ``None`` trains on letterboxed images only.
+        resize_mode: ``letterbox`` (default) or ``stretch`` (darknet's weights).
+        batch_size: training batch size; ``val_batch_size`` defaults to it.
+        num_workers, persistent_workers, pin_memory: DataLoader settings.
+        seed: seeds worker RNGs (with the rank) and the augmentation.
+        strict: raise :class:`DatasetError` at the first bad file instead of repairing/skipping.
+        num_classes: the model's class count; a dataset with another count fails at setup.
+    """
+
+    def __init__(
+        self,
+        *,
+        train: DataSource,
+        val: DataSource | None = None,
+        test: DataSource | None = None,
+        input_size: int | Sequence[int] = (416, 416),
+        augment: AugmentConfig | None = None,
+        resize_mode: str = "letterbox",
+        batch_size: int = 16,
+        val_batch_size: int | None = None,
+        num_workers: int = 2,
+        persistent_workers: bool = True,
+        pin_memory: bool = False,
+        seed: int = 0,
+        strict: bool = False,
+        num_classes: int | None = None,
+    ) -> None:
+        super().__init__()
+        size = (
+            (input_size, input_size)
+            if isinstance(input_size, int)
+            else tuple(int(s) for s in input_size)
+        )
+        if len(size) != 2 or any(s <= 0 or s % 32 for s in size):
+            raise ConfigError(f"data.input_size: expected (H, W) multiples of 32, got {input_size}")
+        if batch_size < 1:
+            raise ConfigError(f"data.batch_size: expected >= 1, got {batch_size}")
+        self.sources = {"train": train, "val": val, "test": test}
+        self.augment = augment
+        self.preprocess_config = PreprocessConfig(input_size=size, mode=resize_mode)
+        self.batch_size = batch_size
+        self.val_batch_size = val_batch_size or batch_size
+        self.num_workers = num_workers
+        self.persistent_workers = persistent_workers and num_workers > 0
+        self.pin_memory = pin_memory
+        self.seed = seed
+        self.strict = strict
+        self.expected_num_classes = num_classes
+        self._data: dict[str, DetectionData] = {}
+        self.reports: dict[str, ProblemReport] = {}
+        self.datasets: dict[str, DetectionDataset] = {}
+
+    # ---------------------------------------------------------------- loading
+    def split(self, name: str) -> DetectionData | None:
+        """The loaded split ``name`` (annotations read once; problems logged once)."""
+        if self.sources[name] is None:
+            return None
+        if name not in self._data:
+            report = ProblemReport(strict=self.strict, name=f"data.{name}")
+            self._data[name] = self.sources[name].load(report)
+            self.reports[name] = report
+            report.log()
+            self._check_classes(name)
+        return self._data[name]
+
+    def _check_classes(self, name: str) -> None:
+        data = self._data[name]
+        if self.expected_num_classes is not None and data.num_classes != self.expected_num_classes:
+            raise DatasetError(
+                f"data.{name} has {data.num_classes} classes {data.class_names} but the model has "
+                f"{self.expected_num_classes}; set model.num_classes={data.num_classes}"
+            )
+        for other, od in self._data.items():
+            if od.class_names != data.class_names or od.category_ids != data.category_ids:
+                raise DatasetError(
+                    f"data.{name} classes {list(zip(data.category_ids, data.class_names, strict=True))} differ "
+                    f"from data.{other} classes {list(zip(od.category_ids, od.class_names, strict=True))}"
+                )
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.split("train").class_names
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def category_ids(self) -> list[int]:
+        """``category_ids[class_index]``: the original category id to write in results."""
+        return self.split("train").category_ids
+
+    @property
+    def val_coco(self) -> COCO:
+        """pycocotools ground truth of the val split (built in memory for YOLO txt)."""
+        data = self.split("val")
+        if data is None:
+            raise ConfigError("no val split configured (data.val); evaluation needs one")
+        return data.coco
+
+    # ---------------------------------------------------------------- Lightning hooks
+    def prepare_data(self) -> None:
+        """Generate the synthetic dataset once (called on one process per node)."""
+        for source in self.sources.values():
+            if hasattr(source, "prepare"):
+                source.prepare()
+
+    def _rank(self) -> int:
+        trainer = getattr(self, "trainer", None)
+        return int(trainer.global_rank) if trainer is not None else 0
+
+    def setup(self, stage: str | None = None) -> None:
+        rank = self._rank()
+        for name in SPLITS:
+            data = self.split(name)
+            if data is None or name in self.datasets:
+                continue
+            train = name == "train"
+            augment = (self.augment or AugmentConfig.none()) if train else None
+            self.datasets[name] = DetectionDataset(
+                data,
+                self.preprocess_config,
+                augment,
+                self.strict,
+                self.seed + rank * RANK_SEED_STRIDE,
+                f"data.{name}",
+            )
+
+    def _loader(self, name: str, train: bool) -> DataLoader:
+        if name not in self.datasets:
+            self.setup()
+        if name not in self.datasets:
+            raise ConfigError(f"no {name} split configured (data.{name})")
+        dataset = self.datasets[name]
+        generator = torch.Generator().manual_seed(self.seed + self._rank() * RANK_SEED_STRIDE)
+        multi_scale = self.augment.multi_scale if (train and self.augment is not None) else None
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size if train else self.val_batch_size,
+            shuffle=train,
+            drop_last=train and len(dataset) > self.batch_size,
+            num_workers=self.num_workers,
+            persistent_workers=self.persistent_workers,
+            pin_memory=self.pin_memory,
+            collate_fn=DetectionCollate(multi_scale),
+            worker_init_fn=seed_worker,
+            generator=generator,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", train=False)
+
+
+class SyntheticDataModule(DetectionDataModule):
+    """:class:`DetectionDataModule` over the built-in synthetic shapes (``data=synthetic``).
+
+    Args:
+        num_train, num_val: images per split.
+        image_size: longest side of the generated images (sides vary in [0.75, 1] of it).
+        data_seed: generator seed (a different seed is a different dataset).
+        cache_dir: where splits are generated once (default ``~/.cache/yolov4/synthetic``).
+        **kwargs: :class:`DetectionDataModule` arguments (input_size, batch_size, ...).
+    """
+
+    def __init__(
+        self,
+        *,
+        num_train: int = 500,
+        num_val: int = 100,
+        image_size: int = 256,
+        data_seed: int = 0,
+        cache_dir: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        common = {"image_size": image_size, "seed": data_seed, "cache_dir": cache_dir}
+        super().__init__(
+            train=SyntheticSource(split="train", num_images=num_train, **common),
+            val=SyntheticSource(split="val", num_images=num_val, **common) if num_val > 0 else None,
+            **kwargs,
+        )

@@ -1,0 +1,149 @@
+"""The torch Dataset over a loaded split: decode (with repair) → augment or preprocess.
+
+Training samples (``augment`` given) go through :func:`build_train_transform` with three
+mosaic donors drawn from the split; evaluation samples through THE preprocessing function
+(:func:`yolov4.inference.preprocess.preprocess`). Unreadable images are reported once (with
+the file name) and replaced by another random image in training, by a blank image in
+evaluation (its ground truth stays, so the score is honest); strict mode raises instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from yolov4.data.collate import Sample
+from yolov4.data.image_io import read_image
+from yolov4.data.records import DetectionData, Problem, ProblemReport
+from yolov4.data.transforms import MOSAIC_DONORS, AugmentConfig, build_train_transform, donor
+from yolov4.errors import DatasetError
+from yolov4.inference.preprocess import PreprocessConfig, image_to_tensor, preprocess
+from yolov4.ops.letterbox import letterbox_params, map_boxes
+
+__all__ = ["DetectionDataset"]
+
+MAX_REPLACEMENTS = 10  # consecutive unreadable images tolerated before giving up
+Loaded = tuple[
+    np.ndarray, np.ndarray, np.ndarray
+]  # image (H,W,3) uint8 RGB, boxes (N,4), labels (N,)
+
+
+class DetectionDataset(Dataset):
+    """Samples of one split.
+
+    Args:
+        data: the loaded split.
+        preprocess_config: input size, resize mode, pad value, colour order, scale.
+        augment: training augmentation; ``None`` for evaluation (preprocess only).
+        strict: raise :class:`DatasetError` on the first bad image instead of repairing.
+        seed: seeds the augmentation and donor choice (reseeded per worker by
+            :func:`yolov4.data.datamodule.seed_worker`).
+        name: used in problem reports.
+    """
+
+    def __init__(
+        self,
+        data: DetectionData,
+        preprocess_config: PreprocessConfig,
+        augment: AugmentConfig | None = None,
+        strict: bool = False,
+        seed: int = 0,
+        name: str = "dataset",
+    ) -> None:
+        self.data = data
+        self.records = data.records
+        self.preprocess_config = preprocess_config
+        self.augment = augment
+        self.report = ProblemReport(strict=strict, name=name, log_each=True)
+        self._transforms = {}
+        if augment is not None:
+            size, mode, pad = (
+                preprocess_config.input_size,
+                preprocess_config.mode,
+                preprocess_config.pad_value,
+            )
+            self._transforms = {
+                m: build_train_transform(
+                    augment, size, with_mosaic=m, resize_mode=mode, pad_value=pad
+                )
+                for m in (False, True)
+            }
+        self.reseed(seed)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def reseed(self, seed: int) -> None:
+        """Seed donor choice and every albumentations transform (albumentations 2.0 does not
+        reseed per DataLoader worker by itself)."""
+        self.rng = np.random.default_rng(seed)
+        for i, t in enumerate(self._transforms.values()):
+            t.set_random_seed(seed + i)
+
+    def load(self, index: int) -> Loaded | None:
+        """Decode image ``index`` with its boxes; ``None`` (reported) when unreadable. An image
+        whose decoded size differs from the annotated one (EXIF rotation, resaved file) gets
+        its boxes rescaled, and is reported."""
+        rec = self.records[index]
+        image = read_image(rec.file, self.report)
+        if image is None:
+            return None
+        boxes = rec.boxes
+        h, w = image.shape[:2]
+        if (h, w) != (rec.height, rec.width):
+            self.report.add(
+                Problem.SIZE_MISMATCH,
+                rec.file,
+                f"annotated {rec.height}x{rec.width}, decoded {h}x{w}",
+            )
+            boxes = boxes * np.array([w / rec.width, h / rec.height] * 2, np.float32)
+        return image, boxes, rec.labels
+
+    def _load_train(self, index: int) -> tuple[int, Loaded]:
+        for _ in range(MAX_REPLACEMENTS):
+            loaded = self.load(index)
+            if loaded is not None:
+                return index, loaded
+            index = int(self.rng.integers(len(self)))
+        raise DatasetError(
+            f"{self.report.name}: {MAX_REPLACEMENTS} unreadable images in a row; see the report above"
+        )
+
+    def __getitem__(self, index: int) -> Sample:
+        rec = self.records[index]
+        config = self.preprocess_config
+        if self.augment is None:
+            loaded = self.load(index)
+            if loaded is None:  # keep the image (its ground truth counts) as a blank one
+                blank = np.full((rec.height, rec.width, 3), config.pad_value, np.uint8)
+                loaded = (blank, rec.boxes, rec.labels)
+            image, params = preprocess(loaded[0], config)
+            boxes, labels = map_boxes(loaded[1], params), loaded[2]
+        else:
+            index, (image, boxes, labels) = self._load_train(index)
+            rec = self.records[index]
+            with_mosaic = bool(self.rng.uniform() < self.augment.mosaic)
+            extra = {}
+            if with_mosaic:
+                picks = self.rng.integers(len(self), size=MOSAIC_DONORS)
+                donors = [self.load(int(j)) for j in picks]
+                extra["mosaic_metadata"] = [donor(*d) for d in donors if d is not None]
+            out = self._transforms[with_mosaic](image=image, bboxes=boxes, labels=labels, **extra)
+            image = image_to_tensor(out["image"], config)
+            boxes = np.asarray(out["bboxes"], np.float32).reshape(-1, 4)
+            labels = np.asarray(out["labels"], np.int64).reshape(-1)
+            params = letterbox_params((rec.height, rec.width), config.input_size, config.mode)
+        return Sample(
+            image=image,
+            boxes=torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+            labels=torch.as_tensor(labels, dtype=torch.int64).reshape(-1),
+            image_id=rec.image_id,
+            original_size=(rec.height, rec.width),
+            letterbox=tuple(params),
+        )
+
+    def sizes(self) -> Sequence[tuple[int, int]]:
+        return [(r.height, r.width) for r in self.records]

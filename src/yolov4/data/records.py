@@ -1,0 +1,202 @@
+"""The internal form every dataset format is converted to, and the bad-data report.
+
+A split is a :class:`DetectionData`: one :class:`ImageRecord` per image (boxes ``xyxy`` in the
+original image's pixels, contiguous class indices ``0..C-1``), the class names, the original
+category id of each class index, and the pycocotools ``COCO`` ground truth for evaluation.
+
+Problems in the data go through a :class:`ProblemReport`: in the default mode each one is
+counted with its file name and the sample is repaired or skipped; in ``strict`` mode the first
+one raises a :class:`~yolov4.errors.DatasetError` naming the file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from pycocotools.coco import COCO
+
+from yolov4.errors import DatasetError
+
+__all__ = [
+    "ImageRecord",
+    "DetectionData",
+    "ProblemReport",
+    "Problem",
+    "coco_from_dict",
+    "records_to_coco",
+    "COCO_SMALL_AREA",
+    "COCO_MEDIUM_AREA",
+]
+
+log = logging.getLogger(__name__)
+
+# COCO's object size classes (cocoeval.Params.areaRng): small < 32², medium < 96², large above.
+COCO_SMALL_AREA = 32**2
+COCO_MEDIUM_AREA = 96**2
+# How many example file names a one-line summary lists per kind of problem.
+SUMMARY_EXAMPLES = 5
+
+
+class Problem:
+    """Kinds of bad data, each with what is done about it outside strict mode."""
+
+    MISSING_FILE = "missing image file (skipped)"
+    UNREADABLE = "unreadable image (skipped)"
+    TRUNCATED = "truncated image (decoded what was there)"
+    CONVERTED = "not 8-bit RGB: grayscale/RGBA/16-bit (converted)"
+    SIZE_MISMATCH = "image size differs from the annotation, e.g. EXIF rotation (boxes rescaled)"
+    BOX_CLIPPED = "box partly outside the image (clipped)"
+    BOX_OUTSIDE = "box wholly outside the image (dropped)"
+    BOX_EMPTY = "zero or negative size box (dropped)"
+    BOX_NAN = "NaN or infinite box coordinate (dropped)"
+    UNKNOWN_CLASS = "unknown category id / class index (dropped)"
+    BAD_LINE = "label line without 5 numbers `class cx cy w h` (dropped)"
+
+
+@dataclass
+class ImageRecord:
+    """One image of a split.
+
+    Attributes:
+        image_id: the id results are reported under (COCO ``image_id``).
+        file: absolute path of the image file.
+        height, width: the image size the boxes refer to (pixels).
+        boxes: ``(N, 4)`` float32 ``xyxy`` in original-image pixels.
+        labels: ``(N,)`` int64 contiguous class indices.
+    """
+
+    image_id: int
+    file: str
+    height: int
+    width: int
+    boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))
+    labels: np.ndarray = field(default_factory=lambda: np.zeros((0,), np.int64))
+
+
+@dataclass
+class DetectionData:
+    """A loaded split: records, class names, ``category_ids[class_index]`` (the original id
+    results must carry), and the ``COCO`` ground truth of exactly these images."""
+
+    records: list[ImageRecord]
+    class_names: list[str]
+    category_ids: list[int]
+    coco: COCO
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+class ProblemReport:
+    """Counts problems per kind with their file names; raises at once in ``strict`` mode."""
+
+    def __init__(self, strict: bool = False, name: str = "dataset", log_each: bool = False) -> None:
+        self.strict = strict
+        self.name = name
+        self.log_each = log_each  # log each problem as found (data loading inside workers)
+        self.problems: dict[str, list[str]] = defaultdict(list)
+        self._seen: set[tuple[str, str]] = set()
+
+    def add(self, kind: str, file: Any, detail: str = "") -> None:
+        """Record one problem ``kind`` (a :class:`Problem` value) found in ``file``."""
+        where = f"{file}: {detail}" if detail else str(file)
+        if self.strict:
+            raise DatasetError(f"{self.name}: {kind.split(' (')[0]} in {where} (strict mode)")
+        if (kind, where) in self._seen:  # once per file, however many epochs
+            return
+        self._seen.add((kind, where))
+        self.problems[kind].append(where)
+        if self.log_each:
+            log.warning("%s: %s: %s", self.name, kind, where)
+
+    def __len__(self) -> int:
+        return sum(len(v) for v in self.problems.values())
+
+    def merge(self, other: ProblemReport) -> None:
+        for kind, items in other.problems.items():
+            for item in items:
+                if (kind, item) not in self._seen:
+                    self._seen.add((kind, item))
+                    self.problems[kind].append(item)
+
+    def summary(self, examples: int | None = SUMMARY_EXAMPLES) -> str:
+        """Multi-line text: one line per kind with its count, then the files (``examples``
+        of them, all when ``None``)."""
+        if not self.problems:
+            return f"{self.name}: no problems found"
+        lines = [f"{self.name}: {len(self)} problem(s)"]
+        for kind, items in self.problems.items():
+            lines.append(f"  {len(items):6d} x {kind}")
+            shown = items if examples is None else items[:examples]
+            lines.extend(f"           {item}" for item in shown)
+            if len(shown) < len(items):
+                lines.append(f"           ... and {len(items) - len(shown)} more")
+        return "\n".join(lines)
+
+    def log(self) -> None:
+        """Log the summary once as a warning (nothing when there is no problem)."""
+        if self.problems:
+            log.warning("%s", self.summary())
+
+
+def coco_from_dict(dataset: dict[str, Any]) -> COCO:
+    """A pycocotools ``COCO`` built in memory from a COCO-format dict (no file, no printing)."""
+    coco = COCO()
+    coco.dataset = dataset
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
+    return coco
+
+
+def records_to_coco(
+    records: list[ImageRecord], class_names: list[str], category_ids: list[int]
+) -> COCO:
+    """In-memory COCO ground truth of ``records`` (boxes as COCO ``xywh``, area = box area),
+    so formats without a json (YOLO txt) are evaluated by pycocotools like COCO itself."""
+    images, annotations = [], []
+    for rec in records:
+        images.append(
+            {"id": rec.image_id, "file_name": rec.file, "height": rec.height, "width": rec.width}
+        )
+        for box, label in zip(rec.boxes.tolist(), rec.labels.tolist(), strict=True):
+            w, h = box[2] - box[0], box[3] - box[1]
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": rec.image_id,
+                    "category_id": category_ids[label],
+                    "bbox": [box[0], box[1], w, h],
+                    "area": w * h,
+                    "iscrowd": 0,
+                }
+            )
+    categories = [{"id": i, "name": n} for i, n in zip(category_ids, class_names, strict=True)]
+    return coco_from_dict({"images": images, "annotations": annotations, "categories": categories})
+
+
+def check_box(
+    box: np.ndarray, width: float, height: float, report: ProblemReport, file: str
+) -> np.ndarray | None:
+    """Validate one ``xyxy`` pixel box against its image: NaN, empty and wholly-outside boxes
+    are reported and dropped (``None``), partly-outside ones reported and clipped."""
+    if not np.all(np.isfinite(box)):
+        report.add(Problem.BOX_NAN, file, f"box {box.tolist()}")
+        return None
+    if box[2] <= box[0] or box[3] <= box[1]:
+        report.add(Problem.BOX_EMPTY, file, f"box {box.tolist()}")
+        return None
+    clipped = np.clip(box, 0.0, [width, height, width, height]).astype(np.float32)
+    if clipped[2] <= clipped[0] or clipped[3] <= clipped[1]:
+        report.add(Problem.BOX_OUTSIDE, file, f"box {box.tolist()} in image {width}x{height}")
+        return None
+    # Sub-pixel overshoot (float rounding in exporters) is not worth a report.
+    if np.abs(clipped - box).max() > 0.5:
+        report.add(Problem.BOX_CLIPPED, file, f"box {box.tolist()} in image {width}x{height}")
+    return clipped

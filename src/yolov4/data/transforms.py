@@ -1,0 +1,190 @@
+"""Training augmentation (albumentations 2.0.x) after darknet's recipe, and the val transform.
+
+Training, per sample: ``A.Mosaic`` of the sample and three donors (passed through
+``mosaic_metadata``) → letterbox to the input size (only samples without mosaic need it) →
+random scale/translate (``A.Affine``, darknet's ``jitter``) → HSV jitter (``A.ColorJitter``:
+darknet's ``hue``, ``saturation``, ``exposure``) → horizontal flip. Boxes are ``pascal_voc``
+(``xyxy`` pixels), clipped to the image; boxes under ``min_area`` px² or with less than
+``min_visibility`` of their area left are dropped. Multi-scale (darknet's ``random=1``) is
+applied per batch in the collate function (:mod:`yolov4.data.collate`).
+
+Validation and inference use :func:`yolov4.inference.preprocess.preprocess`, the one
+preprocessing function.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import albumentations as A
+import cv2
+import numpy as np
+
+from yolov4.errors import ConfigError
+from yolov4.inference.preprocess import LETTERBOX_PAD_VALUE
+
+__all__ = ["AugmentConfig", "build_train_transform", "MOSAIC_DONORS"]
+
+MOSAIC_GRID = (2, 2)  # darknet mosaic=1: four images
+MOSAIC_DONORS = MOSAIC_GRID[0] * MOSAIC_GRID[1] - 1
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Training augmentation settings (``configs/augment/*.yaml``), defaults = darknet's
+    yolov4.cfg ``[net]`` section.
+
+    Attributes:
+        mosaic: probability of a 2x2 mosaic (cfg ``mosaic=1`` → 1.0).
+        mosaic_center: range of the mosaic's centre point, as a fraction of the 2x2 grid.
+        hue: hue shift as a fraction of the colour circle, uniform in ``[-hue, hue]`` (cfg ``hue``).
+        saturation: saturation scale, uniform in ``[1/s, s]`` (cfg ``saturation``).
+        exposure: brightness scale, uniform in ``[1/e, e]`` (cfg ``exposure``).
+        flip: probability of a horizontal flip (cfg ``flip=1`` flips half of the images).
+        scale: zoom range of the random affine (darknet ``jitter=.3`` resizes by up to ±30%;
+            ultralytics' default is ``[0.5, 1.5]``).
+        translate: random shift as a fraction of the input size, uniform in ``[-t, t]``.
+        min_area: boxes smaller than this many px² after augmentation are dropped.
+        min_visibility: boxes keeping less than this fraction of their area are dropped.
+        multi_scale: darknet's ``random`` coefficient: each batch is resized by a factor in
+            ``[1/m, m]`` rounded to a multiple of 32 (``null`` keeps the input size).
+    """
+
+    mosaic: float = 1.0
+    mosaic_center: tuple[float, float] = (0.3, 0.7)
+    hue: float = 0.1
+    saturation: float = 1.5
+    exposure: float = 1.5
+    flip: float = 0.5
+    scale: tuple[float, float] = (0.7, 1.3)
+    translate: float = 0.1
+    min_area: float = 4.0
+    min_visibility: float = 0.25
+    multi_scale: float | None = 1.4
+
+    def __post_init__(self) -> None:
+        for name in ("mosaic", "flip", "min_visibility"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(
+                    f"augment.{name}: expected a probability in [0, 1], got {getattr(self, name)}"
+                )
+        for name in ("saturation", "exposure"):
+            if getattr(self, name) < 1.0:
+                raise ConfigError(
+                    f"augment.{name}: expected a scale >= 1 (range [1/s, s]), got {getattr(self, name)}"
+                )
+        if not 0.0 <= self.hue <= 0.5:
+            raise ConfigError(
+                f"augment.hue: expected a fraction of the colour circle in [0, 0.5], got {self.hue}"
+            )
+        if self.multi_scale is not None and self.multi_scale < 1.0:
+            raise ConfigError(
+                f"augment.multi_scale: expected null or a factor >= 1, got {self.multi_scale}"
+            )
+        object.__setattr__(self, "scale", tuple(float(v) for v in self.scale))
+        object.__setattr__(self, "mosaic_center", tuple(float(v) for v in self.mosaic_center))
+
+    @classmethod
+    def none(cls) -> AugmentConfig:
+        """No augmentation at all (letterbox only), for debugging."""
+        return cls(
+            mosaic=0.0,
+            hue=0.0,
+            saturation=1.0,
+            exposure=1.0,
+            flip=0.0,
+            scale=(1.0, 1.0),
+            translate=0.0,
+            min_visibility=0.0,
+            multi_scale=None,
+        )
+
+
+def _bbox_params(config: AugmentConfig) -> A.BboxParams:
+    return A.BboxParams(
+        format="pascal_voc",
+        label_fields=["labels"],
+        min_area=config.min_area,
+        min_visibility=config.min_visibility,
+        clip=True,
+        filter_invalid_bboxes=True,
+    )
+
+
+def build_train_transform(
+    config: AugmentConfig,
+    input_size: Sequence[int],
+    with_mosaic: bool,
+    resize_mode: str = "letterbox",
+    pad_value: int = LETTERBOX_PAD_VALUE,
+    seed: int | None = None,
+) -> A.Compose:
+    """The training pipeline for one sample, output ``(H, W, 3)`` uint8 at ``input_size``.
+
+    Call it as ``t(image=rgb, bboxes=(N, 4) xyxy, labels=(N,), mosaic_metadata=[donor dicts])``
+    (donors only when ``with_mosaic``; each ``{"image", "bboxes", "labels"}``). ``resize_mode``
+    is the preprocess mode: ``letterbox`` (fit + pad) or ``stretch``. An extra
+    ``mask`` follows the geometric transforms (used by the tests to track shapes).
+    """
+    h, w = (int(s) for s in input_size)
+    steps: list[Any] = []
+    if with_mosaic:
+        steps.append(
+            A.Mosaic(
+                grid_yx=MOSAIC_GRID,
+                target_size=(h, w),
+                cell_shape=(h, w),
+                center_range=config.mosaic_center,
+                fit_mode="cover",
+                fill=pad_value,
+                fill_mask=0,
+                p=1.0,
+            )
+        )
+    if resize_mode == "stretch":  # as inference.preprocess does for darknet-trained weights
+        steps.append(A.Resize(h, w, interpolation=cv2.INTER_LINEAR, p=1.0))
+    else:
+        steps += [
+            A.LongestMaxSize(max_size_hw=(h, w), interpolation=cv2.INTER_LINEAR, p=1.0),
+            A.PadIfNeeded(
+                min_height=h,
+                min_width=w,
+                position="center",
+                border_mode=cv2.BORDER_CONSTANT,
+                fill=pad_value,
+                fill_mask=0,
+                p=1.0,
+            ),
+        ]
+    if config.scale != (1.0, 1.0) or config.translate > 0:
+        steps.append(
+            A.Affine(
+                scale=config.scale,
+                translate_percent=(-config.translate, config.translate),
+                keep_ratio=True,
+                border_mode=cv2.BORDER_CONSTANT,
+                fill=pad_value,
+                fill_mask=0,
+                p=1.0,
+            )
+        )
+    if config.hue > 0 or config.saturation > 1 or config.exposure > 1:
+        steps.append(
+            A.ColorJitter(
+                brightness=(1 / config.exposure, config.exposure),
+                contrast=(1.0, 1.0),
+                saturation=(1 / config.saturation, config.saturation),
+                hue=(-config.hue, config.hue),
+                p=1.0,
+            )
+        )
+    if config.flip > 0:
+        steps.append(A.HorizontalFlip(p=config.flip))
+    return A.Compose(steps, bbox_params=_bbox_params(config), seed=seed)
+
+
+def donor(image: np.ndarray, boxes: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
+    """A ``mosaic_metadata`` entry."""
+    return {"image": image, "bboxes": boxes, "labels": labels}
