@@ -53,7 +53,7 @@ def main() -> None:
                 x = torch.rand(batch, 3, size, size)
                 for mode, model in (("eager", eager), ("fused", fused)):
                     with torch.inference_mode():
-                        t = time_fn(lambda m=model: m(x), args.repeats)
+                        t = time_fn(lambda m=model, x=x: m(x), args.repeats)
                     ideal = batch * gflops / gflops_machine
                     row = {
                         "model": name,
