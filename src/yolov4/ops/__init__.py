@@ -12,6 +12,7 @@ from yolov4.ops.boxes import (
     xyxy_to_cxcywh,
 )
 from yolov4.ops.decode import cell_grid, decode, decode_boxes, decode_head, split_head
+from yolov4.ops.postprocess import diou_nms, nms, postprocess
 
 __all__ = [
     "box_area",
@@ -19,6 +20,7 @@ __all__ = [
     "decode",
     "decode_boxes",
     "decode_head",
+    "diou_nms",
     "split_head",
     "box_iou",
     "complete_box_iou",
@@ -26,6 +28,8 @@ __all__ = [
     "cxcywh_to_xyxy",
     "distance_box_iou",
     "generalized_box_iou",
+    "nms",
     "paired_box_iou",
+    "postprocess",
     "xyxy_to_cxcywh",
 ]

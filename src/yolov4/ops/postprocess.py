@@ -1,0 +1,164 @@
+"""Decoded predictions -> per-image detections: score threshold, top-k cap, class-aware NMS.
+
+Darknet's detector (``get_network_boxes`` + ``diounms_sort`` in ``box.c``) keeps, for every box
+and class, ``score = objectness * class_prob`` if it is above the threshold, so one box may carry
+several classes ("multi-label"); it then runs a greedy NMS per class. With ``nms_kind =
+greedynms`` (yolov4.cfg) a box is suppressed when its DIoU with a better box of the same class,
+``IoU - (rho^2 / c^2) ** 0.6``, exceeds the NMS threshold. Both NMS flavours are here:
+``nms="iou"`` (torchvision's ``batched_nms``) and ``nms="diou"`` (darknet's greedynms).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torchvision.ops import batched_nms
+
+from yolov4.ops.boxes import cxcywh_to_xyxy, distance_box_iou
+
+__all__ = [
+    "CONF_THRESH",
+    "NMS_THRESH",
+    "DIOU_BETA",
+    "MAX_DET",
+    "MAX_CANDIDATES",
+    "NMS_KINDS",
+    "postprocess",
+    "nms",
+    "diou_nms",
+]
+
+CONF_THRESH = 0.25  # darknet `detector test` default -thresh
+NMS_THRESH = 0.45  # darknet detector's hard-coded nms = .45
+DIOU_BETA = 0.6  # yolov4.cfg [yolo] beta_nms; darknet's box_diou (greedynms) uses the same 0.6
+MAX_DET = 300  # detections kept per image (COCO evaluation looks at 100)
+# Pre-NMS cap on (box, class) candidates per image: a threshold of 0.001 on an untrained model
+# passes every box of every class (22,743 x 80 at 608); NMS then works on the best ones only.
+MAX_CANDIDATES = 3_000
+NMS_KINDS = ("iou", "diou")
+_DIOU_BLOCK = 512  # boxes compared at once in diou_nms (memory: block x kept)
+
+
+def diou_nms(
+    boxes: Tensor, scores: Tensor, labels: Tensor, iou_thresh: float, beta: float = DIOU_BETA
+) -> Tensor:
+    """Class-aware greedy DIoU-NMS: ``boxes (K, 4)`` xyxy, ``scores (K,)``, ``labels (K,)`` int
+    -> kept indices ``(K',)`` int64 by decreasing score.
+
+    A box is dropped when ``IoU - (rho^2 / c^2) ** beta > iou_thresh`` with a kept box of the
+    same class and higher score (darknet ``box_diounms``; ``rho`` centre distance, ``c``
+    enclosing diagonal). Exact greedy result: candidates sorted by (class, score) are taken in
+    blocks; a block is checked against the kept boxes of its first class in earlier blocks
+    (only that class can span blocks), then resolved inside itself by iterating the greedy
+    rule to its unique fixed point.
+    """
+    by_score = scores.argsort(descending=True, stable=True)
+    order = by_score[labels[by_score].argsort(stable=True)]
+    boxes, labels = boxes[order], labels[order]
+    keep = torch.zeros(boxes.shape[0], dtype=torch.bool, device=boxes.device)
+    for start in range(0, boxes.shape[0], _DIOU_BLOCK):
+        blk_boxes = boxes[start : start + _DIOU_BLOCK]
+        blk_labels = labels[start : start + _DIOU_BLOCK]
+        n = blk_boxes.shape[0]
+        alive = torch.ones(n, dtype=torch.bool, device=boxes.device)
+        earlier = keep[:start] & (labels[:start] == blk_labels[0])
+        if earlier.any():
+            hit = distance_box_iou(boxes[:start][earlier], blk_boxes, beta) > iou_thresh
+            alive = ~(hit & (blk_labels == blk_labels[0])).any(0)
+        same = blk_labels[:, None] == blk_labels[None, :]
+        later = torch.ones(n, n, dtype=torch.bool, device=boxes.device).triu(1)
+        suppresses = (distance_box_iou(blk_boxes, blk_boxes, beta) > iou_thresh) & same & later
+        blk_keep = alive
+        while True:  # keep_i = alive_i and no kept j < i suppresses i; <= n rounds
+            new = alive & ~(suppresses & blk_keep[:, None]).any(0)
+            if torch.equal(new, blk_keep):
+                break
+            blk_keep = new
+        keep[start : start + n] = blk_keep
+    kept = order[keep]
+    return kept[scores[kept].argsort(descending=True, stable=True)]
+
+
+def nms(
+    boxes: Tensor,
+    scores: Tensor,
+    labels: Tensor,
+    iou_thresh: float = NMS_THRESH,
+    kind: str = "iou",
+    beta: float = DIOU_BETA,
+) -> Tensor:
+    """Class-aware NMS: ``boxes (K, 4)`` xyxy, ``scores (K,)``, ``labels (K,)`` int ->
+    kept indices ``(K',)`` int64 by decreasing score. ``kind="iou"``: torchvision's
+    ``batched_nms``; ``kind="diou"``: darknet's greedy DIoU-NMS with exponent ``beta``."""
+    if kind == "iou":
+        return batched_nms(boxes, scores, labels, iou_thresh)
+    if kind == "diou":
+        return diou_nms(boxes, scores, labels, iou_thresh, beta)
+    raise ValueError(f"nms kind must be one of {NMS_KINDS}, got {kind!r}")
+
+
+def _candidates(pred: Tensor, conf_thresh: float, multi_label: bool, max_candidates: int):
+    """One image's ``(N, 5 + C)`` -> (box indices, labels, scores) of the at most
+    ``max_candidates`` best (box, class) pairs with ``score > conf_thresh``."""
+    num_classes = pred.shape[1] - 5
+    box_idx = (pred[:, 4] > conf_thresh).nonzero().squeeze(1)  # score <= objectness
+    scores = pred[box_idx, 4:5] * pred[box_idx, 5:]  # (M, C)
+    best, best_label = scores.max(dim=1)
+    if box_idx.shape[0] > max_candidates:
+        # the top pairs all lie in the boxes with the top best-class scores
+        best, top = best.topk(max_candidates)
+        box_idx, scores, best_label = box_idx[top], scores[top], best_label[top]
+    if multi_label:
+        flat = scores.flatten()
+        if flat.shape[0] > max_candidates:
+            flat, pair = flat.topk(max_candidates)
+        else:
+            pair = torch.arange(flat.shape[0], device=flat.device)
+        box_idx, labels, cand = box_idx[pair // num_classes], pair % num_classes, flat
+    else:
+        labels, cand = best_label, best
+    ok = cand > conf_thresh
+    return box_idx[ok], labels[ok], cand[ok]
+
+
+def postprocess(
+    predictions: Tensor,
+    image_size: tuple[int, int],
+    conf_thresh: float = CONF_THRESH,
+    iou_thresh: float = NMS_THRESH,
+    multi_label: bool = True,
+    nms_kind: str = "iou",
+    beta: float = DIOU_BETA,
+    max_candidates: int = MAX_CANDIDATES,
+    max_det: int = MAX_DET,
+) -> list[Tensor]:
+    """``predictions (B, N, 5 + C)`` from :func:`yolov4.ops.decode` -> list of ``B`` tensors
+    ``(K_i, 6)`` ``[x1, y1, x2, y2, score, class_index]`` in input pixels, by decreasing score.
+
+    ``score = objectness * class_prob``; candidates need ``score > conf_thresh``. With
+    ``multi_label`` (darknet) every class above the threshold is a candidate of its own,
+    otherwise only each box's best class. At most ``max_candidates`` best candidates per image
+    enter NMS (``nms_kind``: ``"iou"`` torchvision's, ``"diou"`` darknet's greedynms), at most ``max_det``
+    leave it. Boxes are clipped to ``image_size = (H, W)`` after NMS (darknet suppresses on the
+    unclipped boxes). An image without detections gives a ``(0, 6)`` tensor. Same dtype and
+    device as ``predictions``; class indices are stored as floats.
+    """
+    if nms_kind not in NMS_KINDS:
+        raise ValueError(f"nms_kind must be one of {NMS_KINDS}, got {nms_kind!r}")
+    h, w = image_size
+    # DIoU's distance term is computed in coordinates relative to the image, as darknet does
+    norm = predictions.new_tensor([w, h, w, h])
+    out = []
+    for b in range(predictions.shape[0]):
+        box_idx, labels, cand = _candidates(
+            predictions[b], conf_thresh, multi_label, max_candidates
+        )
+        boxes = cxcywh_to_xyxy(predictions[b, box_idx, :4])
+        keep = nms(boxes / norm, cand, labels, iou_thresh, nms_kind, beta)[:max_det]
+        x = boxes[keep, 0::2].clamp(0, w)
+        y = boxes[keep, 1::2].clamp(0, h)
+        det = torch.stack(
+            (x[:, 0], y[:, 0], x[:, 1], y[:, 1], cand[keep], labels[keep].to(cand.dtype)), 1
+        )
+        out.append(det)
+    return out

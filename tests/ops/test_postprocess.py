@@ -1,0 +1,166 @@
+"""Postprocess against torchvision's batched_nms and a loop transcription of darknet's DIoU-NMS."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torchvision.ops as tvo
+
+from yolov4.ops.postprocess import diou_nms, nms, postprocess
+
+
+def random_predictions(b: int, n: int, c: int, seed: int, size: float = 320.0) -> torch.Tensor:
+    """``(B, N, 5 + C)`` decoded-looking predictions: clustered boxes so NMS has work to do."""
+    g = torch.Generator().manual_seed(seed)
+    centres = torch.rand(b, 6, 2, generator=g) * size
+    pick = torch.randint(0, 6, (b, n), generator=g)
+    cxcy = (
+        centres.gather(1, pick[..., None].expand(-1, -1, 2)) + torch.randn(b, n, 2, generator=g) * 8
+    )
+    wh = torch.rand(b, n, 2, generator=g) * 80 + 10
+    probs = torch.rand(b, n, 1 + c, generator=g)
+    return torch.cat((cxcy, wh, probs), dim=-1)
+
+
+def reference_detections(pred, conf, iou, hw):
+    """Per image: every (box, class) pair above ``conf`` -> torchvision batched_nms -> clip."""
+    out = []
+    for p in pred:
+        scores = p[:, 4:5] * p[:, 5:]
+        box_idx, labels = (scores > conf).nonzero(as_tuple=True)
+        s = scores[box_idx, labels]
+        boxes = tvo.box_convert(p[box_idx, :4], "cxcywh", "xyxy")
+        keep = tvo.batched_nms(boxes, s, labels, iou)
+        boxes = tvo.clip_boxes_to_image(boxes[keep], hw)
+        out.append(torch.cat((boxes, s[keep, None], labels[keep, None].float()), 1))
+    return out
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_matches_torchvision_batched_nms(seed):
+    pred = random_predictions(3, 400, 4, seed)
+    before = pred.clone()
+    got = postprocess(pred, (320, 288), conf_thresh=0.3, iou_thresh=0.5, max_det=10_000)
+    want = reference_detections(pred, 0.3, 0.5, (320, 288))
+    assert torch.equal(pred, before)
+    for g, w in zip(got, want):
+        assert g.shape == w.shape and g.shape[0] > 20
+        torch.testing.assert_close(g, w)
+        assert (g[:, 4].diff() <= 0).all()
+
+
+def loop_diou_nms(boxes, scores, labels, thresh, beta):
+    """Darknet's diounms_sort, transcribed: per class, by decreasing score, box_diounms."""
+    keep = []
+    for c in labels.unique().tolist():
+        idx = [i for i in scores.argsort(descending=True).tolist() if labels[i] == c]
+        removed = set()
+        for a_pos, a in enumerate(idx):
+            if a in removed:
+                continue
+            keep.append(a)
+            for b in idx[a_pos + 1 :]:
+                if b in removed:
+                    continue
+                x1, y1, x2, y2 = boxes[a].tolist()
+                u1, v1, u2, v2 = boxes[b].tolist()
+                iw = max(0.0, min(x2, u2) - max(x1, u1))
+                ih = max(0.0, min(y2, v2) - max(y1, v1))
+                inter = iw * ih
+                iou = inter / ((x2 - x1) * (y2 - y1) + (u2 - u1) * (v2 - v1) - inter)
+                c2 = (max(x2, u2) - min(x1, u1)) ** 2 + (max(y2, v2) - min(y1, v1)) ** 2
+                d2 = ((x1 + x2 - u1 - u2) / 2) ** 2 + ((y1 + y2 - v1 - v2) / 2) ** 2
+                if iou - (d2 / c2) ** beta > thresh:
+                    removed.add(b)
+    return sorted(keep, key=lambda i: -scores[i].item())
+
+
+@pytest.mark.parametrize("beta, n", [(0.6, 300), (1.0, 300), (0.6, 1300)])
+def test_diou_nms_matches_loop_reference(beta, n):
+    pred = random_predictions(1, n, 3, seed=n)[0].double()
+    boxes = tvo.box_convert(pred[:, :4], "cxcywh", "xyxy")
+    scores, labels = (
+        pred[:, 4],
+        torch.randint(0, 3, (n,), generator=torch.Generator().manual_seed(1)),
+    )
+    got = diou_nms(boxes, scores, labels, 0.45, beta)
+    assert got.tolist() == loop_diou_nms(boxes, scores, labels, 0.45, beta)
+    # the distance term matters on these inputs: plain IoU-NMS keeps another set
+    assert set(got.tolist()) != set(tvo.batched_nms(boxes, scores, labels, 0.45).tolist())
+
+
+def test_diou_postprocess_normalises_by_the_image_like_darknet():
+    pred = random_predictions(1, 300, 2, seed=5, size=200)
+    hw = (160, 320)  # non-square: the distance term depends on the normalisation
+    got = postprocess(pred, hw, conf_thresh=0.2, nms_kind="diou", max_det=10_000)[0]
+    scores = pred[0, :, 4:5] * pred[0, :, 5:]
+    box_idx, labels = (scores > 0.2).nonzero(as_tuple=True)
+    boxes = tvo.box_convert(pred[0, box_idx, :4], "cxcywh", "xyxy")
+    rel = boxes / torch.tensor([320.0, 160.0, 320.0, 160.0])
+    keep = loop_diou_nms(rel.double(), scores[box_idx, labels], labels, 0.45, 0.6)
+    want = tvo.clip_boxes_to_image(boxes[keep], hw)
+    torch.testing.assert_close(got[:, :4], want)
+
+
+def test_multi_label_keeps_every_class_above_threshold_best_class_only_one():
+    pred = torch.tensor([[[50.0, 50.0, 20.0, 20.0, 0.9, 0.8, 0.7, 0.1]]])
+    multi = postprocess(pred, (100, 100), conf_thresh=0.5)[0]
+    assert multi[:, 5].tolist() == [0.0, 1.0]
+    torch.testing.assert_close(multi[:, 4], torch.tensor([0.72, 0.63]))
+    torch.testing.assert_close(multi[0, :4], torch.tensor([40.0, 40.0, 60.0, 60.0]))
+    single = postprocess(pred, (100, 100), conf_thresh=0.5, multi_label=False)[0]
+    assert single.shape == (1, 6) and single[0, 5] == 0
+
+
+def test_empty_all_below_threshold_and_mixed_batches():
+    empty = postprocess(torch.zeros(2, 0, 7), (64, 64))
+    assert [d.shape for d in empty] == [(0, 6), (0, 6)]
+    pred = random_predictions(3, 50, 2, seed=3)
+    pred[1, :, 4] = 0.01  # image 1: every score below the threshold
+    for kind in ("iou", "diou"):
+        for multi in (True, False):
+            out = postprocess(pred, (320, 320), conf_thresh=0.25, nms_kind=kind, multi_label=multi)
+            assert len(out) == 3 and out[1].shape == (0, 6)
+            assert out[0].shape[0] > 0 and out[2].shape[0] > 0
+            assert all(d.dtype == pred.dtype and d.shape[1] == 6 for d in out)
+    assert nms(
+        torch.zeros(0, 4), torch.zeros(0), torch.zeros(0, dtype=torch.int64), kind="diou"
+    ).shape == (0,)
+
+
+def test_boxes_are_clipped_to_the_image():
+    pred = torch.tensor([[[5.0, 95.0, 40.0, 40.0, 0.9, 0.9], [60.0, 40.0, 300.0, 10.0, 0.9, 0.8]]])
+    out = postprocess(pred, (100, 120), conf_thresh=0.1)[0]
+    torch.testing.assert_close(
+        out[:, :4], torch.tensor([[0.0, 75.0, 25.0, 100.0], [0.0, 35.0, 120.0, 45.0]])
+    )
+
+
+def test_caps_candidates_and_detections():
+    pred = random_predictions(1, 2000, 5, seed=4)
+    # nothing suppressed (IoU > 1 never): the output is the candidate list itself
+    out = postprocess(
+        pred, (320, 320), conf_thresh=0.001, iou_thresh=1.0, max_candidates=700, max_det=10_000
+    )[0]
+    scores = (pred[0, :, 4:5] * pred[0, :, 5:]).flatten()
+    torch.testing.assert_close(out[:, 4], scores.topk(700).values)
+    single = postprocess(
+        pred,
+        (320, 320),
+        conf_thresh=0.001,
+        iou_thresh=1.0,
+        multi_label=False,
+        max_candidates=700,
+        max_det=10_000,
+    )[0]
+    best = (pred[0, :, 4:5] * pred[0, :, 5:]).max(1).values
+    torch.testing.assert_close(single[:, 4], best.topk(700).values)
+    capped = postprocess(pred, (320, 320), conf_thresh=0.001, max_det=17)[0]
+    full = postprocess(pred, (320, 320), conf_thresh=0.001, max_det=10_000)[0]
+    assert capped.shape == (17, 6) and full.shape[0] > 17
+    torch.testing.assert_close(capped, full[:17])
+
+
+def test_unknown_nms_kind_is_rejected():
+    with pytest.raises(ValueError, match="nms_kind must be one of"):
+        postprocess(torch.zeros(1, 1, 6), (32, 32), nms_kind="soft")
