@@ -1,6 +1,7 @@
 """yolov4: train, evaluate, export and serve YOLOv4-family detectors, exact to darknet."""
 
 from yolov4.errors import CheckpointError, ConfigError, DatasetError, InputError
+from yolov4.export.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from yolov4.models import ModelConfig, YOLOv4, build_model, fuse_model
 
 __version__ = "0.1.0"
@@ -9,6 +10,9 @@ __all__ = [
     "build_model",
     "fuse_model",
     "YOLOv4",
+    "load_checkpoint",
+    "save_checkpoint",
+    "Checkpoint",
     "ModelConfig",
     "InputError",
     "CheckpointError",

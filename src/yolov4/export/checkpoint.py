@@ -1,0 +1,326 @@
+"""The strict-loadable weights file (``weights/best.pt``) and the one loader every format passes.
+
+File format ``yolov4.weights/1`` (builtins and tensors only, ``torch.load(weights_only=True)``)::
+
+    {"format": "yolov4.weights/1",
+     "model": ModelConfig.to_dict(),          # build_model(**model) rebuilds the network
+     "state_dict": {...},                      # keys == build_model(**model).state_dict() keys
+     "class_names": [...], "preprocess": {...}, "metrics": {...},
+     "trained": {"epoch": ..., "step": ..., ...}, "versions": {"yolov4": ..., "torch": ...}}
+
+``load_checkpoint`` also reads Lightning ``.ckpt`` files written by this project's
+LightningModule (``hyper_parameters`` with ``model``/``class_names``/``preprocess``); for those
+the EMA weights are used when present. Every mismatch raises :class:`CheckpointError` with the
+missing, unexpected and wrong-shape keys grouped by module and the likely cause.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import zipfile
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from yolov4.errors import CheckpointError, ConfigError
+from yolov4.models import ModelConfig, YOLOv4, build_model
+
+__all__ = [
+    "FORMAT",
+    "Checkpoint",
+    "save_checkpoint",
+    "load_checkpoint",
+    "read_checkpoint",
+    "clean_state_dict",
+    "check_state_dict",
+    "load_state_dict_checked",
+]
+
+FORMAT = "yolov4.weights/1"
+# Prefixes that wrappers put in front of the network's own keys: the LightningModule attribute,
+# DDP, torch.compile, EMA copies (Lightning's and timm/ultralytics-style).
+WRAPPER_PREFIXES = ("module.", "_orig_mod.", "model.", "ema_model.", "ema.", "net.")
+# Lightning checkpoint keys (state_dict prefixes) that hold EMA weights, most specific first.
+EMA_PREFIXES = ("ema_model.", "ema.")
+SHOW = 5  # keys listed per kind of mismatch
+
+
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint: the rebuilt model (eval mode) and what came with it."""
+
+    model: YOLOv4
+    class_names: list[str]
+    preprocess: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    trained: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None
+
+
+def _versions() -> dict[str, str]:
+    import yolov4
+
+    return {"yolov4": str(yolov4.__version__), "torch": str(torch.__version__)}
+
+
+def _plain(value: Any) -> Any:
+    """Builtins only (what ``weights_only=True`` accepts): numbers, str, lists, dicts."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        return value.item()
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float) or hasattr(value, "__float__"):
+        return float(value)
+    return str(value)
+
+
+def clean_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Strip wrapper prefixes (``module.``, ``_orig_mod.``, ``model.``, EMA) from every key, as
+    long as all keys share them, and drop bookkeeping entries (non-tensors, and EMA counters
+    such as ``n_averaged``: a network's own keys always name a submodule)."""
+    sd = {k: v for k, v in state_dict.items() if isinstance(v, torch.Tensor)}
+    sd = {k: v for k, v in sd.items() if "." in k.removeprefix("module.")}
+    changed = True
+    while changed and sd:
+        changed = False
+        for prefix in WRAPPER_PREFIXES:
+            if all(k.startswith(prefix) for k in sd):
+                sd = {k[len(prefix) :]: v for k, v in sd.items()}
+                changed = True
+        # torch.compile nests _orig_mod. inside module paths too
+        if any("._orig_mod." in k for k in sd):
+            sd = {k.replace("._orig_mod.", "."): v for k, v in sd.items()}
+            changed = True
+    return sd
+
+
+def _group(keys: list[str]) -> str:
+    """``heads.0.pred.conv.weight, ...`` -> ``heads.0 (12), neck.td4 (3)`` then the first keys."""
+    by_module = Counter(".".join(k.split(".")[:2]) for k in keys)
+    groups = ", ".join(f"{m} ({n})" for m, n in by_module.most_common())
+    shown = ", ".join(keys[:SHOW]) + (", ..." if len(keys) > SHOW else "")
+    return f"{len(keys)} [{groups}]: {shown}"
+
+
+def _likely_cause(model: YOLOv4, sd: Mapping[str, torch.Tensor], shapes: list[str]) -> str:
+    own = model.state_dict()
+    heads = [k for k in shapes if k.startswith("heads.") and ".pred." in k]
+    if heads and len(heads) == len(shapes):
+        k = next(k for k in heads if k.endswith("weight"))
+        channels = sd[k].shape[0]
+        per_anchor, rest = divmod(channels, model.config.num_anchors)
+        other = (
+            f"num_classes={per_anchor - 5}"
+            if rest == 0 and per_anchor > 5
+            else f"{channels} head channels"
+        )
+        return f"likely cause: the weights were trained with {other}, the model has num_classes={model.num_classes}"
+    for name in ("yolov4", "yolov4-tiny"):
+        if name == model.config.name:
+            continue
+        with torch.device("meta"):
+            keys = set(build_model(name, num_classes=1).state_dict())
+        if set(sd) == keys:
+            return f"likely cause: the weights are for {name}, the model is {model.config.name}"
+    if set(sd) != set(own):
+        return "likely cause: a different model name or a file from another project"
+    return "likely cause: a different model configuration"
+
+
+def check_state_dict(model: YOLOv4, state_dict: Mapping[str, torch.Tensor]) -> None:
+    """Raise :class:`CheckpointError` unless ``state_dict`` (prefixes already stripped) has
+    exactly ``model``'s keys and shapes: missing, unexpected and wrong-shape keys grouped by
+    module (first few of each, with counts) and the likely cause."""
+    own = model.state_dict()
+    sd = state_dict
+    missing = [k for k in own if k not in sd]
+    unexpected = [k for k in sd if k not in own]
+    shapes = [k for k in sd if k in own and sd[k].shape != own[k].shape]
+    if not (missing or unexpected or shapes):
+        return
+    parts = [f"weights do not fit {model.config.name} with {model.num_classes} classes"]
+    if missing:
+        parts.append(f"missing keys {_group(missing)}")
+    if unexpected:
+        parts.append(f"unexpected keys {_group(unexpected)}")
+    if shapes:
+        diffs = [f"{k} {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}" for k in shapes[:SHOW]]
+        parts.append(f"shape mismatches {len(shapes)}: " + "; ".join(diffs))
+    parts.append(_likely_cause(model, sd, shapes))
+    raise CheckpointError("\n  ".join(parts))
+
+
+def load_state_dict_checked(
+    model: YOLOv4, state_dict: Mapping[str, torch.Tensor], strict: bool = True
+) -> list[str]:
+    """Load ``state_dict`` (wrapper prefixes stripped) into ``model`` and return the keys that
+    were not loaded.
+
+    ``strict=True``: any mismatch raises :class:`CheckpointError` (see :func:`check_state_dict`).
+    ``strict=False`` (transfer learning, e.g. another ``num_classes``): loads every key whose
+    name and shape match and returns the model keys it left as they were.
+    """
+    sd = clean_state_dict(state_dict)
+    if strict:
+        check_state_dict(model, sd)
+        model.load_state_dict(sd, strict=True)
+        return []
+    own = model.state_dict()
+    usable = {k: v for k, v in sd.items() if k in own and v.shape == own[k].shape}
+    model.load_state_dict({**own, **usable}, strict=True)
+    return sorted(k for k in own if k not in usable)
+
+
+def save_checkpoint(
+    path: str | os.PathLike,
+    model: YOLOv4,
+    class_names: list[str] | None = None,
+    preprocess: Mapping[str, Any] | None = None,
+    metrics: Mapping[str, Any] | None = None,
+    trained: Mapping[str, Any] | None = None,
+    state_dict: Mapping[str, torch.Tensor] | None = None,
+) -> Path:
+    """Write a ``yolov4.weights/1`` file atomically (temporary file in the same folder, then
+    rename): a crash mid-write leaves any previous file intact. ``state_dict`` (e.g. the EMA
+    weights) defaults to ``model.state_dict()``; wrapper prefixes are stripped and the keys are
+    checked against ``build_model(**model.config.to_dict())`` before anything is written."""
+    path = Path(path)
+    config = model.config.to_dict()
+    sd = clean_state_dict(state_dict if state_dict is not None else model.state_dict())
+    with torch.device("meta"):  # keys and shapes only: no memory, no init cost
+        check_state_dict(build_model(**config), sd)
+    names = (
+        list(class_names) if class_names is not None else [str(i) for i in range(model.num_classes)]
+    )
+    if len(names) != model.num_classes:
+        raise ConfigError(
+            f"{len(names)} class names for a model with num_classes={model.num_classes}"
+        )
+    payload = {
+        "format": FORMAT,
+        "model": config,
+        "state_dict": {k: v.detach().cpu().clone() for k, v in sd.items()},
+        "class_names": names,
+        "preprocess": dict(preprocess or {}),
+        "metrics": {
+            k: float(v) if isinstance(v, (int, float)) else v for k, v in (metrics or {}).items()
+        },
+        "trained": dict(trained or {}),
+        "versions": _versions(),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """``torch.load(path, weights_only=True)`` with clear errors: missing, truncated, not a
+    checkpoint, or holding pickled objects (refused: loading must never execute code)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "weights_only" in str(e) or "Unsupported global" in str(e):
+            raise CheckpointError(
+                f"{path} holds pickled Python objects, not only tensors and builtins; refusing to "
+                f"load it (that could run code). Re-save the weights with yolov4's save_checkpoint. "
+                f"({_unpickler_reason(e)})"
+            ) from e
+        raise CheckpointError(f"{path} is not a PyTorch checkpoint ({e})") from e
+    except (RuntimeError, zipfile.BadZipFile, EOFError, OSError, ValueError) as e:
+        size = path.stat().st_size
+        raise CheckpointError(
+            f"{path} ({size:,} bytes) cannot be read as a PyTorch checkpoint: it is truncated "
+            f"or not a checkpoint ({str(e).splitlines()[0] if str(e) else type(e).__name__})"
+        ) from e
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path} holds a {type(data).__name__}, not a checkpoint dict")
+    return data
+
+
+def _unpickler_reason(e: Exception) -> str:
+    lines = [ln.strip() for ln in str(e).splitlines() if "Unsupported global" in ln]
+    return lines[0].split(" was not")[0] if lines else str(e).splitlines()[0]
+
+
+def _from_lightning(data: dict[str, Any], path: Path) -> dict[str, Any]:
+    """A Lightning ``.ckpt`` of this project's LightningModule in the weights-file layout."""
+    hp = data.get("hyper_parameters") or {}
+    if "model" not in hp:
+        raise CheckpointError(
+            f"{path} is a Lightning checkpoint without hyper_parameters['model'] (the model "
+            f"config); it was not written by yolov4's LightningModule"
+        )
+    sd = data["state_dict"]
+    for prefix in EMA_PREFIXES:  # EMA weights when the run kept them
+        ema = {k[len(prefix) :]: v for k, v in sd.items() if k.startswith(prefix)}
+        if ema:
+            sd = ema
+            break
+    else:
+        sd = {k: v for k, v in sd.items() if k.startswith("model.")} or sd
+    return {
+        "format": FORMAT,
+        "model": hp["model"],
+        "state_dict": sd,
+        "class_names": hp.get("class_names"),
+        "preprocess": hp.get("preprocess") or {},
+        "metrics": {},
+        "trained": {"epoch": data.get("epoch"), "step": data.get("global_step")},
+    }
+
+
+def load_checkpoint(
+    path: str | os.PathLike, map_location: str | torch.device = "cpu"
+) -> Checkpoint:
+    """Rebuild the model from the file alone (``yolov4.weights/1`` or Lightning ``.ckpt``) and load
+    its weights with ``strict=True``. Returns a :class:`Checkpoint` with the model in eval mode."""
+    path = Path(path)
+    data = read_checkpoint(path)
+    if "state_dict" in data and "format" not in data and "pytorch-lightning_version" in data:
+        data = _from_lightning(data, path)
+    fmt = data.get("format")
+    if fmt != FORMAT:
+        known = "a yolov4 weights file" if "state_dict" in data else "a checkpoint"
+        raise CheckpointError(
+            f"{path} has format {fmt!r}, expected {FORMAT!r} (found keys {sorted(data)[:8]}); "
+            f"is it {known} from another tool? Darknet .weights load with yolov4.darknet.load_darknet_weights"
+        )
+    try:
+        config = ModelConfig.from_dict(dict(data["model"]))
+    except (ConfigError, KeyError, TypeError) as e:
+        raise CheckpointError(f"{path}: the stored model config is unusable: {e}") from e
+    model = YOLOv4(config)
+    load_state_dict_checked(model, data["state_dict"], strict=True)
+    names = data.get("class_names") or [str(i) for i in range(config.num_classes)]
+    return Checkpoint(
+        model=model.to(map_location).eval(),
+        class_names=list(names),
+        preprocess=dict(data.get("preprocess") or {}),
+        metrics=dict(data.get("metrics") or {}),
+        trained=dict(data.get("trained") or {}),
+        path=path,
+    )
