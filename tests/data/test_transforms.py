@@ -1,0 +1,119 @@
+"""After each augmentation (mosaic included) boxes still cover the drawn shapes, stay inside the
+image and have positive area; settings are validated."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from yolov4.data.synthetic import render_sample
+from yolov4.data.transforms import MOSAIC_DONORS, AugmentConfig, build_train_transform
+from yolov4.errors import ConfigError
+
+INPUT = (128, 160)
+ID_STRIDE = 16  # instance ids of image k are 16k + 1 ..: unique across the mosaic's images
+TOLERANCE_PX = 2.5  # rasterisation of a vertex + nearest-neighbour mask resampling
+TOLERANCE_REL = 0.05  # ... scaled by the zoom (up to ~2x here), as a fraction of the box size
+
+
+def _sample(seed: int, k: int):
+    """A synthetic image whose shapes do not overlap, its boxes, and its instance mask with ids
+    offset by ``ID_STRIDE * k``; the instance id rides along as the box label."""
+    image, boxes, _, mask = render_sample(np.random.default_rng(seed), 128, max_overlap_iou=0.0)
+    ids = np.arange(1, len(boxes) + 1) + ID_STRIDE * k
+    mask = np.where(mask > 0, mask + ID_STRIDE * k, 0).astype(np.uint8)
+    return {"image": image, "bboxes": boxes, "labels": ids, "mask": mask}
+
+
+def _check_boxes_cover_shapes(out: dict, tight: bool = True) -> int:
+    """Every box contains all drawn pixels of its shape; it is also tight around them when the
+    shape is wholly visible (a clipped box of a rotated shape is looser than the visible part,
+    and mosaic cuts at cell borders the test cannot see, hence ``tight=False`` there)."""
+    h, w = out["image"].shape[:2]
+    assert (h, w) == INPUT
+    boxes = np.asarray(out["bboxes"], np.float64).reshape(-1, 4)
+    assert np.all(boxes >= 0) and np.all(boxes[:, [0, 2]] <= w) and np.all(boxes[:, [1, 3]] <= h)
+    assert np.all(boxes[:, 2] > boxes[:, 0]) and np.all(boxes[:, 3] > boxes[:, 1])
+    mask, empty = out["mask"], []
+    for box, inst in zip(boxes, np.asarray(out["labels"]).tolist(), strict=True):
+        ys, xs = np.nonzero(mask == inst)
+        if len(xs) == 0 and not tight:  # a clipped box corner can hold none of a rotated shape
+            empty.append(box)
+            continue
+        assert len(xs) > 0, f"box {box} of instance {inst} covers no drawn pixel of its shape"
+        drawn = np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], np.float64)
+        tol = TOLERANCE_PX + TOLERANCE_REL * max(box[2] - box[0], box[3] - box[1])
+        inside = np.all(drawn[:2] >= box[:2] - tol) and np.all(drawn[2:] <= box[2:] + tol)
+        assert inside, f"instance {inst}: box {box} does not contain its shape drawn at {drawn}"
+        at_border = drawn[0] <= 0 or drawn[1] <= 0 or drawn[2] >= w or drawn[3] >= h
+        if tight and not at_border:
+            assert np.abs(box - drawn).max() <= tol, (
+                f"instance {inst}: box {box} loose around {drawn}"
+            )
+    assert len(empty) <= max(1, 0.1 * len(boxes)), f"boxes without their shape: {empty}"
+    return len(boxes)
+
+
+@pytest.mark.parametrize("with_mosaic", [False, True])
+def test_boxes_follow_the_shapes_through_the_full_pipeline(with_mosaic: bool):
+    config = AugmentConfig()  # darknet's recipe: every augmentation on
+    transform = build_train_transform(config, INPUT, with_mosaic=with_mosaic, seed=0)
+    seen = 0
+    for trial in range(12):
+        primary = _sample(100 * trial, 0)
+        extra = {}
+        if with_mosaic:
+            extra["mosaic_metadata"] = [
+                _sample(100 * trial + k, k) for k in range(1, MOSAIC_DONORS + 1)
+            ]
+        out = transform(**primary, **extra)
+        seen += _check_boxes_cover_shapes(out, tight=not with_mosaic)
+    assert seen > 20  # the check ran on many boxes
+
+
+@pytest.mark.parametrize("mode", ["letterbox", "stretch"])
+def test_each_augmentation_alone_keeps_boxes_on_shapes(mode: str):
+    none = AugmentConfig.none()
+    variants = [
+        none,
+        AugmentConfig(**{**none.__dict__, "flip": 1.0}),
+        AugmentConfig(**{**none.__dict__, "scale": (0.5, 1.5), "translate": 0.2}),
+        AugmentConfig(**{**none.__dict__, "hue": 0.1, "saturation": 1.5, "exposure": 1.5}),
+    ]
+    for i, config in enumerate(variants):
+        transform = build_train_transform(
+            config, INPUT, with_mosaic=False, resize_mode=mode, seed=i
+        )
+        for trial in range(4):
+            _check_boxes_cover_shapes(transform(**_sample(7 + trial, 0)))
+
+
+def test_mostly_cut_off_boxes_are_dropped():
+    config = AugmentConfig(**{**AugmentConfig.none().__dict__, "min_visibility": 0.5})
+    transform = build_train_transform(config, (64, 64), with_mosaic=False)
+    image = np.zeros((64, 64, 3), np.uint8)
+    out = transform(image=image, bboxes=np.array([[10.0, 10.0, 30.0, 30.0]]), labels=np.array([1]))
+    assert len(out["bboxes"]) == 1  # untouched geometry keeps it
+    # an affine that pushes it mostly outside drops it rather than keeping a sliver
+    config = AugmentConfig(**{**config.__dict__, "scale": (1.0, 1.0), "translate": 0.45})
+    transform = build_train_transform(config, (64, 64), with_mosaic=False, seed=1)
+    for _ in range(20):
+        out = transform(
+            image=image, bboxes=np.array([[0.0, 0.0, 16.0, 16.0]]), labels=np.array([1])
+        )
+        for x1, y1, x2, y2 in np.asarray(out["bboxes"]).reshape(-1, 4):
+            assert (x2 - x1) * (y2 - y1) >= 0.5 * 16 * 16 - 1
+
+
+@pytest.mark.parametrize(
+    "key,value,message",
+    [
+        ("mosaic", 1.5, "augment.mosaic"),
+        ("saturation", 0.5, "augment.saturation"),
+        ("hue", 0.9, "augment.hue"),
+        ("multi_scale", 0.5, "augment.multi_scale"),
+    ],
+)
+def test_bad_settings_name_the_key(key, value, message):
+    with pytest.raises(ConfigError, match=message):
+        AugmentConfig(**{key: value})
