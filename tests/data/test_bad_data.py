@@ -1,0 +1,218 @@
+"""A directory seeded with each kind of bad file: the default run repairs or skips and reports
+each one with its file name; the strict run raises a DatasetError naming the file."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from yolov4.data.check import main as check_main
+from yolov4.data.coco import load_coco
+from yolov4.data.dataset import DetectionDataset
+from yolov4.data.records import Problem, ProblemReport
+from yolov4.data.transforms import AugmentConfig
+from yolov4.data.yolo_txt import load_yolo
+from yolov4.errors import DatasetError
+from yolov4.inference.preprocess import PreprocessConfig
+
+H, W = 24, 32
+BOX = [4.0, 4.0, 10.0, 8.0]  # COCO xywh of a good box
+
+
+def _jpeg(path: Path, exif_orientation: int | None = None) -> None:
+    im = Image.fromarray(np.full((H, W, 3), 90, np.uint8))
+    buf = io.BytesIO()
+    if exif_orientation is None:
+        im.save(buf, "JPEG")
+    else:
+        exif = im.getexif()
+        exif[0x0112] = exif_orientation
+        im.save(buf, "JPEG", exif=exif.tobytes())
+    path.write_bytes(buf.getvalue())
+
+
+# file name -> (how to write it, expected problem kind or None, extra annotation boxes)
+def _write_images(d: Path) -> None:
+    _jpeg(d / "good.jpg")
+    (d / "unreadable.jpg").write_bytes(b"this is not an image")
+    _jpeg(d / "truncated.jpg")
+    raw = (d / "truncated.jpg").read_bytes()
+    (d / "truncated.jpg").write_bytes(raw[: len(raw) // 2])
+    cv2.imwrite(str(d / "gray.png"), np.full((H, W), 50, np.uint8))
+    cv2.imwrite(str(d / "rgba.png"), np.full((H, W, 4), 50, np.uint8))
+    cv2.imwrite(str(d / "deep.png"), np.full((H, W, 3), 5000, np.uint16))
+    _jpeg(d / "exif.jpg", exif_orientation=6)  # decodes rotated to W x H
+
+
+DECODE_PROBLEMS = {
+    "unreadable.jpg": Problem.UNREADABLE,
+    "truncated.jpg": Problem.TRUNCATED,
+    "gray.png": Problem.CONVERTED,
+    "rgba.png": Problem.CONVERTED,
+    "deep.png": Problem.CONVERTED,
+    "exif.jpg": Problem.SIZE_MISMATCH,
+}
+ANNOTATION_PROBLEMS = {  # bbox (xywh) on good.jpg -> kind
+    Problem.BOX_CLIPPED: [20.0, 10.0, 30.0, 5.0],
+    Problem.BOX_OUTSIDE: [100.0, 100.0, 5.0, 5.0],
+    Problem.BOX_EMPTY: [5.0, 5.0, 0.0, 3.0],
+    Problem.BOX_NAN: [float("nan"), 1.0, 2.0, 2.0],
+}
+
+
+def make_bad_coco(root: Path) -> Path:
+    images = root / "images"
+    images.mkdir(parents=True)
+    _write_images(images)
+    names = ["good.jpg", "missing.jpg", *DECODE_PROBLEMS]
+    dataset = {
+        "images": [
+            {"id": i + 1, "file_name": n, "height": H, "width": W} for i, n in enumerate(names)
+        ],
+        "annotations": [],
+        "categories": [{"id": 2, "name": "thing"}],
+    }
+    boxes = [(1, 2, BOX)] + [(i + 1, 2, BOX) for i in range(2, len(names))]
+    boxes += [(1, 2, b) for b in ANNOTATION_PROBLEMS.values()] + [(1, 99, BOX)]  # 99: unknown id
+    for image_id, cat, box in boxes:
+        dataset["annotations"].append(
+            {
+                "id": len(dataset["annotations"]) + 1,
+                "image_id": image_id,
+                "category_id": cat,
+                "bbox": box,
+                "area": 1.0,
+                "iscrowd": 0,
+            }
+        )
+    (root / "annotations.json").write_text(
+        json.dumps(dataset)
+    )  # NaN written as NaN, as Python does
+    return root
+
+
+def _kinds(report: ProblemReport) -> dict[str, list[str]]:
+    return {k: v for k, v in report.problems.items()}
+
+
+def test_default_mode_repairs_or_skips_and_reports_each_file(tmp_path: Path):
+    root = make_bad_coco(tmp_path)
+    report = ProblemReport(name="bad")
+    data = load_coco(root / "annotations.json", root / "images", report=report)
+    kinds = _kinds(report)
+    assert any("missing.jpg" in f for f in kinds[Problem.MISSING_FILE])
+    assert any("category_id 99" in f for f in kinds[Problem.UNKNOWN_CLASS])
+    for kind in ANNOTATION_PROBLEMS:
+        assert any("good.jpg" in f for f in kinds[kind]), kind
+    good = next(r for r in data.records if r.file.endswith("good.jpg"))
+    np.testing.assert_allclose(
+        good.boxes, [[4, 4, 14, 12], [20, 10, W, 15]]
+    )  # the clipped one kept
+    assert len(data.records) == 1 + len(DECODE_PROBLEMS)  # only the missing file is gone
+
+    # decoding: each bad image is reported once with its name; iterating never raises
+    for augment in (None, AugmentConfig()):
+        ds = DetectionDataset(data, PreprocessConfig(input_size=(64, 64)), augment, name="bad")
+        for _ in range(2):  # a second epoch does not report again
+            for i in range(len(ds)):
+                sample = ds[i]
+                assert sample["image"].shape == (3, 64, 64)
+                assert (
+                    sample["boxes"].shape[1:] == (4,)
+                    and sample["labels"].dtype.is_floating_point is False
+                )
+        for file, kind in DECODE_PROBLEMS.items():
+            assert sum(file in f for f in ds.report.problems[kind]) == 1, (file, kind)
+    text = report.summary()
+    assert "missing.jpg" in text and "problem(s)" in text
+
+
+@pytest.mark.parametrize("file", ["missing.jpg", *DECODE_PROBLEMS])
+def test_strict_mode_raises_naming_the_file(tmp_path: Path, file: str):
+    root = make_bad_coco(tmp_path)
+    dataset = json.loads((root / "annotations.json").read_text())
+    keep = {img["id"] for img in dataset["images"] if img["file_name"] in ("good.jpg", file)}
+    dataset["images"] = [i for i in dataset["images"] if i["id"] in keep]
+    dataset["annotations"] = [
+        a
+        for a in dataset["annotations"]
+        if a["image_id"] in keep and a["bbox"] == BOX and a["category_id"] == 2
+    ]
+    (root / "annotations.json").write_text(json.dumps(dataset))
+    with pytest.raises(DatasetError, match=file.replace(".", r"\.")):
+        data = load_coco(
+            root / "annotations.json", root / "images", report=ProblemReport(strict=True)
+        )
+        ds = DetectionDataset(data, PreprocessConfig(input_size=(64, 64)), None, strict=True)
+        for i in range(len(ds)):
+            ds[i]
+
+
+@pytest.mark.parametrize("kind", [*ANNOTATION_PROBLEMS, Problem.UNKNOWN_CLASS])
+def test_strict_mode_raises_on_bad_annotations(tmp_path: Path, kind: str):
+    root = make_bad_coco(tmp_path)
+    with pytest.raises(DatasetError, match=r"good\.jpg|missing\.jpg"):
+        load_coco(root / "annotations.json", root / "images", report=ProblemReport(strict=True))
+
+
+YOLO_LINES = {
+    "ok.txt": ("0 0.5 0.5 0.2 0.2\n", None),
+    "columns.txt": ("0 0.5 0.5 0.2\n", Problem.BAD_LINE),
+    "text.txt": ("zero 0.5 0.5 0.2 0.2\n", Problem.BAD_LINE),
+    "nan.txt": ("0 nan 0.5 0.2 0.2\n", Problem.BOX_NAN),
+    "class.txt": ("7 0.5 0.5 0.2 0.2\n", Problem.UNKNOWN_CLASS),
+    "outside.txt": ("0 0.95 0.5 0.2 0.2\n", Problem.BOX_CLIPPED),
+    "empty.txt": ("0 0.5 0.5 0 0.2\n", Problem.BOX_EMPTY),
+}
+
+
+def make_bad_yolo(root: Path, only: str | None = None) -> Path:
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    for name, (line, _) in YOLO_LINES.items():
+        if only is None or name in (only, "ok.txt"):
+            _jpeg(root / "images" / name.replace(".txt", ".jpg"))
+            (root / "labels" / name).write_text(line)
+    return root
+
+
+def test_yolo_label_problems_reported_with_file(tmp_path: Path):
+    root = make_bad_yolo(tmp_path)
+    report = ProblemReport()
+    data = load_yolo(root / "images", ["a", "b"], report=report)
+    for name, (_, kind) in YOLO_LINES.items():
+        if kind is not None:
+            assert any(name in f for f in report.problems[kind]), (name, kind)
+    boxes = {Path(r.file).stem: r.boxes for r in data.records}
+    np.testing.assert_allclose(boxes["ok"], [[12.8, 9.6, 19.2, 14.4]], atol=1e-4)
+    np.testing.assert_allclose(boxes["outside"], [[27.2, 9.6, 32.0, 14.4]], atol=1e-4)
+    assert len(boxes["columns"]) == 0 and len(boxes["nan"]) == 0
+
+
+@pytest.mark.parametrize("name", [n for n, (_, k) in YOLO_LINES.items() if k is not None])
+def test_yolo_strict_names_the_label_file(tmp_path: Path, name: str):
+    root = make_bad_yolo(tmp_path, only=name)
+    with pytest.raises(DatasetError, match=name.replace(".", r"\.")):
+        load_yolo(root / "images", ["a", "b"], report=ProblemReport(strict=True))
+
+
+def test_check_command_prints_the_report(tmp_path: Path, capsys: pytest.CaptureFixture):
+    root = make_bad_coco(tmp_path)
+    args = [
+        f"data.{s}.{k}={root / v}"
+        for s in ("train", "val")
+        for k, v in (("annotations", "annotations.json"), ("images", "images"))
+    ]
+    assert check_main(["data=coco", *args]) == 0
+    out = capsys.readouterr().out
+    assert "[train]" in out and "[val]" in out and "box sizes: small" in out
+    for file in ("missing.jpg", *DECODE_PROBLEMS):
+        assert file in out
+    assert check_main(["data=coco", *args, "--strict"]) == 1
+    assert "DatasetError" in capsys.readouterr().err
