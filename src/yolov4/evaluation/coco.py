@@ -1,0 +1,160 @@
+"""COCO mAP with pycocotools, right on one process or many.
+
+Detections arrive per image in original-image pixels (``(K, 6)`` ``[x1, y1, x2, y2, score,
+class_index]``, see :func:`yolov4.ops.letterbox.unmap_detections`) and are kept per image id.
+Under ``torch.distributed`` every rank's images are gathered and an image seen twice (the
+``DistributedSampler`` pads the last batch by repeating images) counts once, so the numbers are
+the same on every rank and for any number of processes. ``COCOeval`` then runs once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+__all__ = ["METRIC_KEYS", "CocoEvaluator", "detections_to_coco", "evaluate_coco"]
+
+# The 12 numbers of COCOeval.summarize(), in its order; the names used in logs and metrics.json.
+METRIC_KEYS = (
+    "mAP",
+    "mAP50",
+    "mAP75",
+    "mAP_small",
+    "mAP_medium",
+    "mAP_large",
+    "AR1",
+    "AR10",
+    "AR100",
+    "AR_small",
+    "AR_medium",
+    "AR_large",
+)
+
+
+def detections_to_coco(
+    detections: torch.Tensor | np.ndarray, image_id: int, category_ids: Sequence[int]
+) -> list[dict[str, Any]]:
+    """``(K, 6)`` ``[x1, y1, x2, y2, score, class_index]`` original pixels -> COCO results
+    (``bbox`` xywh, the original ``category_id`` of each contiguous class index)."""
+    d = (
+        detections.detach().cpu().double().numpy()
+        if isinstance(detections, torch.Tensor)
+        else np.asarray(detections, float)
+    )
+    out = []
+    for x1, y1, x2, y2, score, cls in d.reshape(-1, 6).tolist():
+        out.append(
+            {
+                "image_id": int(image_id),
+                "category_id": int(category_ids[int(cls)]),
+                "bbox": [round(x1, 3), round(y1, 3), round(x2 - x1, 3), round(y2 - y1, 3)],
+                "score": round(score, 5),
+            }
+        )
+    return out
+
+
+def evaluate_coco(
+    coco_gt: COCO,
+    results: list[dict[str, Any]],
+    image_ids: Sequence[int] | None = None,
+    category_names: dict[int, str] | None = None,
+) -> tuple[dict[str, Any], str, np.ndarray | None]:
+    """Run ``COCOeval`` (bbox) on ``results`` over ``image_ids`` (default: all images).
+
+    Returns ``(metrics, summary_text, precision)``: ``metrics`` has :data:`METRIC_KEYS` and
+    ``per_class`` (AP@[.5:.95] and AP50 per class name, in category id order); ``precision`` is
+    COCOeval's ``(T, R, K, A, M)`` array, K in ``sorted(coco_gt.getCatIds())`` order (None when
+    there are no detections at all). ``category_names`` defaults to the names in ``coco_gt``.
+    """
+    ids = sorted(set(int(i) for i in (image_ids if image_ids is not None else coco_gt.getImgIds())))
+    cat_ids = sorted(coco_gt.getCatIds())
+    names = [(category_names or {}).get(c, coco_gt.cats[c]["name"]) for c in cat_ids]
+    if not results:
+        metrics = {k: 0.0 for k in METRIC_KEYS}
+        metrics["per_class"] = {n: {"AP": 0.0, "AP50": 0.0} for n in names}
+        return metrics, "no detections: every metric is 0", None
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        coco_dt = coco_gt.loadRes(results)
+        ev = COCOeval(coco_gt, coco_dt, "bbox")
+        ev.params.imgIds = ids
+        ev.evaluate()
+        ev.accumulate()
+    with contextlib.redirect_stdout(io.StringIO()) as summary:
+        ev.summarize()
+    metrics: dict[str, Any] = {k: float(v) for k, v in zip(METRIC_KEYS, ev.stats)}
+    precision = ev.eval[
+        "precision"
+    ]  # (T iou thresholds, R recall points, K classes, A areas, M maxdets)
+    per_class = {}
+    for k, name in enumerate(names):
+        p_all, p50 = precision[:, :, k, 0, -1], precision[0, :, k, 0, -1]
+        per_class[name] = {
+            "AP": float(p_all[p_all > -1].mean()) if (p_all > -1).any() else 0.0,
+            "AP50": float(p50[p50 > -1].mean()) if (p50 > -1).any() else 0.0,
+        }
+    metrics["per_class"] = per_class
+    return metrics, summary.getvalue().rstrip(), precision
+
+
+class CocoEvaluator:
+    """Accumulates detections per image over an epoch, gathers them across ranks, evaluates.
+
+    Args:
+        coco_gt: the ground truth (``DataModule.val_coco``).
+        category_ids: ``category_ids[class_index]`` = original COCO category id.
+        class_names: names for the per-class table (default: from ``coco_gt``).
+    """
+
+    def __init__(
+        self, coco_gt: COCO, category_ids: Sequence[int], class_names: Sequence[str] | None = None
+    ):
+        self.coco_gt = coco_gt
+        self.category_ids = list(category_ids)
+        self.category_names = dict(zip(self.category_ids, class_names)) if class_names else None
+        self.per_image: dict[int, list[dict[str, Any]]] = {}
+
+    def reset(self) -> None:
+        self.per_image = {}
+
+    def update(
+        self, detections: Sequence[torch.Tensor], image_ids: Sequence[int] | torch.Tensor
+    ) -> None:
+        """``detections[i]``: ``(K_i, 6)`` in original pixels for image ``image_ids[i]``."""
+        ids = image_ids.tolist() if isinstance(image_ids, torch.Tensor) else list(image_ids)
+        for det, image_id in zip(detections, ids, strict=True):
+            # an image seen again (sampler padding) keeps its first detections
+            self.per_image.setdefault(
+                int(image_id), detections_to_coco(det, int(image_id), self.category_ids)
+            )
+
+    def gather(self) -> dict[int, list[dict[str, Any]]]:
+        """Every rank's images, duplicates removed by image id (identical on every rank)."""
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+            return dict(self.per_image)
+        parts: list[dict[int, list[dict[str, Any]]] | None] = [None] * dist.get_world_size()
+        dist.all_gather_object(parts, self.per_image)
+        merged: dict[int, list[dict[str, Any]]] = {}
+        for part in parts:
+            for image_id, dets in (part or {}).items():
+                merged.setdefault(image_id, dets)
+        return merged
+
+    def compute(self) -> tuple[dict[str, Any], str, list[dict[str, Any]], np.ndarray | None]:
+        """``(metrics, summary_text, results, precision)`` over the gathered images."""
+        per_image = self.gather()
+        results = [r for image_id in sorted(per_image) for r in per_image[image_id]]
+        metrics, summary, precision = evaluate_coco(
+            self.coco_gt, results, list(per_image), self.category_names
+        )
+        metrics["num_images"] = len(per_image)
+        return metrics, summary, results, precision
