@@ -1,0 +1,172 @@
+"""DataModule batches: documented shapes/dtypes at several multi-scale sizes, seeded
+reproducibility, class checks, Hydra configs instantiating the constructors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from yolov4.data.collate import DetectionCollate, multi_scale_size
+from yolov4.data.datamodule import DetectionDataModule, SyntheticDataModule
+from yolov4.data.transforms import AugmentConfig
+from yolov4.errors import ConfigError, DatasetError
+
+CONFIGS = Path(__file__).resolve().parents[2] / "src" / "yolov4" / "configs"
+
+
+def _dm(cache: Path, **kw) -> SyntheticDataModule:
+    args = dict(
+        num_train=16,
+        num_val=6,
+        image_size=96,
+        cache_dir=str(cache),
+        input_size=(96, 128),
+        batch_size=4,
+        num_workers=0,
+        augment=AugmentConfig(),
+    )
+    return SyntheticDataModule(**{**args, **kw})
+
+
+def _check_batch(batch: dict, batch_size: int) -> tuple[int, int]:
+    images, targets = batch["images"], batch["targets"]
+    b, c, h, w = images.shape
+    assert (b, c) == (batch_size, 3) and h % 32 == 0 and w % 32 == 0
+    assert images.dtype == torch.float32 and 0.0 <= images.min() and images.max() <= 1.0
+    assert targets.dtype == torch.float32 and targets.ndim == 2 and targets.shape[1] == 6
+    assert torch.all(
+        (targets[:, 0] >= 0) & (targets[:, 0] < b) & (targets[:, 0] == targets[:, 0].round())
+    )
+    assert torch.all((targets[:, 1] >= 0) & (targets[:, 1] < 4))
+    x1, y1, x2, y2 = targets[:, 2:].T
+    assert torch.all(
+        (x1 >= 0) & (y1 >= 0) & (x2 <= w + 1e-3) & (y2 <= h + 1e-3) & (x2 > x1) & (y2 > y1)
+    )
+    assert batch["image_ids"].shape == (b,) and batch["image_ids"].dtype == torch.int64
+    assert batch["original_sizes"].shape == (b, 2) and batch["original_sizes"].dtype == torch.int64
+    assert batch["letterbox"].shape == (b, 4) and batch["letterbox"].dtype == torch.float32
+    return h, w
+
+
+def test_train_batches_have_documented_shapes_at_several_sizes(synth_cache: Path):
+    torch.manual_seed(0)
+    dm = _dm(synth_cache)
+    dm.prepare_data()
+    dm.setup("fit")
+    sizes = set()
+    for _ in range(4):
+        for batch in dm.train_dataloader():
+            sizes.add(_check_batch(batch, 4))
+    assert len(sizes) >= 2, sizes  # multi-scale: sizes change between batches
+    for h, w in sizes:
+        assert w / h == pytest.approx(128 / 96, rel=0.35)
+
+
+def test_val_batches_use_the_preprocess_function(synth_cache: Path):
+    dm = _dm(synth_cache, val_batch_size=3)
+    dm.setup("validate")
+    batches = list(dm.val_dataloader())
+    assert [tuple(b["images"].shape) for b in batches] == [(3, 3, 96, 128)] * 2
+    for b in batches:
+        _check_batch(b, 3)
+    ids = torch.cat([b["image_ids"] for b in batches]).tolist()
+    assert sorted(ids) == sorted(dm.val_coco.getImgIds())
+    # the val targets are the COCO ground truth mapped by each image's letterbox params
+    b = batches[0]
+    i = int(b["targets"][0, 0])
+    gt = dm.val_coco.loadAnns(dm.val_coco.getAnnIds(imgIds=[int(b["image_ids"][i])]))
+    sx, sy, px, py = b["letterbox"][i].tolist()
+    x, y, w, h = gt[0]["bbox"]
+    expected = torch.tensor([x * sx + px, y * sy + py, (x + w) * sx + px, (y + h) * sy + py])
+    torch.testing.assert_close(b["targets"][0, 2:], expected, atol=1e-3, rtol=0)
+
+
+def test_multi_scale_sizes_are_multiples_of_32_in_range():
+    collate = DetectionCollate(multi_scale=1.4)
+    sample = {
+        "image": torch.rand(3, 416, 416),
+        "boxes": torch.tensor([[10.0, 20.0, 100.0, 200.0]]),
+        "labels": torch.tensor([1]),
+        "image_id": 1,
+        "original_size": (416, 416),
+        "letterbox": (1.0, 1.0, 0.0, 0.0),
+    }
+    torch.manual_seed(0)
+    seen = set()
+    for _ in range(50):
+        b = collate([sample, sample])
+        h, w = b["images"].shape[-2:]
+        seen.add(h)
+        assert h == w and h % 32 == 0 and 416 / 1.4 - 32 <= h <= 416 * 1.4 + 32
+        gain = h / 416
+        torch.testing.assert_close(
+            b["targets"][:, 2:], torch.tensor([[10.0, 20, 100, 200]] * 2) * gain
+        )
+        torch.testing.assert_close(b["letterbox"][:, 0], torch.full((2,), gain))
+    assert len(seen) >= 4
+    assert multi_scale_size((96, 128), 0.1) == (32, 32)
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_same_seed_same_batches(synth_cache: Path, num_workers: int):
+    def first_batches(seed: int) -> list[torch.Tensor]:
+        torch.manual_seed(123)
+        dm = _dm(synth_cache, seed=seed, num_workers=num_workers, persistent_workers=False)
+        dm.setup("fit")
+        return [
+            torch.cat([b["images"].flatten()[:500], b["targets"].flatten()])
+            for b in dm.train_dataloader()
+        ]
+
+    a, b, c = first_batches(0), first_batches(0), first_batches(1)
+    assert len(a) == 4 and all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+    assert not all(x.shape == y.shape and torch.equal(x, y) for x, y in zip(a, c, strict=True))
+
+
+def test_public_attributes_for_training_and_evaluation(synth_cache: Path):
+    dm = _dm(synth_cache)
+    assert dm.class_names == ["circle", "rectangle", "triangle", "cross"] and dm.num_classes == 4
+    assert dm.category_ids == [1, 3, 5, 7]
+    assert sorted(c["id"] for c in dm.val_coco.dataset["categories"]) == dm.category_ids
+    assert dm.preprocess_config.to_dict()["input_size"] == [96, 128]
+
+
+def test_class_count_mismatch_and_bad_settings_fail_at_setup(synth_cache: Path):
+    with pytest.raises(DatasetError, match=r"4 classes .* model has 80; set model.num_classes=4"):
+        _dm(synth_cache, num_classes=80).setup("fit")
+    with pytest.raises(ConfigError, match="multiples of 32"):
+        _dm(synth_cache, input_size=(100, 128))
+    with pytest.raises(ConfigError, match="no val split"):
+        _ = _dm(synth_cache, num_val=0).val_coco
+
+
+def test_hydra_configs_instantiate_the_constructors(synth_cache: Path):
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        cfg = compose(
+            overrides=[
+                "+data=synthetic",
+                "+augment=none",
+                f"data.cache_dir={synth_cache}",
+                "data.num_train=8",
+                "data.num_val=4",
+                "data.image_size=96",
+                "data.num_workers=0",
+            ]
+        )
+        dm = instantiate(cfg.data, augment=cfg.augment)
+        assert isinstance(dm, SyntheticDataModule) and dm.augment == AugmentConfig.none()
+        assert isinstance(
+            instantiate(compose(overrides=["+augment=darknet"]).augment), AugmentConfig
+        )
+        dm.setup("fit")
+        _check_batch(next(iter(dm.train_dataloader())), 8)
+        for name in ("coco", "yolo"):
+            cfg = compose(overrides=[f"+data={name}"])
+            assert cfg.data._target_.endswith("DetectionDataModule")
+            assert OmegaConf.is_missing(cfg.data.train, "images")  # `???`: mandatory
+    assert issubclass(SyntheticDataModule, DetectionDataModule)
