@@ -12,9 +12,21 @@ from yolov4.ops.boxes import (
     xyxy_to_cxcywh,
 )
 from yolov4.ops.decode import cell_grid, decode, decode_boxes, decode_head, split_head
+from yolov4.ops.letterbox import (
+    LetterboxParams,
+    letterbox_params,
+    map_boxes,
+    unmap_boxes,
+    unmap_detections,
+)
 from yolov4.ops.postprocess import diou_nms, nms, postprocess
 
 __all__ = [
+    "LetterboxParams",
+    "letterbox_params",
+    "map_boxes",
+    "unmap_boxes",
+    "unmap_detections",
     "box_area",
     "cell_grid",
     "decode",
