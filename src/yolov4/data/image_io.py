@@ -1,6 +1,6 @@
 """Image decoding with repair: any file → ``(H, W, 3)`` uint8 RGB or ``None`` (reported).
 
-JPEGs are decoded with OpenCV's ``IMREAD_COLOR`` (applies the EXIF orientation, converts
+JPEGs are decoded with OpenCV's ``IMREAD_COLOR(_RGB)`` (applies the EXIF orientation, converts
 grayscale/CMYK). Other formats are decoded unchanged and converted here so the conversion of a
 grayscale, RGBA or 16-bit file can be reported. Header-only sizes come from PIL (a torchvision
 dependency) with the EXIF orientation applied, matching what the decoder returns.
@@ -23,6 +23,8 @@ JPEG_SOI = b"\xff\xd8"  # start-of-image marker
 JPEG_EOI = b"\xff\xd9"  # end-of-image marker; missing means the file was cut short
 JPEG_EOI_SEARCH = 1024  # tail bytes searched for the EOI marker (writers may append padding)
 UINT16_TO_UINT8 = 257  # 65535 / 255
+# OpenCV >= 4.10 decodes straight to RGB (saves a colour conversion per image).
+IMREAD_RGB = getattr(cv2, "IMREAD_COLOR_RGB", cv2.IMREAD_COLOR)
 
 
 def _to_rgb8(image: np.ndarray) -> tuple[np.ndarray, bool]:
@@ -53,7 +55,7 @@ def read_image(path: str | Path, report: ProblemReport) -> np.ndarray | None:
         return None
     is_jpeg = raw[:2].tobytes() == JPEG_SOI
     truncated = is_jpeg and JPEG_EOI not in raw[-JPEG_EOI_SEARCH:].tobytes()
-    flags = cv2.IMREAD_COLOR if is_jpeg else cv2.IMREAD_UNCHANGED
+    flags = IMREAD_RGB if is_jpeg else cv2.IMREAD_UNCHANGED
     image = cv2.imdecode(raw, flags) if raw.size else None
     if image is None or image.size == 0:
         if truncated:
@@ -64,7 +66,7 @@ def read_image(path: str | Path, report: ProblemReport) -> np.ndarray | None:
     if truncated:
         report.add(Problem.TRUNCATED, path, "no JPEG end marker")
     if is_jpeg:
-        return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+        return image if IMREAD_RGB != cv2.IMREAD_COLOR else cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
     image, converted = _to_rgb8(image)
     if converted:
         report.add(Problem.CONVERTED, path)
