@@ -39,6 +39,7 @@ __all__ = [
     "read_checkpoint",
     "clean_state_dict",
     "check_state_dict",
+    "network_state_dict",
     "load_state_dict_checked",
 ]
 
@@ -266,6 +267,22 @@ def _unpickler_reason(e: Exception) -> str:
     return lines[0].split(" was not")[0] if lines else str(e).splitlines()[0]
 
 
+def network_state_dict(data: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    """The network's weights (wrapper prefixes stripped) from a loaded checkpoint of any
+    format: a ``yolov4.weights/1`` file, a Lightning ``.ckpt`` (EMA weights when present), or a
+    bare state_dict."""
+    sd = data.get("state_dict", data)
+    if "pytorch-lightning_version" in data:
+        for prefix in EMA_PREFIXES:  # EMA weights when the run kept them
+            ema = {k[len(prefix) :]: v for k, v in sd.items() if k.startswith(prefix)}
+            if ema:
+                sd = ema
+                break
+        else:
+            sd = {k: v for k, v in sd.items() if k.startswith("model.")} or sd
+    return clean_state_dict(sd)
+
+
 def _from_lightning(data: dict[str, Any], path: Path) -> dict[str, Any]:
     """A Lightning ``.ckpt`` of this project's LightningModule in the weights-file layout."""
     hp = data.get("hyper_parameters") or {}
@@ -274,14 +291,7 @@ def _from_lightning(data: dict[str, Any], path: Path) -> dict[str, Any]:
             f"{path} is a Lightning checkpoint without hyper_parameters['model'] (the model "
             f"config); it was not written by yolov4's LightningModule"
         )
-    sd = data["state_dict"]
-    for prefix in EMA_PREFIXES:  # EMA weights when the run kept them
-        ema = {k[len(prefix) :]: v for k, v in sd.items() if k.startswith(prefix)}
-        if ema:
-            sd = ema
-            break
-    else:
-        sd = {k: v for k, v in sd.items() if k.startswith("model.")} or sd
+    sd = network_state_dict(data)
     return {
         "format": FORMAT,
         "model": hp["model"],

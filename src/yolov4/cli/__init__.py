@@ -1,0 +1,1 @@
+"""Entry points: the work behind train.py, evaluate.py and export.py."""

@@ -1,0 +1,54 @@
+"""Config helpers shared by the entry points: building objects, failing early with the key."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from yolov4.errors import ConfigError, YoloError
+
+__all__ = ["build", "build_all", "model_config", "to_builtin"]
+
+log = logging.getLogger(__name__)
+
+
+def to_builtin(cfg: Any) -> Any:
+    """OmegaConf node -> plain dict/list (resolved); anything else unchanged."""
+    return OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else cfg
+
+
+def build(cfg: DictConfig, key: str, **kwargs: Any) -> Any:
+    """``instantiate(cfg[key])``; a bad value fails naming ``key`` and the constructor's message."""
+    try:
+        return instantiate(cfg[key], **kwargs)
+    except InstantiationException as e:
+        cause = e.__cause__ if isinstance(e.__cause__, YoloError | TypeError | ValueError) else e
+        raise ConfigError(f"{key}: {cause}") from e
+
+
+def build_all(cfg: DictConfig, key: str) -> list[Any]:
+    """Instantiate every entry of a group such as ``callbacks`` or ``logger`` (may be empty)."""
+    group = cfg.get(key) or {}
+    return [build(group, name) for name in group if group[name] is not None]
+
+
+def model_config(cfg: DictConfig, dataset_classes: int | None) -> dict[str, Any]:
+    """``cfg.model`` as a dict, ``num_classes`` from the dataset when null, checked otherwise."""
+    model = OmegaConf.to_container(cfg.model, resolve=True)
+    assert isinstance(model, Mapping)
+    model = dict(model)
+    if model.get("num_classes") is None:
+        if dataset_classes is None:
+            raise ConfigError("model.num_classes is null and there is no dataset to take it from")
+        model["num_classes"] = dataset_classes
+    elif dataset_classes is not None and int(model["num_classes"]) != dataset_classes:
+        raise ConfigError(
+            f"model.num_classes={model['num_classes']} but the dataset has {dataset_classes} classes; "
+            f"set model.num_classes={dataset_classes} (or null to take it from the data)"
+        )
+    return model

@@ -1,0 +1,75 @@
+"""``python train.py``: compose the config, fit, validate, write the run directory.
+
+Run directory (``paths.output_dir``): ``checkpoints/last.ckpt, best.ckpt`` (exact resume),
+``weights/best.pt, last.pt`` (strict weights), ``metrics.json`` (final COCO metrics of the
+weights in ``weights/last.pt``), ``tensorboard/``.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+from omegaconf import DictConfig, OmegaConf
+
+from yolov4.cli.common import build, build_all, model_config
+from yolov4.evaluation import METRIC_KEYS
+from yolov4.training.callbacks import METRICS_FILE, write_json
+from yolov4.training.module import YoloModule
+
+__all__ = ["train", "hydra_main"]
+
+log = logging.getLogger(__name__)
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Fit and validate; returns the final metrics (also written to ``metrics.json``)."""
+    L.seed_everything(cfg.seed, workers=True)
+    augment = build(cfg, "augment")
+    datamodule = build(cfg, "data", augment=augment)
+    datamodule.prepare_data()
+    model_cfg = model_config(cfg, datamodule.num_classes)
+    module = YoloModule(
+        model=model_cfg,
+        optim=build(cfg, "optim"),
+        class_names=datamodule.class_names,
+        category_ids=datamodule.category_ids,
+        preprocess=datamodule.preprocess_config.to_dict(),
+        ema_decay=cfg.ema_decay,
+        ema_tau=cfg.ema_tau,
+        label_smoothing=cfg.label_smoothing,
+        eval=OmegaConf.to_container(cfg.eval, resolve=True),
+        pretrained=cfg.pretrained,
+        pretrained_backbone_only=cfg.pretrained_backbone_only,
+        compile=cfg.compile,
+    )
+    trainer: L.Trainer = build(
+        cfg,
+        "trainer",
+        callbacks=build_all(cfg, "callbacks"),
+        logger=build_all(cfg, "logger") or False,
+    )
+    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+    if not module.last_metrics or trainer.current_epoch % max(
+        trainer.check_val_every_n_epoch or 1, 1
+    ):
+        trainer.validate(module, datamodule=datamodule, verbose=False)
+    metrics = {k: module.last_metrics.get(k) for k in (*METRIC_KEYS, "per_class", "num_images")}
+    if trainer.is_global_zero:
+        out = Path(cfg.paths.output_dir)
+        write_json(out / METRICS_FILE, metrics)
+        log.info(
+            "final validation (EMA weights: %s):\n%s",
+            module.ema is not None,
+            module.last_metrics.get("summary", ""),
+        )
+        log.info("run directory: %s", out)
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path="../configs", config_name="train")
+def hydra_main(cfg: DictConfig) -> float:
+    return float(train(cfg)["mAP"] or 0.0)

@@ -1,0 +1,81 @@
+"""Callbacks of a training run: strict weights files (best/last) and metrics.json."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+
+from yolov4.export.checkpoint import save_checkpoint
+
+__all__ = ["WeightsCallback", "write_json", "BEST_WEIGHTS", "LAST_WEIGHTS", "MONITOR"]
+
+log = logging.getLogger(__name__)
+
+# names of the run directory, defined once
+BEST_WEIGHTS = "weights/best.pt"
+LAST_WEIGHTS = "weights/last.pt"
+METRICS_FILE = "metrics.json"
+MONITOR = "mAP"  # best by COCO mAP@[.5:.95]
+
+
+def write_json(path: str | Path, payload: Any) -> Path:
+    """Write JSON atomically (temporary file + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(payload, f, indent=2)
+    os.replace(tmp, path)
+    return path
+
+
+class WeightsCallback(L.Callback):
+    """After each validation write ``weights/last.pt`` and, when ``mAP`` improved,
+    ``weights/best.pt`` (strict-loadable :mod:`yolov4.export.checkpoint` files, EMA weights when
+    EMA is on); at the end of training ``last.pt`` once more. Rank 0 only."""
+
+    def __init__(self, dirpath: str | Path) -> None:
+        self.dirpath = Path(dirpath)
+        self.best: float | None = None
+
+    def _save(self, trainer: L.Trainer, module: Any, name: str) -> Path:
+        metrics = {k: v for k, v in module.last_metrics.items() if isinstance(v, (int, float))}
+        return save_checkpoint(
+            self.dirpath / name,
+            module.eval_model,
+            module.hparams["class_names"],
+            preprocess=module.hparams["preprocess"],
+            metrics=metrics,
+            trained={
+                "epoch": trainer.current_epoch,
+                "step": trainer.global_step,
+                "ema": module.ema is not None,
+                "category_ids": module.hparams["category_ids"],
+            },
+        )
+
+    def on_validation_end(self, trainer: L.Trainer, module: Any) -> None:
+        if trainer.sanity_checking or not trainer.is_global_zero or not module.last_metrics:
+            return
+        self._save(trainer, module, LAST_WEIGHTS)
+        score = float(module.last_metrics.get(MONITOR, 0.0))
+        if self.best is None or score > self.best:
+            self.best = score
+            path = self._save(trainer, module, BEST_WEIGHTS)
+            log.info("new best %s %.4f -> %s", MONITOR, score, path)
+
+    def on_train_end(self, trainer: L.Trainer, module: Any) -> None:
+        if trainer.is_global_zero:
+            self._save(trainer, module, LAST_WEIGHTS)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.best = state_dict.get("best")

@@ -1,0 +1,265 @@
+"""The LightningModule: YOLOv4 + its loss for training, decode + NMS + COCO mAP for validation.
+
+Batches are :class:`yolov4.data.collate.Batch` dicts (images ``(B, 3, H, W)``, targets
+``(M, 6)``, image ids, original sizes, letterbox parameters). Hyper-parameters are builtins
+only, so Lightning ``.ckpt`` files load with ``torch.load(weights_only=True)`` and
+:func:`yolov4.load_checkpoint` rebuilds the model from them (EMA weights under ``ema.module.``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+
+from yolov4.darknet import load_darknet_weights
+from yolov4.evaluation import METRIC_KEYS, CocoEvaluator
+from yolov4.export.checkpoint import (
+    load_state_dict_checked,
+    network_state_dict,
+    read_checkpoint,
+)
+from yolov4.loss import YoloLoss
+from yolov4.models import ModelConfig, YOLOv4
+from yolov4.ops.decode import decode
+from yolov4.ops.letterbox import unmap_detections
+from yolov4.ops.postprocess import postprocess
+from yolov4.training.ema import ModelEMA
+from yolov4.training.optim import OptimConfig, build_optimizer, lr_factor
+
+__all__ = ["YoloModule", "EvalConfig"]
+
+log = logging.getLogger(__name__)
+
+# darknet's `detector valid` / map settings: every box above 0.001, NMS 0.6 (COCO mAP protocol)
+EVAL_CONF_THRESH = 0.001
+EVAL_NMS_THRESH = 0.6
+EVAL_MAX_DET = 300
+
+
+class EvalConfig(dict):
+    """Postprocess settings for validation (``conf_thresh``, ``iou_thresh``, ``nms_kind``,
+    ``multi_label``, ``max_det``); a dict so it is a plain hyper-parameter."""
+
+    DEFAULTS = {
+        "conf_thresh": EVAL_CONF_THRESH,
+        "iou_thresh": EVAL_NMS_THRESH,
+        "nms_kind": "iou",
+        "multi_label": True,
+        "max_det": EVAL_MAX_DET,
+    }
+
+    def __init__(self, **kwargs: Any) -> None:
+        unknown = set(kwargs) - set(self.DEFAULTS)
+        if unknown:
+            raise ValueError(
+                f"unknown eval key(s) {sorted(unknown)}; expected {sorted(self.DEFAULTS)}"
+            )
+        super().__init__({**self.DEFAULTS, **kwargs})
+
+
+class YoloModule(L.LightningModule):
+    """Train and validate a YOLOv4-family network.
+
+    Args:
+        model: model config dict (``ModelConfig.to_dict()`` or ``configs/model/*.yaml``).
+        optim: optimiser/schedule settings.
+        class_names: one name per class (from the DataModule).
+        category_ids: original category id per class index (results carry these).
+        preprocess: the DataModule's ``preprocess_config.to_dict()``; stored in checkpoints.
+        ema_decay: EMA of the weights (``None``: off); ``ema_tau`` its ramp in optimizer steps.
+        label_smoothing: class-target smoothing of the loss.
+        eval: validation postprocess settings (:class:`EvalConfig` keys).
+        pretrained: darknet ``.weights``/``.conv.N`` file or project checkpoint to start from.
+        pretrained_backbone_only: load only the backbone from ``pretrained``.
+        compile: run the network's forward through ``torch.compile``.
+    """
+
+    def __init__(
+        self,
+        *,
+        model: Mapping[str, Any],
+        optim: OptimConfig | Mapping[str, Any] | None = None,
+        class_names: list[str] | None = None,
+        category_ids: list[int] | None = None,
+        preprocess: Mapping[str, Any] | None = None,
+        ema_decay: float | None = 0.9999,
+        ema_tau: float = 2000.0,
+        label_smoothing: float = 0.0,
+        eval: Mapping[str, Any] | None = None,
+        pretrained: str | None = None,
+        pretrained_backbone_only: bool = False,
+        compile: bool = False,
+    ) -> None:
+        super().__init__()
+        config = ModelConfig.from_dict(dict(model))
+        optim_cfg = optim if isinstance(optim, OptimConfig) else OptimConfig(**dict(optim or {}))
+        names = (
+            list(class_names)
+            if class_names is not None
+            else [str(i) for i in range(config.num_classes)]
+        )
+        if len(names) != config.num_classes:
+            raise ValueError(f"{len(names)} class names for model.num_classes={config.num_classes}")
+        self.save_hyperparameters(
+            {
+                "model": config.to_dict(),
+                "optim": dict(vars(optim_cfg)),
+                "class_names": names,
+                "category_ids": list(category_ids)
+                if category_ids is not None
+                else list(range(config.num_classes)),
+                "preprocess": dict(preprocess or {}),
+                "ema_decay": ema_decay,
+                "ema_tau": ema_tau,
+                "label_smoothing": label_smoothing,
+                "eval": dict(EvalConfig(**dict(eval or {}))),
+                "pretrained": pretrained,
+                "pretrained_backbone_only": pretrained_backbone_only,
+                "compile": compile,
+            }
+        )
+        self.optim_cfg = optim_cfg
+        self.model = YOLOv4(config)
+        if pretrained:
+            self._load_pretrained(pretrained, pretrained_backbone_only)
+        self.loss_fn = YoloLoss.from_config(config, label_smoothing=label_smoothing)
+        self.ema = ModelEMA(self.model, ema_decay, ema_tau) if ema_decay else None
+        self._forward = torch.compile(self.model) if compile else self.model
+        self.evaluator: CocoEvaluator | None = None
+        self.last_metrics: dict[str, Any] = {}
+
+    # -- weights --------------------------------------------------------------------------------
+    def _load_pretrained(self, path: str, backbone_only: bool) -> None:
+        p = Path(path)
+        if p.suffix == ".weights" or ".conv." in p.name:
+            upto = None if backbone_only else _conv_cutoff(p)
+            header = load_darknet_weights(self.model, p, upto=upto, backbone_only=backbone_only)
+            log.info(
+                "loaded darknet weights %s (%d layers, seen=%d)",
+                p,
+                header.layers_loaded,
+                header.seen,
+            )
+            return
+        sd = network_state_dict(read_checkpoint(p))
+        if backbone_only:
+            sd = {k: v for k, v in sd.items() if k.startswith("backbone.")}
+        skipped = load_state_dict_checked(self.model, sd, strict=False)
+        log.info(
+            "initialised from %s; %d tensors kept their initial values: %s",
+            p,
+            len(skipped),
+            skipped[:6],
+        )
+
+    @property
+    def eval_model(self) -> YOLOv4:
+        """The weights validation and export use: the EMA when it is on."""
+        return self.ema.module if self.ema is not None else self.model
+
+    def on_before_zero_grad(self, optimizer: torch.optim.Optimizer) -> None:
+        if self.ema is not None and self.training:
+            self.ema.update(self.model)
+
+    # -- training -------------------------------------------------------------------------------
+    def training_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        images, targets = batch["images"], batch["targets"]
+        try:
+            loss = self.loss_fn(self._forward(images), targets)
+        except torch.OutOfMemoryError as e:
+            raise torch.OutOfMemoryError(
+                f"out of memory with batch size {images.shape[0]} at input {tuple(images.shape[-2:])}: "
+                f"lower data.batch_size (keep the nominal batch with trainer.accumulate_grad_batches), "
+                f"use trainer.precision=16-mixed or bf16-mixed, or a smaller data.input_size. ({e})"
+            ) from e
+        if not torch.isfinite(loss.total):
+            raise FloatingPointError(
+                f"the loss became {loss.total.item()} at step {self.global_step} (box={loss.box.item():.4g} "
+                f"obj={loss.obj.item():.4g} cls={loss.cls.item():.4g}); stopping instead of training on NaN. "
+                f"Lower optim.lr, lengthen optim.burn_in, set trainer.gradient_clip_val, or use "
+                f"trainer.precision=32; resume from the last good checkpoint with ckpt_path=..."
+            )
+        bs = images.shape[0]
+        self.log("train/loss", loss.total, prog_bar=True, batch_size=bs)
+        self.log_dict(
+            {"train/box": loss.box, "train/obj": loss.obj, "train/cls": loss.cls}, batch_size=bs
+        )
+        self.log("train/size", float(images.shape[-1]), batch_size=bs)
+        return loss.total
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        optimizer = build_optimizer(self.model, self.optim_cfg)
+        total = int(self.trainer.estimated_stepping_batches) if self.trainer is not None else 1
+        cfg = self.optim_cfg
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: lr_factor(step, total, cfg)
+        )
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
+
+    # -- validation -----------------------------------------------------------------------------
+    def predict_batch(
+        self, batch: Mapping[str, torch.Tensor], model: YOLOv4 | None = None
+    ) -> list[torch.Tensor]:
+        """Detections per image ``(K_i, 6)`` ``[x1, y1, x2, y2, score, class]`` in original pixels."""
+        model = model or self.eval_model
+        images = batch["images"]
+        c = model.config
+        preds = decode(model(images), c.head_anchors(), c.strides, c.scale_x_y)
+        e = self.hparams["eval"]
+        dets = postprocess(
+            preds.float(),
+            tuple(images.shape[-2:]),
+            conf_thresh=e["conf_thresh"],
+            iou_thresh=e["iou_thresh"],
+            multi_label=e["multi_label"],
+            nms_kind=e["nms_kind"],
+            max_det=e["max_det"],
+        )
+        return unmap_detections(dets, batch["letterbox"], batch["original_sizes"])
+
+    def on_validation_epoch_start(self) -> None:
+        dm = self.trainer.datamodule if self.trainer is not None else None
+        if dm is None or not hasattr(dm, "val_coco"):
+            raise RuntimeError(
+                "validation needs a DataModule with val_coco (the COCO ground truth)"
+            )
+        self.evaluator = CocoEvaluator(
+            dm.val_coco, self.hparams["category_ids"], self.hparams["class_names"]
+        )
+
+    def validation_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> None:
+        model = self.eval_model
+        model.eval()
+        self.evaluator.update(self.predict_batch(batch, model), batch["image_ids"])
+
+    def on_validation_epoch_end(self) -> None:
+        metrics, summary, results, precision = self.evaluator.compute()
+        self.last_metrics = {**metrics, "summary": summary}
+        self.last_results, self.last_precision = results, precision
+        self.log_dict(
+            {f"val/{k}": float(metrics[k]) for k in METRIC_KEYS},
+            sync_dist=False,
+            rank_zero_only=False,
+        )
+        if self.trainer.is_global_zero and not self.trainer.sanity_checking:
+            log.info(
+                "epoch %d step %d: mAP %.4f mAP50 %.4f",
+                self.current_epoch,
+                self.global_step,
+                metrics["mAP"],
+                metrics["mAP50"],
+            )
+
+
+def _conv_cutoff(path: Path) -> int | None:
+    """``yolov4.conv.137`` -> 137 (darknet's partial files name their layer cut-off)."""
+    tail = path.name.rsplit(".conv.", 1)[-1]
+    return int(tail) if tail.isdigit() else None

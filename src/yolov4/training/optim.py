@@ -1,0 +1,114 @@
+"""Optimiser and learning-rate schedule: darknet's policy (burn-in, then steps) or cosine.
+
+Parameter groups as darknet decays them: weight decay on convolution weights only, none on BN
+weights and biases. The schedule is per iteration (optimizer step), like darknet's.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from yolov4.errors import ConfigError
+
+__all__ = ["OptimConfig", "param_groups", "build_optimizer", "lr_factor"]
+
+OPTIMIZERS = ("sgd", "adamw")
+SCHEDULES = ("steps", "cosine")
+
+
+@dataclass
+class OptimConfig:
+    """``configs/optim/*.yaml``.
+
+    Args:
+        optimizer: ``sgd`` (darknet) or ``adamw``.
+        lr: base learning rate (darknet ``learning_rate``).
+        momentum: SGD momentum / AdamW beta1 (darknet ``momentum``).
+        weight_decay: on convolution weights only (darknet ``decay``).
+        nesterov: SGD Nesterov momentum.
+        schedule: ``steps`` (darknet ``policy=steps``) or ``cosine`` (to ``lr * final_lr_ratio``).
+        burn_in: warm-up iterations, ``lr * (i / burn_in) ** burn_in_power`` (darknet ``burn_in``,
+            ``power=4``).
+        steps: fractions of the total iterations where the lr is multiplied by ``scales``
+            (darknet ``steps=400000,450000`` of ``max_batches=500500`` -> 0.8, 0.9).
+        scales: the multipliers (darknet ``scales=.1,.1``).
+        final_lr_ratio: cosine's end point.
+    """
+
+    optimizer: str = "sgd"
+    lr: float = 0.0013
+    momentum: float = 0.949
+    weight_decay: float = 0.0005
+    nesterov: bool = False
+    schedule: str = "steps"
+    burn_in: int = 1000
+    burn_in_power: float = 4.0
+    steps: Sequence[float] = field(default_factory=lambda: [0.8, 0.9])
+    scales: Sequence[float] = field(default_factory=lambda: [0.1, 0.1])
+    final_lr_ratio: float = 0.01
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(
+                f"optim.optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}"
+            )
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"optim.schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        if not self.lr > 0:
+            raise ConfigError(f"optim.lr must be > 0, got {self.lr}")
+        if self.burn_in < 0:
+            raise ConfigError(f"optim.burn_in must be >= 0, got {self.burn_in}")
+        self.steps, self.scales = list(self.steps), list(self.scales)
+        if len(self.steps) != len(self.scales) or any(not 0 < s < 1 for s in self.steps):
+            raise ConfigError(
+                f"optim.steps (fractions in (0, 1)) and optim.scales need equal lengths, "
+                f"got steps={self.steps} scales={self.scales}"
+            )
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Three groups: conv/linear weights (decayed), BN weights, biases (both not decayed)."""
+    decay, bn, bias = [], [], []
+    for module in model.modules():
+        for name, p in module.named_parameters(recurse=False):
+            if not p.requires_grad:
+                continue
+            if name == "bias":
+                bias.append(p)
+            elif isinstance(module, nn.modules.batchnorm._NormBase):
+                bn.append(p)
+            else:
+                decay.append(p)
+    return [
+        {"params": decay, "weight_decay": weight_decay, "name": "weights"},
+        {"params": bn, "weight_decay": 0.0, "name": "bn"},
+        {"params": bias, "weight_decay": 0.0, "name": "bias"},
+    ]
+
+
+def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
+    groups = param_groups(model, cfg.weight_decay)
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.momentum, 0.999))
+
+
+def lr_factor(step: int, total_steps: int, cfg: OptimConfig) -> float:
+    """Multiplier of ``cfg.lr`` at optimizer step ``step`` of ``total_steps``."""
+    if step < cfg.burn_in:
+        return ((step + 1) / cfg.burn_in) ** cfg.burn_in_power
+    total = max(total_steps, 1)
+    if cfg.schedule == "cosine":
+        span = max(total - cfg.burn_in, 1)
+        t = min((step - cfg.burn_in) / span, 1.0)
+        return cfg.final_lr_ratio + (1 - cfg.final_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t))
+    factor = 1.0
+    for frac, scale in zip(cfg.steps, cfg.scales):
+        if step >= frac * total:
+            factor *= scale
+    return factor
