@@ -242,7 +242,7 @@ class YoloModule(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         metrics, summary, results, precision = self.evaluator.compute()
-        self.last_metrics = {**metrics, "summary": summary}
+        self.last_metrics = {**metrics, "summary": summary, "step": self.global_step}
         self.last_results, self.last_precision = results, precision
         self.log_dict(
             {f"val/{k}": float(metrics[k]) for k in METRIC_KEYS},

@@ -1,0 +1,47 @@
+"""Compose the real Hydra configs, shrunk to a few tiny images (tests/cli)."""
+
+from __future__ import annotations
+
+import pytest
+from hydra import compose, initialize_config_module
+
+# A run small enough for a unit test: 64-px images, a handful of them, no workers.
+TINY_RUN = [
+    "data.num_train=16",
+    "data.num_val=6",
+    "data.image_size=96",
+    "data.input_size=[64,64]",
+    "data.batch_size=4",
+    "data.num_workers=0",
+    "augment.multi_scale=null",
+    "trainer.max_epochs=1",
+    "trainer.limit_train_batches=2",
+    "trainer.enable_progress_bar=false",
+    "logger=csv",
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_run() -> list[str]:
+    return list(TINY_RUN)
+
+
+@pytest.fixture(scope="session")
+def synthetic_cache(tmp_path_factory):
+    return tmp_path_factory.getbasetemp() / "synthetic-cache"
+
+
+@pytest.fixture(scope="session")
+def compose_cfg(synthetic_cache):
+    """``compose_cfg(name, overrides)``: the config ``name`` with a temporary run directory and a
+    shared synthetic cache."""
+    cache = synthetic_cache
+
+    def _compose(name: str, overrides: list[str], run_dir) -> object:
+        with initialize_config_module(config_module="yolov4.configs", version_base="1.3"):
+            return compose(
+                name,
+                overrides=[f"paths.output_dir={run_dir}", f"data.cache_dir={cache}", *overrides],
+            )
+
+    return _compose

@@ -1,0 +1,112 @@
+"""train.py and evaluate.py end to end on a tiny synthetic dataset; config errors at start-up."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+
+import numpy as np
+import pytest
+import torch
+from hydra.errors import ConfigCompositionException
+from pycocotools.cocoeval import COCOeval
+
+from yolov4 import ConfigError, build_model, load_checkpoint
+from yolov4.cli.evaluate import evaluate
+from yolov4.cli.train import train
+from yolov4.evaluation import METRIC_KEYS
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory, compose_cfg, tiny_run, synthetic_cache):
+    """One tiny training run shared by the tests below."""
+    run = tmp_path_factory.mktemp("run")
+    metrics = train(compose_cfg("train", tiny_run, run))
+    return run, metrics, synthetic_cache
+
+
+def test_run_directory_has_the_documented_files(trained_run):
+    run, metrics, _ = trained_run
+    for name in (
+        "checkpoints/last.ckpt",
+        "checkpoints/best.ckpt",
+        "weights/best.pt",
+        "weights/last.pt",
+        "metrics.json",
+    ):
+        assert (run / name).is_file(), name
+    written = json.loads((run / "metrics.json").read_text())
+    assert set(METRIC_KEYS) <= set(written) and set(written["per_class"]) == {
+        "circle",
+        "rectangle",
+        "triangle",
+        "cross",
+    }
+    assert written["mAP"] == metrics["mAP"]
+
+
+def test_weights_are_strict_loadable_and_match_the_lightning_checkpoint(trained_run):
+    run, _, _ = trained_run
+    raw = torch.load(run / "weights/last.pt", weights_only=True)
+    model = build_model(**raw["model"])
+    model.load_state_dict(raw["state_dict"], strict=True)  # the user's one-liner
+    assert raw["preprocess"]["input_size"] == [64, 64] and raw["trained"]["ema"] is True
+    # last.pt holds the EMA weights, exactly what load_checkpoint takes from last.ckpt
+    from_ckpt = load_checkpoint(run / "checkpoints/last.ckpt").model
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        for a, b in zip(model.eval()(x), from_ckpt(x)):
+            assert torch.equal(a, b)
+
+
+def test_evaluate_matches_training_and_pycocotools(trained_run, compose_cfg, tiny_run, tmp_path):
+    run, train_metrics, cache = trained_run
+    data = [o for o in tiny_run if o.startswith("data.") and "input_size" not in o]
+    cfg = compose_cfg("evaluate", [f"checkpoint={run}/weights/last.pt", *data], tmp_path)
+    metrics = evaluate(cfg)
+    assert [metrics[k] for k in METRIC_KEYS] == pytest.approx(
+        [train_metrics[k] for k in METRIC_KEYS], abs=1e-6
+    )
+    detections = json.loads((tmp_path / "detections.json").read_text())
+    from yolov4.data.records import ProblemReport
+    from yolov4.data.synthetic import SyntheticSource
+
+    gt = (
+        SyntheticSource(split="val", num_images=6, image_size=96, cache_dir=str(cache))
+        .load(ProblemReport())
+        .coco
+    )
+    if detections:
+        with contextlib.redirect_stdout(io.StringIO()):
+            ev = COCOeval(gt, gt.loadRes(detections), "bbox")
+            ev.evaluate()
+            ev.accumulate()
+            ev.summarize()
+        np.testing.assert_allclose(ev.stats, [metrics[k] for k in METRIC_KEYS], atol=1e-6)
+        assert {d["category_id"] for d in detections} <= {1, 3, 5, 7}
+    assert json.loads((tmp_path / "metrics.json").read_text())["mAP"] == metrics["mAP"]
+
+
+def test_typo_in_a_key_fails_at_composition(compose_cfg, tmp_path):
+    with pytest.raises(ConfigCompositionException, match="batch_szie"):
+        compose_cfg("train", ["data.batch_szie=4"], tmp_path)
+
+
+@pytest.mark.parametrize(
+    "override, match",
+    [
+        ("model.num_classes=7", r"model.num_classes=7 but the dataset has 4 classes"),
+        (
+            "optim.optimizer=adam",
+            r"optim: optim.optimizer must be one of \('sgd', 'adamw'\), got 'adam'",
+        ),
+        ("optim.lr=0", r"optim.lr must be > 0"),
+        ("data.input_size=[100,100]", r"data: .*multiples of 32"),
+    ],
+)
+def test_bad_values_fail_at_start_naming_the_key(compose_cfg, tiny_run, tmp_path, override, match):
+    cfg = compose_cfg("train", [*tiny_run, override], tmp_path)
+    with pytest.raises(ConfigError, match=match):
+        train(cfg)
+    assert not (tmp_path / "checkpoints").exists()  # failed before any training
