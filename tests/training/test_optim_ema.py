@@ -1,0 +1,69 @@
+"""Optimiser groups, darknet's lr policy, EMA."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from yolov4 import ConfigError, build_model
+from yolov4.training.ema import ModelEMA
+from yolov4.training.optim import OptimConfig, build_optimizer, lr_factor, param_groups
+
+
+def test_decay_only_on_conv_weights():
+    model = build_model("yolov4-tiny", num_classes=2)
+    groups = {g["name"]: g for g in param_groups(model, 5e-4)}
+    assert groups["weights"]["weight_decay"] == 5e-4
+    assert groups["bn"]["weight_decay"] == groups["bias"]["weight_decay"] == 0.0
+    assert all(p.dim() == 4 for p in groups["weights"]["params"])
+    assert all(p.dim() == 1 for p in groups["bn"]["params"] + groups["bias"]["params"])
+    n = sum(len(g["params"]) for g in groups.values())
+    assert n == len(list(model.parameters()))
+
+
+def test_darknet_burn_in_and_steps():
+    cfg = OptimConfig(burn_in=1000, burn_in_power=4, steps=[0.8, 0.9], scales=[0.1, 0.1])
+    total = 10_000
+    assert lr_factor(0, total, cfg) == pytest.approx((1 / 1000) ** 4)
+    assert lr_factor(499, total, cfg) == pytest.approx(0.5**4)
+    assert lr_factor(1000, total, cfg) == 1.0
+    assert lr_factor(7999, total, cfg) == 1.0
+    assert lr_factor(8000, total, cfg) == pytest.approx(0.1)
+    assert lr_factor(9000, total, cfg) == pytest.approx(0.01)
+
+
+def test_cosine_ends_at_final_ratio():
+    cfg = OptimConfig(schedule="cosine", burn_in=10, final_lr_ratio=0.05)
+    assert lr_factor(10, 110, cfg) == pytest.approx(1.0)
+    assert lr_factor(60, 110, cfg) == pytest.approx(0.525)
+    assert lr_factor(110, 110, cfg) == pytest.approx(0.05)
+
+
+def test_optimizers_and_bad_values():
+    model = build_model("yolov4-tiny", num_classes=2)
+    sgd = build_optimizer(model, OptimConfig())
+    assert isinstance(sgd, torch.optim.SGD) and sgd.defaults["momentum"] == 0.949
+    assert isinstance(build_optimizer(model, OptimConfig(optimizer="adamw")), torch.optim.AdamW)
+    with pytest.raises(ConfigError, match="optim.schedule"):
+        OptimConfig(schedule="linear")
+    with pytest.raises(ConfigError, match="optim.steps"):
+        OptimConfig(steps=[0.8], scales=[0.1, 0.1])
+
+
+def test_ema_ramps_and_follows():
+    torch.manual_seed(0)
+    model = build_model("yolov4-tiny", num_classes=2)
+    ema = ModelEMA(model, decay=0.99, tau=10)
+    assert ema.current_decay() == 0.0
+    w0 = model.heads[0].pred.conv.weight.detach().clone()
+    with torch.no_grad():
+        model.heads[0].pred.conv.weight.add_(1.0)
+    ema.update(model)  # first decay is 0.99 * (1 - e^-0.1) ~ 0.094: mostly the new weights
+    d = 0.99 * (1 - torch.exp(torch.tensor(-0.1))).item()
+    torch.testing.assert_close(ema.module.heads[0].pred.conv.weight, w0 * d + (w0 + 1) * (1 - d))
+    for _ in range(200):
+        ema.update(model)
+    assert ema.current_decay() == pytest.approx(0.99, abs=1e-6)
+    torch.testing.assert_close(ema.module.heads[0].pred.conv.weight, w0 + 1, atol=1e-4, rtol=0)
+    assert not any(p.requires_grad for p in ema.module.parameters())
+    assert list(ema.module.state_dict()) == list(model.state_dict())
