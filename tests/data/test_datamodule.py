@@ -170,3 +170,32 @@ def test_hydra_configs_instantiate_the_constructors(synth_cache: Path):
             assert cfg.data._target_.endswith("DetectionDataModule")
             assert OmegaConf.is_missing(cfg.data.train, "images")  # `???`: mandatory
     assert issubclass(SyntheticDataModule, DetectionDataModule)
+
+
+def _one_image_twice_over(dm: SyntheticDataModule) -> None:
+    """Make every train record the same image so any difference between samples comes from the
+    augmentation RNG alone."""
+    data = dm.split("train")
+    data.records[:] = [data.records[1]] * 8
+
+
+def test_worker_and_rank_rngs_differ_but_repeat_per_seed(synth_cache: Path):
+    def batches(rank: int, seed: int = 0) -> list[torch.Tensor]:
+        torch.manual_seed(0)
+        dm = _dm(
+            synth_cache,
+            num_workers=2,
+            persistent_workers=False,
+            seed=seed,
+            augment=AugmentConfig(mosaic=0.0, multi_scale=None),
+        )
+        _one_image_twice_over(dm)
+        dm.trainer = type("FakeTrainer", (), {"global_rank": rank})()
+        dm.setup("fit")
+        return [b["images"] for b in dm.train_dataloader()]
+
+    rank0 = batches(0)
+    assert len(rank0) == 2  # batch 0 from worker 0, batch 1 from worker 1
+    assert not torch.equal(rank0[0], rank0[1])  # the two workers are seeded differently
+    assert all(torch.equal(a, b) for a, b in zip(rank0, batches(0), strict=True))  # reproducible
+    assert not any(torch.equal(a, b) for a, b in zip(rank0, batches(1), strict=True))  # per rank
