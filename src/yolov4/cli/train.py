@@ -25,8 +25,9 @@ __all__ = ["train", "hydra_main"]
 log = logging.getLogger(__name__)
 
 
-def train(cfg: DictConfig) -> dict[str, Any]:
-    """Fit and validate; returns the final metrics (also written to ``metrics.json``)."""
+def train(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> dict[str, Any]:
+    """Fit and validate; returns the final metrics (also written to ``metrics.json``).
+    ``extra_callbacks`` are added to those of ``cfg.callbacks`` (programmatic use)."""
     L.seed_everything(cfg.seed, workers=True)
     augment = build(cfg, "augment")
     datamodule = build(cfg, "data", augment=augment)
@@ -49,7 +50,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     trainer: L.Trainer = build(
         cfg,
         "trainer",
-        callbacks=build_all(cfg, "callbacks"),
+        callbacks=[*build_all(cfg, "callbacks"), *(extra_callbacks or [])],
         logger=build_all(cfg, "logger") or False,
     )
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)

@@ -244,11 +244,8 @@ class YoloModule(L.LightningModule):
         metrics, summary, results, precision = self.evaluator.compute()
         self.last_metrics = {**metrics, "summary": summary, "step": self.global_step}
         self.last_results, self.last_precision = results, precision
-        self.log_dict(
-            {f"val/{k}": float(metrics[k]) for k in METRIC_KEYS},
-            sync_dist=False,
-            rank_zero_only=False,
-        )
+        # identical on every rank (gathered before COCOeval): averaging across ranks is a no-op
+        self.log_dict({f"val/{k}": float(metrics[k]) for k in METRIC_KEYS}, sync_dist=True)
         if self.trainer.is_global_zero and not self.trainer.sanity_checking:
             log.info(
                 "epoch %d step %d: mAP %.4f mAP50 %.4f",

@@ -1,0 +1,99 @@
+"""Metrics independent of the process count (2 CPU processes, gloo); resume after a kill."""
+
+from __future__ import annotations
+
+import lightning as L
+import pytest
+import torch
+
+from yolov4.cli.train import train
+from yolov4.data.datamodule import SyntheticDataModule
+from yolov4.evaluation import METRIC_KEYS
+from yolov4.models import build_model
+from yolov4.training.module import YoloModule
+
+
+def validate(module, datamodule, devices: int) -> dict[str, float]:
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=devices,
+        strategy="ddp_fork" if devices > 1 else "auto",
+        logger=False,
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+    )
+    (metrics,) = trainer.validate(module, datamodule=datamodule, verbose=False)
+    return {k: float(metrics[f"val/{k}"]) for k in METRIC_KEYS}
+
+
+def test_two_processes_give_the_same_metrics_as_one(synthetic_cache, randomize):
+    # 7 val images on 2 ranks: the DistributedSampler pads one image on rank 1. Batch 1 so that
+    # every image's forward pass is bitwise the same whichever rank runs it.
+    dm = SyntheticDataModule(
+        num_train=4,
+        num_val=7,
+        image_size=96,
+        cache_dir=str(synthetic_cache),
+        input_size=[64, 64],
+        batch_size=2,
+        num_workers=0,
+        persistent_workers=False,
+    )
+    dm.prepare_data()
+    torch.manual_seed(0)
+    # random BN statistics and head biases: varied scores, no ties whose order float noise of
+    # another thread count could flip
+    net = randomize(build_model("yolov4-tiny", num_classes=4))
+    module = YoloModule(
+        model=net.config.to_dict(),
+        class_names=dm.class_names,
+        category_ids=dm.category_ids,
+        preprocess=dm.preprocess_config.to_dict(),
+        ema_decay=None,
+    )
+    module.model.load_state_dict(net.state_dict())
+    one = validate(module, dm, devices=1)
+    two = validate(module, dm, devices=2)
+    assert one["AR100"] > 0  # a real comparison
+    assert two == pytest.approx(one, abs=1e-9)
+
+
+class KillAt(L.Callback):
+    """Stands in for a crash (or SIGKILL) in the middle of an epoch."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer, *args) -> None:
+        if trainer.global_step == self.step:
+            raise RuntimeError("killed")
+
+
+@pytest.mark.slow
+def test_resume_after_kill_reaches_the_same_step(compose_cfg, tiny_run, tmp_path):
+    overrides = [
+        *tiny_run,
+        "trainer.max_epochs=3",
+        "trainer.limit_train_batches=null",
+    ]  # 4 steps/epoch
+    full = compose_cfg("train", overrides, tmp_path / "full")
+    train(full)
+    uninterrupted = torch.load(tmp_path / "full/checkpoints/last.ckpt", weights_only=True)
+
+    killed = compose_cfg("train", overrides, tmp_path / "killed")
+    with pytest.raises(RuntimeError, match="killed"):
+        train(killed, extra_callbacks=[KillAt(step=6)])  # mid-epoch 1; last.ckpt is from step 4
+    assert (
+        torch.load(tmp_path / "killed/checkpoints/last.ckpt", weights_only=True)["global_step"] == 4
+    )
+    resumed = compose_cfg(
+        "train",
+        [*overrides, f"ckpt_path={tmp_path}/killed/checkpoints/last.ckpt"],
+        tmp_path / "killed",
+    )
+    train(resumed)
+    final = torch.load(tmp_path / "killed/checkpoints/last.ckpt", weights_only=True)
+    assert final["global_step"] == uninterrupted["global_step"] == 12
+    assert final["epoch"] == uninterrupted["epoch"]
+    assert (tmp_path / "killed/weights/best.pt").is_file()
