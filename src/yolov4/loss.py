@@ -63,6 +63,9 @@ __all__ = ["YoloLoss", "LossOutput", "IGNORE_CLASS_CONF"]
 # yolo_layer.c: a prediction is only exempt from the no-object push (ignore_thresh) when
 # compare_yolo_class finds some class probability above this (hard-coded 0.25f).
 IGNORE_CLASS_CONF = 0.25
+# Raw tw, th are clamped to this in the box term (a box at most e^7 ~ 1100 anchors wide) so that
+# a diverging prediction gives a finite loss and a gradient pulling it back instead of inf/NaN.
+MAX_LOG_WH = 7.0
 
 
 class LossOutput(NamedTuple):
@@ -239,16 +242,14 @@ class YoloLoss(nn.Module):
         """Per pair ``iou_normalizer * (1 - CIoU)`` ``(P,)``; gradient w.r.t. the raw ``t (P, 4)``
         is darknet's (bounded) ``delta_yolo_box`` rather than the autograd one."""
 
-        def rel_boxes(raw: Tensor) -> Tensor:
-            xy = (raw[:, :2].sigmoid() * g - (g - 1) / 2 + cell) * stride
-            wh = raw[:, 2:].exp() * anchor_wh
-            return torch.cat((xy, wh), 1) / scale
+        exp_wh = t.detach()[:, 2:].clamp(max=MAX_LOG_WH).exp()
+        xy = (t.detach()[:, :2].sigmoid() * g - (g - 1) / 2 + cell) * stride
+        rel = torch.cat((xy, exp_wh * anchor_wh), 1) / scale
 
         def value(rel: Tensor) -> Tensor:
             ciou = paired_box_iou(cxcywh_to_xyxy(rel), cxcywh_to_xyxy(target_rel), "ciou")
             return self.iou_normalizer * (1 - ciou)
 
-        rel = rel_boxes(t.detach())
         if not (torch.is_grad_enabled() and t.requires_grad):
             return value(rel)
         rel = rel.requires_grad_()
@@ -256,7 +257,7 @@ class YoloLoss(nn.Module):
             loss = value(rel)
             (d_rel,) = torch.autograd.grad(loss.sum(), rel)
         # d/d(x, y) straight to tx, ty; d/d(w, h) * exp(t) to tw, th (delta_yolo_box)
-        grad = torch.cat((d_rel[:, :2], d_rel[:, 2:] * t.detach()[:, 2:].exp()), 1)
+        grad = torch.cat((d_rel[:, :2], d_rel[:, 2:] * exp_wh), 1)
         grad = torch.nan_to_num(grad, nan=0.0, posinf=0.0, neginf=0.0)  # fix_nan_inf
         if self.max_delta is not None:
             grad = grad.clamp(-self.max_delta, self.max_delta)
