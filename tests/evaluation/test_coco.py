@@ -186,3 +186,18 @@ def test_two_ranks_with_sampler_padding_equal_one_process():
     for _rank, stats, n in got:
         assert n == len(ids)
         np.testing.assert_allclose(stats, ref, atol=1e-4)
+
+
+def test_draw_detections_grid():
+    from yolov4.evaluation.plots import draw_detections
+
+    images = torch.zeros(3, 3, 64, 64)
+    targets = torch.tensor([[0, 1, 4.0, 4.0, 30.0, 30.0], [2, 0, 10.0, 10.0, 50.0, 40.0]])
+    dets = [torch.tensor([[5.0, 5.0, 31.0, 29.0, 0.9, 1.0]]), torch.zeros(0, 6), torch.tensor([[1.0, 1, 2, 2, 0.1, 0]])]
+    grid = draw_detections(images, targets, dets, NAMES)
+    assert grid.dtype == torch.uint8 and grid.shape[0] == 3
+    # green truth and red prediction pixels exist on the first image only
+    first = grid[:, 2:66, 2:66]
+    assert (first[1] == 255).any() and (first[0] == 255).any()
+    third = grid[:, 2:66, 2 + 2 * 66 : 66 + 2 * 66]
+    assert not (third[0] == 255).any()  # the 0.1 score prediction is not drawn

@@ -13,7 +13,14 @@ import lightning as L
 
 from yolov4.export.checkpoint import save_checkpoint
 
-__all__ = ["WeightsCallback", "write_json", "BEST_WEIGHTS", "LAST_WEIGHTS", "MONITOR"]
+__all__ = [
+    "WeightsCallback",
+    "ValidationImages",
+    "write_json",
+    "BEST_WEIGHTS",
+    "LAST_WEIGHTS",
+    "MONITOR",
+]
 
 log = logging.getLogger(__name__)
 
@@ -79,3 +86,38 @@ class WeightsCallback(L.Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.best = state_dict.get("best")
+
+
+class ValidationImages(L.Callback):
+    """After each validation, log to TensorBoard a grid of the first validation images with
+    true (green) and predicted (red) boxes, and the precision-recall curves (IoU 0.5)."""
+
+    def __init__(self, max_images: int = 8, score_thresh: float = 0.25) -> None:
+        self.max_images, self.score_thresh = max_images, score_thresh
+
+    def on_validation_end(self, trainer: L.Trainer, module: Any) -> None:
+        from lightning.pytorch.loggers import TensorBoardLogger
+
+        from yolov4.evaluation.plots import draw_detections, pr_curve_figure
+
+        tb = next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
+        if (
+            tb is None
+            or trainer.sanity_checking
+            or not trainer.is_global_zero
+            or module.first_val_batch is None
+        ):
+            return
+        images, targets, dets = module.first_val_batch
+        n = min(self.max_images, images.shape[0])
+        grid = draw_detections(
+            images[:n],
+            targets[targets[:, 0] < n],
+            dets[:n],
+            module.hparams["class_names"],
+            self.score_thresh,
+        )
+        tb.experiment.add_image("val/predictions", grid, trainer.global_step)
+        if getattr(module, "last_precision", None) is not None:
+            fig = pr_curve_figure(module.last_precision, module.hparams["class_names"])
+            tb.experiment.add_figure("val/pr_curve", fig, trainer.global_step)

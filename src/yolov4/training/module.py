@@ -131,6 +131,7 @@ class YoloModule(L.LightningModule):
         self.ema = ModelEMA(self.model, ema_decay, ema_tau) if ema_decay else None
         self._forward = torch.compile(self.model) if compile else self.model
         self.evaluator: CocoEvaluator | None = None
+        self.first_val_batch: tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]] | None = None
         self.last_metrics: dict[str, Any] = {}
 
     # -- weights --------------------------------------------------------------------------------
@@ -208,7 +209,8 @@ class YoloModule(L.LightningModule):
     def predict_batch(
         self, batch: Mapping[str, torch.Tensor], model: YOLOv4 | None = None
     ) -> list[torch.Tensor]:
-        """Detections per image ``(K_i, 6)`` ``[x1, y1, x2, y2, score, class]`` in original pixels."""
+        """Detections per image ``(K_i, 6)`` ``[x1, y1, x2, y2, score, class]`` in INPUT pixels
+        (the network's letterboxed image); :func:`unmap_detections` maps them to the originals."""
         model = model or self.eval_model
         images = batch["images"]
         c = model.config
@@ -223,7 +225,7 @@ class YoloModule(L.LightningModule):
             nms_kind=e["nms_kind"],
             max_det=e["max_det"],
         )
-        return unmap_detections(dets, batch["letterbox"], batch["original_sizes"])
+        return dets
 
     def on_validation_epoch_start(self) -> None:
         dm = self.trainer.datamodule if self.trainer is not None else None
@@ -238,7 +240,11 @@ class YoloModule(L.LightningModule):
     def validation_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> None:
         model = self.eval_model
         model.eval()
-        self.evaluator.update(self.predict_batch(batch, model), batch["image_ids"])
+        dets = self.predict_batch(batch, model)
+        if batch_idx == 0:  # for the validation image grid (ValidationImages callback)
+            self.first_val_batch = (batch["images"], batch["targets"], dets)
+        original = unmap_detections(dets, batch["letterbox"], batch["original_sizes"])
+        self.evaluator.update(original, batch["image_ids"])
 
     def on_validation_epoch_end(self) -> None:
         metrics, summary, results, precision = self.evaluator.compute()
