@@ -1,0 +1,164 @@
+"""Training throughput and where validation time goes, on this machine.
+
+    python benchmarks/train_step.py [--models yolov4-tiny yolov4] [--size 416] [--batch 8]
+
+Training: images/s of forward + loss + backward + optimizer step (synthetic targets, 8 boxes per
+image). Validation: per image, the time in forward, decode + postprocess (conf 0.001, the mAP
+setting) and COCOeval, on the built-in synthetic val split with an untrained and a briefly
+trained-looking (random-bias) model. Prints a table and writes benchmarks/results/train_step.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import time
+
+import torch
+from common import machine_info, matmul_gflops, save, time_fn
+
+from yolov4 import build_model
+from yolov4.loss import YoloLoss
+from yolov4.ops.decode import decode
+from yolov4.ops.postprocess import postprocess
+from yolov4.training.optim import OptimConfig, build_optimizer
+
+
+def random_targets(batch: int, size: int, per_image: int = 8, classes: int = 80) -> torch.Tensor:
+    g = torch.Generator().manual_seed(0)
+    rows = []
+    for i in range(batch):
+        xy = torch.rand(per_image, 2, generator=g) * size * 0.8
+        wh = torch.rand(per_image, 2, generator=g) * size * 0.3 + 8
+        cls = torch.randint(0, classes, (per_image, 1), generator=g).float()
+        rows.append(
+            torch.cat([torch.full((per_image, 1), float(i)), cls, xy, (xy + wh).clamp(max=size)], 1)
+        )
+    return torch.cat(rows)
+
+
+def train_rate(name: str, size: int, batch: int, repeats: int) -> dict:
+    model = build_model(name).train()
+    loss_fn = YoloLoss.from_config(model.config)
+    opt = build_optimizer(model, OptimConfig())
+    x, t = torch.rand(batch, 3, size, size), random_targets(batch, size)
+
+    def step() -> None:
+        loss = loss_fn(model(x), t).total
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    r = time_fn(step, repeats)
+    return {"model": name, "size": size, "batch": batch, **r, "images_per_s": batch / r["median_s"]}
+
+
+def validation_split(name: str, size: int, images: int) -> dict:
+    """Per-image seconds in forward, decode+postprocess and COCOeval on synthetic val images."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    model = build_model(name, num_classes=4).eval()
+    c = model.config
+    x = torch.rand(1, 3, size, size)
+    timings = {"forward": 0.0, "postprocess": 0.0}
+    results = []
+    gt = {
+        "images": [],
+        "annotations": [],
+        "categories": [{"id": i, "name": str(i)} for i in range(4)],
+    }
+    for i in range(images):
+        gt["images"].append({"id": i, "width": size, "height": size})
+        gt["annotations"].append(
+            {
+                "id": i + 1,
+                "image_id": i,
+                "category_id": i % 4,
+                "bbox": [10, 10, 50, 50],
+                "area": 2500,
+                "iscrowd": 0,
+            }
+        )
+        with torch.inference_mode():
+            t0 = time.perf_counter()
+            maps = model(x)
+            t1 = time.perf_counter()
+            dets = postprocess(
+                decode(maps, c.head_anchors(), c.strides, c.scale_x_y),
+                (size, size),
+                conf_thresh=0.001,
+            )[0]
+            t2 = time.perf_counter()
+        timings["forward"] += t1 - t0
+        timings["postprocess"] += t2 - t1
+        for x1, y1, x2, y2, s, k in dets.tolist():
+            results.append(
+                {
+                    "image_id": i,
+                    "category_id": int(k),
+                    "bbox": [x1, y1, x2 - x1, y2 - y1],
+                    "score": s,
+                }
+            )
+    coco = COCO()
+    coco.dataset = gt
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
+        t0 = time.perf_counter()
+        ev = COCOeval(coco, coco.loadRes(results), "bbox")
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+        timings["cocoeval"] = time.perf_counter() - t0
+    return {
+        "model": name,
+        "size": size,
+        "images": images,
+        "detections_per_image": len(results) / images,
+        **{f"{k}_ms_per_image": 1e3 * v / images for k, v in timings.items()},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--models", nargs="+", default=["yolov4-tiny", "yolov4"])
+    parser.add_argument("--size", type=int, default=416)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--val-images", type=int, default=20)
+    args = parser.parse_args()
+
+    gflops = matmul_gflops()
+    info = machine_info()
+    print(f"{info['cpu']} ({info['torch_threads']} threads): matmul {gflops:.1f} GFLOP/s")
+    train_rows, val_rows = [], []
+    for name in args.models:
+        row = train_rate(name, args.size, args.batch, args.repeats)
+        train_rows.append(row)
+        print(
+            f"train {name:12s} {args.size} b{args.batch}: {row['images_per_s']:.2f} images/s (median step {row['median_s']:.2f} s)"
+        )
+        v = validation_split(name, args.size, args.val_images)
+        val_rows.append(v)
+        print(
+            f"val   {name:12s}: forward {v['forward_ms_per_image']:.1f} ms, decode+NMS {v['postprocess_ms_per_image']:.1f} ms, "
+            f"COCOeval {v['cocoeval_ms_per_image']:.1f} ms per image ({v['detections_per_image']:.0f} detections/image)"
+        )
+    path = save(
+        "train_step",
+        {
+            "machine": info,
+            "matmul_gflops_per_s": round(gflops, 1),
+            "train": train_rows,
+            "validation": val_rows,
+        },
+    )
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
