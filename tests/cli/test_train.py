@@ -12,9 +12,10 @@ import torch
 from hydra.errors import ConfigCompositionException
 from pycocotools.cocoeval import COCOeval
 
-from yolov4 import ConfigError, build_model, load_checkpoint
+from yolov4 import ConfigError, build_model, load_checkpoint, save_checkpoint
 from yolov4.cli.evaluate import evaluate
 from yolov4.cli.train import train
+from yolov4.darknet import save_darknet_weights
 from yolov4.evaluation import METRIC_KEYS
 
 
@@ -110,3 +111,36 @@ def test_bad_values_fail_at_start_naming_the_key(compose_cfg, tiny_run, tmp_path
     with pytest.raises(ConfigError, match=match):
         train(cfg)
     assert not (tmp_path / "checkpoints").exists()  # failed before any training
+
+
+def test_darknet_weights_and_checkpoint_give_the_same_metrics(
+    compose_cfg, tiny_run, tmp_path, randomize
+):
+    torch.manual_seed(3)
+    model = randomize(build_model("yolov4-tiny", num_classes=4), seed=3)
+    preprocess = {"input_size": [64, 64], "mode": "letterbox"}
+    ckpt = save_checkpoint(
+        tmp_path / "m.pt", model, ["circle", "rectangle", "triangle", "cross"], preprocess
+    )
+    weights = save_darknet_weights(model, tmp_path / "m.weights")
+    data = [o for o in tiny_run if o.startswith("data.")]
+    from_ckpt = evaluate(compose_cfg("evaluate", [f"checkpoint={ckpt}", *data], tmp_path / "a"))
+    from_darknet = evaluate(
+        compose_cfg(
+            "evaluate",
+            [
+                f"darknet_weights={weights}",
+                "model=yolov4-tiny",
+                "darknet_resize_mode=letterbox",
+                *data,
+            ],
+            tmp_path / "b",
+        )
+    )
+    assert from_ckpt["AR100"] > 0  # a real comparison
+    assert [from_darknet[k] for k in METRIC_KEYS] == [from_ckpt[k] for k in METRIC_KEYS]
+
+
+def test_evaluate_needs_exactly_one_source(compose_cfg, tmp_path):
+    with pytest.raises(ConfigError, match="exactly one of checkpoint=... or darknet_weights="):
+        evaluate(compose_cfg("evaluate", [], tmp_path))
