@@ -9,8 +9,7 @@ evaluation (its ground truth stays, so the score is honest); strict mode raises 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
+import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset
@@ -89,13 +88,13 @@ class DetectionDataset(Dataset):
 
     def load(self, index: int) -> Loaded | None:
         """Decode image ``index`` with its boxes; ``None`` (reported) when unreadable. An image
-        whose decoded size differs from the annotated one (EXIF rotation, resaved file) gets
-        its boxes rescaled, and is reported."""
+        whose decoded size differs from the annotated one (EXIF rotation, resaved file) is
+        resized to the annotated size, so image, boxes, ground truth and the original size in
+        the batch meta stay in one frame; it is reported."""
         rec = self.records[index]
         image = read_image(rec.file, self.report)
         if image is None:
             return None
-        boxes = rec.boxes
         h, w = image.shape[:2]
         if (h, w) != (rec.height, rec.width):
             self.report.add(
@@ -103,8 +102,8 @@ class DetectionDataset(Dataset):
                 rec.file,
                 f"annotated {rec.height}x{rec.width}, decoded {h}x{w}",
             )
-            boxes = boxes * np.array([w / rec.width, h / rec.height] * 2, np.float32)
-        return image, boxes, rec.labels
+            image = cv2.resize(image, (rec.width, rec.height), interpolation=cv2.INTER_LINEAR)
+        return image, rec.boxes, rec.labels
 
     def _load_train(self, index: int) -> tuple[int, Loaded]:
         for _ in range(MAX_REPLACEMENTS):
@@ -159,6 +158,3 @@ class DetectionDataset(Dataset):
             original_size=(rec.height, rec.width),
             letterbox=tuple(params),
         )
-
-    def sizes(self) -> Sequence[tuple[int, int]]:
-        return [(r.height, r.width) for r in self.records]

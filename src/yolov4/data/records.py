@@ -50,7 +50,7 @@ class Problem:
     UNREADABLE = "unreadable image (skipped)"
     TRUNCATED = "truncated image (decoded what was there)"
     CONVERTED = "not 8-bit RGB: grayscale/RGBA/16-bit (converted)"
-    SIZE_MISMATCH = "image size differs from the annotation, e.g. EXIF rotation (boxes rescaled)"
+    SIZE_MISMATCH = "image size differs from the annotation, e.g. EXIF rotation (resized to it)"
     BOX_CLIPPED = "box partly outside the image (clipped)"
     BOX_OUTSIDE = "box wholly outside the image (dropped)"
     BOX_EMPTY = "zero or negative size box (dropped)"
