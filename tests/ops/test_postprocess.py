@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import importlib
+
 import pytest
 import torch
 import torchvision.ops as tvo
 
 from yolov4.ops.postprocess import diou_nms, nms, postprocess
+
+# the module itself (the package's `postprocess` attribute is the function)
+postprocess_module = importlib.import_module("yolov4.ops.postprocess")
 
 
 def random_predictions(b: int, n: int, c: int, seed: int, size: float = 320.0) -> torch.Tensor:
@@ -76,7 +81,11 @@ def loop_diou_nms(boxes, scores, labels, thresh, beta):
 
 
 @pytest.mark.parametrize("beta, n", [(0.6, 300), (1.0, 300), (0.6, 1300)])
-def test_diou_nms_matches_loop_reference(beta, n):
+@pytest.mark.parametrize("path", ["padded", "blocks"])
+def test_diou_nms_matches_loop_reference(beta, n, path, monkeypatch):
+    if path == "blocks":  # force the block-by-block path, with blocks spanning classes
+        monkeypatch.setattr(postprocess_module, "_DIOU_PADDED_MAX", 0)
+        monkeypatch.setattr(postprocess_module, "_DIOU_BLOCK", 128)
     pred = random_predictions(1, n, 3, seed=n)[0].double()
     boxes = tvo.box_convert(pred[:, :4], "cxcywh", "xyxy")
     scores, labels = (

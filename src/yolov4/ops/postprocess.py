@@ -37,6 +37,23 @@ MAX_DET = 300  # detections kept per image (COCO evaluation looks at 100)
 MAX_CANDIDATES = 3_000
 NMS_KINDS = ("iou", "diou")
 _DIOU_BLOCK = 512  # boxes compared at once in diou_nms (memory: block x kept)
+_DIOU_PADDED_MAX = 2_000_000  # classes x k x k pairs above which diou_nms goes block by block
+
+
+def _greedy(suppresses: Tensor, alive: Tensor) -> Tensor:
+    """Greedy NMS from a suppression matrix: ``suppresses (..., n, n)`` bool (``[j, i]``: a kept
+    ``j`` removes ``i``; only ``j < i`` set), ``alive (..., n)`` -> kept ``(..., n)`` bool.
+
+    ``keep_i = alive_i and no kept j < i suppresses i`` has one solution; iterating the rule
+    from ``keep = alive`` fixes at least one more leading position per round (<= n rounds,
+    in practice the length of the longest suppression chain).
+    """
+    keep = alive
+    while True:
+        new = alive & ~(suppresses & keep[..., :, None]).any(-2)
+        if torch.equal(new, keep):
+            return keep
+        keep = new
 
 
 def diou_nms(
@@ -47,14 +64,42 @@ def diou_nms(
 
     A box is dropped when ``IoU - (rho^2 / c^2) ** beta > iou_thresh`` with a kept box of the
     same class and higher score (darknet ``box_diounms``; ``rho`` centre distance, ``c``
-    enclosing diagonal). Exact greedy result: candidates sorted by (class, score) are taken in
-    blocks; a block is checked against the kept boxes of its first class in earlier blocks
-    (only that class can span blocks), then resolved inside itself by iterating the greedy
-    rule to its unique fixed point.
+    enclosing diagonal). Exact greedy result. Candidates are sorted by (class, score); when the
+    classes are balanced enough, all classes are resolved at once on a ``(classes, k, k)``
+    padded tensor, otherwise block by block (a block is first checked against the kept boxes
+    of its first class in earlier blocks: only that class can span blocks).
     """
     by_score = scores.argsort(descending=True, stable=True)
     order = by_score[labels[by_score].argsort(stable=True)]
     boxes, labels = boxes[order], labels[order]
+    _, counts = labels.unique_consecutive(return_counts=True)
+    if counts.numel() and counts.numel() * int(counts.max()) ** 2 <= _DIOU_PADDED_MAX:
+        keep = _diou_padded(boxes, counts, iou_thresh, beta)
+    else:
+        keep = _diou_blocks(boxes, labels, iou_thresh, beta)
+    kept = order[keep]
+    return kept[scores[kept].argsort(descending=True, stable=True)]
+
+
+def _diou_padded(boxes: Tensor, counts: Tensor, iou_thresh: float, beta: float) -> Tensor:
+    """Boxes sorted by (class, score) with per-class ``counts`` -> kept ``(K,)`` bool."""
+    k = int(counts.max())
+    group = torch.repeat_interleave(torch.arange(counts.numel(), device=boxes.device), counts)
+    pos = (
+        torch.arange(boxes.shape[0], device=boxes.device)
+        - (torch.cumsum(counts, 0) - counts)[group]
+    )
+    padded = boxes.new_zeros(counts.numel(), k, 4)
+    padded[group, pos] = boxes
+    valid = torch.zeros(counts.numel(), k, dtype=torch.bool, device=boxes.device)
+    valid[group, pos] = True
+    later = torch.ones(k, k, dtype=torch.bool, device=boxes.device).triu(1)
+    suppresses = (distance_box_iou(padded, padded, beta) > iou_thresh) & later & valid[:, :, None]
+    return _greedy(suppresses, valid)[group, pos]
+
+
+def _diou_blocks(boxes: Tensor, labels: Tensor, iou_thresh: float, beta: float) -> Tensor:
+    """Boxes sorted by (class, score) -> kept ``(K,)`` bool, ``_DIOU_BLOCK`` boxes at a time."""
     keep = torch.zeros(boxes.shape[0], dtype=torch.bool, device=boxes.device)
     for start in range(0, boxes.shape[0], _DIOU_BLOCK):
         blk_boxes = boxes[start : start + _DIOU_BLOCK]
@@ -68,15 +113,8 @@ def diou_nms(
         same = blk_labels[:, None] == blk_labels[None, :]
         later = torch.ones(n, n, dtype=torch.bool, device=boxes.device).triu(1)
         suppresses = (distance_box_iou(blk_boxes, blk_boxes, beta) > iou_thresh) & same & later
-        blk_keep = alive
-        while True:  # keep_i = alive_i and no kept j < i suppresses i; <= n rounds
-            new = alive & ~(suppresses & blk_keep[:, None]).any(0)
-            if torch.equal(new, blk_keep):
-                break
-            blk_keep = new
-        keep[start : start + n] = blk_keep
-    kept = order[keep]
-    return kept[scores[kept].argsort(descending=True, stable=True)]
+        keep[start : start + n] = _greedy(suppresses, alive)
+    return keep
 
 
 def nms(
