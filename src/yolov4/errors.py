@@ -6,7 +6,14 @@ set-up, checkpoint load, HTTP request) and names what was expected and what was 
 
 from __future__ import annotations
 
-__all__ = ["YoloError", "InputError", "CheckpointError", "ConfigError", "DatasetError"]
+__all__ = [
+    "YoloError",
+    "InputError",
+    "CheckpointError",
+    "ConfigError",
+    "DatasetError",
+    "ExportError",
+]
 
 
 class YoloError(Exception):
@@ -27,3 +34,7 @@ class ConfigError(YoloError, ValueError):
 
 class DatasetError(YoloError, ValueError):
     """A dataset on disk is missing, malformed or inconsistent with the configuration."""
+
+
+class ExportError(YoloError, RuntimeError):
+    """An exported file disagrees with PyTorch, or an artifact is missing, altered or unknown."""

@@ -1,5 +1,6 @@
-"""Inference: the one preprocessing function (and, later, the Predictor and its backends)."""
+"""Inference: the one preprocessing function, the Predictor and its backends."""
 
+from yolov4.inference.predictor import Detections, Predictor
 from yolov4.inference.preprocess import (
     LETTERBOX_PAD_VALUE,
     PreprocessConfig,
@@ -7,4 +8,11 @@ from yolov4.inference.preprocess import (
     preprocess_batch,
 )
 
-__all__ = ["LETTERBOX_PAD_VALUE", "PreprocessConfig", "preprocess", "preprocess_batch"]
+__all__ = [
+    "Detections",
+    "LETTERBOX_PAD_VALUE",
+    "Predictor",
+    "PreprocessConfig",
+    "preprocess",
+    "preprocess_batch",
+]

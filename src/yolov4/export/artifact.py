@@ -1,0 +1,245 @@
+"""The serving artifact: ``model.onnx`` (+ ``model.torchscript``) and ``metadata.json``.
+
+Both files hold the fused network followed by the decode (:func:`yolov4.ops.decode`): input
+``images (B, 3, H, W)`` float32 as the preprocessing makes them (``[0, 1]``, the stored colour
+order), ``B`` dynamic, ``H, W`` fixed to the artifact's input size; output ``predictions
+(B, N, 5 + C)`` ``[cx, cy, w, h, objectness, class probs...]`` in input pixels. NMS and the
+mapping back to original pixels happen in the Predictor, from the metadata. Before
+:func:`export_artifact` returns, every file is run against PyTorch on a few inputs and the worst
+difference is recorded; a file that disagrees fails the export and nothing is left behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import warnings
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from yolov4.errors import ExportError
+from yolov4.export.checkpoint import Checkpoint, load_checkpoint
+from yolov4.inference.backends import DecodedModel, load_backend
+from yolov4.inference.preprocess import PreprocessConfig
+from yolov4.models import fuse_model
+
+__all__ = [
+    "ARTIFACT_FORMAT",
+    "MODEL_ONNX",
+    "MODEL_TORCHSCRIPT",
+    "METADATA",
+    "DecodedModel",
+    "export_artifact",
+    "read_metadata",
+    "sha256",
+    "DEFAULT_THRESHOLDS",
+]
+
+ARTIFACT_FORMAT = "yolov4.artifact/1"
+MODEL_ONNX = "model.onnx"
+MODEL_TORCHSCRIPT = "model.torchscript"
+METADATA = "metadata.json"
+FORMATS = {"onnx": MODEL_ONNX, "torchscript": MODEL_TORCHSCRIPT}
+DEFAULT_OPSET = 17
+# Serving defaults: darknet's `detector test` keeps boxes above 0.25 and suppresses at 0.45.
+DEFAULT_THRESHOLDS = {
+    "conf": 0.25,
+    "iou": 0.45,
+    "nms_kind": "iou",
+    "multi_label": True,
+    "max_det": 300,
+}
+PARITY_RTOL = 1e-3  # worst |difference| allowed, relative to the largest |output|
+PARITY_BATCHES = (1, 2)
+
+
+def sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _versions() -> dict[str, str]:
+    import onnx
+    import onnxruntime
+
+    import yolov4
+
+    return {
+        "yolov4": yolov4.__version__,
+        "torch": str(torch.__version__),
+        "onnx": onnx.__version__,
+        "onnxruntime": onnxruntime.__version__,
+    }
+
+
+def _export_onnx(model: DecodedModel, path: Path, example: torch.Tensor, opset: int) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model,
+            (example,),
+            str(path),
+            dynamo=False,
+            opset_version=opset,
+            input_names=["images"],
+            output_names=["predictions"],
+            dynamic_axes={"images": {0: "batch"}, "predictions": {0: "batch"}},
+        )
+
+
+def _export_torchscript(model: DecodedModel, path: Path, example: torch.Tensor) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        traced = torch.jit.trace(model, example, check_trace=False)
+    traced.save(str(path))
+
+
+def _parity(
+    name: str, path: Path, reference: DecodedModel, input_size: Sequence[int], seed: int = 0
+) -> dict[str, float]:
+    """Worst absolute and relative difference of the file's outputs vs PyTorch's."""
+    backend = load_backend(path, name)
+    g = torch.Generator().manual_seed(seed)
+    worst_abs, worst_rel = 0.0, 0.0
+    for batch in PARITY_BATCHES:
+        x = torch.rand(batch, 3, *input_size, generator=g)
+        with torch.inference_mode():
+            ref = reference(x)
+            out = backend(x)
+        if tuple(out.shape) != tuple(ref.shape):
+            raise ExportError(
+                f"{path.name}: output shape {tuple(out.shape)} for batch {batch}, PyTorch gives {tuple(ref.shape)}"
+            )
+        diff = (out.float() - ref.float()).abs().max().item()
+        worst_abs = max(worst_abs, diff)
+        worst_rel = max(worst_rel, diff / max(ref.abs().max().item(), 1e-12))
+    if not worst_rel <= PARITY_RTOL:
+        raise ExportError(
+            f"{path.name} disagrees with PyTorch: worst difference {worst_abs:.3g} "
+            f"({worst_rel:.3g} relative, allowed {PARITY_RTOL}); the export was not written"
+        )
+    return {"max_abs_diff": worst_abs, "max_rel_diff": worst_rel, "batches": list(PARITY_BATCHES)}
+
+
+def export_artifact(
+    source: Checkpoint | str | os.PathLike,
+    out_dir: str | os.PathLike,
+    formats: Sequence[str] = ("onnx", "torchscript"),
+    opset: int = DEFAULT_OPSET,
+    input_size: Sequence[int] | None = None,
+    thresholds: dict[str, Any] | None = None,
+) -> Path:
+    """Write the artifact directory for a checkpoint (path or loaded :class:`Checkpoint`).
+
+    ``input_size`` ``(H, W)`` defaults to the checkpoint's preprocessing size. The directory is
+    built next to ``out_dir`` and moved into place only once every file passed its parity check,
+    so a failed export never leaves a half-written or mismatched artifact.
+    """
+    ckpt = source if isinstance(source, Checkpoint) else load_checkpoint(source)
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown or not formats:
+        raise ExportError(
+            f"formats must be a non-empty subset of {sorted(FORMATS)}, got {list(formats)}"
+        )
+    if opset < DEFAULT_OPSET:
+        raise ExportError(f"opset must be >= {DEFAULT_OPSET}, got {opset}")
+    preprocess = dict(ckpt.preprocess) or {
+        "input_size": list(ckpt.model.config.input_size),
+        "mode": "letterbox",
+    }
+    size = [int(s) for s in (input_size or preprocess["input_size"])]
+    if len(size) != 2 or any(s <= 0 or s % 32 for s in size):
+        raise ExportError(f"input_size must be (H, W), multiples of 32, got {size}")
+    preprocess["input_size"] = size
+    preprocess = PreprocessConfig.from_dict(preprocess).to_dict()  # complete and validated
+
+    wrapped = DecodedModel(fuse_model(ckpt.model.cpu().float())).eval()
+    example = torch.rand(1, 3, *size)
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
+    try:
+        files, parity = {}, {}
+        for fmt in formats:
+            path = tmp / FORMATS[fmt]
+            if fmt == "onnx":
+                _export_onnx(wrapped, path, example, opset)
+            else:
+                _export_torchscript(wrapped, path, example)
+            parity[path.name] = _parity(fmt, path, wrapped, size)
+            files[path.name] = {"sha256": sha256(path), "bytes": path.stat().st_size}
+        c = ckpt.model.config
+        metadata = {
+            "format": ARTIFACT_FORMAT,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "model": c.to_dict(),
+            "class_names": list(ckpt.class_names),
+            "input_size": size,
+            "preprocess": preprocess,
+            "input": {"name": "images", "shape": ["batch", 3, *size], "dtype": "float32"},
+            "output": {
+                "name": "predictions",
+                "shape": [
+                    "batch",
+                    sum(c.num_anchors * (size[0] // s) * (size[1] // s) for s in c.strides),
+                    5 + c.num_classes,
+                ],
+                "layout": "cx, cy, w, h (input pixels), objectness, class probabilities",
+            },
+            "anchors": c.head_anchors(),
+            "strides": list(c.strides),
+            "scale_x_y": list(c.scale_x_y),
+            "thresholds": {**DEFAULT_THRESHOLDS, **(thresholds or {})},
+            "opset": opset if "onnx" in formats else None,
+            "versions": _versions(),
+            "files": files,
+            "parity": parity,
+            "source": {"metrics": ckpt.metrics, "trained": ckpt.trained},
+        }
+        (tmp / METADATA).write_text(json.dumps(metadata, indent=2) + "\n")
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def read_metadata(artifact_dir: str | os.PathLike, verify: bool = True) -> dict[str, Any]:
+    """``metadata.json`` of an artifact; with ``verify``, every listed file must exist and match
+    its sha256. Raises :class:`ExportError` naming what is wrong."""
+    d = Path(artifact_dir)
+    path = d / METADATA
+    if not path.is_file():
+        raise ExportError(
+            f"{d} is not an export artifact: no {METADATA} (export one with export.py)"
+        )
+    try:
+        meta = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ExportError(f"{path} is not valid JSON: {e}") from e
+    if meta.get("format") != ARTIFACT_FORMAT:
+        raise ExportError(
+            f"{path}: format {meta.get('format')!r} is not {ARTIFACT_FORMAT!r}; re-export with this version"
+        )
+    if verify:
+        for name, info in meta.get("files", {}).items():
+            f = d / name
+            if not f.is_file():
+                raise ExportError(f"{d}: {name} is listed in {METADATA} but missing")
+            if sha256(f) != info["sha256"]:
+                raise ExportError(
+                    f"{d}: {name} does not match its sha256 in {METADATA} (altered or corrupt file)"
+                )
+    return meta

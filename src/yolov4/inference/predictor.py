@@ -1,0 +1,233 @@
+"""The Predictor: images in, detections in each image's own pixels out.
+
+    predictor = Predictor.from_artifact("run/export")            # onnxruntime (or torchscript)
+    predictor = Predictor.from_checkpoint("run/weights/best.pt")  # PyTorch, any device
+    [dets] = predictor("photo.jpg")
+    dets.boxes, dets.scores, dets.class_ids, dets.class_names, dets.to_dict()
+
+Preprocessing is :func:`yolov4.inference.preprocess.preprocess` with the parameters stored in
+the checkpoint or artifact, the same function validation uses; NMS is
+:func:`yolov4.ops.postprocess.postprocess`; boxes go back through
+:func:`yolov4.ops.letterbox.unmap_boxes`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from yolov4.errors import ExportError, InputError
+from yolov4.inference.backends import BACKENDS, DecodedModel, TorchBackend, load_backend
+from yolov4.inference.images import MAX_PIXELS, load_images
+from yolov4.inference.preprocess import PreprocessConfig, preprocess
+from yolov4.ops.letterbox import unmap_boxes
+from yolov4.ops.postprocess import postprocess
+
+__all__ = ["Predictor", "Detections"]
+
+DEFAULT_THRESHOLDS = {
+    "conf": 0.25,
+    "iou": 0.45,
+    "nms_kind": "iou",
+    "multi_label": True,
+    "max_det": 300,
+}
+
+
+@dataclass
+class Detections:
+    """Detections of one image, in that image's original pixels.
+
+    ``boxes (K, 4)`` float32 xyxy, ``scores (K,)`` float32, ``class_ids (K,)`` int64,
+    ``class_names`` K strings, ``image_size`` ``(H, W)`` of the original image. ``K`` may be 0.
+    """
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    class_ids: np.ndarray
+    class_names: list[str]
+    image_size: tuple[int, int]
+    timing_ms: dict[str, float] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    def to_dict(self) -> dict[str, Any]:
+        h, w = self.image_size
+        return {
+            "detections": [
+                {
+                    "box": [round(float(v), 2) for v in box],
+                    "score": round(float(s), 5),
+                    "class_id": int(c),
+                    "class_name": n,
+                }
+                for box, s, c, n in zip(self.boxes, self.scores, self.class_ids, self.class_names)
+            ],
+            "image": {"width": int(w), "height": int(h)},
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict())
+
+
+class Predictor:
+    """Run a model on user images (see module docstring).
+
+    Args:
+        backend: ``backend(images (B, 3, H, W) float32) -> (B, N, 5 + C)`` decoded predictions.
+        class_names: one per class.
+        preprocess: the model's :class:`PreprocessConfig`.
+        thresholds: defaults for ``conf``, ``iou``, ``nms_kind``, ``multi_label``, ``max_det``.
+        metadata: what the model came with (artifact metadata or checkpoint info).
+    """
+
+    def __init__(
+        self,
+        backend: Any,
+        class_names: Sequence[str],
+        preprocess: PreprocessConfig,
+        thresholds: dict[str, Any] | None = None,
+        metadata: dict[str, Any] | None = None,
+        max_pixels: int | None = MAX_PIXELS,
+    ) -> None:
+        self.backend = backend
+        self.class_names = list(class_names)
+        self.preprocess_config = preprocess
+        self.thresholds = {**DEFAULT_THRESHOLDS, **(thresholds or {})}
+        self.metadata = metadata or {}
+        self.max_pixels = max_pixels
+
+    @classmethod
+    def from_artifact(
+        cls,
+        artifact_dir: str | os.PathLike,
+        backend: str = "onnxruntime",
+        device: str = "cpu",
+        **kwargs: Any,
+    ) -> Predictor:
+        """An export artifact; its files are checked against their sha256 first."""
+        from yolov4.export.artifact import FORMATS, read_metadata
+
+        meta = read_metadata(artifact_dir)
+        if backend not in BACKENDS:
+            raise ExportError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        name = FORMATS["onnx" if backend == "onnxruntime" else "torchscript"]
+        if name not in meta["files"]:
+            raise ExportError(
+                f"{artifact_dir} has no {name} (files: {sorted(meta['files'])}); export it with formats=[...]"
+            )
+        return cls(
+            load_backend(Path(artifact_dir) / name, backend, device),
+            meta["class_names"],
+            PreprocessConfig.from_dict(meta["preprocess"]),
+            meta.get("thresholds"),
+            meta,
+            **kwargs,
+        )
+
+    @classmethod
+    def from_checkpoint(
+        cls, path: str | os.PathLike, device: str | torch.device = "cpu", **kwargs: Any
+    ) -> Predictor:
+        """A project checkpoint (``weights/*.pt`` or ``.ckpt``), fused, on ``device``."""
+        from yolov4.export.checkpoint import load_checkpoint
+        from yolov4.models import fuse_model
+
+        ckpt = load_checkpoint(path)
+        preprocess = dict(ckpt.preprocess) or {
+            "input_size": list(ckpt.model.config.input_size),
+            "mode": "letterbox",
+        }
+        meta = {"model": ckpt.model.config.to_dict(), "source": str(path), "metrics": ckpt.metrics}
+        backend = TorchBackend(DecodedModel(fuse_model(ckpt.model)), device)
+        return cls(
+            backend,
+            ckpt.class_names,
+            PreprocessConfig.from_dict(preprocess),
+            kwargs.pop("thresholds", None),
+            meta,
+            **kwargs,
+        )
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        return tuple(self.preprocess_config.input_size)
+
+    def __call__(
+        self,
+        images: Any,
+        conf: float | None = None,
+        iou: float | None = None,
+        max_det: int | None = None,
+        classes: Sequence[int] | None = None,
+        color: str = "rgb",
+    ) -> list[Detections]:
+        """One image or a list (mixed sizes and kinds allowed) -> one :class:`Detections` each."""
+        t = self.thresholds
+        conf, iou, max_det = (
+            (t["conf"] if conf is None else conf),
+            (t["iou"] if iou is None else iou),
+            (t["max_det"] if max_det is None else max_det),
+        )
+        if not 0 <= conf <= 1 or not 0 <= iou <= 1:
+            raise InputError(f"conf and iou must be in [0, 1], got conf={conf} iou={iou}")
+        if max_det < 1:
+            raise InputError(f"max_det must be >= 1, got {max_det}")
+        wanted = None
+        if classes is not None:
+            bad = [c for c in classes if not 0 <= int(c) < len(self.class_names)]
+            if bad:
+                raise InputError(
+                    f"classes {bad} out of range: the model has {len(self.class_names)} classes"
+                )
+            wanted = torch.tensor(sorted({int(c) for c in classes}))
+        start = time.perf_counter()
+        arrays = load_images(images, color, self.max_pixels)  # every check before any model code
+        inputs = [preprocess(a, self.preprocess_config) for a in arrays]
+        batch = torch.stack([x for x, _ in inputs])
+        t_pre = time.perf_counter()
+        preds = self.backend(batch).float().cpu()
+        t_model = time.perf_counter()
+        dets = postprocess(
+            preds,
+            self.input_size,
+            conf_thresh=conf,
+            iou_thresh=iou,
+            multi_label=t["multi_label"],
+            nms_kind=t["nms_kind"],
+            max_det=max_det,
+        )
+        out = []
+        for det, (_, params), image in zip(dets, inputs, arrays):
+            if wanted is not None:
+                det = det[torch.isin(det[:, 5].long(), wanted)]
+            h, w = image.shape[:2]
+            boxes = unmap_boxes(det[:, :4], params, (h, w)).numpy().astype(np.float32)
+            ids = det[:, 5].long().numpy()
+            out.append(
+                Detections(
+                    boxes,
+                    det[:, 4].numpy().astype(np.float32),
+                    ids,
+                    [self.class_names[i] for i in ids],
+                    (h, w),
+                )
+            )
+        t_post = time.perf_counter()
+        timing = {
+            "preprocess": 1e3 * (t_pre - start),
+            "model": 1e3 * (t_model - t_pre),
+            "postprocess": 1e3 * (t_post - t_model),
+        }
+        for d in out:
+            d.timing_ms = timing
+        return out
