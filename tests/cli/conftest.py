@@ -18,6 +18,7 @@ TINY_RUN = [
     "trainer.limit_train_batches=2",
     "trainer.enable_progress_bar=false",
     "logger=csv",
+    "export.formats=[onnx]",
 ]
 
 

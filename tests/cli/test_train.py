@@ -35,6 +35,8 @@ def test_run_directory_has_the_documented_files(trained_run):
         "weights/best.pt",
         "weights/last.pt",
         "metrics.json",
+        "export/model.onnx",
+        "export/metadata.json",
     ):
         assert (run / name).is_file(), name
     written = json.loads((run / "metrics.json").read_text())

@@ -2,7 +2,8 @@
 
 Run directory (``paths.output_dir``): ``checkpoints/last.ckpt, best.ckpt`` (exact resume),
 ``weights/best.pt, last.pt`` (strict weights), ``metrics.json`` (final COCO metrics of the
-weights in ``weights/last.pt``), ``tensorboard/``.
+weights in ``weights/last.pt``), ``export/`` (serving artifact of ``weights/best.pt``),
+``tensorboard/``.
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
 from yolov4.cli.common import build, build_all, model_config
+from yolov4.cli.export import EXPORT_DIR
 from yolov4.evaluation import METRIC_KEYS
-from yolov4.training.callbacks import METRICS_FILE, write_json
+from yolov4.export.artifact import export_artifact
+from yolov4.training.callbacks import BEST_WEIGHTS, LAST_WEIGHTS, METRICS_FILE, write_json
 from yolov4.training.module import YoloModule
 
 __all__ = ["train", "hydra_main"]
@@ -62,6 +65,14 @@ def train(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> d
     if trainer.is_global_zero:
         out = Path(cfg.paths.output_dir)
         write_json(out / METRICS_FILE, metrics)
+        if cfg.get("export"):
+            weights = out / (BEST_WEIGHTS if cfg.export.weights == "best" else LAST_WEIGHTS)
+            formats = list(cfg.export.formats)
+            export_artifact(
+                weights if weights.is_file() else out / LAST_WEIGHTS,
+                out / EXPORT_DIR,
+                formats=formats,
+            )
         log.info(
             "final validation (EMA weights: %s):\n%s",
             module.ema is not None,
