@@ -16,6 +16,7 @@ from yolov4 import ConfigError, build_model, load_checkpoint, save_checkpoint
 from yolov4.cli.evaluate import evaluate
 from yolov4.cli.train import train
 from yolov4.darknet import save_darknet_weights
+from yolov4.export.artifact import export_artifact
 from yolov4.evaluation import METRIC_KEYS
 
 
@@ -141,8 +142,16 @@ def test_darknet_weights_and_checkpoint_give_the_same_metrics(
     )
     assert from_ckpt["AR100"] > 0  # a real comparison
     assert [from_darknet[k] for k in METRIC_KEYS] == [from_ckpt[k] for k in METRIC_KEYS]
+    # the serving artifact, through the Predictor from the image files
+    art = export_artifact(ckpt, tmp_path / "export", formats=["onnx"])
+    from_artifact = evaluate(compose_cfg("evaluate", [f"artifact={art}", *data], tmp_path / "c"))
+    assert [from_artifact[k] for k in METRIC_KEYS] == pytest.approx(
+        [from_ckpt[k] for k in METRIC_KEYS], abs=2e-3
+    )
 
 
 def test_evaluate_needs_exactly_one_source(compose_cfg, tmp_path):
-    with pytest.raises(ConfigError, match="exactly one of checkpoint=... or darknet_weights="):
+    with pytest.raises(
+        ConfigError, match="exactly one of checkpoint=..., darknet_weights=... or artifact="
+    ):
         evaluate(compose_cfg("evaluate", [], tmp_path))

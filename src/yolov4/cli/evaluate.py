@@ -1,4 +1,5 @@
-"""``python evaluate.py``: COCO mAP of a project checkpoint or a darknet weights file.
+"""``python evaluate.py``: COCO mAP of a project checkpoint, a darknet weights file or an export
+artifact (through the Predictor, from the image files, exactly as the service would answer).
 
 Writes to ``paths.output_dir``: ``metrics.json`` (:data:`METRIC_KEYS` + ``per_class``),
 ``detections.json`` (COCO results, original category ids, ``COCO.loadRes``-ready) and
@@ -14,14 +15,17 @@ from typing import Any
 
 import hydra
 import lightning as L
+import numpy as np
+import torch
 from omegaconf import DictConfig, OmegaConf
 
 from yolov4.cli.common import build, model_config
 from yolov4.darknet import load_darknet_weights
 from yolov4.errors import ConfigError
-from yolov4.evaluation import METRIC_KEYS
+from yolov4.evaluation import METRIC_KEYS, CocoEvaluator
 from yolov4.evaluation.plots import plot_pr_curves
 from yolov4.export.checkpoint import load_checkpoint
+from yolov4.inference import Predictor
 from yolov4.training.callbacks import METRICS_FILE, write_json
 from yolov4.training.module import YoloModule
 
@@ -40,12 +44,67 @@ def per_class_table(per_class: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
+def _write(out: Path, metrics: dict[str, Any], summary: str, results: list, precision: Any) -> None:
+    write_json(out / METRICS_FILE, metrics)
+    (out / DETECTIONS_FILE).write_text(json.dumps(results))
+    if precision is not None:
+        plot_pr_curves(precision, list(metrics["per_class"]), out / PR_CURVE_FILE)
+    print(summary)
+    print(per_class_table(metrics["per_class"]))
+    log.info("wrote %s, %s, %s in %s", METRICS_FILE, DETECTIONS_FILE, PR_CURVE_FILE, out)
+
+
+def _check_classes(what: str, num_classes: int, datamodule: Any) -> None:
+    if num_classes != datamodule.num_classes:
+        raise ConfigError(
+            f"the {what} has num_classes={num_classes} but data has "
+            f"{datamodule.num_classes} classes {datamodule.class_names}"
+        )
+
+
+def _evaluate_artifact(cfg: DictConfig, eval_cfg: dict[str, Any]) -> tuple:
+    """Through the Predictor, from the image files: what the service would answer."""
+    predictor = Predictor.from_artifact(cfg.artifact, backend=cfg.backend)
+    predictor.thresholds.update(nms_kind=eval_cfg["nms_kind"], multi_label=eval_cfg["multi_label"])
+    datamodule = build(cfg, "data", augment=None)
+    datamodule.prepare_data()
+    _check_classes("artifact", len(predictor.class_names), datamodule)
+    records = datamodule.split("val").records
+    evaluator = CocoEvaluator(datamodule.val_coco, datamodule.category_ids, datamodule.class_names)
+    for i in range(0, len(records), cfg.batch_size):
+        chunk = records[i : i + cfg.batch_size]
+        dets = predictor(
+            [r.file for r in chunk],
+            conf=eval_cfg["conf_thresh"],
+            iou=eval_cfg["iou_thresh"],
+            max_det=eval_cfg["max_det"],
+        )
+        rows = [
+            torch.from_numpy(
+                np.concatenate(
+                    [d.boxes, d.scores[:, None], d.class_ids[:, None].astype(np.float32)], 1
+                )
+            )
+            for d in dets
+        ]
+        evaluator.update(rows, [r.image_id for r in chunk])
+    return evaluator.compute()
+
+
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
-    sources = [k for k in ("checkpoint", "darknet_weights") if cfg.get(k)]
+    sources = [k for k in ("checkpoint", "darknet_weights", "artifact") if cfg.get(k)]
     if len(sources) != 1:
         raise ConfigError(
-            f"give exactly one of checkpoint=... or darknet_weights=..., got {sources or 'none'}"
+            "give exactly one of checkpoint=..., darknet_weights=... or artifact=..., "
+            f"got {sources or 'none'}"
         )
+    eval_cfg = OmegaConf.to_container(cfg.eval, resolve=True)
+    out = Path(cfg.paths.output_dir)
+    if cfg.artifact:
+        metrics, summary, results, precision = _evaluate_artifact(cfg, eval_cfg)
+        metrics = {k: metrics[k] for k in (*METRIC_KEYS, "per_class", "num_images")}
+        _write(out, metrics, summary, results, precision)
+        return metrics
     data_overrides: dict[str, Any] = {"augment": None, "val_batch_size": cfg.batch_size}
     if cfg.checkpoint:
         ckpt = load_checkpoint(cfg.checkpoint)
@@ -60,18 +119,15 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         model_dict = model_config(cfg, datamodule.num_classes)
         data_overrides.update(resize_mode=cfg.darknet_resize_mode)
         datamodule = build(cfg, "data", **data_overrides)
-    elif model_dict["num_classes"] != datamodule.num_classes:
-        raise ConfigError(
-            f"the checkpoint has num_classes={model_dict['num_classes']} but data has "
-            f"{datamodule.num_classes} classes {datamodule.class_names}"
-        )
+    else:
+        _check_classes("checkpoint", model_dict["num_classes"], datamodule)
     module = YoloModule(
         model=model_dict,
         class_names=datamodule.class_names,
         category_ids=datamodule.category_ids,
         preprocess=datamodule.preprocess_config.to_dict(),
         ema_decay=None,
-        eval=OmegaConf.to_container(cfg.eval, resolve=True),
+        eval=eval_cfg,
     )
     if cfg.darknet_weights:
         load_darknet_weights(module.model, cfg.darknet_weights)
@@ -81,14 +137,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     trainer.validate(module, datamodule=datamodule, verbose=False)
     metrics = {k: module.last_metrics[k] for k in (*METRIC_KEYS, "per_class", "num_images")}
     if trainer.is_global_zero:
-        out = Path(cfg.paths.output_dir)
-        write_json(out / METRICS_FILE, metrics)
-        (out / DETECTIONS_FILE).write_text(json.dumps(module.last_results))
-        if module.last_precision is not None:
-            plot_pr_curves(module.last_precision, list(metrics["per_class"]), out / PR_CURVE_FILE)
-        print(module.last_metrics["summary"])
-        print(per_class_table(metrics["per_class"]))
-        log.info("wrote %s, %s, %s in %s", METRICS_FILE, DETECTIONS_FILE, PR_CURVE_FILE, out)
+        _write(
+            out, metrics, module.last_metrics["summary"], module.last_results, module.last_precision
+        )
     return metrics
 
 

@@ -1,0 +1,119 @@
+"""The serving artifact: metadata, parity, checksums; three backends agree through the Predictor."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from yolov4 import build_model, save_checkpoint
+from yolov4.errors import ExportError
+from yolov4.export import artifact as artifact_mod
+from yolov4.export.artifact import ARTIFACT_FORMAT, export_artifact, read_metadata, sha256
+from yolov4.inference import Predictor
+
+NAMES = ["circle", "rectangle", "triangle", "cross"]
+PREPROCESS = {"input_size": [96, 128], "mode": "letterbox"}
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, randomize):
+    d = tmp_path_factory.mktemp("artifact")
+    torch.manual_seed(5)
+    model = randomize(build_model("yolov4-tiny", num_classes=4), seed=5)
+    ckpt = save_checkpoint(d / "best.pt", model, NAMES, PREPROCESS, metrics={"mAP": 0.5})
+    return ckpt, export_artifact(ckpt, d / "export")
+
+
+def test_metadata_describes_the_contract(exported):
+    ckpt, art = exported
+    meta = read_metadata(art)
+    assert meta["format"] == ARTIFACT_FORMAT and meta["class_names"] == NAMES
+    assert meta["input_size"] == [96, 128] and meta["opset"] >= 17
+    p = meta["preprocess"]
+    assert (p["mode"], p["pad_value"], p["channel_order"], p["input_size"]) == (
+        "letterbox",
+        114,
+        "rgb",
+        [96, 128],
+    )
+    assert p["scale"] == pytest.approx(1 / 255)
+    assert meta["strides"] == [16, 32] and meta["anchors"][0] == [
+        [23.0, 27.0],
+        [37.0, 58.0],
+        [81.0, 82.0],
+    ]
+    assert meta["thresholds"]["conf"] == 0.25 and meta["thresholds"]["iou"] == 0.45
+    assert meta["output"]["shape"] == ["batch", 3 * (6 * 8 + 3 * 4), 9]
+    assert set(meta["versions"]) >= {"yolov4", "torch", "onnx", "onnxruntime"}
+    for name, info in meta["files"].items():
+        assert info["sha256"] == sha256(art / name)
+        assert meta["parity"][name]["max_rel_diff"] <= artifact_mod.PARITY_RTOL
+    graph = onnx.load(str(art / "model.onnx")).graph
+    assert graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"  # dynamic batch
+
+
+def test_backends_agree(exported):
+    ckpt, art = exported
+    rng = np.random.default_rng(0)
+    images = [
+        rng.integers(0, 255, (h, w, 3), dtype=np.uint8) for h, w in ((97, 203), (64, 64), (150, 90))
+    ]
+    results = [
+        p(images, conf=0.3)
+        for p in (
+            Predictor.from_artifact(art),
+            Predictor.from_artifact(art, backend="torchscript"),
+            Predictor.from_checkpoint(ckpt),
+        )
+    ]
+    assert sum(len(d) for d in results[0]) > 0  # a real comparison
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            assert len(a) == len(b)
+            np.testing.assert_allclose(a.boxes, b.boxes, atol=1.0)
+            assert a.class_names == b.class_names and (a.class_ids == b.class_ids).all()
+
+
+def test_altered_or_unknown_artifacts_are_refused(exported, tmp_path):
+    _, art = exported
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(art, copy)
+    with open(copy / "model.onnx", "ab") as f:
+        f.write(b"\0")
+    with pytest.raises(ExportError, match="model.onnx does not match its sha256"):
+        Predictor.from_artifact(copy)
+    meta = json.loads((copy / "metadata.json").read_text())
+    meta["format"] = "yolov4.artifact/99"
+    (copy / "metadata.json").write_text(json.dumps(meta))
+    with pytest.raises(ExportError, match="is not 'yolov4.artifact/1'"):
+        Predictor.from_artifact(copy)
+    with pytest.raises(ExportError, match="no metadata.json"):
+        Predictor.from_artifact(tmp_path)
+
+
+def test_a_file_that_disagrees_fails_the_export(exported, tmp_path, monkeypatch):
+    ckpt, _ = exported
+    original = artifact_mod._export_onnx
+
+    def wrong_model(model, path, example, opset):  # exports another network
+        other = artifact_mod.DecodedModel(build_model("yolov4-tiny", num_classes=4)).eval()
+        original(other, path, example, opset)
+
+    monkeypatch.setattr(artifact_mod, "_export_onnx", wrong_model)
+    with pytest.raises(ExportError, match="model.onnx disagrees with PyTorch"):
+        export_artifact(ckpt, tmp_path / "export", formats=["onnx"])
+    assert list(tmp_path.iterdir()) == []  # nothing half-written left behind
+
+
+def test_bad_export_arguments(exported, tmp_path):
+    ckpt, _ = exported
+    with pytest.raises(ExportError, match="formats"):
+        export_artifact(ckpt, tmp_path / "e", formats=["tflite"])
+    with pytest.raises(ExportError, match="multiples of 32"):
+        export_artifact(ckpt, tmp_path / "e", input_size=[100, 100])

@@ -1,0 +1,168 @@
+"""The Predictor's input handling and coordinate mapping, with an oracle in place of a network.
+
+The oracle "detects" the red pixels of the preprocessed input (its bounding box), so whatever
+the Predictor reports in original pixels can be compared with where the red square was drawn:
+a wrong colour order, resize, letterbox offset or unmapping shows up as a wrong or missing box.
+"""
+
+from __future__ import annotations
+
+import io
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from yolov4.errors import InputError
+from yolov4.inference import Predictor, PreprocessConfig
+
+
+def oracle(images: torch.Tensor) -> torch.Tensor:
+    """``(B, 3, H, W)`` -> ``(B, 1, 6)``: the box around red pixels (R > .5, G < .3, B < .3)."""
+    out = torch.zeros(images.shape[0], 1, 6)
+    for i, im in enumerate(images):
+        ys, xs = torch.nonzero((im[0] > 0.5) & (im[1] < 0.3) & (im[2] < 0.3), as_tuple=True)
+        if len(xs):
+            x1, x2, y1, y2 = (
+                xs.min().item(),
+                xs.max().item() + 1,
+                ys.min().item(),
+                ys.max().item() + 1,
+            )
+            out[i, 0] = torch.tensor([(x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1, 1.0, 1.0])
+    return out
+
+
+def predictor(mode: str = "letterbox", size=(96, 128)) -> Predictor:
+    return Predictor(oracle, ["square"], PreprocessConfig(input_size=size, mode=mode))
+
+
+SQUARE = (37, 21, 151, 70)  # x1, y1, x2, y2 in the original image
+
+
+def scene(h: int = 97, w: int = 203) -> np.ndarray:
+    image = np.zeros((h, w, 3), np.uint8)
+    x1, y1, x2, y2 = SQUARE
+    image[y1:y2, x1:x2] = (255, 0, 0)
+    return image
+
+
+def assert_found(dets, tol: float = 2.5) -> None:
+    assert len(dets) == 1 and dets.class_names == ["square"]
+    np.testing.assert_allclose(dets.boxes[0], SQUARE, atol=tol)
+
+
+def encode(image_rgb: np.ndarray, ext: str) -> bytes:
+    ok, buf = cv2.imencode(ext, np.ascontiguousarray(image_rgb[..., ::-1]))
+    assert ok
+    return buf.tobytes()
+
+
+@pytest.mark.parametrize("mode", ["letterbox", "stretch"])
+def test_every_input_kind_maps_back_to_the_original_pixels(tmp_path, mode):
+    rgb = scene()
+    path = tmp_path / "scene.png"
+    path.write_bytes(encode(rgb, ".png"))
+    rgba = np.concatenate([rgb, np.full(rgb.shape[:2] + (1,), 255, np.uint8)], 2)
+    inputs = [
+        rgb,  # numpy RGB, odd non-square size
+        str(path),  # a file
+        encode(rgb, ".png"),  # encoded bytes
+        Image.fromarray(rgb),  # PIL
+        torch.from_numpy(rgb).permute(2, 0, 1).contiguous(),  # torch CHW uint8
+        torch.from_numpy(rgb).permute(2, 0, 1).float() / 255,  # torch CHW float [0, 1]
+        rgba,  # RGBA, alpha dropped
+        rgb.astype(np.uint16) * 257,  # 16-bit
+    ]
+    results = predictor(mode)(inputs, conf=0.5)
+    for i, dets in enumerate(results):
+        assert dets.image_size == (97, 203), i
+        assert_found(dets)
+
+
+def test_bgr_arrays_with_color_bgr():
+    bgr = np.ascontiguousarray(scene()[..., ::-1])
+    assert_found(predictor()(bgr, conf=0.5, color="bgr")[0])
+    assert len(predictor()(bgr, conf=0.5)[0]) == 0  # read as RGB the square is blue: not found
+
+
+def test_grayscale_and_mixed_sizes():
+    gray = np.zeros((120, 61), np.uint8)
+    gray[10:50, 5:40] = 255  # white: R > .5 but G too, so the oracle ignores it
+    small = scene(80, 160)
+    big = cv2.resize(scene(), (406, 194), interpolation=cv2.INTER_NEAREST)  # 2x
+    out = predictor()([gray, small, big], conf=0.5)
+    assert out[0].image_size == (120, 61) and len(out[0]) == 0
+    assert out[1].image_size == (80, 160)
+    assert_found(out[1])
+    np.testing.assert_allclose(out[2].boxes[0], np.array(SQUARE) * 2, atol=4.0)
+
+
+def test_exif_rotated_jpeg_gives_boxes_in_the_displayed_orientation():
+    rgb = scene()
+    stored = np.ascontiguousarray(np.rot90(rgb, k=1))  # stored rotated; EXIF says rotate back
+    im = Image.fromarray(stored)
+    exif = im.getexif()
+    exif[0x0112] = 6  # orientation 6: the viewer rotates 90 degrees clockwise
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", exif=exif, quality=95)
+    dets = predictor()(buf.getvalue(), conf=0.5)[0]
+    assert dets.image_size == (97, 203)
+    assert_found(dets, tol=3.0)
+
+
+def test_to_dict_and_empty_results():
+    dets = predictor()(np.zeros((50, 70, 3), np.uint8))[0]
+    assert len(dets) == 0 and dets.boxes.shape == (0, 4)
+    assert dets.to_dict() == {"detections": [], "image": {"width": 70, "height": 50}}
+    found = predictor()(scene(), conf=0.5)[0].to_dict()
+    assert found["detections"][0]["class_name"] == "square" and found["image"] == {
+        "width": 203,
+        "height": 97,
+    }
+
+
+@pytest.mark.parametrize(
+    "images, match",
+    [
+        (
+            [scene(), np.zeros((2, 2, 2, 2), np.uint8)],
+            r"image 1: expected an \(H, W, 3\) image, got an array of shape \(2, 2, 2, 2\)",
+        ),
+        (np.zeros((10, 10, 2), np.uint8), r"image 0: expected 1, 3 or 4 channels"),
+        (np.zeros((10, 10, 5), np.uint8), r"image 0: expected 1, 3 or 4 channels"),
+        (
+            np.full((10, 10, 3), 2.0, np.float32),
+            r"image 0: float images must hold values in \[0, 1\]",
+        ),
+        (np.zeros((0, 10, 3), np.uint8), r"image 0: expected an \(H, W, 3\) image"),
+        ([scene(), b"definitely not an image"], r"image 1: 23 bytes that are not an image"),
+        (b"", r"image 0: empty image data"),
+        ("/no/such/file.jpg", r"image 0: file '/no/such/file.jpg' does not exist"),
+        ([], r"expected at least one image"),
+        (torch.zeros(5, 8, 8), r"image 0: expected a \(3, H, W\) or \(H, W\) tensor"),
+        ({"image": 1}, r"image 0: unsupported input type dict"),
+    ],
+)
+def test_bad_inputs_raise_before_the_model_runs(images, match):
+    calls = []
+
+    def spy(x):
+        calls.append(x)
+        return oracle(x)
+
+    with pytest.raises(InputError, match=match):
+        Predictor(spy, ["square"], PreprocessConfig(input_size=(64, 64)))(images)
+    assert calls == []
+
+
+def test_truncated_jpeg_and_bad_thresholds():
+    data = encode(scene(), ".jpg")
+    with pytest.raises(InputError, match="truncated JPEG"):
+        predictor()(data[: len(data) // 2])
+    with pytest.raises(InputError, match="conf and iou must be in"):
+        predictor()(scene(), conf=1.5)
+    with pytest.raises(InputError, match=r"classes \[3\] out of range"):
+        predictor()(scene(), classes=[3])
