@@ -1,7 +1,8 @@
 """yolov4: train, evaluate, export and serve YOLOv4-family detectors, exact to darknet."""
 
-from yolov4.errors import CheckpointError, ConfigError, DatasetError, InputError
+from yolov4.errors import CheckpointError, ConfigError, DatasetError, ExportError, InputError
 from yolov4.export.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from yolov4.inference import Detections, Predictor
 from yolov4.models import ModelConfig, YOLOv4, build_model, fuse_model
 
 __version__ = "0.1.0"
@@ -15,6 +16,9 @@ __all__ = [
     "Checkpoint",
     "ModelConfig",
     "InputError",
+    "ExportError",
+    "Predictor",
+    "Detections",
     "CheckpointError",
     "ConfigError",
     "DatasetError",
