@@ -3,11 +3,12 @@ image and have positive area; settings are validated."""
 
 from __future__ import annotations
 
+import albumentations as A
 import numpy as np
 import pytest
 
 from yolov4.data.synthetic import render_sample
-from yolov4.data.transforms import MOSAIC_DONORS, AugmentConfig, build_train_transform
+from yolov4.data.transforms import MOSAIC_DONORS, AugmentConfig, DarknetHSV, build_train_transform
 from yolov4.errors import ConfigError
 
 INPUT = (128, 160)
@@ -117,3 +118,17 @@ def test_mostly_cut_off_boxes_are_dropped():
 def test_bad_settings_name_the_key(key, value, message):
     with pytest.raises(ConfigError, match=message):
         AugmentConfig(**{key: value})
+
+
+def test_darknet_hsv_scales_value_and_saturation_within_rand_scale():
+    rng = np.random.default_rng(0)
+    image = rng.integers(40, 160, (32, 32, 3), dtype=np.uint8)
+    identity = A.Compose([DarknetHSV(hue=0.0, saturation=1.0, exposure=1.0)], seed=0)
+    assert np.abs(identity(image=image)["image"].astype(int) - image).max() <= 3  # HSV round trip
+    jitter = A.Compose([DarknetHSV(hue=0.0, saturation=1.0, exposure=1.5)], seed=0)
+    ratios = {
+        round(float(jitter(image=image)["image"].max(2).mean() / image.max(2).mean()), 2)
+        for _ in range(30)
+    }
+    assert min(ratios) >= 1 / 1.5 - 0.02 and max(ratios) <= 1.5 + 0.02
+    assert min(ratios) < 0.95 and max(ratios) > 1.05  # both directions, as darknet's rand_scale

@@ -2,7 +2,7 @@
 
 Training, per sample: ``A.Mosaic`` of the sample and three donors (passed through
 ``mosaic_metadata``) → letterbox to the input size (only samples without mosaic need it) →
-random scale/translate (``A.Affine``, darknet's ``jitter``) → HSV jitter (``A.ColorJitter``:
+random scale/translate (``A.Affine``, darknet's ``jitter``) → HSV jitter (:class:`DarknetHSV`:
 darknet's ``hue``, ``saturation``, ``exposure``) → horizontal flip. Boxes are ``pascal_voc``
 (``xyxy`` pixels), clipped to the image; boxes under ``min_area`` px² or with less than
 ``min_visibility`` of their area left are dropped. Multi-scale (darknet's ``random=1``) is
@@ -14,6 +14,7 @@ preprocessing function.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -25,7 +26,7 @@ import numpy as np
 from yolov4.errors import ConfigError
 from yolov4.inference.preprocess import LETTERBOX_PAD_VALUE
 
-__all__ = ["AugmentConfig", "build_train_transform", "MOSAIC_DONORS"]
+__all__ = ["AugmentConfig", "DarknetHSV", "build_train_transform", "MOSAIC_DONORS"]
 
 MOSAIC_GRID = (2, 2)  # darknet mosaic=1: four images
 MOSAIC_DONORS = MOSAIC_GRID[0] * MOSAIC_GRID[1] - 1
@@ -40,8 +41,8 @@ class AugmentConfig:
         mosaic: probability of a 2x2 mosaic (cfg ``mosaic=1`` → 1.0).
         mosaic_center: range of the mosaic's centre point, as a fraction of the 2x2 grid.
         hue: hue shift as a fraction of the colour circle, uniform in ``[-hue, hue]`` (cfg ``hue``).
-        saturation: saturation scale, uniform in ``[1/s, s]`` (cfg ``saturation``).
-        exposure: brightness scale, uniform in ``[1/e, e]`` (cfg ``exposure``).
+        saturation: saturation scale, darknet's ``rand_scale(s)`` (cfg ``saturation``).
+        exposure: value (brightness) scale, ``rand_scale(e)`` (cfg ``exposure``).
         flip: probability of a horizontal flip (cfg ``flip=1`` flips half of the images).
         scale: zoom range of the random affine (darknet ``jitter=.3`` resizes by up to ±30%;
             ultralytics' default is ``[0.5, 1.5]``).
@@ -100,6 +101,48 @@ class AugmentConfig:
             min_visibility=0.0,
             multi_scale=None,
         )
+
+
+OPENCV_HUE_RANGE = 180  # OpenCV's uint8 HSV stores hue in [0, 180)
+_LEVELS = np.arange(256, dtype=np.float32)
+
+
+def _rand_scale(rng: random.Random, s: float) -> float:
+    """darknet's ``rand_scale``: uniform in ``[1, s]``, inverted half of the time."""
+    scale = rng.uniform(1.0, s)
+    return scale if rng.random() < 0.5 else 1.0 / scale
+
+
+class DarknetHSV(A.ImageOnlyTransform):
+    """darknet's ``random_distort_image``: hue shifted by a uniform fraction in ``[-hue, hue]``
+    of the colour circle, saturation and value (``exposure``) multiplied by ``rand_scale``.
+    On uint8 RGB with one HSV round trip and three lookup tables."""
+
+    def __init__(
+        self, hue: float = 0.1, saturation: float = 1.5, exposure: float = 1.5, p: float = 1.0
+    ):
+        super().__init__(p=p)
+        self.hue, self.saturation, self.exposure = hue, saturation, exposure
+
+    def get_params(self) -> dict[str, float]:
+        return {
+            "dhue": self.py_random.uniform(-self.hue, self.hue),
+            "dsat": _rand_scale(self.py_random, self.saturation),
+            "dexp": _rand_scale(self.py_random, self.exposure),
+        }
+
+    def apply(
+        self, img: np.ndarray, dhue: float, dsat: float, dexp: float, **params: Any
+    ) -> np.ndarray:
+        h, s, v = cv2.split(cv2.cvtColor(img, cv2.COLOR_RGB2HSV))
+        lut_h = np.mod(_LEVELS + dhue * OPENCV_HUE_RANGE, OPENCV_HUE_RANGE).astype(np.uint8)
+        lut_s = np.clip(_LEVELS * dsat, 0, 255).astype(np.uint8)
+        lut_v = np.clip(_LEVELS * dexp, 0, 255).astype(np.uint8)
+        hsv = cv2.merge((cv2.LUT(h, lut_h), cv2.LUT(s, lut_s), cv2.LUT(v, lut_v)))
+        return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
+
+    def get_transform_init_args_names(self) -> tuple[str, ...]:
+        return ("hue", "saturation", "exposure")
 
 
 def _bbox_params(config: AugmentConfig) -> A.BboxParams:
@@ -172,12 +215,8 @@ def build_train_transform(
         )
     if config.hue > 0 or config.saturation > 1 or config.exposure > 1:
         steps.append(
-            A.ColorJitter(
-                brightness=(1 / config.exposure, config.exposure),
-                contrast=(1.0, 1.0),
-                saturation=(1 / config.saturation, config.saturation),
-                hue=(-config.hue, config.hue),
-                p=1.0,
+            DarknetHSV(
+                hue=config.hue, saturation=config.saturation, exposure=config.exposure, p=1.0
             )
         )
     if config.flip > 0:
