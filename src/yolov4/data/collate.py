@@ -20,6 +20,8 @@ from typing import TypedDict
 import torch
 import torch.nn.functional as F
 
+from yolov4.inference.preprocess import PreprocessConfig, to_float
+
 __all__ = ["Batch", "Sample", "DetectionCollate", "SIZE_MULTIPLE", "multi_scale_size"]
 
 SIZE_MULTIPLE = 32  # the network's largest stride: input sides must be multiples of it
@@ -28,7 +30,7 @@ SIZE_MULTIPLE = 32  # the network's largest stride: input sides must be multiple
 class Sample(TypedDict):
     """One item of a :class:`~yolov4.data.dataset.DetectionDataset`."""
 
-    image: torch.Tensor  # (3, H, W) float32
+    image: torch.Tensor  # (3, H, W) float32, or uint8 that the collate scales (training)
     boxes: torch.Tensor  # (N, 4) float32 xyxy input pixels
     labels: torch.Tensor  # (N,) int64
     image_id: int
@@ -59,15 +61,18 @@ def _random_factor(coefficient: float) -> float:
 
 
 class DetectionCollate:
-    """Stack samples into a :class:`Batch`; with ``multi_scale`` (darknet's ``random``
+    """Stack samples into a :class:`Batch` (uint8 images scaled by ``preprocess.scale``); with ``multi_scale`` (darknet's ``random``
     coefficient, e.g. 1.4) resize the whole batch to a random size (a multiple of 32 in about
     ``[size / m, size * m]``), boxes and letterbox parameters scaled with it."""
 
-    def __init__(self, multi_scale: float | None = None) -> None:
+    def __init__(
+        self, multi_scale: float | None = None, preprocess: PreprocessConfig | None = None
+    ) -> None:
         self.multi_scale = multi_scale
+        self.preprocess = preprocess or PreprocessConfig()  # scales uint8 images
 
     def __call__(self, samples: Sequence[Sample]) -> Batch:
-        images = torch.stack([s["image"] for s in samples])
+        images = to_float(torch.stack([s["image"] for s in samples]), self.preprocess)
         targets = torch.cat(
             [
                 torch.cat(

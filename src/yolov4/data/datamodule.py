@@ -207,7 +207,7 @@ class DetectionDataModule(L.LightningDataModule):
             num_workers=self.num_workers,
             persistent_workers=self.persistent_workers,
             pin_memory=self.pin_memory,
-            collate_fn=DetectionCollate(multi_scale),
+            collate_fn=DetectionCollate(multi_scale, self.preprocess_config),
             worker_init_fn=seed_worker,
             generator=generator,
         )

@@ -146,7 +146,7 @@ class DetectionDataset(Dataset):
             if with_mosaic:
                 extra["mosaic_metadata"] = [donor(*d) for d in self._donors(index)]
             out = self._transforms[with_mosaic](image=image, bboxes=boxes, labels=labels, **extra)
-            image = image_to_tensor(out["image"], config)
+            image = image_to_tensor(out["image"], config, scale=False)  # collate scales
             boxes = np.asarray(out["bboxes"], np.float32).reshape(-1, 4)
             labels = np.asarray(out["labels"], np.int64).reshape(-1)
             params = letterbox_params((rec.height, rec.width), config.input_size, config.mode)

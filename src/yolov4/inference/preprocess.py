@@ -28,6 +28,7 @@ __all__ = [
     "preprocess_batch",
     "resize_image",
     "image_to_tensor",
+    "to_float",
 ]
 
 # Grey border of letterboxed images, YOLOv5/ultralytics' value (114, 114, 114) for all channels;
@@ -150,14 +151,25 @@ def preprocess(image: np.ndarray, config: PreprocessConfig) -> tuple[torch.Tenso
     return image_to_tensor(resized, config), params
 
 
-def image_to_tensor(image: np.ndarray, config: PreprocessConfig) -> torch.Tensor:
-    """``(H, W, 3)`` uint8 RGB already at the input size → ``(3, H, W)`` float32 in
-    ``config.channel_order`` times ``config.scale`` (the last step of :func:`preprocess`, also
-    used by the training pipeline so both scale and order colours the same way)."""
+def image_to_tensor(
+    image: np.ndarray, config: PreprocessConfig, scale: bool = True
+) -> torch.Tensor:
+    """``(H, W, 3)`` uint8 RGB already at the input size → ``(3, H, W)`` in
+    ``config.channel_order``: float32 times ``config.scale`` (the last step of
+    :func:`preprocess`), or with ``scale=False`` still uint8, for :func:`to_float` to finish
+    batch-wise (the training pipeline: 4x less data between DataLoader workers)."""
     if config.channel_order == "bgr":
         image = image[..., ::-1]
     tensor = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
-    return tensor.to(torch.float32).mul_(config.scale)
+    return to_float(tensor, config) if scale else tensor
+
+
+def to_float(images: torch.Tensor, config: PreprocessConfig) -> torch.Tensor:
+    """uint8 ``(..., 3, H, W)`` from ``image_to_tensor(..., scale=False)`` → float32 times
+    ``config.scale``; float input is returned unchanged."""
+    if images.dtype != torch.uint8:
+        return images
+    return images.to(torch.float32).mul_(config.scale)
 
 
 def preprocess_batch(
