@@ -29,7 +29,12 @@ BATCH_SIZE = 8
 TARGET_PER_WORKER = 60  # images/s per worker at 608 (issue 4's aim)
 
 
-def images_per_second(cache: str, size: int, workers: int, train: bool, batches: int) -> float:
+def images_per_second(
+    cache: str, size: int, workers: int, train: bool, batches: int
+) -> tuple[float, float]:
+    """Wall-clock images/s, and images per CPU-second of this process (with 0 workers that is
+    the per-core rate, robust to other load on a shared machine; with workers it is not
+    meaningful and reported as 0)."""
     augment = dataclasses.replace(AugmentConfig(), multi_scale=None)
     dm = SyntheticDataModule(
         num_train=NUM_IMAGES,
@@ -46,7 +51,7 @@ def images_per_second(cache: str, size: int, workers: int, train: bool, batches:
     loader = dm.train_dataloader() if train else dm.val_dataloader()
     it = iter(loader)
     next(it)  # warm-up: worker start, first decodes
-    done, start = 0, time.perf_counter()
+    done, start, cpu_start = 0, time.perf_counter(), time.process_time()
     while done < batches:
         try:
             batch = next(it)
@@ -55,7 +60,8 @@ def images_per_second(cache: str, size: int, workers: int, train: bool, batches:
             continue
         done += 1
         assert batch["images"].shape[-1] == size
-    return done * BATCH_SIZE / (time.perf_counter() - start)
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+    return done * BATCH_SIZE / wall, (done * BATCH_SIZE / cpu if workers == 0 else 0.0)
 
 
 def main() -> None:
@@ -72,7 +78,8 @@ def main() -> None:
         for pipeline in ("train", "val"):
             for size in args.sizes:
                 for workers in args.workers:
-                    ips = images_per_second(cache, size, workers, pipeline == "train", args.batches)
+                    train = pipeline == "train"
+                    ips, per_cpu = images_per_second(cache, size, workers, train, args.batches)
                     per_worker = ips / max(workers, 1)
                     rows.append(
                         {
@@ -81,11 +88,13 @@ def main() -> None:
                             "workers": workers,
                             "images_per_s": round(ips, 1),
                             "images_per_s_per_worker": round(per_worker, 1),
+                            "images_per_cpu_s": round(per_cpu, 1),
                         }
                     )
+                    cpu_note = f", {per_cpu:.1f} per CPU-second" if workers == 0 else ""
                     print(
                         f"{pipeline:5s} {size:4d} px  workers {workers}: {ips:7.1f} img/s "
-                        f"({per_worker:.1f} per worker)"
+                        f"({per_worker:.1f} per worker{cpu_note})"
                     )
     print(
         f"reference: float32 matmul {gflops:.1f} GFLOP/s (1 thread); aim >= {TARGET_PER_WORKER} img/s/worker at 608"
