@@ -199,3 +199,14 @@ def test_worker_and_rank_rngs_differ_but_repeat_per_seed(synth_cache: Path):
     assert not torch.equal(rank0[0], rank0[1])  # the two workers are seeded differently
     assert all(torch.equal(a, b) for a, b in zip(rank0, batches(0), strict=True))  # reproducible
     assert not any(torch.equal(a, b) for a, b in zip(rank0, batches(1), strict=True))  # per rank
+
+
+def test_evaluation_needs_only_a_val_split(synth_cache: Path):
+    full = _dm(synth_cache)
+    only_val = DetectionDataModule(val=full.sources["val"], input_size=96, num_workers=0)
+    assert only_val.class_names == full.class_names and only_val.category_ids == [1, 3, 5, 7]
+    assert len(next(iter(only_val.val_dataloader()))["images"]) > 0
+    with pytest.raises(ConfigError, match="no train split"):
+        only_val.train_dataloader()
+    with pytest.raises(ConfigError, match="at least one of train, val, test"):
+        DetectionDataModule()

@@ -61,7 +61,8 @@ class DetectionDataModule(L.LightningDataModule):
     """Train/val(/test) detection data.
 
     Args:
-        train, val, test: data sources (``val``/``test`` optional).
+        train, val, test: data sources; any may be ``None`` (evaluation needs only ``val``:
+            ``data.train=null``), at least one must be given.
         input_size: ``(H, W)`` network input, multiples of 32 (or one int for square).
         augment: training augmentation; ``None`` trains on letterboxed images only.
         resize_mode: ``letterbox`` (default) or ``stretch`` (darknet's weights).
@@ -75,7 +76,7 @@ class DetectionDataModule(L.LightningDataModule):
     def __init__(
         self,
         *,
-        train: DataSource,
+        train: DataSource | None = None,
         val: DataSource | None = None,
         test: DataSource | None = None,
         input_size: int | Sequence[int] = (416, 416),
@@ -101,6 +102,8 @@ class DetectionDataModule(L.LightningDataModule):
         if batch_size < 1:
             raise ConfigError(f"data.batch_size: expected >= 1, got {batch_size}")
         self.sources = {"train": train, "val": val, "test": test}
+        if all(v is None for v in self.sources.values()):
+            raise ConfigError("data: expected at least one of train, val, test; all are null")
         self.augment = augment
         self.preprocess_config = PreprocessConfig(input_size=size, mode=resize_mode)
         self.batch_size = batch_size
@@ -142,9 +145,13 @@ class DetectionDataModule(L.LightningDataModule):
                     f"from data.{other} classes {list(zip(od.category_ids, od.class_names, strict=True))}"
                 )
 
+    def _first_split(self) -> DetectionData:
+        name = next(n for n in SPLITS if self.sources[n] is not None)
+        return self.split(name)  # type: ignore[return-value]
+
     @property
     def class_names(self) -> list[str]:
-        return self.split("train").class_names
+        return self._first_split().class_names
 
     @property
     def num_classes(self) -> int:
@@ -153,7 +160,7 @@ class DetectionDataModule(L.LightningDataModule):
     @property
     def category_ids(self) -> list[int]:
         """``category_ids[class_index]``: the original category id to write in results."""
-        return self.split("train").category_ids
+        return self._first_split().category_ids
 
     @property
     def val_coco(self) -> COCO:
