@@ -1,0 +1,102 @@
+"""``yolov4-serve ARTIFACT_DIR [--host --port --backend --workers ...]`` (also ``python -m
+yolov4.serve``): check the artifact, then serve it with uvicorn until SIGINT/SIGTERM, which
+stops accepting connections and lets in-flight requests finish (``--graceful-timeout``)."""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import sys
+
+from yolov4.errors import ExportError
+from yolov4.serve.settings import MIB, SETTINGS_ENV, ServeSettings
+
+__all__ = ["main", "parse_args"]
+
+BACKENDS = ("onnxruntime", "torchscript")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    d = ServeSettings()
+    p = argparse.ArgumentParser(
+        prog="yolov4-serve", description="HTTP object detection over a yolov4 export artifact."
+    )
+    p.add_argument("artifact_dir", metavar="ARTIFACT_DIR", help="export directory (metadata.json)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default %(default)s)")
+    p.add_argument("--port", type=int, default=8000, help="port (default %(default)s)")
+    p.add_argument("--backend", choices=BACKENDS, default=d.backend)
+    p.add_argument("--workers", type=int, default=1, help="processes, each with its own model")
+    p.add_argument("--threads", type=int, default=d.threads, help="inference threads per process")
+    p.add_argument("--max-queue", type=int, default=d.max_queue, help="admitted jobs before 503")
+    p.add_argument("--max-batch", type=int, default=d.max_batch, help="images per batch request")
+    p.add_argument(
+        "--max-bytes", type=int, default=d.max_bytes, help=f"bytes per image (default {d.max_bytes // MIB} MiB)"
+    )
+    p.add_argument("--max-pixels", type=int, default=d.max_pixels, help="decoded H*W per image")
+    p.add_argument("--graceful-timeout", type=float, default=30.0, help="seconds to drain on stop")
+    p.add_argument("--log-level", default=d.log_level, choices=["debug", "info", "warning", "error"])
+    args = p.parse_args(argv)
+    for name in ("workers", "threads", "max_queue", "max_batch", "max_bytes", "max_pixels"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    return args
+
+
+def log_config(level: str) -> dict:
+    """uvicorn's logging config plus the service's own ``yolov4.serve`` logger."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["formatters"]["default"]["fmt"] = "%(asctime)s %(levelprefix)s %(name)s: %(message)s"
+    config["loggers"]["yolov4.serve"] = {
+        "handlers": ["default"],
+        "level": level.upper(),
+        "propagate": False,
+    }
+    return config
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    settings = ServeSettings(
+        artifact_dir=os.fspath(args.artifact_dir),
+        backend=args.backend,
+        max_bytes=args.max_bytes,
+        max_pixels=args.max_pixels,
+        max_batch=args.max_batch,
+        threads=args.threads,
+        max_queue=args.max_queue,
+        log_level=args.log_level,
+    )
+    import uvicorn
+
+    from yolov4.inference import Predictor
+    from yolov4.serve.app import create_app
+
+    try:  # a bad artifact fails here, with its message, not inside a worker
+        predictor = Predictor.from_artifact(
+            settings.artifact_dir, settings.backend, max_pixels=settings.max_pixels
+        )
+    except ExportError as e:
+        print(f"yolov4-serve: error: {e}", file=sys.stderr)
+        return 2
+    common = dict(
+        host=args.host,
+        port=args.port,
+        log_config=log_config(args.log_level),
+        log_level=args.log_level,
+        access_log=False,  # the service logs each request with its id and latency
+        timeout_graceful_shutdown=args.graceful_timeout,
+    )
+    if args.workers == 1:
+        uvicorn.run(create_app(settings, predictor), **common)
+    else:
+        del predictor
+        os.environ[SETTINGS_ENV] = settings.to_env()
+        uvicorn.run("yolov4.serve.app:app_from_env", factory=True, workers=args.workers, **common)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

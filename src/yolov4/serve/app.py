@@ -1,0 +1,254 @@
+"""The FastAPI app over a :class:`~yolov4.inference.Predictor` (see ``yolov4.serve``).
+
+Routes: ``POST /v1/detect``, ``POST /v1/detect/batch``, ``GET /v1/model``, ``GET /healthz``,
+``GET /readyz``, ``GET /metrics``, and FastAPI's ``/docs`` and ``/openapi.json``. Every error is
+``{"error": {"code", "message"}}`` with a 4xx status for anything the client can fix.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
+
+from yolov4.errors import InputError
+from yolov4.inference import Predictor
+from yolov4.inference.images import ImageTooLarge
+from yolov4.serve.inputs import ApiError, parse_classes, read_uploads, sniff_format
+from yolov4.serve.jobs import DetectJob, model_info, model_summary
+from yolov4.serve.observability import Metrics, RequestLog, error_body
+from yolov4.serve.runner import InferenceRunner, Overloaded
+from yolov4.serve.settings import ServeSettings
+
+__all__ = ["create_app", "app_from_env"]
+
+log = logging.getLogger("yolov4.serve")
+QUERY_PARAMS = {"conf", "iou", "max_det", "classes", "render"}
+IMAGE_BODY = {  # documents the body FastAPI cannot see (it is read as a stream)
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"file": {"type": "string", "format": "binary"}},
+                }
+            },
+            "image/*": {"schema": {"type": "string", "format": "binary"}},
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+        },
+    }
+}
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(json.dumps(body), status, headers, media_type="application/json")
+
+
+def error_response(status: int, code: str, message: str, headers=None) -> Response:
+    return Response(error_body(code, message), status, headers, media_type="application/json")
+
+
+class Service:
+    """What the routes share: the Predictor, the runner, metrics, readiness."""
+
+    def __init__(self, settings: ServeSettings, predictor: Predictor | None) -> None:
+        self.settings = settings
+        self.predictor = predictor
+        self.runner: InferenceRunner | None = None
+        self.ready = False
+        self.metrics = Metrics(
+            {
+                "yolov4_inference_queue_depth": (
+                    "Inference jobs admitted and waiting for a thread.",
+                    lambda: self.runner.waiting if self.runner else 0,
+                ),
+                "yolov4_inference_running": (
+                    "Inference jobs running now.",
+                    lambda: self.runner.running if self.runner else 0,
+                ),
+                "yolov4_ready": ("1 once the model is loaded and warmed up.", lambda: int(self.ready)),
+            }
+        )
+
+    async def start(self) -> None:
+        s = self.settings
+        if self.predictor is None:
+            self.predictor = await asyncio.to_thread(
+                Predictor.from_artifact, s.artifact_dir, s.backend, max_pixels=s.max_pixels
+            )
+        self.predictor.max_pixels = s.max_pixels
+        self.runner = InferenceRunner(s.threads, s.max_queue)
+        self.model = model_info(self.predictor.metadata, s.backend)
+        warm = DetectJob(self.predictor, s.max_pixels, warmup=True)
+        await self.runner.run(warm)  # first run allocates; /readyz flips after it
+        self.ready = True
+        log.info("ready: %s (%s) on %s", self.model["name"], self.model["sha256"], s.backend)
+
+    async def detect(self, request: Request, max_images: int, params: dict) -> tuple[list, DetectJob]:
+        """Read, check and run the request's images -> (per-image dicts, the finished job)."""
+        if not self.ready:
+            raise ApiError(503, "not_ready", "the model is loading", self._retry())
+        uploads = await read_uploads(request, self.settings.max_bytes, max_images)
+        for u in uploads:
+            sniff_format(u.data, u.name)
+        job = DetectJob(self.predictor, self.settings.max_pixels, uploads=uploads, **params)
+        try:
+            results, job.timing["queue"] = await self.runner.run(job)
+        except Overloaded as e:
+            raise ApiError(503, "overloaded", f"{e}; retry later", self._retry()) from None
+        except ImageTooLarge as e:
+            raise ApiError(413, "image_too_large", str(e)) from None
+        except InputError as e:
+            raise ApiError(400, "invalid_image", str(e)) from None
+        self.metrics.add_images(len(uploads))
+        return results, job
+
+    def _retry(self) -> dict[str, str]:
+        return {"Retry-After": str(self.settings.retry_after_s)}
+
+
+def create_app(settings: ServeSettings, predictor: Predictor | None = None) -> FastAPI:
+    """The app; the Predictor is loaded from ``settings.artifact_dir`` at start-up unless given."""
+    service = Service(settings, predictor)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        await service.start()
+        yield
+        service.ready = False
+        service.runner.shutdown()  # in-flight requests have finished (uvicorn drains first)
+
+    app = FastAPI(
+        title="yolov4",
+        summary="YOLOv4 object detection over an export artifact",
+        version=_package_version(),
+        lifespan=lifespan,
+    )
+    app.state.service = service
+    app.add_middleware(RequestLog, metrics=service.metrics)
+
+    @app.exception_handler(ApiError)
+    async def on_api_error(request: Request, e: ApiError) -> Response:
+        return error_response(e.status, e.code, e.message, e.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def on_invalid(request: Request, e: RequestValidationError) -> Response:
+        msgs = [
+            f"{'.'.join(str(x) for x in err['loc'][1:])}: {err['msg']} (got {err.get('input')!r})"
+            for err in e.errors()
+        ]
+        return error_response(422, "invalid_parameter", "; ".join(msgs))
+
+    @app.exception_handler(HTTPException)
+    async def on_http(request: Request, e: HTTPException) -> Response:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(e.status_code, "http_error")
+        return error_response(e.status_code, code, f"{request.method} {request.url.path}: {e.detail}")
+
+    def check_query(request: Request, allowed: set[str]) -> None:
+        unknown = sorted(set(request.query_params) - allowed)
+        if unknown:
+            raise ApiError(
+                422, "invalid_parameter", f"unknown query parameters {unknown}; expected {sorted(allowed)}"
+            )
+
+    def thresholds(conf, iou, max_det, classes) -> dict:
+        return {
+            "conf": conf,
+            "iou": iou,
+            "max_det": max_det,
+            "classes": parse_classes(classes, len(service.predictor.class_names)),
+        }
+
+    doc = {
+        "conf": "score threshold in [0, 1] (default: the artifact's)",
+        "iou": "NMS IoU threshold in [0, 1] (default: the artifact's)",
+        "max_det": f"most detections per image, 1..{settings.max_det}",
+        "classes": "comma-separated class ids to keep, e.g. 0,2",
+    }
+    Conf = Query(None, ge=0, le=1, description=doc["conf"])
+    Iou = Query(None, ge=0, le=1, description=doc["iou"])
+    MaxDet = Query(None, ge=1, le=settings.max_det, description=doc["max_det"])
+    Classes = Query(None, description=doc["classes"])
+
+    @app.post("/v1/detect", openapi_extra=IMAGE_BODY)
+    async def detect(
+        request: Request,
+        conf: float | None = Conf,
+        iou: float | None = Iou,
+        max_det: int | None = MaxDet,
+        classes: str | None = Classes,
+        render: bool = Query(False, description="return a JPEG with the boxes drawn"),
+    ) -> Response:
+        """Detect objects in one image (multipart ``file`` field or the raw body). Boxes are
+        ``[x1, y1, x2, y2]`` in the uploaded image's pixels, as a viewer displays it (EXIF)."""
+        check_query(request, QUERY_PARAMS)
+        params = thresholds(conf, iou, max_det, classes)
+        [result], job = await service.detect(request, 1, {**params, "keep_images": render})
+        if render:
+            jpeg, _ = await service.runner.run(lambda: job.render(0, settings.jpeg_quality))
+            return Response(jpeg, media_type="image/jpeg")
+        body = {**result, "model": service.model, "timing_ms": job.finish(request.state.start)}
+        return json_response(body)
+
+    @app.post("/v1/detect/batch", openapi_extra=IMAGE_BODY)
+    async def detect_batch(
+        request: Request,
+        conf: float | None = Conf,
+        iou: float | None = Iou,
+        max_det: int | None = MaxDet,
+        classes: str | None = Classes,
+    ) -> Response:
+        """Detect objects in several images (multipart, one file field each, up to
+        ``max_batch``), run as one batch; results in upload order."""
+        check_query(request, QUERY_PARAMS - {"render"})
+        params = thresholds(conf, iou, max_det, classes)
+        results, job = await service.detect(request, settings.max_batch, params)
+        body = {"results": results, "model": service.model, "timing_ms": job.finish(request.state.start)}
+        return json_response(body)
+
+    @app.get("/v1/model")
+    async def model() -> Response:
+        """The artifact's metadata: classes, input size, preprocessing, default thresholds."""
+        if service.predictor is None:
+            raise ApiError(503, "not_ready", "the model is loading", service._retry())
+        return json_response(model_summary(service.predictor, service.model, settings))
+
+    @app.get("/healthz")
+    async def healthz() -> Response:
+        """Liveness: the process answers (also while inference is busy)."""
+        return json_response({"status": "ok"})
+
+    @app.get("/readyz")
+    async def readyz() -> Response:
+        """Readiness: 200 once the model is loaded and warmed up, else 503."""
+        if not service.ready:
+            return error_response(503, "not_ready", "the model is loading", service._retry())
+        return json_response({"status": "ready", "model": service.model})
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        """Prometheus text format: requests by status, latency histogram, queue depth."""
+        return Response(service.metrics.render(), media_type="text/plain; version=0.0.4")
+
+    return app
+
+
+def _package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("yolov4")
+    except PackageNotFoundError:
+        return "0"
+
+
+def app_from_env() -> FastAPI:
+    """Factory for uvicorn worker processes (``--workers N``): settings from the environment."""
+    return create_app(ServeSettings.from_env())

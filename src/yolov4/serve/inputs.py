@@ -1,0 +1,196 @@
+"""What a request carries, checked at the HTTP boundary: body bytes, images, query parameters.
+
+Every problem raises :class:`ApiError` (status, machine-readable code, message naming what was
+expected and what was found); the app turns it into ``{"error": {"code", "message"}}``.
+Bodies are counted while they stream in: a declared ``Content-Length`` over the limit is refused
+before a byte is read, and a chunked body as soon as the count passes the limit, so an
+over-limit upload never sits whole in memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from starlette.datastructures import UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.requests import ClientDisconnect, Request
+
+__all__ = ["ApiError", "Upload", "read_uploads", "sniff_format", "parse_classes"]
+
+RAW_TYPES = ("application/octet-stream", "image/")  # a raw image body
+MULTIPART = "multipart/form-data"
+MAX_FORM_FIELDS = 16  # non-file form fields tolerated in a multipart body
+# leading bytes of each format the decoder accepts (JPEG, PNG, BMP, TIFF LE/BE, WebP in RIFF)
+SIGNATURES = {
+    "jpeg": (b"\xff\xd8\xff",),
+    "png": (b"\x89PNG\r\n\x1a\n",),
+    "bmp": (b"BM",),
+    "tiff": (b"II*\x00", b"MM\x00*"),
+}
+# formats people send that the decoder does not take, named in the 415 message
+OTHER_SIGNATURES = {
+    "gif": (b"GIF87a", b"GIF89a"),
+    "heic/avif": (b"\x00\x00\x00\x18ftyp", b"\x00\x00\x00\x1cftyp", b"\x00\x00\x00\x20ftyp"),
+    "pdf": (b"%PDF",),
+    "svg/xml": (b"<?xml", b"<svg"),
+    "ico": (b"\x00\x00\x01\x00",),
+}
+
+
+class ApiError(Exception):
+    """An HTTP error with a JSON body ``{"error": {"code": code, "message": message}}``."""
+
+    def __init__(
+        self, status: int, code: str, message: str, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.headers = status, code, message, headers
+
+
+@dataclass
+class Upload:
+    """One uploaded image: its encoded ``data`` and a ``name`` for messages (file name or index)."""
+
+    data: bytes
+    name: str
+
+
+def sniff_format(data: bytes, where: str) -> str:
+    """The image format from the leading bytes; 400 for empty data, 415 for anything the decoder
+    does not take (named when recognised)."""
+    if not data:
+        raise ApiError(400, "empty_image", f"{where}: empty image data (0 bytes)")
+    for fmt, sigs in SIGNATURES.items():
+        if data.startswith(sigs):
+            return fmt
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "webp"
+    found = next((f for f, sigs in OTHER_SIGNATURES.items() if data.lstrip().startswith(sigs)), None)
+    what = f"a {found.upper()} file" if found else f"{len(data):,} bytes starting {data[:8]!r}"
+    raise ApiError(
+        415,
+        "unsupported_format",
+        f"{where}: expected a JPEG, PNG, BMP, TIFF or WebP image, got {what}",
+    )
+
+
+def _declared_length(request: Request, limit: int) -> None:
+    raw = request.headers.get("content-length")
+    if raw is None:
+        return
+    if not raw.isdigit():
+        raise ApiError(400, "bad_content_length", f"Content-Length must be an integer, got {raw!r}")
+    if int(raw) > limit:
+        raise ApiError(
+            413,
+            "payload_too_large",
+            f"the body is {int(raw):,} bytes; the limit is {limit:,} bytes",
+        )
+
+
+async def _limited(request: Request, limit: int) -> AsyncIterator[bytes]:
+    """The body's chunks, refused with 413 as soon as more than ``limit`` bytes arrived."""
+    _declared_length(request, limit)
+    total = 0
+    try:
+        async for chunk in request.stream():
+            total += len(chunk)
+            if total > limit:
+                raise ApiError(
+                    413,
+                    "payload_too_large",
+                    f"the body is over the limit of {limit:,} bytes (refused after {total:,})",
+                )
+            yield chunk
+    except ClientDisconnect:
+        raise ApiError(400, "client_disconnected", "the client closed the connection") from None
+
+
+def _media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+async def read_uploads(request: Request, max_bytes: int, max_images: int) -> list[Upload]:
+    """The images of a request: a raw image body (one) or multipart file fields (up to
+    ``max_images``, each at most ``max_bytes``; the whole body at most ``max_images * max_bytes``
+    plus form overhead). Raises :class:`ApiError` 400/413/415."""
+    media = _media_type(request)
+    if media == MULTIPART:
+        return await _read_multipart(request, max_bytes, max_images)
+    if media and not media.startswith(RAW_TYPES):
+        raise ApiError(
+            415,
+            "unsupported_media_type",
+            f"Content-Type {media!r} is not accepted: send the image as a multipart file field "
+            "(curl -F file=@photo.jpg) or as the raw body with Content-Type image/* or "
+            "application/octet-stream (curl --data-binary @photo.jpg -H 'Content-Type: image/jpeg')",
+        )
+    if max_images != 1:
+        raise ApiError(
+            415,
+            "unsupported_media_type",
+            f"a batch is a multipart/form-data body with one file field per image, got {media or 'no Content-Type'!r}",
+        )
+    data = b"".join([chunk async for chunk in _limited(request, max_bytes)])
+    if not data:
+        raise ApiError(400, "empty_body", "the request body is empty: send an image")
+    return [Upload(data, "image 0")]
+
+
+async def _read_multipart(request: Request, max_bytes: int, max_images: int) -> list[Upload]:
+    limit = max_images * max_bytes + 64 * 1024 * max_images  # part headers and boundaries
+    parser = MultiPartParser(
+        request.headers,
+        _limited(request, limit),
+        max_files=max_images,
+        max_fields=MAX_FORM_FIELDS,
+    )
+    try:
+        form = await parser.parse()
+    except MultiPartException as e:
+        raise ApiError(400, "bad_multipart", f"cannot parse the multipart body: {e.message}") from None
+    try:
+        files = [v for _, v in form.multi_items() if isinstance(v, UploadFile)]
+        if not files:
+            raise ApiError(
+                400,
+                "no_image",
+                f"the multipart body has no file field (fields: {sorted(form.keys())}); "
+                "send the image as a file, e.g. curl -F file=@photo.jpg",
+            )
+        uploads = []
+        for i, f in enumerate(files):
+            where = f"image {i}" + (f" ({f.filename})" if f.filename else "")
+            if f.size is not None and f.size > max_bytes:
+                raise ApiError(
+                    413,
+                    "payload_too_large",
+                    f"{where}: {f.size:,} bytes; the limit is {max_bytes:,} bytes per image",
+                )
+            uploads.append(Upload(await f.read(), where))
+        return uploads
+    finally:
+        await form.close()
+
+
+def parse_classes(raw: str | None, num_classes: int) -> list[int] | None:
+    """``"0,2,5"`` -> ``[0, 2, 5]``; 422 for anything but integers in ``[0, num_classes)``."""
+    if raw is None or raw.strip() == "":
+        return None
+    try:
+        ids = [int(x) for x in raw.split(",") if x.strip()]
+    except ValueError:
+        raise ApiError(
+            422,
+            "invalid_parameter",
+            f"classes: expected comma-separated class ids such as 0,2,5, got {raw!r}",
+        ) from None
+    bad = [c for c in ids if not 0 <= c < num_classes]
+    if bad:
+        raise ApiError(
+            422,
+            "invalid_parameter",
+            f"classes: {bad} out of range; the model has {num_classes} classes (ids 0..{num_classes - 1})",
+        )
+    return ids

@@ -1,0 +1,124 @@
+"""The work a request hands the inference threads, and what the service says about its model."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from yolov4.inference import Predictor
+from yolov4.inference.images import decode_image
+from yolov4.serve.inputs import Upload
+from yolov4.serve.render import render_jpeg
+from yolov4.serve.settings import ServeSettings
+
+__all__ = ["DetectJob", "model_info", "model_summary"]
+
+MODEL_SUFFIX = {"onnxruntime": ".onnx", "torchscript": ".torchscript"}
+SUMMARY_KEYS = (  # metadata.json keys /v1/model passes on
+    "class_names",
+    "input_size",
+    "preprocess",
+    "thresholds",
+    "strides",
+    "anchors",
+    "format",
+    "created",
+    "versions",
+    "files",
+    "parity",
+)
+
+
+class DetectJob:
+    """Decode the uploads and run the Predictor on them as one batch (called in a worker thread).
+
+    Args:
+        predictor: the service's Predictor.
+        max_pixels: the decoded-size limit (:class:`~yolov4.inference.images.ImageTooLarge`).
+        uploads: the request's encoded images.
+        conf, iou, max_det, classes: Predictor thresholds (``None``: the artifact's defaults).
+        keep_images: keep the decoded ``(H, W, 3)`` uint8 RGB arrays for :meth:`render`.
+        warmup: ignore ``uploads`` and run one blank image of the model's input size.
+    """
+
+    def __init__(
+        self,
+        predictor: Predictor,
+        max_pixels: int,
+        uploads: list[Upload] | None = None,
+        conf: float | None = None,
+        iou: float | None = None,
+        max_det: int | None = None,
+        classes: list[int] | None = None,
+        keep_images: bool = False,
+        warmup: bool = False,
+    ) -> None:
+        self.predictor = predictor
+        self.max_pixels = max_pixels
+        self.uploads = uploads or []
+        self.thresholds = {"conf": conf, "iou": iou, "max_det": max_det, "classes": classes}
+        self.keep_images = keep_images
+        self.warmup = warmup
+        self.images: list[np.ndarray] = []
+        self.results: list[dict[str, Any]] = []
+        self.timing: dict[str, float] = {}
+
+    def __call__(self) -> list[dict[str, Any]]:
+        """-> one ``Detections.to_dict()`` per upload, in order. Raises ``InputError``."""
+        if self.warmup:
+            self.predictor(np.zeros((*self.predictor.input_size, 3), np.uint8))
+            return []
+        start = time.perf_counter()
+        images = [decode_image(u.data, u.name, self.max_pixels) for u in self.uploads]
+        self.timing["decode"] = 1e3 * (time.perf_counter() - start)
+        detections = self.predictor(images, **self.thresholds)
+        self.timing.update(detections[0].timing_ms)
+        self.results = [d.to_dict() for d in detections]
+        if self.keep_images:
+            self.images = images
+        return self.results
+
+    def render(self, index: int, quality: int) -> bytes:
+        """Image ``index`` with its detections drawn, as JPEG bytes (needs ``keep_images``)."""
+        return render_jpeg(self.images[index], self.results[index], quality)
+
+    def finish(self, started: float) -> dict[str, float]:
+        """The timing block of a response: queue, decode, preprocess, model, postprocess and
+        ``total`` (server time since ``started``, a ``time.perf_counter()``), in ms."""
+        timing = {**self.timing, "total": 1e3 * (time.perf_counter() - started)}
+        return {k: round(v, 2) for k, v in timing.items()}
+
+
+def model_info(metadata: dict[str, Any], backend: str) -> dict[str, Any]:
+    """``{"name", "version", "sha256", "backend"}``: which model answered (``sha256`` of the
+    served file, 16 hex digits, changes with every export)."""
+    suffix = MODEL_SUFFIX.get(backend, "")
+    files = metadata.get("files", {})
+    sha = next((f["sha256"][:16] for n, f in files.items() if n.endswith(suffix)), None)
+    return {
+        "name": metadata.get("model", {}).get("name"),
+        "version": metadata.get("versions", {}).get("yolov4"),
+        "sha256": sha,
+        "backend": backend,
+    }
+
+
+def model_summary(
+    predictor: Predictor, info: dict[str, Any], settings: ServeSettings
+) -> dict[str, Any]:
+    """The ``GET /v1/model`` body: artifact metadata, the served model and the request limits."""
+    meta = predictor.metadata
+    return {
+        "model": info,
+        "architecture": meta.get("model"),
+        **{k: meta[k] for k in SUMMARY_KEYS if k in meta},
+        "num_classes": len(predictor.class_names),
+        "limits": {
+            "max_bytes": settings.max_bytes,
+            "max_pixels": settings.max_pixels,
+            "max_batch": settings.max_batch,
+            "max_det": settings.max_det,
+        },
+    }

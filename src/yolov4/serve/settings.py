@@ -1,0 +1,57 @@
+"""The service's settings: limits, threads and queue, one dataclass the CLI fills in."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+
+__all__ = ["ServeSettings", "SETTINGS_ENV"]
+
+SETTINGS_ENV = "YOLOV4_SERVE_SETTINGS"  # JSON settings handed to uvicorn worker processes
+MIB = 1 << 20
+
+
+@dataclass
+class ServeSettings:
+    """Everything ``yolov4-serve`` can be told (CLI flag names in brackets).
+
+    Attributes:
+        artifact_dir: the export artifact to serve (``ARTIFACT_DIR``).
+        backend: ``"onnxruntime"`` or ``"torchscript"`` (``--backend``).
+        max_bytes: largest encoded image, in bytes; a body over it gets 413 before it is read
+            whole (``--max-bytes``). A batch body may hold ``max_batch`` of them.
+        max_pixels: largest decoded image, ``H * W``; over it (decompression bombs) 413 from the
+            image header alone, before any pixel is decoded (``--max-pixels``).
+        max_batch: most images in one ``/v1/detect/batch`` request (``--max-batch``).
+        threads: inference threads per process (``--threads``); requests beyond them wait.
+        max_queue: inference jobs admitted at once (running + waiting); one more gets 503 with
+            ``Retry-After`` instead of piling up memory (``--max-queue``).
+        max_det: upper bound of the ``max_det`` query parameter.
+        retry_after_s: the ``Retry-After`` header of a 503.
+        jpeg_quality: quality of ``?render=true`` images.
+        log_level: Python logging level name (``--log-level``).
+    """
+
+    artifact_dir: str = ""
+    backend: str = "onnxruntime"
+    max_bytes: int = 20 * MIB
+    max_pixels: int = 50_000_000
+    max_batch: int = 32
+    threads: int = 1
+    max_queue: int = 64
+    max_det: int = 1000
+    retry_after_s: int = 1
+    jpeg_quality: int = 90
+    log_level: str = "info"
+
+    def to_env(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_env(cls) -> ServeSettings:
+        """The settings a parent ``yolov4-serve`` put in :data:`SETTINGS_ENV`."""
+        raw = os.environ.get(SETTINGS_ENV)
+        if not raw:
+            raise RuntimeError(f"{SETTINGS_ENV} is not set; start the service with yolov4-serve")
+        return cls(**json.loads(raw))
