@@ -1,0 +1,199 @@
+"""Every bad input gets its 4xx with ``{"error": {"code", "message"}}`` naming the problem, and
+the service keeps serving: a valid request right after each one succeeds."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.serve.conftest import MAX_BYTES, MAX_PIXELS, encode, scene
+
+GOOD = encode(scene(240, 320), "JPEG")
+JPEG = {"Content-Type": "image/jpeg"}
+
+
+def raw(data: bytes, content_type: str | None = "image/jpeg", **params) -> dict:
+    headers = {"Content-Type": content_type} if content_type else {}
+    return {"content": data, "headers": headers, "params": params}
+
+
+def upload(data: bytes, name: str = "x.jpg", **params) -> dict:
+    return {"files": {"file": (name, data)}, "params": params}
+
+
+def bomb() -> bytes:
+    """A PNG of a few kB whose header says 2000x2000 = 4M pixels (over MAX_PIXELS)."""
+    side = int((MAX_PIXELS * 4 / 3) ** 0.5) + 1
+    return encode(Image.new("L", (side, side)), "PNG")
+
+
+def truncated_png() -> bytes:
+    data = encode(scene(120, 160), "PNG")
+    return data[: len(data) // 2]
+
+
+CASES = {  # name: (path, request kwargs, status, error code, words in the message)
+    "empty body": ("/v1/detect", raw(b""), 400, "empty_body", "empty"),
+    "empty file": ("/v1/detect", upload(b""), 400, "empty_image", "0 bytes"),
+    "non-image bytes": (
+        "/v1/detect",
+        raw(b"hello, this is text" * 10),
+        415,
+        "unsupported_format",
+        "JPEG",
+    ),
+    "truncated jpeg": (
+        "/v1/detect",
+        raw(GOOD[: len(GOOD) // 2]),
+        400,
+        "invalid_image",
+        "truncated",
+    ),
+    "truncated png": (
+        "/v1/detect",
+        upload(truncated_png(), "t.png"),
+        400,
+        "invalid_image",
+        "t.png",
+    ),
+    "gif": (
+        "/v1/detect",
+        upload(encode(scene(40, 40), "GIF"), "a.gif"),
+        415,
+        "unsupported_format",
+        "GIF",
+    ),
+    "svg": (
+        "/v1/detect",
+        raw(b'<svg xmlns="http://www.w3.org/2000/svg"/>', "image/svg+xml"),
+        415,
+        "unsupported_format",
+        "SVG",
+    ),
+    "over byte limit": (
+        "/v1/detect",
+        raw(b"\xff\xd8\xff" + bytes(MAX_BYTES)),
+        413,
+        "payload_too_large",
+        "limit",
+    ),
+    "over byte limit (multipart)": (
+        "/v1/detect",
+        upload(b"\xff\xd8\xff" + bytes(MAX_BYTES)),
+        413,
+        "payload_too_large",
+        "limit",
+    ),
+    "decompression bomb": (
+        "/v1/detect",
+        upload(bomb(), "bomb.png"),
+        413,
+        "image_too_large",
+        "pixels",
+    ),
+    "conf > 1": ("/v1/detect", raw(GOOD, conf=1.5), 422, "invalid_parameter", "conf"),
+    "conf < 0": ("/v1/detect", raw(GOOD, conf=-0.1), 422, "invalid_parameter", "conf"),
+    "conf not a number": ("/v1/detect", raw(GOOD, conf="high"), 422, "invalid_parameter", "conf"),
+    "iou > 1": ("/v1/detect", raw(GOOD, iou=2), 422, "invalid_parameter", "iou"),
+    "max_det 0": ("/v1/detect", raw(GOOD, max_det=0), 422, "invalid_parameter", "max_det"),
+    "max_det huge": ("/v1/detect", raw(GOOD, max_det=10**9), 422, "invalid_parameter", "max_det"),
+    "class out of range": ("/v1/detect", raw(GOOD, classes="0,7"), 422, "invalid_parameter", "[7]"),
+    "class not an int": (
+        "/v1/detect",
+        raw(GOOD, classes="cat"),
+        422,
+        "invalid_parameter",
+        "classes",
+    ),
+    "unknown parameter": (
+        "/v1/detect",
+        raw(GOOD, confidence=0.5),
+        422,
+        "invalid_parameter",
+        "confidence",
+    ),
+    "render on a batch": (
+        "/v1/detect/batch",
+        upload(GOOD, render="true"),
+        422,
+        "invalid_parameter",
+        "render",
+    ),
+    "json content type": (
+        "/v1/detect",
+        raw(b'{"image": "..."}', "application/json"),
+        415,
+        "unsupported_media_type",
+        "application/json",
+    ),
+    "form-urlencoded (curl -d)": (
+        "/v1/detect",
+        raw(GOOD, "application/x-www-form-urlencoded"),
+        415,
+        "unsupported_media_type",
+        "--data-binary",
+    ),
+    "multipart without a file": (
+        "/v1/detect",
+        {"data": {"note": "hi"}, "files": {"other": ("", b"")}},
+        400,
+        "no_image",
+        "note",
+    ),
+    "multipart without boundary": (
+        "/v1/detect",
+        raw(GOOD, "multipart/form-data"),
+        400,
+        "bad_multipart",
+        "boundary",
+    ),
+    "batch as a raw body": (
+        "/v1/detect/batch",
+        raw(GOOD),
+        415,
+        "unsupported_media_type",
+        "multipart",
+    ),
+    "batch over max_batch": (
+        "/v1/detect/batch",
+        {"files": [("f", ("x.jpg", GOOD))] * 9},
+        400,
+        "bad_multipart",
+        "files",
+    ),
+    "GET on a POST route": ("/v1/detect", {"method": "GET"}, 405, "method_not_allowed", "GET"),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_input_gets_its_4xx_and_the_service_keeps_serving(server, case):
+    path, kwargs, status, code, words = CASES[case]
+    kwargs = dict(kwargs)
+    method = kwargs.pop("method", "POST")
+    with server.client() as c:
+        r = c.request(method, path, **kwargs)
+        assert r.status_code == status, r.text
+        assert r.headers["content-type"] == "application/json"
+        error = r.json()["error"]
+        assert error["code"] == code and words in error["message"], error
+        assert "Traceback" not in r.text
+        after = c.post("/v1/detect", content=GOOD, headers=JPEG)
+    assert after.status_code == 200, after.text
+
+
+def test_no_bad_input_caused_a_500(server):
+    with server.client() as c:
+        for case in ("non-image bytes", "truncated jpeg", "decompression bomb"):
+            path, kwargs, *_ = CASES[case]
+            c.post(path, **kwargs)
+        metrics = c.get("/metrics").text
+    assert 'status="500"' not in metrics
+    assert "Traceback" not in server.log_text()
+
+
+def test_16_bit_grayscale_with_full_range_is_accepted(server):
+    ramp = (np.arange(256 * 256, dtype=np.uint32).reshape(256, 256) % 65536).astype(np.uint16)
+    with server.client() as c:
+        r = c.post("/v1/detect", files={"file": ("r.png", encode(Image.fromarray(ramp), "PNG"))})
+    assert r.status_code == 200 and r.json()["image"] == {"width": 256, "height": 256}
