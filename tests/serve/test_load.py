@@ -1,0 +1,172 @@
+"""Load and limits over real HTTP: health checks answer while inference is busy, a full queue
+gets 503 with Retry-After, over-limit bodies are refused before they are read whole, SIGTERM
+lets in-flight requests finish."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+
+from tests.serve.conftest import encode, scene, serve
+
+BATCH = 20  # images in the "slow batch": a second or more of inference on 2 cores
+LIMIT = 1_000_000  # --max-bytes of this module's server
+WAIT_S = 60
+
+
+@pytest.fixture(scope="module")
+def busy_server(artifact, tmp_path_factory):
+    """One inference job at a time (--max-queue 1) and room for the slow batch."""
+    log = tmp_path_factory.mktemp("serve-load") / "server.log"
+    args = ["--max-queue", "1", "--max-batch", str(BATCH), "--max-bytes", str(LIMIT)]
+    with serve(artifact, log, *args) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def slow_batch() -> list:
+    return [("files", (f"{i}.jpg", encode(scene(768, 1024, seed=i), "JPEG"))) for i in range(BATCH)]
+
+
+def wait_until_running(client: httpx.Client) -> None:
+    deadline = time.monotonic() + WAIT_S
+    while "yolov4_inference_running 1" not in client.get("/metrics").text:
+        assert time.monotonic() < deadline, "the batch never started running"
+        time.sleep(0.02)
+
+
+def in_flight(server, files):
+    """Start the slow batch in a thread -> (executor, future of its response)."""
+    pool = ThreadPoolExecutor(1)
+    future = pool.submit(
+        lambda: httpx.post(server.url + "/v1/detect/batch", files=files, timeout=300)
+    )
+    return pool, future
+
+
+def test_healthz_answers_while_a_slow_batch_runs(busy_server, slow_batch):
+    pool, batch = in_flight(busy_server, slow_batch)
+    with pool, busy_server.client() as c:
+        wait_until_running(c)
+        health = c.get("/healthz", timeout=5)
+        still_running = "yolov4_inference_running 1" in c.get("/metrics").text
+        assert health.status_code == 200 and health.json() == {"status": "ok"}
+        assert still_running and not batch.done()  # answered during inference, not after
+        r = batch.result(timeout=300)
+    assert r.status_code == 200 and len(r.json()["results"]) == BATCH
+
+
+def test_a_full_queue_gets_503_with_retry_after(busy_server, slow_batch):
+    good = encode(scene(240, 320), "JPEG")
+    pool, batch = in_flight(busy_server, slow_batch)
+    with pool, busy_server.client() as c:
+        wait_until_running(c)
+        r = c.post("/v1/detect", files={"file": ("x.jpg", good)})
+        assert r.status_code == 503 and r.headers["retry-after"] == "1"
+        assert r.json()["error"]["code"] == "overloaded"
+        assert batch.result(timeout=300).status_code == 200
+        assert c.post("/v1/detect", files={"file": ("x.jpg", good)}).status_code == 200
+
+
+def http_response(sock: socket.socket) -> tuple[int, dict]:
+    """Read one response (status, JSON body) from a raw socket until the server closes it."""
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        if body and len(body) >= int(dict_headers(head).get("content-length", 1 << 30)):
+            break
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split()[1]), json.loads(body)
+
+
+def dict_headers(head: bytes) -> dict:
+    lines = head.decode("latin-1").split("\r\n")[1:]
+    return {k.strip().lower(): v.strip() for k, v in (x.split(":", 1) for x in lines if ":" in x)}
+
+
+def connect(server) -> socket.socket:
+    host, port = server.url.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)), timeout=WAIT_S)
+    return sock
+
+
+@pytest.mark.parametrize("content_type", ["image/jpeg", "multipart/form-data; boundary=B"])
+def test_a_declared_length_over_the_limit_is_refused_before_the_body(busy_server, content_type):
+    with connect(busy_server) as sock:  # 10 GB announced, 1 kB sent: the answer comes anyway
+        sock.sendall(
+            b"POST /v1/detect HTTP/1.1\r\nHost: t\r\nContent-Type: "
+            + content_type.encode()
+            + b"\r\nContent-Length: 10000000000\r\n\r\n"
+            + b"\xff\xd8\xff"
+            + bytes(1000)
+        )
+        status, body = http_response(sock)
+    assert status == 413 and body["error"]["code"] == "payload_too_large"
+    assert "10,000,000,000" in body["error"]["message"]
+
+
+def test_a_chunked_body_is_refused_once_it_passes_the_limit(busy_server):
+    chunk = 64 * 1024
+    sent = 0
+    with connect(busy_server) as sock:
+        sock.sendall(
+            b"POST /v1/detect HTTP/1.1\r\nHost: t\r\nContent-Type: image/jpeg\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n"
+        )
+        try:  # never the final 0-length chunk: the body does not end
+            while sent <= LIMIT + 4 * chunk:
+                sock.sendall(b"%x\r\n" % chunk + b"\xff" * chunk + b"\r\n")
+                sent += chunk
+        except OSError:  # the server answered and closed while we were still sending
+            pass
+        status, body = http_response(sock)
+    assert status == 413 and body["error"]["code"] == "payload_too_large"
+    assert "refused after" in body["error"]["message"]
+    with busy_server.client() as c:
+        assert c.get("/healthz").status_code == 200
+
+
+def test_sigterm_lets_in_flight_requests_finish(artifact, tmp_path, slow_batch):
+    with serve(artifact, tmp_path / "server.log", "--max-batch", str(BATCH)) as server:
+        pool, batch = in_flight(server, slow_batch[:16])
+        with pool, server.client() as c:
+            wait_until_running(c)
+            server.proc.send_signal(signal.SIGTERM)
+            r = batch.result(timeout=300)
+        # uvicorn re-raises the signal once it has drained: -SIGTERM is its normal exit
+        assert server.proc.wait(WAIT_S) in (0, -signal.SIGTERM)
+    assert r.status_code == 200 and len(r.json()["results"]) == 16
+    log = server.log_text()
+    assert "Waiting for background tasks" in log or "Shutting down" in log
+    assert "Application shutdown complete" in log
+
+
+def test_a_bad_artifact_stops_the_cli_with_its_message(tmp_path):
+    import subprocess
+    import sys
+
+    r = subprocess.run(
+        [sys.executable, "-m", "yolov4.serve", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 2 and "not an export artifact" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+@pytest.mark.slow
+def test_several_worker_processes_serve(artifact, tmp_path):
+    good = encode(scene(240, 320), "JPEG")
+    with serve(artifact, tmp_path / "server.log", "--workers", "2") as server, server.client() as c:
+        codes = [
+            c.post("/v1/detect", files={"file": ("x.jpg", good)}).status_code for _ in range(4)
+        ]
+        assert codes == [200] * 4
