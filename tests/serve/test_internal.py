@@ -1,0 +1,67 @@
+"""In-process checks of what the subprocess tests cannot provoke: an unexpected exception in the
+model gives a generic 500 naming only the request id (logged with its traceback), and the
+runner's admission count."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+
+import pytest
+import torch
+from fastapi.testclient import TestClient
+
+from tests.serve.conftest import encode, scene
+from yolov4.inference import Predictor, PreprocessConfig
+from yolov4.serve import ServeSettings, create_app
+from yolov4.serve.runner import InferenceRunner, Overloaded
+
+
+class Flaky:
+    """A backend that works for the warm-up, then fails like a broken runtime would."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        if self.calls > 1:
+            raise RuntimeError("secret internal detail")
+        return torch.zeros(images.shape[0], 1, 6)
+
+
+def test_an_unexpected_error_is_a_generic_500_with_the_request_id(caplog):
+    predictor = Predictor(Flaky(), ["thing"], PreprocessConfig(input_size=(64, 64)))
+    app = create_app(ServeSettings(), predictor)
+    with caplog.at_level(logging.INFO, "yolov4.serve"), TestClient(app) as c:
+        r = c.post(
+            "/v1/detect", content=encode(scene(64, 64), "PNG"), headers={"X-Request-ID": "req-42"}
+        )
+        assert c.get("/healthz").status_code == 200  # still serving
+    assert r.status_code == 500 and r.headers["x-request-id"] == "req-42"
+    assert r.json() == {
+        "error": {"code": "internal", "message": "internal server error (request id req-42)"}
+    }
+    assert "secret" not in r.text
+    failed = [rec for rec in caplog.records if "req-42" in rec.getMessage() and rec.exc_info]
+    assert failed and "secret internal detail" in str(failed[0].exc_info[1])
+
+
+def test_the_runner_admits_at_most_max_queue_jobs():
+    release = threading.Event()
+
+    async def scenario():
+        runner = InferenceRunner(threads=1, max_queue=2)
+        first = asyncio.ensure_future(runner.run(release.wait))
+        second = asyncio.ensure_future(runner.run(lambda: 7))
+        await asyncio.sleep(0.05)
+        assert (runner.admitted, runner.running, runner.waiting) == (2, 1, 1)
+        with pytest.raises(Overloaded, match="limit 2"):
+            await runner.run(lambda: 0)
+        release.set()
+        (_, _), (value, waited_ms) = await first, await second
+        assert value == 7 and waited_ms > 0 and runner.admitted == 0
+        runner.shutdown()
+
+    asyncio.run(scenario())
