@@ -1,0 +1,207 @@
+"""The HTTP service under load: requests/s and latency percentiles, and its overhead over
+calling the Predictor directly.
+
+    python benchmarks/serve.py [--model yolov4-tiny] [--size 416] [--concurrency 1 4 16]
+                               [--requests 60] [--backend onnxruntime]
+
+Exports an artifact of a randomly initialised network (head biases set so that postprocess has
+real work, as in benchmarks/predict.py), starts ``python -m yolov4.serve`` on a free loopback
+port, and sends the same 640x480 JPEG as a multipart upload to ``POST /v1/detect``:
+
+* concurrency 1: HTTP requests interleaved one for one with direct ``Predictor(jpeg_bytes)``
+  calls in this process (decode included in both), so a machine busy with other work slows both
+  alike; ``overhead_pct`` = (HTTP p50 - Predictor p50) / Predictor p50 (target <= 15%).
+* concurrency N: N client threads (one keep-alive connection each) share ``--requests``
+  requests; requests/s is over the wall time of the whole run.
+
+The client runs on the same cores as the server, so its cost is part of the overhead. Prints a
+table and writes benchmarks/results/serve.json, with the machine's matmul GFLOP/s as reference.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import torch
+from common import machine_info, matmul_gflops, save
+from PIL import Image
+
+from yolov4 import Predictor, build_model, save_checkpoint
+from yolov4.export.artifact import export_artifact
+
+START_TIMEOUT_S = 120
+
+
+def pct(values: list[float], q: float) -> float:
+    return round(1e3 * float(np.percentile(np.asarray(values), q)), 1)
+
+
+def summary(latencies: list[float]) -> dict[str, float]:
+    return {f"p{q}_ms": pct(latencies, q) for q in (50, 95, 99)}
+
+
+def test_image() -> bytes:
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[0:480, 0:640]
+    image = np.stack([x * 255 // 640, y * 255 // 480, (x + y) * 127 // 1120], -1).astype(np.uint8)
+    for _ in range(6):
+        x1, y1 = rng.integers(0, 500), rng.integers(0, 380)
+        image[y1 : y1 + 100, x1 : x1 + 140] = rng.integers(0, 255, 3)
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
+def make_artifact(name: str, size: int, out: Path) -> Path:
+    torch.manual_seed(0)
+    model = build_model(name).eval()
+    with torch.no_grad():
+        for head in model.heads:
+            head.pred.conv.bias.view(model.config.num_anchors, -1)[:, 4:].uniform_(-3, 1)
+    ckpt = save_checkpoint(
+        out / f"{name}.pt", model, None, {"input_size": [size, size], "mode": "letterbox"}
+    )
+    return export_artifact(ckpt, out / "export", formats=["onnx", "torchscript"])
+
+
+def start_server(artifact: Path, backend: str, log: Path) -> tuple[subprocess.Popen, str]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "yolov4.serve", str(artifact), "--port", str(port),
+           "--backend", backend, "--log-level", "warning", "--max-queue", "256"]  # fmt: skip
+    with open(log, "wb") as f:
+        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if httpx.get(url + "/readyz", timeout=2).status_code == 200:
+                return proc, url
+        except httpx.TransportError:
+            time.sleep(0.2)
+    proc.kill()
+    raise SystemExit(f"the server did not start:\n{log.read_text()}")
+
+
+def post(client: httpx.Client, data: bytes) -> tuple[float, dict]:
+    start = time.perf_counter()
+    r = client.post("/v1/detect", files={"file": ("bench.jpg", data, "image/jpeg")})
+    elapsed = time.perf_counter() - start
+    if r.status_code != 200:
+        raise SystemExit(f"HTTP {r.status_code}: {r.text}")
+    return elapsed, r.json()
+
+
+def sequential(url: str, predictor: Predictor, data: bytes, n: int) -> dict:
+    """Concurrency 1, HTTP and direct calls interleaved."""
+    http, direct, server_total = [], [], []
+    with httpx.Client(base_url=url, timeout=120) as client:
+        post(client, data), predictor(data)  # warm both paths
+        for _ in range(n):
+            start = time.perf_counter()
+            predictor(data)
+            direct.append(time.perf_counter() - start)
+            elapsed, body = post(client, data)
+            http.append(elapsed)
+            server_total.append(body["timing_ms"]["total"] / 1e3)
+    p50_http, p50_direct = statistics.median(http), statistics.median(direct)
+    return {
+        "concurrency": 1,
+        "requests": n,
+        "requests_per_s": round(1 / statistics.mean(http), 2),
+        **summary(http),
+        "predictor_p50_ms": round(1e3 * p50_direct, 1),
+        "server_total_p50_ms": round(1e3 * statistics.median(server_total), 1),
+        "overhead_pct": round(100 * (p50_http - p50_direct) / p50_direct, 1),
+    }
+
+
+def concurrent(url: str, data: bytes, clients: int, n: int) -> dict:
+    latencies: list[float] = []
+    left = [n]
+    lock = threading.Lock()
+
+    def worker() -> None:
+        with httpx.Client(base_url=url, timeout=300) as client:
+            while True:
+                with lock:
+                    if left[0] == 0:
+                        return
+                    left[0] -= 1
+                elapsed, _ = post(client, data)
+                with lock:
+                    latencies.append(elapsed)
+
+    threads = [threading.Thread(target=worker) for _ in range(clients)]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - start
+    return {
+        "concurrency": clients,
+        "requests": n,
+        "requests_per_s": round(n / wall, 2),
+        **summary(latencies),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--model", default="yolov4-tiny")
+    parser.add_argument("--size", type=int, default=416)
+    parser.add_argument("--backend", default="onnxruntime", choices=["onnxruntime", "torchscript"])
+    parser.add_argument("--concurrency", nargs="+", type=int, default=[1, 4, 16])
+    parser.add_argument("--requests", type=int, default=60, help="per concurrency level")
+    args = parser.parse_args()
+
+    gflops = matmul_gflops()
+    info = machine_info()
+    print(f"{info['cpu']} ({info['cores']} cores): matmul {gflops:.1f} GFLOP/s")
+    data = test_image()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        artifact = make_artifact(args.model, args.size, Path(tmp))
+        predictor = Predictor.from_artifact(artifact, backend=args.backend)
+        proc, url = start_server(artifact, args.backend, Path(tmp) / "server.log")
+        try:
+            for c in args.concurrency:
+                row = (sequential(url, predictor, data, args.requests) if c == 1
+                       else concurrent(url, data, c, args.requests))  # fmt: skip
+                row = {"model": args.model, "size": args.size, "backend": args.backend, **row}
+                rows.append(row)
+                extra = (f"  Predictor p50 {row['predictor_p50_ms']:.1f} ms  server {row['server_total_p50_ms']:.1f} ms"
+                         f"  overhead {row['overhead_pct']:+.1f}%" if c == 1 else "")  # fmt: skip
+                print(
+                    f"{args.model}@{args.size} {args.backend} c={c:<3d} {row['requests_per_s']:6.2f} req/s  "
+                    f"p50 {row['p50_ms']:7.1f}  p95 {row['p95_ms']:7.1f}  p99 {row['p99_ms']:7.1f} ms{extra}"
+                )
+        finally:
+            proc.terminate()
+            proc.wait(60)
+    payload = {
+        "machine": info,
+        "matmul_gflops_per_s": round(gflops, 1),
+        "image": "640x480 JPEG, multipart",
+        "results": rows,
+    }
+    print(f"wrote {save('serve', payload)}")
+
+
+if __name__ == "__main__":
+    main()
