@@ -7,15 +7,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import warnings
 
 import pytest
 import torch
-from fastapi.testclient import TestClient
 
 from tests.serve.conftest import encode, scene
 from yolov4.inference import Predictor, PreprocessConfig
 from yolov4.serve import ServeSettings, create_app
 from yolov4.serve.runner import InferenceRunner, Overloaded
+
+with warnings.catch_warnings():  # starlette would rather see httpx2; httpx is what we install
+    warnings.filterwarnings("ignore", message="Using `httpx` with")
+    from fastapi.testclient import TestClient
 
 
 class Flaky:

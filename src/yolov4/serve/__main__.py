@@ -31,11 +31,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-queue", type=int, default=d.max_queue, help="admitted jobs before 503")
     p.add_argument("--max-batch", type=int, default=d.max_batch, help="images per batch request")
     p.add_argument(
-        "--max-bytes", type=int, default=d.max_bytes, help=f"bytes per image (default {d.max_bytes // MIB} MiB)"
+        "--max-bytes",
+        type=int,
+        default=d.max_bytes,
+        help=f"bytes per image (default {d.max_bytes // MIB} MiB)",
     )
     p.add_argument("--max-pixels", type=int, default=d.max_pixels, help="decoded H*W per image")
     p.add_argument("--graceful-timeout", type=float, default=30.0, help="seconds to drain on stop")
-    p.add_argument("--log-level", default=d.log_level, choices=["debug", "info", "warning", "error"])
+    p.add_argument(
+        "--log-level", default=d.log_level, choices=["debug", "info", "warning", "error"]
+    )
     args = p.parse_args(argv)
     for name in ("workers", "threads", "max_queue", "max_batch", "max_bytes", "max_pixels"):
         if getattr(args, name) < 1:

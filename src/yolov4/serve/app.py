@@ -3,17 +3,18 @@
 Routes: ``POST /v1/detect``, ``POST /v1/detect/batch``, ``GET /v1/model``, ``GET /healthz``,
 ``GET /readyz``, ``GET /metrics``, and FastAPI's ``/docs`` and ``/openapi.json``. Every error is
 ``{"error": {"code", "message"}}`` with a 4xx status for anything the client can fix.
-"""
 
-from __future__ import annotations
+(No ``from __future__ import annotations`` here: FastAPI reads the route signatures, whose
+``Annotated`` dependency is local to :func:`create_app`.)
+"""
 
 import asyncio
 import json
 import logging
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import FastAPI, Query, Request, Response
+from fastapi import Depends, FastAPI, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 
@@ -62,6 +63,7 @@ class Service:
         self.settings = settings
         self.predictor = predictor
         self.runner: InferenceRunner | None = None
+        self.model: dict[str, Any] = {}  # model_info(), once loaded
         self.ready = False
         self.metrics = Metrics(
             {
@@ -73,7 +75,10 @@ class Service:
                     "Inference jobs running now.",
                     lambda: self.runner.running if self.runner else 0,
                 ),
-                "yolov4_ready": ("1 once the model is loaded and warmed up.", lambda: int(self.ready)),
+                "yolov4_ready": (
+                    "1 once the model is loaded and warmed up.",
+                    lambda: int(self.ready),
+                ),
             }
         )
 
@@ -91,7 +96,9 @@ class Service:
         self.ready = True
         log.info("ready: %s (%s) on %s", self.model["name"], self.model["sha256"], s.backend)
 
-    async def detect(self, request: Request, max_images: int, params: dict) -> tuple[list, DetectJob]:
+    async def detect(
+        self, request: Request, max_images: int, params: dict
+    ) -> tuple[list, DetectJob]:
         """Read, check and run the request's images -> (per-image dicts, the finished job)."""
         if not self.ready:
             raise ApiError(503, "not_ready", "the model is loading", self._retry())
@@ -149,68 +156,64 @@ def create_app(settings: ServeSettings, predictor: Predictor | None = None) -> F
     @app.exception_handler(HTTPException)
     async def on_http(request: Request, e: HTTPException) -> Response:
         code = {404: "not_found", 405: "method_not_allowed"}.get(e.status_code, "http_error")
-        return error_response(e.status_code, code, f"{request.method} {request.url.path}: {e.detail}")
+        return error_response(
+            e.status_code, code, f"{request.method} {request.url.path}: {e.detail}"
+        )
 
-    def check_query(request: Request, allowed: set[str]) -> None:
+    def thresholds(
+        request: Request,
+        conf: float | None = Query(
+            None, ge=0, le=1, description="score threshold (default: the artifact's)"
+        ),
+        iou: float | None = Query(
+            None, ge=0, le=1, description="NMS IoU threshold (default: the artifact's)"
+        ),
+        max_det: int | None = Query(
+            None, ge=1, le=settings.max_det, description="most detections per image"
+        ),
+        classes: str | None = Query(
+            None, description="comma-separated class ids to keep, e.g. 0,2"
+        ),
+    ) -> dict[str, Any]:
+        """The Predictor keyword arguments from the query (shared by both detect routes)."""
+        allowed = QUERY_PARAMS if request.url.path == "/v1/detect" else QUERY_PARAMS - {"render"}
         unknown = sorted(set(request.query_params) - allowed)
         if unknown:
             raise ApiError(
-                422, "invalid_parameter", f"unknown query parameters {unknown}; expected {sorted(allowed)}"
+                422,
+                "invalid_parameter",
+                f"unknown query parameters {unknown}; expected {sorted(allowed)}",
             )
+        ids = parse_classes(classes, len(service.predictor.class_names))
+        return {"conf": conf, "iou": iou, "max_det": max_det, "classes": ids}
 
-    def thresholds(conf, iou, max_det, classes) -> dict:
-        return {
-            "conf": conf,
-            "iou": iou,
-            "max_det": max_det,
-            "classes": parse_classes(classes, len(service.predictor.class_names)),
-        }
-
-    doc = {
-        "conf": "score threshold in [0, 1] (default: the artifact's)",
-        "iou": "NMS IoU threshold in [0, 1] (default: the artifact's)",
-        "max_det": f"most detections per image, 1..{settings.max_det}",
-        "classes": "comma-separated class ids to keep, e.g. 0,2",
-    }
-    Conf = Query(None, ge=0, le=1, description=doc["conf"])
-    Iou = Query(None, ge=0, le=1, description=doc["iou"])
-    MaxDet = Query(None, ge=1, le=settings.max_det, description=doc["max_det"])
-    Classes = Query(None, description=doc["classes"])
+    Thresholds = Annotated[dict, Depends(thresholds)]
 
     @app.post("/v1/detect", openapi_extra=IMAGE_BODY)
     async def detect(
         request: Request,
-        conf: float | None = Conf,
-        iou: float | None = Iou,
-        max_det: int | None = MaxDet,
-        classes: str | None = Classes,
+        params: Thresholds,
         render: bool = Query(False, description="return a JPEG with the boxes drawn"),
     ) -> Response:
         """Detect objects in one image (multipart ``file`` field or the raw body). Boxes are
         ``[x1, y1, x2, y2]`` in the uploaded image's pixels, as a viewer displays it (EXIF)."""
-        check_query(request, QUERY_PARAMS)
-        params = thresholds(conf, iou, max_det, classes)
-        [result], job = await service.detect(request, 1, {**params, "keep_images": render})
+        quality = settings.jpeg_quality if render else None
+        [result], job = await service.detect(request, 1, {**params, "render_quality": quality})
         if render:
-            jpeg, _ = await service.runner.run(lambda: job.render(0, settings.jpeg_quality))
-            return Response(jpeg, media_type="image/jpeg")
+            return Response(job.jpeg, media_type="image/jpeg")
         body = {**result, "model": service.model, "timing_ms": job.finish(request.state.start)}
         return json_response(body)
 
     @app.post("/v1/detect/batch", openapi_extra=IMAGE_BODY)
-    async def detect_batch(
-        request: Request,
-        conf: float | None = Conf,
-        iou: float | None = Iou,
-        max_det: int | None = MaxDet,
-        classes: str | None = Classes,
-    ) -> Response:
+    async def detect_batch(request: Request, params: Thresholds) -> Response:
         """Detect objects in several images (multipart, one file field each, up to
         ``max_batch``), run as one batch; results in upload order."""
-        check_query(request, QUERY_PARAMS - {"render"})
-        params = thresholds(conf, iou, max_det, classes)
         results, job = await service.detect(request, settings.max_batch, params)
-        body = {"results": results, "model": service.model, "timing_ms": job.finish(request.state.start)}
+        body = {
+            "results": results,
+            "model": service.model,
+            "timing_ms": job.finish(request.state.start),
+        }
         return json_response(body)
 
     @app.get("/v1/model")

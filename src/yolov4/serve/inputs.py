@@ -66,7 +66,9 @@ def sniff_format(data: bytes, where: str) -> str:
             return fmt
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return "webp"
-    found = next((f for f, sigs in OTHER_SIGNATURES.items() if data.lstrip().startswith(sigs)), None)
+    found = next(
+        (f for f, sigs in OTHER_SIGNATURES.items() if data.lstrip().startswith(sigs)), None
+    )
     what = f"a {found.upper()} file" if found else f"{len(data):,} bytes starting {data[:8]!r}"
     raise ApiError(
         415,
@@ -149,7 +151,9 @@ async def _read_multipart(request: Request, max_bytes: int, max_images: int) -> 
     try:
         form = await parser.parse()
     except MultiPartException as e:
-        raise ApiError(400, "bad_multipart", f"cannot parse the multipart body: {e.message}") from None
+        raise ApiError(
+            400, "bad_multipart", f"cannot parse the multipart body: {e.message}"
+        ) from None
     try:
         files = [v for _, v in form.multi_items() if isinstance(v, UploadFile)]
         if not files:

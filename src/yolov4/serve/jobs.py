@@ -39,7 +39,7 @@ class DetectJob:
         max_pixels: the decoded-size limit (:class:`~yolov4.inference.images.ImageTooLarge`).
         uploads: the request's encoded images.
         conf, iou, max_det, classes: Predictor thresholds (``None``: the artifact's defaults).
-        keep_images: keep the decoded ``(H, W, 3)`` uint8 RGB arrays for :meth:`render`.
+        render_quality: also draw the first image's detections into :attr:`jpeg` (JPEG quality).
         warmup: ignore ``uploads`` and run one blank image of the model's input size.
     """
 
@@ -52,16 +52,16 @@ class DetectJob:
         iou: float | None = None,
         max_det: int | None = None,
         classes: list[int] | None = None,
-        keep_images: bool = False,
+        render_quality: int | None = None,
         warmup: bool = False,
     ) -> None:
         self.predictor = predictor
         self.max_pixels = max_pixels
         self.uploads = uploads or []
         self.thresholds = {"conf": conf, "iou": iou, "max_det": max_det, "classes": classes}
-        self.keep_images = keep_images
+        self.render_quality = render_quality
         self.warmup = warmup
-        self.images: list[np.ndarray] = []
+        self.jpeg = b""
         self.results: list[dict[str, Any]] = []
         self.timing: dict[str, float] = {}
 
@@ -76,13 +76,9 @@ class DetectJob:
         detections = self.predictor(images, **self.thresholds)
         self.timing.update(detections[0].timing_ms)
         self.results = [d.to_dict() for d in detections]
-        if self.keep_images:
-            self.images = images
+        if self.render_quality is not None:
+            self.jpeg = render_jpeg(images[0], self.results[0], self.render_quality)
         return self.results
-
-    def render(self, index: int, quality: int) -> bytes:
-        """Image ``index`` with its detections drawn, as JPEG bytes (needs ``keep_images``)."""
-        return render_jpeg(self.images[index], self.results[index], quality)
 
     def finish(self, started: float) -> dict[str, float]:
         """The timing block of a response: queue, decode, preprocess, model, postprocess and

@@ -86,7 +86,9 @@ class Metrics:
             cumulative = 0
             for bound, n in zip((*LATENCY_BUCKETS_S, "+Inf"), self.buckets):
                 cumulative += n
-                out.append(f'yolov4_http_request_duration_seconds_bucket{{le="{bound}"}} {cumulative}')
+                out.append(
+                    f'yolov4_http_request_duration_seconds_bucket{{le="{bound}"}} {cumulative}'
+                )
             out += [
                 f"yolov4_http_request_duration_seconds_sum {self.latency_sum:.6f}",
                 f"yolov4_http_request_duration_seconds_count {self.latency_count}",
