@@ -30,6 +30,7 @@ STOP_TIMEOUT_S = 30
 LOW_CONF = 0.01  # the model is untrained: a low threshold gives many boxes to compare
 MAX_BYTES = 1_000_000  # the functional server's limits, small so over-limit inputs stay small
 MAX_PIXELS = 3_000_000
+MAX_BATCH_BYTES = 3_000_000
 
 
 @dataclass
@@ -110,7 +111,8 @@ def predictor(artifact):
 def server(artifact, tmp_path_factory) -> Iterator[Server]:
     """One server for the functional tests (small limits so over-limit inputs stay small)."""
     log = tmp_path_factory.mktemp("serve-log") / "server.log"
-    args = ["--max-bytes", str(MAX_BYTES), "--max-pixels", str(MAX_PIXELS), "--max-batch", "8"]
+    args = ["--max-bytes", str(MAX_BYTES), "--max-pixels", str(MAX_PIXELS), "--max-batch", "8",
+            "--max-batch-bytes", str(MAX_BATCH_BYTES)]  # fmt: skip
     with serve(artifact, log, *args) as s:
         yield s
 

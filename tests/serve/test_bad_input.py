@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.serve.conftest import MAX_BYTES, MAX_PIXELS, encode, scene
+from tests.serve.conftest import MAX_BATCH_BYTES, MAX_BYTES, MAX_PIXELS, encode, scene
 
 GOOD = encode(scene(240, 320), "JPEG")
+NEAR_LIMIT = b"\xff\xd8\xff" + bytes(MAX_BYTES - 100_000)  # one image under the per-image limit
 JPEG = {"Content-Type": "image/jpeg"}
 
 
@@ -84,6 +85,13 @@ CASES = {  # name: (path, request kwargs, status, error code, words in the messa
         413,
         "payload_too_large",
         "limit",
+    ),
+    "batch over its byte limit": (
+        "/v1/detect/batch",
+        {"files": [("f", ("x.jpg", NEAR_LIMIT))] * (MAX_BATCH_BYTES // len(NEAR_LIMIT) + 1)},
+        413,
+        "payload_too_large",
+        f"{MAX_BATCH_BYTES:,}",
     ),
     "decompression bomb": (
         "/v1/detect",

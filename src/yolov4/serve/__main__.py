@@ -36,13 +36,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=d.max_bytes,
         help=f"bytes per image (default {d.max_bytes // MIB} MiB)",
     )
+    p.add_argument(
+        "--max-batch-bytes",
+        type=int,
+        default=d.max_batch_bytes,
+        help="bytes per batch request body",
+    )
     p.add_argument("--max-pixels", type=int, default=d.max_pixels, help="decoded H*W per image")
     p.add_argument("--graceful-timeout", type=float, default=30.0, help="seconds to drain on stop")
     p.add_argument(
         "--log-level", default=d.log_level, choices=["debug", "info", "warning", "error"]
     )
     args = p.parse_args(argv)
-    for name in ("workers", "threads", "max_queue", "max_batch", "max_bytes", "max_pixels"):
+    positive = ("workers", "threads", "max_queue", "max_batch", "max_bytes", "max_batch_bytes")
+    for name in (*positive, "max_pixels"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     return args
@@ -68,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         artifact_dir=os.fspath(args.artifact_dir),
         backend=args.backend,
         max_bytes=args.max_bytes,
+        max_batch_bytes=args.max_batch_bytes,
         max_pixels=args.max_pixels,
         max_batch=args.max_batch,
         threads=args.threads,

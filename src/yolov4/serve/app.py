@@ -102,7 +102,9 @@ class Service:
         """Read, check and run the request's images -> (per-image dicts, the finished job)."""
         if not self.ready:
             raise ApiError(503, "not_ready", "the model is loading", self._retry())
-        uploads = await read_uploads(request, self.settings.max_bytes, max_images)
+        s = self.settings
+        max_body = s.max_batch_bytes if max_images > 1 else None
+        uploads = await read_uploads(request, s.max_bytes, max_images, max_body)
         for u in uploads:
             sniff_format(u.data, u.name)
         job = DetectJob(self.predictor, self.settings.max_pixels, uploads=uploads, **params)

@@ -21,6 +21,7 @@ __all__ = ["ApiError", "Upload", "read_uploads", "sniff_format", "parse_classes"
 RAW_TYPES = ("application/octet-stream", "image/")  # a raw image body
 MULTIPART = "multipart/form-data"
 MAX_FORM_FIELDS = 16  # non-file form fields tolerated in a multipart body
+FORM_OVERHEAD = 64 * 1024  # part headers, boundaries and small fields around one image
 # leading bytes of each format the decoder accepts (JPEG, PNG, BMP, TIFF LE/BE, WebP in RIFF)
 SIGNATURES = {
     "jpeg": (b"\xff\xd8\xff",),
@@ -113,13 +114,17 @@ def _media_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";")[0].strip().lower()
 
 
-async def read_uploads(request: Request, max_bytes: int, max_images: int) -> list[Upload]:
+async def read_uploads(
+    request: Request, max_bytes: int, max_images: int = 1, max_body: int | None = None
+) -> list[Upload]:
     """The images of a request: a raw image body (one) or multipart file fields (up to
-    ``max_images``, each at most ``max_bytes``; the whole body at most ``max_images * max_bytes``
-    plus form overhead). Raises :class:`ApiError` 400/413/415."""
+    ``max_images``, each at most ``max_bytes``). The whole multipart body may hold at most
+    ``max_body`` bytes (default ``max_bytes`` plus :data:`FORM_OVERHEAD`). Raises
+    :class:`ApiError` 400/413/415."""
     media = _media_type(request)
     if media == MULTIPART:
-        return await _read_multipart(request, max_bytes, max_images)
+        limit = max_body if max_body is not None else max_bytes + FORM_OVERHEAD
+        return await _read_multipart(request, max_bytes, max_images, limit)
     if media and not media.startswith(RAW_TYPES):
         raise ApiError(
             415,
@@ -140,8 +145,9 @@ async def read_uploads(request: Request, max_bytes: int, max_images: int) -> lis
     return [Upload(data, "image 0")]
 
 
-async def _read_multipart(request: Request, max_bytes: int, max_images: int) -> list[Upload]:
-    limit = max_images * max_bytes + 64 * 1024 * max_images  # part headers and boundaries
+async def _read_multipart(
+    request: Request, max_bytes: int, max_images: int, limit: int
+) -> list[Upload]:
     parser = MultiPartParser(
         request.headers,
         _limited(request, limit),

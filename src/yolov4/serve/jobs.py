@@ -115,6 +115,7 @@ def model_summary(
             "max_bytes": settings.max_bytes,
             "max_pixels": settings.max_pixels,
             "max_batch": settings.max_batch,
+            "max_batch_bytes": settings.max_batch_bytes,
             "max_det": settings.max_det,
         },
     }

@@ -20,7 +20,8 @@ class ServeSettings:
         artifact_dir: the export artifact to serve (``ARTIFACT_DIR``).
         backend: ``"onnxruntime"`` or ``"torchscript"`` (``--backend``).
         max_bytes: largest encoded image, in bytes; a body over it gets 413 before it is read
-            whole (``--max-bytes``). A batch body may hold ``max_batch`` of them.
+            whole (``--max-bytes``).
+        max_batch_bytes: largest ``/v1/detect/batch`` body (``--max-batch-bytes``).
         max_pixels: largest decoded image, ``H * W``; over it (decompression bombs) 413 from the
             image header alone, before any pixel is decoded (``--max-pixels``).
         max_batch: most images in one ``/v1/detect/batch`` request (``--max-batch``).
@@ -36,6 +37,7 @@ class ServeSettings:
     artifact_dir: str = ""
     backend: str = "onnxruntime"
     max_bytes: int = 20 * MIB
+    max_batch_bytes: int = 64 * MIB
     max_pixels: int = 50_000_000
     max_batch: int = 32
     threads: int = 1
