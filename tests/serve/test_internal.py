@@ -52,20 +52,25 @@ def test_an_unexpected_error_is_a_generic_500_with_the_request_id(caplog):
     assert failed and "secret internal detail" in str(failed[0].exc_info[1])
 
 
-def test_the_runner_admits_at_most_max_queue_jobs():
+def test_the_runner_admits_at_most_max_queue_requests():
     release = threading.Event()
+
+    async def admitted(runner: InferenceRunner, fn):
+        async with runner.admission():
+            return await runner.run(fn)
 
     async def scenario():
         runner = InferenceRunner(threads=1, max_queue=2)
-        first = asyncio.ensure_future(runner.run(release.wait))
-        second = asyncio.ensure_future(runner.run(lambda: 7))
+        first = asyncio.ensure_future(admitted(runner, release.wait))
+        second = asyncio.ensure_future(admitted(runner, lambda: 7))
         await asyncio.sleep(0.05)
         assert (runner.admitted, runner.running, runner.waiting) == (2, 1, 1)
         with pytest.raises(Overloaded, match="limit 2"):
-            await runner.run(lambda: 0)
+            async with runner.admission():
+                pass
         release.set()
         (_, _), (value, waited_ms) = await first, await second
-        assert value == 7 and waited_ms > 0 and runner.admitted == 0
+        assert value == 7 and waited_ms > 0 and (runner.admitted, runner.running) == (0, 0)
         runner.shutdown()
 
     asyncio.run(scenario())

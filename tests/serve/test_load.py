@@ -70,6 +70,13 @@ def test_a_full_queue_gets_503_with_retry_after(busy_server, slow_batch):
         r = c.post("/v1/detect", files={"file": ("x.jpg", good)})
         assert r.status_code == 503 and r.headers["retry-after"] == "1"
         assert r.json()["error"]["code"] == "overloaded"
+        with connect(busy_server) as sock:  # refused before its (never sent) body is read
+            sock.sendall(
+                b"POST /v1/detect HTTP/1.1\r\nHost: t\r\nContent-Type: image/jpeg\r\n"
+                b"Content-Length: 500000\r\n\r\n"
+            )
+            status, body = http_response(sock)
+        assert status == 503 and body["error"]["code"] == "overloaded"
         assert batch.result(timeout=300).status_code == 200
         assert c.post("/v1/detect", files={"file": ("x.jpg", good)}).status_code == 200
 

@@ -68,7 +68,7 @@ class Service:
         self.metrics = Metrics(
             {
                 "yolov4_inference_queue_depth": (
-                    "Inference jobs admitted and waiting for a thread.",
+                    "Admitted requests not running yet (reading their body or waiting).",
                     lambda: self.runner.waiting if self.runner else 0,
                 ),
                 "yolov4_inference_running": (
@@ -92,7 +92,8 @@ class Service:
         self.runner = InferenceRunner(s.threads, s.max_queue)
         self.model = model_info(self.predictor.metadata, s.backend)
         warm = DetectJob(self.predictor, s.max_pixels, warmup=True)
-        await self.runner.run(warm)  # first run allocates; /readyz flips after it
+        async with self.runner.admission():  # first run allocates; /readyz flips after it
+            await self.runner.run(warm)
         self.ready = True
         log.info("ready: %s (%s) on %s", self.model["name"], self.model["sha256"], s.backend)
 
@@ -104,12 +105,13 @@ class Service:
             raise ApiError(503, "not_ready", "the model is loading", self._retry())
         s = self.settings
         max_body = s.max_batch_bytes if max_images > 1 else None
-        uploads = await read_uploads(request, s.max_bytes, max_images, max_body)
-        for u in uploads:
-            sniff_format(u.data, u.name)
-        job = DetectJob(self.predictor, self.settings.max_pixels, uploads=uploads, **params)
         try:
-            results, job.timing["queue"] = await self.runner.run(job)
+            async with self.runner.admission():  # before the body: a full service reads nothing
+                uploads = await read_uploads(request, s.max_bytes, max_images, max_body)
+                for u in uploads:
+                    sniff_format(u.data, u.name)
+                job = DetectJob(self.predictor, s.max_pixels, uploads=uploads, **params)
+                results, job.timing["queue"] = await self.runner.run(job)
         except Overloaded as e:
             raise ApiError(503, "overloaded", f"{e}; retry later", self._retry()) from None
         except ImageTooLarge as e:

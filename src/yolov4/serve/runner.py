@@ -1,17 +1,19 @@
-"""Inference off the event loop: a thread pool behind a bounded admission count.
+"""Inference off the event loop: a thread pool behind a bounded number of admission slots.
 
 The event loop only parses HTTP; decoding and the Predictor run in ``threads`` worker threads,
-so ``/healthz`` and ``/metrics`` answer while inference is busy. At most ``max_queue`` jobs are
-admitted (running + waiting); one more raises :class:`Overloaded` at once (HTTP 503 with
-``Retry-After``) rather than holding its body in memory behind a long queue.
+so ``/healthz`` and ``/metrics`` answer while inference is busy. A request takes one of
+``max_queue`` slots *before* its body is read and holds it until its inference is done; with
+every slot taken the next request gets :class:`Overloaded` at once (HTTP 503 with
+``Retry-After``), so neither bodies nor jobs pile up in memory behind a long queue.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
@@ -25,10 +27,11 @@ class Overloaded(Exception):
 
 
 class InferenceRunner:
-    """Run blocking jobs in ``threads`` threads, at most ``max_queue`` admitted at a time.
+    """Run blocking jobs in ``threads`` threads for at most ``max_queue`` admitted requests.
 
-    A job whose client went away still runs to its end and holds its slot until then, so the
-    count always matches the work the threads really have.
+    Attributes:
+        admitted: slots held (requests reading their body, waiting for a thread or running).
+        running: jobs running in a thread now.
     """
 
     def __init__(self, threads: int = 1, max_queue: int = 64) -> None:
@@ -38,24 +41,30 @@ class InferenceRunner:
         self.max_queue = max_queue
         self.pool = ThreadPoolExecutor(threads, thread_name_prefix="yolov4-infer")
         self._lock = threading.Lock()
-        self.admitted = 0  # running + waiting
+        self.admitted = 0
         self.running = 0
 
     @property
     def waiting(self) -> int:
-        """Jobs admitted but not yet started (the queue depth)."""
+        """Admitted requests not running yet (the queue depth)."""
         return self.admitted - self.running
 
-    async def run(self, fn: Callable[[], T]) -> tuple[T, float]:
-        """``fn()`` in a worker thread -> ``(its result, ms it waited for a thread)``.
-
-        Raises :class:`Overloaded` without queueing when ``max_queue`` jobs are admitted."""
+    @contextlib.asynccontextmanager
+    async def admission(self) -> AsyncIterator[None]:
+        """Hold one slot for the block; raises :class:`Overloaded` when none is free."""
         with self._lock:
             if self.admitted >= self.max_queue:
-                raise Overloaded(
-                    f"{self.admitted} inference jobs in progress (limit {self.max_queue})"
-                )
+                raise Overloaded(f"{self.admitted} requests in progress (limit {self.max_queue})")
             self.admitted += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self.admitted -= 1
+
+    async def run(self, fn: Callable[[], T]) -> tuple[T, float]:
+        """``fn()`` in a worker thread -> ``(its result, ms it waited for a thread)``. Call it
+        inside :meth:`admission`. A job whose request is cancelled still runs to its end."""
         queued = time.perf_counter()
         waited: list[float] = []
 
@@ -68,17 +77,14 @@ class InferenceRunner:
             finally:
                 with self._lock:
                     self.running -= 1
-                    self.admitted -= 1
 
         try:
             future = self.pool.submit(job)
-        except RuntimeError:  # shutting down
-            with self._lock:
-                self.admitted -= 1
+        except RuntimeError:  # the pool is shut down
             raise Overloaded("the service is shutting down") from None
         result = await asyncio.shield(asyncio.wrap_future(future))
         return result, waited[0]
 
     def shutdown(self) -> None:
-        """Finish the jobs already admitted, then stop the threads."""
+        """Finish the jobs already submitted, then stop the threads."""
         self.pool.shutdown(wait=True)
