@@ -74,3 +74,25 @@ def test_the_runner_admits_at_most_max_queue_requests():
         runner.shutdown()
 
     asyncio.run(scenario())
+
+
+def test_serve_imports_only_inference_and_errors():
+    """DESIGN.md: ``serve`` uses only ``inference`` (and the project's error types)."""
+    import re
+    from pathlib import Path
+
+    import yolov4.serve
+
+    allowed = re.compile(r"yolov4\.(inference|errors|serve)\b")
+    for path in Path(yolov4.serve.__file__).parent.glob("*.py"):
+        for module in re.findall(r"^\s*(?:from|import) (yolov4\S*)", path.read_text(), re.M):
+            assert allowed.match(module), f"{path.name} imports {module}"
+
+
+@pytest.mark.parametrize("flag", ["--max-queue", "--threads", "--max-bytes", "--workers"])
+def test_the_cli_refuses_non_positive_limits(flag, capsys):
+    from yolov4.serve.__main__ import parse_args
+
+    with pytest.raises(SystemExit) as e:
+        parse_args(["some/dir", flag, "0"])
+    assert e.value.code == 2 and f"{flag} must be >= 1" in capsys.readouterr().err
