@@ -93,6 +93,13 @@ CASES = {  # name: (path, request kwargs, status, error code, words in the messa
         "payload_too_large",
         f"{MAX_BATCH_BYTES:,}",
     ),
+    "batch image over the per-image limit": (
+        "/v1/detect/batch",
+        {"files": [("f", ("ok.jpg", GOOD)), ("f", ("big.jpg", NEAR_LIMIT + bytes(200_000)))]},
+        413,
+        "payload_too_large",
+        "image 1 (big.jpg)",
+    ),
     "decompression bomb": (
         "/v1/detect",
         upload(bomb(), "bomb.png"),
