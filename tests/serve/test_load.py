@@ -155,17 +155,21 @@ def test_sigterm_lets_in_flight_requests_finish(artifact, tmp_path, slow_batch):
     assert "Application shutdown complete" in log
 
 
-def test_a_bad_artifact_stops_the_cli_with_its_message(tmp_path):
+@pytest.mark.parametrize("case", ["not an artifact", "backend not exported"])
+def test_a_bad_artifact_stops_the_cli_with_its_message(artifact, tmp_path, case):
     import subprocess
     import sys
 
-    r = subprocess.run(
-        [sys.executable, "-m", "yolov4.serve", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=120,
+    args = (
+        [str(tmp_path)]
+        if case == "not an artifact"
+        else [str(artifact), "--backend", "torchscript"]
     )
-    assert r.returncode == 2 and "not an export artifact" in r.stderr
+    r = subprocess.run(
+        [sys.executable, "-m", "yolov4.serve", *args], capture_output=True, text=True, timeout=120
+    )
+    words = "not an export artifact" if case == "not an artifact" else "has no model.torchscript"
+    assert r.returncode == 2 and words in r.stderr, r.stderr
     assert "Traceback" not in r.stderr
 
 
@@ -177,3 +181,18 @@ def test_several_worker_processes_serve(artifact, tmp_path):
             c.post("/v1/detect", files={"file": ("x.jpg", good)}).status_code for _ in range(4)
         ]
         assert codes == [200] * 4
+
+
+@pytest.mark.slow
+def test_the_torchscript_backend_serves_like_its_predictor(artifact, tmp_path):
+    from yolov4.export.artifact import export_artifact
+    from yolov4.inference import Predictor
+
+    art = export_artifact(artifact.parent / "best.pt", tmp_path / "export", formats=["torchscript"])
+    data = encode(scene(240, 320), "JPEG")
+    [want] = Predictor.from_artifact(art, backend="torchscript")(data, conf=0.01)
+    args = ("--backend", "torchscript")
+    with serve(art, tmp_path / "server.log", *args) as server, server.client() as c:
+        r = c.post("/v1/detect", params={"conf": 0.01}, files={"file": ("x.jpg", data)})
+    assert r.status_code == 200 and r.json()["model"]["backend"] == "torchscript"
+    assert r.json()["detections"] == want.to_dict()["detections"]
