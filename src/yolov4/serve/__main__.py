@@ -10,7 +10,7 @@ import os
 import sys
 
 from yolov4.errors import ExportError
-from yolov4.serve.settings import MIB, SETTINGS_ENV, ServeSettings
+from yolov4.serve.settings import SETTINGS_ENV, ServeSettings
 
 __all__ = ["main", "parse_args"]
 
@@ -20,21 +20,28 @@ BACKENDS = ("onnxruntime", "torchscript")
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     d = ServeSettings()
     p = argparse.ArgumentParser(
-        prog="yolov4-serve", description="HTTP object detection over a yolov4 export artifact."
+        prog="yolov4-serve",
+        description="HTTP object detection over a yolov4 export artifact.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("artifact_dir", metavar="ARTIFACT_DIR", help="export directory (metadata.json)")
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (default %(default)s)")
-    p.add_argument("--port", type=int, default=8000, help="port (default %(default)s)")
-    p.add_argument("--backend", choices=BACKENDS, default=d.backend)
+    p.add_argument("--host", default="127.0.0.1", help="address to bind")
+    p.add_argument("--port", type=int, default=8000, help="port")
+    p.add_argument("--backend", choices=BACKENDS, default=d.backend, help="runtime")
     p.add_argument("--workers", type=int, default=1, help="processes, each with its own model")
     p.add_argument("--threads", type=int, default=d.threads, help="inference threads per process")
-    p.add_argument("--max-queue", type=int, default=d.max_queue, help="admitted jobs before 503")
+    p.add_argument(
+        "--max-queue",
+        type=int,
+        default=d.max_queue,
+        help="requests admitted at once (reading, waiting, running); one more gets 503",
+    )
     p.add_argument("--max-batch", type=int, default=d.max_batch, help="images per batch request")
     p.add_argument(
         "--max-bytes",
         type=int,
         default=d.max_bytes,
-        help=f"bytes per image (default {d.max_bytes // MIB} MiB)",
+        help="bytes per image (413 over it)",
     )
     p.add_argument(
         "--max-batch-bytes",
@@ -42,7 +49,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=d.max_batch_bytes,
         help="bytes per batch request body",
     )
-    p.add_argument("--max-pixels", type=int, default=d.max_pixels, help="decoded H*W per image")
+    p.add_argument(
+        "--max-pixels", type=int, default=d.max_pixels, help="decoded H*W per image (413 over it)"
+    )
     p.add_argument("--graceful-timeout", type=float, default=30.0, help="seconds to drain on stop")
     p.add_argument(
         "--log-level", default=d.log_level, choices=["debug", "info", "warning", "error"]
