@@ -41,6 +41,9 @@ from yolov4 import Predictor, build_model, save_checkpoint
 from yolov4.export.artifact import export_artifact
 
 START_TIMEOUT_S = 120
+# pause between the interleaved calls: onnxruntime's threads spin-wait for a moment after a run,
+# and would otherwise take the cores from the next call in the other process
+SETTLE_S = 0.05
 
 
 def pct(values: list[float], q: float) -> float:
@@ -106,16 +109,19 @@ def post(client: httpx.Client, data: bytes) -> tuple[float, dict]:
 
 def sequential(url: str, predictor: Predictor, data: bytes, n: int) -> dict:
     """Concurrency 1, HTTP and direct calls interleaved."""
-    http, direct, server_total = [], [], []
+    http, direct, server, predictor_parts = [], [], [], []
     with httpx.Client(base_url=url, timeout=120) as client:
         post(client, data), predictor(data)  # warm both paths
         for _ in range(n):
             start = time.perf_counter()
-            predictor(data)
+            [dets] = predictor(data)
             direct.append(time.perf_counter() - start)
+            predictor_parts.append(dets.timing_ms)
+            time.sleep(SETTLE_S)
             elapsed, body = post(client, data)
+            time.sleep(SETTLE_S)
             http.append(elapsed)
-            server_total.append(body["timing_ms"]["total"] / 1e3)
+            server.append(body["timing_ms"])
     p50_http, p50_direct = statistics.median(http), statistics.median(direct)
     return {
         "concurrency": 1,
@@ -123,7 +129,14 @@ def sequential(url: str, predictor: Predictor, data: bytes, n: int) -> dict:
         "requests_per_s": round(1 / statistics.mean(http), 2),
         **summary(http),
         "predictor_p50_ms": round(1e3 * p50_direct, 1),
-        "server_total_p50_ms": round(1e3 * statistics.median(server_total), 1),
+        "server_total_p50_ms": round(statistics.median(t["total"] for t in server), 1),
+        "server_parts_p50_ms": {
+            k: round(statistics.median(t[k] for t in server), 1) for k in server[0]
+        },
+        "predictor_parts_p50_ms": {
+            k: round(statistics.median(t[k] for t in predictor_parts), 1)
+            for k in predictor_parts[0]
+        },
         "overhead_pct": round(100 * (p50_http - p50_direct) / p50_direct, 1),
     }
 
@@ -186,6 +199,7 @@ def main() -> None:
                 row = {"model": args.model, "size": args.size, "backend": args.backend, **row}
                 rows.append(row)
                 extra = (f"  Predictor p50 {row['predictor_p50_ms']:.1f} ms  server {row['server_total_p50_ms']:.1f} ms"
+                         f"\n    server parts {row['server_parts_p50_ms']}\n    Predictor parts {row['predictor_parts_p50_ms']}"
                          f"  overhead {row['overhead_pct']:+.1f}%" if c == 1 else "")  # fmt: skip
                 print(
                     f"{args.model}@{args.size} {args.backend} c={c:<3d} {row['requests_per_s']:6.2f} req/s  "
