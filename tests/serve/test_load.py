@@ -18,13 +18,15 @@ from tests.serve.conftest import encode, scene, serve
 BATCH = 20  # images in the "slow batch": a second or more of inference on 2 cores
 LIMIT = 1_000_000  # --max-bytes of this module's server
 WAIT_S = 60
+READ_TIMEOUT_S = 1
 
 
 @pytest.fixture(scope="module")
 def busy_server(artifact, tmp_path_factory):
     """One inference job at a time (--max-queue 1) and room for the slow batch."""
     log = tmp_path_factory.mktemp("serve-load") / "server.log"
-    args = ["--max-queue", "1", "--max-batch", str(BATCH), "--max-bytes", str(LIMIT)]
+    args = ["--max-queue", "1", "--max-batch", str(BATCH), "--max-bytes", str(LIMIT),
+            "--read-timeout", str(READ_TIMEOUT_S)]  # fmt: skip
     with serve(artifact, log, *args) as s:
         yield s
 
@@ -138,6 +140,19 @@ def test_a_chunked_body_is_refused_once_it_passes_the_limit(busy_server):
     assert "refused after" in body["error"]["message"]
     with busy_server.client() as c:
         assert c.get("/healthz").status_code == 200
+
+
+def test_a_body_that_does_not_arrive_in_time_gets_408_and_frees_its_slot(busy_server):
+    with connect(busy_server) as sock:  # announces 1000 bytes, sends 10, then stalls
+        sock.sendall(
+            b"POST /v1/detect HTTP/1.1\r\nHost: t\r\nContent-Type: image/jpeg\r\n"
+            b"Content-Length: 1000\r\n\r\n" + b"\xff\xd8\xff" + bytes(7)
+        )
+        status, body = http_response(sock)
+    assert status == 408 and body["error"]["code"] == "request_timeout"
+    with busy_server.client() as c:  # the only admission slot (--max-queue 1) is free again
+        r = c.post("/v1/detect", files={"file": ("x.jpg", encode(scene(240, 320), "JPEG"))})
+    assert r.status_code == 200
 
 
 def test_sigterm_lets_in_flight_requests_finish(artifact, tmp_path, slow_batch):

@@ -52,6 +52,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--max-pixels", type=int, default=d.max_pixels, help="decoded H*W per image (413 over it)"
     )
+    p.add_argument(
+        "--read-timeout",
+        type=float,
+        default=d.read_timeout_s,
+        help="seconds to receive a body (408)",
+    )
     p.add_argument("--graceful-timeout", type=float, default=30.0, help="seconds to drain on stop")
     p.add_argument(
         "--log-level", default=d.log_level, choices=["debug", "info", "warning", "error"]
@@ -89,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         max_batch=args.max_batch,
         threads=args.threads,
         max_queue=args.max_queue,
+        read_timeout_s=args.read_timeout,
         log_level=args.log_level,
     )
     import uvicorn

@@ -107,11 +107,17 @@ class Service:
         max_body = s.max_batch_bytes if max_images > 1 else None
         try:
             async with self.runner.admission():  # before the body: a full service reads nothing
-                uploads = await read_uploads(request, s.max_bytes, max_images, max_body)
+                uploads = await asyncio.wait_for(
+                    read_uploads(request, s.max_bytes, max_images, max_body), s.read_timeout_s
+                )
                 for u in uploads:
                     sniff_format(u.data, u.name)
                 job = DetectJob(self.predictor, s.max_pixels, uploads=uploads, **params)
                 results, job.timing["queue"] = await self.runner.run(job)
+        except asyncio.TimeoutError:
+            raise ApiError(
+                408, "request_timeout", f"the body did not arrive within {s.read_timeout_s:g} s"
+            ) from None
         except Overloaded as e:
             raise ApiError(503, "overloaded", f"{e}; retry later", self._retry()) from None
         except ImageTooLarge as e:

@@ -28,6 +28,8 @@ class ServeSettings:
         threads: inference threads per process (``--threads``); requests beyond them wait.
         max_queue: inference jobs admitted at once (running + waiting); one more gets 503 with
             ``Retry-After`` instead of piling up memory (``--max-queue``).
+        read_timeout_s: longest time to receive a request body; a slower upload (which holds an
+            admission slot) gets 408 (``--read-timeout``).
         max_det: upper bound of the ``max_det`` query parameter.
         retry_after_s: the ``Retry-After`` header of a 503.
         jpeg_quality: quality of ``?render=true`` images.
@@ -42,6 +44,7 @@ class ServeSettings:
     max_batch: int = 32
     threads: int = 1
     max_queue: int = 64
+    read_timeout_s: float = 30.0
     max_det: int = 1000
     retry_after_s: int = 1
     jpeg_quality: int = 90
