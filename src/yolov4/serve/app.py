@@ -205,8 +205,13 @@ def create_app(settings: ServeSettings, predictor: Predictor | None = None) -> F
         params: Thresholds,
         render: bool = Query(False, description="return a JPEG with the boxes drawn"),
     ) -> Response:
-        """Detect objects in one image (multipart ``file`` field or the raw body). Boxes are
-        ``[x1, y1, x2, y2]`` in the uploaded image's pixels, as a viewer displays it (EXIF)."""
+        """Detect objects in one image (multipart ``file`` field or the raw body).
+
+        Returns ``{"detections": [{"box": [x1, y1, x2, y2], "score", "class_id",
+        "class_name"}], "image": {"width", "height"}, "model": {"name", "version", "sha256",
+        "backend"}, "timing_ms": {"queue", "decode", "preprocess", "model", "postprocess",
+        "total"}}``; boxes are in the uploaded image's pixels as a viewer displays it (EXIF
+        orientation applied). With ``render=true``: the image as JPEG with the boxes drawn."""
         quality = settings.jpeg_quality if render else None
         [result], job = await service.detect(request, 1, {**params, "render_quality": quality})
         if render:
@@ -217,7 +222,8 @@ def create_app(settings: ServeSettings, predictor: Predictor | None = None) -> F
     @app.post("/v1/detect/batch", openapi_extra=IMAGE_BODY)
     async def detect_batch(request: Request, params: Thresholds) -> Response:
         """Detect objects in several images (multipart, one file field each, up to
-        ``max_batch``), run as one batch; results in upload order."""
+        ``max_batch``), run as one batch: ``{"results": [{"detections", "image"}, ...] in
+        upload order, "model", "timing_ms"}``."""
         results, job = await service.detect(request, settings.max_batch, params)
         body = {
             "results": results,
