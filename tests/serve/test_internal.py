@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from tests.serve.conftest import encode, scene
+from yolov4.errors import InputError
 from yolov4.inference import Predictor, PreprocessConfig
 from yolov4.serve import ServeSettings, create_app
 from yolov4.serve.runner import InferenceRunner, Overloaded
@@ -96,3 +97,56 @@ def test_the_cli_refuses_non_positive_limits(flag, capsys):
     with pytest.raises(SystemExit) as e:
         parse_args(["some/dir", flag, "0"])
     assert e.value.code == 2 and f"{flag} must be >= 1" in capsys.readouterr().err
+
+
+def test_the_micro_batcher_serves_waiting_compatible_requests_in_one_call():
+    from yolov4.serve.batcher import MicroBatcher
+    from yolov4.serve.inputs import Upload
+    from yolov4.serve.jobs import DetectJob
+
+    release, batch_sizes = threading.Event(), []
+
+    def backend(images: torch.Tensor) -> torch.Tensor:
+        batch_sizes.append(images.shape[0])
+        if len(batch_sizes) == 2:  # the first real request: hold the only thread
+            release.wait(10)
+        return torch.zeros(images.shape[0], 1, 6)
+
+    predictor = Predictor(backend, ["thing"], PreprocessConfig(input_size=(64, 64)))
+    png = encode(scene(48, 64), "PNG")
+
+    def job(conf=None, data=png, n=1):
+        uploads = [Upload(data, f"image {i}") for i in range(n)]
+        return DetectJob(predictor, 10**6, uploads=uploads, conf=conf)
+
+    async def scenario():
+        runner = MicroBatcher(threads=1, max_queue=16, max_images=4)
+        await runner.run(DetectJob(predictor, 10**6, warmup=True))
+        jobs = [
+            job(),
+            job(n=2),
+            job(),
+            job(data=b"\x89PNG\r\n\x1a\nbroken"),
+            job(conf=0.9),
+            job(n=2),
+        ]
+        tasks = [asyncio.ensure_future(runner.run(jobs[0]))]
+        while len(batch_sizes) < 2:  # the first request holds the thread ...
+            await asyncio.sleep(0.01)
+        tasks += [asyncio.ensure_future(runner.run(j)) for j in jobs[1:]]
+        await asyncio.sleep(0.1)  # ... while the others queue up
+        assert len(runner.pending) == 5
+        release.set()
+        outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+        runner.shutdown()
+        return outcomes
+
+    outcomes = asyncio.run(scenario())
+    # warm-up 1; the first alone; then 2 + 1 + (the broken one, dropped) share a call (4 images
+    # max, so the last 2-image job waits); conf=0.9 cannot share; the last 2 images alone
+    assert batch_sizes == [1, 1, 3, 1, 2]
+    assert isinstance(outcomes[3], InputError) and "image 0" in str(outcomes[3])
+    for i in (0, 1, 2, 4, 5):
+        results, _ = outcomes[i]
+        assert len(results) == [1, 2, 1, None, 1, 2][i]
+        assert all(r["image"] == {"width": 64, "height": 48} for r in results)

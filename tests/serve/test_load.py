@@ -5,6 +5,7 @@ lets in-flight requests finish."""
 from __future__ import annotations
 
 import json
+import re
 import signal
 import socket
 import time
@@ -211,3 +212,33 @@ def test_the_torchscript_backend_serves_like_its_predictor(artifact, tmp_path):
         r = c.post("/v1/detect", params={"conf": 0.01}, files={"file": ("x.jpg", data)})
     assert r.status_code == 200 and r.json()["model"]["backend"] == "torchscript"
     assert r.json()["detections"] == want.to_dict()["detections"]
+
+
+def test_micro_batched_concurrent_requests_match_the_predictor(artifact, tmp_path, predictor):
+    import asyncio
+
+    import numpy as np
+
+    datas = [encode(scene(360, 480, seed=20 + i), "JPEG") for i in range(4)]
+    want = [predictor(d, conf=0.05)[0].to_dict()["detections"] for d in datas]
+
+    async def run(url):
+        async with httpx.AsyncClient(base_url=url, timeout=120) as c:
+            return await asyncio.gather(
+                *(
+                    c.post("/v1/detect", params={"conf": 0.05}, files={"file": ("x", datas[i % 4])})
+                    for i in range(16)
+                )
+            )
+
+    with serve(artifact, tmp_path / "server.log", "--micro-batch", "8") as server:
+        responses = asyncio.run(run(server.url))
+        metrics = httpx.get(server.url + "/metrics").text
+    assert [r.status_code for r in responses] == [200] * 16
+    calls = int(re.search(r"^yolov4_model_calls_total (\d+)$", metrics, re.M).group(1))
+    assert calls < 1 + 16  # warm-up + fewer calls than requests: they shared batches
+    for i, r in enumerate(responses):  # a batch may round differently in the last digit
+        got, exp = r.json()["detections"], want[i % 4]
+        assert [d["class_id"] for d in got] == [d["class_id"] for d in exp]
+        np.testing.assert_allclose([d["box"] for d in got], [d["box"] for d in exp], atol=0.05)
+        np.testing.assert_allclose([d["score"] for d in got], [d["score"] for d in exp], atol=1e-4)

@@ -36,6 +36,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=d.max_queue,
         help="requests admitted at once (reading, waiting, running); one more gets 503",
     )
+    p.add_argument(
+        "--micro-batch",
+        type=int,
+        default=d.micro_batch,
+        help="images one model call may serve across waiting requests (1: off)",
+    )
     p.add_argument("--max-batch", type=int, default=d.max_batch, help="images per batch request")
     p.add_argument(
         "--max-bytes",
@@ -63,7 +69,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--log-level", default=d.log_level, choices=["debug", "info", "warning", "error"]
     )
     args = p.parse_args(argv)
-    positive = ("workers", "threads", "max_queue", "max_batch", "max_bytes", "max_batch_bytes")
+    positive = (
+        "workers",
+        "threads",
+        "max_queue",
+        "micro_batch",
+        "max_batch",
+        "max_bytes",
+        "max_batch_bytes",
+    )
     for name in (*positive, "max_pixels"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
@@ -96,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         threads=args.threads,
         max_queue=args.max_queue,
         read_timeout_s=args.read_timeout,
+        micro_batch=args.micro_batch,
         log_level=args.log_level,
     )
     import uvicorn

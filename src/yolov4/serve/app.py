@@ -21,6 +21,7 @@ from starlette.exceptions import HTTPException
 from yolov4.errors import InputError
 from yolov4.inference import Predictor
 from yolov4.inference.images import ImageTooLarge
+from yolov4.serve.batcher import MicroBatcher
 from yolov4.serve.inputs import ApiError, parse_classes, read_uploads, sniff_format
 from yolov4.serve.jobs import DetectJob, model_info, model_summary
 from yolov4.serve.observability import Metrics, RequestLog, error_body
@@ -65,17 +66,26 @@ class Service:
         self.runner: InferenceRunner | None = None
         self.model: dict[str, Any] = {}  # model_info(), once loaded
         self.ready = False
+        runner = lambda attr: lambda: getattr(self.runner, attr) if self.runner else 0  # noqa: E731
         self.metrics = Metrics(
             {
                 "yolov4_inference_queue_depth": (
+                    "gauge",
                     "Admitted requests not running yet (reading their body or waiting).",
-                    lambda: self.runner.waiting if self.runner else 0,
+                    runner("waiting"),
                 ),
                 "yolov4_inference_running": (
-                    "Inference jobs running now.",
-                    lambda: self.runner.running if self.runner else 0,
+                    "gauge",
+                    "Requests in inference now.",
+                    runner("running"),
+                ),
+                "yolov4_model_calls_total": (
+                    "counter",
+                    "Predictor calls (fewer than requests when micro-batching).",
+                    runner("calls"),
                 ),
                 "yolov4_ready": (
+                    "gauge",
                     "1 once the model is loaded and warmed up.",
                     lambda: int(self.ready),
                 ),
@@ -89,7 +99,10 @@ class Service:
                 Predictor.from_artifact, s.artifact_dir, s.backend, max_pixels=s.max_pixels
             )
         self.predictor.max_pixels = s.max_pixels
-        self.runner = InferenceRunner(s.threads, s.max_queue)
+        if s.micro_batch > 1:
+            self.runner = MicroBatcher(s.threads, s.max_queue, s.micro_batch)
+        else:
+            self.runner = InferenceRunner(s.threads, s.max_queue)
         self.model = model_info(self.predictor.metadata, s.backend)
         warm = DetectJob(self.predictor, s.max_pixels, warmup=True)
         async with self.runner.admission():  # first run allocates; /readyz flips after it

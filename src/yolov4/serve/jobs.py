@@ -7,13 +7,14 @@ from typing import Any
 
 import numpy as np
 
-from yolov4.inference import Predictor
+from yolov4.errors import InputError
+from yolov4.inference import Detections, Predictor
 from yolov4.inference.images import decode_image
 from yolov4.serve.inputs import Upload
 from yolov4.serve.render import render_jpeg
 from yolov4.serve.settings import ServeSettings
 
-__all__ = ["DetectJob", "model_info", "model_summary"]
+__all__ = ["DetectJob", "run_together", "model_info", "model_summary"]
 
 MODEL_SUFFIX = {"onnxruntime": ".onnx", "torchscript": ".torchscript"}
 SUMMARY_KEYS = (  # metadata.json keys /v1/model passes on
@@ -70,21 +71,59 @@ class DetectJob:
         if self.warmup:
             self.predictor(np.zeros((*self.predictor.input_size, 3), np.uint8))
             return []
+        images = self.decode()
+        return self.collect(images, self.predictor(images, **self.thresholds))
+
+    def decode(self) -> list[np.ndarray]:
+        """The uploads as ``(H, W, 3)`` uint8 RGB arrays. Raises ``InputError``."""
         start = time.perf_counter()
         images = [decode_image(u.data, u.name, self.max_pixels) for u in self.uploads]
         self.timing["decode"] = 1e3 * (time.perf_counter() - start)
-        detections = self.predictor(images, **self.thresholds)
+        return images
+
+    def collect(self, images: list[np.ndarray], detections: list[Detections]) -> list[dict]:
+        """Keep the Predictor's answer for this job's ``images`` (and draw it if asked)."""
         self.timing.update(detections[0].timing_ms)
         self.results = [d.to_dict() for d in detections]
         if self.render_quality is not None:
             self.jpeg = render_jpeg(images[0], self.results[0], self.render_quality)
         return self.results
 
+    def batches_with(self, other: DetectJob) -> bool:
+        """Whether one Predictor call can serve both jobs (same thresholds, no warm-up)."""
+        return not (self.warmup or other.warmup) and self.thresholds == other.thresholds
+
     def finish(self, started: float) -> dict[str, float]:
         """The timing block of a response: queue, decode, preprocess, model, postprocess and
         ``total`` (server time since ``started``, a ``time.perf_counter()``), in ms."""
         timing = {**self.timing, "total": 1e3 * (time.perf_counter() - started)}
         return {k: round(v, 2) for k, v in timing.items()}
+
+
+def run_together(jobs: list[DetectJob]) -> list[list[dict[str, Any]] | InputError]:
+    """Jobs that :meth:`~DetectJob.batches_with` each other in one Predictor call -> each job's
+    results, or the ``InputError`` of a job whose image did not decode (the others still run)."""
+    if len(jobs) == 1:
+        try:
+            return [jobs[0]()]
+        except InputError as e:
+            return [e]
+    decoded: list[list[np.ndarray] | InputError] = []
+    for job in jobs:
+        try:
+            decoded.append(job.decode())
+        except InputError as e:
+            decoded.append(e)
+    ok = [(job, images) for job, images in zip(jobs, decoded) if isinstance(images, list)]
+    if ok:
+        detections = ok[0][0].predictor(
+            [im for _, images in ok for im in images], **ok[0][0].thresholds
+        )
+        start = 0
+        for job, images in ok:
+            job.collect(images, detections[start : start + len(images)])
+            start += len(images)
+    return [d if isinstance(d, InputError) else job.results for job, d in zip(jobs, decoded)]
 
 
 def model_info(metadata: dict[str, Any], backend: str) -> dict[str, Any]:

@@ -43,18 +43,21 @@ KNOWN_PATHS = (
 
 
 class Metrics:
-    """Request counts by path and status, a latency histogram, images and gauges.
+    """Request counts by path and status, a latency histogram, images, and readings.
 
-    ``gauges`` maps a metric name to ``(help, fn() -> number)``, read at scrape time."""
+    ``readings`` maps a metric name to ``(type, help, fn() -> number)``, read at scrape time
+    (``type`` is ``"gauge"`` or ``"counter"``)."""
 
-    def __init__(self, gauges: dict[str, tuple[str, Callable[[], float]]] | None = None) -> None:
+    def __init__(
+        self, readings: dict[str, tuple[str, str, Callable[[], float]]] | None = None
+    ) -> None:
         self._lock = threading.Lock()
         self.requests: Counter[tuple[str, str, int]] = Counter()
         self.buckets = [0] * (len(LATENCY_BUCKETS_S) + 1)  # last: +Inf
         self.latency_sum = 0.0
         self.latency_count = 0
         self.images = 0
-        self.gauges = gauges or {}
+        self.readings = readings or {}
 
     def observe(self, method: str, path: str, status: int, seconds: float) -> None:
         path = path if path in KNOWN_PATHS else "other"  # bounded label values
@@ -96,8 +99,8 @@ class Metrics:
                 "# TYPE yolov4_images_total counter",
                 f"yolov4_images_total {self.images}",
             ]
-        for name, (help_, fn) in self.gauges.items():
-            out += [f"# HELP {name} {help_}", f"# TYPE {name} gauge", f"{name} {fn()}"]
+        for name, (kind, help_, fn) in self.readings.items():
+            out += [f"# HELP {name} {help_}", f"# TYPE {name} {kind}", f"{name} {fn()}"]
         return "\n".join(out) + "\n"
 
 

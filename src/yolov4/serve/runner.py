@@ -32,6 +32,7 @@ class InferenceRunner:
     Attributes:
         admitted: slots held (requests reading their body, waiting for a thread or running).
         running: jobs running in a thread now.
+        calls: jobs run so far (model calls, warm-up included).
     """
 
     def __init__(self, threads: int = 1, max_queue: int = 64) -> None:
@@ -43,6 +44,7 @@ class InferenceRunner:
         self._lock = threading.Lock()
         self.admitted = 0
         self.running = 0
+        self.calls = 0  # jobs run, warm-up included
 
     @property
     def waiting(self) -> int:
@@ -71,6 +73,7 @@ class InferenceRunner:
         def job() -> T:
             with self._lock:
                 self.running += 1
+                self.calls += 1
             waited.append(1e3 * (time.perf_counter() - queued))
             try:
                 return fn()

@@ -44,6 +44,7 @@ class ServeSettings:
     max_batch: int = 32
     threads: int = 1
     max_queue: int = 64
+    micro_batch: int = 1
     read_timeout_s: float = 30.0
     max_det: int = 1000
     retry_after_s: int = 1
