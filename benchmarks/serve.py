@@ -2,7 +2,7 @@
 calling the Predictor directly.
 
     python benchmarks/serve.py [--model yolov4-tiny] [--size 416] [--concurrency 1 4 16]
-                               [--requests 60] [--backend onnxruntime]
+                               [--requests 60] [--backend onnxruntime] [--micro-batch 1 8]
 
 Exports an artifact of a randomly initialised network (head biases set so that postprocess has
 real work, as in benchmarks/predict.py), starts ``python -m yolov4.serve`` on a free loopback
@@ -13,6 +13,8 @@ port, and sends the same 640x480 JPEG as a multipart upload to ``POST /v1/detect
   alike; ``overhead_pct`` = (HTTP p50 - Predictor p50) / Predictor p50 (target <= 15%).
 * concurrency N: N client threads (one keep-alive connection each) share ``--requests``
   requests; requests/s is over the wall time of the whole run.
+
+Each level runs against a server per ``--micro-batch`` value (1: one request per model call).
 
 The client runs on the same cores as the server, so its cost is part of the overhead. Prints a
 table and writes benchmarks/results/serve.json, with the machine's matmul GFLOP/s as reference.
@@ -78,12 +80,15 @@ def make_artifact(name: str, size: int, out: Path) -> Path:
     return export_artifact(ckpt, out / "export", formats=["onnx", "torchscript"])
 
 
-def start_server(artifact: Path, backend: str, log: Path) -> tuple[subprocess.Popen, str]:
+def start_server(
+    artifact: Path, backend: str, micro_batch: int, log: Path
+) -> tuple[subprocess.Popen, str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     cmd = [sys.executable, "-m", "yolov4.serve", str(artifact), "--port", str(port),
-           "--backend", backend, "--log-level", "warning", "--max-queue", "256"]  # fmt: skip
+           "--backend", backend, "--log-level", "warning", "--max-queue", "256",
+           "--micro-batch", str(micro_batch)]  # fmt: skip
     with open(log, "wb") as f:
         proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
@@ -172,6 +177,21 @@ def concurrent(url: str, data: bytes, clients: int, n: int) -> dict:
     }
 
 
+def print_row(row: dict) -> None:
+    c = row["concurrency"]
+    print(
+        f"{row['model']}@{row['size']} {row['backend']} micro-batch {row['micro_batch']} c={c:<3d} "
+        f"{row['requests_per_s']:6.2f} req/s  p50 {row['p50_ms']:7.1f}  p95 {row['p95_ms']:7.1f}  "
+        f"p99 {row['p99_ms']:7.1f} ms"
+    )
+    if c == 1:
+        print(
+            f"    Predictor p50 {row['predictor_p50_ms']:.1f} ms  server {row['server_total_p50_ms']:.1f} ms  "
+            f"overhead {row['overhead_pct']:+.1f}%\n    server parts {row['server_parts_p50_ms']}\n"
+            f"    Predictor parts {row['predictor_parts_p50_ms']}"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -181,6 +201,9 @@ def main() -> None:
     parser.add_argument("--backend", default="onnxruntime", choices=["onnxruntime", "torchscript"])
     parser.add_argument("--concurrency", nargs="+", type=int, default=[1, 4, 16])
     parser.add_argument("--requests", type=int, default=60, help="per concurrency level")
+    parser.add_argument(
+        "--micro-batch", nargs="+", type=int, default=[1, 8], help="server --micro-batch values"
+    )
     args = parser.parse_args()
 
     gflops = matmul_gflops()
@@ -191,23 +214,19 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         artifact = make_artifact(args.model, args.size, Path(tmp))
         predictor = Predictor.from_artifact(artifact, backend=args.backend)
-        proc, url = start_server(artifact, args.backend, Path(tmp) / "server.log")
-        try:
-            for c in args.concurrency:
-                row = (sequential(url, predictor, data, args.requests) if c == 1
-                       else concurrent(url, data, c, args.requests))  # fmt: skip
-                row = {"model": args.model, "size": args.size, "backend": args.backend, **row}
-                rows.append(row)
-                extra = (f"  Predictor p50 {row['predictor_p50_ms']:.1f} ms  server {row['server_total_p50_ms']:.1f} ms"
-                         f"\n    server parts {row['server_parts_p50_ms']}\n    Predictor parts {row['predictor_parts_p50_ms']}"
-                         f"  overhead {row['overhead_pct']:+.1f}%" if c == 1 else "")  # fmt: skip
-                print(
-                    f"{args.model}@{args.size} {args.backend} c={c:<3d} {row['requests_per_s']:6.2f} req/s  "
-                    f"p50 {row['p50_ms']:7.1f}  p95 {row['p95_ms']:7.1f}  p99 {row['p99_ms']:7.1f} ms{extra}"
-                )
-        finally:
-            proc.terminate()
-            proc.wait(60)
+        for micro in args.micro_batch:
+            proc, url = start_server(artifact, args.backend, micro, Path(tmp) / "server.log")
+            try:
+                for c in args.concurrency:
+                    row = (sequential(url, predictor, data, args.requests) if c == 1
+                           else concurrent(url, data, c, args.requests))  # fmt: skip
+                    row = {"model": args.model, "size": args.size, "backend": args.backend,
+                           "micro_batch": micro, **row}  # fmt: skip
+                    rows.append(row)
+                    print_row(row)
+            finally:
+                proc.terminate()
+                proc.wait(60)
     payload = {
         "machine": info,
         "matmul_gflops_per_s": round(gflops, 1),
