@@ -166,3 +166,18 @@ def test_truncated_jpeg_and_bad_thresholds():
         predictor()(scene(), conf=1.5)
     with pytest.raises(InputError, match=r"classes \[3\] out of range"):
         predictor()(scene(), classes=[3])
+
+
+def test_class_filter_comes_before_max_det():
+    """A frame full of confident class-0 boxes must not crowd out the class-1 box asked for."""
+
+    def crowd(images: torch.Tensor) -> torch.Tensor:
+        rows = [[8.0 + 6 * i, 8.0, 4.0, 4.0, 0.99, 0.99, 0.0] for i in range(10)]
+        rows.append([64.0, 48.0, 20.0, 20.0, 0.6, 0.0, 0.9])  # the one class-1 box, lower score
+        return torch.tensor(rows).expand(images.shape[0], -1, -1)
+
+    p = Predictor(crowd, ["car", "person"], PreprocessConfig(input_size=(96, 128)))
+    assert p(scene(96, 128), max_det=3)[0].class_names == ["car"] * 3
+    (dets,) = p(scene(96, 128), max_det=3, classes=[1])
+    assert dets.class_names == ["person"]
+    np.testing.assert_allclose(dets.boxes[0], [54, 38, 74, 58], atol=1e-4)

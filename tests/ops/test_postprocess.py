@@ -170,6 +170,36 @@ def test_caps_candidates_and_detections():
     torch.testing.assert_close(capped, full[:17])
 
 
+@pytest.mark.parametrize("seed", [5, 6])
+def test_class_filter_applies_before_max_det_and_nms(seed):
+    pred = random_predictions(2, 400, 4, seed=seed)
+    wanted = torch.tensor([1, 3])
+    # reference: the unfiltered output restricted to the wanted classes, no cap
+    ref = [
+        d[torch.isin(d[:, 5].long(), wanted)]
+        for d in reference_detections(pred, 0.2, 0.5, (320, 320))
+    ]
+    out = postprocess(
+        pred, (320, 320), conf_thresh=0.2, iou_thresh=0.5, max_det=10_000, classes=wanted
+    )
+    for got, want in zip(out, ref):
+        torch.testing.assert_close(got, want)
+    # max_det counts wanted classes only: capping the filtered list, not filtering a capped one
+    capped = postprocess(
+        pred, (320, 320), conf_thresh=0.2, iou_thresh=0.5, max_det=5, classes=wanted
+    )
+    for got, want in zip(capped, ref):
+        assert want.shape[0] > 5
+        torch.testing.assert_close(got, want[:5])
+    # best-class mode keeps boxes whose best class is wanted, as ultralytics' classes=
+    kw = dict(conf_thresh=0.2, multi_label=False, max_det=10_000)
+    single = postprocess(pred, (320, 320), classes=wanted, **kw)
+    best = postprocess(pred, (320, 320), **kw)
+    for got, full in zip(single, best):
+        assert got.shape[0] > 0
+        torch.testing.assert_close(got, full[torch.isin(full[:, 5].long(), wanted)])
+
+
 def test_unknown_nms_kind_is_rejected():
     with pytest.raises(ValueError, match="nms_kind must be one of"):
         postprocess(torch.zeros(1, 1, 6), (32, 32), nms_kind="soft")

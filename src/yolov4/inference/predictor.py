@@ -205,11 +205,10 @@ class Predictor:
             multi_label=t["multi_label"],
             nms_kind=t["nms_kind"],
             max_det=max_det,
+            classes=wanted,  # filtered before max_det and NMS
         )
         out = []
         for det, (_, params), image in zip(dets, inputs, arrays):
-            if wanted is not None:
-                det = det[torch.isin(det[:, 5].long(), wanted)]
             h, w = image.shape[:2]
             boxes = unmap_boxes(det[:, :4], params, (h, w)).numpy().astype(np.float32)
             ids = det[:, 5].long().numpy()

@@ -135,13 +135,31 @@ def nms(
     raise ValueError(f"nms kind must be one of {NMS_KINDS}, got {kind!r}")
 
 
-def _candidates(pred: Tensor, conf_thresh: float, multi_label: bool, max_candidates: int):
+def _candidates(
+    pred: Tensor,
+    conf_thresh: float,
+    multi_label: bool,
+    max_candidates: int,
+    keep_cls: Tensor | None = None,
+):
     """One image's ``(N, 5 + C)`` -> (box indices, labels, scores) of the at most
-    ``max_candidates`` best (box, class) pairs with ``score > conf_thresh``."""
+    ``max_candidates`` best (box, class) pairs with ``score > conf_thresh``; with ``keep_cls``
+    (bool ``(C,)``) only pairs of those classes (multi-label) or boxes whose best class is one
+    of them (best-class mode, as ultralytics' ``classes=``)."""
     num_classes = pred.shape[1] - 5
     box_idx = (pred[:, 4] > conf_thresh).nonzero().squeeze(1)  # score <= objectness
     scores = pred[box_idx, 4:5] * pred[box_idx, 5:]  # (M, C)
+    if keep_cls is not None and multi_label:
+        scores = scores * keep_cls.to(scores.dtype)
     best, best_label = scores.max(dim=1)
+    if keep_cls is not None and not multi_label:
+        wanted = keep_cls[best_label]
+        box_idx, scores, best, best_label = (
+            box_idx[wanted],
+            scores[wanted],
+            best[wanted],
+            best_label[wanted],
+        )
     if box_idx.shape[0] > max_candidates:
         # the top pairs all lie in the boxes with the top best-class scores
         best, top = best.topk(max_candidates)
@@ -169,6 +187,7 @@ def postprocess(
     beta: float = DIOU_BETA,
     max_candidates: int = MAX_CANDIDATES,
     max_det: int = MAX_DET,
+    classes: Tensor | None = None,
 ) -> list[Tensor]:
     """``predictions (B, N, 5 + C)`` from :func:`yolov4.ops.decode` -> list of ``B`` tensors
     ``(K_i, 6)`` ``[x1, y1, x2, y2, score, class_index]`` in input pixels, by decreasing score.
@@ -180,16 +199,25 @@ def postprocess(
     leave it. Boxes are clipped to ``image_size = (H, W)`` after NMS (darknet suppresses on the
     unclipped boxes). An image without detections gives a ``(0, 6)`` tensor. Same dtype and
     device as ``predictions``; class indices are stored as floats.
+
+    ``classes`` (indices) keeps only those classes, before the candidate cap and NMS, so that
+    ``max_det`` counts wanted detections only and other classes never suppress them.
     """
     if nms_kind not in NMS_KINDS:
         raise ValueError(f"nms_kind must be one of {NMS_KINDS}, got {nms_kind!r}")
+    keep_cls = None
+    if classes is not None:
+        keep_cls = torch.zeros(
+            predictions.shape[-1] - 5, dtype=torch.bool, device=predictions.device
+        )
+        keep_cls[torch.as_tensor(classes, dtype=torch.long, device=predictions.device)] = True
     h, w = image_size
     # DIoU's distance term is computed in coordinates relative to the image, as darknet does
     norm = predictions.new_tensor([w, h, w, h])
     out = []
     for b in range(predictions.shape[0]):
         box_idx, labels, cand = _candidates(
-            predictions[b], conf_thresh, multi_label, max_candidates
+            predictions[b], conf_thresh, multi_label, max_candidates, keep_cls
         )
         boxes = cxcywh_to_xyxy(predictions[b, box_idx, :4])
         keep = nms(boxes / norm, cand, labels, iou_thresh, nms_kind, beta)[:max_det]
