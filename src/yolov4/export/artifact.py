@@ -27,6 +27,7 @@ import torch
 from yolov4.errors import ExportError
 from yolov4.export.checkpoint import Checkpoint, load_checkpoint
 from yolov4.inference.backends import DecodedModel, load_backend
+from yolov4.inference.predictor import DEFAULT_THRESHOLDS
 from yolov4.inference.preprocess import PreprocessConfig
 from yolov4.models import fuse_model
 
@@ -48,14 +49,6 @@ MODEL_TORCHSCRIPT = "model.torchscript"
 METADATA = "metadata.json"
 FORMATS = {"onnx": MODEL_ONNX, "torchscript": MODEL_TORCHSCRIPT}
 DEFAULT_OPSET = 17
-# Serving defaults: darknet's `detector test` keeps boxes above 0.25 and suppresses at 0.45.
-DEFAULT_THRESHOLDS = {
-    "conf": 0.25,
-    "iou": 0.45,
-    "nms_kind": "iou",
-    "multi_label": True,
-    "max_det": 300,
-}
 PARITY_RTOL = 1e-3  # worst |difference| allowed, relative to the largest |output|
 PARITY_BATCHES = (1, 2)
 

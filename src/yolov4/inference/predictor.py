@@ -33,6 +33,7 @@ from yolov4.ops.postprocess import postprocess
 
 __all__ = ["Predictor", "Detections"]
 
+# Serving defaults: darknet's `detector test` keeps boxes above 0.25 and suppresses at 0.45.
 DEFAULT_THRESHOLDS = {
     "conf": 0.25,
     "iou": 0.45,
