@@ -16,8 +16,8 @@ from yolov4 import ConfigError, build_model, load_checkpoint, save_checkpoint
 from yolov4.cli.evaluate import evaluate
 from yolov4.cli.train import train
 from yolov4.darknet import save_darknet_weights
-from yolov4.export.artifact import export_artifact
 from yolov4.evaluation import METRIC_KEYS
+from yolov4.export.artifact import export_artifact
 
 
 @pytest.fixture(scope="module")
@@ -155,3 +155,37 @@ def test_evaluate_needs_exactly_one_source(compose_cfg, tmp_path):
         ConfigError, match="exactly one of checkpoint=..., darknet_weights=... or artifact="
     ):
         evaluate(compose_cfg("evaluate", [], tmp_path))
+
+
+# a small run that learns: enough steps on small images for the metric to move clearly
+LEARN_RUN = [
+    "data.num_train=64",
+    "data.num_val=16",
+    "data.image_size=128",
+    "data.input_size=[128,128]",
+    "data.batch_size=8",
+    "data.num_workers=0",
+    "trainer.max_epochs=20",
+    "trainer.check_val_every_n_epoch=20",
+    "trainer.enable_progress_bar=false",
+    "optim.burn_in=20",
+    "logger=none",
+    "export=null",
+]
+
+
+def test_python_train_learns_far_above_an_untrained_model(compose_cfg, tmp_path):
+    """`python train.py`'s defaults (optimizer, augmentation, EMA, schedule) on a small synthetic
+    split: the final val mAP50 is far above the same network's at initialisation."""
+    metrics = train(compose_cfg("train", LEARN_RUN, tmp_path / "run"))
+    untrained = save_checkpoint(
+        tmp_path / "untrained.pt",
+        build_model("yolov4-tiny", num_classes=4),
+        ["circle", "rectangle", "triangle", "cross"],
+        {"input_size": [128, 128], "mode": "letterbox"},
+    )
+    data = [o for o in LEARN_RUN if o.startswith("data.") and "input_size" not in o]
+    before = evaluate(compose_cfg("evaluate", [f"checkpoint={untrained}", *data], tmp_path / "e"))
+    assert before["mAP50"] < 0.01
+    # about 0.11 after these 160 steps; the default run goes on to 0.54 (README)
+    assert metrics["mAP50"] > max(0.06, 10 * before["mAP50"]), (metrics, before)

@@ -14,6 +14,7 @@ from typing import Any
 
 import hydra
 import lightning as L
+from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig, OmegaConf
 
 from yolov4.cli.common import build, build_all, model_config
@@ -50,12 +51,11 @@ def train(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> d
         pretrained_backbone_only=cfg.pretrained_backbone_only,
         compile=cfg.compile,
     )
-    trainer: L.Trainer = build(
-        cfg,
-        "trainer",
-        callbacks=[*build_all(cfg, "callbacks"), *(extra_callbacks or [])],
-        logger=build_all(cfg, "logger") or False,
-    )
+    loggers = build_all(cfg, "logger")
+    callbacks = [*build_all(cfg, "callbacks"), *(extra_callbacks or [])]
+    if not loggers:  # logger=none: nothing to monitor the lr into (Lightning would refuse)
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
+    trainer: L.Trainer = build(cfg, "trainer", callbacks=callbacks, logger=loggers or False)
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
     if not module.last_metrics or trainer.current_epoch % max(
         trainer.check_val_every_n_epoch or 1, 1

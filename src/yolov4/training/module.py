@@ -191,6 +191,9 @@ class YoloModule(L.LightningModule):
             {"train/box": loss.box, "train/obj": loss.obj, "train/cls": loss.cls}, batch_size=bs
         )
         self.log("train/size", float(images.shape[-1]), batch_size=bs)
+        if self._trainer is not None and self.trainer.optimizers:  # lr in the progress bar
+            lr = self.trainer.optimizers[0].param_groups[0]["lr"]
+            self.log("lr", lr, prog_bar=True, logger=False, batch_size=bs)
         return loss.total
 
     def configure_optimizers(self) -> dict[str, Any]:
