@@ -117,3 +117,25 @@ def test_bad_export_arguments(exported, tmp_path):
         export_artifact(ckpt, tmp_path / "e", formats=["tflite"])
     with pytest.raises(ExportError, match="multiples of 32"):
         export_artifact(ckpt, tmp_path / "e", input_size=[100, 100])
+
+
+def test_mish_exports_as_vectorised_ops_with_the_same_values(tmp_path):
+    """yolov4's Mish leaves ONNX without onnxruntime's scalar Softplus, and keeps its values."""
+    import onnxruntime as ort
+    import torch.nn.functional as F
+
+    from yolov4.models.layers import Mish, mish_onnx
+
+    wide = torch.cat([torch.linspace(-100, 100, 20001), torch.randn(10000) * 5])
+    torch.testing.assert_close(mish_onnx(wide), F.mish(wide), atol=2e-6, rtol=1e-5)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), Mish()).eval()
+    x = torch.randn(2, 3, 16, 16) * 4
+    path = tmp_path / "mish.onnx"
+    torch.onnx.export(net, (x,), str(path), dynamo=False, opset_version=17, input_names=["x"])
+    assert "Softplus" not in {n.op_type for n in onnx.load(str(path)).graph.node}
+    got = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(
+        None, {"x": x.numpy()}
+    )[0]
+    with torch.no_grad():
+        want = F.mish(net[0](x))
+    np.testing.assert_allclose(got, want.numpy(), atol=2e-5, rtol=1e-4)

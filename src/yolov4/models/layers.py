@@ -25,6 +25,8 @@ class Mish(nn.Module):
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.onnx.is_in_onnx_export():
+            return mish_onnx(x)
         if (
             torch.is_grad_enabled()
             or torch.jit.is_tracing()
@@ -34,6 +36,17 @@ class Mish(nn.Module):
             return F.mish(x)
         t = torch.exp(x)
         return x.mul_(t.log1p_().tanh_())
+
+
+def mish_onnx(x: torch.Tensor) -> torch.Tensor:
+    """Mish from ops every ONNX runtime vectorises: with ``r = sigmoid(-x)``,
+    ``tanh(softplus(x)) = (1 - r^2) / (1 + r^2)`` (``1 + e^x = 1 / r``). No overflow for any x
+    (``r`` is in [0, 1]); absolute error < 2e-6 against ``F.mish``. onnxruntime's ``Softplus``
+    kernel is scalar code: the ``Softplus, Tanh, Mul`` form made yolov4@416 ~1.8x slower there
+    than in PyTorch, more than half of it in Softplus."""
+    r = torch.sigmoid(-x)
+    r2 = r * r
+    return x * (1 - r2) / (1 + r2)
 
 
 def make_activation(name: str) -> nn.Module:
