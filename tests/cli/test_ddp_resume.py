@@ -70,7 +70,6 @@ class KillAt(L.Callback):
             raise RuntimeError("killed")
 
 
-@pytest.mark.slow
 def test_resume_after_kill_reaches_the_same_step(compose_cfg, tiny_run, tmp_path):
     overrides = [
         *tiny_run,

@@ -15,7 +15,6 @@ from yolov4.data.records import COCO_SMALL_AREA
 CONFIGS = Path(__file__).resolve().parents[2] / "src" / "yolov4" / "configs"
 
 
-@pytest.mark.slow
 def test_default_synthetic_dataset_mix(tmp_path: Path, capsys: pytest.CaptureFixture):
     with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
         cfg = compose(overrides=["+data=synthetic", f"data.cache_dir={tmp_path}"])

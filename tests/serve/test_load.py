@@ -189,7 +189,6 @@ def test_a_bad_artifact_stops_the_cli_with_its_message(artifact, tmp_path, case)
     assert "Traceback" not in r.stderr
 
 
-@pytest.mark.slow
 def test_several_worker_processes_serve(artifact, tmp_path):
     good = encode(scene(240, 320), "JPEG")
     with serve(artifact, tmp_path / "server.log", "--workers", "2") as server, server.client() as c:
@@ -199,7 +198,6 @@ def test_several_worker_processes_serve(artifact, tmp_path):
         assert codes == [200] * 4
 
 
-@pytest.mark.slow
 def test_the_torchscript_backend_serves_like_its_predictor(artifact, tmp_path):
     from yolov4.export.artifact import export_artifact
     from yolov4.inference import Predictor
