@@ -189,3 +189,19 @@ def test_python_train_learns_far_above_an_untrained_model(compose_cfg, tmp_path)
     assert before["mAP50"] < 0.01
     # about 0.11 after these 160 steps; the default run goes on to 0.54 (README)
     assert metrics["mAP50"] > max(0.06, 10 * before["mAP50"]), (metrics, before)
+
+
+def test_compiled_training_writes_strict_loadable_weights(compose_cfg, tiny_run, tmp_path):
+    """`compile=true` trains through torch.compile; the weights files still hold plain
+    `build_model` keys (no `_orig_mod.`), and the .ckpt loads to the same EMA network."""
+    run = tmp_path / "run"
+    train(compose_cfg("train", [*tiny_run, "compile=true", "export=null"], run))
+    raw = torch.load(run / "weights/last.pt", weights_only=True)
+    assert not any("_orig_mod" in k for k in raw["state_dict"])
+    model = build_model(**raw["model"]).eval()
+    model.load_state_dict(raw["state_dict"], strict=True)
+    from_ckpt = load_checkpoint(run / "checkpoints/last.ckpt").model
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        for a, b in zip(model(x), from_ckpt(x)):
+            assert torch.equal(a, b)
