@@ -15,13 +15,16 @@ class ModelEMA(nn.Module):
     """``ema = d * ema + (1 - d) * model`` after each optimizer step, ``d = decay * (1 -
     exp(-updates / tau))``: early updates follow the model closely, later ones average over
     ~``1 / (1 - decay)`` steps. Buffers (BN statistics) are copied. The average lives in
-    ``self.module`` (same class and keys as the model; eval mode, no gradients), so it is saved
-    and restored with the LightningModule's state_dict under ``ema.module.``.
+    ``self.module`` (same class and keys as the model, no gradients), so it is saved and
+    restored with the LightningModule's state_dict under ``ema.module.``. It follows its
+    parent's train/eval mode like any submodule (Lightning warns about modules left in eval
+    mode at fit start); whoever runs it must run it in eval mode, as
+    :meth:`YoloModule.predict_batch` does.
     """
 
     def __init__(self, model: nn.Module, decay: float = 0.9999, tau: float = 2000.0) -> None:
         super().__init__()
-        self.module = copy.deepcopy(model).eval()
+        self.module = copy.deepcopy(model)
         for p in self.module.parameters():
             p.requires_grad_(False)
         self.decay, self.tau = decay, tau

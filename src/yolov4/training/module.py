@@ -217,7 +217,13 @@ class YoloModule(L.LightningModule):
         model = model or self.eval_model
         images = batch["images"]
         c = model.config
-        preds = decode(model(images), c.head_anchors(), c.strides, c.scale_x_y)
+        was_training = model.training
+        model.eval()  # BN statistics, never batch statistics
+        try:
+            maps = model(images)
+        finally:
+            model.train(was_training)
+        preds = decode(maps, c.head_anchors(), c.strides, c.scale_x_y)
         e = self.hparams["eval"]
         dets = postprocess(
             preds.float(),
@@ -241,9 +247,7 @@ class YoloModule(L.LightningModule):
         )
 
     def validation_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> None:
-        model = self.eval_model
-        model.eval()
-        dets = self.predict_batch(batch, model)
+        dets = self.predict_batch(batch)
         if batch_idx == 0:  # for the validation image grid (ValidationImages callback)
             self.first_val_batch = (batch["images"], batch["targets"], dets)
         original = unmap_detections(dets, batch["letterbox"], batch["original_sizes"])
