@@ -193,7 +193,11 @@ def test_draw_detections_grid():
 
     images = torch.zeros(3, 3, 64, 64)
     targets = torch.tensor([[0, 1, 4.0, 4.0, 30.0, 30.0], [2, 0, 10.0, 10.0, 50.0, 40.0]])
-    dets = [torch.tensor([[5.0, 5.0, 31.0, 29.0, 0.9, 1.0]]), torch.zeros(0, 6), torch.tensor([[1.0, 1, 2, 2, 0.1, 0]])]
+    dets = [
+        torch.tensor([[5.0, 5.0, 31.0, 29.0, 0.9, 1.0]]),
+        torch.zeros(0, 6),
+        torch.tensor([[1.0, 1, 2, 2, 0.1, 0]]),
+    ]
     grid = draw_detections(images, targets, dets, NAMES)
     assert grid.dtype == torch.uint8 and grid.shape[0] == 3
     # green truth and red prediction pixels exist on the first image only

@@ -139,3 +139,44 @@ def test_mish_exports_as_vectorised_ops_with_the_same_values(tmp_path):
     with torch.no_grad():
         want = F.mish(net[0](x))
     np.testing.assert_allclose(got, want.numpy(), atol=2e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("conf, max_det", [(0.05, 20), (0.25, 300), (0.999, 10)])
+def test_nms_graph_has_fixed_outputs_and_matches_postprocess(tmp_path, randomize, conf, max_det):
+    """model_nms.onnx (onnxruntime's NonMaxSuppression) == model.onnx + ops.postprocess, padded
+    to max_det rows with a count; full, partly filled and empty outputs; dynamic batch."""
+    import onnxruntime as ort
+
+    from yolov4.ops.postprocess import postprocess
+
+    torch.manual_seed(7)
+    model = randomize(build_model("yolov4-tiny", num_classes=4), seed=7)
+    with torch.no_grad():  # hundreds of boxes above 0.25, as an early-trained model
+        for head in model.heads:
+            head.pred.conv.bias.view(model.config.num_anchors, -1)[:, 4:].uniform_(-3, 1)
+    ckpt = save_checkpoint(tmp_path / "m.pt", model, NAMES, PREPROCESS)
+    thresholds = {"conf": conf, "iou": 0.45, "max_det": max_det}
+    art = export_artifact(ckpt, tmp_path / "export", ["onnx", "onnx_nms"], thresholds=thresholds)
+    meta = read_metadata(art)
+    assert meta["nms_graph"]["file"] == "model_nms.onnx" and meta["nms_graph"]["max_det"] == max_det
+    assert meta["nms_graph"]["outputs"]["detections"] == ["batch", max_det, 6]
+    plain = ort.InferenceSession(str(art / "model.onnx"), providers=["CPUExecutionProvider"])
+    nms = ort.InferenceSession(str(art / "model_nms.onnx"), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).random((3, 3, 96, 128), dtype=np.float32)
+    dets, counts = nms.run(None, {"images": x})
+    assert dets.shape == (3, max_det, 6) and counts.shape == (3,) and counts.dtype == np.int64
+    (pred,) = plain.run(None, {"images": x})
+    want = postprocess(
+        torch.from_numpy(pred), (96, 128), conf_thresh=conf, iou_thresh=0.45, max_det=max_det
+    )
+    for k in range(3):
+        n = int(counts[k])
+        assert n == min(len(want[k]), max_det)
+        np.testing.assert_allclose(dets[k, :n], want[k][:n].numpy(), atol=1e-3, rtol=1e-4)
+        assert not dets[k, n:].any()
+    if conf == 0.999:
+        assert not counts.any()
+    elif max_det == 20:
+        assert (counts == max_det).all()
+    else:
+        assert (counts > 0).all() and (counts < max_det).all()

@@ -4,7 +4,9 @@ Both files hold the fused network followed by the decode (:func:`yolov4.ops.deco
 ``images (B, 3, H, W)`` float32 as the preprocessing makes them (``[0, 1]``, the stored colour
 order), ``B`` dynamic, ``H, W`` fixed to the artifact's input size; output ``predictions
 (B, N, 5 + C)`` ``[cx, cy, w, h, objectness, class probs...]`` in input pixels. NMS and the
-mapping back to original pixels happen in the Predictor, from the metadata. Before
+mapping back to original pixels happen in the Predictor, from the metadata. Optionally
+(``formats`` with ``onnx_nms``) ``model_nms.onnx`` adds NMS inside the graph with fixed-size
+outputs (:mod:`yolov4.export.onnx_nms`) for consumers without Python. Before
 :func:`export_artifact` returns, every file is run against PyTorch on a few inputs and the worst
 difference is recorded; a file that disagrees fails the export and nothing is left behind.
 """
@@ -22,10 +24,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from yolov4.errors import ExportError
 from yolov4.export.checkpoint import Checkpoint, load_checkpoint
+from yolov4.export.onnx_nms import NmsModel
 from yolov4.inference.backends import DecodedModel, load_backend
 from yolov4.inference.predictor import DEFAULT_THRESHOLDS
 from yolov4.inference.preprocess import PreprocessConfig
@@ -35,6 +39,7 @@ __all__ = [
     "ARTIFACT_FORMAT",
     "MODEL_ONNX",
     "MODEL_TORCHSCRIPT",
+    "MODEL_NMS_ONNX",
     "METADATA",
     "DecodedModel",
     "export_artifact",
@@ -46,8 +51,9 @@ __all__ = [
 ARTIFACT_FORMAT = "yolov4.artifact/1"
 MODEL_ONNX = "model.onnx"
 MODEL_TORCHSCRIPT = "model.torchscript"
+MODEL_NMS_ONNX = "model_nms.onnx"
 METADATA = "metadata.json"
-FORMATS = {"onnx": MODEL_ONNX, "torchscript": MODEL_TORCHSCRIPT}
+FORMATS = {"onnx": MODEL_ONNX, "torchscript": MODEL_TORCHSCRIPT, "onnx_nms": MODEL_NMS_ONNX}
 DEFAULT_OPSET = 17
 PARITY_RTOL = 1e-3  # worst |difference| allowed, relative to the largest |output|
 PARITY_BATCHES = (1, 2)
@@ -88,6 +94,63 @@ def _export_onnx(model: DecodedModel, path: Path, example: torch.Tensor, opset: 
             output_names=["predictions"],
             dynamic_axes={"images": {0: "batch"}, "predictions": {0: "batch"}},
         )
+
+
+def _export_onnx_nms(model: NmsModel, path: Path, example: torch.Tensor, opset: int) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model,
+            (example,),
+            str(path),
+            dynamo=False,
+            opset_version=opset,
+            input_names=["images"],
+            output_names=["detections", "num_detections"],
+            dynamic_axes={
+                "images": {0: "batch"},
+                "detections": {0: "batch"},
+                "num_detections": {0: "batch"},
+            },
+        )
+
+
+def _parity_nms(path: Path, reference: NmsModel, input_size: Sequence[int], seed: int = 0):
+    """onnxruntime's NonMaxSuppression graph vs the same model in PyTorch (torchvision NMS):
+    same counts and the same rows (best first). Rows scoring within 1e-4 of ``conf`` may
+    appear on one side only (the last rows: float differences decide the threshold there)."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    g = torch.Generator().manual_seed(seed)
+    worst = 0.0
+    for batch in PARITY_BATCHES:
+        x = torch.rand(batch, 3, *input_size, generator=g)
+        with torch.inference_mode():
+            ref, ref_n = reference(x)
+        out, out_n = session.run(None, {"images": x.numpy()})
+        if out.shape != tuple(ref.shape):
+            raise ExportError(
+                f"{path.name}: detections of shape {out.shape} for batch {batch}, "
+                f"PyTorch gives {tuple(ref.shape)}"
+            )
+        for k in range(batch):
+            n = min(int(out_n[k]), int(ref_n[k]))
+            extra = np.concatenate([out[k, n : out_n[k], 4], ref[k, n : ref_n[k], 4].numpy()])
+            if (extra > reference.conf + 1e-4).any():
+                raise ExportError(
+                    f"{path.name} disagrees with PyTorch: image {k} of batch {batch} has "
+                    f"{int(out_n[k])} detections, PyTorch {int(ref_n[k])}; the export was not written"
+                )
+            diff = float(np.abs(out[k, :n] - ref[k, :n].numpy()).max()) if n else 0.0
+            worst = max(worst, diff)
+    scale = max(input_size)
+    if not worst <= PARITY_RTOL * scale:
+        raise ExportError(
+            f"{path.name} disagrees with PyTorch: worst difference {worst:.3g} "
+            f"(allowed {PARITY_RTOL * scale:.3g}); the export was not written"
+        )
+    return {"max_abs_diff": worst, "batches": list(PARITY_BATCHES)}
 
 
 def _export_torchscript(model: DecodedModel, path: Path, example: torch.Tensor) -> None:
@@ -157,6 +220,8 @@ def export_artifact(
     preprocess = PreprocessConfig.from_dict(preprocess).to_dict()  # complete and validated
 
     wrapped = DecodedModel(fuse_model(ckpt.model.cpu().float())).eval()
+    thresholds = {**DEFAULT_THRESHOLDS, **(thresholds or {})}
+    nms_model = NmsModel(wrapped, thresholds["conf"], thresholds["iou"], thresholds["max_det"])
     example = torch.rand(1, 3, *size)
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -165,11 +230,15 @@ def export_artifact(
         files, parity = {}, {}
         for fmt in formats:
             path = tmp / FORMATS[fmt]
-            if fmt == "onnx":
-                _export_onnx(wrapped, path, example, opset)
+            if fmt == "onnx_nms":
+                _export_onnx_nms(nms_model, path, example, opset)
+                parity[path.name] = _parity_nms(path, nms_model, size)
             else:
-                _export_torchscript(wrapped, path, example)
-            parity[path.name] = _parity(fmt, path, wrapped, size)
+                if fmt == "onnx":
+                    _export_onnx(wrapped, path, example, opset)
+                else:
+                    _export_torchscript(wrapped, path, example)
+                parity[path.name] = _parity(fmt, path, wrapped, size)
             files[path.name] = {"sha256": sha256(path), "bytes": path.stat().st_size}
         c = ckpt.model.config
         metadata = {
@@ -189,11 +258,30 @@ def export_artifact(
                 ],
                 "layout": "cx, cy, w, h (input pixels), objectness, class probabilities",
             },
+            **(
+                {
+                    "nms_graph": {
+                        "file": MODEL_NMS_ONNX,
+                        "outputs": {
+                            "detections": ["batch", nms_model.max_det, 6],
+                            "num_detections": ["batch"],
+                        },
+                        "layout": "x1, y1, x2, y2 (input pixels), score, class index; "
+                        "rows past num_detections are zeros",
+                        "conf": nms_model.conf,
+                        "iou": nms_model.iou,
+                        "max_det": nms_model.max_det,
+                        "nms": "ONNX NonMaxSuppression per class (multi-label)",
+                    }
+                }
+                if "onnx_nms" in formats
+                else {}
+            ),
             "anchors": c.head_anchors(),
             "strides": list(c.strides),
             "scale_x_y": list(c.scale_x_y),
-            "thresholds": {**DEFAULT_THRESHOLDS, **(thresholds or {})},
-            "opset": opset if "onnx" in formats else None,
+            "thresholds": thresholds,
+            "opset": opset if {"onnx", "onnx_nms"} & set(formats) else None,
             "versions": _versions(),
             "files": files,
             "parity": parity,

@@ -1,0 +1,96 @@
+"""``model_nms.onnx``: the network, decode and NMS in one graph with fixed-size outputs.
+
+For consumers that cannot run Python postprocessing (TensorRT, Triton, C++/C# runtimes): inputs
+``images (B, 3, H, W)`` float RGB in [0, 1] as for ``model.onnx``; outputs
+
+* ``detections (B, max_det, 6)`` float: ``[x1, y1, x2, y2, score, class_index]`` in input
+  pixels (clipped to the image), best first; rows past the count are zeros;
+* ``num_detections (B,)`` int64: how many rows of each image are real.
+
+So no consumer needs dynamic output shapes. NMS is ONNX's ``NonMaxSuppression`` per class
+(multi-label, as darknet and :func:`yolov4.ops.postprocess` with ``multi_label=True``):
+``score = objectness * class probability > conf``, IoU suppression at ``iou``, at most
+``max_det`` per class and per image. The thresholds are baked into the graph (recorded in the
+artifact's metadata); the Predictor keeps using ``model.onnx`` with thresholds per call.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torchvision.ops import batched_nms
+
+from yolov4.inference.backends import DecodedModel
+from yolov4.ops.boxes import cxcywh_to_xyxy
+
+__all__ = ["NmsModel"]
+
+
+class _NonMaxSuppression(torch.autograd.Function):
+    """ONNX ``NonMaxSuppression`` (corner boxes): ``boxes (B, N, 4)``, ``scores (B, C, N)`` ->
+    ``(K, 3)`` int64 ``[batch, class, box]``. Eagerly computed with torchvision's batched NMS;
+    exported as the ONNX operator."""
+
+    @staticmethod
+    def forward(ctx, boxes: Tensor, scores: Tensor, max_per_class: int, iou: float, conf: float):
+        out = []
+        for b in range(scores.shape[0]):
+            cls, idx = (scores[b] > conf).nonzero(as_tuple=True)
+            s = scores[b, cls, idx]
+            keep = batched_nms(boxes[b, idx], s, cls, iou)
+            cls, idx = cls[keep], idx[keep]
+            # at most max_per_class per class, in score order (keep is sorted by score)
+            first = torch.zeros_like(cls)
+            if len(cls):
+                order = torch.argsort(cls, stable=True)
+                sorted_cls = cls[order]
+                start = torch.searchsorted(sorted_cls, sorted_cls)
+                first[order] = torch.arange(len(cls)) - start
+            ok = first < max_per_class
+            out.append(
+                torch.stack((torch.full_like(cls[ok], b), cls[ok], idx[ok]), 1).to(torch.int64)
+            )
+        return torch.cat(out) if out else torch.zeros(0, 3, dtype=torch.int64)
+
+    @staticmethod
+    def symbolic(g, boxes, scores, max_per_class, iou, conf):
+        return g.op(
+            "NonMaxSuppression",
+            boxes,
+            scores,
+            g.op("Constant", value_t=torch.tensor([max_per_class], dtype=torch.int64)),
+            g.op("Constant", value_t=torch.tensor([iou], dtype=torch.float32)),
+            g.op("Constant", value_t=torch.tensor([conf], dtype=torch.float32)),
+        )
+
+
+class NmsModel(nn.Module):
+    """:class:`DecodedModel` + NMS with fixed-size outputs (see the module docstring)."""
+
+    def __init__(self, decoded: DecodedModel, conf: float, iou: float, max_det: int) -> None:
+        super().__init__()
+        self.decoded = decoded
+        self.conf, self.iou, self.max_det = float(conf), float(iou), int(max_det)
+
+    def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        pred = self.decoded(images)  # (B, N, 5 + C)
+        h, w = images.shape[-2:]
+        boxes = cxcywh_to_xyxy(pred[..., :4])
+        scores = (pred[..., 4:5] * pred[..., 5:]).transpose(1, 2)  # (B, C, N)
+        sel = _NonMaxSuppression.apply(boxes, scores, self.max_det, self.iou, self.conf)
+        b, c, i = sel[:, 0], sel[:, 1], sel[:, 2]
+        s = scores[b, c, i]
+        # per image, best first: sort by (image ascending, score descending)
+        order = torch.argsort(b.to(torch.float64) * 2 - s.to(torch.float64))
+        b, c, i, s = b[order], c[order], i[order], s[order]
+        batch = images.shape[0]
+        counts = (b[:, None] == torch.arange(batch, device=b.device)[None, :]).sum(0)
+        rank = torch.arange(b.shape[0], device=b.device) - (torch.cumsum(counts, 0) - counts)[b]
+        keep = rank < self.max_det
+        xyxy = boxes[b, i]
+        x = xyxy[:, 0::2].clamp(0, int(w))  # the artifact's input size is fixed
+        y = xyxy[:, 1::2].clamp(0, int(h))
+        rows = torch.stack((x[:, 0], y[:, 0], x[:, 1], y[:, 1], s, c.to(s.dtype)), 1)
+        out = torch.zeros(batch * self.max_det, 6, dtype=s.dtype, device=s.device)
+        out[(b * self.max_det + rank)[keep]] = rows[keep]
+        return out.view(batch, self.max_det, 6), counts.clamp(max=self.max_det)
