@@ -205,3 +205,25 @@ def test_compiled_training_writes_strict_loadable_weights(compose_cfg, tiny_run,
     with torch.no_grad():
         for a, b in zip(model(x), from_ckpt(x)):
             assert torch.equal(a, b)
+
+
+def test_export_cli_writes_every_format(trained_run, tmp_path):
+    """`python export.py checkpoint=... formats=[...]`: the artifact, with the NMS graph."""
+    from hydra import compose, initialize_config_module
+
+    from yolov4.cli.export import export
+
+    run, _, _ = trained_run
+    with initialize_config_module(config_module="yolov4.configs", version_base="1.3"):
+        cfg = compose(
+            "export",
+            overrides=[
+                f"checkpoint={run}/weights/best.pt",
+                f"output={tmp_path}/art",
+                "formats=[onnx,torchscript,onnx_nms]",
+            ],
+        )
+    art = export(cfg)
+    meta = json.loads((art / "metadata.json").read_text())
+    assert set(meta["files"]) == {"model.onnx", "model.torchscript", "model_nms.onnx"}
+    assert set(meta["parity"]) == set(meta["files"]) and meta["nms_graph"]["max_det"] == 300

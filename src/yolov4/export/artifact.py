@@ -150,7 +150,7 @@ def _parity_nms(path: Path, reference: NmsModel, input_size: Sequence[int], seed
             f"{path.name} disagrees with PyTorch: worst difference {worst:.3g} "
             f"(allowed {PARITY_RTOL * scale:.3g}); the export was not written"
         )
-    return {"max_abs_diff": worst, "batches": list(PARITY_BATCHES)}
+    return {"max_abs_diff": worst, "max_rel_diff": worst / scale, "batches": list(PARITY_BATCHES)}
 
 
 def _export_torchscript(model: DecodedModel, path: Path, example: torch.Tensor) -> None:
