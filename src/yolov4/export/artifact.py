@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from yolov4.errors import ExportError
 from yolov4.export.checkpoint import Checkpoint, load_checkpoint
@@ -81,7 +82,14 @@ def _versions() -> dict[str, str]:
     }
 
 
-def _export_onnx(model: DecodedModel, path: Path, example: torch.Tensor, opset: int) -> None:
+def _export_onnx(
+    model: nn.Module,
+    path: Path,
+    example: torch.Tensor,
+    opset: int,
+    outputs: Sequence[str] = ("predictions",),
+) -> None:
+    """Legacy (TorchScript-based) ONNX export, dynamic batch on the input and every output."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
@@ -91,27 +99,8 @@ def _export_onnx(model: DecodedModel, path: Path, example: torch.Tensor, opset: 
             dynamo=False,
             opset_version=opset,
             input_names=["images"],
-            output_names=["predictions"],
-            dynamic_axes={"images": {0: "batch"}, "predictions": {0: "batch"}},
-        )
-
-
-def _export_onnx_nms(model: NmsModel, path: Path, example: torch.Tensor, opset: int) -> None:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            model,
-            (example,),
-            str(path),
-            dynamo=False,
-            opset_version=opset,
-            input_names=["images"],
-            output_names=["detections", "num_detections"],
-            dynamic_axes={
-                "images": {0: "batch"},
-                "detections": {0: "batch"},
-                "num_detections": {0: "batch"},
-            },
+            output_names=list(outputs),
+            dynamic_axes={name: {0: "batch"} for name in ("images", *outputs)},
         )
 
 
@@ -231,7 +220,7 @@ def export_artifact(
         for fmt in formats:
             path = tmp / FORMATS[fmt]
             if fmt == "onnx_nms":
-                _export_onnx_nms(nms_model, path, example, opset)
+                _export_onnx(nms_model, path, example, opset, ("detections", "num_detections"))
                 parity[path.name] = _parity_nms(path, nms_model, size)
             else:
                 if fmt == "onnx":
