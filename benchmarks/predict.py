@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import machine_info, matmul_gflops, save
+from common import machine_info, matmul_gflops, save, spread_head_biases
 
 from yolov4 import Predictor, build_model, fuse_model, save_checkpoint
 from yolov4.export.artifact import export_artifact
@@ -59,9 +59,7 @@ def main() -> None:
         for name in args.models:
             torch.manual_seed(0)
             model = build_model(name).eval()
-            with torch.no_grad():
-                for head in model.heads:
-                    head.pred.conv.bias.view(model.config.num_anchors, -1)[:, 4:].uniform_(-3, 1)
+            spread_head_biases(model)
             preprocess = {"input_size": [args.size, args.size], "mode": "letterbox"}
             ckpt = save_checkpoint(Path(tmp) / f"{name}.pt", model, None, preprocess)
             art = export_artifact(ckpt, Path(tmp) / f"{name}-export")

@@ -41,7 +41,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import torch
-from common import machine_info, matmul_gflops, save
+from common import machine_info, matmul_gflops, save, spread_head_biases
 from PIL import Image
 
 from yolov4 import Predictor, build_model, save_checkpoint
@@ -76,9 +76,7 @@ def test_image() -> bytes:
 def make_artifact(name: str, size: int, out: Path) -> Path:
     torch.manual_seed(0)
     model = build_model(name).eval()
-    with torch.no_grad():
-        for head in model.heads:
-            head.pred.conv.bias.view(model.config.num_anchors, -1)[:, 4:].uniform_(-3, 1)
+    spread_head_biases(model)
     ckpt = save_checkpoint(
         out / f"{name}.pt", model, None, {"input_size": [size, size], "mode": "letterbox"}
     )

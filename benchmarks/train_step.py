@@ -16,7 +16,7 @@ import io
 import time
 
 import torch
-from common import machine_info, matmul_gflops, save, time_fn
+from common import machine_info, matmul_gflops, save, spread_head_biases, time_fn
 
 from yolov4 import build_model
 from yolov4.loss import YoloLoss
@@ -60,10 +60,7 @@ def validation_split(name: str, size: int, images: int) -> dict:
     from pycocotools.cocoeval import COCOeval
 
     model = build_model(name, num_classes=4).eval()
-    with torch.no_grad():  # a briefly-trained-looking model: objectness/class logits spread out,
-        for head in model.heads:  # so that conf 0.001 keeps hundreds of boxes (an initialised
-            bias = head.pred.conv.bias.view(model.config.num_anchors, -1)  # model keeps none)
-            bias[:, 4:].uniform_(-3, 1)
+    spread_head_biases(model)
     c = model.config
     x = torch.rand(1, 3, size, size)
     timings = {"forward": 0.0, "postprocess": 0.0}
