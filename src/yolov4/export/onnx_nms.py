@@ -28,29 +28,21 @@ __all__ = ["NmsModel"]
 
 class _NonMaxSuppression(torch.autograd.Function):
     """ONNX ``NonMaxSuppression`` (corner boxes): ``boxes (B, N, 4)``, ``scores (B, C, N)`` ->
-    ``(K, 3)`` int64 ``[batch, class, box]``. Eagerly computed with torchvision's batched NMS;
-    exported as the ONNX operator."""
+    ``(K, 3)`` int64 ``[batch, class, box]``; exported as that operator.
+
+    Eagerly (tracing, the export's parity reference) torchvision's batched NMS without the
+    operator's per-class cap of ``max_per_class``: rows past it in one class rank below
+    ``max_per_class`` rows of the same image, so :class:`NmsModel`'s top ``max_det`` (= the cap)
+    is the same either way."""
 
     @staticmethod
     def forward(ctx, boxes: Tensor, scores: Tensor, max_per_class: int, iou: float, conf: float):
         out = []
         for b in range(scores.shape[0]):
             cls, idx = (scores[b] > conf).nonzero(as_tuple=True)
-            s = scores[b, cls, idx]
-            keep = batched_nms(boxes[b, idx], s, cls, iou)
-            cls, idx = cls[keep], idx[keep]
-            # at most max_per_class per class, in score order (keep is sorted by score)
-            first = torch.zeros_like(cls)
-            if len(cls):
-                order = torch.argsort(cls, stable=True)
-                sorted_cls = cls[order]
-                start = torch.searchsorted(sorted_cls, sorted_cls)
-                first[order] = torch.arange(len(cls)) - start
-            ok = first < max_per_class
-            out.append(
-                torch.stack((torch.full_like(cls[ok], b), cls[ok], idx[ok]), 1).to(torch.int64)
-            )
-        return torch.cat(out) if out else torch.zeros(0, 3, dtype=torch.int64)
+            keep = batched_nms(boxes[b, idx], scores[b, cls, idx], cls, iou)
+            out.append(torch.stack((torch.full_like(keep, b), cls[keep], idx[keep]), 1))
+        return torch.cat(out)
 
     @staticmethod
     def symbolic(g, boxes, scores, max_per_class, iou, conf):
@@ -73,6 +65,7 @@ class NmsModel(nn.Module):
         self.conf, self.iou, self.max_det = float(conf), float(iou), int(max_det)
 
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        """``images (B, 3, H, W)`` -> ``detections (B, max_det, 6)``, ``num_detections (B,)``."""
         pred = self.decoded(images)  # (B, N, 5 + C)
         h, w = images.shape[-2:]
         boxes = cxcywh_to_xyxy(pred[..., :4])

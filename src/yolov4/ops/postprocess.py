@@ -10,6 +10,8 @@ greedynms`` (yolov4.cfg) a box is suppressed when its DIoU with a better box of 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor
 from torchvision.ops import batched_nms
@@ -187,7 +189,7 @@ def postprocess(
     beta: float = DIOU_BETA,
     max_candidates: int = MAX_CANDIDATES,
     max_det: int = MAX_DET,
-    classes: Tensor | None = None,
+    classes: Sequence[int] | Tensor | None = None,
 ) -> list[Tensor]:
     """``predictions (B, N, 5 + C)`` from :func:`yolov4.ops.decode` -> list of ``B`` tensors
     ``(K_i, 6)`` ``[x1, y1, x2, y2, score, class_index]`` in input pixels, by decreasing score.
