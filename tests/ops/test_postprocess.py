@@ -203,3 +203,5 @@ def test_class_filter_applies_before_max_det_and_nms(seed):
 def test_unknown_nms_kind_is_rejected():
     with pytest.raises(ValueError, match="nms_kind must be one of"):
         postprocess(torch.zeros(1, 1, 6), (32, 32), nms_kind="soft")
+    with pytest.raises(ValueError, match=r"classes must be indices in \[0, 1\), got \[0, 1\]"):
+        postprocess(torch.zeros(1, 1, 6), (32, 32), classes=[0, 1])

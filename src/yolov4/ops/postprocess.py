@@ -209,10 +209,14 @@ def postprocess(
         raise ValueError(f"nms_kind must be one of {NMS_KINDS}, got {nms_kind!r}")
     keep_cls = None
     if classes is not None:
-        keep_cls = torch.zeros(
-            predictions.shape[-1] - 5, dtype=torch.bool, device=predictions.device
-        )
-        keep_cls[torch.as_tensor(classes, dtype=torch.long, device=predictions.device)] = True
+        num_classes = predictions.shape[-1] - 5
+        wanted = torch.as_tensor(classes, dtype=torch.long, device=predictions.device)
+        if ((wanted < 0) | (wanted >= num_classes)).any():
+            raise ValueError(
+                f"classes must be indices in [0, {num_classes}), got {wanted.tolist()}"
+            )
+        keep_cls = torch.zeros(num_classes, dtype=torch.bool, device=predictions.device)
+        keep_cls[wanted] = True
     h, w = image_size
     # DIoU's distance term is computed in coordinates relative to the image, as darknet does
     norm = predictions.new_tensor([w, h, w, h])
