@@ -17,7 +17,7 @@ import hydra
 import lightning as L
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from yolov4.cli.common import build, model_config
 from yolov4.darknet import load_darknet_weights
@@ -91,6 +91,14 @@ def _evaluate_artifact(cfg: DictConfig, eval_cfg: dict[str, Any]) -> tuple:
     return evaluator.compute()
 
 
+def _val_only(cfg: DictConfig) -> None:
+    """Evaluation reads only the val split: drop ``data.train`` so that its mandatory keys
+    (``data.train.annotations=???``) need no value on the command line."""
+    if cfg.data.get("train", None) is not None:
+        with open_dict(cfg):
+            cfg.data.train = None
+
+
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     sources = [k for k in ("checkpoint", "darknet_weights", "artifact") if cfg.get(k)]
     if len(sources) != 1:
@@ -98,6 +106,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             "give exactly one of checkpoint=..., darknet_weights=... or artifact=..., "
             f"got {sources or 'none'}"
         )
+    _val_only(cfg)
     eval_cfg = OmegaConf.to_container(cfg.eval, resolve=True)
     out = Path(cfg.paths.output_dir)
     if cfg.artifact:
