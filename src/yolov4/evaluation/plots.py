@@ -15,14 +15,15 @@ RECALL_POINTS = np.linspace(0.0, 1.0, 101)  # COCOeval's params.recThrs
 
 def pr_curve_figure(precision: np.ndarray, names: Sequence[str], iou_index: int = 0):
     """Precision-recall curves at IoU 0.5 (``iou_index`` 0 of COCOeval's ``(T, R, K, A, M)``
-    ``precision``), one line per class and their mean; a matplotlib figure."""
-    import matplotlib
+    ``precision``), one line per class and their mean; a matplotlib figure.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    A bare :class:`matplotlib.figure.Figure` (Agg canvas): no pyplot state, and the process's
+    matplotlib backend is left as the user set it."""
+    from matplotlib.figure import Figure
 
     p = precision[iou_index, :, :, 0, -1]  # (R, K), -1 where a class has no ground truth
-    fig, ax = plt.subplots(figsize=(7, 5), dpi=110)
+    fig = Figure(figsize=(7, 5), dpi=110)
+    ax = fig.subplots()
     valid = []
     for k, name in enumerate(names[: p.shape[1]]):
         curve = p[:, k]
@@ -56,13 +57,10 @@ def plot_pr_curves(
     precision: np.ndarray, names: Sequence[str], path: str | Path, iou_index: int = 0
 ) -> Path:
     """:func:`pr_curve_figure` written as a PNG."""
-    import matplotlib.pyplot as plt
-
     fig = pr_curve_figure(precision, names, iou_index)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
-    plt.close(fig)
     return path
 
 

@@ -19,8 +19,9 @@ class Mish(nn.Module):
     """``x * tanh(softplus(x))``, darknet's ``activation=mish``.
 
     With autograd recording, ``F.mish`` (exact gradients). Without it (inference), the same
-    value as three vectorised in-place passes, ``x * tanh(log1p(exp(x)))``: about 3x faster on
-    CPU than ``F.mish``, whose softplus is not vectorised. For x > 88 ``exp`` overflows to inf,
+    value as three vectorised in-place passes over a new tensor, ``tanh(log1p(exp(x))) * x``:
+    about 3x faster on CPU than ``F.mish``, whose softplus is not vectorised. The input is never
+    written to. For x > 88 ``exp`` overflows to inf,
     ``tanh(inf) = 1`` and the result is ``x``, as it should be; no NaN can arise.
     """
 
@@ -34,8 +35,7 @@ class Mish(nn.Module):
             or torch.compiler.is_compiling()
         ):
             return F.mish(x)
-        t = torch.exp(x)
-        return x.mul_(t.log1p_().tanh_())
+        return torch.exp(x).log1p_().tanh_().mul_(x)
 
 
 def mish_onnx(x: torch.Tensor) -> torch.Tensor:
