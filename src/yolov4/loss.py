@@ -8,7 +8,8 @@ in input pixels) and every head:
   head, it is positive in the cell containing the box centre. With ``iou_thresh`` set
   (yolov4.cfg: 0.213) every other anchor of this head whose shape IoU exceeds it is positive in
   the same cell too; without it (yolov4-tiny) only the single best anchor is.
-* **Box** (positives): ``iou_normalizer * (1 - CIoU)`` between the decoded prediction (with the
+* **Box** (positives): ``iou_normalizer * (1 - CIoU)`` (``iou_loss``: ``ciou``, or ``diou``,
+  ``giou``, ``iou``) between the decoded prediction (with the
   grid-sensitivity decode of :mod:`yolov4.ops.decode`) and the target, CIoU in coordinates
   relative to the input size as darknet computes it.
 * **Objectness**: binary cross-entropy towards 1 at positives and 0 elsewhere, times
@@ -52,6 +53,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from yolov4.models.config import IOU_LOSSES
 from yolov4.ops.boxes import box_iou, cxcywh_to_xyxy, paired_box_iou, xyxy_to_cxcywh
 from yolov4.ops.decode import decode_boxes, split_head
 
@@ -99,9 +101,13 @@ class YoloLoss(nn.Module):
         cls_normalizer: float = 1.0,
         obj_normalizer: float = 1.0,
         max_delta: float | None = None,
+        iou_loss: str = "ciou",
         label_smoothing: float = 0.0,
     ) -> None:
         super().__init__()
+        if iou_loss not in IOU_LOSSES:
+            raise ValueError(f"iou_loss must be one of {list(IOU_LOSSES)}, got {iou_loss!r}")
+        self.iou_loss = iou_loss
         self.num_classes = num_classes
         self.masks = [list(m) for m in masks]
         self.strides = list(strides)
@@ -133,6 +139,7 @@ class YoloLoss(nn.Module):
             cls_normalizer=config.cls_normalizer,
             obj_normalizer=config.obj_normalizer,
             max_delta=config.max_delta,
+            iou_loss=config.iou_loss,
             label_smoothing=label_smoothing,
         )
 
@@ -247,8 +254,8 @@ class YoloLoss(nn.Module):
         rel = torch.cat((xy, exp_wh * anchor_wh), 1) / scale
 
         def value(rel: Tensor) -> Tensor:
-            ciou = paired_box_iou(cxcywh_to_xyxy(rel), cxcywh_to_xyxy(target_rel), "ciou")
-            return self.iou_normalizer * (1 - ciou)
+            iou = paired_box_iou(cxcywh_to_xyxy(rel), cxcywh_to_xyxy(target_rel), self.iou_loss)
+            return self.iou_normalizer * (1 - iou)
 
         if not (torch.is_grad_enabled() and t.requires_grad):
             return value(rel)

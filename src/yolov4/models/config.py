@@ -17,9 +17,18 @@ import yaml
 
 from yolov4.errors import ConfigError
 
-__all__ = ["ModelConfig", "MODEL_CONFIG_DIR", "available_models"]
+__all__ = ["ModelConfig", "MODEL_CONFIG_DIR", "available_models", "IOU_LOSSES", "NMS_KINDS"]
 
 MODEL_CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs" / "model"
+
+
+# [yolo] iou_loss values the loss computes (darknet's `mse`, its default when a cfg has no
+# iou_loss, is not implemented: every YOLOv4 cfg sets ciou).
+IOU_LOSSES = ("iou", "giou", "diou", "ciou")
+# [yolo] nms_kind values and the NMS of ops.postprocess each one means by default: darknet's
+# greedynms and diounms both suppress by DIoU with the distance term to the power beta_nms;
+# `default` (no nms_kind in the cfg) is plain IoU NMS.
+NMS_KINDS = {"default": "iou", "greedynms": "diou", "diounms": "diou"}
 
 
 def available_models() -> list[str]:
@@ -119,6 +128,41 @@ class ModelConfig:
                 )
         if any(w <= 0 or h <= 0 for w, h in self.anchors):
             raise ConfigError(f"model.anchors must be positive (w, h) pairs, got {self.anchors}")
+        if self.iou_loss not in IOU_LOSSES:
+            raise ConfigError(
+                f"model.iou_loss must be one of {list(IOU_LOSSES)}, got {self.iou_loss!r}"
+            )
+        if self.nms_kind not in NMS_KINDS:
+            raise ConfigError(
+                f"model.nms_kind must be one of {list(NMS_KINDS)}, got {self.nms_kind!r}"
+            )
+        ranges = {  # key: (low, high, low inclusive)
+            "ignore_thresh": (0.0, 1.0, True),
+            "truth_thresh": (0.0, float("inf"), False),
+            "iou_thresh": (0.0, 1.0, False),
+            "iou_normalizer": (0.0, float("inf"), True),
+            "cls_normalizer": (0.0, float("inf"), True),
+            "obj_normalizer": (0.0, float("inf"), True),
+            "max_delta": (0.0, float("inf"), False),
+            "beta_nms": (0.0, float("inf"), False),
+        }
+        for key, (lo, hi, inclusive) in ranges.items():
+            value = getattr(self, key)
+            if value is None and key in ("iou_thresh", "max_delta"):
+                continue
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+            ok = ok and (lo <= value if inclusive else lo < value) and value <= hi
+            if not ok:
+                bound = f"{'[' if inclusive else '('}{lo:g}, {hi:g}]"
+                raise ConfigError(f"model.{key} must be a number in {bound}, got {value!r}")
+        if any(not s >= 1.0 for s in self.scale_x_y):
+            raise ConfigError(f"model.scale_x_y must be >= 1 per head, got {list(self.scale_x_y)}")
+
+    @property
+    def default_nms(self) -> tuple[str, float]:
+        """The NMS darknet runs for this model (``nms_kind``, ``beta_nms``) in the vocabulary of
+        :func:`yolov4.ops.postprocess.postprocess`: ``(nms_kind, beta)``."""
+        return NMS_KINDS[self.nms_kind], self.beta_nms
 
     @property
     def num_anchors(self) -> int:
