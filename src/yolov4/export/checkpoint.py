@@ -11,20 +11,30 @@ File format ``yolov4.weights/1`` (builtins and tensors only, ``torch.load(weight
 ``load_checkpoint`` also reads Lightning ``.ckpt`` files written by this project's
 LightningModule (``hyper_parameters`` with ``model``/``class_names``/``preprocess``); for those
 the EMA weights are used when present. Every mismatch raises :class:`CheckpointError` with the
-missing, unexpected and wrong-shape keys grouped by module and the likely cause.
+missing, unexpected and wrong-shape keys grouped by module and the likely cause. The model config
+stored in a file is checked against the file's own tensors on the meta device before the network
+is allocated, so a file cannot make the loader allocate more than it holds.
+
+Writes go to a temporary file ``.<name>.XXXXXXXX.tmp`` in the target folder, locked
+(``fcntl.flock``) while it is written, then renamed into place. A write killed with SIGKILL leaves
+its temporary file behind; the next write into that folder removes such files when they are older
+than :data:`STALE_TMP_AGE_S` and no process holds their lock (a live writer always does).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
+import re
 import tempfile
+import time
 import zipfile
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 
@@ -33,7 +43,10 @@ from yolov4.models import ModelConfig, YOLOv4, build_model
 
 __all__ = [
     "FORMAT",
+    "STALE_TMP_AGE_S",
     "Checkpoint",
+    "Transfer",
+    "atomic_write",
     "save_checkpoint",
     "load_checkpoint",
     "read_checkpoint",
@@ -41,7 +54,10 @@ __all__ = [
     "check_state_dict",
     "network_state_dict",
     "load_state_dict_checked",
+    "transfer_state_dict",
 ]
+
+log = logging.getLogger(__name__)
 
 FORMAT = "yolov4.weights/1"
 # Prefixes that wrappers put in front of the network's own keys: the LightningModule attribute,
@@ -50,6 +66,16 @@ WRAPPER_PREFIXES = ("module.", "_orig_mod.", "model.", "ema_model.", "ema.", "ne
 # Lightning checkpoint keys (state_dict prefixes) that hold EMA weights, most specific first.
 EMA_PREFIXES = ("ema_model.", "ema.")
 SHOW = 5  # keys listed per kind of mismatch
+# A temporary file of atomic_write older than this (seconds) whose lock nobody holds was left by a
+# killed write. A live writer holds the lock for the whole write and its file is seconds old; the
+# age is the second guard where locks are unavailable (no fcntl) or not enforced.
+STALE_TMP_AGE_S = 60.0
+# Weights a file must hold per element of the model it describes (1 byte: even an 8-bit file);
+# a file below this has tensors of the claimed shapes but not their data (stride-0 views).
+MIN_BYTES_PER_ELEMENT = 1
+# The layers whose shapes follow num_classes and the anchors per head: the only ones allowed to
+# differ when initialising from another file of the same architecture.
+HEAD_PRED = re.compile(r"^heads\.\d+\.pred\.")
 
 
 @dataclass
@@ -71,20 +97,24 @@ def _versions() -> dict[str, str]:
 
 
 def _plain(value: Any) -> Any:
-    """Builtins only (what ``weights_only=True`` accepts): numbers, str, lists, dicts."""
+    """Exact builtins only (what ``weights_only=True`` accepts): numbers, str, lists, dicts.
+    numpy scalars and arrays and tensors become numbers or (nested) lists; subclasses of builtins
+    (``np.float64``, ``np.str_``) their base type; anything else its ``float`` or ``str``."""
     if isinstance(value, Mapping):
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
-    if isinstance(value, bool) or value is None:
-        return value
-    if isinstance(value, torch.Tensor) and value.numel() == 1:
-        return value.item()
-    if isinstance(value, int):
-        return int(value)
-    if isinstance(value, float) or hasattr(value, "__float__"):
+    if value is None:
+        return None
+    for kind in (bool, int, float, str):  # bool first: it is an int
+        if isinstance(value, kind):
+            return kind(value)
+    if isinstance(value, torch.Tensor) or type(value).__module__.split(".")[0] == "numpy":
+        return _plain(value.tolist())  # numpy scalar or array, tensor of any shape
+    try:
         return float(value)
-    return str(value)
+    except (TypeError, ValueError):
+        return str(value)
 
 
 def clean_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -184,6 +214,156 @@ def load_state_dict_checked(
     return sorted(k for k in own if k not in usable)
 
 
+@dataclass
+class Transfer:
+    """What :func:`transfer_state_dict` took from a file: model keys ``loaded``, model keys
+    ``kept`` as initialised (absent from the file or of another shape), file keys ``ignored``."""
+
+    loaded: list[str]
+    kept: list[str]
+    ignored: list[str]
+
+    def summary(self) -> str:
+        parts = [f"{len(self.loaded)} of {len(self.loaded) + len(self.kept)} tensors loaded"]
+        if self.kept:
+            parts.append(f"kept their initial values: {_group(self.kept)}")
+        if self.ignored:
+            parts.append(f"ignored from the file: {_group(self.ignored)}")
+        return "; ".join(parts)
+
+
+def _file_model(data: Mapping[str, Any]) -> str:
+    """``yolov4 (num_classes=80)`` from a weights file or Lightning ``.ckpt``; ``""`` if unknown."""
+    model = data.get("model")
+    if not isinstance(model, Mapping):
+        model = (data.get("hyper_parameters") or {}).get("model")
+    if not isinstance(model, Mapping) or "name" not in model:
+        return ""
+    return f"{model['name']} (num_classes={model.get('num_classes')})"
+
+
+def transfer_state_dict(
+    model: YOLOv4,
+    data: Mapping[str, Any],
+    *,
+    strict: bool = True,
+    prefix: str = "",
+    source: str = "the file",
+) -> Transfer:
+    """Initialise ``model`` (transfer learning) from a loaded checkpoint of any format (see
+    :func:`network_state_dict`), only keys starting with ``prefix`` (``"backbone."``).
+
+    ``strict=True``: the file must be of the model's architecture: every model key present, no
+    other keys, the same shapes except the head prediction layers (``heads.N.pred.``, which
+    follow ``num_classes`` and the anchors per head). Otherwise :class:`CheckpointError` lists
+    the missing, unexpected and wrong-shape keys by module. ``strict=False``: every tensor whose
+    name and shape match is loaded, whatever the rest. Either way the returned :class:`Transfer`
+    lists what was loaded, kept and ignored.
+    """
+    sd = {k: v for k, v in network_state_dict(data).items() if k.startswith(prefix)}
+    own = model.state_dict()
+    own_keys = [k for k in own if k.startswith(prefix)]
+    usable = {k: v for k, v in sd.items() if k in own and v.shape == own[k].shape}
+    report = Transfer(
+        loaded=[k for k in own_keys if k in usable],
+        kept=[k for k in own_keys if k not in usable],
+        ignored=[k for k in sd if k not in own],
+    )
+    if strict:
+        missing = [k for k in own_keys if k not in sd]
+        shapes = [
+            k for k in sd if k in own and sd[k].shape != own[k].shape and not HEAD_PRED.match(k)
+        ]
+        if missing or report.ignored or shapes:
+            found = _file_model(data)
+            parts = [
+                f"{source} does not fit {model.config.name}"
+                + (f": it holds {found} weights" if found else "")
+                + f"; only {len(usable)} of {len(own_keys)} tensors"
+                + (f" under {prefix!r}" if prefix else "")
+                + " match by name and shape"
+            ]
+            if missing:
+                parts.append(f"missing keys {_group(missing)}")
+            if report.ignored:
+                parts.append(f"unexpected keys {_group(report.ignored)}")
+            if shapes:
+                diffs = [f"{k} {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}" for k in shapes]
+                parts.append(f"shape mismatches {len(shapes)}: " + "; ".join(diffs[:SHOW]))
+            raise CheckpointError("\n  ".join(parts))
+    model.load_state_dict({**own, **usable}, strict=True)
+    return report
+
+
+def _tmp_name(path: Path) -> re.Pattern[str]:
+    """Names :func:`tempfile.mkstemp` gives ``atomic_write``'s files for ``path``."""
+    return re.compile(rf"\.{re.escape(path.name)}\.[A-Za-z0-9_]{{8}}\.tmp")
+
+
+def _lock(f: IO[bytes], blocking: bool = True) -> bool:
+    """``flock`` ``f`` exclusively; False if another open file holds it (never without fcntl)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: the age of a file is the only guard
+        return True
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+    except BlockingIOError:
+        return False
+    except OSError:  # a file system without locks: the age is the only guard
+        return True
+    return True
+
+
+def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files that killed :func:`atomic_write` calls for ``path`` left: older
+    than :data:`STALE_TMP_AGE_S` and locked by nobody. Returns the paths removed."""
+    path = Path(path)
+    pattern, now, removed = _tmp_name(path), time.time(), []
+    if not path.parent.is_dir():
+        return removed
+    for tmp in path.parent.iterdir():
+        if not pattern.fullmatch(tmp.name):
+            continue
+        try:
+            if now - tmp.stat().st_mtime < STALE_TMP_AGE_S:
+                continue
+            with open(tmp, "rb") as f:
+                if _lock(f, blocking=False):  # nobody writes it: remove while holding the lock
+                    tmp.unlink()
+                    removed.append(tmp)
+        except OSError:  # gone meanwhile, or not ours to remove
+            continue
+    if removed:
+        log.warning(
+            "removed %d temporary file(s) left by an interrupted write: %s",
+            len(removed),
+            ", ".join(p.name for p in removed),
+        )
+    return removed
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> Path:
+    """``write(f)`` into a locked temporary file next to ``path``, fsync, then rename over
+    ``path``: a crash mid-write leaves any previous file intact. The leftovers of earlier killed
+    writes of ``path`` are removed first (:func:`remove_stale_temporaries`)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            _lock(f)  # held until closed: tells remove_stale_temporaries this write is alive
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
 def save_checkpoint(
     path: str | os.PathLike,
     model: YOLOv4,
@@ -209,30 +389,17 @@ def save_checkpoint(
         raise ConfigError(
             f"{len(names)} class names for a model with num_classes={model.num_classes}"
         )
-    payload = {
+    payload = {  # exact builtins and tensors only: what read_checkpoint accepts
         "format": FORMAT,
-        "model": config,
+        "model": _plain(config),
         "state_dict": {k: v.detach().cpu().clone() for k, v in sd.items()},
-        "class_names": names,
-        "preprocess": dict(preprocess or {}),
-        "metrics": {
-            k: float(v) if isinstance(v, (int, float)) else v for k, v in (metrics or {}).items()
-        },
-        "trained": dict(trained or {}),
+        "class_names": [str(n) for n in names],
+        "preprocess": _plain(dict(preprocess or {})),
+        "metrics": _plain(dict(metrics or {})),
+        "trained": _plain(dict(trained or {})),
         "versions": _versions(),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda f: torch.save(payload, f))
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
@@ -303,6 +470,32 @@ def _from_lightning(data: dict[str, Any], path: Path) -> dict[str, Any]:
     }
 
 
+def _check_before_allocation(
+    path: Path, config: ModelConfig, sd: Mapping[str, torch.Tensor]
+) -> None:
+    """The stored config against the stored tensors, with the network on the meta device (no
+    memory): keys and shapes, then the bytes the file really holds (stride-0 tensors claim any
+    shape with one number)."""
+    with torch.device("meta"):
+        shell = YOLOv4(config)
+    try:
+        check_state_dict(shell, sd)
+    except CheckpointError as e:
+        raise CheckpointError(
+            f"{path}: its tensors do not fit the model config stored with them "
+            f"({config.name}, num_classes={config.num_classes}); refusing to build it: {e}"
+        ) from e
+    needed = sum(t.numel() for t in shell.state_dict().values())
+    storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in sd.values()}
+    held = sum(storages.values())
+    if held < needed * MIN_BYTES_PER_ELEMENT:
+        raise CheckpointError(
+            f"{path}: its model config ({config.name}, num_classes={config.num_classes}) has "
+            f"{needed:,} weights but the file holds {held:,} bytes of tensor data (tensors of the "
+            f"right shapes without their data); refusing to allocate the network"
+        )
+
+
 def load_checkpoint(
     path: str | os.PathLike, map_location: str | torch.device = "cpu"
 ) -> Checkpoint:
@@ -321,11 +514,23 @@ def load_checkpoint(
         )
     try:
         config = ModelConfig.from_dict(dict(data["model"]))
-    except (ConfigError, KeyError, TypeError) as e:
+    except (ConfigError, KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"{path}: the stored model config is unusable: {e}") from e
+    if not isinstance(data.get("state_dict"), Mapping):
+        raise CheckpointError(f"{path}: 'state_dict' is a {type(data.get('state_dict')).__name__}")
+    sd = clean_state_dict(data["state_dict"])
+    _check_before_allocation(path, config, sd)
+    names = data.get("class_names")
+    names = [str(i) for i in range(config.num_classes)] if names is None else names
+    if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
+        raise CheckpointError(f"{path}: class_names must be a list of strings, found {names!r:.80}")
+    if len(names) != config.num_classes:
+        raise CheckpointError(
+            f"{path} has {len(names)} class names for a model with num_classes="
+            f"{config.num_classes}; expected one name per class"
+        )
     model = YOLOv4(config)
-    load_state_dict_checked(model, data["state_dict"], strict=True)
-    names = data.get("class_names") or [str(i) for i in range(config.num_classes)]
+    load_state_dict_checked(model, sd, strict=True)
     return Checkpoint(
         model=model.to(map_location).eval(),
         class_names=list(names),
