@@ -5,6 +5,32 @@ predicts); ``category_ids[class_index]`` keeps the original id, which results mu
 80 classes use ids 1-90 with gaps: results with contiguous ids silently score ~0 mAP).
 ``iscrowd`` boxes are not training targets (they stay in the ground truth, where COCOeval
 ignores detections matching them).
+
+Every entry is checked before use; a malformed one is repaired or skipped and reported with the
+json file and the entry (``annotations[3] (id 7)``), and strict mode stops on it:
+
+- a document that is not an object with ``images``/``annotations``/``categories`` lists, or
+  without one usable category, is a :class:`~yolov4.errors.DatasetError` naming the file;
+- a category without an integer id (or repeating one) is skipped; without a name it is named
+  ``category_<id>``;
+- an image entry without an integer ``id`` or a ``file_name`` is skipped; without a positive
+  numeric ``width``/``height`` its size is read from the image file;
+- an annotation without an integer ``image_id``/``category_id`` or a ``bbox`` of 4 numbers is
+  skipped; without an integer ``id`` it gets a new one; a missing ``area``/``iscrowd`` is filled
+  in silently (the box area, 0: COCO's meaning), a non-numeric one is reported and filled in.
+
+Duplicates and orphans (pycocotools indexes images and annotations by id: a repeated id makes
+COCOeval count one box twice and lose another), with a rule that depends only on file order:
+
+- the first image entry with an id is kept, later entries with that id are skipped (reported
+  naming both file names); annotations with that id belong to the kept entry;
+- an annotation repeating an earlier one's id is dropped when it is an exact repeat (same
+  image, category, bbox, iscrowd: one box listed twice), else kept as a distinct box under a
+  new id (after the largest id in the file), so training and COCOeval both see it once;
+- an annotation whose ``image_id`` no image entry has is skipped.
+
+The ground truth handed to COCOeval (:attr:`DetectionData.coco`) holds exactly the repaired
+entries the records train on (plus ``iscrowd`` boxes), with unique ids.
 """
 
 from __future__ import annotations
@@ -16,17 +42,25 @@ from typing import Any
 
 import numpy as np
 
+from yolov4.data.image_io import image_size
 from yolov4.data.records import (
     DetectionData,
     ImageRecord,
     Problem,
     ProblemReport,
+    as_int,
     check_box,
     coco_from_dict,
+    finite_float,
+    is_number,
+    json_kind,
 )
 from yolov4.errors import DatasetError
 
 __all__ = ["CocoSource", "load_coco"]
+
+SECTIONS = ("images", "annotations", "categories")
+COCO_BBOX_LEN = 4  # [x, y, width, height]
 
 
 @dataclass
@@ -43,24 +77,220 @@ class CocoSource:
 
 
 def _read_json(path: Path) -> dict[str, Any]:
+    """The json document, checked to be an object with the three COCO lists."""
     if not path.is_file():
         raise DatasetError(
             f"COCO annotation file not found: expected a json at {path}; "
             "set data.*.annotations to an instances_*.json"
         )
     try:
-        with path.open() as f:
-            dataset = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        dataset = json.loads(path.read_bytes())  # UTF-8/16/32 detected as json allows
+    except OSError as e:
+        raise DatasetError(f"cannot read the COCO annotation file {path}: {e}") from e
+    except (ValueError, RecursionError) as e:  # JSONDecodeError, UnicodeDecodeError; deep nesting
         raise DatasetError(f"{path} is not valid json: {e}") from e
-    missing = [k for k in ("images", "annotations", "categories") if k not in dataset]
-    if not isinstance(dataset, dict) or missing:
+    if not isinstance(dataset, dict):
         raise DatasetError(
-            f"{path}: expected a COCO dict with keys images/annotations/categories, missing {missing}"
+            f"{path}: expected a COCO object with keys images/annotations/categories, "
+            f"found {json_kind(dataset)}"
         )
-    if not dataset["categories"]:
-        raise DatasetError(f"{path}: expected at least one category, found none")
+    missing = [k for k in SECTIONS if k not in dataset]
+    if missing:
+        raise DatasetError(
+            f"{path}: expected a COCO object with keys images/annotations/categories, "
+            f"missing {missing}"
+        )
+    for key in SECTIONS:
+        if not isinstance(dataset[key], list):
+            raise DatasetError(
+                f"{path}: expected `{key}` to be a list, found {json_kind(dataset[key])}"
+            )
     return dataset
+
+
+def _categories(raw: list[Any], path: Path, report: ProblemReport) -> list[dict[str, Any]]:
+    """The usable categories, sorted by id (see the module docstring for the rules)."""
+    kept: dict[int, dict[str, Any]] = {}
+    for i, cat in enumerate(raw):
+        where = f"categories[{i}]"
+        cid = as_int(cat.get("id")) if isinstance(cat, dict) else None
+        if cid is None:
+            found = f"id {cat.get('id')!r}" if isinstance(cat, dict) else json_kind(cat)
+            report.add(Problem.BAD_CATEGORY, path, f"{where}: {found}, expected an integer id")
+            continue
+        where = f"{where} (id {cid})"
+        if cid in kept:
+            report.add(Problem.BAD_CATEGORY, path, f"{where}: id repeated, the first is kept")
+            continue
+        name = cat.get("name")
+        if not isinstance(name, (str, int, float)) or isinstance(name, bool) or name == "":
+            report.add(Problem.CATEGORY_NAME, path, f"{where}: name {name!r}, named category_{cid}")
+            name = f"category_{cid}"
+        kept[cid] = {**cat, "id": cid, "name": str(name)}
+    if not kept:
+        raise DatasetError(
+            f"{path}: expected at least one category with an integer id, "
+            f"found none among {len(raw)}"
+        )
+    return [kept[cid] for cid in sorted(kept)]
+
+
+def _positive_size(value: Any) -> bool:
+    size = finite_float(value)
+    return size is not None and size > 0
+
+
+@dataclass
+class _Image:
+    index: int  # position in the json's `images`
+    entry: dict[str, Any]  # the repaired entry for the ground truth
+    file: str
+    height: float
+    width: float
+
+
+def _images(
+    raw: list[Any], path: Path, image_dir: Path, report: ProblemReport
+) -> tuple[list[_Image], set[int]]:
+    """The usable image entries in file order, and every integer id listed (orphans are
+    annotations whose image id is not among these)."""
+    images: list[_Image] = []
+    first: dict[int, str] = {}  # id -> the entry kept for it
+    for i, img in enumerate(raw):
+        iid = as_int(img.get("id")) if isinstance(img, dict) else None
+        if iid is None:
+            found = f"id {img.get('id')!r}" if isinstance(img, dict) else json_kind(img)
+            report.add(Problem.BAD_IMAGE, path, f"images[{i}]: {found}, expected an integer id")
+            continue
+        name = img.get("file_name")
+        where = f"images[{i}] (id {iid}, file_name {name!r})"
+        if iid in first:
+            report.add(Problem.DUPLICATE_IMAGE, path, f"{where}: id already used by {first[iid]}")
+            continue
+        first[iid] = where
+        if not isinstance(name, str) or not name:
+            report.add(Problem.BAD_IMAGE, path, f"{where}: expected a file_name")
+            continue
+        file = image_dir / name
+        if not file.is_file():
+            report.add(Problem.MISSING_FILE, file)
+            continue
+        width, height = img.get("width"), img.get("height")
+        if not (_positive_size(width) and _positive_size(height)):
+            hw = image_size(file)
+            if hw is None:
+                report.add(Problem.UNREADABLE, file, f"no width/height in {path} {where}")
+                continue
+            report.add(
+                Problem.IMAGE_SIZE,
+                path,
+                f"{where}: width {width!r}, height {height!r}; read {hw[1]}x{hw[0]} from the file",
+            )
+            height, width = hw
+        entry = {**img, "id": iid, "file_name": name, "width": width, "height": height}
+        images.append(_Image(i, entry, str(file), float(height), float(width)))
+    return images, set(first)
+
+
+@dataclass
+class _Annotation:
+    where: str  # "annotations[3] (id 7)" for reports
+    entry: dict[str, Any]  # id, image_id, category_id repaired; bbox as given (numbers)
+
+
+def _bbox(bbox: Any) -> list[float] | None:
+    """``bbox`` as 4 floats (NaN and infinity kept for :func:`check_box` to report), or
+    ``None`` when it is not a list of 4 numbers that fit a float."""
+    if not (isinstance(bbox, list) and len(bbox) == COCO_BBOX_LEN and all(map(is_number, bbox))):
+        return None
+    try:
+        return [float(v) for v in bbox]
+    except OverflowError:
+        return None
+
+
+def _annotations(
+    raw: list[Any], path: Path, listed: set[int], report: ProblemReport
+) -> dict[int, list[_Annotation]]:
+    """Usable annotations per image id, in file order (see the module docstring)."""
+    all_ids = [as_int(a.get("id")) for a in raw if isinstance(a, dict)]
+    next_id = max((i for i in all_ids if i is not None), default=0) + 1
+    seen: dict[int, tuple[tuple[Any, ...], str]] = {}  # id -> (content, where) of the first
+    per_image: dict[int, list[_Annotation]] = {}
+    for i, ann in enumerate(raw):
+        where = f"annotations[{i}]"
+        if not isinstance(ann, dict):
+            report.add(
+                Problem.BAD_ANNOTATION, path, f"{where}: {json_kind(ann)}, expected an object"
+            )
+            continue
+        aid = as_int(ann.get("id"))
+        where += f" (id {aid})" if aid is not None else ""
+        image_id, cat, bbox = (
+            as_int(ann.get("image_id")),
+            as_int(ann.get("category_id")),
+            _bbox(ann.get("bbox")),
+        )
+        bad = [
+            f"{key} {ann.get(key)!r}, expected an integer"
+            for key, value in (("image_id", image_id), ("category_id", cat))
+            if value is None
+        ]
+        if bbox is None:
+            bad.append(f"bbox {ann.get('bbox')!r}, expected [x, y, width, height] numbers")
+        if bad:
+            report.add(Problem.BAD_ANNOTATION, path, f"{where}: {'; '.join(bad)}")
+            continue
+        if image_id not in listed:
+            report.add(
+                Problem.ORPHAN_ANNOTATION,
+                path,
+                f"{where}: image_id {image_id} is not the id of any image entry",
+            )
+            continue
+        content = (image_id, cat, tuple(bbox), ann.get("iscrowd", 0))
+        if aid is None:
+            report.add(
+                Problem.ANNOTATION_ID, path, f"{where}: id {ann.get('id')!r}, given id {next_id}"
+            )
+            aid, next_id = next_id, next_id + 1
+        elif aid in seen:
+            first_content, first_where = seen[aid]
+            if content == first_content:
+                report.add(
+                    Problem.DUPLICATE_ANNOTATION,
+                    path,
+                    f"{where}: an exact repeat of {first_where}, dropped",
+                )
+                continue
+            report.add(
+                Problem.DUPLICATE_ANNOTATION,
+                path,
+                f"{where}: id already used by {first_where}, kept as id {next_id}",
+            )
+            aid, next_id = next_id, next_id + 1
+        seen[aid] = (content, where)
+        entry = {**ann, "id": aid, "image_id": image_id, "category_id": cat, "bbox": bbox}
+        per_image.setdefault(image_id, []).append(_Annotation(where, entry))
+    return per_image
+
+
+def _crowd_and_area(
+    ann: _Annotation, box_area: float, path: Path, report: ProblemReport
+) -> tuple[int, float]:
+    """``iscrowd`` (0/1) and ``area`` for COCOeval (it reads both); missing: 0 and the box
+    area, silently; present but not numbers: reported and filled in the same way."""
+    crowd, area = ann.entry.get("iscrowd", 0), ann.entry.get("area", box_area)
+    bad = []
+    if not (is_number(crowd) and crowd in (0, 1)):
+        bad.append(f"iscrowd {crowd!r} (set to 0)")
+        crowd = 0
+    if finite_float(area) is None or area < 0:
+        bad.append(f"area {area!r} (set to the box area)")
+        area = box_area
+    if bad:
+        report.add(Problem.BAD_FIELD, path, f"{ann.where}: {', '.join(bad)}")
+    return int(crowd), float(area)
 
 
 def load_coco(
@@ -69,55 +299,60 @@ def load_coco(
     include_negatives: bool = True,
     report: ProblemReport | None = None,
 ) -> DetectionData:
-    """Load one COCO-format split.
+    """Load one COCO-format split; malformed entries, duplicates and orphans are repaired or
+    skipped and reported (rules in the module docstring).
 
     Returns:
         :class:`DetectionData` whose ``coco`` is the ground truth restricted to the images kept
         (missing files dropped) with bad annotations removed and partly-outside boxes clipped.
 
     Raises:
-        DatasetError: missing/invalid json, missing image directory, or no usable image.
+        DatasetError: missing/invalid json or a document of another shape, no usable category,
+            missing image directory, no usable image; in strict mode, the first problem.
     """
     report = report if report is not None else ProblemReport(name=str(annotations))
     ann_path, image_dir = Path(annotations), Path(images)
     dataset = _read_json(ann_path)
     if not image_dir.is_dir():
         raise DatasetError(f"image directory not found: {image_dir} (for {ann_path})")
-    categories = sorted(dataset["categories"], key=lambda c: c["id"])
-    category_ids = [int(c["id"]) for c in categories]
+    categories = _categories(dataset["categories"], ann_path, report)
+    category_ids = [c["id"] for c in categories]
     class_of = {cid: i for i, cid in enumerate(category_ids)}
-
-    per_image: dict[int, list[dict[str, Any]]] = {}
-    for ann in dataset["annotations"]:
-        per_image.setdefault(ann["image_id"], []).append(ann)
+    image_entries, listed = _images(dataset["images"], ann_path, image_dir, report)
+    per_image = _annotations(dataset["annotations"], ann_path, listed, report)
 
     records, gt_images, gt_annotations = [], [], []
-    for img in dataset["images"]:
-        file = str(image_dir / img["file_name"])
-        if not Path(file).is_file():
-            report.add(Problem.MISSING_FILE, file)
-            continue
-        width, height = float(img["width"]), float(img["height"])
-        boxes, labels = [], []
-        for ann in per_image.get(img["id"], []):
-            if ann["category_id"] not in class_of:
-                report.add(Problem.UNKNOWN_CLASS, file, f"category_id {ann['category_id']}")
+    for img in image_entries:
+        file, width, height = img.file, img.width, img.height
+        boxes, labels, anns = [], [], []
+        for ann in per_image.get(img.entry["id"], []):
+            entry = ann.entry
+            if entry["category_id"] not in class_of:
+                report.add(
+                    Problem.UNKNOWN_CLASS, file, f"{ann.where}: category_id {entry['category_id']}"
+                )
                 continue
-            x, y, w, h = (float(v) for v in ann["bbox"])
-            box = check_box(np.array([x, y, x + w, y + h]), width, height, report, file)
+            x, y, w, h = entry["bbox"]
+            box = check_box(
+                np.array([x, y, x + w, y + h]), width, height, report, f"{file} {ann.where}"
+            )
             if box is None:
                 continue
             x1, y1, x2, y2 = box.tolist()
-            gt_annotations.append({**ann, "bbox": [x1, y1, x2 - x1, y2 - y1]})
-            if not ann.get("iscrowd", 0):
+            crowd, area = _crowd_and_area(ann, (x2 - x1) * (y2 - y1), ann_path, report)
+            anns.append(
+                {**entry, "bbox": [x1, y1, x2 - x1, y2 - y1], "area": area, "iscrowd": crowd}
+            )
+            if not crowd:
                 boxes.append(box)
-                labels.append(class_of[ann["category_id"]])
+                labels.append(class_of[entry["category_id"]])
         if not boxes and not include_negatives:
             continue
-        gt_images.append(img)
+        gt_images.append(img.entry)
+        gt_annotations.extend(anns)
         records.append(
             ImageRecord(
-                image_id=int(img["id"]),
+                image_id=img.entry["id"],
                 file=file,
                 height=int(height),
                 width=int(width),
@@ -128,16 +363,16 @@ def load_coco(
     if not records:
         raise DatasetError(
             f"{ann_path}: no usable image (found {len(dataset['images'])} listed under "
-            f"{image_dir}); check that data.*.images points at the image directory"
+            f"{image_dir}); check that data.*.images points at the image directory\n"
+            f"{report.summary()}"
         )
-    kept = {img["id"] for img in gt_images}
     coco = coco_from_dict(
         {
-            **{k: v for k, v in dataset.items() if k not in ("images", "annotations")},
+            **{k: v for k, v in dataset.items() if k not in SECTIONS},
             "images": gt_images,
-            "annotations": [a for a in gt_annotations if a["image_id"] in kept],
+            "annotations": gt_annotations,
             "categories": categories,
         }
     )
-    names = [str(c["name"]) for c in categories]
+    names = [c["name"] for c in categories]
     return DetectionData(records, names, category_ids, coco)

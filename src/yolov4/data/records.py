@@ -29,6 +29,10 @@ __all__ = [
     "ProblemReport",
     "Problem",
     "coco_from_dict",
+    "as_int",
+    "is_number",
+    "finite_float",
+    "json_kind",
     "records_to_coco",
     "COCO_SMALL_AREA",
     "COCO_MEDIUM_AREA",
@@ -57,6 +61,22 @@ class Problem:
     BOX_NAN = "NaN or infinite box coordinate (dropped)"
     UNKNOWN_CLASS = "unknown category id / class index (dropped)"
     BAD_LINE = "label line without 5 numbers `class cx cy w h` (dropped)"
+    NOT_TEXT = "label file not readable as UTF-8 text (image skipped: its labels are unknown)"
+    # Entries of a COCO json, named by file and entry (``annotations[3] (id 7)``).
+    BAD_IMAGE = "image entry without an integer id or a file_name (skipped)"
+    IMAGE_SIZE = "image entry without a positive numeric width/height (read from the file)"
+    BAD_CATEGORY = "category without an integer id, or a repeated id (skipped)"
+    CATEGORY_NAME = "category without a name (named category_<id>)"
+    BAD_ANNOTATION = (
+        "annotation without an integer image_id/category_id or a bbox of 4 numbers (skipped)"
+    )
+    ANNOTATION_ID = "annotation without an integer id (given a new one)"
+    BAD_FIELD = "annotation area/iscrowd not a number (set from the box / to 0)"
+    DUPLICATE_IMAGE = "duplicate image id (first entry kept, later ones skipped)"
+    DUPLICATE_ANNOTATION = (
+        "duplicate annotation id (an exact repeat dropped, a different box kept under a new id)"
+    )
+    ORPHAN_ANNOTATION = "annotation of an image id that no image entry has (skipped)"
 
 
 @dataclass
@@ -179,6 +199,44 @@ def records_to_coco(
             )
     categories = [{"id": i, "name": n} for i, n in zip(category_ids, class_names, strict=True)]
     return coco_from_dict({"images": images, "annotations": annotations, "categories": categories})
+
+
+def as_int(value: Any) -> int | None:
+    """``value`` as an ``int`` when it is a JSON integer (``3`` or ``3.0``, not ``true`` nor
+    ``"3"``), else ``None``."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
+
+
+def is_number(value: Any) -> bool:
+    """A JSON number (``int`` or ``float``, NaN included; not ``bool``, not a string)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def finite_float(value: Any) -> float | None:
+    """A JSON number as a finite ``float``; ``None`` for anything else (strings, NaN, infinity,
+    integers too large for a float)."""
+    if not is_number(value):
+        return None
+    try:
+        result = float(value)
+    except OverflowError:
+        return None
+    return result if np.isfinite(result) else None
+
+
+def json_kind(value: Any) -> str:
+    """How a JSON value is named in messages: ``null``, ``a list``, ``an object``, ``a str``."""
+    if value is None:
+        return "null"
+    if isinstance(value, dict):
+        return "an object"
+    return f"a {type(value).__name__}"
 
 
 def check_box(

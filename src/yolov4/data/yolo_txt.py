@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import yaml
@@ -24,7 +25,9 @@ from yolov4.data.records import (
     ImageRecord,
     Problem,
     ProblemReport,
+    as_int,
     check_box,
+    json_kind,
     records_to_coco,
 )
 from yolov4.errors import DatasetError
@@ -34,25 +37,77 @@ __all__ = ["YoloSource", "load_yolo", "read_class_names"]
 YOLO_COLUMNS = 5  # class cx cy w h
 
 
+def _read_text(path: Path) -> str:
+    """A names file's text; not UTF-8 (a leading BOM is allowed) is a DatasetError."""
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise DatasetError(
+            f"{path}: expected UTF-8 text, found byte {e.object[e.start]:#04x} at offset {e.start}"
+        ) from e
+    except OSError as e:
+        raise DatasetError(f"cannot read the class names file {path}: {e}") from e
+
+
+def _names_from_yaml(path: Path) -> list[Any]:
+    """The ``names:`` of an ultralytics data yaml, a list or an ``{index: name}`` dict whose
+    keys are exactly ``0..C-1`` (integers or digit strings)."""
+    try:
+        data = yaml.safe_load(_read_text(path))
+    except yaml.YAMLError as e:
+        raise DatasetError(f"{path} is not valid YAML: {e}") from e
+    value = data.get("names") if isinstance(data, dict) else None
+    if isinstance(value, dict) and value:
+        indices = {}
+        for key in value:
+            index = (
+                as_int(key)
+                if not isinstance(key, str)
+                else (int(key) if key.strip().isdigit() else None)
+            )
+            if index is None:
+                raise DatasetError(
+                    f"{path}: `names:` expected integer keys 0..{len(value) - 1}, found key {key!r}"
+                )
+            indices[index] = value[key]
+        if sorted(indices) != list(range(len(value))):
+            raise DatasetError(
+                f"{path}: `names:` expected integer keys 0..{len(value) - 1} (one per class), "
+                f"found {sorted(indices)}"
+            )
+        value = [indices[i] for i in range(len(value))]
+    if not isinstance(value, list) or not value:
+        raise DatasetError(
+            f"{path}: expected a `names:` list or {{index: name}} dict, found {json_kind(value)}"
+        )
+    return value
+
+
 def read_class_names(names: str | Sequence[str]) -> list[str]:
-    """Class names from a ``.names`` / ``.txt`` file, a data ``.yaml`` or a list."""
+    """Class names from a ``.names`` / ``.txt`` file (one per line), a data ``.yaml`` or a list.
+
+    Raises:
+        DatasetError: a missing or non-UTF-8 file, invalid YAML, a ``names:`` that is not a
+            non-empty list or a dict with keys ``0..C-1``, or an empty (null) name.
+    """
     if not isinstance(names, str):
-        return [str(n) for n in names]
-    path = Path(names)
-    if not path.is_file():
-        raise DatasetError(f"class names file not found: {path} (a .names file or a data yaml)")
-    if path.suffix in (".yaml", ".yml"):
-        data = yaml.safe_load(path.read_text())
-        value = data.get("names") if isinstance(data, dict) else None
-        if isinstance(value, dict):
-            value = [value[k] for k in sorted(value, key=int)]
-        if not isinstance(value, list) or not value:
-            raise DatasetError(f"{path}: expected a `names:` list or {{index: name}} dict")
-        return [str(n) for n in value]
-    result = [line.strip() for line in path.read_text().splitlines() if line.strip()]
-    if not result:
-        raise DatasetError(f"{path}: expected one class name per line, found none")
-    return result
+        result = list(names)
+        where = "names"
+    else:
+        path = Path(names)
+        if not path.is_file():
+            raise DatasetError(f"class names file not found: {path} (a .names file or a data yaml)")
+        where = f"{path}: names"
+        if path.suffix in (".yaml", ".yml"):
+            result = _names_from_yaml(path)
+        else:
+            result = [line.strip() for line in _read_text(path).splitlines() if line.strip()]
+            if not result:
+                raise DatasetError(f"{path}: expected one class name per line, found none")
+    for i, name in enumerate(result):
+        if name is None or isinstance(name, (dict, list)) or str(name) == "":
+            raise DatasetError(f"{where}[{i}]: expected a class name, found {json_kind(name)}")
+    return [str(n) for n in result]
 
 
 @dataclass
@@ -79,11 +134,26 @@ def _default_labels_dir(images: Path) -> Path:
 
 
 def _read_labels(
-    label_file: Path, hw: tuple[int, int], num_classes: int, report: ProblemReport, file: str
-) -> tuple[list[np.ndarray], list[int]]:
+    label_file: Path, hw: tuple[int, int], num_classes: int, report: ProblemReport
+) -> tuple[list[np.ndarray], list[int]] | None:
+    """Boxes (``xyxy`` pixels) and class indices of one label file; bad lines are reported and
+    dropped. ``None`` (reported) when the file is not UTF-8 text: its image is skipped, since
+    training on it as a negative would teach that its objects are background."""
     height, width = hw
     boxes, labels = [], []
-    for n, line in enumerate(label_file.read_text().splitlines(), 1):
+    try:
+        text = label_file.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as e:
+        report.add(
+            Problem.NOT_TEXT,
+            label_file,
+            f"undecodable byte {e.object[e.start]:#04x} at offset {e.start}",
+        )
+        return None
+    except OSError as e:
+        report.add(Problem.NOT_TEXT, label_file, f"cannot be read: {e}")
+        return None
+    for n, line in enumerate(text.splitlines(), 1):
         fields = line.split()
         if not fields:
             continue
@@ -143,7 +213,10 @@ def load_yolo(
         label_file = (label_dir / path.relative_to(image_dir)).with_suffix(".txt")
         boxes, cls = [], []
         if label_file.is_file():
-            boxes, cls = _read_labels(label_file, hw, len(class_names), report, str(path))
+            labels_read = _read_labels(label_file, hw, len(class_names), report)
+            if labels_read is None:
+                continue
+            boxes, cls = labels_read
         if not boxes and not include_negatives:
             continue
         records.append(
@@ -158,7 +231,8 @@ def load_yolo(
         )
     if not records:
         raise DatasetError(
-            f"no usable image in {image_dir} (found {len(files)} files with suffixes {IMAGE_SUFFIXES})"
+            f"no usable image in {image_dir} (found {len(files)} files with suffixes "
+            f"{IMAGE_SUFFIXES})\n{report.summary()}"
         )
     category_ids = list(range(len(class_names)))
     return DetectionData(
