@@ -64,6 +64,15 @@ def test_weights_are_strict_loadable_and_match_the_lightning_checkpoint(trained_
             assert torch.equal(a, b)
 
 
+def test_weights_and_lightning_checkpoint_record_the_same_epoch(trained_run):
+    """weights/last.pt and checkpoints/last.ckpt hold the same state after the run: they name the
+    same (0-based, Lightning's) epoch and the same step."""
+    run, _, _ = trained_run
+    weights = torch.load(run / "weights/last.pt", weights_only=True)["trained"]
+    ckpt = torch.load(run / "checkpoints/last.ckpt", weights_only=True)
+    assert (weights["epoch"], weights["step"]) == (ckpt["epoch"], ckpt["global_step"]) == (0, 2)
+
+
 def test_evaluate_matches_training_and_pycocotools(trained_run, compose_cfg, tiny_run, tmp_path):
     run, train_metrics, cache = trained_run
     data = [o for o in tiny_run if o.startswith("data.") and "input_size" not in o]

@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 
-from yolov4.export.checkpoint import save_checkpoint
+from yolov4.export.checkpoint import atomic_write, save_checkpoint
 
 __all__ = [
     "WeightsCallback",
     "ValidationImages",
     "write_json",
+    "trained_epoch",
     "BEST_WEIGHTS",
     "LAST_WEIGHTS",
     "MONITOR",
@@ -32,14 +31,19 @@ MONITOR = "mAP"  # best by COCO mAP@[.5:.95]
 
 
 def write_json(path: str | Path, payload: Any) -> Path:
-    """Write JSON atomically (temporary file + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(payload, f, indent=2)
-    os.replace(tmp, path)
-    return path
+    """Write JSON atomically (temporary file + rename; see :func:`atomic_write`)."""
+    text = json.dumps(payload, indent=2).encode()
+    return atomic_write(path, lambda f: f.write(text))
+
+
+def trained_epoch(trainer: L.Trainer) -> int:
+    """The 0-based epoch the current weights come from, as Lightning's ``.ckpt`` records it
+    (``current_epoch`` during the epoch). After ``fit`` Lightning's ``current_epoch`` has moved on
+    to the next epoch, which never ran; the epochs begun (``ready``) do not move on."""
+    loop = getattr(trainer, "fit_loop", None)
+    if loop is None:
+        return trainer.current_epoch
+    return max(loop.epoch_progress.current.ready - 1, 0)
 
 
 class WeightsCallback(L.Callback):
@@ -50,6 +54,7 @@ class WeightsCallback(L.Callback):
     def __init__(self, dirpath: str | Path) -> None:
         self.dirpath = Path(dirpath)
         self.best: float | None = None
+        self.last_step: int | None = None  # global step of the weights in last.pt
 
     def _save(self, trainer: L.Trainer, module: Any, name: str) -> Path:
         metrics = {k: v for k, v in module.last_metrics.items() if isinstance(v, (int, float))}
@@ -60,7 +65,7 @@ class WeightsCallback(L.Callback):
             preprocess=module.hparams["preprocess"],
             metrics=metrics,
             trained={
-                "epoch": trainer.current_epoch,
+                "epoch": trained_epoch(trainer),
                 "step": trainer.global_step,
                 "ema": module.ema is not None,
                 "category_ids": module.hparams["category_ids"],
@@ -71,6 +76,7 @@ class WeightsCallback(L.Callback):
         if trainer.sanity_checking or not trainer.is_global_zero or not module.last_metrics:
             return
         self._save(trainer, module, LAST_WEIGHTS)
+        self.last_step = trainer.global_step
         score = float(module.last_metrics.get(MONITOR, 0.0))
         if self.best is None or score > self.best:
             self.best = score
@@ -78,7 +84,8 @@ class WeightsCallback(L.Callback):
             log.info("new best %s %.4f -> %s", MONITOR, score, path)
 
     def on_train_end(self, trainer: L.Trainer, module: Any) -> None:
-        if trainer.is_global_zero:
+        written = self.last_step == trainer.global_step and (self.dirpath / LAST_WEIGHTS).is_file()
+        if trainer.is_global_zero and not written:  # weights trained since the last validation
             self._save(trainer, module, LAST_WEIGHTS)
 
     def state_dict(self) -> dict[str, Any]:
