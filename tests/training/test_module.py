@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
+import re
+
 import pytest
 import torch
 
-from yolov4 import build_model, save_checkpoint
+from yolov4 import CheckpointError, build_model, save_checkpoint
 from yolov4.darknet import save_darknet_weights
 from yolov4.loss import LossOutput
 from yolov4.training.module import YoloModule
@@ -81,3 +84,44 @@ def test_pretrained_checkpoint_with_other_classes(tmp_path):
     module = tiny_module(pretrained=str(path))
     assert torch.equal(module.model.neck.reduce5.conv.weight, source.neck.reduce5.conv.weight)
     assert module.model.heads[0].pred.conv.weight.shape[0] == 3 * (5 + 3)  # new head, not loaded
+
+
+def hollow_weights_file(path, name: str, num_classes: int):
+    """A ``yolov4.weights/1`` file of ``name`` whose tensors are stride-0 views of one number (3):
+    the keys and shapes of the real network in a few KB."""
+    from yolov4.export import FORMAT
+
+    with torch.device("meta"):
+        net = build_model(name, num_classes=num_classes)
+    sd = {k: torch.full((), 3, dtype=v.dtype).expand(v.shape) for k, v in net.state_dict().items()}
+    torch.save({"format": FORMAT, "model": net.config.to_dict(), "state_dict": sd}, path)
+    return path
+
+
+def test_pretrained_of_another_architecture_is_refused(tmp_path):
+    path = hollow_weights_file(tmp_path / "yolov4.pt", "yolov4", 80)
+    with pytest.raises(CheckpointError) as e:
+        tiny_module(pretrained=str(path))
+    msg = str(e.value)
+    assert "yolov4.pt does not fit yolov4-tiny: it holds yolov4 (num_classes=80) weights" in msg
+    assert "missing keys" in msg and "unexpected keys" in msg and "backbone." in msg
+    assert "pretrained_strict=false" in msg
+    with pytest.raises(CheckpointError, match=r"under 'backbone\.'"):
+        tiny_module(pretrained=str(path), pretrained_backbone_only=True)
+
+
+def test_pretrained_not_strict_loads_what_fits_and_lists_the_rest(tmp_path, caplog):
+    path = hollow_weights_file(tmp_path / "yolov4.pt", "yolov4", 80)
+    with caplog.at_level(logging.WARNING, logger="yolov4.training.module"):
+        module = tiny_module(pretrained=str(path), pretrained_strict=False)
+    (record,) = [r for r in caplog.records if "yolov4.pt" in r.getMessage()]
+    msg = record.getMessage()
+    assert record.levelno == logging.WARNING
+    assert re.search(r"\d+ of \d+ tensors loaded; kept their initial values: \d+ \[", msg)
+    assert "ignored from the file:" in msg and "neck." in msg
+    loaded = int(re.search(r"(\d+) of", msg).group(1))
+    # the tensors that fit now hold the file's 3s, the others kept their initial values
+    own = module.model.state_dict()
+    from_file = [k for k, v in own.items() if (v == 3).all()]
+    assert 0 < loaded == len(from_file) < len(own) // 2
+    assert module.hparams["pretrained_strict"] is False

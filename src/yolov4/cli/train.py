@@ -49,6 +49,7 @@ def train(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> d
         eval=OmegaConf.to_container(cfg.eval, resolve=True),
         pretrained=cfg.pretrained,
         pretrained_backbone_only=cfg.pretrained_backbone_only,
+        pretrained_strict=cfg.pretrained_strict,
         compile=cfg.compile,
     )
     loggers = build_all(cfg, "logger")

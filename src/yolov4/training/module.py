@@ -17,12 +17,9 @@ import lightning as L
 import torch
 
 from yolov4.darknet import load_darknet_weights
+from yolov4.errors import CheckpointError
 from yolov4.evaluation import METRIC_KEYS, CocoEvaluator
-from yolov4.export.checkpoint import (
-    load_state_dict_checked,
-    network_state_dict,
-    read_checkpoint,
-)
+from yolov4.export.checkpoint import read_checkpoint, transfer_state_dict
 from yolov4.loss import YoloLoss
 from yolov4.models import ModelConfig, YOLOv4
 from yolov4.ops.decode import decode
@@ -76,6 +73,9 @@ class YoloModule(L.LightningModule):
         eval: validation postprocess settings (:class:`EvalConfig` keys).
         pretrained: darknet ``.weights``/``.conv.N`` file or project checkpoint to start from.
         pretrained_backbone_only: load only the backbone from ``pretrained``.
+        pretrained_strict: a project checkpoint in ``pretrained`` must be of this architecture
+            (only the head prediction layers, which follow ``num_classes``, may differ);
+            ``False`` loads whichever tensors match by name and shape and logs the rest.
         compile: run the network's forward through ``torch.compile``.
     """
 
@@ -93,6 +93,7 @@ class YoloModule(L.LightningModule):
         eval: Mapping[str, Any] | None = None,
         pretrained: str | None = None,
         pretrained_backbone_only: bool = False,
+        pretrained_strict: bool = True,
         compile: bool = False,
     ) -> None:
         super().__init__()
@@ -120,13 +121,14 @@ class YoloModule(L.LightningModule):
                 "eval": dict(EvalConfig(**dict(eval or {}))),
                 "pretrained": pretrained,
                 "pretrained_backbone_only": pretrained_backbone_only,
+                "pretrained_strict": pretrained_strict,
                 "compile": compile,
             }
         )
         self.optim_cfg = optim_cfg
         self.model = YOLOv4(config)
         if pretrained:
-            self._load_pretrained(pretrained, pretrained_backbone_only)
+            self._load_pretrained(pretrained, pretrained_backbone_only, pretrained_strict)
         self.loss_fn = YoloLoss.from_config(config, label_smoothing=label_smoothing)
         self.ema = ModelEMA(self.model, ema_decay, ema_tau) if ema_decay else None
         self._forward = torch.compile(self.model) if compile else self.model
@@ -135,7 +137,7 @@ class YoloModule(L.LightningModule):
         self.last_metrics: dict[str, Any] = {}
 
     # -- weights --------------------------------------------------------------------------------
-    def _load_pretrained(self, path: str, backbone_only: bool) -> None:
+    def _load_pretrained(self, path: str, backbone_only: bool, strict: bool = True) -> None:
         p = Path(path)
         if p.suffix == ".weights" or ".conv." in p.name:
             upto = None if backbone_only else _conv_cutoff(p)
@@ -147,15 +149,27 @@ class YoloModule(L.LightningModule):
                 header.seen,
             )
             return
-        sd = network_state_dict(read_checkpoint(p))
-        if backbone_only:
-            sd = {k: v for k, v in sd.items() if k.startswith("backbone.")}
-        skipped = load_state_dict_checked(self.model, sd, strict=False)
-        log.info(
-            "initialised from %s; %d tensors kept their initial values: %s",
+        prefix = "backbone." if backbone_only else ""
+        try:
+            report = transfer_state_dict(
+                self.model,
+                read_checkpoint(p),
+                strict=strict,
+                prefix=prefix,
+                source=f"pretrained={p}",
+            )
+        except CheckpointError as e:
+            raise CheckpointError(
+                f"{e}\n  pretrained_strict=false loads the tensors that match "
+                f"and leaves the others as initialised"
+            ) from e
+        # another architecture (allowed with strict=False): say loudly what was not loaded
+        other = report.ignored or any(not k.startswith("heads.") for k in report.kept)
+        log.log(
+            logging.WARNING if other else logging.INFO,
+            "initialised from %s: %s",
             p,
-            len(skipped),
-            skipped[:6],
+            report.summary(),
         )
 
     @property
