@@ -23,6 +23,7 @@ from yolov4.evaluation import METRIC_KEYS
 from yolov4.export.artifact import export_artifact
 from yolov4.training.callbacks import BEST_WEIGHTS, LAST_WEIGHTS, METRICS_FILE, write_json
 from yolov4.training.module import YoloModule
+from yolov4.training.resume import check_resume_fits, read_resume_checkpoint
 
 __all__ = ["train", "hydra_main"]
 
@@ -33,6 +34,8 @@ def train(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> d
     """Fit and validate; returns the final metrics (also written to ``metrics.json``).
     ``extra_callbacks`` are added to those of ``cfg.callbacks`` (programmatic use)."""
     L.seed_everything(cfg.seed, workers=True)
+    # resume: a local Lightning checkpoint, read without running pickled code, before any work
+    resume = read_resume_checkpoint(cfg.ckpt_path) if cfg.ckpt_path is not None else None
     augment = build(cfg, "augment")
     datamodule = build(cfg, "data", augment=augment)
     datamodule.prepare_data()
@@ -52,12 +55,18 @@ def train(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> d
         pretrained_strict=cfg.pretrained_strict,
         compile=cfg.compile,
     )
+    ckpt_path = None
+    if resume is not None:
+        check_resume_fits(*resume, module.model)
+        ckpt_path, resume = str(resume[0]), None  # drop the tensors: Lightning reads the file
     loggers = build_all(cfg, "logger")
     callbacks = [*build_all(cfg, "callbacks"), *(extra_callbacks or [])]
     if not loggers:  # logger=none: nothing to monitor the lr into (Lightning would refuse)
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     trainer: L.Trainer = build(cfg, "trainer", callbacks=callbacks, logger=loggers or False)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+    # weights_only=True explicitly: torch lets TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD override only an
+    # unset weights_only, and Lightning defaults to False for URLs
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     if not module.last_metrics or trainer.current_epoch % max(
         trainer.check_val_every_n_epoch or 1, 1
     ):
