@@ -337,6 +337,16 @@ def test_repeated_annotation_is_dropped(tmp_path: Path):
     assert len(rec.boxes) == 2  # not 3: the repeat is one box
 
 
+def test_box_problems_name_the_image_and_the_annotation(tmp_path: Path):
+    dataset = _base()
+    dataset["annotations"][0]["bbox"] = [5.0, 5.0, 0.0, 3.0]
+    path, images = _write(tmp_path, dataset)
+    report = ProblemReport()
+    load_coco(path, images, report=report)
+    (problem,) = report.problems[Problem.BOX_EMPTY]
+    assert "a.jpg" in problem and "annotations[0] (id 1): box [5.0, 5.0, 5.0, 8.0]" in problem
+
+
 def test_missing_area_and_iscrowd_are_filled_for_cocoeval(tmp_path: Path):
     dataset = _base()
     for a in dataset["annotations"]:

@@ -3,7 +3,9 @@
 Composes ``configs/data/<name>.yaml`` with Hydra overrides, loads every split, decodes every
 image (``--no-decode`` to skip) and prints per split: image count, negatives, boxes per class,
 the box size histogram (COCO's small < 32², medium < 96², large), and every problem found with
-its file. ``--strict`` stops at the first problem with a DatasetError (exit code 1).
+its file and entry: malformed entries, duplicate image and annotation ids, annotations of
+unlisted images (what is kept is the loaders' rule: :mod:`yolov4.data.coco`), bad label lines,
+undecodable images. ``--strict`` stops at the first problem with a DatasetError (exit code 1).
 """
 
 from __future__ import annotations

@@ -192,10 +192,23 @@ def _images(
     return images, set(first)
 
 
+def _where(index: int, given_id: int | None) -> str:
+    """How an annotation is named in reports: ``annotations[3] (id 7)``."""
+    return f"annotations[{index}]" + (f" (id {given_id})" if given_id is not None else "")
+
+
 @dataclass
 class _Annotation:
-    where: str  # "annotations[3] (id 7)" for reports
-    entry: dict[str, Any]  # id, image_id, category_id repaired; bbox as given (numbers)
+    index: int  # position in the json's `annotations`
+    given_id: int | None  # the id in the file (None when it had no integer id)
+    entry: dict[str, Any]  # id, image_id, category_id repaired; bbox as 4 floats
+
+    @property
+    def where(self) -> str:
+        return _where(self.index, self.given_id)
+
+    def __str__(self) -> str:
+        return self.where
 
 
 def _bbox(bbox: Any) -> list[float] | None:
@@ -209,69 +222,58 @@ def _bbox(bbox: Any) -> list[float] | None:
         return None
 
 
+def _content(entry: dict[str, Any]) -> tuple[Any, ...]:
+    """What makes two annotations the same box: image, category, bbox, iscrowd."""
+    return entry["image_id"], entry["category_id"], entry["bbox"], entry.get("iscrowd", 0)
+
+
 def _annotations(
     raw: list[Any], path: Path, listed: set[int], report: ProblemReport
 ) -> dict[int, list[_Annotation]]:
     """Usable annotations per image id, in file order (see the module docstring)."""
-    all_ids = [as_int(a.get("id")) for a in raw if isinstance(a, dict)]
-    next_id = max((i for i in all_ids if i is not None), default=0) + 1
-    seen: dict[int, tuple[tuple[Any, ...], str]] = {}  # id -> (content, where) of the first
+    given = [as_int(a.get("id")) if isinstance(a, dict) else None for a in raw]
+    next_id = max((i for i in given if i is not None), default=0) + 1
+    first: dict[int, _Annotation] = {}  # id -> the first annotation kept under it
     per_image: dict[int, list[_Annotation]] = {}
-    for i, ann in enumerate(raw):
-        where = f"annotations[{i}]"
+    for i, (ann, aid) in enumerate(zip(raw, given, strict=True)):
         if not isinstance(ann, dict):
-            report.add(
-                Problem.BAD_ANNOTATION, path, f"{where}: {json_kind(ann)}, expected an object"
-            )
+            found = f"{json_kind(ann)}, expected an object"
+            report.add(Problem.BAD_ANNOTATION, path, f"{_where(i, None)}: {found}")
             continue
-        aid = as_int(ann.get("id"))
-        where += f" (id {aid})" if aid is not None else ""
-        image_id, cat, bbox = (
-            as_int(ann.get("image_id")),
-            as_int(ann.get("category_id")),
-            _bbox(ann.get("bbox")),
-        )
-        bad = [
-            f"{key} {ann.get(key)!r}, expected an integer"
-            for key, value in (("image_id", image_id), ("category_id", cat))
-            if value is None
-        ]
-        if bbox is None:
-            bad.append(f"bbox {ann.get('bbox')!r}, expected [x, y, width, height] numbers")
-        if bad:
-            report.add(Problem.BAD_ANNOTATION, path, f"{where}: {'; '.join(bad)}")
+        image_id = as_int(ann.get("image_id"))
+        cat = as_int(ann.get("category_id"))
+        bbox = _bbox(ann.get("bbox"))
+        if image_id is None or cat is None or bbox is None:
+            bad = [
+                f"{key} {ann.get(key)!r}, expected an integer"
+                for key, value in (("image_id", image_id), ("category_id", cat))
+                if value is None
+            ]
+            if bbox is None:
+                bad.append(f"bbox {ann.get('bbox')!r}, expected [x, y, width, height] numbers")
+            report.add(Problem.BAD_ANNOTATION, path, f"{_where(i, aid)}: {'; '.join(bad)}")
             continue
         if image_id not in listed:
-            report.add(
-                Problem.ORPHAN_ANNOTATION,
-                path,
-                f"{where}: image_id {image_id} is not the id of any image entry",
-            )
+            found = f"image_id {image_id} is not the id of any image entry"
+            report.add(Problem.ORPHAN_ANNOTATION, path, f"{_where(i, aid)}: {found}")
             continue
-        content = (image_id, cat, tuple(bbox), ann.get("iscrowd", 0))
-        if aid is None:
-            report.add(
-                Problem.ANNOTATION_ID, path, f"{where}: id {ann.get('id')!r}, given id {next_id}"
-            )
-            aid, next_id = next_id, next_id + 1
-        elif aid in seen:
-            first_content, first_where = seen[aid]
-            if content == first_content:
-                report.add(
-                    Problem.DUPLICATE_ANNOTATION,
-                    path,
-                    f"{where}: an exact repeat of {first_where}, dropped",
-                )
-                continue
-            report.add(
-                Problem.DUPLICATE_ANNOTATION,
-                path,
-                f"{where}: id already used by {first_where}, kept as id {next_id}",
-            )
-            aid, next_id = next_id, next_id + 1
-        seen[aid] = (content, where)
         entry = {**ann, "id": aid, "image_id": image_id, "category_id": cat, "bbox": bbox}
-        per_image.setdefault(image_id, []).append(_Annotation(where, entry))
+        if aid is None:
+            found = f"id {ann.get('id')!r}, given id {next_id}"
+            report.add(Problem.ANNOTATION_ID, path, f"{_where(i, aid)}: {found}")
+            entry["id"], next_id = next_id, next_id + 1
+        elif aid in first:
+            earlier = first[aid]
+            if _content(entry) == _content(earlier.entry):
+                found = f"an exact repeat of {earlier.where}, dropped"
+                report.add(Problem.DUPLICATE_ANNOTATION, path, f"{_where(i, aid)}: {found}")
+                continue
+            found = f"id already used by {earlier.where}, kept as id {next_id}"
+            report.add(Problem.DUPLICATE_ANNOTATION, path, f"{_where(i, aid)}: {found}")
+            entry["id"], next_id = next_id, next_id + 1
+        kept = _Annotation(i, aid, entry)
+        first.setdefault(entry["id"], kept)
+        per_image.setdefault(image_id, []).append(kept)
     return per_image
 
 
@@ -333,9 +335,7 @@ def load_coco(
                 )
                 continue
             x, y, w, h = entry["bbox"]
-            box = check_box(
-                np.array([x, y, x + w, y + h]), width, height, report, f"{file} {ann.where}"
-            )
+            box = check_box([x, y, x + w, y + h], width, height, report, file, ann)
             if box is None:
                 continue
             x1, y1, x2, y2 = box.tolist()

@@ -60,11 +60,8 @@ def _names_from_yaml(path: Path) -> list[Any]:
     if isinstance(value, dict) and value:
         indices = {}
         for key in value:
-            index = (
-                as_int(key)
-                if not isinstance(key, str)
-                else (int(key) if key.strip().isdigit() else None)
-            )
+            digits = isinstance(key, str) and key.strip().isdecimal()
+            index = int(key) if digits else as_int(key)
             if index is None:
                 raise DatasetError(
                     f"{path}: `names:` expected integer keys 0..{len(value) - 1}, found key {key!r}"
@@ -78,7 +75,8 @@ def _names_from_yaml(path: Path) -> list[Any]:
         value = [indices[i] for i in range(len(value))]
     if not isinstance(value, list) or not value:
         raise DatasetError(
-            f"{path}: expected a `names:` list or {{index: name}} dict, found {json_kind(value)}"
+            f"{path}: expected a non-empty `names:` list or {{index: name}} dict, "
+            f"found {json_kind(value)}"
         )
     return value
 
@@ -168,15 +166,13 @@ def _read_labels(
         if not cls.is_integer() or not 0 <= cls < num_classes:
             report.add(Problem.UNKNOWN_CLASS, label_file, f"line {n}: class {fields[0]}")
             continue
-        box = np.array(
-            [
-                (cx - w / 2) * width,
-                (cy - h / 2) * height,
-                (cx + w / 2) * width,
-                (cy + h / 2) * height,
-            ]
-        )
-        box = check_box(box, width, height, report, f"{label_file} line {n}")
+        box = [
+            (cx - w / 2) * width,
+            (cy - h / 2) * height,
+            (cx + w / 2) * width,
+            (cy + h / 2) * height,
+        ]
+        box = check_box(box, width, height, report, str(label_file), f"line {n}")
         if box is not None:
             boxes.append(box)
             labels.append(int(cls))
