@@ -486,3 +486,24 @@ def test_names_yaml_with_integer_or_digit_keys_is_ordered_by_index(tmp_path: Pat
     assert read_class_names(str(path)) == ["cat", "dog"]
     path.write_text("names:\n  '1': dog\n  '0': cat\n")
     assert read_class_names(str(path)) == ["cat", "dog"]
+
+
+def test_datamodule_setup_logs_duplicates_and_strict_stops(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+):
+    from yolov4.data.coco import CocoSource
+    from yolov4.data.datamodule import DetectionDataModule
+
+    dataset = _base()
+    dataset["annotations"][1]["id"] = 1
+    path, images = _write(tmp_path, dataset)
+    source = CocoSource(annotations=str(path), images=str(images))
+    dm = DetectionDataModule(val=source, input_size=64, num_workers=0)
+    with caplog.at_level("WARNING"):
+        dm.setup()
+    assert "annotations[1] (id 1): id already used by annotations[0] (id 1)" in caplog.text
+    ids = [a["id"] for a in dm.val_coco.dataset["annotations"]]
+    assert len(ids) == len(set(ids)) == 4
+    strict = DetectionDataModule(val=source, input_size=64, num_workers=0, strict=True)
+    with pytest.raises(DatasetError, match=r"duplicate annotation id in .*instances\.json"):
+        strict.setup()
