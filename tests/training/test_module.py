@@ -8,7 +8,7 @@ import re
 import pytest
 import torch
 
-from yolov4 import CheckpointError, build_model, save_checkpoint
+from yolov4 import CheckpointError, ConfigError, build_model, save_checkpoint
 from yolov4.darknet import save_darknet_weights
 from yolov4.loss import LossOutput
 from yolov4.training.module import YoloModule
@@ -125,3 +125,8 @@ def test_pretrained_not_strict_loads_what_fits_and_lists_the_rest(tmp_path, capl
     from_file = [k for k, v in own.items() if (v == 3).all()]
     assert 0 < loaded == len(from_file) < len(own) // 2
     assert module.hparams["pretrained_strict"] is False
+
+
+def test_class_names_must_match_num_classes():
+    with pytest.raises(ConfigError, match=r"2 class names for model.num_classes=3"):
+        tiny_module(class_names=["a", "b"])

@@ -9,6 +9,7 @@ weights in ``weights/last.pt``), ``export/`` (serving artifact of ``weights/best
 from __future__ import annotations
 
 import logging
+from inspect import signature
 from pathlib import Path
 from typing import Any
 
@@ -64,9 +65,10 @@ def train(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> d
     if not loggers:  # logger=none: nothing to monitor the lr into (Lightning would refuse)
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     trainer: L.Trainer = build(cfg, "trainer", callbacks=callbacks, logger=loggers or False)
-    # weights_only=True explicitly: torch lets TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD override only an
-    # unset weights_only, and Lightning defaults to False for URLs
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    # weights_only=True explicitly (Lightning >= 2.6): torch lets TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD
+    # override only an unset weights_only; older Lightning rely on the check above
+    safe = {"weights_only": True} if "weights_only" in signature(trainer.fit).parameters else {}
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, **safe)
     if not module.last_metrics or trainer.current_epoch % max(
         trainer.check_val_every_n_epoch or 1, 1
     ):

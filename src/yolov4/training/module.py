@@ -17,7 +17,7 @@ import lightning as L
 import torch
 
 from yolov4.darknet import load_darknet_weights
-from yolov4.errors import CheckpointError
+from yolov4.errors import CheckpointError, ConfigError
 from yolov4.evaluation import METRIC_KEYS, CocoEvaluator
 from yolov4.export.checkpoint import read_checkpoint, transfer_state_dict
 from yolov4.loss import YoloLoss
@@ -105,7 +105,10 @@ class YoloModule(L.LightningModule):
             else [str(i) for i in range(config.num_classes)]
         )
         if len(names) != config.num_classes:
-            raise ValueError(f"{len(names)} class names for model.num_classes={config.num_classes}")
+            raise ConfigError(
+                f"{len(names)} class names for model.num_classes={config.num_classes}; expected "
+                f"one name per class"
+            )
         self.save_hyperparameters(
             {
                 "model": config.to_dict(),
