@@ -30,7 +30,7 @@ from yolov4.data.records import (
     json_kind,
     records_to_coco,
 )
-from yolov4.errors import DatasetError
+from yolov4.errors import ConfigError, DatasetError
 
 __all__ = ["YoloSource", "load_yolo", "read_class_names"]
 
@@ -81,13 +81,19 @@ def _names_from_yaml(path: Path) -> list[Any]:
     return value
 
 
-def read_class_names(names: str | Sequence[str]) -> list[str]:
+def read_class_names(names: str | Sequence[str] | None) -> list[str]:
     """Class names from a ``.names`` / ``.txt`` file (one per line), a data ``.yaml`` or a list.
 
     Raises:
         DatasetError: a missing or non-UTF-8 file, invalid YAML, a ``names:`` that is not a
             non-empty list or a dict with keys ``0..C-1``, or an empty (null) name.
+        ConfigError: no names given (``None``).
     """
+    if names is None:
+        raise ConfigError(
+            "no class names for a YOLO txt split: give data.<split>.names (a .names file, a data "
+            "yaml with `names:`, or a list); a val-only run needs data.val.names"
+        )
     if not isinstance(names, str):
         result = list(names)
         where = "names"
