@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from yolov4 import build_model, save_checkpoint
-from yolov4.errors import ExportError
+from yolov4.errors import ExportError, YoloError
 from yolov4.export import artifact as artifact_mod
 from yolov4.export.artifact import ARTIFACT_FORMAT, export_artifact, read_metadata, sha256
 from yolov4.inference import Predictor
@@ -180,3 +180,144 @@ def test_nms_graph_has_fixed_outputs_and_matches_postprocess(tmp_path, randomize
         assert (counts == max_det).all()
     else:
         assert (counts > 0).all() and (counts < max_det).all()
+
+
+def _copy(art, tmp_path, name="copy"):
+    import shutil
+
+    copy = tmp_path / name
+    shutil.copytree(art, copy)
+    return copy
+
+
+def _with_metadata(art, tmp_path, edit, name="copy"):
+    copy = _copy(art, tmp_path, name)
+    meta = json.loads((copy / "metadata.json").read_text())
+    meta = edit(meta)
+    (copy / "metadata.json").write_text(json.dumps(meta))
+    return copy
+
+
+def _set(path: str | tuple[str, ...], value):
+    """An edit setting ``a.b`` (or the keys of a tuple) to ``value`` (``...`` deletes the key)."""
+
+    def edit(meta):
+        *parents, key = path.split(".") if isinstance(path, str) else path
+        node = meta
+        for p in parents:
+            node = node[p]
+        if value is ...:
+            del node[key]
+        else:
+            node[key] = value
+        return meta
+
+    return edit
+
+
+MALFORMED = {
+    "not an object": (lambda m: [m], r"expected a JSON object, found list"),
+    "files not a mapping": (_set("files", ["model.onnx"]), r"'files'.*expected an object"),
+    "file without sha256": (
+        _set(("files", "model.onnx"), {"bytes": 3}),
+        r"'files\.model\.onnx\.sha256'",
+    ),
+    "sha256 not a digest": (
+        _set(("files", "model.onnx", "sha256"), 12),
+        r"'files\.model\.onnx\.sha256'.*found 12",
+    ),
+    "file outside the artifact": (
+        _set("files", {"../best.pt": {"sha256": "0" * 64}}),
+        r"'files'.*plain file names.*'\.\./best\.pt'",
+    ),
+    "no class names": (_set("class_names", ...), r"'class_names'.*missing"),
+    "empty class names": (_set("class_names", []), r"'class_names'.*non-empty list of strings"),
+    "class name not a string": (
+        _set("class_names", ["a", 2, "c", "d"]),
+        r"'class_names\[1\]'.*found 2",
+    ),
+    "no preprocess": (_set("preprocess", ...), r"'preprocess'.*missing"),
+    "preprocess not an object": (
+        _set("preprocess", "letterbox"),
+        r"'preprocess'.*expected an object",
+    ),
+    "bad preprocess mode": (_set("preprocess.mode", "zoom"), r"'preprocess'.*mode"),
+    "input size of 3": (_set("input_size", [96, 128, 3]), r"'input_size'.*found \[96, 128, 3\]"),
+    "input size not numbers": (_set("input_size", ["96", 128]), r"'input_size'.*multiples of 32"),
+    "input size not /32": (_set("input_size", [100, 128]), r"'input_size'.*found \[100, 128\]"),
+    "no model": (_set("model", ...), r"'model'.*missing"),
+    "num_classes a string": (_set("model.num_classes", "4"), r"'model\.num_classes'.*found '4'"),
+    "thresholds not an object": (_set("thresholds", 0.5), r"'thresholds'.*expected an object"),
+    "conf a string": (_set("thresholds.conf", "high"), r"'thresholds\.conf'.*found 'high'"),
+}
+
+
+@pytest.mark.parametrize("case", list(MALFORMED))
+def test_malformed_metadata_is_an_export_error_naming_the_key(exported, tmp_path, case):
+    edit, match = MALFORMED[case]
+    copy = _with_metadata(exported[1], tmp_path, edit)
+    with pytest.raises(ExportError, match=match) as e:
+        Predictor.from_artifact(copy)
+    assert "metadata.json" in str(e.value)
+
+
+def test_class_names_are_checked_against_the_model_wherever_they_meet(exported, tmp_path):
+    ckpt, art = exported
+    # an artifact whose metadata lists 3 names for a 4-class model (the files are untouched)
+    copy = _with_metadata(art, tmp_path, _set("class_names", NAMES[:3]))
+    with pytest.raises(ExportError, match=r"3 class names.*4 classes"):
+        Predictor.from_artifact(copy)
+    # ... and metadata that agrees with itself but not with the model file's outputs
+    both = _with_metadata(
+        art,
+        tmp_path,
+        lambda m: {**m, "class_names": NAMES[:3], "model": {**m["model"], "num_classes": 3}},
+        "both",
+    )
+    with pytest.raises(ExportError, match=r"3 class names.*model\.onnx.*4 classes"):
+        Predictor.from_artifact(both)
+    # export: a loaded checkpoint whose names were changed after loading
+    import dataclasses
+
+    from yolov4.export.checkpoint import load_checkpoint
+
+    bad = dataclasses.replace(load_checkpoint(ckpt), class_names=NAMES[:3])
+    with pytest.raises(ExportError, match=r"3 class names for a model with num_classes=4"):
+        export_artifact(bad, tmp_path / "e")
+    assert not (tmp_path / "e").exists()
+    # a checkpoint file edited by hand
+    raw = torch.load(ckpt, weights_only=True)
+    raw["class_names"] = NAMES[:3]
+    torch.save(raw, tmp_path / "three.pt")
+    with pytest.raises(YoloError, match=r"names"):
+        Predictor.from_checkpoint(tmp_path / "three.pt")
+
+    # a Predictor built by hand: a class id past the names is an error, not an IndexError
+    def four(x):  # one box of class 3
+        return torch.tensor([[[10.0, 10.0, 5.0, 5.0, 0.9, 0, 0, 0, 0.9]]]).expand(len(x), 1, 9)
+
+    from yolov4.inference import PreprocessConfig
+
+    p = Predictor(four, NAMES[:3], PreprocessConfig(input_size=(32, 32)))
+    with pytest.raises(ExportError, match=r"class index 3.*3 class names"):
+        p(np.zeros((32, 32, 3), np.uint8))
+
+
+def test_non_finite_outputs_fail_the_export(exported, tmp_path):
+    """A NaN weight: max(0.0, nan) == 0.0 must not report a difference of 0."""
+    ckpt, _ = exported
+    import copy as copy_mod
+    import dataclasses
+
+    from yolov4.export.checkpoint import load_checkpoint
+
+    loaded = load_checkpoint(ckpt)
+    model = copy_mod.deepcopy(loaded.model)
+    with torch.no_grad():
+        model.heads[0].pred.conv.weight[0, 0, 0, 0] = float("nan")
+    nan_ckpt = dataclasses.replace(loaded, model=model)
+    for formats in (["onnx"], ["torchscript"], ["onnx_nms"]):
+        with pytest.raises(ExportError, match=r"model\S*\.\w+: \d[\d,]* non-finite values") as e:
+            export_artifact(nan_ckpt, tmp_path / "e", formats=formats)
+        assert "NaN or infinite" in str(e.value)
+    assert list(tmp_path.iterdir()) == []

@@ -45,6 +45,8 @@ __all__ = [
     "DecodedModel",
     "export_artifact",
     "read_metadata",
+    "validate_metadata",
+    "check_class_names",
     "sha256",
     "DEFAULT_THRESHOLDS",
 ]
@@ -58,6 +60,27 @@ FORMATS = {"onnx": MODEL_ONNX, "torchscript": MODEL_TORCHSCRIPT, "onnx_nms": MOD
 DEFAULT_OPSET = 17
 PARITY_RTOL = 1e-3  # worst |difference| allowed, relative to the largest |output|
 PARITY_BATCHES = (1, 2)
+
+
+def check_class_names(names: Sequence[str], num_classes: int, where: str) -> None:
+    """Raise :class:`ExportError` unless there is one class name per class of the model."""
+    if len(names) != num_classes:
+        raise ExportError(
+            f"{where}: {len(names)} class names for a model with num_classes={num_classes}; "
+            "a detection of a class without a name could not be reported"
+        )
+
+
+def _finite(name: str, *arrays: Any) -> None:
+    """Raise :class:`ExportError` when an output holds NaN or infinity (``max(0.0, nan)`` is
+    ``0.0``: a NaN model would otherwise pass the parity check with a difference of 0)."""
+    bad = sum(int((~np.isfinite(np.asarray(a, dtype=np.float64))).sum()) for a in arrays)
+    if bad:
+        raise ExportError(
+            f"{name}: {bad:,} non-finite values (NaN or infinite) in its outputs or PyTorch's on "
+            "random inputs; the checkpoint's weights are not usable (NaN training?); the "
+            "export was not written"
+        )
 
 
 def sha256(path: str | Path) -> str:
@@ -118,6 +141,7 @@ def _parity_nms(path: Path, reference: NmsModel, input_size: Sequence[int], seed
         with torch.inference_mode():
             ref, ref_n = reference(x)
         out, out_n = session.run(None, {"images": x.numpy()})
+        _finite(path.name, out, ref.numpy())
         if out.shape != tuple(ref.shape):
             raise ExportError(
                 f"{path.name}: detections of shape {out.shape} for batch {batch}, "
@@ -161,6 +185,7 @@ def _parity(
         with torch.inference_mode():
             ref = reference(x)
             out = backend(x)
+        _finite(path.name, out.float().numpy(), ref.float().numpy())
         if tuple(out.shape) != tuple(ref.shape):
             raise ExportError(
                 f"{path.name}: output shape {tuple(out.shape)} for batch {batch}, PyTorch gives {tuple(ref.shape)}"
@@ -191,6 +216,7 @@ def export_artifact(
     so a failed export never leaves a half-written or mismatched artifact.
     """
     ckpt = source if isinstance(source, Checkpoint) else load_checkpoint(source)
+    check_class_names(ckpt.class_names, ckpt.model.config.num_classes, "export")
     unknown = [f for f in formats if f not in FORMATS]
     if unknown or not formats:
         raise ExportError(
@@ -220,6 +246,8 @@ def export_artifact(
         for fmt in formats:
             path = tmp / FORMATS[fmt]
             if fmt == "onnx_nms":
+                with torch.inference_mode():  # NMS drops NaN scores: check what it is fed
+                    _finite(path.name, wrapped(torch.rand(2, 3, *size)).numpy())
                 _export_onnx(nms_model, path, example, opset, ("detections", "num_detections"))
                 parity[path.name] = _parity_nms(path, nms_model, size)
             else:
@@ -286,9 +314,107 @@ def export_artifact(
     return out_dir
 
 
+_HEX = set("0123456789abcdef")
+
+
+def _key_error(path: Path, key: str, expected: str, found: Any = ...) -> ExportError:
+    if found is ...:
+        return ExportError(f"{path}: key {key!r} is missing (expected {expected})")
+    text = repr(found)
+    text = text if len(text) <= 80 else text[:77] + "..."
+    return ExportError(f"{path}: key {key!r}: expected {expected}, found {text}")
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def validate_metadata(meta: Any, path: str | os.PathLike) -> dict[str, Any]:
+    """Check what a Predictor reads from ``metadata.json``; :class:`ExportError` naming the key,
+    what was expected and what was found, for the first thing that is wrong."""
+    path = Path(path)
+    if not isinstance(meta, dict):
+        raise ExportError(f"{path}: expected a JSON object, found {type(meta).__name__}")
+    if meta.get("format") != ARTIFACT_FORMAT:
+        raise ExportError(
+            f"{path}: format {meta.get('format')!r} is not {ARTIFACT_FORMAT!r}; re-export with this version"
+        )
+    files = meta.get("files", ...)
+    if not isinstance(files, dict) or not files:
+        raise _key_error(path, "files", "an object {file name: {sha256, bytes}}", files)
+    for name, info in files.items():
+        if Path(name).name != name or name in (".", ".."):
+            raise _key_error(path, "files", "plain file names inside the artifact", name)
+        if not isinstance(info, dict):
+            raise _key_error(path, f"files.{name}", "an object {sha256, bytes}", info)
+        digest = info.get("sha256", ...)
+        if not (isinstance(digest, str) and len(digest) == 64 and set(digest) <= _HEX):
+            raise _key_error(path, f"files.{name}.sha256", "64 hex digits", digest)
+    names = meta.get("class_names", ...)
+    if not isinstance(names, list) or not names:
+        raise _key_error(path, "class_names", "a non-empty list of strings", names)
+    for i, n in enumerate(names):
+        if not isinstance(n, str):
+            raise _key_error(path, f"class_names[{i}]", "a string", n)
+    model = meta.get("model", ...)
+    if not isinstance(model, dict):
+        raise _key_error(path, "model", "an object with num_classes", model)
+    num_classes = model.get("num_classes", ...)
+    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
+        raise _key_error(path, "model.num_classes", "an integer >= 1", num_classes)
+    if len(names) != num_classes:
+        raise ExportError(
+            f"{path}: {len(names)} class names for a model with {num_classes} classes "
+            "(keys 'class_names' and 'model.num_classes' disagree)"
+        )
+    size = meta.get("input_size", ...)
+    if not (
+        isinstance(size, list)
+        and len(size) == 2
+        and all(
+            isinstance(v, int) and not isinstance(v, bool) and v > 0 and v % 32 == 0 for v in size
+        )
+    ):
+        raise _key_error(path, "input_size", "[H, W], positive multiples of 32", size)
+    preprocess = meta.get("preprocess", ...)
+    if not isinstance(preprocess, dict):
+        raise _key_error(
+            path, "preprocess", "an object (input_size, mode, pad_value, ...)", preprocess
+        )
+    try:
+        config = PreprocessConfig.from_dict(preprocess)
+    except (ValueError, TypeError) as e:  # ConfigError is a ValueError
+        raise ExportError(f"{path}: key 'preprocess': {e}") from None
+    if list(config.input_size) != size:
+        raise _key_error(
+            path,
+            "preprocess.input_size",
+            f"the artifact's input_size {size}",
+            preprocess.get("input_size"),
+        )
+    thresholds = meta.get("thresholds", {})
+    if not isinstance(thresholds, dict):
+        raise _key_error(path, "thresholds", "an object (conf, iou, max_det, ...)", thresholds)
+    for key in ("conf", "iou"):
+        if key in thresholds and not (_number(thresholds[key]) and 0 <= thresholds[key] <= 1):
+            raise _key_error(path, f"thresholds.{key}", "a number in [0, 1]", thresholds[key])
+    if "max_det" in thresholds and not (
+        isinstance(thresholds["max_det"], int)
+        and not isinstance(thresholds["max_det"], bool)
+        and thresholds["max_det"] >= 1
+    ):
+        raise _key_error(path, "thresholds.max_det", "an integer >= 1", thresholds["max_det"])
+    if "multi_label" in thresholds and not isinstance(thresholds["multi_label"], bool):
+        raise _key_error(path, "thresholds.multi_label", "true or false", thresholds["multi_label"])
+    if "nms_kind" in thresholds and not isinstance(thresholds["nms_kind"], str):
+        raise _key_error(path, "thresholds.nms_kind", "a string", thresholds["nms_kind"])
+    return meta
+
+
 def read_metadata(artifact_dir: str | os.PathLike, verify: bool = True) -> dict[str, Any]:
-    """``metadata.json`` of an artifact; with ``verify``, every listed file must exist and match
-    its sha256. Raises :class:`ExportError` naming what is wrong."""
+    """``metadata.json`` of an artifact, validated (:func:`validate_metadata`); with ``verify``,
+    every listed file must exist and match its sha256. Raises :class:`ExportError` naming what
+    is wrong."""
     d = Path(artifact_dir)
     path = d / METADATA
     if not path.is_file():
@@ -297,14 +423,11 @@ def read_metadata(artifact_dir: str | os.PathLike, verify: bool = True) -> dict[
         )
     try:
         meta = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ExportError(f"{path} is not valid JSON: {e}") from e
-    if meta.get("format") != ARTIFACT_FORMAT:
-        raise ExportError(
-            f"{path}: format {meta.get('format')!r} is not {ARTIFACT_FORMAT!r}; re-export with this version"
-        )
+    validate_metadata(meta, path)
     if verify:
-        for name, info in meta.get("files", {}).items():
+        for name, info in meta["files"].items():
             f = d / name
             if not f.is_file():
                 raise ExportError(f"{d}: {name} is listed in {METADATA} but missing")

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from yolov4.errors import ExportError, InputError
+from yolov4.errors import CheckpointError, ExportError, InputError
 from yolov4.inference.backends import BACKENDS, DecodedModel, TorchBackend, load_backend
 from yolov4.inference.images import MAX_PIXELS, load_images
 from yolov4.inference.preprocess import PreprocessConfig, preprocess
@@ -80,6 +80,17 @@ class Detections:
         return json.dumps(self.to_dict())
 
 
+def _output_channels(backend: Any, input_size: Sequence[int]) -> int:
+    """``5 + C`` of a backend's predictions: the ONNX graph's static output shape, else one
+    forward pass on a blank image."""
+    session = getattr(backend, "session", None)
+    if session is not None:
+        last = session.get_outputs()[0].shape[-1]
+        if isinstance(last, int):
+            return last
+    return int(backend(torch.zeros(1, 3, *input_size)).shape[-1])
+
+
 class Predictor:
     """Run a model on user images (see module docstring).
 
@@ -126,8 +137,16 @@ class Predictor:
             raise ExportError(
                 f"{artifact_dir} has no {name} (files: {sorted(meta['files'])}); export it with formats=[...]"
             )
+        loaded = load_backend(Path(artifact_dir) / name, backend, device)
+        channels = _output_channels(loaded, meta["input_size"])
+        if channels != 5 + len(meta["class_names"]):
+            raise ExportError(
+                f"{artifact_dir}: {len(meta['class_names'])} class names in metadata.json, but "
+                f"{name} predicts {channels - 5} classes ({channels} output channels); "
+                "re-export the artifact"
+            )
         return cls(
-            load_backend(Path(artifact_dir) / name, backend, device),
+            loaded,
             meta["class_names"],
             PreprocessConfig.from_dict(meta["preprocess"]),
             meta.get("thresholds"),
@@ -144,6 +163,11 @@ class Predictor:
         from yolov4.models import fuse_model
 
         ckpt = load_checkpoint(path)
+        if len(ckpt.class_names) != ckpt.model.config.num_classes:
+            raise CheckpointError(
+                f"{path}: {len(ckpt.class_names)} class names for a model with "
+                f"num_classes={ckpt.model.config.num_classes}"
+            )
         preprocess = dict(ckpt.preprocess) or {
             "input_size": list(ckpt.model.config.input_size),
             "mode": "letterbox",
@@ -213,6 +237,11 @@ class Predictor:
             h, w = image.shape[:2]
             boxes = unmap_boxes(det[:, :4], params, (h, w)).numpy().astype(np.float32)
             ids = det[:, 5].long().numpy()
+            if len(ids) and ids.max() >= len(self.class_names):
+                raise ExportError(
+                    f"the model predicted class index {int(ids.max())}, but the Predictor has "
+                    f"{len(self.class_names)} class names; the names do not fit the model"
+                )
             out.append(
                 Detections(
                     boxes,
