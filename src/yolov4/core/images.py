@@ -136,7 +136,9 @@ def to_rgb8(image: np.ndarray, color: str = "rgb", where: str = "image") -> np.n
     if image.shape[2] == 4:
         code = cv2.COLOR_BGRA2RGB if color == "bgr" else cv2.COLOR_RGBA2RGB
         return cv2.cvtColor(np.ascontiguousarray(image), code)
-    return np.ascontiguousarray(image[..., ::-1] if color == "bgr" else image)
+    if color == "bgr":  # OpenCV's swap is several times faster than a strided numpy copy
+        return cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_BGR2RGB)
+    return np.ascontiguousarray(image)
 
 
 def orient(image: np.ndarray, orientation: int) -> np.ndarray:
