@@ -191,11 +191,15 @@ def test_a_bad_artifact_stops_the_cli_with_its_message(artifact, tmp_path, case)
 
 def test_several_worker_processes_serve(artifact, tmp_path):
     good = encode(scene(240, 320), "JPEG")
-    with serve(artifact, tmp_path / "server.log", "--workers", "2") as server, server.client() as c:
+    args = ("--workers", "2", "--head-timeout", "1")
+    with serve(artifact, tmp_path / "server.log", *args) as server, server.client() as c:
         codes = [
             c.post("/v1/detect", files={"file": ("x.jpg", good)}).status_code for _ in range(4)
         ]
         assert codes == [200] * 4
+        with connect(server) as sock:  # the workers have the head timeout too
+            start = time.monotonic()
+            assert sock.recv(1) == b"" and time.monotonic() - start < 5
 
 
 def test_the_torchscript_backend_serves_like_its_predictor(artifact, tmp_path):

@@ -1,15 +1,20 @@
 """``yolov4-serve ARTIFACT_DIR [--host --port --backend --workers ...]`` (also ``python -m
 yolov4.serve``): check the artifact, then serve it with uvicorn until SIGINT/SIGTERM, which
-stops accepting connections and lets in-flight requests finish (``--graceful-timeout``)."""
+stops accepting connections and lets in-flight requests finish (``--graceful-timeout``).
+
+A bad artifact (missing, altered, malformed ``metadata.json``) stops it with one line,
+``yolov4-serve: error: ...``, and exit code 2.
+"""
 
 from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import os
 import sys
 
-from yolov4.errors import ExportError
+from yolov4.errors import YoloError
 from yolov4.serve.settings import SETTINGS_ENV, ServeSettings
 
 __all__ = ["main", "parse_args"]
@@ -59,10 +64,48 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--max-pixels", type=int, default=d.max_pixels, help="decoded H*W per image (413 over it)"
     )
     p.add_argument(
+        "--max-request-pixels",
+        type=int,
+        default=d.max_request_pixels,
+        help="decoded H*W of all the images of one request together; a batch is decoded image "
+        "by image and refused (413) at the first image over it (3 bytes of memory a pixel)",
+    )
+    p.add_argument(
+        "--model-batch",
+        type=int,
+        default=d.model_batch,
+        help="images per model call; larger batches run in several calls (the runtime keeps "
+        "the memory of its largest call)",
+    )
+    p.add_argument(
         "--read-timeout",
         type=float,
         default=d.read_timeout_s,
         help="seconds to receive a body (408)",
+    )
+    p.add_argument(
+        "--head-timeout",
+        type=float,
+        default=d.head_timeout_s,
+        help="seconds for a connection to send its request head (408 and closed after)",
+    )
+    p.add_argument(
+        "--keep-alive-timeout",
+        type=float,
+        default=d.keep_alive_timeout_s,
+        help="seconds an idle keep-alive connection stays open",
+    )
+    p.add_argument(
+        "--max-connections",
+        type=int,
+        default=d.max_connections,
+        help="open connections per process; one more gets 503 and is closed",
+    )
+    p.add_argument(
+        "--max-head-bytes",
+        type=int,
+        default=d.max_head_bytes,
+        help="bytes of request line and headers (400 over it)",
     )
     p.add_argument("--graceful-timeout", type=float, default=30.0, help="seconds to drain on stop")
     p.add_argument(
@@ -77,10 +120,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "max_batch",
         "max_bytes",
         "max_batch_bytes",
+        "max_pixels",
+        "max_request_pixels",
+        "model_batch",
+        "max_connections",
+        "max_head_bytes",
     )
-    for name in (*positive, "max_pixels"):
+    for name in positive:
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    for name in ("read_timeout", "head_timeout", "keep_alive_timeout"):
+        if not getattr(args, name) > 0:
+            p.error(f"--{name.replace('_', '-')} must be > 0, got {getattr(args, name)}")
     return args
 
 
@@ -106,10 +157,16 @@ def main(argv: list[str] | None = None) -> int:
         max_bytes=args.max_bytes,
         max_batch_bytes=args.max_batch_bytes,
         max_pixels=args.max_pixels,
+        max_request_pixels=args.max_request_pixels,
         max_batch=args.max_batch,
+        model_batch=args.model_batch,
         threads=args.threads,
         max_queue=args.max_queue,
         read_timeout_s=args.read_timeout,
+        head_timeout_s=args.head_timeout,
+        keep_alive_timeout_s=args.keep_alive_timeout,
+        max_connections=args.max_connections,
+        max_head_bytes=args.max_head_bytes,
         micro_batch=args.micro_batch,
         log_level=args.log_level,
     )
@@ -117,14 +174,20 @@ def main(argv: list[str] | None = None) -> int:
 
     from yolov4.inference import Predictor
     from yolov4.serve.app import create_app
+    from yolov4.serve.protocol import GuardedH11Protocol
 
     try:  # a bad artifact fails here, with its message, not inside a worker
         predictor = Predictor.from_artifact(
             settings.artifact_dir, settings.backend, max_pixels=settings.max_pixels
         )
-    except ExportError as e:
-        print(f"yolov4-serve: error: {e}", file=sys.stderr)
-        return 2
+    except YoloError as e:
+        return _fail(str(e))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        # what the artifact checks do not catch yet: still a message, not a traceback
+        return _fail(
+            f"cannot load the artifact {settings.artifact_dir}: its metadata.json or files are "
+            f"malformed or unreadable ({type(e).__name__}: {e})"
+        )
     common = dict(
         host=args.host,
         port=args.port,
@@ -132,14 +195,34 @@ def main(argv: list[str] | None = None) -> int:
         log_level=args.log_level,
         access_log=False,  # the service logs each request with its id and latency
         timeout_graceful_shutdown=args.graceful_timeout,
+        timeout_keep_alive=settings.keep_alive_timeout_s,
+        h11_max_incomplete_event_size=settings.max_head_bytes,
     )
     if args.workers == 1:
-        uvicorn.run(create_app(settings, predictor), **common)
-    else:
+        guarded = functools.partial(
+            GuardedH11Protocol,
+            head_timeout_s=settings.head_timeout_s,
+            max_connections=settings.max_connections,
+        )
+        uvicorn.run(create_app(settings, predictor), http=guarded, **common)
+    else:  # the workers import the app and the protocol by name (light to unpickle)
         del predictor
         os.environ[SETTINGS_ENV] = settings.to_env()
-        uvicorn.run("yolov4.serve.app:app_from_env", factory=True, workers=args.workers, **common)
+        uvicorn.run(
+            "yolov4.serve.app:app_from_env",
+            factory=True,
+            workers=args.workers,
+            http="yolov4.serve.protocol:GuardedH11Protocol",
+            **common,
+        )
     return 0
+
+
+def _fail(message: str) -> int:
+    """Print the one-line error of a bad start; -> the exit code."""
+    line = " ".join(part.strip() for part in message.splitlines() if part.strip())
+    print(f"yolov4-serve: error: {line}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

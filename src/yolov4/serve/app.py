@@ -1,8 +1,10 @@
 """The FastAPI app over a :class:`~yolov4.inference.Predictor` (see ``yolov4.serve``).
 
-Routes: ``POST /v1/detect``, ``POST /v1/detect/batch``, ``GET /v1/model``, ``GET /healthz``,
-``GET /readyz``, ``GET /metrics``, and FastAPI's ``/docs`` and ``/openapi.json``. Every error is
-``{"error": {"code", "message"}}`` with a 4xx status for anything the client can fix.
+Routes: ``POST /v1/detect``, ``POST /v1/detect/batch``, ``GET /v1/model``, ``GET|HEAD
+/healthz``, ``GET|HEAD /readyz``, ``GET /metrics``, ``/openapi.json``, and ``/docs`` (Swagger UI
+served from the ``swagger-ui-bundle`` package, so it works without a network). Every error is
+``{"error": {"code", "message"}}`` with a 4xx status for anything the client can fix; the
+OpenAPI document lists each route's error statuses (``serve/schema.py``).
 
 (No ``from __future__ import annotations`` here: FastAPI reads the route signatures, whose
 ``Annotated`` dependency is local to :func:`create_app`.)
@@ -11,11 +13,14 @@ Routes: ``POST /v1/detect``, ``POST /v1/detect/batch``, ``GET /v1/model``, ``GET
 import asyncio
 import json
 import logging
+import warnings
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
+from fastapi.responses import HTMLResponse, PlainTextResponse
 from starlette.exceptions import HTTPException
 
 from yolov4.errors import InputError
@@ -26,27 +31,25 @@ from yolov4.serve.inputs import ApiError, parse_classes, read_uploads, sniff_for
 from yolov4.serve.jobs import DetectJob, model_info, model_summary
 from yolov4.serve.observability import Metrics, RequestLog, error_body
 from yolov4.serve.runner import InferenceRunner, Overloaded
+from yolov4.serve.schema import (
+    BATCH_BODY,
+    IMAGE_BODY,
+    JPEG,
+    PROMETHEUS,
+    BatchResponse,
+    DetectResponse,
+    HealthResponse,
+    ReadyResponse,
+    errors,
+)
 from yolov4.serve.settings import ServeSettings
 
 __all__ = ["create_app", "app_from_env"]
 
 log = logging.getLogger("yolov4.serve")
 QUERY_PARAMS = {"conf", "iou", "max_det", "classes", "render"}
-IMAGE_BODY = {  # documents the body FastAPI cannot see (it is read as a stream)
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "properties": {"file": {"type": "string", "format": "binary"}},
-                }
-            },
-            "image/*": {"schema": {"type": "string", "format": "binary"}},
-            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
-        },
-    }
-}
+DETECT_ERRORS = errors(400, 408, 413, 415, 422, 503)
+DOCS_ASSETS = "/docs/assets"
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -125,7 +128,14 @@ class Service:
                 )
                 for u in uploads:
                     sniff_format(u.data, u.name)
-                job = DetectJob(self.predictor, s.max_pixels, uploads=uploads, **params)
+                job = DetectJob(
+                    self.predictor,
+                    s.max_pixels,
+                    uploads=uploads,
+                    max_request_pixels=s.max_request_pixels,
+                    model_batch=s.model_batch,
+                    **params,
+                )
                 results, job.timing["queue"] = await self.runner.run(job)
         except asyncio.TimeoutError:
             raise ApiError(
@@ -160,8 +170,12 @@ def create_app(settings: ServeSettings, predictor: Predictor | None = None) -> F
         summary="YOLOv4 object detection over an export artifact",
         version=_package_version(),
         lifespan=lifespan,
+        docs_url=None,  # served below from local assets
+        redoc_url=None,  # ReDoc has no offline bundle here
     )
     app.state.service = service
+    _add_docs(app)
+    _distinct_head_operation_ids(app)
     app.add_middleware(RequestLog, metrics=service.metrics)
 
     @app.exception_handler(ApiError)
@@ -179,8 +193,8 @@ def create_app(settings: ServeSettings, predictor: Predictor | None = None) -> F
     @app.exception_handler(HTTPException)
     async def on_http(request: Request, e: HTTPException) -> Response:
         code = {404: "not_found", 405: "method_not_allowed"}.get(e.status_code, "http_error")
-        return error_response(
-            e.status_code, code, f"{request.method} {request.url.path}: {e.detail}"
+        return error_response(  # e.headers: 405's Allow
+            e.status_code, code, f"{request.method} {request.url.path}: {e.detail}", e.headers
         )
 
     def thresholds(
@@ -212,7 +226,12 @@ def create_app(settings: ServeSettings, predictor: Predictor | None = None) -> F
 
     Thresholds = Annotated[dict, Depends(thresholds)]
 
-    @app.post("/v1/detect", openapi_extra=IMAGE_BODY)
+    @app.post(
+        "/v1/detect",
+        openapi_extra=IMAGE_BODY,
+        response_model=None,
+        responses={200: {"model": DetectResponse, "content": JPEG}, **DETECT_ERRORS},
+    )
     async def detect(
         request: Request,
         params: Thresholds,
@@ -232,7 +251,12 @@ def create_app(settings: ServeSettings, predictor: Predictor | None = None) -> F
         body = {**result, "model": service.model, "timing_ms": job.finish(request.state.start)}
         return json_response(body)
 
-    @app.post("/v1/detect/batch", openapi_extra=IMAGE_BODY)
+    @app.post(
+        "/v1/detect/batch",
+        openapi_extra=BATCH_BODY,
+        response_model=None,
+        responses={200: {"model": BatchResponse}, **DETECT_ERRORS},
+    )
     async def detect_batch(request: Request, params: Thresholds) -> Response:
         """Detect objects in several images (multipart, one file field each, up to
         ``max_batch``), run as one batch: ``{"results": [{"detections", "image"}, ...] in
@@ -245,31 +269,101 @@ def create_app(settings: ServeSettings, predictor: Predictor | None = None) -> F
         }
         return json_response(body)
 
-    @app.get("/v1/model")
+    @app.get("/v1/model", response_model=None, responses=errors(503))
     async def model() -> Response:
         """The artifact's metadata: classes, input size, preprocessing, default thresholds."""
         if service.predictor is None:
             raise ApiError(503, "not_ready", "the model is loading", service._retry())
         return json_response(model_summary(service.predictor, service.model, settings))
 
-    @app.get("/healthz")
+    @app.api_route(
+        "/healthz",
+        methods=["GET", "HEAD"],
+        operation_id="healthz",
+        response_model=None,
+        responses={200: {"model": HealthResponse}},
+    )
     async def healthz() -> Response:
         """Liveness: the process answers (also while inference is busy)."""
         return json_response({"status": "ok"})
 
-    @app.get("/readyz")
+    @app.api_route(
+        "/readyz",
+        methods=["GET", "HEAD"],
+        operation_id="readyz",
+        response_model=None,
+        responses={200: {"model": ReadyResponse}, **errors(503)},
+    )
     async def readyz() -> Response:
         """Readiness: 200 once the model is loaded and warmed up, else 503."""
         if not service.ready:
             return error_response(503, "not_ready", "the model is loading", service._retry())
         return json_response({"status": "ready", "model": service.model})
 
-    @app.get("/metrics")
+    @app.get(
+        "/metrics",
+        response_class=PlainTextResponse,
+        response_model=None,
+        responses={200: {"content": PROMETHEUS}},
+    )
     async def metrics() -> Response:
         """Prometheus text format: requests by status, latency histogram, queue depth."""
         return Response(service.metrics.render(), media_type="text/plain; version=0.0.4")
 
     return app
+
+
+def _add_docs(app: FastAPI) -> None:
+    """``/docs``: Swagger UI from the ``swagger-ui-bundle`` package's files (no CDN), or from
+    its CDN when that package is not installed."""
+    try:
+        from swagger_ui_bundle import swagger_ui_path
+    except ImportError:
+        log.warning("swagger-ui-bundle is not installed: /docs loads Swagger UI from its CDN")
+        urls = {}
+    else:
+        from starlette.staticfiles import StaticFiles
+
+        app.mount(DOCS_ASSETS, StaticFiles(directory=swagger_ui_path), name="docs-assets")
+        urls = {
+            "swagger_js_url": f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+            "swagger_css_url": f"{DOCS_ASSETS}/swagger-ui.css",
+            "swagger_favicon_url": f"{DOCS_ASSETS}/favicon-32x32.png",
+        }
+    redirect = "/docs/oauth2-redirect"
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url,
+            title=f"{app.title} - Swagger UI",
+            oauth2_redirect_url=redirect,
+            swagger_ui_parameters={"validatorUrl": None},  # no badge from swagger.io
+            **urls,
+        )
+
+    @app.get(redirect, include_in_schema=False)
+    async def docs_redirect() -> HTMLResponse:
+        return get_swagger_ui_oauth2_redirect_html()
+
+
+def _distinct_head_operation_ids(app: FastAPI) -> None:
+    """A ``GET``+``HEAD`` route is one route, whose two operations FastAPI gives its one
+    ``operation_id``: the ``HEAD`` one becomes ``<id>_head`` (a route per method would lose
+    the full ``Allow`` of a 405)."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", "Duplicate Operation ID")
+                schema = generate()
+            for item in schema["paths"].values():
+                if "head" in item and item["head"]["operationId"] == item["get"]["operationId"]:
+                    item["head"]["operationId"] += "_head"
+        return app.openapi_schema
+
+    app.openapi = openapi
 
 
 def _package_version() -> str:

@@ -1,0 +1,147 @@
+"""uvicorn's h11 protocol with the two guards uvicorn lacks: a request-head timeout and a cap on
+open connections.
+
+uvicorn (0.54) times out idle keep-alive connections but not a connection that never completes
+its request head: such connections (slowloris, port scanners, broken clients) stay open until
+file descriptors run out and ``/healthz`` stops answering. Here
+
+* a connection must complete each request head within ``head_timeout_s`` of its opening (the
+  first request) or of the first byte of the head (later requests; the idle time between
+  requests is uvicorn's keep-alive timeout). A head begun but not finished gets 408 and is
+  closed; a connection that sent nothing is closed silently.
+* a connection beyond ``max_connections`` (per process) is answered 503 at once and closed, so
+  the process never holds more sockets than that, plus the refused ones for at most
+  :data:`REFUSED_GRACE_S`.
+
+Used as ``uvicorn.run(..., http=functools.partial(GuardedH11Protocol, head_timeout_s=...,
+max_connections=...))``, or, for worker processes, as
+``http="yolov4.serve.protocol:GuardedH11Protocol"`` with the limits taken from the settings in
+the environment (:data:`~yolov4.serve.settings.SETTINGS_ENV`): a worker unpickles its uvicorn
+config before it answers the parent's health checks, so that config must not import the model
+stack.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from yolov4.serve.observability import error_body
+from yolov4.serve.settings import ServeSettings
+
+__all__ = ["GuardedH11Protocol", "raw_response"]
+
+log = logging.getLogger("yolov4.serve")
+# seconds a refused connection stays open for the client's request to arrive, so that closing
+# it does not reset the connection before the client has read the 503 (a close with unread
+# data in the socket sends RST)
+REFUSED_GRACE_S = 1.0
+REASONS = {408: "Request Timeout", 503: "Service Unavailable"}
+
+
+def raw_response(status: int, code: str, message: str, headers: dict[str, str] | None = None):
+    """A complete ``Connection: close`` HTTP/1.1 response with the service's JSON error body,
+    for the moments h11 cannot write one (no request head parsed)."""
+    body = error_body(code, message)
+    lines = [
+        f"HTTP/1.1 {status} {REASONS[status]}",
+        "content-type: application/json",
+        f"content-length: {len(body)}",
+        "connection: close",
+        *(f"{k}: {v}" for k, v in (headers or {}).items()),
+    ]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
+@functools.cache
+def _settings() -> ServeSettings:
+    """The settings a parent ``yolov4-serve`` handed its workers, or the defaults."""
+    try:
+        return ServeSettings.from_env()
+    except RuntimeError:
+        return ServeSettings()
+
+
+class GuardedH11Protocol(H11Protocol):
+    """:class:`~uvicorn.protocols.http.h11_impl.H11Protocol` plus a head timeout and a
+    connection cap (see the module docstring)."""
+
+    def __init__(
+        self,
+        *args,
+        head_timeout_s: float | None = None,
+        max_connections: int | None = None,
+        **kwargs,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        if head_timeout_s is None or max_connections is None:
+            settings = _settings()
+            head_timeout_s = head_timeout_s or settings.head_timeout_s
+            max_connections = max_connections or settings.max_connections
+        self.head_timeout_s = head_timeout_s
+        self.max_connections = max_connections
+        self.head_timer: asyncio.TimerHandle | None = None
+        self.head_started = False  # a byte of the awaited head arrived
+        self.refused = False
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        if len(self.connections) > self.max_connections:
+            self._refuse()
+            return
+        self._start_head_timer()
+
+    def _refuse(self) -> None:
+        self.refused = True
+        message = f"{self.max_connections} connections are open (the limit); retry later"
+        self.transport.write(
+            raw_response(503, "too_many_connections", message, {"retry-after": "1"})
+        )
+        self.loop.call_later(REFUSED_GRACE_S, self.transport.close)
+        log.debug("refused a connection from %s: %s", self.client, message)
+
+    def data_received(self, data: bytes) -> None:
+        if self.refused:  # the request is read (and dropped) so that the close is clean
+            self.transport.close()
+            return
+        if self.head_timer is None and self._awaiting_head():
+            self._start_head_timer()
+        if self.head_timer is not None:
+            self.head_started = True
+        super().data_received(data)
+
+    def handle_events(self) -> None:
+        cycle = self.cycle
+        super().handle_events()
+        if self.cycle is not cycle:  # a request head was parsed: the app takes over
+            self._cancel_head_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_head_timer()
+        super().connection_lost(exc)
+
+    def _awaiting_head(self) -> bool:
+        return self.cycle is None or self.cycle.response_complete
+
+    def _start_head_timer(self) -> None:
+        self._cancel_head_timer()
+        self.head_started = False
+        self.head_timer = self.loop.call_later(self.head_timeout_s, self._head_timed_out)
+
+    def _cancel_head_timer(self) -> None:
+        if self.head_timer is not None:
+            self.head_timer.cancel()
+            self.head_timer = None
+
+    def _head_timed_out(self) -> None:
+        self.head_timer = None
+        if self.transport.is_closing() or not self._awaiting_head():
+            return
+        if self.head_started:
+            message = f"the request head did not arrive within {self.head_timeout_s:g} s"
+            self.transport.write(raw_response(408, "request_timeout", message))
+            log.info("closed a connection from %s: %s", self.client, message)
+        self.transport.close()
