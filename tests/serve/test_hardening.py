@@ -22,6 +22,7 @@ REQUEST_PIXELS = 3_000_000  # its per-request budget
 HEAD_TIMEOUT_S = 1
 KEEP_ALIVE_S = 1
 MAX_CONNECTIONS = 6
+MAX_HEAD_BYTES = 4096
 WAIT_S = 10  # longest any drop or answer below may take (the timeouts are 1 s)
 MIB = 1 << 20
 
@@ -32,7 +33,8 @@ def guarded(artifact, tmp_path_factory):
     args = ["--max-pixels", str(MAX_PIXELS), "--max-request-pixels", str(REQUEST_PIXELS),
             "--max-batch", "8", "--head-timeout", str(HEAD_TIMEOUT_S),
             "--keep-alive-timeout", str(KEEP_ALIVE_S),
-            "--max-connections", str(MAX_CONNECTIONS)]  # fmt: skip
+            "--max-connections", str(MAX_CONNECTIONS),
+            "--max-head-bytes", str(MAX_HEAD_BYTES)]  # fmt: skip
     with serve(artifact, log, *args) as s:
         yield s
 
@@ -146,6 +148,17 @@ def test_connections_over_the_limit_are_refused_and_idle_ones_cannot_starve_heal
     finally:
         for s in socks:
             s.close()
+
+
+def test_a_request_head_over_the_limit_gets_a_json_400(guarded):
+    with connect(guarded) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\nX-Big: " + b"a" * 2 * MAX_HEAD_BYTES)
+        raw, _ = read_until_closed(sock)
+    status, error = status_and_error(raw)
+    assert status == 400 and error["code"] == "bad_request"
+    assert f"{MAX_HEAD_BYTES:,} bytes" in error["message"]
+    with guarded.client() as c:
+        assert c.get("/healthz").status_code == 200
 
 
 def test_the_cli_shows_the_connection_and_budget_settings(capsys):

@@ -13,6 +13,9 @@ file descriptors run out and ``/healthz`` stops answering. Here
   the process never holds more sockets than that, plus the refused ones for at most
   :data:`REFUSED_GRACE_S`.
 
+and a request h11 cannot parse (a malformed head, or one over ``h11_max_incomplete_event_size``)
+gets the service's JSON error body instead of uvicorn's plain text.
+
 Used as ``uvicorn.run(..., http=functools.partial(GuardedH11Protocol, head_timeout_s=...,
 max_connections=...))``, or, for worker processes, as
 ``http="yolov4.serve.protocol:GuardedH11Protocol"`` with the limits taken from the settings in
@@ -27,6 +30,8 @@ import asyncio
 import functools
 import logging
 
+import h11
+from h11._connection import DEFAULT_MAX_INCOMPLETE_EVENT_SIZE  # uvicorn imports it too
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from yolov4.serve.observability import error_body
@@ -122,6 +127,26 @@ class GuardedH11Protocol(H11Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_head_timer()
         super().connection_lost(exc)
+
+    def send_400_response(self, msg: str) -> None:
+        limit = self.config.h11_max_incomplete_event_size or DEFAULT_MAX_INCOMPLETE_EVENT_SIZE
+        body = error_body(
+            "bad_request",
+            f"{msg.rstrip('.')}: a malformed request line or header, or a head over {limit:,} "
+            "bytes",
+        )
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"connection", b"close"),
+        ]
+        for event in (
+            h11.Response(status_code=400, headers=headers, reason=b"Bad Request"),
+            h11.Data(data=body),
+            h11.EndOfMessage(),
+        ):
+            self.transport.write(self.conn.send(event))
+        self.transport.close()
 
     def _awaiting_head(self) -> bool:
         return self.cycle is None or self.cycle.response_complete
