@@ -12,9 +12,9 @@ from tests.data.test_formats import write_yolo_twin
 from yolov4 import build_model
 from yolov4.cli.evaluate import evaluate
 from yolov4.cli.train import train
+from yolov4.core.checkpoint import save_checkpoint
 from yolov4.data.synthetic import generate_split
 from yolov4.evaluation import METRIC_KEYS
-from yolov4.export.checkpoint import save_checkpoint
 
 
 @pytest.fixture

@@ -9,8 +9,13 @@ import pytest
 import torch
 
 from yolov4 import CheckpointError, build_model
-from yolov4.export import FORMAT, load_checkpoint, load_state_dict_checked, save_checkpoint
-from yolov4.export.checkpoint import clean_state_dict
+from yolov4.core.checkpoint import (
+    FORMAT,
+    clean_state_dict,
+    load_checkpoint,
+    load_state_dict_checked,
+    save_checkpoint,
+)
 
 NAMES = ["circle", "square", "triangle"]
 

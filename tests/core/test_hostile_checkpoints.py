@@ -15,8 +15,8 @@ import pytest
 import torch
 
 from yolov4 import CheckpointError, build_model
-from yolov4.export import FORMAT, load_checkpoint, save_checkpoint
-from yolov4.export import checkpoint as checkpoint_module
+from yolov4.core import checkpoint as checkpoint_module
+from yolov4.core.checkpoint import FORMAT, load_checkpoint, save_checkpoint
 
 NAMES = ["circle", "square", "triangle"]
 HUGE = 10**7  # classes: a yolov4-tiny head of this width is ~30 GB of float32

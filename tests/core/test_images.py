@@ -81,9 +81,9 @@ def test_exif_orientation_applied_for_every_format_by_both_readers(tmp_path, fmt
 def test_rotated_png_in_a_dataset_keeps_its_labels(tmp_path):
     """A PNG stored landscape with EXIF orientation 6 (displayed portrait): its YOLO label,
     written for the displayed image, must land on the marker after decoding for training."""
+    from yolov4.core.preprocess import PreprocessConfig
     from yolov4.data.dataset import DetectionDataset
     from yolov4.data.yolo_txt import load_yolo
-    from yolov4.inference.preprocess import PreprocessConfig
 
     stored = np.full((H, W, 3), 40, np.uint8)
     stored[4:16, 50:70] = (255, 0, 0)  # red box in the stored frame

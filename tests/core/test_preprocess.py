@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from yolov4.errors import ConfigError, InputError
-from yolov4.inference.preprocess import (
+from yolov4.core.preprocess import (
     LETTERBOX_PAD_VALUE,
     PreprocessConfig,
     preprocess,
     preprocess_batch,
 )
+from yolov4.errors import ConfigError, InputError
 from yolov4.ops.letterbox import map_boxes
 
 

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from yolov4.core.preprocess import PreprocessConfig
 from yolov4.data.check import main as check_main
 from yolov4.data.coco import load_coco
 from yolov4.data.dataset import DetectionDataset
@@ -19,7 +20,6 @@ from yolov4.data.records import Problem, ProblemReport
 from yolov4.data.transforms import AugmentConfig
 from yolov4.data.yolo_txt import load_yolo
 from yolov4.errors import DatasetError
-from yolov4.inference.preprocess import PreprocessConfig
 
 H, W = 24, 32
 BOX = [4.0, 4.0, 10.0, 8.0]  # COCO xywh of a good box

@@ -248,7 +248,10 @@ MALFORMED = {
     "no model": (_set("model", ...), r"'model'.*missing"),
     "num_classes a string": (_set("model.num_classes", "4"), r"'model\.num_classes'.*found '4'"),
     "thresholds not an object": (_set("thresholds", 0.5), r"'thresholds'.*expected an object"),
-    "conf a string": (_set("thresholds.conf", "high"), r"'thresholds\.conf'.*found 'high'"),
+    "conf a string": (
+        _set("thresholds.conf", "high"),
+        r"'thresholds'.*conf must be a number in \[0, 1\], got 'high'",
+    ),
 }
 
 
@@ -279,7 +282,7 @@ def test_class_names_are_checked_against_the_model_wherever_they_meet(exported, 
     # export: a loaded checkpoint whose names were changed after loading
     import dataclasses
 
-    from yolov4.export.checkpoint import load_checkpoint
+    from yolov4.core.checkpoint import load_checkpoint
 
     bad = dataclasses.replace(load_checkpoint(ckpt), class_names=NAMES[:3])
     with pytest.raises(ExportError, match=r"3 class names for a model with num_classes=4"):
@@ -309,7 +312,7 @@ def test_non_finite_outputs_fail_the_export(exported, tmp_path):
     import copy as copy_mod
     import dataclasses
 
-    from yolov4.export.checkpoint import load_checkpoint
+    from yolov4.core.checkpoint import load_checkpoint
 
     loaded = load_checkpoint(ckpt)
     model = copy_mod.deepcopy(loaded.model)
@@ -321,3 +324,25 @@ def test_non_finite_outputs_fail_the_export(exported, tmp_path):
             export_artifact(nan_ckpt, tmp_path / "e", formats=formats)
         assert "NaN or infinite" in str(e.value)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_export_leaves_the_callers_model_as_it_was(tmp_path):
+    """A loaded Checkpoint handed to export_artifact keeps its dtype, BN layers and weights."""
+    from yolov4.core.checkpoint import load_checkpoint
+
+    model = build_model("yolov4-tiny", num_classes=2, input_size=[64, 64])
+    path = save_checkpoint(tmp_path / "m.pt", model, ["a", "b"])
+    ckpt = load_checkpoint(path)
+    ckpt.model.double()
+    before = {k: v.clone() for k, v in ckpt.model.state_dict().items()}
+    export_artifact(ckpt, tmp_path / "export", formats=["onnx"])
+    after = ckpt.model.state_dict()
+    assert after.keys() == before.keys()  # BN not folded into the caller's model
+    assert all(v.dtype == torch.float64 for v in after.values() if v.is_floating_point())
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_nms_graph_refuses_a_non_iou_nms(exported, tmp_path):
+    with pytest.raises(ExportError, match="NonMaxSuppression"):
+        export_artifact(exported[0], tmp_path / "x", ["onnx_nms"], thresholds={"nms_kind": "diou"})
+    assert not (tmp_path / "x").exists()

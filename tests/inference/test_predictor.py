@@ -162,7 +162,7 @@ def test_truncated_jpeg_and_bad_thresholds():
     data = encode(scene(), ".jpg")
     with pytest.raises(InputError, match="truncated JPEG"):
         predictor()(data[: len(data) // 2])
-    with pytest.raises(InputError, match="conf and iou must be in"):
+    with pytest.raises(InputError, match=r"conf must be a number in \[0, 1\], got 1.5"):
         predictor()(scene(), conf=1.5)
     with pytest.raises(InputError, match=r"classes \[3\] out of range"):
         predictor()(scene(), classes=[3])

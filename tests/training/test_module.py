@@ -89,7 +89,7 @@ def test_pretrained_checkpoint_with_other_classes(tmp_path):
 def hollow_weights_file(path, name: str, num_classes: int):
     """A ``yolov4.weights/1`` file of ``name`` whose tensors are stride-0 views of one number (3):
     the keys and shapes of the real network in a few KB."""
-    from yolov4.export import FORMAT
+    from yolov4.core.checkpoint import FORMAT
 
     with torch.device("meta"):
         net = build_model(name, num_classes=num_classes)

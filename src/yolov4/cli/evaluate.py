@@ -20,12 +20,14 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from yolov4.cli.common import build, model_config
+from yolov4.core.checkpoint import load_checkpoint
+from yolov4.core.postprocess import DARKNET_VALID
 from yolov4.darknet import load_darknet_weights
 from yolov4.errors import ConfigError
 from yolov4.evaluation import METRIC_KEYS, CocoEvaluator
 from yolov4.evaluation.plots import plot_pr_curves
-from yolov4.export.checkpoint import load_checkpoint
 from yolov4.inference import Predictor
+from yolov4.models import ModelConfig
 from yolov4.training.callbacks import METRICS_FILE, write_json
 from yolov4.training.module import YoloModule
 
@@ -65,7 +67,9 @@ def _check_classes(what: str, num_classes: int, datamodule: Any) -> None:
 def _evaluate_artifact(cfg: DictConfig, eval_cfg: dict[str, Any]) -> tuple:
     """Through the Predictor, from the image files: what the service would answer."""
     predictor = Predictor.from_artifact(cfg.artifact, backend=cfg.backend)
-    predictor.thresholds.update(nms_kind=eval_cfg["nms_kind"], multi_label=eval_cfg["multi_label"])
+    predictor.postprocess = DARKNET_VALID.update(eval_cfg).resolve(
+        ModelConfig.from_dict(predictor.metadata["model"])
+    )
     datamodule = build(cfg, "data", augment=None)
     datamodule.prepare_data()
     _check_classes("artifact", len(predictor.class_names), datamodule)
@@ -73,12 +77,7 @@ def _evaluate_artifact(cfg: DictConfig, eval_cfg: dict[str, Any]) -> tuple:
     evaluator = CocoEvaluator(datamodule.val_coco, datamodule.category_ids, datamodule.class_names)
     for i in range(0, len(records), cfg.batch_size):
         chunk = records[i : i + cfg.batch_size]
-        dets = predictor(
-            [r.file for r in chunk],
-            conf=eval_cfg["conf_thresh"],
-            iou=eval_cfg["iou_thresh"],
-            max_det=eval_cfg["max_det"],
-        )
+        dets = predictor([r.file for r in chunk])
         rows = [
             torch.from_numpy(
                 np.concatenate(

@@ -1,10 +1,16 @@
-"""The contracts every outer layer shares, each owned once (imports only ``ops``, ``models``,
-``errors``, numpy, OpenCV, PIL and torch).
+"""The contracts every outer layer shares, each owned once. Imports only ``ops``, ``models``,
+``darknet``, ``errors`` and numpy / OpenCV / PIL / torch.
 
-Today: image decoding (:mod:`yolov4.core.images`), used by the datasets, the Predictor and the
-service alike.
+- :mod:`~yolov4.core.images`: image decoding (datasets, Predictor, service);
+- :mod:`~yolov4.core.preprocess`: :class:`PreprocessConfig` + :func:`preprocess`;
+- :mod:`~yolov4.core.postprocess`: :class:`PostprocessConfig` and its presets
+  (:data:`DARKNET_VALID` for evaluation, :data:`SERVING`);
+- :mod:`~yolov4.core.model`: network + decode (:class:`DecodedModel`);
+- :mod:`~yolov4.core.checkpoint`: the weights file, validated on write and on read;
+- :mod:`~yolov4.core.artifact`: the export artifact's file names and ``metadata.json``.
 """
 
+from yolov4.core.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from yolov4.core.images import (
     MAX_PIXELS,
     DecodedImage,
@@ -16,15 +22,27 @@ from yolov4.core.images import (
     image_size,
     to_rgb8,
 )
+from yolov4.core.model import DecodedModel
+from yolov4.core.postprocess import DARKNET_VALID, SERVING, PostprocessConfig
+from yolov4.core.preprocess import PreprocessConfig, preprocess
 
 __all__ = [
     "MAX_PIXELS",
+    "Checkpoint",
+    "DARKNET_VALID",
     "DecodedImage",
+    "DecodedModel",
     "ImageDecodeError",
     "ImageTooLarge",
+    "PostprocessConfig",
+    "PreprocessConfig",
+    "SERVING",
     "TruncatedImage",
     "decode",
     "decode_image",
     "image_size",
+    "load_checkpoint",
+    "preprocess",
+    "save_checkpoint",
     "to_rgb8",
 ]

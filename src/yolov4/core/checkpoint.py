@@ -91,9 +91,9 @@ class Checkpoint:
 
 
 def _versions() -> dict[str, str]:
-    import yolov4
+    from yolov4.version import __version__
 
-    return {"yolov4": str(yolov4.__version__), "torch": str(torch.__version__)}
+    return {"yolov4": __version__, "torch": str(torch.__version__)}
 
 
 def _plain(value: Any) -> Any:

@@ -20,7 +20,7 @@ from typing import TypedDict
 import torch
 import torch.nn.functional as F
 
-from yolov4.inference.preprocess import PreprocessConfig, to_float
+from yolov4.core.preprocess import PreprocessConfig, to_float
 
 __all__ = ["Batch", "Sample", "DetectionCollate", "SIZE_MULTIPLE", "multi_scale_size"]
 

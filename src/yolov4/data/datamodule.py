@@ -24,13 +24,13 @@ import torch
 from pycocotools.coco import COCO
 from torch.utils.data import DataLoader, get_worker_info
 
+from yolov4.core.preprocess import PreprocessConfig
 from yolov4.data.collate import DetectionCollate
 from yolov4.data.dataset import DetectionDataset
 from yolov4.data.records import DetectionData, ProblemReport
 from yolov4.data.synthetic import SyntheticSource
 from yolov4.data.transforms import AugmentConfig
 from yolov4.errors import ConfigError, DatasetError
-from yolov4.inference.preprocess import PreprocessConfig
 
 __all__ = ["DataSource", "DetectionDataModule", "SyntheticDataModule", "seed_worker"]
 

@@ -2,7 +2,7 @@
 
 Training samples (``augment`` given) go through :func:`build_train_transform` with three
 mosaic donors drawn from the split; evaluation samples through THE preprocessing function
-(:func:`yolov4.inference.preprocess.preprocess`). Unreadable images are reported once (with
+(:func:`yolov4.core.preprocess.preprocess`). Unreadable images are reported once (with
 the file name) and replaced by another random image in training, by a blank image in
 evaluation (its ground truth stays, so the score is honest); strict mode raises instead.
 """
@@ -14,12 +14,12 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from yolov4.core.preprocess import PreprocessConfig, image_to_tensor, preprocess
 from yolov4.data.collate import Sample
 from yolov4.data.image_io import read_image
 from yolov4.data.records import DetectionData, Problem, ProblemReport
 from yolov4.data.transforms import MOSAIC_DONORS, AugmentConfig, build_train_transform, donor
 from yolov4.errors import DatasetError
-from yolov4.inference.preprocess import PreprocessConfig, image_to_tensor, preprocess
 from yolov4.ops.letterbox import letterbox_params, map_boxes
 
 __all__ = ["DetectionDataset"]

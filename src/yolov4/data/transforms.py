@@ -8,7 +8,7 @@ darknet's ``hue``, ``saturation``, ``exposure``) → horizontal flip. Boxes are 
 ``min_visibility`` of their area left are dropped. Multi-scale (darknet's ``random=1``) is
 applied per batch in the collate function (:mod:`yolov4.data.collate`).
 
-Validation and inference use :func:`yolov4.inference.preprocess.preprocess`, the one
+Validation and inference use :func:`yolov4.core.preprocess.preprocess`, the one
 preprocessing function.
 """
 
@@ -23,8 +23,8 @@ import albumentations as A
 import cv2
 import numpy as np
 
+from yolov4.core.preprocess import LETTERBOX_PAD_VALUE
 from yolov4.errors import ConfigError
-from yolov4.inference.preprocess import LETTERBOX_PAD_VALUE
 
 __all__ = ["AugmentConfig", "DarknetHSV", "build_train_transform", "MOSAIC_DONORS"]
 

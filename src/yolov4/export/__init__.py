@@ -1,19 +1,5 @@
-"""Checkpoint format and (later) ONNX/TorchScript artifacts."""
+"""Serving artifacts: ONNX / TorchScript files checked against PyTorch, with their metadata."""
 
-from yolov4.export.checkpoint import (
-    FORMAT,
-    Checkpoint,
-    load_checkpoint,
-    load_state_dict_checked,
-    read_checkpoint,
-    save_checkpoint,
-)
+from yolov4.export.artifact import export_artifact
 
-__all__ = [
-    "FORMAT",
-    "Checkpoint",
-    "load_checkpoint",
-    "load_state_dict_checked",
-    "read_checkpoint",
-    "save_checkpoint",
-]
+__all__ = ["export_artifact"]

@@ -13,7 +13,6 @@ difference is recorded; a file that disagrees fails the export and nothing is le
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -28,12 +27,25 @@ import numpy as np
 import torch
 from torch import nn
 
-from yolov4.errors import ExportError
-from yolov4.export.checkpoint import Checkpoint, load_checkpoint
+from yolov4.core.artifact import (
+    ARTIFACT_FORMAT,
+    FORMATS,
+    METADATA,
+    MODEL_NMS_ONNX,
+    MODEL_ONNX,
+    MODEL_TORCHSCRIPT,
+    check_class_names,
+    read_metadata,
+    sha256,
+    validate_metadata,
+)
+from yolov4.core.checkpoint import Checkpoint, load_checkpoint
+from yolov4.core.model import DecodedModel
+from yolov4.core.postprocess import SERVING
+from yolov4.core.preprocess import PreprocessConfig
+from yolov4.errors import ConfigError, ExportError
 from yolov4.export.onnx_nms import NmsModel
-from yolov4.inference.backends import DecodedModel, load_backend
-from yolov4.inference.predictor import DEFAULT_THRESHOLDS
-from yolov4.inference.preprocess import PreprocessConfig
+from yolov4.inference.backends import load_backend
 from yolov4.models import fuse_model
 
 __all__ = [
@@ -48,27 +60,11 @@ __all__ = [
     "validate_metadata",
     "check_class_names",
     "sha256",
-    "DEFAULT_THRESHOLDS",
 ]
 
-ARTIFACT_FORMAT = "yolov4.artifact/1"
-MODEL_ONNX = "model.onnx"
-MODEL_TORCHSCRIPT = "model.torchscript"
-MODEL_NMS_ONNX = "model_nms.onnx"
-METADATA = "metadata.json"
-FORMATS = {"onnx": MODEL_ONNX, "torchscript": MODEL_TORCHSCRIPT, "onnx_nms": MODEL_NMS_ONNX}
 DEFAULT_OPSET = 17
 PARITY_RTOL = 1e-3  # worst |difference| allowed, relative to the largest |output|
 PARITY_BATCHES = (1, 2)
-
-
-def check_class_names(names: Sequence[str], num_classes: int, where: str) -> None:
-    """Raise :class:`ExportError` unless there is one class name per class of the model."""
-    if len(names) != num_classes:
-        raise ExportError(
-            f"{where}: {len(names)} class names for a model with num_classes={num_classes}; "
-            "a detection of a class without a name could not be reported"
-        )
 
 
 def _finite(name: str, *arrays: Any) -> None:
@@ -83,22 +79,14 @@ def _finite(name: str, *arrays: Any) -> None:
         )
 
 
-def sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _versions() -> dict[str, str]:
     import onnx
     import onnxruntime
 
-    import yolov4
+    from yolov4.version import __version__
 
     return {
-        "yolov4": yolov4.__version__,
+        "yolov4": __version__,
         "torch": str(torch.__version__),
         "onnx": onnx.__version__,
         "onnxruntime": onnxruntime.__version__,
@@ -234,9 +222,13 @@ def export_artifact(
     preprocess["input_size"] = size
     preprocess = PreprocessConfig.from_dict(preprocess).to_dict()  # complete and validated
 
-    wrapped = DecodedModel(fuse_model(ckpt.model.cpu().float())).eval()
-    thresholds = {**DEFAULT_THRESHOLDS, **(thresholds or {})}
-    nms_model = NmsModel(wrapped, thresholds["conf"], thresholds["iou"], thresholds["max_det"])
+    # fuse_model copies: the caller's model keeps its device, dtype and BN layers
+    wrapped = DecodedModel(fuse_model(ckpt.model).cpu().float()).eval()
+    try:
+        settings = SERVING.update(thresholds).resolve(ckpt.model.config)
+    except ConfigError as e:
+        raise ExportError(f"thresholds: {e}") from None
+    nms_model = NmsModel(wrapped, settings) if "onnx_nms" in formats else None
     example = torch.rand(1, 3, *size)
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -297,7 +289,7 @@ def export_artifact(
             "anchors": c.head_anchors(),
             "strides": list(c.strides),
             "scale_x_y": list(c.scale_x_y),
-            "thresholds": thresholds,
+            "thresholds": settings.to_dict(),
             "opset": opset if {"onnx", "onnx_nms"} & set(formats) else None,
             "versions": _versions(),
             "files": files,
@@ -312,127 +304,3 @@ def export_artifact(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out_dir
-
-
-_HEX = set("0123456789abcdef")
-
-
-def _key_error(path: Path, key: str, expected: str, found: Any = ...) -> ExportError:
-    if found is ...:
-        return ExportError(f"{path}: key {key!r} is missing (expected {expected})")
-    text = repr(found)
-    text = text if len(text) <= 80 else text[:77] + "..."
-    return ExportError(f"{path}: key {key!r}: expected {expected}, found {text}")
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def validate_metadata(meta: Any, path: str | os.PathLike) -> dict[str, Any]:
-    """Check what a Predictor reads from ``metadata.json``; :class:`ExportError` naming the key,
-    what was expected and what was found, for the first thing that is wrong."""
-    path = Path(path)
-    if not isinstance(meta, dict):
-        raise ExportError(f"{path}: expected a JSON object, found {type(meta).__name__}")
-    if meta.get("format") != ARTIFACT_FORMAT:
-        raise ExportError(
-            f"{path}: format {meta.get('format')!r} is not {ARTIFACT_FORMAT!r}; re-export with this version"
-        )
-    files = meta.get("files", ...)
-    if not isinstance(files, dict) or not files:
-        raise _key_error(path, "files", "an object {file name: {sha256, bytes}}", files)
-    for name, info in files.items():
-        if Path(name).name != name or name in (".", ".."):
-            raise _key_error(path, "files", "plain file names inside the artifact", name)
-        if not isinstance(info, dict):
-            raise _key_error(path, f"files.{name}", "an object {sha256, bytes}", info)
-        digest = info.get("sha256", ...)
-        if not (isinstance(digest, str) and len(digest) == 64 and set(digest) <= _HEX):
-            raise _key_error(path, f"files.{name}.sha256", "64 hex digits", digest)
-    names = meta.get("class_names", ...)
-    if not isinstance(names, list) or not names:
-        raise _key_error(path, "class_names", "a non-empty list of strings", names)
-    for i, n in enumerate(names):
-        if not isinstance(n, str):
-            raise _key_error(path, f"class_names[{i}]", "a string", n)
-    model = meta.get("model", ...)
-    if not isinstance(model, dict):
-        raise _key_error(path, "model", "an object with num_classes", model)
-    num_classes = model.get("num_classes", ...)
-    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
-        raise _key_error(path, "model.num_classes", "an integer >= 1", num_classes)
-    if len(names) != num_classes:
-        raise ExportError(
-            f"{path}: {len(names)} class names for a model with {num_classes} classes "
-            "(keys 'class_names' and 'model.num_classes' disagree)"
-        )
-    size = meta.get("input_size", ...)
-    if not (
-        isinstance(size, list)
-        and len(size) == 2
-        and all(
-            isinstance(v, int) and not isinstance(v, bool) and v > 0 and v % 32 == 0 for v in size
-        )
-    ):
-        raise _key_error(path, "input_size", "[H, W], positive multiples of 32", size)
-    preprocess = meta.get("preprocess", ...)
-    if not isinstance(preprocess, dict):
-        raise _key_error(
-            path, "preprocess", "an object (input_size, mode, pad_value, ...)", preprocess
-        )
-    try:
-        config = PreprocessConfig.from_dict(preprocess)
-    except (ValueError, TypeError) as e:  # ConfigError is a ValueError
-        raise ExportError(f"{path}: key 'preprocess': {e}") from None
-    if list(config.input_size) != size:
-        raise _key_error(
-            path,
-            "preprocess.input_size",
-            f"the artifact's input_size {size}",
-            preprocess.get("input_size"),
-        )
-    thresholds = meta.get("thresholds", {})
-    if not isinstance(thresholds, dict):
-        raise _key_error(path, "thresholds", "an object (conf, iou, max_det, ...)", thresholds)
-    for key in ("conf", "iou"):
-        if key in thresholds and not (_number(thresholds[key]) and 0 <= thresholds[key] <= 1):
-            raise _key_error(path, f"thresholds.{key}", "a number in [0, 1]", thresholds[key])
-    if "max_det" in thresholds and not (
-        isinstance(thresholds["max_det"], int)
-        and not isinstance(thresholds["max_det"], bool)
-        and thresholds["max_det"] >= 1
-    ):
-        raise _key_error(path, "thresholds.max_det", "an integer >= 1", thresholds["max_det"])
-    if "multi_label" in thresholds and not isinstance(thresholds["multi_label"], bool):
-        raise _key_error(path, "thresholds.multi_label", "true or false", thresholds["multi_label"])
-    if "nms_kind" in thresholds and not isinstance(thresholds["nms_kind"], str):
-        raise _key_error(path, "thresholds.nms_kind", "a string", thresholds["nms_kind"])
-    return meta
-
-
-def read_metadata(artifact_dir: str | os.PathLike, verify: bool = True) -> dict[str, Any]:
-    """``metadata.json`` of an artifact, validated (:func:`validate_metadata`); with ``verify``,
-    every listed file must exist and match its sha256. Raises :class:`ExportError` naming what
-    is wrong."""
-    d = Path(artifact_dir)
-    path = d / METADATA
-    if not path.is_file():
-        raise ExportError(
-            f"{d} is not an export artifact: no {METADATA} (export one with export.py)"
-        )
-    try:
-        meta = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ExportError(f"{path} is not valid JSON: {e}") from e
-    validate_metadata(meta, path)
-    if verify:
-        for name, info in meta["files"].items():
-            f = d / name
-            if not f.is_file():
-                raise ExportError(f"{d}: {name} is listed in {METADATA} but missing")
-            if sha256(f) != info["sha256"]:
-                raise ExportError(
-                    f"{d}: {name} does not match its sha256 in {METADATA} (altered or corrupt file)"
-                )
-    return meta

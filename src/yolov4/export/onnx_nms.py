@@ -20,7 +20,9 @@ import torch
 from torch import Tensor, nn
 from torchvision.ops import batched_nms
 
-from yolov4.inference.backends import DecodedModel
+from yolov4.core.model import DecodedModel
+from yolov4.core.postprocess import PostprocessConfig
+from yolov4.errors import ExportError
 from yolov4.ops.boxes import cxcywh_to_xyxy
 
 __all__ = ["NmsModel"]
@@ -59,10 +61,17 @@ class _NonMaxSuppression(torch.autograd.Function):
 class NmsModel(nn.Module):
     """:class:`DecodedModel` + NMS with fixed-size outputs (see the module docstring)."""
 
-    def __init__(self, decoded: DecodedModel, conf: float, iou: float, max_det: int) -> None:
+    def __init__(self, decoded: DecodedModel, settings: PostprocessConfig) -> None:
         super().__init__()
+        if settings.nms_kind != "iou":
+            raise ExportError(
+                f"model_nms.onnx runs ONNX NonMaxSuppression (IoU NMS); the artifact's "
+                f"nms_kind is {settings.nms_kind!r}: export with thresholds nms_kind=iou or "
+                "without onnx_nms"
+            )
         self.decoded = decoded
-        self.conf, self.iou, self.max_det = float(conf), float(iou), int(max_det)
+        self.conf, self.iou = float(settings.conf), float(settings.iou)
+        self.max_det = int(settings.max_det)
 
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
         """``images (B, 3, H, W)`` -> ``detections (B, max_det, 6)``, ``num_detections (B,)``."""

@@ -1,12 +1,13 @@
-"""Inference: the one preprocessing function, the Predictor and its backends."""
+"""Inference: the Predictor and its backends (PreprocessConfig and preprocess re-exported from
+:mod:`yolov4.core.preprocess`, where they live)."""
 
-from yolov4.inference.predictor import Detections, Predictor
-from yolov4.inference.preprocess import (
+from yolov4.core.preprocess import (
     LETTERBOX_PAD_VALUE,
     PreprocessConfig,
     preprocess,
     preprocess_batch,
 )
+from yolov4.inference.predictor import Detections, Predictor
 
 __all__ = [
     "Detections",

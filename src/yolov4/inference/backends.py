@@ -1,7 +1,7 @@
 """Inference backends: ``backend(images (B, 3, H, W) float32) -> predictions (B, N, 5 + C)``.
 
 All three return the same thing, the decoded predictions in input pixels (see
-:mod:`yolov4.export.artifact`): PyTorch (a fused model + decode), onnxruntime (``model.onnx``)
+:mod:`yolov4.core.artifact`): PyTorch (a fused model + decode), onnxruntime (``model.onnx``)
 and TorchScript (``model.torchscript``).
 """
 
@@ -11,14 +11,11 @@ import warnings
 from pathlib import Path
 
 import torch
-from torch import nn
 
+from yolov4.core.model import DecodedModel
 from yolov4.errors import ExportError
-from yolov4.models import YOLOv4
-from yolov4.ops.decode import decode
 
 __all__ = [
-    "DecodedModel",
     "TorchBackend",
     "OnnxBackend",
     "TorchScriptBackend",
@@ -27,23 +24,6 @@ __all__ = [
 ]
 
 BACKENDS = ("onnxruntime", "torchscript")
-
-
-class DecodedModel(nn.Module):
-    """The network plus darknet's decode: ``(B, 3, H, W) -> (B, N, 5 + C)`` in input pixels."""
-
-    def __init__(self, model: YOLOv4) -> None:
-        super().__init__()
-        self.model = model
-        c = model.config
-        self.anchors, self.strides, self.scale_x_y = (
-            c.head_anchors(),
-            list(c.strides),
-            list(c.scale_x_y),
-        )
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return decode(self.model(images), self.anchors, self.strides, self.scale_x_y)
 
 
 class TorchBackend:

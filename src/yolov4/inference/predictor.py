@@ -5,7 +5,7 @@
     [dets] = predictor("photo.jpg")
     dets.boxes, dets.scores, dets.class_ids, dets.class_names, dets.to_dict()
 
-Preprocessing is :func:`yolov4.inference.preprocess.preprocess` with the parameters stored in
+Preprocessing is :func:`yolov4.core.preprocess.preprocess` with the parameters stored in
 the checkpoint or artifact, the same function validation uses; NMS is
 :func:`yolov4.ops.postprocess.postprocess`; boxes go back through
 :func:`yolov4.ops.letterbox.unmap_boxes`.
@@ -24,23 +24,18 @@ from typing import Any
 import numpy as np
 import torch
 
-from yolov4.errors import CheckpointError, ExportError, InputError
-from yolov4.inference.backends import BACKENDS, DecodedModel, TorchBackend, load_backend
+from yolov4.core.artifact import FORMATS, read_metadata
+from yolov4.core.checkpoint import load_checkpoint
+from yolov4.core.model import DecodedModel
+from yolov4.core.postprocess import SERVING
+from yolov4.core.preprocess import PreprocessConfig, preprocess
+from yolov4.errors import CheckpointError, ConfigError, ExportError, InputError
+from yolov4.inference.backends import BACKENDS, TorchBackend, load_backend
 from yolov4.inference.images import MAX_PIXELS, load_images
-from yolov4.inference.preprocess import PreprocessConfig, preprocess
+from yolov4.models import fuse_model
 from yolov4.ops.letterbox import unmap_boxes
-from yolov4.ops.postprocess import postprocess
 
 __all__ = ["Predictor", "Detections"]
-
-# Serving defaults: darknet's `detector test` keeps boxes above 0.25 and suppresses at 0.45.
-DEFAULT_THRESHOLDS = {
-    "conf": 0.25,
-    "iou": 0.45,
-    "nms_kind": "iou",
-    "multi_label": True,
-    "max_det": 300,
-}
 
 
 @dataclass
@@ -98,7 +93,9 @@ class Predictor:
         backend: ``backend(images (B, 3, H, W) float32) -> (B, N, 5 + C)`` decoded predictions.
         class_names: one per class.
         preprocess: the model's :class:`PreprocessConfig`.
-        thresholds: defaults for ``conf``, ``iou``, ``nms_kind``, ``multi_label``, ``max_det``.
+        thresholds: postprocess defaults over :data:`~yolov4.core.postprocess.SERVING`
+            (:class:`~yolov4.core.postprocess.PostprocessConfig` keys); a call's ``conf``,
+            ``iou``, ``max_det`` override them. Held as :attr:`postprocess`.
         metadata: what the model came with (artifact metadata or checkpoint info).
     """
 
@@ -114,7 +111,18 @@ class Predictor:
         self.backend = backend
         self.class_names = list(class_names)
         self.preprocess_config = preprocess
-        self.thresholds = {**DEFAULT_THRESHOLDS, **(thresholds or {})}
+        try:  # SERVING with the artifact's or caller's values on top; "model" NMS resolved
+            settings = SERVING.update(thresholds)
+            model = (metadata or {}).get("model")
+            if settings.nms_kind == "model" and isinstance(model, dict):
+                from yolov4.models import ModelConfig
+
+                settings = settings.resolve(ModelConfig.from_dict(model))
+            if settings.nms_kind == "model":
+                raise ConfigError("nms_kind='model' needs the model's config (metadata 'model')")
+            self.postprocess = settings
+        except ConfigError as e:
+            raise InputError(f"thresholds: {e}") from None
         self.metadata = metadata or {}
         self.max_pixels = max_pixels
 
@@ -127,8 +135,6 @@ class Predictor:
         **kwargs: Any,
     ) -> Predictor:
         """An export artifact; its files are checked against their sha256 first."""
-        from yolov4.export.artifact import FORMATS, read_metadata
-
         meta = read_metadata(artifact_dir)
         if backend not in BACKENDS:
             raise ExportError(f"backend must be one of {BACKENDS}, got {backend!r}")
@@ -159,9 +165,6 @@ class Predictor:
         cls, path: str | os.PathLike, device: str | torch.device = "cpu", **kwargs: Any
     ) -> Predictor:
         """A project checkpoint (``weights/*.pt`` or ``.ckpt``), fused, on ``device``."""
-        from yolov4.export.checkpoint import load_checkpoint
-        from yolov4.models import fuse_model
-
         ckpt = load_checkpoint(path)
         if len(ckpt.class_names) != ckpt.model.config.num_classes:
             raise CheckpointError(
@@ -184,6 +187,11 @@ class Predictor:
         )
 
     @property
+    def thresholds(self) -> dict[str, Any]:
+        """The default postprocess settings (:attr:`postprocess`) as a dict."""
+        return self.postprocess.to_dict()
+
+    @property
     def input_size(self) -> tuple[int, int]:
         return tuple(self.preprocess_config.input_size)
 
@@ -197,16 +205,10 @@ class Predictor:
         color: str = "rgb",
     ) -> list[Detections]:
         """One image or a list (mixed sizes and kinds allowed) -> one :class:`Detections` each."""
-        t = self.thresholds
-        conf, iou, max_det = (
-            (t["conf"] if conf is None else conf),
-            (t["iou"] if iou is None else iou),
-            (t["max_det"] if max_det is None else max_det),
-        )
-        if not 0 <= conf <= 1 or not 0 <= iou <= 1:
-            raise InputError(f"conf and iou must be in [0, 1], got conf={conf} iou={iou}")
-        if max_det < 1:
-            raise InputError(f"max_det must be >= 1, got {max_det}")
+        try:
+            settings = self.postprocess.replace(conf=conf, iou=iou, max_det=max_det)
+        except ConfigError as e:
+            raise InputError(str(e)) from None
         wanted = None
         if classes is not None:
             bad = [c for c in classes if not 0 <= int(c) < len(self.class_names)]
@@ -222,16 +224,7 @@ class Predictor:
         t_pre = time.perf_counter()
         preds = self.backend(batch).float().cpu()
         t_model = time.perf_counter()
-        dets = postprocess(
-            preds,
-            self.input_size,
-            conf_thresh=conf,
-            iou_thresh=iou,
-            multi_label=t["multi_label"],
-            nms_kind=t["nms_kind"],
-            max_det=max_det,
-            classes=wanted,  # filtered before max_det and NMS
-        )
+        dets = settings(preds, self.input_size, classes=wanted)  # classes: before max_det, NMS
         out = []
         for det, (_, params), image in zip(dets, inputs, arrays):
             h, w = image.shape[:2]

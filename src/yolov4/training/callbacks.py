@@ -9,7 +9,7 @@ from typing import Any
 
 import lightning as L
 
-from yolov4.export.checkpoint import atomic_write, save_checkpoint
+from yolov4.core.checkpoint import atomic_write, save_checkpoint
 
 __all__ = [
     "WeightsCallback",
@@ -48,7 +48,7 @@ def trained_epoch(trainer: L.Trainer) -> int:
 
 class WeightsCallback(L.Callback):
     """After each validation write ``weights/last.pt`` and, when ``mAP`` improved,
-    ``weights/best.pt`` (strict-loadable :mod:`yolov4.export.checkpoint` files, EMA weights when
+    ``weights/best.pt`` (strict-loadable :mod:`yolov4.core.checkpoint` files, EMA weights when
     EMA is on); at the end of training ``last.pt`` once more. Rank 0 only."""
 
     def __init__(self, dirpath: str | Path) -> None:

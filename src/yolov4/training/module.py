@@ -16,47 +16,21 @@ from typing import Any
 import lightning as L
 import torch
 
+from yolov4.core.checkpoint import read_checkpoint, transfer_state_dict
+from yolov4.core.model import DecodedModel
+from yolov4.core.postprocess import DARKNET_VALID, PostprocessConfig
 from yolov4.darknet import load_darknet_weights
 from yolov4.errors import CheckpointError, ConfigError
 from yolov4.evaluation import METRIC_KEYS, CocoEvaluator
-from yolov4.export.checkpoint import read_checkpoint, transfer_state_dict
 from yolov4.loss import YoloLoss
 from yolov4.models import ModelConfig, YOLOv4
-from yolov4.ops.decode import decode
 from yolov4.ops.letterbox import unmap_detections
-from yolov4.ops.postprocess import postprocess
 from yolov4.training.ema import ModelEMA
 from yolov4.training.optim import OptimConfig, build_optimizer, lr_factor
 
-__all__ = ["YoloModule", "EvalConfig"]
+__all__ = ["YoloModule"]
 
 log = logging.getLogger(__name__)
-
-# darknet's `detector valid` / map settings: every box above 0.001, NMS 0.6 (COCO mAP protocol)
-EVAL_CONF_THRESH = 0.001
-EVAL_NMS_THRESH = 0.6
-EVAL_MAX_DET = 300
-
-
-class EvalConfig(dict):
-    """Postprocess settings for validation (``conf_thresh``, ``iou_thresh``, ``nms_kind``,
-    ``multi_label``, ``max_det``); a dict so it is a plain hyper-parameter."""
-
-    DEFAULTS = {
-        "conf_thresh": EVAL_CONF_THRESH,
-        "iou_thresh": EVAL_NMS_THRESH,
-        "nms_kind": "iou",
-        "multi_label": True,
-        "max_det": EVAL_MAX_DET,
-    }
-
-    def __init__(self, **kwargs: Any) -> None:
-        unknown = set(kwargs) - set(self.DEFAULTS)
-        if unknown:
-            raise ValueError(
-                f"unknown eval key(s) {sorted(unknown)}; expected {sorted(self.DEFAULTS)}"
-            )
-        super().__init__({**self.DEFAULTS, **kwargs})
 
 
 class YoloModule(L.LightningModule):
@@ -70,7 +44,8 @@ class YoloModule(L.LightningModule):
         preprocess: the DataModule's ``preprocess_config.to_dict()``; stored in checkpoints.
         ema_decay: EMA of the weights (``None``: off); ``ema_tau`` its ramp in optimizer steps.
         label_smoothing: class-target smoothing of the loss.
-        eval: validation postprocess settings (:class:`EvalConfig` keys).
+        eval: validation postprocess settings over :data:`~yolov4.core.postprocess.DARKNET_VALID`
+            (:class:`~yolov4.core.postprocess.PostprocessConfig` keys).
         pretrained: darknet ``.weights``/``.conv.N`` file or project checkpoint to start from.
         pretrained_backbone_only: load only the backbone from ``pretrained``.
         pretrained_strict: a project checkpoint in ``pretrained`` must be of this architecture
@@ -121,7 +96,7 @@ class YoloModule(L.LightningModule):
                 "ema_decay": ema_decay,
                 "ema_tau": ema_tau,
                 "label_smoothing": label_smoothing,
-                "eval": dict(EvalConfig(**dict(eval or {}))),
+                "eval": DARKNET_VALID.update(eval).to_dict(),
                 "pretrained": pretrained,
                 "pretrained_backbone_only": pretrained_backbone_only,
                 "pretrained_strict": pretrained_strict,
@@ -237,21 +212,11 @@ class YoloModule(L.LightningModule):
         was_training = model.training
         model.eval()  # BN statistics, never batch statistics
         try:
-            maps = model(images)
+            preds = DecodedModel(model)(images)
         finally:
             model.train(was_training)
-        preds = decode(maps, c.head_anchors(), c.strides, c.scale_x_y)
-        e = self.hparams["eval"]
-        dets = postprocess(
-            preds.float(),
-            tuple(images.shape[-2:]),
-            conf_thresh=e["conf_thresh"],
-            iou_thresh=e["iou_thresh"],
-            multi_label=e["multi_label"],
-            nms_kind=e["nms_kind"],
-            max_det=e["max_det"],
-        )
-        return dets
+        settings = PostprocessConfig(**self.hparams["eval"]).resolve(c)
+        return settings(preds.float(), tuple(images.shape[-2:]))
 
     def on_validation_epoch_start(self) -> None:
         dm = self.trainer.datamodule if self.trainer is not None else None

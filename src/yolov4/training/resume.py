@@ -3,7 +3,7 @@
 Lightning's own resume loads ``http(s)://`` paths with ``weights_only=False`` and local ones with
 torch's default, which ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1`` turns off: either way a hostile
 ``.ckpt`` runs its code. Here the path must be a local file, it is read with
-:func:`yolov4.export.checkpoint.read_checkpoint` (``weights_only=True`` passed explicitly, which
+:func:`yolov4.core.checkpoint.read_checkpoint` (``weights_only=True`` passed explicitly, which
 that variable cannot override), and it must be a Lightning checkpoint of this project whose
 network fits the run's model. ``train`` then hands Lightning the checked absolute path with
 ``weights_only=True`` as well.
@@ -17,8 +17,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from yolov4.core.checkpoint import check_state_dict, read_checkpoint
 from yolov4.errors import CheckpointError
-from yolov4.export.checkpoint import check_state_dict, read_checkpoint
 from yolov4.models import YOLOv4
 
 __all__ = ["read_resume_checkpoint", "check_resume_fits"]

@@ -1,0 +1,166 @@
+"""The export artifact's contract: file names, ``metadata.json`` and how it is validated.
+
+Written by :func:`yolov4.export.artifact.export_artifact`, read by the Predictor and the
+service; both sides import these names from here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from yolov4.core.postprocess import SERVING
+from yolov4.core.preprocess import PreprocessConfig
+from yolov4.errors import ConfigError, ExportError
+
+__all__ = [
+    "ARTIFACT_FORMAT",
+    "MODEL_ONNX",
+    "MODEL_TORCHSCRIPT",
+    "MODEL_NMS_ONNX",
+    "METADATA",
+    "FORMATS",
+    "check_class_names",
+    "sha256",
+    "validate_metadata",
+    "read_metadata",
+]
+
+ARTIFACT_FORMAT = "yolov4.artifact/1"
+MODEL_ONNX = "model.onnx"
+MODEL_TORCHSCRIPT = "model.torchscript"
+MODEL_NMS_ONNX = "model_nms.onnx"
+METADATA = "metadata.json"
+FORMATS = {"onnx": MODEL_ONNX, "torchscript": MODEL_TORCHSCRIPT, "onnx_nms": MODEL_NMS_ONNX}
+
+
+def check_class_names(names: Sequence[str], num_classes: int, where: str) -> None:
+    """Raise :class:`ExportError` unless there is one class name per class of the model."""
+    if len(names) != num_classes:
+        raise ExportError(
+            f"{where}: {len(names)} class names for a model with num_classes={num_classes}; "
+            "a detection of a class without a name could not be reported"
+        )
+
+
+def sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+_HEX = set("0123456789abcdef")
+
+
+def _key_error(path: Path, key: str, expected: str, found: Any = ...) -> ExportError:
+    if found is ...:
+        return ExportError(f"{path}: key {key!r} is missing (expected {expected})")
+    text = repr(found)
+    text = text if len(text) <= 80 else text[:77] + "..."
+    return ExportError(f"{path}: key {key!r}: expected {expected}, found {text}")
+
+
+def validate_metadata(meta: Any, path: str | os.PathLike) -> dict[str, Any]:
+    """Check what a Predictor reads from ``metadata.json``; :class:`ExportError` naming the key,
+    what was expected and what was found, for the first thing that is wrong."""
+    path = Path(path)
+    if not isinstance(meta, dict):
+        raise ExportError(f"{path}: expected a JSON object, found {type(meta).__name__}")
+    if meta.get("format") != ARTIFACT_FORMAT:
+        raise ExportError(
+            f"{path}: format {meta.get('format')!r} is not {ARTIFACT_FORMAT!r}; re-export with this version"
+        )
+    files = meta.get("files", ...)
+    if not isinstance(files, dict) or not files:
+        raise _key_error(path, "files", "an object {file name: {sha256, bytes}}", files)
+    for name, info in files.items():
+        if Path(name).name != name or name in (".", ".."):
+            raise _key_error(path, "files", "plain file names inside the artifact", name)
+        if not isinstance(info, dict):
+            raise _key_error(path, f"files.{name}", "an object {sha256, bytes}", info)
+        digest = info.get("sha256", ...)
+        if not (isinstance(digest, str) and len(digest) == 64 and set(digest) <= _HEX):
+            raise _key_error(path, f"files.{name}.sha256", "64 hex digits", digest)
+    names = meta.get("class_names", ...)
+    if not isinstance(names, list) or not names:
+        raise _key_error(path, "class_names", "a non-empty list of strings", names)
+    for i, n in enumerate(names):
+        if not isinstance(n, str):
+            raise _key_error(path, f"class_names[{i}]", "a string", n)
+    model = meta.get("model", ...)
+    if not isinstance(model, dict):
+        raise _key_error(path, "model", "an object with num_classes", model)
+    num_classes = model.get("num_classes", ...)
+    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
+        raise _key_error(path, "model.num_classes", "an integer >= 1", num_classes)
+    if len(names) != num_classes:
+        raise ExportError(
+            f"{path}: {len(names)} class names for a model with {num_classes} classes "
+            "(keys 'class_names' and 'model.num_classes' disagree)"
+        )
+    size = meta.get("input_size", ...)
+    if not (
+        isinstance(size, list)
+        and len(size) == 2
+        and all(
+            isinstance(v, int) and not isinstance(v, bool) and v > 0 and v % 32 == 0 for v in size
+        )
+    ):
+        raise _key_error(path, "input_size", "[H, W], positive multiples of 32", size)
+    preprocess = meta.get("preprocess", ...)
+    if not isinstance(preprocess, dict):
+        raise _key_error(
+            path, "preprocess", "an object (input_size, mode, pad_value, ...)", preprocess
+        )
+    try:
+        config = PreprocessConfig.from_dict(preprocess)
+    except (ValueError, TypeError) as e:  # ConfigError is a ValueError
+        raise ExportError(f"{path}: key 'preprocess': {e}") from None
+    if list(config.input_size) != size:
+        raise _key_error(
+            path,
+            "preprocess.input_size",
+            f"the artifact's input_size {size}",
+            preprocess.get("input_size"),
+        )
+    thresholds = meta.get("thresholds", {})
+    if not isinstance(thresholds, dict):
+        raise _key_error(path, "thresholds", "an object (conf, iou, max_det, ...)", thresholds)
+    try:
+        SERVING.update(thresholds)
+    except ConfigError as e:
+        raise ExportError(f"{path}: key 'thresholds': {e}") from None
+    return meta
+
+
+def read_metadata(artifact_dir: str | os.PathLike, verify: bool = True) -> dict[str, Any]:
+    """``metadata.json`` of an artifact, validated (:func:`validate_metadata`); with ``verify``,
+    every listed file must exist and match its sha256. Raises :class:`ExportError` naming what
+    is wrong."""
+    d = Path(artifact_dir)
+    path = d / METADATA
+    if not path.is_file():
+        raise ExportError(
+            f"{d} is not an export artifact: no {METADATA} (export one with export.py)"
+        )
+    try:
+        meta = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ExportError(f"{path} is not valid JSON: {e}") from e
+    validate_metadata(meta, path)
+    if verify:
+        for name, info in meta["files"].items():
+            f = d / name
+            if not f.is_file():
+                raise ExportError(f"{d}: {name} is listed in {METADATA} but missing")
+            if sha256(f) != info["sha256"]:
+                raise ExportError(
+                    f"{d}: {name} does not match its sha256 in {METADATA} (altered or corrupt file)"
+                )
+    return meta
