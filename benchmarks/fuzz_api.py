@@ -51,12 +51,13 @@ def make_artifact(out: Path) -> Path:
     return export_artifact(ckpt, out / "export", formats=["onnx"])
 
 
-def start_server(artifact: Path, log: Path) -> tuple[subprocess.Popen, str]:
+def start_server(artifact: Path, log: Path, *extra: str) -> tuple[subprocess.Popen, str]:
+    """``python -m yolov4.serve ARTIFACT [extra flags]`` on a free loopback port, once ready."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     cmd = [sys.executable, "-m", "yolov4.serve", str(artifact), "--port", str(port),
-           "--log-level", "warning"]  # fmt: skip
+           "--log-level", "warning", *extra]  # fmt: skip
     with open(log, "wb") as f:
         proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
