@@ -5,13 +5,17 @@ from __future__ import annotations
 import json
 import os
 import platform
+import socket
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import httpx
 import torch
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -75,3 +79,27 @@ def spread_head_biases(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module
             bias = head.pred.conv.bias.view(model.config.num_anchors, -1)[:, 4:]
             bias.copy_(torch.rand(bias.shape, generator=g) * 4 - 3)
     return model
+
+
+SERVER_START_TIMEOUT_S = 120  # model load + warm-up on a busy 2-core machine
+
+
+def start_server(artifact: Path, log: Path, *extra: str) -> tuple[subprocess.Popen, str]:
+    """``python -m yolov4.serve ARTIFACT [extra flags]`` on a free loopback port, once ready."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "yolov4.serve", str(artifact), "--port", str(port),
+           "--log-level", "warning", *extra]  # fmt: skip
+    with open(log, "wb") as f:
+        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if httpx.get(url + "/readyz", timeout=2).status_code == 200:
+                return proc, url
+        except httpx.TransportError:
+            time.sleep(0.2)
+    proc.kill()
+    raise SystemExit(f"the server did not start:\n{log.read_text()}")

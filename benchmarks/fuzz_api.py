@@ -24,21 +24,18 @@ import argparse
 import json
 import re
 import shutil
-import socket
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import httpx
 import torch
-from common import machine_info, save, spread_head_biases
+from common import machine_info, save, spread_head_biases, start_server
 
 from yolov4 import build_model, save_checkpoint
 from yolov4.export.artifact import export_artifact
 
-START_TIMEOUT_S = 120
 # schema-valid random bytes are not an image: the 415 they get is documented (module docstring)
 DEFAULT_EXCLUDED = ("positive_data_acceptance",)
 
@@ -49,27 +46,6 @@ def make_artifact(out: Path) -> Path:
     preprocess = {"input_size": [128, 128], "mode": "letterbox"}
     ckpt = save_checkpoint(out / "tiny.pt", model, ["circle", "square", "cross"], preprocess)
     return export_artifact(ckpt, out / "export", formats=["onnx"])
-
-
-def start_server(artifact: Path, log: Path, *extra: str) -> tuple[subprocess.Popen, str]:
-    """``python -m yolov4.serve ARTIFACT [extra flags]`` on a free loopback port, once ready."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    cmd = [sys.executable, "-m", "yolov4.serve", str(artifact), "--port", str(port),
-           "--log-level", "warning", *extra]  # fmt: skip
-    with open(log, "wb") as f:
-        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            if httpx.get(url + "/readyz", timeout=2).status_code == 200:
-                return proc, url
-        except httpx.TransportError:
-            time.sleep(0.2)
-    proc.kill()
-    raise SystemExit(f"the server did not start:\n{log.read_text()}")
 
 
 def run_schemathesis(url: str, args: argparse.Namespace, report: Path) -> tuple[int, str]:

@@ -29,25 +29,20 @@ import argparse
 import http.client
 import io
 import json
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-import httpx
 import numpy as np
 import torch
-from common import machine_info, matmul_gflops, save, spread_head_biases
+from common import machine_info, matmul_gflops, save, spread_head_biases, start_server
 from PIL import Image
 
 from yolov4 import Predictor, build_model, save_checkpoint
 from yolov4.export.artifact import export_artifact
 
-START_TIMEOUT_S = 120
 # pause between the interleaved calls: onnxruntime's threads spin-wait for a moment after a run,
 # and would otherwise take the cores from the next call in the other process
 SETTLE_S = 0.05
@@ -81,29 +76,6 @@ def make_artifact(name: str, size: int, out: Path) -> Path:
         out / f"{name}.pt", model, None, {"input_size": [size, size], "mode": "letterbox"}
     )
     return export_artifact(ckpt, out / "export", formats=["onnx", "torchscript"])
-
-
-def start_server(
-    artifact: Path, backend: str, micro_batch: int, log: Path
-) -> tuple[subprocess.Popen, str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    cmd = [sys.executable, "-m", "yolov4.serve", str(artifact), "--port", str(port),
-           "--backend", backend, "--log-level", "warning", "--max-queue", "256",
-           "--micro-batch", str(micro_batch)]  # fmt: skip
-    with open(log, "wb") as f:
-        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            if httpx.get(url + "/readyz", timeout=2).status_code == 200:
-                return proc, url
-        except httpx.TransportError:
-            time.sleep(0.2)
-    proc.kill()
-    raise SystemExit(f"the server did not start:\n{log.read_text()}")
 
 
 class Client:
@@ -253,7 +225,16 @@ def main() -> None:
         artifact = make_artifact(args.model, args.size, Path(tmp))
         predictor = Predictor.from_artifact(artifact, backend=args.backend)
         for micro in args.micro_batch:
-            proc, url = start_server(artifact, args.backend, micro, Path(tmp) / "server.log")
+            proc, url = start_server(
+                artifact,
+                Path(tmp) / "server.log",
+                "--backend",
+                args.backend,
+                "--max-queue",
+                "256",
+                "--micro-batch",
+                str(micro),
+            )
             try:
                 for c in args.concurrency:
                     row = (sequential(url, predictor, data, args.requests) if c == 1
