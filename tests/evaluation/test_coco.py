@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 
 import numpy as np
@@ -14,7 +15,7 @@ import torch.multiprocessing as mp
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from yolov4.evaluation import METRIC_KEYS, CocoEvaluator, detections_to_coco
+from yolov4.evaluation import METRIC_KEYS, CocoEvaluator, EvaluationResult, detections_to_coco
 from yolov4.evaluation.plots import plot_pr_curves
 
 CATEGORY_IDS = [1, 3, 7]  # gapped, like COCO's 1..90
@@ -105,13 +106,13 @@ def test_metrics_equal_pycocotools_directly(tmp_path):
     ids = list(dets)
     ev.update([dets[i] for i in ids[:5]], torch.tensor(ids[:5]))
     ev.update([dets[i] for i in ids[5:]], ids[5:])
-    metrics, summary, results, precision = ev.compute()
+    result = ev.compute()
     ref = direct_stats(coco, dets)
-    np.testing.assert_allclose([metrics[k] for k in METRIC_KEYS], ref, atol=1e-4)
-    assert 0.2 < metrics["mAP50"] < 1.0 and "Average Precision" in summary
-    assert set(metrics["per_class"]) == set(NAMES)
-    assert {r["category_id"] for r in results} <= set(CATEGORY_IDS)
-    png = plot_pr_curves(precision, NAMES, tmp_path / "pr.png")
+    np.testing.assert_allclose([result[k] for k in METRIC_KEYS], ref, atol=1e-4)
+    assert 0.2 < result["mAP50"] < 1.0 and "Average Precision" in result.summary
+    assert set(result.per_class) == set(NAMES) and result.num_images == len(ids)
+    assert {r["category_id"] for r in result.results} <= set(CATEGORY_IDS)
+    png = plot_pr_curves(result.precision, NAMES, tmp_path / "pr.png")
     assert png.stat().st_size > 1000
 
 
@@ -133,18 +134,19 @@ def test_perfect_detections_score_one_and_wrong_ids_score_zero():
         perfect[image_id] = torch.tensor(rows).reshape(-1, 6)
     ev = CocoEvaluator(coco, CATEGORY_IDS)
     ev.update(list(perfect.values()), list(perfect))
-    assert ev.compute()[0]["mAP"] == pytest.approx(1.0)
+    assert ev.compute()["mAP"] == pytest.approx(1.0)
     shifted = CocoEvaluator(coco, [1, 2, 3])  # contiguous indices written as ids: the classic bug
     shifted.update(list(perfect.values()), list(perfect))
-    assert shifted.compute()[0]["mAP"] < 0.5
+    assert shifted.compute()["mAP"] < 0.5
 
 
 def test_no_detections_and_duplicates():
     coco = make_gt()
     ev = CocoEvaluator(coco, CATEGORY_IDS)
     ev.update([torch.zeros(0, 6)] * 3, [100, 101, 102])
-    metrics, *_ = ev.compute()
-    assert metrics["mAP"] == 0.0 and metrics["num_images"] == 3
+    result = ev.compute()
+    assert result["mAP"] == 0.0 and result.num_images == 3
+    assert result.results == [] and result.precision is None
     first = torch.tensor([[0, 0, 10, 10, 0.9, 0]])
     ev.update([first], [103])
     ev.update([torch.zeros(0, 6)], [103])  # sampler padding repeats an image: first one counts
@@ -166,8 +168,8 @@ def _rank_main(rank: int, world: int, port: int, shards: list[list[int]], queue)
         dets = noisy_detections(coco)
         ev = CocoEvaluator(coco, CATEGORY_IDS, NAMES)
         ev.update([dets[i] for i in shards[rank]], shards[rank])
-        metrics, *_ = ev.compute()
-        queue.put((rank, [metrics[k] for k in METRIC_KEYS], metrics["num_images"]))
+        result = ev.compute()
+        queue.put((rank, [result[k] for k in METRIC_KEYS], result.num_images))
     finally:
         dist.destroy_process_group()
 
@@ -205,3 +207,21 @@ def test_draw_detections_grid():
     assert (first[1] == 255).any() and (first[0] == 255).any()
     third = grid[:, 2:66, 2 + 2 * 66 : 66 + 2 * 66]
     assert not (third[0] == 255).any()  # the 0.1 score prediction is not drawn
+
+
+def test_result_is_builtins_for_metrics_json_and_weights_files():
+    """metrics.json and the weights files get plain numbers from one typed result; a metric left
+    as a numpy or torch scalar would be refused by the weights file ("builtins only")."""
+    coco = make_gt()
+    dets = noisy_detections(coco)
+    ev = CocoEvaluator(coco, CATEGORY_IDS, NAMES)
+    ev.update(list(dets.values()), list(dets))
+    result = ev.compute()
+    payload = result.to_dict()
+    assert list(payload)[: len(METRIC_KEYS)] == list(METRIC_KEYS)
+    assert set(payload) == {*METRIC_KEYS, "per_class", "num_images"}
+    assert json.loads(json.dumps(payload)) == payload
+    assert all(type(v) is float for k, v in result.scalars.items() if k != "num_images")
+    assert type(result.scalars["num_images"]) is int
+    with pytest.raises(ValueError, match="lacks"):
+        EvaluationResult(metrics={"mAP": 0.5}, per_class={}, num_images=1, summary="")

@@ -20,23 +20,15 @@ import torch.distributed as dist
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-__all__ = ["METRIC_KEYS", "CocoEvaluator", "detections_to_coco", "evaluate_coco"]
+from yolov4.evaluation.result import METRIC_KEYS, EvaluationResult
 
-# The 12 numbers of COCOeval.summarize(), in its order; the names used in logs and metrics.json.
-METRIC_KEYS = (
-    "mAP",
-    "mAP50",
-    "mAP75",
-    "mAP_small",
-    "mAP_medium",
-    "mAP_large",
-    "AR1",
-    "AR10",
-    "AR100",
-    "AR_small",
-    "AR_medium",
-    "AR_large",
-)
+__all__ = [
+    "METRIC_KEYS",
+    "CocoEvaluator",
+    "EvaluationResult",
+    "detections_to_coco",
+    "evaluate_coco",
+]
 
 
 def detections_to_coco(
@@ -67,21 +59,27 @@ def evaluate_coco(
     results: list[dict[str, Any]],
     image_ids: Sequence[int] | None = None,
     category_names: dict[int, str] | None = None,
-) -> tuple[dict[str, Any], str, np.ndarray | None]:
+) -> EvaluationResult:
     """Run ``COCOeval`` (bbox) on ``results`` over ``image_ids`` (default: all images).
 
-    Returns ``(metrics, summary_text, precision)``: ``metrics`` has :data:`METRIC_KEYS` and
-    ``per_class`` (AP@[.5:.95] and AP50 per class name, in category id order); ``precision`` is
-    COCOeval's ``(T, R, K, A, M)`` array, K in ``sorted(coco_gt.getCatIds())`` order (None when
-    there are no detections at all). ``category_names`` defaults to the names in ``coco_gt``.
+    Returns an :class:`EvaluationResult`: ``metrics`` by :data:`METRIC_KEYS`, ``per_class``
+    (AP@[.5:.95] and AP50 per class name, in category id order), the summary text, ``results``
+    and COCOeval's ``(T, R, K, A, M)`` ``precision``, K in ``sorted(coco_gt.getCatIds())`` order
+    (None when there are no detections at all). ``category_names`` defaults to the names in
+    ``coco_gt``.
     """
     ids = sorted(set(int(i) for i in (image_ids if image_ids is not None else coco_gt.getImgIds())))
     cat_ids = sorted(coco_gt.getCatIds())
     names = [(category_names or {}).get(c, coco_gt.cats[c]["name"]) for c in cat_ids]
     if not results:
-        metrics = {k: 0.0 for k in METRIC_KEYS}
-        metrics["per_class"] = {n: {"AP": 0.0, "AP50": 0.0} for n in names}
-        return metrics, "no detections: every metric is 0", None
+        return EvaluationResult(
+            metrics={k: 0.0 for k in METRIC_KEYS},
+            per_class={n: {"AP": 0.0, "AP50": 0.0} for n in names},
+            num_images=len(ids),
+            summary="no detections: every metric is 0",
+            results=[],
+            precision=None,
+        )
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
         coco_dt = coco_gt.loadRes(results)
@@ -91,10 +89,8 @@ def evaluate_coco(
         ev.accumulate()
     with contextlib.redirect_stdout(io.StringIO()) as summary:
         ev.summarize()
-    metrics: dict[str, Any] = {k: float(v) for k, v in zip(METRIC_KEYS, ev.stats)}
-    precision = ev.eval[
-        "precision"
-    ]  # (T iou thresholds, R recall points, K classes, A areas, M maxdets)
+    # (T iou thresholds, R recall points, K classes, A areas, M maxdets)
+    precision = ev.eval["precision"]
     per_class = {}
     for k, name in enumerate(names):
         p_all, p50 = precision[:, :, k, 0, -1], precision[0, :, k, 0, -1]
@@ -102,8 +98,14 @@ def evaluate_coco(
             "AP": float(p_all[p_all > -1].mean()) if (p_all > -1).any() else 0.0,
             "AP50": float(p50[p50 > -1].mean()) if (p50 > -1).any() else 0.0,
         }
-    metrics["per_class"] = per_class
-    return metrics, summary.getvalue().rstrip(), precision
+    return EvaluationResult(
+        metrics={k: float(v) for k, v in zip(METRIC_KEYS, ev.stats)},
+        per_class=per_class,
+        num_images=len(ids),
+        summary=summary.getvalue().rstrip(),
+        results=results,
+        precision=precision,
+    )
 
 
 class CocoEvaluator:
@@ -149,12 +151,8 @@ class CocoEvaluator:
                 merged.setdefault(image_id, dets)
         return merged
 
-    def compute(self) -> tuple[dict[str, Any], str, list[dict[str, Any]], np.ndarray | None]:
-        """``(metrics, summary_text, results, precision)`` over the gathered images."""
+    def compute(self) -> EvaluationResult:
+        """The :class:`EvaluationResult` over the gathered images (identical on every rank)."""
         per_image = self.gather()
         results = [r for image_id in sorted(per_image) for r in per_image[image_id]]
-        metrics, summary, precision = evaluate_coco(
-            self.coco_gt, results, list(per_image), self.category_names
-        )
-        metrics["num_images"] = len(per_image)
-        return metrics, summary, results, precision
+        return evaluate_coco(self.coco_gt, results, list(per_image), self.category_names)
