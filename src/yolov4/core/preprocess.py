@@ -111,21 +111,29 @@ def _check_image(image: Any) -> None:
 
 
 def resize_image(
-    image: np.ndarray, params: LetterboxParams, input_size: Sequence[int], pad_value: int
+    image: np.ndarray,
+    params: LetterboxParams,
+    input_size: Sequence[int],
+    pad_value: int,
+    interpolation: int = cv2.INTER_LINEAR,
 ) -> np.ndarray:
-    """Apply ``params`` to a ``(H0, W0, C)`` uint8 image: bilinear resize, then place it at
-    ``(pad_x, pad_y)`` on a ``(H, W, C)`` canvas filled with ``pad_value``."""
+    """Apply ``params`` to a ``(H0, W0[, C])`` uint8 image: resize (bilinear; the training
+    pipeline passes ``cv2.INTER_NEAREST`` for masks), then place it at ``(pad_x, pad_y)`` on a
+    ``(H, W[, C])`` canvas filled with ``pad_value``. The one resize :func:`preprocess` and
+    the training pipeline (:mod:`yolov4.data.transforms`) share."""
     h, w = (int(s) for s in input_size)
     h0, w0 = image.shape[:2]
     new_w, new_h = round(w0 * params.scale_x), round(h0 * params.scale_y)
     resized = (
         image
         if (new_w, new_h) == (w0, h0)
-        else cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+        else cv2.resize(image, (new_w, new_h), interpolation=interpolation).reshape(
+            new_h, new_w, *image.shape[2:]
+        )
     )
     if (new_h, new_w) == (h, w):
         return np.ascontiguousarray(resized)
-    canvas = np.full((h, w, image.shape[2]), pad_value, dtype=image.dtype)
+    canvas = np.full((h, w, *image.shape[2:]), pad_value, dtype=image.dtype)
     px, py = int(params.pad_x), int(params.pad_y)
     canvas[py : py + new_h, px : px + new_w] = resized
     return canvas

@@ -7,7 +7,9 @@ Hydra builds it from ``configs/data/*.yaml`` (``_target_`` = :class:`DetectionDa
     class_names, num_classes      from the datasets (train and val must agree)
     category_ids                  category_ids[class_index] = the original id results must carry
     val_coco                      pycocotools COCO ground truth of the val split (in memory)
-    preprocess_config             THE preprocessing settings (store .to_dict() in checkpoints)
+    preprocess_config             THE preprocessing settings (``data.preprocess``, with the
+                                  ``data.input_size``/``data.resize_mode`` shorthands applied;
+                                  store .to_dict() in checkpoints)
 
 These load the annotations on first access, so a model can be sized before ``Trainer.fit``.
 """
@@ -15,7 +17,7 @@ These load the annotations on first access, so a model can be sized before ``Tra
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 import lightning as L
@@ -25,7 +27,7 @@ from pycocotools.coco import COCO
 from torch.utils.data import DataLoader, get_worker_info
 
 from yolov4.core.preprocess import PreprocessConfig
-from yolov4.data.collate import DetectionCollate
+from yolov4.data.collate import SIZE_MULTIPLE, DetectionCollate
 from yolov4.data.dataset import DetectionDataset
 from yolov4.data.records import DetectionData, ProblemReport
 from yolov4.data.synthetic import SyntheticSource
@@ -57,15 +59,62 @@ def seed_worker(worker_id: int) -> None:
         info.dataset.reseed(seed)
 
 
+def _preprocess_config(
+    preprocess: PreprocessConfig | Mapping[str, Any] | None,
+    input_size: int | Sequence[int] | None,
+    resize_mode: str | None,
+) -> PreprocessConfig:
+    """``data.preprocess`` with the ``data.input_size`` / ``data.resize_mode`` shorthands
+    applied; a shorthand that contradicts an explicit ``preprocess`` value is refused."""
+    if isinstance(preprocess, PreprocessConfig):
+        config, given = preprocess, set(preprocess.to_dict())
+    else:
+        values = {} if preprocess is None else dict(preprocess)
+        if "input_size" in values:
+            values["input_size"] = _size(values["input_size"], "data.preprocess.input_size")
+        config, given = PreprocessConfig.from_dict(values), set(values)
+    shorthands = {"input_size": ("input_size", input_size), "mode": ("resize_mode", resize_mode)}
+    for field, (key, value) in shorthands.items():
+        if value is None:
+            continue
+        value = _size(value, f"data.{key}") if field == "input_size" else value
+        if field in given and getattr(config, field) != value:
+            show = lambda v: list(v) if isinstance(v, tuple) else v  # noqa: E731
+            raise ConfigError(
+                f"data.{key}={show(value)} contradicts data.preprocess.{field}="
+                f"{show(getattr(config, field))}; set data.{key} (model.input_size follows it)"
+            )
+        config = PreprocessConfig(**{**config.to_dict(), field: value})
+    size = config.input_size
+    if any(s % SIZE_MULTIPLE for s in size):
+        raise ConfigError(
+            f"data.input_size: expected (H, W) multiples of {SIZE_MULTIPLE}, got {list(size)}"
+        )
+    return config
+
+
+def _size(value: int | Sequence[int], key: str) -> tuple[int, ...]:
+    size = (int(value), int(value)) if isinstance(value, int) else tuple(int(s) for s in value)
+    if len(size) != 2 or min(size) <= 0:
+        raise ConfigError(f"{key}: expected (H, W) multiples of {SIZE_MULTIPLE}, got {value}")
+    return size
+
+
 class DetectionDataModule(L.LightningDataModule):
     """Train/val(/test) detection data.
 
     Args:
         train, val, test: data sources; any may be ``None`` (evaluation needs only ``val``:
             ``data.train=null``), at least one must be given.
-        input_size: ``(H, W)`` network input, multiples of 32 (or one int for square).
-        augment: training augmentation; ``None`` trains on letterboxed images only.
-        resize_mode: ``letterbox`` (default) or ``stretch`` (darknet's weights).
+        preprocess: THE preprocessing, a :class:`~yolov4.core.preprocess.PreprocessConfig` or
+            its dict (``data.preprocess``: ``input_size``, ``mode``, ``pad_value``,
+            ``channel_order``, ``scale``); used for validation and, before augmentation, for
+            training; stored in checkpoints as ``preprocess_config.to_dict()``.
+        input_size: shorthand for ``preprocess.input_size``: ``(H, W)`` multiples of 32 (or
+            one int for square); must agree with ``preprocess`` when both are given.
+        resize_mode: shorthand for ``preprocess.mode``: ``letterbox`` or ``stretch``
+            (darknet's weights); must agree with ``preprocess`` when both are given.
+        augment: training augmentation; ``None`` trains on preprocessed images only.
         batch_size: training batch size; ``val_batch_size`` defaults to it.
         num_workers, persistent_workers, pin_memory: DataLoader settings.
         seed: seeds worker RNGs (with the rank) and the augmentation.
@@ -79,9 +128,10 @@ class DetectionDataModule(L.LightningDataModule):
         train: DataSource | None = None,
         val: DataSource | None = None,
         test: DataSource | None = None,
-        input_size: int | Sequence[int] = (416, 416),
+        preprocess: PreprocessConfig | Mapping[str, Any] | None = None,
+        input_size: int | Sequence[int] | None = None,
+        resize_mode: str | None = None,
         augment: AugmentConfig | None = None,
-        resize_mode: str = "letterbox",
         batch_size: int = 16,
         val_batch_size: int | None = None,
         num_workers: int = 2,
@@ -92,20 +142,13 @@ class DetectionDataModule(L.LightningDataModule):
         num_classes: int | None = None,
     ) -> None:
         super().__init__()
-        size = (
-            (input_size, input_size)
-            if isinstance(input_size, int)
-            else tuple(int(s) for s in input_size)
-        )
-        if len(size) != 2 or any(s <= 0 or s % 32 for s in size):
-            raise ConfigError(f"data.input_size: expected (H, W) multiples of 32, got {input_size}")
+        self.preprocess_config = _preprocess_config(preprocess, input_size, resize_mode)
         if batch_size < 1:
             raise ConfigError(f"data.batch_size: expected >= 1, got {batch_size}")
         self.sources = {"train": train, "val": val, "test": test}
         if all(v is None for v in self.sources.values()):
             raise ConfigError("data: expected at least one of train, val, test; all are null")
         self.augment = augment
-        self.preprocess_config = PreprocessConfig(input_size=size, mode=resize_mode)
         self.batch_size = batch_size
         self.val_batch_size = val_batch_size or batch_size
         self.num_workers = num_workers

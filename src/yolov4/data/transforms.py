@@ -1,7 +1,10 @@
 """Training augmentation (albumentations 2.0.x) after darknet's recipe, and the val transform.
 
 Training, per sample: ``A.Mosaic`` of the sample and three donors (passed through
-``mosaic_metadata``) → letterbox to the input size (only samples without mosaic need it) →
+``mosaic_metadata``) → letterbox or stretch to the input size with THE preprocessing geometry
+(:class:`PreprocessResize`: :func:`yolov4.ops.letterbox.letterbox_params` +
+:func:`yolov4.core.preprocess.resize_image`, exactly what :func:`~yolov4.core.preprocess.preprocess`
+does; a no-op after mosaic) →
 random scale/translate (``A.Affine``, darknet's ``jitter``) → HSV jitter (:class:`DarknetHSV`:
 darknet's ``hue``, ``saturation``, ``exposure``) → horizontal flip. Boxes are ``pascal_voc``
 (``xyxy`` pixels), clipped to the image; boxes under ``min_area`` px² or with less than
@@ -9,7 +12,8 @@ darknet's ``hue``, ``saturation``, ``exposure``) → horizontal flip. Boxes are 
 applied per batch in the collate function (:mod:`yolov4.data.collate`).
 
 Validation and inference use :func:`yolov4.core.preprocess.preprocess`, the one
-preprocessing function.
+preprocessing function; with no augmentation the training pipeline produces its very tensor
+(``tests/data/test_preprocess_parity.py``).
 """
 
 from __future__ import annotations
@@ -22,11 +26,19 @@ from typing import Any
 import albumentations as A
 import cv2
 import numpy as np
+from albumentations.core.bbox_utils import denormalize_bboxes, normalize_bboxes
 
-from yolov4.core.preprocess import LETTERBOX_PAD_VALUE
+from yolov4.core.preprocess import LETTERBOX_PAD_VALUE, resize_image
 from yolov4.errors import ConfigError
+from yolov4.ops.letterbox import LetterboxParams, letterbox_params, map_boxes
 
-__all__ = ["AugmentConfig", "DarknetHSV", "build_train_transform", "MOSAIC_DONORS"]
+__all__ = [
+    "AugmentConfig",
+    "DarknetHSV",
+    "PreprocessResize",
+    "build_train_transform",
+    "MOSAIC_DONORS",
+]
 
 MOSAIC_GRID = (2, 2)  # darknet mosaic=1: four images
 MOSAIC_DONORS = MOSAIC_GRID[0] * MOSAIC_GRID[1] - 1
@@ -89,9 +101,11 @@ class AugmentConfig:
 
     @classmethod
     def none(cls) -> AugmentConfig:
-        """No augmentation at all (letterbox only), for debugging."""
+        """No augmentation at all: the training samples are exactly what
+        :func:`~yolov4.core.preprocess.preprocess` makes of the image, every box kept."""
         return cls(
             mosaic=0.0,
+            min_area=0.0,
             hue=0.0,
             saturation=1.0,
             exposure=1.0,
@@ -145,6 +159,48 @@ class DarknetHSV(A.ImageOnlyTransform):
         return ("hue", "saturation", "exposure")
 
 
+class PreprocessResize(A.DualTransform):
+    """The resize of :func:`yolov4.core.preprocess.preprocess` as an albumentations step: the
+    same :func:`~yolov4.ops.letterbox.letterbox_params` and
+    :func:`~yolov4.core.preprocess.resize_image` on the image (bilinear, ``pad_value`` border),
+    nearest-neighbour with a 0 border on masks, :func:`~yolov4.ops.letterbox.map_boxes` on the
+    boxes. Output ``(H, W[, C])`` = ``input_size``; an image already that size is unchanged."""
+
+    def __init__(
+        self,
+        input_size: Sequence[int],
+        mode: str = "letterbox",
+        pad_value: int = LETTERBOX_PAD_VALUE,
+        p: float = 1.0,
+    ):
+        super().__init__(p=p)
+        self.input_size = tuple(int(s) for s in input_size)
+        self.mode, self.pad_value = mode, int(pad_value)
+
+    def get_params_dependent_on_data(
+        self, params: dict[str, Any], data: dict[str, Any]
+    ) -> dict[str, Any]:
+        return {"letterbox": letterbox_params(params["shape"][:2], self.input_size, self.mode)}
+
+    def apply(self, img: np.ndarray, letterbox: LetterboxParams, **params: Any) -> np.ndarray:
+        return resize_image(img, letterbox, self.input_size, self.pad_value)
+
+    def apply_to_mask(
+        self, mask: np.ndarray, letterbox: LetterboxParams, **params: Any
+    ) -> np.ndarray:
+        return resize_image(mask, letterbox, self.input_size, 0, cv2.INTER_NEAREST)
+
+    def apply_to_bboxes(
+        self, bboxes: np.ndarray, letterbox: LetterboxParams, **params: Any
+    ) -> np.ndarray:
+        """``bboxes``: albumentations' ``(N, 4+)`` xyxy normalised to the input image."""
+        pixels = denormalize_bboxes(bboxes, params["shape"][:2])
+        return normalize_bboxes(map_boxes(pixels, letterbox), self.input_size)
+
+    def get_transform_init_args_names(self) -> tuple[str, ...]:
+        return ("input_size", "mode", "pad_value")
+
+
 def _bbox_params(config: AugmentConfig) -> A.BboxParams:
     return A.BboxParams(
         format="pascal_voc",
@@ -168,7 +224,8 @@ def build_train_transform(
 
     Call it as ``t(image=rgb, bboxes=(N, 4) xyxy, labels=(N,), mosaic_metadata=[donor dicts])``
     (donors only when ``with_mosaic``; each ``{"image", "bboxes", "labels"}``). ``resize_mode``
-    is the preprocess mode: ``letterbox`` (fit + pad) or ``stretch``. An extra
+    and ``pad_value`` are the :class:`~yolov4.core.preprocess.PreprocessConfig`'s ``mode``
+    (``letterbox``: fit + pad, or ``stretch``) and ``pad_value``. An extra
     ``mask`` follows the geometric transforms (used by the tests to track shapes).
     """
     h, w = (int(s) for s in input_size)
@@ -186,21 +243,7 @@ def build_train_transform(
                 p=1.0,
             )
         )
-    if resize_mode == "stretch":  # as inference.preprocess does for darknet-trained weights
-        steps.append(A.Resize(h, w, interpolation=cv2.INTER_LINEAR, p=1.0))
-    else:
-        steps += [
-            A.LongestMaxSize(max_size_hw=(h, w), interpolation=cv2.INTER_LINEAR, p=1.0),
-            A.PadIfNeeded(
-                min_height=h,
-                min_width=w,
-                position="center",
-                border_mode=cv2.BORDER_CONSTANT,
-                fill=pad_value,
-                fill_mask=0,
-                p=1.0,
-            ),
-        ]
+    steps.append(PreprocessResize((h, w), resize_mode, pad_value))  # no-op after mosaic
     if config.scale != (1.0, 1.0) or config.translate > 0:
         steps.append(
             A.Affine(
