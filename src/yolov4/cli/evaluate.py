@@ -119,7 +119,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         model_dict, state = ckpt.model.config.to_dict(), ckpt.model.state_dict()
         if ckpt.preprocess:  # evaluate exactly as the model was validated in training
             data_overrides.update(
-                input_size=ckpt.preprocess["input_size"], resize_mode=ckpt.preprocess["mode"]
+                preprocess=dict(ckpt.preprocess),  # all of it: pad value, colour order, scale
+                input_size=ckpt.preprocess["input_size"],
+                resize_mode=ckpt.preprocess["mode"],
             )
     datamodule = build(cfg, "data", **data_overrides)
     datamodule.prepare_data()
