@@ -201,10 +201,10 @@ def test_python_train_learns_far_above_an_untrained_model(compose_cfg, tmp_path)
 
 
 def test_compiled_training_writes_strict_loadable_weights(compose_cfg, tiny_run, tmp_path):
-    """`compile=true` trains through torch.compile; the weights files still hold plain
+    """`module.compile=true` trains through torch.compile; the weights files still hold plain
     `build_model` keys (no `_orig_mod.`), and the .ckpt loads to the same EMA network."""
     run = tmp_path / "run"
-    train(compose_cfg("train", [*tiny_run, "compile=true", "export=null"], run))
+    train(compose_cfg("train", [*tiny_run, "module.compile=true", "export=null"], run))
     raw = torch.load(run / "weights/last.pt", weights_only=True)
     assert not any("_orig_mod" in k for k in raw["state_dict"])
     model = build_model(**raw["model"]).eval()

@@ -21,9 +21,12 @@ def test_presets_are_darknets_valid_and_test_settings():
     assert (SERVING.conf, SERVING.iou) == (0.25, 0.45)
 
 
-@pytest.mark.parametrize("name", ["train.yaml", "evaluate.yaml"])
+@pytest.mark.parametrize("name", ["train", "evaluate"])
 def test_yaml_eval_block_mirrors_the_darknet_valid_preset(name):
-    block = yaml.safe_load((CONFIGS / name).read_text())["eval"]
+    """train.yaml and evaluate.yaml both take `module.eval` from configs/module/default.yaml."""
+    defaults = yaml.safe_load((CONFIGS / f"{name}.yaml").read_text())["defaults"]
+    (option,) = [d["module"] for d in defaults if isinstance(d, dict) and "module" in d]
+    block = yaml.safe_load((CONFIGS / "module" / f"{option}.yaml").read_text())["eval"]
     assert PostprocessConfig(**block) == DARKNET_VALID
 
 

@@ -1,4 +1,5 @@
-"""YoloModule: clear failures (NaN, OOM) and initial weights from darknet files or checkpoints."""
+"""YoloModule: clear failures (NaN, OOM), initial weights from darknet files or checkpoints, the
+loss built for fitting only, and one typed evaluation result that callbacks read."""
 
 from __future__ import annotations
 
@@ -105,14 +106,14 @@ def test_pretrained_of_another_architecture_is_refused(tmp_path):
     msg = str(e.value)
     assert "yolov4.pt does not fit yolov4-tiny: it holds yolov4 (num_classes=80) weights" in msg
     assert "missing keys" in msg and "unexpected keys" in msg and "backbone." in msg
-    assert "pretrained_strict=false" in msg
+    assert "module.pretrained_strict=false" in msg
     with pytest.raises(CheckpointError, match=r"under 'backbone\.'"):
         tiny_module(pretrained=str(path), pretrained_backbone_only=True)
 
 
 def test_pretrained_not_strict_loads_what_fits_and_lists_the_rest(tmp_path, caplog):
     path = hollow_weights_file(tmp_path / "yolov4.pt", "yolov4", 80)
-    with caplog.at_level(logging.WARNING, logger="yolov4.training.module"):
+    with caplog.at_level(logging.WARNING):
         module = tiny_module(pretrained=str(path), pretrained_strict=False)
     (record,) = [r for r in caplog.records if "yolov4.pt" in r.getMessage()]
     msg = record.getMessage()
@@ -130,3 +131,99 @@ def test_pretrained_not_strict_loads_what_fits_and_lists_the_rest(tmp_path, capl
 def test_class_names_must_match_num_classes():
     with pytest.raises(ConfigError, match=r"2 class names for model.num_classes=3"):
         tiny_module(class_names=["a", "b"])
+
+
+def test_loss_is_built_for_fitting_only(monkeypatch):
+    """Constructing and validating never build the loss; setup("fit") builds it with the
+    module's label smoothing."""
+    import yolov4.training.module as module_py
+
+    built = []
+    real = module_py.YoloLoss.from_config
+
+    def record(config, label_smoothing=0.0):
+        built.append(label_smoothing)
+        return real(config, label_smoothing=label_smoothing)
+
+    monkeypatch.setattr(module_py.YoloLoss, "from_config", staticmethod(record))
+    module = tiny_module(label_smoothing=0.1, ema_decay=None)
+    module.setup("validate")
+    module.predict_batch(batch())
+    assert built == []
+    module.setup("fit")
+    assert built == [0.1] and module.loss_fn.label_smoothing == 0.1
+    module.training_step(batch(), 0)
+    assert built == [0.1]  # once
+
+
+def validation_run(tmp_path, synthetic_cache, randomize, callbacks=(), logger=False):
+    """``Trainer.validate`` of a randomised tiny model on 4 synthetic images."""
+    import lightning as L
+
+    from yolov4.data.datamodule import SyntheticDataModule
+
+    dm = SyntheticDataModule(
+        num_train=2,
+        num_val=4,
+        image_size=96,
+        cache_dir=str(synthetic_cache),
+        input_size=[64, 64],
+        batch_size=2,
+        num_workers=0,
+        persistent_workers=False,
+    )
+    dm.prepare_data()
+    net = randomize(build_model("yolov4-tiny", num_classes=dm.num_classes), seed=2)
+    module = YoloModule(
+        model=net.config.to_dict(),
+        class_names=dm.class_names,
+        category_ids=dm.category_ids,
+        preprocess=dm.preprocess_config.to_dict(),
+        ema_decay=None,
+    )
+    module.model.load_state_dict(net.state_dict())
+    trainer = L.Trainer(
+        accelerator="cpu",
+        logger=logger,
+        callbacks=list(callbacks),
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
+    (logged,) = trainer.validate(module, datamodule=dm, verbose=False)
+    return module, logged
+
+
+@pytest.fixture
+def synthetic_cache(tmp_path_factory):
+    return tmp_path_factory.getbasetemp() / "synthetic-cache"
+
+
+def test_validation_result_is_one_typed_object(tmp_path, synthetic_cache, randomize):
+    from yolov4.evaluation import METRIC_KEYS, EvaluationResult
+
+    module, logged = validation_run(tmp_path, synthetic_cache, randomize)
+    result = module.evaluation
+    assert isinstance(result, EvaluationResult)
+    assert {f"val/{k}": result[k] for k in METRIC_KEYS} == pytest.approx(logged)
+    assert result.num_images == 4 and set(result.per_class) == set(module.hparams["class_names"])
+    assert result.results and result.precision is not None  # the randomised model detects
+    assert module.validation_sample.images.shape == (2, 3, 64, 64)
+    assert len(module.validation_sample.detections) == 2
+    assert module._loss is None  # validation built no loss
+
+
+def test_validation_images_logs_the_grid_and_pr_curve(tmp_path, synthetic_cache, randomize):
+    """The ValidationImages callback reads the module's typed result: TensorBoard gets the image
+    grid and the precision-recall figure."""
+    from lightning.pytorch.loggers import TensorBoardLogger
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from yolov4.training.callbacks import ValidationImages
+
+    tb = TensorBoardLogger(tmp_path / "tb", name="", version="")
+    validation_run(tmp_path, synthetic_cache, randomize, [ValidationImages(max_images=2)], tb)
+    tb.experiment.flush()
+    events = EventAccumulator(str(tmp_path / "tb")).Reload()
+    assert {"val/predictions", "val/pr_curve"} <= set(events.Tags()["images"])

@@ -12,7 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from yolov4.errors import ConfigError, YoloError
 
-__all__ = ["build", "build_all", "model_config", "to_builtin"]
+__all__ = ["build", "build_all", "build_partial", "model_config", "to_builtin"]
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +29,19 @@ def build(cfg: DictConfig, key: str, **kwargs: Any) -> Any:
     except InstantiationException as e:
         cause = e.__cause__ if isinstance(e.__cause__, YoloError | TypeError | ValueError) else e
         raise ConfigError(f"{key}: {cause}") from e
+
+
+def build_partial(cfg: DictConfig, key: str, **runtime: Any) -> Any:
+    """A ``_partial_: true`` node (``configs/module/*.yaml``) called with ``runtime``: the values
+    the run computes (model config, class names, ...), which override the node's keys. The
+    constructor's own errors (:class:`~yolov4.errors.CheckpointError`, ...) pass through."""
+    factory = build(cfg, key)
+    if not callable(factory) or not cfg[key].get("_partial_", False):
+        raise ConfigError(f"{key}: expected a node with _target_ and _partial_: true")
+    try:
+        return factory(**runtime)
+    except TypeError as e:  # a key the constructor does not take
+        raise ConfigError(f"{key}: {e}") from e
 
 
 def build_all(cfg: DictConfig, key: str) -> list[Any]:

@@ -1,7 +1,7 @@
 """``python evaluate.py``: COCO mAP of a project checkpoint, a darknet weights file or an export
 artifact (through the Predictor, from the image files, exactly as the service would answer).
 
-Writes to ``paths.output_dir``: ``metrics.json`` (:data:`METRIC_KEYS` + ``per_class``),
+Writes to ``paths.output_dir``: ``metrics.json`` (:meth:`EvaluationResult.to_dict`),
 ``detections.json`` (COCO results, original category ids, ``COCO.loadRes``-ready) and
 ``pr_curve.png``; prints COCOeval's 12-line summary and a per-class table.
 """
@@ -19,12 +19,11 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from yolov4.cli.common import build, model_config
+from yolov4.cli.common import build, build_partial, model_config
 from yolov4.core.checkpoint import load_checkpoint
 from yolov4.core.postprocess import DARKNET_VALID
-from yolov4.darknet import load_darknet_weights
 from yolov4.errors import ConfigError
-from yolov4.evaluation import METRIC_KEYS, CocoEvaluator
+from yolov4.evaluation import CocoEvaluator, EvaluationResult
 from yolov4.evaluation.plots import plot_pr_curves
 from yolov4.inference import Predictor
 from yolov4.models import ModelConfig
@@ -46,13 +45,13 @@ def per_class_table(per_class: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
-def _write(out: Path, metrics: dict[str, Any], summary: str, results: list, precision: Any) -> None:
-    write_json(out / METRICS_FILE, metrics)
-    (out / DETECTIONS_FILE).write_text(json.dumps(results))
-    if precision is not None:
-        plot_pr_curves(precision, list(metrics["per_class"]), out / PR_CURVE_FILE)
-    print(summary)
-    print(per_class_table(metrics["per_class"]))
+def _write(out: Path, result: EvaluationResult) -> None:
+    write_json(out / METRICS_FILE, result.to_dict())
+    (out / DETECTIONS_FILE).write_text(json.dumps(result.results))
+    if result.precision is not None:
+        plot_pr_curves(result.precision, list(result.per_class), out / PR_CURVE_FILE)
+    print(result.summary)
+    print(per_class_table(result.per_class))
     log.info("wrote %s, %s, %s in %s", METRICS_FILE, DETECTIONS_FILE, PR_CURVE_FILE, out)
 
 
@@ -64,7 +63,7 @@ def _check_classes(what: str, num_classes: int, datamodule: Any) -> None:
         )
 
 
-def _evaluate_artifact(cfg: DictConfig, eval_cfg: dict[str, Any]) -> tuple:
+def _evaluate_artifact(cfg: DictConfig, eval_cfg: dict[str, Any]) -> EvaluationResult:
     """Through the Predictor, from the image files: what the service would answer."""
     predictor = Predictor.from_artifact(cfg.artifact, backend=cfg.backend)
     predictor.postprocess = DARKNET_VALID.update(eval_cfg).resolve(
@@ -99,20 +98,26 @@ def _val_only(cfg: DictConfig) -> None:
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    """COCO evaluation of ``checkpoint=``, ``darknet_weights=`` or ``artifact=``; returns the
+    ``metrics.json`` payload. Builds the network and the validation only: no loss, no EMA, no
+    optimizer."""
     sources = [k for k in ("checkpoint", "darknet_weights", "artifact") if cfg.get(k)]
     if len(sources) != 1:
         raise ConfigError(
             "give exactly one of checkpoint=..., darknet_weights=... or artifact=..., "
             f"got {sources or 'none'}"
         )
+    if cfg.module.get("pretrained"):
+        raise ConfigError(
+            f"module.pretrained={cfg.module.pretrained}: evaluate takes its weights from "
+            f"checkpoint=..., darknet_weights=... or artifact=..."
+        )
     _val_only(cfg)
-    eval_cfg = OmegaConf.to_container(cfg.eval, resolve=True)
     out = Path(cfg.paths.output_dir)
     if cfg.artifact:
-        metrics, summary, results, precision = _evaluate_artifact(cfg, eval_cfg)
-        metrics = {k: metrics[k] for k in (*METRIC_KEYS, "per_class", "num_images")}
-        _write(out, metrics, summary, results, precision)
-        return metrics
+        result = _evaluate_artifact(cfg, OmegaConf.to_container(cfg.module.eval, resolve=True))
+        _write(out, result)
+        return result.to_dict()
     data_overrides: dict[str, Any] = {"augment": None, "val_batch_size": cfg.batch_size}
     if cfg.checkpoint:
         ckpt = load_checkpoint(cfg.checkpoint)
@@ -123,34 +128,33 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
                 input_size=ckpt.preprocess["input_size"],
                 resize_mode=ckpt.preprocess["mode"],
             )
+    else:  # darknet's own weights were trained on stretched images
+        data_overrides.update(resize_mode=cfg.darknet_resize_mode)
     datamodule = build(cfg, "data", **data_overrides)
     datamodule.prepare_data()
     if cfg.darknet_weights:
         model_dict = model_config(cfg, datamodule.num_classes)
-        data_overrides.update(resize_mode=cfg.darknet_resize_mode)
-        datamodule = build(cfg, "data", **data_overrides)
     else:
         _check_classes("checkpoint", model_dict["num_classes"], datamodule)
-    module = YoloModule(
+    module: YoloModule = build_partial(
+        cfg,
+        "module",
         model=model_dict,
         class_names=datamodule.class_names,
         category_ids=datamodule.category_ids,
         preprocess=datamodule.preprocess_config.to_dict(),
-        ema_decay=None,
-        eval=eval_cfg,
+        ema_decay=None,  # the weights as they are (a .ckpt's EMA was taken by load_checkpoint)
+        pretrained=cfg.darknet_weights or None,  # darknet: every layer of the file, checked
+        pretrained_backbone_only=False,
     )
-    if cfg.darknet_weights:
-        load_darknet_weights(module.model, cfg.darknet_weights)
-    else:
+    if cfg.checkpoint:
         module.model.load_state_dict(state, strict=True)
     trainer: L.Trainer = build(cfg, "trainer")
     trainer.validate(module, datamodule=datamodule, verbose=False)
-    metrics = {k: module.last_metrics[k] for k in (*METRIC_KEYS, "per_class", "num_images")}
+    result = module.evaluation
     if trainer.is_global_zero:
-        _write(
-            out, metrics, module.last_metrics["summary"], module.last_results, module.last_precision
-        )
-    return metrics
+        _write(out, result)
+    return result.to_dict()
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="evaluate")

@@ -16,11 +16,10 @@ from typing import Any
 import hydra
 import lightning as L
 from lightning.pytorch.callbacks import LearningRateMonitor
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from yolov4.cli.common import build, build_all, model_config
+from yolov4.cli.common import build, build_all, build_partial, model_config
 from yolov4.cli.export import EXPORT_DIR
-from yolov4.evaluation import METRIC_KEYS
 from yolov4.export.artifact import export_artifact
 from yolov4.training.callbacks import BEST_WEIGHTS, LAST_WEIGHTS, METRICS_FILE, write_json
 from yolov4.training.module import YoloModule
@@ -40,21 +39,14 @@ def train(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> d
     augment = build(cfg, "augment")
     datamodule = build(cfg, "data", augment=augment)
     datamodule.prepare_data()
-    model_cfg = model_config(cfg, datamodule.num_classes)
-    module = YoloModule(
-        model=model_cfg,
+    module: YoloModule = build_partial(
+        cfg,
+        "module",
+        model=model_config(cfg, datamodule.num_classes),
         optim=build(cfg, "optim"),
         class_names=datamodule.class_names,
         category_ids=datamodule.category_ids,
         preprocess=datamodule.preprocess_config.to_dict(),
-        ema_decay=cfg.ema_decay,
-        ema_tau=cfg.ema_tau,
-        label_smoothing=cfg.label_smoothing,
-        eval=OmegaConf.to_container(cfg.eval, resolve=True),
-        pretrained=cfg.pretrained,
-        pretrained_backbone_only=cfg.pretrained_backbone_only,
-        pretrained_strict=cfg.pretrained_strict,
-        compile=cfg.compile,
     )
     ckpt_path = None
     if resume is not None:
@@ -69,11 +61,12 @@ def train(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> d
     # override only an unset weights_only; older Lightning rely on the check above
     safe = {"weights_only": True} if "weights_only" in signature(trainer.fit).parameters else {}
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, **safe)
-    if not module.last_metrics or trainer.current_epoch % max(
+    if module.evaluation is None or trainer.current_epoch % max(
         trainer.check_val_every_n_epoch or 1, 1
     ):
         trainer.validate(module, datamodule=datamodule, verbose=False)
-    metrics = {k: module.last_metrics.get(k) for k in (*METRIC_KEYS, "per_class", "num_images")}
+    result = module.evaluation
+    metrics = result.to_dict()
     if trainer.is_global_zero:
         out = Path(cfg.paths.output_dir)
         write_json(out / METRICS_FILE, metrics)
@@ -88,7 +81,7 @@ def train(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> d
         log.info(
             "final validation (EMA weights: %s):\n%s",
             module.ema is not None,
-            module.last_metrics.get("summary", ""),
+            result.summary,
         )
         log.info("run directory: %s", out)
     return metrics

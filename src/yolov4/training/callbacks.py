@@ -57,7 +57,7 @@ class WeightsCallback(L.Callback):
         self.last_step: int | None = None  # global step of the weights in last.pt
 
     def _save(self, trainer: L.Trainer, module: Any, name: str) -> Path:
-        metrics = {k: v for k, v in module.last_metrics.items() if isinstance(v, (int, float))}
+        metrics = module.evaluation.scalars if module.evaluation is not None else {}
         return save_checkpoint(
             self.dirpath / name,
             module.eval_model,
@@ -73,11 +73,11 @@ class WeightsCallback(L.Callback):
         )
 
     def on_validation_end(self, trainer: L.Trainer, module: Any) -> None:
-        if trainer.sanity_checking or not trainer.is_global_zero or not module.last_metrics:
+        if trainer.sanity_checking or not trainer.is_global_zero or module.evaluation is None:
             return
         self._save(trainer, module, LAST_WEIGHTS)
         self.last_step = trainer.global_step
-        score = float(module.last_metrics.get(MONITOR, 0.0))
+        score = module.evaluation[MONITOR]
         if self.best is None or score > self.best:
             self.best = score
             path = self._save(trainer, module, BEST_WEIGHTS)
@@ -112,10 +112,10 @@ class ValidationImages(L.Callback):
             tb is None
             or trainer.sanity_checking
             or not trainer.is_global_zero
-            or module.first_val_batch is None
+            or module.validation_sample is None
         ):
             return
-        images, targets, dets = module.first_val_batch
+        images, targets, dets = module.validation_sample
         n = min(self.max_images, images.shape[0])
         grid = draw_detections(
             images[:n],
@@ -125,6 +125,7 @@ class ValidationImages(L.Callback):
             self.score_thresh,
         )
         tb.experiment.add_image("val/predictions", grid, trainer.global_step)
-        if getattr(module, "last_precision", None) is not None:
-            fig = pr_curve_figure(module.last_precision, module.hparams["class_names"])
+        precision = module.evaluation.precision if module.evaluation is not None else None
+        if precision is not None:
+            fig = pr_curve_figure(precision, module.hparams["class_names"])
             tb.experiment.add_figure("val/pr_curve", fig, trainer.global_step)

@@ -10,31 +10,45 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import lightning as L
 import torch
 
-from yolov4.core.checkpoint import read_checkpoint, transfer_state_dict
 from yolov4.core.model import DecodedModel
 from yolov4.core.postprocess import DARKNET_VALID, PostprocessConfig
-from yolov4.darknet import load_darknet_weights
-from yolov4.errors import CheckpointError, ConfigError
-from yolov4.evaluation import METRIC_KEYS, CocoEvaluator
+from yolov4.core.pretrained import load_pretrained
+from yolov4.errors import ConfigError
+from yolov4.evaluation import METRIC_KEYS, CocoEvaluator, EvaluationResult
 from yolov4.loss import YoloLoss
 from yolov4.models import ModelConfig, YOLOv4
 from yolov4.ops.letterbox import unmap_detections
 from yolov4.training.ema import ModelEMA
 from yolov4.training.optim import OptimConfig, build_optimizer, lr_factor
 
-__all__ = ["YoloModule"]
+__all__ = ["YoloModule", "ValidationSample"]
 
 log = logging.getLogger(__name__)
 
 
+class ValidationSample(NamedTuple):
+    """The first validation batch and its detections, for the image grid callback. ``images``
+    ``(B, 3, H, W)``; ``targets`` ``(M, 6)`` and ``detections[i]`` ``(K_i, 6)`` in input pixels."""
+
+    images: torch.Tensor
+    targets: torch.Tensor
+    detections: list[torch.Tensor]
+
+
 class YoloModule(L.LightningModule):
     """Train and validate a YOLOv4-family network.
+
+    Built by Hydra from ``configs/module/default.yaml`` (``_partial_``) with the run's values
+    (``model``, ``optim``, ``class_names``, ``category_ids``, ``preprocess``) added by
+    ``train.py`` and ``evaluate.py``. The loss is built for fitting only (:meth:`setup` with
+    ``stage="fit"``, or the first :attr:`loss_fn` access) and the optimizer in
+    :meth:`configure_optimizers`: validating a checkpoint builds neither. After each validation
+    :attr:`evaluation` holds the :class:`~yolov4.evaluation.EvaluationResult`.
 
     Args:
         model: model config dict (``ModelConfig.to_dict()`` or ``configs/model/*.yaml``).
@@ -46,7 +60,8 @@ class YoloModule(L.LightningModule):
         label_smoothing: class-target smoothing of the loss.
         eval: validation postprocess settings over :data:`~yolov4.core.postprocess.DARKNET_VALID`
             (:class:`~yolov4.core.postprocess.PostprocessConfig` keys).
-        pretrained: darknet ``.weights``/``.conv.N`` file or project checkpoint to start from.
+        pretrained: darknet ``.weights``/``.conv.N`` file or project checkpoint to start from
+            (:func:`~yolov4.core.pretrained.load_pretrained`).
         pretrained_backbone_only: load only the backbone from ``pretrained``.
         pretrained_strict: a project checkpoint in ``pretrained`` must be of this architecture
             (only the head prediction layers, which follow ``num_classes``, may differ);
@@ -106,49 +121,32 @@ class YoloModule(L.LightningModule):
         self.optim_cfg = optim_cfg
         self.model = YOLOv4(config)
         if pretrained:
-            self._load_pretrained(pretrained, pretrained_backbone_only, pretrained_strict)
-        self.loss_fn = YoloLoss.from_config(config, label_smoothing=label_smoothing)
+            load_pretrained(
+                self.model,
+                pretrained,
+                strict=pretrained_strict,
+                backbone_only=pretrained_backbone_only,
+            )
+        self._loss: YoloLoss | None = None  # fitting only: see loss_fn
         self.ema = ModelEMA(self.model, ema_decay, ema_tau) if ema_decay else None
         self._forward = torch.compile(self.model) if compile else self.model
         self.evaluator: CocoEvaluator | None = None
-        self.first_val_batch: tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]] | None = None
-        self.last_metrics: dict[str, Any] = {}
+        self.evaluation: EvaluationResult | None = None  # of the latest validation
+        self.validation_sample: ValidationSample | None = None
 
-    # -- weights --------------------------------------------------------------------------------
-    def _load_pretrained(self, path: str, backbone_only: bool, strict: bool = True) -> None:
-        p = Path(path)
-        if p.suffix == ".weights" or ".conv." in p.name:
-            upto = None if backbone_only else _conv_cutoff(p)
-            header = load_darknet_weights(self.model, p, upto=upto, backbone_only=backbone_only)
-            log.info(
-                "loaded darknet weights %s (%d layers, seen=%d)",
-                p,
-                header.layers_loaded,
-                header.seen,
-            )
-            return
-        prefix = "backbone." if backbone_only else ""
-        try:
-            report = transfer_state_dict(
-                self.model,
-                read_checkpoint(p),
-                strict=strict,
-                prefix=prefix,
-                source=f"pretrained={p}",
-            )
-        except CheckpointError as e:
-            raise CheckpointError(
-                f"{e}\n  pretrained_strict=false loads the tensors that match "
-                f"and leaves the others as initialised"
-            ) from e
-        # another architecture (allowed with strict=False): say loudly what was not loaded
-        other = report.ignored or any(not k.startswith("heads.") for k in report.kept)
-        log.log(
-            logging.WARNING if other else logging.INFO,
-            "initialised from %s: %s",
-            p,
-            report.summary(),
-        )
+    # -- loss -----------------------------------------------------------------------------------
+    @property
+    def loss_fn(self) -> YoloLoss:
+        """The training loss, built on first use (validation and evaluation never build it)."""
+        if self._loss is None:
+            self._loss = YoloLoss.from_config(
+                self.model.config, label_smoothing=self.hparams["label_smoothing"]
+            ).to(self.device)
+        return self._loss
+
+    def setup(self, stage: str) -> None:
+        if stage == "fit":  # before Lightning moves the module to its device
+            self.loss_fn  # noqa: B018
 
     @property
     def eval_model(self) -> YOLOv4:
@@ -227,31 +225,25 @@ class YoloModule(L.LightningModule):
         self.evaluator = CocoEvaluator(
             dm.val_coco, self.hparams["category_ids"], self.hparams["class_names"]
         )
+        self.validation_sample = None
 
     def validation_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> None:
         dets = self.predict_batch(batch)
         if batch_idx == 0:  # for the validation image grid (ValidationImages callback)
-            self.first_val_batch = (batch["images"], batch["targets"], dets)
+            self.validation_sample = ValidationSample(batch["images"], batch["targets"], dets)
         original = unmap_detections(dets, batch["letterbox"], batch["original_sizes"])
         self.evaluator.update(original, batch["image_ids"])
 
     def on_validation_epoch_end(self) -> None:
-        metrics, summary, results, precision = self.evaluator.compute()
-        self.last_metrics = {**metrics, "summary": summary, "step": self.global_step}
-        self.last_results, self.last_precision = results, precision
+        result = self.evaluator.compute()
+        self.evaluation = result
         # identical on every rank (gathered before COCOeval): averaging across ranks is a no-op
-        self.log_dict({f"val/{k}": float(metrics[k]) for k in METRIC_KEYS}, sync_dist=True)
+        self.log_dict({f"val/{k}": result.metrics[k] for k in METRIC_KEYS}, sync_dist=True)
         if self.trainer.is_global_zero and not self.trainer.sanity_checking:
             log.info(
                 "epoch %d step %d: mAP %.4f mAP50 %.4f",
                 self.current_epoch,
                 self.global_step,
-                metrics["mAP"],
-                metrics["mAP50"],
+                result["mAP"],
+                result["mAP50"],
             )
-
-
-def _conv_cutoff(path: Path) -> int | None:
-    """``yolov4.conv.137`` -> 137 (darknet's partial files name their layer cut-off)."""
-    tail = path.name.rsplit(".conv.", 1)[-1]
-    return int(tail) if tail.isdigit() else None

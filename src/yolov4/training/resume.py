@@ -52,7 +52,7 @@ def read_resume_checkpoint(ckpt_path: str | os.PathLike) -> tuple[Path, dict[str
         raise CheckpointError(
             f"ckpt_path={path} is not a Lightning checkpoint of a yolov4 run: it has no "
             f"{missing} (found keys {sorted(data)[:8]}); resume takes <run>/checkpoints/last.ckpt, "
-            f"and pretrained=... starts a new run from a weights file"
+            f"and module.pretrained=... starts a new run from a weights file"
         )
     return path, data
 

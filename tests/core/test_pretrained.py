@@ -1,0 +1,84 @@
+"""``load_pretrained``: the one function behind ``module.pretrained=`` (darknet files and project
+checkpoints), used by the YoloModule of train.py and by evaluate.py's ``darknet_weights=``."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from yolov4 import CheckpointError, build_model, save_checkpoint
+from yolov4.core.pretrained import conv_cutoff, is_darknet_weights, load_pretrained
+from yolov4.darknet import save_darknet_weights
+
+
+def same(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+@pytest.fixture(scope="module")
+def source(randomize):
+    torch.manual_seed(0)
+    return randomize(build_model("yolov4-tiny", num_classes=3), seed=4)
+
+
+def test_conv_cutoff_is_read_from_the_name():
+    assert conv_cutoff("weights/yolov4.conv.137") == 137
+    assert conv_cutoff("yolov4-tiny.conv.29") == 29
+    assert conv_cutoff("yolov4.weights") is None and conv_cutoff("model.conv.pt") is None
+
+
+@pytest.mark.parametrize("name", ["m.weights", "darknet-file.bin"])
+def test_darknet_file_loads_every_layer_whatever_its_name(tmp_path, source, name):
+    """A darknet file is recognised by its name or, failing that, by its bytes (no zip, no
+    pickle); every layer is read and the file must hold exactly the network."""
+    path = save_darknet_weights(source, tmp_path / name)
+    assert is_darknet_weights(path)
+    model = build_model("yolov4-tiny", num_classes=3)
+    done = load_pretrained(model, path)
+    assert done.source == "darknet" and "darknet layers" in done.summary
+    model.eval()
+    assert same(model, source)
+    with pytest.raises(CheckpointError, match="yolov4-tiny with 4 classes"):
+        load_pretrained(build_model("yolov4-tiny", num_classes=4), path)
+
+
+def test_partial_conv_file_loads_up_to_its_cutoff(tmp_path, source):
+    path = save_darknet_weights(source, tmp_path / "tiny.conv.29", upto=29)
+    torch.manual_seed(9)
+    model = build_model("yolov4-tiny", num_classes=3)
+    load_pretrained(model, path)
+    assert torch.equal(model.heads[1].conv.conv.weight, source.heads[1].conv.conv.weight)
+    assert not torch.equal(model.heads[0].pred.conv.weight, source.heads[0].pred.conv.weight)
+
+
+def test_project_checkpoint_strict_and_backbone_only(tmp_path, source):
+    path = save_checkpoint(tmp_path / "w.pt", source)
+    assert not is_darknet_weights(path)
+    model = build_model("yolov4-tiny", num_classes=3)
+    assert load_pretrained(model, path).source == "checkpoint"
+    assert same(model.eval(), source)
+    torch.manual_seed(5)
+    backbone = build_model("yolov4-tiny", num_classes=3)
+    report = load_pretrained(backbone, path, backbone_only=True)
+    assert "kept" not in report.summary  # every backbone tensor came from the file
+    assert torch.equal(
+        backbone.backbone.head_conv.conv.weight, source.backbone.head_conv.conv.weight
+    )
+    assert not torch.equal(backbone.neck.reduce5.conv.weight, source.neck.reduce5.conv.weight)
+
+
+def test_other_architecture_names_the_switch(tmp_path, source):
+    path = save_checkpoint(tmp_path / "tiny.pt", source)
+    model = build_model("yolov4", num_classes=3)
+    with pytest.raises(
+        CheckpointError, match=r"(?s)does not fit yolov4: .*module.pretrained_strict=false"
+    ):
+        load_pretrained(model, path)
+    report = load_pretrained(model, path, strict=False)
+    assert "ignored from the file" in report.summary
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_pretrained(build_model("yolov4-tiny", num_classes=3), tmp_path / "nope.weights")
