@@ -16,6 +16,7 @@ from yolov4.core.checkpoint import (
     load_state_dict_checked,
     save_checkpoint,
 )
+from yolov4.core.preprocess import PreprocessConfig
 
 NAMES = ["circle", "square", "triangle"]
 
@@ -42,7 +43,7 @@ def test_round_trip_reproduces_outputs(tmp_path, tiny3):
         tmp_path / "best.pt",
         tiny3,
         NAMES,
-        preprocess={"size": [96, 96], "mode": "letterbox"},
+        preprocess={"input_size": [96, 96], "mode": "letterbox"},
         metrics={"mAP": np.float64(0.25), "mAP50": torch.tensor(0.5)},
         trained={"epoch": 3, "step": 120},
     )
@@ -54,7 +55,7 @@ def test_round_trip_reproduces_outputs(tmp_path, tiny3):
 
     ckpt = load_checkpoint(path)
     assert ckpt.class_names == NAMES and ckpt.trained == {"epoch": 3, "step": 120}
-    assert ckpt.preprocess == {"size": [96, 96], "mode": "letterbox"}
+    assert ckpt.preprocess == PreprocessConfig(input_size=(96, 96)).to_dict()  # completed
     assert not ckpt.model.training
     x = torch.rand(1, 3, 96, 96)
     for a, b in zip(outputs(ckpt.model, x), outputs(tiny3, x)):
@@ -143,8 +144,11 @@ def test_non_strict_loads_what_fits(tiny3):
 
 
 def test_save_refuses_wrong_class_names(tmp_path, tiny3):
-    with pytest.raises(ValueError, match="2 class names for a model with num_classes=3"):
+    with pytest.raises(
+        CheckpointError, match="class_names: 2 class names for a model with num_classes=3"
+    ):
         save_checkpoint(tmp_path / "x.pt", tiny3, ["a", "b"])
+    assert not (tmp_path / "x.pt").exists()
 
 
 def test_truncated_and_foreign_files(tmp_path, tiny3):
@@ -191,3 +195,118 @@ def test_clean_state_dict_drops_non_tensors_and_nested_compile():
     sd = {"module._orig_mod.a.weight": torch.zeros(1), "module.n_averaged": torch.tensor(3)}
     assert list(clean_state_dict(sd)) == ["a.weight"]
     assert list(clean_state_dict({"x._orig_mod.y": torch.ones(1), "step": 5})) == ["x.y"]
+
+
+# ---------------------------------------------------------------- what save accepts, all accept
+BUILTIN_LEAVES = (bool, int, float, str, type(None))
+
+ACCEPTED = {  # name -> save_checkpoint keyword arguments (beyond path, model)
+    "nothing": {},
+    "empty preprocess": {"preprocess": {}},
+    "size only": {"preprocess": {"input_size": [64, 64]}},
+    "non-square stretch": {"preprocess": {"input_size": (64, 96), "mode": "stretch"}},
+    "numpy and tensor values": {
+        "preprocess": {
+            "input_size": np.array([96, 64]),
+            "pad_value": np.int64(0),
+            "scale": torch.tensor(1.0),
+        }
+    },
+    "complete config": {
+        "preprocess": PreprocessConfig((64, 64), "letterbox", 0, "bgr", 1 / 255).to_dict()
+    },
+    "tensor and numpy metrics": {
+        "metrics": {
+            "mAP": np.float32(0.5),
+            "mAP50": torch.tensor(0.75),
+            "per_class": {"circle": {"AP": np.float64(0.1), "n": np.int64(3)}},
+            "curve": torch.linspace(0, 1, 3),
+            "hist": np.arange(3),
+            "best": np.bool_(True),
+        },
+        "trained": {"epoch": np.int64(3), "step": torch.tensor(7), "lr": np.float32(1e-3)},
+    },
+    "numpy class names": {"class_names": tuple(np.array(NAMES))},
+}
+
+
+def _leaves(value, where="payload"):
+    """(where, leaf) over nested dicts and lists; containers must be exact dicts and lists."""
+    if type(value) is dict:
+        for k, v in value.items():
+            assert type(k) is str, f"{where}: key {k!r} is a {type(k).__name__}"
+            yield from _leaves(v, f"{where}.{k}")
+    elif type(value) is list:
+        for i, v in enumerate(value):
+            yield from _leaves(v, f"{where}[{i}]")
+    else:
+        yield where, value
+
+
+@pytest.mark.parametrize("name", list(ACCEPTED))
+def test_what_save_accepts_every_reader_accepts(tmp_path, tiny3, name):
+    from yolov4.export import export_artifact
+    from yolov4.inference import Predictor
+
+    kwargs = {"class_names": NAMES, **ACCEPTED[name]}
+    path = save_checkpoint(tmp_path / "best.pt", tiny3, **kwargs)
+
+    raw = torch.load(path, map_location="cpu", weights_only=True)
+    for where, leaf in _leaves({k: v for k, v in raw.items() if k != "state_dict"}):
+        assert type(leaf) in BUILTIN_LEAVES, f"{where} is a {type(leaf).__name__}: {leaf!r:.60}"
+    stored = PreprocessConfig.from_dict(raw["preprocess"])  # complete and valid
+    assert raw["preprocess"] == stored.to_dict()
+
+    ckpt = load_checkpoint(path)
+    assert ckpt.class_names == NAMES and ckpt.preprocess == stored.to_dict()
+    predictor = Predictor.from_checkpoint(path)
+    assert predictor.preprocess_config == stored
+    image = np.random.default_rng(0).integers(0, 256, (50, 70, 3), dtype=np.uint8)
+    (dets,) = predictor(image, conf=0.0)
+    assert dets.image_size == (50, 70)
+    artifact = export_artifact(path, tmp_path / "export", formats=["torchscript"])
+    assert Predictor.from_artifact(artifact, backend="torchscript").preprocess_config == stored
+
+
+def test_metrics_are_stored_as_their_numbers(tmp_path, tiny3):
+    kwargs = ACCEPTED["tensor and numpy metrics"]
+    ckpt = load_checkpoint(save_checkpoint(tmp_path / "m.pt", tiny3, NAMES, **kwargs))
+    assert ckpt.metrics == {
+        "mAP": 0.5,
+        "mAP50": 0.75,
+        "per_class": {"circle": {"AP": pytest.approx(0.1), "n": 3}},
+        "curve": [0.0, 0.5, 1.0],
+        "hist": [0, 1, 2],
+        "best": True,
+    }
+    assert type(ckpt.metrics["mAP"]) is float and type(ckpt.metrics["best"]) is bool
+    assert ckpt.trained == {"epoch": 3, "step": 7, "lr": pytest.approx(1e-3)}
+
+
+def test_builtins_only_check_bites_on_a_stored_tensor(tmp_path):
+    """The leaf check of the round trip above fails on a payload holding a tensor (the file
+    save_checkpoint would write if it stored a metric as it came)."""
+    torch.save({"metrics": {"mAP": torch.tensor(0.5)}}, tmp_path / "t.pt")
+    raw = torch.load(tmp_path / "t.pt", weights_only=True)
+    assert [type(v) for _, v in _leaves(raw)] == [torch.Tensor]
+
+
+@pytest.mark.parametrize(
+    "preprocess,message",
+    [
+        ({"size": [64, 64]}, r"unknown preprocess key\(s\) \['size'\]"),
+        ({"input_size": [100, 64]}, r"preprocess.input_size: expected \(H, W\) multiples of 32"),
+        ({"input_size": 64}, "preprocess.input_size"),
+        ({"input_size": [64.5, 64]}, "preprocess.input_size"),
+        ({"mode": "fit"}, "preprocess.mode"),
+        ({"pad_value": 300}, "preprocess.pad_value"),
+        ({"pad_value": "114"}, "preprocess.pad_value"),
+        ({"channel_order": "hsv"}, "preprocess.channel_order"),
+        ({"scale": 0}, "preprocess.scale"),
+        ("letterbox", "preprocess: expected a mapping"),
+    ],
+)
+def test_save_refuses_what_a_reader_would(tmp_path, tiny3, preprocess, message):
+    with pytest.raises(CheckpointError, match=f"save_checkpoint: {message}"):
+        save_checkpoint(tmp_path / "x.pt", tiny3, NAMES, preprocess=preprocess)
+    assert not (tmp_path / "x.pt").exists()

@@ -85,3 +85,34 @@ def test_config_round_trip_and_validation():
     with pytest.raises(ConfigError, match="preprocess.mode"):
         PreprocessConfig(mode="crop")
     assert cfg.with_size((64, 64)).input_size == (64, 64)
+
+
+@pytest.mark.parametrize(
+    "key,value",
+    [
+        ("input_size", 64),
+        ("input_size", "64"),
+        ("input_size", [64.5, 64]),
+        ("input_size", [64, 0]),
+        ("input_size", [True, 64]),
+        ("pad_value", 114.5),
+        ("pad_value", "114"),
+        ("pad_value", -1),
+        ("scale", 0.0),
+        ("scale", float("nan")),
+        ("scale", "1/255"),
+        ("channel_order", ["rgb"]),
+    ],
+)
+def test_bad_values_name_the_key(key, value):
+    with pytest.raises(ConfigError, match=f"preprocess.{key}"):
+        PreprocessConfig(**{key: value})
+
+
+def test_numeric_values_are_normalised_to_builtins():
+    cfg = PreprocessConfig(
+        input_size=np.array([64, 96]), pad_value=np.int64(0), scale=np.float32(0.5)
+    )
+    assert cfg.input_size == (64, 96) and cfg.to_dict()["input_size"] == [64, 96]
+    assert type(cfg.pad_value) is int and type(cfg.scale) is float
+    assert PreprocessConfig(input_size=(64.0, 96.0), pad_value=7.0).to_dict()["pad_value"] == 7

@@ -38,6 +38,7 @@ from typing import IO, Any
 
 import torch
 
+from yolov4.core.preprocess import PreprocessConfig
 from yolov4.errors import CheckpointError, ConfigError
 from yolov4.models import ModelConfig, YOLOv4, build_model
 
@@ -76,6 +77,7 @@ MIN_BYTES_PER_ELEMENT = 1
 # The layers whose shapes follow num_classes and the anchors per head: the only ones allowed to
 # differ when initialising from another file of the same architecture.
 HEAD_PRED = re.compile(r"^heads\.\d+\.pred\.")
+SIZE_MULTIPLE = 32  # input sides the network (and so every reader of a file) accepts
 
 
 @dataclass
@@ -364,6 +366,28 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
     return path
 
 
+def _checked_preprocess(preprocess: Mapping[str, Any] | None, model: YOLOv4) -> dict[str, Any]:
+    """``preprocess`` completed and validated as every reader (the Predictor, the export)
+    will read it: a :class:`PreprocessConfig` dict, input sides multiples of 32; none given =
+    letterbox at the model's input size (what the readers assumed for such files)."""
+    try:
+        values = _plain(dict(preprocess)) if preprocess else {"input_size": model.config.input_size}
+        config = PreprocessConfig.from_dict(values)
+    except ConfigError as e:
+        raise CheckpointError(f"save_checkpoint: {e}") from e
+    except (TypeError, ValueError) as e:  # not a mapping
+        raise CheckpointError(
+            f"save_checkpoint: preprocess: expected a mapping of PreprocessConfig keys, "
+            f"got {preprocess!r:.60} ({e})"
+        ) from e
+    if any(s % SIZE_MULTIPLE for s in config.input_size):
+        raise CheckpointError(
+            f"save_checkpoint: preprocess.input_size: expected (H, W) multiples of "
+            f"{SIZE_MULTIPLE}, got {list(config.input_size)}"
+        )
+    return config.to_dict()
+
+
 def save_checkpoint(
     path: str | os.PathLike,
     model: YOLOv4,
@@ -376,7 +400,12 @@ def save_checkpoint(
     """Write a ``yolov4.weights/1`` file atomically (temporary file in the same folder, then
     rename): a crash mid-write leaves any previous file intact. ``state_dict`` (e.g. the EMA
     weights) defaults to ``model.state_dict()``; wrapper prefixes are stripped and the keys are
-    checked against ``build_model(**model.config.to_dict())`` before anything is written."""
+    checked against ``build_model(**model.config.to_dict())`` before anything is written.
+
+    What it writes, every reader accepts: ``preprocess`` is completed and validated
+    (:class:`PreprocessConfig`, sides multiples of 32), ``metrics`` and ``trained`` become exact
+    builtins (tensors and numpy values their numbers); anything else raises
+    :class:`CheckpointError` naming the key, and nothing is written."""
     path = Path(path)
     config = model.config.to_dict()
     sd = clean_state_dict(state_dict if state_dict is not None else model.state_dict())
@@ -386,15 +415,16 @@ def save_checkpoint(
         list(class_names) if class_names is not None else [str(i) for i in range(model.num_classes)]
     )
     if len(names) != model.num_classes:
-        raise ConfigError(
-            f"{len(names)} class names for a model with num_classes={model.num_classes}"
+        raise CheckpointError(
+            f"save_checkpoint: class_names: {len(names)} class names for a model with "
+            f"num_classes={model.num_classes}"
         )
     payload = {  # exact builtins and tensors only: what read_checkpoint accepts
         "format": FORMAT,
         "model": _plain(config),
         "state_dict": {k: v.detach().cpu().clone() for k, v in sd.items()},
         "class_names": [str(n) for n in names],
-        "preprocess": _plain(dict(preprocess or {})),
+        "preprocess": _checked_preprocess(preprocess, model),
         "metrics": _plain(dict(metrics or {})),
         "trained": _plain(dict(trained or {})),
         "versions": _versions(),

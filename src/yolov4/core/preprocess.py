@@ -10,7 +10,9 @@ artifact.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import math
+import numbers
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -59,19 +61,26 @@ class PreprocessConfig:
     scale: float = UINT8_SCALE
 
     def __post_init__(self) -> None:
-        size = tuple(int(s) for s in self.input_size)
-        if len(size) != 2 or min(size) <= 0:
-            raise ConfigError(f"preprocess.input_size: expected (H, W) > 0, got {self.input_size}")
+        size = _positive_int_pair(self.input_size)
+        if size is None:
+            raise ConfigError(
+                f"preprocess.input_size: expected (H, W) integers > 0, got {self.input_size!r}"
+            )
         object.__setattr__(self, "input_size", size)
-        if self.mode not in RESIZE_MODES:
+        if not isinstance(self.mode, str) or self.mode not in RESIZE_MODES:
             raise ConfigError(f"preprocess.mode: expected one of {RESIZE_MODES}, got {self.mode!r}")
-        if self.channel_order not in CHANNEL_ORDERS:
+        if not isinstance(self.channel_order, str) or self.channel_order not in CHANNEL_ORDERS:
             raise ConfigError(
                 f"preprocess.channel_order: expected one of {CHANNEL_ORDERS}, "
                 f"got {self.channel_order!r}"
             )
-        if not 0 <= int(self.pad_value) <= 255:
-            raise ConfigError(f"preprocess.pad_value: expected 0..255, got {self.pad_value}")
+        pad = self.pad_value
+        if not _is_real(pad) or not float(pad).is_integer() or not 0 <= pad <= 255:
+            raise ConfigError(f"preprocess.pad_value: expected an integer 0..255, got {pad!r}")
+        object.__setattr__(self, "pad_value", int(pad))
+        if not _is_real(self.scale) or not math.isfinite(self.scale) or self.scale <= 0:
+            raise ConfigError(f"preprocess.scale: expected a finite number > 0, got {self.scale!r}")
+        object.__setattr__(self, "scale", float(self.scale))
 
     def to_dict(self) -> dict[str, Any]:
         """Plain builtins only (safe for ``torch.load(weights_only=True)`` and JSON)."""
@@ -81,6 +90,10 @@ class PreprocessConfig:
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> PreprocessConfig:
+        """The inverse of :meth:`to_dict`; missing keys take their defaults, unknown keys and
+        bad values raise :class:`ConfigError` naming the key."""
+        if not isinstance(values, Mapping):
+            raise ConfigError(f"preprocess: expected a mapping, got {type(values).__name__}")
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
@@ -91,6 +104,20 @@ class PreprocessConfig:
 
     def with_size(self, input_size: Sequence[int]) -> PreprocessConfig:
         return PreprocessConfig(**{**asdict(self), "input_size": tuple(input_size)})
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _positive_int_pair(value: Any) -> tuple[int, int] | None:
+    """``(H, W)`` as two ints from any pair of integer-valued numbers; ``None`` if it is not."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        return None
+    items = list(value)
+    if len(items) != 2 or not all(_is_real(v) and float(v).is_integer() and v > 0 for v in items):
+        return None
+    return int(items[0]), int(items[1])
 
 
 def _check_image(image: Any) -> None:
