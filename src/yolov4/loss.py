@@ -23,17 +23,39 @@ in input pixels) and every head:
 Parts are summed over predictions and targets, averaged over images: darknet's deltas are
 per-image sums and its SGD step divides by the batch size.
 
-The gradient of the box term is darknet's ``delta_yolo_box``, not the autograd gradient of the
-value: ``iou_normalizer * d(1 - CIoU)/d(x, y, w, h)`` of the relative box goes to ``tx, ty``
-directly and, times ``exp(tw), exp(th)``, to ``tw, th``; non-finite components become 0
-(``fix_nan_inf``) and each is clipped to ``+-max_delta``; with ``iou_thresh`` set, a prediction
-assigned to targets of ``k`` distinct classes gets the mean (``/ k``) of their box gradients
-(``averages_yolo_deltas``). The value reported is ``iou_normalizer * sum(1 - CIoU)``.
+The gradient of the box term is chosen by ``box_gradient``; in both modes it is the chain of
+darknet's ``delta_yolo_box`` (yolo_layer.c:173-288): a gradient w.r.t. the relative box
+``(x, y, w, h)`` (fractions of the input size) goes to ``tx, ty`` directly (no sigmoid or
+``scale_x_y`` factor: ``backward_yolo_layer`` passes ``l.delta`` through, yolo_layer.c:930) and,
+times ``exp(tw), exp(th)`` (not the anchor / input size factor), to ``tw, th``; it is multiplied by
+``iou_normalizer``, non-finite components become 0 (``fix_nan_inf``, :154) and each is clipped to
+``+-max_delta`` (``clip_value``, :160) per (target, prediction) pair before pairs are summed.
+
+* ``"darknet"`` (default; every darknet recipe was tuned with it): the gradient w.r.t. the
+  relative box is darknet's hand-derived ``dx_box_iou`` (box.c:258-456) for ``iou_loss``,
+  transcribed with its departures from the derivative of the value: the IoU/GIoU part of
+  ``dw, dh`` is ``d/dr - d/dl`` (twice the derivative, box.c:409-410 "we do not divided by 2");
+  the intersection ``Iw * Ih`` is not clamped at 0; GIoU/DIoU/CIoU keep only their penalty term
+  when the boxes do not overlap (``Iw <= 0 || Ih <= 0``, box.c:348, 421, 444); the distance
+  term's enclosing-box part has the opposite sign on ``dx, dy`` (box.c:416-417, 439-440); the
+  aspect-ratio term is ``alpha * 8/pi^2 * (atan(w_t/h_t) - atan(w/h)) * h`` without
+  ``1/(w^2 + h^2)`` (box.c:435-436, so its push grows with the box). ``w, h`` come from the raw,
+  unclamped ``exp(tw), exp(th)`` in float32, so a diverged prediction gets darknet's value, and
+  0 where float32 overflows (fix_nan_inf). With ``iou_thresh`` set, a positive's box gradient is
+  divided by the number of classes whose darknet class delta ``target - sigmoid(logit)`` is
+  positive, when its objectness delta is non-zero (``averages_yolo_deltas``, yolo_layer.c:291-306
+  and 638-651): with ``label_smoothing`` nearly every class counts (about ``C - 1``).
+* ``"exact"``: the autograd derivative of ``iou_normalizer * (1 - IoU-kind)`` w.r.t. the relative
+  box (CIoU's ``alpha`` held constant, as in the paper), at ``tw, th`` clamped to
+  ``MAX_LOG_WH``; with ``iou_thresh`` set, a prediction assigned to targets of ``k`` distinct
+  classes gets the mean (``/ k``) of their box gradients.
+
+The value reported is ``iou_normalizer * sum(1 - IoU-kind)`` in both modes.
 
 Departures from darknet, and why:
 
-* ``d CIoU`` is exact autograd (alpha held constant, as in the paper); darknet's
-  ``dx_box_iou`` is a hand-derived approximation of it.
+* ``box_gradient="exact"`` is not darknet's gradient (see above); ``"darknet"`` is, up to
+  float rounding.
 * Targets whose centre lies on the right/bottom edge use the last cell (darknet would index
   past the row); class indices are trusted (darknet skips out-of-range ones with a warning).
 * ``cls_normalizer`` scales the class term; darknet applies it only together with
@@ -46,6 +68,7 @@ Departures from darknet, and why:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -60,11 +83,19 @@ from yolov4.ops.decode import decode_boxes, split_head
 if TYPE_CHECKING:
     from yolov4.models.config import ModelConfig
 
-__all__ = ["YoloLoss", "LossOutput", "IGNORE_CLASS_CONF"]
+__all__ = [
+    "YoloLoss",
+    "LossOutput",
+    "IGNORE_CLASS_CONF",
+    "BOX_GRADIENTS",
+    "darknet_dx_box_iou",
+    "iou_loss_gradient",
+]
 
 # yolo_layer.c: a prediction is only exempt from the no-object push (ignore_thresh) when
 # compare_yolo_class finds some class probability above this (hard-coded 0.25f).
 IGNORE_CLASS_CONF = 0.25
+BOX_GRADIENTS = ("darknet", "exact")
 # Raw tw, th are clamped to this in the box term (a box at most e^7 ~ 1100 anchors wide) so that
 # a diverging prediction gives a finite loss and a gradient pulling it back instead of inf/NaN.
 MAX_LOG_WH = 7.0
@@ -103,10 +134,16 @@ class YoloLoss(nn.Module):
         max_delta: float | None = None,
         iou_loss: str = "ciou",
         label_smoothing: float = 0.0,
+        box_gradient: str = "darknet",
     ) -> None:
         super().__init__()
         if iou_loss not in IOU_LOSSES:
             raise ValueError(f"iou_loss must be one of {list(IOU_LOSSES)}, got {iou_loss!r}")
+        if box_gradient not in BOX_GRADIENTS:
+            raise ValueError(
+                f"box_gradient must be one of {list(BOX_GRADIENTS)}, got {box_gradient!r}"
+            )
+        self.box_gradient = box_gradient
         self.iou_loss = iou_loss
         self.num_classes = num_classes
         self.masks = [list(m) for m in masks]
@@ -125,8 +162,11 @@ class YoloLoss(nn.Module):
         )
 
     @classmethod
-    def from_config(cls, config: ModelConfig, label_smoothing: float = 0.0) -> YoloLoss:
-        """The loss a :class:`~yolov4.models.ModelConfig` (``model.config``) describes."""
+    def from_config(
+        cls, config: ModelConfig, label_smoothing: float = 0.0, box_gradient: str = "darknet"
+    ) -> YoloLoss:
+        """The loss a :class:`~yolov4.models.ModelConfig` (``model.config``) describes, with the
+        training-recipe options ``label_smoothing`` and ``box_gradient`` (``darknet``|``exact``)."""
         return cls(
             num_classes=config.num_classes,
             anchors=config.anchors,
@@ -141,6 +181,7 @@ class YoloLoss(nn.Module):
             max_delta=config.max_delta,
             iou_loss=config.iou_loss,
             label_smoothing=label_smoothing,
+            box_gradient=box_gradient,
         )
 
     def forward(self, maps: Sequence[Tensor], targets: Tensor) -> LossOutput:
@@ -212,18 +253,26 @@ class YoloLoss(nn.Module):
             flat[slots, 5:], cls_target, reduction="sum"
         )
 
-        # box term, darknet's delta as gradient
+        # box term: value weighted by 1/k (k distinct classes at the slot), gradient as chosen
         scale = flat.new_tensor([input_hw[1], input_hw[0]] * 2)
-        weight = (
-            1.0 / classes_per_slot[pair_slot]
-            if self.iou_thresh is not None
-            else torch.ones_like(gi, dtype=flat.dtype)
-        )
         t = flat[slot, :4]
         cell = torch.stack((gi, gj), 1).to(t.dtype)
-        box_loss = (
-            weight * self._box_term(t, cell, anchors[a], stride, g, t_box[gt] / scale, scale)
-        ).sum()
+        value, grad = self._box_term(t, cell, anchors[a], stride, g, t_box[gt] / scale, scale)
+        if self.iou_thresh is None:
+            box_loss = value.sum()
+        else:
+            value_weight = 1.0 / classes_per_slot[pair_slot]
+            box_loss = (value_weight * value).sum()
+            if grad is not None:
+                if self.box_gradient == "darknet":
+                    count = _darknet_classes_in_box(
+                        flat[slots, 4:], cls_target, self.obj_normalizer
+                    )
+                    grad = grad / count[pair_slot, None]
+                else:
+                    grad = grad * value_weight[:, None]
+        if grad is not None:  # grad is d(box_loss)/dt by construction; the value stays as is
+            box_loss = box_loss + (grad * (t - t.detach())).sum()
 
         # objectness: 1 at positives, 0 elsewhere unless ignored
         obj_target = torch.zeros_like(flat[:, 4])
@@ -245,30 +294,143 @@ class YoloLoss(nn.Module):
         confident = (p[..., 5:].sigmoid() > IGNORE_CLASS_CONF).any(dim=-1)
         return (best > self.ignore_thresh) & confident
 
-    def _box_term(self, t, cell, anchor_wh, stride, g, target_rel, scale) -> Tensor:
-        """Per pair ``iou_normalizer * (1 - CIoU)`` ``(P,)``; gradient w.r.t. the raw ``t (P, 4)``
-        is darknet's (bounded) ``delta_yolo_box`` rather than the autograd one."""
-
-        exp_wh = t.detach()[:, 2:].clamp(max=MAX_LOG_WH).exp()
-        xy = (t.detach()[:, :2].sigmoid() * g - (g - 1) / 2 + cell) * stride
-        rel = torch.cat((xy, exp_wh * anchor_wh), 1) / scale
-
-        def value(rel: Tensor) -> Tensor:
-            iou = paired_box_iou(cxcywh_to_xyxy(rel), cxcywh_to_xyxy(target_rel), self.iou_loss)
-            return self.iou_normalizer * (1 - iou)
-
+    def _box_term(
+        self, t, cell, anchor_wh, stride, g, target_rel, scale
+    ) -> tuple[Tensor, Tensor | None]:
+        """Per pair ``iou_normalizer * (1 - IoU-kind)`` ``(P,)`` and the gradient ``(P, 4)`` to put
+        on the raw ``t (P, 4)`` (``None`` without autograd): ``box_gradient``'s, chained, made
+        finite and clipped as ``delta_yolo_box`` does (see the module docstring)."""
+        td = t.detach()
+        xy = (td[:, :2].sigmoid() * g - (g - 1) / 2 + cell) * stride / scale[:2]
+        exp_wh = td[:, 2:].clamp(max=MAX_LOG_WH).exp()
+        rel = torch.cat((xy, exp_wh * anchor_wh / scale[2:]), 1)
+        iou = paired_box_iou(cxcywh_to_xyxy(rel), cxcywh_to_xyxy(target_rel), self.iou_loss)
+        loss = self.iou_normalizer * (1 - iou)
         if not (torch.is_grad_enabled() and t.requires_grad):
-            return value(rel)
-        rel = rel.requires_grad_()
-        with torch.enable_grad():
-            loss = value(rel)
-            (d_rel,) = torch.autograd.grad(loss.sum(), rel)
+            return loss, None
+        if self.box_gradient == "darknet":
+            exp_wh = td[:, 2:].exp()  # darknet's raw exp(tw), exp(th): inf when it overflows
+            rel = torch.cat((xy, exp_wh * anchor_wh / scale[2:]), 1)
+        d_rel = self.iou_normalizer * iou_loss_gradient(
+            rel, target_rel, self.iou_loss, self.box_gradient
+        )
         # d/d(x, y) straight to tx, ty; d/d(w, h) * exp(t) to tw, th (delta_yolo_box)
         grad = torch.cat((d_rel[:, :2], d_rel[:, 2:] * exp_wh), 1)
         grad = torch.nan_to_num(grad, nan=0.0, posinf=0.0, neginf=0.0)  # fix_nan_inf
         if self.max_delta is not None:
             grad = grad.clamp(-self.max_delta, self.max_delta)
-        return loss.detach() + (grad * (t - t.detach())).sum(1)
+        return loss, grad
+
+
+def iou_loss_gradient(pred: Tensor, truth: Tensor, kind: str, box_gradient: str) -> Tensor:
+    """``d(1 - IoU-kind)/d(pred)`` of matched ``pred``, ``truth (P, 4)`` cxcywh boxes ->
+    ``(P, 4)`` (pred's dtype): the autograd derivative (``box_gradient="exact"``, CIoU's alpha
+    held constant) or darknet's ``dx_box_iou`` with its sign flipped (``"darknet"``)."""
+    if box_gradient == "darknet":
+        return -darknet_dx_box_iou(pred, truth, kind)
+    with torch.enable_grad():
+        pred = pred.detach().requires_grad_()
+        iou = paired_box_iou(cxcywh_to_xyxy(pred), cxcywh_to_xyxy(truth), kind)
+        (grad,) = torch.autograd.grad((1 - iou).sum(), pred)
+    return grad
+
+
+def _darknet_classes_in_box(out: Tensor, cls_target: Tensor, obj_normalizer: float) -> Tensor:
+    """``averages_yolo_deltas``' divisor per positive slot ``(S,)`` float: the number of classes
+    whose class delta ``cls_target - sigmoid(logit)`` is positive, or 1 when there is none or the
+    objectness delta ``obj_normalizer * (1 - sigmoid(obj))`` is 0 (darknet then skips the slot).
+    ``out (S, 1 + C)`` raw objectness and class logits, ``cls_target (S, C)`` (smoothed) targets."""
+    with torch.no_grad():
+        prob = out.float().sigmoid()
+        count = (cls_target - prob[:, 1:] > 0).sum(1)
+        averaged = (obj_normalizer * (1 - prob[:, 0]) != 0) & (count > 0)
+        return torch.where(averaged, count, torch.ones_like(count)).to(cls_target.dtype)
+
+
+def darknet_dx_box_iou(pred: Tensor, truth: Tensor, kind: str) -> Tensor:
+    """Darknet's ``dx_box_iou`` (src/box.c:258-456), vectorised: its gradient of ``kind``
+    (``iou``, ``giou``, ``diou``, ``ciou``) w.r.t. the predicted box, departures included (see the
+    module docstring). ``pred``, ``truth (P, 4)`` cxcywh relative boxes, any float dtype (the
+    result has it; darknet computes in float32) -> ``(P, 4)`` ``(dx, dy, dw, dh)``, the direction
+    that *increases* the IoU-kind; non-finite where darknet's is (``delta_yolo_box`` zeroes it).
+    """
+    # delta_yolo_box: "avoid nan in dx_box_iou"
+    pw = torch.where(pred[:, 2] == 0, torch.ones_like(pred[:, 2]), pred[:, 2])
+    ph = torch.where(pred[:, 3] == 0, torch.ones_like(pred[:, 3]), pred[:, 3])
+    px, py = pred[:, 0], pred[:, 1]
+    tx, ty, tw, th = truth.unbind(1)
+    top, bot, left, right = py - ph / 2, py + ph / 2, px - pw / 2, px + pw / 2
+    pt, pb = torch.minimum(top, bot), torch.maximum(top, bot)
+    pl, pr = torch.minimum(left, right), torch.maximum(left, right)
+    tt, tb, tl, tr = ty - th / 2, ty + th / 2, tx - tw / 2, tx + tw / 2
+    zero = torch.zeros_like(px)
+
+    area = (pb - pt) * (pr - pl)
+    ih = torch.minimum(pb, tb) - torch.maximum(pt, tt)
+    iw = torch.minimum(pr, tr) - torch.maximum(pl, tl)
+    inter = iw * ih  # not clamped: positive when both overlaps are negative
+    union = area + (tb - tt) * (tr - tl) - inter
+    dist2 = (px - tx) ** 2 + (py - ty) ** 2
+    gcw = torch.maximum(pr, tr) - torch.minimum(pl, tl)
+    gch = torch.maximum(pb, tb) - torch.minimum(pt, tt)
+    gc = gcw * gch
+    # d(area), d(inter), d(enclosing area) w.r.t. the sides t, b, l, r
+    d_area = torch.stack((-(pr - pl), pr - pl, -(pb - pt), pb - pt))
+    d_inter = torch.stack(
+        (
+            torch.where(pt > tt, -iw, zero),
+            torch.where(pb < tb, iw, zero),
+            torch.where(pl > tl, -ih, zero),
+            torch.where(pr < tr, ih, zero),
+        )
+    )
+    d_union = d_area - d_inter
+    d_gc = torch.stack(
+        (
+            torch.where(pt < tt, -gcw, zero),
+            torch.where(pb > tb, gcw, zero),
+            torch.where(pl < tl, -gch, zero),
+            torch.where(pr > tr, gch, zero),
+        )
+    )
+    p = torch.where(union > 0, (union * d_inter - inter * d_union) / (union * union), zero)
+    # "correct corner selection": a flipped box takes the other side's gradient
+    p_t = torch.where(top < bot, p[0], p[1])
+    p_l = torch.where(left < right, p[2], p[3])
+    p = torch.stack((p_t, p[1], p_l, p[3]))
+    disjoint = (iw <= 0) | (ih <= 0)
+    if kind == "giou":
+        g = (gc * d_union - union * d_gc) / (gc * gc)
+        p = torch.where(gc > 0, p + g, p)
+        p = torch.where(disjoint, g, p)
+    # sides -> (x, y, w, h); w, h not halved (box.c:409-410)
+    d = torch.stack((p[2] + p[3], p[0] + p[1], p[3] - p[2], p[1] - p[0]))
+    if kind in ("diou", "ciou"):
+        cw = torch.maximum(px + pw / 2, tr) - torch.minimum(px - pw / 2, tl)
+        ch = torch.maximum(py + ph / 2, tb) - torch.minimum(py - ph / 2, tt)
+        c = cw * cw + ch * ch
+        one = torch.ones_like(px)
+        dcw_dx = torch.where(pr > tr, one, zero) - torch.where(pl < tl, one, zero)
+        dch_dy = torch.where(pb > tb, one, zero) - torch.where(pt < tt, one, zero)
+        dcw_dw = torch.where(pr > tr, one / 2, zero) + torch.where(pl < tl, one / 2, zero)
+        dch_dh = torch.where(pb > tb, one / 2, zero) + torch.where(pt < tt, one / 2, zero)
+        penalty = torch.stack(
+            (
+                (2 * (tx - px) * c - 2 * cw * dcw_dx * dist2) / (c * c),  # sign as box.c:416
+                (2 * (ty - py) * c - 2 * ch * dch_dy * dist2) / (c * c),
+                2 * cw * dcw_dw * dist2 / (c * c),
+                2 * ch * dch_dh * dist2 / (c * c),
+            )
+        )
+        if kind == "ciou":
+            angle = torch.atan(tw / th) - torch.atan(pw / ph)
+            v = 4 / math.pi**2 * angle * angle
+            alpha = v / (1 - inter / union + v + 0.000001)
+            ar = 8 / math.pi**2 * angle  # no 1/(w^2 + h^2) (box.c:435-436)
+            penalty = penalty + torch.stack((zero, zero, alpha * ar * ph, -alpha * ar * pw))
+        d = torch.where(c > 0, d + penalty, d)
+        d = torch.where(disjoint, penalty, d)
+    return d.T
 
 
 def _pad_per_image(boxes: Tensor, image_index: Tensor, batch: int) -> tuple[Tensor, Tensor]:

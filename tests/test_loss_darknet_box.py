@@ -1,0 +1,364 @@
+"""The box term's two gradients: ``box_gradient="darknet"`` against a loop transcription of
+darknet's ``delta_yolo_box`` / ``dx_box_iou`` (AlexeyAB darknet, src/yolo_layer.c and src/box.c)
+in plain Python floats, and ``box_gradient="exact"`` against finite differences."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from yolov4.loss import YoloLoss, darknet_dx_box_iou, iou_loss_gradient
+from yolov4.models import ModelConfig
+from yolov4.ops.boxes import cxcywh_to_xyxy, paired_box_iou
+
+KINDS = ["iou", "giou", "diou", "ciou"]
+HW = (128, 160)  # input height, width
+M_PI = 3.14159265358979323846  # math.h
+
+
+def dk_dx_box_iou(pred, truth, kind):
+    """box.c dx_box_iou, one box at a time: ``pred``, ``truth`` (x, y, w, h) relative ->
+    (dx, dy, dw, dh), the gradient of the IoU-kind as darknet writes it."""
+    px, py, pw, ph = pred
+    tx, ty, tw, th = truth
+    top, bot, left, right = py - ph / 2, py + ph / 2, px - pw / 2, px + pw / 2
+    pred_t, pred_b = min(top, bot), max(top, bot)
+    pred_l, pred_r = min(left, right), max(left, right)
+    t_top, t_bot, t_left, t_right = ty - th / 2, ty + th / 2, tx - tw / 2, tx + tw / 2
+    X = (pred_b - pred_t) * (pred_r - pred_l)
+    Xhat = (t_bot - t_top) * (t_right - t_left)
+    Ih = min(pred_b, t_bot) - max(pred_t, t_top)
+    Iw = min(pred_r, t_right) - max(pred_l, t_left)
+    I = Iw * Ih  # noqa: E741 (darknet's name)
+    U = X + Xhat - I
+    S = (px - tx) ** 2 + (py - ty) ** 2
+    giou_Cw = max(pred_r, t_right) - min(pred_l, t_left)
+    giou_Ch = max(pred_b, t_bot) - min(pred_t, t_top)
+    giou_C = giou_Cw * giou_Ch
+    dX = {
+        "t": -(pred_r - pred_l),
+        "b": pred_r - pred_l,
+        "l": -(pred_b - pred_t),
+        "r": pred_b - pred_t,
+    }
+    dI = {
+        "t": -Iw if pred_t > t_top else 0.0,
+        "b": Iw if pred_b < t_bot else 0.0,
+        "l": -Ih if pred_l > t_left else 0.0,
+        "r": Ih if pred_r < t_right else 0.0,
+    }
+    dU = {k: dX[k] - dI[k] for k in "tblr"}
+    dC = {
+        "t": -giou_Cw if pred_t < t_top else 0.0,
+        "b": giou_Cw if pred_b > t_bot else 0.0,
+        "l": -giou_Ch if pred_l < t_left else 0.0,
+        "r": giou_Ch if pred_r > t_right else 0.0,
+    }
+    p = {k: 0.0 for k in "tblr"}
+    if U > 0:
+        p = {k: (U * dI[k] - I * dU[k]) / (U * U) for k in "tblr"}
+    p["t"] = p["t"] if top < bot else p["b"]
+    p["b"] = p["b"] if top < bot else p["t"]
+    p["l"] = p["l"] if left < right else p["r"]
+    p["r"] = p["r"] if left < right else p["l"]
+    if kind == "giou":
+        if giou_C > 0:
+            for k in "tblr":
+                p[k] += (giou_C * dU[k] - U * dC[k]) / (giou_C * giou_C)
+        if Iw <= 0 or Ih <= 0:
+            for k in "tblr":
+                p[k] = (giou_C * dU[k] - U * dC[k]) / (giou_C * giou_C)
+    Ct, Cb = min(py - ph / 2, ty - th / 2), max(py + ph / 2, ty + th / 2)
+    Cl, Cr = min(px - pw / 2, tx - tw / 2), max(px + pw / 2, tx + tw / 2)
+    Cw, Ch = Cr - Cl, Cb - Ct
+    C = Cw * Cw + Ch * Ch
+    dCt_dy, dCt_dh = (1.0, -0.5) if pred_t < t_top else (0.0, 0.0)
+    dCb_dy, dCb_dh = (1.0, 0.5) if pred_b > t_bot else (0.0, 0.0)
+    dCl_dx, dCl_dw = (1.0, -0.5) if pred_l < t_left else (0.0, 0.0)
+    dCr_dx, dCr_dw = (1.0, 0.5) if pred_r > t_right else (0.0, 0.0)
+    dCw_dx, dCw_dy, dCw_dw, dCw_dh = dCr_dx - dCl_dx, 0.0, dCr_dw - dCl_dw, 0.0
+    dCh_dx, dCh_dy, dCh_dw, dCh_dh = 0.0, dCb_dy - dCt_dy, 0.0, dCb_dh - dCt_dh
+    p_dx = p["l"] + p["r"]
+    p_dy = p["t"] + p["b"]
+    p_dw = p["r"] - p["l"]
+    p_dh = p["b"] - p["t"]
+    if kind in ("diou", "ciou"):
+        alpha = ar_dw = ar_dh = 0.0
+        if kind == "ciou":
+            ar_gt, ar_pred = tw / th, pw / ph
+            ar_loss = 4 / (M_PI * M_PI) * (math.atan(ar_gt) - math.atan(ar_pred)) ** 2
+            alpha = ar_loss / (1 - I / U + ar_loss + 0.000001)
+            ar_dw = 8 / (M_PI * M_PI) * (math.atan(ar_gt) - math.atan(ar_pred)) * ph
+            ar_dh = -8 / (M_PI * M_PI) * (math.atan(ar_gt) - math.atan(ar_pred)) * pw
+        dist = (
+            (2 * (tx - px) * C - (2 * Cw * dCw_dx + 2 * Ch * dCh_dx) * S) / (C * C),
+            (2 * (ty - py) * C - (2 * Cw * dCw_dy + 2 * Ch * dCh_dy) * S) / (C * C),
+            (2 * Cw * dCw_dw + 2 * Ch * dCh_dw) * S / (C * C) + alpha * ar_dw,
+            (2 * Cw * dCw_dh + 2 * Ch * dCh_dh) * S / (C * C) + alpha * ar_dh,
+        )
+        if C > 0:
+            p_dx, p_dy, p_dw, p_dh = p_dx + dist[0], p_dy + dist[1], p_dw + dist[2], p_dh + dist[3]
+        if Iw <= 0 or Ih <= 0:
+            p_dx, p_dy, p_dw, p_dh = dist
+    return p_dx, p_dy, p_dw, p_dh
+
+
+def dk_delta_yolo_box(
+    truth, x, anchor, i, j, lw, lh, net_w, net_h, iou_normalizer, kind, max_delta
+):
+    """yolo_layer.c delta_yolo_box (IoU-kind branch, no new_coords): ``x`` is the layer output
+    at the slot (x, y activated and scaled by scale_x_y; raw tw, th) -> the 4 box deltas."""
+    pred = [
+        (i + x[0]) / lw,
+        (j + x[1]) / lh,
+        math.exp(x[2]) * anchor[0] / net_w,
+        math.exp(x[3]) * anchor[1] / net_h,
+    ]
+    pred[2] = pred[2] or 1.0  # "avoid nan in dx_box_iou"
+    pred[3] = pred[3] or 1.0
+    dx, dy, dw, dh = dk_dx_box_iou(pred, truth, kind)
+    dw *= math.exp(x[2])
+    dh *= math.exp(x[3])
+    out = []
+    for d in (dx, dy, dw, dh):
+        d *= iou_normalizer
+        d = 0.0 if math.isnan(d) or math.isinf(d) else d  # fix_nan_inf
+        if max_delta is not None:
+            d = max(-max_delta, min(max_delta, d))  # clip_value
+        out.append(d)
+    return out
+
+
+def raw_maps(cfg, batch=1, tw=-8.0):
+    maps = []
+    for s in cfg.strides:
+        m = torch.zeros(batch, cfg.num_anchors, 5 + cfg.num_classes, HW[0] // s, HW[1] // s)
+        m[:, :, 2:4] = tw
+        maps.append(m)
+    return maps
+
+
+def positives(cfg, target):
+    """(level, anchor index, row, col) of the target's positives: objectness pushed up."""
+    maps = [m.view(1, cfg.num_outputs, *m.shape[-2:]).requires_grad_() for m in raw_maps(cfg)]
+    YoloLoss.from_config(cfg)(maps, target).total.backward()
+    found = []
+    for level, m in enumerate(maps):
+        obj = m.grad.view(cfg.num_anchors, 5 + cfg.num_classes, *m.shape[-2:])[:, 4]
+        found += [(level, *idx) for idx in (obj < 0).nonzero().tolist()]
+    return found
+
+
+def box_grads(cfg, target, slot_t, box_gradient, label_smoothing=0.0, cls_logit=0.0, obj=0.0):
+    """Run the loss with every positive slot of ``target`` predicting ``slot_t`` (raw tx, ty,
+    tw, th); -> {(level, k, j, i): box gradient (4,) float64} and the positives."""
+    pos = positives(cfg, target)
+    maps = raw_maps(cfg)
+    for level, k, j, i in pos:
+        maps[level][0, k, :4, j, i] = torch.tensor(slot_t)
+        maps[level][0, k, 4, j, i] = obj
+        maps[level][0, k, 5:, j, i] = cls_logit
+    flat = [m.view(1, cfg.num_outputs, *m.shape[-2:]).requires_grad_() for m in maps]
+    loss_fn = YoloLoss.from_config(cfg, label_smoothing, box_gradient=box_gradient)
+    loss_fn(flat, target).total.backward()
+    out = {}
+    for level, k, j, i in pos:
+        grad = flat[level].grad.view(cfg.num_anchors, 5 + cfg.num_classes, *maps[level].shape[-2:])
+        out[level, k, j, i] = grad[k, :4, j, i].double()
+    return out, pos
+
+
+def darknet_box_delta(cfg, target, slot, slot_t):
+    """The transcription's deltas for one positive slot (float64 (4,))."""
+    level, k, j, i = slot
+    stride, g = cfg.strides[level], cfg.scale_x_y[level]
+    lh, lw = HW[0] // stride, HW[1] // stride
+    _, _, x1, y1, x2, y2 = target[0].tolist()
+    truth = [(x1 + x2) / 2 / HW[1], (y1 + y2) / 2 / HW[0], (x2 - x1) / HW[1], (y2 - y1) / HW[0]]
+    sig = [1 / (1 + math.exp(-v)) for v in slot_t[:2]]
+    x = [s * g - 0.5 * (g - 1) for s in sig] + list(slot_t[2:])
+    anchor = cfg.anchors[cfg.masks[level][k]]
+    d = dk_delta_yolo_box(
+        truth,
+        x,
+        anchor,
+        i,
+        j,
+        lw,
+        lh,
+        HW[1],
+        HW[0],
+        cfg.iou_normalizer,
+        cfg.iou_loss,
+        cfg.max_delta,
+    )
+    return torch.tensor(d, dtype=torch.float64)
+
+
+# a 40x60 target centred at (50, 50): yolov4-tiny's anchor 2, head 0, cell (3, 3)
+BIG = torch.tensor([[0.0, 1.0, 30.0, 20.0, 70.0, 80.0]])
+# an 18x22 target centred at (50, 50): anchor 1 (23x27), head 0, cell (3, 3)
+SMALL = torch.tensor([[0.0, 1.0, 41.0, 39.0, 59.0, 61.0]])
+
+
+def to_t(cx, cy, w, h, cell=(3, 3), stride=16, g=1.05, anchor=(37, 58)):
+    """Raw (tx, ty, tw, th) of a prediction decoding to the pixel box (cx, cy, w, h)."""
+    sx = (cx / stride - cell[0] + (g - 1) / 2) / g
+    sy = (cy / stride - cell[1] + (g - 1) / 2) / g
+    return (
+        math.log(sx / (1 - sx)),
+        math.log(sy / (1 - sy)),
+        math.log(w / anchor[0]),
+        math.log(h / anchor[1]),
+    )
+
+
+CASES = {
+    # (target, raw t at the positive, max_delta)
+    "overlapping": (BIG, (0.3, -0.4, 0.2, -0.3), None),
+    "sticks out right only": (BIG, to_t(56, 50, 40, 50), None),
+    "sticks out top only": (BIG, to_t(50, 49, 30, 62), None),
+    "disjoint in x": (SMALL, to_t(63, 50, 2, 10, anchor=(23, 27)), None),
+    "disjoint in x and y": (SMALL, to_t(63, 63, 2, 2, anchor=(23, 27)), None),
+    "wider and flatter": (BIG, (0.1, 0.2, 1.5, -1.0), None),
+    "diverged (77,000 px wide)": (BIG, (0.0, 0.0, 7.6, 0.3), None),
+    "diverged, max_delta": (BIG, (0.0, 0.0, 12.0, 11.0), 5.0),
+    "tiny (0.09 px)": (BIG, (0.5, -0.5, -6.0, -6.5), None),
+}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("case", list(CASES))
+def test_darknet_box_gradient_matches_transcription(kind, case):
+    target, slot_t, max_delta = CASES[case]
+    cfg = ModelConfig.load("yolov4-tiny", num_classes=4, iou_loss=kind, max_delta=max_delta)
+    got, pos = box_grads(cfg, target, slot_t, "darknet")
+    assert len(pos) == 1  # tiny: the single best anchor
+    want = -darknet_box_delta(cfg, target, pos[0], slot_t)  # delta is minus the gradient
+    assert want.abs().max() > 1e-12  # IoU/GIoU of a far too large or tiny box: nearly flat
+    scale = want.abs().max().item()
+    torch.testing.assert_close(got[pos[0]], want, rtol=2e-4, atol=2e-5 * scale)
+    if max_delta is not None and kind == "ciou":  # the aspect-ratio push times exp(12)
+        assert (got[pos[0]].abs() == max_delta).any()
+
+
+def test_darknet_and_exact_differ_where_darknet_departs():
+    """The departures are real: w/h about twice the exact IoU part; a disjoint small box's
+    distance term with darknet's sign; the unscaled aspect-ratio push of a diverged box."""
+    target, slot_t, _ = CASES["sticks out right only"]
+    cfg = ModelConfig.load("yolov4-tiny", num_classes=4, iou_loss="iou", max_delta=None)
+    dk, pos = box_grads(cfg, target, slot_t, "darknet")
+    ex, _ = box_grads(cfg, target, slot_t, "exact")
+    torch.testing.assert_close(dk[pos[0]][2:], 2 * ex[pos[0]][2:], rtol=1e-4, atol=1e-7)
+    torch.testing.assert_close(dk[pos[0]][:2], ex[pos[0]][:2], rtol=1e-4, atol=1e-7)
+    cfg = ModelConfig.load("yolov4-tiny", num_classes=4, iou_loss="ciou", max_delta=None)
+    target, slot_t, _ = CASES["diverged (77,000 px wide)"]
+    dk, pos = box_grads(cfg, target, slot_t, "darknet")
+    ex, _ = box_grads(cfg, target, slot_t, "exact")
+    assert abs(dk[pos[0]][2]) > 100 * abs(ex[pos[0]][2])
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_darknet_dx_box_iou_vectorised_matches_transcription_on_random_boxes(kind):
+    g = torch.Generator().manual_seed(1)
+    n = 400
+    truth = torch.cat(
+        (torch.rand(n, 2, generator=g), torch.rand(n, 2, generator=g) * 0.5 + 0.01), 1
+    )
+    pred = torch.cat(
+        (
+            truth[:, :2] + torch.randn(n, 2, generator=g) * 0.2,
+            torch.rand(n, 2, generator=g) * 0.6 + 1e-3,
+        ),
+        1,
+    ).double()
+    got = darknet_dx_box_iou(pred, truth.double(), kind)
+    want = [dk_dx_box_iou(p, t, kind) for p, t in zip(pred.tolist(), truth.tolist())]
+    torch.testing.assert_close(got, torch.tensor(want, dtype=torch.float64), rtol=1e-9, atol=1e-9)
+
+
+def test_label_smoothing_divides_box_deltas_by_classes_with_a_positive_delta():
+    """averages_yolo_deltas (yolov4.cfg: iou_thresh set): with label smoothing and class
+    probabilities below eps/2, every class delta is positive, so the box delta is divided by C;
+    exact mode divides by the distinct assigned classes (1); a saturated objectness (delta 0)
+    skips darknet's division."""
+    cfg = ModelConfig.load("yolov4", num_classes=4, max_delta=None, iou_loss="iou")
+    target = torch.tensor([[0.0, 2.0, 20.0, 30.0, 70.0, 90.0]])
+    slot_t = (0.2, -0.1, 0.1, 0.2)
+    eps = 0.1
+    dk, pos = box_grads(cfg, target, slot_t, "darknet", label_smoothing=eps, cls_logit=-6.0)
+    assert len(pos) >= 2  # iou_thresh: extra anchors
+    for slot in pos:
+        want = -darknet_box_delta(cfg, target, slot, slot_t)
+        torch.testing.assert_close(dk[slot], want / 4, rtol=2e-4, atol=1e-8)
+    ex, _ = box_grads(cfg, target, slot_t, "exact", label_smoothing=eps, cls_logit=-6.0)
+    for slot in pos:  # IoU: darknet's x, y are the exact ones, so only the divisor differs
+        torch.testing.assert_close(ex[slot][:2], 4 * dk[slot][:2], rtol=1e-4, atol=1e-9)
+    # class probability 0.5 > eps / 2: only the target's class delta is positive -> / 1
+    one, _ = box_grads(cfg, target, slot_t, "darknet", label_smoothing=eps, cls_logit=0.0)
+    sat, _ = box_grads(
+        cfg, target, slot_t, "darknet", label_smoothing=eps, cls_logit=-6.0, obj=20.0
+    )
+    for slot in pos:
+        torch.testing.assert_close(one[slot], 4 * dk[slot])
+        torch.testing.assert_close(sat[slot], 4 * dk[slot])
+
+
+def test_darknet_overflowing_box_gives_zero_not_nan():
+    cfg = ModelConfig.load("yolov4-tiny", num_classes=4, max_delta=None)
+    got, pos = box_grads(cfg, BIG, (0.0, 0.0, 100.0, 0.0), "darknet")  # exp(100) is inf in float32
+    assert torch.isfinite(got[pos[0]]).all() and got[pos[0]][2] == 0
+
+
+def frozen_ciou_loss(rel, truth, alpha):
+    """1 - CIoU with alpha a constant (the paper's and the exact mode's convention)."""
+    diou = paired_box_iou(cxcywh_to_xyxy(rel), cxcywh_to_xyxy(truth), "diou")
+    angle = torch.atan(truth[:, 2] / truth[:, 3]) - torch.atan(rel[:, 2] / rel[:, 3])
+    return 1 - diou + alpha * 4 / math.pi**2 * angle**2
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_exact_box_gradient_is_the_true_derivative(kind):
+    """gradcheck in float64: a function whose value is ``1 - IoU-kind`` and whose autograd
+    gradient is :func:`iou_loss_gradient` (exact) passes only if the two agree."""
+    g = torch.Generator().manual_seed(2)
+    n = 12
+    truth = torch.cat(
+        (torch.rand(n, 2, generator=g), torch.rand(n, 2, generator=g) * 0.4 + 0.05), 1
+    )
+    # overlapping, sticking out, disjoint, tiny: away from the kinks of min/max
+    offsets = torch.randn(n, 2, generator=g) * 0.15
+    sizes = torch.rand(n, 2, generator=g) * 0.5 + 0.002
+    rel0 = torch.cat((truth[:, :2] + offsets, sizes), 1).double()
+    truth = truth.double()
+    if kind == "ciou":
+        with torch.no_grad():
+            iou = paired_box_iou(cxcywh_to_xyxy(rel0), cxcywh_to_xyxy(truth), "iou")
+            angle = torch.atan(truth[:, 2] / truth[:, 3]) - torch.atan(rel0[:, 2] / rel0[:, 3])
+            v = 4 / math.pi**2 * angle**2
+            alpha = v / (1 - iou + v + 1e-7)
+
+        def value(rel):
+            return frozen_ciou_loss(rel, truth, alpha)
+    else:
+
+        def value(rel):
+            return 1 - paired_box_iou(cxcywh_to_xyxy(rel), cxcywh_to_xyxy(truth), kind)
+
+    def with_project_gradient(rel):
+        grad = iou_loss_gradient(rel.detach(), truth, kind, "exact")
+        return value(rel).detach() + (grad * (rel - rel.detach())).sum(1)
+
+    rel = rel0.clone().requires_grad_()
+    assert torch.autograd.gradcheck(with_project_gradient, (rel,), eps=1e-7, atol=1e-5, rtol=1e-4)
+
+    def with_darknet_gradient(rel):
+        grad = iou_loss_gradient(rel.detach(), truth, kind, "darknet")
+        return value(rel).detach() + (grad * (rel - rel.detach())).sum(1)
+
+    # darknet's gradient is not the derivative (w/h doubled for every kind)
+    assert not torch.autograd.gradcheck(
+        with_darknet_gradient, (rel,), eps=1e-7, atol=1e-5, rtol=1e-4, raise_exception=False
+    )
