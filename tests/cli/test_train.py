@@ -48,6 +48,9 @@ def test_run_directory_has_the_documented_files(trained_run):
         "cross",
     }
     assert written["mAP"] == metrics["mAP"]
+    # the weights callback saved the numbers of the same (final) validation
+    saved = torch.load(run / "weights/last.pt", weights_only=True)["metrics"]
+    assert saved == {k: written[k] for k in (*METRIC_KEYS, "num_images")}
 
 
 def test_weights_are_strict_loadable_and_match_the_lightning_checkpoint(trained_run):
@@ -101,9 +104,61 @@ def test_evaluate_matches_training_and_pycocotools(trained_run, compose_cfg, tin
     assert json.loads((tmp_path / "metrics.json").read_text())["mAP"] == metrics["mAP"]
 
 
-def test_typo_in_a_key_fails_at_composition(compose_cfg, tmp_path):
-    with pytest.raises(ConfigCompositionException, match="batch_szie"):
-        compose_cfg("train", ["data.batch_szie=4"], tmp_path)
+@pytest.mark.parametrize("override", ["data.batch_szie=4", "ema_decay=null", "module.ema_decy=0"])
+def test_typo_in_a_key_fails_at_composition(compose_cfg, tmp_path, override):
+    """Typos and the keys that moved under `module.` (`ema_decay` -> `module.ema_decay`) fail at
+    start-up naming the key."""
+    key = override.split("=")[0].split(".")[-1]
+    with pytest.raises(ConfigCompositionException, match=key):
+        compose_cfg("train", [override], tmp_path)
+
+
+@pytest.mark.parametrize("source", ["checkpoint", "darknet_weights"])
+def test_evaluate_builds_no_loss_ema_or_optimizer(
+    compose_cfg, tiny_run, tmp_path, monkeypatch, randomize, source
+):
+    """Evaluating weights builds the network and the validation only; `module.eval.*` (the same
+    config node as in training) sets its postprocess."""
+    import yolov4.training.module as module_py
+
+    def refuse(what):
+        def build(*args, **kwargs):
+            raise AssertionError(f"evaluate built {what}")
+
+        return build
+
+    monkeypatch.setattr(module_py.YoloLoss, "from_config", refuse("the loss"))
+    monkeypatch.setattr(module_py, "build_optimizer", refuse("an optimizer"))
+    monkeypatch.setattr(module_py, "ModelEMA", refuse("an EMA"))
+    torch.manual_seed(3)
+    model = randomize(build_model("yolov4-tiny", num_classes=4), seed=3)  # it detects
+    path = (
+        save_checkpoint(tmp_path / "m.pt", model, ["circle", "rectangle", "triangle", "cross"])
+        if source == "checkpoint"
+        else save_darknet_weights(model, tmp_path / "m.weights")
+    )
+    data = [o for o in tiny_run if o.startswith("data.")]
+    cfg = compose_cfg("evaluate", [f"{source}={path}", "module.eval.max_det=1", *data], tmp_path)
+    metrics = evaluate(cfg)
+    assert metrics["num_images"] == 6
+    per_image = {}
+    for d in json.loads((tmp_path / "detections.json").read_text()):
+        per_image[d["image_id"]] = per_image.get(d["image_id"], 0) + 1
+    assert per_image and max(per_image.values()) == 1
+    # the same patches stop training: the test would see a loss being built
+    with pytest.raises(AssertionError, match="the loss"):
+        train(
+            compose_cfg(
+                "train", [*tiny_run, "module.ema_decay=null", "export=null"], tmp_path / "train"
+            )
+        )
+
+
+def test_evaluate_refuses_module_pretrained(compose_cfg, tmp_path):
+    with pytest.raises(ConfigError, match=r"module.pretrained=x.weights: evaluate takes"):
+        evaluate(
+            compose_cfg("evaluate", ["checkpoint=m.pt", "module.pretrained=x.weights"], tmp_path)
+        )
 
 
 @pytest.mark.parametrize(
@@ -202,10 +257,15 @@ def test_python_train_learns_far_above_an_untrained_model(compose_cfg, tmp_path)
 
 def test_compiled_training_writes_strict_loadable_weights(compose_cfg, tiny_run, tmp_path):
     """`module.compile=true` trains through torch.compile; the weights files still hold plain
-    `build_model` keys (no `_orig_mod.`), and the .ckpt loads to the same EMA network."""
+    `build_model` keys (no `_orig_mod.`), and the .ckpt loads to the same network. The other
+    `module.*` overrides reach the YoloModule too (recorded in the .ckpt's hyper-parameters)."""
     run = tmp_path / "run"
-    train(compose_cfg("train", [*tiny_run, "module.compile=true", "export=null"], run))
+    module_overrides = ["module.compile=true", "module.ema_decay=null", "module.eval.max_det=7"]
+    train(compose_cfg("train", [*tiny_run, *module_overrides, "export=null"], run))
+    hp = torch.load(run / "checkpoints/last.ckpt", weights_only=True)["hyper_parameters"]
+    assert (hp["compile"], hp["ema_decay"], hp["eval"]["max_det"]) == (True, None, 7)
     raw = torch.load(run / "weights/last.pt", weights_only=True)
+    assert raw["trained"]["ema"] is False
     assert not any("_orig_mod" in k for k in raw["state_dict"])
     model = build_model(**raw["model"]).eval()
     model.load_state_dict(raw["state_dict"], strict=True)
