@@ -1,4 +1,5 @@
-"""Metrics independent of the process count (2 CPU processes, gloo); resume after a kill."""
+"""Metrics independent of the process count (2 CPU processes, gloo); resume after a kill ends
+in the very state of an uninterrupted run."""
 
 from __future__ import annotations
 
@@ -96,3 +97,46 @@ def test_resume_after_kill_reaches_the_same_step(compose_cfg, tiny_run, tmp_path
     assert final["global_step"] == uninterrupted["global_step"] == 12
     assert final["epoch"] == uninterrupted["epoch"]
     assert (tmp_path / "killed/weights/best.pt").is_file()
+    # Bit-equal on CPU: same data order, augmentation, weights, EMA, optimizer and lr schedule.
+    assert_same_training_state(final, uninterrupted)
+
+
+def _differences(a, b, where: str) -> list[str]:
+    """Paths where two nested checkpoint values differ (tensors compared bit for bit)."""
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        same = (
+            isinstance(a, torch.Tensor)
+            and isinstance(b, torch.Tensor)
+            and a.dtype == b.dtype
+            and a.shape == b.shape
+            and torch.equal(a, b)
+        )
+        if same:
+            return []
+        if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.shape == b.shape:
+            return [f"{where} (max |diff| {(a.double() - b.double()).abs().max():.3g})"]
+        return [where]
+    if isinstance(a, dict) and isinstance(b, dict):
+        if a.keys() != b.keys():
+            return [f"{where}: keys {sorted(set(a) ^ set(b), key=str)[:5]} in one only"]
+        return [d for k in a for d in _differences(a[k], b[k], f"{where}[{k!r}]")]
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        if len(a) != len(b):
+            return [f"{where}: length {len(a)} != {len(b)}"]
+        return [
+            d for i, (x, y) in enumerate(zip(a, b)) for d in _differences(x, y, f"{where}[{i}]")
+        ]
+    return [] if a == b else [f"{where}: {a!r:.40} != {b!r:.40}"]
+
+
+def assert_same_training_state(resumed: dict, uninterrupted: dict) -> None:
+    """Weights, EMA weights (and its update count), optimizer state, lr schedule and current lr
+    of two Lightning checkpoints, bit for bit."""
+    weights = resumed["state_dict"]
+    ema = [k for k in weights if k.startswith("ema.")]
+    assert ema and any(k.startswith("model.") for k in weights)  # both are compared
+    for key in ("state_dict", "optimizer_states", "lr_schedulers"):
+        diff = _differences(resumed[key], uninterrupted[key], key)
+        assert not diff, f"{len(diff)} differences, e.g. {diff[:5]}"
+    lrs = [[g["lr"] for g in o["param_groups"]] for o in resumed["optimizer_states"]]
+    assert lrs == [[g["lr"] for g in o["param_groups"]] for o in uninterrupted["optimizer_states"]]

@@ -17,14 +17,14 @@ These load the annotations on first access, so a model can be sized before ``Tra
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
 import lightning as L
 import numpy as np
 import torch
 from pycocotools.coco import COCO
-from torch.utils.data import DataLoader, get_worker_info
+from torch.utils.data import DataLoader, Sampler, get_worker_info
 
 from yolov4.core.preprocess import PreprocessConfig
 from yolov4.data.collate import SIZE_MULTIPLE, DetectionCollate
@@ -34,10 +34,19 @@ from yolov4.data.synthetic import SyntheticSource
 from yolov4.data.transforms import AugmentConfig
 from yolov4.errors import ConfigError, DatasetError
 
-__all__ = ["DataSource", "DetectionDataModule", "SyntheticDataModule", "seed_worker"]
+__all__ = [
+    "DataSource",
+    "DetectionDataModule",
+    "EpochShuffle",
+    "SyntheticDataModule",
+    "epoch_seed",
+    "seed_worker",
+]
 
 SPLITS = ("train", "val", "test")
 RANK_SEED_STRIDE = 1_000_003  # a prime: seeds of different ranks never collide for < 1e6 epochs
+EPOCH_SEED_STRIDE = 1  # epoch e of rank r: seed + r * RANK_SEED_STRIDE + e
+WORKER_SEED_OFFSET = 2**40  # worker seeds: a generator seeded apart from any epoch's shuffle
 
 
 class DataSource(Protocol):
@@ -98,6 +107,39 @@ def _size(value: int | Sequence[int], key: str) -> tuple[int, ...]:
     if len(size) != 2 or min(size) <= 0:
         raise ConfigError(f"{key}: expected (H, W) multiples of {SIZE_MULTIPLE}, got {value}")
     return size
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of one epoch: a function of the run's seed and the epoch number alone."""
+    return (seed + epoch * EPOCH_SEED_STRIDE) % 2**63
+
+
+class EpochShuffle(Sampler[int]):
+    """A shuffled order that depends on ``(seed, epoch)`` only, so a run resumed at epoch ``e``
+    draws what an uninterrupted run draws there (``RandomSampler`` continues one generator
+    through the epochs, which a resumed process restarts). Lightning calls :meth:`set_epoch`
+    before each epoch's iterator is made; it also reseeds the DataLoader's ``generator`` (the
+    worker seeds of non-persistent workers) and, without workers, the dataset's augmentation.
+    Persistent workers keep their first epoch's seeds, so they resume close, not bit-equal."""
+
+    def __init__(self, dataset: DetectionDataset, seed: int, generator: torch.Generator) -> None:
+        self.dataset, self.seed, self.generator = dataset, seed, generator
+        self.reseed_dataset = False  # set by the DataModule when there are no workers
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+        seed = epoch_seed(self.seed, self.epoch)
+        self.generator.manual_seed(seed + WORKER_SEED_OFFSET)  # a stream apart from the shuffle
+        if self.reseed_dataset:
+            self.dataset.reseed(seed % 2**32)
+
+    def __iter__(self) -> Iterator[int]:
+        g = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
+        yield from torch.randperm(len(self.dataset), generator=g).tolist()
+
+    def __len__(self) -> int:
+        return len(self.dataset)
 
 
 class DetectionDataModule(L.LightningDataModule):
@@ -247,12 +289,18 @@ class DetectionDataModule(L.LightningDataModule):
         if name not in self.datasets:
             raise ConfigError(f"no {name} split configured (data.{name})")
         dataset = self.datasets[name]
-        generator = torch.Generator().manual_seed(self.seed + self._rank() * RANK_SEED_STRIDE)
+        seed = self.seed + self._rank() * RANK_SEED_STRIDE
+        generator = torch.Generator().manual_seed(seed)
+        sampler = None
+        if train:
+            sampler = EpochShuffle(dataset, seed, generator)
+            sampler.reseed_dataset = self.num_workers == 0
+            sampler.set_epoch(0)
         multi_scale = self.augment.multi_scale if (train and self.augment is not None) else None
         return DataLoader(
             dataset,
             batch_size=self.batch_size if train else self.val_batch_size,
-            shuffle=train,
+            sampler=sampler,
             drop_last=train and len(dataset) > self.batch_size,
             num_workers=self.num_workers,
             persistent_workers=self.persistent_workers,
