@@ -60,8 +60,14 @@ Departures from darknet, and why:
   past the row); class indices are trusted (darknet skips out-of-range ones with a warning).
 * ``cls_normalizer`` scales the class term; darknet applies it only together with
   ``counters_per_class`` (its default 1.0 makes both the same).
-* ``truth_thresh`` (1.0 in every YOLOv4 cfg, i.e. never) and the unused options
-  (``objectness_smooth``, focal loss, ``new_coords``, class multipliers) are not implemented.
+* ``truth_thresh`` is not implemented. It is 1.0 in every YOLOv4 cfg, but darknet's test
+  ``best_iou > truth_thresh`` (yolo_layer.c:488) fires when a float IoU rounds above 1, i.e. on
+  a prediction fitting a target exactly (about half of planted exact fits): that slot becomes a
+  positive for the target (objectness, class and box deltas) even if not assigned to it, and an
+  assigned one gets its box delta twice (objectness and class are rewritten with equal values).
+  Near an exact fit the box delta is darknet's kink value, so this is a corner case.
+* The unused options (``objectness_smooth``, focal loss, ``new_coords``, class multipliers) are
+  not implemented.
 * The result is a differentiable tensor, not deltas written into the layer: it works with
   autocast (the maps are cast to float32 here), gradient accumulation and DDP.
 """
