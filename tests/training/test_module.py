@@ -227,3 +227,22 @@ def test_validation_images_logs_the_grid_and_pr_curve(tmp_path, synthetic_cache,
     tb.experiment.flush()
     events = EventAccumulator(str(tmp_path / "tb")).Reload()
     assert {"val/predictions", "val/pr_curve"} <= set(events.Tags()["images"])
+
+
+def test_module_config_mirrors_the_constructor():
+    """configs/module/default.yaml holds every YoloModule argument except the five the CLIs take
+    from the run (model, optim, data), with the constructor's defaults."""
+    import inspect
+
+    import yaml
+
+    from yolov4.models.config import MODEL_CONFIG_DIR
+
+    node = yaml.safe_load((MODEL_CONFIG_DIR.parent / "module" / "default.yaml").read_text())
+    assert node["_target_"] == "yolov4.training.module.YoloModule" and node["_partial_"] is True
+    params = inspect.signature(YoloModule).parameters
+    runtime = {"model", "optim", "class_names", "category_ids", "preprocess"}
+    keys = {k for k in node if not k.startswith("_")}
+    assert keys == set(params) - runtime
+    for k in keys - {"eval"}:
+        assert node[k] == params[k].default, k

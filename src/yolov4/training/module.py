@@ -236,7 +236,8 @@ class YoloModule(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         result = self.evaluator.compute()
-        self.evaluation = result
+        if not self.trainer.sanity_checking:  # a few sanity batches are no evaluation
+            self.evaluation = result
         # identical on every rank (gathered before COCOeval): averaging across ranks is a no-op
         self.log_dict({f"val/{k}": result.metrics[k] for k in METRIC_KEYS}, sync_dist=True)
         if self.trainer.is_global_zero and not self.trainer.sanity_checking:
