@@ -141,9 +141,9 @@ def test_loss_is_built_for_fitting_only(monkeypatch):
     built = []
     real = module_py.YoloLoss.from_config
 
-    def record(config, label_smoothing=0.0):
+    def record(config, label_smoothing=0.0, **kwargs):
         built.append(label_smoothing)
-        return real(config, label_smoothing=label_smoothing)
+        return real(config, label_smoothing=label_smoothing, **kwargs)
 
     monkeypatch.setattr(module_py.YoloLoss, "from_config", staticmethod(record))
     module = tiny_module(label_smoothing=0.1, ema_decay=None)
@@ -246,3 +246,16 @@ def test_module_config_mirrors_the_constructor():
     assert keys == set(params) - runtime
     for k in keys - {"eval"}:
         assert node[k] == params[k].default, k
+
+
+@pytest.mark.parametrize("mode", ["darknet", "exact"])
+def test_box_gradient_reaches_the_loss(mode):
+    module = tiny_module(ema_decay=None, box_gradient=mode)
+    assert module.loss_fn.box_gradient == mode
+
+
+def test_bad_box_gradient_fails_at_construction():
+    with pytest.raises(
+        ConfigError, match=r"module.box_gradient must be one of \['darknet', 'exact'\]"
+    ):
+        tiny_module(ema_decay=None, box_gradient="autograd")

@@ -20,7 +20,7 @@ from yolov4.core.postprocess import DARKNET_VALID, PostprocessConfig
 from yolov4.core.pretrained import load_pretrained
 from yolov4.errors import ConfigError
 from yolov4.evaluation import METRIC_KEYS, CocoEvaluator, EvaluationResult
-from yolov4.loss import YoloLoss
+from yolov4.loss import BOX_GRADIENTS, YoloLoss
 from yolov4.models import ModelConfig, YOLOv4
 from yolov4.ops.letterbox import unmap_detections
 from yolov4.training.ema import ModelEMA
@@ -58,6 +58,8 @@ class YoloModule(L.LightningModule):
         preprocess: the DataModule's ``preprocess_config.to_dict()``; stored in checkpoints.
         ema_decay: EMA of the weights (``None``: off); ``ema_tau`` its ramp in optimizer steps.
         label_smoothing: class-target smoothing of the loss.
+        box_gradient: the box term's gradient, ``darknet`` (darknet's ``dx_box_iou``, what its
+            recipes were tuned with) or ``exact`` (the true derivative); see :mod:`yolov4.loss`.
         eval: validation postprocess settings over :data:`~yolov4.core.postprocess.DARKNET_VALID`
             (:class:`~yolov4.core.postprocess.PostprocessConfig` keys).
         pretrained: darknet ``.weights``/``.conv.N`` file or project checkpoint to start from
@@ -80,6 +82,7 @@ class YoloModule(L.LightningModule):
         ema_decay: float | None = 0.9999,
         ema_tau: float = 2000.0,
         label_smoothing: float = 0.0,
+        box_gradient: str = "darknet",
         eval: Mapping[str, Any] | None = None,
         pretrained: str | None = None,
         pretrained_backbone_only: bool = False,
@@ -111,6 +114,7 @@ class YoloModule(L.LightningModule):
                 "ema_decay": ema_decay,
                 "ema_tau": ema_tau,
                 "label_smoothing": label_smoothing,
+                "box_gradient": box_gradient,
                 "eval": DARKNET_VALID.update(eval).to_dict(),
                 "pretrained": pretrained,
                 "pretrained_backbone_only": pretrained_backbone_only,
@@ -118,6 +122,10 @@ class YoloModule(L.LightningModule):
                 "compile": compile,
             }
         )
+        if box_gradient not in BOX_GRADIENTS:
+            raise ConfigError(
+                f"module.box_gradient must be one of {list(BOX_GRADIENTS)}, got {box_gradient!r}"
+            )
         self.optim_cfg = optim_cfg
         self.model = YOLOv4(config)
         if pretrained:
@@ -140,7 +148,9 @@ class YoloModule(L.LightningModule):
         """The training loss, built on first use (validation and evaluation never build it)."""
         if self._loss is None:
             self._loss = YoloLoss.from_config(
-                self.model.config, label_smoothing=self.hparams["label_smoothing"]
+                self.model.config,
+                label_smoothing=self.hparams["label_smoothing"],
+                box_gradient=self.hparams["box_gradient"],
             ).to(self.device)
         return self._loss
 
