@@ -120,7 +120,7 @@ def test_writer_never_writes_what_the_reader_refuses(tmp_path, tiny3):
         tmp_path / "w.pt",
         tiny3,
         [np.str_("circle"), "square", "triangle"],
-        preprocess={"input_size": (np.int64(64), np.int32(64)), "pad": np.uint8(114)},
+        preprocess={"input_size": (np.int64(64), np.int32(64)), "pad_value": np.uint8(114)},
         metrics={
             "mAP": np.float32(0.25),
             "n": np.int64(7),
@@ -140,7 +140,8 @@ def test_writer_never_writes_what_the_reader_refuses(tmp_path, tiny3):
     }
     assert type(raw["metrics"]["n"]) is int and type(raw["metrics"]["ok"]) is bool
     assert raw["trained"] == {"epoch": 2, "category_ids": [1, 2, 3]}
-    assert raw["preprocess"] == {"input_size": [64, 64], "pad": 114}
+    assert raw["preprocess"]["input_size"] == [64, 64] and raw["preprocess"]["pad_value"] == 114
+    assert type(raw["preprocess"]["pad_value"]) is int
     assert load_checkpoint(path).class_names == NAMES
 
 
