@@ -15,13 +15,11 @@ import pytest
 import torch
 
 from yolov4 import CheckpointError, build_model
-from yolov4.core import checkpoint as checkpoint_module
 from yolov4.core.checkpoint import FORMAT, load_checkpoint, save_checkpoint
+from yolov4.core.files import STALE_TMP_AGE_S
 
 NAMES = ["circle", "square", "triangle"]
 HUGE = 10**7  # classes: a yolov4-tiny head of this width is ~30 GB of float32
-# temporary files older than this and not locked are a killed write's leftovers
-STALE_TMP_AGE_S = getattr(checkpoint_module, "STALE_TMP_AGE_S", 60)
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,8 @@
 - :mod:`~yolov4.core.postprocess`: :class:`PostprocessConfig` and its presets
   (:data:`DARKNET_VALID` for evaluation, :data:`SERVING`);
 - :mod:`~yolov4.core.model`: network + decode (:class:`DecodedModel`);
-- :mod:`~yolov4.core.checkpoint`: the weights file, validated on write and on read;
+- :mod:`~yolov4.core.checkpoint`: the weights file, validated on write and on read
+  (:mod:`~yolov4.core.files`: atomic writes);
 - :mod:`~yolov4.core.pretrained`: starting weights from darknet files or project checkpoints;
 - :mod:`~yolov4.core.artifact`: the export artifact's file names and ``metadata.json``.
 """

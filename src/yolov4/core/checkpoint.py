@@ -26,36 +26,31 @@ from __future__ import annotations
 import logging
 import os
 import pickle
-import re
-import tempfile
-import time
 import zipfile
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import torch
 
+from yolov4.core.files import atomic_write
 from yolov4.core.preprocess import PreprocessConfig
 from yolov4.errors import CheckpointError, ConfigError
 from yolov4.models import ModelConfig, YOLOv4, build_model
 
 __all__ = [
     "FORMAT",
-    "STALE_TMP_AGE_S",
     "Checkpoint",
-    "Transfer",
-    "atomic_write",
     "save_checkpoint",
     "load_checkpoint",
     "read_checkpoint",
     "clean_state_dict",
     "check_state_dict",
+    "group_keys",
     "network_state_dict",
     "load_state_dict_checked",
-    "transfer_state_dict",
 ]
 
 log = logging.getLogger(__name__)
@@ -67,16 +62,9 @@ WRAPPER_PREFIXES = ("module.", "_orig_mod.", "model.", "ema_model.", "ema.", "ne
 # Lightning checkpoint keys (state_dict prefixes) that hold EMA weights, most specific first.
 EMA_PREFIXES = ("ema_model.", "ema.")
 SHOW = 5  # keys listed per kind of mismatch
-# A temporary file of atomic_write older than this (seconds) whose lock nobody holds was left by a
-# killed write. A live writer holds the lock for the whole write and its file is seconds old; the
-# age is the second guard where locks are unavailable (no fcntl) or not enforced.
-STALE_TMP_AGE_S = 60.0
 # Weights a file must hold per element of the model it describes (1 byte: even an 8-bit file);
 # a file below this has tensors of the claimed shapes but not their data (stride-0 views).
 MIN_BYTES_PER_ELEMENT = 1
-# The layers whose shapes follow num_classes and the anchors per head: the only ones allowed to
-# differ when initialising from another file of the same architecture.
-HEAD_PRED = re.compile(r"^heads\.\d+\.pred\.")
 SIZE_MULTIPLE = 32  # input sides the network (and so every reader of a file) accepts
 
 
@@ -139,7 +127,7 @@ def clean_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.
     return sd
 
 
-def _group(keys: list[str]) -> str:
+def group_keys(keys: list[str]) -> str:
     """``heads.0.pred.conv.weight, ...`` -> ``heads.0 (12), neck.td4 (3)`` then the first keys."""
     by_module = Counter(".".join(k.split(".")[:2]) for k in keys)
     groups = ", ".join(f"{m} ({n})" for m, n in by_module.most_common())
@@ -185,9 +173,9 @@ def check_state_dict(model: YOLOv4, state_dict: Mapping[str, torch.Tensor]) -> N
         return
     parts = [f"weights do not fit {model.config.name} with {model.num_classes} classes"]
     if missing:
-        parts.append(f"missing keys {_group(missing)}")
+        parts.append(f"missing keys {group_keys(missing)}")
     if unexpected:
-        parts.append(f"unexpected keys {_group(unexpected)}")
+        parts.append(f"unexpected keys {group_keys(unexpected)}")
     if shapes:
         diffs = [f"{k} {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}" for k in shapes[:SHOW]]
         parts.append(f"shape mismatches {len(shapes)}: " + "; ".join(diffs))
@@ -214,156 +202,6 @@ def load_state_dict_checked(
     usable = {k: v for k, v in sd.items() if k in own and v.shape == own[k].shape}
     model.load_state_dict({**own, **usable}, strict=True)
     return sorted(k for k in own if k not in usable)
-
-
-@dataclass
-class Transfer:
-    """What :func:`transfer_state_dict` took from a file: model keys ``loaded``, model keys
-    ``kept`` as initialised (absent from the file or of another shape), file keys ``ignored``."""
-
-    loaded: list[str]
-    kept: list[str]
-    ignored: list[str]
-
-    def summary(self) -> str:
-        parts = [f"{len(self.loaded)} of {len(self.loaded) + len(self.kept)} tensors loaded"]
-        if self.kept:
-            parts.append(f"kept their initial values: {_group(self.kept)}")
-        if self.ignored:
-            parts.append(f"ignored from the file: {_group(self.ignored)}")
-        return "; ".join(parts)
-
-
-def _file_model(data: Mapping[str, Any]) -> str:
-    """``yolov4 (num_classes=80)`` from a weights file or Lightning ``.ckpt``; ``""`` if unknown."""
-    model = data.get("model")
-    if not isinstance(model, Mapping):
-        model = (data.get("hyper_parameters") or {}).get("model")
-    if not isinstance(model, Mapping) or "name" not in model:
-        return ""
-    return f"{model['name']} (num_classes={model.get('num_classes')})"
-
-
-def transfer_state_dict(
-    model: YOLOv4,
-    data: Mapping[str, Any],
-    *,
-    strict: bool = True,
-    prefix: str = "",
-    source: str = "the file",
-) -> Transfer:
-    """Initialise ``model`` (transfer learning) from a loaded checkpoint of any format (see
-    :func:`network_state_dict`), only keys starting with ``prefix`` (``"backbone."``).
-
-    ``strict=True``: the file must be of the model's architecture: every model key present, no
-    other keys, the same shapes except the head prediction layers (``heads.N.pred.``, which
-    follow ``num_classes`` and the anchors per head). Otherwise :class:`CheckpointError` lists
-    the missing, unexpected and wrong-shape keys by module. ``strict=False``: every tensor whose
-    name and shape match is loaded, whatever the rest. Either way the returned :class:`Transfer`
-    lists what was loaded, kept and ignored.
-    """
-    sd = {k: v for k, v in network_state_dict(data).items() if k.startswith(prefix)}
-    own = model.state_dict()
-    own_keys = [k for k in own if k.startswith(prefix)]
-    usable = {k: v for k, v in sd.items() if k in own and v.shape == own[k].shape}
-    report = Transfer(
-        loaded=[k for k in own_keys if k in usable],
-        kept=[k for k in own_keys if k not in usable],
-        ignored=[k for k in sd if k not in own],
-    )
-    if strict:
-        missing = [k for k in own_keys if k not in sd]
-        shapes = [
-            k for k in sd if k in own and sd[k].shape != own[k].shape and not HEAD_PRED.match(k)
-        ]
-        if missing or report.ignored or shapes:
-            found = _file_model(data)
-            parts = [
-                f"{source} does not fit {model.config.name}"
-                + (f": it holds {found} weights" if found else "")
-                + f"; only {len(usable)} of {len(own_keys)} tensors"
-                + (f" under {prefix!r}" if prefix else "")
-                + " match by name and shape"
-            ]
-            if missing:
-                parts.append(f"missing keys {_group(missing)}")
-            if report.ignored:
-                parts.append(f"unexpected keys {_group(report.ignored)}")
-            if shapes:
-                diffs = [f"{k} {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}" for k in shapes]
-                parts.append(f"shape mismatches {len(shapes)}: " + "; ".join(diffs[:SHOW]))
-            raise CheckpointError("\n  ".join(parts))
-    model.load_state_dict({**own, **usable}, strict=True)
-    return report
-
-
-def _tmp_name(path: Path) -> re.Pattern[str]:
-    """Names :func:`tempfile.mkstemp` gives ``atomic_write``'s files for ``path``."""
-    return re.compile(rf"\.{re.escape(path.name)}\.[A-Za-z0-9_]{{8}}\.tmp")
-
-
-def _lock(f: IO[bytes], blocking: bool = True) -> bool:
-    """``flock`` ``f`` exclusively; False if another open file holds it (never without fcntl)."""
-    try:
-        import fcntl
-    except ImportError:  # Windows: the age of a file is the only guard
-        return True
-    try:
-        fcntl.flock(f, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
-    except BlockingIOError:
-        return False
-    except OSError:  # a file system without locks: the age is the only guard
-        return True
-    return True
-
-
-def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
-    """Remove the temporary files that killed :func:`atomic_write` calls for ``path`` left: older
-    than :data:`STALE_TMP_AGE_S` and locked by nobody. Returns the paths removed."""
-    path = Path(path)
-    pattern, now, removed = _tmp_name(path), time.time(), []
-    if not path.parent.is_dir():
-        return removed
-    for tmp in path.parent.iterdir():
-        if not pattern.fullmatch(tmp.name):
-            continue
-        try:
-            if now - tmp.stat().st_mtime < STALE_TMP_AGE_S:
-                continue
-            with open(tmp, "rb") as f:
-                if _lock(f, blocking=False):  # nobody writes it: remove while holding the lock
-                    tmp.unlink()
-                    removed.append(tmp)
-        except OSError:  # gone meanwhile, or not ours to remove
-            continue
-    if removed:
-        log.warning(
-            "removed %d temporary file(s) left by an interrupted write: %s",
-            len(removed),
-            ", ".join(p.name for p in removed),
-        )
-    return removed
-
-
-def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> Path:
-    """``write(f)`` into a locked temporary file next to ``path``, fsync, then rename over
-    ``path``: a crash mid-write leaves any previous file intact. The leftovers of earlier killed
-    writes of ``path`` are removed first (:func:`remove_stale_temporaries`)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            _lock(f)  # held until closed: tells remove_stale_temporaries this write is alive
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def _checked_preprocess(preprocess: Mapping[str, Any] | None, model: YOLOv4) -> dict[str, Any]:

@@ -15,18 +15,32 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import zipfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from yolov4.core.checkpoint import read_checkpoint, transfer_state_dict
+from yolov4.core.checkpoint import SHOW, group_keys, network_state_dict, read_checkpoint
 from yolov4.darknet import load_darknet_weights
 from yolov4.errors import CheckpointError
 from yolov4.models import YOLOv4
 
-__all__ = ["Pretrained", "load_pretrained", "is_darknet_weights", "conv_cutoff"]
+__all__ = [
+    "Pretrained",
+    "Transfer",
+    "load_pretrained",
+    "transfer_state_dict",
+    "is_darknet_weights",
+    "conv_cutoff",
+]
 
 log = logging.getLogger(__name__)
+
+# The layers whose shapes follow num_classes and the anchors per head: the only ones allowed to
+# differ when initialising from another file of the same architecture.
+HEAD_PRED = re.compile(r"^heads\.\d+\.pred\.")
 
 # pickle's PROTO opcode: the first byte of every pickle of protocol >= 2 (legacy torch.save)
 PICKLE_PROTO = 0x80
@@ -115,3 +129,84 @@ def load_pretrained(
         report.summary(),
     )
     return Pretrained(p, "checkpoint", report.summary())
+
+
+@dataclass
+class Transfer:
+    """What :func:`transfer_state_dict` took from a file: model keys ``loaded``, model keys
+    ``kept`` as initialised (absent from the file or of another shape), file keys ``ignored``."""
+
+    loaded: list[str]
+    kept: list[str]
+    ignored: list[str]
+
+    def summary(self) -> str:
+        parts = [f"{len(self.loaded)} of {len(self.loaded) + len(self.kept)} tensors loaded"]
+        if self.kept:
+            parts.append(f"kept their initial values: {group_keys(self.kept)}")
+        if self.ignored:
+            parts.append(f"ignored from the file: {group_keys(self.ignored)}")
+        return "; ".join(parts)
+
+
+def _file_model(data: Mapping[str, Any]) -> str:
+    """``yolov4 (num_classes=80)`` from a weights file or Lightning ``.ckpt``; ``""`` if unknown."""
+    model = data.get("model")
+    if not isinstance(model, Mapping):
+        model = (data.get("hyper_parameters") or {}).get("model")
+    if not isinstance(model, Mapping) or "name" not in model:
+        return ""
+    return f"{model['name']} (num_classes={model.get('num_classes')})"
+
+
+def transfer_state_dict(
+    model: YOLOv4,
+    data: Mapping[str, Any],
+    *,
+    strict: bool = True,
+    prefix: str = "",
+    source: str = "the file",
+) -> Transfer:
+    """Initialise ``model`` (transfer learning) from a loaded checkpoint of any format (see
+    :func:`network_state_dict`), only keys starting with ``prefix`` (``"backbone."``).
+
+    ``strict=True``: the file must be of the model's architecture: every model key present, no
+    other keys, the same shapes except the head prediction layers (``heads.N.pred.``, which
+    follow ``num_classes`` and the anchors per head). Otherwise :class:`CheckpointError` lists
+    the missing, unexpected and wrong-shape keys by module. ``strict=False``: every tensor whose
+    name and shape match is loaded, whatever the rest. Either way the returned :class:`Transfer`
+    lists what was loaded, kept and ignored.
+    """
+    sd = {k: v for k, v in network_state_dict(data).items() if k.startswith(prefix)}
+    own = model.state_dict()
+    own_keys = [k for k in own if k.startswith(prefix)]
+    usable = {k: v for k, v in sd.items() if k in own and v.shape == own[k].shape}
+    report = Transfer(
+        loaded=[k for k in own_keys if k in usable],
+        kept=[k for k in own_keys if k not in usable],
+        ignored=[k for k in sd if k not in own],
+    )
+    if strict:
+        missing = [k for k in own_keys if k not in sd]
+        shapes = [
+            k for k in sd if k in own and sd[k].shape != own[k].shape and not HEAD_PRED.match(k)
+        ]
+        if missing or report.ignored or shapes:
+            found = _file_model(data)
+            parts = [
+                f"{source} does not fit {model.config.name}"
+                + (f": it holds {found} weights" if found else "")
+                + f"; only {len(usable)} of {len(own_keys)} tensors"
+                + (f" under {prefix!r}" if prefix else "")
+                + " match by name and shape"
+            ]
+            if missing:
+                parts.append(f"missing keys {group_keys(missing)}")
+            if report.ignored:
+                parts.append(f"unexpected keys {group_keys(report.ignored)}")
+            if shapes:
+                diffs = [f"{k} {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}" for k in shapes]
+                parts.append(f"shape mismatches {len(shapes)}: " + "; ".join(diffs[:SHOW]))
+            raise CheckpointError("\n  ".join(parts))
+    model.load_state_dict({**own, **usable}, strict=True)
+    return report

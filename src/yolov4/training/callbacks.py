@@ -9,7 +9,8 @@ from typing import Any
 
 import lightning as L
 
-from yolov4.core.checkpoint import atomic_write, save_checkpoint
+from yolov4.core.checkpoint import save_checkpoint
+from yolov4.core.files import atomic_write
 
 __all__ = [
     "WeightsCallback",
