@@ -362,3 +362,197 @@ def test_exact_box_gradient_is_the_true_derivative(kind):
     assert not torch.autograd.gradcheck(
         with_darknet_gradient, (rel,), eps=1e-7, atol=1e-5, rtol=1e-4, raise_exception=False
     )
+
+
+# --- new_coords (darknet's [yolo] new_coords=1: the Scaled-YOLOv4 cfgs) ---------------------------
+
+
+def dk_delta_yolo_box_new_coords(
+    truth, x, anchor, i, j, lw, lh, net_w, net_h, iou_normalizer, kind, max_delta
+):
+    """yolo_layer.c delta_yolo_box with new_coords: ``x`` is the layer input at the slot (the
+    conv's logistic output; x, y scaled by scale_x_y) -> the 4 box deltas on it. get_yolo_box's
+    new_coords branch sizes the box ``x * x * 4 * anchor``; dw, dh get no factor."""
+    pred = [
+        (i + x[0]) / lw,
+        (j + x[1]) / lh,
+        x[2] * x[2] * 4 * anchor[0] / net_w,
+        x[3] * x[3] * 4 * anchor[1] / net_h,
+    ]
+    pred[2] = pred[2] or 1.0  # "avoid nan in dx_box_iou"
+    pred[3] = pred[3] or 1.0
+    out = []
+    for d in dk_dx_box_iou(pred, truth, kind):
+        d *= iou_normalizer
+        d = 0.0 if math.isnan(d) or math.isinf(d) else d  # fix_nan_inf
+        if max_delta is not None:
+            d = max(-max_delta, min(max_delta, d))  # clip_value
+        out.append(d)
+    return out
+
+
+def darknet_box_delta_new_coords(cfg, target, slot, slot_t):
+    """The transcription's deltas on the raw map for one positive slot (float64 (4,)): the
+    layer's delta times the conv's logistic gradient ``s * (1 - s)`` (gradient_array)."""
+    level, k, j, i = slot
+    stride, g = cfg.strides[level], cfg.scale_x_y[level]
+    lh, lw = HW[0] // stride, HW[1] // stride
+    _, _, x1, y1, x2, y2 = target[0].tolist()
+    truth = [(x1 + x2) / 2 / HW[1], (y1 + y2) / 2 / HW[0], (x2 - x1) / HW[1], (y2 - y1) / HW[0]]
+    sig = [1 / (1 + math.exp(-v)) for v in slot_t]
+    x = [s * g - 0.5 * (g - 1) for s in sig[:2]] + sig[2:]
+    anchor = cfg.anchors[cfg.masks[level][k]]
+    d = dk_delta_yolo_box_new_coords(
+        truth,
+        x,
+        anchor,
+        i,
+        j,
+        lw,
+        lh,
+        HW[1],
+        HW[0],
+        cfg.iou_normalizer,
+        cfg.iou_loss,
+        cfg.max_delta,
+    )
+    return torch.tensor([dk * s * (1 - s) for dk, s in zip(d, sig)], dtype=torch.float64)
+
+
+def to_t_new_coords(cx, cy, w, h, cell=(3, 3), stride=16, g=2.0, anchor=(37, 58)):
+    """Raw (tx, ty, tw, th) of a new_coords prediction decoding to the pixel box (cx, cy, w, h)."""
+    sx = (cx / stride - cell[0] + (g - 1) / 2) / g
+    sy = (cy / stride - cell[1] + (g - 1) / 2) / g
+    sw, sh = math.sqrt(w / (4 * anchor[0])), math.sqrt(h / (4 * anchor[1]))
+    return tuple(math.log(s / (1 - s)) for s in (sx, sy, sw, sh))
+
+
+NEW_COORDS_CASES = {
+    "overlapping": (BIG, (0.3, -0.4, 0.2, -0.3), None),
+    "sticks out right only": (BIG, to_t_new_coords(56, 50, 40, 50), None),
+    "sticks out top only": (BIG, to_t_new_coords(50, 49, 30, 62), None),
+    "disjoint in x": (SMALL, to_t_new_coords(63, 50, 2, 10, anchor=(23, 27)), None),
+    "disjoint in x and y": (SMALL, to_t_new_coords(63, 63, 2, 2, anchor=(23, 27)), None),
+    "wider and flatter": (BIG, (0.1, 0.2, 1.5, -1.0), None),
+    "near the 4-anchor limit": (BIG, (0.0, 0.0, 6.0, 0.3), None),
+    "disjoint, max_delta": (SMALL, to_t_new_coords(63, 63, 2, 2, anchor=(23, 27)), 0.01),
+    "tiny (0.05 px)": (BIG, (0.5, -0.5, -4.0, -4.5), None),
+}
+
+
+def new_coords_config(kind, max_delta=None):
+    return ModelConfig.load(
+        "yolov4-tiny",
+        num_classes=4,
+        iou_loss=kind,
+        max_delta=max_delta,
+        scale_x_y=[2.0, 2.0],
+        new_coords=True,
+    )
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("case", list(NEW_COORDS_CASES))
+def test_new_coords_darknet_box_gradient_matches_transcription(kind, case):
+    target, slot_t, max_delta = NEW_COORDS_CASES[case]
+    cfg = new_coords_config(kind, max_delta)
+    got, pos = box_grads(cfg, target, slot_t, "darknet")
+    assert len(pos) == 1
+    want = -darknet_box_delta_new_coords(cfg, target, pos[0], slot_t)
+    assert want.abs().max() > 1e-12
+    scale = want.abs().max().item()
+    torch.testing.assert_close(got[pos[0]], want, rtol=2e-4, atol=2e-5 * scale)
+    if max_delta is not None and kind != "iou":  # the disjoint box's distance push is clipped
+        s = torch.tensor(slot_t, dtype=torch.float64).sigmoid()
+        assert ((got[pos[0]] / (s * (1 - s))).abs() - max_delta).abs().min() < 1e-6
+
+
+def test_new_coords_differs_from_exp_coords():
+    """The same raw t is a different box and gradient with new_coords (no exp(tw) factor)."""
+    target, slot_t, _ = NEW_COORDS_CASES["overlapping"]
+    nc, pos = box_grads(new_coords_config("ciou"), target, slot_t, "darknet")
+    cfg = ModelConfig.load("yolov4-tiny", num_classes=4, scale_x_y=[2.0, 2.0], max_delta=None)
+    old, pos_old = box_grads(cfg, target, slot_t, "darknet")
+    assert pos == pos_old and not torch.allclose(nc[pos[0]], old[pos[0]])
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_new_coords_exact_box_gradient_is_the_true_derivative_up_to_darknets_chain(kind):
+    """gradcheck in float64 of the exact mode's box term with new_coords w.r.t. raw t: restoring
+    the decode factors darknet's chain leaves out (``g * stride / W`` on x, y and
+    ``8 * sigmoid(tw) * anchor / W`` on w, h; the logistic derivative is kept) gives the true
+    derivative of ``iou_normalizer * (1 - IoU-kind)`` (CIoU's alpha held constant)."""
+    gen = torch.Generator().manual_seed(3)
+    n, stride, g = 10, 16, 2.0
+    scale = torch.tensor([160.0, 128.0, 160.0, 128.0], dtype=torch.float64)
+    anchor = torch.tensor([[37.0, 58.0]], dtype=torch.float64).expand(n, 2)
+    cell = torch.randint(0, 6, (n, 2), generator=gen).double()
+    t0 = torch.randn(n, 4, generator=gen, dtype=torch.float64)
+    truth = torch.cat(
+        (
+            (cell + 0.5) * stride / scale[:2] + torch.randn(n, 2, generator=gen).double() * 0.05,
+            torch.rand(n, 2, generator=gen).double() * 0.4 + 0.05,
+        ),
+        1,
+    )
+    loss_fn = YoloLoss.from_config(new_coords_config(kind), box_gradient="exact")
+
+    def decode(t):
+        s = t.sigmoid()
+        xy = (s[:, :2] * g - (g - 1) / 2 + cell) * stride / scale[:2]
+        return torch.cat((xy, 4 * s[:, 2:] ** 2 * anchor / scale[2:]), 1)
+
+    rel0 = decode(t0)
+    with torch.no_grad():
+        iou = paired_box_iou(cxcywh_to_xyxy(rel0), cxcywh_to_xyxy(truth), "iou")
+        angle = torch.atan(truth[:, 2] / truth[:, 3]) - torch.atan(rel0[:, 2] / rel0[:, 3])
+        v = 4 / math.pi**2 * angle**2
+        alpha = v / (1 - iou + v + 1e-7)
+
+    def value(t):
+        rel = decode(t)
+        if kind == "ciou":
+            return loss_fn.iou_normalizer * frozen_ciou_loss(rel, truth, alpha)
+        return loss_fn.iou_normalizer * (
+            1 - paired_box_iou(cxcywh_to_xyxy(rel), cxcywh_to_xyxy(truth), kind)
+        )
+
+    def with_project_gradient(t):
+        td = t.detach().requires_grad_()
+        val, grad = loss_fn._box_term(td, cell, anchor, stride, g, truth, scale)
+        torch.testing.assert_close(val, value(t.detach()))
+        s = td.detach().sigmoid()
+        chain = torch.cat(
+            (g * stride / scale[:2].expand(n, 2), 8 * s[:, 2:] * anchor / scale[2:]), 1
+        )
+        return value(t).detach() + (grad * chain * (t - t.detach())).sum(1)
+
+    t = t0.clone().requires_grad_()
+    assert torch.autograd.gradcheck(with_project_gradient, (t,), eps=1e-7, atol=1e-6, rtol=1e-4)
+
+
+def test_new_coords_objectness_and_class_are_darknets_delta_through_the_logistic():
+    """Darknet's objectness/class delta ``target - s`` on the layer input ``s`` (the conv's
+    logistic output) times the conv's ``s * (1 - s)``: the gradient of ``0.5 * (s - target)^2``."""
+    cfg = new_coords_config("ciou")
+    maps = raw_maps(cfg)
+    torch.manual_seed(0)
+    for m in maps:
+        m[:, :, 4:] = torch.randn_like(m[:, :, 4:]) * 2
+    target, _, _ = NEW_COORDS_CASES["overlapping"]
+    flat = [m.view(1, cfg.num_outputs, *m.shape[-2:]).requires_grad_() for m in maps]
+    YoloLoss.from_config(cfg)(flat, target).total.backward()
+    (level, k, j, i) = positives(cfg, target)[0]
+    for lv, (m, f) in enumerate(zip(maps, flat)):
+        s = m[0, :, 4:].sigmoid()
+        grad = f.grad.view(cfg.num_anchors, 5 + cfg.num_classes, *m.shape[-2:])[:, 4:]
+        obj_target = torch.zeros_like(s[:, 0])
+        if lv == level:
+            obj_target[k, j, i] = 1.0
+        delta = (obj_target - s[:, 0]) * s[:, 0] * (1 - s[:, 0])  # no box overlaps: no ignore
+        torch.testing.assert_close(grad[:, 0], -delta, rtol=1e-5, atol=1e-7)
+        if lv == level:
+            cls_t = torch.zeros(cfg.num_classes)
+            cls_t[int(target[0, 1])] = 1.0
+            sc = s[k, 1:, j, i]
+            torch.testing.assert_close(grad[k, 1:, j, i], -(cls_t - sc) * sc * (1 - sc))

@@ -52,6 +52,22 @@ times ``exp(tw), exp(th)`` (not the anchor / input size factor), to ``tw, th``; 
 
 The value reported is ``iou_normalizer * sum(1 - IoU-kind)`` in both modes.
 
+``new_coords`` (darknet's ``[yolo] new_coords=1``, the Scaled-YOLOv4 cfgs yolov4-csp, yolov4x-mish,
+yolov4-p5/p6): the conv in front of the layer has ``activation=logistic``, so darknet's layer input
+is ``sigmoid`` of the raw map seen here, and the layer neither activates it again nor (as always)
+differentiates anything in backward; the conv's backward then multiplies ``l.delta`` by the
+logistic derivative ``s * (1 - s)`` (convolutional_layer.c, ``gradient_array``). Hence:
+
+* boxes decode as ``w = 4 * sigmoid(tw)^2 * anchor`` (``get_yolo_box``, yolo_layer.c:139-143;
+  ``x, y`` as without it, ``scale_x_y`` included), in the assignment-free parts too (ignore);
+* the box gradient w.r.t. the relative box (either mode, same ``fix_nan_inf``, ``max_delta``,
+  class division) goes to all four of ``sigmoid(tx) .. sigmoid(th)`` unchanged, with no
+  ``exp`` factor or any other factor of the decode (``delta_yolo_box``'s new_coords branch,
+  yolo_layer.c:234-245, leaves ``dw, dh`` alone), then times ``s * (1 - s)`` to the raw map;
+* objectness and class deltas ``target - s`` on ``s`` become ``(target - s) * s * (1 - s)`` on the
+  raw map: the gradient of the squared error ``0.5 * (s - target)^2``, which is what these terms
+  are here (times ``obj_normalizer``, ``cls_normalizer``) instead of the cross-entropy.
+
 Departures from darknet, and why:
 
 * ``box_gradient="exact"`` is not darknet's gradient (see above); ``"darknet"`` is, up to
@@ -66,8 +82,7 @@ Departures from darknet, and why:
   positive for the target (objectness, class and box deltas) even if not assigned to it, and an
   assigned one gets its box delta twice (objectness and class are rewritten with equal values).
   Near an exact fit the box delta is darknet's kink value, so this is a corner case.
-* The unused options (``objectness_smooth``, focal loss, ``new_coords``, class multipliers) are
-  not implemented.
+* The unused options (``objectness_smooth``, focal loss, class multipliers) are not implemented.
 * The result is a differentiable tensor, not deltas written into the layer: it works with
   autocast (the maps are cast to float32 here), gradient accumulation and DDP.
 """
@@ -141,6 +156,7 @@ class YoloLoss(nn.Module):
         iou_loss: str = "ciou",
         label_smoothing: float = 0.0,
         box_gradient: str = "darknet",
+        new_coords: bool = False,
     ) -> None:
         super().__init__()
         if iou_loss not in IOU_LOSSES:
@@ -150,6 +166,7 @@ class YoloLoss(nn.Module):
                 f"box_gradient must be one of {list(BOX_GRADIENTS)}, got {box_gradient!r}"
             )
         self.box_gradient = box_gradient
+        self.new_coords = bool(new_coords)
         self.iou_loss = iou_loss
         self.num_classes = num_classes
         self.masks = [list(m) for m in masks]
@@ -188,6 +205,7 @@ class YoloLoss(nn.Module):
             iou_loss=config.iou_loss,
             label_smoothing=label_smoothing,
             box_gradient=box_gradient,
+            new_coords=config.new_coords,
         )
 
     def forward(self, maps: Sequence[Tensor], targets: Tensor) -> LossOutput:
@@ -255,9 +273,7 @@ class YoloLoss(nn.Module):
         classes_per_slot = cls_target.sum(1)
         if self.label_smoothing:
             cls_target = cls_target * (1 - self.label_smoothing) + 0.5 * self.label_smoothing
-        cls_loss = self.cls_normalizer * F.binary_cross_entropy_with_logits(
-            flat[slots, 5:], cls_target, reduction="sum"
-        )
+        cls_loss = self.cls_normalizer * self._prob_loss(flat[slots, 5:], cls_target).sum()
 
         # box term: value weighted by 1/k (k distinct classes at the slot), gradient as chosen
         scale = flat.new_tensor([input_hw[1], input_hw[0]] * 2)
@@ -286,15 +302,22 @@ class YoloLoss(nn.Module):
         with torch.no_grad():
             keep = ~self._ignored(p, anchors, stride, g, padded, valid).flatten()
             keep[slots] = True
-        obj_bce = F.binary_cross_entropy_with_logits(flat[:, 4], obj_target, reduction="none")
+        obj_bce = self._prob_loss(flat[:, 4], obj_target)
         obj_loss = self.obj_normalizer * (obj_bce * keep).sum()
         return box_loss, obj_loss, cls_loss
+
+    def _prob_loss(self, logits: Tensor, target: Tensor) -> Tensor:
+        """Per-element objectness/class loss: cross-entropy on the logits, or with ``new_coords``
+        ``0.5 * (sigmoid - target)^2`` (darknet's ``target - s`` through the conv's logistic)."""
+        if self.new_coords:
+            return 0.5 * (logits.sigmoid() - target).square()
+        return F.binary_cross_entropy_with_logits(logits, target, reduction="none")
 
     def _ignored(self, p, anchors, stride, g, padded, valid) -> Tensor:
         """``(B, A, H, W)`` bool: predictions exempt from the no-object push."""
         if padded.shape[1] == 0:
             return torch.zeros(p.shape[:4], dtype=torch.bool, device=p.device)
-        boxes = cxcywh_to_xyxy(decode_boxes(p[..., :4], anchors, stride, g))
+        boxes = cxcywh_to_xyxy(decode_boxes(p[..., :4], anchors, stride, g, self.new_coords))
         iou = box_iou(boxes.reshape(p.shape[0], -1, 4), padded)  # (B, A*H*W, Mmax)
         best = iou.masked_fill(~valid[:, None, :], -1.0).amax(dim=2).view(p.shape[:4])
         confident = (p[..., 5:].sigmoid() > IGNORE_CLASS_CONF).any(dim=-1)
@@ -308,23 +331,30 @@ class YoloLoss(nn.Module):
         finite and clipped as ``delta_yolo_box`` does (see the module docstring)."""
         td = t.detach()
         xy = (td[:, :2].sigmoid() * g - (g - 1) / 2 + cell) * stride / scale[:2]
-        exp_wh = td[:, 2:].clamp(max=MAX_LOG_WH).exp()
+        if self.new_coords:
+            s = td.sigmoid()  # darknet's layer input (the conv's logistic output)
+            exp_wh = 4 * s[:, 2:].square()
+        else:
+            exp_wh = td[:, 2:].clamp(max=MAX_LOG_WH).exp()
         rel = torch.cat((xy, exp_wh * anchor_wh / scale[2:]), 1)
         iou = paired_box_iou(cxcywh_to_xyxy(rel), cxcywh_to_xyxy(target_rel), self.iou_loss)
         loss = self.iou_normalizer * (1 - iou)
         if not (torch.is_grad_enabled() and t.requires_grad):
             return loss, None
-        if self.box_gradient == "darknet":
+        if self.box_gradient == "darknet" and not self.new_coords:
             exp_wh = td[:, 2:].exp()  # darknet's raw exp(tw), exp(th): inf when it overflows
             rel = torch.cat((xy, exp_wh * anchor_wh / scale[2:]), 1)
         d_rel = self.iou_normalizer * iou_loss_gradient(
             rel, target_rel, self.iou_loss, self.box_gradient
         )
-        # d/d(x, y) straight to tx, ty; d/d(w, h) * exp(t) to tw, th (delta_yolo_box)
-        grad = torch.cat((d_rel[:, :2], d_rel[:, 2:] * exp_wh), 1)
+        # d/d(x, y) straight to tx, ty; d/d(w, h) * exp(t) to tw, th (delta_yolo_box); with
+        # new_coords all four straight to the layer input sigmoid(t)
+        grad = d_rel if self.new_coords else torch.cat((d_rel[:, :2], d_rel[:, 2:] * exp_wh), 1)
         grad = torch.nan_to_num(grad, nan=0.0, posinf=0.0, neginf=0.0)  # fix_nan_inf
         if self.max_delta is not None:
             grad = grad.clamp(-self.max_delta, self.max_delta)
+        if self.new_coords:  # the conv's logistic derivative (its backward, not the layer's)
+            grad = grad * (s * (1 - s))
         return loss, grad
 
 

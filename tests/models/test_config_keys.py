@@ -29,6 +29,7 @@ from yolov4.models.config import IOU_LOSSES, NMS_KINDS, ModelConfig
         ("obj_normalizer", -1, "model.obj_normalizer"),
         ("max_delta", 0, "model.max_delta"),
         ("scale_x_y", [0.5, 1.05], r"model.scale_x_y must be >= 1"),
+        ("new_coords", 1, r"model.new_coords must be true or false, got 1"),
     ],
 )
 def test_bad_value_is_refused_naming_key_and_allowed_values(key, value, match):
@@ -70,3 +71,17 @@ def test_nms_kind_and_beta_give_the_models_default_nms(nms_kind, beta, expected)
     config = build_model("yolov4-tiny", num_classes=2, nms_kind=nms_kind, beta_nms=beta).config
     assert config.default_nms == expected
     assert set(NMS_KINDS) == {"default", "greedynms", "diounms"}
+
+
+def test_new_coords_is_written_to_the_cfg_only_when_true_and_read_by_the_loss():
+    from yolov4.darknet import write_darknet_cfg
+
+    plain = build_model("yolov4-tiny", num_classes=2)
+    assert plain.config.new_coords is False
+    assert "new_coords" not in write_darknet_cfg(plain, (64, 64))
+    assert YoloLoss.from_config(plain.config).new_coords is False
+    model = build_model("yolov4-tiny", num_classes=2, new_coords=True, scale_x_y=[2.0, 2.0])
+    text = write_darknet_cfg(model, (64, 64))
+    assert text.count("new_coords=1") == 2 == text.count("[yolo]")
+    assert YoloLoss.from_config(model.config).new_coords is True
+    assert ModelConfig.from_dict(model.config.to_dict()).new_coords is True

@@ -16,8 +16,12 @@ from yolov4.ops.decode import cell_grid, decode, decode_head, split_head
 TINY_ANCHORS = [[(10, 14), (23, 27), (37, 58)], [(81, 82), (135, 169), (344, 319)]]
 
 
-def loop_decode(head: torch.Tensor, anchors, stride: int, g: float) -> torch.Tensor:
-    """Darknet's get_yolo_box + activations, one scalar at a time, (a, j, i) order."""
+def loop_decode(
+    head: torch.Tensor, anchors, stride: int, g: float, new_coords: bool = False
+) -> torch.Tensor:
+    """Darknet's get_yolo_box + activations, one scalar at a time, (a, j, i) order. With
+    ``new_coords`` the layer input is the conv's logistic output ``sig(t)`` (all channels) and
+    get_yolo_box's new_coords branch sizes the box as ``x * x * 4 * anchor``."""
     b_, ch, h, w = head.shape
     a_n = len(anchors)
     k = ch // a_n
@@ -31,8 +35,13 @@ def loop_decode(head: torch.Tensor, anchors, stride: int, g: float) -> torch.Ten
                     t = [float(head[b, a * k + c, j, i]) for c in range(k)]
                     cx = (i + sig(t[0]) * g - 0.5 * (g - 1)) * stride
                     cy = (j + sig(t[1]) * g - 0.5 * (g - 1)) * stride
-                    bw = math.exp(t[2]) * anchors[a][0]
-                    bh = math.exp(t[3]) * anchors[a][1]
+                    if new_coords:
+                        x = [sig(v) for v in t]
+                        bw = x[2] * x[2] * 4 * anchors[a][0]
+                        bh = x[3] * x[3] * 4 * anchors[a][1]
+                    else:
+                        bw = math.exp(t[2]) * anchors[a][0]
+                        bh = math.exp(t[3]) * anchors[a][1]
                     per_image.append([cx, cy, bw, bh] + [sig(v) for v in t[4:]])
         rows.append(per_image)
     return torch.tensor(rows, dtype=torch.float64)
@@ -55,6 +64,37 @@ def test_decode_matches_loop_transcription():
         1,
     )
     torch.testing.assert_close(out, want, atol=1e-9, rtol=1e-9)
+
+
+def test_new_coords_decode_matches_loop_transcription():
+    torch.manual_seed(1)
+    c = 3
+    heads = [
+        torch.randn(2, 3 * (5 + c), 4, 5, dtype=torch.float64) * 3,
+        torch.randn(2, 3 * (5 + c), 2, 3, dtype=torch.float64) * 3,
+    ]
+    out = decode(heads, TINY_ANCHORS, [16, 32], [2.0, 2.0], new_coords=True)
+    want = torch.cat(
+        [
+            loop_decode(heads[0], TINY_ANCHORS[0], 16, 2.0, new_coords=True),
+            loop_decode(heads[1], TINY_ANCHORS[1], 32, 2.0, new_coords=True),
+        ],
+        1,
+    )
+    torch.testing.assert_close(out, want, atol=1e-9, rtol=1e-9)
+    # x, y are the same as without new_coords; sizes differ (at most 4 anchors wide)
+    old = decode(heads, TINY_ANCHORS, [16, 32], [2.0, 2.0])
+    torch.testing.assert_close(out[..., :2], old[..., :2])
+    torch.testing.assert_close(out[..., 4:], old[..., 4:])
+    assert not torch.allclose(out[..., 2:4], old[..., 2:4])
+    assert (out[:, :60, 2] <= 4 * 37 + 1e-9).all()
+
+
+def test_new_coords_zero_map_is_one_anchor_at_the_cell_centre():
+    """sigmoid(0) = 0.5: 4 * 0.25 = 1 anchor; x = i + 0.5 for any scale_x_y."""
+    head = torch.zeros(1, 3 * 6, 2, 2)
+    out = decode_head(head, TINY_ANCHORS[0], 16, 2.0, new_coords=True)
+    torch.testing.assert_close(out[0, 3, :4], torch.tensor([24.0, 24.0, 10.0, 14.0]))
 
 
 def test_a_box_at_a_known_cell_and_anchor_decodes_to_known_pixels():

@@ -60,6 +60,8 @@ class ModelConfig:
     iou_loss: str = "ciou"
     nms_kind: str = "greedynms"
     beta_nms: float = 0.6
+    # [yolo] new_coords=1 (Scaled-YOLOv4): sizes 4 * sigmoid(t)^2 * anchor, see ops.decode
+    new_coords: bool = False
 
     @classmethod
     def load(cls, name: str, **overrides: Any) -> ModelConfig:
@@ -155,6 +157,8 @@ class ModelConfig:
             if not ok:
                 bound = f"{'[' if inclusive else '('}{lo:g}, {hi:g}]"
                 raise ConfigError(f"model.{key} must be a number in {bound}, got {value!r}")
+        if not isinstance(self.new_coords, bool):
+            raise ConfigError(f"model.new_coords must be true or false, got {self.new_coords!r}")
         if any(not s >= 1.0 for s in self.scale_x_y):
             raise ConfigError(f"model.scale_x_y must be >= 1 per head, got {list(self.scale_x_y)}")
 

@@ -161,6 +161,8 @@ class YOLOv4(nn.Module):
             options["iou_thresh"] = c.iou_thresh
         if c.max_delta is not None:
             options["max_delta"] = c.max_delta
+        if c.new_coords:
+            options["new_coords"] = 1
         g.yolo(out, options)
 
     def backbone_layer_count(self) -> int:

@@ -9,6 +9,13 @@ cell in column ``i``, row ``j`` and anchor ``(aw, ah)`` of a head with stride ``
     cy = (j + g * sigmoid(ty) - (g - 1) / 2) * s        h = ah * exp(th)
     obj = sigmoid(obj_logit),  cls_c = sigmoid(cls_logit_c)
 
+With ``new_coords`` (darknet's ``[yolo] new_coords=1``, the Scaled-YOLOv4 cfgs: the conv in front
+of the layer has ``activation=logistic``, so darknet's layer input is ``sigmoid`` of the raw map
+here; ``get_yolo_box``'s new_coords branch, yolo_layer.c:139-143, after the same ``scal_add``):
+
+    cx, cy as above                                     w = aw * 4 * sigmoid(tw) ** 2
+                                                        h = ah * 4 * sigmoid(th) ** 2
+
 Predictions of one head are ordered ``(a, j, i)`` (darknet's ``entry_index``), heads in the
 order given (ascending stride). Shapes only drive ``view``/``permute``/``arange``, never Python
 branches on values, so the functions trace for ONNX with any ``H, W`` and batch size.
@@ -67,32 +74,42 @@ def cell_grid(h: int, w: int, device: torch.device, dtype: torch.dtype) -> Tenso
     return _cached_grid(int(h), int(w), torch.device(device), dtype)
 
 
-def decode_boxes(t: Tensor, anchors: Tensor, stride: int, scale_x_y: float) -> Tensor:
+def decode_boxes(
+    t: Tensor, anchors: Tensor, stride: int, scale_x_y: float, new_coords: bool = False
+) -> Tensor:
     """Raw ``t = (tx, ty, tw, th)`` ``(B, A, H, W, 4)`` -> boxes ``(B, A, H, W, 4)`` cxcywh pixels.
 
-    ``anchors`` is ``(A, 2)`` ``(w, h)`` in input pixels. Differentiable (the loss uses it).
+    ``anchors`` is ``(A, 2)`` ``(w, h)`` in input pixels; ``new_coords``: darknet's
+    ``new_coords=1`` sizes ``4 * sigmoid(t) ** 2 * anchor`` instead of ``exp(t) * anchor``.
+    Differentiable (the loss uses it).
     """
     h, w = t.shape[2], t.shape[3]
     grid = cell_grid(h, w, t.device, t.dtype)  # (H, W, 2)
     xy = (t[..., :2].sigmoid() * scale_x_y - (scale_x_y - 1) / 2 + grid) * stride
-    wh = t[..., 2:4].exp() * anchors.to(t.dtype).view(1, -1, 1, 1, 2)
+    size = t[..., 2:4].sigmoid().square() * 4 if new_coords else t[..., 2:4].exp()
+    wh = size * anchors.to(t.dtype).view(1, -1, 1, 1, 2)
     return torch.cat((xy, wh), dim=-1)
 
 
 def decode_head(
-    head: Tensor, anchors: Sequence[Sequence[float]] | Tensor, stride: int, scale_x_y: float
+    head: Tensor,
+    anchors: Sequence[Sequence[float]] | Tensor,
+    stride: int,
+    scale_x_y: float,
+    new_coords: bool = False,
 ) -> Tensor:
     """One raw head map ``(B, A * (5 + C), H, W)`` -> ``(B, A * H * W, 5 + C)``.
 
     Columns are ``[cx, cy, w, h, obj, cls_0 .. cls_{C-1}]``: box in input pixels, objectness and
     class probabilities (sigmoids, not yet multiplied). ``anchors``: the head's ``A`` anchors
-    ``(w, h)`` in input pixels. Same dtype and device as ``head``.
+    ``(w, h)`` in input pixels; ``new_coords`` as :func:`decode_boxes`. Same dtype and device
+    as ``head``.
     """
     with warnings.catch_warnings():  # the anchors are constants of the model: fine in a trace
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         anchors = torch.as_tensor(anchors, dtype=head.dtype, device=head.device).view(-1, 2)
     p = split_head(head, anchors.shape[0])
-    boxes = decode_boxes(p[..., :4], anchors, stride, scale_x_y)
+    boxes = decode_boxes(p[..., :4], anchors, stride, scale_x_y, new_coords)
     out = torch.cat((boxes, p[..., 4:].sigmoid()), dim=-1)
     return out.reshape(head.shape[0], -1, out.shape[-1])
 
@@ -102,14 +119,20 @@ def decode(
     anchors: Sequence[Sequence[Sequence[float]]],
     strides: Sequence[int],
     scale_x_y: Sequence[float],
+    new_coords: bool = False,
 ) -> Tensor:
     """All heads -> ``(B, N, 5 + C)``, ``N = sum(A * H_l * W_l)``, heads in the order given.
 
     ``heads``: the network's raw maps, ascending stride; ``anchors[l]`` the ``A`` anchor
     ``(w, h)`` pixels of head ``l``; ``strides[l]`` and ``scale_x_y[l]`` its stride and grid
-    sensitivity. For a model: ``decode(maps, cfg.head_anchors(), cfg.strides, cfg.scale_x_y)``
-    with ``cfg = model.config``.
+    sensitivity; ``new_coords`` darknet's ``[yolo] new_coords=1`` (all heads). For a model:
+    ``decode(maps, cfg.head_anchors(), cfg.strides, cfg.scale_x_y, cfg.new_coords)`` with
+    ``cfg = model.config``.
     """
     return torch.cat(
-        [decode_head(m, a, s, g) for m, a, s, g in zip(heads, anchors, strides, scale_x_y)], dim=1
+        [
+            decode_head(m, a, s, g, new_coords)
+            for m, a, s, g in zip(heads, anchors, strides, scale_x_y)
+        ],
+        dim=1,
     )
