@@ -22,6 +22,11 @@ non-zero, and the largest absolute difference over all slots (``max_rel``: that 
 darknet value of the component; the table's last column is the largest over components). With
 ``--o2`` the -O2 build's deltas are compared with the -Ofast build's (darknet's own float noise,
 in brackets). Prints two tables and writes benchmarks/results/darknet_oracle.json.
+
+With ``--new-coords`` the models get ``new_coords=1`` and ``scale_x_y=2`` (the Scaled-YOLOv4
+``[yolo]``): darknet's layer is then fed ``sigmoid`` of the maps (what its ``activation=logistic``
+conv would give it) and its ``l.delta`` is multiplied by ``s * (1 - s)`` (that conv's backward)
+before the comparison; planted sizes use ``4 * sigmoid(t)^2``. Writes darknet_oracle_new_coords.json.
 """
 
 from __future__ import annotations
@@ -68,7 +73,7 @@ def make_truths(rng: np.random.Generator, classes: int, n: int = 16) -> np.ndarr
     return np.asarray(rows, dtype=np.float32)
 
 
-def make_maps(rng, config, size, batch, truths) -> list[np.ndarray]:
+def make_maps(rng, config, size, batch, truths, new_coords=False) -> list[np.ndarray]:
     """Raw head maps ``(B, A * (5 + C), H, W)`` per level (ascending stride), float32: random,
     with predictions planted near half of the truths (same cell, each anchor of the level)."""
     na, c = len(config.masks[0]), config.num_classes
@@ -94,8 +99,14 @@ def make_maps(rng, config, size, batch, truths) -> list[np.ndarray]:
                         math.log(fy / (1 - fy)),
                     )
                     jw, jh = rng.uniform(0.72, 1.3, 2)  # IoU with the truth ~0.55-1 (never 1)
-                    m[b, a, 2, j, i] = math.log(w * jw * size / aw)
-                    m[b, a, 3, j, i] = math.log(h * jh * size / ah)
+                    rw, rh = w * jw * size / aw, h * jh * size / ah
+                    if new_coords:  # 4 * sigmoid(t)^2 = r, within what new_coords can reach
+                        fw, fh = (
+                            float(np.clip(math.sqrt(r / 4), 1e-3, 1 - 1e-3)) for r in (rw, rh)
+                        )
+                        rw, rh = fw / (1 - fw), fh / (1 - fh)
+                    m[b, a, 2, j, i] = math.log(rw)
+                    m[b, a, 3, j, i] = math.log(rh)
         maps.append(m.reshape(batch, na * (5 + c), hw, hw).astype(np.float32))
     return maps
 
@@ -190,13 +201,19 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--classes", type=int, default=4)
+    ap.add_argument("--new-coords", action="store_true", help="[yolo] new_coords=1, scale_x_y=2")
     args = ap.parse_args()
+    sigmoid = lambda v: 1 / (1 + np.exp(-v.astype(np.float64)))  # noqa: E731
     torch.set_num_threads(max(1, torch.get_num_threads()))
 
     results = {}
     rows = []
     for name in args.models:
-        model = build_model(name, num_classes=args.classes, input_size=[args.size] * 2)
+        extra = {}
+        if args.new_coords:
+            n_heads = len(build_model(name, num_classes=1).config.strides)
+            extra = {"new_coords": True, "scale_x_y": [2.0] * n_heads}
+        model = build_model(name, num_classes=args.classes, input_size=[args.size] * 2, **extra)
         config = model.config
         na, c = len(config.masks[0]), config.num_classes
         for case, (batch, eps) in CASES.items():
@@ -204,7 +221,7 @@ def main() -> None:
             for seed in args.seeds:
                 rng = np.random.default_rng(1000 * seed + batch + int(eps * 100))
                 truths = [make_truths(rng, c) for _ in range(batch)]
-                maps = make_maps(rng, config, args.size, batch, truths)
+                maps = make_maps(rng, config, args.size, batch, truths, args.new_coords)
                 buf = np.zeros((batch, MAX_BOXES, 6), np.float32)
                 rows_t = []
                 for b, t in enumerate(truths):
@@ -226,6 +243,8 @@ def main() -> None:
                         for sec in cfg.split("[yolo]\n")[1:]
                     ]
                     cfg_maps = [maps[order.index(mk)] for mk in cfg_masks]
+                    if args.new_coords:  # the logistic conv's output is the layer's input
+                        cfg_maps = [sigmoid(m).astype(np.float32) for m in cfg_maps]
                     dk = run_darknet(
                         args.dk_oracle, cfg, cfg_maps, buf, batch, args.size, Path(tmp)
                     )
@@ -234,6 +253,12 @@ def main() -> None:
                         dk2 = run_darknet(args.o2, cfg, cfg_maps, buf, batch, args.size, Path(tmp))
                 dk_level = {tuple(mk): d for mk, d in dk}
                 dk2_level = {tuple(mk): d for mk, d in dk2} if dk2 else {}
+                if args.new_coords:  # through the logistic conv's backward: * s (1 - s)
+                    for lv_dict in (dk_level, dk2_level):
+                        for lv, mk in enumerate(order):
+                            if tuple(mk) in lv_dict:
+                                s_ = sigmoid(maps[lv]).astype(np.float32).ravel()
+                                lv_dict[tuple(mk)] = lv_dict[tuple(mk)] * (s_ * (1 - s_))
                 for bg, tally in tallies.items():
                     grads = project_grads(config, maps, targets, eps, bg)
                     for level, g in enumerate(grads):
@@ -273,8 +298,9 @@ def main() -> None:
             line += f" {s[k]['max_abs_diff']:7.1e} [{'-' if noise is None else f'{noise:.1e}':>7s}]"
         print(line + f"  {max(s[k]['max_rel'] for k in COMPONENTS):7.1e}")
     path = save(
-        "darknet_oracle",
+        "darknet_oracle_new_coords" if args.new_coords else "darknet_oracle",
         {
+            "new_coords": args.new_coords,
             "machine": machine_info(),
             "dk_oracle": str(Path(args.dk_oracle).resolve()),
             "size": args.size,
