@@ -83,5 +83,11 @@ def test_new_coords_is_written_to_the_cfg_only_when_true_and_read_by_the_loss():
     model = build_model("yolov4-tiny", num_classes=2, new_coords=True, scale_x_y=[2.0, 2.0])
     text = write_darknet_cfg(model, (64, 64))
     assert text.count("new_coords=1") == 2 == text.count("[yolo]")
+    # the conv in front of each [yolo] is logistic (darknet's new_coords layer does not activate)
+    assert [sec.rsplit("activation=", 1)[1].split()[0] for sec in text.split("[yolo]")[:-1]] == [
+        "logistic",
+        "logistic",
+    ]
+    assert "activation=logistic" not in write_darknet_cfg(plain, (64, 64))
     assert YoloLoss.from_config(model.config).new_coords is True
     assert ModelConfig.from_dict(model.config.to_dict()).new_coords is True

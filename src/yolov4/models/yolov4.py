@@ -162,6 +162,10 @@ class YOLOv4(nn.Module):
         if c.max_delta is not None:
             options["max_delta"] = c.max_delta
         if c.new_coords:
+            # darknet's new_coords layer takes the box, objectness and classes already through
+            # the conv's logistic (the raw map here, as ops.decode and the loss read it)
+            assert g.layers[out].kind == "convolutional"
+            g.layers[out].options["activation"] = "logistic"
             options["new_coords"] = 1
         g.yolo(out, options)
 
