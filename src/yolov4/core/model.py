@@ -12,7 +12,8 @@ __all__ = ["DecodedModel"]
 
 
 class DecodedModel(nn.Module):
-    """The network plus darknet's decode: ``(B, 3, H, W) -> (B, N, 5 + C)`` in input pixels."""
+    """The network plus darknet's decode (``new_coords`` as the model's config says):
+    ``(B, 3, H, W) -> (B, N, 5 + C)`` in input pixels."""
 
     def __init__(self, model: YOLOv4) -> None:
         super().__init__()
@@ -23,6 +24,9 @@ class DecodedModel(nn.Module):
             list(c.strides),
             list(c.scale_x_y),
         )
+        self.new_coords = bool(c.new_coords)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return decode(self.model(images), self.anchors, self.strides, self.scale_x_y)
+        return decode(
+            self.model(images), self.anchors, self.strides, self.scale_x_y, self.new_coords
+        )
