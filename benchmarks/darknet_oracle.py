@@ -21,7 +21,9 @@ median (and 5-95 %) of project / darknet over the positive slots where darknet's
 non-zero, and the largest absolute difference over all slots (``max_rel``: that over the largest
 darknet value of the component; the table's last column is the largest over components). With
 ``--o2`` the -O2 build's deltas are compared with the -Ofast build's (darknet's own float noise,
-in brackets). Prints two tables and writes benchmarks/results/darknet_oracle.json.
+in brackets). Then darknet's charted cost (``get_network_cost`` / batch, from the dumped ``l.cost``
+of each ``[yolo]`` layer) against ``YoloLoss.darknet_cost`` on the same maps, as ratios. Prints
+three tables and writes benchmarks/results/darknet_oracle.json.
 
 With ``--new-coords`` the models get ``new_coords=1`` and ``scale_x_y=2`` (the Scaled-YOLOv4
 ``[yolo]``): darknet's layer is then fed ``sigmoid`` of the maps (what its ``activation=logistic``
@@ -123,11 +125,13 @@ def run_darknet(binary: str, cfg: str, maps_cfg_order, truth_buf, batch, size, w
         [*args, str(out), str(work / "maps.bin")], check=True, capture_output=True, text=True
     )
     meta = [line.split() for line in (out / "meta.txt").read_text().splitlines()[1:]]
-    deltas = []
+    deltas, costs = [], []
     for k, fields in enumerate(meta):
         mask = [int(v) for v in fields[fields.index("mask") + 1 : fields.index("biases")]]
         deltas.append((mask, np.fromfile(out / f"yolo{k}_delta.bin", np.float32)))
-    return deltas
+        costs.append(float(fields[fields.index("cost") + 1]))
+    # darknet's charted loss: get_network_cost (mean of l.cost over layers) / batch
+    return deltas, sum(costs) / len(costs) / batch
 
 
 def project_grads(config, maps, targets, label_smoothing, box_gradient) -> list[np.ndarray]:
@@ -218,6 +222,7 @@ def main() -> None:
         na, c = len(config.masks[0]), config.num_classes
         for case, (batch, eps) in CASES.items():
             tallies = {bg: Tally() for bg in ("darknet", "exact")}
+            costs = {bg: [] for bg in tallies}
             for seed in args.seeds:
                 rng = np.random.default_rng(1000 * seed + batch + int(eps * 100))
                 truths = [make_truths(rng, c) for _ in range(batch)]
@@ -245,12 +250,14 @@ def main() -> None:
                     cfg_maps = [maps[order.index(mk)] for mk in cfg_masks]
                     if args.new_coords:  # the logistic conv's output is the layer's input
                         cfg_maps = [sigmoid(m).astype(np.float32) for m in cfg_maps]
-                    dk = run_darknet(
+                    dk, dk_cost = run_darknet(
                         args.dk_oracle, cfg, cfg_maps, buf, batch, args.size, Path(tmp)
                     )
                     dk2 = None
                     if args.o2:
-                        dk2 = run_darknet(args.o2, cfg, cfg_maps, buf, batch, args.size, Path(tmp))
+                        dk2, _ = run_darknet(
+                            args.o2, cfg, cfg_maps, buf, batch, args.size, Path(tmp)
+                        )
                 dk_level = {tuple(mk): d for mk, d in dk}
                 dk2_level = {tuple(mk): d for mk, d in dk2} if dk2 else {}
                 if args.new_coords:  # through the logistic conv's backward: * s (1 - s)
@@ -260,6 +267,11 @@ def main() -> None:
                                 s_ = sigmoid(maps[lv]).astype(np.float32).ravel()
                                 lv_dict[tuple(mk)] = lv_dict[tuple(mk)] * (s_ * (1 - s_))
                 for bg, tally in tallies.items():
+                    loss_fn = YoloLoss.from_config(config, eps, bg)
+                    pr_cost = float(
+                        loss_fn.darknet_cost([torch.from_numpy(m) for m in maps], targets)
+                    )
+                    costs[bg].append((pr_cost, dk_cost))
                     grads = project_grads(config, maps, targets, eps, bg)
                     for level, g in enumerate(grads):
                         d = dk_level[tuple(order[level])].reshape(g.shape)
@@ -271,6 +283,11 @@ def main() -> None:
                         )
             for bg, tally in tallies.items():
                 s = tally.summary()
+                s["darknet_cost"] = {
+                    "project": [p_ for p_, _ in costs[bg]],
+                    "darknet": [d_ for _, d_ in costs[bg]],
+                    "ratios": [p_ / d_ for p_, d_ in costs[bg]],
+                }
                 results[f"{name}/{case}/{bg}"] = s
                 rows.append((name, case, bg, s))
 
@@ -297,6 +314,15 @@ def main() -> None:
             noise = s[k]["darknet_O2_vs_Ofast_max_abs"]
             line += f" {s[k]['max_abs_diff']:7.1e} [{'-' if noise is None else f'{noise:.1e}':>7s}]"
         print(line + f"  {max(s[k]['max_rel'] for k in COMPONENTS):7.1e}")
+    print(
+        "\ndarknet's charted cost (mean l.cost over [yolo] layers / batch): project/darknet per seed"
+    )
+    for name, case, bg, s in rows:
+        q = s["darknet_cost"]
+        line = f"{name:11s} {case:4s} {bg:8s} darknet " + " ".join(
+            f"{v:9.4f}" for v in q["darknet"]
+        )
+        print(line + "  ratio " + " ".join(f"{r:.6f}" for r in q["ratios"]))
     path = save(
         "darknet_oracle_new_coords" if args.new_coords else "darknet_oracle",
         {

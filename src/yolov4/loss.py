@@ -241,6 +241,77 @@ class YoloLoss(nn.Module):
         box_loss, obj_loss, cls_loss = box_loss / batch, obj_loss / batch, cls_loss / batch
         return LossOutput(box_loss + obj_loss + cls_loss, box_loss, obj_loss, cls_loss)
 
+    def darknet_cost(self, maps: Sequence[Tensor], targets: Tensor) -> Tensor:
+        """The loss darknet prints and charts for this batch, from this loss's own gradient.
+
+        Darknet's per-iteration "loss" is not a loss value: ``train_network_waitkey``
+        (network.c:407-473) returns the sum over subdivisions of ``get_network_cost`` divided by
+        ``subdivisions * batch``, and ``get_network_cost`` (network.c:317-329) is the *mean* of
+        ``l.cost`` over the layers that have one (the ``[yolo]`` layers). With the default
+        ``show_details=1`` a ``[yolo]`` layer's cost (yolo_layer.c:868-913) is
+        ``obj_normalizer * |l.delta with x, y, w, h zeroed|^2 + iou_normalizer * tot / count``:
+        the squared deltas of objectness and classes over the batch, plus the mean over the
+        layer's (target, anchor) box pairs (``count``, iou_thresh extras included; 0 without
+        any) of ``1 - GIoU`` for ``iou_loss=giou``, else ``1 - IoU`` (the plain IoU, also for
+        CIoU/DIoU; yolo_layer.c:555-558). Darknet's delta is ``-batch * d(loss)/d(map)``
+        here (through the conv's logistic derivative with ``new_coords``, which is divided out).
+        Returns ``mean over heads of layer cost / batch``, a detached float32 scalar; one
+        forward and backward of the loss (not of the network) on detached ``maps``.
+        """
+        batch = maps[0].shape[0]
+        with torch.enable_grad():
+            leaves = [m.detach().float().requires_grad_() for m in maps]
+            total = self(leaves, targets).total
+            grads = torch.autograd.grad(total, leaves, allow_unused=True)
+        with torch.no_grad():
+            pair_sums, counts = self._pair_iou_loss(leaves, targets)
+            costs = []
+            for level, (leaf, grad) in enumerate(zip(leaves, grads, strict=True)):
+                if grad is None:
+                    grad = torch.zeros_like(leaf)
+                delta = -batch * grad
+                if self.new_coords:
+                    s = leaf.sigmoid()
+                    delta = delta / (s * (1 - s))
+                a = len(self.masks[level])
+                delta = delta.view(batch, a, -1, *delta.shape[2:])
+                cls_obj = self.obj_normalizer * delta[:, :, 4:].square().sum()
+                iou_part = self.iou_normalizer * pair_sums[level] / max(counts[level], 1)
+                costs.append(cls_obj + iou_part)
+            return torch.stack(costs).mean() / batch
+
+    def _pair_iou_loss(self, maps: Sequence[Tensor], targets: Tensor) -> tuple[list, list[int]]:
+        """Per head: darknet's ``tot_iou_loss`` (``tot_giou_loss`` for ``iou_loss=giou``), the sum
+        over (target, positive anchor) pairs of ``1 - IoU`` of the decoded prediction (raw
+        ``exp``, unclamped) and the target, and the number of pairs (darknet's ``count``)."""
+        device = maps[0].device
+        targets = targets.to(device=device, dtype=torch.float32)
+        t_img = targets[:, 0].long()
+        t_box = xyxy_to_cxcywh(targets[:, 2:6])
+        anchors = self.anchors.to(device)
+        best_anchor, shape_iou = self._anchor_match(t_box[:, 2:], anchors)
+        kind = "giou" if self.iou_loss == "giou" else "iou"
+        sums, counts = [], []
+        for level, head in enumerate(maps):
+            mask = torch.tensor(self.masks[level], device=device)
+            positive = best_anchor[:, None] == mask[None, :]
+            if self.iou_thresh is not None:
+                positive |= shape_iou[:, mask] > self.iou_thresh
+            p = split_head(head.float(), len(mask))  # (B, A, H, W, 5 + C)
+            _, _, h, w, _ = p.shape
+            stride = self.strides[level]
+            gt, a = positive.nonzero(as_tuple=True)
+            gi = (t_box[gt, 0] / stride).floor().long().clamp(0, w - 1)
+            gj = (t_box[gt, 1] / stride).floor().long().clamp(0, h - 1)
+            boxes = decode_boxes(
+                p[..., :4], anchors[mask], stride, self.scale_x_y[level], self.new_coords
+            )
+            pred = boxes[t_img[gt], a, gj, gi]
+            iou = paired_box_iou(cxcywh_to_xyxy(pred), cxcywh_to_xyxy(t_box[gt]), kind)
+            sums.append((1 - iou).sum())
+            counts.append(int(gt.numel()))
+        return sums, counts
+
     @staticmethod
     def _anchor_match(wh: Tensor, anchors: Tensor) -> tuple[Tensor, Tensor]:
         """Shape IoU ``(M, T)`` of target sizes ``(M, 2)`` with all anchors ``(T, 2)``, and the

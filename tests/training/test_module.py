@@ -259,3 +259,16 @@ def test_bad_box_gradient_fails_at_construction():
         ConfigError, match=r"module.box_gradient must be one of \['darknet', 'exact'\]"
     ):
         tiny_module(ema_decay=None, box_gradient="autograd")
+
+
+def test_training_step_logs_darknet_cost(monkeypatch):
+    module = tiny_module()
+    logged = {}
+    monkeypatch.setattr(module, "log", lambda name, value, **kw: logged.__setitem__(name, value))
+    b = batch()
+    module.training_step(b, 0)
+    cost = logged["train/darknet_cost"]
+    assert not cost.requires_grad
+    with torch.no_grad():
+        want = module.loss_fn.darknet_cost(module.model(b["images"]), b["targets"])
+    assert float(cost) == pytest.approx(float(want), rel=1e-5)

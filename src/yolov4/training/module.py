@@ -171,7 +171,8 @@ class YoloModule(L.LightningModule):
     def training_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         images, targets = batch["images"], batch["targets"]
         try:
-            loss = self.loss_fn(self._forward(images), targets)
+            maps = self._forward(images)
+            loss = self.loss_fn(maps, targets)
         except torch.OutOfMemoryError as e:
             raise torch.OutOfMemoryError(
                 f"out of memory with batch size {images.shape[0]} at input {tuple(images.shape[-2:])}: "
@@ -191,10 +192,21 @@ class YoloModule(L.LightningModule):
             {"train/box": loss.box, "train/obj": loss.obj, "train/cls": loss.cls}, batch_size=bs
         )
         self.log("train/size", float(images.shape[-1]), batch_size=bs)
+        if self._darknet_cost_due():  # darknet's charted loss, beside ours (comparable curves)
+            cost = self.loss_fn.darknet_cost([m.detach() for m in maps], targets)
+            self.log("train/darknet_cost", cost, batch_size=bs)
         if self._trainer is not None and self.trainer.optimizers:  # lr in the progress bar
             lr = self.trainer.optimizers[0].param_groups[0]["lr"]
             self.log("lr", lr, prog_bar=True, logger=False, batch_size=bs)
         return loss.total
+
+    def _darknet_cost_due(self) -> bool:
+        """Whether this step logs ``train/darknet_cost`` (:meth:`YoloLoss.darknet_cost`, one more
+        loss forward/backward): on the steps the trainer logs, every step without a trainer."""
+        if self._trainer is None:
+            return True
+        every = max(int(getattr(self.trainer, "log_every_n_steps", 1) or 1), 1)
+        return (self.global_step + 1) % every == 0  # as Lightning's _should_update_logs
 
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer = build_optimizer(self.model, self.optim_cfg)
