@@ -170,17 +170,20 @@ def box_grads(cfg, target, slot_t, box_gradient, label_smoothing=0.0, cls_logit=
     return out, pos
 
 
-def darknet_box_delta(cfg, target, slot, slot_t):
-    """The transcription's deltas for one positive slot (float64 (4,))."""
+def darknet_box_delta(cfg, target, slot, slot_t, new_coords=False):
+    """The transcription's deltas for one positive slot (float64 (4,)) on the raw map. With
+    ``new_coords`` the layer's input is the logistic of the map: darknet's delta on it times the
+    conv's logistic gradient ``s * (1 - s)`` (gradient_array)."""
     level, k, j, i = slot
     stride, g = cfg.strides[level], cfg.scale_x_y[level]
     lh, lw = HW[0] // stride, HW[1] // stride
     _, _, x1, y1, x2, y2 = target[0].tolist()
     truth = [(x1 + x2) / 2 / HW[1], (y1 + y2) / 2 / HW[0], (x2 - x1) / HW[1], (y2 - y1) / HW[0]]
-    sig = [1 / (1 + math.exp(-v)) for v in slot_t[:2]]
-    x = [s * g - 0.5 * (g - 1) for s in sig] + list(slot_t[2:])
+    sig = [1 / (1 + math.exp(-v)) for v in slot_t]
+    x = [s * g - 0.5 * (g - 1) for s in sig[:2]] + (sig[2:] if new_coords else list(slot_t[2:]))
     anchor = cfg.anchors[cfg.masks[level][k]]
-    d = dk_delta_yolo_box(
+    delta = dk_delta_yolo_box_new_coords if new_coords else dk_delta_yolo_box
+    d = delta(
         truth,
         x,
         anchor,
@@ -194,6 +197,8 @@ def darknet_box_delta(cfg, target, slot, slot_t):
         cfg.iou_loss,
         cfg.max_delta,
     )
+    if new_coords:
+        d = [dk * s * (1 - s) for dk, s in zip(d, sig)]
     return torch.tensor(d, dtype=torch.float64)
 
 
@@ -391,34 +396,6 @@ def dk_delta_yolo_box_new_coords(
     return out
 
 
-def darknet_box_delta_new_coords(cfg, target, slot, slot_t):
-    """The transcription's deltas on the raw map for one positive slot (float64 (4,)): the
-    layer's delta times the conv's logistic gradient ``s * (1 - s)`` (gradient_array)."""
-    level, k, j, i = slot
-    stride, g = cfg.strides[level], cfg.scale_x_y[level]
-    lh, lw = HW[0] // stride, HW[1] // stride
-    _, _, x1, y1, x2, y2 = target[0].tolist()
-    truth = [(x1 + x2) / 2 / HW[1], (y1 + y2) / 2 / HW[0], (x2 - x1) / HW[1], (y2 - y1) / HW[0]]
-    sig = [1 / (1 + math.exp(-v)) for v in slot_t]
-    x = [s * g - 0.5 * (g - 1) for s in sig[:2]] + sig[2:]
-    anchor = cfg.anchors[cfg.masks[level][k]]
-    d = dk_delta_yolo_box_new_coords(
-        truth,
-        x,
-        anchor,
-        i,
-        j,
-        lw,
-        lh,
-        HW[1],
-        HW[0],
-        cfg.iou_normalizer,
-        cfg.iou_loss,
-        cfg.max_delta,
-    )
-    return torch.tensor([dk * s * (1 - s) for dk, s in zip(d, sig)], dtype=torch.float64)
-
-
 def to_t_new_coords(cx, cy, w, h, cell=(3, 3), stride=16, g=2.0, anchor=(37, 58)):
     """Raw (tx, ty, tw, th) of a new_coords prediction decoding to the pixel box (cx, cy, w, h)."""
     sx = (cx / stride - cell[0] + (g - 1) / 2) / g
@@ -458,7 +435,7 @@ def test_new_coords_darknet_box_gradient_matches_transcription(kind, case):
     cfg = new_coords_config(kind, max_delta)
     got, pos = box_grads(cfg, target, slot_t, "darknet")
     assert len(pos) == 1
-    want = -darknet_box_delta_new_coords(cfg, target, pos[0], slot_t)
+    want = -darknet_box_delta(cfg, target, pos[0], slot_t, new_coords=True)
     assert want.abs().max() > 1e-12
     scale = want.abs().max().item()
     torch.testing.assert_close(got[pos[0]], want, rtol=2e-4, atol=2e-5 * scale)

@@ -10,9 +10,11 @@ import pytest
 import torch
 
 from yolov4 import build_model, save_checkpoint
+from yolov4.core.artifact import ARTIFACT_FORMAT, read_metadata, sha256
+from yolov4.core.model import DecodedModel
 from yolov4.errors import ExportError, YoloError
 from yolov4.export import artifact as artifact_mod
-from yolov4.export.artifact import ARTIFACT_FORMAT, export_artifact, read_metadata, sha256
+from yolov4.export.artifact import export_artifact
 from yolov4.inference import Predictor
 
 NAMES = ["circle", "rectangle", "triangle", "cross"]
@@ -107,7 +109,7 @@ def test_a_file_that_disagrees_fails_the_export(exported, tmp_path, monkeypatch)
     original = artifact_mod._export_onnx
 
     def wrong_model(model, path, example, opset):  # exports another network
-        other = artifact_mod.DecodedModel(build_model("yolov4-tiny", num_classes=4)).eval()
+        other = DecodedModel(build_model("yolov4-tiny", num_classes=4)).eval()
         original(other, path, example, opset)
 
     monkeypatch.setattr(artifact_mod, "_export_onnx", wrong_model)

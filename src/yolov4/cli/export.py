@@ -8,7 +8,8 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from yolov4.export.artifact import export_artifact, read_metadata
+from yolov4.core.artifact import read_metadata
+from yolov4.export.artifact import export_artifact
 
 __all__ = ["export", "hydra_main", "default_output"]
 

@@ -22,13 +22,7 @@ from pycocotools.cocoeval import COCOeval
 
 from yolov4.evaluation.result import METRIC_KEYS, EvaluationResult
 
-__all__ = [
-    "METRIC_KEYS",
-    "CocoEvaluator",
-    "EvaluationResult",
-    "detections_to_coco",
-    "evaluate_coco",
-]
+__all__ = ["CocoEvaluator", "detections_to_coco", "evaluate_coco"]
 
 
 def detections_to_coco(

@@ -32,12 +32,8 @@ from yolov4.core.artifact import (
     FORMATS,
     METADATA,
     MODEL_NMS_ONNX,
-    MODEL_ONNX,
-    MODEL_TORCHSCRIPT,
     check_class_names,
-    read_metadata,
     sha256,
-    validate_metadata,
 )
 from yolov4.core.checkpoint import Checkpoint, load_checkpoint
 from yolov4.core.model import DecodedModel
@@ -48,19 +44,7 @@ from yolov4.export.onnx_nms import NmsModel
 from yolov4.inference.backends import load_backend
 from yolov4.models import fuse_model
 
-__all__ = [
-    "ARTIFACT_FORMAT",
-    "MODEL_ONNX",
-    "MODEL_TORCHSCRIPT",
-    "MODEL_NMS_ONNX",
-    "METADATA",
-    "DecodedModel",
-    "export_artifact",
-    "read_metadata",
-    "validate_metadata",
-    "check_class_names",
-    "sha256",
-]
+__all__ = ["export_artifact"]
 
 DEFAULT_OPSET = 17
 PARITY_RTOL = 1e-3  # worst |difference| allowed, relative to the largest |output|
