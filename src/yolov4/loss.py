@@ -221,15 +221,11 @@ class YoloLoss(nn.Module):
         zero = torch.zeros((), device=device)
         box_loss, obj_loss, cls_loss = zero, zero, zero
         for level, head in enumerate(maps):
-            mask = torch.tensor(self.masks[level], device=device)
-            positive = best_anchor[:, None] == mask[None, :]  # (M, A)
-            if self.iou_thresh is not None:
-                positive |= shape_iou[:, mask] > self.iou_thresh
             b, o, c = self._head_loss(
                 level,
                 head.float(),
-                anchors[mask],
-                positive,
+                anchors[self.masks[level]],
+                self._positive(level, best_anchor, shape_iou),
                 t_img,
                 t_cls,
                 t_box,
@@ -293,16 +289,12 @@ class YoloLoss(nn.Module):
         kind = "giou" if self.iou_loss == "giou" else "iou"
         sums, counts = [], []
         for level, head in enumerate(maps):
-            mask = torch.tensor(self.masks[level], device=device)
-            positive = best_anchor[:, None] == mask[None, :]
-            if self.iou_thresh is not None:
-                positive |= shape_iou[:, mask] > self.iou_thresh
+            mask = self.masks[level]
             p = split_head(head.float(), len(mask))  # (B, A, H, W, 5 + C)
             _, _, h, w, _ = p.shape
             stride = self.strides[level]
-            gt, a = positive.nonzero(as_tuple=True)
-            gi = (t_box[gt, 0] / stride).floor().long().clamp(0, w - 1)
-            gj = (t_box[gt, 1] / stride).floor().long().clamp(0, h - 1)
+            gt, a = self._positive(level, best_anchor, shape_iou).nonzero(as_tuple=True)
+            gi, gj = self._cell(t_box[gt], stride, h, w)
             boxes = decode_boxes(
                 p[..., :4], anchors[mask], stride, self.scale_x_y[level], self.new_coords
             )
@@ -311,6 +303,23 @@ class YoloLoss(nn.Module):
             sums.append((1 - iou).sum())
             counts.append(int(gt.numel()))
         return sums, counts
+
+    def _positive(self, level: int, best_anchor: Tensor, shape_iou: Tensor) -> Tensor:
+        """``(M, A)`` bool: target ``m`` is positive for anchor ``a`` of head ``level`` (its best
+        anchor over all heads is ``a``, or ``iou_thresh`` admits ``a`` too)."""
+        mask = torch.tensor(self.masks[level], device=best_anchor.device)
+        positive = best_anchor[:, None] == mask[None, :]
+        if self.iou_thresh is not None:
+            positive |= shape_iou[:, mask] > self.iou_thresh
+        return positive
+
+    @staticmethod
+    def _cell(box: Tensor, stride: int, h: int, w: int) -> tuple[Tensor, Tensor]:
+        """Grid cell ``(gi, gj)`` ``(P,)`` long of boxes ``(P, 4)`` cxcywh in input pixels; a
+        centre on the right/bottom edge uses the last cell (see the departures)."""
+        gi = (box[:, 0] / stride).floor().long().clamp(0, w - 1)
+        gj = (box[:, 1] / stride).floor().long().clamp(0, h - 1)
+        return gi, gj
 
     @staticmethod
     def _anchor_match(wh: Tensor, anchors: Tensor) -> tuple[Tensor, Tensor]:
@@ -333,8 +342,7 @@ class YoloLoss(nn.Module):
 
         # positives: (target, anchor) pairs and their slot in `flat`
         gt, a = positive.nonzero(as_tuple=True)
-        gi = (t_box[gt, 0] / stride).floor().long().clamp(0, w - 1)
-        gj = (t_box[gt, 1] / stride).floor().long().clamp(0, h - 1)
+        gi, gj = self._cell(t_box[gt], stride, h, w)
         slot = ((t_img[gt] * num_anchors + a) * h + gj) * w + gi
         slots, pair_slot = slot.unique(return_inverse=True)
 
