@@ -16,7 +16,7 @@ from yolov4.darknet import (
     save_darknet_weights,
     write_darknet_cfg,
 )
-from yolov4.models.backbone import TinyCSPBlock
+from yolov4.models.layers import Route
 
 # darknet's yolov4.cfg and yolov4-tiny.cfg, one token per layer, routes/shortcuts as absolute
 # layer indices: C<filters>/<size>/<stride><act> conv with BN (c: no BN, bias), m/l/x =
@@ -153,7 +153,7 @@ def test_old_header_with_uint32_seen(tmp_path, tiny80):
     fresh = build_model("yolov4-tiny")
     header = load_darknet_weights(fresh, old)
     assert (header.major, header.minor, header.seen) == (0, 1, 77)
-    assert torch.equal(fresh.heads[1].pred.conv.weight, tiny80.heads[1].pred.conv.weight)
+    assert torch.equal(fresh.layers[37 - 1].conv.weight, tiny80.layers[36].conv.weight)
 
 
 def test_wrong_num_classes_names_counts_and_cause(tmp_path):
@@ -197,33 +197,33 @@ def test_missing_file(tmp_path):
 
 def test_partial_backbone_file(tmp_path, tiny80):
     cut = tiny80.backbone_layer_count()
-    assert cut == 27  # CSPDarknet53-tiny: darknet layers 0-26
-    path = save_darknet_weights(tiny80, tmp_path / "tiny.conv.27", upto=cut)
+    assert cut == 29  # darknet's yolov4-tiny.conv.29: layers 0-28, all but the head convs
+    path = save_darknet_weights(tiny80, tmp_path / "tiny.partial", upto=cut)
     assert path.stat().st_size == HEADER_BYTES + 4 * darknet_float_count(tiny80, upto=cut)
 
     fresh = build_model("yolov4-tiny", num_classes=5)  # another class count: heads are not read
     with pytest.raises(
         CheckpointError,
-        match=r"first 15 convolutional layers \(darknet layers 0-26\).*upto=27 or backbone_only=True",
+        match=r"first 17 convolutional layers \(darknet layers 0-28\).*upto=29 or backbone_only=True",
     ):
         load_darknet_weights(fresh, path)
-    head_before = fresh.heads[0].pred.conv.weight.clone()
+    head_before = fresh.layers[29].conv.weight.clone()
     header = load_darknet_weights(fresh, path, backbone_only=True)
     assert header.layers_loaded == cut
-    ref = tiny80.backbone.state_dict()
-    for key, value in fresh.backbone.state_dict().items():
-        assert torch.equal(value, ref[key]), key
-    assert torch.equal(fresh.heads[0].pred.conv.weight, head_before)
+    ref = tiny80.state_dict()
+    for key, value in fresh.state_dict().items():
+        index = int(key.split(".")[1])
+        if index < cut:
+            assert torch.equal(value, ref[key]), key
+    assert torch.equal(fresh.layers[29].conv.weight, head_before)
 
 
 def test_upto_reads_a_prefix_of_a_full_file(tmp_path, tiny80):
     path = save_darknet_weights(tiny80, tmp_path / "t.weights")
     fresh = build_model("yolov4-tiny")
     load_darknet_weights(fresh, path, upto=29)  # like darknet's yolov4-tiny.conv.29
-    assert torch.equal(
-        fresh.heads[1].conv.conv.weight, tiny80.heads[1].conv.conv.weight
-    )  # layer 28
-    assert not torch.equal(fresh.heads[1].pred.conv.weight, tiny80.heads[1].pred.conv.weight)  # 29
+    assert torch.equal(fresh.layers[28].conv.weight, tiny80.layers[28].conv.weight)
+    assert not torch.equal(fresh.layers[29].conv.weight, tiny80.layers[29].conv.weight)
 
 
 def test_fused_model_is_refused(tmp_path, tiny80):
@@ -241,12 +241,11 @@ def opencv_head_maps(model, tmp_path: Path, images: torch.Tensor) -> list[np.nda
     cfg.write_text(write_darknet_cfg(model, input_size=(h, w)))
     save_darknet_weights(model, weights)
     net = cv2.dnn.readNetFromDarknet(str(cfg), str(weights))
-    layers = model.darknet_graph().layers
-    # OpenCV names a darknet conv layer conv_<layer index>; take the conv before each [yolo].
-    names = [f"conv_{i - 1}" for i, layer in enumerate(layers) if layer.kind == "yolo"]
+    # OpenCV names a darknet conv layer conv_<layer index>; take the conv before each [yolo]
+    # (model.head_layers: ascending stride, whatever the cfg's order).
+    names = [f"conv_{i}" for i in model.head_layers]
     net.setInput(images.numpy())
-    maps = net.forward(names)
-    return sorted(maps, key=lambda m: -m.shape[-1])  # cfg order -> ascending stride
+    return list(net.forward(names))
 
 
 def assert_maps_equal(model, maps: list[np.ndarray], images: torch.Tensor) -> None:
@@ -272,13 +271,12 @@ def test_tiny_takes_the_second_half_of_grouped_routes(tmp_path, tiny80, monkeypa
     maps = opencv_head_maps(tiny80, tmp_path, images)
     assert_maps_equal(tiny80, maps, images)
 
-    def first_half_forward(self, x):
-        x0 = self.conv0(x)
-        x1 = self.conv1(x0[:, : x0.shape[1] // 2])
-        x3 = self.conv3(torch.cat([self.conv2(x1), x1], 1))
-        return self.pool(torch.cat([x0, x3], 1)), x3
+    def first_half_forward(self, xs):
+        if self.groups > 1:
+            xs = [x.chunk(self.groups, 1)[0] for x in xs]
+        return xs[0] if len(xs) == 1 else torch.cat(xs, 1)
 
-    monkeypatch.setattr(TinyCSPBlock, "forward", first_half_forward)
+    monkeypatch.setattr(Route, "forward", first_half_forward)
     with torch.no_grad():
         buggy = tiny80(images)
     assert not np.allclose(buggy[0].numpy(), maps[0], rtol=1e-3, atol=1e-3)

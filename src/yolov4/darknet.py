@@ -1,8 +1,8 @@
 """Darknet interchange: ``.cfg`` text and ``.weights`` files, in both directions.
 
-The layer list comes from :meth:`YOLOv4.darknet_graph`, which the network's modules emit in
-darknet's cfg order, so the cfg written here and the convolution order of the weight files are
-the same list by construction.
+The network is built from its cfg's sections (``model.sections``: the cfg with the model config
+applied), module ``layers.i`` being darknet's layer ``i``, so the cfg written here and the
+convolution order of the weight files are the same list by construction.
 
 ``.weights`` layout (darknet ``src/parser.c``): int32 ``major``, ``minor``, ``revision``, then
 ``seen`` (images seen in training) as uint64 when ``major * 10 + minor >= 2`` (uint32 before),
@@ -15,14 +15,15 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 import torch
 
 from yolov4.errors import CheckpointError
+from yolov4.models.cfg import ZOO
 from yolov4.models.layers import ConvBnAct
-from yolov4.models.yolov4 import ARCHITECTURES, YOLOv4, build_model
+from yolov4.models.yolov4 import YOLOv4, build_model
 
 __all__ = [
     "DarknetHeader",
@@ -46,23 +47,19 @@ class DarknetHeader(NamedTuple):
 
 
 # -- cfg ----------------------------------------------------------------------------------------
-def _fmt(value: Any) -> str:
-    if isinstance(value, (list, tuple)):
-        return ",".join(_fmt(v) for v in value)
-    if isinstance(value, float):
-        return f"{value:g}"
-    return str(value)
-
-
 def write_darknet_cfg(model: YOLOv4, input_size: tuple[int, int] | None = None) -> str:
-    """The model as darknet ``.cfg`` text (inference ``[net]``: batch=1), readable by darknet
-    and by OpenCV's ``cv2.dnn.readNetFromDarknet``. ``input_size`` is ``(H, W)``, default the
-    model config's ``input_size``."""
+    """The model as darknet ``.cfg`` text, readable by darknet and by OpenCV's
+    ``cv2.dnn.readNetFromDarknet``: the cfg it was built from (``[net]`` training settings kept)
+    with its config applied (size, classes, anchors, masks, ``[yolo]`` keys, head filters).
+    ``input_size`` is ``(H, W)``, default the model config's ``input_size``."""
     h, w = input_size or model.config.input_size
-    lines = ["[net]", "batch=1", "subdivisions=1", f"width={w}", f"height={h}", "channels=3", ""]
-    for layer in model.darknet_graph().layers:
-        lines.append(f"[{layer.kind}]")
-        lines.extend(f"{k}={_fmt(v)}" for k, v in layer.options.items())
+    lines = []
+    for i, section in enumerate(model.sections):
+        options = dict(section.options)
+        if i == 0:
+            options.update(width=str(w), height=str(h))
+        lines.append(f"[{section.kind}]")
+        lines.extend(f"{k}={v}" for k, v in options.items())
         lines.append("")
     return "\n".join(lines)
 
@@ -92,7 +89,7 @@ def _conv_floats(m: ConvBnAct) -> int:
 
 
 def _conv_layers(model: YOLOv4, cutoff: int | None) -> list[tuple[int, ConvBnAct]]:
-    convs = model.darknet_graph().conv_layers()
+    convs = model.conv_layers()
     return [(i, m) for i, m in convs if cutoff is None or i < cutoff]
 
 
@@ -120,14 +117,14 @@ def _read_header(data: bytes, path: Path) -> tuple[int, int, int, int, int]:
 def _fit_hint(model: YOLOv4, found: int) -> str:
     """Explain a float count that does not fit: which model/num_classes or prefix it fits."""
     hints = []
-    for name in ARCHITECTURES:
+    for name in ZOO:
         with torch.device("meta"):  # counts only: no memory, no init cost
             counts = [darknet_float_count(build_model(name, num_classes=c)) for c in (1, 2)]
         base, per_class = counts[0] - (counts[1] - counts[0]), counts[1] - counts[0]
         classes, rest = divmod(found - base, per_class)
         if rest == 0 and classes >= 1:
             hints.append(f"it fits {name} with num_classes={classes}")
-    convs = model.darknet_graph().conv_layers()
+    convs = model.conv_layers()
     total = 0
     for k, (i, m) in enumerate(convs):
         total += _conv_floats(m)
@@ -204,9 +201,7 @@ def load_darknet_weights(
         else:
             take(m.conv.bias)
         take(m.conv.weight)
-    return DarknetHeader(
-        major, minor, revision, seen, len(model.darknet_graph().layers) if upto is None else upto
-    )
+    return DarknetHeader(major, minor, revision, seen, len(model.layers) if upto is None else upto)
 
 
 @torch.no_grad()

@@ -38,7 +38,7 @@ import torch
 from yolov4.core.files import atomic_write
 from yolov4.core.preprocess import PreprocessConfig
 from yolov4.errors import CheckpointError, ConfigError
-from yolov4.models import ModelConfig, YOLOv4, build_model
+from yolov4.models import ModelConfig, YOLOv4, available_models, build_model
 
 __all__ = [
     "FORMAT",
@@ -128,7 +128,7 @@ def clean_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.
 
 
 def group_keys(keys: list[str]) -> str:
-    """``heads.0.pred.conv.weight, ...`` -> ``heads.0 (12), neck.td4 (3)`` then the first keys."""
+    """``layers.159.conv.weight, ...`` -> ``layers.159 (2), layers.148 (5)`` then the first keys."""
     by_module = Counter(".".join(k.split(".")[:2]) for k in keys)
     groups = ", ".join(f"{m} ({n})" for m, n in by_module.most_common())
     shown = ", ".join(keys[:SHOW]) + (", ..." if len(keys) > SHOW else "")
@@ -137,7 +137,8 @@ def group_keys(keys: list[str]) -> str:
 
 def _likely_cause(model: YOLOv4, sd: Mapping[str, torch.Tensor], shapes: list[str]) -> str:
     own = model.state_dict()
-    heads = [k for k in shapes if k.startswith("heads.") and ".pred." in k]
+    head_prefixes = tuple(f"layers.{i}." for i in model.head_layers)
+    heads = [k for k in shapes if k.startswith(head_prefixes)]
     if heads and len(heads) == len(shapes):
         k = next(k for k in heads if k.endswith("weight"))
         channels = sd[k].shape[0]
@@ -148,7 +149,7 @@ def _likely_cause(model: YOLOv4, sd: Mapping[str, torch.Tensor], shapes: list[st
             else f"{channels} head channels"
         )
         return f"likely cause: the weights were trained with {other}, the model has num_classes={model.num_classes}"
-    for name in ("yolov4", "yolov4-tiny"):
+    for name in available_models():
         if name == model.config.name:
             continue
         with torch.device("meta"):
@@ -206,7 +207,8 @@ def load_state_dict_checked(
 
 def _checked_preprocess(preprocess: Mapping[str, Any] | None, model: YOLOv4) -> dict[str, Any]:
     """``preprocess`` completed and validated as every reader (the Predictor, the export)
-    will read it: a :class:`PreprocessConfig` dict, input sides multiples of 32; none given =
+    will read it: a :class:`PreprocessConfig` dict, input sides multiples of the network's largest
+    stride; none given =
     letterbox at the model's input size (what the readers assumed for such files)."""
     try:
         values = _plain(dict(preprocess)) if preprocess else {"input_size": model.config.input_size}
@@ -218,10 +220,11 @@ def _checked_preprocess(preprocess: Mapping[str, Any] | None, model: YOLOv4) -> 
             f"save_checkpoint: preprocess: expected a mapping of PreprocessConfig keys, "
             f"got {preprocess!r:.60} ({e})"
         ) from e
-    if any(s % SIZE_MULTIPLE for s in config.input_size):
+    multiple = max(SIZE_MULTIPLE, model.config.max_stride)
+    if any(s % multiple for s in config.input_size):
         raise CheckpointError(
             f"save_checkpoint: preprocess.input_size: expected (H, W) multiples of "
-            f"{SIZE_MULTIPLE}, got {list(config.input_size)}"
+            f"{multiple} (the network's largest stride), got {list(config.input_size)}"
         )
     return config.to_dict()
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -38,9 +37,12 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-# The layers whose shapes follow num_classes and the anchors per head: the only ones allowed to
-# differ when initialising from another file of the same architecture.
-HEAD_PRED = re.compile(r"^heads\.\d+\.pred\.")
+
+def _layer(key: str) -> int:
+    """``layers.159.conv.weight`` -> 159 (darknet's layer index); -1 for any other key."""
+    parts = key.split(".")
+    return int(parts[1]) if len(parts) > 2 and parts[0] == "layers" and parts[1].isdigit() else -1
+
 
 # pickle's PROTO opcode: the first byte of every pickle of protocol >= 2 (legacy torch.save)
 PICKLE_PROTO = 0x80
@@ -93,7 +95,8 @@ def load_pretrained(
     ``backbone_only`` the backbone's layers of any file. Project checkpoints: with ``strict`` the
     file must be of the model's architecture (only the head prediction layers, which follow
     ``num_classes``, may differ); ``strict=False`` loads every tensor that matches by name and
-    shape and logs the rest at WARNING; ``backbone_only`` takes only ``backbone.`` tensors.
+    shape and logs the rest at WARNING; ``backbone_only`` takes only the tensors of the layers in
+    darknet's partial file for the network (``yolov4.conv.137``: layers 0-136).
     Raises :class:`CheckpointError` naming the file, the mismatch and ``module.pretrained_strict``.
     """
     p = Path(path)
@@ -110,7 +113,7 @@ def load_pretrained(
             model,
             read_checkpoint(p),
             strict=strict,
-            prefix="backbone." if backbone_only else "",
+            upto=model.backbone_layer_count() if backbone_only else None,
             source=f"pretrained={p}",
         )
     except CheckpointError as e:
@@ -121,7 +124,8 @@ def load_pretrained(
             f"and leaves the others as initialised"
         ) from e
     # another architecture (allowed with strict=False): say loudly what was not loaded
-    other = report.ignored or any(not k.startswith("heads.") for k in report.kept)
+    heads = set(model.head_layers)
+    other = report.ignored or any(_layer(k) not in heads for k in report.kept)
     log.log(
         logging.WARNING if other else logging.INFO,
         "initialised from %s: %s",
@@ -164,22 +168,27 @@ def transfer_state_dict(
     data: Mapping[str, Any],
     *,
     strict: bool = True,
-    prefix: str = "",
+    upto: int | None = None,
     source: str = "the file",
 ) -> Transfer:
     """Initialise ``model`` (transfer learning) from a loaded checkpoint of any format (see
-    :func:`network_state_dict`), only keys starting with ``prefix`` (``"backbone."``).
+    :func:`network_state_dict`); with ``upto`` only darknet layers ``0 .. upto-1``.
 
     ``strict=True``: the file must be of the model's architecture: every model key present, no
-    other keys, the same shapes except the head prediction layers (``heads.N.pred.``, which
-    follow ``num_classes`` and the anchors per head). Otherwise :class:`CheckpointError` lists
+    other keys, the same shapes except the convolutions in front of the ``[yolo]`` layers
+    (``model.head_layers``, which follow ``num_classes`` and the anchors per head). Otherwise :class:`CheckpointError` lists
     the missing, unexpected and wrong-shape keys by module. ``strict=False``: every tensor whose
     name and shape match is loaded, whatever the rest. Either way the returned :class:`Transfer`
     lists what was loaded, kept and ignored.
     """
-    sd = {k: v for k, v in network_state_dict(data).items() if k.startswith(prefix)}
+
+    def wanted(key: str) -> bool:
+        return upto is None or 0 <= _layer(key) < upto
+
+    sd = {k: v for k, v in network_state_dict(data).items() if wanted(k)}
     own = model.state_dict()
-    own_keys = [k for k in own if k.startswith(prefix)]
+    own_keys = [k for k in own if wanted(k)]
+    heads = set(model.head_layers)
     usable = {k: v for k, v in sd.items() if k in own and v.shape == own[k].shape}
     report = Transfer(
         loaded=[k for k in own_keys if k in usable],
@@ -189,7 +198,7 @@ def transfer_state_dict(
     if strict:
         missing = [k for k in own_keys if k not in sd]
         shapes = [
-            k for k in sd if k in own and sd[k].shape != own[k].shape and not HEAD_PRED.match(k)
+            k for k in sd if k in own and sd[k].shape != own[k].shape and _layer(k) not in heads
         ]
         if missing or report.ignored or shapes:
             found = _file_model(data)
@@ -197,7 +206,7 @@ def transfer_state_dict(
                 f"{source} does not fit {model.config.name}"
                 + (f": it holds {found} weights" if found else "")
                 + f"; only {len(usable)} of {len(own_keys)} tensors"
-                + (f" under {prefix!r}" if prefix else "")
+                + (f" of layers 0-{upto - 1}" if upto is not None else "")
                 + " match by name and shape"
             ]
             if missing:

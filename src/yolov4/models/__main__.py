@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> None:
     params = sum(p.numel() for p in model.parameters())
     print(f"{args.name}: {args.num_classes} classes, input 1x3x{h}x{w}")
     print(f"  parameters        {params:,}")
-    print(f"  darknet layers    {len(model.darknet_graph().layers)}")
+    print(f"  darknet layers    {len(model.layers)}")
     print(f"  .weights floats   {darknet_float_count(model):,}")
     print(f"  GFLOPs            {flops.get_total_flops() / 1e9:.2f}")
     for s, o in zip(model.strides, outs):

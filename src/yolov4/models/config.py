@@ -1,9 +1,17 @@
 """The model's configuration: which network, its classes, and darknet's ``[net]``/``[yolo]`` keys.
 
-Values come from the Hydra model configs (``configs/model/<name>.yaml``, shipped inside the
-package) with keyword overrides on top. The resulting :class:`ModelConfig` is stored on the
-model as ``model.config`` and is the one place decode, loss and export read anchors, masks,
-strides and ``scale_x_y`` from. ``build_model(**config.to_dict())`` rebuilds the same network.
+The network is darknet's cfg: a zoo name (``yolov4``, ``yolov4-csp``, ``yolov3-tiny``, ... shipped
+in ``yolov4/models/cfg/``) or a user's own cfg text (``cfg``). :meth:`ModelConfig.from_cfg` reads
+the ``[net]`` size and every ``[yolo]`` layer's keys (darknet's defaults where a key is absent),
+heads ordered by ascending stride whatever their order in the file, then applies keyword
+overrides. The resulting :class:`ModelConfig` is stored on the model as ``model.config`` and is
+the one place decode, loss and export read anchors, masks, strides and the ``[yolo]`` keys from;
+``build_model(**config.to_dict())`` rebuilds the same network (a user cfg travels as text).
+
+``[yolo]`` keys darknet reads per layer are per-head tuples here (``scale_x_y``, the thresholds,
+normalizers, ``max_delta``, ``objectness_smooth``, ``label_smooth_eps``); a scalar override is
+given to every head. ``iou_loss``, ``nms_kind``, ``beta_nms`` and ``new_coords`` must agree
+between the layers (a cfg where they differ is refused, naming the line).
 """
 
 from __future__ import annotations
@@ -13,35 +21,149 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from yolov4.errors import ConfigError
+from yolov4.models.cfg import ZOO, Section, parse_cfg, read_zoo_cfg, resolve_layers
 
-__all__ = ["ModelConfig", "MODEL_CONFIG_DIR", "available_models", "IOU_LOSSES", "NMS_KINDS"]
+__all__ = [
+    "ModelConfig",
+    "available_models",
+    "IOU_LOSSES",
+    "NMS_KINDS",
+    "PER_HEAD_KEYS",
+    "yolo_heads",
+    "config_sections",
+]
 
-MODEL_CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs" / "model"
-
-
-# [yolo] iou_loss values the loss computes (darknet's `mse`, its default when a cfg has no
-# iou_loss, is not implemented: every YOLOv4 cfg sets ciou).
-IOU_LOSSES = ("iou", "giou", "diou", "ciou")
+# [yolo] iou_loss values the loss computes; darknet's default (no iou_loss key, the YOLOv3
+# cfgs) is `mse`: squared error on the raw (tx, ty, tw, th) scaled by (2 - w * h).
+IOU_LOSSES = ("mse", "iou", "giou", "diou", "ciou")
 # [yolo] nms_kind values and the NMS of ops.postprocess each one means by default: darknet's
 # greedynms and diounms both suppress by DIoU with the distance term to the power beta_nms;
 # `default` (no nms_kind in the cfg) is plain IoU NMS.
 NMS_KINDS = {"default": "iou", "greedynms": "diou", "diounms": "diou"}
 
+# [yolo] key -> darknet's default when the cfg does not set it (src/parser.c, parse_yolo).
+# None: off (iou_thresh 1.0 admits no extra anchor; max_delta FLT_MAX clips nothing).
+PER_HEAD_KEYS: dict[str, Any] = {
+    "scale_x_y": 1.0,
+    "ignore_thresh": 0.5,
+    "truth_thresh": 1.0,
+    "iou_thresh": None,
+    "iou_normalizer": 0.75,
+    "cls_normalizer": 1.0,
+    "obj_normalizer": 1.0,
+    "max_delta": None,
+    "objectness_smooth": False,
+    "label_smooth_eps": 0.0,
+}
+GLOBAL_YOLO_KEYS: dict[str, Any] = {
+    "iou_loss": "mse",
+    "nms_kind": "default",
+    "beta_nms": 0.6,
+    "new_coords": False,
+}
+
 
 def available_models() -> list[str]:
-    return sorted(p.stem for p in MODEL_CONFIG_DIR.glob("*.yaml"))
+    """The zoo: every darknet cfg shipped in the package, by file stem."""
+    return list(ZOO)
 
 
 def _pairs(value: Any) -> tuple[tuple[float, float], ...]:
     return tuple((float(w), float(h)) for w, h in value)
 
 
+def yolo_heads(sections: list[Section]) -> list[int]:
+    """Indices into ``sections`` of the ``[yolo]`` sections, ascending stride (file order for
+    equal strides): head ``h`` of the model is ``sections[yolo_heads(sections)[h]]``."""
+    layers = resolve_layers(sections)
+    yolos = [layer for layer in layers if layer.kind == "yolo"]
+    return [layer.index + 1 for layer in sorted(yolos, key=lambda layer: layer.stride)]
+
+
+def _yolo_value(s: Section, key: str, default: Any) -> Any:
+    if key not in s.options:
+        return default
+    if key in ("objectness_smooth", "new_coords"):
+        value = s.get_int(key)
+        if value not in (0, 1):
+            raise s.error(key, f"must be 0 or 1, got {value}")
+        return bool(value)
+    if key in ("iou_loss", "nms_kind"):
+        return s.options[key]
+    value = s.get_float(key)
+    if key == "iou_thresh" and value >= 1.0:
+        return None  # darknet's 1.0: no extra anchors
+    return value
+
+
+def _from_sections(sections: list[Section], name: str) -> dict[str, Any]:
+    """Model config values a parsed cfg defines (before overrides)."""
+    net = sections[0]
+    layers = resolve_layers(sections)
+    heads = yolo_heads(sections)
+    yolos = [sections[i] for i in heads]
+    first = yolos[0]
+    values: dict[str, Any] = {"name": name}
+    values["input_size"] = [net.get_int("height", 416), net.get_int("width", 416)]
+    values["letter_box"] = bool(net.get_int("letter_box", 0))
+    values["strides"] = [layers[i - 1].stride for i in heads]
+    for key in ("classes", "num", "anchors"):
+        raws = {y.options.get(key) for y in yolos}
+        if len(raws) > 1:
+            other = next(y for y in yolos if y.options.get(key) != first.options.get(key))
+            raise other.error(
+                key, f"differs from {first.where(key)}: every [yolo] layer must agree"
+            )
+    num_classes = first.get_int("classes", 20)
+    num = first.get_int("num", 1)
+    anchors = first.get_floats("anchors")
+    if len(anchors) != 2 * num:
+        raise first.error("anchors", f"has {len(anchors)} numbers, num={num} needs {2 * num}")
+    values["num_classes"] = num_classes
+    values["anchors"] = [anchors[2 * k : 2 * k + 2] for k in range(num)]
+    masks = []
+    for y in yolos:
+        mask = y.get_ints("mask") if "mask" in y.options else list(range(num))
+        bad = [a for a in mask if not 0 <= a < num]
+        if bad or not mask:
+            raise y.error("mask", f"{mask} must be non-empty indices into the {num} anchors")
+        masks.append(mask)
+        feeder = layers[y_index(sections, y) - 1]
+        want = len(mask) * (num_classes + 5)
+        if feeder.channels != want:
+            where = (
+                feeder.section.where("filters")
+                if feeder.kind == "convolutional"
+                else feeder.section.where()
+            )
+            raise ConfigError(
+                f"{where}: the layer before {y.where()} gives {feeder.channels} channels; "
+                f"{len(mask)} anchors x (classes={num_classes} + 5) needs filters={want}"
+            )
+    values["masks"] = masks
+    for key, default in PER_HEAD_KEYS.items():
+        values[key] = [_yolo_value(y, key, default) for y in yolos]
+    for key, default in GLOBAL_YOLO_KEYS.items():
+        found = [_yolo_value(y, key, default) for y in yolos]
+        if len(set(found)) > 1:
+            other = yolos[found.index(next(v for v in found if v != found[0]))]
+            raise other.error(
+                key,
+                f"differs from {first.where(key)}: one value for every [yolo] layer is supported",
+            )
+        values[key] = found[0]
+    return values
+
+
+def y_index(sections: list[Section], section: Section) -> int:
+    """Darknet layer index of ``section`` (``sections[0]`` is ``[net]``)."""
+    return next(i for i, s in enumerate(sections) if s is section) - 1
+
+
 @dataclass(frozen=True)
 class ModelConfig:
-    """Darknet's description of a YOLO network (see ``configs/model/yolov4.yaml``)."""
+    """Darknet's description of a YOLO network; per-head tuples in ascending stride order."""
 
     name: str
     num_classes: int
@@ -50,33 +172,70 @@ class ModelConfig:
     anchors: tuple[tuple[float, float], ...]
     masks: tuple[tuple[int, ...], ...]
     scale_x_y: tuple[float, ...]
-    ignore_thresh: float = 0.7
-    truth_thresh: float = 1.0
-    iou_thresh: float | None = None
-    iou_normalizer: float = 0.07
-    cls_normalizer: float = 1.0
-    obj_normalizer: float = 1.0
-    max_delta: float | None = None
-    iou_loss: str = "ciou"
-    nms_kind: str = "greedynms"
+    ignore_thresh: tuple[float, ...] = ()
+    truth_thresh: tuple[float, ...] = ()
+    iou_thresh: tuple[float | None, ...] = ()
+    iou_normalizer: tuple[float, ...] = ()
+    cls_normalizer: tuple[float, ...] = ()
+    obj_normalizer: tuple[float, ...] = ()
+    max_delta: tuple[float | None, ...] = ()
+    objectness_smooth: tuple[bool, ...] = ()
+    label_smooth_eps: tuple[float, ...] = ()
+    iou_loss: str = "mse"
+    nms_kind: str = "default"
     beta_nms: float = 0.6
     # [yolo] new_coords=1 (Scaled-YOLOv4): sizes 4 * sigmoid(t)^2 * anchor, see ops.decode
     new_coords: bool = False
+    # [net] letter_box=1: the network was trained on letterboxed images
+    letter_box: bool = False
+    # the darknet cfg text of a user's network; None: the zoo's shipped ``<name>.cfg``
+    cfg: str | None = None
 
     @classmethod
-    def load(cls, name: str, **overrides: Any) -> ModelConfig:
-        """Read ``configs/model/<name>.yaml`` and apply ``overrides``; unknown keys fail."""
-        path = MODEL_CONFIG_DIR / f"{name}.yaml"
-        if not path.is_file():
-            raise ConfigError(f"unknown model name {name!r}; expected one of {available_models()}")
-        values = {
-            k: v for k, v in yaml.safe_load(path.read_text()).items() if not k.startswith("_")
-        }
+    def load(
+        cls, name: str | None = None, cfg: str | Path | None = None, **overrides: Any
+    ) -> ModelConfig:
+        """A zoo network by name (``yolov4-csp``), or ``cfg``: a path to a darknet cfg file (or
+        its text), with ``overrides`` on top; unknown keys fail."""
+        if cfg is None:
+            if name is None:
+                raise ConfigError(
+                    f"pass a model name (one of {list(ZOO)}) or cfg=path/to/model.cfg"
+                )
+            return cls.from_cfg(read_zoo_cfg(name), name, f"{name}.cfg", zoo=True, **overrides)
+        text, source = _cfg_text(cfg)
+        label = name or (Path(source).stem if source != "<cfg>" else "custom")
+        return cls.from_cfg(text, label, source, **overrides)
+
+    @classmethod
+    def from_cfg(
+        cls, text: str, name: str, source: str = "<cfg>", zoo: bool = False, **overrides: Any
+    ) -> ModelConfig:
+        """Config of the network ``text`` describes (darknet's defaults for absent [yolo] keys),
+        then ``overrides``. ``zoo``: ``text`` is the shipped ``<name>.cfg`` (not stored)."""
+        sections = parse_cfg(text, source)
+        values = _from_sections(sections, name)
+        derived_strides = values["strides"]
         values.update(overrides)
+        values["name"] = name
+        values["cfg"] = None if zoo else text
+        if list(values["strides"]) != list(derived_strides):
+            raise ConfigError(
+                f"model.strides of {source} are {derived_strides} (fixed by the network), "
+                f"got {list(values['strides'])}"
+            )
         return cls.from_dict(values)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> ModelConfig:
+        """A config from a dict: ``to_dict()``'s output, or a Hydra model config (``name`` or
+        ``cfg`` plus overrides; the rest is read from the cfg)."""
+        cfg = values.get("cfg")
+        if "strides" not in values or (cfg is not None and "\n" not in str(cfg)):
+            rest = {k: v for k, v in values.items() if k not in ("name", "cfg")}
+            if rest.get("num_classes", 0) is None:
+                del rest["num_classes"]  # null: the cfg's classes
+            return cls.load(values.get("name"), cfg=cfg, **rest)
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
@@ -97,9 +256,20 @@ class ModelConfig:
             v["strides"] = tuple(int(s) for s in v["strides"])
             v["anchors"] = _pairs(v["anchors"])
             v["masks"] = tuple(tuple(int(i) for i in m) for m in v["masks"])
-            v["scale_x_y"] = tuple(float(s) for s in v["scale_x_y"])
         except (TypeError, ValueError) as e:
             raise ConfigError(f"model config has a value of the wrong type: {e}") from e
+        heads = len(v["strides"])
+        for key, default in PER_HEAD_KEYS.items():
+            value = v.get(key, default)
+            if isinstance(value, (list, tuple)):
+                if len(value) != heads:
+                    raise ConfigError(
+                        f"model.{key} needs one value per head ({heads}, ascending stride) "
+                        f"or one for all, got {list(value)}"
+                    )
+                v[key] = tuple(value)
+            else:
+                v[key] = (value,) * heads
         config = cls(**v)
         config.validate()
         return config
@@ -107,15 +277,16 @@ class ModelConfig:
     def validate(self) -> None:
         if self.num_classes < 1:
             raise ConfigError(f"model.num_classes must be >= 1, got {self.num_classes}")
-        if len(self.input_size) != 2 or any(s <= 0 or s % 32 for s in self.input_size):
+        m = self.max_stride
+        if len(self.input_size) != 2 or any(s <= 0 or s % m for s in self.input_size):
             raise ConfigError(
-                f"model.input_size must be [H, W], multiples of 32, got {list(self.input_size)}"
+                f"model.input_size must be [H, W], multiples of {m} (the network's largest "
+                f"stride), got {list(self.input_size)}"
             )
         n = len(self.strides)
-        if len(self.masks) != n or len(self.scale_x_y) != n:
+        if len(self.masks) != n:
             raise ConfigError(
-                f"model.masks and model.scale_x_y need one entry per stride ({n}), "
-                f"got {len(self.masks)} masks and {len(self.scale_x_y)} scale_x_y"
+                f"model.masks needs one entry per head ({n}, ascending stride), got {len(self.masks)}"
             )
         for i, mask in enumerate(self.masks):
             bad = [a for a in mask if not 0 <= a < len(self.anchors)]
@@ -146,21 +317,31 @@ class ModelConfig:
             "cls_normalizer": (0.0, float("inf"), True),
             "obj_normalizer": (0.0, float("inf"), True),
             "max_delta": (0.0, float("inf"), False),
-            "beta_nms": (0.0, float("inf"), False),
+            "label_smooth_eps": (0.0, 1.0, True),
         }
         for key, (lo, hi, inclusive) in ranges.items():
-            value = getattr(self, key)
-            if value is None and key in ("iou_thresh", "max_delta"):
-                continue
-            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-            ok = ok and (lo <= value if inclusive else lo < value) and value <= hi
-            if not ok:
-                bound = f"{'[' if inclusive else '('}{lo:g}, {hi:g}]"
-                raise ConfigError(f"model.{key} must be a number in {bound}, got {value!r}")
-        if not isinstance(self.new_coords, bool):
-            raise ConfigError(f"model.new_coords must be true or false, got {self.new_coords!r}")
-        if any(not s >= 1.0 for s in self.scale_x_y):
+            for value in getattr(self, key):
+                if value is None and key in ("iou_thresh", "max_delta"):
+                    continue
+                _check_number(key, value, lo, hi, inclusive)
+        _check_number("beta_nms", self.beta_nms, 0.0, float("inf"), False)
+        for key in ("new_coords", "letter_box"):
+            if not isinstance(getattr(self, key), bool):
+                raise ConfigError(f"model.{key} must be true or false, got {getattr(self, key)!r}")
+        if any(not isinstance(v, bool) for v in self.objectness_smooth):
+            raise ConfigError(
+                f"model.objectness_smooth must be true or false, got {list(self.objectness_smooth)}"
+            )
+        if any(
+            not isinstance(s, (int, float)) or isinstance(s, bool) or not s >= 1.0
+            for s in self.scale_x_y
+        ):
             raise ConfigError(f"model.scale_x_y must be >= 1 per head, got {list(self.scale_x_y)}")
+
+    @property
+    def max_stride(self) -> int:
+        """The coarsest stride: input H and W must be multiples of it."""
+        return max(self.strides) if self.strides else 32
 
     @property
     def default_nms(self) -> tuple[str, float]:
@@ -182,6 +363,10 @@ class ModelConfig:
         """Anchor ``(w, h)`` in input pixels for each head, ascending stride."""
         return [[self.anchors[a] for a in mask] for mask in self.masks]
 
+    def cfg_text(self) -> str:
+        """The darknet cfg the network is built from (before this config's overrides)."""
+        return self.cfg if self.cfg is not None else read_zoo_cfg(self.name)
+
     def to_dict(self) -> dict[str, Any]:
         """Builtins only (lists, not tuples): safe for JSON, YAML and ``torch.load(weights_only=True)``."""
 
@@ -189,3 +374,101 @@ class ModelConfig:
             return [plain(i) for i in x] if isinstance(x, (tuple, list)) else x
 
         return {k: plain(v) for k, v in dataclasses.asdict(self).items()}
+
+
+def _check_number(key: str, value: Any, lo: float, hi: float, inclusive: bool) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    ok = ok and (lo <= value if inclusive else lo < value) and value <= hi
+    if not ok:
+        bound = f"{'[' if inclusive else '('}{lo:g}, {hi:g}]"
+        raise ConfigError(f"model.{key} must be a number in {bound}, got {value!r}")
+
+
+def _cfg_text(cfg: str | Path) -> tuple[str, str]:
+    """``cfg`` as (text, source name): a path to a file, or cfg text itself."""
+    if isinstance(cfg, str) and "\n" in cfg:
+        return cfg, "<cfg>"
+    path = Path(cfg)
+    try:
+        return path.read_text(), str(path)
+    except OSError as e:
+        raise ConfigError(f"cannot read darknet cfg {path}: {e}") from e
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(int(value))
+    if isinstance(value, (list, tuple)):
+        return ",".join(_fmt(v) for v in value)
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def _same(raw: str | None, value: Any) -> bool:
+    if raw is None:
+        return False
+    try:
+        if isinstance(value, (list, tuple)):
+            got = [float(v) for v in raw.split(",") if v.strip()]
+            return got == [float(v) for v in value]
+        if isinstance(value, str):
+            return raw == value
+        return float(raw) == float(value)
+    except ValueError:
+        return False
+
+
+def _put(s: Section, key: str, value: Any, default: Any = ...) -> None:
+    """Set ``key`` to ``value`` keeping the cfg's own text when it means the same; a value equal
+    to darknet's default is not added to a section that did not have the key."""
+    if key not in s.options and default is not ... and value == default:
+        return
+    if not _same(s.options.get(key), value):
+        s.options[key] = _fmt(value)
+
+
+def config_sections(config: ModelConfig) -> list[Section]:
+    """The cfg's sections with ``config`` applied: ``[net]`` size, every ``[yolo]``'s classes,
+    anchors, masks and keys, and the filters of the layer in front of it. The network is built
+    from these, and :func:`yolov4.darknet.write_darknet_cfg` writes them back."""
+    source = f"{config.name}.cfg" if config.cfg is None else f"{config.name} (cfg text)"
+    sections = parse_cfg(config.cfg_text(), source)
+    heads = yolo_heads(sections)
+    if len(heads) != len(config.strides):
+        raise ConfigError(
+            f"{source} has {len(heads)} [yolo] layers, model.strides has {len(config.strides)}"
+        )
+    net = sections[0]
+    _put(net, "height", config.input_size[0])
+    _put(net, "width", config.input_size[1])
+    _put(net, "letter_box", int(config.letter_box), 0)
+    anchors = [v for wh in config.anchors for v in wh]
+    for h, i in enumerate(heads):
+        y = sections[i]
+        mask = config.masks[h]
+        _put(y, "mask", list(mask))
+        _put(y, "anchors", anchors)
+        _put(y, "classes", config.num_classes)
+        _put(y, "num", len(config.anchors))
+        for key, default in PER_HEAD_KEYS.items():
+            value = getattr(config, key)[h]
+            if key == "iou_thresh" and value is None:
+                value = 1.0 if "iou_thresh" in y.options else None
+            if key == "max_delta" and value is None:
+                if "max_delta" in y.options:
+                    raise ConfigError(f"{y.where('max_delta')}: cannot write 'no clipping' back")
+                continue
+            if value is None:
+                continue
+            _put(y, key, value, default if default is not None else ...)
+        feeder = sections[i - 1]
+        was_new = y.options.get("new_coords", "0") == "1"
+        for key, default in GLOBAL_YOLO_KEYS.items():
+            _put(y, key, getattr(config, key), default)
+        if feeder.kind == "convolutional":
+            _put(feeder, "filters", len(mask) * (config.num_classes + 5))
+            if config.new_coords != was_new:
+                # darknet's new_coords [yolo] applies no activation: the conv in front does
+                feeder.options["activation"] = "logistic" if config.new_coords else "linear"
+    return sections

@@ -6,13 +6,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from yolov4.models.darknet_graph import DarknetGraph
+from yolov4.models.cfg import ACTIVATIONS
 
-__all__ = ["ConvBnAct", "Mish", "make_activation", "BN_EPS", "LEAKY_SLOPE"]
+__all__ = [
+    "ConvBnAct",
+    "Mish",
+    "Route",
+    "Shortcut",
+    "MaxPool",
+    "Upsample",
+    "make_activation",
+    "BN_EPS",
+    "LEAKY_SLOPE",
+]
 
 BN_EPS = 1e-5  # darknet normalize_cpu: sqrt(variance + .00001f)
 LEAKY_SLOPE = 0.1  # darknet activation=leaky
-ACTIVATIONS = ("mish", "leaky", "linear")
 
 
 class Mish(nn.Module):
@@ -50,14 +59,23 @@ def mish_onnx(x: torch.Tensor) -> torch.Tensor:
 
 
 def make_activation(name: str) -> nn.Module:
-    """Darknet activation by its cfg name: ``mish``, ``leaky`` (slope 0.1) or ``linear``."""
+    """Darknet activation by its cfg name (``src/activations.h``): ``linear``, ``leaky`` (slope
+    0.1), ``relu``, ``logistic``, ``tanh``, ``mish``, ``swish`` (``x * logistic(x)``)."""
     if name == "mish":
         return Mish()
     if name == "leaky":
         return nn.LeakyReLU(LEAKY_SLOPE, inplace=True)
+    if name == "relu":
+        return nn.ReLU(inplace=True)
+    if name == "logistic":
+        return nn.Sigmoid()
+    if name == "tanh":
+        return nn.Tanh()
+    if name == "swish":
+        return nn.SiLU(inplace=True)
     if name == "linear":
         return nn.Identity()
-    raise ValueError(f"unknown activation {name!r}; expected one of {ACTIVATIONS}")
+    raise ValueError(f"unknown activation {name!r}; expected one of {list(ACTIVATIONS)}")
 
 
 class ConvBnAct(nn.Module):
@@ -77,12 +95,19 @@ class ConvBnAct(nn.Module):
         act: str = "leaky",
         bn: bool = True,
         bn_momentum: float = 0.03,
+        groups: int = 1,
     ) -> None:
         super().__init__()
         self.act_name = act
         self.has_bn = bn
         self.conv = nn.Conv2d(
-            in_channels, out_channels, kernel_size, stride, kernel_size // 2, bias=not bn
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride,
+            kernel_size // 2,
+            groups=groups,
+            bias=not bn,
         )
         self.bn = nn.BatchNorm2d(out_channels, eps=BN_EPS, momentum=bn_momentum) if bn else None
         self.act = make_activation(act)
@@ -110,19 +135,64 @@ class ConvBnAct(nn.Module):
             conv.kernel_size,
             conv.stride,
             conv.padding,
+            groups=conv.groups,
             bias=True,
         ).to(conv.weight)
         fused.weight.copy_(conv.weight * scale.view(-1, 1, 1, 1))
         fused.bias.copy_(bn.bias - bn.running_mean * scale)
         self.conv, self.bn = fused, None
 
-    def emit_darknet(self, g: DarknetGraph, src: int) -> int:
-        options = {
-            "batch_normalize": int(self.has_bn),
-            "filters": self.conv.out_channels,
-            "size": self.conv.kernel_size[0],
-            "stride": self.conv.stride[0],
-            "pad": 1,
-            "activation": self.act_name,
-        }
-        return g.conv(self, src, options)
+
+class Route(nn.Module):
+    """Darknet's ``[route]``: concatenate the inputs along channels, each reduced to its
+    ``group_id``-th of ``groups`` channel chunks (``yolov4-tiny``'s CSP split)."""
+
+    def __init__(self, groups: int = 1, group_id: int = 0) -> None:
+        super().__init__()
+        self.groups, self.group_id = groups, group_id
+
+    def forward(self, xs: list[torch.Tensor]) -> torch.Tensor:
+        if self.groups > 1:
+            xs = [x.chunk(self.groups, 1)[self.group_id] for x in xs]
+        return xs[0] if len(xs) == 1 else torch.cat(xs, 1)
+
+
+class Shortcut(nn.Module):
+    """Darknet's ``[shortcut]``: the previous layer plus the ``from`` layers, then activation."""
+
+    def __init__(self, act: str = "linear") -> None:
+        super().__init__()
+        self.act = make_activation(act)
+
+    def forward(self, x: torch.Tensor, others: list[torch.Tensor]) -> torch.Tensor:
+        for o in others:
+            x = x + o
+        return self.act(x)
+
+
+class MaxPool(nn.Module):
+    """Darknet's ``[maxpool]``: windows start ``pad_left`` before the map, out-of-map cells never
+    win (``-inf``), ``(B, C, H, W) -> (B, C, H / stride, W / stride)``. Size 2 stride 1
+    (yolov3-tiny) pads one cell on the right/bottom; size 5/9/13 stride 1 (SPP) pads evenly."""
+
+    def __init__(self, size: int, stride: int, pad_left: int, pad_right: int) -> None:
+        super().__init__()
+        self.size, self.stride = size, stride
+        self.pad_left, self.pad_right = pad_left, pad_right
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.pad_left == self.pad_right:  # symmetric: max_pool2d's own padding is -inf
+            return F.max_pool2d(x, self.size, self.stride, self.pad_left)
+        pad = (self.pad_left, self.pad_right, self.pad_left, self.pad_right)
+        return F.max_pool2d(F.pad(x, pad, value=float("-inf")), self.size, self.stride)
+
+
+class Upsample(nn.Module):
+    """Darknet's ``[upsample]``: nearest neighbour, ``(B, C, H, W) -> (B, C, sH, sW)``."""
+
+    def __init__(self, stride: int) -> None:
+        super().__init__()
+        self.stride = stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(x, scale_factor=float(self.stride), mode="nearest")

@@ -1,8 +1,12 @@
-"""YOLOv4 and YOLOv4-tiny: backbone + neck + heads, wired as darknet's cfgs wire them.
+"""Every darknet YOLO network, built from its cfg: the zoo's shipped files or a user's own.
 
-``model(images)`` takes ``(B, 3, H, W)`` float images (H, W multiples of 32) and returns the raw
-head maps, a list of ``(B, A * (5 + C), H / s, W / s)`` tensors in ascending stride order,
-numerically darknet's conv output before each ``[yolo]`` layer.
+``model(images)`` takes ``(B, 3, H, W)`` float images (H, W multiples of the largest stride) and
+returns the raw head maps, a list of ``(B, A * (5 + C), H / s, W / s)`` tensors in ascending
+stride order, numerically darknet's output of the layer before each ``[yolo]`` layer.
+
+One builder for all of them (yolov4 and yolov4-tiny included): module ``layers.i`` is darknet's
+layer ``i`` of the cfg, so state_dict keys, ``.weights`` order and the cfg written back follow
+from the same list.
 """
 
 from __future__ import annotations
@@ -13,23 +17,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from yolov4.errors import ConfigError, InputError
-from yolov4.models.backbone import CSPDarknet53, CSPDarknet53Tiny
-from yolov4.models.config import ModelConfig
-from yolov4.models.darknet_graph import DarknetGraph
-from yolov4.models.head import YoloHead
-from yolov4.models.layers import ConvBnAct
-from yolov4.models.neck import PANet, TinyFPN
+from yolov4.errors import InputError
+from yolov4.models.cfg import LayerSpec, Section, resolve_layers
+from yolov4.models.config import ModelConfig, config_sections
+from yolov4.models.layers import ConvBnAct, MaxPool, Route, Shortcut, Upsample
+from yolov4.models.zoo import backbone_cutoff
 
-__all__ = ["YOLOv4", "build_model", "MAX_STRIDE"]
-
-MAX_STRIDE = 32  # input H and W must be multiples of the coarsest stride
-
-# name -> (backbone, neck, mid channels of each head's 3x3 conv), from the darknet cfgs
-ARCHITECTURES: dict[str, tuple[type[nn.Module], type[nn.Module], tuple[int, ...]]] = {
-    "yolov4": (CSPDarknet53, PANet, (256, 512, 1024)),
-    "yolov4-tiny": (CSPDarknet53Tiny, TinyFPN, (256, 512)),
-}
+__all__ = ["YOLOv4", "build_model"]
 
 # Initial prior for objectness and class scores of a model trained from scratch (sigmoid 0.01,
 # as RetinaNet's focal-loss prior). Darknet starts from zero biases; the forward pass and the
@@ -37,37 +31,64 @@ ARCHITECTURES: dict[str, tuple[type[nn.Module], type[nn.Module], tuple[int, ...]
 PRIOR_PROB = 0.01
 
 
+def _module(spec: LayerSpec) -> nn.Module:
+    p = spec.params
+    if spec.kind == "convolutional":
+        return ConvBnAct(
+            p["in_channels"],
+            p["filters"],
+            p["size"],
+            p["stride"],
+            act=p["activation"],
+            bn=p["bn"],
+            groups=p["groups"],
+        )
+    if spec.kind == "route":
+        return Route(p["groups"], p["group_id"])
+    if spec.kind == "shortcut":
+        return Shortcut(p["activation"])
+    if spec.kind == "maxpool":
+        return MaxPool(p["size"], p["stride"], p["pad_left"], p["pad_right"])
+    if spec.kind == "upsample":
+        return Upsample(p["stride"])
+    return nn.Identity()  # [yolo]: decode and loss live outside the network
+
+
 class YOLOv4(nn.Module):
     """A YOLO network built from a :class:`ModelConfig` (use :func:`build_model`)."""
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
-        if config.name not in ARCHITECTURES:
-            raise ConfigError(
-                f"unknown model name {config.name!r}; expected one of {sorted(ARCHITECTURES)}"
-            )
-        backbone_cls, neck_cls, mids = ARCHITECTURES[config.name]
         self.config = config
-        self.backbone = backbone_cls()
-        if tuple(config.strides) != tuple(self.backbone.strides):
-            raise ConfigError(
-                f"model.strides for {config.name} must be {list(self.backbone.strides)} "
-                f"(fixed by the network), got {list(config.strides)}"
-            )
-        self.neck = neck_cls(self.backbone.out_channels)
-        self.heads = nn.ModuleList(
-            YoloHead(c, mid, config.num_anchors, config.num_classes)
-            for c, mid in zip(self.neck.out_channels, mids)
+        self.sections: list[Section] = config_sections(config)
+        specs = resolve_layers(self.sections)
+        self.layers = nn.ModuleList(_module(s) for s in specs)
+        self._kinds = [s.kind for s in specs]
+        self._inputs = [s.inputs for s in specs]
+        yolos = sorted((s for s in specs if s.kind == "yolo"), key=lambda s: s.stride)
+        # darknet index of the layer whose output is head h's raw map (ascending stride)
+        self.head_layers: tuple[int, ...] = tuple(s.index - 1 for s in yolos)
+        refs = {j for s in specs if s.kind in ("route", "shortcut") for j in s.inputs}
+        self._keep = refs | set(self.head_layers)
+        # [convolutional] stopbackward=N: no gradient reaches layers <= this one for the first N
+        # training iterations (darknet's backward_network); `iteration` is set by the trainer
+        self.stop_backward: tuple[tuple[int, int], ...] = tuple(
+            (s.index, s.params["stopbackward"])
+            for s in specs
+            if s.kind == "convolutional" and s.params["stopbackward"]
         )
+        self.iteration = 0
         self._init_weights()
 
     # -- construction ---------------------------------------------------------------------------
     def _init_weights(self) -> None:
         bias = -math.log((1 - PRIOR_PROB) / PRIOR_PROB)
-        for head in self.heads:
-            b = head.pred.conv.bias.data.view(self.config.num_anchors, -1)
-            b[:, :4] = 0.0
-            b[:, 4:] = bias
+        for i in self.head_layers:
+            m = self.layers[i]
+            if isinstance(m, ConvBnAct) and m.conv.bias is not None:
+                b = m.conv.bias.data.view(self.config.num_anchors, -1)
+                b[:, :4] = 0.0
+                b[:, 4:] = bias
 
     @property
     def num_classes(self) -> int:
@@ -80,6 +101,20 @@ class YOLOv4(nn.Module):
     @property
     def is_fused(self) -> bool:
         return any(m.is_fused for m in self.modules() if isinstance(m, ConvBnAct))
+
+    def conv_layers(self) -> list[tuple[int, ConvBnAct]]:
+        """``(darknet layer index, conv module)`` of every ``[convolutional]``, in weight-file order."""
+        return [(i, m) for i, m in enumerate(self.layers) if isinstance(m, ConvBnAct)]
+
+    def head_convs(self) -> list[ConvBnAct]:
+        """The convolution in front of each ``[yolo]`` layer (ascending stride): the layers whose
+        shape follows ``num_classes`` and the anchors per head."""
+        return [self.layers[i] for i in self.head_layers]
+
+    def backbone_layer_count(self) -> int:
+        """Darknet layers loaded by ``backbone_only``: the cut-off of darknet's published partial
+        file for this network (``yolov4.conv.137`` -> 137; see :mod:`yolov4.models.zoo`)."""
+        return backbone_cutoff(self.config.name, self.sections)
 
     # -- forward --------------------------------------------------------------------------------
     def check_input(self, images: torch.Tensor) -> None:
@@ -98,11 +133,12 @@ class YOLOv4(nn.Module):
                 )
             )
         h, w = images.shape[-2:]
-        if h % MAX_STRIDE or w % MAX_STRIDE or h == 0 or w == 0:
+        m = self.config.max_stride
+        if h % m or w % m or h == 0 or w == 0:
             raise InputError(
-                f"expected images of shape (B, 3, H, W) with H, W positive multiples of {MAX_STRIDE}, "
+                f"expected images of shape (B, 3, H, W) with H, W positive multiples of {m}, "
                 f"got {tuple(images.shape)} (resize or letterbox to e.g. "
-                f"{_round_up(h)}x{_round_up(w)})"
+                f"{_round_up(h, m)}x{_round_up(w, m)})"
             )
         weight = next(self.parameters())
         if not images.is_floating_point():
@@ -123,68 +159,48 @@ class YOLOv4(nn.Module):
 
     def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
         """``(B, 3, H, W)`` float in [0, 1] -> list of ``(B, A*(5+C), H/s, W/s)``, ascending ``s``."""
-        if not (
+        exporting = (
             torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_exporting()
-        ):
+        )
+        if not exporting:
             self.check_input(images)
-        feats = self.neck(*self.backbone(images))
-        return [head(f) for head, f in zip(self.heads, feats)]
-
-    # -- darknet --------------------------------------------------------------------------------
-    def darknet_graph(self) -> DarknetGraph:
-        """The network as darknet's layer list, in cfg order (see :mod:`yolov4.darknet`)."""
-        g = DarknetGraph()
-        feats = self.backbone.emit_darknet(g)
-        self.neck.emit_darknet(g, feats, lambda level, src: self._emit_head(g, level, src))
-        return g
-
-    def _emit_head(self, g: DarknetGraph, level: int, src: int) -> None:
-        c = self.config
-        out = self.heads[level].emit_darknet(g, src)
-        options: dict[str, Any] = {
-            "mask": list(c.masks[level]),
-            "anchors": [v for wh in c.anchors for v in wh],
-            "classes": c.num_classes,
-            "num": len(c.anchors),
-            "scale_x_y": c.scale_x_y[level],
-            "ignore_thresh": c.ignore_thresh,
-            "truth_thresh": c.truth_thresh,
-            "iou_normalizer": c.iou_normalizer,
-            "cls_normalizer": c.cls_normalizer,
-            "iou_loss": c.iou_loss,
-            "nms_kind": c.nms_kind,
-            "beta_nms": c.beta_nms,
-        }
-        if c.obj_normalizer != 1.0:
-            options["obj_normalizer"] = c.obj_normalizer
-        if c.iou_thresh is not None:
-            options["iou_thresh"] = c.iou_thresh
-        if c.max_delta is not None:
-            options["max_delta"] = c.max_delta
-        if c.new_coords:
-            # darknet's new_coords layer takes the box, objectness and classes already through
-            # the conv's logistic (the raw map here, as ops.decode and the loss read it)
-            assert g.layers[out].kind == "convolutional"
-            g.layers[out].options["activation"] = "logistic"
-            options["new_coords"] = 1
-        g.yolo(out, options)
-
-    def backbone_layer_count(self) -> int:
-        """Number of darknet layers that make up the backbone (the ``backbone_only`` cut-off)."""
-        g = DarknetGraph()
-        self.backbone.emit_darknet(g)
-        return len(g.layers)
+        stop = -1
+        if self.training and not exporting:
+            stop = max(
+                (i for i, n in self.stop_backward if n == 1 or self.iteration < n), default=-1
+            )
+        outs: list[torch.Tensor | None] = []
+        x = images
+        for i, (kind, layer) in enumerate(zip(self._kinds, self.layers)):
+            if kind == "route":
+                x = layer([outs[j] for j in self._inputs[i]])
+            elif kind == "shortcut":
+                x = layer(x, [outs[j] for j in self._inputs[i][1:]])
+            elif kind != "yolo":
+                x = layer(x)
+            if i == stop:
+                x = x.detach()
+                outs = [o.detach() if o is not None else None for o in outs]
+            outs.append(x if i in self._keep else None)
+        return [outs[i] for i in self.head_layers]
 
 
-def _round_up(n: int) -> int:
-    return max(MAX_STRIDE, math.ceil(n / MAX_STRIDE) * MAX_STRIDE)
+def _round_up(n: int, m: int) -> int:
+    return max(m, math.ceil(n / m) * m)
 
 
-def build_model(name: str = "yolov4", num_classes: int = 80, **overrides: Any) -> YOLOv4:
-    """Build ``yolov4`` or ``yolov4-tiny`` from ``configs/model/<name>.yaml`` plus overrides.
+def build_model(
+    name: str | None = "yolov4", num_classes: int | None = 80, cfg: Any = None, **overrides: Any
+) -> YOLOv4:
+    """Build a zoo network by its cfg name (``yolov4``, ``yolov4-csp``, ``yolov4-p6``,
+    ``yolov3-tiny``, ... see :func:`available_models`) or a user's darknet cfg (``cfg=path``, or
+    the cfg's text), plus overrides.
 
     ``overrides`` are model config keys (``anchors``, ``masks``, ``scale_x_y``, ``input_size``,
-    loss keys, ...); an unknown key raises :class:`ConfigError`. ``build_model(**model.config.to_dict())``
-    rebuilds a model with identical state_dict keys and shapes.
+    ``[yolo]`` keys, ...); an unknown key raises :class:`ConfigError`; ``num_classes=None`` keeps
+    the cfg's ``classes``. ``build_model(**model.config.to_dict())`` rebuilds a model with
+    identical state_dict keys and shapes.
     """
-    return YOLOv4(ModelConfig.load(name, num_classes=num_classes, **overrides))
+    if num_classes is not None:
+        overrides["num_classes"] = num_classes
+    return YOLOv4(ModelConfig.load(name, cfg=cfg, **overrides))

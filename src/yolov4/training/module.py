@@ -170,6 +170,8 @@ class YoloModule(L.LightningModule):
     # -- training -------------------------------------------------------------------------------
     def training_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         images, targets = batch["images"], batch["targets"]
+        # darknet's iteration (optimizer steps) for [convolutional] stopbackward=N in the cfg
+        self.model.iteration = self.global_step
         try:
             maps = self._forward(images)
             loss = self.loss_fn(maps, targets)

@@ -1,0 +1,353 @@
+"""Darknet ``.cfg`` files: parsing, validation and shape inference (no torch).
+
+A cfg is a list of ``[section]``s with ``key=value`` lines. :func:`parse_cfg` keeps every
+section's options in file order with their line numbers, so that an error can name the file,
+line, section and key; :func:`resolve_layers` turns the sections after ``[net]`` into
+:class:`LayerSpec`s: darknet's layer index, absolute input indices, channels and stride of each
+output, with the semantics of darknet's ``src/parser.c`` (relative and absolute ``layers=`` /
+``from=``, ``[route] groups/group_id``, ``[maxpool]`` padding ``size - 1`` on the right/bottom
+unless given, ``pad=1`` meaning ``size // 2``).
+
+Anything the network builder does not implement stops here with a :class:`ConfigError`; keys
+that only concern darknet's own training loop are listed in ``TRAINING_KEYS`` and kept verbatim
+(they are written back by :func:`yolov4.darknet.write_darknet_cfg`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from yolov4.errors import ConfigError
+
+__all__ = [
+    "CFG_DIR",
+    "ZOO",
+    "Section",
+    "LayerSpec",
+    "parse_cfg",
+    "resolve_layers",
+    "read_zoo_cfg",
+    "ACTIVATIONS",
+    "cfg_error",
+]
+
+# darknet's official cfgs, shipped verbatim inside the package (src/yolov4/models/cfg/)
+CFG_DIR = Path(__file__).resolve().parent / "cfg"
+ZOO = tuple(sorted(p.stem for p in CFG_DIR.glob("*.cfg")))
+
+# activations the network implements (darknet's src/activations.c definitions)
+ACTIVATIONS = ("linear", "leaky", "relu", "logistic", "tanh", "mish", "swish")
+
+# Keys each section may carry. Keys in TRAINING_KEYS are darknet training-loop settings
+# (augmentation, freezing): read where noted, never silently changing the network.
+LAYER_KEYS: dict[str, set[str]] = {
+    "convolutional": {
+        "batch_normalize",
+        "filters",
+        "size",
+        "stride",
+        "pad",
+        "padding",
+        "activation",
+        "groups",
+        "stopbackward",  # freeze layers <= this one for N iterations (training.module)
+    },
+    "route": {"layers", "groups", "group_id"},
+    "shortcut": {"from", "activation"},
+    "maxpool": {"size", "stride", "padding"},
+    "upsample": {"stride"},
+    "yolo": {
+        "mask",
+        "anchors",
+        "classes",
+        "num",
+        "scale_x_y",
+        "ignore_thresh",
+        "truth_thresh",
+        "iou_thresh",
+        "iou_normalizer",
+        "cls_normalizer",
+        "obj_normalizer",
+        "max_delta",
+        "iou_loss",
+        "new_coords",
+        "nms_kind",
+        "beta_nms",
+        "label_smooth_eps",
+        "objectness_smooth",
+        # darknet's data augmentation / batch settings: our augment config owns these
+        "jitter",
+        "random",
+        "resize",
+        "max",
+    },
+}
+TRAINING_KEYS = {"stopbackward", "jitter", "random", "resize", "max"}
+
+
+@dataclass
+class Section:
+    """One ``[kind]`` section of a cfg: raw option strings in file order, with line numbers."""
+
+    kind: str
+    line: int
+    source: str
+    options: dict[str, str] = field(default_factory=dict)
+    lines: dict[str, int] = field(default_factory=dict)
+
+    def where(self, key: str | None = None) -> str:
+        line = self.lines.get(key, self.line) if key else self.line
+        return f"{self.source}:{line}: [{self.kind}]" + (f" {key}" if key else "")
+
+    def error(self, key: str | None, message: str) -> ConfigError:
+        return ConfigError(f"{self.where(key)}: {message}")
+
+    # typed getters: a bad value names the file, line, section and key
+    def get_int(self, key: str, default: int | None = None) -> int:
+        raw = self.options.get(key)
+        if raw is None:
+            if default is None:
+                raise self.error(key, "is required")
+            return default
+        try:
+            return int(raw)
+        except ValueError:
+            raise self.error(key, f"expected an integer, got {raw!r}") from None
+
+    def get_float(self, key: str, default: float | None = None) -> float | None:
+        raw = self.options.get(key)
+        if raw is None:
+            return default
+        try:
+            return float(raw)
+        except ValueError:
+            raise self.error(key, f"expected a number, got {raw!r}") from None
+
+    def get_ints(self, key: str) -> list[int]:
+        raw = self.options.get(key)
+        if raw is None:
+            raise self.error(key, "is required")
+        try:
+            return [int(v) for v in raw.split(",") if v.strip()]
+        except ValueError:
+            raise self.error(key, f"expected comma-separated integers, got {raw!r}") from None
+
+    def get_floats(self, key: str) -> list[float]:
+        raw = self.options.get(key, "")
+        try:
+            return [float(v) for v in raw.split(",") if v.strip()]
+        except ValueError:
+            raise self.error(key, f"expected comma-separated numbers, got {raw!r}") from None
+
+
+def cfg_error(sections: list[Section], message: str) -> ConfigError:
+    source = sections[0].source if sections else "<cfg>"
+    return ConfigError(f"{source}: {message}")
+
+
+def parse_cfg(text: str, source: str = "<cfg>") -> list[Section]:
+    """cfg text -> sections (``[net]`` first), comments (``#``, ``;``) and blanks dropped.
+    Values keep their text with spaces removed (darknet strips them too)."""
+    sections: list[Section] = []
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.split("#", 1)[0].split(";", 1)[0].strip()
+        if not line:
+            continue
+        if line.startswith("["):
+            if not line.endswith("]"):
+                raise ConfigError(f"{source}:{number}: cannot parse section header {raw.strip()!r}")
+            sections.append(Section(line[1:-1].strip(), number, source))
+        elif "=" in line and sections:
+            key, value = (s.strip() for s in line.split("=", 1))
+            section = sections[-1]
+            if key in section.options:
+                raise ConfigError(
+                    f"{source}:{number}: [{section.kind}] {key}: set twice "
+                    f"(first on line {section.lines[key]})"
+                )
+            section.options[key] = value.replace(" ", "")
+            section.lines[key] = number
+        else:
+            raise ConfigError(f"{source}:{number}: cannot parse cfg line {raw.strip()!r}")
+    if not sections or sections[0].kind not in ("net", "network"):
+        raise ConfigError(f"{source}: a darknet cfg starts with a [net] section")
+    return sections
+
+
+def read_zoo_cfg(name: str) -> str:
+    path = CFG_DIR / f"{name}.cfg"
+    if not path.is_file():
+        raise ConfigError(
+            f"unknown model name {name!r}; expected one of {list(ZOO)} or cfg=path/to/model.cfg"
+        )
+    return path.read_text()
+
+
+@dataclass
+class LayerSpec:
+    """One darknet layer after shape inference. ``inputs`` are absolute layer indices (``-1``:
+    the image); ``stride`` is the output's stride relative to the input image."""
+
+    index: int
+    kind: str
+    section: Section
+    inputs: list[int]
+    channels: int
+    stride: int
+    params: dict = field(default_factory=dict)
+
+
+def _check_keys(s: Section) -> None:
+    allowed = LAYER_KEYS.get(s.kind)
+    if allowed is None:
+        raise s.error(
+            None,
+            f"layer type [{s.kind}] is not supported; supported: "
+            f"{', '.join(f'[{k}]' for k in LAYER_KEYS)}",
+        )
+    for key in s.options:
+        if key not in allowed:
+            raise s.error(key, f"key not supported for [{s.kind}]; supported: {sorted(allowed)}")
+
+
+def _index(s: Section, key: str, value: int, i: int, n_layers: int) -> int:
+    """darknet: a negative index is relative to layer ``i``, a positive one is absolute."""
+    j = i + value if value < 0 else value
+    if not 0 <= j < i:
+        raise s.error(
+            key, f"refers to layer {j} (from {value}); layer {i} can use layers 0-{i - 1}"
+        )
+    return j
+
+
+def _activation(s: Section, default: str | None = None) -> str:
+    act = s.options.get("activation", default)
+    if act is None:
+        raise s.error("activation", "is required")
+    if act not in ACTIVATIONS:
+        raise s.error("activation", f"{act!r} is not supported; supported: {list(ACTIVATIONS)}")
+    return act
+
+
+def _stride_of(s: Section, key: str, in_stride: int, factor: float) -> int:
+    out = in_stride * factor
+    if out < 1 or not math.isclose(out, round(out)):
+        raise s.error(key, f"gives a fractional stride {out:g} relative to the input image")
+    return round(out)
+
+
+def resolve_layers(sections: list[Section]) -> list[LayerSpec]:
+    """Sections after ``[net]`` -> layer specs with inputs, channels and strides (darknet's
+    ``parse_network_cfg`` order and rules). Raises :class:`ConfigError` naming file/line/key."""
+    net = sections[0]
+    channels = net.get_int("channels", 3)
+    if channels != 3:
+        raise net.error("channels", f"only 3-channel (RGB) networks are supported, got {channels}")
+    layers: list[LayerSpec] = []
+
+    def out(j: int) -> tuple[int, int]:
+        return (channels, 1) if j < 0 else (layers[j].channels, layers[j].stride)
+
+    for i, s in enumerate(sections[1:]):
+        _check_keys(s)
+        c_in, st_in = out(i - 1)
+        if s.kind == "convolutional":
+            size = s.get_int("size", 1)
+            stride = s.get_int("stride", 1)
+            filters = s.get_int("filters", 1)
+            groups = s.get_int("groups", 1)
+            pad = s.get_int("padding", size // 2 if s.get_int("pad", 0) else 0)
+            if size < 1 or stride < 1 or filters < 1 or groups < 1 or pad < 0:
+                raise s.error(None, "size, stride, filters and groups must be >= 1, padding >= 0")
+            if c_in % groups or filters % groups:
+                raise s.error(
+                    "groups", f"{groups} does not divide {c_in} inputs / {filters} filters"
+                )
+            if 2 * pad != size - 1:
+                raise s.error(
+                    "pad" if "padding" not in s.options else "padding",
+                    f"only 'same' padding (size // 2) is supported, got padding {pad} for size {size}",
+                )
+            params = dict(
+                in_channels=c_in,
+                filters=filters,
+                size=size,
+                stride=stride,
+                groups=groups,
+                bn=bool(s.get_int("batch_normalize", 0)),
+                activation=_activation(s, "logistic"),
+                stopbackward=s.get_int("stopbackward", 0),
+            )
+            spec = LayerSpec(
+                i, s.kind, s, [i - 1], filters, _stride_of(s, "stride", st_in, stride), params
+            )
+        elif s.kind == "route":
+            srcs = [_index(s, "layers", v, i, len(layers)) for v in s.get_ints("layers")]
+            groups, group_id = s.get_int("groups", 1), s.get_int("group_id", 0)
+            if groups < 1 or not 0 <= group_id < groups:
+                raise s.error("group_id", f"must be in [0, groups={groups}), got {group_id}")
+            strides = {out(j)[1] for j in srcs}
+            if len(strides) != 1:
+                raise s.error("layers", f"joins maps of different strides {sorted(strides)}")
+            c = 0
+            for j in srcs:
+                if out(j)[0] % groups:
+                    raise s.error(
+                        "groups", f"{groups} does not divide the {out(j)[0]} channels of layer {j}"
+                    )
+                c += out(j)[0] // groups
+            spec = LayerSpec(
+                i, s.kind, s, srcs, c, strides.pop(), dict(groups=groups, group_id=group_id)
+            )
+        elif s.kind == "shortcut":
+            srcs = [_index(s, "from", v, i, len(layers)) for v in s.get_ints("from")]
+            for j in srcs:
+                if out(j) != (c_in, st_in):
+                    raise s.error(
+                        "from",
+                        f"layer {j} gives {out(j)[0]} channels at stride {out(j)[1]}, layer {i - 1} "
+                        f"{c_in} at stride {st_in}: only equal shapes can be added",
+                    )
+            spec = LayerSpec(
+                i, s.kind, s, [i - 1, *srcs], c_in, st_in, dict(activation=_activation(s, "linear"))
+            )
+        elif s.kind == "maxpool":
+            size = s.get_int("size", 1)
+            stride = s.get_int("stride", 1)
+            padding = s.get_int("padding", size - 1)
+            if size < 1 or stride < 1 or padding < 0:
+                raise s.error(None, "size and stride must be >= 1, padding >= 0")
+            # darknet: out = (W + padding - size) // stride + 1, window offset -(padding // 2);
+            # out == W / stride for W a multiple of stride iff size - stride <= padding < size
+            left = padding // 2
+            if not size - stride <= padding <= size - 1 or size - stride - left < 0:
+                raise s.error(
+                    "padding" if "padding" in s.options else "size",
+                    f"size {size} stride {stride} padding {padding} does not give a map of "
+                    f"H / stride (darknet's default padding is size - 1)",
+                )
+            params = dict(size=size, stride=stride, pad_left=left, pad_right=size - stride - left)
+            spec = LayerSpec(
+                i, s.kind, s, [i - 1], c_in, _stride_of(s, "stride", st_in, stride), params
+            )
+        elif s.kind == "upsample":
+            stride = s.get_int("stride", 2)
+            if stride < 1:
+                raise s.error("stride", f"must be a positive integer, got {stride}")
+            spec = LayerSpec(
+                i,
+                s.kind,
+                s,
+                [i - 1],
+                c_in,
+                _stride_of(s, "stride", st_in, 1 / stride),
+                dict(stride=stride),
+            )
+        else:  # yolo: passes its input through
+            spec = LayerSpec(i, s.kind, s, [i - 1], c_in, st_in)
+        layers.append(spec)
+    if not any(layer.kind == "yolo" for layer in layers):
+        raise cfg_error(sections, "has no [yolo] layer: only YOLO detection cfgs are supported")
+    return layers
