@@ -1,7 +1,8 @@
 """The project's YoloLoss against darknet itself: per-component agreement of the training signal.
 
     python benchmarks/darknet_oracle.py /tmp/dkwork/dk_oracle [--o2 /tmp/dkwork/dk_oracle_O2]
-        [--models yolov4-tiny yolov4] [--size 256] [--seeds 0 1 2] [--classes 4]
+        [--models yolov4-tiny yolov4] [--size 256] [--seeds 0 1 2] [--classes 4] [--new-coords]
+        [--name darknet_oracle_zoo]
 
 ``dk_oracle`` is the driver of ../shared/tools/darknet-oracle (AlexeyAB darknet, CPU build; build
 it with that folder's build.sh). It is run in "maps mode": each ``[yolo]`` layer's forward is fed
@@ -9,31 +10,47 @@ the same raw head maps that ``YoloLoss`` sees, with the same truths, and its ``l
 gradient of darknet's loss w.r.t. the map, per image) is compared with ``-batch * d(loss)/d(map)``
 of the project's loss, for ``box_gradient="darknet"`` and ``"exact"``.
 
+Any zoo model works (``--models yolov3-tiny yolov4-csp yolov4-p6 ...``): darknet is given a cfg
+made of that model's own ``[yolo]`` sections, keys verbatim (``classes`` set to ``--classes``),
+in ascending stride order, each behind a 1x1 ``[convolutional]`` whose stride gives the head's
+grid; in maps mode darknet runs only the ``[yolo]`` layers, so no network is built on either
+side (the project's loss is ``YoloLoss.from_config(ModelConfig.load(name, ...))``). Every
+per-head key (``obj_normalizer``, ``max_delta``, ``objectness_smooth``, ...), ``iou_loss=mse``
+(the YOLOv3 cfgs) and ``new_coords`` (the Scaled-YOLOv4 cfgs) is thus darknet's own reading.
+
 Cases, per model and seed: one image (``b1``), one image with ``label_smooth_eps=0.1`` (``ls``),
 two images (``b2``). Each image has 16 truths: random sizes (2 px to most of the image), boxes
 on the border, tiny boxes, two boxes of different classes in the same cell; the maps are random,
 with predictions planted near half of the truths (jittered so that their IoU falls either side of
 ``ignore_thresh``, class confidence either side of 0.25) so that the ignore rule is exercised.
 
-Per component: ``assignment`` (positive slots: darknet's objectness delta > 0 vs the project's),
-``ignore`` (non-positive slots whose objectness delta is 0), then x, y, w, h, obj, cls: the
+Per component: ``assignment`` (positive slots: those with a non-zero box delta, darknet's vs the
+project's), ``ignore`` (non-positive slots whose objectness delta is 0; with ``objectness_smooth``
+a slot is pulled towards its IoU instead, so none is), then x, y, w, h, obj, cls: the
 median (and 5-95 %) of project / darknet over the positive slots where darknet's delta is
 non-zero, and the largest absolute difference over all slots (``max_rel``: that over the largest
 darknet value of the component; the table's last column is the largest over components). With
 ``--o2`` the -O2 build's deltas are compared with the -Ofast build's (darknet's own float noise,
 in brackets). Then darknet's charted cost (``get_network_cost`` / batch, from the dumped ``l.cost``
 of each ``[yolo]`` layer) against ``YoloLoss.darknet_cost`` on the same maps, as ratios. Prints
-three tables and writes benchmarks/results/darknet_oracle.json.
+three tables and writes benchmarks/results/<name>.json (default ``darknet_oracle``).
 
-With ``--new-coords`` the models get ``new_coords=1`` and ``scale_x_y=2`` (the Scaled-YOLOv4
-``[yolo]``): darknet's layer is then fed ``sigmoid`` of the maps (what its ``activation=logistic``
-conv would give it) and its ``l.delta`` is multiplied by ``s * (1 - s)`` (that conv's backward)
-before the comparison; planted sizes use ``4 * sigmoid(t)^2``. Writes darknet_oracle_new_coords.json.
+A model with ``new_coords=1`` (or any with ``--new-coords``, which also sets ``scale_x_y=2``):
+darknet's layer is fed ``sigmoid`` of the maps (what its ``activation=logistic`` conv would give
+it) and its ``l.delta`` is multiplied by ``s * (1 - s)`` (that conv's backward) before the
+comparison; planted sizes use ``4 * sigmoid(t)^2``. ``--new-coords`` writes
+darknet_oracle_new_coords.json by default.
+
+Expected departures (see :mod:`yolov4.loss`): ``cls`` ratio = ``cls_normalizer`` (0.5 in the
+Scaled-YOLOv4 cfgs), which darknet applies only with ``counters_per_class``; with it the charted
+cost too. ``--set cls_normalizer=1.0`` gives the project's loss darknet's class term (the
+override reaches only the project's side).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import subprocess
 import tempfile
@@ -43,20 +60,32 @@ import numpy as np
 import torch
 from common import machine_info, save
 
-from yolov4 import build_model
-from yolov4.darknet import write_darknet_cfg
 from yolov4.loss import YoloLoss
+from yolov4.models.cfg import parse_cfg
+from yolov4.models.config import ModelConfig, yolo_heads
 
 COMPONENTS = ("x", "y", "w", "h", "obj", "cls")
 MAX_BOXES = 200  # darknet's [yolo] max default: the truth buffer is batch x 200 x 6
 CASES = {"b1": (1, 0.0), "ls": (1, 0.1), "b2": (2, 0.0)}  # name: (batch, label_smooth_eps)
 
 
-def darknet_cfg(model, size: int, batch: int, label_smooth_eps: float) -> str:
-    text = write_darknet_cfg(model, (size, size)).replace("batch=1\n", f"batch={batch}\n", 1)
-    if label_smooth_eps:
-        text = text.replace("[yolo]\n", f"[yolo]\nlabel_smooth_eps={label_smooth_eps}\n")
-    return text
+def darknet_cfg(config, size: int, batch: int, label_smooth_eps: float, yolo_keys: dict) -> str:
+    """A darknet cfg of ``config``'s ``[yolo]`` sections only (its cfg's keys verbatim, ascending
+    stride, ``classes`` and ``yolo_keys`` set), each after a 1x1 conv giving the head's grid."""
+    sections = parse_cfg(config.cfg_text())
+    filters = config.num_anchors * (5 + config.num_classes)
+    lines = ["[net]", f"batch={batch}", "subdivisions=1", f"width={size}", f"height={size}"]
+    lines += ["channels=3", ""]
+    prev = 1
+    for stride, index in zip(config.strides, yolo_heads(sections), strict=True):
+        lines += ["[convolutional]", f"filters={filters}", "size=1", f"stride={stride // prev}"]
+        lines += ["pad=0", "activation=linear", ""]
+        prev = stride
+        options = {**sections[index].options, "classes": str(config.num_classes), **yolo_keys}
+        if label_smooth_eps:
+            options["label_smooth_eps"] = str(label_smooth_eps)
+        lines += ["[yolo]", *(f"{k}={v}" for k, v in options.items()), ""]
+    return "\n".join(lines)
 
 
 def make_truths(rng: np.random.Generator, classes: int, n: int = 16) -> np.ndarray:
@@ -158,7 +187,8 @@ class Tally:
         self.noise = dict.fromkeys(COMPONENTS, None)
 
     def add(self, dk: dict, pr: dict, dk2: dict | None = None) -> None:
-        dk_pos, pr_pos = dk["obj"] > 0, pr["obj"] > 0
+        dk_pos = (dk["x"] != 0) | (dk["y"] != 0) | (dk["w"] != 0) | (dk["h"] != 0)
+        pr_pos = (pr["x"] != 0) | (pr["y"] != 0) | (pr["w"] != 0) | (pr["h"] != 0)
         self.pos_mismatch += int((dk_pos != pr_pos).sum())
         self.positives += int(dk_pos.sum())
         neg = ~dk_pos & ~pr_pos
@@ -206,6 +236,15 @@ def main() -> None:
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--classes", type=int, default=4)
     ap.add_argument("--new-coords", action="store_true", help="[yolo] new_coords=1, scale_x_y=2")
+    ap.add_argument("--name", help="results file stem (darknet_oracle[_new_coords])")
+    ap.add_argument(
+        "--set",
+        nargs="+",
+        default=[],
+        metavar="KEY=JSON",
+        help="model config overrides for the project's loss only (darknet keeps the cfg's), "
+        "e.g. cls_normalizer=1.0: darknet ignores cls_normalizer without counters_per_class",
+    )
     args = ap.parse_args()
     sigmoid = lambda v: 1 / (1 + np.exp(-v.astype(np.float64)))  # noqa: E731
     torch.set_num_threads(max(1, torch.get_num_threads()))
@@ -213,20 +252,20 @@ def main() -> None:
     results = {}
     rows = []
     for name in args.models:
-        extra = {}
-        if args.new_coords:
-            n_heads = len(build_model(name, num_classes=1).config.strides)
-            extra = {"new_coords": True, "scale_x_y": [2.0] * n_heads}
-        model = build_model(name, num_classes=args.classes, input_size=[args.size] * 2, **extra)
-        config = model.config
-        na, c = len(config.masks[0]), config.num_classes
+        extra = {"new_coords": True, "scale_x_y": 2.0} if args.new_coords else {}
+        extra |= {k: json.loads(v) for k, v in (kv.split("=", 1) for kv in args.set)}
+        yolo_keys = {"new_coords": "1", "scale_x_y": "2.0"} if args.new_coords else {}
+        config = ModelConfig.load(
+            name, num_classes=args.classes, input_size=[args.size] * 2, **extra
+        )
+        na, c = config.num_anchors, config.num_classes
         for case, (batch, eps) in CASES.items():
             tallies = {bg: Tally() for bg in ("darknet", "exact")}
             costs = {bg: [] for bg in tallies}
             for seed in args.seeds:
                 rng = np.random.default_rng(1000 * seed + batch + int(eps * 100))
                 truths = [make_truths(rng, c) for _ in range(batch)]
-                maps = make_maps(rng, config, args.size, batch, truths, args.new_coords)
+                maps = make_maps(rng, config, args.size, batch, truths, config.new_coords)
                 buf = np.zeros((batch, MAX_BOXES, 6), np.float32)
                 rows_t = []
                 for b, t in enumerate(truths):
@@ -239,33 +278,31 @@ def main() -> None:
                         )
                     )  # fmt: skip
                 targets = torch.from_numpy(np.concatenate(rows_t)).float()
-                cfg = darknet_cfg(model, args.size, batch, eps)
-                order = [list(m) for m in config.masks]
+                cfg = darknet_cfg(config, args.size, batch, eps, yolo_keys)
+                # with new_coords the logistic conv's output is the layer's input
+                dk_maps = (
+                    [sigmoid(m).astype(np.float32) for m in maps] if config.new_coords else maps
+                )
                 with tempfile.TemporaryDirectory() as tmp:
-                    # darknet's [yolo] layers follow the cfg, the project's maps ascend in stride
-                    cfg_masks = [
-                        [int(v) for v in sec.split("mask=")[1].split("\n")[0].split(",")]
-                        for sec in cfg.split("[yolo]\n")[1:]
-                    ]
-                    cfg_maps = [maps[order.index(mk)] for mk in cfg_masks]
-                    if args.new_coords:  # the logistic conv's output is the layer's input
-                        cfg_maps = [sigmoid(m).astype(np.float32) for m in cfg_maps]
                     dk, dk_cost = run_darknet(
-                        args.dk_oracle, cfg, cfg_maps, buf, batch, args.size, Path(tmp)
+                        args.dk_oracle, cfg, dk_maps, buf, batch, args.size, Path(tmp)
                     )
                     dk2 = None
                     if args.o2:
                         dk2, _ = run_darknet(
-                            args.o2, cfg, cfg_maps, buf, batch, args.size, Path(tmp)
+                            args.o2, cfg, dk_maps, buf, batch, args.size, Path(tmp)
                         )
-                dk_level = {tuple(mk): d for mk, d in dk}
-                dk2_level = {tuple(mk): d for mk, d in dk2} if dk2 else {}
-                if args.new_coords:  # through the logistic conv's backward: * s (1 - s)
-                    for lv_dict in (dk_level, dk2_level):
-                        for lv, mk in enumerate(order):
-                            if tuple(mk) in lv_dict:
-                                s_ = sigmoid(maps[lv]).astype(np.float32).ravel()
-                                lv_dict[tuple(mk)] = lv_dict[tuple(mk)] * (s_ * (1 - s_))
+                # the cfg's [yolo] layers are the project's heads, in the same order
+                assert [mk for mk, _ in dk] == [list(m) for m in config.masks], dk
+                dk_deltas = [d for _, d in dk]
+                dk2_deltas = [d for _, d in dk2] if dk2 else None
+                if config.new_coords:  # through the logistic conv's backward: * s (1 - s)
+                    s_ = [sigmoid(m).astype(np.float32).ravel() for m in maps]
+                    dk_deltas = [d * (s * (1 - s)) for d, s in zip(dk_deltas, s_, strict=True)]
+                    if dk2_deltas:
+                        dk2_deltas = [
+                            d * (s * (1 - s)) for d, s in zip(dk2_deltas, s_, strict=True)
+                        ]
                 for bg, tally in tallies.items():
                     loss_fn = YoloLoss.from_config(config, eps, bg)
                     pr_cost = float(
@@ -274,8 +311,8 @@ def main() -> None:
                     costs[bg].append((pr_cost, dk_cost))
                     grads = project_grads(config, maps, targets, eps, bg)
                     for level, g in enumerate(grads):
-                        d = dk_level[tuple(order[level])].reshape(g.shape)
-                        d2 = dk2_level.get(tuple(order[level]))
+                        d = dk_deltas[level].reshape(g.shape)
+                        d2 = dk2_deltas[level] if dk2_deltas else None
                         tally.add(
                             split(d, batch, na, c),
                             split(g, batch, na, c),
@@ -293,11 +330,11 @@ def main() -> None:
 
     print("median project/darknet over positives (p5-p95 for w, h); asg/ig!: slot mismatches")
     head = (
-        f"{'model':11s} {'case':4s} {'box_grad':8s} {'pos':>4s} {'asg':>3s} {'ign':>4s} {'ig!':>3s}"
+        f"{'model':18s} {'case':4s} {'box_grad':8s} {'pos':>4s} {'asg':>3s} {'ign':>4s} {'ig!':>3s}"
     )
     print(head + "".join(f" {k:>17s}" if k in "wh" else f" {k:>7s}" for k in COMPONENTS))
     for name, case, bg, s in rows:
-        line = f"{name:11s} {case:4s} {bg:8s} {s['positives']:4d} {s['assignment_mismatches']:3d}"
+        line = f"{name:18s} {case:4s} {bg:8s} {s['positives']:4d} {s['assignment_mismatches']:3d}"
         line += f" {s['ignored']:4d} {s['ignore_mismatches']:3d}"
         for k in COMPONENTS:
             q = s[k]
@@ -307,9 +344,9 @@ def main() -> None:
                 line += f" {q['median_ratio']:7.4f}"
         print(line)
     print("\nmax |project - darknet| over all slots [darknet -O2 vs -Ofast]")
-    print(head[:26] + "".join(f" {k:>17s}" for k in COMPONENTS) + "  max_rel")
+    print(head[:33] + "".join(f" {k:>17s}" for k in COMPONENTS) + "  max_rel")
     for name, case, bg, s in rows:
-        line = f"{name:11s} {case:4s} {bg:8s}"
+        line = f"{name:18s} {case:4s} {bg:8s}"
         for k in COMPONENTS:
             noise = s[k]["darknet_O2_vs_Ofast_max_abs"]
             line += f" {s[k]['max_abs_diff']:7.1e} [{'-' if noise is None else f'{noise:.1e}':>7s}]"
@@ -319,14 +356,16 @@ def main() -> None:
     )
     for name, case, bg, s in rows:
         q = s["darknet_cost"]
-        line = f"{name:11s} {case:4s} {bg:8s} darknet " + " ".join(
+        line = f"{name:18s} {case:4s} {bg:8s} darknet " + " ".join(
             f"{v:9.4f}" for v in q["darknet"]
         )
         print(line + "  ratio " + " ".join(f"{r:.6f}" for r in q["ratios"]))
     path = save(
-        "darknet_oracle_new_coords" if args.new_coords else "darknet_oracle",
+        args.name or ("darknet_oracle_new_coords" if args.new_coords else "darknet_oracle"),
         {
             "new_coords": args.new_coords,
+            "models": args.models,
+            "project_overrides": args.set,
             "machine": machine_info(),
             "dk_oracle": str(Path(args.dk_oracle).resolve()),
             "size": args.size,

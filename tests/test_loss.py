@@ -55,7 +55,8 @@ def darknet_positives(targets: torch.Tensor, cfg: ModelConfig, hw: tuple[int, in
         for level, (mask, s) in enumerate(zip(cfg.masks, cfg.strides)):
             i, j = int(cx / hw[1] * (hw[1] // s)), int(cy / hw[0] * (hw[0] // s))
             for k, n in enumerate(mask):
-                extra = cfg.iou_thresh is not None and n != best_n and shape_iou(n) > cfg.iou_thresh
+                thresh = cfg.iou_thresh[level]
+                extra = thresh is not None and n != best_n and shape_iou(n) > thresh
                 if n == best_n or extra:
                     out.add((level, int(img), k, j, i))
     return out
@@ -84,7 +85,7 @@ def test_assignment_matches_darknet(cfg):
         ours |= {(level, *idx) for idx in (obj_grad < 0).nonzero().tolist()}
     want = darknet_positives(targets, cfg, hw)
     assert ours == want
-    if cfg.iou_thresh is not None:  # some targets have several positive anchors in one head
+    if cfg.iou_thresh[0] is not None:  # some targets have several positive anchors in one head
         heads = [(lvl, b, j, i) for lvl, b, _, j, i in want]
         assert len(set(heads)) < len(heads)
 
@@ -149,7 +150,7 @@ def test_exact_box_gradient_is_the_ciou_derivative_checked_with_torchvision():
     loss = tvo.complete_box_iou_loss(
         tvo.box_convert(rel[None], "cxcywh", "xyxy"), truth, reduction="sum"
     )
-    (d,) = torch.autograd.grad(cfg.iou_normalizer * loss, rel)
+    (d,) = torch.autograd.grad(cfg.iou_normalizer[0] * loss, rel)
     want = torch.cat((d[:2], d[2:] * t[2:].double().exp())) / 2  # mean over the 2 images
     assert want.abs().min() > 1e-4
     torch.testing.assert_close(got.double(), want, rtol=1e-4, atol=1e-7)
@@ -164,7 +165,7 @@ def test_exact_box_gradient_is_the_ciou_derivative_checked_with_torchvision():
     strong(maps, target).total.backward()
     bounded = per_anchor(maps[0].grad, cfg)[1, 1, :4, j, i].double()
     torch.testing.assert_close(
-        bounded, (want * 500 / cfg.iou_normalizer).clamp(-2.5, 2.5), rtol=1e-4, atol=1e-7
+        bounded, (want * 500 / cfg.iou_normalizer[0]).clamp(-2.5, 2.5), rtol=1e-4, atol=1e-7
     )
     assert (bounded.abs() == 2.5).any()
 

@@ -1,5 +1,10 @@
 """YoloLoss.darknet_cost: darknet's charted loss (get_network_cost / batch), checked against a loop
-transcription of darknet's forward_yolo_layer deltas and cost (show_details=1, its default)."""
+transcription of darknet's forward_yolo_layer deltas and cost (show_details=1, its default).
+
+:func:`dk_forward_yolo_layer` is that transcription for one ``[yolo]`` layer, every delta
+included (objectness, classes, boxes of every ``iou_loss``, ``objectness_smooth``, ``new_coords``,
+``iou_thresh`` with ``averages_yolo_deltas``), with the layer's own per-head keys; other loss
+tests compare the loss's gradient with it (:func:`dk_expected_grad`)."""
 
 from __future__ import annotations
 
@@ -8,8 +13,17 @@ import math
 import pytest
 import torch
 
-from yolov4 import build_model
+from tests.test_loss_darknet_box import (
+    dk_delta_yolo_box,
+    dk_delta_yolo_box_mse,
+    dk_delta_yolo_box_new_coords,
+)
 from yolov4.loss import IGNORE_CLASS_CONF, YoloLoss
+from yolov4.models import ModelConfig
+
+
+def _sig(v):
+    return 1 / (1 + math.exp(-v))
 
 
 def _iou(a, b, kind):
@@ -26,76 +40,161 @@ def _iou(a, b, kind):
     return iou - (c - union) / c
 
 
-def darknet_cost_loops(cfg, maps, targets, label_smoothing=0.0):
-    """forward_yolo_layer (yolo_layer.c) written out: per layer the objectness/class deltas
-    (``target - sigmoid``, ignore rule, label smoothing), tot_iou_loss / count over the
-    (target, anchor) pairs, ``l.cost``; then get_network_cost (mean) / batch."""
-    sig = lambda v: 1 / (1 + math.exp(-v))  # noqa: E731
-    batch, classes = maps[0].shape[0], cfg.num_classes
-    anchors = [tuple(a) for a in cfg.anchors]
+def dk_truths(targets, batch, net_hw):
+    """Targets ``(M, 6)`` pixels -> darknet's truths per image: ``(class, (x, y, w, h))`` relative."""
+    net_h, net_w = net_hw
     truths = [[] for _ in range(batch)]
     for b, c, x1, y1, x2, y2 in targets.tolist():
-        truths[int(b)].append((int(c), ((x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1)))
-    iou_thresh = cfg.iou_thresh if cfg.iou_thresh is not None else 1.0
-    costs = []
-    for level, head in enumerate(maps):
-        mask, stride, g = cfg.masks[level], cfg.strides[level], cfg.scale_x_y[level]
-        na, h, w = len(mask), head.shape[2], head.shape[3]
-        p = head.double().view(batch, na, 5 + classes, h, w)
+        box = ((x1 + x2) / 2 / net_w, (y1 + y2) / 2 / net_h, (x2 - x1) / net_w, (y2 - y1) / net_h)
+        truths[int(b)].append((int(c), box))
+    return truths
 
-        def box(b, n, j, i, p=p, mask=mask, stride=stride, g=g):
-            tx, ty, tw, th = (float(p[b, n, k, j, i]) for k in range(4))
-            aw, ah = anchors[mask[n]]
-            cx = (i + sig(tx) * g - (g - 1) / 2) * stride
-            cy = (j + sig(ty) * g - (g - 1) / 2) * stride
-            return (cx, cy, math.exp(tw) * aw, math.exp(th) * ah)
 
-        delta = torch.zeros(batch, na, 5 + classes, h, w, dtype=torch.float64)
-        tot, count = 0.0, 0
-        for b in range(batch):
-            for j in range(h):
-                for i in range(w):
-                    for n in range(na):
-                        pred = box(b, n, j, i)
-                        best = max((_iou(pred, t, "iou") for _, t in truths[b]), default=0.0)
-                        obj = sig(float(p[b, n, 4, j, i]))
-                        delta[b, n, 4, j, i] = cfg.obj_normalizer * (0 - obj)
-                        confident = any(
-                            sig(float(p[b, n, 5 + k, j, i])) > IGNORE_CLASS_CONF
-                            for k in range(classes)
-                        )
-                        if best > cfg.ignore_thresh and confident:
+def dk_forward_yolo_layer(cfg, level, head, truths, net_hw, label_smooth_eps=None):
+    """forward_yolo_layer + process_batch (yolo_layer.c) for head ``level`` of ``cfg``, written out
+    in Python floats: ``head`` the project's raw map ``(B, A * (5 + C), H, W)``, ``truths`` from
+    :func:`dk_truths`. -> (``l.delta`` ``(B, A, 5 + C, H, W)`` float64 on the layer's input,
+    ``l.cost``). With new_coords the layer's input is ``sigmoid(head)`` (the logistic conv's
+    output) and the layer activates nothing. The class delta is multiplied by ``cls_normalizer``
+    (the project's documented departure: darknet needs counters_per_class for that);
+    ``truth_thresh`` (1.0 in every zoo cfg) is not transcribed."""
+    batch, classes = head.shape[0], cfg.num_classes
+    mask, g, nc = cfg.masks[level], cfg.scale_x_y[level], cfg.new_coords
+    na, lh, lw = len(mask), head.shape[2], head.shape[3]
+    net_h, net_w = net_hw
+    anchors = [tuple(a) for a in cfg.anchors]
+    obj_norm, cls_norm = cfg.obj_normalizer[level], cfg.cls_normalizer[level]
+    iou_norm, max_delta = cfg.iou_normalizer[level], cfg.max_delta[level]
+    iou_thresh = cfg.iou_thresh[level] if cfg.iou_thresh[level] is not None else 1.0
+    smooth = cfg.objectness_smooth[level]
+    eps = cfg.label_smooth_eps[level] if label_smooth_eps is None else label_smooth_eps
+    # l.output: the layer input (sigmoid of the map with new_coords), x, y, obj, classes
+    # activated without new_coords, then x, y scaled by scale_x_y
+    raw = head.double().view(batch, na, 5 + classes, lh, lw).tolist()
+    out = [[[[[0.0] * lw for _ in range(lh)] for _ in range(5 + classes)] for _ in range(na)]
+           for _ in range(batch)]  # fmt: skip
+    for b in range(batch):
+        for n in range(na):
+            for k in range(5 + classes):
+                for j in range(lh):
+                    for i in range(lw):
+                        v = raw[b][n][k][j][i]
+                        v = _sig(v) if nc or k in (0, 1) or k >= 4 else v
+                        out[b][n][k][j][i] = v * g - 0.5 * (g - 1) if k < 2 else v
+    delta = torch.zeros(batch, na, 5 + classes, lh, lw, dtype=torch.float64)
+
+    def pred_box(b, n, j, i, anchor):
+        x = [out[b][n][k][j][i] for k in range(4)]
+        size = [x[2] * x[2] * 4, x[3] * x[3] * 4] if nc else [math.exp(x[2]), math.exp(x[3])]
+        return ((i + x[0]) / lw, (j + x[1]) / lh, size[0] * anchor[0] / net_w,
+                size[1] * anchor[1] / net_h)  # fmt: skip
+
+    def box_delta(truth, b, n, j, i, anchor):
+        x = [out[b][n][k][j][i] for k in range(4)]
+        args = (truth, x, anchor, i, j, lw, lh, net_w, net_h, iou_norm)
+        if cfg.iou_loss == "mse":
+            return dk_delta_yolo_box_mse(*args, nc)
+        box = dk_delta_yolo_box_new_coords if nc else dk_delta_yolo_box
+        return box(*args, cfg.iou_loss, max_delta)
+
+    def delta_yolo_class(b, n, j, i, cls):
+        if delta[b, n, 5 + cls, j, i]:
+            y = 1 * (1 - eps) + 0.5 * eps if eps else 1.0
+            delta[b, n, 5 + cls, j, i] = cls_norm * (y - out[b][n][5 + cls][j][i])
+            return
+        for k in range(classes):
+            y = 1.0 if k == cls else 0.0
+            if eps:
+                y = y * (1 - eps) + 0.5 * eps
+            delta[b, n, 5 + k, j, i] = cls_norm * (y - out[b][n][5 + k][j][i])
+
+    tot_iou_loss = tot_giou_loss = 0.0
+    count = 0
+    for b in range(batch):
+        for j in range(lh):
+            for i in range(lw):
+                for n in range(na):
+                    pred = pred_box(b, n, j, i, anchors[mask[n]])
+                    match = any(out[b][n][5 + k][j][i] > IGNORE_CLASS_CONF for k in range(classes))
+                    best_match_iou = 0.0
+                    for _, truth in truths[b]:
+                        iou = _iou(pred, truth, "iou")
+                        if iou > best_match_iou and match:
+                            best_match_iou = iou
+                    o = out[b][n][4][j][i]
+                    delta[b, n, 4, j, i] = obj_norm * (0 - o)
+                    if best_match_iou > cfg.ignore_thresh[level]:
+                        if smooth:
+                            d = obj_norm * (best_match_iou - o)
+                            if d > delta[b, n, 4, j, i]:
+                                delta[b, n, 4, j, i] = d
+                        else:
                             delta[b, n, 4, j, i] = 0
-            for cls, t in truths[b]:
-                shape = [_iou((0, 0, *t[2:]), (0, 0, *a), "iou") for a in anchors]
-                best_n = max(range(len(anchors)), key=lambda k: (shape[k], -k))
-                i = min(int(t[0] / stride), w - 1)
-                j = min(int(t[1] / stride), h - 1)
-                for n_all in range(len(anchors)):
-                    if n_all not in mask or not (n_all == best_n or shape[n_all] > iou_thresh):
-                        continue
-                    n = mask.index(n_all)
-                    tot += 1 - _iou(box(b, n, j, i), t, "giou" if cfg.iou_loss == "giou" else "iou")
-                    count += 1
-                    obj = sig(float(p[b, n, 4, j, i]))
-                    delta[b, n, 4, j, i] = cfg.obj_normalizer * (1 - obj)
-                    # delta_yolo_class: a slot that has class deltas only gets its class set
-                    ks = [cls] if delta[b, n, 5 + cls, j, i] else range(classes)
-                    for k in ks:
-                        y = 1.0 if k == cls else 0.0
-                        if label_smoothing:
-                            y = y * (1 - label_smoothing) + 0.5 * label_smoothing
-                        delta[b, n, 5 + k, j, i] = cfg.cls_normalizer * (
-                            y - sig(float(p[b, n, 5 + k, j, i]))
-                        )
-        cls_obj = cfg.obj_normalizer * float(delta[:, :, 4:].square().sum())
-        costs.append((cfg.iou_normalizer * tot / count if count else 0.0) + cls_obj)
+        for cls, truth in truths[b]:
+            i, j = min(int(truth[0] * lw), lw - 1), min(int(truth[1] * lh), lh - 1)
+            shape = [_iou((0, 0, *truth[2:]), (0, 0, aw / net_w, ah / net_h), "iou")
+                     for aw, ah in anchors]  # fmt: skip
+            best_n = 0
+            for k in range(len(anchors)):
+                if shape[k] > shape[best_n]:
+                    best_n = k
+            for n_all in range(len(anchors)):
+                if n_all not in mask or not (n_all == best_n or shape[n_all] > iou_thresh):
+                    continue
+                n = mask.index(n_all)
+                for k, d in enumerate(box_delta(truth, b, n, j, i, anchors[n_all])):
+                    delta[b, n, k, j, i] += d
+                pred = pred_box(b, n, j, i, anchors[n_all])
+                tot_iou_loss += 1 - _iou(pred, truth, "iou")
+                tot_giou_loss += 1 - _iou(pred, truth, "giou")
+                count += 1
+                o = out[b][n][4][j][i]
+                if not smooth or delta[b, n, 4, j, i] == 0:
+                    delta[b, n, 4, j, i] = obj_norm * (1 - o)
+                delta_yolo_class(b, n, j, i, cls)
+        if iou_thresh < 1.0:  # averages_yolo_deltas
+            for j in range(lh):
+                for i in range(lw):
+                    for n in range(na):
+                        if delta[b, n, 4, j, i] == 0:
+                            continue
+                        k = int((delta[b, n, 5:, j, i] > 0).sum())
+                        if k > 0:
+                            delta[b, n, :4, j, i] /= k
+    if cfg.iou_loss == "mse":
+        cost = float(delta.square().sum())
+    else:
+        tot = tot_giou_loss if cfg.iou_loss == "giou" else tot_iou_loss
+        cost = (iou_norm * tot / count if count else 0.0) + obj_norm * float(
+            delta[:, :, 4:].square().sum()
+        )
+    return delta, cost
+
+
+def dk_expected_grad(cfg, level, head, delta):
+    """The project's gradient of the loss w.r.t. the raw map that darknet's ``delta`` means:
+    ``-delta / batch``, through the logistic conv's ``s * (1 - s)`` with new_coords."""
+    if cfg.new_coords:
+        s = head.double().view(delta.shape).sigmoid()
+        delta = delta * s * (1 - s)
+    return (-delta / head.shape[0]).view(head.shape)
+
+
+def darknet_cost_loops(cfg, maps, targets, label_smoothing=None):
+    """get_network_cost (mean of l.cost over the [yolo] layers) / batch, from the transcription."""
+    batch = maps[0].shape[0]
+    net_hw = (maps[0].shape[2] * cfg.strides[0], maps[0].shape[3] * cfg.strides[0])
+    truths = dk_truths(targets, batch, net_hw)
+    costs = [
+        dk_forward_yolo_layer(cfg, level, head, truths, net_hw, label_smoothing)[1]
+        for level, head in enumerate(maps)
+    ]
     return sum(costs) / len(costs) / batch
 
 
-def case(name, seed):
+def case(name, seed, **overrides):
     torch.manual_seed(seed)
-    cfg = build_model(name, num_classes=3, input_size=[64, 64]).config
+    cfg = ModelConfig.load(name, num_classes=3, input_size=[64, 64], **overrides)
     maps = [
         torch.randn(2, len(m) * 8, 64 // s, 64 // s) * 1.5
         for m, s in zip(cfg.masks, cfg.strides, strict=True)
@@ -111,7 +210,9 @@ def case(name, seed):
     return cfg, maps, targets
 
 
-@pytest.mark.parametrize("name", ["yolov4-tiny", "yolov4"])
+# yolov3-tiny: iou_loss=mse (cost |delta|^2); yolov4-csp: new_coords, per-head normalizers and
+# objectness_smooth
+@pytest.mark.parametrize("name", ["yolov4-tiny", "yolov4", "yolov3-tiny", "yolov4-csp"])
 @pytest.mark.parametrize("box_gradient", ["darknet", "exact"])
 def test_darknet_cost_matches_loop_transcription(name, box_gradient):
     cfg, maps, targets = case(name, 0)

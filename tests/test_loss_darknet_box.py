@@ -131,6 +131,22 @@ def dk_delta_yolo_box(
     return out
 
 
+def dk_delta_yolo_box_mse(truth, x, anchor, i, j, lw, lh, net_w, net_h, iou_normalizer, new_coords):
+    """yolo_layer.c delta_yolo_box, ``iou_loss == MSE`` branch: ``x`` is the layer output at the
+    slot (x, y activated and scaled by scale_x_y; tw, th raw, or with new_coords the layer input
+    sigmoid(tw), sigmoid(th)) -> the 4 box deltas (no fix_nan_inf, no max_delta)."""
+    scale = 2 - truth[2] * truth[3]
+    tx = truth[0] * lw - i
+    ty = truth[1] * lh - j
+    if new_coords:
+        tw = math.sqrt(truth[2] * net_w / (4 * anchor[0]))
+        th = math.sqrt(truth[3] * net_h / (4 * anchor[1]))
+    else:
+        tw = math.log(truth[2] * net_w / anchor[0])
+        th = math.log(truth[3] * net_h / anchor[1])
+    return [scale * (t - v) * iou_normalizer for t, v in zip((tx, ty, tw, th), x)]
+
+
 def raw_maps(cfg, batch=1, tw=-8.0):
     maps = []
     for s in cfg.strides:
@@ -193,9 +209,9 @@ def darknet_box_delta(cfg, target, slot, slot_t, new_coords=False):
         lh,
         HW[1],
         HW[0],
-        cfg.iou_normalizer,
+        cfg.iou_normalizer[level],
         cfg.iou_loss,
-        cfg.max_delta,
+        cfg.max_delta[level],
     )
     if new_coords:
         d = [dk * s * (1 - s) for dk, s in zip(d, sig)]
@@ -460,7 +476,7 @@ def test_new_coords_exact_box_gradient_is_the_true_derivative_up_to_darknets_cha
     ``8 * sigmoid(tw) * anchor / W`` on w, h; the logistic derivative is kept) gives the true
     derivative of ``iou_normalizer * (1 - IoU-kind)`` (CIoU's alpha held constant)."""
     gen = torch.Generator().manual_seed(3)
-    n, stride, g = 10, 16, 2.0
+    n, stride, g = 10, 16, 2.0  # head 0 of yolov4-tiny
     scale = torch.tensor([160.0, 128.0, 160.0, 128.0], dtype=torch.float64)
     anchor = torch.tensor([[37.0, 58.0]], dtype=torch.float64).expand(n, 2)
     cell = torch.randint(0, 6, (n, 2), generator=gen).double()
@@ -489,14 +505,14 @@ def test_new_coords_exact_box_gradient_is_the_true_derivative_up_to_darknets_cha
     def value(t):
         rel = decode(t)
         if kind == "ciou":
-            return loss_fn.iou_normalizer * frozen_ciou_loss(rel, truth, alpha)
-        return loss_fn.iou_normalizer * (
+            return loss_fn.iou_normalizer[0] * frozen_ciou_loss(rel, truth, alpha)
+        return loss_fn.iou_normalizer[0] * (
             1 - paired_box_iou(cxcywh_to_xyxy(rel), cxcywh_to_xyxy(truth), kind)
         )
 
     def with_project_gradient(t):
         td = t.detach().requires_grad_()
-        val, grad = loss_fn._box_term(td, cell, anchor, stride, g, truth, scale)
+        val, grad = loss_fn._box_term(0, td, cell, anchor, truth, scale, "exact")
         torch.testing.assert_close(val, value(t.detach()))
         s = td.detach().sigmoid()
         chain = torch.cat(

@@ -1,7 +1,10 @@
 """The YOLOv4 loss: darknet's ``[yolo]`` layer training signal (``yolo_layer.c``), vectorised.
 
 For every ground truth box (``targets (M, 6)``: ``[image_index, class_index, x1, y1, x2, y2]``
-in input pixels) and every head:
+in input pixels) and every head, with that head's values of the ``[yolo]`` keys darknet reads per
+layer (``scale_x_y``, ``ignore_thresh``, ``iou_thresh``, ``iou_normalizer``, ``cls_normalizer``,
+``obj_normalizer``, ``max_delta``, ``objectness_smooth``, ``label_smooth_eps``: yolov4-csp, for
+one, has ``obj_normalizer`` 4 / 1 / 0.4 and ``objectness_smooth`` 0 / 1 / 1 by stride):
 
 * **Assignment.** The shape IoU (boxes aligned at a common centre) of the target with each of
   the model's anchors picks the best anchor over *all* heads; if that anchor belongs to this
@@ -11,11 +14,17 @@ in input pixels) and every head:
 * **Box** (positives): ``iou_normalizer * (1 - CIoU)`` (``iou_loss``: ``ciou``, or ``diou``,
   ``giou``, ``iou``) between the decoded prediction (with the
   grid-sensitivity decode of :mod:`yolov4.ops.decode`) and the target, CIoU in coordinates
-  relative to the input size as darknet computes it.
+  relative to the input size as darknet computes it; or with ``iou_loss="mse"`` (darknet's
+  default, the YOLOv3 cfgs) a squared error on the coordinates (below).
 * **Objectness**: binary cross-entropy towards 1 at positives and 0 elsewhere, times
   ``obj_normalizer``; a non-positive prediction is left alone (no push to 0) when its decoded
   box overlaps some target of its image with IoU > ``ignore_thresh`` and it has some class
-  probability above 0.25.
+  probability above 0.25 (that IoU is darknet's ``best_match_iou``, 0 without such a class).
+  With ``objectness_smooth`` (yolo_layer.c:455-460, 568-572) every prediction is pushed towards
+  ``best_match_iou`` where it exceeds ``ignore_thresh``, else towards 0, *positives included*:
+  darknet's positive rule only writes ``1 - sigmoid(obj)`` into a delta still exactly 0, and the
+  first loop has already written one for every prediction (so a positive is pulled up only as
+  far as its decoded box fits some target, and down when it fits none above ``ignore_thresh``).
 * **Class** (positives): binary cross-entropy per class times ``cls_normalizer``; the target is
   the union of the classes of all targets assigned to that prediction, optionally label-smoothed
   (``y * (1 - eps) + eps / 2``, darknet's ``label_smooth_eps``).
@@ -43,14 +52,27 @@ times ``exp(tw), exp(th)`` (not the anchor / input size factor), to ``tw, th``; 
   unclamped ``exp(tw), exp(th)`` in float32, so a diverged prediction gets darknet's value, and
   0 where float32 overflows (fix_nan_inf). With ``iou_thresh`` set, a positive's box gradient is
   divided by the number of classes whose darknet class delta ``target - sigmoid(logit)`` is
-  positive, when its objectness delta is non-zero (``averages_yolo_deltas``, yolo_layer.c:291-306
-  and 638-651): with ``label_smoothing`` nearly every class counts (about ``C - 1``).
+  positive, when its final objectness delta is non-zero (``averages_yolo_deltas``,
+  yolo_layer.c:291-306 and 638-651): with label smoothing nearly every class counts (about
+  ``C - 1``).
 * ``"exact"``: the autograd derivative of ``iou_normalizer * (1 - IoU-kind)`` w.r.t. the relative
   box (CIoU's ``alpha`` held constant, as in the paper), at ``tw, th`` clamped to
   ``MAX_LOG_WH``; with ``iou_thresh`` set, a prediction assigned to targets of ``k`` distinct
   classes gets the mean (``/ k``) of their box gradients.
 
 The value reported is ``iou_normalizer * sum(1 - IoU-kind)`` in both modes.
+
+``iou_loss="mse"`` (``delta_yolo_box``'s ``MSE`` branch, yolo_layer.c:191-212): per pair, darknet's
+delta is ``iou_normalizer * (2 - w_t * h_t) * (target - x)`` on each coordinate, ``w_t, h_t`` the
+target's size relative to the input, ``x`` the layer's output (``sigmoid(t) * g - (g - 1) / 2`` for
+x, y; the raw ``tw, th``) and the targets ``cx_t / stride - i``, ``cy_t / stride - j``,
+``log(w_t_px / anchor_w)``, ``log(h_t_px / anchor_h)``. The value is ``0.5 * iou_normalizer *
+(2 - w_t h_t) * |target - x|^2``. ``"darknet"`` puts ``-delta`` on ``t`` unchanged (no sigmoid or
+``scale_x_y`` factor on x, y, as above); ``"exact"`` is the derivative of the value w.r.t. ``t``.
+Darknet neither zeroes non-finite values nor applies ``max_delta`` here (``max_delta`` has no
+effect with mse); the ``iou_thresh`` class division applies as above. With ``new_coords`` darknet's
+mse targets ``sqrt(w_t_px / (4 * anchor_w))`` for ``sigmoid(tw)`` (what ``4 s^2 anchor`` needs) and
+x, y as without it; implemented so, the delta then passing through the logistic as below.
 
 ``new_coords`` (darknet's ``[yolo] new_coords=1``, the Scaled-YOLOv4 cfgs yolov4-csp, yolov4x-mish,
 yolov4-p5/p6): the conv in front of the layer has ``activation=logistic``, so darknet's layer input
@@ -75,28 +97,37 @@ Departures from darknet, and why:
 * Targets whose centre lies on the right/bottom edge use the last cell (darknet would index
   past the row); class indices are trusted (darknet skips out-of-range ones with a warning).
 * ``cls_normalizer`` scales the class term; darknet applies it only together with
-  ``counters_per_class`` (its default 1.0 makes both the same).
-* ``truth_thresh`` is not implemented. It is 1.0 in every YOLOv4 cfg, but darknet's test
+  ``counters_per_class`` (yolo_layer.c:350), which no zoo cfg sets: the same for ``cls_normalizer=1``
+  (yolov4, yolov4-tiny, YOLOv3), but the Scaled-YOLOv4 cfgs' 0.5 (yolov4-csp family, yolov4x-mish,
+  p5, p6) halves the class term here and does nothing in darknet.
+* A pair with a zero-size target gets a zero mse box term (darknet's ``log 0`` writes inf).
+* ``truth_thresh`` is not implemented. It is 1.0 in every zoo cfg, but darknet's test
   ``best_iou > truth_thresh`` (yolo_layer.c:488) fires when a float IoU rounds above 1, i.e. on
   a prediction fitting a target exactly (about half of planted exact fits): that slot becomes a
   positive for the target (objectness, class and box deltas) even if not assigned to it, and an
   assigned one gets its box delta twice (objectness and class are rewritten with equal values).
   Near an exact fit the box delta is darknet's kink value, so this is a corner case.
-* The unused options (``objectness_smooth``, focal loss, class multipliers) are not implemented.
+* The options no zoo cfg uses (focal loss, ``counters_per_class``, ``iou_thresh_kind`` other than
+  ``iou``, ``map``, adversarial training, the bad-label rejection schedule) are not implemented.
 * The result is a differentiable tensor, not deltas written into the layer: it works with
   autocast (the maps are cast to float32 here), gradient accumulation and DDP.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from yolov4.loss_darknet import (
+    darknet_classes_in_box,
+    darknet_dx_box_iou,
+    iou_loss_gradient,
+    mse_box_delta,
+)
 from yolov4.models.config import IOU_LOSSES
 from yolov4.ops.boxes import box_iou, cxcywh_to_xyxy, paired_box_iou, xyxy_to_cxcywh
 from yolov4.ops.decode import decode_boxes, split_head
@@ -121,6 +152,10 @@ BOX_GRADIENTS = ("darknet", "exact")
 # a diverging prediction gives a finite loss and a gradient pulling it back instead of inf/NaN.
 MAX_LOG_WH = 7.0
 
+_T = TypeVar("_T")
+# a [yolo] key darknet reads per layer: one value for every head, or one per head
+PerHead = _T | Sequence[_T]
+
 
 class LossOutput(NamedTuple):
     """``total = box + obj + cls``; scalar tensors, per-image means of darknet's sums."""
@@ -137,6 +172,11 @@ class YoloLoss(nn.Module):
     Call with ``maps`` (list of ``(B, A * (5 + C), H_l, W_l)`` raw head maps, ascending stride,
     any float dtype) and ``targets (M, 6)`` float ``[image_index, class_index, x1, y1, x2, y2]``
     in input pixels (``M`` may be 0). Returns a :class:`LossOutput` of float32 scalars.
+
+    The ``[yolo]`` keys darknet reads per layer (``scale_x_y``, ``ignore_thresh``, ``iou_thresh``,
+    the three normalizers, ``max_delta``, ``objectness_smooth``, ``label_smooth_eps``) take one
+    value for every head or a sequence of one per head (ascending stride); head ``l`` uses its own.
+    ``label_smoothing``, when non-zero, overrides ``label_smooth_eps`` for every head.
     """
 
     def __init__(
@@ -146,15 +186,17 @@ class YoloLoss(nn.Module):
         anchors: Sequence[Sequence[float]],
         masks: Sequence[Sequence[int]],
         strides: Sequence[int],
-        scale_x_y: Sequence[float],
-        ignore_thresh: float = 0.7,
-        iou_thresh: float | None = None,
-        iou_normalizer: float = 0.07,
-        cls_normalizer: float = 1.0,
-        obj_normalizer: float = 1.0,
-        max_delta: float | None = None,
+        scale_x_y: PerHead[float],
+        ignore_thresh: PerHead[float] = 0.7,
+        iou_thresh: PerHead[float | None] = None,
+        iou_normalizer: PerHead[float] = 0.07,
+        cls_normalizer: PerHead[float] = 1.0,
+        obj_normalizer: PerHead[float] = 1.0,
+        max_delta: PerHead[float | None] = None,
+        objectness_smooth: PerHead[bool] = False,
+        label_smooth_eps: PerHead[float] = 0.0,
         iou_loss: str = "ciou",
-        label_smoothing: float = 0.0,
+        label_smoothing: float | None = None,
         box_gradient: str = "darknet",
         new_coords: bool = False,
     ) -> None:
@@ -165,31 +207,47 @@ class YoloLoss(nn.Module):
             raise ValueError(
                 f"box_gradient must be one of {list(BOX_GRADIENTS)}, got {box_gradient!r}"
             )
+        heads = len(strides)
+        if len(masks) != heads:
+            raise ValueError(f"{len(masks)} masks for {heads} strides: one per head")
         self.box_gradient = box_gradient
         self.new_coords = bool(new_coords)
         self.iou_loss = iou_loss
         self.num_classes = num_classes
         self.masks = [list(m) for m in masks]
         self.strides = list(strides)
-        self.scale_x_y = list(scale_x_y)
-        self.ignore_thresh = ignore_thresh
+        self.scale_x_y = _per_head("scale_x_y", scale_x_y, heads)
+        self.ignore_thresh = _per_head("ignore_thresh", ignore_thresh, heads)
         # darknet's default iou_thresh is 1.0: "no extra anchors"
-        self.iou_thresh = iou_thresh if iou_thresh is not None and iou_thresh < 1.0 else None
-        self.iou_normalizer = iou_normalizer
-        self.cls_normalizer = cls_normalizer
-        self.obj_normalizer = obj_normalizer
-        self.max_delta = max_delta
-        self.label_smoothing = label_smoothing
+        self.iou_thresh = [
+            v if v is not None and v < 1.0 else None
+            for v in _per_head("iou_thresh", iou_thresh, heads)
+        ]
+        self.iou_normalizer = _per_head("iou_normalizer", iou_normalizer, heads)
+        self.cls_normalizer = _per_head("cls_normalizer", cls_normalizer, heads)
+        self.obj_normalizer = _per_head("obj_normalizer", obj_normalizer, heads)
+        self.max_delta = _per_head("max_delta", max_delta, heads)
+        self.objectness_smooth = [
+            bool(v) for v in _per_head("objectness_smooth", objectness_smooth, heads)
+        ]
+        eps = label_smoothing if label_smoothing else label_smooth_eps
+        self.label_smooth_eps = _per_head("label_smooth_eps", eps, heads)
         self.register_buffer(
             "anchors", torch.tensor(anchors, dtype=torch.float32).view(-1, 2), persistent=False
         )
 
     @classmethod
     def from_config(
-        cls, config: ModelConfig, label_smoothing: float = 0.0, box_gradient: str = "darknet"
+        cls,
+        config: ModelConfig,
+        label_smoothing: float | None = None,
+        box_gradient: str = "darknet",
     ) -> YoloLoss:
-        """The loss a :class:`~yolov4.models.ModelConfig` (``model.config``) describes, with the
-        training-recipe options ``label_smoothing`` and ``box_gradient`` (``darknet``|``exact``)."""
+        """The loss a :class:`~yolov4.models.ModelConfig` (``model.config``) describes, every
+        ``[yolo]`` key per head, with the training-recipe options ``box_gradient``
+        (``darknet``|``exact``) and ``label_smoothing``: ``None`` or 0 keeps the cfg's per-head
+        ``label_smooth_eps``; any other value replaces it for every head (the training module's
+        ``label_smoothing``, 0 by default, is such an override)."""
         return cls(
             num_classes=config.num_classes,
             anchors=config.anchors,
@@ -202,6 +260,8 @@ class YoloLoss(nn.Module):
             cls_normalizer=config.cls_normalizer,
             obj_normalizer=config.obj_normalizer,
             max_delta=config.max_delta,
+            objectness_smooth=config.objectness_smooth,
+            label_smooth_eps=config.label_smooth_eps,
             iou_loss=config.iou_loss,
             label_smoothing=label_smoothing,
             box_gradient=box_gradient,
@@ -209,6 +269,9 @@ class YoloLoss(nn.Module):
         )
 
     def forward(self, maps: Sequence[Tensor], targets: Tensor) -> LossOutput:
+        return self._loss(maps, targets, self.box_gradient)
+
+    def _loss(self, maps: Sequence[Tensor], targets: Tensor, box_gradient: str) -> LossOutput:
         batch = maps[0].shape[0]
         device = maps[0].device
         input_hw = (maps[0].shape[2] * self.strides[0], maps[0].shape[3] * self.strides[0])
@@ -232,6 +295,7 @@ class YoloLoss(nn.Module):
                 padded,
                 valid,
                 input_hw,
+                box_gradient,
             )
             box_loss, obj_loss, cls_loss = box_loss + b, obj_loss + o, cls_loss + c
         box_loss, obj_loss, cls_loss = box_loss / batch, obj_loss / batch, cls_loss / batch
@@ -245,22 +309,25 @@ class YoloLoss(nn.Module):
         ``subdivisions * batch``, and ``get_network_cost`` (network.c:317-329) is the *mean* of
         ``l.cost`` over the layers that have one (the ``[yolo]`` layers). With the default
         ``show_details=1`` a ``[yolo]`` layer's cost (yolo_layer.c:868-913) is
-        ``obj_normalizer * |l.delta with x, y, w, h zeroed|^2 + iou_normalizer * tot / count``:
-        the squared deltas of objectness and classes over the batch, plus the mean over the
-        layer's (target, anchor) box pairs (``count``, iou_thresh extras included; 0 without
-        any) of ``1 - GIoU`` for ``iou_loss=giou``, else ``1 - IoU`` (the plain IoU, also for
-        CIoU/DIoU; yolo_layer.c:555-558). Darknet's delta is ``-batch * d(loss)/d(map)``
-        here (through the conv's logistic derivative with ``new_coords``, which is divided out).
-        Returns ``mean over heads of layer cost / batch``, a detached float32 scalar; one
-        forward and backward of the loss (not of the network) on detached ``maps``.
+        ``obj_normalizer * |l.delta with x, y, w, h zeroed|^2 + iou_normalizer * tot / count``
+        (that layer's normalizers): the squared deltas of objectness and classes over the batch,
+        plus the mean over the layer's (target, anchor) box pairs (``count``, iou_thresh extras
+        included; 0 without any) of ``1 - GIoU`` for ``iou_loss=giou``, else ``1 - IoU`` (the
+        plain IoU, also for CIoU/DIoU; yolo_layer.c:555-558); for ``iou_loss=mse`` it is
+        ``|l.delta|^2``, box deltas included, no normalizer. Darknet's delta is
+        ``-batch * d(loss)/d(map)`` of this loss with ``box_gradient="darknet"`` (whatever this
+        loss's own mode; through the conv's logistic derivative with ``new_coords``, which is
+        divided out). Returns ``mean over heads of layer cost / batch``, a detached float32
+        scalar; one forward and backward of the loss (not of the network) on detached ``maps``.
         """
         batch = maps[0].shape[0]
         with torch.enable_grad():
             leaves = [m.detach().float().requires_grad_() for m in maps]
-            total = self(leaves, targets).total
+            total = self._loss(leaves, targets, "darknet").total
             grads = torch.autograd.grad(total, leaves, allow_unused=True)
         with torch.no_grad():
-            pair_sums, counts = self._pair_iou_loss(leaves, targets)
+            mse = self.iou_loss == "mse"
+            pair_sums, counts = ([], []) if mse else self._pair_iou_loss(leaves, targets)
             costs = []
             for level, (leaf, grad) in enumerate(zip(leaves, grads, strict=True)):
                 if grad is None:
@@ -269,10 +336,13 @@ class YoloLoss(nn.Module):
                 if self.new_coords:
                     s = leaf.sigmoid()
                     delta = delta / (s * (1 - s))
+                if mse:
+                    costs.append(delta.square().sum())
+                    continue
                 a = len(self.masks[level])
                 delta = delta.view(batch, a, -1, *delta.shape[2:])
-                cls_obj = self.obj_normalizer * delta[:, :, 4:].square().sum()
-                iou_part = self.iou_normalizer * pair_sums[level] / max(counts[level], 1)
+                cls_obj = self.obj_normalizer[level] * delta[:, :, 4:].square().sum()
+                iou_part = self.iou_normalizer[level] * pair_sums[level] / max(counts[level], 1)
                 costs.append(cls_obj + iou_part)
             return torch.stack(costs).mean() / batch
 
@@ -306,11 +376,11 @@ class YoloLoss(nn.Module):
 
     def _positive(self, level: int, best_anchor: Tensor, shape_iou: Tensor) -> Tensor:
         """``(M, A)`` bool: target ``m`` is positive for anchor ``a`` of head ``level`` (its best
-        anchor over all heads is ``a``, or ``iou_thresh`` admits ``a`` too)."""
+        anchor over all heads is ``a``, or this head's ``iou_thresh`` admits ``a`` too)."""
         mask = torch.tensor(self.masks[level], device=best_anchor.device)
         positive = best_anchor[:, None] == mask[None, :]
-        if self.iou_thresh is not None:
-            positive |= shape_iou[:, mask] > self.iou_thresh
+        if self.iou_thresh[level] is not None:
+            positive |= shape_iou[:, mask] > self.iou_thresh[level]
         return positive
 
     @staticmethod
@@ -331,11 +401,22 @@ class YoloLoss(nn.Module):
         return shape_iou.argmax(dim=1), shape_iou
 
     def _head_loss(
-        self, level, head, anchors, positive, t_img, t_cls, t_box, padded, valid, input_hw
+        self,
+        level,
+        head,
+        anchors,
+        positive,
+        t_img,
+        t_cls,
+        t_box,
+        padded,
+        valid,
+        input_hw,
+        box_gradient,
     ):
         """Box, objectness and class sums of one head (see the module docstring)."""
         num_anchors = anchors.shape[0]
-        stride, g = self.strides[level], self.scale_x_y[level]
+        stride = self.strides[level]
         p = split_head(head, num_anchors)  # (B, A, H, W, 5 + C)
         batch, _, h, w, _ = p.shape
         flat = p.reshape(-1, p.shape[-1])  # (B * A * H * W, 5 + C)
@@ -350,40 +431,63 @@ class YoloLoss(nn.Module):
         cls_target = flat.new_zeros(slots.shape[0], self.num_classes)
         cls_target[pair_slot, t_cls[gt]] = 1.0
         classes_per_slot = cls_target.sum(1)
-        if self.label_smoothing:
-            cls_target = cls_target * (1 - self.label_smoothing) + 0.5 * self.label_smoothing
-        cls_loss = self.cls_normalizer * self._prob_loss(flat[slots, 5:], cls_target).sum()
+        eps = self.label_smooth_eps[level]
+        if eps:
+            cls_target = cls_target * (1 - eps) + 0.5 * eps
+        cls_loss = self.cls_normalizer[level] * self._prob_loss(flat[slots, 5:], cls_target).sum()
+
+        # objectness: its targets (and which predictions count) per darknet's two rules
+        obj_target, keep = self._objectness_target(level, p, flat, slots, anchors, padded, valid)
+        obj_bce = self._prob_loss(flat[:, 4], obj_target)
+        obj_loss = self.obj_normalizer[level] * (obj_bce * keep).sum()
 
         # box term: value weighted by 1/k (k distinct classes at the slot), gradient as chosen
         scale = flat.new_tensor([input_hw[1], input_hw[0]] * 2)
         t = flat[slot, :4]
         cell = torch.stack((gi, gj), 1).to(t.dtype)
-        value, grad = self._box_term(t, cell, anchors[a], stride, g, t_box[gt] / scale, scale)
-        if self.iou_thresh is None:
+        value, grad = self._box_term(
+            level, t, cell, anchors[a], t_box[gt] / scale, scale, box_gradient
+        )
+        if self.iou_thresh[level] is None:
             box_loss = value.sum()
         else:
             value_weight = 1.0 / classes_per_slot[pair_slot]
             box_loss = (value_weight * value).sum()
             if grad is not None:
-                if self.box_gradient == "darknet":
-                    count = _darknet_classes_in_box(
-                        flat[slots, 4:], cls_target, self.obj_normalizer
-                    )
+                if box_gradient == "darknet":
+                    with torch.no_grad():  # the slot's final objectness delta
+                        obj_delta = self.obj_normalizer[level] * (
+                            obj_target[slots] - flat[slots, 4].float().sigmoid()
+                        )
+                    count = darknet_classes_in_box(flat[slots, 5:], cls_target, obj_delta)
                     grad = grad / count[pair_slot, None]
                 else:
                     grad = grad * value_weight[:, None]
         if grad is not None:  # grad is d(box_loss)/dt by construction; the value stays as is
             box_loss = box_loss + (grad * (t - t.detach())).sum()
-
-        # objectness: 1 at positives, 0 elsewhere unless ignored
-        obj_target = torch.zeros_like(flat[:, 4])
-        obj_target[slots] = 1.0
-        with torch.no_grad():
-            keep = ~self._ignored(p, anchors, stride, g, padded, valid).flatten()
-            keep[slots] = True
-        obj_bce = self._prob_loss(flat[:, 4], obj_target)
-        obj_loss = self.obj_normalizer * (obj_bce * keep).sum()
         return box_loss, obj_loss, cls_loss
+
+    def _objectness_target(self, level, p, flat, slots, anchors, padded, valid):
+        """Objectness targets ``(N,)`` and which predictions count ``(N,)`` bool (``N = B*A*H*W``).
+
+        Without ``objectness_smooth``: 1 at positives; 0 elsewhere except the ignored predictions
+        (``best_match_iou > ignore_thresh``), which do not count. With it (yolo_layer.c:455-460,
+        568-572): every prediction counts, with target ``best_match_iou`` where ignored, else 0,
+        positives included; a positive whose delta towards that target is exactly 0 gets 1."""
+        obj_norm = self.obj_normalizer[level]
+        with torch.no_grad():
+            best = self._best_match_iou(p, anchors, level, padded, valid).flatten()
+            ignored = best > self.ignore_thresh[level]
+            if not self.objectness_smooth[level]:
+                obj_target = torch.zeros_like(flat[:, 4])
+                obj_target[slots] = 1.0
+                keep = ~ignored
+                keep[slots] = True
+                return obj_target, keep
+            obj_target = torch.where(ignored, best, torch.zeros_like(best))
+            first = obj_norm * (obj_target[slots] - flat[slots, 4].sigmoid())
+            obj_target[slots] = torch.where(first == 0, 1.0, obj_target[slots])
+            return obj_target, torch.ones_like(ignored)
 
     def _prob_loss(self, logits: Tensor, target: Tensor) -> Tensor:
         """Per-element objectness/class loss: cross-entropy on the logits, or with ``new_coords``
@@ -392,22 +496,28 @@ class YoloLoss(nn.Module):
             return 0.5 * (logits.sigmoid() - target).square()
         return F.binary_cross_entropy_with_logits(logits, target, reduction="none")
 
-    def _ignored(self, p, anchors, stride, g, padded, valid) -> Tensor:
-        """``(B, A, H, W)`` bool: predictions exempt from the no-object push."""
+    def _best_match_iou(self, p, anchors, level, padded, valid) -> Tensor:
+        """``(B, A, H, W)`` darknet's ``best_match_iou``: the largest IoU of each decoded
+        prediction with a target of its image if it has some class probability above
+        :data:`IGNORE_CLASS_CONF`, else 0 (any negative IoU is below every threshold)."""
         if padded.shape[1] == 0:
-            return torch.zeros(p.shape[:4], dtype=torch.bool, device=p.device)
+            return torch.zeros(p.shape[:4], device=p.device)
+        stride, g = self.strides[level], self.scale_x_y[level]
         boxes = cxcywh_to_xyxy(decode_boxes(p[..., :4], anchors, stride, g, self.new_coords))
         iou = box_iou(boxes.reshape(p.shape[0], -1, 4), padded)  # (B, A*H*W, Mmax)
         best = iou.masked_fill(~valid[:, None, :], -1.0).amax(dim=2).view(p.shape[:4])
         confident = (p[..., 5:].sigmoid() > IGNORE_CLASS_CONF).any(dim=-1)
-        return (best > self.ignore_thresh) & confident
+        return torch.where(confident, best, torch.zeros_like(best))
 
     def _box_term(
-        self, t, cell, anchor_wh, stride, g, target_rel, scale
+        self, level, t, cell, anchor_wh, target_rel, scale, box_gradient
     ) -> tuple[Tensor, Tensor | None]:
-        """Per pair ``iou_normalizer * (1 - IoU-kind)`` ``(P,)`` and the gradient ``(P, 4)`` to put
-        on the raw ``t (P, 4)`` (``None`` without autograd): ``box_gradient``'s, chained, made
-        finite and clipped as ``delta_yolo_box`` does (see the module docstring)."""
+        """Per pair the box value ``(P,)`` and the gradient ``(P, 4)`` to put on the raw
+        ``t (P, 4)`` (``None`` without autograd): ``box_gradient``'s, chained, made finite and
+        clipped as ``delta_yolo_box`` does (see the module docstring)."""
+        if self.iou_loss == "mse":
+            return self._mse_box_term(level, t, cell, anchor_wh, target_rel, scale, box_gradient)
+        stride, g = self.strides[level], self.scale_x_y[level]
         td = t.detach()
         xy = (td[:, :2].sigmoid() * g - (g - 1) / 2 + cell) * stride / scale[:2]
         if self.new_coords:
@@ -417,135 +527,61 @@ class YoloLoss(nn.Module):
             exp_wh = td[:, 2:].clamp(max=MAX_LOG_WH).exp()
         rel = torch.cat((xy, exp_wh * anchor_wh / scale[2:]), 1)
         iou = paired_box_iou(cxcywh_to_xyxy(rel), cxcywh_to_xyxy(target_rel), self.iou_loss)
-        loss = self.iou_normalizer * (1 - iou)
+        loss = self.iou_normalizer[level] * (1 - iou)
         if not (torch.is_grad_enabled() and t.requires_grad):
             return loss, None
-        if self.box_gradient == "darknet" and not self.new_coords:
+        if box_gradient == "darknet" and not self.new_coords:
             exp_wh = td[:, 2:].exp()  # darknet's raw exp(tw), exp(th): inf when it overflows
             rel = torch.cat((xy, exp_wh * anchor_wh / scale[2:]), 1)
-        d_rel = self.iou_normalizer * iou_loss_gradient(
-            rel, target_rel, self.iou_loss, self.box_gradient
+        d_rel = self.iou_normalizer[level] * iou_loss_gradient(
+            rel, target_rel, self.iou_loss, box_gradient
         )
         # d/d(x, y) straight to tx, ty; d/d(w, h) * exp(t) to tw, th (delta_yolo_box); with
         # new_coords all four straight to the layer input sigmoid(t)
         grad = d_rel if self.new_coords else torch.cat((d_rel[:, :2], d_rel[:, 2:] * exp_wh), 1)
         grad = torch.nan_to_num(grad, nan=0.0, posinf=0.0, neginf=0.0)  # fix_nan_inf
-        if self.max_delta is not None:
-            grad = grad.clamp(-self.max_delta, self.max_delta)
+        if self.max_delta[level] is not None:
+            grad = grad.clamp(-self.max_delta[level], self.max_delta[level])
         if self.new_coords:  # the conv's logistic derivative (its backward, not the layer's)
             grad = grad * (s * (1 - s))
         return loss, grad
 
-
-def iou_loss_gradient(pred: Tensor, truth: Tensor, kind: str, box_gradient: str) -> Tensor:
-    """``d(1 - IoU-kind)/d(pred)`` of matched ``pred``, ``truth (P, 4)`` cxcywh boxes ->
-    ``(P, 4)`` (pred's dtype): the autograd derivative (``box_gradient="exact"``, CIoU's alpha
-    held constant) or darknet's ``dx_box_iou`` with its sign flipped (``"darknet"``)."""
-    if box_gradient == "darknet":
-        return -darknet_dx_box_iou(pred, truth, kind)
-    with torch.enable_grad():
-        pred = pred.detach().requires_grad_()
-        iou = paired_box_iou(cxcywh_to_xyxy(pred), cxcywh_to_xyxy(truth), kind)
-        (grad,) = torch.autograd.grad((1 - iou).sum(), pred)
-    return grad
-
-
-def _darknet_classes_in_box(out: Tensor, cls_target: Tensor, obj_normalizer: float) -> Tensor:
-    """``averages_yolo_deltas``' divisor per positive slot ``(S,)`` float: the number of classes
-    whose class delta ``cls_target - sigmoid(logit)`` is positive, or 1 when there is none or the
-    objectness delta ``obj_normalizer * (1 - sigmoid(obj))`` is 0 (darknet then skips the slot).
-    ``out (S, 1 + C)`` raw objectness and class logits, ``cls_target (S, C)`` (smoothed) targets."""
-    with torch.no_grad():
-        prob = out.float().sigmoid()
-        count = (cls_target - prob[:, 1:] > 0).sum(1)
-        averaged = (obj_normalizer * (1 - prob[:, 0]) != 0) & (count > 0)
-        return torch.where(averaged, count, torch.ones_like(count)).to(cls_target.dtype)
-
-
-def darknet_dx_box_iou(pred: Tensor, truth: Tensor, kind: str) -> Tensor:
-    """Darknet's ``dx_box_iou`` (src/box.c:258-456), vectorised: its gradient of ``kind``
-    (``iou``, ``giou``, ``diou``, ``ciou``) w.r.t. the predicted box, departures included (see the
-    module docstring). ``pred``, ``truth (P, 4)`` cxcywh relative boxes, any float dtype (the
-    result has it; darknet computes in float32) -> ``(P, 4)`` ``(dx, dy, dw, dh)``, the direction
-    that *increases* the IoU-kind; non-finite where darknet's is (``delta_yolo_box`` zeroes it).
-    """
-    # delta_yolo_box: "avoid nan in dx_box_iou"
-    pw = torch.where(pred[:, 2] == 0, torch.ones_like(pred[:, 2]), pred[:, 2])
-    ph = torch.where(pred[:, 3] == 0, torch.ones_like(pred[:, 3]), pred[:, 3])
-    px, py = pred[:, 0], pred[:, 1]
-    tx, ty, tw, th = truth.unbind(1)
-    top, bot, left, right = py - ph / 2, py + ph / 2, px - pw / 2, px + pw / 2
-    pt, pb = torch.minimum(top, bot), torch.maximum(top, bot)
-    pl, pr = torch.minimum(left, right), torch.maximum(left, right)
-    tt, tb, tl, tr = ty - th / 2, ty + th / 2, tx - tw / 2, tx + tw / 2
-    zero = torch.zeros_like(px)
-
-    area = (pb - pt) * (pr - pl)
-    ih = torch.minimum(pb, tb) - torch.maximum(pt, tt)
-    iw = torch.minimum(pr, tr) - torch.maximum(pl, tl)
-    inter = iw * ih  # not clamped: positive when both overlaps are negative
-    union = area + (tb - tt) * (tr - tl) - inter
-    dist2 = (px - tx) ** 2 + (py - ty) ** 2
-    gcw = torch.maximum(pr, tr) - torch.minimum(pl, tl)
-    gch = torch.maximum(pb, tb) - torch.minimum(pt, tt)
-    gc = gcw * gch
-    # d(area), d(inter), d(enclosing area) w.r.t. the sides t, b, l, r
-    d_area = torch.stack((-(pr - pl), pr - pl, -(pb - pt), pb - pt))
-    d_inter = torch.stack(
-        (
-            torch.where(pt > tt, -iw, zero),
-            torch.where(pb < tb, iw, zero),
-            torch.where(pl > tl, -ih, zero),
-            torch.where(pr < tr, ih, zero),
+    def _mse_box_term(
+        self, level, t, cell, anchor_wh, target_rel, scale, box_gradient
+    ) -> tuple[Tensor, Tensor | None]:
+        """``iou_loss="mse"``: value ``0.5 * iou_normalizer * (2 - w_t h_t) * |target - x|^2`` and
+        the gradient (see the module docstring); no ``fix_nan_inf`` or ``max_delta``."""
+        stride, g = self.strides[level], self.scale_x_y[level]
+        td = t.detach()
+        err, delta = mse_box_delta(
+            td, cell, anchor_wh, target_rel, scale[:2] / stride, scale[2:], g, self.new_coords
         )
-    )
-    d_union = d_area - d_inter
-    d_gc = torch.stack(
-        (
-            torch.where(pt < tt, -gcw, zero),
-            torch.where(pb > tb, gcw, zero),
-            torch.where(pl < tl, -gch, zero),
-            torch.where(pr > tr, gch, zero),
-        )
-    )
-    p = torch.where(union > 0, (union * d_inter - inter * d_union) / (union * union), zero)
-    # "correct corner selection": a flipped box takes the other side's gradient
-    p_t = torch.where(top < bot, p[0], p[1])
-    p_l = torch.where(left < right, p[2], p[3])
-    p = torch.stack((p_t, p[1], p_l, p[3]))
-    disjoint = (iw <= 0) | (ih <= 0)
-    if kind == "giou":
-        g = (gc * d_union - union * d_gc) / (gc * gc)
-        p = torch.where(gc > 0, p + g, p)
-        p = torch.where(disjoint, g, p)
-    # sides -> (x, y, w, h); w, h not halved (box.c:409-410)
-    d = torch.stack((p[2] + p[3], p[0] + p[1], p[3] - p[2], p[1] - p[0]))
-    if kind in ("diou", "ciou"):
-        cw = torch.maximum(px + pw / 2, tr) - torch.minimum(px - pw / 2, tl)
-        ch = torch.maximum(py + ph / 2, tb) - torch.minimum(py - ph / 2, tt)
-        c = cw * cw + ch * ch
-        one = torch.ones_like(px)
-        dcw_dx = torch.where(pr > tr, one, zero) - torch.where(pl < tl, one, zero)
-        dch_dy = torch.where(pb > tb, one, zero) - torch.where(pt < tt, one, zero)
-        dcw_dw = torch.where(pr > tr, one / 2, zero) + torch.where(pl < tl, one / 2, zero)
-        dch_dh = torch.where(pb > tb, one / 2, zero) + torch.where(pt < tt, one / 2, zero)
-        penalty = torch.stack(
-            (
-                (2 * (tx - px) * c - 2 * cw * dcw_dx * dist2) / (c * c),  # sign as box.c:416
-                (2 * (ty - py) * c - 2 * ch * dch_dy * dist2) / (c * c),
-                2 * cw * dcw_dw * dist2 / (c * c),
-                2 * ch * dch_dh * dist2 / (c * c),
+        delta = delta * self.iou_normalizer[level]
+        loss = 0.5 * (delta * err).sum(1)
+        if not (torch.is_grad_enabled() and t.requires_grad):
+            return loss, None
+        # darknet: d/dx of the value, x the layer's output, passed to t as is (with new_coords
+        # through the conv's logistic); exact: times the rest of the chain, d x / d t
+        s = td.sigmoid()
+        ds = s * (1 - s)
+        one = torch.ones_like(ds[:, :2])
+        if box_gradient == "exact":
+            chain = torch.cat((g * ds[:, :2], ds[:, 2:] if self.new_coords else one), 1)
+        else:
+            chain = ds if self.new_coords else torch.ones_like(ds)
+        grad = -delta * chain
+        return loss, grad
+
+
+def _per_head(name: str, value: Any, heads: int) -> list:
+    """One value per head from a scalar (every head) or a sequence of ``heads`` values."""
+    if isinstance(value, (list, tuple)):
+        if len(value) != heads:
+            raise ValueError(
+                f"{name} needs one value per head ({heads}) or one for all, got {value}"
             )
-        )
-        if kind == "ciou":
-            angle = torch.atan(tw / th) - torch.atan(pw / ph)
-            v = 4 / math.pi**2 * angle * angle
-            alpha = v / (1 - inter / union + v + 0.000001)
-            ar = 8 / math.pi**2 * angle  # no 1/(w^2 + h^2) (box.c:435-436)
-            penalty = penalty + torch.stack((zero, zero, alpha * ar * ph, -alpha * ar * pw))
-        d = torch.where(c > 0, d + penalty, d)
-        d = torch.where(disjoint, penalty, d)
-    return d.T
+        return list(value)
+    return [value] * heads
 
 
 def _pad_per_image(boxes: Tensor, image_index: Tensor, batch: int) -> tuple[Tensor, Tensor]:
