@@ -41,10 +41,9 @@ it) and its ``l.delta`` is multiplied by ``s * (1 - s)`` (that conv's backward) 
 comparison; planted sizes use ``4 * sigmoid(t)^2``. ``--new-coords`` writes
 darknet_oracle_new_coords.json by default.
 
-Expected departures (see :mod:`yolov4.loss`): ``cls`` ratio = ``cls_normalizer`` (0.5 in the
-Scaled-YOLOv4 cfgs), which darknet applies only with ``counters_per_class``; with it the charted
-cost too. ``--set cls_normalizer=1.0`` gives the project's loss darknet's class term (the
-override reaches only the project's side).
+``cls_normalizer`` (0.5 in the Scaled-YOLOv4 cfgs) is inert in darknet without
+``counters_per_class``; ``YoloLoss.from_config`` passes 1.0 for it, as darknet acts (see
+:mod:`yolov4.loss`). ``--set key=value`` overrides a model config key on the project's side only.
 """
 
 from __future__ import annotations

@@ -55,15 +55,15 @@ def dk_forward_yolo_layer(cfg, level, head, truths, net_hw, label_smooth_eps=Non
     in Python floats: ``head`` the project's raw map ``(B, A * (5 + C), H, W)``, ``truths`` from
     :func:`dk_truths`. -> (``l.delta`` ``(B, A, 5 + C, H, W)`` float64 on the layer's input,
     ``l.cost``). With new_coords the layer's input is ``sigmoid(head)`` (the logistic conv's
-    output) and the layer activates nothing. The class delta is multiplied by ``cls_normalizer``
-    (the project's documented departure: darknet needs counters_per_class for that);
+    output) and the layer activates nothing. ``cls_normalizer`` is not applied (darknet applies it
+    only with counters_per_class, which no supported cfg has);
     ``truth_thresh`` (1.0 in every zoo cfg) is not transcribed."""
     batch, classes = head.shape[0], cfg.num_classes
     mask, g, nc = cfg.masks[level], cfg.scale_x_y[level], cfg.new_coords
     na, lh, lw = len(mask), head.shape[2], head.shape[3]
     net_h, net_w = net_hw
     anchors = [tuple(a) for a in cfg.anchors]
-    obj_norm, cls_norm = cfg.obj_normalizer[level], cfg.cls_normalizer[level]
+    obj_norm, cls_norm = cfg.obj_normalizer[level], 1.0
     iou_norm, max_delta = cfg.iou_normalizer[level], cfg.max_delta[level]
     iou_thresh = cfg.iou_thresh[level] if cfg.iou_thresh[level] is not None else 1.0
     smooth = cfg.objectness_smooth[level]

@@ -96,10 +96,11 @@ Departures from darknet, and why:
   float rounding.
 * Targets whose centre lies on the right/bottom edge use the last cell (darknet would index
   past the row); class indices are trusted (darknet skips out-of-range ones with a warning).
-* ``cls_normalizer`` scales the class term; darknet applies it only together with
-  ``counters_per_class`` (yolo_layer.c:350), which no zoo cfg sets: the same for ``cls_normalizer=1``
-  (yolov4, yolov4-tiny, YOLOv3), but the Scaled-YOLOv4 cfgs' 0.5 (yolov4-csp family, yolov4x-mish,
-  p5, p6) halves the class term here and does nothing in darknet.
+* ``cls_normalizer``: darknet applies it only together with ``counters_per_class``
+  (yolo_layer.c:350), which the cfg parser refuses, so in darknet it never acts: the Scaled-YOLOv4
+  cfgs' 0.5 (yolov4-csp family, yolov4x-mish, p5, p6) does nothing there. :meth:`from_config`
+  therefore passes 1.0 whatever the cfg says (darknet's gradient); the constructor's
+  ``cls_normalizer`` scales the class term for direct use.
 * A pair with a zero-size target gets a zero mse box term (darknet's ``log 0`` writes inf).
 * ``truth_thresh`` is not implemented. It is 1.0 in every zoo cfg, but darknet's test
   ``best_iou > truth_thresh`` (yolo_layer.c:488) fires when a float IoU rounds above 1, i.e. on
@@ -257,7 +258,7 @@ class YoloLoss(nn.Module):
             ignore_thresh=config.ignore_thresh,
             iou_thresh=config.iou_thresh,
             iou_normalizer=config.iou_normalizer,
-            cls_normalizer=config.cls_normalizer,
+            cls_normalizer=1.0,  # inert in darknet without counters_per_class (see above)
             obj_normalizer=config.obj_normalizer,
             max_delta=config.max_delta,
             objectness_smooth=config.objectness_smooth,

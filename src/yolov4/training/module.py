@@ -57,7 +57,8 @@ class YoloModule(L.LightningModule):
         category_ids: original category id per class index (results carry these).
         preprocess: the DataModule's ``preprocess_config.to_dict()``; stored in checkpoints.
         ema_decay: EMA of the weights (``None``: off); ``ema_tau`` its ramp in optimizer steps.
-        label_smoothing: class-target smoothing of the loss.
+        label_smoothing: class-target smoothing of the loss; 0 keeps the cfg's per-head
+            ``[yolo] label_smooth_eps``, any other value replaces it on every head.
         box_gradient: the box term's gradient, ``darknet`` (darknet's ``dx_box_iou``, what its
             recipes were tuned with) or ``exact`` (the true derivative); see :mod:`yolov4.loss`.
         eval: validation postprocess settings over :data:`~yolov4.core.postprocess.DARKNET_VALID`
