@@ -153,6 +153,15 @@ def _from_sections(sections: list[Section], name: str) -> dict[str, Any]:
                 f"differs from {first.where(key)}: one value for every [yolo] layer is supported",
             )
         values[key] = found[0]
+    if values["new_coords"]:
+        # darknet's new_coords [yolo] takes its input as probabilities: the conv's logistic
+        for y in yolos:
+            feeder = layers[y_index(sections, y) - 1]
+            if feeder.kind != "convolutional" or feeder.params["activation"] != "logistic":
+                raise ConfigError(
+                    f"{feeder.section.where('activation')}: {y.where('new_coords')}=1 needs a "
+                    "[convolutional] with activation=logistic right before it"
+                )
     return values
 
 

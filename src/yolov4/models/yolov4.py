@@ -2,7 +2,9 @@
 
 ``model(images)`` takes ``(B, 3, H, W)`` float images (H, W multiples of the largest stride) and
 returns the raw head maps, a list of ``(B, A * (5 + C), H / s, W / s)`` tensors in ascending
-stride order, numerically darknet's output of the layer before each ``[yolo]`` layer.
+stride order, numerically darknet's output of the layer before each ``[yolo]`` layer (for a
+``new_coords`` cfg, whose conv there is ``activation=logistic``: the conv's output before the
+logistic, which :mod:`yolov4.ops.decode` and the loss apply).
 
 One builder for all of them (yolov4 and yolov4-tiny included): module ``layers.i`` is darknet's
 layer ``i`` of the cfg, so state_dict keys, ``.weights`` order and the cfg written back follow
@@ -62,6 +64,14 @@ class YOLOv4(nn.Module):
         self.config = config
         self.sections: list[Section] = config_sections(config)
         specs = resolve_layers(self.sections)
+        if config.new_coords:
+            # darknet's new_coords [yolo] reads the logistic of the conv in front of it (the cfg's
+            # activation=logistic); here ops.decode and the loss apply that logistic, reading the
+            # conv's output before it, as they read every other head map
+            for s in specs:
+                if s.kind == "yolo":
+                    feeder = specs[s.index - 1]
+                    feeder.params = {**feeder.params, "activation": "linear"}
         self.layers = nn.ModuleList(_module(s) for s in specs)
         self._kinds = [s.kind for s in specs]
         self._inputs = [s.inputs for s in specs]
@@ -190,7 +200,7 @@ def _round_up(n: int, m: int) -> int:
 
 
 def build_model(
-    name: str | None = "yolov4", num_classes: int | None = 80, cfg: Any = None, **overrides: Any
+    name: str | None = None, num_classes: int | None = 80, cfg: Any = None, **overrides: Any
 ) -> YOLOv4:
     """Build a zoo network by its cfg name (``yolov4``, ``yolov4-csp``, ``yolov4-p6``,
     ``yolov3-tiny``, ... see :func:`available_models`) or a user's darknet cfg (``cfg=path``, or
@@ -199,8 +209,11 @@ def build_model(
     ``overrides`` are model config keys (``anchors``, ``masks``, ``scale_x_y``, ``input_size``,
     ``[yolo]`` keys, ...); an unknown key raises :class:`ConfigError`; ``num_classes=None`` keeps
     the cfg's ``classes``. ``build_model(**model.config.to_dict())`` rebuilds a model with
-    identical state_dict keys and shapes.
+    identical state_dict keys and shapes. Without ``name`` and ``cfg``: ``yolov4``; a user cfg
+    without ``name`` is named after its file (``custom`` for cfg text).
     """
+    if name is None and cfg is None:
+        name = "yolov4"
     if num_classes is not None:
         overrides["num_classes"] = num_classes
     return YOLOv4(ModelConfig.load(name, cfg=cfg, **overrides))
