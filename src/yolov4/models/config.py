@@ -320,7 +320,9 @@ class ModelConfig:
             )
         ranges = {  # key: (low, high, low inclusive)
             "ignore_thresh": (0.0, 1.0, True),
-            "truth_thresh": (0.0, float("inf"), False),
+            # darknet's truth_thresh < 1 branch (extra positives) is not implemented; >= 1 is
+            # inert (every zoo cfg has 1)
+            "truth_thresh": (1.0, float("inf"), True),
             "iou_thresh": (0.0, 1.0, False),
             "iou_normalizer": (0.0, float("inf"), True),
             "cls_normalizer": (0.0, float("inf"), True),
