@@ -3,17 +3,19 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 import yaml
 
+import yolov4
 from yolov4 import ConfigError, build_model
 from yolov4.core.model import DecodedModel
 from yolov4.core.postprocess import DARKNET_VALID, SERVING, PostprocessConfig
-from yolov4.models.config import MODEL_CONFIG_DIR
 from yolov4.ops.postprocess import postprocess
 
-CONFIGS = MODEL_CONFIG_DIR.parent
+CONFIGS = Path(yolov4.__file__).resolve().parent / "configs"
 
 
 def test_presets_are_darknets_valid_and_test_settings():
