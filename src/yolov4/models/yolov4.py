@@ -80,6 +80,17 @@ class YOLOv4(nn.Module):
         self.head_layers: tuple[int, ...] = tuple(s.index - 1 for s in yolos)
         refs = {j for s in specs if s.kind in ("route", "shortcut") for j in s.inputs}
         self._keep = refs | set(self.head_layers)
+        # outputs a [route]/[shortcut] reads are dropped after their last reader (inference
+        # memory of the big nets at their cfg sizes); head maps are kept to the end
+        last: dict[int, int] = {}
+        for s in specs:
+            if s.kind in ("route", "shortcut"):
+                for j in s.inputs:
+                    last[j] = s.index
+        self._free_after: list[list[int]] = [[] for _ in specs]
+        for j, i in last.items():
+            if j not in self.head_layers:
+                self._free_after[i].append(j)
         # [convolutional] stopbackward=N: no gradient reaches layers <= this one for the first N
         # training iterations (darknet's backward_network); `iteration` is set by the trainer
         self.stop_backward: tuple[tuple[int, int], ...] = tuple(
@@ -192,6 +203,8 @@ class YOLOv4(nn.Module):
                 x = x.detach()
                 outs = [o.detach() if o is not None else None for o in outs]
             outs.append(x if i in self._keep else None)
+            for j in self._free_after[i]:
+                outs[j] = None
         return [outs[i] for i in self.head_layers]
 
 
