@@ -48,8 +48,9 @@ def test_partial_conv_file_loads_up_to_its_cutoff(tmp_path, source):
     torch.manual_seed(9)
     model = build_model("yolov4-tiny", num_classes=3)
     load_pretrained(model, path)
-    assert torch.equal(model.heads[1].conv.conv.weight, source.heads[1].conv.conv.weight)
-    assert not torch.equal(model.heads[0].pred.conv.weight, source.heads[0].pred.conv.weight)
+    assert torch.equal(model.layers[28].conv.weight, source.layers[28].conv.weight)  # last kept
+    assert not torch.equal(model.layers[29].conv.weight, source.layers[29].conv.weight)
+    assert not torch.equal(model.layers[36].conv.weight, source.layers[36].conv.weight)
 
 
 def test_project_checkpoint_strict_and_backbone_only(tmp_path, source):
@@ -62,10 +63,10 @@ def test_project_checkpoint_strict_and_backbone_only(tmp_path, source):
     backbone = build_model("yolov4-tiny", num_classes=3)
     report = load_pretrained(backbone, path, backbone_only=True)
     assert "kept" not in report.summary  # every backbone tensor came from the file
-    assert torch.equal(
-        backbone.backbone.head_conv.conv.weight, source.backbone.head_conv.conv.weight
-    )
-    assert not torch.equal(backbone.neck.reduce5.conv.weight, source.neck.reduce5.conv.weight)
+    # yolov4-tiny.conv.29: darknet layers 0-28 from the file, the rest as initialised
+    assert backbone.backbone_layer_count() == 29
+    assert torch.equal(backbone.layers[28].conv.weight, source.layers[28].conv.weight)
+    assert not torch.equal(backbone.layers[32].conv.weight, source.layers[32].conv.weight)
 
 
 def test_other_architecture_names_the_switch(tmp_path, source):

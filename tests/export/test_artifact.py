@@ -159,8 +159,8 @@ def test_nms_graph_has_fixed_outputs_and_matches_postprocess(tmp_path, randomize
     torch.manual_seed(7)
     model = randomize(build_model("yolov4-tiny", num_classes=4), seed=7)
     with torch.no_grad():  # hundreds of boxes above 0.25, as an early-trained model
-        for head in model.heads:
-            head.pred.conv.bias.view(model.config.num_anchors, -1)[:, 4:].uniform_(-3, 1)
+        for head in model.head_convs():
+            head.conv.bias.view(model.config.num_anchors, -1)[:, 4:].uniform_(-3, 1)
     ckpt = save_checkpoint(tmp_path / "m.pt", model, NAMES, PREPROCESS)
     thresholds = {"conf": conf, "iou": 0.45, "max_det": max_det}
     art = export_artifact(ckpt, tmp_path / "export", ["onnx", "onnx_nms"], thresholds=thresholds)
@@ -324,7 +324,7 @@ def test_non_finite_outputs_fail_the_export(exported, tmp_path):
     loaded = load_checkpoint(ckpt)
     model = copy_mod.deepcopy(loaded.model)
     with torch.no_grad():
-        model.heads[0].pred.conv.weight[0, 0, 0, 0] = float("nan")
+        model.head_convs()[0].conv.weight[0, 0, 0, 0] = float("nan")
     nan_ckpt = dataclasses.replace(loaded, model=model)
     for formats in (["onnx"], ["torchscript"], ["onnx_nms"]):
         with pytest.raises(ExportError, match=r"model\S*\.\w+: \d[\d,]* non-finite values") as e:

@@ -59,23 +59,18 @@ def test_pretrained_darknet_backbone(tmp_path):
     source = build_model("yolov4-tiny", num_classes=80)
     path = save_darknet_weights(source, tmp_path / "yolov4-tiny.conv.29", upto=29)
     module = tiny_module(pretrained=str(path))  # .conv.29: layers 0-28 from the file's name
-    assert torch.equal(
-        module.model.backbone.stem[0].conv.weight, source.backbone.stem[0].conv.weight
-    )
-    assert torch.equal(
-        module.model.heads[1].conv.conv.weight, source.heads[1].conv.conv.weight
-    )  # layer 28
+    assert torch.equal(module.model.layers[0].conv.weight, source.layers[0].conv.weight)
+    assert torch.equal(module.model.layers[28].conv.weight, source.layers[28].conv.weight)
+    assert not torch.equal(module.model.layers[32].conv.weight, source.layers[32].conv.weight)
+    # backbone_only: darknet's partial file for yolov4-tiny (yolov4-tiny.conv.29), layers 0-28
     only_backbone = tiny_module(pretrained=str(path), pretrained_backbone_only=True)
-    assert torch.equal(
-        only_backbone.model.backbone.head_conv.conv.weight, source.backbone.head_conv.conv.weight
-    )
+    assert only_backbone.model.backbone_layer_count() == 29
+    assert torch.equal(only_backbone.model.layers[28].conv.weight, source.layers[28].conv.weight)
     assert not torch.equal(
-        only_backbone.model.neck.reduce5.conv.weight, source.neck.reduce5.conv.weight
+        only_backbone.model.layers[32].conv.weight, source.layers[32].conv.weight
     )
     # the EMA starts from the loaded weights
-    assert torch.equal(
-        module.ema.module.backbone.stem[0].conv.weight, source.backbone.stem[0].conv.weight
-    )
+    assert torch.equal(module.ema.module.layers[0].conv.weight, source.layers[0].conv.weight)
 
 
 def test_pretrained_checkpoint_with_other_classes(tmp_path):
@@ -83,8 +78,9 @@ def test_pretrained_checkpoint_with_other_classes(tmp_path):
     source = build_model("yolov4-tiny", num_classes=80)
     path = save_checkpoint(tmp_path / "coco.pt", source)
     module = tiny_module(pretrained=str(path))
-    assert torch.equal(module.model.neck.reduce5.conv.weight, source.neck.reduce5.conv.weight)
-    assert module.model.heads[0].pred.conv.weight.shape[0] == 3 * (5 + 3)  # new head, not loaded
+    assert torch.equal(module.model.layers[32].conv.weight, source.layers[32].conv.weight)
+    for conv in module.model.head_convs():  # the convs in front of the [yolo]s: not loaded
+        assert conv.conv.weight.shape[0] == 3 * (5 + 3)
 
 
 def hollow_weights_file(path, name: str, num_classes: int):
@@ -105,9 +101,9 @@ def test_pretrained_of_another_architecture_is_refused(tmp_path):
         tiny_module(pretrained=str(path))
     msg = str(e.value)
     assert "yolov4.pt does not fit yolov4-tiny: it holds yolov4 (num_classes=80) weights" in msg
-    assert "missing keys" in msg and "unexpected keys" in msg and "backbone." in msg
+    assert "missing keys" in msg and "unexpected keys" in msg and "layers.7.conv.weight" in msg
     assert "module.pretrained_strict=false" in msg
-    with pytest.raises(CheckpointError, match=r"under 'backbone\.'"):
+    with pytest.raises(CheckpointError, match=r"of layers 0-28 match by name and shape"):
         tiny_module(pretrained=str(path), pretrained_backbone_only=True)
 
 
@@ -119,7 +115,7 @@ def test_pretrained_not_strict_loads_what_fits_and_lists_the_rest(tmp_path, capl
     msg = record.getMessage()
     assert record.levelno == logging.WARNING
     assert re.search(r"\d+ of \d+ tensors loaded; kept their initial values: \d+ \[", msg)
-    assert "ignored from the file:" in msg and "neck." in msg
+    assert "ignored from the file:" in msg and "layers.6.conv.weight" in msg
     loaded = int(re.search(r"(\d+) of", msg).group(1))
     # the tensors that fit now hold the file's 3s, the others kept their initial values
     own = module.model.state_dict()
@@ -151,7 +147,8 @@ def test_loss_is_built_for_fitting_only(monkeypatch):
     module.predict_batch(batch())
     assert built == []
     module.setup("fit")
-    assert built == [0.1] and module.loss_fn.label_smoothing == 0.1
+    heads = len(module.model.config.strides)
+    assert built == [0.1] and list(module.loss_fn.label_smooth_eps) == [0.1] * heads
     module.training_step(batch(), 0)
     assert built == [0.1]  # once
 
@@ -233,12 +230,14 @@ def test_module_config_mirrors_the_constructor():
     """configs/module/default.yaml holds every YoloModule argument except the five the CLIs take
     from the run (model, optim, data), with the constructor's defaults."""
     import inspect
+    from pathlib import Path
 
     import yaml
 
-    from yolov4.models.config import MODEL_CONFIG_DIR
+    import yolov4.configs
 
-    node = yaml.safe_load((MODEL_CONFIG_DIR.parent / "module" / "default.yaml").read_text())
+    configs = Path(yolov4.configs.__file__).parent
+    node = yaml.safe_load((configs / "module" / "default.yaml").read_text())
     assert node["_target_"] == "yolov4.training.module.YoloModule" and node["_partial_"] is True
     params = inspect.signature(YoloModule).parameters
     runtime = {"model", "optim", "class_names", "category_ids", "preprocess"}

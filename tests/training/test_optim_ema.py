@@ -55,15 +55,15 @@ def test_ema_ramps_and_follows():
     model = build_model("yolov4-tiny", num_classes=2)
     ema = ModelEMA(model, decay=0.99, tau=10)
     assert ema.current_decay() == 0.0
-    w0 = model.heads[0].pred.conv.weight.detach().clone()
+    w0 = model.head_convs()[0].conv.weight.detach().clone()
     with torch.no_grad():
-        model.heads[0].pred.conv.weight.add_(1.0)
+        model.head_convs()[0].conv.weight.add_(1.0)
     ema.update(model)  # first decay is 0.99 * (1 - e^-0.1) ~ 0.094: mostly the new weights
     d = 0.99 * (1 - torch.exp(torch.tensor(-0.1))).item()
-    torch.testing.assert_close(ema.module.heads[0].pred.conv.weight, w0 * d + (w0 + 1) * (1 - d))
+    torch.testing.assert_close(ema.module.head_convs()[0].conv.weight, w0 * d + (w0 + 1) * (1 - d))
     for _ in range(200):
         ema.update(model)
     assert ema.current_decay() == pytest.approx(0.99, abs=1e-6)
-    torch.testing.assert_close(ema.module.heads[0].pred.conv.weight, w0 + 1, atol=1e-4, rtol=0)
+    torch.testing.assert_close(ema.module.head_convs()[0].conv.weight, w0 + 1, atol=1e-4, rtol=0)
     assert not any(p.requires_grad for p in ema.module.parameters())
     assert list(ema.module.state_dict()) == list(model.state_dict())

@@ -12,7 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from yolov4.errors import ConfigError, YoloError
 
-__all__ = ["build", "build_all", "build_partial", "model_config", "to_builtin"]
+__all__ = ["build", "build_all", "build_partial", "model_config", "model_stride", "to_builtin"]
 
 log = logging.getLogger(__name__)
 
@@ -65,3 +65,19 @@ def model_config(cfg: DictConfig, dataset_classes: int | None) -> dict[str, Any]
             f"set model.num_classes={dataset_classes} (or null to take it from the data)"
         )
     return model
+
+
+def model_stride(cfg: DictConfig) -> int:
+    """The largest stride of the network ``cfg.model`` describes (``ModelConfig.max_stride``: 32,
+    64 for yolov4-p6), before the data is built: the data's input sizes, multi-scale ones
+    included, must be multiples of it. Read without ``model.input_size`` (which follows
+    ``data.input_size``) so that a bad size is reported by the data, naming ``data.input_size``."""
+    from yolov4.models import ModelConfig
+
+    model = to_builtin(cfg.model)
+    assert isinstance(model, Mapping)
+    values = dict(model)
+    if "strides" in values:  # a full ModelConfig dict: the strides are in it
+        return max(int(s) for s in values["strides"])
+    values.pop("input_size", None)
+    return ModelConfig.from_dict(values).max_stride

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from yolov4.cli.common import build, build_partial, model_config
+from yolov4.cli.common import build, build_partial, model_config, model_stride
 from yolov4.core.checkpoint import load_checkpoint
 from yolov4.core.postprocess import DARKNET_VALID
 from yolov4.errors import ConfigError
@@ -122,6 +122,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     if cfg.checkpoint:
         ckpt = load_checkpoint(cfg.checkpoint)
         model_dict, state = ckpt.model.config.to_dict(), ckpt.model.state_dict()
+        data_overrides["size_multiple"] = ckpt.model.config.max_stride
         if ckpt.preprocess:  # evaluate exactly as the model was validated in training
             data_overrides.update(
                 preprocess=dict(ckpt.preprocess),  # all of it: pad value, colour order, scale
@@ -129,7 +130,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
                 resize_mode=ckpt.preprocess["mode"],
             )
     else:  # darknet's own weights were trained on stretched images
-        data_overrides.update(resize_mode=cfg.darknet_resize_mode)
+        data_overrides.update(resize_mode=cfg.darknet_resize_mode, size_multiple=model_stride(cfg))
     datamodule = build(cfg, "data", **data_overrides)
     datamodule.prepare_data()
     if cfg.darknet_weights:

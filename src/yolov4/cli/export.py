@@ -39,7 +39,8 @@ def export(cfg: DictConfig) -> Path:
             p["max_rel_diff"],
         )
     print(
-        f"exported {cfg.checkpoint} -> {path} ({', '.join(meta['files'])}), input {meta['input_size']}"
+        f"exported {meta['model']['name']} {cfg.checkpoint} -> {path} "
+        f"({', '.join(meta['files'])}), input {meta['input_size']}"
     )
     return path
 

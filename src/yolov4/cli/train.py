@@ -18,7 +18,7 @@ import lightning as L
 from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig
 
-from yolov4.cli.common import build, build_all, build_partial, model_config
+from yolov4.cli.common import build, build_all, build_partial, model_config, model_stride
 from yolov4.cli.export import EXPORT_DIR
 from yolov4.export.artifact import export_artifact
 from yolov4.training.callbacks import BEST_WEIGHTS, LAST_WEIGHTS, METRICS_FILE, write_json
@@ -37,7 +37,8 @@ def train(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> d
     # resume: a local Lightning checkpoint, read without running pickled code, before any work
     resume = read_resume_checkpoint(cfg.ckpt_path) if cfg.ckpt_path is not None else None
     augment = build(cfg, "augment")
-    datamodule = build(cfg, "data", augment=augment)
+    # input sides, multi-scale ones included, are multiples of the network's largest stride
+    datamodule = build(cfg, "data", augment=augment, size_multiple=model_stride(cfg))
     datamodule.prepare_data()
     module: YoloModule = build_partial(
         cfg,

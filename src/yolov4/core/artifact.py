@@ -56,6 +56,11 @@ def sha256(path: str | Path) -> str:
 
 
 _HEX = set("0123456789abcdef")
+DEFAULT_STRIDE = 32  # metadata without model.strides: the largest stride of most networks
+
+
+def _positive_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v > 0
 
 
 def _key_error(path: Path, key: str, expected: str, found: Any = ...) -> ExportError:
@@ -104,15 +109,22 @@ def validate_metadata(meta: Any, path: str | os.PathLike) -> dict[str, Any]:
             f"{path}: {len(names)} class names for a model with {num_classes} classes "
             "(keys 'class_names' and 'model.num_classes' disagree)"
         )
+    strides = model.get("strides", [DEFAULT_STRIDE])
+    if not (isinstance(strides, list) and strides and all(_positive_int(s) for s in strides)):
+        raise _key_error(path, "model.strides", "a non-empty list of integers >= 1", strides)
+    multiple = max(strides)  # the network's largest stride: ModelConfig.max_stride
     size = meta.get("input_size", ...)
     if not (
         isinstance(size, list)
         and len(size) == 2
-        and all(
-            isinstance(v, int) and not isinstance(v, bool) and v > 0 and v % 32 == 0 for v in size
-        )
+        and all(_positive_int(v) and v % multiple == 0 for v in size)
     ):
-        raise _key_error(path, "input_size", "[H, W], positive multiples of 32", size)
+        raise _key_error(
+            path,
+            "input_size",
+            f"[H, W], positive multiples of {multiple} (the model's largest stride)",
+            size,
+        )
     preprocess = meta.get("preprocess", ...)
     if not isinstance(preprocess, dict):
         raise _key_error(

@@ -62,10 +62,10 @@ WRAPPER_PREFIXES = ("module.", "_orig_mod.", "model.", "ema_model.", "ema.", "ne
 # Lightning checkpoint keys (state_dict prefixes) that hold EMA weights, most specific first.
 EMA_PREFIXES = ("ema_model.", "ema.")
 SHOW = 5  # keys listed per kind of mismatch
+SHOW_MODULES = 12  # modules (``layers.<i>``) listed per kind of mismatch
 # Weights a file must hold per element of the model it describes (1 byte: even an 8-bit file);
 # a file below this has tensors of the claimed shapes but not their data (stride-0 views).
 MIN_BYTES_PER_ELEMENT = 1
-SIZE_MULTIPLE = 32  # input sides the network (and so every reader of a file) accepts
 
 
 @dataclass
@@ -128,9 +128,12 @@ def clean_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.
 
 
 def group_keys(keys: list[str]) -> str:
-    """``layers.159.conv.weight, ...`` -> ``layers.159 (2), layers.148 (5)`` then the first keys."""
-    by_module = Counter(".".join(k.split(".")[:2]) for k in keys)
-    groups = ", ".join(f"{m} ({n})" for m, n in by_module.most_common())
+    """``layers.159.conv.weight, ...`` -> ``layers.159 (2), layers.148 (5)`` then the first keys
+    (the :data:`SHOW_MODULES` modules with most keys, and how many more)."""
+    by_module = Counter(".".join(k.split(".")[:2]) for k in keys).most_common()
+    groups = ", ".join(f"{m} ({n})" for m, n in by_module[:SHOW_MODULES])
+    if len(by_module) > SHOW_MODULES:
+        groups += f", ... {len(by_module) - SHOW_MODULES} more modules"
     shown = ", ".join(keys[:SHOW]) + (", ..." if len(keys) > SHOW else "")
     return f"{len(keys)} [{groups}]: {shown}"
 
@@ -220,7 +223,7 @@ def _checked_preprocess(preprocess: Mapping[str, Any] | None, model: YOLOv4) -> 
             f"save_checkpoint: preprocess: expected a mapping of PreprocessConfig keys, "
             f"got {preprocess!r:.60} ({e})"
         ) from e
-    multiple = max(SIZE_MULTIPLE, model.config.max_stride)
+    multiple = model.config.max_stride  # what the network (and so every reader) accepts
     if any(s % multiple for s in config.input_size):
         raise CheckpointError(
             f"save_checkpoint: preprocess.input_size: expected (H, W) multiples of "
@@ -244,7 +247,8 @@ def save_checkpoint(
     checked against ``build_model(**model.config.to_dict())`` before anything is written.
 
     What it writes, every reader accepts: ``preprocess`` is completed and validated
-    (:class:`PreprocessConfig`, sides multiples of 32), ``metrics`` and ``trained`` become exact
+    (:class:`PreprocessConfig`, sides multiples of the network's largest stride:
+    ``model.config.max_stride``), ``metrics`` and ``trained`` become exact
     builtins (tensors and numpy values their numbers); anything else raises
     :class:`CheckpointError` naming the key, and nothing is written."""
     path = Path(path)

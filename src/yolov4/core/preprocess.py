@@ -46,7 +46,8 @@ class PreprocessConfig:
     """How an RGB uint8 image becomes a network input.
 
     Attributes:
-        input_size: ``(H, W)`` of the network input, multiples of 32.
+        input_size: ``(H, W)`` of the network input, multiples of its largest stride
+            (``model.config.max_stride``: 32, 64 for yolov4-p6).
         mode: ``letterbox`` (aspect kept, padded; default for models trained here) or
             ``stretch`` (darknet's resize; use for darknet's published weights).
         pad_value: letterbox border value in uint8 units.

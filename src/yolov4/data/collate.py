@@ -3,7 +3,8 @@ multi-scale training (``random=1``) applied per batch so all images of a batch s
 
 Batch keys (defined once here):
 
-    images          (B, 3, H, W) float32 in [0, 1], H and W multiples of 32
+    images          (B, 3, H, W) float32 in [0, 1], H and W multiples of the network's largest
+                    stride (32; 64 for yolov4-p6: ``model.config.max_stride``)
     targets         (M, 6) float32 [image_index, class_index, x1, y1, x2, y2], input pixels
     image_ids       (B,) int64, the ids results are reported under
     original_sizes  (B, 2) int64 (H0, W0) of each original image
@@ -24,7 +25,9 @@ from yolov4.core.preprocess import PreprocessConfig, to_float
 
 __all__ = ["Batch", "Sample", "DetectionCollate", "SIZE_MULTIPLE", "multi_scale_size"]
 
-SIZE_MULTIPLE = 32  # the network's largest stride: input sides must be multiples of it
+# The default input side multiple: the largest stride of most networks. A network's own is
+# ``model.config.max_stride`` (64 for yolov4-p6), which train.py and evaluate.py pass on.
+SIZE_MULTIPLE = 32
 
 
 class Sample(TypedDict):
@@ -61,15 +64,20 @@ def _random_factor(coefficient: float) -> float:
 
 
 class DetectionCollate:
-    """Stack samples into a :class:`Batch` (uint8 images scaled by ``preprocess.scale``); with ``multi_scale`` (darknet's ``random``
-    coefficient, e.g. 1.4) resize the whole batch to a random size (a multiple of 32 in about
+    """Stack samples into a :class:`Batch` (uint8 images scaled by ``preprocess.scale``); with
+    ``multi_scale`` (darknet's ``random`` coefficient, e.g. 1.4) resize the whole batch to a
+    random size (a multiple of ``size_multiple``, the network's largest stride, in about
     ``[size / m, size * m]``), boxes and letterbox parameters scaled with it."""
 
     def __init__(
-        self, multi_scale: float | None = None, preprocess: PreprocessConfig | None = None
+        self,
+        multi_scale: float | None = None,
+        preprocess: PreprocessConfig | None = None,
+        size_multiple: int = SIZE_MULTIPLE,
     ) -> None:
         self.multi_scale = multi_scale
         self.preprocess = preprocess or PreprocessConfig()  # scales uint8 images
+        self.size_multiple = int(size_multiple)
 
     def __call__(self, samples: Sequence[Sample]) -> Batch:
         images = to_float(torch.stack([s["image"] for s in samples]), self.preprocess)
@@ -91,7 +99,7 @@ class DetectionCollate:
         )
         if self.multi_scale is not None and self.multi_scale > 1.0:
             h, w = images.shape[-2:]
-            nh, nw = multi_scale_size((h, w), _random_factor(self.multi_scale))
+            nh, nw = multi_scale_size((h, w), _random_factor(self.multi_scale), self.size_multiple)
             if (nh, nw) != (h, w):
                 images = F.interpolate(images, size=(nh, nw), mode="bilinear", align_corners=False)
                 gain = torch.tensor([nw / w, nh / h, nw / w, nh / h])

@@ -72,9 +72,11 @@ def _preprocess_config(
     preprocess: PreprocessConfig | Mapping[str, Any] | None,
     input_size: int | Sequence[int] | None,
     resize_mode: str | None,
+    multiple: int = SIZE_MULTIPLE,
 ) -> PreprocessConfig:
     """``data.preprocess`` with the ``data.input_size`` / ``data.resize_mode`` shorthands
-    applied; a shorthand that contradicts an explicit ``preprocess`` value is refused."""
+    applied; a shorthand that contradicts an explicit ``preprocess`` value is refused; sides
+    must be multiples of ``multiple`` (the network's largest stride)."""
     if isinstance(preprocess, PreprocessConfig):
         config, given = preprocess, set(preprocess.to_dict())
     else:
@@ -95,9 +97,11 @@ def _preprocess_config(
             )
         config = PreprocessConfig(**{**config.to_dict(), field: value})
     size = config.input_size
-    if any(s % SIZE_MULTIPLE for s in size):
+    if any(s % multiple for s in size):
         raise ConfigError(
-            f"data.input_size: expected (H, W) multiples of {SIZE_MULTIPLE}, got {list(size)}"
+            f"data.input_size: expected (H, W) multiples of {multiple}"
+            + (" (the model's largest stride)" if multiple != SIZE_MULTIPLE else "")
+            + f", got {list(size)}"
         )
     return config
 
@@ -105,7 +109,7 @@ def _preprocess_config(
 def _size(value: int | Sequence[int], key: str) -> tuple[int, ...]:
     size = (int(value), int(value)) if isinstance(value, int) else tuple(int(s) for s in value)
     if len(size) != 2 or min(size) <= 0:
-        raise ConfigError(f"{key}: expected (H, W) multiples of {SIZE_MULTIPLE}, got {value}")
+        raise ConfigError(f"{key}: expected (H, W) positive integers, got {value}")
     return size
 
 
@@ -152,8 +156,12 @@ class DetectionDataModule(L.LightningDataModule):
             its dict (``data.preprocess``: ``input_size``, ``mode``, ``pad_value``,
             ``channel_order``, ``scale``); used for validation and, before augmentation, for
             training; stored in checkpoints as ``preprocess_config.to_dict()``.
-        input_size: shorthand for ``preprocess.input_size``: ``(H, W)`` multiples of 32 (or
-            one int for square); must agree with ``preprocess`` when both are given.
+        input_size: shorthand for ``preprocess.input_size``: ``(H, W)`` multiples of
+            ``size_multiple`` (or one int for square); must agree with ``preprocess`` when both
+            are given.
+        size_multiple: the network's largest stride (``model.config.max_stride``: 32, 64 for
+            yolov4-p6; train.py and evaluate.py pass the model's): input sides and the
+            multi-scale training sizes are multiples of it.
         resize_mode: shorthand for ``preprocess.mode``: ``letterbox`` or ``stretch``
             (darknet's weights); must agree with ``preprocess`` when both are given.
         augment: training augmentation; ``None`` trains on preprocessed images only.
@@ -182,9 +190,21 @@ class DetectionDataModule(L.LightningDataModule):
         seed: int = 0,
         strict: bool = False,
         num_classes: int | None = None,
+        size_multiple: int = SIZE_MULTIPLE,
     ) -> None:
         super().__init__()
-        self.preprocess_config = _preprocess_config(preprocess, input_size, resize_mode)
+        if (
+            isinstance(size_multiple, bool)
+            or not isinstance(size_multiple, int)
+            or size_multiple < 1
+        ):
+            raise ConfigError(
+                f"data.size_multiple: expected an integer >= 1, got {size_multiple!r}"
+            )
+        self.size_multiple = size_multiple
+        self.preprocess_config = _preprocess_config(
+            preprocess, input_size, resize_mode, size_multiple
+        )
         if batch_size < 1:
             raise ConfigError(f"data.batch_size: expected >= 1, got {batch_size}")
         self.sources = {"train": train, "val": val, "test": test}
@@ -305,7 +325,7 @@ class DetectionDataModule(L.LightningDataModule):
             num_workers=self.num_workers,
             persistent_workers=self.persistent_workers,
             pin_memory=self.pin_memory,
-            collate_fn=DetectionCollate(multi_scale, self.preprocess_config),
+            collate_fn=DetectionCollate(multi_scale, self.preprocess_config, self.size_multiple),
             worker_init_fn=seed_worker,
             generator=generator,
         )

@@ -62,7 +62,8 @@ class AugmentConfig:
         min_area: boxes smaller than this many px² after augmentation are dropped.
         min_visibility: boxes keeping less than this fraction of their area are dropped.
         multi_scale: darknet's ``random`` coefficient: each batch is resized by a factor in
-            ``[1/m, m]`` rounded to a multiple of 32 (``null`` keeps the input size).
+            ``[1/m, m]`` rounded to a multiple of the network's largest stride (32, 64 for
+            yolov4-p6; ``null`` keeps the input size).
     """
 
     mosaic: float = 1.0
