@@ -75,8 +75,8 @@ def spread_head_biases(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module
     postprocess and COCOeval have real work. An initialised model (prior 0.01) keeps none."""
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        for head in model.heads:
-            bias = head.pred.conv.bias.view(model.config.num_anchors, -1)[:, 4:]
+        for conv in model.head_convs():
+            bias = conv.conv.bias.view(model.config.num_anchors, -1)[:, 4:]
             bias.copy_(torch.rand(bias.shape, generator=g) * 4 - 3)
     return model
 
