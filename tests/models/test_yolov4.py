@@ -155,3 +155,21 @@ def test_fused_equals_unfused(request, fixture, hw):
     for r, o in zip(ref, got):
         assert r.std() > 0.1  # a comparison of non-trivial maps
         torch.testing.assert_close(o, r, rtol=1e-4, atol=1e-4 * r.abs().max().item())
+
+
+def test_size_multiple_is_the_deepest_layer_stride_not_the_heads():
+    """A cfg whose only head is at stride 16 over a stride-32 backbone still needs inputs that
+    are multiples of 32 (the route joining the stride-16 map with the upsampled one)."""
+    from yolov4.models.cfg import read_zoo_cfg
+
+    text = read_zoo_cfg("yolov4-tiny")
+    first_yolo = text.index("[yolo]")
+    after = text.index("[route]", first_yolo)
+    model = build_model(cfg=text[:first_yolo] + "[route]\nlayers=-1\n\n" + text[after:]).eval()
+    assert model.config.strides == (16,) and model.config.max_stride == 32
+    with pytest.raises(InputError, match="multiples of 32, got \\(1, 3, 48, 48\\)"):
+        model(torch.rand(1, 3, 48, 48))
+    with pytest.raises(ConfigError, match="multiples of 32"):
+        build_model(
+            cfg=text[:first_yolo] + "[route]\nlayers=-1\n\n" + text[after:], input_size=[48, 48]
+        )

@@ -17,6 +17,7 @@ between the layers (a cfg where they differ is refused, naming the line).
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -349,10 +350,12 @@ class ModelConfig:
         ):
             raise ConfigError(f"model.scale_x_y must be >= 1 per head, got {list(self.scale_x_y)}")
 
-    @property
+    @functools.cached_property
     def max_stride(self) -> int:
-        """The coarsest stride: input H and W must be multiples of it."""
-        return max(self.strides) if self.strides else 32
+        """The coarsest stride of any layer (not only the heads'): input H and W must be
+        multiples of it for every ``[route]`` to join maps of equal size."""
+        layers = resolve_layers(parse_cfg(self.cfg_text(), self.name))
+        return max(layer.stride for layer in layers)
 
     @property
     def default_nms(self) -> tuple[str, float]:
