@@ -314,3 +314,22 @@ def test_export_cli_writes_every_format(trained_run, tmp_path):
     meta = json.loads((art / "metadata.json").read_text())
     assert set(meta["files"]) == {"model.onnx", "model.torchscript", "model_nms.onnx"}
     assert set(meta["parity"]) == set(meta["files"]) and meta["nms_graph"]["max_det"] == 300
+
+
+@pytest.mark.parametrize(
+    "overrides, expected",
+    [
+        (["model=yolov4"], "stretch"),  # yolov4.cfg: no letter_box
+        (["model=yolov4-tiny"], "stretch"),
+        (["model=yolov4-csp"], "letterbox"),  # letter_box=1
+        (["model=yolov4-p6"], "letterbox"),
+        (["model=yolov4-csp", "darknet_resize_mode=stretch"], "stretch"),  # as told
+    ],
+)
+def test_darknet_weights_are_resized_as_their_cfg_trained_them(
+    compose_cfg, tmp_path, overrides, expected
+):
+    from yolov4.cli.evaluate import darknet_resize_mode
+
+    cfg = compose_cfg("evaluate", ["darknet_weights=x.weights", *overrides], tmp_path)
+    assert darknet_resize_mode(cfg) == expected

@@ -12,7 +12,15 @@ from omegaconf import DictConfig, OmegaConf
 
 from yolov4.errors import ConfigError, YoloError
 
-__all__ = ["build", "build_all", "build_partial", "model_config", "model_stride", "to_builtin"]
+__all__ = [
+    "build",
+    "build_all",
+    "build_partial",
+    "model_config",
+    "model_network",
+    "model_stride",
+    "to_builtin",
+]
 
 log = logging.getLogger(__name__)
 
@@ -67,17 +75,20 @@ def model_config(cfg: DictConfig, dataset_classes: int | None) -> dict[str, Any]
     return model
 
 
-def model_stride(cfg: DictConfig) -> int:
-    """The largest stride of the network ``cfg.model`` describes (``ModelConfig.max_stride``: 32,
-    64 for yolov4-p6), before the data is built: the data's input sizes, multi-scale ones
-    included, must be multiples of it. Read without ``model.input_size`` (which follows
-    ``data.input_size``) so that a bad size is reported by the data, naming ``data.input_size``."""
+def model_network(cfg: DictConfig) -> Any:
+    """The :class:`~yolov4.models.ModelConfig` of the network ``cfg.model`` names (zoo ``name``
+    or ``cfg``), at the cfg's own size and classes: what follows from the network alone (its
+    largest stride, ``letter_box``), read before the data is built."""
     from yolov4.models import ModelConfig
 
     model = to_builtin(cfg.model)
     assert isinstance(model, Mapping)
-    values = dict(model)
-    if "strides" in values:  # a full ModelConfig dict: the strides are in it
-        return max(int(s) for s in values["strides"])
-    values.pop("input_size", None)
-    return ModelConfig.from_dict(values).max_stride
+    return ModelConfig.load(model.get("name"), cfg=model.get("cfg"))
+
+
+def model_stride(cfg: DictConfig) -> int:
+    """The largest stride of the network ``cfg.model`` describes (``ModelConfig.max_stride``: 32,
+    64 for yolov4-p6), before the data is built: the data's input sizes, multi-scale ones
+    included, must be multiples of it (a bad size is then reported by the data, naming
+    ``data.input_size``)."""
+    return model_network(cfg).max_stride

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from yolov4.cli.common import build, build_partial, model_config, model_stride
+from yolov4.cli.common import build, build_partial, model_config, model_network
 from yolov4.core.checkpoint import load_checkpoint
 from yolov4.core.postprocess import DARKNET_VALID
 from yolov4.errors import ConfigError
@@ -97,6 +97,14 @@ def _val_only(cfg: DictConfig) -> None:
             cfg.data.train = None
 
 
+def darknet_resize_mode(cfg: DictConfig) -> str:
+    """How ``darknet_weights=`` images are resized: ``cfg.darknet_resize_mode``, or when null as
+    darknet trained the network (its cfg's ``[net] letter_box=1``: letterbox, else stretch)."""
+    if cfg.darknet_resize_mode:
+        return str(cfg.darknet_resize_mode)
+    return "letterbox" if model_network(cfg).letter_box else "stretch"
+
+
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """COCO evaluation of ``checkpoint=``, ``darknet_weights=`` or ``artifact=``; returns the
     ``metrics.json`` payload. Builds the network and the validation only: no loss, no EMA, no
@@ -129,8 +137,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
                 input_size=ckpt.preprocess["input_size"],
                 resize_mode=ckpt.preprocess["mode"],
             )
-    else:  # darknet's own weights were trained on stretched images
-        data_overrides.update(resize_mode=cfg.darknet_resize_mode, size_multiple=model_stride(cfg))
+    else:  # darknet weights: resized as darknet trained them (the cfg's letter_box)
+        data_overrides.update(
+            resize_mode=darknet_resize_mode(cfg), size_multiple=model_network(cfg).max_stride
+        )
     datamodule = build(cfg, "data", **data_overrides)
     datamodule.prepare_data()
     if cfg.darknet_weights:
