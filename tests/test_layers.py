@@ -20,7 +20,7 @@ PACKAGE = Path(yolov4.__file__).resolve().parent
 LAYERS: list[set[str]] = [
     {"errors", "ops", "version"},
     {"models"},
-    {"loss", "darknet"},
+    {"loss", "loss_darknet", "darknet"},
     {"core"},
     {"data", "evaluation", "export", "inference", "training"},
     {"serve", "cli"},
@@ -29,6 +29,7 @@ LAYERS: list[set[str]] = [
 SIBLINGS = {
     ("training", "evaluation"),  # validation scores with the COCO evaluator
     ("export", "inference"),  # export checks each file through the backend that will serve it
+    ("loss", "loss_darknet"),  # the loss uses darknet's box-delta transcription
 }
 # The package root re-exports the public API of every layer.
 ROOT = "yolov4"
