@@ -36,6 +36,10 @@ def test_run_directory_has_the_documented_files(trained_run):
         "weights/best.pt",
         "weights/last.pt",
         "metrics.json",
+        "confusion_matrix.json",
+        "confusion_matrix.png",
+        "pr_f1.json",
+        "pr_f1.png",
         "export/model.onnx",
         "export/metadata.json",
     ):
@@ -48,6 +52,10 @@ def test_run_directory_has_the_documented_files(trained_run):
         "cross",
     }
     assert written["mAP"] == metrics["mAP"]
+    analysis = json.loads((run / "confusion_matrix.json").read_text())
+    assert (analysis["conf"], analysis["iou"]) == (0.25, 0.5)
+    assert analysis["labels"] == [*written["per_class"], "background"]
+    assert sum(map(sum, analysis["counts"])) > 0  # the final validation's 6 images
     # the weights callback saved the numbers of the same (final) validation
     saved = torch.load(run / "weights/last.pt", weights_only=True)["metrics"]
     assert saved == {k: written[k] for k in (*METRIC_KEYS, "num_images")}
@@ -333,3 +341,52 @@ def test_darknet_weights_are_resized_as_their_cfg_trained_them(
 
     cfg = compose_cfg("evaluate", ["darknet_weights=x.weights", *overrides], tmp_path)
     assert darknet_resize_mode(cfg) == expected
+
+
+def test_evaluate_writes_the_confusion_matrix_and_pr_f1_files(
+    compose_cfg, tiny_run, synthetic_cache, tmp_path, randomize
+):
+    """confusion_matrix.json / pr_f1.json beside metrics.json, at analysis.conf / analysis.iou,
+    consistent with detections.json and the ground truth."""
+    torch.manual_seed(3)
+    model = randomize(build_model("yolov4-tiny", num_classes=4), seed=3)
+    names = ["circle", "rectangle", "triangle", "cross"]
+    ckpt = save_checkpoint(
+        tmp_path / "m.pt", model, names, {"input_size": [64, 64], "mode": "letterbox"}
+    )
+    data = [o for o in tiny_run if o.startswith("data.") and "input_size" not in o]
+    run = tmp_path / "run"
+    evaluate(
+        compose_cfg(
+            "evaluate", [f"checkpoint={ckpt}", "analysis.conf=0.05", "analysis.iou=0.3", *data], run
+        )
+    )
+    detections = json.loads((run / "detections.json").read_text())
+    cm = json.loads((run / "confusion_matrix.json").read_text())
+    pr = json.loads((run / "pr_f1.json").read_text())
+    for png in ("confusion_matrix.png", "pr_f1.png"):
+        assert (run / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (cm["conf"], cm["iou"], pr["iou"]) == (0.05, 0.3, 0.3)
+    assert cm["labels"] == [*names, "background"]
+    counts = np.array(cm["counts"])
+    assert counts.shape == (5, 5) and counts[4, 4] == 0
+    # every detection at or above conf is in one column (no crowd boxes here)
+    kept = [d for d in detections if d["score"] >= 0.05]
+    assert counts.sum(0)[:4].tolist() == [
+        sum(1 for d in kept if d["category_id"] == c) for c in (1, 3, 5, 7)
+    ]
+    assert len(kept) > 0
+    # every true box is in one row, TP + FN = the class's boxes, also in pr_f1.json
+    for k, name in enumerate(names):
+        c = cm["per_class"][name]
+        assert c["TP"] + c["FN"] == counts[k].sum() == pr["per_class"][name]["num_gt"]
+        assert c["TP"] + c["FP"] == counts[:, k].sum()
+        assert pr["per_class"][name]["num_detections"] == sum(
+            1 for d in detections if d["category_id"] == (1, 3, 5, 7)[k]
+        )
+    assert counts[:4].sum() == pr["all"]["num_gt"] > 0
+    np.testing.assert_allclose(np.array(cm["normalized"])[:4].sum(1), 1.0)
+    assert len(pr["confidence"]) == len(pr["all"]["f1"]) == 101
+    assert set(pr["best_f1"]) == {"all", *names}
+    best = pr["best_f1"]["all"]
+    assert best["conf"] is None or (0 < best["conf"] <= 1 and best["f1"] > 0)

@@ -2,8 +2,12 @@
 artifact (through the Predictor, from the image files, exactly as the service would answer).
 
 Writes to ``paths.output_dir``: ``metrics.json`` (:meth:`EvaluationResult.to_dict`),
-``detections.json`` (COCO results, original category ids, ``COCO.loadRes``-ready) and
-``pr_curve.png``; prints COCOeval's 12-line summary and a per-class table.
+``detections.json`` (COCO results, original category ids, ``COCO.loadRes``-ready),
+``pr_curve.png``, and the analysis of :mod:`yolov4.evaluation.analysis` at ``analysis.conf`` /
+``analysis.iou``: ``confusion_matrix.json`` / ``.png`` (classes + background, counts and
+row-normalised, per-class TP / FP / FN) and ``pr_f1.json`` / ``.png`` (precision, recall and F1
+against confidence, the best-F1 confidence overall and per class); prints COCOeval's 12-line
+summary and a per-class table.
 """
 
 from __future__ import annotations
@@ -24,18 +28,29 @@ from yolov4.core.checkpoint import load_checkpoint
 from yolov4.core.postprocess import DARKNET_VALID
 from yolov4.errors import ConfigError
 from yolov4.evaluation import CocoEvaluator, EvaluationResult
-from yolov4.evaluation.plots import plot_pr_curves
+from yolov4.evaluation.analysis import CONF, IOU, DetectionAnalysis, analyze_detections
+from yolov4.evaluation.plots import plot_confusion_matrix, plot_pr_curves, plot_pr_f1
 from yolov4.inference import Predictor
 from yolov4.models import ModelConfig
 from yolov4.training.callbacks import METRICS_FILE, write_json
 from yolov4.training.module import YoloModule
 
-__all__ = ["evaluate", "hydra_main", "DETECTIONS_FILE", "PR_CURVE_FILE"]
+__all__ = [
+    "evaluate",
+    "hydra_main",
+    "write_analysis",
+    "DETECTIONS_FILE",
+    "PR_CURVE_FILE",
+    "CONFUSION_FILE",
+    "PR_F1_FILE",
+]
 
 log = logging.getLogger(__name__)
 
 DETECTIONS_FILE = "detections.json"
 PR_CURVE_FILE = "pr_curve.png"
+CONFUSION_FILE = "confusion_matrix"  # .json and .png
+PR_F1_FILE = "pr_f1"  # .json and .png
 
 
 def per_class_table(per_class: dict[str, dict[str, float]]) -> str:
@@ -45,14 +60,55 @@ def per_class_table(per_class: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
-def _write(out: Path, result: EvaluationResult) -> None:
+def write_analysis(
+    out: Path, coco_gt: Any, result: EvaluationResult, settings: Any = None
+) -> DetectionAnalysis:
+    """``confusion_matrix.json`` / ``.png`` and ``pr_f1.json`` / ``.png`` in ``out``, from the
+    detections and images of ``result`` on ``coco_gt``. ``settings``: a mapping with ``conf``
+    and ``iou`` (``analysis.*``; missing keys: 0.25 / 0.5)."""
+    settings = settings or {}
+    cat_ids = sorted(coco_gt.getCatIds())
+    analysis = analyze_detections(
+        coco_gt,
+        result.results,
+        image_ids=result.image_ids or None,
+        conf=float(settings.get("conf", CONF)),
+        iou=float(settings.get("iou", IOU)),
+        category_names=dict(zip(cat_ids, result.per_class)),
+    )
+    write_json(out / f"{CONFUSION_FILE}.json", analysis.confusion_dict())
+    write_json(out / f"{PR_F1_FILE}.json", analysis.pr_f1_dict())
+    plot_confusion_matrix(analysis, out / f"{CONFUSION_FILE}.png")
+    plot_pr_f1(analysis, out / f"{PR_F1_FILE}.png")
+    best = analysis.overall_curves["best"]
+    log.info(
+        "at conf %g IoU %g: %s; best F1 %.3f at conf %s",
+        analysis.conf,
+        analysis.iou,
+        analysis.confusion_dict()["all"],
+        best["f1"],
+        best["conf"],
+    )
+    return analysis
+
+
+def _write(out: Path, result: EvaluationResult, coco_gt: Any, settings: Any) -> None:
     write_json(out / METRICS_FILE, result.to_dict())
     (out / DETECTIONS_FILE).write_text(json.dumps(result.results))
     if result.precision is not None:
         plot_pr_curves(result.precision, list(result.per_class), out / PR_CURVE_FILE)
+    write_analysis(out, coco_gt, result, settings)
     print(result.summary)
     print(per_class_table(result.per_class))
-    log.info("wrote %s, %s, %s in %s", METRICS_FILE, DETECTIONS_FILE, PR_CURVE_FILE, out)
+    log.info(
+        "wrote %s, %s, %s, %s.json/.png, %s.json/.png in %s",
+        METRICS_FILE,
+        DETECTIONS_FILE,
+        PR_CURVE_FILE,
+        CONFUSION_FILE,
+        PR_F1_FILE,
+        out,
+    )
 
 
 def _check_classes(what: str, num_classes: int, datamodule: Any) -> None:
@@ -63,7 +119,7 @@ def _check_classes(what: str, num_classes: int, datamodule: Any) -> None:
         )
 
 
-def _evaluate_artifact(cfg: DictConfig, eval_cfg: dict[str, Any]) -> EvaluationResult:
+def _evaluate_artifact(cfg: DictConfig, eval_cfg: dict[str, Any]) -> tuple[EvaluationResult, Any]:
     """Through the Predictor, from the image files: what the service would answer."""
     predictor = Predictor.from_artifact(cfg.artifact, backend=cfg.backend)
     predictor.postprocess = DARKNET_VALID.update(eval_cfg).resolve(
@@ -86,7 +142,7 @@ def _evaluate_artifact(cfg: DictConfig, eval_cfg: dict[str, Any]) -> EvaluationR
             for d in dets
         ]
         evaluator.update(rows, [r.image_id for r in chunk])
-    return evaluator.compute()
+    return evaluator.compute(), datamodule.val_coco
 
 
 def _val_only(cfg: DictConfig) -> None:
@@ -122,9 +178,12 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         )
     _val_only(cfg)
     out = Path(cfg.paths.output_dir)
+    settings = cfg.get("analysis") or {}
     if cfg.artifact:
-        result = _evaluate_artifact(cfg, OmegaConf.to_container(cfg.module.eval, resolve=True))
-        _write(out, result)
+        result, coco_gt = _evaluate_artifact(
+            cfg, OmegaConf.to_container(cfg.module.eval, resolve=True)
+        )
+        _write(out, result, coco_gt, settings)
         return result.to_dict()
     data_overrides: dict[str, Any] = {"augment": None, "val_batch_size": cfg.batch_size}
     if cfg.checkpoint:
@@ -164,7 +223,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     trainer.validate(module, datamodule=datamodule, verbose=False)
     result = module.evaluation
     if trainer.is_global_zero:
-        _write(out, result)
+        _write(out, result, datamodule.val_coco, settings)
     return result.to_dict()
 
 

@@ -19,6 +19,7 @@ from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig
 
 from yolov4.cli.common import build, build_all, build_partial, model_config, model_stride
+from yolov4.cli.evaluate import write_analysis
 from yolov4.cli.export import EXPORT_DIR
 from yolov4.export.artifact import export_artifact
 from yolov4.training.callbacks import BEST_WEIGHTS, LAST_WEIGHTS, METRICS_FILE, write_json
@@ -71,6 +72,8 @@ def train(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> d
     if trainer.is_global_zero:
         out = Path(cfg.paths.output_dir)
         write_json(out / METRICS_FILE, metrics)
+        # confusion matrix and P/R/F1 curves of the final validation (gathered, deduplicated)
+        write_analysis(out, datamodule.val_coco, result, cfg.get("analysis"))
         if cfg.get("export"):
             weights = out / (BEST_WEIGHTS if cfg.export.weights == "best" else LAST_WEIGHTS)
             formats = list(cfg.export.formats)

@@ -73,6 +73,7 @@ def evaluate_coco(
             summary="no detections: every metric is 0",
             results=[],
             precision=None,
+            image_ids=tuple(ids),
         )
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
@@ -99,6 +100,7 @@ def evaluate_coco(
         summary=summary.getvalue().rstrip(),
         results=results,
         precision=precision,
+        image_ids=tuple(ids),
     )
 
 

@@ -8,7 +8,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["plot_pr_curves", "pr_curve_figure", "draw_detections"]
+__all__ = [
+    "plot_pr_curves",
+    "pr_curve_figure",
+    "draw_detections",
+    "confusion_matrix_figure",
+    "plot_confusion_matrix",
+    "pr_f1_figure",
+    "plot_pr_f1",
+]
 
 RECALL_POINTS = np.linspace(0.0, 1.0, 101)  # COCOeval's params.recThrs
 
@@ -62,6 +70,90 @@ def plot_pr_curves(
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
     return path
+
+
+def _save(fig, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    return path
+
+
+def confusion_matrix_figure(analysis):
+    """The :class:`~yolov4.evaluation.analysis.DetectionAnalysis` confusion matrix: counts
+    (left) and row-normalised (right), rows ground truth, columns prediction, each over the
+    classes and background. A bare Agg :class:`~matplotlib.figure.Figure` (no pyplot state)."""
+    from matplotlib.figure import Figure
+
+    labels, n = analysis.labels, len(analysis.labels)
+    side = min(4 + 0.35 * n, 30)
+    fig = Figure(figsize=(2 * side + 1, side), dpi=100)
+    for ax, values, title, fmt in zip(
+        fig.subplots(1, 2),
+        (analysis.matrix, analysis.normalized),
+        ("counts", "row-normalised"),
+        ("{:d}", "{:.2f}"),
+    ):
+        im = ax.imshow(values, cmap="Blues", vmin=0)
+        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+        ax.set_xticks(range(n), labels, rotation=90, fontsize=7)
+        ax.set_yticks(range(n), labels, fontsize=7)
+        ax.set(
+            xlabel="prediction",
+            ylabel="ground truth",
+            title=f"{title}, conf {analysis.conf:g}, IoU {analysis.iou:g}",
+        )
+        if n <= 30:  # numbers stay legible
+            top = values.max() if values.size else 0
+            for (i, j), v in np.ndenumerate(values):
+                if v:
+                    ax.text(
+                        j,
+                        i,
+                        fmt.format(v.item()),
+                        ha="center",
+                        va="center",
+                        fontsize=6,
+                        color="white" if v > top / 2 else "black",
+                    )
+    fig.tight_layout()
+    return fig
+
+
+def plot_confusion_matrix(analysis, path: str | Path) -> Path:
+    """:func:`confusion_matrix_figure` written as a PNG."""
+    return _save(confusion_matrix_figure(analysis), path)
+
+
+def pr_f1_figure(analysis):
+    """Precision, recall and F1 against confidence (one thin line per class, all classes
+    pooled thick, the best-F1 confidence marked); a bare Agg figure."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(15, 4.5), dpi=100)
+    conf = analysis.confidence
+    overall = analysis.overall_curves
+    for ax, key in zip(fig.subplots(1, 3), ("precision", "recall", "f1")):
+        for name, c in analysis.per_class_curves.items():
+            if c["num_gt"]:
+                ax.plot(conf, c[key], lw=1, alpha=0.6, label=name)
+        best = overall["best"]
+        label = "all classes" + (
+            f" (best F1 {best['f1']:.3f} at conf {best['conf']:.3f})" if best["conf"] else ""
+        )
+        ax.plot(conf, overall[key], lw=3, color="k", label=label)
+        if best["conf"] is not None:
+            ax.axvline(best["conf"], color="r", ls="--", lw=1)
+        ax.set(xlabel="confidence", ylabel=key.replace("f1", "F1"), xlim=(0, 1), ylim=(0, 1.01))
+        ax.set_title(f"{key if key != 'f1' else 'F1'}, IoU {analysis.iou:g}")
+    ax.legend(loc="lower left", fontsize=6)
+    fig.tight_layout()
+    return fig
+
+
+def plot_pr_f1(analysis, path: str | Path) -> Path:
+    """:func:`pr_f1_figure` written as a PNG."""
+    return _save(pr_f1_figure(analysis), path)
 
 
 def draw_detections(

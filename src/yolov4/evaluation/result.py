@@ -38,6 +38,8 @@ class EvaluationResult:
         results: the detections in COCO results format (``bbox`` xywh in original pixels,
             original ``category_id``), ready for ``COCO.loadRes`` (``detections.json``).
         precision: COCOeval's ``(T, R, K, A, M)`` precision array, ``None`` without detections.
+        image_ids: the ids of the images evaluated, sorted (what the confusion matrix and the
+            P / R / F1 curves of :mod:`yolov4.evaluation.analysis` count misses over).
     """
 
     metrics: dict[str, float]
@@ -46,6 +48,7 @@ class EvaluationResult:
     summary: str
     results: list[dict[str, Any]] = field(default_factory=list, repr=False)
     precision: np.ndarray | None = field(default=None, repr=False)
+    image_ids: tuple[int, ...] = field(default=(), repr=False)
 
     def __post_init__(self) -> None:
         missing = [k for k in METRIC_KEYS if k not in self.metrics]
