@@ -2,8 +2,9 @@
 
 Run directory (``paths.output_dir``): ``checkpoints/last.ckpt, best.ckpt`` (exact resume),
 ``weights/best.pt, last.pt`` (strict weights), ``metrics.json`` (final COCO metrics of the
-weights in ``weights/last.pt``), ``export/`` (serving artifact of ``weights/best.pt``),
-``tensorboard/``.
+weights in ``weights/last.pt``), ``confusion_matrix.json/.png`` and ``pr_f1.json/.png`` (the
+same detections at ``analysis.conf``/``analysis.iou``), ``export/`` (serving artifact of
+``weights/best.pt``), ``tensorboard/``.
 """
 
 from __future__ import annotations
