@@ -286,3 +286,15 @@ def test_tiny_takes_the_second_half_of_grouped_routes(tmp_path, tiny80, monkeypa
 def test_yolov4_matches_opencv(tmp_path, yolov4_3cls, hw):
     images = torch.rand(1, 3, *hw)
     assert_maps_equal(yolov4_3cls, opencv_head_maps(yolov4_3cls, tmp_path, images), images)
+
+
+def test_fit_hint_counts_equal_the_built_networks():
+    """The error hint counts each zoo network's floats from its layer list, without modules."""
+    from yolov4.darknet import _zoo_float_count
+    from yolov4.models import available_models
+
+    for name in available_models():
+        for classes in (1, 80):
+            with torch.device("meta"):
+                model = build_model(name, num_classes=classes)
+            assert _zoo_float_count(name, classes) == darknet_float_count(model), (name, classes)
