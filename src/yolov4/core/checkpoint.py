@@ -23,6 +23,7 @@ than :data:`STALE_TMP_AGE_S` and no process holds their lock (a live writer alwa
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import pickle
@@ -138,6 +139,13 @@ def group_keys(keys: list[str]) -> str:
     return f"{len(keys)} [{groups}]: {shown}"
 
 
+@functools.cache
+def _zoo_keys(name: str) -> frozenset[str]:
+    """state_dict keys of zoo network ``name`` (built once per process, on the meta device)."""
+    with torch.device("meta"):
+        return frozenset(build_model(name, num_classes=1).state_dict())
+
+
 def _likely_cause(model: YOLOv4, sd: Mapping[str, torch.Tensor], shapes: list[str]) -> str:
     own = model.state_dict()
     head_prefixes = tuple(f"layers.{i}." for i in model.head_layers)
@@ -152,13 +160,12 @@ def _likely_cause(model: YOLOv4, sd: Mapping[str, torch.Tensor], shapes: list[st
             else f"{channels} head channels"
         )
         return f"likely cause: the weights were trained with {other}, the model has num_classes={model.num_classes}"
-    for name in available_models():
-        if name == model.config.name:
-            continue
-        with torch.device("meta"):
-            keys = set(build_model(name, num_classes=1).state_dict())
-        if set(sd) == keys:
-            return f"likely cause: the weights are for {name}, the model is {model.config.name}"
+    fits = [n for n in available_models() if n != model.config.name and set(sd) == _zoo_keys(n)]
+    if fits:  # every zoo network these keys are (no two in the zoo share them today)
+        return (
+            f"likely cause: the weights are for {' or '.join(fits)}, "
+            f"the model is {model.config.name}"
+        )
     if set(sd) != set(own):
         return "likely cause: a different model name or a file from another project"
     return "likely cause: a different model configuration"
