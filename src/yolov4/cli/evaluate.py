@@ -29,6 +29,7 @@ from yolov4.core.postprocess import DARKNET_VALID
 from yolov4.errors import ConfigError
 from yolov4.evaluation import CocoEvaluator, EvaluationResult
 from yolov4.evaluation.analysis import CONF, IOU, DetectionAnalysis, analyze_detections
+from yolov4.evaluation.coco import DEFAULT_COCO_BACKEND
 from yolov4.evaluation.plots import plot_confusion_matrix, plot_pr_curves, plot_pr_f1
 from yolov4.inference import Predictor
 from yolov4.models import ModelConfig
@@ -129,7 +130,12 @@ def _evaluate_artifact(cfg: DictConfig, eval_cfg: dict[str, Any]) -> tuple[Evalu
     datamodule.prepare_data()
     _check_classes("artifact", len(predictor.class_names), datamodule)
     records = datamodule.split("val").records
-    evaluator = CocoEvaluator(datamodule.val_coco, datamodule.category_ids, datamodule.class_names)
+    evaluator = CocoEvaluator(
+        datamodule.val_coco,
+        datamodule.category_ids,
+        datamodule.class_names,
+        backend=cfg.module.get("coco_backend", DEFAULT_COCO_BACKEND),
+    )
     for i in range(0, len(records), cfg.batch_size):
         chunk = records[i : i + cfg.batch_size]
         dets = predictor([r.file for r in chunk])

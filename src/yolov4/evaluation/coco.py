@@ -1,10 +1,17 @@
-"""COCO mAP with pycocotools, right on one process or many.
+"""COCO mAP with pycocotools (or faster-coco-eval), right on one process or many.
 
 Detections arrive per image in original-image pixels (``(K, 6)`` ``[x1, y1, x2, y2, score,
 class_index]``, see :func:`yolov4.ops.letterbox.unmap_detections`) and are kept per image id.
 Under ``torch.distributed`` every rank's images are gathered and an image seen twice (the
 ``DistributedSampler`` pads the last batch by repeating images) counts once, so the numbers are
-the same on every rank and for any number of processes. ``COCOeval`` then runs once.
+the same on every rank and for any number of processes. ``COCOeval`` then runs once per rank on
+those same gathered detections.
+
+Two backends run ``COCOeval`` (:data:`COCO_BACKENDS`): ``pycocotools``, the reference and the
+default, and ``faster_coco_eval`` (the faster-coco-eval package: the same algorithm with the
+per-image matching and the accumulation in C++), which gives the same 12 numbers, per-class AP
+and precision array up to float64 rounding (``tests/evaluation/test_coco_backends.py``) in a
+fraction of the time at COCO scale (``benchmarks/coco_eval.py``).
 """
 
 from __future__ import annotations
@@ -20,9 +27,103 @@ import torch.distributed as dist
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from yolov4.errors import ConfigError
 from yolov4.evaluation.result import METRIC_KEYS, EvaluationResult
 
-__all__ = ["CocoEvaluator", "detections_to_coco", "evaluate_coco"]
+__all__ = [
+    "COCO_BACKENDS",
+    "DEFAULT_COCO_BACKEND",
+    "CocoEvaluator",
+    "check_coco_backend",
+    "cocoeval",
+    "detections_to_coco",
+    "evaluate_coco",
+    "per_class_ap",
+]
+
+# module.coco_backend: what runs COCOeval. pycocotools is the reference every number is checked
+# against; faster_coco_eval (pip install faster-coco-eval) is the drop-in C++ implementation.
+COCO_BACKENDS = ("pycocotools", "faster_coco_eval")
+DEFAULT_COCO_BACKEND = "pycocotools"
+
+
+def check_coco_backend(backend: str) -> str:
+    """``backend`` if it is one of :data:`COCO_BACKENDS` whose library is installed, else a
+    :class:`ConfigError` naming the choices or the package to install."""
+    if backend not in COCO_BACKENDS:
+        raise ConfigError(
+            f"module.coco_backend must be one of {list(COCO_BACKENDS)}, got {backend!r}"
+        )
+    if backend == "faster_coco_eval":
+        try:
+            import faster_coco_eval  # noqa: F401
+        except ImportError as e:
+            raise ConfigError(
+                "module.coco_backend=faster_coco_eval needs the faster-coco-eval package, which "
+                f"is not installed ({e}): pip install faster-coco-eval, or use "
+                "module.coco_backend=pycocotools"
+            ) from e
+    return backend
+
+
+def cocoeval(
+    coco_gt: COCO,
+    results: list[dict[str, Any]],
+    image_ids: Sequence[int],
+    backend: str = DEFAULT_COCO_BACKEND,
+) -> Any:
+    """The bbox ``COCOeval`` of ``backend`` over ``image_ids`` with ``results`` loaded
+    (``loadRes``), ready for ``evaluate()``, ``accumulate()``, ``summarize()``; ``results`` must
+    not be empty. Neither ``coco_gt`` nor the ``results`` dicts are modified (both libraries
+    would add keys to them: ``loadRes`` gets copies, faster-coco-eval its own index of the
+    ground truth)."""
+    check_coco_backend(backend)
+    copies = [dict(r) for r in results]
+    if backend == "faster_coco_eval":
+        from faster_coco_eval import COCO as FasterCOCO
+        from faster_coco_eval import COCOeval_faster
+
+        def quiet(*_: Any) -> None:
+            pass
+
+        ds = coco_gt.dataset
+        gt = FasterCOCO(
+            {**ds, "annotations": [dict(a) for a in ds.get("annotations", [])]},
+            print_function=quiet,
+        )
+        ev = COCOeval_faster(gt, gt.loadRes(copies), "bbox", print_function=quiet)
+    else:
+        with contextlib.redirect_stdout(io.StringIO()):
+            ev = COCOeval(coco_gt, coco_gt.loadRes(copies), "bbox")
+    ev.params.imgIds = list(image_ids)
+    return ev
+
+
+def _summarize(ev: Any, backend: str) -> str:
+    """Run ``ev.summarize()``; its 12-line text (faster-coco-eval prints two more lines, AR at
+    IoU 0.5 and 0.75, which pycocotools does not: dropped)."""
+    if backend == "faster_coco_eval":
+        lines: list[str] = []
+        ev.print_function = lines.append
+        ev.summarize()
+        return "\n".join(lines[: len(METRIC_KEYS)])
+    with contextlib.redirect_stdout(io.StringIO()) as summary:
+        ev.summarize()
+    return summary.getvalue().rstrip()
+
+
+def per_class_ap(precision: np.ndarray, names: Sequence[str]) -> dict[str, dict[str, float]]:
+    """``{name: {"AP": AP@[.5:.95], "AP50": AP@.5}}`` from COCOeval's ``(T, R, K, A, M)``
+    ``precision`` (area ``all``, the largest maxDets), ``names[k]`` for class ``k``; a class
+    without ground truth (precision ``-1``) gets 0."""
+    out = {}
+    for k, name in enumerate(names):
+        p_all, p50 = precision[:, :, k, 0, -1], precision[0, :, k, 0, -1]
+        out[name] = {
+            "AP": float(p_all[p_all > -1].mean()) if (p_all > -1).any() else 0.0,
+            "AP50": float(p50[p50 > -1].mean()) if (p50 > -1).any() else 0.0,
+        }
+    return out
 
 
 def detections_to_coco(
@@ -53,8 +154,10 @@ def evaluate_coco(
     results: list[dict[str, Any]],
     image_ids: Sequence[int] | None = None,
     category_names: dict[int, str] | None = None,
+    backend: str = DEFAULT_COCO_BACKEND,
 ) -> EvaluationResult:
-    """Run ``COCOeval`` (bbox) on ``results`` over ``image_ids`` (default: all images).
+    """Run ``COCOeval`` (bbox, with ``backend``: one of :data:`COCO_BACKENDS`) on ``results``
+    over ``image_ids`` (default: all images).
 
     Returns an :class:`EvaluationResult`: ``metrics`` by :data:`METRIC_KEYS`, ``per_class``
     (AP@[.5:.95] and AP50 per class name, in category id order), the summary text, ``results``
@@ -62,6 +165,7 @@ def evaluate_coco(
     (None when there are no detections at all). ``category_names`` defaults to the names in
     ``coco_gt``.
     """
+    check_coco_backend(backend)
     ids = sorted(set(int(i) for i in (image_ids if image_ids is not None else coco_gt.getImgIds())))
     cat_ids = sorted(coco_gt.getCatIds())
     names = [(category_names or {}).get(c, coco_gt.cats[c]["name"]) for c in cat_ids]
@@ -75,29 +179,18 @@ def evaluate_coco(
             precision=None,
             image_ids=tuple(ids),
         )
-    buf = io.StringIO()
-    with contextlib.redirect_stdout(buf):
-        coco_dt = coco_gt.loadRes(results)
-        ev = COCOeval(coco_gt, coco_dt, "bbox")
-        ev.params.imgIds = ids
+    ev = cocoeval(coco_gt, results, ids, backend)
+    with contextlib.redirect_stdout(io.StringIO()):
         ev.evaluate()
         ev.accumulate()
-    with contextlib.redirect_stdout(io.StringIO()) as summary:
-        ev.summarize()
+    summary = _summarize(ev, backend)
     # (T iou thresholds, R recall points, K classes, A areas, M maxdets)
     precision = ev.eval["precision"]
-    per_class = {}
-    for k, name in enumerate(names):
-        p_all, p50 = precision[:, :, k, 0, -1], precision[0, :, k, 0, -1]
-        per_class[name] = {
-            "AP": float(p_all[p_all > -1].mean()) if (p_all > -1).any() else 0.0,
-            "AP50": float(p50[p50 > -1].mean()) if (p50 > -1).any() else 0.0,
-        }
     return EvaluationResult(
-        metrics={k: float(v) for k, v in zip(METRIC_KEYS, ev.stats)},
-        per_class=per_class,
+        metrics={k: float(v) for k, v in zip(METRIC_KEYS, ev.stats, strict=True)},
+        per_class=per_class_ap(precision, names),
         num_images=len(ids),
-        summary=summary.getvalue().rstrip(),
+        summary=summary,
         results=results,
         precision=precision,
         image_ids=tuple(ids),
@@ -111,11 +204,17 @@ class CocoEvaluator:
         coco_gt: the ground truth (``DataModule.val_coco``).
         category_ids: ``category_ids[class_index]`` = original COCO category id.
         class_names: names for the per-class table (default: from ``coco_gt``).
+        backend: what runs COCOeval, one of :data:`COCO_BACKENDS` (checked here, at start-up).
     """
 
     def __init__(
-        self, coco_gt: COCO, category_ids: Sequence[int], class_names: Sequence[str] | None = None
+        self,
+        coco_gt: COCO,
+        category_ids: Sequence[int],
+        class_names: Sequence[str] | None = None,
+        backend: str = DEFAULT_COCO_BACKEND,
     ):
+        self.backend = check_coco_backend(backend)
         self.coco_gt = coco_gt
         self.category_ids = list(category_ids)
         self.category_names = dict(zip(self.category_ids, class_names)) if class_names else None
@@ -151,4 +250,6 @@ class CocoEvaluator:
         """The :class:`EvaluationResult` over the gathered images (identical on every rank)."""
         per_image = self.gather()
         results = [r for image_id in sorted(per_image) for r in per_image[image_id]]
-        return evaluate_coco(self.coco_gt, results, list(per_image), self.category_names)
+        return evaluate_coco(
+            self.coco_gt, results, list(per_image), self.category_names, self.backend
+        )
