@@ -60,6 +60,33 @@ def _overlaps(det: np.ndarray, gt: np.ndarray, crowd: np.ndarray) -> np.ndarray:
     return iou
 
 
+def coco_match(
+    overlap: np.ndarray,
+    det_cls: np.ndarray,
+    gt_cls: np.ndarray,
+    crowd: np.ndarray,
+    order: np.ndarray,
+    iou: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """COCOeval's matching in one image at one IoU threshold, per class.
+
+    ``overlap (D, G)`` from :func:`_overlaps`; ``det_cls (D,)``, ``gt_cls (G,)`` class indices;
+    ``crowd (G,)`` bool; ``order``: the detections by descending score. Returns ``status (D,)``
+    int8 (1 TP, 0 FP, -1 ignored: on a crowd box) and ``taken_by (G,)`` (the detection that
+    matched each box, -1 for none)."""
+    status = np.zeros(len(det_cls), dtype=np.int8)
+    taken_by = np.full(len(gt_cls), -1, dtype=np.int64)
+    for d in order:
+        same = (gt_cls == det_cls[d]) & (overlap[d] >= iou)
+        free = same & ~crowd & (taken_by < 0)
+        if free.any():
+            g = int(np.argmax(np.where(free, overlap[d], -1.0)))
+            taken_by[g], status[d] = d, 1
+        elif (same & crowd).any():
+            status[d] = -1
+    return status, taken_by
+
+
 def _curves(scores: np.ndarray, tp: np.ndarray, num_gt: int, grid: np.ndarray) -> dict[str, Any]:
     """Precision, recall and F1 of the detections with score >= each ``grid`` value, and the
     threshold (one of the scores) that maximises F1 (the highest such on ties)."""
@@ -110,6 +137,8 @@ class DetectionAnalysis:
         matrix: ``(K + 1, K + 1)`` counts, rows ground truth, columns prediction.
         confidence: the confidence grid of the curves.
         per_class_curves, overall_curves: :func:`_curves` output (``overall`` pools every class).
+        per_image: ``{image_id: {"TP", "FP", "FN"}}`` at ``conf`` and ``iou`` (what the worst
+            images are ranked by; ``FP`` includes class confusions, crowd matches are neither).
     """
 
     names: list[str]
@@ -119,6 +148,7 @@ class DetectionAnalysis:
     confidence: np.ndarray = field(repr=False)
     per_class_curves: dict[str, dict[str, Any]] = field(repr=False)
     overall_curves: dict[str, Any] = field(repr=False)
+    per_image: dict[int, dict[str, int]] = field(default_factory=dict, repr=False)
 
     @property
     def labels(self) -> list[str]:
@@ -204,6 +234,7 @@ def analyze_detections(
         by_image[int(r["image_id"])].append(r)
 
     matrix = np.zeros((K + 1, K + 1), dtype=np.int64)
+    per_image: dict[int, dict[str, int]] = {}
     num_gt = np.zeros(K, dtype=np.int64)
     all_scores, all_cls, all_tp = [], [], []
     for image_id in ids:
@@ -219,17 +250,7 @@ def analyze_detections(
         order = np.argsort(-scores, kind="stable")
         overlap = _overlaps(det, gt, crowd)
 
-        # COCOeval's matching, per class: 1 TP, 0 FP, -1 ignored (on a crowd box)
-        status = np.zeros(len(dets), dtype=np.int8)
-        taken_by = np.full(len(anns), -1, dtype=np.int64)
-        for d in order:
-            same = (gt_cls == det_cls[d]) & (overlap[d] >= iou)
-            free = same & ~crowd & (taken_by < 0)
-            if free.any():
-                g = int(np.argmax(np.where(free, overlap[d], -1.0)))
-                taken_by[g], status[d] = d, 1
-            elif (same & crowd).any():
-                status[d] = -1
+        status, taken_by = coco_match(overlap, det_cls, gt_cls, crowd, order, iou)
         counted = status >= 0
         all_scores.append(scores[counted])
         all_cls.append(det_cls[counted])
@@ -253,6 +274,11 @@ def analyze_detections(
             else:
                 matrix[K, det_cls[d]] += 1  # a background detection
         np.add.at(matrix, (gt_cls[left], np.full(int(left.sum()), K)), 1)  # missed
+        per_image[image_id] = {
+            "TP": int(hits.sum()),
+            "FP": int((keep & (status == 0)).sum()),
+            "FN": int(left.sum()),
+        }
 
     scores = np.concatenate(all_scores) if all_scores else np.zeros(0)
     cls = np.concatenate(all_cls) if all_cls else np.zeros(0, dtype=np.int64)
@@ -270,4 +296,5 @@ def analyze_detections(
         confidence=grid,
         per_class_curves=per_class,
         overall_curves=_curves(scores, tp, int(num_gt.sum()), grid),
+        per_image=per_image,
     )
