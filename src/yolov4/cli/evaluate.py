@@ -6,8 +6,10 @@ Writes to ``paths.output_dir``: ``metrics.json`` (:meth:`EvaluationResult.to_dic
 ``pr_curve.png``, and the analysis of :mod:`yolov4.evaluation.analysis` at ``analysis.conf`` /
 ``analysis.iou``: ``confusion_matrix.json`` / ``.png`` (classes + background, counts and
 row-normalised, per-class TP / FP / FN) and ``pr_f1.json`` / ``.png`` (precision, recall and F1
-against confidence, the best-F1 confidence overall and per class); prints COCOeval's 12-line
-summary and a per-class table.
+against confidence, the best-F1 confidence overall and per class); ``darknet_map.json`` (darknet's
+``detector map`` report beside COCOeval's AP50), ``errors.json`` / ``.png`` (the TIDE-style
+breakdown of the missed AP50) and ``worst_images.json`` / ``.png`` (the images with most FP + FN
+at ``analysis.conf``, drawn); prints COCOeval's 12-line summary and a per-class table.
 """
 
 from __future__ import annotations
@@ -30,7 +32,10 @@ from yolov4.errors import ConfigError
 from yolov4.evaluation import CocoEvaluator, EvaluationResult
 from yolov4.evaluation.analysis import CONF, IOU, DetectionAnalysis, analyze_detections
 from yolov4.evaluation.coco import DEFAULT_COCO_BACKEND
-from yolov4.evaluation.plots import plot_confusion_matrix, plot_pr_curves, plot_pr_f1
+from yolov4.evaluation.darknet_map import DARKNET_POINTS, DARKNET_THRESH, darknet_map
+from yolov4.evaluation.errors import TB, error_breakdown
+from yolov4.evaluation.plots import plot_confusion_matrix, plot_errors, plot_pr_curves, plot_pr_f1
+from yolov4.evaluation.worst import WORST_IMAGES, worst_gallery, worst_images, write_png
 from yolov4.inference import Predictor
 from yolov4.models import ModelConfig
 from yolov4.training.callbacks import METRICS_FILE, write_json
@@ -44,6 +49,10 @@ __all__ = [
     "PR_CURVE_FILE",
     "CONFUSION_FILE",
     "PR_F1_FILE",
+    "DARKNET_MAP_FILE",
+    "ERRORS_FILE",
+    "WORST_IMAGES_FILE",
+    "val_image_files",
 ]
 
 log = logging.getLogger(__name__)
@@ -52,6 +61,9 @@ DETECTIONS_FILE = "detections.json"
 PR_CURVE_FILE = "pr_curve.png"
 CONFUSION_FILE = "confusion_matrix"  # .json and .png
 PR_F1_FILE = "pr_f1"  # .json and .png
+DARKNET_MAP_FILE = "darknet_map.json"
+ERRORS_FILE = "errors"  # .json and .png
+WORST_IMAGES_FILE = "worst_images"  # .json and .png
 
 
 def per_class_table(per_class: dict[str, dict[str, float]]) -> str:
@@ -61,26 +73,73 @@ def per_class_table(per_class: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
+def val_image_files(datamodule: Any) -> dict[int, str]:
+    """``{image_id: image file}`` of the datamodule's val split (what the worst-images gallery
+    reads)."""
+    return {r.image_id: r.file for r in datamodule.split("val").records}
+
+
 def write_analysis(
-    out: Path, coco_gt: Any, result: EvaluationResult, settings: Any = None
+    out: Path,
+    coco_gt: Any,
+    result: EvaluationResult,
+    settings: Any = None,
+    image_files: dict[int, str] | None = None,
 ) -> DetectionAnalysis:
-    """``confusion_matrix.json`` / ``.png`` and ``pr_f1.json`` / ``.png`` in ``out``, from the
-    detections and images of ``result`` on ``coco_gt``. ``settings``: a mapping with ``conf``
-    and ``iou`` (``analysis.*``; missing keys: 0.25 / 0.5)."""
+    """The analysis files in ``out``, from the detections and images of ``result`` on
+    ``coco_gt``: ``confusion_matrix.json`` / ``.png``, ``pr_f1.json`` / ``.png``,
+    ``darknet_map.json``, ``errors.json`` / ``.png``, ``worst_images.json`` / ``.png``.
+
+    ``settings``: ``analysis.*`` (``conf`` 0.25, ``iou`` 0.5, ``darknet_thresh`` 0.25,
+    ``darknet_points`` 0, ``errors_tb`` 0.1, ``worst_images`` 16 when missing).
+    ``image_files``: ``{image_id: path}`` for the gallery (default: the ground truth's
+    ``file_name``). Call it on one process: under DDP ``result`` already holds every rank's
+    detections, deduplicated."""
     settings = settings or {}
     cat_ids = sorted(coco_gt.getCatIds())
+    names = dict(zip(cat_ids, result.per_class))
+    image_ids = result.image_ids or None
+    conf, iou = float(settings.get("conf", CONF)), float(settings.get("iou", IOU))
     analysis = analyze_detections(
-        coco_gt,
-        result.results,
-        image_ids=result.image_ids or None,
-        conf=float(settings.get("conf", CONF)),
-        iou=float(settings.get("iou", IOU)),
-        category_names=dict(zip(cat_ids, result.per_class)),
+        coco_gt, result.results, image_ids=image_ids, conf=conf, iou=iou, category_names=names
     )
     write_json(out / f"{CONFUSION_FILE}.json", analysis.confusion_dict())
     write_json(out / f"{PR_F1_FILE}.json", analysis.pr_f1_dict())
     plot_confusion_matrix(analysis, out / f"{CONFUSION_FILE}.png")
     plot_pr_f1(analysis, out / f"{PR_F1_FILE}.png")
+
+    darknet = darknet_map(
+        coco_gt,
+        result.results,
+        image_ids=image_ids,
+        thresh=float(settings.get("darknet_thresh", DARKNET_THRESH)),
+        iou=iou,
+        points=int(settings.get("darknet_points", DARKNET_POINTS)),
+        category_names=names,
+    )
+    coco_ap50 = {n: v["AP50"] for n, v in result.per_class.items()}
+    write_json(out / DARKNET_MAP_FILE, darknet.to_dict(coco_ap50, result.metrics["mAP50"]))
+    log.info("\n%s", darknet.table(coco_ap50, result.metrics["mAP50"]))
+
+    errors = error_breakdown(
+        coco_gt,
+        result.results,
+        image_ids=image_ids,
+        tb=float(settings.get("errors_tb", TB)),
+        tf=iou,
+        category_names=names,
+    )
+    write_json(out / f"{ERRORS_FILE}.json", errors.to_dict())
+    plot_errors(errors, out / f"{ERRORS_FILE}.png")
+    log.info("\n%s", errors.table())
+
+    worst = worst_images(
+        analysis, coco_gt, image_files, int(settings.get("worst_images", WORST_IMAGES))
+    )
+    write_json(out / f"{WORST_IMAGES_FILE}.json", {"conf": conf, "iou": iou, "images": worst})
+    gallery = worst_gallery(worst, coco_gt, result.results, analysis.names, conf)
+    if gallery is not None:
+        write_png(gallery, out / f"{WORST_IMAGES_FILE}.png")
     best = analysis.overall_curves["best"]
     log.info(
         "at conf %g IoU %g: %s; best F1 %.3f at conf %s",
@@ -93,21 +152,30 @@ def write_analysis(
     return analysis
 
 
-def _write(out: Path, result: EvaluationResult, coco_gt: Any, settings: Any) -> None:
+def _write(
+    out: Path,
+    result: EvaluationResult,
+    coco_gt: Any,
+    settings: Any,
+    image_files: dict[int, str] | None = None,
+) -> None:
     write_json(out / METRICS_FILE, result.to_dict())
     (out / DETECTIONS_FILE).write_text(json.dumps(result.results))
     if result.precision is not None:
         plot_pr_curves(result.precision, list(result.per_class), out / PR_CURVE_FILE)
-    write_analysis(out, coco_gt, result, settings)
+    write_analysis(out, coco_gt, result, settings, image_files)
     print(result.summary)
     print(per_class_table(result.per_class))
     log.info(
-        "wrote %s, %s, %s, %s.json/.png, %s.json/.png in %s",
+        "wrote %s, %s, %s, %s.json/.png, %s.json/.png, %s, %s.json/.png, %s.json/.png in %s",
         METRICS_FILE,
         DETECTIONS_FILE,
         PR_CURVE_FILE,
         CONFUSION_FILE,
         PR_F1_FILE,
+        DARKNET_MAP_FILE,
+        ERRORS_FILE,
+        WORST_IMAGES_FILE,
         out,
     )
 
@@ -189,7 +257,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         result, coco_gt = _evaluate_artifact(
             cfg, OmegaConf.to_container(cfg.module.eval, resolve=True)
         )
-        _write(out, result, coco_gt, settings)
+        # the val split's image files for the gallery (the artifact path loads it apart)
+        files = val_image_files(build(cfg, "data", augment=None))
+        _write(out, result, coco_gt, settings, files)
         return result.to_dict()
     data_overrides: dict[str, Any] = {"augment": None, "val_batch_size": cfg.batch_size}
     if cfg.checkpoint:
@@ -229,7 +299,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     trainer.validate(module, datamodule=datamodule, verbose=False)
     result = module.evaluation
     if trainer.is_global_zero:
-        _write(out, result, datamodule.val_coco, settings)
+        _write(out, result, datamodule.val_coco, settings, val_image_files(datamodule))
     return result.to_dict()
 
 

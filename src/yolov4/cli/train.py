@@ -2,9 +2,9 @@
 
 Run directory (``paths.output_dir``): ``checkpoints/last.ckpt, best.ckpt`` (exact resume),
 ``weights/best.pt, last.pt`` (strict weights), ``metrics.json`` (final COCO metrics of the
-weights in ``weights/last.pt``), ``confusion_matrix.json/.png`` and ``pr_f1.json/.png`` (the
-same detections at ``analysis.conf``/``analysis.iou``), ``export/`` (serving artifact of
-``weights/best.pt``), ``tensorboard/``.
+weights in ``weights/last.pt``), ``confusion_matrix.json/.png``, ``pr_f1.json/.png``,
+``darknet_map.json``, ``errors.json/.png`` and ``worst_images.json/.png`` (the same detections,
+``analysis.*``), ``export/`` (serving artifact of ``weights/best.pt``), ``tensorboard/``.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig
 
 from yolov4.cli.common import build, build_all, build_partial, model_config, model_stride
-from yolov4.cli.evaluate import write_analysis
+from yolov4.cli.evaluate import val_image_files, write_analysis
 from yolov4.cli.export import EXPORT_DIR
 from yolov4.export.artifact import export_artifact
 from yolov4.training.callbacks import BEST_WEIGHTS, LAST_WEIGHTS, METRICS_FILE, write_json
@@ -73,8 +73,10 @@ def train(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> d
     if trainer.is_global_zero:
         out = Path(cfg.paths.output_dir)
         write_json(out / METRICS_FILE, metrics)
-        # confusion matrix and P/R/F1 curves of the final validation (gathered, deduplicated)
-        write_analysis(out, datamodule.val_coco, result, cfg.get("analysis"))
+        # the analysis files of the final validation (every rank's detections, deduplicated)
+        write_analysis(
+            out, datamodule.val_coco, result, cfg.get("analysis"), val_image_files(datamodule)
+        )
         if cfg.get("export"):
             weights = out / (BEST_WEIGHTS if cfg.export.weights == "best" else LAST_WEIGHTS)
             formats = list(cfg.export.formats)
