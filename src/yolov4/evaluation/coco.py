@@ -74,9 +74,10 @@ def cocoeval(
 ) -> Any:
     """The bbox ``COCOeval`` of ``backend`` over ``image_ids`` with ``results`` loaded
     (``loadRes``), ready for ``evaluate()``, ``accumulate()``, ``summarize()``; ``results`` must
-    not be empty. Neither ``coco_gt`` nor the ``results`` dicts are modified (both libraries
-    would add keys to them: ``loadRes`` gets copies, faster-coco-eval its own index of the
-    ground truth)."""
+    not be empty. The ``results`` dicts are left as they are (``loadRes`` adds ``segmentation``,
+    ``area``, ``id`` and ``iscrowd`` to copies); faster-coco-eval indexes a copy of the ground
+    truth (pycocotools, the reference, writes ``ignore`` / ``_ignore`` into ``coco_gt``'s
+    annotations, as it always has)."""
     check_coco_backend(backend)
     copies = [dict(r) for r in results]
     if backend == "faster_coco_eval":

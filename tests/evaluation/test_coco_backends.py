@@ -1,0 +1,279 @@
+"""module.coco_backend: faster-coco-eval gives pycocotools' numbers (the reference) on the same
+inputs: the 12 numbers, per-class AP / AP50, the precision array of the PR plots and the summary
+text; the key picks the backend end to end; a bad name or a missing library fails at start-up.
+
+Tolerance: the two libraries compute precision as ``tp / (tp + fp)`` in different orders of
+float64 operations, so a value may differ in its last bit (2.2e-16 seen); everything is held to
+1e-12, far below the 3 decimals COCOeval prints."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import json
+import sys
+
+import numpy as np
+import pytest
+import torch
+from pycocotools.coco import COCO
+
+import yolov4.evaluation.coco as coco_module
+from tests.cli.conftest import (  # noqa: F401 (the tests/cli fixtures, reused)
+    compose_cfg,
+    synthetic_cache,
+    tiny_run,
+)
+from yolov4.cli.evaluate import DETECTIONS_FILE, evaluate
+from yolov4.core.checkpoint import save_checkpoint
+from yolov4.errors import ConfigError
+from yolov4.evaluation import METRIC_KEYS, CocoEvaluator, evaluate_coco
+from yolov4.evaluation.coco import COCO_BACKENDS, check_coco_backend
+from yolov4.models import build_model
+from yolov4.training.module import YoloModule
+
+TOL = 1e-12
+CATEGORY_IDS = [1, 3, 7, 9, 20]  # gapped like COCO's; 20 never has ground truth
+NAMES = ["cat", "dog", "bird", "fish", "ghost"]
+CROWDED_IMAGE = 1  # image id with > 100 detections of one class: COCOeval's maxDets cut
+
+
+def _box(rng: np.random.Generator, width: int, height: int) -> list[float]:
+    side = float(np.exp(rng.normal(3.7, 1.1)))  # small, medium and large (32^2 / 96^2)
+    w = min(max(side * rng.uniform(0.6, 1.6), 2.0), width - 1.0)
+    h = min(max(side * rng.uniform(0.6, 1.6), 2.0), height - 1.0)
+    return [float(rng.uniform(0, width - w)), float(rng.uniform(0, height - h)), w, h]
+
+
+def make_case(seed: int, num_images: int = 40) -> tuple[COCO, list[dict]]:
+    """Ground truth and COCO results with every case that takes a branch in COCOeval: crowd
+    boxes, images without ground truth, images without detections, a class without ground
+    truth (detected anyway), a class-swapped and a duplicate detection, tied scores, and one
+    image with 130 detections of one class (past maxDets=100)."""
+    rng = np.random.default_rng(seed)
+    images, anns, results = [], [], []
+    for image_id in range(1, num_images + 1):
+        width, height = (640, 480) if rng.random() < 0.5 else (320, 400)
+        images.append({"id": image_id, "width": width, "height": height, "file_name": "x.jpg"})
+        n_gt = 0 if image_id % 7 == 0 else int(rng.integers(1, 9))  # some images empty
+        for _ in range(n_gt):
+            bbox = _box(rng, width, height)
+            cat = (
+                CATEGORY_IDS[0] if image_id == CROWDED_IMAGE else int(rng.choice(CATEGORY_IDS[:4]))
+            )
+            crowd = int(rng.random() < 0.1)
+            anns.append(
+                {
+                    "id": len(anns) + 1,
+                    "image_id": image_id,
+                    "category_id": cat,
+                    "bbox": bbox,
+                    "area": bbox[2] * bbox[3] * (0.7 if crowd else 1.0),
+                    "iscrowd": crowd,
+                }
+            )
+            if image_id % 5 == 0:  # some images without detections
+                continue
+            for _ in range(int(rng.integers(0, 3))):  # found 0-2 times (duplicates)
+                x, y, w, h = bbox
+                j = rng.normal(0, 0.08, 4) * [w, h, w, h]
+                swapped = rng.random() < 0.1
+                results.append(
+                    {
+                        "image_id": image_id,
+                        "category_id": int(rng.choice(CATEGORY_IDS)) if swapped else cat,
+                        "bbox": [x + j[0], y + j[1], max(w + j[2], 1.0), max(h + j[3], 1.0)],
+                        # two decimals: tied scores, whose order both libraries must keep
+                        "score": round(float(rng.uniform(0.05, 1.0)), 2),
+                    }
+                )
+        if image_id % 5 == 0:
+            continue
+        n_fp = 130 if image_id == CROWDED_IMAGE else int(rng.integers(0, 25))
+        for _ in range(n_fp):
+            results.append(
+                {
+                    "image_id": image_id,
+                    "category_id": CATEGORY_IDS[0]
+                    if image_id == CROWDED_IMAGE
+                    else int(rng.choice(CATEGORY_IDS)),
+                    "bbox": _box(rng, width, height),
+                    # the crowded image's false positives outrank its true boxes: cut at 100
+                    "score": round(
+                        float(
+                            rng.uniform(0.6, 1.0)
+                            if image_id == CROWDED_IMAGE
+                            else rng.uniform(0.001, 0.4)
+                        ),
+                        3,
+                    ),  # fmt: skip
+                }
+            )
+    coco = COCO()
+    coco.dataset = {
+        "images": images,
+        "annotations": anns,
+        "categories": [{"id": c, "name": n} for c, n in zip(CATEGORY_IDS, NAMES)],
+    }
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
+    return coco, results
+
+
+def assert_same(ref, got) -> None:
+    """Two EvaluationResults agree to TOL: numbers, per class, precision, summary text."""
+    np.testing.assert_allclose(
+        [got[k] for k in METRIC_KEYS], [ref[k] for k in METRIC_KEYS], rtol=0, atol=TOL
+    )
+    assert list(got.per_class) == list(ref.per_class)
+    for name, v in ref.per_class.items():
+        assert got.per_class[name] == pytest.approx(v, abs=TOL), name
+    assert got.precision.shape == ref.precision.shape
+    assert np.array_equal(got.precision == -1, ref.precision == -1)  # classes / areas without gt
+    np.testing.assert_allclose(got.precision, ref.precision, rtol=0, atol=TOL)
+    assert got.summary == ref.summary
+    assert (got.num_images, got.image_ids) == (ref.num_images, ref.image_ids)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_faster_coco_eval_gives_pycocotools_numbers(seed):
+    coco, results = make_case(seed)
+    ref = evaluate_coco(coco, results, backend="pycocotools")
+    got = evaluate_coco(coco, results, backend="faster_coco_eval")
+    assert_same(ref, got)
+    # the case is what it claims: every branch is exercised
+    assert 0.05 < ref["mAP"] < 0.95 and ref["AR1"] < ref["AR10"] <= ref["AR100"]
+    assert ref.per_class["ghost"] == {"AP": 0.0, "AP50": 0.0}
+    assert (ref.precision[:, :, NAMES.index("ghost")] == -1).all()  # no gt: -1, not 0
+    crowded = sorted(r["score"] for r in results if r["image_id"] == CROWDED_IMAGE)
+    assert len(crowded) > 100 and crowded[-101] >= 0.6  # the true boxes' detections are cut
+    assert coco.imgToAnns[CROWDED_IMAGE] and any(a["iscrowd"] for a in coco.dataset["annotations"])
+    assert any(not coco.imgToAnns[i] for i in coco.getImgIds())
+    assert {r["image_id"] for r in results} < set(coco.getImgIds())
+
+
+def test_backends_agree_on_a_subset_of_images_and_leave_inputs_alone():
+    coco, results = make_case(4)
+    gt_before = copy.deepcopy(coco.dataset)
+    results_before = copy.deepcopy(results)
+    subset = coco.getImgIds()[::3]
+    got = evaluate_coco(coco, results, subset, {1: "Cat"}, backend="faster_coco_eval")
+    # faster-coco-eval indexes copies: the ground truth stays as the DataModule built it
+    # (pycocotools, the reference, writes `ignore` / `_ignore` into it, as it always has)
+    assert coco.dataset == gt_before
+    ref = evaluate_coco(coco, results, subset, {1: "Cat"}, backend="pycocotools")
+    assert_same(ref, got)
+    assert ref.num_images == len(subset) and list(ref.per_class)[0] == "Cat"
+    # neither library leaves its keys (segmentation, area, id, iscrowd) in the results:
+    # detections.json stays in COCO results format
+    assert results == results_before
+    assert got.results == results_before and ref.results == results_before
+
+
+def test_coco_evaluator_backend_through_update_and_compute():
+    coco, results = make_case(5)
+    index = {c: k for k, c in enumerate(CATEGORY_IDS)}
+    per_image: dict[int, list[list[float]]] = {i: [] for i in coco.getImgIds()}
+    for r in results:
+        x, y, w, h = r["bbox"]
+        per_image[r["image_id"]].append([x, y, x + w, y + h, r["score"], index[r["category_id"]]])
+    dets = [torch.tensor(v, dtype=torch.float64).reshape(-1, 6) for v in per_image.values()]
+    out = {}
+    for backend in COCO_BACKENDS:
+        ev = CocoEvaluator(coco, CATEGORY_IDS, NAMES, backend=backend)
+        ev.update(dets, list(per_image))
+        out[backend] = ev.compute()
+    assert_same(out["pycocotools"], out["faster_coco_eval"])
+    assert out["pycocotools"]["mAP"] > 0.05
+
+
+def test_no_detections_is_zero_with_either_backend():
+    coco, _ = make_case(0, num_images=5)
+    for backend in COCO_BACKENDS:
+        result = evaluate_coco(coco, [], backend=backend)
+        assert all(result[k] == 0.0 for k in METRIC_KEYS) and result.precision is None
+
+
+def test_unknown_backend_is_refused_naming_the_choices():
+    coco, _ = make_case(0, num_images=3)
+    with pytest.raises(ConfigError, match=r"coco_backend must be one of \['pycocotools', 'faster"):
+        check_coco_backend("fast_coco")
+    with pytest.raises(ConfigError, match="got 'fast_coco'"):
+        CocoEvaluator(coco, CATEGORY_IDS, backend="fast_coco")  # at construction, not at compute
+    with pytest.raises(ConfigError, match="coco_backend"):
+        evaluate_coco(coco, [], backend="fast_coco")
+    with pytest.raises(ConfigError, match="got 'fast_coco'"):
+        YoloModule(model=build_model("yolov4-tiny", num_classes=5).config.to_dict(),
+                   coco_backend="fast_coco")  # fmt: skip
+
+
+def test_missing_library_says_what_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "faster_coco_eval", None)  # `import` now raises ImportError
+    with pytest.raises(ConfigError, match="pip install faster-coco-eval"):
+        check_coco_backend("faster_coco_eval")
+    assert check_coco_backend("pycocotools") == "pycocotools"  # the reference needs nothing else
+
+
+# the artifact path (an ONNX export, then the Predictor) costs ~30 s on 2 busy cores: slow
+@pytest.mark.parametrize("source", ["checkpoint", pytest.param("artifact", marks=pytest.mark.slow)])
+def test_evaluate_cli_selects_the_backend(
+    source,
+    compose_cfg,  # noqa: F811 (the imported fixture)
+    tiny_run,  # noqa: F811
+    randomize,
+    tmp_path,
+    monkeypatch,
+):
+    """`python evaluate.py checkpoint=...|artifact=... module.coco_backend=faster_coco_eval`:
+    the faster backend runs (spied), and its metrics.json is what pycocotools makes of the
+    detections.json it wrote."""
+    torch.manual_seed(3)
+    model = randomize(build_model("yolov4-tiny", num_classes=4), seed=3)
+    ckpt = save_checkpoint(
+        tmp_path / "m.pt",
+        model,
+        ["circle", "rectangle", "triangle", "cross"],
+        {"input_size": [64, 64], "mode": "letterbox"},
+    )
+    if source == "artifact":
+        from yolov4.export.artifact import export_artifact
+
+        ckpt = export_artifact(ckpt, tmp_path / "export", formats=["onnx"])
+    used = []
+    real = coco_module.cocoeval
+
+    def spy(coco_gt, results, image_ids, backend):
+        used.append(backend)
+        return real(coco_gt, results, image_ids, backend)
+
+    monkeypatch.setattr(coco_module, "cocoeval", spy)
+    data = [o for o in tiny_run if o.startswith("data.") and "input_size" not in o]
+    run = tmp_path / "run"
+    cfg = compose_cfg(
+        "evaluate", [f"{source}={ckpt}", "module.coco_backend=faster_coco_eval", *data], run
+    )
+    metrics = evaluate(cfg)
+    assert used == ["faster_coco_eval"]
+    detections = json.loads((run / DETECTIONS_FILE).read_text())
+    assert len(detections) > 0 and set(detections[0]) == {
+        "image_id",
+        "category_id",
+        "bbox",
+        "score",
+    }
+    from yolov4.data.records import ProblemReport
+    from yolov4.data.synthetic import SyntheticSource
+
+    gt = (
+        SyntheticSource(split="val", num_images=6, image_size=96, cache_dir=str(cfg.data.cache_dir))
+        .load(ProblemReport())
+        .coco
+    )
+    ref = evaluate_coco(gt, detections, backend="pycocotools")
+    assert metrics["AR100"] > 0
+    np.testing.assert_allclose(
+        [metrics[k] for k in METRIC_KEYS], [ref[k] for k in METRIC_KEYS], rtol=0, atol=TOL
+    )
+    for name, v in ref.per_class.items():
+        assert metrics["per_class"][name] == pytest.approx(v, abs=TOL)
