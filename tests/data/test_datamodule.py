@@ -11,10 +11,12 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from yolov4.core.preprocess import PreprocessConfig
 from yolov4.data.collate import DetectionCollate, multi_scale_size
 from yolov4.data.datamodule import DetectionDataModule, SyntheticDataModule
 from yolov4.data.transforms import AugmentConfig
 from yolov4.errors import ConfigError, DatasetError
+from yolov4.training.module import batch_to_input
 
 CONFIGS = Path(__file__).resolve().parents[2] / "src" / "yolov4" / "configs"
 
@@ -33,7 +35,10 @@ def _dm(cache: Path, **kw) -> SyntheticDataModule:
     return SyntheticDataModule(**{**args, **kw})
 
 
-def _check_batch(batch: dict, batch_size: int) -> tuple[int, int]:
+def _check_batch(raw: dict, batch_size: int) -> tuple[int, int]:
+    """A DataLoader batch (uint8 images), then as the training device finishes it."""
+    assert raw["images"].dtype == torch.uint8
+    batch = batch_to_input(raw, PreprocessConfig())
     images, targets = batch["images"], batch["targets"]
     b, c, h, w = images.shape
     assert (b, c) == (batch_size, 3) and h % 32 == 0 and w % 32 == 0
@@ -89,7 +94,7 @@ def test_val_batches_use_the_preprocess_function(synth_cache: Path):
 def test_multi_scale_sizes_are_multiples_of_32_in_range():
     collate = DetectionCollate(multi_scale=1.4)
     sample = {
-        "image": torch.rand(3, 416, 416),
+        "image": torch.randint(0, 256, (3, 416, 416), dtype=torch.uint8),
         "boxes": torch.tensor([[10.0, 20.0, 100.0, 200.0]]),
         "labels": torch.tensor([1]),
         "image_id": 1,
@@ -100,7 +105,8 @@ def test_multi_scale_sizes_are_multiples_of_32_in_range():
     seen = set()
     for _ in range(50):
         b = collate([sample, sample])
-        h, w = b["images"].shape[-2:]
+        assert b["images"].shape[-2:] == (416, 416)  # resized on the device
+        h, w = batch_to_input(b, PreprocessConfig())["images"].shape[-2:]
         seen.add(h)
         assert h == w and h % 32 == 0 and 416 / 1.4 - 32 <= h <= 416 * 1.4 + 32
         gain = h / 416

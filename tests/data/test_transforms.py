@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from yolov4.data.synthetic import render_sample
-from yolov4.data.transforms import MOSAIC_DONORS, AugmentConfig, DarknetHSV, build_train_transform
+from yolov4.data.transforms import MOSAIC_DONORS, AugmentConfig, DarknetHSV, build_legacy_transform
 from yolov4.errors import ConfigError
 
 INPUT = (128, 160)
@@ -58,7 +58,7 @@ def _check_boxes_cover_shapes(out: dict, tight: bool = True) -> int:
 @pytest.mark.parametrize("with_mosaic", [False, True])
 def test_boxes_follow_the_shapes_through_the_full_pipeline(with_mosaic: bool):
     config = AugmentConfig()  # darknet's recipe: every augmentation on
-    transform = build_train_transform(config, INPUT, with_mosaic=with_mosaic, seed=0)
+    transform = build_legacy_transform(config, INPUT, with_mosaic=with_mosaic, seed=0)
     seen = 0
     for trial in range(12):
         primary = _sample(100 * trial, 0)
@@ -82,7 +82,7 @@ def test_each_augmentation_alone_keeps_boxes_on_shapes(mode: str):
         AugmentConfig(**{**none.__dict__, "hue": 0.1, "saturation": 1.5, "exposure": 1.5}),
     ]
     for i, config in enumerate(variants):
-        transform = build_train_transform(
+        transform = build_legacy_transform(
             config, INPUT, with_mosaic=False, resize_mode=mode, seed=i
         )
         for trial in range(4):
@@ -91,13 +91,13 @@ def test_each_augmentation_alone_keeps_boxes_on_shapes(mode: str):
 
 def test_mostly_cut_off_boxes_are_dropped():
     config = AugmentConfig(**{**AugmentConfig.none().__dict__, "min_visibility": 0.5})
-    transform = build_train_transform(config, (64, 64), with_mosaic=False)
+    transform = build_legacy_transform(config, (64, 64), with_mosaic=False)
     image = np.zeros((64, 64, 3), np.uint8)
     out = transform(image=image, bboxes=np.array([[10.0, 10.0, 30.0, 30.0]]), labels=np.array([1]))
     assert len(out["bboxes"]) == 1  # untouched geometry keeps it
     # an affine that pushes it mostly outside drops it rather than keeping a sliver
     config = AugmentConfig(**{**config.__dict__, "scale": (1.0, 1.0), "translate": 0.45})
-    transform = build_train_transform(config, (64, 64), with_mosaic=False, seed=1)
+    transform = build_legacy_transform(config, (64, 64), with_mosaic=False, seed=1)
     for _ in range(20):
         out = transform(
             image=image, bboxes=np.array([[0.0, 0.0, 16.0, 16.0]]), labels=np.array([1])

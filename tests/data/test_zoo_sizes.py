@@ -39,7 +39,7 @@ def test_multi_scale_batches_are_multiples_of_the_largest_stride(synth_cache: Pa
     for epoch in range(6):  # as the Trainer does: each epoch draws its own sizes
         loader.sampler.set_epoch(epoch)
         for batch in loader:
-            h, w = batch["images"].shape[-2:]
+            h, w = batch["input_size"]  # the device resizes the images to it
             assert h % 64 == 0 and w % 64 == 0, (h, w)
             seen.add((h, w))
     assert len(seen) >= 2  # multi-scale did resize
@@ -56,7 +56,7 @@ def test_multi_scale_rounding_uses_the_collates_multiple():
         "letterbox": (1.0, 1.0, 0.0, 0.0),
     }
     torch.manual_seed(0)
-    sizes = {collate([sample])["images"].shape[-1] for _ in range(40)}
+    sizes = {collate([sample])["input_size"][1] for _ in range(40)}
     assert len(sizes) >= 3 and all(s % 64 == 0 for s in sizes), sizes
 
 

@@ -1,11 +1,19 @@
 """Batching: samples → the batch dict every model/loss/evaluation step reads, with darknet's
-multi-scale training (``random=1``) applied per batch so all images of a batch share a size.
+multi-scale training (``random=1``) drawn per batch so all images of a batch share a size.
 
-Batch keys (defined once here):
+Batches cross the DataLoader with uint8 images (4x fewer bytes from the workers, no float work
+in them) at the dataset's size; the training device finishes them
+(:func:`yolov4.training.module.batch_to_input`, called by ``YoloModule.on_after_batch_transfer``):
+float32 times ``preprocess.scale`` (:func:`yolov4.core.preprocess.to_float`), then a bilinear
+resize to ``input_size`` when multi-scale drew another size. Batch keys (defined once here),
+as the model reads them after that step:
 
     images          (B, 3, H, W) float32 in [0, 1], H and W multiples of the network's largest
-                    stride (32; 64 for yolov4-p6: ``model.config.max_stride``)
-    targets         (M, 6) float32 [image_index, class_index, x1, y1, x2, y2], input pixels
+                    stride (32; 64 for yolov4-p6: ``model.config.max_stride``); from the
+                    DataLoader: uint8 at the dataset's input size
+    input_size      (H, W) ints: the size the device resizes ``images`` to (multi-scale)
+    targets         (M, 6) float32 [image_index, class_index, x1, y1, x2, y2], pixels of
+                    ``input_size``
     image_ids       (B,) int64, the ids results are reported under
     original_sizes  (B, 2) int64 (H0, W0) of each original image
     letterbox       (B, 4) float32 [scale_x, scale_y, pad_x, pad_y]: original → input pixels
@@ -19,9 +27,6 @@ from collections.abc import Sequence
 from typing import TypedDict
 
 import torch
-import torch.nn.functional as F
-
-from yolov4.core.preprocess import PreprocessConfig, to_float
 
 __all__ = ["Batch", "Sample", "DetectionCollate", "SIZE_MULTIPLE", "multi_scale_size"]
 
@@ -33,7 +38,7 @@ SIZE_MULTIPLE = 32
 class Sample(TypedDict):
     """One item of a :class:`~yolov4.data.dataset.DetectionDataset`."""
 
-    image: torch.Tensor  # (3, H, W) float32, or uint8 that the collate scales (training)
+    image: torch.Tensor  # (3, H, W) uint8 (the device scales it), or float32 already scaled
     boxes: torch.Tensor  # (N, 4) float32 xyxy input pixels
     labels: torch.Tensor  # (N,) int64
     image_id: int
@@ -43,6 +48,7 @@ class Sample(TypedDict):
 
 class Batch(TypedDict):
     images: torch.Tensor
+    input_size: tuple[int, int]
     targets: torch.Tensor
     image_ids: torch.Tensor
     original_sizes: torch.Tensor
@@ -64,23 +70,20 @@ def _random_factor(coefficient: float) -> float:
 
 
 class DetectionCollate:
-    """Stack samples into a :class:`Batch` (uint8 images scaled by ``preprocess.scale``); with
-    ``multi_scale`` (darknet's ``random`` coefficient, e.g. 1.4) resize the whole batch to a
-    random size (a multiple of ``size_multiple``, the network's largest stride, in about
-    ``[size / m, size * m]``), boxes and letterbox parameters scaled with it."""
+    """Stack samples into a :class:`Batch` (images as the samples hold them: uint8); with
+    ``multi_scale`` (darknet's ``random`` coefficient, e.g. 1.4) draw a random size for the whole
+    batch (a multiple of ``size_multiple``, the network's largest stride, in about
+    ``[size / m, size * m]``): boxes and letterbox parameters are scaled to it here, the images
+    on the device (``input_size``)."""
 
     def __init__(
-        self,
-        multi_scale: float | None = None,
-        preprocess: PreprocessConfig | None = None,
-        size_multiple: int = SIZE_MULTIPLE,
+        self, multi_scale: float | None = None, size_multiple: int = SIZE_MULTIPLE
     ) -> None:
         self.multi_scale = multi_scale
-        self.preprocess = preprocess or PreprocessConfig()  # scales uint8 images
         self.size_multiple = int(size_multiple)
 
     def __call__(self, samples: Sequence[Sample]) -> Batch:
-        images = to_float(torch.stack([s["image"] for s in samples]), self.preprocess)
+        images = torch.stack([s["image"] for s in samples])
         targets = torch.cat(
             [
                 torch.cat(
@@ -97,16 +100,18 @@ class DetectionCollate:
         letterbox = torch.tensor([s["letterbox"] for s in samples], dtype=torch.float32).reshape(
             -1, 4
         )
+        h, w = images.shape[-2:]
+        size = (int(h), int(w))
         if self.multi_scale is not None and self.multi_scale > 1.0:
-            h, w = images.shape[-2:]
-            nh, nw = multi_scale_size((h, w), _random_factor(self.multi_scale), self.size_multiple)
-            if (nh, nw) != (h, w):
-                images = F.interpolate(images, size=(nh, nw), mode="bilinear", align_corners=False)
+            size = multi_scale_size((h, w), _random_factor(self.multi_scale), self.size_multiple)
+            if size != (h, w):
+                nh, nw = size
                 gain = torch.tensor([nw / w, nh / h, nw / w, nh / h])
                 targets = torch.cat([targets[:, :2], targets[:, 2:] * gain], 1)
                 letterbox = letterbox * gain
         return Batch(
             images=images,
+            input_size=size,
             targets=targets,
             image_ids=torch.tensor([s["image_id"] for s in samples], dtype=torch.int64),
             original_sizes=torch.tensor(

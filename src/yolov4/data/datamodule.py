@@ -325,7 +325,7 @@ class DetectionDataModule(L.LightningDataModule):
             num_workers=self.num_workers,
             persistent_workers=self.persistent_workers,
             pin_memory=self.pin_memory,
-            collate_fn=DetectionCollate(multi_scale, self.preprocess_config, self.size_multiple),
+            collate_fn=DetectionCollate(multi_scale, self.size_multiple),
             worker_init_fn=seed_worker,
             generator=generator,
         )

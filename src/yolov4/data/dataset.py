@@ -1,24 +1,37 @@
 """The torch Dataset over a loaded split: decode (with repair) → augment or preprocess.
 
-Training samples (``augment`` given) go through :func:`build_train_transform` with three
-mosaic donors drawn from the split; evaluation samples through THE preprocessing function
-(:func:`yolov4.core.preprocess.preprocess`). Unreadable images are reported once (with
+Training samples (``augment`` given) are resized once at decode and go through the fused
+geometry (:class:`yolov4.data.mosaic.TrainGeometry`, three mosaic donors drawn from the images
+this worker decoded last) and the photometric albumentations pipeline
+(:func:`~yolov4.data.transforms.build_photometric_transform`), or through the legacy
+albumentations pipeline (``augment.mosaic_impl: legacy``). They leave as uint8: the training
+device scales them (:mod:`yolov4.data.collate`). Evaluation samples go through THE preprocessing
+function (:func:`yolov4.core.preprocess.preprocess`), also as uint8. Unreadable images are reported once (with
 the file name) and replaced by another random image in training, by a blank image in
 evaluation (its ground truth stays, so the score is honest); strict mode raises instead.
 """
 
 from __future__ import annotations
 
+import random
+
 import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from yolov4.core.preprocess import PreprocessConfig, image_to_tensor, preprocess
+from yolov4.core.preprocess import PreprocessConfig, image_to_tensor, resize_image
 from yolov4.data.collate import Sample
 from yolov4.data.image_io import read_image
+from yolov4.data.mosaic import MOSAIC_DONORS, Placed
 from yolov4.data.records import DetectionData, Problem, ProblemReport
-from yolov4.data.transforms import MOSAIC_DONORS, AugmentConfig, build_train_transform, donor
+from yolov4.data.transforms import (
+    AugmentConfig,
+    build_geometry,
+    build_legacy_transform,
+    build_photometric_transform,
+    donor,
+)
 from yolov4.errors import DatasetError
 from yolov4.ops.letterbox import letterbox_params, map_boxes
 
@@ -26,7 +39,8 @@ __all__ = ["DetectionDataset"]
 
 MAX_REPLACEMENTS = 10  # consecutive unreadable images tolerated before giving up
 # Mosaic donors come from the images this worker decoded last (ultralytics' mosaic buffer):
-# one decode per sample instead of four. 64 images of 640x480 are ~60 MB per worker.
+# one decode per sample instead of four. Stored resized for training: 64 images of 608x810 are
+# ~95 MB per worker (the legacy pipeline stores them as decoded).
 DONOR_BUFFER = 64
 Loaded = tuple[
     np.ndarray, np.ndarray, np.ndarray
@@ -61,18 +75,23 @@ class DetectionDataset(Dataset):
         self.augment = augment
         self.report = ProblemReport(strict=strict, name=name, log_each=True)
         self._transforms = {}
+        self.legacy = augment is not None and augment.mosaic_impl == "legacy"
         if augment is not None:
             size, mode, pad = (
                 preprocess_config.input_size,
                 preprocess_config.mode,
                 preprocess_config.pad_value,
             )
-            self._transforms = {
-                m: build_train_transform(
-                    augment, size, with_mosaic=m, resize_mode=mode, pad_value=pad
-                )
-                for m in (False, True)
-            }
+            if self.legacy:
+                self._transforms = {
+                    m: build_legacy_transform(
+                        augment, size, with_mosaic=m, resize_mode=mode, pad_value=pad
+                    )
+                    for m in (False, True)
+                }
+            else:
+                self.geometry = build_geometry(augment, size, mode, pad)
+                self._transforms = {"photometric": build_photometric_transform(augment)}
         self.reseed(seed)
 
     def __len__(self) -> int:
@@ -82,7 +101,8 @@ class DetectionDataset(Dataset):
         """Seed donor choice and every albumentations transform (albumentations 2.0 does not
         reseed per DataLoader worker by itself)."""
         self.rng = np.random.default_rng(seed)
-        self._buffer: dict[int, Loaded] = {}
+        self.geometry_rng = random.Random(seed)
+        self._buffer: dict[int, Placed] = {}
         for i, t in enumerate(self._transforms.values()):
             t.set_random_seed(seed + i)
 
@@ -105,9 +125,20 @@ class DetectionDataset(Dataset):
             image = cv2.resize(image, (rec.width, rec.height), interpolation=cv2.INTER_LINEAR)
         return image, rec.boxes, rec.labels
 
-    def _load_train(self, index: int) -> tuple[int, Loaded]:
+    def load_train(self, index: int) -> Placed | None:
+        """Decode image ``index`` resized for training (:meth:`TrainGeometry.resize`; as decoded
+        for the legacy pipeline); ``None`` when unreadable."""
+        loaded = self.load(index)
+        if loaded is None:
+            return None
+        if self.legacy:
+            image, boxes, labels = loaded
+            return Placed(image, boxes, labels, (1.0, 1.0), image.shape[:2])
+        return self.geometry.resize(*loaded)
+
+    def _load_train(self, index: int) -> tuple[int, Placed]:
         for _ in range(MAX_REPLACEMENTS):
-            loaded = self.load(index)
+            loaded = self.load_train(index)
             if loaded is not None:
                 self._buffer[index] = loaded
                 if len(self._buffer) > DONOR_BUFFER:
@@ -118,14 +149,15 @@ class DetectionDataset(Dataset):
             f"{self.report.name}: {MAX_REPLACEMENTS} unreadable images in a row; see the report above"
         )
 
-    def _donors(self, index: int) -> list[Loaded]:
+    def _donors(self, index: int) -> list[Placed]:
         """Three mosaic partners: from the buffer of recently decoded images once it holds
         enough, else freshly decoded random images."""
         keys = [k for k in self._buffer if k != index]
         if len(keys) >= MOSAIC_DONORS:
             picks = self.rng.choice(len(keys), size=MOSAIC_DONORS, replace=False)
             return [self._buffer[keys[int(j)]] for j in picks]
-        loaded = [self.load(int(j)) for j in self.rng.integers(len(self), size=MOSAIC_DONORS)]
+        picks = self.rng.integers(len(self), size=MOSAIC_DONORS)
+        loaded = [self.load_train(int(j)) for j in picks]
         return [d for d in loaded if d is not None]
 
     def __getitem__(self, index: int) -> Sample:
@@ -136,17 +168,29 @@ class DetectionDataset(Dataset):
             if loaded is None:  # keep the image (its ground truth counts) as a blank one
                 blank = np.full((rec.height, rec.width, 3), config.pad_value, np.uint8)
                 loaded = (blank, rec.boxes, rec.labels)
-            image, params = preprocess(loaded[0], config)
+            # preprocess() up to its last step: the device scales (to_float), 4x fewer bytes here
+            params = letterbox_params(loaded[0].shape[:2], config.input_size, config.mode)
+            resized = resize_image(loaded[0], params, config.input_size, config.pad_value)
+            image = image_to_tensor(resized, config, scale=False)
             boxes, labels = map_boxes(loaded[1], params), loaded[2]
         else:
-            index, (image, boxes, labels) = self._load_train(index)
+            index, placed = self._load_train(index)
             rec = self.records[index]
             with_mosaic = bool(self.rng.uniform() < self.augment.mosaic)
-            extra = {}
-            if with_mosaic:
-                extra["mosaic_metadata"] = [donor(*d) for d in self._donors(index)]
-            out = self._transforms[with_mosaic](image=image, bboxes=boxes, labels=labels, **extra)
-            image = image_to_tensor(out["image"], config, scale=False)  # collate scales
+            donors = self._donors(index) if with_mosaic else None
+            if self.legacy:
+                extra = {"mosaic_metadata": [donor(*d[:3]) for d in donors]} if donors else {}
+                out = self._transforms[with_mosaic](
+                    image=placed.image, bboxes=placed.boxes, labels=placed.labels, **extra
+                )
+            else:
+                image, boxes, labels, _ = self.geometry(self.geometry_rng, placed, donors)
+                photometric = self._transforms["photometric"]
+                if "bboxes" in photometric.processors:  # an extra geometric transform
+                    out = photometric(image=image, bboxes=boxes, labels=labels)
+                else:
+                    out = {**photometric(image=image), "bboxes": boxes, "labels": labels}
+            image = image_to_tensor(out["image"], config, scale=False)  # the device scales
             boxes = np.asarray(out["bboxes"], np.float32).reshape(-1, 4)
             labels = np.asarray(out["labels"], np.int64).reshape(-1)
             params = letterbox_params((rec.height, rec.width), config.input_size, config.mode)

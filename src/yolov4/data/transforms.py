@@ -1,18 +1,23 @@
-"""Training augmentation (albumentations 2.0.x) after darknet's recipe, and the val transform.
+"""Training augmentation after darknet's recipe: settings, and its photometric half.
 
-Training, per sample: ``A.Mosaic`` of the sample and three donors (passed through
-``mosaic_metadata``) → letterbox or stretch to the input size with THE preprocessing geometry
-(:class:`PreprocessResize`: :func:`yolov4.ops.letterbox.letterbox_params` +
-:func:`yolov4.core.preprocess.resize_image`, exactly what :func:`~yolov4.core.preprocess.preprocess`
-does; a no-op after mosaic) →
-random scale/translate (``A.Affine``, darknet's ``jitter``) → HSV jitter (:class:`DarknetHSV`:
-darknet's ``hue``, ``saturation``, ``exposure``) → horizontal flip. Boxes are ``pascal_voc``
-(``xyxy`` pixels), clipped to the image; boxes under ``min_area`` px² or with less than
-``min_visibility`` of their area left are dropped. Multi-scale (darknet's ``random=1``) is
-applied per batch in the collate function (:mod:`yolov4.data.collate`).
+Training, per sample (``mosaic_impl: fused``, the default): the geometry in one step,
+:class:`yolov4.data.mosaic.TrainGeometry` (each image resized once at decode; a 2x2 mosaic of the
+sample and three donors pasted into one canvas, or the letterbox/stretch placement of THE
+preprocessing geometry; random scale/translate (darknet's ``jitter``) and horizontal flip in ONE
+``cv2.warpAffine``, the boxes through the same matrix), then the photometric half as an
+albumentations pipeline (:func:`build_photometric_transform`: HSV jitter, :class:`DarknetHSV`:
+darknet's ``hue``, ``saturation``, ``exposure``; then ``augment.extra``, the user's own
+albumentations transforms). Boxes are ``xyxy`` pixels, clipped to the image; boxes under
+``min_area`` px² or with less than ``min_visibility`` of their area left are dropped.
+Multi-scale (darknet's ``random=1``) is drawn per batch in the collate function
+(:mod:`yolov4.data.collate`) and applied on the training device.
+
+``mosaic_impl: legacy`` is the albumentations-only pipeline this replaced
+(:func:`build_legacy_transform`: ``A.Mosaic`` → :class:`PreprocessResize` → ``A.Affine`` → HSV →
+flip), kept for the dataloader benchmark and the tests that compare the two.
 
 Validation and inference use :func:`yolov4.core.preprocess.preprocess`, the one
-preprocessing function; with no augmentation the training pipeline produces its very tensor
+preprocessing function; with no augmentation the training pipeline produces its very image
 (``tests/data/test_preprocess_parity.py``).
 """
 
@@ -29,19 +34,22 @@ import numpy as np
 from albumentations.core.bbox_utils import denormalize_bboxes, normalize_bboxes
 
 from yolov4.core.preprocess import LETTERBOX_PAD_VALUE, resize_image
+from yolov4.data.mosaic import MOSAIC_DONORS, MOSAIC_GRID, TrainGeometry
 from yolov4.errors import ConfigError
 from yolov4.ops.letterbox import LetterboxParams, letterbox_params, map_boxes
 
 __all__ = [
     "AugmentConfig",
     "DarknetHSV",
+    "MOSAIC_IMPLS",
     "PreprocessResize",
-    "build_train_transform",
+    "build_geometry",
+    "build_legacy_transform",
+    "build_photometric_transform",
     "MOSAIC_DONORS",
 ]
 
-MOSAIC_GRID = (2, 2)  # darknet mosaic=1: four images
-MOSAIC_DONORS = MOSAIC_GRID[0] * MOSAIC_GRID[1] - 1
+MOSAIC_IMPLS = ("fused", "legacy")
 
 
 @dataclass(frozen=True)
@@ -64,6 +72,11 @@ class AugmentConfig:
         multi_scale: darknet's ``random`` coefficient: each batch is resized by a factor in
             ``[1/m, m]`` rounded to a multiple of the network's largest stride (32, 64 for
             yolov4-p6; ``null`` keeps the input size).
+        mosaic_impl: ``fused`` (one warp per sample, :mod:`yolov4.data.mosaic`) or ``legacy``
+            (the albumentations ``A.Mosaic`` + ``A.Affine`` pipeline, for comparisons).
+        extra: more albumentations transforms run after the built-in ones (e.g. from Hydra:
+            ``augment.extra=[{_target_: albumentations.ToGray, p: 0.01}]``); geometric ones
+            get the boxes through albumentations' ``BboxParams`` with the rules above.
     """
 
     mosaic: float = 1.0
@@ -77,8 +90,21 @@ class AugmentConfig:
     min_area: float = 4.0
     min_visibility: float = 0.25
     multi_scale: float | None = 1.4
+    mosaic_impl: str = "fused"
+    extra: tuple[Any, ...] = ()
 
     def __post_init__(self) -> None:
+        if self.mosaic_impl not in MOSAIC_IMPLS:
+            raise ConfigError(
+                f"augment.mosaic_impl: expected one of {list(MOSAIC_IMPLS)}, got {self.mosaic_impl!r}"
+            )
+        extra = tuple(self.extra or ())
+        for i, t in enumerate(extra):
+            if not isinstance(t, A.BasicTransform):
+                raise ConfigError(
+                    f"augment.extra[{i}]: expected an albumentations transform, got {type(t).__name__}"
+                )
+        object.__setattr__(self, "extra", extra)
         for name in ("mosaic", "flip", "min_visibility"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(
@@ -213,7 +239,44 @@ def _bbox_params(config: AugmentConfig) -> A.BboxParams:
     )
 
 
-def build_train_transform(
+def build_geometry(
+    config: AugmentConfig,
+    input_size: Sequence[int],
+    resize_mode: str = "letterbox",
+    pad_value: int = LETTERBOX_PAD_VALUE,
+) -> TrainGeometry:
+    """The fused geometric half of the training pipeline for ``input_size`` ``(H, W)``."""
+    return TrainGeometry(
+        mosaic=config.mosaic,
+        mosaic_center=config.mosaic_center,
+        scale=config.scale,
+        translate=config.translate,
+        flip=config.flip,
+        min_area=config.min_area,
+        min_visibility=config.min_visibility,
+        input_size=input_size,
+        resize_mode=resize_mode,
+        pad_value=pad_value,
+    )
+
+
+def build_photometric_transform(config: AugmentConfig, seed: int | None = None) -> A.Compose:
+    """The albumentations half after :class:`~yolov4.data.mosaic.TrainGeometry`: HSV jitter,
+    then ``config.extra``. Call it as ``t(image=rgb, bboxes=(N, 4) xyxy, labels=(N,))``; the
+    boxes pass through albumentations only when an extra transform is geometric."""
+    steps: list[Any] = []
+    if config.hue > 0 or config.saturation > 1 or config.exposure > 1:
+        steps.append(
+            DarknetHSV(
+                hue=config.hue, saturation=config.saturation, exposure=config.exposure, p=1.0
+            )
+        )
+    steps.extend(config.extra)
+    geometric = any(isinstance(t, A.DualTransform) for t in config.extra)
+    return A.Compose(steps, bbox_params=_bbox_params(config) if geometric else None, seed=seed)
+
+
+def build_legacy_transform(
     config: AugmentConfig,
     input_size: Sequence[int],
     with_mosaic: bool,
@@ -221,7 +284,8 @@ def build_train_transform(
     pad_value: int = LETTERBOX_PAD_VALUE,
     seed: int | None = None,
 ) -> A.Compose:
-    """The training pipeline for one sample, output ``(H, W, 3)`` uint8 at ``input_size``.
+    """The albumentations-only training pipeline (``mosaic_impl: legacy``) for one sample,
+    output ``(H, W, 3)`` uint8 at ``input_size``.
 
     Call it as ``t(image=rgb, bboxes=(N, 4) xyxy, labels=(N,), mosaic_metadata=[donor dicts])``
     (donors only when ``with_mosaic``; each ``{"image", "bboxes", "labels"}``). ``resize_mode``
@@ -265,6 +329,7 @@ def build_train_transform(
         )
     if config.flip > 0:
         steps.append(A.HorizontalFlip(p=config.flip))
+    steps.extend(config.extra)
     return A.Compose(steps, bbox_params=_bbox_params(config), seed=seed)
 
 

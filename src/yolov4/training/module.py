@@ -1,7 +1,9 @@
 """The LightningModule: YOLOv4 + its loss for training, decode + NMS + COCO mAP for validation.
 
 Batches are :class:`yolov4.data.collate.Batch` dicts (images ``(B, 3, H, W)``, targets
-``(M, 6)``, image ids, original sizes, letterbox parameters). Hyper-parameters are builtins
+``(M, 6)``, image ids, original sizes, letterbox parameters); they arrive with uint8 images that
+:meth:`YoloModule.on_after_batch_transfer` turns into the model's input on the training device
+(:func:`batch_to_input`). Hyper-parameters are builtins
 only, so Lightning ``.ckpt`` files load with ``torch.load(weights_only=True)`` and
 :func:`yolov4.load_checkpoint` rebuilds the model from them (EMA weights under ``ema.module.``).
 """
@@ -9,14 +11,17 @@ only, so Lightning ``.ckpt`` files load with ``torch.load(weights_only=True)`` a
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 import lightning as L
 import torch
+import torch.nn.functional as F
 
 from yolov4.core.model import DecodedModel
 from yolov4.core.postprocess import DARKNET_VALID, PostprocessConfig
+from yolov4.core.preprocess import PreprocessConfig, to_float
 from yolov4.core.pretrained import load_pretrained
 from yolov4.errors import ConfigError
 from yolov4.evaluation import METRIC_KEYS, CocoEvaluator, EvaluationResult
@@ -27,9 +32,28 @@ from yolov4.ops.letterbox import unmap_detections
 from yolov4.training.ema import ModelEMA
 from yolov4.training.optim import OptimConfig, build_optimizer, lr_factor
 
-__all__ = ["YoloModule", "ValidationSample"]
+__all__ = ["YoloModule", "ValidationSample", "batch_to_input"]
 
 log = logging.getLogger(__name__)
+# The module, not the DataModule, finishes batches on the device (on_after_batch_transfer) so any
+# loader of Batch dicts works; Lightning warns about that choice on every fit with a DataModule.
+warnings.filterwarnings(
+    "ignore", message="You have overridden `on_after_batch_transfer` in `LightningModule`"
+)
+
+
+def batch_to_input(batch: Mapping[str, Any], preprocess: PreprocessConfig) -> dict[str, Any]:
+    """A DataLoader batch (:class:`yolov4.data.collate.Batch`) as the model reads it, on whatever
+    device its tensors are: uint8 ``images`` ``(B, 3, h, w)`` → float32 times
+    ``preprocess.scale`` (:func:`~yolov4.core.preprocess.to_float`, what
+    :func:`~yolov4.core.preprocess.preprocess` does last), then bilinearly resized to
+    ``batch["input_size"]`` when multi-scale drew another size (its targets already are in
+    those pixels). Float images are only resized; the other keys are passed on unchanged."""
+    images = to_float(batch["images"], preprocess)
+    size = tuple(batch.get("input_size") or images.shape[-2:])
+    if size != tuple(images.shape[-2:]):
+        images = F.interpolate(images, size=size, mode="bilinear", align_corners=False)
+    return {**batch, "images": images}
 
 
 class ValidationSample(NamedTuple):
@@ -147,6 +171,7 @@ class YoloModule(L.LightningModule):
         self.evaluator: CocoEvaluator | None = None
         self.evaluation: EvaluationResult | None = None  # of the latest validation
         self.validation_sample: ValidationSample | None = None
+        self._preprocess: PreprocessConfig | None = None  # from hparams, on the first batch
 
     # -- loss -----------------------------------------------------------------------------------
     @property
@@ -172,6 +197,14 @@ class YoloModule(L.LightningModule):
     def on_before_zero_grad(self, optimizer: torch.optim.Optimizer) -> None:
         if self.ema is not None and self.training:
             self.ema.update(self.model)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """uint8 batches become the model's input here, on the training device."""
+        if isinstance(batch, Mapping) and "images" in batch:
+            if self._preprocess is None:
+                self._preprocess = PreprocessConfig.from_dict(self.hparams["preprocess"])
+            return batch_to_input(batch, self._preprocess)
+        return batch
 
     # -- training -------------------------------------------------------------------------------
     def training_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> torch.Tensor:

@@ -1,0 +1,255 @@
+"""darknet's mosaic and random scale/translate/flip with the geometry done once per sample.
+
+Each image is resized once, when it is decoded (:meth:`TrainGeometry.resize`): to the scale that
+makes it cover one ``(H, W)`` mosaic cell (``max(H / H0, W / W0)``) when mosaic is on, else to
+THE letterbox/stretch scale of :func:`yolov4.ops.letterbox.letterbox_params`. A sample then
+takes one of two paths (:meth:`TrainGeometry.__call__`):
+
+* mosaic (darknet ``mosaic=1``): a split point drawn in ``mosaic_center`` of the output cuts it
+  into four slices; each holds one image with its inner corner at the split point (the sample
+  itself in the largest slice, three donors at random in the others), the slices are pasted into
+  one ``(H, W)`` canvas, and that canvas goes through ONE ``cv2.warpAffine``;
+* single: the resized image goes through ONE ``cv2.warpAffine`` that places it as the
+  letterbox would (no warp at all when the random affine is the identity: then the sample is
+  exactly :func:`~yolov4.core.preprocess.preprocess`'s image).
+
+The warp is the random affine (zoom ``scale`` about the centre, shift ``translate`` of the size,
+darknet's ``jitter``) composed with the horizontal flip (``flip``); the boxes go through the same
+matrix. Box rules, as albumentations' ``BboxParams(clip=True, min_area, min_visibility)`` applied
+after the placement and after the affine (the implementation this one replaced): boxes are
+clipped to their slice and dropped under ``min_area`` px²; after the affine they are clipped to
+the image and dropped under ``min_area`` px² or when less than ``min_visibility`` of their area
+(as placed) is left. Coordinates are continuous pixels (the image spans ``[0, W] x [0, H]``).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import cv2
+import numpy as np
+
+from yolov4.ops.letterbox import letterbox_params
+
+__all__ = ["MOSAIC_DONORS", "Placed", "TrainGeometry"]
+
+MOSAIC_GRID = (2, 2)  # darknet mosaic=1: four images
+MOSAIC_DONORS = MOSAIC_GRID[0] * MOSAIC_GRID[1] - 1
+
+
+class Placed(NamedTuple):
+    """An image resized at decode for training, with its annotations in its own pixels."""
+
+    image: np.ndarray  # (h, w, 3) uint8 RGB, the original resized by `scale`
+    boxes: np.ndarray  # (N, 4) float32 xyxy pixels of `image`
+    labels: np.ndarray  # (N,) int64
+    scale: tuple[float, float]  # (x, y): original pixels → `image` pixels
+    original_size: tuple[int, int]  # (H0, W0)
+    mask: np.ndarray | None = None  # (h, w) uint8, follows the geometry (tests track shapes)
+
+
+def _pixel_matrix(m: np.ndarray) -> np.ndarray:
+    """A 3x3 map of continuous coordinates as cv2's pixel-index map (pixel centres at +0.5)."""
+    shift = np.array([[1.0, 0, 0.5], [0, 1.0, 0.5], [0, 0, 1.0]])
+    back = np.array([[1.0, 0, -0.5], [0, 1.0, -0.5], [0, 0, 1.0]])
+    return back @ m @ shift
+
+
+def _transform_boxes(boxes: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """``(N, 4)`` xyxy through the 3x3 affine ``m`` (no rotation: corners stay corners)."""
+    x = boxes[:, [0, 2]] * m[0, 0] + m[0, 2]
+    y = boxes[:, [1, 3]] * m[1, 1] + m[1, 2]
+    return np.stack([x.min(1), y.min(1), x.max(1), y.max(1)], 1)
+
+
+def _area(boxes: np.ndarray) -> np.ndarray:
+    return np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
+
+
+def _clip_filter(
+    boxes: np.ndarray, window: Sequence[float], min_area: float, min_visibility: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Clip ``boxes`` to ``window`` ``(x1, y1, x2, y2)``; keep the ones with a positive area of
+    at least ``min_area`` that keep ``min_visibility`` of their area. Returns (clipped, keep)."""
+    clipped = np.empty_like(boxes)
+    clipped[:, [0, 2]] = np.clip(boxes[:, [0, 2]], window[0], window[2])
+    clipped[:, [1, 3]] = np.clip(boxes[:, [1, 3]], window[1], window[3])
+    before, after = _area(boxes), _area(clipped)
+    keep = (after > 0) & (after >= min_area) & (after >= min_visibility * before)
+    return clipped, keep
+
+
+class TrainGeometry:
+    """The geometric half of the training augmentation (:mod:`yolov4.data.transforms` builds the
+    photometric half), for output ``input_size`` ``(H, W)``.
+
+    Args:
+        mosaic: probability of a mosaic (images are resized at decode to cover a cell when > 0).
+        mosaic_center: range of the split point, as a fraction of the output, per axis.
+        scale: zoom range of the random affine; translate: shift range, fraction of the size.
+        flip: probability of a horizontal flip.
+        min_area, min_visibility: the box rules (module docstring).
+        input_size: ``(H, W)``; resize_mode: ``letterbox`` or ``stretch`` (single path);
+        pad_value: the border's uint8 value.
+    """
+
+    def __init__(
+        self,
+        *,
+        mosaic: float,
+        mosaic_center: Sequence[float],
+        scale: Sequence[float],
+        translate: float,
+        flip: float,
+        min_area: float,
+        min_visibility: float,
+        input_size: Sequence[int],
+        resize_mode: str = "letterbox",
+        pad_value: int = 114,
+    ) -> None:
+        self.mosaic, self.mosaic_center = float(mosaic), tuple(float(v) for v in mosaic_center)
+        self.scale, self.translate = tuple(float(v) for v in scale), float(translate)
+        self.flip = float(flip)
+        self.min_area, self.min_visibility = float(min_area), float(min_visibility)
+        self.input_size = tuple(int(s) for s in input_size)
+        self.resize_mode, self.pad_value = resize_mode, int(pad_value)
+
+    # ---------------------------------------------------------------- decode-time resize
+    def decode_scale(self, original_size: Sequence[int]) -> tuple[float, float]:
+        """``(x, y)`` scale an image of ``original_size`` ``(H0, W0)`` is resized by at decode."""
+        (h, w), (h0, w0) = self.input_size, original_size
+        if self.mosaic > 0:  # cover a cell (albumentations' Mosaic fit_mode="cover")
+            s = max(h / h0, w / w0)
+            return s, s
+        p = letterbox_params((h0, w0), self.input_size, self.resize_mode)
+        return p.scale_x, p.scale_y
+
+    def resize(
+        self,
+        image: np.ndarray,
+        boxes: np.ndarray,
+        labels: np.ndarray,
+        mask: np.ndarray | None = None,
+    ) -> Placed:
+        """Decoded ``(H0, W0, 3)`` uint8 image + ``(N, 4)`` xyxy boxes → :class:`Placed`, resized
+        as :func:`~yolov4.core.preprocess.resize_image` resizes (bilinear, sides rounded)."""
+        h0, w0 = image.shape[:2]
+        sx, sy = self.decode_scale((h0, w0))
+        size = (max(1, round(w0 * sx)), max(1, round(h0 * sy)))
+        if size != (w0, h0):
+            image = cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)
+            if mask is not None:
+                mask = cv2.resize(mask, size, interpolation=cv2.INTER_NEAREST)
+        boxes = np.asarray(boxes, np.float32).reshape(-1, 4) * np.float32([sx, sy, sx, sy])
+        labels = np.asarray(labels, np.int64).reshape(-1)
+        return Placed(image, boxes, labels, (sx, sy), (h0, w0), mask)
+
+    # ---------------------------------------------------------------- random parameters
+    def affine(self, rng: random.Random) -> np.ndarray:
+        """The random 3x3 map of continuous coordinates: zoom about the centre by
+        ``U(scale)``, shift by ``int(U(-t, t) * side)`` px per axis (as ``A.Affine(scale,
+        translate_percent, keep_ratio=True)``), then a horizontal flip with probability ``flip``."""
+        h, w = self.input_size
+        s = rng.uniform(*self.scale)
+        tx = int(rng.uniform(-self.translate, self.translate) * w)
+        ty = int(rng.uniform(-self.translate, self.translate) * h)
+        m = np.array([[s, 0, (1 - s) * w / 2 + tx], [0, s, (1 - s) * h / 2 + ty], [0, 0, 1.0]])
+        if self.flip > 0 and rng.random() < self.flip:
+            m = np.array([[-1.0, 0, w], [0, 1.0, 0], [0, 0, 1.0]]) @ m
+        return m
+
+    def split_point(self, rng: random.Random) -> tuple[int, int]:
+        """``(x, y)`` where the four mosaic slices meet: ``side - int((side + 1) * U(center))``
+        per axis (albumentations' ``calculate_mosaic_center_point`` for a ``(H, W)`` crop of
+        the 2x2 grid of ``(H, W)`` cells)."""
+        h, w = self.input_size
+        xs = w - int((w + 1) * rng.uniform(*self.mosaic_center))
+        ys = h - int((h + 1) * rng.uniform(*self.mosaic_center))
+        return min(max(xs, 0), w), min(max(ys, 0), h)
+
+    # ---------------------------------------------------------------- one sample
+    def __call__(
+        self, rng: random.Random, primary: Placed, donors: Sequence[Placed] | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+        """One training sample: ``(H, W, 3)`` uint8 image, ``(N, 4)`` float32 xyxy boxes,
+        ``(N,)`` int64 labels, the mask (or ``None``). ``donors`` (up to three; missing ones
+        repeat ``primary``) make it a mosaic, ``None`` the single path."""
+        if donors is None:
+            canvas, mask, boxes, labels, m0 = self._single(primary)
+        else:
+            canvas, mask, boxes, labels = self._mosaic(rng, primary, donors)
+            m0 = np.eye(3)
+        a = self.affine(rng)
+        h, w = self.input_size
+        shift_only = np.allclose(m0[:2, :2], np.eye(2)) and np.allclose(m0[:2, 2] % 1, 0)
+        if shift_only and np.allclose(a, np.eye(3)):  # no resampling: exactly the placement
+            image = canvas if canvas.shape[:2] == (h, w) else self._paste(canvas, m0)
+            mask = mask if mask is None or mask.shape == (h, w) else self._paste(mask, m0, 0)
+            return image, boxes, labels, mask
+        m = a @ m0
+        pm = _pixel_matrix(m)[:2]
+        border = (self.pad_value,) * 3
+        image = cv2.warpAffine(
+            canvas, pm, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+            borderValue=border,
+        )  # fmt: skip
+        if mask is not None:
+            mask = cv2.warpAffine(mask, pm, (w, h), flags=cv2.INTER_NEAREST, borderValue=0)
+        moved = _transform_boxes(boxes, a)
+        clipped, keep = _clip_filter(moved, (0, 0, w, h), self.min_area, self.min_visibility)
+        return image, clipped[keep].astype(np.float32), labels[keep], mask
+
+    def _paste(self, image: np.ndarray, m0: np.ndarray, fill: int | None = None) -> np.ndarray:
+        """``image`` placed at the integer offset of ``m0`` on an ``(H, W)`` canvas."""
+        h, w = self.input_size
+        fill = self.pad_value if fill is None else fill
+        canvas = np.full((h, w, *image.shape[2:]), fill, image.dtype)
+        px, py = int(round(m0[0, 2])), int(round(m0[1, 2]))
+        ih, iw = image.shape[:2]
+        canvas[py : py + ih, px : px + iw] = image[: h - py, : w - px]
+        return canvas
+
+    def _single(self, item: Placed):
+        """The letterbox/stretch placement of ``item`` as a map ``m0`` from its pixels to the
+        output; boxes come back in the output's pixels (placed), ready for the affine."""
+        p = letterbox_params(item.original_size, self.input_size, self.resize_mode)
+        rx, ry = p.scale_x / item.scale[0], p.scale_y / item.scale[1]
+        m0 = np.array([[rx, 0, p.pad_x], [0, ry, p.pad_y], [0, 0, 1.0]])
+        placed = _transform_boxes(item.boxes, m0)
+        h, w = self.input_size
+        placed, keep = _clip_filter(placed, (0, 0, w, h), self.min_area, 0.0)
+        return item.image, item.mask, placed[keep], item.labels[keep], m0
+
+    def _mosaic(self, rng: random.Random, primary: Placed, donors: Sequence[Placed]):
+        h, w = self.input_size
+        xs, ys = self.split_point(rng)
+        # slices (x1, y1, x2, y2) and the item's corner that sits at the split point
+        slices = [(0, 0, xs, ys), (xs, 0, w, ys), (0, ys, xs, h), (xs, ys, w, h)]
+        slices = [s for s in slices if s[2] > s[0] and s[3] > s[1]]
+        items = [primary, *list(donors)[:MOSAIC_DONORS]]
+        items += [primary] * (MOSAIC_DONORS + 1 - len(items))  # too few donors: repeat
+        largest = max(slices, key=lambda s: (s[2] - s[0]) * (s[3] - s[1]))
+        order = list(range(1, len(items)))
+        rng.shuffle(order)
+        assign = {largest: 0} | dict(zip([s for s in slices if s != largest], order, strict=False))
+        canvas = np.full((h, w, 3), self.pad_value, np.uint8)
+        mask = None if primary.mask is None else np.zeros((h, w), np.uint8)
+        all_boxes, all_labels = [], []
+        for (x1, y1, x2, y2), k in assign.items():
+            item, pw, ph = items[k], x2 - x1, y2 - y1
+            # the item's (H, W) top-left cell, cropped from the corner opposite its slice
+            ox = w - pw if x1 == 0 else 0
+            oy = h - ph if y1 == 0 else 0
+            canvas[y1:y2, x1:x2] = item.image[oy : oy + ph, ox : ox + pw]
+            if mask is not None and item.mask is not None:
+                mask[y1:y2, x1:x2] = item.mask[oy : oy + ph, ox : ox + pw]
+            if len(item.boxes):
+                shifted = item.boxes + np.float32([x1 - ox, y1 - oy, x1 - ox, y1 - oy])
+                clipped, keep = _clip_filter(shifted, (x1, y1, x2, y2), self.min_area, 0.0)
+                all_boxes.append(clipped[keep])
+                all_labels.append(item.labels[keep])
+        boxes = np.concatenate(all_boxes) if all_boxes else np.zeros((0, 4), np.float32)
+        labels = np.concatenate(all_labels) if all_labels else np.zeros((0,), np.int64)
+        return canvas, mask, boxes, labels
