@@ -35,7 +35,13 @@ from yolov4.evaluation.coco import DEFAULT_COCO_BACKEND
 from yolov4.evaluation.darknet_map import DARKNET_POINTS, DARKNET_THRESH, darknet_map
 from yolov4.evaluation.errors import TB, error_breakdown
 from yolov4.evaluation.plots import plot_confusion_matrix, plot_errors, plot_pr_curves, plot_pr_f1
-from yolov4.evaluation.worst import WORST_IMAGES, worst_gallery, worst_images, write_png
+from yolov4.evaluation.worst import (
+    WORST_IMAGES,
+    val_image_files,
+    worst_gallery,
+    worst_images,
+    write_png,
+)
 from yolov4.inference import Predictor
 from yolov4.models import ModelConfig
 from yolov4.training.callbacks import METRICS_FILE, write_json
@@ -52,7 +58,6 @@ __all__ = [
     "DARKNET_MAP_FILE",
     "ERRORS_FILE",
     "WORST_IMAGES_FILE",
-    "val_image_files",
 ]
 
 log = logging.getLogger(__name__)
@@ -71,12 +76,6 @@ def per_class_table(per_class: dict[str, dict[str, float]]) -> str:
     lines = [f"{'class':<{width}}  {'AP':>6}  {'AP50':>6}"]
     lines += [f"{n:<{width}}  {v['AP']:6.3f}  {v['AP50']:6.3f}" for n, v in per_class.items()]
     return "\n".join(lines)
-
-
-def val_image_files(datamodule: Any) -> dict[int, str]:
-    """``{image_id: image file}`` of the datamodule's val split (what the worst-images gallery
-    reads)."""
-    return {r.image_id: r.file for r in datamodule.split("val").records}
 
 
 def write_analysis(

@@ -20,8 +20,9 @@ from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig
 
 from yolov4.cli.common import build, build_all, build_partial, model_config, model_stride
-from yolov4.cli.evaluate import val_image_files, write_analysis
+from yolov4.cli.evaluate import write_analysis
 from yolov4.cli.export import EXPORT_DIR
+from yolov4.evaluation.worst import val_image_files
 from yolov4.export.artifact import export_artifact
 from yolov4.training.callbacks import BEST_WEIGHTS, LAST_WEIGHTS, METRICS_FILE, write_json
 from yolov4.training.module import YoloModule

@@ -263,6 +263,7 @@ def analyze_detections(
         found = taken_by >= 0
         found[found] = keep[taken_by[found]]  # matched by a detection at or above conf
         left = ~crowd & ~found
+        missed = int(left.sum())  # FN at conf: the class confusions found below are FN too
         for d in order:
             if not keep[d] or status[d] != 0:
                 continue
@@ -277,7 +278,7 @@ def analyze_detections(
         per_image[image_id] = {
             "TP": int(hits.sum()),
             "FP": int((keep & (status == 0)).sum()),
-            "FN": int(left.sum()),
+            "FN": missed,
         }
 
     scores = np.concatenate(all_scores) if all_scores else np.zeros(0)

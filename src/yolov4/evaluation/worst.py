@@ -19,12 +19,18 @@ import torch
 from yolov4.core.images import decode_image
 from yolov4.evaluation.plots import draw_detections
 
-__all__ = ["worst_images", "worst_gallery", "write_png", "WORST_IMAGES", "TILE"]
+__all__ = ["worst_images", "worst_gallery", "write_png", "val_image_files", "WORST_IMAGES", "TILE"]
 
 log = logging.getLogger(__name__)
 
 WORST_IMAGES = 16  # images listed and drawn
 TILE = 320  # the gallery's tile side (pixels): each image fitted in, aspect kept
+
+
+def val_image_files(datamodule: Any) -> dict[int, str]:
+    """``{image_id: image file}`` of a DataModule's val split: where the gallery reads images
+    (the ground truth's ``file_name`` is relative to the dataset's image root for COCO)."""
+    return {r.image_id: r.file for r in datamodule.split("val").records}
 
 
 def worst_images(

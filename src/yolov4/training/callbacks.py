@@ -98,10 +98,16 @@ class WeightsCallback(L.Callback):
 
 class ValidationImages(L.Callback):
     """After each validation, log to TensorBoard a grid of the first validation images with
-    true (green) and predicted (red) boxes, and the precision-recall curves (IoU 0.5)."""
+    true (green) and predicted (red) boxes, the precision-recall curves (IoU 0.5), and the
+    ``worst_images`` images with most FP + FN at ``score_thresh`` (IoU 0.5) read from their
+    files, as ``worst_images.png`` draws them (``val/worst_images``; 0: none). Rank 0 only, on
+    the gathered, deduplicated detections of :attr:`YoloModule.evaluation`."""
 
-    def __init__(self, max_images: int = 8, score_thresh: float = 0.25) -> None:
+    def __init__(
+        self, max_images: int = 8, score_thresh: float = 0.25, worst_images: int = 8
+    ) -> None:
         self.max_images, self.score_thresh = max_images, score_thresh
+        self.worst_images = worst_images
 
     def on_validation_end(self, trainer: L.Trainer, module: Any) -> None:
         from lightning.pytorch.loggers import TensorBoardLogger
@@ -130,3 +136,20 @@ class ValidationImages(L.Callback):
         if precision is not None:
             fig = pr_curve_figure(precision, module.hparams["class_names"])
             tb.experiment.add_figure("val/pr_curve", fig, trainer.global_step)
+        datamodule = getattr(trainer, "datamodule", None)
+        if self.worst_images > 0 and module.evaluation is not None and datamodule is not None:
+            grid = self._worst(module.evaluation, datamodule)
+            if grid is not None:
+                tb.experiment.add_image("val/worst_images", grid, trainer.global_step)
+
+    def _worst(self, result: Any, datamodule: Any) -> Any:
+        from yolov4.evaluation.analysis import analyze_detections
+        from yolov4.evaluation.worst import val_image_files, worst_gallery, worst_images
+
+        coco = datamodule.val_coco
+        files = val_image_files(datamodule)
+        analysis = analyze_detections(
+            coco, result.results, image_ids=result.image_ids or None, conf=self.score_thresh
+        )
+        entries = worst_images(analysis, coco, files, self.worst_images)
+        return worst_gallery(entries, coco, result.results, analysis.names, self.score_thresh)
