@@ -23,8 +23,10 @@ Phases timed (seconds, one run each; ``--repeats`` for more):
     summarize     COCOeval.summarize, the 12 numbers
     per_class     per-class AP and AP50 from the precision array
     end_to_end    evaluate_coco(...) as validation calls it (checks that the phases add up)
-and, read-only, the analysis written beside metrics.json:
-    analysis      yolov4.evaluation.analysis.analyze_detections (confusion matrix, P/R/F1 curves)
+and, read-only (owned elsewhere, reported here), the analyses written beside metrics.json:
+    analyze_detections   confusion matrix, P/R/F1 curves (yolov4.evaluation.analysis)
+    darknet_map          darknet's `detector map` report (yolov4.evaluation.darknet_map)
+    error_breakdown      the TIDE-style error breakdown (yolov4.evaluation.errors)
 The numbers of the two backends are compared (max abs difference of the 12 numbers, per-class
 AP and the precision array). Prints a table; writes benchmarks/results/coco_eval.json with the
 machine, its matmul GFLOP/s measured in the same run, and the load average before and after.
@@ -56,6 +58,8 @@ from yolov4.evaluation.coco import (
     evaluate_coco,
     per_class_ap,
 )
+from yolov4.evaluation.darknet_map import darknet_map
+from yolov4.evaluation.errors import error_breakdown
 
 # COCO's 80 category ids: 1..90 without the 10 ids the 2017 release never used
 COCO_IDS = [i for i in range(1, 91) if i not in {12, 26, 29, 30, 45, 66, 68, 69, 71, 83}]
@@ -68,6 +72,12 @@ CROWD_SHARE = 0.01  # share of boxes with iscrowd=1
 LOG_SIDE_MU, LOG_SIDE_SIGMA = 3.743, 1.217
 MAX_DET = 300  # module.eval.max_det
 CONF = 0.001  # module.eval.conf
+# what evaluate.py / train.py compute beside metrics.json (write_analysis), default settings
+ANALYSES = {
+    "analyze_detections": analyze_detections,  # confusion matrix, P/R/F1 curves
+    "darknet_map": darknet_map,  # darknet's `detector map` report
+    "error_breakdown": error_breakdown,  # TIDE-style breakdown
+}
 IMAGE_SHAPES = [(640, 480), (640, 427), (640, 640), (640, 360), (480, 640), (427, 640)]
 
 
@@ -262,9 +272,15 @@ def main() -> None:
 
     analysis = None
     if not args.skip_analysis:
-        _, t_an = timed(lambda: analyze_detections(coco, results, ids))
-        analysis = {"analyze_detections_s": round(t_an, 3)}
-        print(f"analysis: {analysis}")
+        analysis = {}
+        for name, fn in ANALYSES.items():  # read-only use: reported, not tuned here
+            gc.collect()
+            try:
+                _, t = timed(lambda fn=fn: fn(coco, results, image_ids=ids))
+                analysis[name] = round(t, 3)
+            except Exception as e:  # an analysis in flux must not cost the COCOeval figures
+                analysis[name] = f"failed: {type(e).__name__}: {e}"
+            print(f"analysis {name}: {analysis[name]}")
 
     load_after = [round(v, 2) for v in os.getloadavg()]
     phases = list(backends["pycocotools"])
@@ -273,8 +289,8 @@ def main() -> None:
         print(f"{p:<14}" + "".join(f"{backends[b][p]:>17.2f}s" for b in COCO_BACKENDS))
     speedup = backends["pycocotools"]["end_to_end"] / backends["faster_coco_eval"]["end_to_end"]
     print(f"end-to-end speed-up: {speedup:.1f}x")
-    if analysis:
-        print(f"analyze_detections: {analysis['analyze_detections_s']:.2f}s")
+    for name, t in (analysis or {}).items():
+        print(f"{name:<20} {t:.2f}s" if isinstance(t, float) else f"{name:<20} {t}")
     print(f"load average before {load_before}, after {load_after}; matmul {gflops:.0f} GFLOP/s")
 
     payload = {

@@ -12,11 +12,14 @@ import contextlib
 import copy
 import io
 import json
+import os
 import sys
 
 import numpy as np
 import pytest
 import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
 from pycocotools.coco import COCO
 
 import yolov4.evaluation.coco as coco_module
@@ -25,13 +28,9 @@ from tests.cli.conftest import (  # noqa: F401 (the tests/cli fixtures, reused)
     synthetic_cache,
     tiny_run,
 )
-from yolov4.cli.evaluate import DETECTIONS_FILE, evaluate
-from yolov4.core.checkpoint import save_checkpoint
 from yolov4.errors import ConfigError
 from yolov4.evaluation import METRIC_KEYS, CocoEvaluator, evaluate_coco
 from yolov4.evaluation.coco import COCO_BACKENDS, check_coco_backend
-from yolov4.models import build_model
-from yolov4.training.module import YoloModule
 
 TOL = 1e-12
 CATEGORY_IDS = [1, 3, 7, 9, 20]  # gapped like COCO's; 20 never has ground truth
@@ -44,6 +43,11 @@ def _box(rng: np.random.Generator, width: int, height: int) -> list[float]:
     w = min(max(side * rng.uniform(0.6, 1.6), 2.0), width - 1.0)
     h = min(max(side * rng.uniform(0.6, 1.6), 2.0), height - 1.0)
     return [float(rng.uniform(0, width - w)), float(rng.uniform(0, height - h)), w, h]
+
+
+def _round(xywh: list[float]) -> list[float]:
+    """As detections_to_coco writes boxes (3 decimals): the results survive CocoEvaluator."""
+    return [round(float(v), 3) for v in xywh]
 
 
 def make_case(seed: int, num_images: int = 40) -> tuple[COCO, list[dict]]:
@@ -83,7 +87,7 @@ def make_case(seed: int, num_images: int = 40) -> tuple[COCO, list[dict]]:
                     {
                         "image_id": image_id,
                         "category_id": int(rng.choice(CATEGORY_IDS)) if swapped else cat,
-                        "bbox": [x + j[0], y + j[1], max(w + j[2], 1.0), max(h + j[3], 1.0)],
+                        "bbox": _round([x + j[0], y + j[1], max(w + j[2], 1), max(h + j[3], 1)]),
                         # two decimals: tied scores, whose order both libraries must keep
                         "score": round(float(rng.uniform(0.05, 1.0)), 2),
                     }
@@ -98,7 +102,7 @@ def make_case(seed: int, num_images: int = 40) -> tuple[COCO, list[dict]]:
                     "category_id": CATEGORY_IDS[0]
                     if image_id == CROWDED_IMAGE
                     else int(rng.choice(CATEGORY_IDS)),
-                    "bbox": _box(rng, width, height),
+                    "bbox": _round(_box(rng, width, height)),
                     # the crowded image's false positives outrank its true boxes: cut at 100
                     "score": round(
                         float(
@@ -171,21 +175,87 @@ def test_backends_agree_on_a_subset_of_images_and_leave_inputs_alone():
     assert got.results == results_before and ref.results == results_before
 
 
-def test_coco_evaluator_backend_through_update_and_compute():
-    coco, results = make_case(5)
+def _as_tensors(coco: COCO, results: list[dict]) -> dict[int, torch.Tensor]:
+    """Per image id the ``(K, 6)`` ``[x1, y1, x2, y2, score, class_index]`` CocoEvaluator takes
+    (float64: detections_to_coco gives the results back to their 3 / 5 decimals)."""
     index = {c: k for k, c in enumerate(CATEGORY_IDS)}
     per_image: dict[int, list[list[float]]] = {i: [] for i in coco.getImgIds()}
     for r in results:
         x, y, w, h = r["bbox"]
         per_image[r["image_id"]].append([x, y, x + w, y + h, r["score"], index[r["category_id"]]])
-    dets = [torch.tensor(v, dtype=torch.float64).reshape(-1, 6) for v in per_image.values()]
+    return {i: torch.tensor(v, dtype=torch.float64).reshape(-1, 6) for i, v in per_image.items()}
+
+
+def test_coco_evaluator_backend_through_update_and_compute():
+    coco, results = make_case(5)
+    dets = _as_tensors(coco, results)
     out = {}
     for backend in COCO_BACKENDS:
         ev = CocoEvaluator(coco, CATEGORY_IDS, NAMES, backend=backend)
-        ev.update(dets, list(per_image))
+        ev.update(list(dets.values()), list(dets))
         out[backend] = ev.compute()
     assert_same(out["pycocotools"], out["faster_coco_eval"])
     assert out["pycocotools"]["mAP"] > 0.05
+
+
+def _rank_main(rank: int, world: int, port: int, shards: list[list[int]], queue) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        coco, dets = make_case(6, num_images=14)[0], _as_tensors(*make_case(6, num_images=14))
+        ev = CocoEvaluator(coco, CATEGORY_IDS, NAMES, backend="faster_coco_eval")
+        ev.update([dets[i] for i in shards[rank]], shards[rank])
+        result = ev.compute()
+        queue.put((rank, [result[k] for k in METRIC_KEYS], result.per_class, result.num_images))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_gathered_ranks_with_the_faster_backend_equal_pycocotools(monkeypatch):
+    """CocoEvaluator.compute under DDP, in one process: torch.distributed reports 2 ranks and
+    all_gather_object hands back this rank's images and the other's (with the sampler's
+    repeated images); the faster backend then scores them once each, as pycocotools does."""
+    coco, results = make_case(6, num_images=14)
+    dets = _as_tensors(coco, results)
+    ids = coco.getImgIds()
+    padded = ids + ids[:2]  # DistributedSampler's wrap-around padding: 2 ranks x 8
+    ranks = []
+    for shard in (padded[0::2], padded[1::2]):
+        ev = CocoEvaluator(coco, CATEGORY_IDS, NAMES, backend="faster_coco_eval")
+        ev.update([dets[i] for i in shard], shard)
+        ranks.append(ev)
+
+    def all_gather_object(parts, obj):
+        parts[:] = [r.per_image for r in ranks]
+
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "get_world_size", lambda: 2)
+    monkeypatch.setattr(dist, "all_gather_object", all_gather_object)
+    ref = evaluate_coco(coco, results, backend="pycocotools")
+    for ev in ranks:
+        assert_same(ref, ev.compute())
+
+
+@pytest.mark.slow  # two spawned processes: ~15 s alone, minutes on busy cores
+def test_two_ranks_with_the_faster_backend_equal_pycocotools_in_one_process():
+    """Under DDP the backend changes nothing: each rank gathers every rank's images (the
+    sampler's repeated images once) and evaluates them; the faster backend on 2 ranks gives
+    pycocotools' numbers of one process."""
+    coco, results = make_case(6, num_images=14)
+    ids = coco.getImgIds()
+    padded = ids + ids[:2]  # DistributedSampler's wrap-around padding: 2 ranks x 8
+    shards = [padded[0::2], padded[1::2]]
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    port = 29500 + (os.getpid() + 7) % 1000
+    mp.start_processes(_rank_main, args=(2, port, shards, queue), nprocs=2, start_method="spawn")
+    got = [queue.get(timeout=120) for _ in range(2)]
+    ref = evaluate_coco(coco, results, backend="pycocotools")
+    for _rank, stats, per_class, n in got:
+        assert n == len(ids)
+        np.testing.assert_allclose(stats, [ref[k] for k in METRIC_KEYS], rtol=0, atol=TOL)
+        for name, v in ref.per_class.items():
+            assert per_class[name] == pytest.approx(v, abs=TOL)
 
 
 def test_no_detections_is_zero_with_either_backend():
@@ -203,6 +273,9 @@ def test_unknown_backend_is_refused_naming_the_choices():
         CocoEvaluator(coco, CATEGORY_IDS, backend="fast_coco")  # at construction, not at compute
     with pytest.raises(ConfigError, match="coco_backend"):
         evaluate_coco(coco, [], backend="fast_coco")
+    from yolov4.models import build_model
+    from yolov4.training.module import YoloModule
+
     with pytest.raises(ConfigError, match="got 'fast_coco'"):
         YoloModule(model=build_model("yolov4-tiny", num_classes=5).config.to_dict(),
                    coco_backend="fast_coco")  # fmt: skip
@@ -228,6 +301,10 @@ def test_evaluate_cli_selects_the_backend(
     """`python evaluate.py checkpoint=...|artifact=... module.coco_backend=faster_coco_eval`:
     the faster backend runs (spied), and its metrics.json is what pycocotools makes of the
     detections.json it wrote."""
+    from yolov4.cli.evaluate import DETECTIONS_FILE, evaluate
+    from yolov4.core.checkpoint import save_checkpoint
+    from yolov4.models import build_model
+
     torch.manual_seed(3)
     model = randomize(build_model("yolov4-tiny", num_classes=4), seed=3)
     ckpt = save_checkpoint(
