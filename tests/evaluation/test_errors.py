@@ -147,3 +147,11 @@ def test_more_than_100_detections_per_image_and_class_are_capped_as_cocoeval():
 def test_bad_thresholds_are_a_clear_error():
     with pytest.raises(ValueError, match="0 <= tb < tf <= 1, got tb=0.6, tf=0.5"):
         error_breakdown(make_coco([A1]), [], tb=0.6)
+
+
+def test_no_detections_at_all_is_all_missed():
+    """Every box missed: fixing misses leaves classes without boxes and without false
+    positives, which score 1 (as fixing every type at once)."""
+    b = error_breakdown(make_coco([A1, A2, (101, DOG, (50, 50, 10, 10), 0)]), [])
+    assert b.ap50 == 0.0 and b.counts["missed"] == 3
+    assert b.dap50 == {t: float(t == "missed") for t in ERROR_TYPES} and b.fixed_all == 1.0

@@ -18,8 +18,10 @@ error points at it while it is free. The oracle fixes, one type at a time: a cla
 localization error becomes a true positive of its box's class (the highest-scored such error of
 a box; the others are dropped, as are errors pointing at a used box); duplicate, background and
 both errors are dropped; a missed box is taken out of the ground truth. ``dAP50`` of a type is
-the AP50 with that type fixed minus the AP50 as is (0 when negative, as TIDE). Fixing every type
-at once gives AP50 1 (every box found or taken out, no false positive left).
+the AP50 with that type fixed minus the AP50 as is (0 when negative, as TIDE), averaged over the
+classes COCOeval averages (those with ground truth before any fix; one whose boxes were all
+missed and taken out scores 1 when no false positive of it is left, else 0). Fixing every type at
+once gives AP50 1 (every box found or taken out, no false positive left).
 """
 
 from __future__ import annotations
@@ -44,20 +46,26 @@ _CLS, _LOC, _BOTH, _DUP, _BKG = range(5)
 
 
 def coco_ap50(
-    cls: np.ndarray, score: np.ndarray, tp: np.ndarray, order_key: np.ndarray, num_gt: np.ndarray
+    cls: np.ndarray,
+    score: np.ndarray,
+    tp: np.ndarray,
+    order_key: np.ndarray,
+    num_gt: np.ndarray,
+    classes: np.ndarray | None = None,
 ) -> tuple[float, np.ndarray]:
-    """COCOeval's AP (101 recall points) of each class and their mean over the classes with
-    ground truth. ``cls, score, tp (N,)`` the counted detections (crowd matches left out);
-    ``order_key (N,)`` breaks score ties as COCOeval does (image id order, then the results'
-    order); ``num_gt (K,)``. Returns ``(mAP, ap (K,))``, ``ap`` NaN where ``num_gt`` is 0."""
+    """COCOeval's AP (101 recall points) of each class and their mean over ``classes`` (bool
+    ``(K,)``; default: the classes with ground truth, as COCOeval). ``cls, score, tp (N,)`` the
+    counted detections (crowd matches left out); ``order_key (N,)`` breaks score ties as
+    COCOeval does (image id order, then the results' order); ``num_gt (K,)``. A class of
+    ``classes`` left without ground truth (its missed boxes taken out) has AP 1 without
+    detections, else 0. Returns ``(mAP, ap (K,))``, ``ap`` NaN outside ``classes``."""
     K = len(num_gt)
+    classes = num_gt > 0 if classes is None else classes
     ap = np.full(K, np.nan)
-    for k in range(K):
-        if num_gt[k] <= 0:
-            continue
+    for k in np.flatnonzero(classes):
         sel = np.flatnonzero(cls == k)
-        if not len(sel):
-            ap[k] = 0.0
+        if num_gt[k] <= 0 or not len(sel):
+            ap[k] = float(num_gt[k] <= 0 and not len(sel))
             continue
         sel = sel[np.lexsort((order_key[sel], -score[sel]))]
         hits = tp[sel].astype(np.float64)
@@ -217,7 +225,7 @@ def error_breakdown(
         n_gt = num_gt.copy()
         if "missed" in fix:
             n_gt -= np.bincount(box_cls[missed], minlength=K)
-        return coco_ap50(c[keep], score[keep], hit[keep], key[keep], n_gt)
+        return coco_ap50(c[keep], score[keep], hit[keep], key[keep], n_gt, num_gt > 0)
 
     ap50, ap_k = ap_with(set())
     dap, per_class = {}, {}
