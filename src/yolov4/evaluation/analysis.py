@@ -76,8 +76,13 @@ def coco_match(
     matched each box, -1 for none)."""
     status = np.zeros(len(det_cls), dtype=np.int8)
     taken_by = np.full(len(gt_cls), -1, dtype=np.int64)
-    for d in order:
-        same = (gt_cls == det_cls[d]) & (overlap[d] >= iou)
+    if not len(gt_cls) or not len(det_cls):
+        return status, taken_by
+    reach = (det_cls[:, None] == gt_cls[None, :]) & (overlap >= iou)  # (D, G)
+    # a detection that reaches no box is a false positive whatever came before it: only the
+    # others need the greedy pass (most detections at a low conf reach none)
+    for d in order[reach[order].any(1)]:
+        same = reach[d]
         free = same & ~crowd & (taken_by < 0)
         if free.any():
             g = int(np.argmax(np.where(free, overlap[d], -1.0)))

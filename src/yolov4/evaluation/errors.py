@@ -143,12 +143,12 @@ def error_breakdown(
     for n, r in enumerate(results):
         by_image[int(r["image_id"])].append(n)
 
-    # per counted detection: class, score, tie-break key, TP, error type (-1: none), target box
-    d_cls, d_score, d_key, d_tp, d_err, d_target = [], [], [], [], [], []
+    # per counted detection (each image's in score order): class, score, tie-break key, TP,
+    # error type (-1: none), the box it points at (-1: none)
+    parts: dict[str, list[np.ndarray]] = defaultdict(list)
     num_gt = np.zeros(K, dtype=np.int64)
-    gt_cls_all: list[int] = []  # every non-crowd box, numbered over the images
-    gt_used_all: list[bool] = []
-    best: dict[int, tuple[float, int]] = {}  # box -> (score, detection) of its best cls/loc error
+    boxes = 0  # non-crowd boxes so far: their numbers over the images
+    box_parts: dict[str, list[np.ndarray]] = defaultdict(list)
     for image_pos, image_id in enumerate(ids):
         anns = coco_gt.imgToAnns.get(image_id, [])
         gt = _xyxy([a["bbox"] for a in anns])
@@ -171,43 +171,49 @@ def error_breakdown(
         status, taken_by = coco_match(overlap, det_cls, gt_cls, crowd, order, tf)
 
         regular = np.flatnonzero(~crowd)
-        base = len(gt_cls_all)
-        box_of = np.full(len(anns), -1, dtype=np.int64)
-        box_of[regular] = base + np.arange(len(regular))
-        gt_cls_all.extend(gt_cls[regular].tolist())
         used = taken_by[regular] >= 0
-        gt_used_all.extend(used.tolist())
+        box_parts["cls"].append(gt_cls[regular])
+        box_parts["used"].append(used)
         num_gt += np.bincount(gt_cls[regular], minlength=K)
-        iou = overlap[:, regular]  # plain IoU with the non-crowd boxes
-        rcls = gt_cls[regular]
-        for d in order:
-            if status[d] < 0:
-                continue  # on a crowd box: neither TP nor FP
-            err, target = -1, -1
-            if status[d] == 0:
-                err, target = _classify(iou[d], rcls == det_cls[d], used, tb, tf)
-                if target >= 0:
-                    target = int(base + target)
-                    if not gt_used_all[target] and (
-                        target not in best or scores[d] > best[target][0]
-                    ):
-                        best[target] = (float(scores[d]), len(d_cls))
-            d_cls.append(int(det_cls[d]))
-            d_score.append(float(scores[d]))
-            d_key.append(image_pos * (len(results) + 1) + int(rows[d]))
-            d_tp.append(status[d] == 1)
-            d_err.append(err)
-            d_target.append(target)
+        err = np.full(len(rows), -1, dtype=np.int64)
+        target = np.full(len(rows), -1, dtype=np.int64)
+        fp = status == 0
+        if fp.any():
+            e, t = _classify(
+                overlap[fp][:, regular],  # plain IoU with the non-crowd boxes
+                det_cls[fp, None] == gt_cls[None, regular],
+                used,
+                tb,
+                tf,
+            )
+            err[fp], target[fp] = e, np.where(t >= 0, boxes + t, -1)
+        sel = order[status[order] >= 0]  # on a crowd box: neither TP nor FP
+        parts["cls"].append(det_cls[sel])
+        parts["score"].append(scores[sel])
+        parts["key"].append(image_pos * (len(results) + 1) + rows[sel])
+        parts["tp"].append(status[sel] == 1)
+        parts["err"].append(err[sel])
+        parts["target"].append(target[sel])
+        boxes += len(regular)
 
-    cls, score = np.array(d_cls, dtype=np.int64), np.array(d_score, dtype=np.float64)
-    key, tp = np.array(d_key, dtype=np.int64), np.array(d_tp, dtype=bool)
-    err, target = np.array(d_err, dtype=np.int64), np.array(d_target, dtype=np.int64)
-    box_cls = np.array(gt_cls_all, dtype=np.int64)
-    box_used = np.array(gt_used_all, dtype=bool)
-    winner = np.zeros(len(cls), dtype=bool)  # the best cls/loc error of a free box
-    winner[[d for _, d in best.values()]] = True
+    def joined(p: dict[str, list[np.ndarray]], name: str, dtype: Any) -> np.ndarray:
+        return np.concatenate(p[name]).astype(dtype) if p[name] else np.zeros(0, dtype)
+
+    cls, score = joined(parts, "cls", np.int64), joined(parts, "score", np.float64)
+    key, tp = joined(parts, "key", np.int64), joined(parts, "tp", bool)
+    err, target = joined(parts, "err", np.int64), joined(parts, "target", np.int64)
+    box_cls, box_used = joined(box_parts, "cls", np.int64), joined(box_parts, "used", bool)
+    # TIDE's best match: a free box pointed at by classification / localization errors is
+    # fixed by the highest-scored of them (the first in its image's score order on ties)
+    cand = np.flatnonzero(np.isin(err, (_CLS, _LOC)) & (target >= 0))
+    cand = cand[~box_used[target[cand]]]
+    cand = cand[np.lexsort((cand, -score[cand], target[cand]))]
+    first = np.ones(len(cand), dtype=bool)
+    first[1:] = target[cand][1:] != target[cand][:-1]
+    winner = np.zeros(len(cls), dtype=bool)
+    winner[cand[first]] = True
     usable = np.zeros(len(box_cls), dtype=bool)
-    usable[list(best)] = True
+    usable[target[cand]] = True
     missed = ~box_used & ~usable
 
     def ap_with(fix: set[str]) -> tuple[float, np.ndarray]:
@@ -252,21 +258,22 @@ def error_breakdown(
 
 def _classify(
     iou: np.ndarray, same: np.ndarray, used: np.ndarray, tb: float, tf: float
-) -> tuple[int, int]:
-    """The error type of one false positive and the box it points at (-1: none), from its
-    ``iou (G,)`` with the image's non-crowd boxes, ``same (G,)`` (its class) and ``used (G,)``."""
-    if not len(iou):
-        return _BKG, -1
+) -> tuple[np.ndarray, np.ndarray]:
+    """The error type of each false positive of one image and the box it points at (-1: none),
+    from their ``iou (F, G)`` with the image's non-crowd boxes, ``same (F, G)`` (the box is of
+    the detection's class) and ``used (G,)`` (matched by a true positive)."""
+    F = len(iou)
+    if not iou.shape[1]:
+        return np.full(F, _BKG), np.full(F, -1)
+    rows = np.arange(F)
     same_iou = np.where(same, iou, 0.0)
-    g = int(np.argmax(same_iou))
-    if tb <= same_iou[g] < tf:
-        return _LOC, g
+    g_loc = same_iou.argmax(1)
+    m_loc = same_iou[rows, g_loc]
     other = np.where(same, 0.0, iou)
-    g = int(np.argmax(other))
-    if other[g] >= tf:
-        return _CLS, g
-    if np.where(same & used, iou, 0.0).max() >= tf:
-        return _DUP, -1
-    if iou.max() < tb:
-        return _BKG, -1
-    return _BOTH, -1
+    g_cls = other.argmax(1)
+    loc = (m_loc >= tb) & (m_loc > 0) & (m_loc < tf)
+    cls = ~loc & (other[rows, g_cls] >= tf)
+    dup = ~loc & ~cls & (np.where(same & used[None], iou, 0.0).max(1) >= tf)
+    bkg = ~loc & ~cls & ~dup & (iou.max(1) < tb)
+    err = np.select([loc, cls, dup, bkg], [_LOC, _CLS, _DUP, _BKG], _BOTH)
+    return err, np.select([loc, cls], [g_loc, g_cls], -1)
