@@ -1,20 +1,33 @@
-"""``python export.py checkpoint=...``: the serving artifact of a checkpoint."""
+"""``python export.py checkpoint=...``: the serving artifact of a checkpoint.
+
+``precision=[fp32,int8]`` adds reduced-precision models, calibrated on ``data``'s train images
+and gated on its val images (:mod:`yolov4.export.quantize`); ``conf=best_f1`` makes the best-F1
+confidence of the run's ``pr_f1.json`` (written by train.py / evaluate.py) the artifact's
+default serving ``conf``, recorded with where it came from.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
+from typing import Any
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from yolov4.cli.common import build
+from yolov4.cli.evaluate import PR_F1_FILE, evaluate_predictor
 from yolov4.core.artifact import read_metadata
+from yolov4.core.checkpoint import load_checkpoint
+from yolov4.errors import ConfigError
 from yolov4.export.artifact import export_artifact
 
-__all__ = ["export", "hydra_main", "default_output"]
+__all__ = ["export", "hydra_main", "default_output", "best_f1_conf"]
 
 log = logging.getLogger(__name__)
 EXPORT_DIR = "export"
+BEST_F1 = "best_f1"  # conf=best_f1
 
 
 def default_output(checkpoint: str | Path) -> Path:
@@ -25,11 +38,100 @@ def default_output(checkpoint: str | Path) -> Path:
     ) / EXPORT_DIR
 
 
+def best_f1_conf(path: str | Path) -> tuple[float, dict[str, Any]]:
+    """The best-F1 confidence over all classes of a ``pr_f1.json`` -> ``(conf, conf_source)``
+    (``{"file", "f1", "precision", "recall", "iou"}``); :class:`ConfigError` naming what is
+    missing."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(
+            f"conf={BEST_F1}: no {path} (train.py and evaluate.py write {PR_F1_FILE}.json; "
+            "pass pr_f1=<path>)"
+        )
+    try:
+        data = json.loads(path.read_text())
+        best = data["best_f1"]["all"]
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise ConfigError(
+            f"conf={BEST_F1}: {path} has no best_f1.all (expected evaluate.py's "
+            f"{PR_F1_FILE}.json): {e!r}"
+        ) from None
+    conf = best.get("conf") if isinstance(best, dict) else None
+    if not isinstance(conf, int | float) or not 0 <= conf <= 1:
+        raise ConfigError(
+            f"conf={BEST_F1}: {path}: best_f1.all.conf is {conf!r}, expected a number in [0, 1] "
+            "(no detections in that evaluation?)"
+        )
+    source = {"file": str(path.resolve()), "key": "best_f1.all.conf", "conf": float(conf)}
+    source.update({k: best[k] for k in ("f1", "precision", "recall") if k in best})
+    if "iou" in data:
+        source["iou"] = data["iou"]
+    return float(conf), source
+
+
+def _conf(cfg: DictConfig) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """``(thresholds, conf_source)`` for ``cfg.conf``."""
+    if cfg.conf is None:
+        return None, None
+    if cfg.conf == BEST_F1:
+        path = cfg.pr_f1 or default_output(cfg.checkpoint).parent / f"{PR_F1_FILE}.json"
+        conf, source = best_f1_conf(path)
+        return {"conf": conf}, source
+    if isinstance(cfg.conf, int | float):
+        return {"conf": float(cfg.conf)}, {"set": "export.py conf=", "conf": float(cfg.conf)}
+    raise ConfigError(f"conf must be null, a number or {BEST_F1!r}, got {cfg.conf!r}")
+
+
+def _dataset(cfg: DictConfig, class_names: list[str]) -> tuple[list[Any], Any]:
+    """``(calibration image files, evaluate)`` from ``cfg.data``: the first
+    ``calibration_images`` of its train split and an evaluation on the first ``val_images`` of
+    its val split."""
+    datamodule = build(cfg, "data", augment=None)
+    datamodule.prepare_data()
+    if list(datamodule.class_names) != list(class_names):
+        raise ConfigError(
+            f"data: classes {list(datamodule.class_names)} are not the checkpoint's "
+            f"{list(class_names)}; calibrate and gate on the checkpoint's own dataset (data=...)"
+        )
+    train = datamodule.split("train").records[: int(cfg.calibration_images)]
+    val = datamodule.split("val").records
+    if cfg.val_images:
+        val = val[: int(cfg.val_images)]
+    if not val:
+        raise ConfigError("data: the val split is empty; the mAP gate needs val images")
+    subset = f"{type(datamodule).__name__} val split, first {len(val)} images"
+
+    def evaluate(predictor: Any) -> dict[str, Any]:
+        result = evaluate_predictor(predictor, datamodule, val, int(cfg.batch_size), {})
+        return {**result.metrics, "images": len(val), "subset": subset}
+
+    return [r.file for r in train], evaluate
+
+
 def export(cfg: DictConfig) -> Path:
     out = Path(cfg.output) if cfg.output else default_output(cfg.checkpoint)
     formats = OmegaConf.to_container(cfg.formats, resolve=True)
     size = OmegaConf.to_container(cfg.input_size, resolve=True) if cfg.input_size else None
-    path = export_artifact(cfg.checkpoint, out, formats=formats, opset=cfg.opset, input_size=size)
+    precisions = list(OmegaConf.to_container(cfg.precision, resolve=True))
+    thresholds, conf_source = _conf(cfg)
+    ckpt = load_checkpoint(cfg.checkpoint)
+    calibration, evaluate = None, None
+    if set(precisions) - {"fp32"}:
+        calibration, evaluate = _dataset(cfg, list(ckpt.class_names))
+    path = export_artifact(
+        ckpt,
+        out,
+        formats=formats,
+        opset=cfg.opset,
+        input_size=size,
+        thresholds=thresholds,
+        precisions=precisions,
+        default_precision=cfg.default_precision,
+        calibration=calibration,
+        evaluate=evaluate,
+        map50_gate=float(cfg.map50_gate),
+        conf_source=conf_source,
+    )
     meta = read_metadata(path)
     for name, p in meta["parity"].items():
         log.info(
@@ -38,9 +140,19 @@ def export(cfg: DictConfig) -> Path:
             p["max_abs_diff"],
             p["max_rel_diff"],
         )
+    for name, entry in meta.get("precisions", {}).items():
+        acc = entry.get("accuracy")
+        if acc:
+            print(
+                f"{name}: mAP50 {100 * acc[name]['mAP50']:.2f} (fp32 {100 * acc['fp32']['mAP50']:.2f},"
+                f" drop {acc['mAP50_drop_points']:.2f} points, gate {acc['gate_points']}) on "
+                f"{acc['subset']}"
+            )
     print(
         f"exported {meta['model']['name']} {cfg.checkpoint} -> {path} "
-        f"({', '.join(meta['files'])}), input {meta['input_size']}"
+        f"({', '.join(meta['files'])}), input {meta['input_size']}, "
+        f"default precision {meta.get('default_precision', 'fp32')}, "
+        f"conf {meta['thresholds']['conf']}"
     )
     return path
 

@@ -24,6 +24,11 @@ __all__ = [
     "MODEL_NMS_ONNX",
     "METADATA",
     "FORMATS",
+    "MODEL_INT8_XML",
+    "MODEL_INT8_BIN",
+    "PRECISIONS",
+    "PRECISION_BACKENDS",
+    "artifact_precisions",
     "check_class_names",
     "sha256",
     "validate_metadata",
@@ -36,6 +41,17 @@ MODEL_TORCHSCRIPT = "model.torchscript"
 MODEL_NMS_ONNX = "model_nms.onnx"
 METADATA = "metadata.json"
 FORMATS = {"onnx": MODEL_ONNX, "torchscript": MODEL_TORCHSCRIPT, "onnx_nms": MODEL_NMS_ONNX}
+# reduced precision: INT8 is an OpenVINO IR (NNCF's post-training quantization of model.onnx);
+# bf16 is model.onnx run by OpenVINO with its bf16 inference precision (no file of its own)
+MODEL_INT8_XML = "model_int8.xml"
+MODEL_INT8_BIN = "model_int8.bin"
+PRECISIONS = ("fp32", "bf16", "int8")
+# the runtimes that can execute each precision, the first one the default
+PRECISION_BACKENDS = {
+    "fp32": ("onnxruntime", "openvino", "torchscript"),
+    "bf16": ("openvino",),
+    "int8": ("openvino",),
+}
 
 
 def check_class_names(names: Sequence[str], num_classes: int, where: str) -> None:
@@ -141,6 +157,7 @@ def validate_metadata(meta: Any, path: str | os.PathLike) -> dict[str, Any]:
             f"the artifact's input_size {size}",
             preprocess.get("input_size"),
         )
+    _validate_precisions(meta, path)
     thresholds = meta.get("thresholds", {})
     if not isinstance(thresholds, dict):
         raise _key_error(path, "thresholds", "an object (conf, iou, max_det, ...)", thresholds)
@@ -149,6 +166,55 @@ def validate_metadata(meta: Any, path: str | os.PathLike) -> dict[str, Any]:
     except ConfigError as e:
         raise ExportError(f"{path}: key 'thresholds': {e}") from None
     return meta
+
+
+def artifact_precisions(meta: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """``{precision: {"file", "backends", ...}}`` of validated metadata; an artifact written
+    before precisions existed has fp32 only (its model.onnx / model.torchscript)."""
+    if "precisions" in meta:
+        return meta["precisions"]
+    return {"fp32": {"file": MODEL_ONNX, "backends": list(PRECISION_BACKENDS["fp32"])}}
+
+
+def _validate_precisions(meta: dict[str, Any], path: Path) -> None:
+    """``precisions`` (optional): each key one of :data:`PRECISIONS`, its ``file`` listed in
+    ``files``, its ``backends`` runtimes that can run it; ``default_precision`` one of them."""
+    if "precisions" not in meta:
+        if meta.get("default_precision", "fp32") != "fp32":
+            raise _key_error(
+                path,
+                "default_precision",
+                "'fp32' (no 'precisions' listed)",
+                meta["default_precision"],
+            )
+        return
+    precisions = meta["precisions"]
+    if not isinstance(precisions, dict) or not precisions:
+        raise _key_error(path, "precisions", "an object {precision: {file, backends}}", precisions)
+    for name, entry in precisions.items():
+        if name not in PRECISIONS:
+            raise _key_error(path, "precisions", f"keys among {list(PRECISIONS)}", name)
+        if not isinstance(entry, dict):
+            raise _key_error(path, f"precisions.{name}", "an object {file, backends}", entry)
+        file = entry.get("file", ...)
+        if file not in meta["files"]:
+            raise _key_error(
+                path, f"precisions.{name}.file", f"one of the files {sorted(meta['files'])}", file
+            )
+        backends = entry.get("backends", ...)
+        allowed = PRECISION_BACKENDS[name]
+        if not (isinstance(backends, list) and backends and set(backends) <= set(allowed)):
+            raise _key_error(
+                path,
+                f"precisions.{name}.backends",
+                f"a non-empty subset of {list(allowed)}",
+                backends,
+            )
+    default = meta.get("default_precision", "fp32")
+    if default not in precisions:
+        raise _key_error(
+            path, "default_precision", f"one of the precisions {sorted(precisions)}", default
+        )
 
 
 def read_metadata(artifact_dir: str | os.PathLike, verify: bool = True) -> dict[str, Any]:

@@ -32,6 +32,9 @@ from yolov4.core.artifact import (
     FORMATS,
     METADATA,
     MODEL_NMS_ONNX,
+    MODEL_ONNX,
+    MODEL_TORCHSCRIPT,
+    PRECISIONS,
     check_class_names,
     sha256,
 )
@@ -41,6 +44,12 @@ from yolov4.core.postprocess import SERVING
 from yolov4.core.preprocess import PreprocessConfig
 from yolov4.errors import ConfigError, ExportError
 from yolov4.export.onnx_nms import NmsModel
+from yolov4.export.quantize import (
+    DEFAULT_GATE_POINTS,
+    Evaluate,
+    check_request,
+    reduced_precisions,
+)
 from yolov4.inference.backends import load_backend
 from yolov4.models import fuse_model
 from yolov4.ops.boxes import box_iou, cxcywh_to_xyxy
@@ -73,6 +82,7 @@ def _finite(name: str, *arrays: Any) -> None:
 def _versions() -> dict[str, str]:
     import onnx
     import onnxruntime
+    import openvino
 
     from yolov4.version import __version__
 
@@ -81,6 +91,7 @@ def _versions() -> dict[str, str]:
         "torch": str(torch.__version__),
         "onnx": onnx.__version__,
         "onnxruntime": onnxruntime.__version__,
+        "openvino": openvino.__version__,
     }
 
 
@@ -261,12 +272,27 @@ def export_artifact(
     opset: int = DEFAULT_OPSET,
     input_size: Sequence[int] | None = None,
     thresholds: dict[str, Any] | None = None,
+    precisions: Sequence[str] = ("fp32",),
+    default_precision: str | None = None,
+    calibration: Sequence[Any] | None = None,
+    evaluate: Evaluate | None = None,
+    map50_gate: float = DEFAULT_GATE_POINTS,
+    conf_source: dict[str, Any] | None = None,
 ) -> Path:
     """Write the artifact directory for a checkpoint (path or loaded :class:`Checkpoint`).
 
     ``input_size`` ``(H, W)`` defaults to the checkpoint's preprocessing size. The directory is
     built next to ``out_dir`` and moved into place only once every file passed its parity check,
     so a failed export never leaves a half-written or mismatched artifact.
+
+    ``precisions`` (:data:`~yolov4.core.artifact.PRECISIONS`): fp32 is always written (the
+    reference); ``int8`` and ``bf16`` are made by :mod:`yolov4.export.quantize` from
+    ``calibration`` images (files or RGB arrays of the checkpoint's dataset) and checked by
+    ``evaluate`` (a Predictor -> its mAP50/mAP on a stated validation subset) against fp32: more
+    than ``map50_gate`` points lost fails the export. ``default_precision`` (default: the last
+    of ``precisions``) is what a Predictor and the service load unless told otherwise.
+    ``conf_source``: where ``thresholds["conf"]`` came from (e.g. the best-F1 confidence of a
+    ``pr_f1.json``), recorded as metadata ``conf_source``.
     """
     ckpt = source if isinstance(source, Checkpoint) else load_checkpoint(source)
     check_class_names(ckpt.class_names, ckpt.model.config.num_classes, "export")
@@ -277,6 +303,23 @@ def export_artifact(
         )
     if opset < DEFAULT_OPSET:
         raise ExportError(f"opset must be >= {DEFAULT_OPSET}, got {opset}")
+    bad = [p for p in precisions if p not in PRECISIONS]
+    if bad or not precisions:
+        raise ExportError(
+            f"precisions must be a non-empty subset of {list(PRECISIONS)}, got {list(precisions)}"
+        )
+    default_precision = default_precision or precisions[-1]
+    if default_precision not in precisions and default_precision != "fp32":
+        raise ExportError(
+            f"default_precision must be one of the exported {['fp32', *precisions]}, got "
+            f"{default_precision!r}"
+        )
+    check_request(precisions, calibration, evaluate, map50_gate)
+    if set(precisions) - {"fp32"} and "onnx" not in formats:
+        raise ExportError(
+            f"precisions {list(precisions)} are made from model.onnx: add onnx to formats "
+            f"{list(formats)}"
+        )
     preprocess = dict(ckpt.preprocess) or {
         "input_size": list(ckpt.model.config.input_size),
         "mode": "letterbox",
@@ -317,8 +360,35 @@ def export_artifact(
                 else:
                     _export_torchscript(wrapped, path, example)
                 parity[path.name] = _parity(fmt, path, wrapped, size)
+                if fmt == "onnx":  # the same file in OpenVINO (f32)
+                    parity[f"{path.name}@openvino"] = _parity("openvino", path, wrapped, size)
             files[path.name] = {"sha256": sha256(path), "bytes": path.stat().st_size}
         c = ckpt.model.config
+        reduced, reduced_parity = reduced_precisions(
+            tmp,
+            precisions,
+            wrapped,
+            {
+                "class_names": list(ckpt.class_names),
+                "preprocess": PreprocessConfig.from_dict(preprocess),
+                "thresholds": settings.to_dict(),
+                "metadata": {"model": c.to_dict()},
+            },
+            calibration,
+            evaluate,
+            map50_gate,
+        )
+        parity.update(reduced_parity)
+        for entry in reduced.values():
+            for name in entry.get("files", [entry["file"]]):
+                files.setdefault(
+                    name, {"sha256": sha256(tmp / name), "bytes": (tmp / name).stat().st_size}
+                )
+        onnx_backends = ["onnxruntime", "openvino"] if "onnx" in formats else []
+        fp32 = {
+            "file": MODEL_ONNX if "onnx" in formats else MODEL_TORCHSCRIPT,
+            "backends": onnx_backends + (["torchscript"] if "torchscript" in formats else []),
+        }
         metadata = {
             "format": ARTIFACT_FORMAT,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -359,6 +429,13 @@ def export_artifact(
             "strides": list(c.strides),
             "scale_x_y": list(c.scale_x_y),
             "thresholds": settings.to_dict(),
+            **({"conf_source": conf_source} if conf_source else {}),
+            # an NMS-graph-only artifact has no model a Predictor loads
+            **(
+                {"precisions": {"fp32": fp32, **reduced}, "default_precision": default_precision}
+                if fp32["backends"]
+                else {}
+            ),
             "opset": opset if {"onnx", "onnx_nms"} & set(formats) else None,
             "versions": _versions(),
             "files": files,

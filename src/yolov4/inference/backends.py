@@ -1,14 +1,24 @@
 """Inference backends: ``backend(images (B, 3, H, W) float32) -> predictions (B, N, 5 + C)``.
 
-All three return the same thing, the decoded predictions in input pixels (see
-:mod:`yolov4.core.artifact`): PyTorch (a fused model + decode), onnxruntime (``model.onnx``)
-and TorchScript (``model.torchscript``).
+All of them return the same thing, the decoded predictions in input pixels (see
+:mod:`yolov4.core.artifact`): PyTorch (a fused model + decode), onnxruntime (``model.onnx``),
+OpenVINO (``model.onnx`` read directly in fp32 or bf16, ``model_int8.xml`` in INT8) and
+TorchScript (``model.torchscript``).
+
+Threads: ``threads`` is each runtime's intra-op pool, the cores one model call may use:
+onnxruntime's ``intra_op_num_threads`` (``inter_op_num_threads`` 1), OpenVINO's
+``INFERENCE_NUM_THREADS`` (one stream, latency hint). PyTorch's pool is process-wide
+(``torch.set_num_threads``), so TorchBackend and TorchScriptBackend leave it to the caller.
+``None`` leaves each runtime its default (every core). A process serving ``k`` calls at once
+should give each ``cores / k`` threads, or the pools oversubscribe the cores.
 """
 
 from __future__ import annotations
 
+import threading
 import warnings
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -18,18 +28,69 @@ from yolov4.errors import ExportError
 __all__ = [
     "TorchBackend",
     "OnnxBackend",
+    "OpenVinoBackend",
     "TorchScriptBackend",
     "load_backend",
+    "cpu_features",
+    "bf16_native",
     "BACKENDS",
+    "BF16_CPU_FLAGS",
 ]
 
-BACKENDS = ("onnxruntime", "torchscript")
+BACKENDS = ("onnxruntime", "openvino", "torchscript")
+# /proc/cpuinfo flags of native bf16 arithmetic (AVX512-BF16: Cooper Lake, Zen 4; AMX: Sapphire
+# Rapids); OpenVINO lists "BF16" in the CPU's OPTIMIZATION_CAPABILITIES when it has one of them
+BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+# the flags reported next to a measurement: what decides fp32 / INT8 / bf16 speed on x86-64
+REPORTED_CPU_FLAGS = (
+    "avx2",
+    "fma",
+    "avx512f",
+    "avx512_vnni",
+    "avx_vnni",
+    "avx512_bf16",
+    "amx_bf16",
+    "amx_int8",
+)
+OV_PRECISION = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}  # INT8 IR: the rest in f32
+
+
+def cpu_features() -> dict[str, Any]:
+    """The CPU a measurement ran on: model name, the :data:`REPORTED_CPU_FLAGS` it has
+    (``/proc/cpuinfo``) and OpenVINO's ``OPTIMIZATION_CAPABILITIES`` (e.g. FP32, INT8, BF16)."""
+    name, flags = "unknown", set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and name == "unknown":
+                name = value.strip()
+            elif key.strip() == "flags" and not flags:
+                flags = set(value.split())
+    except OSError:
+        pass
+    try:
+        import openvino as ov
+
+        caps = [str(c) for c in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")]
+    except Exception:  # OpenVINO missing or without a CPU plugin
+        caps = []
+    return {
+        "cpu": name,
+        "flags": [f for f in REPORTED_CPU_FLAGS if f in flags],
+        "openvino_capabilities": caps,
+    }
+
+
+def bf16_native(features: dict[str, Any] | None = None) -> bool:
+    """Whether OpenVINO runs bf16 natively on this CPU (``BF16`` among its capabilities)."""
+    return "BF16" in (features or cpu_features())["openvino_capabilities"]
 
 
 class TorchBackend:
     """A (fused) :class:`DecodedModel` on ``device``."""
 
     name = "torch"
+    precision = "fp32"
 
     def __init__(self, model: DecodedModel, device: str | torch.device = "cpu") -> None:
         self.device = torch.device(device)
@@ -45,15 +106,22 @@ class OnnxBackend:
 
     name = "onnxruntime"
 
-    def __init__(self, path: str | Path, providers: list[str] | None = None) -> None:
+    def __init__(
+        self, path: str | Path, providers: list[str] | None = None, threads: int | None = None
+    ) -> None:
         import onnxruntime as ort
 
         available = ort.get_available_providers()
         wanted = providers or [
             p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available
         ]
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+        self.precision = "fp32"
         try:
-            self.session = ort.InferenceSession(str(path), providers=wanted)
+            self.session = ort.InferenceSession(str(path), options, providers=wanted)
         except Exception as e:  # onnxruntime raises its own exception types
             raise ExportError(f"onnxruntime cannot load {path}: {e}") from e
         self.input_name = self.session.get_inputs()[0].name
@@ -64,10 +132,65 @@ class OnnxBackend:
         return torch.from_numpy(self.session.run(None, {self.input_name: x})[0])
 
 
+class OpenVinoBackend:
+    """``model.onnx`` (fp32, bf16) or ``model_int8.xml`` (INT8) through OpenVINO on the CPU.
+
+    ``precision`` sets OpenVINO's ``INFERENCE_PRECISION_HINT``: ``f32`` for fp32 and for the
+    layers an INT8 IR keeps in float, ``bf16`` for bf16 (OpenVINO's own default on a bf16 CPU,
+    so it is always set: fp32 stays fp32 there). bf16 is refused on a CPU without native bf16
+    (:func:`bf16_native`): OpenVINO would run it in f32 and report nothing. Thread-safe: each
+    calling thread gets its own infer request.
+    """
+
+    name = "openvino"
+
+    def __init__(
+        self, path: str | Path, precision: str = "fp32", threads: int | None = None
+    ) -> None:
+        import openvino as ov
+
+        if precision not in OV_PRECISION:
+            raise ExportError(f"precision must be one of {sorted(OV_PRECISION)}, got {precision!r}")
+        if precision == "bf16":
+            features = cpu_features()
+            if not bf16_native(features):
+                raise ExportError(
+                    "precision bf16 needs a CPU with native bf16 arithmetic "
+                    f"({' or '.join(BF16_CPU_FLAGS)}); this CPU ({features['cpu']}) has "
+                    f"{', '.join(features['flags']) or 'none of ' + str(REPORTED_CPU_FLAGS)} "
+                    f"(OpenVINO capabilities: {', '.join(features['openvino_capabilities'])}); "
+                    "use precision fp32 or int8 here"
+                )
+        config: dict[str, Any] = {
+            "INFERENCE_PRECISION_HINT": OV_PRECISION[precision],
+            "PERFORMANCE_HINT": "LATENCY",
+        }
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = int(threads)
+        try:
+            self.compiled = ov.Core().compile_model(str(path), "CPU", config)
+        except Exception as e:  # OpenVINO raises RuntimeError subclasses of its own
+            raise ExportError(f"OpenVINO cannot load {path}: {e}") from e
+        self.precision = precision
+        hint = self.compiled.get_property("INFERENCE_PRECISION_HINT")  # what OpenVINO runs
+        self.executed = hint.get_type_name() if hasattr(hint, "get_type_name") else str(hint)
+        self.device = torch.device("cpu")
+        self._local = threading.local()
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        request = getattr(self._local, "request", None)
+        if request is None:
+            request = self._local.request = self.compiled.create_infer_request()
+        x = images.detach().to("cpu", torch.float32).contiguous().numpy()
+        out = request.infer({0: x})[self.compiled.output(0)]
+        return torch.from_numpy(out.copy())  # the request reuses its output buffer
+
+
 class TorchScriptBackend:
     """``model.torchscript`` (traced) on ``device``."""
 
     name = "torchscript"
+    precision = "fp32"
 
     def __init__(self, path: str | Path, device: str | torch.device = "cpu") -> None:
         self.device = torch.device(device)
@@ -83,10 +206,22 @@ class TorchScriptBackend:
             return self.model(images.to(self.device))
 
 
-def load_backend(path: str | Path, name: str, device: str | torch.device = "cpu"):
-    """The backend ``name`` (``onnx``/``onnxruntime`` or ``torchscript``) over the file ``path``."""
+def load_backend(
+    path: str | Path,
+    name: str,
+    device: str | torch.device = "cpu",
+    precision: str = "fp32",
+    threads: int | None = None,
+):
+    """The backend ``name`` (``onnx``/``onnxruntime``, ``openvino`` or ``torchscript``) over
+    the file ``path``; ``precision`` (OpenVINO only: fp32, bf16, int8) and ``threads`` (the
+    runtime's intra-op pool; see the module docstring)."""
+    if name not in ("openvino",) and precision != "fp32":
+        raise ExportError(f"backend {name!r} runs fp32 only, got precision {precision!r}")
     if name in ("onnx", "onnxruntime"):
-        return OnnxBackend(path)
+        return OnnxBackend(path, threads=threads)
+    if name == "openvino":
+        return OpenVinoBackend(path, precision, threads)
     if name == "torchscript":
         return TorchScriptBackend(path, device)
     raise ExportError(f"unknown backend {name!r}; expected one of {BACKENDS}")

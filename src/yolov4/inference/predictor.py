@@ -1,6 +1,7 @@
 """The Predictor: images in, detections in each image's own pixels out.
 
-    predictor = Predictor.from_artifact("run/export")            # onnxruntime (or torchscript)
+    predictor = Predictor.from_artifact("run/export")            # the artifact's default precision
+    predictor = Predictor.from_artifact("run/export", backend="openvino", precision="int8")
     predictor = Predictor.from_checkpoint("run/weights/best.pt")  # PyTorch, any device
     [dets] = predictor("photo.jpg")
     dets.boxes, dets.scores, dets.class_ids, dets.class_names, dets.to_dict()
@@ -24,7 +25,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from yolov4.core.artifact import FORMATS, read_metadata
+from yolov4.core.artifact import (
+    MODEL_TORCHSCRIPT,
+    PRECISIONS,
+    artifact_precisions,
+    read_metadata,
+)
 from yolov4.core.checkpoint import load_checkpoint
 from yolov4.core.model import DecodedModel
 from yolov4.core.postprocess import SERVING
@@ -125,25 +131,54 @@ class Predictor:
             raise InputError(f"thresholds: {e}") from None
         self.metadata = metadata or {}
         self.max_pixels = max_pixels
+        self.model_file: str | None = None  # the artifact file the backend runs
+
+    @property
+    def precision(self) -> str:
+        """The precision the backend runs: fp32, bf16 or int8."""
+        return getattr(self.backend, "precision", "fp32")
 
     @classmethod
     def from_artifact(
         cls,
         artifact_dir: str | os.PathLike,
-        backend: str = "onnxruntime",
+        backend: str | None = None,
         device: str = "cpu",
+        precision: str | None = None,
+        threads: int | None = None,
         **kwargs: Any,
     ) -> Predictor:
-        """An export artifact; its files are checked against their sha256 first."""
+        """An export artifact; its files are checked against their sha256 first.
+
+        ``precision`` (fp32, bf16, int8) defaults to the artifact's ``default_precision``;
+        ``backend`` (onnxruntime, openvino, torchscript) to the first runtime that precision
+        lists (fp32: onnxruntime; bf16, int8: openvino). ``threads``: the runtime's intra-op
+        pool (:mod:`yolov4.inference.backends`)."""
         meta = read_metadata(artifact_dir)
-        if backend not in BACKENDS:
+        if backend is not None and backend not in BACKENDS:
             raise ExportError(f"backend must be one of {BACKENDS}, got {backend!r}")
-        name = FORMATS["onnx" if backend == "onnxruntime" else "torchscript"]
+        precisions = artifact_precisions(meta)
+        precision = precision or meta.get("default_precision", "fp32")
+        if precision not in PRECISIONS:
+            raise ExportError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        if precision not in precisions:
+            raise ExportError(
+                f"{artifact_dir} has no {precision} model (precisions: {sorted(precisions)}); "
+                f"export it with precision=[...,{precision}]"
+            )
+        entry = precisions[precision]
+        backend = backend or entry["backends"][0]
+        if backend not in entry["backends"]:
+            raise ExportError(
+                f"{artifact_dir}: its {precision} model runs in {entry['backends']}, "
+                f"not {backend!r}"
+            )
+        name = MODEL_TORCHSCRIPT if backend == "torchscript" else entry["file"]
         if name not in meta["files"]:
             raise ExportError(
                 f"{artifact_dir} has no {name} (files: {sorted(meta['files'])}); export it with formats=[...]"
             )
-        loaded = load_backend(Path(artifact_dir) / name, backend, device)
+        loaded = load_backend(Path(artifact_dir) / name, backend, device, precision, threads)
         channels = _output_channels(loaded, meta["input_size"])
         if channels != 5 + len(meta["class_names"]):
             raise ExportError(
@@ -151,7 +186,7 @@ class Predictor:
                 f"{name} predicts {channels - 5} classes ({channels} output channels); "
                 "re-export the artifact"
             )
-        return cls(
+        predictor = cls(
             loaded,
             meta["class_names"],
             PreprocessConfig.from_dict(meta["preprocess"]),
@@ -159,6 +194,8 @@ class Predictor:
             meta,
             **kwargs,
         )
+        predictor.model_file = name
+        return predictor
 
     @classmethod
     def from_checkpoint(

@@ -19,7 +19,10 @@ from yolov4.serve.settings import SETTINGS_ENV, ServeSettings
 
 __all__ = ["main", "parse_args"]
 
-BACKENDS = ("onnxruntime", "torchscript")
+# yolov4.inference.backends.BACKENDS and yolov4.core.artifact.PRECISIONS (not imported: --help
+# stays light; a test checks they agree)
+BACKENDS = ("onnxruntime", "openvino", "torchscript")
+PRECISIONS = ("fp32", "bf16", "int8")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -32,7 +35,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("artifact_dir", metavar="ARTIFACT_DIR", help="export directory (metadata.json)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind")
     p.add_argument("--port", type=int, default=8000, help="port")
-    p.add_argument("--backend", choices=BACKENDS, default=d.backend, help="runtime")
+    p.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default=d.backend,
+        help="runtime (default: the precision's first: fp32 onnxruntime, bf16/int8 openvino)",
+    )
+    p.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default=d.precision,
+        help="model precision (default: the artifact's default_precision)",
+    )
+    p.add_argument(
+        "--runtime-threads",
+        type=int,
+        default=d.runtime_threads,
+        help="intra-op threads of each model call (default: cores / --threads)",
+    )
     p.add_argument("--workers", type=int, default=1, help="processes, each with its own model")
     p.add_argument("--threads", type=int, default=d.threads, help="inference threads per process")
     p.add_argument(
@@ -129,6 +149,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for name in positive:
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.runtime_threads is not None and args.runtime_threads < 1:
+        p.error(f"--runtime-threads must be >= 1, got {args.runtime_threads}")
     for name in ("read_timeout", "head_timeout", "keep_alive_timeout"):
         if not getattr(args, name) > 0:
             p.error(f"--{name.replace('_', '-')} must be > 0, got {getattr(args, name)}")
@@ -154,6 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     settings = ServeSettings(
         artifact_dir=os.fspath(args.artifact_dir),
         backend=args.backend,
+        precision=args.precision,
+        runtime_threads=args.runtime_threads,
         max_bytes=args.max_bytes,
         max_batch_bytes=args.max_batch_bytes,
         max_pixels=args.max_pixels,
@@ -178,7 +202,11 @@ def main(argv: list[str] | None = None) -> int:
 
     try:  # a bad artifact fails here, with its message, not inside a worker
         predictor = Predictor.from_artifact(
-            settings.artifact_dir, settings.backend, max_pixels=settings.max_pixels
+            settings.artifact_dir,
+            settings.backend,
+            precision=settings.precision,
+            threads=settings.model_threads(),
+            max_pixels=settings.max_pixels,
         )
     except YoloError as e:
         return _fail(str(e))

@@ -99,19 +99,30 @@ class Service:
         s = self.settings
         if self.predictor is None:
             self.predictor = await asyncio.to_thread(
-                Predictor.from_artifact, s.artifact_dir, s.backend, max_pixels=s.max_pixels
+                Predictor.from_artifact,
+                s.artifact_dir,
+                s.backend,
+                precision=s.precision,
+                threads=s.model_threads(),
+                max_pixels=s.max_pixels,
             )
         self.predictor.max_pixels = s.max_pixels
         if s.micro_batch > 1:
             self.runner = MicroBatcher(s.threads, s.max_queue, s.micro_batch)
         else:
             self.runner = InferenceRunner(s.threads, s.max_queue)
-        self.model = model_info(self.predictor.metadata, s.backend)
+        self.model = model_info(self.predictor)
         warm = DetectJob(self.predictor, s.max_pixels, warmup=True)
         async with self.runner.admission():  # first run allocates; /readyz flips after it
             await self.runner.run(warm)
         self.ready = True
-        log.info("ready: %s (%s) on %s", self.model["name"], self.model["sha256"], s.backend)
+        log.info(
+            "ready: %s (%s) on %s, %s",
+            self.model["name"],
+            self.model["sha256"],
+            self.model["backend"],
+            self.model["precision"],
+        )
 
     async def detect(
         self, request: Request, max_images: int, params: dict

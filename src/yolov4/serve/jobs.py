@@ -24,7 +24,6 @@ __all__ = ["DetectJob", "run_together", "predict_in_calls", "release_memory", "m
 # heap arenas that stay mapped (measured: ~250 MB kept after 16 images of 2048x1536).
 TRIM_AFTER_PIXELS = 4_000_000
 
-MODEL_SUFFIX = {"onnxruntime": ".onnx", "torchscript": ".torchscript"}
 SUMMARY_KEYS = (  # metadata.json keys /v1/model passes on
     "class_names",
     "input_size",
@@ -37,6 +36,9 @@ SUMMARY_KEYS = (  # metadata.json keys /v1/model passes on
     "versions",
     "files",
     "parity",
+    "precisions",
+    "default_precision",
+    "conf_source",
 )
 
 
@@ -231,17 +233,19 @@ def run_together(jobs: list[DetectJob]) -> list[list[dict[str, Any]] | InputErro
             release_memory()
 
 
-def model_info(metadata: dict[str, Any], backend: str) -> dict[str, Any]:
-    """``{"name", "version", "sha256", "backend"}``: which model answered (``sha256`` of the
-    served file, 16 hex digits, changes with every export)."""
-    suffix = MODEL_SUFFIX.get(backend, "")
+def model_info(predictor: Predictor) -> dict[str, Any]:
+    """``{"name", "version", "sha256", "backend", "precision"}``: which model answered
+    (``sha256`` of the served file, 16 hex digits, changes with every export; ``precision`` the
+    artifact's precision served, fp32 / bf16 / int8)."""
+    metadata = predictor.metadata
     files = metadata.get("files", {})
-    sha = next((f["sha256"][:16] for n, f in files.items() if n.endswith(suffix)), None)
+    served = files.get(predictor.model_file) if predictor.model_file else None
     return {
         "name": metadata.get("model", {}).get("name"),
         "version": metadata.get("versions", {}).get("yolov4"),
-        "sha256": sha,
-        "backend": backend,
+        "sha256": served["sha256"][:16] if served else None,
+        "backend": predictor.backend.name,
+        "precision": predictor.precision,
     }
 
 

@@ -55,6 +55,7 @@ class ModelInfo(BaseModel):
     version: str | None
     sha256: str | None = Field(description="of the served model file, 16 hex digits")
     backend: str
+    precision: str = Field(description="fp32, bf16 or int8: the artifact's model served")
 
 
 class ImageResult(BaseModel):

@@ -18,7 +18,15 @@ class ServeSettings:
 
     Attributes:
         artifact_dir: the export artifact to serve (``ARTIFACT_DIR``).
-        backend: ``"onnxruntime"`` or ``"torchscript"`` (``--backend``).
+        backend: ``"onnxruntime"``, ``"openvino"`` or ``"torchscript"``; None: the first
+            runtime the served precision lists (fp32: onnxruntime; bf16, int8: openvino)
+            (``--backend``).
+        precision: ``"fp32"``, ``"bf16"`` or ``"int8"``; None: the artifact's
+            ``default_precision`` (``--precision``).
+        runtime_threads: each model call's intra-op threads (onnxruntime's
+            ``intra_op_num_threads``, OpenVINO's ``INFERENCE_NUM_THREADS``); None: the CPU's
+            cores divided by ``threads``, so that ``threads`` calls at once do not oversubscribe
+            the cores (``--runtime-threads``). TorchScript's pool is PyTorch's, process-wide.
         max_bytes: largest encoded image, in bytes; a body over it gets 413 before it is read
             whole (``--max-bytes``).
         max_batch_bytes: largest ``/v1/detect/batch`` body (``--max-batch-bytes``).
@@ -54,7 +62,9 @@ class ServeSettings:
     """
 
     artifact_dir: str = ""
-    backend: str = "onnxruntime"
+    backend: str | None = None
+    precision: str | None = None
+    runtime_threads: int | None = None
     max_bytes: int = 20 * MIB
     max_batch_bytes: int = 64 * MIB
     max_pixels: int = 50_000_000
@@ -73,6 +83,10 @@ class ServeSettings:
     retry_after_s: int = 1
     jpeg_quality: int = 90
     log_level: str = "info"
+
+    def model_threads(self) -> int:
+        """:attr:`runtime_threads`, or the cores shared out among the :attr:`threads` calls."""
+        return self.runtime_threads or max(1, (os.cpu_count() or 1) // self.threads)
 
     def to_env(self) -> str:
         return json.dumps(asdict(self))
