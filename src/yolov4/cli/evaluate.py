@@ -189,33 +189,54 @@ def _check_classes(what: str, num_classes: int, datamodule: Any) -> None:
 
 def _evaluate_artifact(cfg: DictConfig, eval_cfg: dict[str, Any]) -> tuple[EvaluationResult, Any]:
     """Through the Predictor, from the image files: what the service would answer."""
-    predictor = Predictor.from_artifact(cfg.artifact, backend=cfg.backend)
-    predictor.postprocess = DARKNET_VALID.update(eval_cfg).resolve(
-        ModelConfig.from_dict(predictor.metadata["model"])
+    predictor = Predictor.from_artifact(
+        cfg.artifact, backend=cfg.backend, precision=cfg.get("precision")
     )
     datamodule = build(cfg, "data", augment=None)
     datamodule.prepare_data()
     _check_classes("artifact", len(predictor.class_names), datamodule)
     records = datamodule.split("val").records
-    evaluator = CocoEvaluator(
-        datamodule.val_coco,
-        datamodule.category_ids,
-        datamodule.class_names,
-        backend=cfg.module.get("coco_backend", DEFAULT_COCO_BACKEND),
+    coco_backend = cfg.module.get("coco_backend", DEFAULT_COCO_BACKEND)
+    result = evaluate_predictor(
+        predictor, datamodule, records, cfg.batch_size, eval_cfg, coco_backend
     )
-    for i in range(0, len(records), cfg.batch_size):
-        chunk = records[i : i + cfg.batch_size]
-        dets = predictor([r.file for r in chunk])
-        rows = [
-            torch.from_numpy(
-                np.concatenate(
-                    [d.boxes, d.scores[:, None], d.class_ids[:, None].astype(np.float32)], 1
+    return result, datamodule.val_coco
+
+
+def evaluate_predictor(
+    predictor: Predictor,
+    datamodule: Any,
+    records: Any,
+    batch_size: int,
+    eval_cfg: dict[str, Any],
+    coco_backend: str = DEFAULT_COCO_BACKEND,
+) -> EvaluationResult:
+    """COCO metrics of ``predictor`` on ``records`` (of ``datamodule``'s val split), from the
+    image files, with the validation postprocess ``eval_cfg`` (darknet's ``valid`` + overrides)
+    in place of the predictor's serving thresholds (restored afterwards)."""
+    serving = predictor.postprocess
+    predictor.postprocess = DARKNET_VALID.update(eval_cfg).resolve(
+        ModelConfig.from_dict(predictor.metadata["model"])
+    )
+    evaluator = CocoEvaluator(
+        datamodule.val_coco, datamodule.category_ids, datamodule.class_names, backend=coco_backend
+    )
+    try:
+        for i in range(0, len(records), batch_size):
+            chunk = records[i : i + batch_size]
+            dets = predictor([r.file for r in chunk])
+            rows = [
+                torch.from_numpy(
+                    np.concatenate(
+                        [d.boxes, d.scores[:, None], d.class_ids[:, None].astype(np.float32)], 1
+                    )
                 )
-            )
-            for d in dets
-        ]
-        evaluator.update(rows, [r.image_id for r in chunk])
-    return evaluator.compute(), datamodule.val_coco
+                for d in dets
+            ]
+            evaluator.update(rows, [r.image_id for r in chunk])
+    finally:
+        predictor.postprocess = serving
+    return evaluator.compute()
 
 
 def _val_only(cfg: DictConfig) -> None:
