@@ -30,18 +30,20 @@ It writes benchmarks/results/gpu.json (``--dry-run``: gpu_dryrun.json) with pass
 error text per check, and prints a table. A whole run stays under ``--budget`` seconds (default
 390): a check starts only with time left, and gets at most what is left.
 
-``--dry-run`` runs all of it on the CPU with tiny sizes (yolov4-tiny and yolov4 at 64 px, 1-2
-images, 1-2 steps), in one process, the train.py/evaluate.py runs through Hydra's compose in
-this process instead of subprocesses (imports cost 10+ s per process on a 2-core machine);
-torch.compile uses the ``aot_eager`` backend there (dynamo + AOTAutograd traced, no inductor
-code generation, which takes minutes on 2 cores). CUDA-only parts (the OOM of a real device,
-onnxruntime's CUDA/TensorRT providers, a checkpoint saved from CUDA) are recorded as not
-applicable, or run on stand-ins that take the same code path (a model on the meta device for the
-device check, an out-of-memory error raised inside the network's forward past batch 2).
+``--dry-run`` runs the same checks on the CPU with tiny sizes (yolov4-tiny at 64 px, batch 1-2,
+one step per mode), in one process: train.py/evaluate.py take the same overrides through Hydra's
+compose in this process instead of subprocesses (imports cost 10+ s per process on a 2-core
+machine), and torch.compile uses dynamo's ``eager`` backend (the graph capture, no inductor code
+generation, which takes minutes on 2 cores). Not applicable there: yolov4's own training and
+compile checks (tens of seconds per step on 2 cores; yolov4-tiny's take the same code path),
+16-mixed (Lightning: CUDA only), onnxruntime's CUDA/TensorRT providers. Stand-ins that take the
+code path of the CUDA-only parts: a model on the meta device for the device check, an
+out-of-memory error raised inside the network's forward past batch 2 for the batch search, CPU
+against CPU for the evaluation comparison. tests/test_gpu_script.py runs it.
 
 Run on a lent GPU (device tool ``run``; the wheels travel in ``carry``):
 
-    command: python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site benchmarks/wheels/*.whl && PYTHONPATH=/tmp/site:src PYTHONUNBUFFERED=1 python3 benchmarks/gpu.py --budget 390 && cp benchmarks/results/gpu.json $OUT/
+    command: python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site benchmarks/wheels/*.whl && { PYTHONPATH=/tmp/site:$PWD/src PYTHONUNBUFFERED=1 python3 benchmarks/gpu.py --budget 390 2>&1 | tee $OUT/gpu.log; cp benchmarks/results/gpu.json $OUT/; }
     carry: ["benchmarks/wheels"]     timeout_s: 450
 
 That leaves time in a 15-minute lease for one rerun (``--only NAME ...`` reruns some checks).
@@ -50,6 +52,7 @@ That leaves time in a 15-minute lease for one rerun (``--only NAME ...`` reruns 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -59,6 +62,7 @@ import tempfile
 import time
 import traceback
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/ (common, train_step)
@@ -68,6 +72,16 @@ from common import RESULTS_DIR  # noqa: E402
 
 DEFAULT_BUDGET_S = 390  # the whole run; leaves a rerun's time in a 15-minute lease
 MIN_START_S = 20  # a check starts only with at least this much of the run's budget left
+TERM_GRACE_S = 10  # a check stopped at its budget has this long to write what it found
+
+
+class BudgetSpent(BaseException):
+    """SIGTERM from the runner: the check's time budget is spent (a BaseException, so that
+    the checks' own ``except Exception`` around each part do not carry on)."""
+
+
+def stop_on_sigterm(signum: int, frame: Any) -> None:
+    raise BudgetSpent("stopped at the check's time budget (SIGTERM)")
 
 
 def run_isolated(name: str, args: argparse.Namespace, workdir: Path, timeout: float) -> dict:
@@ -79,9 +93,18 @@ def run_isolated(name: str, args: argparse.Namespace, workdir: Path, timeout: fl
     try:
         proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-        return {"status": "timeout", "error": f"killed after its budget of {timeout:.0f} s"}
+        os.killpg(proc.pid, signal.SIGTERM)  # the check records what it has found so far
+        try:
+            proc.wait(timeout=TERM_GRACE_S)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # its own children (train.py, workers)
+        stopped = {"status": "timeout", "error": f"stopped at its budget of {timeout:.0f} s"}
+        if result_file.is_file():
+            return {**json.loads(result_file.read_text()), **stopped}
+        return stopped
     if result_file.is_file():
         return json.loads(result_file.read_text())
     return {"status": "failed", "error": f"the check's process exited {proc.returncode} "
@@ -98,9 +121,10 @@ def run_inline(name: str, ctx: checks.Context) -> dict:
         return {"status": "passed", "details": details}
     except checks.NotApplicable as e:
         return {"status": "not_applicable", "error": str(e)}
-    except Exception as e:  # every failure is recorded; the next check still runs
+    except (Exception, BudgetSpent) as e:  # every failure is recorded; the next check runs
         tb = traceback.format_exc(limit=-4)
-        return {"status": "failed", "error": f"{type(e).__name__}: {e}"[:2000], "traceback": tb}
+        res = {"status": "failed", "error": f"{type(e).__name__}: {e}"[:2000], "traceback": tb}
+        return {**res, "details": ctx.partial} if ctx.partial else res
 
 
 def print_table(rows: list[dict]) -> None:
@@ -130,6 +154,7 @@ def main() -> int:
     args = parser.parse_args()
 
     if args.check:  # child of run_isolated
+        signal.signal(signal.SIGTERM, stop_on_sigterm)
         ctx = checks.Context(dry_run=args.dry_run, workdir=args.workdir)
         args.result_file.write_text(json.dumps(run_inline(args.check, ctx), default=str))
         return 0
@@ -144,7 +169,8 @@ def main() -> int:
         ctx = checks.Context(dry_run=args.dry_run, workdir=workdir)
         for name in names:
             spec = checks.CHECKS[name]
-            budget = spec.budget_s if not args.dry_run else spec.dry_budget_s
+            # isolated: killed at the GPU budget; inline (--dry-run): the CPU budget is recorded
+            budget = spec.budget_s if isolate or not args.dry_run else spec.dry_budget_s
             left = args.budget - (time.monotonic() - start)
             t0 = time.monotonic()
             print(f"== {name} (budget {min(budget, left):.0f} s)", flush=True)

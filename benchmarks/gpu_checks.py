@@ -14,7 +14,7 @@ import sys
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +63,8 @@ class NotApplicable(Exception):
 class Context:
     dry_run: bool
     workdir: Path
+    # what a check has found so far: recorded when it fails or is stopped at its budget
+    partial: dict[str, Any] = field(default_factory=dict)
 
     @property
     def device(self) -> str:
@@ -178,9 +180,9 @@ def make_module(name: str, device: str, compile: bool = False, backend: str = "i
     module = YoloModule(model=config, ema_decay=None, compile=compile)
     if compile and backend != "inductor":  # --dry-run: dynamo's graph capture, no code generation
         module._forward = torch.compile(module.model, backend=backend)
-    module._darknet_cost_due = lambda: (
-        False
-    )  # as with a trainer on 4 of 5 steps (log_every_n_steps)
+    # darknet's charted cost is an extra loss pass on the steps a trainer logs (1 in 5); without
+    # a trainer the module would run it on every step
+    module._darknet_cost_due = lambda: False
     module.to(device).train()
     return module, build_optimizer(module.model, OptimConfig())
 
@@ -251,7 +253,7 @@ def step_sizes(ctx: Context, which: int) -> tuple[str, int, int]:
 
 def train_steps(ctx: Context, which: int) -> dict[str, Any]:
     name, size, batch = step_sizes(ctx, which)
-    rows, failures = {}, []
+    rows, failures = ctx.partial.setdefault("modes", {}), []
     for mode, (dtype, channels_last) in MODES.items():
         try:
             if ctx.dry_run and dtype == torch.float16:
@@ -281,7 +283,7 @@ def compile_check(ctx: Context, which: int) -> dict[str, Any]:
     name, size, batch = step_sizes(ctx, which)
     backend = ctx.sizes["compile_backend"]
     x, t = batch_for(size, batch, ctx.device)
-    found = {}
+    found = ctx.partial
     for kind in ("eager", "compiled"):
         module, opt = make_module(name, ctx.device, compile=kind == "compiled", backend=backend)
         stepper = Stepper(module, opt, ctx.device, None)
@@ -302,6 +304,11 @@ def compile_check(ctx: Context, which: int) -> dict[str, Any]:
         }
         module = opt = stepper = None
         free_memory()
+    from torch._dynamo.utils import counters
+
+    breaks = counters["graph_break"]  # graphs captured, and why dynamo had to cut the forward
+    found["dynamo"] = {"unique_graphs": counters["stats"]["unique_graphs"],
+                       "graph_breaks": sum(breaks.values()), "break_reasons": list(breaks)[:5]}  # fmt: skip
     e, c = found["eager"], found["compiled"]
     rel = {k: abs(c[k] - e[k]) / max(abs(e[k]), 1e-12) for k in ("loss", "grad_norm")}
     failures = [f"compiled {k} {c[k]:.6g} vs eager {e[k]:.6g} (rel {v:.2e} > {COMPILE_RTOL})"
@@ -330,7 +337,7 @@ def max_batch(ctx: Context) -> dict[str, Any]:
         module.model.register_forward_pre_hook(simulated_oom)
     stepper = Stepper(module, opt, ctx.device, dtype)
     messages: list[str] = []
-    probes: list[tuple[int, bool]] = []
+    probes: list[tuple[int, bool]] = ctx.partial.setdefault("probes", [])
 
     def fits(b: int) -> bool:
         ok, message = True, None
@@ -508,7 +515,8 @@ def train_cli(ctx: Context) -> dict[str, Any]:
     t0 = time.perf_counter()
     run_cli(ctx, "train", [*trainer, *train_overrides(ctx), f"paths.output_dir={run}",
                            "module.ema_decay=null", "export.formats=[onnx]"])  # fmt: skip
-    out: dict[str, Any] = {"train_s": round(time.perf_counter() - t0, 1)}
+    out = ctx.partial
+    out["train_s"] = round(time.perf_counter() - t0, 1)
     trained = json.loads((run / "metrics.json").read_text())
     out["train_metrics"] = {k: trained[k] for k in METRIC_KEYS}
     weights = run / "weights" / "last.pt"
@@ -519,7 +527,7 @@ def train_cli(ctx: Context) -> dict[str, Any]:
     }
     if ctx.dry_run:  # the comparison's code path, CPU against CPU
         evals = {"cpu_as_gpu": (["trainer=default"], False), "cpu": (["trainer=default"], True)}
-    found = {}
+    found = out.setdefault("evaluations", {})
     for name, (tr, hidden) in evals.items():
         d = ctx.workdir / f"eval-{name}"
         t0 = time.perf_counter()
@@ -611,7 +619,7 @@ def predictor(ctx: Context) -> dict[str, Any]:
                 "fraction_of_fp16_peak": round(tflops / peak, 4) if peak else None,
                 "first_image": dets[0]}  # fmt: skip
 
-    rows, failures = {}, []
+    rows, failures = ctx.partial.setdefault("backends", {}), []
     reference = Predictor.from_checkpoint(ckpt)(images[:1])[0]  # CPU, fp32
     candidates: dict[str, Callable[[], Predictor]] = {
         "torch": lambda: Predictor.from_checkpoint(ckpt, device=ctx.device)

@@ -1,0 +1,168 @@
+"""benchmarks/gpu.py (issue 16): its --dry-run runs every GPU check on the CPU with tiny sizes, so
+that the script cannot rot while no GPU is at hand."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "benchmarks" / "gpu.py"
+
+# one check per bullet of the issue
+EXPECTED = [
+    "environment",
+    "device_mismatch",
+    "train_steps_yolov4-tiny",
+    "train_steps_yolov4",
+    "max_batch",
+    "train_cli",
+    "predictor",
+    "ddp",
+    "compile_yolov4-tiny",
+    "compile_yolov4",
+]
+# on the CPU only yolov4-tiny's training steps run: yolov4 takes tens of seconds a step there
+NOT_APPLICABLE_ON_CPU = {"train_steps_yolov4", "compile_yolov4"}
+
+
+def run_script(out: Path, *args: str) -> dict:
+    r = subprocess.run(
+        [sys.executable, str(SCRIPT), "--dry-run", "--out", str(out), *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert out.is_file(), f"no JSON (exit {r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
+    payload = json.loads(out.read_text())
+    payload["returncode"] = r.returncode
+    return payload
+
+
+@pytest.fixture(scope="module")
+def dry_run(tmp_path_factory) -> dict:
+    payload = run_script(tmp_path_factory.mktemp("gpu") / "gpu_dryrun.json")
+    payload["by_name"] = {c["name"]: c for c in payload["checks"]}
+    return payload
+
+
+def test_every_check_runs_and_passes(dry_run):
+    assert [c["name"] for c in dry_run["checks"]] == EXPECTED
+    failed = {
+        c["name"]: (c["status"], c.get("error"), c.get("traceback"))
+        for c in dry_run["checks"]
+        if c["status"] != "passed" and c["name"] not in NOT_APPLICABLE_ON_CPU
+    }
+    assert not failed
+    for name in NOT_APPLICABLE_ON_CPU:
+        c = dry_run["by_name"][name]
+        assert c["status"] == "not_applicable" and "yolov4-tiny" in c["error"]
+    assert dry_run["returncode"] == 0 and dry_run["dry_run"] and not dry_run["isolated"]
+
+
+def test_train_steps_measure_every_precision(dry_run):
+    d = dry_run["by_name"]["train_steps_yolov4-tiny"]["details"]
+    modes = d["modes"]
+    assert set(modes) == {"fp32", "16-mixed", "bf16-mixed", "bf16-mixed+channels_last"}
+    assert modes["16-mixed"]["status"] == "not_applicable"  # Lightning: CUDA only
+    for mode in ("fp32", "bf16-mixed", "bf16-mixed+channels_last"):
+        r = modes[mode]
+        assert r["images_per_s"] > 0 and r["losses"] and all(map(math.isfinite, r["losses"]))
+        assert r["peak_memory_gib"] is None  # CUDA's allocator statistics only
+
+
+def test_compiled_step_equals_eager(dry_run):
+    d = dry_run["by_name"]["compile_yolov4-tiny"]["details"]
+    assert d["backend"] == "eager"  # dynamo's capture on the CPU; inductor on the GPU
+    assert d["eager"]["loss"] > 0 and math.isfinite(d["compiled"]["loss"])
+    assert all(v <= d["rtol"] for v in d["rel_diff"].values())
+
+
+def test_max_batch_search_stops_at_the_oom_with_the_modules_message(dry_run):
+    d = dry_run["by_name"]["max_batch"]["details"]
+    assert d["simulated_oom"] and d["largest_batch"] == 2 and d["first_oom_batch"] == 3
+    assert [b for b, ok in d["probes"] if ok] == [1, 2]
+    assert "out of memory with batch size 4" in d["oom_message"]  # the first OOM: 1, 2, 4
+    assert "lower data.batch_size" in d["oom_message"]
+
+
+def test_train_then_evaluate_compares_real_detections(dry_run):
+    d = dry_run["by_name"]["train_cli"]["details"]
+    evals = d["evaluations"]
+    assert set(evals) == {"cpu_as_gpu", "cpu"}
+    assert evals["cpu"]["detections"] > 0
+    assert evals["cpu"]["detections"] == evals["cpu_as_gpu"]["detections"]
+    assert d["max_abs_diff_gpu32_vs_cpu"] == 0.0  # the same device twice: bitwise equal
+    [(path, loaded)] = [
+        (k, v) for k, v in d["last_ckpt_without_cuda"].items() if k.endswith("ckpt")
+    ]
+    assert loaded["device"] == "cpu"
+
+
+def test_device_mismatch_and_checkpoint_loading(dry_run):
+    d = dry_run["by_name"]["device_mismatch"]["details"]
+    assert d["cpu_images_error"].startswith("images are on cpu but the model's weights are on meta")
+    assert set(d["loaded_without_cuda"]) >= {"device.pt", "device.ckpt"}
+    assert all(d["loaded_without_cuda"][f]["device"] == "cpu" for f in ("device.pt", "device.ckpt"))
+
+
+def test_ddp_writes_strict_loadable_weights(dry_run):
+    d = dry_run["by_name"]["ddp"]["details"]
+    assert d["strict_load"] and d["trained"]["step"] == d["steps"]
+    assert not any(p in ("module", "model", "_orig_mod") for p in d["key_prefixes"])
+
+
+def test_predictor_times_each_backend(dry_run):
+    d = dry_run["by_name"]["predictor"]["details"]
+    torch_row = d["backends"]["torch"]
+    assert torch_row["latency_b1_p50_ms"] > 0 and torch_row["images_per_s_b"] > 0
+    assert torch_row["detections_vs_cpu"][0] == torch_row["detections_vs_cpu"][1]
+    assert d["backends"]["network_fp32"]["tflops"] > 0 and d["gflops_per_image"] > 0
+    for ort in ("onnxruntime_cuda", "onnxruntime_tensorrt"):
+        assert d["backends"][ort]["status"] == "not_applicable"
+
+
+def test_isolated_checks_report_through_their_own_process(tmp_path):
+    # the GPU run's mode: each check in a child process that writes its result file
+    payload = run_script(tmp_path / "iso.json", "--isolate", "--only", "environment")
+    [check] = payload["checks"]
+    assert payload["isolated"] and check["status"] == "passed", check
+    assert check["details"]["versions"]["hydra-core"] and check["details"]["versions"]["torch"]
+
+
+@pytest.mark.slow
+def test_a_check_past_its_budget_is_stopped_and_recorded(tmp_path):
+    payload = run_script(tmp_path / "t.json", "--isolate", "--only", "train_cli", "--budget", "21")
+    [check] = payload["checks"]
+    assert check["status"] == "timeout" and "budget" in check["error"]
+    assert check["seconds"] < 21 + 15 and payload["returncode"] == 1
+
+
+@pytest.mark.parametrize(
+    "name, peak",
+    [
+        ("NVIDIA H100 80GB HBM3", 989.4),
+        ("NVIDIA H100 PCIe", 756.0),
+        ("NVIDIA H100 NVL", 835.0),
+        ("NVIDIA H200", 989.4),
+        ("NVIDIA A100-SXM4-80GB", 312.0),
+        ("NVIDIA L40S", 362.1),
+        ("NVIDIA L4", 121.0),
+        ("NVIDIA A10G", 70.0),
+        ("Tesla T4", 65.0),
+        ("Quadro RTX 5000", None),
+    ],
+)
+def test_fp16_peak_from_the_gpu_name(name, peak, monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    for mod in ("gpu_checks", "common", "train_step"):
+        monkeypatch.delitem(sys.modules, mod, raising=False)
+    import gpu_checks
+
+    assert gpu_checks.fp16_peak(name) == peak
