@@ -172,3 +172,67 @@ def test_train_writes_the_reports_and_logs_the_worst_images(compose_cfg, tiny_ru
     logged = Image.open(io.BytesIO(events.Images("val/worst_images")[-1].encoded_image_string))
     drawn = Image.open(tmp_path / "worst_images.png")  # 16 images at most, 6 here: the same
     np.testing.assert_array_equal(np.asarray(logged.convert("RGB")), np.asarray(drawn))
+
+
+@pytest.mark.slow
+def test_two_processes_log_the_same_worst_images_as_one(tmp_path, synthetic_cache, randomize):
+    """Under DDP (2 CPU processes, gloo; 7 val images, the sampler pads one) the worst images
+    come from the gathered, deduplicated detections on rank 0: TensorBoard gets the very image
+    one process logs."""
+    import io
+
+    import lightning as L
+    import numpy as np
+    from lightning.pytorch.loggers import TensorBoardLogger
+    from PIL import Image
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from yolov4.data.datamodule import SyntheticDataModule
+    from yolov4.training.callbacks import ValidationImages
+    from yolov4.training.module import YoloModule
+
+    dm = SyntheticDataModule(
+        num_train=4,
+        num_val=7,
+        image_size=96,
+        cache_dir=str(synthetic_cache),
+        input_size=[64, 64],
+        batch_size=2,
+        num_workers=0,
+        persistent_workers=False,
+    )
+    dm.prepare_data()
+    torch.manual_seed(0)
+    net = randomize(build_model("yolov4-tiny", num_classes=4))
+    module = YoloModule(
+        model=net.config.to_dict(),
+        class_names=dm.class_names,
+        category_ids=dm.category_ids,
+        preprocess=dm.preprocess_config.to_dict(),
+        ema_decay=None,
+    )
+    module.model.load_state_dict(net.state_dict())
+
+    def logged(devices: int) -> np.ndarray:
+        log_dir = tmp_path / f"tb{devices}"
+        trainer = L.Trainer(
+            accelerator="cpu",
+            devices=devices,
+            strategy="ddp_fork" if devices > 1 else "auto",
+            logger=TensorBoardLogger(log_dir, name="", version=""),
+            callbacks=[ValidationImages(max_images=2, worst_images=7)],
+            enable_progress_bar=False,
+            enable_checkpointing=False,
+            enable_model_summary=False,
+        )
+        trainer.validate(module, datamodule=dm, verbose=False)
+        events = EventAccumulator(str(log_dir)).Reload()
+        image = events.Images("val/worst_images")[-1].encoded_image_string
+        return np.asarray(Image.open(io.BytesIO(image)).convert("RGB"))
+
+    one, two = logged(1), logged(2)
+    assert one.shape[1] > 2 * 64 and two.shape == one.shape  # the same images, several
+    # the same boxes on the same pixels; the resized images may differ by one grey level (the
+    # per-process thread count changes float rounding in the resize)
+    diff = np.abs(two.astype(int) - one.astype(int))
+    assert diff.max() <= 1 and (diff > 0).mean() < 1e-3
