@@ -258,6 +258,32 @@ def test_two_ranks_with_the_faster_backend_equal_pycocotools_in_one_process():
             assert per_class[name] == pytest.approx(v, abs=TOL)
 
 
+def test_detections_to_coco_rounds_float32_as_python_round():
+    """The numpy rounding of detections_to_coco gives Python's ``round`` on float32 detections
+    (the network's), exact ties (0.0625 -> 0.062, half to even) included."""
+    rng = np.random.default_rng(0)
+    xy = rng.uniform(0, 1000, (20000, 2))
+    d = np.concatenate(
+        [xy, xy + rng.uniform(0, 300, (20000, 2)), rng.uniform(0.001, 1, (20000, 1)),
+         rng.integers(0, 5, (20000, 1))], 1)  # fmt: skip
+    d[:4, :5] = [[0.0625, 100.0625, 0.1875, 100.5625, 0.5], [1, 2, 3, 4, 0.0000125],
+                 [0, 0, 1e-4, 5e-4, 0.00001525878906], [2.5, 3.0005, 7, 9, 1.0]]  # fmt: skip
+    det = torch.from_numpy(d).float()
+    got = coco_module.detections_to_coco(det, 5, CATEGORY_IDS)
+    ref = [  # the former loop, with Python's round
+        {
+            "image_id": 5,
+            "category_id": CATEGORY_IDS[int(c)],
+            "bbox": [round(x1, 3), round(y1, 3), round(x2 - x1, 3), round(y2 - y1, 3)],
+            "score": round(s, 5),
+        }
+        for x1, y1, x2, y2, s, c in det.double().tolist()
+    ]
+    assert got == ref
+    assert got[0]["bbox"][:2] == [0.062, 100.062]  # half to even, as Python
+    assert coco_module.detections_to_coco(torch.zeros(0, 6), 5, CATEGORY_IDS) == []
+
+
 def test_no_detections_is_zero_with_either_backend():
     coco, _ = make_case(0, num_images=5)
     for backend in COCO_BACKENDS:

@@ -131,23 +131,27 @@ def detections_to_coco(
     detections: torch.Tensor | np.ndarray, image_id: int, category_ids: Sequence[int]
 ) -> list[dict[str, Any]]:
     """``(K, 6)`` ``[x1, y1, x2, y2, score, class_index]`` original pixels -> COCO results
-    (``bbox`` xywh, the original ``category_id`` of each contiguous class index)."""
+    (``bbox`` xywh to 3 decimals, ``score`` to 5, the original ``category_id`` of each
+    contiguous class index).
+
+    Rounded with numpy (3x faster than Python's ``round`` per number: a third of validation's
+    evaluation time with faster-coco-eval at COCO scale, ``benchmarks/coco_eval.py``). For
+    float32 detections, what the network and the Predictor give, this is exactly Python's
+    ``round``: a float32 value is never within float64 rounding of a half-way decimal without
+    being on it, and exact ties go to even in both."""
     d = (
         detections.detach().cpu().double().numpy()
         if isinstance(detections, torch.Tensor)
         else np.asarray(detections, float)
-    )
-    out = []
-    for x1, y1, x2, y2, score, cls in d.reshape(-1, 6).tolist():
-        out.append(
-            {
-                "image_id": int(image_id),
-                "category_id": int(category_ids[int(cls)]),
-                "bbox": [round(x1, 3), round(y1, 3), round(x2 - x1, 3), round(y2 - y1, 3)],
-                "score": round(score, 5),
-            }
-        )
-    return out
+    ).reshape(-1, 6)
+    xywh = np.round(np.concatenate([d[:, :2], d[:, 2:4] - d[:, :2]], 1), 3).tolist()
+    scores = np.round(d[:, 4], 5).tolist()
+    cats = np.asarray(category_ids, dtype=np.int64)[d[:, 5].astype(np.int64)].tolist()
+    image_id = int(image_id)
+    return [
+        {"image_id": image_id, "category_id": c, "bbox": b, "score": s}
+        for b, s, c in zip(xywh, scores, cats, strict=True)
+    ]
 
 
 def evaluate_coco(
