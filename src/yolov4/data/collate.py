@@ -10,7 +10,7 @@ as the model reads them after that step:
 
     images          (B, 3, H, W) float32 in [0, 1], H and W multiples of the network's largest
                     stride (32; 64 for yolov4-p6: ``model.config.max_stride``); from the
-                    DataLoader: uint8 at the dataset's input size
+                    DataLoader: uint8 at the dataset's input size, channels-last memory
     input_size      (H, W) ints: the size the device resizes ``images`` to (multi-scale)
     targets         (M, 6) float32 [image_index, class_index, x1, y1, x2, y2], pixels of
                     ``input_size``
@@ -23,10 +23,12 @@ as the model reads them after that step:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import TypedDict
 
 import torch
+from torch.utils.data import get_worker_info
 
 __all__ = ["Batch", "Sample", "DetectionCollate", "SIZE_MULTIPLE", "multi_scale_size"]
 
@@ -38,7 +40,7 @@ SIZE_MULTIPLE = 32
 class Sample(TypedDict):
     """One item of a :class:`~yolov4.data.dataset.DetectionDataset`."""
 
-    image: torch.Tensor  # (3, H, W) uint8 (the device scales it), or float32 already scaled
+    image: torch.Tensor  # (3, H, W) uint8, a view of (H, W, 3) memory (the device scales it)
     boxes: torch.Tensor  # (N, 4) float32 xyxy input pixels
     labels: torch.Tensor  # (N,) int64
     image_id: int
@@ -69,6 +71,19 @@ def _random_factor(coefficient: float) -> float:
     return s if float(torch.rand(())) < 0.5 else 1.0 / s
 
 
+def _stack_images(images: Sequence[torch.Tensor]) -> torch.Tensor:
+    """``B`` ``(3, H, W)`` views of ``(H, W, 3)`` memory → ``(B, 3, H, W)`` over ``(B, H, W, 3)``
+    memory in one plain copy, straight into shared memory inside a DataLoader worker (as
+    ``default_collate`` does) so the batch is not copied again on its way to the main process."""
+    hwc = [im.permute(1, 2, 0) for im in images]
+    out = None
+    if get_worker_info() is not None:
+        shape = (len(hwc), *hwc[0].shape)
+        storage = hwc[0].untyped_storage()._new_shared(math.prod(shape) * hwc[0].element_size())
+        out = hwc[0].new(storage).view(shape)
+    return torch.stack(hwc, out=out).permute(0, 3, 1, 2)
+
+
 class DetectionCollate:
     """Stack samples into a :class:`Batch` (images as the samples hold them: uint8); with
     ``multi_scale`` (darknet's ``random`` coefficient, e.g. 1.4) draw a random size for the whole
@@ -83,7 +98,7 @@ class DetectionCollate:
         self.size_multiple = int(size_multiple)
 
     def __call__(self, samples: Sequence[Sample]) -> Batch:
-        images = torch.stack([s["image"] for s in samples])
+        images = _stack_images([s["image"] for s in samples])
         targets = torch.cat(
             [
                 torch.cat(

@@ -24,6 +24,7 @@ the image and dropped under ``min_area`` px² or when less than ``min_visibility
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Sequence
 from typing import NamedTuple
@@ -137,8 +138,14 @@ class TrainGeometry:
         as :func:`~yolov4.core.preprocess.resize_image` resizes (bilinear, sides rounded)."""
         h0, w0 = image.shape[:2]
         sx, sy = self.decode_scale((h0, w0))
-        size = (max(1, round(w0 * sx)), max(1, round(h0 * sy)))
-        if size != (w0, h0):
+        if self.mosaic >= 1.0:  # only mosaics: only the top-left (H, W) cell is ever used
+            h, w = self.input_size
+            image = image[: min(h0, math.ceil(h / sy) + 1), : min(w0, math.ceil(w / sx) + 1)]
+            if mask is not None:
+                mask = mask[: image.shape[0], : image.shape[1]]
+        ch, cw = image.shape[:2]
+        size = (max(1, round(cw * sx)), max(1, round(ch * sy)))
+        if size != (cw, ch):
             image = cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)
             if mask is not None:
                 mask = cv2.resize(mask, size, interpolation=cv2.INTER_NEAREST)
@@ -147,18 +154,20 @@ class TrainGeometry:
         return Placed(image, boxes, labels, (sx, sy), (h0, w0), mask)
 
     # ---------------------------------------------------------------- random parameters
-    def affine(self, rng: random.Random) -> np.ndarray:
+    def affine(self, rng: random.Random) -> tuple[np.ndarray, bool]:
         """The random 3x3 map of continuous coordinates: zoom about the centre by
         ``U(scale)``, shift by ``int(U(-t, t) * side)`` px per axis (as ``A.Affine(scale,
-        translate_percent, keep_ratio=True)``), then a horizontal flip with probability ``flip``."""
+        translate_percent, keep_ratio=True)``), then a horizontal flip with probability ``flip``;
+        and whether it is the identity."""
         h, w = self.input_size
         s = rng.uniform(*self.scale)
         tx = int(rng.uniform(-self.translate, self.translate) * w)
         ty = int(rng.uniform(-self.translate, self.translate) * h)
         m = np.array([[s, 0, (1 - s) * w / 2 + tx], [0, s, (1 - s) * h / 2 + ty], [0, 0, 1.0]])
-        if self.flip > 0 and rng.random() < self.flip:
+        flip = self.flip > 0 and rng.random() < self.flip
+        if flip:
             m = np.array([[-1.0, 0, w], [0, 1.0, 0], [0, 0, 1.0]]) @ m
-        return m
+        return m, (s == 1.0 and tx == 0 and ty == 0 and not flip)
 
     def split_point(self, rng: random.Random) -> tuple[int, int]:
         """``(x, y)`` where the four mosaic slices meet: ``side - int((side + 1) * U(center))``
@@ -181,10 +190,10 @@ class TrainGeometry:
         else:
             canvas, mask, boxes, labels = self._mosaic(rng, primary, donors)
             m0 = np.eye(3)
-        a = self.affine(rng)
+        a, identity = self.affine(rng)
         h, w = self.input_size
-        shift_only = np.allclose(m0[:2, :2], np.eye(2)) and np.allclose(m0[:2, 2] % 1, 0)
-        if shift_only and np.allclose(a, np.eye(3)):  # no resampling: exactly the placement
+        shift_only = m0[0, 0] == 1.0 and m0[1, 1] == 1.0 and not (m0[:2, 2] % 1).any()
+        if shift_only and identity:  # no resampling: exactly the placement
             image = canvas if canvas.shape[:2] == (h, w) else self._paste(canvas, m0)
             mask = mask if mask is None or mask.shape == (h, w) else self._paste(mask, m0, 0)
             return image, boxes, labels, mask

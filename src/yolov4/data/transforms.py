@@ -175,11 +175,11 @@ class DarknetHSV(A.ImageOnlyTransform):
     def apply(
         self, img: np.ndarray, dhue: float, dsat: float, dexp: float, **params: Any
     ) -> np.ndarray:
-        h, s, v = cv2.split(cv2.cvtColor(img, cv2.COLOR_RGB2HSV))
-        lut_h = np.mod(_LEVELS + dhue * OPENCV_HUE_RANGE, OPENCV_HUE_RANGE).astype(np.uint8)
-        lut_s = np.clip(_LEVELS * dsat, 0, 255).astype(np.uint8)
-        lut_v = np.clip(_LEVELS * dexp, 0, 255).astype(np.uint8)
-        hsv = cv2.merge((cv2.LUT(h, lut_h), cv2.LUT(s, lut_s), cv2.LUT(v, lut_v)))
+        lut = np.empty((256, 1, 3), np.uint8)  # one table per HSV channel, one cv2.LUT pass
+        lut[:, 0, 0] = np.mod(_LEVELS + dhue * OPENCV_HUE_RANGE, OPENCV_HUE_RANGE)
+        lut[:, 0, 1] = np.clip(_LEVELS * dsat, 0, 255)
+        lut[:, 0, 2] = np.clip(_LEVELS * dexp, 0, 255)
+        hsv = cv2.LUT(cv2.cvtColor(img, cv2.COLOR_RGB2HSV), lut)
         return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
 
     def get_transform_init_args_names(self) -> tuple[str, ...]:

@@ -44,12 +44,13 @@ warnings.filterwarnings(
 
 def batch_to_input(batch: Mapping[str, Any], preprocess: PreprocessConfig) -> dict[str, Any]:
     """A DataLoader batch (:class:`yolov4.data.collate.Batch`) as the model reads it, on whatever
-    device its tensors are: uint8 ``images`` ``(B, 3, h, w)`` → float32 times
+    device its tensors are: uint8 ``images`` ``(B, 3, h, w)`` (channels-last memory from the
+    DataLoader) → contiguous float32 times
     ``preprocess.scale`` (:func:`~yolov4.core.preprocess.to_float`, what
     :func:`~yolov4.core.preprocess.preprocess` does last), then bilinearly resized to
     ``batch["input_size"]`` when multi-scale drew another size (its targets already are in
     those pixels). Float images are only resized; the other keys are passed on unchanged."""
-    images = to_float(batch["images"], preprocess)
+    images = to_float(batch["images"].contiguous(), preprocess)
     size = tuple(batch.get("input_size") or images.shape[-2:])
     if size != tuple(images.shape[-2:]):
         images = F.interpolate(images, size=size, mode="bilinear", align_corners=False)
