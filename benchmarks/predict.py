@@ -1,19 +1,36 @@
-"""Predictor throughput and latency per backend, preprocessing and postprocessing included.
+"""Serving speed per backend and precision, against the machine's fp32 limit, with mAP50.
 
-    python benchmarks/predict.py [--models yolov4-tiny yolov4] [--size 416] [--batches 1 8]
+    python benchmarks/predict.py [--models yolov4-tiny yolov4] [--sizes 416 608]
+        [--backends torch onnxruntime openvino] [--precisions fp32 int8 bf16] [--threads 2]
+        [--batches 1 8] [--repeats 3] [--calibration-images 8] [--busy] [--name predict]
 
-For each model: export an artifact of a randomly initialised network (head biases set so that
-postprocess has real work: ~100 boxes per image pass conf 0.25), then time the Predictor with
-the torch (fused), onnxruntime and torchscript backends on 640x480 RGB images, and the network
-alone (fused PyTorch forward) as the reference. Prints a table and writes
-benchmarks/results/predict.json; "x network" is the Predictor's per-image time over the
-network-only time.
+For each model and input size: export an artifact of a randomly initialised network (head biases
+spread so that postprocess has work) with every precision this CPU can make (INT8: NNCF,
+calibrated on ``--calibration-images`` generated images; bf16 only with native bf16, otherwise
+recorded as refused with the export's message), then time the model call (``backend(images)``
+on preprocessed tensors) at each batch size, and the whole Predictor (640x480 JPEG-like RGB
+array -> detections) at batch 1. "x limit" is the measured time over the fp32 limit: the
+network's GFLOPs (2 per multiply-add) at the machine's fp32 matmul GFLOP/s measured in the same
+run; below 1 needs lower precision.
+
+mAP50: the export's own gate on the overfit yolov4-tiny of the tests (40 Adam steps on four
+64-px synthetic images, evaluated on them): fp32 vs INT8 in OpenVINO, as metadata.json records.
+The timed networks are untrained, so no mAP is claimed for them.
+
+Threads (``--threads``, default: every core): PyTorch's pool (``torch.set_num_threads``),
+onnxruntime's ``intra_op_num_threads`` (inter-op 1), OpenVINO's ``INFERENCE_NUM_THREADS`` (one
+stream, latency hint). ``--busy`` runs a neighbour process (one thread of float32 matmuls) for
+the whole run, the contention a shared serving host sees. Writes
+benchmarks/results/<name>.json with the machine, its load average and every row.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -22,22 +39,131 @@ import numpy as np
 import torch
 from common import machine_info, matmul_gflops, save, spread_head_biases
 
-from yolov4 import Predictor, build_model, fuse_model, save_checkpoint
+from yolov4 import Predictor, build_model, save_checkpoint
+from yolov4.cli.evaluate import evaluate_predictor
+from yolov4.core.artifact import read_metadata
+from yolov4.data.datamodule import SyntheticDataModule
+from yolov4.errors import ExportError
 from yolov4.export.artifact import export_artifact
+from yolov4.inference.backends import cpu_features
+
+BUSY = "import torch; torch.set_num_threads(1); a = torch.randn(512, 512)\nwhile True: a @ a"
 
 
-def percentile(values: list[float], q: float) -> float:
-    return float(np.percentile(np.asarray(values), q))
+def gflops(model: torch.nn.Module, size: int) -> float:
+    """Multiply-adds x 2 of the convolutions at ``size`` (hooks on every Conv2d)."""
+    total = 0
+
+    def hook(m: torch.nn.Conv2d, _inp, out: torch.Tensor) -> None:
+        nonlocal total
+        k = m.kernel_size[0] * m.kernel_size[1] * m.in_channels // m.groups
+        total += 2 * k * out.numel()
+
+    hooks = [
+        m.register_forward_hook(hook) for m in model.modules() if isinstance(m, torch.nn.Conv2d)
+    ]
+    with torch.inference_mode():
+        model.eval()(torch.zeros(1, 3, size, size))
+    for h in hooks:
+        h.remove()
+    return total / 1e9
 
 
-def bench(fn, repeats: int) -> list[float]:
-    fn()
-    times = []
+def timed(fn, repeats: int) -> list[float]:
+    fn()  # warm-up: allocation, OpenVINO's first-shape compilation
+    out = []
     for _ in range(repeats):
-        t = time.perf_counter()
+        start = time.perf_counter()
         fn()
-        times.append(time.perf_counter() - t)
-    return times
+        out.append(time.perf_counter() - start)
+    return out
+
+
+def loadavg() -> list[float]:
+    try:
+        return [float(v) for v in Path("/proc/loadavg").read_text().split()[:3]]
+    except OSError:
+        return []
+
+
+def dataset(root: Path, size: int, n_train: int, n_val: int) -> SyntheticDataModule:
+    dm = SyntheticDataModule(num_train=n_train, num_val=n_val, image_size=size,
+                             input_size=[size, size], cache_dir=str(root), num_workers=0)  # fmt: skip
+    dm.prepare_data()
+    return dm
+
+
+def evaluator(dm: SyntheticDataModule, subset: str):
+    val = dm.split("val").records
+
+    def evaluate(predictor: Predictor) -> dict:
+        result = evaluate_predictor(predictor, dm, val, 8, {})
+        return {**result.metrics, "images": len(val), "subset": subset}
+
+    return evaluate
+
+
+def export_all(ckpt: Path, out: Path, precisions: list[str], dm, subset: str) -> dict:
+    """Export with every precision in ``precisions`` this CPU can make; -> {"artifact",
+    "refused": {precision: message}}."""
+    wanted = [p for p in precisions if p != "fp32"]
+    refused = {}
+    calibration = [r.file for r in dm.split("train").records]
+    while True:
+        try:
+            start = time.perf_counter()
+            art = export_artifact(ckpt, out, formats=["onnx"], precisions=["fp32", *wanted],
+                                  calibration=calibration, evaluate=evaluator(dm, subset))  # fmt: skip
+            return {"artifact": art, "refused": refused, "export_s": time.perf_counter() - start}
+        except ExportError as e:
+            failed = next((p for p in wanted if f"precision {p}" in str(e)), None)
+            if failed is None:
+                raise
+            refused[failed] = str(e)
+            wanted.remove(failed)
+
+
+def overfit_map(root: Path, precisions: list[str], threads: int) -> dict:
+    """The tests' overfit yolov4-tiny (tests/export/conftest.py), exported with the gate."""
+    from yolov4.loss import YoloLoss
+
+    dm = dataset(root / "overfit-data", 64, 4, 4)
+    dm.batch_size = 4
+    dm.setup()
+    batch = next(iter(dm.val_dataloader()))
+    images, targets = batch["images"].float() / 255, batch["targets"]
+    torch.manual_seed(0)
+    model = build_model("yolov4-tiny", num_classes=len(dm.class_names), input_size=[64, 64])
+    loss_fn = YoloLoss.from_config(model.config)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3, fused=True)
+    start = time.perf_counter()
+    torch.set_num_threads(1)  # a small model on a shared machine: 1 thread is 4-10x faster
+    for _ in range(40):
+        loss = loss_fn(model.train()(images), targets).total
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():  # BN statistics of the trained batch (as the test fixture does)
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.momentum = 1.0
+        model.train()(images)
+    model.eval()
+    torch.set_num_threads(threads)
+    train_s = time.perf_counter() - start
+    ckpt = save_checkpoint(
+        root / "overfit.pt", model, dm.class_names, dm.preprocess_config.to_dict()
+    )
+    done = export_all(
+        ckpt, root / "overfit-export", precisions, dm, "synthetic val, 4 64-px images"
+    )
+    meta = read_metadata(done["artifact"])
+    return {
+        "model": "yolov4-tiny overfit (40 Adam steps, four 64-px synthetic images)",
+        "train_s": round(train_s, 1),
+        "precisions": {p: e.get("accuracy") for p, e in meta["precisions"].items() if p != "fp32"},
+        "refused": done["refused"],
+    }
 
 
 def main() -> None:
@@ -45,72 +171,100 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--models", nargs="+", default=["yolov4-tiny", "yolov4"])
-    parser.add_argument("--size", type=int, default=416)
+    parser.add_argument("--sizes", nargs="+", type=int, default=[416, 608])
+    parser.add_argument("--backends", nargs="+", default=["torch", "onnxruntime", "openvino"])
+    parser.add_argument("--precisions", nargs="+", default=["fp32", "int8", "bf16"])
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 8])
-    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--calibration-images", type=int, default=8)
+    parser.add_argument("--no-map", action="store_true", help="skip the overfit model's mAP50")
+    parser.add_argument("--busy", action="store_true", help="a busy neighbour process throughout")
+    parser.add_argument("--name", default="predict")
     args = parser.parse_args()
 
-    gflops = matmul_gflops()
-    info = machine_info()
-    print(f"{info['cpu']} ({info['torch_threads']} threads): matmul {gflops:.1f} GFLOP/s")
-    rng = np.random.default_rng(0)
-    rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for name in args.models:
-            torch.manual_seed(0)
-            model = build_model(name).eval()
-            spread_head_biases(model)
-            preprocess = {"input_size": [args.size, args.size], "mode": "letterbox"}
-            ckpt = save_checkpoint(Path(tmp) / f"{name}.pt", model, None, preprocess)
-            art = export_artifact(ckpt, Path(tmp) / f"{name}-export")
-            predictors = {
-                "torch": Predictor.from_checkpoint(ckpt),
-                "onnxruntime": Predictor.from_artifact(art),
-                "torchscript": Predictor.from_artifact(art, backend="torchscript"),
-            }
-            fused = fuse_model(model)
-            for batch in args.batches:
-                images = [rng.integers(0, 255, (480, 640, 3), dtype=np.uint8) for _ in range(batch)]
-                x = torch.rand(batch, 3, args.size, args.size)
-                with torch.inference_mode():
-                    net = bench(lambda fused=fused, x=x: fused(x), args.repeats)
-                net_per_image = statistics.median(net) / batch
-                for backend, p in predictors.items():
-                    parts: dict[str, list[float]] = {
-                        "preprocess": [],
-                        "model": [],
-                        "postprocess": [],
-                    }
-
-                    def run(p=p, parts=parts, images=images):
-                        dets = p(images)
-                        for k in parts:
-                            parts[k].append(dets[0].timing_ms[k])
-
-                    times = bench(run, args.repeats)
-                    per_image = statistics.median(times) / batch
-                    row = {
-                        "model": name,
-                        "backend": backend,
-                        "size": args.size,
-                        "batch": batch,
-                        "images_per_s": round(1 / per_image, 2),
-                        "latency_p50_ms": round(1e3 * percentile(times, 50), 1),
-                        "latency_p99_ms": round(1e3 * percentile(times, 99), 1),
-                        **{f"{k}_ms": round(statistics.median(v[1:]), 1) for k, v in parts.items()},
-                        "network_only_ms_per_image": round(1e3 * net_per_image, 1),
-                        "x_network": round(per_image / net_per_image, 2),
-                    }
-                    rows.append(row)
-                    print(
-                        f"{name:12s} {backend:12s} b{batch:<2d} {row['images_per_s']:7.2f} img/s  p50 {row['latency_p50_ms']:8.1f} ms  "
-                        f"p99 {row['latency_p99_ms']:8.1f} ms  pre {row['preprocess_ms']:6.1f}  model {row['model_ms']:7.1f}  "
-                        f"post {row['postprocess_ms']:6.1f} ms/batch  network-only {row['network_only_ms_per_image']:.1f} ms/img  "
-                        f"x{row['x_network']:.2f}"
+    torch.set_num_threads(args.threads)
+    neighbour = subprocess.Popen([sys.executable, "-c", BUSY]) if args.busy else None
+    load_start = loadavg()
+    try:
+        limit = matmul_gflops()
+        info = {**machine_info(), "cpu_features": cpu_features(), "threads": args.threads}
+        print(f"{info['cpu']} {info['cpu_features']['flags']}, {args.threads} threads: "
+              f"matmul {limit:.1f} GFLOP/s; load {load_start}")  # fmt: skip
+        rng = np.random.default_rng(0)
+        rows, exports = [], []
+        with tempfile.TemporaryDirectory() as tmp:
+            tmp = Path(tmp)
+            accuracy = None if args.no_map else overfit_map(tmp, args.precisions, args.threads)
+            if accuracy:
+                print(f"mAP50 (overfit tiny): {accuracy['precisions']}")
+            for name in args.models:
+                for size in args.sizes:
+                    dm = dataset(tmp / f"data-{size}", size, args.calibration_images, 4)
+                    torch.manual_seed(0)
+                    model = spread_head_biases(
+                        build_model(name, num_classes=len(dm.class_names)).eval()
                     )
-    print(
-        f"wrote {save('predict', {'machine': info, 'matmul_gflops_per_s': round(gflops, 1), 'results': rows})}"
-    )
+                    flops = gflops(model, size)
+                    floor_ms = 1e3 * flops / limit
+                    preprocess = {"input_size": [size, size], "mode": "letterbox"}
+                    ckpt = save_checkpoint(
+                        tmp / f"{name}-{size}.pt", model, dm.class_names, preprocess
+                    )
+                    done = export_all(
+                        ckpt, tmp / f"{name}-{size}", args.precisions, dm, "untrained"
+                    )
+                    art = done["artifact"]
+                    meta = read_metadata(art)
+                    exports.append({"model": name, "size": size, "export_s": round(done["export_s"], 1),
+                                    "refused": done["refused"],
+                                    "calibration_images": args.calibration_images})  # fmt: skip
+                    image = rng.integers(0, 255, (480, 640, 3), dtype=np.uint8)
+                    for backend in args.backends:
+                        for precision in meta["precisions"]:
+                            if backend == "torch":
+                                if precision != "fp32":
+                                    continue
+                                p = Predictor.from_checkpoint(ckpt)
+                            elif backend not in meta["precisions"][precision]["backends"]:
+                                continue
+                            else:
+                                p = Predictor.from_artifact(art, backend, precision=precision,
+                                                            threads=args.threads)  # fmt: skip
+                            row = {"model": name, "size": size, "backend": backend,
+                                   "precision": precision, "gflops": round(flops, 2),
+                                   "fp32_limit_ms": round(floor_ms, 1)}  # fmt: skip
+                            for batch in args.batches:
+                                x = torch.rand(batch, 3, size, size)
+                                reps = max(1, args.repeats if batch == 1 else args.repeats // 2)
+                                t = statistics.median(timed(lambda p=p, x=x: p.backend(x), reps))
+                                if batch == 1:
+                                    row["b1_ms"] = round(1e3 * t, 1)
+                                    row["b1_x_limit"] = round(1e3 * t / floor_ms, 2)
+                                else:
+                                    row[f"b{batch}_img_per_s"] = round(batch / t, 2)
+                                    row[f"b{batch}_x_limit"] = round(1e3 * t / batch / floor_ms, 2)
+                            pred = timed(lambda p=p, im=image: p(im), args.repeats)
+                            row["predictor_b1_ms"] = round(1e3 * statistics.median(pred), 1)
+                            row["load"] = loadavg()
+                            rows.append(row)
+                            print("  ".join(f"{k}={v}" for k, v in row.items()), flush=True)
+        payload = {
+            "machine": info,
+            "matmul_gflops_per_s": round(limit, 1),
+            "load_start": load_start,
+            "load_end": loadavg(),
+            "busy_neighbour": BUSY if args.busy else None,
+            "note": "the machine is shared: see load_* (1-min load averages) next to its 2 cores",
+            "exports": exports,
+            "map50": accuracy,
+            "results": rows,
+        }
+        print(f"wrote {save(args.name, payload)}")
+    finally:
+        if neighbour is not None:
+            neighbour.kill()
+            neighbour.wait()
 
 
 if __name__ == "__main__":

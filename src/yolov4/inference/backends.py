@@ -33,6 +33,7 @@ __all__ = [
     "load_backend",
     "cpu_features",
     "bf16_native",
+    "bf16_refusal",
     "BACKENDS",
     "BF16_CPU_FLAGS",
 ]
@@ -101,6 +102,17 @@ class TorchBackend:
             return self.model(images.to(self.device, non_blocking=True))
 
 
+def bf16_refusal(features: dict[str, Any]) -> str:
+    """Why bf16 is refused on the CPU of ``features`` (:func:`cpu_features`)."""
+    return (
+        f"precision bf16 needs a CPU with native bf16 arithmetic ({' or '.join(BF16_CPU_FLAGS)}); "
+        f"this CPU ({features['cpu']}) has {', '.join(features['flags']) or 'none of ' + str(REPORTED_CPU_FLAGS)} "
+        f"(OpenVINO capabilities: {', '.join(features['openvino_capabilities'])}); OpenVINO would "
+        "run it in f32, so neither its speed nor its mAP would be bf16's: use precision fp32 or "
+        "int8 here, or export bf16 on a CPU that has it"
+    )
+
+
 class OnnxBackend:
     """``model.onnx`` through onnxruntime (CUDA provider first when available)."""
 
@@ -154,13 +166,7 @@ class OpenVinoBackend:
         if precision == "bf16":
             features = cpu_features()
             if not bf16_native(features):
-                raise ExportError(
-                    "precision bf16 needs a CPU with native bf16 arithmetic "
-                    f"({' or '.join(BF16_CPU_FLAGS)}); this CPU ({features['cpu']}) has "
-                    f"{', '.join(features['flags']) or 'none of ' + str(REPORTED_CPU_FLAGS)} "
-                    f"(OpenVINO capabilities: {', '.join(features['openvino_capabilities'])}); "
-                    "use precision fp32 or int8 here"
-                )
+                raise ExportError(bf16_refusal(features))
         config: dict[str, Any] = {
             "INFERENCE_PRECISION_HINT": OV_PRECISION[precision],
             "PERFORMANCE_HINT": "LATENCY",

@@ -1,0 +1,91 @@
+"""export.py from the command line's config: conf=best_f1 from a run's pr_f1.json (issue 15,
+item 2) and precision=[fp32,int8] gated on data's val images (issue 14)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hydra import compose, initialize_config_module
+
+from yolov4.cli.export import best_f1_conf, export
+from yolov4.core.artifact import read_metadata
+from yolov4.errors import ConfigError
+
+# what evaluate.py / train.py write (yolov4.evaluation.analysis.DetectionAnalysis.pr_f1_dict)
+PR_F1 = {
+    "iou": 0.5,
+    "confidence": [0.1, 0.2, 0.3],
+    "best_f1": {
+        "all": {"conf": 0.3712, "precision": 0.81, "recall": 0.77, "f1": 0.7895},
+        "circle": {"conf": 0.2, "precision": 0.9, "recall": 0.8, "f1": 0.847},
+    },
+}
+
+
+def export_cfg(tmp_path, overrides):
+    with initialize_config_module(config_module="yolov4.configs", version_base="1.3"):
+        return compose(
+            "export", overrides=[f"paths.output_dir={tmp_path}", "formats=[onnx]", *overrides]
+        )
+
+
+def test_conf_best_f1_from_the_runs_pr_f1(overfit, tmp_path):
+    run = overfit.checkpoint.parent.parent  # <run>/weights/best.pt
+    (run / "pr_f1.json").write_text(json.dumps(PR_F1))
+    out = tmp_path / "export"
+    cfg = export_cfg(
+        tmp_path, [f"checkpoint={overfit.checkpoint}", f"output={out}", "conf=best_f1"]
+    )
+    meta = read_metadata(export(cfg))
+    assert meta["thresholds"]["conf"] == 0.3712
+    source = meta["conf_source"]
+    assert source["file"] == str((run / "pr_f1.json").resolve())
+    assert (source["key"], source["f1"], source["iou"]) == ("best_f1.all.conf", 0.7895, 0.5)
+    assert meta["precisions"] == {
+        "fp32": {"file": "model.onnx", "backends": ["onnxruntime", "openvino"]}
+    }
+
+
+def test_conf_number_and_bad_pr_f1(overfit, tmp_path):
+    base = [f"checkpoint={overfit.checkpoint}", f"output={tmp_path / 'export'}"]
+    meta = read_metadata(export(export_cfg(tmp_path, [*base, "conf=0.4"])))
+    assert meta["thresholds"]["conf"] == 0.4 and meta["conf_source"]["set"] == "export.py conf="
+    missing = tmp_path / "none.json"
+    with pytest.raises(ConfigError, match=f"no {missing}"):
+        export(export_cfg(tmp_path, [*base, "conf=best_f1", f"pr_f1={missing}"]))
+    empty = tmp_path / "empty.json"
+    empty.write_text(json.dumps({"best_f1": {"all": {"conf": None, "f1": 0.0}}}))
+    with pytest.raises(ConfigError, match=r"best_f1.all.conf is None, expected a number"):
+        best_f1_conf(empty)
+    (tmp_path / "bad.json").write_text(json.dumps({"curves": []}))
+    with pytest.raises(ConfigError, match=r"has no best_f1.all"):
+        best_f1_conf(tmp_path / "bad.json")
+    with pytest.raises(ConfigError, match=r"conf must be null, a number or 'best_f1'"):
+        export(export_cfg(tmp_path, [*base, "conf=best"]))
+
+
+@pytest.mark.slow
+def test_cli_int8_on_the_checkpoints_dataset(overfit, tmp_path):
+    out = tmp_path / "export"
+    overrides = [f"checkpoint={overfit.checkpoint}", f"output={out}", "precision=[fp32,int8]"]
+    meta = read_metadata(export(export_cfg(tmp_path, [*overrides, *overfit.overrides()])))
+    acc = meta["precisions"]["int8"]["accuracy"]
+    assert acc["images"] == 4 and acc["subset"].startswith("SyntheticDataModule val split")
+    assert acc["fp32"]["mAP50"] > 0.3 and acc["mAP50_drop_points"] <= 1.0
+    assert meta["precisions"]["int8"]["quantization"]["calibration_images"] == 4
+
+
+def test_cli_refuses_another_datasets_classes(overfit, tmp_path):
+    overrides = [
+        f"checkpoint={overfit.checkpoint}",
+        f"output={tmp_path / 'export'}",
+        "precision=[fp32,int8]",
+        *overfit.overrides(),
+        "data.num_classes=null",
+    ]
+    cfg = export_cfg(tmp_path, overrides)
+    from yolov4.cli import export as export_mod
+
+    with pytest.raises(ConfigError, match=r"are not the checkpoint's"):
+        export_mod._dataset(cfg, ["cat", "dog"])

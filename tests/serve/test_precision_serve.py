@@ -1,0 +1,90 @@
+"""yolov4-serve over an artifact with an INT8 model (issue 14): it serves the precision the
+artifact selects, or the one --precision names, in the runtime that runs it, reports both in
+every answer and in /v1/model, and refuses a runtime that cannot run the precision."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tests.serve.conftest import LOW_CONF, encode, scene, serve
+from yolov4 import build_model, save_checkpoint
+from yolov4.cli.evaluate import evaluate_predictor
+from yolov4.core.artifact import PRECISIONS
+from yolov4.data.datamodule import SyntheticDataModule
+from yolov4.export.artifact import export_artifact
+from yolov4.inference import Predictor
+from yolov4.inference.backends import BACKENDS
+from yolov4.serve import __main__ as cli
+
+JPEG = {"Content-Type": "image/jpeg"}
+SIZE = 64
+
+
+@pytest.fixture(scope="module")
+def int8_artifact(tmp_path_factory, randomize):
+    """An artifact of a seeded 64-px tiny model with its INT8 model (default precision),
+    calibrated and gated on two generated images (an untrained model: both mAPs ~0)."""
+    d = tmp_path_factory.mktemp("serve-int8")
+    dm = SyntheticDataModule(num_train=2, num_val=2, image_size=SIZE, input_size=[SIZE, SIZE],
+                             cache_dir=str(d / "synthetic"), num_workers=0)  # fmt: skip
+    dm.prepare_data()
+    torch.manual_seed(4)
+    model = randomize(build_model("yolov4-tiny", num_classes=len(dm.class_names)), seed=4)
+    ckpt = save_checkpoint(d / "best.pt", model, dm.class_names, dm.preprocess_config.to_dict())
+    val = dm.split("val").records
+
+    def evaluate(predictor):
+        result = evaluate_predictor(predictor, dm, val, 2, {})
+        return {**result.metrics, "images": len(val), "subset": "synthetic val, 2 images"}
+
+    calibration = [r.file for r in dm.split("train").records]
+    return export_artifact(ckpt, d / "export", formats=["onnx"], precisions=["fp32", "int8"],
+                           calibration=calibration, evaluate=evaluate)  # fmt: skip
+
+
+def check_served(server, predictor, backend: str, precision: str, file: str) -> None:
+    data = encode(scene(240, 320, seed=2), "JPEG", quality=92)
+    [want] = predictor(data, conf=LOW_CONF)
+    with server.client() as c:
+        info = c.get("/v1/model").json()
+        r = c.post("/v1/detect", params={"conf": LOW_CONF}, content=data, headers=JPEG)
+    assert r.status_code == 200, r.text
+    model = info["model"]
+    assert (model["backend"], model["precision"]) == (backend, precision)
+    assert model["sha256"] == info["files"][file]["sha256"][:16]
+    assert info["default_precision"] == "int8"
+    assert info["precisions"]["int8"]["accuracy"]["gate_points"] == 1.0
+    body = r.json()
+    assert body["model"] == model
+    assert body["detections"] == want.to_dict()["detections"]
+    assert len(body["detections"]) > 0
+
+
+def test_serves_the_artifacts_int8_in_openvino(int8_artifact, tmp_path):
+    predictor = Predictor.from_artifact(int8_artifact)
+    with serve(int8_artifact, tmp_path / "server.log") as server:
+        check_served(server, predictor, "openvino", "int8", "model_int8.xml")
+
+
+def test_serves_fp32_in_openvino_when_told(int8_artifact, tmp_path):
+    predictor = Predictor.from_artifact(int8_artifact, backend="openvino", precision="fp32")
+    args = ("--backend", "openvino", "--precision", "fp32", "--threads", "2")
+    with serve(int8_artifact, tmp_path / "server.log", *args) as server:
+        check_served(server, predictor, "openvino", "fp32", "model.onnx")
+
+
+def test_refuses_a_runtime_that_cannot_run_the_precision(int8_artifact, capsys):
+    code = cli.main([str(int8_artifact), "--backend", "onnxruntime"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "int8 model runs in ['openvino'], not 'onnxruntime'" in err
+
+
+def test_cli_choices_are_the_packages():
+    """__main__ keeps its own copies (a light --help); they must not drift."""
+    assert cli.BACKENDS == BACKENDS and cli.PRECISIONS == PRECISIONS
+    args = cli.parse_args(["x", "--threads", "2"])
+    assert (args.backend, args.precision, args.runtime_threads) == (None, None, None)
+    with pytest.raises(SystemExit):
+        cli.parse_args(["x", "--runtime-threads", "0"])
