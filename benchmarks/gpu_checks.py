@@ -287,6 +287,8 @@ def compile_check(ctx: Context, which: int) -> dict[str, Any]:
     for kind in ("eager", "compiled"):
         module, opt = make_module(name, ctx.device, compile=kind == "compiled", backend=backend)
         stepper = Stepper(module, opt, ctx.device, None)
+        if ctx.device == "cuda":
+            torch.cuda.reset_peak_memory_stats()
         t0 = time.perf_counter()
         loss = float(stepper(x, t, step=False))
         grad_norm = float(torch.linalg.vector_norm(
@@ -301,6 +303,7 @@ def compile_check(ctx: Context, which: int) -> dict[str, Any]:
             "grad_norm": grad_norm,
             "first_step_s": round(first_s, 2),
             **rate,
+            "peak_memory_gib": peak_memory_gib(ctx.device),
         }
         module = opt = stepper = None
         free_memory()
@@ -381,7 +384,7 @@ def max_batch(ctx: Context) -> dict[str, Any]:
                         f"outside YoloModule.training_step's forward + loss): {messages[0][:300]}")  # fmt: skip
     return {
         "model": name, "size": size, "precision": "32-true" if ctx.dry_run else "16-mixed",
-        "simulated_oom": ctx.dry_run, "largest_batch": good, "first_oom_batch": bad,
+        "simulated_oom": ctx.dry_run, "largest_batch": good, "smallest_oom_batch": bad,
         "probes": probes, "oom_message": (seen or messages or [None])[0], "failures": failures,
     }  # fmt: skip
 
@@ -615,8 +618,8 @@ def predictor(ctx: Context) -> dict[str, Any]:
         return {"latency_b1_p50_ms": round(1e3 * statistics.median(lat), 2),
                 "images_per_s_b": round(rate, 1), "batch": p["batch"],
                 "timing_ms_last_batch": {k: round(v, 1) for k, v in dets[0].timing_ms.items()},
-                "model_tflops": round(tflops, 2),
-                "fraction_of_fp16_peak": round(tflops / peak, 4) if peak else None,
+                "model_tflops": float(f"{tflops:.4g}"),
+                "fraction_of_fp16_peak": float(f"{tflops / peak:.4g}") if peak else None,
                 "first_image": dets[0]}  # fmt: skip
 
     rows, failures = ctx.partial.setdefault("backends", {}), []
@@ -675,8 +678,8 @@ def predictor(ctx: Context) -> dict[str, Any]:
             sync(ctx.device)
         s = (time.perf_counter() - t0) / p["batch_repeats"]
         tflops = gflops * p["batch"] / s / 1e3
-        rows[name] = {"images_per_s": round(p["batch"] / s, 1), "tflops": round(tflops, 2),
-                      "fraction_of_fp16_peak": round(tflops / peak, 4) if peak else None}  # fmt: skip
+        rows[name] = {"images_per_s": round(p["batch"] / s, 1), "tflops": float(f"{tflops:.4g}"),
+                      "fraction_of_fp16_peak": float(f"{tflops / peak:.4g}") if peak else None}  # fmt: skip
     return {"model": p["model"], "size": p["size"], "gflops_per_image": round(gflops, 2),
             "fp16_peak_tflops": peak, "providers": providers, "backends": rows,
             "failures": failures}  # fmt: skip
@@ -753,13 +756,20 @@ def summarize(name: str, res: dict[str, Any]) -> str:
     if name.startswith("compile"):
         return f"rel diff {d['rel_diff']}, {d['compiled']['images_per_s']} img/s (x{d['speedup']}), first step {d['compiled']['first_step_s']} s"  # fmt: skip
     if name == "max_batch":
-        return f"largest batch {d['largest_batch']} (first OOM {d['first_oom_batch']})"
+        return f"largest batch {d['largest_batch']} (smallest OOM {d['smallest_oom_batch']})"
     if name == "train_cli":
         ev = d["evaluations"]
         return "mAP50 " + ", ".join(f"{k} {v['metrics']['mAP50']:.4f}" for k, v in ev.items()) + f"; max diff {d['max_abs_diff_gpu32_vs_cpu']:.2g}"  # fmt: skip
     if name == "predictor":
-        return ", ".join(f"{k} " + (f"{v['latency_b1_p50_ms']} ms b1, {v['images_per_s_b']} img/s b{v['batch']}" if "latency_b1_p50_ms" in v else f"{v.get('images_per_s', v.get('status'))} img/s")
-                         for k, v in d["backends"].items())  # fmt: skip
+        parts = []
+        for k, v in d["backends"].items():
+            if "latency_b1_p50_ms" in v:
+                parts.append(f"{k} {v['latency_b1_p50_ms']} ms b1, {v['images_per_s_b']} img/s b{v['batch']}")  # fmt: skip
+            elif "images_per_s" in v:
+                parts.append(f"{k} {v['images_per_s']} img/s ({v['fraction_of_fp16_peak']} of fp16 peak)")  # fmt: skip
+            else:
+                parts.append(f"{k} {v.get('status')}")
+        return ", ".join(parts)
     if name == "environment":
         return d.get("gpu") or f"CPU {d.get('cpu_matmul_fp32_gflops')} GFLOP/s"
     if name == "ddp":

@@ -86,7 +86,7 @@ def test_compiled_step_equals_eager(dry_run):
 
 def test_max_batch_search_stops_at_the_oom_with_the_modules_message(dry_run):
     d = dry_run["by_name"]["max_batch"]["details"]
-    assert d["simulated_oom"] and d["largest_batch"] == 2 and d["first_oom_batch"] == 3
+    assert d["simulated_oom"] and d["largest_batch"] == 2 and d["smallest_oom_batch"] == 3
     assert [b for b, ok in d["probes"] if ok] == [1, 2]
     assert "out of memory with batch size 4" in d["oom_message"]  # the first OOM: 1, 2, 4
     assert "lower data.batch_size" in d["oom_message"]
