@@ -1,0 +1,190 @@
+"""The fused mosaic + affine (:mod:`yolov4.data.mosaic`): boxes land on their shapes for many
+seeds, pixels move with them, and the random geometry has the statistics of the albumentations
+pipeline it replaced (``mosaic_impl: legacy``: ``A.Mosaic`` + ``A.Affine``), compared with
+two-sample Kolmogorov-Smirnov tests over many samples."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+
+import albumentations as A
+import cv2
+import numpy as np
+import pytest
+from scipy.stats import ks_2samp
+
+from tests.data.test_transforms import INPUT, _check_boxes_cover_shapes, _sample
+from yolov4.data.mosaic import MOSAIC_DONORS
+from yolov4.data.transforms import (
+    AugmentConfig,
+    build_geometry,
+    build_legacy_transform,
+    build_photometric_transform,
+)
+from yolov4.errors import ConfigError
+
+SEEDS = 40
+KS_P_MIN = 0.01  # same distribution unless a 1%-level two-sample KS test says otherwise
+STAT_SAMPLES = 400
+GEOMETRY_ONLY = {"hue": 0.0, "saturation": 1.0, "exposure": 1.0}
+
+
+def _config(**kw) -> AugmentConfig:
+    return dataclasses.replace(AugmentConfig(), **{**GEOMETRY_ONLY, **kw})
+
+
+def _fused(config: AugmentConfig, trial: int, with_mosaic: bool, rng: random.Random) -> dict:
+    geometry = build_geometry(config, INPUT)
+    placed = [
+        geometry.resize(s["image"], s["bboxes"], s["labels"], s["mask"])
+        for s in [_sample(100 * trial + k, k) for k in range(MOSAIC_DONORS + 1)]
+    ]
+    image, boxes, labels, mask = geometry(rng, placed[0], placed[1:] if with_mosaic else None)
+    return {"image": image, "bboxes": boxes, "labels": labels, "mask": mask}
+
+
+@pytest.mark.parametrize("with_mosaic", [False, True])
+def test_boxes_and_pixels_follow_the_shapes_for_many_seeds(with_mosaic: bool):
+    """Each box holds its drawn shape (the instance mask, warped by nearest neighbour with the
+    same matrix) and the image under that mask keeps the shape's colour (the pixels moved with
+    it), through mosaic, zoom, shift and flip."""
+    config = _config(mosaic=1.0 if with_mosaic else 0.0, scale=(0.5, 1.5), translate=0.2)
+    rng, seen, coloured = random.Random(0), 0, 0
+    for trial in range(SEEDS):
+        out = _fused(config, trial, with_mosaic, rng)
+        seen += _check_boxes_cover_shapes(out, tight=not with_mosaic)
+        sources = {}
+        for k in range(MOSAIC_DONORS + 1):
+            s = _sample(100 * trial + k, k)
+            for inst in np.unique(s["mask"])[1:]:
+                sources[int(inst)] = s["image"][s["mask"] == inst].mean(0)
+        for inst in np.unique(out["mask"])[1:]:
+            # interior pixels only: at the edges bilinear mixes in the background
+            inside = cv2.erode((out["mask"] == inst).astype(np.uint8), np.ones((3, 3))) > 0
+            if inside.sum() < 30:
+                continue
+            colour = out["image"][inside].astype(float).mean(0)
+            assert np.abs(colour - sources[int(inst)]).max() < 30, (trial, int(inst))
+            coloured += 1
+    assert seen > 100 and coloured > 50
+
+
+def test_without_random_geometry_the_sample_is_the_letterboxed_image():
+    config = AugmentConfig.none()
+    geometry = build_geometry(config, INPUT)
+    s = _sample(5, 0)
+    out = geometry(random.Random(0), geometry.resize(s["image"], s["bboxes"], s["labels"]))
+    from yolov4.core.preprocess import resize_image
+    from yolov4.ops.letterbox import letterbox_params, map_boxes
+
+    params = letterbox_params(s["image"].shape[:2], INPUT, "letterbox")
+    np.testing.assert_array_equal(out[0], resize_image(s["image"], params, INPUT, 114))
+    np.testing.assert_allclose(out[1], map_boxes(s["bboxes"], params), atol=1e-3)
+
+
+def _probe(size: tuple[int, int] = (64, 64)) -> dict:
+    """A blank image with one small box in the middle: its output box measures the affine."""
+    h, w = size
+    box = np.array([[w / 2 - 4, h / 2 - 4, w / 2 + 4, h / 2 + 4]], np.float32)
+    return {"image": np.zeros((h, w, 3), np.uint8), "bboxes": box, "labels": np.array([1])}
+
+
+def _zoom_shift(boxes: np.ndarray, size: tuple[int, int] = (64, 64)) -> tuple[float, ...]:
+    (x1, y1, x2, y2), (h, w) = boxes[0], size
+    return (x2 - x1) / 8.0, (x1 + x2) / 2 - w / 2, (y1 + y2) / 2 - h / 2
+
+
+def test_zoom_and_shift_have_the_legacy_distribution():
+    config = _config(mosaic=0.0, flip=0.0, min_visibility=0.0)
+    legacy = build_legacy_transform(config, (64, 64), with_mosaic=False, seed=0)
+    geometry, rng = build_geometry(config, (64, 64)), random.Random(0)
+    old, new = [], []
+    for _ in range(STAT_SAMPLES):
+        p = _probe()
+        old.append(_zoom_shift(np.asarray(legacy(**p)["bboxes"])))
+        placed = geometry.resize(p["image"], p["bboxes"], p["labels"])
+        new.append(_zoom_shift(geometry(rng, placed)[1]))
+    old, new = np.array(old), np.array(new)
+    for i, name in enumerate(["zoom", "shift x", "shift y"]):
+        assert ks_2samp(old[:, i], new[:, i]).pvalue > KS_P_MIN, name
+    assert 0.69 < new[:, 0].min() and new[:, 0].max() < 1.31  # jitter=.3
+    assert np.abs(new[:, 1:]).max() <= 0.1 * 64 + 1
+
+
+def _mosaic_stats(boxes: np.ndarray, labels: np.ndarray) -> tuple[float, float, float]:
+    """The primary's slice (its full-image box clipped to it): split point x, y and its area."""
+    x1, y1, x2, y2 = boxes[list(labels).index(0)]
+    return (x2 if x1 == 0 else x1), (y2 if y1 == 0 else y1), (x2 - x1) * (y2 - y1)
+
+
+def test_mosaic_split_and_the_primarys_slice_have_the_legacy_distribution():
+    """Four images, each one full-image box labelled by its place (0 = the sample): with no
+    affine, the sample's box is its slice."""
+    config = _config(mosaic=1.0, flip=0.0, scale=(1.0, 1.0), translate=0.0)
+    legacy = build_legacy_transform(config, (64, 64), with_mosaic=True, seed=0)
+    geometry, rng = build_geometry(config, (64, 64)), random.Random(0)
+    sizes = [(64, 80), (48, 64), (64, 64), (100, 70)]
+    items = [
+        {
+            "image": np.zeros((h, w, 3), np.uint8),
+            "bboxes": np.array([[0.0, 0.0, w, h]], np.float32),
+            "labels": np.array([k]),
+        }
+        for k, (h, w) in enumerate(sizes)
+    ]
+    placed = [geometry.resize(i["image"], i["bboxes"], i["labels"]) for i in items]
+    old, new, seen = [], [], set()
+    for _ in range(STAT_SAMPLES):
+        out = legacy(**items[0], mosaic_metadata=items[1:])
+        old.append(_mosaic_stats(np.asarray(out["bboxes"]), np.asarray(out["labels"])))
+        _, boxes, labels, _ = geometry(rng, placed[0], placed[1:])
+        new.append(_mosaic_stats(boxes, labels))
+        seen.add(tuple(sorted(labels.tolist())))
+    old, new = np.array(old), np.array(new)
+    for i, name in enumerate(["split x", "split y", "primary area"]):
+        assert ks_2samp(old[:, i], new[:, i]).pvalue > KS_P_MIN, name
+    assert np.all(new[:, 2] >= 64 * 64 / 4)  # the sample takes the largest slice
+    assert seen == {(0, 1, 2, 3)}  # every image in every mosaic
+
+
+def test_full_recipe_boxes_have_the_legacy_size_and_count_distribution():
+    """darknet's recipe on the synthetic shapes: widths, heights and boxes per sample."""
+    config = _config()
+    legacy = build_legacy_transform(config, INPUT, with_mosaic=True, seed=0)
+    rng, old, new = random.Random(0), {"w": [], "h": [], "n": []}, {"w": [], "h": [], "n": []}
+    for trial in range(STAT_SAMPLES // 4):
+        samples = [_sample(100 * trial + k, k) for k in range(MOSAIC_DONORS + 1)]
+        out = legacy(**samples[0], mosaic_metadata=samples[1:])
+        for stats, boxes in [
+            (old, np.asarray(out["bboxes"]).reshape(-1, 4)),
+            (new, _fused(config, trial, True, rng)["bboxes"]),
+        ]:
+            stats["w"] += list(boxes[:, 2] - boxes[:, 0])
+            stats["h"] += list(boxes[:, 3] - boxes[:, 1])
+            stats["n"].append(len(boxes))
+    for key in ("w", "h"):
+        assert ks_2samp(old[key], new[key]).pvalue > KS_P_MIN, key
+    assert np.mean(new["n"]) == pytest.approx(np.mean(old["n"]), rel=0.1)
+
+
+def test_extra_albumentations_transforms_compose_after_the_geometry():
+    flip = A.VerticalFlip(p=1.0)
+    config = _config(extra=[flip])
+    assert config.extra == (flip,)
+    transform = build_photometric_transform(config, seed=0)
+    image = np.zeros((INPUT[0], INPUT[1], 3), np.uint8)
+    out = transform(image=image, bboxes=np.array([[10.0, 20.0, 30.0, 40.0]]), labels=[1])
+    np.testing.assert_allclose(out["bboxes"], [[10.0, INPUT[0] - 40, 30.0, INPUT[0] - 20]])
+
+
+@pytest.mark.parametrize(
+    "kw,message",
+    [
+        ({"mosaic_impl": "albumentations"}, r"augment.mosaic_impl: expected one of \['fused'"),
+        ({"extra": ["ToGray"]}, r"augment.extra\[0\]: expected an albumentations transform"),
+    ],
+)
+def test_bad_settings_name_the_key(kw, message):
+    with pytest.raises(ConfigError, match=message):
+        AugmentConfig(**kw)
