@@ -236,3 +236,28 @@ def test_two_processes_log_the_same_worst_images_as_one(tmp_path, synthetic_cach
     # per-process thread count changes float rounding in the resize)
     diff = np.abs(two.astype(int) - one.astype(int))
     assert diff.max() <= 1 and (diff > 0).mean() < 1e-3
+
+
+@pytest.mark.parametrize(
+    "override, match",
+    [
+        ("analysis.darknet_points=7", r"analysis.darknet_points must be one of 0, 11, 101, got 7"),
+        ("analysis.errors_tb=0.5", r"analysis.errors_tb must be a number in \[0, analysis.iou"),
+        ("analysis.worst_images=-1", r"analysis.worst_images must be an integer >= 0, got -1"),
+        ("analysis.conf=1.5", r"analysis.conf must be a number in \[0, 1\], got 1.5"),
+    ],
+)
+def test_bad_analysis_values_fail_at_start_naming_the_key(
+    compose_cfg,  # noqa: F811
+    tiny_run,
+    tmp_path,
+    override,
+    match,
+):
+    from yolov4 import ConfigError
+
+    with pytest.raises(ConfigError, match=match):
+        train(compose_cfg("train", [*tiny_run, override], tmp_path))
+    assert not (tmp_path / "checkpoints").exists()  # before any training
+    with pytest.raises(ConfigError, match=match):
+        evaluate(compose_cfg("evaluate", ["checkpoint=never-read.pt", override], tmp_path / "e"))

@@ -33,6 +33,7 @@ from yolov4.evaluation import CocoEvaluator, EvaluationResult
 from yolov4.evaluation.analysis import CONF, IOU, DetectionAnalysis, analyze_detections
 from yolov4.evaluation.coco import DEFAULT_COCO_BACKEND
 from yolov4.evaluation.darknet_map import DARKNET_POINTS, DARKNET_THRESH, darknet_map
+from yolov4.evaluation.darknet_map import POINTS as DARKNET_POINT_CHOICES
 from yolov4.evaluation.errors import TB, error_breakdown
 from yolov4.evaluation.plots import plot_confusion_matrix, plot_errors, plot_pr_curves, plot_pr_f1
 from yolov4.evaluation.worst import (
@@ -51,6 +52,7 @@ __all__ = [
     "evaluate",
     "hydra_main",
     "write_analysis",
+    "check_analysis",
     "DETECTIONS_FILE",
     "PR_CURVE_FILE",
     "CONFUSION_FILE",
@@ -76,6 +78,27 @@ def per_class_table(per_class: dict[str, dict[str, float]]) -> str:
     lines = [f"{'class':<{width}}  {'AP':>6}  {'AP50':>6}"]
     lines += [f"{n:<{width}}  {v['AP']:6.3f}  {v['AP50']:6.3f}" for n, v in per_class.items()]
     return "\n".join(lines)
+
+
+def check_analysis(settings: Any) -> None:
+    """``analysis.*`` checked at start-up (a bad value fails before any work, naming the key)."""
+    settings = settings or {}
+    iou = settings.get("iou", IOU)
+    checks = {
+        "conf": (lambda v: 0 <= v <= 1, "a number in [0, 1]"),
+        "iou": (lambda v: 0 < v < 1, "a number in (0, 1)"),
+        "darknet_thresh": (lambda v: 0 <= v <= 1, "a number in [0, 1]"),
+        "darknet_points": (lambda v: v in DARKNET_POINT_CHOICES, "one of 0, 11, 101"),
+        "errors_tb": (lambda v: 0 <= v < iou, f"a number in [0, analysis.iou={iou})"),
+        "worst_images": (lambda v: isinstance(v, int) and v >= 0, "an integer >= 0"),
+    }
+    for key, (ok, expected) in checks.items():
+        if key not in settings:
+            continue
+        value = settings[key]
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not number or not ok(value):
+            raise ConfigError(f"analysis.{key} must be {expected}, got {value!r}")
 
 
 def write_analysis(
@@ -273,6 +296,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     _val_only(cfg)
     out = Path(cfg.paths.output_dir)
     settings = cfg.get("analysis") or {}
+    check_analysis(settings)
     if cfg.artifact:
         result, coco_gt = _evaluate_artifact(
             cfg, OmegaConf.to_container(cfg.module.eval, resolve=True)

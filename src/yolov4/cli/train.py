@@ -20,7 +20,7 @@ from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig
 
 from yolov4.cli.common import build, build_all, build_partial, model_config, model_stride
-from yolov4.cli.evaluate import write_analysis
+from yolov4.cli.evaluate import check_analysis, write_analysis
 from yolov4.cli.export import EXPORT_DIR
 from yolov4.evaluation.worst import val_image_files
 from yolov4.export.artifact import export_artifact
@@ -37,6 +37,7 @@ def train(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> d
     """Fit and validate; returns the final metrics (also written to ``metrics.json``).
     ``extra_callbacks`` are added to those of ``cfg.callbacks`` (programmatic use)."""
     L.seed_everything(cfg.seed, workers=True)
+    check_analysis(cfg.get("analysis"))  # the reports written at the end: fail now, not then
     # resume: a local Lightning checkpoint, read without running pickled code, before any work
     resume = read_resume_checkpoint(cfg.ckpt_path) if cfg.ckpt_path is not None else None
     augment = build(cfg, "augment")
