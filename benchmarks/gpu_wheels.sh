@@ -32,7 +32,21 @@ DISTS=(
     pydantic pydantic-core annotated-types typing-inspection typing-extensions
 )
 
+# what the GPU machine has already (KINDS.md's package list): never carried, so never shadowed
+MACHINE_HAS=(
+    torch torchvision lightning pytorch-lightning lightning-utilities torchmetrics numpy scipy
+    pyyaml packaging opencv-python-headless onnx onnxruntime onnxscript tensorboard matplotlib
+    pillow
+)
+
 version() { "$PY" -c "import importlib.metadata as m, sys; print(m.version(sys.argv[1]))" "$1"; }
+
+for d in "${DISTS[@]}"; do
+    if [[ " ${MACHINE_HAS[*]} " == *" $d "* ]]; then
+        echo "$d is on the GPU machine already: carrying it would shadow the machine's own" >&2
+        exit 1
+    fi
+done
 
 rm -rf "$OUT" && mkdir -p "$OUT"
 binary=()

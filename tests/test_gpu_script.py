@@ -166,3 +166,50 @@ def test_fp16_peak_from_the_gpu_name(name, peak, monkeypatch):
     import gpu_checks
 
     assert gpu_checks.fp16_peak(name) == peak
+
+
+def _bash_array(text: str, name: str) -> set[str]:
+    import re
+
+    body = re.search(rf"^{name}=\((.*?)\)", text, re.S | re.M).group(1)
+    return {w.lower() for line in body.splitlines() for w in line.split("#")[0].split()}
+
+
+def test_the_wheels_cover_every_import_the_gpu_run_needs():
+    """Every third-party module that src/yolov4 imports (the service's FastAPI stack and the
+    opt-in backends aside), with its requirements, is on the GPU machine or among the wheels."""
+    import ast
+    import importlib.metadata as md
+
+    from packaging.requirements import Requirement
+
+    text = (ROOT / "benchmarks" / "gpu_wheels.sh").read_text()
+    wheels, machine = _bash_array(text, "DISTS"), _bash_array(text, "MACHINE_HAS")
+    assert not wheels & machine
+    optional = {"faster_coco_eval", "openvino", "nncf", "fastapi", "starlette", "uvicorn", "h11"}
+    modules = set()
+    for path in (ROOT / "src" / "yolov4").rglob("*.py"):
+        if "serve" in path.parts:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                modules |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                modules.add(node.module.split(".")[0])
+    owners = md.packages_distributions()
+    needed = {
+        owners[m][0].lower() for m in modules - optional - {"yolov4"} if m in owners
+    }  # stdlib modules have no distribution
+    env = {"python_version": "3.12", "extra": ""}
+    todo = [d for d in needed if d not in machine]
+    seen = set()
+    while todo:  # the wheels' own requirements, transitively (the machine's are its own)
+        d = todo.pop().replace("_", "-")
+        if d in seen or d in machine:
+            continue
+        seen.add(d)
+        for r in md.requires(d) or []:
+            req = Requirement(r)
+            if req.marker is None or req.marker.evaluate(env):
+                todo.append(req.name.lower().replace("_", "-"))
+    assert seen <= wheels, f"not carried and not on the GPU machine: {sorted(seen - wheels)}"
