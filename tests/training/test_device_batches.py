@@ -1,0 +1,127 @@
+"""Batches cross the DataLoader as uint8 and become the model's input on the device
+(``YoloModule.on_after_batch_transfer`` → ``batch_to_input``): validation gives exactly what the
+float batches made in the workers (the pipeline before) gave, and training steps see float32
+images at the multi-scale size the collate drew."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import lightning as L
+import pytest
+import torch
+
+from yolov4 import build_model
+from yolov4.data.datamodule import SyntheticDataModule
+from yolov4.data.transforms import AugmentConfig
+from yolov4.training.module import YoloModule, batch_to_input
+
+
+class FloatInWorkers(SyntheticDataModule):
+    """The pipeline before: float32 / 255 in the collate, inside the DataLoader."""
+
+    def _loader(self, name: str, train: bool):
+        loader = super()._loader(name, train)
+        collate, config = loader.collate_fn, self.preprocess_config
+        loader.collate_fn = lambda samples: batch_to_input(collate(samples), config)
+        return loader
+
+
+def _dm(cls, cache, **kw) -> SyntheticDataModule:
+    args = dict(
+        num_train=8,
+        num_val=6,
+        image_size=96,
+        cache_dir=str(cache),
+        input_size=[64, 96],
+        batch_size=4,
+        num_workers=0,
+        persistent_workers=False,
+    )
+    return cls(**{**args, **kw})
+
+
+def _module(dm: SyntheticDataModule, randomize) -> YoloModule:
+    torch.manual_seed(0)  # the convolutions' initial weights
+    net = randomize(build_model("yolov4-tiny", num_classes=dm.num_classes), seed=3)
+    module = YoloModule(
+        model=net.config.to_dict(),
+        class_names=dm.class_names,
+        category_ids=dm.category_ids,
+        preprocess=dm.preprocess_config.to_dict(),
+        ema_decay=None,
+    )
+    module.model.load_state_dict(net.state_dict())
+    return module
+
+
+def _record_predictions(module: YoloModule) -> list:
+    """Wrap ``module.predict_batch`` to keep (input dtype, detections) of every batch."""
+    seen, predict = [], module.predict_batch
+
+    def recorded(batch, *args):
+        seen.append((batch["images"].dtype, predict(batch, *args)))
+        return seen[-1][1]
+
+    module.predict_batch = recorded
+    return seen
+
+
+def _trainer(tmp_path, **kw) -> L.Trainer:
+    return L.Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        **kw,
+    )
+
+
+@pytest.fixture
+def cache(tmp_path_factory):
+    return tmp_path_factory.getbasetemp() / "device-batches-cache"
+
+
+def test_validation_is_identical_to_float_batches_from_the_workers(tmp_path, cache, randomize):
+    results = {}
+    for cls in (SyntheticDataModule, FloatInWorkers):
+        dm = _dm(cls, cache)
+        dm.prepare_data()
+        module = _module(dm, randomize)
+        seen = _record_predictions(module)
+        (logged,) = _trainer(tmp_path).validate(module, datamodule=dm, verbose=False)
+        results[cls.__name__] = (logged, seen)
+    (new, new_seen), (old, old_seen) = results["SyntheticDataModule"], results["FloatInWorkers"]
+    assert new == old
+    assert [d for d, _ in new_seen] == [torch.float32] * len(old_seen)
+    dets_new = [t for _, dets in new_seen for t in dets]
+    dets_old = [t for _, dets in old_seen for t in dets]
+    assert sum(len(t) for t in dets_new) > 0  # the comparison covers real detections
+    assert all(torch.equal(a, b) for a, b in zip(dets_new, dets_old, strict=True))
+
+
+class _Sizes(L.Callback):
+    def __init__(self) -> None:
+        self.seen: list[tuple] = []
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
+        images = batch["images"]
+        self.seen.append(
+            (images.dtype, tuple(images.shape[-2:]), batch["input_size"], float(images.max()))
+        )
+
+
+def test_training_steps_get_float_images_at_the_drawn_multi_scale_size(tmp_path, cache, randomize):
+    augment = dataclasses.replace(AugmentConfig(), multi_scale=1.5)
+    dm = _dm(SyntheticDataModule, cache, augment=augment, batch_size=2)
+    dm.prepare_data()
+    torch.manual_seed(0)
+    sizes = _Sizes()
+    trainer = _trainer(tmp_path, max_steps=4, limit_val_batches=0, callbacks=[sizes])
+    trainer.fit(_module(dm, randomize), datamodule=dm)
+    assert len(sizes.seen) == 4
+    for dtype, hw, drawn, top in sizes.seen:
+        assert dtype == torch.float32 and hw == tuple(drawn) and 0 < top <= 1.0
+    assert len({hw for _, hw, _, _ in sizes.seen}) >= 2  # multi-scale resized on the device
