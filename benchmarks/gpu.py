@@ -163,6 +163,7 @@ def main() -> int:
     names = args.only or list(checks.CHECKS)
     out = args.out or RESULTS_DIR / ("gpu_dryrun.json" if args.dry_run else "gpu.json")
     start = time.monotonic()
+    load_at_start = Path("/proc/loadavg").read_text().split()[:3]  # shared machines: say so
     rows = []
     with tempfile.TemporaryDirectory(prefix="yolov4-gpu-") as tmp:
         workdir = Path(tmp)
@@ -200,7 +201,7 @@ def main() -> int:
         "isolated": isolate,
         "budget_s": args.budget,
         "total_s": round(time.monotonic() - start, 1),
-        "machine": checks.machine(),
+        "machine": {**checks.machine(), "loadavg_at_start": load_at_start},
         "settings": checks.settings(args.dry_run),
         "checks": rows,
     }

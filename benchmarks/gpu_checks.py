@@ -98,14 +98,14 @@ def settings(dry_run: bool) -> dict[str, Any]:
                 "batch_size": 4,
                 "num_workers": 0,
                 "ddp_steps": 1,
-            },  # fmt: skip
+            },
             "predictor": {
                 "model": "yolov4-tiny",
                 "size": 64,
                 "latency_repeats": 2,
                 "batch": 2,
                 "batch_repeats": 1,
-            },  # fmt: skip
+            },
             "compile_backend": "eager",
         }
     return {
@@ -121,14 +121,14 @@ def settings(dry_run: bool) -> dict[str, Any]:
             "batch_size": 16,
             "num_workers": 4,
             "ddp_steps": 4,
-        },  # fmt: skip
+        },
         "predictor": {
             "model": "yolov4",
             "size": 608,
             "latency_repeats": 30,
             "batch": 32,
             "batch_repeats": 5,
-        },  # fmt: skip
+        },
         "compile_backend": "inductor",
     }
 
@@ -531,6 +531,7 @@ def train_cli(ctx: Context) -> dict[str, Any]:
     if ctx.dry_run:  # the comparison's code path, CPU against CPU
         evals = {"cpu_as_gpu": (["trainer=default"], False), "cpu": (["trainer=default"], True)}
     found = out.setdefault("evaluations", {})
+    scores: dict[str, np.ndarray] = {}
     for name, (tr, hidden) in evals.items():
         d = ctx.workdir / f"eval-{name}"
         t0 = time.perf_counter()
@@ -539,6 +540,7 @@ def train_cli(ctx: Context) -> dict[str, Any]:
                                   f"module.eval.conf={EVAL_CONF}"], cpu_only=hidden)  # fmt: skip
         m = json.loads((d / "metrics.json").read_text())
         dets = json.loads((d / "detections.json").read_text())
+        scores[name] = np.sort([r["score"] for r in dets])[::-1]
         found[name] = {"metrics": {k: m[k] for k in METRIC_KEYS}, "detections": len(dets),
                        "seconds": round(time.perf_counter() - t0, 1)}  # fmt: skip
     out["evaluations"] = found
@@ -546,6 +548,10 @@ def train_cli(ctx: Context) -> dict[str, Any]:
     cpu = found["cpu"]
     diff = {k: abs(gpu["metrics"][k] - cpu["metrics"][k]) for k in METRIC_KEYS}
     out["max_abs_diff_gpu32_vs_cpu"] = max(diff.values())
+    # beyond the metrics: the ranked scores of all detections, GPU's against the CPU's (recorded)
+    a, b = scores["cpu_as_gpu" if ctx.dry_run else "gpu_32-true"], scores["cpu"]
+    k = min(len(a), len(b))
+    out["ranked_scores_max_abs_diff"] = float(np.abs(a[:k] - b[:k]).max()) if k else None
     if not ctx.dry_run:
         half = found["gpu_16-mixed"]["metrics"]
         out["max_abs_diff_gpu16_vs_cpu"] = max(

@@ -99,6 +99,7 @@ def test_train_then_evaluate_compares_real_detections(dry_run):
     assert evals["cpu"]["detections"] > 0
     assert evals["cpu"]["detections"] == evals["cpu_as_gpu"]["detections"]
     assert d["max_abs_diff_gpu32_vs_cpu"] == 0.0  # the same device twice: bitwise equal
+    assert d["ranked_scores_max_abs_diff"] == 0.0
     [(path, loaded)] = [
         (k, v) for k, v in d["last_ckpt_without_cuda"].items() if k.endswith("ckpt")
     ]
