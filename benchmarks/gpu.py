@@ -67,8 +67,13 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/ (common, train_step)
 
-import gpu_checks as checks  # noqa: E402
-from common import RESULTS_DIR  # noqa: E402
+RESULTS_DIR = Path(__file__).resolve().parent / "results"  # as common.RESULTS_DIR
+
+try:  # torch, the project and what it imports (the carried wheels): a JSON even when they fail
+    import gpu_checks as checks
+except Exception:
+    checks = None
+    IMPORT_ERROR = traceback.format_exc()
 
 DEFAULT_BUDGET_S = 390  # the whole run; leaves a rerun's time in a 15-minute lease
 MIN_START_S = 20  # a check starts only with at least this much of the run's budget left
@@ -134,7 +139,23 @@ def print_table(rows: list[dict]) -> None:
         print(f"{r['name']:28s} {r['status']:15s} {r['seconds']:6.1f}  {summary[:160]}")
 
 
+def import_failed(argv: list[str]) -> int:
+    """The checks cannot even be imported (a missing or broken wheel): say so in the JSON."""
+    dry = "--dry-run" in argv
+    out = RESULTS_DIR / ("gpu_dryrun.json" if dry else "gpu.json")
+    if "--out" in argv:
+        out = Path(argv[argv.index("--out") + 1])
+    row = {"name": "environment", "status": "failed", "seconds": 0.0,
+           "error": IMPORT_ERROR.strip().splitlines()[-1], "traceback": IMPORT_ERROR}  # fmt: skip
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"dry_run": dry, "checks": [row], "python": sys.version}, indent=2))
+    print(IMPORT_ERROR, f"wrote {out}", sep="\n")
+    return 1
+
+
 def main() -> int:
+    if checks is None:
+        return import_failed(sys.argv[1:])
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

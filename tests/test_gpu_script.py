@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -135,6 +136,17 @@ def test_isolated_checks_report_through_their_own_process(tmp_path):
     [check] = payload["checks"]
     assert payload["isolated"] and check["status"] == "passed", check
     assert check["details"]["versions"]["hydra-core"] and check["details"]["versions"]["torch"]
+
+
+def test_a_broken_import_still_writes_the_json(tmp_path):
+    # e.g. a wheel that did not install on the GPU machine: the JSON says what failed
+    (tmp_path / "torch.py").write_text('raise ImportError("simulated: torch is broken")')
+    out = tmp_path / "gpu.json"
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    r = subprocess.run([sys.executable, str(SCRIPT), "--out", str(out)], env=env, timeout=120)
+    [row] = json.loads(out.read_text())["checks"]
+    assert r.returncode == 1 and row["status"] == "failed"
+    assert row["error"] == "ImportError: simulated: torch is broken"
 
 
 @pytest.mark.slow
