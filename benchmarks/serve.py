@@ -2,7 +2,8 @@
 calling the Predictor directly.
 
     python benchmarks/serve.py [--model yolov4-tiny] [--size 416] [--concurrency 1 4 16]
-                               [--requests 60] [--backend onnxruntime] [--micro-batch 1 8]
+                               [--requests 60] [--backend onnxruntime|openvino|torchscript]
+                               [--precision fp32|int8] [--micro-batch 1 8] [--name serve]
 
 Exports an artifact of a randomly initialised network (head biases set so that postprocess has
 real work, as in benchmarks/predict.py), starts ``python -m yolov4.serve`` on a free loopback
@@ -68,14 +69,35 @@ def test_image() -> bytes:
     return buf.getvalue()
 
 
-def make_artifact(name: str, size: int, out: Path) -> Path:
+def make_artifact(name: str, size: int, out: Path, precision: str = "fp32") -> Path:
+    """fp32: the 80-class network; int8: a 4-class one (the synthetic dataset's classes, on
+    which its INT8 model is calibrated, 8 images, and gated, 4 images: untrained, both mAP ~0)."""
     torch.manual_seed(0)
-    model = build_model(name).eval()
-    spread_head_biases(model)
+    if precision == "fp32":
+        model = spread_head_biases(build_model(name).eval())
+        ckpt = save_checkpoint(
+            out / f"{name}.pt", model, None, {"input_size": [size, size], "mode": "letterbox"}
+        )
+        return export_artifact(ckpt, out / "export", formats=["onnx", "torchscript"])
+    from yolov4.cli.evaluate import evaluate_predictor
+    from yolov4.data.datamodule import SyntheticDataModule
+
+    dm = SyntheticDataModule(num_train=8, num_val=4, image_size=size, input_size=[size, size],
+                             cache_dir=str(out / "data"), num_workers=0)  # fmt: skip
+    dm.prepare_data()
+    model = spread_head_biases(build_model(name, num_classes=len(dm.class_names)).eval())
     ckpt = save_checkpoint(
-        out / f"{name}.pt", model, None, {"input_size": [size, size], "mode": "letterbox"}
+        out / f"{name}.pt", model, dm.class_names, dm.preprocess_config.to_dict()
     )
-    return export_artifact(ckpt, out / "export", formats=["onnx", "torchscript"])
+    val = dm.split("val").records
+
+    def evaluate(predictor):
+        result = evaluate_predictor(predictor, dm, val, 4, {})
+        return {**result.metrics, "images": len(val), "subset": "synthetic val, 4 images"}
+
+    return export_artifact(ckpt, out / "export", formats=["onnx"], precisions=["fp32", precision],
+                           calibration=[r.file for r in dm.split("train").records],
+                           evaluate=evaluate)  # fmt: skip
 
 
 class Client:
@@ -208,7 +230,11 @@ def main() -> None:
     )
     parser.add_argument("--model", default="yolov4-tiny")
     parser.add_argument("--size", type=int, default=416)
-    parser.add_argument("--backend", default="onnxruntime", choices=["onnxruntime", "torchscript"])
+    parser.add_argument(
+        "--backend", default="onnxruntime", choices=["onnxruntime", "openvino", "torchscript"]
+    )
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "int8"])
+    parser.add_argument("--name", default="serve", help="benchmarks/results/<name>.json")
     parser.add_argument("--concurrency", nargs="+", type=int, default=[1, 4, 16])
     parser.add_argument("--requests", type=int, default=60, help="per concurrency level")
     parser.add_argument(
@@ -222,14 +248,18 @@ def main() -> None:
     data = test_image()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        artifact = make_artifact(args.model, args.size, Path(tmp))
-        predictor = Predictor.from_artifact(artifact, backend=args.backend)
+        artifact = make_artifact(args.model, args.size, Path(tmp), args.precision)
+        predictor = Predictor.from_artifact(
+            artifact, backend=args.backend, precision=args.precision
+        )
         for micro in args.micro_batch:
             proc, url = start_server(
                 artifact,
                 Path(tmp) / "server.log",
                 "--backend",
                 args.backend,
+                "--precision",
+                args.precision,
                 "--max-queue",
                 "256",
                 "--micro-batch",
@@ -240,7 +270,7 @@ def main() -> None:
                     row = (sequential(url, predictor, data, args.requests) if c == 1
                            else concurrent(url, data, c, args.requests))  # fmt: skip
                     row = {"model": args.model, "size": args.size, "backend": args.backend,
-                           "micro_batch": micro, **row}  # fmt: skip
+                           "precision": args.precision, "micro_batch": micro, **row}  # fmt: skip
                     rows.append(row)
                     print_row(row)
             finally:
@@ -250,9 +280,10 @@ def main() -> None:
         "machine": info,
         "matmul_gflops_per_s": round(gflops, 1),
         "image": "640x480 JPEG, multipart",
+        "load_end": Path("/proc/loadavg").read_text().split()[:3],
         "results": rows,
     }
-    print(f"wrote {save('serve', payload)}")
+    print(f"wrote {save(args.name, payload)}")
 
 
 if __name__ == "__main__":

@@ -244,7 +244,7 @@ def model_info(predictor: Predictor) -> dict[str, Any]:
         "name": metadata.get("model", {}).get("name"),
         "version": metadata.get("versions", {}).get("yolov4"),
         "sha256": served["sha256"][:16] if served else None,
-        "backend": predictor.backend.name,
+        "backend": getattr(predictor.backend, "name", type(predictor.backend).__name__),
         "precision": predictor.precision,
     }
 
