@@ -67,6 +67,7 @@ def test_serves_the_artifacts_int8_in_openvino(int8_artifact, tmp_path):
         check_served(server, predictor, "openvino", "int8", "model_int8.xml")
 
 
+@pytest.mark.slow  # a second server start (~10 s idle, ~50 s on a busy 2-core machine)
 def test_serves_fp32_in_openvino_when_told(int8_artifact, tmp_path):
     predictor = Predictor.from_artifact(int8_artifact, backend="openvino", precision="fp32")
     args = ("--backend", "openvino", "--precision", "fp32", "--threads", "2")
