@@ -168,15 +168,15 @@ class Predictor:
             )
         entry = precisions[precision]
         backend = backend or entry["backends"][0]
-        if backend not in entry["backends"]:
-            raise ExportError(
-                f"{artifact_dir}: its {precision} model runs in {entry['backends']}, "
-                f"not {backend!r}"
-            )
         name = MODEL_TORCHSCRIPT if backend == "torchscript" else entry["file"]
         if name not in meta["files"]:
             raise ExportError(
                 f"{artifact_dir} has no {name} (files: {sorted(meta['files'])}); export it with formats=[...]"
+            )
+        if backend not in entry["backends"]:
+            raise ExportError(
+                f"{artifact_dir}: its {precision} model runs in {entry['backends']}, "
+                f"not {backend!r}"
             )
         loaded = load_backend(Path(artifact_dir) / name, backend, device, precision, threads)
         channels = _output_channels(loaded, meta["input_size"])
