@@ -227,8 +227,8 @@ def reduced_precisions(
         if not drop <= gate:
             raise ExportError(
                 f"{precision} mAP50 {100 * result['mAP50']:.2f} is {drop:.2f} points below "
-                f"fp32's {100 * fp32['mAP50']:.2f} on {fp32['subset']} ({fp32['images']} images; "
-                f"gate: {gate} points, export.py map50_gate=...); the export was not written"
+                f"fp32's {100 * fp32['mAP50']:.2f} on {fp32['subset']} (gate: {gate} points, "
+                "export.py map50_gate=...); the export was not written"
             )
         entries.setdefault(precision, {}).update(
             {
