@@ -174,7 +174,7 @@ def test_a_check_past_its_budget_is_stopped_and_recorded(tmp_path):
 )
 def test_fp16_peak_from_the_gpu_name(name, peak, monkeypatch):
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
-    for mod in ("gpu_checks", "common", "train_step"):
+    for mod in ("gpu_checks", "gpu_base", "gpu_train", "common", "train_step"):
         monkeypatch.delitem(sys.modules, mod, raising=False)
     import gpu_checks
 
