@@ -6,7 +6,7 @@
 
 Checks, each in its own try/except with its own time budget (on the GPU each runs in its own
 process, killed at its budget, so a hang, a crash or a broken CUDA context loses only that check),
-in this order:
+in this order (gpu_checks.py, gpu_train.py; sizes and tolerances in gpu_base.py):
 
     environment       versions, GPU name, the fp16 matmul TFLOP/s measured here (the machine's
                       own reference) and the GPU's dense fp16 tensor peak looked up from its name
