@@ -126,3 +126,21 @@ def test_bf16_refused_without_native_bf16(exported):
     with pytest.raises(ExportError, match=" or ".join(BF16_CPU_FLAGS)) as e:
         OpenVinoBackend(art / "model.onnx", "bf16")
     assert features["cpu"] in str(e.value) and "OpenVINO would run it in f32" in str(e.value)
+
+
+def test_without_openvino_fp32_exports_and_reduced_precisions_name_the_extra(
+    exported, tmp_path, monkeypatch
+):
+    """OpenVINO is the optional extra yolov4[openvino]: without it an fp32 export still works
+    (onnxruntime, TorchScript) and what needs it says how to install it."""
+    import sys
+
+    ckpt, art = exported
+    monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino -> ImportError
+    meta = read_metadata(export_artifact(ckpt, tmp_path / "export", formats=["onnx"]))
+    assert meta["precisions"]["fp32"]["backends"] == ["onnxruntime"]
+    assert "model.onnx@openvino" not in meta["parity"] and "openvino" not in meta["versions"]
+    with pytest.raises(ExportError, match=r"pip install 'yolov4\[openvino\]'"):
+        export_artifact(ckpt, tmp_path / "int8", precisions=["int8"], evaluate=print)
+    with pytest.raises(ExportError, match=r"pip install 'yolov4\[openvino\]'"):
+        Predictor.from_artifact(art, backend="openvino")

@@ -50,7 +50,7 @@ from yolov4.export.quantize import (
     check_request,
     reduced_precisions,
 )
-from yolov4.inference.backends import load_backend
+from yolov4.inference.backends import import_openvino, load_backend, openvino_available
 from yolov4.models import fuse_model
 from yolov4.ops.boxes import box_iou, cxcywh_to_xyxy
 
@@ -82,17 +82,18 @@ def _finite(name: str, *arrays: Any) -> None:
 def _versions() -> dict[str, str]:
     import onnx
     import onnxruntime
-    import openvino
 
     from yolov4.version import __version__
 
-    return {
+    versions = {
         "yolov4": __version__,
         "torch": str(torch.__version__),
         "onnx": onnx.__version__,
         "onnxruntime": onnxruntime.__version__,
-        "openvino": openvino.__version__,
     }
+    if openvino_available():
+        versions["openvino"] = import_openvino().__version__
+    return versions
 
 
 def _export_onnx(
@@ -315,6 +316,7 @@ def export_artifact(
             f"{default_precision!r}"
         )
     check_request(precisions, calibration, evaluate, map50_gate)
+    openvino = openvino_available()  # an extra: without it, fp32 runs in onnxruntime/TorchScript
     if set(precisions) - {"fp32"} and "onnx" not in formats:
         raise ExportError(
             f"precisions {list(precisions)} are made from model.onnx: add onnx to formats "
@@ -360,7 +362,7 @@ def export_artifact(
                 else:
                     _export_torchscript(wrapped, path, example)
                 parity[path.name] = _parity(fmt, path, wrapped, size)
-                if fmt == "onnx":  # the same file in OpenVINO (f32)
+                if fmt == "onnx" and openvino:  # the same file in OpenVINO (f32)
                     parity[f"{path.name}@openvino"] = _parity("openvino", path, wrapped, size)
             files[path.name] = {"sha256": sha256(path), "bytes": path.stat().st_size}
         c = ckpt.model.config
@@ -384,7 +386,9 @@ def export_artifact(
                 files.setdefault(
                     name, {"sha256": sha256(tmp / name), "bytes": (tmp / name).stat().st_size}
                 )
-        onnx_backends = ["onnxruntime", "openvino"] if "onnx" in formats else []
+        onnx_backends = (
+            (["onnxruntime"] + (["openvino"] if openvino else [])) if "onnx" in formats else []
+        )
         fp32 = {
             "file": MODEL_ONNX if "onnx" in formats else MODEL_TORCHSCRIPT,
             "backends": onnx_backends + (["torchscript"] if "torchscript" in formats else []),

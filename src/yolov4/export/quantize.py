@@ -26,7 +26,13 @@ import torch
 from yolov4.core.artifact import MODEL_INT8_BIN, MODEL_INT8_XML, MODEL_ONNX
 from yolov4.core.preprocess import PreprocessConfig, preprocess
 from yolov4.errors import ExportError
-from yolov4.inference.backends import OpenVinoBackend, bf16_native, bf16_refusal, cpu_features
+from yolov4.inference.backends import (
+    OpenVinoBackend,
+    bf16_native,
+    bf16_refusal,
+    cpu_features,
+    import_openvino,
+)
 from yolov4.inference.images import load_images
 from yolov4.inference.predictor import Predictor
 
@@ -69,7 +75,7 @@ def quantize_int8(onnx_path: Path, out_dir: Path, batch: torch.Tensor) -> dict[s
         import nncf
     except ImportError as e:  # an optional dependency: only INT8 export needs it
         raise ExportError(
-            f"precision int8 needs NNCF (pip install 'yolov4[int8]' or nncf): {e}"
+            f"precision int8 needs NNCF: pip install 'yolov4[openvino]' ({e})"
         ) from None
     import openvino as ov
 
@@ -154,6 +160,7 @@ def check_request(
     wanted = [p for p in precisions if p != "fp32"]
     if not wanted:
         return
+    import_openvino()  # ExportError naming the extra when it is not installed
     if evaluate is None:
         raise ExportError(
             f"precision {wanted} needs a validation set to check its mAP against fp32 "

@@ -34,6 +34,8 @@ __all__ = [
     "cpu_features",
     "bf16_native",
     "bf16_refusal",
+    "import_openvino",
+    "openvino_available",
     "BACKENDS",
     "BF16_CPU_FLAGS",
 ]
@@ -54,6 +56,26 @@ REPORTED_CPU_FLAGS = (
     "amx_int8",
 )
 OV_PRECISION = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}  # INT8 IR: the rest in f32
+
+
+def import_openvino() -> Any:
+    """The ``openvino`` module, or :class:`ExportError` saying how to install it (an extra)."""
+    try:
+        import openvino
+    except ImportError as e:
+        raise ExportError(
+            f"the openvino backend and bf16/int8 precisions need OpenVINO: pip install "
+            f"'yolov4[openvino]' ({e})"
+        ) from None
+    return openvino
+
+
+def openvino_available() -> bool:
+    try:
+        import_openvino()
+    except ExportError:
+        return False
+    return True
 
 
 def cpu_features() -> dict[str, Any]:
@@ -159,8 +181,7 @@ class OpenVinoBackend:
     def __init__(
         self, path: str | Path, precision: str = "fp32", threads: int | None = None
     ) -> None:
-        import openvino as ov
-
+        ov = import_openvino()
         if precision not in OV_PRECISION:
             raise ExportError(f"precision must be one of {sorted(OV_PRECISION)}, got {precision!r}")
         if precision == "bf16":
