@@ -321,7 +321,9 @@ def test_export_cli_writes_every_format(trained_run, tmp_path):
     art = export(cfg)
     meta = json.loads((art / "metadata.json").read_text())
     assert set(meta["files"]) == {"model.onnx", "model.torchscript", "model_nms.onnx"}
-    assert set(meta["parity"]) == set(meta["files"]) and meta["nms_graph"]["max_det"] == 300
+    # every file checked against PyTorch; model.onnx also in OpenVINO when it is installed
+    assert set(meta["parity"]) - {"model.onnx@openvino"} == set(meta["files"])
+    assert meta["nms_graph"]["max_det"] == 300
 
 
 @pytest.mark.parametrize(
