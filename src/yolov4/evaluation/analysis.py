@@ -213,6 +213,19 @@ def _prf(c: dict[str, int]) -> dict[str, float]:
     return {"precision": p, "recall": r, "f1": 2 * p * r / (p + r) if p + r else 0.0}
 
 
+def gt_index(
+    coco_gt: Any, image_ids: Sequence[int] | None, category_names: dict[int, str] | None
+) -> tuple[list[int], dict[int, int], list[str], list[int]]:
+    """What every report indexes by: the category ids sorted (contiguous class ``k`` is
+    ``cat_ids[k]``), ``{category id: k}``, the class names (``category_names`` over the names in
+    ``coco_gt``) and the image ids evaluated, sorted (default: every image of ``coco_gt``)."""
+    cat_ids = sorted(coco_gt.getCatIds())
+    index = {c: k for k, c in enumerate(cat_ids)}
+    names = [(category_names or {}).get(c, coco_gt.cats[c]["name"]) for c in cat_ids]
+    ids = sorted({int(i) for i in (image_ids if image_ids is not None else coco_gt.getImgIds())})
+    return cat_ids, index, names, ids
+
+
 def analyze_detections(
     coco_gt: Any,
     results: Sequence[dict[str, Any]],
@@ -229,11 +242,8 @@ def analyze_detections(
     best-F1 confidences are exact, searched over the detections' scores)."""
     if not 0.0 <= conf <= 1.0 or not 0.0 < iou <= 1.0:
         raise ValueError(f"analysis needs 0 <= conf <= 1 and 0 < iou <= 1, got {conf}, {iou}")
-    cat_ids = sorted(coco_gt.getCatIds())
-    index = {c: k for k, c in enumerate(cat_ids)}
-    names = [(category_names or {}).get(c, coco_gt.cats[c]["name"]) for c in cat_ids]
+    cat_ids, index, names, ids = gt_index(coco_gt, image_ids, category_names)
     K = len(cat_ids)
-    ids = sorted({int(i) for i in (image_ids if image_ids is not None else coco_gt.getImgIds())})
     by_image: dict[int, list[dict[str, Any]]] = defaultdict(list)
     for r in results:
         by_image[int(r["image_id"])].append(r)

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torchvision.ops import box_iou
 
-from yolov4.evaluation.analysis import _xyxy
+from yolov4.evaluation.analysis import _xyxy, gt_index
 
 __all__ = [
     "DarknetMap",
@@ -177,11 +177,8 @@ def darknet_map(
         raise ValueError(
             f"darknet map needs 0 <= thresh <= 1 and 0 <= iou < 1, got {thresh}, {iou}"
         )
-    cat_ids = sorted(coco_gt.getCatIds())
-    index = {c: k for k, c in enumerate(cat_ids)}
-    names = [(category_names or {}).get(c, coco_gt.cats[c]["name"]) for c in cat_ids]
+    cat_ids, index, names, ids = gt_index(coco_gt, image_ids, category_names)
     K = len(cat_ids)
-    ids = sorted({int(i) for i in (image_ids if image_ids is not None else coco_gt.getImgIds())})
     by_image: dict[int, list[dict[str, Any]]] = defaultdict(list)
     for r in results:
         by_image[int(r["image_id"])].append(r)

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from yolov4.evaluation.analysis import _overlaps, _xyxy, coco_match
+from yolov4.evaluation.analysis import _overlaps, _xyxy, coco_match, gt_index
 
 __all__ = ["ErrorBreakdown", "error_breakdown", "coco_ap50", "ERROR_TYPES", "TB", "TF"]
 
@@ -134,11 +134,8 @@ def error_breakdown(
     ``image_ids`` (default: every image)."""
     if not 0.0 <= tb < tf <= 1.0:
         raise ValueError(f"the error breakdown needs 0 <= tb < tf <= 1, got tb={tb}, tf={tf}")
-    cat_ids = sorted(coco_gt.getCatIds())
-    index = {c: k for k, c in enumerate(cat_ids)}
-    names = [(category_names or {}).get(c, coco_gt.cats[c]["name"]) for c in cat_ids]
+    cat_ids, index, names, ids = gt_index(coco_gt, image_ids, category_names)
     K = len(cat_ids)
-    ids = sorted({int(i) for i in (image_ids if image_ids is not None else coco_gt.getImgIds())})
     by_image: dict[int, list[int]] = defaultdict(list)
     for n, r in enumerate(results):
         by_image[int(r["image_id"])].append(n)
