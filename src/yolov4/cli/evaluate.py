@@ -211,7 +211,9 @@ def _check_classes(what: str, num_classes: int, datamodule: Any) -> None:
 
 
 def _evaluate_artifact(cfg: DictConfig, eval_cfg: dict[str, Any]) -> tuple[EvaluationResult, Any]:
-    """Through the Predictor, from the image files: what the service would answer."""
+    """Through the Predictor, from the image files: what the service would answer. Returns the
+    result and the (prepared) DataModule of the val split, whose ground truth and image files
+    the reports read."""
     predictor = Predictor.from_artifact(
         cfg.artifact, backend=cfg.backend, precision=cfg.get("precision")
     )
@@ -223,7 +225,7 @@ def _evaluate_artifact(cfg: DictConfig, eval_cfg: dict[str, Any]) -> tuple[Evalu
     result = evaluate_predictor(
         predictor, datamodule, records, cfg.batch_size, eval_cfg, coco_backend
     )
-    return result, datamodule.val_coco
+    return result, datamodule
 
 
 def evaluate_predictor(
@@ -298,12 +300,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     settings = cfg.get("analysis") or {}
     check_analysis(settings)
     if cfg.artifact:
-        result, coco_gt = _evaluate_artifact(
+        result, datamodule = _evaluate_artifact(
             cfg, OmegaConf.to_container(cfg.module.eval, resolve=True)
         )
-        # the val split's image files for the gallery (the artifact path loads it apart)
-        files = val_image_files(build(cfg, "data", augment=None))
-        _write(out, result, coco_gt, settings, files)
+        _write(out, result, datamodule.val_coco, settings, val_image_files(datamodule))
         return result.to_dict()
     data_overrides: dict[str, Any] = {"augment": None, "val_batch_size": cfg.batch_size}
     if cfg.checkpoint:
