@@ -44,3 +44,33 @@ def tiny80() -> torch.nn.Module:
 def yolov4_3cls() -> torch.nn.Module:
     torch.manual_seed(1)
     return randomize_(build_model("yolov4", num_classes=3), seed=1)
+
+
+def small_synthetic(cache, cls=None, **overrides):
+    """A prepared synthetic DataModule small enough for a test (96-px images, 64x64 input,
+    no workers); ``cls`` a SyntheticDataModule subclass, ``overrides`` any of its arguments."""
+    from yolov4.data.datamodule import SyntheticDataModule
+
+    args = dict(num_train=4, num_val=7, image_size=96, cache_dir=str(cache), input_size=[64, 64],
+                batch_size=2, num_workers=0, persistent_workers=False)  # fmt: skip
+    dm = (cls or SyntheticDataModule)(**{**args, **overrides})
+    dm.prepare_data()
+    return dm
+
+
+def module_of(net: torch.nn.Module, dm, **kwargs):
+    """A YoloModule for ``dm``'s classes holding ``net``'s weights (no EMA unless asked)."""
+    from yolov4.training.module import YoloModule
+
+    module = YoloModule(
+        **{
+            "model": net.config.to_dict(),
+            "class_names": dm.class_names,
+            "category_ids": dm.category_ids,
+            "preprocess": dm.preprocess_config.to_dict(),
+            "ema_decay": None,
+            **kwargs,
+        }
+    )
+    module.model.load_state_dict(net.state_dict())
+    return module

@@ -7,11 +7,10 @@ import lightning as L
 import pytest
 import torch
 
+from tests.conftest import module_of, small_synthetic
 from yolov4.cli.train import train
-from yolov4.data.datamodule import SyntheticDataModule
 from yolov4.evaluation import METRIC_KEYS
 from yolov4.models import build_model
-from yolov4.training.module import YoloModule
 
 
 def validate(module, datamodule, devices: int) -> dict[str, float]:
@@ -31,29 +30,12 @@ def validate(module, datamodule, devices: int) -> dict[str, float]:
 def test_two_processes_give_the_same_metrics_as_one(synthetic_cache, randomize):
     # 7 val images on 2 ranks: the DistributedSampler pads one image on rank 1. Batch 1 so that
     # every image's forward pass is bitwise the same whichever rank runs it.
-    dm = SyntheticDataModule(
-        num_train=4,
-        num_val=7,
-        image_size=96,
-        cache_dir=str(synthetic_cache),
-        input_size=[64, 64],
-        batch_size=2,
-        num_workers=0,
-        persistent_workers=False,
-    )
-    dm.prepare_data()
+    dm = small_synthetic(synthetic_cache)
     torch.manual_seed(0)
     # random BN statistics and head biases: varied scores, no ties whose order float noise of
     # another thread count could flip
     net = randomize(build_model("yolov4-tiny", num_classes=4))
-    module = YoloModule(
-        model=net.config.to_dict(),
-        class_names=dm.class_names,
-        category_ids=dm.category_ids,
-        preprocess=dm.preprocess_config.to_dict(),
-        ema_decay=None,
-    )
-    module.model.load_state_dict(net.state_dict())
+    module = module_of(net, dm)
     one = validate(module, dm, devices=1)
     two = validate(module, dm, devices=2)
     assert one["AR100"] > 0  # a real comparison

@@ -17,6 +17,7 @@ from tests.cli.test_compose_data import (  # noqa: F401 (fixtures)
     data_overrides,
     files,
 )
+from tests.conftest import module_of, small_synthetic
 from yolov4 import build_model, save_checkpoint
 from yolov4.cli.evaluate import evaluate
 from yolov4.cli.train import train
@@ -187,31 +188,12 @@ def test_two_processes_log_the_same_worst_images_as_one(tmp_path, synthetic_cach
     from PIL import Image
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from yolov4.data.datamodule import SyntheticDataModule
     from yolov4.training.callbacks import ValidationImages
-    from yolov4.training.module import YoloModule
 
-    dm = SyntheticDataModule(
-        num_train=4,
-        num_val=7,
-        image_size=96,
-        cache_dir=str(synthetic_cache),
-        input_size=[64, 64],
-        batch_size=2,
-        num_workers=0,
-        persistent_workers=False,
-    )
-    dm.prepare_data()
+    dm = small_synthetic(synthetic_cache)
     torch.manual_seed(0)
     net = randomize(build_model("yolov4-tiny", num_classes=4))
-    module = YoloModule(
-        model=net.config.to_dict(),
-        class_names=dm.class_names,
-        category_ids=dm.category_ids,
-        preprocess=dm.preprocess_config.to_dict(),
-        ema_decay=None,
-    )
-    module.model.load_state_dict(net.state_dict())
+    module = module_of(net, dm)
 
     def logged(devices: int) -> np.ndarray:
         log_dir = tmp_path / f"tb{devices}"

@@ -11,6 +11,7 @@ import lightning as L
 import pytest
 import torch
 
+from tests.conftest import module_of, small_synthetic
 from yolov4 import build_model
 from yolov4.data.datamodule import SyntheticDataModule
 from yolov4.data.transforms import AugmentConfig
@@ -28,31 +29,14 @@ class FloatInWorkers(SyntheticDataModule):
 
 
 def _dm(cls, cache, **kw) -> SyntheticDataModule:
-    args = dict(
-        num_train=8,
-        num_val=6,
-        image_size=96,
-        cache_dir=str(cache),
-        input_size=[64, 96],
-        batch_size=4,
-        num_workers=0,
-        persistent_workers=False,
-    )
-    return cls(**{**args, **kw})
+    args = {"num_train": 8, "num_val": 6, "input_size": [64, 96], "batch_size": 4, **kw}
+    return small_synthetic(cache, cls, **args)  # prepared
 
 
 def _module(dm: SyntheticDataModule, randomize) -> YoloModule:
     torch.manual_seed(0)  # the convolutions' initial weights
     net = randomize(build_model("yolov4-tiny", num_classes=dm.num_classes), seed=3)
-    module = YoloModule(
-        model=net.config.to_dict(),
-        class_names=dm.class_names,
-        category_ids=dm.category_ids,
-        preprocess=dm.preprocess_config.to_dict(),
-        ema_decay=None,
-    )
-    module.model.load_state_dict(net.state_dict())
-    return module
+    return module_of(net, dm)
 
 
 def _record_predictions(module: YoloModule) -> list:
@@ -88,7 +72,6 @@ def test_validation_is_identical_to_float_batches_from_the_workers(tmp_path, cac
     results = {}
     for cls in (SyntheticDataModule, FloatInWorkers):
         dm = _dm(cls, cache)
-        dm.prepare_data()
         module = _module(dm, randomize)
         seen = _record_predictions(module)
         (logged,) = _trainer(tmp_path).validate(module, datamodule=dm, verbose=False)
@@ -116,7 +99,6 @@ class _Sizes(L.Callback):
 def test_training_steps_get_float_images_at_the_drawn_multi_scale_size(tmp_path, cache, randomize):
     augment = dataclasses.replace(AugmentConfig(), multi_scale=1.5)
     dm = _dm(SyntheticDataModule, cache, augment=augment, batch_size=2)
-    dm.prepare_data()
     torch.manual_seed(0)
     sizes = _Sizes()
     trainer = _trainer(tmp_path, max_steps=4, limit_val_batches=0, callbacks=[sizes])
