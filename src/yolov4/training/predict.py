@@ -274,8 +274,10 @@ def predict_files(
         collate_fn=collate,
         shuffle=False,
     )
-    kwargs = {"logger": False, "enable_checkpointing": False, "enable_model_summary": False}
+    kwargs = {"logger": False, "enable_checkpointing": False, "enable_model_summary": False,
+              **(trainer_kwargs or {})}  # fmt: skip
     writer = JsonlPredictionWriter(out_dir, sources, paths)
-    trainer = L.Trainer(**{**kwargs, **(trainer_kwargs or {})}, callbacks=[writer])
+    kwargs["callbacks"] = [*(kwargs.get("callbacks") or []), writer]
+    trainer = L.Trainer(**kwargs)
     trainer.predict(module, loader, return_predictions=False)
     return Path(out_dir) / PREDICTIONS
