@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import cv2
+import lightning as L
 import numpy as np
 import pytest
 import torch
@@ -82,10 +83,21 @@ def test_records_are_the_predictors_detections_and_bad_files_are_skipped(
         np.testing.assert_allclose([d["score"] for d in got], [d["score"] for d in exp], atol=2e-5)
 
 
+class CountBatches(L.Callback):
+    def __init__(self) -> None:
+        self.batches = 0
+
+    def on_predict_batch_end(self, *args) -> None:
+        self.batches += 1
+
+
 def test_options_filter_the_records(checkpoint, folder, tmp_path):
-    kwargs = {"accelerator": "cpu", "enable_progress_bar": False}
+    counter = CountBatches()  # the caller's callbacks run next to the writer
+    kwargs = {"accelerator": "cpu", "enable_progress_bar": False, "callbacks": [counter]}
     files = [str(f) for f in sorted(folder.rglob("*.png"))]
-    out = predict_files(checkpoint, files, tmp_path, kwargs, conf=CONF, classes=[1], max_det=2)
+    out = predict_files(checkpoint, files, tmp_path, kwargs, batch_size=2, conf=CONF,
+                        classes=[1], max_det=2)  # fmt: skip
+    assert counter.batches == 2
     records = read(out)
     assert [r["source"] for r in records] == [r["file"] for r in records] == files
     assert all(len(r["detections"]) <= 2 for r in records)
