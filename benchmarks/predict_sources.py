@@ -24,7 +24,7 @@ d. ``predict_command``: ``python predict.py source=<video> checkpoint=<ckpt> bat
 e. ``predictor_loop``: the Python API without overlap: frames read one by one, the Predictor
    called on each ``--batch`` frames.
 
-The issue's target: (d) steady-state at >= 90% of (a) at the same batch. Writes
+The target: (d) steady-state at >= 90% of (a) at the same batch. Writes
 benchmarks/results/<name>.json with the machine (CPU flags, matmul GFLOP/s measured in the same
 run, load averages before and after) and every figure.
 """
