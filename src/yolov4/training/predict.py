@@ -16,11 +16,13 @@ sharded over DDP ranks (GPUs, nodes, torchrun / SLURM as training runs).
   skipped files into ``skipped.jsonl`` (``index``, ``file``, ``error``), then removes the parts.
 
 Lightning's predict sampler gives every input to exactly one rank (no padding), so the merged
-files hold each input once, whatever the number of processes.
+files hold each input once, whatever the number of processes. The merge streams (memory does not
+grow with the number of files); ``out_dir`` must be a folder every node sees.
 """
 
 from __future__ import annotations
 
+import heapq
 import json
 import logging
 import os
@@ -146,7 +148,7 @@ class PredictModule(L.LightningModule):
         dets = unmap_detections(dets, batch["params"].cpu(), batch["hw"].cpu())
         for index, det, (h, w) in zip(batch["index"], dets, batch["hw"].tolist()):
             out.append({"index": index, **self._to_dict(det, h, w)})
-        return out
+        return sorted(out, key=lambda e: e["index"])
 
     def _to_dict(self, det: torch.Tensor, h: int, w: int) -> dict[str, Any]:
         """``(K, 6)`` unmapped detections → the keys and rounding of ``Detections.to_dict``."""
@@ -193,32 +195,39 @@ class JsonlPredictionWriter(BasePredictionWriter):
         trainer.strategy.barrier("predictions merged")
 
     def merge(self, world_size: int) -> None:
-        """Parts of ``world_size`` ranks → ``predictions.jsonl`` and ``skipped.jsonl``, by index."""
-        entries = {}
+        """Parts of ``world_size`` ranks → ``predictions.jsonl`` and ``skipped.jsonl``, by index.
+
+        Streams: each part holds its rank's inputs in increasing index (Lightning's predict
+        sampler gives rank ``r`` the indices ``r, r + world_size, ...`` of the unshuffled loader,
+        and :meth:`PredictModule.predict_step` sorts each batch), so a heap merge of the parts
+        keeps one line per rank in memory."""
         parts = [self.out_dir / PART.format(rank=r) for r in range(world_size)]
-        for part in parts:
-            with open(part) as f:
-                for line in f:
-                    entry = json.loads(line)
-                    entries[entry.pop("index")] = entry
-        order = sorted(entries)
-        with (
-            open(self.out_dir / PREDICTIONS, "w") as good,
-            open(self.out_dir / SKIPPED, "w") as bad,
-        ):
-            for i in order:
-                entry = entries[i]
-                if "error" in entry:
-                    bad.write(json.dumps({"index": i, "file": self.files[i], **entry}) + "\n")
-                    continue
-                head = {"source": self.sources[i], "file": self.files[i], "frame": None,
-                        "timestamp_ms": None}  # fmt: skip
-                good.write(json.dumps({**head, **entry}) + "\n")
-        skipped = sum("error" in e for e in entries.values())
+        files = [open(part) for part in parts]  # noqa: SIM115
+        count = skipped = 0
+        last = -1
+        try:
+            with (
+                open(self.out_dir / PREDICTIONS, "w") as good,
+                open(self.out_dir / SKIPPED, "w") as bad,
+            ):
+                streams = [map(json.loads, f) for f in files]
+                for entry in heapq.merge(*streams, key=lambda e: e["index"]):
+                    i = entry.pop("index")
+                    if i <= last:
+                        raise RuntimeError(f"prediction parts out of order at input {i}")
+                    last, count = i, count + 1
+                    if "error" in entry:
+                        skipped += 1
+                        bad.write(json.dumps({"index": i, "file": self.files[i], **entry}) + "\n")
+                        continue
+                    head = {"source": self.sources[i], "file": self.files[i], "frame": None,
+                            "timestamp_ms": None}  # fmt: skip
+                    good.write(json.dumps({**head, **entry}) + "\n")
+        finally:
+            for f in files:
+                f.close()
         if skipped:
-            log.warning(
-                "skipped %d of %d files (see %s)", skipped, len(order), self.out_dir / SKIPPED
-            )
+            log.warning("skipped %d of %d files (see %s)", skipped, count, self.out_dir / SKIPPED)
         for part in parts:
             part.unlink()
 
