@@ -114,6 +114,10 @@ def test_overwrite_and_reexport_keep_the_users_files(tiny, tmp_path, no_openvino
     ckpt, _ = tiny
     user = _user_folder(tmp_path / "mine")
     (user / "model.onnx").write_text("the user's own file of an artifact's name")
+    with pytest.raises(ExportError, match="holds model.onnx, not an artifact's"):
+        export_artifact(ckpt, user, formats=["onnx"], overwrite=True)
+    assert (user / "model.onnx").read_text() == "the user's own file of an artifact's name"
+    (user / "model.onnx").unlink()
     art = export_artifact(ckpt, user, formats=["onnx"], overwrite=True)
     assert art == user.resolve()
     read_metadata(art)  # complete: every file matches its sha256
@@ -171,13 +175,22 @@ def test_stale_temporary_folders_are_removed(tiny, tmp_path):
     recent = _stale(tmp_path, art, ".export.export-r3c3nt00", 1)  # perhaps a live export
     locked = _stale(tmp_path, art, ".export.export-l0ck3d00", old_age)
     other = _stale(tmp_path, art, ".export.backup", old_age)  # not a name of ours
+    legacy = _stale(tmp_path, art, ".export.ab12cd34", old_age)  # mkdtemp's, artifact only
+    # a file that differs from out's of the same name: kept, with its folder
+    differs = tmp_path / ".export.export-d1ff3r00"
+    (differs / "sub").mkdir(parents=True)
+    (differs / "sub" / "data.csv").write_text("another table")
+    (differs / "model.onnx").write_bytes(b"an artifact file")
+    os.utime(differs, (time.time() - old_age,) * 2)
     fd = files.lock_dir(locked)  # a live export holds its folder's lock
     try:
         removed = output_mod.remove_stale_exports(out)
     finally:
         os.close(fd)
-    assert removed == [killed] and not killed.exists()
+    assert set(removed) == {killed, legacy} and not killed.exists() and not legacy.exists()
     assert recent.is_dir() and locked.is_dir() and other.is_dir()
+    assert [p.name for p in differs.rglob("*")] == ["sub", "data.csv"]
+    assert (differs / "sub" / "data.csv").read_text() == "another table"
     assert (out / "made-meanwhile.txt").read_text() == "keep me"
     _assert_user_files(out)
     read_metadata(out)

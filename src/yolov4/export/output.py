@@ -26,6 +26,7 @@ before it starts.
 
 from __future__ import annotations
 
+import filecmp
 import logging
 import os
 import re
@@ -49,7 +50,9 @@ ARTIFACT_FILES = frozenset({*FORMATS.values(), MODEL_INT8_XML, MODEL_INT8_BIN, M
 
 
 def _tmp_pattern(out: Path) -> re.Pattern[str]:
-    return re.compile(rf"\.{re.escape(out.name)}\.{TMP_TAG}-[A-Za-z0-9_]{{8}}")
+    """Our temporary folders' names; ``.<name>.XXXXXXXX`` (:func:`tempfile.mkdtemp`'s) too, what
+    exports of earlier versions left, which only ever held artifact files."""
+    return re.compile(rf"\.{re.escape(out.name)}\.({TMP_TAG}-)?[a-z0-9_]{{8}}")
 
 
 def owned_files(folder: Path) -> set[str] | None:
@@ -98,12 +101,20 @@ def check_output(output: str | os.PathLike, overwrite: bool = False) -> Path:
         raise ExportError(
             f"output={given}: {out} is a git checkout; choose a folder of its own for the artifact"
         )
-    if out.is_dir() and not overwrite and any(out.iterdir()) and owned_files(out) is None:
-        raise ExportError(
-            f"output={given}: {out} holds files and is not an export artifact (no valid "
-            f"{METADATA}); choose a new or empty folder, or pass overwrite=true (the artifact's "
-            "files are added, every other file in the folder is kept)"
-        )
+    if out.is_dir() and any(out.iterdir()) and owned_files(out) is None:
+        if not overwrite:
+            raise ExportError(
+                f"output={given}: {out} holds files and is not an export artifact (no valid "
+                f"{METADATA}); choose a new or empty folder, or pass overwrite=true (the "
+                "artifact's files are added, every other file in the folder is kept)"
+            )
+        taken = sorted(n for n in ARTIFACT_FILES if os.path.lexists(out / n))
+        if taken:
+            raise ExportError(
+                f"output={given}: {out} holds {', '.join(taken)}, not an artifact's (no valid "
+                f"{METADATA}); overwrite=true replaces only an artifact's own files: move "
+                "them away or choose another folder"
+            )
     return out
 
 
@@ -138,20 +149,42 @@ def _link_tree(src: Path, dst: Path) -> None:
         link(str(src), str(dst))
 
 
-def _merge(src: Path, dst: Path) -> None:
+def _duplicate(entry: Path, target: Path) -> bool:
+    """Is ``entry`` what ``target`` holds (the same file or link, or the same bytes)?"""
+    try:
+        if entry.is_symlink() or target.is_symlink():
+            return (
+                entry.is_symlink()
+                and target.is_symlink()
+                and (os.readlink(entry) == os.readlink(target))
+            )
+        return entry.is_file() and (
+            os.path.samefile(entry, target) or filecmp.cmp(entry, target, shallow=False)
+        )
+    except OSError:
+        return False
+
+
+def _merge(src: Path, dst: Path) -> bool:
     """Move each entry of ``src`` that ``dst`` lacks into ``dst`` (folders merged), drop the
-    ones ``dst`` has, then remove ``src``."""
+    ones ``dst`` holds a duplicate of, and remove ``src`` if nothing else is left in it (an
+    entry that differs from ``dst``'s of the same name stays). True when ``src`` is gone."""
+    kept = False
     for entry in src.iterdir():
         target = dst / entry.name
         if not os.path.lexists(target):
             os.rename(entry, target)
         elif entry.is_dir() and not entry.is_symlink() and target.is_dir():
-            _merge(entry, target)
-        elif entry.is_dir() and not entry.is_symlink():
-            shutil.rmtree(entry)
-        else:
+            kept |= not _merge(entry, target)
+        elif _duplicate(entry, target):
             entry.unlink()
-    src.rmdir()
+        else:
+            kept = True
+    if kept:
+        log.warning("kept %s: files that differ from those of the same name in %s", src, dst)
+    else:
+        src.rmdir()
+    return not kept
 
 
 def _discard(old: Path, out: Path, owned: set[str]) -> None:
@@ -175,7 +208,7 @@ def install(tmp: Path, out: Path) -> None:
         except OSError:
             if not out.is_dir():
                 raise
-    owned = owned_files(out) or set()  # overwrite=True of another folder: nothing is ours
+    owned = owned_files(out) or set()  # overwrite=True of another folder: nothing in it is ours
     for entry in out.iterdir():
         if entry.name not in owned and not os.path.lexists(tmp / entry.name):
             _link_tree(entry, tmp / entry.name)
