@@ -92,7 +92,7 @@ def lock_dir(path: str | os.PathLike, blocking: bool = True) -> int | None:
 def exchange_dirs(a: str | os.PathLike, b: str | os.PathLike) -> bool:
     """Swap the folders ``a`` and ``b`` in one step (Linux ``renameat2(RENAME_EXCHANGE)``):
     every lookup of either name finds one of the two, never nothing. False where the system or
-    the file system cannot (then nothing was changed)."""
+    the file system cannot (nothing is changed then)."""
     if not sys.platform.startswith("linux"):
         return False
     try:

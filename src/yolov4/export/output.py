@@ -2,8 +2,9 @@
 
 :func:`check_output` runs before any export work: ``output`` must be a folder that is missing,
 empty, or an artifact this project wrote (a valid ``metadata.json``); another folder only with
-``overwrite=True``; never a file, ``/``, the home folder, the working directory, a folder
-above it, or a git checkout. The export is built in a temporary folder beside ``output``
+``overwrite=True`` and only while it holds no file of an artifact file's name (which the export
+would replace); never a file, ``/``, the home folder, the working directory, a folder above
+it, or a git checkout. The export is built in a temporary folder beside ``output``
 (``.<name>.export-XXXXXXXX``, :func:`temp_dir`) and :func:`install` swaps it in:
 
 1. every entry of the old folder the old artifact does not own (owned: the files its
@@ -11,14 +12,15 @@ above it, or a git checkout. The export is built in a temporary folder beside ``
    impossible) into the new folder, unless the new artifact has a file of that name;
 2. the two folders are exchanged in one ``renameat2(RENAME_EXCHANGE)``: a reader finds the
    complete old artifact or the complete new one at ``output``, never neither;
-3. the old folder (now under the temporary name) loses its artifact files, and entries the new
+3. the old folder (under the temporary name after the exchange) loses its artifact files, and entries the new
    folder lacks (made meanwhile) are moved over.
 
 A SIGKILL before step 2 leaves the old artifact in place, after it the new one; what is left
 under a temporary name holds only artifact files and the duplicates of user files, and a later
 export removes it (:func:`remove_stale_exports`: older than
 :data:`~yolov4.core.files.STALE_TMP_AGE_S` and not locked by a live export), moving any user
-file ``output`` lacks back into it. Where the exchange is unavailable (not Linux, or a file
+file ``output`` lacks back into it (a file that differs from ``output``'s of the same name is
+kept, with its folder). Where the exchange is unavailable (not Linux, or a file
 system without it), the old folder is renamed away and the new one renamed in: a kill between
 the two renames leaves no folder at ``output``, and the next export puts the old artifact back
 before it starts.
@@ -252,7 +254,7 @@ def _recover(out: Path) -> None:
             continue
         finally:
             _close(fd)
-        log.warning("restored the artifact %s from %s (an export was killed)", out, stale.name)
+        log.warning("restored the artifact %s from %s (left by a killed export)", out, stale.name)
 
 
 def remove_stale_exports(out: Path) -> list[Path]:
