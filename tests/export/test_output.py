@@ -13,6 +13,7 @@ import stat
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from yolov4.export.artifact import export_artifact
 from yolov4.inference import Predictor
 
 SIZE = 64
+SWAPS = 40  # artifact swaps while a reader polls
 USER_FILES = {"notes.txt": "my notes", "sub/data.csv": "a,b\n1,2\n"}
 
 
@@ -76,8 +78,9 @@ def test_output_misuse_keeps_the_users_files(tmp_path, monkeypatch):
     with pytest.raises(ExportError, match="not an export artifact.*overwrite=true"):
         export_artifact(missing, user)
     # a file
-    with pytest.raises(ExportError, match="notes.txt is a file"):
-        export_artifact(missing, user / "notes.txt", overwrite=True)
+    for out in (user / "notes.txt", user / "notes.txt" / "export"):
+        with pytest.raises(ExportError, match="notes.txt is a file"):
+            export_artifact(missing, out, overwrite=True)
     # the working directory and a folder above it, home, /, a checkout: even with overwrite
     monkeypatch.chdir(user / "sub")
     for out, why in ((".", "working directory"), ("..", "above the working directory")):
@@ -110,7 +113,7 @@ def test_cli_refuses_a_file_before_loading_anything(tmp_path):
     _assert_user_files(user)
 
 
-def test_overwrite_and_reexport_keep_the_users_files(tiny, tmp_path, no_openvino):
+def test_overwrite_keeps_the_users_files(tiny, tmp_path, no_openvino):
     ckpt, _ = tiny
     user = _user_folder(tmp_path / "mine")
     (user / "model.onnx").write_text("the user's own file of an artifact's name")
@@ -122,7 +125,15 @@ def test_overwrite_and_reexport_keep_the_users_files(tiny, tmp_path, no_openvino
     assert art == user.resolve()
     read_metadata(art)  # complete: every file matches its sha256
     _assert_user_files(art)
-    # a re-export into the artifact (no overwrite needed) replaces only the artifact's files
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine"]  # no temporary folder left
+
+
+@pytest.mark.slow
+def test_reexport_replaces_only_the_artifacts_files(tiny, tmp_path, no_openvino):
+    ckpt, original = tiny
+    art = tmp_path / "mine"
+    shutil.copytree(original, art)
+    _user_folder(art)
     first = read_metadata(art)["created"]
     (art / "later.txt").write_text("added after the export")
     art = export_artifact(ckpt, art, formats=["onnx", "torchscript"])
@@ -131,6 +142,41 @@ def test_overwrite_and_reexport_keep_the_users_files(tiny, tmp_path, no_openvino
     _assert_user_files(art)
     assert (art / "later.txt").read_text() == "added after the export"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mine"]  # no temporary folder left
+
+
+def test_readers_always_find_a_complete_artifact(tiny, tmp_path):
+    """A reader polling ``output`` during repeated swaps never finds it missing or partial."""
+    _, art = tiny
+    out = tmp_path / "export"
+    shutil.copytree(art, out, copy_function=os.link)
+    _user_folder(out)
+    done, reads, misses = threading.Event(), [0], []
+
+    def reader() -> None:
+        while not done.is_set():
+            try:
+                meta = read_metadata(out, verify=False)
+                missing = [n for n in meta["files"] if not (out / n).is_file()]
+                if missing:
+                    misses.append(missing)
+            except (ExportError, OSError) as e:
+                misses.append(e)
+            reads[0] += 1
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    try:
+        for k in range(SWAPS):
+            new = tmp_path / f".export.export-swap{k:04d}"
+            shutil.copytree(art, new, copy_function=os.link)  # a new artifact, cheaply
+            output_mod.install(new, out)
+            time.sleep(0.002)
+    finally:
+        done.set()
+        thread.join()
+    assert misses == [] and reads[0] > SWAPS
+    _assert_user_files(out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]
 
 
 def test_the_fallback_without_a_folder_exchange(tiny, tmp_path, monkeypatch):

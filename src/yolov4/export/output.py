@@ -81,11 +81,12 @@ def check_output(output: str | os.PathLike, overwrite: bool = False) -> Path:
     if not given.strip():
         raise ExportError("output: expected a folder path, found an empty string")
     out = Path(given).expanduser().resolve()
-    if out.exists() and not out.is_dir():
-        raise ExportError(
-            f"output={given}: {out} is a file, expected a folder for the artifact "
-            "(a new or empty folder, or an earlier export)"
-        )
+    for p in (out, *out.parents):
+        if p.exists() and not p.is_dir():
+            raise ExportError(
+                f"output={given}: {p} is a file, expected a folder for the artifact "
+                "(a new or empty folder, or an earlier export)"
+            )
     cwd, home = Path.cwd().resolve(), Path.home().resolve()
     protected = {"the root folder": Path(out.anchor), "the home folder": home}
     protected["the working directory"] = cwd
@@ -97,7 +98,7 @@ def check_output(output: str | os.PathLike, overwrite: bool = False) -> Path:
             inside = "" if out == p else f" (a folder above {what}, {p})"
             raise ExportError(
                 f"output={given}: {out} is {what if out == p else 'not allowed'}{inside}; "
-                "an export replaces its folder, choose a folder of its own (e.g. output=export)"
+                "an artifact needs a folder of its own (e.g. output=export)"
             )
     if (out / ".git").exists():
         raise ExportError(
