@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import sys
 import threading
 import warnings
 
@@ -162,6 +163,25 @@ def test_the_cli_gives_uvicorn_the_worker_healthcheck_timeout(monkeypatch, given
     [(app, kwargs)] = calls
     assert app == "yolov4.serve.app:app_from_env" and kwargs["workers"] == 2
     assert kwargs["timeout_worker_healthcheck"] == expected
+
+
+def test_spawned_workers_do_not_run_the_console_script_again(monkeypatch, tmp_path):
+    """pip's ``yolov4-serve`` script is ``__main__`` without a spec: spawn would run it (and
+    import torch) in each worker before the health check; with the spec of
+    ``yolov4.serve.__main__`` spawn imports nothing for it."""
+    import multiprocessing.spawn
+    import types
+
+    from yolov4.serve.__main__ import light_spawn_main
+
+    script = types.ModuleType("__main__")
+    script.__file__, script.__spec__ = str(tmp_path / "yolov4-serve"), None
+    monkeypatch.setitem(sys.modules, "__main__", script)
+    assert "init_main_from_path" in multiprocessing.spawn.get_preparation_data("w")
+    light_spawn_main()
+    data = multiprocessing.spawn.get_preparation_data("w")
+    assert data["init_main_from_name"] == "yolov4.serve.__main__"
+    assert "init_main_from_path" not in data
 
 
 def test_the_micro_batcher_serves_waiting_compatible_requests_in_one_call():

@@ -187,6 +187,19 @@ def worker_healthcheck_timeout(startup_s: float, workers: int, cpus: int) -> int
     return max(HEALTHCHECK_MIN_S, math.ceil(HEALTHCHECK_FACTOR * startup_s * slowdown))
 
 
+def light_spawn_main() -> None:
+    """Let spawned workers skip re-running this process's ``__main__``.
+
+    multiprocessing's spawn runs the parent's main script again in each worker before the
+    worker can answer uvicorn's health check, and pip's ``yolov4-serve`` script imports the
+    package (torch) for seconds. Given this module's spec, ``__main__`` is re-imported by name,
+    which spawn skips for any ``*.__main__`` module (as for ``python -m yolov4.serve``); the
+    workers import the app after their health-check thread runs."""
+    main = sys.modules.get("__main__")
+    if main is not None and getattr(main, "__spec__", None) is None:
+        main.__spec__ = sys.modules[__name__].__spec__
+
+
 def seconds_since_start() -> float:
     """Wall seconds since the start of this process (Linux ``/proc``), else since the import of
     this module."""
@@ -286,6 +299,7 @@ def main(argv: list[str] | None = None) -> int:
         uvicorn.run(create_app(settings, predictor), http=guarded, **common)
     else:  # the workers import the app and the protocol by name (light to unpickle)
         del predictor
+        light_spawn_main()
         startup_s = seconds_since_start()
         timeout = args.worker_healthcheck_timeout or worker_healthcheck_timeout(
             startup_s, args.workers, usable_cpus()

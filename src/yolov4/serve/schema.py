@@ -92,7 +92,7 @@ class ModelSummary(BaseModel):
     parity: dict[str, Any] | None = None
     precisions: dict[str, Any] | None = None
     default_precision: str | None = None
-    conf_source: str | None = None
+    conf_source: dict[str, Any] | None = Field(None, description="where thresholds.conf came from")
     limits: dict[str, int] = Field(
         description="max_bytes, max_pixels, max_batch, max_batch_bytes, max_det"
     )
