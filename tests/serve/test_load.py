@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from tests.serve.conftest import encode, pinned, scene, serve
+from tests.serve.conftest import START_TIMEOUT_S, encode, pinned, scene, serve
 
 BATCH = 20  # images in the "slow batch": a second or more of inference on 2 cores
 LIMIT = 1_000_000  # --max-bytes of this module's server
@@ -195,7 +195,12 @@ def test_a_bad_artifact_stops_the_cli_with_its_message(artifact, tmp_path, case)
 def test_several_worker_processes_serve(artifact, tmp_path):
     good = encode(scene(240, 320), "JPEG")
     args = ("--workers", "2", "--head-timeout", "1")
-    with serve(artifact, tmp_path / "server.log", *args) as server, server.client() as c:
+    log = tmp_path / "server.log"
+    # the parent loads the model (to check the artifact), then each worker does
+    with (
+        serve(artifact, log, *args, start_timeout=2 * START_TIMEOUT_S) as server,
+        server.client() as c,
+    ):
         codes = [
             c.post("/v1/detect", files={"file": ("x.jpg", good)}).status_code for _ in range(4)
         ]

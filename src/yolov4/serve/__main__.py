@@ -63,9 +63,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--worker-healthcheck-timeout",
         type=int,
         default=None,
-        help="seconds a worker may leave uvicorn's health check unanswered before it is "
-        "restarted, and may take to become ready when restarted (SIGHUP); default: from this "
-        "process's own start-up time (see worker_healthcheck_timeout)",
+        help="with --workers > 1: seconds a worker may leave uvicorn's health check "
+        "unanswered before it is restarted, and may take to become ready when restarted "
+        "(SIGHUP); default: 3x this process's own start-up time, at least 30",
     )
     p.add_argument("--threads", type=int, default=d.threads, help="inference threads per process")
     p.add_argument(
