@@ -28,6 +28,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from yolov4.cli.common import build, build_partial, model_config, model_network
 from yolov4.core.checkpoint import load_checkpoint
 from yolov4.core.postprocess import DARKNET_VALID
+from yolov4.darknet import darknet_file_classes
 from yolov4.errors import ConfigError
 from yolov4.evaluation import CocoEvaluator, EvaluationResult
 from yolov4.evaluation.analysis import CONF, IOU, DetectionAnalysis, analyze_detections
@@ -324,6 +325,14 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     datamodule.prepare_data()
     if cfg.darknet_weights:
         model_dict = model_config(cfg, datamodule.num_classes)
+        # a file of other classes would load all but its heads (fine-tuning): not evaluable
+        found = darknet_file_classes(ModelConfig.from_dict(model_dict), cfg.darknet_weights)
+        if found not in (None, model_dict["num_classes"]):
+            raise ConfigError(
+                f"darknet_weights={cfg.darknet_weights} holds {model_dict['name']} weights for "
+                f"{found} classes but data has {datamodule.num_classes} classes "
+                f"{datamodule.class_names}; evaluate it on a dataset of its {found} classes"
+            )
     else:
         _check_classes("checkpoint", model_dict["num_classes"], datamodule)
     module: YoloModule = build_partial(
