@@ -387,3 +387,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 @hydra.main(version_base="1.3", config_path="../configs", config_name="evaluate")
 def hydra_main(cfg: DictConfig) -> float:
     return float(evaluate(cfg)["mAP"])
+
+
+if __name__ == "__main__":
+    hydra_main()

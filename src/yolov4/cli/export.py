@@ -259,3 +259,7 @@ def export(cfg: DictConfig) -> Path:
 @hydra.main(version_base="1.3", config_path="../configs", config_name="export")
 def hydra_main(cfg: DictConfig) -> None:
     export(cfg)
+
+
+if __name__ == "__main__":
+    hydra_main()
