@@ -348,10 +348,11 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     if cfg.darknet_weights:
         model_dict = model_config(cfg, datamodule.num_classes)
         # a file of other classes would load all but its heads (fine-tuning): not evaluable
-        found = darknet_file_classes(ModelConfig.from_dict(model_dict), cfg.darknet_weights)
-        if found not in (None, model_dict["num_classes"]):
+        network = ModelConfig.from_dict(model_dict)
+        found = darknet_file_classes(network, cfg.darknet_weights)
+        if found not in (None, network.num_classes):
             raise ConfigError(
-                f"darknet_weights={cfg.darknet_weights} holds {model_dict['name']} weights for "
+                f"darknet_weights={cfg.darknet_weights} holds {network.name} weights for "
                 f"{found} classes but data has {datamodule.num_classes} classes "
                 f"{datamodule.class_names}; evaluate it on a dataset of its {found} classes"
             )
