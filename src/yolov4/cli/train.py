@@ -99,3 +99,7 @@ def train(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> d
 @hydra.main(version_base="1.3", config_path="../configs", config_name="train")
 def hydra_main(cfg: DictConfig) -> float:
     return float(train(cfg)["mAP"] or 0.0)
+
+
+if __name__ == "__main__":
+    hydra_main()
