@@ -71,9 +71,19 @@ def as_rows(detections: list[dict]) -> list[tuple]:
     return sorted((d["class_id"], d["score"], *d["box"]) for d in detections)
 
 
-def assert_same_detections(ours: list[tuple], ref: list[tuple], box_atol: float = 0.05) -> None:
+def assert_same_detections(
+    ours: list[tuple], ref: list[tuple], box_atol: float = 0.05, score_atol: float = 2e-5
+) -> None:
+    """One-to-one: each detection of ``ours`` has one of ``ref`` of its class with its score
+    and box (the closest; scores that tie after rounding may be listed in either order)."""
     assert len(ours) == len(ref) > 0
     a, b = np.array(ours, np.float64), np.array(ref, np.float64)
-    np.testing.assert_array_equal(a[:, 0], b[:, 0])
-    np.testing.assert_allclose(a[:, 1], b[:, 1], atol=2e-5)
-    np.testing.assert_allclose(a[:, 2:], b[:, 2:], atol=box_atol)
+    free = np.ones(len(b), bool)
+    for row in a:
+        cost = np.abs(b[:, 2:] - row[2:]).max(1) + np.abs(b[:, 1] - row[1])
+        cost[(b[:, 0] != row[0]) | ~free] = np.inf
+        j = int(np.argmin(cost))
+        assert np.isfinite(cost[j]), f"{row} has no counterpart of its class in the reference"
+        assert abs(b[j, 1] - row[1]) <= score_atol, (row, b[j])
+        np.testing.assert_allclose(row[2:], b[j, 2:], atol=box_atol, err_msg=str((row, b[j])))
+        free[j] = False
