@@ -135,8 +135,11 @@ def run(
     writer: PredictionWriter,
     summary: Summary,
     cfg: DictConfig,
+    interrupts: Interrupts | None = None,
 ) -> None:
-    """Every source through ``predictor`` into ``writer``, counting in ``summary``."""
+    """Every source through ``predictor`` into ``writer``, counting in ``summary``; a signal
+    ends it between two writes (``interrupts``)."""
+    interrupts = interrupts or Interrupts()
     lengths = [len(s) for s in sources]
     progress = Progress(sum(lengths) if all(lengths) else None, bool(cfg.get("progress", True)))
     batch = int(cfg.batch)
@@ -149,30 +152,49 @@ def run(
                 frames, size = prefetch(source.frames(), 2 * batch, stop), batch
             for chunk in _chunks(frames, size, summary, progress):
                 for f, dets in zip(chunk, _detect(predictor, [f.image for f in chunk], cfg)):
-                    writer.write(f, dets, getattr(source, "fps", None))
-                    summary.add(f, dets)
+                    with interrupts.deferred():
+                        writer.write(f, dets, getattr(source, "fps", None))
+                        summary.add(f, dets)
                 progress.update(len(chunk))
     finally:
         stop.set()
         progress.close()
 
 
-@contextmanager
-def _sigterm_interrupts() -> Iterator[None]:
-    """SIGTERM raises KeyboardInterrupt (as Ctrl-C does) in the main thread, so that the run's
-    ``finally`` closes every file."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
+class Interrupts:
+    """Ctrl-C and SIGTERM end the run between two images or frames, never inside the writing
+    of one (a video frame and its record are written together). A second signal during a
+    write ends it at once."""
 
-    def handler(signum: int, _frame: Any) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
+    def __init__(self) -> None:
+        self.requested = self.busy = False
 
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    def _handler(self, signum: int, _frame: Any) -> None:
+        if self.requested or not self.busy:
+            raise KeyboardInterrupt(f"signal {signum}")
+        self.requested = True
+
+    @contextmanager
+    def installed(self) -> Iterator[Interrupts]:
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+        previous = {s: signal.signal(s, self._handler) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield self
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+
+    @contextmanager
+    def deferred(self) -> Iterator[None]:
+        self.busy = True
+        try:
+            yield
+        finally:
+            self.busy = False
+        if self.requested:
+            raise KeyboardInterrupt("signal")
 
 
 def predict(cfg: DictConfig) -> dict[str, Any]:
@@ -192,9 +214,9 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
         out = Path(cfg.output or cfg.paths.output_dir)
         writer = PredictionWriter(out, bool(cfg.save), bool(cfg.save_txt), bool(cfg.save_crops))
         summary = Summary()  # the run's time, from here
-        with _sigterm_interrupts():
+        with Interrupts().installed() as interrupts:
             try:
-                run(predictor, sources, writer, summary, cfg)
+                run(predictor, sources, writer, summary, cfg, interrupts)
             except KeyboardInterrupt:
                 summary.interrupted = True
     finally:
