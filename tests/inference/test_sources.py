@@ -189,3 +189,19 @@ def test_newest_frame_policy_drops_frames_instead_of_lagging(buffer):
     else:
         assert len(got) <= 20 and stream.dropped >= 40
         assert got[-1].frame >= 55  # it kept up with the scene: the last frame is current
+
+
+def test_several_live_sources_are_read_together():
+    from yolov4.inference.streams import interleave_live
+
+    servers = [MjpegServer(per_connection=10, fps=50, max_connections=1).start() for _ in range(2)]
+    try:
+        streams = open_sources([s.url for s in servers], buffer=True, reconnect_timeout=0.0)
+        got = list(interleave_live(streams))
+    finally:
+        for s in servers:
+            s.stop()
+    by_source = {s.url: [f.frame for f in got if f.source == s.url] for s in servers}
+    assert all(frames == list(range(10)) for frames in by_source.values())
+    first_of_second = next(i for i, f in enumerate(got) if f.source == servers[1].url)
+    assert first_of_second < 10  # interleaved, not one stream after the other

@@ -28,6 +28,7 @@ from yolov4.cli.sources import load_predictor, model_source
 from yolov4.errors import ConfigError
 from yolov4.inference import Predictor
 from yolov4.inference.sources import Frame, open_sources, prefetch
+from yolov4.inference.streams import interleave_live
 from yolov4.inference.writers import PredictionWriter, Summary
 
 __all__ = ["predict", "hydra_main", "check_options"]
@@ -144,16 +145,21 @@ def run(
     progress = Progress(sum(lengths) if all(lengths) else None, bool(cfg.get("progress", True)))
     batch = int(cfg.batch)
     stop = threading.Event()
+    live = [s for s in sources if s.live]
+    # the files and videos one after the other, then the live sources together
+    streams: list[tuple[Iterator[Frame], int]] = [
+        (prefetch(s.frames(), 2 * batch, stop), batch) for s in sources if not s.live
+    ]
+    if len(live) == 1:  # newest frame: one at a time; a queue: what the model can take
+        streams.append((live[0].frames(), batch if live[0].buffer else 1))
+    elif live:
+        streams.append((interleave_live(live), len(live)))
     try:
-        for source in sources:
-            if source.live:  # newest frame: one at a time; a queue: what the model can take
-                frames, size = source.frames(), batch if source.buffer else 1
-            else:
-                frames, size = prefetch(source.frames(), 2 * batch, stop), batch
+        for frames, size in streams:
             for chunk in _chunks(frames, size, summary, progress):
                 for f, dets in zip(chunk, _detect(predictor, [f.image for f in chunk], cfg)):
                     with interrupts.deferred():
-                        writer.write(f, dets, getattr(source, "fps", None))
+                        writer.write(f, dets)
                         summary.add(f, dets)
                 progress.update(len(chunk))
     finally:

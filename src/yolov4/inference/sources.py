@@ -132,7 +132,7 @@ class VideoFile:
                 bad = 0
                 ts = 1000.0 * index / self.fps
                 rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-                yield Frame(self.source, self.name, rgb, str(self.path), index, ts)
+                yield Frame(self.source, self.name, rgb, str(self.path), index, ts, fps=self.fps)
                 index += 1
         finally:
             cap.release()

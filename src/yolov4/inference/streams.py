@@ -21,7 +21,7 @@ import numpy as np
 
 from yolov4.errors import InputError
 
-__all__ = ["Frame", "Camera", "Stream", "fps_of", "DEFAULT_FPS"]
+__all__ = ["Frame", "Camera", "Stream", "interleave_live", "fps_of", "DEFAULT_FPS"]
 
 DEFAULT_FPS = 30.0  # for a source that does not say (cameras, many streams)
 OPEN_TIMEOUT_MS = 10_000  # cv2.CAP_PROP_OPEN_TIMEOUT_MSEC / READ_TIMEOUT for streams
@@ -42,6 +42,7 @@ class Frame:
     frame: int | None = None
     timestamp_ms: float | None = None
     error: str | None = None
+    fps: float | None = None  # a video's or stream's frame rate (its annotated video keeps it)
 
 
 def fps_of(cap: cv2.VideoCapture) -> float:
@@ -148,7 +149,7 @@ class _Live:
                         continue
                 rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
                 ts = 1000.0 * (time.monotonic() - start)
-                self._put(Frame(self.source, self.name, rgb, None, index, ts))
+                self._put(Frame(self.source, self.name, rgb, None, index, ts, fps=self.fps))
                 bgr, index = None, index + 1
                 if self.max_frames is not None and index >= self.max_frames:
                     break
@@ -157,18 +158,26 @@ class _Live:
                 cap.release()
             self._put(None)
 
-    def frames(self) -> Iterator[Frame]:
+    def start(self) -> None:
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name=f"read {self.name}", daemon=True)
             self._thread.start()
-        while not self._stop.is_set():
-            try:
-                frame = self._queue.get(timeout=0.1)
-            except queue.Empty:
-                continue
-            if frame is None:
-                return
-            yield frame
+
+    def poll(self, timeout: float = 0.1) -> Frame | None | bool:
+        """The next frame; ``None`` when none came within ``timeout``; ``False`` at the end."""
+        self.start()
+        if self._stop.is_set():
+            return False
+        try:
+            frame = self._queue.get(timeout=timeout)
+        except queue.Empty:
+            return None
+        return False if frame is None else frame
+
+    def frames(self) -> Iterator[Frame]:
+        while (frame := self.poll()) is not False:
+            if frame is not None:
+                yield frame
 
     def close(self) -> None:
         self._stop.set()
@@ -184,3 +193,22 @@ class Camera(_Live):
 
 class Stream(_Live):
     """An ``rtsp://``, ``http(s)://`` (MJPEG included) or other stream URL FFmpeg opens."""
+
+
+POLL_S = 0.005  # interleave_live: wait between rounds that found no new frame
+
+
+def interleave_live(sources: list[_Live]) -> Iterator[Frame]:
+    """Several live sources at once: each one's new frames in turn, until all have ended."""
+    active = list(sources)
+    while active:
+        got = False
+        for source in list(active):
+            frame = source.poll(timeout=0)
+            if frame is False:
+                active.remove(source)
+            elif frame is not None:
+                got = True
+                yield frame
+        if not got:
+            time.sleep(POLL_S)

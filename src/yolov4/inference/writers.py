@@ -145,7 +145,7 @@ class PredictionWriter:
             self._names[key] = name
         return self._names[key]
 
-    def write(self, frame: Frame, dets: Any, fps: float | None = None) -> dict[str, Any]:
+    def write(self, frame: Frame, dets: Any) -> dict[str, Any]:
         """The outputs of one decoded image or frame and its detections; returns its record."""
         record = prediction_record(dets, frame.source, frame.file, frame.frame, frame.timestamp_ms)
         self._jsonl.write(json.dumps(record) + "\n")
@@ -159,7 +159,7 @@ class PredictionWriter:
             if frame.frame is None:
                 self._image(self.out / name, drawn)
             else:
-                self._video((frame.source, name), drawn, fps)
+                self._video((frame.source, name), drawn, frame.fps)
         if self.save_txt:
             path = self.out / LABELS / f"{stem}.txt"
             path.parent.mkdir(parents=True, exist_ok=True)
