@@ -277,3 +277,19 @@ def test_sigterm_ends_a_live_run_with_complete_files(checkpoint, tmp_path):
     while cap.read()[0]:
         n += 1
     assert n == len(recs)
+
+
+def test_the_progress_line_has_rate_and_eta(capsys, monkeypatch):
+    from yolov4.cli import predict as cli
+
+    monkeypatch.setattr(cli, "PROGRESS_EVERY_S", 0.0)
+    progress = cli.Progress(total=10)
+    progress.update(4)
+    progress.close()
+    err = capsys.readouterr().err
+    assert "4/10" in err and "/s ETA" in err
+    unknown = cli.Progress(total=None)  # a live source: count and rate, no ETA
+    unknown.update(3)
+    unknown.close()
+    err = capsys.readouterr().err
+    assert "3 " in err and "/s" in err and "ETA" not in err
