@@ -226,6 +226,9 @@ def save_darknet_weights(
             chunks.append(t.detach().float().cpu().numpy().astype(FLOAT).tobytes())
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    mask = os.umask(0o077)  # the umask, restored at once: the mode open() gives, not mkstemp's 0600
+    os.umask(mask)
+    os.chmod(tmp, 0o666 & ~mask)
     try:
         with os.fdopen(fd, "wb") as f:
             for c in chunks:

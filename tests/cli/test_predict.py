@@ -293,3 +293,16 @@ def test_the_progress_line_has_rate_and_eta(capsys, monkeypatch):
     unknown.close()
     err = capsys.readouterr().err
     assert "3 " in err and "/s" in err and "ETA" not in err
+
+
+def test_tile_runs_predict_tiled_on_each_image(run, checkpoint, tmp_path):
+    from yolov4.inference.tiling import predict_tiled
+
+    path = tmp_path / "large.png"
+    cv2.imwrite(str(path), _image(200, 330))
+    _, out = run(f"source={path}", f"checkpoint={checkpoint}", "tile=true", "tile_size=96",
+                 "tile_overlap=0.25", f"conf={CONF}")  # fmt: skip
+    [record] = records(out)
+    rgb = cv2.imread(str(path))[..., ::-1].copy()
+    dets = predict_tiled(Predictor.from_checkpoint(checkpoint), rgb, 96, 0.25, conf=CONF)
+    assert record["detections"] == dets.to_dict()["detections"] and len(dets) > 0

@@ -11,18 +11,20 @@ from __future__ import annotations
 
 import json
 import logging
+from math import inf
 from pathlib import Path
 from typing import Any
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from yolov4.cli.common import build
 from yolov4.cli.evaluate import PR_F1_FILE, evaluate_predictor
 from yolov4.cli.sources import model_checkpoint, model_source, source_file
 from yolov4.core.artifact import read_metadata
 from yolov4.errors import ConfigError
-from yolov4.export.artifact import export_artifact
+from yolov4.export.artifact import DEFAULT_OPSET, MAX_OPSET, export_artifact
+from yolov4.export.output import check_output
 
 __all__ = ["export", "hydra_main", "default_output", "best_f1_conf"]
 
@@ -109,9 +111,47 @@ def _dataset(cfg: DictConfig, class_names: list[str]) -> tuple[list[Any], Any]:
     return [r.file for r in train], evaluate
 
 
+def _integer(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def check_options(cfg: DictConfig) -> None:
+    """The numeric options, before anything is loaded: :class:`ConfigError` naming the key,
+    what was expected and what was found."""
+
+    def bad(key: str, expected: str) -> ConfigError:
+        return ConfigError(f"{key}: expected {expected}, found {cfg.get(key)!r}")
+
+    for key in ("calibration_images", "batch_size"):
+        if not (_integer(cfg.get(key)) and cfg.get(key) >= 1):
+            raise bad(key, "an integer >= 1")
+    val = cfg.get("val_images")
+    if val is not None and not (_integer(val) and val >= 1):
+        raise bad("val_images", "null (the whole val split) or an integer >= 1")
+    if not (_integer(cfg.get("opset")) and DEFAULT_OPSET <= cfg.opset <= MAX_OPSET):
+        raise bad("opset", f"an integer in [{DEFAULT_OPSET}, {MAX_OPSET}]")
+    gate = cfg.get("map50_gate")
+    if not (isinstance(gate, int | float) and not isinstance(gate, bool) and 0 <= gate < inf):
+        raise bad("map50_gate", "a number of mAP50 points >= 0")
+    size = cfg.get("input_size")
+    size = OmegaConf.to_container(size) if isinstance(size, ListConfig) else size
+    if size is not None and not (
+        isinstance(size, list) and len(size) == 2 and all(_integer(s) and s >= 1 for s in size)
+    ):
+        raise ConfigError(
+            "input_size: expected null or [H, W], two positive integers (multiples of the "
+            f"model's largest stride), found {size!r}"
+        )
+    if not isinstance(cfg.get("overwrite", False), bool):
+        raise bad("overwrite", "true or false")
+
+
 def export(cfg: DictConfig) -> Path:
+    check_options(cfg)
     model_source(cfg, ("checkpoint", "darknet_weights"))
-    out = Path(cfg.output) if cfg.output else default_output(source_file(cfg))
+    out = check_output(
+        cfg.output if cfg.output else default_output(source_file(cfg)), cfg.get("overwrite", False)
+    )
     formats = OmegaConf.to_container(cfg.formats, resolve=True)
     size = OmegaConf.to_container(cfg.input_size, resolve=True) if cfg.input_size else None
     precisions = list(OmegaConf.to_container(cfg.precision, resolve=True))
@@ -133,6 +173,7 @@ def export(cfg: DictConfig) -> Path:
         evaluate=evaluate,
         map50_gate=float(cfg.map50_gate),
         conf_source=conf_source,
+        overwrite=bool(cfg.get("overwrite", False)),
     )
     meta = read_metadata(path)
     for name, p in meta["parity"].items():
