@@ -107,7 +107,7 @@ def test_a_folder_tree_with_a_corrupt_image_is_skipped_and_reported(run, checkpo
         cv2.imwrite(str(src / rel), _image(64 + 8 * len(rel), 100))
     (src / "sub" / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
     summary, out = run(f"source={src}", f"checkpoint={checkpoint}", "batch=3")
-    assert summary["images"] == 4 and len(summary["skipped"]) == 1
+    assert summary["images"] == 4 and summary["skipped_count"] == len(summary["skipped"]) == 1
     assert "bad.png" in summary["skipped"][0]
     assert sorted(Path(r["file"]).name for r in records(out)) == [
         "a.jpg",

@@ -108,8 +108,9 @@ def _chunks(
     chunk: list[Frame] = []
     for f in frames:
         if f.image is None:
-            summary.skipped.append(f.error or f"{f.file or f.source}: cannot be decoded")
-            log.warning("skipped: %s", summary.skipped[-1])
+            message = f.error or f"{f.file or f.source}: cannot be decoded"
+            summary.skip(message)
+            log.warning("skipped: %s", message)
             progress.update(1)
             continue
         chunk.append(f)

@@ -30,6 +30,7 @@ __all__ = ["PredictionWriter", "Summary", "draw_detections", "yolo_label_lines",
 
 PREDICTIONS = "predictions.jsonl"
 SUMMARY = "summary.json"
+MAX_SKIPPED_LISTED = 1000  # summary.json lists this many skipped files or frames, counts all
 LABELS, CROPS = "labels", "crops"
 VIDEO_SUFFIX, VIDEO_FOURCC = ".mp4", "mp4v"
 # one colour per class id, cycling (RGB; the "tab10" palette, as the service's renderer)
@@ -75,11 +76,19 @@ class Summary:
     images: int = 0
     frames: int = 0
     detections: Counter = field(default_factory=Counter)
-    skipped: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # the first MAX_SKIPPED_LISTED of them
+    skipped_count: int = 0
     dropped_frames: int = 0
     reconnects: int = 0
     interrupted: bool = False
     start: float = field(default_factory=time.perf_counter)
+
+    def skip(self, message: str) -> None:
+        """One image or frame that could not be decoded (memory stays flat on a long stream:
+        only the first :data:`MAX_SKIPPED_LISTED` messages are kept)."""
+        self.skipped_count += 1
+        if len(self.skipped) < MAX_SKIPPED_LISTED:
+            self.skipped.append(message)
 
     def add(self, frame: Frame, dets: Any) -> None:
         if frame.frame is None:
@@ -95,6 +104,7 @@ class Summary:
             "images": self.images,
             "frames": self.frames,
             "detections": dict(sorted(self.detections.items(), key=lambda kv: -kv[1])),
+            "skipped_count": self.skipped_count,
             "skipped": self.skipped,
             "dropped_frames": self.dropped_frames,
             "reconnects": self.reconnects,
@@ -116,8 +126,8 @@ class Summary:
                 f"live: {d['dropped_frames']} frames dropped (newest-frame policy), "
                 f"{d['reconnects']} reconnects"
             )
-        if self.skipped:
-            lines.append(f"skipped {len(self.skipped)}: " + "; ".join(self.skipped[:5]))
+        if self.skipped_count:
+            lines.append(f"skipped {self.skipped_count}: " + "; ".join(self.skipped[:5]))
         return "\n".join(lines)
 
 
