@@ -26,6 +26,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from yolov4.cli.common import build, build_partial, model_config, model_network
+from yolov4.cli.sources import model_source
 from yolov4.core.checkpoint import load_checkpoint
 from yolov4.core.postprocess import DARKNET_VALID
 from yolov4.darknet import darknet_file_classes
@@ -45,6 +46,7 @@ from yolov4.evaluation.worst import (
     write_png,
 )
 from yolov4.inference import Predictor
+from yolov4.inference.darknet import darknet_resize_mode as resize_mode_of
 from yolov4.models import ModelConfig
 from yolov4.training.callbacks import METRICS_FILE, write_json
 from yolov4.training.module import YoloModule
@@ -300,19 +302,14 @@ def darknet_resize_mode(cfg: DictConfig) -> str:
     darknet trained the network (its cfg's ``[net] letter_box=1``: letterbox, else stretch)."""
     if cfg.darknet_resize_mode:
         return str(cfg.darknet_resize_mode)
-    return "letterbox" if model_network(cfg).letter_box else "stretch"
+    return resize_mode_of(model_network(cfg))
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """COCO evaluation of ``checkpoint=``, ``darknet_weights=`` or ``artifact=``; returns the
     ``metrics.json`` payload. Builds the network and the validation only: no loss, no EMA, no
     optimizer."""
-    sources = [k for k in ("checkpoint", "darknet_weights", "artifact") if cfg.get(k)]
-    if len(sources) != 1:
-        raise ConfigError(
-            "give exactly one of checkpoint=..., darknet_weights=... or artifact=..., "
-            f"got {sources or 'none'}"
-        )
+    model_source(cfg)
     if cfg.module.get("pretrained"):
         raise ConfigError(
             f"module.pretrained={cfg.module.pretrained}: evaluate takes its weights from "

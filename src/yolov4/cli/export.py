@@ -1,4 +1,5 @@
-"""``python export.py checkpoint=...``: the serving artifact of a checkpoint.
+"""``python export.py checkpoint=...``: the serving artifact of a checkpoint, or of darknet's
+files (``darknet_weights=... model=<zoo name | darknet model.cfg=...> names=...``).
 
 ``precision=[fp32,int8]`` adds reduced-precision models (:mod:`yolov4.export.quantize`),
 calibrated on ``data``'s train images (or ``calibration=<folder>``'s) and gated on its val
@@ -23,9 +24,9 @@ from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from yolov4.cli.common import build
 from yolov4.cli.evaluate import PR_F1_FILE, evaluate_predictor
+from yolov4.cli.sources import model_checkpoint, model_source, source_file
 from yolov4.core.artifact import MODEL_TORCHSCRIPT, artifact_precisions, read_metadata
-from yolov4.core.checkpoint import load_checkpoint
-from yolov4.data.image_io import IMAGE_SUFFIXES
+from yolov4.core.images import IMAGE_SUFFIXES
 from yolov4.errors import ConfigError
 from yolov4.export.artifact import DEFAULT_OPSET, MAX_OPSET, export_artifact
 from yolov4.export.output import check_output
@@ -97,7 +98,7 @@ def _conf(cfg: DictConfig) -> tuple[dict[str, Any] | None, dict[str, Any] | None
     if cfg.conf is None:
         return None, None
     if cfg.conf == BEST_F1:
-        path = cfg.pr_f1 or default_output(cfg.checkpoint).parent / f"{PR_F1_FILE}.json"
+        path = cfg.pr_f1 or default_output(source_file(cfg)).parent / f"{PR_F1_FILE}.json"
         conf, source = best_f1_conf(path)
         return {"conf": conf}, source
     if isinstance(cfg.conf, int | float):
@@ -190,7 +191,7 @@ def _choose_data(cfg: DictConfig, ckpt: Any) -> None:
             log.info(
                 "data: %s records no data config and no data= was given: the gate uses "
                 "data=synthetic",
-                cfg.checkpoint,
+                source_file(cfg),
             )
 
 
@@ -228,14 +229,15 @@ def _summary(meta: dict[str, Any]) -> list[str]:
 
 def export(cfg: DictConfig) -> Path:
     check_options(cfg)
+    model_source(cfg, ("checkpoint", "darknet_weights"))
     out = check_output(
-        cfg.output if cfg.output else default_output(cfg.checkpoint), cfg.get("overwrite", False)
+        cfg.output if cfg.output else default_output(source_file(cfg)), cfg.get("overwrite", False)
     )
     formats = OmegaConf.to_container(cfg.formats, resolve=True)
     size = OmegaConf.to_container(cfg.input_size, resolve=True) if cfg.input_size else None
     precisions = list(OmegaConf.to_container(cfg.precision, resolve=True))
     thresholds, conf_source = _conf(cfg)
-    ckpt = load_checkpoint(cfg.checkpoint)
+    ckpt = model_checkpoint(cfg)  # a project checkpoint or darknet's cfg + weights
     calibration, evaluate = None, None
     if set(precisions) - {"fp32"}:
         calibration, evaluate = _gate(cfg, ckpt)
@@ -286,7 +288,7 @@ def export(cfg: DictConfig) -> Path:
                 f"{acc['subset']}"
             )
     print(
-        f"exported {meta['model']['name']} {cfg.checkpoint} -> {path} "
+        f"exported {meta['model']['name']} {source_file(cfg)} -> {path} "
         f"({', '.join(meta['files'])}), input {meta['input_size']}, "
         f"default precision {meta.get('default_precision', 'fp32')}, "
         f"conf {meta['thresholds']['conf']}"

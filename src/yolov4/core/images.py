@@ -39,6 +39,7 @@ from PIL import Image, UnidentifiedImageError
 from yolov4.errors import InputError
 
 __all__ = [
+    "IMAGE_SUFFIXES",
     "MAX_PIXELS",
     "DecodedImage",
     "ImageDecodeError",
@@ -53,6 +54,8 @@ __all__ = [
     "to_rgb8",
 ]
 
+# the image files datasets and predict.py take (by extension, case-insensitive)
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 MAX_PIXELS = 100_000_000  # default decompression-bomb guard (PIL warns at 89M)
 EXIF_ORIENTATION = 0x0112  # EXIF/TIFF Orientation tag; 1 = as stored
 JPEG_SOI, JPEG_EOI = b"\xff\xd8", b"\xff\xd9"

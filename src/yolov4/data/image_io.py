@@ -13,12 +13,16 @@ from pathlib import Path
 import numpy as np
 
 from yolov4.core import images as core_images
-from yolov4.core.images import ImageDecodeError, ImageTooLarge, TruncatedImage, decode
+from yolov4.core.images import (
+    IMAGE_SUFFIXES,
+    ImageDecodeError,
+    ImageTooLarge,
+    TruncatedImage,
+    decode,
+)
 from yolov4.data.records import Problem, ProblemReport
 
 __all__ = ["read_image", "image_size", "IMAGE_SUFFIXES"]
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
 def read_image(path: str | Path, report: ProblemReport) -> np.ndarray | None:

@@ -3,6 +3,7 @@
     predictor = Predictor.from_artifact("run/export")            # the artifact's default precision
     predictor = Predictor.from_artifact("run/export", backend="openvino", precision="int8")
     predictor = Predictor.from_checkpoint("run/weights/best.pt")  # PyTorch, any device
+    predictor = Predictor.from_darknet("yolov4-tiny", "yolov4-tiny.weights")  # COCO names
     [dets] = predictor("photo.jpg")
     dets.boxes, dets.scores, dets.class_ids, dets.class_names, dets.to_dict()
 
@@ -31,12 +32,13 @@ from yolov4.core.artifact import (
     artifact_precisions,
     read_metadata,
 )
-from yolov4.core.checkpoint import load_checkpoint
+from yolov4.core.checkpoint import Checkpoint, load_checkpoint
 from yolov4.core.model import DecodedModel
 from yolov4.core.postprocess import SERVING
 from yolov4.core.preprocess import PreprocessConfig, preprocess
 from yolov4.errors import CheckpointError, ConfigError, ExportError, InputError
 from yolov4.inference.backends import BACKENDS, TorchBackend, load_backend
+from yolov4.inference.darknet import darknet_checkpoint
 from yolov4.inference.images import MAX_PIXELS, load_images
 from yolov4.models import fuse_model
 from yolov4.ops.letterbox import unmap_boxes
@@ -230,10 +232,12 @@ class Predictor:
 
     @classmethod
     def from_checkpoint(
-        cls, path: str | os.PathLike, device: str | torch.device = "cpu", **kwargs: Any
+        cls, path: str | os.PathLike | Checkpoint, device: str | torch.device = "cpu", **kwargs: Any
     ) -> Predictor:
-        """A project checkpoint (``weights/*.pt`` or ``.ckpt``), fused, on ``device``."""
-        ckpt = load_checkpoint(path)
+        """A project checkpoint (``weights/*.pt`` or ``.ckpt``, or a loaded :class:`Checkpoint`),
+        fused, on ``device``."""
+        ckpt = path if isinstance(path, Checkpoint) else load_checkpoint(path)
+        path = ckpt.path if isinstance(path, Checkpoint) else path
         if len(ckpt.class_names) != ckpt.model.config.num_classes:
             raise CheckpointError(
                 f"{path}: {len(ckpt.class_names)} class names for a model with "
@@ -253,6 +257,27 @@ class Predictor:
             meta,
             **kwargs,
         )
+
+    @classmethod
+    def from_darknet(
+        cls,
+        model: str | os.PathLike,
+        weights: str | os.PathLike,
+        names: Sequence[str] | None = None,
+        device: str | torch.device = "cpu",
+        num_classes: int | None = None,
+        input_size: Sequence[int] | None = None,
+        resize_mode: str | None = None,
+        **kwargs: Any,
+    ) -> Predictor:
+        """Darknet's files: ``model`` a zoo name (``yolov3-tiny``) or a ``.cfg`` path, its
+        ``.weights``, and one class name per class (``names``; COCO's for a zoo cfg with 80
+        classes; a ``.names`` file or data yaml reads with
+        :func:`yolov4.data.yolo_txt.read_class_names`). Images are resized as the cfg trained the
+        network (``letter_box=1``: letterbox, else stretch) unless ``resize_mode`` says otherwise.
+        See :func:`yolov4.inference.darknet.darknet_checkpoint`."""
+        ckpt = darknet_checkpoint(model, weights, names, num_classes, input_size, resize_mode)
+        return cls.from_checkpoint(ckpt, device, **kwargs)
 
     @property
     def thresholds(self) -> dict[str, Any]:

@@ -1,0 +1,243 @@
+"""``python predict.py source=... <model source>``: a model on image files, folders, globs, list
+files, videos, cameras and streams (:mod:`yolov4.inference.sources`), written as annotated files,
+``predictions.jsonl``, labels and crops (:mod:`yolov4.inference.writers`).
+
+Every source and option is checked before the model is loaded. Files decode on a thread ahead
+of the model, ``batch`` images or frames per call; a file or frame that does not decode is
+skipped and reported. Ctrl-C or SIGTERM ends the run with every file complete (videos
+finalised).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig
+
+from yolov4.cli.common import to_builtin
+from yolov4.cli.sources import load_predictor, model_source
+from yolov4.errors import ConfigError
+from yolov4.inference import Predictor
+from yolov4.inference.sources import Frame, open_sources, prefetch
+from yolov4.inference.streams import interleave_live
+from yolov4.inference.writers import PredictionWriter, Summary
+
+__all__ = ["predict", "hydra_main", "check_options"]
+
+log = logging.getLogger(__name__)
+PROGRESS_EVERY_S = 0.5  # progress line refresh on a terminal (10x that in a log file)
+
+
+def _number(cfg: DictConfig, key: str, ok: Any, expected: str, integer: bool = False) -> None:
+    value = cfg.get(key)
+    if value is None:
+        return
+    kinds = (int,) if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds) or not ok(value):
+        raise ConfigError(f"{key} must be {expected}, got {value!r}")
+
+
+def check_options(cfg: DictConfig) -> None:
+    """Every option checked at start-up, naming the key (before sources open or models load)."""
+    _number(cfg, "conf", lambda v: 0 <= v <= 1, "a number in [0, 1] or null")
+    _number(cfg, "iou", lambda v: 0 < v <= 1, "a number in (0, 1] or null")
+    _number(cfg, "max_det", lambda v: v >= 1, "an integer >= 1 or null", True)
+    _number(cfg, "batch", lambda v: v >= 1, "an integer >= 1", True)
+    _number(cfg, "tile_size", lambda v: v >= 32, "an integer >= 32 or null", True)
+    _number(cfg, "tile_overlap", lambda v: 0 <= v < 1, "a number in [0, 1)")
+    _number(cfg, "reconnect_timeout", lambda v: v >= 0, "a number of seconds >= 0")
+    _number(cfg, "max_frames", lambda v: v >= 1, "an integer >= 1 or null", True)
+    classes = to_builtin(cfg.get("classes"))
+    if classes is not None and (
+        not isinstance(classes, list) or not all(isinstance(c, int | str) for c in classes)
+    ):
+        raise ConfigError(f"classes must be a list of class ids, e.g. [0,2], got {classes!r}")
+    if cfg.get("tile"):
+        _tiler()
+
+
+def _tiler() -> Any:
+    try:
+        from yolov4.inference.tiling import predict_tiled
+    except ImportError as e:
+        raise ConfigError(f"tile=true needs yolov4.inference.tiling.predict_tiled: {e}") from e
+    return predict_tiled
+
+
+class Progress:
+    """One line on stderr: done / total, images or frames per second, ETA (``total`` known)."""
+
+    def __init__(self, total: int | None, enabled: bool = True) -> None:
+        self.total, self.enabled, self.done = total, enabled, 0
+        self.tty = sys.stderr.isatty()
+        self.start = self.last = time.perf_counter()
+
+    def update(self, n: int) -> None:
+        self.done += n
+        now = time.perf_counter()
+        if self.enabled and now - self.last >= PROGRESS_EVERY_S * (1 if self.tty else 10):
+            self.last = now
+            self._print(now, "\r" if self.tty else "", "" if self.tty else "\n")
+
+    def _print(self, now: float, start: str, end: str) -> None:
+        rate = self.done / max(now - self.start, 1e-9)
+        line = f"{self.done}" + (f"/{self.total}" if self.total else "") + f" {rate:.1f}/s"
+        if self.total and rate > 0:
+            line += f" ETA {max(self.total - self.done, 0) / rate:.0f} s"
+        sys.stderr.write(f"{start}{line}{end}")
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.enabled and self.done:
+            self._print(time.perf_counter(), "\r" if self.tty else "", "\n")
+
+
+def _chunks(
+    frames: Iterator[Frame], size: int, summary: Summary, progress: Progress
+) -> Iterator[list[Frame]]:
+    """Decoded frames in lists of up to ``size``; undecodable ones reported in ``summary``."""
+    chunk: list[Frame] = []
+    for f in frames:
+        if f.image is None:
+            message = f.error or f"{f.file or f.source}: cannot be decoded"
+            summary.skip(message)
+            log.warning("skipped: %s", message)
+            progress.update(1)
+            continue
+        chunk.append(f)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _detect(predictor: Predictor, images: list[Any], cfg: DictConfig) -> list[Any]:
+    post = {k: cfg.get(k) for k in ("conf", "iou", "max_det")}
+    post["classes"] = to_builtin(cfg.get("classes"))
+    if not cfg.get("tile"):
+        return predictor(images, **post)
+    tiled = _tiler()
+    size, overlap = cfg.get("tile_size"), float(cfg.get("tile_overlap", 0.2))
+    return [tiled(predictor, im, size, overlap, **post) for im in images]
+
+
+def run(
+    predictor: Predictor,
+    sources: list[Any],
+    writer: PredictionWriter,
+    summary: Summary,
+    cfg: DictConfig,
+    interrupts: Interrupts | None = None,
+) -> None:
+    """Every source through ``predictor`` into ``writer``, counting in ``summary``; a signal
+    ends it between two writes (``interrupts``)."""
+    interrupts = interrupts or Interrupts()
+    lengths = [len(s) for s in sources]
+    progress = Progress(sum(lengths) if all(lengths) else None, bool(cfg.get("progress", True)))
+    batch = int(cfg.batch)
+    stop = threading.Event()
+    live = [s for s in sources if s.live]
+    # the files and videos one after the other, then the live sources together
+    streams: list[tuple[Iterator[Frame], int]] = [
+        (prefetch(s.frames(), 2 * batch, stop), batch) for s in sources if not s.live
+    ]
+    if len(live) == 1:  # newest frame: one at a time; a queue: what the model can take
+        streams.append((live[0].frames(), batch if live[0].buffer else 1))
+    elif live:
+        streams.append((interleave_live(live), len(live)))
+    try:
+        for frames, size in streams:
+            for chunk in _chunks(frames, size, summary, progress):
+                for f, dets in zip(chunk, _detect(predictor, [f.image for f in chunk], cfg)):
+                    with interrupts.deferred():
+                        writer.write(f, dets)
+                        summary.add(f, dets)
+                progress.update(len(chunk))
+    finally:
+        stop.set()
+        progress.close()
+
+
+class Interrupts:
+    """Ctrl-C and SIGTERM end the run between two images or frames, never inside the writing
+    of one (a video frame and its record are written together). A second signal during a
+    write ends it at once."""
+
+    def __init__(self) -> None:
+        self.requested = self.busy = False
+
+    def _handler(self, signum: int, _frame: Any) -> None:
+        if self.requested or not self.busy:
+            raise KeyboardInterrupt(f"signal {signum}")
+        self.requested = True
+
+    @contextmanager
+    def installed(self) -> Iterator[Interrupts]:
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+        previous = {s: signal.signal(s, self._handler) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield self
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+
+    @contextmanager
+    def deferred(self) -> Iterator[None]:
+        self.busy = True
+        try:
+            yield
+        finally:
+            self.busy = False
+        if self.requested:
+            raise KeyboardInterrupt("signal")
+
+
+def predict(cfg: DictConfig) -> dict[str, Any]:
+    """Run ``cfg``'s model on ``cfg.source``; returns the summary (also ``summary.json``)."""
+    check_options(cfg)
+    model_source(cfg)
+    sources = open_sources(
+        to_builtin(cfg.source),
+        buffer=bool(cfg.stream_buffer),
+        reconnect_timeout=float(cfg.reconnect_timeout),
+        max_frames=cfg.get("max_frames"),
+    )
+    summary = Summary()
+    writer = None
+    try:
+        predictor = load_predictor(cfg)
+        out = Path(cfg.output or cfg.paths.output_dir)
+        writer = PredictionWriter(out, bool(cfg.save), bool(cfg.save_txt), bool(cfg.save_crops))
+        summary = Summary()  # the run's time, from here
+        with Interrupts().installed() as interrupts:
+            try:
+                run(predictor, sources, writer, summary, cfg, interrupts)
+            except KeyboardInterrupt:
+                summary.interrupted = True
+    finally:
+        for s in sources:
+            s.close()
+            summary.dropped_frames += getattr(s, "dropped", 0)
+            summary.reconnects += getattr(s, "reconnects", 0)
+        if writer is not None:
+            writer.close(summary)
+    print(summary.text())
+    log.info("wrote %s", writer.out)
+    return summary.to_dict()
+
+
+@hydra.main(version_base="1.3", config_path="../configs", config_name="predict")
+def hydra_main(cfg: DictConfig) -> None:
+    predict(cfg)

@@ -1,0 +1,125 @@
+"""Where a model comes from, one vocabulary for predict.py, evaluate.py and export.py:
+
+    checkpoint=<weights/best.pt | .ckpt>                 a project checkpoint
+    artifact=<export dir> [backend=...] [precision=...]  an export artifact
+    darknet_weights=<file.weights> model=<zoo name> [names=<.names | data.yaml>]
+    darknet_weights=<file.weights> model=darknet model.cfg=<my.cfg> names=<.names | data.yaml>
+
+A darknet network is resized as its cfg trained it (``darknet_resize_mode=`` overrides); the
+zoo's COCO weights need no names file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from omegaconf import DictConfig
+
+from yolov4.cli.common import to_builtin
+from yolov4.core.checkpoint import Checkpoint, load_checkpoint
+from yolov4.errors import ConfigError
+from yolov4.inference import Predictor
+from yolov4.inference.darknet import darknet_checkpoint
+from yolov4.models.cfg import ZOO
+
+__all__ = [
+    "MODEL_SOURCES",
+    "model_source",
+    "source_file",
+    "class_names",
+    "model_checkpoint",
+    "load_predictor",
+]
+
+MODEL_SOURCES = ("checkpoint", "darknet_weights", "artifact")
+_HOW = {
+    "checkpoint": "checkpoint=<weights/best.pt | .ckpt>",
+    "artifact": "artifact=<export dir>",
+    "darknet_weights": "darknet_weights=<file.weights> model=<zoo name | darknet model.cfg=...>",
+}
+
+
+def model_source(cfg: DictConfig, allowed: Sequence[str] = MODEL_SOURCES) -> str:
+    """The one model source key ``cfg`` gives (``checkpoint``, ``artifact`` or
+    ``darknet_weights``); none, several or one not in ``allowed`` is a :class:`ConfigError`."""
+    given = [k for k in MODEL_SOURCES if cfg.get(k)]
+    wrong = [k for k in given if k not in allowed]
+    if len(given) != 1 or wrong:
+        keys = [f"{k}=..." for k in allowed]
+        one = ", ".join(keys[:-1]) + " or " + keys[-1] if len(keys) > 1 else keys[0]
+        found = ", ".join(f"{k}={cfg.get(k)}" for k in given) or "none"
+        raise ConfigError(
+            f"give exactly one of {one} ({'; '.join(_HOW[k] for k in allowed)}), got {found}"
+        )
+    return given[0]
+
+
+def source_file(cfg: DictConfig) -> str:
+    """The path the model source names (the checkpoint, artifact or darknet weights)."""
+    return str(cfg.get(model_source(cfg)))
+
+
+def class_names(cfg: DictConfig) -> list[str] | None:
+    """``names=``: a darknet ``.names`` file, a data yaml with ``names:``, or a list; None when
+    not given."""
+    names = to_builtin(cfg.get("names"))
+    if not names:
+        return None
+    from yolov4.data.yolo_txt import read_class_names
+
+    return read_class_names(names)
+
+
+def _darknet_model(cfg: DictConfig) -> tuple[str, dict[str, Any]]:
+    """``(zoo name or cfg path, model config overrides)`` from ``cfg.model``."""
+    model = to_builtin(cfg.get("model")) or {}
+    if not isinstance(model, Mapping):
+        raise ConfigError(f"model: expected a model config, got {model!r}")
+    model = dict(model)
+    name, path = model.pop("name", None), model.pop("cfg", None)
+    model.pop("num_classes", None)
+    if path is None and name not in ZOO:
+        found = f"model.name={name!r}" if name else "no model"
+        raise ConfigError(
+            f"darknet_weights= needs its network: model=<zoo name> (one of {', '.join(ZOO)}) or "
+            f"model=darknet model.cfg=path/to/model.cfg; got {found}"
+        )
+    if path is not None and name is not None:
+        model["name"] = name
+    return str(path if path is not None else name), model
+
+
+def model_checkpoint(cfg: DictConfig) -> Checkpoint:
+    """The network and weights of ``checkpoint=`` or ``darknet_weights=`` (with ``model``,
+    ``names``, ``darknet_resize_mode``) as a :class:`Checkpoint`."""
+    if model_source(cfg, ("checkpoint", "darknet_weights")) == "checkpoint":
+        return load_checkpoint(cfg.checkpoint)
+    network, overrides = _darknet_model(cfg)
+    num_classes = (to_builtin(cfg.get("model")) or {}).get("num_classes")
+    return darknet_checkpoint(
+        network,
+        cfg.darknet_weights,
+        class_names(cfg),
+        num_classes=num_classes,
+        resize_mode=cfg.get("darknet_resize_mode") or None,
+        **overrides,
+    )
+
+
+def load_predictor(cfg: DictConfig, **kwargs: Any) -> Predictor:
+    """The :class:`Predictor` of ``cfg``'s model source (``device=``, ``threads=`` for artifacts;
+    ``kwargs`` go to the Predictor: ``thresholds``, ``max_pixels``)."""
+    device = cfg.get("device") or "cpu"
+    if model_source(cfg) == "artifact":
+        return Predictor.from_artifact(
+            cfg.artifact,
+            backend=cfg.get("backend"),
+            device=device,
+            precision=cfg.get("precision"),
+            **kwargs,
+        )
+    ckpt = model_checkpoint(cfg)
+    predictor = Predictor.from_checkpoint(ckpt, device, **kwargs)
+    predictor.metadata["source"] = source_file(cfg)
+    return predictor

@@ -1,0 +1,117 @@
+"""Darknet's own files as a model: a ``.cfg`` (or a zoo name) and a ``.weights`` file, with class
+names, turned into a :class:`~yolov4.core.checkpoint.Checkpoint` that the Predictor and the
+export read as they read a project checkpoint.
+
+A darknet network is fed as its cfg trained it (:func:`darknet_resize_mode`); the zoo's COCO
+weights need no names file (:data:`COCO_NAMES` ships here).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from yolov4.core.checkpoint import Checkpoint
+from yolov4.darknet import load_darknet_weights
+from yolov4.errors import CheckpointError, ConfigError
+from yolov4.models import ModelConfig, build_model
+from yolov4.models.cfg import ZOO
+
+__all__ = ["COCO_NAMES", "darknet_checkpoint", "darknet_resize_mode", "darknet_class_names"]
+
+# darknet's data/coco.names: the 80 classes of the zoo's COCO weights, in their index order
+COCO_NAMES = (
+    "person", "bicycle", "car", "motorbike", "aeroplane", "bus", "train", "truck", "boat",
+    "traffic light", "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat", "dog",
+    "horse", "sheep", "cow", "elephant", "bear", "zebra", "giraffe", "backpack", "umbrella",
+    "handbag", "tie", "suitcase", "frisbee", "skis", "snowboard", "sports ball", "kite",
+    "baseball bat", "baseball glove", "skateboard", "surfboard", "tennis racket", "bottle",
+    "wine glass", "cup", "fork", "knife", "spoon", "bowl", "banana", "apple", "sandwich", "orange",
+    "broccoli", "carrot", "hot dog", "pizza", "donut", "cake", "chair", "sofa", "pottedplant", "bed",
+    "diningtable", "toilet", "tvmonitor", "laptop", "mouse", "remote", "keyboard", "cell phone",
+    "microwave", "oven", "toaster", "sink", "refrigerator", "book", "clock", "vase", "scissors",
+    "teddy bear", "hair drier", "toothbrush",
+)  # fmt: skip
+
+
+def darknet_resize_mode(config: ModelConfig) -> str:
+    """How darknet trained the network: ``[net] letter_box=1`` letterbox, else stretch (darknet's
+    ``resize_image``). evaluate.py, predict.py, export.py and :func:`darknet_checkpoint` use it."""
+    return "letterbox" if config.letter_box else "stretch"
+
+
+def darknet_class_names(config: ModelConfig, names: Sequence[str] | None, zoo: bool) -> list[str]:
+    """``names`` checked against the network's class count; without names, COCO's 80 for a zoo
+    cfg with 80 classes (the zoo's published weights), else a :class:`ConfigError`."""
+    n = config.num_classes
+    if names is None:
+        if zoo and n == len(COCO_NAMES):
+            return list(COCO_NAMES)
+        raise ConfigError(
+            f"{config.name} has {n} classes: give their names (names=<file.names or data.yaml>); "
+            f"only a zoo cfg with {len(COCO_NAMES)} classes takes COCO's names by default"
+        )
+    names = [str(x) for x in names]
+    if len(names) != n:
+        raise ConfigError(
+            f"{len(names)} class names for {config.name} with {n} classes (its cfg's classes= or "
+            "model.num_classes); give one name per class"
+        )
+    return names
+
+
+def darknet_checkpoint(
+    model: str | os.PathLike,
+    weights: str | os.PathLike,
+    names: Sequence[str] | None = None,
+    num_classes: int | None = None,
+    input_size: Sequence[int] | None = None,
+    resize_mode: str | None = None,
+    **overrides: Any,
+) -> Checkpoint:
+    """A darknet network with its ``.weights`` loaded, as a :class:`Checkpoint`.
+
+    Args:
+        model: a zoo name (``yolov4-tiny``, ``yolov3-tiny``, ...) or a path to a darknet ``.cfg``.
+        weights: the darknet ``.weights`` file; it must hold exactly the network's weights.
+        names: one class name per class; default COCO's for a zoo cfg with 80 classes.
+        num_classes: default ``len(names)``, else the cfg's ``classes``.
+        input_size: ``(H, W)``; default the cfg's ``[net] height, width``.
+        resize_mode: ``letterbox`` or ``stretch``; default :func:`darknet_resize_mode`.
+        overrides: model config keys over the cfg's (``anchors``, ``scale_x_y``, ...).
+
+    Raises:
+        ConfigError: unknown zoo name / unusable cfg, names that do not fit.
+        CheckpointError: a missing weights file or one that does not fit the network.
+    """
+    zoo = str(model) in ZOO
+    if not zoo and not Path(model).is_file():
+        raise ConfigError(
+            f"model: {str(model)!r} is neither a zoo network ({', '.join(ZOO)}) nor a cfg file"
+        )
+    if num_classes is None and names is not None:
+        num_classes = len(names)
+    if input_size is not None:
+        overrides["input_size"] = [int(s) for s in input_size]
+    net = (
+        build_model(str(model), num_classes=num_classes, **overrides)
+        if zoo
+        else build_model(cfg=Path(model), num_classes=num_classes, **overrides)
+    )
+    class_names = darknet_class_names(net.config, names, zoo)
+    if not Path(weights).is_file():
+        raise CheckpointError(f"darknet weights file not found: {weights}")
+    header = load_darknet_weights(net, weights)
+    preprocess = {
+        "input_size": list(net.config.input_size),
+        "mode": resize_mode or darknet_resize_mode(net.config),
+    }
+    return Checkpoint(
+        model=net.eval(),
+        class_names=class_names,
+        preprocess=preprocess,
+        trained={"darknet_weights": str(weights), "seen": int(header.seen)},
+        path=Path(weights),
+    )

@@ -1,0 +1,297 @@
+"""What predict.py reads: image files, folders, globs, list files, videos, cameras and streams,
+one small class per kind, each yielding :class:`Frame` s (RGB uint8 images with where they came
+from).
+
+:func:`open_sources` turns what a user typed into sources and checks every one before any model
+is loaded: a missing path, a glob or folder without images or videos, a video OpenCV cannot open
+and a camera or URL that refuses are one :class:`InputError`. Inside a source a file or frame
+that does not decode is a :class:`Frame` with ``error`` set (reported, never fatal).
+
+Live sources (:class:`Camera`, :class:`Stream`) are in :mod:`yolov4.inference.streams`.
+"""
+
+from __future__ import annotations
+
+import glob as globlib
+import queue
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import cv2
+
+from yolov4.core.images import IMAGE_SUFFIXES, MAX_PIXELS
+from yolov4.errors import InputError
+from yolov4.inference.images import load_image
+from yolov4.inference.streams import Camera, Frame, Stream, fps_of
+
+__all__ = [
+    "Frame",
+    "ImageFiles",
+    "VideoFile",
+    "Camera",
+    "Stream",
+    "open_sources",
+    "prediction_record",
+    "prefetch",
+    "IMAGE_SUFFIXES",
+    "VIDEO_SUFFIXES",
+]
+
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".mpg", ".mpeg", ".wmv", ".webm", ".ts")
+STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
+LIST_SUFFIX = ".txt"
+GLOB_CHARS = "*?["
+MAX_BAD_FRAMES = 50  # consecutive unreadable frames before a video counts as ended
+
+
+def prediction_record(
+    dets: Any,
+    source: str,
+    file: str | None = None,
+    frame: int | None = None,
+    timestamp_ms: float | None = None,
+) -> dict[str, Any]:
+    """One ``predictions.jsonl`` line: ``{"source", "file", "frame", "timestamp_ms",
+    "detections": [{"box": [x1, y1, x2, y2], "score", "class_id", "class_name"}], "image":
+    {"width", "height"}}`` (``dets`` a :class:`~yolov4.inference.Detections`; boxes in the
+    original pixels)."""
+    return {
+        "source": source,
+        "file": file,
+        "frame": frame,
+        "timestamp_ms": None if timestamp_ms is None else round(float(timestamp_ms), 3),
+        **dets.to_dict(),
+    }
+
+
+class ImageFiles:
+    """Image files (a file, a folder's tree, a glob's or a list file's matches): decoded as the
+    Predictor decodes them (EXIF orientation applied). ``root``: output names are relative to
+    it (a folder's tree is kept), else the file name."""
+
+    live = False
+
+    def __init__(self, source: str, files: Sequence[Path], root: Path | None = None) -> None:
+        self.source, self.files, self.root = source, list(files), root
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def frames(self) -> Iterator[Frame]:
+        for path in self.files:
+            name = str(path.relative_to(self.root)) if self.root else path.name
+            try:
+                image, error = load_image(path, 0, "rgb", MAX_PIXELS), None
+            except InputError as e:
+                image, error = None, str(e).replace("image 0", str(path), 1)
+            yield Frame(self.source, name, image, file=str(path), error=error)
+
+    def close(self) -> None:
+        pass
+
+
+class VideoFile:
+    """A video file, frame by frame (``frame`` index from 0, ``timestamp_ms`` = index / fps). An
+    unreadable frame inside the video is skipped and reported; ``MAX_BAD_FRAMES`` in a row end
+    it."""
+
+    live = False
+
+    def __init__(self, source: str, path: Path, name: str | None = None) -> None:
+        self.source, self.path = source, path
+        self.name = name or path.name
+        cap = cv2.VideoCapture(str(path))
+        ok, _ = cap.read() if cap.isOpened() else (False, None)
+        if not ok:
+            cap.release()
+            raise InputError(f"source {source!r}: OpenCV cannot read the video {path}")
+        self.fps = fps_of(cap)
+        count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+        self.count = count if count > 0 else None
+        cap.release()
+
+    def __len__(self) -> int:
+        return self.count or 0
+
+    def frames(self) -> Iterator[Frame]:
+        cap = cv2.VideoCapture(str(self.path))
+        index, bad = 0, 0
+        try:
+            while True:
+                ok, bgr = cap.read()
+                if not ok or bgr is None:
+                    if self.count is None or index >= self.count or bad >= MAX_BAD_FRAMES:
+                        return
+                    bad += 1
+                    error = f"{self.path}: frame {index} cannot be decoded"
+                    yield Frame(self.source, self.name, None, str(self.path), index, error=error)
+                    index += 1
+                    continue
+                bad = 0
+                ts = 1000.0 * index / self.fps
+                rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+                yield Frame(self.source, self.name, rgb, str(self.path), index, ts, fps=self.fps)
+                index += 1
+        finally:
+            cap.release()
+
+    def close(self) -> None:
+        pass
+
+
+def prefetch(frames: Iterator[Frame], size: int, stop: threading.Event) -> Iterator[Frame]:
+    """``frames`` decoded on a thread of their own, up to ``size`` ahead of the consumer, so
+    that decoding overlaps the model. ``stop`` ends the thread early."""
+    q: queue.Queue[Any] = queue.Queue(max(1, size))
+    end = object()
+
+    def put(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def run() -> None:
+        try:
+            for f in frames:
+                if not put(f):
+                    return
+        except BaseException as e:  # handed to the consumer
+            put(e)
+        finally:
+            put(end)
+
+    thread = threading.Thread(target=run, name="decode", daemon=True)
+    thread.start()
+    while True:
+        item = q.get()
+        if item is end:
+            return
+        if isinstance(item, BaseException):
+            raise item
+        yield item
+
+
+def _is_stream(text: str) -> bool:
+    return text.lower().startswith(STREAM_SCHEMES)
+
+
+def _media(paths: Sequence[Path]) -> list[Path]:
+    return sorted(p for p in paths if p.is_file() and p.suffix.lower() in MEDIA_SUFFIXES)
+
+
+MEDIA_SUFFIXES = IMAGE_SUFFIXES + VIDEO_SUFFIXES
+
+
+def _list_entries(path: Path) -> list[Path]:
+    """The paths of a ``.txt`` list, one a line (relative ones from the list's folder)."""
+    try:
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(f"source {str(path)!r}: cannot read the list file: {e}") from None
+    entries = [Path(x.strip()) for x in lines if x.strip() and not x.strip().startswith("#")]
+    entries = [e if e.is_absolute() else path.parent / e for e in entries]
+    missing = [(i, str(e)) for i, e in enumerate(entries) if not e.exists()]
+    if missing:
+        raise InputError(
+            f"source {str(path)!r}: {len(missing)} listed path(s) do not exist, first "
+            f"(entry, path) {missing[:3]}"
+        )
+    if not entries:
+        raise InputError(f"source {str(path)!r}: the list file names no path")
+    return entries
+
+
+def _files(source: str, files: Sequence[Path], root: Path | None = None) -> list[Any]:
+    """Image files grouped into one :class:`ImageFiles`, videos one :class:`VideoFile` each,
+    in order."""
+    out: list[Any] = []
+    for f in files:
+        rel = str(f.relative_to(root)) if root else f.name
+        if f.suffix.lower() in VIDEO_SUFFIXES:
+            out.append(VideoFile(source, f, rel))
+        elif out and isinstance(out[-1], ImageFiles):
+            out[-1].files.append(f)
+        else:
+            out.append(ImageFiles(source, [f], root))
+    return out
+
+
+def _open_one(source: str, live: dict[str, Any]) -> list[Any]:
+    text = source.strip()
+    if text.isdecimal():
+        return [Camera(source, int(text), f"camera{text}.mp4", **live)]
+    if _is_stream(text):
+        return [Stream(source, text, _stream_name(text), **live)]
+    if any(c in text for c in GLOB_CHARS) and not Path(text).exists():
+        found = _media([Path(p) for p in globlib.glob(text, recursive=True)])
+        if not found:
+            raise InputError(
+                f"source {source!r}: the glob matches no image or video "
+                f"({', '.join(MEDIA_SUFFIXES)})"
+            )
+        return _files(source, found)
+    path = Path(text).expanduser()
+    if not path.exists():
+        raise InputError(f"source {source!r}: no such file or folder")
+    if path.is_dir():
+        found = _media(list(path.rglob("*")))
+        if not found:
+            raise InputError(
+                f"source {source!r}: the folder holds no image or video "
+                f"({', '.join(MEDIA_SUFFIXES)}), searched recursively"
+            )
+        return _files(source, found, path)
+    suffix = path.suffix.lower()
+    if suffix == LIST_SUFFIX:
+        out: list[Any] = []
+        for entry in _list_entries(path):
+            out += _open_one(str(entry), live) if entry.is_dir() else _files(source, [entry])
+        return out
+    if suffix not in MEDIA_SUFFIXES:
+        raise InputError(
+            f"source {source!r}: expected an image ({', '.join(IMAGE_SUFFIXES)}), a video "
+            f"({', '.join(VIDEO_SUFFIXES)}), a folder, a glob, a {LIST_SUFFIX} list, a camera "
+            f"index or a stream URL ({', '.join(STREAM_SCHEMES)}); got a {suffix or 'suffix-less'} "
+            "file"
+        )
+    return _files(source, [path])
+
+
+def _stream_name(url: str) -> str:
+    tail = url.split("://", 1)[1].split("?", 1)[0]
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in tail).strip("_.")
+    return f"{safe or 'stream'}.mp4"
+
+
+def open_sources(
+    sources: str | int | Sequence[str | int],
+    buffer: bool = False,
+    reconnect_timeout: float = 60.0,
+    max_frames: int | None = None,
+) -> list[Any]:
+    """What a user typed (one source or a list) -> checked sources, in order: image files
+    (:class:`ImageFiles`), :class:`VideoFile`, :class:`Camera`, :class:`Stream`. A source that
+    cannot be used raises :class:`InputError` naming it; live sources are opened (and release
+    their device on failure). ``buffer``, ``reconnect_timeout``, ``max_frames``: live sources'
+    settings (see the module docstring)."""
+    items = [sources] if isinstance(sources, (str, int)) else list(sources)
+    if not items:
+        raise InputError("source: expected a file, folder, glob, list, video, camera or URL")
+    live = {"buffer": buffer, "reconnect_timeout": reconnect_timeout, "max_frames": max_frames}
+    opened: list[Any] = []
+    try:
+        for item in items:
+            if not isinstance(item, (str, int)) or isinstance(item, bool):
+                raise InputError(f"source: expected a path, camera index or URL, got {item!r}")
+            opened += _open_one(str(item), live)
+    except BaseException:
+        for s in opened:
+            s.close()
+        raise
+    return opened

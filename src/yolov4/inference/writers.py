@@ -1,0 +1,220 @@
+"""What predict.py writes for each image or frame, in one run directory:
+
+    <name>                 annotated images (the input's own format and relative path)
+    <stem>.mp4             annotated videos and streams (the input's fps and frame size; mp4v)
+    predictions.jsonl      one :func:`~yolov4.inference.sources.prediction_record` per image or frame
+    labels/<stem>.txt      save_txt: darknet/YOLO labels ``class cx cy w h`` (normalised), which
+                           ``data=yolo`` reads back (``labels/<stem>_<frame>.txt`` for video frames)
+    crops/<class>/<stem>_<k>.jpg   save_crops: each detection cut from the original image
+    summary.json           :class:`Summary`: images, frames, detections per class, skipped, time
+
+Files are flushed as they are written; :meth:`PredictionWriter.close` (called in a ``finally``)
+finalises every video, so an interrupted run leaves complete, playable files.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from yolov4.inference.sources import Frame, prediction_record
+
+__all__ = ["PredictionWriter", "Summary", "draw_detections", "yolo_label_lines", "PREDICTIONS"]
+
+PREDICTIONS = "predictions.jsonl"
+SUMMARY = "summary.json"
+MAX_SKIPPED_LISTED = 1000  # summary.json lists this many skipped files or frames, counts all
+LABELS, CROPS = "labels", "crops"
+VIDEO_SUFFIX, VIDEO_FOURCC = ".mp4", "mp4v"
+# one colour per class id, cycling (RGB; the "tab10" palette, as the service's renderer)
+PALETTE = ((31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
+           (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207))  # fmt: skip
+
+
+def draw_detections(image: np.ndarray, dets: Any) -> np.ndarray:
+    """A copy of ``image`` ``(H, W, 3)`` uint8 RGB with ``dets``' boxes and ``name score``
+    labels drawn."""
+    out = np.ascontiguousarray(image).copy()
+    thick = max(1, round(max(out.shape[:2]) / 400))
+    scale = max(0.35, max(out.shape[:2]) / 1600)
+    for box, score, cid, name in zip(dets.boxes, dets.scores, dets.class_ids, dets.class_names):
+        color = PALETTE[int(cid) % len(PALETTE)]
+        x1, y1, x2, y2 = (int(round(float(v))) for v in box)
+        cv2.rectangle(out, (x1, y1), (x2, y2), color, thick)
+        label = f"{name} {float(score):.2f}"
+        (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+        top = max(0, y1 - th - base - 2)
+        cv2.rectangle(out, (x1, top), (x1 + tw + 4, top + th + base + 2), color, -1)
+        cv2.putText(out, label, (x1 + 2, top + th + 1), cv2.FONT_HERSHEY_SIMPLEX, scale,
+                    (255, 255, 255), 1, cv2.LINE_AA)  # fmt: skip
+    return out
+
+
+def yolo_label_lines(dets: Any) -> list[str]:
+    """``class cx cy w h`` per detection, normalised by the image size (darknet/YOLO txt)."""
+    h, w = dets.image_size
+    lines = []
+    for (x1, y1, x2, y2), cid in zip(dets.boxes.astype(np.float64), dets.class_ids):
+        x1, x2 = np.clip([x1, x2], 0, w)
+        y1, y2 = np.clip([y1, y2], 0, h)
+        cx, cy, bw, bh = (x1 + x2) / 2 / w, (y1 + y2) / 2 / h, (x2 - x1) / w, (y2 - y1) / h
+        lines.append(f"{int(cid)} {cx:.6f} {cy:.6f} {bw:.6f} {bh:.6f}")
+    return lines
+
+
+@dataclass
+class Summary:
+    """Counts of a run, printed at its end and written as ``summary.json``."""
+
+    images: int = 0
+    frames: int = 0
+    detections: Counter = field(default_factory=Counter)
+    skipped: list[str] = field(default_factory=list)  # the first MAX_SKIPPED_LISTED of them
+    skipped_count: int = 0
+    dropped_frames: int = 0
+    reconnects: int = 0
+    interrupted: bool = False
+    start: float = field(default_factory=time.perf_counter)
+
+    def skip(self, message: str) -> None:
+        """One image or frame that could not be decoded (memory stays flat on a long stream:
+        only the first :data:`MAX_SKIPPED_LISTED` messages are kept)."""
+        self.skipped_count += 1
+        if len(self.skipped) < MAX_SKIPPED_LISTED:
+            self.skipped.append(message)
+
+    def add(self, frame: Frame, dets: Any) -> None:
+        if frame.frame is None:
+            self.images += 1
+        else:
+            self.frames += 1
+        self.detections.update(dets.class_names)
+
+    def to_dict(self) -> dict[str, Any]:
+        seconds = time.perf_counter() - self.start
+        done = self.images + self.frames
+        return {
+            "images": self.images,
+            "frames": self.frames,
+            "detections": dict(sorted(self.detections.items(), key=lambda kv: -kv[1])),
+            "skipped_count": self.skipped_count,
+            "skipped": self.skipped,
+            "dropped_frames": self.dropped_frames,
+            "reconnects": self.reconnects,
+            "interrupted": self.interrupted,
+            "seconds": round(seconds, 3),
+            "per_second": round(done / seconds, 3) if seconds > 0 else None,
+        }
+
+    def text(self) -> str:
+        d = self.to_dict()
+        per_class = ", ".join(f"{n} {c}" for n, c in d["detections"].items()) or "none"
+        lines = [
+            f"{d['images']} images, {d['frames']} frames in {d['seconds']:.1f} s "
+            f"({d['per_second'] or 0:.1f}/s){' (interrupted)' if d['interrupted'] else ''}",
+            f"detections: {sum(self.detections.values())} ({per_class})",
+        ]
+        if d["dropped_frames"] or d["reconnects"]:
+            lines.append(
+                f"live: {d['dropped_frames']} frames dropped (newest-frame policy), "
+                f"{d['reconnects']} reconnects"
+            )
+        if self.skipped_count:
+            lines.append(f"skipped {self.skipped_count}: " + "; ".join(self.skipped[:5]))
+        return "\n".join(lines)
+
+
+class PredictionWriter:
+    """Writes each image's or frame's outputs into ``out`` (see the module docstring)."""
+
+    def __init__(
+        self, out: Path, save: bool = True, save_txt: bool = False, save_crops: bool = False
+    ) -> None:
+        self.out, self.save, self.save_txt, self.save_crops = Path(out), save, save_txt, save_crops
+        self.out.mkdir(parents=True, exist_ok=True)
+        self._jsonl = (self.out / PREDICTIONS).open("w", encoding="utf-8")
+        self._videos: dict[tuple[str, str], tuple[cv2.VideoWriter, tuple[int, int]]] = {}
+        self._names: dict[tuple[str, str], str] = {}  # (source, input) -> unique output name
+        self.files: list[Path] = []  # annotated images and videos written
+
+    def _name(self, frame: Frame) -> str:
+        key = (frame.source, frame.file or frame.name)
+        if key not in self._names:
+            used = set(self._names.values())
+            name, stem, k = frame.name, Path(frame.name), 1
+            while name in used:
+                name = str(stem.with_name(f"{stem.stem}_{k}{stem.suffix}"))
+                k += 1
+            self._names[key] = name
+        return self._names[key]
+
+    def write(self, frame: Frame, dets: Any) -> dict[str, Any]:
+        """The outputs of one decoded image or frame and its detections; returns its record."""
+        record = prediction_record(dets, frame.source, frame.file, frame.frame, frame.timestamp_ms)
+        self._jsonl.write(json.dumps(record) + "\n")
+        self._jsonl.flush()
+        name = self._name(frame)
+        stem = str(Path(name).with_suffix(""))
+        if frame.frame is not None:
+            stem = f"{stem}_{frame.frame}"
+        if self.save:
+            drawn = draw_detections(frame.image, dets)
+            if frame.frame is None:
+                self._image(self.out / name, drawn)
+            else:
+                self._video((frame.source, name), drawn, frame.fps)
+        if self.save_txt:
+            path = self.out / LABELS / f"{stem}.txt"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            lines = yolo_label_lines(dets)
+            path.write_text("".join(f"{x}\n" for x in lines))
+        if self.save_crops:
+            self._crops(frame.image, dets, Path(stem).name)
+        return record
+
+    def _image(self, path: Path, rgb: np.ndarray) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
+            path = path.with_suffix(".jpg")  # a format OpenCV cannot write
+            cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+        self.files.append(path)
+
+    def _video(self, key: tuple[str, str], rgb: np.ndarray, fps: float | None) -> None:
+        if key not in self._videos:
+            path = (self.out / key[1]).with_suffix(VIDEO_SUFFIX)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            size = (rgb.shape[1], rgb.shape[0])
+            fourcc = cv2.VideoWriter_fourcc(*VIDEO_FOURCC)
+            self._videos[key] = (cv2.VideoWriter(str(path), fourcc, fps or 30.0, size), size)
+            self.files.append(path)
+        writer, size = self._videos[key]
+        if (rgb.shape[1], rgb.shape[0]) != size:  # a stream that came back at another size
+            rgb = cv2.resize(rgb, size)
+        writer.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+
+    def _crops(self, rgb: np.ndarray, dets: Any, stem: str) -> None:
+        h, w = rgb.shape[:2]
+        for k, (box, name) in enumerate(zip(dets.boxes, dets.class_names)):
+            x1, y1 = max(0, int(np.floor(box[0]))), max(0, int(np.floor(box[1])))
+            x2, y2 = min(w, int(np.ceil(box[2]))), min(h, int(np.ceil(box[3])))
+            if x2 <= x1 or y2 <= y1:
+                continue
+            path = self.out / CROPS / name / f"{stem}_{k}.jpg"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(path), cv2.cvtColor(rgb[y1:y2, x1:x2], cv2.COLOR_RGB2BGR))
+
+    def close(self, summary: Summary | None = None) -> None:
+        """Finalise every video and the jsonl (and write ``summary.json``)."""
+        for writer, _ in self._videos.values():
+            writer.release()
+        self._videos.clear()
+        self._jsonl.close()
+        if summary is not None:
+            (self.out / SUMMARY).write_text(json.dumps(summary.to_dict(), indent=2) + "\n")

@@ -1,0 +1,53 @@
+"""The model-source vocabulary shared by predict.py, evaluate.py and export.py
+(``yolov4.cli.sources``): exactly one source, darknet's network named, names read from files."""
+
+from __future__ import annotations
+
+import pytest
+from omegaconf import OmegaConf
+
+from yolov4 import build_model
+from yolov4.cli.sources import class_names, load_predictor, model_checkpoint, model_source
+from yolov4.darknet import save_darknet_weights
+from yolov4.errors import ConfigError, DatasetError
+
+
+def cfg(**values):
+    base = {"checkpoint": None, "artifact": None, "darknet_weights": None, "names": None}
+    return OmegaConf.create({**base, **values})
+
+
+def test_exactly_one_source_is_given():
+    assert model_source(cfg(checkpoint="a.pt")) == "checkpoint"
+    assert model_source(cfg(artifact="run/export")) == "artifact"
+    with pytest.raises(ConfigError, match="exactly one of .* got none"):
+        model_source(cfg())
+    with pytest.raises(ConfigError, match="got checkpoint=a.pt, artifact=x"):
+        model_source(cfg(checkpoint="a.pt", artifact="x"))
+    with pytest.raises(ConfigError, match="exactly one of checkpoint=... or darknet_weights=..."):
+        model_source(cfg(artifact="x"), ("checkpoint", "darknet_weights"))  # export.py
+
+
+def test_darknet_weights_need_their_network_and_read_names_files(tmp_path):
+    weights = save_darknet_weights(build_model("yolov3-tiny", num_classes=2), tmp_path / "w")
+    (tmp_path / "two.names").write_text("car\nbike\n")
+    with pytest.raises(ConfigError, match="needs its network: model=<zoo name>"):
+        model_checkpoint(cfg(darknet_weights=str(weights), model={"num_classes": None}))
+    zoo = {"name": "yolov3-tiny", "num_classes": None}
+    ckpt = model_checkpoint(
+        cfg(darknet_weights=str(weights), model=zoo, names=str(tmp_path / "two.names"))
+    )
+    assert ckpt.class_names == ["car", "bike"] and ckpt.preprocess["mode"] == "stretch"
+    predictor = load_predictor(
+        cfg(
+            darknet_weights=str(weights),
+            model=zoo,
+            names=["a", "b"],
+            darknet_resize_mode="letterbox",
+        )
+    )
+    assert predictor.preprocess_config.mode == "letterbox"
+    assert predictor.metadata["source"] == str(weights)
+    assert class_names(cfg()) is None
+    with pytest.raises(DatasetError, match="not found"):
+        class_names(cfg(names=str(tmp_path / "none.names")))

@@ -1,0 +1,88 @@
+"""An MJPEG-over-HTTP test server on 127.0.0.1 (``multipart/x-mixed-replace``, as IP cameras
+serve): each connection sends ``per_connection`` frames at ``fps`` and then cuts the connection
+in the middle of a frame; :meth:`MjpegServer.stop` / :meth:`start` take the server down and bring
+it back on the same port. Frame ``k`` of connection ``c`` is a flat image of grey level
+``level(c, k)``, so a reader can tell which frames it got."""
+
+from __future__ import annotations
+
+import http.server
+import socketserver
+import threading
+import time
+
+import cv2
+import numpy as np
+
+BOUNDARY = b"frame"
+
+
+def level(connection: int, k: int) -> int:
+    return (40 * connection + 3 * k) % 250
+
+
+class _Server(socketserver.ThreadingTCPServer):
+    allow_reuse_address = True
+    daemon_threads = True
+
+
+class MjpegServer:
+    def __init__(
+        self, per_connection: int = 20, fps: float = 50.0, size=(48, 64), max_connections: int = 2
+    ) -> None:
+        self.per_connection, self.fps, self.size = per_connection, fps, size
+        self.max_connections = max_connections  # later requests are closed unanswered
+        self.connections = 0
+        self.port = 0
+        self._server: _Server | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/video.mjpg"
+
+    def _handler(self):
+        owner = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                c = owner.connections
+                owner.connections += 1
+                if c >= owner.max_connections:
+                    self.close_connection = True
+                    return
+                self.send_response(200)
+                self.send_header(
+                    "Content-Type", f"multipart/x-mixed-replace; boundary={BOUNDARY.decode()}"
+                )
+                self.end_headers()
+                try:
+                    for k in range(owner.per_connection):
+                        image = np.full((*owner.size, 3), level(c, k), np.uint8)
+                        data = cv2.imencode(".jpg", image)[1].tobytes()
+                        self.wfile.write(b"--" + BOUNDARY + b"\r\nContent-Type: image/jpeg\r\n")
+                        self.wfile.write(b"Content-Length: %d\r\n\r\n" % len(data) + data + b"\r\n")
+                        time.sleep(1 / owner.fps)
+                    data = cv2.imencode(".jpg", np.zeros((*owner.size, 3), np.uint8))[1].tobytes()
+                    self.wfile.write(b"--" + BOUNDARY + b"\r\nContent-Type: image/jpeg\r\n")
+                    self.wfile.write(
+                        b"Content-Length: %d\r\n\r\n" % len(data) + data[: len(data) // 2]
+                    )
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the reader went away
+
+            def log_message(self, *args) -> None:
+                pass
+
+        return Handler
+
+    def start(self) -> MjpegServer:
+        self._server = _Server(("127.0.0.1", self.port), self._handler())
+        self.port = self._server.server_address[1]
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None

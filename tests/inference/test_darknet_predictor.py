@@ -1,0 +1,89 @@
+"""``Predictor.from_darknet``: darknet's cfg (or a zoo name) + ``.weights`` + names give OpenCV's
+darknet importer's detections; COCO's names for the zoo's 80-class weights; the resize rule of
+the cfg (``letter_box``); clear errors for names and files that do not fit."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.inference.predict_cases import (
+    as_rows,
+    assert_same_detections,
+    darknet_model,
+    opencv_detections,
+)
+from yolov4 import build_model
+from yolov4.darknet import save_darknet_weights, write_darknet_cfg
+from yolov4.errors import CheckpointError, ConfigError
+from yolov4.inference import Predictor
+from yolov4.inference.darknet import COCO_NAMES, darknet_resize_mode
+from yolov4.models.cfg import CFG_DIR
+
+IMAGE = np.random.default_rng(1).integers(0, 255, (300, 500, 3), dtype=np.uint8)
+CONF = 0.95  # a few dozen candidates: no score or IoU near a threshold
+
+
+@pytest.fixture(scope="module")
+def yolov3_tiny(tmp_path_factory):
+    """yolov3-tiny at its cfg's 416 px, 80 classes, random weights in a darknet file."""
+    d = tmp_path_factory.mktemp("y3t")
+    model = darknet_model("yolov3-tiny", IMAGE)
+    return model, save_darknet_weights(model, d / "yolov3-tiny.weights")
+
+
+def test_a_zoo_name_and_weights_give_opencvs_detections_with_cocos_names(yolov3_tiny):
+    _, weights = yolov3_tiny
+    predictor = Predictor.from_darknet("yolov3-tiny", weights)
+    assert predictor.class_names == list(COCO_NAMES) and len(COCO_NAMES) == 80
+    assert predictor.preprocess_config.mode == "stretch"  # yolov3-tiny.cfg has no letter_box
+    assert predictor.input_size == (416, 416)
+    [dets] = predictor(IMAGE, conf=CONF)
+    ref = opencv_detections(CFG_DIR / "yolov3-tiny.cfg", weights, IMAGE, (416, 416), CONF)
+    assert_same_detections(as_rows(dets.to_dict()["detections"]), ref)
+    assert set(dets.class_names) <= set(COCO_NAMES)
+
+
+def test_a_users_cfg_with_names(tmp_path):
+    """model = a .cfg path (3 classes, 128x160): names required, one per class."""
+    torch_model = darknet_model(
+        "yolov4-tiny", IMAGE, mean=-2.0, num_classes=3, input_size=[128, 160]
+    )
+    cfg = tmp_path / "mine.cfg"
+    cfg.write_text(write_darknet_cfg(torch_model))
+    weights = save_darknet_weights(torch_model, tmp_path / "mine.weights")
+    predictor = Predictor.from_darknet(cfg, weights, ["cat", "dog", "fish"])
+    assert predictor.input_size == (128, 160) and predictor.class_names == ["cat", "dog", "fish"]
+    [dets] = predictor(IMAGE, conf=0.5)
+    ref = opencv_detections(cfg, weights, IMAGE, (128, 160), 0.5)
+    assert_same_detections(as_rows(dets.to_dict()["detections"]), ref)
+    with pytest.raises(ConfigError, match="give their names"):
+        Predictor.from_darknet(cfg, weights)
+    with pytest.raises(ConfigError, match="2 class names for mine with 3 classes"):
+        Predictor.from_darknet(cfg, weights, ["cat", "dog"], num_classes=3)
+
+
+def test_names_set_the_class_count_and_the_weights_must_fit(tmp_path):
+    model = build_model("yolov4-tiny", num_classes=2)
+    weights = save_darknet_weights(model, tmp_path / "two.weights")
+    predictor = Predictor.from_darknet("yolov4-tiny", weights, ["a", "b"])
+    assert predictor.class_names == ["a", "b"]
+    with pytest.raises(CheckpointError, match="fits .*num_classes=2"):
+        Predictor.from_darknet("yolov4-tiny", weights)  # 80 COCO classes: the file has 2
+    with pytest.raises(CheckpointError, match="not found"):
+        Predictor.from_darknet("yolov4-tiny", tmp_path / "none.weights")
+    with pytest.raises(ConfigError, match="neither a zoo network"):
+        Predictor.from_darknet("yolov9-huge", weights)
+
+
+def test_a_letter_box_cfg_is_letterboxed(tmp_path):
+    """darknet's rule (evaluate.py's, predict.py's, export.py's): [net] letter_box=1 letterbox."""
+    text = (CFG_DIR / "yolov3-tiny.cfg").read_text().replace("[net]\n", "[net]\nletter_box=1\n", 1)
+    cfg = tmp_path / "lb.cfg"
+    cfg.write_text(text)
+    model = build_model(cfg=cfg, num_classes=1)
+    assert model.config.letter_box and darknet_resize_mode(model.config) == "letterbox"
+    weights = save_darknet_weights(model, tmp_path / "lb.weights")
+    assert Predictor.from_darknet(cfg, weights, ["x"]).preprocess_config.mode == "letterbox"
+    stretched = Predictor.from_darknet(cfg, weights, ["x"], resize_mode="stretch")
+    assert stretched.preprocess_config.mode == "stretch"

@@ -1,0 +1,207 @@
+"""predict.py's sources on generated files: every kind a user may type, the errors raised before
+any model is loaded, files that do not decode (skipped, not fatal), and live streams (newest
+frame or a bounded queue, reconnection after a cut)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from tests.inference.mjpeg_server import MjpegServer, level
+from yolov4.errors import InputError
+from yolov4.inference.sources import ImageFiles, Stream, VideoFile, open_sources, prefetch
+
+RNG = np.random.default_rng(0)
+
+
+def write_image(path: Path, h: int = 40, w: int = 56) -> np.ndarray:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image = RNG.integers(0, 255, (h, w, 3), dtype=np.uint8)
+    assert cv2.imwrite(str(path), image)
+    return image
+
+
+def write_video(path: Path, n: int = 7, fps: float = 12.0, size=(64, 48)) -> None:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
+    for k in range(n):
+        writer.write(np.full((size[1], size[0], 3), 20 * k, np.uint8))
+    writer.release()
+
+
+def frames_of(sources) -> list:
+    return [f for s in sources for f in s.frames()]
+
+
+@pytest.fixture
+def tree(tmp_path) -> Path:
+    """A folder tree of mixed formats, a corrupt image, a video and files that are neither."""
+    root = tmp_path / "photos"
+    for rel in ("a.jpg", "b.png", "c.bmp", "sub/d.webp", "sub/deeper/e.tiff", "sub/F.JPG"):
+        write_image(root / rel)
+    (root / "sub" / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    (root / "notes.md").write_text("not an image")
+    write_video(root / "clip.mp4")
+    return root
+
+
+def test_a_folder_is_read_recursively_by_extension(tree):
+    sources = open_sources(str(tree))
+    # sorted paths: a.jpg b.png c.bmp | clip.mp4 | sub/...
+    assert [type(s).__name__ for s in sources] == ["ImageFiles", "VideoFile", "ImageFiles"]
+    files = sorted(f.name for s in sources if isinstance(s, ImageFiles) for f in s.frames())
+    assert files == sorted(
+        [
+            "a.jpg",
+            "b.png",
+            "c.bmp",
+            "sub/broken.jpg",
+            "sub/d.webp",
+            "sub/deeper/e.tiff",
+            "sub/F.JPG",
+        ]
+    )
+    frames = frames_of(sources)
+    broken = [f for f in frames if f.image is None]
+    assert len(broken) == 1 and "broken.jpg" in broken[0].error  # skipped, not fatal
+    decoded = [f for f in frames if f.image is not None and f.frame is None]
+    assert len(decoded) == 6 and all(f.image.shape == (40, 56, 3) for f in decoded)
+    assert sum(f.frame is not None for f in frames) == 7  # the video's frames
+
+
+def test_image_pixels_are_rgb_as_decoded(tmp_path):
+    bgr = write_image(tmp_path / "x.png")
+    [frame] = frames_of(open_sources(str(tmp_path / "x.png")))
+    np.testing.assert_array_equal(frame.image, bgr[..., ::-1])
+    assert (frame.file, frame.frame, frame.timestamp_ms) == (str(tmp_path / "x.png"), None, None)
+
+
+def test_a_glob_and_a_list_file(tree, tmp_path):
+    found = frames_of(open_sources(str(tree / "**" / "*.png")))
+    assert [Path(f.file).name for f in found] == ["b.png"]
+    found = frames_of(open_sources(str(tree / "sub" / "*")))
+    assert sorted(Path(f.file).name for f in found) == ["F.JPG", "broken.jpg", "d.webp"]
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"photos/a.jpg\n\n# a comment\n{tree / 'sub' / 'd.webp'}\nphotos/clip.mp4\n")
+    sources = open_sources(str(listing))
+    names = [Path(f.file).name for f in frames_of(sources)]
+    assert names[:2] == ["a.jpg", "d.webp"] and names[2:] == ["clip.mp4"] * 7
+
+
+def test_a_list_of_sources_keeps_its_order(tree):
+    sources = open_sources([str(tree / "clip.mp4"), str(tree / "a.jpg")])
+    assert [type(s).__name__ for s in sources] == ["VideoFile", "ImageFiles"]
+
+
+def test_a_video_keeps_its_frames_fps_and_timestamps(tmp_path):
+    write_video(tmp_path / "v.mp4", n=9, fps=15.0)
+    [video] = open_sources(str(tmp_path / "v.mp4"))
+    assert isinstance(video, VideoFile) and video.fps == pytest.approx(15.0) and len(video) == 9
+    frames = list(video.frames())
+    assert [f.frame for f in frames] == list(range(9))
+    assert [f.timestamp_ms for f in frames] == pytest.approx([1000 * k / 15 for k in range(9)])
+    assert all(f.image.shape == (48, 64, 3) for f in frames)
+    assert abs(int(frames[3].image.mean()) - 60) <= 3  # the grey level written, RGB
+
+
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda d: str(d / "missing.jpg"), "no such file or folder"),
+        (lambda d: str(d / "*.jpg"), "the glob matches no image or video"),
+        (lambda d: (d / "empty").mkdir() or str(d / "empty"), "the folder holds no image"),
+        (
+            lambda d: (d / "x.mp4").write_bytes(b"junk") and str(d / "x.mp4"),
+            "cannot read the video",
+        ),
+        (lambda d: (d / "l.txt").write_text("nothere.jpg\n") and str(d / "l.txt"), "do not exist"),
+        (lambda d: (d / "a.csv").write_text("1") and str(d / "a.csv"), "got a .csv file"),
+        (lambda d: "http://127.0.0.1:9/refused.mjpg", "cannot be opened"),
+        (lambda d: "rtsp://127.0.0.1:9/none", "cannot be opened"),
+    ],
+)
+def test_bad_sources_are_one_clear_error(tmp_path, make, match):
+    with pytest.raises(InputError, match=match):
+        open_sources(make(tmp_path))
+
+
+def test_prefetch_yields_in_order_and_passes_errors_on():
+    stop = threading.Event()
+    assert list(prefetch(iter(range(50)), 3, stop)) == list(range(50))
+
+    def broken():
+        yield 1
+        raise OSError("disk gone")
+
+    with pytest.raises(OSError, match="disk gone"):
+        list(prefetch(broken(), 3, stop))
+
+
+# -- live streams: MJPEG over HTTP from a server on 127.0.0.1 -------------------------------------
+def _consume(stream: Stream, delay: float = 0.0) -> list:
+    out = []
+    for f in stream.frames():
+        out.append(f)
+        time.sleep(delay)
+    return out
+
+
+def test_a_stream_cut_mid_frame_and_restarted_is_reconnected():
+    server = MjpegServer(per_connection=15, fps=60).start()
+    try:
+        stream = open_sources(server.url, buffer=True, reconnect_timeout=2.5)[0]
+        got: list = []
+        reader = threading.Thread(target=lambda: got.extend(_consume(stream)))
+        reader.start()
+        time.sleep(0.6)  # the first connection's 15 frames went out and it was cut mid-frame
+        server.stop()
+        time.sleep(0.8)  # refused while down: the reader backs off and retries
+        server.start()
+        reader.join(timeout=30)  # the second connection, then the reconnect timeout ends it
+    finally:
+        server.stop()
+    assert not reader.is_alive()
+    assert stream.reconnects >= 1 and server.connections >= 2
+    levels = {int(np.median(f.image)) for f in got}
+    first = {level(0, k) for k in range(15)}
+    second = {level(1, k) for k in range(15)}
+    assert len(levels & first) >= 12 and len(levels & second) >= 12  # frames of both connections
+    assert [f.frame for f in got] == list(range(len(got)))  # one counter across reconnects
+
+
+@pytest.mark.parametrize("buffer", [False, True])
+def test_newest_frame_policy_drops_frames_instead_of_lagging(buffer):
+    """A consumer 5x slower than the stream: with the newest-frame policy it sees few frames,
+    the last of them near the stream's end; with the buffer it sees every frame, late."""
+    server = MjpegServer(per_connection=60, fps=100).start()
+    try:
+        stream = open_sources(server.url, buffer=buffer, reconnect_timeout=0.0)[0]
+        got = _consume(stream, delay=0.05)
+    finally:
+        server.stop()
+        stream.close()
+    if buffer:
+        assert len(got) >= 55 and stream.dropped == 0
+    else:
+        assert len(got) <= 20 and stream.dropped >= 40
+        assert got[-1].frame >= 55  # it kept up with the scene: the last frame is current
+
+
+def test_several_live_sources_are_read_together():
+    from yolov4.inference.streams import interleave_live
+
+    servers = [MjpegServer(per_connection=10, fps=50, max_connections=1).start() for _ in range(2)]
+    try:
+        streams = open_sources([s.url for s in servers], buffer=True, reconnect_timeout=0.0)
+        got = list(interleave_live(streams))
+    finally:
+        for s in servers:
+            s.stop()
+    by_source = {s.url: [f.frame for f in got if f.source == s.url] for s in servers}
+    assert all(frames == list(range(10)) for frames in by_source.values())
+    first_of_second = next(i for i, f in enumerate(got) if f.source == servers[1].url)
+    assert first_of_second < 10  # interleaved, not one stream after the other
