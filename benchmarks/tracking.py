@@ -93,7 +93,7 @@ def _boxmot(kind: str) -> Callable[[], Step]:
 def _supervision() -> Step:
     import supervision as sv
 
-    tracker = sv.ByteTrack(frame_rate=FPS)  # supervision 0.26+ moved it to ``trackers``
+    tracker = sv.ByteTrack(frame_rate=FPS)  # not in supervision 0.31 (see ``trackers``)
 
     def step(boxes, scores, class_ids, frame):
         out = tracker.update_with_detections(
