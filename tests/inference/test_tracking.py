@@ -17,7 +17,7 @@ from yolov4.errors import ConfigError, InputError
 from yolov4.evaluation.mot import mot_metrics
 from yolov4.inference.counting import Counter
 from yolov4.inference.predictor import Detections
-from yolov4.inference.tracking import TRACKER_KEYS, TRACKERS, Tracker
+from yolov4.inference.tracking import TRACKER_KEYS, TRACKERS, Tracker, TrackTrails
 
 FPS = 25
 
@@ -255,3 +255,24 @@ def test_generated_video_frames_and_mp4(tmp_path):
     cap = cv2.VideoCapture(str(path))
     assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 50
     cap.release()
+
+
+def test_trails_follow_each_track_and_are_drawn():
+    video = make_tracking_video(num_frames=30, fps=FPS)
+    tracker, trails = Tracker("bytetrack", frame_rate=FPS), TrackTrails(length=5)
+    for t, (boxes, scores, class_ids) in enumerate(noisy_detections(video.truth, 0, 0)):
+        dets = tracker.update(as_dets(boxes, scores, class_ids), t)
+        trails.update(dets)
+    image = video.frames[-1].copy()
+    trails.draw(image, dets)
+    assert len(dets) >= 3 and all(len(trails.points[i]) == 5 for i in dets.track_ids.tolist())
+    # the trail of the shape entering from the top (moving down) runs down its column
+    [tid] = dets.track_ids[np.isclose((dets.boxes[:, 0] + dets.boxes[:, 2]) / 2, 80, atol=3)]
+    xs, ys = zip(*trails.points[int(tid)])
+    assert max(xs) - min(xs) <= 2 and list(ys) == sorted(ys) and ys[-1] > ys[0]
+    assert not np.array_equal(image, video.frames[-1])  # something drawn
+    changed = np.any(image != video.frames[-1], axis=2)
+    x, y = trails.points[int(tid)][0]
+    assert changed[y - 2 : y + 3, x - 2 : x + 3].any()  # at the trail's start
+    with pytest.raises(ConfigError, match="trail length"):
+        TrackTrails(length=0)

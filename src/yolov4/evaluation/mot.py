@@ -5,7 +5,7 @@
 
 A ground-truth box and a tracked box can match when their IoU is at least ``min_iou`` (0.5, the
 MOTChallenge convention). The IoU distance matrix is computed here in numpy (``motmetrics``
-1.4's ``iou_matrix`` calls ``np.asfarray``, which numpy 2 removed); the accumulation and the
+1.4's ``iou_matrix`` calls ``np.asfarray``, absent from numpy 2); the accumulation and the
 metrics are ``motmetrics``'. Requires the ``track`` extra.
 """
 

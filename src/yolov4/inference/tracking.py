@@ -14,21 +14,24 @@ source that keeps only the newest frame, a stream that reconnects) are a time ga
 model bridges for up to ``lost_track_buffer`` frames (counted at 30 fps) before ids are dropped.
 Detections the tracker has not confirmed yet (``minimum_consecutive_frames``) are left out unless
 ``keep_unconfirmed``, which keeps them with id -1. Settings are the ``configs/tracker/*.yaml``
-group; every key is checked here against :data:`TRACKER_KEYS`.
+group; every key is checked here against :data:`TRACKER_KEYS`. :class:`TrackTrails` draws the
+ids and each track's recent path on a frame (annotated videos).
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
+import cv2
 import numpy as np
 
 from yolov4.errors import ConfigError, InputError
 from yolov4.inference.predictor import Detections
 
-__all__ = ["TRACKERS", "TRACKER_KEYS", "Tracker"]
+__all__ = ["TRACKERS", "TRACKER_KEYS", "TrackTrails", "Tracker"]
 
 _THRESHOLD = (float, 0.0, 1.0)
 _COMMON = {
@@ -200,3 +203,43 @@ class Tracker:
             class_names=[dets.class_names[i] for i in keep],
             track_ids=ids[keep],
         )
+
+
+def _colour(track_id: int) -> tuple[int, int, int]:
+    """A stable, distinct colour per id (golden-angle hues)."""
+    hsv = np.uint8([[[int(track_id * 137.508) % 180, 220, 230]]])
+    return tuple(int(c) for c in cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0, 0])
+
+
+class TrackTrails:
+    """The last ``length`` box centres of each track, drawn with its ``#id`` on RGB frames."""
+
+    def __init__(self, length: int = 30) -> None:
+        if isinstance(length, bool) or not isinstance(length, int) or length < 1:
+            raise ConfigError(f"trail length: expected an int >= 1, got {length!r}")
+        self.length = length
+        self.points: dict[int, deque[tuple[int, int]]] = {}
+
+    def update(self, dets: Detections) -> None:
+        if dets.track_ids is None:
+            raise InputError("TrackTrails needs track ids: pass the Tracker's output")
+        for tid, (x1, y1, x2, y2) in zip(dets.track_ids.tolist(), dets.boxes.tolist()):
+            if tid >= 0:
+                trail = self.points.setdefault(tid, deque(maxlen=self.length))
+                trail.append((round((x1 + x2) / 2), round((y1 + y2) / 2)))
+
+    def draw(self, image: np.ndarray, dets: Detections) -> np.ndarray:
+        """``image`` (H, W, 3) RGB uint8, drawn in place: the trails of ``dets``' tracks and an
+        ``#id`` label at each box's top-left corner."""
+        if dets.track_ids is None:
+            raise InputError("TrackTrails needs track ids: pass the Tracker's output")
+        for tid, box in zip(dets.track_ids.tolist(), dets.boxes.tolist()):
+            if tid < 0:
+                continue
+            colour = _colour(tid)
+            trail = np.array(self.points.get(tid, ()), np.int32).reshape(-1, 1, 2)
+            if len(trail) > 1:
+                cv2.polylines(image, [trail], False, colour, 2, cv2.LINE_AA)
+            x1, y1 = int(box[0]), int(box[1])
+            cv2.putText(image, f"#{tid}", (x1, max(y1 - 4, 10)), cv2.FONT_HERSHEY_SIMPLEX, 0.5, colour, 1, cv2.LINE_AA)  # fmt: skip
+        return image
