@@ -218,6 +218,15 @@ def test_config_group_covers_every_key():
         assert Tracker.from_config(cfg, frame_rate=12.5).frame_rate == 12.5
     with pytest.raises(ConfigError, match="'tracker'"):
         Tracker.from_config({"lost_track_buffer": 3})
+    tracker = Tracker.from_name("ocsort", frame_rate=10, delta_t=5)
+    expected = {
+        k: v for k, v in tracker_config("ocsort").items() if k not in ("tracker", "frame_rate")
+    }
+    assert tracker.options == {**expected, "delta_t": 5} and tracker.frame_rate == 10
+    with pytest.raises(ConfigError, match="'deepsort'.*bytetrack"):
+        Tracker.from_name("deepsort")
+    with pytest.raises(ConfigError, match="delta"):
+        Tracker.from_name("ocsort", delta=5)
 
 
 def test_bad_frame_index_and_counter_input():

@@ -1,6 +1,6 @@
 """Object ids across video frames: a :class:`Tracker` over one frame's :class:`Detections`.
 
-    tracker = Tracker("bytetrack", frame_rate=video_fps)        # or Tracker.from_config(cfg)
+    tracker = Tracker.from_name("bytetrack", frame_rate=video_fps)  # configs/tracker/bytetrack.yaml
     for index, frame in enumerate(frames):
         [dets] = predictor(frame)
         dets = tracker.update(dets, index)      # dets.track_ids (K,) int64, ids from 1
@@ -23,10 +23,12 @@ from __future__ import annotations
 import dataclasses
 from collections import deque
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
+import yaml
 
 from yolov4.errors import ConfigError, InputError
 from yolov4.inference.predictor import Detections
@@ -73,6 +75,7 @@ TRACKER_KEYS: dict[str, dict[str, tuple]] = {
 }
 TRACKERS = tuple(TRACKER_KEYS)
 DEFAULT_FRAME_RATE = 30.0
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs" / "tracker"  # the Hydra group
 
 
 def _check(tracker: str, key: str, value: Any, spec: tuple) -> Any:
@@ -140,6 +143,17 @@ class Tracker:
         if cfg.get("frame_rate") is None:
             cfg["frame_rate"] = frame_rate
         return cls(**cfg)
+
+    @classmethod
+    def from_name(cls, name: str, frame_rate: float | None = None, **overrides: Any) -> Tracker:
+        """From the packaged ``configs/tracker/<name>.yaml`` with ``overrides`` on top."""
+        files = sorted(CONFIG_DIR.glob("*.yaml"))
+        path = CONFIG_DIR / f"{name}.yaml"
+        if path not in files:
+            raise ConfigError(
+                f"unknown tracker {name!r}; expected one of {[f.stem for f in files]}"
+            )
+        return cls.from_config({**yaml.safe_load(path.read_text()), **overrides}, frame_rate)
 
     def _build(self) -> Any:
         try:
