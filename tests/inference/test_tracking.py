@@ -264,6 +264,10 @@ def test_generated_video_frames_and_mp4(tmp_path):
     cap = cv2.VideoCapture(str(path))
     assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 50
     cap.release()
+    with pytest.raises(InputError, match="at least one frame"):
+        write_video(tmp_path / "empty.mp4", [])
+    with pytest.raises(ConfigError, match="num_frames"):
+        make_tracking_video(num_frames=0)
 
 
 def test_trails_follow_each_track_and_are_drawn():

@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 
 from yolov4.data.synthetic import SHAPES
+from yolov4.errors import ConfigError, InputError
 
 __all__ = [
     "FrameTruth",
@@ -91,6 +92,10 @@ def make_tracking_video(
 ) -> TrackingVideo:
     """The scripted video at ``scale`` times 320 x 240; ``render=False`` skips drawing frames
     (ground truth only, visible fractions included)."""
+    if isinstance(num_frames, bool) or not isinstance(num_frames, int) or num_frames < 1:
+        raise ConfigError(f"num_frames: expected an int >= 1, got {num_frames!r}")
+    if not scale > 0 or not fps > 0:
+        raise ConfigError(f"scale and fps: expected numbers > 0, got {scale!r} and {fps!r}")
     h, w = round(BASE_SIZE[0] * scale), round(BASE_SIZE[1] * scale)
     rng = np.random.default_rng(seed)
     background = cv2.GaussianBlur(rng.integers(90, 170, (h, w, 3), dtype=np.uint8), (0, 0), 3)
@@ -162,6 +167,8 @@ def noisy_detections(
 def write_video(path: str | Path, frames: list[np.ndarray], fps: float = 25.0) -> Path:
     """RGB frames to an mp4 (OpenCV's ``mp4v`` codec)."""
     path = Path(path)
+    if not frames:
+        raise InputError(f"write_video {str(path)!r}: expected at least one frame, got none")
     h, w = frames[0].shape[:2]
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
     try:
