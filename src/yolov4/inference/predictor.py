@@ -80,6 +80,7 @@ class Detections:
 
     ``boxes (K, 4)`` float32 xyxy, ``scores (K,)`` float32, ``class_ids (K,)`` int64,
     ``class_names`` K strings, ``image_size`` ``(H, W)`` of the original image. ``K`` may be 0.
+    ``track_ids (K,)`` int64 when a :class:`~yolov4.inference.tracking.Tracker` set them.
     """
 
     boxes: np.ndarray
@@ -88,13 +89,14 @@ class Detections:
     class_names: list[str]
     image_size: tuple[int, int]
     timing_ms: dict[str, float] = field(default_factory=dict)
+    track_ids: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.scores)
 
     def to_dict(self) -> dict[str, Any]:
         h, w = self.image_size
-        return {
+        out = {
             "detections": [
                 {
                     "box": [round(float(v), 2) for v in box],
@@ -106,6 +108,10 @@ class Detections:
             ],
             "image": {"width": int(w), "height": int(h)},
         }
+        if self.track_ids is not None:
+            for d, t in zip(out["detections"], self.track_ids):
+                d["track_id"] = int(t)
+        return out
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict())

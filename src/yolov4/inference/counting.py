@@ -1,0 +1,180 @@
+"""Counting tracked objects: crossings of a line, by direction, and occupancy of a polygon zone.
+
+    counter = Counter(line=[[320, 0], [320, 480]], zone=[[0, 0], [200, 0], [200, 200], [0, 200]])
+    for index, frame in enumerate(frames):
+        dets = tracker.update(predictor(frame)[0], index)
+        counter.update(dets, index)           # one row per frame
+    counter.write("counts.csv")               # or .json; counter.summary() -> dict
+
+Each object is its box's anchor point (``center`` or ``bottom_center``, the ground contact
+point of people and vehicles). A track crosses the line when its anchor moves from one side of
+the line's segment to the other through the segment (not its extension); ``in`` is a crossing
+to the side where ``(b - a) x (p - a) < 0`` in image coordinates (y down): for a line drawn
+from top to bottom, left to right. Each track id counts at most once per direction. The zone
+counts, per frame, the objects whose anchor is inside the polygon or on its edge (tracked or
+not: the zone needs no ids).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from yolov4.errors import ConfigError, InputError
+from yolov4.inference.predictor import Detections
+
+__all__ = ["ANCHORS", "Counter"]
+
+ANCHORS = ("center", "bottom_center")
+
+
+def _points(name: str, value: Any, min_points: int) -> np.ndarray:
+    try:
+        pts = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        pts = None
+    if pts is None or pts.ndim != 2 or pts.shape[1] != 2 or not np.isfinite(pts).all():
+        raise ConfigError(f"{name}: expected [[x, y], ...] (finite numbers), got {value!r}")
+    if len(pts) < min_points or (min_points == 2 and len(pts) != 2):
+        want = "exactly 2 points" if min_points == 2 else f"at least {min_points} points"
+        raise ConfigError(f"{name}: expected {want}, got {len(pts)}")
+    if len(np.unique(pts, axis=0)) < min_points:
+        raise ConfigError(f"{name}: expected {min_points} distinct points, got {value!r}")
+    return pts
+
+
+def _cross(a: np.ndarray, b: np.ndarray, p: np.ndarray) -> np.ndarray:
+    return (b[0] - a[0]) * (p[..., 1] - a[1]) - (b[1] - a[1]) * (p[..., 0] - a[0])
+
+
+class Counter:
+    """Line crossings and zone occupancy over a video (see module docstring).
+
+    Args:
+        line: ``[[x1, y1], [x2, y2]]`` in the frame's pixels, or None.
+        zone: ``[[x, y], ...]`` (3 or more) polygon in the frame's pixels, or None.
+        anchor: one of :data:`ANCHORS`.
+    """
+
+    def __init__(
+        self,
+        line: Sequence[Sequence[float]] | None = None,
+        zone: Sequence[Sequence[float]] | None = None,
+        anchor: str = "center",
+    ) -> None:
+        if line is None and zone is None:
+            raise ConfigError("counting: expected count_line and/or count_zone, got neither")
+        if anchor not in ANCHORS:
+            raise ConfigError(f"count anchor: expected one of {list(ANCHORS)}, got {anchor!r}")
+        self.line = None if line is None else _points("count_line", line, 2)
+        self.zone = None if zone is None else _points("count_zone", zone, 3)
+        self.anchor = anchor
+        self.rows: list[dict[str, Any]] = []
+        self._side: dict[int, float] = {}  # track id -> last nonzero side of the line
+        self._last: dict[int, np.ndarray] = {}  # track id -> last anchor
+        self._crossed: dict[str, list[int]] = {"in": [], "out": []}
+        self._zone_ids: set[int] = set()
+
+    def _anchors(self, dets: Detections) -> np.ndarray:
+        b = np.asarray(dets.boxes, np.float64).reshape(-1, 4)
+        y = b[:, 3] if self.anchor == "bottom_center" else (b[:, 1] + b[:, 3]) / 2
+        return np.stack([(b[:, 0] + b[:, 2]) / 2, y], 1)
+
+    def _through_segment(self, p: np.ndarray, q: np.ndarray) -> bool:
+        a, b = self.line
+        sa, sb = _cross(p, q, a), _cross(p, q, b)
+        return sa * sb <= 0 and not (sa == 0 and sb == 0)
+
+    def _update_line(self, ids: np.ndarray, points: np.ndarray) -> dict[str, list[int]]:
+        new: dict[str, list[int]] = {"in": [], "out": []}
+        a, b = self.line
+        for tid, p in zip(ids.tolist(), points):
+            side = float(np.sign(_cross(a, b, p)))
+            prev_side, prev = self._side.get(tid), self._last.get(tid)
+            self._last[tid] = p
+            if side == 0:
+                continue
+            self._side[tid] = side
+            if prev_side is None or side == prev_side or not self._through_segment(prev, p):
+                continue
+            direction = "in" if side < 0 else "out"
+            if tid not in self._crossed[direction]:
+                self._crossed[direction].append(tid)
+                new[direction].append(tid)
+        return new
+
+    def update(self, dets: Detections, frame_index: int) -> dict[str, Any]:
+        """Count frame ``frame_index``'s detections; returns (and keeps) its row."""
+        points = self._anchors(dets)
+        row: dict[str, Any] = {"frame": int(frame_index)}
+        if self.line is not None:
+            if dets.track_ids is None:
+                raise InputError("count_line needs track ids: pass the Tracker's output")
+            ids = np.asarray(dets.track_ids, np.int64)
+            keep = ids >= 0
+            new = self._update_line(ids[keep], points[keep])
+            row |= {
+                "line_in": len(self._crossed["in"]),
+                "line_out": len(self._crossed["out"]),
+                "crossed_in": new["in"],
+                "crossed_out": new["out"],
+            }
+        if self.zone is not None:
+            contour = self.zone.astype(np.float32).reshape(-1, 1, 2)
+            inside = [
+                cv2.pointPolygonTest(contour, (float(x), float(y)), False) >= 0 for x, y in points
+            ]
+            row["zone"] = int(sum(inside))
+            if dets.track_ids is not None:
+                ids = [int(t) for t, i in zip(dets.track_ids, inside) if i and t >= 0]
+                row["zone_ids"] = ids
+                self._zone_ids.update(ids)
+        self.rows.append(row)
+        return row
+
+    def summary(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"frames": len(self.rows), "anchor": self.anchor}
+        if self.line is not None:
+            out["line"] = {
+                "points": self.line.tolist(),
+                "in": len(self._crossed["in"]),
+                "out": len(self._crossed["out"]),
+                "in_ids": list(self._crossed["in"]),
+                "out_ids": list(self._crossed["out"]),
+            }
+        if self.zone is not None:
+            counts = [r["zone"] for r in self.rows]
+            out["zone"] = {
+                "points": self.zone.tolist(),
+                "max": max(counts, default=0),
+                "mean": round(float(np.mean(counts)), 4) if counts else 0.0,
+                "unique_ids": len(self._zone_ids),
+            }
+        return out
+
+    def write(self, path: str | Path) -> Path:
+        """The per-frame rows: ``.csv`` (ids joined by spaces) or ``.json`` (rows + summary)."""
+        path = Path(path)
+        if path.suffix == ".json":
+            path.write_text(json.dumps({"summary": self.summary(), "frames": self.rows}) + "\n")
+        elif path.suffix == ".csv":
+            fields = list(self.rows[0]) if self.rows else ["frame"]
+            with open(path, "w", newline="") as f:
+                writer = csv.DictWriter(f, fields)
+                writer.writeheader()
+                for row in self.rows:
+                    writer.writerow(
+                        {
+                            k: " ".join(map(str, v)) if isinstance(v, list) else v
+                            for k, v in row.items()
+                        }
+                    )
+        else:
+            raise ConfigError(f"counts file: expected a .csv or .json path, got {str(path)!r}")
+        return path

@@ -1,0 +1,259 @@
+"""Object ids across video frames: a :class:`Tracker` over one frame's :class:`Detections`.
+
+    tracker = Tracker.from_name("bytetrack", frame_rate=video_fps)  # configs/tracker/bytetrack.yaml
+    for index, frame in enumerate(frames):
+        [dets] = predictor(frame)
+        dets = tracker.update(dets, index)      # dets.track_ids (K,) int64, ids from 1
+        dets.to_dict()                          # each detection gains "track_id"
+
+The trackers are the ``trackers`` package's (Roboflow's maintained re-implementations of
+ByteTrack, BoT-SORT, OC-SORT and SORT; the ``track`` extra), chosen on the measurement in
+``benchmarks/tracking.py``. They see boxes and scores only, so any model source works. The
+frame index sets the tracker's clock (``index / frame_rate`` seconds): skipped frames (a live
+source that keeps only the newest frame, a stream that reconnects) are a time gap the motion
+model bridges for up to ``lost_track_buffer`` frames (counted at 30 fps) before ids are dropped.
+Detections the tracker has not confirmed yet (``minimum_consecutive_frames``) are left out unless
+``keep_unconfirmed``, which keeps them with id -1. Settings are the ``configs/tracker/*.yaml``
+group; every key is checked here against :data:`TRACKER_KEYS`. :class:`TrackTrails` draws the
+ids and each track's recent path on a frame (annotated videos).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import deque
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import yaml
+
+from yolov4.errors import ConfigError, InputError
+from yolov4.inference.predictor import Detections
+
+__all__ = ["TRACKERS", "TRACKER_KEYS", "TrackTrails", "Tracker"]
+
+_THRESHOLD = (float, 0.0, 1.0)
+_COMMON = {
+    "lost_track_buffer": (int, 0, None),
+    "minimum_consecutive_frames": (int, 1, None),
+}
+# tracker name -> {key: (type, min, max) or (str, choices)}; the trackers package's arguments
+TRACKER_KEYS: dict[str, dict[str, tuple]] = {
+    "bytetrack": {
+        **_COMMON,
+        "track_activation_threshold": _THRESHOLD,
+        "minimum_iou_threshold": _THRESHOLD,
+        "high_conf_det_threshold": _THRESHOLD,
+    },
+    "botsort": {
+        **_COMMON,
+        "track_activation_threshold": _THRESHOLD,
+        "minimum_iou_threshold_first_assoc": _THRESHOLD,
+        "minimum_iou_threshold_second_assoc": _THRESHOLD,
+        "minimum_iou_threshold_unconfirmed_assoc": _THRESHOLD,
+        "high_conf_det_threshold": _THRESHOLD,
+        "enable_cmc": (bool, None, None),
+        "cmc_method": (str, ("orb", "sift", "sparseOptFlow", "ecc")),
+        "cmc_downscale": (int, 1, None),
+        "instant_first_frame_activation": (bool, None, None),
+    },
+    "ocsort": {
+        **_COMMON,
+        "minimum_iou_threshold": _THRESHOLD,
+        "direction_consistency_weight": (float, 0.0, None),
+        "high_conf_det_threshold": _THRESHOLD,
+        "delta_t": (int, 1, None),
+    },
+    "sort": {
+        **_COMMON,
+        "track_activation_threshold": _THRESHOLD,
+        "minimum_iou_threshold": _THRESHOLD,
+    },
+}
+TRACKERS = tuple(TRACKER_KEYS)
+DEFAULT_FRAME_RATE = 30.0
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs" / "tracker"  # the Hydra group
+
+
+def _check(tracker: str, key: str, value: Any, spec: tuple) -> Any:
+    where = f"tracker {tracker!r} key {key!r}"
+    if spec[0] is str:
+        if value not in spec[1]:
+            raise ConfigError(f"{where}: expected one of {list(spec[1])}, got {value!r}")
+        return value
+    kind, lo, hi = spec
+    ok = isinstance(value, bool) if kind is bool else (
+        isinstance(value, (int, float) if kind is float else int) and not isinstance(value, bool)
+    )  # fmt: skip
+    if not ok:
+        raise ConfigError(f"{where}: expected {kind.__name__}, got {value!r}")
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        raise ConfigError(f"{where}: expected a value in [{lo}, {hi if hi is not None else 'inf'}], got {value!r}")  # fmt: skip
+    return kind(value)
+
+
+class Tracker:
+    """One video's tracker (see module docstring).
+
+    Args:
+        tracker: one of :data:`TRACKERS`.
+        frame_rate: the source's frames per second (None: 30).
+        keep_unconfirmed: keep detections not yet given an id, with id -1.
+        **options: the tracker's settings, :data:`TRACKER_KEYS` ``[tracker]``; others raise
+            :class:`~yolov4.errors.ConfigError`.
+    """
+
+    def __init__(
+        self,
+        tracker: str = "bytetrack",
+        frame_rate: float | None = None,
+        keep_unconfirmed: bool = False,
+        **options: Any,
+    ) -> None:
+        if tracker not in TRACKER_KEYS:
+            raise ConfigError(f"unknown tracker {tracker!r}; expected one of {list(TRACKERS)}")
+        schema = TRACKER_KEYS[tracker]
+        unknown = sorted(set(options) - set(schema))
+        if unknown:
+            raise ConfigError(
+                f"tracker {tracker!r}: unknown key(s) {unknown}; expected some of {sorted(schema)}"
+            )
+        frame_rate = DEFAULT_FRAME_RATE if frame_rate is None else frame_rate
+        if isinstance(frame_rate, bool) or not isinstance(frame_rate, (int, float)) or not (
+            np.isfinite(frame_rate) and frame_rate > 0
+        ):  # fmt: skip
+            raise ConfigError(f"tracker {tracker!r} key 'frame_rate': expected a number > 0, got {frame_rate!r}")  # fmt: skip
+        self.name = tracker
+        self.frame_rate = float(frame_rate)
+        self.keep_unconfirmed = bool(keep_unconfirmed)
+        self.options = {k: _check(tracker, k, v, schema[k]) for k, v in options.items()}
+        self._last_index: int | None = None
+        self._tracker = self._build()
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any], frame_rate: float | None = None) -> Tracker:
+        """From a ``configs/tracker`` node: ``{"tracker": name, "frame_rate": ..., **options}``;
+        ``frame_rate`` (the source's) applies when the node's is null."""
+        cfg = dict(cfg)
+        if "tracker" not in cfg:
+            raise ConfigError(f"tracker config: missing key 'tracker' (one of {list(TRACKERS)})")
+        if cfg.get("frame_rate") is None:
+            cfg["frame_rate"] = frame_rate
+        return cls(**cfg)
+
+    @classmethod
+    def from_name(cls, name: str, frame_rate: float | None = None, **overrides: Any) -> Tracker:
+        """From the packaged ``configs/tracker/<name>.yaml`` with ``overrides`` on top."""
+        files = sorted(CONFIG_DIR.glob("*.yaml"))
+        path = CONFIG_DIR / f"{name}.yaml"
+        if path not in files:
+            raise ConfigError(
+                f"unknown tracker {name!r}; expected one of {[f.stem for f in files]}"
+            )
+        return cls.from_config({**yaml.safe_load(path.read_text()), **overrides}, frame_rate)
+
+    def _build(self) -> Any:
+        try:
+            import trackers
+        except ImportError as e:
+            raise ConfigError(
+                "tracking needs the 'trackers' package: pip install 'yolov4[track]'"
+            ) from e
+        cls = {
+            "bytetrack": trackers.ByteTrackTracker,
+            "botsort": trackers.BoTSORTTracker,
+            "ocsort": trackers.OCSORTTracker,
+            "sort": trackers.SORTTracker,
+        }[self.name]
+        options = dict(self.options)
+        if self.name == "botsort":
+            options.setdefault("enable_cmc", False)  # needs the frames; see update(frame=)
+        return cls(frame_rate=self.frame_rate, **options)
+
+    def reset(self) -> None:
+        """Forget every track (a new, unrelated video); ids restart from 1."""
+        self._tracker = self._build()
+        self._last_index = None
+
+    def update(
+        self, dets: Detections, frame_index: int, frame: np.ndarray | None = None
+    ) -> Detections:
+        """``dets`` of frame ``frame_index`` (increasing; gaps are skipped frames) with
+        ``track_ids``. ``frame`` (H, W, 3) is needed only by BoT-SORT with ``enable_cmc``."""
+        import supervision as sv
+
+        if not isinstance(frame_index, (int, np.integer)) or isinstance(frame_index, bool):
+            raise InputError(f"frame_index: expected an int, got {frame_index!r}")
+        if self._last_index is not None and frame_index <= self._last_index:
+            raise InputError(
+                f"frame_index {frame_index} after {self._last_index}: frame indices must increase "
+                "(call reset() for a new video)"
+            )
+        if self.options.get("enable_cmc") and frame is None:
+            raise InputError("botsort with enable_cmc=true needs each frame: update(..., frame=)")
+        self._last_index = int(frame_index)
+        index = np.arange(len(dets))
+        sv_dets = sv.Detections(
+            xyxy=np.asarray(dets.boxes, np.float32).reshape(-1, 4),
+            confidence=np.asarray(dets.scores, np.float32),
+            class_id=np.asarray(dets.class_ids, np.int64),
+            data={"index": index},
+        )
+        kwargs = {"frame": frame} if self.name == "botsort" and frame is not None else {}
+        out = self._tracker.update(sv_dets, timestamp=frame_index / self.frame_rate, **kwargs)
+        ids = np.full(len(dets), -1, np.int64)
+        if len(out):
+            ids[np.asarray(out.data["index"], np.int64)] = np.asarray(out.tracker_id, np.int64)
+        ids = np.where(ids >= 0, ids + 1, -1)
+        keep = index if self.keep_unconfirmed else index[ids > 0]
+        return dataclasses.replace(
+            dets,
+            boxes=dets.boxes[keep],
+            scores=dets.scores[keep],
+            class_ids=dets.class_ids[keep],
+            class_names=[dets.class_names[i] for i in keep],
+            track_ids=ids[keep],
+        )
+
+
+def _colour(track_id: int) -> tuple[int, int, int]:
+    """A stable, distinct colour per id (golden-angle hues)."""
+    hsv = np.uint8([[[int(track_id * 137.508) % 180, 220, 230]]])
+    return tuple(int(c) for c in cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0, 0])
+
+
+class TrackTrails:
+    """The last ``length`` box centres of each track, drawn with its ``#id`` on RGB frames."""
+
+    def __init__(self, length: int = 30) -> None:
+        if isinstance(length, bool) or not isinstance(length, int) or length < 1:
+            raise ConfigError(f"trail length: expected an int >= 1, got {length!r}")
+        self.length = length
+        self.points: dict[int, deque[tuple[int, int]]] = {}
+
+    def update(self, dets: Detections) -> None:
+        if dets.track_ids is None:
+            raise InputError("TrackTrails needs track ids: pass the Tracker's output")
+        for tid, (x1, y1, x2, y2) in zip(dets.track_ids.tolist(), dets.boxes.tolist()):
+            if tid >= 0:
+                trail = self.points.setdefault(tid, deque(maxlen=self.length))
+                trail.append((round((x1 + x2) / 2), round((y1 + y2) / 2)))
+
+    def draw(self, image: np.ndarray, dets: Detections) -> np.ndarray:
+        """``image`` (H, W, 3) RGB uint8, drawn in place: the trails of ``dets``' tracks and an
+        ``#id`` label at each box's top-left corner."""
+        if dets.track_ids is None:
+            raise InputError("TrackTrails needs track ids: pass the Tracker's output")
+        for tid, box in zip(dets.track_ids.tolist(), dets.boxes.tolist()):
+            if tid < 0:
+                continue
+            colour = _colour(tid)
+            trail = np.array(self.points.get(tid, ()), np.int32).reshape(-1, 1, 2)
+            if len(trail) > 1:
+                cv2.polylines(image, [trail], False, colour, 2, cv2.LINE_AA)
+            x1, y1 = int(box[0]), int(box[1])
+            cv2.putText(image, f"#{tid}", (x1, max(y1 - 4, 10)), cv2.FONT_HERSHEY_SIMPLEX, 0.5, colour, 1, cv2.LINE_AA)  # fmt: skip
+        return image
