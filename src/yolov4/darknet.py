@@ -181,7 +181,7 @@ def load_darknet_weights(
     ``backbone_only=True`` loads the backbone's layers only. Either way the file may hold more
     layers than are loaded, but not fewer. Raises :class:`CheckpointError` on any mismatch,
     naming the float counts expected and found and what the file fits instead, or the first
-    tensor holding a NaN or inf (the model is left as it was).
+    tensor holding a NaN or inf (the model keeps its weights).
     """
     path = Path(path)
     if model.is_fused:

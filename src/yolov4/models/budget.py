@@ -26,12 +26,12 @@ import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 from yolov4.errors import ConfigError
 
-if TYPE_CHECKING:
-    from yolov4.models.cfg import LayerSpec, Section
+# yolov4.models.cfg imports this module: its Section and LayerSpec are typed Any here
+Section = LayerSpec = Any
 
 __all__ = [
     "LIMITS",

@@ -164,10 +164,11 @@ class YOLOv4(nn.Module):
                 f"got {tuple(images.shape)} (resize or letterbox to e.g. "
                 f"{_round_up(h, m)}x{_round_up(w, m)})"
             )
-        try:
-            budget.check_network(self._specs, (h, w), "input image size")
-        except ConfigError as e:
-            raise InputError(f"expected images within the activation budget: {e}") from None
+        if not torch.compiler.is_compiling():  # plain Python over the layer list: no guards
+            try:
+                budget.check_network(self._specs, (int(h), int(w)), "input image size")
+            except ConfigError as e:
+                raise InputError(f"expected images within the activation budget: {e}") from None
         weight = next(self.parameters())
         if not images.is_floating_point():
             raise InputError(
