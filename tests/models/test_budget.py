@@ -129,6 +129,7 @@ def child_results(tmp_path_factory):
     for i, (name, (text, _)) in enumerate(CASES.items()):
         paths[name] = str(folder / f"hostile{i}.cfg")
         (folder / f"hostile{i}.cfg").write_text(text)
+    paths["/dev/zero"] = "/dev/zero"  # e.g. a checkpoint's model.cfg naming a device
     paths["not UTF-8"] = str(folder / "latin1.cfg")
     (folder / "latin1.cfg").write_bytes(
         hostile().encode().replace(b"channels", b"# \xe9t\xe9\nchannels")
@@ -150,6 +151,12 @@ def test_hostile_cfg_is_a_config_error_naming_the_key(child_results, case):
     for part in CASES[case][1]:
         assert part in msg, f"{case}: {part!r} not in {msg!r}"
     assert "hostile" in msg  # the file
+
+
+def test_endless_cfg_file_is_read_no_further_than_the_limit(child_results):
+    kind, msg = child_results["/dev/zero"]
+    assert kind == "ConfigError", msg
+    assert "/dev/zero: cfg file of more than 1,048,576 bytes, over the limit" in msg
 
 
 def test_cfg_that_is_not_utf8_names_the_file_and_byte_offset(child_results):

@@ -55,7 +55,7 @@ def _env(name: str, default: int) -> int:
         return default
     try:
         value = int(float(raw))
-    except ValueError:
+    except (ValueError, OverflowError):  # not a number, nan, inf
         value = 0
     if value < 1:
         raise ConfigError(f"YOLOV4_{name}: expected a positive integer, got {raw!r}")
@@ -140,9 +140,9 @@ def read_cfg_file(path: Path) -> str:
     except OSError as e:
         raise ConfigError(f"cannot read darknet cfg {path}: {e}") from e
     if len(data) > MAX_CFG_BYTES:
-        raise ConfigError(
-            f"{path}: cfg file of " + over("MAX_CFG_BYTES", f"{path.stat().st_size:,} bytes")
-        )
+        size = path.stat().st_size  # 0 for a device or pipe, which is read no further either
+        shown = f"{size:,} bytes" if size > MAX_CFG_BYTES else f"more than {MAX_CFG_BYTES:,} bytes"
+        raise ConfigError(f"{path}: cfg file of " + over("MAX_CFG_BYTES", shown))
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
