@@ -216,6 +216,65 @@ def test_limits_are_overridable(monkeypatch):
         budget._env("MAX_CLASSES", 2000)
 
 
+@pytest.mark.parametrize(
+    "name, value, message",
+    [
+        ("MAX_LAYERS", 37, r"yolov4-tiny.cfg:\d+: \[yolo\]: layer 37: the cfg has 38 layers, over"),
+        ("MAX_FILTERS", 256, r"\[convolutional\] filters: \(layer 26\) 512, over the limit 256"),
+        ("MAX_UPSAMPLE_STRIDE", 1, r"\[upsample\] stride: \(layer 33\) 2, over the limit 1 "),
+        ("MAX_ANCHORS", 5, r"\[yolo\] num: 6 anchors, over the limit 5 "),
+        ("MAX_ANCHOR_SIDE", 300, r"\[yolo\] anchors: .* \(0, 300\] pixels .* got 344.0"),
+        (
+            "MAX_PARAMS",
+            6_000_000,
+            r"cfg:193: \[convolutional\] filters: \(layer 26, the largest: 2,361,344\) the network has 6,062,814 parameters, over",
+        ),
+        (
+            "MAX_ACTIVATION_BYTES",
+            1 << 20,
+            r"model.input_size \[416, 416\]: one image\'s forward pass writes 0.04 GiB of layer outputs \(largest: yolov4-tiny.cfg:\d+: \[convolutional\], layer 0, 0.01 GiB\): 45,769,932 bytes, over the limit 1,048,576 ",
+        ),
+    ],
+)
+def test_each_limit_names_the_key_and_the_bound(monkeypatch, name, value, message):
+    """yolov4-tiny against each limit set just under its own value."""
+    monkeypatch.setattr(budget, name, value)
+    with pytest.raises(ConfigError, match=message):
+        ModelConfig.load("yolov4-tiny")
+
+
+@pytest.mark.parametrize("name, size", [("yolov4-tiny", (64, 96)), ("yolov3-tiny", (64, 64))])
+def test_activation_bytes_equal_the_outputs_of_a_real_forward_pass(name, size):
+    """The budget's count against forward hooks on every layer of the built network: the input
+    plus each layer's output that is new memory (not a [route]'s single input or its view), plus the -inf padded copy of yolov3-tiny's size-2 stride-1
+    maxpool (padded right/bottom only)."""
+    model = build_model(name, num_classes=2, input_size=list(size)).eval()
+    seen = [3 * size[0] * size[1]]
+    pads = 0
+
+    def new_memory(module, args, out):  # outputs that are not their input or a view of it
+        ins = args[0] if isinstance(args[0], list) else [args[0]]
+        if out.untyped_storage().data_ptr() not in {t.untyped_storage().data_ptr() for t in ins}:
+            seen.append(out.numel())
+
+    for layer in model.layers:
+        layer.register_forward_hook(new_memory)
+        if getattr(layer, "pad_left", 0) != getattr(layer, "pad_right", 0):
+            layer.register_forward_pre_hook(
+                lambda m, i: seen.append(
+                    i[0].shape[1]
+                    * (i[0].shape[2] + m.pad_left + m.pad_right)
+                    * (i[0].shape[3] + m.pad_left + m.pad_right)
+                )
+            )
+            pads += 1
+    with torch.no_grad():
+        model(torch.rand(1, 3, *size))
+    layers = resolve_layers(config_sections(model.config))
+    assert budget.activation_bytes(layers, size)[0] == 4 * sum(seen)
+    assert pads == (1 if name == "yolov3-tiny" else 0)
+
+
 def _measure(config: ModelConfig) -> dict[str, float]:
     layers = resolve_layers(config_sections(config))
     convs = [s.params for s in layers if s.kind == "convolutional"]

@@ -86,7 +86,7 @@ MAX_ANCHORS = _env("MAX_ANCHORS", 64)
 MAX_ANCHOR_SIDE = _env("MAX_ANCHOR_SIDE", MAX_INPUT_SIDE)
 # parameters (weights, biases, BN statistics): 127.7 M in yolov4-p6 with 80 classes
 MAX_PARAMS = _env("MAX_PARAMS", 1_000_000_000)
-# float32 bytes of every layer's output for one image: 3.24 GiB for yolov4-p6 at 1280 x 1280
+# float32 bytes of every layer's output for one image: 2.91 GiB for yolov4-p6 at 1280 x 1280
 MAX_ACTIVATION_BYTES = _env("MAX_ACTIVATION_BYTES", 16 << 30)
 
 LIMITS = (
@@ -221,6 +221,8 @@ def param_count(layers: Sequence[LayerSpec]) -> int:
 
 
 def _layer_bytes(spec: LayerSpec, h: int, w: int) -> int:
+    if spec.kind == "yolo" or (spec.kind == "route" and len(spec.inputs) == 1):
+        return 0  # its input itself, or a view of it (a [route] groups chunk)
     out = spec.channels * (h // spec.stride) * (w // spec.stride)
     p = spec.params
     if spec.kind == "maxpool" and p["pad_left"] != p["pad_right"]:
@@ -262,8 +264,9 @@ def check_network(
     if params > MAX_PARAMS:
         big = max((s for s in layers if s.kind == "convolutional"), key=lambda s: param_count([s]))
         raise ConfigError(
-            f"the network has {params:,} parameters (largest: {big.section.where('filters')}, layer "
-            f"{big.index}, {param_count([big]):,}): " + over("MAX_PARAMS", f"{params:,}")
+            f"{big.section.where('filters')}: (layer {big.index}, the largest: "
+            f"{param_count([big]):,}) the network has "
+            + over("MAX_PARAMS", f"{params:,} parameters")
         )
     total, biggest = activation_bytes(layers, input_size)
     if total > MAX_ACTIVATION_BYTES:
