@@ -109,13 +109,11 @@ def _check_cfg_values(sections: list[Section]) -> None:
     for y in (s for s in sections if s.kind == "yolo"):
         if "classes" in y.options:
             budget.check_classes(y.get_int("classes"), y.where("classes"))
-        for key, n in (
-            ("num", y.get_int("num", 1)),
-            ("anchors", len(y.get_floats("anchors")) // 2),
-        ):
+        anchors = y.get_floats("anchors")
+        for key, n in (("num", y.get_int("num", 1)), ("anchors", len(anchors) // 2)):
             if n > budget.MAX_ANCHORS:
                 raise y.error(key, budget.over("MAX_ANCHORS", f"{n} anchors"))
-        for value in y.get_floats("anchors"):
+        for value in anchors:
             budget.check_anchor(value, y.where("anchors"))
 
 
