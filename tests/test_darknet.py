@@ -315,3 +315,26 @@ def test_seen_is_kept_through_a_load_save_round_trip(tmp_path):
     assert save_darknet_weights(model, tmp_path / "d.weights", seen=9) and (
         load_darknet_weights(model, tmp_path / "d.weights").seen == 9
     )
+
+
+@pytest.mark.parametrize(
+    "key, index, value",
+    [("bn.running_var", 7, float("nan")), ("conv.weight", 100, float("-inf"))],
+)
+def test_non_finite_floats_are_refused_naming_the_tensor(tmp_path, tiny80, key, index, value):
+    """NaN/inf in a .weights file: CheckpointError naming the first tensor that holds one (its
+    darknet layer and element), and the model keeps the weights it had."""
+    bad = build_model("yolov4-tiny")
+    bad.load_state_dict(tiny80.state_dict())
+    bad.state_dict()[f"layers.12.{key}"].view(-1)[index] = value  # shares the storage
+    path = save_darknet_weights(bad, tmp_path / "nan.weights")
+    fresh = build_model("yolov4-tiny")
+    before = {k: v.clone() for k, v in fresh.state_dict().items()}
+    with pytest.raises(CheckpointError) as e:
+        load_darknet_weights(fresh, path)
+    msg = str(e.value)
+    assert "nan.weights: 1 non-finite floats" in msg and f"({value})" in msg
+    assert f"in layers.12.{key} (darknet layer 12, element {index})" in msg
+    assert all(torch.equal(before[k], v) for k, v in fresh.state_dict().items())
+    # a partial load that stops before the bad layer reads only finite floats
+    assert load_darknet_weights(fresh, path, upto=12).layers_loaded == 12

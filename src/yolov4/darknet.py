@@ -166,6 +166,33 @@ def darknet_file_classes(config: ModelConfig, path: str | os.PathLike) -> int | 
     return int(classes) if rest == 0 and left == 0 and classes >= 1 else None
 
 
+def _tensor_order(m: ConvBnAct) -> list[tuple[str, int]]:
+    """``(state_dict key suffix, numel)`` of one conv's tensors in ``.weights`` order."""
+    n = m.conv.out_channels
+    head = (
+        ["bn.bias", "bn.weight", "bn.running_mean", "bn.running_var"] if m.has_bn else ["conv.bias"]
+    )
+    return [*((k, n) for k in head), ("conv.weight", m.conv.weight.numel())]
+
+
+def _check_finite(floats: np.ndarray, convs: list[tuple[int, ConvBnAct]], path: Path) -> None:
+    """Refuse NaN/inf in the floats that will be loaded, naming the first tensor holding one."""
+    bad = ~np.isfinite(floats)
+    if not bad.any():
+        return
+    first, count = int(np.flatnonzero(bad)[0]), int(bad.sum())
+    pos = 0
+    for i, m in convs:
+        for key, n in _tensor_order(m):
+            if pos <= first < pos + n:
+                raise CheckpointError(
+                    f"{path}: {count:,} non-finite floats (NaN or inf), the first ({floats[first]}) "
+                    f"at float {first:,} after the header, in layers.{i}.{key} (darknet layer {i}, "
+                    f"element {first - pos:,}); the file is corrupt or its training diverged"
+                )
+            pos += n
+
+
 @torch.no_grad()
 def load_darknet_weights(
     model: YOLOv4,
@@ -179,8 +206,9 @@ def load_darknet_weights(
     ``0..K-1`` only (darknet's ``partial``: e.g. ``upto=137`` for ``yolov4.conv.137``);
     ``backbone_only=True`` loads the backbone's layers only. Either way the file may hold more
     layers than are loaded, but not fewer. Raises :class:`CheckpointError` on any mismatch,
-    naming the float counts expected and found and what the file fits instead. The header's
-    ``seen`` is kept as ``model.seen``, which :func:`save_darknet_weights` writes back.
+    naming the float counts expected and found and what the file fits instead, or the first
+    tensor holding a NaN or inf (the model keeps its weights). The header's ``seen`` is kept as
+    ``model.seen``, which :func:`save_darknet_weights` writes back.
     """
     path = Path(path)
     if model.is_fused:
@@ -213,6 +241,7 @@ def load_darknet_weights(
             f"found {found:,}: {_fit_hint(model, found)}"
         )
     floats = np.frombuffer(data, FLOAT, found, offset)
+    _check_finite(floats[:expected], convs, path)
     pos = 0
 
     def take(t: torch.Tensor) -> None:

@@ -14,12 +14,17 @@ import numpy as np
 import pytest
 import torch
 
-from yolov4 import CheckpointError, build_model
+from yolov4 import CheckpointError, Predictor, build_model
 from yolov4.core.checkpoint import FORMAT, load_checkpoint, save_checkpoint
 from yolov4.core.files import STALE_TMP_AGE_S
+from yolov4.core.pretrained import load_pretrained
+from yolov4.models import budget
+from yolov4.models.cfg import read_zoo_cfg
 
 NAMES = ["circle", "square", "triangle"]
-HUGE = 10**7  # classes: a yolov4-tiny head of this width is ~30 GB of float32
+# classes: the most the budget admits (yolov4.models.budget.MAX_CLASSES), ~150x the weights of
+# the 3-class file the tests claim it for
+HUGE = 2000
 
 
 @pytest.fixture(scope="module")
@@ -84,6 +89,77 @@ def test_weights_of_the_claimed_shape_but_no_data_are_refused(tmp_path, no_real_
     path = weights_file(tmp_path / "hollow.pt", claimed.config.to_dict(), sd)
     assert path.stat().st_size < 1_000_000
     with pytest.raises(CheckpointError, match=r"hollow.pt.*holds .* bytes of tensor data"):
+        load_checkpoint(path)
+
+
+def test_config_over_the_budget_is_refused_before_allocation(tmp_path, tiny3, no_real_huge_model):
+    config = {**tiny3.config.to_dict(), "num_classes": 10**7}
+    path = weights_file(tmp_path / "claims.pt", config, tiny3.state_dict(), NAMES)
+    with pytest.raises(CheckpointError, match=r"claims.pt: .*10,000,000 classes, over the limit"):
+        load_checkpoint(path)
+
+
+# a cfg whose layers have no parameters: a few KB of weights, GBs at the first forward pass
+# (appended after yolov4-tiny's last layer, 37: its absolute route indices stay valid)
+ROUTE_CHAIN = "".join("\n[route]\nlayers=-1,-1\n" for _ in range(16))
+POOL = "\n[maxpool]\nsize=16000\nstride=1\n"
+
+
+@pytest.mark.parametrize(
+    "insert, names",
+    [
+        # layer 37 + k has 255 * 2**k channels (the stored cfg text's 80 classes): layer 45 is
+        # the first over 32768
+        (ROUTE_CHAIN, ["[route] layers: (layer 45)", "65,280 channels", "MAX_CHANNELS"]),
+        (POOL, ["[maxpool] size: (layer 38)", "16000", "MAX_POOL_SIZE"]),
+    ],
+    ids=["route -1,-1 repeated", "maxpool size=16000"],
+)
+def test_hostile_cfg_inside_a_saved_checkpoint_is_refused_at_load(
+    tmp_path, monkeypatch, insert, names
+):
+    """The file is written by save_checkpoint (limits raised while the parameter-free hostile
+    network is built and saved), then read with the default limits: load_checkpoint and
+    Predictor.from_checkpoint refuse it naming the layer and key, before any forward pass."""
+    hostile = read_zoo_cfg("yolov4-tiny") + insert
+    raised = {"MAX_CHANNELS": 1 << 40, "MAX_POOL_SIZE": 1 << 20, "MAX_ACTIVATION_BYTES": 1 << 60}
+    with monkeypatch.context() as m:
+        for name, value in raised.items():
+            m.setattr(budget, name, value)
+        model = build_model(cfg=hostile, num_classes=3, input_size=[64, 64])
+        path = save_checkpoint(tmp_path / "hostile.pt", model, NAMES)
+    assert path.stat().st_size < 30_000_000  # the weights of yolov4-tiny, nothing more
+    for load in (load_checkpoint, Predictor.from_checkpoint):
+        with pytest.raises(CheckpointError) as e:
+            load(path)
+        msg = str(e.value)
+        assert "hostile.pt" in msg and all(n in msg for n in names), msg
+
+
+def test_non_finite_weights_in_a_checkpoint_are_refused_naming_the_tensor(tmp_path, tiny3):
+    sd = {k: v.clone() for k, v in tiny3.state_dict().items()}
+    sd["layers.2.bn.running_var"][5] = float("nan")
+    sd["layers.29.conv.weight"].view(-1)[0] = float("inf")
+    path = save_checkpoint(tmp_path / "nan.pt", tiny3, NAMES, state_dict=sd)
+    for load in (load_checkpoint, Predictor.from_checkpoint):
+        with pytest.raises(CheckpointError) as e:
+            load(path)
+        msg = str(e.value)
+        assert "nan.pt: 2 tensor(s) hold non-finite values" in msg
+        assert "layers.2.bn.running_var (1 of 64)" in msg and "layers.29.conv.weight (1 of" in msg
+    model = build_model("yolov4-tiny", num_classes=3)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(CheckpointError, match=r"layers.2.bn.running_var"):
+        load_pretrained(model, path)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # untouched
+
+
+def test_preprocess_size_over_the_activation_budget_is_refused(tmp_path, tiny3):
+    path = save_checkpoint(tmp_path / "big.pt", tiny3, NAMES)
+    data = torch.load(path, weights_only=True)
+    data["preprocess"]["input_size"] = [8192, 8192]  # under the side limit, not the memory one
+    torch.save(data, path)
+    with pytest.raises(CheckpointError, match=r"big.pt: preprocess.input_size \[8192, 8192\]"):
         load_checkpoint(path)
 
 

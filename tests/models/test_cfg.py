@@ -125,6 +125,19 @@ def test_base_cfg_builds():
     assert model.config.letter_box is False and model.stop_backward == ()
 
 
+def test_a_users_cfg_keeps_its_classes_unless_num_classes_is_given(tmp_path):
+    """The cfg is the source of truth: build_model(cfg=...) without num_classes has the cfg's
+    3 classes (and so loads weights trained with it); num_classes=... overrides it."""
+    text = BASE.replace("classes=1", "classes=3").replace("filters=18", "filters=24")
+    path = tmp_path / "mine.cfg"
+    path.write_text(text)
+    for cfg in (path, str(path), text):
+        model = build_model(cfg=cfg)
+        assert model.num_classes == 3 and model.head_convs()[0].conv.out_channels == 24
+    assert build_model(cfg=path, num_classes=5).num_classes == 5
+    assert build_model("yolov4-tiny").num_classes == 80  # the zoo cfgs' own classes
+
+
 # -- what the builder refuses --------------------------------------------------------------------
 SHORTCUT = "[shortcut]\nfrom=0\nactivation=linear\n\n[route]\nlayers=0,-1"
 YOLO1 = "classes=1\nnum=6\n"

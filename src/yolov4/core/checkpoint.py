@@ -40,6 +40,9 @@ from yolov4.core.files import atomic_write
 from yolov4.core.preprocess import PreprocessConfig
 from yolov4.errors import CheckpointError, ConfigError
 from yolov4.models import ModelConfig, YOLOv4, available_models, build_model
+from yolov4.models.budget import check_network
+from yolov4.models.cfg import resolve_layers
+from yolov4.models.config import config_sections
 
 __all__ = [
     "FORMAT",
@@ -52,6 +55,7 @@ __all__ = [
     "group_keys",
     "network_state_dict",
     "load_state_dict_checked",
+    "check_finite",
 ]
 
 log = logging.getLogger(__name__)
@@ -192,6 +196,26 @@ def check_state_dict(model: YOLOv4, state_dict: Mapping[str, torch.Tensor]) -> N
         parts.append(f"shape mismatches {len(shapes)}: " + "; ".join(diffs))
     parts.append(_likely_cause(model, sd, shapes))
     raise CheckpointError("\n  ".join(parts))
+
+
+def check_finite(state_dict: Mapping[str, torch.Tensor], source: str) -> None:
+    """Raise :class:`CheckpointError` naming the floating-point tensors of ``state_dict`` that
+    hold a NaN or inf (a corrupt file or a diverged run: such weights predict nothing)."""
+    counts = {
+        k: t.numel() - int(torch.isfinite(t).sum())
+        for k, t in state_dict.items()
+        if t.is_floating_point()
+    }
+    bad = {k: n for k, n in counts.items() if n}
+    if bad:
+        first = ", ".join(
+            f"{k} ({n:,} of {state_dict[k].numel():,})" for k, n in list(bad.items())[:SHOW]
+        )
+        raise CheckpointError(
+            f"{source}: {len(bad)} tensor(s) hold non-finite values (NaN or inf): {first}"
+            + (", ..." if len(bad) > SHOW else "")
+            + "; the file is corrupt or its training diverged"
+        )
 
 
 def load_state_dict_checked(
@@ -378,6 +402,20 @@ def _check_before_allocation(
         )
 
 
+def _check_preprocess_size(path: Path, config: ModelConfig, preprocess: Any) -> None:
+    """The stored preprocess input size against the network's activation budget
+    (:mod:`yolov4.models.budget`): every prediction runs at that size."""
+    size = preprocess.get("input_size") if isinstance(preprocess, Mapping) else None
+    if not (isinstance(size, (list, tuple)) and len(size) == 2):
+        return  # absent or malformed: the readers' own validation names it
+    if not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in size):
+        return
+    try:
+        check_network(resolve_layers(config_sections(config)), size, "preprocess.input_size")
+    except ConfigError as e:
+        raise CheckpointError(f"{path}: {e}") from e
+
+
 def load_checkpoint(
     path: str | os.PathLike, map_location: str | torch.device = "cpu"
 ) -> Checkpoint:
@@ -402,6 +440,8 @@ def load_checkpoint(
         raise CheckpointError(f"{path}: 'state_dict' is a {type(data.get('state_dict')).__name__}")
     sd = clean_state_dict(data["state_dict"])
     _check_before_allocation(path, config, sd)
+    check_finite(sd, str(path))
+    _check_preprocess_size(path, config, data.get("preprocess"))
     names = data.get("class_names")
     names = [str(i) for i in range(config.num_classes)] if names is None else names
     if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):

@@ -22,7 +22,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from yolov4.core.checkpoint import SHOW, group_keys, network_state_dict, read_checkpoint
+from yolov4.core.checkpoint import (
+    SHOW,
+    check_finite,
+    group_keys,
+    network_state_dict,
+    read_checkpoint,
+)
 from yolov4.darknet import darknet_file_classes, load_darknet_weights
 from yolov4.errors import CheckpointError
 from yolov4.models import YOLOv4
@@ -266,5 +272,6 @@ def transfer_state_dict(
                 diffs = [f"{k} {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}" for k in shapes]
                 parts.append(f"shape mismatches {len(shapes)}: " + "; ".join(diffs[:SHOW]))
             raise CheckpointError("\n  ".join(parts))
+    check_finite(usable, source)
     model.load_state_dict({**own, **usable}, strict=True)
     return report

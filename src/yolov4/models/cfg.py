@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from yolov4.errors import ConfigError
+from yolov4.models.budget import check_cfg_text, check_layer, check_layer_count
 
 __all__ = [
     "CFG_DIR",
@@ -149,7 +150,9 @@ def cfg_error(sections: list[Section], message: str) -> ConfigError:
 
 def parse_cfg(text: str, source: str = "<cfg>") -> list[Section]:
     """cfg text -> sections (``[net]`` first), comments (``#``, ``;``) and blanks dropped.
-    Values keep their text with spaces removed (darknet strips them too)."""
+    Values keep their text with spaces removed (darknet strips them too). Text longer than
+    :data:`yolov4.models.budget.MAX_CFG_BYTES` is refused before it is read."""
+    check_cfg_text(text, source)
     sections: list[Section] = []
     for number, raw in enumerate(text.splitlines(), 1):
         line = raw.split("#", 1)[0].split(";", 1)[0].strip()
@@ -245,6 +248,7 @@ def resolve_layers(sections: list[Section]) -> list[LayerSpec]:
     channels = net.get_int("channels", 3)
     if channels != 3:
         raise net.error("channels", f"only 3-channel (RGB) networks are supported, got {channels}")
+    check_layer_count(sections)
     layers: list[LayerSpec] = []
 
     def out(j: int) -> tuple[int, int]:
@@ -347,6 +351,7 @@ def resolve_layers(sections: list[Section]) -> list[LayerSpec]:
             )
         else:  # yolo: passes its input through
             spec = LayerSpec(i, s.kind, s, [i - 1], c_in, st_in)
+        check_layer(spec)  # yolov4.models.budget: the layer's keys and channels
         layers.append(spec)
     if not any(layer.kind == "yolo" for layer in layers):
         raise cfg_error(sections, "has no [yolo] layer: only YOLO detection cfgs are supported")

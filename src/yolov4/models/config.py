@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from yolov4.errors import ConfigError
+from yolov4.models import budget
 from yolov4.models.cfg import ZOO, Section, parse_cfg, read_zoo_cfg, resolve_layers
 
 __all__ = [
@@ -98,9 +99,28 @@ def _yolo_value(s: Section, key: str, default: Any) -> Any:
     return value
 
 
+def _check_cfg_values(sections: list[Section]) -> None:
+    """The ``[net]`` size and the ``[yolo]`` classes and anchors against
+    :mod:`yolov4.models.budget`, naming the line, before the layers are resolved."""
+    net = sections[0]
+    for key in ("height", "width"):
+        if key in net.options:
+            budget.check_input_side([net.get_int(key)], net.where(key))
+    for y in (s for s in sections if s.kind == "yolo"):
+        if "classes" in y.options:
+            budget.check_classes(y.get_int("classes"), y.where("classes"))
+        anchors = y.get_floats("anchors")
+        for key, n in (("num", y.get_int("num", 1)), ("anchors", len(anchors) // 2)):
+            if n > budget.MAX_ANCHORS:
+                raise y.error(key, budget.over("MAX_ANCHORS", f"{n} anchors"))
+        for value in anchors:
+            budget.check_anchor(value, y.where("anchors"))
+
+
 def _from_sections(sections: list[Section], name: str) -> dict[str, Any]:
     """Model config values a parsed cfg defines (before overrides)."""
     net = sections[0]
+    _check_cfg_values(sections)
     layers = resolve_layers(sections)
     heads = yolo_heads(sections)
     yolos = [sections[i] for i in heads]
@@ -287,6 +307,15 @@ class ModelConfig:
     def validate(self) -> None:
         if self.num_classes < 1:
             raise ConfigError(f"model.num_classes must be >= 1, got {self.num_classes}")
+        budget.check_classes(self.num_classes, "model.num_classes")
+        budget.check_input_side(self.input_size, "model.input_size")
+        if len(self.anchors) > budget.MAX_ANCHORS:
+            raise ConfigError(
+                "model.anchors: " + budget.over("MAX_ANCHORS", f"{len(self.anchors)} anchors")
+            )
+        for w, h in self.anchors:
+            for v in (w, h):
+                budget.check_anchor(v, "model.anchors")
         m = self.max_stride
         if len(self.input_size) != 2 or any(s <= 0 or s % m for s in self.input_size):
             raise ConfigError(
@@ -309,8 +338,6 @@ class ModelConfig:
                 raise ConfigError(
                     f"every head needs the same number of anchors; model.masks = {self.masks}"
                 )
-        if any(w <= 0 or h <= 0 for w, h in self.anchors):
-            raise ConfigError(f"model.anchors must be positive (w, h) pairs, got {self.anchors}")
         if self.iou_loss not in IOU_LOSSES:
             raise ConfigError(
                 f"model.iou_loss must be one of {list(IOU_LOSSES)}, got {self.iou_loss!r}"
@@ -349,6 +376,8 @@ class ModelConfig:
             for s in self.scale_x_y
         ):
             raise ConfigError(f"model.scale_x_y must be >= 1 per head, got {list(self.scale_x_y)}")
+        # the network as built (head filters follow num_classes) at its input size
+        budget.check_network(resolve_layers(config_sections(self)), self.input_size)
 
     @functools.cached_property
     def max_stride(self) -> int:
@@ -403,10 +432,7 @@ def _cfg_text(cfg: str | Path) -> tuple[str, str]:
     if isinstance(cfg, str) and "\n" in cfg:
         return cfg, "<cfg>"
     path = Path(cfg)
-    try:
-        return path.read_text(), str(path)
-    except OSError as e:
-        raise ConfigError(f"cannot read darknet cfg {path}: {e}") from e
+    return budget.read_cfg_file(path), str(path)
 
 
 def _fmt(value: Any) -> str:

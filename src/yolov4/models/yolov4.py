@@ -19,7 +19,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from yolov4.errors import InputError
+from yolov4.errors import ConfigError, InputError
+from yolov4.models import budget
 from yolov4.models.cfg import LayerSpec, Section, resolve_layers
 from yolov4.models.config import ModelConfig, config_sections
 from yolov4.models.layers import ConvBnAct, MaxPool, Route, Shortcut, Upsample
@@ -64,6 +65,8 @@ class YOLOv4(nn.Module):
         self.config = config
         self.sections: list[Section] = config_sections(config)
         specs = resolve_layers(self.sections)
+        budget.check_network(specs, config.input_size)  # before any module is allocated
+        self._specs = specs  # the layer list (for the activation budget of other input sizes)
         if config.new_coords:
             # darknet's new_coords [yolo] reads the logistic of the conv in front of it (the cfg's
             # activation=logistic); here ops.decode and the loss apply that logistic, reading the
@@ -161,6 +164,11 @@ class YOLOv4(nn.Module):
                 f"got {tuple(images.shape)} (resize or letterbox to e.g. "
                 f"{_round_up(h, m)}x{_round_up(w, m)})"
             )
+        if not torch.compiler.is_compiling():  # plain Python over the layer list: no guards
+            try:
+                budget.check_network(self._specs, (int(h), int(w)), "input image size")
+            except ConfigError as e:
+                raise InputError(f"expected images within the activation budget: {e}") from None
         weight = next(self.parameters())
         if not images.is_floating_point():
             raise InputError(
@@ -213,15 +221,17 @@ def _round_up(n: int, m: int) -> int:
 
 
 def build_model(
-    name: str | None = None, num_classes: int | None = 80, cfg: Any = None, **overrides: Any
+    name: str | None = None, num_classes: int | None = None, cfg: Any = None, **overrides: Any
 ) -> YOLOv4:
     """Build a zoo network by its cfg name (``yolov4``, ``yolov4-csp``, ``yolov4-p6``,
     ``yolov3-tiny``, ... see :func:`available_models`) or a user's darknet cfg (``cfg=path``, or
     the cfg's text), plus overrides.
 
     ``overrides`` are model config keys (``anchors``, ``masks``, ``scale_x_y``, ``input_size``,
-    ``[yolo]`` keys, ...); an unknown key raises :class:`ConfigError`; ``num_classes=None`` keeps
-    the cfg's ``classes``. ``build_model(**model.config.to_dict())`` rebuilds a model with
+    ``[yolo]`` keys, ...); an unknown key raises :class:`ConfigError`. ``num_classes`` not given
+    (or None) keeps the cfg's ``classes`` (80 for every zoo cfg; a user's cfg is the source of
+    truth). The cfg is checked against :mod:`yolov4.models.budget` before anything is
+    allocated. ``build_model(**model.config.to_dict())`` rebuilds a model with
     identical state_dict keys and shapes. Without ``name`` and ``cfg``: ``yolov4``; a user cfg
     without ``name`` is named after its file (``custom`` for cfg text).
     """

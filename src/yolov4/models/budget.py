@@ -1,0 +1,281 @@
+"""The resource budget of a network built from a darknet cfg, checked before anything is allocated.
+
+A cfg (a file, the text stored in a checkpoint or artifact, a zoo name) is bounded at three
+points, each from the parsed layer list alone (no torch):
+
+- its text: :func:`read_cfg_file` and :func:`check_cfg_text` (``MAX_CFG_BYTES``; UTF-8 only);
+- each layer (:func:`check_layer`, called by :func:`yolov4.models.cfg.resolve_layers`): the
+  layer count, ``filters``, kernel ``size``, ``[maxpool] size``, ``[upsample] stride`` and the
+  channels any layer (``[route]`` included) puts out;
+- the network at its input size (:func:`check_network`): the input sides, the parameter count
+  and the bytes of every layer's float32 output for one image (their sum: what a forward pass
+  writes and training keeps for the backward pass; layers without parameters included, and the
+  padded copy a ``[maxpool]`` with uneven padding makes).
+
+Each violation is a :class:`ConfigError` naming the key, the cfg line (or the model config key),
+the value and the bound. The defaults are the largest values of the zoo (``yolov4-p6`` at 1280 x
+1280 with 80 classes the largest network) with about 4-8x headroom. A user with a real need
+raises one with an environment variable read at import, ``YOLOV4_<NAME>`` (e.g.
+``YOLOV4_MAX_INPUT_SIDE=16384``), or by assigning the module constant
+(``yolov4.models.budget.MAX_INPUT_SIDE = 16384``), which every check reads when it runs.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from yolov4.errors import ConfigError
+
+# yolov4.models.cfg imports this module: its Section and LayerSpec are typed Any here
+Section = LayerSpec = Any
+
+__all__ = [
+    "LIMITS",
+    "check_cfg_text",
+    "read_cfg_file",
+    "check_layer",
+    "check_layer_count",
+    "check_network",
+    "check_anchor",
+    "check_classes",
+    "check_input_side",
+    "over",
+    "param_count",
+    "activation_bytes",
+]
+
+
+def _env(name: str, default: int) -> int:
+    raw = os.environ.get(f"YOLOV4_{name}")
+    if raw is None:
+        return default
+    try:
+        value = int(float(raw))
+    except (ValueError, OverflowError):  # not a number, nan, inf
+        value = 0
+    if value < 1:
+        raise ConfigError(f"YOLOV4_{name}: expected a positive integer, got {raw!r}")
+    return value
+
+
+# zoo measurements (tests/models/test_budget.py prints them): largest cfg 24 KB (yolov4-p6.cfg)
+MAX_CFG_BYTES = _env("MAX_CFG_BYTES", 1 << 20)
+# darknet layers after [net]: 305 in yolov4-p6
+MAX_LAYERS = _env("MAX_LAYERS", 2048)
+# [convolutional] filters: 1280 in yolov4-csp-x-swish; a head conv is A * (classes + 5)
+MAX_FILTERS = _env("MAX_FILTERS", 16384)
+# channels of any layer's output ([route] concatenations included): 2560 in yolov4-csp-x-swish
+MAX_CHANNELS = _env("MAX_CHANNELS", 32768)
+# [convolutional] size (kernel side): 3 in every zoo cfg, 7 in darknet's classifier stems
+MAX_KERNEL_SIZE = _env("MAX_KERNEL_SIZE", 15)
+# [maxpool] size: 13 in the SPP blocks
+MAX_POOL_SIZE = _env("MAX_POOL_SIZE", 64)
+# [upsample] stride: 2 in every zoo cfg
+MAX_UPSAMPLE_STRIDE = _env("MAX_UPSAMPLE_STRIDE", 16)
+# input height and width in pixels ([net] or model.input_size): 1280 in yolov4-p6
+MAX_INPUT_SIDE = _env("MAX_INPUT_SIDE", 8192)
+# [yolo] classes: 80 in the zoo; LVIS's 1,203 fit
+MAX_CLASSES = _env("MAX_CLASSES", 2000)
+# [yolo] num (anchors): 16 in yolov4-p6
+MAX_ANCHORS = _env("MAX_ANCHORS", 64)
+# anchor width/height in input pixels: 1024 in yolov4-p6 (an anchor wider than any input is moot)
+MAX_ANCHOR_SIDE = _env("MAX_ANCHOR_SIDE", MAX_INPUT_SIDE)
+# parameters (weights, biases, BN statistics): 127.7 M in yolov4-p6 with 80 classes
+MAX_PARAMS = _env("MAX_PARAMS", 1_000_000_000)
+# float32 bytes of every layer's output for one image: 2.91 GiB for yolov4-p6 at 1280 x 1280
+MAX_ACTIVATION_BYTES = _env("MAX_ACTIVATION_BYTES", 16 << 30)
+
+LIMITS = (
+    "MAX_CFG_BYTES",
+    "MAX_LAYERS",
+    "MAX_FILTERS",
+    "MAX_CHANNELS",
+    "MAX_KERNEL_SIZE",
+    "MAX_POOL_SIZE",
+    "MAX_UPSAMPLE_STRIDE",
+    "MAX_INPUT_SIDE",
+    "MAX_CLASSES",
+    "MAX_ANCHORS",
+    "MAX_ANCHOR_SIDE",
+    "MAX_PARAMS",
+    "MAX_ACTIVATION_BYTES",
+)
+FLOAT_BYTES = 4  # float32 activations
+
+
+def _limit(name: str) -> int:
+    return globals()[name]
+
+
+def over(name: str, value: object) -> str:
+    return (
+        f"{value}, over the limit {_limit(name):,} (yolov4.models.budget.{name}; raise it with "
+        f"the environment variable YOLOV4_{name} if the network is real)"
+    )
+
+
+def _gib(n: int) -> str:
+    return f"{n / (1 << 30):.2f} GiB"
+
+
+# -- text ---------------------------------------------------------------------------------------
+def check_cfg_text(text: str, source: str) -> None:
+    """Refuse cfg text longer than ``MAX_CFG_BYTES`` characters (before it is parsed)."""
+    if len(text) > MAX_CFG_BYTES:
+        raise ConfigError(
+            f"{source}: cfg text of " + over("MAX_CFG_BYTES", f"{len(text):,} characters")
+        )
+
+
+def read_cfg_file(path: Path) -> str:
+    """The text of a cfg file: at most ``MAX_CFG_BYTES`` bytes are read, and it must be UTF-8
+    (:class:`ConfigError` naming the file and the byte offset otherwise)."""
+    try:
+        with path.open("rb") as f:
+            data = f.read(MAX_CFG_BYTES + 1)
+    except OSError as e:
+        raise ConfigError(f"cannot read darknet cfg {path}: {e}") from e
+    if len(data) > MAX_CFG_BYTES:
+        size = path.stat().st_size  # 0 for a device or pipe, which is read no further either
+        shown = f"{size:,} bytes" if size > MAX_CFG_BYTES else f"more than {MAX_CFG_BYTES:,} bytes"
+        raise ConfigError(f"{path}: cfg file of " + over("MAX_CFG_BYTES", shown))
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise ConfigError(
+            f"{path}:{line}: not UTF-8 text: byte offset {e.start} is {data[e.start : e.start + 1]!r} "
+            f"({e.reason}); a darknet cfg is plain text"
+        ) from None
+
+
+# -- layers -------------------------------------------------------------------------------------
+def check_layer_count(sections: Sequence[Section]) -> None:
+    n = len(sections) - 1
+    if n > MAX_LAYERS:
+        s = sections[MAX_LAYERS + 1]
+        raise s.error(
+            None, f"layer {MAX_LAYERS}: the cfg has " + over("MAX_LAYERS", f"{n:,} layers")
+        )
+
+
+def _bound(s: Section, index: int, key: str, value: int, name: str) -> None:
+    if value > _limit(name):
+        raise s.error(key, f"(layer {index}) {over(name, value)}")
+
+
+def check_layer(spec: LayerSpec) -> None:
+    """One resolved layer's keys and output channels against the limits."""
+    s, p, i = spec.section, spec.params, spec.index
+    if spec.kind == "convolutional":
+        _bound(s, i, "filters", p["filters"], "MAX_FILTERS")
+        _bound(s, i, "size", p["size"], "MAX_KERNEL_SIZE")
+    elif spec.kind == "maxpool":
+        _bound(s, i, "size", p["size"], "MAX_POOL_SIZE")
+    elif spec.kind == "upsample":
+        _bound(s, i, "stride", p["stride"], "MAX_UPSAMPLE_STRIDE")
+    if spec.channels > MAX_CHANNELS:
+        key = {"route": "layers", "shortcut": "from", "convolutional": "filters"}.get(spec.kind)
+        raise s.error(
+            key,
+            f"(layer {i}) gives " + over("MAX_CHANNELS", f"{spec.channels:,} channels"),
+        )
+
+
+def check_classes(value: int, where: str) -> None:
+    if not 1 <= value <= MAX_CLASSES:
+        raise ConfigError(
+            f"{where}: "
+            + (
+                over("MAX_CLASSES", f"{value:,} classes")
+                if value > 0
+                else f"{value} classes: must be >= 1"
+            )
+        )
+
+
+def check_anchor(value: float, where: str) -> None:
+    """One anchor width or height: finite, positive, at most ``MAX_ANCHOR_SIDE`` pixels."""
+    if not (math.isfinite(value) and 0 < value <= MAX_ANCHOR_SIDE):
+        raise ConfigError(
+            f"{where}: anchor sides are finite numbers in (0, {MAX_ANCHOR_SIDE}] pixels "
+            f"(yolov4.models.budget.MAX_ANCHOR_SIDE), got {value!r}"
+        )
+
+
+# -- the network at an input size --------------------------------------------------------------
+def param_count(layers: Sequence[LayerSpec]) -> int:
+    """Weights, biases and BN statistics (4 per filter) of the ``[convolutional]`` layers."""
+    total = 0
+    for spec in layers:
+        if spec.kind == "convolutional":
+            p = spec.params
+            total += p["filters"] * (
+                p["in_channels"] // p["groups"] * p["size"] ** 2 + (4 if p["bn"] else 1)
+            )
+    return total
+
+
+def _layer_bytes(spec: LayerSpec, h: int, w: int) -> int:
+    if spec.kind == "yolo" or (spec.kind == "route" and len(spec.inputs) == 1):
+        return 0  # its input itself, or a view of it (a [route] groups chunk)
+    out = spec.channels * (h // spec.stride) * (w // spec.stride)
+    p = spec.params
+    if spec.kind == "maxpool" and p["pad_left"] != p["pad_right"]:
+        # MaxPool pads a copy of its input with -inf first
+        pad = p["pad_left"] + p["pad_right"]
+        s_in = spec.stride // p["stride"]
+        out += spec.channels * (h // s_in + pad) * (w // s_in + pad)
+    return FLOAT_BYTES * out
+
+
+def activation_bytes(
+    layers: Sequence[LayerSpec], input_size: Sequence[int]
+) -> tuple[int, LayerSpec | None]:
+    """Float32 bytes of the input and every layer's output for one ``(H, W)`` image, and the layer
+    with the largest output."""
+    h, w = input_size
+    total, largest, biggest = FLOAT_BYTES * 3 * h * w, 0, None
+    for spec in layers:
+        n = _layer_bytes(spec, h, w)
+        total += n
+        if n > largest:
+            largest, biggest = n, spec
+    return total, biggest
+
+
+def check_input_side(input_size: Sequence[int], where: str) -> None:
+    big = [s for s in input_size if s > MAX_INPUT_SIDE]
+    if big:
+        raise ConfigError(f"{where}: " + over("MAX_INPUT_SIDE", f"a side of {big[0]} pixels"))
+
+
+def check_network(
+    layers: Sequence[LayerSpec], input_size: Sequence[int], where: str = "model.input_size"
+) -> None:
+    """The network's parameter count and the activation memory of one image at ``input_size``
+    (``(H, W)``, named ``where`` in errors) against the limits."""
+    check_input_side(input_size, where)
+    params = param_count(layers)
+    if params > MAX_PARAMS:
+        big = max((s for s in layers if s.kind == "convolutional"), key=lambda s: param_count([s]))
+        raise ConfigError(
+            f"{big.section.where('filters')}: (layer {big.index}, the largest: "
+            f"{param_count([big]):,}) the network has "
+            + over("MAX_PARAMS", f"{params:,} parameters")
+        )
+    total, biggest = activation_bytes(layers, input_size)
+    if total > MAX_ACTIVATION_BYTES:
+        top = (
+            f" (largest: {biggest.section.where()}, layer {biggest.index}, {_gib(_layer_bytes(biggest, *input_size))})"
+            if biggest
+            else ""
+        )
+        raise ConfigError(
+            f"{where} {list(input_size)}: one image's forward pass writes {_gib(total)} of layer "
+            f"outputs{top}: " + over("MAX_ACTIVATION_BYTES", f"{total:,} bytes")
+        )
