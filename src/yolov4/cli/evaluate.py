@@ -48,6 +48,7 @@ from yolov4.inference import Predictor
 from yolov4.models import ModelConfig
 from yolov4.training.callbacks import METRICS_FILE, write_json
 from yolov4.training.module import YoloModule
+from yolov4.training.noise import quiet_lightning
 
 __all__ = [
     "evaluate",
@@ -308,6 +309,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """COCO evaluation of ``checkpoint=``, ``darknet_weights=`` or ``artifact=``; returns the
     ``metrics.json`` payload. Builds the network and the validation only: no loss, no EMA, no
     optimizer."""
+    quiet_lightning()
     sources = [k for k in ("checkpoint", "darknet_weights", "artifact") if cfg.get(k)]
     if len(sources) != 1:
         raise ConfigError(

@@ -41,12 +41,18 @@ def _key(override: Any) -> tuple[str, str | None]:
 
 def merge_overrides(saved: list[str], given: list[str]) -> list[str]:
     """``saved`` (a run's ``overrides.yaml``) then ``given``; a saved override whose key (or
-    group) is given again is dropped, so the value given now wins."""
+    group) is given again is dropped, so the value given now wins, and so is one under a key or
+    group given now (``data=coco`` replaces the saved ``data.num_train=16``)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     parser = OverridesParser.create()
     keys = {_key(o) for o in parser.parse_overrides(given)}
-    kept = [s for s, o in zip(saved, parser.parse_overrides(saved)) if _key(o) not in keys]
+    nodes = tuple(f"{k}." for k, _ in keys)
+    kept = [
+        s
+        for s, o in zip(saved, parser.parse_overrides(saved))
+        if _key(o) not in keys and not o.key_or_group.startswith(nodes)
+    ]
     return [*kept, *given]
 
 

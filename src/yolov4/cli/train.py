@@ -52,7 +52,7 @@ log = logging.getLogger(__name__)
 def train(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> dict[str, Any]:
     """Fit and validate; returns the final metrics (also written to ``metrics.json``).
     ``extra_callbacks`` are added to those of ``cfg.callbacks`` (programmatic use)."""
-    quiet_lightning()
+    quiet_lightning(resuming=cfg.ckpt_path is not None)
     for line in resume_cli.RESUME_LOG:
         log.info("%s", line)
     L.seed_everything(cfg.seed, workers=True, verbose=False)

@@ -379,7 +379,7 @@ class YoloModule(L.LightningModule):
         if fitting:  # the epoch's line (on_train_epoch_end) reports it
             self._epoch_val = result
         mid_epoch = fitting and not self.trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
-        if self.trainer.is_global_zero and (mid_epoch or not fitting):
+        if self.trainer.is_global_zero and mid_epoch:
             log.info(
                 "epoch %d step %d: mAP %.4f mAP50 %.4f",
                 self.current_epoch,
@@ -387,3 +387,5 @@ class YoloModule(L.LightningModule):
                 result["mAP"],
                 result["mAP50"],
             )
+        elif self.trainer.is_global_zero and not fitting:  # the weights loaded, whatever epoch
+            log.info("validation: mAP %.4f mAP50 %.4f", result["mAP"], result["mAP50"])

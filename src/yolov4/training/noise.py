@@ -11,6 +11,8 @@ pass. What is filtered, per run (about 19 lines):
   Lightning's own ``_pytree.py``;
 - ``You passed Trainer(accelerator='cpu', precision='16-mixed') ...``: ``train.py`` logs what
   ran instead (:func:`precision_note`);
+- on resume (``quiet_lightning(resuming=True)``): ``Checkpoint directory ... exists and is not
+  empty`` (it is the run's own) and the CSV logger's ``Experiment logs directory ... exists``;
 - the 13-line model summary table (``trainer.enable_model_summary: false`` in
   ``configs/trainer/default.yaml``; ``train.py`` logs one line).
 """
@@ -42,6 +44,11 @@ NOISE_WARNINGS = (
     (r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning),
     (r"You passed `Trainer\(accelerator='cpu', precision='16-mixed'\)`", UserWarning),
 )
+# what a resume into its own run directory always meets
+RESUME_WARNINGS = (
+    (r"Checkpoint directory .* exists and is not empty", UserWarning),
+    (r"Experiment logs directory .* exists and is not empty", UserWarning),
+)
 # Trainer(precision=...) aliases, as Lightning names them
 PRECISION_ALIASES = {"16": "16-mixed", "bf16": "bf16-mixed", "32": "32-true", "64": "64-true"}
 
@@ -53,13 +60,13 @@ class _DropLines(logging.Filter):
         return record.levelno > logging.INFO or not self.pattern.match(record.getMessage())
 
 
-def quiet_lightning() -> None:
-    """Install the filters (idempotent)."""
+def quiet_lightning(resuming: bool = False) -> None:
+    """Install the filters (idempotent); ``resuming``: also those of a resumed run."""
     for name in NOISE_LOGGERS:
         logger = logging.getLogger(name)
         if not any(isinstance(f, _DropLines) for f in logger.filters):
             logger.addFilter(_DropLines())
-    for message, category in NOISE_WARNINGS:
+    for message, category in (*NOISE_WARNINGS, *(RESUME_WARNINGS if resuming else ())):
         warnings.filterwarnings("ignore", message=message, category=category)
 
 
