@@ -115,7 +115,7 @@ def test_checkpoint_of_other_class_names_is_refused(compose_cfg, tiny_run, tmp_p
     with pytest.raises(ConfigError) as e:
         train(cfg)
     msg = str(e.value)
-    assert f"was trained on classes {names}" in msg
+    assert f"holds a network trained on classes {names}" in msg
     assert "['circle', 'rectangle', 'triangle', 'cross']" in msg
     assert "2: 'cross' -> 'triangle'" in msg and "module.pretrained=" in msg
     assert not (tmp_path / "run/checkpoints").exists()

@@ -1,10 +1,10 @@
 """``python train.py ckpt_path=<run>/checkpoints/last.ckpt [hydra.run.dir=<run>] [key=value ...]``:
 the resumed run is the run's own config (its ``.hydra/overrides.yaml`` composed again, which
-gives its ``.hydra/config.yaml``) with the overrides given now, in the run's directory.
+gives its ``.hydra/config.yaml``) with the resume command's overrides, in the run's directory.
 
 Before Hydra starts (it rewrites ``<run>/.hydra/`` as soon as it does), :func:`resume_argv`
 finds the run directory (``hydra.run.dir``, or the folder above ``checkpoints/``), puts the
-run's saved overrides under the ones given now (a key given now wins), composes the result and
+run's saved overrides under the command's (a key of the command wins), composes the result and
 compares it with the saved config: a change that cannot be resumed
 (:func:`yolov4.training.resume.unresumable`: model, data, optimizer kind) is refused with a
 :class:`ConfigError` naming the keys and nothing in the run is touched; the others are printed
@@ -41,8 +41,8 @@ def _key(override: Any) -> tuple[str, str | None]:
 
 def merge_overrides(saved: list[str], given: list[str]) -> list[str]:
     """``saved`` (a run's ``overrides.yaml``) then ``given``; a saved override whose key (or
-    group) is given again is dropped, so the value given now wins, and so is one under a key or
-    group given now (``data=coco`` replaces the saved ``data.num_train=16``)."""
+    group) ``given`` sets again is dropped, so the command's value wins, and so is one under a
+    key or group ``given`` sets (``data=coco`` replaces the saved ``data.num_train=16``)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     parser = OverridesParser.create()
@@ -105,7 +105,7 @@ def resume_argv(argv: list[str]) -> list[str]:
     if run is None:
         RESUME_LOG.append(
             f"resume: no {SAVED_CONFIG} beside ckpt_path={ckpt} (nor in hydra.run.dir): the "
-            f"config is the defaults with the overrides given now only"
+            f"config is the defaults with the command's overrides only"
         )
         return argv
     saved = OmegaConf.to_container(OmegaConf.load(run / SAVED_OVERRIDES)) or []

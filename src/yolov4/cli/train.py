@@ -9,7 +9,7 @@ they are: ``"weights"``), ``confusion_matrix.json/.png``, ``pr_f1.json/.png``,
 ``analysis.*``), ``tensorboard/``.
 
 Resume (``ckpt_path=``): see :mod:`yolov4.cli.resume` (the run's config, the overrides given
-now, refused changes) and :mod:`yolov4.training.resume` (the checkpoint's checks).
+of the command, refused changes) and :mod:`yolov4.training.resume` (the checkpoint's checks).
 """
 
 from __future__ import annotations

@@ -48,8 +48,8 @@ def link_file(source: str | Path, target: str | Path) -> Path:
     """``target`` becomes a second name of ``source``'s file (a hard link, put in place by an
     atomic rename, so a reader sees the old file or the new one): one copy on disk for two
     identical files. Where the filesystem has no hard links, a copy. Every writer of these files
-    replaces them by renaming a new file into place, which leaves the other name's content as it
-    was."""
+    replaces them by renaming a new file into place, which leaves the other name's content
+    intact."""
     source, target = Path(source), Path(target)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(fd)

@@ -26,7 +26,7 @@ import warnings
 __all__ = ["quiet_lightning", "precision_note", "NOISE_LOGGERS", "NOISE_LINES"]
 
 # the loggers Lightning's rank_zero_info / seed_everything write to (fabric's or pytorch's
-# rank-zero logger, whichever was imported last)
+# rank-zero logger, whichever is imported last)
 NOISE_LOGGERS = (
     "lightning.pytorch.utilities.rank_zero",
     "lightning.fabric.utilities.rank_zero",
@@ -72,8 +72,7 @@ def quiet_lightning(resuming: bool = False) -> None:
 
 def precision_note(asked: object, ran: str, accelerator: str) -> str | None:
     """A warning when the trainer runs another precision than ``trainer.precision`` asked
-    (Lightning turns ``16-mixed`` on a CPU into ``bf16-mixed``); ``None`` when it runs what
-    was asked."""
+    (Lightning turns ``16-mixed`` on a CPU into ``bf16-mixed``); ``None`` when the two agree."""
     wanted = PRECISION_ALIASES.get(str(asked), str(asked))
     if wanted == ran:
         return None

@@ -105,7 +105,7 @@ def check_resume_fits(
             if a != b
         ]
         raise ConfigError(
-            f"ckpt_path={path} was trained on classes {list(saved)}; this run's data has "
+            f"ckpt_path={path} holds a network trained on classes {list(saved)}; this run's data has "
             f"{list(class_names)} ({'; '.join(diff[:5]) or 'other count'}): resume continues "
             f"the same training with the data keys of the run that wrote it; to train on "
             f"these classes start a new run with module.pretrained=<run>/weights/last.pt"
