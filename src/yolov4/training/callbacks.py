@@ -160,15 +160,16 @@ class SharedCheckpoint(ModelCheckpoint):
                 and cb.saved is not None
                 and cb.saved[0] == state
                 and cb.saved[1] != filepath
-                and os.path.isfile(cb.saved[1])
             ),
             None,
         )
-        if twin is None:
+        # the same choice on every rank (the saves are collective): rank 0's file decides
+        found = twin is not None and trainer.is_global_zero and os.path.isfile(twin)
+        if not trainer.strategy.broadcast(found, src=0):
             super()._save_checkpoint(trainer, filepath)
         else:
             if trainer.is_global_zero:
-                link_file(twin, filepath)
+                link_file(str(twin), filepath)
             trainer.strategy.barrier("SharedCheckpoint")
             self._last_global_step_saved = trainer.global_step
             self._last_checkpoint_saved = filepath
