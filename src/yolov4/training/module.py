@@ -36,9 +36,6 @@ from yolov4.training.optim import OptimConfig, build_optimizer, lr_factor
 __all__ = ["YoloModule", "ValidationSample", "batch_to_input"]
 
 log = logging.getLogger(__name__)
-# torch.compile of yolov4-tiny's forward and backward on a 2-core CPU (the first training step);
-# the larger networks take longer
-COMPILE_SECONDS = 60
 # The module, not the DataModule, finishes batches on the device (on_after_batch_transfer) so any
 # loader of Batch dicts works; Lightning warns about that choice on every fit with a DataModule.
 warnings.filterwarnings(
@@ -268,9 +265,8 @@ class YoloModule(L.LightningModule):
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         if self.hparams["compile"] and self._compile_start is None and self.global_step == 0:
             log.info(
-                "compiling the network with torch.compile at the first training step (this "
-                "takes ~%d s or more on a CPU; each new input size compiles again)",
-                COMPILE_SECONDS,
+                "compiling the network with torch.compile at the first training step (on a CPU "
+                "this takes minutes; each new input size compiles again)"
             )
             self._compile_start = time.perf_counter()
 
