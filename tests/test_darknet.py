@@ -298,3 +298,20 @@ def test_fit_hint_counts_equal_the_built_networks():
             with torch.device("meta"):
                 model = build_model(name, num_classes=classes)
             assert _zoo_float_count(name, classes) == darknet_float_count(model), (name, classes)
+
+
+def test_seen_is_kept_through_a_load_save_round_trip(tmp_path):
+    """darknet reads ``seen`` for its burn-in when fine-tuning: a loaded file writes it back."""
+    path = save_darknet_weights(
+        build_model("yolov4-tiny", num_classes=2), tmp_path / "a.weights", seen=123456
+    )
+    model = build_model("yolov4-tiny", num_classes=2)
+    assert load_darknet_weights(model, path).seen == 123456
+    again = save_darknet_weights(model, tmp_path / "b.weights")
+    assert again.read_bytes() == path.read_bytes()
+    assert load_darknet_weights(model, again).seen == 123456
+    fresh = save_darknet_weights(build_model("yolov4-tiny", num_classes=2), tmp_path / "c.weights")
+    assert load_darknet_weights(model, fresh).seen == 0  # a new model has seen nothing
+    assert save_darknet_weights(model, tmp_path / "d.weights", seen=9) and (
+        load_darknet_weights(model, tmp_path / "d.weights").seen == 9
+    )

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 from typing import NamedTuple
 
@@ -31,6 +32,7 @@ __all__ = [
     "write_darknet_cfg",
     "read_darknet_cfg",
     "darknet_float_count",
+    "darknet_file_classes",
     "load_darknet_weights",
     "save_darknet_weights",
 ]
@@ -107,7 +109,12 @@ def _read_header(data: bytes, path: Path) -> tuple[int, int, int, int, int]:
 def _zoo_float_count(name: str, num_classes: int) -> int:
     """Floats in zoo network ``name``'s ``.weights`` file, from its layer list alone (building
     the twelve networks' modules, even on the meta device, took ~2.5 s per error message)."""
-    specs = resolve_layers(config_sections(ModelConfig.load(name, num_classes=num_classes)))
+    return _config_float_count(ModelConfig.load(name, num_classes=num_classes))
+
+
+def _config_float_count(config: ModelConfig) -> int:
+    """Floats in the ``.weights`` file of the network ``config`` describes (no modules built)."""
+    specs = resolve_layers(config_sections(config))
     convs = (s.params for s in specs if s.kind == "convolutional")
     return sum(
         p["filters"] * (p["in_channels"] // p["groups"] * p["size"] ** 2 + (4 if p["bn"] else 1))
@@ -140,6 +147,25 @@ def _fit_hint(model: YOLOv4, found: int) -> str:
     return "; ".join(hints)
 
 
+def darknet_file_classes(config: ModelConfig, path: str | os.PathLike) -> int | None:
+    """The ``num_classes`` of ``config``'s network whose ``.weights`` file is the one at
+    ``path`` (read from its float count, the header only is read); None when no class count fits
+    (another network, a partial ``.conv.N`` file, a truncated file)."""
+    path = Path(path)
+    try:
+        with path.open("rb") as f:
+            head = f.read(20)
+        size = path.stat().st_size
+    except OSError as e:
+        raise CheckpointError(f"cannot read darknet weights {path}: {e}") from e
+    offset = _read_header(head, path)[4]
+    found, rest = divmod(size - offset, FLOAT.itemsize)
+    one, two = (_config_float_count(replace(config, num_classes=c)) for c in (1, 2))
+    per_class = two - one
+    classes, left = divmod(found - (one - per_class), per_class) if per_class else (0, 1)
+    return int(classes) if rest == 0 and left == 0 and classes >= 1 else None
+
+
 @torch.no_grad()
 def load_darknet_weights(
     model: YOLOv4,
@@ -153,7 +179,8 @@ def load_darknet_weights(
     ``0..K-1`` only (darknet's ``partial``: e.g. ``upto=137`` for ``yolov4.conv.137``);
     ``backbone_only=True`` loads the backbone's layers only. Either way the file may hold more
     layers than are loaded, but not fewer. Raises :class:`CheckpointError` on any mismatch,
-    naming the float counts expected and found and what the file fits instead.
+    naming the float counts expected and found and what the file fits instead. The header's
+    ``seen`` is kept as ``model.seen``, which :func:`save_darknet_weights` writes back.
     """
     path = Path(path)
     if model.is_fused:
@@ -201,15 +228,20 @@ def load_darknet_weights(
         else:
             take(m.conv.bias)
         take(m.conv.weight)
+    model.seen = seen
     return DarknetHeader(major, minor, revision, seen, len(model.layers) if upto is None else upto)
 
 
 @torch.no_grad()
 def save_darknet_weights(
-    model: YOLOv4, path: str | os.PathLike, seen: int = 0, upto: int | None = None
+    model: YOLOv4, path: str | os.PathLike, seen: int | None = None, upto: int | None = None
 ) -> Path:
     """Write ``model`` (layers ``< upto``, default all) as a darknet ``.weights`` file, atomically
-    (temporary file + rename). Pair it with :func:`write_darknet_cfg` to run in darknet/OpenCV."""
+    (temporary file + rename). Pair it with :func:`write_darknet_cfg` to run in darknet/OpenCV.
+    ``seen`` (images seen in training, darknet's burn-in counter) defaults to the ``seen`` of
+    the file the model was loaded from (:func:`load_darknet_weights`), 0 for a new model."""
+    if seen is None:
+        seen = int(getattr(model, "seen", 0))
     if model.is_fused:
         raise CheckpointError(
             "save darknet weights from the unfused model: a fused model has no BN statistics to write"
@@ -226,6 +258,9 @@ def save_darknet_weights(
             chunks.append(t.detach().float().cpu().numpy().astype(FLOAT).tobytes())
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    mask = os.umask(0o077)  # the umask, restored at once: the mode open() gives, not mkstemp's 0600
+    os.umask(mask)
+    os.chmod(tmp, 0o666 & ~mask)
     try:
         with os.fdopen(fd, "wb") as f:
             for c in chunks:

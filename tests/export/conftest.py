@@ -41,10 +41,14 @@ class Overfit:
 
     def overrides(self) -> list[str]:
         """export.py's ``data`` overrides for the same dataset."""
-        return [f"data.{k}={v}".replace(" ", "") for k, v in OVERFIT_DATA.items()] + [
-            f"data.cache_dir={self.cache_dir}",
-            "data.num_workers=0",
-        ]
+        return (
+            ["data=synthetic"]
+            + [f"data.{k}={v}".replace(" ", "") for k, v in OVERFIT_DATA.items()]
+            + [
+                f"data.cache_dir={self.cache_dir}",
+                "data.num_workers=0",
+            ]
+        )
 
 
 @torch.no_grad()

@@ -89,3 +89,28 @@ def test_cli_refuses_another_datasets_classes(overfit, tmp_path):
 
     with pytest.raises(ConfigError, match=r"are not the checkpoint's"):
         export_mod._dataset(cfg, ["cat", "dog"])
+
+
+@pytest.mark.parametrize(
+    "best, warned",
+    [
+        ({"conf": 0.0025, "f1": 0.03}, ["conf 0.0025 is below 0.05", "its F1 0.03 is below 0.1"]),
+        ({"conf": 0.3, "f1": 0.05}, ["its F1 0.05 is below 0.1"]),
+        ({"conf": 0.01, "f1": 0.6}, ["conf 0.01 is below 0.05"]),
+        ({"conf": 0.3, "f1": 0.6}, []),
+    ],
+)
+def test_conf_best_f1_warns_on_a_low_conf_or_f1(tmp_path, caplog, best, warned):
+    """A best-F1 threshold of 0.0025 (F1 0.03) is an undertrained run's: warned and recorded,
+    naming both numbers; a usable one is not."""
+    path = tmp_path / "pr_f1.json"
+    path.write_text(json.dumps({"iou": 0.5, "best_f1": {"all": best}}))
+    with caplog.at_level("WARNING", logger="yolov4"):
+        conf, source = best_f1_conf(path)
+    assert conf == best["conf"]
+    if not warned:
+        assert "warning" not in source and not caplog.records
+        return
+    for part in warned:
+        assert part in source["warning"] and part in caplog.text
+    assert f"conf=best_f1 {best['conf']:g} (F1 {best['f1']})" in source["warning"]

@@ -181,3 +181,39 @@ def test_class_filter_comes_before_max_det():
     (dets,) = p(scene(96, 128), max_det=3, classes=[1])
     assert dets.class_names == ["person"]
     np.testing.assert_allclose(dets.boxes[0], [54, 38, 74, 58], atol=1e-4)
+
+
+def test_classes_by_name_id_or_both():
+    """Names and ids pick the same classes, mixed or alone; one name may be given bare."""
+
+    def three(images: torch.Tensor) -> torch.Tensor:  # one box of each class, apart
+        rows = [[20.0 + 40 * c, 40.0, 10.0, 10.0, 0.9] + [0.9 * (k == c) for k in range(3)]
+                for c in range(3)]  # fmt: skip
+        return torch.tensor(rows).expand(images.shape[0], -1, -1)
+
+    p = Predictor(three, ["car", "person", "dog"], PreprocessConfig(input_size=(96, 128)))
+    image = scene(96, 128)
+    by_id = p(image, classes=[0, 2])[0]
+    assert sorted(by_id.class_names) == ["car", "dog"]
+    for classes in (["car", "dog"], ["dog", 0], [np.int64(2), "car"]):
+        dets = p(image, classes=classes)[0]
+        assert sorted(dets.class_names) == ["car", "dog"], classes
+        np.testing.assert_array_equal(np.sort(dets.boxes, 0), np.sort(by_id.boxes, 0))
+    assert p(image, classes="person")[0].class_names == ["person"]
+    assert p(image, classes=1)[0].class_names == ["person"]
+
+
+def test_an_unknown_class_name_lists_the_valid_ones_briefly():
+    names = [f"class{i}" for i in range(80)]
+    p = Predictor(oracle, names, PreprocessConfig(input_size=(64, 64)))
+    with pytest.raises(InputError) as e:
+        p(scene(), classes=["class3", "persn"])
+    message = str(e.value)
+    assert "'persn'" in message and "class0, class1" in message and "class9" in message
+    assert "class10" not in message and "80 names" in message
+    with pytest.raises(InputError, match=r"classes \[80\] out of range"):
+        p(scene(), classes=["class3", 80])
+    with pytest.raises(InputError, match="expected class ids .* or names .*, got 1.5"):
+        p(scene(), classes=[1.5])
+    with pytest.raises(InputError, match="got True"):
+        p(scene(), classes=[True])

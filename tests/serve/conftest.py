@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import signal
 import socket
 import subprocess
@@ -54,22 +55,36 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def pinned(cpus: list[int] | None):
+    """A ``preexec_fn`` that runs the child (and what it starts) on ``cpus`` only."""
+    return None if cpus is None else lambda: os.sched_setaffinity(0, cpus)
+
+
 @contextlib.contextmanager
-def serve(artifact: Path, log: Path, *args: str) -> Iterator[Server]:
-    """Start the service, wait until ``/readyz`` says ready, stop it on exit (SIGTERM, then
-    SIGKILL after :data:`STOP_TIMEOUT_S`)."""
+def serve(
+    artifact: Path,
+    log: Path,
+    *args: str,
+    command: list[str] | None = None,
+    start_timeout: float = START_TIMEOUT_S,
+    cpus: list[int] | None = None,
+) -> Iterator[Server]:
+    """Start the service (``command``, default ``python -m yolov4.serve``; on ``cpus`` only if
+    given), wait until ``/readyz`` says ready, stop it on exit (SIGTERM, then SIGKILL after
+    :data:`STOP_TIMEOUT_S`)."""
     port = free_port()
-    cmd = [sys.executable, "-m", "yolov4.serve", str(artifact), "--port", str(port), *args]
+    command = command or [sys.executable, "-m", "yolov4.serve"]
+    cmd = [*command, str(artifact), "--port", str(port), *args]
     with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, preexec_fn=pinned(cpus))
     server = Server(f"http://127.0.0.1:{port}", proc, log)
     try:
-        deadline = time.monotonic() + START_TIMEOUT_S
+        deadline = time.monotonic() + start_timeout
         while True:
             if proc.poll() is not None:
                 pytest.fail(f"the server exited with {proc.returncode}:\n{server.log_text()}")
             if time.monotonic() > deadline:
-                pytest.fail(f"the server was not ready in {START_TIMEOUT_S}s:\n{server.log_text()}")
+                pytest.fail(f"the server was not ready in {start_timeout}s:\n{server.log_text()}")
             try:
                 if httpx.get(server.url + "/readyz", timeout=2).status_code == 200:
                     break

@@ -114,12 +114,19 @@ CASES = {  # name: (path, request kwargs, status, error code, words in the messa
     "max_det 0": ("/v1/detect", raw(GOOD, max_det=0), 422, "invalid_parameter", "max_det"),
     "max_det huge": ("/v1/detect", raw(GOOD, max_det=10**9), 422, "invalid_parameter", "max_det"),
     "class out of range": ("/v1/detect", raw(GOOD, classes="0,7"), 422, "invalid_parameter", "[7]"),
-    "class not an int": (
+    "unknown class name": (
         "/v1/detect",
-        raw(GOOD, classes="cat"),
+        raw(GOOD, classes="circle,cat"),
         422,
         "invalid_parameter",
-        "classes",
+        "unknown class names ['cat']; the model's are: circle, square, cross",
+    ),
+    "include unknown": (
+        "/v1/model",
+        {"method": "GET", "params": {"include": "text"}},
+        422,
+        "invalid_parameter",
+        "include",
     ),
     "unknown parameter": (
         "/v1/detect",

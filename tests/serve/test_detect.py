@@ -54,13 +54,16 @@ def test_detect_matches_the_predictor_multipart_and_raw(server, predictor):
         {"conf": 0.3, "iou": 0.2},
         {"conf": LOW_CONF, "max_det": 5},
         {"conf": LOW_CONF, "classes": "0,2"},
+        {"conf": LOW_CONF, "classes": "circle,cross"},  # by name
+        {"conf": LOW_CONF, "classes": "square, 0"},  # names and ids mixed
     ],
 )
 def test_query_parameters_reach_the_predictor(server, predictor, params):
     data = encode(scene(300, 500, seed=1), "PNG")
     kwargs = dict(params)
     if "classes" in kwargs:
-        kwargs["classes"] = [int(c) for c in kwargs["classes"].split(",")]
+        tokens = [c.strip() for c in kwargs["classes"].split(",")]
+        kwargs["classes"] = [int(c) if c.isdigit() else NAMES.index(c) for c in tokens]
     want = expected(predictor, data, **kwargs)
     with server.client() as c:
         r = c.post("/v1/detect", params=params, files={"file": ("b.png", data)})
@@ -69,7 +72,7 @@ def test_query_parameters_reach_the_predictor(server, predictor, params):
     if "max_det" in params:
         assert len(want["detections"]) == 5
     if "classes" in params:
-        assert {d["class_id"] for d in want["detections"]} <= {0, 2}
+        assert {d["class_id"] for d in want["detections"]} <= set(kwargs["classes"])
 
 
 def image_kinds() -> dict[str, bytes]:
@@ -144,6 +147,9 @@ def test_model_health_ready_docs_metrics(server, artifact):
     assert body["class_names"] == NAMES and body["input_size"] == [416, 416]
     assert body["thresholds"]["conf"] == 0.25 and body["preprocess"]["mode"] == "letterbox"
     assert body["limits"]["max_batch"] == 8 and body["num_classes"] == 3
+    arch = body["architecture"]  # a zoo model: its cfg ships with the package
+    assert arch["name"] == "yolov4-tiny" and "cfg" not in arch
+    assert arch["cfg_sha256"] is None and arch["cfg_bytes"] is None
     assert model.headers["x-request-id"] == "abc-123"
     assert health.json() == {"status": "ok"} and ready.json()["status"] == "ready"
     assert docs.status_code == 200 and "swagger" in docs.text.lower()

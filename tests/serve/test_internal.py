@@ -5,7 +5,9 @@ runner's admission count."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
+import sys
 import threading
 import warnings
 
@@ -53,6 +55,36 @@ def test_an_unexpected_error_is_a_generic_500_with_the_request_id(caplog):
     assert failed and "secret internal detail" in str(failed[0].exc_info[1])
 
 
+def test_v1_model_gives_a_user_cfg_as_its_hash_and_size_and_the_text_on_request():
+    text = "[net]\n# caf\u00e9: a user's cfg\n" + "[convolutional]\nfilters=16\n" * 20_000
+    data = text.encode("utf-8")
+    meta = {"model": {"name": "custom", "num_classes": 1, "cfg": text}, "class_names": ["thing"]}
+    predictor = Predictor(
+        lambda x: torch.zeros(x.shape[0], 1, 6),
+        ["thing"],
+        PreprocessConfig(input_size=(64, 64)),
+        metadata=meta,
+    )
+    with TestClient(create_app(ServeSettings(), predictor)) as c:
+        summary, full = c.get("/v1/model"), c.get("/v1/model", params={"include": "cfg"})
+        bad = c.get("/v1/model", params={"include": "weights"})
+        schema = c.get("/openapi.json").json()
+    arch = summary.json()["architecture"]
+    assert summary.status_code == 200 and len(summary.content) < 4096 < len(data)
+    assert "cfg" not in arch and arch["name"] == "custom"
+    assert arch["cfg_sha256"] == hashlib.sha256(data).hexdigest()
+    assert arch["cfg_bytes"] == len(data) > len(text)  # UTF-8 bytes, not characters
+    assert full.status_code == 200 and full.json()["architecture"]["cfg"] == text
+    assert full.json()["architecture"]["cfg_sha256"] == arch["cfg_sha256"]
+    assert bad.status_code == 422 and "include" in bad.json()["error"]["message"]
+    responses = schema["paths"]["/v1/model"]["get"]["responses"]
+    assert responses["200"]["content"]["application/json"]["schema"]["$ref"].endswith(
+        "/ModelSummary"
+    )
+    props = schema["components"]["schemas"]["Architecture"]["properties"]
+    assert {"cfg_sha256", "cfg_bytes", "cfg"} <= set(props)
+
+
 def test_the_runner_admits_at_most_max_queue_requests():
     release = threading.Event()
 
@@ -90,13 +122,66 @@ def test_serve_imports_only_inference_and_errors():
             assert allowed.match(module), f"{path.name} imports {module}"
 
 
-@pytest.mark.parametrize("flag", ["--max-queue", "--threads", "--max-bytes", "--workers"])
+@pytest.mark.parametrize(
+    "flag", ["--max-queue", "--threads", "--max-bytes", "--workers", "--worker-healthcheck-timeout"]
+)
 def test_the_cli_refuses_non_positive_limits(flag, capsys):
     from yolov4.serve.__main__ import parse_args
 
     with pytest.raises(SystemExit) as e:
         parse_args(["some/dir", flag, "0"])
     assert e.value.code == 2 and f"{flag} must be >= 1" in capsys.readouterr().err
+
+
+def test_the_worker_healthcheck_timeout_grows_with_the_measured_start_and_the_workers():
+    from yolov4.serve.__main__ import HEALTHCHECK_MIN_S, worker_healthcheck_timeout
+
+    assert worker_healthcheck_timeout(1.0, 2, 2) == HEALTHCHECK_MIN_S
+    assert worker_healthcheck_timeout(43.0, 2, 2) == 129  # 3x the parent's start
+    assert worker_healthcheck_timeout(20.0, 4, 2) == 120  # 4 workers on 2 cores: 2x slower
+    assert worker_healthcheck_timeout(20.0, 2, 16) == 60  # more cores than workers: no gain
+
+
+@pytest.mark.parametrize("given, expected", [(None, 150), (77, 77)])
+def test_the_cli_gives_uvicorn_the_worker_healthcheck_timeout(monkeypatch, given, expected):
+    """--workers N hands uvicorn a health-check timeout from the measured start-up (50 s on
+    2 cores here), or the one given."""
+    import uvicorn
+
+    import yolov4.serve.__main__ as cli
+    from yolov4.serve.settings import SETTINGS_ENV
+
+    calls = []
+    monkeypatch.setenv(SETTINGS_ENV, "")  # main sets it for the workers; restored after
+    monkeypatch.setattr(Predictor, "from_artifact", classmethod(lambda cls, *a, **k: object()))
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: calls.append((app, kwargs)))
+    monkeypatch.setattr(cli, "seconds_since_start", lambda: 50.0)
+    monkeypatch.setattr(cli, "usable_cpus", lambda: 2)
+    argv = ["some/artifact", "--workers", "2"]
+    argv += [] if given is None else ["--worker-healthcheck-timeout", str(given)]
+    assert cli.main(argv) == 0
+    [(app, kwargs)] = calls
+    assert app == "yolov4.serve.app:app_from_env" and kwargs["workers"] == 2
+    assert kwargs["timeout_worker_healthcheck"] == expected
+
+
+def test_spawned_workers_do_not_run_the_console_script_again(monkeypatch, tmp_path):
+    """pip's ``yolov4-serve`` script is ``__main__`` without a spec: spawn would run it (and
+    import torch) in each worker before the health check; with the spec of
+    ``yolov4.serve.__main__`` spawn imports nothing for it."""
+    import multiprocessing.spawn
+    import types
+
+    from yolov4.serve.__main__ import light_spawn_main
+
+    script = types.ModuleType("__main__")
+    script.__file__, script.__spec__ = str(tmp_path / "yolov4-serve"), None
+    monkeypatch.setitem(sys.modules, "__main__", script)
+    assert "init_main_from_path" in multiprocessing.spawn.get_preparation_data("w")
+    light_spawn_main()
+    data = multiprocessing.spawn.get_preparation_data("w")
+    assert data["init_main_from_name"] == "yolov4.serve.__main__"
+    assert "init_main_from_path" not in data
 
 
 def test_the_micro_batcher_serves_waiting_compatible_requests_in_one_call():

@@ -5,16 +5,19 @@ lets in-flight requests finish."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import socket
+import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
 
-from tests.serve.conftest import encode, scene, serve
+from tests.serve.conftest import START_TIMEOUT_S, encode, pinned, scene, serve
 
 BATCH = 20  # images in the "slow batch": a second or more of inference on 2 cores
 LIMIT = 1_000_000  # --max-bytes of this module's server
@@ -192,7 +195,12 @@ def test_a_bad_artifact_stops_the_cli_with_its_message(artifact, tmp_path, case)
 def test_several_worker_processes_serve(artifact, tmp_path):
     good = encode(scene(240, 320), "JPEG")
     args = ("--workers", "2", "--head-timeout", "1")
-    with serve(artifact, tmp_path / "server.log", *args) as server, server.client() as c:
+    log = tmp_path / "server.log"
+    # the parent loads the model (to check the artifact), then each worker does
+    with (
+        serve(artifact, log, *args, start_timeout=2 * START_TIMEOUT_S) as server,
+        server.client() as c,
+    ):
         codes = [
             c.post("/v1/detect", files={"file": ("x.jpg", good)}).status_code for _ in range(4)
         ]
@@ -200,6 +208,57 @@ def test_several_worker_processes_serve(artifact, tmp_path):
         with connect(server) as sock:  # the workers have the head timeout too
             start = time.monotonic()
             assert sock.recv(1) == b"" and time.monotonic() - start < 5
+
+
+# what pip writes for the yolov4-serve console script: a spawned worker runs it again (as
+# __mp_main__), importing torch before it can answer uvicorn's health check
+CONSOLE_SCRIPT = """import sys
+from yolov4.serve.__main__ import main
+if __name__ == "__main__":
+    sys.exit(main())
+"""
+BUSY_START_TIMEOUT_S = 480  # the parent, then two workers, on 2 cores beside 4 busy loops
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs CPU affinity (Linux)")
+def test_two_workers_become_ready_beside_a_busy_neighbour(artifact, tmp_path):
+    """The service, its workers and 4 busy-looping processes share 2 cores (load ~6): both
+    workers load their model and none is restarted by uvicorn's health check."""
+    cpus = sorted(os.sched_getaffinity(0))[:2]
+    script = tmp_path / "yolov4-serve"
+    script.write_text(CONSOLE_SCRIPT)
+    busy = [
+        subprocess.Popen([sys.executable, "-c", "while True: pass"], preexec_fn=pinned(cpus))
+        for _ in range(4)
+    ]
+    log = tmp_path / "server.log"
+    command = [sys.executable, str(script)]
+    try:
+        with serve(
+            artifact,
+            log,
+            "--workers",
+            "2",
+            command=command,
+            start_timeout=BUSY_START_TIMEOUT_S,
+            cpus=cpus,
+        ) as server:
+            deadline = time.monotonic() + BUSY_START_TIMEOUT_S
+            while server.log_text().count("ready: ") < 2 and time.monotonic() < deadline:
+                time.sleep(0.5)
+            with server.client() as c:
+                ready = [c.get("/readyz").status_code for _ in range(4)]
+            text = server.log_text()
+    finally:
+        for p in busy:
+            p.kill()
+            p.wait()
+    assert text.count("ready: ") == 2, text  # each worker logs it once, model loaded and warm
+    assert ready == [200] * 4
+    assert text.count("Started server process") == 2, text  # no worker was started again
+    assert "died" not in text and "failed to start" not in text, text
+    assert "health-check timeout" in text
 
 
 def test_the_torchscript_backend_serves_like_its_predictor(artifact, tmp_path):

@@ -29,6 +29,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from yolov4.cli.common import build, build_partial, model_config, model_network
 from yolov4.core.checkpoint import load_checkpoint
 from yolov4.core.postprocess import DARKNET_VALID
+from yolov4.darknet import darknet_file_classes
 from yolov4.errors import ConfigError
 from yolov4.evaluation import CocoEvaluator, EvaluationResult
 from yolov4.evaluation.analysis import CONF, IOU, DetectionAnalysis, analyze_detections
@@ -177,31 +178,45 @@ def write_analysis(
     return analysis
 
 
+def _stats(out: Path, names: list[str]) -> dict[str, tuple[int, int, int] | None]:
+    stats = {n: (out / n).stat() if (out / n).is_file() else None for n in names}
+    return {n: st and (st.st_ino, st.st_mtime_ns, st.st_size) for n, st in stats.items()}
+
+
 def _write(
     out: Path,
     result: EvaluationResult,
     coco_gt: Any,
     settings: Any,
     image_files: dict[int, str] | None = None,
+    weights: dict[str, str] | None = None,
 ) -> None:
-    write_json(out / METRICS_FILE, result.to_dict())
+    """The reports of ``result`` in ``out``; ``weights`` (what was scored: file, backend,
+    precision) is recorded in metrics.json. Logs the files written (a plot without data is not)."""
+    names = [METRICS_FILE, DETECTIONS_FILE, PR_CURVE_FILE, DARKNET_MAP_FILE]
+    names += [
+        f"{n}.{e}"
+        for n in (CONFUSION_FILE, PR_F1_FILE, ERRORS_FILE, WORST_IMAGES_FILE)
+        for e in ("json", "png")
+    ]
+    before = _stats(out, names)
+    write_json(
+        out / METRICS_FILE, {**result.to_dict(), **({"weights": weights} if weights else {})}
+    )
     (out / DETECTIONS_FILE).write_text(json.dumps(result.results))
     if result.precision is not None:
         plot_pr_curves(result.precision, list(result.per_class), out / PR_CURVE_FILE)
     write_analysis(out, coco_gt, result, settings, image_files)
     print(result.summary)
     print(per_class_table(result.per_class))
+    after = _stats(out, names)
+    written = [n for n in names if after[n] is not None and after[n] != before[n]]
+    skipped = [n for n in names if n not in written]
     log.info(
-        "wrote %s, %s, %s, %s.json/.png, %s.json/.png, %s, %s.json/.png, %s.json/.png in %s",
-        METRICS_FILE,
-        DETECTIONS_FILE,
-        PR_CURVE_FILE,
-        CONFUSION_FILE,
-        PR_F1_FILE,
-        DARKNET_MAP_FILE,
-        ERRORS_FILE,
-        WORST_IMAGES_FILE,
+        "wrote %s in %s%s",
+        ", ".join(written),
         out,
+        f" (not written, no data for them: {', '.join(skipped)})" if skipped else "",
     )
 
 
@@ -213,13 +228,21 @@ def _check_classes(what: str, num_classes: int, datamodule: Any) -> None:
         )
 
 
-def _evaluate_artifact(cfg: DictConfig, eval_cfg: dict[str, Any]) -> tuple[EvaluationResult, Any]:
+def _evaluate_artifact(
+    cfg: DictConfig, eval_cfg: dict[str, Any]
+) -> tuple[EvaluationResult, Any, dict[str, str]]:
     """Through the Predictor, from the image files: what the service would answer. Returns the
-    result and the (prepared) DataModule of the val split, whose ground truth and image files
-    the reports read."""
+    result, the (prepared) DataModule of the val split, whose ground truth and image files
+    the reports read, and what was scored (``{"file", "backend", "precision"}``)."""
     predictor = Predictor.from_artifact(
         cfg.artifact, backend=cfg.backend, precision=cfg.get("precision")
     )
+    weights = {
+        "file": str(Path(cfg.artifact) / str(predictor.model_file)),
+        "backend": predictor.backend.name,
+        "precision": predictor.precision,
+    }
+    log.info("evaluating %(file)s in %(backend)s, %(precision)s", weights)
     datamodule = build(cfg, "data", augment=None)
     datamodule.prepare_data()
     _check_classes("artifact", len(predictor.class_names), datamodule)
@@ -228,7 +251,7 @@ def _evaluate_artifact(cfg: DictConfig, eval_cfg: dict[str, Any]) -> tuple[Evalu
     result = evaluate_predictor(
         predictor, datamodule, records, cfg.batch_size, eval_cfg, coco_backend
     )
-    return result, datamodule
+    return result, datamodule, weights
 
 
 def evaluate_predictor(
@@ -329,11 +352,11 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     resolve_data(cfg, ckpt.data if ckpt is not None else None, str(source))
     _val_only(cfg)
     if cfg.artifact:
-        result, datamodule = _evaluate_artifact(
+        result, datamodule, weights = _evaluate_artifact(
             cfg, OmegaConf.to_container(cfg.module.eval, resolve=True)
         )
-        _write(out, result, datamodule.val_coco, settings, val_image_files(datamodule))
-        return result.to_dict()
+        _write(out, result, datamodule.val_coco, settings, val_image_files(datamodule), weights)
+        return {**result.to_dict(), "weights": weights}
     data_overrides: dict[str, Any] = {"augment": None, "val_batch_size": cfg.batch_size}
     if ckpt is not None:
         model_dict, state = ckpt.model.config.to_dict(), ckpt.model.state_dict()
@@ -352,6 +375,15 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     datamodule.prepare_data()
     if cfg.darknet_weights:
         model_dict = model_config(cfg, datamodule.num_classes)
+        # a file of other classes would load all but its heads (fine-tuning): not evaluable
+        network = ModelConfig.from_dict(model_dict)
+        found = darknet_file_classes(network, cfg.darknet_weights)
+        if found not in (None, network.num_classes):
+            raise ConfigError(
+                f"darknet_weights={cfg.darknet_weights} holds {network.name} weights for "
+                f"{found} classes but data has {datamodule.num_classes} classes "
+                f"{datamodule.class_names}; evaluate it on a dataset of its {found} classes"
+            )
     else:
         _check_classes("checkpoint", model_dict["num_classes"], datamodule)
     module: YoloModule = build_partial(
@@ -368,13 +400,23 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     if cfg.checkpoint:
         module.model.load_state_dict(state, strict=True)
     trainer: L.Trainer = build(cfg, "trainer")
+    weights = {  # the precision Lightning runs (16-mixed becomes bf16-mixed on a CPU)
+        "file": str(cfg.checkpoint or cfg.darknet_weights),
+        "backend": "pytorch",
+        "precision": str(trainer.precision),
+    }
+    log.info("evaluating %(file)s in %(backend)s, precision %(precision)s", weights)
     trainer.validate(module, datamodule=datamodule, verbose=False)
     result = module.evaluation
     if trainer.is_global_zero:
-        _write(out, result, datamodule.val_coco, settings, val_image_files(datamodule))
-    return result.to_dict()
+        _write(out, result, datamodule.val_coco, settings, val_image_files(datamodule), weights)
+    return {**result.to_dict(), "weights": weights}
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="evaluate")
 def hydra_main(cfg: DictConfig) -> float:
     return float(evaluate(cfg)["mAP"])
+
+
+if __name__ == "__main__":
+    hydra_main()

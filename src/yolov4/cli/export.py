@@ -1,33 +1,46 @@
 """``python export.py checkpoint=...``: the serving artifact of a checkpoint.
 
-``precision=[fp32,int8]`` adds reduced-precision models, calibrated on ``data``'s train images
-and gated on its val images (:mod:`yolov4.export.quantize`); ``conf=best_f1`` makes the best-F1
-confidence of the run's ``pr_f1.json`` (written by train.py / evaluate.py) the artifact's
-default serving ``conf``, recorded with where it came from.
+``precision=[fp32,int8]`` adds reduced-precision models (:mod:`yolov4.export.quantize`),
+calibrated on ``data``'s train images (or ``calibration=<folder>``'s) and gated on its val
+images. ``data`` defaults to the data the checkpoint records (a train.py run), else synthetic
+(logged); with ``calibration=<folder>`` and no ``data`` (darknet weights and a folder of photos)
+the gate is the agreement of each reduced precision's boxes with fp32's on the folder's images.
+``conf=best_f1`` makes the best-F1 confidence of the run's ``pr_f1.json`` (written by train.py /
+evaluate.py) the artifact's default serving ``conf``, recorded with where it came from, with a
+warning when it is below :data:`BEST_F1_MIN_CONF` or its F1 below :data:`BEST_F1_MIN_F1`.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from math import inf
 from pathlib import Path
 from typing import Any
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from yolov4.cli.common import build
 from yolov4.cli.evaluate import PR_F1_FILE, evaluate_predictor
-from yolov4.core.artifact import read_metadata
+from yolov4.core.artifact import MODEL_TORCHSCRIPT, artifact_precisions, read_metadata
 from yolov4.core.checkpoint import load_checkpoint
+from yolov4.data.image_io import IMAGE_SUFFIXES
 from yolov4.errors import ConfigError
-from yolov4.export.artifact import export_artifact
+from yolov4.export.artifact import DEFAULT_OPSET, MAX_OPSET, export_artifact
+from yolov4.export.output import check_output
+from yolov4.export.quantize import Agreement
 
-__all__ = ["export", "hydra_main", "default_output", "best_f1_conf"]
+__all__ = ["export", "hydra_main", "default_output", "best_f1_conf", "image_folder"]
 
 log = logging.getLogger(__name__)
 EXPORT_DIR = "export"
 BEST_F1 = "best_f1"  # conf=best_f1
+# conf=best_f1 warns below these: a serving threshold that low, or an F1 that small, is
+# rarely what a service should use (an undertrained run, or a curve of a few boxes)
+BEST_F1_MIN_CONF = 0.05
+BEST_F1_MIN_F1 = 0.1
+SYNTHETIC_DATA = Path(__file__).resolve().parent.parent / "configs" / "data" / "synthetic.yaml"
 
 
 def default_output(checkpoint: str | Path) -> Path:
@@ -66,6 +79,16 @@ def best_f1_conf(path: str | Path) -> tuple[float, dict[str, Any]]:
     source.update({k: best[k] for k in ("f1", "precision", "recall") if k in best})
     if "iou" in data:
         source["iou"] = data["iou"]
+    f1 = best.get("f1")
+    low = [f"conf {conf:g} is below {BEST_F1_MIN_CONF}"] if conf < BEST_F1_MIN_CONF else []
+    if isinstance(f1, int | float) and f1 < BEST_F1_MIN_F1:
+        low.append(f"its F1 {f1:g} is below {BEST_F1_MIN_F1}")
+    if low:
+        source["warning"] = (
+            f"conf={BEST_F1} {conf:g} (F1 {f1}): {' and '.join(low)}; the run may be too short "
+            "to serve at this threshold (conf=<number> sets one)"
+        )
+        log.warning("%s: %s", path, source["warning"])
     return float(conf), source
 
 
@@ -108,8 +131,106 @@ def _dataset(cfg: DictConfig, class_names: list[str]) -> tuple[list[Any], Any]:
     return [r.file for r in train], evaluate
 
 
+def _integer(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def check_options(cfg: DictConfig) -> None:
+    """The numeric options, before anything is loaded: :class:`ConfigError` naming the key,
+    what was expected and what was found."""
+
+    def bad(key: str, expected: str) -> ConfigError:
+        return ConfigError(f"{key}: expected {expected}, found {cfg.get(key)!r}")
+
+    for key in ("calibration_images", "batch_size"):
+        if not (_integer(cfg.get(key)) and cfg.get(key) >= 1):
+            raise bad(key, "an integer >= 1")
+    val = cfg.get("val_images")
+    if val is not None and not (_integer(val) and val >= 1):
+        raise bad("val_images", "null (the whole val split) or an integer >= 1")
+    if not (_integer(cfg.get("opset")) and DEFAULT_OPSET <= cfg.opset <= MAX_OPSET):
+        raise bad("opset", f"an integer in [{DEFAULT_OPSET}, {MAX_OPSET}]")
+    gate = cfg.get("map50_gate")
+    if not (isinstance(gate, int | float) and not isinstance(gate, bool) and 0 <= gate < inf):
+        raise bad("map50_gate", "a number of mAP50 points >= 0")
+    size = cfg.get("input_size")
+    size = OmegaConf.to_container(size) if isinstance(size, ListConfig) else size
+    if size is not None and not (
+        isinstance(size, list) and len(size) == 2 and all(_integer(s) and s >= 1 for s in size)
+    ):
+        raise ConfigError(
+            "input_size: expected null or [H, W], two positive integers (multiples of the "
+            f"model's largest stride), found {size!r}"
+        )
+    if not isinstance(cfg.get("overwrite", False), bool):
+        raise bad("overwrite", "true or false")
+def image_folder(folder: str | Path) -> list[Path]:
+    """The image files under ``folder`` (recursively, by extension: ``IMAGE_SUFFIXES``),
+    sorted; :class:`ConfigError` naming the folder when there is none."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise ConfigError(f"calibration={folder}: not a folder (expected a folder of images)")
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise ConfigError(
+            f"calibration={folder}: no image files ({', '.join(IMAGE_SUFFIXES)}) in the folder"
+        )
+    return files
+
+
+def _choose_data(cfg: DictConfig, ckpt: Any) -> None:
+    """``cfg.data`` when null: the checkpoint's recorded data, else synthetic (logged)."""
+    recorded = getattr(ckpt, "data", None)
+    with open_dict(cfg):
+        if recorded:
+            cfg.data = OmegaConf.create(dict(recorded))
+            log.info("data: the checkpoint's recorded data (%s)", recorded.get("_target_"))
+        else:
+            cfg.data = OmegaConf.load(SYNTHETIC_DATA)
+            log.info(
+                "data: %s records no data config and no data= was given: the gate uses "
+                "data=synthetic",
+                cfg.checkpoint,
+            )
+
+
+def _gate(cfg: DictConfig, ckpt: Any) -> tuple[list[Any], Any]:
+    """``(calibration images, evaluate)`` for the reduced precisions: ``calibration=<folder>``
+    without ``data``: the folder's images and their :class:`Agreement` gate; else ``data``'s
+    (the checkpoint's recorded data when null) and its labelled mAP gate, calibrated on the
+    folder when given."""
+    folder = image_folder(cfg.calibration) if cfg.calibration else None
+    if folder is not None and cfg.get("data") is None:
+        gate_images = folder[: int(cfg.val_images)] if cfg.val_images else folder
+        subset = f"{cfg.calibration}: {len(gate_images)} unlabelled images"
+        log.info("gate: agreement with fp32 on %s (no data= given)", subset)
+        agreement = Agreement(gate_images, float(cfg.agreement_gate), subset, int(cfg.batch_size))
+        return folder[: int(cfg.calibration_images)], agreement
+    if cfg.get("data") is None:
+        _choose_data(cfg, ckpt)
+    calibration, evaluate = _dataset(cfg, list(ckpt.class_names))
+    if folder is not None:
+        calibration = folder[: int(cfg.calibration_images)]
+    return calibration, evaluate
+
+
+def _summary(meta: dict[str, Any]) -> list[str]:
+    """One line per model file: the precision it holds and the backends that run it."""
+    runs: dict[str, list[str]] = {}
+    for precision, entry in artifact_precisions(meta).items():
+        for backend in entry.get("backends", []):
+            file = MODEL_TORCHSCRIPT if backend == "torchscript" else entry["file"]
+            runs.setdefault(file, []).append(f"{precision} in {backend}")
+    if "nms_graph" in meta:
+        runs.setdefault(meta["nms_graph"]["file"], []).append("fp32 (NMS in the graph)")
+    return [f"  {file}: {', '.join(how)}" for file, how in runs.items()]
+
+
 def export(cfg: DictConfig) -> Path:
-    out = Path(cfg.output) if cfg.output else default_output(cfg.checkpoint)
+    check_options(cfg)
+    out = check_output(
+        cfg.output if cfg.output else default_output(cfg.checkpoint), cfg.get("overwrite", False)
+    )
     formats = OmegaConf.to_container(cfg.formats, resolve=True)
     size = OmegaConf.to_container(cfg.input_size, resolve=True) if cfg.input_size else None
     precisions = list(OmegaConf.to_container(cfg.precision, resolve=True))
@@ -117,7 +238,7 @@ def export(cfg: DictConfig) -> Path:
     ckpt = load_checkpoint(cfg.checkpoint)
     calibration, evaluate = None, None
     if set(precisions) - {"fp32"}:
-        calibration, evaluate = _dataset(cfg, list(ckpt.class_names))
+        calibration, evaluate = _gate(cfg, ckpt)
     path = export_artifact(
         ckpt,
         out,
@@ -131,9 +252,18 @@ def export(cfg: DictConfig) -> Path:
         evaluate=evaluate,
         map50_gate=float(cfg.map50_gate),
         conf_source=conf_source,
+        overwrite=bool(cfg.get("overwrite", False)),
     )
     meta = read_metadata(path)
     for name, p in meta["parity"].items():
+        if "boxes" in p:  # nothing scored over the threshold: no box difference was measured
+            log.info(
+                "%s: %s (mean probability difference %.3g)",
+                name,
+                p["boxes"],
+                p.get("mean_prob_diff", 0),
+            )
+            continue
         log.info(
             "%s: worst difference vs PyTorch %.3g (%.3g relative)",
             name,
@@ -142,7 +272,14 @@ def export(cfg: DictConfig) -> Path:
         )
     for name, entry in meta.get("precisions", {}).items():
         acc = entry.get("accuracy")
-        if acc:
+        if acc and acc.get("gate") == "agreement":
+            found = acc["agreement"]
+            f1 = found.get("note") if found["f1"] is None else f"F1 {found['f1']:.3f}"
+            print(
+                f"{name}: agreement with fp32 {f1} ({found['boxes']} vs {found['fp32_boxes']} "
+                f"boxes, gate F1 >= {acc['minimum_f1']}) on {acc['subset']}"
+            )
+        elif acc:
             print(
                 f"{name}: mAP50 {100 * acc[name]['mAP50']:.2f} (fp32 {100 * acc['fp32']['mAP50']:.2f},"
                 f" drop {acc['mAP50_drop_points']:.2f} points, gate {acc['gate_points']}) on "
@@ -154,9 +291,14 @@ def export(cfg: DictConfig) -> Path:
         f"default precision {meta.get('default_precision', 'fp32')}, "
         f"conf {meta['thresholds']['conf']}"
     )
+    print("\n".join(_summary(meta)))
     return path
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="export")
 def hydra_main(cfg: DictConfig) -> None:
     export(cfg)
+
+
+if __name__ == "__main__":
+    hydra_main()

@@ -162,3 +162,7 @@ def hydra_main() -> Any:
     """``python train.py ...``: Hydra's app, a resume (``ckpt_path=``) composed from the run's
     own config first (:func:`yolov4.cli.resume.resume_argv`)."""
     return resume_cli.main(_app)
+
+
+if __name__ == "__main__":
+    hydra_main()

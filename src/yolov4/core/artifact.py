@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -217,6 +218,20 @@ def _validate_precisions(meta: dict[str, Any], path: Path) -> None:
         )
 
 
+def _regular_file(d: Path, name: str) -> None:
+    """:class:`ExportError` unless ``d / name`` is a regular file of ``d`` itself (not a link
+    out of it, a folder or a device): an artifact is read from its own folder only."""
+    f = d / name
+    mode = os.lstat(f).st_mode
+    if stat.S_ISLNK(mode):
+        raise ExportError(
+            f"{d}: {name} is a symbolic link (to {os.readlink(f)}); an artifact's files must be "
+            "regular files inside its folder (copy the file in, or re-export)"
+        )
+    if not stat.S_ISREG(mode):
+        raise ExportError(f"{d}: {name} is not a regular file; expected the file export.py wrote")
+
+
 def read_metadata(artifact_dir: str | os.PathLike, verify: bool = True) -> dict[str, Any]:
     """``metadata.json`` of an artifact, validated (:func:`validate_metadata`); with ``verify``,
     every listed file must exist and match its sha256. Raises :class:`ExportError` naming what
@@ -227,11 +242,15 @@ def read_metadata(artifact_dir: str | os.PathLike, verify: bool = True) -> dict[
         raise ExportError(
             f"{d} is not an export artifact: no {METADATA} (export one with export.py)"
         )
+    _regular_file(d, METADATA)
     try:
         meta = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ExportError(f"{path} is not valid JSON: {e}") from e
     validate_metadata(meta, path)
+    for name in meta["files"]:
+        if os.path.lexists(d / name):
+            _regular_file(d, name)
     if verify:
         for name, info in meta["files"].items():
             f = d / name

@@ -1,18 +1,33 @@
 """Files written atomically: a crash mid-write never leaves a half-written file in place, and the
-leftovers of killed writes are cleaned up by the next write of the same file."""
+leftovers of killed writes are cleaned up by the next write of the same file. Files and folders
+made here get the modes of the process's umask (``0644`` / ``0755`` under ``0022``), as
+``open`` and ``mkdir`` give them, not the owner-only modes of :mod:`tempfile`."""
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import logging
 import os
 import re
+import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
-__all__ = ["atomic_write", "remove_stale_temporaries", "STALE_TMP_AGE_S"]
+__all__ = [
+    "atomic_write",
+    "remove_stale_temporaries",
+    "STALE_TMP_AGE_S",
+    "current_umask",
+    "umask_mode",
+    "make_temp_dir",
+    "lock_dir",
+    "exchange_dirs",
+]
 
 log = logging.getLogger(__name__)
 
@@ -20,6 +35,78 @@ log = logging.getLogger(__name__)
 # killed write. A live writer holds the lock for the whole write and its file is seconds old; the
 # age is the second guard where locks are unavailable (no fcntl) or not enforced.
 STALE_TMP_AGE_S = 60.0
+
+
+FILE_MODE, DIR_MODE = 0o666, 0o777  # what open() / mkdir() ask for before the umask
+_UMASK_LOCK = threading.Lock()
+_AT_FDCWD, _RENAME_EXCHANGE = -100, 2  # <fcntl.h>, <linux/fs.h>
+
+
+def current_umask() -> int:
+    """The process's umask, read without changing it (``/proc/self/status``); elsewhere set and
+    restored at once under a lock, to ``0o077`` meanwhile so that a file another thread makes in
+    that instant is private rather than world-writable."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    with _UMASK_LOCK:
+        old = os.umask(0o077)
+        os.umask(old)
+    return old
+
+
+def umask_mode(directory: bool = False) -> int:
+    """The mode ``open`` (``directory``: ``mkdir``) gives a new file under the current umask."""
+    return (DIR_MODE if directory else FILE_MODE) & ~current_umask()
+
+
+def make_temp_dir(parent: str | os.PathLike, prefix: str) -> Path:
+    """:func:`tempfile.mkdtemp` in ``parent`` with the umask's folder mode instead of ``0700``."""
+    tmp = Path(tempfile.mkdtemp(dir=parent, prefix=prefix))
+    os.chmod(tmp, umask_mode(directory=True))
+    return tmp
+
+
+def lock_dir(path: str | os.PathLike, blocking: bool = True) -> int | None:
+    """An open descriptor of folder ``path`` holding an exclusive ``flock`` (released when it is
+    closed); None when another process holds it; -1 (nothing to close) without ``fcntl``."""
+    try:
+        import fcntl
+    except ImportError:
+        return -1
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    except OSError:  # a file system without locks: the age is the only guard
+        pass
+    return fd
+
+
+def exchange_dirs(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Swap the folders ``a`` and ``b`` in one step (Linux ``renameat2(RENAME_EXCHANGE)``):
+    every lookup of either name finds one of the two, never nothing. False where the system or
+    the file system cannot (nothing is changed then)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):  # glibc < 2.28, musl without it
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p]
+    renameat2.argtypes += [ctypes.c_uint]
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP):
+        return False
+    raise OSError(err, os.strerror(err), os.fspath(a), None, os.fspath(b))
 
 
 def _tmp_name(path: Path) -> re.Pattern[str]:
@@ -80,6 +167,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
+            os.chmod(tmp, umask_mode())  # mkstemp's 0600 would make the file private
             _lock(f)  # held until closed: tells remove_stale_temporaries this write is alive
             write(f)
             f.flush()

@@ -2,7 +2,8 @@
 
 One function, :func:`load_pretrained`, takes what users start from:
 
-- a darknet ``.weights`` file (all layers), or a partial ``.conv.N`` file whose layer cut-off is
+- a darknet ``.weights`` file (all layers; a file of the network for other classes loads all
+  but the ``[yolo]`` head convolutions), or a partial ``.conv.N`` file whose layer cut-off is
   read from its name (``yolov4.conv.137`` -> layers 0-136, darknet's ``partial``);
 - a project checkpoint (``weights/*.pt``, a Lightning ``.ckpt``, a bare state_dict), read with
   ``weights_only=True`` through :mod:`yolov4.core.checkpoint`.
@@ -17,12 +18,12 @@ import logging
 import os
 import zipfile
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from yolov4.core.checkpoint import SHOW, group_keys, network_state_dict, read_checkpoint
-from yolov4.darknet import load_darknet_weights
+from yolov4.darknet import darknet_file_classes, load_darknet_weights
 from yolov4.errors import CheckpointError
 from yolov4.models import YOLOv4
 
@@ -92,7 +93,9 @@ def load_pretrained(
     """Initialise ``model`` (in place) from ``path``; returns what was loaded.
 
     Darknet files: all layers, or layers ``0..N-1`` of a ``.conv.N`` file, or with
-    ``backbone_only`` the backbone's layers of any file. Project checkpoints: with ``strict`` the
+    ``backbone_only`` the backbone's layers of any file; a file of the same network for another
+    ``num_classes`` loads every layer but the convolutions before the ``[yolo]`` layers, which
+    keep their initialisation (logged by layer). Project checkpoints: with ``strict`` the
     file must be of the model's architecture (only the head prediction layers, which follow
     ``num_classes``, may differ); ``strict=False`` loads every tensor that matches by name and
     shape and logs the rest at WARNING; ``backbone_only`` takes only the tensors of the layers in
@@ -104,6 +107,10 @@ def load_pretrained(
         raise CheckpointError(f"pretrained file {p} does not exist")
     if is_darknet_weights(p):
         upto = None if backbone_only else conv_cutoff(p)
+        if upto is None and not backbone_only:
+            classes = darknet_file_classes(model.config, p)
+            if classes is not None and classes != model.num_classes:
+                return _darknet_other_classes(model, p, classes)
         header = load_darknet_weights(model, p, upto=upto, backbone_only=backbone_only)
         summary = f"{header.layers_loaded} darknet layers (seen={header.seen})"
         log.info("loaded darknet weights %s: %s", p, summary)
@@ -133,6 +140,48 @@ def load_pretrained(
         report.summary(),
     )
     return Pretrained(p, "checkpoint", report.summary())
+
+
+def _ranges(layers: list[int]) -> str:
+    """``[0, 1, 2, 5, 7, 8]`` -> ``0-2, 5, 7-8``."""
+    spans: list[list[int]] = []
+    for i in layers:
+        if spans and i == spans[-1][1] + 1:
+            spans[-1][1] = i
+        else:
+            spans.append([i, i])
+    return ", ".join(f"{a}-{b}" if b > a else f"{a}" for a, b in spans)
+
+
+def _darknet_other_classes(model: YOLOv4, path: Path, classes: int) -> Pretrained:
+    """Fine-tuning darknet weights of ``classes`` classes (darknet's ``-clear``): every
+    convolutional layer whose tensors all have the model's shapes is loaded, the others (the
+    convolutions in front of each ``[yolo]`` layer, which follow ``num_classes``) keep their
+    initialisation; the layers of both kinds are logged."""
+    source = YOLOv4(replace(model.config, num_classes=classes))
+    header = load_darknet_weights(source, path)
+    theirs, own = source.state_dict(), model.state_dict()
+    by_layer: dict[int, list[str]] = {}
+    for key in own:
+        by_layer.setdefault(_layer(key), []).append(key)
+    loaded, reset = [], []
+    for i, _ in model.conv_layers():
+        keys = by_layer.get(i, [])
+        fits = all(k in theirs and theirs[k].shape == own[k].shape for k in keys)
+        (loaded if fits else reset).append(i)
+    take = {k: theirs[k] for i in loaded for k in by_layer.get(i, [])}
+    model.load_state_dict({**own, **take}, strict=True)
+    model.seen = header.seen
+    heads = set(model.head_layers)
+    why = "the [yolo] head convolutions" if set(reset) <= heads else "shapes differ"
+    summary = (
+        f"darknet weights of {model.config.name} with {classes} classes (seen={header.seen}) "
+        f"for {model.num_classes} classes: {len(loaded)} of {len(loaded) + len(reset)} "
+        f"convolutional layers loaded (layers {_ranges(loaded)}), re-initialised: layers "
+        f"{_ranges(reset)} ({why})"
+    )
+    log.log(logging.INFO if set(reset) <= heads else logging.WARNING, "%s: %s", path, summary)
+    return Pretrained(path, "darknet", summary)
 
 
 @dataclass

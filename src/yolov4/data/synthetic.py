@@ -14,13 +14,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from yolov4.core.files import make_temp_dir
 from yolov4.data.coco import load_coco
 from yolov4.data.records import DetectionData, ProblemReport
 
@@ -209,7 +209,7 @@ def generate_split(
     if (out / "annotations.json").is_file():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    tmp = make_temp_dir(out.parent, f".{out.name}-")
     (tmp / "images").mkdir()
     images, annotations = [], []
     for i in range(num_images):

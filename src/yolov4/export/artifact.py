@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 import warnings
 from collections.abc import Sequence
 from datetime import datetime, timezone
@@ -44,6 +43,7 @@ from yolov4.core.postprocess import SERVING
 from yolov4.core.preprocess import PreprocessConfig
 from yolov4.errors import ConfigError, ExportError
 from yolov4.export.onnx_nms import NmsModel
+from yolov4.export.output import check_output, install, remove_stale_exports, temp_dir
 from yolov4.export.quantize import (
     DEFAULT_GATE_POINTS,
     Evaluate,
@@ -57,6 +57,10 @@ from yolov4.ops.boxes import box_iou, cxcywh_to_xyxy
 __all__ = ["export_artifact"]
 
 DEFAULT_OPSET = 17
+try:  # the newest opset torch's TorchScript-based exporter writes
+    from torch.onnx._constants import ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET as MAX_OPSET
+except ImportError:
+    MAX_OPSET = 20
 PARITY_RTOL = 1e-3  # worst |difference| allowed, relative to the largest |output|
 PARITY_BATCHES = (1, 2)
 # NMS graph parity: scores this close may be one prediction's in the two runtimes, and tie (float
@@ -279,6 +283,7 @@ def export_artifact(
     evaluate: Evaluate | None = None,
     map50_gate: float = DEFAULT_GATE_POINTS,
     conf_source: dict[str, Any] | None = None,
+    overwrite: bool = False,
 ) -> Path:
     """Write the artifact directory for a checkpoint (path or loaded :class:`Checkpoint`).
 
@@ -294,7 +299,13 @@ def export_artifact(
     of ``precisions``) is what a Predictor and the service load unless told otherwise.
     ``conf_source``: where ``thresholds["conf"]`` came from (e.g. the best-F1 confidence of a
     ``pr_f1.json``), recorded as metadata ``conf_source``.
+
+    ``out_dir`` is checked before anything is loaded (:func:`yolov4.export.output.check_output`):
+    a missing or empty folder or an earlier artifact; another folder only with ``overwrite``.
+    Files in it that the old artifact does not own are kept; the new artifact replaces the old
+    one in a single folder exchange (:func:`yolov4.export.output.install`).
     """
+    out_dir = check_output(out_dir, overwrite)
     ckpt = source if isinstance(source, Checkpoint) else load_checkpoint(source)
     check_class_names(ckpt.class_names, ckpt.model.config.num_classes, "export")
     unknown = [f for f in formats if f not in FORMATS]
@@ -302,8 +313,14 @@ def export_artifact(
         raise ExportError(
             f"formats must be a non-empty subset of {sorted(FORMATS)}, got {list(formats)}"
         )
-    if opset < DEFAULT_OPSET:
-        raise ExportError(f"opset must be >= {DEFAULT_OPSET}, got {opset}")
+    if (
+        isinstance(opset, bool)
+        or not isinstance(opset, int)
+        or not (DEFAULT_OPSET <= opset <= MAX_OPSET)
+    ):
+        raise ExportError(
+            f"opset must be an integer in [{DEFAULT_OPSET}, {MAX_OPSET}], got {opset!r}"
+        )
     bad = [p for p in precisions if p not in PRECISIONS]
     if bad or not precisions:
         raise ExportError(
@@ -344,9 +361,8 @@ def export_artifact(
         raise ExportError(f"thresholds: {e}") from None
     nms_model = NmsModel(wrapped, settings) if "onnx_nms" in formats else None
     example = torch.rand(1, 3, *size)
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
+    remove_stale_exports(out_dir)
+    tmp, lock = temp_dir(out_dir)
     try:
         files, parity = {}, {}
         for fmt in formats:
@@ -447,10 +463,11 @@ def export_artifact(
             "source": {"metrics": ckpt.metrics, "trained": ckpt.trained},
         }
         (tmp / METADATA).write_text(json.dumps(metadata, indent=2) + "\n")
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
+        install(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        if lock >= 0:
+            os.close(lock)
     return out_dir

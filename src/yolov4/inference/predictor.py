@@ -41,7 +41,35 @@ from yolov4.inference.images import MAX_PIXELS, load_images
 from yolov4.models import fuse_model
 from yolov4.ops.letterbox import unmap_boxes
 
-__all__ = ["Predictor", "Detections"]
+__all__ = ["Predictor", "Detections", "class_ids"]
+
+NAMES_SHOWN = 10  # class names an unknown-name error lists
+
+
+def class_ids(classes: int | str | Sequence[int | str], class_names: Sequence[str]) -> list[int]:
+    """Class ids (``int``, e.g. ``2``) or names (``str``, e.g. ``"person"``), mixed, or one of
+    either -> ids, in the given order. :class:`InputError` for an id out of range or an unknown
+    name (listing the first valid names and how many there are)."""
+    items = [classes] if isinstance(classes, (str, int, np.integer)) else list(classes)
+    index = {name: i for i, name in enumerate(class_names)}
+    ids, unknown, bad = [], [], []
+    for c in items:
+        if isinstance(c, str):
+            if c in index:
+                ids.append(index[c])
+            else:
+                unknown.append(c)
+        elif isinstance(c, (int, np.integer)) and not isinstance(c, bool):
+            (ids if 0 <= c < len(class_names) else bad).append(int(c))
+        else:
+            raise InputError(f"classes: expected class ids (int) or names (str), got {c!r}")
+    if unknown:
+        shown = ", ".join(class_names[:NAMES_SHOWN])
+        more = f", ... ({len(class_names)} names)" if len(class_names) > NAMES_SHOWN else ""
+        raise InputError(f"classes: unknown class names {unknown}; the model's are: {shown}{more}")
+    if bad:
+        raise InputError(f"classes {bad} out of range: the model has {len(class_names)} classes")
+    return ids
 
 
 @dataclass
@@ -94,6 +122,9 @@ def _output_channels(backend: Any, input_size: Sequence[int]) -> int:
 
 class Predictor:
     """Run a model on user images (see module docstring).
+
+    OpenCV frames are BGR: pass ``color="bgr"`` (``predictor(frame, color="bgr")``). Classes
+    are kept by id or name: ``predictor(image, classes=["person", 2])``.
 
     Args:
         backend: ``backend(images (B, 3, H, W) float32) -> (B, N, 5 + C)`` decoded predictions.
@@ -238,22 +269,30 @@ class Predictor:
         conf: float | None = None,
         iou: float | None = None,
         max_det: int | None = None,
-        classes: Sequence[int] | None = None,
+        classes: int | str | Sequence[int | str] | None = None,
         color: str = "rgb",
     ) -> list[Detections]:
-        """One image or a list (mixed sizes and kinds allowed) -> one :class:`Detections` each."""
+        """One image or a list (mixed sizes and kinds allowed) -> one :class:`Detections` each.
+
+        Args:
+            images: a path, encoded bytes, a PIL image, an ``(H, W, 3)`` uint8 array, or a list
+                of them (:func:`yolov4.inference.images.load_images`).
+            conf, iou, max_det: override the default thresholds (:attr:`postprocess`).
+            classes: the classes to keep, by id (``2``) or name (``"person"``), mixed, or one
+                of either; filtered before ``max_det`` and NMS. An unknown name or an id out
+                of range is an :class:`~yolov4.errors.InputError`.
+            color: channel order of array inputs: ``"rgb"``, or ``"bgr"`` for OpenCV frames
+                (``cv2.imread``, ``cv2.VideoCapture``), which are BGR; without it their red and
+                blue are swapped and detections suffer. Files, bytes and PIL images are
+                decoded to RGB whatever ``color`` says.
+        """
         try:
             settings = self.postprocess.replace(conf=conf, iou=iou, max_det=max_det)
         except ConfigError as e:
             raise InputError(str(e)) from None
         wanted = None
         if classes is not None:
-            bad = [c for c in classes if not 0 <= int(c) < len(self.class_names)]
-            if bad:
-                raise InputError(
-                    f"classes {bad} out of range: the model has {len(self.class_names)} classes"
-                )
-            wanted = torch.tensor(sorted({int(c) for c in classes}))
+            wanted = torch.tensor(sorted(set(class_ids(classes, self.class_names))))
         start = time.perf_counter()
         arrays = load_images(images, color, self.max_pixels)  # every check before any model code
         inputs = [preprocess(a, self.preprocess_config) for a in arrays]

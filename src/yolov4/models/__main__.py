@@ -33,7 +33,7 @@ from yolov4.darknet import (
 from yolov4.errors import ConfigError
 from yolov4.models import available_models, build_model, fuse_model
 
-__all__ = ["main", "count_gflops", "weights_bytes"]
+__all__ = ["main", "count_gflops", "weights_bytes", "progress"]
 
 # .weights header: int32 major, minor, revision, then uint64 `seen` (darknet >= 0.2)
 HEADER_BYTES = 4 * len(HEADER_VERSION) + 8
@@ -57,17 +57,28 @@ def weights_bytes(floats: int) -> int:
     return HEADER_BYTES + 4 * floats
 
 
-def fused_latency_ms(model: torch.nn.Module, size: tuple[int, int], repeats: int) -> list[float]:
-    """Fused (Conv+BN folded, channels-last) forward times in ms at batch 1, after one warm-up."""
+def progress(message: str) -> None:
+    """A phase starting (on stderr: stdout keeps the summary): the big networks take seconds to
+    build and to run on a CPU."""
+    print(message, file=sys.stderr, flush=True)
+
+
+def fused_latency_ms(
+    model: torch.nn.Module, size: tuple[int, int], repeats: int, verbose: bool = False
+) -> list[float]:
+    """Fused (Conv+BN folded, channels-last) forward times in ms at batch 1, after one warm-up;
+    ``verbose``: each run's time on stderr as it ends."""
     fused = fuse_model(model)
     x = torch.rand(1, 3, *size).contiguous(memory_format=torch.channels_last)
     times = []
     with torch.inference_mode():
         fused(x)
-        for _ in range(repeats):
+        for i in range(repeats):
             start = time.perf_counter()
             fused(x)
             times.append((time.perf_counter() - start) * 1e3)
+            if verbose:
+                progress(f"  timed forward {i + 1}/{repeats}: {times[-1]:.1f} ms")
     return times
 
 
@@ -110,6 +121,7 @@ def main(argv: list[str] | None = None) -> None:
         if len(args.size) > 2:
             parser.error(f"--size takes H [W], got {args.size}")
         overrides["input_size"] = (args.size * 2)[:2]
+    progress(f"building {args.cfg_file or args.name}...")
     try:
         model = build_model(
             args.name, num_classes=args.num_classes, cfg=args.cfg_file, **overrides
@@ -118,6 +130,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(str(e))
     c = model.config
     h, w = c.input_size
+    progress(f"forward pass and FLOP count at {h}x{w}...")
     with torch.no_grad():
         outs = model(torch.rand(1, 3, h, w))
     gflops = count_gflops(model, (h, w))
@@ -135,7 +148,8 @@ def main(argv: list[str] | None = None) -> None:
     for s, o in zip(model.strides, outs):
         print(f"  stride {s:2d} map     {tuple(o.shape)}")
     if args.repeats > 0:
-        times = fused_latency_ms(model, (h, w), args.repeats)
+        progress(f"timing the fused forward: 1 warm-up + {args.repeats} runs...")
+        times = fused_latency_ms(model, (h, w), args.repeats, verbose=True)
         print(
             f"  fused forward     {statistics.median(times):.1f} ms median of {len(times)} "
             f"(batch 1, channels-last, {torch.get_num_threads()} CPU threads)"

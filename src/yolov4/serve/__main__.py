@@ -11,18 +11,23 @@ from __future__ import annotations
 import argparse
 import copy
 import functools
+import math
 import os
 import sys
+import time
 
 from yolov4.errors import YoloError
 from yolov4.serve.settings import SETTINGS_ENV, ServeSettings
 
-__all__ = ["main", "parse_args"]
+__all__ = ["main", "parse_args", "worker_healthcheck_timeout"]
 
 # yolov4.inference.backends.BACKENDS and yolov4.core.artifact.PRECISIONS (not imported: --help
 # stays light; a test checks they agree)
 BACKENDS = ("onnxruntime", "openvino", "torchscript")
 PRECISIONS = ("fp32", "bf16", "int8")
+HEALTHCHECK_MIN_S = 30  # uvicorn's own default is 5 s
+HEALTHCHECK_FACTOR = 3  # margin over the measured start-up for a load that rises meanwhile
+_IMPORTED = time.monotonic()
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -54,6 +59,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="intra-op threads of each model call (default: cores / --threads)",
     )
     p.add_argument("--workers", type=int, default=1, help="processes, each with its own model")
+    p.add_argument(
+        "--worker-healthcheck-timeout",
+        type=int,
+        default=None,
+        help="with --workers > 1: seconds a worker may leave uvicorn's health check "
+        "unanswered before it is restarted, and may take to become ready when restarted "
+        "(SIGHUP); default: 3x this process's own start-up time, at least 30",
+    )
     p.add_argument("--threads", type=int, default=d.threads, help="inference threads per process")
     p.add_argument(
         "--max-queue",
@@ -149,12 +162,63 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for name in positive:
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.worker_healthcheck_timeout is not None and args.worker_healthcheck_timeout < 1:
+        p.error(f"--worker-healthcheck-timeout must be >= 1, got {args.worker_healthcheck_timeout}")
     if args.runtime_threads is not None and args.runtime_threads < 1:
         p.error(f"--runtime-threads must be >= 1, got {args.runtime_threads}")
     for name in ("read_timeout", "head_timeout", "keep_alive_timeout"):
         if not getattr(args, name) > 0:
             p.error(f"--{name.replace('_', '-')} must be > 0, got {getattr(args, name)}")
     return args
+
+
+def worker_healthcheck_timeout(startup_s: float, workers: int, cpus: int) -> int:
+    """uvicorn's ``timeout_worker_healthcheck`` for ``workers`` processes, from ``startup_s``,
+    the seconds this process took from its start to a loaded model.
+
+    A worker spends about that long importing and loading before it serves; uvicorn pings it
+    from the start, and until its interpreter has imported the entry point (``yolov4-serve``
+    imports torch) nothing answers. ``workers`` processes start at once and share ``cpus``
+    cores, each up to ``workers / cpus`` times slower; :data:`HEALTHCHECK_FACTOR` more covers a
+    load that rises meanwhile. Never under :data:`HEALTHCHECK_MIN_S`. The cost of a long
+    timeout is only that a hung (not dead) worker is replaced later: a worker that exits is
+    replaced at once."""
+    slowdown = max(1.0, workers / max(1, cpus))
+    return max(HEALTHCHECK_MIN_S, math.ceil(HEALTHCHECK_FACTOR * startup_s * slowdown))
+
+
+def light_spawn_main() -> None:
+    """Let spawned workers skip re-running this process's ``__main__``.
+
+    multiprocessing's spawn runs the parent's main script again in each worker before the
+    worker can answer uvicorn's health check, and pip's ``yolov4-serve`` script imports the
+    package (torch) for seconds. Given this module's spec, ``__main__`` is re-imported by name,
+    which spawn skips for any ``*.__main__`` module (as for ``python -m yolov4.serve``); the
+    workers import the app after their health-check thread runs."""
+    main = sys.modules.get("__main__")
+    if main is not None and getattr(main, "__spec__", None) is None:
+        main.__spec__ = sys.modules[__name__].__spec__
+
+
+def seconds_since_start() -> float:
+    """Wall seconds since the start of this process (Linux ``/proc``), else since the import of
+    this module."""
+    try:
+        with open("/proc/self/stat") as f:
+            start_ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+        return max(0.0, uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return time.monotonic() - _IMPORTED
+
+
+def usable_cpus() -> int:
+    """Cores this process may run on (its affinity, where the OS tells it)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 def log_config(level: str) -> dict:
@@ -235,12 +299,23 @@ def main(argv: list[str] | None = None) -> int:
         uvicorn.run(create_app(settings, predictor), http=guarded, **common)
     else:  # the workers import the app and the protocol by name (light to unpickle)
         del predictor
+        light_spawn_main()
+        startup_s = seconds_since_start()
+        timeout = args.worker_healthcheck_timeout or worker_healthcheck_timeout(
+            startup_s, args.workers, usable_cpus()
+        )
+        print(
+            f"yolov4-serve: {args.workers} workers, health-check timeout {timeout} s "
+            f"(this process loaded the model {startup_s:.1f} s after its start)",
+            file=sys.stderr,
+        )
         os.environ[SETTINGS_ENV] = settings.to_env()
         uvicorn.run(
             "yolov4.serve.app:app_from_env",
             factory=True,
             workers=args.workers,
             http="yolov4.serve.protocol:GuardedH11Protocol",
+            timeout_worker_healthcheck=timeout,
             **common,
         )
     return 0

@@ -15,7 +15,7 @@ import json
 import logging
 import warnings
 from contextlib import asynccontextmanager
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -39,6 +39,7 @@ from yolov4.serve.schema import (
     BatchResponse,
     DetectResponse,
     HealthResponse,
+    ModelSummary,
     ReadyResponse,
     errors,
 )
@@ -220,7 +221,8 @@ def create_app(settings: ServeSettings, predictor: Predictor | None = None) -> F
             None, ge=1, le=settings.max_det, description="most detections per image"
         ),
         classes: str | None = Query(
-            None, description="comma-separated class ids to keep, e.g. 0,2"
+            None,
+            description="comma-separated classes to keep, by id or name: 0,2 or person,car",
         ),
     ) -> dict[str, Any]:
         """The Predictor keyword arguments from the query (shared by both detect routes)."""
@@ -232,7 +234,7 @@ def create_app(settings: ServeSettings, predictor: Predictor | None = None) -> F
                 "invalid_parameter",
                 f"unknown query parameters {unknown}; expected {sorted(allowed)}",
             )
-        ids = parse_classes(classes, len(service.predictor.class_names))
+        ids = parse_classes(classes, service.predictor.class_names)
         return {"conf": conf, "iou": iou, "max_det": max_det, "classes": ids}
 
     Thresholds = Annotated[dict, Depends(thresholds)]
@@ -280,12 +282,23 @@ def create_app(settings: ServeSettings, predictor: Predictor | None = None) -> F
         }
         return json_response(body)
 
-    @app.get("/v1/model", response_model=None, responses=errors(503))
-    async def model() -> Response:
-        """The artifact's metadata: classes, input size, preprocessing, default thresholds."""
+    @app.get(
+        "/v1/model",
+        response_model=None,
+        responses={200: {"model": ModelSummary}, **errors(422, 503)},
+    )
+    async def model(
+        include: Literal["cfg"] | None = Query(
+            None, description="cfg: add the architecture's darknet cfg text"
+        ),
+    ) -> Response:
+        """The artifact's metadata: classes, input size, preprocessing, default thresholds; the
+        architecture's cfg as ``cfg_sha256`` and ``cfg_bytes`` (its text with
+        ``include=cfg``)."""
         if service.predictor is None:
             raise ApiError(503, "not_ready", "the model is loading", service._retry())
-        return json_response(model_summary(service.predictor, service.model, settings))
+        body = model_summary(service.predictor, service.model, settings, include == "cfg")
+        return json_response(body)
 
     @app.api_route(
         "/healthz",

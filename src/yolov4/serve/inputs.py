@@ -9,12 +9,15 @@ over-limit upload never sits whole in memory.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect, Request
+
+from yolov4.errors import InputError
+from yolov4.inference.predictor import class_ids
 
 __all__ = ["ApiError", "Upload", "read_uploads", "sniff_format", "parse_classes"]
 
@@ -184,23 +187,17 @@ async def _read_multipart(
         await form.close()
 
 
-def parse_classes(raw: str | None, num_classes: int) -> list[int] | None:
-    """``"0,2,5"`` -> ``[0, 2, 5]``; 422 for anything but integers in ``[0, num_classes)``."""
+def parse_classes(raw: str | None, class_names: Sequence[str]) -> list[int] | None:
+    """``"0,2,5"``, ``"person,car"`` or both mixed -> class ids; a token that is an integer
+    is an id, any other a class name. 422 for an id out of range or an unknown name."""
     if raw is None or raw.strip() == "":
         return None
+    tokens = [t.strip() for t in raw.split(",") if t.strip()]
     try:
-        ids = [int(x) for x in raw.split(",") if x.strip()]
-    except ValueError:
-        raise ApiError(
-            422,
-            "invalid_parameter",
-            f"classes: expected comma-separated class ids such as 0,2,5, got {raw!r}",
-        ) from None
-    bad = [c for c in ids if not 0 <= c < num_classes]
-    if bad:
-        raise ApiError(
-            422,
-            "invalid_parameter",
-            f"classes: {bad} out of range; the model has {num_classes} classes (ids 0..{num_classes - 1})",
-        )
-    return ids
+        return class_ids([int(t) if _is_int(t) else t for t in tokens], class_names)
+    except InputError as e:
+        raise ApiError(422, "invalid_parameter", str(e)) from None
+
+
+def _is_int(token: str) -> bool:
+    return token.lstrip("+-").isdigit()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ctypes
+import functools
+import hashlib
 import sys
 import time
 from typing import Any
@@ -250,13 +252,17 @@ def model_info(predictor: Predictor) -> dict[str, Any]:
 
 
 def model_summary(
-    predictor: Predictor, info: dict[str, Any], settings: ServeSettings
+    predictor: Predictor, info: dict[str, Any], settings: ServeSettings, cfg: bool = False
 ) -> dict[str, Any]:
-    """The ``GET /v1/model`` body: artifact metadata, the served model and the request limits."""
+    """The ``GET /v1/model`` body: artifact metadata, the served model and the request limits.
+
+    The architecture's darknet cfg text (a user cfg can be megabytes) is summed up as
+    ``cfg_sha256`` and ``cfg_bytes`` (its UTF-8 size), both null for a zoo model, whose cfg
+    ships with the package; ``cfg=True`` adds the text itself as ``cfg``."""
     meta = predictor.metadata
     return {
         "model": info,
-        "architecture": meta.get("model"),
+        "architecture": _architecture(meta.get("model"), cfg),
         **{k: meta[k] for k in SUMMARY_KEYS if k in meta},
         "num_classes": len(predictor.class_names),
         "limits": {
@@ -267,3 +273,23 @@ def model_summary(
             "max_det": settings.max_det,
         },
     }
+
+
+def _architecture(model: dict[str, Any] | None, with_cfg: bool) -> dict[str, Any] | None:
+    """The metadata's model config with its cfg text replaced by its sha256 and size."""
+    if not isinstance(model, dict):
+        return model
+    arch = {k: v for k, v in model.items() if k != "cfg"}
+    text = model.get("cfg")
+    digest, size = _cfg_digest(text) if isinstance(text, str) else (None, None)
+    arch.update(cfg_sha256=digest, cfg_bytes=size)
+    if with_cfg:
+        arch["cfg"] = text
+    return arch
+
+
+@functools.lru_cache(maxsize=4)
+def _cfg_digest(text: str) -> tuple[str, int]:
+    """-> (sha256 hex digest, bytes) of ``text`` in UTF-8 (hashed once per served cfg)."""
+    data = text.encode("utf-8")
+    return hashlib.sha256(data).hexdigest(), len(data)

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
     "ErrorResponse",
     "DetectResponse",
     "BatchResponse",
     "HealthResponse",
+    "ModelSummary",
     "ReadyResponse",
     "errors",
     "IMAGE_BODY",
@@ -58,6 +59,45 @@ class ModelInfo(BaseModel):
     precision: str = Field(description="fp32, bf16 or int8: the artifact's model served")
 
 
+class Architecture(BaseModel):
+    """The model config (``yolov4.models.ModelConfig`` keys: anchors, masks, strides, ...)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+    cfg_sha256: str | None = Field(
+        description="sha256 of the darknet cfg text (UTF-8); null for a zoo model, whose cfg "
+        "ships with the package"
+    )
+    cfg_bytes: int | None = Field(description="size of the cfg text in bytes (UTF-8)")
+    cfg: str | None = Field(None, description="the cfg text, only with include=cfg")
+
+
+class ModelSummary(BaseModel):
+    """``GET /v1/model``: the artifact's metadata, the served model and the request limits."""
+
+    model: ModelInfo
+    architecture: Architecture | None
+    class_names: list[str]
+    num_classes: int
+    input_size: list[int]
+    preprocess: dict[str, Any]
+    thresholds: dict[str, Any]
+    strides: list[int] | None = None
+    anchors: list[Any] | None = None
+    format: str | None = None
+    created: str | None = None
+    versions: dict[str, Any] | None = None
+    files: dict[str, Any] | None = None
+    parity: dict[str, Any] | None = None
+    precisions: dict[str, Any] | None = None
+    default_precision: str | None = None
+    conf_source: dict[str, Any] | None = Field(None, description="where thresholds.conf came from")
+    limits: dict[str, int] = Field(
+        description="max_bytes, max_pixels, max_batch, max_batch_bytes, max_det"
+    )
+
+
 class ImageResult(BaseModel):
     detections: list[Detection]
     image: ImageSize
@@ -92,7 +132,7 @@ ERRORS = {  # status: when it happens
     413: "a body over --max-bytes / --max-batch-bytes, or an image over --max-pixels / the "
     "request's --max-request-pixels budget",
     415: "a Content-Type or an image format the service does not take",
-    422: "a query parameter that is unknown or out of range",
+    422: "a query parameter that is unknown or out of range, or a class name the model lacks",
     503: "the model is loading or every admission slot is taken (see Retry-After)",
 }
 

@@ -1,0 +1,91 @@
+"""evaluate.py says what it scored: the weights file, the backend and the precision, in its log
+and in metrics.json (artifact: the model file, its runtime and precision; checkpoint and darknet
+weights: the file and "pytorch"); the "wrote" line lists only the files it wrote; darknet
+weights of other classes are refused rather than scored with re-initialised heads."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+import torch
+
+from yolov4 import build_model, save_checkpoint
+from yolov4.cli.evaluate import evaluate
+from yolov4.darknet import save_darknet_weights
+from yolov4.errors import ConfigError
+from yolov4.export.artifact import export_artifact
+
+NAMES = ["circle", "rectangle", "triangle", "cross"]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory, randomize):
+    torch.manual_seed(3)
+    model = randomize(build_model("yolov4-tiny", num_classes=4), seed=3)
+    root = tmp_path_factory.mktemp("model")
+    preprocess = {"input_size": [64, 64], "mode": "letterbox"}
+    return model, save_checkpoint(root / "m.pt", model, NAMES, preprocess)
+
+
+def data(tiny_run):
+    return [o for o in tiny_run if o.startswith("data.")]
+
+
+def wrote_line(caplog) -> str:
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("wrote ")]
+    assert len(lines) == 1
+    return lines[0]
+
+
+@pytest.mark.slow
+def test_artifact_backend_precision_and_file(compose_cfg, checkpoint, tiny_run, tmp_path, caplog):
+    art = export_artifact(checkpoint[1], tmp_path / "export", formats=["onnx", "torchscript"])
+    run = tmp_path / "run"
+    cfg = compose_cfg("evaluate", [f"artifact={art}", "backend=torchscript", *data(tiny_run)], run)
+    with caplog.at_level(logging.INFO, logger="yolov4"):
+        returned = evaluate(cfg)
+    weights = {
+        "file": str(art / "model.torchscript"),
+        "backend": "torchscript",
+        "precision": "fp32",
+    }
+    assert json.loads((run / "metrics.json").read_text())["weights"] == weights
+    assert returned["weights"] == weights
+    assert f"evaluating {art / 'model.torchscript'} in torchscript, fp32" in caplog.text
+    wrote = wrote_line(caplog)
+    for name in ("metrics.json", "detections.json", "pr_f1.json", "worst_images.json"):
+        assert name in wrote.split(" in ")[0] and (run / name).is_file()
+
+
+def test_checkpoint_is_pytorch_and_unwritten_files_are_not_listed(
+    compose_cfg, checkpoint, tiny_run, tmp_path, caplog
+):
+    """analysis.worst_images=0: no gallery png is drawn, and the log does not claim it."""
+    overrides = [f"checkpoint={checkpoint[1]}", "analysis.worst_images=0", *data(tiny_run)]
+    with caplog.at_level(logging.INFO, logger="yolov4"):
+        evaluate(compose_cfg("evaluate", overrides, tmp_path))
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["weights"] == {
+        "file": str(checkpoint[1]),
+        "backend": "pytorch",
+        "precision": "32-true",
+    }
+    assert not (tmp_path / "worst_images.png").exists()
+    written, _, rest = wrote_line(caplog).partition(f" in {tmp_path}")
+    assert "worst_images.png" not in written and "worst_images.json" in written
+    assert "not written, no data for them: worst_images.png" in rest
+
+
+def test_darknet_weights_of_other_classes_are_refused(compose_cfg, tiny_run, tmp_path):
+    """A COCO (80-class) file on the 4-class synthetic set: module.pretrained= would fine-tune
+    it (heads re-initialised), evaluate refuses it naming both class counts."""
+    weights = save_darknet_weights(build_model("yolov4-tiny"), tmp_path / "coco.weights")
+    cfg = compose_cfg(
+        "evaluate", [f"darknet_weights={weights}", "model=yolov4-tiny", *data(tiny_run)], tmp_path
+    )
+    with pytest.raises(
+        ConfigError, match=r"holds yolov4-tiny weights for 80 classes but data has 4"
+    ):
+        evaluate(cfg)

@@ -1,0 +1,189 @@
+"""INT8 for a darknet user with a folder of their own photos: ``export.py precision=[fp32,int8]
+calibration=<folder>`` calibrates on the folder's (unlabelled) images and, with no labelled
+``data``, gates on the agreement of INT8's boxes with fp32's on them; the gate that ran is
+recorded. With no ``data=`` and a labelled gate, the data the checkpoint records is used."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_module
+
+from yolov4.cli import export as export_cli
+from yolov4.core.artifact import read_metadata
+from yolov4.core.checkpoint import load_checkpoint
+from yolov4.errors import ConfigError, ExportError
+from yolov4.export.artifact import export_artifact
+from yolov4.export.quantize import NO_BOXES, Agreement
+from yolov4.inference.predictor import Detections
+
+
+def export_cfg(tmp_path, overrides):
+    with initialize_config_module(config_module="yolov4.configs", version_base="1.3"):
+        return compose(
+            "export", overrides=[f"paths.output_dir={tmp_path}", "formats=[onnx]", *overrides]
+        )
+
+
+def dets(boxes, scores, classes) -> Detections:
+    n = len(scores)
+    return Detections(
+        boxes=np.asarray(boxes, np.float32).reshape(n, 4),
+        scores=np.asarray(scores, np.float32),
+        class_ids=np.asarray(classes, np.int64),
+        class_names=[str(c) for c in classes],
+        image_size=(64, 64),
+    )
+
+
+def test_agreement_counts_matched_boxes_both_ways():
+    """fp32: 4 boxes over 0.25; the other model finds 2 of them (one at 0.2: still a match),
+    one of another class, one moved off (IoU < 0.5), and one box fp32 does not have."""
+    agreement = Agreement(["x"], minimum=0.5)
+    ref = dets(
+        [[0, 0, 10, 10], [20, 20, 30, 30], [40, 40, 50, 50], [0, 40, 10, 50]],
+        [0.9, 0.8, 0.7, 0.6],
+        [0, 1, 0, 0],
+    )
+    other = dets(
+        [[0, 0, 10, 11], [20, 20, 30, 30], [40, 40, 50, 50], [5, 45, 15, 55], [50, 0, 60, 10]],
+        [0.9, 0.2, 0.7, 0.6, 0.5],
+        [0, 1, 1, 0, 0],
+    )
+    found = agreement.compare([ref], [other])
+    # fp32 boxes matched: #0 and #1 (0.2 >= 0.1) of 4; other's boxes over 0.25 matched: #0 of 4
+    assert (found["fp32_boxes"], found["boxes"]) == (4, 4)
+    assert found["recall"] == pytest.approx(2 / 4) and found["precision"] == pytest.approx(1 / 4)
+    assert found["f1"] == pytest.approx(2 * 0.5 * 0.25 / 0.75, abs=1e-5)
+    assert agreement.compare([ref], [ref])["f1"] == 1.0
+    empty = dets([], [], [])
+    assert agreement.compare([empty], [empty]) == {
+        "fp32_boxes": 0,
+        "boxes": 0,
+        "f1": None,
+        "note": NO_BOXES,
+    }
+    assert agreement.compare([empty], [other])["f1"] == 0.0
+
+
+@pytest.fixture(scope="module")
+def photos(overfit, tmp_path_factory):
+    """The overfit model's images in nested folders, unlabelled, with files that are not images."""
+    root = tmp_path_factory.mktemp("photos")
+    for split in ("train", "val"):
+        for i, r in enumerate(overfit.datamodule.split(split).records):
+            dest = (
+                root
+                / split
+                / ("deep" if i % 2 else "")
+                / f"{split}{i}{Path(r.file).suffix.upper()}"
+            )
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(r.file, dest)
+    (root / "notes.txt").write_text("not an image")
+    (root / "train" / "labels.json").write_text("{}")
+    return root
+
+
+@pytest.mark.slow
+def test_int8_from_a_folder_of_unlabelled_images(overfit, photos, tmp_path, caplog):
+    out = tmp_path / "export"
+    cfg = export_cfg(
+        tmp_path,
+        [
+            f"checkpoint={overfit.checkpoint}",
+            f"output={out}",
+            "precision=[fp32,int8]",
+            f"calibration={photos}",
+        ],
+    )
+    assert cfg.get("data") is None  # no labelled data anywhere
+    with caplog.at_level(logging.INFO, logger="yolov4"):
+        meta = read_metadata(export_cli.export(cfg))
+    entry = meta["precisions"]["int8"]
+    assert entry["quantization"]["calibration_images"] == 8  # every image, recursively
+    acc = entry["accuracy"]
+    assert acc["gate"] == "agreement" and acc["images"] == 8
+    assert acc["subset"] == f"{photos}: 8 unlabelled images"
+    found = acc["agreement"]
+    assert found["fp32_boxes"] > 0  # the model detects on its own images: a real comparison
+    assert acc["minimum_f1"] == 0.9 and found["f1"] >= 0.9
+    assert "metric" in acc and "IoU >= 0.5" in acc["metric"]
+    assert "gate: agreement with fp32" in caplog.text
+    # the recorded agreement is what the artifact's models give when loaded again
+    from yolov4.inference import Predictor
+    from yolov4.inference.backends import OpenVinoBackend
+
+    files = export_cli.image_folder(photos)
+    agreement = Agreement(files)
+    fp32 = Predictor.from_artifact(out, precision="fp32", backend="openvino")
+    int8 = Predictor.from_artifact(out)
+    assert isinstance(int8.backend, OpenVinoBackend)
+    again = agreement.compare(agreement.detections(fp32), agreement.detections(int8))
+    assert again["f1"] == found["f1"] and again["fp32_boxes"] == found["fp32_boxes"]
+
+
+@pytest.mark.slow
+def test_agreement_gate_refuses_a_bad_calibration_naming_both_numbers(overfit, photos, tmp_path):
+    """Black calibration images: INT8 loses its boxes and the agreement gate refuses it."""
+    black = [np.zeros((64, 64, 3), np.uint8)] * 2
+    gate = Agreement(export_cli.image_folder(photos), minimum=0.9, subset="the photos")
+    with pytest.raises(
+        ExportError, match=r"int8 agrees with fp32 at F1 0\.\d+ on the photos .*gate: F1 >= 0\.9"
+    ):
+        export_artifact(
+            overfit.checkpoint,
+            tmp_path / "export",
+            formats=["onnx"],
+            precisions=["fp32", "int8"],
+            calibration=black,
+            evaluate=gate,
+        )
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_labelled_gate_defaults_to_the_checkpoints_recorded_data(
+    overfit, tmp_path, monkeypatch, caplog
+):
+    """No data=: the checkpoint's recorded data config (Checkpoint.data) is the gate's data;
+    a checkpoint without one falls back to synthetic, saying so."""
+    ckpt = load_checkpoint(overfit.checkpoint)
+    recorded = {
+        "_target_": "yolov4.data.datamodule.SyntheticDataModule",
+        "num_train": 4,
+        "num_val": 4,
+        "image_size": 64,
+        "input_size": [64, 64],
+        "cache_dir": str(overfit.cache_dir),
+        "num_workers": 0,
+    }
+    ckpt.data = recorded
+    cfg = export_cfg(tmp_path, [f"checkpoint={overfit.checkpoint}", "val_images=null"])
+    with caplog.at_level(logging.INFO, logger="yolov4"):
+        calibration, evaluate = export_cli._gate(cfg, ckpt)
+    assert (
+        "the checkpoint's recorded data (yolov4.data.datamodule.SyntheticDataModule)" in caplog.text
+    )
+    assert calibration == overfit.calibration  # its train split
+    assert cfg.data.num_val == 4 and callable(evaluate)
+    ckpt.data = None
+    cfg = export_cfg(tmp_path, [f"checkpoint={overfit.checkpoint}"])
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="yolov4"):
+        export_cli._choose_data(cfg, ckpt)
+    assert cfg.data._target_.endswith("SyntheticDataModule") and cfg.data.num_val == 100
+    assert "records no data config and no data= was given" in caplog.text
+
+
+def test_calibration_folder_errors(tmp_path):
+    with pytest.raises(ConfigError, match=r"calibration=.*nope: not a folder"):
+        export_cli.image_folder(tmp_path / "nope")
+    (tmp_path / "a.txt").write_text("x")
+    with pytest.raises(ConfigError, match=r"no image files \(\.jpg"):
+        export_cli.image_folder(tmp_path)
+    with pytest.raises(ExportError, match=r"an F1 in \[0, 1\], got 2"):
+        Agreement(["x"], minimum=2)

@@ -1,0 +1,78 @@
+"""What export.py says it wrote: each model file with its precision and runtimes, and for a
+model that scores no box over 0.25 "no boxes to compare" (parity and agreement), not a 0 that
+reads as an exact match."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_module
+
+from yolov4 import build_model, save_checkpoint
+from yolov4.cli import export as export_cli
+from yolov4.core.artifact import MODEL_INT8_XML, read_metadata
+from yolov4.export.quantize import NO_BOXES
+
+
+def export_cfg(tmp_path, overrides):
+    with initialize_config_module(config_module="yolov4.configs", version_base="1.3"):
+        return compose("export", overrides=[f"paths.output_dir={tmp_path}", *overrides])
+
+
+def test_summary_lines_per_file():
+    meta = {
+        "files": {"model.onnx": {}, "model.torchscript": {}, "model_int8.xml": {}},
+        "precisions": {
+            "fp32": {"file": "model.onnx", "backends": ["onnxruntime", "openvino", "torchscript"]},
+            "int8": {"file": "model_int8.xml", "backends": ["openvino"]},
+        },
+        "nms_graph": {"file": "model_nms.onnx"},
+    }
+    assert export_cli._summary(meta) == [
+        "  model.onnx: fp32 in onnxruntime, fp32 in openvino",
+        "  model.torchscript: fp32 in torchscript",
+        "  model_int8.xml: int8 in openvino",
+        "  model_nms.onnx: fp32 (NMS in the graph)",
+    ]
+
+
+@pytest.mark.slow
+def test_untrained_model_int8_says_no_boxes_to_compare(overfit, tmp_path, capsys, caplog):
+    """An untrained network scores no box over 0.25 on the photos: INT8 is exported (its
+    probabilities agree with PyTorch's), and both checks say there was no box to compare."""
+    torch.manual_seed(0)
+    model = build_model("yolov4-tiny", num_classes=4, input_size=[64, 64])
+    names = list(overfit.datamodule.class_names)
+    ckpt = save_checkpoint(tmp_path / "w" / "untrained.pt", model, names, {"input_size": [64, 64]})
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for f in overfit.calibration:
+        shutil.copy(f, photos / Path(f).name)
+    out = tmp_path / "export"
+    cfg = export_cfg(
+        tmp_path,
+        [
+            f"checkpoint={ckpt}",
+            f"output={out}",
+            "formats=[onnx,torchscript]",
+            "precision=[fp32,int8]",
+            f"calibration={photos}",
+        ],
+    )
+    with caplog.at_level(logging.INFO, logger="yolov4"):
+        meta = read_metadata(export_cli.export(cfg))
+    parity = meta["parity"][f"{MODEL_INT8_XML}@openvino-int8"]
+    assert parity["boxes"] == NO_BOXES and parity["boxes_compared"] == 0
+    found = meta["precisions"]["int8"]["accuracy"]["agreement"]
+    assert found == {"fp32_boxes": 0, "boxes": 0, "f1": None, "note": NO_BOXES}
+    assert f"{MODEL_INT8_XML}@openvino-int8: {NO_BOXES} (mean probability" in caplog.text
+    assert f"int8 agreement gate on {photos}" in caplog.text and NO_BOXES in caplog.text
+    printed = capsys.readouterr().out
+    assert f"int8: agreement with fp32 {NO_BOXES} (0 vs 0 boxes" in printed
+    assert "  model.onnx: fp32 in onnxruntime, fp32 in openvino\n" in printed
+    assert "  model.torchscript: fp32 in torchscript\n" in printed
+    assert "  model_int8.xml: int8 in openvino\n" in printed
