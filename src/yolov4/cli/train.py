@@ -82,20 +82,7 @@ def train(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> d
     if not loggers:  # logger=none: nothing to monitor the lr into (Lightning would refuse)
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     trainer: L.Trainer = build(cfg, "trainer", callbacks=callbacks, logger=loggers or False)
-    note = precision_note(
-        cfg.trainer.get("precision"), str(trainer.precision), type(trainer.accelerator).__name__
-    )
-    if note:
-        log.warning(note)
-    log.info(
-        "%s, %d classes, input %s: %.1f M parameters%s; %s",
-        module.model.config.name,
-        module.model.num_classes,
-        "x".join(map(str, datamodule.preprocess_config.input_size)),
-        sum(p.numel() for p in module.model.parameters()) / 1e6,
-        " (+ their EMA)" if module.ema is not None else "",
-        trainer.precision,
-    )
+    log_what_runs(cfg, trainer, module, datamodule)
     # weights_only=True explicitly (Lightning >= 2.6): torch lets TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD
     # override only an unset weights_only; older Lightning rely on the check above
     safe = {"weights_only": True} if "weights_only" in signature(trainer.fit).parameters else {}
@@ -124,6 +111,25 @@ def train(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> d
         )
         log.info("run directory: %s", out)
     return metrics
+
+
+def log_what_runs(cfg: DictConfig, trainer: L.Trainer, module: YoloModule, datamodule: Any) -> None:
+    """One line for the network, classes, input, parameters and precision (in place of
+    Lightning's model table); a warning when the trainer runs another precision than asked."""
+    note = precision_note(
+        cfg.trainer.get("precision"), str(trainer.precision), type(trainer.accelerator).__name__
+    )
+    if note:
+        log.warning(note)
+    log.info(
+        "%s, %d classes, input %s: %.1f M parameters%s; %s",
+        module.model.config.name,
+        module.model.num_classes,
+        "x".join(map(str, datamodule.preprocess_config.input_size)),
+        sum(p.numel() for p in module.model.parameters()) / 1e6,
+        " (+ their EMA)" if module.ema is not None else "",
+        trainer.precision,
+    )
 
 
 def final_evaluation(
