@@ -182,7 +182,7 @@ def train_cli(ctx: Context) -> dict[str, Any]:
     for name, (tr, hidden) in evals.items():
         d = ctx.workdir / f"eval-{name}"
         t0 = time.perf_counter()
-        run_cli(ctx, "evaluate", [*tr, *data_overrides(ctx), f"checkpoint={weights}",
+        run_cli(ctx, "evaluate", [*tr, f"checkpoint={weights}",  # its recorded data
                                   f"paths.output_dir={d}", "batch_size=8",
                                   f"module.eval.conf={EVAL_CONF}"], cpu_only=hidden)  # fmt: skip
         m = json.loads((d / "metrics.json").read_text())

@@ -35,14 +35,19 @@ def synthetic_cache(tmp_path_factory):
 @pytest.fixture(scope="session")
 def compose_cfg(synthetic_cache):
     """``compose_cfg(name, overrides)``: the config ``name`` with a temporary run directory and a
-    shared synthetic cache."""
+    shared synthetic cache. Configs whose data defaults to null (``evaluate``: the checkpoint's
+    recorded data) get ``data=synthetic`` when ``overrides`` set ``data.*`` keys without a
+    ``data=`` option, and the cache only with ``data=synthetic``."""
     cache = synthetic_cache
 
     def _compose(name: str, overrides: list[str], run_dir) -> object:
+        overrides = list(overrides)
+        group = any(o.startswith("data=") for o in overrides)
+        if name != "train" and not group and any(o.startswith("data.") for o in overrides):
+            overrides = ["data=synthetic", *overrides]
+        synthetic = name == "train" or "data=synthetic" in overrides
+        data = [f"data.cache_dir={cache}"] if synthetic else []
         with initialize_config_module(config_module="yolov4.configs", version_base="1.3"):
-            return compose(
-                name,
-                overrides=[f"paths.output_dir={run_dir}", f"data.cache_dir={cache}", *overrides],
-            )
+            return compose(name, overrides=[f"paths.output_dir={run_dir}", *data, *overrides])
 
     return _compose

@@ -20,14 +20,15 @@ from yolov4.evaluation import METRIC_KEYS
 @pytest.fixture
 def compose_cfg(synthetic_cache):
     """The real config ``name`` as the command line composes it (``data.cache_dir`` only for
-    ``data=synthetic``, the only option that has it)."""
+    ``data=synthetic``, the only option that has it; evaluate's data defaults to the
+    checkpoint's: ``data=synthetic`` when ``data.*`` keys are given without an option)."""
 
     def _compose(name: str, overrides: list[str], run_dir) -> object:
-        extra = (
-            []
-            if any(o.startswith("data=") for o in overrides)
-            else [f"data.cache_dir={synthetic_cache}"]
-        )
+        option = any(o.startswith("data=") for o in overrides)
+        if name != "train" and not option:
+            overrides = ["data=synthetic", *overrides]
+        synthetic = not option or "data=synthetic" in overrides
+        extra = [f"data.cache_dir={synthetic_cache}"] if synthetic else []
         with initialize_config_module(config_module="yolov4.configs", version_base="1.3"):
             return compose(name, overrides=[f"paths.output_dir={run_dir}", *extra, *overrides])
 

@@ -103,7 +103,8 @@ def test_python_m_yolov4_evaluate_runs_outside_the_checkout(tmp_path, tiny_run, 
     names = ["circle", "rectangle", "triangle", "cross"]
     ckpt = save_checkpoint(tmp_path / "m.pt", model, names, {"input_size": [64, 64]})
     data = [o for o in tiny_run if o.startswith("data.")]
-    args = ["-m", "yolov4", "evaluate", f"checkpoint={ckpt}", f"data.cache_dir={synthetic_cache}"]
+    args = ["-m", "yolov4", "evaluate", f"checkpoint={ckpt}", "data=synthetic"]
+    args.append(f"data.cache_dir={synthetic_cache}")  # m.pt records no data: given
     done = run([*args, *data, "hydra.run.dir=run"], tmp_path, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import yolov4.cli.train as train_cli
-from yolov4 import CheckpointError, build_model, save_checkpoint
+from yolov4 import CheckpointError, ConfigError, build_model, save_checkpoint
 from yolov4.cli.train import train
 
 
@@ -20,15 +20,18 @@ class Payload:
         return (open, (self.marker, "w"))
 
 
-def lightning_like(path, payload=None, num_classes: int = 4):
+def lightning_like(path, payload=None, num_classes: int = 4, class_names=None):
     """A file shaped like this project's last.ckpt (tiny network), optionally with a payload."""
     net = build_model("yolov4-tiny", num_classes=num_classes)
+    hp = {"model": net.config.to_dict()}
+    if class_names is not None:
+        hp["class_names"] = list(class_names)
     data = {
         "pytorch-lightning_version": "2.6.0",
         "epoch": 0,
         "global_step": 2,
         "state_dict": {f"model.{k}": v for k, v in net.state_dict().items()},
-        "hyper_parameters": {"model": net.config.to_dict()},
+        "hyper_parameters": hp,
     }
     if payload is not None:
         data["callbacks"] = {"evil": payload}
@@ -95,4 +98,24 @@ def test_checkpoint_of_another_model_is_named(compose_cfg, tiny_run, tmp_path):
         CheckpointError, match=r"(?s)does not fit this run's model.*trained with num_classes=3"
     ):
         train(cfg)
+    assert not (tmp_path / "run/checkpoints").exists()
+
+
+def test_checkpoint_of_other_class_names_is_refused(compose_cfg, tiny_run, tmp_path):
+    """The same class count, other names (or order): resume refuses it naming both lists
+    instead of training the run's head on other classes."""
+    names = [
+        "circle",
+        "rectangle",
+        "cross",
+        "star",
+    ]  # the run's data: circle rectangle triangle cross
+    other = lightning_like(tmp_path / "other.ckpt", class_names=names)
+    cfg = compose_cfg("train", [*tiny_run, f"ckpt_path={other}"], tmp_path / "run")
+    with pytest.raises(ConfigError) as e:
+        train(cfg)
+    msg = str(e.value)
+    assert f"holds a network trained on classes {names}" in msg
+    assert "['circle', 'rectangle', 'triangle', 'cross']" in msg
+    assert "2: 'cross' -> 'triangle'" in msg and "module.pretrained=" in msg
     assert not (tmp_path / "run/checkpoints").exists()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
+import os
 
 import numpy as np
 import pytest
@@ -29,7 +31,7 @@ def trained_run(tmp_path_factory, compose_cfg, tiny_run, synthetic_cache):
 
 
 def test_run_directory_has_the_documented_files(trained_run):
-    run, metrics, _ = trained_run
+    run, metrics, synthetic_cache = trained_run
     for name in (
         "checkpoints/last.ckpt",
         "checkpoints/best.ckpt",
@@ -56,9 +58,34 @@ def test_run_directory_has_the_documented_files(trained_run):
     assert (analysis["conf"], analysis["iou"]) == (0.25, 0.5)
     assert analysis["labels"] == [*written["per_class"], "background"]
     assert sum(map(sum, analysis["counts"])) > 0  # the final validation's 6 images
-    # the weights callback saved the numbers of the same (final) validation
-    saved = torch.load(run / "weights/last.pt", weights_only=True)["metrics"]
-    assert saved == {k: written[k] for k in (*METRIC_KEYS, "num_images")}
+    # the final reports are of the exported weights, weights/best.pt (here the last epoch's)
+    saved = torch.load(run / "weights/best.pt", weights_only=True)
+    assert saved["metrics"] == {k: written[k] for k in (*METRIC_KEYS, "num_images")}
+    assert written["weights"] == {"file": "weights/best.pt", "epoch": 0, "step": 2, "ema": True}
+    # the run's data config, recorded in both kinds of checkpoint
+    for name in ("weights/best.pt", "checkpoints/last.ckpt"):
+        data = load_checkpoint(run / name).data
+        assert (data["_target_"], data["num_val"], data["cache_dir"]) == (
+            "yolov4.data.datamodule.SyntheticDataModule",
+            6,
+            str(synthetic_cache),
+        )
+
+
+def test_identical_checkpoints_are_one_file_on_disk(trained_run):
+    """After one epoch best and last hold the same state: one file each for .ckpt and .pt (hard
+    links), so the run's checkpoints take the disk of one copy."""
+    run, _, _ = trained_run
+    pairs = [
+        ("checkpoints/best.ckpt", "checkpoints/last.ckpt"),
+        ("weights/best.pt", "weights/last.pt"),
+    ]
+    for best, last in pairs:
+        assert os.path.samefile(run / best, run / last), best
+    files = [run / name for pair in pairs for name in pair]
+    apparent = sum(f.stat().st_size for f in files)
+    on_disk = sum({f.stat().st_ino: f.stat().st_size for f in files}.values())
+    assert on_disk == apparent / 2  # the bytes the links save: half of the four files
 
 
 def test_weights_are_strict_loadable_and_match_the_lightning_checkpoint(trained_run):
@@ -281,13 +308,22 @@ def test_python_train_learns_far_above_an_untrained_model(compose_cfg, tmp_path)
     assert metrics["mAP50"] > max(0.06, 10 * before["mAP50"]), (metrics, before)
 
 
-def test_compiled_training_writes_strict_loadable_weights(compose_cfg, tiny_run, tmp_path):
-    """`module.compile=true` trains through torch.compile; the weights files still hold plain
+def test_compiled_training_writes_strict_loadable_weights(compose_cfg, tiny_run, tmp_path, caplog):
+    """`module.compile=true` trains through torch.compile, saying so before and after the
+    compilation; the weights files still hold plain
     `build_model` keys (no `_orig_mod.`), and the .ckpt loads to the same network. The other
     `module.*` overrides reach the YoloModule too (recorded in the .ckpt's hyper-parameters)."""
     run = tmp_path / "run"
     module_overrides = ["module.compile=true", "module.ema_decay=null", "module.eval.max_det=7"]
-    train(compose_cfg("train", [*tiny_run, *module_overrides, "export=null"], run))
+    with caplog.at_level(logging.INFO, logger="yolov4.training.module"):
+        train(compose_cfg("train", [*tiny_run, *module_overrides, "export=null"], run))
+    said = [r.getMessage() for r in caplog.records]
+    start = next(
+        i for i, m in enumerate(said) if m.startswith("compiling the network with torch.compile")
+    )
+    assert (
+        "torch.compile: the first step (compilation, forward and backward) took" in said[start + 1]
+    )
     hp = torch.load(run / "checkpoints/last.ckpt", weights_only=True)["hyper_parameters"]
     assert (hp["compile"], hp["ema_decay"], hp["eval"]["max_det"]) == (True, None, 7)
     raw = torch.load(run / "weights/last.pt", weights_only=True)

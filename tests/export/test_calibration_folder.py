@@ -165,18 +165,17 @@ def test_labelled_gate_defaults_to_the_checkpoints_recorded_data(
     cfg = export_cfg(tmp_path, [f"checkpoint={overfit.checkpoint}", "val_images=null"])
     with caplog.at_level(logging.INFO, logger="yolov4"):
         calibration, evaluate = export_cli._gate(cfg, ckpt)
-    assert (
-        "the checkpoint's recorded data (yolov4.data.datamodule.SyntheticDataModule)" in caplog.text
-    )
+    assert "data config recorded in" in caplog.text
+    assert "(yolov4.data.datamodule.SyntheticDataModule)" in caplog.text
     assert calibration == overfit.calibration  # its train split
     assert cfg.data.num_val == 4 and callable(evaluate)
     ckpt.data = None
     cfg = export_cfg(tmp_path, [f"checkpoint={overfit.checkpoint}"])
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="yolov4"):
-        export_cli._choose_data(cfg, ckpt)
+        export_cli._gate(cfg, ckpt)
     assert cfg.data._target_.endswith("SyntheticDataModule") and cfg.data.num_val == 100
-    assert "records no data config and no data= was given" in caplog.text
+    assert "records no data config; evaluating on data=synthetic" in caplog.text
 
 
 def test_calibration_folder_errors(tmp_path):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,7 @@ from yolov4.inference.darknet import darknet_resize_mode as resize_mode_of
 from yolov4.models import ModelConfig
 from yolov4.training.callbacks import METRICS_FILE, write_json
 from yolov4.training.module import YoloModule
+from yolov4.training.noise import quiet_lightning
 
 __all__ = [
     "evaluate",
@@ -74,6 +76,7 @@ PR_F1_FILE = "pr_f1"  # .json and .png
 DARKNET_MAP_FILE = "darknet_map.json"
 ERRORS_FILE = "errors"  # .json and .png
 WORST_IMAGES_FILE = "worst_images"  # .json and .png
+FALLBACK_DATA = "synthetic"  # configs/data/<this>.yaml: the data of files that record none
 
 
 def per_class_table(per_class: dict[str, dict[str, float]]) -> str:
@@ -305,20 +308,46 @@ def darknet_resize_mode(cfg: DictConfig) -> str:
     return resize_mode_of(model_network(cfg))
 
 
+def resolve_data(cfg: DictConfig, recorded: dict[str, Any] | None, source: str) -> None:
+    """``cfg.data`` in place: ``data=<option>`` as given; else the data config recorded in the
+    checkpoint (``recorded``: :attr:`Checkpoint.data`), with any ``+data.<key>=`` given on top;
+    else (darknet weights, artifacts, files without one) ``data=synthetic``, logged."""
+    given = cfg.get("data")
+    if given is not None and given.get("_target_"):
+        return
+    if recorded is not None:
+        base = OmegaConf.create(recorded)
+        log.info("data: the run's data config recorded in %s (%s)", source, recorded["_target_"])
+    else:
+        default = resources.files("yolov4.configs") / "data" / f"{FALLBACK_DATA}.yaml"
+        base = OmegaConf.create(default.read_text())
+        log.info(
+            "data: %s records no data config; evaluating on data=%s (give data=... for another)",
+            source,
+            FALLBACK_DATA,
+        )
+    with open_dict(cfg):
+        cfg.data = OmegaConf.merge(base, given) if given is not None else base
+
+
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """COCO evaluation of ``checkpoint=``, ``darknet_weights=`` or ``artifact=``; returns the
     ``metrics.json`` payload. Builds the network and the validation only: no loss, no EMA, no
     optimizer."""
+    quiet_lightning()
     model_source(cfg)
     if cfg.module.get("pretrained"):
         raise ConfigError(
             f"module.pretrained={cfg.module.pretrained}: evaluate takes its weights from "
             f"checkpoint=..., darknet_weights=... or artifact=..."
         )
-    _val_only(cfg)
     out = Path(cfg.paths.output_dir)
     settings = cfg.get("analysis") or {}
     check_analysis(settings)
+    ckpt = load_checkpoint(cfg.checkpoint) if cfg.checkpoint else None
+    source = cfg.checkpoint or cfg.darknet_weights or cfg.artifact
+    resolve_data(cfg, ckpt.data if ckpt is not None else None, str(source))
+    _val_only(cfg)
     if cfg.artifact:
         result, datamodule, weights = _evaluate_artifact(
             cfg, OmegaConf.to_container(cfg.module.eval, resolve=True)
@@ -326,8 +355,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         _write(out, result, datamodule.val_coco, settings, val_image_files(datamodule), weights)
         return {**result.to_dict(), "weights": weights}
     data_overrides: dict[str, Any] = {"augment": None, "val_batch_size": cfg.batch_size}
-    if cfg.checkpoint:
-        ckpt = load_checkpoint(cfg.checkpoint)
+    if ckpt is not None:
         model_dict, state = ckpt.model.config.to_dict(), ckpt.model.state_dict()
         data_overrides["size_multiple"] = ckpt.model.config.max_stride
         if ckpt.preprocess:  # evaluate exactly as the model was validated in training

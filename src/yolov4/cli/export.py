@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from yolov4.cli.common import build
-from yolov4.cli.evaluate import PR_F1_FILE, evaluate_predictor
+from yolov4.cli.evaluate import PR_F1_FILE, evaluate_predictor, resolve_data
 from yolov4.cli.sources import model_checkpoint, model_source, source_file
 from yolov4.core.artifact import MODEL_TORCHSCRIPT, artifact_precisions, read_metadata
 from yolov4.core.images import IMAGE_SUFFIXES
@@ -41,7 +41,6 @@ BEST_F1 = "best_f1"  # conf=best_f1
 # rarely what a service should use (an undertrained run, or a curve of a few boxes)
 BEST_F1_MIN_CONF = 0.05
 BEST_F1_MIN_F1 = 0.1
-SYNTHETIC_DATA = Path(__file__).resolve().parent.parent / "configs" / "data" / "synthetic.yaml"
 
 
 def default_output(checkpoint: str | Path) -> Path:
@@ -165,6 +164,8 @@ def check_options(cfg: DictConfig) -> None:
         )
     if not isinstance(cfg.get("overwrite", False), bool):
         raise bad("overwrite", "true or false")
+
+
 def image_folder(folder: str | Path) -> list[Path]:
     """The image files under ``folder`` (recursively, by extension: ``IMAGE_SUFFIXES``),
     sorted; :class:`ConfigError` naming the folder when there is none."""
@@ -179,22 +180,6 @@ def image_folder(folder: str | Path) -> list[Path]:
     return files
 
 
-def _choose_data(cfg: DictConfig, ckpt: Any) -> None:
-    """``cfg.data`` when null: the checkpoint's recorded data, else synthetic (logged)."""
-    recorded = getattr(ckpt, "data", None)
-    with open_dict(cfg):
-        if recorded:
-            cfg.data = OmegaConf.create(dict(recorded))
-            log.info("data: the checkpoint's recorded data (%s)", recorded.get("_target_"))
-        else:
-            cfg.data = OmegaConf.load(SYNTHETIC_DATA)
-            log.info(
-                "data: %s records no data config and no data= was given: the gate uses "
-                "data=synthetic",
-                source_file(cfg),
-            )
-
-
 def _gate(cfg: DictConfig, ckpt: Any) -> tuple[list[Any], Any]:
     """``(calibration images, evaluate)`` for the reduced precisions: ``calibration=<folder>``
     without ``data``: the folder's images and their :class:`Agreement` gate; else ``data``'s
@@ -207,8 +192,7 @@ def _gate(cfg: DictConfig, ckpt: Any) -> tuple[list[Any], Any]:
         log.info("gate: agreement with fp32 on %s (no data= given)", subset)
         agreement = Agreement(gate_images, float(cfg.agreement_gate), subset, int(cfg.batch_size))
         return folder[: int(cfg.calibration_images)], agreement
-    if cfg.get("data") is None:
-        _choose_data(cfg, ckpt)
+    resolve_data(cfg, getattr(ckpt, "data", None), str(source_file(cfg)))
     calibration, evaluate = _dataset(cfg, list(ckpt.class_names))
     if folder is not None:
         calibration = folder[: int(cfg.calibration_images)]

@@ -1,10 +1,15 @@
 """``python train.py``: compose the config, fit, validate, write the run directory.
 
-Run directory (``paths.output_dir``): ``checkpoints/last.ckpt, best.ckpt`` (exact resume),
-``weights/best.pt, last.pt`` (strict weights), ``metrics.json`` (final COCO metrics of the
-weights in ``weights/last.pt``), ``confusion_matrix.json/.png``, ``pr_f1.json/.png``,
+Run directory (``paths.output_dir``): ``checkpoints/last.ckpt, best.ckpt`` (exact resume; one
+hard-linked file while they hold the same state), ``weights/best.pt, last.pt`` (strict weights,
+likewise), ``export/`` (serving artifact of ``weights/best.pt``, ``export.weights``),
+``metrics.json`` (the final COCO metrics of those exported weights, and which file and epoch
+they are: ``"weights"``), ``confusion_matrix.json/.png``, ``pr_f1.json/.png``,
 ``darknet_map.json``, ``errors.json/.png`` and ``worst_images.json/.png`` (the same detections,
-``analysis.*``), ``export/`` (serving artifact of ``weights/best.pt``), ``tensorboard/``.
+``analysis.*``), ``tensorboard/``.
+
+Resume (``ckpt_path=``): see :mod:`yolov4.cli.resume` (the run's config, the overrides given
+of the command, refused changes) and :mod:`yolov4.training.resume` (the checkpoint's checks).
 """
 
 from __future__ import annotations
@@ -19,13 +24,24 @@ import lightning as L
 from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig
 
-from yolov4.cli.common import build, build_all, build_partial, model_config, model_stride
+from yolov4.cli import resume as resume_cli
+from yolov4.cli.common import (
+    build,
+    build_all,
+    build_partial,
+    model_config,
+    model_stride,
+    to_builtin,
+)
 from yolov4.cli.evaluate import check_analysis, write_analysis
 from yolov4.cli.export import EXPORT_DIR
+from yolov4.core.checkpoint import load_checkpoint
+from yolov4.evaluation import EvaluationResult
 from yolov4.evaluation.worst import val_image_files
 from yolov4.export.artifact import export_artifact
 from yolov4.training.callbacks import BEST_WEIGHTS, LAST_WEIGHTS, METRICS_FILE, write_json
 from yolov4.training.module import YoloModule
+from yolov4.training.noise import precision_note, quiet_lightning
 from yolov4.training.resume import check_resume_fits, read_resume_checkpoint
 
 __all__ = ["train", "hydra_main"]
@@ -36,7 +52,10 @@ log = logging.getLogger(__name__)
 def train(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> dict[str, Any]:
     """Fit and validate; returns the final metrics (also written to ``metrics.json``).
     ``extra_callbacks`` are added to those of ``cfg.callbacks`` (programmatic use)."""
-    L.seed_everything(cfg.seed, workers=True)
+    quiet_lightning(resuming=cfg.ckpt_path is not None)
+    for line in resume_cli.RESUME_LOG:
+        log.info("%s", line)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
     check_analysis(cfg.get("analysis"))  # the reports written at the end: fail now, not then
     # resume: a local Lightning checkpoint, read without running pickled code, before any work
     resume = read_resume_checkpoint(cfg.ckpt_path) if cfg.ckpt_path is not None else None
@@ -52,53 +71,103 @@ def train(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> d
         class_names=datamodule.class_names,
         category_ids=datamodule.category_ids,
         preprocess=datamodule.preprocess_config.to_dict(),
+        data=to_builtin(cfg.data),  # recorded in every checkpoint: what evaluate.py scores
     )
     ckpt_path = None
     if resume is not None:
-        check_resume_fits(*resume, module.model)
+        check_resume_fits(*resume, module.model, datamodule.class_names)
         ckpt_path, resume = str(resume[0]), None  # drop the tensors: Lightning reads the file
     loggers = build_all(cfg, "logger")
     callbacks = [*build_all(cfg, "callbacks"), *(extra_callbacks or [])]
     if not loggers:  # logger=none: nothing to monitor the lr into (Lightning would refuse)
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     trainer: L.Trainer = build(cfg, "trainer", callbacks=callbacks, logger=loggers or False)
+    log_what_runs(cfg, trainer, module, datamodule)
     # weights_only=True explicitly (Lightning >= 2.6): torch lets TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD
     # override only an unset weights_only; older Lightning rely on the check above
     safe = {"weights_only": True} if "weights_only" in signature(trainer.fit).parameters else {}
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, **safe)
-    if module.evaluation is None or trainer.current_epoch % max(
-        trainer.check_val_every_n_epoch or 1, 1
-    ):
-        trainer.validate(module, datamodule=datamodule, verbose=False)
-    result = module.evaluation
-    metrics = result.to_dict()
+    out = Path(cfg.paths.output_dir)
+    result, weights = final_evaluation(cfg, trainer, module, datamodule)
+    metrics = {**result.to_dict(), "weights": weights}
     if trainer.is_global_zero:
-        out = Path(cfg.paths.output_dir)
         write_json(out / METRICS_FILE, metrics)
         # the analysis files of the final validation (every rank's detections, deduplicated)
         write_analysis(
             out, datamodule.val_coco, result, cfg.get("analysis"), val_image_files(datamodule)
         )
         if cfg.get("export"):
-            weights = out / (BEST_WEIGHTS if cfg.export.weights == "best" else LAST_WEIGHTS)
-            formats = list(cfg.export.formats)
             export_artifact(
-                weights if weights.is_file() else out / LAST_WEIGHTS,
-                out / EXPORT_DIR,
-                formats=formats,
+                out / weights["file"], out / EXPORT_DIR, formats=list(cfg.export.formats)
             )
         log.info(
-            "final validation (EMA weights: %s):\n%s",
-            module.ema is not None,
+            "final evaluation of %s (epoch %s, step %s, %s weights), what %s holds:\n%s",
+            weights["file"],
+            weights["epoch"],
+            weights["step"],
+            "EMA" if weights["ema"] else "trained",
+            f"{EXPORT_DIR}/" if cfg.get("export") else "the file",
             result.summary,
         )
         log.info("run directory: %s", out)
     return metrics
 
 
+def log_what_runs(cfg: DictConfig, trainer: L.Trainer, module: YoloModule, datamodule: Any) -> None:
+    """One line for the network, classes, input, parameters and precision (in place of
+    Lightning's model table); a warning when the trainer runs another precision than asked."""
+    note = precision_note(
+        cfg.trainer.get("precision"), str(trainer.precision), type(trainer.accelerator).__name__
+    )
+    if note:
+        log.warning(note)
+    log.info(
+        "%s, %d classes, input %s: %.1f M parameters%s; %s",
+        module.model.config.name,
+        module.model.num_classes,
+        "x".join(map(str, datamodule.preprocess_config.input_size)),
+        sum(p.numel() for p in module.model.parameters()) / 1e6,
+        " (+ their EMA)" if module.ema is not None else "",
+        trainer.precision,
+    )
+
+
+def final_evaluation(
+    cfg: DictConfig, trainer: L.Trainer, module: YoloModule, datamodule: Any
+) -> tuple[EvaluationResult, dict[str, Any]]:
+    """The evaluation of the weights the run exports: ``weights/best.pt`` (``export.weights``;
+    ``last.pt`` when no validation ran during the fit), re-validated with the file's weights
+    unless the latest validation scored exactly them (the same step). Returns the result and
+    ``{"file", "epoch", "step", "ema"}`` of the file (epoch 0-based, as Lightning counts)."""
+    out = Path(cfg.paths.output_dir)
+    last = cfg.get("export") and cfg.export.get("weights") == "last"
+    name = LAST_WEIGHTS if last else BEST_WEIGHTS
+    trainer.strategy.barrier("final evaluation")  # rank 0 wrote the file
+    if not (out / name).is_file():
+        name = LAST_WEIGHTS
+    ckpt = load_checkpoint(out / name)
+    step = ckpt.trained.get("step")
+    if module.evaluation is None or module.evaluated_step != step:
+        module.eval_model.load_state_dict(ckpt.model.state_dict(), strict=True)
+        trainer.validate(module, datamodule=datamodule, verbose=False)
+    weights = {
+        "file": name,
+        "epoch": ckpt.trained.get("epoch"),
+        "step": step,
+        "ema": bool(ckpt.trained.get("ema")),
+    }
+    return module.evaluation, weights
+
+
 @hydra.main(version_base="1.3", config_path="../configs", config_name="train")
-def hydra_main(cfg: DictConfig) -> float:
+def _app(cfg: DictConfig) -> float:
     return float(train(cfg)["mAP"] or 0.0)
+
+
+def hydra_main() -> Any:
+    """``python train.py ...``: Hydra's app, a resume (``ckpt_path=``) composed from the run's
+    own config first (:func:`yolov4.cli.resume.resume_argv`)."""
+    return resume_cli.main(_app)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@ File format ``yolov4.weights/1`` (builtins and tensors only, ``torch.load(weight
      "model": ModelConfig.to_dict(),          # build_model(**model) rebuilds the network
      "state_dict": {...},                      # keys == build_model(**model).state_dict() keys
      "class_names": [...], "preprocess": {...}, "metrics": {...},
-     "trained": {"epoch": ..., "step": ..., ...}, "versions": {"yolov4": ..., "torch": ...}}
+     "trained": {"epoch": ..., "step": ..., ...}, "versions": {"yolov4": ..., "torch": ...},
+     "data": {...} | None}                     # the run's resolved data config (``_target_`` included)
 
 ``load_checkpoint`` also reads Lightning ``.ckpt`` files written by this project's
 LightningModule (``hyper_parameters`` with ``model``/``class_names``/``preprocess``); for those
@@ -83,6 +84,7 @@ class Checkpoint:
     metrics: dict[str, Any] = field(default_factory=dict)
     trained: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
+    data: dict[str, Any] | None = None  # the training run's data config (None: not recorded)
 
 
 def _versions() -> dict[str, str]:
@@ -271,6 +273,7 @@ def save_checkpoint(
     metrics: Mapping[str, Any] | None = None,
     trained: Mapping[str, Any] | None = None,
     state_dict: Mapping[str, torch.Tensor] | None = None,
+    data: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write a ``yolov4.weights/1`` file atomically (temporary file in the same folder, then
     rename): a crash mid-write leaves any previous file intact. ``state_dict`` (e.g. the EMA
@@ -281,7 +284,9 @@ def save_checkpoint(
     (:class:`PreprocessConfig`, sides multiples of the network's largest stride:
     ``model.config.max_stride``), ``metrics`` and ``trained`` become exact
     builtins (tensors and numpy values their numbers); anything else raises
-    :class:`CheckpointError` naming the key, and nothing is written."""
+    :class:`CheckpointError` naming the key, and nothing is written. ``data``: the run's resolved
+    ``cfg.data`` node (plain builtins, ``_target_`` included), what ``evaluate.py checkpoint=``
+    scores by default (:attr:`Checkpoint.data`)."""
     path = Path(path)
     config = model.config.to_dict()
     sd = clean_state_dict(state_dict if state_dict is not None else model.state_dict())
@@ -295,6 +300,11 @@ def save_checkpoint(
             f"save_checkpoint: class_names: {len(names)} class names for a model with "
             f"num_classes={model.num_classes}"
         )
+    if data is not None and not isinstance(data, Mapping):
+        raise CheckpointError(
+            f"save_checkpoint: data: expected the run's data config as a mapping, "
+            f"got {type(data).__name__}"
+        )
     payload = {  # exact builtins and tensors only: what read_checkpoint accepts
         "format": FORMAT,
         "model": _plain(config),
@@ -304,6 +314,7 @@ def save_checkpoint(
         "metrics": _plain(dict(metrics or {})),
         "trained": _plain(dict(trained or {})),
         "versions": _versions(),
+        "data": _plain(dict(data)) if data is not None else None,
     }
     return atomic_write(path, lambda f: torch.save(payload, f))
 
@@ -373,6 +384,7 @@ def _from_lightning(data: dict[str, Any], path: Path) -> dict[str, Any]:
         "preprocess": hp.get("preprocess") or {},
         "metrics": {},
         "trained": {"epoch": data.get("epoch"), "step": data.get("global_step")},
+        "data": hp.get("data"),
     }
 
 
@@ -460,4 +472,5 @@ def load_checkpoint(
         metrics=dict(data.get("metrics") or {}),
         trained=dict(data.get("trained") or {}),
         path=path,
+        data=dict(data["data"]) if isinstance(data.get("data"), Mapping) else None,
     )

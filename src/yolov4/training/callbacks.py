@@ -1,19 +1,26 @@
-"""Callbacks of a training run: strict weights files (best/last) and metrics.json."""
+"""Callbacks of a training run: strict weights files (best/last), Lightning checkpoints that
+share one file when they hold the same state, and metrics.json."""
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint
 
 from yolov4.core.checkpoint import save_checkpoint
 from yolov4.core.files import atomic_write
 
 __all__ = [
     "WeightsCallback",
+    "SharedCheckpoint",
+    "link_file",
     "ValidationImages",
     "write_json",
     "trained_epoch",
@@ -35,6 +42,28 @@ def write_json(path: str | Path, payload: Any) -> Path:
     """Write JSON atomically (temporary file + rename; see :func:`atomic_write`)."""
     text = json.dumps(payload, indent=2).encode()
     return atomic_write(path, lambda f: f.write(text))
+
+
+def link_file(source: str | Path, target: str | Path) -> Path:
+    """``target`` becomes a second name of ``source``'s file (a hard link, put in place by an
+    atomic rename, so a reader sees the old file or the new one): one copy on disk for two
+    identical files. Where the filesystem has no hard links, a copy. Every writer of these files
+    replaces them by renaming a new file into place, which leaves the other name's content
+    intact."""
+    source, target = Path(source), Path(target)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    os.unlink(tmp)
+    try:
+        try:
+            os.link(source, tmp)
+        except OSError:  # no hard links here (another filesystem, FAT, some network mounts)
+            shutil.copy2(source, tmp)
+        os.replace(tmp, target)
+    finally:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+    return target
 
 
 def trained_epoch(trainer: L.Trainer) -> int:
@@ -65,6 +94,7 @@ class WeightsCallback(L.Callback):
             module.hparams["class_names"],
             preprocess=module.hparams["preprocess"],
             metrics=metrics,
+            data=module.hparams.get("data"),
             trained={
                 "epoch": trained_epoch(trainer),
                 "step": trainer.global_step,
@@ -74,14 +104,20 @@ class WeightsCallback(L.Callback):
         )
 
     def on_validation_end(self, trainer: L.Trainer, module: Any) -> None:
-        if trainer.sanity_checking or not trainer.is_global_zero or module.evaluation is None:
+        fitting = trainer.state.fn == "fit"  # not trainer.validate after the fit
+        if (
+            not fitting
+            or trainer.sanity_checking
+            or not trainer.is_global_zero
+            or module.evaluation is None
+        ):
             return
-        self._save(trainer, module, LAST_WEIGHTS)
+        last = self._save(trainer, module, LAST_WEIGHTS)
         self.last_step = trainer.global_step
         score = module.evaluation[MONITOR]
         if self.best is None or score > self.best:
             self.best = score
-            path = self._save(trainer, module, BEST_WEIGHTS)
+            path = link_file(last, self.dirpath / BEST_WEIGHTS)  # the same weights: one file
             log.info("new best %s %.4f -> %s", MONITOR, score, path)
 
     def on_train_end(self, trainer: L.Trainer, module: Any) -> None:
@@ -94,6 +130,50 @@ class WeightsCallback(L.Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.best = state_dict.get("best")
+
+
+class SharedCheckpoint(ModelCheckpoint):
+    """Lightning's :class:`ModelCheckpoint`, except that a checkpoint another
+    ``SharedCheckpoint`` of the run has just written with the same training state (same step,
+    same loop progress: e.g. ``best.ckpt`` and ``last.ckpt`` after a validation that improved
+    the best) becomes a hard link to that file (:func:`link_file`) instead of a second copy.
+    Lightning writes checkpoints to a temporary file renamed into place, so the next save of
+    either name leaves the other intact. Rank 0 writes the link; every rank waits for it."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.saved: tuple[str, str] | None = None  # (training state, file) of the latest save
+
+    @staticmethod
+    def _state(trainer: L.Trainer) -> str:
+        loops = trainer.fit_loop.state_dict() if getattr(trainer, "fit_loop", None) else {}
+        return f"{trainer.global_step} {json.dumps(loops, sort_keys=True, default=str)}"
+
+    def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
+        state = self._state(trainer)
+        twin = next(
+            (
+                cb.saved[1]
+                for cb in trainer.checkpoint_callbacks
+                if isinstance(cb, SharedCheckpoint)
+                and cb is not self
+                and cb.saved is not None
+                and cb.saved[0] == state
+                and cb.saved[1] != filepath
+            ),
+            None,
+        )
+        # the same choice on every rank (the saves are collective): rank 0's file decides
+        found = twin is not None and trainer.is_global_zero and os.path.isfile(twin)
+        if not trainer.strategy.broadcast(found, src=0):
+            super()._save_checkpoint(trainer, filepath)
+        else:
+            if trainer.is_global_zero:
+                link_file(str(twin), filepath)
+            trainer.strategy.barrier("SharedCheckpoint")
+            self._last_global_step_saved = trainer.global_step
+            self._last_checkpoint_saved = filepath
+        self.saved = (state, filepath)
 
 
 class ValidationImages(L.Callback):

@@ -11,6 +11,7 @@ only, so Lightning ``.ckpt`` files load with ``torch.load(weights_only=True)`` a
 from __future__ import annotations
 
 import logging
+import time
 import warnings
 from collections.abc import Mapping
 from typing import Any, NamedTuple
@@ -82,6 +83,8 @@ class YoloModule(L.LightningModule):
         class_names: one name per class (from the DataModule).
         category_ids: original category id per class index (results carry these).
         preprocess: the DataModule's ``preprocess_config.to_dict()``; stored in checkpoints.
+        data: the run's resolved data config (``cfg.data``, builtins); stored in checkpoints, so
+            that ``evaluate.py checkpoint=`` scores the data the run validated on.
         ema_decay: EMA of the weights (``None``: off); ``ema_tau`` its ramp in optimizer steps.
         label_smoothing: class-target smoothing of the loss; 0 keeps the cfg's per-head
             ``[yolo] label_smooth_eps``, any other value replaces it on every head.
@@ -108,6 +111,7 @@ class YoloModule(L.LightningModule):
         class_names: list[str] | None = None,
         category_ids: list[int] | None = None,
         preprocess: Mapping[str, Any] | None = None,
+        data: Mapping[str, Any] | None = None,
         ema_decay: float | None = 0.9999,
         ema_tau: float = 2000.0,
         label_smoothing: float = 0.0,
@@ -141,6 +145,7 @@ class YoloModule(L.LightningModule):
                 if category_ids is not None
                 else list(range(config.num_classes)),
                 "preprocess": dict(preprocess or {}),
+                "data": dict(data) if data is not None else None,
                 "ema_decay": ema_decay,
                 "ema_tau": ema_tau,
                 "label_smoothing": label_smoothing,
@@ -171,8 +176,16 @@ class YoloModule(L.LightningModule):
         self._forward = torch.compile(self.model) if compile else self.model
         self.evaluator: CocoEvaluator | None = None
         self.evaluation: EvaluationResult | None = None  # of the latest validation
+        self.evaluated_step: int | None = None  # the global step of the weights it scored
         self.validation_sample: ValidationSample | None = None
         self._preprocess: PreprocessConfig | None = None  # from hparams, on the first batch
+        # the epoch line of train.log: [total, box, obj, cls] loss sums and batches (this rank's),
+        # the epoch's start time, and the validation run during the epoch
+        self._epoch_loss: torch.Tensor | None = None
+        self._epoch_batches = 0
+        self._epoch_start = 0.0
+        self._epoch_val: EvaluationResult | None = None
+        self._compile_start: float | None = None  # set while the first compiled step runs
 
     # -- loss -----------------------------------------------------------------------------------
     @property
@@ -229,6 +242,9 @@ class YoloModule(L.LightningModule):
                 f"trainer.precision=32; resume from the last good checkpoint with ckpt_path=..."
             )
         bs = images.shape[0]
+        parts = torch.stack([loss.total, loss.box, loss.obj, loss.cls]).detach().float()
+        self._epoch_loss = parts if self._epoch_loss is None else self._epoch_loss + parts
+        self._epoch_batches += 1
         self.log("train/loss", loss.total, prog_bar=True, batch_size=bs)
         self.log_dict(
             {"train/box": loss.box, "train/obj": loss.obj, "train/cls": loss.cls}, batch_size=bs
@@ -241,6 +257,52 @@ class YoloModule(L.LightningModule):
             lr = self.trainer.optimizers[0].param_groups[0]["lr"]
             self.log("lr", lr, prog_bar=True, logger=False, batch_size=bs)
         return loss.total
+
+    def on_train_epoch_start(self) -> None:
+        self._epoch_loss, self._epoch_batches, self._epoch_val = None, 0, None
+        self._epoch_start = time.perf_counter()
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        if self.hparams["compile"] and self._compile_start is None and self.global_step == 0:
+            log.info(
+                "compiling the network with torch.compile at the first training step (on a CPU "
+                "this takes minutes; each new input size compiles again)"
+            )
+            self._compile_start = time.perf_counter()
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self._compile_start is not None and self._compile_start > 0:
+            log.info(
+                "torch.compile: the first step (compilation, forward and backward) took %.1f s",
+                time.perf_counter() - self._compile_start,
+            )
+            self._compile_start = 0.0  # logged once
+
+    def on_train_epoch_end(self) -> None:
+        """One line per epoch in the log: the mean training loss of this rank's batches, its
+        parts, the validation of the epoch (when one ran), the learning rate and the time."""
+        if not self.trainer.is_global_zero or not self._epoch_batches:
+            return
+        total, box, obj, cls = (self._epoch_loss / self._epoch_batches).tolist()
+        val = (
+            f"val mAP {self._epoch_val['mAP']:.4f} mAP50 {self._epoch_val['mAP50']:.4f}"
+            if self._epoch_val is not None
+            else "no validation"
+        )
+        lr = self.trainer.optimizers[0].param_groups[0]["lr"] if self.trainer.optimizers else 0.0
+        log.info(
+            "epoch %d/%d step %d: train loss %.4f (box %.4f obj %.4f cls %.4f) | %s | lr %.3g | %.1f s",
+            self.current_epoch,
+            max(int(self.trainer.max_epochs or 0) - 1, self.current_epoch),
+            self.global_step,
+            total,
+            box,
+            obj,
+            cls,
+            val,
+            lr,
+            time.perf_counter() - self._epoch_start,
+        )
 
     def _darknet_cost_due(self) -> bool:
         """Whether this step logs ``train/darknet_cost`` (:meth:`YoloLoss.darknet_cost`, one more
@@ -304,10 +366,16 @@ class YoloModule(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         result = self.evaluator.compute()
         if not self.trainer.sanity_checking:  # a few sanity batches are no evaluation
-            self.evaluation = result
+            self.evaluation, self.evaluated_step = result, self.global_step
         # identical on every rank (gathered before COCOeval): averaging across ranks is a no-op
         self.log_dict({f"val/{k}": result.metrics[k] for k in METRIC_KEYS}, sync_dist=True)
-        if self.trainer.is_global_zero and not self.trainer.sanity_checking:
+        if self.trainer.sanity_checking:
+            return
+        fitting = self.trainer.state.fn == "fit"
+        if fitting:  # the epoch's line (on_train_epoch_end) reports it
+            self._epoch_val = result
+        mid_epoch = fitting and not self.trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
+        if self.trainer.is_global_zero and mid_epoch:
             log.info(
                 "epoch %d step %d: mAP %.4f mAP50 %.4f",
                 self.current_epoch,
@@ -315,3 +383,5 @@ class YoloModule(L.LightningModule):
                 result["mAP"],
                 result["mAP50"],
             )
+        elif self.trainer.is_global_zero and not fitting:  # the weights loaded, whatever epoch
+            log.info("validation: mAP %.4f mAP50 %.4f", result["mAP"], result["mAP50"])

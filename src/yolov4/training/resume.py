@@ -5,28 +5,58 @@ torch's default, which ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1`` turns off: either 
 ``.ckpt`` runs its code. Here the path must be a local file, it is read with
 :func:`yolov4.core.checkpoint.read_checkpoint` (``weights_only=True`` passed explicitly, which
 that variable cannot override), and it must be a Lightning checkpoint of this project whose
-network fits the run's model. ``train`` then hands Lightning the checked absolute path with
-``weights_only=True`` as well.
+network and class names fit the run's. ``train`` then hands Lightning the checked absolute path
+with ``weights_only=True`` as well.
+
+What a resume may change: :func:`config_changes` lists the keys where the run's saved config and
+the resumed one differ, :func:`unresumable` those that cannot continue the same training (the
+network, the data it is trained and validated on, the optimizer's kind); the rest (epochs, batch
+size, workers, logging, ...) are allowed and logged.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from yolov4.core.checkpoint import check_state_dict, read_checkpoint
-from yolov4.errors import CheckpointError
+from yolov4.errors import CheckpointError, ConfigError
 from yolov4.models import YOLOv4
 
-__all__ = ["read_resume_checkpoint", "check_resume_fits"]
+__all__ = [
+    "read_resume_checkpoint",
+    "check_resume_fits",
+    "config_changes",
+    "unresumable",
+    "format_changes",
+]
 
 URL = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://")
 LIGHTNING_KEYS = ("pytorch-lightning_version", "state_dict", "hyper_parameters")
 # the LightningModule attribute that holds the network (YoloModule.model)
 NETWORK_PREFIX = "model."
+# Config keys a resume cannot change (the network, the optimizer state's kind) and, under
+# ``data.``, the only keys it may change: the rest of ``data`` says which images and labels the
+# run trains and validates on, and how they are fed to the network.
+FIXED = ("model.", "optim.optimizer")
+RESUMABLE_MODEL = {"model.input_size"}
+RESUMABLE_DATA = {
+    "batch_size",
+    "val_batch_size",
+    "num_workers",
+    "persistent_workers",
+    "pin_memory",
+    "seed",
+    "strict",
+    "cache_dir",
+    "input_size",
+}
+# keys that differ on every resume by construction
+IGNORED = {"ckpt_path"}
+ABSENT = "<absent>"
 
 
 def read_resume_checkpoint(ckpt_path: str | os.PathLike) -> tuple[Path, dict[str, Any]]:
@@ -57,9 +87,29 @@ def read_resume_checkpoint(ckpt_path: str | os.PathLike) -> tuple[Path, dict[str
     return path, data
 
 
-def check_resume_fits(path: Path, data: Mapping[str, Any], model: YOLOv4) -> None:
-    """The network in a resume checkpoint against the run's ``model`` (keys and shapes), so that
-    a run with other overrides fails here naming the difference, not inside Lightning."""
+def check_resume_fits(
+    path: Path,
+    data: Mapping[str, Any],
+    model: YOLOv4,
+    class_names: Sequence[str] | None = None,
+) -> None:
+    """The network in a resume checkpoint against the run's ``model`` (keys and shapes) and its
+    class names against the run's data (``class_names``: same names, same order), so that a run
+    with other overrides fails here naming the difference, not inside Lightning or, for data
+    with other names, not at all."""
+    saved = (data.get("hyper_parameters") or {}).get("class_names")
+    if class_names is not None and saved is not None and list(saved) != list(class_names):
+        diff = [
+            f"{i}: {a!r} -> {b!r}"
+            for i, (a, b) in enumerate(zip(saved, class_names, strict=False))
+            if a != b
+        ]
+        raise ConfigError(
+            f"ckpt_path={path} holds a network trained on classes {list(saved)}; this run's data has "
+            f"{list(class_names)} ({'; '.join(diff[:5]) or 'other count'}): resume continues "
+            f"the same training with the data keys of the run that wrote it; to train on "
+            f"these classes start a new run with module.pretrained=<run>/weights/last.pt"
+        )
     sd = {
         k[len(NETWORK_PREFIX) :]: v
         for k, v in data["state_dict"].items()
@@ -72,3 +122,44 @@ def check_resume_fits(path: Path, data: Mapping[str, Any], model: YOLOv4) -> Non
             f"ckpt_path={path} does not fit this run's model; resume with the model and data "
             f"overrides of the run that wrote it. {e}"
         ) from e
+
+
+def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(node, Mapping) and node:
+        out: dict[str, Any] = {}
+        for k, v in node.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: node}
+
+
+def config_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """``{dotted key: (old value, new value)}`` where two configs (plain containers, as saved:
+    interpolations unresolved) differ; a key one of them lacks has :data:`ABSENT` there."""
+    a, b = _flatten(old), _flatten(new)
+    return {
+        k: (a.get(k, ABSENT), b.get(k, ABSENT))
+        for k in sorted(a.keys() | b.keys())
+        if k not in IGNORED and a.get(k, ABSENT) != b.get(k, ABSENT)
+    }
+
+
+def unresumable(changes: Mapping[str, Any]) -> list[str]:
+    """The keys of ``changes`` that cannot continue the run: ``model.*`` (but its input size),
+    ``optim.optimizer``, and ``data.*`` but batch sizes, workers, seed, cache and input size (a
+    change of ``data`` itself, e.g. ``data=coco``, changes its ``_target_`` and sources)."""
+    refused = []
+    for key in changes:
+        if key.startswith("data."):
+            if key.removeprefix("data.") not in RESUMABLE_DATA:
+                refused.append(key)
+        elif key in IGNORED or key in RESUMABLE_MODEL:
+            continue
+        elif key.startswith(FIXED) or key in {f.rstrip(".") for f in FIXED}:
+            refused.append(key)
+    return refused
+
+
+def format_changes(changes: Mapping[str, tuple[Any, Any]], keys: Sequence[str] = ()) -> str:
+    """``key: old -> new`` for ``keys`` (default: all of ``changes``), separated by ``; ``."""
+    return "; ".join(f"{k}: {changes[k][0]} -> {changes[k][1]}" for k in (keys or changes))

@@ -1,0 +1,145 @@
+"""``python train.py ckpt_path=<run>/checkpoints/last.ckpt [hydra.run.dir=<run>] [key=value ...]``:
+the resumed run is the run's own config (its ``.hydra/overrides.yaml`` composed again, which
+gives its ``.hydra/config.yaml``) with the resume command's overrides, in the run's directory.
+
+Before Hydra starts (it rewrites ``<run>/.hydra/`` as soon as it does), :func:`resume_argv`
+finds the run directory (``hydra.run.dir``, or the folder above ``checkpoints/``), puts the
+run's saved overrides under the command's (a key of the command wins), composes the result and
+compares it with the saved config: a change that cannot be resumed
+(:func:`yolov4.training.resume.unresumable`: model, data, optimizer kind) is refused with a
+:class:`ConfigError` naming the keys and nothing in the run is touched; the others are printed
+logged by ``train.py`` (:data:`RESUME_LOG`).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from yolov4.errors import ConfigError
+from yolov4.training.resume import config_changes, format_changes, unresumable
+
+__all__ = ["resume_argv", "merge_overrides", "run_directory", "main", "RESUME_LOG"]
+
+log = logging.getLogger(__name__)
+
+CONFIG_MODULE = "yolov4.configs"
+CONFIG_NAME = "train"
+SAVED_CONFIG = ".hydra/config.yaml"
+SAVED_OVERRIDES = ".hydra/overrides.yaml"
+# what resume_argv found, logged by train.py once Hydra has set up the log (train.log)
+RESUME_LOG: list[str] = []
+
+
+def _key(override: Any) -> tuple[str, str | None]:
+    return override.key_or_group, override.package
+
+
+def merge_overrides(saved: list[str], given: list[str]) -> list[str]:
+    """``saved`` (a run's ``overrides.yaml``) then ``given``; a saved override whose key (or
+    group) ``given`` sets again is dropped, so the command's value wins, and so is one under a
+    key or group ``given`` sets (``data=coco`` replaces the saved ``data.num_train=16``)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    keys = {_key(o) for o in parser.parse_overrides(given)}
+    nodes = tuple(f"{k}." for k, _ in keys)
+    kept = [
+        s
+        for s, o in zip(saved, parser.parse_overrides(saved))
+        if _key(o) not in keys and not o.key_or_group.startswith(nodes)
+    ]
+    return [*kept, *given]
+
+
+def _value(overrides: list[str], key: str) -> str | None:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    found = None
+    for o in OverridesParser.create().parse_overrides(overrides):
+        if o.key_or_group == key and not o.is_delete():
+            value = o.value()
+            found = None if value is None else str(value)
+    return found
+
+
+def run_directory(ckpt_path: str, run_dir: str | None) -> Path | None:
+    """The run whose config a resume continues: ``run_dir`` (``hydra.run.dir``) when it holds a
+    saved config, else ``<run>`` of ``<run>/checkpoints/<name>.ckpt``; ``None`` when neither
+    has ``.hydra/config.yaml``."""
+    candidates = [Path(run_dir)] if run_dir else []
+    ckpt = Path(ckpt_path).expanduser().absolute()
+    if ckpt.parent.name == "checkpoints":
+        candidates.append(ckpt.parent.parent)
+    return next((c for c in candidates if (c / SAVED_CONFIG).is_file()), None)
+
+
+def _compose(overrides: list[str]) -> dict[str, Any]:
+    from hydra import compose, initialize_config_module
+
+    with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
+        task = [o for o in overrides if not o.startswith(("hydra.", "hydra/"))]
+        cfg = compose(CONFIG_NAME, overrides=task)
+    return OmegaConf.to_container(cfg, resolve=False)
+
+
+def resume_argv(argv: list[str]) -> list[str]:
+    """``argv`` (``sys.argv``) for Hydra: unchanged unless it resumes (``ckpt_path=``) a run
+    with a saved config; then the run's overrides merged with the given ones
+    (:func:`merge_overrides`) and ``hydra.run.dir=<run>``. Raises :class:`ConfigError` naming
+    the keys when the resumed config changes what a resume cannot."""
+    from hydra._internal.utils import get_args_parser
+
+    RESUME_LOG.clear()
+    args = get_args_parser().parse_args(argv[1:])
+    given = list(args.overrides or [])
+    ckpt = _value(given, "ckpt_path")
+    if ckpt is None or args.multirun:
+        return argv
+    run_dir = _value(given, "hydra.run.dir")
+    run = run_directory(ckpt, run_dir)
+    if run is None:
+        RESUME_LOG.append(
+            f"resume: no {SAVED_CONFIG} beside ckpt_path={ckpt} (nor in hydra.run.dir): the "
+            f"config is the defaults with the command's overrides only"
+        )
+        return argv
+    saved = OmegaConf.to_container(OmegaConf.load(run / SAVED_OVERRIDES)) or []
+    merged = merge_overrides([str(s) for s in saved], given)
+    old = OmegaConf.to_container(OmegaConf.load(run / SAVED_CONFIG), resolve=False)
+    try:
+        new = _compose(merged)
+    except Exception:  # noqa: BLE001 - Hydra reports the same composition error itself
+        new = None
+    if new is not None:
+        changes = config_changes(old, new)
+        refused = unresumable(changes)
+        if refused:
+            raise ConfigError(
+                f"resume of {run}: {format_changes(changes, refused)} cannot be resumed "
+                f"(the checkpoint's network, data and optimizer are the run's: "
+                f"{run / SAVED_CONFIG}); resume with the run's model and data keys, or start a "
+                f"new run from its weights with module.pretrained={run}/weights/last.pt"
+            )
+        RESUME_LOG.append(
+            f"resume of {run} from {ckpt}: the run's config ({run / SAVED_CONFIG}) "
+            + (f"with {format_changes(changes)}" if changes else "unchanged")
+        )
+    flags = [a for a in argv[1:] if a not in set(given)]
+    extra = [] if run_dir else [f"hydra.run.dir={run}"]
+    return [argv[0], *flags, *merged, *extra]
+
+
+def main(app: Any) -> Any:
+    """Run the Hydra ``app`` on :func:`resume_argv`'s arguments; a refused resume exits with its
+    message (status 1) before anything is written."""
+    try:
+        sys.argv = resume_argv(sys.argv)
+    except ConfigError as e:
+        print(f"Error: ConfigError: {e}", file=sys.stderr)
+        raise SystemExit(1) from e
+    return app()

@@ -1,0 +1,82 @@
+"""Lightning's known noise, filtered from a run's output: the lines that say nothing about the run.
+
+Each entry is one exact message start, matched only at INFO level or below (a logging filter) or
+as that warning text and category (a warnings filter); warnings and errors of any other text
+pass. What is filtered, per run (about 19 lines):
+
+- ``Seed set to 0``; ``GPU available: False, used: False``; ``TPU available: False, using: 0 TPU
+  cores``; ``💡 Tip: ... litlogger / litmodels``; ``Loading `train_dataloader` to estimate number
+  of stepping batches.`` (INFO lines of Lightning's rank-zero and seed loggers);
+- torch's ``isinstance(treespec, LeafSpec) is deprecated`` FutureWarning, raised inside
+  Lightning's own ``_pytree.py``;
+- ``You passed Trainer(accelerator='cpu', precision='16-mixed') ...``: ``train.py`` logs what
+  ran instead (:func:`precision_note`);
+- on resume (``quiet_lightning(resuming=True)``): ``Checkpoint directory ... exists and is not
+  empty`` (it is the run's own) and the CSV logger's ``Experiment logs directory ... exists``;
+- the 13-line model summary table (``trainer.enable_model_summary: false`` in
+  ``configs/trainer/default.yaml``; ``train.py`` logs one line).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import warnings
+
+__all__ = ["quiet_lightning", "precision_note", "NOISE_LOGGERS", "NOISE_LINES"]
+
+# the loggers Lightning's rank_zero_info / seed_everything write to (fabric's or pytorch's
+# rank-zero logger, whichever is imported last)
+NOISE_LOGGERS = (
+    "lightning.pytorch.utilities.rank_zero",
+    "lightning.fabric.utilities.rank_zero",
+    "lightning.fabric.utilities.seed",
+)
+NOISE_LINES = (
+    r"Seed set to \d+",
+    r"GPU available: ",
+    r"TPU available: ",
+    r"HPU available: ",
+    r"💡 Tip: ",
+    r"Loading `train_dataloader` to estimate number of stepping batches",
+)
+NOISE_WARNINGS = (
+    (r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning),
+    (r"You passed `Trainer\(accelerator='cpu', precision='16-mixed'\)`", UserWarning),
+)
+# what a resume into its own run directory always meets
+RESUME_WARNINGS = (
+    (r"Checkpoint directory .* exists and is not empty", UserWarning),
+    (r"Experiment logs directory .* exists and is not empty", UserWarning),
+)
+# Trainer(precision=...) aliases, as Lightning names them
+PRECISION_ALIASES = {"16": "16-mixed", "bf16": "bf16-mixed", "32": "32-true", "64": "64-true"}
+
+
+class _DropLines(logging.Filter):
+    pattern = re.compile("|".join(f"(?:{p})" for p in NOISE_LINES))
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno > logging.INFO or not self.pattern.match(record.getMessage())
+
+
+def quiet_lightning(resuming: bool = False) -> None:
+    """Install the filters (idempotent); ``resuming``: also those of a resumed run."""
+    for name in NOISE_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropLines) for f in logger.filters):
+            logger.addFilter(_DropLines())
+    for message, category in (*NOISE_WARNINGS, *(RESUME_WARNINGS if resuming else ())):
+        warnings.filterwarnings("ignore", message=message, category=category)
+
+
+def precision_note(asked: object, ran: str, accelerator: str) -> str | None:
+    """A warning when the trainer runs another precision than ``trainer.precision`` asked
+    (Lightning turns ``16-mixed`` on a CPU into ``bf16-mixed``); ``None`` when the two agree."""
+    wanted = PRECISION_ALIASES.get(str(asked), str(asked))
+    if wanted == ran:
+        return None
+    return (
+        f"trainer.precision={asked} runs as {ran} on {accelerator} (this device has no "
+        f"{wanted} autocast); set trainer.precision={ran} to ask for it, or 32-true"
+    )

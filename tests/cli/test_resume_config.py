@@ -1,0 +1,126 @@
+"""Resume composes the run's saved config with the overrides given now (yolov4.cli.resume): the
+merge, the diff, what is refused, the run directory, on a run directory written as Hydra does."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+from hydra import compose, initialize_config_module
+from omegaconf import OmegaConf
+
+from yolov4 import ConfigError
+from yolov4.cli.resume import RESUME_LOG, merge_overrides, resume_argv, run_directory
+from yolov4.training.resume import ABSENT, config_changes, unresumable
+
+RUN_OVERRIDES = ["data.num_train=16", "data.data_seed=3", "trainer.max_epochs=2", "logger=csv"]
+
+
+@pytest.fixture
+def saved_run(tmp_path):
+    """A run directory as `python train.py <RUN_OVERRIDES>` leaves it: .hydra/config.yaml (the
+    composed config, unresolved) and .hydra/overrides.yaml, and checkpoints/last.ckpt."""
+    run = tmp_path / "run"
+    (run / ".hydra").mkdir(parents=True)
+    (run / "checkpoints").mkdir()
+    (run / "checkpoints/last.ckpt").write_bytes(b"")
+    with initialize_config_module(config_module="yolov4.configs", version_base="1.3"):
+        cfg = compose("train", overrides=RUN_OVERRIDES)
+    OmegaConf.save(cfg, run / ".hydra/config.yaml")
+    (run / ".hydra/overrides.yaml").write_text(yaml.safe_dump(RUN_OVERRIDES))
+    return run
+
+
+def test_given_overrides_replace_saved_ones_of_the_same_key():
+    saved = ["data.num_train=16", "trainer.max_epochs=2", "model=yolov4-tiny", "ckpt_path=a"]
+    given = ["trainer.max_epochs=3", "ckpt_path=b", "+trainer.profiler=simple"]
+    assert merge_overrides(saved, given) == [
+        "data.num_train=16",
+        "model=yolov4-tiny",
+        "trainer.max_epochs=3",
+        "ckpt_path=b",
+        "+trainer.profiler=simple",
+    ]
+    # a group given now replaces the saved keys under it
+    assert merge_overrides(saved, ["data=coco"]) == [*saved[1:], "data=coco"]
+
+
+def test_config_changes_and_what_cannot_be_resumed():
+    old = {"model": {"name": "yolov4-tiny"}, "data": {"num_train": 16, "batch_size": 8},
+           "trainer": {"max_epochs": 2}, "optim": {"optimizer": "adamw", "lr": 0.001},
+           "ckpt_path": None}  # fmt: skip
+    new = {"model": {"name": "yolov4"}, "data": {"batch_size": 4, "train": {"images": "x"}},
+           "trainer": {"max_epochs": 3}, "optim": {"optimizer": "sgd", "lr": 0.01},
+           "ckpt_path": "last.ckpt"}  # fmt: skip
+    changes = config_changes(old, new)
+    assert changes == {
+        "data.batch_size": (8, 4),
+        "data.num_train": (16, ABSENT),
+        "data.train.images": (ABSENT, "x"),
+        "model.name": ("yolov4-tiny", "yolov4"),
+        "optim.lr": (0.001, 0.01),
+        "optim.optimizer": ("adamw", "sgd"),
+        "trainer.max_epochs": (2, 3),
+    }
+    assert unresumable(changes) == [
+        "data.num_train",
+        "data.train.images",
+        "model.name",
+        "optim.optimizer",
+    ]
+    assert unresumable({"data.input_size": 1, "model.input_size": 1, "data.num_workers": 1}) == []
+
+
+def test_resume_argv_composes_the_runs_overrides_with_the_given_ones(saved_run):
+    ckpt = f"ckpt_path={saved_run}/checkpoints/last.ckpt"
+    argv = resume_argv(["train.py", ckpt, "trainer.max_epochs=3"])
+    # the run's data keys, the new epoch count, written into the run's own directory
+    assert argv == [
+        "train.py",
+        "data.num_train=16",
+        "data.data_seed=3",
+        "logger=csv",
+        ckpt,
+        "trainer.max_epochs=3",
+        f"hydra.run.dir={saved_run}",
+    ]
+    assert len(RESUME_LOG) == 1 and "trainer.max_epochs: 2 -> 3" in RESUME_LOG[0]
+    with initialize_config_module(config_module="yolov4.configs", version_base="1.3"):
+        cfg = compose("train", overrides=argv[1:-1])
+    assert (cfg.data.num_train, cfg.data.data_seed, cfg.trainer.max_epochs) == (16, 3, 3)
+
+
+def test_resume_argv_leaves_other_commands_alone(saved_run, tmp_path):
+    assert resume_argv(["train.py", "trainer.max_epochs=3"]) == ["train.py", "trainer.max_epochs=3"]
+    elsewhere = tmp_path / "copied.ckpt"  # no run directory around it: composed as given
+    argv = ["train.py", f"ckpt_path={elsewhere}"]
+    assert resume_argv(argv) == argv and "no .hydra/config.yaml" in RESUME_LOG[0]
+    # hydra.run.dir names the run when the checkpoint lies elsewhere
+    assert run_directory(str(elsewhere), str(saved_run)) == saved_run
+    assert run_directory(f"{saved_run}/checkpoints/last.ckpt", None) == saved_run
+
+
+@pytest.mark.parametrize(
+    "override, keys",
+    [
+        ("model=yolov4", ["model.name: yolov4-tiny -> yolov4"]),
+        (
+            "data=coco",
+            [
+                "data._target_: yolov4.data.datamodule.SyntheticDataModule -> ",
+                "data.num_train: 16 -> <absent>",
+                "data.train._target_",
+            ],
+        ),  # fmt: skip
+        ("data.num_train=500", ["data.num_train: 16 -> 500"]),
+        ("optim=sgd", ["optim.optimizer: adamw -> sgd"]),
+    ],
+)
+def test_a_change_that_cannot_be_resumed_is_refused_naming_the_keys(saved_run, override, keys):
+    before = (saved_run / ".hydra/config.yaml").read_bytes()
+    ckpt = f"ckpt_path={saved_run}/checkpoints/last.ckpt"
+    with pytest.raises(ConfigError, match="cannot be resumed") as e:
+        resume_argv(["train.py", ckpt, override, f"hydra.run.dir={saved_run}"])
+    for key in keys:
+        assert key in str(e.value)
+    assert "trainer.max_epochs" not in str(e.value)  # only what is refused
+    assert (saved_run / ".hydra/config.yaml").read_bytes() == before
