@@ -64,7 +64,7 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-DEFAULT_GATE_POINTS = 1.0  # mAP50 points a reduced precision may lose against fp32 (issue 14)
+DEFAULT_GATE_POINTS = 1.0  # mAP50 points a reduced precision may lose against fp32
 # parity vs PyTorch on calibration images (see _parity): the mean probability difference, and
 # the worst box difference of served predictions relative to the largest served coordinate (or
 # the input side). Measured INT8: the tests' overfit 64-px yolov4-tiny, boxes within 2.8 px of
