@@ -189,8 +189,8 @@ def _bash_array(text: str, name: str) -> set[str]:
 
 
 def test_the_wheels_cover_every_import_the_gpu_run_needs():
-    """Every third-party module that src/yolov4 imports (the service's FastAPI stack and the
-    opt-in backends aside), with its requirements, is on the GPU machine or among the wheels."""
+    """Every third-party module that src/yolov4 imports (the service's FastAPI stack, the
+    opt-in backends and tracking aside), with its requirements, is on the GPU machine or among the wheels."""
     import ast
     import importlib.metadata as md
 
@@ -200,6 +200,7 @@ def test_the_wheels_cover_every_import_the_gpu_run_needs():
     wheels, machine = _bash_array(text, "DISTS"), _bash_array(text, "MACHINE_HAS")
     assert not wheels & machine
     optional = {"faster_coco_eval", "openvino", "nncf", "fastapi", "starlette", "uvicorn", "h11"}
+    optional |= {"trackers", "supervision", "motmetrics"}  # the `track` extra: predict.py track=
     modules = set()
     for path in (ROOT / "src" / "yolov4").rglob("*.py"):
         if "serve" in path.parts:

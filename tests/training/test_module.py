@@ -227,8 +227,9 @@ def test_validation_images_logs_the_grid_and_pr_curve(tmp_path, synthetic_cache,
 
 
 def test_module_config_mirrors_the_constructor():
-    """configs/module/default.yaml holds every YoloModule argument except the five the CLIs take
-    from the run (model, optim, data), with the constructor's defaults."""
+    """configs/module/default.yaml holds every YoloModule argument except those the CLIs take
+    from the run (model, optim, the data's classes, category ids, preprocess and config), with
+    the constructor's defaults."""
     import inspect
     from pathlib import Path
 
@@ -240,7 +241,7 @@ def test_module_config_mirrors_the_constructor():
     node = yaml.safe_load((configs / "module" / "default.yaml").read_text())
     assert node["_target_"] == "yolov4.training.module.YoloModule" and node["_partial_"] is True
     params = inspect.signature(YoloModule).parameters
-    runtime = {"model", "optim", "class_names", "category_ids", "preprocess"}
+    runtime = {"model", "optim", "class_names", "category_ids", "preprocess", "data"}
     keys = {k for k in node if not k.startswith("_")}
     assert keys == set(params) - runtime
     for k in keys - {"eval"}:

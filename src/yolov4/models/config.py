@@ -377,7 +377,9 @@ class ModelConfig:
         ):
             raise ConfigError(f"model.scale_x_y must be >= 1 per head, got {list(self.scale_x_y)}")
         # the network as built (head filters follow num_classes) at its input size
-        budget.check_network(resolve_layers(config_sections(self)), self.input_size)
+        budget.check_network(
+            resolve_layers(config_sections(self, loss_keys=False)), self.input_size
+        )
 
     @functools.cached_property
     def max_stride(self) -> int:
@@ -468,10 +470,12 @@ def _put(s: Section, key: str, value: Any, default: Any = ...) -> None:
         s.options[key] = _fmt(value)
 
 
-def config_sections(config: ModelConfig) -> list[Section]:
+def config_sections(config: ModelConfig, loss_keys: bool = True) -> list[Section]:
     """The cfg's sections with ``config`` applied: ``[net]`` size, every ``[yolo]``'s classes,
     anchors, masks and keys, and the filters of the layer in front of it. The network is built
-    from these, and :func:`yolov4.darknet.write_darknet_cfg` writes them back."""
+    from these, and :func:`yolov4.darknet.write_darknet_cfg` writes them back.
+    ``loss_keys=False`` leaves the ``[yolo]`` training keys (``PER_HEAD_KEYS``) as the cfg has
+    them: what the network's shapes alone need (the resource budget)."""
     source = f"{config.name}.cfg" if config.cfg is None else f"{config.name} (cfg text)"
     sections = parse_cfg(config.cfg_text(), source)
     heads = yolo_heads(sections)
@@ -491,7 +495,7 @@ def config_sections(config: ModelConfig) -> list[Section]:
         _put(y, "anchors", anchors)
         _put(y, "classes", config.num_classes)
         _put(y, "num", len(config.anchors))
-        for key, default in PER_HEAD_KEYS.items():
+        for key, default in PER_HEAD_KEYS.items() if loss_keys else ():
             value = getattr(config, key)[h]
             if key == "iou_thresh" and value is None:
                 value = 1.0 if "iou_thresh" in y.options else None
