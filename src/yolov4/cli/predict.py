@@ -5,7 +5,7 @@ files, videos, cameras and streams (:mod:`yolov4.inference.sources`), written as
 Every source and option is checked before the model is loaded. Files decode on a thread ahead
 of the model, ``batch`` images or frames per call; a file or frame that does not decode is
 skipped and reported. Ctrl-C or SIGTERM ends the run with every file complete (videos
-finalised).
+finalised). ``track=`` adds object ids, trails and counts (:mod:`yolov4.cli.tracking`).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from omegaconf import DictConfig
 
 from yolov4.cli.common import to_builtin
 from yolov4.cli.sources import load_predictor, model_source
+from yolov4.cli.tracking import Tracks, check_track_sources, tracking_options
 from yolov4.errors import ConfigError
 from yolov4.inference import Predictor
 from yolov4.inference.sources import Frame, open_sources, prefetch
@@ -138,9 +139,10 @@ def run(
     summary: Summary,
     cfg: DictConfig,
     interrupts: Interrupts | None = None,
+    tracks: Tracks | None = None,
 ) -> None:
     """Every source through ``predictor`` into ``writer``, counting in ``summary``; a signal
-    ends it between two writes (``interrupts``)."""
+    ends it between two writes (``interrupts``). ``tracks``: ids, trails and counts."""
     interrupts = interrupts or Interrupts()
     lengths = [len(s) for s in sources]
     progress = Progress(sum(lengths) if all(lengths) else None, bool(cfg.get("progress", True)))
@@ -148,19 +150,23 @@ def run(
     stop = threading.Event()
     live = [s for s in sources if s.live]
     # the files and videos one after the other, then the live sources together
-    streams: list[tuple[Iterator[Frame], int]] = [
-        (prefetch(s.frames(), 2 * batch, stop), batch) for s in sources if not s.live
+    streams: list[tuple[Iterator[Frame], int, bool]] = [
+        (prefetch(s.frames(), 2 * batch, stop), batch, False) for s in sources if not s.live
     ]
     if len(live) == 1:  # newest frame: one at a time; a queue: what the model can take
-        streams.append((live[0].frames(), batch if live[0].buffer else 1))
+        streams.append((live[0].frames(), batch if live[0].buffer else 1, True))
     elif live:
-        streams.append((interleave_live(live), len(live)))
+        streams.append((interleave_live(live), len(live), True))
     try:
-        for frames, size in streams:
+        for frames, size, is_live in streams:
             for chunk in _chunks(frames, size, summary, progress):
                 for f, dets in zip(chunk, _detect(predictor, [f.image for f in chunk], cfg)):
+                    overlay = None
+                    if tracks is not None:
+                        dets = tracks.update(f, dets, is_live)
+                        overlay = tracks.overlay(f)
                     with interrupts.deferred():
-                        writer.write(f, dets)
+                        writer.write(f, dets, overlay)
                         summary.add(f, dets)
                 progress.update(len(chunk))
     finally:
@@ -207,6 +213,7 @@ class Interrupts:
 def predict(cfg: DictConfig) -> dict[str, Any]:
     """Run ``cfg``'s model on ``cfg.source``; returns the summary (also ``summary.json``)."""
     check_options(cfg)
+    tracking = tracking_options(cfg)
     model_source(cfg)
     sources = open_sources(
         to_builtin(cfg.source),
@@ -215,18 +222,23 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
         max_frames=cfg.get("max_frames"),
     )
     summary = Summary()
-    writer = None
+    writer = tracks = None
     try:
+        if tracking is not None:
+            check_track_sources(sources, to_builtin(cfg.source))
         predictor = load_predictor(cfg)
         out = Path(cfg.output or cfg.paths.output_dir)
         writer = PredictionWriter(out, bool(cfg.save), bool(cfg.save_txt), bool(cfg.save_crops))
+        tracks = None if tracking is None else Tracks(tracking, out)
         summary = Summary()  # the run's time, from here
         with Interrupts().installed() as interrupts:
             try:
-                run(predictor, sources, writer, summary, cfg, interrupts)
+                run(predictor, sources, writer, summary, cfg, interrupts, tracks)
             except KeyboardInterrupt:
                 summary.interrupted = True
     finally:
+        if tracks is not None:
+            summary.tracking = tracks.close()
         for s in sources:
             s.close()
             summary.dropped_frames += getattr(s, "dropped", 0)

@@ -7,6 +7,9 @@
                            ``data=yolo`` reads back (``labels/<stem>_<frame>.txt`` for video frames)
     crops/<class>/<stem>_<k>.jpg   save_crops: each detection cut from the original image
     summary.json           :class:`Summary`: images, frames, detections per class, skipped, time
+                           (and with track=: tracks and line / zone counts per source)
+    counts.csv             track= with count_line / count_zone: one row per frame
+                           (predict.py's ``track=``)
 
 Files are flushed as they are written; :meth:`PredictionWriter.close` (called in a ``finally``)
 finalises every video, so an interrupted run leaves complete, playable files.
@@ -17,6 +20,7 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -81,6 +85,7 @@ class Summary:
     dropped_frames: int = 0
     reconnects: int = 0
     interrupted: bool = False
+    tracking: dict[str, Any] | None = None  # track=: tracker, tracks and counts per source
     start: float = field(default_factory=time.perf_counter)
 
     def skip(self, message: str) -> None:
@@ -111,6 +116,7 @@ class Summary:
             "interrupted": self.interrupted,
             "seconds": round(seconds, 3),
             "per_second": round(done / seconds, 3) if seconds > 0 else None,
+            **({"tracking": self.tracking} if self.tracking is not None else {}),
         }
 
     def text(self) -> str:
@@ -125,6 +131,14 @@ class Summary:
             lines.append(
                 f"live: {d['dropped_frames']} frames dropped (newest-frame policy), "
                 f"{d['reconnects']} reconnects"
+            )
+        for name, track in ((self.tracking or {}).get("sources") or {}).items():
+            counts = track.get("counts", {})
+            line = counts.get("line")
+            lines.append(
+                f"{name}: {track['tracks']} tracks"
+                + (f", line in {line['in']} out {line['out']}" if line else "")
+                + (f", zone max {counts['zone']['max']}" if "zone" in counts else "")
             )
         if self.skipped_count:
             lines.append(f"skipped {self.skipped_count}: " + "; ".join(self.skipped[:5]))
@@ -155,8 +169,14 @@ class PredictionWriter:
             self._names[key] = name
         return self._names[key]
 
-    def write(self, frame: Frame, dets: Any) -> dict[str, Any]:
-        """The outputs of one decoded image or frame and its detections; returns its record."""
+    def write(
+        self,
+        frame: Frame,
+        dets: Any,
+        overlay: Callable[[np.ndarray, Any], np.ndarray] | None = None,
+    ) -> dict[str, Any]:
+        """The outputs of one decoded image or frame and its detections; returns its record.
+        ``overlay(image, dets)`` draws more on the annotated image (track ids and trails)."""
         record = prediction_record(dets, frame.source, frame.file, frame.frame, frame.timestamp_ms)
         self._jsonl.write(json.dumps(record) + "\n")
         self._jsonl.flush()
@@ -166,6 +186,8 @@ class PredictionWriter:
             stem = f"{stem}_{frame.frame}"
         if self.save:
             drawn = draw_detections(frame.image, dets)
+            if overlay is not None:
+                drawn = overlay(drawn, dets)
             if frame.frame is None:
                 self._image(self.out / name, drawn)
             else:
