@@ -6,10 +6,16 @@ Every source and option is checked before the model is loaded. Files decode on a
 of the model, ``batch`` images or frames per call; a file or frame that does not decode is
 skipped and reported. Ctrl-C or SIGTERM ends the run with every file complete (videos
 finalised). ``track=`` adds object ids, trails and counts (:mod:`yolov4.cli.tracking`).
+
+``trainer=<default | gpu | ddp>`` (the training's Trainer group) runs image files instead with
+Lightning's ``Trainer.predict`` (:func:`yolov4.training.predict.predict_files`): a project
+checkpoint, files sharded over DDP ranks, GPUs and nodes, ``predictions.jsonl`` (the same records)
+and ``skipped.jsonl`` only.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import sys
@@ -21,14 +27,14 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from yolov4.cli.common import to_builtin
 from yolov4.cli.sources import load_predictor, model_source
 from yolov4.cli.tracking import Tracks, check_track_sources, tracking_options
 from yolov4.errors import ConfigError
 from yolov4.inference import Predictor
-from yolov4.inference.sources import Frame, open_sources, prefetch
+from yolov4.inference.sources import Frame, ImageFiles, open_sources, prefetch
 from yolov4.inference.streams import interleave_live
 from yolov4.inference.writers import PredictionWriter, Summary
 
@@ -57,6 +63,7 @@ def check_options(cfg: DictConfig) -> None:
     _number(cfg, "tile_overlap", lambda v: 0 <= v < 1, "a number in [0, 1)")
     _number(cfg, "reconnect_timeout", lambda v: v >= 0, "a number of seconds >= 0")
     _number(cfg, "max_frames", lambda v: v >= 1, "an integer >= 1 or null", True)
+    _number(cfg, "workers", lambda v: v >= 0, "an integer >= 0", True)
     classes = to_builtin(cfg.get("classes"))
     if classes is not None and (
         not isinstance(classes, list) or not all(isinstance(c, int | str) for c in classes)
@@ -210,9 +217,76 @@ class Interrupts:
             raise KeyboardInterrupt("signal")
 
 
+# options the sharded mode (trainer=) does not offer: it writes the records only
+NOT_SHARDED = ("artifact", "darknet_weights", "track", "tracker", "tile", "save_txt", "save_crops")
+
+
+def sharded(cfg: DictConfig) -> dict[str, Any]:
+    """``trainer=``: the image files of ``cfg.source`` through ``predict_files`` (module
+    docstring); returns the summary (rank 0 also writes ``summary.json``)."""
+    given = [k for k in NOT_SHARDED if cfg.get(k)]
+    if given:
+        raise ConfigError(
+            f"trainer= (sharded predict over ranks) takes checkpoint= and writes the records "
+            f"only; {given[0]}={cfg.get(given[0])} is not available with it"
+        )
+    if model_source(cfg) != "checkpoint":
+        raise ConfigError("trainer= (sharded predict over ranks) runs a checkpoint=...")
+    sources = open_sources(to_builtin(cfg.source))
+    for s in sources:
+        s.close()
+    other = [s for s in sources if not isinstance(s, ImageFiles)]
+    if other:
+        raise ConfigError(
+            f"trainer= (sharded predict over ranks) takes image files (a folder, glob or list); "
+            f"source {other[0].source!r} is a {type(other[0]).__name__}"
+        )
+    from lightning.pytorch.utilities import rank_zero_only
+
+    from yolov4.training.predict import SKIPPED, predict_files
+
+    out = Path(cfg.output or cfg.paths.output_dir)
+    node = OmegaConf.to_container(cfg.trainer, resolve=False)
+    node.pop("_target_", None)
+    node["default_root_dir"] = str(out)
+    kwargs = OmegaConf.to_container(OmegaConf.create(node), resolve=True)
+    if not cfg.get("progress", True):
+        kwargs["enable_progress_bar"] = False
+    summary = Summary()
+    path = predict_files(
+        cfg.checkpoint,
+        [str(f) for s in sources for f in s.files],
+        out,
+        kwargs,
+        batch_size=int(cfg.batch),
+        num_workers=int(cfg.workers),
+        conf=cfg.get("conf"),
+        iou=cfg.get("iou"),
+        max_det=cfg.get("max_det"),
+        classes=to_builtin(cfg.get("classes")),
+        sources=[s.source for s in sources for _ in s.files],
+    )
+    with path.open(encoding="utf-8") as f:
+        for line in f:
+            record = json.loads(line)
+            summary.images += 1
+            summary.detections.update(d["class_name"] for d in record["detections"])
+    with (out / SKIPPED).open(encoding="utf-8") as f:
+        for line in f:
+            entry = json.loads(line)
+            summary.skip(f"{entry['file']}: {entry['error']}")
+    if rank_zero_only.rank == 0:
+        (out / "summary.json").write_text(json.dumps(summary.to_dict(), indent=2) + "\n")
+        print(summary.text())
+        log.info("wrote %s", out)
+    return summary.to_dict()
+
+
 def predict(cfg: DictConfig) -> dict[str, Any]:
     """Run ``cfg``'s model on ``cfg.source``; returns the summary (also ``summary.json``)."""
     check_options(cfg)
+    if cfg.get("trainer") is not None:
+        return sharded(cfg)
     tracking = tracking_options(cfg)
     model_source(cfg)
     sources = open_sources(
