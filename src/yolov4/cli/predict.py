@@ -2,8 +2,9 @@
 files, videos, cameras and streams (:mod:`yolov4.inference.sources`), written as annotated files,
 ``predictions.jsonl``, labels and crops (:mod:`yolov4.inference.writers`).
 
-Every source and option is checked before the model is loaded. Files decode on a thread ahead
-of the model, ``batch`` images or frames per call; a file or frame that does not decode is
+Every source and option is checked before the model is loaded. Files decode and preprocess on a
+thread ahead of the model (:meth:`~yolov4.inference.Predictor.prepare`), ``batch`` images or
+frames per call; a file or frame that does not decode is
 skipped and reported. Ctrl-C or SIGTERM ends the run with every file complete (videos
 finalised). ``track=`` adds object ids, trails and counts (:mod:`yolov4.cli.tracking`).
 
@@ -15,6 +16,7 @@ and ``skipped.jsonl`` only.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import signal
@@ -32,7 +34,7 @@ from omegaconf import DictConfig, OmegaConf
 from yolov4.cli.common import to_builtin
 from yolov4.cli.sources import load_predictor, model_source
 from yolov4.cli.tracking import Tracks, check_track_sources, tracking_options
-from yolov4.errors import ConfigError
+from yolov4.errors import ConfigError, InputError
 from yolov4.inference import Predictor
 from yolov4.inference.sources import Frame, ImageFiles, open_sources, prefetch
 from yolov4.inference.streams import interleave_live
@@ -41,6 +43,7 @@ from yolov4.inference.writers import PredictionWriter, Summary
 __all__ = ["predict", "hydra_main", "check_options"]
 
 log = logging.getLogger(__name__)
+Item = tuple[Frame, Any]  # a frame and its network input (Predictor.prepare), or None
 PROGRESS_EVERY_S = 0.5  # progress line refresh on a terminal (10x that in a log file)
 
 
@@ -109,19 +112,37 @@ class Progress:
             self._print(time.perf_counter(), "\r" if self.tty else "", "\n")
 
 
-def _chunks(
-    frames: Iterator[Frame], size: int, summary: Summary, progress: Progress
-) -> Iterator[list[Frame]]:
-    """Decoded frames in lists of up to ``size``; undecodable ones reported in ``summary``."""
-    chunk: list[Frame] = []
+def _prepared(frames: Iterator[Frame], predictor: Predictor, prepare: bool) -> Iterator[Item]:
+    """Each frame with its network input when ``prepare`` (the preprocessing a reader thread
+    does ahead of the model), else None (tiles cut their own; live frames wait for the model
+    as they are, so the newest one is taken)."""
     for f in frames:
+        if f.image is None or not prepare:
+            yield f, None
+            continue
+        try:
+            [prepared] = predictor.prepare(f.image)
+        except InputError as e:
+            yield dataclasses.replace(f, image=None, error=f"{f.file or f.source}: {e}"), None
+            continue
+        yield f, prepared
+
+
+def _chunks(
+    items: Iterator[Item], size: int, summary: Summary, progress: Progress
+) -> Iterator[list[Item]]:
+    """Decoded frames (with their inputs) in lists of up to ``size``; undecodable ones reported
+    in ``summary``."""
+    chunk: list[Item] = []
+    for item in items:
+        f = item[0]
         if f.image is None:
             message = f.error or f"{f.file or f.source}: cannot be decoded"
             summary.skip(message)
             log.warning("skipped: %s", message)
             progress.update(1)
             continue
-        chunk.append(f)
+        chunk.append(item)
         if len(chunk) == size:
             yield chunk
             chunk = []
@@ -129,10 +150,13 @@ def _chunks(
         yield chunk
 
 
-def _detect(predictor: Predictor, images: list[Any], cfg: DictConfig) -> list[Any]:
+def _detect(predictor: Predictor, chunk: list[Item], cfg: DictConfig) -> list[Any]:
     post = {k: cfg.get(k) for k in ("conf", "iou", "max_det")}
     post["classes"] = to_builtin(cfg.get("classes"))
+    images = [f.image for f, _ in chunk]
     if not cfg.get("tile"):
+        if all(p is not None for _, p in chunk):
+            return predictor.predict_prepared([p for _, p in chunk], **post)
         return predictor(images, **post)
     tiled = _tiler()
     size, overlap = cfg.get("tile_size"), float(cfg.get("tile_overlap", 0.2))
@@ -157,17 +181,20 @@ def run(
     stop = threading.Event()
     live = [s for s in sources if s.live]
     # the files and videos one after the other, then the live sources together
-    streams: list[tuple[Iterator[Frame], int, bool]] = [
-        (prefetch(s.frames(), 2 * batch, stop), batch, False) for s in sources if not s.live
+    tile = bool(cfg.get("tile"))
+    streams: list[tuple[Iterator[Item], int, bool]] = [
+        (prefetch(_prepared(s.frames(), predictor, not tile), 2 * batch, stop), batch, False)
+        for s in sources
+        if not s.live
     ]
     if len(live) == 1:  # newest frame: one at a time; a queue: what the model can take
-        streams.append((live[0].frames(), batch if live[0].buffer else 1, True))
+        streams.append((_prepared(live[0].frames(), predictor, False), batch if live[0].buffer else 1, True))  # fmt: skip
     elif live:
-        streams.append((interleave_live(live), len(live), True))
+        streams.append((_prepared(interleave_live(live), predictor, False), len(live), True))
     try:
-        for frames, size, is_live in streams:
-            for chunk in _chunks(frames, size, summary, progress):
-                for f, dets in zip(chunk, _detect(predictor, [f.image for f in chunk], cfg)):
+        for items, size, is_live in streams:
+            for chunk in _chunks(items, size, summary, progress):
+                for (f, _), dets in zip(chunk, _detect(predictor, chunk, cfg)):
                     overlay = None
                     if tracks is not None:
                         dets = tracks.update(f, dets, is_live)
