@@ -108,6 +108,7 @@ def test_a_list_keeps_each_entrys_source(run, checkpoint, folder):
         (["tile=true"], "tile=True"),
         (["save_txt=true"], "save_txt"),
         (["workers=-1"], "workers"),
+        (["classes=[a]"], "class ids"),
     ],
 )
 def test_what_sharded_mode_does_not_offer_fails_first(run, folder, monkeypatch, overrides, named):

@@ -259,6 +259,11 @@ def sharded(cfg: DictConfig) -> dict[str, Any]:
         )
     if model_source(cfg) != "checkpoint":
         raise ConfigError("trainer= (sharded predict over ranks) runs a checkpoint=...")
+    classes = to_builtin(cfg.get("classes"))
+    if classes is not None and not all(isinstance(c, int) for c in classes):
+        raise ConfigError(
+            f"trainer= (sharded predict) takes class ids in classes=, got {classes!r}"
+        )
     sources = open_sources(to_builtin(cfg.source))
     for s in sources:
         s.close()
@@ -290,7 +295,7 @@ def sharded(cfg: DictConfig) -> dict[str, Any]:
         conf=cfg.get("conf"),
         iou=cfg.get("iou"),
         max_det=cfg.get("max_det"),
-        classes=to_builtin(cfg.get("classes")),
+        classes=classes,
         sources=[s.source for s in sources for _ in s.files],
     )
     with path.open(encoding="utf-8") as f:
