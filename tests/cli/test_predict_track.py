@@ -270,3 +270,19 @@ def test_unrelated_images_are_refused(run, video, tmp_path):
         run(None, None, f"source={image}", "track=bytetrack")
     with pytest.raises(ConfigError, match="unrelated images"):
         run(None, None, f"source=[{image},{path}]", "track=bytetrack")
+
+
+def test_tracked_labels_carry_the_id():
+    from dataclasses import replace
+
+    from yolov4.inference.predictor import Detections
+    from yolov4.inference.writers import draw_detections
+
+    image = np.full((120, 160, 3), 128, np.uint8)
+    dets = Detections(np.array([[20, 40, 90, 100]], np.float32), np.array([0.9], np.float32),
+                      np.array([0]), ["circle"], (120, 160))  # fmt: skip
+    plain = draw_detections(image, dets)
+    tracked = draw_detections(image, replace(dets, track_ids=np.array([7])))
+    assert (plain[40:] == tracked[40:]).all()  # the same box
+    assert (plain[:40] != tracked[:40]).any()  # a longer label above it: "#7 circle 0.90"
+    assert (draw_detections(image, replace(dets, track_ids=np.array([-1]))) == plain).all()

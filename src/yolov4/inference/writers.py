@@ -44,15 +44,18 @@ PALETTE = ((31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 1
 
 def draw_detections(image: np.ndarray, dets: Any) -> np.ndarray:
     """A copy of ``image`` ``(H, W, 3)`` uint8 RGB with ``dets``' boxes and ``name score``
-    labels drawn."""
+    labels drawn (``#id name score`` for tracked detections)."""
     out = np.ascontiguousarray(image).copy()
     thick = max(1, round(max(out.shape[:2]) / 400))
     scale = max(0.35, max(out.shape[:2]) / 1600)
-    for box, score, cid, name in zip(dets.boxes, dets.scores, dets.class_ids, dets.class_names):
+    ids = dets.track_ids if getattr(dets, "track_ids", None) is not None else [-1] * len(dets)
+    for box, score, cid, name, tid in zip(
+        dets.boxes, dets.scores, dets.class_ids, dets.class_names, ids
+    ):
         color = PALETTE[int(cid) % len(PALETTE)]
         x1, y1, x2, y2 = (int(round(float(v))) for v in box)
         cv2.rectangle(out, (x1, y1), (x2, y2), color, thick)
-        label = f"{name} {float(score):.2f}"
+        label = (f"#{int(tid)} " if tid >= 0 else "") + f"{name} {float(score):.2f}"
         (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
         top = max(0, y1 - th - base - 2)
         cv2.rectangle(out, (x1, top), (x1 + tw + 4, top + th + base + 2), color, -1)
@@ -176,7 +179,7 @@ class PredictionWriter:
         overlay: Callable[[np.ndarray, Any], np.ndarray] | None = None,
     ) -> dict[str, Any]:
         """The outputs of one decoded image or frame and its detections; returns its record.
-        ``overlay(image, dets)`` draws more on the annotated image (track ids and trails)."""
+        ``overlay(image, dets)`` draws on a copy of the image under the boxes (track trails)."""
         record = prediction_record(dets, frame.source, frame.file, frame.frame, frame.timestamp_ms)
         self._jsonl.write(json.dumps(record) + "\n")
         self._jsonl.flush()
@@ -185,9 +188,8 @@ class PredictionWriter:
         if frame.frame is not None:
             stem = f"{stem}_{frame.frame}"
         if self.save:
-            drawn = draw_detections(frame.image, dets)
-            if overlay is not None:
-                drawn = overlay(drawn, dets)
+            image = frame.image if overlay is None else overlay(frame.image.copy(), dets)
+            drawn = draw_detections(image, dets)
             if frame.frame is None:
                 self._image(self.out / name, drawn)
             else:
