@@ -283,6 +283,6 @@ def test_tracked_labels_carry_the_id():
                       np.array([0]), ["circle"], (120, 160))  # fmt: skip
     plain = draw_detections(image, dets)
     tracked = draw_detections(image, replace(dets, track_ids=np.array([7])))
-    assert (plain[40:] == tracked[40:]).all()  # the same box
+    assert (plain[44:] == tracked[44:]).all()  # the same box
     assert (plain[:40] != tracked[:40]).any()  # a longer label above it: "#7 circle 0.90"
     assert (draw_detections(image, replace(dets, track_ids=np.array([-1]))) == plain).all()
