@@ -2,7 +2,8 @@
 serve): each connection sends ``per_connection`` frames at ``fps`` and then cuts the connection
 in the middle of a frame; :meth:`MjpegServer.stop` / :meth:`start` take the server down and bring
 it back on the same port. Frame ``k`` of connection ``c`` is a flat image of grey level
-``level(c, k)``, so a reader can tell which frames it got."""
+``level(c, k)``, so a reader can tell which frames it got; with ``frames`` (RGB images) it is
+``frames[(c * per_connection + k) % len(frames)]`` instead: a video cut between connections."""
 
 from __future__ import annotations
 
@@ -28,9 +29,15 @@ class _Server(socketserver.ThreadingTCPServer):
 
 class MjpegServer:
     def __init__(
-        self, per_connection: int = 20, fps: float = 50.0, size=(48, 64), max_connections: int = 2
+        self,
+        per_connection: int = 20,
+        fps: float = 50.0,
+        size=(48, 64),
+        max_connections: int = 2,
+        frames: list[np.ndarray] | None = None,
     ) -> None:
         self.per_connection, self.fps, self.size = per_connection, fps, size
+        self.frames = frames
         self.max_connections = max_connections  # later requests are closed unanswered
         self.connections = 0
         self.port = 0
@@ -58,6 +65,9 @@ class MjpegServer:
                 try:
                     for k in range(owner.per_connection):
                         image = np.full((*owner.size, 3), level(c, k), np.uint8)
+                        if owner.frames is not None:
+                            i = (c * owner.per_connection + k) % len(owner.frames)
+                            image = cv2.cvtColor(owner.frames[i], cv2.COLOR_RGB2BGR)
                         data = cv2.imencode(".jpg", image)[1].tobytes()
                         self.wfile.write(b"--" + BOUNDARY + b"\r\nContent-Type: image/jpeg\r\n")
                         self.wfile.write(b"Content-Length: %d\r\n\r\n" % len(data) + data + b"\r\n")

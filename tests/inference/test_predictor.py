@@ -217,3 +217,19 @@ def test_an_unknown_class_name_lists_the_valid_ones_briefly():
         p(scene(), classes=[1.5])
     with pytest.raises(InputError, match="got True"):
         p(scene(), classes=[True])
+
+
+def test_prepare_then_predict_prepared_gives_the_calls_detections():
+    """The split predict.py uses to preprocess on its reader thread: same detections, and the
+    postprocess options checked on the second step."""
+    p = predictor()
+    images = [scene(), scene(64, 64)]
+    prepared = p.prepare(images)
+    assert [hw for _, _, hw in prepared] == [(97, 203), (64, 64)]
+    got, want = p.predict_prepared(prepared, conf=0.3), p(images, conf=0.3)
+    assert_found(got[0])
+    assert [d.to_dict() for d in got] == [d.to_dict() for d in want]
+    with pytest.raises(InputError, match="conf"):
+        p.predict_prepared(prepared, conf=2.0)
+    with pytest.raises(InputError, match="at least one image"):
+        p.predict_prepared([])

@@ -2,14 +2,22 @@
 files, videos, cameras and streams (:mod:`yolov4.inference.sources`), written as annotated files,
 ``predictions.jsonl``, labels and crops (:mod:`yolov4.inference.writers`).
 
-Every source and option is checked before the model is loaded. Files decode on a thread ahead
-of the model, ``batch`` images or frames per call; a file or frame that does not decode is
+Every source and option is checked before the model is loaded. Files decode and preprocess on a
+thread ahead of the model (:meth:`~yolov4.inference.Predictor.prepare`), ``batch`` images or
+frames per call; a file or frame that does not decode is
 skipped and reported. Ctrl-C or SIGTERM ends the run with every file complete (videos
-finalised).
+finalised). ``track=`` adds object ids, trails and counts (:mod:`yolov4.cli.tracking`).
+
+``trainer=<default | gpu | ddp>`` (the training's Trainer group) runs image files instead with
+Lightning's ``Trainer.predict`` (:func:`yolov4.training.predict.predict_files`): a project
+checkpoint, files sharded over DDP ranks, GPUs and nodes, ``predictions.jsonl`` (the same records)
+and ``skipped.jsonl`` only.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import signal
 import sys
@@ -21,19 +29,21 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from yolov4.cli.common import to_builtin
 from yolov4.cli.sources import load_predictor, model_source
-from yolov4.errors import ConfigError
+from yolov4.cli.tracking import Tracks, check_track_sources, tracking_options
+from yolov4.errors import ConfigError, InputError
 from yolov4.inference import Predictor
-from yolov4.inference.sources import Frame, open_sources, prefetch
+from yolov4.inference.sources import Frame, ImageFiles, open_sources, prefetch
 from yolov4.inference.streams import interleave_live
 from yolov4.inference.writers import PredictionWriter, Summary
 
 __all__ = ["predict", "hydra_main", "check_options"]
 
 log = logging.getLogger(__name__)
+Item = tuple[Frame, Any]  # a frame and its network input (Predictor.prepare), or None
 PROGRESS_EVERY_S = 0.5  # progress line refresh on a terminal (10x that in a log file)
 
 
@@ -56,6 +66,7 @@ def check_options(cfg: DictConfig) -> None:
     _number(cfg, "tile_overlap", lambda v: 0 <= v < 1, "a number in [0, 1)")
     _number(cfg, "reconnect_timeout", lambda v: v >= 0, "a number of seconds >= 0")
     _number(cfg, "max_frames", lambda v: v >= 1, "an integer >= 1 or null", True)
+    _number(cfg, "workers", lambda v: v >= 0, "an integer >= 0", True)
     classes = to_builtin(cfg.get("classes"))
     if classes is not None and (
         not isinstance(classes, list) or not all(isinstance(c, int | str) for c in classes)
@@ -101,19 +112,37 @@ class Progress:
             self._print(time.perf_counter(), "\r" if self.tty else "", "\n")
 
 
-def _chunks(
-    frames: Iterator[Frame], size: int, summary: Summary, progress: Progress
-) -> Iterator[list[Frame]]:
-    """Decoded frames in lists of up to ``size``; undecodable ones reported in ``summary``."""
-    chunk: list[Frame] = []
+def _prepared(frames: Iterator[Frame], predictor: Predictor, prepare: bool) -> Iterator[Item]:
+    """Each frame with its network input when ``prepare`` (the preprocessing a reader thread
+    does ahead of the model), else None (tiles cut their own; live frames wait for the model
+    as they are, so the newest one is taken)."""
     for f in frames:
+        if f.image is None or not prepare:
+            yield f, None
+            continue
+        try:
+            [prepared] = predictor.prepare(f.image)
+        except InputError as e:
+            yield dataclasses.replace(f, image=None, error=f"{f.file or f.source}: {e}"), None
+            continue
+        yield f, prepared
+
+
+def _chunks(
+    items: Iterator[Item], size: int, summary: Summary, progress: Progress
+) -> Iterator[list[Item]]:
+    """Decoded frames (with their inputs) in lists of up to ``size``; undecodable ones reported
+    in ``summary``."""
+    chunk: list[Item] = []
+    for item in items:
+        f = item[0]
         if f.image is None:
             message = f.error or f"{f.file or f.source}: cannot be decoded"
             summary.skip(message)
             log.warning("skipped: %s", message)
             progress.update(1)
             continue
-        chunk.append(f)
+        chunk.append(item)
         if len(chunk) == size:
             yield chunk
             chunk = []
@@ -121,10 +150,13 @@ def _chunks(
         yield chunk
 
 
-def _detect(predictor: Predictor, images: list[Any], cfg: DictConfig) -> list[Any]:
+def _detect(predictor: Predictor, chunk: list[Item], cfg: DictConfig) -> list[Any]:
     post = {k: cfg.get(k) for k in ("conf", "iou", "max_det")}
     post["classes"] = to_builtin(cfg.get("classes"))
+    images = [f.image for f, _ in chunk]
     if not cfg.get("tile"):
+        if all(p is not None for _, p in chunk):
+            return predictor.predict_prepared([p for _, p in chunk], **post)
         return predictor(images, **post)
     tiled = _tiler()
     size, overlap = cfg.get("tile_size"), float(cfg.get("tile_overlap", 0.2))
@@ -138,9 +170,10 @@ def run(
     summary: Summary,
     cfg: DictConfig,
     interrupts: Interrupts | None = None,
+    tracks: Tracks | None = None,
 ) -> None:
     """Every source through ``predictor`` into ``writer``, counting in ``summary``; a signal
-    ends it between two writes (``interrupts``)."""
+    ends it between two writes (``interrupts``). ``tracks``: ids, trails and counts."""
     interrupts = interrupts or Interrupts()
     lengths = [len(s) for s in sources]
     progress = Progress(sum(lengths) if all(lengths) else None, bool(cfg.get("progress", True)))
@@ -148,19 +181,26 @@ def run(
     stop = threading.Event()
     live = [s for s in sources if s.live]
     # the files and videos one after the other, then the live sources together
-    streams: list[tuple[Iterator[Frame], int]] = [
-        (prefetch(s.frames(), 2 * batch, stop), batch) for s in sources if not s.live
+    tile = bool(cfg.get("tile"))
+    streams: list[tuple[Iterator[Item], int, bool]] = [
+        (prefetch(_prepared(s.frames(), predictor, not tile), 2 * batch, stop), batch, False)
+        for s in sources
+        if not s.live
     ]
     if len(live) == 1:  # newest frame: one at a time; a queue: what the model can take
-        streams.append((live[0].frames(), batch if live[0].buffer else 1))
+        streams.append((_prepared(live[0].frames(), predictor, False), batch if live[0].buffer else 1, True))  # fmt: skip
     elif live:
-        streams.append((interleave_live(live), len(live)))
+        streams.append((_prepared(interleave_live(live), predictor, False), len(live), True))
     try:
-        for frames, size in streams:
-            for chunk in _chunks(frames, size, summary, progress):
-                for f, dets in zip(chunk, _detect(predictor, [f.image for f in chunk], cfg)):
+        for items, size, is_live in streams:
+            for chunk in _chunks(items, size, summary, progress):
+                for (f, _), dets in zip(chunk, _detect(predictor, chunk, cfg)):
+                    overlay = None
+                    if tracks is not None:
+                        dets = tracks.update(f, dets, is_live)
+                        overlay = tracks.overlay(f)
                     with interrupts.deferred():
-                        writer.write(f, dets)
+                        writer.write(f, dets, overlay)
                         summary.add(f, dets)
                 progress.update(len(chunk))
     finally:
@@ -204,9 +244,82 @@ class Interrupts:
             raise KeyboardInterrupt("signal")
 
 
+# options the sharded mode (trainer=) does not offer: it writes the records only
+NOT_SHARDED = ("artifact", "darknet_weights", "track", "tracker", "tile", "save_txt", "save_crops")
+
+
+def sharded(cfg: DictConfig) -> dict[str, Any]:
+    """``trainer=``: the image files of ``cfg.source`` through ``predict_files`` (module
+    docstring); returns the summary (rank 0 also writes ``summary.json``)."""
+    given = [k for k in NOT_SHARDED if cfg.get(k)]
+    if given:
+        raise ConfigError(
+            f"trainer= (sharded predict over ranks) takes checkpoint= and writes the records "
+            f"only; {given[0]}={cfg.get(given[0])} is not available with it"
+        )
+    if model_source(cfg) != "checkpoint":
+        raise ConfigError("trainer= (sharded predict over ranks) runs a checkpoint=...")
+    classes = to_builtin(cfg.get("classes"))
+    if classes is not None and not all(isinstance(c, int) for c in classes):
+        raise ConfigError(
+            f"trainer= (sharded predict) takes class ids in classes=, got {classes!r}"
+        )
+    sources = open_sources(to_builtin(cfg.source))
+    for s in sources:
+        s.close()
+    other = [s for s in sources if not isinstance(s, ImageFiles)]
+    if other:
+        raise ConfigError(
+            f"trainer= (sharded predict over ranks) takes image files (a folder, glob or list); "
+            f"source {other[0].source!r} is a {type(other[0]).__name__}"
+        )
+    from lightning.pytorch.utilities import rank_zero_only
+
+    from yolov4.training.predict import SKIPPED, predict_files
+
+    out = Path(cfg.output or cfg.paths.output_dir)
+    node = OmegaConf.to_container(cfg.trainer, resolve=False)
+    node.pop("_target_", None)
+    node["default_root_dir"] = str(out)
+    kwargs = OmegaConf.to_container(OmegaConf.create(node), resolve=True)
+    if not cfg.get("progress", True):
+        kwargs["enable_progress_bar"] = False
+    summary = Summary()
+    path = predict_files(
+        cfg.checkpoint,
+        [str(f) for s in sources for f in s.files],
+        out,
+        kwargs,
+        batch_size=int(cfg.batch),
+        num_workers=int(cfg.workers),
+        conf=cfg.get("conf"),
+        iou=cfg.get("iou"),
+        max_det=cfg.get("max_det"),
+        classes=classes,
+        sources=[s.source for s in sources for _ in s.files],
+    )
+    with path.open(encoding="utf-8") as f:
+        for line in f:
+            record = json.loads(line)
+            summary.images += 1
+            summary.detections.update(d["class_name"] for d in record["detections"])
+    with (out / SKIPPED).open(encoding="utf-8") as f:
+        for line in f:
+            entry = json.loads(line)
+            summary.skip(f"{entry['file']}: {entry['error']}")
+    if rank_zero_only.rank == 0:
+        (out / "summary.json").write_text(json.dumps(summary.to_dict(), indent=2) + "\n")
+        print(summary.text())
+        log.info("wrote %s", out)
+    return summary.to_dict()
+
+
 def predict(cfg: DictConfig) -> dict[str, Any]:
     """Run ``cfg``'s model on ``cfg.source``; returns the summary (also ``summary.json``)."""
     check_options(cfg)
+    if cfg.get("trainer") is not None:
+        return sharded(cfg)
+    tracking = tracking_options(cfg)
     model_source(cfg)
     sources = open_sources(
         to_builtin(cfg.source),
@@ -215,18 +328,23 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
         max_frames=cfg.get("max_frames"),
     )
     summary = Summary()
-    writer = None
+    writer = tracks = None
     try:
+        if tracking is not None:
+            check_track_sources(sources, to_builtin(cfg.source))
         predictor = load_predictor(cfg)
         out = Path(cfg.output or cfg.paths.output_dir)
         writer = PredictionWriter(out, bool(cfg.save), bool(cfg.save_txt), bool(cfg.save_crops))
+        tracks = None if tracking is None else Tracks(tracking, out)
         summary = Summary()  # the run's time, from here
         with Interrupts().installed() as interrupts:
             try:
-                run(predictor, sources, writer, summary, cfg, interrupts)
+                run(predictor, sources, writer, summary, cfg, interrupts, tracks)
             except KeyboardInterrupt:
                 summary.interrupted = True
     finally:
+        if tracks is not None:
+            summary.tracking = tracks.close()
         for s in sources:
             s.close()
             summary.dropped_frames += getattr(s, "dropped", 0)

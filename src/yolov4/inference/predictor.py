@@ -117,6 +117,10 @@ class Detections:
         return json.dumps(self.to_dict())
 
 
+# one image ready for the network: (3, H, W) input, its LetterboxParams, original (H, W)
+Prepared = tuple[torch.Tensor, Any, tuple[int, int]]
+
+
 def _output_channels(backend: Any, input_size: Sequence[int]) -> int:
     """``5 + C`` of a backend's predictions: the ONNX graph's static output shape, else one
     forward pass on a blank image."""
@@ -317,6 +321,33 @@ class Predictor:
                 blue are swapped and detections suffer. Files, bytes and PIL images are
                 decoded to RGB whatever ``color`` says.
         """
+        settings, wanted = self._settings(conf, iou, max_det, classes)
+        start = time.perf_counter()
+        inputs = self.prepare(images, color)  # every check before any model code
+        return self._detect(inputs, settings, wanted, start, time.perf_counter())
+
+    def prepare(self, images: Any, color: str = "rgb") -> list[Prepared]:
+        """Decode and preprocess ``images`` (as :meth:`__call__` takes them) without running the
+        model: CPU work a reader thread can do ahead of it; :meth:`predict_prepared` finishes."""
+        arrays = load_images(images, color, self.max_pixels)
+        return [(*preprocess(a, self.preprocess_config), a.shape[:2]) for a in arrays]
+
+    def predict_prepared(
+        self,
+        inputs: Sequence[Prepared],
+        conf: float | None = None,
+        iou: float | None = None,
+        max_det: int | None = None,
+        classes: int | str | Sequence[int | str] | None = None,
+    ) -> list[Detections]:
+        """:meth:`__call__` on :meth:`prepare` 's output (the same detections)."""
+        settings, wanted = self._settings(conf, iou, max_det, classes)
+        now = time.perf_counter()
+        return self._detect(list(inputs), settings, wanted, now, now)
+
+    def _settings(
+        self, conf: Any, iou: Any, max_det: Any, classes: Any
+    ) -> tuple[Any, torch.Tensor | None]:
         try:
             settings = self.postprocess.replace(conf=conf, iou=iou, max_det=max_det)
         except ConfigError as e:
@@ -324,17 +355,19 @@ class Predictor:
         wanted = None
         if classes is not None:
             wanted = torch.tensor(sorted(set(class_ids(classes, self.class_names))))
-        start = time.perf_counter()
-        arrays = load_images(images, color, self.max_pixels)  # every check before any model code
-        inputs = [preprocess(a, self.preprocess_config) for a in arrays]
-        batch = torch.stack([x for x, _ in inputs])
-        t_pre = time.perf_counter()
+        return settings, wanted
+
+    def _detect(
+        self, inputs: list[Prepared], settings: Any, wanted: Any, start: float, t_pre: float
+    ) -> list[Detections]:
+        if not inputs:
+            raise InputError("expected at least one image, got an empty list")
+        batch = torch.stack([x for x, _, _ in inputs])
         preds = self.backend(batch).float().cpu()
         t_model = time.perf_counter()
         dets = settings(preds, self.input_size, classes=wanted)  # classes: before max_det, NMS
         out = []
-        for det, (_, params), image in zip(dets, inputs, arrays):
-            h, w = image.shape[:2]
+        for det, (_, params, (h, w)) in zip(dets, inputs):
             boxes = unmap_boxes(det[:, :4], params, (h, w)).numpy().astype(np.float32)
             ids = det[:, 5].long().numpy()
             if len(ids) and ids.max() >= len(self.class_names):

@@ -7,6 +7,9 @@
                            ``data=yolo`` reads back (``labels/<stem>_<frame>.txt`` for video frames)
     crops/<class>/<stem>_<k>.jpg   save_crops: each detection cut from the original image
     summary.json           :class:`Summary`: images, frames, detections per class, skipped, time
+                           (and with track=: tracks and line / zone counts per source)
+    counts.csv             track= with count_line / count_zone: one row per frame
+                           (predict.py's ``track=``)
 
 Files are flushed as they are written; :meth:`PredictionWriter.close` (called in a ``finally``)
 finalises every video, so an interrupted run leaves complete, playable files.
@@ -17,6 +20,7 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,15 +44,18 @@ PALETTE = ((31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 1
 
 def draw_detections(image: np.ndarray, dets: Any) -> np.ndarray:
     """A copy of ``image`` ``(H, W, 3)`` uint8 RGB with ``dets``' boxes and ``name score``
-    labels drawn."""
+    labels drawn (``#id name score`` for tracked detections)."""
     out = np.ascontiguousarray(image).copy()
     thick = max(1, round(max(out.shape[:2]) / 400))
     scale = max(0.35, max(out.shape[:2]) / 1600)
-    for box, score, cid, name in zip(dets.boxes, dets.scores, dets.class_ids, dets.class_names):
+    ids = dets.track_ids if getattr(dets, "track_ids", None) is not None else [-1] * len(dets)
+    for box, score, cid, name, tid in zip(
+        dets.boxes, dets.scores, dets.class_ids, dets.class_names, ids
+    ):
         color = PALETTE[int(cid) % len(PALETTE)]
         x1, y1, x2, y2 = (int(round(float(v))) for v in box)
         cv2.rectangle(out, (x1, y1), (x2, y2), color, thick)
-        label = f"{name} {float(score):.2f}"
+        label = (f"#{int(tid)} " if tid >= 0 else "") + f"{name} {float(score):.2f}"
         (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
         top = max(0, y1 - th - base - 2)
         cv2.rectangle(out, (x1, top), (x1 + tw + 4, top + th + base + 2), color, -1)
@@ -81,6 +88,7 @@ class Summary:
     dropped_frames: int = 0
     reconnects: int = 0
     interrupted: bool = False
+    tracking: dict[str, Any] | None = None  # track=: tracker, tracks and counts per source
     start: float = field(default_factory=time.perf_counter)
 
     def skip(self, message: str) -> None:
@@ -111,6 +119,7 @@ class Summary:
             "interrupted": self.interrupted,
             "seconds": round(seconds, 3),
             "per_second": round(done / seconds, 3) if seconds > 0 else None,
+            **({"tracking": self.tracking} if self.tracking is not None else {}),
         }
 
     def text(self) -> str:
@@ -125,6 +134,14 @@ class Summary:
             lines.append(
                 f"live: {d['dropped_frames']} frames dropped (newest-frame policy), "
                 f"{d['reconnects']} reconnects"
+            )
+        for name, track in ((self.tracking or {}).get("sources") or {}).items():
+            counts = track.get("counts", {})
+            line = counts.get("line")
+            lines.append(
+                f"{name}: {track['tracks']} tracks"
+                + (f", line in {line['in']} out {line['out']}" if line else "")
+                + (f", zone max {counts['zone']['max']}" if "zone" in counts else "")
             )
         if self.skipped_count:
             lines.append(f"skipped {self.skipped_count}: " + "; ".join(self.skipped[:5]))
@@ -155,8 +172,14 @@ class PredictionWriter:
             self._names[key] = name
         return self._names[key]
 
-    def write(self, frame: Frame, dets: Any) -> dict[str, Any]:
-        """The outputs of one decoded image or frame and its detections; returns its record."""
+    def write(
+        self,
+        frame: Frame,
+        dets: Any,
+        overlay: Callable[[np.ndarray, Any], np.ndarray] | None = None,
+    ) -> dict[str, Any]:
+        """The outputs of one decoded image or frame and its detections; returns its record.
+        ``overlay(image, dets)`` draws on a copy of the image under the boxes (track trails)."""
         record = prediction_record(dets, frame.source, frame.file, frame.frame, frame.timestamp_ms)
         self._jsonl.write(json.dumps(record) + "\n")
         self._jsonl.flush()
@@ -165,7 +188,8 @@ class PredictionWriter:
         if frame.frame is not None:
             stem = f"{stem}_{frame.frame}"
         if self.save:
-            drawn = draw_detections(frame.image, dets)
+            image = frame.image if overlay is None else overlay(frame.image.copy(), dets)
+            drawn = draw_detections(image, dets)
             if frame.frame is None:
                 self._image(self.out / name, drawn)
             else:

@@ -10,10 +10,11 @@ sharded over DDP ranks (GPUs, nodes, torchrun / SLURM as training runs).
 - :class:`PredictModule` runs the checkpoint's network with darknet's decode
   (:class:`~yolov4.core.model.DecodedModel`), the postprocess settings
   (:class:`~yolov4.core.postprocess.PostprocessConfig`) and maps boxes back to each file's pixels.
-- :class:`JsonlPredictionWriter` writes each rank's records to ``predictions.rank<k>.jsonl`` as
-  batches finish; at the end rank 0 merges them, ordered by input index, into
-  ``predictions.jsonl`` (one record per image, the keys of ``predict.py``'s records) and the
-  skipped files into ``skipped.jsonl`` (``index``, ``file``, ``error``), then removes the parts.
+- :class:`JsonlPredictionWriter` writes each rank's records
+  (:func:`~yolov4.inference.sources.prediction_record`, those of ``predict.py``) to
+  ``predictions.rank<k>.jsonl`` as batches finish; at the end rank 0 merges them, ordered by
+  input index, into ``predictions.jsonl`` (one record per image) and the skipped files into
+  ``skipped.jsonl`` (``index``, ``file``, ``error``), then removes the parts.
 
 Lightning's predict sampler gives every input to exactly one rank (no padding), so the merged
 files hold each input once, whatever the number of processes. The merge streams (memory does not
@@ -36,11 +37,13 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from torch.utils.data import DataLoader, Dataset
 
 from yolov4.core.checkpoint import load_checkpoint
-from yolov4.core.images import MAX_PIXELS, decode_image
+from yolov4.core.images import IMAGE_SUFFIXES, MAX_PIXELS, decode_image
 from yolov4.core.model import DecodedModel
 from yolov4.core.postprocess import SERVING, PostprocessConfig
 from yolov4.core.preprocess import PreprocessConfig, preprocess
 from yolov4.errors import ConfigError, InputError
+from yolov4.inference.predictor import Detections
+from yolov4.inference.sources import prediction_record
 from yolov4.models import fuse_model
 from yolov4.ops.letterbox import unmap_detections
 
@@ -55,7 +58,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 PREDICTIONS = "predictions.jsonl"
 SKIPPED = "skipped.jsonl"
 PART = "predictions.rank{rank}.jsonl"
@@ -121,8 +123,8 @@ def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
 
 class PredictModule(L.LightningModule):
     """A checkpoint's network for ``Trainer.predict``: a batch from :func:`collate` → entries
-    ``{"index", "detections": [...], "image": {"width", "height"}}`` (boxes in original pixels)
-    and ``{"index", "error"}``."""
+    ``{"index", "detections": Detections}`` (boxes in original pixels) and ``{"index",
+    "error"}``."""
 
     def __init__(
         self,
@@ -147,24 +149,20 @@ class PredictModule(L.LightningModule):
         dets = [d.cpu() for d in self.settings(preds, self.input_size, classes=self.classes)]
         dets = unmap_detections(dets, batch["params"].cpu(), batch["hw"].cpu())
         for index, det, (h, w) in zip(batch["index"], dets, batch["hw"].tolist()):
-            out.append({"index": index, **self._to_dict(det, h, w)})
+            out.append({"index": index, "detections": self._detections(det, h, w)})
         return sorted(out, key=lambda e: e["index"])
 
-    def _to_dict(self, det: torch.Tensor, h: int, w: int) -> dict[str, Any]:
-        """``(K, 6)`` unmapped detections → the keys and rounding of ``Detections.to_dict``."""
-        boxes = det[:, :4].float().numpy()  # float32 like the Predictor's boxes
-        return {
-            "detections": [
-                {
-                    "box": [round(float(v), 2) for v in box],
-                    "score": round(float(s), 5),
-                    "class_id": int(c),
-                    "class_name": self.class_names[int(c)],
-                }
-                for box, s, c in zip(boxes, det[:, 4].float().numpy(), det[:, 5].long().tolist())
-            ],
-            "image": {"width": int(w), "height": int(h)},
-        }
+    def _detections(self, det: torch.Tensor, h: int, w: int) -> Detections:
+        """``(K, 6)`` unmapped detections → :class:`Detections` (float32 boxes, as the
+        Predictor's)."""
+        ids = det[:, 5].long().numpy()
+        return Detections(
+            det[:, :4].float().numpy(),
+            det[:, 4].float().numpy(),
+            ids,
+            [self.class_names[int(c)] for c in ids],
+            (int(h), int(w)),
+        )
 
 
 class JsonlPredictionWriter(BasePredictionWriter):
@@ -184,6 +182,9 @@ class JsonlPredictionWriter(BasePredictionWriter):
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx,
                            dataloader_idx=0) -> None:  # fmt: skip
         for entry in prediction:
+            i = entry["index"]
+            if "error" not in entry:
+                entry = {"index": i, **prediction_record(entry["detections"], self.sources[i], self.files[i])}  # fmt: skip
             self._part.write(json.dumps(entry) + "\n")
         self._part.flush()
 
@@ -220,9 +221,7 @@ class JsonlPredictionWriter(BasePredictionWriter):
                         skipped += 1
                         bad.write(json.dumps({"index": i, "file": self.files[i], **entry}) + "\n")
                         continue
-                    head = {"source": self.sources[i], "file": self.files[i], "frame": None,
-                            "timestamp_ms": None}  # fmt: skip
-                    good.write(json.dumps({**head, **entry}) + "\n")
+                    good.write(json.dumps(entry) + "\n")
         finally:
             for f in files:
                 f.close()
@@ -254,12 +253,20 @@ def predict_files(
     iou: float | None = None,
     max_det: int | None = None,
     classes: Sequence[int] | None = None,
+    sources: Sequence[str] | None = None,
 ) -> Path:
     """Predict every image of a folder (recursive) or list with a project checkpoint; returns
     ``out_dir/predictions.jsonl`` (see the module docstring). ``trainer_kwargs`` go to
     ``lightning.Trainer`` (``accelerator``, ``devices``, ``strategy``, ``num_nodes``, ...);
-    ``conf``, ``iou``, ``max_det``, ``classes`` as the Predictor's."""
+    ``conf``, ``iou``, ``max_det``, ``classes`` as the Predictor's. ``sources``: a list's
+    ``"source"`` of each file (as ``predict.py`` names them; default: each file itself)."""
     pairs = list_images(files)  # input errors before the model is loaded
+    if sources is not None:
+        if isinstance(files, (str, os.PathLike)) or len(sources) != len(pairs):
+            raise InputError(
+                f"sources: expected one per listed file ({len(pairs)}), got {len(sources)}"
+            )
+        pairs = [(str(s), f) for s, (_, f) in zip(sources, pairs)]
     for key, value in (("batch_size", batch_size), ("num_workers", num_workers)):
         if isinstance(value, bool) or not isinstance(value, int) or value < (key == "batch_size"):
             raise InputError(

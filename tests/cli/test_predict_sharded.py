@@ -1,0 +1,129 @@
+"""``python predict.py source=... checkpoint=... trainer=...``: image files through
+``Trainer.predict`` (``yolov4.training.predict.predict_files``), composed and run as a user runs
+it: the records equal ``predict_files``' own and the in-process predictor's, and what the sharded
+mode does not offer fails before the model loads."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from tests.conftest import randomize_
+from yolov4 import build_model, save_checkpoint
+from yolov4.errors import ConfigError
+from yolov4.training.predict import predict_files
+
+NAMES = ["a", "b", "c"]
+CONF = 0.05  # a random network: low scores, enough boxes to compare
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    torch.manual_seed(3)
+    model = randomize_(build_model("yolov4-tiny", num_classes=3), seed=3)
+    path = tmp_path_factory.mktemp("ckpt") / "best.pt"
+    return save_checkpoint(path, model, NAMES, {"input_size": [64, 96]})
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory) -> Path:
+    """Five images in a tree (mixed sizes and formats) and a corrupt one."""
+    root = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(0)
+    (root / "sub").mkdir()
+    for i, (h, w) in enumerate([(70, 90), (120, 64), (64, 64), (97, 203), (50, 80)]):
+        image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        cv2.rectangle(image, (5, 5), (w // 2, h // 2), (255, 255, 0), -1)
+        cv2.imwrite(str(root / ("sub" if i > 2 else ".") / f"im{i}{'.png' if i % 2 else '.jpg'}"), image)  # fmt: skip
+    (root / "bad.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    return root
+
+
+@pytest.fixture
+def run(tmp_path):
+    from hydra import compose, initialize_config_module
+
+    from yolov4.cli.predict import predict
+
+    def _run(*overrides: str):
+        out = tmp_path / f"out{len(list(tmp_path.glob('out*')))}"
+        with initialize_config_module(config_module="yolov4.configs", version_base="1.3"):
+            cfg = compose("predict", overrides=[f"output={out}", "progress=false", *overrides])
+        return predict(cfg), out
+
+    return _run
+
+
+def read(path: Path) -> list[dict]:
+    return [json.loads(x) for x in path.read_text().splitlines()]
+
+
+def test_trainer_runs_predict_files_with_the_same_records(run, checkpoint, folder, tmp_path):
+    summary, out = run(f"source={folder}", f"checkpoint={checkpoint}", "trainer=default",
+                       f"conf={CONF}", "batch=2")  # fmt: skip
+    files = sorted(str(p) for p in folder.rglob("*") if p.name != "bad.jpg")
+    direct = predict_files(checkpoint, files, tmp_path / "direct", batch_size=2, conf=CONF,
+                           trainer_kwargs={"enable_progress_bar": False},
+                           sources=[str(folder)] * len(files))  # fmt: skip
+    sharded = (out / "predictions.jsonl").read_text()
+    assert sharded == direct.read_text()
+    records = read(out / "predictions.jsonl")
+    assert len(records) == summary["images"] == 5 and summary["skipped_count"] == 1
+    assert sum(summary["detections"].values()) == sum(len(r["detections"]) for r in records) > 5
+    assert [s["file"] for s in read(out / "skipped.jsonl")] == [str(folder / "bad.jpg")]
+    assert json.loads((out / "summary.json").read_text())["images"] == 5
+    # the same sources, files, order and detections as predict.py without trainer=
+    _, plain = run(f"source={folder}", f"checkpoint={checkpoint}", f"conf={CONF}", "save=false")
+    expected = read(plain / "predictions.jsonl")
+    assert [(r["source"], r["file"]) for r in records] == [
+        (r["source"], r["file"]) for r in expected
+    ]
+    for got, want in zip(records, expected):
+        assert got["image"] == want["image"]
+        assert [d["class_id"] for d in got["detections"]] == [
+            d["class_id"] for d in want["detections"]
+        ]
+        for g, w in zip(got["detections"], want["detections"]):
+            np.testing.assert_allclose(g["box"], w["box"], atol=0.02)
+            assert g["score"] == pytest.approx(w["score"], abs=2e-5)
+
+
+def test_a_list_keeps_each_entrys_source(run, checkpoint, folder):
+    files = sorted(str(p) for p in folder.rglob("*.png"))
+    _, out = run(f"source=[{','.join(files)}]", f"checkpoint={checkpoint}", "trainer=default")
+    assert [(r["source"], r["file"]) for r in read(out / "predictions.jsonl")] == [
+        (f, f) for f in files
+    ]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "named"),
+    [
+        (["track=bytetrack"], "track=bytetrack"),
+        (["tile=true"], "tile=True"),
+        (["save_txt=true"], "save_txt"),
+        (["workers=-1"], "workers"),
+        (["classes=[a]"], "class ids"),
+    ],
+)
+def test_what_sharded_mode_does_not_offer_fails_first(run, folder, monkeypatch, overrides, named):
+    import yolov4.training.predict as sharded
+
+    monkeypatch.setattr(sharded, "load_checkpoint", lambda *a: pytest.fail("model loaded"))
+    with pytest.raises(ConfigError, match=named):
+        run(f"source={folder}", "checkpoint=best.pt", "trainer=default", *overrides)
+
+
+def test_a_video_is_refused(run, tmp_path):
+    path = tmp_path / "clip.mp4"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10, (64, 48))
+    for _ in range(3):
+        writer.write(np.zeros((48, 64, 3), np.uint8))
+    writer.release()
+    with pytest.raises(ConfigError, match="VideoFile"):
+        run(f"source={path}", "checkpoint=best.pt", "trainer=default")

@@ -1,0 +1,288 @@
+"""``python predict.py ... track=`` end to end on the generated shapes video
+(:func:`yolov4.data.synthetic_video.make_tracking_video` written as an mp4): ids measured with
+the MOT metrics over the run's ``predictions.jsonl``, line and zone counts against the ground
+truth, the annotated video, and the errors before any model loads.
+
+No trained network ships with the tests, so the Predictor runs an oracle backend
+(:class:`Oracle`): it recognises which frame of the video it is given (the nearest of the
+rendered frames, on 8x8-pooled inputs, so mp4 compression does not matter) and returns that
+frame's known detections (:func:`~yolov4.data.synthetic_video.noisy_detections`: ground truth
+with box noise and dropped objects), mapped to network-input pixels as a network would output
+them.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from tests.inference.mjpeg_server import MjpegServer
+from yolov4.core.preprocess import PreprocessConfig, preprocess
+from yolov4.data.synthetic import SHAPES
+from yolov4.data.synthetic_video import SCRIPT, make_tracking_video, noisy_detections, write_video
+from yolov4.errors import ConfigError
+from yolov4.evaluation.mot import mot_metrics
+from yolov4.inference import Predictor
+from yolov4.ops.letterbox import map_boxes
+
+pytest.importorskip("trackers", reason="tracking needs the track extra")
+
+FPS = 25
+SIZE = 320
+MAX_BOXES = 16
+LINE = [[160, -10], [160, 250]]  # top to bottom: "in" is left to right
+ZONE = [[40, 30], [200, 30], [200, 100], [40, 100]]  # where the triangle stops; no occlusion
+
+
+class Oracle:
+    """A backend whose output is known: frame ``t``'s ``detections[t]`` (see module docstring)."""
+
+    def __init__(self, frames, detections, config: PreprocessConfig) -> None:
+        self.keys, self.rows = [], []
+        for frame, (boxes, scores, class_ids) in zip(frames, detections):
+            tensor, params = preprocess(frame, config)
+            self.keys.append(self._key(tensor[None])[0])
+            xyxy = map_boxes(boxes.astype(np.float64), params)
+            rows = np.zeros((len(boxes), 5 + len(SHAPES)), np.float32)
+            rows[:, :2] = (xyxy[:, :2] + xyxy[:, 2:]) / 2
+            rows[:, 2:4] = xyxy[:, 2:] - xyxy[:, :2]
+            rows[:, 4] = scores
+            rows[np.arange(len(boxes)), 5 + class_ids] = 1.0
+            self.rows.append(rows)
+        self.keys = torch.stack(self.keys)
+        self.seen: list[int] = []
+        self.delay = 0.0  # seconds per call: a slow model
+
+    @staticmethod
+    def _key(images: torch.Tensor) -> torch.Tensor:
+        return F.avg_pool2d(images, 8).flatten(1)
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        time.sleep(self.delay)
+        out = torch.zeros(len(images), MAX_BOXES, 5 + len(SHAPES))
+        for i, key in enumerate(self._key(images)):
+            t = int((self.keys - key).abs().mean(1).argmin())
+            self.seen.append(t)
+            out[i, : len(self.rows[t])] = torch.from_numpy(self.rows[t])
+        return out
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory):
+    video = make_tracking_video(fps=FPS)
+    path = write_video(tmp_path_factory.mktemp("video") / "shapes.mp4", video.frames, FPS)
+    return video, path
+
+
+@pytest.fixture
+def run(tmp_path, monkeypatch):
+    """``run(detections, *overrides) -> (summary, out, oracle)``: predict.py's config composed
+    and run in-process, the model source being the oracle over ``detections``."""
+    from hydra import compose, initialize_config_module
+
+    import yolov4.cli.predict as cli
+
+    def _run(frames, detections, *overrides: str):
+        config = PreprocessConfig(input_size=(SIZE, SIZE))
+        oracle = Oracle(frames, detections, config) if detections is not None else None
+
+        def load_predictor(cfg):
+            if oracle is None:
+                pytest.fail("the model was loaded")
+            return Predictor(oracle, list(SHAPES), config)
+
+        monkeypatch.setattr(cli, "load_predictor", load_predictor)
+        out = tmp_path / f"out{len(list(tmp_path.glob('out*')))}"
+        with initialize_config_module(config_module="yolov4.configs", version_base="1.3"):
+            cfg = compose(
+                "predict",
+                overrides=[f"output={out}", "progress=false", "checkpoint=oracle.pt", *overrides],
+            )
+        return cli.predict(cfg), out, oracle
+
+    return _run
+
+
+def records(out: Path) -> list[dict]:
+    return [json.loads(x) for x in (out / "predictions.jsonl").read_text().splitlines()]
+
+
+def tracked(records: list[dict]) -> list[tuple[np.ndarray, np.ndarray]]:
+    return [
+        (
+            np.array([d["track_id"] for d in r["detections"]], np.int64),
+            np.array([d["box"] for d in r["detections"]], np.float32).reshape(-1, 4),
+        )
+        for r in records
+    ]
+
+
+def test_ids_are_stable_on_a_video(run, video):
+    """Noisy detections (4% box noise, 10% dropped, objects under 30% visible missed)."""
+    truth, path = video
+    dets = noisy_detections(truth.truth, seed=0)
+    summary, out, oracle = run(truth.frames, dets, f"source={path}", "track=bytetrack", "batch=4")
+    assert oracle.seen == list(range(len(truth.truth)))  # the oracle saw each frame, in order
+    recs = records(out)
+    assert [r["frame"] for r in recs] == list(range(len(truth.truth)))
+    assert all("track_id" in d for r in recs for d in r["detections"])
+    metrics = mot_metrics([(gt.ids, gt.boxes) for gt in truth.truth], tracked(recs))
+    assert metrics["idf1"] >= 0.8, metrics
+    assert summary["tracking"]["tracker"] == "bytetrack"
+    assert summary["tracking"]["sources"]["shapes.mp4"]["tracks"] >= len(SCRIPT)
+    annotated = cv2.VideoCapture(str(out / "shapes.mp4"))
+    assert int(annotated.get(cv2.CAP_PROP_FRAME_COUNT)) == len(truth.truth)
+    annotated.release()
+
+
+def expected_line_counts(x_line: float) -> tuple[int, int]:
+    """From the script's first and last keyframes: how many objects cross x = x_line each way."""
+    xs = [(keys[0][1], keys[-1][1]) for *_, keys in SCRIPT]
+    return sum(a < x_line < b for a, b in xs), sum(b < x_line < a for a, b in xs)
+
+
+def expected_zone_counts(truth) -> list[int]:
+    (x1, y1), (x2, y2) = ZONE[0], ZONE[2]
+    out = []
+    for gt in truth:
+        cx, cy = (gt.boxes[:, 0] + gt.boxes[:, 2]) / 2, (gt.boxes[:, 1] + gt.boxes[:, 3]) / 2
+        out.append(int(((cx >= x1) & (cx <= x2) & (cy >= y1) & (cy <= y2)).sum()))
+    return out
+
+
+def test_line_and_zone_counts_equal_the_ground_truth(run, video):
+    truth, path = video
+    dets = noisy_detections(truth.truth, jitter=0, drop=0)
+    summary, out, _ = run(
+        truth.frames, dets, f"source={path}", "tracker=bytetrack",
+        f"count_line={json.dumps(LINE)}", f"count_zone={json.dumps(ZONE)}",
+    )  # fmt: skip
+    ins, outs = expected_line_counts(LINE[0][0])
+    assert ins >= 2 and outs >= 2
+    counts = summary["tracking"]["sources"]["shapes.mp4"]["counts"]
+    assert (counts["line"]["in"], counts["line"]["out"]) == (ins, outs)
+    rows = list(csv.DictReader(open(out / "counts.csv")))
+    assert [int(r["frame"]) for r in rows] == list(range(len(truth.truth)))
+    assert {r["video"] for r in rows} == {"shapes.mp4"}
+    assert (rows[-1]["line_in"], rows[-1]["line_out"]) == (str(ins), str(outs))
+    zone = expected_zone_counts(truth.truth)
+    assert max(zone) >= 1 and [int(r["zone"]) for r in rows] == zone
+    saved = json.loads((out / "summary.json").read_text())
+    assert saved["tracking"]["sources"]["shapes.mp4"]["counts"] == counts
+
+
+def test_a_folder_of_frames_is_one_sequence(run, video, tmp_path):
+    truth, _ = video
+    n = 30
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for t in range(n):
+        cv2.imwrite(str(folder / f"{t:04d}.png"), cv2.cvtColor(truth.frames[t], cv2.COLOR_RGB2BGR))
+    dets = noisy_detections(truth.truth[:n], jitter=0, drop=0)
+    summary, out, _ = run(truth.frames[:n], dets, f"source={folder}", "track=sort")
+    recs = records(out)
+    assert [Path(r["file"]).name for r in recs] == [f"{t:04d}.png" for t in range(n)]
+    metrics = mot_metrics([(gt.ids, gt.boxes) for gt in truth.truth[:n]], tracked(recs))
+    assert metrics["num_switches"] == 0 and metrics["idf1"] >= 0.8, metrics
+    assert summary["tracking"]["sources"][str(folder)]["tracks"] == metrics["num_unique_objects"]
+
+
+def test_a_stream_keeps_ids_across_dropped_frames_and_a_reconnect(run, video, monkeypatch):
+    """The video served as MJPEG, cut after 60 frames and served on from there; the model is
+    slower than the stream, so the newest-frame policy drops frames."""
+    truth, _ = video
+    n = len(truth.truth) // 2
+    dets = noisy_detections(truth.truth, jitter=0.02, drop=0)
+    server = MjpegServer(n, fps=50, size=truth.image_size, frames=truth.frames).start()
+    real = Oracle.__init__
+
+    def slow(self, *args):
+        real(self, *args)
+        self.delay = 0.03
+
+    monkeypatch.setattr(Oracle, "__init__", slow)
+    try:
+        summary, out, oracle = run(
+            truth.frames, dets, f"source={server.url}", "track=bytetrack", "reconnect_timeout=2"
+        )
+    finally:
+        server.stop()
+    recs = records(out)
+    assert summary["reconnects"] >= 1 and summary["dropped_frames"] >= 5, summary
+    seen = oracle.seen  # the video frame of each record (the stream's frame index differs)
+    assert len(seen) == len(recs) and seen == sorted(seen) and seen[-1] > n
+    gaps = np.diff([r["frame"] for r in recs])
+    assert gaps.min() >= 1 and gaps.max() >= 2  # the tracker's clock saw the dropped frames
+    gt = [(truth.truth[t].ids, truth.truth[t].boxes) for t in seen]
+    metrics = mot_metrics(gt, tracked(recs))
+    assert metrics["idf1"] >= 0.8 and metrics["num_switches"] <= 1, metrics
+    # the objects seen on both sides of the cut keep their ids
+    before, after = (
+        max(i for i, t in enumerate(seen) if t < n),
+        min(i for i, t in enumerate(seen) if t >= n),
+    )
+    ids = [{d["track_id"] for d in recs[i]["detections"]} for i in (before, after)]
+    assert len(ids[0] & ids[1]) >= 2, ids
+
+
+@pytest.mark.parametrize(
+    ("overrides", "named"),
+    [
+        (["track=deepsort"], "deepsort"),
+        (
+            ["tracker=bytetrack", "tracker.track_activation_threshold=1.5"],
+            "track_activation_threshold",
+        ),  # fmt: skip
+        (["tracker=sort", "+tracker.high_conf_det_threshold=0.5"], "high_conf_det_threshold"),
+        (["track=ocsort", "tracker=sort"], "different trackers"),
+        (["count_line=[[0,0],[10,10]]"], "track="),
+        (["track=bytetrack", "count_zone=[[0,0],[1,1]]"], "count_zone"),
+        (["track=bytetrack", "count_anchor=top"], "anchor"),
+    ],
+)
+def test_bad_tracking_options_fail_before_the_model_loads(run, video, overrides, named):
+    _, path = video
+    with pytest.raises(ConfigError, match=named):
+        run(None, None, f"source={path}", *overrides)  # the oracle would fail: it is None
+
+
+def test_an_unknown_tracker_key_is_named_by_hydra(run, video):
+    from hydra.errors import ConfigCompositionException
+
+    _, path = video
+    with pytest.raises(ConfigCompositionException, match="match_thresh"):
+        run(None, None, f"source={path}", "tracker=bytetrack", "tracker.match_thresh=0.8")
+
+
+def test_unrelated_images_are_refused(run, video, tmp_path):
+    truth, path = video
+    image = tmp_path / "one.png"
+    cv2.imwrite(str(image), truth.frames[0])
+    with pytest.raises(ConfigError, match="single image"):
+        run(None, None, f"source={image}", "track=bytetrack")
+    with pytest.raises(ConfigError, match="unrelated images"):
+        run(None, None, f"source=[{image},{path}]", "track=bytetrack")
+
+
+def test_tracked_labels_carry_the_id():
+    from dataclasses import replace
+
+    from yolov4.inference.predictor import Detections
+    from yolov4.inference.writers import draw_detections
+
+    image = np.full((120, 160, 3), 128, np.uint8)
+    dets = Detections(np.array([[20, 40, 90, 100]], np.float32), np.array([0.9], np.float32),
+                      np.array([0]), ["circle"], (120, 160))  # fmt: skip
+    plain = draw_detections(image, dets)
+    tracked = draw_detections(image, replace(dets, track_ids=np.array([7])))
+    assert (plain[44:] == tracked[44:]).all()  # the same box
+    assert (plain[:40] != tracked[:40]).any()  # a longer label above it: "#7 circle 0.90"
+    assert (draw_detections(image, replace(dets, track_ids=np.array([-1]))) == plain).all()
