@@ -48,8 +48,10 @@ from yolov4.data.synthetic_video import (  # noqa: E402
     write_video,
 )
 from yolov4.evaluation.mot import mot_metrics  # noqa: E402
+from yolov4.inference.tracking import TRACKER_KEYS  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+SCORE_KEYS = ("track_activation_threshold", "high_conf_det_threshold")
 
 FPS = 25
 SEEDS = (0, 1, 2, 3, 4)
@@ -155,11 +157,18 @@ def run_candidate(make: Callable[[], Step], video, seeds) -> dict:
     return out
 
 
-def _predict(video: Path, checkpoint: Path, out: Path, conf: float, track: str | None) -> list:
-    """``python predict.py`` on ``video``: each frame's detections, in frame order."""
+def _predict(
+    video: Path, checkpoint: Path, out: Path, conf: float, track: str | None, score: float | None
+) -> list:
+    """``python predict.py`` on ``video``: each frame's detections, in frame order. ``score``:
+    the tracker's score thresholds (the keys of ``SCORE_KEYS`` it has) set to it."""
     cmd = [sys.executable, str(ROOT / "predict.py"), f"source={video}", f"checkpoint={checkpoint}"]
     cmd += [f"output={out}", f"conf={conf}", "save=false", "progress=false"]
-    cmd += [f"track={track}"] if track else []
+    if track and score is not None:
+        keys = [k for k in SCORE_KEYS if k in TRACKER_KEYS[track]]
+        cmd += [f"tracker={track}", *(f"tracker.{k}={score}" for k in keys)]
+    elif track:
+        cmd.append(f"track={track}")
     subprocess.run(cmd, check=True, cwd=ROOT, capture_output=True, text=True)
     lines = (out / "predictions.jsonl").read_text().splitlines()
     records = sorted((json.loads(line) for line in lines), key=lambda r: r["frame"])
@@ -201,24 +210,26 @@ def detector_pr(truth, frames: list, threshold: float, min_iou: float = 0.5) -> 
     }
 
 
-def run_trained(checkpoint: Path, video, conf: float) -> dict:
+def run_trained(checkpoint: Path, video, conf: float, score: float | None = None) -> dict:
     """The trained detector on the sequence as an mp4: its recall / precision, then each
-    ``configs/tracker`` config's MOT metrics on its detections (``python predict.py``)."""
+    ``configs/tracker`` config's MOT metrics on its detections (``python predict.py``); with
+    ``score``, also each with its score thresholds at ``score`` (``"trackers_score_<score>"``)."""
     truth = [(gt.ids, gt.boxes) for gt in video.truth]
     metrics_file = checkpoint.parent.parent / "metrics.json"
     metrics = json.loads(metrics_file.read_text()) if metrics_file.exists() else {}
     row: dict = {"checkpoint": str(checkpoint), "conf": conf, "checkpoint_metrics": metrics}
+    names = sorted(p.stem for p in (ROOT / "configs" / "tracker").glob("*.yaml"))
+    runs = [(n, None) for n in names] + ([(n, score) for n in names] if score is not None else [])
     with tempfile.TemporaryDirectory() as tmp:
         mp4 = write_video(Path(tmp) / "shapes.mp4", video.frames, fps=FPS)
-        frames = _predict(mp4, checkpoint, Path(tmp) / "det", conf, None)
+        frames = _predict(mp4, checkpoint, Path(tmp) / "det", conf, None, None)
         row["detector"] = [
             detector_pr(video.truth, frames, t) for t in sorted({conf, 0.25, 0.5, 0.7})
         ]
         print("detector", row["detector"], flush=True)
-        row["trackers"] = {}
-        for name in sorted(p.stem for p in (ROOT / "configs" / "tracker").glob("*.yaml")):
+        for name, at in runs:
             start = time.perf_counter()
-            frames = _predict(mp4, checkpoint, Path(tmp) / name, conf, name)
+            frames = _predict(mp4, checkpoint, Path(tmp) / f"{name}{at}", conf, name, at)
             seconds = time.perf_counter() - start
             hyp = [
                 (
@@ -229,10 +240,10 @@ def run_trained(checkpoint: Path, video, conf: float) -> dict:
                 )
                 for dets in frames
             ]
-            m = mot_metrics(truth, hyp)
-            row["trackers"][name] = {k: round(v, 4) for k, v in m.items()}
-            row["trackers"][name]["predict_wall_s"] = round(seconds, 1)
-            print(f"{name:10s} {row['trackers'][name]}", flush=True)
+            m = {k: round(v, 4) for k, v in mot_metrics(truth, hyp).items()}
+            key = "trackers" if at is None else f"trackers_score_{at}"
+            row.setdefault(key, {})[name] = {**m, "predict_wall_s": round(seconds, 1)}
+            print(f"{key} {name:10s} {row[key][name]}", flush=True)
     return row
 
 
@@ -242,13 +253,14 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", help="candidate names to run")
     parser.add_argument("--checkpoint", help="a trained checkpoint: its detections, tracked")
     parser.add_argument("--conf", type=float, default=0.1, help="--checkpoint: score threshold")
+    parser.add_argument("--tracker-score", type=float, help="--checkpoint: also trackers at this")
     args = parser.parse_args()
     video = make_tracking_video(scale=2.0, fps=FPS)
     results = {}
     path = RESULTS_DIR / "tracking.json"
     previous = json.loads(path.read_text()) if path.exists() else {}
     if args.checkpoint:
-        row = run_trained(Path(args.checkpoint), video, args.conf)
+        row = run_trained(Path(args.checkpoint), video, args.conf, args.tracker_score)
         row["machine"] = {**machine_info(), "matmul_gflops": round(matmul_gflops(1024, 5), 1)}
         print("saved", save("tracking", {**previous, "trained_model": row}))
         return
