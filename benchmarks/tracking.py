@@ -17,7 +17,9 @@ source=<video.mp4> checkpoint=... [track=<name>]`` (the user's command), once wi
 for the detector's own recall and precision at IoU 0.5 (class-agnostic, per frame, against the
 ground-truth boxes; at several score thresholds), then once per ``configs/tracker`` config as
 shipped; MOTA / IDF1 / ID switches from each run's ``predictions.jsonl``. Saved under the
-``"trained_model"`` key of the results file, the other keys kept.
+``"trained_model"`` key of the results file, the other keys kept. ``--tracker-score 0.2``: also
+each tracker with its score thresholds (``SCORE_KEYS`` it has) at 0.2, for a detector whose
+scores stay under the shipped ones.
 
 Candidates whose library is not installed are listed as such. boxmot's dependencies
 (opencv-python, timm, huggingface-hub, gdown, pyarrow, pandas<3) do not fit the project's
