@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import socket
@@ -62,10 +63,22 @@ def matmul_gflops(n: int = 2048, repeats: int = 10) -> float:
     return 2 * n**3 / t / 1e9
 
 
+def finite(value: Any) -> Any:
+    """``value`` with every NaN / inf float replaced by None (strict JSON has neither)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite(v) for v in value]
+    return value
+
+
 def save(name: str, payload: dict[str, Any]) -> Path:
+    """``payload`` as strict JSON in ``benchmarks/results/<name>.json`` (NaN/inf as null)."""
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     path = RESULTS_DIR / f"{name}.json"
-    path.write_text(json.dumps(payload, indent=2) + "\n")
+    path.write_text(json.dumps(finite(payload), indent=2, allow_nan=False) + "\n")
     return path
 
 
