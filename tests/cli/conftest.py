@@ -51,3 +51,18 @@ def compose_cfg(synthetic_cache):
             return compose(name, overrides=[f"paths.output_dir={run_dir}", *data, *overrides])
 
     return _compose
+
+
+@pytest.fixture
+def predict_cli(tmp_path):
+    """``predict_cli(*overrides) -> (summary, output dir)``: predict.py's config composed and run
+    in-process, each call into a new output folder under ``tmp_path``."""
+    from yolov4.cli.predict import predict
+
+    def _run(*overrides: str):
+        out = tmp_path / f"out{len(list(tmp_path.glob('out*')))}"
+        with initialize_config_module(config_module="yolov4.configs", version_base="1.3"):
+            cfg = compose("predict", overrides=[f"output={out}", "progress=false", *overrides])
+        return predict(cfg), out
+
+    return _run

@@ -45,18 +45,9 @@ def folder(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
-def run(tmp_path):
-    from hydra import compose, initialize_config_module
-
-    from yolov4.cli.predict import predict
-
-    def _run(*overrides: str):
-        out = tmp_path / f"out{len(list(tmp_path.glob('out*')))}"
-        with initialize_config_module(config_module="yolov4.configs", version_base="1.3"):
-            cfg = compose("predict", overrides=[f"output={out}", "progress=false", *overrides])
-        return predict(cfg), out
-
-    return _run
+def run(predict_cli):
+    """``run(overrides) -> (summary, output dir)``: predict.py run in-process."""
+    return predict_cli
 
 
 def read(path: Path) -> list[dict]:
