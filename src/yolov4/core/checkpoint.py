@@ -86,6 +86,14 @@ class Checkpoint:
     path: Path | None = None
     data: dict[str, Any] | None = None  # the training run's data config (None: not recorded)
 
+    def preprocess_dict(self) -> dict[str, Any]:
+        """The stored preprocessing, or for a file that stores none, letterbox at the network's
+        input size: what every reader (Predictor, export, sharded predict) runs."""
+        return dict(self.preprocess) or {
+            "input_size": list(self.model.config.input_size),
+            "mode": "letterbox",
+        }
+
 
 def _versions() -> dict[str, str]:
     from yolov4.version import __version__

@@ -339,10 +339,7 @@ def export_artifact(
             f"precisions {list(precisions)} are made from model.onnx: add onnx to formats "
             f"{list(formats)}"
         )
-    preprocess = dict(ckpt.preprocess) or {
-        "input_size": list(ckpt.model.config.input_size),
-        "mode": "letterbox",
-    }
+    preprocess = ckpt.preprocess_dict()
     size = [int(s) for s in (input_size or preprocess["input_size"])]
     multiple = ckpt.model.config.max_stride  # the network's largest stride: 32, 64 for p6
     if len(size) != 2 or any(s <= 0 or s % multiple for s in size):

@@ -253,10 +253,7 @@ class Predictor:
                 f"{path}: {len(ckpt.class_names)} class names for a model with "
                 f"num_classes={ckpt.model.config.num_classes}"
             )
-        preprocess = dict(ckpt.preprocess) or {
-            "input_size": list(ckpt.model.config.input_size),
-            "mode": "letterbox",
-        }
+        preprocess = ckpt.preprocess_dict()
         meta = {"model": ckpt.model.config.to_dict(), "source": str(path), "metrics": ckpt.metrics}
         backend = TorchBackend(DecodedModel(fuse_model(ckpt.model)), device)
         return cls(
