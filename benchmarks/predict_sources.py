@@ -1,12 +1,13 @@
 """Video throughput: the predict command against the model alone and the alternatives a user has.
 
     python benchmarks/predict_sources.py [--frames 200] [--width 640] [--height 480] [--size 416]
-        [--batch 8] [--threads N] [--skip-ultralytics] [--name predict_sources]
+        [--batch 8] [--threads N] [--skip-ultralytics] [--checkpoint CKPT] [--name predict_sources]
 
 On a generated video (moving shapes, mp4v, ``--frames`` frames of ``--width`` x ``--height``),
 yolov4-tiny (80 classes) at ``--size`` with random weights (head biases spread, so postprocess has
 boxes to sort), written as a darknet ``.cfg`` + ``.weights`` and as a project checkpoint (stretch
-resize, as the cfg's ``letter_box=0``), in one run:
+resize, as the cfg's ``letter_box=0``) — or, with ``--checkpoint``, a trained detector (its input
+size and resize; detection counts as in real use), in one run:
 
 a. ``model_only``: the Predictor's backend (PyTorch) on ready preprocessed tensors, batch
    ``--batch`` (run first and again last; the higher is the ceiling for (d)) and 1 (the first
@@ -32,6 +33,7 @@ run, load averages before and after) and every figure.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -44,9 +46,9 @@ import cv2
 import numpy as np
 import torch
 from common import machine_info, matmul_gflops, save, spread_head_biases
-from predict import loadavg
 
-from yolov4 import Predictor, build_model, save_checkpoint
+from predict import loadavg
+from yolov4 import Predictor, build_model, load_checkpoint, save_checkpoint
 from yolov4.core.preprocess import preprocess
 from yolov4.darknet import save_darknet_weights, write_darknet_cfg
 from yolov4.inference.backends import cpu_features
@@ -198,7 +200,11 @@ def predict_command(video: Path, one_frame: Path, ckpt: Path, batch: int, out: P
         if done.returncode:
             raise RuntimeError(f"{' '.join(cmd)} failed:\n{done.stderr[-3000:]}")
         records = out / name / "predictions.jsonl"
-        return wall, len(records.read_text().splitlines()) if records.is_file() else -1
+        lines = records.read_text().splitlines() if records.is_file() else []
+        boxes.append(sum(len(json.loads(r)["detections"]) for r in lines))
+        return wall, len(lines)
+
+    boxes: list[int] = []
 
     try:
         t1, n1 = run(one_frame, "one")
@@ -208,20 +214,32 @@ def predict_command(video: Path, one_frame: Path, ckpt: Path, batch: int, out: P
     return {"available": True, "command": f"python predict.py source=<video> checkpoint=<ckpt> batch={batch}",
             "wall_s": round(tn, 2), "records": n, "fps_wall": round(n / tn, 2),
             "steady_fps": round((n - n1) / (tn - t1), 2) if tn > t1 else None,
-            "one_frame_wall_s": round(t1, 2)}  # fmt: skip
+            "one_frame_wall_s": round(t1, 2),
+            "boxes_per_frame": round(boxes[-1] / max(n, 1), 1)}  # fmt: skip
 
 
-def build(tmp: Path, size: int) -> tuple[Path, Path, Path]:
-    """yolov4-tiny with random weights as darknet cfg + weights and as a project checkpoint."""
-    torch.manual_seed(0)
-    model = spread_head_biases(build_model("yolov4-tiny").eval())
-    cfg, weights = tmp / "yolov4-tiny.cfg", tmp / "yolov4-tiny.weights"
+def build(tmp: Path, size: int, checkpoint: Path | None) -> tuple[Path, Path, Path, str]:
+    """The model as darknet cfg + weights and as a project checkpoint, and its description:
+    ``checkpoint``'s (a trained detector), else yolov4-tiny with random weights."""
+    if checkpoint is not None:
+        loaded = load_checkpoint(checkpoint)
+        model, ckpt = loaded.model.eval(), checkpoint
+        pre = loaded.preprocess_dict()
+        size = int(pre["input_size"][0])
+        about = (f"{checkpoint.name}: {model.config.name}, {model.config.num_classes} classes, "
+                 f"{pre['input_size']}, {pre['mode']} resize (OpenCV DNN: stretch)")  # fmt: skip
+    else:
+        torch.manual_seed(0)
+        model = spread_head_biases(build_model("yolov4-tiny").eval())
+        names = [f"class{i}" for i in range(model.config.num_classes)]
+        ckpt = save_checkpoint(tmp / "yolov4-tiny.pt", model, names,
+                               {"input_size": [size, size], "mode": "stretch"})  # fmt: skip
+        about = (f"yolov4-tiny, 80 classes, {size}x{size}, random weights (head biases "
+                 "spread), stretch resize")  # fmt: skip
+    cfg, weights = tmp / "model.cfg", tmp / "model.weights"
     cfg.write_text(write_darknet_cfg(model, input_size=(size, size)))
     save_darknet_weights(model, weights)
-    names = [f"class{i}" for i in range(model.config.num_classes)]
-    ckpt = save_checkpoint(tmp / "yolov4-tiny.pt", model, names,
-                           {"input_size": [size, size], "mode": "stretch"})  # fmt: skip
-    return cfg, weights, ckpt
+    return cfg, weights, ckpt, about
 
 
 def main() -> None:
@@ -235,6 +253,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--skip-ultralytics", action="store_true")
+    parser.add_argument("--checkpoint", type=Path, default=None,
+                        help="a trained checkpoint (realistic detection counts) instead of "
+                        "random weights; its input size replaces --size")  # fmt: skip
     parser.add_argument("--name", default="predict_sources")
     args = parser.parse_args()
 
@@ -250,17 +271,17 @@ def main() -> None:
         tmp = Path(tmp)
         video = make_video(tmp / "shapes.mp4", args.frames, args.width, args.height)
         one_frame = make_video(tmp / "one.mp4", 1, args.width, args.height)
-        cfg, weights, ckpt = build(tmp, args.size)
+        cfg, weights, ckpt, about = build(tmp, args.size, args.checkpoint)
         predictor = Predictor.from_checkpoint(ckpt, thresholds={"conf": CONF, "iou": NMS})
         frames = read_frames(video)
         steps = [
             ("model_only", lambda: model_only(predictor, frames, args.batch)),
-            ("opencv_dnn", lambda: opencv_dnn(cfg, weights, video, args.size)),
+            ("opencv_dnn", lambda: opencv_dnn(cfg, weights, video, predictor.input_size[0])),
             ("predictor_loop", lambda: predictor_loop(predictor, video, args.batch)),
             ("predict_command", lambda: predict_command(video, one_frame, ckpt, args.batch, tmp)),
         ]
         if not args.skip_ultralytics:
-            steps.append(("ultralytics", lambda: ultralytics_loop(video, args.size)))
+            steps.append(("ultralytics", lambda: ultralytics_loop(video, predictor.input_size[0])))
         # (a) again last: on a shared machine the ceiling moves with the load; the higher counts
         steps.append(("model_only_again", steps[0][1]))
         for name, step in steps:
@@ -283,8 +304,7 @@ def main() -> None:
             "fps": FPS,
             "codec": "mp4v",
         },  # fmt: skip
-        "model": f"yolov4-tiny, 80 classes, {args.size}x{args.size}, random weights (head "
-        "biases spread), stretch resize; conf 0.25, NMS 0.45",
+        "model": f"{about}; conf {CONF}, NMS {NMS}",
         "batch": args.batch,
         "results": rows,
         "target": "predict_command steady_fps >= 0.9 x model_only (the higher of its two runs) "

@@ -201,12 +201,19 @@ def test_a_stream_keeps_ids_across_dropped_frames_and_a_reconnect(run, video, mo
     truth, _ = video
     n = len(truth.truth) // 2
     dets = noisy_detections(truth.truth, jitter=0.02, drop=0)
-    server = MjpegServer(n, fps=50, size=truth.image_size, frames=truth.frames).start()
+    oracles = []  # the server keeps at most 4 frames ahead of the oracle, however loaded
+
+    def last_seen():
+        return oracles[0].seen[-1] if oracles and oracles[0].seen else -1
+
+    server = MjpegServer(n, fps=50, size=truth.image_size, frames=truth.frames, pace=last_seen)
+    server.start()
     real = Oracle.__init__
 
     def slow(self, *args):
         real(self, *args)
         self.delay = 0.03
+        oracles.append(self)
 
     monkeypatch.setattr(Oracle, "__init__", slow)
     try:

@@ -3,7 +3,10 @@ serve): each connection sends ``per_connection`` frames at ``fps`` and then cuts
 in the middle of a frame; :meth:`MjpegServer.stop` / :meth:`start` take the server down and bring
 it back on the same port. Frame ``k`` of connection ``c`` is a flat image of grey level
 ``level(c, k)``, so a reader can tell which frames it got; with ``frames`` (RGB images) it is
-``frames[(c * per_connection + k) % len(frames)]`` instead: a video cut between connections."""
+``frames[(c * per_connection + k) % len(frames)]`` instead: a video cut between connections.
+``pace()`` (with ``frames``): the last video frame the reader has processed; the server then
+stays at most ``max_ahead`` frames ahead of it, so that the frames a slow reader drops stay
+few on a loaded machine too (a camera does not wait; a test of what follows the drops does)."""
 
 from __future__ import annotations
 
@@ -35,7 +38,10 @@ class MjpegServer:
         size=(48, 64),
         max_connections: int = 2,
         frames: list[np.ndarray] | None = None,
+        pace=None,
+        max_ahead: int = 4,
     ) -> None:
+        self.pace, self.max_ahead = pace, max_ahead
         self.per_connection, self.fps, self.size = per_connection, fps, size
         self.frames = frames
         self.max_connections = max_connections  # later requests are closed unanswered
@@ -67,6 +73,7 @@ class MjpegServer:
                         image = np.full((*owner.size, 3), level(c, k), np.uint8)
                         if owner.frames is not None:
                             i = (c * owner.per_connection + k) % len(owner.frames)
+                            owner._wait_for_reader(i)
                             image = cv2.cvtColor(owner.frames[i], cv2.COLOR_RGB2BGR)
                         data = cv2.imencode(".jpg", image)[1].tobytes()
                         self.wfile.write(b"--" + BOUNDARY + b"\r\nContent-Type: image/jpeg\r\n")
@@ -84,6 +91,13 @@ class MjpegServer:
                 pass
 
         return Handler
+
+    def _wait_for_reader(self, i: int, timeout: float = 5.0) -> None:
+        deadline = time.monotonic() + timeout
+        while self.pace is not None and i - self.pace() > self.max_ahead:
+            if time.monotonic() > deadline:
+                return
+            time.sleep(0.005)
 
     def start(self) -> MjpegServer:
         self._server = _Server(("127.0.0.1", self.port), self._handler())

@@ -289,3 +289,35 @@ def test_trails_follow_each_track_and_are_drawn():
     assert changed[y - 2 : y + 3, x - 2 : x + 3].any()  # at the trail's start
     with pytest.raises(ConfigError, match="trail length"):
         TrackTrails(length=0)
+
+
+def _one_new_track(frame: int) -> Detections:
+    x = float(frame % 200)
+    return Detections(
+        np.array([[x, 10, x + 20, 30]], np.float32),
+        np.array([0.9], np.float32),
+        np.array([0]),
+        ["circle"],
+        (240, 320),
+        track_ids=np.array([frame]),
+    )
+
+
+def test_counter_and_trails_stay_flat_on_an_endless_stream():
+    """A new track every frame for 5,000 frames: the per-id state of the counter and the trails
+    stays bounded by how long a lost id is kept, and the counts stay whole."""
+    counter = Counter(zone=[[0, 0], [400, 0], [400, 400], [0, 400]], keep_rows=False,
+                      forget_after=50)  # fmt: skip
+    trails = TrackTrails(length=5, forget_after=50)
+    for frame in range(5000):
+        dets = _one_new_track(frame)
+        counter.update(dets, frame)
+        trails.update(dets)
+    summary = counter.summary()
+    assert summary["frames"] == 5000 and summary["zone"]["max"] == 1
+    assert summary["zone"]["unique_ids"] == 5000 and summary["zone"]["mean"] == 1.0
+    assert len(counter._seen) <= 150 and not counter.rows
+    assert len(trails.points) <= 150
+    assert list(trails.points[4999]) == [(round(4999 % 200 + 10), 20)]
+    with pytest.raises(ConfigError, match="keep_rows=False"):
+        counter.write("counts.csv")

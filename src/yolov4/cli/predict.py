@@ -4,7 +4,8 @@ files, videos, cameras and streams (:mod:`yolov4.inference.sources`), written as
 
 Every source and option is checked before the model is loaded. Files decode and preprocess on a
 thread ahead of the model (:meth:`~yolov4.inference.Predictor.prepare`), ``batch`` images or
-frames per call; a file or frame that does not decode is
+frames per call, and the outputs are drawn, encoded and written on a thread behind it
+(:class:`~yolov4.inference.writers.WriteBehind`); a file or frame that does not decode is
 skipped and reported. Ctrl-C or SIGTERM ends the run with every file complete (videos
 finalised). ``track=`` adds object ids, trails and counts (:mod:`yolov4.cli.tracking`).
 
@@ -38,7 +39,7 @@ from yolov4.errors import ConfigError, InputError
 from yolov4.inference import Predictor
 from yolov4.inference.sources import Frame, ImageFiles, open_sources, prefetch
 from yolov4.inference.streams import interleave_live
-from yolov4.inference.writers import PredictionWriter, Summary
+from yolov4.inference.writers import PredictionWriter, Summary, WriteBehind
 
 __all__ = ["predict", "hydra_main", "check_options"]
 
@@ -91,9 +92,11 @@ class Progress:
         self.total, self.enabled, self.done = total, enabled, 0
         self.tty = sys.stderr.isatty()
         self.start = self.last = time.perf_counter()
+        self._lock = threading.Lock()
 
-    def update(self, n: int) -> None:
-        self.done += n
+    def update(self, n: int) -> None:  # the model loop (skipped frames) and the writer thread
+        with self._lock:
+            self.done += n
         now = time.perf_counter()
         if self.enabled and now - self.last >= PROGRESS_EVERY_S * (1 if self.tty else 10):
             self.last = now
@@ -169,12 +172,10 @@ def run(
     writer: PredictionWriter,
     summary: Summary,
     cfg: DictConfig,
-    interrupts: Interrupts | None = None,
     tracks: Tracks | None = None,
 ) -> None:
-    """Every source through ``predictor`` into ``writer``, counting in ``summary``; a signal
-    ends it between two writes (``interrupts``). ``tracks``: ids, trails and counts."""
-    interrupts = interrupts or Interrupts()
+    """Every source through ``predictor`` into ``writer`` (on a writer thread behind the model:
+    :class:`WriteBehind`), counting in ``summary``. ``tracks``: ids, trails and counts."""
     lengths = [len(s) for s in sources]
     progress = Progress(sum(lengths) if all(lengths) else None, bool(cfg.get("progress", True)))
     batch = int(cfg.batch)
@@ -191,35 +192,46 @@ def run(
         streams.append((_prepared(live[0].frames(), predictor, False), batch if live[0].buffer else 1, True))  # fmt: skip
     elif live:
         streams.append((_prepared(interleave_live(live), predictor, False), len(live), True))
+    behind = WriteBehind(_write_chunk(writer, summary, progress, tracks), depth=2)
     try:
         for items, size, is_live in streams:
             for chunk in _chunks(items, size, summary, progress):
-                for (f, _), dets in zip(chunk, _detect(predictor, chunk, cfg)):
-                    overlay = None
-                    if tracks is not None:
-                        dets = tracks.update(f, dets, is_live)
-                        overlay = tracks.overlay(f)
-                    with interrupts.deferred():
-                        writer.write(f, dets, overlay)
-                        summary.add(f, dets)
-                progress.update(len(chunk))
+                behind.put(chunk, _detect(predictor, chunk, cfg), is_live)
+        behind.close()
     finally:
         stop.set()
+        behind.close(finish=False)  # interrupted: the frames already detected are written
         progress.close()
 
 
+def _write_chunk(
+    writer: PredictionWriter, summary: Summary, progress: Progress, tracks: Tracks | None
+) -> Any:
+    """What the writer thread does with each chunk and its detections: ids (``tracks``), the
+    files and records, the counts."""
+
+    def write(chunk: list[Item], detections: list[Any], is_live: bool) -> None:
+        for (f, _), dets in zip(chunk, detections):
+            overlay = None
+            if tracks is not None:
+                dets = tracks.update(f, dets, is_live)
+                overlay = tracks.overlay(f)
+            writer.write(f, dets, overlay)
+            summary.add(f, dets)
+        progress.update(len(chunk))
+
+    return write
+
+
 class Interrupts:
-    """Ctrl-C and SIGTERM end the run between two images or frames, never inside the writing
-    of one (a video frame and its record are written together). A second signal during a
-    write ends it at once."""
+    """Ctrl-C and SIGTERM end the run as a KeyboardInterrupt in the model loop; the writer
+    thread then writes what the model has already detected and every file is finalised
+    (:meth:`WriteBehind.close`, :meth:`PredictionWriter.close`). A second signal stops the
+    writing after the image or frame being written."""
 
-    def __init__(self) -> None:
-        self.requested = self.busy = False
-
-    def _handler(self, signum: int, _frame: Any) -> None:
-        if self.requested or not self.busy:
-            raise KeyboardInterrupt(f"signal {signum}")
-        self.requested = True
+    @staticmethod
+    def _handler(signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
 
     @contextmanager
     def installed(self) -> Iterator[Interrupts]:
@@ -232,16 +244,6 @@ class Interrupts:
         finally:
             for s, handler in previous.items():
                 signal.signal(s, handler)
-
-    @contextmanager
-    def deferred(self) -> Iterator[None]:
-        self.busy = True
-        try:
-            yield
-        finally:
-            self.busy = False
-        if self.requested:
-            raise KeyboardInterrupt("signal")
 
 
 # options the sharded mode (trainer=) does not offer: it writes the records only
@@ -337,9 +339,9 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
         writer = PredictionWriter(out, bool(cfg.save), bool(cfg.save_txt), bool(cfg.save_crops))
         tracks = None if tracking is None else Tracks(tracking, out)
         summary = Summary()  # the run's time, from here
-        with Interrupts().installed() as interrupts:
+        with Interrupts().installed():
             try:
-                run(predictor, sources, writer, summary, cfg, interrupts, tracks)
+                run(predictor, sources, writer, summary, cfg, tracks)
             except KeyboardInterrupt:
                 summary.interrupted = True
     finally:

@@ -109,7 +109,8 @@ class _Track:
     def __init__(self, options: dict[str, Any], fps: float | None) -> None:
         self.tracker: Tracker = options["make"](fps)
         self.trails = TrackTrails(options["trail"])
-        self.counter = None if options["counter"] is None else Counter(**options["counter"])
+        counter = options["counter"]  # rows go to counts.csv as they come
+        self.counter = None if counter is None else Counter(**counter, keep_rows=False)
         self.ids: set[int] = set()
         self.next_index = 0  # images of a folder: their position in the sequence
 

@@ -32,6 +32,8 @@ from yolov4.inference.predictor import Detections
 __all__ = ["ANCHORS", "Counter"]
 
 ANCHORS = ("center", "bottom_center")
+FORGET_AFTER = 900  # frames (30 s at 30 fps; trackers keep a lost track for about 1 s)
+FORGET_EVERY = 100  # frames between two sweeps of the forgotten ids
 
 
 def _points(name: str, value: Any, min_points: int) -> np.ndarray:
@@ -60,6 +62,10 @@ class Counter:
         line: ``[[x1, y1], [x2, y2]]`` in the frame's pixels, or None.
         zone: ``[[x, y], ...]`` (3 or more) polygon in the frame's pixels, or None.
         anchor: one of :data:`ANCHORS`.
+        keep_rows: keep every frame's row in :attr:`rows` (for :meth:`write`); predict.py
+            streams them to ``counts.csv`` instead, so an endless stream stays in flat memory.
+        forget_after: frames after which a track id not seen again is forgotten (trackers
+            never reuse ids; the ones counted stay counted).
     """
 
     def __init__(
@@ -67,6 +73,8 @@ class Counter:
         line: Sequence[Sequence[float]] | None = None,
         zone: Sequence[Sequence[float]] | None = None,
         anchor: str = "center",
+        keep_rows: bool = True,
+        forget_after: int = FORGET_AFTER,
     ) -> None:
         if line is None and zone is None:
             raise ConfigError("counting: expected count_line and/or count_zone, got neither")
@@ -75,7 +83,10 @@ class Counter:
         self.line = None if line is None else _points("count_line", line, 2)
         self.zone = None if zone is None else _points("count_zone", zone, 3)
         self.anchor = anchor
+        self.keep_rows, self.forget_after = keep_rows, forget_after
         self.rows: list[dict[str, Any]] = []
+        self.frames, self._zone_max, self._zone_sum = 0, 0, 0
+        self._seen: dict[int, int] = {}  # track id -> the last update it was seen in
         self._side: dict[int, float] = {}  # track id -> last nonzero side of the line
         self._last: dict[int, np.ndarray] = {}  # track id -> last anchor
         self._crossed: dict[str, list[int]] = {"in": [], "out": []}
@@ -135,11 +146,29 @@ class Counter:
                 ids = [int(t) for t, i in zip(dets.track_ids, inside) if i and t >= 0]
                 row["zone_ids"] = ids
                 self._zone_ids.update(ids)
-        self.rows.append(row)
+        self.frames += 1
+        if "zone" in row:
+            self._zone_max, self._zone_sum = (
+                max(self._zone_max, row["zone"]),
+                self._zone_sum + row["zone"],
+            )
+        if self.keep_rows:
+            self.rows.append(row)
+        self._forget(dets)
         return row
 
+    def _forget(self, dets: Detections) -> None:
+        if dets.track_ids is not None:
+            self._seen.update((int(t), self.frames) for t in dets.track_ids if t >= 0)
+        if self.frames % FORGET_EVERY:
+            return
+        gone = [t for t, last in self._seen.items() if self.frames - last > self.forget_after]
+        for t in gone:
+            for state in (self._seen, self._side, self._last):
+                state.pop(t, None)
+
     def summary(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"frames": len(self.rows), "anchor": self.anchor}
+        out: dict[str, Any] = {"frames": self.frames, "anchor": self.anchor}
         if self.line is not None:
             out["line"] = {
                 "points": self.line.tolist(),
@@ -149,11 +178,10 @@ class Counter:
                 "out_ids": list(self._crossed["out"]),
             }
         if self.zone is not None:
-            counts = [r["zone"] for r in self.rows]
             out["zone"] = {
                 "points": self.zone.tolist(),
-                "max": max(counts, default=0),
-                "mean": round(float(np.mean(counts)), 4) if counts else 0.0,
+                "max": self._zone_max,
+                "mean": round(self._zone_sum / self.frames, 4) if self.frames else 0.0,
                 "unique_ids": len(self._zone_ids),
             }
         return out
@@ -161,6 +189,8 @@ class Counter:
     def write(self, path: str | Path) -> Path:
         """The per-frame rows: ``.csv`` (ids joined by spaces) or ``.json`` (rows + summary)."""
         path = Path(path)
+        if not self.keep_rows:
+            raise ConfigError("Counter.write: this counter was made with keep_rows=False")
         if path.suffix == ".json":
             path.write_text(json.dumps({"summary": self.summary(), "frames": self.rows}) + "\n")
         elif path.suffix == ".csv":

@@ -226,13 +226,17 @@ def _colour(track_id: int) -> tuple[int, int, int]:
 
 
 class TrackTrails:
-    """The last ``length`` box centres of each track, drawn with its ``#id`` on RGB frames."""
+    """The last ``length`` box centres of each track, drawn with its ``#id`` on RGB frames; the
+    trail of a track not seen for ``forget_after`` updates is dropped (flat memory on endless
+    streams: trackers never reuse an id)."""
 
-    def __init__(self, length: int = 30) -> None:
+    def __init__(self, length: int = 30, forget_after: int = 300) -> None:
         if isinstance(length, bool) or not isinstance(length, int) or length < 1:
             raise ConfigError(f"trail length: expected an int >= 1, got {length!r}")
-        self.length = length
+        self.length, self.forget_after = length, forget_after
         self.points: dict[int, deque[tuple[int, int]]] = {}
+        self._seen: dict[int, int] = {}  # track id -> the last update it was seen in
+        self._updates = 0
 
     def update(self, dets: Detections) -> None:
         if dets.track_ids is None:
@@ -241,6 +245,12 @@ class TrackTrails:
             if tid >= 0:
                 trail = self.points.setdefault(tid, deque(maxlen=self.length))
                 trail.append((round((x1 + x2) / 2), round((y1 + y2) / 2)))
+                self._seen[tid] = self._updates
+        self._updates += 1
+        if self._updates % 100 == 0:
+            gone = [t for t, last in self._seen.items() if self._updates - last > self.forget_after]
+            for t in gone:
+                del self._seen[t], self.points[t]
 
     def draw(self, image: np.ndarray, dets: Detections) -> np.ndarray:
         """``image`` (H, W, 3) RGB uint8, drawn in place: the trails of ``dets``' tracks and an

@@ -18,6 +18,8 @@ finalises every video, so an interrupted run leaves complete, playable files.
 from __future__ import annotations
 
 import json
+import queue
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -30,7 +32,14 @@ import numpy as np
 
 from yolov4.inference.sources import Frame, prediction_record
 
-__all__ = ["PredictionWriter", "Summary", "draw_detections", "yolo_label_lines", "PREDICTIONS"]
+__all__ = [
+    "PredictionWriter",
+    "Summary",
+    "WriteBehind",
+    "draw_detections",
+    "yolo_label_lines",
+    "PREDICTIONS",
+]
 
 PREDICTIONS = "predictions.jsonl"
 SUMMARY = "summary.json"
@@ -146,6 +155,63 @@ class Summary:
         if self.skipped_count:
             lines.append(f"skipped {self.skipped_count}: " + "; ".join(self.skipped[:5]))
         return "\n".join(lines)
+
+
+class WriteBehind:
+    """Calls ``write(*item)`` for each :meth:`put` item on a thread of its own, in order, so that
+    drawing, video encoding and records overlap the model; at most ``depth`` items wait (the
+    model blocks, and memory stays flat, when writing is the slower). An exception raised by
+    ``write`` is raised again in the caller at its next :meth:`put` or at :meth:`close`."""
+
+    def __init__(self, write: Callable[..., None], depth: int = 2) -> None:
+        self._write, self.error, self._failed = write, None, False
+        self._queue: queue.Queue[Any] = queue.Queue(max(1, depth))
+        self._cancel, self._end = threading.Event(), object()
+        self._thread = threading.Thread(target=self._loop, name="predict-writer", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._cancel.is_set():
+            try:
+                item = self._queue.get(timeout=0.05)
+            except queue.Empty:
+                continue
+            if item is self._end:
+                return
+            if not self._failed:  # after an error nothing more is written
+                try:
+                    self._write(*item)
+                except BaseException as e:  # noqa: BLE001 - handed to the caller
+                    self.error, self._failed = e, True
+
+    def _raise(self) -> None:
+        if self.error is not None:
+            error, self.error = self.error, None
+            raise error
+
+    def put(self, *item: Any) -> None:
+        self._raise()
+        self._offer(item)
+
+    def _offer(self, item: Any) -> None:
+        while self._thread.is_alive():
+            try:
+                self._queue.put(item, timeout=0.05)
+                return
+            except queue.Full:
+                continue
+
+    def close(self, finish: bool = True) -> None:
+        """Wait for the thread: after every queued item (``finish``), or after the item being
+        written. Interrupted (a second Ctrl-C), it still stops the thread before returning."""
+        try:
+            if finish:
+                self._offer(self._end)
+                self._thread.join()
+        finally:
+            self._cancel.set()
+            self._thread.join()
+        self._raise()
 
 
 class PredictionWriter:
