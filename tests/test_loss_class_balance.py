@@ -133,7 +133,7 @@ def test_multipliers_are_darknets_formula_capped_at_max_delta():
     assert class_multipliers(COUNTS).tolist() == darknet_multipliers(COUNTS)
     assert class_multipliers(COUNTS, 5.0).tolist() == darknet_multipliers(COUNTS, 5.0)
     assert darknet_multipliers(COUNTS, 5.0) == [1.0, 5.0, 5.0, pytest.approx(400 / 90)]
-    # the loss takes each head's max_delta (yolov4.cfg: 5 on the last head only)
+    # the loss takes each head's max_delta (yolov4.cfg: 5, capping 13.3 and 57.1)
     loss_fn = YoloLoss.from_config(balanced(YOLOV4))
     for level, md in enumerate(YOLOV4.max_delta):
         assert loss_fn.class_multipliers[level].tolist() == darknet_multipliers(COUNTS, md)
@@ -214,3 +214,11 @@ def test_no_counters_keeps_the_loss_unchanged_and_cls_normalizer_inert():
     b = project_deltas(YoloLoss.from_config(half), maps, targets)
     for x, y in zip(a, b, strict=True):
         assert torch.equal(x, y)
+
+
+def test_images_without_targets_are_unaffected():
+    maps, _ = make_case(TINY, 9)
+    empty = torch.zeros(0, 6)
+    a = YoloLoss.from_config(balanced(TINY))(maps, empty)
+    b = YoloLoss.from_config(TINY)(maps, empty)
+    assert torch.equal(a.total, b.total) and a.total > 0

@@ -132,10 +132,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from yolov4.loss_darknet import (
-    balanced_class_weight,
+    darknet_class_balance,
     darknet_classes_in_box,
     darknet_dx_box_iou,
-    first_last_pair,
     iou_loss_gradient,
     mse_box_delta,
 )
@@ -470,20 +469,14 @@ class YoloLoss(nn.Module):
         obj_bce = self._prob_loss(flat[:, 4], obj_target) * keep
         cls_weight, iou_norm = None, self.iou_normalizer[level]
         if self.balanced[level]:  # counters_per_class: darknet's class multipliers
-            mult = self.class_multipliers[level]
-            first, last = first_last_pair(pair_slot, gt, slots.shape[0])
-            cls_weight = balanced_class_weight(
-                pair_slot, t_cls[gt], t_cls[first], mult, self.cls_normalizer[level]
-            )
-            cls_loss = cls_weight * cls_loss
-            which = t_cls[first] if self.objectness_smooth[level] else t_cls[last]
-            obj_weight = torch.ones_like(obj_bce)
-            obj_weight[slots] = torch.where(rule, mult[which], 1.0)
-            obj_bce = obj_bce * obj_weight
-            iou_norm = iou_norm * mult[t_cls[gt]]
-        else:
-            cls_loss = self.cls_normalizer[level] * cls_loss
-        cls_loss = cls_loss.sum()
+            cls_weight, obj_weight, pair_mult = darknet_class_balance(
+                slots.shape[0], pair_slot, gt, t_cls, self.class_multipliers[level],
+                self.cls_normalizer[level], rule, self.objectness_smooth[level],
+            )  # fmt: skip
+            obj_bce = obj_bce * torch.ones_like(obj_bce).index_put((slots,), obj_weight)
+            iou_norm = iou_norm * pair_mult
+        norm = cls_weight if cls_weight is not None else self.cls_normalizer[level]
+        cls_loss = (norm * cls_loss).sum()
         obj_loss = self.obj_normalizer[level] * obj_bce.sum()
 
         # box term: value weighted by 1/k (k distinct classes at the slot), gradient as chosen

@@ -19,6 +19,7 @@ __all__ = [
     "darknet_classes_in_box",
     "mse_box_delta",
     "balanced_class_weight",
+    "darknet_class_balance",
     "first_last_pair",
 ]
 
@@ -85,6 +86,31 @@ def balanced_class_weight(
         once, multipliers[first_class] * cls_norm, weight[rows, first_class]
     )
     return weight
+
+
+def darknet_class_balance(
+    slots: int,
+    pair_slot: Tensor,
+    pair_index: Tensor,
+    t_cls: Tensor,
+    multipliers: Tensor,
+    cls_norm: float,
+    rule: Tensor,
+    objectness_smooth: bool,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Where ``counters_per_class``'s multipliers ``(C,)`` act on one head: the class-delta
+    factors ``(S, C)`` (:func:`balanced_class_weight`), the objectness factor ``(S,)`` of the
+    positive slots (``multipliers`` of the slot's last truth's class; with ``objectness_smooth``
+    the first's, darknet's positive rule writing only a delta still 0; 1 where ``rule (S,)``
+    bool says the rule did not act) and the box factor ``(P,)`` of each pair (its truth's
+    class). ``slots``: ``S``; ``pair_slot``, ``pair_index (P,)`` long (slot in ``0..S-1``, target
+    index); ``t_cls (M,)`` long."""
+    first, last = first_last_pair(pair_slot, pair_index, slots)
+    pair_class = t_cls[pair_index]
+    cls_weight = balanced_class_weight(pair_slot, pair_class, t_cls[first], multipliers, cls_norm)
+    which = t_cls[first] if objectness_smooth else t_cls[last]
+    obj_weight = torch.where(rule, multipliers[which], torch.ones_like(multipliers[which]))
+    return cls_weight, obj_weight, multipliers[pair_class]
 
 
 def darknet_dx_box_iou(pred: Tensor, truth: Tensor, kind: str) -> Tensor:
