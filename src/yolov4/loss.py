@@ -188,6 +188,8 @@ class YoloLoss(nn.Module):
     the three normalizers, ``max_delta``, ``objectness_smooth``, ``label_smooth_eps``) take one
     value for every head or a sequence of one per head (ascending stride); head ``l`` uses its own.
     ``label_smoothing``, when non-zero, overrides ``label_smooth_eps`` for every head.
+    ``counters_per_class`` (darknet's class balance): one count per class for every head, or one
+    entry per head (``None``: that head has none); ``cls_normalizer`` then acts as in darknet.
     """
 
     def __init__(
