@@ -2,7 +2,7 @@
 
     python benchmarks/darknet_oracle.py /tmp/dkwork/dk_oracle [--o2 /tmp/dkwork/dk_oracle_O2]
         [--models yolov4-tiny yolov4] [--size 256] [--seeds 0 1 2] [--classes 4] [--new-coords]
-        [--name darknet_oracle_zoo]
+        [--counters-per-class 400,30,7,90] [--name darknet_oracle_zoo]
 
 ``dk_oracle`` is the driver of ../shared/tools/darknet-oracle (AlexeyAB darknet, CPU build; build
 it with that folder's build.sh). It is run in "maps mode": each ``[yolo]`` layer's forward is fed
@@ -41,9 +41,17 @@ it) and its ``l.delta`` is multiplied by ``s * (1 - s)`` (that conv's backward) 
 comparison; planted sizes use ``4 * sigmoid(t)^2``. ``--new-coords`` writes
 darknet_oracle_new_coords.json by default.
 
+``--counters-per-class N_0,...,N_C-1`` (one count per class of ``--classes``) puts darknet's class
+balance key in every ``[yolo]`` section of darknet's cfg and in the project's model config
+(``model.counters_per_class``); the multipliers ``max(N) / N_c`` (capped at ``max_delta``) then
+scale the class, objectness and box deltas, and ``cls_normalizer`` acts. The ``cls+`` column is
+the class deltas darknet makes positive (a target's own class: the ones the multipliers scale);
+the default results file is darknet_oracle_counters.json.
+
 ``cls_normalizer`` (0.5 in the Scaled-YOLOv4 cfgs) is inert in darknet without
-``counters_per_class``; ``YoloLoss.from_config`` passes 1.0 for it, as darknet acts (see
-:mod:`yolov4.loss`). ``--set key=value`` overrides a model config key on the project's side only.
+``counters_per_class``; ``YoloLoss.from_config`` passes 1.0 for it then, as darknet acts (see
+:mod:`yolov4.loss`). ``--set key=value`` overrides a model config key on the project's side only
+(``--set counters_per_class=null`` with ``--counters-per-class``: the control without balance).
 """
 
 from __future__ import annotations
@@ -63,7 +71,7 @@ from yolov4.loss import YoloLoss
 from yolov4.models.cfg import parse_cfg
 from yolov4.models.config import ModelConfig, yolo_heads
 
-COMPONENTS = ("x", "y", "w", "h", "obj", "cls")
+COMPONENTS = ("x", "y", "w", "h", "obj", "cls", "cls+")
 MAX_BOXES = 200  # darknet's [yolo] max default: the truth buffer is batch x 200 x 6
 CASES = {"b1": (1, 0.0), "ls": (1, 0.1), "b2": (2, 0.0)}  # name: (batch, label_smooth_eps)
 
@@ -174,6 +182,7 @@ def split(arr: np.ndarray, batch: int, na: int, c: int) -> dict[str, np.ndarray]
     a = arr.reshape(batch, na, 5 + c, *arr.shape[-2:]).astype(np.float64)
     d = {name: a[:, :, k] for k, name in enumerate(COMPONENTS[:5])}
     d["cls"] = a[:, :, 5:]
+    d["cls+"] = a[:, :, 5:]  # Tally.add keeps those darknet makes positive
     return d
 
 
@@ -197,8 +206,10 @@ class Tally:
         both = dk_pos & pr_pos
         for k in COMPONENTS:
             d, p = dk[k], pr[k]
-            sel = both[:, :, None] if k == "cls" else both
+            sel = both[:, :, None] if k.startswith("cls") else both
             sel = np.broadcast_to(sel, d.shape) & (np.abs(d) > 1e-12)
+            if k == "cls+":
+                sel = sel & (dk["cls"] > 0)
             self.ratios[k].extend((p[sel] / d[sel]).tolist())
             self.max_abs[k] = max(self.max_abs[k], float(np.abs(p - d).max()))
             self.max_dk[k] = max(self.max_dk[k], float(np.abs(d).max()))
@@ -235,7 +246,14 @@ def main() -> None:
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--classes", type=int, default=4)
     ap.add_argument("--new-coords", action="store_true", help="[yolo] new_coords=1, scale_x_y=2")
-    ap.add_argument("--name", help="results file stem (darknet_oracle[_new_coords])")
+    ap.add_argument(
+        "--counters-per-class",
+        metavar="N0,N1,...",
+        help="[yolo] counters_per_class for darknet and the project (one count per class)",
+    )
+    ap.add_argument(
+        "--name", help="results file stem (darknet_oracle[_new_coords], darknet_oracle_counters)"
+    )
     ap.add_argument(
         "--set",
         nargs="+",
@@ -252,8 +270,11 @@ def main() -> None:
     rows = []
     for name in args.models:
         extra = {"new_coords": True, "scale_x_y": 2.0} if args.new_coords else {}
-        extra |= {k: json.loads(v) for k, v in (kv.split("=", 1) for kv in args.set)}
         yolo_keys = {"new_coords": "1", "scale_x_y": "2.0"} if args.new_coords else {}
+        if args.counters_per_class:
+            extra["counters_per_class"] = [int(v) for v in args.counters_per_class.split(",")]
+            yolo_keys["counters_per_class"] = args.counters_per_class
+        extra |= {k: json.loads(v) for k, v in (kv.split("=", 1) for kv in args.set)}
         config = ModelConfig.load(
             name, num_classes=args.classes, input_size=[args.size] * 2, **extra
         )
@@ -359,10 +380,12 @@ def main() -> None:
             f"{v:9.4f}" for v in q["darknet"]
         )
         print(line + "  ratio " + " ".join(f"{r:.6f}" for r in q["ratios"]))
+    default_name = "darknet_oracle_new_coords" if args.new_coords else "darknet_oracle"
     path = save(
-        args.name or ("darknet_oracle_new_coords" if args.new_coords else "darknet_oracle"),
+        args.name or ("darknet_oracle_counters" if args.counters_per_class else default_name),
         {
             "new_coords": args.new_coords,
+            "counters_per_class": args.counters_per_class,
             "models": args.models,
             "project_overrides": args.set,
             "machine": machine_info(),

@@ -56,7 +56,7 @@ def dk_forward_yolo_layer(cfg, level, head, truths, net_hw, label_smooth_eps=Non
     :func:`dk_truths`. -> (``l.delta`` ``(B, A, 5 + C, H, W)`` float64 on the layer's input,
     ``l.cost``). With new_coords the layer's input is ``sigmoid(head)`` (the logistic conv's
     output) and the layer activates nothing. ``cls_normalizer`` is not applied (darknet applies it
-    only with counters_per_class, which no supported cfg has);
+    only with counters_per_class, which no zoo cfg has);
     ``truth_thresh`` (1.0 in every zoo cfg) is not transcribed."""
     batch, classes = head.shape[0], cfg.num_classes
     mask, g, nc = cfg.masks[level], cfg.scale_x_y[level], cfg.new_coords

@@ -25,9 +25,16 @@ one, has ``obj_normalizer`` 4 / 1 / 0.4 and ``objectness_smooth`` 0 / 1 / 1 by s
   darknet's positive rule only writes ``1 - sigmoid(obj)`` into a delta still exactly 0, and the
   first loop has already written one for every prediction (so a positive is pulled up only as
   far as its decoded box fits some target, and down when it fits none above ``ignore_thresh``).
-* **Class** (positives): binary cross-entropy per class times ``cls_normalizer``; the target is
-  the union of the classes of all targets assigned to that prediction, optionally label-smoothed
-  (``y * (1 - eps) + eps / 2``, darknet's ``label_smooth_eps``).
+* **Class** (positives): binary cross-entropy per class; the target is the union of the classes
+  of all targets assigned to that prediction, optionally label-smoothed (``y * (1 - eps) + eps /
+  2``, darknet's ``label_smooth_eps``).
+* **Class balance** (``counters_per_class``, per head; :mod:`yolov4.models.class_balance`):
+  darknet's multipliers ``m_c = max(N) / N_c`` (capped at ``max_delta``) scale, for a target of
+  class ``c``, its box term (``iou_normalizer * m_c``, inside ``fix_nan_inf`` and the
+  ``max_delta`` clip), the objectness at its positives (``m_c`` of the slot's last target; with
+  ``objectness_smooth`` of the first, where the positive rule acts) and its class's term
+  (``m_c * cls_normalizer``; :func:`~yolov4.loss_darknet.balanced_class_weight` gives darknet's
+  rule for several targets in one slot). The other classes' terms are not scaled.
 
 Parts are summed over predictions and targets, averaged over images: darknet's deltas are
 per-image sums and its SGD step divides by the batch size.
@@ -97,10 +104,10 @@ Departures from darknet, and why:
 * Targets whose centre lies on the right/bottom edge use the last cell (darknet would index
   past the row); class indices are trusted (darknet skips out-of-range ones with a warning).
 * ``cls_normalizer``: darknet applies it only together with ``counters_per_class``
-  (yolo_layer.c:350), which the cfg parser refuses, so in darknet it never acts: the Scaled-YOLOv4
-  cfgs' 0.5 (yolov4-csp family, yolov4x-mish, p5, p6) does nothing there. :meth:`from_config`
-  therefore passes 1.0 whatever the cfg says (darknet's gradient); the constructor's
-  ``cls_normalizer`` scales the class term for direct use.
+  (yolo_layer.c:350, the positive class only), so without that key the Scaled-YOLOv4 cfgs' 0.5
+  does nothing there. :meth:`from_config` passes the cfg's value to the heads with
+  ``counters_per_class`` and 1.0 to the others (darknet's gradient); without
+  ``counters_per_class`` the constructor's ``cls_normalizer`` scales the whole class term.
 * A pair with a zero-size target gets a zero mse box term (darknet's ``log 0`` writes inf).
 * ``truth_thresh`` is not implemented. It is 1.0 in every zoo cfg, but darknet's test
   ``best_iou > truth_thresh`` (yolo_layer.c:488) fires when a float IoU rounds above 1, i.e. on
@@ -108,7 +115,7 @@ Departures from darknet, and why:
   positive for the target (objectness, class and box deltas) even if not assigned to it, and an
   assigned one gets its box delta twice (objectness and class are rewritten with equal values).
   Near an exact fit the box delta is darknet's kink value, so this is a corner case.
-* The options no zoo cfg uses (focal loss, ``counters_per_class``, ``iou_thresh_kind`` other than
+* The options no zoo cfg uses (focal loss, ``iou_thresh_kind`` other than
   ``iou``, ``map``, adversarial training, the bad-label rejection schedule) are not implemented.
 * The result is a differentiable tensor, not deltas written into the layer: it works with
   autocast (the maps are cast to float32 here), gradient accumulation and DDP.
@@ -119,16 +126,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from yolov4.loss_darknet import (
+    darknet_class_balance,
     darknet_classes_in_box,
     darknet_dx_box_iou,
     iou_loss_gradient,
     mse_box_delta,
 )
+from yolov4.models.class_balance import class_multipliers, normalize_counters
 from yolov4.models.config import IOU_LOSSES
 from yolov4.ops.boxes import box_iou, cxcywh_to_xyxy, paired_box_iou, xyxy_to_cxcywh
 from yolov4.ops.decode import decode_boxes, split_head
@@ -178,6 +188,8 @@ class YoloLoss(nn.Module):
     the three normalizers, ``max_delta``, ``objectness_smooth``, ``label_smooth_eps``) take one
     value for every head or a sequence of one per head (ascending stride); head ``l`` uses its own.
     ``label_smoothing``, when non-zero, overrides ``label_smooth_eps`` for every head.
+    ``counters_per_class`` (darknet's class balance): one count per class for every head, or one
+    entry per head (``None``: that head has none); ``cls_normalizer`` then acts as in darknet.
     """
 
     def __init__(
@@ -200,6 +212,7 @@ class YoloLoss(nn.Module):
         label_smoothing: float | None = None,
         box_gradient: str = "darknet",
         new_coords: bool = False,
+        counters_per_class: Any = None,
     ) -> None:
         super().__init__()
         if iou_loss not in IOU_LOSSES:
@@ -236,6 +249,15 @@ class YoloLoss(nn.Module):
         self.register_buffer(
             "anchors", torch.tensor(anchors, dtype=torch.float32).view(-1, 2), persistent=False
         )
+        counts = normalize_counters(counters_per_class or None, num_classes, heads)
+        self.balanced = [c is not None for c in counts]
+        multipliers = [
+            class_multipliers(c, self.max_delta[h]) if c is not None else [1.0] * num_classes
+            for h, c in enumerate(counts)
+        ]  # (heads, C) darknet's classes_multipliers, 1 on heads without counters_per_class
+        self.register_buffer(
+            "class_multipliers", torch.tensor(np.array(multipliers)), persistent=False
+        )
 
     @classmethod
     def from_config(
@@ -249,6 +271,7 @@ class YoloLoss(nn.Module):
         (``darknet``|``exact``) and ``label_smoothing``: ``None`` or 0 keeps the cfg's per-head
         ``label_smooth_eps``; any other value replaces it for every head (the training module's
         ``label_smoothing``, 0 by default, is such an override)."""
+        counts = config.counters_per_class or (None,) * len(config.strides)
         return cls(
             num_classes=config.num_classes,
             anchors=config.anchors,
@@ -258,7 +281,11 @@ class YoloLoss(nn.Module):
             ignore_thresh=config.ignore_thresh,
             iou_thresh=config.iou_thresh,
             iou_normalizer=config.iou_normalizer,
-            cls_normalizer=1.0,  # inert in darknet without counters_per_class (see above)
+            # inert in darknet without counters_per_class (see above)
+            cls_normalizer=[
+                n if c is not None else 1.0
+                for n, c in zip(config.cls_normalizer, counts, strict=True)
+            ],
             obj_normalizer=config.obj_normalizer,
             max_delta=config.max_delta,
             objectness_smooth=config.objectness_smooth,
@@ -267,6 +294,7 @@ class YoloLoss(nn.Module):
             label_smoothing=label_smoothing,
             box_gradient=box_gradient,
             new_coords=config.new_coords,
+            counters_per_class=counts,
         )
 
     def forward(self, maps: Sequence[Tensor], targets: Tensor) -> LossOutput:
@@ -435,19 +463,30 @@ class YoloLoss(nn.Module):
         eps = self.label_smooth_eps[level]
         if eps:
             cls_target = cls_target * (1 - eps) + 0.5 * eps
-        cls_loss = self.cls_normalizer[level] * self._prob_loss(flat[slots, 5:], cls_target).sum()
-
+        cls_loss = self._prob_loss(flat[slots, 5:], cls_target)
         # objectness: its targets (and which predictions count) per darknet's two rules
-        obj_target, keep = self._objectness_target(level, p, flat, slots, anchors, padded, valid)
-        obj_bce = self._prob_loss(flat[:, 4], obj_target)
-        obj_loss = self.obj_normalizer[level] * (obj_bce * keep).sum()
+        obj_target, keep, rule = self._objectness_target(
+            level, p, flat, slots, anchors, padded, valid
+        )
+        obj_bce = self._prob_loss(flat[:, 4], obj_target) * keep
+        cls_weight, iou_norm = None, self.iou_normalizer[level]
+        if self.balanced[level]:  # counters_per_class: darknet's class multipliers
+            cls_weight, obj_weight, pair_mult = darknet_class_balance(
+                slots.shape[0], pair_slot, gt, t_cls, self.class_multipliers[level],
+                self.cls_normalizer[level], rule, self.objectness_smooth[level],
+            )  # fmt: skip
+            obj_bce = obj_bce * torch.ones_like(obj_bce).index_put((slots,), obj_weight)
+            iou_norm = iou_norm * pair_mult
+        norm = cls_weight if cls_weight is not None else self.cls_normalizer[level]
+        cls_loss = (norm * cls_loss).sum()
+        obj_loss = self.obj_normalizer[level] * obj_bce.sum()
 
         # box term: value weighted by 1/k (k distinct classes at the slot), gradient as chosen
         scale = flat.new_tensor([input_hw[1], input_hw[0]] * 2)
         t = flat[slot, :4]
         cell = torch.stack((gi, gj), 1).to(t.dtype)
         value, grad = self._box_term(
-            level, t, cell, anchors[a], t_box[gt] / scale, scale, box_gradient
+            level, t, cell, anchors[a], t_box[gt] / scale, scale, box_gradient, iou_norm
         )
         if self.iou_thresh[level] is None:
             box_loss = value.sum()
@@ -460,7 +499,9 @@ class YoloLoss(nn.Module):
                         obj_delta = self.obj_normalizer[level] * (
                             obj_target[slots] - flat[slots, 4].float().sigmoid()
                         )
-                    count = darknet_classes_in_box(flat[slots, 5:], cls_target, obj_delta)
+                    count = darknet_classes_in_box(
+                        flat[slots, 5:], cls_target, obj_delta, cls_weight
+                    )
                     grad = grad / count[pair_slot, None]
                 else:
                     grad = grad * value_weight[:, None]
@@ -469,12 +510,14 @@ class YoloLoss(nn.Module):
         return box_loss, obj_loss, cls_loss
 
     def _objectness_target(self, level, p, flat, slots, anchors, padded, valid):
-        """Objectness targets ``(N,)`` and which predictions count ``(N,)`` bool (``N = B*A*H*W``).
+        """Objectness targets ``(N,)``, which predictions count ``(N,)`` bool (``N = B*A*H*W``)
+        and which positive slots ``(S,)`` bool darknet's positive rule sets.
 
-        Without ``objectness_smooth``: 1 at positives; 0 elsewhere except the ignored predictions
-        (``best_match_iou > ignore_thresh``), which do not count. With it (yolo_layer.c:455-460,
-        568-572): every prediction counts, with target ``best_match_iou`` where ignored, else 0,
-        positives included; a positive whose delta towards that target is exactly 0 gets 1."""
+        Without ``objectness_smooth``: 1 at positives (all set by the rule); 0 elsewhere except
+        the ignored predictions (``best_match_iou > ignore_thresh``), which do not count. With it
+        (yolo_layer.c:455-460, 568-572): every prediction counts, with target ``best_match_iou``
+        where ignored, else 0, positives included; a positive whose delta towards that target is
+        exactly 0 gets 1 (the rule)."""
         obj_norm = self.obj_normalizer[level]
         with torch.no_grad():
             best = self._best_match_iou(p, anchors, level, padded, valid).flatten()
@@ -484,11 +527,11 @@ class YoloLoss(nn.Module):
                 obj_target[slots] = 1.0
                 keep = ~ignored
                 keep[slots] = True
-                return obj_target, keep
+                return obj_target, keep, torch.ones_like(slots, dtype=torch.bool)
             obj_target = torch.where(ignored, best, torch.zeros_like(best))
             first = obj_norm * (obj_target[slots] - flat[slots, 4].sigmoid())
             obj_target[slots] = torch.where(first == 0, 1.0, obj_target[slots])
-            return obj_target, torch.ones_like(ignored)
+            return obj_target, torch.ones_like(ignored), first == 0
 
     def _prob_loss(self, logits: Tensor, target: Tensor) -> Tensor:
         """Per-element objectness/class loss: cross-entropy on the logits, or with ``new_coords``
@@ -511,13 +554,18 @@ class YoloLoss(nn.Module):
         return torch.where(confident, best, torch.zeros_like(best))
 
     def _box_term(
-        self, level, t, cell, anchor_wh, target_rel, scale, box_gradient
+        self, level, t, cell, anchor_wh, target_rel, scale, box_gradient, norm=None
     ) -> tuple[Tensor, Tensor | None]:
         """Per pair the box value ``(P,)`` and the gradient ``(P, 4)`` to put on the raw
         ``t (P, 4)`` (``None`` without autograd): ``box_gradient``'s, chained, made finite and
-        clipped as ``delta_yolo_box`` does (see the module docstring)."""
+        clipped as ``delta_yolo_box`` does (see the module docstring). ``norm``: the head's
+        ``iou_normalizer`` (``None``), or per pair ``(P,)`` times the class multiplier."""
+        norm = self.iou_normalizer[level] if norm is None else norm
         if self.iou_loss == "mse":
-            return self._mse_box_term(level, t, cell, anchor_wh, target_rel, scale, box_gradient)
+            return self._mse_box_term(
+                level, t, cell, anchor_wh, target_rel, scale, box_gradient, norm
+            )
+        norm_col = norm[:, None] if isinstance(norm, Tensor) else norm
         stride, g = self.strides[level], self.scale_x_y[level]
         td = t.detach()
         xy = (td[:, :2].sigmoid() * g - (g - 1) / 2 + cell) * stride / scale[:2]
@@ -528,15 +576,13 @@ class YoloLoss(nn.Module):
             exp_wh = td[:, 2:].clamp(max=MAX_LOG_WH).exp()
         rel = torch.cat((xy, exp_wh * anchor_wh / scale[2:]), 1)
         iou = paired_box_iou(cxcywh_to_xyxy(rel), cxcywh_to_xyxy(target_rel), self.iou_loss)
-        loss = self.iou_normalizer[level] * (1 - iou)
+        loss = norm * (1 - iou)
         if not (torch.is_grad_enabled() and t.requires_grad):
             return loss, None
         if box_gradient == "darknet" and not self.new_coords:
             exp_wh = td[:, 2:].exp()  # darknet's raw exp(tw), exp(th): inf when it overflows
             rel = torch.cat((xy, exp_wh * anchor_wh / scale[2:]), 1)
-        d_rel = self.iou_normalizer[level] * iou_loss_gradient(
-            rel, target_rel, self.iou_loss, box_gradient
-        )
+        d_rel = norm_col * iou_loss_gradient(rel, target_rel, self.iou_loss, box_gradient)
         # d/d(x, y) straight to tx, ty; d/d(w, h) * exp(t) to tw, th (delta_yolo_box); with
         # new_coords all four straight to the layer input sigmoid(t)
         grad = d_rel if self.new_coords else torch.cat((d_rel[:, :2], d_rel[:, 2:] * exp_wh), 1)
@@ -548,7 +594,7 @@ class YoloLoss(nn.Module):
         return loss, grad
 
     def _mse_box_term(
-        self, level, t, cell, anchor_wh, target_rel, scale, box_gradient
+        self, level, t, cell, anchor_wh, target_rel, scale, box_gradient, norm
     ) -> tuple[Tensor, Tensor | None]:
         """``iou_loss="mse"``: value ``0.5 * iou_normalizer * (2 - w_t h_t) * |target - x|^2`` and
         the gradient (see the module docstring); no ``fix_nan_inf`` or ``max_delta``."""
@@ -557,7 +603,7 @@ class YoloLoss(nn.Module):
         err, delta = mse_box_delta(
             td, cell, anchor_wh, target_rel, scale[:2] / stride, scale[2:], g, self.new_coords
         )
-        delta = delta * self.iou_normalizer[level]
+        delta = delta * (norm[:, None] if isinstance(norm, Tensor) else norm)
         loss = 0.5 * (delta * err).sum(1)
         if not (torch.is_grad_enabled() and t.requires_grad):
             return loss, None

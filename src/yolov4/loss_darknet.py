@@ -1,6 +1,7 @@
 """Darknet's box deltas (AlexeyAB darknet, src/yolo_layer.c and src/box.c), vectorised for
 :mod:`yolov4.loss`: ``dx_box_iou`` of the IoU-kind losses, the ``mse`` branch of
-``delta_yolo_box``, and the divisor of ``averages_yolo_deltas``. Pure tensor functions; the
+``delta_yolo_box``, the divisor of ``averages_yolo_deltas``, and where ``counters_per_class``'s
+class multipliers act (``delta_yolo_class`` and its callers). Pure tensor functions; the
 loss module imports them (never the other way round)."""
 
 from __future__ import annotations
@@ -12,7 +13,15 @@ from torch import Tensor
 
 from yolov4.ops.boxes import cxcywh_to_xyxy, paired_box_iou
 
-__all__ = ["darknet_dx_box_iou", "iou_loss_gradient", "darknet_classes_in_box", "mse_box_delta"]
+__all__ = [
+    "darknet_dx_box_iou",
+    "iou_loss_gradient",
+    "darknet_classes_in_box",
+    "mse_box_delta",
+    "balanced_class_weight",
+    "darknet_class_balance",
+    "first_last_pair",
+]
 
 
 def iou_loss_gradient(pred: Tensor, truth: Tensor, kind: str, box_gradient: str) -> Tensor:
@@ -28,16 +37,80 @@ def iou_loss_gradient(pred: Tensor, truth: Tensor, kind: str, box_gradient: str)
     return grad
 
 
-def darknet_classes_in_box(cls_out: Tensor, cls_target: Tensor, obj_delta: Tensor) -> Tensor:
+def darknet_classes_in_box(
+    cls_out: Tensor, cls_target: Tensor, obj_delta: Tensor, cls_weight: Tensor | None = None
+) -> Tensor:
     """``averages_yolo_deltas``' divisor per positive slot ``(S,)`` float: the number of classes
-    whose class delta ``cls_target - sigmoid(logit)`` is positive, or 1 when there is none or the
-    slot's final objectness delta ``obj_delta (S,)`` is 0 (darknet then skips the slot).
-    ``cls_out (S, C)`` raw class logits, ``cls_target (S, C)`` (smoothed) targets."""
+    whose class delta ``cls_weight * (cls_target - sigmoid(logit))`` is positive, or 1 when there
+    is none or the slot's final objectness delta ``obj_delta (S,)`` is 0 (darknet then skips the
+    slot). ``cls_out (S, C)`` raw class logits, ``cls_target (S, C)`` (smoothed) targets,
+    ``cls_weight (S, C)`` :func:`balanced_class_weight` (``None``: 1)."""
     with torch.no_grad():
         prob = cls_out.float().sigmoid()
-        count = (cls_target - prob > 0).sum(1)
+        delta = cls_target - prob if cls_weight is None else cls_weight * (cls_target - prob)
+        count = (delta > 0).sum(1)
         averaged = (obj_delta != 0) & (count > 0)
         return torch.where(averaged, count, torch.ones_like(count)).to(cls_target.dtype)
+
+
+def first_last_pair(pair_slot: Tensor, pair_index: Tensor, slots: int) -> tuple[Tensor, Tensor]:
+    """Per slot ``(S,)`` long: the first and the last of its pairs in darknet's order (truths in
+    order, ``pair_index (P,)`` the target index of each pair; ``pair_slot (P,)`` its slot in
+    ``0..S-1``; every slot has a pair). A truth has at most one pair per slot."""
+    big = torch.iinfo(torch.long).max
+    first = torch.full((slots,), big, dtype=torch.long, device=pair_index.device)
+    last = torch.full((slots,), -1, dtype=torch.long, device=pair_index.device)
+    first = first.scatter_reduce(0, pair_slot, pair_index, "amin")
+    last = last.scatter_reduce(0, pair_slot, pair_index, "amax")
+    return first, last
+
+
+def balanced_class_weight(
+    pair_slot: Tensor, pair_class: Tensor, first_class: Tensor, multipliers: Tensor, cls_norm: float
+) -> Tensor:
+    """``(S, C)`` float32 factors of the class deltas of positive slots with
+    ``counters_per_class`` (``delta_yolo_class``, yolo_layer.c:308-352): a truth's first write at
+    a slot sets every class delta to ``target - p`` and multiplies its own class's by
+    ``multipliers[c] * cls_norm``; a later truth at the slot (its class delta is no longer 0)
+    rewrites only its own class's, times ``multipliers[c]`` without ``cls_norm``. So a class of
+    the slot's truths gets ``multipliers[c]``, times ``cls_norm`` when it is the class of the
+    slot's first truth (``first_class (S,)``) and no other truth there has it; other classes 1.
+    ``pair_slot``, ``pair_class (P,)`` long; ``multipliers (C,)`` float32."""
+    slots, classes = first_class.shape[0], multipliers.shape[0]
+    hits = torch.zeros(slots, classes, device=multipliers.device)
+    hits.index_put_((pair_slot, pair_class), torch.ones_like(pair_slot, dtype=hits.dtype), True)
+    weight = torch.where(hits > 0, multipliers.expand(slots, -1), torch.ones_like(hits))
+    rows = torch.arange(slots, device=hits.device)
+    once = hits[rows, first_class] == 1
+    weight[rows, first_class] = torch.where(
+        once, multipliers[first_class] * cls_norm, weight[rows, first_class]
+    )
+    return weight
+
+
+def darknet_class_balance(
+    slots: int,
+    pair_slot: Tensor,
+    pair_index: Tensor,
+    t_cls: Tensor,
+    multipliers: Tensor,
+    cls_norm: float,
+    rule: Tensor,
+    objectness_smooth: bool,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Where ``counters_per_class``'s multipliers ``(C,)`` act on one head: the class-delta
+    factors ``(S, C)`` (:func:`balanced_class_weight`), the objectness factor ``(S,)`` of the
+    positive slots (``multipliers`` of the slot's last truth's class; with ``objectness_smooth``
+    the first's, darknet's positive rule writing only a delta still 0; 1 where ``rule (S,)``
+    bool says the rule did not act) and the box factor ``(P,)`` of each pair (its truth's
+    class). ``slots``: ``S``; ``pair_slot``, ``pair_index (P,)`` long (slot in ``0..S-1``, target
+    index); ``t_cls (M,)`` long."""
+    first, last = first_last_pair(pair_slot, pair_index, slots)
+    pair_class = t_cls[pair_index]
+    cls_weight = balanced_class_weight(pair_slot, pair_class, t_cls[first], multipliers, cls_norm)
+    which = t_cls[first] if objectness_smooth else t_cls[last]
+    obj_weight = torch.where(rule, multipliers[which], torch.ones_like(multipliers[which]))
+    return cls_weight, obj_weight, multipliers[pair_class]
 
 
 def darknet_dx_box_iou(pred: Tensor, truth: Tensor, kind: str) -> Tensor:

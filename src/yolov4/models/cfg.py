@@ -78,6 +78,7 @@ LAYER_KEYS: dict[str, set[str]] = {
         "beta_nms",
         "label_smooth_eps",
         "objectness_smooth",
+        "counters_per_class",  # yolov4.models.class_balance
         # darknet's data augmentation / batch settings: our augment config owns these
         "jitter",
         "random",

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from yolov4.errors import ConfigError
-from yolov4.models import budget
+from yolov4.models import budget, class_balance
 from yolov4.models.cfg import ZOO, Section, parse_cfg, read_zoo_cfg, resolve_layers
 
 __all__ = [
@@ -58,6 +58,7 @@ PER_HEAD_KEYS: dict[str, Any] = {
     "objectness_smooth": False,
     "label_smooth_eps": 0.0,
 }
+CPC = class_balance.KEY  # [yolo] counters_per_class: one list of counts per head, or none
 GLOBAL_YOLO_KEYS: dict[str, Any] = {
     "iou_loss": "mse",
     "nms_kind": "default",
@@ -163,6 +164,12 @@ def _from_sections(sections: list[Section], name: str) -> dict[str, Any]:
                 f"{len(mask)} anchors x (classes={num_classes} + 5) needs filters={want}"
             )
     values["masks"] = masks
+    values["counters_per_class"] = [
+        class_balance.parse_counters(y.options[CPC], num_classes, y.where(CPC))
+        if CPC in y.options
+        else None
+        for y in yolos
+    ]
     for key, default in PER_HEAD_KEYS.items():
         values[key] = [_yolo_value(y, key, default) for y in yolos]
     for key, default in GLOBAL_YOLO_KEYS.items():
@@ -211,6 +218,8 @@ class ModelConfig:
     max_delta: tuple[float | None, ...] = ()
     objectness_smooth: tuple[bool, ...] = ()
     label_smooth_eps: tuple[float, ...] = ()
+    # [yolo] counters_per_class per head (None: none): darknet's class balance, see class_balance
+    counters_per_class: tuple[tuple[int, ...] | None, ...] = ()
     iou_loss: str = "mse"
     nms_kind: str = "default"
     beta_nms: float = 0.6
@@ -300,6 +309,7 @@ class ModelConfig:
                 v[key] = tuple(value)
             else:
                 v[key] = (value,) * heads
+        v[CPC] = class_balance.normalize_counters(v.get(CPC), v["num_classes"], heads)
         config = cls(**v)
         config.validate()
         return config
@@ -506,6 +516,11 @@ def config_sections(config: ModelConfig, loss_keys: bool = True) -> list[Section
             if value is None:
                 continue
             _put(y, key, value, default if default is not None else ...)
+        counts = config.counters_per_class[h] if config.counters_per_class else None
+        if loss_keys and counts is not None:
+            _put(y, CPC, list(counts))
+        elif loss_keys:
+            y.options.pop(CPC, None)
         feeder = sections[i - 1]
         was_new = y.options.get("new_coords", "0") == "1"
         for key, default in GLOBAL_YOLO_KEYS.items():

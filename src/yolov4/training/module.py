@@ -29,7 +29,9 @@ from yolov4.evaluation import METRIC_KEYS, CocoEvaluator, EvaluationResult
 from yolov4.evaluation.coco import DEFAULT_COCO_BACKEND, check_coco_backend
 from yolov4.loss import BOX_GRADIENTS, YoloLoss
 from yolov4.models import ModelConfig, YOLOv4
+from yolov4.models.config import config_sections
 from yolov4.ops.letterbox import unmap_detections
+from yolov4.training.class_balance import balanced_config, check_class_balance
 from yolov4.training.ema import ModelEMA
 from yolov4.training.optim import OptimConfig, build_optimizer, lr_factor
 
@@ -90,6 +92,8 @@ class YoloModule(L.LightningModule):
             ``[yolo] label_smooth_eps``, any other value replaces it on every head.
         box_gradient: the box term's gradient, ``darknet`` (darknet's ``dx_box_iou``, what its
             recipes were tuned with) or ``exact`` (the true derivative); see :mod:`yolov4.loss`.
+        class_balance: ``off`` or ``darknet``: at fit start, the training split's boxes per class
+            become the model's ``counters_per_class`` (:mod:`yolov4.training.class_balance`).
         eval: validation postprocess settings over :data:`~yolov4.core.postprocess.DARKNET_VALID`
             (:class:`~yolov4.core.postprocess.PostprocessConfig` keys).
         pretrained: darknet ``.weights``/``.conv.N`` file or project checkpoint to start from
@@ -116,6 +120,7 @@ class YoloModule(L.LightningModule):
         ema_tau: float = 2000.0,
         label_smoothing: float = 0.0,
         box_gradient: str = "darknet",
+        class_balance: str | None = "off",
         eval: Mapping[str, Any] | None = None,
         pretrained: str | None = None,
         pretrained_backbone_only: bool = False,
@@ -150,6 +155,7 @@ class YoloModule(L.LightningModule):
                 "ema_tau": ema_tau,
                 "label_smoothing": label_smoothing,
                 "box_gradient": box_gradient,
+                "class_balance": check_class_balance(class_balance),
                 "eval": DARKNET_VALID.update(eval).to_dict(),
                 "pretrained": pretrained,
                 "pretrained_backbone_only": pretrained_backbone_only,
@@ -201,7 +207,26 @@ class YoloModule(L.LightningModule):
 
     def setup(self, stage: str) -> None:
         if stage == "fit":  # before Lightning moves the module to its device
+            if self.hparams.get("class_balance") == "darknet":
+                self._balance_classes()
             self.loss_fn  # noqa: B018
+
+    def _balance_classes(self) -> None:
+        """``class_balance=darknet``: the training split's counts into the model config (the
+        network's, its EMA copy's and the hyper-parameters', so checkpoints carry them)."""
+        dm = self.trainer.datamodule if self._trainer is not None else None
+        train = dm.split("train") if dm is not None and hasattr(dm, "split") else None
+        if train is None:
+            raise ConfigError(
+                "module.class_balance=darknet counts the boxes of the training split: it needs "
+                "a DataModule with data.train"
+            )
+        config = balanced_config(self.model.config, train)
+        for model in (self.model, self.ema.module if self.ema is not None else None):
+            if model is not None:
+                model.config, model.sections = config, config_sections(config)
+        self.hparams["model"] = config.to_dict()
+        self._loss = None  # rebuilt with the counts
 
     @property
     def eval_model(self) -> YOLOv4:
