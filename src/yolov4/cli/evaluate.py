@@ -358,11 +358,11 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     if ckpt is not None:
         model_dict, state = ckpt.model.config.to_dict(), ckpt.model.state_dict()
         data_overrides["size_multiple"] = ckpt.model.config.max_stride
-        if ckpt.preprocess:  # evaluate exactly as the model was validated in training
+        if ckpt.preprocess_stored:  # evaluate exactly as the model was validated in training
             data_overrides.update(
-                preprocess=dict(ckpt.preprocess),  # all of it: pad value, colour order, scale
-                input_size=ckpt.preprocess["input_size"],
-                resize_mode=ckpt.preprocess["mode"],
+                preprocess=ckpt.preprocess_dict(),  # all of it: pad value, colour order, scale
+                input_size=list(ckpt.preprocess.input_size),
+                resize_mode=ckpt.preprocess.mode,
             )
     else:  # darknet weights: resized as darknet trained them (the cfg's letter_box)
         data_overrides.update(

@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from yolov4.core.checkpoint import (
-    SHOW,
     check_finite,
     group_keys,
+    mismatch_report,
     network_state_dict,
     read_checkpoint,
 )
@@ -264,13 +264,7 @@ def transfer_state_dict(
                 + (f" of layers 0-{upto - 1}" if upto is not None else "")
                 + " match by name and shape"
             ]
-            if missing:
-                parts.append(f"missing keys {group_keys(missing)}")
-            if report.ignored:
-                parts.append(f"unexpected keys {group_keys(report.ignored)}")
-            if shapes:
-                diffs = [f"{k} {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}" for k in shapes]
-                parts.append(f"shape mismatches {len(shapes)}: " + "; ".join(diffs[:SHOW]))
+            parts += mismatch_report(own, sd, missing, report.ignored, shapes)
             raise CheckpointError("\n  ".join(parts))
     check_finite(usable, source)
     model.load_state_dict({**own, **usable}, strict=True)
