@@ -37,7 +37,7 @@ from yolov4.evaluation.analysis import CONF, IOU, DetectionAnalysis, analyze_det
 from yolov4.evaluation.coco import DEFAULT_COCO_BACKEND
 from yolov4.evaluation.darknet_map import DARKNET_POINTS, DARKNET_THRESH, darknet_map
 from yolov4.evaluation.darknet_map import POINTS as DARKNET_POINT_CHOICES
-from yolov4.evaluation.errors import TB, error_breakdown
+from yolov4.evaluation.tide import TB, error_breakdown
 from yolov4.evaluation.plots import plot_confusion_matrix, plot_errors, plot_pr_curves, plot_pr_f1
 from yolov4.evaluation.worst import (
     WORST_IMAGES,
@@ -350,7 +350,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     _val_only(cfg)
     if cfg.artifact:
         result, datamodule, weights = _evaluate_artifact(
-            cfg, OmegaConf.to_container(cfg.module.eval, resolve=True)
+            cfg, OmegaConf.to_container(cfg.module.val_postprocess, resolve=True)
         )
         _write(out, result, datamodule.val_coco, settings, val_image_files(datamodule), weights)
         return {**result.to_dict(), "weights": weights}
