@@ -24,11 +24,11 @@ def test_presets_are_darknets_valid_and_test_settings():
 
 
 @pytest.mark.parametrize("name", ["train", "evaluate"])
-def test_yaml_eval_block_mirrors_the_darknet_valid_preset(name):
+def test_yaml_val_postprocess_block_mirrors_the_darknet_valid_preset(name):
     """train.yaml and evaluate.yaml both take `module.val_postprocess` from configs/module/default.yaml."""
     defaults = yaml.safe_load((CONFIGS / f"{name}.yaml").read_text())["defaults"]
     (option,) = [d["module"] for d in defaults if isinstance(d, dict) and "module" in d]
-    block = yaml.safe_load((CONFIGS / "module" / f"{option}.yaml").read_text())["eval"]
+    block = yaml.safe_load((CONFIGS / "module" / f"{option}.yaml").read_text())["val_postprocess"]
     assert PostprocessConfig(**block) == DARKNET_VALID
 
 
@@ -79,7 +79,9 @@ def test_yolomodule_validates_with_its_eval_settings():
     from yolov4.training.module import YoloModule
 
     model_cfg = build_model("yolov4-tiny", num_classes=2, input_size=[64, 64]).config.to_dict()
-    module = YoloModule(model=model_cfg, ema_decay=None, val_postprocess={"conf": 0.2, "max_det": 3})
+    module = YoloModule(
+        model=model_cfg, ema_decay=None, val_postprocess={"conf": 0.2, "max_det": 3}
+    )
     assert module.hparams["val_postprocess"] == DARKNET_VALID.replace(conf=0.2, max_det=3).to_dict()
     torch.manual_seed(0)
     images = torch.rand(2, 3, 64, 64)
