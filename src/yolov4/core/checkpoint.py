@@ -29,7 +29,6 @@ import logging
 import os
 import pickle
 import zipfile
-from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +37,7 @@ from typing import Any
 import torch
 
 from yolov4.core.files import atomic_write
+from yolov4.core.mismatch import SHOW, group_keys, mismatch_report
 from yolov4.core.preprocess import PreprocessConfig
 from yolov4.errors import CheckpointError, ConfigError
 from yolov4.models import ModelConfig, YOLOv4, available_models, build_model
@@ -70,8 +70,6 @@ FORMAT = "yolov4.weights/1"
 WRAPPER_PREFIXES = ("module.", "_orig_mod.", "model.", "ema_model.", "ema.", "net.")
 # Lightning checkpoint keys (state_dict prefixes) that hold EMA weights, most specific first.
 EMA_PREFIXES = ("ema_model.", "ema.")
-SHOW = 5  # keys listed per kind of mismatch
-SHOW_MODULES = 12  # modules (``layers.<i>``) listed per kind of mismatch
 # Weights a file must hold per element of the model it describes (1 byte: even an 8-bit file);
 # a file below this has tensors of the claimed shapes but not their data (stride-0 views).
 MIN_BYTES_PER_ELEMENT = 1
@@ -176,17 +174,6 @@ def clean_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.
     return sd
 
 
-def group_keys(keys: list[str]) -> str:
-    """``layers.159.conv.weight, ...`` -> ``layers.159 (2), layers.148 (5)`` then the first keys
-    (the :data:`SHOW_MODULES` modules with most keys, and how many more)."""
-    by_module = Counter(".".join(k.split(".")[:2]) for k in keys).most_common()
-    groups = ", ".join(f"{m} ({n})" for m, n in by_module[:SHOW_MODULES])
-    if len(by_module) > SHOW_MODULES:
-        groups += f", ... {len(by_module) - SHOW_MODULES} more modules"
-    shown = ", ".join(keys[:SHOW]) + (", ..." if len(keys) > SHOW else "")
-    return f"{len(keys)} [{groups}]: {shown}"
-
-
 @functools.cache
 def _zoo_keys(name: str) -> frozenset[str]:
     """state_dict keys of zoo network ``name`` (built once per process, on the meta device)."""
@@ -233,31 +220,6 @@ def check_state_dict(model: YOLOv4, state_dict: Mapping[str, torch.Tensor]) -> N
     headline = f"weights do not fit {model.config.name} with {model.num_classes} classes"
     lines = mismatch_report(own, sd, missing, unexpected, shapes)
     raise CheckpointError("\n  ".join([headline, *lines, _likely_cause(model, sd, shapes)]))
-
-
-def mismatch_report(
-    own: Mapping[str, torch.Tensor],
-    state_dict: Mapping[str, torch.Tensor],
-    missing: list[str],
-    unexpected: list[str],
-    shapes: list[str],
-) -> list[str]:
-    """The lines of every state-dict mismatch report (the loader's and the pretrained
-    transfer's): the ``missing``, ``unexpected`` and wrong-``shapes`` keys of ``state_dict``
-    against the model's ``own``, grouped by module (:func:`group_keys`), the first
-    :data:`SHOW` shape differences quoted."""
-    lines = []
-    if missing:
-        lines.append(f"missing keys {group_keys(missing)}")
-    if unexpected:
-        lines.append(f"unexpected keys {group_keys(unexpected)}")
-    if shapes:
-        diffs = [
-            f"{k} {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}"
-            for k in shapes[:SHOW]
-        ]
-        lines.append(f"shape mismatches {len(shapes)}: " + "; ".join(diffs))
-    return lines
 
 
 def check_finite(state_dict: Mapping[str, torch.Tensor], source: str) -> None:

@@ -342,8 +342,7 @@ def pil_to_array(im: Image.Image) -> tuple[np.ndarray, bool]:
 def decode_image_details(
     data: bytes, where: str = "image", max_pixels: int | None = MAX_PIXELS
 ) -> DecodedImage:
-    """Encoded bytes → :class:`DecodedImage`: the pixels, the file format and whether they were
-    converted (see the module docstring for the rules).
+    """Encoded bytes → :class:`DecodedImage`: pixels, file format, whether they were converted.
 
     Raises:
         ImageTooLarge: more than ``max_pixels`` pixels (checked from the header).
@@ -398,8 +397,7 @@ def decode_image_details(
 def decode_image(
     data: bytes, where: str = "image", max_pixels: int | None = MAX_PIXELS
 ) -> np.ndarray:
-    """Encoded bytes → ``(H, W, 3)`` uint8 RGB as displayed (:func:`decode_image_details`'s
-    image)."""
+    """Encoded bytes → ``(H, W, 3)`` uint8 RGB as displayed (its :func:`decode_image_details`)."""
     return decode_image_details(data, where, max_pixels).image
 
 
