@@ -37,8 +37,8 @@ from yolov4.evaluation.analysis import CONF, IOU, DetectionAnalysis, analyze_det
 from yolov4.evaluation.coco import DEFAULT_COCO_BACKEND
 from yolov4.evaluation.darknet_map import DARKNET_POINTS, DARKNET_THRESH, darknet_map
 from yolov4.evaluation.darknet_map import POINTS as DARKNET_POINT_CHOICES
-from yolov4.evaluation.tide import TB, error_breakdown
 from yolov4.evaluation.plots import plot_confusion_matrix, plot_errors, plot_pr_curves, plot_pr_f1
+from yolov4.evaluation.tide import TB, error_breakdown
 from yolov4.evaluation.worst import (
     WORST_IMAGES,
     val_image_files,
