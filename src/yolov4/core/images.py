@@ -342,7 +342,7 @@ def pil_to_array(im: Image.Image) -> tuple[np.ndarray, bool]:
 def decode_image_details(
     data: bytes, where: str = "image", max_pixels: int | None = MAX_PIXELS
 ) -> DecodedImage:
-    """Encoded bytes → :class:`DecodedImage`: pixels, file format, whether they were converted.
+    """Encoded bytes → :class:`DecodedImage`: pixels, file format, whether the decoder converted them.
 
     Raises:
         ImageTooLarge: more than ``max_pixels`` pixels (checked from the header).
