@@ -1,6 +1,6 @@
 """The package version, in a module of its own so that any layer can read it without importing
-the package root (which imports every layer); :func:`versions`, the one record of the library
-versions recorded in every checkpoint and artifact; and the warning of a renamed public name
+the package root (which imports every layer); :func:`versions`, the library versions every
+checkpoint and artifact records; and the warning of a renamed public name
 kept as an alias for one release (:func:`warn_renamed`, :func:`renamed_kwargs`)."""
 
 from __future__ import annotations
