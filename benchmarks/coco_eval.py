@@ -11,7 +11,7 @@ images empty, 1% of the boxes ``iscrowd``), 80 classes under COCO's gapped ids w
 (COCO's 32^2 and 96^2 area limits). Detections, as validation hands them to
 :class:`~yolov4.evaluation.CocoEvaluator` (per image ``(K, 6)`` float32 ``[x1, y1, x2, y2,
 score, class_index]`` in original pixels, conf >= 0.001, at most 300 per image by score, as
-``module.eval.max_det``): each box found with probability 0.85, jittered by 2-15% of its size,
+``module.val_postprocess.max_det``): each box found with probability 0.85, jittered by 2-15% of its size,
 8% of them under a wrong class, 30% with a lower-scoring duplicate; then false positives at low
 scores (0.001 + exponential, mean 0.03) up to 100-300 detections per image.
 
@@ -26,7 +26,7 @@ Phases timed (seconds, one run each; ``--repeats`` for more):
 and, read-only (owned elsewhere, reported here), the analyses written beside metrics.json:
     analyze_detections   confusion matrix, P/R/F1 curves (yolov4.evaluation.analysis)
     darknet_map          darknet's `detector map` report (yolov4.evaluation.darknet_map)
-    error_breakdown      the TIDE-style error breakdown (yolov4.evaluation.errors)
+    error_breakdown      the TIDE-style error breakdown (yolov4.evaluation.tide)
 The numbers of the two backends are compared (max abs difference of the 12 numbers, per-class
 AP and the precision array). Prints a table; writes benchmarks/results/coco_eval.json with the
 machine, its matmul GFLOP/s measured in the same run, and the load average before and after.
@@ -59,7 +59,7 @@ from yolov4.evaluation.coco import (
     per_class_ap,
 )
 from yolov4.evaluation.darknet_map import darknet_map
-from yolov4.evaluation.errors import error_breakdown
+from yolov4.evaluation.tide import error_breakdown
 
 # COCO's 80 category ids: 1..90 without the 10 ids the 2017 release never used
 COCO_IDS = [i for i in range(1, 91) if i not in {12, 26, 29, 30, 45, 66, 68, 69, 71, 83}]
@@ -70,8 +70,8 @@ CROWD_SHARE = 0.01  # share of boxes with iscrowd=1
 # ln(sqrt(area)) ~ N(MU, SIGMA): P(area < 32^2) = 0.41, P(area < 96^2) = 0.75 (val2017's
 # small / medium / large split 41% / 34% / 25%)
 LOG_SIDE_MU, LOG_SIDE_SIGMA = 3.743, 1.217
-MAX_DET = 300  # module.eval.max_det
-CONF = 0.001  # module.eval.conf
+MAX_DET = 300  # module.val_postprocess.max_det
+CONF = 0.001  # module.val_postprocess.conf
 # what evaluate.py / train.py compute beside metrics.json (write_analysis), default settings
 ANALYSES = {
     "analyze_detections": analyze_detections,  # confusion matrix, P/R/F1 curves

@@ -23,7 +23,7 @@ in this order (gpu_checks.py, gpu_train.py; sizes and tolerances in gpu_base.py)
                       installed): latency at batch 1, throughput at batch 32, TFLOP/s vs the peak
     ddp               python train.py trainer=ddp on one GPU: trains a few steps, its weights load
                       strictly into build_model(...)
-    compile_*         module.compile=true vs eager: the first step's loss and gradient norm equal
+    compile_*         module.compile_model=true vs eager: the first step's loss and gradient norm equal
                       within COMPILE_RTOL; compiled images/s
 
 It writes benchmarks/results/gpu.json (``--dry-run``: gpu_dryrun.json) with pass/fail and the

@@ -184,7 +184,7 @@ def train_cli(ctx: Context) -> dict[str, Any]:
         t0 = time.perf_counter()
         run_cli(ctx, "evaluate", [*tr, f"checkpoint={weights}",  # its recorded data
                                   f"paths.output_dir={d}", "batch_size=8",
-                                  f"module.eval.conf={EVAL_CONF}"], cpu_only=hidden)  # fmt: skip
+                                  f"module.val_postprocess.conf={EVAL_CONF}"], cpu_only=hidden)  # fmt: skip
         m = json.loads((d / "metrics.json").read_text())
         dets = json.loads((d / "detections.json").read_text())
         scores[name] = np.sort([r["score"] for r in dets])[::-1]

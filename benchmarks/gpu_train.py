@@ -31,7 +31,7 @@ def make_module(name: str, device: str, compile: bool = False, backend: str = "i
 
     torch.manual_seed(0)
     config = ModelConfig.load(name, num_classes=80).to_dict()
-    module = YoloModule(model=config, ema_decay=None, compile=compile)
+    module = YoloModule(model=config, ema_decay=None, compile_model=compile)
     if compile and backend != "inductor":  # --dry-run: dynamo's graph capture, no code generation
         module._forward = torch.compile(module.model, backend=backend)
     # darknet's charted cost is an extra loss pass on the steps a trainer logs (1 in 5); without

@@ -21,7 +21,7 @@ from common import machine_info, matmul_gflops, save, time_fn
 
 from yolov4.loss import YoloLoss
 from yolov4.models import ModelConfig
-from yolov4.ops import decode, postprocess
+from yolov4.ops import decode_predictions, postprocess
 
 CONF_THRESH = 0.001  # COCO-evaluation threshold (darknet `detector map` uses 0.005)
 
@@ -69,8 +69,10 @@ def main() -> None:
             for s in strides
         ]
         with torch.inference_mode():
-            t_dec = time_fn(lambda m=maps: decode(m, anchors, strides, scales), args.repeats)
-            preds = decode(maps, anchors, strides, scales)
+            t_dec = time_fn(
+                lambda m=maps: decode_predictions(m, anchors, strides, scales), args.repeats
+            )
+            preds = decode_predictions(maps, anchors, strides, scales)
             for kind in args.nms:
 
                 def run(p=preds, k=kind):

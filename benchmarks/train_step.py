@@ -20,7 +20,7 @@ from common import machine_info, matmul_gflops, save, spread_head_biases, time_f
 
 from yolov4 import build_model
 from yolov4.loss import YoloLoss
-from yolov4.ops.decode import decode
+from yolov4.ops.decode import decode_predictions
 from yolov4.ops.postprocess import postprocess
 from yolov4.training.optim import OptimConfig, build_optimizer
 
@@ -87,7 +87,7 @@ def validation_split(name: str, size: int, images: int) -> dict:
             maps = model(x)
             t1 = time.perf_counter()
             dets = postprocess(
-                decode(maps, c.head_anchors(), c.strides, c.scale_x_y),
+                decode_predictions(maps, c.head_anchors(), c.strides, c.scale_x_y),
                 (size, size),
                 conf_thresh=0.001,
             )[0]

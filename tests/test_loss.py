@@ -12,7 +12,7 @@ import torchvision.ops as tvo
 from yolov4 import build_model
 from yolov4.loss import YoloLoss
 from yolov4.models import ModelConfig
-from yolov4.ops import box_iou, decode, postprocess
+from yolov4.ops import box_iou, decode_predictions, postprocess
 
 YOLOV4 = ModelConfig.load("yolov4", num_classes=4)
 TINY = ModelConfig.load("yolov4-tiny", num_classes=4)
@@ -322,7 +322,9 @@ def test_tiny_model_overfits_one_image_and_postprocess_recovers_the_boxes(one_th
         if step % 10 == 9:
             model.eval()
             with torch.no_grad():
-                preds = decode(model(image), cfg.head_anchors(), cfg.strides, cfg.scale_x_y)
+                preds = decode_predictions(
+                    model(image), cfg.head_anchors(), cfg.strides, cfg.scale_x_y
+                )
             dets = postprocess(preds, (128, 128), conf_thresh=0.5)[0]
             if dets.shape[0] == 3:
                 iou = box_iou(targets[:, 2:], dets[:, :4])

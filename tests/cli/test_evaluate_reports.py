@@ -22,7 +22,7 @@ from yolov4 import build_model, save_checkpoint
 from yolov4.cli.evaluate import evaluate
 from yolov4.cli.train import train
 from yolov4.darknet import save_darknet_weights
-from yolov4.evaluation.errors import ERROR_TYPES
+from yolov4.evaluation.tide import ERROR_TYPES
 from yolov4.export.artifact import export_artifact
 
 PNG = b"\x89PNG\r\n\x1a\n"

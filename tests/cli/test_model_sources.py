@@ -37,7 +37,7 @@ def test_darknet_weights_need_their_network_and_read_names_files(tmp_path):
     ckpt = model_checkpoint(
         cfg(darknet_weights=str(weights), model=zoo, names=str(tmp_path / "two.names"))
     )
-    assert ckpt.class_names == ["car", "bike"] and ckpt.preprocess["mode"] == "stretch"
+    assert ckpt.class_names == ["car", "bike"] and ckpt.preprocess.mode == "stretch"
     predictor = load_predictor(
         cfg(
             darknet_weights=str(weights),

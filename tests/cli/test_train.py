@@ -170,7 +170,7 @@ def test_typo_in_a_key_fails_at_composition(compose_cfg, tmp_path, override):
 def test_evaluate_builds_no_loss_ema_or_optimizer(
     compose_cfg, tiny_run, tmp_path, monkeypatch, randomize, source
 ):
-    """Evaluating weights builds the network and the validation only; `module.eval.*` (the same
+    """Evaluating weights builds the network and the validation only; `module.val_postprocess.*` (the same
     config node as in training) sets its postprocess."""
     import yolov4.training.module as module_py
 
@@ -191,7 +191,9 @@ def test_evaluate_builds_no_loss_ema_or_optimizer(
         else save_darknet_weights(model, tmp_path / "m.weights")
     )
     data = [o for o in tiny_run if o.startswith("data.")]
-    cfg = compose_cfg("evaluate", [f"{source}={path}", "module.eval.max_det=1", *data], tmp_path)
+    cfg = compose_cfg(
+        "evaluate", [f"{source}={path}", "module.val_postprocess.max_det=1", *data], tmp_path
+    )
     metrics = evaluate(cfg)
     assert metrics["num_images"] == 6
     per_image = {}
@@ -309,12 +311,16 @@ def test_python_train_learns_far_above_an_untrained_model(compose_cfg, tmp_path)
 
 
 def test_compiled_training_writes_strict_loadable_weights(compose_cfg, tiny_run, tmp_path, caplog):
-    """`module.compile=true` trains through torch.compile, saying so before and after the
+    """`module.compile_model=true` trains through torch.compile, saying so before and after the
     compilation; the weights files still hold plain
     `build_model` keys (no `_orig_mod.`), and the .ckpt loads to the same network. The other
     `module.*` overrides reach the YoloModule too (recorded in the .ckpt's hyper-parameters)."""
     run = tmp_path / "run"
-    module_overrides = ["module.compile=true", "module.ema_decay=null", "module.eval.max_det=7"]
+    module_overrides = [
+        "module.compile_model=true",
+        "module.ema_decay=null",
+        "module.val_postprocess.max_det=7",
+    ]
     with caplog.at_level(logging.INFO, logger="yolov4.training.module"):
         train(compose_cfg("train", [*tiny_run, *module_overrides, "export=null"], run))
     # the module's own lines (torch's compile logs its own, e.g. about CUDA_HOME, in between)
@@ -326,7 +332,11 @@ def test_compiled_training_writes_strict_loadable_weights(compose_cfg, tiny_run,
         "torch.compile: the first step (compilation, forward and backward) took" in said[start + 1]
     )
     hp = torch.load(run / "checkpoints/last.ckpt", weights_only=True)["hyper_parameters"]
-    assert (hp["compile"], hp["ema_decay"], hp["eval"]["max_det"]) == (True, None, 7)
+    assert (hp["compile_model"], hp["ema_decay"], hp["val_postprocess"]["max_det"]) == (
+        True,
+        None,
+        7,
+    )
     raw = torch.load(run / "weights/last.pt", weights_only=True)
     assert raw["trained"]["ema"] is False
     assert not any("_orig_mod" in k for k in raw["state_dict"])

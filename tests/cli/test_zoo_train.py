@@ -31,7 +31,7 @@ def test_a_64_stride_model_asks_the_data_for_multiples_of_64(compose_cfg, tiny_r
     assert model_stride(cfg) == 64
     with pytest.raises(
         ConfigError,
-        match=r"data: data.input_size: expected \(H, W\) multiples of 64 \(the model's largest "
+        match=r"data: data.input_size: expected \(H, W\) positive multiples of 64 \(the network's largest "
         r"stride\), got \[96, 96\]",
     ):
         train(cfg)

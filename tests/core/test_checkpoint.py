@@ -55,7 +55,7 @@ def test_round_trip_reproduces_outputs(tmp_path, tiny3):
 
     ckpt = load_checkpoint(path)
     assert ckpt.class_names == NAMES and ckpt.trained == {"epoch": 3, "step": 120}
-    assert ckpt.preprocess == PreprocessConfig(input_size=(96, 96)).to_dict()  # completed
+    assert ckpt.preprocess == PreprocessConfig(input_size=(96, 96))  # completed, typed
     assert not ckpt.model.training
     x = torch.rand(1, 3, 96, 96)
     for a, b in zip(outputs(ckpt.model, x), outputs(tiny3, x)):
@@ -261,7 +261,7 @@ def test_what_save_accepts_every_reader_accepts(tmp_path, tiny3, name):
     assert raw["preprocess"] == stored.to_dict()
 
     ckpt = load_checkpoint(path)
-    assert ckpt.class_names == NAMES and ckpt.preprocess == stored.to_dict()
+    assert ckpt.class_names == NAMES and ckpt.preprocess == stored
     predictor = Predictor.from_checkpoint(path)
     assert predictor.preprocess_config == stored
     image = np.random.default_rng(0).integers(0, 256, (50, 70, 3), dtype=np.uint8)
@@ -298,7 +298,10 @@ def test_builtins_only_check_bites_on_a_stored_tensor(tmp_path):
     "preprocess,message",
     [
         ({"size": [64, 64]}, r"unknown preprocess key\(s\) \['size'\]"),
-        ({"input_size": [100, 64]}, r"preprocess.input_size: expected \(H, W\) multiples of 32"),
+        (
+            {"input_size": [100, 64]},
+            r"preprocess.input_size: expected \(H, W\) positive multiples of 32",
+        ),
         ({"input_size": 64}, "preprocess.input_size"),
         ({"input_size": [64.5, 64]}, "preprocess.input_size"),
         ({"mode": "fit"}, "preprocess.mode"),

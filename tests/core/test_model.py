@@ -7,7 +7,7 @@ import torch
 
 from yolov4 import build_model
 from yolov4.core.model import DecodedModel
-from yolov4.ops.decode import decode
+from yolov4.ops.decode import decode_predictions
 
 
 @pytest.mark.parametrize("new_coords", [False, True])
@@ -19,7 +19,7 @@ def test_decoded_model_decodes_as_the_model_config_says(new_coords, randomize):
     with torch.no_grad():
         got = DecodedModel(model)(x)
         maps = model(x)
-    want = decode(maps, c.head_anchors(), c.strides, c.scale_x_y, new_coords)
-    other = decode(maps, c.head_anchors(), c.strides, c.scale_x_y, not new_coords)
+    want = decode_predictions(maps, c.head_anchors(), c.strides, c.scale_x_y, new_coords)
+    other = decode_predictions(maps, c.head_anchors(), c.strides, c.scale_x_y, not new_coords)
     assert torch.equal(got, want)
     assert not torch.allclose(got[..., 2:4], other[..., 2:4])  # the flag changes w, h

@@ -24,11 +24,11 @@ def test_presets_are_darknets_valid_and_test_settings():
 
 
 @pytest.mark.parametrize("name", ["train", "evaluate"])
-def test_yaml_eval_block_mirrors_the_darknet_valid_preset(name):
-    """train.yaml and evaluate.yaml both take `module.eval` from configs/module/default.yaml."""
+def test_yaml_val_postprocess_block_mirrors_the_darknet_valid_preset(name):
+    """train.yaml and evaluate.yaml both take `module.val_postprocess` from configs/module/default.yaml."""
     defaults = yaml.safe_load((CONFIGS / f"{name}.yaml").read_text())["defaults"]
     (option,) = [d["module"] for d in defaults if isinstance(d, dict) and "module" in d]
-    block = yaml.safe_load((CONFIGS / "module" / f"{option}.yaml").read_text())["eval"]
+    block = yaml.safe_load((CONFIGS / "module" / f"{option}.yaml").read_text())["val_postprocess"]
     assert PostprocessConfig(**block) == DARKNET_VALID
 
 
@@ -79,8 +79,10 @@ def test_yolomodule_validates_with_its_eval_settings():
     from yolov4.training.module import YoloModule
 
     model_cfg = build_model("yolov4-tiny", num_classes=2, input_size=[64, 64]).config.to_dict()
-    module = YoloModule(model=model_cfg, ema_decay=None, eval={"conf": 0.2, "max_det": 3})
-    assert module.hparams["eval"] == DARKNET_VALID.replace(conf=0.2, max_det=3).to_dict()
+    module = YoloModule(
+        model=model_cfg, ema_decay=None, val_postprocess={"conf": 0.2, "max_det": 3}
+    )
+    assert module.hparams["val_postprocess"] == DARKNET_VALID.replace(conf=0.2, max_det=3).to_dict()
     torch.manual_seed(0)
     images = torch.rand(2, 3, 64, 64)
     dets = module.predict_batch({"images": images})
@@ -90,4 +92,4 @@ def test_yolomodule_validates_with_its_eval_settings():
     ref = postprocess(preds, (64, 64), conf_thresh=0.2, iou_thresh=0.6, max_det=3)
     assert all(torch.equal(a, b) for a, b in zip(dets, ref, strict=True))
     with pytest.raises(ConfigError, match="unknown postprocess key"):
-        YoloModule(model=model_cfg, ema_decay=None, eval={"conf_thresh": 0.2})
+        YoloModule(model=model_cfg, ema_decay=None, val_postprocess={"conf_thresh": 0.2})

@@ -62,7 +62,7 @@ def test_multi_scale_rounding_uses_the_collates_multiple():
 
 def test_sizes_that_are_not_multiples_of_the_largest_stride_are_refused(synth_cache: Path):
     with pytest.raises(
-        ConfigError, match=r"data.input_size: .*multiples of 64 \(the model's largest stride\)"
+        ConfigError, match=r"data.input_size: .*multiples of 64 \(the network's largest stride\)"
     ):
         _dm(synth_cache, input_size=(96, 128))
     with pytest.raises(ConfigError, match=r"data.size_multiple: expected an integer >= 1"):

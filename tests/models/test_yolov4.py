@@ -108,8 +108,14 @@ def tiny2():
         (torch.rand(3, 64, 64), r"shape \(B, 3, H, W\), got \(3, 64, 64\).*add a batch dimension"),
         (torch.rand(1, 1, 64, 64), r"shape \(B, 3, H, W\), got \(1, 1, 64, 64\)"),
         (torch.rand(1, 4, 64, 64), r"got \(1, 4, 64, 64\)"),
-        (torch.rand(1, 3, 64, 100), r"multiples of 32, got \(1, 3, 64, 100\).*64x128"),
-        (torch.rand(1, 3, 40, 64), r"multiples of 32, got \(1, 3, 40, 64\)"),
+        (
+            torch.rand(1, 3, 64, 100),
+            r"multiples of 32 \(the network's largest stride\), got \(1, 3, 64, 100\).*64x128",
+        ),
+        (
+            torch.rand(1, 3, 40, 64),
+            r"multiples of 32 \(the network's largest stride\), got \(1, 3, 40, 64\)",
+        ),
         (torch.zeros(1, 3, 64, 64, dtype=torch.uint8), r"floating-point.*torch.uint8.*/ 255"),
         (torch.zeros(1, 3, 64, 64, dtype=torch.int64), r"floating-point.*torch.int64"),
         (torch.rand(1, 3, 64, 64, dtype=torch.float64), r"dtype torch.float32.*got torch.float64"),
@@ -167,7 +173,9 @@ def test_size_multiple_is_the_deepest_layer_stride_not_the_heads():
     after = text.index("[route]", first_yolo)
     model = build_model(cfg=text[:first_yolo] + "[route]\nlayers=-1\n\n" + text[after:]).eval()
     assert model.config.strides == (16,) and model.config.max_stride == 32
-    with pytest.raises(InputError, match="multiples of 32, got \\(1, 3, 48, 48\\)"):
+    with pytest.raises(
+        InputError, match=r"multiples of 32 \(the network's largest stride\), got \(1, 3, 48, 48\)"
+    ):
         model(torch.rand(1, 3, 48, 48))
     with pytest.raises(ConfigError, match="multiples of 32"):
         build_model(

@@ -26,7 +26,7 @@ from yolov4.darknet import (
 )
 from yolov4.models.cfg import CFG_DIR, ZOO
 from yolov4.models.layers import ConvBnAct
-from yolov4.ops.decode import decode
+from yolov4.ops.decode import decode_predictions
 
 HEADER_BYTES = 20
 
@@ -149,7 +149,7 @@ def assert_matches_opencv(model, net, images: torch.Tensor) -> None:
     with torch.no_grad():
         maps = model(images)
         dm = DecodedModel(model)  # decode as every backend runs it (new_coords from the config)
-        decoded = decode(maps, dm.anchors, dm.strides, dm.scale_x_y, dm.new_coords)
+        decoded = decode_predictions(maps, dm.anchors, dm.strides, dm.scale_x_y, dm.new_coords)
     assert len(maps) == len(cv_maps) == len(model.strides)
     for stride, ours, ref in zip(model.strides, maps, cv_maps):
         assert ours.shape == (1, model.config.num_outputs, hw[0] // stride, hw[1] // stride)

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from yolov4 import build_model
-from yolov4.ops.decode import cell_grid, decode, decode_head, split_head
+from yolov4.ops.decode import cell_grid, decode_head, decode_predictions, split_head
 
 TINY_ANCHORS = [[(10, 14), (23, 27), (37, 58)], [(81, 82), (135, 169), (344, 319)]]
 
@@ -54,7 +54,7 @@ def test_decode_matches_loop_transcription():
         torch.randn(2, 3 * (5 + c), 4, 5, dtype=torch.float64),
         torch.randn(2, 3 * (5 + c), 2, 3, dtype=torch.float64),
     ]
-    out = decode(heads, TINY_ANCHORS, [16, 32], [1.05, 1.2])
+    out = decode_predictions(heads, TINY_ANCHORS, [16, 32], [1.05, 1.2])
     assert out.shape == (2, 3 * 20 + 3 * 6, 5 + c) and out.dtype == torch.float64
     want = torch.cat(
         [
@@ -73,7 +73,7 @@ def test_new_coords_decode_matches_loop_transcription():
         torch.randn(2, 3 * (5 + c), 4, 5, dtype=torch.float64) * 3,
         torch.randn(2, 3 * (5 + c), 2, 3, dtype=torch.float64) * 3,
     ]
-    out = decode(heads, TINY_ANCHORS, [16, 32], [2.0, 2.0], new_coords=True)
+    out = decode_predictions(heads, TINY_ANCHORS, [16, 32], [2.0, 2.0], new_coords=True)
     want = torch.cat(
         [
             loop_decode(heads[0], TINY_ANCHORS[0], 16, 2.0, new_coords=True),
@@ -83,7 +83,7 @@ def test_new_coords_decode_matches_loop_transcription():
     )
     torch.testing.assert_close(out, want, atol=1e-9, rtol=1e-9)
     # x, y are the same as without new_coords; sizes differ (at most 4 anchors wide)
-    old = decode(heads, TINY_ANCHORS, [16, 32], [2.0, 2.0])
+    old = decode_predictions(heads, TINY_ANCHORS, [16, 32], [2.0, 2.0])
     torch.testing.assert_close(out[..., :2], old[..., :2])
     torch.testing.assert_close(out[..., 4:], old[..., 4:])
     assert not torch.allclose(out[..., 2:4], old[..., 2:4])
@@ -190,7 +190,7 @@ def test_onnx_export_is_clean_and_size_agnostic():
 
     class Decode(torch.nn.Module):
         def forward(self, a, b):
-            return decode([a, b], TINY_ANCHORS, [16, 32], [1.05, 1.05])
+            return decode_predictions([a, b], TINY_ANCHORS, [16, 32], [1.05, 1.05])
 
     a, b = torch.randn(1, 24, 4, 6), torch.randn(1, 24, 2, 3)
     f = io.BytesIO()

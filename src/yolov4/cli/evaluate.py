@@ -37,8 +37,8 @@ from yolov4.evaluation.analysis import CONF, IOU, DetectionAnalysis, analyze_det
 from yolov4.evaluation.coco import DEFAULT_COCO_BACKEND
 from yolov4.evaluation.darknet_map import DARKNET_POINTS, DARKNET_THRESH, darknet_map
 from yolov4.evaluation.darknet_map import POINTS as DARKNET_POINT_CHOICES
-from yolov4.evaluation.errors import TB, error_breakdown
 from yolov4.evaluation.plots import plot_confusion_matrix, plot_errors, plot_pr_curves, plot_pr_f1
+from yolov4.evaluation.tide import TB, error_breakdown
 from yolov4.evaluation.worst import (
     WORST_IMAGES,
     val_image_files,
@@ -350,7 +350,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     _val_only(cfg)
     if cfg.artifact:
         result, datamodule, weights = _evaluate_artifact(
-            cfg, OmegaConf.to_container(cfg.module.eval, resolve=True)
+            cfg, OmegaConf.to_container(cfg.module.val_postprocess, resolve=True)
         )
         _write(out, result, datamodule.val_coco, settings, val_image_files(datamodule), weights)
         return {**result.to_dict(), "weights": weights}
@@ -358,11 +358,11 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     if ckpt is not None:
         model_dict, state = ckpt.model.config.to_dict(), ckpt.model.state_dict()
         data_overrides["size_multiple"] = ckpt.model.config.max_stride
-        if ckpt.preprocess:  # evaluate exactly as the model was validated in training
+        if ckpt.preprocess_stored:  # evaluate exactly as the model was validated in training
             data_overrides.update(
-                preprocess=dict(ckpt.preprocess),  # all of it: pad value, colour order, scale
-                input_size=ckpt.preprocess["input_size"],
-                resize_mode=ckpt.preprocess["mode"],
+                preprocess=ckpt.preprocess_dict(),  # all of it: pad value, colour order, scale
+                input_size=list(ckpt.preprocess.input_size),
+                resize_mode=ckpt.preprocess.mode,
             )
     else:  # darknet weights: resized as darknet trained them (the cfg's letter_box)
         data_overrides.update(

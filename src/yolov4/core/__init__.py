@@ -21,6 +21,7 @@ from yolov4.core.images import (
     TruncatedImage,
     decode,
     decode_image,
+    decode_image_details,
     image_size,
     to_rgb8,
 )
@@ -40,8 +41,9 @@ __all__ = [
     "PreprocessConfig",
     "SERVING",
     "TruncatedImage",
-    "decode",
+    "decode",  # deprecated: decode_image_details
     "decode_image",
+    "decode_image_details",
     "image_size",
     "load_checkpoint",
     "preprocess",

@@ -17,6 +17,7 @@ from typing import Any
 from yolov4.core.postprocess import SERVING
 from yolov4.core.preprocess import PreprocessConfig
 from yolov4.errors import ConfigError, ExportError
+from yolov4.models.stride import check_stride_multiple
 
 __all__ = [
     "ARTIFACT_FORMAT",
@@ -131,17 +132,9 @@ def validate_metadata(meta: Any, path: str | os.PathLike) -> dict[str, Any]:
         raise _key_error(path, "model.strides", "a non-empty list of integers >= 1", strides)
     multiple = max(strides)  # the network's largest stride: ModelConfig.max_stride
     size = meta.get("input_size", ...)
-    if not (
-        isinstance(size, list)
-        and len(size) == 2
-        and all(_positive_int(v) and v % multiple == 0 for v in size)
-    ):
-        raise _key_error(
-            path,
-            "input_size",
-            f"[H, W], positive multiples of {multiple} (the model's largest stride)",
-            size,
-        )
+    if size is ...:
+        raise _key_error(path, "input_size", f"[H, W], positive multiples of {multiple}")
+    check_stride_multiple(size, multiple, f"{path}: key 'input_size'", ExportError)
     preprocess = meta.get("preprocess", ...)
     if not isinstance(preprocess, dict):
         raise _key_error(

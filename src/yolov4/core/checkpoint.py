@@ -29,7 +29,6 @@ import logging
 import os
 import pickle
 import zipfile
-from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,12 +37,15 @@ from typing import Any
 import torch
 
 from yolov4.core.files import atomic_write
+from yolov4.core.mismatch import SHOW, group_keys, mismatch_report
 from yolov4.core.preprocess import PreprocessConfig
 from yolov4.errors import CheckpointError, ConfigError
 from yolov4.models import ModelConfig, YOLOv4, available_models, build_model
 from yolov4.models.budget import check_network
 from yolov4.models.cfg import resolve_layers
 from yolov4.models.config import config_sections
+from yolov4.models.stride import check_stride_multiple
+from yolov4.version import versions
 
 __all__ = [
     "FORMAT",
@@ -54,6 +56,7 @@ __all__ = [
     "clean_state_dict",
     "check_state_dict",
     "group_keys",
+    "mismatch_report",
     "network_state_dict",
     "load_state_dict_checked",
     "check_finite",
@@ -67,8 +70,6 @@ FORMAT = "yolov4.weights/1"
 WRAPPER_PREFIXES = ("module.", "_orig_mod.", "model.", "ema_model.", "ema.", "net.")
 # Lightning checkpoint keys (state_dict prefixes) that hold EMA weights, most specific first.
 EMA_PREFIXES = ("ema_model.", "ema.")
-SHOW = 5  # keys listed per kind of mismatch
-SHOW_MODULES = 12  # modules (``layers.<i>``) listed per kind of mismatch
 # Weights a file must hold per element of the model it describes (1 byte: even an 8-bit file);
 # a file below this has tensors of the claimed shapes but not their data (stride-0 views).
 MIN_BYTES_PER_ELEMENT = 1
@@ -76,29 +77,60 @@ MIN_BYTES_PER_ELEMENT = 1
 
 @dataclass
 class Checkpoint:
-    """A loaded checkpoint: the rebuilt model (eval mode) and what came with it."""
+    """A loaded checkpoint: the rebuilt model (eval mode) and what came with it.
+
+    ``preprocess`` is given as a :class:`PreprocessConfig`, its dict (the file's form) or
+    nothing, and is always a :class:`PreprocessConfig` once built: for a file that stores none,
+    letterbox at the network's input size, what every reader (Predictor, export, evaluate,
+    sharded predict) runs; :attr:`preprocess_stored` says whether the file stored one. A stored
+    dict is validated strictly (unknown keys, bad values, sides that are not multiples of the
+    network's largest stride): :class:`CheckpointError` naming the key."""
 
     model: YOLOv4
     class_names: list[str]
-    preprocess: dict[str, Any] = field(default_factory=dict)
+    preprocess: PreprocessConfig | Mapping[str, Any] | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
     trained: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
     data: dict[str, Any] | None = None  # the training run's data config (None: not recorded)
+    preprocess_stored: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.preprocess_stored = bool(self.preprocess)
+        self.preprocess = preprocess_config(self.preprocess, self.model, self.path or "checkpoint")
 
     def preprocess_dict(self) -> dict[str, Any]:
-        """The stored preprocessing, or for a file that stores none, letterbox at the network's
-        input size: what every reader (Predictor, export, sharded predict) runs."""
-        return dict(self.preprocess) or {
-            "input_size": list(self.model.config.input_size),
-            "mode": "letterbox",
-        }
+        """:attr:`preprocess` in the file's form (:meth:`PreprocessConfig.to_dict`)."""
+        return self.preprocess.to_dict()
 
 
-def _versions() -> dict[str, str]:
-    from yolov4.version import __version__
-
-    return {"yolov4": __version__, "torch": str(torch.__version__)}
+def preprocess_config(
+    preprocess: PreprocessConfig | Mapping[str, Any] | None, model: YOLOv4, source: Any
+) -> PreprocessConfig:
+    """The :class:`PreprocessConfig` ``model`` runs with: ``preprocess`` (a config or its dict)
+    validated, or none given = letterbox at the network's input size. Raises
+    :class:`CheckpointError` (``source``: the file or function) naming the key: unknown keys,
+    bad values, input sides that are not multiples of the network's largest stride."""
+    if isinstance(preprocess, PreprocessConfig):
+        config = preprocess
+    else:
+        try:
+            values = _plain(dict(preprocess)) if preprocess else {}
+            config = PreprocessConfig.from_dict(
+                {"input_size": model.config.input_size, "mode": "letterbox", **values}
+            )
+        except ConfigError as e:
+            raise CheckpointError(f"{source}: {e}") from e
+        except (TypeError, ValueError) as e:  # not a mapping
+            raise CheckpointError(
+                f"{source}: preprocess: expected a mapping of PreprocessConfig keys, "
+                f"got {preprocess!r:.60} ({e})"
+            ) from e
+    check_stride_multiple(  # what the network (and so every reader) accepts
+        config.input_size, model.config.max_stride, f"{source}: preprocess.input_size",
+        CheckpointError,
+    )  # fmt: skip
+    return config
 
 
 def _plain(value: Any) -> Any:
@@ -140,17 +172,6 @@ def clean_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.
             sd = {k.replace("._orig_mod.", "."): v for k, v in sd.items()}
             changed = True
     return sd
-
-
-def group_keys(keys: list[str]) -> str:
-    """``layers.159.conv.weight, ...`` -> ``layers.159 (2), layers.148 (5)`` then the first keys
-    (the :data:`SHOW_MODULES` modules with most keys, and how many more)."""
-    by_module = Counter(".".join(k.split(".")[:2]) for k in keys).most_common()
-    groups = ", ".join(f"{m} ({n})" for m, n in by_module[:SHOW_MODULES])
-    if len(by_module) > SHOW_MODULES:
-        groups += f", ... {len(by_module) - SHOW_MODULES} more modules"
-    shown = ", ".join(keys[:SHOW]) + (", ..." if len(keys) > SHOW else "")
-    return f"{len(keys)} [{groups}]: {shown}"
 
 
 @functools.cache
@@ -196,16 +217,9 @@ def check_state_dict(model: YOLOv4, state_dict: Mapping[str, torch.Tensor]) -> N
     shapes = [k for k in sd if k in own and sd[k].shape != own[k].shape]
     if not (missing or unexpected or shapes):
         return
-    parts = [f"weights do not fit {model.config.name} with {model.num_classes} classes"]
-    if missing:
-        parts.append(f"missing keys {group_keys(missing)}")
-    if unexpected:
-        parts.append(f"unexpected keys {group_keys(unexpected)}")
-    if shapes:
-        diffs = [f"{k} {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}" for k in shapes[:SHOW]]
-        parts.append(f"shape mismatches {len(shapes)}: " + "; ".join(diffs))
-    parts.append(_likely_cause(model, sd, shapes))
-    raise CheckpointError("\n  ".join(parts))
+    headline = f"weights do not fit {model.config.name} with {model.num_classes} classes"
+    lines = mismatch_report(own, sd, missing, unexpected, shapes)
+    raise CheckpointError("\n  ".join([headline, *lines, _likely_cause(model, sd, shapes)]))
 
 
 def check_finite(state_dict: Mapping[str, torch.Tensor], source: str) -> None:
@@ -249,35 +263,11 @@ def load_state_dict_checked(
     return sorted(k for k in own if k not in usable)
 
 
-def _checked_preprocess(preprocess: Mapping[str, Any] | None, model: YOLOv4) -> dict[str, Any]:
-    """``preprocess`` completed and validated as every reader (the Predictor, the export)
-    will read it: a :class:`PreprocessConfig` dict, input sides multiples of the network's largest
-    stride; none given =
-    letterbox at the model's input size (what the readers assumed for such files)."""
-    try:
-        values = _plain(dict(preprocess)) if preprocess else {"input_size": model.config.input_size}
-        config = PreprocessConfig.from_dict(values)
-    except ConfigError as e:
-        raise CheckpointError(f"save_checkpoint: {e}") from e
-    except (TypeError, ValueError) as e:  # not a mapping
-        raise CheckpointError(
-            f"save_checkpoint: preprocess: expected a mapping of PreprocessConfig keys, "
-            f"got {preprocess!r:.60} ({e})"
-        ) from e
-    multiple = model.config.max_stride  # what the network (and so every reader) accepts
-    if any(s % multiple for s in config.input_size):
-        raise CheckpointError(
-            f"save_checkpoint: preprocess.input_size: expected (H, W) multiples of "
-            f"{multiple} (the network's largest stride), got {list(config.input_size)}"
-        )
-    return config.to_dict()
-
-
 def save_checkpoint(
     path: str | os.PathLike,
     model: YOLOv4,
     class_names: list[str] | None = None,
-    preprocess: Mapping[str, Any] | None = None,
+    preprocess: PreprocessConfig | Mapping[str, Any] | None = None,
     metrics: Mapping[str, Any] | None = None,
     trained: Mapping[str, Any] | None = None,
     state_dict: Mapping[str, torch.Tensor] | None = None,
@@ -318,10 +308,10 @@ def save_checkpoint(
         "model": _plain(config),
         "state_dict": {k: v.detach().cpu().clone() for k, v in sd.items()},
         "class_names": [str(n) for n in names],
-        "preprocess": _checked_preprocess(preprocess, model),
+        "preprocess": preprocess_config(preprocess, model, "save_checkpoint").to_dict(),
         "metrics": _plain(dict(metrics or {})),
         "trained": _plain(dict(trained or {})),
-        "versions": _versions(),
+        "versions": versions(),
         "data": _plain(dict(data)) if data is not None else None,
     }
     return atomic_write(path, lambda f: torch.save(payload, f))
@@ -476,7 +466,7 @@ def load_checkpoint(
     return Checkpoint(
         model=model.to(map_location).eval(),
         class_names=list(names),
-        preprocess=dict(data.get("preprocess") or {}),
+        preprocess=data.get("preprocess"),
         metrics=dict(data.get("metrics") or {}),
         trained=dict(data.get("trained") or {}),
         path=path,

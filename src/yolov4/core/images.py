@@ -1,6 +1,6 @@
 """Image decoding, owned once: encoded bytes → ``(H, W, 3)`` uint8 RGB in the orientation a
 viewer displays. The datasets (:mod:`yolov4.data.image_io`), the Predictor and the service
-(:mod:`yolov4.inference.images`) all decode through :func:`decode`.
+(:mod:`yolov4.inference.images`) all decode through :func:`decode_image_details`.
 
 One set of rules for every format (JPEG, PNG, WebP, TIFF, BMP, ...):
 
@@ -37,6 +37,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from yolov4.errors import InputError
+from yolov4.version import warn_renamed
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -45,8 +46,9 @@ __all__ = [
     "ImageDecodeError",
     "ImageTooLarge",
     "TruncatedImage",
-    "decode",
+    "decode",  # deprecated: decode_image_details
     "decode_image",
+    "decode_image_details",
     "image_size",
     "orient",
     "pil_orientation",
@@ -337,8 +339,10 @@ def pil_to_array(im: Image.Image) -> tuple[np.ndarray, bool]:
     return array, deep or mode != "RGB"
 
 
-def decode(data: bytes, where: str = "image", max_pixels: int | None = MAX_PIXELS) -> DecodedImage:
-    """Encoded bytes → :class:`DecodedImage` (see the module docstring for the rules).
+def decode_image_details(
+    data: bytes, where: str = "image", max_pixels: int | None = MAX_PIXELS
+) -> DecodedImage:
+    """Encoded bytes → :class:`DecodedImage`: pixels, file format, whether the decoder converted them.
 
     Raises:
         ImageTooLarge: more than ``max_pixels`` pixels (checked from the header).
@@ -393,5 +397,11 @@ def decode(data: bytes, where: str = "image", max_pixels: int | None = MAX_PIXEL
 def decode_image(
     data: bytes, where: str = "image", max_pixels: int | None = MAX_PIXELS
 ) -> np.ndarray:
-    """Encoded bytes → ``(H, W, 3)`` uint8 RGB as displayed (:func:`decode`'s image)."""
-    return decode(data, where, max_pixels).image
+    """Encoded bytes → ``(H, W, 3)`` uint8 RGB as displayed (its :func:`decode_image_details`)."""
+    return decode_image_details(data, where, max_pixels).image
+
+
+def decode(data: bytes, where: str = "image", max_pixels: int | None = MAX_PIXELS) -> DecodedImage:
+    """The old name of :func:`decode_image_details`, kept for one release (warns)."""
+    warn_renamed("yolov4.core.images.decode", "decode_image_details")
+    return decode_image_details(data, where, max_pixels)

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from yolov4.models import YOLOv4
-from yolov4.ops.decode import decode
+from yolov4.ops.decode import decode_predictions
 
 __all__ = ["DecodedModel"]
 
@@ -27,6 +27,6 @@ class DecodedModel(nn.Module):
         self.new_coords = bool(c.new_coords)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return decode(
+        return decode_predictions(
             self.model(images), self.anchors, self.strides, self.scale_x_y, self.new_coords
         )

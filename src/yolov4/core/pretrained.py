@@ -22,13 +22,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from yolov4.core.checkpoint import (
-    SHOW,
-    check_finite,
-    group_keys,
-    network_state_dict,
-    read_checkpoint,
-)
+from yolov4.core.checkpoint import check_finite, network_state_dict, read_checkpoint
+from yolov4.core.mismatch import group_keys, mismatch_report
 from yolov4.darknet import darknet_file_classes, load_darknet_weights
 from yolov4.errors import CheckpointError
 from yolov4.models import YOLOv4
@@ -264,13 +259,7 @@ def transfer_state_dict(
                 + (f" of layers 0-{upto - 1}" if upto is not None else "")
                 + " match by name and shape"
             ]
-            if missing:
-                parts.append(f"missing keys {group_keys(missing)}")
-            if report.ignored:
-                parts.append(f"unexpected keys {group_keys(report.ignored)}")
-            if shapes:
-                diffs = [f"{k} {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}" for k in shapes]
-                parts.append(f"shape mismatches {len(shapes)}: " + "; ".join(diffs[:SHOW]))
+            parts += mismatch_report(own, sd, missing, report.ignored, shapes)
             raise CheckpointError("\n  ".join(parts))
     check_finite(usable, source)
     model.load_state_dict({**own, **usable}, strict=True)

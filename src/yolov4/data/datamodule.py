@@ -33,6 +33,7 @@ from yolov4.data.records import DetectionData, ProblemReport
 from yolov4.data.synthetic import SyntheticSource
 from yolov4.data.transforms import AugmentConfig
 from yolov4.errors import ConfigError, DatasetError
+from yolov4.models.stride import check_stride_multiple
 
 __all__ = [
     "DataSource",
@@ -96,13 +97,7 @@ def _preprocess_config(
                 f"{show(getattr(config, field))}; set data.{key} (model.input_size follows it)"
             )
         config = PreprocessConfig(**{**config.to_dict(), field: value})
-    size = config.input_size
-    if any(s % multiple for s in size):
-        raise ConfigError(
-            f"data.input_size: expected (H, W) multiples of {multiple}"
-            + (" (the model's largest stride)" if multiple != SIZE_MULTIPLE else "")
-            + f", got {list(size)}"
-        )
+    check_stride_multiple(config.input_size, multiple, "data.input_size")
     return config
 
 

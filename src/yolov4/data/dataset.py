@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from yolov4.core.preprocess import PreprocessConfig, resize_image
+from yolov4.core.preprocess import PreprocessConfig, image_to_tensor, preprocess
 from yolov4.data.collate import Sample
 from yolov4.data.image_io import read_image
 from yolov4.data.mosaic import MOSAIC_DONORS, Placed
@@ -45,15 +45,6 @@ DONOR_BUFFER = 64
 Loaded = tuple[
     np.ndarray, np.ndarray, np.ndarray
 ]  # image (H,W,3) uint8 RGB, boxes (N,4), labels (N,)
-
-
-def _image_view(image: np.ndarray, config: PreprocessConfig) -> torch.Tensor:
-    """``(H, W, 3)`` uint8 RGB → ``(3, H, W)`` uint8 in ``config.channel_order``, a view of
-    channels-last memory: the collate stacks it with one copy, the device makes it contiguous
-    (:func:`~yolov4.core.preprocess.image_to_tensor`'s layout, without its copy in the worker)."""
-    if config.channel_order == "bgr":
-        image = image[..., ::-1]
-    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
 
 
 class DetectionDataset(Dataset):
@@ -177,10 +168,8 @@ class DetectionDataset(Dataset):
             if loaded is None:  # keep the image (its ground truth counts) as a blank one
                 blank = np.full((rec.height, rec.width, 3), config.pad_value, np.uint8)
                 loaded = (blank, rec.boxes, rec.labels)
-            # preprocess() up to its last step: the device scales (to_float), 4x fewer bytes here
-            params = letterbox_params(loaded[0].shape[:2], config.input_size, config.mode)
-            resized = resize_image(loaded[0], params, config.input_size, config.pad_value)
-            image = _image_view(resized, config)
+            # THE preprocessing, as uint8: the device scales (to_float), 4x fewer bytes here
+            image, params = preprocess(loaded[0], config, scale=False)
             boxes, labels = map_boxes(loaded[1], params), loaded[2]
         else:
             index, placed = self._load_train(index)
@@ -199,7 +188,7 @@ class DetectionDataset(Dataset):
                     out = photometric(image=image, bboxes=boxes, labels=labels)
                 else:
                     out = {**photometric(image=image), "bboxes": boxes, "labels": labels}
-            image = _image_view(out["image"], config)  # the device scales it
+            image = image_to_tensor(out["image"], config, scale=False)  # the device scales it
             boxes = np.asarray(out["bboxes"], np.float32).reshape(-1, 4)
             labels = np.asarray(out["labels"], np.int64).reshape(-1)
             params = letterbox_params((rec.height, rec.width), config.input_size, config.mode)

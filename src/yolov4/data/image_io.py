@@ -1,7 +1,7 @@
 """Image files for training and evaluation: any file → ``(H, W, 3)`` uint8 RGB or ``None``
 (reported).
 
-Decoding is :func:`yolov4.core.images.decode`, the one the Predictor and the service use: EXIF
+Decoding is :func:`yolov4.core.images.decode_image_details`, the one the Predictor and the service use: EXIF
 orientation applied for every format, every pixel layout converted one way, JPEG integrity judged
 by decoding. This module only turns its outcomes into :class:`ProblemReport` entries.
 """
@@ -18,7 +18,7 @@ from yolov4.core.images import (
     ImageDecodeError,
     ImageTooLarge,
     TruncatedImage,
-    decode,
+    decode_image_details,
 )
 from yolov4.data.records import Problem, ProblemReport
 
@@ -38,7 +38,7 @@ def read_image(path: str | Path, report: ProblemReport) -> np.ndarray | None:
         report.add(Problem.MISSING_FILE, path)
         return None
     try:
-        decoded = decode(data, Path(path).name, max_pixels=None)
+        decoded = decode_image_details(data, Path(path).name, max_pixels=None)
     except TruncatedImage as e:  # what was there (None when no row could be decoded)
         report.add(Problem.TRUNCATED, path, str(e))
         return e.partial

@@ -159,7 +159,7 @@ def plot_pr_f1(analysis, path: str | Path) -> Path:
 
 
 def errors_figure(breakdown):
-    """The :class:`~yolov4.evaluation.errors.ErrorBreakdown` as bars: the AP50 gained by fixing
+    """The :class:`~yolov4.evaluation.tide.ErrorBreakdown` as bars: the AP50 gained by fixing
     each error type, with its count; a bare Agg figure."""
     from matplotlib.figure import Figure
 

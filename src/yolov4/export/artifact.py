@@ -50,9 +50,11 @@ from yolov4.export.quantize import (
     check_request,
     reduced_precisions,
 )
-from yolov4.inference.backends import import_openvino, load_backend, openvino_available
+from yolov4.inference.backends import load_backend, openvino_available
 from yolov4.models import fuse_model
+from yolov4.models.stride import check_stride_multiple
 from yolov4.ops.boxes import box_iou, cxcywh_to_xyxy
+from yolov4.version import versions
 
 __all__ = ["export_artifact"]
 
@@ -81,23 +83,6 @@ def _finite(name: str, *arrays: Any) -> None:
             "random inputs; the checkpoint's weights are not usable (NaN training?); the "
             "export was not written"
         )
-
-
-def _versions() -> dict[str, str]:
-    import onnx
-    import onnxruntime
-
-    from yolov4.version import __version__
-
-    versions = {
-        "yolov4": __version__,
-        "torch": str(torch.__version__),
-        "onnx": onnx.__version__,
-        "onnxruntime": onnxruntime.__version__,
-    }
-    if openvino_available():
-        versions["openvino"] = import_openvino().__version__
-    return versions
 
 
 def _export_onnx(
@@ -339,16 +324,9 @@ def export_artifact(
             f"precisions {list(precisions)} are made from model.onnx: add onnx to formats "
             f"{list(formats)}"
         )
-    preprocess = ckpt.preprocess_dict()
-    size = [int(s) for s in (input_size or preprocess["input_size"])]
-    multiple = ckpt.model.config.max_stride  # the network's largest stride: 32, 64 for p6
-    if len(size) != 2 or any(s <= 0 or s % multiple for s in size):
-        raise ExportError(
-            f"input_size must be (H, W), multiples of {multiple} (the largest stride of "
-            f"{ckpt.model.config.name}), got {size}"
-        )
-    preprocess["input_size"] = size
-    preprocess = PreprocessConfig.from_dict(preprocess).to_dict()  # complete and validated
+    size = input_size or ckpt.preprocess.input_size
+    size = check_stride_multiple(size, ckpt.model.config.max_stride, "input_size", ExportError)
+    preprocess = ckpt.preprocess.with_size(size).to_dict()
 
     # fuse_model copies: the caller's model keeps its device, dtype and BN layers
     wrapped = DecodedModel(fuse_model(ckpt.model).cpu().float()).eval()
@@ -454,7 +432,7 @@ def export_artifact(
                 else {}
             ),
             "opset": opset if {"onnx", "onnx_nms"} & set(formats) else None,
-            "versions": _versions(),
+            "versions": versions("onnx", "onnxruntime", "openvino"),
             "files": files,
             "parity": parity,
             "source": {"metrics": ckpt.metrics, "trained": ckpt.trained},

@@ -253,13 +253,12 @@ class Predictor:
                 f"{path}: {len(ckpt.class_names)} class names for a model with "
                 f"num_classes={ckpt.model.config.num_classes}"
             )
-        preprocess = ckpt.preprocess_dict()
         meta = {"model": ckpt.model.config.to_dict(), "source": str(path), "metrics": ckpt.metrics}
         backend = TorchBackend(DecodedModel(fuse_model(ckpt.model)), device)
         return cls(
             backend,
             ckpt.class_names,
-            PreprocessConfig.from_dict(preprocess),
+            ckpt.preprocess,
             kwargs.pop("thresholds", None),
             meta,
             **kwargs,

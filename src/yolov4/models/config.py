@@ -25,6 +25,7 @@ from typing import Any
 from yolov4.errors import ConfigError
 from yolov4.models import budget, class_balance
 from yolov4.models.cfg import ZOO, Section, parse_cfg, read_zoo_cfg, resolve_layers
+from yolov4.models.stride import check_stride_multiple
 
 __all__ = [
     "ModelConfig",
@@ -326,12 +327,7 @@ class ModelConfig:
         for w, h in self.anchors:
             for v in (w, h):
                 budget.check_anchor(v, "model.anchors")
-        m = self.max_stride
-        if len(self.input_size) != 2 or any(s <= 0 or s % m for s in self.input_size):
-            raise ConfigError(
-                f"model.input_size must be [H, W], multiples of {m} (the network's largest "
-                f"stride), got {list(self.input_size)}"
-            )
+        check_stride_multiple(self.input_size, self.max_stride, "model.input_size")
         n = len(self.strides)
         if len(self.masks) != n:
             raise ConfigError(

@@ -24,6 +24,7 @@ from yolov4.models import budget
 from yolov4.models.cfg import LayerSpec, Section, resolve_layers
 from yolov4.models.config import ModelConfig, config_sections
 from yolov4.models.layers import ConvBnAct, MaxPool, Route, Shortcut, Upsample
+from yolov4.models.stride import check_stride_multiple
 from yolov4.models.zoo import backbone_cutoff
 
 __all__ = ["YOLOv4", "build_model"]
@@ -158,11 +159,9 @@ class YOLOv4(nn.Module):
             )
         h, w = images.shape[-2:]
         m = self.config.max_stride
-        if h % m or w % m or h == 0 or w == 0:
-            raise InputError(
-                f"expected images of shape (B, 3, H, W) with H, W positive multiples of {m}, "
-                f"got {tuple(images.shape)} (resize or letterbox to e.g. "
-                f"{_round_up(h, m)}x{_round_up(w, m)})"
+        if h % m or w % m or h == 0 or w == 0:  # cheap on the hot path; the helper words it
+            check_stride_multiple(
+                (int(h), int(w)), m, "images of shape (B, 3, H, W)", InputError, tuple(images.shape)
             )
         if not torch.compiler.is_compiling():  # plain Python over the layer list: no guards
             try:
@@ -214,10 +213,6 @@ class YOLOv4(nn.Module):
             for j in self._free_after[i]:
                 outs[j] = None
         return [outs[i] for i in self.head_layers]
-
-
-def _round_up(n: int, m: int) -> int:
-    return max(m, math.ceil(n / m) * m)
 
 
 def build_model(

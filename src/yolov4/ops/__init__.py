@@ -1,4 +1,4 @@
-"""Pure tensor functions between the network and everything else: box math, decode, NMS."""
+"""Pure tensor functions between the network and everything else: box math, box decoding, NMS."""
 
 from yolov4.ops.boxes import (
     box_area,
@@ -11,7 +11,14 @@ from yolov4.ops.boxes import (
     paired_box_iou,
     xyxy_to_cxcywh,
 )
-from yolov4.ops.decode import cell_grid, decode, decode_boxes, decode_head, split_head
+from yolov4.ops.decode import (  # decode: the old name of decode_predictions (warns)
+    cell_grid,
+    decode,
+    decode_boxes,
+    decode_head,
+    decode_predictions,
+    split_head,
+)
 from yolov4.ops.letterbox import (
     LetterboxParams,
     letterbox_params,
@@ -29,9 +36,10 @@ __all__ = [
     "unmap_detections",
     "box_area",
     "cell_grid",
-    "decode",
+    "decode",  # deprecated: decode_predictions
     "decode_boxes",
     "decode_head",
+    "decode_predictions",
     "diou_nms",
     "split_head",
     "box_iou",

@@ -30,7 +30,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["split_head", "cell_grid", "decode_boxes", "decode_head", "decode"]
+__all__ = ["split_head", "cell_grid", "decode_boxes", "decode_head", "decode_predictions"]
 
 _GRID_CACHE_SIZE = 32  # distinct (H, W, device, dtype): every head of a few input sizes
 
@@ -114,7 +114,7 @@ def decode_head(
     return out.reshape(head.shape[0], -1, out.shape[-1])
 
 
-def decode(
+def decode_predictions(
     heads: Sequence[Tensor],
     anchors: Sequence[Sequence[Sequence[float]]],
     strides: Sequence[int],
@@ -126,7 +126,8 @@ def decode(
     ``heads``: the network's raw maps, ascending stride; ``anchors[l]`` the ``A`` anchor
     ``(w, h)`` pixels of head ``l``; ``strides[l]`` and ``scale_x_y[l]`` its stride and grid
     sensitivity; ``new_coords`` darknet's ``[yolo] new_coords=1`` (all heads). For a model:
-    ``decode(maps, cfg.head_anchors(), cfg.strides, cfg.scale_x_y, cfg.new_coords)`` with
+    ``decode_predictions(maps, cfg.head_anchors(), cfg.strides, cfg.scale_x_y, cfg.new_coords)``
+    with
     ``cfg = model.config``.
     """
     return torch.cat(
@@ -136,3 +137,14 @@ def decode(
         ],
         dim=1,
     )
+
+
+def decode(*args, **kwargs) -> Tensor:
+    """The old name of :func:`decode_predictions`, kept for one release (warns)."""
+    warnings.warn(
+        "yolov4.ops.decode is renamed yolov4.ops.decode_predictions; the old name goes in the "
+        "next release",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return decode_predictions(*args, **kwargs)

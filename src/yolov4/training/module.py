@@ -34,8 +34,12 @@ from yolov4.ops.letterbox import unmap_detections
 from yolov4.training.class_balance import balanced_config, check_class_balance
 from yolov4.training.ema import ModelEMA
 from yolov4.training.optim import OptimConfig, build_optimizer, lr_factor
+from yolov4.version import renamed_kwargs
 
 __all__ = ["YoloModule", "ValidationSample", "batch_to_input"]
+
+# keyword arguments renamed (they shadowed builtins), accepted for one more release
+RENAMED_KWARGS = {"eval": "val_postprocess", "compile": "compile_model"}
 
 log = logging.getLogger(__name__)
 # The module, not the DataModule, finishes batches on the device (on_after_batch_transfer) so any
@@ -94,7 +98,8 @@ class YoloModule(L.LightningModule):
             recipes were tuned with) or ``exact`` (the true derivative); see :mod:`yolov4.loss`.
         class_balance: ``off`` or ``darknet``: at fit start, the training split's boxes per class
             become the model's ``counters_per_class`` (:mod:`yolov4.training.class_balance`).
-        eval: validation postprocess settings over :data:`~yolov4.core.postprocess.DARKNET_VALID`
+        val_postprocess: validation postprocess settings over
+            :data:`~yolov4.core.postprocess.DARKNET_VALID`
             (:class:`~yolov4.core.postprocess.PostprocessConfig` keys).
         pretrained: darknet ``.weights``/``.conv.N`` file or project checkpoint to start from
             (:func:`~yolov4.core.pretrained.load_pretrained`).
@@ -102,9 +107,11 @@ class YoloModule(L.LightningModule):
         pretrained_strict: a project checkpoint in ``pretrained`` must be of this architecture
             (only the head prediction layers, which follow ``num_classes``, may differ);
             ``False`` loads whichever tensors match by name and shape and logs the rest.
-        compile: run the network's forward through ``torch.compile``.
+        compile_model: run the network's forward through ``torch.compile``.
         coco_backend: what runs COCOeval in validation, ``pycocotools`` (the reference) or
             ``faster_coco_eval`` (same numbers, faster; :mod:`yolov4.evaluation.coco`).
+        **renamed: ``eval`` and ``compile``, the old names of ``val_postprocess`` and
+            ``compile_model``, accepted with a :class:`DeprecationWarning` for one release.
     """
 
     def __init__(
@@ -121,14 +128,18 @@ class YoloModule(L.LightningModule):
         label_smoothing: float = 0.0,
         box_gradient: str = "darknet",
         class_balance: str | None = "off",
-        eval: Mapping[str, Any] | None = None,
+        val_postprocess: Mapping[str, Any] | None = None,
         pretrained: str | None = None,
         pretrained_backbone_only: bool = False,
         pretrained_strict: bool = True,
-        compile: bool = False,
+        compile_model: bool = False,
         coco_backend: str = DEFAULT_COCO_BACKEND,
+        **renamed: Any,
     ) -> None:
         super().__init__()
+        new = renamed_kwargs(renamed, RENAMED_KWARGS, "YoloModule")
+        val_postprocess = new.get("val_postprocess", val_postprocess)
+        compile_model = new.get("compile_model", compile_model)
         config = ModelConfig.from_dict(dict(model))
         optim_cfg = optim if isinstance(optim, OptimConfig) else OptimConfig(**dict(optim or {}))
         names = (
@@ -156,11 +167,11 @@ class YoloModule(L.LightningModule):
                 "label_smoothing": label_smoothing,
                 "box_gradient": box_gradient,
                 "class_balance": check_class_balance(class_balance),
-                "eval": DARKNET_VALID.update(eval).to_dict(),
+                "val_postprocess": DARKNET_VALID.update(val_postprocess).to_dict(),
                 "pretrained": pretrained,
                 "pretrained_backbone_only": pretrained_backbone_only,
                 "pretrained_strict": pretrained_strict,
-                "compile": compile,
+                "compile_model": compile_model,
                 "coco_backend": check_coco_backend(coco_backend),
             }
         )
@@ -179,7 +190,7 @@ class YoloModule(L.LightningModule):
             )
         self._loss: YoloLoss | None = None  # fitting only: see loss_fn
         self.ema = ModelEMA(self.model, ema_decay, ema_tau) if ema_decay else None
-        self._forward = torch.compile(self.model) if compile else self.model
+        self._forward = torch.compile(self.model) if compile_model else self.model
         self.evaluator: CocoEvaluator | None = None
         self.evaluation: EvaluationResult | None = None  # of the latest validation
         self.evaluated_step: int | None = None  # the global step of the weights it scored
@@ -288,7 +299,7 @@ class YoloModule(L.LightningModule):
         self._epoch_start = time.perf_counter()
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        if self.hparams["compile"] and self._compile_start is None and self.global_step == 0:
+        if self.hparams["compile_model"] and self._compile_start is None and self.global_step == 0:
             log.info(
                 "compiling the network with torch.compile at the first training step (on a CPU "
                 "this takes minutes; each new input size compiles again)"
@@ -364,7 +375,7 @@ class YoloModule(L.LightningModule):
             preds = DecodedModel(model)(images)
         finally:
             model.train(was_training)
-        settings = PostprocessConfig(**self.hparams["eval"]).resolve(c)
+        settings = PostprocessConfig(**self.hparams["val_postprocess"]).resolve(c)
         return settings(preds.float(), tuple(images.shape[-2:]))
 
     def on_validation_epoch_start(self) -> None:

@@ -275,7 +275,7 @@ def predict_files(
     ckpt = load_checkpoint(checkpoint)
     config = ckpt.model.config
     settings = _postprocess(conf, iou, max_det, classes, config.num_classes)
-    pre = PreprocessConfig.from_dict(ckpt.preprocess_dict())
+    pre = ckpt.preprocess
     module = PredictModule(
         DecodedModel(fuse_model(ckpt.model)).eval(), ckpt.class_names, pre.input_size, settings,
         classes,

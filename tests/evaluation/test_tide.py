@@ -12,7 +12,7 @@ from pycocotools.cocoeval import COCOeval
 
 from tests.evaluation.test_analysis import CAT, DOG, det, make_coco
 from tests.evaluation.test_darknet_map import generated
-from yolov4.evaluation.errors import ERROR_TYPES, error_breakdown
+from yolov4.evaluation.tide import ERROR_TYPES, error_breakdown
 
 A1, A2 = (100, CAT, (0, 0, 10, 10), 0), (101, CAT, (0, 0, 10, 10), 0)  # a cat in each image
 
