@@ -4,6 +4,7 @@ format added through the table alone (exported, validated, loaded, served)."""
 from __future__ import annotations
 
 import io
+import shutil
 import warnings
 from pathlib import Path
 
@@ -224,3 +225,22 @@ def test_the_table_refuses_a_format_that_takes_anothers_file_or_runtime():
     with pytest.raises(ExportError, match="backend 'onnxruntime' is 'onnx'"):
         register_format(other)
     assert "again" not in FORMATS and "other" not in FORMATS
+
+
+def test_reexport_removes_the_old_repository_and_keeps_user_files_in_it(
+    exported, checkpoint, tmp_path
+):
+    out = tmp_path / "artifact"
+    shutil.copytree(exported, out)
+    (out / "triton" / "notes").mkdir()
+    (out / "triton" / "notes" / "mine.txt").write_text("kept")
+    (out / "triton" / "yolov4" / "mine.txt").write_text("kept too")
+    export_artifact(checkpoint, out, ["onnx"])
+    left = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    assert left == [
+        "metadata.json",
+        "model.onnx",
+        "triton/notes/mine.txt",
+        "triton/yolov4/mine.txt",
+    ]
+    assert read_metadata(out)["formats"] == ["onnx"]
