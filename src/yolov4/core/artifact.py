@@ -130,15 +130,16 @@ def precision_backends(precision: str) -> tuple[str, ...]:
 def model_file(meta: dict[str, Any], precision: str, backend: str) -> str:
     """The file of a (validated) artifact that ``backend`` runs at ``precision``: the
     precision's own file when ``backend`` runs it, else the model file of a format that runs
-    ``backend`` at that precision (e.g. ``model.torchscript`` for fp32 in torchscript)."""
+    ``backend`` at that precision (e.g. ``model.torchscript`` for fp32 in torchscript), which
+    may be missing from the artifact (the caller names it)."""
     entry = artifact_precisions(meta)[precision]
     owner = next((f for f in FORMATS.values() if f.model_file == entry["file"]), None)
     if owner is None or backend in owner.precisions.get(precision, ()):
         return entry["file"]
-    for fmt in FORMATS.values():
-        if backend in fmt.precisions.get(precision, ()) and fmt.model_file in meta["files"]:
-            return fmt.model_file
-    return entry["file"]
+    runs = [f.model_file for f in FORMATS.values() if backend in f.precisions.get(precision, ())]
+    present = [f for f in runs if f in meta["files"]]
+    # none present: the file it would run, which the caller reports missing
+    return (present or runs or [entry["file"]])[0]
 
 
 def check_class_names(names: Sequence[str], num_classes: int, where: str) -> None:
