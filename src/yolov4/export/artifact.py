@@ -113,10 +113,11 @@ def _check_request(
     reduced = set(precisions) - {"fp32"}
     missing = [p for p in reduced if not any(p in FORMATS[f].precisions for f in formats)]
     if missing:
-        carriers = [f.name for f in FORMATS.values() if set(missing) & set(f.precisions)]
+        carriers = [f for f in FORMATS.values() if set(missing) & set(f.precisions)]
         raise ExportError(
-            f"precisions {list(precisions)} are made from {' or '.join(carriers)}: add it to "
-            f"formats {list(formats)}"
+            f"precisions {list(precisions)} are made from "
+            f"{' or '.join(str(f.model_file) for f in carriers)}: add "
+            f"{' or '.join(f.name for f in carriers)} to formats {list(formats)}"
         )
     return default_precision
 
@@ -253,6 +254,9 @@ def export_artifact(
     ``input_size`` ``(H, W)`` defaults to the checkpoint's preprocessing size. The directory is
     built next to ``out_dir`` and moved into place only once every file passed its parity check,
     so a failed export never leaves a half-written or mismatched artifact.
+
+    ``formats``: names of the formats table (:mod:`yolov4.export.formats`: onnx, torchscript,
+    onnx_nms, triton, onnx_uint8, and any registered), each written and checked in this order.
 
     ``precisions`` (:data:`~yolov4.core.artifact.PRECISIONS`): fp32 is always written (the
     reference); ``int8`` and ``bf16`` are made by :mod:`yolov4.export.quantize` from

@@ -41,6 +41,7 @@ __all__ = [
     "import_openvino",
     "openvino_available",
     "BF16_CPU_FLAGS",
+    "backend_names",
 ]
 
 

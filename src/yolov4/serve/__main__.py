@@ -16,8 +16,8 @@ import os
 import sys
 import time
 
-from yolov4.core.artifact import backend_names
 from yolov4.errors import YoloError
+from yolov4.inference.backends import backend_names
 from yolov4.serve.settings import SETTINGS_ENV, ServeSettings
 
 __all__ = ["main", "parse_args", "worker_healthcheck_timeout"]
