@@ -9,7 +9,8 @@ Inside: the channels reordered to ``preprocess.channel_order``, NCHW, float32 ti
 decode of ``model.onnx``: output ``predictions (B, N, 5 + C)`` as ``model.onnx``'s. The
 export's check feeds the same uint8 pixels to this file (onnxruntime) and, through
 ``image_to_tensor``, to the PyTorch model, within
-:data:`~yolov4.export.parity.PARITY_RTOL`.
+:data:`~yolov4.export.parity.PARITY_RTOL` (boxes) and
+:data:`~yolov4.export.parity.SCORE_TOL` (objectness and class probabilities).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from torch import Tensor, nn
 
 from yolov4.core.model import DecodedModel
 from yolov4.core.preprocess import PreprocessConfig, image_to_tensor
-from yolov4.export.parity import parity
+from yolov4.export.parity import SCORE_TOL, parity
 
 if TYPE_CHECKING:
     from yolov4.export.job import ExportJob
@@ -69,7 +70,7 @@ def check(job: ExportJob, folder: Path) -> dict[str, Any]:
     def run(u: np.ndarray) -> Tensor:
         return torch.from_numpy(session.run(None, {"images": u})[0])
 
-    return {FILE: parity(FILE, run, job.model, sample)}
+    return {FILE: parity(FILE, run, job.model, sample, score_tol=SCORE_TOL)}
 
 
 def describe(job: ExportJob) -> dict[str, Any]:

@@ -176,12 +176,15 @@ def parity(
     reference: Callable[[torch.Tensor], torch.Tensor],
     sample: Callable[[int, torch.Generator], tuple[Any, Any]],
     seed: int = 0,
+    score_tol: float | None = None,
 ) -> dict[str, Any]:
     """Worst absolute and relative difference of ``run`` (the file in its runtime) vs
     ``reference`` (PyTorch) over :data:`PARITY_BATCHES`; ``sample(batch, generator)`` gives
-    ``(reference input, file input)``: the same pixels in each model's input form."""
+    ``(reference input, file input)``: the same pixels in each model's input form. With
+    ``score_tol``, the objectness and class probabilities (channels 4 on, which the relative
+    difference measures against the largest box coordinate) must also agree within it."""
     g = torch.Generator().manual_seed(seed)
-    worst_abs, worst_rel = 0.0, 0.0
+    worst_abs, worst_rel, worst_score = 0.0, 0.0, 0.0
     for batch in PARITY_BATCHES:
         ref_in, file_in = sample(batch, g)
         with torch.inference_mode():
@@ -196,9 +199,20 @@ def parity(
         diff = (out.float() - ref.float()).abs().max().item()
         worst_abs = max(worst_abs, diff)
         worst_rel = max(worst_rel, diff / max(ref.abs().max().item(), 1e-12))
+        worst_score = max(worst_score, (out[..., 4:].float() - ref[..., 4:]).abs().max().item())
+    if score_tol is not None and not worst_score <= score_tol:
+        raise ExportError(
+            f"{name} disagrees with PyTorch: worst score difference {worst_score:.3g} "
+            f"(allowed {score_tol}); the export was not written"
+        )
     if not worst_rel <= PARITY_RTOL:
         raise ExportError(
             f"{name} disagrees with PyTorch: worst difference {worst_abs:.3g} "
             f"({worst_rel:.3g} relative, allowed {PARITY_RTOL}); the export was not written"
         )
-    return {"max_abs_diff": worst_abs, "max_rel_diff": worst_rel, "batches": list(PARITY_BATCHES)}
+    return {
+        "max_abs_diff": worst_abs,
+        "max_rel_diff": worst_rel,
+        "max_score_diff": worst_score,
+        "batches": list(PARITY_BATCHES),
+    }
