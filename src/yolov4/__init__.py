@@ -2,6 +2,7 @@
 
 from yolov4.core.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from yolov4.errors import CheckpointError, ConfigError, DatasetError, ExportError, InputError
+from yolov4.export import formats as _formats  # noqa: F401  (registers the export formats)
 from yolov4.inference import Detections, Predictor
 from yolov4.models import ModelConfig, YOLOv4, build_model, fuse_model
 from yolov4.version import __version__

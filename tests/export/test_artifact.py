@@ -14,6 +14,7 @@ from yolov4.core.artifact import ARTIFACT_FORMAT, read_metadata, sha256
 from yolov4.core.model import DecodedModel
 from yolov4.errors import ExportError, YoloError
 from yolov4.export import artifact as artifact_mod
+from yolov4.export import formats as formats_mod
 from yolov4.export.artifact import export_artifact
 from yolov4.inference import Predictor
 
@@ -106,13 +107,13 @@ def test_altered_or_unknown_artifacts_are_refused(exported, tmp_path):
 
 def test_a_file_that_disagrees_fails_the_export(exported, tmp_path, monkeypatch):
     ckpt, _ = exported
-    original = artifact_mod._export_onnx
+    original = formats_mod.export_onnx
 
     def wrong_model(model, path, example, opset):  # exports another network
         other = DecodedModel(build_model("yolov4-tiny", num_classes=4)).eval()
         original(other, path, example, opset)
 
-    monkeypatch.setattr(artifact_mod, "_export_onnx", wrong_model)
+    monkeypatch.setattr(formats_mod, "export_onnx", wrong_model)
     with pytest.raises(ExportError, match="model.onnx disagrees with PyTorch"):
         export_artifact(ckpt, tmp_path / "export", formats=["onnx"])
     assert list(tmp_path.iterdir()) == []  # nothing half-written left behind
@@ -235,7 +236,20 @@ MALFORMED = {
     ),
     "file outside the artifact": (
         _set("files", {"../best.pt": {"sha256": "0" * 64}}),
-        r"'files'.*plain file names.*'\.\./best\.pt'",
+        r"'files'.*relative paths inside the artifact.*'\.\./best\.pt'",
+    ),
+    "file out through a folder": (
+        _set("files", {"triton/../../best.pt": {"sha256": "0" * 64}}),
+        r"'files'.*relative paths inside the artifact.*'triton/\.\./\.\./best\.pt'",
+    ),
+    "absolute file": (
+        _set("files", {"/etc/passwd": {"sha256": "0" * 64}}),
+        r"'files'.*relative paths inside the artifact.*'/etc/passwd'",
+    ),
+    "unknown format": (_set("formats", ["tflite"]), r"'formats'.*names among.*'tflite'"),
+    "format without its files": (
+        _set("formats", ["onnx", "triton"]),
+        r"format 'triton' is listed under 'formats' but its files",
     ),
     "no class names": (_set("class_names", ...), r"'class_names'.*missing"),
     "empty class names": (_set("class_names", []), r"'class_names'.*non-empty list of strings"),

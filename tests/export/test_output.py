@@ -25,10 +25,10 @@ from yolov4.cli.export import export
 from yolov4.core import files
 from yolov4.core.artifact import read_metadata
 from yolov4.errors import ConfigError, ExportError
-from yolov4.export import artifact as artifact_mod
 from yolov4.export import output as output_mod
 from yolov4.export.artifact import export_artifact
 from yolov4.inference import Predictor
+from yolov4.inference.backends import OpenVinoBackend
 
 SIZE = 64
 SWAPS = 40  # artifact swaps while a reader polls
@@ -58,14 +58,14 @@ def tiny(tmp_path_factory):
         d / "weights" / "best.pt", model, ["a", "b"], {"input_size": [SIZE, SIZE]}
     )
     with pytest.MonkeyPatch.context() as m:
-        m.setattr(artifact_mod, "openvino_available", lambda: False)
+        m.setattr(OpenVinoBackend, "available", staticmethod(lambda: False))
         art = export_artifact(ckpt, d / "artifact", formats=["onnx"])
     return ckpt, art
 
 
 @pytest.fixture
 def no_openvino(monkeypatch):
-    monkeypatch.setattr(artifact_mod, "openvino_available", lambda: False)
+    monkeypatch.setattr(OpenVinoBackend, "available", staticmethod(lambda: False))
 
 
 MISSING_CKPT = "no-such-checkpoint.pt"  # the output is refused before the checkpoint is read
@@ -347,7 +347,8 @@ CHILD = textwrap.dedent(
             return f(*a, **k)
         return g
 
-    artifact_mod.openvino_available = lambda: False
+    from yolov4.inference.backends import OpenVinoBackend
+    OpenVinoBackend.available = staticmethod(lambda: False)
     install = output_mod.install
     def announced(tmp, dst):
         os.write(1, b"S\\n")

@@ -25,7 +25,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from yolov4.cli.common import build
 from yolov4.cli.evaluate import PR_F1_FILE, evaluate_predictor, resolve_data
 from yolov4.cli.sources import model_checkpoint, model_source, source_file
-from yolov4.core.artifact import MODEL_TORCHSCRIPT, artifact_precisions, read_metadata
+from yolov4.core.artifact import artifact_precisions, model_file, read_metadata
 from yolov4.core.images import IMAGE_SUFFIXES
 from yolov4.errors import ConfigError
 from yolov4.export.artifact import DEFAULT_OPSET, MAX_OPSET, export_artifact
@@ -204,7 +204,7 @@ def _summary(meta: dict[str, Any]) -> list[str]:
     runs: dict[str, list[str]] = {}
     for precision, entry in artifact_precisions(meta).items():
         for backend in entry.get("backends", []):
-            file = MODEL_TORCHSCRIPT if backend == "torchscript" else entry["file"]
+            file = model_file(meta, precision, backend)
             runs.setdefault(file, []).append(f"{precision} in {backend}")
     if "nms_graph" in meta:
         runs.setdefault(meta["nms_graph"]["file"], []).append("fp32 (NMS in the graph)")

@@ -1,7 +1,10 @@
 """The export artifact's contract: file names, ``metadata.json`` and how it is validated.
 
 Written by :func:`yolov4.export.artifact.export_artifact`, read by the Predictor and the
-service; both sides import these names from here.
+service; both sides import these names from here. The formats an artifact may hold are one
+registry, :data:`FORMATS` (name -> :class:`ArtifactFormat`), filled by the table in
+:mod:`yolov4.export.formats` (imported with the package); validation, backend loading and the
+choice of a model file read it.
 """
 
 from __future__ import annotations
@@ -10,8 +13,9 @@ import hashlib
 import json
 import os
 import stat
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from yolov4.core.postprocess import SERVING
@@ -26,10 +30,14 @@ __all__ = [
     "MODEL_NMS_ONNX",
     "METADATA",
     "FORMATS",
+    "ArtifactFormat",
+    "register_format",
+    "backend_names",
+    "precision_backends",
+    "model_file",
     "MODEL_INT8_XML",
     "MODEL_INT8_BIN",
     "PRECISIONS",
-    "PRECISION_BACKENDS",
     "artifact_precisions",
     "check_class_names",
     "sha256",
@@ -42,18 +50,97 @@ MODEL_ONNX = "model.onnx"
 MODEL_TORCHSCRIPT = "model.torchscript"
 MODEL_NMS_ONNX = "model_nms.onnx"
 METADATA = "metadata.json"
-FORMATS = {"onnx": MODEL_ONNX, "torchscript": MODEL_TORCHSCRIPT, "onnx_nms": MODEL_NMS_ONNX}
 # reduced precision: INT8 is an OpenVINO IR (NNCF's post-training quantization of model.onnx);
 # bf16 is model.onnx run by OpenVINO with its bf16 inference precision (no file of its own)
 MODEL_INT8_XML = "model_int8.xml"
 MODEL_INT8_BIN = "model_int8.bin"
 PRECISIONS = ("fp32", "bf16", "int8")
-# the runtimes that can execute each precision, the first one the default
-PRECISION_BACKENDS = {
-    "fp32": ("onnxruntime", "openvino", "torchscript"),
-    "bf16": ("openvino",),
-    "int8": ("openvino",),
-}
+
+
+@dataclass(frozen=True)
+class ArtifactFormat:
+    """One export format: what it writes, how, what runs it, what it carries and its check.
+
+    Attributes:
+        name: the name ``formats=[...]`` takes.
+        files: the paths it writes inside the artifact (``/``-separated, relative).
+        model_file: the one of ``files`` a Predictor backend loads; None: not a Predictor model
+            (a file for other runtimes, e.g. NMS in the graph).
+        backends: runtime name -> backend class (a ``load(path, device, precision, threads)``
+            classmethod; :mod:`yolov4.inference.backends`), in order of preference.
+        precisions: precision -> the runtimes of ``backends`` that run ``model_file`` in it;
+            the first format carrying a precision is its default file.
+        write: ``write(job, folder)`` writes ``files`` into ``folder`` (export side).
+        check: ``check(job, folder) -> {name: parity record}``; raises
+            :class:`~yolov4.errors.ExportError` when a file disagrees with PyTorch.
+        describe: ``describe(job) -> {metadata key: value}`` added to ``metadata.json``.
+    """
+
+    name: str
+    files: tuple[str, ...]
+    write: Callable[..., None]
+    check: Callable[..., dict[str, Any]]
+    model_file: str | None = None
+    backends: Mapping[str, Any] = field(default_factory=dict)
+    precisions: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    describe: Callable[..., dict[str, Any]] | None = None
+
+
+# name -> format, in the order exports write them and Predictors prefer them
+FORMATS: dict[str, ArtifactFormat] = {}
+
+
+def register_format(fmt: ArtifactFormat) -> ArtifactFormat:
+    """Add ``fmt`` to :data:`FORMATS`; :class:`ExportError` when its name, a file or a runtime
+    name is taken by another format with a different meaning."""
+    if fmt.name in FORMATS:
+        raise ExportError(f"export format {fmt.name!r} is already registered")
+    for other in FORMATS.values():
+        shared = set(fmt.files) & set(other.files)
+        if shared:
+            raise ExportError(
+                f"format {fmt.name!r}: files {sorted(shared)} belong to {other.name!r}"
+            )
+        for runtime, cls in fmt.backends.items():
+            if other.backends.get(runtime, cls) is not cls:
+                raise ExportError(
+                    f"format {fmt.name!r}: backend {runtime!r} is {other.name!r}'s, another class"
+                )
+    for precision, runtimes in fmt.precisions.items():
+        if precision not in PRECISIONS or not set(runtimes) <= set(fmt.backends):
+            raise ExportError(
+                f"format {fmt.name!r}: precision {precision!r} must be one of {PRECISIONS} run by "
+                f"its backends {list(fmt.backends)}, got {list(runtimes)}"
+            )
+    FORMATS[fmt.name] = fmt
+    return fmt
+
+
+def backend_names() -> tuple[str, ...]:
+    """Every runtime a format of :data:`FORMATS` runs in, in table order."""
+    return tuple(dict.fromkeys(r for f in FORMATS.values() for r in f.backends))
+
+
+def precision_backends(precision: str) -> tuple[str, ...]:
+    """The runtimes that run ``precision`` in some format of :data:`FORMATS`, table order."""
+    return tuple(
+        dict.fromkeys(r for f in FORMATS.values() for r in f.precisions.get(precision, ()))
+    )
+
+
+def model_file(meta: dict[str, Any], precision: str, backend: str) -> str:
+    """The file of a (validated) artifact that ``backend`` runs at ``precision``: the
+    precision's own file when ``backend`` runs it, else the model file of a format that runs
+    ``backend`` at that precision (e.g. ``model.torchscript`` for fp32 in torchscript), which
+    may be missing from the artifact (the caller names it)."""
+    entry = artifact_precisions(meta)[precision]
+    owner = next((f for f in FORMATS.values() if f.model_file == entry["file"]), None)
+    if owner is None or backend in owner.precisions.get(precision, ()):
+        return entry["file"]
+    runs = [f.model_file for f in FORMATS.values() if backend in f.precisions.get(precision, ())]
+    present = [f for f in runs if f in meta["files"]]
+    # none present: the file it would run, which the caller reports missing
+    return (present or runs or [entry["file"]])[0]
 
 
 def check_class_names(names: Sequence[str], num_classes: int, where: str) -> None:
@@ -89,6 +176,32 @@ def _key_error(path: Path, key: str, expected: str, found: Any = ...) -> ExportE
     return ExportError(f"{path}: key {key!r}: expected {expected}, found {text}")
 
 
+def _inside(name: Any) -> bool:
+    """Is ``name`` a relative ``/``-separated path that stays inside the artifact?"""
+    if not isinstance(name, str) or not name or "\\" in name:
+        return False
+    parts = PurePosixPath(name).parts
+    return not name.startswith("/") and all(p not in ("", ".", "..") for p in parts)
+
+
+def _validate_formats(meta: dict[str, Any], path: Path) -> None:
+    """``formats`` (optional): names of :data:`FORMATS`, each with all its files listed."""
+    if "formats" not in meta:
+        return
+    names = meta["formats"]
+    if not isinstance(names, list) or not names:
+        raise _key_error(path, "formats", "a non-empty list of format names", names)
+    for name in names:
+        if name not in FORMATS:
+            raise _key_error(path, "formats", f"names among {list(FORMATS)}", name)
+        missing = [f for f in FORMATS[name].files if f not in meta["files"]]
+        if missing:
+            raise ExportError(
+                f"{path}: format {name!r} is listed under 'formats' but its files {missing} "
+                "are not under 'files'"
+            )
+
+
 def validate_metadata(meta: Any, path: str | os.PathLike) -> dict[str, Any]:
     """Check what a Predictor reads from ``metadata.json``; :class:`ExportError` naming the key,
     what was expected and what was found, for the first thing that is wrong."""
@@ -103,8 +216,8 @@ def validate_metadata(meta: Any, path: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(files, dict) or not files:
         raise _key_error(path, "files", "an object {file name: {sha256, bytes}}", files)
     for name, info in files.items():
-        if Path(name).name != name or name in (".", ".."):
-            raise _key_error(path, "files", "plain file names inside the artifact", name)
+        if not _inside(name):
+            raise _key_error(path, "files", "relative paths inside the artifact", name)
         if not isinstance(info, dict):
             raise _key_error(path, f"files.{name}", "an object {sha256, bytes}", info)
         digest = info.get("sha256", ...)
@@ -151,6 +264,7 @@ def validate_metadata(meta: Any, path: str | os.PathLike) -> dict[str, Any]:
             f"the artifact's input_size {size}",
             preprocess.get("input_size"),
         )
+    _validate_formats(meta, path)
     _validate_precisions(meta, path)
     thresholds = meta.get("thresholds", {})
     if not isinstance(thresholds, dict):
@@ -167,7 +281,7 @@ def artifact_precisions(meta: dict[str, Any]) -> dict[str, dict[str, Any]]:
     before precisions existed has fp32 only (its model.onnx / model.torchscript)."""
     if "precisions" in meta:
         return meta["precisions"]
-    return {"fp32": {"file": MODEL_ONNX, "backends": list(PRECISION_BACKENDS["fp32"])}}
+    return {"fp32": {"file": MODEL_ONNX, "backends": list(precision_backends("fp32"))}}
 
 
 def _validate_precisions(meta: dict[str, Any], path: Path) -> None:
@@ -196,7 +310,7 @@ def _validate_precisions(meta: dict[str, Any], path: Path) -> None:
                 path, f"precisions.{name}.file", f"one of the files {sorted(meta['files'])}", file
             )
         backends = entry.get("backends", ...)
-        allowed = PRECISION_BACKENDS[name]
+        allowed = precision_backends(name)
         if not (isinstance(backends, list) and backends and set(backends) <= set(allowed)):
             raise _key_error(
                 path,
@@ -214,6 +328,14 @@ def _validate_precisions(meta: dict[str, Any], path: Path) -> None:
 def _regular_file(d: Path, name: str) -> None:
     """:class:`ExportError` unless ``d / name`` is a regular file of ``d`` itself (not a link
     out of it, a folder or a device): an artifact is read from its own folder only."""
+    parts = PurePosixPath(name).parts
+    for i in range(1, len(parts)):  # the folders on the way: real folders of the artifact
+        sub = d.joinpath(*parts[:i])
+        if stat.S_ISLNK(os.lstat(sub).st_mode):
+            raise ExportError(
+                f"{d}: {'/'.join(parts[:i])} is a symbolic link; an artifact's files must be "
+                "regular files inside its folder (re-export)"
+            )
     f = d / name
     mode = os.lstat(f).st_mode
     if stat.S_ISLNK(mode):

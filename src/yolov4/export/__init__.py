@@ -1,4 +1,5 @@
-"""Serving artifacts: ONNX / TorchScript files checked against PyTorch, with their metadata."""
+"""Serving artifacts: the files of the formats table (:mod:`yolov4.export.formats`), each
+checked against PyTorch, with their metadata."""
 
 from yolov4.export.artifact import export_artifact
 

@@ -35,20 +35,41 @@ import re
 import secrets
 import shutil
 import time
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from yolov4.core import files
 from yolov4.core.artifact import FORMATS, METADATA, MODEL_INT8_BIN, MODEL_INT8_XML, read_metadata
 from yolov4.core.files import exchange_dirs, lock_dir, make_temp_dir
 from yolov4.errors import ExportError, YoloError
 
-__all__ = ["check_output", "temp_dir", "install", "remove_stale_exports", "owned_files"]
+__all__ = [
+    "check_output",
+    "temp_dir",
+    "install",
+    "remove_stale_exports",
+    "owned_files",
+    "artifact_files",
+]
 
 log = logging.getLogger(__name__)
 
 TMP_TAG = "export"  # temporary folders: .<output name>.export-XXXXXXXX
-# every file name an export writes: what a temporary folder of ours may hold besides user files
-ARTIFACT_FILES = frozenset({*FORMATS.values(), MODEL_INT8_XML, MODEL_INT8_BIN, METADATA})
+
+
+def artifact_files() -> set[str]:
+    """Every file an export writes (the formats table's, the reduced precisions', the
+    metadata): what a temporary folder of ours may hold besides user files."""
+    return {
+        *(f for fmt in FORMATS.values() for f in fmt.files),
+        MODEL_INT8_XML,
+        MODEL_INT8_BIN,
+        METADATA,
+    }
+
+
+def _folders(names: set[str]) -> set[str]:
+    """The top-level folders of the artifact paths ``names`` (e.g. ``triton``)."""
+    return {PurePosixPath(n).parts[0] for n in names if len(PurePosixPath(n).parts) > 1}
 
 
 def _tmp_pattern(out: Path) -> re.Pattern[str]:
@@ -111,7 +132,7 @@ def check_output(output: str | os.PathLike, overwrite: bool = False) -> Path:
                 f"{METADATA}); choose a new or empty folder, or pass overwrite=true (the "
                 "artifact's files are added, every other file in the folder is kept)"
             )
-        taken = sorted(n for n in ARTIFACT_FILES if os.path.lexists(out / n))
+        taken = sorted(n for n in artifact_files() if os.path.lexists(out / n))
         if taken:
             raise ExportError(
                 f"output={given}: {out} holds {', '.join(taken)}, not an artifact's (no valid "
@@ -196,6 +217,10 @@ def _discard(old: Path, out: Path, owned: set[str]) -> None:
         p = old / name
         if p.is_file() or p.is_symlink():
             p.unlink()
+    nested = {PurePosixPath(n).parent for n in owned if len(PurePosixPath(n).parts) > 1}
+    for folder in sorted({q for n in nested for q in (n, *n.parents)}, key=str, reverse=True):
+        if str(folder) != "." and (old / folder).is_dir() and not any((old / folder).iterdir()):
+            (old / folder).rmdir()  # deepest first: a folder the artifact's files emptied
     if out.is_dir():
         _merge(old, out)
     elif not any(old.iterdir()):
@@ -213,6 +238,8 @@ def install(tmp: Path, out: Path) -> None:
                 raise
     owned = owned_files(out) or set()  # overwrite=True of another folder: nothing in it is ours
     for entry in out.iterdir():
+        if entry.name in _folders(owned):  # the old artifact's folder (user files in it: step 3)
+            continue
         if entry.name not in owned and not os.path.lexists(tmp / entry.name):
             _link_tree(entry, tmp / entry.name)
     try:
@@ -276,7 +303,7 @@ def remove_stale_exports(out: Path) -> list[Path]:
             if fd is None:  # a live export
                 continue
             try:
-                _discard(stale, out, ARTIFACT_FILES | (owned_files(stale) or set()))
+                _discard(stale, out, artifact_files() | (owned_files(stale) or set()))
             finally:
                 _close(fd)
         except OSError as e:

@@ -1,6 +1,9 @@
 """Inference backends: ``backend(images (B, 3, H, W) float32) -> predictions (B, N, 5 + C)``.
 
-All of them return the same thing, the decoded predictions in input pixels (see
+Which runtime runs which artifact file at which precision is declared by the formats table
+(:mod:`yolov4.export.formats`, read through :data:`yolov4.core.artifact.FORMATS`); each
+backend class opens a file with ``load(path, device, precision, threads)``. All of them
+return the same thing, the decoded predictions in input pixels (see
 :mod:`yolov4.core.artifact`): PyTorch (a fused model + decode), onnxruntime (``model.onnx``),
 OpenVINO (``model.onnx`` read directly in fp32 or bf16, ``model_int8.xml`` in INT8) and
 TorchScript (``model.torchscript``).
@@ -22,6 +25,7 @@ from typing import Any
 
 import torch
 
+from yolov4.core.artifact import FORMATS, backend_names
 from yolov4.core.model import DecodedModel
 from yolov4.errors import ExportError
 
@@ -36,11 +40,19 @@ __all__ = [
     "bf16_refusal",
     "import_openvino",
     "openvino_available",
-    "BACKENDS",
     "BF16_CPU_FLAGS",
+    "backend_names",
 ]
 
-BACKENDS = ("onnxruntime", "openvino", "torchscript")
+
+def __getattr__(name: str) -> Any:
+    """``BACKENDS``: the runtimes of the formats table (:func:`backend_names`), as registered
+    when it is read."""
+    if name == "BACKENDS":
+        return backend_names()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 # /proc/cpuinfo flags of native bf16 arithmetic (AVX512-BF16: Cooper Lake, Zen 4; AMX: Sapphire
 # Rapids); OpenVINO lists "BF16" in the CPU's OPTIMIZATION_CAPABILITIES when it has one of them
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
@@ -161,6 +173,10 @@ class OnnxBackend:
         self.input_name = self.session.get_inputs()[0].name
         self.device = torch.device("cpu")
 
+    @classmethod
+    def load(cls, path: str | Path, device: Any, precision: str, threads: int | None):
+        return cls(path, threads=threads)
+
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         x = images.detach().to("cpu", torch.float32).contiguous().numpy()
         return torch.from_numpy(self.session.run(None, {self.input_name: x})[0])
@@ -204,6 +220,12 @@ class OpenVinoBackend:
         self.device = torch.device("cpu")
         self._local = threading.local()
 
+    available = staticmethod(openvino_available)
+
+    @classmethod
+    def load(cls, path: str | Path, device: Any, precision: str, threads: int | None):
+        return cls(path, precision, threads)
+
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         request = getattr(self._local, "request", None)
         if request is None:
@@ -228,6 +250,10 @@ class TorchScriptBackend:
         except Exception as e:
             raise ExportError(f"cannot load TorchScript {path}: {e}") from e
 
+    @classmethod
+    def load(cls, path: str | Path, device: Any, precision: str, threads: int | None):
+        return cls(path, device)
+
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
             return self.model(images.to(self.device))
@@ -240,15 +266,17 @@ def load_backend(
     precision: str = "fp32",
     threads: int | None = None,
 ):
-    """The backend ``name`` (``onnx``/``onnxruntime``, ``openvino`` or ``torchscript``) over
-    the file ``path``; ``precision`` (OpenVINO only: fp32, bf16, int8) and ``threads`` (the
-    runtime's intra-op pool; see the module docstring)."""
-    if name not in ("openvino",) and precision != "fp32":
-        raise ExportError(f"backend {name!r} runs fp32 only, got precision {precision!r}")
-    if name in ("onnx", "onnxruntime"):
-        return OnnxBackend(path, threads=threads)
-    if name == "openvino":
-        return OpenVinoBackend(path, precision, threads)
-    if name == "torchscript":
-        return TorchScriptBackend(path, device)
-    raise ExportError(f"unknown backend {name!r}; expected one of {BACKENDS}")
+    """The backend ``name`` (a runtime of the formats table: ``onnxruntime`` (alias ``onnx``),
+    ``openvino``, ``torchscript``, ...) over the file ``path``; ``precision`` one the table
+    says that runtime runs, ``threads`` the runtime's intra-op pool (the module docstring)."""
+    name = "onnxruntime" if name == "onnx" else name
+    classes = {r: c for f in FORMATS.values() for r, c in f.backends.items()}
+    if name not in classes:
+        raise ExportError(f"unknown backend {name!r}; expected one of {backend_names()}")
+    runs = [p for f in FORMATS.values() for p, rs in f.precisions.items() if name in rs]
+    if precision not in runs:
+        raise ExportError(
+            f"backend {name!r} runs {', '.join(dict.fromkeys(runs))} only, got precision "
+            f"{precision!r}"
+        )
+    return classes[name].load(path, device, precision, threads)

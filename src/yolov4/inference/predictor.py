@@ -27,9 +27,10 @@ import numpy as np
 import torch
 
 from yolov4.core.artifact import (
-    MODEL_TORCHSCRIPT,
     PRECISIONS,
     artifact_precisions,
+    backend_names,
+    model_file,
     read_metadata,
 )
 from yolov4.core.checkpoint import Checkpoint, load_checkpoint
@@ -37,7 +38,7 @@ from yolov4.core.model import DecodedModel
 from yolov4.core.postprocess import SERVING
 from yolov4.core.preprocess import PreprocessConfig, preprocess
 from yolov4.errors import CheckpointError, ConfigError, ExportError, InputError
-from yolov4.inference.backends import BACKENDS, TorchBackend, load_backend
+from yolov4.inference.backends import TorchBackend, load_backend
 from yolov4.inference.darknet import darknet_checkpoint
 from yolov4.inference.images import MAX_PIXELS, load_images
 from yolov4.models import fuse_model
@@ -194,12 +195,14 @@ class Predictor:
         """An export artifact; its files are checked against their sha256 first.
 
         ``precision`` (fp32, bf16, int8) defaults to the artifact's ``default_precision``;
-        ``backend`` (onnxruntime, openvino, torchscript) to the first runtime that precision
-        lists (fp32: onnxruntime; bf16, int8: openvino). ``threads``: the runtime's intra-op
-        pool (:mod:`yolov4.inference.backends`)."""
+        ``backend`` (a runtime of the formats table, :mod:`yolov4.export.formats`:
+        onnxruntime, openvino, torchscript) to the first runtime that precision lists (fp32:
+        onnxruntime; bf16, int8: openvino); the file it runs is the table's
+        (:func:`yolov4.core.artifact.model_file`). ``threads``: the runtime's intra-op pool
+        (:mod:`yolov4.inference.backends`)."""
         meta = read_metadata(artifact_dir)
-        if backend is not None and backend not in BACKENDS:
-            raise ExportError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        if backend is not None and backend not in backend_names():
+            raise ExportError(f"backend must be one of {backend_names()}, got {backend!r}")
         precisions = artifact_precisions(meta)
         precision = precision or meta.get("default_precision", "fp32")
         if precision not in PRECISIONS:
@@ -211,7 +214,7 @@ class Predictor:
             )
         entry = precisions[precision]
         backend = backend or entry["backends"][0]
-        name = MODEL_TORCHSCRIPT if backend == "torchscript" else entry["file"]
+        name = model_file(meta, precision, backend)
         if name not in meta["files"]:
             raise ExportError(
                 f"{artifact_dir} has no {name} (files: {sorted(meta['files'])}); export it with formats=[...]"

@@ -17,13 +17,12 @@ import sys
 import time
 
 from yolov4.errors import YoloError
+from yolov4.inference.backends import backend_names
 from yolov4.serve.settings import SETTINGS_ENV, ServeSettings
 
 __all__ = ["main", "parse_args", "worker_healthcheck_timeout"]
 
-# yolov4.inference.backends.BACKENDS and yolov4.core.artifact.PRECISIONS (not imported: --help
-# stays light; a test checks they agree)
-BACKENDS = ("onnxruntime", "openvino", "torchscript")
+# yolov4.core.artifact.PRECISIONS (a test checks they agree); --backend: the formats table's
 PRECISIONS = ("fp32", "bf16", "int8")
 HEALTHCHECK_MIN_S = 30  # uvicorn's own default is 5 s
 HEALTHCHECK_FACTOR = 3  # margin over the measured start-up for a load that rises meanwhile
@@ -42,7 +41,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--port", type=int, default=8000, help="port")
     p.add_argument(
         "--backend",
-        choices=BACKENDS,
+        choices=backend_names(),
         default=d.backend,
         help="runtime (default: the precision's first: fp32 onnxruntime, bf16/int8 openvino)",
     )

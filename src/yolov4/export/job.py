@@ -1,0 +1,93 @@
+"""What an export format's writer and check are handed (:class:`ExportJob`), and the ONNX
+writers several formats share (:func:`export_onnx`, :func:`write_nms_onnx`)."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from yolov4.core.model import DecodedModel
+from yolov4.core.postprocess import PostprocessConfig
+from yolov4.core.preprocess import PreprocessConfig
+from yolov4.export.onnx_nms import NmsModel
+from yolov4.export.parity import finite
+from yolov4.models import ModelConfig
+
+__all__ = ["ExportJob", "export_onnx", "write_nms_onnx", "nms_graph"]
+
+
+@dataclass
+class ExportJob:
+    """What every format's writer and check read: the fused fp32 model with its decode, its
+    config, the artifact's preprocessing and thresholds, the ONNX opset."""
+
+    model: DecodedModel
+    config: ModelConfig
+    class_names: list[str]
+    preprocess: PreprocessConfig
+    settings: PostprocessConfig
+    opset: int
+
+    @property
+    def size(self) -> list[int]:
+        return list(self.preprocess.input_size)
+
+    def example(self, batch: int = 1) -> torch.Tensor:
+        return torch.rand(batch, 3, *self.size)
+
+    @cached_property
+    def nms_model(self) -> NmsModel:
+        """The model with NMS in the graph (its thresholds baked in)."""
+        return NmsModel(self.model, self.settings)
+
+
+def export_onnx(
+    model: nn.Module,
+    path: Path,
+    example: torch.Tensor,
+    opset: int,
+    outputs: Sequence[str] = ("predictions",),
+) -> None:
+    """Legacy (TorchScript-based) ONNX export, dynamic batch on the input and every output."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model,
+            (example,),
+            str(path),
+            dynamo=False,
+            opset_version=opset,
+            input_names=["images"],
+            output_names=list(outputs),
+            dynamic_axes={name: {0: "batch"} for name in ("images", *outputs)},
+        )
+
+
+def write_nms_onnx(job: ExportJob, path: Path) -> None:
+    """``job``'s model with NMS in the graph (:mod:`yolov4.export.onnx_nms`) to ``path``."""
+    with torch.inference_mode():  # NMS drops NaN scores: check what it is fed
+        finite(path.name, job.model(job.example(2)).numpy())
+    export_onnx(job.nms_model, path, job.example(), job.opset, ("detections", "num_detections"))
+
+
+def nms_graph(job: ExportJob, file: str) -> dict[str, Any]:
+    """The metadata of an NMS graph ``file``: outputs, layout and the thresholds baked in."""
+    m = job.nms_model
+    return {
+        "file": file,
+        "outputs": {"detections": ["batch", m.max_det, 6], "num_detections": ["batch"]},
+        "layout": "x1, y1, x2, y2 (input pixels), score, class index; "
+        "rows past num_detections are zeros",
+        "conf": m.conf,
+        "iou": m.iou,
+        "max_det": m.max_det,
+        "nms": "ONNX NonMaxSuppression per class (multi-label)",
+    }
