@@ -27,7 +27,6 @@ __all__ = [
     "LETTERBOX_PAD_VALUE",
     "PreprocessConfig",
     "preprocess",
-    "preprocess_batch",
     "resize_image",
     "image_to_tensor",
     "to_float",
@@ -187,33 +186,18 @@ def preprocess(image: np.ndarray, config: PreprocessConfig) -> tuple[torch.Tenso
     return image_to_tensor(resized, config), params
 
 
-def image_to_tensor(
-    image: np.ndarray, config: PreprocessConfig, scale: bool = True
-) -> torch.Tensor:
-    """``(H, W, 3)`` uint8 RGB already at the input size → ``(3, H, W)`` in
-    ``config.channel_order``: float32 times ``config.scale`` (the last step of
-    :func:`preprocess`), or with ``scale=False`` still uint8, for :func:`to_float` to finish
-    batch-wise (the training pipeline: 4x less data between DataLoader workers)."""
+def image_to_tensor(image: np.ndarray, config: PreprocessConfig) -> torch.Tensor:
+    """``(H, W, 3)`` uint8 RGB already at the input size → ``(3, H, W)`` float32 in
+    ``config.channel_order``, times ``config.scale`` (the last step of :func:`preprocess`)."""
     if config.channel_order == "bgr":
         image = image[..., ::-1]
-    tensor = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
-    return to_float(tensor, config) if scale else tensor
+    return to_float(torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))), config)
 
 
 def to_float(images: torch.Tensor, config: PreprocessConfig) -> torch.Tensor:
-    """uint8 ``(..., 3, H, W)`` from ``image_to_tensor(..., scale=False)`` → float32 times
+    """uint8 ``(..., 3, H, W)`` in ``config.channel_order`` (a training batch: the data path
+    leaves the scaling to the device, 4x fewer bytes between DataLoader workers) → float32 times
     ``config.scale``; float input is returned unchanged."""
     if images.dtype != torch.uint8:
         return images
     return images.to(torch.float32).mul_(config.scale)
-
-
-def preprocess_batch(
-    images: Sequence[np.ndarray], config: PreprocessConfig
-) -> tuple[torch.Tensor, list[LetterboxParams]]:
-    """:func:`preprocess` over a list of images of any sizes → ``(B, 3, H, W)`` float32 and ``B``
-    :class:`LetterboxParams`."""
-    if len(images) == 0:
-        raise InputError("expected at least one image, got an empty list")
-    out = [preprocess(im, config) for im in images]
-    return torch.stack([t for t, _ in out]), [p for _, p in out]
