@@ -51,21 +51,31 @@ class AnalysisConfig:
     worst_images: int = 16
 
     def __post_init__(self) -> None:
-        checks = {
-            "conf": (lambda v: 0 <= v <= 1, "a number in [0, 1]"),
-            "iou": (lambda v: 0 < v < 1, "a number in (0, 1)"),
-            "darknet_thresh": (lambda v: 0 <= v <= 1, "a number in [0, 1]"),
-            "darknet_points": (
-                lambda v: v in DARKNET_POINT_CHOICES,
-                f"one of {', '.join(map(str, DARKNET_POINT_CHOICES))}",
-            ),
-            "errors_tb": (lambda v: 0 <= v < self.iou, f"a number in [0, analysis.iou={self.iou})"),
-            "worst_images": (lambda v: isinstance(v, int) and v >= 0, "an integer >= 0"),
-        }
-        for key, (ok, expected) in checks.items():
-            value = getattr(self, key)
-            if not _number(value) or not ok(value):
-                raise ConfigError(f"analysis.{key} must be {expected}, got {value!r}")
+        def require(key: str, ok: bool, expected: str) -> None:
+            if not ok:
+                raise ConfigError(f"analysis.{key} must be {expected}, got {getattr(self, key)!r}")
+
+        conf, iou, thresh, points = self.conf, self.iou, self.darknet_thresh, self.darknet_points
+        require("conf", _number(conf) and 0 <= conf <= 1, "a number in [0, 1]")
+        require("iou", _number(iou) and 0 < iou < 1, "a number in (0, 1)")
+        require("darknet_thresh", _number(thresh) and 0 <= thresh <= 1, "a number in [0, 1]")
+        choices = ", ".join(map(str, DARKNET_POINT_CHOICES))
+        require(
+            "darknet_points",
+            _number(points) and points in DARKNET_POINT_CHOICES,
+            f"one of {choices}",
+        )
+        require(
+            "errors_tb",
+            _number(self.errors_tb) and 0 <= self.errors_tb < iou,
+            f"a number in [0, analysis.iou={iou})",
+        )
+        worst = self.worst_images
+        require(
+            "worst_images",
+            _number(worst) and isinstance(worst, int) and worst >= 0,
+            "an integer >= 0",
+        )
 
     @classmethod
     def from_config(cls, settings: AnalysisConfig | Mapping[str, Any] | None) -> AnalysisConfig:

@@ -80,26 +80,39 @@ def write_analysis(
     names = dict(zip(cat_ids, result.per_class))
     image_ids = result.image_ids or None
     analysis = analyze_detections(
-        coco_gt, result.results, image_ids=image_ids, conf=cfg.conf, iou=cfg.iou,
+        coco_gt,
+        result.results,
+        image_ids=image_ids,
+        conf=cfg.conf,
+        iou=cfg.iou,
         category_names=names,
-    )  # fmt: skip
+    )
     write_json(out / f"{CONFUSION_FILE}.json", analysis.confusion_dict())
     write_json(out / f"{PR_F1_FILE}.json", analysis.pr_f1_dict())
     plot_confusion_matrix(analysis, out / f"{CONFUSION_FILE}.png")
     plot_pr_f1(analysis, out / f"{PR_F1_FILE}.png")
 
     darknet = darknet_map(
-        coco_gt, result.results, image_ids=image_ids, thresh=cfg.darknet_thresh, iou=cfg.iou,
-        points=cfg.darknet_points, category_names=names,
-    )  # fmt: skip
+        coco_gt,
+        result.results,
+        image_ids=image_ids,
+        thresh=cfg.darknet_thresh,
+        iou=cfg.iou,
+        points=cfg.darknet_points,
+        category_names=names,
+    )
     coco_ap50 = {n: v["AP50"] for n, v in result.per_class.items()}
     write_json(out / DARKNET_MAP_FILE, darknet.to_dict(coco_ap50, result.metrics["mAP50"]))
     log.info("\n%s", darknet.table(coco_ap50, result.metrics["mAP50"]))
 
     errors = error_breakdown(
-        coco_gt, result.results, image_ids=image_ids, tb=cfg.errors_tb, tf=cfg.iou,
+        coco_gt,
+        result.results,
+        image_ids=image_ids,
+        tb=cfg.errors_tb,
+        tf=cfg.iou,
         category_names=names,
-    )  # fmt: skip
+    )
     write_json(out / f"{ERRORS_FILE}.json", errors.to_dict())
     plot_errors(errors, out / f"{ERRORS_FILE}.png")
     log.info("\n%s", errors.table())
