@@ -71,6 +71,13 @@ def _evaluate_artifact(
     return result, datamodule, weights
 
 
+def _report(
+    out: Path, result: EvaluationResult, datamodule: Any, settings: AnalysisConfig, weights: Any
+) -> None:
+    """The reports of ``result`` on the val split of ``datamodule``, its images for the gallery."""
+    write_reports(out, result, datamodule.val_coco, settings, val_image_files(datamodule), weights)
+
+
 def _val_only(cfg: DictConfig) -> None:
     """Evaluation reads only the val split: drop ``data.train`` so that its mandatory keys
     (``data.train.annotations=???``) need no value on the command line."""
@@ -108,9 +115,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         result, datamodule, weights = _evaluate_artifact(
             cfg, OmegaConf.to_container(cfg.module.eval, resolve=True)
         )
-        write_reports(
-            out, result, datamodule.val_coco, settings, val_image_files(datamodule), weights
-        )
+        _report(out, result, datamodule, settings, weights)
         return {**result.to_dict(), "weights": weights}
     data_overrides: dict[str, Any] = {"augment": None, "val_batch_size": cfg.batch_size}
     if ckpt is not None:
@@ -164,9 +169,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     trainer.validate(module, datamodule=datamodule, verbose=False)
     result = module.evaluation
     if trainer.is_global_zero:
-        write_reports(
-            out, result, datamodule.val_coco, settings, val_image_files(datamodule), weights
-        )
+        _report(out, result, datamodule, settings, weights)
     return {**result.to_dict(), "weights": weights}
 
 
