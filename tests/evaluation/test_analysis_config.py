@@ -5,7 +5,6 @@ postprocess passed per call (the Predictor's own settings untouched)."""
 from __future__ import annotations
 
 import dataclasses
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
