@@ -64,7 +64,9 @@ def test_from_config_takes_none_a_config_or_a_partial_mapping():
     assert AnalysisConfig.from_config(None) == AnalysisConfig()
     custom = AnalysisConfig(worst_images=3)
     assert AnalysisConfig.from_config(custom) is custom
-    assert AnalysisConfig.from_config({"iou": 0.6}) == dataclasses.replace(AnalysisConfig(), iou=0.6)
+    assert AnalysisConfig.from_config({"iou": 0.6}) == dataclasses.replace(
+        AnalysisConfig(), iou=0.6
+    )
 
 
 class RecordingPredictor:
