@@ -9,9 +9,9 @@ Pipelines (darknet's recipe, ``configs/augment/darknet.yaml``, at a fixed size: 
     fused        this project: images resized once at decode, mosaic slices pasted into one
                  canvas, scale/translate/flip in one warpAffine, HSV; uint8 batches (the
                  training device scales them: YoloModule.on_after_batch_transfer)
-    legacy       the pipeline before issue 17, as it was: albumentations A.Mosaic + A.Affine +
-                 HSV + flip (augment.mosaic_impl=legacy) and the float32 /255 in the collate,
-                 inside the worker
+    legacy       the albumentations pipeline the fused one replaced: A.Mosaic + A.Affine +
+                 HSV + flip (tests/data/legacy_pipeline.py, the tests' reference) and the
+                 float32 /255 in the collate, inside the worker
     ultralytics  ultralytics' YOLODataset (mosaic=1.0, scale=0.3 (= jitter [0.7, 1.3]),
                  translate=0.1, fliplr=0.5, darknet's HSV gains, no mixup/copy-paste/rotation;
                  its own albumentations extras at p=0.01) through a plain DataLoader with its
@@ -31,6 +31,7 @@ import dataclasses
 import json
 import os
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -46,6 +47,9 @@ from yolov4.data.datamodule import SyntheticDataModule
 from yolov4.data.synthetic import generate_split
 from yolov4.data.transforms import AugmentConfig
 from yolov4.training.module import batch_to_input
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout: tests/ importable
+from tests.data.legacy_pipeline import LegacyDataset  # noqa: E402
 
 SOURCE_IMAGE_SIZE = 640  # longest side, like COCO's images
 NUM_IMAGES = 1000
@@ -64,7 +68,7 @@ def _single_thread(worker_id: int = 0) -> None:
 
 
 def ours(cache: str, size: int, workers: int, impl: str, num_images: int) -> DataLoader:
-    augment = dataclasses.replace(AugmentConfig(), multi_scale=None, mosaic_impl=impl)
+    augment = dataclasses.replace(AugmentConfig(), multi_scale=None)
     dm = SyntheticDataModule(
         num_train=num_images,
         num_val=0,
@@ -79,10 +83,10 @@ def ours(cache: str, size: int, workers: int, impl: str, num_images: int) -> Dat
     )
     dm.setup("fit")
     loader = dm.train_dataloader()
-    if impl == "legacy":  # as before issue 17: uint8 -> float32 / 255 in the collate (worker)
-        collate, config = loader.collate_fn, dm.preprocess_config
+    if impl == "legacy":  # its own samples; uint8 -> float32 / 255 in the collate (worker)
+        collate, config, fused = loader.collate_fn, dm.preprocess_config, loader.dataset
         loader = DataLoader(
-            loader.dataset,
+            LegacyDataset(fused.data, config, augment),
             batch_size=BATCH_SIZE,
             sampler=loader.sampler,
             drop_last=True,

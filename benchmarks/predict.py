@@ -42,10 +42,10 @@ import torch
 from common import machine_info, matmul_gflops, save, spread_head_biases
 
 from yolov4 import Predictor, build_model, save_checkpoint
-from yolov4.cli.evaluate import evaluate_predictor
 from yolov4.core.artifact import read_metadata
 from yolov4.data.datamodule import SyntheticDataModule
 from yolov4.errors import ExportError
+from yolov4.evaluation import evaluate_predictor
 from yolov4.export.artifact import export_artifact
 from yolov4.inference.backends import bf16_native, cpu_features
 

@@ -79,8 +79,8 @@ def make_artifact(name: str, size: int, out: Path, precision: str = "fp32") -> P
             out / f"{name}.pt", model, None, {"input_size": [size, size], "mode": "letterbox"}
         )
         return export_artifact(ckpt, out / "export", formats=["onnx", "torchscript"])
-    from yolov4.cli.evaluate import evaluate_predictor
     from yolov4.data.datamodule import SyntheticDataModule
+    from yolov4.evaluation import evaluate_predictor
 
     dm = SyntheticDataModule(num_train=8, num_val=4, image_size=size, input_size=[size, size],
                              cache_dir=str(out / "data"), num_workers=0)  # fmt: skip

@@ -71,10 +71,13 @@ def imports(path: Path, name: str) -> set[str]:
 
 def graph() -> dict[str, set[str]]:
     modules = {module_name(p): p for p in PACKAGE.rglob("*.py")}
-    return {
+    g = {
         name: {m for m in imports(path, name) if m in modules and m != name}
         for name, path in modules.items()
     }
+    # every check below passes vacuously on an empty graph (a moved package, a wrong root)
+    assert sum(map(len, g.values())) > 0, f"no yolov4 imports found under {PACKAGE}"
+    return g
 
 
 def top(module: str) -> str:
@@ -143,3 +146,12 @@ def test_bottom_layers_do_not_import_frameworks():
             )
             bad += [f"{name} imports {n}" for n in names if n.split(".")[0] in banned]
     assert not bad, "\n".join(bad)
+
+
+def test_the_graph_walked_is_the_package():
+    """The checks above see every layer's modules and the imports between them."""
+    g = graph()
+    assert {top(m) for m in g} >= {p for layer in LAYERS for p in layer}
+    assert "yolov4.core.preprocess" in g["yolov4.inference.predictor"]
+    assert "yolov4.inference.predictor" in g["yolov4.serve.jobs"] | g["yolov4.inference"]
+    assert len(g) > 50 and sum(map(len, g.values())) > 100

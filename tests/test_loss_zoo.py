@@ -1,7 +1,7 @@
 """The loss on the zoo's ``[yolo]`` settings: per-head keys, ``iou_loss="mse"`` (the YOLOv3 cfgs),
 ``objectness_smooth``, ``new_coords`` (the Scaled-YOLOv4 cfgs) and the cfg's ``label_smooth_eps``,
 checked against the loop transcription of darknet's ``forward_yolo_layer``
-(:func:`tests.test_loss_cost.dk_forward_yolo_layer`) on every cell of every head of small maps."""
+(:func:`tests.oracles.darknet_yolo_layer.dk_forward_yolo_layer`) on every cell of every head of small maps."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import math
 import pytest
 import torch
 
-from tests.test_loss_cost import (
+from tests.oracles.darknet_yolo_layer import (
     dk_expected_grad,
     dk_forward_yolo_layer,
     dk_truths,

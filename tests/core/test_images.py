@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
+from yolov4.core.images import ImageTooLarge, decode_image
 from yolov4.data.image_io import image_size, read_image
 from yolov4.data.records import Problem, ProblemReport
 from yolov4.errors import InputError
-from yolov4.inference.images import ImageTooLarge, decode_image
 
 H, W = 48, 80  # stored (not displayed) size: a landscape image
 ORIENTATION = 0x0112  # EXIF Orientation tag

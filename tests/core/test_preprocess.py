@@ -6,12 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from yolov4.core.preprocess import (
-    LETTERBOX_PAD_VALUE,
-    PreprocessConfig,
-    preprocess,
-    preprocess_batch,
-)
+from yolov4.core.preprocess import LETTERBOX_PAD_VALUE, PreprocessConfig, preprocess
 from yolov4.errors import ConfigError, InputError
 from yolov4.ops.letterbox import map_boxes
 
@@ -46,11 +41,12 @@ def test_stretch_has_no_padding_and_bgr_swaps_channels():
     torch.testing.assert_close(x[:, 0, 0], torch.tensor([0, 0, 200 / 255]))
 
 
-def test_batch_of_different_sizes():
-    x, params = preprocess_batch(
-        [_image(30, 40), _image(50, 20)], PreprocessConfig(input_size=(64, 96))
-    )
-    assert x.shape == (2, 3, 64, 96) and len(params) == 2
+def test_images_of_different_sizes_come_out_at_the_input_size():
+    cfg = PreprocessConfig(input_size=(64, 96))
+    for h, w in ((30, 40), (50, 20)):
+        x, params = preprocess(_image(h, w), cfg)
+        assert x.shape == (3, 64, 96) and x.dtype == torch.float32
+        assert (params.pad_x == 0) != (params.pad_y == 0)  # padded along one side only
 
 
 @pytest.mark.parametrize(

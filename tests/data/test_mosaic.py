@@ -1,6 +1,6 @@
 """The fused mosaic + affine (:mod:`yolov4.data.mosaic`): boxes land on their shapes for many
 seeds, pixels move with them, and the random geometry has the statistics of the albumentations
-pipeline it replaced (``mosaic_impl: legacy``: ``A.Mosaic`` + ``A.Affine``), compared with
+pipeline it replaced (``tests/data/legacy_pipeline.py``: ``A.Mosaic`` + ``A.Affine``), compared with
 two-sample Kolmogorov-Smirnov tests over many samples."""
 
 from __future__ import annotations
@@ -14,14 +14,10 @@ import numpy as np
 import pytest
 from scipy.stats import ks_2samp
 
+from tests.data.legacy_pipeline import build_legacy_transform
 from tests.data.test_transforms import INPUT, _check_boxes_cover_shapes, _sample
 from yolov4.data.mosaic import MOSAIC_DONORS
-from yolov4.data.transforms import (
-    AugmentConfig,
-    build_geometry,
-    build_legacy_transform,
-    build_photometric_transform,
-)
+from yolov4.data.transforms import AugmentConfig, build_geometry, build_photometric_transform
 from yolov4.errors import ConfigError
 
 SEEDS = 25
@@ -186,7 +182,6 @@ def test_extra_albumentations_transforms_compose_after_the_geometry():
 @pytest.mark.parametrize(
     "kw,message",
     [
-        ({"mosaic_impl": "albumentations"}, r"augment.mosaic_impl: expected one of \['fused'"),
         ({"extra": ["ToGray"]}, r"augment.extra\[0\]: expected an albumentations transform"),
     ],
 )

@@ -7,8 +7,9 @@ import albumentations as A
 import numpy as np
 import pytest
 
+from tests.data.legacy_pipeline import build_legacy_transform
 from yolov4.data.synthetic import render_sample
-from yolov4.data.transforms import MOSAIC_DONORS, AugmentConfig, DarknetHSV, build_legacy_transform
+from yolov4.data.transforms import MOSAIC_DONORS, AugmentConfig, DarknetHSV
 from yolov4.errors import ConfigError
 
 INPUT = (128, 160)

@@ -327,8 +327,9 @@ def test_evaluate_cli_selects_the_backend(
     """`python evaluate.py checkpoint=...|artifact=... module.coco_backend=faster_coco_eval`:
     the faster backend runs (spied), and its metrics.json is what pycocotools makes of the
     detections.json it wrote."""
-    from yolov4.cli.evaluate import DETECTIONS_FILE, evaluate
+    from yolov4.cli.evaluate import evaluate
     from yolov4.core.checkpoint import save_checkpoint
+    from yolov4.evaluation.reports import DETECTIONS_FILE
     from yolov4.models import build_model
 
     torch.manual_seed(3)

@@ -13,8 +13,8 @@ import torch
 from torch import nn
 
 from yolov4 import build_model, save_checkpoint
-from yolov4.cli.evaluate import evaluate_predictor
 from yolov4.data.datamodule import SyntheticDataModule
+from yolov4.evaluation import evaluate_predictor
 from yolov4.loss import YoloLoss
 
 SIZE = 64

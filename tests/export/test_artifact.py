@@ -320,7 +320,7 @@ def test_class_names_are_checked_against_the_model_wherever_they_meet(exported, 
     def four(x):  # one box of class 3
         return torch.tensor([[[10.0, 10.0, 5.0, 5.0, 0.9, 0, 0, 0, 0.9]]]).expand(len(x), 1, 9)
 
-    from yolov4.inference import PreprocessConfig
+    from yolov4.core.preprocess import PreprocessConfig
 
     p = Predictor(four, NAMES[:3], PreprocessConfig(input_size=(32, 32)))
     with pytest.raises(ExportError, match=r"class index 3.*3 class names"):

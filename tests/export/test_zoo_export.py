@@ -12,7 +12,7 @@ from tests.zoo_cases import KINDS, zoo_model
 from yolov4 import save_checkpoint
 from yolov4.core.artifact import read_metadata
 from yolov4.core.model import DecodedModel
-from yolov4.core.preprocess import preprocess_batch
+from yolov4.core.preprocess import preprocess
 from yolov4.errors import CheckpointError, ExportError
 from yolov4.export import artifact as artifact_mod
 from yolov4.export.artifact import export_artifact
@@ -94,7 +94,7 @@ def test_every_backend_agrees_with_the_pytorch_model(exported):
         assert float((got - want).abs().max()) <= artifact_mod.PARITY_RTOL * scale
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 255, (h, w, 3), dtype=np.uint8) for h, w in ((97, 203), (150, 90))]
-    batch, _ = preprocess_batch(images, predictors[0].preprocess_config)
+    batch = torch.stack([preprocess(im, predictors[0].preprocess_config)[0] for im in images])
     conf = float(torch.quantile(scores(predictors[-1].backend(batch)), TOP))
     results = [p(images, conf=conf) for p in predictors]
     assert sum(len(d) for d in results[0]) > 0  # a real comparison

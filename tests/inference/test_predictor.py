@@ -15,8 +15,9 @@ import pytest
 import torch
 from PIL import Image
 
+from yolov4.core.preprocess import PreprocessConfig
 from yolov4.errors import InputError
-from yolov4.inference import Predictor, PreprocessConfig
+from yolov4.inference import Predictor
 
 
 def oracle(images: torch.Tensor) -> torch.Tensor:

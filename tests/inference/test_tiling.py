@@ -17,8 +17,9 @@ import pytest
 import torch
 from torchvision.ops import batched_nms, box_iou
 
+from yolov4.core.preprocess import PreprocessConfig
 from yolov4.errors import InputError
-from yolov4.inference import Predictor, PreprocessConfig
+from yolov4.inference import Predictor
 from yolov4.inference.tiling import merge_tiles, predict_tiled, tile_grid
 
 MIN_SIDE = 8  # input pixels: smaller blobs are not seen

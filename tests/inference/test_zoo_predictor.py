@@ -11,9 +11,10 @@ import torch
 from tests.zoo_cases import calibrate_, slim_cfg
 from yolov4 import ModelConfig, build_model, save_checkpoint
 from yolov4.core.artifact import read_metadata
+from yolov4.core.preprocess import PreprocessConfig
 from yolov4.errors import InputError
 from yolov4.export.artifact import export_artifact
-from yolov4.inference import Predictor, PreprocessConfig
+from yolov4.inference import Predictor
 
 NAMES = ["a", "b"]
 

@@ -10,7 +10,6 @@ from yolov4.ops.letterbox import (
     LetterboxParams,
     letterbox_params,
     map_boxes,
-    params_to_tensor,
     unmap_boxes,
     unmap_detections,
 )
@@ -82,7 +81,9 @@ def test_unmap_detections_batch_each_with_its_own_size():
     params.append(letterbox_params((10, 10), (320, 320)))
     sizes.append((10, 10))
     for as_tensor in (False, True):
-        p_arg = params_to_tensor(params) if as_tensor else params
+        p_arg = (
+            torch.tensor([tuple(p) for p in params], dtype=torch.float64) if as_tensor else params
+        )
         hw_arg = torch.tensor(sizes) if as_tensor else sizes
         out = unmap_detections(dets, p_arg, hw_arg)
         assert [o.shape for o in out] == [d.shape for d in dets]
@@ -90,9 +91,3 @@ def test_unmap_detections_batch_each_with_its_own_size():
             torch.testing.assert_close(o[:, :4], b, atol=1e-9, rtol=0)
     with pytest.raises(ValueError, match="as many letterbox params"):
         unmap_detections(dets[:2], params, sizes)
-
-
-def test_params_to_tensor_shape():
-    t = params_to_tensor([letterbox_params((10, 20), (32, 32))] * 3)
-    assert t.shape == (3, 4) and t.dtype == torch.float64
-    assert params_to_tensor([]).shape == (0, 4)

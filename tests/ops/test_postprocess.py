@@ -8,6 +8,7 @@ import pytest
 import torch
 import torchvision.ops as tvo
 
+from tests.oracles.darknet_nms import loop_diou_nms
 from yolov4.ops.postprocess import diou_nms, nms, postprocess
 
 # the module itself (the package's `postprocess` attribute is the function)
@@ -52,32 +53,6 @@ def test_matches_torchvision_batched_nms(seed):
         assert g.shape == w.shape and g.shape[0] > 20
         torch.testing.assert_close(g, w)
         assert (g[:, 4].diff() <= 0).all()
-
-
-def loop_diou_nms(boxes, scores, labels, thresh, beta):
-    """Darknet's diounms_sort, transcribed: per class, by decreasing score, box_diounms."""
-    keep = []
-    for c in labels.unique().tolist():
-        idx = [i for i in scores.argsort(descending=True).tolist() if labels[i] == c]
-        removed = set()
-        for a_pos, a in enumerate(idx):
-            if a in removed:
-                continue
-            keep.append(a)
-            for b in idx[a_pos + 1 :]:
-                if b in removed:
-                    continue
-                x1, y1, x2, y2 = boxes[a].tolist()
-                u1, v1, u2, v2 = boxes[b].tolist()
-                iw = max(0.0, min(x2, u2) - max(x1, u1))
-                ih = max(0.0, min(y2, v2) - max(y1, v1))
-                inter = iw * ih
-                iou = inter / ((x2 - x1) * (y2 - y1) + (u2 - u1) * (v2 - v1) - inter)
-                c2 = (max(x2, u2) - min(x1, u1)) ** 2 + (max(y2, v2) - min(y1, v1)) ** 2
-                d2 = ((x1 + x2 - u1 - u2) / 2) ** 2 + ((y1 + y2 - v1 - v2) / 2) ** 2
-                if iou - (d2 / c2) ** beta > thresh:
-                    removed.add(b)
-    return sorted(keep, key=lambda i: -scores[i].item())
 
 
 @pytest.mark.parametrize("beta, n", [(0.6, 300), (1.0, 300), (0.6, 1300)])

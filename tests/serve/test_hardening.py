@@ -171,7 +171,7 @@ def test_the_cli_shows_the_connection_and_budget_settings(capsys):
                  "--max-connections", "--max-head-bytes", "--model-batch"):  # fmt: skip
         assert flag in text
     args = parse_args(["some/dir"])
-    assert 0 < args.head_timeout <= 60 and 0 < args.keep_alive_timeout <= 60
+    assert 0 < args.head_timeout_s <= 60 and 0 < args.keep_alive_timeout_s <= 60
     assert 0 < args.max_connections <= 1024 and args.max_request_pixels >= args.max_pixels
 
 

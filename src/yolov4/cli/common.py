@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from importlib import resources
 from typing import Any
 
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from yolov4.errors import ConfigError, YoloError
 
@@ -19,10 +20,13 @@ __all__ = [
     "model_config",
     "model_network",
     "model_stride",
+    "resolve_data",
     "to_builtin",
 ]
 
 log = logging.getLogger(__name__)
+
+FALLBACK_DATA = "synthetic"  # configs/data/<this>.yaml: the data of files that record none
 
 
 def to_builtin(cfg: Any) -> Any:
@@ -92,3 +96,25 @@ def model_stride(cfg: DictConfig) -> int:
     included, must be multiples of it (a bad size is then reported by the data, naming
     ``data.input_size``)."""
     return model_network(cfg).max_stride
+
+
+def resolve_data(cfg: DictConfig, recorded: dict[str, Any] | None, source: str) -> None:
+    """``cfg.data`` in place: ``data=<option>`` as given; else the data config recorded in the
+    checkpoint (``recorded``: :attr:`Checkpoint.data`), with any ``+data.<key>=`` given on top;
+    else (darknet weights, artifacts, files without one) ``data=synthetic``, logged."""
+    given = cfg.get("data")
+    if given is not None and given.get("_target_"):
+        return
+    if recorded is not None:
+        base = OmegaConf.create(recorded)
+        log.info("data: the run's data config recorded in %s (%s)", source, recorded["_target_"])
+    else:
+        default = resources.files("yolov4.configs") / "data" / f"{FALLBACK_DATA}.yaml"
+        base = OmegaConf.create(default.read_text())
+        log.info(
+            "data: %s records no data config; evaluating on data=%s (give data=... for another)",
+            source,
+            FALLBACK_DATA,
+        )
+    with open_dict(cfg):
+        cfg.data = OmegaConf.merge(base, given) if given is not None else base

@@ -22,12 +22,13 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from yolov4.cli.common import build
-from yolov4.cli.evaluate import PR_F1_FILE, evaluate_predictor, resolve_data
+from yolov4.cli.common import build, resolve_data
 from yolov4.cli.sources import model_checkpoint, model_source, source_file
 from yolov4.core.artifact import artifact_precisions, model_file, read_metadata
 from yolov4.core.images import IMAGE_SUFFIXES
 from yolov4.errors import ConfigError
+from yolov4.evaluation import evaluate_predictor
+from yolov4.evaluation.reports import PR_F1_FILE
 from yolov4.export.artifact import DEFAULT_OPSET, MAX_OPSET, export_artifact
 from yolov4.export.output import check_output
 from yolov4.export.quantize import Agreement

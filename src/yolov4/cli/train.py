@@ -33,13 +33,14 @@ from yolov4.cli.common import (
     model_stride,
     to_builtin,
 )
-from yolov4.cli.evaluate import check_analysis, write_analysis
 from yolov4.cli.export import EXPORT_DIR
 from yolov4.core.checkpoint import load_checkpoint
-from yolov4.evaluation import EvaluationResult
+from yolov4.core.files import write_json
+from yolov4.evaluation import METRICS_FILE, AnalysisConfig, EvaluationResult
+from yolov4.evaluation.reports import write_analysis
 from yolov4.evaluation.worst import val_image_files
 from yolov4.export.artifact import export_artifact
-from yolov4.training.callbacks import BEST_WEIGHTS, LAST_WEIGHTS, METRICS_FILE, write_json
+from yolov4.training.callbacks import BEST_WEIGHTS, LAST_WEIGHTS
 from yolov4.training.module import YoloModule
 from yolov4.training.noise import precision_note, quiet_lightning
 from yolov4.training.resume import check_resume_fits, read_resume_checkpoint
@@ -56,7 +57,7 @@ def train(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> d
     for line in resume_cli.RESUME_LOG:
         log.info("%s", line)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    check_analysis(cfg.get("analysis"))  # the reports written at the end: fail now, not then
+    analysis = AnalysisConfig.from_config(cfg.get("analysis"))  # reports at the end: fail now
     # resume: a local Lightning checkpoint, read without running pickled code, before any work
     resume = read_resume_checkpoint(cfg.ckpt_path) if cfg.ckpt_path is not None else None
     augment = build(cfg, "augment")
@@ -93,9 +94,7 @@ def train(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> d
     if trainer.is_global_zero:
         write_json(out / METRICS_FILE, metrics)
         # the analysis files of the final validation (every rank's detections, deduplicated)
-        write_analysis(
-            out, datamodule.val_coco, result, cfg.get("analysis"), val_image_files(datamodule)
-        )
+        write_analysis(out, datamodule.val_coco, result, analysis, val_image_files(datamodule))
         if cfg.get("export"):
             export_artifact(
                 out / weights["file"], out / EXPORT_DIR, formats=list(cfg.export.formats)

@@ -242,25 +242,13 @@ def check_finite(state_dict: Mapping[str, torch.Tensor], source: str) -> None:
         )
 
 
-def load_state_dict_checked(
-    model: YOLOv4, state_dict: Mapping[str, torch.Tensor], strict: bool = True
-) -> list[str]:
-    """Load ``state_dict`` (wrapper prefixes stripped) into ``model`` and return the keys that
-    were not loaded.
-
-    ``strict=True``: any mismatch raises :class:`CheckpointError` (see :func:`check_state_dict`).
-    ``strict=False`` (transfer learning, e.g. another ``num_classes``): loads every key whose
-    name and shape match and returns the model keys it left as they were.
-    """
+def load_state_dict_checked(model: YOLOv4, state_dict: Mapping[str, torch.Tensor]) -> None:
+    """Load ``state_dict`` (wrapper prefixes stripped) into ``model``, every key: any mismatch
+    raises :class:`CheckpointError` (see :func:`check_state_dict`). Loading what fits of other
+    weights (transfer learning) is :func:`yolov4.core.pretrained.load_pretrained`'s."""
     sd = clean_state_dict(state_dict)
-    if strict:
-        check_state_dict(model, sd)
-        model.load_state_dict(sd, strict=True)
-        return []
-    own = model.state_dict()
-    usable = {k: v for k, v in sd.items() if k in own and v.shape == own[k].shape}
-    model.load_state_dict({**own, **usable}, strict=True)
-    return sorted(k for k in own if k not in usable)
+    check_state_dict(model, sd)
+    model.load_state_dict(sd, strict=True)
 
 
 def save_checkpoint(
@@ -462,7 +450,7 @@ def load_checkpoint(
             f"{config.num_classes}; expected one name per class"
         )
     model = YOLOv4(config)
-    load_state_dict_checked(model, sd, strict=True)
+    load_state_dict_checked(model, sd)
     return Checkpoint(
         model=model.to(map_location).eval(),
         class_names=list(names),

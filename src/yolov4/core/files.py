@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import json
 import logging
 import os
 import re
@@ -16,10 +17,11 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 __all__ = [
     "atomic_write",
+    "write_json",
     "remove_stale_temporaries",
     "STALE_TMP_AGE_S",
     "current_umask",
@@ -177,3 +179,9 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def write_json(path: str | os.PathLike, payload: Any) -> Path:
+    """Write JSON atomically (temporary file + rename; see :func:`atomic_write`)."""
+    text = json.dumps(payload, indent=2).encode()
+    return atomic_write(path, lambda f: f.write(text))

@@ -3,8 +3,7 @@
 Training samples (``augment`` given) are resized once at decode and go through the fused
 geometry (:class:`yolov4.data.mosaic.TrainGeometry`, three mosaic donors drawn from the images
 this worker decoded last) and the photometric albumentations pipeline
-(:func:`~yolov4.data.transforms.build_photometric_transform`), or through the legacy
-albumentations pipeline (``augment.mosaic_impl: legacy``). They leave as uint8: the training
+(:func:`~yolov4.data.transforms.build_photometric_transform`). They leave as uint8: the training
 device scales them (:mod:`yolov4.data.collate`). Evaluation samples go through THE preprocessing
 function (:func:`yolov4.core.preprocess.preprocess`), also as uint8. Unreadable images are reported once (with
 the file name) and replaced by another random image in training, by a blank image in
@@ -28,9 +27,7 @@ from yolov4.data.records import DetectionData, Problem, ProblemReport
 from yolov4.data.transforms import (
     AugmentConfig,
     build_geometry,
-    build_legacy_transform,
     build_photometric_transform,
-    donor,
 )
 from yolov4.errors import DatasetError
 from yolov4.ops.letterbox import letterbox_params, map_boxes
@@ -40,7 +37,7 @@ __all__ = ["DetectionDataset"]
 MAX_REPLACEMENTS = 10  # consecutive unreadable images tolerated before giving up
 # Mosaic donors come from the images this worker decoded last (ultralytics' mosaic buffer):
 # one decode per sample instead of four. Stored resized for training: 64 images of 608x810 are
-# ~95 MB per worker (the legacy pipeline stores them as decoded).
+# ~95 MB per worker.
 DONOR_BUFFER = 64
 Loaded = tuple[
     np.ndarray, np.ndarray, np.ndarray
@@ -75,23 +72,14 @@ class DetectionDataset(Dataset):
         self.augment = augment
         self.report = ProblemReport(strict=strict, name=name, log_each=True)
         self._transforms = {}
-        self.legacy = augment is not None and augment.mosaic_impl == "legacy"
         if augment is not None:
             size, mode, pad = (
                 preprocess_config.input_size,
                 preprocess_config.mode,
                 preprocess_config.pad_value,
             )
-            if self.legacy:
-                self._transforms = {
-                    m: build_legacy_transform(
-                        augment, size, with_mosaic=m, resize_mode=mode, pad_value=pad
-                    )
-                    for m in (False, True)
-                }
-            else:
-                self.geometry = build_geometry(augment, size, mode, pad)
-                self._transforms = {"photometric": build_photometric_transform(augment)}
+            self.geometry = build_geometry(augment, size, mode, pad)
+            self._transforms = {"photometric": build_photometric_transform(augment)}
         self.reseed(seed)
 
     def __len__(self) -> int:
@@ -126,14 +114,11 @@ class DetectionDataset(Dataset):
         return image, rec.boxes, rec.labels
 
     def load_train(self, index: int) -> Placed | None:
-        """Decode image ``index`` resized for training (:meth:`TrainGeometry.resize`; as decoded
-        for the legacy pipeline); ``None`` when unreadable."""
+        """Decode image ``index`` resized for training (:meth:`TrainGeometry.resize`); ``None``
+        when unreadable."""
         loaded = self.load(index)
         if loaded is None:
             return None
-        if self.legacy:
-            image, boxes, labels = loaded
-            return Placed(image, boxes, labels, (1.0, 1.0), image.shape[:2])
         return self.geometry.resize(*loaded)
 
     def _load_train(self, index: int) -> tuple[int, Placed]:
@@ -176,18 +161,12 @@ class DetectionDataset(Dataset):
             rec = self.records[index]
             with_mosaic = bool(self.rng.uniform() < self.augment.mosaic)
             donors = self._donors(index) if with_mosaic else None
-            if self.legacy:
-                extra = {"mosaic_metadata": [donor(*d[:3]) for d in donors]} if donors else {}
-                out = self._transforms[with_mosaic](
-                    image=placed.image, bboxes=placed.boxes, labels=placed.labels, **extra
-                )
+            image, boxes, labels, _ = self.geometry(self.geometry_rng, placed, donors)
+            photometric = self._transforms["photometric"]
+            if "bboxes" in photometric.processors:  # an extra geometric transform
+                out = photometric(image=image, bboxes=boxes, labels=labels)
             else:
-                image, boxes, labels, _ = self.geometry(self.geometry_rng, placed, donors)
-                photometric = self._transforms["photometric"]
-                if "bboxes" in photometric.processors:  # an extra geometric transform
-                    out = photometric(image=image, bboxes=boxes, labels=labels)
-                else:
-                    out = {**photometric(image=image), "bboxes": boxes, "labels": labels}
+                out = {**photometric(image=image), "bboxes": boxes, "labels": labels}
             image = image_to_tensor(out["image"], config, scale=False)  # the device scales it
             boxes = np.asarray(out["bboxes"], np.float32).reshape(-1, 4)
             labels = np.asarray(out["labels"], np.int64).reshape(-1)

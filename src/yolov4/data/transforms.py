@@ -1,6 +1,6 @@
 """Training augmentation after darknet's recipe: settings, and its photometric half.
 
-Training, per sample (``mosaic_impl: fused``, the default): the geometry in one step,
+Training, per sample: the geometry in one step,
 :class:`yolov4.data.mosaic.TrainGeometry` (each image resized once at decode; a 2x2 mosaic of the
 sample and three donors pasted into one canvas, or the letterbox/stretch placement of THE
 preprocessing geometry; random scale/translate (darknet's ``jitter``) and horizontal flip in ONE
@@ -11,10 +11,6 @@ albumentations transforms). Boxes are ``xyxy`` pixels, clipped to the image; box
 ``min_area`` px² or with less than ``min_visibility`` of their area left are dropped.
 Multi-scale (darknet's ``random=1``) is drawn per batch in the collate function
 (:mod:`yolov4.data.collate`) and applied on the training device.
-
-``mosaic_impl: legacy`` is the albumentations-only pipeline this replaced
-(:func:`build_legacy_transform`: ``A.Mosaic`` → :class:`PreprocessResize` → ``A.Affine`` → HSV →
-flip), kept for the dataloader benchmark and the tests that compare the two.
 
 Validation and inference use :func:`yolov4.core.preprocess.preprocess`, the one
 preprocessing function; with no augmentation the training pipeline produces its very image
@@ -31,25 +27,18 @@ from typing import Any
 import albumentations as A
 import cv2
 import numpy as np
-from albumentations.core.bbox_utils import denormalize_bboxes, normalize_bboxes
 
-from yolov4.core.preprocess import LETTERBOX_PAD_VALUE, resize_image
-from yolov4.data.mosaic import MOSAIC_DONORS, MOSAIC_GRID, TrainGeometry
+from yolov4.core.preprocess import LETTERBOX_PAD_VALUE
+from yolov4.data.mosaic import MOSAIC_DONORS, TrainGeometry
 from yolov4.errors import ConfigError
-from yolov4.ops.letterbox import LetterboxParams, letterbox_params, map_boxes
 
 __all__ = [
     "AugmentConfig",
     "DarknetHSV",
-    "MOSAIC_IMPLS",
-    "PreprocessResize",
     "build_geometry",
-    "build_legacy_transform",
     "build_photometric_transform",
     "MOSAIC_DONORS",
 ]
-
-MOSAIC_IMPLS = ("fused", "legacy")
 
 
 @dataclass(frozen=True)
@@ -72,8 +61,6 @@ class AugmentConfig:
         multi_scale: darknet's ``random`` coefficient: each batch is resized by a factor in
             ``[1/m, m]`` rounded to a multiple of the network's largest stride (32, 64 for
             yolov4-p6; ``null`` keeps the input size).
-        mosaic_impl: ``fused`` (one warp per sample, :mod:`yolov4.data.mosaic`) or ``legacy``
-            (the albumentations ``A.Mosaic`` + ``A.Affine`` pipeline, for comparisons).
         extra: more albumentations transforms run after the built-in ones (e.g. from Hydra:
             ``augment.extra=[{_target_: albumentations.ToGray, p: 0.01}]``); geometric ones
             get the boxes through albumentations' ``BboxParams`` with the rules above.
@@ -90,14 +77,9 @@ class AugmentConfig:
     min_area: float = 4.0
     min_visibility: float = 0.25
     multi_scale: float | None = 1.4
-    mosaic_impl: str = "fused"
     extra: tuple[Any, ...] = ()
 
     def __post_init__(self) -> None:
-        if self.mosaic_impl not in MOSAIC_IMPLS:
-            raise ConfigError(
-                f"augment.mosaic_impl: expected one of {list(MOSAIC_IMPLS)}, got {self.mosaic_impl!r}"
-            )
         extra = tuple(self.extra or ())
         for i, t in enumerate(extra):
             if not isinstance(t, A.BasicTransform):
@@ -186,48 +168,6 @@ class DarknetHSV(A.ImageOnlyTransform):
         return ("hue", "saturation", "exposure")
 
 
-class PreprocessResize(A.DualTransform):
-    """The resize of :func:`yolov4.core.preprocess.preprocess` as an albumentations step: the
-    same :func:`~yolov4.ops.letterbox.letterbox_params` and
-    :func:`~yolov4.core.preprocess.resize_image` on the image (bilinear, ``pad_value`` border),
-    nearest-neighbour with a 0 border on masks, :func:`~yolov4.ops.letterbox.map_boxes` on the
-    boxes. Output ``(H, W[, C])`` = ``input_size``; an image already that size is unchanged."""
-
-    def __init__(
-        self,
-        input_size: Sequence[int],
-        mode: str = "letterbox",
-        pad_value: int = LETTERBOX_PAD_VALUE,
-        p: float = 1.0,
-    ):
-        super().__init__(p=p)
-        self.input_size = tuple(int(s) for s in input_size)
-        self.mode, self.pad_value = mode, int(pad_value)
-
-    def get_params_dependent_on_data(
-        self, params: dict[str, Any], data: dict[str, Any]
-    ) -> dict[str, Any]:
-        return {"letterbox": letterbox_params(params["shape"][:2], self.input_size, self.mode)}
-
-    def apply(self, img: np.ndarray, letterbox: LetterboxParams, **params: Any) -> np.ndarray:
-        return resize_image(img, letterbox, self.input_size, self.pad_value)
-
-    def apply_to_mask(
-        self, mask: np.ndarray, letterbox: LetterboxParams, **params: Any
-    ) -> np.ndarray:
-        return resize_image(mask, letterbox, self.input_size, 0, cv2.INTER_NEAREST)
-
-    def apply_to_bboxes(
-        self, bboxes: np.ndarray, letterbox: LetterboxParams, **params: Any
-    ) -> np.ndarray:
-        """``bboxes``: albumentations' ``(N, 4+)`` xyxy normalised to the input image."""
-        pixels = denormalize_bboxes(bboxes, params["shape"][:2])
-        return normalize_bboxes(map_boxes(pixels, letterbox), self.input_size)
-
-    def get_transform_init_args_names(self) -> tuple[str, ...]:
-        return ("input_size", "mode", "pad_value")
-
-
 def _bbox_params(config: AugmentConfig) -> A.BboxParams:
     return A.BboxParams(
         format="pascal_voc",
@@ -274,65 +214,3 @@ def build_photometric_transform(config: AugmentConfig, seed: int | None = None) 
     steps.extend(config.extra)
     geometric = any(isinstance(t, A.DualTransform) for t in config.extra)
     return A.Compose(steps, bbox_params=_bbox_params(config) if geometric else None, seed=seed)
-
-
-def build_legacy_transform(
-    config: AugmentConfig,
-    input_size: Sequence[int],
-    with_mosaic: bool,
-    resize_mode: str = "letterbox",
-    pad_value: int = LETTERBOX_PAD_VALUE,
-    seed: int | None = None,
-) -> A.Compose:
-    """The albumentations-only training pipeline (``mosaic_impl: legacy``) for one sample,
-    output ``(H, W, 3)`` uint8 at ``input_size``.
-
-    Call it as ``t(image=rgb, bboxes=(N, 4) xyxy, labels=(N,), mosaic_metadata=[donor dicts])``
-    (donors only when ``with_mosaic``; each ``{"image", "bboxes", "labels"}``). ``resize_mode``
-    and ``pad_value`` are the :class:`~yolov4.core.preprocess.PreprocessConfig`'s ``mode``
-    (``letterbox``: fit + pad, or ``stretch``) and ``pad_value``. An extra
-    ``mask`` follows the geometric transforms (used by the tests to track shapes).
-    """
-    h, w = (int(s) for s in input_size)
-    steps: list[Any] = []
-    if with_mosaic:
-        steps.append(
-            A.Mosaic(
-                grid_yx=MOSAIC_GRID,
-                target_size=(h, w),
-                cell_shape=(h, w),
-                center_range=config.mosaic_center,
-                fit_mode="cover",
-                fill=pad_value,
-                fill_mask=0,
-                p=1.0,
-            )
-        )
-    steps.append(PreprocessResize((h, w), resize_mode, pad_value))  # no-op after mosaic
-    if config.scale != (1.0, 1.0) or config.translate > 0:
-        steps.append(
-            A.Affine(
-                scale=config.scale,
-                translate_percent=(-config.translate, config.translate),
-                keep_ratio=True,
-                border_mode=cv2.BORDER_CONSTANT,
-                fill=pad_value,
-                fill_mask=0,
-                p=1.0,
-            )
-        )
-    if config.hue > 0 or config.saturation > 1 or config.exposure > 1:
-        steps.append(
-            DarknetHSV(
-                hue=config.hue, saturation=config.saturation, exposure=config.exposure, p=1.0
-            )
-        )
-    if config.flip > 0:
-        steps.append(A.HorizontalFlip(p=config.flip))
-    steps.extend(config.extra)
-    return A.Compose(steps, bbox_params=_bbox_params(config), seed=seed)
-
-
-def donor(image: np.ndarray, boxes: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
-    """A ``mosaic_metadata`` entry."""
-    return {"image": image, "bboxes": boxes, "labels": labels}

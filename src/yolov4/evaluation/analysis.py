@@ -34,10 +34,12 @@ import numpy as np
 import torch
 from torchvision.ops import box_iou
 
+from yolov4.evaluation.analysis_config import AnalysisConfig
+
 __all__ = ["DetectionAnalysis", "analyze_detections", "CONF", "IOU"]
 
-CONF = 0.25  # the serving threshold of the confusion matrix (darknet's `detector map` too)
-IOU = 0.5
+CONF = AnalysisConfig.conf  # the serving threshold of the confusion matrix
+IOU = AnalysisConfig.iou
 BACKGROUND = "background"
 
 

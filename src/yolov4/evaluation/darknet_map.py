@@ -37,6 +37,7 @@ import torch
 from torchvision.ops import box_iou
 
 from yolov4.evaluation.analysis import _xyxy, gt_index
+from yolov4.evaluation.analysis_config import DARKNET_POINT_CHOICES, AnalysisConfig
 
 __all__ = [
     "DarknetMap",
@@ -47,10 +48,10 @@ __all__ = [
     "DARKNET_POINTS",
 ]
 
-DARKNET_THRESH = 0.25  # `detector map -thresh` default (thresh_calc_avg_iou)
+DARKNET_THRESH = AnalysisConfig.darknet_thresh  # `detector map -thresh` default
 DARKNET_IOU = 0.5  # `-iou_thresh` default
-DARKNET_POINTS = 0  # `-points` default: area under the curve (11: VOC2007, 101: COCO)
-POINTS = (0, 11, 101)
+DARKNET_POINTS = AnalysisConfig.darknet_points  # `-points` default: area under the curve
+POINTS = DARKNET_POINT_CHOICES
 
 
 def ap_from_ranks(

@@ -7,7 +7,11 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["METRIC_KEYS", "EvaluationResult"]
+__all__ = ["METRIC_KEYS", "METRICS_FILE", "EvaluationResult"]
+
+METRICS_FILE = (
+    "metrics.json"  # a run's (and an evaluation's) final metrics: EvaluationResult.to_dict
+)
 
 # The 12 numbers of COCOeval.summarize(), in its order; the names used in logs and metrics.json.
 METRIC_KEYS = (

@@ -34,10 +34,11 @@ from typing import Any
 import numpy as np
 
 from yolov4.evaluation.analysis import _overlaps, _xyxy, coco_match, gt_index
+from yolov4.evaluation.analysis_config import AnalysisConfig
 
 __all__ = ["ErrorBreakdown", "error_breakdown", "coco_ap50", "ERROR_TYPES", "TB", "TF"]
 
-TB = 0.1  # TIDE's background threshold t_b (paper, section 2.2)
+TB = AnalysisConfig.errors_tb  # TIDE's background threshold t_b (paper, section 2.2)
 TF = 0.5  # TIDE's foreground threshold t_f: the IoU of AP50
 MAX_DETS = 100  # COCOeval's params.maxDets[-1]: detections per image and class
 RECALL_POINTS = np.linspace(0.0, 1.0, 101)  # COCOeval's params.recThrs

@@ -17,13 +17,14 @@ import numpy as np
 import torch
 
 from yolov4.core.images import decode_image
+from yolov4.evaluation.analysis_config import AnalysisConfig
 from yolov4.evaluation.plots import draw_detections
 
 __all__ = ["worst_images", "worst_gallery", "write_png", "val_image_files", "WORST_IMAGES", "TILE"]
 
 log = logging.getLogger(__name__)
 
-WORST_IMAGES = 16  # images listed and drawn
+WORST_IMAGES = AnalysisConfig.worst_images  # images listed and drawn
 TILE = 320  # the gallery's tile side (pixels): each image fitted in, aspect kept
 
 

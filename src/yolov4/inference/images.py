@@ -26,7 +26,7 @@ from yolov4.core.images import (
 )
 from yolov4.errors import InputError
 
-__all__ = ["to_rgb8", "decode_image", "load_image", "load_images", "ImageTooLarge", "MAX_PIXELS"]
+__all__ = ["load_image", "load_images"]
 
 COLORS = ("rgb", "bgr")
 

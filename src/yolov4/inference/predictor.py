@@ -34,13 +34,14 @@ from yolov4.core.artifact import (
     read_metadata,
 )
 from yolov4.core.checkpoint import Checkpoint, load_checkpoint
+from yolov4.core.images import MAX_PIXELS
 from yolov4.core.model import DecodedModel
-from yolov4.core.postprocess import SERVING
+from yolov4.core.postprocess import SERVING, PostprocessConfig
 from yolov4.core.preprocess import PreprocessConfig, preprocess
 from yolov4.errors import CheckpointError, ConfigError, ExportError, InputError
 from yolov4.inference.backends import TorchBackend, load_backend
 from yolov4.inference.darknet import darknet_checkpoint
-from yolov4.inference.images import MAX_PIXELS, load_images
+from yolov4.inference.images import load_images
 from yolov4.models import fuse_model
 from yolov4.ops.letterbox import unmap_boxes
 
@@ -305,6 +306,7 @@ class Predictor:
         max_det: int | None = None,
         classes: int | str | Sequence[int | str] | None = None,
         color: str = "rgb",
+        postprocess: PostprocessConfig | None = None,
     ) -> list[Detections]:
         """One image or a list (mixed sizes and kinds allowed) -> one :class:`Detections` each.
 
@@ -319,8 +321,11 @@ class Predictor:
                 (``cv2.imread``, ``cv2.VideoCapture``), which are BGR; without it their red and
                 blue are swapped and detections suffer. Files, bytes and PIL images are
                 decoded to RGB whatever ``color`` says.
+            postprocess: settings used for this call in place of :attr:`postprocess` (e.g.
+                the validation settings :data:`~yolov4.core.postprocess.DARKNET_VALID`, resolved
+                for the model); ``conf``, ``iou``, ``max_det`` still apply on top.
         """
-        settings, wanted = self._settings(conf, iou, max_det, classes)
+        settings, wanted = self._settings(conf, iou, max_det, classes, postprocess)
         start = time.perf_counter()
         inputs = self.prepare(images, color)  # every check before any model code
         return self._detect(inputs, settings, wanted, start, time.perf_counter())
@@ -345,10 +350,11 @@ class Predictor:
         return self._detect(list(inputs), settings, wanted, now, now)
 
     def _settings(
-        self, conf: Any, iou: Any, max_det: Any, classes: Any
+        self, conf: Any, iou: Any, max_det: Any, classes: Any, base: Any = None
     ) -> tuple[Any, torch.Tensor | None]:
         try:
-            settings = self.postprocess.replace(conf=conf, iou=iou, max_det=max_det)
+            base = self.postprocess if base is None else base
+            settings = base.replace(conf=conf, iou=iou, max_det=max_det)
         except ConfigError as e:
             raise InputError(str(e)) from None
         wanted = None

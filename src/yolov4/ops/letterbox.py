@@ -28,7 +28,6 @@ __all__ = [
     "map_boxes",
     "unmap_boxes",
     "unmap_detections",
-    "params_to_tensor",
 ]
 
 RESIZE_MODES = ("letterbox", "stretch")
@@ -138,8 +137,8 @@ def unmap_detections(
     Args:
         detections: ``B`` arrays ``(K_i, 4+)`` xyxy in input pixels, e.g. postprocess's
             ``(K_i, 6)`` ``[x1, y1, x2, y2, score, class_index]``; ``K_i`` may be 0.
-        params: ``B`` :class:`LetterboxParams`, or a ``(B, 4)`` tensor from
-            :func:`params_to_tensor` (``[scale_x, scale_y, pad_x, pad_y]``).
+        params: ``B`` :class:`LetterboxParams`, or a ``(B, 4)`` tensor of them
+            (``[scale_x, scale_y, pad_x, pad_y]`` per row, as a collated batch carries them).
         original_hw: ``B`` pairs ``(H0, W0)`` or a ``(B, 2)`` tensor.
 
     Returns:
@@ -155,9 +154,3 @@ def unmap_detections(
         p = LetterboxParams(*(float(v) for v in p))
         out.append(unmap_boxes(det, p, [float(v) for v in hw]))
     return out
-
-
-def params_to_tensor(params: Sequence[LetterboxParams]) -> torch.Tensor:
-    """Stack per-image parameters into a ``(B, 4)`` float64 tensor
-    ``[scale_x, scale_y, pad_x, pad_y]`` (the form a collated batch carries)."""
-    return torch.tensor([tuple(p) for p in params], dtype=torch.float64).reshape(-1, 4)

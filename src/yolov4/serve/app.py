@@ -23,9 +23,9 @@ from fastapi.openapi.docs import get_swagger_ui_html, get_swagger_ui_oauth2_redi
 from fastapi.responses import HTMLResponse, PlainTextResponse
 from starlette.exceptions import HTTPException
 
+from yolov4.core.images import ImageTooLarge
 from yolov4.errors import InputError
 from yolov4.inference import Predictor
-from yolov4.inference.images import ImageTooLarge
 from yolov4.serve.batcher import MicroBatcher
 from yolov4.serve.inputs import ApiError, parse_classes, read_uploads, sniff_format
 from yolov4.serve.jobs import DetectJob, model_info, model_summary

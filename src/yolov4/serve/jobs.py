@@ -11,9 +11,9 @@ from typing import Any
 
 import numpy as np
 
+from yolov4.core.images import ImageTooLarge, decode_image
 from yolov4.errors import InputError
 from yolov4.inference import Detections, Predictor
-from yolov4.inference.images import ImageTooLarge, decode_image
 from yolov4.serve.inputs import Upload
 from yolov4.serve.render import render_jpeg
 from yolov4.serve.settings import ServeSettings

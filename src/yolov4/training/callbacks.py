@@ -15,7 +15,7 @@ import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from yolov4.core.checkpoint import save_checkpoint
-from yolov4.core.files import atomic_write
+from yolov4.core.files import write_json
 
 __all__ = [
     "WeightsCallback",
@@ -34,14 +34,7 @@ log = logging.getLogger(__name__)
 # names of the run directory, defined once
 BEST_WEIGHTS = "weights/best.pt"
 LAST_WEIGHTS = "weights/last.pt"
-METRICS_FILE = "metrics.json"
 MONITOR = "mAP"  # best by COCO mAP@[.5:.95]
-
-
-def write_json(path: str | Path, payload: Any) -> Path:
-    """Write JSON atomically (temporary file + rename; see :func:`atomic_write`)."""
-    text = json.dumps(payload, indent=2).encode()
-    return atomic_write(path, lambda f: f.write(text))
 
 
 def link_file(source: str | Path, target: str | Path) -> Path:
