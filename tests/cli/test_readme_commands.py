@@ -101,14 +101,26 @@ def strip_launcher(words: list[str]) -> list[str]:
     return ["python", *rest]
 
 
+SWEEP = re.compile(r"^(?:choice|range|interval|tag|glob|shuffle|sort)\(|,(?![^\[]*\])")
+
+
 def compose_app(name: str, words: list[str], tmp_path) -> None:
-    """Compose ``name``'s config with the overrides among ``words``; each dotted key must land."""
+    """Compose ``name``'s config with the overrides among ``words``; each dotted key must land.
+    Under ``-m``/``--multirun`` a sweep (``a=1,2``, ``a=interval(0,1)``) composes with its first
+    value when it is a plain list, else its key must exist."""
     overrides = [t for t in words if "=" in t and not t.startswith(("[", "-"))]
+    multirun = "-m" in words or "--multirun" in words
+    sweeps = {o for o in overrides if multirun and SWEEP.search(o.split("=", 1)[1])}
+    plain = [o for o in overrides if o not in sweeps]
+    for o in sweeps:
+        key, value = o.split("=", 1)
+        if "(" not in value:
+            plain.append(f"{key}={value.split(',')[0]}")
     hydra_cfg = any(o.lstrip("+~").startswith("hydra") for o in overrides)
     with initialize_config_module(config_module="yolov4.configs", version_base="1.3"):
         cfg = compose(
             name,
-            overrides=[f"paths.output_dir={tmp_path}", *overrides],
+            overrides=[f"paths.output_dir={tmp_path}", *plain],
             return_hydra_config=hydra_cfg,
         )
     for override in overrides:
@@ -233,6 +245,11 @@ def test_docs_command_composes(tmp_path, where, command):
     check_words(tokens_of(command), tmp_path)
 
 
+def test_a_multirun_sweep_composes_with_its_first_value(tmp_path):
+    words = tokens_of("python train.py -m model=yolov4-tiny,yolov4 'optim.lr=interval(0.001,0.1)'")
+    check_words(words, tmp_path)
+
+
 @pytest.mark.parametrize(
     "command, error",
     [
@@ -244,6 +261,8 @@ def test_docs_command_composes(tmp_path, where, command):
         ('pip install -e ".[no-such-extra]"', AssertionError),
         ("pytest -m fast", AssertionError),
         ("frobnicate --now", AssertionError),  # neither a project command nor shown-only
+        ("python train.py -m module.ema_decayy=0.9,0.99", HydraException),  # a swept unknown key
+        ("python train.py -m optim.lrr='interval(0.001,0.1)'", AssertionError),
     ],
 )
 def test_a_broken_command_fails_the_check(tmp_path, command, error):
