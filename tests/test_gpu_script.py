@@ -53,6 +53,7 @@ def dry_run(tmp_path_factory) -> dict:
     return payload
 
 
+@pytest.mark.slow  # the whole dry run (dry_run fixture)
 def test_every_check_runs_and_passes(dry_run):
     assert [c["name"] for c in dry_run["checks"]] == EXPECTED
     failed = {
@@ -67,6 +68,7 @@ def test_every_check_runs_and_passes(dry_run):
     assert dry_run["returncode"] == 0 and dry_run["dry_run"] and not dry_run["isolated"]
 
 
+@pytest.mark.slow  # the whole dry run (dry_run fixture)
 def test_train_steps_measure_every_precision(dry_run):
     d = dry_run["by_name"]["train_steps_yolov4-tiny"]["details"]
     modes = d["modes"]
@@ -78,6 +80,7 @@ def test_train_steps_measure_every_precision(dry_run):
         assert r["peak_memory_gib"] is None  # CUDA's allocator statistics only
 
 
+@pytest.mark.slow  # the whole dry run (dry_run fixture)
 def test_compiled_step_equals_eager(dry_run):
     d = dry_run["by_name"]["compile_yolov4-tiny"]["details"]
     assert d["backend"] == "eager"  # dynamo's capture on the CPU; inductor on the GPU
@@ -85,6 +88,7 @@ def test_compiled_step_equals_eager(dry_run):
     assert all(v <= d["rtol"] for v in d["rel_diff"].values())
 
 
+@pytest.mark.slow  # the whole dry run (dry_run fixture)
 def test_max_batch_search_stops_at_the_oom_with_the_modules_message(dry_run):
     d = dry_run["by_name"]["max_batch"]["details"]
     assert d["simulated_oom"] and d["largest_batch"] == 2 and d["smallest_oom_batch"] == 3
@@ -93,6 +97,7 @@ def test_max_batch_search_stops_at_the_oom_with_the_modules_message(dry_run):
     assert "lower data.batch_size" in d["oom_message"]
 
 
+@pytest.mark.slow  # the whole dry run (dry_run fixture)
 def test_train_then_evaluate_compares_real_detections(dry_run):
     d = dry_run["by_name"]["train_cli"]["details"]
     evals = d["evaluations"]
@@ -107,6 +112,7 @@ def test_train_then_evaluate_compares_real_detections(dry_run):
     assert loaded["device"] == "cpu"
 
 
+@pytest.mark.slow  # the whole dry run (dry_run fixture)
 def test_device_mismatch_and_checkpoint_loading(dry_run):
     d = dry_run["by_name"]["device_mismatch"]["details"]
     assert d["cpu_images_error"].startswith("images are on cpu but the model's weights are on meta")
@@ -114,12 +120,14 @@ def test_device_mismatch_and_checkpoint_loading(dry_run):
     assert all(d["loaded_without_cuda"][f]["device"] == "cpu" for f in ("device.pt", "device.ckpt"))
 
 
+@pytest.mark.slow  # the whole dry run (dry_run fixture)
 def test_ddp_writes_strict_loadable_weights(dry_run):
     d = dry_run["by_name"]["ddp"]["details"]
     assert d["strict_load"] and d["trained"]["step"] == d["steps"]
     assert not any(p in ("module", "model", "_orig_mod") for p in d["key_prefixes"])
 
 
+@pytest.mark.slow  # the whole dry run (dry_run fixture)
 def test_predictor_times_each_backend(dry_run):
     d = dry_run["by_name"]["predictor"]["details"]
     torch_row = d["backends"]["torch"]
@@ -130,6 +138,7 @@ def test_predictor_times_each_backend(dry_run):
         assert d["backends"][ort]["status"] == "not_applicable"
 
 
+@pytest.mark.slow  # a subprocess per check
 def test_isolated_checks_report_through_their_own_process(tmp_path):
     # the GPU run's mode: each check in a child process that writes its result file
     payload = run_script(tmp_path / "iso.json", "--isolate", "--only", "environment")

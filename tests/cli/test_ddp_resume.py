@@ -27,6 +27,7 @@ def validate(module, datamodule, devices: int) -> dict[str, float]:
     return {k: float(metrics[f"val/{k}"]) for k in METRIC_KEYS}
 
 
+@pytest.mark.slow  # 2 spawned processes; the gather in one process: tests/evaluation/test_coco_backends.py
 def test_two_processes_give_the_same_metrics_as_one(synthetic_cache, randomize):
     # 7 val images on 2 ranks: the DistributedSampler pads one image on rank 1. Batch 1 so that
     # every image's forward pass is bitwise the same whichever rank runs it.
@@ -53,6 +54,7 @@ class KillAt(L.Callback):
             raise RuntimeError("killed")
 
 
+@pytest.mark.slow  # two runs and a resume; resume config checks: test_resume_config.py
 def test_resume_after_kill_reaches_the_same_step(compose_cfg, tiny_run, tmp_path):
     overrides = [
         *tiny_run,

@@ -293,6 +293,7 @@ LEARN_RUN = [
 ]
 
 
+@pytest.mark.slow  # 20 epochs; the default suite trains 1 epoch (trained_run)
 def test_python_train_learns_far_above_an_untrained_model(compose_cfg, tmp_path):
     """`python train.py`'s defaults (optimizer, augmentation, EMA, schedule) on a small synthetic
     split: the final val mAP50 is far above the same network's at initialisation."""
@@ -310,6 +311,7 @@ def test_python_train_learns_far_above_an_untrained_model(compose_cfg, tmp_path)
     assert metrics["mAP50"] > max(0.06, 10 * before["mAP50"]), (metrics, before)
 
 
+@pytest.mark.slow  # torch.compile on a CPU; compiled state dicts: tests/core/test_checkpoint.py
 def test_compiled_training_writes_strict_loadable_weights(compose_cfg, tiny_run, tmp_path, caplog):
     """`module.compile_model=true` trains through torch.compile, saying so before and after the
     compilation; the weights files still hold plain

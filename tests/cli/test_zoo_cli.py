@@ -230,6 +230,7 @@ def rebuilds(run, name: str, num_classes: int = 4) -> None:
             assert torch.equal(a, b) and torch.equal(a, c)
 
 
+@pytest.mark.slow  # trains yolov4-csp; every recipe still composes by default
 def test_train_a_scaled_yolov4_zoo_network(compose_cfg, tiny_run, tmp_path):
     """model=yolov4-csp (new_coords, CIoU, letterbox) trains one tiny epoch and validates."""
     run = tmp_path / "run"

@@ -40,6 +40,7 @@ def test_a_64_stride_model_asks_the_data_for_multiples_of_64(compose_cfg, tiny_r
     assert model_stride(tiny) == 32
 
 
+@pytest.mark.slow  # a stride-64 network trained multi-scale
 def test_a_user_cfg_with_stride_64_trains_multi_scale_and_its_run_needs_no_cfg(
     compose_cfg, tiny_run, tmp_path
 ):

@@ -174,6 +174,7 @@ def _rank_main(rank: int, world: int, port: int, shards: list[list[int]], queue)
         dist.destroy_process_group()
 
 
+@pytest.mark.slow  # 2 spawned processes; the gather in one process: test_coco_backends.py
 def test_two_ranks_with_sampler_padding_equal_one_process():
     coco = make_gt()
     ids = coco.getImgIds()  # 12 images; 2 ranks x 7 with the sampler's wrap-around padding

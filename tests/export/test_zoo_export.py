@@ -27,7 +27,14 @@ def scores(pred: torch.Tensor) -> torch.Tensor:
     return (pred[..., 4:5] * pred[..., 5:]).flatten()
 
 
-@pytest.fixture(scope="module", params=list(KINDS))
+# yolov4-p6 and yolov4-csp take the longest to export: their kinds run with the slow tests
+SLOW_KINDS = {"4 heads", "new_coords"}
+
+
+@pytest.fixture(
+    scope="module",
+    params=[pytest.param(k, marks=pytest.mark.slow) if k in SLOW_KINDS else k for k in KINDS],
+)
 def exported(request, tmp_path_factory):
     name, size = KINDS[request.param]
     d = tmp_path_factory.mktemp("zoo-artifact")

@@ -192,6 +192,7 @@ def test_a_bad_artifact_stops_the_cli_with_its_message(artifact, tmp_path, case)
     assert "Traceback" not in r.stderr
 
 
+@pytest.mark.slow  # starts several server processes
 def test_several_worker_processes_serve(artifact, tmp_path):
     good = encode(scene(240, 320), "JPEG")
     args = ("--workers", "2", "--head-timeout", "1")

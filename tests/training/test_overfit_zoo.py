@@ -53,7 +53,9 @@ def set_bn_statistics(model: nn.Module, image: torch.Tensor) -> None:
 @pytest.mark.parametrize(
     "name, size, steps, iou_loss",
     [
-        ("yolov4-csp", 64, 25, "ciou"),  # the smallest Scaled-YOLOv4 network, 52M parameters
+        pytest.param(  # the smallest Scaled-YOLOv4 network, 52M parameters
+            "yolov4-csp", 64, 25, "ciou", marks=pytest.mark.slow
+        ),
         ("yolov3-tiny", 128, 30, "mse"),
     ],
 )
