@@ -29,6 +29,7 @@ __all__ = [
     "MODEL_INT8_BIN",
     "PRECISIONS",
     "PRECISION_BACKENDS",
+    "AUTO_PRECISION",
     "artifact_precisions",
     "check_class_names",
     "sha256",
@@ -46,13 +47,18 @@ FORMATS = {"onnx": MODEL_ONNX, "torchscript": MODEL_TORCHSCRIPT, "onnx_nms": MOD
 # bf16 is model.onnx run by OpenVINO with its bf16 inference precision (no file of its own)
 MODEL_INT8_XML = "model_int8.xml"
 MODEL_INT8_BIN = "model_int8.bin"
-PRECISIONS = ("fp32", "bf16", "int8")
+# int8_bf16: the INT8 IR with its non-quantized operations in bf16 (CPUs with native bf16)
+PRECISIONS = ("fp32", "bf16", "int8", "int8_bf16")
 # the runtimes that can execute each precision, the first one the default
 PRECISION_BACKENDS = {
     "fp32": ("onnxruntime", "openvino", "torchscript"),
     "bf16": ("openvino",),
     "int8": ("openvino",),
+    "int8_bf16": ("openvino",),
 }
+# default_precision "auto": the Predictor and the service choose per CPU
+# (yolov4.inference.precision)
+AUTO_PRECISION = "auto"
 
 
 def check_class_names(names: Sequence[str], num_classes: int, where: str) -> None:
@@ -212,9 +218,12 @@ def _validate_precisions(meta: dict[str, Any], path: Path) -> None:
                 backends,
             )
     default = meta.get("default_precision", "fp32")
-    if default not in precisions:
+    if default not in precisions and default != AUTO_PRECISION:
         raise _key_error(
-            path, "default_precision", f"one of the precisions {sorted(precisions)}", default
+            path,
+            "default_precision",
+            f"{AUTO_PRECISION!r} or one of the precisions {sorted(precisions)}",
+            default,
         )
 
 

@@ -28,6 +28,7 @@ from torch import nn
 
 from yolov4.core.artifact import (
     ARTIFACT_FORMAT,
+    AUTO_PRECISION,
     FORMATS,
     METADATA,
     MODEL_NMS_ONNX,
@@ -295,8 +296,10 @@ def export_artifact(
     reference); ``int8`` and ``bf16`` are made by :mod:`yolov4.export.quantize` from
     ``calibration`` images (files or RGB arrays of the checkpoint's dataset) and checked by
     ``evaluate`` (a Predictor -> its mAP50/mAP on a stated validation subset) against fp32: more
-    than ``map50_gate`` points lost fails the export. ``default_precision`` (default: the last
-    of ``precisions``) is what a Predictor and the service load unless told otherwise.
+    than ``map50_gate`` points lost fails the export; each precision's batch-1 latency is
+    recorded with the CPU it was measured on. ``default_precision`` is what a Predictor and the
+    service load unless told otherwise; ``auto`` (the default): the fastest for the CPU they
+    run on (:func:`yolov4.inference.precision.choose_precision`).
     ``conf_source``: where ``thresholds["conf"]`` came from (e.g. the best-F1 confidence of a
     ``pr_f1.json``), recorded as metadata ``conf_source``.
 
@@ -326,11 +329,11 @@ def export_artifact(
         raise ExportError(
             f"precisions must be a non-empty subset of {list(PRECISIONS)}, got {list(precisions)}"
         )
-    default_precision = default_precision or precisions[-1]
-    if default_precision not in precisions and default_precision != "fp32":
+    default_precision = default_precision or AUTO_PRECISION  # chosen per CPU when served
+    if default_precision not in (*precisions, "fp32", AUTO_PRECISION):
         raise ExportError(
-            f"default_precision must be one of the exported {['fp32', *precisions]}, got "
-            f"{default_precision!r}"
+            f"default_precision must be {AUTO_PRECISION!r} or one of the exported "
+            f"{['fp32', *precisions]}, got {default_precision!r}"
         )
     check_request(precisions, calibration, evaluate, map50_gate)
     openvino = openvino_available()  # an extra: without it, fp32 runs in onnxruntime/TorchScript
@@ -394,6 +397,7 @@ def export_artifact(
             map50_gate,
         )
         parity.update(reduced_parity)
+        measured = reduced.pop("fp32", {})  # fp32's latency, measured beside the reduced ones
         for entry in reduced.values():
             for name in entry.get("files", [entry["file"]]):
                 files.setdefault(
@@ -405,6 +409,7 @@ def export_artifact(
         fp32 = {
             "file": MODEL_ONNX if "onnx" in formats else MODEL_TORCHSCRIPT,
             "backends": onnx_backends + (["torchscript"] if "torchscript" in formats else []),
+            **measured,
         }
         metadata = {
             "format": ARTIFACT_FORMAT,

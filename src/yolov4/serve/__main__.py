@@ -24,7 +24,7 @@ __all__ = ["main", "parse_args", "worker_healthcheck_timeout"]
 # yolov4.inference.backends.BACKENDS and yolov4.core.artifact.PRECISIONS (not imported: --help
 # stays light; a test checks they agree)
 BACKENDS = ("onnxruntime", "openvino", "torchscript")
-PRECISIONS = ("fp32", "bf16", "int8")
+PRECISIONS = ("fp32", "bf16", "int8", "int8_bf16")
 HEALTHCHECK_MIN_S = 30  # uvicorn's own default is 5 s
 HEALTHCHECK_FACTOR = 3  # margin over the measured start-up for a load that rises meanwhile
 _IMPORTED = time.monotonic()
@@ -48,9 +48,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument(
         "--precision",
-        choices=PRECISIONS,
+        choices=(*PRECISIONS, "auto"),
         default=d.precision,
-        help="model precision (default: the artifact's default_precision)",
+        help="model precision (default: the artifact's default_precision; auto: the fastest "
+        "the artifact holds for this CPU, logged at start)",
     )
     p.add_argument(
         "--runtime-threads",

@@ -21,7 +21,8 @@ class ServeSettings:
         backend: ``"onnxruntime"``, ``"openvino"`` or ``"torchscript"``; None: the first
             runtime the served precision lists (fp32: onnxruntime; bf16, int8: openvino)
             (``--backend``).
-        precision: ``"fp32"``, ``"bf16"`` or ``"int8"``; None: the artifact's
+        precision: ``"fp32"``, ``"bf16"``, ``"int8"``, ``"int8_bf16"`` or ``"auto"`` (the
+            fastest the artifact holds for this CPU); None: the artifact's
             ``default_precision`` (``--precision``).
         runtime_threads: each model call's intra-op threads (onnxruntime's
             ``intra_op_num_threads``, OpenVINO's ``INFERENCE_NUM_THREADS``); None: the CPU's

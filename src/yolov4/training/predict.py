@@ -294,7 +294,9 @@ def predict_files(
     writer = JsonlPredictionWriter(out_dir, sources, paths)
     kwargs["callbacks"] = [*(kwargs.get("callbacks") or []), writer]
     if "precision" in kwargs:  # the training's trainer group: precision auto resolved
-        kwargs["precision"] = resolve_precision(kwargs["precision"], kwargs.get("accelerator", "auto"))
+        kwargs["precision"] = resolve_precision(
+            kwargs["precision"], kwargs.get("accelerator", "auto")
+        )
     trainer = L.Trainer(**kwargs)
     trainer.predict(module, loader, return_predictions=False)
     return Path(out_dir) / PREDICTIONS
