@@ -9,7 +9,7 @@ measured = {"latency_ms", "batch", "runs", "backend", "cpu": {"cpu", "flags",
 :func:`choose_precision` keeps the precisions this CPU can run (bf16 and int8_bf16 need native
 bf16; anything but fp32 needs OpenVINO), then
 
-* when every one of them was measured on a CPU of this kind (the same
+* when every one of them has a measurement from a CPU of this kind (the same
   :data:`~yolov4.inference.backends.REPORTED_CPU_FLAGS`), the fastest measured;
 * otherwise the first in :data:`EXPECTED_ORDER` for this kind of CPU: on native bf16 (AMX,
   AVX512-BF16) int8_bf16, bf16, int8, fp32; elsewhere int8 (VNNI or AVX2), fp32.
@@ -120,7 +120,7 @@ def resolve_precision(
 ) -> tuple[str, str | None]:
     """``(precision, why)`` to load from the artifact ``meta`` (at ``where``): ``precision``,
     else its ``default_precision``; ``auto`` chosen by :func:`choose_precision` and logged
-    (``why`` is ``None`` for a precision that was named)."""
+    (``why`` is ``None`` for a named precision)."""
     precision = precision or meta.get("default_precision", "fp32")
     if precision != AUTO_PRECISION:
         return precision, None

@@ -210,7 +210,7 @@ class Predictor:
         precision, reason = resolve_precision(meta, precision, artifact_dir)
         if precision not in PRECISIONS:
             raise ExportError(
-                f"precision must be {AUTO_PRECISION!r} or one of {PRECISIONS}, got {precision!r}"
+                f"precision must be one of {(*PRECISIONS, AUTO_PRECISION)}, got {precision!r}"
             )
         if precision not in precisions:
             raise ExportError(
