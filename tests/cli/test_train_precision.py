@@ -15,7 +15,7 @@ from yolov4.training.precision import CPU_BF16_ENV, cpu_bf16
 STEPS = 6
 # the largest relative difference of a step's loss (same seed, same batches): bf16 keeps 8
 # mantissa bits, and 6 steps of AdamW let the two runs drift apart a little
-LOSS_RTOL = 0.05
+LOSS_RTOL = 0.02  # measured: 0.5% at worst (2026-12-06, AMX Xeon)
 
 
 class Losses(L.Callback):
@@ -51,6 +51,8 @@ def test_auto_trains_like_fp32(compose_cfg, tiny_run, tmp_path, monkeypatch, cap
     assert auto.precision == "bf16-mixed"
     fp32 = run(compose_cfg, tiny_run, tmp_path / "fp32", "trainer.precision=32-true")
     assert fp32.precision == "32-true"
+    worst = max(abs(a - b) / abs(b) for a, b in zip(auto.losses, fp32.losses, strict=True))
+    print(f"bf16 {auto.losses}\nfp32 {fp32.losses}\nworst relative difference {worst:.4f}")
     for step, (a, b) in enumerate(zip(auto.losses, fp32.losses, strict=True)):
         assert abs(a - b) <= LOSS_RTOL * abs(b), f"step {step}: bf16 {a:.4f} vs fp32 {b:.4f}"
     assert auto.losses != fp32.losses  # bf16 really ran: not bit-identical to fp32

@@ -153,7 +153,10 @@ def test_bf16_only_on_a_cpu_with_native_bf16(overfit, tmp_path):
             dict(precisions=["int8"], evaluate=print, calibration=[1], formats=["torchscript"]),
             r"made from model.onnx: add onnx",
         ),
-        (dict(precisions=["fp32"], default_precision="int8"), r"default_precision must be 'auto' or one"),
+        (
+            dict(precisions=["fp32"], default_precision="int8"),
+            r"default_precision must be 'auto' or one",
+        ),
     ],
 )
 def test_reduced_precision_requests_checked_before_any_work(overfit, tmp_path, kwargs, message):

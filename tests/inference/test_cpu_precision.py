@@ -74,8 +74,12 @@ def test_without_openvino_only_fp32(monkeypatch):
     assert chosen == "fp32" and "no OpenVINO" in why
 
 
-def test_an_artifact_without_precisions_is_fp32():
+def test_an_artifact_without_precisions_is_fp32(caplog):
     assert choose_precision({"files": {"model.onnx": {}}}, AMX)[0] == "fp32"
+    only = meta({"fp32": None}, AMX)
+    with caplog.at_level("INFO", logger="yolov4.inference.precision"):
+        assert resolve_precision(only, None, "art") == ("fp32", None)
+    assert not caplog.records  # nothing was chosen: nothing to log
 
 
 def test_resolve_named_or_fixed_default_is_not_chosen(caplog):

@@ -124,6 +124,9 @@ def resolve_precision(
     precision = precision or meta.get("default_precision", "fp32")
     if precision != AUTO_PRECISION:
         return precision, None
+    held = list(artifact_precisions(meta))
+    if len(held) == 1:  # nothing to choose (an fp32-only export)
+        return held[0], None
     chosen, why = choose_precision(meta)
     log.info("%s: %s", where, why)
     return chosen, why
