@@ -5,7 +5,7 @@
 Runs ``train.py`` (the default: yolov4-tiny@256 on the built-in synthetic shapes, 13 epochs)
 once per precision and seed, one after the other, in subprocesses; records each run's wall
 time, the precision it resolved to (``auto``), its final mAP50/mAP (``metrics.json``), the
-CPU flags and the load average before and after. Writes benchmarks/results/train_precision.json.
+CPU flags and the load average before and after. Writes benchmarks/results/<--name>.json.
 """
 
 from __future__ import annotations
@@ -54,6 +54,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--precisions", nargs="+", default=["auto", "32-true"])
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
+    p.add_argument("--name", default="train_precision", help="benchmarks/results/<name>.json")
     p.add_argument("overrides", nargs="*", help="train.py overrides for every run")
     args = p.parse_args()
     features = cpu_features()
@@ -70,7 +71,7 @@ def main() -> None:
         "overrides": args.overrides,
         "rows": rows,
     }
-    print(f"wrote {save('train_precision', payload)}")
+    print(f"wrote {save(args.name, payload)}")
 
 
 if __name__ == "__main__":

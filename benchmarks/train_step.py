@@ -68,9 +68,12 @@ def train_rates(name: str, size: int, batch: int, repeats: int, precisions: list
         step()  # warm-up
         steps[precision] = step
     times = {p: [] for p in precisions}
+    cpu = {p: [] for p in precisions}  # CPU seconds of this process: less moved by neighbours
     for _ in range(repeats):
         for p, step in steps.items():
+            start = time.process_time()
             times[p].append(time_fn(step, 1, warmup=0)["min_s"])
+            cpu[p].append(time.process_time() - start)
     return [
         {
             "model": name,
@@ -78,8 +81,10 @@ def train_rates(name: str, size: int, batch: int, repeats: int, precisions: list
             "batch": batch,
             "precision": p,
             "repeats": repeats,
+            "threads": torch.get_num_threads(),
             "min_s": min(ts),
             "median_s": statistics.median(ts),
+            "cpu_s": statistics.median(cpu[p]),
             "images_per_s": batch / statistics.median(ts),
         }  # fmt: skip
         for p, ts in times.items()
@@ -166,7 +171,10 @@ def main() -> None:
     parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"])
     parser.add_argument("--no-val", action="store_true", help="skip the validation split")
     parser.add_argument("--name", default="train_step", help="benchmarks/results/<name>.json")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     gflops = matmul_gflops()
     features = cpu_features()
@@ -183,7 +191,8 @@ def main() -> None:
             train_rows.append(row)
             print(
                 f"train {name:12s} {args.size} b{args.batch} {row['precision']}: "
-                f"{row['images_per_s']:.2f} images/s (median step {row['median_s']:.3f} s)"
+                f"{row['images_per_s']:.2f} images/s (median step {row['median_s']:.3f} s, "
+                f"{row['cpu_s']:.3f} CPU s)"
             )
         if args.no_val:
             continue
