@@ -12,7 +12,7 @@ bf16; anything but fp32 needs OpenVINO), then
 * when every one of them has a measurement from a CPU of this kind (the same
   :data:`~yolov4.inference.backends.REPORTED_CPU_FLAGS`), the fastest measured;
 * otherwise the first in :data:`EXPECTED_ORDER` for this kind of CPU: on native bf16 (AMX,
-  AVX512-BF16) int8_bf16, bf16, int8, fp32; elsewhere int8 (VNNI or AVX2), fp32.
+  AVX512-BF16) bf16, int8_bf16, int8, fp32; elsewhere int8 (VNNI or AVX2), fp32.
 
 The reason is returned with the choice, and logged by the Predictor.
 """
@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 MEASURE_RUNS = 5  # timed batch-1 calls per precision at export (after one warm-up call)
 # the fastest first, per kind of CPU (benchmarks/predict.py, docs/cpu-precision.md)
 EXPECTED_ORDER = {
-    "bf16": ("int8_bf16", "bf16", "int8", "fp32"),
+    "bf16": ("bf16", "int8_bf16", "int8", "fp32"),
     "other": ("int8", "fp32"),
 }
 NEEDS_BF16 = ("bf16", "int8_bf16")
