@@ -1,17 +1,21 @@
 """Serving speed per backend and precision, against the machine's fp32 limit, with mAP50.
 
     python benchmarks/predict.py [--models yolov4-tiny yolov4] [--sizes 416 608]
-        [--backends torch onnxruntime openvino] [--precisions fp32 int8 bf16] [--threads 2]
+        [--backends torch onnxruntime openvino] [--precisions fp32 int8 bf16 int8_bf16]
+        [--threads 2]
         [--batches 1 8] [--repeats 3] [--calibration-images 8] [--busy] [--name predict]
 
 For each model and input size: export an artifact of a randomly initialised network (head biases
 spread so that postprocess has work) with every precision this CPU can make (INT8: NNCF,
-calibrated on ``--calibration-images`` generated images; bf16 only with native bf16, otherwise
-recorded as refused with the export's message), then time the model call (``backend(images)``
+calibrated on ``--calibration-images`` generated images; bf16 and int8_bf16 -- the INT8 model
+with its non-quantized operations in bf16 -- only with native bf16, otherwise recorded as
+refused with the export's message), then time the model call (``backend(images)``
 on preprocessed tensors) at each batch size, and the whole Predictor (640x480 JPEG-like RGB
 array -> detections) at batch 1. "x limit" is the measured time over the fp32 limit: the
 network's GFLOPs (2 per multiply-add) at the machine's fp32 matmul GFLOP/s measured in the same
-run; below 1 needs lower precision.
+run; below 1 needs lower precision. Every row records the CPU flags of the machine measuring it
+(``cpu_flags``); ``chosen`` records the precision ``Predictor.from_artifact`` picks when not told
+one (:mod:`yolov4.inference.precision`) and why.
 
 mAP50: the export's own gate, fp32 vs INT8 in OpenVINO as metadata.json records, either of a
 trained checkpoint (``--checkpoint <run>/weights/best.pt``: ``python export.py`` with
@@ -105,9 +109,12 @@ def evaluator(dm: SyntheticDataModule, subset: str):
     return evaluate
 
 
-def export_all(ckpt: Path, out: Path, precisions: list[str], dm, subset: str) -> dict:
+def export_all(
+    ckpt: Path, out: Path, precisions: list[str], dm, subset: str, gate: float = 1.0
+) -> dict:
     """Export with every precision in ``precisions`` this CPU can make; -> {"artifact",
-    "refused": {precision: message}}."""
+    "refused": {precision: message}}. ``gate``: the export's mAP50 gate (the timed, untrained
+    networks pass any: their mAP50 of a few points is noise; the overfit model keeps 1 point)."""
     wanted = [p for p in precisions if p != "fp32"]
     refused = {}
     calibration = [r.file for r in dm.split("train").records]
@@ -115,10 +122,11 @@ def export_all(ckpt: Path, out: Path, precisions: list[str], dm, subset: str) ->
         try:
             start = time.perf_counter()
             art = export_artifact(ckpt, out, formats=["onnx"], precisions=["fp32", *wanted],
-                                  calibration=calibration, evaluate=evaluator(dm, subset))  # fmt: skip
+                                  calibration=calibration, evaluate=evaluator(dm, subset),
+                                  map50_gate=gate)  # fmt: skip
             return {"artifact": art, "refused": refused, "export_s": time.perf_counter() - start}
         except ExportError as e:
-            failed = next((p for p in wanted if f"precision {p}" in str(e)), None)
+            failed = next((p for p in wanted if f"precision {p} needs" in str(e)), None)
             if failed is None:
                 raise
             refused[failed] = str(e)
@@ -173,7 +181,8 @@ def checkpoint_map(ckpt: Path, out: Path, precisions: list[str]) -> dict:
     the gate's images from the synthetic dataset); the mAPs its metadata.json records."""
     root = Path(__file__).resolve().parent.parent
     # bf16 is refused by the export on CPUs without native bf16 (the timed rows record why)
-    wanted = ["fp32", *(p for p in precisions if p == "int8" or (p == "bf16" and bf16_native()))]
+    native = bf16_native()
+    wanted = ["fp32", *(p for p in precisions if p == "int8" or (p != "fp32" and native))]
     start = time.perf_counter()
     subprocess.run(
         [sys.executable, str(root / "export.py"), f"checkpoint={ckpt}", f"output={out}",
@@ -195,7 +204,7 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=["yolov4-tiny", "yolov4"])
     parser.add_argument("--sizes", nargs="+", type=int, default=[416, 608])
     parser.add_argument("--backends", nargs="+", default=["torch", "onnxruntime", "openvino"])
-    parser.add_argument("--precisions", nargs="+", default=["fp32", "int8", "bf16"])
+    parser.add_argument("--precisions", nargs="+", default=["fp32", "int8", "bf16", "int8_bf16"])
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 8])
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--repeats", type=int, default=3)
@@ -244,7 +253,7 @@ def main() -> None:
                         tmp / f"{name}-{size}.pt", model, dm.class_names, preprocess
                     )
                     done = export_all(
-                        ckpt, tmp / f"{name}-{size}", args.precisions, dm, "untrained"
+                        ckpt, tmp / f"{name}-{size}", args.precisions, dm, "untrained", 100.0
                     )
                     art = done["artifact"]
                     meta = read_metadata(art)
@@ -252,6 +261,9 @@ def main() -> None:
                                     "refused": done["refused"],
                                     "calibration_images": args.calibration_images})  # fmt: skip
                     image = rng.integers(0, 255, (480, 640, 3), dtype=np.uint8)
+                    auto = Predictor.from_artifact(art, threads=args.threads)
+                    exports[-1]["chosen"] = {"precision": auto.precision,
+                                             "why": auto.precision_reason}  # fmt: skip
                     for backend in args.backends:
                         for precision in meta["precisions"]:
                             if backend == "torch":
@@ -266,7 +278,8 @@ def main() -> None:
                             row = {"model": name, "size": size, "backend": backend,
                                    "precision": precision, "gflops": round(flops, 2),
                                    "matmul_gflops_per_s": round(limit_here, 1),
-                                   "fp32_limit_ms": round(floor_ms, 1)}  # fmt: skip
+                                   "fp32_limit_ms": round(floor_ms, 1),
+                                   "cpu_flags": info["cpu_features"]["flags"]}  # fmt: skip
                             for batch in args.batches:
                                 x = torch.rand(batch, 3, size, size)
                                 reps = max(1, args.repeats if batch == 1 else args.repeats // 2)

@@ -1,11 +1,15 @@
 """Training throughput and where validation time goes, on this machine.
 
     python benchmarks/train_step.py [--models yolov4-tiny yolov4] [--size 416] [--batch 8]
+        [--precisions fp32 bf16]
 
 Training: images/s of forward + loss + backward + optimizer step (synthetic targets, 8 boxes per
-image). Validation: per image, the time in forward, decode + postprocess (conf 0.001, the mAP
+image), channels-last, per precision: fp32, and bf16 as ``trainer.precision=bf16-mixed`` runs
+it (the forward under ``torch.autocast("cpu", bfloat16)``, the loss in float32 outside it;
+measured only on a CPU with native bf16, :func:`yolov4.training.precision.cpu_bf16`), the two
+interleaved step by step so that a change of load hits both. Every row records the CPU flags. Validation: per image, the time in forward, decode + postprocess (conf 0.001, the mAP
 setting) and COCOeval, on generated val images (one 50x50 box each) with a briefly
-trained-looking model (random head biases: hundreds of boxes per image pass conf 0.001). Prints a table and writes benchmarks/results/train_step.json.
+trained-looking model (random head biases: hundreds of boxes per image pass conf 0.001). Prints a table and writes benchmarks/results/<--name>.json.
 """
 
 from __future__ import annotations
@@ -13,16 +17,20 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import os
+import statistics
 import time
 
 import torch
 from common import machine_info, matmul_gflops, save, spread_head_biases, time_fn
 
 from yolov4 import build_model
+from yolov4.inference.backends import cpu_features
 from yolov4.loss import YoloLoss
 from yolov4.ops.decode import decode_predictions
 from yolov4.ops.postprocess import postprocess
 from yolov4.training.optim import OptimConfig, build_optimizer
+from yolov4.training.precision import cpu_bf16
 
 
 def random_targets(batch: int, size: int, per_image: int = 8, classes: int = 80) -> torch.Tensor:
@@ -38,20 +46,49 @@ def random_targets(batch: int, size: int, per_image: int = 8, classes: int = 80)
     return torch.cat(rows)
 
 
-def train_rate(name: str, size: int, batch: int, repeats: int) -> dict:
-    model = build_model(name).train()
-    loss_fn = YoloLoss.from_config(model.config)
-    opt = build_optimizer(model, OptimConfig())
-    x, t = torch.rand(batch, 3, size, size), random_targets(batch, size)
+def train_rates(name: str, size: int, batch: int, repeats: int, precisions: list[str]) -> list:
+    """One row per precision: seconds per training step, the precisions' steps interleaved."""
+    steps = {}
+    for precision in precisions:
+        torch.manual_seed(0)
+        model = build_model(name).train().to(memory_format=torch.channels_last)
+        loss_fn = YoloLoss.from_config(model.config)
+        opt = build_optimizer(model, OptimConfig())
+        x = torch.rand(batch, 3, size, size).contiguous(memory_format=torch.channels_last)
+        t = random_targets(batch, size)
 
-    def step() -> None:
-        loss = loss_fn(model(x), t).total
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        def step(model=model, loss_fn=loss_fn, opt=opt, x=x, t=t, bf16=precision == "bf16"):
+            with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+                maps = model(x)
+            loss = loss_fn(maps, t).total  # float32, outside autocast (YoloModule's way)
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
 
-    r = time_fn(step, repeats)
-    return {"model": name, "size": size, "batch": batch, **r, "images_per_s": batch / r["median_s"]}
+        step()  # warm-up
+        steps[precision] = step
+    times = {p: [] for p in precisions}
+    cpu = {p: [] for p in precisions}  # CPU seconds of this process: less moved by neighbours
+    for _ in range(repeats):
+        for p, step in steps.items():
+            start = time.process_time()
+            times[p].append(time_fn(step, 1, warmup=0)["min_s"])
+            cpu[p].append(time.process_time() - start)
+    return [
+        {
+            "model": name,
+            "size": size,
+            "batch": batch,
+            "precision": p,
+            "repeats": repeats,
+            "threads": torch.get_num_threads(),
+            "min_s": min(ts),
+            "median_s": statistics.median(ts),
+            "cpu_s": statistics.median(cpu[p]),
+            "images_per_s": batch / statistics.median(ts),
+        }  # fmt: skip
+        for p, ts in times.items()
+    ]
 
 
 def validation_split(name: str, size: int, images: int) -> dict:
@@ -131,30 +168,48 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--val-images", type=int, default=20)
+    parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"])
+    parser.add_argument("--no-val", action="store_true", help="skip the validation split")
+    parser.add_argument("--name", default="train_step", help="benchmarks/results/<name>.json")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     gflops = matmul_gflops()
-    info = machine_info()
-    print(f"{info['cpu']} ({info['torch_threads']} threads): matmul {gflops:.1f} GFLOP/s")
+    features = cpu_features()
+    info = {**machine_info(), "cpu_features": features, "load_start": os.getloadavg()}
+    native, why = cpu_bf16()
+    precisions = [p for p in args.precisions if p != "bf16" or native]
+    skipped = {"bf16": why} if len(precisions) < len(args.precisions) else {}
+    print(f"{info['cpu']} ({info['torch_threads']} threads, {features['flags']}): "
+          f"matmul {gflops:.1f} GFLOP/s; load {info['load_start']}")  # fmt: skip
     train_rows, val_rows = [], []
     for name in args.models:
-        row = train_rate(name, args.size, args.batch, args.repeats)
-        train_rows.append(row)
-        print(
-            f"train {name:12s} {args.size} b{args.batch}: {row['images_per_s']:.2f} images/s (median step {row['median_s']:.2f} s)"
-        )
+        for row in train_rates(name, args.size, args.batch, args.repeats, precisions):
+            row.update(cpu_flags=features["flags"], load=os.getloadavg()[0])
+            train_rows.append(row)
+            print(
+                f"train {name:12s} {args.size} b{args.batch} {row['precision']}: "
+                f"{row['images_per_s']:.2f} images/s (median step {row['median_s']:.3f} s, "
+                f"{row['cpu_s']:.3f} CPU s)"
+            )
+        if args.no_val:
+            continue
         v = validation_split(name, args.size, args.val_images)
+        v["cpu_flags"] = features["flags"]
         val_rows.append(v)
         print(
             f"val   {name:12s}: forward {v['forward_ms_per_image']:.1f} ms, decode+NMS {v['postprocess_ms_per_image']:.1f} ms, "
             f"COCOeval {v['cocoeval_ms_per_image']:.1f} ms per image ({v['detections_per_image']:.0f} detections/image)"
         )
     path = save(
-        "train_step",
+        args.name,
         {
             "machine": info,
             "matmul_gflops_per_s": round(gflops, 1),
             "train": train_rows,
+            "skipped": skipped,
             "validation": val_rows,
         },
     )

@@ -121,7 +121,7 @@ def test_int8_from_a_folder_of_unlabelled_images(overfit, photos, tmp_path, capl
     files = export_cli.image_folder(photos)
     agreement = Agreement(files)
     fp32 = Predictor.from_artifact(out, precision="fp32", backend="openvino")
-    int8 = Predictor.from_artifact(out)
+    int8 = Predictor.from_artifact(out, precision="int8")
     assert isinstance(int8.backend, OpenVinoBackend)
     again = agreement.compare(agreement.detections(fp32), agreement.detections(int8))
     assert again["f1"] == found["f1"] and again["fp32_boxes"] == found["fp32_boxes"]

@@ -36,6 +36,7 @@ def int8(overfit, tmp_path_factory):
         out,
         formats=["onnx"],
         precisions=["fp32", "int8"],
+        default_precision="int8",
         calibration=overfit.calibration,
         evaluate=overfit.evaluate,
     )
@@ -43,7 +44,7 @@ def int8(overfit, tmp_path_factory):
 
 def test_int8_passes_its_gate_and_records_both_maps(int8, overfit):
     meta = read_metadata(int8)  # checksums of every file, the IR's .bin included
-    assert meta["default_precision"] == "int8"  # the last of precisions
+    assert meta["default_precision"] == "int8"  # as exported (default: auto)
     assert set(meta["precisions"]) == {"fp32", "int8"}
     entry = meta["precisions"]["int8"]
     assert entry["file"] == MODEL_INT8_XML and entry["backends"] == ["openvino"]
@@ -138,7 +139,7 @@ def test_bf16_only_on_a_cpu_with_native_bf16(overfit, tmp_path):
     art = export_artifact(overfit.checkpoint, tmp_path / "export", **run)
     acc = read_metadata(art)["precisions"]["bf16"]["accuracy"]
     assert acc["executed_precision"] == "bf16" and acc["mAP50_drop_points"] <= 1.0
-    assert Predictor.from_artifact(art).precision == "bf16"
+    assert Predictor.from_artifact(art, precision="bf16").precision == "bf16"
 
 
 @pytest.mark.parametrize(
@@ -152,7 +153,10 @@ def test_bf16_only_on_a_cpu_with_native_bf16(overfit, tmp_path):
             dict(precisions=["int8"], evaluate=print, calibration=[1], formats=["torchscript"]),
             r"made from model.onnx: add onnx",
         ),
-        (dict(precisions=["fp32"], default_precision="int8"), r"default_precision must be one"),
+        (
+            dict(precisions=["fp32"], default_precision="int8"),
+            r"default_precision must be 'auto' or one",
+        ),
     ],
 )
 def test_reduced_precision_requests_checked_before_any_work(overfit, tmp_path, kwargs, message):

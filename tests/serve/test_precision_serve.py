@@ -41,7 +41,7 @@ def int8_artifact(tmp_path_factory, randomize):
 
     calibration = [r.file for r in dm.split("train").records]
     return export_artifact(ckpt, d / "export", formats=["onnx"], precisions=["fp32", "int8"],
-                           calibration=calibration, evaluate=evaluate)  # fmt: skip
+                           default_precision="int8", calibration=calibration, evaluate=evaluate)  # fmt: skip
 
 
 def check_served(server, predictor, backend: str, precision: str, file: str) -> None:

@@ -31,6 +31,7 @@ from yolov4.inference.darknet import darknet_resize_mode as resize_mode_of
 from yolov4.models import ModelConfig
 from yolov4.training.module import YoloModule
 from yolov4.training.noise import quiet_lightning
+from yolov4.training.precision import resolve_precision
 
 __all__ = ["evaluate", "hydra_main", "darknet_resize_mode"]
 
@@ -159,7 +160,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     )
     if cfg.checkpoint:
         module.model.load_state_dict(state, strict=True)
-    trainer: L.Trainer = build(cfg, "trainer")
+    precision = resolve_precision(cfg.trainer.get("precision"), cfg.trainer.get("accelerator"))
+    trainer: L.Trainer = build(cfg, "trainer", precision=precision)
     weights = {  # the precision Lightning runs (16-mixed becomes bf16-mixed on a CPU)
         "file": str(cfg.checkpoint or cfg.darknet_weights),
         "backend": "pytorch",

@@ -43,6 +43,7 @@ from yolov4.export.artifact import export_artifact
 from yolov4.training.callbacks import BEST_WEIGHTS, LAST_WEIGHTS
 from yolov4.training.module import YoloModule
 from yolov4.training.noise import precision_note, quiet_lightning
+from yolov4.training.precision import AUTO, resolve_precision
 from yolov4.training.resume import check_resume_fits, read_resume_checkpoint
 
 __all__ = ["train", "hydra_main"]
@@ -82,7 +83,10 @@ def train(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> d
     callbacks = [*build_all(cfg, "callbacks"), *(extra_callbacks or [])]
     if not loggers:  # logger=none: nothing to monitor the lr into (Lightning would refuse)
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
-    trainer: L.Trainer = build(cfg, "trainer", callbacks=callbacks, logger=loggers or False)
+    precision = resolve_precision(cfg.trainer.get("precision"), cfg.trainer.get("accelerator"))
+    trainer: L.Trainer = build(
+        cfg, "trainer", callbacks=callbacks, logger=loggers or False, precision=precision
+    )
     log_what_runs(cfg, trainer, module, datamodule)
     # weights_only=True explicitly (Lightning >= 2.6): torch lets TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD
     # override only an unset weights_only; older Lightning rely on the check above
@@ -115,10 +119,9 @@ def train(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> d
 def log_what_runs(cfg: DictConfig, trainer: L.Trainer, module: YoloModule, datamodule: Any) -> None:
     """One line for the network, classes, input, parameters and precision (in place of
     Lightning's model table); a warning when the trainer runs another precision than asked."""
-    note = precision_note(
-        cfg.trainer.get("precision"), str(trainer.precision), type(trainer.accelerator).__name__
-    )
-    if note:
+    asked = cfg.trainer.get("precision")  # auto: resolved and logged by resolve_precision
+    note = precision_note(asked, str(trainer.precision), type(trainer.accelerator).__name__)
+    if note and str(asked) != AUTO:
         log.warning(note)
     log.info(
         "%s, %d classes, input %s: %.1f M parameters%s; %s",

@@ -38,6 +38,7 @@ __all__ = [
     "MODEL_INT8_XML",
     "MODEL_INT8_BIN",
     "PRECISIONS",
+    "AUTO_PRECISION",
     "artifact_precisions",
     "check_class_names",
     "sha256",
@@ -54,7 +55,11 @@ METADATA = "metadata.json"
 # bf16 is model.onnx run by OpenVINO with its bf16 inference precision (no file of its own)
 MODEL_INT8_XML = "model_int8.xml"
 MODEL_INT8_BIN = "model_int8.bin"
-PRECISIONS = ("fp32", "bf16", "int8")
+# int8_bf16: the INT8 IR with its non-quantized operations in bf16 (CPUs with native bf16)
+PRECISIONS = ("fp32", "bf16", "int8", "int8_bf16")
+# default_precision "auto": the Predictor and the service choose per CPU
+# (yolov4.inference.precision)
+AUTO_PRECISION = "auto"
 
 
 @dataclass(frozen=True)
@@ -319,9 +324,12 @@ def _validate_precisions(meta: dict[str, Any], path: Path) -> None:
                 backends,
             )
     default = meta.get("default_precision", "fp32")
-    if default not in precisions:
+    if default not in precisions and default != AUTO_PRECISION:
         raise _key_error(
-            path, "default_precision", f"one of the precisions {sorted(precisions)}", default
+            path,
+            "default_precision",
+            f"{AUTO_PRECISION!r} or one of the precisions {sorted(precisions)}",
+            default,
         )
 
 

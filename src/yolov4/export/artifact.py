@@ -27,6 +27,7 @@ from typing import Any
 import yolov4.export.formats  # noqa: F401  (the table: registers the formats)
 from yolov4.core.artifact import (
     ARTIFACT_FORMAT,
+    AUTO_PRECISION,
     FORMATS,
     METADATA,
     PRECISIONS,
@@ -85,11 +86,11 @@ def _check_request(
         raise ExportError(
             f"precisions must be a non-empty subset of {list(PRECISIONS)}, got {list(precisions)}"
         )
-    default_precision = default_precision or precisions[-1]
-    if default_precision not in precisions and default_precision != "fp32":
+    default_precision = default_precision or AUTO_PRECISION  # chosen per CPU when served
+    if default_precision not in (*precisions, "fp32", AUTO_PRECISION):
         raise ExportError(
-            f"default_precision must be one of the exported {['fp32', *precisions]}, got "
-            f"{default_precision!r}"
+            f"default_precision must be {AUTO_PRECISION!r} or one of the exported "
+            f"{['fp32', *precisions]}, got {default_precision!r}"
         )
     reduced = set(precisions) - {"fp32"}
     missing = [p for p in reduced if not any(p in FORMATS[f].precisions for f in formats)]
@@ -160,6 +161,8 @@ def build_metadata(
     (:func:`yolov4.core.artifact.validate_metadata`), each format's own entry, checksums and
     parity records."""
     c, size = job.config, job.size
+    reduced = dict(reduced)
+    measured = reduced.pop("fp32", {})  # fp32's latency, measured beside the reduced ones
     files = {}
     for name in formats:
         files.update({f: _file_record(folder, f) for f in FORMATS[name].files})
@@ -171,6 +174,8 @@ def build_metadata(
         if FORMATS[name].describe is not None:
             described.update(FORMATS[name].describe(job))
     fp32 = _fp32(formats)
+    if fp32 is not None:
+        fp32.update(measured)
     return {
         "format": ARTIFACT_FORMAT,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -236,8 +241,10 @@ def export_artifact(
     reference); ``int8`` and ``bf16`` are made by :mod:`yolov4.export.quantize` from
     ``calibration`` images (files or RGB arrays of the checkpoint's dataset) and checked by
     ``evaluate`` (a Predictor -> its mAP50/mAP on a stated validation subset) against fp32: more
-    than ``map50_gate`` points lost fails the export. ``default_precision`` (default: the last
-    of ``precisions``) is what a Predictor and the service load unless told otherwise.
+    than ``map50_gate`` points lost fails the export; each precision's batch-1 latency is
+    recorded with the CPU it was measured on. ``default_precision`` is what a Predictor and the
+    service load unless told otherwise; ``auto`` (the default): the fastest for the CPU they
+    run on (:func:`yolov4.inference.precision.choose_precision`).
     ``conf_source``: where ``thresholds["conf"]`` came from (e.g. the best-F1 confidence of a
     ``pr_f1.json``), recorded as metadata ``conf_source``.
 

@@ -92,6 +92,7 @@ register_format(
             "fp32": ("onnxruntime", "openvino"),
             "bf16": ("openvino",),
             "int8": ("openvino",),
+            "int8_bf16": ("openvino",),
         },
         describe=_opset,
     )

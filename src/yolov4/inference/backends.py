@@ -67,7 +67,8 @@ REPORTED_CPU_FLAGS = (
     "amx_bf16",
     "amx_int8",
 )
-OV_PRECISION = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}  # INT8 IR: the rest in f32
+# INT8 IR: the non-quantized operations in f32 (int8) or bf16 (int8_bf16)
+OV_PRECISION = {"fp32": "f32", "bf16": "bf16", "int8": "f32", "int8_bf16": "bf16"}
 
 
 def import_openvino() -> Any:
@@ -136,10 +137,11 @@ class TorchBackend:
             return self.model(images.to(self.device, non_blocking=True))
 
 
-def bf16_refusal(features: dict[str, Any]) -> str:
-    """Why bf16 is refused on the CPU of ``features`` (:func:`cpu_features`)."""
+def bf16_refusal(features: dict[str, Any], precision: str = "bf16") -> str:
+    """Why ``precision`` (bf16, int8_bf16) is refused on the CPU of ``features``
+    (:func:`cpu_features`)."""
     return (
-        f"precision bf16 needs a CPU with native bf16 arithmetic ({' or '.join(BF16_CPU_FLAGS)}); "
+        f"precision {precision} needs a CPU with native bf16 arithmetic ({' or '.join(BF16_CPU_FLAGS)}); "
         f"this CPU ({features['cpu']}) has {', '.join(features['flags']) or 'none of ' + str(REPORTED_CPU_FLAGS)} "
         f"(OpenVINO capabilities: {', '.join(features['openvino_capabilities'])}); OpenVINO would "
         "run it in f32, so neither its speed nor its mAP would be bf16's: use precision fp32 or "
@@ -183,12 +185,14 @@ class OnnxBackend:
 
 
 class OpenVinoBackend:
-    """``model.onnx`` (fp32, bf16) or ``model_int8.xml`` (INT8) through OpenVINO on the CPU.
+    """``model.onnx`` (fp32, bf16) or ``model_int8.xml`` (int8, int8_bf16) through OpenVINO on
+    the CPU.
 
     ``precision`` sets OpenVINO's ``INFERENCE_PRECISION_HINT``: ``f32`` for fp32 and for the
-    layers an INT8 IR keeps in float, ``bf16`` for bf16 (OpenVINO's own default on a bf16 CPU,
-    so it is always set: fp32 stays fp32 there). bf16 is refused on a CPU without native bf16
-    (:func:`bf16_native`): OpenVINO would run it in f32 and report nothing. Thread-safe: each
+    layers an INT8 IR keeps in float (int8), ``bf16`` for bf16 and for those layers in
+    int8_bf16 (OpenVINO's own default on a bf16 CPU, so it is always set: fp32 stays fp32
+    there). bf16 and int8_bf16 are refused on a CPU without native bf16 (:func:`bf16_native`):
+    OpenVINO would run them in f32 and report nothing. Thread-safe: each
     calling thread gets its own infer request.
     """
 
@@ -200,10 +204,10 @@ class OpenVinoBackend:
         ov = import_openvino()
         if precision not in OV_PRECISION:
             raise ExportError(f"precision must be one of {sorted(OV_PRECISION)}, got {precision!r}")
-        if precision == "bf16":
+        if OV_PRECISION[precision] == "bf16":
             features = cpu_features()
             if not bf16_native(features):
-                raise ExportError(bf16_refusal(features))
+                raise ExportError(bf16_refusal(features, precision))
         config: dict[str, Any] = {
             "INFERENCE_PRECISION_HINT": OV_PRECISION[precision],
             "PERFORMANCE_HINT": "LATENCY",

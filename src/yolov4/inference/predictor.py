@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from yolov4.core.artifact import (
+    AUTO_PRECISION,
     PRECISIONS,
     artifact_precisions,
     backend_names,
@@ -42,6 +43,7 @@ from yolov4.errors import CheckpointError, ConfigError, ExportError, InputError
 from yolov4.inference.backends import TorchBackend, load_backend
 from yolov4.inference.darknet import darknet_checkpoint
 from yolov4.inference.images import load_images
+from yolov4.inference.precision import resolve_precision
 from yolov4.models import fuse_model
 from yolov4.ops.letterbox import unmap_boxes
 
@@ -177,6 +179,7 @@ class Predictor:
         self.metadata = metadata or {}
         self.max_pixels = max_pixels
         self.model_file: str | None = None  # the artifact file the backend runs
+        self.precision_reason: str | None = None  # why from_artifact chose it (precision auto)
 
     @property
     def precision(self) -> str:
@@ -195,7 +198,9 @@ class Predictor:
     ) -> Predictor:
         """An export artifact; its files are checked against their sha256 first.
 
-        ``precision`` (fp32, bf16, int8) defaults to the artifact's ``default_precision``;
+        ``precision`` (fp32, bf16, int8, int8_bf16, or ``auto``: the fastest the artifact holds
+        for this CPU, :func:`~yolov4.inference.precision.choose_precision`, logged and kept in
+        :attr:`precision_reason`) defaults to the artifact's ``default_precision``;
         ``backend`` (a runtime of the formats table, :mod:`yolov4.export.formats`:
         onnxruntime, openvino, torchscript) to the first runtime that precision lists (fp32:
         onnxruntime; bf16, int8: openvino); the file it runs is the table's
@@ -205,9 +210,12 @@ class Predictor:
         if backend is not None and backend not in backend_names():
             raise ExportError(f"backend must be one of {backend_names()}, got {backend!r}")
         precisions = artifact_precisions(meta)
-        precision = precision or meta.get("default_precision", "fp32")
+        # auto: the fastest gated precision for this CPU, logged with why
+        precision, reason = resolve_precision(meta, precision, artifact_dir)
         if precision not in PRECISIONS:
-            raise ExportError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+            raise ExportError(
+                f"precision must be one of {(*PRECISIONS, AUTO_PRECISION)}, got {precision!r}"
+            )
         if precision not in precisions:
             raise ExportError(
                 f"{artifact_dir} has no {precision} model (precisions: {sorted(precisions)}); "
@@ -242,6 +250,7 @@ class Predictor:
             **kwargs,
         )
         predictor.model_file = name
+        predictor.precision_reason = reason
         return predictor
 
     @classmethod

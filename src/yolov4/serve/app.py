@@ -118,11 +118,12 @@ class Service:
             await self.runner.run(warm)
         self.ready = True
         log.info(
-            "ready: %s (%s) on %s, %s",
+            "ready: %s (%s) on %s, %s%s",
             self.model["name"],
             self.model["sha256"],
             self.model["backend"],
             self.model["precision"],
+            f" ({why})" if (why := getattr(self.predictor, "precision_reason", None)) else "",
         )
 
     async def detect(

@@ -18,7 +18,7 @@ import typing
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from yolov4.core.artifact import PRECISIONS, backend_names
+from yolov4.core.artifact import AUTO_PRECISION, PRECISIONS, backend_names
 
 __all__ = [
     "ServeSettings",
@@ -86,7 +86,9 @@ class ServeSettings:
     precision: str | None = field(
         default=None,
         metadata=option(
-            "model precision (default: the artifact's default_precision)", choices=PRECISIONS
+            "model precision (default: the artifact's default_precision; auto: the fastest the "
+            "artifact holds for this CPU, logged at start)",
+            choices=(*PRECISIONS, AUTO_PRECISION),
         ),
     )
     runtime_threads: int | None = field(

@@ -263,7 +263,8 @@ class YoloModule(L.LightningModule):
         self.model.iteration = self.global_step
         try:
             maps = self._forward(images)
-            loss = self.loss_fn(maps, targets)
+            with torch.autocast(images.device.type, enabled=False):  # float32 (maps cast in it)
+                loss = self.loss_fn(maps, targets)
         except torch.OutOfMemoryError as e:
             raise torch.OutOfMemoryError(
                 f"out of memory with batch size {images.shape[0]} at input {tuple(images.shape[-2:])}: "
