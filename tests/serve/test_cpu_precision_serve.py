@@ -8,7 +8,8 @@ import warnings
 
 import torch
 
-from yolov4.inference import Predictor, PreprocessConfig
+from yolov4.core.preprocess import PreprocessConfig
+from yolov4.inference import Predictor
 from yolov4.serve import ServeSettings, create_app
 
 with warnings.catch_warnings():  # starlette would rather see httpx2; httpx is what we install
