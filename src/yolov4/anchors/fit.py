@@ -181,7 +181,7 @@ def fit_model_anchors(
             f"num_anchors={num_anchors} but {split} has only {len(wh)} boxes to fit them to"
         )
     fit = fit_anchors(wh, num_anchors, restarts=restarts, seed=seed)
-    anchors = [[float(a), float(b)] for a, b in fit.anchors]
+    anchors = [[round(float(a), 4), round(float(b), 4)] for a, b in fit.anchors]
     return AnchorReport(
         anchors=anchors,
         masks=masks,

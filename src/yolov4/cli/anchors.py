@@ -67,7 +67,7 @@ def fit(cfg: DictConfig) -> tuple[AnchorReport, ModelConfig]:
     train = datamodule.split("train")
     model = model_config(cfg, datamodule.num_classes)
     if model.get("anchors") == "auto":
-        del model["anchors"]  # the network's own anchors are the ones compared
+        model["anchors"] = model["masks"] = None  # the network's own anchors are compared
     model["input_size"] = size
     config = ModelConfig.from_dict(model)
     mode = datamodule.preprocess_config.mode
