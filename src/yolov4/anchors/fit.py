@@ -150,7 +150,9 @@ class AnchorReport:
             "best IoU     fitted   current",
         ]
         for i, (a, b) in enumerate(zip(self.fitted.histogram, self.current.histogram, strict=True)):
-            lines.append(f"[{i / 10:.1f}, {(i + 1) / 10:.1f}{']' if i == 9 else ')'}  {a:8d}  {b:8d}")
+            lines.append(
+                f"[{i / 10:.1f}, {(i + 1) / 10:.1f}{']' if i == 9 else ')'}  {a:8d}  {b:8d}"
+            )
         return "\n".join(lines)
 
 
@@ -210,8 +212,7 @@ def _hydra_list(value: Any) -> str:
 def override_line(report: AnchorReport) -> str:
     """``model.anchors=[[w,h],...] model.masks=[[...],...]`` for ``train.py`` (shell-quoted)."""
     return (
-        f"'model.anchors={_hydra_list(report.anchors)}' "
-        f"'model.masks={_hydra_list(report.masks)}'"
+        f"'model.anchors={_hydra_list(report.anchors)}' 'model.masks={_hydra_list(report.masks)}'"
     )
 
 
