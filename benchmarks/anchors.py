@@ -4,7 +4,7 @@ fitted anchors do to a short training run.
     python benchmarks/anchors.py darknet [--darknet /work/dk/oracle/darknet/darknet]
         [--clusters 9 6] [--sizes 416 608] [--seeds 1 2 3]
     python benchmarks/anchors.py map [--epochs 12] [--size 128] [--train 200] [--val 60]
-        [--burn-in 10] [--sets bars synthetic]
+        [--burn-in 10] [--sets bars synthetic] [--anchors cfg auto] [--name anchors_map]
 
 ``darknet``: darknet's own binary runs ``detector calc_anchors DATA -num_of_clusters K -width S
 -height S`` on the label files of two generated sets, the built-in synthetic shapes (train split)
@@ -249,7 +249,7 @@ def map_main(args: argparse.Namespace) -> None:
     rows = []
     for name in args.sets:
         data = datasets[name]
-        for anchors in ("cfg", "auto"):
+        for anchors in args.anchors:
             extra = ["model.anchors=auto"] if anchors == "auto" else []
             result = train_run([*common, *data, *extra], work / f"{name}-{anchors}")
             rows.append({"set": name, "anchors": anchors, **result})
@@ -263,7 +263,7 @@ def map_main(args: argparse.Namespace) -> None:
                 "settings": vars(args),
                 "rows": rows,
             }
-            print(f"wrote {save('anchors_map', payload)}")
+            print(f"wrote {save(args.name, payload)}")
 
 
 def main() -> None:
@@ -281,6 +281,8 @@ def main() -> None:
     mp.add_argument("--val", type=int, default=60)
     mp.add_argument("--burn-in", type=int, default=10, help="optim.burn_in (warm-up steps)")
     mp.add_argument("--sets", nargs="+", default=["bars", "synthetic"])
+    mp.add_argument("--anchors", nargs="+", default=["cfg", "auto"], help="cfg and/or auto")
+    mp.add_argument("--name", default="anchors_map", help="benchmarks/results/<name>.json")
     args = parser.parse_args()
     darknet_main(args) if args.command == "darknet" else map_main(args)
 
