@@ -21,7 +21,7 @@ LAYERS: list[set[str]] = [
     {"errors", "ops", "version"},
     {"models"},
     {"loss", "loss_darknet", "darknet"},
-    {"core"},
+    {"core", "anchors"},
     {"data", "evaluation", "export", "inference", "training"},
     {"serve", "cli"},
 ]

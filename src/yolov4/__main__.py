@@ -5,6 +5,7 @@
     python -m yolov4 export checkpoint=<run>/weights/best.pt
     python -m yolov4 predict ...                        # = yolov4-predict
     python -m yolov4 serve <run>/export                 # = yolov4-serve
+    python -m yolov4 anchors data=... model=...         # = yolov4-anchors = python -m yolov4.anchors
 
 Each command is the same Hydra app as its console script (configs from the package, so it runs
 from any directory); the arguments after the command are its overrides (``--help``,
@@ -25,6 +26,7 @@ COMMANDS = {
     "export": ("yolov4.cli.export", "hydra_main"),
     "predict": ("yolov4.cli.predict", "hydra_main"),
     "serve": ("yolov4.serve.__main__", "main"),
+    "anchors": ("yolov4.cli.anchors", "hydra_main"),
 }
 USAGE = f"usage: python -m yolov4 {{{','.join(COMMANDS)}}} [key=value ...]"
 

@@ -40,6 +40,7 @@ from yolov4.evaluation import METRICS_FILE, AnalysisConfig, EvaluationResult
 from yolov4.evaluation.reports import write_analysis
 from yolov4.evaluation.worst import val_image_files
 from yolov4.export.artifact import export_artifact
+from yolov4.training.anchors import anchors_at_start, run_overrides
 from yolov4.training.callbacks import BEST_WEIGHTS, LAST_WEIGHTS
 from yolov4.training.module import YoloModule
 from yolov4.training.noise import precision_note, quiet_lightning
@@ -65,10 +66,14 @@ def train(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> d
     # input sides, multi-scale ones included, are multiples of the network's largest stride
     datamodule = build(cfg, "data", augment=augment, size_multiple=model_stride(cfg))
     datamodule.prepare_data()
+    # model.anchors=auto fitted to data.train; the anchors checked against its boxes
+    model, _ = anchors_at_start(
+        model_config(cfg, datamodule.num_classes), datamodule, run_overrides(), cfg.seed
+    )
     module: YoloModule = build_partial(
         cfg,
         "module",
-        model=model_config(cfg, datamodule.num_classes),
+        model=model,
         optim=build(cfg, "optim"),
         class_names=datamodule.class_names,
         category_ids=datamodule.category_ids,

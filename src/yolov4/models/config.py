@@ -273,9 +273,15 @@ class ModelConfig:
         cfg = values.get("cfg")
         if "strides" not in values or (cfg is not None and "\n" not in str(cfg)):
             rest = {k: v for k, v in values.items() if k not in ("name", "cfg")}
-            if rest.get("num_classes", 0) is None:
-                del rest["num_classes"]  # null: the cfg's classes
+            for key in ("num_classes", "anchors", "masks"):
+                if key in rest and rest[key] is None:
+                    del rest[key]  # null: the cfg's classes, anchors, masks
             return cls.load(values.get("name"), cfg=cfg, **rest)
+        if values.get("anchors") == "auto":
+            raise ConfigError(
+                "model.anchors=auto is fitted to the training split by train.py at start-up; "
+                "elsewhere give the anchors (python -m yolov4.anchors fits them)"
+            )
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:

@@ -1,0 +1,95 @@
+"""Anchors at every training start: ``model.anchors=auto`` fitted to the training split, and a
+check of the anchors the run trains with against the training boxes (a warning with the command
+to run when they fit poorly).
+
+The fit is :func:`yolov4.anchors.fit_model_anchors` (darknet's ``calc_anchors`` k-means, best of
+several starts) on the box sizes after the run's own resize (``data.preprocess``); the fitted
+anchors and masks replace ``auto`` in the model config, so checkpoints and artifacts store them
+like any anchors. The same seed gives the same anchors (a resumed run refits the same ones).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from yolov4.anchors import AnchorQuality, anchor_quality, box_sizes, fit_model_anchors
+from yolov4.anchors.fit import POOR_AVG_IOU, POOR_IOU, POOR_SHARE
+from yolov4.models import ModelConfig
+
+__all__ = ["AUTO", "anchors_at_start", "anchors_command", "run_overrides"]
+
+log = logging.getLogger(__name__)
+
+AUTO = "auto"  # model.anchors=auto: fit them to the training split at start-up
+# override prefixes that change what the anchors command fits (the data and the network)
+COMMAND_KEYS = ("data", "model", "+data", "+model")
+
+
+def run_overrides() -> list[str]:
+    """The command line's overrides of the running Hydra app (none outside one)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
+def anchors_command(overrides: Sequence[str]) -> str:
+    """``python -m yolov4.anchors`` with the run's ``data``/``model`` overrides (not the
+    anchors and masks themselves)."""
+    keep = [
+        o
+        for o in overrides
+        if o.split("=")[0].split(".")[0] in COMMAND_KEYS
+        and o.split("=")[0] not in ("model.anchors", "model.masks")
+    ]
+    return " ".join(["python -m yolov4.anchors", *(f"'{o}'" if "[" in o else o for o in keep)])
+
+
+def anchors_at_start(
+    model: dict[str, Any], datamodule: Any, overrides: Sequence[str] = (), seed: int = 0
+) -> tuple[dict[str, Any], AnchorQuality | None]:
+    """The model config dict to train with (``anchors: auto`` replaced by anchors and masks
+    fitted to ``datamodule``'s training split) and the fit of its anchors to the training boxes
+    (logged; a warning when poor). ``None`` when the run has no training boxes to check."""
+    train = datamodule.split("train")
+    pre = datamodule.preprocess_config
+    wh = box_sizes(train.records if train is not None else [], pre.input_size, pre.mode)
+    model = dict(model)
+    if model.get("anchors") == AUTO:
+        network = ModelConfig.from_dict(
+            {k: v for k, v in model.items() if k not in ("anchors", "masks")}
+        )
+        report = fit_model_anchors(
+            wh, network, seed=seed, input_size=pre.input_size, resize_mode=pre.mode
+        )
+        model["anchors"], model["masks"] = report.anchors, report.masks
+        log.info(
+            "model.anchors=auto: %d anchors fitted to %d boxes of data.train at %s (%s): "
+            "avg IoU %.2f %% (the cfg's own: %.2f %%); anchors %s, masks %s",
+            len(report.anchors),
+            report.num_boxes,
+            "x".join(map(str, pre.input_size)),
+            pre.mode,
+            report.fitted.avg_iou,
+            report.current.avg_iou,
+            report.anchors,
+            report.masks,
+        )
+    if len(wh) == 0:
+        return model, None
+    anchors = ModelConfig.from_dict(model).anchors
+    quality = anchor_quality(wh, anchors)
+    if quality.poor:
+        log.warning(
+            "the anchors fit the training boxes poorly: %s (poor: over %.0f %% under %s, or avg "
+            "IoU under %.0f %%); fit them with `%s` or train with model.anchors=auto",
+            quality.line(),
+            100 * POOR_SHARE,
+            POOR_IOU,
+            POOR_AVG_IOU,
+            anchors_command(overrides),
+        )
+    else:
+        log.info("anchors against the %d training boxes: %s", len(wh), quality.line())
+    return model, quality

@@ -1,0 +1,83 @@
+"""Anchors at training start: ``model.anchors=auto`` fitted to the training split, the fit check
+and its warning with the command to run (through ``train.py``: tests/cli/test_train_anchors.py)."""
+
+from __future__ import annotations
+
+import logging
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from yolov4.anchors import box_sizes, fit_model_anchors
+from yolov4.core.preprocess import PreprocessConfig
+from yolov4.data.records import ImageRecord
+from yolov4.errors import DatasetError
+from yolov4.models import ModelConfig
+from yolov4.training.anchors import anchors_at_start, anchors_command
+
+TINY = {"name": "yolov4-tiny", "num_classes": 1, "input_size": [96, 96], "masks": None}
+
+
+def bars_datamodule(num: int, seed: int = 0, thin: bool = True):
+    """A stand-in DataModule: ``split('train')`` records of bars (or squares) in 96-px images."""
+    rng = np.random.default_rng(seed)
+    records = []
+    for i in range(num):
+        n = int(rng.integers(1, 4))
+        long_side = rng.uniform(30, 90, n)
+        short = long_side / rng.uniform(6, 12, n) if thin else long_side
+        xy = rng.uniform(0, 5, (n, 2))
+        boxes = np.stack([xy[:, 0], xy[:, 1], xy[:, 0] + long_side, xy[:, 1] + short], 1)
+        records.append(ImageRecord(i, f"{i}.jpg", 96, 96, boxes.astype(np.float32), np.zeros(n)))
+    data = SimpleNamespace(records=records)
+    return SimpleNamespace(
+        split=lambda name: data if name == "train" else None,
+        preprocess_config=PreprocessConfig(input_size=(96, 96), mode="letterbox"),
+    )
+
+
+def test_auto_fits_anchors_and_masks_to_the_training_boxes(caplog):
+    dm = bars_datamodule(40)
+    with caplog.at_level(logging.INFO, logger="yolov4.training.anchors"):
+        model, quality = anchors_at_start({**TINY, "anchors": "auto"}, dm, seed=3)
+    wh = box_sizes(dm.split("train").records, (96, 96), "letterbox")
+    expected = fit_model_anchors(wh, ModelConfig.load("yolov4-tiny"), seed=3, input_size=(96, 96))
+    assert model["anchors"] == expected.anchors and model["masks"] == [[0, 1, 2], [3, 4, 5]]
+    assert ModelConfig.from_dict(model).anchors == tuple(tuple(a) for a in expected.anchors)
+    assert not quality.poor and quality.avg_iou == expected.fitted.avg_iou
+    assert "model.anchors=auto: 6 anchors fitted to" in caplog.text
+    assert "fit them with" not in caplog.text
+
+
+def test_poor_anchors_warn_with_the_command_to_run(caplog):
+    overrides = ["data=yolo", "data.input_size=[96,96]", "trainer.max_epochs=3", "model.masks=x"]
+    with caplog.at_level(logging.INFO, logger="yolov4.training.anchors"):
+        model, quality = anchors_at_start({**TINY, "anchors": None}, bars_datamodule(30), overrides)
+    assert model["anchors"] is None  # the cfg's, untouched
+    assert quality.poor and quality.poor_share > 0.5
+    warning = next(r for r in caplog.records if r.levelno == logging.WARNING).getMessage()
+    assert "the anchors fit the training boxes poorly" in warning
+    assert "`python -m yolov4.anchors data=yolo 'data.input_size=[96,96]'`" in warning
+    assert "model.anchors=auto" in warning
+
+
+def test_good_anchors_log_their_fit_without_warning(caplog):
+    with caplog.at_level(logging.INFO, logger="yolov4.training.anchors"):
+        _, quality = anchors_at_start({**TINY, "anchors": None}, bars_datamodule(30, thin=False))
+    assert not quality.poor
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert "anchors against the" in caplog.text
+
+
+def test_auto_without_boxes_fails_naming_the_split():
+    empty = bars_datamodule(0)
+    with pytest.raises(DatasetError, match="data.train has no boxes"):
+        anchors_at_start({**TINY, "anchors": "auto"}, empty)
+    model, quality = anchors_at_start({**TINY, "anchors": None}, empty)
+    assert quality is None
+
+
+def test_anchors_command_keeps_data_and_model_overrides():
+    cmd = anchors_command(["model=yolov4", "model.anchors=auto", "data.train.images=/d", "seed=1"])
+    assert cmd == "python -m yolov4.anchors model=yolov4 data.train.images=/d"
