@@ -1,4 +1,4 @@
-"""darknet's calc_anchors (transcribed in tests/anchors/darknet_calc_anchors.py) against the
+"""darknet's calc_anchors (transcribed in tests/oracles/darknet_calc_anchors.py) against the
 vectorised k-means, figure, fit, masks and box sizes of ``yolov4.anchors``."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.anchors import darknet_calc_anchors as dk
+from tests.oracles import darknet_calc_anchors as dk
 from yolov4.anchors import (
     anchor_quality,
     avg_best_iou,
