@@ -42,9 +42,11 @@ from yolov4.export.artifact import export_artifact
 from yolov4.training.callbacks import BEST_WEIGHTS, LAST_WEIGHTS, METRICS_FILE, write_json
 from yolov4.training.module import YoloModule
 from yolov4.training.noise import precision_note, quiet_lightning
+from yolov4.training.requeue import requeue_checkpoint
 from yolov4.training.resume import check_resume_fits, read_resume_checkpoint
+from yolov4.training.sweep import BestMetric, objective
 
-__all__ = ["train", "hydra_main"]
+__all__ = ["train", "run_objective", "hydra_main"]
 
 log = logging.getLogger(__name__)
 
@@ -52,13 +54,16 @@ log = logging.getLogger(__name__)
 def train(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> dict[str, Any]:
     """Fit and validate; returns the final metrics (also written to ``metrics.json``).
     ``extra_callbacks`` are added to those of ``cfg.callbacks`` (programmatic use)."""
-    quiet_lightning(resuming=cfg.ckpt_path is not None)
+    ckpt = cfg.ckpt_path if cfg.ckpt_path is not None else requeue_checkpoint(cfg.get("callbacks"))
+    quiet_lightning(resuming=ckpt is not None)
     for line in resume_cli.RESUME_LOG:
         log.info("%s", line)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     check_analysis(cfg.get("analysis"))  # the reports written at the end: fail now, not then
     # resume: a local Lightning checkpoint, read without running pickled code, before any work
-    resume = read_resume_checkpoint(cfg.ckpt_path) if cfg.ckpt_path is not None else None
+    if ckpt is not None and cfg.ckpt_path is None:
+        log.info("resume of the requeued run from %s", ckpt)
+    resume = read_resume_checkpoint(ckpt) if ckpt is not None else None
     augment = build(cfg, "augment")
     # input sides, multi-scale ones included, are multiples of the network's largest stride
     datamodule = build(cfg, "data", augment=augment, size_multiple=model_stride(cfg))
@@ -161,7 +166,17 @@ def final_evaluation(
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="train")
 def _app(cfg: DictConfig) -> float:
-    return float(train(cfg)["mAP"] or 0.0)
+    return run_objective(cfg)
+
+
+def run_objective(cfg: DictConfig) -> float:
+    """:func:`train`, returning the value a sweep optimizes (Hydra hands it to the sweeper): the
+    best per-epoch value of ``cfg.objective`` (``val/mAP50``), see
+    :func:`yolov4.training.sweep.objective`."""
+    best = BestMetric(cfg.get("objective") or "val/mAP50")
+    value = objective(train(cfg, extra_callbacks=[best]), best)
+    log.info("objective %s: %.6g", best.monitor, value)
+    return value
 
 
 def hydra_main() -> Any:
