@@ -42,9 +42,10 @@ from yolov4.export.artifact import export_artifact
 from yolov4.training.callbacks import BEST_WEIGHTS, LAST_WEIGHTS, METRICS_FILE, write_json
 from yolov4.training.module import YoloModule
 from yolov4.training.noise import precision_note, quiet_lightning
-from yolov4.training.requeue import requeue_checkpoint
+from yolov4.training.requeue import launcher_topology, requeue_checkpoint
 from yolov4.training.resume import check_resume_fits, read_resume_checkpoint
 from yolov4.training.sweep import BestMetric, objective
+from yolov4.training.tracking import log_config, log_reports
 
 __all__ = ["train", "run_objective", "hydra_main"]
 
@@ -86,8 +87,16 @@ def train(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> d
     callbacks = [*build_all(cfg, "callbacks"), *(extra_callbacks or [])]
     if not loggers:  # logger=none: nothing to monitor the lr into (Lightning would refuse)
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
-    trainer: L.Trainer = build(cfg, "trainer", callbacks=callbacks, logger=loggers or False)
+    # under the submitit launcher a job's processes are its tasks: trainer.num_nodes/devices
+    topology = launcher_topology()
+    if topology:
+        log.info("submitit launcher: %s", topology)
+    trainer: L.Trainer = build(
+        cfg, "trainer", callbacks=callbacks, logger=loggers or False, **topology
+    )
     log_what_runs(cfg, trainer, module, datamodule)
+    if trainer.is_global_zero:
+        log_config(trainer.loggers, to_builtin(cfg))
     # weights_only=True explicitly (Lightning >= 2.6): torch lets TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD
     # override only an unset weights_only; older Lightning rely on the check above
     safe = {"weights_only": True} if "weights_only" in signature(trainer.fit).parameters else {}
@@ -114,6 +123,7 @@ def train(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> d
             f"{EXPORT_DIR}/" if cfg.get("export") else "the file",
             result.summary,
         )
+        log_reports(trainer.loggers, out, metrics)
         log.info("run directory: %s", out)
     return metrics
 

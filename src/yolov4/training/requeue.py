@@ -34,7 +34,7 @@ from typing import Any
 import lightning as L
 from torch.utils.data import DataLoader
 
-__all__ = ["Requeue", "Requeued", "requeue_checkpoint", "REQUEUE_FILE"]
+__all__ = ["Requeue", "Requeued", "requeue_checkpoint", "launcher_topology", "REQUEUE_FILE"]
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,19 @@ def requeue_checkpoint(callbacks_cfg: Any) -> Path | None:
             if path.is_file():
                 return path
     return None
+
+
+def launcher_topology() -> dict[str, int]:
+    """``{"num_nodes", "devices"}`` of the job under Hydra's submitit launcher (its ``nodes`` and
+    ``tasks_per_node``: one process per task), ``{}`` under any other launcher."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return {}
+    launcher = HydraConfig.get().get("launcher") or {}
+    if "submitit" not in str(launcher.get("_target_", "")):
+        return {}
+    return {"num_nodes": int(launcher.nodes), "devices": int(launcher.tasks_per_node)}
 
 
 class _SkippingLoader(DataLoader):
