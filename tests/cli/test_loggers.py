@@ -25,6 +25,7 @@ def test_mlflow_and_wandb_hold_the_config_metrics_and_reports(
     overrides = [
         *tiny_run,
         "trainer.max_epochs=2",
+        "trainer.log_every_n_steps=1",
         "logger=[tensorboard,mlflow,wandb]",
         f"logger.mlflow.tracking_uri={store}",
         "logger.mlflow.run_name=tiny",

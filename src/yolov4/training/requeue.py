@@ -14,7 +14,7 @@ The checkpoint is taken mid-epoch, where Lightning restarts the epoch's DataLoad
 batch. The callback makes the train loader skip the batches the saved state has already trained
 on (they are loaded and dropped, so the epoch's shuffle and augmentation random streams advance
 exactly as in an uninterrupted run): without persistent workers the resumed run is bit-equal to
-one that was never stopped. A fit that ends normally deletes ``requeue.ckpt``.
+an uninterrupted one. A fit that ends normally deletes ``requeue.ckpt``.
 
 Lightning's own SLURM auto-requeue (``SLURMEnvironment``) saves ``hpc_ckpt_N.ckpt`` from inside
 the signal handler and reloads it with Lightning's loader; this callback replaces those handlers
@@ -137,7 +137,7 @@ class Requeue(L.Callback):
         return n
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: Any, checkpoint: dict) -> None:
-        if self.received is not None:  # requeue.ckpt: how far into its epoch it was taken
+        if self.received is not None:  # requeue.ckpt: how far into its epoch it is
             done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
             checkpoint[STATE_KEY] = {"batches": int(done)}
 
