@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from tests.cli.wandb_offline import summary_and_config
 from yolov4.cli.train import train
 from yolov4.training.tracking import flatten
 
@@ -55,9 +56,10 @@ def test_mlflow_and_wandb_hold_the_config_metrics_and_reports(
     assert "config.yaml" in {a.path for a in client.list_artifacts(found.info.run_id)}
 
     (offline,) = (run / "wandb").glob("offline-run-*")
-    summary = json.loads((offline / "files/wandb-summary.json").read_text())
+    (log,) = offline.glob("run-*.wandb")  # the offline run's records: summary, history, config
+    summary, config = summary_and_config(log)
     assert summary["final/mAP50"] == pytest.approx(metrics["mAP50"])
     assert summary["final/mAP"] == pytest.approx(metrics["mAP"])
     assert "val/mAP50" in summary and "train/loss" in summary
-    assert (offline / "files/metrics.json").is_file()
-    assert "optim" in (offline / "files/config.yaml").read_text()
+    assert config["optim"]["lr"] == pytest.approx(cfg.optim.lr)
+    assert (offline / "files/metrics.json").is_file() and (offline / "files/pr_f1.png").is_file()
