@@ -45,9 +45,12 @@ from yolov4.training.callbacks import BEST_WEIGHTS, LAST_WEIGHTS
 from yolov4.training.module import YoloModule
 from yolov4.training.noise import precision_note, quiet_lightning
 from yolov4.training.precision import AUTO, resolve_precision
+from yolov4.training.requeue import launcher_topology, requeue_checkpoint
 from yolov4.training.resume import check_resume_fits, read_resume_checkpoint
+from yolov4.training.sweep import BestMetric, objective
+from yolov4.training.tracking import log_config, log_reports
 
-__all__ = ["train", "hydra_main"]
+__all__ = ["train", "run_objective", "hydra_main"]
 
 log = logging.getLogger(__name__)
 
@@ -55,13 +58,16 @@ log = logging.getLogger(__name__)
 def train(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> dict[str, Any]:
     """Fit and validate; returns the final metrics (also written to ``metrics.json``).
     ``extra_callbacks`` are added to those of ``cfg.callbacks`` (programmatic use)."""
-    quiet_lightning(resuming=cfg.ckpt_path is not None)
+    ckpt = cfg.ckpt_path if cfg.ckpt_path is not None else requeue_checkpoint(cfg.get("callbacks"))
+    quiet_lightning(resuming=ckpt is not None)
     for line in resume_cli.RESUME_LOG:
         log.info("%s", line)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     analysis = AnalysisConfig.from_config(cfg.get("analysis"))  # reports at the end: fail now
     # resume: a local Lightning checkpoint, read without running pickled code, before any work
-    resume = read_resume_checkpoint(cfg.ckpt_path) if cfg.ckpt_path is not None else None
+    if ckpt is not None and cfg.ckpt_path is None:
+        log.info("resume of the requeued run from %s", ckpt)
+    resume = read_resume_checkpoint(ckpt) if ckpt is not None else None
     augment = build(cfg, "augment")
     # input sides, multi-scale ones included, are multiples of the network's largest stride
     datamodule = build(cfg, "data", augment=augment, size_multiple=model_stride(cfg))
@@ -89,10 +95,21 @@ def train(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> d
     if not loggers:  # logger=none: nothing to monitor the lr into (Lightning would refuse)
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     precision = resolve_precision(cfg.trainer.get("precision"), cfg.trainer.get("accelerator"))
+    # under the submitit launcher a job's processes are its tasks: trainer.num_nodes/devices
+    topology = launcher_topology()
+    if topology:
+        log.info("submitit launcher: %s", topology)
     trainer: L.Trainer = build(
-        cfg, "trainer", callbacks=callbacks, logger=loggers or False, precision=precision
+        cfg,
+        "trainer",
+        callbacks=callbacks,
+        logger=loggers or False,
+        precision=precision,
+        **topology,
     )
     log_what_runs(cfg, trainer, module, datamodule)
+    if trainer.is_global_zero:
+        log_config(trainer.loggers, to_builtin(cfg))
     # weights_only=True explicitly (Lightning >= 2.6): torch lets TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD
     # override only an unset weights_only; older Lightning rely on the check above
     safe = {"weights_only": True} if "weights_only" in signature(trainer.fit).parameters else {}
@@ -117,6 +134,7 @@ def train(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> d
             f"{EXPORT_DIR}/" if cfg.get("export") else "the file",
             result.summary,
         )
+        log_reports(trainer.loggers, out, metrics)
         log.info("run directory: %s", out)
     return metrics
 
@@ -168,7 +186,17 @@ def final_evaluation(
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="train")
 def _app(cfg: DictConfig) -> float:
-    return float(train(cfg)["mAP"] or 0.0)
+    return run_objective(cfg)
+
+
+def run_objective(cfg: DictConfig) -> float:
+    """:func:`train`, returning the value a sweep optimizes (Hydra hands it to the sweeper): the
+    best per-epoch value of ``cfg.objective`` (``val/mAP50``), see
+    :func:`yolov4.training.sweep.objective`."""
+    best = BestMetric(cfg.get("objective") or "val/mAP50")
+    value = objective(train(cfg, extra_callbacks=[best]), best)
+    log.info("objective %s: %.6g", best.monitor, value)
+    return value
 
 
 def hydra_main() -> Any:

@@ -1,0 +1,212 @@
+"""Preemption and wall-time limits: on SIGUSR1 or SIGTERM save the training state and requeue.
+
+SLURM sends a signal some time before a job's limit (``--signal=USR1@120``; the ``slurm``
+launcher preset asks for it) and SIGTERM when it preempts a job. :class:`Requeue` turns either
+into: finish the current optimizer step, save the whole Lightning state to
+``checkpoints/requeue.ckpt`` (every rank takes part, rank 0 writes), ask SLURM to requeue the job
+(``scontrol requeue $SLURM_JOB_ID`` when the process runs under SLURM), and exit with
+:class:`Requeued`. The requeued job is the same command in the same run directory: ``train``
+finds ``requeue.ckpt`` (:func:`requeue_checkpoint`) and resumes from it through the safe resume
+path (:mod:`yolov4.training.resume`: read with ``weights_only=True``, network and classes
+checked).
+
+The checkpoint is taken mid-epoch, where Lightning restarts the epoch's DataLoader from its first
+batch. The callback makes the train loader skip the batches the saved state has already trained
+on (they are loaded and dropped, so the epoch's shuffle and augmentation random streams advance
+exactly as in an uninterrupted run): without persistent workers the resumed run is bit-equal to
+an uninterrupted one. A fit that ends normally deletes ``requeue.ckpt``.
+
+Lightning's own SLURM auto-requeue (``SLURMEnvironment``) saves ``hpc_ckpt_N.ckpt`` from inside
+the signal handler and reloads it with Lightning's loader; this callback replaces those handlers
+while training runs, so there is one checkpoint and one resume path.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import threading
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from torch.utils.data import DataLoader
+
+__all__ = ["Requeue", "Requeued", "requeue_checkpoint", "launcher_topology", "REQUEUE_FILE"]
+
+log = logging.getLogger(__name__)
+
+REQUEUE_FILE = "requeue.ckpt"
+STATE_KEY = "yolov4_requeue"  # in requeue.ckpt: batches of its epoch already trained on
+
+
+class Requeued(SystemExit):
+    """The run stopped on a signal after saving ``requeue.ckpt`` (exit status 128 + signal)."""
+
+
+def requeue_checkpoint(callbacks_cfg: Any) -> Path | None:
+    """``<dirpath>/requeue.ckpt`` of the ``Requeue`` callback in a ``callbacks`` config when that
+    file exists (a requeued or restarted job), else ``None``."""
+    for node in (callbacks_cfg or {}).values():
+        if node is not None and str(node.get("_target_", "")).endswith("requeue.Requeue"):
+            path = Path(str(node["dirpath"])) / REQUEUE_FILE
+            if path.is_file():
+                return path
+    return None
+
+
+def launcher_topology() -> dict[str, int]:
+    """``{"num_nodes", "devices"}`` of the job under Hydra's submitit launcher (its ``nodes`` and
+    ``tasks_per_node``: one process per task), ``{}`` under any other launcher."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return {}
+    launcher = HydraConfig.get().get("launcher") or {}
+    if "submitit" not in str(launcher.get("_target_", "")):
+        return {}
+    return {"num_nodes": int(launcher.nodes), "devices": int(launcher.tasks_per_node)}
+
+
+class _SkippingLoader(DataLoader):
+    """A DataLoader whose next iterator first drops ``_requeue_skip`` batches (set on resume)."""
+
+    def __iter__(self):  # type: ignore[override]
+        it = super().__iter__()
+        skip = getattr(type(self), "_owner", None)
+        n = skip.take_skip() if skip is not None else 0
+        return _Skip(it, n) if n else it
+
+
+class _Skip:
+    """An iterator that drops its first ``n`` items lazily (at the first ``next``)."""
+
+    def __init__(self, it: Any, n: int) -> None:
+        self.it, self.n = it, n
+
+    def __iter__(self) -> _Skip:
+        return self
+
+    def __next__(self) -> Any:
+        while self.n:
+            self.n -= 1
+            next(self.it)
+        return next(self.it)
+
+    def __len__(self) -> int:
+        return len(self.it)
+
+
+class Requeue(L.Callback):
+    """Save ``<dirpath>/requeue.ckpt`` and requeue on ``signals`` (names, e.g. ``SIGUSR1``).
+
+    Args:
+        dirpath: where ``requeue.ckpt`` goes (the run's ``checkpoints/``).
+        signals: the signals that stop the run this way.
+        requeue: run ``scontrol requeue`` when ``SLURM_JOB_ID`` is set (false: save and exit).
+    """
+
+    def __init__(
+        self,
+        dirpath: str,
+        signals: tuple[str, ...] | list[str] = ("SIGUSR1", "SIGTERM"),
+        requeue: bool = True,
+    ) -> None:
+        self.dirpath = Path(dirpath)
+        try:
+            self.signals = [signal.Signals[s] for s in signals]
+        except KeyError as e:
+            from yolov4.errors import ConfigError
+
+            raise ConfigError(
+                f"callbacks.requeue.signals: unknown signal {e.args[0]!r} (expected names such "
+                f"as SIGUSR1, SIGUSR2, SIGTERM)"
+            ) from None
+        self.requeue = requeue
+        self.received: int | None = None
+        self._previous: dict[int, Any] = {}
+        self._skip = 0
+        # one subclass per callback: Lightning re-creates a loader from its class (DDP samplers)
+        self._loader_cls = type("RequeueLoader", (_SkippingLoader,), {"_owner": self})
+
+    # --- resume: the batches of the interrupted epoch already trained on ---
+    def take_skip(self) -> int:
+        n, self._skip = self._skip, 0
+        return n
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: Any, checkpoint: dict) -> None:
+        if self.received is not None:  # requeue.ckpt: how far into its epoch it is
+            done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+            checkpoint[STATE_KEY] = {"batches": int(done)}
+
+    def on_load_checkpoint(self, trainer: L.Trainer, pl_module: Any, checkpoint: dict) -> None:
+        self._skip = int(checkpoint.get(STATE_KEY, {}).get("batches", 0))
+        if self._skip:
+            log.info("resuming mid-epoch: skipping the %d batches already trained on", self._skip)
+
+    def setup(self, trainer: L.Trainer, pl_module: Any, stage: str) -> None:
+        dm = trainer.datamodule
+        if stage != "fit" or dm is None or getattr(dm, "_requeue_wrapped", False):
+            return
+        make = dm.train_dataloader
+        cls = self._loader_cls
+
+        def train_dataloader() -> Any:
+            loader = make()
+            if type(loader) is DataLoader:
+                loader.__class__ = cls
+            return loader
+
+        dm.train_dataloader = train_dataloader
+        dm._requeue_wrapped = True
+
+    # --- the signals ---
+    def _handler(self, signum: int, frame: Any) -> None:
+        self.received = signum
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: Any) -> None:
+        self.received = None
+        if threading.current_thread() is not threading.main_thread():
+            return  # signal handlers can only be set in the main thread
+        for s in self.signals:
+            self._previous[s] = signal.signal(s, self._handler)
+
+    def _restore(self) -> None:
+        for s, h in self._previous.items():
+            signal.signal(s, h)
+        self._previous.clear()
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        received = self.received is not None
+        if trainer.world_size > 1:
+            received = trainer.strategy.reduce_boolean_decision(received, all=False)
+        if not received:
+            return
+        self.received = self.received or signal.SIGUSR1  # a rank that did not get it itself
+        path = self.dirpath / REQUEUE_FILE
+        trainer.save_checkpoint(path)
+        signum = self.received
+        name = signal.Signals(signum).name
+        log.warning("%s at step %d: saved %s", name, trainer.global_step, path)
+        job = os.environ.get("SLURM_ARRAY_JOB_ID")
+        job = (
+            f"{job}_{os.environ['SLURM_ARRAY_TASK_ID']}" if job else os.environ.get("SLURM_JOB_ID")
+        )
+        if self.requeue and job and trainer.is_global_zero:
+            done = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
+            if done.returncode == 0:
+                log.warning("requeued SLURM job %s", job)
+            else:
+                log.error("scontrol requeue %s failed: %s", job, done.stderr.strip())
+        self._restore()
+        raise Requeued(128 + int(signum))
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: Any) -> None:
+        self._restore()
+        if trainer.is_global_zero:
+            (self.dirpath / REQUEUE_FILE).unlink(missing_ok=True)
+
+    def teardown(self, trainer: L.Trainer, pl_module: Any, stage: str) -> None:
+        self._restore()

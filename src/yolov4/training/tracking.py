@@ -1,0 +1,105 @@
+"""Experiment trackers (``logger=mlflow``, ``logger=wandb``, or several: ``logger=[tensorboard,mlflow]``).
+
+Lightning sends every logger the same metrics (``train/*``, ``val/*``, ``lr-*``). On top of
+that, :func:`log_config` records the run's composed config (flattened as parameters, and whole
+as ``config.yaml``), and :func:`log_reports` the run directory's reports once the final
+evaluation has written them (``metrics.json``, ``confusion_matrix``, ``pr_f1``,
+``darknet_map``, ``errors``, ``worst_images``: their ``.json`` and ``.png``) as artifacts, and
+the final metrics as ``final/<name>``. Loggers of other kinds are left to Lightning.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["mlflow_logger", "log_config", "log_reports", "REPORTS", "flatten"]
+
+log = logging.getLogger(__name__)
+
+REPORTS = (
+    "metrics.json",
+    "confusion_matrix.json",
+    "confusion_matrix.png",
+    "pr_f1.json",
+    "pr_f1.png",
+    "darknet_map.json",
+    "errors.json",
+    "errors.png",
+    "worst_images.json",
+    "worst_images.png",
+)
+
+
+def mlflow_logger(tracking_uri: str | None = None, **kwargs: Any) -> Any:
+    """Lightning's ``MLFlowLogger``; a local file store (``file:...``) is allowed explicitly
+    (MLflow 3 refuses one unless ``MLFLOW_ALLOW_FILE_STORE=true``: its database store needs
+    SQLAlchemy 2, which the Optuna 2 sweeper's storage cannot use)."""
+    import os
+
+    from lightning.pytorch.loggers import MLFlowLogger
+
+    if tracking_uri is None or tracking_uri.startswith("file:") or "://" not in tracking_uri:
+        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+    return MLFlowLogger(tracking_uri=tracking_uri, **kwargs)
+
+
+def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"a.b.c": value}`` of a nested config (lists kept as values)."""
+    if isinstance(node, Mapping) and node:
+        out: dict[str, Any] = {}
+        for k, v in node.items():
+            out.update(flatten(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: node}
+
+
+def _kind(logger: Any) -> str | None:
+    name = type(logger).__name__
+    return {"MLFlowLogger": "mlflow", "WandbLogger": "wandb"}.get(name)
+
+
+def log_config(loggers: Sequence[Any], config: Mapping[str, Any]) -> None:
+    """The composed config (a resolved plain dict) on every MLflow / W&B logger."""
+    import yaml
+
+    for logger in loggers:
+        kind = _kind(logger)
+        if kind == "mlflow":
+            logger.log_hyperparams({k: str(v) for k, v in flatten(config).items()})
+            logger.experiment.log_text(logger.run_id, yaml.safe_dump(dict(config)), "config.yaml")
+        elif kind == "wandb":
+            logger.experiment.config.update(dict(config), allow_val_change=True)
+
+
+def _numbers(metrics: Mapping[str, Any]) -> dict[str, float]:
+    return {
+        f"final/{k}": float(v)
+        for k, v in metrics.items()
+        if isinstance(v, (int, float)) and not isinstance(v, bool)
+    }
+
+
+def log_reports(loggers: Sequence[Any], run_dir: Path, metrics: Mapping[str, Any]) -> None:
+    """The reports of ``run_dir`` as artifacts and ``metrics`` (the final evaluation) as
+    ``final/*`` on every MLflow / W&B logger; the W&B run is finished (its summary written)."""
+    files = [run_dir / name for name in REPORTS if (run_dir / name).is_file()]
+    final = _numbers(metrics)
+    for logger in loggers:
+        kind = _kind(logger)
+        if kind == "mlflow":
+            client, run_id = logger.experiment, logger.run_id
+            for name, value in final.items():
+                client.log_metric(run_id, name, value)
+            for path in files:
+                client.log_artifact(run_id, str(path), artifact_path="reports")
+            log.info("mlflow run %s: %d reports logged", run_id, len(files))
+        elif kind == "wandb":
+            run = logger.experiment
+            run.summary.update(final)
+            for path in files:
+                run.save(str(path), base_path=str(run_dir), policy="now")
+            log.info("wandb run %s: %d reports saved", run.id, len(files))
+            run.finish()

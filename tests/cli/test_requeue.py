@@ -1,0 +1,79 @@
+"""A run stopped by SIGUSR1 (SLURM's warning before the time limit) saves requeue.ckpt, asks
+SLURM to requeue it, and the same command in the same run directory resumes from it and ends
+with the same training state as a run never stopped, bit for bit on CPU."""
+
+from __future__ import annotations
+
+import os
+import signal
+import stat
+
+import lightning as L
+import pytest
+import torch
+
+from tests.cli.test_ddp_resume import assert_same_training_state
+from yolov4.cli.train import train
+from yolov4.training.requeue import REQUEUE_FILE, Requeued
+
+pytestmark = pytest.mark.slow
+
+
+class SignalAt(L.Callback):
+    """Stands in for SLURM: sends the process ``signum`` at the end of step ``step``."""
+
+    def __init__(self, step: int, signum: int = signal.SIGUSR1) -> None:
+        self.step, self.signum = step, signum
+
+    def on_train_batch_end(self, trainer, *args) -> None:
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), self.signum)
+
+
+@pytest.fixture
+def fake_slurm(tmp_path, monkeypatch):
+    """``scontrol`` on PATH recording its arguments; the job id SLURM would set."""
+    bin_dir, calls = tmp_path / "bin", tmp_path / "scontrol.calls"
+    bin_dir.mkdir()
+    script = bin_dir / "scontrol"
+    script.write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    monkeypatch.delenv("SLURM_ARRAY_JOB_ID", raising=False)
+    return calls
+
+
+def test_sigusr1_checkpoints_requeues_and_the_resubmitted_job_ends_bit_equal(
+    compose_cfg, tiny_run, tmp_path, fake_slurm
+):
+    overrides = [*tiny_run, "trainer.max_epochs=2", "trainer.limit_train_batches=null"]
+    full = compose_cfg("train", overrides, tmp_path / "full")  # 4 steps per epoch
+    train(full)
+    uninterrupted = torch.load(tmp_path / "full/checkpoints/last.ckpt", weights_only=True)
+    assert not (tmp_path / "full/checkpoints" / REQUEUE_FILE).exists()
+
+    job = compose_cfg("train", overrides, tmp_path / "job")
+    with pytest.raises(Requeued) as stopped:
+        train(job, extra_callbacks=[SignalAt(step=5)])  # seen after step 6, mid-epoch 1
+    assert stopped.value.code == 128 + signal.SIGUSR1
+    assert fake_slurm.read_text().split() == ["requeue", "4242"]
+    saved = torch.load(tmp_path / "job/checkpoints" / REQUEUE_FILE, weights_only=True)
+    assert saved["global_step"] == 6  # last.ckpt is from step 4
+    assert signal.getsignal(signal.SIGUSR1) is signal.SIG_DFL  # the handlers are given back
+
+    # SLURM runs the same job again: same config, same run directory, no ckpt_path
+    train(compose_cfg("train", overrides, tmp_path / "job"))
+    final = torch.load(tmp_path / "job/checkpoints/last.ckpt", weights_only=True)
+    assert final["global_step"] == uninterrupted["global_step"] == 8
+    assert final["epoch"] == uninterrupted["epoch"]
+    assert_same_training_state(final, uninterrupted)
+    assert not (tmp_path / "job/checkpoints" / REQUEUE_FILE).exists()  # a finished run
+
+
+def test_unknown_signal_name_is_a_config_error(tmp_path):
+    from yolov4.errors import ConfigError
+    from yolov4.training.requeue import Requeue
+
+    with pytest.raises(ConfigError, match="SIGFOO"):
+        Requeue(str(tmp_path), signals=["SIGFOO"])
