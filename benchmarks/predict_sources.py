@@ -7,7 +7,7 @@ On a generated video (moving shapes, mp4v, ``--frames`` frames of ``--width`` x 
 yolov4-tiny (80 classes) at ``--size`` with random weights (head biases spread, so postprocess has
 boxes to sort), written as a darknet ``.cfg`` + ``.weights`` and as a project checkpoint (stretch
 resize, as the cfg's ``letter_box=0``) — or, with ``--checkpoint``, a trained detector (its input
-size and resize; detection counts as in real use), in one run:
+size unless ``--size`` is given, and its resize; detection counts as in real use), in one run:
 
 a. ``model_only``: the Predictor's backend (PyTorch) on ready preprocessed tensors, batch
    ``--batch`` and 1 (the first :data:`B1_FRAMES` frames);
@@ -245,17 +245,22 @@ def interleaved(
             "boxes_per_frame": runs[-1]["boxes_per_frame"]}  # fmt: skip
 
 
-def build(tmp: Path, size: int, checkpoint: Path | None) -> tuple[Path, Path, Path, str]:
+def build(tmp: Path, size: int | None, checkpoint: Path | None) -> tuple[Path, Path, Path, str]:
     """The model as darknet cfg + weights and as a project checkpoint, and its description:
-    ``checkpoint``'s (a trained detector), else yolov4-tiny with random weights."""
+    ``checkpoint``'s (a trained detector; at ``size`` when given, else its own), else
+    yolov4-tiny with random weights at ``size`` (default 416)."""
     if checkpoint is not None:
         loaded = load_checkpoint(checkpoint)
         model, ckpt = loaded.model.eval(), checkpoint
         pre = loaded.preprocess_dict()
+        if size is not None and [size, size] != list(pre["input_size"]):
+            pre["input_size"] = [size, size]
+            ckpt = save_checkpoint(tmp / checkpoint.name, model, loaded.class_names, pre)
         size = int(pre["input_size"][0])
         about = (f"{checkpoint.name}: {model.config.name}, {model.config.num_classes} classes, "
                  f"{pre['input_size']}, {pre['mode']} resize (OpenCV DNN: stretch)")  # fmt: skip
     else:
+        size = size or 416
         torch.manual_seed(0)
         model = spread_head_biases(build_model("yolov4-tiny").eval())
         names = [f"class{i}" for i in range(model.config.num_classes)]
@@ -276,7 +281,8 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=200)
     parser.add_argument("--width", type=int, default=640)
     parser.add_argument("--height", type=int, default=480)
-    parser.add_argument("--size", type=int, default=416)
+    parser.add_argument("--size", type=int, default=None,
+                        help="network input side (default: 416, or the checkpoint's)")  # fmt: skip
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--skip-ultralytics", action="store_true")
@@ -284,7 +290,7 @@ def main() -> None:
                         help="interleaved model-alone / command rounds for the target")  # fmt: skip
     parser.add_argument("--checkpoint", type=Path, default=None,
                         help="a trained checkpoint (realistic detection counts) instead of "
-                        "random weights; its input size replaces --size")  # fmt: skip
+                        "random weights")  # fmt: skip
     parser.add_argument("--name", default="predict_sources")
     args = parser.parse_args()
 
