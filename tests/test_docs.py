@@ -53,7 +53,7 @@ def test_configuration_reference_lists_every_option_and_key():
     # every leaf key of an option file appears under its group, with its default
     module = yaml.safe_load((CONFIGS / "module" / "default.yaml").read_text())
     assert f"| `module.ema_decay` | `{module['ema_decay']}` |" in text
-    assert "| `module.eval.conf` |" in text
+    assert "| `module.val_postprocess.conf` |" in text
     # the comment beside a key is its description
     assert "EMA of the weights (null: off)" in text
     # instantiation keys are not settings

@@ -210,6 +210,8 @@ def test_the_wheels_cover_every_import_the_gpu_run_needs():
     assert not wheels & machine
     optional = {"faster_coco_eval", "openvino", "nncf", "fastapi", "starlette", "uvicorn", "h11"}
     optional |= {"trackers", "supervision", "motmetrics"}  # the `track` extra: predict.py track=
+    # the `triton` (config check at export) and `sweep` (Optuna pruning) extras, imported lazily
+    optional |= {"tritonclient", "google", "optuna"}
     modules = set()
     for path in (ROOT / "src" / "yolov4").rglob("*.py"):
         if "serve" in path.parts:

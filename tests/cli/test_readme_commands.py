@@ -53,6 +53,8 @@ SHOWN_NOT_RUN = {
     "wandb": "Weights & Biases' own CLI",
     "optuna-dashboard": "Optuna's own dashboard",
     "cd": "shell navigation",
+    "grep": "a shell tool (reading the CPU's flags from /proc/cpuinfo)",
+    "sort": "a shell tool (the end of a pipe)",
     "export": "shell variable (an environment setting shown for the next command)",
     "mkdocs": "the documentation builder (tests/test_docs.py runs `mkdocs build --strict`)",
 }
@@ -134,7 +136,10 @@ def compose_app(name: str, words: list[str], tmp_path) -> None:
 
 
 def check_python(words: list[str], tmp_path) -> None:
-    """``python ...``: an app script, ``-m <module>``, ``-c <code>`` or a benchmark script."""
+    """``python ...``: an app script, ``-m <module>``, ``-c <code>`` or a benchmark script
+    (after the interpreter's own ``-W <filter>`` / ``-X <option>``)."""
+    while words[1] in ("-W", "-X"):
+        words = [words[0], *words[3:]]
     if words[1] == "-c":
         compile(words[2], "<docs python -c>", "exec")
         return
@@ -154,8 +159,10 @@ def check_python(words: list[str], tmp_path) -> None:
 
 def check_module(module: str, args: list[str], tmp_path) -> None:
     if module == "yolov4":
-        assert args and args[0] in (*APPS, "serve"), f"python -m yolov4 {args[:1]}"
+        assert args and args[0] in (*APPS, "serve", "anchors"), f"python -m yolov4 {args[:1]}"
         check_words([f"yolov4-{args[0]}", *args[1:]], tmp_path)
+    elif module == "yolov4.anchors":
+        compose_app("anchors", args, tmp_path)
     elif module.startswith("yolov4.cli."):
         compose_app(module.rsplit(".", 1)[1], args, tmp_path)
     elif module == "yolov4.models":
@@ -200,7 +207,7 @@ def check_words(words: list[str], tmp_path) -> None:
         check_words(strip_launcher(words), tmp_path)
     elif first in ("python", "python3"):
         check_python(words, tmp_path)
-    elif first.startswith("yolov4-") and first[7:] in APPS:
+    elif first.startswith("yolov4-") and first[7:] in (*APPS, "anchors"):
         compose_app(first[7:], words[1:], tmp_path)
     elif first == "yolov4-check-data":
         compose_app("train", [w for w in words[1:] if not w.startswith("--")], tmp_path)
@@ -208,6 +215,11 @@ def check_words(words: list[str], tmp_path) -> None:
         from yolov4.serve.__main__ import parse_args
 
         args = [w for w in words[1:] if not w.startswith("[")]
+        if "--help" in args:  # prints the options and exits 0
+            with pytest.raises(SystemExit) as done:
+                parse_args(args)
+            assert done.value.code == 0
+            return
         parse_args(args if args else ["run/export"])
     elif first == "pip":
         check_pip(words[1:])

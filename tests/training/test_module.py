@@ -241,10 +241,11 @@ def test_module_config_mirrors_the_constructor():
     node = yaml.safe_load((configs / "module" / "default.yaml").read_text())
     assert node["_target_"] == "yolov4.training.module.YoloModule" and node["_partial_"] is True
     params = inspect.signature(YoloModule).parameters
-    runtime = {"model", "optim", "class_names", "category_ids", "preprocess", "data"}
+    # ``renamed``: the old keyword names (YoloModule(eval=, compile=)), accepted with a warning
+    runtime = {"model", "optim", "class_names", "category_ids", "preprocess", "data", "renamed"}
     keys = {k for k in node if not k.startswith("_")}
     assert keys == set(params) - runtime
-    for k in keys - {"eval"}:
+    for k in keys - {"val_postprocess"}:
         assert node[k] == params[k].default, k
 
 

@@ -46,7 +46,7 @@ from yolov4.inference.predictor import Detections
 from yolov4.inference.sources import prediction_record
 from yolov4.models import fuse_model
 from yolov4.ops.letterbox import unmap_detections
-from yolov4.training.precision import resolve_precision
+from yolov4.training.precision import AUTO
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -293,10 +293,8 @@ def predict_files(
               **(trainer_kwargs or {})}  # fmt: skip
     writer = JsonlPredictionWriter(out_dir, sources, paths)
     kwargs["callbacks"] = [*(kwargs.get("callbacks") or []), writer]
-    if "precision" in kwargs:  # the training's trainer group: precision auto resolved
-        kwargs["precision"] = resolve_precision(
-            kwargs["precision"], kwargs.get("accelerator", "auto")
-        )
+    if str(kwargs.get("precision")) == AUTO:  # the training's trainer group's default:
+        kwargs["precision"] = "32-true"  # the Predictor's float32 records (a value given is kept)
     trainer = L.Trainer(**kwargs)
     trainer.predict(module, loader, return_predictions=False)
     return Path(out_dir) / PREDICTIONS
