@@ -136,7 +136,6 @@ def darknet_dx_box_iou(pred: Tensor, truth: Tensor, kind: str) -> Tensor:
     iw = torch.minimum(pr, tr) - torch.maximum(pl, tl)
     inter = iw * ih  # not clamped: positive when both overlaps are negative
     union = area + (tb - tt) * (tr - tl) - inter
-    dist2 = (px - tx) ** 2 + (py - ty) ** 2
     gcw = torch.maximum(pr, tr) - torch.minimum(pl, tl)
     gch = torch.maximum(pb, tb) - torch.minimum(pt, tt)
     gc = gcw * gch
@@ -172,31 +171,57 @@ def darknet_dx_box_iou(pred: Tensor, truth: Tensor, kind: str) -> Tensor:
     # sides -> (x, y, w, h); w, h not halved (box.c:409-410)
     d = torch.stack((p[2] + p[3], p[0] + p[1], p[3] - p[2], p[1] - p[0]))
     if kind in ("diou", "ciou"):
-        cw = torch.maximum(px + pw / 2, tr) - torch.minimum(px - pw / 2, tl)
-        ch = torch.maximum(py + ph / 2, tb) - torch.minimum(py - ph / 2, tt)
-        c = cw * cw + ch * ch
-        one = torch.ones_like(px)
-        dcw_dx = torch.where(pr > tr, one, zero) - torch.where(pl < tl, one, zero)
-        dch_dy = torch.where(pb > tb, one, zero) - torch.where(pt < tt, one, zero)
-        dcw_dw = torch.where(pr > tr, one / 2, zero) + torch.where(pl < tl, one / 2, zero)
-        dch_dh = torch.where(pb > tb, one / 2, zero) + torch.where(pt < tt, one / 2, zero)
-        penalty = torch.stack(
-            (
-                (2 * (tx - px) * c - 2 * cw * dcw_dx * dist2) / (c * c),  # sign as box.c:416
-                (2 * (ty - py) * c - 2 * ch * dch_dy * dist2) / (c * c),
-                2 * cw * dcw_dw * dist2 / (c * c),
-                2 * ch * dch_dh * dist2 / (c * c),
-            )
+        penalty, c = _distance_penalty(
+            kind, (px, py, pw, ph), truth, (pt, pb, pl, pr), (tt, tb, tl, tr), inter, union
         )
-        if kind == "ciou":
-            angle = torch.atan(tw / th) - torch.atan(pw / ph)
-            v = 4 / math.pi**2 * angle * angle
-            alpha = v / (1 - inter / union + v + 0.000001)
-            ar = 8 / math.pi**2 * angle  # no 1/(w^2 + h^2) (box.c:435-436)
-            penalty = penalty + torch.stack((zero, zero, alpha * ar * ph, -alpha * ar * pw))
         d = torch.where(c > 0, d + penalty, d)
         d = torch.where(disjoint, penalty, d)
     return d.T
+
+
+def _distance_penalty(
+    kind: str,
+    pred: tuple[Tensor, Tensor, Tensor, Tensor],
+    truth: Tensor,
+    pred_sides: tuple[Tensor, Tensor, Tensor, Tensor],
+    truth_sides: tuple[Tensor, Tensor, Tensor, Tensor],
+    inter: Tensor,
+    union: Tensor,
+) -> tuple[Tensor, Tensor]:
+    """:func:`darknet_dx_box_iou`'s DIoU distance term (with ``kind`` ``ciou`` also the
+    aspect term, box.c:411-440) -> ``(4, P)`` ``(dx, dy, dw, dh)`` and the squared diagonal
+    ``c (P,)`` of the enclosing box. ``pred``: ``(x, y, w, h)`` (w, h not 0), ``truth (P, 4)``,
+    the sides ``(top, bottom, left, right)`` of both, and their (unclamped) ``inter``,
+    ``union``."""
+    px, py, pw, ph = pred
+    tx, ty, tw, th = truth.unbind(1)
+    pt, pb, pl, pr = pred_sides
+    tt, tb, tl, tr = truth_sides
+    zero = torch.zeros_like(px)
+    dist2 = (px - tx) ** 2 + (py - ty) ** 2
+    cw = torch.maximum(px + pw / 2, tr) - torch.minimum(px - pw / 2, tl)
+    ch = torch.maximum(py + ph / 2, tb) - torch.minimum(py - ph / 2, tt)
+    c = cw * cw + ch * ch
+    one = torch.ones_like(px)
+    dcw_dx = torch.where(pr > tr, one, zero) - torch.where(pl < tl, one, zero)
+    dch_dy = torch.where(pb > tb, one, zero) - torch.where(pt < tt, one, zero)
+    dcw_dw = torch.where(pr > tr, one / 2, zero) + torch.where(pl < tl, one / 2, zero)
+    dch_dh = torch.where(pb > tb, one / 2, zero) + torch.where(pt < tt, one / 2, zero)
+    penalty = torch.stack(
+        (
+            (2 * (tx - px) * c - 2 * cw * dcw_dx * dist2) / (c * c),  # sign as box.c:416
+            (2 * (ty - py) * c - 2 * ch * dch_dy * dist2) / (c * c),
+            2 * cw * dcw_dw * dist2 / (c * c),
+            2 * ch * dch_dh * dist2 / (c * c),
+        )
+    )
+    if kind == "ciou":
+        angle = torch.atan(tw / th) - torch.atan(pw / ph)
+        v = 4 / math.pi**2 * angle * angle
+        alpha = v / (1 - inter / union + v + 0.000001)
+        ar = 8 / math.pi**2 * angle  # no 1/(w^2 + h^2) (box.c:435-436)
+        penalty = penalty + torch.stack((zero, zero, alpha * ar * ph, -alpha * ar * pw))
+    return penalty, c
 
 
 def mse_box_delta(

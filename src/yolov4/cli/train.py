@@ -114,29 +114,41 @@ def train(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> d
     # override only an unset weights_only; older Lightning rely on the check above
     safe = {"weights_only": True} if "weights_only" in signature(trainer.fit).parameters else {}
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, **safe)
-    out = Path(cfg.paths.output_dir)
     result, weights = final_evaluation(cfg, trainer, module, datamodule)
     metrics = {**result.to_dict(), "weights": weights}
     if trainer.is_global_zero:
-        write_json(out / METRICS_FILE, metrics)
-        # the analysis files of the final validation (every rank's detections, deduplicated)
-        write_analysis(out, datamodule.val_coco, result, analysis, val_image_files(datamodule))
-        if cfg.get("export"):
-            export_artifact(
-                out / weights["file"], out / EXPORT_DIR, formats=list(cfg.export.formats)
-            )
-        log.info(
-            "final evaluation of %s (epoch %s, step %s, %s weights), what %s holds:\n%s",
-            weights["file"],
-            weights["epoch"],
-            weights["step"],
-            "EMA" if weights["ema"] else "trained",
-            f"{EXPORT_DIR}/" if cfg.get("export") else "the file",
-            result.summary,
-        )
-        log_reports(trainer.loggers, out, metrics)
-        log.info("run directory: %s", out)
+        write_outputs(cfg, trainer, datamodule, analysis, result, metrics)
     return metrics
+
+
+def write_outputs(
+    cfg: DictConfig,
+    trainer: L.Trainer,
+    datamodule: Any,
+    analysis: AnalysisConfig,
+    result: EvaluationResult,
+    metrics: dict[str, Any],
+) -> None:
+    """Rank 0's end of the run: ``metrics.json``, the analysis files, the export artifact of
+    ``metrics["weights"]`` (with ``cfg.export``), the final evaluation in the log and loggers."""
+    out = Path(cfg.paths.output_dir)
+    weights = metrics["weights"]
+    write_json(out / METRICS_FILE, metrics)
+    # the analysis files of the final validation (every rank's detections, deduplicated)
+    write_analysis(out, datamodule.val_coco, result, analysis, val_image_files(datamodule))
+    if cfg.get("export"):
+        export_artifact(out / weights["file"], out / EXPORT_DIR, formats=list(cfg.export.formats))
+    log.info(
+        "final evaluation of %s (epoch %s, step %s, %s weights), what %s holds:\n%s",
+        weights["file"],
+        weights["epoch"],
+        weights["step"],
+        "EMA" if weights["ema"] else "trained",
+        f"{EXPORT_DIR}/" if cfg.get("export") else "the file",
+        result.summary,
+    )
+    log_reports(trainer.loggers, out, metrics)
+    log.info("run directory: %s", out)
 
 
 def log_what_runs(cfg: DictConfig, trainer: L.Trainer, module: YoloModule, datamodule: Any) -> None:

@@ -295,6 +295,38 @@ def _crowd_and_area(
     return int(crowd), float(area)
 
 
+def _image_boxes(
+    img: _Image,
+    annotations: list[_Annotation],
+    class_of: dict[int, int],
+    ann_path: Path,
+    report: ProblemReport,
+) -> tuple[list[np.ndarray], list[int], list[dict]]:
+    """One image's annotations -> its non-crowd boxes (clipped ``x1, y1, x2, y2``) and class
+    indices, and the annotations kept for the ground truth (unknown classes and unusable
+    boxes reported and left out)."""
+    file, width, height = img.file, img.width, img.height
+    boxes, labels, anns = [], [], []
+    for ann in annotations:
+        entry = ann.entry
+        if entry["category_id"] not in class_of:
+            report.add(
+                Problem.UNKNOWN_CLASS, file, f"{ann.where}: category_id {entry['category_id']}"
+            )
+            continue
+        x, y, w, h = entry["bbox"]
+        box = check_box([x, y, x + w, y + h], width, height, report, file, ann)
+        if box is None:
+            continue
+        x1, y1, x2, y2 = box.tolist()
+        crowd, area = _crowd_and_area(ann, (x2 - x1) * (y2 - y1), ann_path, report)
+        anns.append({**entry, "bbox": [x1, y1, x2 - x1, y2 - y1], "area": area, "iscrowd": crowd})
+        if not crowd:
+            boxes.append(box)
+            labels.append(class_of[entry["category_id"]])
+    return boxes, labels, anns
+
+
 def load_coco(
     annotations: str | Path,
     images: str | Path,
@@ -326,26 +358,9 @@ def load_coco(
     records, gt_images, gt_annotations = [], [], []
     for img in image_entries:
         file, width, height = img.file, img.width, img.height
-        boxes, labels, anns = [], [], []
-        for ann in per_image.get(img.entry["id"], []):
-            entry = ann.entry
-            if entry["category_id"] not in class_of:
-                report.add(
-                    Problem.UNKNOWN_CLASS, file, f"{ann.where}: category_id {entry['category_id']}"
-                )
-                continue
-            x, y, w, h = entry["bbox"]
-            box = check_box([x, y, x + w, y + h], width, height, report, file, ann)
-            if box is None:
-                continue
-            x1, y1, x2, y2 = box.tolist()
-            crowd, area = _crowd_and_area(ann, (x2 - x1) * (y2 - y1), ann_path, report)
-            anns.append(
-                {**entry, "bbox": [x1, y1, x2 - x1, y2 - y1], "area": area, "iscrowd": crowd}
-            )
-            if not crowd:
-                boxes.append(box)
-                labels.append(class_of[entry["category_id"]])
+        boxes, labels, anns = _image_boxes(
+            img, per_image.get(img.entry["id"], []), class_of, ann_path, report
+        )
         if not boxes and not include_negatives:
             continue
         gt_images.append(img.entry)

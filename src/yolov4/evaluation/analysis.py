@@ -228,6 +228,47 @@ def gt_index(
     return cat_ids, index, names, ids
 
 
+def _confusion_at(
+    matrix: np.ndarray,
+    overlap: np.ndarray,
+    det_cls: np.ndarray,
+    gt_cls: np.ndarray,
+    crowd: np.ndarray,
+    scores: np.ndarray,
+    order: np.ndarray,
+    status: np.ndarray,
+    taken_by: np.ndarray,
+    conf: float,
+    iou: float,
+) -> dict[str, int]:
+    """One image's detections at ``conf`` added to the confusion ``matrix`` (its last row:
+    background detections, its last column: missed boxes) -> the image's TP, FP, FN at conf."""
+    K = matrix.shape[0] - 1
+    keep = scores >= conf
+    hits = (status == 1) & keep
+    np.add.at(matrix, (det_cls[hits], det_cls[hits]), 1)
+    found = taken_by >= 0
+    found[found] = keep[taken_by[found]]  # matched by a detection at or above conf
+    left = ~crowd & ~found
+    missed = int(left.sum())  # FN at conf: the class confusions found below are FN too
+    for d in order:
+        if not keep[d] or status[d] != 0:
+            continue
+        cand = left & (overlap[d] >= iou)  # any class: a confusion
+        if cand.any():
+            g = int(np.argmax(np.where(cand, overlap[d], -1.0)))
+            matrix[gt_cls[g], det_cls[d]] += 1
+            left[g] = False
+        else:
+            matrix[K, det_cls[d]] += 1  # a background detection
+    np.add.at(matrix, (gt_cls[left], np.full(int(left.sum()), K)), 1)  # missed
+    return {
+        "TP": int(hits.sum()),
+        "FP": int((keep & (status == 0)).sum()),
+        "FN": missed,
+    }
+
+
 def analyze_detections(
     coco_gt: Any,
     results: Sequence[dict[str, Any]],
@@ -273,30 +314,9 @@ def analyze_detections(
         all_cls.append(det_cls[counted])
         all_tp.append(status[counted] == 1)
 
-        # the confusion matrix at conf
-        keep = scores >= conf
-        hits = (status == 1) & keep
-        np.add.at(matrix, (det_cls[hits], det_cls[hits]), 1)
-        found = taken_by >= 0
-        found[found] = keep[taken_by[found]]  # matched by a detection at or above conf
-        left = ~crowd & ~found
-        missed = int(left.sum())  # FN at conf: the class confusions found below are FN too
-        for d in order:
-            if not keep[d] or status[d] != 0:
-                continue
-            cand = left & (overlap[d] >= iou)  # any class: a confusion
-            if cand.any():
-                g = int(np.argmax(np.where(cand, overlap[d], -1.0)))
-                matrix[gt_cls[g], det_cls[d]] += 1
-                left[g] = False
-            else:
-                matrix[K, det_cls[d]] += 1  # a background detection
-        np.add.at(matrix, (gt_cls[left], np.full(int(left.sum()), K)), 1)  # missed
-        per_image[image_id] = {
-            "TP": int(hits.sum()),
-            "FP": int((keep & (status == 0)).sum()),
-            "FN": missed,
-        }
+        per_image[image_id] = _confusion_at(
+            matrix, overlap, det_cls, gt_cls, crowd, scores, order, status, taken_by, conf, iou
+        )
 
     scores = np.concatenate(all_scores) if all_scores else np.zeros(0)
     cls = np.concatenate(all_cls) if all_cls else np.zeros(0, dtype=np.int64)

@@ -180,10 +180,65 @@ def darknet_map(
         )
     cat_ids, index, names, ids = gt_index(coco_gt, image_ids, category_names)
     K = len(cat_ids)
+    counts, scores, cls, truth = _match_images(coco_gt, results, ids, index, K, thresh, iou)
+    truth_count, tp_thr, fp_thr, iou_thr = counts
+    order = np.argsort(-scores, kind="stable")  # darknet: qsort by descending score
+    s_cls, s_truth = cls[order], truth[order]
+    hit = np.zeros(len(order), dtype=bool)  # the first detection (in score order) of a box
+    if (s_truth >= 0).any():
+        valid = np.flatnonzero(s_truth >= 0)
+        _, first_at = np.unique(s_truth[valid], return_index=True)
+        hit[valid[first_at]] = True
+    per_class: dict[str, dict[str, float]] = {}
+    aps = []
+    for k, name in enumerate(names):
+        ranks = np.flatnonzero(s_cls == k)
+        ctp = np.cumsum(hit[ranks])
+        n = np.arange(1, len(ranks) + 1)
+        precision = ctp / n
+        recall = ctp / truth_count[k] if truth_count[k] else np.zeros(len(ranks))
+        ap = ap_from_ranks(ranks, precision, recall.astype(np.float64), points)
+        aps.append(ap)
+        fn = int(truth_count[k] - tp_thr[k])
+        per_class[name] = {
+            "AP50": ap,
+            **_prf(int(tp_thr[k]), int(fp_thr[k]), fn, float(iou_thr[k])),
+            "num_gt": int(truth_count[k]),
+            "num_detections": int(len(ranks)),
+        }
+    total = _prf(
+        int(tp_thr.sum()),
+        int(fp_thr.sum()),
+        int(truth_count.sum() - tp_thr.sum()),
+        float(iou_thr.sum()),
+    )
+    total.update(num_gt=int(truth_count.sum()), num_detections=int(len(scores)))
+    return DarknetMap(
+        names=names,
+        thresh=float(thresh),
+        iou=float(iou),
+        points=int(points),
+        per_class=per_class,
+        all=total,
+        mAP50=float(np.mean(aps)) if aps else 0.0,
+    )
+
+
+def _match_images(
+    coco_gt: Any,
+    results: Sequence[dict[str, Any]],
+    ids: Sequence[int],
+    index: dict[int, int],
+    K: int,
+    thresh: float,
+    iou: float,
+) -> tuple[tuple[np.ndarray, ...], np.ndarray, np.ndarray, np.ndarray]:
+    """darknet's matching of each image of ``ids`` -> (per class: boxes, TP and FP at
+    ``thresh``, IoU sum of those TP), and per detection (images in ``ids`` order): score,
+    class, the box it matches (numbered over all images; -1: none)."""
     by_image: dict[int, list[dict[str, Any]]] = defaultdict(list)
     for r in results:
         by_image[int(r["image_id"])].append(r)
-
     truth_count = np.zeros(K, dtype=np.int64)
     tp_thr = np.zeros(K, dtype=np.int64)
     fp_thr = np.zeros(K, dtype=np.int64)
@@ -226,43 +281,4 @@ def darknet_map(
     scores = np.concatenate(all_scores) if all_scores else np.zeros(0)
     cls = np.concatenate(all_cls) if all_cls else np.zeros(0, dtype=np.int64)
     truth = np.concatenate(all_truth) if all_truth else np.zeros(0, dtype=np.int64)
-    order = np.argsort(-scores, kind="stable")  # darknet: qsort by descending score
-    s_cls, s_truth = cls[order], truth[order]
-    hit = np.zeros(len(order), dtype=bool)  # the first detection (in score order) of a box
-    if (s_truth >= 0).any():
-        valid = np.flatnonzero(s_truth >= 0)
-        _, first_at = np.unique(s_truth[valid], return_index=True)
-        hit[valid[first_at]] = True
-    per_class: dict[str, dict[str, float]] = {}
-    aps = []
-    for k, name in enumerate(names):
-        ranks = np.flatnonzero(s_cls == k)
-        ctp = np.cumsum(hit[ranks])
-        n = np.arange(1, len(ranks) + 1)
-        precision = ctp / n
-        recall = ctp / truth_count[k] if truth_count[k] else np.zeros(len(ranks))
-        ap = ap_from_ranks(ranks, precision, recall.astype(np.float64), points)
-        aps.append(ap)
-        fn = int(truth_count[k] - tp_thr[k])
-        per_class[name] = {
-            "AP50": ap,
-            **_prf(int(tp_thr[k]), int(fp_thr[k]), fn, float(iou_thr[k])),
-            "num_gt": int(truth_count[k]),
-            "num_detections": int(len(ranks)),
-        }
-    total = _prf(
-        int(tp_thr.sum()),
-        int(fp_thr.sum()),
-        int(truth_count.sum() - tp_thr.sum()),
-        float(iou_thr.sum()),
-    )
-    total.update(num_gt=int(truth_count.sum()), num_detections=int(len(scores)))
-    return DarknetMap(
-        names=names,
-        thresh=float(thresh),
-        iou=float(iou),
-        points=int(points),
-        per_class=per_class,
-        all=total,
-        mAP50=float(np.mean(aps)) if aps else 0.0,
-    )
+    return (truth_count, tp_thr, fp_thr, iou_thr), scores, cls, truth

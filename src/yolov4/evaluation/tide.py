@@ -137,6 +137,69 @@ def error_breakdown(
         raise ValueError(f"the error breakdown needs 0 <= tb < tf <= 1, got tb={tb}, tf={tf}")
     cat_ids, index, names, ids = gt_index(coco_gt, image_ids, category_names)
     K = len(cat_ids)
+    parts, box_parts, num_gt = _match_images(coco_gt, results, ids, index, K, tb, tf)
+
+    def joined(p: dict[str, list[np.ndarray]], name: str, dtype: Any) -> np.ndarray:
+        return np.concatenate(p[name]).astype(dtype) if p[name] else np.zeros(0, dtype)
+
+    cls, score = joined(parts, "cls", np.int64), joined(parts, "score", np.float64)
+    key, tp = joined(parts, "key", np.int64), joined(parts, "tp", bool)
+    err, target = joined(parts, "err", np.int64), joined(parts, "target", np.int64)
+    box_cls, box_used = joined(box_parts, "cls", np.int64), joined(box_parts, "used", bool)
+    winner, missed = _best_matches(err, target, score, box_used)
+
+    def ap_with(fix: set[str]) -> tuple[float, np.ndarray]:
+        c, keep, hit = cls.copy(), np.ones(len(cls), dtype=bool), tp.copy()
+        for name, code in (("classification", _CLS), ("localization", _LOC)):
+            if name in fix:
+                sel = err == code
+                keep &= ~sel | winner
+                promote = sel & winner
+                hit |= promote
+                c[promote] = box_cls[target[promote]]
+        for name, code in (("both", _BOTH), ("duplicate", _DUP), ("background", _BKG)):
+            if name in fix:
+                keep &= err != code
+        n_gt = num_gt.copy()
+        if "missed" in fix:
+            n_gt -= np.bincount(box_cls[missed], minlength=K)
+        return coco_ap50(c[keep], score[keep], hit[keep], key[keep], n_gt, num_gt > 0)
+
+    ap50, ap_k = ap_with(set())
+    dap, per_class = {}, {}
+    for t in ERROR_TYPES:
+        fixed, fixed_k = ap_with({t})
+        dap[t] = max(fixed - ap50, 0.0)
+        per_class[t] = {
+            n: float(max(np.nan_to_num(fixed_k[k]) - np.nan_to_num(ap_k[k]), 0.0))
+            for k, n in enumerate(names)
+        }
+    counts = {t: int((err == code).sum()) for t, code in zip(ERROR_TYPES, range(5))}
+    counts["missed"] = int(missed.sum())
+    return ErrorBreakdown(
+        names=names,
+        tb=float(tb),
+        tf=float(tf),
+        ap50=ap50,
+        dap50=dap,
+        counts=counts,
+        fixed_all=ap_with(set(ERROR_TYPES))[0],
+        per_class_dap50=per_class,
+    )
+
+
+def _match_images(
+    coco_gt: Any,
+    results: Sequence[dict[str, Any]],
+    ids: Sequence[int],
+    index: dict[int, int],
+    K: int,
+    tb: float,
+    tf: float,
+) -> tuple[dict[str, list[np.ndarray]], dict[str, list[np.ndarray]], np.ndarray]:
+    """COCO matching of each image of ``ids`` -> per counted detection (each image's in score
+    order) its class, score, tie-break key, TP, error type (-1: none), and the box it points
+    at (-1: none); per non-crowd box its class and whether a TP took it; boxes per class."""
     by_image: dict[int, list[int]] = defaultdict(list)
     for n, r in enumerate(results):
         by_image[int(r["image_id"])].append(n)
@@ -193,65 +256,25 @@ def error_breakdown(
         parts["err"].append(err[sel])
         parts["target"].append(target[sel])
         boxes += len(regular)
+    return parts, box_parts, num_gt
 
-    def joined(p: dict[str, list[np.ndarray]], name: str, dtype: Any) -> np.ndarray:
-        return np.concatenate(p[name]).astype(dtype) if p[name] else np.zeros(0, dtype)
 
-    cls, score = joined(parts, "cls", np.int64), joined(parts, "score", np.float64)
-    key, tp = joined(parts, "key", np.int64), joined(parts, "tp", bool)
-    err, target = joined(parts, "err", np.int64), joined(parts, "target", np.int64)
-    box_cls, box_used = joined(box_parts, "cls", np.int64), joined(box_parts, "used", bool)
-    # TIDE's best match: a free box pointed at by classification / localization errors is
-    # fixed by the highest-scored of them (the first in its image's score order on ties)
+def _best_matches(
+    err: np.ndarray, target: np.ndarray, score: np.ndarray, box_used: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """TIDE's best match: a free box pointed at by classification / localization errors is
+    fixed by the highest-scored of them (the first in its image's score order on ties) ->
+    (per detection: it is that one, per box: missed, i.e. neither taken nor fixable)."""
     cand = np.flatnonzero(np.isin(err, (_CLS, _LOC)) & (target >= 0))
     cand = cand[~box_used[target[cand]]]
     cand = cand[np.lexsort((cand, -score[cand], target[cand]))]
     first = np.ones(len(cand), dtype=bool)
     first[1:] = target[cand][1:] != target[cand][:-1]
-    winner = np.zeros(len(cls), dtype=bool)
+    winner = np.zeros(len(err), dtype=bool)
     winner[cand[first]] = True
-    usable = np.zeros(len(box_cls), dtype=bool)
+    usable = np.zeros(len(box_used), dtype=bool)
     usable[target[cand]] = True
-    missed = ~box_used & ~usable
-
-    def ap_with(fix: set[str]) -> tuple[float, np.ndarray]:
-        c, keep, hit = cls.copy(), np.ones(len(cls), dtype=bool), tp.copy()
-        for name, code in (("classification", _CLS), ("localization", _LOC)):
-            if name in fix:
-                sel = err == code
-                keep &= ~sel | winner
-                promote = sel & winner
-                hit |= promote
-                c[promote] = box_cls[target[promote]]
-        for name, code in (("both", _BOTH), ("duplicate", _DUP), ("background", _BKG)):
-            if name in fix:
-                keep &= err != code
-        n_gt = num_gt.copy()
-        if "missed" in fix:
-            n_gt -= np.bincount(box_cls[missed], minlength=K)
-        return coco_ap50(c[keep], score[keep], hit[keep], key[keep], n_gt, num_gt > 0)
-
-    ap50, ap_k = ap_with(set())
-    dap, per_class = {}, {}
-    for t in ERROR_TYPES:
-        fixed, fixed_k = ap_with({t})
-        dap[t] = max(fixed - ap50, 0.0)
-        per_class[t] = {
-            n: float(max(np.nan_to_num(fixed_k[k]) - np.nan_to_num(ap_k[k]), 0.0))
-            for k, n in enumerate(names)
-        }
-    counts = {t: int((err == code).sum()) for t, code in zip(ERROR_TYPES, range(5))}
-    counts["missed"] = int(missed.sum())
-    return ErrorBreakdown(
-        names=names,
-        tb=float(tb),
-        tf=float(tf),
-        ap50=ap50,
-        dap50=dap,
-        counts=counts,
-        fixed_all=ap_with(set(ERROR_TYPES))[0],
-        per_class_dap50=per_class,
-    )
+    return winner, ~box_used & ~usable
 
 
 def _classify(

@@ -16,6 +16,7 @@ that only concern darknet's own training loop are listed in ``TRAINING_KEYS`` an
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -242,6 +243,103 @@ def _stride_of(s: Section, key: str, in_stride: int, factor: float) -> int:
     return round(out)
 
 
+def _conv_spec(s: Section, i: int, c_in: int, st_in: int) -> LayerSpec:
+    size = s.get_int("size", 1)
+    stride = s.get_int("stride", 1)
+    filters = s.get_int("filters", 1)
+    groups = s.get_int("groups", 1)
+    pad = s.get_int("padding", size // 2 if s.get_int("pad", 0) else 0)
+    if size < 1 or stride < 1 or filters < 1 or groups < 1 or pad < 0:
+        raise s.error(None, "size, stride, filters and groups must be >= 1, padding >= 0")
+    if c_in % groups or filters % groups:
+        raise s.error("groups", f"{groups} does not divide {c_in} inputs / {filters} filters")
+    if 2 * pad != size - 1:
+        raise s.error(
+            "pad" if "padding" not in s.options else "padding",
+            f"only 'same' padding (size // 2) is supported, got padding {pad} for size {size}",
+        )
+    params = dict(
+        in_channels=c_in,
+        filters=filters,
+        size=size,
+        stride=stride,
+        groups=groups,
+        bn=bool(s.get_int("batch_normalize", 0)),
+        activation=_activation(s, "logistic"),
+        stopbackward=s.get_int("stopbackward", 0),
+    )
+    return LayerSpec(i, s.kind, s, [i - 1], filters, _stride_of(s, "stride", st_in, stride), params)
+
+
+def _route_spec(s: Section, i: int, out: Callable[[int], tuple[int, int]]) -> LayerSpec:
+    """``out(j)``: layer ``j``'s (channels, stride); layers 0 to ``i - 1`` exist."""
+    srcs = [_index(s, "layers", v, i, i) for v in s.get_ints("layers")]
+    groups, group_id = s.get_int("groups", 1), s.get_int("group_id", 0)
+    if groups < 1 or not 0 <= group_id < groups:
+        raise s.error("group_id", f"must be in [0, groups={groups}), got {group_id}")
+    strides = {out(j)[1] for j in srcs}
+    if len(strides) != 1:
+        raise s.error("layers", f"joins maps of different strides {sorted(strides)}")
+    c = 0
+    for j in srcs:
+        if out(j)[0] % groups:
+            raise s.error(
+                "groups", f"{groups} does not divide the {out(j)[0]} channels of layer {j}"
+            )
+        c += out(j)[0] // groups
+    return LayerSpec(i, s.kind, s, srcs, c, strides.pop(), dict(groups=groups, group_id=group_id))
+
+
+def _shortcut_spec(
+    s: Section, i: int, out: Callable[[int], tuple[int, int]], c_in: int, st_in: int
+) -> LayerSpec:
+    srcs = [_index(s, "from", v, i, i) for v in s.get_ints("from")]
+    for j in srcs:
+        if out(j) != (c_in, st_in):
+            raise s.error(
+                "from",
+                f"layer {j} gives {out(j)[0]} channels at stride {out(j)[1]}, layer {i - 1} "
+                f"{c_in} at stride {st_in}: only equal shapes can be added",
+            )
+    return LayerSpec(
+        i, s.kind, s, [i - 1, *srcs], c_in, st_in, dict(activation=_activation(s, "linear"))
+    )
+
+
+def _maxpool_spec(s: Section, i: int, c_in: int, st_in: int) -> LayerSpec:
+    size = s.get_int("size", 1)
+    stride = s.get_int("stride", 1)
+    padding = s.get_int("padding", size - 1)
+    if size < 1 or stride < 1 or padding < 0:
+        raise s.error(None, "size and stride must be >= 1, padding >= 0")
+    # darknet: out = (W + padding - size) // stride + 1, window offset -(padding // 2);
+    # out == W / stride for W a multiple of stride iff size - stride <= padding < size
+    left = padding // 2
+    if not size - stride <= padding <= size - 1 or size - stride - left < 0:
+        raise s.error(
+            "padding" if "padding" in s.options else "size",
+            f"size {size} stride {stride} padding {padding} does not give a map of "
+            f"H / stride (darknet's default padding is size - 1)",
+        )
+    params = dict(size=size, stride=stride, pad_left=left, pad_right=size - stride - left)
+    return LayerSpec(i, s.kind, s, [i - 1], c_in, _stride_of(s, "stride", st_in, stride), params)
+
+
+def _upsample_spec(s: Section, i: int, c_in: int, st_in: int) -> LayerSpec:
+    stride = s.get_int("stride", 2)
+    if stride < 1:
+        raise s.error("stride", f"must be a positive integer, got {stride}")
+    return LayerSpec(
+        i,
+        s.kind,
+        s,
+        [i - 1],
+        c_in,
+        _stride_of(s, "stride", st_in, 1 / stride),
+        dict(stride=stride),
+    )
+
+
 def resolve_layers(sections: list[Section]) -> list[LayerSpec]:
     """Sections after ``[net]`` -> layer specs with inputs, channels and strides (darknet's
     ``parse_network_cfg`` order and rules). Raises :class:`ConfigError` naming file/line/key."""
@@ -259,97 +357,15 @@ def resolve_layers(sections: list[Section]) -> list[LayerSpec]:
         _check_keys(s)
         c_in, st_in = out(i - 1)
         if s.kind == "convolutional":
-            size = s.get_int("size", 1)
-            stride = s.get_int("stride", 1)
-            filters = s.get_int("filters", 1)
-            groups = s.get_int("groups", 1)
-            pad = s.get_int("padding", size // 2 if s.get_int("pad", 0) else 0)
-            if size < 1 or stride < 1 or filters < 1 or groups < 1 or pad < 0:
-                raise s.error(None, "size, stride, filters and groups must be >= 1, padding >= 0")
-            if c_in % groups or filters % groups:
-                raise s.error(
-                    "groups", f"{groups} does not divide {c_in} inputs / {filters} filters"
-                )
-            if 2 * pad != size - 1:
-                raise s.error(
-                    "pad" if "padding" not in s.options else "padding",
-                    f"only 'same' padding (size // 2) is supported, got padding {pad} for size {size}",
-                )
-            params = dict(
-                in_channels=c_in,
-                filters=filters,
-                size=size,
-                stride=stride,
-                groups=groups,
-                bn=bool(s.get_int("batch_normalize", 0)),
-                activation=_activation(s, "logistic"),
-                stopbackward=s.get_int("stopbackward", 0),
-            )
-            spec = LayerSpec(
-                i, s.kind, s, [i - 1], filters, _stride_of(s, "stride", st_in, stride), params
-            )
+            spec = _conv_spec(s, i, c_in, st_in)
         elif s.kind == "route":
-            srcs = [_index(s, "layers", v, i, len(layers)) for v in s.get_ints("layers")]
-            groups, group_id = s.get_int("groups", 1), s.get_int("group_id", 0)
-            if groups < 1 or not 0 <= group_id < groups:
-                raise s.error("group_id", f"must be in [0, groups={groups}), got {group_id}")
-            strides = {out(j)[1] for j in srcs}
-            if len(strides) != 1:
-                raise s.error("layers", f"joins maps of different strides {sorted(strides)}")
-            c = 0
-            for j in srcs:
-                if out(j)[0] % groups:
-                    raise s.error(
-                        "groups", f"{groups} does not divide the {out(j)[0]} channels of layer {j}"
-                    )
-                c += out(j)[0] // groups
-            spec = LayerSpec(
-                i, s.kind, s, srcs, c, strides.pop(), dict(groups=groups, group_id=group_id)
-            )
+            spec = _route_spec(s, i, out)
         elif s.kind == "shortcut":
-            srcs = [_index(s, "from", v, i, len(layers)) for v in s.get_ints("from")]
-            for j in srcs:
-                if out(j) != (c_in, st_in):
-                    raise s.error(
-                        "from",
-                        f"layer {j} gives {out(j)[0]} channels at stride {out(j)[1]}, layer {i - 1} "
-                        f"{c_in} at stride {st_in}: only equal shapes can be added",
-                    )
-            spec = LayerSpec(
-                i, s.kind, s, [i - 1, *srcs], c_in, st_in, dict(activation=_activation(s, "linear"))
-            )
+            spec = _shortcut_spec(s, i, out, c_in, st_in)
         elif s.kind == "maxpool":
-            size = s.get_int("size", 1)
-            stride = s.get_int("stride", 1)
-            padding = s.get_int("padding", size - 1)
-            if size < 1 or stride < 1 or padding < 0:
-                raise s.error(None, "size and stride must be >= 1, padding >= 0")
-            # darknet: out = (W + padding - size) // stride + 1, window offset -(padding // 2);
-            # out == W / stride for W a multiple of stride iff size - stride <= padding < size
-            left = padding // 2
-            if not size - stride <= padding <= size - 1 or size - stride - left < 0:
-                raise s.error(
-                    "padding" if "padding" in s.options else "size",
-                    f"size {size} stride {stride} padding {padding} does not give a map of "
-                    f"H / stride (darknet's default padding is size - 1)",
-                )
-            params = dict(size=size, stride=stride, pad_left=left, pad_right=size - stride - left)
-            spec = LayerSpec(
-                i, s.kind, s, [i - 1], c_in, _stride_of(s, "stride", st_in, stride), params
-            )
+            spec = _maxpool_spec(s, i, c_in, st_in)
         elif s.kind == "upsample":
-            stride = s.get_int("stride", 2)
-            if stride < 1:
-                raise s.error("stride", f"must be a positive integer, got {stride}")
-            spec = LayerSpec(
-                i,
-                s.kind,
-                s,
-                [i - 1],
-                c_in,
-                _stride_of(s, "stride", st_in, 1 / stride),
-                dict(stride=stride),
-            )
+            spec = _upsample_spec(s, i, c_in, st_in)
         else:  # yolo: passes its input through
             spec = LayerSpec(i, s.kind, s, [i - 1], c_in, st_in)
         check_layer(spec)  # yolov4.models.budget: the layer's keys and channels

@@ -7,7 +7,7 @@ served from the ``swagger-ui-bundle`` package, so it works without a network). E
 OpenAPI document lists each route's error statuses (``serve/schema.py``).
 
 (No ``from __future__ import annotations`` here: FastAPI reads the route signatures, whose
-``Annotated`` dependency is local to :func:`create_app`.)
+``Annotated`` dependency is local to :func:`_add_detect_routes`.)
 """
 
 import asyncio
@@ -190,6 +190,15 @@ def create_app(settings: ServeSettings, predictor: Predictor | None = None) -> F
     _add_docs(app)
     _distinct_head_operation_ids(app)
     app.add_middleware(RequestLog, metrics=service.metrics)
+    _add_error_handlers(app)
+    _add_detect_routes(app, service)
+    _add_status_routes(app, service)
+    return app
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    """Every error as ``{"error": {"code", "message"}}``: API errors, invalid parameters, and
+    Starlette's own 404/405."""
 
     @app.exception_handler(ApiError)
     async def on_api_error(request: Request, e: ApiError) -> Response:
@@ -209,6 +218,11 @@ def create_app(settings: ServeSettings, predictor: Predictor | None = None) -> F
         return error_response(  # e.headers: 405's Allow
             e.status_code, code, f"{request.method} {request.url.path}: {e.detail}", e.headers
         )
+
+
+def _add_detect_routes(app: FastAPI, service: Service) -> None:
+    """``POST /v1/detect`` and ``POST /v1/detect/batch`` with their shared query parameters."""
+    settings = service.settings
 
     def thresholds(
         request: Request,
@@ -283,6 +297,11 @@ def create_app(settings: ServeSettings, predictor: Predictor | None = None) -> F
         }
         return json_response(body)
 
+
+def _add_status_routes(app: FastAPI, service: Service) -> None:
+    """``GET /v1/model``, ``/healthz``, ``/readyz`` and ``/metrics``."""
+    settings = service.settings
+
     @app.get(
         "/v1/model",
         response_model=None,
@@ -334,8 +353,6 @@ def create_app(settings: ServeSettings, predictor: Predictor | None = None) -> F
     async def metrics() -> Response:
         """Prometheus text format: requests by status, latency histogram, queue depth."""
         return Response(service.metrics.render(), media_type="text/plain; version=0.0.4")
-
-    return app
 
 
 def _add_docs(app: FastAPI) -> None:

@@ -64,6 +64,17 @@ def batch_to_input(batch: Mapping[str, Any], preprocess: PreprocessConfig) -> di
     return {**batch, "images": images}
 
 
+def _class_names(class_names: list[str] | None, num_classes: int) -> list[str]:
+    """The class names (default ``"0"``, ``"1"``, ...); one per class or :class:`ConfigError`."""
+    names = list(class_names) if class_names is not None else [str(i) for i in range(num_classes)]
+    if len(names) != num_classes:
+        raise ConfigError(
+            f"{len(names)} class names for model.num_classes={num_classes}; expected "
+            f"one name per class"
+        )
+    return names
+
+
 class ValidationSample(NamedTuple):
     """The first validation batch and its detections, for the image grid callback. ``images``
     ``(B, 3, H, W)``; ``targets`` ``(M, 6)`` and ``detections[i]`` ``(K_i, 6)`` in input pixels."""
@@ -142,16 +153,7 @@ class YoloModule(L.LightningModule):
         compile_model = new.get("compile_model", compile_model)
         config = ModelConfig.from_dict(dict(model))
         optim_cfg = optim if isinstance(optim, OptimConfig) else OptimConfig(**dict(optim or {}))
-        names = (
-            list(class_names)
-            if class_names is not None
-            else [str(i) for i in range(config.num_classes)]
-        )
-        if len(names) != config.num_classes:
-            raise ConfigError(
-                f"{len(names)} class names for model.num_classes={config.num_classes}; expected "
-                f"one name per class"
-            )
+        names = _class_names(class_names, config.num_classes)
         self.save_hyperparameters(
             {
                 "model": config.to_dict(),
@@ -191,6 +193,10 @@ class YoloModule(L.LightningModule):
         self._loss: YoloLoss | None = None  # fitting only: see loss_fn
         self.ema = ModelEMA(self.model, ema_decay, ema_tau) if ema_decay else None
         self._forward = torch.compile(self.model) if compile_model else self.model
+        self._init_run_state()
+
+    def _init_run_state(self) -> None:
+        """What validation and the epoch log fill in while running (nothing yet)."""
         self.evaluator: CocoEvaluator | None = None
         self.evaluation: EvaluationResult | None = None  # of the latest validation
         self.evaluated_step: int | None = None  # the global step of the weights it scored
