@@ -372,14 +372,17 @@ class YoloModule(L.LightningModule):
         self, batch: Mapping[str, torch.Tensor], model: YOLOv4 | None = None
     ) -> list[torch.Tensor]:
         """Detections per image ``(K_i, 6)`` ``[x1, y1, x2, y2, score, class]`` in INPUT pixels
-        (the network's letterboxed image); :func:`unmap_detections` maps them to the originals."""
+        (the network's letterboxed image); :func:`unmap_detections` maps them to the originals.
+        On the CPU the network runs in float32 whatever the training precision (bf16-mixed),
+        so that validation scores what ``evaluate.py`` and the Predictor score."""
         model = model or self.eval_model
         images = batch["images"]
         c = model.config
         was_training = model.training
         model.eval()  # BN statistics, never batch statistics
         try:
-            preds = DecodedModel(model)(images)
+            with torch.autocast("cpu", enabled=False):  # a CUDA autocast is left as it is
+                preds = DecodedModel(model)(images)
         finally:
             model.train(was_training)
         settings = PostprocessConfig(**self.hparams["val_postprocess"]).resolve(c)
