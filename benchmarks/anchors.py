@@ -4,7 +4,8 @@ fitted anchors do to a short training run.
     python benchmarks/anchors.py darknet [--darknet /work/dk/oracle/darknet/darknet]
         [--clusters 9 6] [--sizes 416 608] [--seeds 1 2 3]
     python benchmarks/anchors.py map [--epochs 12] [--size 128] [--train 200] [--val 60]
-        [--burn-in 10] [--sets bars synthetic] [--anchors cfg auto] [--name anchors_map]
+        [--burn-in 10] [--sets bars synthetic] [--anchors cfg auto fit] [--seed 0]
+        [--name anchors_map]
 
 ``darknet``: darknet's own binary runs ``detector calc_anchors DATA -num_of_clusters K -width S
 -height S`` on the label files of two generated sets, the built-in synthetic shapes (train split)
@@ -16,9 +17,9 @@ on the same box sizes, and our :func:`yolov4.anchors.avg_best_iou` of darknet's 
 printed as darknet prints it (``%2.2f``), which must equal darknet's line. Writes
 benchmarks/results/anchors_darknet.json.
 
-``map``: ``train.py`` (yolov4-tiny from scratch, ``--epochs`` epochs at ``--size`` px, seed 0)
-with the cfg's anchors and with ``model.anchors=auto`` on the thin bars and on the built-in
-shapes, same seed and data; val mAP50 of each. Writes benchmarks/results/anchors_map.json.
+``map``: ``train.py`` (yolov4-tiny from scratch, ``--epochs`` epochs at ``--size`` px, ``seed``
+``--seed``) with the cfg's anchors and with ``model.anchors=auto`` / ``fit`` on the thin bars and
+on the built-in shapes, same seed and data; val mAP50 of each. Writes benchmarks/results/anchors_map.json.
 """
 
 from __future__ import annotations
@@ -229,7 +230,7 @@ def map_main(args: argparse.Namespace) -> None:
         "trainer.check_val_every_n_epoch=1000",
         "logger=none",
         "export=null",
-        "seed=0",
+        f"seed={args.seed}",
     ]
     datasets = {
         "bars": [
@@ -250,7 +251,7 @@ def map_main(args: argparse.Namespace) -> None:
     for name in args.sets:
         data = datasets[name]
         for anchors in args.anchors:
-            extra = ["model.anchors=auto"] if anchors == "auto" else []
+            extra = [] if anchors == "cfg" else [f"model.anchors={anchors}"]
             result = train_run([*common, *data, *extra], work / f"{name}-{anchors}")
             rows.append({"set": name, "anchors": anchors, **result})
             print(rows[-1])
@@ -279,9 +280,15 @@ def main() -> None:
     mp.add_argument("--size", type=int, default=128)
     mp.add_argument("--train", type=int, default=200)
     mp.add_argument("--val", type=int, default=60)
+    mp.add_argument("--seed", type=int, default=0, help="train.py's seed (the data stay the same)")
     mp.add_argument("--burn-in", type=int, default=10, help="optim.burn_in (warm-up steps)")
     mp.add_argument("--sets", nargs="+", default=["bars", "synthetic"])
-    mp.add_argument("--anchors", nargs="+", default=["cfg", "auto"], help="cfg and/or auto")
+    mp.add_argument(
+        "--anchors",
+        nargs="+",
+        default=["cfg", "auto"],
+        help="cfg, auto and/or fit (model.anchors=)",
+    )
     mp.add_argument("--name", default="anchors_map", help="benchmarks/results/<name>.json")
     args = parser.parse_args()
     darknet_main(args) if args.command == "darknet" else map_main(args)

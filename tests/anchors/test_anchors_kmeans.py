@@ -125,7 +125,8 @@ def test_box_sizes_after_letterbox_and_stretch():
 
 
 def test_anchors_auto_outside_training_and_null_mean_the_cfgs():
-    with pytest.raises(ConfigError, match="model.anchors=auto is fitted to the training split"):
-        ModelConfig.from_dict({"name": "yolov4-tiny", "anchors": "auto"})
+    for asked in ("auto", "fit"):
+        with pytest.raises(ConfigError, match=f"model.anchors={asked} is resolved on the training"):
+            ModelConfig.from_dict({"name": "yolov4-tiny", "anchors": asked})
     config = ModelConfig.from_dict({"name": "yolov4-tiny", "anchors": None, "masks": None})
     assert config.anchors == ModelConfig.load("yolov4-tiny").anchors

@@ -1,4 +1,4 @@
-"""``train.py model.anchors=auto``: the anchors fitted at start-up are those
+"""``train.py model.anchors=fit``: the anchors fitted at start-up are those
 ``python -m yolov4.anchors`` fits on the same data, stored in the checkpoint and the artifact."""
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from yolov4.cli.train import train
 
 
 @pytest.mark.slow
-def test_train_with_auto_anchors_stores_them_in_checkpoint_and_artifact(
+def test_train_with_fitted_anchors_stores_them_in_checkpoint_and_artifact(
     compose_cfg, tiny_run, tmp_path
 ):
-    cfg = compose_cfg("train", [*tiny_run, "model.anchors=auto"], tmp_path / "run")
+    cfg = compose_cfg("train", [*tiny_run, "model.anchors=fit"], tmp_path / "run")
     train(cfg)
     weights = torch.load(tmp_path / "run" / "weights" / "last.pt", weights_only=True)
     data = [o for o in tiny_run if o.startswith("data.")]

@@ -1,15 +1,17 @@
-"""Anchors at training start: ``model.anchors=auto`` fitted to the training split, the fit check
+"""Anchors at training start: ``model.anchors=auto`` (fitted when the model's fit poorly) and
+``fit`` (fitted in any case) resolved on the training split, the fit check
 and its warning with the command to run (through ``train.py``: tests/cli/test_train_anchors.py)."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
-from yolov4.anchors import box_sizes, fit_model_anchors
+from yolov4.anchors import anchor_quality, box_sizes, fit_model_anchors
 from yolov4.core.preprocess import PreprocessConfig
 from yolov4.data.records import ImageRecord
 from yolov4.errors import DatasetError
@@ -37,17 +39,52 @@ def bars_datamodule(num: int, seed: int = 0, thin: bool = True):
     )
 
 
-def test_auto_fits_anchors_and_masks_to_the_training_boxes(caplog):
+@pytest.mark.parametrize("asked", ["auto", "fit"])
+def test_poorly_fitting_anchors_are_fitted_to_the_training_boxes(caplog, asked):
+    """Thin bars: the cfg's anchors fit them poorly, so ``auto`` fits new ones as ``fit`` does."""
     dm = bars_datamodule(40)
     with caplog.at_level(logging.INFO, logger="yolov4.training.anchors"):
-        model, quality = anchors_at_start({**TINY, "anchors": "auto"}, dm, seed=3)
+        model, quality = anchors_at_start({**TINY, "anchors": asked}, dm, seed=3)
     wh = box_sizes(dm.split("train").records, (96, 96), "letterbox")
     expected = fit_model_anchors(wh, ModelConfig.load("yolov4-tiny"), seed=3, input_size=(96, 96))
+    assert expected.current.poor and expected.fitted.avg_iou > expected.current.avg_iou
     assert model["anchors"] == expected.anchors and model["masks"] == [[0, 1, 2], [3, 4, 5]]
     assert ModelConfig.from_dict(model).anchors == tuple(tuple(a) for a in expected.anchors)
     assert not quality.poor and quality.avg_iou == expected.fitted.avg_iou
-    assert "model.anchors=auto: 6 anchors fitted to" in caplog.text
+    assert f"model.anchors={asked}: 6 anchors fitted to" in caplog.text
+    assert ("(the model's own fit poorly)" in caplog.text) == (asked == "auto")
     assert "fit them with" not in caplog.text
+
+
+def test_auto_keeps_anchors_that_fit_and_fit_replaces_them(caplog):
+    """Squares the cfg's anchors fit: ``auto`` keeps them (logged with their figure), ``fit``
+    fits new ones all the same."""
+    dm = bars_datamodule(40, thin=False)
+    masks = [[1, 2, 3], [3, 4, 5]]
+    with caplog.at_level(logging.INFO, logger="yolov4.training.anchors"):
+        kept, quality = anchors_at_start({**TINY, "anchors": "auto", "masks": masks}, dm, seed=3)
+    assert kept == {**TINY, "anchors": None, "masks": masks}  # null: the cfg's own
+    cfg = ModelConfig.from_dict({**TINY, "anchors": None})
+    wh = box_sizes(dm.split("train").records, (96, 96), "letterbox")
+    assert not quality.poor and quality == anchor_quality(wh, cfg.anchors)
+    assert f"model.anchors=auto: the model's own anchors kept ({quality.line()}" in caplog.text
+    fitted, _ = anchors_at_start({**TINY, "anchors": "fit", "masks": masks}, dm, seed=3)
+    expected = fit_model_anchors(wh, cfg, seed=3, input_size=(96, 96))
+    assert fitted["anchors"] == expected.anchors and fitted["masks"] == [[0, 1, 2], [3, 4, 5]]
+
+
+def test_auto_keeps_the_models_anchors_when_the_fit_is_no_better(monkeypatch, caplog):
+    from yolov4.training import anchors as start
+
+    dm = bars_datamodule(40)
+    wh = box_sizes(dm.split("train").records, (96, 96), "letterbox")
+    worse = fit_model_anchors(wh, ModelConfig.load("yolov4-tiny"), input_size=(96, 96))
+    worse = dataclasses.replace(worse, fitted=worse.current)  # fitted no better than the cfg's
+    monkeypatch.setattr(start, "fit_model_anchors", lambda *a, **k: worse)
+    with caplog.at_level(logging.INFO, logger="yolov4.training.anchors"):
+        model, quality = anchors_at_start({**TINY, "anchors": "auto"}, dm)
+    assert model["anchors"] is None and quality.poor
+    assert "fitted ones no better" in caplog.text
 
 
 def test_poor_anchors_warn_with_the_command_to_run(caplog):
@@ -72,8 +109,9 @@ def test_good_anchors_log_their_fit_without_warning(caplog):
 
 def test_auto_without_boxes_fails_naming_the_split():
     empty = bars_datamodule(0)
-    with pytest.raises(DatasetError, match="data.train has no boxes"):
-        anchors_at_start({**TINY, "anchors": "auto"}, empty)
+    for asked in ("auto", "fit"):
+        with pytest.raises(DatasetError, match="data.train has no boxes"):
+            anchors_at_start({**TINY, "anchors": asked}, empty)
     model, quality = anchors_at_start({**TINY, "anchors": None}, empty)
     assert quality is None
 

@@ -66,7 +66,7 @@ def fit(cfg: DictConfig) -> tuple[AnchorReport, ModelConfig]:
         raise ConfigError("data.train is null: anchors are fitted to the training split")
     train = datamodule.split("train")
     model = model_config(cfg, datamodule.num_classes)
-    if model.get("anchors") == "auto":
+    if model.get("anchors") in ("auto", "fit"):
         model["anchors"] = model["masks"] = None  # the network's own anchors are compared
     model["input_size"] = size
     config = ModelConfig.from_dict(model)

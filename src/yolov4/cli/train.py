@@ -72,7 +72,7 @@ def train(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> d
     # input sides, multi-scale ones included, are multiples of the network's largest stride
     datamodule = build(cfg, "data", augment=augment, size_multiple=model_stride(cfg))
     datamodule.prepare_data()
-    # model.anchors=auto fitted to data.train; the anchors checked against its boxes
+    # model.anchors=auto|fit resolved on data.train; the anchors checked against its boxes
     model, _ = anchors_at_start(
         model_config(cfg, datamodule.num_classes), datamodule, run_overrides(), cfg.seed
     )

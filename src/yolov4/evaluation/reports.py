@@ -23,9 +23,9 @@ from yolov4.core.files import write_json
 from yolov4.evaluation.analysis import DetectionAnalysis, analyze_detections
 from yolov4.evaluation.analysis_config import AnalysisConfig
 from yolov4.evaluation.darknet_map import darknet_map
-from yolov4.evaluation.tide import error_breakdown
 from yolov4.evaluation.plots import plot_confusion_matrix, plot_errors, plot_pr_curves, plot_pr_f1
 from yolov4.evaluation.result import METRICS_FILE, EvaluationResult
+from yolov4.evaluation.tide import error_breakdown
 from yolov4.evaluation.worst import worst_gallery, worst_images, write_png
 
 __all__ = [

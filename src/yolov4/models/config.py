@@ -277,9 +277,10 @@ class ModelConfig:
                 if key in rest and rest[key] is None:
                     del rest[key]  # null: the cfg's classes, anchors, masks
             return cls.load(values.get("name"), cfg=cfg, **rest)
-        if values.get("anchors") == "auto":
+        if values.get("anchors") in ("auto", "fit"):
             raise ConfigError(
-                "model.anchors=auto is fitted to the training split by train.py at start-up; "
+                f"model.anchors={values['anchors']} is resolved on the training split by train.py "
+                "at start-up; "
                 "elsewhere give the anchors (python -m yolov4.anchors fits them)"
             )
         known = {f.name for f in dataclasses.fields(cls)}

@@ -1,11 +1,16 @@
-"""Anchors at every training start: ``model.anchors=auto`` fitted to the training split, and a
-check of the anchors the run trains with against the training boxes (a warning with the command
-to run when they fit poorly).
+"""Anchors at every training start: ``model.anchors=auto`` or ``fit`` fitted to the training
+split, and a check of the anchors the run trains with against the training boxes (a warning with
+the command to run when they fit poorly).
+
+* ``auto`` (as ultralytics' AutoAnchor): the model's own anchors are kept when they fit the
+  training boxes (not :attr:`~yolov4.anchors.AnchorQuality.poor`); otherwise new ones are fitted
+  and used when their average best IoU is higher.
+* ``fit``: new anchors are fitted and used whatever the model's own anchors score.
 
 The fit is :func:`yolov4.anchors.fit_model_anchors` (darknet's ``calc_anchors`` k-means, best of
 several starts) on the box sizes after the run's own resize (``data.preprocess``); the fitted
-anchors and masks replace ``auto`` in the model config, so checkpoints and artifacts store them
-like any anchors. The same seed gives the same anchors (a resumed run refits the same ones).
+anchors and masks replace ``auto``/``fit`` in the model config, so checkpoints and artifacts store
+them like any anchors. The same seed gives the same anchors (a resumed run refits the same ones).
 """
 
 from __future__ import annotations
@@ -18,11 +23,12 @@ from yolov4.anchors import AnchorQuality, anchor_quality, box_sizes, fit_model_a
 from yolov4.anchors.fit import POOR_AVG_IOU, POOR_IOU, POOR_SHARE
 from yolov4.models import ModelConfig
 
-__all__ = ["AUTO", "anchors_at_start", "anchors_command", "run_overrides"]
+__all__ = ["AUTO", "FIT", "anchors_at_start", "anchors_command", "run_overrides"]
 
 log = logging.getLogger(__name__)
 
-AUTO = "auto"  # model.anchors=auto: fit them to the training split at start-up
+AUTO = "auto"  # model.anchors=auto: fit them to the training split when the model's fit poorly
+FIT = "fit"  # model.anchors=fit: fit them to the training split at start-up in any case
 # override prefixes that change what the anchors command fits (the data and the network)
 COMMAND_KEYS = ("data", "model", "+data", "+model")
 
@@ -49,33 +55,15 @@ def anchors_command(overrides: Sequence[str]) -> str:
 def anchors_at_start(
     model: dict[str, Any], datamodule: Any, overrides: Sequence[str] = (), seed: int = 0
 ) -> tuple[dict[str, Any], AnchorQuality | None]:
-    """The model config dict to train with (``anchors: auto`` replaced by anchors and masks
-    fitted to ``datamodule``'s training split) and the fit of its anchors to the training boxes
-    (logged; a warning when poor). ``None`` when the run has no training boxes to check."""
+    """The model config dict to train with (``anchors: auto`` or ``fit`` resolved against
+    ``datamodule``'s training split, see the module docstring) and the fit of its anchors to the
+    training boxes (logged; a warning when poor). ``None`` when the run has no training boxes."""
     train = datamodule.split("train")
     pre = datamodule.preprocess_config
     wh = box_sizes(train.records if train is not None else [], pre.input_size, pre.mode)
     model = dict(model)
-    if model.get("anchors") == AUTO:
-        network = ModelConfig.from_dict(
-            {k: v for k, v in model.items() if k not in ("anchors", "masks")}
-        )
-        report = fit_model_anchors(
-            wh, network, seed=seed, input_size=pre.input_size, resize_mode=pre.mode
-        )
-        model["anchors"], model["masks"] = report.anchors, report.masks
-        log.info(
-            "model.anchors=auto: %d anchors fitted to %d boxes of data.train at %s (%s): "
-            "avg IoU %.2f %% (the cfg's own: %.2f %%); anchors %s, masks %s",
-            len(report.anchors),
-            report.num_boxes,
-            "x".join(map(str, pre.input_size)),
-            pre.mode,
-            report.fitted.avg_iou,
-            report.current.avg_iou,
-            report.anchors,
-            report.masks,
-        )
+    if model.get("anchors") in (AUTO, FIT):
+        model = _resolve_fit(model, wh, pre, seed)
     if len(wh) == 0:
         return model, None
     anchors = ModelConfig.from_dict(model).anchors
@@ -93,3 +81,40 @@ def anchors_at_start(
     else:
         log.info("anchors against the %d training boxes: %s", len(wh), quality.line())
     return model, quality
+
+
+def _resolve_fit(model: dict[str, Any], wh: Any, pre: Any, seed: int) -> dict[str, Any]:
+    """``model`` with ``anchors: auto|fit`` replaced: fitted anchors and masks, or (``auto``,
+    when the network's own anchors fit ``wh`` or the fit is no better) the network's own."""
+    asked = model["anchors"]
+    keys = {k: v for k, v in model.items() if k not in ("anchors", "masks")}
+    network = ModelConfig.from_dict(keys)
+    report = None
+    if asked == FIT or len(wh) == 0 or anchor_quality(wh, network.anchors).poor:
+        report = fit_model_anchors(
+            wh, network, seed=seed, input_size=pre.input_size, resize_mode=pre.mode
+        )
+    size = f"{len(wh)} boxes of data.train at {'x'.join(map(str, pre.input_size))} ({pre.mode})"
+    if report is None or (asked == AUTO and report.fitted.avg_iou <= report.current.avg_iou):
+        current = report.current if report else anchor_quality(wh, network.anchors)
+        log.info(
+            "model.anchors=auto: the model's own anchors kept (%s against the %s%s; "
+            "model.anchors=fit fits new ones in any case)",
+            current.line(),
+            size,
+            "" if report is None else f"; fitted ones no better: {report.fitted.line()}",
+        )
+        return {**model, "anchors": None}
+    log.info(
+        "model.anchors=%s: %d anchors fitted to %s%s: avg IoU %.2f %% (the model's own: %.2f %%); "
+        "anchors %s, masks %s",
+        asked,
+        len(report.anchors),
+        size,
+        " (the model's own fit poorly)" if asked == AUTO else "",
+        report.fitted.avg_iou,
+        report.current.avg_iou,
+        report.anchors,
+        report.masks,
+    )
+    return {**model, "anchors": report.anchors, "masks": report.masks}
