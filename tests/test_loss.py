@@ -287,7 +287,8 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-@pytest.mark.parametrize("box_gradient", ["darknet", pytest.param("exact", marks=pytest.mark.slow)])
+@pytest.mark.slow  # ~13 s; tests/training/test_overfit_zoo.py keeps a shorter overfit by default
+@pytest.mark.parametrize("box_gradient", ["darknet", "exact"])
 def test_tiny_model_overfits_one_image_and_postprocess_recovers_the_boxes(one_thread, box_gradient):
     """decode <-> loss <-> NMS agree on coordinates: train on one 128x128 image with 3 boxes
     until the detections above 0.5 are exactly the 3 boxes (IoU > 0.5, right class).

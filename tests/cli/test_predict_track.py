@@ -195,6 +195,7 @@ def test_a_folder_of_frames_is_one_sequence(run, video, tmp_path):
     assert summary["tracking"]["sources"][str(folder)]["tracks"] == metrics["num_unique_objects"]
 
 
+@pytest.mark.slow
 def test_a_stream_keeps_ids_across_dropped_frames_and_a_reconnect(run, video, monkeypatch):
     """The video served as MJPEG, cut after 60 frames and served on from there; the model is
     slower than the stream, so the newest-frame policy drops frames."""

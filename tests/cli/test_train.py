@@ -235,6 +235,7 @@ def test_bad_values_fail_at_start_naming_the_key(compose_cfg, tiny_run, tmp_path
     assert not (tmp_path / "checkpoints").exists()  # failed before any training
 
 
+@pytest.mark.slow
 def test_darknet_weights_and_checkpoint_give_the_same_metrics(
     compose_cfg, tiny_run, tmp_path, randomize
 ):

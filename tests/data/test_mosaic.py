@@ -119,6 +119,7 @@ def _mosaic_stats(boxes: np.ndarray, labels: np.ndarray) -> tuple[float, float, 
     return (x2 if x1 == 0 else x1), (y2 if y1 == 0 else y1), (x2 - x1) * (y2 - y1)
 
 
+@pytest.mark.slow
 def test_mosaic_split_and_the_primarys_slice_have_the_legacy_distribution():
     """Four images, each one full-image box labelled by its place (0 = the sample): with no
     affine, the sample's box is its slice."""
@@ -149,6 +150,7 @@ def test_mosaic_split_and_the_primarys_slice_have_the_legacy_distribution():
     assert seen == {(0, 1, 2, 3)}  # every image in every mosaic
 
 
+@pytest.mark.slow
 def test_full_recipe_boxes_have_the_legacy_size_and_count_distribution():
     """darknet's recipe on the synthetic shapes: widths, heights and boxes per sample."""
     config = _config()

@@ -86,6 +86,7 @@ def test_a_batch_over_the_pixel_budget_gets_413_naming_it_before_the_rest_is_dec
     assert "budget" in error["message"]
 
 
+@pytest.mark.slow
 def test_the_pixel_budget_bounds_the_memory_of_one_batch_request(artifact, tmp_path):
     """The issue's attack scaled down: 12 PNGs of 4000x4000 (a few kB each) would take ~600 MB
     decoded at once; the 32 M-pixel budget stops the third one."""
@@ -249,6 +250,7 @@ def test_16_bit_big_endian_tiff_is_accepted(guarded):
 # -- item 14: memory settles after batch traffic ------------------------------------------------
 
 
+@pytest.mark.slow
 def test_memory_settles_after_batch_traffic(artifact, tmp_path):
     small = {"file": ("x.jpg", encode(scene(480, 640), "JPEG"))}
     batch = [("files", (f"{i}.jpg", encode(scene(1536, 2048, seed=i), "JPEG"))) for i in range(8)]

@@ -159,6 +159,7 @@ def test_a_body_that_does_not_arrive_in_time_gets_408_and_frees_its_slot(busy_se
     assert r.status_code == 200
 
 
+@pytest.mark.slow
 def test_sigterm_lets_in_flight_requests_finish(artifact, tmp_path, slow_batch):
     with serve(artifact, tmp_path / "server.log", "--max-batch", str(BATCH)) as server:
         pool, batch = in_flight(server, slow_batch[:16])
@@ -174,7 +175,9 @@ def test_sigterm_lets_in_flight_requests_finish(artifact, tmp_path, slow_batch):
     assert "Application shutdown complete" in log
 
 
-@pytest.mark.parametrize("case", ["not an artifact", "backend not exported"])
+@pytest.mark.parametrize(
+    "case", ["not an artifact", pytest.param("backend not exported", marks=pytest.mark.slow)]
+)
 def test_a_bad_artifact_stops_the_cli_with_its_message(artifact, tmp_path, case):
     import subprocess
     import sys
@@ -262,6 +265,7 @@ def test_two_workers_become_ready_beside_a_busy_neighbour(artifact, tmp_path):
     assert "health-check timeout" in text
 
 
+@pytest.mark.slow
 def test_the_torchscript_backend_serves_like_its_predictor(artifact, tmp_path):
     from yolov4.export.artifact import export_artifact
     from yolov4.inference import Predictor
@@ -276,6 +280,7 @@ def test_the_torchscript_backend_serves_like_its_predictor(artifact, tmp_path):
     assert r.json()["detections"] == want.to_dict()["detections"]
 
 
+@pytest.mark.slow
 def test_micro_batched_concurrent_requests_match_the_predictor(artifact, tmp_path, predictor):
     import asyncio
 

@@ -62,6 +62,7 @@ def check_served(server, predictor, backend: str, precision: str, file: str) -> 
     assert len(body["detections"]) > 0
 
 
+@pytest.mark.slow
 def test_serves_the_artifacts_int8_in_openvino(int8_artifact, tmp_path):
     predictor = Predictor.from_artifact(int8_artifact)
     with serve(int8_artifact, tmp_path / "server.log") as server:
