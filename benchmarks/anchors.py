@@ -19,7 +19,8 @@ benchmarks/results/anchors_darknet.json.
 
 ``map``: ``train.py`` (yolov4-tiny from scratch, ``--epochs`` epochs at ``--size`` px, ``seed``
 ``--seed``) with the cfg's anchors and with ``model.anchors=auto`` / ``fit`` on the thin bars and
-on the built-in shapes, same seed and data; val mAP50 of each. Writes benchmarks/results/anchors_map.json.
+on the built-in shapes, same seed and data; val mAP50 and mAP of each. Writes
+benchmarks/results/<--name>.json (default anchors_map.json).
 """
 
 from __future__ import annotations
