@@ -89,14 +89,14 @@ def _resolve_fit(model: dict[str, Any], wh: Any, pre: Any, seed: int) -> dict[st
     asked = model["anchors"]
     keys = {k: v for k, v in model.items() if k not in ("anchors", "masks")}
     network = ModelConfig.from_dict(keys)
+    current = anchor_quality(wh, network.anchors) if len(wh) else None
     report = None
-    if asked == FIT or len(wh) == 0 or anchor_quality(wh, network.anchors).poor:
+    if asked == FIT or current is None or current.poor:  # no boxes: the fit names the split
         report = fit_model_anchors(
             wh, network, seed=seed, input_size=pre.input_size, resize_mode=pre.mode
         )
     size = f"{len(wh)} boxes of data.train at {'x'.join(map(str, pre.input_size))} ({pre.mode})"
     if report is None or (asked == AUTO and report.fitted.avg_iou <= report.current.avg_iou):
-        current = report.current if report else anchor_quality(wh, network.anchors)
         log.info(
             "model.anchors=auto: the model's own anchors kept (%s against the %s%s; "
             "model.anchors=fit fits new ones in any case)",
