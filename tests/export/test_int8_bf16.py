@@ -18,6 +18,18 @@ from yolov4.inference.backends import BF16_CPU_FLAGS, bf16_native, cpu_features
 NATIVE = bf16_native(cpu_features())
 
 
+def export(overfit, out, precisions):
+    """The overfit checkpoint exported to ONNX with ``precisions`` (INT8 calibrated and gated)."""
+    return export_artifact(
+        overfit.checkpoint,
+        out,
+        formats=["onnx"],
+        precisions=precisions,
+        calibration=overfit.calibration,
+        evaluate=overfit.evaluate,
+    )
+
+
 def test_refused_without_native_bf16(overfit, tmp_path, monkeypatch):
     """Any CPU: one that reports no BF16 capability refuses int8_bf16 before any file."""
     from yolov4.export import quantize
@@ -25,14 +37,7 @@ def test_refused_without_native_bf16(overfit, tmp_path, monkeypatch):
     plain = {"cpu": "plain", "flags": ["avx2", "fma"], "openvino_capabilities": ["FP32", "INT8"]}
     monkeypatch.setattr(quantize, "cpu_features", lambda: plain)
     with pytest.raises(ExportError, match=r"precision int8_bf16 needs a CPU with native bf16") as e:
-        export_artifact(
-            overfit.checkpoint,
-            tmp_path / "export",
-            formats=["onnx"],
-            precisions=["fp32", "int8_bf16"],
-            calibration=overfit.calibration,
-            evaluate=overfit.evaluate,
-        )
+        export(overfit, tmp_path / "export", ["fp32", "int8_bf16"])
     assert " or ".join(BF16_CPU_FLAGS) in str(e.value) and "avx2, fma" in str(e.value)
     assert list(tmp_path.iterdir()) == []
 
@@ -40,25 +45,13 @@ def test_refused_without_native_bf16(overfit, tmp_path, monkeypatch):
 @pytest.mark.slow  # an NNCF quantization and four evaluations (~30 s on a busy 2-core machine)
 def test_int8_bf16_gated_measured_and_chosen(overfit, tmp_path, caplog):
     if not NATIVE:  # this CPU itself (nothing mocked) refuses int8_bf16, naming its own flags
-        with pytest.raises(ExportError, match=r"precision int8_bf16 needs a CPU with native bf16"):
-            export_artifact(
-                overfit.checkpoint,
-                tmp_path / "export",
-                formats=["onnx"],
-                precisions=["fp32", "int8_bf16"],
-                calibration=overfit.calibration,
-                evaluate=overfit.evaluate,
-            )
+        match = r"precision int8_bf16 needs a CPU with native bf16"
+        with pytest.raises(ExportError, match=match) as e:
+            export(overfit, tmp_path / "export", ["fp32", "int8_bf16"])
+        assert ", ".join(cpu_features()["flags"]) in str(e.value)
         assert not (tmp_path / "export").exists()
         return
-    art = export_artifact(
-        overfit.checkpoint,
-        tmp_path / "export",
-        formats=["onnx"],
-        precisions=["fp32", "int8", "int8_bf16"],
-        calibration=overfit.calibration,
-        evaluate=overfit.evaluate,
-    )
+    art = export(overfit, tmp_path / "export", ["fp32", "int8", "int8_bf16"])
     meta = read_metadata(art)
     assert meta["default_precision"] == "auto"
     entry = meta["precisions"]["int8_bf16"]
