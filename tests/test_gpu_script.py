@@ -32,13 +32,14 @@ EXPECTED = [
 NOT_APPLICABLE_ON_CPU = {"train_steps_yolov4", "compile_yolov4"}
 
 
-def run_script(out: Path, *args: str) -> dict:
+def run_script(out: Path, *args: str, env: dict[str, str] | None = None) -> dict:
     r = subprocess.run(
         [sys.executable, str(SCRIPT), "--dry-run", "--out", str(out), *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=900,
+        env={**os.environ, **(env or {})},
     )
     assert out.is_file(), f"no JSON (exit {r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
     payload = json.loads(out.read_text())
@@ -158,12 +159,42 @@ def test_a_broken_import_still_writes_the_json(tmp_path):
     assert row["error"] == "ImportError: simulated: torch is broken"
 
 
-@pytest.mark.slow
+# a sitecustomize that makes gpu.py's process for one check (``--check NAME``) hang: it starts a
+# child of its own, as the train_cli and ddp checks do, writes the child's pid and sleeps
+HANG = """
+import os, subprocess, sys, time
+if "--check" in sys.argv:
+    child = subprocess.Popen(["sleep", "300"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    with open(os.environ["HANG_PID_FILE"], "w") as f:
+        f.write(str(child.pid))
+    time.sleep(300)
+"""
+
+
+def running(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie (dead, waiting to be reaped)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+@pytest.mark.slow  # waits out the run's budget (about 21 s)
 def test_a_check_past_its_budget_is_stopped_and_recorded(tmp_path):
-    payload = run_script(tmp_path / "t.json", "--isolate", "--only", "train_cli", "--budget", "21")
+    """A hanging check is stopped at the run's budget with its process group (its own child
+    too) and recorded as a timeout; the run exits 1."""
+    (tmp_path / "hang").mkdir()
+    (tmp_path / "hang" / "sitecustomize.py").write_text(HANG)
+    pid_file = tmp_path / "child.pid"
+    env = {"PYTHONPATH": str(tmp_path / "hang"), "HANG_PID_FILE": str(pid_file)}
+    args = ("--isolate", "--only", "environment", "--budget", "21")
+    payload = run_script(tmp_path / "t.json", *args, env=env)
     [check] = payload["checks"]
-    assert check["status"] == "timeout" and "budget" in check["error"]
-    assert check["seconds"] < 21 + 15 and payload["returncode"] == 1
+    assert check["status"] == "timeout", check
+    assert check["error"].startswith("stopped at its budget of ")
+    assert 15 < check["seconds"] < 21 + 15 and payload["returncode"] == 1
+    assert not running(int(pid_file.read_text()))
 
 
 @pytest.mark.parametrize(
