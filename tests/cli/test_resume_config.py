@@ -124,3 +124,32 @@ def test_a_change_that_cannot_be_resumed_is_refused_naming_the_keys(saved_run, o
         assert key in str(e.value)
     assert "trainer.max_epochs" not in str(e.value)  # only what is refused
     assert (saved_run / ".hydra/config.yaml").read_bytes() == before
+
+
+def test_a_saved_override_of_a_removed_key_is_named_with_its_file(saved_run):
+    """A run saved with a key these configs no longer have (augment.mosaic_impl, module.eval):
+    the resume stops naming each stale line and the file to edit, and changes nothing; with the
+    lines removed the same command resumes."""
+    overrides = saved_run / ".hydra/overrides.yaml"
+    stale = ["augment.mosaic_impl=legacy", "module.eval.max_det=1"]
+    overrides.write_text(yaml.safe_dump([*RUN_OVERRIDES, *stale]))
+    before = {p: p.read_bytes() for p in (overrides, saved_run / ".hydra/config.yaml")}
+    argv = ["train.py", f"ckpt_path={saved_run}/checkpoints/last.ckpt", "trainer.max_epochs=3"]
+    with pytest.raises(ConfigError, match="no longer compose") as e:
+        resume_argv(argv)
+    message = str(e.value)
+    for line in stale:
+        assert repr(line) in message
+    assert str(overrides) in message and "docs/renamed.md" in message
+    for kept in RUN_OVERRIDES:  # only the stale lines are named
+        assert repr(kept) not in message
+    assert {p: p.read_bytes() for p in before} == before
+    overrides.write_text(yaml.safe_dump(RUN_OVERRIDES))
+    assert "trainer.max_epochs=3" in resume_argv(argv)
+
+
+def test_a_bad_override_given_now_is_left_to_hydra(saved_run):
+    """An unknown key on the command line is the command's mistake, not the run's: resume_argv
+    passes it through and Hydra's own message reports it."""
+    argv = ["train.py", f"ckpt_path={saved_run}/checkpoints/last.ckpt", "trainer.no_such_key=1"]
+    assert resume_argv(argv)[-2:] == ["trainer.no_such_key=1", f"hydra.run.dir={saved_run}"]

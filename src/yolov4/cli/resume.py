@@ -87,6 +87,24 @@ def _compose(overrides: list[str]) -> dict[str, Any]:
     return OmegaConf.to_container(cfg, resolve=False)
 
 
+def _stale_overrides(saved: list[str]) -> dict[str, str]:
+    """Each of ``saved`` that does not compose on its own with the shipped configs, with the
+    first line of Hydra's reason."""
+    stale = {}
+    for override in saved:
+        if override.startswith(("hydra.", "hydra/")):
+            continue
+        try:
+            _compose([override])
+        except Exception as e:  # noqa: BLE001 - the reason is reported, not handled
+            stale[override] = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return stale
+
+
+def format_stale(stale: dict[str, str]) -> str:
+    return "; ".join(f"{o!r} ({why})" for o, why in stale.items())
+
+
 def resume_argv(argv: list[str]) -> list[str]:
     """``argv`` (``sys.argv``) for Hydra: unchanged unless it resumes (``ckpt_path=``) a run
     with a saved config; then the run's overrides merged with the given ones
@@ -115,6 +133,15 @@ def resume_argv(argv: list[str]) -> list[str]:
         new = _compose(merged)
     except Exception:  # noqa: BLE001 - Hydra reports the same composition error itself
         new = None
+        stale = _stale_overrides([s for s in merged if s not in given])
+        if stale:
+            raise ConfigError(
+                f"resume of {run}: the run's saved overrides ({run / SAVED_OVERRIDES}) "
+                f"{format_stale(stale)} no longer compose with this version's configs (a key "
+                f"removed or renamed: docs/renamed.md); remove or rename those lines in "
+                f"{run / SAVED_OVERRIDES} and run the same command again (the checkpoint and "
+                f"{run / SAVED_CONFIG} are untouched)"
+            )
     if new is not None:
         changes = config_changes(old, new)
         refused = unresumable(changes)
