@@ -101,7 +101,7 @@ def _stale_overrides(saved: list[str]) -> dict[str, str]:
     return stale
 
 
-def format_stale(stale: dict[str, str]) -> str:
+def _format_stale(stale: dict[str, str]) -> str:
     return "; ".join(f"{o!r} ({why})" for o, why in stale.items())
 
 
@@ -137,11 +137,11 @@ def resume_argv(argv: list[str]) -> list[str]:
         if stale:
             raise ConfigError(
                 f"resume of {run}: the run's saved overrides ({run / SAVED_OVERRIDES}) "
-                f"{format_stale(stale)} no longer compose with this version's configs (a key "
+                f"{_format_stale(stale)} no longer compose with this version's configs (a key "
                 f"removed or renamed: docs/renamed.md); remove or rename those lines in "
                 f"{run / SAVED_OVERRIDES} and run the same command again (the checkpoint and "
                 f"{run / SAVED_CONFIG} are untouched)"
-            )
+            ) from None
     if new is not None:
         changes = config_changes(old, new)
         refused = unresumable(changes)
