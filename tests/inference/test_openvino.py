@@ -4,8 +4,13 @@ existed still load."""
 
 from __future__ import annotations
 
+import ast
 import json
 import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,7 +22,13 @@ from yolov4.errors import ExportError
 from yolov4.export import artifact as artifact_mod
 from yolov4.export.artifact import export_artifact
 from yolov4.inference import Predictor
-from yolov4.inference.backends import BACKENDS, OnnxBackend, OpenVinoBackend, load_backend
+from yolov4.inference.backends import (
+    BACKENDS,
+    OnnxBackend,
+    OpenVinoBackend,
+    load_backend,
+    openvino_core,
+)
 
 NAMES = ["circle", "rectangle", "triangle"]
 
@@ -144,3 +155,57 @@ def test_without_openvino_fp32_exports_and_reduced_precisions_name_the_extra(
         export_artifact(ckpt, tmp_path / "int8", precisions=["int8"], evaluate=print)
     with pytest.raises(ExportError, match=r"pip install 'yolov4\[openvino\]'"):
         Predictor.from_artifact(art, backend="openvino")
+
+
+# two OpenVINO Predictors released in the order they were made, then Ctrl-C's signal
+SIGNAL_AFTER_TWO_PREDICTORS = textwrap.dedent(
+    """
+    import gc, os, signal, sys, time
+    from yolov4.inference import Predictor
+    first = Predictor.from_artifact(sys.argv[1], backend="openvino")
+    second = Predictor.from_artifact(sys.argv[1], backend="openvino")
+    del first
+    gc.collect()
+    del second
+    gc.collect()
+    try:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(5)
+    except KeyboardInterrupt:
+        print("interrupted", flush=True)
+    """
+)
+
+
+def test_a_signal_after_openvino_predictors_are_released_is_handled(exported):
+    """OpenVINO's CPU plugin swaps the thread's signal stack for one of its own per Core and puts
+    the old one back when that Core goes: with a Core per Predictor, releasing two in the order
+    they were made left the process on a freed signal stack and Ctrl-C ended it with SIGSEGV
+    (exit -11). The one shared Core keeps the signal handled."""
+    _, art = exported
+    run = subprocess.run(
+        [sys.executable, "-c", SIGNAL_AFTER_TWO_PREDICTORS, str(art)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, (run.returncode, run.stderr[-2000:])
+    assert run.stdout.strip() == "interrupted"
+
+
+def test_every_openvino_call_uses_the_one_core():
+    """``openvino.Core()`` is made in one place, :func:`openvino_core`, so a process never holds
+    two (see the test above)."""
+    assert openvino_core() is openvino_core()
+    src = Path(__file__).parents[2] / "src/yolov4"
+    made = []
+    for path in src.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "Core":
+                made.append(f"{path.relative_to(src)}:{node.lineno}")
+    assert made == ["inference/backends.py:" + str(_core_line(src / "inference/backends.py"))]
+
+
+def _core_line(path: Path) -> int:
+    lines = path.read_text().splitlines()
+    return next(i for i, line in enumerate(lines, 1) if "import_openvino().Core()" in line)

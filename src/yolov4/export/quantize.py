@@ -45,6 +45,7 @@ from yolov4.inference.backends import (
     bf16_refusal,
     cpu_features,
     import_openvino,
+    openvino_core,
 )
 from yolov4.inference.images import load_images
 from yolov4.inference.precision import measure
@@ -175,7 +176,7 @@ def quantize_int8(onnx_path: Path, out_dir: Path, batch: torch.Tensor) -> dict[s
 
     start = time.perf_counter()
     data = nncf.Dataset([x[None].numpy() for x in batch])
-    model = ov.Core().read_model(str(onnx_path))
+    model = openvino_core().read_model(str(onnx_path))
     quantized = nncf.quantize(
         model,
         data,

@@ -18,6 +18,7 @@ should give each ``cores / k`` threads, or the pools oversubscribe the cores.
 
 from __future__ import annotations
 
+import functools
 import threading
 import warnings
 from pathlib import Path
@@ -40,6 +41,7 @@ __all__ = [
     "bf16_refusal",
     "import_openvino",
     "openvino_available",
+    "openvino_core",
     "BF16_CPU_FLAGS",
     "backend_names",
 ]
@@ -83,6 +85,19 @@ def import_openvino() -> Any:
     return openvino
 
 
+@functools.cache
+def openvino_core() -> Any:
+    """The process's one ``openvino.Core``, kept until exit; every OpenVINO call here uses it.
+
+    OpenVINO's CPU plugin, loaded once per ``Core``, points the calling thread's signal stack
+    (``sigaltstack``) at a stack of its own and puts the previous one back when that ``Core``
+    goes. Two ``Core`` objects released in the order they were made leave the thread on the
+    first one's freed stack, and the next signal with a Python handler (Ctrl-C's SIGINT,
+    SIGTERM, the SIGCHLD of torch's DataLoader) ends the process with SIGSEGV; one ``Core``
+    for the process never puts a freed stack back."""
+    return import_openvino().Core()
+
+
 def openvino_available() -> bool:
     try:
         import_openvino()
@@ -105,9 +120,7 @@ def cpu_features() -> dict[str, Any]:
     except OSError:
         pass
     try:
-        import openvino as ov
-
-        caps = [str(c) for c in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")]
+        caps = [str(c) for c in openvino_core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")]
     except Exception:  # OpenVINO missing or without a CPU plugin
         caps = []
     return {
@@ -201,7 +214,7 @@ class OpenVinoBackend:
     def __init__(
         self, path: str | Path, precision: str = "fp32", threads: int | None = None
     ) -> None:
-        ov = import_openvino()
+        import_openvino()  # the install hint before anything else
         if precision not in OV_PRECISION:
             raise ExportError(f"precision must be one of {sorted(OV_PRECISION)}, got {precision!r}")
         if OV_PRECISION[precision] == "bf16":
@@ -215,7 +228,7 @@ class OpenVinoBackend:
         if threads:
             config["INFERENCE_NUM_THREADS"] = int(threads)
         try:
-            self.compiled = ov.Core().compile_model(str(path), "CPU", config)
+            self.compiled = openvino_core().compile_model(str(path), "CPU", config)
         except Exception as e:  # OpenVINO raises RuntimeError subclasses of its own
             raise ExportError(f"OpenVINO cannot load {path}: {e}") from e
         self.precision = precision
