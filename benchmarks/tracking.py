@@ -11,12 +11,14 @@ threshold low enough for the detections' scores (0.6 to 0.95).
     python benchmarks/tracking.py            # candidates importable in this environment
     python benchmarks/tracking.py --merge    # add to benchmarks/results/tracking.json
     python benchmarks/tracking.py --checkpoint runs/x/weights/best.pt   # a trained detector
+    python benchmarks/tracking.py --checkpoint ... --save-as tracking_trained_epyc   # another file
 
 ``--checkpoint``: the sequence is written to an mp4 and run through ``python predict.py
 source=<video.mp4> checkpoint=... [track=<name>]`` (the user's command), once without tracking
 for the detector's own recall and precision at IoU 0.5 (class-agnostic, per frame, against the
-ground-truth boxes; at several score thresholds), then once per ``configs/tracker`` config as
-shipped; MOTA / IDF1 / ID switches from each run's ``predictions.jsonl``. Saved under the
+ground-truth boxes; at several score thresholds, from ``--conf``), then once per
+``configs/tracker`` config as shipped (``track=<name>``, with predict.py's conf under tracking);
+MOTA / IDF1 / ID switches from each run's ``predictions.jsonl``. Saved under the
 ``"trained_model"`` key of the results file, the other keys kept. ``--tracker-score 0.2``: also
 each tracker with its score thresholds (``SCORE_KEYS`` it has) at 0.2, for a detector whose
 scores stay under the shipped ones.
@@ -160,12 +162,19 @@ def run_candidate(make: Callable[[], Step], video, seeds) -> dict:
 
 
 def _predict(
-    video: Path, checkpoint: Path, out: Path, conf: float, track: str | None, score: float | None
+    video: Path,
+    checkpoint: Path,
+    out: Path,
+    conf: float | None,
+    track: str | None,
+    score: float | None,
 ) -> list:
-    """``python predict.py`` on ``video``: each frame's detections, in frame order. ``score``:
-    the tracker's score thresholds (the keys of ``SCORE_KEYS`` it has) set to it."""
+    """``python predict.py`` on ``video``: each frame's detections, in frame order. ``conf``
+    None: predict.py's own default. ``score``: the tracker's score thresholds (the keys of
+    ``SCORE_KEYS`` it has) set to it."""
     cmd = [sys.executable, str(ROOT / "predict.py"), f"source={video}", f"checkpoint={checkpoint}"]
-    cmd += [f"output={out}", f"conf={conf}", "save=false", "progress=false"]
+    cmd += [f"output={out}", "save=false", "progress=false"]
+    cmd += [] if conf is None else [f"conf={conf}"]
     if track and score is not None:
         keys = [k for k in SCORE_KEYS if k in TRACKER_KEYS[track]]
         cmd += [f"tracker={track}", *(f"tracker.{k}={score}" for k in keys)]
@@ -231,7 +240,7 @@ def run_trained(checkpoint: Path, video, conf: float, score: float | None = None
         print("detector", row["detector"], flush=True)
         for name, at in runs:
             start = time.perf_counter()
-            frames = _predict(mp4, checkpoint, Path(tmp) / f"{name}{at}", conf, name, at)
+            frames = _predict(mp4, checkpoint, Path(tmp) / f"{name}{at}", None, name, at)
             seconds = time.perf_counter() - start
             hyp = [
                 (
@@ -256,15 +265,21 @@ def main() -> None:
     parser.add_argument("--checkpoint", help="a trained checkpoint: its detections, tracked")
     parser.add_argument("--conf", type=float, default=0.1, help="--checkpoint: score threshold")
     parser.add_argument("--tracker-score", type=float, help="--checkpoint: also trackers at this")
+    parser.add_argument(
+        "--save-as",
+        default="tracking",
+        help="--checkpoint: results file benchmarks/results/<name>.json",
+    )
     args = parser.parse_args()
     video = make_tracking_video(scale=2.0, fps=FPS)
     results = {}
-    path = RESULTS_DIR / "tracking.json"
+    name = args.save_as if args.checkpoint else "tracking"
+    path = RESULTS_DIR / f"{name}.json"
     previous = json.loads(path.read_text()) if path.exists() else {}
     if args.checkpoint:
         row = run_trained(Path(args.checkpoint), video, args.conf, args.tracker_score)
         row["machine"] = {**machine_info(), "matmul_gflops": round(matmul_gflops(1024, 5), 1)}
-        print("saved", save("tracking", {**previous, "trained_model": row}))
+        print("saved", save(name, {**previous, "trained_model": row}))
         return
     if args.merge:
         results = previous.get("candidates", {})

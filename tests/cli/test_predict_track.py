@@ -143,6 +143,51 @@ def test_ids_are_stable_on_a_video(run, video):
     annotated.release()
 
 
+def weak_detections(truth, flicker: bool = False, seed: int = 0):
+    """A weaker detector's view: :func:`noisy_detections` with scores in [0.3, 0.6], under the
+    `trackers` package's own thresholds (0.6 to 0.7); ``flicker``: every 4th frame's in
+    [0.12, 0.2], boxes barely seen (under the serving conf 0.25)."""
+    rng = np.random.default_rng(seed + 100)
+    out = []
+    for t, (boxes, scores, class_ids) in enumerate(noisy_detections(truth, seed=seed)):
+        low, high = (0.12, 0.2) if flicker and t % 4 == 3 else (0.3, 0.6)
+        out.append((boxes, rng.uniform(low, high, len(scores)).astype(np.float32), class_ids))
+    return out
+
+
+@pytest.mark.parametrize("tracker", ["bytetrack", "botsort", "ocsort", "sort"])
+def test_the_shipped_trackers_follow_a_weaker_detector(run, video, tracker):
+    """The command as users type it, ``track=<name>``, on boxes scored 0.3 to 0.6: every shipped
+    tracker config starts and keeps tracks (with the `trackers` package's own thresholds,
+    ByteTrack, BoT-SORT and OC-SORT start none)."""
+    truth, path = video
+    summary, out, _ = run(truth.frames, weak_detections(truth.truth), f"source={path}",
+                          f"track={tracker}", "save=false")  # fmt: skip
+    metrics = mot_metrics([(gt.ids, gt.boxes) for gt in truth.truth], tracked(records(out)))
+    assert metrics["idf1"] >= 0.6, metrics
+    assert summary["tracking"]["sources"]["shapes.mp4"]["tracks"] >= len(SCRIPT)
+
+
+def test_tracking_keeps_low_score_boxes_of_existing_tracks(run, video):
+    """Under ``track=`` predict.py's conf defaults to 0.1: ByteTrack's second association matches
+    the frames whose boxes score 0.12 to 0.2 to the tracks that exist (they are written, with
+    their ids), which ``conf=0.25`` drops; only tracked boxes are written either way."""
+    truth, path = video
+    dets = weak_detections(truth.truth, flicker=True)
+    gt = [(g.ids, g.boxes) for g in truth.truth]
+    _, out, _ = run(truth.frames, dets, f"source={path}", "track=bytetrack", "save=false")
+    _, out25, _ = run(truth.frames, dets, f"source={path}", "track=bytetrack", "save=false",
+                      "conf=0.25")  # fmt: skip
+    default, at25 = records(out), records(out25)
+    low = [d for r in default for d in r["detections"] if d["score"] < 0.25]
+    assert low and all(d["track_id"] > 0 for d in low)
+    assert all(d["score"] >= 0.25 for r in at25 for d in r["detections"])
+    assert (
+        mot_metrics(gt, tracked(default))["num_misses"]
+        < mot_metrics(gt, tracked(at25))["num_misses"]
+    )
+
+
 def expected_line_counts(x_line: float) -> tuple[int, int]:
     """From the script's first and last keyframes: how many objects cross x = x_line each way."""
     xs = [(keys[0][1], keys[-1][1]) for *_, keys in SCRIPT]

@@ -229,6 +229,25 @@ def test_config_group_covers_every_key():
         Tracker.from_name("ocsort", delta=5)
 
 
+def test_a_tracker_by_name_is_the_one_predict_runs():
+    """``Tracker(name)`` in Python and ``predict.py track=<name>`` run the same settings, the
+    packaged config's: a track starts from a box of 0.25 (the `trackers` package's own ByteTrack
+    and BoT-SORT need 0.7)."""
+    for name in TRACKERS:
+        shipped = {
+            k: v for k, v in tracker_config(name).items() if k not in ("tracker", "frame_rate")
+        }
+        assert Tracker(name).options == shipped
+        assert Tracker(name, lost_track_buffer=7).options == {**shipped, "lost_track_buffer": 7}
+        for key in ("track_activation_threshold", "high_conf_det_threshold"):
+            assert shipped.get(key, 0.25) == 0.25, (name, key)
+    for name in TRACKERS:  # a box scored 0.3 in every frame gets an id
+        tracker = Tracker(name, frame_rate=FPS)
+        ids = [tracker.update(as_dets([[10 + t, 10, 60 + t, 60]], scores=[0.3]), t).track_ids
+               for t in range(5)]  # fmt: skip
+        assert ids[-1].tolist() == [1], (name, ids)
+
+
 def test_bad_frame_index_and_counter_input():
     tracker = Tracker("bytetrack")
     tracker.update(as_dets([[0, 0, 10, 10]]), 5)

@@ -34,7 +34,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from yolov4.cli.common import to_builtin
 from yolov4.cli.sources import load_predictor, model_source
-from yolov4.cli.tracking import Tracks, check_track_sources, tracking_options
+from yolov4.cli.tracking import TRACK_CONF, Tracks, check_track_sources, tracking_options
 from yolov4.errors import ConfigError, InputError
 from yolov4.inference import Predictor
 from yolov4.inference.sources import Frame, ImageFiles, open_sources, prefetch
@@ -322,6 +322,14 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
     if cfg.get("trainer") is not None:
         return sharded(cfg)
     tracking = tracking_options(cfg)
+    if tracking is not None and cfg.get("conf") is None:
+        cfg.conf = TRACK_CONF
+        log.info(
+            "track=%s: conf %s (the tracker's second association uses the boxes under its own "
+            "thresholds; only tracked boxes are written; conf= sets it)",
+            tracking["name"],
+            TRACK_CONF,
+        )
     model_source(cfg)
     sources = open_sources(
         to_builtin(cfg.source),

@@ -32,10 +32,14 @@ from yolov4.inference.sources import GLOB_CHARS, ImageFiles
 from yolov4.inference.streams import Frame
 from yolov4.inference.tracking import Tracker, TrackTrails
 
-__all__ = ["COUNTS", "Tracks", "check_track_sources", "tracking_options"]
+__all__ = ["COUNTS", "TRACK_CONF", "Tracks", "check_track_sources", "tracking_options"]
 
 COUNTS = "counts.csv"
 TRACK_KEYS = ("count_line", "count_zone")
+# predict.py's score threshold under track= when conf= is not given: the trackers start and
+# continue tracks from boxes of 0.25 and more (configs/tracker) and ByteTrack-like ones match
+# the boxes between this and 0.25 to tracks that exist (ultralytics' track mode does the same)
+TRACK_CONF = 0.1
 
 
 def tracking_options(cfg: DictConfig) -> dict[str, Any] | None:

@@ -95,6 +95,13 @@ def _check(tracker: str, key: str, value: Any, spec: tuple) -> Any:
     return kind(value)
 
 
+def shipped_options(tracker: str) -> dict[str, Any]:
+    """The settings of the packaged ``configs/tracker/<tracker>.yaml`` (without its ``tracker``
+    and ``frame_rate``)."""
+    node = yaml.safe_load((CONFIG_DIR / f"{tracker}.yaml").read_text())
+    return {k: v for k, v in node.items() if k not in ("tracker", "frame_rate")}
+
+
 class Tracker:
     """One video's tracker (see module docstring).
 
@@ -102,8 +109,9 @@ class Tracker:
         tracker: one of :data:`TRACKERS`.
         frame_rate: the source's frames per second (None: 30).
         keep_unconfirmed: keep detections not yet given an id, with id -1.
-        **options: the tracker's settings, :data:`TRACKER_KEYS` ``[tracker]``; others raise
-            :class:`~yolov4.errors.ConfigError`.
+        **options: the tracker's settings, :data:`TRACKER_KEYS` ``[tracker]``, over those of
+            the packaged ``configs/tracker/<tracker>.yaml`` (what ``predict.py track=<tracker>``
+            runs); others raise :class:`~yolov4.errors.ConfigError`.
     """
 
     def __init__(
@@ -129,6 +137,7 @@ class Tracker:
         self.name = tracker
         self.frame_rate = float(frame_rate)
         self.keep_unconfirmed = bool(keep_unconfirmed)
+        options = {**shipped_options(tracker), **options}
         self.options = {k: _check(tracker, k, v, schema[k]) for k, v in options.items()}
         self._last_index: int | None = None
         self._tracker = self._build()
