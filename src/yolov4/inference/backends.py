@@ -18,7 +18,6 @@ should give each ``cores / k`` threads, or the pools oversubscribe the cores.
 
 from __future__ import annotations
 
-import functools
 import threading
 import warnings
 from pathlib import Path
@@ -85,7 +84,10 @@ def import_openvino() -> Any:
     return openvino
 
 
-@functools.cache
+_CORE_LOCK = threading.Lock()
+_CORE: list[Any] = []
+
+
 def openvino_core() -> Any:
     """The process's one ``openvino.Core``, kept until exit; every OpenVINO call here uses it.
 
@@ -95,7 +97,10 @@ def openvino_core() -> Any:
     first one's freed stack, and the next signal with a Python handler (Ctrl-C's SIGINT,
     SIGTERM, the SIGCHLD of torch's DataLoader) ends the process with SIGSEGV; one ``Core``
     for the process never puts a freed stack back."""
-    return import_openvino().Core()
+    with _CORE_LOCK:  # one, also when threads load backends at once
+        if not _CORE:
+            _CORE.append(import_openvino().Core())
+        return _CORE[0]
 
 
 def openvino_available() -> bool:
