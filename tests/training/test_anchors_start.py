@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from yolov4.anchors import anchor_quality, box_sizes, fit_model_anchors
+from yolov4.anchors import anchor_quality, box_sizes, fit_model_anchors, masked_anchors
 from yolov4.core.preprocess import PreprocessConfig
 from yolov4.data.records import ImageRecord
 from yolov4.errors import DatasetError
@@ -78,8 +78,11 @@ def test_auto_keeps_the_models_anchors_when_the_fit_is_no_better(monkeypatch, ca
 
     dm = bars_datamodule(40)
     wh = box_sizes(dm.split("train").records, (96, 96), "letterbox")
-    worse = fit_model_anchors(wh, ModelConfig.load("yolov4-tiny"), input_size=(96, 96))
-    worse = dataclasses.replace(worse, fitted=worse.current)  # fitted no better than the cfg's
+    cfg = ModelConfig.load("yolov4-tiny")
+    worse = fit_model_anchors(wh, cfg, input_size=(96, 96))
+    # fitted no better than the cfg's anchors its heads use
+    own = anchor_quality(wh, masked_anchors(cfg.anchors, cfg.masks))
+    worse = dataclasses.replace(worse, fitted=own)
     monkeypatch.setattr(start, "fit_model_anchors", lambda *a, **k: worse)
     with caplog.at_level(logging.INFO, logger="yolov4.training.anchors"):
         model, quality = anchors_at_start({**TINY, "anchors": "auto"}, dm)
@@ -119,3 +122,52 @@ def test_auto_without_boxes_fails_naming_the_split():
 def test_anchors_command_keeps_data_and_model_overrides():
     cmd = anchors_command(["model=yolov4", "model.anchors=auto", "data.train.images=/d", "seed=1"])
     assert cmd == "python -m yolov4.anchors model=yolov4 data.train.images=/d"
+
+
+def small_boxes_datamodule(num: int = 40, seed: int = 0):
+    """Boxes near yolov4-tiny's anchor 0 (10x14), which neither head of its cfg uses."""
+    rng = np.random.default_rng(seed)
+    records = []
+    for i in range(num):
+        wh = rng.uniform([8, 11], [12, 17], (2, 2))
+        boxes = np.concatenate([[[20, 20], [60, 50]], [[20, 20], [60, 50]] + wh], 1)
+        records.append(ImageRecord(i, f"{i}.jpg", 96, 96, boxes.astype(np.float32), np.zeros(2)))
+    data = SimpleNamespace(records=records)
+    return SimpleNamespace(
+        split=lambda name: data if name == "train" else None,
+        preprocess_config=PreprocessConfig(input_size=(96, 96), mode="letterbox"),
+    )
+
+
+def test_boxes_best_matched_by_an_anchor_no_head_uses_are_reported(caplog):
+    """yolov4-tiny's cfg masks (1,2,3 / 3,4,5) leave anchor 0 out: a box whose best anchor is
+    anchor 0 gets no box or class signal, however high its IoU. The check reports the share;
+    over half the boxes, the anchors are poor (a warning; ``auto`` fits anchors every head uses,
+    compared with the cfg's anchors the heads use)."""
+    dm = small_boxes_datamodule()
+    wh = box_sizes(dm.split("train").records, (96, 96), "letterbox")
+    cfg = ModelConfig.from_dict({**TINY, "anchors": None})
+    assert cfg.masks == ((1, 2, 3), (3, 4, 5))
+    every = anchor_quality(wh, cfg.anchors)  # over all six anchors: a good figure
+    quality = anchor_quality(wh, cfg.anchors, cfg.masks)
+    assert every.avg_iou > 60 and not every.poor
+    assert quality.unmasked_share == 1.0 and quality.poor
+    assert "100.0 % best matched by an anchor in no head's mask" in quality.line()
+    with caplog.at_level(logging.INFO, logger="yolov4.training.anchors"):
+        _, warned = anchors_at_start({**TINY, "anchors": None}, dm)
+    assert warned == quality and "fit them with" in caplog.text
+    model, fitted = anchors_at_start({**TINY, "anchors": "auto"}, dm, seed=1)
+    assert model["masks"] == [[0, 1, 2], [3, 4, 5]] and fitted.unmasked_share == 0.0
+    own = anchor_quality(wh, masked_anchors(cfg.anchors, cfg.masks))
+    assert not fitted.poor and fitted.avg_iou > own.avg_iou
+
+
+def test_a_minority_of_unmasked_boxes_is_reported_not_acted_on():
+    """A third of the boxes best matched by anchor 0: reported in the line, not poor."""
+    records = small_boxes_datamodule(30).split("train").records
+    squares = bars_datamodule(30, thin=False).split("train").records
+    wh = box_sizes([*records[:10], *squares], (96, 96), "letterbox")
+    cfg = ModelConfig.from_dict({**TINY, "anchors": None})
+    quality = anchor_quality(wh, cfg.anchors, cfg.masks)
+    assert 0.1 < quality.unmasked_share < 0.5 and not quality.poor
+    assert f"{100 * quality.unmasked_share:.1f} % best matched by an anchor" in quality.line()

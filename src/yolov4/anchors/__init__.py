@@ -9,6 +9,7 @@ from yolov4.anchors.fit import (
     deal_masks,
     fit_model_anchors,
     fitted_config,
+    masked_anchors,
     model_yaml,
     override_line,
 )
@@ -19,6 +20,7 @@ __all__ = [
     "AnchorQuality",
     "AnchorReport",
     "anchor_quality",
+    "masked_anchors",
     "avg_best_iou",
     "best_iou",
     "box_sizes",

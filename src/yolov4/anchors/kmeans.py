@@ -24,6 +24,7 @@ __all__ = [
     "MAX_ROUNDS",
     "wh_iou",
     "best_iou",
+    "closest_anchor",
     "avg_best_iou",
     "kmeans",
     "fit_anchors",
@@ -48,7 +49,7 @@ def wh_iou(wh: np.ndarray, anchors: np.ndarray) -> np.ndarray:
     return inter / union
 
 
-def _closest(wh: np.ndarray, anchors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def closest_anchor(wh: np.ndarray, anchors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Index of each box's nearest anchor by ``1 - IoU`` (the first on ties, as darknet's strict
     ``<``) and that IoU: ``(N,)`` int64, ``(N,)`` float32."""
     iou = wh_iou(wh, anchors)
@@ -58,7 +59,7 @@ def _closest(wh: np.ndarray, anchors: np.ndarray) -> tuple[np.ndarray, np.ndarra
 
 def best_iou(wh: np.ndarray, anchors: np.ndarray) -> np.ndarray:
     """``(N,)`` float32: each box's IoU with its best anchor."""
-    return _closest(wh, anchors)[1]
+    return closest_anchor(wh, anchors)[1]
 
 
 def avg_best_iou(wh: np.ndarray, anchors: np.ndarray) -> float:
@@ -114,7 +115,7 @@ def kmeans(
         centers = _maximization(wh, assign, centers)
     rounds = 0
     while rounds < max_rounds:
-        new, _ = _closest(wh, centers)
+        new, _ = closest_anchor(wh, centers)
         converged = bool(np.array_equal(new, assign))
         assign = new
         if converged:

@@ -3,8 +3,9 @@ split, and a check of the anchors the run trains with against the training boxes
 the command to run when they fit poorly).
 
 * ``auto`` (as ultralytics' AutoAnchor): the model's own anchors are kept when they fit the
-  training boxes (not :attr:`~yolov4.anchors.AnchorQuality.poor`); otherwise new ones are fitted
-  and used when their average best IoU is higher.
+  training boxes (not :attr:`~yolov4.anchors.AnchorQuality.poor`: few boxes under 0.25 IoU,
+  a fair average, and most boxes best matched by an anchor some head uses); otherwise new ones are fitted
+  and used when their average best IoU is higher than that of the anchors the heads use.
 * ``fit``: new anchors are fitted and used whatever the model's own anchors score.
 
 The fit is :func:`yolov4.anchors.fit_model_anchors` (darknet's ``calc_anchors`` k-means, best of
@@ -19,8 +20,14 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from yolov4.anchors import AnchorQuality, anchor_quality, box_sizes, fit_model_anchors
-from yolov4.anchors.fit import POOR_AVG_IOU, POOR_IOU, POOR_SHARE
+from yolov4.anchors import (
+    AnchorQuality,
+    anchor_quality,
+    box_sizes,
+    fit_model_anchors,
+    masked_anchors,
+)
+from yolov4.anchors.fit import POOR_AVG_IOU, POOR_IOU, POOR_SHARE, POOR_UNMASKED_SHARE
 from yolov4.models import ModelConfig
 
 __all__ = ["AUTO", "FIT", "anchors_at_start", "anchors_command", "run_overrides"]
@@ -66,16 +73,18 @@ def anchors_at_start(
         model = _resolve_fit(model, wh, pre, seed)
     if len(wh) == 0:
         return model, None
-    anchors = ModelConfig.from_dict(model).anchors
-    quality = anchor_quality(wh, anchors)
+    config = ModelConfig.from_dict(model)
+    quality = anchor_quality(wh, config.anchors, config.masks)
     if quality.poor:
         log.warning(
-            "the anchors fit the training boxes poorly: %s (poor: over %.0f %% under %s, or avg "
-            "IoU under %.0f %%); fit them with `%s` or train with model.anchors=auto",
+            "the anchors fit the training boxes poorly: %s (poor: over %.0f %% under %s, avg "
+            "IoU under %.0f %%, or over %.0f %% best matched by an anchor in no head's mask); fit "
+            "them with `%s` or train with model.anchors=auto",
             quality.line(),
             100 * POOR_SHARE,
             POOR_IOU,
             POOR_AVG_IOU,
+            100 * POOR_UNMASKED_SHARE,
             anchors_command(overrides),
         )
     else:
@@ -89,14 +98,21 @@ def _resolve_fit(model: dict[str, Any], wh: Any, pre: Any, seed: int) -> dict[st
     asked = model["anchors"]
     keys = {k: v for k, v in model.items() if k not in ("anchors", "masks")}
     network = ModelConfig.from_dict(keys)
-    current = anchor_quality(wh, network.anchors) if len(wh) else None
+    current = anchor_quality(wh, network.anchors, network.masks) if len(wh) else None
     report = None
     if asked == FIT or current is None or current.poor:  # no boxes: the fit names the split
         report = fit_model_anchors(
             wh, network, seed=seed, input_size=pre.input_size, resize_mode=pre.mode
         )
     size = f"{len(wh)} boxes of data.train at {'x'.join(map(str, pre.input_size))} ({pre.mode})"
-    if report is None or (asked == AUTO and report.fitted.avg_iou <= report.current.avg_iou):
+    # the model's own figure over the anchors its heads use: a box whose best anchor is in no
+    # mask gets no signal, so that anchor's IoU serves nobody
+    own = (
+        None
+        if report is None
+        else anchor_quality(wh, masked_anchors(network.anchors, network.masks))
+    )
+    if report is None or (asked == AUTO and report.fitted.avg_iou <= own.avg_iou):
         log.info(
             "model.anchors=auto: the model's own anchors kept (%s against the %s%s; "
             "model.anchors=fit fits new ones in any case)",
@@ -106,14 +122,15 @@ def _resolve_fit(model: dict[str, Any], wh: Any, pre: Any, seed: int) -> dict[st
         )
         return {**model, "anchors": None}
     log.info(
-        "model.anchors=%s: %d anchors fitted to %s%s: avg IoU %.2f %% (the model's own: %.2f %%); "
-        "anchors %s, masks %s",
+        "model.anchors=%s: %d anchors fitted to %s%s: avg IoU %.2f %% (the model's own: %.2f %%, "
+        "%.2f %% over the anchors its heads use); anchors %s, masks %s",
         asked,
         len(report.anchors),
         size,
         " (the model's own fit poorly)" if asked == AUTO else "",
         report.fitted.avg_iou,
         report.current.avg_iou,
+        own.avg_iou,
         report.anchors,
         report.masks,
     )
