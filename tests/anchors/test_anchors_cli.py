@@ -3,6 +3,7 @@ model yaml, darknet cfg read back by OpenCV's importer and by ``build_model``) a
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -41,6 +42,10 @@ def test_fit_writes_override_yaml_and_a_cfg_opencv_and_build_model_read(anchors_
     assert len(report.anchors) == 6 and report.masks == [[0, 1, 2], [3, 4, 5]]
     assert report.input_size == [128, 128] and report.fitted.avg_iou > report.current.avg_iou
     assert config.anchors == tuple(tuple(a) for a in report.anchors)
+    # the cfg's masks leave anchor 0 out; the fitted ones hold every anchor
+    assert report.fitted.unmasked_share == 0.0 and 0 < report.current.unmasked_share < 1
+    saved = json.loads((tmp_path / "run" / "anchors.json").read_text())
+    assert saved["current_unmasked_share"] == report.current.unmasked_share
 
     # the darknet cfg: build_model reads back anchors and masks; OpenCV's importer runs it
     model = build_model(cfg=str(files["cfg"]))

@@ -171,6 +171,7 @@ class AnchorReport:
             "current_avg_iou": self.current.avg_iou,
             "current_poor_share": self.current.poor_share,
             "current_histogram": self.current.histogram,
+            "current_unmasked_share": self.current.unmasked_share,
             "num_boxes": self.num_boxes,
             "input_size": self.input_size,
             "resize_mode": self.resize_mode,
