@@ -13,20 +13,19 @@ OpenAPI document lists each route's error statuses (``serve/schema.py``).
 import asyncio
 import json
 import logging
-import warnings
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.openapi.docs import get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
-from fastapi.responses import HTMLResponse, PlainTextResponse
+from fastapi.responses import PlainTextResponse
 from starlette.exceptions import HTTPException
 
 from yolov4.core.images import ImageTooLarge
 from yolov4.errors import InputError
 from yolov4.inference import Predictor
 from yolov4.serve.batcher import MicroBatcher
+from yolov4.serve.docs import add_docs, distinct_head_operation_ids
 from yolov4.serve.inputs import ApiError, parse_classes, read_uploads, sniff_format
 from yolov4.serve.jobs import DetectJob, model_info, model_summary
 from yolov4.serve.observability import Metrics, RequestLog, error_body
@@ -50,7 +49,6 @@ __all__ = ["create_app", "app_from_env"]
 log = logging.getLogger("yolov4.serve")
 QUERY_PARAMS = {"conf", "iou", "max_det", "classes", "render"}
 DETECT_ERRORS = errors(400, 408, 413, 415, 422, 503)
-DOCS_ASSETS = "/docs/assets"
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -187,8 +185,8 @@ def create_app(settings: ServeSettings, predictor: Predictor | None = None) -> F
         redoc_url=None,  # ReDoc has no offline bundle here
     )
     app.state.service = service
-    _add_docs(app)
-    _distinct_head_operation_ids(app)
+    add_docs(app)
+    distinct_head_operation_ids(app)
     app.add_middleware(RequestLog, metrics=service.metrics)
     _add_error_handlers(app)
     _add_detect_routes(app, service)
@@ -353,59 +351,6 @@ def _add_status_routes(app: FastAPI, service: Service) -> None:
     async def metrics() -> Response:
         """Prometheus text format: requests by status, latency histogram, queue depth."""
         return Response(service.metrics.render(), media_type="text/plain; version=0.0.4")
-
-
-def _add_docs(app: FastAPI) -> None:
-    """``/docs``: Swagger UI from the ``swagger-ui-bundle`` package's files (no CDN), or from
-    its CDN when that package is not installed."""
-    try:
-        from swagger_ui_bundle import swagger_ui_path
-    except ImportError:
-        log.warning("swagger-ui-bundle is not installed: /docs loads Swagger UI from its CDN")
-        urls = {}
-    else:
-        from starlette.staticfiles import StaticFiles
-
-        app.mount(DOCS_ASSETS, StaticFiles(directory=swagger_ui_path), name="docs-assets")
-        urls = {
-            "swagger_js_url": f"{DOCS_ASSETS}/swagger-ui-bundle.js",
-            "swagger_css_url": f"{DOCS_ASSETS}/swagger-ui.css",
-            "swagger_favicon_url": f"{DOCS_ASSETS}/favicon-32x32.png",
-        }
-    redirect = "/docs/oauth2-redirect"
-
-    @app.get("/docs", include_in_schema=False)
-    async def docs() -> HTMLResponse:
-        return get_swagger_ui_html(
-            openapi_url=app.openapi_url,
-            title=f"{app.title} - Swagger UI",
-            oauth2_redirect_url=redirect,
-            swagger_ui_parameters={"validatorUrl": None},  # no badge from swagger.io
-            **urls,
-        )
-
-    @app.get(redirect, include_in_schema=False)
-    async def docs_redirect() -> HTMLResponse:
-        return get_swagger_ui_oauth2_redirect_html()
-
-
-def _distinct_head_operation_ids(app: FastAPI) -> None:
-    """A ``GET``+``HEAD`` route is one route, whose two operations FastAPI gives its one
-    ``operation_id``: the ``HEAD`` one becomes ``<id>_head`` (a route per method would lose
-    the full ``Allow`` of a 405)."""
-    generate = app.openapi
-
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", "Duplicate Operation ID")
-                schema = generate()
-            for item in schema["paths"].values():
-                if "head" in item and item["head"]["operationId"] == item["get"]["operationId"]:
-                    item["head"]["operationId"] += "_head"
-        return app.openapi_schema
-
-    app.openapi = openapi
 
 
 def _package_version() -> str:
