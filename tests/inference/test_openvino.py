@@ -180,8 +180,8 @@ SIGNAL_AFTER_TWO_PREDICTORS = textwrap.dedent(
 def test_a_signal_after_openvino_predictors_are_released_is_handled(exported):
     """OpenVINO's CPU plugin swaps the thread's signal stack for one of its own per Core and puts
     the old one back when that Core goes: with a Core per Predictor, releasing two in the order
-    they were made left the process on a freed signal stack and Ctrl-C ended it with SIGSEGV
-    (exit -11). The one shared Core keeps the signal handled."""
+    they were made leaves the process on a freed signal stack and Ctrl-C ends it with SIGSEGV
+    (exit -11). With the one shared Core the signal is a KeyboardInterrupt."""
     _, art = exported
     run = subprocess.run(
         [sys.executable, "-c", SIGNAL_AFTER_TWO_PREDICTORS, str(art)],
