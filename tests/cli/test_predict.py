@@ -28,6 +28,7 @@ from tests.inference.predict_cases import (
     opencv_detections,
 )
 from yolov4 import build_model, save_checkpoint
+from yolov4.core.postprocess import SERVING
 from yolov4.darknet import save_darknet_weights
 from yolov4.data.records import ProblemReport
 from yolov4.data.yolo_txt import load_yolo
@@ -87,7 +88,10 @@ def test_an_image_gives_exactly_the_predictors_detections(run, checkpoint, tmp_p
     annotated = cv2.imread(str(out / "photo.jpg"))
     assert annotated.shape == (120, 160, 3)
     assert summary["images"] == 1 and sum(summary["detections"].values()) == len(dets)
-    assert json.loads((out / "summary.json").read_text())["images"] == 1
+    saved = json.loads((out / "summary.json").read_text())
+    assert saved["images"] == 1
+    # the thresholds the run used: conf= given, the others the Predictor's serving defaults
+    assert saved["postprocess"] == {**SERVING.replace(conf=CONF).to_dict(), "classes": None}
 
 
 def test_a_folder_tree_with_a_corrupt_image_is_skipped_and_reported(run, checkpoint, tmp_path):
@@ -98,6 +102,7 @@ def test_a_folder_tree_with_a_corrupt_image_is_skipped_and_reported(run, checkpo
     (src / "sub" / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
     summary, out = run(f"source={src}", f"checkpoint={checkpoint}", "batch=3")
     assert summary["images"] == 4 and summary["skipped_count"] == len(summary["skipped"]) == 1
+    assert summary["postprocess"]["conf"] == SERVING.conf  # no conf= given
     assert "bad.png" in summary["skipped"][0]
     assert sorted(Path(r["file"]).name for r in records(out)) == [
         "a.jpg",

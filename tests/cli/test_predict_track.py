@@ -175,9 +175,10 @@ def test_tracking_keeps_low_score_boxes_of_existing_tracks(run, video):
     truth, path = video
     dets = weak_detections(truth.truth, flicker=True)
     gt = [(g.ids, g.boxes) for g in truth.truth]
-    _, out, _ = run(truth.frames, dets, f"source={path}", "track=bytetrack", "save=false")
-    _, out25, _ = run(truth.frames, dets, f"source={path}", "track=bytetrack", "save=false",
-                      "conf=0.25")  # fmt: skip
+    summary, out, _ = run(truth.frames, dets, f"source={path}", "track=bytetrack", "save=false")
+    summary25, out25, _ = run(truth.frames, dets, f"source={path}", "track=bytetrack",
+                              "save=false", "conf=0.25")  # fmt: skip
+    assert (summary["postprocess"]["conf"], summary25["postprocess"]["conf"]) == (0.1, 0.25)
     default, at25 = records(out), records(out25)
     low = [d for r in default for d in r["detections"] if d["score"] < 0.25]
     assert low and all(d["track_id"] > 0 for d in low)

@@ -347,6 +347,12 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
         writer = PredictionWriter(out, bool(cfg.save), bool(cfg.save_txt), bool(cfg.save_crops))
         tracks = None if tracking is None else Tracks(tracking, out)
         summary = Summary()  # the run's time, from here
+        summary.postprocess = {
+            **predictor.postprocess.replace(
+                conf=cfg.get("conf"), iou=cfg.get("iou"), max_det=cfg.get("max_det")
+            ).to_dict(),
+            "classes": to_builtin(cfg.get("classes")),
+        }
         with Interrupts().installed():
             try:
                 run(predictor, sources, writer, summary, cfg, tracks)

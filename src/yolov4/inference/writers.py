@@ -98,6 +98,7 @@ class Summary:
     reconnects: int = 0
     interrupted: bool = False
     tracking: dict[str, Any] | None = None  # track=: tracker, tracks and counts per source
+    postprocess: dict[str, Any] | None = None  # the thresholds the run used (conf, iou, ...)
     start: float = field(default_factory=time.perf_counter)
 
     def skip(self, message: str) -> None:
@@ -129,6 +130,7 @@ class Summary:
             "seconds": round(seconds, 3),
             "per_second": round(done / seconds, 3) if seconds > 0 else None,
             **({"tracking": self.tracking} if self.tracking is not None else {}),
+            **({"postprocess": self.postprocess} if self.postprocess is not None else {}),
         }
 
     def text(self) -> str:
