@@ -171,3 +171,14 @@ def test_a_minority_of_unmasked_boxes_is_reported_not_acted_on():
     quality = anchor_quality(wh, cfg.anchors, cfg.masks)
     assert 0.1 < quality.unmasked_share < 0.5 and not quality.poor
     assert f"{100 * quality.unmasked_share:.1f} % best matched by an anchor" in quality.line()
+
+
+def test_auto_scores_the_models_anchors_with_the_masks_given():
+    """``model.masks`` given with ``auto``: the model's anchors are scored with those masks (the
+    ones it would train with). Masks holding anchor 0 serve the small boxes, so they are kept."""
+    masks = [[0, 1, 2], [3, 4, 5]]
+    model, quality = anchors_at_start(
+        {**TINY, "anchors": "auto", "masks": masks}, small_boxes_datamodule()
+    )
+    assert model == {**TINY, "anchors": None, "masks": masks}
+    assert quality.unmasked_share == 0.0 and not quality.poor

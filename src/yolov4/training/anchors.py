@@ -3,9 +3,9 @@ split, and a check of the anchors the run trains with against the training boxes
 the command to run when they fit poorly).
 
 * ``auto`` (as ultralytics' AutoAnchor): the model's own anchors are kept when they fit the
-  training boxes (not :attr:`~yolov4.anchors.AnchorQuality.poor`: few boxes under 0.25 IoU,
-  a fair average, and most boxes best matched by an anchor some head uses); otherwise new ones are fitted
-  and used when their average best IoU is higher than that of the anchors the heads use.
+  training boxes (not :attr:`~yolov4.anchors.AnchorQuality.poor`: few boxes under 0.25 IoU, a
+  fair average, and most boxes best matched by an anchor some head uses); otherwise new ones are
+  fitted and used when their average best IoU is higher than that of the anchors the heads use.
 * ``fit``: new anchors are fitted and used whatever the model's own anchors score.
 
 The fit is :func:`yolov4.anchors.fit_model_anchors` (darknet's ``calc_anchors`` k-means, best of
@@ -68,13 +68,14 @@ def anchors_at_start(
     train = datamodule.split("train")
     pre = datamodule.preprocess_config
     wh = box_sizes(train.records if train is not None else [], pre.input_size, pre.mode)
-    model = dict(model)
+    model, quality = dict(model), None
     if model.get("anchors") in (AUTO, FIT):
-        model = _resolve_fit(model, wh, pre, seed)
+        model, quality = _resolve_fit(model, wh, pre, seed)
     if len(wh) == 0:
         return model, None
-    config = ModelConfig.from_dict(model)
-    quality = anchor_quality(wh, config.anchors, config.masks)
+    if quality is None:  # the anchors the model config names
+        config = ModelConfig.from_dict(model)
+        quality = anchor_quality(wh, config.anchors, config.masks)
     if quality.poor:
         log.warning(
             "the anchors fit the training boxes poorly: %s (poor: over %.0f %% under %s, avg "
@@ -92,35 +93,46 @@ def anchors_at_start(
     return model, quality
 
 
-def _resolve_fit(model: dict[str, Any], wh: Any, pre: Any, seed: int) -> dict[str, Any]:
+def _resolve_fit(
+    model: dict[str, Any], wh: Any, pre: Any, seed: int
+) -> tuple[dict[str, Any], AnchorQuality]:
     """``model`` with ``anchors: auto|fit`` replaced: fitted anchors and masks, or (``auto``,
-    when the network's own anchors fit ``wh`` or the fit is no better) the network's own."""
+    when the network's own anchors fit ``wh`` or the fit is no better) the network's own with
+    the masks given; and the quality of what it returns. Without boxes the fit raises
+    :class:`~yolov4.errors.DatasetError` naming the split."""
     asked = model["anchors"]
-    keys = {k: v for k, v in model.items() if k not in ("anchors", "masks")}
-    network = ModelConfig.from_dict(keys)
-    current = anchor_quality(wh, network.anchors, network.masks) if len(wh) else None
-    report = None
-    if asked == FIT or current is None or current.poor:  # no boxes: the fit names the split
-        report = fit_model_anchors(
-            wh, network, seed=seed, input_size=pre.input_size, resize_mode=pre.mode
-        )
+    network = ModelConfig.from_dict(
+        {k: v for k, v in model.items() if k not in ("anchors", "masks")}
+    )
+    kept = {**model, "anchors": None}  # null: the cfg's own anchors
     size = f"{len(wh)} boxes of data.train at {'x'.join(map(str, pre.input_size))} ({pre.mode})"
+    base, current = network, None
+    if asked == AUTO and len(wh):
+        base = ModelConfig.from_dict(kept)  # the masks given, if any, with the cfg's anchors
+        current = anchor_quality(wh, base.anchors, base.masks)
+        if not current.poor:
+            log.info(
+                "model.anchors=auto: the model's own anchors kept (%s against the %s; "
+                "model.anchors=fit fits new ones in any case)",
+                current.line(),
+                size,
+            )
+            return kept, current
+    report = fit_model_anchors(
+        wh, network, seed=seed, input_size=pre.input_size, resize_mode=pre.mode
+    )
     # the model's own figure over the anchors its heads use: a box whose best anchor is in no
     # mask gets no signal, so that anchor's IoU serves nobody
-    own = (
-        None
-        if report is None
-        else anchor_quality(wh, masked_anchors(network.anchors, network.masks))
-    )
-    if report is None or (asked == AUTO and report.fitted.avg_iou <= own.avg_iou):
+    served = anchor_quality(wh, masked_anchors(base.anchors, base.masks)).avg_iou
+    if asked == AUTO and report.fitted.avg_iou <= served:
         log.info(
-            "model.anchors=auto: the model's own anchors kept (%s against the %s%s; "
-            "model.anchors=fit fits new ones in any case)",
+            "model.anchors=auto: the model's own anchors kept (%s against the %s; fitted ones "
+            "no better: %s)",
             current.line(),
             size,
-            "" if report is None else f"; fitted ones no better: {report.fitted.line()}",
+            report.fitted.line(),
         )
-        return {**model, "anchors": None}
+        return kept, current
     log.info(
         "model.anchors=%s: %d anchors fitted to %s%s: avg IoU %.2f %% (the model's own: %.2f %%, "
         "%.2f %% over the anchors its heads use); anchors %s, masks %s",
@@ -130,8 +142,8 @@ def _resolve_fit(model: dict[str, Any], wh: Any, pre: Any, seed: int) -> dict[st
         " (the model's own fit poorly)" if asked == AUTO else "",
         report.fitted.avg_iou,
         report.current.avg_iou,
-        own.avg_iou,
+        served,
         report.anchors,
         report.masks,
     )
-    return {**model, "anchors": report.anchors, "masks": report.masks}
+    return {**model, "anchors": report.anchors, "masks": report.masks}, report.fitted
