@@ -155,14 +155,15 @@ class Tracker:
 
     @classmethod
     def from_name(cls, name: str, frame_rate: float | None = None, **overrides: Any) -> Tracker:
-        """From the packaged ``configs/tracker/<name>.yaml`` with ``overrides`` on top."""
+        """From the packaged ``configs/tracker/<name>.yaml`` with ``overrides`` on top (as
+        ``Tracker(name, frame_rate, **overrides)``, with the packaged files named on an unknown
+        ``name``)."""
         files = sorted(CONFIG_DIR.glob("*.yaml"))
-        path = CONFIG_DIR / f"{name}.yaml"
-        if path not in files:
+        if CONFIG_DIR / f"{name}.yaml" not in files:
             raise ConfigError(
                 f"unknown tracker {name!r}; expected one of {[f.stem for f in files]}"
             )
-        return cls.from_config({**yaml.safe_load(path.read_text()), **overrides}, frame_rate)
+        return cls(name, frame_rate, **overrides)
 
     def _build(self) -> Any:
         try:
