@@ -153,3 +153,15 @@ def test_a_bad_override_given_now_is_left_to_hydra(saved_run):
     passes it through and Hydra's own message reports it."""
     argv = ["train.py", f"ckpt_path={saved_run}/checkpoints/last.ckpt", "trainer.no_such_key=1"]
     assert resume_argv(argv)[-2:] == ["trainer.no_such_key=1", f"hydra.run.dir={saved_run}"]
+
+
+def test_saved_lines_that_need_their_group_are_not_named(saved_run):
+    """``data.train.images=`` composes only with the ``data=yolo`` saved beside it (written after
+    it here): only the removed key is named."""
+    overrides = saved_run / ".hydra/overrides.yaml"
+    saved = ["data.train.images=/data/img", "data=yolo", "augment.mosaic_impl=legacy"]
+    overrides.write_text(yaml.safe_dump(saved))
+    with pytest.raises(ConfigError, match="no longer compose") as e:
+        resume_argv(["train.py", f"ckpt_path={saved_run}/checkpoints/last.ckpt"])
+    assert "'augment.mosaic_impl=legacy'" in str(e.value)
+    assert "data.train.images" not in str(e.value) and "'data=yolo'" not in str(e.value)

@@ -88,16 +88,24 @@ def _compose(overrides: list[str]) -> dict[str, Any]:
 
 
 def _stale_overrides(saved: list[str]) -> dict[str, str]:
-    """Each of ``saved`` that does not compose on its own with the shipped configs, with the
-    first line of Hydra's reason."""
+    """Each of ``saved`` that does not compose with the shipped configs on top of the saved
+    overrides before it that do (group selections first: ``data.train.images=`` needs the
+    ``data=yolo`` beside it), with the first line of Hydra's reason."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(saved)
+    ordered = sorted(zip(saved, parsed), key=lambda so: "." in so[1].key_or_group)
+    accepted: list[str] = []
     stale = {}
-    for override in saved:
+    for override, _ in ordered:
         if override.startswith(("hydra.", "hydra/")):
             continue
         try:
-            _compose([override])
+            _compose([*accepted, override])
         except Exception as e:  # noqa: BLE001 - the reason is reported, not handled
             stale[override] = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        else:
+            accepted.append(override)
     return stale
 
 
