@@ -263,7 +263,9 @@ def main() -> None:
     parser.add_argument("--merge", action="store_true", help="keep other candidates' results")
     parser.add_argument("--only", nargs="*", help="candidate names to run")
     parser.add_argument("--checkpoint", help="a trained checkpoint: its detections, tracked")
-    parser.add_argument("--conf", type=float, default=0.1, help="--checkpoint: score threshold")
+    parser.add_argument(
+        "--conf", type=float, default=0.1, help="--checkpoint: the detector rows' lowest threshold"
+    )
     parser.add_argument("--tracker-score", type=float, help="--checkpoint: also trackers at this")
     parser.add_argument(
         "--save-as",
