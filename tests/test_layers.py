@@ -20,7 +20,7 @@ PACKAGE = Path(yolov4.__file__).resolve().parent
 LAYERS: list[set[str]] = [
     {"errors", "ops", "version"},
     {"models"},
-    {"loss", "loss_darknet", "darknet"},
+    {"loss", "darknet"},
     {"core", "anchors"},
     {"data", "evaluation", "export", "inference", "training"},
     {"serve", "cli"},
@@ -30,7 +30,6 @@ SIBLINGS = {
     ("training", "evaluation"),  # validation scores with the COCO evaluator
     ("export", "inference"),  # export checks each file through the backend that will serve it
     ("training", "inference"),  # sharded predict writes predict.py's records (prediction_record)
-    ("loss", "loss_darknet"),  # the loss uses darknet's box-delta transcription
 }
 # The package root re-exports the public API of every layer.
 ROOT = "yolov4"

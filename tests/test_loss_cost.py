@@ -1,4 +1,4 @@
-"""YoloLoss.darknet_cost: darknet's charted loss (get_network_cost / batch), checked against a loop
+"""darknet_cost: darknet's charted loss (get_network_cost / batch), checked against a loop
 transcription of darknet's forward_yolo_layer deltas and cost (show_details=1, its default):
 :mod:`tests.oracles.darknet_yolo_layer`, which the other loss tests compare the loss's gradient
 with too."""
@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from tests.oracles.darknet_yolo_layer import darknet_cost_loops
-from yolov4.loss import YoloLoss
+from yolov4.loss import YoloLoss, darknet_cost
 from yolov4.models import ModelConfig
 
 
@@ -38,7 +38,7 @@ def case(name, seed, **overrides):
 def test_darknet_cost_matches_loop_transcription(name, box_gradient):
     cfg, maps, targets = case(name, 0)
     loss_fn = YoloLoss.from_config(cfg, box_gradient=box_gradient)
-    got = loss_fn.darknet_cost(maps, targets)
+    got = darknet_cost(loss_fn, maps, targets)
     want = darknet_cost_loops(cfg, maps, targets)
     assert got.shape == () and not got.requires_grad
     assert float(got) == pytest.approx(want, rel=1e-5)
@@ -47,12 +47,12 @@ def test_darknet_cost_matches_loop_transcription(name, box_gradient):
 def test_darknet_cost_without_targets_is_the_no_object_push():
     cfg, maps, _ = case("yolov4-tiny", 1)
     empty = torch.zeros(0, 6)
-    got = YoloLoss.from_config(cfg).darknet_cost(maps, empty)
+    got = darknet_cost(YoloLoss.from_config(cfg), maps, empty)
     assert float(got) == pytest.approx(darknet_cost_loops(cfg, maps, empty), rel=1e-5)
 
 
 def test_darknet_cost_with_label_smoothing():
     cfg, maps, targets = case("yolov4", 2)
-    got = YoloLoss.from_config(cfg, label_smoothing=0.1).darknet_cost(maps, targets)
+    got = darknet_cost(YoloLoss.from_config(cfg, label_smoothing=0.1), maps, targets)
     want = darknet_cost_loops(cfg, maps, targets, label_smoothing=0.1)
     assert float(got) == pytest.approx(want, rel=1e-5)

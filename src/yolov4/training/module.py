@@ -27,7 +27,7 @@ from yolov4.core.pretrained import load_pretrained
 from yolov4.errors import ConfigError
 from yolov4.evaluation import METRIC_KEYS, CocoEvaluator, EvaluationResult
 from yolov4.evaluation.coco import DEFAULT_COCO_BACKEND, check_coco_backend
-from yolov4.loss import BOX_GRADIENTS, YoloLoss
+from yolov4.loss import BOX_GRADIENTS, YoloLoss, darknet_cost
 from yolov4.models import ModelConfig, YOLOv4
 from yolov4.models.config import config_sections
 from yolov4.ops.letterbox import unmap_detections
@@ -294,7 +294,7 @@ class YoloModule(L.LightningModule):
         )
         self.log("train/size", float(images.shape[-1]), batch_size=bs)
         if self._darknet_cost_due():  # darknet's charted loss, beside ours (comparable curves)
-            cost = self.loss_fn.darknet_cost([m.detach() for m in maps], targets)
+            cost = darknet_cost(self.loss_fn, [m.detach() for m in maps], targets)
             self.log("train/darknet_cost", cost, batch_size=bs)
         if self._trainer is not None and self.trainer.optimizers:  # lr in the progress bar
             lr = self.trainer.optimizers[0].param_groups[0]["lr"]
@@ -348,7 +348,7 @@ class YoloModule(L.LightningModule):
         )
 
     def _darknet_cost_due(self) -> bool:
-        """Whether this step logs ``train/darknet_cost`` (:meth:`YoloLoss.darknet_cost`, one more
+        """Whether this step logs ``train/darknet_cost`` (:func:`~yolov4.loss.darknet_cost`, one more
         loss forward/backward): on the steps the trainer logs, every step without a trainer."""
         if self._trainer is None:
             return True

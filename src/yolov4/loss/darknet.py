@@ -1,8 +1,8 @@
 """Darknet's box deltas (AlexeyAB darknet, src/yolo_layer.c and src/box.c), vectorised for
-:mod:`yolov4.loss`: ``dx_box_iou`` of the IoU-kind losses, the ``mse`` branch of
+:class:`~yolov4.loss.yolo.YoloLoss`: ``dx_box_iou`` of the IoU-kind losses, the ``mse`` branch of
 ``delta_yolo_box``, the divisor of ``averages_yolo_deltas``, and where ``counters_per_class``'s
 class multipliers act (``delta_yolo_class`` and its callers). Pure tensor functions; the
-loss module imports them (never the other way round)."""
+loss imports them (never the other way round)."""
 
 from __future__ import annotations
 
@@ -115,8 +115,8 @@ def darknet_class_balance(
 
 def darknet_dx_box_iou(pred: Tensor, truth: Tensor, kind: str) -> Tensor:
     """Darknet's ``dx_box_iou`` (src/box.c:258-456), vectorised: its gradient of ``kind``
-    (``iou``, ``giou``, ``diou``, ``ciou``) w.r.t. the predicted box, departures included (see the
-    module docstring). ``pred``, ``truth (P, 4)`` cxcywh relative boxes, any float dtype (the
+    (``iou``, ``giou``, ``diou``, ``ciou``) w.r.t. the predicted box, departures included (see
+    :mod:`yolov4.loss.box`). ``pred``, ``truth (P, 4)`` cxcywh relative boxes, any float dtype (the
     result has it; darknet computes in float32) -> ``(P, 4)`` ``(dx, dy, dw, dh)``, the direction
     that *increases* the IoU-kind; non-finite where darknet's is (``delta_yolo_box`` zeroes it).
     """
