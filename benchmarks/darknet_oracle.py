@@ -67,7 +67,7 @@ import numpy as np
 import torch
 from common import machine_info, save
 
-from yolov4.loss import YoloLoss
+from yolov4.loss import YoloLoss, darknet_cost
 from yolov4.models.cfg import parse_cfg
 from yolov4.models.config import ModelConfig, yolo_heads
 
@@ -326,7 +326,7 @@ def main() -> None:
                 for bg, tally in tallies.items():
                     loss_fn = YoloLoss.from_config(config, eps, bg)
                     pr_cost = float(
-                        loss_fn.darknet_cost([torch.from_numpy(m) for m in maps], targets)
+                        darknet_cost(loss_fn, [torch.from_numpy(m) for m in maps], targets)
                     )
                     costs[bg].append((pr_cost, dk_cost))
                     grads = project_grads(config, maps, targets, eps, bg)
