@@ -26,6 +26,16 @@ from yolov4.errors import ConfigError
 from yolov4.models import budget, class_balance
 from yolov4.models.cfg import ZOO, Section, parse_cfg, read_zoo_cfg, resolve_layers
 from yolov4.models.stride import check_stride_multiple
+from yolov4.models.yolo_keys import (
+    CPC,
+    GLOBAL_YOLO_KEYS,
+    IOU_LOSSES,
+    NMS_KINDS,
+    PER_HEAD_KEYS,
+    put_option,
+    read_yolo_keys,
+    yolo_heads,
+)
 
 __all__ = [
     "ModelConfig",
@@ -37,36 +47,6 @@ __all__ = [
     "config_sections",
 ]
 
-# [yolo] iou_loss values the loss computes; darknet's default (no iou_loss key, the YOLOv3
-# cfgs) is `mse`: squared error on the raw (tx, ty, tw, th) scaled by (2 - w * h).
-IOU_LOSSES = ("mse", "iou", "giou", "diou", "ciou")
-# [yolo] nms_kind values and the NMS of ops.postprocess each one means by default: darknet's
-# greedynms and diounms both suppress by DIoU with the distance term to the power beta_nms;
-# `default` (no nms_kind in the cfg) is plain IoU NMS.
-NMS_KINDS = {"default": "iou", "greedynms": "diou", "diounms": "diou"}
-
-# [yolo] key -> darknet's default when the cfg does not set it (src/parser.c, parse_yolo).
-# None: off (iou_thresh 1.0 admits no extra anchor; max_delta FLT_MAX clips nothing).
-PER_HEAD_KEYS: dict[str, Any] = {
-    "scale_x_y": 1.0,
-    "ignore_thresh": 0.5,
-    "truth_thresh": 1.0,
-    "iou_thresh": None,
-    "iou_normalizer": 0.75,
-    "cls_normalizer": 1.0,
-    "obj_normalizer": 1.0,
-    "max_delta": None,
-    "objectness_smooth": False,
-    "label_smooth_eps": 0.0,
-}
-CPC = class_balance.KEY  # [yolo] counters_per_class: one list of counts per head, or none
-GLOBAL_YOLO_KEYS: dict[str, Any] = {
-    "iou_loss": "mse",
-    "nms_kind": "default",
-    "beta_nms": 0.6,
-    "new_coords": False,
-}
-
 
 def available_models() -> list[str]:
     """The zoo: every darknet cfg shipped in the package, by file stem."""
@@ -75,128 +55,6 @@ def available_models() -> list[str]:
 
 def _pairs(value: Any) -> tuple[tuple[float, float], ...]:
     return tuple((float(w), float(h)) for w, h in value)
-
-
-def yolo_heads(sections: list[Section]) -> list[int]:
-    """Indices into ``sections`` of the ``[yolo]`` sections, ascending stride (file order for
-    equal strides): head ``h`` of the model is ``sections[yolo_heads(sections)[h]]``."""
-    layers = resolve_layers(sections)
-    yolos = [layer for layer in layers if layer.kind == "yolo"]
-    return [layer.index + 1 for layer in sorted(yolos, key=lambda layer: layer.stride)]
-
-
-def _yolo_value(s: Section, key: str, default: Any) -> Any:
-    if key not in s.options:
-        return default
-    if key in ("objectness_smooth", "new_coords"):
-        value = s.get_int(key)
-        if value not in (0, 1):
-            raise s.error(key, f"must be 0 or 1, got {value}")
-        return bool(value)
-    if key in ("iou_loss", "nms_kind"):
-        return s.options[key]
-    value = s.get_float(key)
-    if key == "iou_thresh" and value >= 1.0:
-        return None  # darknet's 1.0: no extra anchors
-    return value
-
-
-def _check_cfg_values(sections: list[Section]) -> None:
-    """The ``[net]`` size and the ``[yolo]`` classes and anchors against
-    :mod:`yolov4.models.budget`, naming the line, before the layers are resolved."""
-    net = sections[0]
-    for key in ("height", "width"):
-        if key in net.options:
-            budget.check_input_side([net.get_int(key)], net.where(key))
-    for y in (s for s in sections if s.kind == "yolo"):
-        if "classes" in y.options:
-            budget.check_classes(y.get_int("classes"), y.where("classes"))
-        anchors = y.get_floats("anchors")
-        for key, n in (("num", y.get_int("num", 1)), ("anchors", len(anchors) // 2)):
-            if n > budget.MAX_ANCHORS:
-                raise y.error(key, budget.over("MAX_ANCHORS", f"{n} anchors"))
-        for value in anchors:
-            budget.check_anchor(value, y.where("anchors"))
-
-
-def _from_sections(sections: list[Section], name: str) -> dict[str, Any]:
-    """Model config values a parsed cfg defines (before overrides)."""
-    net = sections[0]
-    _check_cfg_values(sections)
-    layers = resolve_layers(sections)
-    heads = yolo_heads(sections)
-    yolos = [sections[i] for i in heads]
-    first = yolos[0]
-    values: dict[str, Any] = {"name": name}
-    values["input_size"] = [net.get_int("height", 416), net.get_int("width", 416)]
-    values["letter_box"] = bool(net.get_int("letter_box", 0))
-    values["strides"] = [layers[i - 1].stride for i in heads]
-    for key in ("classes", "num", "anchors"):
-        raws = {y.options.get(key) for y in yolos}
-        if len(raws) > 1:
-            other = next(y for y in yolos if y.options.get(key) != first.options.get(key))
-            raise other.error(
-                key, f"differs from {first.where(key)}: every [yolo] layer must agree"
-            )
-    num_classes = first.get_int("classes", 20)
-    num = first.get_int("num", 1)
-    anchors = first.get_floats("anchors")
-    if len(anchors) != 2 * num:
-        raise first.error("anchors", f"has {len(anchors)} numbers, num={num} needs {2 * num}")
-    values["num_classes"] = num_classes
-    values["anchors"] = [anchors[2 * k : 2 * k + 2] for k in range(num)]
-    masks = []
-    for y in yolos:
-        mask = y.get_ints("mask") if "mask" in y.options else list(range(num))
-        bad = [a for a in mask if not 0 <= a < num]
-        if bad or not mask:
-            raise y.error("mask", f"{mask} must be non-empty indices into the {num} anchors")
-        masks.append(mask)
-        feeder = layers[y_index(sections, y) - 1]
-        want = len(mask) * (num_classes + 5)
-        if feeder.channels != want:
-            where = (
-                feeder.section.where("filters")
-                if feeder.kind == "convolutional"
-                else feeder.section.where()
-            )
-            raise ConfigError(
-                f"{where}: the layer before {y.where()} gives {feeder.channels} channels; "
-                f"{len(mask)} anchors x (classes={num_classes} + 5) needs filters={want}"
-            )
-    values["masks"] = masks
-    values["counters_per_class"] = [
-        class_balance.parse_counters(y.options[CPC], num_classes, y.where(CPC))
-        if CPC in y.options
-        else None
-        for y in yolos
-    ]
-    for key, default in PER_HEAD_KEYS.items():
-        values[key] = [_yolo_value(y, key, default) for y in yolos]
-    for key, default in GLOBAL_YOLO_KEYS.items():
-        found = [_yolo_value(y, key, default) for y in yolos]
-        if len(set(found)) > 1:
-            other = yolos[found.index(next(v for v in found if v != found[0]))]
-            raise other.error(
-                key,
-                f"differs from {first.where(key)}: one value for every [yolo] layer is supported",
-            )
-        values[key] = found[0]
-    if values["new_coords"]:
-        # darknet's new_coords [yolo] takes its input as probabilities: the conv's logistic
-        for y in yolos:
-            feeder = layers[y_index(sections, y) - 1]
-            if feeder.kind != "convolutional" or feeder.params["activation"] != "logistic":
-                raise ConfigError(
-                    f"{feeder.section.where('activation')}: {y.where('new_coords')}=1 needs a "
-                    "[convolutional] with activation=logistic right before it"
-                )
-    return values
-
-
-def y_index(sections: list[Section], section: Section) -> int:
-    """Darknet layer index of ``section`` (``sections[0]`` is ``[net]``)."""
-    return next(i for i, s in enumerate(sections) if s is section) - 1
 
 
 @dataclass(frozen=True)
@@ -254,7 +112,7 @@ class ModelConfig:
         """Config of the network ``text`` describes (darknet's defaults for absent [yolo] keys),
         then ``overrides``. ``zoo``: ``text`` is the shipped ``<name>.cfg`` (not stored)."""
         sections = parse_cfg(text, source)
-        values = _from_sections(sections, name)
+        values = read_yolo_keys(sections, name)
         derived_strides = values["strides"]
         values.update(overrides)
         values["name"] = name
@@ -450,39 +308,6 @@ def _cfg_text(cfg: str | Path) -> tuple[str, str]:
     return budget.read_cfg_file(path), str(path)
 
 
-def _fmt(value: Any) -> str:
-    if isinstance(value, bool):
-        return str(int(value))
-    if isinstance(value, (list, tuple)):
-        return ",".join(_fmt(v) for v in value)
-    if isinstance(value, float):
-        return f"{value:g}"
-    return str(value)
-
-
-def _same(raw: str | None, value: Any) -> bool:
-    if raw is None:
-        return False
-    try:
-        if isinstance(value, (list, tuple)):
-            got = [float(v) for v in raw.split(",") if v.strip()]
-            return got == [float(v) for v in value]
-        if isinstance(value, str):
-            return raw == value
-        return float(raw) == float(value)
-    except ValueError:
-        return False
-
-
-def _put(s: Section, key: str, value: Any, default: Any = ...) -> None:
-    """Set ``key`` to ``value`` keeping the cfg's own text when it means the same; a value equal
-    to darknet's default is not added to a section that did not have the key."""
-    if key not in s.options and default is not ... and value == default:
-        return
-    if not _same(s.options.get(key), value):
-        s.options[key] = _fmt(value)
-
-
 def config_sections(config: ModelConfig, loss_keys: bool = True) -> list[Section]:
     """The cfg's sections with ``config`` applied: ``[net]`` size, every ``[yolo]``'s classes,
     anchors, masks and keys, and the filters of the layer in front of it. The network is built
@@ -497,17 +322,17 @@ def config_sections(config: ModelConfig, loss_keys: bool = True) -> list[Section
             f"{source} has {len(heads)} [yolo] layers, model.strides has {len(config.strides)}"
         )
     net = sections[0]
-    _put(net, "height", config.input_size[0])
-    _put(net, "width", config.input_size[1])
-    _put(net, "letter_box", int(config.letter_box), 0)
+    put_option(net, "height", config.input_size[0])
+    put_option(net, "width", config.input_size[1])
+    put_option(net, "letter_box", int(config.letter_box), 0)
     anchors = [v for wh in config.anchors for v in wh]
     for h, i in enumerate(heads):
         y = sections[i]
         mask = config.masks[h]
-        _put(y, "mask", list(mask))
-        _put(y, "anchors", anchors)
-        _put(y, "classes", config.num_classes)
-        _put(y, "num", len(config.anchors))
+        put_option(y, "mask", list(mask))
+        put_option(y, "anchors", anchors)
+        put_option(y, "classes", config.num_classes)
+        put_option(y, "num", len(config.anchors))
         for key, default in PER_HEAD_KEYS.items() if loss_keys else ():
             value = getattr(config, key)[h]
             if key == "iou_thresh" and value is None:
@@ -518,18 +343,18 @@ def config_sections(config: ModelConfig, loss_keys: bool = True) -> list[Section
                 continue
             if value is None:
                 continue
-            _put(y, key, value, default if default is not None else ...)
+            put_option(y, key, value, default if default is not None else ...)
         counts = config.counters_per_class[h] if config.counters_per_class else None
         if loss_keys and counts is not None:
-            _put(y, CPC, list(counts))
+            put_option(y, CPC, list(counts))
         elif loss_keys:
             y.options.pop(CPC, None)
         feeder = sections[i - 1]
         was_new = y.options.get("new_coords", "0") == "1"
         for key, default in GLOBAL_YOLO_KEYS.items():
-            _put(y, key, getattr(config, key), default)
+            put_option(y, key, getattr(config, key), default)
         if feeder.kind == "convolutional":
-            _put(feeder, "filters", len(mask) * (config.num_classes + 5))
+            put_option(feeder, "filters", len(mask) * (config.num_classes + 5))
             if config.new_coords != was_new:
                 # darknet's new_coords [yolo] applies no activation: the conv in front does
                 feeder.options["activation"] = "logistic" if config.new_coords else "linear"
