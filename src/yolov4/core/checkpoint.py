@@ -24,7 +24,6 @@ than :data:`STALE_TMP_AGE_S` and no process holds their lock (a live writer alwa
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import pickle
@@ -37,10 +36,17 @@ from typing import Any
 import torch
 
 from yolov4.core.files import atomic_write
-from yolov4.core.mismatch import SHOW, group_keys, mismatch_report
+from yolov4.core.mismatch import (
+    check_finite,
+    check_state_dict,
+    clean_state_dict,
+    group_keys,
+    load_state_dict_checked,
+    mismatch_report,
+)
 from yolov4.core.preprocess import PreprocessConfig
 from yolov4.errors import CheckpointError, ConfigError
-from yolov4.models import ModelConfig, YOLOv4, available_models, build_model
+from yolov4.models import ModelConfig, YOLOv4, build_model
 from yolov4.models.budget import check_network
 from yolov4.models.cfg import resolve_layers
 from yolov4.models.config import config_sections
@@ -65,9 +71,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 FORMAT = "yolov4.weights/1"
-# Prefixes that wrappers put in front of the network's own keys: the LightningModule attribute,
-# DDP, torch.compile, EMA copies (Lightning's and timm/ultralytics-style).
-WRAPPER_PREFIXES = ("module.", "_orig_mod.", "model.", "ema_model.", "ema.", "net.")
 # Lightning checkpoint keys (state_dict prefixes) that hold EMA weights, most specific first.
 EMA_PREFIXES = ("ema_model.", "ema.")
 # Weights a file must hold per element of the model it describes (1 byte: even an 8-bit file);
@@ -152,103 +155,6 @@ def _plain(value: Any) -> Any:
         return float(value)
     except (TypeError, ValueError):
         return str(value)
-
-
-def clean_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Strip wrapper prefixes (``module.``, ``_orig_mod.``, ``model.``, EMA) from every key, as
-    long as all keys share them, and drop bookkeeping entries (non-tensors, and EMA counters
-    such as ``n_averaged``: a network's own keys always name a submodule)."""
-    sd = {k: v for k, v in state_dict.items() if isinstance(v, torch.Tensor)}
-    sd = {k: v for k, v in sd.items() if "." in k.removeprefix("module.")}
-    changed = True
-    while changed and sd:
-        changed = False
-        for prefix in WRAPPER_PREFIXES:
-            if all(k.startswith(prefix) for k in sd):
-                sd = {k[len(prefix) :]: v for k, v in sd.items()}
-                changed = True
-        # torch.compile nests _orig_mod. inside module paths too
-        if any("._orig_mod." in k for k in sd):
-            sd = {k.replace("._orig_mod.", "."): v for k, v in sd.items()}
-            changed = True
-    return sd
-
-
-@functools.cache
-def _zoo_keys(name: str) -> frozenset[str]:
-    """state_dict keys of zoo network ``name`` (built once per process, on the meta device)."""
-    with torch.device("meta"):
-        return frozenset(build_model(name, num_classes=1).state_dict())
-
-
-def _likely_cause(model: YOLOv4, sd: Mapping[str, torch.Tensor], shapes: list[str]) -> str:
-    own = model.state_dict()
-    head_prefixes = tuple(f"layers.{i}." for i in model.head_layers)
-    heads = [k for k in shapes if k.startswith(head_prefixes)]
-    if heads and len(heads) == len(shapes):
-        k = next(k for k in heads if k.endswith("weight"))
-        channels = sd[k].shape[0]
-        per_anchor, rest = divmod(channels, model.config.num_anchors)
-        other = (
-            f"num_classes={per_anchor - 5}"
-            if rest == 0 and per_anchor > 5
-            else f"{channels} head channels"
-        )
-        return f"likely cause: the weights were trained with {other}, the model has num_classes={model.num_classes}"
-    fits = [n for n in available_models() if n != model.config.name and set(sd) == _zoo_keys(n)]
-    if fits:  # every zoo network these keys are (no two in the zoo share them today)
-        return (
-            f"likely cause: the weights are for {' or '.join(fits)}, "
-            f"the model is {model.config.name}"
-        )
-    if set(sd) != set(own):
-        return "likely cause: a different model name or a file from another project"
-    return "likely cause: a different model configuration"
-
-
-def check_state_dict(model: YOLOv4, state_dict: Mapping[str, torch.Tensor]) -> None:
-    """Raise :class:`CheckpointError` unless ``state_dict`` (prefixes already stripped) has
-    exactly ``model``'s keys and shapes: missing, unexpected and wrong-shape keys grouped by
-    module (first few of each, with counts) and the likely cause."""
-    own = model.state_dict()
-    sd = state_dict
-    missing = [k for k in own if k not in sd]
-    unexpected = [k for k in sd if k not in own]
-    shapes = [k for k in sd if k in own and sd[k].shape != own[k].shape]
-    if not (missing or unexpected or shapes):
-        return
-    headline = f"weights do not fit {model.config.name} with {model.num_classes} classes"
-    lines = mismatch_report(own, sd, missing, unexpected, shapes)
-    raise CheckpointError("\n  ".join([headline, *lines, _likely_cause(model, sd, shapes)]))
-
-
-def check_finite(state_dict: Mapping[str, torch.Tensor], source: str) -> None:
-    """Raise :class:`CheckpointError` naming the floating-point tensors of ``state_dict`` that
-    hold a NaN or inf (a corrupt file or a diverged run: such weights predict nothing)."""
-    counts = {
-        k: t.numel() - int(torch.isfinite(t).sum())
-        for k, t in state_dict.items()
-        if t.is_floating_point()
-    }
-    bad = {k: n for k, n in counts.items() if n}
-    if bad:
-        first = ", ".join(
-            f"{k} ({n:,} of {state_dict[k].numel():,})" for k, n in list(bad.items())[:SHOW]
-        )
-        raise CheckpointError(
-            f"{source}: {len(bad)} tensor(s) hold non-finite values (NaN or inf): {first}"
-            + (", ..." if len(bad) > SHOW else "")
-            + "; the file is corrupt or its training diverged"
-        )
-
-
-def load_state_dict_checked(model: YOLOv4, state_dict: Mapping[str, torch.Tensor]) -> None:
-    """Load ``state_dict`` (wrapper prefixes stripped) into ``model``, every key: any mismatch
-    raises :class:`CheckpointError` (see :func:`check_state_dict`). Loading what fits of other
-    weights (transfer learning) is :func:`yolov4.core.pretrained.load_pretrained`'s."""
-    sd = clean_state_dict(state_dict)
-    check_state_dict(model, sd)
-    model.load_state_dict(sd, strict=True)
 
 
 def save_checkpoint(
