@@ -42,11 +42,10 @@ import torch
 from common import machine_info, matmul_gflops, save
 from torch.utils.data import DataLoader
 
-from yolov4.core.preprocess import PreprocessConfig
+from yolov4.core.preprocess import PreprocessConfig, batch_to_input
 from yolov4.data.datamodule import SyntheticDataModule
 from yolov4.data.synthetic import generate_split
 from yolov4.data.transforms import AugmentConfig
-from yolov4.training.module import batch_to_input
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout: tests/ importable
 from tests.data.legacy_pipeline import LegacyDataset  # noqa: E402

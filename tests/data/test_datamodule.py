@@ -11,12 +11,11 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from yolov4.core.preprocess import PreprocessConfig
+from yolov4.core.preprocess import PreprocessConfig, batch_to_input
 from yolov4.data.collate import DetectionCollate, multi_scale_size
 from yolov4.data.datamodule import DetectionDataModule, SyntheticDataModule
 from yolov4.data.transforms import AugmentConfig
 from yolov4.errors import ConfigError, DatasetError
-from yolov4.training.module import batch_to_input
 
 CONFIGS = Path(__file__).resolve().parents[2] / "src" / "yolov4" / "configs"
 

@@ -14,13 +14,12 @@ import pytest
 import torch
 from PIL import Image
 
-from yolov4.core.preprocess import PreprocessConfig, preprocess
+from yolov4.core.preprocess import PreprocessConfig, batch_to_input, preprocess
 from yolov4.data.coco import CocoSource
 from yolov4.data.datamodule import DetectionDataModule
 from yolov4.data.transforms import AugmentConfig
 from yolov4.errors import ConfigError
 from yolov4.ops.letterbox import map_boxes
-from yolov4.training.module import batch_to_input
 
 # (H0, W0): odd sides, portrait, landscape, one already at an input size, one tiny
 IMAGE_SIZES = [(37, 53), (101, 29), (64, 96), (33, 97), (7, 5), (64, 64)]

@@ -13,9 +13,10 @@ import torch
 
 from tests.conftest import module_of, small_synthetic
 from yolov4 import build_model
+from yolov4.core.preprocess import batch_to_input
 from yolov4.data.datamodule import SyntheticDataModule
 from yolov4.data.transforms import AugmentConfig
-from yolov4.training.module import YoloModule, batch_to_input
+from yolov4.training.module import YoloModule
 
 
 class FloatInWorkers(SyntheticDataModule):

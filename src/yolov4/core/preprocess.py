@@ -19,6 +19,7 @@ from typing import Any
 import cv2
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from yolov4.errors import ConfigError, InputError
 from yolov4.ops.letterbox import RESIZE_MODES, LetterboxParams, letterbox_params
@@ -30,6 +31,7 @@ __all__ = [
     "resize_image",
     "image_to_tensor",
     "to_float",
+    "batch_to_input",
 ]
 
 # Grey border of letterboxed images, YOLOv5/ultralytics' value (114, 114, 114) for all channels;
@@ -215,3 +217,18 @@ def to_float(images: torch.Tensor, config: PreprocessConfig) -> torch.Tensor:
     if images.dtype != torch.uint8:
         return images
     return images.to(torch.float32).mul_(config.scale)
+
+
+def batch_to_input(batch: Mapping[str, Any], preprocess: PreprocessConfig) -> dict[str, Any]:
+    """A DataLoader batch (:class:`yolov4.data.collate.Batch`) as the model reads it, on whatever
+    device its tensors are: uint8 ``images`` ``(B, 3, h, w)`` (channels-last memory from the
+    DataLoader) → contiguous float32 times
+    ``preprocess.scale`` (:func:`to_float`, what :func:`preprocess` does
+    last), then bilinearly resized to
+    ``batch["input_size"]`` when multi-scale drew another size (its targets already are in
+    those pixels). Float images are only resized; the other keys are passed on unchanged."""
+    images = to_float(batch["images"].contiguous(), preprocess)
+    size = tuple(batch.get("input_size") or images.shape[-2:])
+    if size != tuple(images.shape[-2:]):
+        images = F.interpolate(images, size=size, mode="bilinear", align_corners=False)
+    return {**batch, "images": images}

@@ -3,7 +3,7 @@ multi-scale training (``random=1``) drawn per batch so all images of a batch sha
 
 Batches cross the DataLoader with uint8 images (4x fewer bytes from the workers, no float work
 in them) at the dataset's size; the training device finishes them
-(:func:`yolov4.training.module.batch_to_input`, called by ``YoloModule.on_after_batch_transfer``):
+(:func:`yolov4.core.preprocess.batch_to_input`, called by ``YoloModule.on_after_batch_transfer``):
 float32 times ``preprocess.scale`` (:func:`yolov4.core.preprocess.to_float`), then a bilinear
 resize to ``input_size`` when multi-scale drew another size. Batch keys (defined once here),
 as the model reads them after that step:

@@ -3,7 +3,7 @@
 Batches are :class:`yolov4.data.collate.Batch` dicts (images ``(B, 3, H, W)``, targets
 ``(M, 6)``, image ids, original sizes, letterbox parameters); they arrive with uint8 images that
 :meth:`YoloModule.on_after_batch_transfer` turns into the model's input on the training device
-(:func:`batch_to_input`). Hyper-parameters are builtins
+(:func:`~yolov4.core.preprocess.batch_to_input`). Hyper-parameters are builtins
 only, so Lightning ``.ckpt`` files load with ``torch.load(weights_only=True)`` and
 :func:`yolov4.load_checkpoint` rebuilds the model from them (EMA weights under ``ema.module.``).
 """
@@ -18,11 +18,10 @@ from typing import Any, NamedTuple
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 
 from yolov4.core.model import DecodedModel
 from yolov4.core.postprocess import DARKNET_VALID, PostprocessConfig
-from yolov4.core.preprocess import PreprocessConfig, to_float
+from yolov4.core.preprocess import PreprocessConfig, batch_to_input
 from yolov4.core.pretrained import load_pretrained
 from yolov4.errors import ConfigError
 from yolov4.evaluation import METRIC_KEYS, CocoEvaluator, EvaluationResult
@@ -36,7 +35,7 @@ from yolov4.training.ema import ModelEMA
 from yolov4.training.optim import OptimConfig, build_optimizer, lr_factor
 from yolov4.version import renamed_kwargs
 
-__all__ = ["YoloModule", "ValidationSample", "batch_to_input"]
+__all__ = ["YoloModule", "ValidationSample"]
 
 # keyword arguments renamed (they shadowed builtins), accepted for one more release
 RENAMED_KWARGS = {"eval": "val_postprocess", "compile": "compile_model"}
@@ -47,21 +46,6 @@ log = logging.getLogger(__name__)
 warnings.filterwarnings(
     "ignore", message="You have overridden `on_after_batch_transfer` in `LightningModule`"
 )
-
-
-def batch_to_input(batch: Mapping[str, Any], preprocess: PreprocessConfig) -> dict[str, Any]:
-    """A DataLoader batch (:class:`yolov4.data.collate.Batch`) as the model reads it, on whatever
-    device its tensors are: uint8 ``images`` ``(B, 3, h, w)`` (channels-last memory from the
-    DataLoader) → contiguous float32 times
-    ``preprocess.scale`` (:func:`~yolov4.core.preprocess.to_float`, what
-    :func:`~yolov4.core.preprocess.preprocess` does last), then bilinearly resized to
-    ``batch["input_size"]`` when multi-scale drew another size (its targets already are in
-    those pixels). Float images are only resized; the other keys are passed on unchanged."""
-    images = to_float(batch["images"].contiguous(), preprocess)
-    size = tuple(batch.get("input_size") or images.shape[-2:])
-    if size != tuple(images.shape[-2:]):
-        images = F.interpolate(images, size=size, mode="bilinear", align_corners=False)
-    return {**batch, "images": images}
 
 
 def _class_names(class_names: list[str] | None, num_classes: int) -> list[str]:
