@@ -24,8 +24,10 @@ from yolov4.errors import YoloError
 __all__ = ["split_statistics", "check_datamodule", "main"]
 
 
-def split_statistics(data: DetectionData) -> str:
-    """Counts per class and the COCO size histogram of one split (boxes in original pixels)."""
+def split_statistics(data: DetectionData, unreadable: Sequence[int] = ()) -> str:
+    """Counts per class and the COCO size histogram of one split (boxes in original pixels),
+    what the loader left out (``data.notes``), and the images of ``unreadable`` (record
+    indices that did not decode: skipped in training, blank in evaluation)."""
     labels = (
         np.concatenate([r.labels for r in data.records]) if data.records else np.zeros(0, np.int64)
     )
@@ -39,6 +41,15 @@ def split_statistics(data: DetectionData) -> str:
     small = int((area < COCO_SMALL_AREA).sum())
     medium = int(((area >= COCO_SMALL_AREA) & (area < COCO_MEDIUM_AREA)).sum())
     lines.append(f"  box sizes: small {small}, medium {medium}, large {len(area) - small - medium}")
+    if unreadable:
+        lost = sum(len(data.records[i].labels) for i in unreadable)
+        lines.append(
+            f"  of these, {len(unreadable)} images ({lost} boxes) do not decode: skipped in "
+            "training, blank in evaluation"
+        )
+    lines.extend(f"  note: {note}" for note in data.notes)
+    if not len(labels):
+        lines.append("  no box in this split: training on it stops at start-up")
     return "\n".join(lines)
 
 
@@ -52,15 +63,15 @@ def check_datamodule(
         if data is None:
             continue
         report: ProblemReport = dm.reports[name]
+        unreadable = []
         if decode:
             dataset = DetectionDataset(
                 data, dm.preprocess_config, None, dm.strict, name=f"data.{name}"
             )
             dataset.report.log_each = False
-            for i in range(len(dataset)):
-                dataset.load(i)
+            unreadable = [i for i in range(len(dataset)) if dataset.load(i) is None]
             report.merge(dataset.report)
-        out += [f"[{name}]", split_statistics(data), report.summary(examples)]
+        out += [f"[{name}]", split_statistics(data, unreadable), report.summary(examples)]
     return "\n".join(out)
 
 
@@ -97,8 +108,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     overrides = list(args.overrides) + (["data.strict=true"] if args.strict else [])
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
     try:
         dm = _compose(overrides)
+    except (HydraException, OmegaConfBaseException) as e:  # a typo'd key, a missing value
+        cause = e.__cause__ if isinstance(e.__cause__, YoloError) else e
+        print(f"{type(cause).__name__}: {cause}", file=sys.stderr)
+        return 1 if cause is not e else 2
+    try:
         print(check_datamodule(dm, decode=not args.no_decode, examples=args.examples))
     except YoloError as e:
         print(f"{type(e).__name__}: {e}", file=sys.stderr)

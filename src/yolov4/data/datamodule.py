@@ -16,6 +16,7 @@ These load the annotations on first access, so a model can be sized before ``Tra
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Protocol
@@ -35,7 +36,10 @@ from yolov4.data.transforms import AugmentConfig
 from yolov4.errors import ConfigError, DatasetError
 from yolov4.models.stride import check_stride_multiple
 
+log = logging.getLogger(__name__)
+
 __all__ = [
+    "check_trainable",
     "DataSource",
     "DetectionDataModule",
     "EpochShuffle",
@@ -55,6 +59,31 @@ class DataSource(Protocol):
     :class:`~yolov4.data.yolo_txt.YoloSource`, :class:`~yolov4.data.synthetic.SyntheticSource`."""
 
     def load(self, report: ProblemReport) -> DetectionData: ...
+
+
+def check_trainable(data: DetectionData, name: str = "train") -> None:
+    """Refuse a training split without a single box (:class:`DatasetError` with what the loader
+    searched: a labels folder of another name, pixel coordinates and unread polygons all end
+    here), and warn about classes without a box in it."""
+    if data.num_boxes == 0:
+        found = "".join(f"\n  {note}" for note in data.notes)
+        raise DatasetError(
+            f"data.{name} has {len(data.records)} images and no box: nothing to learn from. "
+            f"Check the labels (python -m yolov4.data.check shows what was read){found}"
+        )
+    counts = np.bincount(
+        np.concatenate([r.labels for r in data.records]), minlength=data.num_classes
+    )
+    empty = [
+        f"{n!r} (category_id {c})"
+        for n, c, k in zip(data.class_names, data.category_ids, counts, strict=True)
+        if k == 0
+    ]
+    if empty:
+        log.warning(
+            "data.%s: %d of %d classes have no box to learn from: %s",
+            name, len(empty), data.num_classes, ", ".join(empty),
+        )  # fmt: skip
 
 
 def seed_worker(worker_id: int) -> None:
@@ -228,6 +257,8 @@ class DetectionDataModule(L.LightningDataModule):
             self._data[name] = self.sources[name].load(report)
             self.reports[name] = report
             report.log()
+            for note in self._data[name].notes:
+                log.warning("data.%s: %s", name, note)
             self._check_classes(name)
         return self._data[name]
 
@@ -287,6 +318,8 @@ class DetectionDataModule(L.LightningDataModule):
             data = self.split(name)
             if data is None or name in self.datasets:
                 continue
+            if name == "train" and stage in ("fit", None):
+                check_trainable(data, name)
             train = name == "train"
             augment = (self.augment or AugmentConfig.none()) if train else None
             self.datasets[name] = DetectionDataset(

@@ -6,8 +6,8 @@ this worker decoded last) and the photometric albumentations pipeline
 (:func:`~yolov4.data.transforms.build_photometric_transform`). They leave as uint8: the training
 device scales them (:mod:`yolov4.data.collate`). Evaluation samples go through THE preprocessing
 function (:func:`yolov4.core.preprocess.preprocess`), also as uint8. Unreadable images are reported once (with
-the file name) and replaced by another random image in training, by a blank image in
-evaluation (its ground truth stays, so the score is honest); strict mode raises instead.
+the file name) and replaced by another random image in training (never drawn again: a run
+stops only when no image of the split is readable), by a blank image in evaluation (its ground truth stays, so the score is honest); strict mode raises instead.
 """
 
 from __future__ import annotations
@@ -34,7 +34,8 @@ from yolov4.ops.letterbox import letterbox_params, map_boxes
 
 __all__ = ["DetectionDataset"]
 
-MAX_REPLACEMENTS = 10  # consecutive unreadable images tolerated before giving up
+# Random draws for a replacement of an unreadable image before choosing among the readable ones.
+REJECTION_DRAWS = 32
 # Mosaic donors come from the images this worker decoded last (ultralytics' mosaic buffer):
 # one decode per sample instead of four. Stored resized for training: 64 images of 608x810 are
 # ~95 MB per worker.
@@ -72,6 +73,7 @@ class DetectionDataset(Dataset):
         self.augment = augment
         self.report = ProblemReport(strict=strict, name=name, log_each=True)
         self._transforms = {}
+        self._unreadable: set[int] = set()  # indices found unreadable (training draws others)
         if augment is not None:
             size, mode, pad = (
                 preprocess_config.input_size,
@@ -122,17 +124,32 @@ class DetectionDataset(Dataset):
         return self.geometry.resize(*loaded)
 
     def _load_train(self, index: int) -> tuple[int, Placed]:
-        for _ in range(MAX_REPLACEMENTS):
-            loaded = self.load_train(index)
+        """Image ``index`` decoded for training, or when it is unreadable a random readable one
+        (``(index used, image)``). Unreadable images are remembered (per worker) and never drawn
+        again; only a split with no readable image left raises."""
+        while True:
+            loaded = None if index in self._unreadable else self.load_train(index)
             if loaded is not None:
                 self._buffer[index] = loaded
                 if len(self._buffer) > DONOR_BUFFER:
                     del self._buffer[next(iter(self._buffer))]  # oldest first (dicts keep order)
                 return index, loaded
-            index = int(self.rng.integers(len(self)))
-        raise DatasetError(
-            f"{self.report.name}: {MAX_REPLACEMENTS} unreadable images in a row; see the report above"
-        )
+            self._unreadable.add(index)
+            index = self._readable_index()
+
+    def _readable_index(self) -> int:
+        """A random index not known to be unreadable; :class:`DatasetError` when none is left."""
+        n = len(self)
+        if len(self._unreadable) >= n:
+            raise DatasetError(
+                f"{self.report.name}: none of the {n} images could be decoded; see the report above"
+            )
+        for _ in range(REJECTION_DRAWS):
+            index = int(self.rng.integers(n))
+            if index not in self._unreadable:
+                return index
+        readable = np.setdiff1d(np.arange(n), np.fromiter(self._unreadable, np.int64))
+        return int(self.rng.choice(readable))
 
     def _donors(self, index: int) -> list[Placed]:
         """Three mosaic partners: from the buffer of recently decoded images once it holds
@@ -141,8 +158,9 @@ class DetectionDataset(Dataset):
         if len(keys) >= MOSAIC_DONORS:
             picks = self.rng.choice(len(keys), size=MOSAIC_DONORS, replace=False)
             return [self._buffer[keys[int(j)]] for j in picks]
-        picks = self.rng.integers(len(self), size=MOSAIC_DONORS)
-        loaded = [self.load_train(int(j)) for j in picks]
+        picks = [self._readable_index() for _ in range(MOSAIC_DONORS)]
+        loaded = [self.load_train(j) for j in picks]
+        self._unreadable.update(j for j, d in zip(picks, loaded, strict=True) if d is None)
         return [d for d in loaded if d is not None]
 
     def __getitem__(self, index: int) -> Sample:

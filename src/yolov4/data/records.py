@@ -65,7 +65,14 @@ class Problem:
     BOX_EMPTY = "zero or negative size box (dropped)"
     BOX_NAN = "NaN or infinite box coordinate (dropped)"
     UNKNOWN_CLASS = "unknown category id / class index (dropped)"
-    BAD_LINE = "label line without 5 numbers `class cx cy w h` (dropped)"
+    BAD_LINE = (
+        "label line that is neither 5 numbers `class cx cy w h` nor a polygon `class x1 y1 x2 y2 "
+        "x3 y3 ...` (dropped)"
+    )
+    NOT_NORMALIZED = (
+        "label line with a coordinate above 2: YOLO txt boxes are fractions of the image size "
+        "in [0, 1], not pixels (dropped)"
+    )
     NOT_TEXT = "label file not readable as UTF-8 text (image skipped: its labels are unknown)"
     # Entries of a COCO json, named by file and entry (``annotations[3] (id 7)``).
     BAD_IMAGE = "image entry without an integer id or a file_name (skipped)"
@@ -107,16 +114,38 @@ class ImageRecord:
 @dataclass
 class DetectionData:
     """A loaded split: records, class names, ``category_ids[class_index]`` (the original id
-    results must carry), and the ``COCO`` ground truth of exactly these images."""
+    results must carry), the ``COCO`` ground truth of exactly these images, and ``notes``: what
+    the loader looked for and left out that is not a problem of one file (images without a
+    label file, files it does not read), one line each, for the log and ``check-data``.
+
+    Raises:
+        DatasetError: two classes share a name (reports, metrics and exports key by name).
+    """
 
     records: list[ImageRecord]
     class_names: list[str]
     category_ids: list[int]
     coco: COCO
+    notes: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        seen: dict[str, int] = {}
+        for cid, name in zip(self.category_ids, self.class_names, strict=True):
+            if name in seen:
+                raise DatasetError(
+                    f"class names must be unique: {name!r} is the name of category_id "
+                    f"{seen[name]} and of category_id {cid}; rename one (reports, metrics and "
+                    "exports name classes by name)"
+                )
+            seen[name] = cid
 
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    @property
+    def num_boxes(self) -> int:
+        return sum(len(r.labels) for r in self.records)
 
 
 class ProblemReport:

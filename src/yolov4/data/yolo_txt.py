@@ -3,6 +3,15 @@
     images/<name>.jpg   labels/<name>.txt   one line per box: ``class cx cy w h``, normalised
                                             to [0, 1]; a missing label file means no object
 
+The label file of ``images/a/b.jpg`` is ``labels/a/b.txt`` (ultralytics' rule: the last
+``images`` folder of the path becomes ``labels``, or a sibling ``labels`` folder), else
+``images/a/b.txt`` beside the image (darknet's layout); ``labels=`` names the folder and turns
+the second look off. A line of more than 5 numbers is an ultralytics segmentation polygon
+``class x1 y1 x2 y2 x3 y3 ...`` and trains as its bounding box. Hidden files and folders
+(``.ipynb_checkpoints``, macOS ``._`` files) are not read. What the loader left out is counted in
+the split's ``notes``: images without a label file, files with a suffix it does not read, label
+files without an image.
+
 Class names come from a darknet ``.names`` file (one per line), an ultralytics data yaml
 (``names:`` list or ``{index: name}`` dict) or a list. The class index is kept as the category
 id. The ground truth for evaluation is built in memory (:func:`records_to_coco`) so a YOLO val
@@ -11,6 +20,7 @@ set is scored by pycocotools like COCO.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +45,9 @@ from yolov4.errors import ConfigError, DatasetError
 __all__ = ["YoloSource", "load_yolo", "read_class_names"]
 
 YOLO_COLUMNS = 5  # class cx cy w h
+# A coordinate above this is not a fraction of the image (pixels): the line is refused as such
+# rather than reported as a box outside the image. Fractions up to it are clipped as usual.
+NORMALIZED_LIMIT = 2.0
 
 
 def _read_text(path: Path) -> str:
@@ -49,11 +62,22 @@ def _read_text(path: Path) -> str:
         raise DatasetError(f"cannot read the class names file {path}: {e}") from e
 
 
+class _NamesLoader(yaml.SafeLoader):
+    """YAML without YAML 1.1's booleans: class names ``yes``, ``no``, ``on``, ``off`` stay text."""
+
+
+_NamesLoader.yaml_implicit_resolvers = {
+    first: [(tag, regex) for tag, regex in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
 def _names_from_yaml(path: Path) -> list[Any]:
     """The ``names:`` of an ultralytics data yaml, a list or an ``{index: name}`` dict whose
-    keys are exactly ``0..C-1`` (integers or digit strings)."""
+    keys are exactly ``0..C-1`` (integers or digit strings); an ``nc:`` beside it must count
+    them."""
     try:
-        data = yaml.safe_load(_read_text(path))
+        data = yaml.load(_read_text(path), Loader=_NamesLoader)  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as e:
         raise DatasetError(f"{path} is not valid YAML: {e}") from e
     value = data.get("names") if isinstance(data, dict) else None
@@ -77,6 +101,11 @@ def _names_from_yaml(path: Path) -> list[Any]:
         raise DatasetError(
             f"{path}: expected a non-empty `names:` list or {{index: name}} dict, "
             f"found {json_kind(value)}"
+        )
+    nc = data.get("nc")
+    if nc is not None and as_int(nc) != len(value):
+        raise DatasetError(
+            f"{path}: `nc: {nc}` but `names:` has {len(value)} names; make them agree"
         )
     return value
 
@@ -137,6 +166,23 @@ def _default_labels_dir(images: Path) -> Path:
     return images.parent / "labels"
 
 
+def _relative_box(values: list[float]) -> tuple[float, float, float, float] | None:
+    """``x1, y1, x2, y2`` (fractions of the image) of a label line's numbers: ``class cx cy w h``
+    or a polygon ``class x1 y1 x2 y2 x3 y3 ...`` (its bounding box); ``None`` for anything else."""
+    if len(values) == YOLO_COLUMNS:
+        _, cx, cy, w, h = values
+        return cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2
+    if len(values) > YOLO_COLUMNS and len(values) % 2 == 1:
+        xs, ys = values[1::2], values[2::2]
+        return min(xs), min(ys), max(xs), max(ys)
+    return None
+
+
+def _short(line: str, limit: int = 80) -> str:
+    text = line.strip()
+    return repr(text if len(text) <= limit else text[:limit] + " ...")
+
+
 def _read_labels(
     label_file: Path, hw: tuple[int, int], num_classes: int, report: ProblemReport
 ) -> tuple[list[np.ndarray], list[int]] | None:
@@ -165,19 +211,19 @@ def _read_labels(
             values = [float(v) for v in fields]
         except ValueError:
             values = []
-        if len(values) != YOLO_COLUMNS:
-            report.add(Problem.BAD_LINE, label_file, f"line {n}: {line.strip()!r}")
+        relative = _relative_box(values)
+        if relative is None:
+            report.add(Problem.BAD_LINE, label_file, f"line {n}: {_short(line)}")
             continue
-        cls, cx, cy, w, h = values
+        cls = values[0]
         if not cls.is_integer() or not 0 <= cls < num_classes:
             report.add(Problem.UNKNOWN_CLASS, label_file, f"line {n}: class {fields[0]}")
             continue
-        box = [
-            (cx - w / 2) * width,
-            (cy - h / 2) * height,
-            (cx + w / 2) * width,
-            (cy + h / 2) * height,
-        ]
+        if max(values[1:]) > NORMALIZED_LIMIT:
+            report.add(Problem.NOT_NORMALIZED, label_file, f"line {n}: {_short(line)}")
+            continue
+        x1, y1, x2, y2 = relative
+        box = [x1 * width, y1 * height, x2 * width, y2 * height]
         box = check_box(box, width, height, report, str(label_file), f"line {n}")
         if box is not None:
             boxes.append(box)
@@ -205,16 +251,19 @@ def load_yolo(
         )
     label_dir = Path(labels) if labels is not None else _default_labels_dir(image_dir)
     class_names = read_class_names(names)
-    files = sorted(p for p in image_dir.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-    records = []
+    listed = _listing(image_dir)
+    files = sorted(p for p in listed if p.suffix.lower() in IMAGE_SUFFIXES)
+    records, unlabelled = [], 0
     for image_id, path in enumerate(files, 1):
         hw = image_size(path)
         if hw is None:
             report.add(Problem.UNREADABLE, path, "no readable image header")
             continue
-        label_file = (label_dir / path.relative_to(image_dir)).with_suffix(".txt")
+        label_file = _label_file(path, image_dir, label_dir, beside=labels is None)
         boxes, cls = [], []
-        if label_file.is_file():
+        if label_file is None:
+            unlabelled += 1
+        else:
             labels_read = _read_labels(label_file, hw, len(class_names), report)
             if labels_read is None:
                 continue
@@ -231,12 +280,70 @@ def load_yolo(
                 labels=np.array(cls, np.int64),
             )
         )
+    notes = _notes(listed, files, unlabelled, image_dir, label_dir, labels is None)
     if not records:
         raise DatasetError(
             f"no usable image in {image_dir} (found {len(files)} files with suffixes "
-            f"{IMAGE_SUFFIXES})\n{report.summary()}"
+            f"{IMAGE_SUFFIXES})\n{report.summary()}" + "".join(f"\n{n}" for n in notes)
         )
     category_ids = list(range(len(class_names)))
-    return DetectionData(
-        records, class_names, category_ids, records_to_coco(records, class_names, category_ids)
+    coco = records_to_coco(records, class_names, category_ids)
+    return DetectionData(records, class_names, category_ids, coco, notes)
+
+
+def _listing(image_dir: Path) -> list[Path]:
+    """Every file under ``image_dir``, hidden files and folders left out."""
+    return [
+        p
+        for p in image_dir.rglob("*")
+        if not any(part.startswith(".") for part in p.relative_to(image_dir).parts) and p.is_file()
+    ]
+
+
+def _label_file(path: Path, image_dir: Path, label_dir: Path, beside: bool) -> Path | None:
+    """The label file of image ``path``: in ``label_dir``, else (``beside``) next to the image."""
+    candidates = [(label_dir / path.relative_to(image_dir)).with_suffix(".txt")]
+    if beside:
+        candidates.append(path.with_suffix(".txt"))
+    return next((c for c in candidates if c.is_file()), None)
+
+
+def _notes(
+    listed: list[Path],
+    images: list[Path],
+    unlabelled: int,
+    image_dir: Path,
+    label_dir: Path,
+    beside: bool,
+) -> list[str]:
+    """What :func:`load_yolo` left out, one line each (see the module docstring)."""
+    notes = []
+    where = f"{label_dir}" + (" or beside the image" if beside else "")
+    if unlabelled:
+        notes.append(
+            f"{unlabelled} of {len(images)} images have no label file in {where}: "
+            "read as images without objects"
+        )
+    unread = Counter(
+        p.suffix.lower() or "(no suffix)"
+        for p in listed
+        if p.suffix.lower() not in (*IMAGE_SUFFIXES, ".txt")
     )
+    if unread:
+        kinds = ", ".join(f"{k} ({n})" for k, n in sorted(unread.items()))
+        notes.append(
+            f"{sum(unread.values())} files in {image_dir} with a suffix that is not an image "
+            f"({kinds}) not read; images are {', '.join(IMAGE_SUFFIXES)}"
+        )
+    if label_dir.is_dir():
+        stems = {(label_dir / p.relative_to(image_dir)).with_suffix("") for p in images}
+        orphans = [
+            p for p in label_dir.rglob("*.txt")
+            if p.with_suffix("") not in stems and not p.name.startswith(".")
+        ]  # fmt: skip
+        if orphans:
+            notes.append(
+                f"{len(orphans)} label files in {label_dir} have no image in {image_dir}, e.g. "
+                f"{orphans[0]}"
+            )
+    return notes

@@ -1,0 +1,174 @@
+"""Datasets as users' own data comes: other label layouts, polygons, pixel coordinates, hidden
+and unsupported files, duplicate names, splits without boxes, and mostly unreadable images."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from yolov4.core.preprocess import PreprocessConfig
+from yolov4.data.check import main as check_main
+from yolov4.data.coco import load_coco
+from yolov4.data.datamodule import DetectionDataModule
+from yolov4.data.dataset import DetectionDataset
+from yolov4.data.records import Problem, ProblemReport
+from yolov4.data.transforms import AugmentConfig
+from yolov4.data.yolo_txt import YoloSource, load_yolo, read_class_names
+from yolov4.errors import DatasetError
+
+H, W = 40, 50
+LINE = "0 0.5 0.5 0.4 0.5\n"  # box [15, 10, 35, 30] in a 50x40 image
+
+
+def _image(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), np.full((H, W, 3), 120, np.uint8))
+    return path
+
+
+def _yolo(root: Path, n: int = 3, labels: str = "labels") -> Path:
+    """``root/images/img<i>.jpg`` with their labels in ``root/<labels>/`` (``""``: beside)."""
+    for i in range(n):
+        image = _image(root / "images" / f"img{i}.jpg")
+        label = image.with_suffix(".txt") if not labels else root / labels / f"img{i}.txt"
+        label.parent.mkdir(parents=True, exist_ok=True)
+        label.write_text(LINE)
+    return root / "images"
+
+
+def test_darknet_layout_labels_beside_the_images(tmp_path: Path):
+    data = load_yolo(_yolo(tmp_path, labels=""), ["a"])
+    assert data.num_boxes == 3 and not data.notes
+    np.testing.assert_allclose(data.records[0].boxes, [[15, 10, 35, 30]])
+
+
+def test_explicit_labels_folder_does_not_look_beside_the_image(tmp_path: Path):
+    images = _yolo(tmp_path, labels="")
+    data = load_yolo(images, ["a"], labels=tmp_path / "elsewhere")
+    assert data.num_boxes == 0
+    assert any("3 of 3 images have no label file" in n for n in data.notes)
+
+
+def test_polygon_lines_train_as_their_bounding_box(tmp_path: Path):
+    images = _yolo(tmp_path)
+    (tmp_path / "labels" / "img0.txt").write_text("0 0.2 0.25 0.6 0.25 0.6 0.75 0.2 0.75\n")
+    report = ProblemReport()
+    data = load_yolo(images, ["a"], report=report)
+    np.testing.assert_allclose(data.records[0].boxes, [[10, 10, 30, 30]], atol=1e-4)
+    assert not report.problems
+
+
+def test_pixel_coordinates_are_named_as_such(tmp_path: Path):
+    images = _yolo(tmp_path)
+    (tmp_path / "labels" / "img0.txt").write_text("0 25 20 20 20\n")
+    report = ProblemReport()
+    data = load_yolo(images, ["a"], report=report)
+    assert len(data.records[0].labels) == 0
+    assert any("img0.txt" in f for f in report.problems[Problem.NOT_NORMALIZED])
+    assert Problem.BOX_OUTSIDE not in report.problems
+
+
+def test_hidden_and_unsupported_files_and_orphan_labels(tmp_path: Path):
+    images = _yolo(tmp_path)
+    _image(images / ".ipynb_checkpoints" / "img0-checkpoint.jpg")
+    (images / "._img1.jpg").write_bytes(b"\x00\x05\x16\x07 macOS metadata")
+    (images / "img9.gif").write_bytes(b"GIF89a")
+    (tmp_path / "labels" / "img9.txt").write_text(LINE)
+    report = ProblemReport()
+    data = load_yolo(images, ["a"], report=report)
+    assert len(data.records) == 3 and not report.problems  # nothing hidden read or reported
+    text = "\n".join(data.notes)
+    assert "1 files in" in text and ".gif (1)" in text
+    assert "1 label files in" in text and "img9.txt" in text
+
+
+def test_duplicate_class_names_are_refused(tmp_path: Path):
+    with pytest.raises(
+        DatasetError, match="'car' is the name of category_id 0 and of category_id 1"
+    ):
+        load_yolo(_yolo(tmp_path), ["car", "car"])
+    _image(tmp_path / "coco" / "a.jpg")
+    doc = {
+        "images": [{"id": 1, "file_name": "a.jpg", "height": H, "width": W}],
+        "annotations": [],
+        "categories": [{"id": 3, "name": "car"}, {"id": 5, "name": "car"}],
+    }
+    (tmp_path / "coco.json").write_text(json.dumps(doc))
+    with pytest.raises(DatasetError, match="category_id 3 and of category_id 5"):
+        load_coco(tmp_path / "coco.json", tmp_path / "coco")
+
+
+def test_data_yaml_names_stay_text_and_nc_must_agree(tmp_path: Path):
+    (tmp_path / "a.yaml").write_text("nc: 3\nnames: [yes, no, 'off']\n")
+    assert read_class_names(str(tmp_path / "a.yaml")) == ["yes", "no", "off"]
+    (tmp_path / "b.yaml").write_text("nc: 3\nnames: [cat, dog]\n")
+    with pytest.raises(DatasetError, match="`nc: 3` but `names:` has 2 names"):
+        read_class_names(str(tmp_path / "b.yaml"))
+
+
+def test_training_split_without_a_box_stops_at_setup_naming_the_search(tmp_path: Path, caplog):
+    images = _yolo(tmp_path, labels="annotations")  # not where a loader looks
+    source = YoloSource(images=str(images), names=["a", "b"])
+    dm = DetectionDataModule(train=source, val=source, input_size=64, num_workers=0)
+    with pytest.raises(DatasetError, match=r"no box.*\n.*3 of 3 images have no label file in"):
+        dm.setup("fit")
+    dm.setup("validate")  # scoring such a split is allowed (its mAP says what it is)
+    (tmp_path / "labels").mkdir()
+    for i in range(3):
+        (tmp_path / "labels" / f"img{i}.txt").write_text(LINE)
+    with caplog.at_level("WARNING"):
+        DetectionDataModule(train=source, input_size=64, num_workers=0).setup("fit")
+    assert "1 of 2 classes have no box to learn from: 'b'" in caplog.text
+
+
+def test_training_survives_a_mostly_unreadable_split(tmp_path: Path):
+    images = _yolo(tmp_path, n=10)
+    for i in range(2, 10):  # 8 of 10 files unreadable
+        (images / f"img{i}.jpg").write_bytes(b"")
+    data = load_yolo(images, ["a"])
+    assert len(data.records) == 2  # headers are read at load: empty files are skipped there
+    data.records.extend(
+        type(data.records[0])(100 + i, str(images / f"img{i}.jpg"), H, W) for i in range(2, 10)
+    )  # as a COCO json lists them: only decoding finds them unreadable
+    ds = DetectionDataset(data, PreprocessConfig(input_size=(64, 64)), AugmentConfig(), seed=1)
+    for _ in range(3):
+        for i in range(len(ds)):
+            assert ds[i]["image_id"] in (1, 2)
+    assert ds._unreadable == set(range(2, 10))
+    for rec in data.records[:2]:
+        Path(rec.file).write_bytes(b"")
+    fresh = DetectionDataset(data, PreprocessConfig(input_size=(64, 64)), AugmentConfig())
+    with pytest.raises(DatasetError, match="none of the 10 images could be decoded"):
+        fresh[0]
+
+
+def test_check_data_counts_what_decodes_and_prints_notes(tmp_path: Path, capsys):
+    images = _yolo(tmp_path, n=4)
+    (images / "img3.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")  # header-less
+    _image(images / "img4.jpg")  # no label file
+    (images / "img2.jpg").unlink()
+    png = bytearray(cv2.imencode(".png", np.full((H, W, 3), 120, np.uint8))[1].tobytes())
+    start = png.index(b"IDAT") + 4
+    png[start : start + 8] = bytes(b ^ 0x5A for b in png[start : start + 8])  # corrupt pixels
+    (images / "img2.png").write_bytes(bytes(png))  # its header reads, its pixels do not
+    args = [
+        "data=yolo",
+        f"data.train.images={images}",
+        f"data.val.images={images}",
+        "data.train.names=[a]",
+    ]
+    assert check_main(args) == 0
+    out = capsys.readouterr().out
+    assert "note: 1 of 5 images have no label file" in out
+    assert "images: 4 (1 without boxes), boxes: 3" in out
+    assert "of these, 1 images (1 boxes) do not decode" in out
+
+
+def test_check_data_config_mistake_is_one_line(capsys):
+    assert check_main(["data=yolo", "data.train.imagez=/x"]) == 2
+    err = capsys.readouterr().err
+    assert "imagez" in err and "Traceback" not in err and len(err.strip().splitlines()) <= 3
