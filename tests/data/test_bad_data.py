@@ -56,7 +56,7 @@ DECODE_PROBLEMS = {
     "gray.png": Problem.CONVERTED,
     "rgba.png": Problem.CONVERTED,
     "deep.png": Problem.CONVERTED,
-    "exif.jpg": Problem.SIZE_MISMATCH,
+    "exif.jpg": Problem.STORED_FRAME,  # annotated H x W, stored H x W, displayed W x H
 }
 ANNOTATION_PROBLEMS = {  # bbox (xywh) on good.jpg -> kind
     Problem.BOX_CLIPPED: [20.0, 10.0, 30.0, 5.0],

@@ -172,3 +172,31 @@ def test_check_data_config_mistake_is_one_line(capsys):
     assert check_main(["data=yolo", "data.train.imagez=/x"]) == 2
     err = capsys.readouterr().err
     assert "imagez" in err and "Traceback" not in err and len(err.strip().splitlines()) <= 3
+
+
+def test_coco_sizes_of_the_stored_frame_keep_boxes_on_their_objects(tmp_path: Path):
+    """A json whose width/height are the file's own, before an EXIF rotation of 90 degrees
+    (tools that ignore the tag): the image is read as stored, where its boxes are."""
+    from PIL import Image
+
+    stored = np.full((64, 128, 3), 200, np.uint8)
+    stored[8:24, 8:40] = (255, 0, 0)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # displayed rotated 90 degrees clockwise
+    (tmp_path / "images").mkdir()
+    Image.fromarray(stored).save(tmp_path / "images" / "r.jpg", exif=exif.tobytes(), quality=95)
+    doc = {
+        "images": [{"id": 1, "file_name": "r.jpg", "height": 64, "width": 128}],
+        "annotations": [
+            {"id": 1, "image_id": 1, "category_id": 1, "bbox": [8, 8, 32, 16], "area": 512}
+        ],
+        "categories": [{"id": 1, "name": "red"}],
+    }
+    (tmp_path / "a.json").write_text(json.dumps(doc))
+    data = load_coco(tmp_path / "a.json", tmp_path / "images")
+    ds = DetectionDataset(data, PreprocessConfig(input_size=(64, 128)))
+    image, boxes, _ = ds.load(0)
+    x1, y1, x2, y2 = boxes[0].astype(int)
+    assert image.shape[:2] == (64, 128)
+    np.testing.assert_allclose(image[y1:y2, x1:x2].reshape(-1, 3).mean(0), [255, 0, 0], atol=12)
+    assert any("r.jpg" in f for f in ds.report.problems[Problem.STORED_FRAME])

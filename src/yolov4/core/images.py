@@ -52,6 +52,7 @@ __all__ = [
     "image_size",
     "orient",
     "pil_orientation",
+    "unorient",
     "pil_to_array",
     "to_rgb8",
 ]
@@ -101,11 +102,12 @@ class TruncatedImage(ImageDecodeError):
 class DecodedImage:
     """``image`` ``(H, W, 3)`` uint8 RGB as displayed; ``format`` as PIL names it (``JPEG``,
     ``PNG``, ...); ``converted``: the file did not hold 8-bit RGB (grayscale, alpha, palette,
-    CMYK, 16-bit, float)."""
+    CMYK, 16-bit, float); ``orientation``: the EXIF orientation applied to it (1: none)."""
 
     image: np.ndarray
     format: str
     converted: bool
+    orientation: int = 1
 
 
 def to_rgb8(image: np.ndarray, color: str = "rgb", where: str = "image") -> np.ndarray:
@@ -160,6 +162,11 @@ def orient(image: np.ndarray, orientation: int) -> np.ndarray:
     }
     op = ops.get(orientation)
     return image if op is None else np.ascontiguousarray(op(image))
+
+
+def unorient(image: np.ndarray, orientation: int) -> np.ndarray:
+    """The inverse of :func:`orient`: ``(H, W, C)`` as displayed → as stored in the file."""
+    return orient(image, {6: 8, 8: 6}.get(orientation, orientation))  # the rest are involutions
 
 
 def _exif_orientation(exif: Image.Exif) -> int:
@@ -371,7 +378,8 @@ def decode_image_details(
             orientation = _orientation(im, f)
         if fmt in JPEG_FORMATS:
             converted = im.mode != "RGB"
-            return DecodedImage(orient(_decode_jpeg(data, where), orientation), fmt, converted)
+            image = orient(_decode_jpeg(data, where), orientation)
+            return DecodedImage(image, fmt, converted, orientation)
         if fmt == "PNG":  # OpenCV: faster than PIL, and keeps 16-bit RGB
             array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
             if array is None or array.size == 0:
@@ -391,7 +399,7 @@ def decode_image_details(
             image = to_rgb8(array, "rgb", where)
             # read after loading: Pillow >= 11 applies a TIFF's orientation itself and drops it
             orientation = pil_orientation(im)
-    return DecodedImage(orient(image, orientation), fmt, converted)
+    return DecodedImage(orient(image, orientation), fmt, converted, orientation)
 
 
 def decode_image(

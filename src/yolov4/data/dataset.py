@@ -74,6 +74,7 @@ class DetectionDataset(Dataset):
         self.report = ProblemReport(strict=strict, name=name, log_each=True)
         self._transforms = {}
         self._unreadable: set[int] = set()  # indices found unreadable (training draws others)
+        self._stored_frame: set[int] = set()  # indices annotated before their EXIF rotation
         if augment is not None:
             size, mode, pad = (
                 preprocess_config.input_size,
@@ -98,14 +99,27 @@ class DetectionDataset(Dataset):
 
     def load(self, index: int) -> Loaded | None:
         """Decode image ``index`` with its boxes; ``None`` (reported) when unreadable. An image
-        whose decoded size differs from the annotated one (EXIF rotation, resaved file) is
-        resized to the annotated size, so image, boxes, ground truth and the original size in
-        the batch meta stay in one frame; it is reported."""
+        whose EXIF rotation swaps the annotated width and height was annotated as the file
+        stores it: it is read without the rotation. Any other image whose decoded size differs
+        from the annotated one (a resaved file) is resized to the annotated size, so image,
+        boxes, ground truth and the original size in the batch meta stay in one frame. Both are
+        reported."""
         rec = self.records[index]
-        image = read_image(rec.file, self.report)
+        stored = index in self._stored_frame
+        image = read_image(rec.file, self.report, as_stored=stored)
         if image is None:
             return None
         h, w = image.shape[:2]
+        if not stored and h != w and (w, h) == (rec.height, rec.width):
+            # annotated in the frame the file stores, before its EXIF rotation (tools that
+            # ignore the tag): its boxes are in that frame too
+            unrotated = read_image(rec.file, self.report, as_stored=True)
+            if unrotated is not None and unrotated.shape[:2] == (rec.height, rec.width):
+                self._stored_frame.add(index)
+                self.report.add(
+                    Problem.STORED_FRAME, rec.file, f"annotated {rec.height}x{rec.width}"
+                )
+                image, (h, w) = unrotated, unrotated.shape[:2]
         if (h, w) != (rec.height, rec.width):
             self.report.add(
                 Problem.SIZE_MISMATCH,

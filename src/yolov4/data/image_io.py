@@ -25,8 +25,11 @@ from yolov4.data.records import Problem, ProblemReport
 __all__ = ["read_image", "image_size", "IMAGE_SUFFIXES"]
 
 
-def read_image(path: str | Path, report: ProblemReport) -> np.ndarray | None:
-    """Decode ``path`` to an ``(H, W, 3)`` uint8 RGB array, as displayed (EXIF orientation).
+def read_image(
+    path: str | Path, report: ProblemReport, as_stored: bool = False
+) -> np.ndarray | None:
+    """Decode ``path`` to an ``(H, W, 3)`` uint8 RGB array, as displayed (EXIF orientation), or
+    with ``as_stored`` as the file stores it (the orientation undone).
 
     Missing and unreadable files are reported and give ``None``; a truncated JPEG is reported
     and gives what was there (the rest grey; ``None`` when cut in its headers); grayscale, RGBA, palette, CMYK, 16-bit and float
@@ -47,6 +50,8 @@ def read_image(path: str | Path, report: ProblemReport) -> np.ndarray | None:
         return None
     if decoded.converted:
         report.add(Problem.CONVERTED, path, f"{decoded.format} file")
+    if as_stored:
+        return core_images.unorient(decoded.image, decoded.orientation)
     return decoded.image
 
 

@@ -59,7 +59,10 @@ class Problem:
     UNREADABLE = "unreadable image (skipped)"
     TRUNCATED = "truncated image (decoded what was there)"
     CONVERTED = "not 8-bit RGB: grayscale/RGBA/16-bit (converted)"
-    SIZE_MISMATCH = "image size differs from the annotation, e.g. EXIF rotation (resized to it)"
+    SIZE_MISMATCH = "image size differs from the annotation (resized to it)"
+    STORED_FRAME = (
+        "annotated size is the file's own, before its EXIF rotation (read without the rotation)"
+    )
     BOX_CLIPPED = "box partly outside the image (clipped)"
     BOX_OUTSIDE = "box wholly outside the image (dropped)"
     BOX_EMPTY = "zero or negative size box (dropped)"
