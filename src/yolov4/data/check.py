@@ -11,6 +11,7 @@ undecodable images. ``--strict`` stops at the first problem with a DatasetError 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Sequence
 
@@ -107,6 +108,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--examples", type=int, default=None, help="files listed per problem kind (default all)"
     )
     args = parser.parse_args(argv)
+    # the report below prints every problem and note; the loaders' log would say it twice
+    data_log = logging.getLogger("yolov4.data")
+    level = data_log.level
+    data_log.setLevel(logging.ERROR)
+    try:
+        return _check(args)
+    finally:
+        data_log.setLevel(level)
+
+
+def _check(args: argparse.Namespace) -> int:
     overrides = list(args.overrides) + (["data.strict=true"] if args.strict else [])
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException

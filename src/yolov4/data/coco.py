@@ -207,8 +207,9 @@ class _Annotation:
     def where(self) -> str:
         return _where(self.index, self.given_id)
 
-    def __str__(self) -> str:
-        return self.where
+    def __str__(self) -> str:  # as a box problem names it (check_box adds the x1, y1, x2, y2)
+        x, y, w, h = self.entry["bbox"]
+        return f"{self.where}: bbox [x, y, w, h] = [{x:g}, {y:g}, {w:g}, {h:g}], as x1, y1, x2, y2"
 
 
 def _bbox(bbox: Any) -> list[float] | None:
