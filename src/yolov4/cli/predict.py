@@ -37,11 +37,18 @@ from yolov4.cli.sources import load_predictor, model_source
 from yolov4.cli.tracking import TRACK_CONF, Tracks, check_track_sources, tracking_options
 from yolov4.errors import ConfigError, InputError
 from yolov4.inference import Predictor
-from yolov4.inference.sources import Frame, ImageFiles, open_sources, prefetch
+from yolov4.inference.sources import (
+    Frame,
+    ImageFiles,
+    VideoFile,
+    open_sources,
+    output_name,
+    prefetch,
+)
 from yolov4.inference.streams import interleave_live
-from yolov4.inference.writers import PredictionWriter, Summary, WriteBehind
+from yolov4.inference.writers import VIDEO_SUFFIX, PredictionWriter, Summary, WriteBehind
 
-__all__ = ["predict", "hydra_main", "check_options"]
+__all__ = ["predict", "hydra_main", "check_options", "check_output"]
 
 log = logging.getLogger(__name__)
 Item = tuple[Frame, Any]  # a frame and its network input (Predictor.prepare), or None
@@ -316,6 +323,33 @@ def sharded(cfg: DictConfig) -> dict[str, Any]:
     return summary.to_dict()
 
 
+def check_output(out: Path, sources: list[Any], save: bool = True) -> None:
+    """Refuse an ``output=`` that is a file, or where an annotated image or video (``save``)
+    would be written over one of the run's own input files (a user's originals), before the
+    model is loaded or anything is written."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"output={out} is a file; expected a folder for the predictions")
+    if not save:
+        return
+    inputs, targets = set(), {}
+    for s in sources:
+        if isinstance(s, ImageFiles):
+            for f in s.files:
+                inputs.add(f.resolve())
+                targets[(out / output_name(f, s.root)).resolve()] = f
+        elif isinstance(s, VideoFile):
+            inputs.add(s.path.resolve())
+            targets[(out / s.name).with_suffix(VIDEO_SUFFIX).resolve()] = s.path
+    clash = [(src, t) for t, src in targets.items() if t in inputs]
+    if clash:
+        src, target = clash[0]
+        raise ConfigError(
+            f"output={out} would overwrite {len(clash)} input file(s) with annotated copies, "
+            f"e.g. {src} by {target}; write to another folder (without output=: "
+            "outputs/predict/<date>_<time>) or pass save=false"
+        )
+
+
 def predict(cfg: DictConfig) -> dict[str, Any]:
     """Run ``cfg``'s model on ``cfg.source``; returns the summary (also ``summary.json``)."""
     check_options(cfg)
@@ -342,8 +376,9 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
     try:
         if tracking is not None:
             check_track_sources(sources, to_builtin(cfg.source))
-        predictor = load_predictor(cfg)
         out = Path(cfg.output or cfg.paths.output_dir)
+        check_output(out, sources, bool(cfg.save))
+        predictor = load_predictor(cfg)
         writer = PredictionWriter(out, bool(cfg.save), bool(cfg.save_txt), bool(cfg.save_crops))
         tracks = None if tracking is None else Tracks(tracking, out)
         summary = Summary()  # the run's time, from here

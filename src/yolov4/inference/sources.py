@@ -33,6 +33,7 @@ __all__ = [
     "Camera",
     "Stream",
     "open_sources",
+    "output_name",
     "prediction_record",
     "prefetch",
     "IMAGE_SUFFIXES",
@@ -66,6 +67,12 @@ def prediction_record(
     }
 
 
+def output_name(path: Path, root: Path | None) -> str:
+    """The name a file's outputs are written under: its path relative to the folder given as
+    the source (``root``, the tree is kept), else its file name."""
+    return str(path.relative_to(root)) if root else path.name
+
+
 class ImageFiles:
     """Image files (a file, a folder's tree, a glob's or a list file's matches): decoded as the
     Predictor decodes them (EXIF orientation applied). ``root``: output names are relative to
@@ -81,7 +88,7 @@ class ImageFiles:
 
     def frames(self) -> Iterator[Frame]:
         for path in self.files:
-            name = str(path.relative_to(self.root)) if self.root else path.name
+            name = output_name(path, self.root)
             try:
                 image, error = load_image(path, 0, "rgb", MAX_PIXELS), None
             except InputError as e:
@@ -99,14 +106,22 @@ class VideoFile:
 
     live = False
 
-    def __init__(self, source: str, path: Path, name: str | None = None) -> None:
+    def __init__(
+        self, source: str, path: Path, name: str | None = None, skip_unreadable: bool = False
+    ) -> None:
         self.source, self.path = source, path
         self.name = name or path.name
+        self.error: str | None = None
         cap = cv2.VideoCapture(str(path))
         ok, _ = cap.read() if cap.isOpened() else (False, None)
         if not ok:
             cap.release()
-            raise InputError(f"source {source!r}: OpenCV cannot read the video {path}")
+            message = f"source {source!r}: OpenCV cannot read the video {path}"
+            if not skip_unreadable:
+                raise InputError(message)
+            # one of a folder's (glob's, list's) files: reported as skipped, the run goes on
+            self.error, self.fps, self.count = message, None, 0
+            return
         self.fps = fps_of(cap)
         count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
         self.count = count if count > 0 else None
@@ -116,6 +131,9 @@ class VideoFile:
         return self.count or 0
 
     def frames(self) -> Iterator[Frame]:
+        if self.error is not None:
+            yield Frame(self.source, self.name, None, str(self.path), error=self.error)
+            return
         cap = cv2.VideoCapture(str(self.path))
         index, bad = 0, 0
         try:
@@ -207,14 +225,17 @@ def _list_entries(path: Path) -> list[Path]:
     return entries
 
 
-def _files(source: str, files: Sequence[Path], root: Path | None = None) -> list[Any]:
+def _files(
+    source: str, files: Sequence[Path], root: Path | None = None, many: bool = True
+) -> list[Any]:
     """Image files grouped into one :class:`ImageFiles`, videos one :class:`VideoFile` each,
-    in order."""
+    in order. ``many``: the files of a folder, glob or list, where an unreadable video is
+    skipped (reported by the run) rather than refused."""
     out: list[Any] = []
     for f in files:
-        rel = str(f.relative_to(root)) if root else f.name
+        rel = output_name(f, root)
         if f.suffix.lower() in VIDEO_SUFFIXES:
-            out.append(VideoFile(source, f, rel))
+            out.append(VideoFile(source, f, rel, skip_unreadable=many))
         elif out and isinstance(out[-1], ImageFiles):
             out[-1].files.append(f)
         else:
@@ -260,7 +281,7 @@ def _open_one(source: str, live: dict[str, Any]) -> list[Any]:
             f"index or a stream URL ({', '.join(STREAM_SCHEMES)}); got a {suffix or 'suffix-less'} "
             "file"
         )
-    return _files(source, [path])
+    return _files(source, [path], many=False)
 
 
 def _stream_name(url: str) -> str:

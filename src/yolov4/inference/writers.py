@@ -230,11 +230,14 @@ class PredictionWriter:
         self.files: list[Path] = []  # annotated images and videos written
 
     def _name(self, frame: Frame) -> str:
+        """The output name of ``frame``'s input: its own, or with ``_1``, ``_2``, ... when an
+        earlier input already writes under that name without its suffix (the annotated video,
+        the label file and the crops of ``clip.mp4`` and ``clip.avi`` would be one file)."""
         key = (frame.source, frame.file or frame.name)
         if key not in self._names:
-            used = set(self._names.values())
+            used = {str(Path(n).with_suffix("")) for n in self._names.values()}
             name, stem, k = frame.name, Path(frame.name), 1
-            while name in used:
+            while str(Path(name).with_suffix("")) in used:
                 name = str(stem.with_name(f"{stem.stem}_{k}{stem.suffix}"))
                 k += 1
             self._names[key] = name

@@ -1,0 +1,95 @@
+"""predict.py's outputs never replace its inputs, never collide, and one unreadable video in a
+folder is skipped like an unreadable image."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_module
+
+from yolov4 import build_model, save_checkpoint
+from yolov4.cli.predict import predict
+from yolov4.errors import ConfigError, InputError
+
+SIZE = 64
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    model = build_model("yolov4-tiny", num_classes=2, input_size=[SIZE, SIZE])
+    path = tmp_path_factory.mktemp("ckpt") / "best.pt"
+    return save_checkpoint(path, model, ["a", "b"], {"input_size": [SIZE, SIZE]})
+
+
+def _predict(*overrides: str) -> dict:
+    with initialize_config_module(config_module="yolov4.configs", version_base="1.3"):
+        cfg = compose("predict", overrides=["progress=false", *overrides])
+    return predict(cfg)
+
+
+def _video(path: Path, frames: int = 3) -> Path:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (48, 32))
+    for k in range(frames):
+        writer.write(np.full((32, 48, 3), 40 * k, np.uint8))
+    writer.release()
+    return path
+
+
+def _digest(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.md5(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+
+
+def test_output_over_the_inputs_is_refused_before_anything_is_written(checkpoint, tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("a.jpg", "B.JPG"):
+        cv2.imwrite(str(photos / name), np.full((40, 60, 3), 90, np.uint8))
+    before = _digest(photos)
+    for source in (photos, photos / "a.jpg"):
+        with pytest.raises(ConfigError, match=r"would overwrite .* input file.*save=false"):
+            _predict(f"source={source}", f"checkpoint={checkpoint}", f"output={photos}")
+        assert _digest(photos) == before  # not even predictions.jsonl
+    summary = _predict(
+        f"source={photos}", f"checkpoint={checkpoint}", f"output={photos}", "save=false"
+    )
+    assert summary["images"] == 2 and _digest(photos)["a.jpg"] == before["a.jpg"]
+
+
+def test_output_that_is_a_file_is_named(checkpoint, tmp_path):
+    image = tmp_path / "a.jpg"
+    cv2.imwrite(str(image), np.full((40, 60, 3), 90, np.uint8))
+    with pytest.raises(ConfigError, match="is a file; expected a folder"):
+        _predict(f"source={image}", f"checkpoint={checkpoint}", f"output={image}")
+
+
+def test_videos_of_one_name_write_two_videos_and_two_label_sets(checkpoint, tmp_path):
+    mp4, avi = _video(tmp_path / "clip.mp4", 3), _video(tmp_path / "clip.avi", 2)
+    out = tmp_path / "out"
+    _predict(f"source=[{mp4},{avi}]", f"checkpoint={checkpoint}", f"output={out}", "save_txt=true")
+    counts = {}
+    for name in ("clip.mp4", "clip_1.mp4"):
+        cap = cv2.VideoCapture(str(out / name))
+        counts[name] = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+        cap.release()
+    assert counts == {"clip.mp4": 3, "clip_1.mp4": 2}
+    labels = {p.name for p in (out / "labels").iterdir()}
+    assert labels == {f"clip_{k}.txt" for k in range(3)} | {f"clip_1_{k}.txt" for k in range(2)}
+
+
+def test_an_unreadable_video_in_a_folder_is_skipped_and_reported(checkpoint, tmp_path):
+    folder = tmp_path / "media"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "a.jpg"), np.full((40, 60, 3), 90, np.uint8))
+    _video(folder / "ok.avi", 2)
+    (folder / "fake.mp4").write_bytes(b"not a video at all" * 10)
+    summary = _predict(f"source={folder}", f"checkpoint={checkpoint}", f"output={tmp_path / 'o'}")
+    assert summary["images"] == 1 and summary["frames"] == 2
+    assert summary["skipped_count"] == 1 and "fake.mp4" in summary["skipped"][0]
+    with pytest.raises(InputError, match="cannot read the video"):  # named alone: refused
+        _predict(f"source={folder / 'fake.mp4'}", f"checkpoint={checkpoint}")
