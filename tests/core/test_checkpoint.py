@@ -161,6 +161,12 @@ def test_truncated_and_foreign_files(tmp_path, tiny3):
         load_checkpoint(junk)
     with pytest.raises(CheckpointError, match="does not exist"):
         load_checkpoint(tmp_path / "missing.pt")
+    text, jpeg = tmp_path / "text.pt", tmp_path / "photo.pt"
+    text.write_text("hello\n")  # torch.load: KeyError from its legacy reader
+    jpeg.write_bytes(b"\xff\xd8\xff\xe0" + bytes(200))  # torch.load: "Weights only load failed"
+    for path in (text, jpeg):
+        with pytest.raises(CheckpointError, match="not a PyTorch checkpoint: neither a zip"):
+            load_checkpoint(path)
     other = tmp_path / "other.pt"
     torch.save({"weights": torch.zeros(3)}, other)
     with pytest.raises(CheckpointError, match=r"format None, expected 'yolov4.weights/1'"):

@@ -73,6 +73,9 @@ log = logging.getLogger(__name__)
 FORMAT = "yolov4.weights/1"
 # Lightning checkpoint keys (state_dict prefixes) that hold EMA weights, most specific first.
 EMA_PREFIXES = ("ema_model.", "ema.")
+# How a torch.save file starts: a zip archive (torch >= 1.6), or the legacy format's pickle
+# (protocol 2+, the PROTO opcode first).
+ZIP_MAGIC, PICKLE_PROTO = b"PK\x03\x04", b"\x80"
 # Weights a file must hold per element of the model it describes (1 byte: even an 8-bit file);
 # a file below this has tensors of the claimed shapes but not their data (stride-0 views).
 MIN_BYTES_PER_ELEMENT = 1
@@ -217,6 +220,13 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
+    with path.open("rb") as f:
+        head = f.read(4)
+    if not (head.startswith(ZIP_MAGIC) or head[:1] == PICKLE_PROTO):
+        raise CheckpointError(
+            f"{path} ({path.stat().st_size:,} bytes) is not a PyTorch checkpoint: neither a zip "
+            f"archive (torch.save) nor a pickle; it starts with {head!r}"
+        )
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
@@ -227,7 +237,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
                 f"({_unpickler_reason(e)})"
             ) from e
         raise CheckpointError(f"{path} is not a PyTorch checkpoint ({e})") from e
-    except (RuntimeError, zipfile.BadZipFile, EOFError, OSError, ValueError) as e:
+    except (RuntimeError, zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as e:
         size = path.stat().st_size
         raise CheckpointError(
             f"{path} ({size:,} bytes) cannot be read as a PyTorch checkpoint: it is truncated "
