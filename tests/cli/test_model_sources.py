@@ -51,3 +51,20 @@ def test_darknet_weights_need_their_network_and_read_names_files(tmp_path):
     assert class_names(cfg()) is None
     with pytest.raises(DatasetError, match="not found"):
         class_names(cfg(names=str(tmp_path / "none.names")))
+
+
+def test_darknet_only_keys_beside_a_checkpoint_or_artifact_are_refused():
+    from yolov4.cli.sources import check_no_network
+
+    for given, named in (
+        ({"names": "coco.names"}, "names=coco.names"),
+        ({"darknet_resize_mode": "letterbox"}, "darknet_resize_mode=letterbox"),
+        ({"model": {"num_classes": 80}}, "model.num_classes=80"),
+    ):
+        with pytest.raises(ConfigError, match=f"{named} describe darknet_weights=; an artifact="):
+            model_source(cfg(artifact="run/export", **given))
+    zoo = {"name": "yolov4", "num_classes": None}
+    assert model_source(cfg(checkpoint="a.pt", model=zoo)) == "checkpoint"  # evaluate.py's default
+    with pytest.raises(ConfigError, match="model=yolov4 describe darknet_weights=; a checkpoint="):
+        check_no_network(cfg(checkpoint="a.pt", model=zoo))  # predict.py, export.py
+    check_no_network(cfg(checkpoint="a.pt", model={"num_classes": None}))

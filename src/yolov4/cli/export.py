@@ -23,7 +23,7 @@ import hydra
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from yolov4.cli.common import build, resolve_data
-from yolov4.cli.sources import model_checkpoint, model_source, source_file
+from yolov4.cli.sources import check_no_network, model_checkpoint, model_source, source_file
 from yolov4.core.artifact import artifact_precisions, model_file, read_metadata
 from yolov4.core.images import IMAGE_SUFFIXES
 from yolov4.errors import ConfigError
@@ -215,6 +215,7 @@ def _summary(meta: dict[str, Any]) -> list[str]:
 def export(cfg: DictConfig) -> Path:
     check_options(cfg)
     model_source(cfg, ("checkpoint", "darknet_weights"))
+    check_no_network(cfg)
     out = check_output(
         cfg.output if cfg.output else default_output(source_file(cfg)), cfg.get("overwrite", False)
     )

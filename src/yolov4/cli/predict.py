@@ -33,7 +33,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from yolov4.cli.common import to_builtin
-from yolov4.cli.sources import load_predictor, model_source
+from yolov4.cli.sources import check_no_network, load_predictor, model_source
 from yolov4.cli.tracking import TRACK_CONF, Tracks, check_track_sources, tracking_options
 from yolov4.errors import ConfigError, InputError
 from yolov4.inference import Predictor
@@ -364,7 +364,7 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
             tracking["name"],
             TRACK_CONF,
         )
-    model_source(cfg)
+    check_no_network(cfg)
     sources = open_sources(
         to_builtin(cfg.source),
         buffer=bool(cfg.stream_buffer),

@@ -30,6 +30,7 @@ __all__ = [
     "class_names",
     "model_checkpoint",
     "load_predictor",
+    "check_no_network",
 ]
 
 MODEL_SOURCES = ("checkpoint", "darknet_weights", "artifact")
@@ -52,7 +53,35 @@ def model_source(cfg: DictConfig, allowed: Sequence[str] = MODEL_SOURCES) -> str
         raise ConfigError(
             f"give exactly one of {one} ({'; '.join(_HOW[k] for k in allowed)}), got {found}"
         )
+    if given[0] != "darknet_weights":
+        _refuse_darknet_keys(cfg, given[0], check_network=False)
     return given[0]
+
+
+def _refuse_darknet_keys(cfg: DictConfig, source: str, check_network: bool) -> None:
+    """A ``checkpoint=`` or ``artifact=`` carries its network, classes and preprocessing:
+    ``names=``, ``darknet_resize_mode=``, ``model.num_classes=`` (and with ``check_network``
+    ``model=``) describe ``darknet_weights=`` and would be ignored, so they are refused."""
+    model = to_builtin(cfg.get("model")) or {}
+    model = model if isinstance(model, Mapping) else {"name": model}
+    given = [f"{k}={cfg.get(k)}" for k in ("names", "darknet_resize_mode") if cfg.get(k)]
+    given += [f"model.{k}={v}" for k, v in model.items() if v is not None and k == "num_classes"]
+    if check_network and (model.get("name") or model.get("cfg")):
+        given.append(f"model={model.get('name') or model.get('cfg')}")
+    if given:
+        raise ConfigError(
+            f"{', '.join(given)} describe darknet_weights=; "
+            f"{'an' if source == 'artifact' else 'a'} {source}= carries its own "
+            f"network, class names and preprocessing. Remove {'them' if len(given) > 1 else 'it'}"
+        )
+
+
+def check_no_network(cfg: DictConfig) -> None:
+    """For the apps whose ``model`` is unset unless ``darknet_weights=`` needs it (predict.py,
+    export.py): ``model=`` beside a ``checkpoint=`` or ``artifact=`` is refused."""
+    source = model_source(cfg)
+    if source != "darknet_weights":
+        _refuse_darknet_keys(cfg, source, check_network=True)
 
 
 def source_file(cfg: DictConfig) -> str:

@@ -27,9 +27,10 @@ import torch
 
 from yolov4.core.artifact import FORMATS, backend_names
 from yolov4.core.model import DecodedModel
-from yolov4.errors import ExportError
+from yolov4.errors import ConfigError, ExportError
 
 __all__ = [
+    "check_device",
     "TorchBackend",
     "OnnxBackend",
     "OpenVinoBackend",
@@ -140,6 +141,33 @@ def bf16_native(features: dict[str, Any] | None = None) -> bool:
     return "BF16" in (features or cpu_features())["openvino_capabilities"]
 
 
+def check_device(device: str | torch.device) -> torch.device:
+    """``device`` as a :class:`torch.device` this machine has: a name torch does not know, CUDA
+    without a GPU and a GPU index past the last are a :class:`ConfigError` naming what there
+    is (before a model is moved anywhere)."""
+    try:
+        found = torch.device(device)
+    except (RuntimeError, ValueError, TypeError) as e:
+        raise ConfigError(
+            f"device={device!r} is not a device torch knows (cpu, cuda, cuda:1, mps, ...): {e}"
+        ) from None
+    if found.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ConfigError(
+                f"device={device!r}, but this machine has no CUDA GPU that torch can use "
+                "(torch.cuda.is_available() is False); use device=cpu"
+            )
+        if found.index is not None and found.index >= count:
+            raise ConfigError(
+                f"device={device!r}, but this machine has {count} CUDA GPU(s): "
+                f"cuda:0 .. cuda:{count - 1}"
+            )
+    elif found.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device={device!r}, but MPS is not available here; use device=cpu")
+    return found
+
+
 class TorchBackend:
     """A (fused) :class:`DecodedModel` on ``device``."""
 
@@ -147,7 +175,7 @@ class TorchBackend:
     precision = "fp32"
 
     def __init__(self, model: DecodedModel, device: str | torch.device = "cpu") -> None:
-        self.device = torch.device(device)
+        self.device = check_device(device)
         self.model = model.to(self.device).eval()
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
@@ -195,7 +223,17 @@ class OnnxBackend:
 
     @classmethod
     def load(cls, path: str | Path, device: Any, precision: str, threads: int | None):
-        return cls(path, threads=threads)
+        import onnxruntime as ort
+
+        if torch.device(device).type == "cuda":
+            if "CUDAExecutionProvider" not in ort.get_available_providers():
+                raise ConfigError(
+                    f"device={device!r}: this onnxruntime has no CUDA provider "
+                    f"({', '.join(ort.get_available_providers())}); install onnxruntime-gpu "
+                    "or use device=cpu"
+                )
+            return cls(path, ["CUDAExecutionProvider", "CPUExecutionProvider"], threads=threads)
+        return cls(path, ["CPUExecutionProvider"], threads=threads)
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         x = images.detach().to("cpu", torch.float32).contiguous().numpy()
@@ -264,7 +302,7 @@ class TorchScriptBackend:
     precision = "fp32"
 
     def __init__(self, path: str | Path, device: str | torch.device = "cpu") -> None:
-        self.device = torch.device(device)
+        self.device = check_device(device)
         try:
             with warnings.catch_warnings():  # deprecated in favour of torch.export, still supported
                 warnings.simplefilter("ignore", FutureWarning)
@@ -300,5 +338,10 @@ def load_backend(
         raise ExportError(
             f"backend {name!r} runs {', '.join(dict.fromkeys(runs))} only, got precision "
             f"{precision!r}"
+        )
+    if check_device(device).type != "cpu" and name == OpenVinoBackend.name:
+        raise ConfigError(
+            f"backend {name!r} runs on the CPU; device={device!r} is for a checkpoint=, "
+            "darknet_weights=, backend=torchscript or backend=onnxruntime (with a CUDA provider)"
         )
     return classes[name].load(path, device, precision, threads)
