@@ -76,3 +76,31 @@ def test_untrained_model_int8_says_no_boxes_to_compare(overfit, tmp_path, capsys
     assert "  model.onnx: fp32 in onnxruntime, fp32 in openvino\n" in printed
     assert "  model.torchscript: fp32 in torchscript\n" in printed
     assert "  model_int8.xml: int8 in openvino\n" in printed
+
+
+def test_one_format_or_precision_needs_no_list_and_bad_ones_fail_before_loading(tmp_path):
+    from yolov4.errors import ExportError
+
+    model = build_model("yolov4-tiny", num_classes=2, input_size=[64, 64])
+    ckpt = save_checkpoint(tmp_path / "w.pt", model, ["a", "b"], {"input_size": [64, 64]})
+    out = tmp_path / "one"
+    export_cli.export(export_cfg(tmp_path, [f"checkpoint={ckpt}", f"output={out}", "formats=onnx"]))
+    meta = read_metadata(out)
+    assert list(meta["files"]) == ["model.onnx"] and meta["default_precision"] in ("fp32", "auto")
+    missing = tmp_path / "no-such-data"  # int8 would load data first: the request fails before
+    for overrides, message in (
+        (["precision=fp16"], r"precisions must be a non-empty subset"),
+        (["precision=[fp32]", "default_precision=int8"], r"exported \['fp32'\], got 'int8'"),
+    ):
+        with pytest.raises(ExportError, match=message):
+            export_cli.export(
+                export_cfg(
+                    tmp_path,
+                    [
+                        f"checkpoint={ckpt}",
+                        f"output={tmp_path / 'x'}",
+                        f"calibration={missing}",
+                        *overrides,
+                    ],
+                )  # fmt: skip
+            )

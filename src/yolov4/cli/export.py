@@ -22,14 +22,19 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from yolov4.cli.common import build, resolve_data
+from yolov4.cli.common import build, resolve_data, to_builtin
 from yolov4.cli.sources import check_no_network, model_checkpoint, model_source, source_file
 from yolov4.core.artifact import artifact_precisions, model_file, read_metadata
 from yolov4.core.images import IMAGE_SUFFIXES
 from yolov4.errors import ConfigError
 from yolov4.evaluation import evaluate_predictor
 from yolov4.evaluation.reports import PR_F1_FILE
-from yolov4.export.artifact import DEFAULT_OPSET, MAX_OPSET, export_artifact
+from yolov4.export.artifact import (
+    DEFAULT_OPSET,
+    MAX_OPSET,
+    check_export_request,
+    export_artifact,
+)
 from yolov4.export.output import check_output
 from yolov4.export.quantize import Agreement
 
@@ -212,6 +217,12 @@ def _summary(meta: dict[str, Any]) -> list[str]:
     return [f"  {file}: {', '.join(how)}" for file, how in runs.items()]
 
 
+def _names(cfg: DictConfig, key: str) -> list[str]:
+    """``formats=`` / ``precision=`` as a list: ``[onnx,int8]``, or one name alone (``onnx``)."""
+    value = to_builtin(cfg.get(key))
+    return [value] if isinstance(value, str) else list(value or [])
+
+
 def export(cfg: DictConfig) -> Path:
     check_options(cfg)
     model_source(cfg, ("checkpoint", "darknet_weights"))
@@ -219,9 +230,9 @@ def export(cfg: DictConfig) -> Path:
     out = check_output(
         cfg.output if cfg.output else default_output(source_file(cfg)), cfg.get("overwrite", False)
     )
-    formats = OmegaConf.to_container(cfg.formats, resolve=True)
+    formats, precisions = _names(cfg, "formats"), _names(cfg, "precision")
     size = OmegaConf.to_container(cfg.input_size, resolve=True) if cfg.input_size else None
-    precisions = list(OmegaConf.to_container(cfg.precision, resolve=True))
+    check_export_request(formats, cfg.opset, precisions, cfg.default_precision)  # before loading
     thresholds, conf_source = _conf(cfg)
     ckpt = model_checkpoint(cfg)  # a project checkpoint or darknet's cfg + weights
     calibration, evaluate = None, None

@@ -51,7 +51,7 @@ from yolov4.models import fuse_model
 from yolov4.models.stride import check_stride_multiple
 from yolov4.version import versions
 
-__all__ = ["export_artifact", "build_metadata", "PARITY_RTOL"]
+__all__ = ["export_artifact", "build_metadata", "check_export_request", "PARITY_RTOL"]
 
 DEFAULT_OPSET = 17
 try:  # the newest opset torch's TorchScript-based exporter writes
@@ -60,7 +60,7 @@ except ImportError:
     MAX_OPSET = 20
 
 
-def _check_request(
+def check_export_request(
     formats: Sequence[str],
     opset: int,
     precisions: Sequence[str],
@@ -90,7 +90,7 @@ def _check_request(
     if default_precision not in (*precisions, "fp32", AUTO_PRECISION):
         raise ExportError(
             f"default_precision must be {AUTO_PRECISION!r} or one of the exported "
-            f"{['fp32', *precisions]}, got {default_precision!r}"
+            f"{list(dict.fromkeys(['fp32', *precisions]))}, got {default_precision!r}"
         )
     reduced = set(precisions) - {"fp32"}
     missing = [p for p in reduced if not any(p in FORMATS[f].precisions for f in formats)]
@@ -256,7 +256,7 @@ def export_artifact(
     out_dir = check_output(out_dir, overwrite)
     ckpt = source if isinstance(source, Checkpoint) else load_checkpoint(source)
     check_class_names(ckpt.class_names, ckpt.model.config.num_classes, "export")
-    default_precision = _check_request(formats, opset, precisions, default_precision)
+    default_precision = check_export_request(formats, opset, precisions, default_precision)
     check_request(precisions, calibration, evaluate, map50_gate)
     job = _job(ckpt, opset, input_size, thresholds)
     remove_stale_exports(out_dir)
