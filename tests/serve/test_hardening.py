@@ -151,9 +151,11 @@ def test_connections_over_the_limit_are_refused_and_idle_ones_cannot_starve_heal
             s.close()
 
 
-def test_a_request_head_over_the_limit_gets_a_json_400(guarded):
+@pytest.mark.parametrize("whole", [False, True], ids=["unfinished", "whole-in-one-read"])
+def test_a_request_head_over_the_limit_gets_a_json_400(guarded, whole):
     with connect(guarded) as sock:
-        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\nX-Big: " + b"a" * 2 * MAX_HEAD_BYTES)
+        head = b"GET /healthz HTTP/1.1\r\nHost: t\r\nX-Big: " + b"a" * 2 * MAX_HEAD_BYTES
+        sock.sendall(head + (b"\r\nConnection: close\r\n\r\n" if whole else b""))
         raw, _ = read_until_closed(sock)
     status, error = status_and_error(raw)
     assert status == 400 and error["code"] == "bad_request"

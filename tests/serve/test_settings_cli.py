@@ -58,6 +58,8 @@ def test_fields_without_an_option_are_python_only():
         (["--graceful-timeout", "-1"], "--graceful-timeout must be > 0, got -1.0"),
         (["--runtime-threads", "0"], "--runtime-threads must be >= 1, got 0"),
         (["--port", "x"], "argument --port: invalid int value: 'x'"),
+        (["--port", "99999"], "--port must be <= 65535, got 99999"),
+        (["--port", "-1"], "--port must be >= 1, got -1"),
         (["--backend", "tensorrt"], "argument --backend: invalid choice: 'tensorrt'"),
     ],
 )

@@ -13,8 +13,9 @@ file descriptors run out and ``/healthz`` stops answering. Here
   the process never holds more sockets than that, plus the refused ones for at most
   :data:`REFUSED_GRACE_S`.
 
-and a request h11 cannot parse (a malformed head, or one over ``h11_max_incomplete_event_size``)
-gets the service's JSON error body instead of uvicorn's plain text.
+and a request h11 cannot parse (a malformed head, or one over ``h11_max_incomplete_event_size``,
+counted here whether it arrives in one read or several) gets the service's JSON error body
+instead of uvicorn's plain text.
 
 Used as ``uvicorn.run(..., http=functools.partial(GuardedH11Protocol, head_timeout_s=...,
 max_connections=...))``, or, for worker processes, as
@@ -91,6 +92,7 @@ class GuardedH11Protocol(H11Protocol):
         self.head_timer: asyncio.TimerHandle | None = None
         self.head_started = False  # a byte of the awaited head arrived
         self.refused = False
+        self.head = bytearray()  # the awaited head's bytes so far (at most the limit + 4)
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -116,7 +118,22 @@ class GuardedH11Protocol(H11Protocol):
             self._start_head_timer()
         if self.head_timer is not None:
             self.head_started = True
+            if self._head_over_limit(data):
+                self.send_400_response("Request head too large")
+                return
         super().data_received(data)
+
+    def _head_over_limit(self, data: bytes) -> bool:
+        """Whether the awaited head, with ``data``, is longer than the limit. h11 enforces its
+        ``max_incomplete_event_size`` only on a head still incomplete after a read: a whole head
+        arriving in one read passes it at any size."""
+        limit = self.config.h11_max_incomplete_event_size or DEFAULT_MAX_INCOMPLETE_EVENT_SIZE
+        self.head += data[: limit + 4 - len(self.head)]
+        end = self.head.find(b"\r\n\r\n")
+        if end < 0:
+            return len(self.head) > limit
+        self.head.clear()  # the head is whole: what follows is its body or the next request
+        return end + 4 > limit
 
     def handle_events(self) -> None:
         cycle = self.cycle
@@ -154,6 +171,7 @@ class GuardedH11Protocol(H11Protocol):
     def _start_head_timer(self) -> None:
         self._cancel_head_timer()
         self.head_started = False
+        self.head.clear()
         self.head_timer = self.loop.call_later(self.head_timeout_s, self._head_timed_out)
 
     def _cancel_head_timer(self) -> None:

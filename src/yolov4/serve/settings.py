@@ -40,17 +40,19 @@ def option(
     *,
     choices: tuple[Any, ...] | None = None,
     minimum: int | None = None,
+    maximum: int | None = None,
     positive: bool = False,
     positional: str | None = None,
 ) -> dict[str, Any]:
-    """A field's command-line option: its ``help``, ``choices``, ``minimum`` (an integer
-    bound, inclusive), ``positive`` (a number that must be > 0), or ``positional`` (the
-    metavar of a positional argument instead of a flag)."""
+    """A field's command-line option: its ``help``, ``choices``, ``minimum`` and ``maximum``
+    (integer bounds, inclusive), ``positive`` (a number that must be > 0), or ``positional``
+    (the metavar of a positional argument instead of a flag)."""
     return {
         "option": {
             "help": help,
             "choices": choices,
             "minimum": minimum,
+            "maximum": maximum,
             "positive": positive,
             "positional": positional,
         }
@@ -75,7 +77,7 @@ class ServeSettings:
         default="", metadata=option("export directory (metadata.json)", positional="ARTIFACT_DIR")
     )
     host: str = field(default="127.0.0.1", metadata=option("address to bind"))
-    port: int = field(default=8000, metadata=option("port"))
+    port: int = field(default=8000, metadata=option("port", minimum=1, maximum=65535))
     backend: str | None = field(
         default=None,
         metadata=option(
@@ -279,6 +281,8 @@ def settings_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace
             continue
         if opt["minimum"] is not None and value < opt["minimum"]:
             parser.error(f"{_flag(f.name)} must be >= {opt['minimum']}, got {value}")
+        if opt["maximum"] is not None and value > opt["maximum"]:
+            parser.error(f"{_flag(f.name)} must be <= {opt['maximum']}, got {value}")
         if opt["positive"] and not value > 0:
             parser.error(f"{_flag(f.name)} must be > 0, got {value}")
     return ServeSettings(**{f.name: getattr(args, f.name) for f, _, _ in _options()})
