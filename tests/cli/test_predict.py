@@ -161,8 +161,10 @@ def test_bad_sources_and_options_fail_before_the_model_loads(run, tmp_path, monk
 
     monkeypatch.setattr(cli, "load_predictor", never)
     ckpt = f"checkpoint={tmp_path / 'absent.pt'}"
-    with pytest.raises(InputError, match="no such file or folder"):
-        run(f"source={tmp_path / 'nothere.jpg'}", ckpt)
+    with pytest.raises(InputError, match="no such file or folder"):  # iou=0 is the Predictor's
+        run(f"source={tmp_path / 'nothere.jpg'}", ckpt, "iou=0")
+    with pytest.raises(ConfigError, match=r"iou must be a number in \[0, 1\]"):
+        run(f"source={tmp_path}", ckpt, "iou=1.5")
     with pytest.raises(InputError, match="glob matches no image"):
         run(f"source={tmp_path}/*.jpg", ckpt)
     (tmp_path / "v.mp4").write_bytes(b"not a video")

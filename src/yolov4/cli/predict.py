@@ -67,7 +67,7 @@ def _number(cfg: DictConfig, key: str, ok: Any, expected: str, integer: bool = F
 def check_options(cfg: DictConfig) -> None:
     """Every option checked at start-up, naming the key (before sources open or models load)."""
     _number(cfg, "conf", lambda v: 0 <= v <= 1, "a number in [0, 1] or null")
-    _number(cfg, "iou", lambda v: 0 < v <= 1, "a number in (0, 1] or null")
+    _number(cfg, "iou", lambda v: 0 <= v <= 1, "a number in [0, 1] or null")  # the Predictor's
     _number(cfg, "max_det", lambda v: v >= 1, "an integer >= 1 or null", True)
     _number(cfg, "batch", lambda v: v >= 1, "an integer >= 1", True)
     _number(cfg, "tile_size", lambda v: v >= 32, "an integer >= 32 or null", True)
