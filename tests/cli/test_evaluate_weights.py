@@ -89,3 +89,17 @@ def test_darknet_weights_of_other_classes_are_refused(compose_cfg, tiny_run, tmp
         ConfigError, match=r"holds yolov4-tiny weights for 80 classes but data has 4"
     ):
         evaluate(cfg)
+
+
+def test_a_checkpoint_of_other_class_names_is_scored_with_a_warning(
+    compose_cfg, tiny_run, tmp_path, caplog
+):
+    """Same class count, other names (another dataset): scored index for index, and the log
+    names the differing classes."""
+    model = build_model("yolov4-tiny", num_classes=4)
+    other = save_checkpoint(tmp_path / "pets.pt", model, ["dog", "cat", "cow", "pig"])
+    cfg = compose_cfg("evaluate", [f"checkpoint={other}", *data(tiny_run)], tmp_path / "run")
+    with caplog.at_level(logging.WARNING, logger="yolov4"):
+        evaluate(cfg)
+    assert "class names differ from the data's" in caplog.text
+    assert "0: 'dog' vs 'circle'" in caplog.text

@@ -36,14 +36,37 @@ from yolov4.training.precision import resolve_precision
 __all__ = ["evaluate", "hydra_main", "darknet_resize_mode"]
 
 log = logging.getLogger(__name__)
+MAX_NAMES_SHOWN = 10  # differing class names listed by the warning
 
 
-def _check_classes(what: str, num_classes: int, datamodule: Any) -> None:
-    if num_classes != datamodule.num_classes:
+def _check_classes(what: str, names: list[str], datamodule: Any) -> None:
+    """The model's classes against the val split's: another count is a :class:`ConfigError`;
+    other names in the same count are scored (index for index) with a warning naming them; a
+    split without a single box is a warning (COCO's mAP is then -1: undefined)."""
+    if len(names) != datamodule.num_classes:
         raise ConfigError(
-            f"the {what} has num_classes={num_classes} but data has "
+            f"the {what} has num_classes={len(names)} but data has "
             f"{datamodule.num_classes} classes {datamodule.class_names}"
         )
+    unnamed = names == [str(i) for i in range(len(names))]  # saved without names: no claim
+    differ = (
+        []
+        if unnamed
+        else [
+            f"{i}: {ours!r} vs {theirs!r}"
+            for i, (ours, theirs) in enumerate(zip(names, datamodule.class_names, strict=True))
+            if ours != theirs
+        ]
+    )
+    if differ:
+        log.warning(
+            "the %s's class names differ from the data's (scored index for index; is it the "
+            "right dataset?): %s",
+            what,
+            "; ".join(differ[:MAX_NAMES_SHOWN]) + (" ..." if len(differ) > MAX_NAMES_SHOWN else ""),
+        )
+    if datamodule.split("val").num_boxes == 0:
+        log.warning("data.val has no ground-truth box: COCO mAP is undefined (reported as -1)")
 
 
 def _evaluate_artifact(
@@ -63,7 +86,7 @@ def _evaluate_artifact(
     log.info("evaluating %(file)s in %(backend)s, %(precision)s", weights)
     datamodule = build(cfg, "data", augment=None)
     datamodule.prepare_data()
-    _check_classes("artifact", len(predictor.class_names), datamodule)
+    _check_classes("artifact", list(predictor.class_names), datamodule)
     records = datamodule.split("val").records
     coco_backend = cfg.module.get("coco_backend", DEFAULT_COCO_BACKEND)
     result = evaluate_predictor(
@@ -146,7 +169,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
                 f"{datamodule.class_names}; evaluate it on a dataset of its {found} classes"
             )
     else:
-        _check_classes("checkpoint", model_dict["num_classes"], datamodule)
+        _check_classes("checkpoint", list(ckpt.class_names), datamodule)
     module: YoloModule = build_partial(
         cfg,
         "module",
