@@ -338,3 +338,19 @@ def test_non_finite_floats_are_refused_naming_the_tensor(tmp_path, tiny80, key, 
     assert all(torch.equal(before[k], v) for k, v in fresh.state_dict().items())
     # a partial load that stops before the bad layer reads only finite floats
     assert load_darknet_weights(fresh, path, upto=12).layers_loaded == 12
+
+
+def test_a_letterbox_checkpoint_written_as_darknet_files_is_read_back_letterboxed(tmp_path):
+    from yolov4 import load_checkpoint, save_checkpoint
+    from yolov4.inference.darknet import darknet_checkpoint
+
+    model = build_model("yolov4-tiny", num_classes=2, input_size=[64, 64])
+    path = save_checkpoint(tmp_path / "m.pt", model, ["a", "b"], {"mode": "letterbox"})
+    ckpt = load_checkpoint(path)
+    cfg = tmp_path / "run.cfg"
+    cfg.write_text(write_darknet_cfg(ckpt.model, letter_box=ckpt.preprocess.mode == "letterbox"))
+    assert read_darknet_cfg(cfg.read_text())[0][1]["letter_box"] == "1"
+    weights = save_darknet_weights(ckpt.model, tmp_path / "run.weights")
+    back = darknet_checkpoint(cfg, weights, ["a", "b"])
+    assert back.preprocess.mode == "letterbox" and back.preprocess.input_size == (64, 64)
+    assert "letter_box" not in read_darknet_cfg(write_darknet_cfg(ckpt.model))[0][1]  # as built

@@ -50,17 +50,24 @@ class DarknetHeader(NamedTuple):
 
 
 # -- cfg ----------------------------------------------------------------------------------------
-def write_darknet_cfg(model: YOLOv4, input_size: tuple[int, int] | None = None) -> str:
+def write_darknet_cfg(
+    model: YOLOv4, input_size: tuple[int, int] | None = None, letter_box: bool | None = None
+) -> str:
     """The model as darknet ``.cfg`` text, readable by darknet and by OpenCV's
     ``cv2.dnn.readNetFromDarknet``: the cfg it was built from (``[net]`` training settings kept)
     with its config applied (size, classes, anchors, masks, ``[yolo]`` keys, head filters).
-    ``input_size`` is ``(H, W)``, default the model config's ``input_size``."""
+    ``input_size`` is ``(H, W)``, default the model config's ``input_size``; ``letter_box``
+    sets ``[net] letter_box`` (how darknet, and ``darknet_weights=`` here, resize images), default
+    the model config's. For a checkpoint, pass its preprocessing:
+    ``letter_box=ckpt.preprocess.mode == "letterbox"``."""
     h, w = input_size or model.config.input_size
     lines = []
     for i, section in enumerate(model.sections):
         options = dict(section.options)
         if i == 0:
             options.update(width=str(w), height=str(h))
+            if letter_box is not None:
+                options["letter_box"] = str(int(letter_box))
         lines.append(f"[{section.kind}]")
         lines.extend(f"{k}={v}" for k, v in options.items())
         lines.append("")
