@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Mapping
+import os
+import sys
+from collections.abc import Callable, Mapping
 from importlib import resources
 from typing import Any
 
@@ -14,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from yolov4.errors import ConfigError, YoloError
 
 __all__ = [
+    "one_line_errors",
     "build",
     "build_all",
     "build_partial",
@@ -27,6 +31,25 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 FALLBACK_DATA = "synthetic"  # configs/data/<this>.yaml: the data of files that record none
+
+
+def one_line_errors(task: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
+    """A Hydra task whose :class:`~yolov4.errors.YoloError` (bad input: a missing file, a wrong
+    option, a model that does not fit the data) ends the process with its message in one
+    logged line and exit code 1, not Hydra's traceback: the message names what was expected and
+    found. ``HYDRA_FULL_ERROR=1`` raises it as it is (the full traceback)."""
+
+    @functools.wraps(task)
+    def run(cfg: DictConfig) -> Any:
+        try:
+            return task(cfg)
+        except YoloError as e:
+            if os.environ.get("HYDRA_FULL_ERROR") == "1":
+                raise
+            logging.getLogger("yolov4").error("%s: %s", type(e).__name__, e)
+            sys.exit(1)
+
+    return run
 
 
 def to_builtin(cfg: Any) -> Any:

@@ -17,7 +17,14 @@ import hydra
 import lightning as L
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from yolov4.cli.common import build, build_partial, model_config, model_network, resolve_data
+from yolov4.cli.common import (
+    build,
+    build_partial,
+    model_config,
+    model_network,
+    one_line_errors,
+    resolve_data,
+)
 from yolov4.cli.sources import model_source
 from yolov4.core.checkpoint import load_checkpoint
 from yolov4.darknet import darknet_file_classes
@@ -199,6 +206,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="evaluate")
+@one_line_errors
 def hydra_main(cfg: DictConfig) -> float:
     return float(evaluate(cfg)["mAP"])
 

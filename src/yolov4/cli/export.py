@@ -22,7 +22,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from yolov4.cli.common import build, resolve_data, to_builtin
+from yolov4.cli.common import build, one_line_errors, resolve_data, to_builtin
 from yolov4.cli.sources import check_no_network, model_checkpoint, model_source, source_file
 from yolov4.core.artifact import artifact_precisions, model_file, read_metadata
 from yolov4.core.images import IMAGE_SUFFIXES
@@ -295,6 +295,7 @@ def export(cfg: DictConfig) -> Path:
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="export")
+@one_line_errors
 def hydra_main(cfg: DictConfig) -> None:
     export(cfg)
 

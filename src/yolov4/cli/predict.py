@@ -32,7 +32,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from yolov4.cli.common import to_builtin
+from yolov4.cli.common import one_line_errors, to_builtin
 from yolov4.cli.sources import check_no_network, load_predictor, model_source
 from yolov4.cli.tracking import TRACK_CONF, Tracks, check_track_sources, tracking_options
 from yolov4.errors import ConfigError, InputError
@@ -408,5 +408,6 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="predict")
+@one_line_errors
 def hydra_main(cfg: DictConfig) -> None:
     predict(cfg)
