@@ -298,7 +298,10 @@ class DetectionDataModule(L.LightningDataModule):
         """pycocotools ground truth of the val split (built in memory for YOLO txt)."""
         data = self.split("val")
         if data is None:
-            raise ConfigError("no val split configured (data.val); evaluation needs one")
+            raise ConfigError(
+                "no val split (data.val is null, or data.num_val=0 with data=synthetic); "
+                "evaluation needs one"
+            )
         return data.coco
 
     # ---------------------------------------------------------------- Lightning hooks
