@@ -118,9 +118,10 @@ class GuardedH11Protocol(H11Protocol):
             self._start_head_timer()
         if self.head_timer is not None:
             self.head_started = True
-            if self._head_over_limit(data):
-                self.send_400_response("Request head too large")
-                return
+        # bytes of a request head (not the rest of a body answered early, e.g. with 413)
+        if self.conn.their_state in (h11.IDLE, h11.DONE) and self._head_over_limit(data):
+            self.send_400_response("Request head too large")
+            return
         super().data_received(data)
 
     def _head_over_limit(self, data: bytes) -> bool:
