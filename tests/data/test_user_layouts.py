@@ -200,3 +200,19 @@ def test_coco_sizes_of_the_stored_frame_keep_boxes_on_their_objects(tmp_path: Pa
     assert image.shape[:2] == (64, 128)
     np.testing.assert_allclose(image[y1:y2, x1:x2].reshape(-1, 3).mean(0), [255, 0, 0], atol=12)
     assert any("r.jpg" in f for f in ds.report.problems[Problem.STORED_FRAME])
+
+
+def test_coco_file_names_written_on_windows_are_found(tmp_path: Path):
+    _image(tmp_path / "images" / "sub" / "a.jpg")
+    doc = {
+        "images": [{"id": 1, "file_name": "sub\\a.jpg", "height": H, "width": W}],
+        "annotations": [
+            {"id": 1, "image_id": 1, "category_id": 1, "bbox": [5, 5, 10, 10], "area": 100}
+        ],
+        "categories": [{"id": 1, "name": "x"}],
+    }
+    (tmp_path / "a.json").write_text(json.dumps(doc))
+    report = ProblemReport()
+    data = load_coco(tmp_path / "a.json", tmp_path / "images", report=report)
+    assert [Path(r.file).relative_to(tmp_path) for r in data.records] == [Path("images/sub/a.jpg")]
+    assert not report.problems

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 from typing import Any
 
 import numpy as np
@@ -172,6 +172,8 @@ def _images(
             report.add(Problem.BAD_IMAGE, path, f"{where}: expected a file_name")
             continue
         file = image_dir / name
+        if not file.is_file() and "\\" in name:  # written on Windows: sub\a.jpg
+            file = image_dir / PureWindowsPath(name).as_posix()
         if not file.is_file():
             report.add(Problem.MISSING_FILE, file)
             continue
