@@ -317,3 +317,21 @@ def test_save_refuses_what_a_reader_would(tmp_path, tiny3, preprocess, message):
     with pytest.raises(CheckpointError, match=f"save_checkpoint: {message}"):
         save_checkpoint(tmp_path / "x.pt", tiny3, NAMES, preprocess=preprocess)
     assert not (tmp_path / "x.pt").exists()
+
+
+def test_save_refuses_what_load_would_refuse_or_misread(tmp_path, tiny3):
+    path = tmp_path / "x.pt"
+    with pytest.raises(CheckpointError, match="expected a list of class names, got str"):
+        save_checkpoint(path, tiny3, "abc")
+    with pytest.raises(CheckpointError, match=r"unique, \['a'\] repeat"):
+        save_checkpoint(path, tiny3, ["a", "a", "c"])
+    with pytest.raises(CheckpointError, match="expected a file path and a YOLOv4 network"):
+        save_checkpoint(tiny3, path)  # arguments swapped
+    nan = build_model("yolov4-tiny", num_classes=3)
+    with torch.no_grad():
+        next(nan.parameters()).view(-1)[0] = float("nan")
+    with pytest.raises(CheckpointError, match="non-finite values"):
+        save_checkpoint(path, nan, NAMES)
+    assert not path.exists()
+    wrapped = save_checkpoint(path, torch.nn.DataParallel(tiny3), NAMES)  # DataParallel's .module
+    assert load_checkpoint(wrapped).class_names == list(NAMES)

@@ -59,8 +59,17 @@ def test_a_users_cfg_with_names(tmp_path):
     assert_same_detections(as_rows(dets.to_dict()["detections"]), ref)
     with pytest.raises(ConfigError, match="give their names"):
         Predictor.from_darknet(cfg, weights)
-    with pytest.raises(ConfigError, match="2 class names for mine with 3 classes"):
-        Predictor.from_darknet(cfg, weights, ["cat", "dog"], num_classes=3)
+    for given in ({"num_classes": 3}, {}):  # a user's cfg: its classes=, not len(names)
+        with pytest.raises(ConfigError, match="mine with 3 classes.*: 2 class names for a model"):
+            Predictor.from_darknet(cfg, weights, ["cat", "dog"], **given)
+    with pytest.raises(ConfigError, match="expected a list of class names, got str 'cdf'"):
+        Predictor.from_darknet(cfg, weights, "cdf")
+    with pytest.raises(ConfigError, match=r"unique, \['cat'\] repeat"):
+        Predictor.from_darknet(cfg, weights, ["cat", "cat", "dog"])
+    gen = Predictor.from_darknet(cfg, weights, (n for n in ["cat", "dog", "fish"]))
+    assert gen.class_names == ["cat", "dog", "fish"]
+    with pytest.raises(ConfigError, match="resize_mode must be one of"):  # before the weights
+        Predictor.from_darknet(cfg, tmp_path / "absent.weights", ["a", "b", "c"], resize_mode="pad")
 
 
 def test_names_set_the_class_count_and_the_weights_must_fit(tmp_path):
@@ -84,6 +93,8 @@ def test_a_letter_box_cfg_is_letterboxed(tmp_path):
     model = build_model(cfg=cfg, num_classes=1)
     assert model.config.letter_box and darknet_resize_mode(model.config) == "letterbox"
     weights = save_darknet_weights(model, tmp_path / "lb.weights")
-    assert Predictor.from_darknet(cfg, weights, ["x"]).preprocess_config.mode == "letterbox"
-    stretched = Predictor.from_darknet(cfg, weights, ["x"], resize_mode="stretch")
+    # the cfg says 80 classes, the weights hold 1: num_classes= (names alone do not change a cfg)
+    letterboxed = Predictor.from_darknet(cfg, weights, ["x"], num_classes=1)
+    assert letterboxed.preprocess_config.mode == "letterbox"
+    stretched = Predictor.from_darknet(cfg, weights, ["x"], num_classes=1, resize_mode="stretch")
     assert stretched.preprocess_config.mode == "stretch"

@@ -13,14 +13,15 @@ import hashlib
 import json
 import os
 import stat
-from collections.abc import Callable, Mapping, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from yolov4.core.postprocess import SERVING
 from yolov4.core.preprocess import PreprocessConfig
-from yolov4.errors import ConfigError, ExportError
+from yolov4.errors import ConfigError, ExportError, YoloError
 from yolov4.models.stride import check_stride_multiple
 
 __all__ = [
@@ -148,13 +149,35 @@ def model_file(meta: dict[str, Any], precision: str, backend: str) -> str:
     return (present or runs or [entry["file"]])[0]
 
 
-def check_class_names(names: Sequence[str], num_classes: int, where: str) -> None:
-    """Raise :class:`ExportError` unless there is one class name per class of the model."""
+def check_class_names(
+    names: Any, num_classes: int, where: str, error: type[YoloError] = ExportError
+) -> list[str]:
+    """``names`` as a list of strings, one per class of the model and each once (detections,
+    reports and class filters name classes by name); anything else raises ``error`` naming
+    ``where``. A string is refused: it is not a list of names (read a ``.names`` file or data
+    yaml with :func:`yolov4.data.yolo_txt.read_class_names`)."""
+    if isinstance(names, (str, bytes)) or not isinstance(names, Iterable):
+        raise error(
+            f"{where}: expected a list of class names, got {type(names).__name__} {names!r:.60}"
+            + (
+                " (a .names file or data yaml: read_class_names(path))"
+                if isinstance(names, str)
+                else ""
+            )
+        )
+    names = list(names)
     if len(names) != num_classes:
-        raise ExportError(
+        raise error(
             f"{where}: {len(names)} class names for a model with num_classes={num_classes}; "
             "a detection of a class without a name could not be reported"
         )
+    repeated = sorted(n for n, k in Counter(str(n) for n in names).items() if k > 1)
+    if repeated:
+        raise error(
+            f"{where}: class names must be unique, {repeated} repeat (a class filter or report by "
+            "name would mix the classes)"
+        )
+    return [str(n) for n in names]
 
 
 def sha256(path: str | Path) -> str:

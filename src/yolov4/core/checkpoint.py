@@ -35,6 +35,7 @@ from typing import Any
 
 import torch
 
+from yolov4.core.artifact import check_class_names
 from yolov4.core.files import atomic_write
 from yolov4.core.mismatch import (
     check_finite,
@@ -182,19 +183,28 @@ def save_checkpoint(
     :class:`CheckpointError` naming the key, and nothing is written. ``data``: the run's resolved
     ``cfg.data`` node (plain builtins, ``_target_`` included), what ``evaluate.py checkpoint=``
     scores by default (:attr:`Checkpoint.data`)."""
+    if not hasattr(model, "config") and isinstance(getattr(model, "module", None), YOLOv4):
+        model = model.module  # DataParallel, DistributedDataParallel
+    if not isinstance(path, str | os.PathLike) or not isinstance(
+        getattr(model, "config", None), ModelConfig
+    ):
+        raise CheckpointError(
+            f"save_checkpoint(path, model, ...): expected a file path and a YOLOv4 network, got "
+            f"{type(path).__name__} and {type(model).__name__}"
+        )
     path = Path(path)
     config = model.config.to_dict()
     sd = clean_state_dict(state_dict if state_dict is not None else model.state_dict())
     with torch.device("meta"):  # keys and shapes only: no memory, no init cost
         check_state_dict(build_model(**config), sd)
-    names = (
-        list(class_names) if class_names is not None else [str(i) for i in range(model.num_classes)]
+    default = [str(i) for i in range(model.num_classes)]
+    names = check_class_names(
+        default if class_names is None else class_names,
+        model.num_classes,
+        "save_checkpoint: class_names",
+        CheckpointError,
     )
-    if len(names) != model.num_classes:
-        raise CheckpointError(
-            f"save_checkpoint: class_names: {len(names)} class names for a model with "
-            f"num_classes={model.num_classes}"
-        )
+    check_finite(sd, "save_checkpoint")  # load_checkpoint refuses such weights
     if data is not None and not isinstance(data, Mapping):
         raise CheckpointError(
             f"save_checkpoint: data: expected the run's data config as a mapping, "
@@ -204,7 +214,7 @@ def save_checkpoint(
         "format": FORMAT,
         "model": _plain(config),
         "state_dict": {k: v.detach().cpu().clone() for k, v in sd.items()},
-        "class_names": [str(n) for n in names],
+        "class_names": names,
         "preprocess": preprocess_config(preprocess, model, "save_checkpoint").to_dict(),
         "metrics": _plain(dict(metrics or {})),
         "trained": _plain(dict(trained or {})),

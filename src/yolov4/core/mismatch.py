@@ -26,6 +26,7 @@ __all__ = [
     "group_keys",
     "load_state_dict_checked",
     "mismatch_report",
+    "nonfinite_tensors",
 ]
 
 SHOW = 5  # keys listed per kind of mismatch
@@ -139,15 +140,20 @@ def check_state_dict(model: YOLOv4, state_dict: Mapping[str, torch.Tensor]) -> N
     raise CheckpointError("\n  ".join([headline, *lines, _likely_cause(model, sd, shapes)]))
 
 
-def check_finite(state_dict: Mapping[str, torch.Tensor], source: str) -> None:
-    """Raise :class:`CheckpointError` naming the floating-point tensors of ``state_dict`` that
-    hold a NaN or inf (a corrupt file or a diverged run: such weights predict nothing)."""
+def nonfinite_tensors(state_dict: Mapping[str, torch.Tensor]) -> dict[str, int]:
+    """``{key: number of NaN or inf values}`` of the floating-point tensors that hold any."""
     counts = {
         k: t.numel() - int(torch.isfinite(t).sum())
         for k, t in state_dict.items()
         if t.is_floating_point()
     }
-    bad = {k: n for k, n in counts.items() if n}
+    return {k: n for k, n in counts.items() if n}
+
+
+def check_finite(state_dict: Mapping[str, torch.Tensor], source: str) -> None:
+    """Raise :class:`CheckpointError` naming the floating-point tensors of ``state_dict`` that
+    hold a NaN or inf (a corrupt file or a diverged run: such weights predict nothing)."""
+    bad = nonfinite_tensors(state_dict)
     if bad:
         first = ", ".join(
             f"{k} ({n:,} of {state_dict[k].numel():,})" for k, n in list(bad.items())[:SHOW]

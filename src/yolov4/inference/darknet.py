@@ -13,7 +13,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from yolov4.core.artifact import check_class_names
 from yolov4.core.checkpoint import Checkpoint
+from yolov4.core.preprocess import RESIZE_MODES
 from yolov4.darknet import load_darknet_weights
 from yolov4.errors import CheckpointError, ConfigError
 from yolov4.models import ModelConfig, build_model
@@ -53,13 +55,10 @@ def darknet_class_names(config: ModelConfig, names: Sequence[str] | None, zoo: b
             f"{config.name} has {n} classes: give their names (names=<file.names or data.yaml>); "
             f"only a zoo cfg with {len(COCO_NAMES)} classes takes COCO's names by default"
         )
-    names = [str(x) for x in names]
-    if len(names) != n:
-        raise ConfigError(
-            f"{len(names)} class names for {config.name} with {n} classes (its cfg's classes= or "
-            "model.num_classes); give one name per class"
-        )
-    return names
+    return check_class_names(
+        names, n, f"names for {config.name} with {n} classes (its cfg's classes= or "
+        "model.num_classes)", ConfigError,
+    )  # fmt: skip
 
 
 def darknet_checkpoint(
@@ -77,7 +76,8 @@ def darknet_checkpoint(
         model: a zoo name (``yolov4-tiny``, ``yolov3-tiny``, ...) or a path to a darknet ``.cfg``.
         weights: the darknet ``.weights`` file; it must hold exactly the network's weights.
         names: one class name per class; default COCO's for a zoo cfg with 80 classes.
-        num_classes: default ``len(names)``, else the cfg's ``classes``.
+        num_classes: default the cfg's ``classes``; for a zoo name ``len(names)`` when given
+            (the zoo's cfg trained on the user's classes).
         input_size: ``(H, W)``; default the cfg's ``[net] height, width``.
         resize_mode: ``letterbox`` or ``stretch``; default :func:`darknet_resize_mode`.
         overrides: model config keys over the cfg's (``anchors``, ``scale_x_y``, ...).
@@ -91,8 +91,13 @@ def darknet_checkpoint(
         raise ConfigError(
             f"model: {str(model)!r} is neither a zoo network ({', '.join(ZOO)}) nor a cfg file"
         )
-    if num_classes is None and names is not None:
-        num_classes = len(names)
+    if resize_mode is not None and resize_mode not in RESIZE_MODES:
+        raise ConfigError(f"resize_mode must be one of {list(RESIZE_MODES)}, got {resize_mode!r}")
+    if names is not None:
+        listed = names if isinstance(names, str | bytes) else list(names)  # a generator once
+        names = check_class_names(listed, len(listed), "names", ConfigError)  # types, repeats
+        if num_classes is None and zoo:  # a zoo cfg trained on the user's classes
+            num_classes = len(names)
     if input_size is not None:
         overrides["input_size"] = [int(s) for s in input_size]
     net = (

@@ -16,6 +16,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 
 from yolov4.core.checkpoint import save_checkpoint
 from yolov4.core.files import write_json
+from yolov4.core.mismatch import nonfinite_tensors
 
 __all__ = [
     "WeightsCallback",
@@ -79,7 +80,20 @@ class WeightsCallback(L.Callback):
         self.best: float | None = None
         self.last_step: int | None = None  # global step of the weights in last.pt
 
-    def _save(self, trainer: L.Trainer, module: Any, name: str) -> Path:
+    def _save(self, trainer: L.Trainer, module: Any, name: str) -> Path | None:
+        """Write ``name``; weights holding NaN or inf (a diverged run) are not written: the
+        files keep the last finite weights, and training stops with the reason logged."""
+        bad = nonfinite_tensors(module.eval_model.state_dict())
+        if bad:
+            log.error(
+                "the weights hold NaN or inf at epoch %d, step %d (%d tensors, e.g. %s): training "
+                "diverged (a lower optim.lr or a longer warm-up helps); %s keeps the last finite "
+                "weights; stopping",
+                trained_epoch(trainer), trainer.global_step, len(bad), next(iter(bad)),
+                self.dirpath / name,
+            )  # fmt: skip
+            trainer.should_stop = True
+            return None
         metrics = module.evaluation.scalars if module.evaluation is not None else {}
         return save_checkpoint(
             self.dirpath / name,
@@ -106,6 +120,8 @@ class WeightsCallback(L.Callback):
         ):
             return
         last = self._save(trainer, module, LAST_WEIGHTS)
+        if last is None:
+            return
         self.last_step = trainer.global_step
         score = module.evaluation[MONITOR]
         if self.best is None or score > self.best:
