@@ -8,6 +8,7 @@ a wrong colour order, resize, letterbox offset or unmapping shows up as a wrong 
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -145,6 +146,8 @@ def test_to_dict_and_empty_results():
         ([], r"expected at least one image"),
         (torch.zeros(5, 8, 8), r"image 0: expected a \(3, H, W\) or \(H, W\) tensor"),
         ({"image": 1}, r"image 0: unsupported input type dict"),
+        (torch.zeros(3, 8, 8, device="meta"), r"image 0: a meta-device tensor holds no pixels"),
+        (Path(__file__).parent, r"image 0: '.*inference' is a folder; the Predictor takes"),
     ],
 )
 def test_bad_inputs_raise_before_the_model_runs(images, match):
@@ -234,3 +237,25 @@ def test_prepare_then_predict_prepared_gives_the_calls_detections():
         p.predict_prepared(prepared, conf=2.0)
     with pytest.raises(InputError, match="at least one image"):
         p.predict_prepared([])
+
+
+def test_numpy_numbers_bf16_tensors_and_a_bad_classes_type():
+    p = predictor()
+    image = scene()
+    want = p(image, conf=0.5, max_det=5)[0].to_dict()
+    assert p(image, conf=np.float32(0.5), max_det=np.int64(5))[0].to_dict() == want
+    chw = torch.from_numpy(image).permute(2, 0, 1).float().div(255)
+    [dets] = p(chw.to(torch.bfloat16), conf=0.5)  # bf16 values in [0, 1], as a float tensor
+    assert len(dets) == len(p(chw.to(torch.bfloat16).float(), conf=0.5)[0]) > 0
+    with pytest.raises(InputError, match="classes: expected a class id, a name, or a list"):
+        p(image, classes=1.0)
+
+
+def test_postprocess_as_a_dict_is_over_the_predictors_own():
+    p = predictor()
+    want = p(scene(), postprocess=p.postprocess.replace(conf=0.6, max_det=3))[0].to_dict()
+    assert p(scene(), postprocess={"conf": 0.6, "max_det": 3})[0].to_dict() == want
+    with pytest.raises(InputError, match="unknown postprocess key"):
+        p(scene(), postprocess={"confidence": 0.6})
+    with pytest.raises(InputError, match="expected a PostprocessConfig or a dict"):
+        p(scene(), postprocess=0.5)

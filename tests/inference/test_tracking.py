@@ -340,3 +340,16 @@ def test_counter_and_trails_stay_flat_on_an_endless_stream():
     assert list(trails.points[4999]) == [(round(4999 % 200 + 10), 20)]
     with pytest.raises(ConfigError, match="keep_rows=False"):
         counter.write("counts.csv")
+
+
+def test_csv_has_every_rows_columns_when_ids_appear_after_the_first_frame(tmp_path):
+    """A zone counter's first frame without track ids, later ones with them: one header."""
+    counter = Counter(zone=[[0, 0], [60, 0], [60, 100], [0, 100]])
+    box = np.array([[10.0, 10.0, 30.0, 30.0]])
+    untracked = as_dets(box, np.array([0.9]), np.array([0]))
+    counter.update(untracked, 0)
+    tracked = as_dets(box, np.array([0.9]), np.array([0]))
+    tracked.track_ids = np.array([7])
+    counter.update(tracked, 1)
+    rows = list(csv.DictReader(open(counter.write(tmp_path / "c.csv"))))
+    assert len(rows) == 2 and "zone_ids" in rows[0] and rows[1]["zone_ids"] == "7"

@@ -17,10 +17,12 @@ resolved by :meth:`PostprocessConfig.resolve` where the model is known.
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from torch import Tensor
 
 from yolov4.errors import ConfigError
@@ -46,7 +48,8 @@ VALID_NMS_THRESH = 0.6
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    """A real number, Python's or numpy's (``np.float32(0.5)``); ``bool`` is not one."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool | np.bool_)
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,12 @@ class PostprocessConfig:
     max_candidates: int = MAX_CANDIDATES
 
     def __post_init__(self) -> None:
+        for key in ("conf", "iou", "beta"):  # numpy numbers as Python's (JSON, comparisons)
+            if _is_number(getattr(self, key)):
+                object.__setattr__(self, key, float(getattr(self, key)))
+        for key in ("max_det", "max_candidates"):
+            if isinstance(getattr(self, key), np.integer):
+                object.__setattr__(self, key, int(getattr(self, key)))
         for key in ("conf", "iou"):
             value = getattr(self, key)
             if not (_is_number(value) and 0 <= value <= 1):

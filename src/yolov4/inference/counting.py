@@ -194,7 +194,7 @@ class Counter:
         if path.suffix == ".json":
             path.write_text(json.dumps({"summary": self.summary(), "frames": self.rows}) + "\n")
         elif path.suffix == ".csv":
-            fields = list(self.rows[0]) if self.rows else ["frame"]
+            fields = list(dict.fromkeys(k for row in self.rows for k in row)) or ["frame"]
             with open(path, "w", newline="") as f:
                 writer = csv.DictWriter(f, fields)
                 writer.writeheader()

@@ -47,13 +47,22 @@ def load_image(
         raise InputError(f"color must be one of {COLORS}, got {color!r}")
     if isinstance(item, (str, Path)):
         path = Path(item)
+        if path.is_dir():
+            raise InputError(
+                f"{where}: {str(path)!r} is a folder; the Predictor takes image files (predict.py "
+                "source= reads folders)"
+            )
         if not path.is_file():
             raise InputError(f"{where}: file {str(path)!r} does not exist")
         return decode_image(path.read_bytes(), f"{where} ({path.name})", max_pixels)
     if isinstance(item, (bytes, bytearray, memoryview)):
         return decode_image(bytes(item), where, max_pixels)
     if isinstance(item, torch.Tensor):
+        if item.is_meta:
+            raise InputError(f"{where}: a meta-device tensor holds no pixels")
         t = item.detach().cpu()
+        if t.dtype == torch.bfloat16:  # numpy has no bfloat16: as float32, values unchanged
+            t = t.float()
         if t.dim() == 3 and t.shape[0] in (1, 3, 4):
             t = t.permute(1, 2, 0)
         elif t.dim() != 2:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,7 +56,14 @@ def class_ids(classes: int | str | Sequence[int | str], class_names: Sequence[st
     """Class ids (``int``, e.g. ``2``) or names (``str``, e.g. ``"person"``), mixed, or one of
     either -> ids, in the given order. :class:`InputError` for an id out of range or an unknown
     name (listing the first valid names and how many there are)."""
-    items = [classes] if isinstance(classes, (str, int, np.integer)) else list(classes)
+    if isinstance(classes, (str, int, np.integer)):
+        items = [classes]
+    elif isinstance(classes, Iterable):
+        items = list(classes)
+    else:
+        raise InputError(
+            f"classes: expected a class id, a name, or a list of them, got {classes!r}"
+        )
     index = {name: i for i, name in enumerate(class_names)}
     ids, unknown, bad = [], [], []
     for c in items:
@@ -315,7 +322,7 @@ class Predictor:
         max_det: int | None = None,
         classes: int | str | Sequence[int | str] | None = None,
         color: str = "rgb",
-        postprocess: PostprocessConfig | None = None,
+        postprocess: PostprocessConfig | Mapping[str, Any] | None = None,
     ) -> list[Detections]:
         """One image or a list (mixed sizes and kinds allowed) -> one :class:`Detections` each.
 
@@ -332,7 +339,8 @@ class Predictor:
                 decoded to RGB whatever ``color`` says.
             postprocess: settings used for this call in place of :attr:`postprocess` (e.g.
                 the validation settings :data:`~yolov4.core.postprocess.DARKNET_VALID`, resolved
-                for the model); ``conf``, ``iou``, ``max_det`` still apply on top.
+                for the model), or a dict of its keys over :attr:`postprocess`; ``conf``,
+                ``iou``, ``max_det`` still apply on top.
         """
         settings, wanted = self._settings(conf, iou, max_det, classes, postprocess)
         start = time.perf_counter()
@@ -363,6 +371,13 @@ class Predictor:
     ) -> tuple[Any, torch.Tensor | None]:
         try:
             base = self.postprocess if base is None else base
+            if isinstance(base, Mapping):  # postprocess={"conf": 0.5}: over the Predictor's
+                base = self.postprocess.replace(**base)
+            elif not isinstance(base, PostprocessConfig):
+                raise ConfigError(
+                    "postprocess: expected a PostprocessConfig or a dict of its keys, got "
+                    f"{type(base).__name__}"
+                )
             settings = base.replace(conf=conf, iou=iou, max_det=max_det)
         except ConfigError as e:
             raise InputError(str(e)) from None
