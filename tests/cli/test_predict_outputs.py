@@ -93,21 +93,3 @@ def test_an_unreadable_video_in_a_folder_is_skipped_and_reported(checkpoint, tmp
     assert summary["skipped_count"] == 1 and "fake.mp4" in summary["skipped"][0]
     with pytest.raises(InputError, match="cannot read the video"):  # named alone: refused
         _predict(f"source={folder / 'fake.mp4'}", f"checkpoint={checkpoint}")
-
-
-def test_a_user_error_is_one_line_and_exit_code_1(tmp_path):
-    import os
-    import subprocess
-    import sys
-
-    root = Path(__file__).resolve().parents[2]
-    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
-    r = subprocess.run(
-        [sys.executable, str(root / "predict.py"), f"source={tmp_path / 'none.jpg'}",
-         f"checkpoint={tmp_path / 'none.pt'}", f"hydra.run.dir={tmp_path / 'run'}"],
-        capture_output=True, text=True, timeout=300, env=env,
-    )  # fmt: skip
-    out = r.stdout + r.stderr  # Hydra's console log goes to stdout
-    assert r.returncode == 1
-    assert "InputError: source" in out and "no such file or folder" in out
-    assert "Traceback" not in out and "Error executing job" not in out

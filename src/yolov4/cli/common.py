@@ -33,19 +33,26 @@ log = logging.getLogger(__name__)
 FALLBACK_DATA = "synthetic"  # configs/data/<this>.yaml: the data of files that record none
 
 
+def _multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
 def one_line_errors(task: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
     """A Hydra task whose :class:`~yolov4.errors.YoloError` (bad input: a missing file, a wrong
     option, a model that does not fit the data) ends the process with its message in one
     logged line and exit code 1, not Hydra's traceback: the message names what was expected and
-    found. ``HYDRA_FULL_ERROR=1`` raises it as it is (the full traceback)."""
+    found. ``HYDRA_FULL_ERROR=1``, and a job of a ``-m`` sweep, raise it as it is."""
 
     @functools.wraps(task)
     def run(cfg: DictConfig) -> Any:
         try:
             return task(cfg)
         except YoloError as e:
-            if os.environ.get("HYDRA_FULL_ERROR") == "1":
-                raise
+            if os.environ.get("HYDRA_FULL_ERROR") == "1" or _multirun():
+                raise  # a sweep's launcher records the failed job and goes on
             logging.getLogger("yolov4").error("%s: %s", type(e).__name__, e)
             sys.exit(1)
 

@@ -31,6 +31,7 @@ from yolov4.cli.common import (
     build_partial,
     model_config,
     model_stride,
+    one_line_errors,
     to_builtin,
 )
 from yolov4.cli.export import EXPORT_DIR
@@ -197,6 +198,7 @@ def final_evaluation(
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="train")
+@one_line_errors
 def _app(cfg: DictConfig) -> float:
     return run_objective(cfg)
 

@@ -1,0 +1,35 @@
+"""A user's mistake in train.py, predict.py, evaluate.py or export.py ends the run with its
+message in one line and exit code 1, not a traceback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+
+@pytest.mark.parametrize(
+    "script, args, message",
+    [
+        ("predict.py", ["source={tmp}/none.jpg", "checkpoint={tmp}/none.pt"],
+         "InputError: source '{tmp}/none.jpg': no such file or folder"),
+        ("train.py", ["optim.lr=-0.01", "data.num_train=4", "data.num_val=2",
+                      "data.cache_dir={tmp}/cache"], "ConfigError: "),
+    ],
+)  # fmt: skip
+def test_a_user_error_is_one_line_and_exit_code_1(tmp_path, script, args, message):
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    args = [a.format(tmp=tmp_path) for a in args]
+    r = subprocess.run(
+        [sys.executable, str(root / script), *args, f"hydra.run.dir={tmp_path / 'run'}"],
+        capture_output=True, text=True, timeout=300, env=env,
+    )  # fmt: skip
+    out = r.stdout + r.stderr  # Hydra's console log goes to stdout
+    assert r.returncode == 1, out[-2000:]
+    assert message.format(tmp=tmp_path) in out
+    assert "Traceback" not in out and "Error executing job" not in out
