@@ -165,3 +165,22 @@ def test_saved_lines_that_need_their_group_are_not_named(saved_run):
         resume_argv(["train.py", f"ckpt_path={saved_run}/checkpoints/last.ckpt"])
     assert "'augment.mosaic_impl=legacy'" in str(e.value)
     assert "data.train.images" not in str(e.value) and "'data=yolo'" not in str(e.value)
+
+
+def test_a_new_run_in_a_trained_runs_folder_is_refused_before_anything_is_written(
+    tmp_path, monkeypatch
+):
+    run = tmp_path / "run"
+    (run / "weights").mkdir(parents=True)
+    (run / "weights" / "last.pt").write_bytes(b"trained")
+    argv = ["train.py", "trainer.max_epochs=1", f"hydra.run.dir={run}"]
+    with pytest.raises(ConfigError, match=r"holds a trained run .*ckpt_path=.*last\.ckpt"):
+        resume_argv(argv)
+    assert sorted(p.name for p in run.iterdir()) == ["weights"]  # no .hydra/ written over
+    assert resume_argv(["train.py", f"hydra.run.dir={tmp_path / 'new'}"])  # an unused folder
+    (run / "checkpoints").mkdir()
+    (run / "checkpoints" / "requeue.ckpt").write_bytes(b"")  # a requeued job resumes by itself
+    assert resume_argv(argv) == argv
+    (run / "checkpoints" / "requeue.ckpt").unlink()
+    monkeypatch.setenv("LOCAL_RANK", "1")  # a process the launcher started after rank 0
+    assert resume_argv(argv) == argv

@@ -14,6 +14,7 @@ logged by ``train.py`` (:data:`RESUME_LOG`).
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from yolov4.errors import ConfigError
+from yolov4.training.requeue import REQUEUE_FILE
 from yolov4.training.resume import config_changes, format_changes, unresumable
 
 __all__ = ["resume_argv", "merge_overrides", "run_directory", "main", "RESUME_LOG"]
@@ -113,9 +115,29 @@ def _format_stale(stale: dict[str, str]) -> str:
     return "; ".join(f"{o!r} ({why})" for o, why in stale.items())
 
 
+def refuse_trained_run_dir(run: Path) -> None:
+    """A new run (no ``ckpt_path=``) in ``hydra.run.dir=<run>`` where a run has trained would
+    replace its weights, checkpoints, export and saved config: :class:`ConfigError` naming the
+    resume command, before Hydra writes anything. A requeued job (``checkpoints/requeue.ckpt``,
+    which it resumes by itself) and the processes a launcher starts after rank 0 pass."""
+    if os.environ.get("LOCAL_RANK", "0") != "0" or (run / "checkpoints" / REQUEUE_FILE).is_file():
+        return
+    found = [
+        p for p in (run / "weights" / "last.pt", run / "checkpoints" / "last.ckpt") if p.is_file()
+    ]
+    if found:
+        raise ConfigError(
+            f"hydra.run.dir={run} holds a trained run ({', '.join(str(p) for p in found)}): a new "
+            f"run there would replace its weights, checkpoints and config. Resume it with "
+            f"python train.py ckpt_path={run / 'checkpoints' / 'last.ckpt'} (add "
+            "trainer.max_epochs=... to train longer), or give another hydra.run.dir"
+        )
+
+
 def resume_argv(argv: list[str]) -> list[str]:
     """``argv`` (``sys.argv``) for Hydra: unchanged unless it resumes (``ckpt_path=``) a run
-    with a saved config; then the run's overrides merged with the given ones
+    with a saved config (a new run in a trained run's ``hydra.run.dir`` is refused:
+    :func:`refuse_trained_run_dir`); then the run's overrides merged with the given ones
     (:func:`merge_overrides`) and ``hydra.run.dir=<run>``. Raises :class:`ConfigError` naming
     the keys when the resumed config changes what a resume cannot."""
     from hydra._internal.utils import get_args_parser
@@ -124,9 +146,11 @@ def resume_argv(argv: list[str]) -> list[str]:
     args = get_args_parser().parse_args(argv[1:])
     given = list(args.overrides or [])
     ckpt = _value(given, "ckpt_path")
+    run_dir = _value(given, "hydra.run.dir")
+    if ckpt is None and run_dir is not None and not args.multirun:
+        refuse_trained_run_dir(Path(run_dir))
     if ckpt is None or args.multirun:
         return argv
-    run_dir = _value(given, "hydra.run.dir")
     run = run_directory(ckpt, run_dir)
     if run is None:
         RESUME_LOG.append(
