@@ -226,6 +226,8 @@ def test_evaluate_refuses_module_pretrained(compose_cfg, tmp_path):
         ),
         ("optim.lr=0", r"optim.lr must be > 0"),
         ("data.input_size=[100,100]", r"data: .*multiples of 32"),
+        ("trainer.max_epochs=0", r"trainer.max_epochs=0 trains nothing"),
+        ("trainer.precision=64", r"trainer.precision=64: .* float64 network cannot train"),
     ],
 )
 def test_bad_values_fail_at_start_naming_the_key(compose_cfg, tiny_run, tmp_path, override, match):
@@ -442,3 +444,13 @@ def test_evaluate_writes_the_confusion_matrix_and_pr_f1_files(
     assert set(pr["best_f1"]) == {"all", *names}
     best = pr["best_f1"]["all"]
     assert best["conf"] is None or (0 < best["conf"] <= 1 and best["f1"] > 0)
+
+
+def test_without_the_weights_callback_the_final_model_is_written_evaluated_and_exported(
+    compose_cfg, tiny_run, tmp_path
+):
+    cfg = compose_cfg("train", [*tiny_run, "callbacks=none"], tmp_path)
+    metrics = train(cfg)
+    assert metrics["weights"]["file"] == "weights/last.pt"
+    assert load_checkpoint(tmp_path / "weights" / "last.pt").trained["step"] == 2
+    assert (tmp_path / "metrics.json").is_file() and (tmp_path / "export" / "model.onnx").is_file()

@@ -20,13 +20,13 @@ def test_diverged_weights_keep_the_last_finite_file_and_stop_training(tmp_path, 
     )
     trainer = SimpleNamespace(current_epoch=0, global_step=5, should_stop=False)
     callback = WeightsCallback(tmp_path)
-    path = callback._save(trainer, module, "last.pt")
+    path = callback.save(trainer, module, "last.pt")
     before = path.read_bytes()
     with torch.no_grad():
         next(model.parameters()).view(-1)[0] = float("nan")
     trainer.global_step = 9
     with caplog.at_level(logging.ERROR):
-        assert callback._save(trainer, module, "last.pt") is None
+        assert callback.save(trainer, module, "last.pt") is None
     assert trainer.should_stop and path.read_bytes() == before
     assert load_checkpoint(path).trained["step"] == 5
     assert "training diverged" in caplog.text and "step 9" in caplog.text

@@ -37,12 +37,13 @@ from yolov4.cli.common import (
 from yolov4.cli.export import EXPORT_DIR
 from yolov4.core.checkpoint import load_checkpoint
 from yolov4.core.files import write_json
+from yolov4.errors import ConfigError
 from yolov4.evaluation import METRICS_FILE, AnalysisConfig, EvaluationResult
 from yolov4.evaluation.reports import write_analysis
 from yolov4.evaluation.worst import val_image_files
 from yolov4.export.artifact import export_artifact
 from yolov4.training.anchors import anchors_at_start, run_overrides
-from yolov4.training.callbacks import BEST_WEIGHTS, LAST_WEIGHTS
+from yolov4.training.callbacks import BEST_WEIGHTS, LAST_WEIGHTS, WeightsCallback
 from yolov4.training.module import YoloModule
 from yolov4.training.noise import precision_note, quiet_lightning
 from yolov4.training.precision import AUTO, resolve_precision
@@ -63,6 +64,13 @@ def train(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> d
     quiet_lightning(resuming=ckpt is not None)
     for line in resume_cli.RESUME_LOG:
         log.info("%s", line)
+    for key in ("max_epochs", "max_steps"):
+        if cfg.trainer.get(key) == 0:
+            raise ConfigError(
+                f"trainer.{key}=0 trains nothing; give a number >= 1 (evaluate.py scores "
+                "weights without training)"
+            )
+    precision = resolve_precision(cfg.trainer.get("precision"), cfg.trainer.get("accelerator"))
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     analysis = AnalysisConfig.from_config(cfg.get("analysis"))  # reports at the end: fail now
     # resume: a local Lightning checkpoint, read without running pickled code, before any work
@@ -95,7 +103,6 @@ def train(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> d
     callbacks = [*build_all(cfg, "callbacks"), *(extra_callbacks or [])]
     if not loggers:  # logger=none: nothing to monitor the lr into (Lightning would refuse)
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
-    precision = resolve_precision(cfg.trainer.get("precision"), cfg.trainer.get("accelerator"))
     # under the submitit launcher a job's processes are its tasks: trainer.num_nodes/devices
     topology = launcher_topology()
     if topology:
@@ -180,6 +187,13 @@ def final_evaluation(
     out = Path(cfg.paths.output_dir)
     last = cfg.get("export") and cfg.export.get("weights") == "last"
     name = LAST_WEIGHTS if last else BEST_WEIGHTS
+    if not (out / name).is_file() and not (out / LAST_WEIGHTS).is_file():
+        # no WeightsCallback (callbacks=none, callbacks.weights=null): the weights as they end
+        if trainer.is_global_zero:
+            log.info(
+                "no weights callback in callbacks: writing %s of the final model", LAST_WEIGHTS
+            )
+            WeightsCallback(out).save(trainer, module, LAST_WEIGHTS)
     trainer.strategy.barrier("final evaluation")  # rank 0 wrote the file
     if not (out / name).is_file():
         name = LAST_WEIGHTS

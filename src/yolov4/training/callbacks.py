@@ -80,7 +80,7 @@ class WeightsCallback(L.Callback):
         self.best: float | None = None
         self.last_step: int | None = None  # global step of the weights in last.pt
 
-    def _save(self, trainer: L.Trainer, module: Any, name: str) -> Path | None:
+    def save(self, trainer: L.Trainer, module: Any, name: str) -> Path | None:
         """Write ``name``; weights holding NaN or inf (a diverged run) are not written: the
         files keep the last finite weights, and training stops with the reason logged."""
         bad = nonfinite_tensors(module.eval_model.state_dict())
@@ -119,7 +119,7 @@ class WeightsCallback(L.Callback):
             or module.evaluation is None
         ):
             return
-        last = self._save(trainer, module, LAST_WEIGHTS)
+        last = self.save(trainer, module, LAST_WEIGHTS)
         if last is None:
             return
         self.last_step = trainer.global_step
@@ -132,7 +132,7 @@ class WeightsCallback(L.Callback):
     def on_train_end(self, trainer: L.Trainer, module: Any) -> None:
         written = self.last_step == trainer.global_step and (self.dirpath / LAST_WEIGHTS).is_file()
         if trainer.is_global_zero and not written:  # weights trained since the last validation
-            self._save(trainer, module, LAST_WEIGHTS)
+            self.save(trainer, module, LAST_WEIGHTS)
 
     def state_dict(self) -> dict[str, Any]:
         return {"best": self.best}

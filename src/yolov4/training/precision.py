@@ -28,6 +28,8 @@ __all__ = ["AUTO", "CPU_BF16_ENV", "cpu_bf16", "resolve_precision"]
 
 log = logging.getLogger(__name__)
 AUTO = "auto"
+# Lightning's float64 precisions: refused (the batches, the loss and the targets are float32)
+DOUBLE = ("64", "64-true", "double")
 CPU_BF16_ENV = "YOLOV4_CPU_BF16"  # "1": treat the CPU as bf16-native, "0": as without bf16
 
 
@@ -60,6 +62,11 @@ def resolve_precision(asked: Any, accelerator: Any = "cpu") -> Any:
     """``trainer.precision`` as Lightning takes it: ``auto`` resolved for ``accelerator``
     (``trainer.accelerator``; ``auto`` is CUDA when a GPU is visible, else the CPU) and logged
     with what decided it; any other value returned unchanged."""
+    if str(asked) in DOUBLE:
+        raise ConfigError(
+            f"trainer.precision={asked}: the batches and the loss are float32, so a float64 "
+            f"network cannot train here; use {AUTO}, 32-true, bf16-mixed or 16-mixed"
+        )
     if str(asked) != AUTO:
         return asked
     if _uses_cuda(accelerator):
