@@ -184,3 +184,22 @@ def test_a_new_run_in_a_trained_runs_folder_is_refused_before_anything_is_writte
     (run / "checkpoints" / "requeue.ckpt").unlink()
     monkeypatch.setenv("LOCAL_RANK", "1")  # a process the launcher started after rank 0
     assert resume_argv(argv) == argv
+
+
+def test_resuming_another_checkpoint_than_a_stopped_runs_requeue_ckpt_warns(
+    compose_cfg, tiny_run, tmp_path, caplog
+):
+    import logging
+
+    from yolov4 import CheckpointError
+    from yolov4.cli.train import train
+
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "requeue.ckpt").write_bytes(b"")
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    last.write_bytes(b"")
+    cfg = compose_cfg("train", [*tiny_run, f"ckpt_path={last}"], tmp_path)
+    with caplog.at_level(logging.WARNING), pytest.raises(CheckpointError):
+        train(cfg)  # the empty last.ckpt is refused after the warning
+    assert "requeue.ckpt, saved when the run was stopped mid-epoch" in caplog.text
+    assert f"ckpt_path={tmp_path / 'checkpoints' / 'requeue.ckpt'} resumes" in caplog.text

@@ -60,7 +60,15 @@ log = logging.getLogger(__name__)
 def train(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> dict[str, Any]:
     """Fit and validate; returns the final metrics (also written to ``metrics.json``).
     ``extra_callbacks`` are added to those of ``cfg.callbacks`` (programmatic use)."""
-    ckpt = cfg.ckpt_path if cfg.ckpt_path is not None else requeue_checkpoint(cfg.get("callbacks"))
+    requeued = requeue_checkpoint(cfg.get("callbacks"))
+    ckpt = cfg.ckpt_path if cfg.ckpt_path is not None else requeued
+    if requeued is not None and Path(str(ckpt)).resolve() != requeued.resolve():
+        log.warning(
+            "%s, saved when the run was stopped mid-epoch, is not the checkpoint resumed "
+            "(ckpt_path=%s): the steps since that checkpoint are trained again; "
+            "ckpt_path=%s resumes where the run stopped",
+            requeued, ckpt, requeued,
+        )  # fmt: skip
     quiet_lightning(resuming=ckpt is not None)
     for line in resume_cli.RESUME_LOG:
         log.info("%s", line)

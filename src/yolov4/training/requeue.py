@@ -189,7 +189,10 @@ class Requeue(L.Callback):
         trainer.save_checkpoint(path)
         signum = self.received
         name = signal.Signals(signum).name
-        log.warning("%s at step %d: saved %s", name, trainer.global_step, path)
+        log.warning(
+            "%s at step %d: saved %s; the same command in the same run directory resumes from it "
+            "(or ckpt_path=%s)", name, trainer.global_step, path, path,
+        )  # fmt: skip
         job = os.environ.get("SLURM_ARRAY_JOB_ID")
         job = (
             f"{job}_{os.environ['SLURM_ARRAY_TASK_ID']}" if job else os.environ.get("SLURM_JOB_ID")
