@@ -4,6 +4,7 @@ with the same training state as a run never stopped, bit for bit on CPU."""
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import stat
@@ -45,7 +46,7 @@ def fake_slurm(tmp_path, monkeypatch):
 
 
 def test_sigusr1_checkpoints_requeues_and_the_resubmitted_job_ends_bit_equal(
-    compose_cfg, tiny_run, tmp_path, fake_slurm
+    compose_cfg, tiny_run, tmp_path, fake_slurm, caplog
 ):
     overrides = [*tiny_run, "trainer.max_epochs=2", "trainer.limit_train_batches=null"]
     full = compose_cfg("train", overrides, tmp_path / "full")  # 4 steps per epoch
@@ -63,7 +64,12 @@ def test_sigusr1_checkpoints_requeues_and_the_resubmitted_job_ends_bit_equal(
     assert signal.getsignal(signal.SIGUSR1) is signal.SIG_DFL  # the handlers are given back
 
     # SLURM runs the same job again: same config, same run directory, no ckpt_path
-    train(compose_cfg("train", overrides, tmp_path / "job"))
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="yolov4"):
+        train(compose_cfg("train", overrides, tmp_path / "job"))
+    epoch_1 = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("epoch 1/"))
+    assert float(epoch_1.rsplit("| ", 1)[1].removesuffix(" s")) < 600  # not since the boot
+    assert "(resumed mid-epoch: the loss and time above are of the 2 batches since)" in caplog.text
     final = torch.load(tmp_path / "job/checkpoints/last.ckpt", weights_only=True)
     assert final["global_step"] == uninterrupted["global_step"] == 8
     assert final["epoch"] == uninterrupted["epoch"]

@@ -191,6 +191,7 @@ class YoloModule(L.LightningModule):
         self._epoch_loss: torch.Tensor | None = None
         self._epoch_batches = 0
         self._epoch_start = 0.0
+        self._epoch_resumed = False  # this epoch began before a mid-epoch resume
         self._epoch_val: EvaluationResult | None = None
         self._compile_start: float | None = None  # set while the first compiled step runs
 
@@ -285,9 +286,13 @@ class YoloModule(L.LightningModule):
             self.log("lr", lr, prog_bar=True, logger=False, batch_size=bs)
         return loss.total
 
+    def on_train_start(self) -> None:
+        # a resume mid-epoch (requeue.ckpt) enters its epoch without on_train_epoch_start
+        self._epoch_start, self._epoch_resumed = time.perf_counter(), True
+
     def on_train_epoch_start(self) -> None:
         self._epoch_loss, self._epoch_batches, self._epoch_val = None, 0, None
-        self._epoch_start = time.perf_counter()
+        self._epoch_start, self._epoch_resumed = time.perf_counter(), False
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         if self.hparams["compile_model"] and self._compile_start is None and self.global_step == 0:
@@ -330,6 +335,11 @@ class YoloModule(L.LightningModule):
             lr,
             time.perf_counter() - self._epoch_start,
         )
+        if self._epoch_resumed:
+            log.info(
+                "  (resumed mid-epoch: the loss and time above are of the %d batches since)",
+                self._epoch_batches,
+            )
 
     def _darknet_cost_due(self) -> bool:
         """Whether this step logs ``train/darknet_cost`` (:func:`~yolov4.loss.darknet_cost`, one more
