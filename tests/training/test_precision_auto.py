@@ -54,11 +54,17 @@ def test_bad_override_is_refused(monkeypatch):
         resolve_precision("auto", "cpu")
 
 
-@pytest.mark.parametrize("asked", ["32-true", "16-mixed", "bf16-mixed", 32, "64-true"])
+@pytest.mark.parametrize("asked", ["32-true", "16-mixed", "bf16-mixed", 32])
 def test_explicit_values_pass_through(monkeypatch, asked):
     monkeypatch.setenv(CPU_BF16_ENV, "1")
     assert resolve_precision(asked, "cpu") == asked
     assert resolve_precision(asked, "gpu") == asked
+
+
+@pytest.mark.parametrize("asked", ["64-true", "64", 64, "double"])
+def test_float64_is_refused_naming_what_trains(asked):
+    with pytest.raises(ConfigError, match=r"float64 network cannot train here; use auto, 32-true"):
+        resolve_precision(asked, "cpu")
 
 
 @pytest.mark.parametrize(("bf16", "expected"), [(True, "bf16-mixed"), (False, "16-mixed")])
