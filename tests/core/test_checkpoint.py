@@ -335,3 +335,10 @@ def test_save_refuses_what_load_would_refuse_or_misread(tmp_path, tiny3):
     assert not path.exists()
     wrapped = save_checkpoint(path, torch.nn.DataParallel(tiny3), NAMES)  # DataParallel's .module
     assert load_checkpoint(wrapped).class_names == list(NAMES)
+
+
+def test_a_fused_networks_weights_are_named_as_such(tmp_path, tiny3):
+    from yolov4 import fuse_model
+
+    with pytest.raises(CheckpointError, match="likely cause: the weights are of a fused network"):
+        save_checkpoint(tmp_path / "f.pt", fuse_model(tiny3), NAMES)

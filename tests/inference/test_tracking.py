@@ -353,3 +353,19 @@ def test_csv_has_every_rows_columns_when_ids_appear_after_the_first_frame(tmp_pa
     counter.update(tracked, 1)
     rows = list(csv.DictReader(open(counter.write(tmp_path / "c.csv"))))
     assert len(rows) == 2 and "zone_ids" in rows[0] and rows[1]["zone_ids"] == "7"
+
+
+def test_bad_detections_name_the_frame_and_the_field():
+    tracker = Tracker("bytetrack", frame_rate=FPS)
+    box = [[10.0, 10.0, 30.0, 30.0]]
+    tracker.update(as_dets(box), 0)
+    nan = as_dets([[float("nan"), 10.0, 30.0, 30.0]])
+    with pytest.raises(InputError, match="frame 1: boxes hold NaN or infinite values"):
+        tracker.update(nan, 1)
+    short = as_dets(box)
+    short.scores = np.array([0.9, 0.8], np.float32)
+    with pytest.raises(InputError, match=r"frame 2: expected boxes \(N, 4\), scores \(N,\)"):
+        tracker.update(short, 2)
+    listed = as_dets(box)
+    listed.boxes, listed.scores, listed.class_ids = box, [0.9], [0]  # plain lists are fine
+    assert tracker.update(listed, 3).boxes.shape == (1, 4)

@@ -119,6 +119,16 @@ def _likely_cause(model: YOLOv4, sd: Mapping[str, torch.Tensor], shapes: list[st
             f"likely cause: the weights are for {' or '.join(fits)}, "
             f"the model is {model.config.name}"
         )
+    missing, unexpected = set(own) - set(sd), set(sd) - set(own)
+    if (
+        missing
+        and all(".bn." in k for k in missing)
+        and all(k.endswith(".conv.bias") for k in unexpected)
+    ):
+        return (
+            "likely cause: the weights are of a fused network (fuse_model folds each batch norm "
+            "into its conv): save and load the network before fuse_model"
+        )
     if set(sd) != set(own):
         return "likely cause: a different model name or a file from another project"
     return "likely cause: a different model configuration"

@@ -204,26 +204,24 @@ class Tracker:
             )
         if self.options.get("enable_cmc") and frame is None:
             raise InputError("botsort with enable_cmc=true needs each frame: update(..., frame=)")
+        boxes, scores, class_ids = _checked_arrays(dets, frame_index)
         self._last_index = int(frame_index)
-        index = np.arange(len(dets))
+        index = np.arange(len(boxes))
         sv_dets = sv.Detections(
-            xyxy=np.asarray(dets.boxes, np.float32).reshape(-1, 4),
-            confidence=np.asarray(dets.scores, np.float32),
-            class_id=np.asarray(dets.class_ids, np.int64),
-            data={"index": index},
+            xyxy=boxes, confidence=scores, class_id=class_ids, data={"index": index}
         )
         kwargs = {"frame": frame} if self.name == "botsort" and frame is not None else {}
         out = self._tracker.update(sv_dets, timestamp=frame_index / self.frame_rate, **kwargs)
-        ids = np.full(len(dets), -1, np.int64)
+        ids = np.full(len(boxes), -1, np.int64)
         if len(out):
             ids[np.asarray(out.data["index"], np.int64)] = np.asarray(out.tracker_id, np.int64)
         ids = np.where(ids >= 0, ids + 1, -1)
         keep = index if self.keep_unconfirmed else index[ids > 0]
         return dataclasses.replace(
             dets,
-            boxes=dets.boxes[keep],
-            scores=dets.scores[keep],
-            class_ids=dets.class_ids[keep],
+            boxes=boxes[keep],
+            scores=scores[keep],
+            class_ids=class_ids[keep],
             class_names=[dets.class_names[i] for i in keep],
             track_ids=ids[keep],
         )
@@ -233,6 +231,29 @@ def _colour(track_id: int) -> tuple[int, int, int]:
     """A stable, distinct colour per id (golden-angle hues)."""
     hsv = np.uint8([[[int(track_id * 137.508) % 180, 220, 230]]])
     return tuple(int(c) for c in cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0, 0])
+
+
+def _checked_arrays(dets: Detections, frame_index: int) -> tuple[np.ndarray, ...]:
+    """``dets``' boxes ``(N, 4)`` float32 xyxy, scores ``(N,)`` float32 and class ids ``(N,)``
+    int64, or an :class:`InputError` naming the frame and the field (lengths that differ, a box
+    that is not 4 numbers, a NaN or infinite value)."""
+    try:
+        boxes = np.asarray(dets.boxes, np.float32)
+        scores = np.asarray(dets.scores, np.float32).reshape(-1)
+        class_ids = np.asarray(dets.class_ids, np.int64).reshape(-1)
+    except (TypeError, ValueError) as e:
+        raise InputError(f"frame {frame_index}: detections that are not numbers: {e}") from None
+    if boxes.size == 0:
+        boxes = boxes.reshape(0, 4)
+    if boxes.ndim != 2 or boxes.shape[1] != 4 or not len(boxes) == len(scores) == len(class_ids):
+        raise InputError(
+            f"frame {frame_index}: expected boxes (N, 4), scores (N,) and class_ids (N,), got "
+            f"shapes {boxes.shape}, {scores.shape} and {class_ids.shape}"
+        )
+    for name, values in (("boxes", boxes), ("scores", scores)):
+        if not np.isfinite(values).all():
+            raise InputError(f"frame {frame_index}: {name} hold NaN or infinite values")
+    return boxes, scores, class_ids
 
 
 class TrackTrails:
