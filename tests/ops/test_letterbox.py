@@ -91,3 +91,12 @@ def test_unmap_detections_batch_each_with_its_own_size():
             torch.testing.assert_close(o[:, :4], b, atol=1e-9, rtol=0)
     with pytest.raises(ValueError, match="as many letterbox params"):
         unmap_detections(dets[:2], params, sizes)
+
+
+def test_a_detection_wholly_in_the_padding_is_dropped():
+    """A 200x100 (H x W) image letterboxed to 128: 32 px of padding left and right. A box inside
+    the left padding has no area in the image once clipped: no detection to report."""
+    params = letterbox_params((200, 100), (128, 128), "letterbox")
+    det = torch.tensor([[0.0, 0.0, 10.0, 10.0, 0.9, 0.0], [40.0, 40.0, 60.0, 60.0, 0.8, 1.0]])
+    [out] = unmap_detections([det], [params], [(200, 100)])
+    assert out.shape == (1, 6) and out[0, 4] == pytest.approx(0.8)

@@ -355,7 +355,8 @@ class DetectionDataModule(L.LightningDataModule):
             drop_last=train and len(dataset) > self.batch_size,
             num_workers=self.num_workers,
             persistent_workers=self.persistent_workers,
-            pin_memory=self.pin_memory,
+            # pinned memory serves copies to a GPU; without one torch warns on every run
+            pin_memory=self.pin_memory and torch.cuda.is_available(),
             collate_fn=DetectionCollate(multi_scale, self.size_multiple),
             worker_init_fn=seed_worker,
             generator=generator,

@@ -45,7 +45,7 @@ from yolov4.inference.darknet import darknet_checkpoint
 from yolov4.inference.images import load_images
 from yolov4.inference.precision import resolve_precision
 from yolov4.models import fuse_model
-from yolov4.ops.letterbox import unmap_boxes
+from yolov4.ops.letterbox import unmap_detections
 
 __all__ = ["Predictor", "Detections", "class_ids"]
 
@@ -397,7 +397,8 @@ class Predictor:
         dets = settings(preds, self.input_size, classes=wanted)  # classes: before max_det, NMS
         out = []
         for det, (_, params, (h, w)) in zip(dets, inputs):
-            boxes = unmap_boxes(det[:, :4], params, (h, w)).numpy().astype(np.float32)
+            det = unmap_detections([det], [params], [(h, w)])[0]  # boxes in the padding dropped
+            boxes = det[:, :4].numpy().astype(np.float32)
             ids = det[:, 5].long().numpy()
             if len(ids) and ids.max() >= len(self.class_names):
                 raise ExportError(

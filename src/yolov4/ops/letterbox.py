@@ -142,7 +142,8 @@ def unmap_detections(
         original_hw: ``B`` pairs ``(H0, W0)`` or a ``(B, 2)`` tensor.
 
     Returns:
-        ``B`` new arrays of the same shapes, boxes in original-image pixels.
+        ``B`` new arrays ``(K'_i, 4+)``, boxes in original-image pixels; a row whose box has no
+        area once clipped (wholly in the letterbox padding) is dropped.
     """
     if len(detections) != len(params) or len(detections) != len(original_hw):
         raise ValueError(
@@ -152,5 +153,6 @@ def unmap_detections(
     out = []
     for det, p, hw in zip(detections, params, original_hw, strict=True):
         p = LetterboxParams(*(float(v) for v in p))
-        out.append(unmap_boxes(det, p, [float(v) for v in hw]))
+        boxes = unmap_boxes(det, p, [float(v) for v in hw])
+        out.append(boxes[(boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])])
     return out
