@@ -63,8 +63,8 @@ class DataSource(Protocol):
 
 def check_trainable(data: DetectionData, name: str = "train") -> None:
     """Refuse a training split without a single box (:class:`DatasetError` with what the loader
-    searched: a labels folder of another name, pixel coordinates and unread polygons all end
-    here), and warn about classes without a box in it."""
+    searched: labels in a folder of another name, or all in pixel coordinates, end here), and
+    warn about classes without a box in it."""
     if data.num_boxes == 0:
         found = "".join(f"\n  {note}" for note in data.notes)
         raise DatasetError(
