@@ -65,7 +65,8 @@ def _refuse_darknet_keys(cfg: DictConfig, source: str, check_network: bool) -> N
     model = to_builtin(cfg.get("model")) or {}
     model = model if isinstance(model, Mapping) else {"name": model}
     given = [f"{k}={cfg.get(k)}" for k in ("names", "darknet_resize_mode") if cfg.get(k)]
-    given += [f"model.{k}={v}" for k, v in model.items() if v is not None and k == "num_classes"]
+    if model.get("num_classes") is not None:
+        given.append(f"model.num_classes={model['num_classes']}")
     if check_network and (model.get("name") or model.get("cfg")):
         given.append(f"model={model.get('name') or model.get('cfg')}")
     if given:
