@@ -5,9 +5,10 @@ geometry (:class:`yolov4.data.mosaic.TrainGeometry`, three mosaic donors drawn f
 this worker decoded last) and the photometric albumentations pipeline
 (:func:`~yolov4.data.transforms.build_photometric_transform`). They leave as uint8: the training
 device scales them (:mod:`yolov4.data.collate`). Evaluation samples go through THE preprocessing
-function (:func:`yolov4.core.preprocess.preprocess`), also as uint8. Unreadable images are reported once (with
-the file name) and replaced by another random image in training (never drawn again: a run
-stops only when no image of the split is readable), by a blank image in evaluation (its ground truth stays, so the score is honest); strict mode raises instead.
+function (:func:`yolov4.core.preprocess.preprocess`), also as uint8. Unreadable images are
+reported once (with the file name) and replaced by another random image in training (never
+drawn again: a run stops only when no image of the split is readable), by a blank image in
+evaluation (its ground truth stays, so the score is honest); strict mode raises instead.
 """
 
 from __future__ import annotations
