@@ -119,9 +119,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    overrides = list(args.overrides) + (["data.strict=true"] if args.strict else [])
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
+
+    overrides = list(args.overrides) + (["data.strict=true"] if args.strict else [])
 
     try:
         dm = _compose(overrides)
