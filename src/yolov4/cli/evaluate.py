@@ -46,10 +46,15 @@ log = logging.getLogger(__name__)
 MAX_NAMES_SHOWN = 10  # differing class names listed by the warning
 
 
+def _warn_without_ground_truth(datamodule: Any) -> None:
+    """A val split without a single box: COCO's mAP is undefined there (-1), said once."""
+    if datamodule.split("val").num_boxes == 0:
+        log.warning("data.val has no ground-truth box: COCO mAP is undefined (reported as -1)")
+
+
 def _check_classes(what: str, names: list[str], datamodule: Any) -> None:
     """The model's classes against the val split's: another count is a :class:`ConfigError`;
-    other names in the same count are scored (index for index) with a warning naming them; a
-    split without a single box is a warning (COCO's mAP is then -1: undefined)."""
+    other names in the same count are scored (index for index) with a warning naming them."""
     if len(names) != datamodule.num_classes:
         raise ConfigError(
             f"the {what} has num_classes={len(names)} but data has "
@@ -72,8 +77,6 @@ def _check_classes(what: str, names: list[str], datamodule: Any) -> None:
             what,
             "; ".join(differ[:MAX_NAMES_SHOWN]) + (" ..." if len(differ) > MAX_NAMES_SHOWN else ""),
         )
-    if datamodule.split("val").num_boxes == 0:
-        log.warning("data.val has no ground-truth box: COCO mAP is undefined (reported as -1)")
 
 
 def _evaluate_artifact(
@@ -94,6 +97,7 @@ def _evaluate_artifact(
     datamodule = build(cfg, "data", augment=None)
     datamodule.prepare_data()
     _check_classes("artifact", list(predictor.class_names), datamodule)
+    _warn_without_ground_truth(datamodule)
     records = datamodule.split("val").records
     coco_backend = cfg.module.get("coco_backend", DEFAULT_COCO_BACKEND)
     result = evaluate_predictor(
@@ -177,6 +181,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             )
     else:
         _check_classes("checkpoint", list(ckpt.class_names), datamodule)
+    _warn_without_ground_truth(datamodule)  # darknet weights, checkpoints
     module: YoloModule = build_partial(
         cfg,
         "module",

@@ -195,8 +195,8 @@ def final_evaluation(
     out = Path(cfg.paths.output_dir)
     last = cfg.get("export") and cfg.export.get("weights") == "last"
     name = LAST_WEIGHTS if last else BEST_WEIGHTS
-    if not (out / name).is_file() and not (out / LAST_WEIGHTS).is_file():
-        # no WeightsCallback (callbacks=none, callbacks.weights=null): the weights as they end
+    if not any(isinstance(c, WeightsCallback) for c in trainer.callbacks):
+        # callbacks=none, callbacks.weights=null: the weights as the fit ends
         if trainer.is_global_zero:
             log.info(
                 "no weights callback in callbacks: writing %s of the final model", LAST_WEIGHTS

@@ -284,6 +284,12 @@ class OpenVinoBackend:
 
     @classmethod
     def load(cls, path: str | Path, device: Any, precision: str, threads: int | None):
+        if torch.device(device).type != "cpu":
+            raise ConfigError(
+                f"backend {cls.name!r} runs on the CPU; device={device!r} is for a checkpoint=, "
+                "darknet_weights=, backend=torchscript or backend=onnxruntime (with a CUDA "
+                "provider)"
+            )
         return cls(path, precision, threads)
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
@@ -339,9 +345,5 @@ def load_backend(
             f"backend {name!r} runs {', '.join(dict.fromkeys(runs))} only, got precision "
             f"{precision!r}"
         )
-    if check_device(device).type != "cpu" and name == OpenVinoBackend.name:
-        raise ConfigError(
-            f"backend {name!r} runs on the CPU; device={device!r} is for a checkpoint=, "
-            "darknet_weights=, backend=torchscript or backend=onnxruntime (with a CUDA provider)"
-        )
+    check_device(device)
     return classes[name].load(path, device, precision, threads)
