@@ -129,8 +129,9 @@ class GuardedH11Protocol(H11Protocol):
         ``max_incomplete_event_size`` only on a head still incomplete after a read: a whole head
         arriving in one read passes it at any size."""
         limit = self.config.h11_max_incomplete_event_size or DEFAULT_MAX_INCOMPLETE_EVENT_SIZE
-        self.head += data[: limit + 4 - len(self.head)]
-        end = self.head.find(b"\r\n\r\n")
+        seen = len(self.head)
+        self.head += data[: limit + 4 - seen]
+        end = self.head.find(b"\r\n\r\n", max(seen - 3, 0))  # only where the new bytes reach
         if end < 0:
             return len(self.head) > limit
         self.head.clear()  # the head is whole: what follows is its body or the next request
