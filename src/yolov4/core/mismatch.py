@@ -27,6 +27,7 @@ __all__ = [
     "load_state_dict_checked",
     "mismatch_report",
     "nonfinite_tensors",
+    "NonFiniteWeightsError",
 ]
 
 SHOW = 5  # keys listed per kind of mismatch
@@ -160,18 +161,28 @@ def nonfinite_tensors(state_dict: Mapping[str, torch.Tensor]) -> dict[str, int]:
     return {k: n for k, n in counts.items() if n}
 
 
+class NonFiniteWeightsError(CheckpointError):
+    """Weights holding NaN or inf; ``tensors``: ``{key: count of such values}``."""
+
+    def __init__(self, message: str, tensors: dict[str, int]) -> None:
+        super().__init__(message)
+        self.tensors = tensors
+
+
 def check_finite(state_dict: Mapping[str, torch.Tensor], source: str) -> None:
-    """Raise :class:`CheckpointError` naming the floating-point tensors of ``state_dict`` that
-    hold a NaN or inf (a corrupt file or a diverged run: such weights predict nothing)."""
+    """Raise :class:`NonFiniteWeightsError` (a :class:`CheckpointError`) naming the
+    floating-point tensors of ``state_dict`` that hold a NaN or inf (a corrupt file or a
+    diverged run: such weights predict nothing)."""
     bad = nonfinite_tensors(state_dict)
     if bad:
         first = ", ".join(
             f"{k} ({n:,} of {state_dict[k].numel():,})" for k, n in list(bad.items())[:SHOW]
         )
-        raise CheckpointError(
+        raise NonFiniteWeightsError(
             f"{source}: {len(bad)} tensor(s) hold non-finite values (NaN or inf): {first}"
             + (", ..." if len(bad) > SHOW else "")
-            + "; the file is corrupt or its training diverged"
+            + "; the file is corrupt or its training diverged",
+            bad,
         )
 
 

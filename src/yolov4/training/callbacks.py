@@ -16,7 +16,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 
 from yolov4.core.checkpoint import save_checkpoint
 from yolov4.core.files import write_json
-from yolov4.core.mismatch import nonfinite_tensors
+from yolov4.core.mismatch import NonFiniteWeightsError
 
 __all__ = [
     "WeightsCallback",
@@ -83,32 +83,32 @@ class WeightsCallback(L.Callback):
     def save(self, trainer: L.Trainer, module: Any, name: str) -> Path | None:
         """Write ``name``; weights holding NaN or inf (a diverged run) are not written: the
         files keep the last finite weights, and training stops with the reason logged."""
-        bad = nonfinite_tensors(module.eval_model.state_dict())
-        if bad:
+        metrics = module.evaluation.scalars if module.evaluation is not None else {}
+        try:
+            return save_checkpoint(
+                self.dirpath / name,
+                module.eval_model,
+                module.hparams["class_names"],
+                preprocess=module.hparams["preprocess"],
+                metrics=metrics,
+                data=module.hparams.get("data"),
+                trained={
+                    "epoch": trained_epoch(trainer),
+                    "step": trainer.global_step,
+                    "ema": module.ema is not None,
+                    "category_ids": module.hparams["category_ids"],
+                },
+            )
+        except NonFiniteWeightsError as e:  # checked before anything is written
             log.error(
                 "the weights hold NaN or inf at epoch %d, step %d (%d tensors, e.g. %s): training "
                 "diverged (a lower optim.lr or a longer warm-up helps); %s keeps the last finite "
                 "weights; stopping",
-                trained_epoch(trainer), trainer.global_step, len(bad), next(iter(bad)),
+                trained_epoch(trainer), trainer.global_step, len(e.tensors), next(iter(e.tensors)),
                 self.dirpath / name,
             )  # fmt: skip
             trainer.should_stop = True
             return None
-        metrics = module.evaluation.scalars if module.evaluation is not None else {}
-        return save_checkpoint(
-            self.dirpath / name,
-            module.eval_model,
-            module.hparams["class_names"],
-            preprocess=module.hparams["preprocess"],
-            metrics=metrics,
-            data=module.hparams.get("data"),
-            trained={
-                "epoch": trained_epoch(trainer),
-                "step": trainer.global_step,
-                "ema": module.ema is not None,
-                "category_ids": module.hparams["category_ids"],
-            },
-        )
 
     def on_validation_end(self, trainer: L.Trainer, module: Any) -> None:
         fitting = trainer.state.fn == "fit"  # not trainer.validate after the fit
