@@ -303,3 +303,18 @@ def test_tile_runs_predict_tiled_on_each_image(run, checkpoint, tmp_path):
     rgb = cv2.imread(str(path))[..., ::-1].copy()
     dets = predict_tiled(Predictor.from_checkpoint(checkpoint), rgb, 96, 0.25, conf=CONF)
     assert record["detections"] == dets.to_dict()["detections"] and len(dets) > 0
+
+
+def test_an_image_needing_too_many_tiles_is_skipped_and_reported(run, checkpoint, tmp_path):
+    from yolov4.inference.tiling import MAX_TILES, check_tile_count
+
+    src = tmp_path / "photos"
+    src.mkdir()
+    cv2.imwrite(str(src / "small.png"), _image(98, 100))  # 3x5 tiles of 96 at a 1-px step
+    cv2.imwrite(str(src / "large.png"), _image(200, 330))
+    assert check_tile_count((200, 330), (96, 96), 0.99, 10**9) > MAX_TILES
+    summary, out = run(f"source={src}", f"checkpoint={checkpoint}", "tile=true", "tile_size=96",
+                       "tile_overlap=0.99")  # fmt: skip
+    assert [Path(r["file"]).name for r in records(out)] == ["small.png"]
+    [skipped] = summary["skipped"]
+    assert "large.png" in skipped and "24,675 tiles" in skipped and "smaller overlap" in skipped

@@ -174,3 +174,27 @@ def test_bad_tiling_options_are_input_errors(kwargs, message):
 def test_bad_image_is_an_input_error():
     with pytest.raises(InputError, match="expected an \\(H, W, 3\\) image"):
         predict_tiled(predictor(), np.zeros((0, 5, 3), np.uint8))
+
+
+def test_a_bgr_frame_gives_the_detections_of_its_rgb_image():
+    image, _ = scene()
+    p = predictor()
+    rgb = predict_tiled(p, image)
+    bgr = predict_tiled(p, np.ascontiguousarray(image[..., ::-1]), color="bgr")
+    assert len(rgb) > 0 and rgb.to_dict()["detections"] == bgr.to_dict()["detections"]
+    swapped = predict_tiled(p, np.ascontiguousarray(image[..., ::-1]))  # red read as blue
+    assert set(swapped.class_ids) == {1}
+
+
+def test_too_many_tiles_are_refused_before_any_pass_runs():
+    calls = []
+    p = Predictor(lambda x: calls.append(x) or blobs(x), ["red", "green"],
+                  PreprocessConfig(input_size=(SIZE, SIZE)))  # fmt: skip
+    image = np.zeros((3000, 4000, 3), np.uint8)
+    n = len(tile_grid((3000, 4000), (SIZE, SIZE), 0.9))
+    with pytest.raises(InputError, match=f"a 4000x3000 image needs {n:,} tiles of 416x416"):
+        predict_tiled(p, image, overlap=0.9, max_tiles=n - 1)
+    assert calls == []
+    assert len(predict_tiled(p, image[:500, :500], overlap=0.9, max_tiles=n - 1)) == 0
+    with pytest.raises(InputError, match="max_tiles must be a positive integer, got 0"):
+        predict_tiled(p, image, max_tiles=0)

@@ -24,7 +24,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -46,6 +46,7 @@ from yolov4.inference.sources import (
     prefetch,
 )
 from yolov4.inference.streams import interleave_live
+from yolov4.inference.tiling import check_tile_count, predict_tiled
 from yolov4.inference.writers import VIDEO_SUFFIX, PredictionWriter, Summary, WriteBehind
 
 __all__ = ["predict", "hydra_main", "check_options", "check_output"]
@@ -80,16 +81,6 @@ def check_options(cfg: DictConfig) -> None:
         not isinstance(classes, list) or not all(isinstance(c, int | str) for c in classes)
     ):
         raise ConfigError(f"classes must be a list of class ids, e.g. [0,2], got {classes!r}")
-    if cfg.get("tile"):
-        _tiler()
-
-
-def _tiler() -> Any:
-    try:
-        from yolov4.inference.tiling import predict_tiled
-    except ImportError as e:
-        raise ConfigError(f"tile=true needs yolov4.inference.tiling.predict_tiled: {e}") from e
-    return predict_tiled
 
 
 class Progress:
@@ -122,20 +113,35 @@ class Progress:
             self._print(time.perf_counter(), "\r" if self.tty else "", "\n")
 
 
-def _prepared(frames: Iterator[Frame], predictor: Predictor, prepare: bool) -> Iterator[Item]:
-    """Each frame with its network input when ``prepare`` (the preprocessing a reader thread
-    does ahead of the model), else None (tiles cut their own; live frames wait for the model
-    as they are, so the newest one is taken)."""
+def _prepared(frames: Iterator[Frame], prepare: Callable[[Any], Any] | None) -> Iterator[Item]:
+    """Each frame with ``prepare(image)``, the work a reader thread does ahead of the model (a
+    frame it refuses is passed on as an error, to be skipped); ``None``: the frames as they are
+    (live frames wait for the model so the newest one is taken)."""
     for f in frames:
-        if f.image is None or not prepare:
+        if f.image is None or prepare is None:
             yield f, None
             continue
         try:
-            [prepared] = predictor.prepare(f.image)
+            prepared = prepare(f.image)
         except InputError as e:
             yield dataclasses.replace(f, image=None, error=f"{f.file or f.source}: {e}"), None
             continue
         yield f, prepared
+
+
+def _preparation(predictor: Predictor, cfg: DictConfig) -> Callable[[Any], Any]:
+    """What :func:`_prepared` does to each file or video frame: its network input, or with
+    ``tile`` (tiles cut their own inputs) the check that its tiles are not too many."""
+    if not cfg.get("tile"):
+        return lambda image: predictor.prepare(image)[0]
+    size = cfg.get("tile_size")
+    tile_hw = (size, size) if size else tuple(predictor.input_size)
+    overlap = float(cfg.get("tile_overlap", 0.2))
+
+    def check_tiles(image: Any) -> None:
+        check_tile_count(image.shape[:2], tile_hw, overlap)
+
+    return check_tiles
 
 
 def _chunks(
@@ -168,9 +174,8 @@ def _detect(predictor: Predictor, chunk: list[Item], cfg: DictConfig) -> list[An
         if all(p is not None for _, p in chunk):
             return predictor.predict_prepared([p for _, p in chunk], **post)
         return predictor(images, **post)
-    tiled = _tiler()
     size, overlap = cfg.get("tile_size"), float(cfg.get("tile_overlap", 0.2))
-    return [tiled(predictor, im, size, overlap, **post) for im in images]
+    return [predict_tiled(predictor, im, size, overlap, **post) for im in images]
 
 
 def run(
@@ -189,16 +194,16 @@ def run(
     stop = threading.Event()
     live = [s for s in sources if s.live]
     # the files and videos one after the other, then the live sources together
-    tile = bool(cfg.get("tile"))
+    prepare = _preparation(predictor, cfg)
     streams: list[tuple[Iterator[Item], int, bool]] = [
-        (prefetch(_prepared(s.frames(), predictor, not tile), 2 * batch, stop), batch, False)
+        (prefetch(_prepared(s.frames(), prepare), 2 * batch, stop), batch, False)
         for s in sources
         if not s.live
     ]
     if len(live) == 1:  # newest frame: one at a time; a queue: what the model can take
-        streams.append((_prepared(live[0].frames(), predictor, False), batch if live[0].buffer else 1, True))  # fmt: skip
+        streams.append((_prepared(live[0].frames(), None), batch if live[0].buffer else 1, True))
     elif live:
-        streams.append((_prepared(interleave_live(live), predictor, False), len(live), True))
+        streams.append((_prepared(interleave_live(live), None), len(live), True))
     behind = WriteBehind(_write_chunk(writer, summary, progress, tracks), depth=2)
     try:
         for items, size, is_live in streams:

@@ -35,9 +35,12 @@ from yolov4.errors import ConfigError, InputError
 from yolov4.inference.images import load_image
 from yolov4.inference.predictor import Detections, Predictor
 
-__all__ = ["predict_tiled", "tile_grid", "merge_tiles", "TILE_BATCH", "EDGE_MARGIN", "CUT_COVERED"]
+__all__ = [
+    "predict_tiled", "tile_grid", "check_tile_count", "merge_tiles", "TILE_BATCH", "MAX_TILES", "EDGE_MARGIN", "CUT_COVERED"
+]  # fmt: skip
 
 TILE_BATCH = 16  # tiles per backend call: bounds memory on a 100-megapixel image
+MAX_TILES = 10_000  # default bound on one image's tiles (a 30000x30000 image at 416 px, 0.2: 8,100)
 EDGE_MARGIN = 0.01  # a box edge within 1% of the tile side (at least 2 px) of an inner edge is cut
 CUT_COVERED = 0.5  # a cut box at least half inside a kept whole box is the same object
 
@@ -62,6 +65,21 @@ def tile_grid(
     return [
         (x, y, x + tw, y + th) for y in _starts(h, th, overlap) for x in _starts(w, tw, overlap)
     ]
+
+
+def check_tile_count(
+    image_hw: Sequence[int], tile_hw: Sequence[int], overlap: float, max_tiles: int = MAX_TILES
+) -> int:
+    """The number of tiles :func:`tile_grid` makes; an :class:`InputError` naming it when it is
+    over ``max_tiles`` (counted without building the grid)."""
+    count = math.prod(len(_starts(n, min(t, n), overlap)) for n, t in zip(image_hw, tile_hw))
+    if count > max_tiles:
+        (h, w), (th, tw) = image_hw, tile_hw
+        raise InputError(
+            f"a {w}x{h} image needs {count:,} tiles of {tw}x{th} at overlap {overlap}, more than "
+            f"the limit of {max_tiles:,} (max_tiles): use a larger tile size or a smaller overlap"
+        )
+    return count
 
 
 def _cut_mask(boxes: torch.Tensor, tile: Sequence[int], image_hw: Sequence[int]) -> torch.Tensor:
@@ -116,7 +134,9 @@ def merge_tiles(
     return kept[:max_det]
 
 
-def _check(image: Any, tile_size: Any, overlap: Any, predictor: Predictor) -> tuple:
+def _check(
+    image: Any, tile_size: Any, overlap: Any, max_tiles: Any, predictor: Predictor, color: str
+) -> tuple:
     if tile_size is None:
         tile_hw = tuple(predictor.input_size)
     elif isinstance(tile_size, int) and not isinstance(tile_size, bool) and tile_size >= 32:
@@ -125,7 +145,9 @@ def _check(image: Any, tile_size: Any, overlap: Any, predictor: Predictor) -> tu
         raise InputError(f"tile_size must be an integer >= 32 pixels or None, got {tile_size!r}")
     if isinstance(overlap, bool) or not isinstance(overlap, (int, float)) or not 0 <= overlap < 1:
         raise InputError(f"overlap must be a number in [0, 1), got {overlap!r}")
-    return load_image(image, 0, "rgb", predictor.max_pixels), tile_hw
+    if isinstance(max_tiles, bool) or not isinstance(max_tiles, int) or max_tiles < 1:
+        raise InputError(f"max_tiles must be a positive integer, got {max_tiles!r}")
+    return load_image(image, 0, color, predictor.max_pixels), tile_hw
 
 
 def predict_tiled(
@@ -137,6 +159,8 @@ def predict_tiled(
     iou: float | None = None,
     max_det: int | None = None,
     classes: Sequence[int] | None = None,
+    color: str = "rgb",
+    max_tiles: int = MAX_TILES,
 ) -> Detections:
     """Detections of one large image from overlapping tiles plus the whole image (module docstring).
 
@@ -147,17 +171,22 @@ def predict_tiled(
         overlap: fraction of the tile side shared by neighbouring tiles, in ``[0, 1)``.
         conf, iou, max_det, classes: as the Predictor's call (``None``: its defaults); ``iou``
             also merges the tiles, ``max_det`` caps the merged result.
+        color: channel order of an array image, as the Predictor's: ``"rgb"`` or ``"bgr"``
+            (OpenCV frames).
+        max_tiles: the most tiles one image may need; more (a large image with a small tile or an
+            overlap near 1) is an :class:`InputError` naming the count, before anything runs.
 
     Returns:
         One :class:`Detections` in the image's pixels; ``timing_ms`` sums the passes and adds
         ``merge``.
     """
-    image, tile_hw = _check(image, tile_size, overlap, predictor)
+    image, tile_hw = _check(image, tile_size, overlap, max_tiles, predictor, color)
     try:
         settings = predictor.postprocess.replace(conf=conf, iou=iou, max_det=max_det)
     except ConfigError as e:
         raise InputError(str(e)) from None
     h, w = image.shape[:2]
+    check_tile_count((h, w), tile_hw, overlap, max_tiles)
     tiles = tile_grid((h, w), tile_hw, overlap)
     kwargs = {"conf": conf, "iou": iou, "max_det": max_det, "classes": classes}
     timing: dict[str, float] = {}
