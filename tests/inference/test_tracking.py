@@ -369,3 +369,27 @@ def test_bad_detections_name_the_frame_and_the_field():
     listed = as_dets(box)
     listed.boxes, listed.scores, listed.class_ids = box, [0.9], [0]  # plain lists are fine
     assert tracker.update(listed, 3).boxes.shape == (1, 4)
+
+
+def test_counter_names_the_frame_of_a_nan_box_or_missing_ids():
+    """A NaN box has no side of the line: refused, not dropped from the crossings silently."""
+    counter = Counter(line=[[50, 0], [50, 100]], zone=[[0, 0], [60, 0], [60, 100], [0, 100]])
+    dets = as_dets([[10.0, 10.0, 30.0, 30.0]])
+    dets.track_ids = np.array([1])
+    counter.update(dets, 0)
+    nan = as_dets([[float("nan"), 10.0, 30.0, 30.0]])
+    nan.track_ids = np.array([1])
+    with pytest.raises(InputError, match="frame 1: boxes hold NaN or infinite values"):
+        counter.update(nan, 1)
+    fewer = as_dets([[60.0, 10.0, 80.0, 30.0], [0.0, 0.0, 5.0, 5.0]])
+    fewer.track_ids = np.array([1])
+    with pytest.raises(InputError, match=r"frame 2: expected one track id per box \(2\), got 1"):
+        counter.update(fewer, 2)
+    flat = as_dets([[60.0, 10.0, 80.0, 30.0]])
+    flat.boxes, flat.track_ids = np.zeros((2, 3)), [1, 2]
+    with pytest.raises(InputError, match=r"frame 3: expected boxes \(N, 4\), got shape \(2, 3\)"):
+        counter.update(flat, 3)
+    moved = as_dets([[60.0, 10.0, 80.0, 30.0]])
+    moved.track_ids = [1]  # a list is fine
+    assert counter.update(moved, 4)["crossed_out"] + counter.rows[-1]["crossed_in"] == [1]
+    assert counter.frames == 2  # the refused frames left no row

@@ -92,8 +92,24 @@ class Counter:
         self._crossed: dict[str, list[int]] = {"in": [], "out": []}
         self._zone_ids: set[int] = set()
 
-    def _anchors(self, dets: Detections) -> np.ndarray:
-        b = np.asarray(dets.boxes, np.float64).reshape(-1, 4)
+    def _anchors(self, dets: Detections, frame_index: int) -> np.ndarray:
+        """``(N, 2)`` anchor points, or an :class:`InputError` naming the frame: boxes that are
+        not ``(N, 4)`` finite numbers (a NaN box has no side of the line), track ids not one per
+        box."""
+        try:
+            b = np.asarray(dets.boxes, np.float64)
+        except (TypeError, ValueError) as e:
+            raise InputError(f"frame {frame_index}: boxes that are not numbers: {e}") from None
+        b = b.reshape(0, 4) if b.size == 0 else b
+        if b.ndim != 2 or b.shape[1] != 4:
+            raise InputError(f"frame {frame_index}: expected boxes (N, 4), got shape {b.shape}")
+        if not np.isfinite(b).all():
+            raise InputError(f"frame {frame_index}: boxes hold NaN or infinite values")
+        if dets.track_ids is not None and len(dets.track_ids) != len(b):
+            raise InputError(
+                f"frame {frame_index}: expected one track id per box ({len(b)}), got "
+                f"{len(dets.track_ids)}"
+            )
         y = b[:, 3] if self.anchor == "bottom_center" else (b[:, 1] + b[:, 3]) / 2
         return np.stack([(b[:, 0] + b[:, 2]) / 2, y], 1)
 
@@ -122,7 +138,7 @@ class Counter:
 
     def update(self, dets: Detections, frame_index: int) -> dict[str, Any]:
         """Count frame ``frame_index``'s detections; returns (and keeps) its row."""
-        points = self._anchors(dets)
+        points = self._anchors(dets, frame_index)
         row: dict[str, Any] = {"frame": int(frame_index)}
         if self.line is not None:
             if dets.track_ids is None:
