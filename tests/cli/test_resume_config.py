@@ -4,6 +4,7 @@ merge, the diff, what is refused, the run directory, on a run directory written 
 from __future__ import annotations
 
 import pytest
+import torch
 import yaml
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
@@ -203,3 +204,33 @@ def test_resuming_another_checkpoint_than_a_stopped_runs_requeue_ckpt_warns(
         train(cfg)  # the empty last.ckpt is refused after the warning
     assert "requeue.ckpt, saved when the run was stopped mid-epoch" in caplog.text
     assert f"ckpt_path={tmp_path / 'checkpoints' / 'requeue.ckpt'} resumes" in caplog.text
+
+
+def _progress_ckpt(path, epochs: int, steps: int) -> None:
+    """The fit-loop counters of a Lightning checkpoint (no network: only they are read)."""
+    progress = {"ready": epochs, "completed": epochs, "started": epochs, "processed": epochs}
+    loops = {"fit_loop": {"epoch_progress": {"total": progress, "current": progress}}}
+    torch.save({"epoch": epochs - 1, "global_step": steps, "loops": loops}, path)
+
+
+def test_resuming_a_finished_run_is_refused_saying_how_to_train_longer(saved_run):
+    """The saved run trained trainer.max_epochs=2: resuming without a larger limit would train
+    nothing and rewrite the run's config; refused with the override to add."""
+    ckpt = saved_run / "checkpoints/last.ckpt"
+    _progress_ckpt(ckpt, epochs=2, steps=8)
+    before = (saved_run / ".hydra/config.yaml").read_text()
+    with pytest.raises(ConfigError) as e:
+        resume_argv(["train.py", f"ckpt_path={ckpt}", "data.input_size=[96,96]"])
+    msg = str(e.value)
+    assert "has already reached trainer.max_epochs=2 (it has trained 2 epochs)" in msg
+    assert "trainer.max_epochs=3" in msg and "nothing would train" in msg
+    assert (saved_run / ".hydra/config.yaml").read_text() == before
+    assert resume_argv(["train.py", f"ckpt_path={ckpt}", "trainer.max_epochs=4"])
+    with pytest.raises(ConfigError, match=r"trainer.max_steps=8 \(it has trained 8 steps\)"):
+        resume_argv(
+            ["train.py", f"ckpt_path={ckpt}", "trainer.max_epochs=4", "trainer.max_steps=8"]
+        )
+    _progress_ckpt(ckpt, epochs=1, steps=4)  # stopped after its first epoch: resumable
+    assert resume_argv(["train.py", f"ckpt_path={ckpt}"])
+    ckpt.write_bytes(b"")  # unreadable: left to train.py's checkpoint reader to name
+    assert resume_argv(["train.py", f"ckpt_path={ckpt}"])

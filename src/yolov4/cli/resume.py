@@ -19,13 +19,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import torch
 from omegaconf import OmegaConf
 
 from yolov4.errors import ConfigError
 from yolov4.training.requeue import REQUEUE_FILE
 from yolov4.training.resume import config_changes, format_changes, unresumable
 
-__all__ = ["resume_argv", "merge_overrides", "run_directory", "main", "RESUME_LOG"]
+__all__ = [
+    "resume_argv", "merge_overrides", "run_directory", "refuse_finished", "main", "RESUME_LOG"
+]  # fmt: skip
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +137,43 @@ def refuse_trained_run_dir(run: Path) -> None:
         )
 
 
+def trained_so_far(ckpt_path: str) -> tuple[int, int] | None:
+    """``(epochs processed, optimizer steps)`` of a Lightning checkpoint, as its fit loop counts
+    them when it restores (memory-mapped: the tensors are not read); ``None`` when the file
+    cannot say (``train.py`` names what is wrong with it)."""
+    try:
+        data = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
+        epochs = data["loops"]["fit_loop"]["epoch_progress"]["current"]["processed"]
+        return int(epochs), int(data["global_step"])
+    except Exception:  # noqa: BLE001 - any unreadable file is read_resume_checkpoint's to report
+        return None
+
+
+def refuse_finished(run: Path, ckpt: str, trainer: dict[str, Any]) -> None:
+    """A :class:`ConfigError` when ``ckpt`` has already trained the resumed config's
+    ``trainer.max_epochs`` (or ``max_steps``): Lightning would train nothing and the run's files
+    would be evaluated and exported again under a rewritten config; the message says how to
+    train longer. Checked before Hydra writes anything."""
+    done = trained_so_far(ckpt)
+    if done is None:
+        return
+    epochs, steps = done
+    max_epochs, max_steps = trainer.get("max_epochs"), trainer.get("max_steps")
+    if isinstance(max_steps, int) and max_steps > 0 and steps >= max_steps:
+        reached = f"trainer.max_steps={max_steps} (it has trained {steps} steps)"
+        more = f"trainer.max_steps={steps + max(1, steps // 2)}"
+    elif isinstance(max_epochs, int) and max_epochs >= 0 and epochs >= max_epochs:
+        reached = f"trainer.max_epochs={max_epochs} (it has trained {epochs} epochs)"
+        more = f"trainer.max_epochs={epochs + max(1, epochs // 2)}"
+    else:
+        return
+    raise ConfigError(
+        f"resume of {run}: {ckpt} has already reached {reached}: nothing would train. To train "
+        f"longer, resume with a larger limit, e.g. {more}; the finished run's weights are in "
+        f"{run / 'weights'} and nothing in the run was changed"
+    )
+
+
 def resume_argv(argv: list[str]) -> list[str]:
     """``argv`` (``sys.argv``) for Hydra: unchanged unless it resumes (``ckpt_path=``) a run
     with a saved config (a new run in a trained run's ``hydra.run.dir`` is refused:
@@ -184,6 +224,7 @@ def resume_argv(argv: list[str]) -> list[str]:
                 f"{run / SAVED_CONFIG}); resume with the run's model and data keys, or start a "
                 f"new run from its weights with module.pretrained={run}/weights/last.pt"
             )
+        refuse_finished(run, ckpt, new.get("trainer") or {})
         RESUME_LOG.append(
             f"resume of {run} from {ckpt}: the run's config ({run / SAVED_CONFIG}) "
             + (f"with {format_changes(changes)}" if changes else "unchanged")
