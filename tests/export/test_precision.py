@@ -189,3 +189,34 @@ def test_metadata_precisions_are_validated(int8, tmp_path):
 def test_openvino_backend_refuses_an_unknown_precision(int8):
     with pytest.raises(ExportError, match=r"precision must be one of .* got 'fp16'"):
         OpenVinoBackend(int8 / "model.onnx", "fp16")
+
+
+@pytest.mark.parametrize(
+    ("precision", "hint"), [("int8", True), ("int8_bf16", True), ("bf16", False)]
+)
+def test_a_reduced_model_that_disagrees_is_refused_naming_the_differences(precision, hint):
+    """The parity check on a stand-in backend whose boxes are 100 px off PyTorch's: refused with
+    both differences; an INT8 refusal says an undertrained network is the usual cause."""
+    from yolov4.export.quantize import _parity
+
+    x = torch.rand(2, 3, 64, 64)
+    ref = torch.zeros(2, 5, 7)
+    ref[..., 2:4] = 10.0
+    ref[..., 4:] = 0.9  # scored 0.81: served, so its box is compared
+
+    class Shifted:
+        def __init__(self) -> None:
+            self.precision = precision
+
+        def __call__(self, images):
+            out = ref.clone()
+            out[..., :2] += 100.0
+            return out
+
+    with pytest.raises(ExportError) as e:
+        _parity(Shifted(), lambda images: ref, x, "model_int8.xml")
+    msg = str(e.value)
+    assert f"model_int8.xml ({precision}) disagrees with PyTorch" in msg
+    assert "boxes scored over 0.25 by up to 100 px" in msg and "the export was not written" in msg
+    assert ("barely trained network" in msg) is hint
+    assert _parity(Shifted(), lambda images: Shifted()(images), x, "f")["max_abs_diff"] == 0.0
