@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import json
 import time
+from collections import Counter
 from pathlib import Path
 
 import cv2
@@ -45,7 +46,8 @@ ZONE = [[40, 30], [200, 30], [200, 100], [40, 100]]  # where the triangle stops;
 class Oracle:
     """A backend whose output is known: frame ``t``'s ``detections[t]`` (see module docstring)."""
 
-    def __init__(self, frames, detections, config: PreprocessConfig) -> None:
+    def __init__(self, frames, detections, config: PreprocessConfig, second: float = 0.0) -> None:
+        """``second``: the probability each box also gives the next class (a second label)."""
         self.keys, self.rows = [], []
         for frame, (boxes, scores, class_ids) in zip(frames, detections):
             tensor, params = preprocess(frame, config)
@@ -55,6 +57,7 @@ class Oracle:
             rows[:, :2] = (xyxy[:, :2] + xyxy[:, 2:]) / 2
             rows[:, 2:4] = xyxy[:, 2:] - xyxy[:, :2]
             rows[:, 4] = scores
+            rows[np.arange(len(boxes)), 5 + (class_ids + 1) % len(SHAPES)] = second
             rows[np.arange(len(boxes)), 5 + class_ids] = 1.0
             self.rows.append(rows)
         self.keys = torch.stack(self.keys)
@@ -90,9 +93,9 @@ def run(tmp_path, monkeypatch):
 
     import yolov4.cli.predict as cli
 
-    def _run(frames, detections, *overrides: str):
+    def _run(frames, detections, *overrides: str, second: float = 0.0):
         config = PreprocessConfig(input_size=(SIZE, SIZE))
-        oracle = Oracle(frames, detections, config) if detections is not None else None
+        oracle = Oracle(frames, detections, config, second) if detections is not None else None
 
         def load_predictor(cfg):
             if oracle is None:
@@ -223,6 +226,27 @@ def test_line_and_zone_counts_equal_the_ground_truth(run, video):
     assert max(zone) >= 1 and [int(r["zone"]) for r in rows] == zone
     saved = json.loads((out / "summary.json").read_text())
     assert saved["tracking"]["sources"]["shapes.mp4"]["counts"] == counts
+
+
+def test_a_second_label_on_each_object_does_not_start_second_tracks(run, video):
+    """Each box also scores 0.45 for another class (a darknet multi-label candidate above the
+    tracking conf): under track= one box per object is tracked (multi_label false), so the
+    counts are the ground truth's; multi_label=true gives each object a second track."""
+    truth, path = video
+    dets = noisy_detections(truth.truth, jitter=0, drop=0)
+    line = f"count_line={json.dumps(LINE)}"
+    summary, out, _ = run(truth.frames, dets, f"source={path}", "track=bytetrack", line,
+                          "save=false", second=0.45)  # fmt: skip
+    assert summary["postprocess"]["multi_label"] is False
+    written = [Counter(d["class_id"] for d in r["detections"]) for r in records(out)]
+    truth_classes = [Counter(c.tolist()) for _, _, c in dets]
+    assert all(w <= t for w, t in zip(written, truth_classes, strict=True))  # no second labels
+    assert sum(w.total() for w in written) >= 0.95 * sum(t.total() for t in truth_classes)
+    counts = summary["tracking"]["sources"]["shapes.mp4"]["counts"]["line"]
+    assert (counts["in"], counts["out"]) == expected_line_counts(LINE[0][0])
+    both, _, _ = run(truth.frames, dets, f"source={path}", "track=bytetrack", line, "save=false",
+                     "multi_label=true", second=0.45)  # fmt: skip
+    assert both["tracking"]["sources"]["shapes.mp4"]["tracks"] >= 2 * len(SCRIPT)
 
 
 def test_a_folder_of_frames_is_one_sequence(run, video, tmp_path):

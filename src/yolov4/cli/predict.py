@@ -76,6 +76,8 @@ def check_options(cfg: DictConfig) -> None:
     _number(cfg, "reconnect_timeout", lambda v: v >= 0, "a number of seconds >= 0")
     _number(cfg, "max_frames", lambda v: v >= 1, "an integer >= 1 or null", True)
     _number(cfg, "workers", lambda v: v >= 0, "an integer >= 0", True)
+    if cfg.get("multi_label") is not None and not isinstance(cfg.multi_label, bool):
+        raise ConfigError(f"multi_label must be true, false or null, got {cfg.multi_label!r}")
     classes = to_builtin(cfg.get("classes"))
     if classes is not None and (
         not isinstance(classes, list) or not all(isinstance(c, int | str) for c in classes)
@@ -265,7 +267,9 @@ NOT_SHARDED = ("artifact", "darknet_weights", "track", "tracker", "tile", "save_
 def sharded(cfg: DictConfig) -> dict[str, Any]:
     """``trainer=``: the image files of ``cfg.source`` through ``predict_files`` (module
     docstring); returns the summary (rank 0 also writes ``summary.json``)."""
-    given = [k for k in NOT_SHARDED if cfg.get(k)]
+    given = [k for k in NOT_SHARDED if cfg.get(k)] + (
+        ["multi_label"] if cfg.get("multi_label") is not None else []
+    )
     if given:
         raise ConfigError(
             f"trainer= (sharded predict over ranks) takes checkpoint= and writes the records "
@@ -369,6 +373,13 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
             tracking["name"],
             TRACK_CONF,
         )
+    if tracking is not None and cfg.get("multi_label") is None:
+        cfg.multi_label = False
+        log.info(
+            "track=%s: multi_label false (one box per object, its best class: a second class's "
+            "box on the same object would start a second track; multi_label=true sets it)",
+            tracking["name"],
+        )
     check_no_network(cfg)
     sources = open_sources(
         to_builtin(cfg.source),
@@ -384,6 +395,8 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
         out = Path(cfg.output or cfg.paths.output_dir)
         check_output(out, sources, bool(cfg.save))
         predictor = load_predictor(cfg)
+        if cfg.get("multi_label") is not None:
+            predictor.postprocess = predictor.postprocess.replace(multi_label=cfg.multi_label)
         writer = PredictionWriter(out, bool(cfg.save), bool(cfg.save_txt), bool(cfg.save_crops))
         tracks = None if tracking is None else Tracks(tracking, out)
         summary = Summary()  # the run's time, from here
