@@ -93,3 +93,33 @@ def test_an_unreadable_video_in_a_folder_is_skipped_and_reported(checkpoint, tmp
     assert summary["skipped_count"] == 1 and "fake.mp4" in summary["skipped"][0]
     with pytest.raises(InputError, match="cannot read the video"):  # named alone: refused
         _predict(f"source={folder / 'fake.mp4'}", f"checkpoint={checkpoint}")
+
+
+def test_crops_of_one_name_in_two_folders_keep_the_tree(checkpoint, tmp_path):
+    tree = tmp_path / "tree"
+    for sub in ("s1", "s2"):
+        (tree / sub).mkdir(parents=True)
+        cv2.imwrite(str(tree / sub / "x.jpg"), np.random.default_rng(0).integers(0, 255, (64, 64, 3), np.uint8))  # fmt: skip
+    out = tmp_path / "out"
+    _predict(f"source={tree}", f"checkpoint={checkpoint}", f"output={out}", "save_crops=true",
+             "conf=0.0001", "max_det=2")  # fmt: skip
+    crops = sorted(str(p.relative_to(out / "crops")).split("/", 1)[1] for p in (out / "crops").rglob("*.jpg"))  # fmt: skip
+    assert crops == ["s1/x_0.jpg", "s1/x_1.jpg", "s2/x_0.jpg", "s2/x_1.jpg"]
+
+
+def test_output_files_that_cannot_be_written_are_reported_and_the_run_goes_on(checkpoint, tmp_path):
+    """A name too long for the file system once the frame and box numbers are added: the crops,
+    labels that cannot be written are counted and listed, the records are complete."""
+    video = _video(tmp_path / ("v" * 250 + ".avi"), 3)
+    out = tmp_path / "out"
+    summary = _predict(f"source={video}", f"checkpoint={checkpoint}", f"output={out}",
+                       "save_crops=true", "save_txt=true", "conf=0.0001", "max_det=1")  # fmt: skip
+    assert summary["frames"] == 3 and len((out / "predictions.jsonl").read_text().splitlines()) == 3
+    unwritten = summary["unwritten"]
+    assert summary["unwritten_count"] == len(unwritten) == 6  # 3 label files, 3 crops
+    labels = [u for u in unwritten if ".txt: " in u]
+    crops = [u for u in unwritten if "_0.jpg: " in u]
+    assert len(labels) == len(crops) == 3
+    assert all(u.endswith("File name too long") for u in labels)
+    assert all(u.endswith("OpenCV could not write it") for u in crops)
+    assert (out / ("v" * 250 + ".mp4")).is_file()  # the video's own name fits

@@ -249,6 +249,35 @@ def test_a_second_label_on_each_object_does_not_start_second_tracks(run, video):
     assert both["tracking"]["sources"]["shapes.mp4"]["tracks"] >= 2 * len(SCRIPT)
 
 
+def test_videos_of_one_name_in_two_folders_keep_their_own_tracks_and_counts(run, video, tmp_path):
+    """``a/shapes.mp4`` and ``b/shapes.mp4``: written as shapes.mp4 and shapes_1.mp4, and their
+    tracks and counts are under those names (one entry overwrote the other); a video listed
+    twice is read once (its tracker would see frame 0 again)."""
+    truth, path = video
+    for d in ("a", "b"):
+        (tmp_path / d).mkdir()
+        (tmp_path / d / "shapes.mp4").write_bytes(path.read_bytes())
+    dets = noisy_detections(truth.truth, jitter=0, drop=0)
+    listed = [str(tmp_path / "a/shapes.mp4"), str(tmp_path / "b/shapes.mp4"), str(path), str(path)]
+    summary, out, _ = run(truth.frames, dets, f"source={json.dumps(listed)}", "track=bytetrack",
+                          f"count_line={json.dumps(LINE)}")  # fmt: skip
+    sources = summary["tracking"]["sources"]
+    assert sorted(sources) == ["shapes.mp4", "shapes_1.mp4", "shapes_2.mp4"]
+    expected = expected_line_counts(LINE[0][0])
+    for counts in sources.values():
+        assert (counts["counts"]["line"]["in"], counts["counts"]["line"]["out"]) == expected
+    rows = list(csv.DictReader(open(out / "counts.csv")))
+    n = len(truth.truth)
+    assert [r["video"] for r in rows] == ["shapes.mp4"] * n + ["shapes_1.mp4"] * n + [
+        "shapes_2.mp4"
+    ] * n
+    assert sorted(p.name for p in out.glob("*.mp4")) == [
+        "shapes.mp4",
+        "shapes_1.mp4",
+        "shapes_2.mp4",
+    ]
+
+
 def test_a_folder_of_frames_is_one_sequence(run, video, tmp_path):
     truth, _ = video
     n = 30

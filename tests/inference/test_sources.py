@@ -205,3 +205,65 @@ def test_several_live_sources_are_read_together():
     assert all(frames == list(range(10)) for frames in by_source.values())
     first_of_second = next(i for i, f in enumerate(got) if f.source == servers[1].url)
     assert first_of_second < 10  # interleaved, not one stream after the other
+
+
+def test_a_truncated_video_is_one_report_and_a_bad_frame_inside_is_one_each(tmp_path, monkeypatch):
+    path = tmp_path / "t.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 25, (64, 48))
+    for _ in range(40):
+        writer.write(RNG.integers(0, 255, (48, 64, 3), dtype=np.uint8))
+    writer.release()
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    cap = cv2.VideoCapture(str(cut))  # OpenCV's own count and readable frames: the reference
+    count, readable = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)), 0
+    while cap.read()[0]:
+        readable += 1
+    cap.release()
+    assert count == 40 and 0 < readable < count
+    [video] = open_sources(str(cut))
+    frames = list(video.frames())
+    assert [f.frame for f in frames] == list(range(readable + 1))
+    assert all(f.image is not None for f in frames[:-1])
+    assert frames[-1].image is None and frames[-1].error == (
+        f"{cut}: frames {readable} to 39 of 40 cannot be decoded; the readable video ends at "
+        f"frame {readable} (a truncated or damaged file)"
+    )
+
+    class Capture:  # frames 2 and 3 of 6 do not decode, the others do
+        def __init__(self, _path) -> None:
+            self.index = 0
+
+        def read(self):
+            self.index += 1
+            ok = self.index <= 6 and self.index - 1 not in (2, 3)
+            return ok, (np.zeros((8, 8, 3), np.uint8) if ok else None)
+
+        def release(self) -> None:
+            pass
+
+    import yolov4.inference.sources as sources
+
+    monkeypatch.setattr(sources.cv2, "VideoCapture", Capture)
+    video.count = 6
+    frames = list(video.frames())
+    assert [(f.frame, f.image is None) for f in frames] == [
+        (0, False), (1, False), (2, True), (3, True), (4, False), (5, False)
+    ]  # fmt: skip
+    assert frames[2].error == f"{cut}: frame 2 cannot be decoded"
+
+
+def test_a_file_given_twice_is_read_once(tmp_path, caplog):
+    write_video(tmp_path / "v.mp4")
+    write_image(tmp_path / "imgs" / "a.png")
+    write_image(tmp_path / "imgs" / "b.png")
+    given = [str(tmp_path / "v.mp4"), str(tmp_path / "imgs" / "a.png"), str(tmp_path / "imgs"),
+             str(tmp_path / "v.mp4")]  # fmt: skip
+    with caplog.at_level("WARNING"):
+        sources = open_sources(given)
+    assert [type(s).__name__ for s in sources] == ["VideoFile", "ImageFiles", "ImageFiles"]
+    assert [f.name for f in sources[2].files] == ["b.png"]
+    assert "2 file(s) given more than once, read once" in caplog.text
+    assert open_sources([str(tmp_path / "imgs" / "a.png")] * 2)[0].files == [
+        tmp_path / "imgs" / "a.png"
+    ]

@@ -228,7 +228,7 @@ def _write_chunk(
         for (f, _), dets in zip(chunk, detections):
             overlay = None
             if tracks is not None:
-                dets = tracks.update(f, dets, is_live)
+                dets = tracks.update(f, dets, is_live, writer.name_of(f))
                 overlay = tracks.overlay(f)
             writer.write(f, dets, overlay)
             summary.add(f, dets)

@@ -110,7 +110,8 @@ def check_track_sources(sources: list[Any], given: Any) -> None:
 class _Track:
     """One video's or stream's tracker, trails and counter."""
 
-    def __init__(self, options: dict[str, Any], fps: float | None) -> None:
+    def __init__(self, options: dict[str, Any], fps: float | None, name: str) -> None:
+        self.name = name  # in summary.json and counts.csv: the output name of the video
         self.tracker: Tracker = options["make"](fps)
         self.trails = TrackTrails(options["trail"])
         counter = options["counter"]  # rows go to counts.csv as they come
@@ -140,31 +141,34 @@ class Tracks:
         if options["counter"] is not None:
             self._csv = (Path(out) / COUNTS).open("w", newline="", encoding="utf-8")
 
-    def _state(self, frame: Frame, live: bool) -> _Track:
+    def _state(self, frame: Frame, live: bool, name: str | None) -> _Track:
         key = (frame.source, frame.name if frame.frame is not None else "")
         if key not in self.states:
             if not live and self._current is not None:  # files end before the next begins
                 self._finish(self._current)
-            self.states[key] = _Track(self.options, frame.fps)
+            # a video's (stream's) output name, unique in the run; a folder of frames: its source
+            label = (name or frame.name) if frame.frame is not None else frame.source
+            self.states[key] = _Track(self.options, frame.fps, label)
         if not live:
             self._current = key
         return self.states[key]
 
     def _finish(self, key: tuple[str, str]) -> None:
         state = self.states.pop(key)
-        self.done[key[1] or key[0]] = state.summary()
+        self.done[state.name] = state.summary()
 
-    def update(self, frame: Frame, dets: Any, live: bool = False) -> Any:
-        """``dets`` of ``frame`` with ``track_ids`` (confirmed tracks only)."""
-        state = self._state(frame, live)
+    def update(self, frame: Frame, dets: Any, live: bool = False, name: str | None = None) -> Any:
+        """``dets`` of ``frame`` with ``track_ids`` (confirmed tracks only). ``name``: the
+        output name of the frame's video (the writer's: ``clip_1.mp4`` for a second
+        ``clip.mp4``), which names its tracks and counts."""
+        state = self._state(frame, live, name)
         index = frame.frame if frame.frame is not None else state.next_index
         state.next_index = index + 1
         dets = state.tracker.update(dets, index, frame=frame.image)
         state.trails.update(dets)
         state.ids.update(int(t) for t in dets.track_ids if t >= 0)
         if state.counter is not None:
-            name = frame.name if frame.frame is not None else frame.source
-            self._write_row(name, state.counter.update(dets, index))
+            self._write_row(state.name, state.counter.update(dets, index))
         return dets
 
     def _write_row(self, name: str, row: dict[str, Any]) -> None:

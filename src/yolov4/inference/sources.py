@@ -13,6 +13,7 @@ Live sources (:class:`Camera`, :class:`Stream`) are in :mod:`yolov4.inference.st
 from __future__ import annotations
 
 import glob as globlib
+import logging
 import queue
 import threading
 from collections.abc import Iterator, Sequence
@@ -45,6 +46,8 @@ STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp:
 LIST_SUFFIX = ".txt"
 GLOB_CHARS = "*?["
 MAX_BAD_FRAMES = 50  # consecutive unreadable frames before a video counts as ended
+
+log = logging.getLogger(__name__)
 
 
 def prediction_record(
@@ -135,25 +138,35 @@ class VideoFile:
             yield Frame(self.source, self.name, None, str(self.path), error=self.error)
             return
         cap = cv2.VideoCapture(str(self.path))
-        index, bad = 0, 0
+        index, bad = 0, []  # the unreadable frames since the last one read
         try:
             while True:
                 ok, bgr = cap.read()
                 if not ok or bgr is None:
-                    if self.count is None or index >= self.count or bad >= MAX_BAD_FRAMES:
+                    if self.count is None or index >= self.count or len(bad) >= MAX_BAD_FRAMES:
+                        if bad:  # the video's readable frames end here: one report
+                            yield self._ends_at(bad[0])
                         return
-                    bad += 1
-                    error = f"{self.path}: frame {index} cannot be decoded"
-                    yield Frame(self.source, self.name, None, str(self.path), index, error=error)
+                    bad.append(index)
                     index += 1
                     continue
-                bad = 0
+                for k in bad:  # frames inside the video that do not decode: each reported
+                    error = f"{self.path}: frame {k} cannot be decoded"
+                    yield Frame(self.source, self.name, None, str(self.path), k, error=error)
+                bad = []
                 ts = 1000.0 * index / self.fps
                 rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
                 yield Frame(self.source, self.name, rgb, str(self.path), index, ts, fps=self.fps)
                 index += 1
         finally:
             cap.release()
+
+    def _ends_at(self, first: int) -> Frame:
+        error = (
+            f"{self.path}: frames {first} to {self.count - 1} of {self.count} cannot be decoded; "
+            f"the readable video ends at frame {first} (a truncated or damaged file)"
+        )
+        return Frame(self.source, self.name, None, str(self.path), first, error=error)
 
     def close(self) -> None:
         pass
@@ -315,4 +328,34 @@ def open_sources(
         for s in opened:
             s.close()
         raise
-    return opened
+    return _without_repeats(opened)
+
+
+def _without_repeats(sources: list[Any]) -> list[Any]:
+    """``sources`` with every image or video file an earlier source already reads left out (a
+    list naming a file twice, a folder and a file in it): read twice, its outputs would be
+    written twice and a video's frame count would restart under its tracker. Logged."""
+    seen: set[Path] = set()
+    kept, repeats = [], []
+    for s in sources:
+        if isinstance(s, VideoFile):
+            path = s.path.resolve()
+            if path in seen:
+                repeats.append(str(s.path))
+                continue
+            seen.add(path)
+        elif isinstance(s, ImageFiles):
+            files = [f for f in s.files if f.resolve() not in seen]
+            repeats += [str(f) for f in s.files if f.resolve() in seen]
+            seen.update(f.resolve() for f in files)
+            if not files:
+                continue
+            s.files = files
+        kept.append(s)
+    if repeats:
+        log.warning(
+            "source: %d file(s) given more than once, read once: %s",
+            len(repeats),
+            ", ".join(repeats[:5]) + (", ..." if len(repeats) > 5 else ""),
+        )
+    return kept

@@ -6,18 +6,22 @@
     labels/<stem>.txt      save_txt: darknet/YOLO labels ``class cx cy w h`` (normalised), which
                            ``data=yolo`` reads back (``labels/<stem>_<frame>.txt`` for video frames)
     crops/<class>/<stem>_<k>.jpg   save_crops: each detection cut from the original image
+                           (``<stem>`` keeps the input's relative path, as the labels do)
     summary.json           :class:`Summary`: images, frames, detections per class, skipped, time
                            (and with track=: tracks and line / zone counts per source)
     counts.csv             track= with count_line / count_zone: one row per frame
                            (predict.py's ``track=``)
 
 Files are flushed as they are written; :meth:`PredictionWriter.close` (called in a ``finally``)
-finalises every video, so an interrupted run leaves complete, playable files.
+finalises every video, so an interrupted run leaves complete, playable files. An output file
+that cannot be written (a name over the file system's limit, a full disk) is logged and counted
+in ``summary.json`` (``unwritten``); the run goes on.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import queue
 import threading
 import time
@@ -41,9 +45,12 @@ __all__ = [
     "PREDICTIONS",
 ]
 
+log = logging.getLogger(__name__)
+
 PREDICTIONS = "predictions.jsonl"
 SUMMARY = "summary.json"
 MAX_SKIPPED_LISTED = 1000  # summary.json lists this many skipped files or frames, counts all
+UNWRITTEN_LOGGED = 5  # output files that cannot be written: the first few are logged one by one
 LABELS, CROPS = "labels", "crops"
 VIDEO_SUFFIX, VIDEO_FOURCC = ".mp4", "mp4v"
 # one colour per class id, cycling (RGB; the "tab10" palette, as the service's renderer)
@@ -94,6 +101,8 @@ class Summary:
     detections: Counter = field(default_factory=Counter)
     skipped: list[str] = field(default_factory=list)  # the first MAX_SKIPPED_LISTED of them
     skipped_count: int = 0
+    unwritten: list[str] = field(default_factory=list)  # output files that could not be written
+    unwritten_count: int = 0
     dropped_frames: int = 0
     reconnects: int = 0
     interrupted: bool = False
@@ -124,6 +133,8 @@ class Summary:
             "detections": dict(sorted(self.detections.items(), key=lambda kv: -kv[1])),
             "skipped_count": self.skipped_count,
             "skipped": self.skipped,
+            "unwritten_count": self.unwritten_count,
+            "unwritten": self.unwritten,
             "dropped_frames": self.dropped_frames,
             "reconnects": self.reconnects,
             "interrupted": self.interrupted,
@@ -156,6 +167,10 @@ class Summary:
             )
         if self.skipped_count:
             lines.append(f"skipped {self.skipped_count}: " + "; ".join(self.skipped[:5]))
+        if self.unwritten_count:
+            lines.append(
+                f"output files not written {self.unwritten_count}: " + "; ".join(self.unwritten[:5])
+            )
         return "\n".join(lines)
 
 
@@ -228,8 +243,36 @@ class PredictionWriter:
         self._videos: dict[tuple[str, str], tuple[cv2.VideoWriter, tuple[int, int]]] = {}
         self._names: dict[tuple[str, str], str] = {}  # (source, input) -> unique output name
         self.files: list[Path] = []  # annotated images and videos written
+        self.unwritten: list[str] = []  # "<path>: <why>", the first MAX_SKIPPED_LISTED
+        self.unwritten_count = 0
 
-    def _name(self, frame: Frame) -> str:
+    def _failed(self, path: Path, why: str) -> None:
+        """An output file that cannot be written: logged (the first few), counted, listed."""
+        self.unwritten_count += 1
+        message = f"{path}: {why}"
+        if len(self.unwritten) < MAX_SKIPPED_LISTED:
+            self.unwritten.append(message)
+        if self.unwritten_count <= UNWRITTEN_LOGGED:
+            more = " (further ones are counted in summary.json)"
+            log.warning(
+                "not written: %s%s",
+                message,
+                more if self.unwritten_count == UNWRITTEN_LOGGED else "",
+            )
+
+    def _write_image(self, path: Path, rgb: np.ndarray) -> bool:
+        """``rgb`` to ``path`` (its folders made); False, reported, when it cannot be written."""
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
+                return True
+            why = "OpenCV could not write it"
+        except (OSError, cv2.error) as e:
+            why = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+        self._failed(path, why)
+        return False
+
+    def name_of(self, frame: Frame) -> str:
         """The output name of ``frame``'s input: its own, or with ``_1``, ``_2``, ... when an
         earlier input already writes under that name without its suffix (the annotated video,
         the label file and the crops of ``clip.mp4`` and ``clip.avi`` would be one file)."""
@@ -254,7 +297,7 @@ class PredictionWriter:
         record = prediction_record(dets, frame.source, frame.file, frame.frame, frame.timestamp_ms)
         self._jsonl.write(json.dumps(record) + "\n")
         self._jsonl.flush()
-        name = self._name(frame)
+        name = self.name_of(frame)
         stem = str(Path(name).with_suffix(""))
         if frame.frame is not None:
             stem = f"{stem}_{frame.frame}"
@@ -267,29 +310,46 @@ class PredictionWriter:
                 self._video((frame.source, name), drawn, frame.fps)
         if self.save_txt:
             path = self.out / LABELS / f"{stem}.txt"
-            path.parent.mkdir(parents=True, exist_ok=True)
             lines = yolo_label_lines(dets)
-            path.write_text("".join(f"{x}\n" for x in lines))
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text("".join(f"{x}\n" for x in lines))
+            except OSError as e:
+                self._failed(path, e.strerror or str(e))
         if self.save_crops:
-            self._crops(frame.image, dets, Path(stem).name)
+            self._crops(frame.image, dets, stem)
         return record
 
     def _image(self, path: Path, rgb: np.ndarray) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if not cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
-            path = path.with_suffix(".jpg")  # a format OpenCV cannot write
-            cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-        self.files.append(path)
+        if cv2.haveImageWriter(str(path)):
+            written = self._write_image(path, rgb)
+        else:  # a format OpenCV reads but cannot write (.gif): as JPEG
+            path = path.with_suffix(".jpg")
+            written = self._write_image(path, rgb)
+        if written:
+            self.files.append(path)
 
     def _video(self, key: tuple[str, str], rgb: np.ndarray, fps: float | None) -> None:
         if key not in self._videos:
             path = (self.out / key[1]).with_suffix(VIDEO_SUFFIX)
-            path.parent.mkdir(parents=True, exist_ok=True)
             size = (rgb.shape[1], rgb.shape[0])
             fourcc = cv2.VideoWriter_fourcc(*VIDEO_FOURCC)
-            self._videos[key] = (cv2.VideoWriter(str(path), fourcc, fps or 30.0, size), size)
-            self.files.append(path)
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                writer = cv2.VideoWriter(str(path), fourcc, fps or 30.0, size)
+            except OSError as e:
+                writer = None
+                why = e.strerror or str(e)
+            else:
+                why = "OpenCV could not open a video writer for it"
+            if writer is None or not writer.isOpened():
+                self._failed(path, why)
+            else:
+                self.files.append(path)
+            self._videos[key] = (writer if writer is not None and writer.isOpened() else None, size)
         writer, size = self._videos[key]
+        if writer is None:
+            return
         if (rgb.shape[1], rgb.shape[0]) != size:  # a stream that came back at another size
             rgb = cv2.resize(rgb, size)
         writer.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
@@ -301,15 +361,16 @@ class PredictionWriter:
             x2, y2 = min(w, int(np.ceil(box[2]))), min(h, int(np.ceil(box[3])))
             if x2 <= x1 or y2 <= y1:
                 continue
-            path = self.out / CROPS / name / f"{stem}_{k}.jpg"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            cv2.imwrite(str(path), cv2.cvtColor(rgb[y1:y2, x1:x2], cv2.COLOR_RGB2BGR))
+            self._write_image(self.out / CROPS / name / f"{stem}_{k}.jpg", rgb[y1:y2, x1:x2])
 
     def close(self, summary: Summary | None = None) -> None:
-        """Finalise every video and the jsonl (and write ``summary.json``)."""
+        """Finalise every video and the jsonl (and write ``summary.json``, with the output files
+        that could not be written)."""
         for writer, _ in self._videos.values():
-            writer.release()
+            if writer is not None:
+                writer.release()
         self._videos.clear()
         self._jsonl.close()
         if summary is not None:
+            summary.unwritten, summary.unwritten_count = self.unwritten, self.unwritten_count
             (self.out / SUMMARY).write_text(json.dumps(summary.to_dict(), indent=2) + "\n")
