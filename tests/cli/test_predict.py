@@ -276,6 +276,29 @@ def test_sigterm_ends_a_live_run_with_complete_files(checkpoint, tmp_path):
     assert n == len(recs)
 
 
+def test_ctrl_c_on_a_video_exits_130_with_complete_files(checkpoint, tmp_path):
+    """A run over files stopped before their end: the files written are complete and the exit
+    status is 130, so a script can tell it from a finished run (a live run stopped exits 0)."""
+    video = tmp_path / "long.avi"
+    write_video(video, 2000, 25.0, (96, 64))
+    out = tmp_path / "out"
+    cmd = [sys.executable, str(ROOT / "predict.py"), f"source={video}", f"checkpoint={checkpoint}",
+           f"output={out}", "batch=1", f"hydra.run.dir={tmp_path / 'hydra'}"]  # fmt: skip
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=os.environ.copy(), stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        jsonl = out / "predictions.jsonl"
+        while not (jsonl.is_file() and len(jsonl.read_text().splitlines()) >= 5):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()[-2000:]
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 130
+    finally:
+        proc.kill()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["interrupted"] and 5 <= summary["frames"] == len(records(out)) < 2000
+
+
 def test_the_progress_line_has_rate_and_eta(capsys, monkeypatch):
     from yolov4.cli import predict as cli
 

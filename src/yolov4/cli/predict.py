@@ -41,6 +41,7 @@ from yolov4.inference.sources import (
     Frame,
     ImageFiles,
     VideoFile,
+    is_live_source,
     open_sources,
     output_name,
     prefetch,
@@ -54,6 +55,7 @@ __all__ = ["predict", "hydra_main", "check_options", "check_output"]
 log = logging.getLogger(__name__)
 Item = tuple[Frame, Any]  # a frame and its network input (Predictor.prepare), or None
 PROGRESS_EVERY_S = 0.5  # progress line refresh on a terminal (10x that in a log file)
+INTERRUPTED_EXIT = 130  # exit status of a run stopped (Ctrl-C, SIGTERM) before its files were read
 
 
 def _number(cfg: DictConfig, key: str, ok: Any, expected: str, integer: bool = False) -> None:
@@ -428,4 +430,10 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
 @hydra.main(version_base="1.3", config_path="../configs", config_name="predict")
 @one_line_errors
 def hydra_main(cfg: DictConfig) -> None:
-    predict(cfg)
+    summary = predict(cfg)
+    given = to_builtin(cfg.source)
+    live_only = all(is_live_source(s) for s in (given if isinstance(given, list) else [given]))
+    if summary["interrupted"] and not live_only:
+        # files left unread: exit 130 (as a shell's Ctrl-C) so that scripts can tell; a run of
+        # cameras and streams ends by a signal (or max_frames) and exits 0
+        sys.exit(INTERRUPTED_EXIT)

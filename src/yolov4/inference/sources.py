@@ -34,6 +34,7 @@ __all__ = [
     "Camera",
     "Stream",
     "open_sources",
+    "is_live_source",
     "output_name",
     "prediction_record",
     "prefetch",
@@ -210,6 +211,12 @@ def prefetch(frames: Iterator[Frame], size: int, stop: threading.Event) -> Itera
 
 def _is_stream(text: str) -> bool:
     return text.lower().startswith(STREAM_SCHEMES)
+
+
+def is_live_source(source: str | int) -> bool:
+    """A camera index or a stream URL (read until it ends or the run is stopped)."""
+    text = str(source).strip()
+    return text.isdecimal() or _is_stream(text)
 
 
 def _media(paths: Sequence[Path]) -> list[Path]:
