@@ -20,9 +20,9 @@ class Payload:
         return (open, (self.marker, "w"))
 
 
-def lightning_like(path, payload=None, num_classes: int = 4, class_names=None):
+def lightning_like(path, payload=None, num_classes: int = 4, class_names=None, net=None):
     """A file shaped like this project's last.ckpt (tiny network), optionally with a payload."""
-    net = build_model("yolov4-tiny", num_classes=num_classes)
+    net = net or build_model("yolov4-tiny", num_classes=num_classes)
     hp = {"model": net.config.to_dict()}
     if class_names is not None:
         hp["class_names"] = list(class_names)
@@ -119,3 +119,29 @@ def test_checkpoint_of_other_class_names_is_refused(compose_cfg, tiny_run, tmp_p
     assert "['circle', 'rectangle', 'triangle', 'cross']" in msg
     assert "2: 'cross' -> 'triangle'" in msg and "module.pretrained=" in msg
     assert not (tmp_path / "run/checkpoints").exists()
+
+
+def test_a_user_cfg_edited_or_deleted_since_the_run_is_refused(compose_cfg, tiny_run, tmp_path):
+    """model=darknet: the network and [yolo] settings come from the cfg file; one edited since the
+    run (other anchors) would resume another training silently, and one deleted fails naming
+    where its text is."""
+    from yolov4.models.cfg import read_zoo_cfg
+    from yolov4.training.resume import check_resume_fits
+
+    user = tmp_path / "mine.cfg"
+    user.write_text(read_zoo_cfg("yolov4-tiny"))
+    net = build_model(cfg=str(user), num_classes=4, input_size=[64, 64])
+    ckpt = lightning_like(tmp_path / "last.ckpt", net=net)
+    data = torch.load(ckpt, weights_only=True)
+    check_resume_fits(ckpt, data, build_model(cfg=str(user), num_classes=4))  # unchanged: fits
+    overrides = [*tiny_run, "model=darknet", f"model.cfg={user}", f"ckpt_path={ckpt}"]
+    user.write_text(user.read_text().replace("anchors = 10,14,", "anchors = 5,5,"))
+    with pytest.raises(ConfigError) as e:
+        train(compose_cfg("train", overrides, tmp_path / "run"))
+    msg = str(e.value)
+    assert "the darknet cfg this run reads now differs from the one the run trained" in msg
+    assert "'anchors = 5,5," in msg and "trained with 'anchors = 10,14," in msg
+    assert "hyper_parameters.model.cfg" in msg and not (tmp_path / "run/checkpoints").exists()
+    user.unlink()
+    with pytest.raises(ConfigError, match=r"model.cfg=.*mine.cfg: no such file, .*restore"):
+        train(compose_cfg("train", overrides, tmp_path / "run"))

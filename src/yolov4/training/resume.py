@@ -110,6 +110,15 @@ def check_resume_fits(
             f"the same training with the data keys of the run that wrote it; to train on "
             f"these classes start a new run with module.pretrained=<run>/weights/last.pt"
         )
+    saved_cfg = saved_cfg_text(data)
+    if saved_cfg is not None and model.config.cfg is not None and saved_cfg != model.config.cfg:
+        raise ConfigError(
+            f"ckpt_path={path}: the darknet cfg this run reads now differs from the one the run "
+            f"trained ({_first_difference(saved_cfg, model.config.cfg)}): resume continues the "
+            f"run's own network and [yolo] settings. Restore the file (the run's text is in its "
+            f"checkpoints, hyper_parameters.model.cfg), or start a new run from the weights with "
+            f"module.pretrained=<run>/weights/last.pt"
+        )
     sd = {
         k[len(NETWORK_PREFIX) :]: v
         for k, v in data["state_dict"].items()
@@ -122,6 +131,21 @@ def check_resume_fits(
             f"ckpt_path={path} does not fit this run's model; resume with the model and data "
             f"overrides of the run that wrote it. {e}"
         ) from e
+
+
+def saved_cfg_text(data: Mapping[str, Any] | None) -> str | None:
+    """The darknet cfg text a resume checkpoint's network was built from (a user's cfg; ``None``
+    for a zoo network, whose cfg ships with the package, or a checkpoint without one)."""
+    return (((data or {}).get("hyper_parameters") or {}).get("model") or {}).get("cfg")
+
+
+def _first_difference(saved: str, now: str) -> str:
+    """The first line where two cfg texts differ, as ``line N: 'now' (trained: 'saved')``."""
+    a, b = saved.splitlines(), now.splitlines()
+    for i, (x, y) in enumerate(zip(a, b), 1):
+        if x != y:
+            return f"line {i}: {y.strip()!r}, trained with {x.strip()!r}"
+    return f"{len(b)} lines, trained with {len(a)}"
 
 
 def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
