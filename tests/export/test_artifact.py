@@ -190,6 +190,49 @@ def test_nms_graph_has_fixed_outputs_and_matches_postprocess(tmp_path, randomize
         assert (counts > 0).all() and (counts < max_det).all()
 
 
+class _Lit(torch.nn.Module):
+    """A decoded model whose detections are set by its input: box ``k`` (of 6 apart, class 1)
+    has objectness ``images[:, 0, 0, k]``."""
+
+    def forward(self, images):
+        n = 6
+        centres = torch.arange(n, dtype=torch.float32) * 10 + 5
+        boxes = torch.stack([centres, centres, torch.full((n,), 8.0), torch.full((n,), 8.0)], 1)
+        classes = torch.zeros(images.shape[0], n, 3)
+        classes[..., 1] = 1.0
+        objectness = images[:, 0, 0, :n, None]
+        return torch.cat([boxes.expand(images.shape[0], n, 4), objectness, classes], -1)
+
+
+def _lit(k: int, batch: int) -> torch.Tensor:
+    x = torch.zeros(batch, 3, 64, 64)
+    x[:, 0, 0, :k] = 0.9
+    return x
+
+
+@pytest.mark.parametrize("max_det", [10, 2])
+def test_nms_graph_does_not_keep_the_detection_count_it_was_traced_with(tmp_path, max_det):
+    """Traced on an input with 0, 1, 2 or 3 detections, the graph runs any count, any batch
+    (traced on one detection, a boolean-mask index fixed a Reshape to it)."""
+    import onnxruntime as ort
+
+    from yolov4.core.postprocess import PostprocessConfig
+    from yolov4.export.job import export_onnx
+    from yolov4.export.onnx_nms import NmsModel
+
+    model = NmsModel(_Lit(), PostprocessConfig(conf=0.25, iou=0.45, max_det=max_det))
+    for traced in range(4):
+        path = tmp_path / f"nms{traced}.onnx"
+        export_onnx(model, path, _lit(traced, 1), 17, ("detections", "num_detections"))
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        for k in range(5):
+            for batch in (1, 2):
+                dets, counts = session.run(None, {"images": _lit(k, batch).numpy()})
+                want, want_counts = model(_lit(k, batch))
+                assert (counts == min(k, max_det)).all() and (counts == want_counts.numpy()).all()
+                np.testing.assert_allclose(dets, want.numpy(), atol=1e-6)
+
+
 def _copy(art, tmp_path, name="copy"):
     import shutil
 

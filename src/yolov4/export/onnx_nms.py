@@ -93,6 +93,10 @@ class NmsModel(nn.Module):
         x = xyxy[:, 0::2].clamp(0, int(w))  # the artifact's input size is fixed
         y = xyxy[:, 1::2].clamp(0, int(h))
         rows = torch.stack((x[:, 0], y[:, 0], x[:, 1], y[:, 1], s, c.to(s.dtype)), 1)
-        out = torch.zeros(batch * self.max_det, 6, dtype=s.dtype, device=s.device)
-        out[(b * self.max_det + rank)[keep]] = rows[keep]
-        return out.view(batch, self.max_det, 6), counts.clamp(max=self.max_det)
+        # rows past max_det go to one spare row, dropped after: no boolean-mask indexing, whose
+        # traced graph would keep the detection count of the example input (a Reshape to it)
+        spare = batch * self.max_det
+        slot = torch.where(keep, b * self.max_det + rank, torch.full_like(rank, spare))
+        out = torch.zeros(spare + 1, 6, dtype=s.dtype, device=s.device)
+        out = out.index_put((slot,), rows)
+        return out[:spare].view(batch, self.max_det, 6), counts.clamp(max=self.max_det)
