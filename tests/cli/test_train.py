@@ -454,3 +454,14 @@ def test_without_the_weights_callback_the_final_model_is_written_evaluated_and_e
     assert metrics["weights"]["file"] == "weights/last.pt"
     assert load_checkpoint(tmp_path / "weights" / "last.pt").trained["step"] == 2
     assert (tmp_path / "metrics.json").is_file() and (tmp_path / "export" / "model.onnx").is_file()
+
+
+def test_last_ckpt_is_written_every_epoch_between_validations(compose_cfg, tiny_run, tmp_path):
+    """The COCO recipes validate every 5th epoch: a run stopped before its first validation still
+    leaves a last.ckpt of its latest epoch to resume."""
+    cfg = compose_cfg("train", [*tiny_run, "trainer.max_epochs=2",
+                                "trainer.check_val_every_n_epoch=5"], tmp_path)  # fmt: skip
+    train(cfg)
+    ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["epoch"] == 1 and ckpt["global_step"] == 4
+    assert not (tmp_path / "checkpoints" / "best.ckpt").exists()  # no validation: no best
