@@ -65,3 +65,29 @@ def test_auto_without_bf16_trains_fp32(compose_cfg, tiny_run, tmp_path, monkeypa
         losses = run(compose_cfg, tiny_run, tmp_path, steps=1)
     assert losses.precision == "32-true"
     assert f"trainer.precision=auto -> 32-true ({CPU_BF16_ENV}=0: no native bf16" in caplog.text
+
+
+def test_trainer_ddp_on_the_cpu_trains_without_sync_batchnorm(
+    compose_cfg, tiny_run, tmp_path, caplog
+):
+    """trainer=ddp trainer.accelerator=cpu (as the group's comment says): torch's SyncBatchNorm
+    runs on CUDA only, so it is turned off, logged, instead of failing in the first forward."""
+    with caplog.at_level(logging.INFO):
+        losses = run(compose_cfg, tiny_run, tmp_path, "trainer=ddp", "trainer.accelerator=cpu",
+                     "trainer.devices=1", "trainer.precision=32-true", steps=2)  # fmt: skip
+    assert losses.precision == "32-true"
+    assert "trainer.sync_batchnorm=false: SyncBatchNorm runs on CUDA only" in caplog.text
+
+
+def test_a_gpu_recipe_without_a_gpu_says_how_to_train_on_the_cpu(
+    compose_cfg, tiny_run, tmp_path, monkeypatch
+):
+    from yolov4 import ConfigError
+
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    cfg = compose_cfg("train", [*tiny_run, "trainer=gpu"], tmp_path)
+    with pytest.raises(
+        ConfigError, match="has no CUDA GPU: add trainer=default to train on the CPU"
+    ):
+        train(cfg)
+    assert not (tmp_path / "checkpoints").exists()

@@ -46,7 +46,7 @@ from yolov4.training.anchors import anchors_at_start, run_overrides
 from yolov4.training.callbacks import BEST_WEIGHTS, LAST_WEIGHTS, WeightsCallback
 from yolov4.training.module import YoloModule
 from yolov4.training.noise import precision_note, quiet_lightning
-from yolov4.training.precision import AUTO, resolve_precision
+from yolov4.training.precision import AUTO, check_accelerator, resolve_precision
 from yolov4.training.requeue import launcher_topology, requeue_checkpoint
 from yolov4.training.resume import check_resume_fits, read_resume_checkpoint, saved_cfg_text
 from yolov4.training.sweep import BestMetric, objective
@@ -78,6 +78,7 @@ def train(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> d
                 f"trainer.{key}=0 trains nothing; give a number >= 1 (evaluate.py scores "
                 "weights without training)"
             )
+    check_accelerator(cfg.trainer)
     precision = resolve_precision(cfg.trainer.get("precision"), cfg.trainer.get("accelerator"))
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     analysis = AnalysisConfig.from_config(cfg.get("analysis"))  # reports at the end: fail now

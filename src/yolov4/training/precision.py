@@ -24,7 +24,7 @@ import torch
 from yolov4.errors import ConfigError
 from yolov4.inference.backends import BF16_CPU_FLAGS, cpu_features
 
-__all__ = ["AUTO", "CPU_BF16_ENV", "cpu_bf16", "resolve_precision"]
+__all__ = ["AUTO", "CPU_BF16_ENV", "check_accelerator", "cpu_bf16", "resolve_precision"]
 
 log = logging.getLogger(__name__)
 AUTO = "auto"
@@ -56,6 +56,26 @@ def _uses_cuda(accelerator: Any) -> bool:
     if name in ("gpu", "cuda"):
         return True
     return name == AUTO and torch.cuda.is_available()
+
+
+def check_accelerator(trainer: Any) -> None:
+    """``trainer`` (the ``trainer`` config node) against this machine, in place: a GPU asked for
+    where none is visible is a :class:`ConfigError` saying how to train on the CPU; on the CPU
+    ``sync_batchnorm`` is turned off, logged (torch's SyncBatchNorm runs on CUDA only; CPU
+    processes normalise their own batches, as without it)."""
+    accelerator = str(trainer.get("accelerator", AUTO)).lower()
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ConfigError(
+            f"trainer.accelerator={accelerator} (trainer=gpu, trainer=ddp or an experiment= "
+            "recipe) but this machine has no CUDA GPU: add trainer=default to train on the CPU, "
+            "or trainer.accelerator=cpu"
+        )
+    if trainer.get("sync_batchnorm") and not _uses_cuda(accelerator):
+        log.info(
+            "trainer.sync_batchnorm=false: SyncBatchNorm runs on CUDA only; the CPU processes "
+            "normalise their own batches"
+        )
+        trainer.sync_batchnorm = False
 
 
 def resolve_precision(asked: Any, accelerator: Any = "cpu") -> Any:
