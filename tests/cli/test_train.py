@@ -122,6 +122,26 @@ def test_evaluate_matches_training(trained_run, compose_cfg, tiny_run, tmp_path)
     assert json.loads((tmp_path / "metrics.json").read_text())["mAP"] == metrics["mAP"]
 
 
+def test_evaluate_of_the_runs_export_scores_the_runs_own_data(
+    trained_run, compose_cfg, tmp_path, caplog
+):
+    """``evaluate.py artifact=<run>/export`` with no data= scores the run's validation split
+    (recorded at export), as ``checkpoint=`` of the exported weights does (it fell back to the
+    default synthetic data: other images, another mAP)."""
+    import logging
+
+    run, _, _ = trained_run
+    with caplog.at_level(logging.INFO, logger="yolov4"):
+        from_export = evaluate(compose_cfg("evaluate", [f"artifact={run}/export"], tmp_path / "a"))
+    assert "the run's data config recorded in" in caplog.text
+    assert "records no data config" not in caplog.text
+    from_weights = evaluate(
+        compose_cfg("evaluate", [f"checkpoint={run}/weights/best.pt"], tmp_path / "c")
+    )
+    assert from_export["num_images"] == from_weights["num_images"] == 6
+    assert from_export["mAP50"] == pytest.approx(from_weights["mAP50"], abs=2e-3)
+
+
 def test_evaluate_matches_pycocotools_on_its_own_detections(
     compose_cfg, tiny_run, synthetic_cache, tmp_path, randomize
 ):

@@ -26,6 +26,7 @@ from yolov4.cli.common import (
     resolve_data,
 )
 from yolov4.cli.sources import model_source
+from yolov4.core.artifact import read_metadata
 from yolov4.core.checkpoint import load_checkpoint
 from yolov4.darknet import darknet_file_classes
 from yolov4.errors import ConfigError
@@ -144,7 +145,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     settings = AnalysisConfig.from_config(cfg.get("analysis"))  # fails now, not after the work
     ckpt = load_checkpoint(cfg.checkpoint) if cfg.checkpoint else None
     source = cfg.checkpoint or cfg.darknet_weights or cfg.artifact
-    resolve_data(cfg, ckpt.data if ckpt is not None else None, str(source))
+    recorded = ckpt.data if ckpt is not None else None
+    if cfg.artifact:  # the run's data config, recorded at export
+        recorded = (read_metadata(cfg.artifact).get("source") or {}).get("data")
+    resolve_data(cfg, recorded, str(source))
     _val_only(cfg)
     if cfg.artifact:
         result, datamodule, weights = _evaluate_artifact(

@@ -209,7 +209,8 @@ def build_metadata(
         "versions": versions("onnx", "onnxruntime", "openvino"),
         "files": files,
         "parity": parity,
-        "source": {"metrics": ckpt.metrics, "trained": ckpt.trained},
+        # the run's data config (what evaluate.py artifact= scores, as for the checkpoint)
+        "source": {"metrics": ckpt.metrics, "trained": ckpt.trained, "data": ckpt.data},
     }
 
 
