@@ -90,3 +90,15 @@ def test_resolve_named_or_fixed_default_is_not_chosen(caplog):
     with caplog.at_level("INFO", logger="yolov4.inference.precision"):
         chosen, why = resolve_precision(m, None, "art")
     assert chosen in ("fp32", "int8") and f"art: {why}" in caplog.text
+
+
+def test_a_named_backend_chooses_among_the_precisions_it_runs(caplog):
+    """``backend=onnxruntime`` with auto on an fp32 + int8 artifact: int8 runs in OpenVINO only,
+    so fp32 is chosen (it was chosen int8 and then refused for the backend)."""
+    m = meta({"fp32": 370.0, "int8": 207.0}, AVX2)
+    m["precisions"]["fp32"]["backends"] = ["onnxruntime", "openvino", "torchscript"]
+    assert choose_precision(m, AVX2)[0] == "int8"
+    assert choose_precision(m, AVX2, backend="onnxruntime")[0] == "fp32"
+    assert choose_precision(m, AVX2, backend="openvino")[0] == "int8"
+    assert resolve_precision(m, None, "art", "onnxruntime")[0] == "fp32"
+    assert choose_precision(m, AVX2, backend="tensorrt")[0] == "int8"  # none: named by the caller

@@ -62,13 +62,16 @@ def measure(backend: Any, image: torch.Tensor, runs: int = MEASURE_RUNS) -> dict
 
 
 def choose_precision(
-    meta: dict[str, Any], features: dict[str, Any] | None = None
+    meta: dict[str, Any], features: dict[str, Any] | None = None, backend: str | None = None
 ) -> tuple[str, str]:
     """``(precision, why)``: the precision of the artifact ``meta`` to serve on the CPU of
     ``features`` (default this one; :func:`~yolov4.inference.backends.cpu_features`), see the
-    module docstring."""
+    module docstring; with ``backend``, among the precisions that runtime runs."""
     here = features or cpu_features()
     precisions = artifact_precisions(meta)
+    if backend is not None:
+        mine = {p: e for p, e in precisions.items() if backend in e.get("backends", ())}
+        precisions = mine or precisions  # none: the caller names the mismatch
     bf16 = bf16_native(here)
     ov = openvino_available()
     runnable = [p for p in precisions if (p == "fp32" or ov) and (p not in NEEDS_BF16 or bf16)]
@@ -116,17 +119,21 @@ def _unmeasured(measured: dict[str, Any], flags: list[str]) -> str:
 
 
 def resolve_precision(
-    meta: dict[str, Any], precision: str | None, where: str | os.PathLike
+    meta: dict[str, Any],
+    precision: str | None,
+    where: str | os.PathLike,
+    backend: str | None = None,
 ) -> tuple[str, str | None]:
     """``(precision, why)`` to load from the artifact ``meta`` (at ``where``): ``precision``,
-    else its ``default_precision``; ``auto`` chosen by :func:`choose_precision` and logged
-    (``why`` is ``None`` for a named precision)."""
+    else its ``default_precision``; ``auto`` chosen by :func:`choose_precision` (among the
+    precisions ``backend`` runs, when named) and logged (``why`` is ``None`` for a named
+    precision)."""
     precision = precision or meta.get("default_precision", "fp32")
     if precision != AUTO_PRECISION:
         return precision, None
     held = list(artifact_precisions(meta))
     if len(held) == 1:  # nothing to choose (an fp32-only export)
         return held[0], None
-    chosen, why = choose_precision(meta)
+    chosen, why = choose_precision(meta, backend=backend)
     log.info("%s: %s", where, why)
     return chosen, why

@@ -218,7 +218,7 @@ class Predictor:
             raise ExportError(f"backend must be one of {backend_names()}, got {backend!r}")
         precisions = artifact_precisions(meta)
         # auto: the fastest gated precision for this CPU, logged with why
-        precision, reason = resolve_precision(meta, precision, artifact_dir)
+        precision, reason = resolve_precision(meta, precision, artifact_dir, backend)
         if precision not in PRECISIONS:
             raise ExportError(
                 f"precision must be one of {(*PRECISIONS, AUTO_PRECISION)}, got {precision!r}"
