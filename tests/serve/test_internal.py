@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import os
 import sys
 import threading
 import warnings
@@ -151,6 +152,38 @@ def test_the_cli_gives_uvicorn_the_worker_healthcheck_timeout(monkeypatch, given
     [(app, kwargs)] = calls
     assert app == "yolov4.serve.app:app_from_env" and kwargs["workers"] == 2
     assert kwargs["timeout_worker_healthcheck"] == expected
+    assert "YOLOV4_SERVE_METRICS_DIR" not in os.environ  # the shared metrics folder: removed
+
+
+def test_metrics_of_several_workers_are_summed_whichever_answers(tmp_path):
+    """Each scrape of a --workers N service reaches one worker: its counters are the sum of
+    every worker's (they were the answering worker's own, so the totals jumped back and forth)."""
+    from yolov4.serve.observability import Metrics
+
+    calls = {"a": 5, "b": 2}
+    workers = {
+        name: Metrics(
+            {"yolov4_model_calls_total": ("counter", "calls", lambda n=name: calls[n]),
+             "yolov4_ready": ("gauge", "ready", lambda: 1)},
+            share_dir=tmp_path, worker=name,
+        )
+        for name in ("a", "b")
+    }  # fmt: skip
+    for _ in range(3):
+        workers["a"].observe("POST", "/v1/detect", 200, 0.2)
+    workers["a"].add_images(3)
+    workers["b"].observe("POST", "/v1/detect", 200, 0.02)
+    workers["b"].add_images(1)
+    for m in workers.values():
+        text = m.render()
+        assert 'yolov4_http_requests_total{method="POST",path="/v1/detect",status="200"} 4' in text
+        assert "yolov4_images_total 4" in text and "yolov4_model_calls_total 7" in text
+        assert "yolov4_http_request_duration_seconds_count 4" in text
+        assert 'yolov4_http_request_duration_seconds_bucket{le="0.025"} 1' in text
+        assert "yolov4_ready 1" in text  # a gauge: the answering worker's own
+    alone = Metrics()
+    alone.observe("GET", "/healthz", 200, 0.001)
+    assert 'path="/healthz",status="200"} 1' in alone.render()
 
 
 def test_spawned_workers_do_not_run_the_console_script_again(monkeypatch, tmp_path):

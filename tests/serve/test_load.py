@@ -209,6 +209,8 @@ def test_several_worker_processes_serve(artifact, tmp_path):
             c.post("/v1/detect", files={"file": ("x.jpg", good)}).status_code for _ in range(4)
         ]
         assert codes == [200] * 4
+        for _ in range(4):  # whichever worker answers: the service's totals
+            assert "\nyolov4_images_total 4\n" in c.get("/metrics").text
         with connect(server) as sock:  # the workers have the head timeout too
             start = time.monotonic()
             assert sock.recv(1) == b"" and time.monotonic() - start < 5

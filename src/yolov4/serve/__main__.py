@@ -13,10 +13,13 @@ import copy
 import functools
 import math
 import os
+import shutil
 import sys
+import tempfile
 import time
 
 from yolov4.errors import YoloError
+from yolov4.serve.observability import METRICS_DIR_ENV
 from yolov4.serve.settings import (
     SETTINGS_ENV,
     HelpFormatter,
@@ -161,14 +164,21 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         os.environ[SETTINGS_ENV] = settings.to_env()
-        uvicorn.run(
-            "yolov4.serve.app:app_from_env",
-            factory=True,
-            workers=settings.workers,
-            http="yolov4.serve.protocol:GuardedH11Protocol",
-            timeout_worker_healthcheck=timeout,
-            **common,
-        )
+        # each worker writes its counts here; the one a scrape reaches sums them all
+        shared = tempfile.mkdtemp(prefix="yolov4-serve-metrics-")
+        os.environ[METRICS_DIR_ENV] = shared
+        try:
+            uvicorn.run(
+                "yolov4.serve.app:app_from_env",
+                factory=True,
+                workers=settings.workers,
+                http="yolov4.serve.protocol:GuardedH11Protocol",
+                timeout_worker_healthcheck=timeout,
+                **common,
+            )
+        finally:
+            os.environ.pop(METRICS_DIR_ENV, None)
+            shutil.rmtree(shared, ignore_errors=True)
     return 0
 
 

@@ -13,6 +13,7 @@ OpenAPI document lists each route's error statuses (``serve/schema.py``).
 import asyncio
 import json
 import logging
+import os
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal
 
@@ -28,7 +29,7 @@ from yolov4.serve.batcher import MicroBatcher
 from yolov4.serve.docs import add_docs, distinct_head_operation_ids
 from yolov4.serve.inputs import ApiError, parse_classes, read_uploads, sniff_format
 from yolov4.serve.jobs import DetectJob, model_info, model_summary
-from yolov4.serve.observability import Metrics, RequestLog, error_body
+from yolov4.serve.observability import METRICS_DIR_ENV, Metrics, RequestLog, error_body
 from yolov4.serve.runner import InferenceRunner, Overloaded
 from yolov4.serve.schema import (
     BATCH_BODY,
@@ -91,7 +92,8 @@ class Service:
                     "1 once the model is loaded and warmed up.",
                     lambda: int(self.ready),
                 ),
-            }
+            },
+            share_dir=os.environ.get(METRICS_DIR_ENV) or None,  # --workers N: their counts summed
         )
 
     async def start(self) -> None:
