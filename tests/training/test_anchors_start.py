@@ -182,3 +182,18 @@ def test_auto_scores_the_models_anchors_with_the_masks_given():
     )
     assert model == {**TINY, "anchors": None, "masks": masks}
     assert quality.unmasked_share == 0.0 and not quality.poor
+
+
+def test_auto_with_fewer_boxes_than_anchors_keeps_the_models_and_fit_refuses(caplog):
+    """One thin bar: ``auto`` promises the model's anchors unless a fit beats them, so it keeps
+    them with a warning (it stopped the run); ``fit`` asked for a fit and is refused."""
+    from yolov4.errors import ConfigError
+
+    dm = bars_datamodule(1)
+    assert len(dm.split("train").records[0].boxes) < 6
+    with caplog.at_level(logging.INFO, logger="yolov4.training.anchors"):
+        kept, quality = anchors_at_start({**TINY, "anchors": "auto"}, dm, seed=3)
+    assert kept["anchors"] is None and quality.poor
+    assert "fewer boxes than its 6 anchors, nothing to fit them to" in caplog.text
+    with pytest.raises(ConfigError, match="num_anchors=6 but data.train has only"):
+        anchors_at_start({**TINY, "anchors": "fit"}, dm, seed=3)

@@ -118,6 +118,15 @@ def _resolve_fit(
                 size,
             )
             return kept, current
+    if asked == AUTO and 0 < len(wh) < len(base.anchors):  # too few to fit: keep, say why
+        log.warning(
+            "model.anchors=auto: the model's own anchors kept (%s against the %s: fewer boxes "
+            "than its %d anchors, nothing to fit them to)",
+            current.line(),
+            size,
+            len(base.anchors),
+        )
+        return kept, current
     report = fit_model_anchors(
         wh, network, seed=seed, input_size=pre.input_size, resize_mode=pre.mode
     )
