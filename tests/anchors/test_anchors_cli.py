@@ -72,7 +72,10 @@ def test_fit_writes_override_yaml_and_a_cfg_opencv_and_build_model_read(anchors_
 
 
 def test_p6_gets_four_anchors_per_head_and_the_head_filters_follow(anchors_cfg):
-    cfg = anchors_cfg(*SMALL, "model=yolov4-p6", "num_anchors=8", "input_size=[128,128]")
+    # input_size= is what the boxes are fitted at: data.input_size (96, no multiple of p6's
+    # stride 64) is not checked
+    cfg = anchors_cfg(*SMALL, "model=yolov4-p6", "num_anchors=8", "input_size=[128,128]",
+                      "data.input_size=[96,96]")  # fmt: skip
     report, config = fit(cfg)
     assert report.masks == [[0, 1], [2, 3], [4, 5], [6, 7]]
     sections = config_sections(config)
@@ -93,9 +96,12 @@ def test_bad_values_name_the_key(anchors_cfg, tmp_path):
     for i in range(3):
         cv2.imwrite(str(images / f"{i}.jpg"), np.full((32, 32, 3), 100, np.uint8))
         (tmp_path / "empty" / "labels" / f"{i}.txt").write_text("")
-    data = ["data=yolo", f"data.train.images={images}", "data.train.names=[a]", "data.val=null"]
+    # no data.val=: the training split is all the fit reads (the README's command)
+    data = ["data=yolo", f"data.train.images={images}", "data.train.names=[a]"]
     with pytest.raises(DatasetError, match="data.train has no boxes"):
         fit(anchors_cfg(*data, name="anchors"))
+    with pytest.raises(ConfigError, match="model=darknet needs the cfg file: model.cfg="):
+        fit(anchors_cfg(*SMALL, "model=darknet"))
 
 
 @pytest.mark.slow
@@ -120,3 +126,11 @@ def test_python_m_yolov4_anchors_prints_and_writes(tmp_path):
     assert "train.py overrides: 'model.anchors=[[" in done.stdout
     assert {p.name for p in run.iterdir()} >= {"anchors.json", "model.yaml", "yolov4-tiny.cfg"}
     assert Path(run / "anchors.txt").read_text().startswith("'model.anchors=")
+    bad = subprocess.run(
+        [sys.executable, "-m", "yolov4.anchors", *SMALL, "num_anchors=7",
+         f"data.cache_dir={tmp_path / 'c'}", f"hydra.run.dir={tmp_path / 'bad'}"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=600,
+    )  # fmt: skip
+    said = bad.stdout + bad.stderr  # Hydra's log goes to stdout
+    assert bad.returncode == 1 and "ConfigError: num_anchors=7" in said
+    assert "Traceback" not in said

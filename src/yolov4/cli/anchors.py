@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 
 from yolov4.anchors import (
     AnchorReport,
@@ -25,7 +25,7 @@ from yolov4.anchors import (
     model_yaml,
     override_line,
 )
-from yolov4.cli.common import build, model_config, model_stride, to_builtin
+from yolov4.cli.common import build, model_config, model_stride, one_line_errors, to_builtin
 from yolov4.core.files import atomic_write
 from yolov4.darknet import write_darknet_cfg
 from yolov4.errors import ConfigError
@@ -60,6 +60,10 @@ def fit(cfg: DictConfig) -> tuple[AnchorReport, ModelConfig]:
     with the fitted anchors, masks and input size."""
     stride = model_stride(cfg)
     size = input_size_of(cfg.input_size, stride)
+    with open_dict(cfg):
+        cfg.data.input_size = size  # input_size= given: the data's own default is not checked
+        if "val" in cfg.data:  # the training split's boxes are fitted: no val split needed
+            cfg.data.val = None
     datamodule = build(cfg, "data", size_multiple=stride)
     datamodule.prepare_data()
     if datamodule.sources["train"] is None:
@@ -108,6 +112,7 @@ def write_outputs(
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="anchors")
+@one_line_errors
 def _app(cfg: DictConfig) -> float:
     report, config = fit(cfg)
     model = to_builtin(cfg.model)

@@ -304,6 +304,8 @@ def _cfg_text(cfg: str | Path) -> tuple[str, str]:
     """``cfg`` as (text, source name): a path to a file, or cfg text itself."""
     if isinstance(cfg, str) and "\n" in cfg:
         return cfg, "<cfg>"
+    if str(cfg) == "???":  # model=darknet without model.cfg= (Hydra's missing-value marker)
+        raise ConfigError("model=darknet needs the cfg file: model.cfg=path/to/your.cfg")
     path = Path(cfg)
     return budget.read_cfg_file(path), str(path)
 
