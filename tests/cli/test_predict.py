@@ -178,7 +178,25 @@ def test_bad_sources_and_options_fail_before_the_model_loads(run, tmp_path, monk
         run(f"source={tmp_path}", ckpt, "conf=2")
     with pytest.raises(ConfigError, match="batch must be an integer >= 1"):
         run(f"source={tmp_path}", ckpt, "batch=0")
+    with pytest.raises(ConfigError, match="classes must be class ids or names, e.g. "):
+        run(f"source={tmp_path}", ckpt, "classes=true")
+    with pytest.raises(ConfigError, match="multi_label must be true, false or null, got 'maybe'"):
+        run(f"source={tmp_path}", ckpt, "multi_label=maybe")
     assert not list(tmp_path.glob("out*/predictions.jsonl"))  # nothing written
+
+
+@pytest.mark.parametrize(
+    ("given", "kept"), [("2", [2]), ("circle", ["circle"]), ("[0,b]", [0, "b"])]
+)
+def test_one_class_is_a_list_of_one(given, kept):
+    from hydra import compose, initialize_config_module
+
+    from yolov4.cli.predict import check_options
+
+    with initialize_config_module(config_module="yolov4.configs", version_base="1.3"):
+        cfg = compose("predict", overrides=["source=x", f"classes={given}"])
+    check_options(cfg)
+    assert list(cfg.classes) == kept
 
 
 def test_darknet_weights_of_a_zoo_cfg_give_opencvs_detections(run, tmp_path):

@@ -148,9 +148,14 @@ def test_to_dict_and_empty_results():
         ({"image": 1}, r"image 0: unsupported input type dict"),
         (torch.zeros(3, 8, 8, device="meta"), r"image 0: a meta-device tensor holds no pixels"),
         (Path(__file__).parent, r"image 0: '.*inference' is a folder; the Predictor takes"),
+        (Path(__file__), None),  # replaced by a video file in the test
     ],
 )
-def test_bad_inputs_raise_before_the_model_runs(images, match):
+def test_bad_inputs_raise_before_the_model_runs(images, match, tmp_path):
+    if match is None:
+        images = tmp_path / "clip.MP4"
+        images.write_bytes(b"\x00\x00\x00\x18ftypmp42")
+        match = r"image 0: '.*clip.MP4' is a video; the Predictor takes images \(predict.py"
     calls = []
 
     def spy(x):

@@ -81,10 +81,15 @@ def check_options(cfg: DictConfig) -> None:
     if cfg.get("multi_label") is not None and not isinstance(cfg.multi_label, bool):
         raise ConfigError(f"multi_label must be true, false or null, got {cfg.multi_label!r}")
     classes = to_builtin(cfg.get("classes"))
+    if isinstance(classes, int | str) and not isinstance(classes, bool):
+        cfg.classes = classes = [classes]  # one class: classes=2 or classes=person
     if classes is not None and (
-        not isinstance(classes, list) or not all(isinstance(c, int | str) for c in classes)
+        not isinstance(classes, list)
+        or not all(isinstance(c, int | str) and not isinstance(c, bool) for c in classes)
     ):
-        raise ConfigError(f"classes must be a list of class ids, e.g. [0,2], got {classes!r}")
+        raise ConfigError(
+            f"classes must be class ids or names, e.g. [0,2], [person] or 2, got {classes!r}"
+        )
 
 
 class Progress:

@@ -41,6 +41,7 @@ from yolov4.version import warn_renamed
 
 __all__ = [
     "IMAGE_SUFFIXES",
+    "VIDEO_SUFFIXES",
     "MAX_PIXELS",
     "DecodedImage",
     "ImageDecodeError",
@@ -59,6 +60,7 @@ __all__ = [
 
 # the image files datasets and predict.py take (by extension, case-insensitive)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".mpg", ".mpeg", ".wmv", ".webm", ".ts")
 MAX_PIXELS = 100_000_000  # default decompression-bomb guard (PIL warns at 89M)
 EXIF_ORIENTATION = 0x0112  # EXIF/TIFF Orientation tag; 1 = as stored
 JPEG_SOI, JPEG_EOI = b"\xff\xd8", b"\xff\xd9"

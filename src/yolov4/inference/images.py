@@ -17,6 +17,7 @@ import torch
 
 from yolov4.core.images import (
     MAX_PIXELS,
+    VIDEO_SUFFIXES,
     ImageTooLarge,
     decode_image,
     orient,
@@ -54,6 +55,11 @@ def load_image(
             )
         if not path.is_file():
             raise InputError(f"{where}: file {str(path)!r} does not exist")
+        if path.suffix.lower() in VIDEO_SUFFIXES:
+            raise InputError(
+                f"{where}: {str(path)!r} is a video; the Predictor takes images (predict.py "
+                "source= reads videos; or pass the frames of cv2.VideoCapture with color='bgr')"
+            )
         return decode_image(path.read_bytes(), f"{where} ({path.name})", max_pixels)
     if isinstance(item, (bytes, bytearray, memoryview)):
         return decode_image(bytes(item), where, max_pixels)

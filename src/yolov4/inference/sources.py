@@ -22,7 +22,7 @@ from typing import Any
 
 import cv2
 
-from yolov4.core.images import IMAGE_SUFFIXES, MAX_PIXELS
+from yolov4.core.images import IMAGE_SUFFIXES, MAX_PIXELS, VIDEO_SUFFIXES
 from yolov4.errors import InputError
 from yolov4.inference.images import load_image
 from yolov4.inference.streams import Camera, Frame, Stream, fps_of
@@ -42,7 +42,6 @@ __all__ = [
     "VIDEO_SUFFIXES",
 ]
 
-VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".mpg", ".mpeg", ".wmv", ".webm", ".ts")
 STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
 LIST_SUFFIX = ".txt"
 GLOB_CHARS = "*?["
