@@ -123,3 +123,16 @@ def test_output_files_that_cannot_be_written_are_reported_and_the_run_goes_on(ch
     assert all(u.endswith("File name too long") for u in labels)
     assert all(u.endswith("OpenCV could not write it") for u in crops)
     assert (out / ("v" * 250 + ".mp4")).is_file()  # the video's own name fits
+
+
+def test_a_second_run_into_one_output_warns_that_the_first_ones_files_stay(
+    checkpoint, tmp_path, caplog
+):
+    image = tmp_path / "a.jpg"
+    cv2.imwrite(str(image), np.full((40, 60, 3), 90, np.uint8))
+    out = tmp_path / "out"
+    with caplog.at_level("WARNING"):
+        _predict(f"source={image}", f"checkpoint={checkpoint}", f"output={out}")
+        assert "holds the outputs of an earlier run" not in caplog.text
+        _predict(f"source={image}", f"checkpoint={checkpoint}", f"output={out}")
+    assert f"output={out} holds the outputs of an earlier run (summary.json)" in caplog.text

@@ -401,6 +401,13 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
             check_track_sources(sources, to_builtin(cfg.source))
         out = Path(cfg.output or cfg.paths.output_dir)
         check_output(out, sources, bool(cfg.save))
+        if (out / "summary.json").is_file():
+            log.warning(
+                "output=%s holds the outputs of an earlier run (summary.json): predictions.jsonl "
+                "and summary.json are this run's, and its other files stay beside this run's "
+                "(give a new folder, or leave output= out, to keep runs apart)",
+                out,
+            )
         predictor = load_predictor(cfg)
         if cfg.get("multi_label") is not None:
             predictor.postprocess = predictor.postprocess.replace(multi_label=cfg.multi_label)
