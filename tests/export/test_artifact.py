@@ -59,6 +59,28 @@ def test_metadata_describes_the_contract(exported):
     assert graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"  # dynamic batch
 
 
+def test_the_preprocess_rules_in_the_metadata_reproduce_the_predictors_input(exported):
+    """A consumer following metadata.json alone (preprocess and preprocess_rules) builds the
+    network input of an odd-sized image exactly as the Predictor does."""
+    import cv2
+
+    from yolov4.core.preprocess import PreprocessConfig, preprocess
+
+    meta = read_metadata(exported[1])
+    p, rules = meta["preprocess"], meta["preprocess_rules"]
+    assert "INTER_LINEAR" in rules["resize"] and "(W - w) // 2" in rules["letterbox"]
+    image = np.random.default_rng(1).integers(0, 256, (173, 301, 3), np.uint8)  # RGB
+    (h_net, w_net), (h0, w0) = p["input_size"], image.shape[:2]
+    r = min(h_net / h0, w_net / w0)
+    w, h = round(w0 * r), round(h0 * r)
+    canvas = np.full((h_net, w_net, 3), p["pad_value"], np.uint8)
+    x, y = (w_net - w) // 2, (h_net - h) // 2
+    canvas[y : y + h, x : x + w] = cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR)
+    mine = canvas.astype(np.float32).transpose(2, 0, 1) * p["scale"]
+    theirs, _ = preprocess(image, PreprocessConfig.from_dict(p))
+    np.testing.assert_array_equal(mine, theirs.numpy())
+
+
 def test_backends_agree(exported):
     ckpt, art = exported
     rng = np.random.default_rng(0)

@@ -59,6 +59,19 @@ try:  # the newest opset torch's TorchScript-based exporter writes
 except ImportError:
     MAX_OPSET = 20
 
+# how the Predictor's preprocessing turns an image into the network input, for a consumer that
+# reimplements it (the settings themselves are "preprocess"); yolov4.ops.letterbox, core.images
+PREPROCESS_RULES = {
+    "decode": "8-bit RGB: grey repeated to 3 channels, alpha dropped, 16-bit to its high byte; "
+    "a JPEG's EXIF orientation applied",
+    "resize": "OpenCV INTER_LINEAR (cv2.resize), no antialiasing",
+    "letterbox": "r = min(H / H0, W / W0); content w x h = round(W0 * r) x round(H0 * r), placed "
+    "at (pad_x, pad_y) = ((W - w) // 2, (H - h) // 2); the rest filled with pad_value",
+    "stretch": "resized to W x H directly (pad 0, w = W, h = H)",
+    "input": "float32, (batch, 3, H, W), channel order and scale as preprocess says",
+    "boxes back": "x0 = (x - pad_x) * W0 / w, y0 = (y - pad_y) * H0 / h, clipped to the image",
+}
+
 
 def check_export_request(
     formats: Sequence[str],
@@ -184,6 +197,7 @@ def build_metadata(
         "class_names": list(job.class_names),
         "input_size": size,
         "preprocess": job.preprocess.to_dict(),
+        "preprocess_rules": PREPROCESS_RULES,  # what a consumer needs beyond the settings
         "input": {"name": "images", "shape": ["batch", 3, *size], "dtype": "float32"},
         "output": {
             "name": "predictions",
