@@ -233,6 +233,22 @@ def test_bad_bytes_and_the_pixel_limit_before_decoding(tmp_path):
     big = encode(np.zeros((400, 500, 3), np.uint8), "PNG")
     with pytest.raises(ImageTooLarge, match=r"500x400 = 200,000 pixels is over the limit of 1,000"):
         decode_image(big, "up", max_pixels=1000)
+    # a 20000x20000 PNG header (a decompression bomb): over Pillow's own limit, which it checks
+    # when it opens the file; named with this call's limit, not Pillow's
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        )
+
+    header = struct.pack(">IIBBBBB", 20000, 20000, 8, 2, 0, 0, 0)
+    bomb = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b""))
+    with pytest.raises(
+        ImageTooLarge, match=r"up: 400,000,000 pixels is over the limit of 50,000,000$"
+    ):
+        decode_image(bomb, "up", max_pixels=50_000_000)
     png = encode(picture(), "PNG")
     for cut in (png[: len(png) // 2], png[:60]):
         with pytest.raises(InputError, match="up: "):

@@ -322,6 +322,10 @@ MALFORMED = {
         _set("class_names", ["a", 2, "c", "d"]),
         r"'class_names\[1\]'.*found 2",
     ),
+    "repeated class names": (
+        _set("class_names", ["a", "a", "c", "d"]),
+        r"class_names: class names must be unique, \['a'\] repeat",
+    ),
     "no preprocess": (_set("preprocess", ...), r"'preprocess'.*missing"),
     "preprocess not an object": (
         _set("preprocess", "letterbox"),

@@ -163,6 +163,13 @@ CASES = {  # name: (path, request kwargs, status, error code, words in the messa
         "no_image",
         "note",
     ),
+    "a text field named file (curl -F 'file=<photo.jpg')": (
+        "/v1/detect",
+        {"data": {"file": "\xff\xd8 not uploaded as a file"}},
+        400,
+        "no_image",
+        "only text fields ['file'] (a part without a filename is text)",
+    ),
     "multipart without boundary": (
         "/v1/detect",
         raw(GOOD, "multipart/form-data"),

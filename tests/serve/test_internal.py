@@ -146,6 +146,7 @@ def test_the_cli_gives_uvicorn_the_worker_healthcheck_timeout(monkeypatch, given
     monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: calls.append((app, kwargs)))
     monkeypatch.setattr(cli, "seconds_since_start", lambda: 50.0)
     monkeypatch.setattr(cli, "usable_cpus", lambda: 2)
+    monkeypatch.setattr(cli, "address_in_use", lambda host, port: None)
     argv = ["some/artifact", "--workers", "2"]
     argv += [] if given is None else ["--worker-healthcheck-timeout", str(given)]
     assert cli.main(argv) == 0
@@ -256,3 +257,23 @@ def test_the_micro_batcher_serves_waiting_compatible_requests_in_one_call():
         results, _ = outcomes[i]
         assert len(results) == [1, 2, 1, None, 1, 2][i]
         assert all(r["image"] == {"width": 64, "height": 48} for r in results)
+
+
+def test_a_port_in_use_is_refused_before_the_model_loads(monkeypatch, capsys):
+    import socket
+
+    import yolov4.serve.__main__ as cli
+
+    loaded = []
+    monkeypatch.setattr(
+        Predictor, "from_artifact", classmethod(lambda cls, *a, **k: loaded.append(a))
+    )
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        assert cli.main(["some/artifact", "--host", "127.0.0.1", "--port", str(port)]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in err and "--port" in err
+    assert loaded == []
+    assert cli.address_in_use("127.0.0.1", port) is None  # released: free again

@@ -268,6 +268,7 @@ def validate_metadata(meta: Any, path: str | os.PathLike) -> dict[str, Any]:
             f"{path}: {len(names)} class names for a model with {num_classes} classes "
             "(keys 'class_names' and 'model.num_classes' disagree)"
         )
+    check_class_names(names, num_classes, f"{path}: class_names")  # each once
     strides = model.get("strides", [DEFAULT_STRIDE])
     if not (isinstance(strides, list) and strides and all(_positive_int(s) for s in strides)):
         raise _key_error(path, "model.strides", "a non-empty list of integers >= 1", strides)

@@ -214,7 +214,7 @@ def _orientation(im: Image.Image, f: BinaryIO) -> int:
         return 1  # an unreadable EXIF block: shown as stored, as viewers do
 
 
-def _open(f: BinaryIO, where: str, size: int) -> Image.Image:
+def _open(f: BinaryIO, where: str, size: int, max_pixels: int | None = None) -> Image.Image:
     try:
         return Image.open(f)
     except UnidentifiedImageError:
@@ -222,8 +222,14 @@ def _open(f: BinaryIO, where: str, size: int) -> Image.Image:
             f"{where}: {size:,} bytes that are not an image in a supported format "
             "(JPEG, PNG, BMP, TIFF, WebP)"
         ) from None
-    except Image.DecompressionBombError as e:
-        raise ImageTooLarge(f"{where}: {e}") from None
+    except Image.DecompressionBombError as e:  # over Pillow's own limit, from the header
+        found = re.search(r"\((\d+) pixels\)", str(e))
+        if found is None:
+            raise ImageTooLarge(f"{where}: {e}") from None
+        limit = (
+            f"the limit of {max_pixels:,}" if max_pixels else "Pillow's decompression-bomb limit"
+        )
+        raise ImageTooLarge(f"{where}: {int(found[1]):,} pixels is over {limit}") from None
     except (OSError, ValueError, SyntaxError, struct.error) as e:
         raise ImageDecodeError(f"{where}: cannot read the image header: {e}") from None
 
@@ -362,7 +368,7 @@ def decode_image_details(
         raise ImageDecodeError(f"{where}: empty image data (0 bytes)")
     f = io.BytesIO(data)
     try:
-        im = _open(f, where, len(data))
+        im = _open(f, where, len(data), max_pixels)
     except ImageDecodeError:
         if data[:2] == JPEG_SOI and _jpeg_last_scan(data) == (len(data), 0, False):
             raise TruncatedImage(

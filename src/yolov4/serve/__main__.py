@@ -28,7 +28,7 @@ from yolov4.serve.settings import (
     settings_from_args,
 )
 
-__all__ = ["main", "parse_args", "worker_healthcheck_timeout"]
+__all__ = ["main", "parse_args", "worker_healthcheck_timeout", "address_in_use"]
 
 HEALTHCHECK_MIN_S = 30  # uvicorn's own default is 5 s
 HEALTHCHECK_FACTOR = 3  # margin over the measured start-up for a load that rises meanwhile
@@ -110,8 +110,31 @@ def log_config(level: str) -> dict:
     return config
 
 
+def address_in_use(host: str, port: int) -> str | None:
+    """Why ``host:port`` cannot be listened on (another process holds it, a host that is not
+    this machine's), or ``None``: checked before the model loads, as uvicorn binds (with
+    ``SO_REUSEADDR``)."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except OSError as e:
+        return f"cannot resolve --host {host}: {e}"
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(address)
+        except OSError as e:
+            return f"cannot listen on {host}:{port}: {e.strerror or e}"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     settings = parse_args(argv)
+    busy = address_in_use(settings.host, settings.port)
+    if busy is not None:  # before the minutes a model can take to load
+        return _fail(f"{busy} (another yolov4-serve or service? give --port)")
     import uvicorn
 
     from yolov4.inference import Predictor

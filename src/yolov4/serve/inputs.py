@@ -169,8 +169,9 @@ async def _read_multipart(
             raise ApiError(
                 400,
                 "no_image",
-                f"the multipart body has no file field (fields: {sorted(form.keys())}); "
-                "send the image as a file, e.g. curl -F file=@photo.jpg",
+                f"the multipart body has no file upload, only text fields "
+                f"{sorted(form.keys())} (a part without a filename is text); send the image as "
+                "a file, e.g. curl -F file=@photo.jpg",
             )
         uploads = []
         for i, f in enumerate(files):
