@@ -393,3 +393,19 @@ def test_counter_names_the_frame_of_a_nan_box_or_missing_ids():
     moved.track_ids = [1]  # a list is fine
     assert counter.update(moved, 4)["crossed_out"] + counter.rows[-1]["crossed_in"] == [1]
     assert counter.frames == 2  # the refused frames left no row
+
+
+def test_counter_draws_its_line_and_zone_with_the_counts():
+    from yolov4.inference.counting import LINE_COLOUR, ZONE_COLOUR
+
+    counter = Counter(line=[[50, 0], [50, 99]], zone=[[60, 60], [90, 60], [90, 90], [60, 90]])
+    for index, x in enumerate((20.0, 70.0)):  # track 1 crosses the line left to right: in
+        dets = as_dets([[x, 65.0, x + 10, 75.0]])
+        dets.track_ids = np.array([1])
+        counter.update(dets, index)
+    image = counter.draw(np.zeros((100, 120, 3), np.uint8))
+    assert (image[30:99, 50] == LINE_COLOUR).all(1).mean() > 0.9  # the line, below its label
+    assert (image[60, 62:89] == ZONE_COLOUR).all()  # the zone's top edge
+    ink = lambda colour: (image == colour).all(2)  # noqa: E731
+    assert ink(LINE_COLOUR)[:25, 54:].any() and ink(ZONE_COLOUR)[62:80, 62:89].any()  # labels
+    assert counter.summary()["line"]["in"] == 1 and counter.rows[-1]["zone"] == 1

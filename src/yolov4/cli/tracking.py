@@ -180,10 +180,19 @@ class Tracks:
         self._csv.flush()
 
     def overlay(self, frame: Frame) -> Callable[[np.ndarray, Any], np.ndarray]:
-        """Draws ``frame``'s tracks (ids and trails) on its annotated image."""
+        """Draws ``frame``'s tracks (ids and trails) on its annotated image, and the count line
+        and zone with their counts."""
         key = (frame.source, frame.name if frame.frame is not None else "")
         state = self.states.get(key)
-        return (lambda image, dets: image) if state is None else state.trails.draw
+        if state is None:
+            return lambda image, dets: image
+        counter = state.counter
+
+        def draw(image: np.ndarray, dets: Any) -> np.ndarray:
+            image = state.trails.draw(image, dets)
+            return image if counter is None else counter.draw(image)
+
+        return draw
 
     def close(self) -> dict[str, Any]:
         for key in list(self.states):

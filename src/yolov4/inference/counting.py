@@ -34,6 +34,7 @@ __all__ = ["ANCHORS", "Counter"]
 ANCHORS = ("center", "bottom_center")
 FORGET_AFTER = 900  # frames (30 s at 30 fps; trackers keep a lost track for about 1 s)
 FORGET_EVERY = 100  # frames between two sweeps of the forgotten ids
+LINE_COLOUR, ZONE_COLOUR = (255, 220, 0), (0, 200, 255)  # RGB, as drawn on annotated frames
 
 
 def _points(name: str, value: Any, min_points: int) -> np.ndarray:
@@ -85,7 +86,7 @@ class Counter:
         self.anchor = anchor
         self.keep_rows, self.forget_after = keep_rows, forget_after
         self.rows: list[dict[str, Any]] = []
-        self.frames, self._zone_max, self._zone_sum = 0, 0, 0
+        self.frames, self._zone_max, self._zone_sum, self._last_zone = 0, 0, 0, 0
         self._seen: dict[int, int] = {}  # track id -> the last update it was seen in
         self._side: dict[int, float] = {}  # track id -> last nonzero side of the line
         self._last: dict[int, np.ndarray] = {}  # track id -> last anchor
@@ -157,7 +158,7 @@ class Counter:
             inside = [
                 cv2.pointPolygonTest(contour, (float(x), float(y)), False) >= 0 for x, y in points
             ]
-            row["zone"] = int(sum(inside))
+            row["zone"] = self._last_zone = int(sum(inside))
             if dets.track_ids is not None:
                 ids = [int(t) for t, i in zip(dets.track_ids, inside) if i and t >= 0]
                 row["zone_ids"] = ids
@@ -182,6 +183,25 @@ class Counter:
         for t in gone:
             for state in (self._seen, self._side, self._last):
                 state.pop(t, None)
+
+    def draw(self, image: np.ndarray) -> np.ndarray:
+        """``image`` (H, W, 3) RGB uint8, drawn in place: the line with its ``in``/``out`` counts
+        so far and the zone with the objects in it at the last update."""
+        scale = max(0.45, max(image.shape[:2]) / 1200)
+        if self.zone is not None:
+            polygon = np.round(self.zone).astype(np.int32).reshape(-1, 1, 2)
+            cv2.polylines(image, [polygon], True, ZONE_COLOUR, 2, cv2.LINE_AA)
+            count = self._last_zone
+            x, y = polygon[:, 0].min(0)
+            cv2.putText(image, f"zone {count}", (int(x) + 4, int(y) + 18),
+                        cv2.FONT_HERSHEY_SIMPLEX, scale, ZONE_COLOUR, 2, cv2.LINE_AA)  # fmt: skip
+        if self.line is not None:
+            (x1, y1), (x2, y2) = np.round(self.line).astype(int).tolist()
+            cv2.line(image, (x1, y1), (x2, y2), LINE_COLOUR, 2, cv2.LINE_AA)
+            label = f"in {len(self._crossed['in'])} out {len(self._crossed['out'])}"
+            cv2.putText(image, label, (min(x1, x2) + 4, max(min(y1, y2), 0) + 18),
+                        cv2.FONT_HERSHEY_SIMPLEX, scale, LINE_COLOUR, 2, cv2.LINE_AA)  # fmt: skip
+        return image
 
     def summary(self) -> dict[str, Any]:
         out: dict[str, Any] = {"frames": self.frames, "anchor": self.anchor}
