@@ -267,3 +267,15 @@ def test_a_file_given_twice_is_read_once(tmp_path, caplog):
     assert open_sources([str(tmp_path / "imgs" / "a.png")] * 2)[0].files == [
         tmp_path / "imgs" / "a.png"
     ]
+
+
+def test_numbered_frames_are_read_in_natural_order(tmp_path):
+    """f2 before f10: a folder of frames numbered without leading zeros is one sequence in the
+    order they were taken (plain sorting reads f1, f10, f11, f2, ...)."""
+    for k in (1, 2, 10, 11, 3):
+        write_image(tmp_path / "frames" / f"f{k}.png")
+    write_image(tmp_path / "frames" / "f0020b.png")
+    [source] = open_sources(str(tmp_path / "frames"))
+    assert [f.name for f in source.files] == [
+        "f1.png", "f2.png", "f3.png", "f10.png", "f11.png", "f0020b.png"
+    ]  # fmt: skip

@@ -7,9 +7,9 @@ frames, drawn with short trails, and line / zone counts
     count_line=[[x1,y1],[x2,y2]] count_zone=[[x,y],...] count_anchor=center|bottom_center
 
 One tracker per video or stream (a new source starts from id 1); a folder or glob of images is
-tracked as one sequence of frames in sorted path order. A single image, a list file and a list of
-sources that mixes images with anything else are refused: ids across unrelated images mean
-nothing. Live sources keep their ids across dropped frames and reconnects: the frame index (the
+tracked as one sequence of frames in natural path order (f2 before f10). A single image, a list
+file and a list of sources that mixes images with anything else are refused: ids across unrelated
+images mean nothing. Live sources keep their ids across dropped frames and reconnects: the frame index (the
 tracker's clock) is the source's frame counter. Counts are written per frame to ``counts.csv``
 (one row per frame: the video's output name, the frame, the counts) and summed up in
 ``summary.json`` under ``tracking``.
@@ -103,7 +103,7 @@ def check_track_sources(sources: list[Any], given: Any) -> None:
         raise ConfigError(
             f"track=: source {given!r} mixes unrelated images with other sources (or lists "
             "them); ids across unrelated images mean nothing. Track a video, a camera, a "
-            "stream, or one folder (or glob) of frames, read in sorted order"
+            "stream, or one folder (or glob) of frames, read in natural order (f2 before f10)"
         )
 
 

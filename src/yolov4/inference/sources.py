@@ -15,6 +15,7 @@ from __future__ import annotations
 import glob as globlib
 import logging
 import queue
+import re
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -218,8 +219,15 @@ def is_live_source(source: str | int) -> bool:
     return text.isdecimal() or _is_stream(text)
 
 
+def natural_key(path: Path) -> list[Any]:
+    """Sort key reading runs of digits as numbers: ``f2.jpg`` before ``f10.jpg`` (frames of a
+    sequence are numbered without leading zeros as often as with them)."""
+    return [(0, int(t), t) if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", str(path))]
+
+
 def _media(paths: Sequence[Path]) -> list[Path]:
-    return sorted(p for p in paths if p.is_file() and p.suffix.lower() in MEDIA_SUFFIXES)
+    found = (p for p in paths if p.is_file() and p.suffix.lower() in MEDIA_SUFFIXES)
+    return sorted(found, key=natural_key)
 
 
 MEDIA_SUFFIXES = IMAGE_SUFFIXES + VIDEO_SUFFIXES
