@@ -10,9 +10,9 @@ One tracker per video or stream (a new source starts from id 1); a folder or glo
 tracked as one sequence of frames in natural path order (f2 before f10). A single image, a list
 file and a list of sources that mixes images with anything else are refused: ids across unrelated
 images mean nothing. Live sources keep their ids across dropped frames and reconnects: the frame
-index (the tracker's clock) is the source's frame counter. Counts are written per frame to ``counts.csv``
-(one row per frame: the video's output name, the frame, the counts) and summed up in
-``summary.json`` under ``tracking``.
+index (the tracker's clock) is the source's frame counter. Counts are written per frame to
+``counts.csv`` (one row per frame: the video's output name, the frame, the counts) and summed up
+in ``summary.json`` under ``tracking``.
 """
 
 from __future__ import annotations

@@ -36,7 +36,8 @@ from yolov4.inference.images import load_image
 from yolov4.inference.predictor import Detections, Predictor
 
 __all__ = [
-    "predict_tiled", "tile_grid", "check_tile_count", "merge_tiles", "TILE_BATCH", "MAX_TILES", "EDGE_MARGIN", "CUT_COVERED"
+    "predict_tiled", "tile_grid", "check_tile_count", "merge_tiles",
+    "TILE_BATCH", "MAX_TILES", "EDGE_MARGIN", "CUT_COVERED",
 ]  # fmt: skip
 
 TILE_BATCH = 16  # tiles per backend call: bounds memory on a 100-megapixel image
