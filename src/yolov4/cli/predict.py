@@ -34,7 +34,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from yolov4.cli.common import one_line_errors, to_builtin
 from yolov4.cli.sources import check_no_network, load_predictor, model_source
-from yolov4.cli.tracking import TRACK_CONF, Tracks, check_track_sources, tracking_options
+from yolov4.cli.tracking import TRACK_DEFAULTS, Tracks, check_track_sources, tracking_options
 from yolov4.errors import ConfigError, InputError
 from yolov4.inference import Predictor
 from yolov4.inference.sources import (
@@ -372,21 +372,13 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
     if cfg.get("trainer") is not None:
         return sharded(cfg)
     tracking = tracking_options(cfg)
-    if tracking is not None and cfg.get("conf") is None:
-        cfg.conf = TRACK_CONF
-        log.info(
-            "track=%s: conf %s (the tracker's second association uses the boxes under its own "
-            "thresholds; only tracked boxes are written; conf= sets it)",
-            tracking["name"],
-            TRACK_CONF,
-        )
-    if tracking is not None and cfg.get("multi_label") is None:
-        cfg.multi_label = False
-        log.info(
-            "track=%s: multi_label false (one box per object, its best class: a second class's "
-            "box on the same object would start a second track; multi_label=true sets it)",
-            tracking["name"],
-        )
+    if tracking is not None:
+        for key, (value, why) in TRACK_DEFAULTS.items():
+            if cfg.get(key) is None:  # not given: tracking's own value, logged with why
+                cfg[key] = value
+                log.info(
+                    "track=%s: %s %s (%s; %s= sets it)", tracking["name"], key, value, why, key
+                )
     check_no_network(cfg)
     sources = open_sources(
         to_builtin(cfg.source),

@@ -32,7 +32,9 @@ from yolov4.inference.sources import GLOB_CHARS, ImageFiles
 from yolov4.inference.streams import Frame
 from yolov4.inference.tracking import Tracker, TrackTrails
 
-__all__ = ["COUNTS", "TRACK_CONF", "Tracks", "check_track_sources", "tracking_options"]
+__all__ = [
+    "COUNTS", "TRACK_CONF", "TRACK_DEFAULTS", "Tracks", "check_track_sources", "tracking_options"
+]  # fmt: skip
 
 COUNTS = "counts.csv"
 TRACK_KEYS = ("count_line", "count_zone")
@@ -40,6 +42,19 @@ TRACK_KEYS = ("count_line", "count_zone")
 # continue tracks from boxes of 0.25 and more (configs/tracker) and ByteTrack-like ones match
 # the boxes between this and 0.25 to tracks that exist (ultralytics' track mode does the same)
 TRACK_CONF = 0.1
+# predict.py's postprocess under track= where the command does not set it: (value, why)
+TRACK_DEFAULTS = {
+    "conf": (
+        TRACK_CONF,
+        "the tracker's second association uses the boxes under its own thresholds; only "
+        "tracked boxes are written",
+    ),
+    "multi_label": (
+        False,
+        "one box per object, its best class: a second class's box on the same object would "
+        "start a second track",
+    ),
+}
 
 
 def tracking_options(cfg: DictConfig) -> dict[str, Any] | None:
