@@ -219,7 +219,11 @@ def fit_model_anchors(
     if isinstance(restarts, bool) or not isinstance(restarts, int) or restarts < 1:
         raise ConfigError(f"restarts: expected an integer >= 1, got {restarts!r}")
     if len(wh) == 0:
-        raise DatasetError(f"{split} has no boxes: anchors are fitted to the training boxes")
+        raise DatasetError(
+            f"{split} has no boxes: anchors are fitted to the training boxes (boxes the loader "
+            "dropped, e.g. of zero width or outside their image, are listed in its problem "
+            "report above and by yolov4-check-data)"
+        )
     if len(wh) < num_anchors:
         raise ConfigError(
             f"num_anchors={num_anchors} but {split} has only {len(wh)} boxes to fit them to"
