@@ -240,7 +240,7 @@ class PredictionWriter:
         self.out, self.save, self.save_txt, self.save_crops = Path(out), save, save_txt, save_crops
         self.out.mkdir(parents=True, exist_ok=True)
         self._jsonl = (self.out / PREDICTIONS).open("w", encoding="utf-8")
-        self._videos: dict[tuple[str, str], tuple[cv2.VideoWriter, tuple[int, int]]] = {}
+        self._videos: dict[tuple[str, str], tuple[cv2.VideoWriter | None, tuple[int, int]]] = {}
         self._names: dict[tuple[str, str], str] = {}  # (source, input) -> unique output name
         self.files: list[Path] = []  # annotated images and videos written
         self.unwritten: list[str] = []  # "<path>: <why>", the first MAX_SKIPPED_LISTED
@@ -321,12 +321,9 @@ class PredictionWriter:
         return record
 
     def _image(self, path: Path, rgb: np.ndarray) -> None:
-        if cv2.haveImageWriter(str(path)):
-            written = self._write_image(path, rgb)
-        else:  # a format OpenCV reads but cannot write (.gif): as JPEG
+        if not cv2.haveImageWriter(str(path)):  # a format OpenCV reads but cannot write: JPEG
             path = path.with_suffix(".jpg")
-            written = self._write_image(path, rgb)
-        if written:
+        if self._write_image(path, rgb):
             self.files.append(path)
 
     def _video(self, key: tuple[str, str], rgb: np.ndarray, fps: float | None) -> None:
@@ -337,16 +334,15 @@ class PredictionWriter:
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 writer = cv2.VideoWriter(str(path), fourcc, fps or 30.0, size)
-            except OSError as e:
-                writer = None
-                why = e.strerror or str(e)
-            else:
                 why = "OpenCV could not open a video writer for it"
-            if writer is None or not writer.isOpened():
-                self._failed(path, why)
-            else:
+            except OSError as e:
+                writer, why = None, e.strerror or str(e)
+            if writer is not None and writer.isOpened():
                 self.files.append(path)
-            self._videos[key] = (writer if writer is not None and writer.isOpened() else None, size)
+            else:  # reported once; the video's frames are not written
+                writer = None
+                self._failed(path, why)
+            self._videos[key] = (writer, size)
         writer, size = self._videos[key]
         if writer is None:
             return
