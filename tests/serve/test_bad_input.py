@@ -165,7 +165,7 @@ CASES = {  # name: (path, request kwargs, status, error code, words in the messa
     ),
     "a text field named file (curl -F 'file=<photo.jpg')": (
         "/v1/detect",
-        {"data": {"file": "\xff\xd8 not uploaded as a file"}},
+        {"files": {"file": (None, b"not uploaded as a file")}},  # a part without a filename
         400,
         "no_image",
         "only text fields ['file'] (a part without a filename is text)",
