@@ -45,6 +45,29 @@ def fake_slurm(tmp_path, monkeypatch):
     return calls
 
 
+def test_a_signal_in_an_epochs_last_batch_resumes_at_the_next_epoch_whole(
+    compose_cfg, tiny_run, tmp_path, caplog
+):
+    """Stopped at the last batch of epoch 0: Lightning resumes at epoch 1, which must train all
+    its batches (the count of epoch 0's was applied to it: a whole epoch skipped)."""
+    overrides = [*tiny_run, "trainer.max_epochs=2", "trainer.limit_train_batches=null",
+                 "callbacks.requeue.requeue=false"]  # fmt: skip
+    train(compose_cfg("train", overrides, tmp_path / "full"))
+    uninterrupted = torch.load(tmp_path / "full/checkpoints/last.ckpt", weights_only=True)
+    job = compose_cfg("train", overrides, tmp_path / "job")
+    with pytest.raises(Requeued):
+        train(job, extra_callbacks=[SignalAt(step=3)])  # seen after step 4: epoch 0's last
+    saved = torch.load(tmp_path / "job/checkpoints" / REQUEUE_FILE, weights_only=True)
+    assert saved["global_step"] == 4 and saved["yolov4_requeue"] == {"batches": 0}
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="yolov4"):
+        train(compose_cfg("train", overrides, tmp_path / "job"))
+    assert "skipping the" not in caplog.text
+    final = torch.load(tmp_path / "job/checkpoints/last.ckpt", weights_only=True)
+    assert final["global_step"] == uninterrupted["global_step"] == 8
+    assert_same_training_state(final, uninterrupted)
+
+
 def test_sigusr1_checkpoints_requeues_and_the_resubmitted_job_ends_bit_equal(
     compose_cfg, tiny_run, tmp_path, fake_slurm, caplog
 ):

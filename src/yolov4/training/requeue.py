@@ -138,8 +138,10 @@ class Requeue(L.Callback):
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: Any, checkpoint: dict) -> None:
         if self.received is not None:  # requeue.ckpt: how far into its epoch it is
-            done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
-            checkpoint[STATE_KEY] = {"batches": int(done)}
+            done = int(trainer.fit_loop.epoch_loop.batch_progress.current.processed)
+            if done >= trainer.num_training_batches:  # its last batch: Lightning resumes at the
+                done = 0  # next epoch, whose batches are all to train
+            checkpoint[STATE_KEY] = {"batches": done}
 
     def on_load_checkpoint(self, trainer: L.Trainer, pl_module: Any, checkpoint: dict) -> None:
         self._skip = int(checkpoint.get(STATE_KEY, {}).get("batches", 0))
