@@ -211,8 +211,11 @@ def test_evaluate_builds_no_loss_ema_or_optimizer(
         else save_darknet_weights(model, tmp_path / "m.weights")
     )
     data = [o for o in tiny_run if o.startswith("data.")]
+    network = ["model=yolov4-tiny"] if source == "darknet_weights" else []
     cfg = compose_cfg(
-        "evaluate", [f"{source}={path}", "module.val_postprocess.max_det=1", *data], tmp_path
+        "evaluate",
+        [f"{source}={path}", *network, "module.val_postprocess.max_det=1", *data],
+        tmp_path,
     )
     metrics = evaluate(cfg)
     assert metrics["num_images"] == 6
@@ -297,6 +300,11 @@ def test_evaluate_needs_exactly_one_source(compose_cfg, tmp_path):
         ConfigError, match="exactly one of checkpoint=..., darknet_weights=... or artifact="
     ):
         evaluate(compose_cfg("evaluate", [], tmp_path))
+    # predict.py's vocabulary: model= names darknet weights' network, and only theirs
+    with pytest.raises(ConfigError, match="model=yolov4 describe darknet_weights=; a checkpoint="):
+        evaluate(compose_cfg("evaluate", ["checkpoint=x.pt", "model=yolov4"], tmp_path))
+    with pytest.raises(ConfigError, match="darknet_weights= needs its network: model=<zoo name>"):
+        evaluate(compose_cfg("evaluate", ["darknet_weights=x.weights"], tmp_path))
 
 
 # a small run that learns: enough steps on small images for the metric to move clearly

@@ -25,7 +25,7 @@ from yolov4.cli.common import (
     one_line_errors,
     resolve_data,
 )
-from yolov4.cli.sources import model_source
+from yolov4.cli.sources import check_no_network
 from yolov4.core.artifact import read_metadata
 from yolov4.core.checkpoint import load_checkpoint
 from yolov4.darknet import darknet_file_classes
@@ -135,7 +135,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     ``metrics.json`` payload. Builds the network and the validation only: no loss, no EMA, no
     optimizer."""
     quiet_lightning()
-    model_source(cfg)
+    check_no_network(cfg)  # one source; model= with darknet_weights= only
     if cfg.module.get("pretrained"):
         raise ConfigError(
             f"module.pretrained={cfg.module.pretrained}: evaluate takes its weights from "

@@ -79,10 +79,13 @@ def _refuse_darknet_keys(cfg: DictConfig, source: str, check_network: bool) -> N
 
 def check_no_network(cfg: DictConfig) -> None:
     """For the apps whose ``model`` is unset unless ``darknet_weights=`` needs it (predict.py,
-    export.py): ``model=`` beside a ``checkpoint=`` or ``artifact=`` is refused."""
+    evaluate.py, export.py): ``model=`` beside a ``checkpoint=`` or ``artifact=`` is refused, and
+    ``darknet_weights=`` without its network names what to give."""
     source = model_source(cfg)
     if source != "darknet_weights":
         _refuse_darknet_keys(cfg, source, check_network=True)
+    else:
+        _darknet_model(cfg)
 
 
 def source_file(cfg: DictConfig) -> str:
