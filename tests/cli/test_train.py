@@ -493,3 +493,26 @@ def test_last_ckpt_is_written_every_epoch_between_validations(compose_cfg, tiny_
     ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["epoch"] == 1 and ckpt["global_step"] == 4
     assert not (tmp_path / "checkpoints" / "best.ckpt").exists()  # no validation: no best
+
+
+def test_a_run_shorter_than_the_logging_interval_still_logs_its_steps(
+    compose_cfg, tiny_run, tmp_path, caplog
+):
+    """The README's first check (1 epoch of 4 batches) with log_every_n_steps=5 logged no loss:
+    the interval is lowered to the run's steps."""
+    import logging
+
+    import lightning as L
+
+    class Seen(L.Callback):
+        def on_train_end(self, trainer, module) -> None:
+            self.every = trainer.log_every_n_steps
+            self.logged = set(trainer.logged_metrics)
+
+    seen = Seen()
+    cfg = compose_cfg("train", [*tiny_run, "export=null"], tmp_path)
+    assert cfg.trainer.log_every_n_steps == 5 and cfg.trainer.max_epochs == 1
+    with caplog.at_level(logging.INFO, logger="yolov4"):
+        train(cfg, extra_callbacks=[seen])
+    assert seen.every == 4 and "trainer.log_every_n_steps=4: the run's 4 steps" in caplog.text
+    assert "train/loss" in seen.logged

@@ -22,7 +22,7 @@ from typing import Any
 import hydra
 import lightning as L
 from lightning.pytorch.callbacks import LearningRateMonitor
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 
 from yolov4.cli import resume as resume_cli
 from yolov4.cli.common import (
@@ -117,6 +117,7 @@ def train(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> d
         check_resume_fits(*resume, module.model, datamodule.class_names)
         ckpt_path, resume = str(resume[0]), None  # drop the tensors: Lightning reads the file
     loggers = build_all(cfg, "logger")
+    _log_short_runs(cfg, datamodule)
     callbacks = [*build_all(cfg, "callbacks"), *(extra_callbacks or [])]
     if not loggers:  # logger=none: nothing to monitor the lr into (Lightning would refuse)
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
@@ -144,6 +145,27 @@ def train(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> d
     if trainer.is_global_zero:
         write_outputs(cfg, trainer, datamodule, analysis, result, metrics)
     return metrics
+
+
+def _log_short_runs(cfg: DictConfig, datamodule: Any) -> None:
+    """``trainer.log_every_n_steps`` lowered to a run's whole number of steps when the run is
+    shorter (a first check of 1 epoch of 4 batches logged no loss at all), logged."""
+    train = datamodule.split("train")
+    every, epochs = cfg.trainer.get("log_every_n_steps"), cfg.trainer.get("max_epochs")
+    if train is None or not isinstance(every, int) or not isinstance(epochs, int) or epochs < 1:
+        return
+    size = datamodule.batch_size
+    per_epoch = len(train.records) // size if len(train.records) > size else 1  # drop_last
+    steps = per_epoch * epochs
+    max_steps = cfg.trainer.get("max_steps")
+    if isinstance(max_steps, int) and max_steps > 0:
+        steps = min(steps, max_steps)
+    if 0 < steps < every:
+        log.info(
+            "trainer.log_every_n_steps=%d: the run's %d steps (it was %d)", steps, steps, every
+        )
+        with open_dict(cfg):
+            cfg.trainer.log_every_n_steps = steps
 
 
 def write_outputs(
