@@ -48,7 +48,11 @@ from yolov4.training.module import YoloModule
 from yolov4.training.noise import precision_note, quiet_lightning
 from yolov4.training.precision import AUTO, check_accelerator, resolve_precision
 from yolov4.training.requeue import launcher_topology, requeue_checkpoint
-from yolov4.training.resume import check_resume_fits, read_resume_checkpoint, saved_cfg_text
+from yolov4.training.resume import (
+    check_resume_fits,
+    check_saved_cfg_file,
+    read_resume_checkpoint,
+)
 from yolov4.training.sweep import BestMetric, objective
 from yolov4.training.tracking import log_config, log_reports
 
@@ -86,14 +90,8 @@ def train(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> d
     if ckpt is not None and cfg.ckpt_path is None:
         log.info("resume of the requeued run from %s", ckpt)
     resume = read_resume_checkpoint(ckpt) if ckpt is not None else None
-    user_cfg = cfg.model.get("cfg")
-    if resume is not None and saved_cfg_text(resume[1]) and user_cfg and "\n" not in user_cfg:
-        if not Path(user_cfg).expanduser().is_file():
-            raise ConfigError(
-                f"model.cfg={user_cfg}: no such file, and resume builds the run's network from "
-                "it; its text is in the run's checkpoints (hyper_parameters.model.cfg): restore "
-                "the file from it"
-            )
+    if resume is not None:
+        check_saved_cfg_file(cfg.model.get("cfg"), resume[1])
     augment = build(cfg, "augment")
     # input sides, multi-scale ones included, are multiples of the network's largest stride
     datamodule = build(cfg, "data", augment=augment, size_multiple=model_stride(cfg))

@@ -29,6 +29,8 @@ from yolov4.models import YOLOv4
 __all__ = [
     "read_resume_checkpoint",
     "check_resume_fits",
+    "check_saved_cfg_file",
+    "saved_cfg_text",
     "config_changes",
     "unresumable",
     "format_changes",
@@ -139,8 +141,22 @@ def saved_cfg_text(data: Mapping[str, Any] | None) -> str | None:
     return (((data or {}).get("hyper_parameters") or {}).get("model") or {}).get("cfg")
 
 
+def check_saved_cfg_file(cfg_file: Any, data: Mapping[str, Any] | None) -> None:
+    """A resume of a run on a user's cfg (``model.cfg=<file>``, its text in the checkpoint
+    ``data``) whose file is gone: a :class:`ConfigError` saying where the text is kept, before
+    anything is built from the missing file."""
+    if saved_cfg_text(data) is None or not cfg_file or "\n" in str(cfg_file):
+        return
+    if not Path(str(cfg_file)).expanduser().is_file():
+        raise ConfigError(
+            f"model.cfg={cfg_file}: no such file, and resume builds the run's network from it; "
+            "its text is in the run's checkpoints (hyper_parameters.model.cfg): restore the file "
+            "from it"
+        )
+
+
 def _first_difference(saved: str, now: str) -> str:
-    """The first line where two cfg texts differ, as ``line N: 'now' (trained: 'saved')``."""
+    """The first line where two cfg texts differ, as ``line N: 'now', trained with 'saved'``."""
     a, b = saved.splitlines(), now.splitlines()
     for i, (x, y) in enumerate(zip(a, b), 1):
         if x != y:
