@@ -67,8 +67,25 @@ def test_auto_without_bf16_trains_fp32(compose_cfg, tiny_run, tmp_path, monkeypa
     assert f"trainer.precision=auto -> 32-true ({CPU_BF16_ENV}=0: no native bf16" in caplog.text
 
 
+@pytest.fixture
+def in_process_ddp():
+    """Lightning's DDP in the test process leaves torch.distributed initialised and its
+    variables (MASTER_PORT, LOCAL_RANK, ...) in os.environ; later DDP runs in this process
+    (and the processes they start) would join that group: both are undone after the test."""
+    import os
+
+    import torch.distributed as dist
+
+    saved = dict(os.environ)
+    yield
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+    os.environ.clear()
+    os.environ.update(saved)
+
+
 def test_trainer_ddp_on_the_cpu_trains_without_sync_batchnorm(
-    compose_cfg, tiny_run, tmp_path, caplog
+    compose_cfg, tiny_run, tmp_path, caplog, in_process_ddp
 ):
     """trainer=ddp trainer.accelerator=cpu (as the group's comment says): torch's SyncBatchNorm
     runs on CUDA only, so it is turned off, logged, instead of failing in the first forward."""
