@@ -148,12 +148,10 @@ def train(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> d
 def _log_short_runs(cfg: DictConfig, datamodule: Any) -> None:
     """``trainer.log_every_n_steps`` lowered to a run's whole number of steps when the run is
     shorter (a first check of 1 epoch of 4 batches logged no loss at all), logged."""
-    train = datamodule.split("train")
+    per_epoch = datamodule.train_batches()
     every, epochs = cfg.trainer.get("log_every_n_steps"), cfg.trainer.get("max_epochs")
-    if train is None or not isinstance(every, int) or not isinstance(epochs, int) or epochs < 1:
+    if not per_epoch or not isinstance(every, int) or not isinstance(epochs, int) or epochs < 1:
         return
-    size = datamodule.batch_size
-    per_epoch = len(train.records) // size if len(train.records) > size else 1  # drop_last
     steps = per_epoch * epochs
     max_steps = cfg.trainer.get("max_steps")
     if isinstance(max_steps, int) and max_steps > 0:

@@ -352,7 +352,7 @@ class DetectionDataModule(L.LightningDataModule):
             dataset,
             batch_size=self.batch_size if train else self.val_batch_size,
             sampler=sampler,
-            drop_last=train and len(dataset) > self.batch_size,
+            drop_last=train and self._drops_last(len(dataset)),
             num_workers=self.num_workers,
             persistent_workers=self.persistent_workers,
             # pinned memory serves copies to a GPU; without one torch warns on every run
@@ -361,6 +361,19 @@ class DetectionDataModule(L.LightningDataModule):
             worker_init_fn=seed_worker,
             generator=generator,
         )
+
+    def _drops_last(self, n: int) -> bool:
+        """The train loader drops a last partial batch when the split holds more than one."""
+        return n > self.batch_size
+
+    def train_batches(self) -> int | None:
+        """Batches of one training epoch in one process (``None`` without a training split);
+        readable before set-up."""
+        train = self.split("train")
+        if train is None:
+            return None
+        n = len(train.records)
+        return n // self.batch_size if self._drops_last(n) else 1
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", train=True)
