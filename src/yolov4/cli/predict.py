@@ -47,7 +47,7 @@ from yolov4.inference.sources import (
     prefetch,
 )
 from yolov4.inference.streams import interleave_live
-from yolov4.inference.tiling import check_tile_count, predict_tiled
+from yolov4.inference.tiling import check_tile_count, predict_tiled, tile_shape
 from yolov4.inference.writers import VIDEO_SUFFIX, PredictionWriter, Summary, WriteBehind
 
 __all__ = ["predict", "hydra_main", "check_options", "check_output"]
@@ -143,8 +143,7 @@ def _preparation(predictor: Predictor, cfg: DictConfig) -> Callable[[Any], Any]:
     ``tile`` (tiles cut their own inputs) the check that its tiles are not too many."""
     if not cfg.get("tile"):
         return lambda image: predictor.prepare(image)[0]
-    size = cfg.get("tile_size")
-    tile_hw = (size, size) if size else tuple(predictor.input_size)
+    tile_hw = tile_shape(cfg.get("tile_size"), predictor)
     overlap = float(cfg.get("tile_overlap", 0.2))
 
     def check_tiles(image: Any) -> None:

@@ -36,7 +36,7 @@ from yolov4.inference.images import load_image
 from yolov4.inference.predictor import Detections, Predictor
 
 __all__ = [
-    "predict_tiled", "tile_grid", "check_tile_count", "merge_tiles",
+    "predict_tiled", "tile_grid", "tile_shape", "check_tile_count", "merge_tiles",
     "TILE_BATCH", "MAX_TILES", "EDGE_MARGIN", "CUT_COVERED",
 ]  # fmt: skip
 
@@ -135,15 +135,19 @@ def merge_tiles(
     return kept[:max_det]
 
 
+def tile_shape(tile_size: Any, predictor: Predictor) -> tuple[int, int]:
+    """``(h, w)`` of the tiles: ``tile_size`` square, or ``None``: the predictor's input size."""
+    if tile_size is None:
+        return tuple(predictor.input_size)
+    if isinstance(tile_size, int) and not isinstance(tile_size, bool) and tile_size >= 32:
+        return (tile_size, tile_size)
+    raise InputError(f"tile_size must be an integer >= 32 pixels or None, got {tile_size!r}")
+
+
 def _check(
     image: Any, tile_size: Any, overlap: Any, max_tiles: Any, predictor: Predictor, color: str
 ) -> tuple:
-    if tile_size is None:
-        tile_hw = tuple(predictor.input_size)
-    elif isinstance(tile_size, int) and not isinstance(tile_size, bool) and tile_size >= 32:
-        tile_hw = (tile_size, tile_size)
-    else:
-        raise InputError(f"tile_size must be an integer >= 32 pixels or None, got {tile_size!r}")
+    tile_hw = tile_shape(tile_size, predictor)
     if isinstance(overlap, bool) or not isinstance(overlap, (int, float)) or not 0 <= overlap < 1:
         raise InputError(f"overlap must be a number in [0, 1), got {overlap!r}")
     if isinstance(max_tiles, bool) or not isinstance(max_tiles, int) or max_tiles < 1:
