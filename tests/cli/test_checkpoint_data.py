@@ -95,6 +95,7 @@ def test_lightning_noise_is_dropped_and_nothing_else():
         rank_zero.info("GPU available: False, used: False")
         rank_zero.info("💡 Tip: For seamless cloud logging ...")
         seed.info("Seed set to 0")
+        rank_zero.info("Using bfloat16 Automatic Mixed Precision (AMP)")
         rank_zero.info("Restoring states from the checkpoint path at x.ckpt")
         rank_zero.warning("GPU available: but a warning")
     finally:

@@ -499,7 +499,7 @@ def test_a_run_shorter_than_the_logging_interval_still_logs_its_steps(
     compose_cfg, tiny_run, tmp_path, caplog
 ):
     """The README's first check (1 epoch of 4 batches) with log_every_n_steps=5 logged no loss:
-    the interval is lowered to the run's steps."""
+    the interval is lowered to the run's steps (here 2: limit_train_batches=2)."""
     import logging
 
     import lightning as L
@@ -514,5 +514,24 @@ def test_a_run_shorter_than_the_logging_interval_still_logs_its_steps(
     assert cfg.trainer.log_every_n_steps == 5 and cfg.trainer.max_epochs == 1
     with caplog.at_level(logging.INFO, logger="yolov4"):
         train(cfg, extra_callbacks=[seen])
-    assert seen.every == 4 and "trainer.log_every_n_steps=4: the run's 4 steps" in caplog.text
+    assert seen.every == 2 and "trainer.log_every_n_steps=2: the run's 2 steps" in caplog.text
     assert "train/loss" in seen.logged
+
+
+@pytest.mark.parametrize(
+    ("limit", "max_steps", "expected"),
+    [(None, -1, 5), (2, -1, 2), (0.25, -1, 2), (1.0, 3, 3), (3, 100, 3), (10, -1, 5)],
+)
+def test_the_logging_interval_follows_the_runs_steps(compose_cfg, tmp_path, limit, max_steps,
+                                                      expected):  # fmt: skip
+    """An epoch of 8 batches: limit_train_batches (a count or Lightning's fraction) and max_steps
+    shorten the run below log_every_n_steps=5, which follows them."""
+    from types import SimpleNamespace
+
+    from yolov4.cli.train import _log_short_runs
+
+    cfg = compose_cfg("train", ["trainer.max_epochs=1", f"trainer.limit_train_batches={limit}",
+                                f"trainer.max_steps={max_steps}"], tmp_path)  # fmt: skip
+    assert cfg.trainer.log_every_n_steps == 5 and cfg.trainer.max_epochs == 1
+    _log_short_runs(cfg, SimpleNamespace(train_batches=lambda: 8))
+    assert cfg.trainer.log_every_n_steps == expected

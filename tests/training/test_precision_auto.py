@@ -61,6 +61,27 @@ def test_explicit_values_pass_through(monkeypatch, asked):
     assert resolve_precision(asked, "gpu") == asked
 
 
+@pytest.mark.parametrize("asked", ["bf16-mixed", "16-mixed", "32-true"])
+@pytest.mark.parametrize("native", ["0", "1"])
+def test_explicit_bf16_on_a_cpu_without_it_is_warned(monkeypatch, caplog, asked, native):
+    """Lightning runs it (emulated bf16, slower than fp32): the warning says so; on CUDA or a
+    bf16 CPU, and for 32-true, nothing is said."""
+    monkeypatch.setenv(CPU_BF16_ENV, native)
+    monkeypatch.setattr(P.torch.cuda, "is_available", lambda: False)
+    with caplog.at_level(logging.INFO, logger="yolov4.training.precision"):
+        assert resolve_precision(asked, "cpu") == asked
+        assert resolve_precision(asked, "gpu") == asked
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    if native == "0" and asked != "32-true":
+        assert warned == [
+            f"trainer.precision={asked} runs bf16 on a CPU without native bf16 "
+            f"({CPU_BF16_ENV}=0): it is emulated there, slower than 32-true, which "
+            "trainer.precision=auto chooses"
+        ]
+    else:
+        assert warned == []
+
+
 @pytest.mark.parametrize("asked", ["64-true", "64", 64, "double"])
 def test_float64_is_refused_naming_what_trains(asked):
     with pytest.raises(ConfigError, match=r"float64 network cannot train here; use auto, 32-true"):

@@ -146,12 +146,18 @@ def train(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> d
 
 
 def _log_short_runs(cfg: DictConfig, datamodule: Any) -> None:
-    """``trainer.log_every_n_steps`` lowered to a run's whole number of steps when the run is
-    shorter (a first check of 1 epoch of 4 batches logged no loss at all), logged."""
+    """``trainer.log_every_n_steps`` lowered to a run's whole number of steps (its epochs'
+    batches, within ``limit_train_batches`` and ``max_steps``) when the run is shorter (a first
+    check of 1 epoch of 4 batches logged no loss at all), logged."""
     per_epoch = datamodule.train_batches()
     every, epochs = cfg.trainer.get("log_every_n_steps"), cfg.trainer.get("max_epochs")
     if not per_epoch or not isinstance(every, int) or not isinstance(epochs, int) or epochs < 1:
         return
+    limit = cfg.trainer.get("limit_train_batches")  # Lightning's rule: a count or a fraction
+    if isinstance(limit, int) and not isinstance(limit, bool):
+        per_epoch = min(per_epoch, limit)
+    elif isinstance(limit, float):
+        per_epoch = int(per_epoch * limit)
     steps = per_epoch * epochs
     max_steps = cfg.trainer.get("max_steps")
     if isinstance(max_steps, int) and max_steps > 0:

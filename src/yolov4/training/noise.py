@@ -6,7 +6,8 @@ pass. What is filtered, per run (about 19 lines):
 
 - ``Seed set to 0``; ``GPU available: False, used: False``; ``TPU available: False, using: 0 TPU
   cores``; ``💡 Tip: ... litlogger / litmodels``; ``Loading `train_dataloader` to estimate number
-  of stepping batches.`` (INFO lines of Lightning's rank-zero and seed loggers);
+  of stepping batches.``; ``Using bfloat16 Automatic Mixed Precision (AMP)`` (``train.py``'s
+  model line names the precision) (INFO lines of Lightning's rank-zero and seed loggers);
 - torch's ``isinstance(treespec, LeafSpec) is deprecated`` FutureWarning, raised inside
   Lightning's own ``_pytree.py``;
 - ``You passed Trainer(accelerator='cpu', precision='16-mixed') ...``: ``train.py`` logs what
@@ -39,6 +40,7 @@ NOISE_LINES = (
     r"HPU available: ",
     r"💡 Tip: ",
     r"Loading `train_dataloader` to estimate number of stepping batches",
+    r"Using (?:16bit|bfloat16) Automatic Mixed Precision",
 )
 NOISE_WARNINGS = (
     (r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning),

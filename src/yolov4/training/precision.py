@@ -7,7 +7,9 @@
 * CUDA: ``bf16-mixed`` on GPUs with bf16 (Ampere and later), else ``16-mixed`` (with Lightning's
   gradient scaler), as ``trainer=gpu`` runs.
 
-Any other value of ``trainer.precision`` is Lightning's, passed through unchanged. The loss is
+Any other value of ``trainer.precision`` is Lightning's, passed through unchanged; a bf16 one
+(or ``16-mixed``, which Lightning runs as bf16 on a CPU) on a CPU without native bf16 is
+warned about. The loss is
 computed in float32 whatever the precision (:class:`yolov4.training.module.YoloModule` runs it
 outside autocast on float32 maps). :envvar:`YOLOV4_CPU_BF16` (``0`` or ``1``) overrides what the
 CPU reports, e.g. to see the fp32 choice on a bf16 CPU.
@@ -30,6 +32,8 @@ log = logging.getLogger(__name__)
 AUTO = "auto"
 # Lightning's float64 precisions: refused (the batches, the loss and the targets are float32)
 DOUBLE = ("64", "64-true", "double")
+# the values that run bf16 on a CPU (Lightning turns 16-mixed into bf16-mixed there)
+CPU_BF16_VALUES = ("bf16", "bf16-mixed", "bf16-true", "16", "16-mixed")
 CPU_BF16_ENV = "YOLOV4_CPU_BF16"  # "1": treat the CPU as bf16-native, "0": as without bf16
 
 
@@ -88,6 +92,15 @@ def resolve_precision(asked: Any, accelerator: Any = "cpu") -> Any:
             f"network cannot train here; use {AUTO}, 32-true, bf16-mixed or 16-mixed"
         )
     if str(asked) != AUTO:
+        if str(asked) in CPU_BF16_VALUES and not _uses_cuda(accelerator):
+            native, why = cpu_bf16()
+            if not native:
+                log.warning(
+                    "trainer.precision=%s runs bf16 on a CPU without native bf16 (%s): it is "
+                    "emulated there, slower than 32-true, which trainer.precision=auto chooses",
+                    asked,
+                    why,
+                )
         return asked
     if _uses_cuda(accelerator):
         bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
