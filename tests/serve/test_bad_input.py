@@ -135,6 +135,13 @@ CASES = {  # name: (path, request kwargs, status, error code, words in the messa
         "invalid_parameter",
         "confidence",
     ),
+    "parameter given twice": (
+        "/v1/detect",
+        {**raw(GOOD), "params": [("conf", "0.1"), ("iou", "0.5"), ("conf", "0.9")]},
+        422,
+        "invalid_parameter",
+        "query parameters given more than once: ['conf']",
+    ),
     "render on a batch": (
         "/v1/detect/batch",
         upload(GOOD, render="true"),

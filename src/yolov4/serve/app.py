@@ -249,6 +249,15 @@ def _add_detect_routes(app: FastAPI, service: Service) -> None:
                 "invalid_parameter",
                 f"unknown query parameters {unknown}; expected {sorted(allowed)}",
             )
+        keys = [key for key, _ in request.query_params.multi_items()]
+        repeated = sorted({key for key in keys if keys.count(key) > 1})
+        if repeated:  # FastAPI would keep the last value silently
+            raise ApiError(
+                422,
+                "invalid_parameter",
+                f"query parameters given more than once: {repeated}; give each once "
+                "(classes takes a comma-separated list: classes=0,2)",
+            )
         ids = parse_classes(classes, service.predictor.class_names)
         return {"conf": conf, "iou": iou, "max_det": max_det, "classes": ids}
 
