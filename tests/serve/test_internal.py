@@ -87,6 +87,22 @@ def test_v1_model_gives_a_user_cfg_as_its_hash_and_size_and_the_text_on_request(
     assert {"cfg_sha256", "cfg_bytes", "cfg"} <= set(props)
 
 
+def test_v1_model_names_the_conf_source_file_without_its_folders():
+    source = {"file": "/home/ana/runs/coco/pr_f1.json", "key": "best_f1.all.conf", "conf": 0.3}
+    meta = {"model": {"name": "yolov4-tiny"}, "conf_source": source}
+    predictor = Predictor(
+        lambda x: torch.zeros(x.shape[0], 1, 6),
+        ["thing"],
+        PreprocessConfig(input_size=(64, 64)),
+        metadata=meta,
+    )
+    with TestClient(create_app(ServeSettings(), predictor)) as c:
+        summary = c.get("/v1/model")
+    assert summary.status_code == 200 and "/home/ana" not in summary.text
+    assert summary.json()["conf_source"] == {**source, "file": "pr_f1.json"}
+    assert meta["conf_source"]["file"] == "/home/ana/runs/coco/pr_f1.json"  # metadata kept
+
+
 def test_the_runner_admits_at_most_max_queue_requests():
     release = threading.Event()
 

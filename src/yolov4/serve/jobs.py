@@ -7,6 +7,7 @@ import functools
 import hashlib
 import sys
 import time
+from pathlib import PurePath
 from typing import Any
 
 import numpy as np
@@ -40,8 +41,7 @@ SUMMARY_KEYS = (  # metadata.json keys /v1/model passes on
     "parity",
     "precisions",
     "default_precision",
-    "conf_source",
-)
+)  # and conf_source, its file's name only (_without_paths)
 
 
 class DetectJob:
@@ -258,12 +258,14 @@ def model_summary(
 
     The architecture's darknet cfg text (a user cfg can be megabytes) is summed up as
     ``cfg_sha256`` and ``cfg_bytes`` (its UTF-8 size), both null for a zoo model, whose cfg
-    ships with the package; ``cfg=True`` adds the text itself as ``cfg``."""
+    ships with the package; ``cfg=True`` adds the text itself as ``cfg``. ``conf_source.file``
+    is the file's name only."""
     meta = predictor.metadata
     return {
         "model": info,
         "architecture": _architecture(meta.get("model"), cfg),
         **{k: meta[k] for k in SUMMARY_KEYS if k in meta},
+        **({"conf_source": _without_paths(meta["conf_source"])} if "conf_source" in meta else {}),
         "num_classes": len(predictor.class_names),
         "limits": {
             "max_bytes": settings.max_bytes,
@@ -273,6 +275,14 @@ def model_summary(
             "max_det": settings.max_det,
         },
     }
+
+
+def _without_paths(source: Any) -> Any:
+    """``conf_source`` with its ``file`` (a path on the exporting machine) cut to the file's
+    name: the service does not tell its clients the training machine's folders."""
+    if isinstance(source, dict) and isinstance(source.get("file"), str):
+        return {**source, "file": PurePath(source["file"]).name}
+    return source
 
 
 def _architecture(model: dict[str, Any] | None, with_cfg: bool) -> dict[str, Any] | None:
