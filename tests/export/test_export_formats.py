@@ -269,3 +269,15 @@ def test_reexport_removes_the_old_repository_and_keeps_user_files_in_it(
         "triton/yolov4/mine.txt",
     ]
     assert read_metadata(out)["formats"] == ["onnx"]
+
+
+def test_export_summary_names_every_file_written(exported):
+    """export.py's per-file lines cover the uint8 graph and the Triton repository, and every
+    file the metadata lists (model.onnx, which both build on, included)."""
+    from yolov4.cli.export import _summary
+
+    lines = _summary(read_metadata(exported))
+    named = {line.strip().partition(":")[0] for line in lines}
+    assert "model_uint8.onnx" in named and "triton/" in named
+    for file in read_metadata(exported)["files"]:
+        assert file in named or any(file.startswith(n) for n in named if n.endswith("/")), file

@@ -214,6 +214,15 @@ def _summary(meta: dict[str, Any]) -> list[str]:
             runs.setdefault(file, []).append(f"{precision} in {backend}")
     if "nms_graph" in meta:
         runs.setdefault(meta["nms_graph"]["file"], []).append("fp32 (NMS in the graph)")
+    if "uint8_input" in meta:
+        runs.setdefault(meta["uint8_input"]["file"], []).append(
+            "fp32 taking uint8 NHWC RGB letterboxed images (scaling in the graph)"
+        )
+    if "triton" in meta:
+        triton = meta["triton"]
+        runs.setdefault(f"{triton['repository']}/", []).append(
+            f"Triton model repository, model {triton['model']!r} (NMS in the graph)"
+        )
     return [f"  {file}: {', '.join(how)}" for file, how in runs.items()]
 
 
