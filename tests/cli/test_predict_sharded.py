@@ -69,7 +69,10 @@ def test_trainer_runs_predict_files_with_the_same_records(run, checkpoint, folde
     assert [s["file"] for s in read(out / "skipped.jsonl")] == [str(folder / "bad.jpg")]
     assert json.loads((out / "summary.json").read_text())["images"] == 5
     # the same sources, files, order and detections as predict.py without trainer=
-    _, plain = run(f"source={folder}", f"checkpoint={checkpoint}", f"conf={CONF}", "save=false")
+    summary_plain, plain = run(f"source={folder}", f"checkpoint={checkpoint}", f"conf={CONF}",
+                               "save=false")  # fmt: skip
+    assert summary["postprocess"]["conf"] == CONF
+    assert summary["postprocess"] == summary_plain["postprocess"]  # the same settings, stated
     expected = read(plain / "predictions.jsonl")
     assert [(r["source"], r["file"]) for r in records] == [
         (r["source"], r["file"]) for r in expected

@@ -299,7 +299,7 @@ def sharded(cfg: DictConfig) -> dict[str, Any]:
         )
     from lightning.pytorch.utilities import rank_zero_only
 
-    from yolov4.training.predict import SKIPPED, predict_files
+    from yolov4.training.predict import SKIPPED, postprocess_settings, predict_files
 
     out = Path(cfg.output or cfg.paths.output_dir)
     node = OmegaConf.to_container(cfg.trainer, resolve=False)
@@ -309,6 +309,10 @@ def sharded(cfg: DictConfig) -> dict[str, Any]:
     if not cfg.get("progress", True):
         kwargs["enable_progress_bar"] = False
     summary = Summary()
+    summary.postprocess = {
+        **postprocess_settings(cfg.get("conf"), cfg.get("iou"), cfg.get("max_det")).to_dict(),
+        "classes": classes,
+    }
     path = predict_files(
         cfg.checkpoint,
         [str(f) for s in sources for f in s.files],

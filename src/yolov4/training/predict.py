@@ -54,6 +54,7 @@ __all__ = [
     "JsonlPredictionWriter",
     "PredictModule",
     "list_images",
+    "postprocess_settings",
     "predict_files",
 ]
 
@@ -232,11 +233,19 @@ class JsonlPredictionWriter(BasePredictionWriter):
             part.unlink()
 
 
-def _postprocess(conf, iou, max_det, classes, num_classes: int) -> PostprocessConfig:
+def postprocess_settings(
+    conf: float | None = None, iou: float | None = None, max_det: int | None = None
+) -> PostprocessConfig:
+    """What :func:`predict_files` runs: the Predictor's serving postprocess with the values
+    given (``None``: its own); :class:`InputError` for a value out of range."""
     try:
-        settings = SERVING.replace(conf=conf, iou=iou, max_det=max_det)
+        return SERVING.replace(conf=conf, iou=iou, max_det=max_det)
     except ConfigError as e:
         raise InputError(str(e)) from None
+
+
+def _postprocess(conf, iou, max_det, classes, num_classes: int) -> PostprocessConfig:
+    settings = postprocess_settings(conf, iou, max_det)
     bad = [c for c in classes or () if not 0 <= int(c) < num_classes]
     if bad:
         raise InputError(f"classes {bad} out of range: the model has {num_classes} classes")
