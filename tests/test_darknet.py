@@ -354,3 +354,23 @@ def test_a_letterbox_checkpoint_written_as_darknet_files_is_read_back_letterboxe
     back = darknet_checkpoint(cfg, weights, ["a", "b"])
     assert back.preprocess.mode == "letterbox" and back.preprocess.input_size == (64, 64)
     assert "letter_box" not in read_darknet_cfg(write_darknet_cfg(ckpt.model))[0][1]  # as built
+
+
+@pytest.mark.parametrize("head", [b"PK\x03\x04", b"\x80\x02}q\x00"])
+def test_a_pytorch_file_named_weights_is_named_as_one(tmp_path, head):
+    """torch.save's zip (or a legacy pickle), renamed .weights or cut short: not read as floats."""
+    path = tmp_path / "x.weights"
+    path.write_bytes(head + bytes(4 * 1000))
+    with pytest.raises(CheckpointError, match="is a PyTorch file .* not darknet weights"):
+        load_darknet_weights(build_model("yolov4-tiny", num_classes=2), path)
+
+
+@pytest.mark.parametrize("header", [(-1, 2, 0), (0, 2, 10**6), (70000, 0, 0)])
+def test_a_header_that_is_not_darknets_is_refused(tmp_path, header):
+    model = build_model("yolov4-tiny", num_classes=2)
+    path = save_darknet_weights(model, tmp_path / "t.weights")
+    data = bytearray(path.read_bytes())
+    data[:12] = np.array(header, "<i4").tobytes()
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match=rf"header major {header[0]}, .* is not darknet's"):
+        load_darknet_weights(model, path)

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from yolov4.errors import CheckpointError
+from yolov4.models.budget import MAX_CLASSES
 from yolov4.models.cfg import ZOO, parse_cfg, resolve_layers
 from yolov4.models.config import ModelConfig, config_sections
 from yolov4.models.layers import ConvBnAct
@@ -39,6 +40,10 @@ __all__ = [
 
 HEADER_VERSION = (0, 2, 5)  # what darknet (AlexeyAB) writes today: uint64 `seen`
 FLOAT = np.dtype("<f4")
+MAX_VERSION = 1000  # a header's major, minor and revision are small version numbers
+# how torch.save's files start: a zip archive, or (before torch 1.6) a pickle, whose PROTO
+# opcode starts every pickle of protocol >= 2; not darknet weights
+ZIP_MAGIC, PICKLE_PROTO = b"PK", 0x80
 
 
 class DarknetHeader(NamedTuple):
@@ -102,8 +107,18 @@ def _read_header(data: bytes, path: Path) -> tuple[int, int, int, int, int]:
         raise CheckpointError(
             f"{path}: {len(data)} bytes is too short for a darknet .weights header (16-20 bytes); the file is truncated or not darknet weights"
         )
+    if data[:2] == ZIP_MAGIC or data[0] == PICKLE_PROTO:
+        raise CheckpointError(
+            f"{path} is a PyTorch file (it starts as torch.save's zip or pickle does), not darknet "
+            "weights; a checkpoint torch cannot read is truncated or corrupt"
+        )
     major, minor, revision = (int(v) for v in np.frombuffer(data, "<i4", 3))
-    wide = major * 10 + minor >= 2 and major < 1000 and minor < 1000
+    if not all(0 <= v < MAX_VERSION for v in (major, minor, revision)):
+        raise CheckpointError(
+            f"{path}: header major {major}, minor {minor}, revision {revision} is not darknet's "
+            f"(version numbers 0-{MAX_VERSION - 1}, e.g. 0, 2, 5); the file is not darknet weights"
+        )
+    wide = major * 10 + minor >= 2
     if wide:
         if len(data) < 20:
             raise CheckpointError(f"{path}: truncated darknet header ({len(data)} bytes)")
@@ -136,7 +151,7 @@ def _fit_hint(model: YOLOv4, found: int) -> str:
         counts = [_zoo_float_count(name, c) for c in (1, 2)]
         base, per_class = counts[0] - (counts[1] - counts[0]), counts[1] - counts[0]
         classes, rest = divmod(found - base, per_class)
-        if rest == 0 and classes >= 1:
+        if rest == 0 and 1 <= classes <= MAX_CLASSES:
             hints.append(f"it fits {name} with num_classes={classes}")
     convs = model.conv_layers()
     total = 0
@@ -170,7 +185,8 @@ def darknet_file_classes(config: ModelConfig, path: str | os.PathLike) -> int | 
     one, two = (_config_float_count(replace(config, num_classes=c)) for c in (1, 2))
     per_class = two - one
     classes, left = divmod(found - (one - per_class), per_class) if per_class else (0, 1)
-    return int(classes) if rest == 0 and left == 0 and classes >= 1 else None
+    fits = rest == 0 and left == 0 and 1 <= classes <= MAX_CLASSES
+    return int(classes) if fits else None
 
 
 def _tensor_order(m: ConvBnAct) -> list[tuple[str, int]]:

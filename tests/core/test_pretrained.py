@@ -83,3 +83,25 @@ def test_other_architecture_names_the_switch(tmp_path, source):
 def test_missing_file(tmp_path):
     with pytest.raises(CheckpointError, match="does not exist"):
         load_pretrained(build_model("yolov4-tiny", num_classes=3), tmp_path / "nope.weights")
+
+
+def test_a_checkpoint_cut_short_is_not_read_as_darknet_weights(tmp_path, source):
+    """A half-written .ckpt of a length that darknet's float count for some class count fits
+    (here 4): refused as a checkpoint torch cannot read, the model untouched."""
+    from dataclasses import replace
+
+    from yolov4.darknet import _config_float_count
+
+    path = save_checkpoint(tmp_path / "w.pt", source, ["a", "b", "c"])
+    one, two = (_config_float_count(replace(source.config, num_classes=c)) for c in (1, 2))
+    size = 20 + 4 * (one + 3 * (two - one))  # the header, then 4 classes' floats
+    data = path.read_bytes()
+    assert data[:2] == b"PK" and size < len(data)
+    path.write_bytes(data[:size])
+    model = build_model("yolov4-tiny", num_classes=3)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    assert not is_darknet_weights(path)
+    with pytest.raises(CheckpointError) as e:
+        load_pretrained(model, path)
+    assert "darknet" not in str(e.value) and str(path) in str(e.value)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())

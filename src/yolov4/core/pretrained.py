@@ -24,7 +24,7 @@ from typing import Any
 
 from yolov4.core.checkpoint import check_finite, network_state_dict, read_checkpoint
 from yolov4.core.mismatch import group_keys, mismatch_report
-from yolov4.darknet import darknet_file_classes, load_darknet_weights
+from yolov4.darknet import PICKLE_PROTO, ZIP_MAGIC, darknet_file_classes, load_darknet_weights
 from yolov4.errors import CheckpointError
 from yolov4.models import YOLOv4
 
@@ -46,8 +46,6 @@ def _layer(key: str) -> int:
     return int(parts[1]) if len(parts) > 2 and parts[0] == "layers" and parts[1].isdigit() else -1
 
 
-# pickle's PROTO opcode: the first byte of every pickle of protocol >= 2 (legacy torch.save)
-PICKLE_PROTO = 0x80
 # the config keys that name these options, quoted in errors (configs/module/default.yaml)
 STRICT_KEY = "module.pretrained_strict"
 
@@ -80,8 +78,9 @@ def is_darknet_weights(path: str | os.PathLike) -> bool:
     if not p.is_file() or zipfile.is_zipfile(p):
         return False
     with p.open("rb") as f:
-        head = f.read(1)
-    return bool(head) and head[0] != PICKLE_PROTO
+        head = f.read(2)
+    # a torch.save zip cut short (no central directory) still starts as a zip
+    return bool(head) and head[0] != PICKLE_PROTO and head != ZIP_MAGIC
 
 
 def load_pretrained(
