@@ -336,3 +336,31 @@ def test_tiny_model_overfits_one_image_and_postprocess_recovers_the_boxes(one_th
     assert recovered, (
         f"not recovered after {steps} steps: loss {loss.item():.3f}, detections {dets}"
     )
+
+
+@pytest.mark.parametrize(
+    ("rows", "named"),
+    [
+        ([[0, -1, 10, 10, 40, 40.0]], r"1 of 1 target rows class outside 0..1 or not whole"),
+        ([[0, 5, 10, 10, 40, 40.0], [0, 1, 1, 1, 9, 9]], r"1 of 2 .* class outside 0..1"),
+        ([[0, 0.5, 10, 10, 40, 40.0]], r"class outside 0..1 or not whole"),
+        ([[2, 1, 10, 10, 40, 40.0]], r"image index outside 0..1 or not whole, e.g. row 0"),
+        ([[0, 1, float("nan"), 10, 40, 40]], r"not finite"),
+        ([[0, 1, 40, 40, 10, 10.0]], r"x2 < x1 or y2 < y1 \(corners expected, not cx, cy, w, h\)"),
+        ([[0, 1, 0.1, 0.2, 0.5, 0.6]], r"within 1 pixel of the origin .* normalised to \[0, 1\]"),
+        ([[0, 1, 10, 10, 40.0]], r"expected targets \(M, 6\) .* got torch.float32 \(1, 5\)"),
+        ([[0, 1, 10, 10, 40, 40]], r"got torch.int64 \(1, 6\)"),
+    ],
+)
+def test_targets_that_are_not_the_losss_are_refused_naming_the_row(rows, named):
+    """A user's own loader: a class or image index out of range, boxes as cx, cy, w, h or
+    normalised to [0, 1] trained silently on wrong targets (or failed deep in the loss)."""
+    from yolov4.errors import InputError
+
+    model = build_model("yolov4-tiny", num_classes=2, input_size=[64, 64])
+    loss = YoloLoss.from_config(model.config)
+    maps = model(torch.rand(2, 3, 64, 64))
+    with pytest.raises(InputError, match=named):
+        loss(maps, torch.tensor(rows))
+    assert torch.isfinite(loss(maps, torch.tensor([[1, 1, 10, 10, 40, 40.0]])).total)
+    assert torch.isfinite(loss(maps, torch.zeros(0, 6)).total)  # no boxes: background only

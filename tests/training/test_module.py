@@ -129,6 +129,33 @@ def test_class_names_must_match_num_classes():
         tiny_module(class_names=["a", "b"])
 
 
+@pytest.mark.parametrize(
+    ("kwargs", "named"),
+    [
+        ({"ema_decay": 1.5}, r"module.ema_decay must be a number in \(0, 1\) .* got 1.5"),
+        ({"ema_decay": -0.1}, r"module.ema_decay must be a number in \(0, 1\)"),
+        ({"ema_decay": "high"}, r"module.ema_decay must be a number"),
+        ({"ema_tau": 0}, r"module.ema_tau must be a number > 0, got 0"),
+        ({"label_smoothing": 5}, r"module.label_smoothing must be a number in \[0, 1\], got 5"),
+        ({"optim": {"lrr": 1}}, r"unknown optim keys \['lrr'\]; expected some of .*'lr'"),
+        ({"category_ids": [1, 2]}, r"2 category_ids for model.num_classes=3"),
+    ],
+)
+def test_module_settings_out_of_range_are_refused_at_construction(kwargs, named):
+    """An EMA decay over 1 diverges, and the EMA is what validation scores and weights/ hold."""
+    with pytest.raises(ConfigError, match=named):
+        tiny_module(**kwargs)
+
+
+def test_model_may_be_a_zoo_name_or_a_model_config():
+    config = build_model("yolov4-tiny", num_classes=3).config
+    assert YoloModule(model="yolov4-tiny").model.num_classes == 80
+    assert YoloModule(model=config).model.config == config
+    assert tiny_module(ema_decay=None).ema is None and tiny_module(ema_decay=0).ema is None
+    with pytest.raises(ConfigError, match=r"model must be a model config .* got int"):
+        YoloModule(model=3)
+
+
 def test_loss_is_built_for_fitting_only(monkeypatch):
     """Constructing and validating never build the loss; setup("fit") builds it with the
     module's label smoothing."""

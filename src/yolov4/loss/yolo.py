@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from yolov4.errors import InputError
 from yolov4.loss.assign import anchor_match, grid_cell, pad_per_image, positive_anchors
 from yolov4.loss.box import box_term
 from yolov4.loss.darknet import (
@@ -43,6 +44,49 @@ class LossOutput(NamedTuple):
     box: Tensor
     obj: Tensor
     cls: Tensor
+
+
+def check_targets(targets: Any, batch: int, num_classes: int) -> None:
+    """``targets`` as the loss takes them, or :class:`InputError` naming what was found: a
+    float tensor ``(M, 6)`` of finite ``[image index, class, x1, y1, x2, y2]`` rows, the index
+    in ``[0, batch)``, the class in ``[0, num_classes)`` (both whole numbers) and the box corners
+    in input pixels, ``x2 >= x1`` and ``y2 >= y1`` (a user's loader giving ``cx, cy, w, h`` or
+    YOLO's normalised boxes would otherwise train on wrong boxes without a word)."""
+    expected = "targets (M, 6) float rows [image index, class, x1, y1, x2, y2] in input pixels"
+    if not isinstance(targets, Tensor):
+        raise InputError(f"expected {expected}, got {type(targets).__name__}")
+    if targets.ndim != 2 or targets.shape[1] != 6 or not targets.is_floating_point():
+        raise InputError(f"expected {expected}, got {targets.dtype} {tuple(targets.shape)}")
+    if targets.shape[0] == 0:
+        return
+    rows = targets.detach().float()
+    img, cls, box = rows[:, 0], rows[:, 1], rows[:, 2:]
+    problems = {
+        "not finite": ~torch.isfinite(rows).all(1),
+        f"image index outside 0..{batch - 1} or not whole": (img < 0)
+        | (img >= batch)
+        | (img != img.round()),
+        f"class outside 0..{num_classes - 1} or not whole": (cls < 0)
+        | (cls >= num_classes)
+        | (cls != cls.round()),
+        "x2 < x1 or y2 < y1 (corners expected, not cx, cy, w, h)": (box[:, 2] < box[:, 0])
+        | (box[:, 3] < box[:, 1]),
+    }
+    bad = torch.stack(list(problems.values()))
+    # one device sync for every check: its count and its first row
+    found = torch.cat([bad.sum(1), bad.int().argmax(1)]).tolist()
+    for what, count, first in zip(problems, found[: len(problems)], found[len(problems) :]):
+        if count:
+            raise InputError(
+                f"{count} of {rows.shape[0]} target rows {what}, e.g. row {first}: "
+                f"{[round(v, 4) for v in rows[first].tolist()]}; expected {expected}"
+            )
+    if box.abs().max() <= 1:
+        raise InputError(
+            f"every target box lies within 1 pixel of the origin (e.g. "
+            f"{[round(v, 4) for v in rows[0].tolist()]}): boxes normalised to [0, 1]? "
+            f"expected {expected}"
+        )
 
 
 class YoloLoss(nn.Module):
@@ -174,6 +218,7 @@ class YoloLoss(nn.Module):
         batch = maps[0].shape[0]
         device = maps[0].device
         input_hw = (maps[0].shape[2] * self.strides[0], maps[0].shape[3] * self.strides[0])
+        check_targets(targets, batch, self.num_classes)
         targets = targets.to(device=device, dtype=torch.float32)
         t_img, t_cls = targets[:, 0].long(), targets[:, 1].long()
         t_box = xyxy_to_cxcywh(targets[:, 2:6])

@@ -10,6 +10,7 @@ only, so Lightning ``.ckpt`` files load with ``torch.load(weights_only=True)`` a
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 import warnings
@@ -59,6 +60,51 @@ def _class_names(class_names: list[str] | None, num_classes: int) -> list[str]:
     return names
 
 
+def _model_dict(model: Any) -> dict[str, Any]:
+    """``model=`` as ``ModelConfig.from_dict`` takes it: a mapping, a :class:`ModelConfig` or a
+    zoo name (its 80 classes; a mapping sets ``num_classes``)."""
+    if isinstance(model, ModelConfig):
+        return model.to_dict()
+    if isinstance(model, str):
+        return {"name": model}
+    if not isinstance(model, Mapping):
+        raise ConfigError(
+            f"model must be a model config (a mapping such as {{'name': 'yolov4-tiny', "
+            f"'num_classes': 4}}, a ModelConfig or a zoo name), got {type(model).__name__}"
+        )
+    return dict(model)
+
+
+def _optim_config(optim: Mapping[str, Any] | None) -> OptimConfig:
+    """``optim=`` as an :class:`OptimConfig`; unknown keys a :class:`ConfigError` naming them."""
+    known = {f.name for f in dataclasses.fields(OptimConfig)}
+    unknown = sorted(set(optim or {}) - known)
+    if unknown:
+        raise ConfigError(f"unknown optim keys {unknown}; expected some of {sorted(known)}")
+    return OptimConfig(**dict(optim or {}))
+
+
+def _check_fractions(ema_decay: Any, ema_tau: Any, label_smoothing: Any) -> None:
+    """The EMA's decay in (0, 1) (``None`` or 0: off) and ramp > 0, the smoothing in [0, 1]:
+    an EMA of decay 1.5 diverges, and it is what validation scores and ``weights/`` hold."""
+
+    def number(x: Any) -> bool:
+        return isinstance(x, int | float) and not isinstance(x, bool)
+
+    if ema_decay is not None and ema_decay != 0:
+        if not number(ema_decay) or not 0 < ema_decay < 1:
+            raise ConfigError(
+                f"module.ema_decay must be a number in (0, 1) (null or 0: no EMA), "
+                f"got {ema_decay!r}"
+            )
+        if not number(ema_tau) or not ema_tau > 0:
+            raise ConfigError(f"module.ema_tau must be a number > 0, got {ema_tau!r}")
+    if not number(label_smoothing) or not 0 <= label_smoothing <= 1:
+        raise ConfigError(
+            f"module.label_smoothing must be a number in [0, 1], got {label_smoothing!r}"
+        )
+
+
 class ValidationSample(NamedTuple):
     """The first validation batch and its detections, for the image grid callback. ``images``
     ``(B, 3, H, W)``; ``targets`` ``(M, 6)`` and ``detections[i]`` ``(K_i, 6)`` in input pixels."""
@@ -79,15 +125,17 @@ class YoloModule(L.LightningModule):
     :attr:`evaluation` holds the :class:`~yolov4.evaluation.EvaluationResult`.
 
     Args:
-        model: model config dict (``ModelConfig.to_dict()`` or ``configs/model/*.yaml``).
+        model: model config dict (``ModelConfig.to_dict()`` or ``configs/model/*.yaml``), a
+            :class:`ModelConfig`, or a zoo name (``"yolov4-tiny"``, 80 classes).
         optim: optimiser/schedule settings.
         class_names: one name per class (from the DataModule).
         category_ids: original category id per class index (results carry these).
         preprocess: the DataModule's ``preprocess_config.to_dict()``; stored in checkpoints.
         data: the run's resolved data config (``cfg.data``, builtins); stored in checkpoints, so
             that ``evaluate.py checkpoint=`` scores the data the run validated on.
-        ema_decay: EMA of the weights (``None``: off); ``ema_tau`` its ramp in optimizer steps.
-        label_smoothing: class-target smoothing of the loss; 0 keeps the cfg's per-head
+        ema_decay: EMA of the weights, in (0, 1) (``None`` or 0: off); ``ema_tau`` its ramp in
+            optimizer steps.
+        label_smoothing: class-target smoothing of the loss, in [0, 1]; 0 keeps the cfg's per-head
             ``[yolo] label_smooth_eps``, any other value replaces it on every head.
         box_gradient: the box term's gradient, ``darknet`` (darknet's ``dx_box_iou``, what its
             recipes were tuned with) or ``exact`` (the true derivative); see :mod:`yolov4.loss`.
@@ -135,9 +183,15 @@ class YoloModule(L.LightningModule):
         new = renamed_kwargs(renamed, RENAMED_KWARGS, "YoloModule")
         val_postprocess = new.get("val_postprocess", val_postprocess)
         compile_model = new.get("compile_model", compile_model)
-        config = ModelConfig.from_dict(dict(model))
-        optim_cfg = optim if isinstance(optim, OptimConfig) else OptimConfig(**dict(optim or {}))
+        config = ModelConfig.from_dict(_model_dict(model))
+        optim_cfg = optim if isinstance(optim, OptimConfig) else _optim_config(optim)
         names = _class_names(class_names, config.num_classes)
+        _check_fractions(ema_decay=ema_decay, ema_tau=ema_tau, label_smoothing=label_smoothing)
+        if category_ids is not None and len(category_ids) != config.num_classes:
+            raise ConfigError(
+                f"{len(category_ids)} category_ids for model.num_classes={config.num_classes}; "
+                "expected one per class"
+            )
         self.save_hyperparameters(
             {
                 "model": config.to_dict(),
