@@ -234,6 +234,13 @@ CASES = {
         "channels",
         "only 3-channel",
     ),
+    "empty route": (
+        nth(BASE, "layers=0,-1", "layers="),
+        4,
+        "route",
+        "layers",
+        r"is empty; expected one or more layer indices",
+    ),
     "duplicate key": (
         nth(BASE, "filters=4\n", "filters=4\nsize=3\n"),
         3,
@@ -436,3 +443,47 @@ def test_cfg_path_and_text_give_the_same_network(tmp_path):
         k: v.shape for k, v in from_text.state_dict().items()
     }
     assert Path(path).read_text() == from_path.config.cfg
+
+
+def layer_params(model) -> list:
+    return [(s.kind, s.inputs, s.channels, s.stride, s.params) for s in model._specs]
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ("[maxpool]\nsize=2\nstride=2", "[maxpool]\nstride=2"),  # darknet: size = stride
+        ("size=3\nstride=2\npad=1", "size=3\nstride=2\npad=1\npadding=0"),  # pad=1 wins
+    ],
+)
+def test_darknets_defaults_where_a_key_is_left_out_or_overridden(old, new):
+    """darknet's parser: [maxpool] size defaults to its stride; [convolutional] pad=1 pads
+    size // 2 whatever padding= says. The edited yolov4-tiny is yolov4-tiny."""
+    text = (CFG_DIR / "yolov4-tiny.cfg").read_text()
+    assert old in text
+    with torch.device("meta"):
+        zoo = build_model("yolov4-tiny", num_classes=80)
+        edited = build_model(cfg=text.replace(old, new, 1), num_classes=80)
+    assert layer_params(edited) == layer_params(zoo)
+
+
+def test_cfg_files_of_any_line_end_or_with_a_bom_read_as_the_text(tmp_path):
+    """Windows (CRLF), old Mac (CR) and a UTF-8 byte-order mark (Notepad); bytes as text."""
+    with torch.device("meta"):
+        want = layer_params(build_model(cfg=BASE, num_classes=None))
+        for name, data in {
+            "crlf": BASE.replace("\n", "\r\n").encode(),
+            "cr": BASE.replace("\n", "\r").encode(),
+            "bom": b"\xef\xbb\xbf" + BASE.encode(),
+        }.items():
+            (tmp_path / f"{name}.cfg").write_bytes(data)
+            model = build_model(cfg=tmp_path / f"{name}.cfg", num_classes=None)
+            assert layer_params(model) == want, name
+            assert model.config.cfg == BASE, name
+        assert layer_params(build_model(cfg=BASE.encode(), num_classes=None)) == want
+
+
+@pytest.mark.parametrize("cfg", ["", "  ", 5])
+def test_a_cfg_that_is_neither_a_path_nor_text_is_named(cfg):
+    with pytest.raises(ConfigError, match=r"cfg must be a path to a darknet cfg file or its text"):
+        build_model(cfg=cfg, num_classes=None)

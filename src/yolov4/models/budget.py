@@ -37,6 +37,7 @@ __all__ = [
     "LIMITS",
     "check_cfg_text",
     "read_cfg_file",
+    "cfg_text",
     "check_layer",
     "check_layer_count",
     "check_network",
@@ -143,14 +144,22 @@ def read_cfg_file(path: Path) -> str:
         size = path.stat().st_size  # 0 for a device or pipe, which is read no further either
         shown = f"{size:,} bytes" if size > MAX_CFG_BYTES else f"more than {MAX_CFG_BYTES:,} bytes"
         raise ConfigError(f"{path}: cfg file of " + over("MAX_CFG_BYTES", shown))
+    return cfg_text(data, str(path))
+
+
+def cfg_text(data: bytes, source: str) -> str:
+    """A cfg's bytes as text: UTF-8 (a byte-order mark dropped) with ``\\n`` line ends (Windows'
+    ``\\r\\n`` and old Macs' ``\\r`` too); :class:`ConfigError` naming ``source``, the line and
+    the byte offset otherwise."""
     try:
-        return data.decode("utf-8")
+        text = data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         line = data[: e.start].count(b"\n") + 1
         raise ConfigError(
-            f"{path}:{line}: not UTF-8 text: byte offset {e.start} is {data[e.start : e.start + 1]!r} "
-            f"({e.reason}); a darknet cfg is plain text"
+            f"{source}:{line}: not UTF-8 text: byte offset {e.start} is "
+            f"{data[e.start : e.start + 1]!r} ({e.reason}); a darknet cfg is plain text"
         ) from None
+    return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
 # -- layers -------------------------------------------------------------------------------------

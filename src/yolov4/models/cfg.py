@@ -5,8 +5,9 @@ section's options in file order with their line numbers, so that an error can na
 line, section and key; :func:`resolve_layers` turns the sections after ``[net]`` into
 :class:`LayerSpec`s: darknet's layer index, absolute input indices, channels and stride of each
 output, with the semantics of darknet's ``src/parser.c`` (relative and absolute ``layers=`` /
-``from=``, ``[route] groups/group_id``, ``[maxpool]`` padding ``size - 1`` on the right/bottom
-unless given, ``pad=1`` meaning ``size // 2``).
+``from=``, ``[route] groups/group_id``, ``[maxpool]`` ``size`` defaulting to ``stride`` and
+padding ``size - 1`` on the right/bottom unless given, ``pad=1`` meaning ``size // 2`` whatever
+``padding=`` says).
 
 Anything the network builder does not implement stops here with a :class:`ConfigError`; keys
 that only concern darknet's own training loop are listed in ``TRAINING_KEYS`` and kept verbatim
@@ -248,14 +249,15 @@ def _conv_spec(s: Section, i: int, c_in: int, st_in: int) -> LayerSpec:
     stride = s.get_int("stride", 1)
     filters = s.get_int("filters", 1)
     groups = s.get_int("groups", 1)
-    pad = s.get_int("padding", size // 2 if s.get_int("pad", 0) else 0)
+    # darknet: pad=1 means size // 2 whatever padding= says; padding= counts without it
+    pad = size // 2 if s.get_int("pad", 0) else s.get_int("padding", 0)
     if size < 1 or stride < 1 or filters < 1 or groups < 1 or pad < 0:
         raise s.error(None, "size, stride, filters and groups must be >= 1, padding >= 0")
     if c_in % groups or filters % groups:
         raise s.error("groups", f"{groups} does not divide {c_in} inputs / {filters} filters")
     if 2 * pad != size - 1:
         raise s.error(
-            "pad" if "padding" not in s.options else "padding",
+            "padding" if "padding" in s.options and not s.get_int("pad", 0) else "pad",
             f"only 'same' padding (size // 2) is supported, got padding {pad} for size {size}",
         )
     params = dict(
@@ -274,6 +276,8 @@ def _conv_spec(s: Section, i: int, c_in: int, st_in: int) -> LayerSpec:
 def _route_spec(s: Section, i: int, out: Callable[[int], tuple[int, int]]) -> LayerSpec:
     """``out(j)``: layer ``j``'s (channels, stride); layers 0 to ``i - 1`` exist."""
     srcs = [_index(s, "layers", v, i, i) for v in s.get_ints("layers")]
+    if not srcs:
+        raise s.error("layers", "is empty; expected one or more layer indices (-1, 61, ...)")
     groups, group_id = s.get_int("groups", 1), s.get_int("group_id", 0)
     if groups < 1 or not 0 <= group_id < groups:
         raise s.error("group_id", f"must be in [0, groups={groups}), got {group_id}")
@@ -307,8 +311,8 @@ def _shortcut_spec(
 
 
 def _maxpool_spec(s: Section, i: int, c_in: int, st_in: int) -> LayerSpec:
-    size = s.get_int("size", 1)
     stride = s.get_int("stride", 1)
+    size = s.get_int("size", stride)  # darknet's default: the stride
     padding = s.get_int("padding", size - 1)
     if size < 1 or stride < 1 or padding < 0:
         raise s.error(None, "size and stride must be >= 1, padding >= 0")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -300,12 +301,17 @@ def _check_number(key: str, value: Any, lo: float, hi: float, inclusive: bool) -
         raise ConfigError(f"model.{key} must be a number in {bound}, got {value!r}")
 
 
-def _cfg_text(cfg: str | Path) -> tuple[str, str]:
-    """``cfg`` as (text, source name): a path to a file, or cfg text itself."""
-    if isinstance(cfg, str) and "\n" in cfg:
-        return cfg, "<cfg>"
+def _cfg_text(cfg: str | bytes | os.PathLike) -> tuple[str, str]:
+    """``cfg`` as (text, source name): a path to a file, or cfg text itself (a string of more
+    than one line, or bytes)."""
+    if isinstance(cfg, bytes | bytearray):
+        return budget.cfg_text(bytes(cfg), "<cfg>"), "<cfg>"
+    if isinstance(cfg, str) and ("\n" in cfg or "\r" in cfg):
+        return budget.cfg_text(cfg.encode("utf-8"), "<cfg>"), "<cfg>"
     if str(cfg) == "???":  # model=darknet without model.cfg= (Hydra's missing-value marker)
         raise ConfigError("model=darknet needs the cfg file: model.cfg=path/to/your.cfg")
+    if not isinstance(cfg, str | os.PathLike) or not str(cfg).strip():
+        raise ConfigError(f"cfg must be a path to a darknet cfg file or its text, got {cfg!r}")
     path = Path(cfg)
     return budget.read_cfg_file(path), str(path)
 

@@ -113,7 +113,12 @@ def check_resume_fits(
             f"these classes start a new run with module.pretrained=<run>/weights/last.pt"
         )
     saved_cfg = saved_cfg_text(data)
-    if saved_cfg is not None and model.config.cfg is not None and saved_cfg != model.config.cfg:
+    now_cfg = model.config.cfg
+    if (
+        saved_cfg is not None
+        and now_cfg is not None
+        and saved_cfg.splitlines() != now_cfg.splitlines()
+    ):
         raise ConfigError(
             f"ckpt_path={path}: the darknet cfg this run reads now differs from the one the run "
             f"trained ({_first_difference(saved_cfg, model.config.cfg)}): resume continues the "
