@@ -90,11 +90,27 @@ def test_rebuild_from_config_dict_gives_same_state_dict_layout():
         ({"name": "yolov4-tiny", "masks": [[0, 1, 9], [3, 4, 5]]}, r"masks\[0\]=\[0, 1, 9\]"),
         ({"name": "yolov4-tiny", "scale_x_y": [1.05]}, "one value per head"),
         ({"name": "yolov4-tiny", "input_size": [416, 400]}, "multiples of 32"),
+        ({"name": "yolov4-tiny", "num_classes": 2.5}, "num_classes must be whole numbers, got 2.5"),
+        (
+            {"name": "yolov4-tiny", "num_classes": True},
+            "num_classes must be whole numbers, got True",
+        ),
+        ({"name": "yolov4-tiny", "input_size": [64.9, 64]}, "input_size must be whole numbers"),
+        ({"name": "yolov4-tiny", "masks": [[1.7, 2, 3], [3, 4, 5]]}, "masks must be whole numbers"),
     ],
 )
 def test_config_errors_name_the_key(kwargs, match):
     with pytest.raises(ConfigError, match=match):
         build_model(**kwargs)
+
+
+def test_whole_numbers_of_any_type_are_taken():
+    """YAML, JSON and numpy give 4, 4.0 or np.int64(4): the same network."""
+    import numpy as np
+
+    for n in (4, 4.0, np.int64(4), "4"):
+        config = build_model("yolov4-tiny", num_classes=n, input_size=[64, 64.0]).config
+        assert config.num_classes == 4 and config.input_size == (64, 64)
 
 
 @pytest.fixture(scope="module")

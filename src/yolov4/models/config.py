@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import numbers
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -157,11 +158,13 @@ class ModelConfig:
             raise ConfigError(f"model config is missing key(s) {missing}")
         v = dict(values)
         try:
-            v["num_classes"] = int(v["num_classes"])
-            v["input_size"] = tuple(int(s) for s in v["input_size"])
-            v["strides"] = tuple(int(s) for s in v["strides"])
+            v["num_classes"] = _whole(v["num_classes"], "num_classes")
+            v["input_size"] = tuple(_whole(s, "input_size") for s in v["input_size"])
+            v["strides"] = tuple(_whole(s, "strides") for s in v["strides"])
             v["anchors"] = _pairs(v["anchors"])
-            v["masks"] = tuple(tuple(int(i) for i in m) for m in v["masks"])
+            v["masks"] = tuple(tuple(_whole(i, "masks") for i in m) for m in v["masks"])
+        except ConfigError:
+            raise
         except (TypeError, ValueError) as e:
             raise ConfigError(f"model config has a value of the wrong type: {e}") from e
         heads = len(v["strides"])
@@ -299,6 +302,21 @@ def _check_number(key: str, value: Any, lo: float, hi: float, inclusive: bool) -
     if not ok:
         bound = f"{'[' if inclusive else '('}{lo:g}, {hi:g}]"
         raise ConfigError(f"model.{key} must be a number in {bound}, got {value!r}")
+
+
+def _whole(value: Any, key: str) -> int:
+    """``value`` as an int when it is a whole number (``4``, ``4.0``, ``"4"``); a
+    :class:`ConfigError` naming ``model.<key>`` for anything else (``2.5`` or ``True`` were read
+    as 2 and 1)."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str | numbers.Integral):
+        raise ConfigError(f"model.{key} must be whole numbers, got {value!r}")
+    try:
+        number = float(value)
+    except ValueError:
+        raise ConfigError(f"model.{key} must be whole numbers, got {value!r}") from None
+    if not number.is_integer():
+        raise ConfigError(f"model.{key} must be whole numbers, got {value!r}")
+    return int(number)
 
 
 def _cfg_text(cfg: str | bytes | os.PathLike) -> tuple[str, str]:
