@@ -374,3 +374,38 @@ def test_a_header_that_is_not_darknets_is_refused(tmp_path, header):
     path.write_bytes(bytes(data))
     with pytest.raises(CheckpointError, match=rf"header major {header[0]}, .* is not darknet's"):
         load_darknet_weights(model, path)
+
+
+@pytest.mark.parametrize("upto", [0, -1, 5.5, True, 10**3])
+def test_upto_outside_the_networks_layers_is_refused(tmp_path, upto):
+    model = build_model("yolov4-tiny", num_classes=2)
+    path = save_darknet_weights(model, tmp_path / "t.weights")
+    for call in (
+        lambda: load_darknet_weights(model, path, upto=upto),
+        lambda: save_darknet_weights(model, tmp_path / "u.weights", upto=upto),
+    ):
+        with pytest.raises(CheckpointError, match=r"upto must be a darknet layer count in 1\.\.38"):
+            call()
+    assert not (tmp_path / "u.weights").exists()
+
+
+@pytest.mark.parametrize("seen", [-1, 2**64, 1.5])
+def test_seen_must_fit_the_header(tmp_path, seen):
+    with pytest.raises(CheckpointError, match=r"seen .* must be an int >= 0"):
+        save_darknet_weights(build_model("yolov4-tiny", num_classes=2), tmp_path / "t.weights", seen)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "named"),
+    [
+        ({"input_size": (100, 100)}, r"input_size: expected \(H, W\) positive multiples of 32"),
+        ({"input_size": 64}, r"input_size: expected \(H, W\)"),
+        ({"letter_box": "no"}, r"letter_box must be true, false or None, got 'no'"),
+    ],
+)
+def test_write_darknet_cfg_refuses_what_no_reader_takes(kwargs, named):
+    """A cfg of width=100 was written, and build_model refused it on the way back."""
+    from yolov4 import ConfigError
+
+    with pytest.raises(ConfigError, match=named):
+        write_darknet_cfg(build_model("yolov4-tiny", num_classes=2), **kwargs)

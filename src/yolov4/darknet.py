@@ -12,6 +12,7 @@ then float32s: for every ``[convolutional]`` layer in cfg order, BN ``beta, gamm
 
 from __future__ import annotations
 
+import numbers
 import os
 import tempfile
 from dataclasses import replace
@@ -21,11 +22,12 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from yolov4.errors import CheckpointError
+from yolov4.errors import CheckpointError, ConfigError
 from yolov4.models.budget import MAX_CLASSES
 from yolov4.models.cfg import ZOO, parse_cfg, resolve_layers
 from yolov4.models.config import ModelConfig, config_sections
 from yolov4.models.layers import ConvBnAct
+from yolov4.models.stride import check_stride_multiple
 from yolov4.models.yolov4 import YOLOv4
 
 __all__ = [
@@ -65,7 +67,11 @@ def write_darknet_cfg(
     sets ``[net] letter_box`` (how darknet, and ``darknet_weights=`` here, resize images), default
     the model config's. For a checkpoint, pass its preprocessing:
     ``letter_box=ckpt.preprocess.mode == "letterbox"``."""
-    h, w = input_size or model.config.input_size
+    h, w = check_stride_multiple(
+        input_size or model.config.input_size, model.config.max_stride, "input_size"
+    )
+    if letter_box not in (None, True, False, 0, 1):
+        raise ConfigError(f"letter_box must be true, false or None, got {letter_box!r}")
     lines = []
     for i, section in enumerate(model.sections):
         options = dict(section.options)
@@ -93,6 +99,15 @@ def _conv_floats(m: ConvBnAct) -> int:
 
 
 def _conv_layers(model: YOLOv4, cutoff: int | None) -> list[tuple[int, ConvBnAct]]:
+    """The convolutions of darknet layers ``< cutoff`` (``None``: all), with their indices."""
+    n = len(model.layers)
+    if cutoff is not None and (
+        isinstance(cutoff, bool) or not isinstance(cutoff, numbers.Integral) or not 1 <= cutoff <= n
+    ):
+        raise CheckpointError(
+            f"upto must be a darknet layer count in 1..{n} ({model.config.name} has {n} layers), "
+            f"got {cutoff!r}"
+        )
     convs = model.conv_layers()
     return [(i, m) for i, m in convs if cutoff is None or i < cutoff]
 
@@ -294,6 +309,8 @@ def save_darknet_weights(
     the file the model was loaded from (:func:`load_darknet_weights`), 0 for a new model."""
     if seen is None:
         seen = int(getattr(model, "seen", 0))
+    if isinstance(seen, bool) or not isinstance(seen, numbers.Integral) or not 0 <= seen < 2**64:
+        raise CheckpointError(f"seen (images seen in training) must be an int >= 0, got {seen!r}")
     if model.is_fused:
         raise CheckpointError(
             "save darknet weights from the unfused model: a fused model has no BN statistics to write"
