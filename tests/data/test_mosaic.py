@@ -190,3 +190,40 @@ def test_extra_albumentations_transforms_compose_after_the_geometry():
 def test_bad_settings_name_the_key(kw, message):
     with pytest.raises(ConfigError, match=message):
         AugmentConfig(**kw)
+
+
+@pytest.mark.parametrize("mosaic", [1.0, 0.5])
+@pytest.mark.parametrize("hw", [(180, 320), (320, 180)])
+def test_every_part_of_a_non_square_image_reaches_the_mosaics(mosaic, hw):
+    """A 16:9 image covering a square cell shows one cell of it per slice: that cell is drawn
+    anywhere in the image (it was always the top-left one, so objects at the far end of
+    landscape or portrait images were never trained on)."""
+    h, w = hw
+    near, far = [5.0, 5.0, 45.0, 45.0], [w - 45.0, h - 45.0, w - 5.0, h - 5.0]
+    geometry = build_geometry(_config(mosaic=mosaic, scale=(1.0, 1.0), translate=0.0), (64, 64))
+    rng, counts = random.Random(0), np.zeros(2)
+    image = np.zeros((h, w, 3), np.uint8)
+    for _ in range(200):
+        placed = [
+            geometry.resize(image, np.float32([near, far]), np.array([0, 1]), rng=rng)
+            for _ in range(MOSAIC_DONORS + 1)
+        ]
+        _, _, labels, _ = geometry(rng, placed[0], placed[1:])
+        counts += np.bincount(labels, minlength=2)
+    assert counts.min() > 0.5 * counts.max(), counts
+
+
+@pytest.mark.parametrize("mosaic", [0.5, 1.0])
+def test_a_long_strip_is_resized_to_a_few_cells_at_most(mosaic):
+    """A 6000x100 image at input 608: covering a cell would make it 36480 px long, past what
+    cv2's warp takes (it stopped the run); both paths give a sample."""
+    from yolov4.data.mosaic import COVER_LIMIT
+
+    geometry = build_geometry(_config(mosaic=mosaic), (608, 608))
+    rng = random.Random(0)
+    strip = np.full((100, 6000, 3), 200, np.uint8)
+    placed = geometry.resize(strip, np.float32([[100, 10, 300, 90]]), np.array([0]), rng=rng)
+    assert max(placed.image.shape[:2]) <= COVER_LIMIT * 608
+    for donors in (None, [placed] * MOSAIC_DONORS):
+        image, boxes, labels, _ = geometry(rng, placed, donors)
+        assert image.shape == (608, 608, 3) and len(boxes) == len(labels)

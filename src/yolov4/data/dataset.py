@@ -136,7 +136,7 @@ class DetectionDataset(Dataset):
         loaded = self.load(index)
         if loaded is None:
             return None
-        return self.geometry.resize(*loaded)
+        return self.geometry.resize(*loaded, rng=self.geometry_rng)
 
     def _load_train(self, index: int) -> tuple[int, Placed]:
         """Image ``index`` decoded for training, or when it is unreadable a random readable one

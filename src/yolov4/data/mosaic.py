@@ -6,9 +6,11 @@ THE letterbox/stretch scale of :func:`yolov4.ops.letterbox.letterbox_params`. A 
 takes one of two paths (:meth:`TrainGeometry.__call__`):
 
 * mosaic (darknet ``mosaic=1``): a split point drawn in ``mosaic_center`` of the output cuts it
-  into four slices; each holds one image with its inner corner at the split point (the sample
-  itself in the largest slice, three donors at random in the others), the slices are pasted into
-  one ``(H, W)`` canvas, and that canvas goes through ONE ``cv2.warpAffine``;
+  into four slices; each holds one ``(H, W)`` cell of an image, drawn at random in the image
+  resized to cover it (every part of a non-square image gets its turn), with the cell's inner
+  corner at the split point (the sample itself in the largest slice, three donors at random in
+  the others); the slices are pasted into one ``(H, W)`` canvas, and that canvas goes through
+  ONE ``cv2.warpAffine``;
 * single: the resized image goes through ONE ``cv2.warpAffine`` that places it as the
   letterbox would (no warp at all when the random affine is the identity: then the sample is
   exactly :func:`~yolov4.core.preprocess.preprocess`'s image).
@@ -38,6 +40,7 @@ __all__ = ["MOSAIC_DONORS", "Placed", "TrainGeometry"]
 
 MOSAIC_GRID = (2, 2)  # darknet mosaic=1: four images
 MOSAIC_DONORS = MOSAIC_GRID[0] * MOSAIC_GRID[1] - 1
+COVER_LIMIT = 4  # an image resized to cover a mosaic cell is at most this many cells long
 
 
 class Placed(NamedTuple):
@@ -122,7 +125,9 @@ class TrainGeometry:
         """``(x, y)`` scale an image of ``original_size`` ``(H0, W0)`` is resized by at decode."""
         (h, w), (h0, w0) = self.input_size, original_size
         if self.mosaic > 0:  # cover a cell (albumentations' Mosaic fit_mode="cover")
-            s = max(h / h0, w / w0)
+            # an image longer than COVER_LIMIT cells (a 60:1 strip) covers less: its cover
+            # resize would be tens of thousands of pixels long (cv2's warps stop at 32767)
+            s = min(max(h / h0, w / w0), COVER_LIMIT * max(h, w) / max(h0, w0))
             return s, s
         p = letterbox_params((h0, w0), self.input_size, self.resize_mode)
         return p.scale_x, p.scale_y
@@ -133,23 +138,33 @@ class TrainGeometry:
         boxes: np.ndarray,
         labels: np.ndarray,
         mask: np.ndarray | None = None,
+        rng: random.Random | None = None,
     ) -> Placed:
         """Decoded ``(H0, W0, 3)`` uint8 image + ``(N, 4)`` xyxy boxes → :class:`Placed`, resized
-        as :func:`~yolov4.core.preprocess.resize_image` resizes (bilinear, sides rounded)."""
+        as :func:`~yolov4.core.preprocess.resize_image` resizes (bilinear, sides rounded).
+
+        With ``mosaic >= 1`` only one ``(H, W)`` cell of the covering image is ever used, so
+        only that window is resized: at a random place drawn from ``rng`` (the top-left one
+        without), so that every part of a non-square image is trained on."""
         h0, w0 = image.shape[:2]
         sx, sy = self.decode_scale((h0, w0))
-        if self.mosaic >= 1.0:  # only mosaics: only the top-left (H, W) cell is ever used
+        x0 = y0 = 0
+        if self.mosaic >= 1.0:
             h, w = self.input_size
-            image = image[: min(h0, math.ceil(h / sy) + 1), : min(w0, math.ceil(w / sx) + 1)]
+            ch, cw = min(h0, math.ceil(h / sy) + 1), min(w0, math.ceil(w / sx) + 1)
+            if rng is not None:
+                x0, y0 = rng.randint(0, w0 - cw), rng.randint(0, h0 - ch)
+            image = image[y0 : y0 + ch, x0 : x0 + cw]
             if mask is not None:
-                mask = mask[: image.shape[0], : image.shape[1]]
+                mask = mask[y0 : y0 + ch, x0 : x0 + cw]
         ch, cw = image.shape[:2]
         size = (max(1, round(cw * sx)), max(1, round(ch * sy)))
         if size != (cw, ch):
             image = cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)
             if mask is not None:
                 mask = cv2.resize(mask, size, interpolation=cv2.INTER_NEAREST)
-        boxes = np.asarray(boxes, np.float32).reshape(-1, 4) * np.float32([sx, sy, sx, sy])
+        boxes = np.asarray(boxes, np.float32).reshape(-1, 4) - np.float32([x0, y0, x0, y0])
+        boxes = boxes * np.float32([sx, sy, sx, sy])
         labels = np.asarray(labels, np.int64).reshape(-1)
         return Placed(image, boxes, labels, (sx, sy), (h0, w0), mask)
 
@@ -247,16 +262,25 @@ class TrainGeometry:
         mask = None if primary.mask is None else np.zeros((h, w), np.uint8)
         all_boxes, all_labels = [], []
         for (x1, y1, x2, y2), k in assign.items():
-            item, pw, ph = items[k], x2 - x1, y2 - y1
-            # the item's (H, W) top-left cell, cropped from the corner opposite its slice
-            ox = w - pw if x1 == 0 else 0
-            oy = h - ph if y1 == 0 else 0
-            canvas[y1:y2, x1:x2] = item.image[oy : oy + ph, ox : ox + pw]
+            item = items[k]
+            ih, iw = item.image.shape[:2]
+            # the item's (H, W) cell (smaller for an image that covers less), at a random place
+            # in it, sits with its inner corner at the split point, opposite its slice
+            cw, ch = min(w, iw), min(h, ih)
+            wx, wy = rng.randint(0, iw - cw), rng.randint(0, ih - ch)
+            dx = x2 - cw if x2 == xs else x1  # where the cell's left/top edge lands
+            dy = y2 - ch if y2 == ys else y1
+            vx1, vy1, vx2, vy2 = max(x1, dx), max(y1, dy), min(x2, dx + cw), min(y2, dy + ch)
+            if vx2 <= vx1 or vy2 <= vy1:
+                continue
+            src = (slice(vy1 - dy + wy, vy2 - dy + wy), slice(vx1 - dx + wx, vx2 - dx + wx))
+            canvas[vy1:vy2, vx1:vx2] = item.image[src]
             if mask is not None and item.mask is not None:
-                mask[y1:y2, x1:x2] = item.mask[oy : oy + ph, ox : ox + pw]
+                mask[vy1:vy2, vx1:vx2] = item.mask[src]
             if len(item.boxes):
-                shifted = item.boxes + np.float32([x1 - ox, y1 - oy, x1 - ox, y1 - oy])
-                clipped, keep = _clip_filter(shifted, (x1, y1, x2, y2), self.min_area, 0.0)
+                shift = np.float32([dx - wx, dy - wy, dx - wx, dy - wy])
+                window = (vx1, vy1, vx2, vy2)
+                clipped, keep = _clip_filter(item.boxes + shift, window, self.min_area, 0.0)
                 all_boxes.append(clipped[keep])
                 all_labels.append(item.labels[keep])
         boxes = np.concatenate(all_boxes) if all_boxes else np.zeros((0, 4), np.float32)
