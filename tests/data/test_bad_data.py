@@ -48,6 +48,8 @@ def _write_images(d: Path) -> None:
     cv2.imwrite(str(d / "rgba.png"), np.full((H, W, 4), 50, np.uint8))
     cv2.imwrite(str(d / "deep.png"), np.full((H, W, 3), 5000, np.uint16))
     _jpeg(d / "exif.jpg", exif_orientation=6)  # decodes rotated to W x H
+    # a float TIFF holding 0..255 (an image holds 0..1): the Predictor's InputError stopped runs
+    Image.fromarray(np.full((H, W), 128.0, np.float32), mode="F").save(d / "float.tif")
 
 
 DECODE_PROBLEMS = {
@@ -57,6 +59,7 @@ DECODE_PROBLEMS = {
     "rgba.png": Problem.CONVERTED,
     "deep.png": Problem.CONVERTED,
     "exif.jpg": Problem.STORED_FRAME,  # annotated H x W, stored H x W, displayed W x H
+    "float.tif": Problem.UNREADABLE,
 }
 ANNOTATION_PROBLEMS = {  # bbox (xywh) on good.jpg -> kind
     Problem.BOX_CLIPPED: [20.0, 10.0, 30.0, 5.0],

@@ -21,6 +21,7 @@ from yolov4.core.images import (
     decode_image_details,
 )
 from yolov4.data.records import Problem, ProblemReport
+from yolov4.errors import InputError
 
 __all__ = ["read_image", "image_size", "IMAGE_SUFFIXES"]
 
@@ -45,7 +46,7 @@ def read_image(
     except TruncatedImage as e:  # what was there (None when no row could be decoded)
         report.add(Problem.TRUNCATED, path, str(e))
         return e.partial
-    except (ImageDecodeError, ImageTooLarge) as e:
+    except InputError as e:  # not an image, too large, values no image holds (a float TIFF)
         report.add(Problem.UNREADABLE, path, f"{len(data)} bytes: {e}")
         return None
     if decoded.converted:
