@@ -185,6 +185,14 @@ def test_extra_albumentations_transforms_compose_after_the_geometry():
     "kw,message",
     [
         ({"extra": ["ToGray"]}, r"augment.extra\[0\]: expected an albumentations transform"),
+        ({"extra": [A.Mosaic()]}, r"augment.extra\[0\]: Mosaic needs other images"),
+        ({"scale": (0, 0)}, r"augment.scale: expected \[low, high\] with low <= high, low > 0"),
+        ({"scale": (1.3, 0.7)}, r"augment.scale: expected \[low, high\] with low <= high"),
+        ({"scale": (0.5,)}, r"augment.scale: expected \[low, high\], got \(0.5,\)"),
+        ({"mosaic_center": (-1, 2)}, r"augment.mosaic_center: .* fractions in \[0, 1\]"),
+        ({"translate": 5}, r"augment.translate: expected a fraction of the size in \[0, 1\)"),
+        ({"translate": -0.5}, r"augment.translate: expected a fraction"),
+        ({"min_area": -5}, r"augment.min_area: expected px² >= 0, got -5"),
     ],
 )
 def test_bad_settings_name_the_key(kw, message):
@@ -227,3 +235,31 @@ def test_a_long_strip_is_resized_to_a_few_cells_at_most(mosaic):
     for donors in (None, [placed] * MOSAIC_DONORS):
         image, boxes, labels, _ = geometry(rng, placed, donors)
         assert image.shape == (608, 608, 3) and len(boxes) == len(labels)
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [A.Normalize(), A.ToFloat(), A.RandomCrop(32, 32, p=1.0), A.PadIfNeeded(96, 96)],
+    ids=["Normalize", "ToFloat", "RandomCrop", "PadIfNeeded"],
+)
+def test_extras_that_change_the_input_scale_or_size_stop_at_set_up(extra):
+    """ImageNet-normalised training inputs met /255 validation and serving inputs, and crops
+    trained at another size, silently: the dataset refuses them when it is built."""
+    from yolov4.core.preprocess import PreprocessConfig
+    from yolov4.data.dataset import DetectionDataset
+    from yolov4.data.records import DetectionData
+
+    data = DetectionData(records=[], class_names=["a"], category_ids=[0], coco=None)
+    with pytest.raises(
+        ConfigError, match=r"augment.extra: the transforms made a uint8 \(64, 64, 3\)"
+    ):
+        DetectionDataset(data, PreprocessConfig(input_size=(64, 64)), _config(extra=[extra]))
+
+
+def test_a_composition_of_extras_runs_with_the_boxes():
+    """OneOf / SomeOf: accepted, and their geometric members get the boxes."""
+    config = _config(extra=[A.OneOf([A.VerticalFlip(p=1.0)], p=1.0)])
+    transform = build_photometric_transform(config, seed=0)
+    image = np.zeros((INPUT[0], INPUT[1], 3), np.uint8)
+    out = transform(image=image, bboxes=np.array([[10.0, 20.0, 30.0, 40.0]]), labels=[1])
+    np.testing.assert_allclose(out["bboxes"], [[10.0, INPUT[0] - 40, 30.0, INPUT[0] - 20]])

@@ -14,6 +14,7 @@ evaluation (its ground truth stays, so the score is honest); strict mode raises 
 from __future__ import annotations
 
 import random
+from typing import Any
 
 import cv2
 import numpy as np
@@ -29,6 +30,7 @@ from yolov4.data.transforms import (
     AugmentConfig,
     build_geometry,
     build_photometric_transform,
+    check_extra_output,
 )
 from yolov4.errors import DatasetError
 from yolov4.ops.letterbox import letterbox_params, map_boxes
@@ -84,6 +86,9 @@ class DetectionDataset(Dataset):
             )
             self.geometry = build_geometry(augment, size, mode, pad)
             self._transforms = {"photometric": build_photometric_transform(augment)}
+            if augment.extra:  # a first look (seeded again below): a wrong output stops here
+                blank = np.full((*size, 3), pad, np.uint8)
+                self._photometric(blank, np.zeros((0, 4), np.float32), np.zeros(0, np.int64))
         self.reseed(seed)
 
     def __len__(self) -> int:
@@ -178,6 +183,19 @@ class DetectionDataset(Dataset):
         self._unreadable.update(j for j, d in zip(picks, loaded, strict=True) if d is None)
         return [d for d in loaded if d is not None]
 
+    def _photometric(
+        self, image: np.ndarray, boxes: np.ndarray, labels: np.ndarray
+    ) -> dict[str, Any]:
+        """The albumentations half (HSV, ``augment.extra``) of a geometric sample: ``image``,
+        ``bboxes``, ``labels``; an extra that changed the image's size or dtype stops here."""
+        photometric = self._transforms["photometric"]
+        if "bboxes" in photometric.processors:  # an extra geometric transform
+            out = photometric(image=image, bboxes=boxes, labels=labels)
+        else:
+            out = {**photometric(image=image), "bboxes": boxes, "labels": labels}
+        check_extra_output(image, out["image"])
+        return out
+
     def __getitem__(self, index: int) -> Sample:
         rec = self.records[index]
         config = self.preprocess_config
@@ -195,11 +213,7 @@ class DetectionDataset(Dataset):
             with_mosaic = bool(self.rng.uniform() < self.augment.mosaic)
             donors = self._donors(index) if with_mosaic else None
             image, boxes, labels, _ = self.geometry(self.geometry_rng, placed, donors)
-            photometric = self._transforms["photometric"]
-            if "bboxes" in photometric.processors:  # an extra geometric transform
-                out = photometric(image=image, bboxes=boxes, labels=labels)
-            else:
-                out = {**photometric(image=image), "bboxes": boxes, "labels": labels}
+            out = self._photometric(image, boxes, labels)
             image = image_to_tensor(out["image"], config, scale=False)  # the device scales it
             boxes = np.asarray(out["bboxes"], np.float32).reshape(-1, 4)
             labels = np.asarray(out["labels"], np.int64).reshape(-1)

@@ -27,6 +27,7 @@ from typing import Any
 import albumentations as A
 import cv2
 import numpy as np
+from albumentations.core.composition import BaseCompose
 
 from yolov4.core.preprocess import LETTERBOX_PAD_VALUE
 from yolov4.data.mosaic import MOSAIC_DONORS, TrainGeometry
@@ -38,7 +39,32 @@ __all__ = [
     "build_geometry",
     "build_photometric_transform",
     "MOSAIC_DONORS",
+    "check_extra_output",
 ]
+
+
+# albumentations transforms that mix several images (they need mosaic_metadata)
+MULTI_IMAGE = ("Mosaic",)
+
+
+def _flat(t: Any) -> list[Any]:
+    """``t`` and, for a composition (``OneOf``, ``SomeOf``, ...), every transform in it."""
+    return [t, *(u for child in getattr(t, "transforms", ()) for u in _flat(child))]
+
+
+def _check_range(name: str, value: Any, above: float | None) -> None:
+    """``augment.<name>`` as ``[low, high]`` numbers, low <= high; zoom factors above ``above``
+    (``None``: fractions in [0, 1])."""
+    try:
+        low, high = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"augment.{name}: expected [low, high], got {value!r}") from None
+    ok = low <= high and (low > above if above is not None else 0 <= low and high <= 1)
+    if not ok:
+        want = f"low > {above:g}" if above is not None else "fractions in [0, 1]"
+        raise ConfigError(
+            f"augment.{name}: expected [low, high] with low <= high, {want}; got {value!r}"
+        )
 
 
 @dataclass(frozen=True)
@@ -82,11 +108,24 @@ class AugmentConfig:
     def __post_init__(self) -> None:
         extra = tuple(self.extra or ())
         for i, t in enumerate(extra):
-            if not isinstance(t, A.BasicTransform):
+            if not isinstance(t, A.BasicTransform | BaseCompose):
                 raise ConfigError(
                     f"augment.extra[{i}]: expected an albumentations transform, got {type(t).__name__}"
                 )
+            if any(type(u).__name__ in MULTI_IMAGE for u in _flat(t)):
+                raise ConfigError(
+                    f"augment.extra[{i}]: {type(t).__name__} needs other images (mosaic_metadata); "
+                    "the built-in mosaic is augment.mosaic"
+                )
         object.__setattr__(self, "extra", extra)
+        for name in ("scale", "mosaic_center"):
+            _check_range(name, getattr(self, name), 0.0 if name == "scale" else None)
+        if not 0.0 <= self.translate < 1.0:
+            raise ConfigError(
+                f"augment.translate: expected a fraction of the size in [0, 1), got {self.translate}"
+            )
+        if not self.min_area >= 0:
+            raise ConfigError(f"augment.min_area: expected px² >= 0, got {self.min_area}")
         for name in ("mosaic", "flip", "min_visibility"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(
@@ -200,6 +239,21 @@ def build_geometry(
     )
 
 
+def check_extra_output(before: np.ndarray, after: Any) -> None:
+    """What ``augment.extra`` made of a training image: the same ``(H, W, 3)`` uint8 as it was
+    given, or a :class:`ConfigError` (an ``A.Normalize`` made training inputs unlike the
+    validation and served ones, scaled by ``data.preprocess``; an ``A.RandomCrop`` trained
+    at another size)."""
+    shape, dtype = getattr(after, "shape", None), getattr(after, "dtype", None)
+    if shape != before.shape or dtype != np.uint8:
+        raise ConfigError(
+            f"augment.extra: the transforms made a {before.dtype} {before.shape} training image "
+            f"into {dtype} {shape}; they must keep the input size and uint8 pixels "
+            "(data.preprocess scales them, as for validation and serving): leave out Normalize, "
+            "ToFloat and transforms that resize or crop to another size"
+        )
+
+
 def build_photometric_transform(config: AugmentConfig, seed: int | None = None) -> A.Compose:
     """The albumentations half after :class:`~yolov4.data.mosaic.TrainGeometry`: HSV jitter,
     then ``config.extra``. Call it as ``t(image=rgb, bboxes=(N, 4) xyxy, labels=(N,))``; the
@@ -212,5 +266,5 @@ def build_photometric_transform(config: AugmentConfig, seed: int | None = None) 
             )
         )
     steps.extend(config.extra)
-    geometric = any(isinstance(t, A.DualTransform) for t in config.extra)
+    geometric = any(isinstance(u, A.DualTransform) for t in config.extra for u in _flat(t))
     return A.Compose(steps, bbox_params=_bbox_params(config) if geometric else None, seed=seed)
