@@ -46,6 +46,23 @@ def test_darknet_layout_labels_beside_the_images(tmp_path: Path):
     np.testing.assert_allclose(data.records[0].boxes, [[15, 10, 35, 30]])
 
 
+def test_symlinked_folders_are_read_and_a_loop_is_not_followed_twice(tmp_path: Path):
+    """A split assembled from links to other folders (Python's rglob skipped them silently)."""
+    other = _yolo(tmp_path / "other", n=2, labels="")
+    images = _yolo(tmp_path / "split", n=3, labels="")
+    (images / "linked").symlink_to(other, target_is_directory=True)
+    (other / "back").symlink_to(images, target_is_directory=True)  # a loop
+    data = load_yolo(images, ["a"])
+    assert data.num_boxes == 5 and len(data.records) == 5 and not data.notes
+    assert sorted(Path(r.file).relative_to(images).as_posix() for r in data.records) == [
+        "img0.jpg", "img1.jpg", "img2.jpg", "linked/img0.jpg", "linked/img1.jpg",
+    ]  # fmt: skip
+    from yolov4.inference.sources import open_sources
+
+    [source] = open_sources(str(images))
+    assert len(source.files) == 5
+
+
 def test_explicit_labels_folder_does_not_look_beside_the_image(tmp_path: Path):
     images = _yolo(tmp_path, labels="")
     data = load_yolo(images, ["a"], labels=tmp_path / "elsewhere")

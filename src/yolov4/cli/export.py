@@ -25,6 +25,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from yolov4.cli.common import build, one_line_errors, resolve_data, to_builtin
 from yolov4.cli.sources import check_no_network, model_checkpoint, model_source, source_file
 from yolov4.core.artifact import artifact_precisions, model_file, read_metadata
+from yolov4.core.files import files_under
 from yolov4.core.images import IMAGE_SUFFIXES
 from yolov4.errors import ConfigError
 from yolov4.evaluation import evaluate_predictor
@@ -178,7 +179,7 @@ def image_folder(folder: str | Path) -> list[Path]:
     root = Path(folder)
     if not root.is_dir():
         raise ConfigError(f"calibration={folder}: not a folder (expected a folder of images)")
-    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    files = sorted(p for p in files_under(root) if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise ConfigError(
             f"calibration={folder}: no image files ({', '.join(IMAGE_SUFFIXES)}) in the folder"

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from yolov4.core.files import files_under
 from yolov4.data.image_io import IMAGE_SUFFIXES, image_size
 from yolov4.data.records import (
     DetectionData,
@@ -295,8 +296,8 @@ def _listing(image_dir: Path) -> list[Path]:
     """Every file under ``image_dir``, hidden files and folders left out."""
     return [
         p
-        for p in image_dir.rglob("*")
-        if not any(part.startswith(".") for part in p.relative_to(image_dir).parts) and p.is_file()
+        for p in files_under(image_dir)
+        if not any(part.startswith(".") for part in p.relative_to(image_dir).parts)
     ]
 
 
@@ -338,8 +339,8 @@ def _notes(
     if label_dir.is_dir():
         stems = {(label_dir / p.relative_to(image_dir)).with_suffix("") for p in images}
         orphans = [
-            p for p in label_dir.rglob("*.txt")
-            if p.with_suffix("") not in stems and not p.name.startswith(".")
+            p for p in files_under(label_dir)
+            if p.suffix == ".txt" and p.with_suffix("") not in stems and not p.name.startswith(".")
         ]  # fmt: skip
         if orphans:
             notes.append(

@@ -23,6 +23,7 @@ from typing import Any
 
 import cv2
 
+from yolov4.core.files import files_under
 from yolov4.core.images import IMAGE_SUFFIXES, MAX_PIXELS, VIDEO_SUFFIXES
 from yolov4.errors import InputError
 from yolov4.inference.images import load_image
@@ -288,7 +289,7 @@ def _open_one(source: str, live: dict[str, Any]) -> list[Any]:
     if not path.exists():
         raise InputError(f"source {source!r}: no such file or folder")
     if path.is_dir():
-        found = _media(list(path.rglob("*")))
+        found = _media(files_under(path))
         if not found:
             raise InputError(
                 f"source {source!r}: the folder holds no image or video "
