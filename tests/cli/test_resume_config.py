@@ -234,3 +234,27 @@ def test_resuming_a_finished_run_is_refused_saying_how_to_train_longer(saved_run
     assert resume_argv(["train.py", f"ckpt_path={ckpt}"])
     ckpt.write_bytes(b"")  # unreadable: left to train.py's checkpoint reader to name
     assert resume_argv(["train.py", f"ckpt_path={ckpt}"])
+
+
+def test_a_requeued_jobs_command_is_checked_before_hydra_rewrites_the_run(saved_run):
+    """A requeued job resumes checkpoints/requeue.ckpt by itself: its command with another
+    model was refused only after Hydra had rewritten .hydra/, and then the documented
+    ckpt_path= resume composed the wrong model too."""
+    (saved_run / "checkpoints" / "requeue.ckpt").write_bytes(b"")
+    before = {p.name: p.read_bytes() for p in (saved_run / ".hydra").iterdir()}
+    same = ["train.py", *RUN_OVERRIDES, f"hydra.run.dir={saved_run}"]
+    assert resume_argv(same) == same  # the same command: it resumes as it is
+    with pytest.raises(ConfigError, match=r"model.name: yolov4-tiny -> yolov3-tiny.*cannot be"):
+        resume_argv([*same, "model=yolov3-tiny"])
+    assert {p.name: p.read_bytes() for p in (saved_run / ".hydra").iterdir()} == before
+
+
+def test_one_runs_checkpoint_is_not_resumed_in_another_runs_folder(saved_run, tmp_path):
+    """It trained one run's network on the other's config and wrote over its checkpoints."""
+    other = tmp_path / "other"
+    (other / ".hydra").mkdir(parents=True)
+    (other / ".hydra/config.yaml").write_text((saved_run / ".hydra/config.yaml").read_text())
+    ckpt = f"{saved_run}/checkpoints/last.ckpt"
+    with pytest.raises(ConfigError, match=r"is the checkpoint of the run .*run, and hydra.run"):
+        resume_argv(["train.py", f"ckpt_path={ckpt}", f"hydra.run.dir={other}"])
+    assert run_directory(ckpt, str(saved_run)) == saved_run  # its own folder, named: fine

@@ -75,12 +75,24 @@ def _value(overrides: list[str], key: str) -> str | None:
 def run_directory(ckpt_path: str, run_dir: str | None) -> Path | None:
     """The run whose config a resume continues: ``run_dir`` (``hydra.run.dir``) when it holds a
     saved config, else ``<run>`` of ``<run>/checkpoints/<name>.ckpt``; ``None`` when neither
-    has ``.hydra/config.yaml``."""
+    has ``.hydra/config.yaml``. A checkpoint of one run (its folder has a saved config) resumed
+    in another run's ``run_dir`` is a :class:`ConfigError`."""
     candidates = [Path(run_dir)] if run_dir else []
     ckpt = Path(ckpt_path).expanduser().absolute()
-    if ckpt.parent.name == "checkpoints":
-        candidates.append(ckpt.parent.parent)
-    return next((c for c in candidates if (c / SAVED_CONFIG).is_file()), None)
+    own = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else None
+    if own is not None:
+        candidates.append(own)
+    found = next((c for c in candidates if (c / SAVED_CONFIG).is_file()), None)
+    if run_dir and found is not None and own is not None and (own / SAVED_CONFIG).is_file():
+        if own.resolve() != Path(run_dir).expanduser().resolve():
+            raise ConfigError(
+                f"ckpt_path={ckpt_path} is the checkpoint of the run {own}, and "
+                f"hydra.run.dir={run_dir} is another run: resuming it there would train {own}'s "
+                f"network on that run's config and write over its checkpoints. Resume {own} "
+                f"in its own folder (leave hydra.run.dir out), or start a new run from its "
+                f"weights with module.pretrained={own / 'weights' / 'last.pt'}"
+            )
+    return found
 
 
 def _compose(overrides: list[str]) -> dict[str, Any]:
@@ -189,6 +201,12 @@ def resume_argv(argv: list[str]) -> list[str]:
     run_dir = _value(given, "hydra.run.dir")
     if ckpt is None and run_dir is not None and not args.multirun:
         refuse_trained_run_dir(Path(run_dir))
+        requeued = Path(run_dir) / "checkpoints" / REQUEUE_FILE
+        if requeued.is_file() and (Path(run_dir) / SAVED_CONFIG).is_file():
+            # a requeued job's command resumes requeue.ckpt by itself (train.py): the same
+            # checks, before Hydra rewrites the run's saved config with this command's
+            _check_resumable(Path(run_dir), given, given, str(requeued))
+        return argv
     if ckpt is None or args.multirun:
         return argv
     run = run_directory(ckpt, run_dir)
@@ -200,6 +218,16 @@ def resume_argv(argv: list[str]) -> list[str]:
         return argv
     saved = OmegaConf.to_container(OmegaConf.load(run / SAVED_OVERRIDES)) or []
     merged = merge_overrides([str(s) for s in saved], given)
+    _check_resumable(run, merged, given, ckpt)
+    flags = [a for a in argv[1:] if a not in set(given)]
+    extra = [] if run_dir else [f"hydra.run.dir={run}"]
+    return [argv[0], *flags, *merged, *extra]
+
+
+def _check_resumable(run: Path, merged: list[str], given: list[str], ckpt: str) -> None:
+    """``merged`` (the run's saved overrides under the command's, ``given``) against the run's
+    saved config: a :class:`ConfigError` for overrides that no longer compose, a change a
+    resume cannot make, or a run ``ckpt`` has finished; else the change, in :data:`RESUME_LOG`."""
     old = OmegaConf.to_container(OmegaConf.load(run / SAVED_CONFIG), resolve=False)
     try:
         new = _compose(merged)
@@ -229,9 +257,6 @@ def resume_argv(argv: list[str]) -> list[str]:
             f"resume of {run} from {ckpt}: the run's config ({run / SAVED_CONFIG}) "
             + (f"with {format_changes(changes)}" if changes else "unchanged")
         )
-    flags = [a for a in argv[1:] if a not in set(given)]
-    extra = [] if run_dir else [f"hydra.run.dir={run}"]
-    return [argv[0], *flags, *merged, *extra]
 
 
 def main(app: Any) -> Any:
