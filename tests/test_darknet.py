@@ -392,7 +392,9 @@ def test_upto_outside_the_networks_layers_is_refused(tmp_path, upto):
 @pytest.mark.parametrize("seen", [-1, 2**64, 1.5])
 def test_seen_must_fit_the_header(tmp_path, seen):
     with pytest.raises(CheckpointError, match=r"seen .* must be an int >= 0"):
-        save_darknet_weights(build_model("yolov4-tiny", num_classes=2), tmp_path / "t.weights", seen)
+        save_darknet_weights(
+            build_model("yolov4-tiny", num_classes=2), tmp_path / "t.weights", seen
+        )
 
 
 @pytest.mark.parametrize(

@@ -135,6 +135,7 @@ def test_resume_continues_the_runs_config_and_refuses_another_model(run):
     `data=coco` is refused naming the keys, and the run's config is left as it was."""
     run, _ = run
     config = (run / ".hydra/config.yaml").read_bytes()
+    logged = (run / "csv" / "metrics.csv").read_text().splitlines()
     refused = run_cli("train.py", f"ckpt_path={run}/checkpoints/last.ckpt", "data=coco")
     assert refused.returncode == 1
     assert "ConfigError" in refused.stderr and "cannot be resumed" in refused.stderr
@@ -155,3 +156,7 @@ def test_resume_continues_the_runs_config_and_refuses_another_model(run):
     assert "the run's config" in log and "trainer.max_epochs: 2 -> 3" in log
     assert "epoch 2/2 step" in log
     assert json.loads((run / "metrics.json").read_text())["num_images"] == 5
+    # the CSV logger's history of epochs 0-1 is kept (Lightning's writer deleted it)
+    after = (run / "csv" / "metrics.csv").read_text().splitlines()
+    assert after[0] == logged[0] and after[1 : len(logged)] == logged[1:]
+    assert len(after) > len(logged)

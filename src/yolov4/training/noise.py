@@ -13,7 +13,7 @@ pass. What is filtered, per run (about 19 lines):
 - ``You passed Trainer(accelerator='cpu', precision='16-mixed') ...``: ``train.py`` logs what
   ran instead (:func:`precision_note`);
 - on resume (``quiet_lightning(resuming=True)``): ``Checkpoint directory ... exists and is not
-  empty`` (it is the run's own) and the CSV logger's ``Experiment logs directory ... exists``;
+  empty`` (it is the run's own);
 - the 13-line model summary table (``trainer.enable_model_summary: false`` in
   ``configs/trainer/default.yaml``; ``train.py`` logs one line).
 """
@@ -47,10 +47,7 @@ NOISE_WARNINGS = (
     (r"You passed `Trainer\(accelerator='cpu', precision='16-mixed'\)`", UserWarning),
 )
 # what a resume into its own run directory always meets
-RESUME_WARNINGS = (
-    (r"Checkpoint directory .* exists and is not empty", UserWarning),
-    (r"Experiment logs directory .* exists and is not empty", UserWarning),
-)
+RESUME_WARNINGS = ((r"Checkpoint directory .* exists and is not empty", UserWarning),)
 # Trainer(precision=...) aliases, as Lightning names them
 PRECISION_ALIASES = {"16": "16-mixed", "bf16": "bf16-mixed", "32": "32-true", "64": "64-true"}
 

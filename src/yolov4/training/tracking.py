@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["mlflow_logger", "log_config", "log_reports", "REPORTS", "flatten"]
+__all__ = ["mlflow_logger", "csv_logger", "log_config", "log_reports", "REPORTS", "flatten"]
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,55 @@ def mlflow_logger(tracking_uri: str | None = None, **kwargs: Any) -> Any:
     if tracking_uri is None or tracking_uri.startswith("file:") or "://" not in tracking_uri:
         os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
     return MLFlowLogger(tracking_uri=tracking_uri, **kwargs)
+
+
+def csv_logger(**kwargs: Any) -> Any:
+    """Lightning's ``CSVLogger`` (same arguments) whose ``metrics.csv`` survives a resume.
+
+    Lightning's writer deletes an existing ``metrics.csv`` when it starts, so a resumed run's
+    file held only the steps since the resume. This one keeps the file: at its first write it
+    drops the rows after the first step it writes (what the stopped run logged past its
+    checkpoint, trained again now) and appends, the header being the union of both."""
+    import csv
+
+    from lightning.pytorch.loggers import CSVLogger
+    from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+
+    class KeptWriter(ExperimentWriter):
+        def _check_log_dir_exists(self) -> None:
+            self._earlier = self._fs.isfile(self.metrics_file_path)
+
+        def save(self) -> None:
+            if getattr(self, "_earlier", False) and self.metrics:
+                self._earlier = False
+                first = min(m["step"] for m in self.metrics)
+                with self._fs.open(self.metrics_file_path, "r", newline="") as f:
+                    reader = csv.DictReader(f)
+                    keys = list(reader.fieldnames or [])
+                    rows = [r for r in reader if _step(r) <= first]
+                self.metrics_keys = sorted(set(keys))
+                with self._fs.open(self.metrics_file_path, "w", newline="") as f:
+                    writer = csv.DictWriter(f, fieldnames=self.metrics_keys)
+                    writer.writeheader()
+                    writer.writerows(rows)
+            super().save()
+
+    class KeptCSVLogger(CSVLogger):
+        @property
+        def experiment(self) -> Any:
+            if self._experiment is None:
+                self._fs.makedirs(self.root_dir, exist_ok=True)
+                self._experiment = KeptWriter(log_dir=self.log_dir)
+            return self._experiment
+
+    return KeptCSVLogger(**kwargs)
+
+
+def _step(row: Mapping[str, str]) -> float:
+    try:
+        return float(row.get("step") or 0)
+    except ValueError:
+        return 0.0
 
 
 def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
