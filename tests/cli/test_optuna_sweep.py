@@ -83,6 +83,21 @@ def test_a_claimed_trial_is_not_taken_by_another_job_and_no_match_turns_pruning_
     assert cb.trial is None and not trainer.should_stop
 
 
+def test_a_run_without_a_study_trains_without_pruning(tmp_path, caplog):
+    """hparams_search= without -m: the sweep's SQLite folder does not exist (it crashed in
+    optuna.load_study)."""
+    import logging
+
+    storage = f"sqlite:///{tmp_path}/no-sweep-folder/optuna.db"
+    cb = OptunaPruning(storage, "s", ["optim.lr=0.1"], "run")
+    with caplog.at_level(logging.WARNING, logger="yolov4.training.sweep"):
+        cb.on_fit_start(_trainer(0, 0), None)
+    assert cb.trial is None and "pruning is off for this run (a search runs with -m)" in caplog.text
+    trainer = _trainer(0.5, 0)
+    cb.on_validation_end(trainer, None)
+    assert not trainer.should_stop
+
+
 def test_the_objective_is_the_best_epoch_of_the_monitored_metric():
     best = BestMetric("val/mAP50")
     for epoch, v in enumerate([0.2, 0.5, 0.3, float("nan")]):
@@ -119,11 +134,15 @@ def test_sweep_prunes_a_trial_resumes_from_sqlite_and_writes_the_best_params(
     storage = f"sqlite:///{sweep}/optuna.db"
     assert len(optuna.load_study(study_name="synthetic_optuna", storage=storage).trials) == 2
 
-    # the search stopped after 2 trials; the same command continues the study in optuna.db
-    second = run_cli("train.py", *args, "hydra.sweeper.n_trials=1")
+    # the search stopped after 2 trials; the same command continues the study in optuna.db,
+    # and a trial that diverges (3) is recorded as failed while the search goes on (4)
+    second = run_cli("train.py", *args, "hydra.sweeper.n_trials=3")
     assert second.returncode == 0, second.stderr[-3000:]
     trials = optuna.load_study(study_name="synthetic_optuna", storage=storage).trials
-    assert [t.number for t in trials] == [0, 1, 2]
+    assert [t.number for t in trials] == [0, 1, 2, 3, 4]
+    assert trials[3].state == optuna.trial.TrialState.FAIL
+    assert "a diverged trial" in second.stderr + second.stdout
+    del trials[3]
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
     for t in trials[:2]:  # trained both epochs, each reported
         assert t.intermediate_values == pytest.approx(dict(enumerate(SEQUENCES[t.number])))
@@ -136,7 +155,7 @@ def test_sweep_prunes_a_trial_resumes_from_sqlite_and_writes_the_best_params(
     run_dir = pruned.system_attrs["yolov4:run_dir"]
     last = torch.load(f"{run_dir}/checkpoints/last.ckpt", weights_only=True)
     assert last["epoch"] == 0
-    assert len([d for d in sweep.iterdir() if d.is_dir()]) == 3  # one directory per trial
+    assert len([d for d in sweep.iterdir() if d.is_dir()]) == 5  # one directory per trial
 
     results = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
     assert results["best_value"] == pytest.approx(0.6)

@@ -251,12 +251,23 @@ def test_evaluate_refuses_module_pretrained(compose_cfg, tmp_path):
         ("data.input_size=[100,100]", r"data: .*multiples of 32"),
         ("trainer.max_epochs=0", r"trainer.max_epochs=0 trains nothing"),
         ("trainer.precision=64", r"trainer.precision=64: .* float64 network cannot train"),
+        ("trainer.precision=bf16-true", r"bf16-true casts the network's weights .* bf16-mixed"),
+        ("trainer.limit_train_batches=0", r"trainer.limit_train_batches=0 trains nothing"),
+        ("trainer.limit_val_batches=0", r"validates nothing.*check_val_every_n_epoch"),
+        ("objective=val/mAP_50", r"objective=val/mAP_50: expected one of \[.*'val/mAP50'"),
+        ("objective=mAP50", r"objective=mAP50: expected one of"),
+        (
+            "callbacks.best_checkpoint.monitor=val/map50",
+            r"callbacks.best_checkpoint.monitor=val/map50: expected one of .*'train/loss'",
+        ),
     ],
 )
 def test_bad_values_fail_at_start_naming_the_key(compose_cfg, tiny_run, tmp_path, override, match):
+    from yolov4.cli.train import run_objective
+
     cfg = compose_cfg("train", [*tiny_run, override], tmp_path)
     with pytest.raises(ConfigError, match=match):
-        train(cfg)
+        run_objective(cfg)  # what python train.py runs
     assert not (tmp_path / "checkpoints").exists()  # failed before any training
 
 

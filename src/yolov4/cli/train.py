@@ -53,7 +53,13 @@ from yolov4.training.resume import (
     check_saved_cfg_file,
     read_resume_checkpoint,
 )
-from yolov4.training.sweep import BestMetric, objective
+from yolov4.training.sweep import (
+    TRAIN_METRICS,
+    VAL_METRICS,
+    BestMetric,
+    check_monitor,
+    objective,
+)
 from yolov4.training.tracking import log_config, log_reports
 
 __all__ = ["train", "run_objective", "hydra_main"]
@@ -76,12 +82,7 @@ def train(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> d
     quiet_lightning(resuming=ckpt is not None)
     for line in resume_cli.RESUME_LOG:
         log.info("%s", line)
-    for key in ("max_epochs", "max_steps"):
-        if cfg.trainer.get(key) == 0:
-            raise ConfigError(
-                f"trainer.{key}=0 trains nothing; give a number >= 1 (evaluate.py scores "
-                "weights without training)"
-            )
+    _check_limits(cfg)
     check_accelerator(cfg.trainer)
     precision = resolve_precision(cfg.trainer.get("precision"), cfg.trainer.get("accelerator"))
     L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -143,6 +144,26 @@ def train(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> d
     if trainer.is_global_zero:
         write_outputs(cfg, trainer, datamodule, analysis, result, metrics)
     return metrics
+
+
+def _check_limits(cfg: DictConfig) -> None:
+    """What makes a run train or validate nothing, and monitors no metric is logged under, as
+    :class:`ConfigError` before any work (they failed after training, or after an epoch)."""
+    for key in ("max_epochs", "max_steps", "limit_train_batches"):
+        if cfg.trainer.get(key) == 0:
+            raise ConfigError(
+                f"trainer.{key}=0 trains nothing; give a number >= 1 (evaluate.py scores "
+                "weights without training)"
+            )
+    if cfg.trainer.get("limit_val_batches") == 0:
+        raise ConfigError(
+            "trainer.limit_val_batches=0 validates nothing, and the run ends by evaluating its "
+            "weights (metrics.json, the export); to validate less often during training set "
+            "trainer.check_val_every_n_epoch=N"
+        )
+    for name, node in (cfg.get("callbacks") or {}).items():  # a typo failed after epoch 1
+        if isinstance(node, DictConfig) and node.get("monitor") is not None:
+            check_monitor(node.monitor, f"callbacks.{name}.monitor", VAL_METRICS + TRAIN_METRICS)
 
 
 def _log_short_runs(cfg: DictConfig, datamodule: Any) -> None:
@@ -262,7 +283,7 @@ def run_objective(cfg: DictConfig) -> float:
     """:func:`train`, returning the value a sweep optimizes (Hydra hands it to the sweeper): the
     best per-epoch value of ``cfg.objective`` (``val/mAP50``), see
     :func:`yolov4.training.sweep.objective`."""
-    best = BestMetric(cfg.get("objective") or "val/mAP50")
+    best = BestMetric(check_monitor(cfg.get("objective") or "val/mAP50", "objective"))
     value = objective(train(cfg, extra_callbacks=[best]), best)
     log.info("objective %s: %.6g", best.monitor, value)
     return value

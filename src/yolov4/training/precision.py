@@ -33,7 +33,9 @@ AUTO = "auto"
 # Lightning's float64 precisions: refused (the batches, the loss and the targets are float32)
 DOUBLE = ("64", "64-true", "double")
 # the values that run bf16 on a CPU (Lightning turns 16-mixed into bf16-mixed there)
-CPU_BF16_VALUES = ("bf16", "bf16-mixed", "bf16-true", "16", "16-mixed")
+CPU_BF16_VALUES = ("bf16", "bf16-mixed", "16", "16-mixed")
+# Lightning's half-precision weights: refused (float32 batches meet half weights)
+HALF_TRUE = ("16-true", "bf16-true")
 CPU_BF16_ENV = "YOLOV4_CPU_BF16"  # "1": treat the CPU as bf16-native, "0": as without bf16
 
 
@@ -90,6 +92,12 @@ def resolve_precision(asked: Any, accelerator: Any = "cpu") -> Any:
         raise ConfigError(
             f"trainer.precision={asked}: the batches and the loss are float32, so a float64 "
             f"network cannot train here; use {AUTO}, 32-true, bf16-mixed or 16-mixed"
+        )
+    if str(asked) in HALF_TRUE:
+        raise ConfigError(
+            f"trainer.precision={asked} casts the network's weights to half precision, and "
+            f"the batches are float32; use {asked.replace('-true', '-mixed')} (autocast, the "
+            f"weights stay float32), {AUTO} or 32-true"
         )
     if str(asked) != AUTO:
         if str(asked) in CPU_BF16_VALUES and not _uses_cuda(accelerator):

@@ -26,7 +26,19 @@ from typing import Any
 import lightning as L
 from hydra.experimental.callback import Callback as HydraCallback
 
-__all__ = ["BestMetric", "OptunaPruning", "SweepDir", "find_trial", "CLAIM_ATTR"]
+from yolov4.errors import ConfigError
+from yolov4.evaluation.result import METRIC_KEYS
+
+__all__ = [
+    "BestMetric",
+    "OptunaPruning",
+    "SweepDir",
+    "find_trial",
+    "check_monitor",
+    "CLAIM_ATTR",
+    "VAL_METRICS",
+    "TRAIN_METRICS",
+]
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +48,25 @@ CLAIM_ATTR = "yolov4:run_dir"
 def _fitting(trainer: L.Trainer) -> bool:
     """A validation of the fit (not the sanity check, not ``train``'s final ``validate``)."""
     return trainer.state.fn == "fit" and not trainer.sanity_checking
+
+
+VAL_METRICS = tuple(f"val/{k}" for k in METRIC_KEYS)  # what validation logs
+TRAIN_METRICS = ("train/loss", "train/box", "train/obj", "train/cls")  # per training step
+
+
+def check_monitor(value: Any, key: str, names: Sequence[str] = VAL_METRICS) -> str:
+    """``value`` when it is one of ``names`` (the metrics validation logs) or a metric of
+    another namespace (``stub/score``: a callback of the user's logs it), else a
+    :class:`ConfigError` naming ``key`` and ``names`` (a misspelled objective scored every trial
+    0, a misspelled checkpoint monitor failed after the first epoch)."""
+    name = str(value)
+    ours = name.split("/", 1)[0] in {n.split("/", 1)[0] for n in (*VAL_METRICS, *TRAIN_METRICS)}
+    if "/" not in name or (ours and name not in names):
+        raise ConfigError(
+            f"{key}={value}: expected one of {list(names)} (or namespace/name of a metric a "
+            "callback of yours logs)"
+        )
+    return name
 
 
 class BestMetric(L.Callback):
@@ -110,7 +141,20 @@ class OptunaPruning(L.Callback):
         import optuna
 
         pruner = self.pruner if self.pruner is not None else optuna.pruners.MedianPruner()
-        study = optuna.load_study(study_name=self.study_name, storage=self.storage, pruner=pruner)
+        try:
+            study = optuna.load_study(
+                study_name=self.study_name, storage=self.storage, pruner=pruner
+            )
+        except Exception as e:  # noqa: BLE001 - no study (a run without -m): train unpruned
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            log.warning(
+                "optuna pruning: cannot open study %r in %s (%s): pruning is off for this run "
+                "(a search runs with -m)",
+                self.study_name,
+                self.storage,
+                reason,
+            )
+            return
         self.trial = find_trial(study, self.overrides, self.run_dir)
         if self.trial is None:
             log.warning(
