@@ -546,3 +546,22 @@ def test_the_logging_interval_follows_the_runs_steps(compose_cfg, tmp_path, limi
     assert cfg.trainer.log_every_n_steps == 5 and cfg.trainer.max_epochs == 1
     _log_short_runs(cfg, SimpleNamespace(train_batches=lambda: 8))
     assert cfg.trainer.log_every_n_steps == expected
+
+
+def test_a_value_the_recipe_leaves_to_the_user_is_one_line(caplog):
+    """experiment=coco_yolov4_tiny without the annotation files: omegaconf's 30-frame
+    MissingMandatoryValue traceback became one line naming the key."""
+    import logging
+
+    from hydra import compose, initialize_config_module
+
+    from yolov4.cli.common import one_line_errors
+
+    with initialize_config_module(config_module="yolov4.configs", version_base="1.3"):
+        cfg = compose("train", ["experiment=coco_yolov4_tiny", "trainer=default"])
+    with caplog.at_level(logging.ERROR, logger="yolov4"), pytest.raises(SystemExit) as e:
+        one_line_errors(lambda c: c.data.train.annotations)(cfg)
+    assert e.value.code == 1
+    assert "ConfigError: data.train.annotations has no value (??? in the config): give " in (
+        caplog.text
+    )

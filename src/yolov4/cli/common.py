@@ -13,6 +13,7 @@ from typing import Any
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf.errors import MissingMandatoryValue
 
 from yolov4.errors import ConfigError, YoloError
 
@@ -44,15 +45,20 @@ def one_line_errors(task: Callable[[DictConfig], Any]) -> Callable[[DictConfig],
     """A Hydra task whose :class:`~yolov4.errors.YoloError` (bad input: a missing file, a wrong
     option, a model that does not fit the data) ends the process with its message in one
     logged line and exit code 1, not Hydra's traceback: the message names what was expected and
-    found. ``HYDRA_FULL_ERROR=1``, and a job of a ``-m`` sweep, raise it as it is."""
+    found. A value the config leaves to the user (``???``, e.g. a COCO recipe's annotation
+    files) is named the same way. ``HYDRA_FULL_ERROR=1``, and a job of a ``-m`` sweep, raise
+    it as it is."""
 
     @functools.wraps(task)
     def run(cfg: DictConfig) -> Any:
         try:
             return task(cfg)
-        except YoloError as e:
+        except (YoloError, MissingMandatoryValue) as e:
             if os.environ.get("HYDRA_FULL_ERROR") == "1" or _multirun():
                 raise  # a sweep's launcher records the failed job and goes on
+            if isinstance(e, MissingMandatoryValue):  # a ??? the recipe leaves to the user
+                key = e.full_key or "a key"
+                e = ConfigError(f"{key} has no value (??? in the config): give {key}=...")
             logging.getLogger("yolov4").error("%s: %s", type(e).__name__, e)
             sys.exit(1)
 
