@@ -120,7 +120,25 @@ def log_config(loggers: Sequence[Any], config: Mapping[str, Any]) -> None:
             logger.log_hyperparams({k: str(v) for k, v in flatten(config).items()})
             logger.experiment.log_text(logger.run_id, yaml.safe_dump(dict(config)), "config.yaml")
         elif kind == "wandb":
-            logger.experiment.config.update(dict(config), allow_val_change=True)
+            _wandb_run(logger).config.update(dict(config), allow_val_change=True)
+
+
+def _wandb_run(logger: Any) -> Any:
+    """The W&B run of ``logger``, started here; W&B's refusal to start one (no API key, no
+    network) a :class:`ConfigError` saying how to log without it."""
+    import wandb
+
+    try:
+        return logger.experiment
+    except (wandb.errors.UsageError, wandb.errors.CommError) as e:
+        from yolov4.errors import ConfigError
+
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(
+            f"logger=wandb: W&B cannot start a run ({reason}); log in (wandb login, or "
+            "WANDB_API_KEY), or write the run to files with logger.wandb.offline=true "
+            "(wandb sync uploads it later)"
+        ) from None
 
 
 def _numbers(metrics: Mapping[str, Any]) -> dict[str, float]:

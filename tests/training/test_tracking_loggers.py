@@ -1,11 +1,15 @@
-"""``logger=csv`` keeps a resumed run's ``metrics.csv``: the rows up to where the resumed run
-starts logging again, then its rows (Lightning's writer deleted the file at start-up)."""
+"""The loggers' set-up: ``logger=csv`` keeps a resumed run's ``metrics.csv`` (the rows up to
+where the resumed run starts logging again, then its rows; Lightning's writer deleted the file
+at start-up); ``logger=wandb`` without an API key says how to log offline."""
 
 from __future__ import annotations
 
 import csv
 
-from yolov4.training.tracking import csv_logger
+import pytest
+
+from yolov4.errors import ConfigError
+from yolov4.training.tracking import csv_logger, log_config
 
 
 def rows(path) -> list[dict[str, str]]:
@@ -36,3 +40,19 @@ def test_a_new_run_writes_a_new_file(tmp_path):
     logger.log_metrics({"train/loss": 1.0}, step=0)
     logger.save()
     assert [r["train/loss"] for r in rows(tmp_path / "csv" / "metrics.csv")] == ["1.0"]
+
+
+def test_wandb_without_an_api_key_says_how_to_log_offline(tmp_path, monkeypatch):
+    """W&B's UsageError surfaced as a traceback from deep in Lightning."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    for var in ("WANDB_API_KEY", "WANDB_MODE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb-config"))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    logger = WandbLogger(project="p", save_dir=str(tmp_path), offline=False)
+    with pytest.raises(ConfigError, match=r"logger=wandb: W&B cannot start a run \(No API key"):
+        log_config([logger], {"seed": 0})
+    with pytest.raises(ConfigError, match=r"logger.wandb.offline=true"):
+        log_config([logger], {"seed": 0})
