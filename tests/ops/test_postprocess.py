@@ -180,3 +180,33 @@ def test_unknown_nms_kind_is_rejected():
         postprocess(torch.zeros(1, 1, 6), (32, 32), nms_kind="soft")
     with pytest.raises(ValueError, match=r"classes must be indices in \[0, 1\), got \[0, 1\]"):
         postprocess(torch.zeros(1, 1, 6), (32, 32), classes=[0, 1])
+
+
+@pytest.mark.parametrize("seed", [7, 8])
+def test_windows_drop_boxes_outside_each_image_before_nms_and_the_caps(seed):
+    """Boxes wholly outside each image's window (its place inside the letterbox padding) are
+    not candidates: the output equals the postprocess of the same predictions with those boxes'
+    objectness zeroed (so a padding box neither suppresses a box of the image that it overlaps
+    nor takes a max_det place), and max_det caps what is left."""
+    from yolov4.ops.letterbox import image_windows
+
+    pred = random_predictions(2, 400, 3, seed=seed)
+    params, sizes = [(1.0, 1.0, 0.0, 100.0), (1.0, 1.0, 80.0, 0.0)], [(120, 320), (320, 160)]
+    windows = image_windows(params, sizes)
+    torch.testing.assert_close(windows, torch.tensor([[0, 100, 320, 220], [80, 0, 240, 320.0]]))
+    xyxy = tvo.box_convert(pred[..., :4], "cxcywh", "xyxy")
+    w = windows[:, None]
+    inside = (torch.minimum(xyxy[..., 2], w[..., 2]) > torch.maximum(xyxy[..., 0], w[..., 0])) & (
+        torch.minimum(xyxy[..., 3], w[..., 3]) > torch.maximum(xyxy[..., 1], w[..., 1])
+    )
+    assert 0 < inside.sum() < inside.numel()
+    zeroed = pred.clone()
+    zeroed[..., 4] *= inside
+    kw = dict(conf_thresh=0.2, iou_thresh=0.5)
+    want = postprocess(zeroed, (320, 320), max_det=10_000, **kw)
+    got = postprocess(pred, (320, 320), max_det=10_000, windows=windows, **kw)
+    capped = postprocess(pred, (320, 320), max_det=4, windows=windows, **kw)
+    for g, c, ref in zip(got, capped, want):
+        assert ref.shape[0] > 4
+        torch.testing.assert_close(g, ref)
+        torch.testing.assert_close(c, ref[:4])

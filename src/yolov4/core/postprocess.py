@@ -124,9 +124,11 @@ class PostprocessConfig:
         predictions: Tensor,
         image_size: tuple[int, int],
         classes: Sequence[int] | Tensor | None = None,
+        windows: Tensor | None = None,
     ) -> list[Tensor]:
         """:func:`yolov4.ops.postprocess.postprocess` with these settings: ``predictions
-        (B, N, 5 + C)`` -> ``B`` tensors ``(K_i, 6)`` ``[x1, y1, x2, y2, score, class]``."""
+        (B, N, 5 + C)`` -> ``B`` tensors ``(K_i, 6)`` ``[x1, y1, x2, y2, score, class]``
+        (``classes``, ``windows``: as there)."""
         if self.nms_kind == "model":
             raise ConfigError("postprocess nms_kind='model' must be resolved with the model first")
         return postprocess(
@@ -140,6 +142,7 @@ class PostprocessConfig:
             max_candidates=self.max_candidates,
             max_det=self.max_det,
             classes=classes,
+            windows=windows,
         )
 
 

@@ -70,6 +70,9 @@ PREPROCESS_RULES = {
     "stretch": "resized to W x H directly (pad 0, w = W, h = H)",
     "input": "float32, (batch, 3, H, W), channel order and scale as preprocess says",
     "boxes back": "x0 = (x - pad_x) * W0 / w, y0 = (y - pad_y) * H0 / h, clipped to the image",
+    "padding boxes": "boxes with no area inside (pad_x, pad_y, pad_x + w, pad_y + h) are dropped "
+    "before NMS and max_det (the graphs with NMS inside return them: drop rows with no area "
+    "once clipped)",
 }
 
 

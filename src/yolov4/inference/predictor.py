@@ -45,7 +45,7 @@ from yolov4.inference.darknet import darknet_checkpoint
 from yolov4.inference.images import load_images
 from yolov4.inference.precision import resolve_precision
 from yolov4.models import fuse_model
-from yolov4.ops.letterbox import unmap_detections
+from yolov4.ops.letterbox import image_windows, unmap_detections
 
 __all__ = ["Predictor", "Detections", "class_ids"]
 
@@ -394,7 +394,9 @@ class Predictor:
         batch = torch.stack([x for x, _, _ in inputs])
         preds = self.backend(batch).float().cpu()
         t_model = time.perf_counter()
-        dets = settings(preds, self.input_size, classes=wanted)  # classes: before max_det, NMS
+        windows = image_windows([p for _, p, _ in inputs], [hw for _, _, hw in inputs])
+        # classes and the images' windows (no box of the padding): before max_det and NMS
+        dets = settings(preds, self.input_size, classes=wanted, windows=windows)
         out = []
         for det, (_, params, (h, w)) in zip(dets, inputs):
             det = unmap_detections([det], [params], [(h, w)])[0]  # boxes in the padding dropped

@@ -28,6 +28,7 @@ __all__ = [
     "map_boxes",
     "unmap_boxes",
     "unmap_detections",
+    "image_windows",
 ]
 
 RESIZE_MODES = ("letterbox", "stretch")
@@ -156,3 +157,17 @@ def unmap_detections(
         boxes = unmap_boxes(det, p, [float(v) for v in hw])
         out.append(boxes[(boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])])
     return out
+
+
+def image_windows(
+    params: Sequence[LetterboxParams] | torch.Tensor,
+    original_hw: Sequence[Sequence[int]] | torch.Tensor,
+) -> torch.Tensor:
+    """``(B, 4)`` float32 ``[x1, y1, x2, y2]``: where each original image lies in the input
+    (inside the letterbox padding), from its :class:`LetterboxParams` (or a ``(B, 4)`` tensor of
+    them) and ``(H0, W0)``; the postprocess drops boxes outside it before ``max_det``."""
+    out = []
+    for p, (h, w) in zip(params, original_hw, strict=True):
+        sx, sy, px, py = (float(v) for v in p)
+        out.append([px, py, px + float(w) * sx, py + float(h) * sy])
+    return torch.tensor(out, dtype=torch.float32).reshape(-1, 4)

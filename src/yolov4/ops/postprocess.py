@@ -143,13 +143,22 @@ def _candidates(
     multi_label: bool,
     max_candidates: int,
     keep_cls: Tensor | None = None,
+    window: Tensor | None = None,
 ):
     """One image's ``(N, 5 + C)`` -> (box indices, labels, scores) of the at most
     ``max_candidates`` best (box, class) pairs with ``score > conf_thresh``; with ``keep_cls``
     (bool ``(C,)``) only pairs of those classes (multi-label) or boxes whose best class is one
-    of them (best-class mode, as ultralytics' ``classes=``)."""
+    of them (best-class mode, as ultralytics' ``classes=``); with ``window`` (``[x1, y1, x2,
+    y2]``) only boxes overlapping it."""
     num_classes = pred.shape[1] - 5
     box_idx = (pred[:, 4] > conf_thresh).nonzero().squeeze(1)  # score <= objectness
+    if window is not None:
+        xyxy = cxcywh_to_xyxy(pred[box_idx, :4])
+        w = window.to(xyxy)
+        inside = (torch.minimum(xyxy[:, 2], w[2]) > torch.maximum(xyxy[:, 0], w[0])) & (
+            torch.minimum(xyxy[:, 3], w[3]) > torch.maximum(xyxy[:, 1], w[1])
+        )
+        box_idx = box_idx[inside]
     scores = pred[box_idx, 4:5] * pred[box_idx, 5:]  # (M, C)
     if keep_cls is not None and multi_label:
         scores = scores * keep_cls.to(scores.dtype)
@@ -190,6 +199,7 @@ def postprocess(
     max_candidates: int = MAX_CANDIDATES,
     max_det: int = MAX_DET,
     classes: Sequence[int] | Tensor | None = None,
+    windows: Tensor | None = None,
 ) -> list[Tensor]:
     """``predictions (B, N, 5 + C)`` from :func:`yolov4.ops.decode` -> list of ``B`` tensors
     ``(K_i, 6)`` ``[x1, y1, x2, y2, score, class_index]`` in input pixels, by decreasing score.
@@ -204,6 +214,10 @@ def postprocess(
 
     ``classes`` (indices) keeps only those classes, before the candidate cap and NMS, so that
     ``max_det`` counts wanted detections only and other classes never suppress them.
+    ``windows`` ``(B, 4)`` (:func:`yolov4.ops.letterbox.image_windows`: where each image lies
+    inside the letterbox padding) keeps only boxes overlapping it, before the candidate cap: a
+    box wholly in the padding is dropped when mapped back, so it must neither take a
+    ``max_det`` place nor suppress a box of the image that it overlaps.
     """
     if nms_kind not in NMS_KINDS:
         raise ValueError(f"nms_kind must be one of {NMS_KINDS}, got {nms_kind!r}")
@@ -223,7 +237,12 @@ def postprocess(
     out = []
     for b in range(predictions.shape[0]):
         box_idx, labels, cand = _candidates(
-            predictions[b], conf_thresh, multi_label, max_candidates, keep_cls
+            predictions[b],
+            conf_thresh,
+            multi_label,
+            max_candidates,
+            keep_cls,
+            None if windows is None else windows[b],
         )
         boxes = cxcywh_to_xyxy(predictions[b, box_idx, :4])
         keep = nms(boxes / norm, cand, labels, iou_thresh, nms_kind, beta)[:max_det]

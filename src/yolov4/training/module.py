@@ -30,7 +30,7 @@ from yolov4.evaluation.coco import DEFAULT_COCO_BACKEND, check_coco_backend
 from yolov4.loss import BOX_GRADIENTS, YoloLoss, darknet_cost
 from yolov4.models import ModelConfig, YOLOv4
 from yolov4.models.config import config_sections
-from yolov4.ops.letterbox import unmap_detections
+from yolov4.ops.letterbox import image_windows, unmap_detections
 from yolov4.training.class_balance import balanced_config, check_class_balance
 from yolov4.training.ema import ModelEMA
 from yolov4.training.optim import OptimConfig, build_optimizer, lr_factor
@@ -434,7 +434,10 @@ class YoloModule(L.LightningModule):
         finally:
             model.train(was_training)
         settings = PostprocessConfig(**self.hparams["val_postprocess"]).resolve(c)
-        return settings(preds.float(), tuple(images.shape[-2:]))
+        windows = None  # where the images lie inside the padding: no box of the padding counts
+        if "letterbox" in batch and "original_sizes" in batch:
+            windows = image_windows(batch["letterbox"].cpu(), batch["original_sizes"].cpu())
+        return settings(preds.float(), tuple(images.shape[-2:]), windows=windows)
 
     def on_validation_epoch_start(self) -> None:
         dm = self.trainer.datamodule if self.trainer is not None else None

@@ -46,7 +46,7 @@ from yolov4.errors import ConfigError, InputError
 from yolov4.inference.predictor import Detections
 from yolov4.inference.sources import prediction_record
 from yolov4.models import fuse_model
-from yolov4.ops.letterbox import unmap_detections
+from yolov4.ops.letterbox import image_windows, unmap_detections
 from yolov4.training.precision import AUTO
 
 __all__ = [
@@ -147,7 +147,9 @@ class PredictModule(L.LightningModule):
         if batch["images"] is None:
             return out
         preds = self.model(batch["images"]).float()
-        dets = [d.cpu() for d in self.settings(preds, self.input_size, classes=self.classes)]
+        windows = image_windows(batch["params"].cpu(), batch["hw"].cpu())
+        dets = self.settings(preds, self.input_size, classes=self.classes, windows=windows)
+        dets = [d.cpu() for d in dets]
         dets = unmap_detections(dets, batch["params"].cpu(), batch["hw"].cpu())
         for index, det, (h, w) in zip(batch["index"], dets, batch["hw"].tolist()):
             out.append({"index": index, "detections": self._detections(det, h, w)})
