@@ -22,6 +22,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from yolov4.core.checkpoint import PICKLE_PROTO, ZIP_MAGIC
 from yolov4.errors import CheckpointError, ConfigError
 from yolov4.models.budget import MAX_CLASSES
 from yolov4.models.cfg import ZOO, parse_cfg, resolve_layers
@@ -43,9 +44,6 @@ __all__ = [
 HEADER_VERSION = (0, 2, 5)  # what darknet (AlexeyAB) writes today: uint64 `seen`
 FLOAT = np.dtype("<f4")
 MAX_VERSION = 1000  # a header's major, minor and revision are small version numbers
-# how torch.save's files start: a zip archive, or (before torch 1.6) a pickle, whose PROTO
-# opcode starts every pickle of protocol >= 2; not darknet weights
-ZIP_MAGIC, PICKLE_PROTO = b"PK", 0x80
 
 
 class DarknetHeader(NamedTuple):
@@ -122,7 +120,7 @@ def _read_header(data: bytes, path: Path) -> tuple[int, int, int, int, int]:
         raise CheckpointError(
             f"{path}: {len(data)} bytes is too short for a darknet .weights header (16-20 bytes); the file is truncated or not darknet weights"
         )
-    if data[:2] == ZIP_MAGIC or data[0] == PICKLE_PROTO:
+    if data.startswith(ZIP_MAGIC) or data[:1] == PICKLE_PROTO:  # how torch.save's files start
         raise CheckpointError(
             f"{path} is a PyTorch file (it starts as torch.save's zip or pickle does), not darknet "
             "weights; a checkpoint torch cannot read is truncated or corrupt"

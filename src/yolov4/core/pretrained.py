@@ -22,9 +22,15 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from yolov4.core.checkpoint import check_finite, network_state_dict, read_checkpoint
+from yolov4.core.checkpoint import (
+    PICKLE_PROTO,
+    ZIP_MAGIC,
+    check_finite,
+    network_state_dict,
+    read_checkpoint,
+)
 from yolov4.core.mismatch import group_keys, mismatch_report
-from yolov4.darknet import PICKLE_PROTO, ZIP_MAGIC, darknet_file_classes, load_darknet_weights
+from yolov4.darknet import darknet_file_classes, load_darknet_weights
 from yolov4.errors import CheckpointError
 from yolov4.models import YOLOv4
 
@@ -78,9 +84,9 @@ def is_darknet_weights(path: str | os.PathLike) -> bool:
     if not p.is_file() or zipfile.is_zipfile(p):
         return False
     with p.open("rb") as f:
-        head = f.read(2)
+        head = f.read(len(ZIP_MAGIC))
     # a torch.save zip cut short (no central directory) still starts as a zip
-    return bool(head) and head[0] != PICKLE_PROTO and head != ZIP_MAGIC
+    return bool(head) and head[:1] != PICKLE_PROTO and not head.startswith(ZIP_MAGIC)
 
 
 def load_pretrained(
