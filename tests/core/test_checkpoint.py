@@ -333,6 +333,10 @@ def test_save_refuses_what_load_would_refuse_or_misread(tmp_path, tiny3):
     with pytest.raises(CheckpointError, match="non-finite values"):
         save_checkpoint(path, nan, NAMES)
     assert not path.exists()
+    with pytest.raises(CheckpointError, match=r"is a folder; give a file, e\.g\. .*best\.pt"):
+        save_checkpoint(tmp_path, tiny3, NAMES)
+    with pytest.raises(CheckpointError, match="load_checkpoint: expected a file path, got NoneType"):
+        load_checkpoint(None)
     wrapped = save_checkpoint(path, torch.nn.DataParallel(tiny3), NAMES)  # DataParallel's .module
     assert load_checkpoint(wrapped).class_names == list(NAMES)
 
@@ -340,5 +344,15 @@ def test_save_refuses_what_load_would_refuse_or_misread(tmp_path, tiny3):
 def test_a_fused_networks_weights_are_named_as_such(tmp_path, tiny3):
     from yolov4 import fuse_model
 
+    fused = fuse_model(tiny3)
+    with pytest.raises(CheckpointError, match=r"the model is fused .* save the unfused model"):
+        save_checkpoint(tmp_path / "f.pt", fused, NAMES)
     with pytest.raises(CheckpointError, match="likely cause: the weights are of a fused network"):
-        save_checkpoint(tmp_path / "f.pt", fuse_model(tiny3), NAMES)
+        save_checkpoint(tmp_path / "f.pt", tiny3, NAMES, state_dict=fused.state_dict())
+
+
+def test_a_gpu_map_location_without_a_gpu_is_named(tmp_path, tiny3, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    path = save_checkpoint(tmp_path / "x.pt", tiny3, NAMES)
+    with pytest.raises(CheckpointError, match=r"map_location='cuda:0'\): this machine has no CUDA"):
+        load_checkpoint(path, map_location="cuda:0")

@@ -197,3 +197,15 @@ def test_size_multiple_is_the_deepest_layer_stride_not_the_heads():
         build_model(
             cfg=text[:first_yolo] + "[route]\nlayers=-1\n\n" + text[after:], input_size=[48, 48]
         )
+
+
+def test_training_one_image_with_one_by_one_maps_is_refused_at_the_door():
+    """BatchNorm's ValueError ('Expected more than 1 value per channel') from deep inside."""
+    from yolov4 import InputError
+
+    model = build_model("yolov4-tiny", num_classes=2, input_size=[32, 32]).train()
+    with pytest.raises(InputError, match=r"training a batch of 1 at 32x32 gives 1x1 maps"):
+        model(torch.rand(1, 3, 32, 32))
+    assert len(model(torch.rand(2, 3, 32, 32))) == 2  # two images: BatchNorm has two values
+    assert len(model(torch.rand(1, 3, 64, 32))) == 2  # 2x1 maps
+    assert len(model.eval()(torch.rand(1, 3, 32, 32))) == 2  # predicting one is fine

@@ -300,3 +300,33 @@ def test_training_step_logs_darknet_cost(monkeypatch):
     with torch.no_grad():
         want = darknet_cost(module.loss_fn, module.model(b["images"]), b["targets"])
     assert float(cost) == pytest.approx(float(want), rel=1e-5)
+
+
+def test_load_from_checkpoint_names_what_the_file_is(tmp_path):
+    """Lightning's raw KeyError / EOFError / RuntimeError on a weights file, an empty file or
+    a checkpoint of another network became CheckpointErrors naming the file and the reader."""
+    import lightning as L
+
+    module = tiny_module(class_names=["a", "b", "c"])
+    ckpt = tmp_path / "last.ckpt"
+    torch.save(
+        {
+            "pytorch-lightning_version": L.__version__,
+            "state_dict": module.state_dict(),
+            "hyper_parameters": dict(module.hparams),
+        },
+        ckpt,
+    )
+    loaded = YoloModule.load_from_checkpoint(ckpt, weights_only=True)
+    images = torch.rand(1, 3, 64, 64)
+    for a, b in zip(loaded.eval()(images), module.eval()(images)):  # forward: the head maps
+        torch.testing.assert_close(a, b)
+    weights = save_checkpoint(tmp_path / "best.pt", module.model, ["a", "b", "c"])
+    with pytest.raises(CheckpointError, match=r"is a yolov4 weights file .* Predictor"):
+        YoloModule.load_from_checkpoint(weights)
+    (tmp_path / "empty.ckpt").write_bytes(b"")
+    with pytest.raises(CheckpointError, match=r"empty.ckpt .* is not a PyTorch checkpoint"):
+        YoloModule.load_from_checkpoint(tmp_path / "empty.ckpt")
+    other = build_model("yolov3-tiny", num_classes=3).config.to_dict()
+    with pytest.raises(CheckpointError, match=r"do not fit the module built from the arguments"):
+        YoloModule.load_from_checkpoint(ckpt, model=other, weights_only=True)

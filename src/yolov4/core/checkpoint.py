@@ -179,8 +179,9 @@ def save_checkpoint(
     What it writes, every reader accepts: ``preprocess`` is completed and validated
     (:class:`PreprocessConfig`, sides multiples of the network's largest stride:
     ``model.config.max_stride``), ``metrics`` and ``trained`` become exact
-    builtins (tensors and numpy values their numbers); anything else raises
-    :class:`CheckpointError` naming the key, and nothing is written. ``data``: the run's resolved
+    builtins (tensors and numpy values their numbers, any other value its ``float`` or its
+    ``str``); a bad ``preprocess``, class names or weights raise :class:`CheckpointError`, and
+    nothing is written. ``data``: the run's resolved
     ``cfg.data`` node (plain builtins, ``_target_`` included), what ``evaluate.py checkpoint=``
     scores by default (:attr:`Checkpoint.data`)."""
     if not hasattr(model, "config") and isinstance(getattr(model, "module", None), YOLOv4):
@@ -193,6 +194,15 @@ def save_checkpoint(
             f"{type(path).__name__} and {type(model).__name__}"
         )
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(
+            f"save_checkpoint: {path} is a folder; give a file, e.g. {path}/best.pt"
+        )
+    if state_dict is None and getattr(model, "is_fused", False):
+        raise CheckpointError(
+            "save_checkpoint: the model is fused (BatchNorm folded into the convolutions), "
+            "which no reader rebuilds; save the unfused model, then fuse_model() it to serve"
+        )
     config = model.config.to_dict()
     sd = clean_state_dict(state_dict if state_dict is not None else model.state_dict())
     with torch.device("meta"):  # keys and shapes only: no memory, no init cost
@@ -345,6 +355,14 @@ def load_checkpoint(
 ) -> Checkpoint:
     """Rebuild the model from the file alone (``yolov4.weights/1`` or Lightning ``.ckpt``) and load
     its weights with ``strict=True``. Returns a :class:`Checkpoint` with the model in eval mode."""
+    if not isinstance(path, str | os.PathLike):
+        raise CheckpointError(f"load_checkpoint: expected a file path, got {type(path).__name__}")
+    device = torch.device(map_location)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise CheckpointError(
+            f"load_checkpoint(map_location={str(map_location)!r}): this machine has no CUDA GPU; "
+            "load on the CPU (map_location='cpu')"
+        )
     path = Path(path)
     data = read_checkpoint(path)
     if "state_dict" in data and "format" not in data and "pytorch-lightning_version" in data:

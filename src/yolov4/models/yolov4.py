@@ -163,6 +163,13 @@ class YOLOv4(nn.Module):
             check_stride_multiple(
                 (int(h), int(w)), m, "images of shape (B, 3, H, W)", InputError, tuple(images.shape)
             )
+        if self.training and images.shape[0] * (h // m) * (w // m) == 1:
+            if any(s.params.get("bn") for s in self._specs):  # BatchNorm's statistics need two
+                raise InputError(
+                    f"training a batch of {images.shape[0]} at {h}x{w} gives 1x1 maps at stride "
+                    f"{m}: one value per channel, which BatchNorm cannot normalise; train with "
+                    "two or more images or a larger input (model.eval() predicts one)"
+                )
         if not torch.compiler.is_compiling():  # plain Python over the layer list: no guards
             try:
                 budget.check_network(self._specs, (int(h), int(w)), "input image size")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import time
 import warnings
 from collections.abc import Mapping
@@ -20,11 +21,12 @@ from typing import Any, NamedTuple
 import lightning as L
 import torch
 
+from yolov4.core.checkpoint import read_checkpoint
 from yolov4.core.model import DecodedModel
 from yolov4.core.postprocess import DARKNET_VALID, PostprocessConfig
 from yolov4.core.preprocess import PreprocessConfig, batch_to_input
 from yolov4.core.pretrained import load_pretrained
-from yolov4.errors import ConfigError
+from yolov4.errors import CheckpointError, ConfigError
 from yolov4.evaluation import METRIC_KEYS, CocoEvaluator, EvaluationResult
 from yolov4.evaluation.coco import DEFAULT_COCO_BACKEND, check_coco_backend
 from yolov4.loss import BOX_GRADIENTS, YoloLoss, darknet_cost
@@ -34,6 +36,7 @@ from yolov4.ops.letterbox import image_windows, unmap_detections
 from yolov4.training.class_balance import balanced_config, check_class_balance
 from yolov4.training.ema import ModelEMA
 from yolov4.training.optim import OptimConfig, build_optimizer, lr_factor
+from yolov4.training.resume import LIGHTNING_KEYS
 from yolov4.version import renamed_kwargs
 
 __all__ = ["YoloModule", "ValidationSample"]
@@ -232,6 +235,42 @@ class YoloModule(L.LightningModule):
         self.ema = ModelEMA(self.model, ema_decay, ema_tau) if ema_decay else None
         self._forward = torch.compile(self.model) if compile_model else self.model
         self._init_run_state()
+
+    @classmethod
+    def load_from_checkpoint(  # type: ignore[override]
+        cls, checkpoint_path: Any, *args: Any, **kwargs: Any
+    ) -> YoloModule:
+        """Lightning's, after the file is checked: a missing, truncated or foreign file, or a
+        weights file of this project (``weights/*.pt``, which :func:`~yolov4.load_checkpoint`
+        and the Predictor read), is a :class:`CheckpointError` naming it; so are weights that
+        do not fit the module the arguments build (``model=`` of another network)."""
+        if isinstance(checkpoint_path, str | os.PathLike) and "://" not in str(checkpoint_path):
+            data = read_checkpoint(checkpoint_path)
+            missing = [k for k in LIGHTNING_KEYS if k not in data]
+            if missing:
+                what = (
+                    "a yolov4 weights file" if data.get("format") else "not a Lightning checkpoint"
+                )
+                raise CheckpointError(
+                    f"{checkpoint_path} is {what} (no {missing}): YoloModule.load_from_checkpoint "
+                    "takes <run>/checkpoints/*.ckpt; load_checkpoint(path) and "
+                    "Predictor.from_checkpoint(path) read weights files"
+                )
+        try:
+            return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
+        except RuntimeError as e:
+            if "state_dict" not in str(e):
+                raise
+            first = str(e).strip().splitlines()[0]
+            raise CheckpointError(
+                f"{checkpoint_path}: its weights do not fit the module built from the arguments "
+                f"given ({sorted(kwargs)}): {first}; leave model= out to build the checkpoint's "
+                "own network"
+            ) from None
+
+    def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """The network's raw head maps of ``images`` (``module(images)``, as ``self.model``)."""
+        return self._forward(images)
 
     def _init_run_state(self) -> None:
         """What validation and the epoch log fill in while running (nothing yet)."""
