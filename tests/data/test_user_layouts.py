@@ -63,6 +63,32 @@ def test_symlinked_folders_are_read_and_a_loop_is_not_followed_twice(tmp_path: P
     assert len(source.files) == 5
 
 
+def test_a_val_folder_inside_the_train_folder_is_warned_about(tmp_path: Path, caplog):
+    """data.train.images=<root>/images took images/val too: validation scored trained images."""
+    train = _yolo(tmp_path / "images" / "train", n=3, labels="")
+    val = _yolo(tmp_path / "images" / "val", n=2, labels="")
+    whole = tmp_path / "images"
+    dm = DetectionDataModule(
+        train=YoloSource(images=str(whole), names=["a"]),
+        val=YoloSource(images=str(val), names=["a"]),
+        input_size=64,
+        num_workers=0,
+    )
+    with caplog.at_level("WARNING"):
+        dm.setup("fit")
+    assert "data.train and data.val share 2 images" in caplog.text
+    caplog.clear()
+    apart = DetectionDataModule(
+        train=YoloSource(images=str(train), names=["a"]),
+        val=YoloSource(images=str(val), names=["a"]),
+        input_size=64,
+        num_workers=0,
+    )
+    with caplog.at_level("WARNING"):
+        apart.setup("fit")
+    assert "share" not in caplog.text
+
+
 def test_explicit_labels_folder_does_not_look_beside_the_image(tmp_path: Path):
     images = _yolo(tmp_path, labels="")
     data = load_yolo(images, ["a"], labels=tmp_path / "elsewhere")

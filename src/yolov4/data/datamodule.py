@@ -17,6 +17,7 @@ These load the annotations on first access, so a model can be sized before ``Tra
 from __future__ import annotations
 
 import logging
+import os
 import random
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Protocol
@@ -260,7 +261,26 @@ class DetectionDataModule(L.LightningDataModule):
             for note in self._data[name].notes:
                 log.warning("data.%s: %s", name, note)
             self._check_classes(name)
+            self._check_shared_images(name)
         return self._data[name]
+
+    def _check_shared_images(self, name: str) -> None:
+        """A warning when split ``name`` holds images of another loaded split (a val folder
+        inside the train folder): its mAP would score images the network trained on."""
+        files = {os.path.abspath(r.file) for r in self._data[name].records}
+        for other, od in self._data.items():
+            if other == name:
+                continue
+            shared = sorted(files.intersection(os.path.abspath(r.file) for r in od.records))
+            if shared:
+                log.warning(
+                    "data.%s and data.%s share %d images (e.g. %s): validation would score "
+                    "images the network trains on; give the splits separate images",
+                    other,
+                    name,
+                    len(shared),
+                    shared[0],
+                )
 
     def _check_classes(self, name: str) -> None:
         data = self._data[name]
