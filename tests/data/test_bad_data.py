@@ -65,6 +65,7 @@ ANNOTATION_PROBLEMS = {  # bbox (xywh) on good.jpg -> kind
     Problem.BOX_CLIPPED: [20.0, 10.0, 30.0, 5.0],
     Problem.BOX_OUTSIDE: [100.0, 100.0, 5.0, 5.0],
     Problem.BOX_EMPTY: [5.0, 5.0, 0.0, 3.0],
+    Problem.BOX_TINY: [5.0, 5.0, 0.3, 3.0],  # a 0.3-px box: an anchor fit's outlier
     Problem.BOX_NAN: [float("nan"), 1.0, 2.0, 2.0],
 }
 
@@ -169,6 +170,8 @@ YOLO_LINES = {
     "columns.txt": ("0 0.5 0.5 0.2\n", Problem.BAD_LINE),
     "text.txt": ("zero 0.5 0.5 0.2 0.2\n", Problem.BAD_LINE),
     "nan.txt": ("0 nan 0.5 0.2 0.2\n", Problem.BOX_NAN),
+    "inf.txt": ("0 0.5 inf 0.2 0.2\n", Problem.BOX_NAN),  # not "a coordinate above 2"
+    "tiny.txt": ("0 0.5 0.5 0.0001 0.0001\n", Problem.BOX_TINY),
     "class.txt": ("7 0.5 0.5 0.2 0.2\n", Problem.UNKNOWN_CLASS),
     "outside.txt": ("0 0.95 0.5 0.2 0.2\n", Problem.BOX_CLIPPED),
     "empty.txt": ("0 0.5 0.5 0 0.2\n", Problem.BOX_EMPTY),

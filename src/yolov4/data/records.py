@@ -48,6 +48,9 @@ COCO_MEDIUM_AREA = 96**2
 # Boxes overshooting the image by at most this many pixels are clipped without a report
 # (float rounding in exporters).
 BOX_CLIP_TOLERANCE = 0.5
+# A box narrower or lower than this (pixels of its image, once clipped) is dropped: darknet skips
+# boxes under one pixel of the network input too, and such a box is an anchor fit's outlier.
+MIN_BOX_SIDE = 1.0
 # How many example file names a one-line summary lists per kind of problem.
 SUMMARY_EXAMPLES = 5
 
@@ -66,6 +69,7 @@ class Problem:
     BOX_CLIPPED = "box partly outside the image (clipped)"
     BOX_OUTSIDE = "box wholly outside the image (dropped)"
     BOX_EMPTY = "zero or negative size box (dropped)"
+    BOX_TINY = "box under 1 pixel wide or high (dropped: no anchor or cell can learn it)"
     BOX_NAN = "NaN or infinite box coordinate (dropped)"
     UNKNOWN_CLASS = "unknown category id / class index (dropped)"
     BAD_LINE = (
@@ -306,6 +310,9 @@ def check_box(
     cy1, cy2 = min(max(y1, 0.0), height), min(max(y2, 0.0), height)
     if cx2 <= cx1 or cy2 <= cy1:
         report.add(Problem.BOX_OUTSIDE, file, _box_detail(entry, box, width, height))
+        return None
+    if cx2 - cx1 < MIN_BOX_SIDE or cy2 - cy1 < MIN_BOX_SIDE:
+        report.add(Problem.BOX_TINY, file, _box_detail(entry, box, width, height))
         return None
     # Sub-pixel overshoot (float rounding in exporters) is not worth a report.
     if max(abs(cx1 - x1), abs(cy1 - y1), abs(cx2 - x2), abs(cy2 - y2)) > BOX_CLIP_TOLERANCE:

@@ -20,6 +20,7 @@ set is scored by pycocotools like COCO.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -220,7 +221,8 @@ def _read_labels(
         if not cls.is_integer() or not 0 <= cls < num_classes:
             report.add(Problem.UNKNOWN_CLASS, label_file, f"line {n}: class {fields[0]}")
             continue
-        if max(values[1:]) > NORMALIZED_LIMIT:
+        finite = all(map(math.isfinite, values[1:]))  # NaN and inf: check_box names them
+        if finite and max(values[1:]) > NORMALIZED_LIMIT:
             report.add(Problem.NOT_NORMALIZED, label_file, f"line {n}: {_short(line)}")
             continue
         x1, y1, x2, y2 = relative
