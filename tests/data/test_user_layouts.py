@@ -89,6 +89,12 @@ def test_a_val_folder_inside_the_train_folder_is_warned_about(tmp_path: Path, ca
     assert "share" not in caplog.text
 
 
+def test_a_names_file_may_be_a_path(tmp_path: Path):
+    images = _yolo(tmp_path, n=2, labels="")
+    (tmp_path / "obj.names").write_text("a\n")
+    assert load_yolo(images, tmp_path / "obj.names").class_names == ["a"]
+
+
 def test_explicit_labels_folder_does_not_look_beside_the_image(tmp_path: Path):
     images = _yolo(tmp_path, labels="")
     data = load_yolo(images, ["a"], labels=tmp_path / "elsewhere")

@@ -21,6 +21,7 @@ set is scored by pycocotools like COCO.
 from __future__ import annotations
 
 import math
+import os
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -112,7 +113,7 @@ def _names_from_yaml(path: Path) -> list[Any]:
     return value
 
 
-def read_class_names(names: str | Sequence[str] | None) -> list[str]:
+def read_class_names(names: str | os.PathLike | Sequence[str] | None) -> list[str]:
     """Class names from a ``.names`` / ``.txt`` file (one per line), a data ``.yaml`` or a list.
 
     Raises:
@@ -125,7 +126,7 @@ def read_class_names(names: str | Sequence[str] | None) -> list[str]:
             "no class names for a YOLO txt split: give data.<split>.names (a .names file, a data "
             "yaml with `names:`, or a list); a val-only run needs data.val.names"
         )
-    if not isinstance(names, str):
+    if not isinstance(names, str | os.PathLike):
         result = list(names)
         where = "names"
     else:
