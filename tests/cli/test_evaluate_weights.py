@@ -103,3 +103,57 @@ def test_a_checkpoint_of_other_class_names_is_scored_with_a_warning(
         evaluate(cfg)
     assert "class names differ from the data's" in caplog.text
     assert "0: 'dog' vs 'circle'" in caplog.text
+
+
+def test_an_unreadable_val_image_is_not_scored_by_either_path(compose_cfg, checkpoint, tmp_path):
+    """The log said "skipped" while the checkpoint path scored a blank image (its boxes
+    missed), and the artifact path stopped on it: both leave it out, as a missing file."""
+    import shutil
+
+    from yolov4.data.synthetic import generate_split
+
+    split = generate_split(tmp_path / "gen", "val", 6, 96, 0)
+    root = tmp_path / "val"
+    shutil.copytree(split, root)
+    broken = sorted((root / "images").iterdir())[2]
+    broken.write_bytes(b"not a jpeg at all")
+    coco = [
+        "data=coco",
+        f"data.val.annotations={root / 'annotations.json'}",
+        f"data.val.images={root / 'images'}",
+        "data.num_workers=0",
+    ]
+    art = export_artifact(checkpoint[1], tmp_path / "export", formats=["onnx"])
+    by_ckpt = evaluate(
+        compose_cfg("evaluate", [f"checkpoint={checkpoint[1]}", *coco], tmp_path / "a")
+    )
+    by_art = evaluate(compose_cfg("evaluate", [f"artifact={art}", *coco], tmp_path / "b"))
+    ids = {
+        run: sorted(
+            {d["image_id"] for d in json.loads((tmp_path / run / "detections.json").read_text())}
+        )
+        for run in ("a", "b")
+    }
+    assert by_ckpt["num_images"] == by_art["num_images"] == 5
+    assert ids["a"] == ids["b"] and len(ids["a"]) > 0
+    assert by_ckpt["mAP50"] == pytest.approx(by_art["mAP50"], abs=0.02)
+
+
+@pytest.mark.parametrize("batch", [0, -1, "x"])
+def test_a_batch_size_below_one_is_refused(compose_cfg, checkpoint, tiny_run, tmp_path, batch):
+    """batch_size=-1 scored nothing and wrote an all-zero metrics.json (artifact path)."""
+    cfg = compose_cfg("evaluate", [f"checkpoint={checkpoint[1]}", f"batch_size={batch}",
+                                   *data(tiny_run)], tmp_path)  # fmt: skip
+    with pytest.raises(ConfigError, match=r"batch_size must be an integer >= 1"):
+        evaluate(cfg)
+
+
+def test_another_input_size_for_a_checkpoint_is_named_as_not_used(
+    compose_cfg, checkpoint, tiny_run, tmp_path, caplog
+):
+    cfg = compose_cfg("evaluate", [f"checkpoint={checkpoint[1]}", *data(tiny_run),
+                                   "data.input_size=[128,128]"], tmp_path)  # fmt: skip
+    with caplog.at_level(logging.WARNING, logger="yolov4"):
+        evaluate(cfg)
+    assert "data.input_size=[128, 128]: not used;" in caplog.text
+    assert "scored with its own preprocessing (input 64x64, letterbox)" in caplog.text

@@ -24,6 +24,7 @@ from yolov4.cli.common import (
     model_network,
     one_line_errors,
     resolve_data,
+    to_builtin,
 )
 from yolov4.cli.sources import check_no_network
 from yolov4.core.artifact import read_metadata
@@ -77,6 +78,26 @@ def _check_classes(what: str, names: list[str], datamodule: Any) -> None:
             "right dataset?): %s",
             what,
             "; ".join(differ[:MAX_NAMES_SHOWN]) + (" ..." if len(differ) > MAX_NAMES_SHOWN else ""),
+        )
+
+
+def _warn_preprocess_not_used(cfg: DictConfig, ckpt: Any) -> None:
+    """A warning when ``data.input_size`` / ``data.resize_mode`` ask for other preprocessing
+    than the checkpoint's, which is what it is scored with (as it trained and as it exports)."""
+    stored = {"input_size": list(ckpt.preprocess.input_size), "resize_mode": ckpt.preprocess.mode}
+    asked = {k: to_builtin(cfg.data.get(k)) for k in stored}
+    if isinstance(asked["input_size"], int):
+        asked["input_size"] = [asked["input_size"]] * 2
+    differ = [f"data.{k}={asked[k]}" for k in stored if asked[k] not in (None, stored[k])]
+    if differ:
+        log.warning(
+            "%s: not used; %s is scored with its own preprocessing (input %s, %s), as it "
+            "trained and as export.py writes it (export.py input_size=... makes an artifact of "
+            "another size, which evaluate.py artifact=... scores)",
+            ", ".join(differ),
+            cfg.checkpoint,
+            "x".join(map(str, stored["input_size"])),
+            stored["resize_mode"],
         )
 
 
@@ -141,6 +162,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             f"module.pretrained={cfg.module.pretrained}: evaluate takes its weights from "
             f"checkpoint=..., darknet_weights=... or artifact=..."
         )
+    batch = cfg.get("batch_size")
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise ConfigError(f"batch_size must be an integer >= 1, got {batch!r}")
     out = Path(cfg.paths.output_dir)
     settings = AnalysisConfig.from_config(cfg.get("analysis"))  # fails now, not after the work
     ckpt = load_checkpoint(cfg.checkpoint) if cfg.checkpoint else None
@@ -161,6 +185,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         model_dict, state = ckpt.model.config.to_dict(), ckpt.model.state_dict()
         data_overrides["size_multiple"] = ckpt.model.config.max_stride
         if ckpt.preprocess_stored:  # evaluate exactly as the model was validated in training
+            _warn_preprocess_not_used(cfg, ckpt)
             data_overrides.update(
                 preprocess=ckpt.preprocess_dict(),  # all of it: pad value, colour order, scale
                 input_size=list(ckpt.preprocess.input_size),

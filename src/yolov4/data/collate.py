@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TypedDict
+from typing import NotRequired, TypedDict
 
 import torch
 from torch.utils.data import get_worker_info
@@ -46,6 +46,7 @@ class Sample(TypedDict):
     image_id: int
     original_size: tuple[int, int]
     letterbox: tuple[float, float, float, float]
+    decoded: NotRequired[bool]  # False: unreadable, a blank stand-in (validation skips it)
 
 
 class Batch(TypedDict):
@@ -55,6 +56,7 @@ class Batch(TypedDict):
     image_ids: torch.Tensor
     original_sizes: torch.Tensor
     letterbox: torch.Tensor
+    decoded: torch.Tensor  # (B,) bool: False for an unreadable image's blank stand-in
 
 
 def multi_scale_size(
@@ -133,4 +135,5 @@ class DetectionCollate:
                 [s["original_size"] for s in samples], dtype=torch.int64
             ).reshape(-1, 2),
             letterbox=letterbox,
+            decoded=torch.tensor([s.get("decoded", True) for s in samples], dtype=torch.bool),
         )

@@ -199,11 +199,12 @@ class DetectionDataset(Dataset):
     def __getitem__(self, index: int) -> Sample:
         rec = self.records[index]
         config = self.preprocess_config
+        decoded = True
         if self.augment is None:
             loaded = self.load(index)
-            if loaded is None:  # keep the image (its ground truth counts) as a blank one
+            if loaded is None:  # a blank stand-in (batches keep their shape), not scored
                 blank = np.full((rec.height, rec.width, 3), config.pad_value, np.uint8)
-                loaded = (blank, rec.boxes, rec.labels)
+                loaded, decoded = (blank, rec.boxes, rec.labels), False
             # THE preprocessing, as uint8: the device scales (to_float), 4x fewer bytes here
             image, params = preprocess(loaded[0], config, scale=False)
             boxes, labels = map_boxes(loaded[1], params), loaded[2]
@@ -225,4 +226,5 @@ class DetectionDataset(Dataset):
             image_id=rec.image_id,
             original_size=(rec.height, rec.width),
             letterbox=tuple(params),
+            decoded=decoded,
         )

@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
+from yolov4.core.images import ImageDecodeError
 from yolov4.core.postprocess import DARKNET_VALID
+from yolov4.data.records import Problem
+from yolov4.errors import ConfigError
 from yolov4.evaluation.coco import DEFAULT_COCO_BACKEND, CocoEvaluator
 from yolov4.evaluation.result import EvaluationResult
 from yolov4.models import ModelConfig
 
 __all__ = ["evaluate_predictor"]
+
+log = logging.getLogger(__name__)
 
 
 def evaluate_predictor(
@@ -28,16 +34,34 @@ def evaluate_predictor(
     (of ``datamodule``'s val split: ``.file``, ``.image_id``), from the image files, with the
     validation postprocess (darknet's ``valid``, :data:`DARKNET_VALID`, with ``eval_cfg``'s
     ``module.eval.*`` keys on top) passed to each call in place of the predictor's serving
-    thresholds, which stay as they are."""
+    thresholds, which stay as they are. An image that cannot be decoded is reported in the
+    val split's problem report and not scored, as :class:`~yolov4.data.dataset.
+    DetectionDataset` leaves it out of validation."""
     settings = DARKNET_VALID.update(eval_cfg).resolve(
         ModelConfig.from_dict(predictor.metadata["model"])
     )
     evaluator = CocoEvaluator(
         datamodule.val_coco, datamodule.category_ids, datamodule.class_names, backend=coco_backend
     )
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    report = getattr(datamodule, "reports", {}).get("val")
     for i in range(0, len(records), batch_size):
         chunk = records[i : i + batch_size]
-        dets = predictor([r.file for r in chunk], postprocess=settings)
+        try:
+            dets = predictor([r.file for r in chunk], postprocess=settings)
+        except ImageDecodeError:  # one by one: the unreadable ones are skipped and reported
+            kept, dets = [], []
+            for r in chunk:
+                try:
+                    dets.append(predictor(r.file, postprocess=settings)[0])
+                except ImageDecodeError as e:
+                    log.warning("%s: %s (%s)", r.file, Problem.UNREADABLE, e)
+                    if report is not None:
+                        report.add(Problem.UNREADABLE, r.file, str(e))
+                else:
+                    kept.append(r)
+            chunk = kept
         rows = [
             torch.from_numpy(
                 np.concatenate(

@@ -497,7 +497,12 @@ class YoloModule(L.LightningModule):
         if batch_idx == 0:  # for the validation image grid (ValidationImages callback)
             self.validation_sample = ValidationSample(batch["images"], batch["targets"], dets)
         original = unmap_detections(dets, batch["letterbox"], batch["original_sizes"])
-        self.evaluator.update(original, batch["image_ids"])
+        ids = batch["image_ids"].tolist()
+        if "decoded" in batch and not bool(batch["decoded"].all()):  # unreadable: not scored
+            kept = batch["decoded"].tolist()
+            original = [d for d, k in zip(original, kept, strict=True) if k]
+            ids = [i for i, k in zip(ids, kept, strict=True) if k]
+        self.evaluator.update(original, ids)
 
     def on_validation_epoch_end(self) -> None:
         result = self.evaluator.compute()
