@@ -116,13 +116,14 @@ def _summarize(ev: Any, backend: str) -> str:
 def per_class_ap(precision: np.ndarray, names: Sequence[str]) -> dict[str, dict[str, float]]:
     """``{name: {"AP": AP@[.5:.95], "AP50": AP@.5}}`` from COCOeval's ``(T, R, K, A, M)``
     ``precision`` (area ``all``, the largest maxDets), ``names[k]`` for class ``k``; a class
-    without ground truth (precision ``-1``) gets 0."""
+    without ground truth (precision ``-1``) gets ``None``: undefined, as COCOeval leaves it out
+    of the mean (a 0 would read as a class the model misses)."""
     out = {}
     for k, name in enumerate(names):
         p_all, p50 = precision[:, :, k, 0, -1], precision[0, :, k, 0, -1]
         out[name] = {
-            "AP": float(p_all[p_all > -1].mean()) if (p_all > -1).any() else 0.0,
-            "AP50": float(p50[p50 > -1].mean()) if (p50 > -1).any() else 0.0,
+            "AP": float(p_all[p_all > -1].mean()) if (p_all > -1).any() else None,
+            "AP50": float(p50[p50 > -1].mean()) if (p50 > -1).any() else None,
         }
     return out
 

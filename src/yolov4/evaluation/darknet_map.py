@@ -102,13 +102,14 @@ class DarknetMap:
     all: dict[str, float] = field(repr=False)
     mAP50: float = 0.0
 
-    def to_dict(self, coco_ap50: dict[str, float] | None = None, coco_map50=None) -> dict:
+    def to_dict(self, coco_ap50: dict[str, float | None] | None = None, coco_map50=None) -> dict:
         """``darknet_map.json``; ``coco_ap50`` (per class) and ``coco_map50``: COCOeval's AP50
         written beside darknet's."""
         per_class = {n: dict(v) for n, v in self.per_class.items()}
         if coco_ap50 is not None:
             for name, v in per_class.items():
-                v["coco_AP50"] = float(coco_ap50.get(name, 0.0))
+                ap = coco_ap50.get(name)
+                v["coco_AP50"] = None if ap is None else float(ap)  # None: no ground truth
         return {
             "thresh": self.thresh,
             "iou": self.iou,
@@ -119,7 +120,7 @@ class DarknetMap:
             "per_class": per_class,
         }
 
-    def table(self, coco_ap50: dict[str, float] | None = None, coco_map50=None) -> str:
+    def table(self, coco_ap50: dict[str, float | None] | None = None, coco_map50=None) -> str:
         """darknet's printout as a table, COCOeval's AP50 beside (when given)."""
         width = max([len(n) for n in self.names] + [5])
         how = f"{self.points} recall points" if self.points else "area under the curve"
@@ -130,7 +131,8 @@ class DarknetMap:
         ]
         for name in self.names:
             v = self.per_class[name]
-            coco = f"{coco_ap50[name]:6.3f}" if coco_ap50 and name in coco_ap50 else f"{'-':>6}"
+            known = coco_ap50 and coco_ap50.get(name) is not None
+            coco = f"{coco_ap50[name]:6.3f}" if known else f"{'-':>6}"
             lines.append(
                 f"{name:<{width}}  {v['AP50']:6.3f}  {coco}  {v['TP']:5d}  {v['FP']:5d}  "
                 f"{v['FN']:5d}  {v['precision']:5.2f}  {v['recall']:5.2f}  {v['F1']:5.2f}  "

@@ -55,8 +55,14 @@ WORST_IMAGES_FILE = "worst_images"  # .json and .png
 def per_class_table(per_class: dict[str, dict[str, float]]) -> str:
     width = max([len(n) for n in per_class] + [5])
     lines = [f"{'class':<{width}}  {'AP':>6}  {'AP50':>6}"]
-    lines += [f"{n:<{width}}  {v['AP']:6.3f}  {v['AP50']:6.3f}" for n, v in per_class.items()]
+    lines += [f"{n:<{width}}  {_ap(v['AP'])}  {_ap(v['AP50'])}" for n, v in per_class.items()]
+    if any(v["AP"] is None for v in per_class.values()):
+        lines.append("n/a: no ground-truth box of the class in these images (not in the mean)")
     return "\n".join(lines)
+
+
+def _ap(value: float | None) -> str:
+    return f"{'n/a':>6}" if value is None else f"{value:6.3f}"
 
 
 def write_analysis(
