@@ -384,3 +384,20 @@ def test_evaluate_cli_selects_the_backend(
     )
     for name, v in ref.per_class.items():
         assert metrics["per_class"][name] == pytest.approx(v, abs=TOL)
+
+
+def test_ap_at_an_iou_is_cocoevals_at_that_threshold():
+    """The darknet report's COCO column follows analysis.iou (it showed AP50 at any IoU)."""
+    from yolov4.evaluation.analysis_config import ap_label
+    from yolov4.evaluation.coco import ap_at_iou
+
+    coco, results = make_case(0)
+    ref = evaluate_coco(coco, results, backend="pycocotools")
+    names = list(ref.per_class)
+    for iou, key in ((0.5, "mAP50"), (0.75, "mAP75")):
+        per_class, mean = ap_at_iou(ref.precision, iou, names)
+        assert mean == ref[key]
+    per_class, _ = ap_at_iou(ref.precision, 0.5, names)
+    assert per_class == {n: v["AP50"] for n, v in ref.per_class.items()}
+    assert ap_at_iou(ref.precision, 0.3, names) is None  # not a COCOeval threshold
+    assert (ap_label(0.5), ap_label(0.75), ap_label(0.625)) == ("AP50", "AP75", "AP62.5")

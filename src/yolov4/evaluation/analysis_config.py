@@ -16,7 +16,7 @@ from typing import Any
 
 from yolov4.errors import ConfigError
 
-__all__ = ["AnalysisConfig", "DARKNET_POINT_CHOICES"]
+__all__ = ["AnalysisConfig", "DARKNET_POINT_CHOICES", "ap_label"]
 
 # darknet's `detector map -points`: 0 area under the curve, 11 VOC2007, 101 COCO
 DARKNET_POINT_CHOICES = (0, 11, 101)
@@ -92,3 +92,8 @@ class AnalysisConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def ap_label(iou: float) -> str:
+    """How a report names AP at IoU ``iou``: ``AP50`` for 0.5, ``AP75`` for 0.75."""
+    return f"AP{100 * iou:g}"

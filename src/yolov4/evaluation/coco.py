@@ -39,6 +39,7 @@ __all__ = [
     "detections_to_coco",
     "evaluate_coco",
     "per_class_ap",
+    "ap_at_iou",
 ]
 
 # module.coco_backend: what runs COCOeval. pycocotools is the reference every number is checked
@@ -126,6 +127,25 @@ def per_class_ap(precision: np.ndarray, names: Sequence[str]) -> dict[str, dict[
             "AP50": float(p50[p50 > -1].mean()) if (p50 > -1).any() else None,
         }
     return out
+
+
+def ap_at_iou(
+    precision: np.ndarray | None, iou: float, names: Sequence[str]
+) -> tuple[dict[str, float | None], float | None] | None:
+    """Per-class AP at the IoU threshold ``iou`` and their mean over classes with ground truth,
+    from COCOeval's ``(T, R, K, A, M)`` ``precision`` (area ``all``, the largest maxDets);
+    ``None`` when ``iou`` is not one of COCOeval's thresholds (0.5, 0.55, ..., 0.95) or there is
+    no precision (no detections)."""
+    thresholds = np.linspace(0.5, 0.95, 10)
+    hit = np.flatnonzero(np.isclose(thresholds, iou))
+    if precision is None or not len(hit):
+        return None
+    per_class: dict[str, float | None] = {}
+    for k, name in enumerate(names):
+        p = precision[hit[0], :, k, 0, -1]
+        per_class[name] = float(p[p > -1].mean()) if (p > -1).any() else None
+    every = precision[hit[0], :, :, 0, -1]  # the mean as COCOeval's summary takes it
+    return per_class, (float(every[every > -1].mean()) if (every > -1).any() else None)
 
 
 def detections_to_coco(

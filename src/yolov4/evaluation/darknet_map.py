@@ -37,7 +37,7 @@ import torch
 from torchvision.ops import box_iou
 
 from yolov4.evaluation.analysis import _xyxy, gt_index
-from yolov4.evaluation.analysis_config import DARKNET_POINT_CHOICES, AnalysisConfig
+from yolov4.evaluation.analysis_config import DARKNET_POINT_CHOICES, AnalysisConfig, ap_label
 
 __all__ = [
     "DarknetMap",
@@ -121,12 +121,13 @@ class DarknetMap:
         }
 
     def table(self, coco_ap50: dict[str, float | None] | None = None, coco_map50=None) -> str:
-        """darknet's printout as a table, COCOeval's AP50 beside (when given)."""
+        """darknet's printout as a table, COCOeval's AP at the same IoU beside (when given)."""
         width = max([len(n) for n in self.names] + [5])
         how = f"{self.points} recall points" if self.points else "area under the curve"
+        ap = ap_label(self.iou)
         lines = [
             f"darknet detector map: IoU > {self.iou:g}, {how}; TP/FP/FN at conf > {self.thresh:g}",
-            f"{'class':<{width}}  {'AP50':>6}  {'COCO':>6}  {'TP':>5}  {'FP':>5}  {'FN':>5}"
+            f"{'class':<{width}}  {ap:>6}  {'COCO':>6}  {'TP':>5}  {'FP':>5}  {'FN':>5}"
             f"  {'prec':>5}  {'rec':>5}  {'F1':>5}  {'avgIoU':>6}",
         ]
         for name in self.names:
@@ -144,7 +145,7 @@ class DarknetMap:
             f"{a['recall']:.2f}, F1-score = {a['F1']:.2f}; TP = {a['TP']}, FP = {a['FP']}, "
             f"FN = {a['FN']}, average IoU = {100 * a['avg_iou']:.2f} %"
         )
-        coco = "" if coco_map50 is None else f"; COCOeval AP50 = {coco_map50:.4f}"
+        coco = "" if coco_map50 is None else f"; COCOeval {ap} = {coco_map50:.4f}"
         lines.append(f"mean average precision (mAP@{self.iou:.2f}) = {self.mAP50:.4f}{coco}")
         return "\n".join(lines)
 

@@ -22,6 +22,7 @@ from typing import Any
 from yolov4.core.files import write_json
 from yolov4.evaluation.analysis import DetectionAnalysis, analyze_detections
 from yolov4.evaluation.analysis_config import AnalysisConfig
+from yolov4.evaluation.coco import ap_at_iou
 from yolov4.evaluation.darknet_map import darknet_map
 from yolov4.evaluation.plots import plot_confusion_matrix, plot_errors, plot_pr_curves, plot_pr_f1
 from yolov4.evaluation.result import METRICS_FILE, EvaluationResult
@@ -107,9 +108,11 @@ def write_analysis(
         points=cfg.darknet_points,
         category_names=names,
     )
-    coco_ap50 = {n: v["AP50"] for n, v in result.per_class.items()}
-    write_json(out / DARKNET_MAP_FILE, darknet.to_dict(coco_ap50, result.metrics["mAP50"]))
-    log.info("\n%s", darknet.table(coco_ap50, result.metrics["mAP50"]))
+    # COCOeval's AP at the same IoU beside darknet's (none when it is not one of COCO's)
+    coco = ap_at_iou(result.precision, cfg.iou, list(result.per_class))
+    coco_ap, coco_map = coco if coco is not None else (None, None)
+    write_json(out / DARKNET_MAP_FILE, darknet.to_dict(coco_ap, coco_map))
+    log.info("\n%s", darknet.table(coco_ap, coco_map))
 
     errors = error_breakdown(
         coco_gt,

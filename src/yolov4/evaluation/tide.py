@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from yolov4.evaluation.analysis import _overlaps, _xyxy, coco_match, gt_index
-from yolov4.evaluation.analysis_config import AnalysisConfig
+from yolov4.evaluation.analysis_config import AnalysisConfig, ap_label
 
 __all__ = ["ErrorBreakdown", "error_breakdown", "coco_ap50", "ERROR_TYPES", "TB", "TF"]
 
@@ -116,9 +116,12 @@ class ErrorBreakdown:
         }
 
     def table(self) -> str:
-        lines = [f"error breakdown (TIDE, tb {self.tb:g}, tf {self.tf:g}): AP50 {self.ap50:.4f}"]
+        """The printout; its AP is at IoU ``tf`` (``AP50`` at 0.5, ``AP75`` at 0.75; the JSON
+        keys say AP50 whatever ``tf``)."""
+        ap = ap_label(self.tf)
+        lines = [f"error breakdown (TIDE, tb {self.tb:g}, tf {self.tf:g}): {ap} {self.ap50:.4f}"]
         lines += [
-            f"  {t:<15} dAP50 {self.dap50[t]:.4f}  ({self.counts[t]} errors)" for t in ERROR_TYPES
+            f"  {t:<15} d{ap} {self.dap50[t]:.4f}  ({self.counts[t]} errors)" for t in ERROR_TYPES
         ]
         return "\n".join(lines)
 
