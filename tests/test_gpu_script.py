@@ -243,6 +243,7 @@ def test_the_wheels_cover_every_import_the_gpu_run_needs():
     optional |= {"trackers", "supervision", "motmetrics"}  # the `track` extra: predict.py track=
     # the `triton` (config check at export) and `sweep` (Optuna pruning) extras, imported lazily
     optional |= {"tritonclient", "google", "optuna"}
+    optional |= {"wandb"}  # logger=wandb, imported when that logger starts its run
     modules = set()
     for path in (ROOT / "src" / "yolov4").rglob("*.py"):
         if "serve" in path.parts:
