@@ -149,11 +149,16 @@ def test_a_batch_size_below_one_is_refused(compose_cfg, checkpoint, tiny_run, tm
 
 
 def test_another_input_size_for_a_checkpoint_is_named_as_not_used(
-    compose_cfg, checkpoint, tiny_run, tmp_path, caplog
+    compose_cfg, checkpoint, tiny_run, tmp_path, caplog, monkeypatch
 ):
-    cfg = compose_cfg("evaluate", [f"checkpoint={checkpoint[1]}", *data(tiny_run),
-                                   "data.input_size=[128,128]"], tmp_path)  # fmt: skip
-    with caplog.at_level(logging.WARNING, logger="yolov4"):
-        evaluate(cfg)
-    assert "data.input_size=[128, 128]: not used;" in caplog.text
+    """Named when the command gives it; a data group's default (data=yolo's 416) is not."""
+    import yolov4.cli.evaluate as cli
+
+    overrides = [f"checkpoint={checkpoint[1]}", *data(tiny_run), "data.input_size=[128,128]"]
+    for given, warned in (([], False), (["data.input_size=[128,128]"], True)):
+        monkeypatch.setattr(cli, "run_overrides", lambda: given)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="yolov4"):
+            evaluate(compose_cfg("evaluate", overrides, tmp_path / str(warned)))
+        assert ("data.input_size=[128, 128]: not used;" in caplog.text) == warned
     assert "scored with its own preprocessing (input 64x64, letterbox)" in caplog.text

@@ -38,6 +38,7 @@ from yolov4.evaluation.worst import val_image_files
 from yolov4.inference import Predictor
 from yolov4.inference.darknet import darknet_resize_mode as resize_mode_of
 from yolov4.models import ModelConfig
+from yolov4.training.anchors import run_overrides
 from yolov4.training.module import YoloModule
 from yolov4.training.noise import quiet_lightning
 from yolov4.training.precision import resolve_precision
@@ -82,13 +83,15 @@ def _check_classes(what: str, names: list[str], datamodule: Any) -> None:
 
 
 def _warn_preprocess_not_used(cfg: DictConfig, ckpt: Any) -> None:
-    """A warning when ``data.input_size`` / ``data.resize_mode`` ask for other preprocessing
-    than the checkpoint's, which is what it is scored with (as it trained and as it exports)."""
+    """A warning when the command's ``data.input_size`` / ``data.resize_mode`` ask for other
+    preprocessing than the checkpoint's, which is what it is scored with (as it trained and as
+    it exports); a data group's own default (``data=yolo``'s 416) is not the user's ask."""
+    given = {o.lstrip("+").split("=", 1)[0] for o in run_overrides()}
     stored = {"input_size": list(ckpt.preprocess.input_size), "resize_mode": ckpt.preprocess.mode}
-    asked = {k: to_builtin(cfg.data.get(k)) for k in stored}
-    if isinstance(asked["input_size"], int):
+    asked = {k: to_builtin(cfg.data.get(k)) for k in stored if f"data.{k}" in given}
+    if isinstance(asked.get("input_size"), int):
         asked["input_size"] = [asked["input_size"]] * 2
-    differ = [f"data.{k}={asked[k]}" for k in stored if asked[k] not in (None, stored[k])]
+    differ = [f"data.{k}={v}" for k, v in asked.items() if v not in (None, stored[k])]
     if differ:
         log.warning(
             "%s: not used; %s is scored with its own preprocessing (input %s, %s), as it "
