@@ -248,6 +248,7 @@ def test_evaluate_refuses_module_pretrained(compose_cfg, tmp_path):
             r"optim: optim.optimizer must be one of \('sgd', 'adamw'\), got 'adam'",
         ),
         ("optim.lr=0", r"optim.lr must be > 0"),
+        ("optim.lr=abc", r"optim.lr must be a number, got 'abc'"),
         ("data.input_size=[100,100]", r"data: .*multiples of 32"),
         ("trainer.max_epochs=0", r"trainer.max_epochs=0 trains nothing"),
         ("trainer.precision=64", r"trainer.precision=64: .* float64 network cannot train"),

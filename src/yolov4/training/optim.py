@@ -53,6 +53,17 @@ class OptimConfig:
     final_lr_ratio: float = 0.01
 
     def __post_init__(self) -> None:
+        for name in (
+            "lr",
+            "momentum",
+            "weight_decay",
+            "burn_in",
+            "burn_in_power",
+            "final_lr_ratio",
+        ):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ConfigError(f"optim.{name} must be a number, got {value!r}")
         if self.optimizer not in OPTIMIZERS:
             raise ConfigError(
                 f"optim.optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}"
