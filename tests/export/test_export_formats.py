@@ -281,3 +281,15 @@ def test_export_summary_names_every_file_written(exported):
     assert "model_uint8.onnx" in named and "triton/" in named
     for file in read_metadata(exported)["files"]:
         assert file in named or any(file.startswith(n) for n in named if n.endswith("/")), file
+
+
+def test_nms_graph_parity_says_how_many_boxes_it_compared(checkpoint, exported, tmp_path):
+    """A network that scores nothing over conf compares no box: the record says so, not a
+    0 difference that reads as an exact match."""
+    from yolov4.export.parity import NO_BOXES
+
+    record = read_metadata(exported)["parity"]["triton/yolov4/1/model.onnx"]
+    assert record["boxes_compared"] > 0 and "boxes" not in record
+    nothing = export_artifact(checkpoint, tmp_path / "a", ["onnx_nms"], thresholds={"conf": 0.999})
+    record = read_metadata(nothing)["parity"]["model_nms.onnx"]
+    assert record["boxes_compared"] == 0 and record["boxes"] == NO_BOXES

@@ -266,12 +266,9 @@ def export(cfg: DictConfig) -> Path:
     meta = read_metadata(path)
     for name, p in meta["parity"].items():
         if "boxes" in p:  # nothing scored over the threshold: no box difference was measured
-            log.info(
-                "%s: %s (mean probability difference %.3g)",
-                name,
-                p["boxes"],
-                p.get("mean_prob_diff", 0),
-            )
+            probs = p.get("mean_prob_diff")  # the graphs with NMS inside give boxes only
+            how = "" if probs is None else f" (mean probability difference {probs:.3g})"
+            log.info("%s: %s%s", name, p["boxes"], how)
             continue
         log.info(
             "%s: worst difference vs PyTorch %.3g (%.3g relative)",

@@ -24,6 +24,7 @@ __all__ = ["PARITY_RTOL", "PARITY_BATCHES", "finite", "parity", "parity_nms", "c
 
 PARITY_RTOL = 1e-3  # worst |difference| allowed, relative to the largest |output|
 PARITY_BATCHES = (1, 2)
+NO_BOXES = "no boxes to compare"  # a parity record's "boxes" when no box was compared
 # NMS graph parity: scores this close may be one prediction's in the two runtimes, and tie (float
 # noise orders them): a deep network's scores differ by up to ~5e-4 between onnxruntime and
 # PyTorch (yolov4-p6's 300 layers)
@@ -127,12 +128,13 @@ def parity_nms(
     name = name or path.name
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     g = torch.Generator().manual_seed(seed)
-    worst, scale = 0.0, float(max(input_size))
+    worst, scale, compared = 0.0, float(max(input_size)), 0
     for batch in PARITY_BATCHES:
         x = torch.rand(batch, 3, *input_size, generator=g)
         with torch.inference_mode():
             pred = reference.decoded(x)
         out, out_n = session.run(None, {"images": x.numpy()})
+        compared += int(out_n.sum())
         finite(name, out, pred.numpy())
         want = (batch, reference.max_det, 6)
         if out.shape != want or out_n.shape != (batch,):
@@ -157,7 +159,11 @@ def parity_nms(
             f"{name} disagrees with PyTorch: worst difference {worst:.3g} "
             f"(allowed {PARITY_RTOL * scale:.3g}); the export was not written"
         )
-    return {"max_abs_diff": worst, "max_rel_diff": worst / scale, "batches": list(PARITY_BATCHES)}
+    record = {"max_abs_diff": worst, "max_rel_diff": worst / scale, "batches": list(PARITY_BATCHES)}
+    record["boxes_compared"] = compared  # 0 (a network scoring nothing over conf): no box compared
+    if not compared:
+        record["boxes"] = NO_BOXES
+    return record
 
 
 def float_inputs(size: Sequence[int]) -> Callable[[int, torch.Generator], tuple[Any, Any]]:

@@ -37,6 +37,7 @@ from torchvision.ops import box_iou
 from yolov4.core.artifact import MODEL_INT8_BIN, MODEL_INT8_XML, MODEL_ONNX
 from yolov4.core.preprocess import PreprocessConfig, preprocess
 from yolov4.errors import ExportError
+from yolov4.export.parity import NO_BOXES
 from yolov4.inference.backends import (
     OV_PRECISION,
     OnnxBackend,
@@ -91,7 +92,6 @@ AGREEMENT_MATCH_CONF = 0.1  # a match may score this low (a box at 0.26 vs 0.24 
 AGREEMENT_IOU = 0.5
 DEFAULT_AGREEMENT_GATE = 0.9  # the lowest agreement F1 a reduced precision may have
 # recorded instead of a number when no box scores over the threshold
-NO_BOXES = "no boxes to compare"
 
 
 class Agreement:
