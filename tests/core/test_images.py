@@ -255,3 +255,12 @@ def test_bad_bytes_and_the_pixel_limit_before_decoding(tmp_path):
             decode_image(cut, "up")
         image, report = train_read(cut, tmp_path, "cut.png")
         assert image is None and set(report.problems) <= {Problem.TRUNCATED, Problem.UNREADABLE}
+
+
+def test_an_image_over_pillows_warning_size_is_refused_in_one_line(recwarn):
+    """90M pixels: Pillow's DecompressionBombWarning printed before the project's own refusal."""
+    buf = io.BytesIO()
+    Image.new("1", (10_000, 9_000)).save(buf, "PNG")  # 1-bit: 11 MB in memory, tiny as a PNG
+    with pytest.raises(ImageTooLarge, match=r"90,000,000 pixels"):
+        decode_image(buf.getvalue(), "big.png", max_pixels=1_000_000)
+    assert not [w for w in recwarn if issubclass(w.category, Image.DecompressionBombWarning)]

@@ -29,6 +29,7 @@ import io
 import os
 import re
 import struct
+import warnings
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -216,7 +217,9 @@ def _orientation(im: Image.Image, f: BinaryIO) -> int:
 
 def _open(f: BinaryIO, where: str, size: int, max_pixels: int | None = None) -> Image.Image:
     try:
-        return Image.open(f)
+        with warnings.catch_warnings():  # the pixel limit is ours (MAX_PIXELS), said in one line
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            return Image.open(f)
     except UnidentifiedImageError:
         raise ImageDecodeError(
             f"{where}: {size:,} bytes that are not an image in a supported format "
