@@ -95,6 +95,23 @@ def test_a_names_file_may_be_a_path(tmp_path: Path):
     assert load_yolo(images, tmp_path / "obj.names").class_names == ["a"]
 
 
+def test_darknets_list_file_of_image_paths_is_a_split(tmp_path: Path):
+    """data.train.images=train.txt (darknet's obj.data layout): "image directory not found"."""
+    images = _yolo(tmp_path / "set", n=3)  # set/images/img<i>.jpg, set/labels/img<i>.txt
+    beside = _yolo(tmp_path / "other", n=1, labels="")  # darknet's labels beside the image
+    listing = tmp_path / "set" / "train.txt"
+    listing.write_text(
+        f"images/img2.jpg\n# a comment\n{images / 'img0.jpg'}\nimages/gone.jpg\n\n"
+        f"{beside / 'img0.jpg'}\n"
+    )
+    report = ProblemReport()
+    data = load_yolo(listing, ["a"], report=report)
+    assert [Path(r.file).name for r in data.records] == ["img2.jpg", "img0.jpg", "img0.jpg"]
+    assert data.num_boxes == 3 and not data.notes  # every listed image found its labels
+    assert any("gone.jpg" in f for f in report.problems[Problem.MISSING_FILE])
+    np.testing.assert_allclose(data.records[0].boxes, [[15, 10, 35, 30]])
+
+
 def test_explicit_labels_folder_does_not_look_beside_the_image(tmp_path: Path):
     images = _yolo(tmp_path, labels="")
     data = load_yolo(images, ["a"], labels=tmp_path / "elsewhere")

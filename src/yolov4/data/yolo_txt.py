@@ -6,7 +6,8 @@
 The label file of ``images/a/b.jpg`` is ``labels/a/b.txt`` (ultralytics' rule: the last
 ``images`` folder of the path becomes ``labels``, or a sibling ``labels`` folder), else
 ``images/a/b.txt`` beside the image (darknet's layout); ``labels=`` names the folder and turns
-the second look off. A line of more than 5 numbers is an ultralytics segmentation polygon
+the second look off. ``images`` may be darknet's list file instead of a folder (``train.txt``,
+one image path a line), each image's labels looked for the same way. A line of more than 5 numbers is an ultralytics segmentation polygon
 ``class x1 y1 x2 y2 x3 y3 ...`` and trains as its bounding box. Hidden files and folders
 (``.ipynb_checkpoints``, macOS ``._`` files) are not read. What the loader left out is counted in
 the split's ``notes``: images without a label file, files with a suffix it does not read, label
@@ -249,21 +250,29 @@ def load_yolo(
     """
     report = report if report is not None else ProblemReport(name=str(images))
     image_dir = Path(images)
-    if not image_dir.is_dir():
+    listing_file = image_dir.is_file()  # darknet's train.txt: one image path a line
+    if not image_dir.is_dir() and not listing_file:
         raise DatasetError(
-            f"image directory not found: {image_dir} (YOLO layout images/ + labels/)"
+            f"image directory not found: {image_dir} (YOLO layout images/ + labels/, or "
+            "darknet's list file of image paths, e.g. train.txt)"
         )
     label_dir = Path(labels) if labels is not None else _default_labels_dir(image_dir)
     class_names = read_class_names(names)
-    listed = _listing(image_dir)
-    files = sorted(p for p in listed if p.suffix.lower() in IMAGE_SUFFIXES)
+    if listing_file:
+        listed = files = _list_file(image_dir, report)
+    else:
+        listed = _listing(image_dir)
+        files = sorted(p for p in listed if p.suffix.lower() in IMAGE_SUFFIXES)
     records, unlabelled = [], 0
     for image_id, path in enumerate(files, 1):
         hw = image_size(path)
         if hw is None:
             report.add(Problem.UNREADABLE, path, "no readable image header")
             continue
-        label_file = _label_file(path, image_dir, label_dir, beside=labels is None)
+        if listing_file:
+            label_file = _listed_label_file(path, Path(labels) if labels is not None else None)
+        else:
+            label_file = _label_file(path, image_dir, label_dir, beside=labels is None)
         boxes, cls = [], []
         if label_file is None:
             unlabelled += 1
@@ -284,7 +293,14 @@ def load_yolo(
                 labels=np.array(cls, np.int64),
             )
         )
-    notes = _notes(listed, files, unlabelled, image_dir, label_dir, labels is None)
+    if listing_file:
+        where = "the labels folder beside each image's images folder, or beside the image"
+        notes = [
+            f"{unlabelled} of {len(files)} listed images have no label file in {where}: read as "
+            "images without objects"
+        ] if unlabelled else []  # fmt: skip
+    else:
+        notes = _notes(listed, files, unlabelled, image_dir, label_dir, labels is None)
     if not records:
         raise DatasetError(
             f"no usable image in {image_dir} (found {len(files)} files with suffixes "
@@ -293,6 +309,41 @@ def load_yolo(
     category_ids = list(range(len(class_names)))
     coco = records_to_coco(records, class_names, category_ids)
     return DetectionData(records, class_names, category_ids, coco, notes)
+
+
+def _list_file(path: Path, report: ProblemReport) -> list[Path]:
+    """The image paths of darknet's list file (``train.txt``: one a line; relative ones from the
+    list's folder, else from the working directory, where darknet reads them); a missing one is
+    reported and left out."""
+    try:
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise DatasetError(f"{path}: cannot read the list of image paths: {e}") from None
+    files = []
+    for line in lines:
+        entry = Path(line.strip())
+        if not line.strip() or line.strip().startswith("#"):
+            continue
+        found = entry if entry.is_absolute() else path.parent / entry
+        if not found.is_file() and not entry.is_absolute() and entry.is_file():
+            found = entry  # darknet reads relative paths from where it runs
+        if found.is_file():
+            files.append(found)
+        else:
+            report.add(Problem.MISSING_FILE, str(entry), f"listed in {path}")
+    return files
+
+
+def _listed_label_file(path: Path, label_dir: Path | None) -> Path | None:
+    """The label file of a listed image: in ``label_dir`` by name when given, else where
+    darknet and ultralytics look (the path's last ``images`` folder as ``labels``, then beside
+    the image)."""
+    if label_dir is not None:
+        candidates = [label_dir / path.with_suffix(".txt").name]
+    else:
+        candidates = [_default_labels_dir(path.parent) / path.with_suffix(".txt").name]
+        candidates.append(path.with_suffix(".txt"))
+    return next((c for c in candidates if c.is_file()), None)
 
 
 def _listing(image_dir: Path) -> list[Path]:
