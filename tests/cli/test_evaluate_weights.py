@@ -162,3 +162,42 @@ def test_another_input_size_for_a_checkpoint_is_named_as_not_used(
             evaluate(compose_cfg("evaluate", overrides, tmp_path / str(warned)))
         assert ("data.input_size=[128, 128]: not used;" in caplog.text) == warned
     assert "scored with its own preprocessing (input 64x64, letterbox)" in caplog.text
+
+
+def test_the_same_classes_in_another_order_are_scored_by_name(
+    compose_cfg, checkpoint, tiny_run, tmp_path, caplog
+):
+    """A checkpoint whose classes are the data's in another order (a dataset re-exported with
+    other category ids): scored by name, the same numbers as the model in the data's order
+    (index for index it scored the wrong classes)."""
+    model, original = checkpoint
+    order = [2, 0, 3, 1]  # the permuted model's class k is the original's class order[k]
+    permuted = build_model("yolov4-tiny", num_classes=4)
+    permuted.load_state_dict(model.state_dict())
+    c = 4 + 5
+    with torch.no_grad():
+        for i in permuted.head_layers:
+            conv = permuted.layers[i].conv  # the head's prediction convolution
+            rows = [
+                a * c + (r if r < 5 else 5 + order[r - 5])
+                for a in range(conv.out_channels // c)
+                for r in range(c)
+            ]
+            conv.weight.copy_(conv.weight[rows])
+            conv.bias.copy_(conv.bias[rows])
+    names = [NAMES[k] for k in order]
+    path = save_checkpoint(tmp_path / "p.pt", permuted, names, {"input_size": [64, 64]})
+    by_order = evaluate(compose_cfg("evaluate", [f"checkpoint={original}", *data(tiny_run)],
+                                    tmp_path / "a"))  # fmt: skip
+    with caplog.at_level(logging.INFO, logger="yolov4"):
+        by_name = evaluate(compose_cfg("evaluate", [f"checkpoint={path}", *data(tiny_run)],
+                                       tmp_path / "b"))  # fmt: skip
+    assert "classes are the data's in another order: scored by name" in caplog.text
+    assert by_order["mAP50"] > 0
+    assert by_name["mAP50"] == pytest.approx(by_order["mAP50"], abs=1e-6)
+    for name, ap in by_order["per_class"].items():
+        assert by_name["per_class"][name] == pytest.approx(ap, abs=1e-6), name
+    art = export_artifact(path, tmp_path / "export", formats=["onnx"])
+    by_artifact = evaluate(compose_cfg("evaluate", [f"artifact={art}", *data(tiny_run)],
+                                       tmp_path / "c"))  # fmt: skip
+    assert by_artifact["mAP50"] == pytest.approx(by_order["mAP50"], abs=0.01)

@@ -55,15 +55,25 @@ def _warn_without_ground_truth(datamodule: Any) -> None:
         log.warning("data.val has no ground-truth box: COCO mAP is undefined (reported as -1)")
 
 
-def _check_classes(what: str, names: list[str], datamodule: Any) -> None:
+def _check_classes(what: str, names: list[str], datamodule: Any) -> list[int]:
     """The model's classes against the val split's: another count is a :class:`ConfigError`;
-    other names in the same count are scored (index for index) with a warning naming them."""
+    the same names in another order are scored by name (a dataset re-exported with other
+    category ids), logged; other names in the same count are scored index for index with a
+    warning naming them. Returns the category id each model class index is scored as."""
     if len(names) != datamodule.num_classes:
         raise ConfigError(
             f"the {what} has num_classes={len(names)} but data has "
             f"{datamodule.num_classes} classes {datamodule.class_names}"
         )
     unnamed = names == [str(i) for i in range(len(names))]  # saved without names: no claim
+    theirs = list(datamodule.class_names)
+    if names != theirs and sorted(names) == sorted(theirs) and len(set(names)) == len(names):
+        log.info(
+            "the %s's classes are the data's in another order: scored by name (%s)",
+            what,
+            "; ".join(f"{i}: {n!r} is data's {theirs.index(n)}" for i, n in enumerate(names)),
+        )
+        return [datamodule.category_ids[theirs.index(n)] for n in names]
     differ = (
         []
         if unnamed
@@ -80,6 +90,7 @@ def _check_classes(what: str, names: list[str], datamodule: Any) -> None:
             what,
             "; ".join(differ[:MAX_NAMES_SHOWN]) + (" ..." if len(differ) > MAX_NAMES_SHOWN else ""),
         )
+    return list(datamodule.category_ids)
 
 
 def _warn_preprocess_not_used(cfg: DictConfig, ckpt: Any) -> None:
@@ -121,12 +132,12 @@ def _evaluate_artifact(
     log.info("evaluating %(file)s in %(backend)s, %(precision)s", weights)
     datamodule = build(cfg, "data", augment=None)
     datamodule.prepare_data()
-    _check_classes("artifact", list(predictor.class_names), datamodule)
+    category_ids = _check_classes("artifact", list(predictor.class_names), datamodule)
     _warn_without_ground_truth(datamodule)
     records = datamodule.split("val").records
     coco_backend = cfg.module.get("coco_backend", DEFAULT_COCO_BACKEND)
     result = evaluate_predictor(
-        predictor, datamodule, records, cfg.batch_size, eval_cfg, coco_backend
+        predictor, datamodule, records, cfg.batch_size, eval_cfg, coco_backend, category_ids
     )
     return result, datamodule, weights
 
@@ -211,15 +222,18 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
                 f"{found} classes but data has {datamodule.num_classes} classes "
                 f"{datamodule.class_names}; evaluate it on a dataset of its {found} classes"
             )
-    else:
-        _check_classes("checkpoint", list(ckpt.class_names), datamodule)
+    category_ids, class_names = list(datamodule.category_ids), list(datamodule.class_names)
+    if ckpt is not None:
+        category_ids = _check_classes("checkpoint", list(ckpt.class_names), datamodule)
+        if category_ids != list(datamodule.category_ids):  # the same names, another order
+            class_names = list(ckpt.class_names)
     _warn_without_ground_truth(datamodule)  # darknet weights, checkpoints
     module: YoloModule = build_partial(
         cfg,
         "module",
         model=model_dict,
-        class_names=datamodule.class_names,
-        category_ids=datamodule.category_ids,
+        class_names=class_names,
+        category_ids=category_ids,
         preprocess=datamodule.preprocess_config.to_dict(),
         ema_decay=None,  # the weights as they are (a .ckpt's EMA was taken by load_checkpoint)
         pretrained=cfg.darknet_weights or None,  # darknet: every layer of the file, checked

@@ -29,19 +29,23 @@ def evaluate_predictor(
     batch_size: int,
     eval_cfg: Mapping[str, Any] | None = None,
     coco_backend: str = DEFAULT_COCO_BACKEND,
+    category_ids: Sequence[int] | None = None,
 ) -> EvaluationResult:
     """COCO metrics of ``predictor`` (a :class:`yolov4.inference.Predictor`) on ``records``
     (of ``datamodule``'s val split: ``.file``, ``.image_id``), from the image files, with the
     validation postprocess (darknet's ``valid``, :data:`DARKNET_VALID`, with ``eval_cfg``'s
     ``module.eval.*`` keys on top) passed to each call in place of the predictor's serving
-    thresholds, which stay as they are. An image that cannot be decoded is reported in the
+    thresholds, which stay as they are. ``category_ids``: the category id each of the
+    predictor's class indices is scored as (default: the split's, index for index). An image that cannot be decoded is reported in the
     val split's problem report and not scored, as :class:`~yolov4.data.dataset.
     DetectionDataset` leaves it out of validation."""
     settings = DARKNET_VALID.update(eval_cfg).resolve(
         ModelConfig.from_dict(predictor.metadata["model"])
     )
+    ids = list(category_ids if category_ids is not None else datamodule.category_ids)
+    names = dict(zip(datamodule.category_ids, datamodule.class_names, strict=True))
     evaluator = CocoEvaluator(
-        datamodule.val_coco, datamodule.category_ids, datamodule.class_names, backend=coco_backend
+        datamodule.val_coco, ids, [names[i] for i in ids], backend=coco_backend
     )
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigError(f"batch_size must be an integer >= 1, got {batch_size!r}")
