@@ -105,3 +105,19 @@ def test_a_checkpoint_cut_short_is_not_read_as_darknet_weights(tmp_path, source)
         load_pretrained(model, path)
     assert "darknet" not in str(e.value) and str(path) in str(e.value)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_a_state_dict_saved_under_model_loads_and_file_errors_carry_no_strict_hint(
+    tmp_path, source
+):
+    """torch.save({"model": model.state_dict()}) (hand-written loops) matched 0 of 118 tensors;
+    an unreadable file's error offered module.pretrained_strict=false, which cannot help."""
+    for key in ("model", "model_state_dict"):
+        torch.save({key: source.state_dict(), "epoch": 3}, tmp_path / f"{key}.pt")
+        model = build_model("yolov4-tiny", num_classes=3)
+        assert load_pretrained(model, tmp_path / f"{key}.pt").summary == "118 of 118 tensors loaded"
+        assert same(model, source)
+    (tmp_path / "empty.pt").write_bytes(b"")
+    with pytest.raises(CheckpointError) as e:
+        load_pretrained(build_model("yolov4-tiny", num_classes=3), tmp_path / "empty.pt")
+    assert "is not a PyTorch checkpoint" in str(e.value) and "pretrained_strict" not in str(e.value)

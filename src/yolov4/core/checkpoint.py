@@ -77,6 +77,8 @@ EMA_PREFIXES = ("ema_model.", "ema.")
 # How a torch.save file starts: a zip archive (torch >= 1.6), or the legacy format's pickle
 # (protocol 2+, the PROTO opcode first).
 ZIP_MAGIC, PICKLE_PROTO = b"PK\x03\x04", b"\x80"
+# Keys under which hand-written training loops save the state_dict: torch.save({"model": sd})
+WRAPPING_KEYS = ("model", "model_state_dict", "net", "weights")
 # Weights a file must hold per element of the model it describes (1 byte: even an 8-bit file);
 # a file below this has tensors of the claimed shapes but not their data (stride-0 views).
 MIN_BYTES_PER_ELEMENT = 1
@@ -275,9 +277,15 @@ def _unpickler_reason(e: Exception) -> str:
 
 def network_state_dict(data: Mapping[str, Any]) -> dict[str, torch.Tensor]:
     """The network's weights (wrapper prefixes stripped) from a loaded checkpoint of any
-    format: a ``yolov4.weights/1`` file, a Lightning ``.ckpt`` (EMA weights when present), or a
-    bare state_dict."""
+    format: a ``yolov4.weights/1`` file, a Lightning ``.ckpt`` (EMA weights when present), a
+    bare state_dict, or one under another common key (``{"model": state_dict}``,
+    ``model_state_dict``: what hand-written training loops save)."""
     sd = data.get("state_dict", data)
+    for key in WRAPPING_KEYS:
+        if sd is data and isinstance(data.get(key), Mapping):
+            inner = data[key]
+            if inner and all(isinstance(v, torch.Tensor) for v in inner.values()):
+                sd = inner
     if "pytorch-lightning_version" in data:
         for prefix in EMA_PREFIXES:  # EMA weights when the run kept them
             ema = {k[len(prefix) :]: v for k, v in sd.items() if k.startswith(prefix)}

@@ -121,10 +121,11 @@ def load_pretrained(
         summary = f"{header.layers_loaded} darknet layers (seen={header.seen})"
         log.info("loaded darknet weights %s: %s", p, summary)
         return Pretrained(p, "darknet", summary)
+    data = read_checkpoint(p)  # an unreadable file: its own error, no strictness hint
     try:
         report = transfer_state_dict(
             model,
-            read_checkpoint(p),
+            data,
             strict=strict,
             upto=model.backbone_layer_count() if backbone_only else None,
             source=f"pretrained={p}",
