@@ -527,6 +527,8 @@ def test_a_run_shorter_than_the_logging_interval_still_logs_its_steps(
     with caplog.at_level(logging.INFO, logger="yolov4"):
         train(cfg, extra_callbacks=[seen])
     assert seen.every == 2 and "trainer.log_every_n_steps=2: the run's 2 steps" in caplog.text
+    # and the warm-up longer than the run is named (a first run on a small dataset learnt nothing)
+    assert "optim.burn_in=100 warm-up steps, but the run makes 2 optimizer steps" in caplog.text
     assert "train/loss" in seen.logged
 
 

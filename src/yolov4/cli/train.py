@@ -166,14 +166,12 @@ def _check_limits(cfg: DictConfig) -> None:
             check_monitor(node.monitor, f"callbacks.{name}.monitor", VAL_METRICS + TRAIN_METRICS)
 
 
-def _log_short_runs(cfg: DictConfig, datamodule: Any) -> None:
-    """``trainer.log_every_n_steps`` lowered to a run's whole number of steps (its epochs'
-    batches, within ``limit_train_batches`` and ``max_steps``) when the run is shorter (a first
-    check of 1 epoch of 4 batches logged no loss at all), logged."""
-    per_epoch = datamodule.train_batches()
-    every, epochs = cfg.trainer.get("log_every_n_steps"), cfg.trainer.get("max_epochs")
-    if not per_epoch or not isinstance(every, int) or not isinstance(epochs, int) or epochs < 1:
-        return
+def _run_batches(cfg: DictConfig, datamodule: Any) -> int | None:
+    """The training batches of the whole run (its epochs' batches, within
+    ``limit_train_batches`` and ``max_steps``); ``None`` when the config cannot say."""
+    per_epoch, epochs = datamodule.train_batches(), cfg.trainer.get("max_epochs")
+    if not per_epoch or not isinstance(epochs, int) or epochs < 1:
+        return None
     limit = cfg.trainer.get("limit_train_batches")  # Lightning's rule: a count or a fraction
     if isinstance(limit, int) and not isinstance(limit, bool):
         per_epoch = min(per_epoch, limit)
@@ -183,12 +181,37 @@ def _log_short_runs(cfg: DictConfig, datamodule: Any) -> None:
     max_steps = cfg.trainer.get("max_steps")
     if isinstance(max_steps, int) and max_steps > 0:
         steps = min(steps, max_steps)
-    if 0 < steps < every:
+    return steps
+
+
+def _log_short_runs(cfg: DictConfig, datamodule: Any) -> None:
+    """``trainer.log_every_n_steps`` lowered to a run's whole number of steps when the run is
+    shorter (a first check of 1 epoch of 4 batches logged no loss at all), logged; a warning
+    when the learning rate's warm-up (``optim.burn_in``) is longer than the run (a first run on
+    64 images trained 32 steps of a 100-step warm-up and learnt nothing)."""
+    steps, every = _run_batches(cfg, datamodule), cfg.trainer.get("log_every_n_steps")
+    if steps is None:
+        return
+    if isinstance(every, int) and 0 < steps < every:
         log.info(
             "trainer.log_every_n_steps=%d: the run's %d steps (it was %d)", steps, steps, every
         )
         with open_dict(cfg):
             cfg.trainer.log_every_n_steps = steps
+    accumulate = cfg.trainer.get("accumulate_grad_batches") or 1
+    updates = max(1, steps // accumulate if isinstance(accumulate, int) else steps)
+    burn_in, power = cfg.optim.get("burn_in", 0), cfg.optim.get("burn_in_power", 4.0)
+    if isinstance(burn_in, int) and burn_in >= updates:
+        reached = (updates / burn_in) ** power
+        log.warning(
+            "optim.burn_in=%d warm-up steps, but the run makes %d optimizer steps: the learning "
+            "rate ends at %.2g of optim.lr and the network may learn nothing; lower "
+            "optim.burn_in (e.g. optim.burn_in=%d) or train longer",
+            burn_in,
+            updates,
+            reached,
+            max(1, updates // 10),
+        )
 
 
 def write_outputs(
