@@ -106,3 +106,28 @@ def test_lightning_noise_is_dropped_and_nothing_else():
         "Restoring states from the checkpoint path at x.ckpt",
         "GPU available: but a warning",
     ]
+
+
+def test_relative_data_paths_are_recorded_absolute(tmp_path, monkeypatch):
+    """A run started in one folder with data.train.images=mydata/images: its checkpoint named
+    that relative path, which evaluate.py run from another folder could not find."""
+    from yolov4.cli.common import recorded_data
+
+    (tmp_path / "mydata" / "images").mkdir(parents=True)
+    (tmp_path / "mydata" / "data.yaml").write_text("names: [a]\n")
+    monkeypatch.chdir(tmp_path)
+    node = {
+        "_target_": "yolov4.data.datamodule.DetectionDataModule",
+        "train": {"images": "mydata/images", "names": "mydata/data.yaml", "labels": None},
+        "val": {"images": "missing/images", "names": ["a", "b"]},
+        "input_size": [64, 64],
+        "cache_dir": "https://example.com/x",
+    }
+    got = recorded_data(node)
+    assert got["train"] == {
+        "images": str(tmp_path / "mydata" / "images"),
+        "names": str(tmp_path / "mydata" / "data.yaml"),
+        "labels": None,
+    }
+    assert got["val"] == {"images": "missing/images", "names": ["a", "b"]}  # as typed: unknown
+    assert got["input_size"] == [64, 64] and got["cache_dir"] == "https://example.com/x"

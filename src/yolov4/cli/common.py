@@ -25,6 +25,7 @@ __all__ = [
     "model_config",
     "model_network",
     "model_stride",
+    "recorded_data",
     "resolve_data",
     "to_builtin",
 ]
@@ -68,6 +69,30 @@ def one_line_errors(task: Callable[[DictConfig], Any]) -> Callable[[DictConfig],
 def to_builtin(cfg: Any) -> Any:
     """OmegaConf node -> plain dict/list (resolved); anything else unchanged."""
     return OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else cfg
+
+
+# data config keys that hold file or folder paths (recorded absolute: see recorded_data)
+DATA_PATH_KEYS = ("images", "annotations", "labels", "names", "cache_dir")
+
+
+def recorded_data(node: Any) -> Any:
+    """The data config as a checkpoint records it: builtins, with relative paths that exist
+    made absolute (``data.train.images=mydata/images`` typed in one folder broke
+    ``evaluate.py checkpoint=`` run from another)."""
+    node = to_builtin(node)
+    if isinstance(node, dict):
+        out = {}
+        for key, value in node.items():
+            relative = isinstance(value, str) and value and not os.path.isabs(value)
+            if key in DATA_PATH_KEYS and relative and "://" not in value:
+                expanded = os.path.expanduser(value)
+                out[key] = os.path.abspath(expanded) if os.path.exists(expanded) else value
+            else:
+                out[key] = recorded_data(value)
+        return out
+    if isinstance(node, list):
+        return [recorded_data(v) for v in node]
+    return node
 
 
 def build(cfg: DictConfig, key: str, **kwargs: Any) -> Any:

@@ -32,6 +32,7 @@ from yolov4.cli.common import (
     model_config,
     model_stride,
     one_line_errors,
+    recorded_data,
     to_builtin,
 )
 from yolov4.cli.export import EXPORT_DIR
@@ -109,7 +110,7 @@ def train(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> d
         class_names=datamodule.class_names,
         category_ids=datamodule.category_ids,
         preprocess=datamodule.preprocess_config.to_dict(),
-        data=to_builtin(cfg.data),  # recorded in every checkpoint: what evaluate.py scores
+        data=recorded_data(cfg.data),  # recorded in every checkpoint: what evaluate.py scores
     )
     ckpt_path = None
     if resume is not None:
