@@ -47,9 +47,14 @@ def test_conf_best_f1_from_the_runs_pr_f1(overfit, tmp_path):
     }
 
 
-def test_conf_number_and_bad_pr_f1(overfit, tmp_path):
+def test_conf_number_and_bad_pr_f1(overfit, tmp_path, caplog):
+    import logging
+
     base = [f"checkpoint={overfit.checkpoint}", f"output={tmp_path / 'export'}"]
-    meta = read_metadata(export(export_cfg(tmp_path, [*base, "conf=0.4"])))
+    meta = read_metadata(export(export_cfg(tmp_path, [*base, "conf=0.3"])))
+    with caplog.at_level(logging.WARNING, logger="yolov4"):  # the same folder again
+        meta = read_metadata(export(export_cfg(tmp_path, [*base, "conf=0.4"])))
+    assert "holds an artifact (model.onnx): this export replaces it" in caplog.text
     assert meta["thresholds"]["conf"] == 0.4 and meta["conf_source"]["set"] == "export.py conf="
     missing = tmp_path / "none.json"
     with pytest.raises(ConfigError, match=f"no {missing}"):

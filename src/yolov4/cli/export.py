@@ -24,7 +24,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from yolov4.cli.common import build, one_line_errors, resolve_data, to_builtin
 from yolov4.cli.sources import check_no_network, model_checkpoint, model_source, source_file
-from yolov4.core.artifact import artifact_precisions, model_file, read_metadata
+from yolov4.core.artifact import METADATA, artifact_precisions, model_file, read_metadata
 from yolov4.core.files import files_under
 from yolov4.core.images import IMAGE_SUFFIXES
 from yolov4.errors import ConfigError
@@ -240,6 +240,13 @@ def export(cfg: DictConfig) -> Path:
     out = check_output(
         cfg.output if cfg.output else default_output(source_file(cfg)), cfg.get("overwrite", False)
     )
+    if (out / METADATA).is_file():  # replaced whole at the end: say so now
+        earlier = sorted(read_metadata(out).get("files", {}))
+        log.warning(
+            "%s holds an artifact (%s): this export replaces it (output=<folder> keeps both)",
+            out,
+            ", ".join(earlier) or "no files listed",
+        )
     formats, precisions = _names(cfg, "formats"), _names(cfg, "precision")
     size = OmegaConf.to_container(cfg.input_size, resolve=True) if cfg.input_size else None
     check_export_request(formats, cfg.opset, precisions, cfg.default_precision)  # before loading
