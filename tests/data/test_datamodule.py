@@ -216,3 +216,15 @@ def test_evaluation_needs_only_a_val_split(synth_cache: Path):
         only_val.train_dataloader()
     with pytest.raises(ConfigError, match="at least one of train, val, test"):
         DetectionDataModule()
+
+
+def test_more_workers_than_cores_are_lowered_to_the_cores(synth_cache: Path, monkeypatch, caplog):
+    """data=yolo's 4 workers (coco's 8) on a 2-core machine only compete, torch warning for each
+    loader; lowered, logged."""
+    import os
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    with caplog.at_level("INFO", logger="yolov4.data.datamodule"):
+        assert _dm(synth_cache, num_workers=8).num_workers == 2
+    assert "data.num_workers=8 lowered to 2" in caplog.text
+    assert _dm(synth_cache, num_workers=1).num_workers == 1

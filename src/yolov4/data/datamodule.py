@@ -238,6 +238,13 @@ class DetectionDataModule(L.LightningDataModule):
         self.augment = augment
         self.batch_size = batch_size
         self.val_batch_size = val_batch_size or batch_size
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        if cores and num_workers > cores:  # more only compete (torch warns once per loader)
+            log.info(
+                "data.num_workers=%d lowered to %d: the cores this process may use", num_workers,
+                cores,
+            )  # fmt: skip
+            num_workers = cores
         self.num_workers = num_workers
         self.persistent_workers = persistent_workers and num_workers > 0
         self.pin_memory = pin_memory
