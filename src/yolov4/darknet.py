@@ -22,7 +22,6 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from yolov4.core.checkpoint import PICKLE_PROTO, ZIP_MAGIC
 from yolov4.errors import CheckpointError, ConfigError
 from yolov4.models.budget import MAX_CLASSES
 from yolov4.models.cfg import ZOO, parse_cfg, resolve_layers
@@ -43,6 +42,9 @@ __all__ = [
 
 HEADER_VERSION = (0, 2, 5)  # what darknet (AlexeyAB) writes today: uint64 `seen`
 FLOAT = np.dtype("<f4")
+# How a torch.save file starts: a zip archive (torch >= 1.6), or the legacy format's pickle
+# (protocol 2+, the PROTO opcode first); a darknet file never does (its small version numbers).
+ZIP_MAGIC, PICKLE_PROTO = b"PK\x03\x04", b"\x80"
 MAX_VERSION = 1000  # a header's major, minor and revision are small version numbers
 
 

@@ -30,6 +30,7 @@ from yolov4.cli.sources import check_no_network
 from yolov4.core.artifact import read_metadata
 from yolov4.core.checkpoint import load_checkpoint
 from yolov4.darknet import darknet_file_classes
+from yolov4.data.records import Problem
 from yolov4.errors import ConfigError
 from yolov4.evaluation import AnalysisConfig, EvaluationResult, evaluate_predictor
 from yolov4.evaluation.coco import DEFAULT_COCO_BACKEND
@@ -136,9 +137,16 @@ def _evaluate_artifact(
     _warn_without_ground_truth(datamodule)
     records = datamodule.split("val").records
     coco_backend = cfg.module.get("coco_backend", DEFAULT_COCO_BACKEND)
+    report = datamodule.reports["val"]
+
+    def unreadable(file: str, error: Exception) -> None:  # as validation: reported, not scored
+        log.warning("%s: %s (%s)", file, Problem.UNREADABLE, error)
+        report.add(Problem.UNREADABLE, file, str(error))
+
     result = evaluate_predictor(
-        predictor, datamodule, records, cfg.batch_size, eval_cfg, coco_backend, category_ids
-    )
+        predictor, datamodule, records, cfg.batch_size, eval_cfg, coco_backend, category_ids,
+        unreadable,
+    )  # fmt: skip
     return result, datamodule, weights
 
 

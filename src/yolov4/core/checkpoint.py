@@ -46,6 +46,7 @@ from yolov4.core.mismatch import (
     mismatch_report,
 )
 from yolov4.core.preprocess import PreprocessConfig
+from yolov4.darknet import PICKLE_PROTO, ZIP_MAGIC
 from yolov4.errors import CheckpointError, ConfigError
 from yolov4.models import ModelConfig, YOLOv4, build_model
 from yolov4.models.budget import check_network
@@ -74,9 +75,6 @@ log = logging.getLogger(__name__)
 FORMAT = "yolov4.weights/1"
 # Lightning checkpoint keys (state_dict prefixes) that hold EMA weights, most specific first.
 EMA_PREFIXES = ("ema_model.", "ema.")
-# How a torch.save file starts: a zip archive (torch >= 1.6), or the legacy format's pickle
-# (protocol 2+, the PROTO opcode first).
-ZIP_MAGIC, PICKLE_PROTO = b"PK\x03\x04", b"\x80"
 # Keys under which hand-written training loops save the state_dict: torch.save({"model": sd})
 WRAPPING_KEYS = ("model", "model_state_dict", "net", "weights")
 # Weights a file must hold per element of the model it describes (1 byte: even an 8-bit file);

@@ -22,15 +22,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from yolov4.core.checkpoint import (
-    PICKLE_PROTO,
-    ZIP_MAGIC,
-    check_finite,
-    network_state_dict,
-    read_checkpoint,
-)
+from yolov4.core.checkpoint import check_finite, network_state_dict, read_checkpoint
 from yolov4.core.mismatch import group_keys, mismatch_report
-from yolov4.darknet import darknet_file_classes, load_darknet_weights
+from yolov4.darknet import PICKLE_PROTO, ZIP_MAGIC, darknet_file_classes, load_darknet_weights
 from yolov4.errors import CheckpointError
 from yolov4.models import YOLOv4
 

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -11,15 +10,12 @@ import torch
 
 from yolov4.core.images import ImageDecodeError
 from yolov4.core.postprocess import DARKNET_VALID
-from yolov4.data.records import Problem
 from yolov4.errors import ConfigError
 from yolov4.evaluation.coco import DEFAULT_COCO_BACKEND, CocoEvaluator
 from yolov4.evaluation.result import EvaluationResult
 from yolov4.models import ModelConfig
 
 __all__ = ["evaluate_predictor"]
-
-log = logging.getLogger(__name__)
 
 
 def evaluate_predictor(
@@ -30,15 +26,16 @@ def evaluate_predictor(
     eval_cfg: Mapping[str, Any] | None = None,
     coco_backend: str = DEFAULT_COCO_BACKEND,
     category_ids: Sequence[int] | None = None,
+    on_unreadable: Callable[[str, Exception], None] | None = None,
 ) -> EvaluationResult:
     """COCO metrics of ``predictor`` (a :class:`yolov4.inference.Predictor`) on ``records``
     (of ``datamodule``'s val split: ``.file``, ``.image_id``), from the image files, with the
     validation postprocess (darknet's ``valid``, :data:`DARKNET_VALID`, with ``eval_cfg``'s
     ``module.eval.*`` keys on top) passed to each call in place of the predictor's serving
     thresholds, which stay as they are. ``category_ids``: the category id each of the
-    predictor's class indices is scored as (default: the split's, index for index). An image that cannot be decoded is reported in the
-    val split's problem report and not scored, as :class:`~yolov4.data.dataset.
-    DetectionDataset` leaves it out of validation."""
+    predictor's class indices is scored as (default: the split's, index for index).
+    ``on_unreadable(file, error)``: an image that cannot be decoded is passed to it and not
+    scored, as validation leaves such an image out (default: the error is raised)."""
     settings = DARKNET_VALID.update(eval_cfg).resolve(
         ModelConfig.from_dict(predictor.metadata["model"])
     )
@@ -49,7 +46,6 @@ def evaluate_predictor(
     )
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigError(f"batch_size must be an integer >= 1, got {batch_size!r}")
-    report = getattr(datamodule, "reports", {}).get("val")
     for i in range(0, len(records), batch_size):
         chunk = records[i : i + batch_size]
         try:
@@ -60,9 +56,9 @@ def evaluate_predictor(
                 try:
                     dets.append(predictor(r.file, postprocess=settings)[0])
                 except ImageDecodeError as e:
-                    log.warning("%s: %s (%s)", r.file, Problem.UNREADABLE, e)
-                    if report is not None:
-                        report.add(Problem.UNREADABLE, r.file, str(e))
+                    if on_unreadable is None:
+                        raise
+                    on_unreadable(r.file, e)
                 else:
                     kept.append(r)
             chunk = kept
