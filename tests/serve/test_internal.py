@@ -57,17 +57,21 @@ def test_an_unexpected_error_is_a_generic_500_with_the_request_id(caplog):
     assert failed and "secret internal detail" in str(failed[0].exc_info[1])
 
 
+def empty_predictor(metadata: dict) -> Predictor:
+    """A one-class Predictor that detects nothing, with ``metadata`` as its artifact's."""
+    return Predictor(
+        lambda x: torch.zeros(x.shape[0], 1, 6),
+        ["thing"],
+        PreprocessConfig(input_size=(64, 64)),
+        metadata=metadata,
+    )
+
+
 def test_v1_model_gives_a_user_cfg_as_its_hash_and_size_and_the_text_on_request():
     text = "[net]\n# caf\u00e9: a user's cfg\n" + "[convolutional]\nfilters=16\n" * 20_000
     data = text.encode("utf-8")
     meta = {"model": {"name": "custom", "num_classes": 1, "cfg": text}, "class_names": ["thing"]}
-    predictor = Predictor(
-        lambda x: torch.zeros(x.shape[0], 1, 6),
-        ["thing"],
-        PreprocessConfig(input_size=(64, 64)),
-        metadata=meta,
-    )
-    with TestClient(create_app(ServeSettings(), predictor)) as c:
+    with TestClient(create_app(ServeSettings(), empty_predictor(meta))) as c:
         summary, full = c.get("/v1/model"), c.get("/v1/model", params={"include": "cfg"})
         bad = c.get("/v1/model", params={"include": "weights"})
         schema = c.get("/openapi.json").json()
@@ -90,13 +94,7 @@ def test_v1_model_gives_a_user_cfg_as_its_hash_and_size_and_the_text_on_request(
 def test_v1_model_names_the_conf_source_file_without_its_folders():
     source = {"file": "/home/ana/runs/coco/pr_f1.json", "key": "best_f1.all.conf", "conf": 0.3}
     meta = {"model": {"name": "yolov4-tiny"}, "conf_source": source}
-    predictor = Predictor(
-        lambda x: torch.zeros(x.shape[0], 1, 6),
-        ["thing"],
-        PreprocessConfig(input_size=(64, 64)),
-        metadata=meta,
-    )
-    with TestClient(create_app(ServeSettings(), predictor)) as c:
+    with TestClient(create_app(ServeSettings(), empty_predictor(meta))) as c:
         summary = c.get("/v1/model")
     assert summary.status_code == 200 and "/home/ana" not in summary.text
     assert summary.json()["conf_source"] == {**source, "file": "pr_f1.json"}
