@@ -30,3 +30,37 @@ def test_diverged_weights_keep_the_last_finite_file_and_stop_training(tmp_path, 
     assert trainer.should_stop and path.read_bytes() == before
     assert load_checkpoint(path).trained["step"] == 5
     assert "training diverged" in caplog.text and "step 9" in caplog.text
+
+
+def test_a_checkpoint_save_never_writes_into_a_linked_file(tmp_path, monkeypatch):
+    """best.ckpt and last.ckpt share one file while they hold the same state. Lightning's
+    writer moves a temporary from $TMPDIR, which across filesystems (os.rename: EXDEV) copies
+    INTO the existing last.ckpt, rewriting best.ckpt too; ours renames a file written beside."""
+    import errno
+    import os
+
+    from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+    from yolov4.training.callbacks import AtomicCheckpointIO
+
+    real_rename = os.rename
+
+    def cross_device(src, dst, *a, **k):  # what a rename across filesystems does
+        if str(dst).endswith("last.ckpt"):
+            raise OSError(errno.EXDEV, "Invalid cross-device link")
+        return real_rename(src, dst, *a, **k)
+
+    monkeypatch.setattr(os, "rename", cross_device)
+    for writer, best_kept in ((TorchCheckpointIO(), False), (AtomicCheckpointIO(), True)):
+        folder = tmp_path / type(writer).__name__
+        folder.mkdir()
+        torch.save({"epoch": 0}, folder / "best.ckpt")
+        os.link(folder / "best.ckpt", folder / "last.ckpt")  # SharedCheckpoint's link
+        writer.save_checkpoint({"epoch": 1}, folder / "last.ckpt")
+        assert torch.load(folder / "last.ckpt", weights_only=True) == {"epoch": 1}
+        best = torch.load(folder / "best.ckpt", weights_only=True)
+        assert (best == {"epoch": 0}) == best_kept, type(writer).__name__
+    assert sorted(p.name for p in (tmp_path / "AtomicCheckpointIO").iterdir()) == [
+        "best.ckpt",
+        "last.ckpt",
+    ]  # no temporary left

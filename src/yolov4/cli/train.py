@@ -44,7 +44,12 @@ from yolov4.evaluation.reports import write_analysis
 from yolov4.evaluation.worst import val_image_files
 from yolov4.export.artifact import export_artifact
 from yolov4.training.anchors import anchors_at_start, run_overrides
-from yolov4.training.callbacks import BEST_WEIGHTS, LAST_WEIGHTS, WeightsCallback
+from yolov4.training.callbacks import (
+    BEST_WEIGHTS,
+    LAST_WEIGHTS,
+    AtomicCheckpointIO,
+    WeightsCallback,
+)
 from yolov4.training.module import YoloModule
 from yolov4.training.noise import precision_note, quiet_lightning
 from yolov4.training.precision import AUTO, check_accelerator, resolve_precision
@@ -131,6 +136,7 @@ def train(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> d
         callbacks=callbacks,
         logger=loggers or False,
         precision=precision,
+        plugins=[AtomicCheckpointIO()],  # checkpoints renamed into place beside themselves
         **topology,
     )
     log_what_runs(cfg, trainer, module, datamodule)

@@ -12,13 +12,16 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from yolov4.core.checkpoint import save_checkpoint
-from yolov4.core.files import write_json
+from yolov4.core.files import atomic_write, write_json
 from yolov4.core.mismatch import NonFiniteWeightsError
 
 __all__ = [
+    "AtomicCheckpointIO",
     "WeightsCallback",
     "SharedCheckpoint",
     "link_file",
@@ -141,13 +144,31 @@ class WeightsCallback(L.Callback):
         self.best = state_dict.get("best")
 
 
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint writer, writing local files with :func:`~yolov4.core.files.
+    atomic_write` (a temporary file beside the checkpoint, renamed over it). Lightning's own
+    writes a temporary file in ``$TMPDIR`` and moves it: across filesystems (node-local /tmp,
+    runs on shared storage) the move copies INTO the existing file, which rewrote the
+    ``best.ckpt`` hard-linked to ``last.ckpt`` (:class:`SharedCheckpoint`) and, when killed
+    mid-copy, left both empty; a killed write also left its temporary in ``$TMPDIR``. Remote
+    paths (``s3://``) are Lightning's."""
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None
+    ) -> None:
+        if storage_options is not None or "://" in str(path):
+            return super().save_checkpoint(checkpoint, path, storage_options)
+        atomic_write(path, lambda f: torch.save(checkpoint, f))
+
+
 class SharedCheckpoint(ModelCheckpoint):
     """Lightning's :class:`ModelCheckpoint`, except that a checkpoint another
     ``SharedCheckpoint`` of the run has just written with the same training state (same step,
     same loop progress: e.g. ``best.ckpt`` and ``last.ckpt`` after a validation that improved
     the best) becomes a hard link to that file (:func:`link_file`) instead of a second copy.
-    Lightning writes checkpoints to a temporary file renamed into place, so the next save of
-    either name leaves the other intact. Rank 0 writes the link; every rank waits for it."""
+    Checkpoints are written to a temporary file renamed into place (:class:`AtomicCheckpointIO`,
+    which ``train.py`` installs), so the next save of either name leaves the other intact. Rank
+    0 writes the link; every rank waits for it."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
