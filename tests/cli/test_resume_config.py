@@ -175,11 +175,15 @@ def test_a_new_run_in_a_trained_runs_folder_is_refused_before_anything_is_writte
     (run / "weights").mkdir(parents=True)
     (run / "weights" / "last.pt").write_bytes(b"trained")
     argv = ["train.py", "trainer.max_epochs=1", f"hydra.run.dir={run}"]
+    with pytest.raises(ConfigError, match=r"stopped before its first checkpoint .*pretrained="):
+        resume_argv(argv)  # weights only: the resume it suggested had no last.ckpt to read
+    (run / "checkpoints").mkdir()
+    (run / "checkpoints" / "last.ckpt").write_bytes(b"")
     with pytest.raises(ConfigError, match=r"holds a trained run .*ckpt_path=.*last\.ckpt"):
         resume_argv(argv)
-    assert sorted(p.name for p in run.iterdir()) == ["weights"]  # no .hydra/ written over
+    (run / "checkpoints" / "last.ckpt").unlink()
+    assert sorted(p.name for p in run.iterdir()) == ["checkpoints", "weights"]  # no .hydra/
     assert resume_argv(["train.py", f"hydra.run.dir={tmp_path / 'new'}"])  # an unused folder
-    (run / "checkpoints").mkdir()
     (run / "checkpoints" / "requeue.ckpt").write_bytes(b"")  # a requeued job resumes by itself
     assert resume_argv(argv) == argv
     (run / "checkpoints" / "requeue.ckpt").unlink()

@@ -140,12 +140,20 @@ def refuse_trained_run_dir(run: Path) -> None:
     found = [
         p for p in (run / "weights" / "last.pt", run / "checkpoints" / "last.ckpt") if p.is_file()
     ]
+    last = run / "checkpoints" / "last.ckpt"
+    if found and not last.is_file():  # stopped before its first checkpoint: nothing to resume
+        raise ConfigError(
+            f"hydra.run.dir={run} holds the weights of a run stopped before its first "
+            f"checkpoint ({', '.join(str(p) for p in found)}; no {last} to resume): give "
+            f"another hydra.run.dir (module.pretrained={found[0]} starts from those weights), "
+            "or remove that folder to train there again"
+        )
     if found:
         raise ConfigError(
             f"hydra.run.dir={run} holds a trained run ({', '.join(str(p) for p in found)}): a new "
             f"run there would replace its weights, checkpoints and config. Resume it with "
-            f"python train.py ckpt_path={run / 'checkpoints' / 'last.ckpt'} (add "
-            "trainer.max_epochs=... to train longer), or give another hydra.run.dir"
+            f"python train.py ckpt_path={last} (add trainer.max_epochs=... to train longer), or "
+            "give another hydra.run.dir"
         )
 
 
