@@ -136,3 +136,44 @@ def test_a_second_run_into_one_output_warns_that_the_first_ones_files_stay(
         assert "holds the outputs of an earlier run" not in caplog.text
         _predict(f"source={image}", f"checkpoint={checkpoint}", f"output={out}")
     assert f"output={out} holds the outputs of an earlier run (summary.json)" in caplog.text
+
+
+def test_a_full_disk_for_the_records_is_reported_and_the_run_ends_cleanly(
+    checkpoint, tmp_path, monkeypatch
+):
+    """predictions.jsonl on a full disk: closing it raised ENOSPC through predict.py, with no
+    summary.json; the records file is now reported unwritten and the summary says so."""
+    import errno
+    import io
+
+    import yolov4.inference.writers as writers
+
+    class FullDisk(io.StringIO):
+        def __init__(self, room: int) -> None:
+            super().__init__()
+            self.room = room
+
+        def flush(self) -> None:
+            if len(self.getvalue()) > self.room:
+                raise OSError(errno.ENOSPC, "No space left on device")
+
+        def close(self) -> None:
+            self.flush()
+
+    real_open = Path.open
+
+    def opened(path, *args, **kwargs):
+        if path.name == writers.PREDICTIONS:
+            return FullDisk(room=300)  # a record or so, then full
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", opened)
+    video = _video(tmp_path / "clip.avi", 4)
+    out = tmp_path / "out"
+    summary = _predict(f"source={video}", f"checkpoint={checkpoint}", f"output={out}",
+                       "save=false")  # fmt: skip
+    assert summary["frames"] == 4
+    [failed] = summary["unwritten"]
+    assert failed.startswith(str(out / "predictions.jsonl")) and "No space left" in failed
+    assert "later records lost" in failed
+    assert (out / "summary.json").is_file()

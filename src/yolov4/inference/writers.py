@@ -20,6 +20,7 @@ in ``summary.json`` (``unwritten``); the run goes on.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import queue
@@ -34,6 +35,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from yolov4.core.files import write_json
 from yolov4.inference.sources import Frame, prediction_record
 
 __all__ = [
@@ -260,6 +262,14 @@ class PredictionWriter:
                 more if self.unwritten_count == UNWRITTEN_LOGGED else "",
             )
 
+    def _records_failed(self, error: OSError) -> None:
+        """``predictions.jsonl`` cannot take more (a full disk): reported once, closed; the
+        records from here on are not written (its last line may be cut short)."""
+        self._failed(self.out / PREDICTIONS, f"{error.strerror or error}; later records lost")
+        with contextlib.suppress(OSError):
+            self._jsonl.close()
+        self._jsonl = None
+
     def _write_image(self, path: Path, rgb: np.ndarray) -> bool:
         """``rgb`` to ``path`` (its folders made); False, reported, when it cannot be written."""
         try:
@@ -295,8 +305,12 @@ class PredictionWriter:
         """The outputs of one decoded image or frame and its detections; returns its record.
         ``overlay(image, dets)`` draws on a copy of the image under the boxes (track trails)."""
         record = prediction_record(dets, frame.source, frame.file, frame.frame, frame.timestamp_ms)
-        self._jsonl.write(json.dumps(record) + "\n")
-        self._jsonl.flush()
+        if self._jsonl is not None:
+            try:
+                self._jsonl.write(json.dumps(record) + "\n")
+                self._jsonl.flush()
+            except OSError as e:  # a full disk: the run goes on, the file is reported
+                self._records_failed(e)
         name = self.name_of(frame)
         stem = str(Path(name).with_suffix(""))
         if frame.frame is not None:
@@ -366,7 +380,15 @@ class PredictionWriter:
             if writer is not None:
                 writer.release()
         self._videos.clear()
-        self._jsonl.close()
+        if self._jsonl is not None:
+            try:
+                self._jsonl.close()
+            except OSError as e:
+                self._jsonl = None  # close() failed but the file object is done
+                self._failed(self.out / PREDICTIONS, f"{e.strerror or e}; its last records lost")
         if summary is not None:
             summary.unwritten, summary.unwritten_count = self.unwritten, self.unwritten_count
-            (self.out / SUMMARY).write_text(json.dumps(summary.to_dict(), indent=2) + "\n")
+            try:  # atomic: a stale or half summary never sits beside the new records
+                write_json(self.out / SUMMARY, summary.to_dict())
+            except OSError as e:
+                log.error("%s not written: %s", self.out / SUMMARY, e.strerror or e)
