@@ -568,3 +568,26 @@ def test_a_value_the_recipe_leaves_to_the_user_is_one_line(caplog):
     assert "ConfigError: data.train.annotations has no value (??? in the config): give " in (
         caplog.text
     )
+
+
+@pytest.mark.parametrize("code", ["EROFS", "ENOSPC", "ENOTDIR"])
+def test_a_place_the_system_refuses_is_one_line_and_other_os_errors_are_raised(caplog, code):
+    """predict.py / export.py into a read-only or full folder printed Hydra's traceback."""
+    import errno
+    import logging
+
+    from yolov4.cli.common import one_line_errors
+
+    def refused(cfg):
+        raise OSError(getattr(errno, code), os.strerror(getattr(errno, code)), "/out/x.jpg")
+
+    with caplog.at_level(logging.ERROR, logger="yolov4"), pytest.raises(SystemExit) as e:
+        one_line_errors(refused)(None)
+    assert e.value.code == 1 and f"Error: [Errno {getattr(errno, code)}]" in caplog.text
+    assert "/out/x.jpg" in caplog.text
+
+    def bug(cfg):
+        raise OSError(errno.EBADF, "Bad file descriptor")
+
+    with pytest.raises(OSError, match="Bad file descriptor"):
+        one_line_errors(bug)(None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import logging
 import os
@@ -32,6 +33,12 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+# what a folder or file the user named can refuse (read-only, full, a file in the way, a name
+# too long, no permission): one line, as a ConfigError, not Hydra's traceback
+OUTPUT_ERRNOS = {
+    errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.ENOTDIR,
+    errno.EISDIR, errno.EEXIST, errno.ENAMETOOLONG,
+}  # fmt: skip
 FALLBACK_DATA = "synthetic"  # configs/data/<this>.yaml: the data of files that record none
 
 
@@ -47,14 +54,17 @@ def one_line_errors(task: Callable[[DictConfig], Any]) -> Callable[[DictConfig],
     option, a model that does not fit the data) ends the process with its message in one
     logged line and exit code 1, not Hydra's traceback: the message names what was expected and
     found. A value the config leaves to the user (``???``, e.g. a COCO recipe's annotation
-    files) is named the same way. ``HYDRA_FULL_ERROR=1``, and a job of a ``-m`` sweep, raise
+    files) is named the same way, and so is an operating system's refusal of a place the user
+    named (a read-only or full folder, a file in the way, a name too long: ``OUTPUT_ERRNOS``). ``HYDRA_FULL_ERROR=1``, and a job of a ``-m`` sweep, raise
     it as it is."""
 
     @functools.wraps(task)
     def run(cfg: DictConfig) -> Any:
         try:
             return task(cfg)
-        except (YoloError, MissingMandatoryValue) as e:
+        except (YoloError, MissingMandatoryValue, OSError) as e:
+            if isinstance(e, OSError) and e.errno not in OUTPUT_ERRNOS:
+                raise  # not a place the user named: the traceback is the news
             if os.environ.get("HYDRA_FULL_ERROR") == "1" or _multirun():
                 raise  # a sweep's launcher records the failed job and goes on
             if isinstance(e, MissingMandatoryValue):  # a ??? the recipe leaves to the user
