@@ -134,12 +134,14 @@ def ap_at_iou(
 ) -> tuple[dict[str, float | None], float | None] | None:
     """Per-class AP at the IoU threshold ``iou`` and their mean over classes with ground truth,
     from COCOeval's ``(T, R, K, A, M)`` ``precision`` (area ``all``, the largest maxDets);
-    ``None`` when ``iou`` is not one of COCOeval's thresholds (0.5, 0.55, ..., 0.95) or there is
-    no precision (no detections)."""
+    ``None`` when ``iou`` is not one of COCOeval's thresholds (0.5, 0.55, ..., 0.95); 0 without
+    detections (no precision), as :func:`evaluate_coco` reports them."""
     thresholds = np.linspace(0.5, 0.95, 10)
     hit = np.flatnonzero(np.isclose(thresholds, iou))
-    if precision is None or not len(hit):
+    if not len(hit):
         return None
+    if precision is None:  # no detections: 0, as evaluate_coco's metrics say
+        return {n: 0.0 for n in names}, 0.0
     per_class: dict[str, float | None] = {}
     for k, name in enumerate(names):
         p = precision[hit[0], :, k, 0, -1]
