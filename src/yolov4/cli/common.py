@@ -34,7 +34,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 # what a folder or file the user named can refuse (read-only, full, a file in the way, a name
-# too long, no permission): one line, as a ConfigError, not Hydra's traceback
+# too long, no permission): one logged line, not Hydra's traceback
 OUTPUT_ERRNOS = {
     errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.ENOTDIR,
     errno.EISDIR, errno.EEXIST, errno.ENAMETOOLONG,
@@ -55,8 +55,8 @@ def one_line_errors(task: Callable[[DictConfig], Any]) -> Callable[[DictConfig],
     logged line and exit code 1, not Hydra's traceback: the message names what was expected and
     found. A value the config leaves to the user (``???``, e.g. a COCO recipe's annotation
     files) is named the same way, and so is an operating system's refusal of a place the user
-    named (a read-only or full folder, a file in the way, a name too long: ``OUTPUT_ERRNOS``). ``HYDRA_FULL_ERROR=1``, and a job of a ``-m`` sweep, raise
-    it as it is."""
+    named (a read-only or full folder, a file in the way, a name too long: ``OUTPUT_ERRNOS``).
+    ``HYDRA_FULL_ERROR=1``, and a job of a ``-m`` sweep, raise it as it is."""
 
     @functools.wraps(task)
     def run(cfg: DictConfig) -> Any:
