@@ -156,7 +156,7 @@ def test_another_input_size_for_a_checkpoint_is_named_as_not_used(
 
     overrides = [f"checkpoint={checkpoint[1]}", *data(tiny_run), "data.input_size=[128,128]"]
     for given, warned in (([], False), (["data.input_size=[128,128]"], True)):
-        monkeypatch.setattr(cli, "run_overrides", lambda: given)
+        monkeypatch.setattr(cli, "run_overrides", lambda given=given: given)
         caplog.clear()
         with caplog.at_level(logging.WARNING, logger="yolov4"):
             evaluate(compose_cfg("evaluate", overrides, tmp_path / str(warned)))
