@@ -335,7 +335,9 @@ def test_save_refuses_what_load_would_refuse_or_misread(tmp_path, tiny3):
     assert not path.exists()
     with pytest.raises(CheckpointError, match=r"is a folder; give a file, e\.g\. .*best\.pt"):
         save_checkpoint(tmp_path, tiny3, NAMES)
-    with pytest.raises(CheckpointError, match="load_checkpoint: expected a file path, got NoneType"):
+    with pytest.raises(
+        CheckpointError, match="load_checkpoint: expected a file path, got NoneType"
+    ):
         load_checkpoint(None)
     wrapped = save_checkpoint(path, torch.nn.DataParallel(tiny3), NAMES)  # DataParallel's .module
     assert load_checkpoint(wrapped).class_names == list(NAMES)
