@@ -36,6 +36,8 @@ def evaluate_predictor(
     predictor's class indices is scored as (default: the split's, index for index).
     ``on_unreadable(file, error)``: an image that cannot be decoded is passed to it and not
     scored, as validation leaves such an image out (default: the error is raised)."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     settings = DARKNET_VALID.update(eval_cfg).resolve(
         ModelConfig.from_dict(predictor.metadata["model"])
     )
@@ -44,13 +46,11 @@ def evaluate_predictor(
     evaluator = CocoEvaluator(
         datamodule.val_coco, ids, [names[i] for i in ids], backend=coco_backend
     )
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ConfigError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     for i in range(0, len(records), batch_size):
         chunk = records[i : i + batch_size]
         try:
             dets = predictor([r.file for r in chunk], postprocess=settings)
-        except ImageDecodeError:  # one by one: the unreadable ones are skipped and reported
+        except ImageDecodeError:  # one by one: each unreadable one goes to on_unreadable
             kept, dets = [], []
             for r in chunk:
                 try:
