@@ -44,8 +44,11 @@ def test_a_new_run_writes_a_new_file(tmp_path):
 
 def test_wandb_without_an_api_key_says_how_to_log_offline(tmp_path, monkeypatch):
     """W&B's UsageError surfaced as a traceback from deep in Lightning."""
+    import wandb
     from lightning.pytorch.loggers import WandbLogger
 
+    wandb.finish()  # an earlier test's offline run in this process would be reused
+    wandb.teardown()  # and its settings (WANDB_MODE=offline) with it
     for var in ("WANDB_API_KEY", "WANDB_MODE"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc
