@@ -73,15 +73,17 @@ def check_targets(targets: Any, batch: int, num_classes: int) -> None:
         | (box[:, 3] < box[:, 1]),
     }
     bad = torch.stack(list(problems.values()))
-    # one device sync for every check: its count and its first row
-    found = torch.cat([bad.sum(1), bad.int().argmax(1)]).tolist()
-    for what, count, first in zip(problems, found[: len(problems)], found[len(problems) :]):
+    # one device sync per training step for every check: counts, first rows, largest coordinate
+    largest = box.abs().max().ceil().long().reshape(1)
+    found = torch.cat([bad.sum(1), bad.int().argmax(1), largest]).tolist()
+    n = len(problems)
+    for what, count, first in zip(problems, found[:n], found[n : 2 * n]):
         if count:
             raise InputError(
                 f"{count} of {rows.shape[0]} target rows {what}, e.g. row {first}: "
                 f"{[round(v, 4) for v in rows[first].tolist()]}; expected {expected}"
             )
-    if box.abs().max() <= 1:
+    if found[-1] <= 1:  # the largest |coordinate|, rounded up
         raise InputError(
             f"every target box lies within 1 pixel of the origin (e.g. "
             f"{[round(v, 4) for v in rows[0].tolist()]}): boxes normalised to [0, 1]? "
