@@ -218,10 +218,12 @@ def _progress_ckpt(path, epochs: int, steps: int) -> None:
 
 
 def test_resuming_a_finished_run_is_refused_saying_how_to_train_longer(saved_run):
-    """The saved run trained trainer.max_epochs=2: resuming without a larger limit would train
-    nothing and rewrite the run's config; refused with the override to add."""
+    """The saved run trained trainer.max_epochs=2 and finished (metrics.json): resuming without
+    a larger limit would train nothing and rewrite the run's config; refused with the override
+    to add."""
     ckpt = saved_run / "checkpoints/last.ckpt"
     _progress_ckpt(ckpt, epochs=2, steps=8)
+    (saved_run / "metrics.json").write_text("{}")
     before = (saved_run / ".hydra/config.yaml").read_text()
     with pytest.raises(ConfigError) as e:
         resume_argv(["train.py", f"ckpt_path={ckpt}", "data.input_size=[96,96]"])
@@ -238,6 +240,25 @@ def test_resuming_a_finished_run_is_refused_saying_how_to_train_longer(saved_run
     assert resume_argv(["train.py", f"ckpt_path={ckpt}"])
     ckpt.write_bytes(b"")  # unreadable: left to train.py's checkpoint reader to name
     assert resume_argv(["train.py", f"ckpt_path={ckpt}"])
+
+
+def test_a_run_stopped_after_its_last_epoch_is_finished_by_its_resume(saved_run):
+    """Killed after its last epoch, before the final evaluation and export (no metrics.json,
+    written last): the resume was refused as finished and nothing wrote the run's export or
+    reports. It now passes, saying what it does; a new run in that folder names the resume."""
+    ckpt = saved_run / "checkpoints/last.ckpt"
+    _progress_ckpt(ckpt, epochs=2, steps=8)
+    argv = resume_argv(["train.py", f"ckpt_path={ckpt}"])
+    assert f"hydra.run.dir={saved_run}" in argv
+    assert any(
+        "has reached trainer.max_epochs=2" in line and "no metrics.json): nothing trains" in line
+        for line in RESUME_LOG
+    ), RESUME_LOG
+    with pytest.raises(ConfigError, match=r"stopped before its end, no metrics.json: the resume"):
+        resume_argv(["train.py", f"hydra.run.dir={saved_run}"])
+    (saved_run / "metrics.json").write_text("{}")
+    with pytest.raises(ConfigError, match=r"add trainer.max_epochs=\.\.\. to train longer"):
+        resume_argv(["train.py", f"hydra.run.dir={saved_run}"])
 
 
 def test_a_requeued_jobs_command_is_checked_before_hydra_rewrites_the_run(saved_run):

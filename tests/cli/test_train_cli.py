@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -127,6 +128,31 @@ def test_identical_checkpoints_share_one_file(run):
         same_state = a[epoch] == b[epoch]
         assert os.path.samefile(run / best, run / last) == same_state, (best, a[epoch], b[epoch])
     assert torch.load(run / "checkpoints/last.ckpt", weights_only=True)["epoch"] == 1
+
+
+def test_a_run_killed_after_its_last_epoch_is_finished_by_its_resume(run, tmp_path):
+    """Killed in its final phase (after the last epoch: no metrics.json, export/ or reports),
+    the run was refused by its resume as finished and nothing wrote them. The resume trains
+    nothing (the checkpoint is untouched) and writes the same evaluation, reports and export."""
+    run, _ = run
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    metrics = json.loads((copy / "metrics.json").read_text())
+    finished = run_cli("train.py", f"ckpt_path={copy}/checkpoints/last.ckpt")
+    assert finished.returncode == 1 and "nothing would train" in finished.stderr
+    for name in ("metrics.json", "export", "confusion_matrix.json", "pr_f1.png"):
+        shutil.rmtree(copy / name) if (copy / name).is_dir() else (copy / name).unlink()
+    last = (copy / "checkpoints/last.ckpt").read_bytes()
+    done = run_cli("train.py", f"ckpt_path={copy}/checkpoints/last.ckpt")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (copy / "checkpoints/last.ckpt").read_bytes() == last
+    assert "the run stopped before its end (no metrics.json)" in (copy / "train.log").read_text()
+    again = json.loads((copy / "metrics.json").read_text())
+    assert again["weights"] == metrics["weights"]
+    assert [again[k] for k in METRIC_KEYS] == pytest.approx([metrics[k] for k in METRIC_KEYS])
+    meta = json.loads((copy / "export/metadata.json").read_text())
+    assert meta["source"]["trained"] == torch.load(copy / "weights/best.pt", weights_only=True)["trained"]
+    assert (copy / "confusion_matrix.json").is_file() and (copy / "pr_f1.png").is_file()
 
 
 def test_resume_continues_the_runs_config_and_refuses_another_model(run):

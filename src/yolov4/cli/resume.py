@@ -23,6 +23,7 @@ import torch
 from omegaconf import OmegaConf
 
 from yolov4.errors import ConfigError
+from yolov4.evaluation import METRICS_FILE
 from yolov4.training.requeue import REQUEUE_FILE
 from yolov4.training.resume import config_changes, format_changes, unresumable
 
@@ -149,11 +150,15 @@ def refuse_trained_run_dir(run: Path) -> None:
             "or remove that folder to train there again"
         )
     if found:
+        more = (
+            "add trainer.max_epochs=... to train longer"
+            if (run / METRICS_FILE).is_file()
+            else f"it stopped before its end, no {METRICS_FILE}: the resume finishes it"
+        )
         raise ConfigError(
             f"hydra.run.dir={run} holds a trained run ({', '.join(str(p) for p in found)}): a new "
             f"run there would replace its weights, checkpoints and config. Resume it with "
-            f"python train.py ckpt_path={last} (add trainer.max_epochs=... to train longer), or "
-            "give another hydra.run.dir"
+            f"python train.py ckpt_path={last} ({more}), or give another hydra.run.dir"
         )
 
 
@@ -171,9 +176,12 @@ def trained_so_far(ckpt_path: str) -> tuple[int, int] | None:
 
 def refuse_finished(run: Path, ckpt: str, trainer: dict[str, Any]) -> None:
     """A :class:`ConfigError` when ``ckpt`` has already trained the resumed config's
-    ``trainer.max_epochs`` (or ``max_steps``): Lightning would train nothing and the run's files
-    would be evaluated and exported again under a rewritten config; the message says how to
-    train longer. Checked before Hydra writes anything."""
+    ``trainer.max_epochs`` (or ``max_steps``) and the run finished (its ``metrics.json``,
+    written last): Lightning would train nothing and the run's files would be evaluated and
+    exported again under a rewritten config; the message says how to train longer. A run
+    stopped after its last epoch (no ``metrics.json``) passes: its resume trains nothing and
+    writes the final evaluation, reports and export (logged). Checked before Hydra writes
+    anything."""
     done = trained_so_far(ckpt)
     if done is None:
         return
@@ -186,6 +194,13 @@ def refuse_finished(run: Path, ckpt: str, trainer: dict[str, Any]) -> None:
         reached = f"trainer.max_epochs={max_epochs} (it has trained {epochs} epochs)"
         more = f"trainer.max_epochs={epochs + max(1, epochs // 2)}"
     else:
+        return
+    if not (run / METRICS_FILE).is_file():
+        RESUME_LOG.append(
+            f"resume of {run}: {ckpt} has reached {reached}, and the run stopped before its "
+            f"end (no {METRICS_FILE}): nothing trains; the final evaluation, reports and "
+            "export are written"
+        )
         return
     raise ConfigError(
         f"resume of {run}: {ckpt} has already reached {reached}: nothing would train. To train "

@@ -229,15 +229,18 @@ def write_outputs(
     result: EvaluationResult,
     metrics: dict[str, Any],
 ) -> None:
-    """Rank 0's end of the run: ``metrics.json``, the analysis files, the export artifact of
-    ``metrics["weights"]`` (with ``cfg.export``), the final evaluation in the log and loggers."""
+    """Rank 0's end of the run: the analysis files, the export artifact of
+    ``metrics["weights"]`` (with ``cfg.export``), then ``metrics.json`` (a run without it did
+    not finish), the final evaluation in the log and loggers."""
     out = Path(cfg.paths.output_dir)
     weights = metrics["weights"]
-    write_json(out / METRICS_FILE, metrics)
     # the analysis files of the final validation (every rank's detections, deduplicated)
     write_analysis(out, datamodule.val_coco, result, analysis, val_image_files(datamodule))
     if cfg.get("export"):
         export_artifact(out / weights["file"], out / EXPORT_DIR, formats=list(cfg.export.formats))
+    # last: a run with metrics.json has finished; one without it (stopped after its last
+    # epoch) is finished by its resume (yolov4.cli.resume.refuse_finished)
+    write_json(out / METRICS_FILE, metrics)
     log.info(
         "final evaluation of %s (epoch %s, step %s, %s weights), what %s holds:\n%s",
         weights["file"],
