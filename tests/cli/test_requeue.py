@@ -4,6 +4,7 @@ with the same training state as a run never stopped, bit for bit on CPU."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -98,6 +99,41 @@ def test_sigusr1_checkpoints_requeues_and_the_resubmitted_job_ends_bit_equal(
     assert final["epoch"] == uninterrupted["epoch"]
     assert_same_training_state(final, uninterrupted)
     assert not (tmp_path / "job/checkpoints" / REQUEUE_FILE).exists()  # a finished run
+
+
+def test_a_signal_in_the_final_evaluation_requeues_a_job_that_finishes_the_run(
+    compose_cfg, tiny_run, tmp_path, fake_slurm, monkeypatch
+):
+    """SLURM's warning while the run evaluated and exported its weights (after training, where
+    the requeue handlers were gone) killed the job: no metrics.json or export, nothing requeued.
+    It is requeued with requeue.ckpt the fit's last checkpoint, and the same job trains nothing
+    and writes the final phase."""
+    import yolov4.cli.train as train_cli
+
+    overrides = [*tiny_run, "trainer.max_epochs=1", "export.formats=[onnx]"]
+    job = compose_cfg("train", overrides, tmp_path / "job")
+    analysis = train_cli.write_analysis
+
+    def signalled(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGUSR1)  # the handler raises before this returns
+
+    monkeypatch.setattr(train_cli, "write_analysis", signalled)
+    with pytest.raises(Requeued) as stopped:
+        train(job)
+    assert stopped.value.code == 128 + signal.SIGUSR1
+    assert fake_slurm.read_text().split() == ["requeue", "4242"]
+    checkpoints = tmp_path / "job/checkpoints"
+    assert os.path.samefile(checkpoints / REQUEUE_FILE, checkpoints / "last.ckpt")
+    assert not (tmp_path / "job/metrics.json").exists()
+    assert signal.getsignal(signal.SIGUSR1) is signal.SIG_DFL  # the handlers are given back
+    last = (checkpoints / "last.ckpt").read_bytes()
+
+    monkeypatch.setattr(train_cli, "write_analysis", analysis)
+    metrics = train(compose_cfg("train", overrides, tmp_path / "job"))  # SLURM's rerun
+    assert (checkpoints / "last.ckpt").read_bytes() == last  # nothing trained
+    assert json.loads((tmp_path / "job/metrics.json").read_text())["weights"] == metrics["weights"]
+    assert (tmp_path / "job/export/model.onnx").is_file()
+    assert not (checkpoints / REQUEUE_FILE).exists()  # a finished run
 
 
 def test_unknown_signal_name_is_a_config_error(tmp_path):

@@ -15,6 +15,7 @@ of the command, refused changes) and :mod:`yolov4.training.resume` (the checkpoi
 from __future__ import annotations
 
 import logging
+from contextlib import nullcontext
 from inspect import signature
 from pathlib import Path
 from typing import Any
@@ -53,7 +54,7 @@ from yolov4.training.callbacks import (
 from yolov4.training.module import YoloModule
 from yolov4.training.noise import precision_note, quiet_lightning
 from yolov4.training.precision import AUTO, check_accelerator, resolve_precision
-from yolov4.training.requeue import launcher_topology, requeue_checkpoint
+from yolov4.training.requeue import Requeue, launcher_topology, requeue_checkpoint
 from yolov4.training.resume import (
     check_resume_fits,
     check_saved_cfg_file,
@@ -146,10 +147,13 @@ def train(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> d
     # override only an unset weights_only; older Lightning rely on the check above
     safe = {"weights_only": True} if "weights_only" in signature(trainer.fit).parameters else {}
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, **safe)
-    result, weights = final_evaluation(cfg, trainer, module, datamodule)
-    metrics = {**result.to_dict(), "weights": weights}
-    if trainer.is_global_zero:
-        write_outputs(cfg, trainer, datamodule, analysis, result, metrics)
+    # a requeue signal from here on: requeue.ckpt is the fit's last checkpoint (nothing to train)
+    requeue = next((c for c in trainer.callbacks if isinstance(c, Requeue)), None)
+    with requeue.final_phase(trainer) if requeue is not None else nullcontext():
+        result, weights = final_evaluation(cfg, trainer, module, datamodule)
+        metrics = {**result.to_dict(), "weights": weights}
+        if trainer.is_global_zero:
+            write_outputs(cfg, trainer, datamodule, analysis, result, metrics)
     return metrics
 
 

@@ -14,7 +14,10 @@ The checkpoint is taken mid-epoch, where Lightning restarts the epoch's DataLoad
 batch. The callback makes the train loader skip the batches the saved state has already trained
 on (they are loaded and dropped, so the epoch's shuffle and augmentation random streams advance
 exactly as in an uninterrupted run): without persistent workers the resumed run is bit-equal to
-an uninterrupted one. A fit that ends normally deletes ``requeue.ckpt``.
+an uninterrupted one. A fit that ends normally deletes ``requeue.ckpt``. A signal in the run's
+final phase (evaluation, reports, export: :meth:`Requeue.final_phase`) stops it with
+``requeue.ckpt`` the fit's last checkpoint, which the requeued job resumes to train nothing and
+write that phase again.
 
 Lightning's own SLURM auto-requeue (``SLURMEnvironment``) saves ``hpc_ckpt_N.ckpt`` from inside
 the signal handler and reloads it with Lightning's loader; this callback replaces those handlers
@@ -28,11 +31,16 @@ import os
 import signal
 import subprocess
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 from torch.utils.data import DataLoader
+
+from yolov4.training.callbacks import link_file
 
 __all__ = ["Requeue", "Requeued", "requeue_checkpoint", "launcher_topology", "REQUEUE_FILE"]
 
@@ -195,6 +203,12 @@ class Requeue(L.Callback):
             "%s at step %d: saved %s; the same command in the same run directory resumes from it "
             "(or ckpt_path=%s)", name, trainer.global_step, path, path,
         )  # fmt: skip
+        self._requeue_job(trainer)
+        self._restore()
+        raise Requeued(128 + int(signum))
+
+    def _requeue_job(self, trainer: L.Trainer) -> None:
+        """``scontrol requeue`` of this SLURM job (array task) from rank 0, when asked to."""
         job = os.environ.get("SLURM_ARRAY_JOB_ID")
         job = (
             f"{job}_{os.environ['SLURM_ARRAY_TASK_ID']}" if job else os.environ.get("SLURM_JOB_ID")
@@ -205,7 +219,46 @@ class Requeue(L.Callback):
                 log.warning("requeued SLURM job %s", job)
             else:
                 log.error("scontrol requeue %s failed: %s", job, done.stderr.strip())
+
+    # --- after the fit: the run's final evaluation, reports and export ---
+    @contextmanager
+    def final_phase(self, trainer: L.Trainer) -> Iterator[None]:
+        """Around the run's final phase (after ``trainer.fit``): one of ``signals`` there stops
+        the run as during training, with ``requeue.ckpt`` the fit's last checkpoint (a hard
+        link of ``last.ckpt``; nothing is left to train), so the requeued job, or the same
+        command, trains nothing and writes the final phase again (``metrics.json`` is written
+        last: :mod:`yolov4.cli.resume`). Without a ``last.ckpt`` the run stops saying so."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        for s in self.signals:
+            self._previous[s] = signal.signal(s, partial(self._stop_final_phase, trainer))
+        try:
+            yield
+        finally:
+            self._restore()
+
+    def _stop_final_phase(self, trainer: L.Trainer, signum: int, frame: Any) -> None:
         self._restore()
+        name = signal.Signals(signum).name
+        callback = trainer.checkpoint_callback
+        last = Path(getattr(callback, "last_model_path", "") or self.dirpath / "last.ckpt")
+        if not last.is_file():
+            log.warning(
+                "%s in the run's final evaluation and export: stopped; there is no %s to finish "
+                "the run from (python evaluate.py and export.py score and export its weights)",
+                name, last,
+            )  # fmt: skip
+            raise Requeued(128 + int(signum))
+        if trainer.is_global_zero:
+            path = self.dirpath / REQUEUE_FILE
+            link_file(last, path)
+            log.warning(
+                "%s in the run's final evaluation and export (training had ended): %s is %s; "
+                "the same command in the same run directory writes the final evaluation, "
+                "reports and export (nothing trains)", name, path, last.name,
+            )  # fmt: skip
+        self._requeue_job(trainer)
         raise Requeued(128 + int(signum))
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: Any) -> None:
