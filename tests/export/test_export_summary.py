@@ -40,6 +40,27 @@ def test_summary_lines_per_file():
     ]
 
 
+def test_accuracy_lines_give_the_map_drop_beside_the_map50_gate():
+    """The labelled gate is on mAP50; the summary showed only it, while INT8 can lose more of
+    the mAP over IoU 0.5:0.95 (better boxes), which metadata records: both are printed."""
+    acc = {
+        "gate": "map50", "subset": "synthetic val, 4 images", "images": 4,
+        "fp32": {"mAP50": 0.8123, "mAP": 0.5012}, "int8": {"mAP50": 0.8101, "mAP": 0.4788},
+        "mAP50_drop_points": 0.22, "gate_points": 1.0,
+    }  # fmt: skip
+    agreement = {
+        "gate": "agreement", "subset": "photos: 3 unlabelled images", "minimum_f1": 0.9,
+        "agreement": {"f1": 0.95, "boxes": 20, "fp32_boxes": 21},
+    }  # fmt: skip
+    meta = {"precisions": {"fp32": {}, "int8": {"accuracy": acc}, "bf16": {"accuracy": agreement}}}
+    assert export_cli._accuracy_lines(meta) == [
+        "int8: mAP50 81.01 (fp32 81.23, drop 0.22 points, gate 1.0), mAP 47.88 (fp32 50.12) on "
+        "synthetic val, 4 images",
+        "bf16: agreement with fp32 F1 0.950 (20 vs 21 boxes, gate F1 >= 0.9) on photos: 3 "
+        "unlabelled images",
+    ]
+
+
 @pytest.mark.slow
 def test_untrained_model_int8_says_no_boxes_to_compare(overfit, tmp_path, capsys, caplog):
     """An untrained network scores no box over 0.25 on the photos: INT8 is exported (its

@@ -283,21 +283,8 @@ def export(cfg: DictConfig) -> Path:
             p["max_abs_diff"],
             p["max_rel_diff"],
         )
-    for name, entry in meta.get("precisions", {}).items():
-        acc = entry.get("accuracy")
-        if acc and acc.get("gate") == "agreement":
-            found = acc["agreement"]
-            f1 = found.get("note") if found["f1"] is None else f"F1 {found['f1']:.3f}"
-            print(
-                f"{name}: agreement with fp32 {f1} ({found['boxes']} vs {found['fp32_boxes']} "
-                f"boxes, gate F1 >= {acc['minimum_f1']}) on {acc['subset']}"
-            )
-        elif acc:
-            print(
-                f"{name}: mAP50 {100 * acc[name]['mAP50']:.2f} (fp32 {100 * acc['fp32']['mAP50']:.2f},"
-                f" drop {acc['mAP50_drop_points']:.2f} points, gate {acc['gate_points']}) on "
-                f"{acc['subset']}"
-            )
+    for line in _accuracy_lines(meta):
+        print(line)
     print(
         f"exported {meta['model']['name']} {source_file(cfg)} -> {path} "
         f"({', '.join(meta['files'])}), input {meta['input_size']}, "
@@ -306,6 +293,29 @@ def export(cfg: DictConfig) -> Path:
     )
     print("\n".join(_summary(meta)))
     return path
+
+
+def _accuracy_lines(meta: dict[str, Any]) -> list[str]:
+    """One line per reduced precision of the artifact's ``meta``: its gate's numbers (mAP50 and
+    mAP against fp32's, or its agreement with fp32's boxes)."""
+    lines = []
+    for name, entry in meta.get("precisions", {}).items():
+        acc = entry.get("accuracy")
+        if acc and acc.get("gate") == "agreement":
+            found = acc["agreement"]
+            f1 = found.get("note") if found["f1"] is None else f"F1 {found['f1']:.3f}"
+            lines.append(
+                f"{name}: agreement with fp32 {f1} ({found['boxes']} vs {found['fp32_boxes']} "
+                f"boxes, gate F1 >= {acc['minimum_f1']}) on {acc['subset']}"
+            )
+        elif acc:
+            lines.append(
+                f"{name}: mAP50 {100 * acc[name]['mAP50']:.2f} (fp32 "
+                f"{100 * acc['fp32']['mAP50']:.2f}, drop {acc['mAP50_drop_points']:.2f} points, "
+                f"gate {acc['gate_points']}), mAP {100 * acc[name]['mAP']:.2f} (fp32 "
+                f"{100 * acc['fp32']['mAP']:.2f}) on {acc['subset']}"
+            )
+    return lines
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="export")
