@@ -122,24 +122,8 @@ def train(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> d
     if resume is not None:
         check_resume_fits(*resume, module.model, datamodule.class_names)
         ckpt_path, resume = str(resume[0]), None  # drop the tensors: Lightning reads the file
-    loggers = build_all(cfg, "logger")
     _log_short_runs(cfg, datamodule)
-    callbacks = [*build_all(cfg, "callbacks"), *(extra_callbacks or [])]
-    if not loggers:  # logger=none: nothing to monitor the lr into (Lightning would refuse)
-        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
-    # under the submitit launcher a job's processes are its tasks: trainer.num_nodes/devices
-    topology = launcher_topology()
-    if topology:
-        log.info("submitit launcher: %s", topology)
-    trainer: L.Trainer = build(
-        cfg,
-        "trainer",
-        callbacks=callbacks,
-        logger=loggers or False,
-        precision=precision,
-        plugins=[AtomicCheckpointIO()],  # checkpoints renamed into place beside themselves
-        **topology,
-    )
+    trainer = build_trainer(cfg, precision, extra_callbacks)
     log_what_runs(cfg, trainer, module, datamodule)
     if trainer.is_global_zero:
         log_config(trainer.loggers, to_builtin(cfg))
@@ -155,6 +139,30 @@ def train(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> d
         if trainer.is_global_zero:
             write_outputs(cfg, trainer, datamodule, analysis, result, metrics)
     return metrics
+
+
+def build_trainer(
+    cfg: DictConfig, precision: Any, extra_callbacks: list[L.Callback] | None = None
+) -> L.Trainer:
+    """``cfg.trainer`` with the loggers and callbacks of ``cfg`` (and ``extra_callbacks``), the
+    resolved ``precision``, atomic checkpoint writes and the submitit launcher's topology."""
+    loggers = build_all(cfg, "logger")
+    callbacks = [*build_all(cfg, "callbacks"), *(extra_callbacks or [])]
+    if not loggers:  # logger=none: nothing to monitor the lr into (Lightning would refuse)
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
+    # under the submitit launcher a job's processes are its tasks: trainer.num_nodes/devices
+    topology = launcher_topology()
+    if topology:
+        log.info("submitit launcher: %s", topology)
+    return build(
+        cfg,
+        "trainer",
+        callbacks=callbacks,
+        logger=loggers or False,
+        precision=precision,
+        plugins=[AtomicCheckpointIO()],  # checkpoints renamed into place beside themselves
+        **topology,
+    )
 
 
 def _check_limits(cfg: DictConfig) -> None:
