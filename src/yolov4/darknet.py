@@ -176,7 +176,8 @@ def _fit_hint(model: YOLOv4, found: int) -> str:
             hints.append(
                 f"it holds exactly the first {k + 1} convolutional layers (darknet layers 0-{i}) "
                 f"of this model, like darknet's partial backbone files (*.conv.N): load it with "
-                f"upto={convs[k + 1][0]} or backbone_only=True"
+                f"upto={convs[k + 1][0]} or backbone_only=True (train.py: name it *.conv."
+                f"{convs[k + 1][0]}, or module.pretrained_backbone_only=true)"
             )
             break
     if not hints:

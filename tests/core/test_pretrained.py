@@ -25,6 +25,7 @@ def source(randomize):
 def test_conv_cutoff_is_read_from_the_name():
     assert conv_cutoff("weights/yolov4.conv.137") == 137
     assert conv_cutoff("yolov4-tiny.conv.29") == 29
+    assert conv_cutoff("yolov4-tiny.conv.29.weights") == 29  # renamed by users, as darknet's
     assert conv_cutoff("yolov4.weights") is None and conv_cutoff("model.conv.pt") is None
 
 

@@ -248,6 +248,44 @@ CASES = {
         "size",
         r"set twice \(first on line \d+\)",
     ),
+    # a [net] typo built the network at darknet's default size (widht=) or stretched the
+    # images of a letterboxed network (letterbox=), silently
+    "net key typo": (
+        BASE.replace("channels=3", "channels=3\nwidht=96"),
+        -1,
+        "net",
+        "widht",
+        r"not a key of darknet's \[net\] section; did you mean width\?",
+    ),
+    "net key typo letterbox": (
+        BASE.replace("channels=3", "channels=3\nletterbox=1"),
+        -1,
+        "net",
+        "letterbox",
+        "did you mean letter_box",
+    ),
+    # [yolo] values the loss does not take named the config key, not the cfg's line
+    "iou_loss typo in one layer": (
+        nth(BASE, YOLO1, YOLO1 + "iou_loss=cio\n", 2),
+        10,
+        "yolo",
+        "iou_loss",
+        r"must be one of \['mse', 'iou', 'giou', 'diou', 'ciou'\], got 'cio'",
+    ),
+    "yolo value out of range": (
+        nth(BASE, YOLO1, YOLO1 + "ignore_thresh=1.7\n", 2),
+        10,
+        "yolo",
+        "ignore_thresh",
+        r"model.ignore_thresh must be a number in \[0, 1\], got 1.7",
+    ),
+    "truth_thresh below 1": (
+        nth(BASE, YOLO1, YOLO1 + "truth_thresh=.9\n"),
+        6,
+        "yolo",
+        "truth_thresh",
+        r"darknet's truth_thresh < 1, .* is not implemented\), got 0.9",
+    ),
 }
 
 
@@ -259,6 +297,15 @@ def test_unsupported_cfg_names_file_line_section_and_key(case, tmp_path):
     where = f"{path}:{line_in(text, layer, key)}: [{section}]" + (f" {key}" if key else "")
     with pytest.raises(ConfigError, match=re.escape(where) + r":? .*" + message):
         build_model(cfg=path, num_classes=None)
+
+
+def test_values_are_compared_as_darknet_reads_them():
+    """A tab inside anchors (darknet strips every blank) or 10.0 for 10 made two [yolo] layers
+    "differ"; a line before [net] said only that it could not be parsed."""
+    text = nth(BASE, "anchors=4,6, 8,8", "anchors =\t4.0,6,\t8,8", 2)
+    assert build_model(cfg=text).config.anchors == build_model(cfg=BASE).config.anchors
+    with pytest.raises(ConfigError, match=r":1: 'batch=1' comes before any section; a darknet"):
+        build_model(cfg="batch=1\n" + BASE)
 
 
 def test_no_yolo_layer_names_the_file(tmp_path):

@@ -61,8 +61,9 @@ class Pretrained:
 
 
 def conv_cutoff(path: str | os.PathLike) -> int | None:
-    """``yolov4.conv.137`` -> 137 (darknet's partial files name their layer cut-off); else None."""
-    name = Path(path).name
+    """``yolov4.conv.137`` (or ``yolov4.conv.137.weights``) -> 137: darknet's partial files
+    name their layer cut-off; else None."""
+    name = Path(path).name.removesuffix(".weights")
     if ".conv." not in name:
         return None
     tail = name.rsplit(".conv.", 1)[-1]

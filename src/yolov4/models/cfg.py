@@ -16,6 +16,7 @@ that only concern darknet's own training loop are listed in ``TRAINING_KEYS`` an
 
 from __future__ import annotations
 
+import difflib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -89,6 +90,24 @@ LAYER_KEYS: dict[str, set[str]] = {
     },
 }
 TRAINING_KEYS = {"stopbackward", "jitter", "random", "resize", "max"}
+# [net] keys the network reads (its input; darknet's resize mode, yolov4.inference.darknet)
+NET_KEYS = {"width", "height", "channels", "letter_box"}
+# the other [net] keys darknet reads (src/parser.c, parse_net_options): its training loop's
+# batch, optimizer, schedule and augmentation, kept verbatim and used by the zoo's experiment=
+# recipes only; any other key in [net] is a typo darknet would ignore ("Unused field")
+NET_TRAINING_KEYS = {
+    "B1", "B2", "adam", "adversarial_lr", "angle", "aspect", "attention", "augment_speed",
+    "badlabels_rejection_percentage", "batch", "blur", "burn_in", "contrastive",
+    "contrastive_color", "contrastive_jit_flip", "cutmix", "decay", "dynamic_minibatch",
+    "ema_alpha", "eps", "equidistant_point", "exposure", "flip", "gamma", "gaussian_noise", "hue",
+    "inputs", "label_smooth_eps", "learning_rate", "learning_rate_min", "loss_scale",
+    "max_batches", "max_chart_loss", "max_crop", "min_crop", "mixup", "momentum", "mosaic",
+    "mosaic_bound", "num_sigmas_reject_badlabels", "optimized_memory", "policy", "power",
+    "resize_step", "saturation", "scale", "scales", "seq_scales", "sequential_subdivisions",
+    "sgdr_cycle", "sgdr_mult", "step", "steps", "subdivisions", "time_steps", "track",
+    "try_fix_nan", "unsupervised", "use_cuda_graph", "weights_reject_freq",
+    "workspace_size_limit_MB",
+}  # fmt: skip
 
 
 @dataclass
@@ -173,13 +192,34 @@ def parse_cfg(text: str, source: str = "<cfg>") -> list[Section]:
                     f"{source}:{number}: [{section.kind}] {key}: set twice "
                     f"(first on line {section.lines[key]})"
                 )
-            section.options[key] = value.replace(" ", "")
+            section.options[key] = "".join(value.split())  # darknet strips every blank
             section.lines[key] = number
+        elif "=" in line:
+            raise ConfigError(
+                f"{source}:{number}: {raw.strip()!r} comes before any section; a darknet cfg "
+                "starts with a [net] section"
+            )
         else:
             raise ConfigError(f"{source}:{number}: cannot parse cfg line {raw.strip()!r}")
     if not sections or sections[0].kind not in ("net", "network"):
         raise ConfigError(f"{source}: a darknet cfg starts with a [net] section")
+    _check_net_keys(sections[0])
     return sections
+
+
+def _check_net_keys(net: Section) -> None:
+    """A ``[net]`` key darknet does not read (``widht=``, ``letterbox=``) silently changed
+    nothing there: refused naming the line, with the nearest known key."""
+    known = NET_KEYS | NET_TRAINING_KEYS
+    for key in net.options:
+        if key not in known:
+            near = difflib.get_close_matches(key, sorted(known), n=1)
+            hint = f"did you mean {near[0]}? " if near else ""
+            raise net.error(
+                key,
+                f"not a key of darknet's [net] section; {hint}the network reads "
+                f"{sorted(NET_KEYS)}, the others are darknet's training settings",
+            )
 
 
 def read_zoo_cfg(name: str) -> str:

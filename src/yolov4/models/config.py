@@ -124,7 +124,17 @@ class ModelConfig:
                 f"model.strides of {source} are {derived_strides} (fixed by the network), "
                 f"got {list(values['strides'])}"
             )
-        return cls.from_dict(values)
+        try:
+            return cls.from_dict(values)
+        except ConfigError as e:  # a [yolo] value of the cfg itself: name its line
+            key = str(e).split(" ", 1)[0].removeprefix("model.")
+            found = [y for y in sections if y.kind == "yolo" and key in y.options]
+            if key in overrides or not found:
+                raise
+            got = str(e).rsplit("got ", 1)[-1].strip("'\"")
+            bad = [y for y in found if _same_value(y.options[key], got)] or found
+            lines = ", ".join(str(y.lines[key]) for y in bad)
+            raise ConfigError(f"{source}:{lines}: [yolo] {key}: {e}") from None
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> ModelConfig:
@@ -237,6 +247,12 @@ class ModelConfig:
             for value in getattr(self, key):
                 if value is None and key in ("iou_thresh", "max_delta"):
                     continue
+                if key == "truth_thresh" and isinstance(value, float | int) and value < 1:
+                    raise ConfigError(
+                        f"model.truth_thresh must be >= 1 (darknet's truth_thresh < 1, which "
+                        f"makes every anchor over that IoU with a box a positive, is not "
+                        f"implemented), got {value!r}"
+                    )
                 _check_number(key, value, lo, hi, inclusive)
         _check_number("beta_nms", self.beta_nms, 0.0, float("inf"), False)
         for key in ("new_coords", "letter_box"):
@@ -294,6 +310,14 @@ class ModelConfig:
             return [plain(i) for i in x] if isinstance(x, (tuple, list)) else x
 
         return {k: plain(v) for k, v in dataclasses.asdict(self).items()}
+
+
+def _same_value(raw: str, got: str) -> bool:
+    """Whether a cfg value ``raw`` is the ``got`` a message names (``.9`` is ``0.9``)."""
+    try:
+        return float(raw) == float(got)
+    except ValueError:
+        return raw == got
 
 
 def _check_number(key: str, value: Any, lo: float, hi: float, inclusive: bool) -> None:

@@ -70,7 +70,11 @@ def _yolo_value(s: Section, key: str, default: Any) -> Any:
             raise s.error(key, f"must be 0 or 1, got {value}")
         return bool(value)
     if key in ("iou_loss", "nms_kind"):
-        return s.options[key]
+        value = s.options[key]
+        allowed = IOU_LOSSES if key == "iou_loss" else tuple(NMS_KINDS)
+        if value not in allowed:
+            raise s.error(key, f"must be one of {list(allowed)}, got {value!r}")
+        return value
     value = s.get_float(key)
     if key == "iou_thresh" and value >= 1.0:
         return None  # darknet's 1.0: no extra anchors
@@ -110,10 +114,12 @@ def read_yolo_keys(sections: list[Section], name: str) -> dict[str, Any]:
     values["input_size"] = [net.get_int("height", 416), net.get_int("width", 416)]
     values["letter_box"] = bool(net.get_int("letter_box", 0))
     values["strides"] = [layers[i - 1].stride for i in heads]
-    for key in ("classes", "num", "anchors"):
-        raws = {y.options.get(key) for y in yolos}
-        if len(raws) > 1:
-            other = next(y for y in yolos if y.options.get(key) != first.options.get(key))
+    for key, read in (("classes", Section.get_int), ("num", Section.get_int),
+                      ("anchors", Section.get_floats)):  # fmt: skip
+        # by value, as darknet reads them: "10.0,14" is "10,14"
+        found = [read(y, key) if key in y.options else None for y in yolos]
+        other = next((y for y, v in zip(yolos, found) if v != found[0]), None)
+        if other is not None:
             raise other.error(
                 key, f"differs from {first.where(key)}: every [yolo] layer must agree"
             )
