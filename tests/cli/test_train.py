@@ -17,9 +17,10 @@ from pycocotools.cocoeval import COCOeval
 from yolov4 import ConfigError, build_model, load_checkpoint, save_checkpoint
 from yolov4.cli.evaluate import evaluate
 from yolov4.cli.train import train
-from yolov4.darknet import save_darknet_weights
+from yolov4.darknet import save_darknet_weights, write_darknet_cfg
 from yolov4.evaluation import METRIC_KEYS
 from yolov4.export.artifact import export_artifact
+from yolov4.inference.darknet import DARKNET_PAD_VALUE
 
 
 @pytest.fixture(scope="module")
@@ -278,19 +279,24 @@ def test_darknet_weights_and_checkpoint_give_the_same_metrics(
 ):
     torch.manual_seed(3)
     model = randomize(build_model("yolov4-tiny", num_classes=4), seed=3)
-    preprocess = {"input_size": [64, 64], "mode": "letterbox"}
+    # darknet's letterbox border (0.5 grey), which darknet_weights= are fed with
+    preprocess = {"input_size": [64, 64], "mode": "letterbox", "pad_value": DARKNET_PAD_VALUE}
     ckpt = save_checkpoint(
         tmp_path / "m.pt", model, ["circle", "rectangle", "triangle", "cross"], preprocess
     )
     weights = save_darknet_weights(model, tmp_path / "m.weights")
-    data = [o for o in tiny_run if o.startswith("data.")]
+    # the cfg darknet would run: 64 px (darknet_weights= are fed at their cfg's size)
+    cfg_file = tmp_path / "m.cfg"
+    cfg_file.write_text(write_darknet_cfg(model, input_size=(64, 64), letter_box=True))
+    data = [o for o in tiny_run if o.startswith("data.") and "input_size" not in o]
     from_ckpt = evaluate(compose_cfg("evaluate", [f"checkpoint={ckpt}", *data], tmp_path / "a"))
     from_darknet = evaluate(
         compose_cfg(
             "evaluate",
             [
                 f"darknet_weights={weights}",
-                "model=yolov4-tiny",
+                "model=darknet",
+                f"model.cfg={cfg_file}",
                 "darknet_resize_mode=letterbox",
                 *data,
             ],
@@ -435,6 +441,32 @@ def test_darknet_weights_are_resized_as_their_cfg_trained_them(
 
     cfg = compose_cfg("evaluate", ["darknet_weights=x.weights", *overrides], tmp_path)
     assert darknet_resize_mode(cfg) == expected
+
+
+def test_darknet_weights_are_scored_at_their_cfgs_size_with_darknets_border(
+    compose_cfg, tmp_path, monkeypatch
+):
+    """evaluate.py scored darknet_weights= at data.input_size (synthetic's 256, coco's 608)
+    while predict.py and export.py ran them at the cfg's [net] size, and letterboxed them with
+    the project's 114 border where darknet fills 0.5: now as darknet's `detector map`, unless
+    the command gives data.input_size."""
+    import yolov4.cli.evaluate as evaluate_cli
+
+    text = write_darknet_cfg(build_model("yolov4-tiny", num_classes=4), input_size=(128, 160))
+    (tmp_path / "mine.cfg").write_text(text)
+    args = ["darknet_weights=x.weights", "model=darknet", f"model.cfg={tmp_path / 'mine.cfg'}"]
+    cfg = compose_cfg("evaluate", [*args, "data=synthetic"], tmp_path)
+    found = evaluate_cli._darknet_preprocess(cfg)
+    assert found["preprocess"] == {
+        "input_size": [128, 160], "mode": "stretch", "pad_value": DARKNET_PAD_VALUE
+    }  # fmt: skip
+    assert DARKNET_PAD_VALUE == 127  # darknet's 0.5 grey: 127.5, in uint8
+    csp = compose_cfg("evaluate", ["darknet_weights=x.weights", "model=yolov4-csp"], tmp_path)
+    assert evaluate_cli._darknet_preprocess(csp)["preprocess"]["mode"] == "letterbox"
+    asked = [*args, "data=synthetic", "data.input_size=[96,96]"]
+    monkeypatch.setattr(evaluate_cli, "run_overrides", lambda: asked)
+    cfg = compose_cfg("evaluate", asked, tmp_path)
+    assert evaluate_cli._darknet_preprocess(cfg)["input_size"] == [96, 96]
 
 
 def test_evaluate_writes_the_confusion_matrix_and_pr_f1_files(

@@ -151,7 +151,10 @@ def test_a_run_killed_after_its_last_epoch_is_finished_by_its_resume(run, tmp_pa
     assert again["weights"] == metrics["weights"]
     assert [again[k] for k in METRIC_KEYS] == pytest.approx([metrics[k] for k in METRIC_KEYS])
     meta = json.loads((copy / "export/metadata.json").read_text())
-    assert meta["source"]["trained"] == torch.load(copy / "weights/best.pt", weights_only=True)["trained"]
+    assert (
+        meta["source"]["trained"]
+        == torch.load(copy / "weights/best.pt", weights_only=True)["trained"]
+    )
     assert (copy / "confusion_matrix.json").is_file() and (copy / "pr_f1.png").is_file()
 
 

@@ -37,6 +37,7 @@ from yolov4.evaluation.coco import DEFAULT_COCO_BACKEND
 from yolov4.evaluation.reports import write_reports
 from yolov4.evaluation.worst import val_image_files
 from yolov4.inference import Predictor
+from yolov4.inference.darknet import darknet_preprocess
 from yolov4.inference.darknet import darknet_resize_mode as resize_mode_of
 from yolov4.models import ModelConfig
 from yolov4.training.anchors import run_overrides
@@ -173,6 +174,30 @@ def darknet_resize_mode(cfg: DictConfig) -> str:
     return resize_mode_of(model_network(cfg))
 
 
+def _darknet_preprocess(cfg: DictConfig) -> dict[str, Any]:
+    """The data overrides that feed ``darknet_weights=`` as darknet does (``detector map``): the
+    cfg's ``[net]`` size unless the command gives ``data.input_size``, its resize mode
+    (:func:`darknet_resize_mode`) and darknet's letterbox border; logged."""
+    network = model_network(cfg)
+    given = {o.lstrip("+").split("=", 1)[0] for o in run_overrides()}
+    size = to_builtin(cfg.data.get("input_size")) if "data.input_size" in given else None
+    if isinstance(size, int):
+        size = [size, size]
+    preprocess = darknet_preprocess(network, size, darknet_resize_mode(cfg))
+    log.info(
+        "darknet_weights: input %s (%s), %s",
+        "x".join(map(str, preprocess["input_size"])),
+        "data.input_size" if size else f"the cfg's [net] height and width of {network.name}",
+        preprocess["mode"],
+    )
+    return {
+        "preprocess": preprocess,
+        "input_size": preprocess["input_size"],
+        "resize_mode": preprocess["mode"],
+        "size_multiple": network.max_stride,
+    }
+
+
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """COCO evaluation of ``checkpoint=``, ``darknet_weights=`` or ``artifact=``; returns the
     ``metrics.json`` payload. Builds the network and the validation only: no loss, no EMA, no
@@ -213,10 +238,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
                 input_size=list(ckpt.preprocess.input_size),
                 resize_mode=ckpt.preprocess.mode,
             )
-    else:  # darknet weights: resized as darknet trained them (the cfg's letter_box)
-        data_overrides.update(
-            resize_mode=darknet_resize_mode(cfg), size_multiple=model_network(cfg).max_stride
-        )
+    else:  # darknet weights: fed as darknet feeds them (the cfg's size, letter_box, border)
+        data_overrides.update(_darknet_preprocess(cfg))
     datamodule = build(cfg, "data", **data_overrides)
     datamodule.prepare_data()
     if cfg.darknet_weights:

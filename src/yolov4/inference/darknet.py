@@ -21,7 +21,14 @@ from yolov4.errors import CheckpointError, ConfigError
 from yolov4.models import ModelConfig, build_model
 from yolov4.models.cfg import ZOO
 
-__all__ = ["COCO_NAMES", "darknet_checkpoint", "darknet_resize_mode", "darknet_class_names"]
+__all__ = [
+    "COCO_NAMES",
+    "DARKNET_PAD_VALUE",
+    "darknet_checkpoint",
+    "darknet_preprocess",
+    "darknet_resize_mode",
+    "darknet_class_names",
+]
 
 # darknet's data/coco.names: the 80 classes of the zoo's COCO weights, in their index order
 COCO_NAMES = (
@@ -38,10 +45,28 @@ COCO_NAMES = (
 )  # fmt: skip
 
 
+# darknet's letterbox fills the border with 0.5 (its images are floats in [0, 1]): 127.5 / 255,
+# whose nearest uint8 is 127 (the project's own letterbox pads with 114)
+DARKNET_PAD_VALUE = 127
+
+
 def darknet_resize_mode(config: ModelConfig) -> str:
     """How darknet trained the network: ``[net] letter_box=1`` letterbox, else stretch (darknet's
     ``resize_image``). evaluate.py, predict.py, export.py and :func:`darknet_checkpoint` use it."""
     return "letterbox" if config.letter_box else "stretch"
+
+
+def darknet_preprocess(
+    config: ModelConfig, input_size: Sequence[int] | None = None, mode: str | None = None
+) -> dict[str, Any]:
+    """The preprocessing darknet feeds the network ``config`` describes: its cfg's size (or
+    ``input_size``), :func:`darknet_resize_mode` (or ``mode``), and a letterbox border of
+    darknet's 0.5 grey (:data:`DARKNET_PAD_VALUE`)."""
+    return {
+        "input_size": [int(s) for s in (input_size or config.input_size)],
+        "mode": mode or darknet_resize_mode(config),
+        "pad_value": DARKNET_PAD_VALUE,
+    }
 
 
 def darknet_class_names(config: ModelConfig, names: Sequence[str] | None, zoo: bool) -> list[str]:
@@ -109,10 +134,7 @@ def darknet_checkpoint(
     if not Path(weights).is_file():
         raise CheckpointError(f"darknet weights file not found: {weights}")
     header = load_darknet_weights(net, weights)
-    preprocess = {
-        "input_size": list(net.config.input_size),
-        "mode": resize_mode or darknet_resize_mode(net.config),
-    }
+    preprocess = darknet_preprocess(net.config, mode=resize_mode)
     return Checkpoint(
         model=net.eval(),
         class_names=class_names,
