@@ -23,7 +23,7 @@ from typing import Any
 import hydra
 import lightning as L
 from lightning.pytorch.callbacks import LearningRateMonitor
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from yolov4.cli import resume as resume_cli
 from yolov4.cli.common import (
@@ -31,6 +31,7 @@ from yolov4.cli.common import (
     build_all,
     build_partial,
     model_config,
+    model_network,
     model_stride,
     one_line_errors,
     recorded_data,
@@ -51,6 +52,7 @@ from yolov4.training.callbacks import (
     AtomicCheckpointIO,
     WeightsCallback,
 )
+from yolov4.training.cfg_settings import log_cfg_settings
 from yolov4.training.module import YoloModule
 from yolov4.training.noise import precision_note, quiet_lightning
 from yolov4.training.precision import AUTO, check_accelerator, resolve_precision
@@ -123,6 +125,7 @@ def train(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> d
         check_resume_fits(*resume, module.model, datamodule.class_names)
         ckpt_path, resume = str(resume[0]), None  # drop the tensors: Lightning reads the file
     _log_short_runs(cfg, datamodule)
+    log_cfg_settings(model_network(cfg), lambda key: to_builtin(OmegaConf.select(cfg, key)))
     trainer = build_trainer(cfg, precision, extra_callbacks)
     log_what_runs(cfg, trainer, module, datamodule)
     if trainer.is_global_zero:
