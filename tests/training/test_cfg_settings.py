@@ -39,8 +39,7 @@ def test_the_cfgs_training_settings_are_named_beside_the_runs():
     assert inputs == [
         "height=128 width=160 (data.input_size=[256, 256]; data.input_size=[128,160] trains at "
         "the cfg's size)",
-        "letter_box=0 (data.resize_mode=letterbox; the cfg's darknet training resized by "
-        "stretch)",
+        "letter_box=0 (data.resize_mode=letterbox; the cfg's darknet training resized by stretch)",
     ]
     same = {**RUN, "data.input_size": [128, 160], "data.resize_mode": "stretch"}
     assert cfg_settings_not_used(user_config(), same.get)[1] == []
