@@ -330,6 +330,28 @@ def test_duplicate_annotation_id_keeps_both_boxes_under_unique_ids(tmp_path: Pat
     assert ids == [1, 3, 4, 5]  # the later one renumbered after the largest id
 
 
+def test_annotation_ids_from_0_are_renumbered_so_cocoeval_matches_every_box(tmp_path: Path):
+    """Roboflow numbers annotations from 0; COCOeval reads a match to id 0 as no match, so a
+    perfect detection of that box was a false positive and the box a miss (mAP50 below 1)."""
+    dataset = _base()
+    for k, a in enumerate(dataset["annotations"]):
+        a["id"] = k
+    path, images = _write(tmp_path, dataset)
+    report = ProblemReport()
+    data = load_coco(path, images, report=report)
+    (problem,) = report.problems[Problem.ANNOTATION_ID]
+    assert "annotations[0] (id 0): id 0 (COCOeval takes ids below 1" in problem
+    assert sorted(data.coco.anns) == [1, 2, 3, 4]
+    perfect = [
+        {"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"], "score": 1}
+        for a in data.coco.dataset["annotations"]
+    ]
+    ev = COCOeval(data.coco, data.coco.loadRes(perfect), "bbox")
+    with contextlib.redirect_stdout(io.StringIO()):
+        ev.evaluate(), ev.accumulate(), ev.summarize()
+    assert ev.stats[1] == pytest.approx(1.0)  # mAP50: every box matched
+
+
 def test_repeated_annotation_is_dropped(tmp_path: Path):
     path, images = _variant(tmp_path, "repeated_annotation")
     data = load_coco(path, images, report=ProblemReport())

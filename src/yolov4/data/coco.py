@@ -16,7 +16,8 @@ json file and the entry (``annotations[3] (id 7)``), and strict mode stops on it
 - an image entry without an integer ``id`` or a ``file_name`` is skipped; without a positive
   numeric ``width``/``height`` its size is read from the image file;
 - an annotation without an integer ``image_id``/``category_id`` or a ``bbox`` of 4 numbers is
-  skipped; without an integer ``id`` it gets a new one; a missing ``area``/``iscrowd`` is filled
+  skipped; without an integer ``id``, or with one below 1 (COCOeval reads id 0 as "matched
+  nothing": a Roboflow export's first box was never a true positive), it gets a new one; a missing ``area``/``iscrowd`` is filled
   in silently (the box area, 0: COCO's meaning), a non-numeric one is reported and filled in.
 
 Duplicates and orphans (pycocotools indexes images and annotations by id: a repeated id makes
@@ -261,8 +262,9 @@ def _annotations(
             report.add(Problem.ORPHAN_ANNOTATION, path, f"{_where(i, aid)}: {found}")
             continue
         entry = {**ann, "id": aid, "image_id": image_id, "category_id": cat, "bbox": bbox}
-        if aid is None:
-            found = f"id {ann.get('id')!r}, given id {next_id}"
+        if aid is None or aid < 1:  # pycocotools matches by id and reads 0 as "no match"
+            why = "" if aid is None else " (COCOeval takes ids below 1 for 'no box')"
+            found = f"id {ann.get('id')!r}{why}, given id {next_id}"
             report.add(Problem.ANNOTATION_ID, path, f"{_where(i, aid)}: {found}")
             entry["id"], next_id = next_id, next_id + 1
         elif aid in first:
