@@ -448,6 +448,31 @@ def test_check_command_lists_duplicates_and_orphans(tmp_path: Path, capsys: pyte
     assert "DatasetError" in capsys.readouterr().err
 
 
+def test_a_val_split_without_boxes_is_said_to_leave_map_undefined_not_to_stop_training(
+    tmp_path: Path, capsys: pytest.CaptureFixture, caplog: pytest.LogCaptureFixture
+):
+    """check-data said a val split without boxes stops training; training ran, logging mAP 0
+    every epoch and choosing best.pt by it, with no word."""
+    import logging
+
+    from yolov4.cli.common import warn_without_ground_truth
+    from yolov4.data.coco import CocoSource
+    from yolov4.data.datamodule import DetectionDataModule
+
+    dataset = _base()
+    dataset["annotations"] = []
+    path, images = _write(tmp_path, dataset)
+    args = [f"data.val.annotations={path}", f"data.val.images={images}", "data.train=null"]
+    assert check_main(["data=coco", *args, "--no-decode"]) == 0
+    out = capsys.readouterr().out
+    assert "no box in this split: COCO mAP is undefined on it" in out
+    assert "training on it stops" not in out
+    dm = DetectionDataModule(val=CocoSource(str(path), str(images)))
+    with caplog.at_level(logging.WARNING, logger="yolov4"):
+        warn_without_ground_truth(dm, training=True)
+    assert "data.val has no ground-truth box" in caplog.text and "best.pt" in caplog.text
+
+
 # ---------------------------------------------------------------------------------- YOLO txt
 
 

@@ -29,6 +29,7 @@ __all__ = [
     "recorded_data",
     "resolve_data",
     "to_builtin",
+    "warn_without_ground_truth",
 ]
 
 log = logging.getLogger(__name__)
@@ -189,3 +190,17 @@ def resolve_data(cfg: DictConfig, recorded: dict[str, Any] | None, source: str) 
         )
     with open_dict(cfg):
         cfg.data = OmegaConf.merge(base, given) if given is not None else base
+
+
+def warn_without_ground_truth(datamodule: Any, training: bool = False) -> None:
+    """A val split without a single box: COCO's mAP is undefined there (-1), said once; in
+    training, what it leaves meaningless (validation's mAP, the choice of ``best.pt``)."""
+    val = datamodule.split("val")
+    if val is not None and val.num_boxes == 0:
+        log.warning(
+            "data.val has no ground-truth box: COCO mAP is undefined (reported as -1)%s",
+            "; validation logs mAP 0 every epoch and best.pt is not chosen by it: give a val "
+            "split with boxes"
+            if training
+            else "",
+        )

@@ -25,6 +25,7 @@ from yolov4.cli.common import (
     one_line_errors,
     resolve_data,
     to_builtin,
+    warn_without_ground_truth,
 )
 from yolov4.cli.sources import check_no_network
 from yolov4.core.artifact import read_metadata
@@ -49,12 +50,6 @@ __all__ = ["evaluate", "hydra_main", "darknet_resize_mode"]
 
 log = logging.getLogger(__name__)
 MAX_NAMES_SHOWN = 10  # differing class names listed by the warning
-
-
-def _warn_without_ground_truth(datamodule: Any) -> None:
-    """A val split without a single box: COCO's mAP is undefined there (-1), said once."""
-    if datamodule.split("val").num_boxes == 0:
-        log.warning("data.val has no ground-truth box: COCO mAP is undefined (reported as -1)")
 
 
 def _check_classes(what: str, names: list[str], datamodule: Any) -> list[int]:
@@ -135,7 +130,7 @@ def _evaluate_artifact(
     datamodule = build(cfg, "data", augment=None)
     datamodule.prepare_data()
     category_ids = _check_classes("artifact", list(predictor.class_names), datamodule)
-    _warn_without_ground_truth(datamodule)
+    warn_without_ground_truth(datamodule)
     records = datamodule.split("val").records
     coco_backend = cfg.module.get("coco_backend", DEFAULT_COCO_BACKEND)
     report = datamodule.reports["val"]
@@ -258,7 +253,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         category_ids = _check_classes("checkpoint", list(ckpt.class_names), datamodule)
         if category_ids != list(datamodule.category_ids):  # the same names, another order
             class_names = list(ckpt.class_names)
-    _warn_without_ground_truth(datamodule)  # darknet weights, checkpoints
+    warn_without_ground_truth(datamodule)  # darknet weights, checkpoints
     module: YoloModule = build_partial(
         cfg,
         "module",

@@ -36,6 +36,7 @@ from yolov4.cli.common import (
     one_line_errors,
     recorded_data,
     to_builtin,
+    warn_without_ground_truth,
 )
 from yolov4.cli.export import EXPORT_DIR
 from yolov4.core.checkpoint import load_checkpoint
@@ -106,6 +107,7 @@ def train(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> d
     # input sides, multi-scale ones included, are multiples of the network's largest stride
     datamodule = build(cfg, "data", augment=augment, size_multiple=model_stride(cfg))
     datamodule.prepare_data()
+    warn_without_ground_truth(datamodule, training=True)
     # model.anchors=auto|fit resolved on data.train; the anchors checked against its boxes
     model, _ = anchors_at_start(
         model_config(cfg, datamodule.num_classes), datamodule, run_overrides(), cfg.seed
@@ -223,7 +225,7 @@ def _log_short_runs(cfg: DictConfig, datamodule: Any) -> None:
     accumulate = cfg.trainer.get("accumulate_grad_batches") or 1
     updates = max(1, steps // accumulate if isinstance(accumulate, int) else steps)
     burn_in, power = cfg.optim.get("burn_in", 0), cfg.optim.get("burn_in_power", 4.0)
-    if isinstance(burn_in, int) and burn_in >= updates:
+    if isinstance(burn_in, int) and burn_in > updates:  # its last step reaches optim.lr
         reached = (updates / burn_in) ** power
         log.warning(
             "optim.burn_in=%d warm-up steps, but the run makes %d optimizer steps: the learning "

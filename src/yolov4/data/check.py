@@ -25,10 +25,13 @@ from yolov4.errors import YoloError
 __all__ = ["split_statistics", "check_datamodule", "main"]
 
 
-def split_statistics(data: DetectionData, unreadable: Sequence[int] = ()) -> str:
+def split_statistics(
+    data: DetectionData, unreadable: Sequence[int] = (), split: str = "train"
+) -> str:
     """Counts per class and the COCO size histogram of one split (boxes in original pixels),
     what the loader left out (``data.notes``), and the images of ``unreadable`` (record
-    indices that did not decode: skipped in training, blank in evaluation)."""
+    indices that did not decode: skipped in training, left out of evaluation); ``split`` names
+    what a split without boxes means (``train``: no run starts; ``val``: no mAP)."""
     labels = (
         np.concatenate([r.labels for r in data.records]) if data.records else np.zeros(0, np.int64)
     )
@@ -46,11 +49,16 @@ def split_statistics(data: DetectionData, unreadable: Sequence[int] = ()) -> str
         lost = sum(len(data.records[i].labels) for i in unreadable)
         lines.append(
             f"  of these, {len(unreadable)} images ({lost} boxes) do not decode: skipped in "
-            "training, blank in evaluation"
+            "training, left out of evaluation"
         )
     lines.extend(f"  note: {note}" for note in data.notes)
-    if not len(labels):
+    if not len(labels) and split == "train":
         lines.append("  no box in this split: training on it stops at start-up")
+    elif not len(labels):
+        lines.append(
+            "  no box in this split: COCO mAP is undefined on it (validation logs 0 and "
+            "best.pt is not chosen by it)"
+        )
     return "\n".join(lines)
 
 
@@ -72,7 +80,8 @@ def check_datamodule(
             dataset.report.log_each = False
             unreadable = [i for i in range(len(dataset)) if dataset.load(i) is None]
             report.merge(dataset.report)
-        out += [f"[{name}]", split_statistics(data, unreadable), report.summary(examples)]
+        stats = split_statistics(data, unreadable, name)
+        out += [f"[{name}]", stats, report.summary(examples)]
     return "\n".join(out)
 
 
