@@ -330,3 +330,30 @@ def test_load_from_checkpoint_names_what_the_file_is(tmp_path):
     other = build_model("yolov3-tiny", num_classes=3).config.to_dict()
     with pytest.raises(CheckpointError, match=r"do not fit the module built from the arguments"):
         YoloModule.load_from_checkpoint(ckpt, model=other, weights_only=True)
+
+
+@pytest.mark.parametrize(
+    "max_epochs, max_steps, batches, accumulate, last",
+    [
+        (3, -1, 10, 1, 2),  # max_epochs=3: epochs 0-2
+        (-1, 25, 10, 1, 2),  # a recipe's max_steps (max_epochs null): 25 steps end in epoch 2
+        (-1, 25, 10, 4, 8),  # 3 optimizer steps per epoch (the last one partial)
+        (2, 25, 10, 1, 1),  # whichever ends first
+        (-1, -1, 10, 1, None),  # unbounded: no total
+    ],
+)
+def test_the_epoch_line_counts_to_the_runs_last_epoch(
+    max_epochs, max_steps, batches, accumulate, last
+):
+    """With the experiment recipes' max_steps (max_epochs null) each epoch's line read
+    'epoch 50/50', 'epoch 51/51': the total followed the current epoch."""
+    from types import SimpleNamespace
+
+    module = tiny_module()
+    module._trainer = SimpleNamespace(
+        max_epochs=max_epochs,
+        max_steps=max_steps,
+        num_training_batches=batches,
+        accumulate_grad_batches=accumulate,
+    )
+    assert module._last_epoch() == last

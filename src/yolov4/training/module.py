@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
 import time
 import warnings
@@ -403,6 +404,20 @@ class YoloModule(L.LightningModule):
             )
             self._compile_start = 0.0  # logged once
 
+    def _last_epoch(self) -> int | None:
+        """The run's last epoch (0-based): ``trainer.max_epochs``'s, or the one ``max_steps``
+        ends in (the experiment recipes give steps, as darknet's ``max_batches``); ``None``
+        when neither bounds the run."""
+        trainer = self.trainer
+        ends = []
+        if trainer.max_epochs is not None and trainer.max_epochs > 0:
+            ends.append(trainer.max_epochs - 1)
+        batches = trainer.num_training_batches
+        if trainer.max_steps > 0 and isinstance(batches, int) and batches > 0:
+            per_epoch = math.ceil(batches / max(1, trainer.accumulate_grad_batches))
+            ends.append(math.ceil(trainer.max_steps / per_epoch) - 1)
+        return min(ends) if ends else None
+
     def on_train_epoch_end(self) -> None:
         """One line per epoch in the log: the mean training loss of this rank's batches, its
         parts, the validation of the epoch (when one ran), the learning rate and the time."""
@@ -415,10 +430,11 @@ class YoloModule(L.LightningModule):
             else "no validation"
         )
         lr = self.trainer.optimizers[0].param_groups[0]["lr"] if self.trainer.optimizers else 0.0
+        last = self._last_epoch()
         log.info(
-            "epoch %d/%d step %d: train loss %.4f (box %.4f obj %.4f cls %.4f) | %s | lr %.3g | %.1f s",
+            "epoch %d%s step %d: train loss %.4f (box %.4f obj %.4f cls %.4f) | %s | lr %.3g | %.1f s",
             self.current_epoch,
-            max(int(self.trainer.max_epochs or 0) - 1, self.current_epoch),
+            "" if last is None else f"/{max(last, self.current_epoch)}",
             self.global_step,
             total,
             box,
