@@ -177,3 +177,26 @@ def test_a_full_disk_for_the_records_is_reported_and_the_run_ends_cleanly(
     assert failed.startswith(str(out / "predictions.jsonl")) and "No space left" in failed
     assert "later records lost" in failed
     assert (out / "summary.json").is_file()
+
+
+def test_labels_and_crops_of_frames_and_images_never_share_a_name(checkpoint, tmp_path):
+    """Frame 3 of clip.mp4 wrote labels/clip_3.txt, as did the image clip_3.jpg (one lost the
+    other's boxes, unreported); x.png, renamed x_1 beside x.jpg, took the name of the real
+    x_1.jpg, whose labels then read as x.png's."""
+    folder = tmp_path / "media"
+    folder.mkdir()
+    _video(folder / "clip.mp4", 5)
+    rng = np.random.default_rng(0)
+    for name in ("clip_3.jpg", "x.jpg", "x.png", "x_1.jpg"):
+        cv2.imwrite(str(folder / name), rng.integers(0, 255, (40, 60, 3), np.uint8))
+    out = tmp_path / "out"
+    summary = _predict(f"source={folder}", f"checkpoint={checkpoint}", f"output={out}",
+                       "save_txt=true", "save_crops=true", "conf=0.0001", "max_det=2")  # fmt: skip
+    assert summary["images"] == 4 and summary["frames"] == 5 and summary["unwritten"] == []
+    labels = sorted(p.stem for p in (out / "labels").iterdir())
+    assert len(labels) == 9  # one file per image and frame
+    assert {"clip_3", "x", "x_1"} <= set(labels)  # the images keep their own names
+    assert "clip_3_1" in labels  # the frame gave way to the image clip_3.jpg
+    assert (out / "x_1.jpg").is_file() and (out / "x_2.png").is_file()  # x.png: not x_1
+    crops = [p.stem for p in (out / "crops").rglob("*.jpg")]
+    assert len(crops) == len(set(crops)) == 2 * 9

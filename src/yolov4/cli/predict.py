@@ -342,6 +342,18 @@ def sharded(cfg: DictConfig) -> dict[str, Any]:
     return summary.to_dict()
 
 
+def input_files(sources: list[Any]) -> list[tuple[Path, str, bool]]:
+    """``(file, output name, is a video)`` of each image file and video file among
+    ``sources``: what the run will write, known before it starts (live sources are not files)."""
+    found = []
+    for s in sources:
+        if isinstance(s, ImageFiles):
+            found += [(f, output_name(f, s.root), False) for f in s.files]
+        elif isinstance(s, VideoFile):
+            found.append((s.path, s.name, True))
+    return found
+
+
 def check_output(out: Path, sources: list[Any], save: bool = True) -> None:
     """Refuse an ``output=`` that is a file, or where an annotated image or video (``save``)
     would be written over one of the run's own input files (a user's originals), before the
@@ -351,14 +363,10 @@ def check_output(out: Path, sources: list[Any], save: bool = True) -> None:
     if not save:
         return
     inputs, targets = set(), {}
-    for s in sources:
-        if isinstance(s, ImageFiles):
-            for f in s.files:
-                inputs.add(f.resolve())
-                targets[(out / output_name(f, s.root)).resolve()] = f
-        elif isinstance(s, VideoFile):
-            inputs.add(s.path.resolve())
-            targets[(out / s.name).with_suffix(VIDEO_SUFFIX).resolve()] = s.path
+    for path, name, video in input_files(sources):
+        inputs.add(path.resolve())
+        target = (out / name).with_suffix(VIDEO_SUFFIX) if video else out / name
+        targets[target.resolve()] = path
     clash = [(src, t) for t, src in targets.items() if t in inputs]
     if clash:
         src, target = clash[0]
@@ -406,7 +414,13 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
         predictor = load_predictor(cfg)
         if cfg.get("multi_label") is not None:
             predictor.postprocess = predictor.postprocess.replace(multi_label=cfg.multi_label)
-        writer = PredictionWriter(out, bool(cfg.save), bool(cfg.save_txt), bool(cfg.save_crops))
+        writer = PredictionWriter(
+            out,
+            bool(cfg.save),
+            bool(cfg.save_txt),
+            bool(cfg.save_crops),
+            reserved=[name for _, name, _ in input_files(sources)],
+        )
         tracks = None if tracking is None else Tracks(tracking, out)
         summary = Summary()  # the run's time, from here
         summary.postprocess = {

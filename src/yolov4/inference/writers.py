@@ -27,7 +27,7 @@ import queue
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -233,17 +233,31 @@ class WriteBehind:
         self._raise()
 
 
+def _stem(name: str) -> str:
+    return str(Path(name).with_suffix(""))
+
+
 class PredictionWriter:
     """Writes each image's or frame's outputs into ``out`` (see the module docstring)."""
 
     def __init__(
-        self, out: Path, save: bool = True, save_txt: bool = False, save_crops: bool = False
+        self,
+        out: Path,
+        save: bool = True,
+        save_txt: bool = False,
+        save_crops: bool = False,
+        reserved: Iterable[str] = (),
     ) -> None:
         self.out, self.save, self.save_txt, self.save_crops = Path(out), save, save_txt, save_crops
         self.out.mkdir(parents=True, exist_ok=True)
         self._jsonl = (self.out / PREDICTIONS).open("w", encoding="utf-8")
         self._videos: dict[tuple[str, str], tuple[cv2.VideoWriter | None, tuple[int, int]]] = {}
         self._names: dict[tuple[str, str], str] = {}  # (source, input) -> unique output name
+        # the output names of the run's inputs known up front (a folder's files): a renamed
+        # output takes none of them, so each input's labels keep its own name where they can
+        self._reserved = {_stem(n) for n in reserved}
+        # label and crop stem -> the image or frame written under it (unique in the run)
+        self._stems: dict[str, tuple[str, str, int | None]] = {}
         self.files: list[Path] = []  # annotated images and videos written
         self.unwritten: list[str] = []  # "<path>: <why>", the first MAX_SKIPPED_LISTED
         self.unwritten_count = 0
@@ -285,16 +299,35 @@ class PredictionWriter:
     def name_of(self, frame: Frame) -> str:
         """The output name of ``frame``'s input: its own, or with ``_1``, ``_2``, ... when an
         earlier input already writes under that name without its suffix (the annotated video,
-        the label file and the crops of ``clip.mp4`` and ``clip.avi`` would be one file)."""
+        the label file and the crops of ``clip.mp4`` and ``clip.avi`` would be one file), or a
+        frame's labels do; a renamed output takes no other input's name (logged)."""
         key = (frame.source, frame.file or frame.name)
         if key not in self._names:
-            used = {str(Path(n).with_suffix("")) for n in self._names.values()}
+            used = {_stem(n) for n in self._names.values()}
+            if frame.frame is None:  # an image's labels are <name>.txt: not a frame's
+                used |= set(self._stems)
             name, stem, k = frame.name, Path(frame.name), 1
-            while str(Path(name).with_suffix("")) in used:
+            while _stem(name) in used or (k > 1 and _stem(name) in self._reserved):
                 name = str(stem.with_name(f"{stem.stem}_{k}{stem.suffix}"))
                 k += 1
+            if name != frame.name:
+                log.info("%s: its outputs are named %s (%s is taken)", key[1], name, frame.name)
             self._names[key] = name
         return self._names[key]
+
+    def _label_stem(self, frame: Frame, name: str) -> str:
+        """The stem of ``frame``'s label file and crops: its output name's (a video frame's
+        with ``_<frame>``), made unique in the run: a frame's ``clip_3`` is not the image
+        ``clip_3.jpg``'s (one file would hold the other's boxes)."""
+        owner = (frame.source, frame.file or frame.name, frame.frame)
+        base = _stem(name) if frame.frame is None else f"{_stem(name)}_{frame.frame}"
+        stem, k = base, 1
+        while self._stems.get(stem, owner) != owner or (
+            frame.frame is not None and stem in self._reserved
+        ):
+            stem, k = f"{base}_{k}", k + 1
+        self._stems[stem] = owner
+        return stem
 
     def write(
         self,
@@ -312,9 +345,7 @@ class PredictionWriter:
             except OSError as e:  # a full disk: the run goes on, the file is reported
                 self._records_failed(e)
         name = self.name_of(frame)
-        stem = str(Path(name).with_suffix(""))
-        if frame.frame is not None:
-            stem = f"{stem}_{frame.frame}"
+        stem = self._label_stem(frame, name)
         if self.save:
             image = frame.image if overlay is None else overlay(frame.image.copy(), dets)
             drawn = draw_detections(image, dets)
