@@ -55,7 +55,21 @@ def model_source(cfg: DictConfig, allowed: Sequence[str] = MODEL_SOURCES) -> str
         )
     if given[0] != "darknet_weights":
         _refuse_darknet_keys(cfg, given[0], check_network=False)
+    if "artifact" in allowed and given[0] != "artifact":  # export.py's precision is its own
+        _refuse_artifact_keys(cfg, given[0])
     return given[0]
+
+
+def _refuse_artifact_keys(cfg: DictConfig, source: str) -> None:
+    """``backend=`` and ``precision=`` choose an artifact's runtime and model file; beside a
+    ``checkpoint=`` or ``darknet_weights=`` (PyTorch) they would be ignored: refused."""
+    given = [f"{k}={cfg.get(k)}" for k in ("backend", "precision") if cfg.get(k) is not None]
+    if given:
+        raise ConfigError(
+            f"{', '.join(given)} choose{'s' if len(given) == 1 else ''} an artifact's runtime "
+            f"and precision (artifact=<export dir>); {source}= runs in PyTorch (device=). "
+            "export.py makes an artifact with its precisions (precision=[fp32,int8])"
+        )
 
 
 def _refuse_darknet_keys(cfg: DictConfig, source: str, check_network: bool) -> None:
