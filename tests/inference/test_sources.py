@@ -73,6 +73,24 @@ def test_a_folder_is_read_recursively_by_extension(tree):
     assert sum(f.frame is not None for f in frames) == 7  # the video's frames
 
 
+def test_run_folders_inside_a_source_folder_are_left_out(tree, caplog):
+    """predict.py source=. in a photo folder, twice: the second run read the first one's
+    annotated copies (outputs/predict/<time>/, a Hydra run) as inputs, 3 images then 6."""
+    import logging
+
+    run = tree / "outputs" / "predict" / "2026-12-06_10-00-00"
+    (run / ".hydra").mkdir(parents=True)
+    write_image(run / "a.jpg")
+    other = tree / "mine"  # an output= folder of predict.py
+    write_image(other / "a.jpg")
+    (other / "predictions.jsonl").write_text("")
+    with caplog.at_level(logging.WARNING, logger="yolov4"):
+        names = [f.name for s in open_sources(str(tree)) if isinstance(s, ImageFiles) for f in s.files]  # fmt: skip
+    assert not any("outputs" in n or "mine" in n for n in names) and len(names) == 7
+    assert "left out 2 run folder(s)" in caplog.text
+    assert [len(s) for s in open_sources(str(run))] == [1]  # named itself: read
+
+
 def test_image_pixels_are_rgb_as_decoded(tmp_path):
     bgr = write_image(tmp_path / "x.png")
     [frame] = frames_of(open_sources(str(tmp_path / "x.png")))

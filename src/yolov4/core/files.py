@@ -35,11 +35,11 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-def files_under(root: str | os.PathLike) -> list[Path]:
+def files_under(root: str | os.PathLike, skip: Callable[[Path], bool] | None = None) -> list[Path]:
     """Every file under the folder ``root``, recursively, through symlinked folders too (each
     real folder once: a link back up does not loop), in no particular order. Python's
     ``Path.rglob`` (before 3.13) does not enter symlinked folders: a dataset assembled from
-    links lost their images without a word."""
+    links lost their images without a word. ``skip(folder)``: subfolders left out, whole."""
     found: list[Path] = []
     seen: set[tuple[int, int]] = set()
     for folder, dirs, files in os.walk(root, followlinks=True):
@@ -48,6 +48,8 @@ def files_under(root: str | os.PathLike) -> list[Path]:
             dirs[:] = []
             continue
         seen.add((st.st_dev, st.st_ino))
+        if skip is not None:
+            dirs[:] = [d for d in dirs if not skip(Path(folder, d))]
         found.extend(Path(folder, f) for f in files if os.path.isfile(os.path.join(folder, f)))
     return found
 

@@ -232,6 +232,13 @@ def _media(paths: Sequence[Path]) -> list[Path]:
 
 
 MEDIA_SUFFIXES = IMAGE_SUFFIXES + VIDEO_SUFFIXES
+# what marks a folder as a run of train.py / predict.py / evaluate.py (Hydra's .hydra/, or the
+# predictions a predict.py output= holds): its images are outputs, not a source's inputs
+RUN_MARKERS = (".hydra", "predictions.jsonl")
+
+
+def _is_run(folder: Path) -> bool:
+    return any((folder / m).exists() for m in RUN_MARKERS)
 
 
 def _list_entries(path: Path) -> list[Path]:
@@ -289,7 +296,15 @@ def _open_one(source: str, live: dict[str, Any]) -> list[Any]:
     if not path.exists():
         raise InputError(f"source {source!r}: no such file or folder")
     if path.is_dir():
-        found = _media(files_under(path))
+        runs: list[Path] = []
+        found = _media(files_under(path, skip=lambda d: _is_run(d) and not runs.append(d)))
+        if runs:
+            log.warning(
+                "source %r: left out %d run folder(s) of this project's apps (annotated copies "
+                "of earlier predictions, reports), e.g. %s; give such a folder as the source to "
+                "read it",
+                source, len(runs), runs[0],
+            )  # fmt: skip
         if not found:
             raise InputError(
                 f"source {source!r}: the folder holds no image or video "
