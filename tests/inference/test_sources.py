@@ -91,6 +91,35 @@ def test_run_folders_inside_a_source_folder_are_left_out(tree, caplog):
     assert [len(s) for s in open_sources(str(run))] == [1]  # named itself: read
 
 
+def test_an_image_url_is_one_image_not_a_stream_without_end(tmp_path):
+    """http://host/a.jpg was opened as a stream: OpenCV reads the image as one frame, the
+    stream 'ended', was reconnected, and the run predicted the same image until killed."""
+    import functools
+    import http.server
+
+    from yolov4.inference.images import load_image
+    from yolov4.inference.sources import ImageURL, is_live_source
+
+    write_image(tmp_path / "a.jpg")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        (source,) = open_sources(f"{url}/a.jpg?size=big")
+        assert isinstance(source, ImageURL) and not is_live_source(f"{url}/a.jpg")
+        (frame,) = frames_of([source])
+        assert frame.error is None and frame.frame is None and frame.file == f"{url}/a.jpg?size=big"
+        assert np.array_equal(frame.image, load_image(tmp_path / "a.jpg"))  # as the file
+        (missing,) = frames_of(open_sources(f"{url}/none.png"))
+        assert missing.image is None and "cannot fetch it" in missing.error
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert is_live_source("http://cam.local/video.mjpg")  # a stream stays one
+
+
 def test_image_pixels_are_rgb_as_decoded(tmp_path):
     bgr = write_image(tmp_path / "x.png")
     [frame] = frames_of(open_sources(str(tmp_path / "x.png")))

@@ -28,7 +28,7 @@ from omegaconf import DictConfig
 from yolov4.cli.common import to_builtin
 from yolov4.errors import ConfigError
 from yolov4.inference.counting import ANCHORS, Counter
-from yolov4.inference.sources import GLOB_CHARS, ImageFiles
+from yolov4.inference.sources import GLOB_CHARS, ImageFiles, ImageURL
 from yolov4.inference.streams import Frame
 from yolov4.inference.tracking import Tracker, TrackTrails
 
@@ -102,7 +102,7 @@ def tracking_options(cfg: DictConfig) -> dict[str, Any] | None:
 
 def check_track_sources(sources: list[Any], given: Any) -> None:
     """Refuse what cannot be tracked (module docstring); ``given``: the source as typed."""
-    images = [s for s in sources if isinstance(s, ImageFiles)]
+    images = [s for s in sources if isinstance(s, ImageFiles | ImageURL)]
     if not images:
         return
     text = given if isinstance(given, str) else None

@@ -17,6 +17,8 @@ import logging
 import queue
 import re
 import threading
+import urllib.parse
+import urllib.request
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -33,6 +35,7 @@ __all__ = [
     "Frame",
     "ImageFiles",
     "VideoFile",
+    "ImageURL",
     "Camera",
     "Stream",
     "open_sources",
@@ -46,6 +49,8 @@ __all__ = [
 
 STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
 LIST_SUFFIX = ".txt"
+URL_TIMEOUT_S = 30.0  # an image URL's fetch
+MAX_URL_BYTES = 256 * 2**20  # an image URL's body, at most
 GLOB_CHARS = "*?["
 MAX_BAD_FRAMES = 50  # consecutive unreadable frames before a video counts as ended
 
@@ -99,6 +104,40 @@ class ImageFiles:
             except InputError as e:
                 image, error = None, str(e).replace("image 0", str(path), 1)
             yield Frame(self.source, name, image, file=str(path), error=error)
+
+    def close(self) -> None:
+        pass
+
+
+class ImageURL:
+    """One image at an ``http(s)://`` URL whose path ends in an image suffix (``.jpg``, ...):
+    fetched once (:data:`URL_TIMEOUT_S`, at most :data:`MAX_URL_BYTES`) and decoded as a file
+    is; a fetch or decode failure is that image's error, as an unreadable file's. OpenCV opens
+    such a URL as a one-frame stream, which a live source reconnects to without end."""
+
+    live = False
+
+    def __init__(self, source: str, url: str) -> None:
+        self.source, self.url = source, url
+        self.name = _stream_name(url).removesuffix(".mp4")
+
+    def __len__(self) -> int:
+        return 1
+
+    def frames(self) -> Iterator[Frame]:
+        image, error = None, None
+        try:
+            with urllib.request.urlopen(self.url, timeout=URL_TIMEOUT_S) as response:  # noqa: S310 - the user's source
+                data = response.read(MAX_URL_BYTES + 1)
+            if len(data) > MAX_URL_BYTES:
+                error = f"{self.url}: over {MAX_URL_BYTES:,} bytes"
+            else:
+                image = load_image(data, 0, "rgb", MAX_PIXELS)
+        except InputError as e:
+            error = str(e).replace("image 0", self.url, 1)
+        except (OSError, ValueError) as e:  # URLError, HTTPError, timeouts are OSErrors
+            error = f"{self.url}: cannot fetch it ({getattr(e, 'reason', None) or e})"
+        yield Frame(self.source, self.name, image, file=self.url, error=error)
 
     def close(self) -> None:
         pass
@@ -214,10 +253,18 @@ def _is_stream(text: str) -> bool:
     return text.lower().startswith(STREAM_SCHEMES)
 
 
+def _is_image_url(text: str) -> bool:
+    """An ``http(s)://`` URL whose path (before ``?``) ends in an image suffix."""
+    if not text.lower().startswith(("http://", "https://")):
+        return False
+    path = urllib.parse.urlsplit(text).path
+    return Path(path).suffix.lower() in IMAGE_SUFFIXES
+
+
 def is_live_source(source: str | int) -> bool:
     """A camera index or a stream URL (read until it ends or the run is stopped)."""
     text = str(source).strip()
-    return text.isdecimal() or _is_stream(text)
+    return text.isdecimal() or (_is_stream(text) and not _is_image_url(text))
 
 
 def natural_key(path: Path) -> list[Any]:
@@ -282,6 +329,8 @@ def _open_one(source: str, live: dict[str, Any]) -> list[Any]:
     text = source.strip()
     if text.isdecimal():
         return [Camera(source, int(text), f"camera{text}.mp4", **live)]
+    if _is_image_url(text):
+        return [ImageURL(source, text)]
     if _is_stream(text):
         return [Stream(source, text, _stream_name(text), **live)]
     if any(c in text for c in GLOB_CHARS) and not Path(text).exists():
