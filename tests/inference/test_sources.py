@@ -252,6 +252,17 @@ def test_several_live_sources_are_read_together():
     assert all(frames == list(range(10)) for frames in by_source.values())
     first_of_second = next(i for i, f in enumerate(got) if f.source == servers[1].url)
     assert first_of_second < 10  # interleaved, not one stream after the other
+    # a source that dropped and did not come back said nothing: the run just ended
+    for stream in streams:
+        assert "lost after frame 9, not back within reconnect_timeout=0 s" in stream.lost
+
+
+def test_a_lost_live_source_is_in_the_summary():
+    from yolov4.inference.writers import Summary
+
+    summary = Summary(lost=["http://cam/x: lost after frame 41, not back within 60 s"])
+    assert summary.to_dict()["lost"] == summary.lost
+    assert "ended: http://cam/x: lost after frame 41" in summary.text()
 
 
 def test_a_truncated_video_is_one_report_and_a_bad_frame_inside_is_one_each(tmp_path, monkeypatch):

@@ -441,6 +441,8 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
             s.close()
             summary.dropped_frames += getattr(s, "dropped", 0)
             summary.reconnects += getattr(s, "reconnects", 0)
+            if getattr(s, "lost", None):
+                summary.lost.append(s.lost)
         if writer is not None:
             writer.close(summary)
     print(summary.text())

@@ -4,11 +4,13 @@
 By default only the newest frame is kept (a slow model drops frames instead of lagging behind the
 scene); with ``buffer=True`` a bounded queue keeps every frame (the reader waits when it is
 full). A dropped connection is reopened with backoff until ``reconnect_timeout`` seconds pass
-without a frame. :class:`Frame` is what every source (:mod:`yolov4.inference.sources`) yields.
+without a frame; one that does not come back ends the source, logged and in the run's
+summary (``lost``). :class:`Frame` is what every source (:mod:`yolov4.inference.sources`) yields.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import queue
 import threading
@@ -27,6 +29,8 @@ DEFAULT_FPS = 30.0  # for a source that does not say (cameras, many streams)
 OPEN_TIMEOUT_MS = 10_000  # cv2.CAP_PROP_OPEN_TIMEOUT_MSEC / READ_TIMEOUT for streams
 BACKOFF = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)  # seconds between reconnection attempts, then the last
 QUEUE_SIZE = 64  # buffer=True: frames held while the model catches up
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -69,6 +73,7 @@ class _Live:
         self.source, self.target, self.name = source, target, name
         self.buffer, self.reconnect_timeout, self.max_frames = buffer, reconnect_timeout, max_frames
         self.dropped = self.reconnects = 0
+        self.lost: str | None = None  # why it ended: a connection that did not come back
         self._stop = threading.Event()
         self._queue: queue.Queue[Frame | None] = queue.Queue(QUEUE_SIZE if buffer else 1)
         cap = self._open()
@@ -144,6 +149,12 @@ class _Live:
                     if not ok or bgr is None:
                         cap = self._reconnect(cap)
                         if cap is None:
+                            if not self._stop.is_set():
+                                self.lost = (
+                                    f"{self.source}: lost after frame {index - 1}, not back "
+                                    f"within reconnect_timeout={self.reconnect_timeout:g} s"
+                                )
+                                log.warning("%s: the source ended", self.lost)
                             break
                         bgr = None
                         continue

@@ -107,6 +107,7 @@ class Summary:
     unwritten_count: int = 0
     dropped_frames: int = 0
     reconnects: int = 0
+    lost: list[str] = field(default_factory=list)  # live sources that dropped and did not return
     interrupted: bool = False
     tracking: dict[str, Any] | None = None  # track=: tracker, tracks and counts per source
     postprocess: dict[str, Any] | None = None  # the thresholds the run used (conf, iou, ...)
@@ -139,6 +140,7 @@ class Summary:
             "unwritten": self.unwritten,
             "dropped_frames": self.dropped_frames,
             "reconnects": self.reconnects,
+            "lost": self.lost,
             "interrupted": self.interrupted,
             "seconds": round(seconds, 3),
             "per_second": round(done / seconds, 3) if seconds > 0 else None,
@@ -159,6 +161,7 @@ class Summary:
                 f"live: {d['dropped_frames']} frames dropped (newest-frame policy), "
                 f"{d['reconnects']} reconnects"
             )
+        lines += [f"ended: {lost}" for lost in self.lost]
         for name, track in ((self.tracking or {}).get("sources") or {}).items():
             counts = track.get("counts", {})
             line = counts.get("line")
