@@ -369,6 +369,25 @@ def test_an_unknown_tracker_key_is_named_by_hydra(run, video):
         run(None, None, f"source={path}", "tracker=bytetrack", "tracker.match_thresh=0.8")
 
 
+def test_track_with_tracker_keys_selects_that_trackers_settings(run, video):
+    """`track=ocsort tracker.lost_track_buffer=60` was Hydra's "Key 'tracker' is not in
+    struct": the keys need the tracker group, which predict.py now selects from track=."""
+    from yolov4.cli.tracking import track_argv
+
+    argv = ["predict.py", "source=v.mp4", "track=ocsort", "tracker.lost_track_buffer=60"]
+    assert track_argv(argv) == [*argv, "tracker=ocsort"]
+    for same in (argv[:3], [*argv, "tracker=ocsort"], ["predict.py", "tracker.x=1"]):
+        assert track_argv(same) == same  # no keys, the group given, or no track=
+    _, path = video
+    with pytest.raises(ConfigError, match="lost_track_buffer"):  # composed: the value is checked
+        run(
+            None,
+            None,
+            f"source={path}",
+            *track_argv([*argv[:3], "tracker.lost_track_buffer=-1"])[2:],
+        )
+
+
 def test_unrelated_images_are_refused(run, video, tmp_path):
     truth, path = video
     image = tmp_path / "one.png"

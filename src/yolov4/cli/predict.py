@@ -34,7 +34,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from yolov4.cli.common import one_line_errors, to_builtin
 from yolov4.cli.sources import check_no_network, load_predictor, model_source
-from yolov4.cli.tracking import TRACK_DEFAULTS, Tracks, check_track_sources, tracking_options
+from yolov4.cli.tracking import (
+    TRACK_DEFAULTS,
+    Tracks,
+    check_track_sources,
+    track_argv,
+    tracking_options,
+)
 from yolov4.errors import ConfigError, InputError
 from yolov4.inference import Predictor
 from yolov4.inference.sources import (
@@ -450,9 +456,16 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
     return summary.to_dict()
 
 
+def hydra_main() -> None:
+    """``python predict.py ...``: Hydra's app, on :func:`yolov4.cli.tracking.track_argv`'s
+    arguments."""
+    sys.argv = track_argv(sys.argv)
+    _app()
+
+
 @hydra.main(version_base="1.3", config_path="../configs", config_name="predict")
 @one_line_errors
-def hydra_main(cfg: DictConfig) -> None:
+def _app(cfg: DictConfig) -> None:
     summary = predict(cfg)
     given = to_builtin(cfg.source)
     live_only = all(is_live_source(s) for s in (given if isinstance(given, list) else [given]))

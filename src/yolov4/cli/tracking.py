@@ -4,6 +4,7 @@ frames, drawn with short trails, and line / zone counts
 
     track=bytetrack                          configs/tracker/bytetrack.yaml as shipped
     tracker=bytetrack tracker.lost_track_buffer=60   the Hydra group, with key overrides
+    track=bytetrack tracker.lost_track_buffer=60     the same (tracker= added: track_argv)
     count_line=[[x1,y1],[x2,y2]] count_zone=[[x,y],...] count_anchor=center|bottom_center
 
 One tracker per video or stream (a new source starts from id 1); a folder or glob of images is
@@ -55,6 +56,19 @@ TRACK_DEFAULTS = {
         "start a second track",
     ),
 }
+
+
+def track_argv(argv: list[str]) -> list[str]:
+    """``argv`` for Hydra: ``track=<name>`` with ``tracker.<key>=`` overrides and no
+    ``tracker=`` gets ``tracker=<name>`` added, so the keys override that tracker's settings
+    (Hydra refused them: no tracker group was selected)."""
+    overrides = [a.lstrip("+~") for a in argv[1:]]
+    track = next((a.split("=", 1)[1] for a in overrides if a.startswith("track=")), "")
+    keyed = any(a.startswith("tracker.") for a in overrides)
+    chosen = any(a.startswith("tracker=") for a in overrides)
+    if track and track != "null" and keyed and not chosen:
+        return [*argv, f"tracker={track}"]
+    return argv
 
 
 def tracking_options(cfg: DictConfig) -> dict[str, Any] | None:
