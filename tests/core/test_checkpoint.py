@@ -161,6 +161,19 @@ def test_truncated_and_foreign_files(tmp_path, tiny3):
         load_checkpoint(junk)
     with pytest.raises(CheckpointError, match="does not exist"):
         load_checkpoint(tmp_path / "missing.pt")
+    # a folder said "does not exist"; an export artifact's folder is named as one
+    (tmp_path / "export").mkdir()
+    with pytest.raises(CheckpointError, match=r"export is a folder; expected a checkpoint file"):
+        load_checkpoint(tmp_path / "export")
+    (tmp_path / "export" / "metadata.json").write_text("{}")
+    with pytest.raises(CheckpointError, match=r"is an export artifact \(artifact= or"):
+        load_checkpoint(tmp_path / "export")
+    from yolov4.core.artifact import read_metadata
+    from yolov4.errors import ExportError
+
+    (tmp_path / "export" / "model.onnx").write_bytes(b"onnx")
+    with pytest.raises(ExportError, match=r"model.onnx is a file of the artifact .*export: give"):
+        read_metadata(tmp_path / "export" / "model.onnx")
     text, jpeg = tmp_path / "text.pt", tmp_path / "photo.pt"
     text.write_text("hello\n")  # torch.load: KeyError from its legacy reader
     jpeg.write_bytes(b"\xff\xd8\xff\xe0" + bytes(200))  # torch.load: "Weights only load failed"

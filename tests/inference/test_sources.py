@@ -137,6 +137,9 @@ def test_a_glob_and_a_list_file(tree, tmp_path):
     sources = open_sources(str(listing))
     names = [Path(f.file).name for f in frames_of(sources)]
     assert names[:2] == ["a.jpg", "d.webp"] and names[2:] == ["clip.mp4"] * 7
+    listing.write_text("photos/a.jpg\n\n# a comment\nphotos/gone.jpg\n")
+    with pytest.raises(InputError, match=r"1 listed path\(s\) do not exist, first line 4: "):
+        open_sources(str(listing))  # the file's line, not the entry's 0-based index
 
 
 def test_a_list_of_sources_keeps_its_order(tree):

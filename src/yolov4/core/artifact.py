@@ -386,6 +386,11 @@ def read_metadata(artifact_dir: str | os.PathLike, verify: bool = True) -> dict[
     d = Path(artifact_dir)
     path = d / METADATA
     if not path.is_file():
+        if d.is_file() and (d.parent / METADATA).is_file():  # a model file of an artifact
+            raise ExportError(
+                f"{d} is a file of the artifact {d.parent}: give the folder ({d.parent}); its "
+                f"{METADATA} says which file each precision and runtime uses"
+            )
         raise ExportError(
             f"{d} is not an export artifact: no {METADATA} (export one with export.py)"
         )

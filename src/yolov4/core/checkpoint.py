@@ -35,7 +35,7 @@ from typing import Any
 
 import torch
 
-from yolov4.core.artifact import check_class_names
+from yolov4.core.artifact import METADATA, check_class_names
 from yolov4.core.files import atomic_write
 from yolov4.core.mismatch import (
     check_finite,
@@ -238,6 +238,16 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """``torch.load(path, weights_only=True)`` with clear errors: missing, truncated, not a
     checkpoint, or holding pickled objects (refused: loading must never execute code)."""
     path = Path(path)
+    if path.is_dir():
+        what = (
+            "an export artifact (artifact= or Predictor.from_artifact reads it)"
+            if (path / METADATA).is_file()
+            else "a folder"
+        )
+        raise CheckpointError(
+            f"checkpoint {path} is {what}; expected a checkpoint file (weights/best.pt, a "
+            "Lightning .ckpt)"
+        )
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     with path.open("rb") as f:

@@ -294,13 +294,18 @@ def _list_entries(path: Path) -> list[Path]:
         lines = path.read_text(encoding="utf-8-sig").splitlines()
     except (OSError, UnicodeDecodeError) as e:
         raise InputError(f"source {str(path)!r}: cannot read the list file: {e}") from None
-    entries = [Path(x.strip()) for x in lines if x.strip() and not x.strip().startswith("#")]
-    entries = [e if e.is_absolute() else path.parent / e for e in entries]
-    missing = [(i, str(e)) for i, e in enumerate(entries) if not e.exists()]
+    numbered = [
+        (n, Path(x.strip()))
+        for n, x in enumerate(lines, 1)
+        if x.strip() and not x.strip().startswith("#")
+    ]
+    numbered = [(n, e if e.is_absolute() else path.parent / e) for n, e in numbered]
+    entries = [e for _, e in numbered]
+    missing = [f"line {n}: {e}" for n, e in numbered if not e.exists()]
     if missing:
         raise InputError(
             f"source {str(path)!r}: {len(missing)} listed path(s) do not exist, first "
-            f"(entry, path) {missing[:3]}"
+            f"{'; '.join(missing[:3])}"
         )
     if not entries:
         raise InputError(f"source {str(path)!r}: the list file names no path")
