@@ -518,6 +518,7 @@ def test_evaluate_writes_the_confusion_matrix_and_pr_f1_files(
     assert best["conf"] is None or (0 < best["conf"] <= 1 and best["f1"] > 0)
 
 
+@pytest.mark.slow
 def test_without_the_weights_callback_the_final_model_is_written_evaluated_and_exported(
     compose_cfg, tiny_run, tmp_path
 ):

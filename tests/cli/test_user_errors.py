@@ -13,8 +13,9 @@ import pytest
     [
         ("predict.py", ["source={tmp}/none.jpg", "checkpoint={tmp}/none.pt"],
          "InputError: source '{tmp}/none.jpg': no such file or folder"),
-        ("train.py", ["optim.lr=-0.01", "data.num_train=4", "data.num_val=2",
-                      "data.cache_dir={tmp}/cache"], "ConfigError: "),
+        pytest.param("train.py", ["optim.lr=-0.01", "data.num_train=4", "data.num_val=2",
+                                  "data.cache_dir={tmp}/cache"], "ConfigError: ",
+                     marks=pytest.mark.slow),
     ],
 )  # fmt: skip
 def test_a_user_error_is_one_line_and_exit_code_1(tmp_path, script, args, message):

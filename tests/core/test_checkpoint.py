@@ -260,7 +260,14 @@ def _leaves(value, where="payload"):
         yield where, value
 
 
-@pytest.mark.parametrize("name", list(ACCEPTED))
+# the default suite's cases (each exports an artifact); the others run with -m slow
+ACCEPTED_FAST = ("nothing", "non-square stretch", "numpy and tensor values")
+
+
+@pytest.mark.parametrize(
+    "name",
+    [n if n in ACCEPTED_FAST else pytest.param(n, marks=pytest.mark.slow) for n in ACCEPTED],
+)
 def test_what_save_accepts_every_reader_accepts(tmp_path, tiny3, name):
     from yolov4.export import export_artifact
     from yolov4.inference import Predictor

@@ -171,7 +171,14 @@ def test_mish_exports_as_vectorised_ops_with_the_same_values(tmp_path):
     np.testing.assert_allclose(got, want.numpy(), atol=2e-5, rtol=1e-4)
 
 
-@pytest.mark.parametrize("conf, max_det", [(0.05, 20), (0.25, 300), (0.999, 10)])
+@pytest.mark.parametrize(
+    "conf, max_det",
+    [
+        pytest.param(0.05, 20, marks=pytest.mark.slow),
+        (0.25, 300),
+        pytest.param(0.999, 10, marks=pytest.mark.slow),
+    ],
+)
 def test_nms_graph_has_fixed_outputs_and_matches_postprocess(tmp_path, randomize, conf, max_det):
     """model_nms.onnx (onnxruntime's NonMaxSuppression) == model.onnx + ops.postprocess, padded
     to max_det rows with a count; full, partly filled and empty outputs; dynamic batch."""

@@ -177,6 +177,7 @@ SIGNAL_AFTER_TWO_PREDICTORS = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_a_signal_after_openvino_predictors_are_released_is_handled(exported):
     """OpenVINO's CPU plugin swaps the thread's signal stack for one of its own per Core and puts
     the old one back when that Core goes: with a Core per Predictor, releasing two in the order

@@ -166,7 +166,15 @@ def assert_matches_opencv(model, net, images: torch.Tensor) -> None:
         assert not len(bad), f"{len(bad)} values differ, first (row, column) {bad[:5].tolist()}"
 
 
-@pytest.mark.parametrize("name", ZOO)
+# the default suite's networks (every layer kind and head layout among them: tiny's grouped
+# routes, yolov4's mish and SPP, yolov4-csp's new_coords heads, yolov3-tiny's stride-1
+# maxpool); the rest of the zoo runs with -m slow
+OPENCV_FAST = ("yolov4", "yolov4-tiny", "yolov4-csp", "yolov3-tiny")
+
+
+@pytest.mark.parametrize(
+    "name", [n if n in OPENCV_FAST else pytest.param(n, marks=pytest.mark.slow) for n in ZOO]
+)
 def test_zoo_matches_opencv(name, tmp_path, randomize, one_thread):
     """Raw head maps and decoded [yolo] outputs of every zoo network on random weights (random
     BN statistics too), square and non-square inputs, against OpenCV's darknet importer."""
