@@ -77,8 +77,9 @@ def darknet_class_names(config: ModelConfig, names: Sequence[str] | None, zoo: b
         if zoo and n == len(COCO_NAMES):
             return list(COCO_NAMES)
         raise ConfigError(
-            f"{config.name} has {n} classes: give their names (names=<file.names or data.yaml>); "
-            f"only a zoo cfg with {len(COCO_NAMES)} classes takes COCO's names by default"
+            f"{config.name} has {n} classes: give their names (names=[...], a list; on the "
+            f"command line names=<file.names or data.yaml>); only a zoo cfg with "
+            f"{len(COCO_NAMES)} classes takes COCO's names by default"
         )
     return check_class_names(
         names, n, f"names for {config.name} with {n} classes (its cfg's classes= or "
