@@ -283,3 +283,34 @@ def test_one_runs_checkpoint_is_not_resumed_in_another_runs_folder(saved_run, tm
     with pytest.raises(ConfigError, match=r"is the checkpoint of the run .*run, and hydra.run"):
         resume_argv(["train.py", f"ckpt_path={ckpt}", f"hydra.run.dir={other}"])
     assert run_directory(ckpt, str(saved_run)) == saved_run  # its own folder, named: fine
+
+
+def test_a_second_run_into_a_folder_in_use_is_refused_before_it_writes(tmp_path, monkeypatch):
+    """Two train.py with one hydra.run.dir (or two predict.py with one output=) started
+    together both ran and mixed their checkpoints and files."""
+    import subprocess
+    import sys
+
+    from yolov4.cli.common import hold_folder, release_folder
+
+    run = tmp_path / "run"
+    run.mkdir()
+    other = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from yolov4.core.files import lock_dir; "
+         "lock_dir(sys.argv[1]); print('held', flush=True); time.sleep(60)", str(run)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert other.stdout.readline().strip() == "held"
+        with pytest.raises(ConfigError, match=r"hydra.run.dir=.*run is in use by another run"):
+            resume_argv(["train.py", f"hydra.run.dir={run}"])
+        assert sorted(p.name for p in run.iterdir()) == []  # nothing written
+        monkeypatch.setenv("LOCAL_RANK", "1")  # a launcher's later process shares rank 0's
+        hold_folder(run, "output=")
+        monkeypatch.delenv("LOCAL_RANK")
+    finally:
+        other.kill()
+        other.wait()
+    hold_folder(run, "output=")  # free again: held by this process, twice is once
+    hold_folder(run, "output=")
+    release_folder(run)

@@ -9,6 +9,7 @@ import os
 import sys
 from collections.abc import Callable, Mapping
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 from hydra.errors import InstantiationException
@@ -16,6 +17,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import MissingMandatoryValue
 
+from yolov4.core.files import lock_dir
 from yolov4.errors import ConfigError, YoloError
 
 __all__ = [
@@ -30,6 +32,8 @@ __all__ = [
     "resolve_data",
     "to_builtin",
     "warn_without_ground_truth",
+    "hold_folder",
+    "release_folder",
 ]
 
 log = logging.getLogger(__name__)
@@ -204,3 +208,36 @@ def warn_without_ground_truth(datamodule: Any, training: bool = False) -> None:
             if training
             else "",
         )
+
+
+# folders this process holds the lock of (yolov4.core.files.lock_dir), for its lifetime
+_HELD: dict[Path, int] = {}
+RANK_VARIABLES = ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID")
+
+
+def hold_folder(folder: str | os.PathLike, what: str) -> None:
+    """Lock ``folder`` (made if missing) for the rest of this process: a second run writing
+    into the same folder at the same time (``what``: how it was named, e.g. ``hydra.run.dir=``)
+    is a :class:`ConfigError` before it writes anything, where the two mixed their files. The
+    processes a launcher starts after rank 0 (``RANK``, ``LOCAL_RANK``, ``NODE_RANK``,
+    ``SLURM_PROCID`` not 0) share rank 0's folder and do not lock it."""
+    if any(os.environ.get(k, "0") != "0" for k in RANK_VARIABLES):
+        return
+    path = Path(folder).expanduser().resolve()
+    if path in _HELD:
+        return
+    path.mkdir(parents=True, exist_ok=True)
+    fd = lock_dir(path, blocking=False)
+    if fd is None:
+        raise ConfigError(
+            f"{what}{folder} is in use by another run writing there now (it holds the folder's "
+            "lock); wait for it to end, or give another folder"
+        )
+    _HELD[path] = fd
+
+
+def release_folder(folder: str | os.PathLike) -> None:
+    """Give back :func:`hold_folder`'s lock of ``folder`` (a no-op when not held)."""
+    fd = _HELD.pop(Path(folder).expanduser().resolve(), None)
+    if fd is not None and fd >= 0:
+        os.close(fd)

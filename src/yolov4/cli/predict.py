@@ -32,7 +32,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from yolov4.cli.common import one_line_errors, to_builtin
+from yolov4.cli.common import hold_folder, one_line_errors, release_folder, to_builtin
 from yolov4.cli.sources import check_no_network, load_predictor, model_source
 from yolov4.cli.tracking import (
     TRACK_DEFAULTS,
@@ -410,6 +410,7 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
             check_track_sources(sources, to_builtin(cfg.source))
         out = Path(cfg.output or cfg.paths.output_dir)
         check_output(out, sources, bool(cfg.save))
+        hold_folder(out, "output=")  # a second predict.py writing there now: refused
         if (out / "summary.json").is_file():
             log.warning(
                 "output=%s holds the outputs of an earlier run (summary.json): predictions.jsonl "
@@ -451,6 +452,7 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
                 summary.lost.append(s.lost)
         if writer is not None:
             writer.close(summary)
+        release_folder(cfg.output or cfg.paths.output_dir)
     print(summary.text())
     log.info("wrote %s", writer.out)
     return summary.to_dict()

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from omegaconf import OmegaConf
 
+from yolov4.cli.common import hold_folder
 from yolov4.errors import ConfigError
 from yolov4.evaluation import METRICS_FILE
 from yolov4.training.requeue import REQUEUE_FILE
@@ -229,6 +230,7 @@ def resume_argv(argv: list[str]) -> list[str]:
             # a requeued job's command resumes requeue.ckpt by itself (train.py): the same
             # checks, before Hydra rewrites the run's saved config with this command's
             _check_resumable(Path(run_dir), given, given, str(requeued))
+        hold_folder(run_dir, "hydra.run.dir=")  # a second train.py there now: refused
         return argv
     if ckpt is None or args.multirun:
         return argv
@@ -242,6 +244,7 @@ def resume_argv(argv: list[str]) -> list[str]:
     saved = OmegaConf.to_container(OmegaConf.load(run / SAVED_OVERRIDES)) or []
     merged = merge_overrides([str(s) for s in saved], given)
     _check_resumable(run, merged, given, ckpt)
+    hold_folder(run, "the resumed run's folder ")
     flags = [a for a in argv[1:] if a not in set(given)]
     extra = [] if run_dir else [f"hydra.run.dir={run}"]
     return [argv[0], *flags, *merged, *extra]
