@@ -73,10 +73,13 @@ def test_darknet_only_keys_beside_a_checkpoint_or_artifact_are_refused():
 def test_an_artifacts_backend_or_precision_beside_a_checkpoint_is_refused():
     """predict.py checkpoint=best.pt precision=int8 backend=openvino (even precision=banana)
     ran fp32 in PyTorch with no word; export.py's own precision list is not this key."""
+    from yolov4.cli.sources import check_no_network, check_runtime_keys
+
     for given in ({"precision": "int8"}, {"backend": "openvino", "precision": "bf16"}):
         for source in ({"checkpoint": "a.pt"}, {"darknet_weights": "a.weights"}):
             with pytest.raises(ConfigError, match=r"an artifact's runtime and precision .* runs"):
-                model_source(cfg(**source, **given))
-    assert model_source(cfg(artifact="run/export", precision="int8")) == "artifact"
-    export = cfg(checkpoint="a.pt", precision=["fp32", "int8"])  # export.py's list
+                check_runtime_keys(cfg(**source, **given))
+    check_runtime_keys(cfg(artifact="run/export", precision="int8"))
+    export = cfg(checkpoint="a.pt", precision=["fp32", "int8"], model={"num_classes": None})
+    check_no_network(export)  # export.py's list of precisions to export
     assert model_source(export, ("checkpoint", "darknet_weights")) == "checkpoint"

@@ -27,7 +27,7 @@ from yolov4.cli.common import (
     to_builtin,
     warn_without_ground_truth,
 )
-from yolov4.cli.sources import check_no_network
+from yolov4.cli.sources import check_no_network, check_runtime_keys
 from yolov4.core.artifact import read_metadata
 from yolov4.core.checkpoint import load_checkpoint
 from yolov4.darknet import darknet_file_classes
@@ -199,6 +199,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     optimizer."""
     quiet_lightning()
     check_no_network(cfg)  # one source; model= with darknet_weights= only
+    check_runtime_keys(cfg)
     if cfg.module.get("pretrained"):
         raise ConfigError(
             f"module.pretrained={cfg.module.pretrained}: evaluate takes its weights from "

@@ -33,7 +33,12 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from yolov4.cli.common import hold_folder, one_line_errors, release_folder, to_builtin
-from yolov4.cli.sources import check_no_network, load_predictor, model_source
+from yolov4.cli.sources import (
+    check_no_network,
+    check_runtime_keys,
+    load_predictor,
+    model_source,
+)
 from yolov4.cli.tracking import (
     TRACK_DEFAULTS,
     Tracks,
@@ -386,6 +391,7 @@ def check_output(out: Path, sources: list[Any], save: bool = True) -> None:
 def predict(cfg: DictConfig) -> dict[str, Any]:
     """Run ``cfg``'s model on ``cfg.source``; returns the summary (also ``summary.json``)."""
     check_options(cfg)
+    check_runtime_keys(cfg)
     if cfg.get("trainer") is not None:
         return sharded(cfg)
     tracking = tracking_options(cfg)

@@ -31,6 +31,7 @@ __all__ = [
     "model_checkpoint",
     "load_predictor",
     "check_no_network",
+    "check_runtime_keys",
 ]
 
 MODEL_SOURCES = ("checkpoint", "darknet_weights", "artifact")
@@ -55,16 +56,16 @@ def model_source(cfg: DictConfig, allowed: Sequence[str] = MODEL_SOURCES) -> str
         )
     if given[0] != "darknet_weights":
         _refuse_darknet_keys(cfg, given[0], check_network=False)
-    if "artifact" in allowed and given[0] != "artifact":  # export.py's precision is its own
-        _refuse_artifact_keys(cfg, given[0])
     return given[0]
 
 
-def _refuse_artifact_keys(cfg: DictConfig, source: str) -> None:
-    """``backend=`` and ``precision=`` choose an artifact's runtime and model file; beside a
-    ``checkpoint=`` or ``darknet_weights=`` (PyTorch) they would be ignored: refused."""
+def check_runtime_keys(cfg: DictConfig) -> None:
+    """predict.py and evaluate.py: ``backend=`` and ``precision=`` choose an artifact's runtime
+    and model file; beside a ``checkpoint=`` or ``darknet_weights=`` (PyTorch) they would be
+    ignored: a :class:`ConfigError` (export.py's ``precision`` is its list to export)."""
+    source = model_source(cfg)
     given = [f"{k}={cfg.get(k)}" for k in ("backend", "precision") if cfg.get(k) is not None]
-    if given:
+    if source != "artifact" and given:
         raise ConfigError(
             f"{', '.join(given)} choose{'s' if len(given) == 1 else ''} an artifact's runtime "
             f"and precision (artifact=<export dir>); {source}= runs in PyTorch (device=). "
