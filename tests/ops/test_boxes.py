@@ -54,6 +54,19 @@ def test_pairwise_batched_dims_and_float32():
         torch.testing.assert_close(got[i], tvo.box_iou(b1[i], b2[i]), atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("ours, ref", PAIRWISE, ids=lambda f: getattr(f, "__name__", ""))
+def test_integer_boxes_give_float_overlaps_as_torchvision(ours, ref):
+    """Integer pixel boxes: the overlap was cast back to int (every IoU 0 or 1), and DIoU-NMS
+    kept boxes of IoU 0.68 at a 0.5 threshold."""
+    b1 = random_boxes(30, 4, degenerate=False).round().long()
+    b2 = random_boxes(20, 5, degenerate=False).round().long()
+    got, want = ours(b1, b2), ref(b1, b2)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, want.float(), atol=1e-5, rtol=0)
+    pair = B.paired_box_iou(b1[:20], b2, "giou")
+    assert pair.dtype == torch.float32 and (pair.abs() < 1).any()
+
+
 @pytest.mark.parametrize("kind", B.IOU_KINDS)
 def test_paired_is_the_diagonal_of_pairwise(kind):
     b1, b2 = random_boxes(30, 4), random_boxes(30, 5)

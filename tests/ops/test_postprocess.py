@@ -55,6 +55,20 @@ def test_matches_torchvision_batched_nms(seed):
         assert (g[:, 4].diff() <= 0).all()
 
 
+def test_half_and_integer_inputs_are_suppressed_in_float32():
+    """fp16 predictions crashed in torchvision's CPU NMS kernel (its docstring promised them);
+    integer boxes did too with kind="iou" while kind="diou" kept overlapping boxes."""
+    pred = random_predictions(2, 200, 3, 7)
+    got = postprocess(pred.half(), (320, 288), conf_thresh=0.3, iou_thresh=0.5, max_det=10_000)
+    want = reference_detections(pred.half().float(), 0.3, 0.5, (320, 288))
+    for g, w in zip(got, want):  # fp16 scores tie more often: the order of ties may differ
+        assert g.dtype == torch.float16 and w.shape[0] > 10 and abs(g.shape[0] - w.shape[0]) <= 2
+    boxes = torch.tensor([[0, 0, 10, 10], [1, 1, 11, 11], [50, 50, 60, 60]])
+    scores, labels = torch.tensor([0.9, 0.8, 0.7]), torch.zeros(3, dtype=torch.long)
+    for kind in ("iou", "diou"):
+        assert nms(boxes, scores, labels, 0.5, kind=kind).tolist() == [0, 2]
+
+
 @pytest.mark.parametrize("beta, n", [(0.6, 300), (1.0, 300), (0.6, 1300)])
 @pytest.mark.parametrize("path", ["padded", "blocks"])
 def test_diou_nms_matches_loop_reference(beta, n, path, monkeypatch):

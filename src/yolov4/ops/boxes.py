@@ -9,7 +9,8 @@ project). Two flavours of each overlap measure:
 * elementwise, :func:`paired_box_iou`: ``(..., 4)`` with ``(..., 4)`` (broadcast) -> ``(...)``,
   what a loss needs for matched prediction/target pairs.
 
-Numerics: fp16/bf16 inputs are computed in float32 and the result is cast back; a ratio whose
+Numerics: fp16/bf16 inputs are computed in float32 and the result is cast back (integer boxes
+give float32, as torchvision's); a ratio whose
 denominator vanishes (union, enclosing area of zero-area boxes, aspect ratio of a point) is 0
 with a zero gradient, so zero-area, zero-width and coincident boxes give finite values and
 finite gradients instead of NaN/inf. Where torchvision's result is finite the values agree.
@@ -62,8 +63,18 @@ def box_area(boxes: Tensor) -> Tensor:
 
 
 def _upcast(t: Tensor) -> Tensor:
-    """Half-precision boxes are computed in float32 (squares of pixel distances overflow fp16)."""
-    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+    """Half-precision boxes are computed in float32 (squares of pixel distances overflow fp16),
+    and so are integer ones (their ratios are fractions)."""
+    return (
+        t.float() if t.dtype in (torch.float16, torch.bfloat16) or not t.is_floating_point() else t
+    )
+
+
+def _out_dtype(boxes1: Tensor, boxes2: Tensor) -> torch.dtype:
+    """The result's dtype: the promoted input dtype, float32 for integer boxes (as torchvision:
+    an IoU cast back to int is 0 or 1)."""
+    dtype = torch.promote_types(boxes1.dtype, boxes2.dtype)
+    return dtype if dtype.is_floating_point else torch.float32
 
 
 def _safe_div(num: Tensor, den: Tensor) -> Tensor:
@@ -124,7 +135,7 @@ def _overlap(b1: Tensor, b2: Tensor, kind: str, beta: float = 1.0) -> Tensor:
 
 def _pairwise(boxes1: Tensor, boxes2: Tensor, kind: str, beta: float = 1.0) -> Tensor:
     out = _overlap(boxes1[..., :, None, :], boxes2[..., None, :, :], kind, beta)
-    return out.to(torch.promote_types(boxes1.dtype, boxes2.dtype))
+    return out.to(_out_dtype(boxes1, boxes2))
 
 
 def box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
@@ -156,9 +167,10 @@ def complete_box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
 def paired_box_iou(boxes1: Tensor, boxes2: Tensor, kind: str = "iou") -> Tensor:
     """Elementwise overlap of matched boxes: ``(..., 4)`` and ``(..., 4)`` xyxy (broadcast) ->
     ``(...)``; ``kind`` is one of ``iou``, ``giou``, ``diou``, ``ciou``. Output dtype is the
-    promoted input dtype; gradients are finite for any finite boxes, degenerate ones included.
+    promoted input dtype (float32 for integer boxes); gradients are finite for any finite boxes,
+    degenerate ones included.
     """
-    return _overlap(boxes1, boxes2, kind).to(torch.promote_types(boxes1.dtype, boxes2.dtype))
+    return _overlap(boxes1, boxes2, kind).to(_out_dtype(boxes1, boxes2))
 
 
 def complete_box_iou_loss(boxes1: Tensor, boxes2: Tensor) -> Tensor:

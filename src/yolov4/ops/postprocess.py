@@ -129,7 +129,13 @@ def nms(
 ) -> Tensor:
     """Class-aware NMS: ``boxes (K, 4)`` xyxy, ``scores (K,)``, ``labels (K,)`` int ->
     kept indices ``(K',)`` int64 by decreasing score. ``kind="iou"``: torchvision's
-    ``batched_nms``; ``kind="diou"``: darknet's greedy DIoU-NMS with exponent ``beta``."""
+    ``batched_nms``; ``kind="diou"``: darknet's greedy DIoU-NMS with exponent ``beta``. Boxes
+    and scores of any dtype: half precision and integers are compared in float32 (torchvision's
+    CPU kernel takes neither)."""
+    if boxes.dtype not in (torch.float32, torch.float64):
+        boxes = boxes.float()
+    if scores.dtype not in (torch.float32, torch.float64):
+        scores = scores.float()
     if kind == "iou":
         return batched_nms(boxes, scores, labels, iou_thresh)
     if kind == "diou":
