@@ -350,6 +350,9 @@ def test_tiny_model_overfits_one_image_and_postprocess_recovers_the_boxes(one_th
         ([[0, 1, 0.1, 0.2, 0.5, 0.6]], r"within 1 pixel of the origin .* normalised to \[0, 1\]"),
         ([[0, 1, 10, 10, 40.0]], r"expected targets \(M, 6\) .* got torch.float32 \(1, 5\)"),
         ([[0, 1, 10, 10, 40, 40]], r"got torch.int64 \(1, 6\)"),
+        # no pixel in the 64x64 input: it trained an edge cell as an object
+        ([[0, 1, 1000, 1000, 1200, 1200.0]], r"box wholly outside the 64x64 input"),
+        ([[0, 1, -50, -50, -10, -10.0]], r"box wholly outside the 64x64 input"),
     ],
 )
 def test_targets_that_are_not_the_losss_are_refused_naming_the_row(rows, named):
@@ -364,3 +367,20 @@ def test_targets_that_are_not_the_losss_are_refused_naming_the_row(rows, named):
         loss(maps, torch.tensor(rows))
     assert torch.isfinite(loss(maps, torch.tensor([[1, 1, 10, 10, 40, 40.0]])).total)
     assert torch.isfinite(loss(maps, torch.zeros(0, 6)).total)  # no boxes: background only
+    assert torch.isfinite(loss(maps, torch.tensor([[0, 1, -10, -10, 8, 8.0]])).total)  # partly in
+
+
+def test_head_maps_that_are_not_the_networks_are_refused_naming_them():
+    """One map of a two-head model gave a loss of half the model; the maps reversed gave
+    another input size; three maps an IndexError; a wrong channel count a reshape error."""
+    from yolov4.errors import InputError
+
+    model = build_model("yolov4-tiny", num_classes=2, input_size=[64, 64])
+    loss = YoloLoss.from_config(model.config)
+    maps = model(torch.rand(2, 3, 64, 64))
+    targets = torch.tensor([[0, 1, 10, 10, 40, 40.0]])
+    for bad in (maps[:1], maps[::-1], [*maps, maps[0]], [maps[0][:, :20], maps[1]],
+                [maps[0], maps[1][:1]], maps[0]):  # fmt: skip
+        with pytest.raises(InputError, match=r"expected 2 head maps \(B, 21, H/16, W/16\), "):
+            loss(bad, targets)
+    assert torch.isfinite(loss(list(maps), targets).total)

@@ -46,12 +46,15 @@ class LossOutput(NamedTuple):
     cls: Tensor
 
 
-def check_targets(targets: Any, batch: int, num_classes: int) -> None:
+def check_targets(
+    targets: Any, batch: int, num_classes: int, input_hw: Sequence[int] | None = None
+) -> None:
     """``targets`` as the loss takes them, or :class:`InputError` naming what was found: a
     float tensor ``(M, 6)`` of finite ``[image index, class, x1, y1, x2, y2]`` rows, the index
     in ``[0, batch)``, the class in ``[0, num_classes)`` (both whole numbers) and the box corners
     in input pixels, ``x2 >= x1`` and ``y2 >= y1`` (a user's loader giving ``cx, cy, w, h`` or
-    YOLO's normalised boxes would otherwise train on wrong boxes without a word)."""
+    YOLO's normalised boxes would otherwise train on wrong boxes without a word), each box with
+    part of it inside the ``input_hw`` image (one wholly outside trained an edge cell)."""
     expected = "targets (M, 6) float rows [image index, class, x1, y1, x2, y2] in input pixels"
     if not isinstance(targets, Tensor):
         raise InputError(f"expected {expected}, got {type(targets).__name__}")
@@ -72,6 +75,11 @@ def check_targets(targets: Any, batch: int, num_classes: int) -> None:
         "x2 < x1 or y2 < y1 (corners expected, not cx, cy, w, h)": (box[:, 2] < box[:, 0])
         | (box[:, 3] < box[:, 1]),
     }
+    if input_hw is not None:
+        h, w = input_hw
+        problems[f"box wholly outside the {h}x{w} input"] = (
+            (box[:, 2] <= 0) | (box[:, 3] <= 0) | (box[:, 0] >= w) | (box[:, 1] >= h)
+        )
     bad = torch.stack(list(problems.values()))
     # one device sync per training step for every check: counts, first rows, largest coordinate
     largest = box.abs().max().ceil().long().reshape(1)
@@ -211,16 +219,48 @@ class YoloLoss(nn.Module):
             counters_per_class=counts,
         )
 
+    def check_maps(self, maps: Any) -> None:
+        """``maps`` as the network gives them, or :class:`InputError` naming what was found: one
+        ``(B, A * (5 + C), H_l, W_l)`` float tensor per head, ascending stride, of one batch
+        and one input size (``H_l * stride_l`` the same for every head). One map of two heads,
+        or the heads reversed, gave a loss of the wrong size without a word."""
+        strides, per = self.strides, [len(m) * (5 + self.num_classes) for m in self.masks]
+        want = ", ".join(f"(B, {c}, H/{s}, W/{s})" for c, s in zip(per, strides))
+        if not isinstance(maps, Sequence) or not all(isinstance(m, Tensor) for m in maps):
+            found = f" {tuple(maps.shape)}" if isinstance(maps, Tensor) else ""
+            raise InputError(
+                f"expected {len(strides)} head maps {want} in a list, got a "
+                f"{type(maps).__name__}{found}"
+            )
+        shapes = [tuple(m.shape) for m in maps]
+        sizes = {
+            (m.shape[2] * s, m.shape[3] * s) if m.ndim == 4 else None for m, s in zip(maps, strides)
+        }
+        if (
+            len(maps) != len(strides)
+            or any(
+                m.ndim != 4 or m.shape[1] != c or not m.is_floating_point()
+                for m, c in zip(maps, per)
+            )
+            or len({m.shape[0] for m in maps}) != 1
+            or len(sizes) != 1
+        ):
+            raise InputError(
+                f"expected {len(strides)} head maps {want} (ascending stride {strides}: one batch, "
+                f"one input size), got {len(maps)}: {shapes}"
+            )
+
     def forward(self, maps: Sequence[Tensor], targets: Tensor) -> LossOutput:
         return self.compute(maps, targets, self.box_gradient)
 
     def compute(self, maps: Sequence[Tensor], targets: Tensor, box_gradient: str) -> LossOutput:
         """The loss of ``maps`` and ``targets`` (as :meth:`forward`) with the box gradient
         ``box_gradient`` (``darknet``|``exact``) instead of the module's own."""
+        self.check_maps(maps)
         batch = maps[0].shape[0]
         device = maps[0].device
         input_hw = (maps[0].shape[2] * self.strides[0], maps[0].shape[3] * self.strides[0])
-        check_targets(targets, batch, self.num_classes)
+        check_targets(targets, batch, self.num_classes, input_hw)
         targets = targets.to(device=device, dtype=torch.float32)
         t_img, t_cls = targets[:, 0].long(), targets[:, 1].long()
         t_box = xyxy_to_cxcywh(targets[:, 2:6])
