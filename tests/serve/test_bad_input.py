@@ -114,6 +114,14 @@ CASES = {  # name: (path, request kwargs, status, error code, words in the messa
     "max_det 0": ("/v1/detect", raw(GOOD, max_det=0), 422, "invalid_parameter", "max_det"),
     "max_det huge": ("/v1/detect", raw(GOOD, max_det=10**9), 422, "invalid_parameter", "max_det"),
     "class out of range": ("/v1/detect", raw(GOOD, classes="0,7"), 422, "invalid_parameter", "[7]"),
+    # "classes=," kept no class: an empty answer that read as "nothing found"
+    "classes empty entry": (
+        "/v1/detect",
+        raw(GOOD, classes=","),
+        422,
+        "invalid_parameter",
+        "empty entry",
+    ),
     "unknown class name": (
         "/v1/detect",
         raw(GOOD, classes="circle,cat"),

@@ -190,10 +190,18 @@ async def _read_multipart(
 
 def parse_classes(raw: str | None, class_names: Sequence[str]) -> list[int] | None:
     """``"0,2,5"``, ``"person,car"`` or both mixed -> class ids; a token that is an integer
-    is an id, any other a class name. 422 for an id out of range or an unknown name."""
+    is an id, any other a class name. 422 for an id out of range, an unknown name or an empty
+    entry (``classes=,``)."""
     if raw is None or raw.strip() == "":
         return None
-    tokens = [t.strip() for t in raw.split(",") if t.strip()]
+    tokens = [t.strip() for t in raw.split(",")]
+    if not all(tokens):  # "classes=," or "0,,2": an empty filter kept no class, silently
+        raise ApiError(
+            422,
+            "invalid_parameter",
+            f"classes={raw!r}: an empty entry; expected class ids or names separated by commas, "
+            "e.g. classes=0,2 or classes=person,car",
+        )
     try:
         return class_ids([int(t) if _is_int(t) else t for t in tokens], class_names)
     except InputError as e:
