@@ -403,6 +403,21 @@ def test_class_names_are_checked_against_the_model_wherever_they_meet(exported, 
         p(np.zeros((32, 32, 3), np.uint8))
 
 
+def test_metadata_of_another_input_size_than_the_graphs_is_named(exported, tmp_path):
+    """metadata.json edited to 64x64 for a graph of 96x128: yolov4-serve and the Predictor
+    stopped in onnxruntime's own 20-line error about the input shape."""
+    _, art = exported
+
+    def resized(m):
+        return {**m, "input_size": [64, 64], "preprocess": {**m["preprocess"], "input_size": [64, 64]}}  # fmt: skip
+
+    copy = _with_metadata(art, tmp_path, resized, "resized")
+    with pytest.raises(ExportError, match=r"model.onnx takes 96x128 images but metadata.json says"):
+        Predictor.from_artifact(copy)
+    # the TorchScript network is fully convolutional: it runs at the edited size
+    assert Predictor.from_artifact(copy, backend="torchscript").preprocess_config.input_size == (64, 64)  # fmt: skip
+
+
 def test_non_finite_outputs_fail_the_export(exported, tmp_path):
     """A NaN weight: max(0.0, nan) == 0.0 must not report a difference of 0."""
     ckpt, _ = exported

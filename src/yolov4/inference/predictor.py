@@ -132,15 +132,30 @@ class Detections:
 Prepared = tuple[torch.Tensor, Any, tuple[int, int]]
 
 
-def _output_channels(backend: Any, input_size: Sequence[int]) -> int:
+def _output_channels(backend: Any, input_size: Sequence[int], where: str) -> int:
     """``5 + C`` of a backend's predictions: the ONNX graph's static output shape, else one
-    forward pass on a blank image."""
+    forward pass on a blank image. A graph of another input size than metadata's
+    ``input_size`` (``where``: the artifact's file) is an :class:`ExportError`."""
+    want = [int(s) for s in input_size]
     session = getattr(backend, "session", None)
     if session is not None:
+        graph = list(session.get_inputs()[0].shape[2:])
+        if all(isinstance(d, int) for d in graph) and graph != want:
+            raise ExportError(
+                f"{where} takes {graph[0]}x{graph[1]} images but metadata.json says input_size "
+                f"{want}: metadata.json was edited or belongs to another export; re-export it"
+            )
         last = session.get_outputs()[0].shape[-1]
         if isinstance(last, int):
             return last
-    return int(backend(torch.zeros(1, 3, *input_size)).shape[-1])
+    try:
+        return int(backend(torch.zeros(1, 3, *want)).shape[-1])
+    except Exception as e:  # noqa: BLE001 - any runtime's refusal of the input is the same fault
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ExportError(
+            f"{where} does not run on metadata.json's input_size {want} ({first}): "
+            "metadata.json was edited or belongs to another export; re-export it"
+        ) from None
 
 
 class Predictor:
@@ -241,7 +256,7 @@ class Predictor:
                 f"not {backend!r}"
             )
         loaded = load_backend(Path(artifact_dir) / name, backend, device, precision, threads)
-        channels = _output_channels(loaded, meta["input_size"])
+        channels = _output_channels(loaded, meta["input_size"], str(Path(artifact_dir) / name))
         if channels != 5 + len(meta["class_names"]):
             raise ExportError(
                 f"{artifact_dir}: {len(meta['class_names'])} class names in metadata.json, but "
