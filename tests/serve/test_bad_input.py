@@ -77,14 +77,14 @@ CASES = {  # name: (path, request kwargs, status, error code, words in the messa
         raw(b"\xff\xd8\xff" + bytes(MAX_BYTES)),
         413,
         "payload_too_large",
-        "limit",
+        f"the limit is {MAX_BYTES:,} bytes (--max-bytes)",
     ),
-    "over byte limit (multipart)": (
+    "over byte limit (multipart)": (  # the limit named was max_bytes + an unexplained 64 KiB
         "/v1/detect",
-        upload(b"\xff\xd8\xff" + bytes(MAX_BYTES)),
+        upload(b"\xff\xd8\xff" + bytes(MAX_BYTES + 70_000)),
         413,
         "payload_too_large",
-        "limit",
+        f"{MAX_BYTES:,} per image (--max-bytes) and 65,536 for the form",
     ),
     "batch over its byte limit": (
         "/v1/detect/batch",
@@ -199,12 +199,20 @@ CASES = {  # name: (path, request kwargs, status, error code, words in the messa
         "unsupported_media_type",
         "multipart",
     ),
+    # a limit hit, not a malformed body (it was 400 "Too many files" from the parser)
     "batch over max_batch": (
         "/v1/detect/batch",
         {"files": [("f", ("x.jpg", GOOD))] * 9},
-        400,
-        "bad_multipart",
-        "files",
+        413,
+        "too_many_images",
+        "more than 8 images in one request (--max-batch)",
+    ),
+    "two images to /v1/detect": (
+        "/v1/detect",
+        {"files": [("f", ("x.jpg", GOOD))] * 2},
+        413,
+        "too_many_images",
+        "send several to /v1/detect/batch",
     ),
     "GET on a POST route": ("/v1/detect", {"method": "GET"}, 405, "method_not_allowed", "GET"),
 }

@@ -81,7 +81,7 @@ def sniff_format(data: bytes, where: str) -> str:
     )
 
 
-def _declared_length(request: Request, limit: int) -> None:
+def _declared_length(request: Request, limit: int, why: str = "") -> None:
     raw = request.headers.get("content-length")
     if raw is None:
         return
@@ -91,13 +91,14 @@ def _declared_length(request: Request, limit: int) -> None:
         raise ApiError(
             413,
             "payload_too_large",
-            f"the body is {int(raw):,} bytes; the limit is {limit:,} bytes",
+            f"the body is {int(raw):,} bytes; the limit is {limit:,} bytes{why}",
         )
 
 
-async def _limited(request: Request, limit: int) -> AsyncIterator[bytes]:
-    """The body's chunks, refused with 413 as soon as more than ``limit`` bytes arrived."""
-    _declared_length(request, limit)
+async def _limited(request: Request, limit: int, why: str = "") -> AsyncIterator[bytes]:
+    """The body's chunks, refused with 413 as soon as more than ``limit`` bytes arrived
+    (``why``: where the limit comes from, in the message)."""
+    _declared_length(request, limit, why)
     total = 0
     try:
         async for chunk in request.stream():
@@ -106,7 +107,7 @@ async def _limited(request: Request, limit: int) -> AsyncIterator[bytes]:
                 raise ApiError(
                     413,
                     "payload_too_large",
-                    f"the body is over the limit of {limit:,} bytes (refused after {total:,})",
+                    f"the body is over the limit of {limit:,} bytes{why} (refused after {total:,})",
                 )
             yield chunk
     except ClientDisconnect:
@@ -126,8 +127,12 @@ async def read_uploads(
     :class:`ApiError` 400/413/415."""
     media = _media_type(request)
     if media == MULTIPART:
-        limit = max_body if max_body is not None else max_bytes + FORM_OVERHEAD
-        return await _read_multipart(request, max_bytes, max_images, limit)
+        if max_body is not None:
+            limit, why = max_body, " (--max-batch-bytes)"
+        else:
+            limit = max_bytes + FORM_OVERHEAD
+            why = f": {max_bytes:,} per image (--max-bytes) and {FORM_OVERHEAD:,} for the form"
+        return await _read_multipart(request, max_bytes, max_images, limit, why)
     if media and not media.startswith(RAW_TYPES):
         raise ApiError(
             415,
@@ -142,24 +147,32 @@ async def read_uploads(
             "unsupported_media_type",
             f"a batch is a multipart/form-data body with one file field per image, got {media or 'no Content-Type'!r}",
         )
-    data = b"".join([chunk async for chunk in _limited(request, max_bytes)])
+    data = b"".join([chunk async for chunk in _limited(request, max_bytes, " (--max-bytes)")])
     if not data:
         raise ApiError(400, "empty_body", "the request body is empty: send an image")
     return [Upload(data, "image 0")]
 
 
 async def _read_multipart(
-    request: Request, max_bytes: int, max_images: int, limit: int
+    request: Request, max_bytes: int, max_images: int, limit: int, why: str = ""
 ) -> list[Upload]:
     parser = MultiPartParser(
         request.headers,
-        _limited(request, limit),
+        _limited(request, limit, why),
         max_files=max_images,
         max_fields=MAX_FORM_FIELDS,
     )
     try:
         form = await parser.parse()
     except MultiPartException as e:
+        if "too many files" in e.message.lower():  # a limit, not a malformed body
+            raise ApiError(
+                413,
+                "too_many_images",
+                "one image per request here: send several to /v1/detect/batch"
+                if max_images == 1
+                else f"more than {max_images} images in one request (--max-batch)",
+            ) from None
         raise ApiError(
             400, "bad_multipart", f"cannot parse the multipart body: {e.message}"
         ) from None
