@@ -418,6 +418,17 @@ def test_metadata_of_another_input_size_than_the_graphs_is_named(exported, tmp_p
     assert Predictor.from_artifact(copy, backend="torchscript").preprocess_config.input_size == (64, 64)  # fmt: skip
 
 
+@pytest.mark.parametrize("backend", ["onnxruntime", "torchscript"])
+def test_an_artifact_predictor_says_how_to_use_it_in_another_process(exported, backend):
+    """Pickling one (spawn-mode workers) failed in each runtime's own words ("cannot pickle
+    'InferenceSession'"); a checkpoint Predictor pickles."""
+    import pickle
+
+    _, art = exported
+    with pytest.raises(TypeError, match=rf"Predictor on {backend} cannot be pickled .* build it"):
+        pickle.dumps(Predictor.from_artifact(art, backend=backend))
+
+
 def test_non_finite_outputs_fail_the_export(exported, tmp_path):
     """A NaN weight: max(0.0, nan) == 0.0 must not report a difference of 0."""
     ckpt, _ = exported

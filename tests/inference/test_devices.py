@@ -21,6 +21,10 @@ def test_unknown_names_and_missing_gpus_are_config_errors(monkeypatch):
     assert check_device("cuda:1") == torch.device("cuda:1")
     with pytest.raises(ConfigError, match=r"has 2 CUDA GPU\(s\): cuda:0 .. cuda:1"):
         check_device("cuda:5")
+    # meta was accepted and failed at the first image ("Cannot copy out of meta tensor")
+    for other in ("meta", "xla"):
+        with pytest.raises(ConfigError, match=rf"models run on cpu, cuda .* or mps, got '{other}'"):
+            check_device(other)
 
 
 def test_a_cpu_runtime_refuses_a_gpu_device(monkeypatch, tmp_path):

@@ -133,6 +133,8 @@ def test_to_dict_and_empty_results():
             [scene(), np.zeros((2, 2, 2, 2), np.uint8)],
             r"image 1: expected an \(H, W, 3\) image, got an array of shape \(2, 2, 2, 2\)",
         ),
+        (np.array(5), r"image 0: expected an \(H, W, 3\) image, got an array of shape \(\)"),
+        ((x for x in [scene()]), r"got a generator \(an iterator is read once: pass list"),
         (np.zeros((10, 10, 2), np.uint8), r"image 0: expected 1, 3 or 4 channels"),
         (np.zeros((10, 10, 5), np.uint8), r"image 0: expected 1, 3 or 4 channels"),
         (

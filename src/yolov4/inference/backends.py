@@ -165,6 +165,10 @@ def check_device(device: str | torch.device) -> torch.device:
             )
     elif found.type == "mps" and not torch.backends.mps.is_available():
         raise ConfigError(f"device={device!r}, but MPS is not available here; use device=cpu")
+    elif found.type not in ("cpu", "cuda", "mps"):  # meta holds no data; xla, ... not built in
+        raise ConfigError(
+            f"device={device!r}: models run on cpu, cuda (cuda:1, ...) or mps, got {found.type!r}"
+        )
     return found
 
 
@@ -195,7 +199,22 @@ def bf16_refusal(features: dict[str, Any], precision: str = "bf16") -> str:
     )
 
 
-class OnnxBackend:
+class _RuntimeSession:
+    """A runtime's loaded model file: not picklable (onnxruntime sessions, OpenVINO compiled
+    models and TorchScript modules each refused in their own words); the message says what to
+    do instead."""
+
+    name = ""
+    path: Path
+
+    def __reduce__(self) -> Any:
+        raise TypeError(
+            f"a Predictor on {self.name} cannot be pickled or copied to another process: build "
+            f"it there (Predictor.from_artifact({str(self.path.parent)!r}) in each worker)"
+        )
+
+
+class OnnxBackend(_RuntimeSession):
     """``model.onnx`` through onnxruntime (CUDA provider first when available)."""
 
     name = "onnxruntime"
@@ -205,6 +224,7 @@ class OnnxBackend:
     ) -> None:
         import onnxruntime as ort
 
+        self.path = Path(path)
         available = ort.get_available_providers()
         wanted = providers or [
             p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available
@@ -240,7 +260,7 @@ class OnnxBackend:
         return torch.from_numpy(self.session.run(None, {self.input_name: x})[0])
 
 
-class OpenVinoBackend:
+class OpenVinoBackend(_RuntimeSession):
     """``model.onnx`` (fp32, bf16) or ``model_int8.xml`` (int8, int8_bf16) through OpenVINO on
     the CPU.
 
@@ -257,6 +277,7 @@ class OpenVinoBackend:
     def __init__(
         self, path: str | Path, precision: str = "fp32", threads: int | None = None
     ) -> None:
+        self.path = Path(path)
         import_openvino()  # the install hint before anything else
         if precision not in OV_PRECISION:
             raise ExportError(f"precision must be one of {sorted(OV_PRECISION)}, got {precision!r}")
@@ -301,13 +322,14 @@ class OpenVinoBackend:
         return torch.from_numpy(out.copy())  # the request reuses its output buffer
 
 
-class TorchScriptBackend:
+class TorchScriptBackend(_RuntimeSession):
     """``model.torchscript`` (traced) on ``device``."""
 
     name = "torchscript"
     precision = "fp32"
 
     def __init__(self, path: str | Path, device: str | torch.device = "cpu") -> None:
+        self.path = Path(path)
         self.device = check_device(device)
         try:
             with warnings.catch_warnings():  # deprecated in favour of torch.export, still supported

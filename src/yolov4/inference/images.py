@@ -9,6 +9,8 @@ naming the image's index and what was wrong, before any model code runs.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +48,7 @@ def load_image(
     where = f"image {index}"
     if color not in COLORS:
         raise InputError(f"color must be one of {COLORS}, got {color!r}")
-    if isinstance(item, (str, Path)):
+    if isinstance(item, (str, os.PathLike)):
         path = Path(item)
         if path.is_dir():
             raise InputError(
@@ -88,7 +90,11 @@ def load_image(
             f"{where}: unsupported input type {type(item).__name__}; expected a path, bytes, "
             "PIL image, numpy (H, W[, C]) array or torch (C, H, W) tensor"
         )
-    _check_pixels(item.shape[0], item.shape[1] if item.ndim > 1 else 0, max_pixels, where)
+    if item.ndim not in (2, 3):
+        raise InputError(
+            f"{where}: expected an (H, W, 3) image, got an array of shape {item.shape}"
+        )
+    _check_pixels(item.shape[0], item.shape[1], max_pixels, where)
     return to_rgb8(item, color, where)
 
 
@@ -96,6 +102,11 @@ def load_images(
     items: Any, color: str = "rgb", max_pixels: int | None = MAX_PIXELS
 ) -> list[np.ndarray]:
     """One input or a list/tuple of them -> list of ``(H, W, 3)`` uint8 RGB arrays."""
+    if isinstance(items, Iterator):
+        raise InputError(
+            f"expected an image or a list of images, got a {type(items).__name__} (an "
+            "iterator is read once: pass list(...))"
+        )
     if isinstance(items, (list, tuple)):
         if not items:
             raise InputError("expected at least one image, got an empty list")
