@@ -25,7 +25,7 @@ from yolov4.models.config import IOU_LOSSES, NMS_KINDS, ModelConfig
         ("beta_nms", 0, "model.beta_nms"),
         ("ignore_thresh", 1.5, r"model.ignore_thresh must be a number in \[0, 1\], got 1.5"),
         ("truth_thresh", 0, "model.truth_thresh"),
-        ("truth_thresh", 0.9, r"model.truth_thresh must be a number in \[1, inf\], got 0.9"),
+        ("truth_thresh", 0.9, r"model.truth_thresh must be >= 1 \(darknet's .* got 0.9"),
         ("iou_thresh", 0.0, "model.iou_thresh"),
         ("iou_thresh", 2.0, "model.iou_thresh"),
         ("iou_normalizer", -0.07, "model.iou_normalizer"),
