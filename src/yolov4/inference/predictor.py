@@ -437,6 +437,6 @@ class Predictor:
             "model": 1e3 * (t_model - t_pre),
             "postprocess": 1e3 * (t_post - t_model),
         }
-        for d in out:
-            d.timing_ms = timing
+        for d in out:  # the batch's times, one dict each (a caller may edit its own)
+            d.timing_ms = dict(timing)
         return out
