@@ -100,6 +100,8 @@ def test_grayscale_and_mixed_sizes():
     assert out[1].image_size == (80, 160)
     assert_found(out[1])
     np.testing.assert_allclose(out[2].boxes[0], np.array(SQUARE) * 2, atol=4.0)
+    out[0].timing_ms["model"] = -1.0  # one dict per image (it was one shared by the batch)
+    assert out[1].timing_ms["model"] >= 0 and out[1].timing_ms == out[2].timing_ms
 
 
 def test_exif_rotated_jpeg_gives_boxes_in_the_displayed_orientation():
