@@ -129,6 +129,13 @@ CASES = {  # name: (path, request kwargs, status, error code, words in the messa
         "invalid_parameter",
         "unknown class names ['cat']; the model's are: circle, square, cross",
     ),
+    "model: unknown parameter (a misspelt include)": (
+        "/v1/model",
+        {"method": "GET", "params": {"inlcude": "cfg"}},
+        422,
+        "invalid_parameter",
+        "unknown query parameters ['inlcude']",
+    ),
     "include unknown": (
         "/v1/model",
         {"method": "GET", "params": {"include": "text"}},

@@ -317,6 +317,7 @@ def _add_status_routes(app: FastAPI, service: Service) -> None:
         responses={200: {"model": ModelSummary}, **errors(422, 503)},
     )
     async def model(
+        request: Request,
         include: Literal["cfg"] | None = Query(
             None, description="cfg: add the architecture's darknet cfg text"
         ),
@@ -324,6 +325,13 @@ def _add_status_routes(app: FastAPI, service: Service) -> None:
         """The artifact's metadata: classes, input size, preprocessing, default thresholds; the
         architecture's cfg as ``cfg_sha256`` and ``cfg_bytes`` (its text with
         ``include=cfg``)."""
+        unknown = sorted(set(request.query_params) - {"include"})
+        if unknown:  # as the detect routes: a misspelt include= is not ignored
+            raise ApiError(
+                422,
+                "invalid_parameter",
+                f"unknown query parameters {unknown}; expected ['include']",
+            )
         if service.predictor is None:
             raise ApiError(503, "not_ready", "the model is loading", service._retry())
         body = model_summary(service.predictor, service.model, settings, include == "cfg")
