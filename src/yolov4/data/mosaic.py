@@ -19,9 +19,11 @@ The warp is the random affine (zoom ``scale`` about the centre, shift ``translat
 darknet's ``jitter``) composed with the horizontal flip (``flip``); the boxes go through the same
 matrix. Box rules, as albumentations' ``BboxParams(clip=True, min_area, min_visibility)`` applied
 after the placement and after the affine (the implementation this one replaced): boxes are
-clipped to their slice and dropped under ``min_area`` px²; after the affine they are clipped to
-the image and dropped under ``min_area`` px² or when less than ``min_visibility`` of their area
-(as placed) is left. Coordinates are continuous pixels (the image spans ``[0, W] x [0, H]``).
+clipped to their slice and dropped under ``min_area`` px² (a mosaic's cut keeps any part of a
+box, as darknet's and the albumentations pipeline's); after the affine they are clipped to the
+image and dropped under ``min_area`` px² or when less than ``min_visibility`` of their area (as
+placed) is left; a box under :data:`~yolov4.data.records.MIN_BOX_SIDE` px wide or high is
+dropped at each step (a sliver at a cut, 140 x 0.3 px, was kept as an object). Coordinates are continuous pixels (the image spans ``[0, W] x [0, H]``).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from typing import NamedTuple
 import cv2
 import numpy as np
 
+from yolov4.data.records import MIN_BOX_SIDE
 from yolov4.ops.letterbox import letterbox_params
 
 __all__ = ["MOSAIC_DONORS", "Placed", "TrainGeometry"]
@@ -76,13 +79,16 @@ def _clip_filter(
     boxes: np.ndarray, window: Sequence[float], min_area: float, min_visibility: float
 ) -> tuple[np.ndarray, np.ndarray]:
     """Clip ``boxes`` to ``window`` ``(x1, y1, x2, y2)``; keep the ones with a positive area of
-    at least ``min_area`` that keep ``min_visibility`` of their area. Returns (clipped, keep)."""
+    at least ``min_area``, both sides at least :data:`MIN_BOX_SIDE` px (darknet drops boxes under
+    one pixel: a 140 x 0.3 px sliver at a mosaic cut is no object), that keep
+    ``min_visibility`` of their area. Returns (clipped, keep)."""
     clipped = np.empty_like(boxes)
     clipped[:, [0, 2]] = np.clip(boxes[:, [0, 2]], window[0], window[2])
     clipped[:, [1, 3]] = np.clip(boxes[:, [1, 3]], window[1], window[3])
     before, after = _area(boxes), _area(clipped)
+    sides = np.minimum(clipped[:, 2] - clipped[:, 0], clipped[:, 3] - clipped[:, 1])
     keep = (after > 0) & (after >= min_area) & (after >= min_visibility * before)
-    return clipped, keep
+    return clipped, keep & (sides >= MIN_BOX_SIDE)
 
 
 class TrainGeometry:
