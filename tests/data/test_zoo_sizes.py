@@ -45,6 +45,24 @@ def test_multi_scale_batches_are_multiples_of_the_largest_stride(synth_cache: Pa
     assert len(seen) >= 2  # multi-scale did resize
 
 
+def test_multi_scale_sizes_without_workers_follow_the_seed_and_the_epoch(synth_cache: Path):
+    """Without DataLoader workers the sizes came from the process's global RNG: two
+    DataModules of one seed drew different sizes (so different targets), and a run resumed at
+    epoch e drew other sizes than an uninterrupted one."""
+
+    def sizes(dm: SyntheticDataModule, epoch: int) -> list:
+        loader = dm.train_dataloader()
+        loader.sampler.set_epoch(epoch)
+        return [tuple(b["input_size"]) for b in loader]
+
+    a, b = _dm(synth_cache, num_train=24), _dm(synth_cache, num_train=24)
+    a.prepare_data(), b.prepare_data()
+    first = sizes(a, 0)
+    torch.rand(100)  # the global stream moves on: the sizes must not
+    assert sizes(b, 0) == first and sizes(a, 1) == sizes(b, 1)
+    assert [sizes(a, e) for e in range(1, 5)] != [first] * 4  # epochs draw their own
+
+
 def test_multi_scale_rounding_uses_the_collates_multiple():
     collate = DetectionCollate(multi_scale=1.4, size_multiple=64)
     sample = {

@@ -66,11 +66,11 @@ def multi_scale_size(
     return tuple(max(multiple, round(s * factor / multiple) * multiple) for s in input_hw)  # type: ignore[return-value]
 
 
-def _random_factor(coefficient: float) -> float:
-    """darknet's ``rand_scale``: uniform in ``[1, c]``, inverted half of the time (torch's RNG,
-    which each DataLoader worker seeds)."""
-    s = 1.0 + float(torch.rand(())) * (coefficient - 1.0)
-    return s if float(torch.rand(())) < 0.5 else 1.0 / s
+def _random_factor(coefficient: float, generator: torch.Generator | None = None) -> float:
+    """darknet's ``rand_scale``: uniform in ``[1, c]``, inverted half of the time (``generator``,
+    else torch's RNG, which each DataLoader worker seeds)."""
+    s = 1.0 + float(torch.rand((), generator=generator)) * (coefficient - 1.0)
+    return s if float(torch.rand((), generator=generator)) < 0.5 else 1.0 / s
 
 
 def _stack_images(images: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -86,6 +86,10 @@ def _stack_images(images: Sequence[torch.Tensor]) -> torch.Tensor:
     return torch.stack(hwc, out=out).permute(0, 3, 1, 2)
 
 
+def _in_main() -> bool:
+    return get_worker_info() is None
+
+
 class DetectionCollate:
     """Stack samples into a :class:`Batch` (images as the samples hold them: uint8); with
     ``multi_scale`` (darknet's ``random`` coefficient, e.g. 1.4) draw a random size for the whole
@@ -98,6 +102,14 @@ class DetectionCollate:
     ) -> None:
         self.multi_scale = multi_scale
         self.size_multiple = int(size_multiple)
+        # without DataLoader workers: the sizes' own stream, reseeded per epoch (EpochShuffle),
+        # so a seed and an epoch give the same sizes (the process's global RNG did not)
+        self.generator: torch.Generator | None = None
+
+    def reseed(self, seed: int) -> None:
+        """Draw the multi-scale sizes from a stream seeded with ``seed`` (in the main process;
+        DataLoader workers draw from their own seeded RNG)."""
+        self.generator = torch.Generator().manual_seed(seed)
 
     def __call__(self, samples: Sequence[Sample]) -> Batch:
         images = _stack_images([s["image"] for s in samples])
@@ -120,7 +132,8 @@ class DetectionCollate:
         h, w = images.shape[-2:]
         size = (int(h), int(w))
         if self.multi_scale is not None and self.multi_scale > 1.0:
-            size = multi_scale_size((h, w), _random_factor(self.multi_scale), self.size_multiple)
+            factor = _random_factor(self.multi_scale, self.generator if _in_main() else None)
+            size = multi_scale_size((h, w), factor, self.size_multiple)
             if size != (h, w):
                 nh, nw = size
                 gain = torch.tensor([nw / w, nh / h, nw / w, nh / h])

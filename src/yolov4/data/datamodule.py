@@ -151,8 +151,14 @@ class EpochShuffle(Sampler[int]):
     worker seeds of non-persistent workers) and, without workers, the dataset's augmentation.
     Persistent workers keep their first epoch's seeds, so they resume close, not bit-equal."""
 
-    def __init__(self, dataset: DetectionDataset, seed: int, generator: torch.Generator) -> None:
-        self.dataset, self.seed, self.generator = dataset, seed, generator
+    def __init__(
+        self,
+        dataset: DetectionDataset,
+        seed: int,
+        generator: torch.Generator,
+        collate: DetectionCollate | None = None,
+    ) -> None:
+        self.dataset, self.seed, self.generator, self.collate = dataset, seed, generator, collate
         self.reseed_dataset = False  # set by the DataModule when there are no workers
         self.set_epoch(0)
 
@@ -162,6 +168,8 @@ class EpochShuffle(Sampler[int]):
         self.generator.manual_seed(seed + WORKER_SEED_OFFSET)  # a stream apart from the shuffle
         if self.reseed_dataset:
             self.dataset.reseed(seed % 2**32)
+            if self.collate is not None:  # its multi-scale sizes, likewise
+                self.collate.reseed(seed + WORKER_SEED_OFFSET + 1)
 
     def __iter__(self) -> Iterator[int]:
         g = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
@@ -370,11 +378,12 @@ class DetectionDataModule(L.LightningDataModule):
         seed = self.seed + self._rank() * RANK_SEED_STRIDE
         generator = torch.Generator().manual_seed(seed)
         sampler = None
+        multi_scale = self.augment.multi_scale if (train and self.augment is not None) else None
+        collate = DetectionCollate(multi_scale, self.size_multiple)
         if train:
-            sampler = EpochShuffle(dataset, seed, generator)
+            sampler = EpochShuffle(dataset, seed, generator, collate)
             sampler.reseed_dataset = self.num_workers == 0
             sampler.set_epoch(0)
-        multi_scale = self.augment.multi_scale if (train and self.augment is not None) else None
         return DataLoader(
             dataset,
             batch_size=self.batch_size if train else self.val_batch_size,
@@ -384,7 +393,7 @@ class DetectionDataModule(L.LightningDataModule):
             persistent_workers=self.persistent_workers,
             # pinned memory serves copies to a GPU; without one torch warns on every run
             pin_memory=self.pin_memory and torch.cuda.is_available(),
-            collate_fn=DetectionCollate(multi_scale, self.size_multiple),
+            collate_fn=collate,
             worker_init_fn=seed_worker,
             generator=generator,
         )
