@@ -357,3 +357,32 @@ def test_the_epoch_line_counts_to_the_runs_last_epoch(
         accumulate_grad_batches=accumulate,
     )
     assert module._last_epoch() == last
+
+
+def test_a_resume_that_stretches_the_lr_schedule_says_so(caplog):
+    """Resumed with trainer.max_epochs 2 -> 4 (the documented way to train longer), the
+    steps schedule, fractions of the run's length, sent the decayed lr back up to optim.lr
+    without a word."""
+    from types import SimpleNamespace
+
+    from yolov4.training.module import SCHEDULE_KEY
+    from yolov4.training.optim import OptimConfig
+
+    module = tiny_module(optim=OptimConfig(optimizer="sgd", lr=0.01, burn_in=2, steps=(0.8, 0.9)))
+    saved: dict = {}
+    module._schedule_total = 16
+    module.on_save_checkpoint(saved)
+    assert saved[SCHEDULE_KEY] == 16
+    module.on_load_checkpoint(saved)
+    module._trainer = SimpleNamespace(global_step=16)
+    module._schedule_total = 32  # the resumed run's length
+    with caplog.at_level(logging.WARNING, logger="yolov4"):
+        module._warn_stretched_schedule()
+    assert (
+        "16 when the checkpoint was saved and 32 now: at step 16 the lr is 0.01 (it was 0.0001)"
+        in caplog.text
+    )
+    caplog.clear()
+    module._schedule_total = 16  # the same length: nothing to say
+    module._warn_stretched_schedule()
+    assert caplog.text == ""

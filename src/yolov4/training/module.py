@@ -45,6 +45,8 @@ __all__ = ["YoloModule", "ValidationSample"]
 # keyword arguments renamed (they shadowed builtins), accepted for one more release
 RENAMED_KWARGS = {"eval": "val_postprocess", "compile": "compile_model"}
 
+SCHEDULE_KEY = "yolov4_schedule_steps"  # in .ckpt files: the length the lr schedule spans
+
 log = logging.getLogger(__name__)
 # The module, not the DataModule, finishes batches on the device (on_after_batch_transfer) so any
 # loader of Batch dicts works; Lightning warns about that choice on every fit with a DataModule.
@@ -283,6 +285,9 @@ class YoloModule(L.LightningModule):
         # the epoch line of train.log: [total, box, obj, cls] loss sums and batches (this rank's),
         # the epoch's start time, and the validation run during the epoch
         self._epoch_loss: torch.Tensor | None = None
+        # optimizer steps the lr schedule spans: this run's, and the resumed checkpoint's
+        self._schedule_total: int | None = None
+        self._resumed_total: int | None = None
         self._epoch_batches = 0
         self._epoch_start = 0.0
         self._epoch_resumed = False  # this epoch began before a mid-epoch resume
@@ -383,6 +388,34 @@ class YoloModule(L.LightningModule):
     def on_train_start(self) -> None:
         # a resume mid-epoch (requeue.ckpt) enters its epoch without on_train_epoch_start
         self._epoch_start, self._epoch_resumed = time.perf_counter(), True
+        self._warn_stretched_schedule()
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[SCHEDULE_KEY] = self._schedule_total  # the length the lr schedule spans
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._resumed_total = checkpoint.get(SCHEDULE_KEY)
+
+    def _warn_stretched_schedule(self) -> None:
+        """A resume with another length (``trainer.max_epochs`` raised to train longer) lays
+        the lr schedule, fractions of the run's optimizer steps, over the new length: a decayed
+        lr goes back up (darknet's ``steps`` are absolute iterations). Said with the numbers."""
+        old, new = self._resumed_total, self._schedule_total
+        if not old or not new or old == new:
+            return
+        step, lr = self.global_step, self.optim_cfg.lr
+        before, after = (
+            lr * lr_factor(step, old, self.optim_cfg),
+            lr * lr_factor(step, new, self.optim_cfg),
+        )
+        log.warning(
+            "resume: the lr schedule (optim.schedule=%s) spans the run's optimizer steps, %d when "
+            "the checkpoint was saved and %d now: at step %d the lr is %.3g (it was %.3g), the "
+            "schedule's decay laid over the new length. To keep training at the decayed lr, "
+            "start a new run from the weights (module.pretrained=<run>/weights/last.pt, "
+            "optim.lr=%.3g optim.burn_in=0)",
+            self.optim_cfg.schedule, old, new, step, after, before, before,
+        )  # fmt: skip
 
     def on_train_epoch_start(self) -> None:
         self._epoch_loss, self._epoch_batches, self._epoch_val = None, 0, None
@@ -461,6 +494,7 @@ class YoloModule(L.LightningModule):
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer = build_optimizer(self.model, self.optim_cfg)
         total = int(self.trainer.estimated_stepping_batches) if self.trainer is not None else 1
+        self._schedule_total = total
         cfg = self.optim_cfg
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda step: lr_factor(step, total, cfg)
