@@ -531,13 +531,20 @@ def test_without_the_weights_callback_the_final_model_is_written_evaluated_and_e
 
 def test_last_ckpt_is_written_every_epoch_between_validations(compose_cfg, tiny_run, tmp_path):
     """The COCO recipes validate every 5th epoch: a run stopped before its first validation still
-    leaves a last.ckpt of its latest epoch to resume."""
-    cfg = compose_cfg("train", [*tiny_run, "trainer.max_epochs=2",
+    leaves a last.ckpt of its latest epoch to resume. With an EMA decay of ~0 the EMA is the
+    weights of the last step (it was updated inside the step's closure, before the update: one
+    step behind, the last step never in the EMA that validation scores and best.pt holds)."""
+    cfg = compose_cfg("train", [*tiny_run, "trainer.max_epochs=2", "module.ema_decay=1e-9",
                                 "trainer.check_val_every_n_epoch=5"], tmp_path)  # fmt: skip
     train(cfg)
     ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["epoch"] == 1 and ckpt["global_step"] == 4
     assert not (tmp_path / "checkpoints" / "best.ckpt").exists()  # no validation: no best
+    state = ckpt["state_dict"]
+    assert int(state["ema.updates"]) == 4
+    for key, value in state.items():
+        if key.startswith("model.") and value.is_floating_point():
+            torch.testing.assert_close(state[f"ema.module.{key[6:]}"], value, atol=1e-7, rtol=0)
 
 
 def test_a_run_shorter_than_the_logging_interval_still_logs_its_steps(

@@ -334,8 +334,12 @@ class YoloModule(L.LightningModule):
         """The weights validation and export use: the EMA when it is on."""
         return self.ema.module if self.ema is not None else self.model
 
-    def on_before_zero_grad(self, optimizer: torch.optim.Optimizer) -> None:
-        if self.ema is not None and self.training:
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        """The optimizer step, then the EMA of the weights it made (``on_before_zero_grad``
+        runs inside the step's closure, before the update: the EMA lagged one step and
+        never held the last one)."""
+        super().optimizer_step(*args, **kwargs)
+        if self.ema is not None:
             self.ema.update(self.model)
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
