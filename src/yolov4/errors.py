@@ -13,6 +13,7 @@ __all__ = [
     "ConfigError",
     "DatasetError",
     "ExportError",
+    "DivergedError",
 ]
 
 
@@ -38,3 +39,8 @@ class DatasetError(YoloError, ValueError):
 
 class ExportError(YoloError, RuntimeError):
     """An exported file disagrees with PyTorch, or an artifact is missing, altered or unknown."""
+
+
+class DivergedError(YoloError, FloatingPointError):
+    """Training's loss became NaN or infinite (the run stops: its checkpoints are the last good
+    ones)."""

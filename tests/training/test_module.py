@@ -34,10 +34,13 @@ def test_nan_loss_stops_with_a_message(monkeypatch):
         "forward",
         lambda self, maps, targets: LossOutput(nan, nan, torch.tensor(1.0), nan),
     )
+    from yolov4.errors import DivergedError
+
     with pytest.raises(
-        FloatingPointError, match=r"loss became nan at step 0 .*obj=1.*Lower optim.lr"
-    ):
+        DivergedError, match=r"loss became nan at step 0 .*obj=1.*Lower optim.lr.*no checkpoint"
+    ) as e:
         module.training_step(batch(), 0)
+    assert isinstance(e.value, FloatingPointError)  # one line from the CLI (a YoloError)
 
 
 def test_out_of_memory_names_batch_and_remedies(monkeypatch):

@@ -48,6 +48,13 @@ def test_optimizers_and_bad_values():
         OptimConfig(schedule="linear")
     with pytest.raises(ConfigError, match="optim.steps"):
         OptimConfig(steps=[0.8], scales=[0.1, 0.1])
+    # torch's own refusals came at fit start, after the data set-up, in a 45-line traceback
+    with pytest.raises(ConfigError, match=r"optim.momentum must be in \[0, 1\) .* got 1.5"):
+        OptimConfig(optimizer="adamw", momentum=1.5)
+    with pytest.raises(ConfigError, match=r"optim.nesterov=true needs optim.momentum > 0"):
+        OptimConfig(momentum=0, nesterov=True)
+    with pytest.raises(ConfigError, match=r"optim.weight_decay must be >= 0"):
+        OptimConfig(weight_decay=-1e-4)
 
 
 def test_ema_ramps_and_follows():

@@ -27,7 +27,7 @@ from yolov4.core.model import DecodedModel
 from yolov4.core.postprocess import DARKNET_VALID, PostprocessConfig
 from yolov4.core.preprocess import PreprocessConfig, batch_to_input
 from yolov4.core.pretrained import load_pretrained
-from yolov4.errors import CheckpointError, ConfigError
+from yolov4.errors import CheckpointError, ConfigError, DivergedError
 from yolov4.evaluation import METRIC_KEYS, CocoEvaluator, EvaluationResult
 from yolov4.evaluation.coco import DEFAULT_COCO_BACKEND, check_coco_backend
 from yolov4.loss import BOX_GRADIENTS, YoloLoss, darknet_cost
@@ -366,11 +366,19 @@ class YoloModule(L.LightningModule):
                 f"use trainer.precision=16-mixed or bf16-mixed, or a smaller data.input_size. ({e})"
             ) from e
         if not torch.isfinite(loss.total):
-            raise FloatingPointError(
+            trainer = self._trainer  # None outside a fit (a user's own loop)
+            callback = trainer.checkpoint_callback if trainer is not None else None
+            last = getattr(callback, "last_model_path", "") or ""
+            raise DivergedError(
                 f"the loss became {loss.total.item()} at step {self.global_step} (box={loss.box.item():.4g} "
                 f"obj={loss.obj.item():.4g} cls={loss.cls.item():.4g}); stopping instead of training on NaN. "
                 f"Lower optim.lr, lengthen optim.burn_in, set trainer.gradient_clip_val, or use "
-                f"trainer.precision=32; resume from the last good checkpoint with ckpt_path=..."
+                f"trainer.precision=32; "
+                + (
+                    f"resume from the last good checkpoint with ckpt_path={last}"
+                    if last
+                    else "no checkpoint was written before it: start the run again"
+                )
             )
         bs = images.shape[0]
         parts = torch.stack([loss.total, loss.box, loss.obj, loss.cls]).detach().float()

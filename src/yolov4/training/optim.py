@@ -74,6 +74,15 @@ class OptimConfig:
             raise ConfigError(f"optim.lr must be > 0, got {self.lr}")
         if self.burn_in < 0:
             raise ConfigError(f"optim.burn_in must be >= 0, got {self.burn_in}")
+        if not 0 <= self.momentum < 1:  # torch's own refusal came at fit start, 45 lines long
+            raise ConfigError(
+                f"optim.momentum must be in [0, 1) (SGD's momentum, AdamW's beta1), got "
+                f"{self.momentum}"
+            )
+        if self.weight_decay < 0:
+            raise ConfigError(f"optim.weight_decay must be >= 0, got {self.weight_decay}")
+        if getattr(self, "nesterov", False) and self.optimizer == "sgd" and self.momentum == 0:
+            raise ConfigError("optim.nesterov=true needs optim.momentum > 0 (SGD's rule)")
         self.steps, self.scales = list(self.steps), list(self.scales)
         if len(self.steps) != len(self.scales) or any(not 0 < s < 1 for s in self.steps):
             raise ConfigError(
