@@ -591,6 +591,42 @@ def test_the_logging_interval_follows_the_runs_steps(compose_cfg, tmp_path, limi
     assert cfg.trainer.log_every_n_steps == expected
 
 
+@pytest.mark.parametrize(
+    ("overrides", "warned"),
+    [
+        # 10 optimizer steps (max_steps counts them), not 10 batches // 4: no warning
+        (
+            [
+                "trainer.max_epochs=10",
+                "trainer.max_steps=10",
+                "trainer.accumulate_grad_batches=4",
+                "optim.burn_in=5",
+            ],
+            None,
+        ),  # fmt: skip
+        # the recipes' max_epochs=null: bounded by max_steps alone (it was never checked)
+        (["trainer.max_epochs=null", "trainer.max_steps=12", "optim.burn_in=100"], 12),
+        # 8 batches in windows of 3: 3 steps an epoch, the last window partial
+        (["trainer.max_epochs=2", "trainer.accumulate_grad_batches=3", "optim.burn_in=7"], 6),
+        (["trainer.max_epochs=2", "optim.burn_in=16"], None),  # the last step reaches optim.lr
+    ],
+)
+def test_the_warm_up_warning_counts_optimizer_steps(compose_cfg, tmp_path, caplog, overrides,
+                                                    warned):  # fmt: skip
+    import logging
+    from types import SimpleNamespace
+
+    from yolov4.cli.train import _log_short_runs
+
+    cfg = compose_cfg("train", overrides, tmp_path)
+    with caplog.at_level(logging.WARNING, logger="yolov4"):
+        _log_short_runs(cfg, SimpleNamespace(train_batches=lambda: 8))
+    if warned is None:
+        assert "warm-up steps" not in caplog.text
+    else:
+        assert f"but the run makes {warned} optimizer steps" in caplog.text
+
+
 def test_a_value_the_recipe_leaves_to_the_user_is_one_line(caplog):
     """experiment=coco_yolov4_tiny without the annotation files: omegaconf's 30-frame
     MissingMandatoryValue traceback became one line naming the key."""

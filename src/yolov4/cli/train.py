@@ -15,6 +15,7 @@ of the command, refused changes) and :mod:`yolov4.training.resume` (the checkpoi
 from __future__ import annotations
 
 import logging
+import math
 from contextlib import nullcontext
 from inspect import signature
 from pathlib import Path
@@ -190,40 +191,45 @@ def _check_limits(cfg: DictConfig) -> None:
             check_monitor(node.monitor, f"callbacks.{name}.monitor", VAL_METRICS + TRAIN_METRICS)
 
 
-def _run_batches(cfg: DictConfig, datamodule: Any) -> int | None:
-    """The training batches of the whole run (its epochs' batches, within
-    ``limit_train_batches`` and ``max_steps``); ``None`` when the config cannot say."""
-    per_epoch, epochs = datamodule.train_batches(), cfg.trainer.get("max_epochs")
-    if not per_epoch or not isinstance(epochs, int) or epochs < 1:
+def _run_steps(cfg: DictConfig, datamodule: Any) -> int | None:
+    """The optimizer steps of the whole run (Lightning's count, which ``max_steps`` and
+    ``log_every_n_steps`` use): ``ceil(batches / accumulate_grad_batches)`` an epoch (a last
+    partial window steps too) times ``max_epochs``, within ``max_steps`` (alone when
+    ``max_epochs`` is null, as the recipes set it); ``None`` when the config cannot say."""
+    per_epoch = datamodule.train_batches()
+    if not per_epoch:
         return None
     limit = cfg.trainer.get("limit_train_batches")  # Lightning's rule: a count or a fraction
     if isinstance(limit, int) and not isinstance(limit, bool):
         per_epoch = min(per_epoch, limit)
     elif isinstance(limit, float):
         per_epoch = int(per_epoch * limit)
-    steps = per_epoch * epochs
-    max_steps = cfg.trainer.get("max_steps")
-    if isinstance(max_steps, int) and max_steps > 0:
-        steps = min(steps, max_steps)
-    return steps
+    accumulate = cfg.trainer.get("accumulate_grad_batches") or 1
+    steps_per_epoch = (
+        math.ceil(per_epoch / accumulate) if isinstance(accumulate, int) else per_epoch
+    )
+    epochs, max_steps = cfg.trainer.get("max_epochs"), cfg.trainer.get("max_steps")
+    bounded = isinstance(max_steps, int) and max_steps > 0
+    if isinstance(epochs, int) and epochs >= 1:
+        steps = steps_per_epoch * epochs
+        return min(steps, max_steps) if bounded else steps
+    return max_steps if bounded else None
 
 
 def _log_short_runs(cfg: DictConfig, datamodule: Any) -> None:
-    """``trainer.log_every_n_steps`` lowered to a run's whole number of steps when the run is
-    shorter (a first check of 1 epoch of 4 batches logged no loss at all), logged; a warning
-    when the learning rate's warm-up (``optim.burn_in``) is longer than the run (a first run on
-    64 images trained 32 steps of a 100-step warm-up and learnt nothing)."""
-    steps, every = _run_batches(cfg, datamodule), cfg.trainer.get("log_every_n_steps")
-    if steps is None:
+    """``trainer.log_every_n_steps`` lowered to a run's whole number of optimizer steps when the
+    run is shorter (a first check of 1 epoch of 4 batches logged no loss at all), logged; a
+    warning when the learning rate's warm-up (``optim.burn_in``) is longer than the run (a first
+    run on 64 images trained 32 steps of a 100-step warm-up and learnt nothing)."""
+    updates, every = _run_steps(cfg, datamodule), cfg.trainer.get("log_every_n_steps")
+    if updates is None:
         return
-    if isinstance(every, int) and 0 < steps < every:
+    if isinstance(every, int) and 0 < updates < every:
         log.info(
-            "trainer.log_every_n_steps=%d: the run's %d steps (it was %d)", steps, steps, every
+            "trainer.log_every_n_steps=%d: the run's %d steps (it was %d)", updates, updates, every
         )
         with open_dict(cfg):
-            cfg.trainer.log_every_n_steps = steps
-    accumulate = cfg.trainer.get("accumulate_grad_batches") or 1
-    updates = max(1, steps // accumulate if isinstance(accumulate, int) else steps)
+            cfg.trainer.log_every_n_steps = updates
     burn_in, power = cfg.optim.get("burn_in", 0), cfg.optim.get("burn_in_power", 4.0)
     if isinstance(burn_in, int) and burn_in > updates:  # its last step reaches optim.lr
         reached = (updates / burn_in) ** power
