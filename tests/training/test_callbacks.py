@@ -64,3 +64,22 @@ def test_a_checkpoint_save_never_writes_into_a_linked_file(tmp_path, monkeypatch
         "best.ckpt",
         "last.ckpt",
     ]  # no temporary left
+
+
+def test_best_weights_follow_the_best_checkpoints_monitor():
+    """weights/best.pt was chosen by mAP whatever callbacks.best_checkpoint.monitor said:
+    with val/mAP50 (or a train metric, mode min) best.ckpt and best.pt were other epochs."""
+    from types import SimpleNamespace
+
+    from yolov4.training.callbacks import WeightsCallback
+
+    last = SimpleNamespace(monitor=None, mode="min")
+    best = SimpleNamespace(monitor="val/mAP50", mode="max")
+    trainer = SimpleNamespace(checkpoint_callbacks=[last, best])
+    assert WeightsCallback.monitor(trainer) == ("val/mAP50", "max")
+    best.monitor, best.mode = "train/loss", "min"
+    assert WeightsCallback.monitor(trainer) == ("train/loss", "min")
+    assert WeightsCallback.monitor(SimpleNamespace(checkpoint_callbacks=[last])) == (
+        "val/mAP",
+        "max",
+    )

@@ -74,14 +74,24 @@ def trained_epoch(trainer: L.Trainer) -> int:
 
 
 class WeightsCallback(L.Callback):
-    """After each validation write ``weights/last.pt`` and, when ``mAP`` improved,
+    """After each validation write ``weights/last.pt`` and, when the monitored metric improved,
     ``weights/best.pt`` (strict-loadable :mod:`yolov4.core.checkpoint` files, EMA weights when
-    EMA is on); at the end of training ``last.pt`` once more. Rank 0 only."""
+    EMA is on); at the end of training ``last.pt`` once more. Rank 0 only. The metric is the
+    first monitored checkpoint callback's (``callbacks.best_checkpoint.monitor``, its ``mode``),
+    so ``best.pt`` and ``best.ckpt`` are chosen alike; ``mAP`` without one."""
 
     def __init__(self, dirpath: str | Path) -> None:
         self.dirpath = Path(dirpath)
         self.best: float | None = None
         self.last_step: int | None = None  # global step of the weights in last.pt
+
+    @staticmethod
+    def monitor(trainer: L.Trainer) -> tuple[str, str]:
+        """``(metric, mode)``: the first checkpoint callback's with a monitor, else mAP."""
+        for callback in getattr(trainer, "checkpoint_callbacks", []):
+            if getattr(callback, "monitor", None):
+                return str(callback.monitor), str(callback.mode)
+        return f"val/{MONITOR}", "max"
 
     def save(self, trainer: L.Trainer, module: Any, name: str) -> Path | None:
         """Write ``name``; weights holding NaN or inf (a diverged run) are not written: the
@@ -126,11 +136,15 @@ class WeightsCallback(L.Callback):
         if last is None:
             return
         self.last_step = trainer.global_step
-        score = module.evaluation[MONITOR]
-        if self.best is None or score > self.best:
+        name, mode = self.monitor(trainer)
+        value = trainer.callback_metrics.get(name)
+        if value is None:  # not logged this epoch: the weights' own mAP
+            name, mode, value = f"val/{MONITOR}", "max", module.evaluation[MONITOR]
+        score = float(value)
+        if self.best is None or (score > self.best if mode == "max" else score < self.best):
             self.best = score
             path = link_file(last, self.dirpath / BEST_WEIGHTS)  # the same weights: one file
-            log.info("new best %s %.4f -> %s", MONITOR, score, path)
+            log.info("new best %s %.4f -> %s", name.removeprefix("val/"), score, path)
 
     def on_train_end(self, trainer: L.Trainer, module: Any) -> None:
         written = self.last_step == trainer.global_step and (self.dirpath / LAST_WEIGHTS).is_file()
