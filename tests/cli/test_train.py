@@ -625,6 +625,12 @@ def test_the_warm_up_warning_counts_optimizer_steps(compose_cfg, tmp_path, caplo
         assert "warm-up steps" not in caplog.text
     else:
         assert f"but the run makes {warned} optimizer steps" in caplog.text
+    # a window longer than the epoch: one step of 8 batches scaled as 20 (0.4 of its gradient)
+    caplog.clear()
+    cfg = compose_cfg("train", ["trainer.accumulate_grad_batches=20"], tmp_path)
+    with caplog.at_level(logging.WARNING, logger="yolov4"):
+        _log_short_runs(cfg, SimpleNamespace(train_batches=lambda: 8))
+    assert "accumulate_grad_batches=20 is more than an epoch's 8 batches" in caplog.text
 
 
 def test_a_value_the_recipe_leaves_to_the_user_is_one_line(caplog):

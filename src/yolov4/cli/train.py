@@ -191,19 +191,27 @@ def _check_limits(cfg: DictConfig) -> None:
             check_monitor(node.monitor, f"callbacks.{name}.monitor", VAL_METRICS + TRAIN_METRICS)
 
 
+def _epoch_batches(cfg: DictConfig, datamodule: Any) -> int | None:
+    """The training batches of one epoch in one process, within ``limit_train_batches``."""
+    per_epoch = datamodule.train_batches()
+    limit = cfg.trainer.get("limit_train_batches")  # Lightning's rule: a count or a fraction
+    if not per_epoch:
+        return per_epoch
+    if isinstance(limit, int) and not isinstance(limit, bool):
+        return min(per_epoch, limit)
+    if isinstance(limit, float):
+        return int(per_epoch * limit)
+    return per_epoch
+
+
 def _run_steps(cfg: DictConfig, datamodule: Any) -> int | None:
     """The optimizer steps of the whole run (Lightning's count, which ``max_steps`` and
     ``log_every_n_steps`` use): ``ceil(batches / accumulate_grad_batches)`` an epoch (a last
     partial window steps too) times ``max_epochs``, within ``max_steps`` (alone when
     ``max_epochs`` is null, as the recipes set it); ``None`` when the config cannot say."""
-    per_epoch = datamodule.train_batches()
+    per_epoch = _epoch_batches(cfg, datamodule)
     if not per_epoch:
         return None
-    limit = cfg.trainer.get("limit_train_batches")  # Lightning's rule: a count or a fraction
-    if isinstance(limit, int) and not isinstance(limit, bool):
-        per_epoch = min(per_epoch, limit)
-    elif isinstance(limit, float):
-        per_epoch = int(per_epoch * limit)
     accumulate = cfg.trainer.get("accumulate_grad_batches") or 1
     steps_per_epoch = (
         math.ceil(per_epoch / accumulate) if isinstance(accumulate, int) else per_epoch
@@ -221,6 +229,18 @@ def _log_short_runs(cfg: DictConfig, datamodule: Any) -> None:
     run is shorter (a first check of 1 epoch of 4 batches logged no loss at all), logged; a
     warning when the learning rate's warm-up (``optim.burn_in``) is longer than the run (a first
     run on 64 images trained 32 steps of a 100-step warm-up and learnt nothing)."""
+    accumulate, per_epoch = (
+        cfg.trainer.get("accumulate_grad_batches"),
+        _epoch_batches(cfg, datamodule),
+    )
+    if isinstance(accumulate, int) and per_epoch and accumulate > per_epoch:
+        log.warning(
+            "trainer.accumulate_grad_batches=%d is more than an epoch's %d batches: each epoch "
+            "makes one optimizer step of %d batches, its gradient scaled as %d (%.2g of it); "
+            "lower trainer.accumulate_grad_batches (or raise data.batch_size) to keep the "
+            "nominal batch",
+            accumulate, per_epoch, per_epoch, accumulate, per_epoch / accumulate,
+        )  # fmt: skip
     updates, every = _run_steps(cfg, datamodule), cfg.trainer.get("log_every_n_steps")
     if updates is None:
         return
