@@ -369,6 +369,19 @@ def test_bad_detections_name_the_frame_and_the_field():
     listed = as_dets(box)
     listed.boxes, listed.scores, listed.class_ids = box, [0.9], [0]  # plain lists are fine
     assert tracker.update(listed, 3).boxes.shape == (1, 4)
+    # x, y, w, h passed as corners were never tracked, and scores of 5 were taken, silently
+    with pytest.raises(InputError, match=r"frame 4: 1 boxes with x2 < x1 or y2 < y1, e.g. \[30"):
+        tracker.update(as_dets([[30.0, 30.0, 10.0, 10.0]]), 4)
+    loud = as_dets(box)
+    loud.scores = np.array([5.0], np.float32)
+    with pytest.raises(InputError, match=r"frame 5: scores outside \[0, 1\], e.g. 5.0"):
+        tracker.update(loud, 5)
+    cmc = Tracker("botsort", enable_cmc=True, frame_rate=FPS)  # OpenCV's raw channel error
+    with pytest.raises(
+        InputError, match=r"frame: expected an \(H, W, 3\) image array, got \(5, 5\)"
+    ):
+        cmc.update(as_dets(box), 0, frame=np.zeros((5, 5), np.uint8))
+    assert Tracker("bytetrack", lost_track_buffer=np.int64(20)).options["lost_track_buffer"] == 20
 
 
 def test_counter_names_the_frame_of_a_nan_box_or_missing_ids():

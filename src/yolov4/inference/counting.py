@@ -11,8 +11,9 @@ point of people and vehicles). A track crosses the line when its anchor moves fr
 the line's segment to the other through the segment (not its extension); ``in`` is a crossing
 to the side where ``(b - a) x (p - a) < 0`` in image coordinates (y down): for a line drawn
 from top to bottom, left to right. Each track id counts at most once per direction. The zone
-counts, per frame, the objects whose anchor is inside the polygon or on its edge (tracked or
-not: the zone needs no ids).
+counts, per frame, the objects whose anchor is inside the polygon or on its edge among the
+boxes it is given (tracked or not: the zone needs no ids; predict.py gives it the tracker's
+confirmed boxes).
 """
 
 from __future__ import annotations

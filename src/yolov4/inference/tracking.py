@@ -21,6 +21,7 @@ ids and each track's recent path on a frame (annotated videos).
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from collections import deque
 from collections.abc import Mapping
 from pathlib import Path
@@ -85,8 +86,9 @@ def _check(tracker: str, key: str, value: Any, spec: tuple) -> Any:
             raise ConfigError(f"{where}: expected one of {list(spec[1])}, got {value!r}")
         return value
     kind, lo, hi = spec
-    ok = isinstance(value, bool) if kind is bool else (
-        isinstance(value, (int, float) if kind is float else int) and not isinstance(value, bool)
+    number = numbers.Real if kind is float else numbers.Integral  # numpy's numbers too
+    ok = isinstance(value, bool | np.bool_) if kind is bool else (
+        isinstance(value, number) and not isinstance(value, bool | np.bool_)
     )  # fmt: skip
     if not ok:
         raise ConfigError(f"{where}: expected {kind.__name__}, got {value!r}")
@@ -204,6 +206,11 @@ class Tracker:
             )
         if self.options.get("enable_cmc") and frame is None:
             raise InputError("botsort with enable_cmc=true needs each frame: update(..., frame=)")
+        if frame is not None and (
+            not isinstance(frame, np.ndarray) or frame.ndim != 3 or frame.shape[2] != 3
+        ):
+            found = frame.shape if isinstance(frame, np.ndarray) else type(frame).__name__
+            raise InputError(f"frame: expected an (H, W, 3) image array, got {found}")
         boxes, scores, class_ids = _checked_arrays(dets, frame_index)
         self._last_index = int(frame_index)
         index = np.arange(len(boxes))
@@ -253,6 +260,17 @@ def _checked_arrays(dets: Detections, frame_index: int) -> tuple[np.ndarray, ...
     for name, values in (("boxes", boxes), ("scores", scores)):
         if not np.isfinite(values).all():
             raise InputError(f"frame {frame_index}: {name} hold NaN or infinite values")
+    inverted = (boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1])
+    if inverted.any():  # x, y, w, h given as corners: never tracked, without a word
+        k = int(np.argmax(inverted))
+        raise InputError(
+            f"frame {frame_index}: {int(inverted.sum())} boxes with x2 < x1 or y2 < y1, e.g. "
+            f"{boxes[k].tolist()}; expected [x1, y1, x2, y2] corners"
+        )
+    if ((scores < 0) | (scores > 1)).any():
+        raise InputError(
+            f"frame {frame_index}: scores outside [0, 1], e.g. {float(scores[(scores < 0) | (scores > 1)][0])}"
+        )
     return boxes, scores, class_ids
 
 
