@@ -467,6 +467,10 @@ def test_a_val_split_without_boxes_is_said_to_leave_map_undefined_not_to_stop_tr
     out = capsys.readouterr().out
     assert "no box in this split: COCO mAP is undefined on it" in out
     assert "training on it stops" not in out
+    # the same split as data.train: train.py refuses it, so the check does not pass it
+    both = [f"data.train.annotations={path}", f"data.train.images={images}", *args[:2]]
+    assert check_main(["data=coco", *both, "--no-decode"]) == 1
+    assert "data.train holds no box: train.py stops on it" in capsys.readouterr().err
     dm = DetectionDataModule(val=CocoSource(str(path), str(images)))
     with caplog.at_level(logging.WARNING, logger="yolov4"):
         warn_without_ground_truth(dm, training=True)

@@ -34,6 +34,8 @@ from yolov4.models.config import IOU_LOSSES, NMS_KINDS, ModelConfig
         ("max_delta", 0, "model.max_delta"),
         ("scale_x_y", [0.5, 1.05], r"model.scale_x_y must be >= 1"),
         ("new_coords", 1, r"model.new_coords must be true or false, got 1"),
+        # "not enough values to unpack (expected 2, got 1)", naming no key
+        ("anchors", "autoo", r"model.anchors='autoo': expected \[\[w, h\], ...\] pairs, auto"),
     ],
 )
 def test_bad_value_is_refused_naming_key_and_allowed_values(key, value, match):

@@ -40,6 +40,7 @@ from yolov4.cli.common import (
     warn_without_ground_truth,
 )
 from yolov4.cli.export import EXPORT_DIR
+from yolov4.core.artifact import FORMATS
 from yolov4.core.checkpoint import load_checkpoint
 from yolov4.core.files import write_json
 from yolov4.errors import ConfigError
@@ -186,6 +187,18 @@ def _check_limits(cfg: DictConfig) -> None:
             "weights (metrics.json, the export); to validate less often during training set "
             "trainer.check_val_every_n_epoch=N"
         )
+    export = cfg.get("export")
+    if export:  # checked now: a typo exported best.pt, or failed after the whole run
+        if export.get("weights") not in ("best", "last"):
+            raise ConfigError(f"export.weights must be best or last, got {export.get('weights')!r}")
+        import yolov4.export.formats  # noqa: F401  (registers the formats)
+
+        formats = list(export.get("formats") or [])
+        unknown = [f for f in formats if f not in FORMATS]
+        if unknown or not formats:
+            raise ConfigError(
+                f"export.formats must be a non-empty list of {sorted(FORMATS)}, got {formats}"
+            )
     for name, node in (cfg.get("callbacks") or {}).items():  # a typo failed after epoch 1
         if isinstance(node, DictConfig) and node.get("monitor") is not None:
             check_monitor(node.monitor, f"callbacks.{name}.monitor", VAL_METRICS + TRAIN_METRICS)

@@ -144,6 +144,14 @@ def _check(args: argparse.Namespace) -> int:
     except YoloError as e:
         print(f"{type(e).__name__}: {e}", file=sys.stderr)
         return 1
+    train = dm.split("train")
+    if train is not None and not any(len(r.labels) for r in train.records):
+        # train.py refuses it at start-up: the check must not pass it (exit 0)
+        print(
+            "DatasetError: data.train holds no box: train.py stops on it at start-up",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 

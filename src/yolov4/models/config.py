@@ -147,6 +147,11 @@ class ModelConfig:
                 if key in rest and rest[key] is None:
                     del rest[key]  # null: the cfg's classes, anchors, masks
             return cls.load(values.get("name"), cfg=cfg, **rest)
+        if isinstance(values.get("anchors"), str) and values["anchors"] not in ("auto", "fit"):
+            raise ConfigError(
+                f"model.anchors={values['anchors']!r}: expected [[w, h], ...] pairs, auto or fit "
+                "(train.py fits them on the data) or null (the cfg's)"
+            )
         if values.get("anchors") in ("auto", "fit"):
             raise ConfigError(
                 f"model.anchors={values['anchors']} is resolved on the training split by train.py "
