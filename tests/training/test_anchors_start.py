@@ -124,6 +124,26 @@ def test_anchors_command_keeps_data_and_model_overrides():
     assert cmd == "python -m yolov4.anchors model=yolov4 data.train.images=/d"
 
 
+def test_anchors_command_of_a_recipe_or_a_sweep_runs_as_printed():
+    """After experiment=coco_yolov4_tiny the printed command lost data=coco (its keys then
+    failed to compose); a loss key (model.iou_normalizer, every Optuna trial's) failed too; a
+    sweep's own input size was lost; a path with a space was not quoted."""
+    from hydra import compose, initialize_config_module
+
+    overrides = ["experiment=coco_yolov4_tiny", "data.train.annotations=/my data/a.json",
+                 "+model.iou_normalizer=0.1", "input_side=64"]  # fmt: skip
+    cmd = anchors_command(overrides, {"data": "coco", "model": "yolov4-tiny"}, (64, 96))
+    assert cmd == (
+        "python -m yolov4.anchors data=coco model=yolov4-tiny "
+        "'data.train.annotations=/my data/a.json' 'data.input_size=[64,96]'"
+    )
+    import shlex
+
+    with initialize_config_module(config_module="yolov4.configs", version_base="1.3"):
+        cfg = compose("anchors", overrides=shlex.split(cmd)[3:])  # it composes
+    assert cfg.data.train.annotations == "/my data/a.json" and list(cfg.data.input_size) == [64, 96]
+
+
 def small_boxes_datamodule(num: int = 40, seed: int = 0):
     """Boxes near yolov4-tiny's anchor 0 (10x14), which neither head of its cfg uses."""
     rng = np.random.default_rng(seed)

@@ -17,7 +17,8 @@ them like any anchors. The same seed gives the same anchors (a resumed run refit
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import shlex
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from yolov4.anchors import (
@@ -38,6 +39,14 @@ AUTO = "auto"  # model.anchors=auto: fit them to the training split when the mod
 FIT = "fit"  # model.anchors=fit: fit them to the training split at start-up in any case
 # override prefixes that change what the anchors command fits (the data and the network)
 COMMAND_KEYS = ("data", "model", "+data", "+model")
+FIT_MODEL_KEYS = ("model.name", "model.cfg", "model.num_classes")  # what makes the network
+
+
+def _group_choices() -> dict[str, Any]:
+    """The running Hydra app's group choices (``data``: ``coco``, ...); none outside one."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return dict(HydraConfig.get().runtime.choices) if HydraConfig.initialized() else {}
 
 
 def run_overrides() -> list[str]:
@@ -47,16 +56,28 @@ def run_overrides() -> list[str]:
     return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
 
 
-def anchors_command(overrides: Sequence[str]) -> str:
-    """``python -m yolov4.anchors`` with the run's ``data``/``model`` overrides (not the
-    anchors and masks themselves)."""
-    keep = [
-        o
-        for o in overrides
-        if o.split("=")[0].split(".")[0] in COMMAND_KEYS
-        and o.split("=")[0] not in ("model.anchors", "model.masks")
-    ]
-    return " ".join(["python -m yolov4.anchors", *(f"'{o}'" if "[" in o else o for o in keep)])
+def anchors_command(
+    overrides: Sequence[str],
+    groups: Mapping[str, Any] | None = None,
+    input_size: Sequence[int] | None = None,
+) -> str:
+    """``python -m yolov4.anchors`` fitting what the run trains on: its ``data`` and ``model``
+    group choices (``groups``: Hydra's runtime choices; an ``experiment=`` picks them too), its
+    ``data.*`` overrides and the ``model.*`` keys that make the network (``name``, ``cfg``,
+    ``num_classes``; the loss's keys are not the anchors command's), the run's ``input_size``
+    (a sweep's own); each argument quoted for the shell where it needs it."""
+    choices = [f"{g}={groups[g]}" for g in ("data", "model") if groups and groups.get(g)]
+    given = {c.split("=", 1)[0] for c in choices}
+    keep = [*choices]
+    for o in overrides:
+        key = o.lstrip("+").split("=", 1)[0]
+        if key in given or key in ("data.input_size", "model.anchors", "model.masks"):
+            continue
+        if key in ("data", "model") or key.startswith("data.") or key in FIT_MODEL_KEYS:
+            keep.append(o)
+    if input_size is not None:
+        keep.append(f"data.input_size=[{','.join(str(int(s)) for s in input_size)}]")
+    return " ".join(["python -m yolov4.anchors", *(shlex.quote(o) for o in keep)])
 
 
 def anchors_at_start(
@@ -86,7 +107,7 @@ def anchors_at_start(
             POOR_IOU,
             POOR_AVG_IOU,
             100 * POOR_UNMASKED_SHARE,
-            anchors_command(overrides),
+            anchors_command(overrides, _group_choices(), pre.input_size),
         )
     else:
         log.info("anchors against the %d training boxes: %s", len(wh), quality.line())
