@@ -23,7 +23,8 @@ clipped to their slice and dropped under ``min_area`` px² (a mosaic's cut keeps
 box, as darknet's and the albumentations pipeline's); after the affine they are clipped to the
 image and dropped under ``min_area`` px² or when less than ``min_visibility`` of their area (as
 placed) is left; a box under :data:`~yolov4.data.records.MIN_BOX_SIDE` px wide or high is
-dropped at each step (a sliver at a cut, 140 x 0.3 px, was kept as an object). Coordinates are continuous pixels (the image spans ``[0, W] x [0, H]``).
+dropped at a cut and after the affine (a sliver at a cut, 140 x 0.3 px, was kept as an
+object). Coordinates are continuous pixels (the image spans ``[0, W] x [0, H]``).
 """
 
 from __future__ import annotations
@@ -76,19 +77,23 @@ def _area(boxes: np.ndarray) -> np.ndarray:
 
 
 def _clip_filter(
-    boxes: np.ndarray, window: Sequence[float], min_area: float, min_visibility: float
+    boxes: np.ndarray,
+    window: Sequence[float],
+    min_area: float,
+    min_visibility: float,
+    min_side: float = MIN_BOX_SIDE,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Clip ``boxes`` to ``window`` ``(x1, y1, x2, y2)``; keep the ones with a positive area of
-    at least ``min_area``, both sides at least :data:`MIN_BOX_SIDE` px (darknet drops boxes under
-    one pixel: a 140 x 0.3 px sliver at a mosaic cut is no object), that keep
-    ``min_visibility`` of their area. Returns (clipped, keep)."""
+    at least ``min_area``, both sides at least ``min_side`` px (darknet drops boxes under one
+    pixel: a 140 x 0.3 px sliver at a mosaic cut is no object), that keep ``min_visibility`` of
+    their area. Returns (clipped, keep)."""
     clipped = np.empty_like(boxes)
     clipped[:, [0, 2]] = np.clip(boxes[:, [0, 2]], window[0], window[2])
     clipped[:, [1, 3]] = np.clip(boxes[:, [1, 3]], window[1], window[3])
     before, after = _area(boxes), _area(clipped)
     sides = np.minimum(clipped[:, 2] - clipped[:, 0], clipped[:, 3] - clipped[:, 1])
     keep = (after > 0) & (after >= min_area) & (after >= min_visibility * before)
-    return clipped, keep & (sides >= MIN_BOX_SIDE)
+    return clipped, keep & (sides >= min_side)
 
 
 class TrainGeometry:
@@ -249,7 +254,8 @@ class TrainGeometry:
         m0 = np.array([[rx, 0, p.pad_x], [0, ry, p.pad_y], [0, 0, 1.0]])
         placed = _transform_boxes(item.boxes, m0)
         h, w = self.input_size
-        placed, keep = _clip_filter(placed, (0, 0, w, h), self.min_area, 0.0)
+        # the placement scales, it cuts nothing: a small image's small boxes stay (as preprocess)
+        placed, keep = _clip_filter(placed, (0, 0, w, h), self.min_area, 0.0, min_side=0.0)
         return item.image, item.mask, placed[keep], item.labels[keep], m0
 
     def _mosaic(self, rng: random.Random, primary: Placed, donors: Sequence[Placed]):
