@@ -61,7 +61,7 @@ TRACK_DEFAULTS = {
 def track_argv(argv: list[str]) -> list[str]:
     """``argv`` for Hydra: ``track=<name>`` with ``tracker.<key>=`` overrides and no
     ``tracker=`` gets ``tracker=<name>`` added, so the keys override that tracker's settings
-    (Hydra refused them: no tracker group was selected)."""
+    (Hydra refuses them while no tracker group is selected)."""
     overrides = [a.lstrip("+~") for a in argv[1:]]
     track = next((a.split("=", 1)[1] for a in overrides if a.startswith("track=")), "")
     keyed = any(a.startswith("tracker.") for a in overrides)

@@ -188,7 +188,7 @@ def _check_limits(cfg: DictConfig) -> None:
             "trainer.check_val_every_n_epoch=N"
         )
     export = cfg.get("export")
-    if export:  # checked now: a typo exported best.pt, or failed after the whole run
+    if export:  # checked now: a typo would export best.pt, or fail after the whole run
         if export.get("weights") not in ("best", "last"):
             raise ConfigError(f"export.weights must be best or last, got {export.get('weights')!r}")
         import yolov4.export.formats  # noqa: F401  (registers the formats)

@@ -17,7 +17,7 @@ json file and the entry (``annotations[3] (id 7)``), and strict mode stops on it
   numeric ``width``/``height`` its size is read from the image file;
 - an annotation without an integer ``image_id``/``category_id`` or a ``bbox`` of 4 numbers is
   skipped; without an integer ``id``, or with one below 1 (COCOeval reads id 0 as "matched
-  nothing": a Roboflow export's first box was never a true positive), it gets a new one; a missing ``area``/``iscrowd`` is filled
+  nothing": a Roboflow export's first box would never be a true positive), it gets a new one; a missing ``area``/``iscrowd`` is filled
   in silently (the box area, 0: COCO's meaning), a non-numeric one is reported and filled in.
 
 Duplicates and orphans (pycocotools indexes images and annotations by id: a repeated id makes

@@ -103,7 +103,7 @@ class DetectionCollate:
         self.multi_scale = multi_scale
         self.size_multiple = int(size_multiple)
         # without DataLoader workers: the sizes' own stream, reseeded per epoch (EpochShuffle),
-        # so a seed and an epoch give the same sizes (the process's global RNG did not)
+        # so a seed and an epoch give the same sizes (the process's global RNG would not)
         self.generator: torch.Generator | None = None
 
     def reseed(self, seed: int) -> None:

@@ -23,8 +23,7 @@ clipped to their slice and dropped under ``min_area`` px² (a mosaic's cut keeps
 box, as darknet's and the albumentations pipeline's); after the affine they are clipped to the
 image and dropped under ``min_area`` px² or when less than ``min_visibility`` of their area (as
 placed) is left; a box under :data:`~yolov4.data.records.MIN_BOX_SIDE` px wide or high is
-dropped at a cut and after the affine (a sliver at a cut, 140 x 0.3 px, was kept as an
-object). Coordinates are continuous pixels (the image spans ``[0, W] x [0, H]``).
+dropped at a cut and after the affine (a sliver at a cut, 140 x 0.3 px, is no object). Coordinates are continuous pixels (the image spans ``[0, W] x [0, H]``).
 """
 
 from __future__ import annotations

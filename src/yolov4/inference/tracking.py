@@ -261,7 +261,7 @@ def _checked_arrays(dets: Detections, frame_index: int) -> tuple[np.ndarray, ...
         if not np.isfinite(values).all():
             raise InputError(f"frame {frame_index}: {name} hold NaN or infinite values")
     inverted = (boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1])
-    if inverted.any():  # x, y, w, h given as corners: never tracked, without a word
+    if inverted.any():  # x, y, w, h given as corners would never be tracked, without a word
         k = int(np.argmax(inverted))
         raise InputError(
             f"frame {frame_index}: {int(inverted.sum())} boxes with x2 < x1 or y2 < y1, e.g. "

@@ -54,7 +54,7 @@ def check_targets(
     in ``[0, batch)``, the class in ``[0, num_classes)`` (both whole numbers) and the box corners
     in input pixels, ``x2 >= x1`` and ``y2 >= y1`` (a user's loader giving ``cx, cy, w, h`` or
     YOLO's normalised boxes would otherwise train on wrong boxes without a word), each box with
-    part of it inside the ``input_hw`` image (one wholly outside trained an edge cell)."""
+    part of it inside the ``input_hw`` image (one wholly outside would train an edge cell)."""
     expected = "targets (M, 6) float rows [image index, class, x1, y1, x2, y2] in input pixels"
     if not isinstance(targets, Tensor):
         raise InputError(f"expected {expected}, got {type(targets).__name__}")
@@ -222,8 +222,8 @@ class YoloLoss(nn.Module):
     def check_maps(self, maps: Any) -> None:
         """``maps`` as the network gives them, or :class:`InputError` naming what was found: one
         ``(B, A * (5 + C), H_l, W_l)`` float tensor per head, ascending stride, of one batch
-        and one input size (``H_l * stride_l`` the same for every head). One map of two heads,
-        or the heads reversed, gave a loss of the wrong size without a word."""
+        and one input size (``H_l * stride_l`` the same for every head): one map of two heads, or
+        the heads reversed, would give a loss of another network without a word."""
         strides, per = self.strides, [len(m) * (5 + self.num_classes) for m in self.masks]
         want = ", ".join(f"(B, {c}, H/{s}, W/{s})" for c, s in zip(per, strides))
         if not isinstance(maps, Sequence) or not all(isinstance(m, Tensor) for m in maps):

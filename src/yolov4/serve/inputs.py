@@ -208,7 +208,7 @@ def parse_classes(raw: str | None, class_names: Sequence[str]) -> list[int] | No
     if raw is None or raw.strip() == "":
         return None
     tokens = [t.strip() for t in raw.split(",")]
-    if not all(tokens):  # "classes=," or "0,,2": an empty filter kept no class, silently
+    if not all(tokens):  # "classes=," or "0,,2": an empty filter would keep no class
         raise ApiError(
             422,
             "invalid_parameter",

@@ -336,8 +336,8 @@ class YoloModule(L.LightningModule):
 
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
         """The optimizer step, then the EMA of the weights it made (``on_before_zero_grad``
-        runs inside the step's closure, before the update: the EMA lagged one step and
-        never held the last one)."""
+        runs inside the step's closure, before the update: an EMA updated there lags one step
+        and never holds the last one)."""
         super().optimizer_step(*args, **kwargs)
         if self.ema is not None:
             self.ema.update(self.model)

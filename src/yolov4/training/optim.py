@@ -74,7 +74,7 @@ class OptimConfig:
             raise ConfigError(f"optim.lr must be > 0, got {self.lr}")
         if self.burn_in < 0:
             raise ConfigError(f"optim.burn_in must be >= 0, got {self.burn_in}")
-        if not 0 <= self.momentum < 1:  # torch's own refusal came at fit start, 45 lines long
+        if not 0 <= self.momentum < 1:  # torch's own refusal comes at fit start, 45 lines long
             raise ConfigError(
                 f"optim.momentum must be in [0, 1) (SGD's momentum, AdamW's beta1), got "
                 f"{self.momentum}"
