@@ -308,3 +308,6 @@ def test_a_second_run_into_a_folder_in_use_is_refused_before_it_writes(tmp_path,
     hold_folder(run, "output=")  # free again: held by this process, twice is once
     hold_folder(run, "output=")
     release_folder(run)
+    printed = tmp_path / "printed"  # --cfg job prints and runs nothing: no folder made
+    assert resume_argv(["train.py", f"hydra.run.dir={printed}", "--cfg", "job"])
+    assert not printed.exists()

@@ -230,7 +230,8 @@ def resume_argv(argv: list[str]) -> list[str]:
             # a requeued job's command resumes requeue.ckpt by itself (train.py): the same
             # checks, before Hydra rewrites the run's saved config with this command's
             _check_resumable(Path(run_dir), given, given, str(requeued))
-        hold_folder(run_dir, "hydra.run.dir=")  # a second train.py there now: refused
+        if not _prints_only(args):  # a second train.py there now: refused
+            hold_folder(run_dir, "hydra.run.dir=")
         return argv
     if ckpt is None or args.multirun:
         return argv
@@ -244,10 +245,16 @@ def resume_argv(argv: list[str]) -> list[str]:
     saved = OmegaConf.to_container(OmegaConf.load(run / SAVED_OVERRIDES)) or []
     merged = merge_overrides([str(s) for s in saved], given)
     _check_resumable(run, merged, given, ckpt)
-    hold_folder(run, "the resumed run's folder ")
+    if not _prints_only(args):
+        hold_folder(run, "the resumed run's folder ")
     flags = [a for a in argv[1:] if a not in set(given)]
     extra = [] if run_dir else [f"hydra.run.dir={run}"]
     return [argv[0], *flags, *merged, *extra]
+
+
+def _prints_only(args: Any) -> bool:
+    """``--cfg``, ``--help``, ``--hydra-help``, ``--info``: Hydra prints and runs nothing."""
+    return bool(args.cfg or args.help or args.hydra_help or args.info)
 
 
 def _check_resumable(run: Path, merged: list[str], given: list[str], ckpt: str) -> None:

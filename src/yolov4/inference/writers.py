@@ -256,6 +256,7 @@ class PredictionWriter:
         self._jsonl = (self.out / PREDICTIONS).open("w", encoding="utf-8")
         self._videos: dict[tuple[str, str], tuple[cv2.VideoWriter | None, tuple[int, int]]] = {}
         self._names: dict[tuple[str, str], str] = {}  # (source, input) -> unique output name
+        self._name_stems: set[str] = set()  # the stems of those names (a lookup per new input)
         # the output names of the run's inputs known up front (a folder's files): a renamed
         # output takes none of them, so each input's labels keep its own name where they can
         self._reserved = {_stem(n) for n in reserved}
@@ -306,16 +307,24 @@ class PredictionWriter:
         frame's labels do; a renamed output takes no other input's name (logged)."""
         key = (frame.source, frame.file or frame.name)
         if key not in self._names:
-            used = {_stem(n) for n in self._names.values()}
-            if frame.frame is None:  # an image's labels are <name>.txt: not a frame's
-                used |= set(self._stems)
+            image = frame.frame is None  # an image's labels are <name>.txt: not a frame's
+
+            def taken(candidate: str, renamed: bool) -> bool:
+                s = _stem(candidate)
+                return (
+                    s in self._name_stems
+                    or (image and s in self._stems)
+                    or (renamed and s in self._reserved)
+                )
+
             name, stem, k = frame.name, Path(frame.name), 1
-            while _stem(name) in used or (k > 1 and _stem(name) in self._reserved):
+            while taken(name, k > 1):
                 name = str(stem.with_name(f"{stem.stem}_{k}{stem.suffix}"))
                 k += 1
             if name != frame.name:
                 log.info("%s: its outputs are named %s (%s is taken)", key[1], name, frame.name)
             self._names[key] = name
+            self._name_stems.add(_stem(name))
         return self._names[key]
 
     def _label_stem(self, frame: Frame, name: str) -> str:
@@ -348,7 +357,8 @@ class PredictionWriter:
             except OSError as e:  # a full disk: the run goes on, the file is reported
                 self._records_failed(e)
         name = self.name_of(frame)
-        stem = self._label_stem(frame, name)
+        # one stem a record only where files are named by it (an endless stream otherwise)
+        stem = self._label_stem(frame, name) if self.save_txt or self.save_crops else ""
         if self.save:
             image = frame.image if overlay is None else overlay(frame.image.copy(), dets)
             drawn = draw_detections(image, dets)
