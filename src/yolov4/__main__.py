@@ -6,6 +6,7 @@
     python -m yolov4 predict ...                        # = yolov4-predict
     python -m yolov4 serve <run>/export                 # = yolov4-serve
     python -m yolov4 anchors data=... model=...         # = yolov4-anchors = python -m yolov4.anchors
+    python -m yolov4 check-data data=yolo ...           # = yolov4-check-data
 
 Each command is the same Hydra app as its console script (configs from the package, so it runs
 from any directory); the arguments after the command are its overrides (``--help``,
@@ -27,6 +28,7 @@ COMMANDS = {
     "predict": ("yolov4.cli.predict", "hydra_main"),
     "serve": ("yolov4.serve.__main__", "main"),
     "anchors": ("yolov4.cli.anchors", "hydra_main"),
+    "check-data": ("yolov4.data.check", "main"),
 }
 USAGE = f"usage: python -m yolov4 {{{','.join(COMMANDS)}}} [key=value ...]"
 

@@ -101,9 +101,7 @@ def _compose(overrides: Sequence[str]):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m yolov4.data.check", description=__doc__.splitlines()[0]
-    )
+    parser = argparse.ArgumentParser(prog="yolov4-check-data", description=__doc__.splitlines()[0])
     parser.add_argument(
         "overrides", nargs="*", help="Hydra overrides, e.g. data=coco data.train.images=..."
     )
