@@ -40,14 +40,13 @@ from yolov4.cli.common import (
     warn_without_ground_truth,
 )
 from yolov4.cli.export import EXPORT_DIR
-from yolov4.core.artifact import FORMATS
 from yolov4.core.checkpoint import load_checkpoint
 from yolov4.core.files import write_json
-from yolov4.errors import ConfigError
+from yolov4.errors import ConfigError, ExportError
 from yolov4.evaluation import METRICS_FILE, AnalysisConfig, EvaluationResult
 from yolov4.evaluation.reports import write_analysis
 from yolov4.evaluation.worst import val_image_files
-from yolov4.export.artifact import export_artifact
+from yolov4.export.artifact import DEFAULT_OPSET, check_export_request, export_artifact
 from yolov4.training.anchors import anchors_at_start, run_overrides
 from yolov4.training.callbacks import (
     BEST_WEIGHTS,
@@ -191,14 +190,10 @@ def _check_limits(cfg: DictConfig) -> None:
     if export:  # checked now: a typo would export best.pt, or fail after the whole run
         if export.get("weights") not in ("best", "last"):
             raise ConfigError(f"export.weights must be best or last, got {export.get('weights')!r}")
-        import yolov4.export.formats  # noqa: F401  (registers the formats)
-
-        formats = list(export.get("formats") or [])
-        unknown = [f for f in formats if f not in FORMATS]
-        if unknown or not formats:
-            raise ConfigError(
-                f"export.formats must be a non-empty list of {sorted(FORMATS)}, got {formats}"
-            )
+        try:  # export.py's own check of the request (the run exports fp32 at the default opset)
+            check_export_request(list(export.get("formats") or []), DEFAULT_OPSET, ["fp32"], None)
+        except ExportError as e:
+            raise ConfigError(f"export.{e}") from None
     for name, node in (cfg.get("callbacks") or {}).items():  # a typo failed after epoch 1
         if isinstance(node, DictConfig) and node.get("monitor") is not None:
             check_monitor(node.monitor, f"callbacks.{name}.monitor", VAL_METRICS + TRAIN_METRICS)
