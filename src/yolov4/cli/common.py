@@ -34,6 +34,7 @@ __all__ = [
     "warn_without_ground_truth",
     "hold_folder",
     "release_folder",
+    "launched_rank",
 ]
 
 log = logging.getLogger(__name__)
@@ -215,13 +216,19 @@ _HELD: dict[Path, int] = {}
 RANK_VARIABLES = ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID")
 
 
+def launched_rank() -> bool:
+    """A process a launcher started after rank 0 (``RANK``, ``LOCAL_RANK``, ``NODE_RANK`` or
+    ``SLURM_PROCID`` not 0): it shares rank 0's run folder and leaves its checks to rank 0."""
+    return any(os.environ.get(k, "0") != "0" for k in RANK_VARIABLES)
+
+
 def hold_folder(folder: str | os.PathLike, what: str) -> None:
     """Lock ``folder`` (made if missing) for the rest of this process: a second run writing
     into the same folder at the same time (``what``: how it was named, e.g. ``hydra.run.dir=``)
     is a :class:`ConfigError` before it writes anything, where the two mixed their files. The
     processes a launcher starts after rank 0 (``RANK``, ``LOCAL_RANK``, ``NODE_RANK``,
     ``SLURM_PROCID`` not 0) share rank 0's folder and do not lock it."""
-    if any(os.environ.get(k, "0") != "0" for k in RANK_VARIABLES):
+    if launched_rank():
         return
     path = Path(folder).expanduser().resolve()
     if path in _HELD:

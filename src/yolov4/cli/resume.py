@@ -14,7 +14,6 @@ logged by ``train.py`` (:data:`RESUME_LOG`).
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from typing import Any
 import torch
 from omegaconf import OmegaConf
 
-from yolov4.cli.common import hold_folder
+from yolov4.cli.common import hold_folder, launched_rank
 from yolov4.errors import ConfigError
 from yolov4.evaluation import METRICS_FILE
 from yolov4.training.requeue import REQUEUE_FILE
@@ -137,7 +136,7 @@ def refuse_trained_run_dir(run: Path) -> None:
     replace its weights, checkpoints, export and saved config: :class:`ConfigError` naming the
     resume command, before Hydra writes anything. A requeued job (``checkpoints/requeue.ckpt``,
     which it resumes by itself) and the processes a launcher starts after rank 0 pass."""
-    if os.environ.get("LOCAL_RANK", "0") != "0" or (run / "checkpoints" / REQUEUE_FILE).is_file():
+    if launched_rank() or (run / "checkpoints" / REQUEUE_FILE).is_file():
         return
     found = [
         p for p in (run / "weights" / "last.pt", run / "checkpoints" / "last.ckpt") if p.is_file()
