@@ -254,7 +254,10 @@ def test_evaluate_refuses_module_pretrained(compose_cfg, tmp_path):
         ("trainer.max_epochs=0", r"trainer.max_epochs=0 trains nothing"),
         # a typo exported best.pt silently; an unknown format failed after the whole run
         ("export.weights=bset", r"export.weights must be best or last, got 'bset'"),
-        ("export.formats=[onnx,tflite]", r"export.formats must be a non-empty subset of \[.*got \['onnx', 'tflite'\]"),
+        (
+            "export.formats=[onnx,tflite]",
+            r"export.formats must be a non-empty subset of \[.*got \['onnx', 'tflite'\]",
+        ),
         ("trainer.precision=64", r"trainer.precision=64: .* float64 network cannot train"),
         ("trainer.precision=bf16-true", r"bf16-true casts the network's weights .* bf16-mixed"),
         ("trainer.limit_train_batches=0", r"trainer.limit_train_batches=0 trains nothing"),

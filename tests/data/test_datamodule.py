@@ -12,7 +12,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from yolov4.core.preprocess import PreprocessConfig, batch_to_input
-from yolov4.data.collate import DetectionCollate, multi_scale_size
+from yolov4.data.collate import MultiScale, multi_scale_size
 from yolov4.data.datamodule import DetectionDataModule, SyntheticDataModule
 from yolov4.data.transforms import AugmentConfig
 from yolov4.errors import ConfigError, DatasetError
@@ -63,10 +63,12 @@ def test_train_batches_have_documented_shapes_at_several_sizes(synth_cache: Path
     dm.prepare_data()
     dm.setup("fit")
     sizes = set()
+    step = 0
     for _ in range(4):
-        for batch in dm.train_dataloader():
-            sizes.add(_check_batch(batch, 4))
-    assert len(sizes) >= 2, sizes  # multi-scale: sizes change between batches
+        for batch in dm.train_dataloader():  # as the training module finishes them
+            sizes.add(_check_batch(dm.multi_scale.apply(batch, step), 4))
+            step += 10
+    assert len(sizes) >= 2, sizes  # multi-scale: sizes change between windows
     for h, w in sizes:
         assert w / h == pytest.approx(128 / 96, rel=0.35)
 
@@ -90,31 +92,80 @@ def test_val_batches_use_the_preprocess_function(synth_cache: Path):
     torch.testing.assert_close(b["targets"][0, 2:], expected, atol=1e-3, rtol=0)
 
 
-def test_multi_scale_sizes_are_multiples_of_32_in_range():
-    collate = DetectionCollate(multi_scale=1.4)
-    sample = {
-        "image": torch.randint(0, 256, (3, 416, 416), dtype=torch.uint8),
-        "boxes": torch.tensor([[10.0, 20.0, 100.0, 200.0]]),
-        "labels": torch.tensor([1]),
-        "image_id": 1,
-        "original_size": (416, 416),
-        "letterbox": (1.0, 1.0, 0.0, 0.0),
-    }
-    torch.manual_seed(0)
-    seen = set()
-    for _ in range(50):
-        b = collate([sample, sample])
-        assert b["images"].shape[-2:] == (416, 416)  # resized on the device
-        h, w = batch_to_input(b, PreprocessConfig())["images"].shape[-2:]
-        seen.add(h)
-        assert h == w and h % 32 == 0 and 416 / 1.4 - 32 <= h <= 416 * 1.4 + 32
-        gain = h / 416
-        torch.testing.assert_close(
-            b["targets"][:, 2:], torch.tensor([[10.0, 20, 100, 200]] * 2) * gain
-        )
-        torch.testing.assert_close(b["letterbox"][:, 0], torch.full((2,), gain))
-    assert len(seen) >= 4
+def test_multi_scale_sizes_are_darknets():
+    """darknet's detector.c: round(side * f / 32 + 1) * 32 (half up), a factor below 1 never
+    above the size, at least 32; at 416 and random=1 (1.4) from 320 to 608."""
+    assert multi_scale_size((416, 416), 1.0) == (448, 448)  # the + 1: one step above
+    assert multi_scale_size((416, 416), 1.4) == (608, 608)  # 19.2 -> 19
+    assert multi_scale_size((416, 416), 1 / 1.4) == (320, 320)  # 10.29 -> 10
+    assert multi_scale_size((416, 416), 0.99) == (416, 416)  # 448 > 416 for f < 1
+    assert multi_scale_size((608, 608), 1.4) == (896, 896)  # 27.6 -> 28
     assert multi_scale_size((96, 128), 0.1) == (32, 32)
+    assert multi_scale_size((64, 64), 0.75) == (64, 64)  # 2.5 -> 3 (half up): 96 > 64
+    assert multi_scale_size((320, 320), 1.0, 64) == (384, 384)  # yolov4-p6's multiple
+
+
+def _batch(size: int = 416) -> dict:
+    return {
+        "images": torch.randint(0, 256, (2, 3, size, size), dtype=torch.uint8),
+        "input_size": (size, size),
+        "targets": torch.tensor([[0, 1, 10.0, 20, 100, 200], [1, 0, 5, 5, 50, 60]]),
+        "letterbox": torch.tensor([[1.0, 1.0, 0.0, 0.0]] * 2),
+    }
+
+
+def test_multi_scale_one_size_per_ten_steps_largest_first_and_last():
+    ms = MultiScale(1.4, seed=3)
+    total = 1000
+    sizes = [ms.size((416, 416), step, total) for step in range(total)]
+    windows = [sizes[i : i + 10] for i in range(0, total, 10)]
+    assert all(len(set(w)) == 1 for w in windows)  # a size per 10 optimizer steps
+    assert sizes[0] == sizes[9] == (608, 608)  # the first window at the largest
+    # windows starting after step 900 (darknet: iteration > max_batches - 100) at the largest
+    assert set(sizes[910:]) == {(608, 608)}
+    middle = set(sizes[10:910])
+    assert len(middle) >= 6 and all(s[0] == s[1] and s[0] % 32 == 0 for s in middle)
+    assert min(middle)[0] >= 320 and max(middle)[0] <= 608
+    # a function of (seed, step) alone: a resumed run (or another rank or worker) draws the same
+    assert [MultiScale(1.4, seed=3).size((416, 416), s, total) for s in range(0, 900, 7)] == [
+        sizes[s] for s in range(0, 900, 7)
+    ]
+    other = [MultiScale(1.4, seed=4).size((416, 416), s, total) for s in range(10, 900, 10)]
+    assert other != [sizes[s] for s in range(10, 900, 10)]
+    # no total (an open-ended run): no final window; the draw is a longer run's
+    assert ms.size((416, 416), 995) == ms.size((416, 416), 995, 10_000)
+
+
+def test_multi_scale_apply_scales_targets_and_letterbox():
+    ms = MultiScale(1.4, seed=0, every=1, final=0)
+    step = next(s for s in range(1, 50) if ms.size((416, 416), s, 100)[0] != 416)
+    h = ms.size((416, 416), step, 100)[0]
+    b = ms.apply(_batch(), step, 100)
+    assert b["input_size"] == (h, h) and b["images"].shape[-2:] == (416, 416)
+    gain = h / 416
+    torch.testing.assert_close(b["targets"][:, 2:], _batch()["targets"][:, 2:] * gain)
+    torch.testing.assert_close(b["targets"][:, :2], _batch()["targets"][:, :2])
+    torch.testing.assert_close(b["letterbox"][:, :2], torch.full((2, 2), gain))
+    images = batch_to_input(b, PreprocessConfig())["images"]
+    assert images.shape[-2:] == (h, h) and images.dtype == torch.float32
+
+
+def test_datamodule_multi_scale_follows_augment():
+    dm = SyntheticDataModule(
+        num_train=4,
+        num_val=2,
+        augment=AugmentConfig(multi_scale=1.4),
+        seed=7,
+        size_multiple=64,
+        input_size=128,
+    )
+    assert dm.multi_scale == MultiScale(1.4, 64, 7)
+    assert (
+        SyntheticDataModule(num_train=4, num_val=2, augment=AugmentConfig.none()).multi_scale
+        is None
+    )
+    with pytest.raises(ValueError, match="multi-scale coefficient"):
+        MultiScale(0.5)
 
 
 @pytest.mark.parametrize("num_workers", [0, 2])

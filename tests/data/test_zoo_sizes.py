@@ -6,9 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
 
-from yolov4.data.collate import DetectionCollate
 from yolov4.data.datamodule import SyntheticDataModule
 from yolov4.data.transforms import AugmentConfig
 from yolov4.errors import ConfigError
@@ -30,52 +28,20 @@ def _dm(cache: Path, **kw) -> SyntheticDataModule:
     return SyntheticDataModule(**{**args, **kw})
 
 
-def test_multi_scale_batches_are_multiples_of_the_largest_stride(synth_cache: Path):
+def test_multi_scale_sizes_are_multiples_of_the_largest_stride(synth_cache: Path):
     dm = _dm(synth_cache)
-    assert dm.size_multiple == 64
+    assert dm.size_multiple == 64 and dm.multi_scale.multiple == 64
+    sizes = {dm.multi_scale.size((128, 192), step, 2000) for step in range(0, 2000, 10)}
+    assert len(sizes) >= 3 and all(h % 64 == 0 and w % 64 == 0 for h, w in sizes), sizes
+
+
+def test_training_batches_leave_the_dataloader_at_the_dataset_size(synth_cache: Path):
+    """Workers or not, the DataLoader's batches are at the input size; the training module
+    gives them the step's multi-scale size on the device."""
+    dm = _dm(synth_cache)
     dm.prepare_data()
-    loader = dm.train_dataloader()
-    seen = set()
-    for epoch in range(6):  # as the Trainer does: each epoch draws its own sizes
-        loader.sampler.set_epoch(epoch)
-        for batch in loader:
-            h, w = batch["input_size"]  # the device resizes the images to it
-            assert h % 64 == 0 and w % 64 == 0, (h, w)
-            seen.add((h, w))
-    assert len(seen) >= 2  # multi-scale did resize
-
-
-def test_multi_scale_sizes_without_workers_follow_the_seed_and_the_epoch(synth_cache: Path):
-    """Without DataLoader workers the sizes came from the process's global RNG: two
-    DataModules of one seed drew different sizes (so different targets), and a run resumed at
-    epoch e drew other sizes than an uninterrupted one."""
-
-    def sizes(dm: SyntheticDataModule, epoch: int) -> list:
-        loader = dm.train_dataloader()
-        loader.sampler.set_epoch(epoch)
-        return [tuple(b["input_size"]) for b in loader]
-
-    a, b = _dm(synth_cache, num_train=24), _dm(synth_cache, num_train=24)
-    a.prepare_data(), b.prepare_data()
-    first = sizes(a, 0)
-    torch.rand(100)  # the global stream moves on: the sizes must not
-    assert sizes(b, 0) == first and sizes(a, 1) == sizes(b, 1)
-    assert [sizes(a, e) for e in range(1, 5)] != [first] * 4  # epochs draw their own
-
-
-def test_multi_scale_rounding_uses_the_collates_multiple():
-    collate = DetectionCollate(multi_scale=1.4, size_multiple=64)
-    sample = {
-        "image": torch.rand(3, 320, 320),
-        "boxes": torch.tensor([[10.0, 20.0, 100.0, 200.0]]),
-        "labels": torch.tensor([1]),
-        "image_id": 1,
-        "original_size": (320, 320),
-        "letterbox": (1.0, 1.0, 0.0, 0.0),
-    }
-    torch.manual_seed(0)
-    sizes = {collate([sample])["input_size"][1] for _ in range(40)}
-    assert len(sizes) >= 3 and all(s % 64 == 0 for s in sizes), sizes
+    for batch in dm.train_dataloader():
+        assert tuple(batch["input_size"]) == tuple(batch["images"].shape[-2:]) == (128, 192)
 
 
 def test_sizes_that_are_not_multiples_of_the_largest_stride_are_refused(synth_cache: Path):

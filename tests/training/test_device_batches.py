@@ -14,6 +14,7 @@ import torch
 from tests.conftest import module_of, small_synthetic
 from yolov4 import build_model
 from yolov4.core.preprocess import batch_to_input
+from yolov4.data.collate import MultiScale
 from yolov4.data.datamodule import SyntheticDataModule
 from yolov4.data.transforms import AugmentConfig
 from yolov4.training.module import YoloModule
@@ -89,22 +90,35 @@ def test_validation_is_identical_to_float_batches_from_the_workers(tmp_path, cac
 class _Sizes(L.Callback):
     def __init__(self) -> None:
         self.seen: list[tuple] = []
+        self.val: list[tuple] = []
 
     def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
         images = batch["images"]
         self.seen.append(
-            (images.dtype, tuple(images.shape[-2:]), batch["input_size"], float(images.max()))
-        )
+            (module.global_step, images.dtype, tuple(images.shape[-2:]), batch["input_size"],
+             float(images.max()))
+        )  # fmt: skip
+
+    def on_validation_batch_start(self, trainer, module, batch, batch_idx, dataloader_idx=0):
+        self.val.append(tuple(batch["images"].shape[-2:]))
 
 
-def test_training_steps_get_float_images_at_the_drawn_multi_scale_size(tmp_path, cache, randomize):
+def test_training_steps_get_float_images_at_the_steps_multi_scale_size(tmp_path, cache, randomize):
+    """One size per window of optimizer steps (all the accumulated batches of a step alike),
+    the DataModule's schedule's; validation at the input size."""
     augment = dataclasses.replace(AugmentConfig(), multi_scale=1.5)
     dm = _dm(SyntheticDataModule, cache, augment=augment, batch_size=2)
-    torch.manual_seed(0)
+    assert dm.multi_scale is not None
+    dm.multi_scale = MultiScale(1.5, seed=5, every=2, final=0)  # darknet's 10 and 100: too long
     sizes = _Sizes()
-    trainer = _trainer(tmp_path, max_steps=4, limit_val_batches=0, callbacks=[sizes])
+    trainer = _trainer(
+        tmp_path, max_steps=6, accumulate_grad_batches=2, limit_val_batches=1, callbacks=[sizes]
+    )
     trainer.fit(_module(dm, randomize), datamodule=dm)
-    assert len(sizes.seen) == 4
-    for dtype, hw, drawn, top in sizes.seen:
-        assert dtype == torch.float32 and hw == tuple(drawn) and 0 < top <= 1.0
-    assert len({hw for _, hw, _, _ in sizes.seen}) >= 2  # multi-scale resized on the device
+    assert [s[0] for s in sizes.seen] == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5]
+    for step, dtype, hw, size, top in sizes.seen:
+        assert dtype == torch.float32 and 0 < top <= 1.0
+        assert hw == tuple(size) == dm.multi_scale.size((64, 96), step, 6)
+    assert sizes.seen[0][2] == dm.multi_scale.largest((64, 96))  # the first window: largest
+    assert len({s[2] for s in sizes.seen}) >= 2  # multi-scale resized on the device
+    assert sizes.val and set(sizes.val) == {(64, 96)}

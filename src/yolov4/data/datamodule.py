@@ -29,7 +29,7 @@ from pycocotools.coco import COCO
 from torch.utils.data import DataLoader, Sampler, get_worker_info
 
 from yolov4.core.preprocess import PreprocessConfig
-from yolov4.data.collate import SIZE_MULTIPLE, DetectionCollate
+from yolov4.data.collate import SIZE_MULTIPLE, DetectionCollate, MultiScale
 from yolov4.data.dataset import DetectionDataset
 from yolov4.data.records import DetectionData, ProblemReport
 from yolov4.data.synthetic import SyntheticSource
@@ -156,9 +156,8 @@ class EpochShuffle(Sampler[int]):
         dataset: DetectionDataset,
         seed: int,
         generator: torch.Generator,
-        collate: DetectionCollate | None = None,
     ) -> None:
-        self.dataset, self.seed, self.generator, self.collate = dataset, seed, generator, collate
+        self.dataset, self.seed, self.generator = dataset, seed, generator
         self.reseed_dataset = False  # set by the DataModule when there are no workers
         self.set_epoch(0)
 
@@ -168,8 +167,6 @@ class EpochShuffle(Sampler[int]):
         self.generator.manual_seed(seed + WORKER_SEED_OFFSET)  # a stream apart from the shuffle
         if self.reseed_dataset:
             self.dataset.reseed(seed % 2**32)
-            if self.collate is not None:  # its multi-scale sizes, likewise
-                self.collate.reseed(seed + WORKER_SEED_OFFSET + 1)
 
     def __iter__(self) -> Iterator[int]:
         g = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
@@ -197,7 +194,9 @@ class DetectionDataModule(L.LightningDataModule):
             multi-scale training sizes are multiples of it.
         resize_mode: shorthand for ``preprocess.mode``: ``letterbox`` or ``stretch``
             (darknet's weights); must agree with ``preprocess`` when both are given.
-        augment: training augmentation; ``None`` trains on preprocessed images only.
+        augment: training augmentation; ``None`` trains on preprocessed images only. Its
+            ``multi_scale`` becomes :attr:`multi_scale`, the :class:`~yolov4.data.collate.MultiScale`
+            sizes ``YoloModule`` gives training batches (``None``: off).
         batch_size: training batch size; ``val_batch_size`` defaults to it.
         num_workers, persistent_workers, pin_memory: DataLoader settings.
         seed: seeds worker RNGs (with the rank) and the augmentation.
@@ -257,6 +256,14 @@ class DetectionDataModule(L.LightningDataModule):
         self.persistent_workers = persistent_workers and num_workers > 0
         self.pin_memory = pin_memory
         self.seed = seed
+        coefficient = augment.multi_scale if augment is not None else None
+        # the training sizes (one per 10 optimizer steps, all ranks alike: the run's seed);
+        # YoloModule applies them to training batches on the device
+        self.multi_scale = (
+            MultiScale(coefficient, size_multiple, seed)
+            if coefficient is not None and coefficient > 1.0
+            else None
+        )
         self.strict = strict
         self.expected_num_classes = num_classes
         self._data: dict[str, DetectionData] = {}
@@ -378,10 +385,8 @@ class DetectionDataModule(L.LightningDataModule):
         seed = self.seed + self._rank() * RANK_SEED_STRIDE
         generator = torch.Generator().manual_seed(seed)
         sampler = None
-        multi_scale = self.augment.multi_scale if (train and self.augment is not None) else None
-        collate = DetectionCollate(multi_scale, self.size_multiple)
         if train:
-            sampler = EpochShuffle(dataset, seed, generator, collate)
+            sampler = EpochShuffle(dataset, seed, generator)
             sampler.reseed_dataset = self.num_workers == 0
             sampler.set_epoch(0)
         return DataLoader(
@@ -393,7 +398,7 @@ class DetectionDataModule(L.LightningDataModule):
             persistent_workers=self.persistent_workers,
             # pinned memory serves copies to a GPU; without one torch warns on every run
             pin_memory=self.pin_memory and torch.cuda.is_available(),
-            collate_fn=collate,
+            collate_fn=DetectionCollate(),
             worker_init_fn=seed_worker,
             generator=generator,
         )

@@ -84,9 +84,11 @@ class AugmentConfig:
         translate: random shift as a fraction of the input size, uniform in ``[-t, t]``.
         min_area: boxes smaller than this many px² after augmentation are dropped.
         min_visibility: boxes keeping less than this fraction of their area are dropped.
-        multi_scale: darknet's ``random`` coefficient: each batch is resized by a factor in
-            ``[1/m, m]`` rounded to a multiple of the network's largest stride (32, 64 for
-            yolov4-p6; ``null`` keeps the input size).
+        multi_scale: darknet's ``random`` coefficient ``m``: every 10 optimizer steps the
+            training batches take a new size, the input size times a factor in ``[1/m, m]``
+            rounded as darknet rounds it to a multiple of the network's largest stride (32, 64
+            for yolov4-p6), the first 10 and the last 100 steps at the largest
+            (:class:`yolov4.data.collate.MultiScale`; ``null`` keeps the input size).
         extra: more albumentations transforms run after the built-in ones (e.g. from Hydra:
             ``augment.extra=[{_target_: albumentations.ToGray, p: 0.01}]``); geometric ones
             get the boxes through albumentations' ``BboxParams`` with the rules above.

@@ -343,10 +343,17 @@ class YoloModule(L.LightningModule):
             self.ema.update(self.model)
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """uint8 batches become the model's input here, on the training device."""
+        """uint8 batches become the model's input here, on the training device; training
+        batches at the DataModule's multi-scale size of this optimizer step (``multi_scale``:
+        a :class:`~yolov4.data.collate.MultiScale`, darknet's ``random``)."""
         if isinstance(batch, Mapping) and "images" in batch:
             if self._preprocess is None:
                 self._preprocess = PreprocessConfig.from_dict(self.hparams["preprocess"])
+            trainer = self._trainer
+            if trainer is not None and trainer.training:
+                multi_scale = getattr(trainer.datamodule, "multi_scale", None)
+                if multi_scale is not None:
+                    batch = multi_scale.apply(batch, self.global_step, self._schedule_total)
             return batch_to_input(batch, self._preprocess)
         return batch
 
