@@ -9,6 +9,10 @@ import logging
 import os
 import signal
 import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import lightning as L
 import pytest
@@ -134,6 +138,50 @@ def test_a_signal_in_the_final_evaluation_requeues_a_job_that_finishes_the_run(
     assert json.loads((tmp_path / "job/metrics.json").read_text())["weights"] == metrics["weights"]
     assert (tmp_path / "job/export/model.onnx").is_file()
     assert not (checkpoints / REQUEUE_FILE).exists()  # a finished run
+
+
+def test_ctrl_c_saves_stops_with_130_and_the_printed_command_finishes_the_run(
+    synthetic_cache, tmp_path, fake_slurm
+):
+    """Ctrl-C in a terminal (SIGINT to the process group: DataLoader workers too) exited 1 after
+    Lightning's "Detected KeyboardInterrupt", the epoch's steps lost and no word on resuming.
+    The step ends, requeue.ckpt is saved (never requeued), exit 130, and the printed
+    ckpt_path= command finishes the run."""
+    root = Path(__file__).resolve().parents[2]
+    run = tmp_path / "run"
+    args = [
+        sys.executable, str(root / "train.py"), f"hydra.run.dir={run}", "data.num_train=32",
+        "data.num_val=4", "data.image_size=96", "data.input_size=[64,64]", "data.batch_size=4",
+        "data.num_workers=2", "trainer.max_epochs=3", "trainer.enable_progress_bar=false",
+        "logger=csv", "export=null", f"data.cache_dir={synthetic_cache}",
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+        start_new_session=True,
+    )  # fmt: skip
+    last = run / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 300
+    while not last.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(0.5)  # into epoch 1
+    os.killpg(proc.pid, signal.SIGINT)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 130, out[-3000:]
+    assert "Ctrl-C: stopping after this training step" in out
+    saved = run / "checkpoints" / REQUEUE_FILE
+    assert f"python train.py ckpt_path={saved} resumes the run" in out
+    assert "Traceback" not in out and not fake_slurm.exists()
+    step = torch.load(saved, weights_only=True)["global_step"]
+    assert step > torch.load(last, weights_only=True)["global_step"] == 8
+
+    done = subprocess.run(
+        [sys.executable, str(root / "train.py"), f"ckpt_path={saved}"], capture_output=True,
+        text=True, env=env, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert torch.load(last, weights_only=True)["global_step"] == 24
+    assert (run / "metrics.json").is_file() and not saved.exists()
 
 
 def test_unknown_signal_name_is_a_config_error(tmp_path):

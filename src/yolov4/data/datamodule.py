@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import signal
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
@@ -90,7 +91,10 @@ def check_trainable(data: DetectionData, name: str = "train") -> None:
 def seed_worker(worker_id: int) -> None:
     """DataLoader ``worker_init_fn``: seed Python, NumPy and the dataset's augmentation from
     the worker's torch seed (distinct per worker, per epoch, and per rank through the
-    DataLoader's rank-seeded generator; reproducible for a given seed)."""
+    DataLoader's rank-seeded generator; reproducible for a given seed). Ctrl-C is the main
+    process's to handle (a training run finishes its step and saves): workers ignore SIGINT,
+    and the main process shuts them down."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     info = get_worker_info()
     seed = info.seed % 2**32 if info is not None else worker_id
     random.seed(seed)

@@ -1,4 +1,5 @@
-"""Preemption and wall-time limits: on SIGUSR1 or SIGTERM save the training state and requeue.
+"""Preemption, wall-time limits and Ctrl-C: on SIGUSR1 or SIGTERM save the training state and
+requeue; on SIGINT (Ctrl-C) save it and stop, printing the command that resumes.
 
 SLURM sends a signal some time before a job's limit (``--signal=USR1@120``; the ``slurm``
 launcher preset asks for it) and SIGTERM when it preempts a job. :class:`Requeue` turns either
@@ -19,6 +20,11 @@ final phase (evaluation, reports, export: :meth:`Requeue.final_phase`) stops it 
 ``requeue.ckpt`` the fit's last checkpoint, which the requeued job resumes to train nothing and
 write that phase again.
 
+Ctrl-C (``SIGINT`` in ``signals``, as the default callbacks have it) takes the same path without
+the requeue: the step ends, ``requeue.ckpt`` is saved and the run stops with exit status 130 and
+the ``ckpt_path=`` that resumes it; a second Ctrl-C stops at once (Lightning's
+``KeyboardInterrupt``, exit status 1, nothing saved since the last checkpoint).
+
 Lightning's own SLURM auto-requeue (``SLURMEnvironment``) saves ``hpc_ckpt_N.ckpt`` from inside
 the signal handler and reloads it with Lightning's loader; this callback replaces those handlers
 while training runs, so there is one checkpoint and one resume path.
@@ -30,6 +36,7 @@ import logging
 import os
 import signal
 import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -174,7 +181,17 @@ class Requeue(L.Callback):
 
     # --- the signals ---
     def _handler(self, signum: int, frame: Any) -> None:
-        self.received = signum
+        if signum == signal.SIGINT:
+            if self.received == signal.SIGINT:  # the second Ctrl-C: stop now
+                self._restore()
+                raise KeyboardInterrupt
+            # no logging in a signal handler (its lock may be held where the signal came)
+            os.write(
+                sys.stderr.fileno(),
+                b"\nCtrl-C: stopping after this training step and saving the state to resume "
+                b"from (Ctrl-C again: stop now, unsaved)\n",
+            )
+        self.received = self.received or signum
 
     def on_train_start(self, trainer: L.Trainer, pl_module: Any) -> None:
         self.received = None
@@ -196,19 +213,30 @@ class Requeue(L.Callback):
             return
         self.received = self.received or signal.SIGUSR1  # a rank that did not get it itself
         path = self.dirpath / REQUEUE_FILE
-        trainer.save_checkpoint(path)
+        trainer.save_checkpoint(
+            path, weights_only=False
+        )  # the whole state, said without a log line
         signum = self.received
         name = signal.Signals(signum).name
-        log.warning(
-            "%s at step %d: saved %s; the same command in the same run directory resumes from it "
-            "(or ckpt_path=%s)", name, trainer.global_step, path, path,
-        )  # fmt: skip
-        self._requeue_job(trainer)
+        if signum == signal.SIGINT:
+            log.warning(
+                "stopped (Ctrl-C) at step %d: saved %s; python train.py ckpt_path=%s resumes the "
+                "run where it stopped", trainer.global_step, path, path,
+            )  # fmt: skip
+        else:
+            log.warning(
+                "%s at step %d: saved %s; the same command in the same run directory resumes "
+                "from it (or ckpt_path=%s)", name, trainer.global_step, path, path,
+            )  # fmt: skip
+        self._requeue_job(trainer, signum)
         self._restore()
         raise Requeued(128 + int(signum))
 
-    def _requeue_job(self, trainer: L.Trainer) -> None:
-        """``scontrol requeue`` of this SLURM job (array task) from rank 0, when asked to."""
+    def _requeue_job(self, trainer: L.Trainer, signum: int) -> None:
+        """``scontrol requeue`` of this SLURM job (array task) from rank 0, when asked to (never
+        for Ctrl-C: the user stopped it)."""
+        if signum == signal.SIGINT:
+            return
         job = os.environ.get("SLURM_ARRAY_JOB_ID")
         job = (
             f"{job}_{os.environ['SLURM_ARRAY_TASK_ID']}" if job else os.environ.get("SLURM_JOB_ID")
@@ -231,6 +259,8 @@ class Requeue(L.Callback):
         if threading.current_thread() is not threading.main_thread():
             yield
             return
+        if self.received is not None:  # it came in the fit's last validation: stop here
+            self._stop_final_phase(trainer, self.received, None)
         for s in self.signals:
             self._previous[s] = signal.signal(s, partial(self._stop_final_phase, trainer))
         try:
@@ -255,10 +285,11 @@ class Requeue(L.Callback):
             link_file(last, path)
             log.warning(
                 "%s in the run's final evaluation and export (training had ended): %s is %s; "
-                "the same command in the same run directory writes the final evaluation, "
-                "reports and export (nothing trains)", name, path, last.name,
+                "the same command in the same run directory, or python train.py ckpt_path=%s, "
+                "writes the final evaluation, reports and export (nothing trains)",
+                name, path, last.name, path,
             )  # fmt: skip
-        self._requeue_job(trainer)
+        self._requeue_job(trainer, signum)
         raise Requeued(128 + int(signum))
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: Any) -> None:

@@ -1,0 +1,67 @@
+"""Ctrl-C during training: the first SIGINT asks the run to stop after its step (the state is
+saved, nothing requeued), a second stops it at once; DataLoader workers leave SIGINT to the main
+process. The whole path through train.py: tests/cli/test_requeue.py."""
+
+from __future__ import annotations
+
+import os
+import signal
+import stat
+from types import SimpleNamespace
+
+import pytest
+
+from yolov4.data.datamodule import seed_worker
+from yolov4.training.requeue import Requeue
+
+
+def test_first_ctrl_c_asks_to_stop_after_the_step_the_second_stops_now(tmp_path, capfd):
+    requeue = Requeue(str(tmp_path), signals=["SIGUSR1", "SIGINT"])
+    before = signal.getsignal(signal.SIGINT)
+    requeue.on_train_start(SimpleNamespace(), None)
+    try:
+        os.kill(os.getpid(), signal.SIGINT)
+        assert requeue.received == signal.SIGINT  # noted; the step goes on
+        assert "Ctrl-C: stopping after this training step" in capfd.readouterr().err
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+        assert signal.getsignal(signal.SIGINT) is before  # given back at the second
+    finally:
+        requeue._restore()
+
+
+def test_another_signal_after_ctrl_c_keeps_ctrl_c_and_ctrl_c_never_requeues(tmp_path, monkeypatch):
+    bin_dir, calls = tmp_path / "bin", tmp_path / "scontrol.calls"
+    bin_dir.mkdir()
+    script = bin_dir / "scontrol"
+    script.write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("SLURM_JOB_ID", "7")
+    monkeypatch.delenv("SLURM_ARRAY_JOB_ID", raising=False)
+    requeue = Requeue(str(tmp_path))
+    requeue._handler(signal.SIGINT, None)
+    requeue._handler(signal.SIGTERM, None)
+    assert requeue.received == signal.SIGINT
+    trainer = SimpleNamespace(is_global_zero=True)
+    requeue._requeue_job(trainer, signal.SIGINT)
+    assert not calls.exists()
+    requeue._requeue_job(trainer, signal.SIGTERM)  # preemption: requeued
+    assert calls.read_text().split() == ["requeue", "7"]
+
+
+def test_dataloader_workers_ignore_ctrl_c():
+    before = signal.getsignal(signal.SIGINT)
+    try:
+        seed_worker(0)  # as a worker process starts
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, before)
+
+
+def test_the_default_callbacks_stop_on_ctrl_c():
+    from hydra import compose, initialize_config_module
+
+    with initialize_config_module(config_module="yolov4.configs", version_base="1.3"):
+        cfg = compose("train")
+    assert "SIGINT" in list(cfg.callbacks.requeue.signals)
