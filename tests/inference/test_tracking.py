@@ -174,7 +174,8 @@ def test_line_counts_only_through_the_segment(video):
     y5 = np.interp(160, [40, 260], [200, 50])
     assert y5 > 100
     assert counter.summary()["line"] == {
-        "points": [[160.0, 0.0], [160.0, 100.0]], "in": 0, "out": 0, "in_ids": [], "out_ids": []
+        "points": [[160.0, 0.0], [160.0, 100.0]], "margin": 0.1, "in": 0, "out": 0, "in_ids": [],
+        "out_ids": [],
     }  # fmt: skip
 
 
@@ -422,3 +423,38 @@ def test_counter_draws_its_line_and_zone_with_the_counts():
     ink = lambda colour: (image == colour).all(2)  # noqa: E731
     assert ink(LINE_COLOUR)[:25, 54:].any() and ink(ZONE_COLOUR)[62:80, 62:89].any()  # labels
     assert counter.summary()["line"]["in"] == 1 and counter.rows[-1]["zone"] == 1
+
+
+def _track_at(x: float, frame: int, tid: int = 1) -> Detections:
+    """One tracked 40-px-tall box whose centre is at ``x``."""
+    return Detections(
+        np.array([[x - 10, 100, x + 10, 140]], np.float32),
+        np.array([0.9], np.float32),
+        np.array([0]),
+        ["circle"],
+        (240, 320),
+        track_ids=np.array([tid]),
+    )
+
+
+def test_a_box_jittering_on_the_line_crosses_once():
+    """A box that crosses in and then jitters about the line (detections move a few pixels
+    frame to frame) counted a false "out" (and would have counted again, but for the ids kept
+    per direction): the side is kept in a band of count_margin x box height (4 px here)."""
+    path = [150, 155, 161, 158, 162, 159, 161, 157, 163, 170, 180]  # in once, then jitter
+    line = [[160, 0], [160, 240]]
+    counter = Counter(line=line)
+    for t, x in enumerate(path):
+        counter.update(_track_at(x, t), t)
+    assert (counter.summary()["line"]["in"], counter.summary()["line"]["out"]) == (1, 0)
+    loose = Counter(line=line, margin=0)  # any change of side
+    for t, x in enumerate(path):
+        loose.update(_track_at(x, t), t)
+    assert (loose.summary()["line"]["in"], loose.summary()["line"]["out"]) == (1, 1)
+    # a real return (beyond the band) is a crossing out; a fast object jumping over it counts
+    back = Counter(line=line)
+    for t, x in enumerate([150, 170, 150, 120]):
+        back.update(_track_at(x, t), t)
+    assert (back.summary()["line"]["in_ids"], back.summary()["line"]["out_ids"]) == ([1], [1])
+    with pytest.raises(ConfigError, match=r"count_margin: expected a fraction .* got -1"):
+        Counter(line=line, margin=-1)

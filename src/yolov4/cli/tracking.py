@@ -6,6 +6,7 @@ frames, drawn with short trails, and line / zone counts
     tracker=bytetrack tracker.lost_track_buffer=60   the Hydra group, with key overrides
     track=bytetrack tracker.lost_track_buffer=60     the same (tracker= added: track_argv)
     count_line=[[x1,y1],[x2,y2]] count_zone=[[x,y],...] count_anchor=center|bottom_center
+    count_margin=0.1                         the line's band, a fraction of the box height
 
 One tracker per video or stream (a new source starts from id 1); a folder or glob of images is
 tracked as one sequence of frames in natural path order (f2 before f10). A single image, a list
@@ -28,7 +29,7 @@ from omegaconf import DictConfig
 
 from yolov4.cli.common import to_builtin
 from yolov4.errors import ConfigError
-from yolov4.inference.counting import ANCHORS, Counter
+from yolov4.inference.counting import ANCHORS, LINE_MARGIN, Counter
 from yolov4.inference.sources import GLOB_CHARS, ImageFiles, ImageURL
 from yolov4.inference.streams import Frame
 from yolov4.inference.tracking import Tracker, TrackTrails
@@ -107,7 +108,8 @@ def tracking_options(cfg: DictConfig) -> dict[str, Any] | None:
         raise ConfigError(f"count_anchor: expected one of {list(ANCHORS)}, got {anchor!r}")
     counter = None
     if line is not None or zone is not None:
-        counter = {"line": line, "zone": zone, "anchor": anchor}
+        margin = cfg.get("count_margin", LINE_MARGIN)
+        counter = {"line": line, "zone": zone, "anchor": anchor, "margin": margin}
         Counter(**counter)  # checks the points
     trail = cfg.get("trail", 30)
     TrackTrails(trail)

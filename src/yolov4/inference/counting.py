@@ -10,7 +10,9 @@ Each object is its box's anchor point (``center`` or ``bottom_center``, the grou
 point of people and vehicles). A track crosses the line when its anchor moves from one side of
 the line's segment to the other through the segment (not its extension); ``in`` is a crossing
 to the side where ``(b - a) x (p - a) < 0`` in image coordinates (y down): for a line drawn
-from top to bottom, left to right. Each track id counts at most once per direction. The zone
+from top to bottom, left to right. A side counts once the anchor is more than ``margin`` times its
+box's height from the line (0.1 by default): a box jittering on the line, as detections do,
+crosses nothing until it leaves the band. Each track id counts at most once per direction. The zone
 counts, per frame, the objects whose anchor is inside the polygon or on its edge among the
 boxes it is given (tracked or not: the zone needs no ids; predict.py gives it the tracker's
 confirmed boxes).
@@ -30,11 +32,12 @@ import numpy as np
 from yolov4.errors import ConfigError, InputError
 from yolov4.inference.predictor import Detections
 
-__all__ = ["ANCHORS", "Counter"]
+__all__ = ["ANCHORS", "LINE_MARGIN", "Counter"]
 
 ANCHORS = ("center", "bottom_center")
 FORGET_AFTER = 900  # frames (30 s at 30 fps; trackers keep a lost track for about 1 s)
 FORGET_EVERY = 100  # frames between two sweeps of the forgotten ids
+LINE_MARGIN = 0.1  # the line's band, a fraction of the box height (detections jitter a few %)
 LINE_COLOUR, ZONE_COLOUR = (255, 220, 0), (0, 200, 255)  # RGB, as drawn on annotated frames
 
 
@@ -68,6 +71,8 @@ class Counter:
             streams them to ``counts.csv`` instead, so an endless stream stays in flat memory.
         forget_after: frames after which a track id not seen again is forgotten (trackers
             never reuse ids; the ones counted stay counted).
+        margin: the band on each side of the line, a fraction of each box's height, in which
+            an anchor keeps the side it had (0: any change of side; see the module docstring).
     """
 
     def __init__(
@@ -77,11 +82,17 @@ class Counter:
         anchor: str = "center",
         keep_rows: bool = True,
         forget_after: int = FORGET_AFTER,
+        margin: float = LINE_MARGIN,
     ) -> None:
         if line is None and zone is None:
             raise ConfigError("counting: expected count_line and/or count_zone, got neither")
         if anchor not in ANCHORS:
             raise ConfigError(f"count anchor: expected one of {list(ANCHORS)}, got {anchor!r}")
+        if isinstance(margin, bool) or not isinstance(margin, int | float) or not 0 <= margin < 10:
+            raise ConfigError(
+                f"count_margin: expected a fraction of the box height in [0, 10), got {margin!r}"
+            )
+        self.margin = float(margin)
         self.line = None if line is None else _points("count_line", line, 2)
         self.zone = None if zone is None else _points("count_zone", zone, 3)
         self.anchor = anchor
@@ -94,8 +105,9 @@ class Counter:
         self._crossed: dict[str, list[int]] = {"in": [], "out": []}
         self._zone_ids: set[int] = set()
 
-    def _anchors(self, dets: Detections, frame_index: int) -> np.ndarray:
-        """``(N, 2)`` anchor points, or an :class:`InputError` naming the frame: boxes that are
+    def _anchors(self, dets: Detections, frame_index: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(N, 2)`` anchor points and ``(N,)`` box heights, or an :class:`InputError` naming
+        the frame: boxes that are
         not ``(N, 4)`` finite numbers (a NaN box has no side of the line), track ids not one per
         box."""
         try:
@@ -113,23 +125,25 @@ class Counter:
                 f"{len(dets.track_ids)}"
             )
         y = b[:, 3] if self.anchor == "bottom_center" else (b[:, 1] + b[:, 3]) / 2
-        return np.stack([(b[:, 0] + b[:, 2]) / 2, y], 1)
+        return np.stack([(b[:, 0] + b[:, 2]) / 2, y], 1), np.abs(b[:, 3] - b[:, 1])
 
     def _through_segment(self, p: np.ndarray, q: np.ndarray) -> bool:
         a, b = self.line
         sa, sb = _cross(p, q, a), _cross(p, q, b)
         return sa * sb <= 0 and not (sa == 0 and sb == 0)
 
-    def _update_line(self, ids: np.ndarray, points: np.ndarray) -> dict[str, list[int]]:
+    def _update_line(
+        self, ids: np.ndarray, points: np.ndarray, heights: np.ndarray
+    ) -> dict[str, list[int]]:
         new: dict[str, list[int]] = {"in": [], "out": []}
         a, b = self.line
-        for tid, p in zip(ids.tolist(), points):
-            side = float(np.sign(_cross(a, b, p)))
-            prev_side, prev = self._side.get(tid), self._last.get(tid)
-            self._last[tid] = p
-            if side == 0:
+        distance = _cross(a, b, points) / float(np.hypot(*(b - a)))  # signed, in pixels
+        for tid, p, d, h in zip(ids.tolist(), points, distance, heights):
+            if abs(d) <= self.margin * h:  # in the band (or on the line): the side it had
                 continue
-            self._side[tid] = side
+            side = float(np.sign(d))
+            prev_side, prev = self._side.get(tid), self._last.get(tid)
+            self._side[tid], self._last[tid] = side, p  # the last anchor clear of the band
             if prev_side is None or side == prev_side or not self._through_segment(prev, p):
                 continue
             direction = "in" if side < 0 else "out"
@@ -140,14 +154,14 @@ class Counter:
 
     def update(self, dets: Detections, frame_index: int) -> dict[str, Any]:
         """Count frame ``frame_index``'s detections; returns (and keeps) its row."""
-        points = self._anchors(dets, frame_index)
+        points, heights = self._anchors(dets, frame_index)
         row: dict[str, Any] = {"frame": int(frame_index)}
         if self.line is not None:
             if dets.track_ids is None:
                 raise InputError("count_line needs track ids: pass the Tracker's output")
             ids = np.asarray(dets.track_ids, np.int64)
             keep = ids >= 0
-            new = self._update_line(ids[keep], points[keep])
+            new = self._update_line(ids[keep], points[keep], heights[keep])
             row |= {
                 "line_in": len(self._crossed["in"]),
                 "line_out": len(self._crossed["out"]),
@@ -209,6 +223,7 @@ class Counter:
         if self.line is not None:
             out["line"] = {
                 "points": self.line.tolist(),
+                "margin": self.margin,
                 "in": len(self._crossed["in"]),
                 "out": len(self._crossed["out"]),
                 "in_ids": list(self._crossed["in"]),
