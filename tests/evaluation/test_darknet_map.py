@@ -88,12 +88,16 @@ def test_darknet_rules_on_a_hand_built_case():
     assert half.per_class["cat"]["TP"] == 0 and half.per_class["cat"]["AP50"] == 0.0
 
 
-def test_area_mode_skips_the_first_ranks_step():
-    """-points 0 (darknet's default) never counts the recall step of the global rank 0."""
+def test_area_mode_counts_the_first_ranks_step():
+    """-points 0 (darknet's default) counts the recall step of the global rank 0 (darknet's
+    "remaining area of PR curve", since 2020-07: older builds left it out, AP 0 for cat here)."""
     gt = make_coco([(100, CAT, (0, 0, 10, 10), 0), (100, DOG, (50, 0, 10, 10), 0)])
     dets = [det(100, CAT, (0, 0, 10, 10), 0.9), det(100, DOG, (50, 0, 10, 10), 0.8)]
     r = darknet_map(gt, dets, points=0)
-    assert r.per_class["cat"]["AP50"] == 0.0 and r.per_class["dog"]["AP50"] == 1.0
+    assert r.per_class["cat"]["AP50"] == 1.0 and r.per_class["dog"]["AP50"] == 1.0
+    two = make_coco([(100, CAT, (0, 0, 10, 10), 0), (100, CAT, (50, 0, 10, 10), 0)])
+    half = [det(100, CAT, (0, 0, 10, 10), 0.9), det(100, CAT, (90, 0, 10, 10), 0.8)]
+    assert darknet_map(two, half, points=0).per_class["cat"]["AP50"] == 0.5  # recall .5 at p 1
     assert darknet_map(gt, dets, points=101).mAP50 == 1.0
 
 

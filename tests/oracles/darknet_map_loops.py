@@ -77,6 +77,7 @@ def darknet_loops(coco, results, thresh, iou_thresh, map_points):
                 if pr[i][rank]["p"] > last_precision:
                     last_precision = pr[i][rank]["p"]
                 ap += delta * last_precision
+            ap += last_recall * last_precision  # the area left of rank 0 (darknet since 2020-07)
         else:
             for point in range(map_points):
                 cur_recall = point * 1.0 / (map_points - 1)

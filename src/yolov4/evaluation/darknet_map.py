@@ -14,9 +14,9 @@ and see beside them COCOeval's AP50, which differs because darknet, unlike COCOe
 - knows no crowd boxes (they are ordinary ground truth here), no object sizes and no
   100-detections-per-image cap;
 - interpolates with ``points`` (``-points``): 0 = the area under the precision envelope at each
-  recall step (darknet's default, for ``detector map`` and for ``train -map``; it skips the
-  recall step of the single highest-scored detection of all), 11 = PASCAL VOC 2007, 101 = the
-  recall points of COCO;
+  recall step (darknet's default, for ``detector map`` and for ``train -map``; as darknet since
+  its July 2020 fix, the step of the single highest-scored detection of all included), 11 =
+  PASCAL VOC 2007, 101 = the recall points of COCO;
 - averages the AP over every class, also those without ground truth (AP 0; COCOeval leaves them
   out).
 
@@ -69,11 +69,10 @@ def ap_from_ranks(
     if points == 0:
         prev_p = np.concatenate([[0.0], precision[:-1]])
         prev_r = np.concatenate([[0.0], recall[:-1]])
-        # the step into rank k is counted with the envelope from rank k - 1 on; darknet's loop
-        # stops at rank 0, so a step at global rank 0 is never counted
-        counted = ranks >= 1
+        # the step into rank k is counted with the envelope from rank k - 1 on; a step at global
+        # rank 0 is darknet's "remaining area" (recall at rank 0 times the whole envelope)
         env = np.maximum(prev_p, suffix_max)
-        return float(np.sum(((recall - prev_r) * env)[counted]))
+        return float(np.sum((recall - prev_r) * env))
     grid = np.arange(points, dtype=np.float64) / (points - 1)
     first = np.searchsorted(recall, grid, side="left")  # recall is non-decreasing
     values = np.where(first < len(recall), suffix_max[np.minimum(first, len(recall) - 1)], 0.0)
