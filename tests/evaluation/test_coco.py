@@ -146,7 +146,7 @@ def test_no_detections_and_duplicates():
     ev.update([torch.zeros(0, 6)] * 3, [100, 101, 102])
     result = ev.compute()
     assert result["mAP"] == 0.0 and result.num_images == 3
-    assert result.results == [] and result.precision is None
+    assert result.results == [] and result.precision.max() == 0.0
     first = torch.tensor([[0, 0, 10, 10, 0.9, 0]])
     ev.update([first], [103])
     ev.update([torch.zeros(0, 6)], [103])  # sampler padding repeats an image: first one counts

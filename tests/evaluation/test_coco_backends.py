@@ -287,11 +287,29 @@ def test_detections_to_coco_rounds_float32_as_python_round():
     assert coco_module.detections_to_coco(torch.zeros(0, 6), 5, CATEGORY_IDS) == []
 
 
-def test_no_detections_is_zero_with_either_backend():
-    coco, _ = make_case(0, num_images=5)
+def test_no_detections_give_cocoevals_numbers_for_none_with_either_backend():
+    """COCOeval cannot load an empty result list; the numbers for none were all 0, also for a
+    class without ground truth (null with detections) and an area without boxes (-1). The
+    reference: COCOeval itself with one detection on nothing, which changes none of them."""
+    from tests.evaluation.test_analysis import det, make_coco
+
+    small, medium = (0, 0, 20, 20), (10, 10, 50, 50)
+    coco = make_coco(
+        [(100, 1, small, 0), (101, 1, medium, 0), (101, 2, medium, 1)],  # 2: a crowd box only
+        cats=((1, "a"), (2, "b"), (7, "c")),
+    )
     for backend in COCO_BACKENDS:
-        result = evaluate_coco(coco, [], backend=backend)
-        assert all(result[k] == 0.0 for k in METRIC_KEYS) and result.precision is None
+        none = evaluate_coco(coco, [], backend=backend)
+        stray = evaluate_coco(coco, [det(100, 1, (90, 90, 5, 5), 0.01)], backend=backend)
+        assert none.metrics == pytest.approx(stray.metrics) and none.per_class == stray.per_class
+        assert none["mAP"] == 0.0 and none["mAP_large"] == -1.0 and none["AR_large"] == -1.0
+        assert none.per_class == {
+            "a": {"AP": 0.0, "AP50": 0.0}, "b": {"AP": None, "AP50": None},
+            "c": {"AP": None, "AP50": None},
+        }  # fmt: skip
+        np.testing.assert_array_equal(none.precision, stray.precision)
+    nothing = make_coco([(100, 1, small, 1)], cats=((1, "a"),))  # no box that counts
+    assert set(evaluate_coco(nothing, []).metrics.values()) == {-1.0}
 
 
 def test_unknown_backend_is_refused_naming_the_choices():

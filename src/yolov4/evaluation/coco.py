@@ -189,22 +189,25 @@ def evaluate_coco(
 
     Returns an :class:`EvaluationResult`: ``metrics`` by :data:`METRIC_KEYS`, ``per_class``
     (AP@[.5:.95] and AP50 per class name, in category id order), the summary text, ``results``
-    and COCOeval's ``(T, R, K, A, M)`` ``precision``, K in ``sorted(coco_gt.getCatIds())`` order
-    (None when there are no detections at all). ``category_names`` defaults to the names in
-    ``coco_gt``.
+    and COCOeval's ``(T, R, K, A, M)`` ``precision``, K in ``sorted(coco_gt.getCatIds())`` order.
+    Without any detection (which COCOeval cannot load) the numbers are COCOeval's for none: 0
+    where the ground truth has boxes, -1 (``None`` per class) where it has none.
+    ``category_names`` defaults to the names in ``coco_gt``.
     """
     check_coco_backend(backend)
     ids = sorted(set(int(i) for i in (image_ids if image_ids is not None else coco_gt.getImgIds())))
     cat_ids = sorted(coco_gt.getCatIds())
     names = [(category_names or {}).get(c, coco_gt.cats[c]["name"]) for c in cat_ids]
     if not results:
+        precision, metrics = _without_detections(coco_gt, ids, cat_ids)
         return EvaluationResult(
-            metrics={k: 0.0 for k in METRIC_KEYS},
-            per_class={n: {"AP": 0.0, "AP50": 0.0} for n in names},
+            metrics=metrics,
+            per_class=per_class_ap(precision, names),
             num_images=len(ids),
-            summary="no detections: every metric is 0",
+            summary="no detections: AP and AR are 0 where the ground truth has boxes, -1 where "
+            "it has none",
             results=[],
-            precision=None,
+            precision=precision,
             image_ids=tuple(ids),
         )
     ev = cocoeval(coco_gt, results, ids, backend)
@@ -223,6 +226,36 @@ def evaluate_coco(
         precision=precision,
         image_ids=tuple(ids),
     )
+
+
+# COCOeval's area ranges (all, small, medium, large), px², and its iouThrs / recThrs / maxDets
+_AREAS = ((0.0, 1e10), (0.0, 32.0**2), (32.0**2, 96.0**2), (96.0**2, 1e10))
+_T, _R, _M = 10, 101, 3
+
+
+def _without_detections(
+    coco_gt: COCO, ids: Sequence[int], cat_ids: Sequence[int]
+) -> tuple[np.ndarray, dict[str, float]]:
+    """COCOeval's ``precision`` and stats for no detections: per class and area range 0 where
+    some ground truth box counts (not crowd, not ``ignore``, area in the range), else -1."""
+    counted = np.zeros((len(cat_ids), len(_AREAS)), bool)
+    k_of = {c: k for k, c in enumerate(cat_ids)}
+    for ann in coco_gt.loadAnns(coco_gt.getAnnIds(imgIds=list(ids), iscrowd=None)):
+        if ann.get("iscrowd", 0) or ann.get("ignore", 0) or ann["category_id"] not in k_of:
+            continue
+        for a, (lo, hi) in enumerate(_AREAS):
+            area = ann.get("area", ann["bbox"][2] * ann["bbox"][3])
+            counted[k_of[ann["category_id"]], a] |= lo <= area <= hi
+    value = np.where(counted, 0.0, -1.0)  # (K, A)
+    precision = np.broadcast_to(value[None, None, :, :, None], (_T, _R, *value.shape, _M)).copy()
+
+    def stat(area: int) -> float:
+        return 0.0 if counted[:, area].any() else -1.0
+
+    every = stat(0)
+    aps = [every, every, every, stat(1), stat(2), stat(3)]
+    ars = [every, every, every, stat(1), stat(2), stat(3)]
+    return precision, dict(zip(METRIC_KEYS, aps + ars, strict=True))
 
 
 class CocoEvaluator:
