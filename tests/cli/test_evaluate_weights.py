@@ -201,3 +201,44 @@ def test_the_same_classes_in_another_order_are_scored_by_name(
     by_artifact = evaluate(compose_cfg("evaluate", [f"artifact={art}", *data(tiny_run)],
                                        tmp_path / "c"))  # fmt: skip
     assert by_artifact["mAP50"] == pytest.approx(by_order["mAP50"], abs=0.01)
+
+
+def test_an_artifact_is_scored_at_its_own_size_whatever_data_asks(
+    compose_cfg, checkpoint, tiny_run, tmp_path, caplog, monkeypatch
+):
+    """The run's recorded data holds its resolved preprocess.input_size: another
+    data.input_size stopped evaluate.py artifact= with "data.input_size=[96, 96] contradicts
+    data.preprocess.input_size=[64, 64]; set data.input_size", which it was. As for a
+    checkpoint: a warning, and the artifact's own preprocessing."""
+    art = export_artifact(checkpoint[1], tmp_path / "export", formats=["onnx"])
+    overrides = [
+        f"artifact={art}", *data(tiny_run), "data.preprocess.input_size=[64,64]",
+        "data.input_size=[96,96]",
+    ]  # fmt: skip
+    import yolov4.cli.evaluate as evaluate_cli
+
+    monkeypatch.setattr(evaluate_cli, "run_overrides", lambda: overrides)  # the command line
+    with caplog.at_level(logging.INFO, logger="yolov4"):
+        evaluate(compose_cfg("evaluate", overrides, tmp_path / "run"))
+    assert f"data.input_size=[96, 96]: not used; {art} is scored with its own preprocessing " \
+        "(input 64x64, letterbox)" in caplog.text  # fmt: skip
+    assert (tmp_path / "run" / "metrics.json").is_file()
+
+
+def test_data_keys_go_over_the_recorded_data_without_a_plus():
+    """evaluate.py / export.py checkpoint=... data.input_size=... failed with Hydra's "Key
+    'data' is not in struct" (the data group defaults to null: +data.input_size was needed)."""
+    from yolov4.cli.common import data_argv
+
+    argv = [
+        "evaluate.py",
+        "checkpoint=a.pt",
+        "data.val.images=x",
+        "+data.num_val=3",
+        "batch_size=2",
+    ]
+    assert data_argv(argv) == [
+        "evaluate.py", "checkpoint=a.pt", "+data.val.images=x", "+data.num_val=3", "batch_size=2"
+    ]  # fmt: skip
+    chosen = ["evaluate.py", "data=coco", "data.val.images=x"]
+    assert data_argv(chosen) == chosen  # the group is there: its keys override as they are

@@ -30,6 +30,7 @@ __all__ = [
     "model_stride",
     "recorded_data",
     "resolve_data",
+    "data_argv",
     "to_builtin",
     "warn_without_ground_truth",
     "hold_folder",
@@ -173,6 +174,17 @@ def model_stride(cfg: DictConfig) -> int:
     included, must be multiples of it (a bad size is then reported by the data, naming
     ``data.input_size``)."""
     return model_network(cfg).max_stride
+
+
+def data_argv(argv: list[str]) -> list[str]:
+    """``argv`` for an app whose ``data`` group defaults to null (evaluate.py, export.py: the
+    data a checkpoint records): without a ``data=`` option, ``data.<key>=value`` becomes
+    ``+data.<key>=value`` (Hydra refuses a key of an absent node: "Key 'data' is not in
+    struct"); :func:`resolve_data` lays it over the recorded data."""
+    args = argv[1:]
+    if any(a.lstrip("+~").startswith("data=") for a in args):
+        return argv
+    return [argv[0], *("+" + a if a.startswith("data.") else a for a in args)]
 
 
 def resolve_data(cfg: DictConfig, recorded: dict[str, Any] | None, source: str) -> None:

@@ -10,6 +10,7 @@ per-class table.
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from yolov4.cli.common import (
     build,
     build_partial,
+    data_argv,
     model_config,
     model_network,
     one_line_errors,
@@ -90,12 +92,13 @@ def _check_classes(what: str, names: list[str], datamodule: Any) -> list[int]:
     return list(datamodule.category_ids)
 
 
-def _warn_preprocess_not_used(cfg: DictConfig, ckpt: Any) -> None:
+def _warn_preprocess_not_used(cfg: DictConfig, preprocess: Any, source: str) -> None:
     """A warning when the command's ``data.input_size`` / ``data.resize_mode`` ask for other
-    preprocessing than the checkpoint's, which is what it is scored with (as it trained and as
-    it exports); a data group's own default (``data=yolo``'s 416) is not the user's ask."""
+    preprocessing than the checkpoint's or artifact's (``preprocess``), which is what it is
+    scored with (as it trained and as it exports); a data group's own default
+    (``data=yolo``'s 416) is not the user's ask."""
     given = {o.lstrip("+").split("=", 1)[0] for o in run_overrides()}
-    stored = {"input_size": list(ckpt.preprocess.input_size), "resize_mode": ckpt.preprocess.mode}
+    stored = {"input_size": list(preprocess.input_size), "resize_mode": preprocess.mode}
     asked = {k: to_builtin(cfg.data.get(k)) for k in stored if f"data.{k}" in given}
     if isinstance(asked.get("input_size"), int):
         asked["input_size"] = [asked["input_size"]] * 2
@@ -106,7 +109,7 @@ def _warn_preprocess_not_used(cfg: DictConfig, ckpt: Any) -> None:
             "trained and as export.py writes it (export.py input_size=... makes an artifact of "
             "another size, which evaluate.py artifact=... scores)",
             ", ".join(differ),
-            cfg.checkpoint,
+            source,
             "x".join(map(str, stored["input_size"])),
             stored["resize_mode"],
         )
@@ -127,7 +130,12 @@ def _evaluate_artifact(
         "precision": predictor.precision,
     }
     log.info("evaluating %(file)s in %(backend)s, %(precision)s", weights)
-    datamodule = build(cfg, "data", augment=None)
+    pre = predictor.preprocess_config  # the artifact's own, which the Predictor applies
+    _warn_preprocess_not_used(cfg, pre, cfg.artifact)
+    datamodule = build(
+        cfg, "data", augment=None, preprocess=pre.to_dict(), input_size=list(pre.input_size),
+        resize_mode=pre.mode,
+    )  # fmt: skip
     datamodule.prepare_data()
     category_ids = _check_classes("artifact", list(predictor.class_names), datamodule)
     warn_without_ground_truth(datamodule)
@@ -228,7 +236,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         model_dict, state = ckpt.model.config.to_dict(), ckpt.model.state_dict()
         data_overrides["size_multiple"] = ckpt.model.config.max_stride
         if ckpt.preprocess_stored:  # evaluate exactly as the model was validated in training
-            _warn_preprocess_not_used(cfg, ckpt)
+            _warn_preprocess_not_used(cfg, ckpt.preprocess, cfg.checkpoint)
             data_overrides.update(
                 preprocess=ckpt.preprocess_dict(),  # all of it: pad value, colour order, scale
                 input_size=list(ckpt.preprocess.input_size),
@@ -283,9 +291,16 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     return {**result.to_dict(), "weights": weights}
 
 
+def hydra_main() -> None:
+    """``python evaluate.py ...``: Hydra's app on :func:`~yolov4.cli.common.data_argv`'s
+    arguments (``data.<key>=`` over the recorded data)."""
+    sys.argv = data_argv(sys.argv)
+    _app()
+
+
 @hydra.main(version_base="1.3", config_path="../configs", config_name="evaluate")
 @one_line_errors
-def hydra_main(cfg: DictConfig) -> float:
+def _app(cfg: DictConfig) -> float:
     return float(evaluate(cfg)["mAP"])
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from math import inf
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from yolov4.cli.common import build, one_line_errors, resolve_data, to_builtin
+from yolov4.cli.common import build, data_argv, one_line_errors, resolve_data, to_builtin
 from yolov4.cli.sources import check_no_network, model_checkpoint, model_source, source_file
 from yolov4.core.artifact import METADATA, artifact_precisions, model_file, read_metadata
 from yolov4.core.files import files_under
@@ -318,9 +319,16 @@ def _accuracy_lines(meta: dict[str, Any]) -> list[str]:
     return lines
 
 
+def hydra_main() -> None:
+    """``python export.py ...``: Hydra's app on :func:`~yolov4.cli.common.data_argv`'s
+    arguments (``data.<key>=`` over the recorded data)."""
+    sys.argv = data_argv(sys.argv)
+    _app()
+
+
 @hydra.main(version_base="1.3", config_path="../configs", config_name="export")
 @one_line_errors
-def hydra_main(cfg: DictConfig) -> None:
+def _app(cfg: DictConfig) -> None:
     export(cfg)
 
 
