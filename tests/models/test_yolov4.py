@@ -97,6 +97,8 @@ def test_rebuild_from_config_dict_gives_same_state_dict_layout():
         ),
         ({"name": "yolov4-tiny", "input_size": [64.9, 64]}, "input_size must be whole numbers"),
         ({"name": "yolov4-tiny", "masks": [[1.7, 2, 3], [3, 4, 5]]}, "masks must be whole numbers"),
+        ({"name": "yolov4-tiny", "input_size": [64, 64, 3]}, r"model.input_size: expected \[height"),
+        ({"name": "yolov4-tiny", "input_size": True}, "input_size must be whole numbers, got True"),
     ],
 )
 def test_config_errors_name_the_key(kwargs, match):
@@ -111,6 +113,9 @@ def test_whole_numbers_of_any_type_are_taken():
     for n in (4, 4.0, np.int64(4), "4"):
         config = build_model("yolov4-tiny", num_classes=n, input_size=[64, 64.0]).config
         assert config.num_classes == 4 and config.input_size == (64, 64)
+    # one side for a square, as data.input_size takes it (train.py data.input_size=128 failed
+    # with "model config has a value of the wrong type: 'int' object is not iterable")
+    assert build_model("yolov4-tiny", input_size=128).config.input_size == (128, 128)
 
 
 @pytest.fixture(scope="module")

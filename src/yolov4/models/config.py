@@ -174,7 +174,13 @@ class ModelConfig:
         v = dict(values)
         try:
             v["num_classes"] = _whole(v["num_classes"], "num_classes")
-            v["input_size"] = tuple(_whole(s, "input_size") for s in v["input_size"])
+            size = v["input_size"]  # (H, W), or one side for a square (as data.input_size)
+            size = [size, size] if isinstance(size, int | float) else size
+            v["input_size"] = tuple(_whole(s, "input_size") for s in size)
+            if len(v["input_size"]) != 2:
+                raise ConfigError(
+                    f"model.input_size: expected [height, width] or one side, got {size!r}"
+                )
             v["strides"] = tuple(_whole(s, "strides") for s in v["strides"])
             v["anchors"] = _pairs(v["anchors"])
             v["masks"] = tuple(tuple(_whole(i, "masks") for i in m) for m in v["masks"])
