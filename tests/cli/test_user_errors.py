@@ -13,6 +13,12 @@ import pytest
     [
         ("predict.py", ["source={tmp}/none.jpg", "checkpoint={tmp}/none.pt"],
          "InputError: source '{tmp}/none.jpg': no such file or folder"),
+        # a path with spaces, unquoted: three arguments (train.py printed the parser's traceback)
+        ("train.py", ["data=yolo", "data.train.images={tmp}/my", "data", "set/images"],
+         "ConfigError: 'data' is not a key=value override (missing EQUAL at '<EOF>'): a value "
+         "with spaces is one argument when quoted: 'data.train.images={tmp}/my data set/images'"),
+        ("evaluate.py", ["checkpoint={tmp}/my", "model.pt"],
+         "'model.pt' is not a key=value override"),
         pytest.param("train.py", ["optim.lr=-0.01", "data.num_train=4", "data.num_val=2",
                                   "data.cache_dir={tmp}/cache"], "ConfigError: ",
                      marks=pytest.mark.slow),

@@ -97,7 +97,10 @@ def test_rebuild_from_config_dict_gives_same_state_dict_layout():
         ),
         ({"name": "yolov4-tiny", "input_size": [64.9, 64]}, "input_size must be whole numbers"),
         ({"name": "yolov4-tiny", "masks": [[1.7, 2, 3], [3, 4, 5]]}, "masks must be whole numbers"),
-        ({"name": "yolov4-tiny", "input_size": [64, 64, 3]}, r"model.input_size: expected \[height"),
+        (
+            {"name": "yolov4-tiny", "input_size": [64, 64, 3]},
+            r"model.input_size: expected \[height",
+        ),
         ({"name": "yolov4-tiny", "input_size": True}, "input_size must be whole numbers, got True"),
     ],
 )

@@ -31,6 +31,7 @@ __all__ = [
     "recorded_data",
     "resolve_data",
     "data_argv",
+    "check_override_syntax",
     "to_builtin",
     "warn_without_ground_truth",
     "hold_folder",
@@ -174,6 +175,40 @@ def model_stride(cfg: DictConfig) -> int:
     included, must be multiples of it (a bad size is then reported by the data, naming
     ``data.input_size``)."""
     return model_network(cfg).max_stride
+
+
+def check_override_syntax(argv: list[str]) -> None:
+    """Exit with one line (status 1) when an argument of ``argv`` is not an override Hydra can
+    parse, before any app runs: a value with spaces typed unquoted (``data.train.images=my
+    data/images`` is three arguments) gets the quoted form as the hint, not a parser
+    traceback."""
+    from hydra._internal.utils import get_args_parser
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    overrides = list(get_args_parser().parse_args(argv[1:]).overrides or [])
+    parser = OverridesParser.create()
+    for i, arg in enumerate(overrides):
+        try:
+            parser.parse_overrides([arg])
+        except OverrideParseException as e:
+            lines = [ln for ln in str(e).splitlines() if ln.strip()]
+            said = [ln for ln in lines if not ln.startswith(("Error parsing", "See "))]
+            reason = said[0] if said else "Hydra cannot parse it"
+            message = f"{arg!r} is not a key=value override ({reason})"
+            if "=" not in arg and i and "=" in overrides[i - 1]:
+                joined = " ".join(overrides[i - 1 : i + 1 + _unparsed_run(overrides, i + 1)])
+                message += f": a value with spaces is one argument when quoted: '{joined}'"
+            print(f"Error: ConfigError: {message}", file=sys.stderr)
+            raise SystemExit(1) from None
+
+
+def _unparsed_run(overrides: list[str], start: int) -> int:
+    """How many arguments from ``start`` on hold no ``=`` (the rest of a split value)."""
+    n = 0
+    while start + n < len(overrides) and "=" not in overrides[start + n]:
+        n += 1
+    return n
 
 
 def data_argv(argv: list[str]) -> list[str]:

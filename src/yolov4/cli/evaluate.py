@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from yolov4.cli.common import (
     build,
     build_partial,
+    check_override_syntax,
     data_argv,
     model_config,
     model_network,
@@ -294,6 +295,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 def hydra_main() -> None:
     """``python evaluate.py ...``: Hydra's app on :func:`~yolov4.cli.common.data_argv`'s
     arguments (``data.<key>=`` over the recorded data)."""
+    check_override_syntax(sys.argv)
     sys.argv = data_argv(sys.argv)
     _app()
 

@@ -32,7 +32,13 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from yolov4.cli.common import hold_folder, one_line_errors, release_folder, to_builtin
+from yolov4.cli.common import (
+    check_override_syntax,
+    hold_folder,
+    one_line_errors,
+    release_folder,
+    to_builtin,
+)
 from yolov4.cli.sources import (
     check_no_network,
     check_runtime_keys,
@@ -467,6 +473,7 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
 def hydra_main() -> None:
     """``python predict.py ...``: Hydra's app, on :func:`yolov4.cli.tracking.track_argv`'s
     arguments."""
+    check_override_syntax(sys.argv)
     sys.argv = track_argv(sys.argv)
     _app()
 

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from omegaconf import OmegaConf
 
-from yolov4.cli.common import hold_folder, launched_rank
+from yolov4.cli.common import check_override_syntax, hold_folder, launched_rank
 from yolov4.errors import ConfigError
 from yolov4.evaluation import METRICS_FILE
 from yolov4.training.requeue import REQUEUE_FILE
@@ -294,6 +294,7 @@ def _check_resumable(run: Path, merged: list[str], given: list[str], ckpt: str) 
 def main(app: Any) -> Any:
     """Run the Hydra ``app`` on :func:`resume_argv`'s arguments; a refused resume exits with its
     message (status 1) before anything is written."""
+    check_override_syntax(sys.argv)
     try:
         sys.argv = resume_argv(sys.argv)
     except ConfigError as e:
