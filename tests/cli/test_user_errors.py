@@ -40,3 +40,21 @@ def test_a_user_error_is_one_line_and_exit_code_1(tmp_path, script, args, messag
     assert r.returncode == 1, out[-2000:]
     assert message.format(tmp=tmp_path) in out
     assert "Traceback" not in out and "Error executing job" not in out
+
+
+def test_a_top_level_key_added_with_plus_that_nothing_reads_is_refused(compose_cfg, tmp_path):
+    """Hydra refuses ckpt_pth=... suggesting +ckpt_pth=...; with the + the run trained from
+    scratch, the resume silently lost. Keys an interpolation reads, and groups, are kept."""
+    from yolov4.cli.common import check_added_keys
+    from yolov4.errors import ConfigError
+
+    typo = ["+ckpt_pth=a.ckpt"]
+    with pytest.raises(ConfigError, match=r"\+ckpt_pth=\.\.\.: the config has no key 'ckpt_pth' "
+                       r"and nothing reads it .*did you mean ckpt_path=\.\.\.\?"):  # fmt: skip
+        check_added_keys(compose_cfg("train", typo, tmp_path), typo)
+    read = ["+lr0=0.002", "optim.lr=${lr0}"]
+    cfg = compose_cfg("train", read, tmp_path)
+    check_added_keys(cfg, read)
+    assert cfg.optim.lr == 0.002
+    group = ["+augment=darknet"]  # evaluate.py's config has no augment group: an append
+    check_added_keys(compose_cfg("evaluate", group, tmp_path), group)

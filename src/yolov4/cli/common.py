@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import errno
 import functools
 import logging
@@ -22,6 +23,7 @@ from yolov4.errors import ConfigError, YoloError
 
 __all__ = [
     "one_line_errors",
+    "check_added_keys",
     "build",
     "build_all",
     "build_partial",
@@ -69,6 +71,7 @@ def one_line_errors(task: Callable[[DictConfig], Any]) -> Callable[[DictConfig],
     @functools.wraps(task)
     def run(cfg: DictConfig) -> Any:
         try:
+            check_added_keys(cfg)
             return task(cfg)
         except (YoloError, MissingMandatoryValue, OSError) as e:
             if isinstance(e, OSError) and e.errno not in OUTPUT_ERRNOS:
@@ -82,6 +85,35 @@ def one_line_errors(task: Callable[[DictConfig], Any]) -> Callable[[DictConfig],
             sys.exit(1)
 
     return run
+
+
+def check_added_keys(cfg: DictConfig, overrides: list[str] | None = None) -> None:
+    """A :class:`ConfigError` for a top-level key added with ``+key=value`` (or ``++``) that
+    the config does not have and nothing reads: Hydra's own refusal of a mistyped key
+    (``ckpt_pth=...``) suggests the ``+``, and the run then went on without it (a resume
+    trained from scratch). A key an interpolation reads (``+lr0=0.1 'optim.lr=${lr0}'``) and a
+    config group (``+augment=darknet``) are kept. ``overrides``: the command line's (default:
+    the running Hydra app's)."""
+    from yolov4.training.anchors import run_overrides
+
+    overrides = run_overrides() if overrides is None else overrides
+    groups = resources.files("yolov4.configs")
+    text = OmegaConf.to_yaml(cfg) + "\n".join(overrides)
+    for override in overrides:
+        if not override.startswith("+") or "=" not in override:
+            continue
+        key = override.lstrip("+").split("=", 1)[0]
+        if "." in key or "/" in key or "@" in key or groups.joinpath(key).is_dir():
+            continue  # under a node (its consumer names unknown keys) or a config group
+        if "${" + key in text:
+            continue
+        known = [str(k) for k in cfg.keys() if str(k) != key]
+        close = difflib.get_close_matches(key, known, n=1)
+        hint = f"; did you mean {close[0]}=...?" if close else ""
+        raise ConfigError(
+            f"+{key}=...: the config has no key {key!r} and nothing reads it (the run would go "
+            f"on without it){hint} Its keys: {sorted(known)}"
+        )
 
 
 def to_builtin(cfg: Any) -> Any:
