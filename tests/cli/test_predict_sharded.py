@@ -121,3 +121,22 @@ def test_a_video_is_refused(run, tmp_path):
     writer.release()
     with pytest.raises(ConfigError, match="VideoFile"):
         run(f"source={path}", "checkpoint=best.pt", "trainer=default")
+
+
+def test_ctrl_c_writes_the_summary_of_what_was_done(run, checkpoint, folder, monkeypatch):
+    """Ctrl-C exited 1 without summary.json: the summary counts the records merged so far and
+    says the run was interrupted (predict.py then exits 130)."""
+    import yolov4.training.predict as sharded_predict
+
+    real = sharded_predict.predict_files
+
+    def stopped(*args, **kwargs):
+        path = real(*args, **kwargs)
+        lines = path.read_text().splitlines()
+        path.write_text("\n".join(lines[:2]) + "\n")  # two records when Ctrl-C came
+        raise sharded_predict.PredictInterrupted(path)
+
+    monkeypatch.setattr(sharded_predict, "predict_files", stopped)
+    summary, out = run(f"source={folder}", f"checkpoint={checkpoint}", "trainer=default")
+    assert summary["interrupted"] is True and summary["images"] == 2
+    assert json.loads((out / "summary.json").read_text())["interrupted"] is True

@@ -141,3 +141,32 @@ def test_two_processes_write_the_same_records_as_one(checkpoint, folder, tmp_pat
         tmp_path / "one/skipped.jsonl"
     ).read_text()
     assert not list((tmp_path / "two").glob("predictions.rank*.jsonl"))
+
+
+class _CtrlCAt(L.Callback):
+    """Ctrl-C as it lands: a KeyboardInterrupt as batch ``n`` starts."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def on_predict_batch_start(self, trainer, module, batch, batch_idx, *args) -> None:
+        if batch_idx == self.n:
+            raise KeyboardInterrupt
+
+
+def test_ctrl_c_merges_the_batches_written_and_says_so(checkpoint, folder, tmp_path):
+    """Ctrl-C exited 1 (Lightning's "Detected KeyboardInterrupt") leaving the ranks' part
+    files and no predictions.jsonl: the finished batches are merged, and the caller is told."""
+    import signal
+
+    from yolov4.training.predict import PredictInterrupted
+
+    before = signal.getsignal(signal.SIGINT)
+    kwargs = {"accelerator": "cpu", "enable_progress_bar": False, "callbacks": [_CtrlCAt(2)]}
+    with pytest.raises(PredictInterrupted) as stopped:
+        predict_files(checkpoint, folder, tmp_path, batch_size=2, conf=CONF, trainer_kwargs=kwargs)
+    assert stopped.value.path == tmp_path / "predictions.jsonl"
+    done = read(tmp_path / "predictions.jsonl") + read(tmp_path / "skipped.jsonl")
+    assert len(done) == 4  # batches 0 and 1, two inputs each
+    assert not list(tmp_path.glob("predictions.rank*.jsonl"))
+    assert signal.getsignal(signal.SIGINT) is before  # Lightning left it ignored

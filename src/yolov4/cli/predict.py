@@ -316,7 +316,12 @@ def sharded(cfg: DictConfig) -> dict[str, Any]:
         )
     from lightning.pytorch.utilities import rank_zero_only
 
-    from yolov4.training.predict import SKIPPED, postprocess_settings, predict_files
+    from yolov4.training.predict import (
+        SKIPPED,
+        PredictInterrupted,
+        postprocess_settings,
+        predict_files,
+    )
 
     out = Path(cfg.output or cfg.paths.output_dir)
     node = OmegaConf.to_container(cfg.trainer, resolve=False)
@@ -330,19 +335,24 @@ def sharded(cfg: DictConfig) -> dict[str, Any]:
         **postprocess_settings(cfg.get("conf"), cfg.get("iou"), cfg.get("max_det")).to_dict(),
         "classes": classes,
     }
-    path = predict_files(
-        cfg.checkpoint,
-        [str(f) for s in sources for f in s.files],
-        out,
-        kwargs,
-        batch_size=int(cfg.batch),
-        num_workers=int(cfg.workers),
-        conf=cfg.get("conf"),
-        iou=cfg.get("iou"),
-        max_det=cfg.get("max_det"),
-        classes=classes,
-        sources=[s.source for s in sources for _ in s.files],
-    )
+    try:
+        path = predict_files(
+            cfg.checkpoint,
+            [str(f) for s in sources for f in s.files],
+            out,
+            kwargs,
+            batch_size=int(cfg.batch),
+            num_workers=int(cfg.workers),
+            conf=cfg.get("conf"),
+            iou=cfg.get("iou"),
+            max_det=cfg.get("max_det"),
+            classes=classes,
+            sources=[s.source for s in sources for _ in s.files],
+        )
+    except PredictInterrupted as e:  # Ctrl-C: the records written so far, and the summary
+        path, summary.interrupted = e.path, True
+    if not path.is_file():  # interrupted on a rank other than 0: rank 0 merges and writes
+        return summary.to_dict()
     with path.open(encoding="utf-8") as f:
         for line in f:
             record = json.loads(line)

@@ -18,7 +18,9 @@ sharded over DDP ranks (GPUs, nodes, torchrun / SLURM as training runs).
 
 Lightning's predict sampler gives every input to exactly one rank (no padding), so the merged
 files hold each input once, whatever the number of processes. The merge streams (memory does not
-grow with the number of files); ``out_dir`` must be a folder every node sees.
+grow with the number of files); ``out_dir`` must be a folder every node sees. Ctrl-C stops the
+run with :class:`PredictInterrupted` after merging what the ranks had written (each rank's
+finished batches; the files not reached are in neither file).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import heapq
 import json
 import logging
 import os
+import signal
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -34,6 +37,7 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
+from lightning.pytorch.trainer.states import TrainerStatus
 from torch.utils.data import DataLoader, Dataset
 
 from yolov4.core.checkpoint import load_checkpoint
@@ -57,6 +61,7 @@ __all__ = [
     "list_images",
     "postprocess_settings",
     "predict_files",
+    "PredictInterrupted",
 ]
 
 log = logging.getLogger(__name__)
@@ -64,6 +69,15 @@ log = logging.getLogger(__name__)
 PREDICTIONS = "predictions.jsonl"
 SKIPPED = "skipped.jsonl"
 PART = "predictions.rank{rank}.jsonl"
+
+
+class PredictInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped :func:`predict_files`; ``path``: the merged ``predictions.jsonl`` of the
+    batches written before it."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(f"interrupted; the predictions written so far are in {path}")
+        self.path = path
 
 
 def list_images(files: str | os.PathLike | Sequence[str | os.PathLike]) -> list[tuple[str, str]]:
@@ -191,6 +205,10 @@ class JsonlPredictionWriter(BasePredictionWriter):
             self._part.write(json.dumps(entry) + "\n")
         self._part.flush()
 
+    def on_exception(self, trainer: L.Trainer, pl_module: Any, exception: BaseException) -> None:
+        if self._part is not None:
+            self._part.close()  # its finished batches are on disk for the merge
+
     def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._part.close()
         trainer.strategy.barrier("predictions written")
@@ -206,6 +224,7 @@ class JsonlPredictionWriter(BasePredictionWriter):
         and :meth:`PredictModule.predict_step` sorts each batch), so a heap merge of the parts
         keeps one line per rank in memory."""
         parts = [self.out_dir / PART.format(rank=r) for r in range(world_size)]
+        parts = [p for p in parts if p.is_file()]  # an interrupted rank may have written none
         files = [open(part) for part in parts]  # noqa: SIM115
         count = skipped = 0
         last = -1
@@ -214,7 +233,7 @@ class JsonlPredictionWriter(BasePredictionWriter):
                 open(self.out_dir / PREDICTIONS, "w") as good,
                 open(self.out_dir / SKIPPED, "w") as bad,
             ):
-                streams = [map(json.loads, f) for f in files]
+                streams = [_entries(f) for f in files]
                 for entry in heapq.merge(*streams, key=lambda e: e["index"]):
                     i = entry.pop("index")
                     if i <= last:
@@ -306,5 +325,22 @@ def predict_files(
     if str(kwargs.get("precision")) == AUTO:  # the training's trainer group's default:
         kwargs["precision"] = "32-true"  # the Predictor's float32 records (a value given is kept)
     trainer = L.Trainer(**kwargs)
-    trainer.predict(module, loader, return_predictions=False)
+    try:
+        trainer.predict(module, loader, return_predictions=False)
+    except SystemExit:  # Lightning's exit after a KeyboardInterrupt (Ctrl-C)
+        if trainer.state.status != TrainerStatus.INTERRUPTED:
+            raise
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # Lightning ignored it
+        if trainer.is_global_zero:
+            writer.merge(trainer.world_size)
+        raise PredictInterrupted(Path(out_dir) / PREDICTIONS) from None
     return Path(out_dir) / PREDICTIONS
+
+
+def _entries(lines: Any) -> Any:
+    """The JSON entries of a rank's part; a last line cut short (a rank stopped mid-write) is
+    left out."""
+    for line in lines:
+        if not line.endswith("\n"):
+            return
+        yield json.loads(line)
