@@ -4,6 +4,7 @@ frame or a bounded queue, reconnection after a cut)."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from pathlib import Path
@@ -89,6 +90,21 @@ def test_run_folders_inside_a_source_folder_are_left_out(tree, caplog):
     assert not any("outputs" in n or "mine" in n for n in names) and len(names) == 7
     assert "left out 2 run folder(s)" in caplog.text
     assert [len(s) for s in open_sources(str(run))] == [1]  # named itself: read
+
+
+def test_images_of_formats_not_read_are_named_not_left_out_silently(tmp_path, caplog):
+    """A folder of GIFs and HEICs beside PNGs predicted the PNGs only, without a word."""
+    write_image(tmp_path / "a.png")
+    (tmp_path / "b.gif").write_bytes(b"GIF89a")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "c.HEIC").write_bytes(b"\0")
+    (tmp_path / "labels.txt").write_text("0 0.5 0.5 0.1 0.1\n")  # not an image: no word
+    for source in (str(tmp_path), str(tmp_path / "**" / "*")):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="yolov4"):
+            (images,) = open_sources(source)
+        assert [f.name for f in images.files] == ["a.png"]
+        assert "left out 2 image file(s) of a format it does not read (.gif, .heic)" in caplog.text
 
 
 def test_an_image_url_is_one_image_not_a_stream_without_end(tmp_path):

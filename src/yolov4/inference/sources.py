@@ -279,6 +279,22 @@ def _media(paths: Sequence[Path]) -> list[Path]:
 
 
 MEDIA_SUFFIXES = IMAGE_SUFFIXES + VIDEO_SUFFIXES
+# image formats a folder source leaves out (said, so that a folder of them is not "done")
+UNREAD_IMAGE_SUFFIXES = (".gif", ".heic", ".heif", ".avif", ".jxl", ".jp2", ".svg", ".ico")
+
+
+def _warn_unread(source: str, paths: Sequence[Path]) -> None:
+    """A warning naming the image files of formats the run does not read among ``paths``."""
+    unread = [p for p in paths if p.suffix.lower() in UNREAD_IMAGE_SUFFIXES and p.is_file()]
+    if unread:
+        kinds = sorted({p.suffix.lower() for p in unread})
+        log.warning(
+            "source %r: left out %d image file(s) of a format it does not read (%s), e.g. %s; "
+            "convert them to one of %s",
+            source, len(unread), ", ".join(kinds), unread[0], ", ".join(IMAGE_SUFFIXES),
+        )  # fmt: skip
+
+
 # what marks a folder as a run of train.py / predict.py / evaluate.py (Hydra's .hydra/, or the
 # predictions a predict.py output= holds): its images are outputs, not a source's inputs
 RUN_MARKERS = (".hydra", "predictions.jsonl")
@@ -339,7 +355,9 @@ def _open_one(source: str, live: dict[str, Any]) -> list[Any]:
     if _is_stream(text):
         return [Stream(source, text, _stream_name(text), **live)]
     if any(c in text for c in GLOB_CHARS) and not Path(text).exists():
-        found = _media([Path(p) for p in globlib.glob(text, recursive=True)])
+        matched = [Path(p) for p in globlib.glob(text, recursive=True)]
+        found = _media(matched)
+        _warn_unread(source, matched)
         if not found:
             raise InputError(
                 f"source {source!r}: the glob matches no image or video "
@@ -351,7 +369,9 @@ def _open_one(source: str, live: dict[str, Any]) -> list[Any]:
         raise InputError(f"source {source!r}: no such file or folder")
     if path.is_dir():
         runs: list[Path] = []
-        found = _media(files_under(path, skip=lambda d: _is_run(d) and not runs.append(d)))
+        listed = files_under(path, skip=lambda d: _is_run(d) and not runs.append(d))
+        found = _media(listed)
+        _warn_unread(source, listed)
         if runs:
             log.warning(
                 "source %r: left out %d run folder(s) of this project's apps (annotated copies "
