@@ -27,9 +27,14 @@ def test_darknet_burn_in_and_steps():
     assert lr_factor(0, total, cfg) == pytest.approx((1 / 1000) ** 4)
     assert lr_factor(499, total, cfg) == pytest.approx(0.5**4)
     assert lr_factor(1000, total, cfg) == 1.0
-    assert lr_factor(7999, total, cfg) == 1.0
-    assert lr_factor(8000, total, cfg) == pytest.approx(0.1)
-    assert lr_factor(9000, total, cfg) == pytest.approx(0.01)
+    # darknet's update number n (its batch_num, from 1) is step n - 1: steps=8000 scales
+    # update 8000 on, the 0-based step 7999 (the burn-in above counts the same way)
+    assert lr_factor(7998, total, cfg) == 1.0
+    assert lr_factor(7999, total, cfg) == pytest.approx(0.1)
+    assert lr_factor(8999, total, cfg) == pytest.approx(0.01)
+    odd = OptimConfig(burn_in=0, steps=[0.7992007992], scales=[0.1])  # 400000 of 500500
+    assert lr_factor(399_998, 500_500, odd) == 1.0
+    assert lr_factor(399_999, 500_500, odd) == pytest.approx(0.1)
 
 
 def test_cosine_ends_at_final_ratio():

@@ -73,7 +73,8 @@ class AugmentConfig:
     yolov4.cfg ``[net]`` section.
 
     Attributes:
-        mosaic: probability of a 2x2 mosaic (cfg ``mosaic=1`` → 1.0).
+        mosaic: probability of a 2x2 mosaic (cfg ``mosaic=1`` → 0.5: darknet makes each loader
+            thread's share of a batch a mosaic or not with even odds).
         mosaic_center: range of the mosaic's centre point, as a fraction of the 2x2 grid.
         hue: hue shift as a fraction of the colour circle, uniform in ``[-hue, hue]`` (cfg ``hue``).
         saturation: saturation scale, darknet's ``rand_scale(s)`` (cfg ``saturation``).
@@ -94,8 +95,8 @@ class AugmentConfig:
             get the boxes through albumentations' ``BboxParams`` with the rules above.
     """
 
-    mosaic: float = 1.0
-    mosaic_center: tuple[float, float] = (0.3, 0.7)
+    mosaic: float = 0.5
+    mosaic_center: tuple[float, float] = (0.2, 0.8)
     hue: float = 0.1
     saturation: float = 1.5
     exposure: float = 1.5

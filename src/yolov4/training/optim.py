@@ -35,7 +35,8 @@ class OptimConfig:
         burn_in: warm-up iterations, ``lr * (i / burn_in) ** burn_in_power`` (darknet ``burn_in``,
             ``power=4``).
         steps: fractions of the total iterations where the lr is multiplied by ``scales``
-            (darknet ``steps=400000,450000`` of ``max_batches=500500`` -> 0.8, 0.9).
+            (darknet ``steps=400000,450000`` of ``max_batches=500500`` -> 0.7992, 0.8991; the
+            recipes give darknet's exactly).
         scales: the multipliers (darknet ``scales=.1,.1``).
         final_lr_ratio: cosine's end point.
     """
@@ -119,7 +120,8 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer
 
 
 def lr_factor(step: int, total_steps: int, cfg: OptimConfig) -> float:
-    """Multiplier of ``cfg.lr`` at optimizer step ``step`` of ``total_steps``."""
+    """Multiplier of ``cfg.lr`` at optimizer step ``step`` (0-based) of ``total_steps``:
+    darknet's ``get_current_rate`` at its update ``step + 1``."""
     if step < cfg.burn_in:
         return ((step + 1) / cfg.burn_in) ** cfg.burn_in_power
     total = max(total_steps, 1)
@@ -127,8 +129,13 @@ def lr_factor(step: int, total_steps: int, cfg: OptimConfig) -> float:
         span = max(total - cfg.burn_in, 1)
         t = min((step - cfg.burn_in) / span, 1.0)
         return cfg.final_lr_ratio + (1 - cfg.final_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t))
+    # darknet counts updates from 1 (its batch_num) and scales from update steps[i] on: the
+    # update of 0-based step s is number s + 1 (as in the burn-in above)
     factor = 1.0
     for frac, scale in zip(cfg.steps, cfg.scales):
-        if step >= frac * total:
+        boundary = frac * total
+        if abs(boundary - round(boundary)) < 1e-3:  # a fraction of darknet's whole steps
+            boundary = round(boundary)
+        if step + 1 >= boundary:
             factor *= scale
     return factor
