@@ -206,6 +206,13 @@ VARIANTS: dict[str, tuple[Callable[[dict], None], str, str, set[int], int]] = {
         {1, 2, 3},
         4,
     ),
+    "same_box_under_a_new_id": (
+        lambda d: d["annotations"].append({**copy.deepcopy(d["annotations"][0]), "id": 9}),
+        "DUPLICATE_BOX",
+        "annotations[4] (id 9): the box of annotations[0] (id 1)",
+        {1, 2, 3},
+        4,
+    ),
     "orphan_annotation": (
         _set("annotations", 3, "image_id", 99),
         "ORPHAN_ANNOTATION",
@@ -359,6 +366,19 @@ def test_repeated_annotation_is_dropped(tmp_path: Path):
     assert len(rec.boxes) == 2  # not 3: the repeat is one box
 
 
+def test_every_box_listed_twice_under_new_ids_scores_itself_at_map_1(tmp_path: Path):
+    """A json whose every annotation is repeated under a new id: the ground truth against
+    itself scored mAP50 0.505 (each repeat a box no detection can match)."""
+    dataset = _base()
+    dataset["annotations"] += [{**a, "id": a["id"] + 10} for a in dataset["annotations"]]
+    path, images = _write(tmp_path, dataset)
+    report = ProblemReport()
+    data = load_coco(path, images, report=report)
+    assert len(report.problems[Problem.DUPLICATE_BOX]) == 4 and len(report) == 4
+    assert data.num_boxes == 4 and len(data.coco.dataset["annotations"]) == 4
+    assert_ground_truth_matches_records(data)
+
+
 def test_box_problems_name_the_image_and_the_annotation(tmp_path: Path):
     dataset = _base()
     dataset["annotations"][0]["bbox"] = [5.0, 5.0, 0.0, 3.0]
@@ -499,6 +519,20 @@ def test_yolo_label_file_not_utf8_is_reported_and_its_image_skipped(tmp_path: Pa
     assert "latin.txt" in problem and "offset 23" in problem
     with pytest.raises(DatasetError, match=r"latin\.txt"):
         load_yolo(root / "images", ["a"], report=ProblemReport(strict=True))
+
+
+def test_yolo_label_file_written_twice_keeps_each_box_once(tmp_path: Path):
+    root = _yolo(tmp_path)
+    lines = "0 0.5 0.5 0.2 0.2\n0 0.25 0.25 0.2 0.2\n1 0.5 0.5 0.2 0.2\n"
+    (root / "labels" / "ok.txt").write_text(lines + lines)
+    (root / "labels" / "latin.txt").write_text(lines + lines)
+    report = ProblemReport()
+    data = load_yolo(root / "images", ["a", "b"], report=report)
+    assert [len(r.boxes) for r in data.records] == [3, 3]  # class 1 on class 0's box is kept
+    found = report.problems[Problem.DUPLICATE_BOX]
+    assert len(found) == len(report) == 6
+    assert any("ok.txt: line 4: repeats line 1" in f for f in found), found
+    assert_ground_truth_matches_records(data)
 
 
 def test_yolo_label_file_with_bom_is_read(tmp_path: Path):

@@ -28,6 +28,9 @@ COCOeval count one box twice and lose another), with a rule that depends only on
 - an annotation repeating an earlier one's id is dropped when it is an exact repeat (same
   image, category, bbox, iscrowd: one box listed twice), else kept as a distinct box under a
   new id (after the largest id in the file), so training and COCOeval both see it once;
+- an annotation whose box (once clipped to the image), category and ``iscrowd`` repeat an
+  earlier annotation of its image under another id is dropped (a ground truth box listed twice
+  leaves one of the two unmatched by any detector: a duplicated val set scores mAP50 0.5);
 - an annotation whose ``image_id`` no image entry has is skipped.
 
 The ground truth handed to COCOeval (:attr:`DetectionData.coco`) holds exactly the repaired
@@ -312,6 +315,7 @@ def _image_boxes(
     boxes reported and left out)."""
     file, width, height = img.file, img.width, img.height
     boxes, labels, anns = [], [], []
+    first: dict[tuple[Any, ...], _Annotation] = {}  # (category, box, crowd) -> its first entry
     for ann in annotations:
         entry = ann.entry
         if entry["category_id"] not in class_of:
@@ -325,6 +329,12 @@ def _image_boxes(
             continue
         x1, y1, x2, y2 = box.tolist()
         crowd, area = _crowd_and_area(ann, (x2 - x1) * (y2 - y1), ann_path, report)
+        key = (entry["category_id"], x1, y1, x2, y2, crowd)
+        if key in first:
+            found = f"the box of {first[key].where} (image_id {entry['image_id']}), dropped"
+            report.add(Problem.DUPLICATE_BOX, ann_path, f"{ann.where}: {found}")
+            continue
+        first[key] = ann
         anns.append({**entry, "bbox": [x1, y1, x2 - x1, y2 - y1], "area": area, "iscrowd": crowd})
         if not crowd:
             boxes.append(box)

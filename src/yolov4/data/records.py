@@ -96,6 +96,10 @@ class Problem:
         "duplicate annotation id (an exact repeat dropped, a different box kept under a new id)"
     )
     ORPHAN_ANNOTATION = "annotation of an image id that no image entry has (skipped)"
+    DUPLICATE_BOX = (
+        "box repeating an earlier box of its image: same class, same coordinates (dropped: a "
+        "ground truth box listed twice is a miss for every detector)"
+    )
 
 
 @dataclass

@@ -8,7 +8,8 @@ The label file of ``images/a/b.jpg`` is ``labels/a/b.txt`` (ultralytics' rule: t
 ``images/a/b.txt`` beside the image (darknet's layout); ``labels=`` names the folder and turns
 the second look off. ``images`` may be darknet's list file instead of a folder (``train.txt``,
 one image path a line), each image's labels looked for the same way. A line of more than 5 numbers is an ultralytics segmentation polygon
-``class x1 y1 x2 y2 x3 y3 ...`` and trains as its bounding box. Hidden files and folders
+``class x1 y1 x2 y2 x3 y3 ...`` and trains as its bounding box. A line giving the same class
+and box as an earlier line of its file is reported and dropped. Hidden files and folders
 (``.ipynb_checkpoints``, macOS ``._`` files) are not read. What the loader left out is counted in
 the split's ``notes``: images without a label file, files with a suffix it does not read, label
 files without an image.
@@ -195,6 +196,7 @@ def _read_labels(
     training on it as a negative would teach that its objects are background."""
     height, width = hw
     boxes, labels = [], []
+    first_line: dict[tuple[int, ...], int] = {}  # (class, box) -> the line that gave it
     try:
         text = label_file.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as e:
@@ -230,9 +232,17 @@ def _read_labels(
         x1, y1, x2, y2 = relative
         box = [x1 * width, y1 * height, x2 * width, y2 * height]
         box = check_box(box, width, height, report, str(label_file), f"line {n}")
-        if box is not None:
-            boxes.append(box)
-            labels.append(int(cls))
+        if box is None:
+            continue
+        key = (int(cls), *box.tolist())
+        if key in first_line:
+            report.add(
+                Problem.DUPLICATE_BOX, label_file, f"line {n}: repeats line {first_line[key]}"
+            )
+            continue
+        first_line[key] = n
+        boxes.append(box)
+        labels.append(int(cls))
     return boxes, labels
 
 
