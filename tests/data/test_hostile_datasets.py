@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
+import itertools
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import Any
 import numpy as np
 import pytest
 from PIL import Image
+from pycocotools import mask as mask_utils
 from pycocotools.cocoeval import COCOeval
 
 from yolov4.data.check import main as check_main
@@ -95,6 +97,20 @@ def _replace(section: str, index: int, value: Any) -> Callable[[dict], None]:
 VARIANTS: dict[str, tuple[Callable[[dict], None], str, str, set[int], int]] = {
     "ann_without_bbox": (_drop("annotations", 0, "bbox"), "BAD_ANNOTATION", "id 1", {1, 2, 3}, 3),
     "ann_bbox_null": (_set("annotations", 0, "bbox", None), "BAD_ANNOTATION", "id 1", {1, 2, 3}, 3),
+    "ann_polygon_without_bbox": (
+        lambda d: d["annotations"][0].update(bbox=None, segmentation=[[1, 1, 11, 1, 11, 9, 1, 9]]),
+        "BBOX_FROM_SEGMENTATION",
+        "annotations[0] (id 1): bbox None, computed from its polygon segmentation: [1, 1, 10, 8]",
+        {1, 2, 3},
+        4,
+    ),
+    "ann_bad_segmentation_without_bbox": (
+        lambda d: d["annotations"][0].update(bbox=None, segmentation=[["a", "b"]]),
+        "BAD_ANNOTATION",
+        "id 1",
+        {1, 2, 3},
+        3,
+    ),
     "ann_bbox_3_numbers": (
         _set("annotations", 0, "bbox", [1, 2, 3]),
         "BAD_ANNOTATION",
@@ -376,6 +392,48 @@ def test_every_box_listed_twice_under_new_ids_scores_itself_at_map_1(tmp_path: P
     data = load_coco(path, images, report=report)
     assert len(report.problems[Problem.DUPLICATE_BOX]) == 4 and len(report) == 4
     assert data.num_boxes == 4 and len(data.coco.dataset["annotations"]) == 4
+    assert_ground_truth_matches_records(data)
+
+
+def _rle(compressed: bool) -> dict[str, Any]:
+    """The RLE of a mask covering annotation 0's box ``[1, 1, 10, 8]`` (xywh)."""
+    mask = np.zeros((H, W), np.uint8, order="F")
+    mask[1:9, 1:11] = 1
+    if compressed:
+        rle = mask_utils.encode(mask)
+        return {"size": rle["size"], "counts": rle["counts"].decode()}
+    runs = [len(list(run)) for _, run in itertools.groupby(mask.ravel(order="F"))]
+    return {"size": [H, W], "counts": runs}  # column-major runs, zeros first (mask[0, 0] = 0)
+
+
+@pytest.mark.parametrize(
+    "segmentation",
+    [
+        [[1, 1, 11, 1, 11, 9, 1, 9]],
+        [[1, 1, 11, 1, 6, 5], [1, 9, 6, 4, 11, 9]],  # two parts
+        [1, 1, 11, 1, 11, 9, 1, 9],  # one flat polygon
+        _rle(compressed=True),
+        _rle(compressed=False),
+    ],
+)
+@pytest.mark.parametrize("bbox", ["missing", None, []])
+def test_annotation_without_bbox_gets_its_segmentations_box(
+    tmp_path: Path, segmentation: Any, bbox: Any
+):
+    dataset = _base()
+    dataset["annotations"][0]["segmentation"] = segmentation
+    if bbox == "missing":
+        del dataset["annotations"][0]["bbox"]
+    else:
+        dataset["annotations"][0]["bbox"] = bbox
+    path, images = _write(tmp_path, dataset)
+    report = ProblemReport()
+    data = load_coco(path, images, report=report)
+    (problem,) = report.problems[Problem.BBOX_FROM_SEGMENTATION]
+    assert "annotations[0] (id 1)" in problem and "[1, 1, 10, 8]" in problem, problem
+    assert len(report) == 1
+    rec = next(r for r in data.records if r.image_id == 1)
+    np.testing.assert_allclose(rec.boxes[0], [1, 1, 11, 9])
     assert_ground_truth_matches_records(data)
 
 

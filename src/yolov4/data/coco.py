@@ -15,8 +15,10 @@ json file and the entry (``annotations[3] (id 7)``), and strict mode stops on it
   ``category_<id>``;
 - an image entry without an integer ``id`` or a ``file_name`` is skipped; without a positive
   numeric ``width``/``height`` its size is read from the image file;
-- an annotation without an integer ``image_id``/``category_id`` or a ``bbox`` of 4 numbers is
-  skipped; without an integer ``id``, or with one below 1 (COCOeval reads id 0 as "matched
+- an annotation without a ``bbox`` (missing, null or empty) but with a ``segmentation`` gets
+  the segmentation's box (polygons: the min/max of their points; RLE: ``pycocotools.mask.toBbox``);
+- an annotation without an integer ``image_id``/``category_id`` or a ``bbox`` of 4 numbers (or
+  a segmentation to compute it from) is skipped; without an integer ``id``, or with one below 1 (COCOeval reads id 0 as "matched
   nothing": a Roboflow export's first box would never be a true positive), it gets a new one; a missing ``area``/``iscrowd`` is filled
   in silently (the box area, 0: COCO's meaning), a non-numeric one is reported and filled in.
 
@@ -45,6 +47,7 @@ from pathlib import Path, PureWindowsPath
 from typing import Any
 
 import numpy as np
+from pycocotools import mask as mask_utils
 
 from yolov4.data.image_io import image_size
 from yolov4.data.records import (
@@ -229,6 +232,41 @@ def _bbox(bbox: Any) -> list[float] | None:
         return None
 
 
+def _segmentation_bbox(segmentation: Any) -> tuple[list[float], str] | None:
+    """``[x, y, width, height]`` of a COCO ``segmentation`` and what it was (``polygon`` or
+    ``RLE``): polygons (lists ``[x1, y1, x2, y2, ...]``; one flat list is one polygon) give the
+    min/max of their points, an RLE (``{"size": [h, w], "counts": ...}``, compressed or not)
+    ``pycocotools.mask.toBbox``; ``None`` when it is neither."""
+    polygons = segmentation
+    if isinstance(polygons, list) and polygons and all(map(is_number, polygons)):
+        polygons = [polygons]
+    if isinstance(polygons, list) and polygons:
+        if not all(
+            isinstance(p, list) and p and len(p) % 2 == 0 and all(map(is_number, p))
+            for p in polygons
+        ):
+            return None
+        xs = [float(v) for p in polygons for v in p[0::2]]
+        ys = [float(v) for p in polygons for v in p[1::2]]
+        return [min(xs), min(ys), max(xs) - min(xs), max(ys) - min(ys)], "polygon"
+    if not isinstance(segmentation, dict):
+        return None
+    size, counts = segmentation.get("size"), segmentation.get("counts")
+    if not (isinstance(size, list) and len(size) == 2 and all(as_int(v) for v in size)):
+        return None
+    h, w = (as_int(v) for v in size)
+    try:
+        if isinstance(counts, list):  # uncompressed
+            rle = mask_utils.frPyObjects({"size": [h, w], "counts": counts}, h, w)
+        elif isinstance(counts, str | bytes):
+            rle = {"size": [h, w], "counts": counts}
+        else:
+            return None
+        return [float(v) for v in mask_utils.toBbox(rle).tolist()], "RLE"
+    except (TypeError, ValueError, OverflowError):
+        return None
+
+
 def _content(entry: dict[str, Any]) -> tuple[Any, ...]:
     """What makes two annotations the same box: image, category, bbox, iscrowd."""
     return entry["image_id"], entry["category_id"], entry["bbox"], entry.get("iscrowd", 0)
@@ -250,6 +288,10 @@ def _annotations(
         image_id = as_int(ann.get("image_id"))
         cat = as_int(ann.get("category_id"))
         bbox = _bbox(ann.get("bbox"))
+        from_segmentation = None
+        if bbox is None and ann.get("bbox") in (None, []) and "segmentation" in ann:
+            from_segmentation = _segmentation_bbox(ann["segmentation"])
+            bbox = from_segmentation[0] if from_segmentation else None
         if image_id is None or cat is None or bbox is None:
             bad = [
                 f"{key} {ann.get(key)!r}, expected an integer"
@@ -257,7 +299,10 @@ def _annotations(
                 if value is None
             ]
             if bbox is None:
-                bad.append(f"bbox {ann.get('bbox')!r}, expected [x, y, width, height] numbers")
+                bad.append(
+                    f"bbox {ann.get('bbox')!r}, expected [x, y, width, height] numbers"
+                    + (" or a segmentation (polygons or RLE)" if "segmentation" in ann else "")
+                )
             report.add(Problem.BAD_ANNOTATION, path, f"{_where(i, aid)}: {'; '.join(bad)}")
             continue
         if image_id not in listed:
@@ -265,6 +310,11 @@ def _annotations(
             report.add(Problem.ORPHAN_ANNOTATION, path, f"{_where(i, aid)}: {found}")
             continue
         entry = {**ann, "id": aid, "image_id": image_id, "category_id": cat, "bbox": bbox}
+        if from_segmentation is not None:
+            given = f"bbox {ann['bbox']!r}" if "bbox" in ann else "no bbox"
+            found = f"{given}, computed from its {from_segmentation[1]} segmentation"
+            box = ", ".join(f"{v:g}" for v in bbox)
+            report.add(Problem.BBOX_FROM_SEGMENTATION, path, f"{_where(i, aid)}: {found}: [{box}]")
         if aid is None or aid < 1:  # pycocotools matches by id and reads 0 as "no match"
             why = "" if aid is None else " (COCOeval takes ids below 1 for 'no box')"
             found = f"id {ann.get('id')!r}{why}, given id {next_id}"

@@ -89,6 +89,9 @@ class Problem:
     BAD_ANNOTATION = (
         "annotation without an integer image_id/category_id or a bbox of 4 numbers (skipped)"
     )
+    BBOX_FROM_SEGMENTATION = (
+        "annotation without a bbox but with a segmentation (bbox computed from the segmentation)"
+    )
     ANNOTATION_ID = "annotation without an integer id (given a new one)"
     BAD_FIELD = "annotation area/iscrowd not a number (set from the box / to 0)"
     DUPLICATE_IMAGE = "duplicate image id (first entry kept, later ones skipped)"
