@@ -110,6 +110,34 @@ def test_explicit_labels_folder_does_not_look_beside_the_image(tmp_path: Path):
     assert any("3 of 3 images have no label file" in n for n in data.notes)
 
 
+@pytest.mark.parametrize("labels", ["labels", ""])
+def test_label_files_with_an_uppercase_suffix_are_read(tmp_path: Path, labels: str):
+    images = _yolo(tmp_path, n=4, labels=labels)
+    folder = tmp_path / labels if labels else images
+    (folder / "img0.txt").rename(folder / "img0.TXT")
+    (folder / "img1.txt").rename(folder / "img1.Txt")
+    data = load_yolo(images, ["a"])
+    assert [len(r.boxes) for r in data.records] == [1, 1, 1, 1]
+    assert not data.notes  # no image without labels, no label file without an image
+    listing = tmp_path / "train.txt"
+    listing.write_text("".join(f"images/img{i}.jpg\n" for i in range(4)))
+    assert load_yolo(listing, ["a"]).num_boxes == 4
+
+
+def test_images_without_a_label_file_are_named_in_the_note(tmp_path: Path):
+    images = _yolo(tmp_path, n=6)
+    for i in (1, 2, 4, 5):
+        (tmp_path / "labels" / f"img{i}.txt").unlink()
+    (note,) = load_yolo(images, ["a"]).notes
+    assert note.startswith(f"4 of 6 images have no label file in {tmp_path / 'labels'}")
+    assert "(e.g. img1.jpg, img2.jpg, img4.jpg, ... (1 more))" in note
+    listing = tmp_path / "train.txt"
+    listing.write_text("images/img0.jpg\nimages/img1.jpg\n")
+    (note,) = load_yolo(listing, ["a"]).notes
+    assert note.startswith("1 of 2 listed images have no label file")
+    assert "(e.g. images/img1.jpg)" in note
+
+
 def test_polygon_lines_train_as_their_bounding_box(tmp_path: Path):
     images = _yolo(tmp_path)
     (tmp_path / "labels" / "img0.txt").write_text("0 0.2 0.25 0.6 0.25 0.6 0.75 0.2 0.75\n")

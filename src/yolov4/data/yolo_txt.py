@@ -12,7 +12,7 @@ one image path a line), each image's labels looked for the same way. A line of m
 and box as an earlier line of its file is reported and dropped. Hidden files and folders
 (``.ipynb_checkpoints``, macOS ``._`` files) are not read. What the loader left out is counted in
 the split's ``notes``: images without a label file, files with a suffix it does not read, label
-files without an image.
+files without an image. A label file's suffix may be in any case (``a.TXT``).
 
 Class names come from a darknet ``.names`` file (one per line), an ultralytics data yaml
 (``names:`` list or ``{index: name}`` dict) or a list. The class index is kept as the category
@@ -53,6 +53,9 @@ YOLO_COLUMNS = 5  # class cx cy w h
 # A coordinate above this is not a fraction of the image (pixels): the line is refused as such
 # rather than reported as a box outside the image. Fractions up to it are clipped as usual.
 NORMALIZED_LIMIT = 2.0
+# How many images without a label file the note names.
+NOTE_EXAMPLES = 3
+LABEL_SUFFIX = ".txt"
 
 
 def _read_text(path: Path) -> str:
@@ -273,19 +276,20 @@ def load_yolo(
     else:
         listed = _listing(image_dir)
         files = sorted(p for p in listed if p.suffix.lower() in IMAGE_SUFFIXES)
-    records, unlabelled = [], 0
+    records, unlabelled, label_files = [], [], _LabelFiles()
     for image_id, path in enumerate(files, 1):
         hw = image_size(path)
         if hw is None:
             report.add(Problem.UNREADABLE, path, "no readable image header")
             continue
         if listing_file:
-            label_file = _listed_label_file(path, Path(labels) if labels is not None else None)
+            candidates = _listed_label_files(path, Path(labels) if labels is not None else None)
         else:
-            label_file = _label_file(path, image_dir, label_dir, beside=labels is None)
+            candidates = _label_files(path, image_dir, label_dir, beside=labels is None)
+        label_file = label_files.find(candidates)
         boxes, cls = [], []
         if label_file is None:
-            unlabelled += 1
+            unlabelled.append(path)
         else:
             labels_read = _read_labels(label_file, hw, len(class_names), report)
             if labels_read is None:
@@ -306,8 +310,8 @@ def load_yolo(
     if listing_file:
         where = "the labels folder beside each image's images folder, or beside the image"
         notes = [
-            f"{unlabelled} of {len(files)} listed images have no label file in {where}: read as "
-            "images without objects"
+            f"{len(unlabelled)} of {len(files)} listed images have no label file in {where} "
+            f"({_examples(unlabelled, image_dir.parent)}): read as images without objects"
         ] if unlabelled else []  # fmt: skip
     else:
         notes = _notes(listed, files, unlabelled, image_dir, label_dir, labels is None)
@@ -344,16 +348,48 @@ def _list_file(path: Path, report: ProblemReport) -> list[Path]:
     return files
 
 
-def _listed_label_file(path: Path, label_dir: Path | None) -> Path | None:
-    """The label file of a listed image: in ``label_dir`` by name when given, else where
-    darknet and ultralytics look (the path's last ``images`` folder as ``labels``, then beside
-    the image)."""
+def _listed_label_files(path: Path, label_dir: Path | None) -> list[Path]:
+    """Where the label file of a listed image may be: in ``label_dir`` by name when given, else
+    where darknet and ultralytics look (the path's last ``images`` folder as ``labels``, then
+    beside the image)."""
+    name = path.with_suffix(LABEL_SUFFIX).name
     if label_dir is not None:
-        candidates = [label_dir / path.with_suffix(".txt").name]
-    else:
-        candidates = [_default_labels_dir(path.parent) / path.with_suffix(".txt").name]
-        candidates.append(path.with_suffix(".txt"))
-    return next((c for c in candidates if c.is_file()), None)
+        return [label_dir / name]
+    return [_default_labels_dir(path.parent) / name, path.with_suffix(LABEL_SUFFIX)]
+
+
+class _LabelFiles:
+    """Finds the first of an image's candidate label files, its suffix in any case (``a.TXT``
+    for ``a.txt``: written where file names ignore case); each folder is listed once."""
+
+    def __init__(self) -> None:
+        self._folders: dict[Path, dict[str, Path]] = {}
+
+    def find(self, candidates: list[Path]) -> Path | None:
+        for candidate in candidates:
+            if candidate.is_file():
+                return candidate
+            found = self._other_case(candidate.parent).get(candidate.name)
+            if found is not None:
+                return found
+        return None
+
+    def _other_case(self, folder: Path) -> dict[str, Path]:
+        """``a.txt`` -> ``folder/a.TXT`` for the label files of ``folder`` whose suffix is
+        ``.txt`` in another case."""
+        if folder not in self._folders:
+            try:
+                names = os.listdir(folder)
+            except OSError:
+                names = []
+            self._folders[folder] = {
+                Path(n).stem + LABEL_SUFFIX: folder / n
+                for n in names
+                if Path(n).suffix.lower() == LABEL_SUFFIX
+                and Path(n).suffix != LABEL_SUFFIX
+                and (folder / n).is_file()
+            }
+        return self._folders[folder]
 
 
 def _listing(image_dir: Path) -> list[Path]:
@@ -365,18 +401,27 @@ def _listing(image_dir: Path) -> list[Path]:
     ]
 
 
-def _label_file(path: Path, image_dir: Path, label_dir: Path, beside: bool) -> Path | None:
-    """The label file of image ``path``: in ``label_dir``, else (``beside``) next to the image."""
-    candidates = [(label_dir / path.relative_to(image_dir)).with_suffix(".txt")]
+def _label_files(path: Path, image_dir: Path, label_dir: Path, beside: bool) -> list[Path]:
+    """Where the label file of image ``path`` may be: in ``label_dir``, else (``beside``) next
+    to the image."""
+    candidates = [(label_dir / path.relative_to(image_dir)).with_suffix(LABEL_SUFFIX)]
     if beside:
-        candidates.append(path.with_suffix(".txt"))
-    return next((c for c in candidates if c.is_file()), None)
+        candidates.append(path.with_suffix(LABEL_SUFFIX))
+    return candidates
+
+
+def _examples(paths: list[Path], root: Path) -> str:
+    """``e.g. a.jpg, b.jpg, c.jpg`` (paths under ``root`` named from it), ``NOTE_EXAMPLES`` of
+    them."""
+    shown = [str(p.relative_to(root)) if p.is_relative_to(root) else str(p) for p in paths]
+    more = f", ... ({len(paths) - NOTE_EXAMPLES} more)" if len(paths) > NOTE_EXAMPLES else ""
+    return "e.g. " + ", ".join(shown[:NOTE_EXAMPLES]) + more
 
 
 def _notes(
     listed: list[Path],
     images: list[Path],
-    unlabelled: int,
+    unlabelled: list[Path],
     image_dir: Path,
     label_dir: Path,
     beside: bool,
@@ -386,13 +431,13 @@ def _notes(
     where = f"{label_dir}" + (" or beside the image" if beside else "")
     if unlabelled:
         notes.append(
-            f"{unlabelled} of {len(images)} images have no label file in {where}: "
-            "read as images without objects"
+            f"{len(unlabelled)} of {len(images)} images have no label file in {where} "
+            f"({_examples(unlabelled, image_dir)}): read as images without objects"
         )
     unread = Counter(
         p.suffix.lower() or "(no suffix)"
         for p in listed
-        if p.suffix.lower() not in (*IMAGE_SUFFIXES, ".txt")
+        if p.suffix.lower() not in (*IMAGE_SUFFIXES, LABEL_SUFFIX)
     )
     if unread:
         kinds = ", ".join(f"{k} ({n})" for k, n in sorted(unread.items()))
@@ -404,7 +449,7 @@ def _notes(
         stems = {(label_dir / p.relative_to(image_dir)).with_suffix("") for p in images}
         orphans = [
             p for p in files_under(label_dir)
-            if p.suffix == ".txt" and p.with_suffix("") not in stems and not p.name.startswith(".")
+            if p.suffix.lower() == LABEL_SUFFIX and p.with_suffix("") not in stems and not p.name.startswith(".")
         ]  # fmt: skip
         if orphans:
             notes.append(
