@@ -124,6 +124,19 @@ def test_label_files_with_an_uppercase_suffix_are_read(tmp_path: Path, labels: s
     assert load_yolo(listing, ["a"]).num_boxes == 4
 
 
+def test_images_sharing_a_name_and_so_a_label_file_are_reported(tmp_path: Path):
+    images = _yolo(tmp_path, n=2)
+    _image(images / "img0.png")
+    report = ProblemReport()
+    data = load_yolo(images, ["a"], report=report)
+    assert [len(r.boxes) for r in data.records] == [1, 1, 1]  # both read, as ultralytics does
+    (problem,) = report.problems[Problem.SHARED_LABEL_FILE]
+    label = tmp_path / "labels" / "img0.txt"
+    assert problem == f"{label}: read for {images / 'img0.jpg'} and {images / 'img0.png'}"
+    with pytest.raises(DatasetError, match=r"label file of two images .* in .*img0\.txt"):
+        load_yolo(images, ["a"], report=ProblemReport(strict=True))
+
+
 def test_images_without_a_label_file_are_named_in_the_note(tmp_path: Path):
     images = _yolo(tmp_path, n=6)
     for i in (1, 2, 4, 5):

@@ -80,6 +80,10 @@ class Problem:
         "label line with a coordinate above 2: YOLO txt boxes are fractions of the image size "
         "in [0, 1], not pixels (dropped)"
     )
+    SHARED_LABEL_FILE = (
+        "label file of two images with one name and different suffixes, e.g. a.jpg and a.png "
+        "(its boxes read for each: rename one image if they differ)"
+    )
     NOT_TEXT = "label file not readable as UTF-8 text (image skipped: its labels are unknown)"
     # Entries of a COCO json, named by file and entry (``annotations[3] (id 7)``).
     BAD_IMAGE = "image entry without an integer id or a file_name (skipped)"

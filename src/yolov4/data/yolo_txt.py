@@ -12,7 +12,9 @@ one image path a line), each image's labels looked for the same way. A line of m
 and box as an earlier line of its file is reported and dropped. Hidden files and folders
 (``.ipynb_checkpoints``, macOS ``._`` files) are not read. What the loader left out is counted in
 the split's ``notes``: images without a label file, files with a suffix it does not read, label
-files without an image. A label file's suffix may be in any case (``a.TXT``).
+files without an image. A label file's suffix may be in any case (``a.TXT``). Images of one
+name with different suffixes (``a.jpg``, ``a.png``) share the label file ``a.txt``, as in
+ultralytics: each is read with its boxes, and the sharing reported.
 
 Class names come from a darknet ``.names`` file (one per line), an ultralytics data yaml
 (``names:`` list or ``{index: name}`` dict) or a list. The class index is kept as the category
@@ -277,6 +279,7 @@ def load_yolo(
         listed = _listing(image_dir)
         files = sorted(p for p in listed if p.suffix.lower() in IMAGE_SUFFIXES)
     records, unlabelled, label_files = [], [], _LabelFiles()
+    image_of: dict[Path, Path] = {}  # label file -> the first image read with it
     for image_id, path in enumerate(files, 1):
         hw = image_size(path)
         if hw is None:
@@ -291,6 +294,9 @@ def load_yolo(
         if label_file is None:
             unlabelled.append(path)
         else:
+            first = image_of.setdefault(label_file, path)
+            if first != path:
+                report.add(Problem.SHARED_LABEL_FILE, label_file, f"read for {first} and {path}")
             labels_read = _read_labels(label_file, hw, len(class_names), report)
             if labels_read is None:
                 continue
