@@ -203,6 +203,12 @@ def test_duplicate_class_names_are_refused(tmp_path: Path):
 def test_data_yaml_names_stay_text_and_nc_must_agree(tmp_path: Path):
     (tmp_path / "a.yaml").write_text("nc: 3\nnames: [yes, no, 'off']\n")
     assert read_class_names(str(tmp_path / "a.yaml")) == ["yes", "no", "off"]
+    (tmp_path / "n.yaml").write_text("nc: 6\nnames: [007, 010, 1_000, 12:30, 1.50, 0x1F]\n")
+    assert read_class_names(str(tmp_path / "n.yaml")) == [
+        "007", "010", "1_000", "12:30", "1.50", "0x1F"
+    ]  # not YAML 1.1's 7, 8 (octal), 1000, 750 (base 60), 1.5, 31  # fmt: skip
+    (tmp_path / "d.yaml").write_text("names:\n  0: 010\n  1: 12:30\n")
+    assert read_class_names(str(tmp_path / "d.yaml")) == ["010", "12:30"]
     (tmp_path / "b.yaml").write_text("nc: 3\nnames: [cat, dog]\n")
     with pytest.raises(DatasetError, match="`nc: 3` but `names:` has 2 names"):
         read_class_names(str(tmp_path / "b.yaml"))

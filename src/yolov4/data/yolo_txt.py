@@ -73,18 +73,20 @@ def _read_text(path: Path) -> str:
 
 
 class _NamesLoader(yaml.SafeLoader):
-    """YAML without YAML 1.1's booleans: class names ``yes``, ``no``, ``on``, ``off`` stay text."""
+    """YAML whose plain scalars stay text as written, ``null`` aside: YAML 1.1 reads class names
+    ``yes``/``no``/``on``/``off`` as booleans, ``010`` as octal 8, ``1_000`` as 1000, ``12:30``
+    as base-60 750 and ``007`` as 7."""
 
 
 _NamesLoader.yaml_implicit_resolvers = {
-    first: [(tag, regex) for tag, regex in resolvers if tag != "tag:yaml.org,2002:bool"]
+    first: [(tag, regex) for tag, regex in resolvers if tag == "tag:yaml.org,2002:null"]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
 
 
 def _names_from_yaml(path: Path) -> list[Any]:
     """The ``names:`` of an ultralytics data yaml, a list or an ``{index: name}`` dict whose
-    keys are exactly ``0..C-1`` (integers or digit strings); an ``nc:`` beside it must count
+    keys are exactly ``0..C-1``, each name the text written; an ``nc:`` beside it must count
     them."""
     try:
         data = yaml.load(_read_text(path), Loader=_NamesLoader)  # noqa: S506 (a SafeLoader)
@@ -113,7 +115,7 @@ def _names_from_yaml(path: Path) -> list[Any]:
             f"found {json_kind(value)}"
         )
     nc = data.get("nc")
-    if nc is not None and as_int(nc) != len(value):
+    if nc is not None and not (str(nc).strip().isdecimal() and int(nc) == len(value)):
         raise DatasetError(
             f"{path}: `nc: {nc}` but `names:` has {len(value)} names; make them agree"
         )
