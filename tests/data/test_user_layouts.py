@@ -103,6 +103,30 @@ def test_darknets_list_file_of_image_paths_is_a_split(tmp_path: Path):
     np.testing.assert_allclose(data.records[0].boxes, [[15, 10, 35, 30]])
 
 
+def test_images_listed_twice_are_read_once_in_val_and_kept_in_train(tmp_path: Path):
+    _yolo(tmp_path)
+    listing = tmp_path / "list.txt"
+    listing.write_text("".join(f"images/img{i}.jpg\n" for i in (0, 1, 0, 2, 1)))
+    report = ProblemReport()
+    data = load_yolo(listing, ["a"], report=report)
+    assert len(data.records) == 5 and data.repeats == [2, 4]
+    found = report.problems[Problem.REPEATED_LISTING]
+    assert found == [
+        f"{listing}: line 3: images/img0.jpg repeats line 1",
+        f"{listing}: line 5: images/img1.jpg repeats line 2",
+    ]
+    source = YoloSource(images=str(listing), names=["a"])
+    dm = DetectionDataModule(train=source, val=source, input_size=64, num_workers=0)
+    val = dm.split("val")
+    assert [Path(r.file).name for r in val.records] == ["img0.jpg", "img1.jpg", "img2.jpg"]
+    assert len(val.coco.imgs) == len(val.coco.anns) == 3
+    assert "2 repeated listings of images left out: each image is scored once" in val.notes
+    train = dm.split("train")
+    assert len(train.records) == 5 and any(
+        "2 repeated listings of images kept" in n for n in train.notes
+    )
+
+
 def test_explicit_labels_folder_does_not_look_beside_the_image(tmp_path: Path):
     images = _yolo(tmp_path, labels="")
     data = load_yolo(images, ["a"], labels=tmp_path / "elsewhere")

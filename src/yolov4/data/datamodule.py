@@ -88,6 +88,24 @@ def check_trainable(data: DetectionData, name: str = "train") -> None:
         )  # fmt: skip
 
 
+def _repeated_listings(name: str, data: DetectionData) -> DetectionData:
+    """Split ``name`` with the images listed more than once (:attr:`DetectionData.repeats`)
+    read once in a val or test split (repeats would weigh those images twice in the metrics),
+    kept in a train split (oversampling may be meant); a note says which."""
+    n = len(data.repeats)
+    if not n:
+        return data
+    if name == "train":
+        data.notes.append(
+            f"{n} repeated listings of images kept: each listing is one more sample of its "
+            "image per epoch (list each image once for a uniform draw)"
+        )
+        return data
+    data = data.without_repeats()
+    data.notes.append(f"{n} repeated listings of images left out: each image is scored once")
+    return data
+
+
 def seed_worker(worker_id: int) -> None:
     """DataLoader ``worker_init_fn``: seed Python, NumPy and the dataset's augmentation from
     the worker's torch seed (distinct per worker, per epoch, and per rank through the
@@ -281,7 +299,7 @@ class DetectionDataModule(L.LightningDataModule):
             return None
         if name not in self._data:
             report = ProblemReport(strict=self.strict, name=f"data.{name}")
-            self._data[name] = self.sources[name].load(report)
+            self._data[name] = _repeated_listings(name, self.sources[name].load(report))
             self.reports[name] = report
             report.log()
             for note in self._data[name].notes:

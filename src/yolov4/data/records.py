@@ -59,6 +59,10 @@ class Problem:
     """Kinds of bad data, each with what is done about it outside strict mode."""
 
     MISSING_FILE = "missing image file (skipped)"
+    REPEATED_LISTING = (
+        "image listed again in a list file (a val/test split scores it once; a train split "
+        "keeps each listing, one sample per epoch each)"
+    )
     UNREADABLE = "unreadable image (skipped)"
     TRUNCATED = "truncated image (decoded what was there)"
     CONVERTED = "not 8-bit RGB: grayscale/RGBA/16-bit (converted)"
@@ -134,7 +138,9 @@ class DetectionData:
     """A loaded split: records, class names, ``category_ids[class_index]`` (the original id
     results must carry), the ``COCO`` ground truth of exactly these images, and ``notes``: what
     the loader looked for and left out that is not a problem of one file (images without a
-    label file, files it does not read), one line each, for the log and ``check-data``.
+    label file, files it does not read), one line each, for the log and ``check-data``;
+    ``repeats``: the indices of records that list an earlier record's image file again (a list
+    file naming an image twice).
 
     Raises:
         DatasetError: two classes share a name (reports, metrics and exports key by name).
@@ -145,6 +151,7 @@ class DetectionData:
     category_ids: list[int]
     coco: COCO
     notes: list[str] = field(default_factory=list)
+    repeats: list[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         seen: dict[str, int] = {}
@@ -164,6 +171,21 @@ class DetectionData:
     @property
     def num_boxes(self) -> int:
         return sum(len(r.labels) for r in self.records)
+
+    def without_repeats(self) -> DetectionData:
+        """This split with the records of :attr:`repeats` left out, in the ground truth too."""
+        dropped = {self.records[i].image_id for i in self.repeats}
+        kept = set(range(len(self.records))) - set(self.repeats)
+        gt = self.coco.dataset
+        coco = coco_from_dict(
+            {
+                **gt,
+                "images": [im for im in gt["images"] if im["id"] not in dropped],
+                "annotations": [a for a in gt["annotations"] if a["image_id"] not in dropped],
+            }
+        )
+        records = [r for i, r in enumerate(self.records) if i in kept]
+        return DetectionData(records, self.class_names, self.category_ids, coco, list(self.notes))
 
 
 class ProblemReport:

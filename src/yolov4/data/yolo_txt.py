@@ -7,7 +7,10 @@ The label file of ``images/a/b.jpg`` is ``labels/a/b.txt`` (ultralytics' rule: t
 ``images`` folder of the path becomes ``labels``, or a sibling ``labels`` folder), else
 ``images/a/b.txt`` beside the image (darknet's layout); ``labels=`` names the folder and turns
 the second look off. ``images`` may be darknet's list file instead of a folder (``train.txt``,
-one image path a line), each image's labels looked for the same way. A line of more than 5 numbers is an ultralytics segmentation polygon
+one image path a line), each image's labels looked for the same way; an image listed again is
+reported, and its records listed in :attr:`DetectionData.repeats` (the DataModule drops them
+from a val or test split, where they would skew the metrics, and keeps them in a train split,
+where oversampling may be meant). A line of more than 5 numbers is an ultralytics segmentation polygon
 ``class x1 y1 x2 y2 x3 y3 ...`` and trains as its bounding box. A line giving the same class
 and box as an earlier line of its file is reported and dropped. Hidden files and folders
 (``.ipynb_checkpoints``, macOS ``._`` files) are not read. What the loader left out is counted in
@@ -282,6 +285,7 @@ def load_yolo(
         files = sorted(p for p in listed if p.suffix.lower() in IMAGE_SUFFIXES)
     records, unlabelled, label_files = [], [], _LabelFiles()
     image_of: dict[Path, Path] = {}  # label file -> the first image read with it
+    repeats, read = [], set()  # records listing an image again; the images read
     for image_id, path in enumerate(files, 1):
         hw = image_size(path)
         if hw is None:
@@ -305,6 +309,9 @@ def load_yolo(
             boxes, cls = labels_read
         if not boxes and not include_negatives:
             continue
+        if os.path.abspath(path) in read:
+            repeats.append(len(records))
+        read.add(os.path.abspath(path))
         records.append(
             ImageRecord(
                 image_id=image_id,
@@ -330,19 +337,20 @@ def load_yolo(
         )
     category_ids = list(range(len(class_names)))
     coco = records_to_coco(records, class_names, category_ids)
-    return DetectionData(records, class_names, category_ids, coco, notes)
+    return DetectionData(records, class_names, category_ids, coco, notes, repeats)
 
 
 def _list_file(path: Path, report: ProblemReport) -> list[Path]:
     """The image paths of darknet's list file (``train.txt``: one a line; relative ones from the
     list's folder, else from the working directory, where darknet reads them); a missing one is
-    reported and left out."""
+    reported and left out, one listed again reported and kept (what a split does with it:
+    :attr:`DetectionData.repeats`)."""
     try:
         lines = path.read_text(encoding="utf-8-sig").splitlines()
     except (OSError, UnicodeDecodeError) as e:
         raise DatasetError(f"{path}: cannot read the list of image paths: {e}") from None
-    files = []
-    for line in lines:
+    files, first_line = [], {}  # absolute path -> the line that listed it first
+    for n, line in enumerate(lines, 1):
         entry = Path(line.strip())
         if not line.strip() or line.strip().startswith("#"):
             continue
@@ -350,6 +358,11 @@ def _list_file(path: Path, report: ProblemReport) -> list[Path]:
         if not found.is_file() and not entry.is_absolute() and entry.is_file():
             found = entry  # darknet reads relative paths from where it runs
         if found.is_file():
+            earlier = first_line.setdefault(os.path.abspath(found), n)
+            if earlier != n:
+                report.add(
+                    Problem.REPEATED_LISTING, str(path), f"line {n}: {entry} repeats line {earlier}"
+                )
             files.append(found)
         else:
             report.add(Problem.MISSING_FILE, str(entry), f"listed in {path}")
