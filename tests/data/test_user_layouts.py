@@ -296,6 +296,24 @@ def test_check_data_counts_what_decodes_and_prints_notes(tmp_path: Path, capsys)
     assert "of these, 1 images (1 boxes) do not decode" in out
 
 
+def test_check_data_prints_what_train_warns_about(tmp_path: Path, capsys, caplog):
+    images = _yolo(tmp_path, n=3)
+    source = YoloSource(images=str(images), names=["a", "b"])
+    with caplog.at_level("WARNING"):
+        dm = DetectionDataModule(train=source, val=source, input_size=64, num_workers=0)
+        dm.setup("fit")  # what train.py logs
+    shared = f"data.train and data.val share 3 images (e.g. {images / 'img0.jpg'})"
+    empty = "data.train: 1 of 2 classes have no box to learn from: 'b' (category_id 1)"
+    assert shared in caplog.text and empty in caplog.text
+    args = ["data=yolo", f"data.train.images={images}", f"data.val.images={images}"]
+    assert check_main([*args, "data.train.names=[a,b]"]) == 0
+    out = capsys.readouterr().out
+    train, val = out.split("[val]")
+    assert f"  warning: {empty}" in train and f"  warning: {shared}" in val
+    assert check_main([*args, "data.train.names=[a]"]) == 0
+    assert "classes have no box" not in capsys.readouterr().out
+
+
 def test_check_data_config_mistake_is_one_line(capsys):
     assert check_main(["data=yolo", "data.train.imagez=/x"]) == 2
     err = capsys.readouterr().err

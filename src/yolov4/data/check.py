@@ -5,7 +5,8 @@ image (``--no-decode`` to skip) and prints per split: image count, negatives, bo
 the box size histogram (COCO's small < 32², medium < 96², large), and every problem found with
 its file and entry: malformed entries, duplicate image and annotation ids, annotations of
 unlisted images (what is kept is the loaders' rule: :mod:`yolov4.data.coco`), bad label lines,
-undecodable images. ``--strict`` stops at the first problem with a DatasetError (exit code 1).
+undecodable images, and what ``train.py`` warns about at start-up (splits sharing images,
+classes without a box in the train split). ``--strict`` stops at the first problem with a DatasetError (exit code 1).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from yolov4.data.datamodule import SPLITS, DetectionDataModule
+from yolov4.data.datamodule import SPLITS, DetectionDataModule, classes_without_boxes
 from yolov4.data.dataset import DetectionDataset
 from yolov4.data.records import COCO_MEDIUM_AREA, COCO_SMALL_AREA, DetectionData, ProblemReport
 from yolov4.errors import YoloError
@@ -81,6 +82,10 @@ def check_datamodule(
             unreadable = [i for i in range(len(dataset)) if dataset.load(i) is None]
             report.merge(dataset.report)
         stats = split_statistics(data, unreadable, name)
+        warnings = list(dm.warnings.get(name, []))
+        if name == "train":  # what train.py warns about at start-up
+            warnings.append(classes_without_boxes(data, name))
+        stats += "".join(f"\n  warning: {w}" for w in warnings if w)
         out += [f"[{name}]", stats, report.summary(examples)]
     return "\n".join(out)
 

@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "check_trainable",
+    "classes_without_boxes",
     "DataSource",
     "DetectionDataModule",
     "EpochShuffle",
@@ -66,13 +67,23 @@ class DataSource(Protocol):
 def check_trainable(data: DetectionData, name: str = "train") -> None:
     """Refuse a training split without a single box (:class:`DatasetError` with what the loader
     searched: labels in a folder of another name, or all in pixel coordinates, end here), and
-    warn about classes without a box in it."""
+    warn about classes without a box in it (:func:`classes_without_boxes`)."""
     if data.num_boxes == 0:
         found = "".join(f"\n  {note}" for note in data.notes)
         raise DatasetError(
             f"data.{name} has {len(data.records)} images and no box: nothing to learn from. "
             f"Check the labels (python -m yolov4.data.check shows what was read){found}"
         )
+    warning = classes_without_boxes(data, name)
+    if warning:
+        log.warning("%s", warning)
+
+
+def classes_without_boxes(data: DetectionData, name: str = "train") -> str | None:
+    """The warning naming the classes of split ``name`` without a box; ``None`` when every
+    class has one, or when the split has no box at all (:func:`check_trainable` refuses it)."""
+    if data.num_boxes == 0:
+        return None
     counts = np.bincount(
         np.concatenate([r.labels for r in data.records]), minlength=data.num_classes
     )
@@ -81,11 +92,12 @@ def check_trainable(data: DetectionData, name: str = "train") -> None:
         for n, c, k in zip(data.class_names, data.category_ids, counts, strict=True)
         if k == 0
     ]
-    if empty:
-        log.warning(
-            "data.%s: %d of %d classes have no box to learn from: %s",
-            name, len(empty), data.num_classes, ", ".join(empty),
-        )  # fmt: skip
+    if not empty:
+        return None
+    return (
+        f"data.{name}: {len(empty)} of {data.num_classes} classes have no box to learn from: "
+        + ", ".join(empty)
+    )
 
 
 def _repeated_listings(name: str, data: DetectionData) -> DetectionData:
@@ -290,6 +302,8 @@ class DetectionDataModule(L.LightningDataModule):
         self.expected_num_classes = num_classes
         self._data: dict[str, DetectionData] = {}
         self.reports: dict[str, ProblemReport] = {}
+        # what loading a split warned about beyond its report and notes (splits sharing images)
+        self.warnings: dict[str, list[str]] = {}
         self.datasets: dict[str, DetectionDataset] = {}
 
     # ---------------------------------------------------------------- loading
@@ -317,14 +331,13 @@ class DetectionDataModule(L.LightningDataModule):
                 continue
             shared = sorted(files.intersection(os.path.abspath(r.file) for r in od.records))
             if shared:
-                log.warning(
-                    "data.%s and data.%s share %d images (e.g. %s): validation would score "
-                    "images the network trains on; give the splits separate images",
-                    other,
-                    name,
-                    len(shared),
-                    shared[0],
+                warning = (
+                    f"data.{other} and data.{name} share {len(shared)} images (e.g. "
+                    f"{shared[0]}): validation would score images the network trains on; give "
+                    "the splits separate images"
                 )
+                self.warnings.setdefault(name, []).append(warning)
+                log.warning("%s", warning)
 
     def _check_classes(self, name: str) -> None:
         data = self._data[name]
