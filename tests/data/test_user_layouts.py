@@ -184,6 +184,17 @@ def test_polygon_lines_train_as_their_bounding_box(tmp_path: Path):
     assert not report.problems
 
 
+def test_box_messages_show_numbers_without_float_noise(tmp_path: Path):
+    images = _yolo(tmp_path)
+    (tmp_path / "labels" / "img0.txt").write_text("0 0.95 0.5 0.3 0.166\n0 0.3 0.5 0.01 0.5\n")
+    report = ProblemReport()
+    load_yolo(images, ["a"], report=report)
+    (clipped,) = report.problems[Problem.BOX_CLIPPED]
+    assert clipped.endswith("img0.txt: line 1: box [40, 16.68, 55, 23.32] in image 50x40")
+    (tiny,) = report.problems[Problem.BOX_TINY]
+    assert tiny.endswith("line 2: box [14.75, 10, 15.25, 30] in image 50x40")
+
+
 def test_pixel_coordinates_are_named_as_such(tmp_path: Path):
     images = _yolo(tmp_path)
     (tmp_path / "labels" / "img0.txt").write_text("0 25 20 20 20\n")

@@ -353,7 +353,17 @@ def check_box(
     return np.array([cx1, cy1, cx2, cy2], np.float32)
 
 
+def _number(value: float) -> str:
+    """A pixel coordinate as messages show it: at most 2 decimals, no trailing zeros (``16.6``
+    for 16.599999999999998, ``137`` for 137.0), ``nan``/``inf`` as such."""
+    value = float(value)
+    if not math.isfinite(value):
+        return str(value)
+    text = f"{value:.2f}".rstrip("0").rstrip(".")
+    return "0" if text == "-0" else text
+
+
 def _box_detail(entry: Any, box: Sequence[float], width: float = 0, height: float = 0) -> str:
-    values = [float(v) for v in box]
+    values = "[" + ", ".join(_number(v) for v in box) + "]"
     text = f"{entry}: box {values}" if str(entry) else f"box {values}"
-    return f"{text} in image {width}x{height}" if width else text
+    return f"{text} in image {_number(width)}x{_number(height)}" if width else text
