@@ -7,10 +7,11 @@ preprocessing geometry; random scale/translate (darknet's ``jitter``) and horizo
 ``cv2.warpAffine``, the boxes through the same matrix), then the photometric half as an
 albumentations pipeline (:func:`build_photometric_transform`: HSV jitter, :class:`DarknetHSV`:
 darknet's ``hue``, ``saturation``, ``exposure``; then ``augment.extra``, the user's own
-albumentations transforms). Boxes are ``xyxy`` pixels, clipped to the image; boxes under
-``min_area`` px² or with less than ``min_visibility`` of their area left are dropped.
-Multi-scale (darknet's ``random=1``) is drawn per batch in the collate function
-(:mod:`yolov4.data.collate`) and applied on the training device.
+albumentations transforms). Boxes are ``xyxy`` pixels, clipped to the image; boxes under one
+pixel wide or high (darknet's rule), under ``min_area`` px² or with less than
+``min_visibility`` of their area left are dropped. Multi-scale (darknet's ``random=1``) is one
+size per 10 optimizer steps (:class:`yolov4.data.collate.MultiScale`), applied on the training
+device.
 
 Validation and inference use :func:`yolov4.core.preprocess.preprocess`, the one
 preprocessing function; with no augmentation the training pipeline produces its very image
@@ -103,8 +104,8 @@ class AugmentConfig:
     flip: float = 0.5
     scale: tuple[float, float] = (0.7, 1.3)
     translate: float = 0.1
-    min_area: float = 4.0
-    min_visibility: float = 0.25
+    min_area: float = 0.0
+    min_visibility: float = 0.0
     multi_scale: float | None = 1.4
     extra: tuple[Any, ...] = ()
 
