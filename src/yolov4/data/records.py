@@ -207,8 +207,10 @@ class ProblemReport:
             return
         self._seen.add((kind, where))
         self.problems[kind].append(where)
-        if self.log_each:
-            log.warning("%s: %s: %s", self.name, kind, where)
+        if self.log_each:  # a conversion repairs nothing of the labels: no warning per file
+            # (each DataLoader worker keeps its own report: a warning would repeat per worker)
+            level = logging.DEBUG if kind == Problem.CONVERTED else logging.WARNING
+            log.log(level, "%s: %s: %s", self.name, kind, where)
 
     def __len__(self) -> int:
         return sum(len(v) for v in self.problems.values())
