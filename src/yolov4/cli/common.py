@@ -98,13 +98,16 @@ def check_added_keys(cfg: DictConfig, overrides: list[str] | None = None) -> Non
 
     overrides = run_overrides() if overrides is None else overrides
     groups = resources.files("yolov4.configs")
+    added = [o.lstrip("+").split("=", 1)[0] for o in overrides if o.startswith("+") and "=" in o]
+    # under a node (its consumer names unknown keys) or a config group: not this check's
+    added = [
+        k for k in added
+        if not ("." in k or "/" in k or "@" in k or groups.joinpath(k).is_dir())
+    ]  # fmt: skip
+    if not added:
+        return
     text = OmegaConf.to_yaml(cfg) + "\n".join(overrides)
-    for override in overrides:
-        if not override.startswith("+") or "=" not in override:
-            continue
-        key = override.lstrip("+").split("=", 1)[0]
-        if "." in key or "/" in key or "@" in key or groups.joinpath(key).is_dir():
-            continue  # under a node (its consumer names unknown keys) or a config group
+    for key in added:
         if "${" + key in text:
             continue
         known = [str(k) for k in cfg.keys() if str(k) != key]
