@@ -102,7 +102,8 @@ def test_recipe_is_the_cfgs_net_section(experiment, tmp_path):
     assert augment.flip == 0.5 * net.get_int("flip", 1)
     jitter = yolo_key(yolos, "jitter", 0.2)
     resize = yolo_key(yolos, "resize", 1.0)
-    assert augment.scale == pytest.approx(((1 - jitter) / resize, (1 + jitter) * resize))
+    assert (augment.jitter, augment.resize) == pytest.approx((jitter, resize))  # darknet's crop
+    assert augment.scale == (1.0, 1.0) and augment.translate == 0.0
     random = yolo_key(yolos, "random", 0.0)
     expected = None if random == 0 else DARKNET_RANDOM_COEF if random == 1 else random
     assert augment.multi_scale == expected

@@ -41,16 +41,21 @@ def _fused(config: AugmentConfig, trial: int, with_mosaic: bool, rng: random.Ran
 
 
 @pytest.mark.parametrize(
-    "mosaic,with_mosaic",
-    [(0.0, False), (0.5, False), (0.5, True), (1.0, True)],
-    ids=["letterbox", "letterbox-from-cover-resize", "mosaic", "mosaic-from-cell-resize"],
-)
-def test_boxes_and_pixels_follow_the_shapes_for_many_seeds(mosaic: float, with_mosaic: bool):
+    "mosaic,with_mosaic,jitter",
+    [(0.0, False, None), (0.5, False, None), (0.5, True, None), (1.0, True, None),
+     (0.0, False, 0.3), (1.0, True, 0.3)],
+    ids=["letterbox", "letterbox-from-cover-resize", "mosaic", "mosaic-from-cell-resize",
+         "darknet-crop", "darknet-crop-mosaic"],
+)  # fmt: skip
+def test_boxes_and_pixels_follow_the_shapes_for_many_seeds(mosaic, with_mosaic, jitter):
     """Each box holds its drawn shape (the instance mask, warped by nearest neighbour with the
     same matrix) and the image under that mask keeps the shape's colour (the pixels moved with
     it), through mosaic, zoom, shift and flip; images resized at decode for letterbox only, for
-    either path (mosaic probability 0.5), or for mosaics only (only their cell is resized)."""
-    config = _config(mosaic=mosaic, scale=(0.5, 1.5), translate=0.2)
+    either path (mosaic probability 0.5), or for mosaics only (only their cell is resized);
+    with darknet's per-side crop (jitter) in place of zoom and shift."""
+    zoom = {"scale": (0.5, 1.5), "translate": 0.2} if jitter is None else {
+        "jitter": jitter, "resize": 1.5, "scale": (1.0, 1.0), "translate": 0.0}  # fmt: skip
+    config = _config(mosaic=mosaic, **zoom)
     rng, seen, coloured = random.Random(0), 0, 0
     for trial in range(SEEDS):
         out = _fused(config, trial, with_mosaic, rng)
@@ -94,6 +99,56 @@ def _probe(size: tuple[int, int] = (64, 64)) -> dict:
 def _zoom_shift(boxes: np.ndarray, size: tuple[int, int] = (64, 64)) -> tuple[float, ...]:
     (x1, y1, x2, y2), (h, w) = boxes[0], size
     return (x2 - x1) / 8.0, (x1 + x2) / 2 - w / 2, (y1 + y2) / 2 - h / 2
+
+
+def _darknet_crop_zoom(jitter: float, resize: float, n: int, seed: int) -> np.ndarray:
+    """(n, 2) x and y zoom of darknet's load_data_detection crop, its formula transcribed:
+    pleft = U(-dw, dw) (+ U(min_rdw, max_rdw) shared, resize > 1), swidth = ow - pleft - pright,
+    zoom = ow / swidth; the same for the height."""
+    rng = np.random.default_rng(seed)
+    ow = 1.0
+    dw = ow * jitter
+    min_rdw, max_rdw = ow * (1 - resize) / 2, ow * (1 - 1 / resize) / 2
+    r_scale = rng.random(n) if resize > 1 else None
+    zoom = []
+    for _axis in range(2):
+        p1, p2 = rng.uniform(-dw, dw, n), rng.uniform(-dw, dw, n)
+        if r_scale is not None:
+            shared = min_rdw + r_scale * (max_rdw - min_rdw)
+            p1, p2 = p1 + shared, p2 + shared
+        zoom.append(ow / (ow - p1 - p2))
+    return np.stack(zoom, 1)
+
+
+@pytest.mark.parametrize("jitter,resize", [(0.3, 1.0), (0.1, 1.5), (0.3, 1.5)])
+def test_jitter_crop_zooms_as_darknets_formula(jitter, resize):
+    """augment.jitter: each axis' zoom has the distribution of darknet's crop (two-sample KS
+    against a transcription of its formula), the axes drawn apart (the aspect ratio changes),
+    the flip as before, and the uncovered border is the image's mean colour."""
+    config = _config(jitter=jitter, resize=resize, scale=(1.0, 1.0), translate=0.0, flip=0.5)
+    geometry = build_geometry(config, INPUT)
+    rng = random.Random(0)
+    mats = [geometry.affine(rng)[0] for _ in range(STAT_SAMPLES * 5)]
+    ours = np.array([[abs(m[0, 0]), m[1, 1]] for m in mats])
+    ref = _darknet_crop_zoom(jitter, resize, len(mats), 1)
+    for axis in range(2):
+        assert ks_2samp(ours[:, axis], ref[:, axis]).pvalue > KS_P_MIN, axis
+    if resize == 1.0:  # independent axes: zoom x and zoom y uncorrelated
+        assert abs(np.corrcoef(ours[:, 0], ours[:, 1])[0, 1]) < 0.1
+    flips = np.mean([m[0, 0] < 0 for m in mats])
+    assert 0.45 < flips < 0.55
+    image = np.zeros((*INPUT, 3), np.uint8)
+    image[:, : INPUT[1] // 2] = (200, 40, 10)  # mean colour (100, 20, 5)
+    placed = geometry.resize(image, np.zeros((0, 4)), np.zeros(0, np.int64))
+    uncovered = 0
+    for seed in range(40):  # where the crop reaches past the image: the mean colour
+        m = geometry.affine(random.Random(seed))[0]
+        x, y = (np.array([0.5, 0.5]) - m[:2, 2]) / np.diag(m)[:2]  # output (0, 0) in the input
+        out, *_ = geometry(random.Random(seed), placed)
+        if min(x, y) < -2 or x > INPUT[1] + 2:  # outside, beyond bilinear's reach
+            np.testing.assert_allclose(out[0, 0], (100, 20, 5), atol=2)
+            uncovered += 1
+    assert uncovered >= 5
 
 
 def test_zoom_and_shift_have_the_legacy_distribution():
@@ -193,6 +248,13 @@ def test_extra_albumentations_transforms_compose_after_the_geometry():
         ({"translate": 5}, r"augment.translate: expected a fraction of the size in \[0, 1\)"),
         ({"translate": -0.5}, r"augment.translate: expected a fraction"),
         ({"min_area": -5}, r"augment.min_area: expected px² >= 0, got -5"),
+        ({"jitter": 0.3}, r"augment.jitter=0.3 \(darknet's crop\) replaces augment.scale"),
+        (
+            {"jitter": 0.4, "resize": 1.5, "scale": (1, 1), "translate": 0},
+            r"augment.jitter: expected a fraction of the side in \[0, 0.333\)",
+        ),  # fmt: skip
+        ({"resize": 1.5}, r"augment.resize=1.5 is darknet's zoom of its jitter crop"),
+        ({"resize": 0.5}, r"augment.resize: expected darknet's resize >= 1, got 0.5"),
     ],
 )
 def test_bad_settings_name_the_key(kw, message):

@@ -17,7 +17,8 @@ RUN = {
     "optim.burn_in": 100,
     "data.batch_size": 16,
     "augment.mosaic": 1.0,
-    "augment.scale": [0.7, 1.3],
+    "augment.jitter": None,
+    "augment.resize": 1.0,
     "data.input_size": [256, 256],
     "data.resize_mode": "letterbox",
 }
@@ -35,7 +36,8 @@ def test_the_cfgs_training_settings_are_named_beside_the_runs():
     assert "learning_rate=0.00261 (optim.lr=0.002)" in settings
     assert "burn_in=1000 (optim.burn_in=100)" in settings
     assert "batch=64 (data.batch_size=16)" in settings
-    assert "[yolo] jitter=.3 (augment.scale=[0.7, 1.3])" in settings
+    assert "[yolo] jitter=.3 (augment.jitter=None)" in settings
+    assert "[yolo] resize=1.5 (augment.resize=1.0)" in settings
     assert inputs == [
         "height=128 width=160 (data.input_size=[256, 256]; data.input_size=[128,160] trains at "
         "the cfg's size)",

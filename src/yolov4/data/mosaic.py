@@ -103,6 +103,8 @@ class TrainGeometry:
         mosaic: probability of a mosaic (images are resized at decode to cover a cell when > 0).
         mosaic_center: range of the split point, as a fraction of the output, per axis.
         scale: zoom range of the random affine; translate: shift range, fraction of the size.
+        jitter, resize: darknet's crop in place of ``scale`` and ``translate`` (``jitter``
+            ``None``: off; :class:`~yolov4.data.transforms.AugmentConfig`).
         flip: probability of a horizontal flip.
         min_area, min_visibility: the box rules (module docstring).
         input_size: ``(H, W)``; resize_mode: ``letterbox`` or ``stretch`` (single path);
@@ -122,9 +124,13 @@ class TrainGeometry:
         input_size: Sequence[int],
         resize_mode: str = "letterbox",
         pad_value: int = 114,
+        jitter: float | None = None,
+        resize: float = 1.0,
     ) -> None:
         self.mosaic, self.mosaic_center = float(mosaic), tuple(float(v) for v in mosaic_center)
         self.scale, self.translate = tuple(float(v) for v in scale), float(translate)
+        self.jitter = None if jitter is None else float(jitter)
+        self.crop_resize = float(resize)  # (self.resize is the decode-time resize)
         self.flip = float(flip)
         self.min_area, self.min_visibility = float(min_area), float(min_visibility)
         self.input_size = tuple(int(s) for s in input_size)
@@ -185,14 +191,31 @@ class TrainGeometry:
         translate_percent, keep_ratio=True)``), then a horizontal flip with probability ``flip``;
         and whether it is the identity."""
         h, w = self.input_size
-        s = rng.uniform(*self.scale)
-        tx = int(rng.uniform(-self.translate, self.translate) * w)
-        ty = int(rng.uniform(-self.translate, self.translate) * h)
-        m = np.array([[s, 0, (1 - s) * w / 2 + tx], [0, s, (1 - s) * h / 2 + ty], [0, 0, 1.0]])
+        if self.jitter is not None:
+            m, identity = self._crop(rng), False
+        else:
+            s = rng.uniform(*self.scale)
+            tx = int(rng.uniform(-self.translate, self.translate) * w)
+            ty = int(rng.uniform(-self.translate, self.translate) * h)
+            m = np.array([[s, 0, (1 - s) * w / 2 + tx], [0, s, (1 - s) * h / 2 + ty], [0, 0, 1.0]])
+            identity = s == 1.0 and tx == 0 and ty == 0
         flip = self.flip > 0 and rng.random() < self.flip
         if flip:
             m = np.array([[-1.0, 0, w], [0, 1.0, 0], [0, 0, 1.0]]) @ m
-        return m, (s == 1.0 and tx == 0 and ty == 0 and not flip)
+        return m, identity and not flip
+
+    def _crop(self, rng: random.Random) -> np.ndarray:
+        """darknet's jitter crop (``load_data_detection``) as a map of the output onto itself:
+        left, right, top and bottom each move by their own ``U(-jitter, jitter)`` of the side
+        plus, with ``resize`` > 1, one shared ``U((1 - resize) / 2, (1 - 1 / resize) / 2)``
+        (darknet's ``r_scale``); the crop ``(left, top, width, height)`` is stretched to the
+        output."""
+        h, w = self.input_size
+        j, r = float(self.jitter), self.crop_resize
+        zoom = (1 - r) / 2 + rng.random() * ((1 - 1 / r) / 2 - (1 - r) / 2) if r > 1 else 0.0
+        left, right, top, bottom = (rng.uniform(-j, j) + zoom for _ in range(4))
+        sx, sy = 1 / (1 - left - right), 1 / (1 - top - bottom)  # output / crop
+        return np.array([[sx, 0, -left * w * sx], [0, sy, -top * h * sy], [0, 0, 1.0]])
 
     def split_point(self, rng: random.Random) -> tuple[int, int]:
         """``(x, y)`` where the four mosaic slices meet: ``side - int((side + 1) * U(center))``
@@ -225,6 +248,8 @@ class TrainGeometry:
         m = a @ m0
         pm = _pixel_matrix(m)[:2]
         border = (self.pad_value,) * 3
+        if self.jitter is not None:  # darknet fills what its crop uncovers with the mean colour
+            border = tuple(float(v) for v in canvas.reshape(-1, canvas.shape[-1]).mean(0)[:3])
         image = cv2.warpAffine(
             canvas, pm, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
             borderValue=border,

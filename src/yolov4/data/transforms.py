@@ -3,8 +3,9 @@
 Training, per sample: the geometry in one step,
 :class:`yolov4.data.mosaic.TrainGeometry` (each image resized once at decode; a 2x2 mosaic of the
 sample and three donors pasted into one canvas, or the letterbox/stretch placement of THE
-preprocessing geometry; random scale/translate (darknet's ``jitter``) and horizontal flip in ONE
-``cv2.warpAffine``, the boxes through the same matrix), then the photometric half as an
+preprocessing geometry; the random zoom (darknet's ``jitter`` crop, or one scale and a shift)
+and horizontal flip in ONE ``cv2.warpAffine``, the boxes through the same matrix), then the
+photometric half as an
 albumentations pipeline (:func:`build_photometric_transform`: HSV jitter, :class:`DarknetHSV`:
 darknet's ``hue``, ``saturation``, ``exposure``; then ``augment.extra``, the user's own
 albumentations transforms). Boxes are ``xyxy`` pixels, clipped to the image; boxes under one
@@ -70,8 +71,9 @@ def _check_range(name: str, value: Any, above: float | None) -> None:
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    """Training augmentation settings (``configs/augment/*.yaml``), defaults = darknet's
-    yolov4.cfg ``[net]`` section.
+    """Training augmentation settings (``configs/augment/*.yaml``); the defaults are darknet's
+    yolov4.cfg ``[net]`` keys with ``augment=basic``'s zoom (``jitter`` off: ``scale`` and
+    ``translate``).
 
     Attributes:
         mosaic: probability of a 2x2 mosaic (cfg ``mosaic=1`` → 0.5: darknet makes each loader
@@ -81,9 +83,17 @@ class AugmentConfig:
         saturation: saturation scale, darknet's ``rand_scale(s)`` (cfg ``saturation``).
         exposure: value (brightness) scale, ``rand_scale(e)`` (cfg ``exposure``).
         flip: probability of a horizontal flip (cfg ``flip=1`` flips half of the images).
-        scale: zoom range of the random affine (darknet ``jitter=.3`` resizes by up to ±30%;
-            ultralytics' default is ``[0.5, 1.5]``).
-        translate: random shift as a fraction of the input size, uniform in ``[-t, t]``.
+        scale: zoom range of the random affine (one factor for both axes; ultralytics' default
+            is ``[0.5, 1.5]``); with ``jitter``: ``[1, 1]``.
+        translate: random shift as a fraction of the input size, uniform in ``[-t, t]``; with
+            ``jitter``: 0.
+        jitter: darknet's ``[yolo] jitter`` crop in place of ``scale`` and ``translate``
+            (``None``: off): each side of the image moves in or out by its own uniform draw in
+            ``[-jitter, jitter]`` of the side, and the crop is stretched to the input size, so
+            the zoom and the aspect ratio change per axis (``jitter=.3``: a zoom from 0.63x to
+            2.5x per axis); the border it uncovers is the image's mean colour, as darknet's.
+        resize: darknet's ``[yolo] resize`` (>= 1): one more zoom for all four sides, from
+            ``1/resize`` to ``resize`` (needs ``jitter``).
         min_area: boxes smaller than this many px² after augmentation are dropped.
         min_visibility: boxes keeping less than this fraction of their area are dropped.
         multi_scale: darknet's ``random`` coefficient ``m``: every 10 optimizer steps the
@@ -104,6 +114,8 @@ class AugmentConfig:
     flip: float = 0.5
     scale: tuple[float, float] = (0.7, 1.3)
     translate: float = 0.1
+    jitter: float | None = None
+    resize: float = 1.0
     min_area: float = 0.0
     min_visibility: float = 0.0
     multi_scale: float | None = 1.4
@@ -130,6 +142,7 @@ class AugmentConfig:
             )
         if not self.min_area >= 0:
             raise ConfigError(f"augment.min_area: expected px² >= 0, got {self.min_area}")
+        self._check_jitter()
         for name in ("mosaic", "flip", "min_visibility"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(
@@ -150,6 +163,32 @@ class AugmentConfig:
             )
         object.__setattr__(self, "scale", tuple(float(v) for v in self.scale))
         object.__setattr__(self, "mosaic_center", tuple(float(v) for v in self.mosaic_center))
+
+    def _check_jitter(self) -> None:
+        if not (isinstance(self.resize, int | float) and self.resize >= 1.0):
+            raise ConfigError(
+                f"augment.resize: expected darknet's resize >= 1, got {self.resize!r}"
+            )
+        if self.jitter is None:
+            if self.resize != 1.0:
+                raise ConfigError(
+                    f"augment.resize={self.resize} is darknet's zoom of its jitter crop: give "
+                    f"augment.jitter too (augment.scale is the zoom without it)"
+                )
+            return
+        limit = 1 / (2 * self.resize)  # every side cut by its most still leaves an image
+        if not 0.0 <= self.jitter < limit:
+            raise ConfigError(
+                f"augment.jitter: expected a fraction of the side in [0, {limit:.3g}) (with "
+                f"augment.resize={self.resize:g}), got {self.jitter}"
+            )
+        if tuple(self.scale) != (1.0, 1.0) or self.translate != 0.0:
+            raise ConfigError(
+                f"augment.jitter={self.jitter} (darknet's crop) replaces augment.scale and "
+                f"augment.translate: set augment.scale=[1,1] augment.translate=0, or "
+                f"augment.jitter=null to zoom by augment.scale (got scale={list(self.scale)}, "
+                f"translate={self.translate})"
+            )
 
     @classmethod
     def none(cls) -> AugmentConfig:
@@ -234,6 +273,8 @@ def build_geometry(
         mosaic_center=config.mosaic_center,
         scale=config.scale,
         translate=config.translate,
+        jitter=config.jitter,
+        resize=config.resize,
         flip=config.flip,
         min_area=config.min_area,
         min_visibility=config.min_visibility,

@@ -40,7 +40,11 @@ NET_SETTINGS = {
     "flip": "augment.flip",
     "ema_alpha": "module.ema_decay",
 }
-YOLO_SETTINGS = {"jitter": "augment.scale", "random": "augment.multi_scale"}
+YOLO_SETTINGS = {
+    "jitter": "augment.jitter",
+    "resize": "augment.resize",
+    "random": "augment.multi_scale",
+}
 
 
 def cfg_settings_not_used(
