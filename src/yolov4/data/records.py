@@ -70,7 +70,7 @@ class Problem:
     STORED_FRAME = (
         "annotated size is the file's own, before its EXIF rotation (read without the rotation)"
     )
-    BOX_CLIPPED = "box partly outside the image (clipped)"
+    BOX_CLIPPED = "box partly outside the image (clipped, for training and for COCOeval)"
     BOX_OUTSIDE = "box wholly outside the image (dropped)"
     BOX_EMPTY = "zero or negative size box (dropped)"
     BOX_TINY = "box under 1 pixel wide or high (dropped: no anchor or cell can learn it)"
