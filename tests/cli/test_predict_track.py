@@ -289,6 +289,8 @@ def test_a_folder_of_frames_is_one_sequence(run, video, tmp_path):
     summary, out, _ = run(truth.frames[:n], dets, f"source={folder}", "track=sort")
     recs = records(out)
     assert [Path(r["file"]).name for r in recs] == [f"{t:04d}.png" for t in range(n)]
+    # the frame numbers the tracker (and counts.csv) gave them, not null
+    assert [r["frame"] for r in recs] == list(range(n))
     metrics = mot_metrics([(gt.ids, gt.boxes) for gt in truth.truth[:n]], tracked(recs))
     assert metrics["num_switches"] == 0 and metrics["idf1"] >= 0.8, metrics
     assert summary["tracking"]["sources"][str(folder)]["tracks"] == metrics["num_unique_objects"]

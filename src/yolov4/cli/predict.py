@@ -249,11 +249,11 @@ def _write_chunk(
 
     def write(chunk: list[Item], detections: list[Any], is_live: bool) -> None:
         for (f, _), dets in zip(chunk, detections):
-            overlay = None
+            overlay, index = None, None
             if tracks is not None:
                 dets = tracks.update(f, dets, is_live, writer.name_of(f))
-                overlay = tracks.overlay(f)
-            writer.write(f, dets, overlay)
+                overlay, index = tracks.overlay(f), tracks.frame_index
+            writer.write(f, dets, overlay, sequence_index=index)
             summary.add(f, dets)
         progress.update(len(chunk))
 

@@ -184,6 +184,8 @@ class Tracks:
             self._current = key
         return self.states[key]
 
+    frame_index: int | None = None  # the frame number of the last update's frame
+
     def _finish(self, key: tuple[str, str]) -> None:
         state = self.states.pop(key)
         self.done[state.name] = state.summary()
@@ -195,6 +197,7 @@ class Tracks:
         state = self._state(frame, live, name)
         index = frame.frame if frame.frame is not None else state.next_index
         state.next_index = index + 1
+        self.frame_index = index  # the tracker's frame number (a folder's image: its place)
         dets = state.tracker.update(dets, index, frame=frame.image)
         state.trails.update(dets)
         state.ids.update(int(t) for t in dets.track_ids if t >= 0)

@@ -346,10 +346,14 @@ class PredictionWriter:
         frame: Frame,
         dets: Any,
         overlay: Callable[[np.ndarray, Any], np.ndarray] | None = None,
+        sequence_index: int | None = None,
     ) -> dict[str, Any]:
         """The outputs of one decoded image or frame and its detections; returns its record.
-        ``overlay(image, dets)`` draws on a copy of the image under the boxes (track trails)."""
-        record = prediction_record(dets, frame.source, frame.file, frame.frame, frame.timestamp_ms)
+        ``overlay(image, dets)`` draws on a copy of the image under the boxes (track trails).
+        ``sequence_index``: an image's frame number in a tracked sequence (a folder tracked as
+        frames: ``counts.csv`` numbers them so), its record's ``frame``."""
+        index = frame.frame if frame.frame is not None else sequence_index
+        record = prediction_record(dets, frame.source, frame.file, index, frame.timestamp_ms)
         if self._jsonl is not None:
             try:
                 self._jsonl.write(json.dumps(record) + "\n")
