@@ -153,6 +153,22 @@ def test_txt_labels_load_back_through_the_yolo_loader(run, checkpoint, tmp_path)
     assert len(crops) == total and {c.parent.name for c in crops} <= set(NAMES)
 
 
+def test_max_pixels_sets_the_image_size_limit(run, checkpoint, tmp_path):
+    """An image over 100 MP could not be predicted at all (the guard had no option): a smaller
+    limit skips and reports, null lifts it."""
+    src = tmp_path / "photos"
+    src.mkdir()
+    cv2.imwrite(str(src / "big.png"), _image(80, 100))  # 8,000 pixels
+    cv2.imwrite(str(src / "small.png"), _image(40, 50))
+    summary, _ = run(f"source={src}", f"checkpoint={checkpoint}", "max_pixels=5000")
+    assert summary["images"] == 1 and "big.png" in summary["skipped"][0]
+    assert "over the limit of 5,000" in summary["skipped"][0]
+    summary, _ = run(f"source={src}", f"checkpoint={checkpoint}", "max_pixels=null")
+    assert summary["images"] == 2 and not summary["skipped"]
+    with pytest.raises(ConfigError, match=r"max_pixels must be an integer >= 1 or null"):
+        run(f"source={src}", f"checkpoint={checkpoint}", "max_pixels=0")
+
+
 def test_bad_sources_and_options_fail_before_the_model_loads(run, tmp_path, monkeypatch):
     import yolov4.cli.predict as cli
 

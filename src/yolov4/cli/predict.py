@@ -52,11 +52,13 @@ from yolov4.cli.tracking import (
     track_argv,
     tracking_options,
 )
+from yolov4.core.images import MAX_PIXELS
 from yolov4.errors import ConfigError, InputError
 from yolov4.inference import Predictor
 from yolov4.inference.sources import (
     Frame,
     ImageFiles,
+    ImageURL,
     VideoFile,
     is_live_source,
     open_sources,
@@ -90,6 +92,7 @@ def check_options(cfg: DictConfig) -> None:
     _number(cfg, "iou", lambda v: 0 <= v <= 1, "a number in [0, 1] or null")  # the Predictor's
     _number(cfg, "max_det", lambda v: v >= 1, "an integer >= 1 or null", True)
     _number(cfg, "batch", lambda v: v >= 1, "an integer >= 1", True)
+    _number(cfg, "max_pixels", lambda v: v >= 1, "an integer >= 1 or null (no limit)", True)
     _number(cfg, "tile_size", lambda v: v >= 32, "an integer >= 32 or null", True)
     _number(cfg, "tile_overlap", lambda v: 0 <= v < 1, "a number in [0, 1)")
     _number(cfg, "reconnect_timeout", lambda v: v >= 0, "a number of seconds >= 0")
@@ -425,6 +428,10 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
         reconnect_timeout=float(cfg.reconnect_timeout),
         max_frames=cfg.get("max_frames"),
     )
+    max_pixels = cfg.get("max_pixels", MAX_PIXELS)
+    for s in sources:
+        if isinstance(s, ImageFiles | ImageURL):
+            s.max_pixels = max_pixels
     summary = Summary()
     writer = tracks = None
     try:
@@ -440,7 +447,7 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
                 "(give a new folder, or leave output= out, to keep runs apart)",
                 out,
             )
-        predictor = load_predictor(cfg)
+        predictor = load_predictor(cfg, max_pixels=max_pixels)
         if cfg.get("multi_label") is not None:
             predictor.postprocess = predictor.postprocess.replace(multi_label=cfg.multi_label)
         writer = PredictionWriter(

@@ -89,6 +89,7 @@ class ImageFiles:
     it (a folder's tree is kept), else the file name."""
 
     live = False
+    max_pixels: int | None = MAX_PIXELS  # the decoded-size limit (None: none)
 
     def __init__(self, source: str, files: Sequence[Path], root: Path | None = None) -> None:
         self.source, self.files, self.root = source, list(files), root
@@ -100,7 +101,7 @@ class ImageFiles:
         for path in self.files:
             name = output_name(path, self.root)
             try:
-                image, error = load_image(path, 0, "rgb", MAX_PIXELS), None
+                image, error = load_image(path, 0, "rgb", self.max_pixels), None
             except InputError as e:
                 image, error = None, str(e).replace("image 0", str(path), 1)
             yield Frame(self.source, name, image, file=str(path), error=error)
@@ -116,6 +117,7 @@ class ImageURL:
     such a URL as a one-frame stream, which a live source reconnects to without end."""
 
     live = False
+    max_pixels: int | None = MAX_PIXELS  # the decoded-size limit (None: none)
 
     def __init__(self, source: str, url: str) -> None:
         self.source, self.url = source, url
@@ -132,7 +134,7 @@ class ImageURL:
             if len(data) > MAX_URL_BYTES:
                 error = f"{self.url}: over {MAX_URL_BYTES:,} bytes"
             else:
-                image = load_image(data, 0, "rgb", MAX_PIXELS)
+                image = load_image(data, 0, "rgb", self.max_pixels)
         except InputError as e:
             error = str(e).replace("image 0", self.url, 1)
         except (OSError, ValueError) as e:  # URLError, HTTPError, timeouts are OSErrors
