@@ -458,3 +458,19 @@ def test_a_box_jittering_on_the_line_crosses_once():
     assert (back.summary()["line"]["in_ids"], back.summary()["line"]["out_ids"]) == ([1], [1])
     with pytest.raises(ConfigError, match=r"count_margin: expected a fraction .* got -1"):
         Counter(line=line, margin=-1)
+
+
+def test_counter_refuses_frames_out_of_order_and_settings_that_count_nothing():
+    """A Counter fed frame 5 after frame 9 (two videos through one Counter), forget_after=-1
+    (every id forgotten at once: counted again) and a zone on a line (nothing is ever in it)
+    went on silently."""
+    counter = Counter(line=[[160, 0], [160, 240]])
+    counter.update(_track_at(150, 9), 9)
+    with pytest.raises(
+        InputError, match=r"frame 5: expected frames in increasing order, after frame 9"
+    ):
+        counter.update(_track_at(170, 5), 5)
+    with pytest.raises(ConfigError, match=r"forget_after: expected frames >= 1, got -1"):
+        Counter(line=[[160, 0], [160, 240]], forget_after=-1)
+    with pytest.raises(ConfigError, match=r"count_zone: expected a polygon with an area"):
+        Counter(zone=[[0, 0], [10, 10], [20, 20]])

@@ -93,8 +93,15 @@ class Counter:
                 f"count_margin: expected a fraction of the box height in [0, 10), got {margin!r}"
             )
         self.margin = float(margin)
+        if isinstance(forget_after, bool) or not isinstance(forget_after, int) or forget_after < 1:
+            raise ConfigError(f"forget_after: expected frames >= 1, got {forget_after!r}")
         self.line = None if line is None else _points("count_line", line, 2)
         self.zone = None if zone is None else _points("count_zone", zone, 3)
+        if self.zone is not None and cv2.contourArea(self.zone.astype(np.float32)) <= 0:
+            raise ConfigError(
+                f"count_zone: expected a polygon with an area, got {zone!r} (its points on a line)"
+            )
+        self._last_frame: int | None = None
         self.anchor = anchor
         self.keep_rows, self.forget_after = keep_rows, forget_after
         self.rows: list[dict[str, Any]] = []
@@ -154,6 +161,12 @@ class Counter:
 
     def update(self, dets: Detections, frame_index: int) -> dict[str, Any]:
         """Count frame ``frame_index``'s detections; returns (and keeps) its row."""
+        if self._last_frame is not None and frame_index <= self._last_frame:
+            raise InputError(
+                f"frame {frame_index}: expected frames in increasing order, after frame "
+                f"{self._last_frame} (a new video needs a new Counter)"
+            )
+        self._last_frame = int(frame_index)
         points, heights = self._anchors(dets, frame_index)
         row: dict[str, Any] = {"frame": int(frame_index)}
         if self.line is not None:
