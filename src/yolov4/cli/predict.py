@@ -447,7 +447,8 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
                 "(give a new folder, or leave output= out, to keep runs apart)",
                 out,
             )
-        predictor = load_predictor(cfg, max_pixels=max_pixels)
+        predictor = load_predictor(cfg)
+        predictor.max_pixels = max_pixels  # what it decodes and checks, as the sources
         if cfg.get("multi_label") is not None:
             predictor.postprocess = predictor.postprocess.replace(multi_label=cfg.multi_label)
         writer = PredictionWriter(
