@@ -184,6 +184,59 @@ def test_ctrl_c_saves_stops_with_130_and_the_printed_command_finishes_the_run(
     assert (run / "metrics.json").is_file() and not saved.exists()
 
 
+class SignalInValidation(L.Callback):
+    """Ctrl-C during the fit's first validation (after the sanity check)."""
+
+    sent = False
+
+    def on_validation_batch_start(self, trainer, *args) -> None:
+        if not trainer.sanity_checking and not self.sent:
+            self.sent = True
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+def test_ctrl_c_in_validation_stops_at_its_end_without_another_step(
+    compose_cfg, tiny_run, tmp_path
+):
+    """Ctrl-C during validation waited for its end and then trained one more step before
+    stopping: it stops at the validation's end, the state that of the epoch's end."""
+    overrides = [*tiny_run, "trainer.max_epochs=2", "trainer.limit_train_batches=null",
+                 "trainer.num_sanity_val_steps=0"]  # fmt: skip
+    job = compose_cfg("train", overrides, tmp_path / "job")
+    with pytest.raises(Requeued) as stopped:
+        train(job, extra_callbacks=[SignalInValidation()])
+    assert stopped.value.code == 128 + signal.SIGINT
+    saved = torch.load(tmp_path / "job/checkpoints" / REQUEUE_FILE, weights_only=True)
+    assert saved["global_step"] == 4 and saved["yolov4_requeue"] == {"batches": 0}
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    train(compose_cfg("train", [*overrides, f"ckpt_path={tmp_path / 'job/checkpoints' / REQUEUE_FILE}"], tmp_path / "job"))  # fmt: skip
+    assert torch.load(tmp_path / "job/checkpoints/last.ckpt", weights_only=True)["global_step"] == 8
+
+
+class CtrlCTwice(L.Callback):
+    def on_train_batch_end(self, trainer, *args) -> None:
+        if trainer.global_step == 6:
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)  # the second: stop now
+
+
+def test_a_second_ctrl_c_exits_130_naming_the_last_checkpoint(
+    compose_cfg, tiny_run, tmp_path, caplog
+):
+    """The second Ctrl-C exited 1 after Lightning's "Detected KeyboardInterrupt", silently."""
+    overrides = [*tiny_run, "trainer.max_epochs=3", "trainer.limit_train_batches=null"]
+    with caplog.at_level(logging.WARNING, logger="yolov4"), pytest.raises(SystemExit) as e:
+        train(compose_cfg("train", overrides, tmp_path / "job"), extra_callbacks=[CtrlCTwice()])
+    assert e.value.code == 130 and not isinstance(e.value, Requeued)
+    last = tmp_path / "job/checkpoints/last.ckpt"
+    assert (
+        f"stopped (Ctrl-C) at step 6 without saving: python train.py ckpt_path={last}"
+        in caplog.text
+    )
+    assert not (tmp_path / "job/checkpoints" / REQUEUE_FILE).exists()
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # Lightning left it ignored
+
+
 def test_unknown_signal_name_is_a_config_error(tmp_path):
     from yolov4.errors import ConfigError
     from yolov4.training.requeue import Requeue

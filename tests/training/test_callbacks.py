@@ -83,3 +83,20 @@ def test_best_weights_follow_the_best_checkpoints_monitor():
         "val/mAP",
         "max",
     )
+
+
+def test_last_checkpoint_finds_train_pys_last_ckpt(tmp_path):
+    """train.py's last.ckpt is a checkpoint named "last" (no save_last): the DivergedError and
+    Ctrl-C messages read ``last_model_path`` (empty) and said no checkpoint was written."""
+    from types import SimpleNamespace
+
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from yolov4.training.callbacks import last_checkpoint
+
+    best = ModelCheckpoint(dirpath=tmp_path, filename="best")
+    last = ModelCheckpoint(dirpath=tmp_path, filename="last")
+    trainer = SimpleNamespace(checkpoint_callbacks=[best, last])
+    assert last_checkpoint(trainer) == "" and last_checkpoint(None) == ""
+    (tmp_path / "last.ckpt").write_bytes(b"x")
+    assert last_checkpoint(trainer) == str(tmp_path / "last.ckpt")

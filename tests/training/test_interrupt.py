@@ -65,3 +65,18 @@ def test_the_default_callbacks_stop_on_ctrl_c():
     with initialize_config_module(config_module="yolov4.configs", version_base="1.3"):
         cfg = compose("train")
     assert "SIGINT" in list(cfg.callbacks.requeue.signals)
+
+
+def test_a_hard_linked_requeue_ckpt_is_the_checkpoint_resumed(tmp_path):
+    """A requeue.ckpt made in the final phase is a hard link of last.ckpt: resuming last.ckpt
+    warned that the steps since would be trained again (there are none)."""
+    import os
+
+    from yolov4.cli.train import _same_file
+
+    (tmp_path / "last.ckpt").write_bytes(b"state")
+    os.link(tmp_path / "last.ckpt", tmp_path / "requeue.ckpt")
+    (tmp_path / "other.ckpt").write_bytes(b"state")
+    assert _same_file(tmp_path / "last.ckpt", tmp_path / "requeue.ckpt")
+    assert not _same_file(tmp_path / "other.ckpt", tmp_path / "requeue.ckpt")
+    assert not _same_file(tmp_path / "absent.ckpt", tmp_path / "requeue.ckpt")

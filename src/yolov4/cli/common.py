@@ -39,6 +39,7 @@ __all__ = [
     "hold_folder",
     "release_folder",
     "launched_rank",
+    "INTERRUPTED_EXIT",
 ]
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,7 @@ OUTPUT_ERRNOS = {
     errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.ENOTDIR,
     errno.EISDIR, errno.EEXIST, errno.ENAMETOOLONG,
 }  # fmt: skip
+INTERRUPTED_EXIT = 130  # a run stopped by Ctrl-C (or SIGTERM) exits as a shell's Ctrl-C does
 FALLBACK_DATA = "synthetic"  # configs/data/<this>.yaml: the data of files that record none
 
 

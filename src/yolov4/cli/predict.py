@@ -33,6 +33,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from yolov4.cli.common import (
+    INTERRUPTED_EXIT,
     check_override_syntax,
     hold_folder,
     one_line_errors,
@@ -74,7 +75,6 @@ __all__ = ["predict", "hydra_main", "check_options", "check_output"]
 log = logging.getLogger(__name__)
 Item = tuple[Frame, Any]  # a frame and its network input (Predictor.prepare), or None
 PROGRESS_EVERY_S = 0.5  # progress line refresh on a terminal (10x that in a log file)
-INTERRUPTED_EXIT = 130  # exit status of a run stopped (Ctrl-C, SIGTERM) before its files were read
 
 
 def _number(cfg: DictConfig, key: str, ok: Any, expected: str, integer: bool = False) -> None:

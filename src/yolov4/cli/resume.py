@@ -21,7 +21,12 @@ from typing import Any
 import torch
 from omegaconf import OmegaConf
 
-from yolov4.cli.common import check_override_syntax, hold_folder, launched_rank
+from yolov4.cli.common import (
+    INTERRUPTED_EXIT,
+    check_override_syntax,
+    hold_folder,
+    launched_rank,
+)
 from yolov4.errors import ConfigError
 from yolov4.evaluation import METRICS_FILE
 from yolov4.training.requeue import REQUEUE_FILE
@@ -300,4 +305,8 @@ def main(app: Any) -> Any:
     except ConfigError as e:
         print(f"Error: ConfigError: {e}", file=sys.stderr)
         raise SystemExit(1) from e
-    return app()
+    try:
+        return app()
+    except KeyboardInterrupt:  # Ctrl-C before the fit (set-up, data, model): nothing to save
+        print("\nstopped (Ctrl-C) before training started: nothing was saved", file=sys.stderr)
+        raise SystemExit(INTERRUPTED_EXIT) from None

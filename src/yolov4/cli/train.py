@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from contextlib import nullcontext
 from inspect import signature
 from pathlib import Path
@@ -24,10 +25,12 @@ from typing import Any
 import hydra
 import lightning as L
 from lightning.pytorch.callbacks import LearningRateMonitor
+from lightning.pytorch.trainer.states import TrainerStatus
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from yolov4.cli import resume as resume_cli
 from yolov4.cli.common import (
+    INTERRUPTED_EXIT,
     build,
     build_all,
     build_partial,
@@ -53,12 +56,18 @@ from yolov4.training.callbacks import (
     LAST_WEIGHTS,
     AtomicCheckpointIO,
     WeightsCallback,
+    last_checkpoint,
 )
 from yolov4.training.cfg_settings import log_cfg_settings
 from yolov4.training.module import YoloModule
 from yolov4.training.noise import precision_note, quiet_lightning
 from yolov4.training.precision import AUTO, check_accelerator, resolve_precision
-from yolov4.training.requeue import Requeue, launcher_topology, requeue_checkpoint
+from yolov4.training.requeue import (
+    Requeue,
+    Requeued,
+    launcher_topology,
+    requeue_checkpoint,
+)
 from yolov4.training.resume import (
     check_resume_fits,
     check_saved_cfg_file,
@@ -78,12 +87,40 @@ __all__ = ["train", "run_objective", "hydra_main"]
 log = logging.getLogger(__name__)
 
 
+def _fit(trainer: L.Trainer, module: Any, datamodule: Any, ckpt_path: Any, safe: dict) -> None:
+    """``trainer.fit``; Ctrl-C where the run cannot stop after a step (its sanity check, a
+    second Ctrl-C) exits 130 naming the checkpoint to resume from, not Lightning's bare 1."""
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, **safe)
+    except SystemExit as e:
+        if isinstance(e, Requeued) or trainer.state.status != TrainerStatus.INTERRUPTED:
+            raise
+        last = last_checkpoint(trainer)
+        log.warning(
+            "stopped (Ctrl-C) at step %d without saving: %s",
+            trainer.global_step,
+            f"python train.py ckpt_path={last} resumes from the last checkpoint"
+            if last
+            else "no checkpoint was written yet",
+        )
+        raise SystemExit(INTERRUPTED_EXIT) from None
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """``a`` and ``b`` are one file (a path, or a hard link: a requeue.ckpt made in the final
+    phase is ``last.ckpt``)."""
+    try:
+        return a.resolve() == b.resolve() or os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
 def train(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> dict[str, Any]:
     """Fit and validate; returns the final metrics (also written to ``metrics.json``).
     ``extra_callbacks`` are added to those of ``cfg.callbacks`` (programmatic use)."""
     requeued = requeue_checkpoint(cfg.get("callbacks"))
     ckpt = cfg.ckpt_path if cfg.ckpt_path is not None else requeued
-    if requeued is not None and Path(str(ckpt)).resolve() != requeued.resolve():
+    if requeued is not None and not _same_file(Path(str(ckpt)), requeued):
         log.warning(
             "%s, saved when the run was stopped mid-epoch, is not the checkpoint resumed "
             "(ckpt_path=%s): the steps since that checkpoint are trained again; "
@@ -136,7 +173,7 @@ def train(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> d
     # weights_only=True explicitly (Lightning >= 2.6): torch lets TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD
     # override only an unset weights_only; older Lightning rely on the check above
     safe = {"weights_only": True} if "weights_only" in signature(trainer.fit).parameters else {}
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, **safe)
+    _fit(trainer, module, datamodule, ckpt_path, safe)
     # a requeue signal from here on: requeue.ckpt is the fit's last checkpoint (nothing to train)
     requeue = next((c for c in trainer.callbacks if isinstance(c, Requeue)), None)
     with requeue.final_phase(trainer) if requeue is not None else nullcontext():

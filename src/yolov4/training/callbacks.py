@@ -25,6 +25,7 @@ __all__ = [
     "WeightsCallback",
     "SharedCheckpoint",
     "link_file",
+    "last_checkpoint",
     "ValidationImages",
     "write_json",
     "trained_epoch",
@@ -39,6 +40,20 @@ log = logging.getLogger(__name__)
 BEST_WEIGHTS = "weights/best.pt"
 LAST_WEIGHTS = "weights/last.pt"
 MONITOR = "mAP"  # best by COCO mAP@[.5:.95]
+
+
+def last_checkpoint(trainer: Any) -> str:
+    """The path of the fit's ``last.ckpt`` written so far ("" when none): the checkpoint callback
+    that saves it (``trainer.checkpoint_callback`` is the first one, the best's)."""
+    callbacks = getattr(trainer, "checkpoint_callbacks", None) or []
+    for c in callbacks:
+        if getattr(c, "last_model_path", ""):  # save_last=True
+            return str(c.last_model_path)
+    for c in callbacks:  # train.py's: a checkpoint named "last" (configs/callbacks)
+        path = Path(str(getattr(c, "dirpath", "") or "")) / "last.ckpt"
+        if getattr(c, "dirpath", None) and path.is_file():
+            return str(path)
+    return ""
 
 
 def link_file(source: str | Path, target: str | Path) -> Path:

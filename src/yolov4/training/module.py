@@ -34,6 +34,7 @@ from yolov4.loss import BOX_GRADIENTS, YoloLoss, darknet_cost
 from yolov4.models import ModelConfig, YOLOv4
 from yolov4.models.config import config_sections
 from yolov4.ops.letterbox import image_windows, unmap_detections
+from yolov4.training.callbacks import last_checkpoint
 from yolov4.training.class_balance import balanced_config, check_class_balance
 from yolov4.training.ema import ModelEMA
 from yolov4.training.optim import OptimConfig, build_optimizer, lr_factor
@@ -373,9 +374,7 @@ class YoloModule(L.LightningModule):
                 f"use trainer.precision=16-mixed or bf16-mixed, or a smaller data.input_size. ({e})"
             ) from e
         if not torch.isfinite(loss.total):
-            trainer = self._trainer  # None outside a fit (a user's own loop)
-            callback = trainer.checkpoint_callback if trainer is not None else None
-            last = getattr(callback, "last_model_path", "") or ""
+            last = last_checkpoint(self._trainer)  # no trainer outside a fit (a user's own loop)
             raise DivergedError(
                 f"the loss became {loss.total.item()} at step {self.global_step} (box={loss.box.item():.4g} "
                 f"obj={loss.obj.item():.4g} cls={loss.cls.item():.4g}); stopping instead of training on NaN. "

@@ -47,7 +47,7 @@ from typing import Any
 import lightning as L
 from torch.utils.data import DataLoader
 
-from yolov4.training.callbacks import link_file
+from yolov4.training.callbacks import last_checkpoint, link_file
 
 __all__ = ["Requeue", "Requeued", "requeue_checkpoint", "launcher_topology", "REQUEUE_FILE"]
 
@@ -141,6 +141,7 @@ class Requeue(L.Callback):
             ) from None
         self.requeue = requeue
         self.received: int | None = None
+        self._validating = False  # in the fit's validation (a signal stops at its end)
         self._previous: dict[int, Any] = {}
         self._skip = 0
         # one subclass per callback: Lightning re-creates a loader from its class (DDP samplers)
@@ -186,9 +187,10 @@ class Requeue(L.Callback):
                 self._restore()
                 raise KeyboardInterrupt
             # no logging in a signal handler (its lock may be held where the signal came)
+            where = b"this validation" if self._validating else b"this training step"
             os.write(
                 sys.stderr.fileno(),
-                b"\nCtrl-C: stopping after this training step and saving the state to resume "
+                b"\nCtrl-C: stopping after " + where + b" and saving the state to resume "
                 b"from (Ctrl-C again: stop now, unsaved)\n",
             )
         self.received = self.received or signum
@@ -204,6 +206,16 @@ class Requeue(L.Callback):
         for s, h in self._previous.items():
             signal.signal(s, h)
         self._previous.clear()
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: Any) -> None:
+        self._validating = not trainer.sanity_checking
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: Any) -> None:
+        """A signal during the fit's validation stops the run at its end (the state then is
+        what ``last.ckpt`` holds: no further training step)."""
+        validating, self._validating = self._validating, False
+        if validating and trainer.training is False and trainer.state.fn == "fit":
+            self.on_train_batch_end(trainer)
 
     def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
         received = self.received is not None
@@ -271,8 +283,7 @@ class Requeue(L.Callback):
     def _stop_final_phase(self, trainer: L.Trainer, signum: int, frame: Any) -> None:
         self._restore()
         name = signal.Signals(signum).name
-        callback = trainer.checkpoint_callback
-        last = Path(getattr(callback, "last_model_path", "") or self.dirpath / "last.ckpt")
+        last = Path(last_checkpoint(trainer) or self.dirpath / "last.ckpt")
         if not last.is_file():
             log.warning(
                 "%s in the run's final evaluation and export: stopped; there is no %s to finish "
