@@ -122,3 +122,22 @@ def test_training_steps_get_float_images_at_the_steps_multi_scale_size(tmp_path,
     assert sizes.seen[0][2] == dm.multi_scale.largest((64, 96))  # the first window: largest
     assert len({s[2] for s in sizes.seen}) >= 2  # multi-scale resized on the device
     assert sizes.val and set(sizes.val) == {(64, 96)}
+
+
+def test_the_log_gives_the_multi_scale_range_and_a_short_runs_one_size(
+    tmp_path, cache, randomize, caplog
+):
+    import logging
+
+    augment = dataclasses.replace(AugmentConfig(), multi_scale=1.4)
+    dm = _dm(SyntheticDataModule, cache, augment=augment, batch_size=4)
+    with caplog.at_level(logging.INFO, logger="yolov4"):
+        _trainer(tmp_path, max_steps=2, limit_val_batches=0).fit(
+            _module(dm, randomize), datamodule=dm
+        )
+    expected = (
+        "multi-scale (augment.multi_scale=1.4): 64x96 to 128x160, a new size every 10 "
+        "optimizer steps; the first 10 and the windows starting in the last 100 at the "
+        "largest (this run's 2 steps all train at it)"
+    )
+    assert expected in caplog.text

@@ -125,6 +125,9 @@ class MultiScale:
     def largest(self, input_hw: Sequence[int]) -> tuple[int, int]:
         return multi_scale_size(input_hw, self.coefficient, self.multiple)
 
+    def smallest(self, input_hw: Sequence[int]) -> tuple[int, int]:
+        return multi_scale_size(input_hw, 1 / self.coefficient, self.multiple)
+
     def size(
         self, input_hw: Sequence[int], step: int, total_steps: int | None = None
     ) -> tuple[int, int]:

@@ -407,6 +407,25 @@ class YoloModule(L.LightningModule):
         # a resume mid-epoch (requeue.ckpt) enters its epoch without on_train_epoch_start
         self._epoch_start, self._epoch_resumed = time.perf_counter(), True
         self._warn_stretched_schedule()
+        self._log_multi_scale()
+
+    def _log_multi_scale(self) -> None:
+        """The multi-scale sizes this run trains at (and when a run is too short to change)."""
+        multi_scale = getattr(self.trainer.datamodule, "multi_scale", None)
+        if multi_scale is None or not self.trainer.is_global_zero:
+            return
+        size = tuple(self.hparams["preprocess"]["input_size"])
+        low, high = multi_scale.smallest(size), multi_scale.largest(size)
+        total = self._schedule_total
+        log.info(
+            "multi-scale (augment.multi_scale=%g): %s to %s, a new size every %d optimizer "
+            "steps; the first %d and the windows starting in the last %d at the largest%s",
+            multi_scale.coefficient, "x".join(map(str, low)), "x".join(map(str, high)),
+            multi_scale.every, multi_scale.every, multi_scale.final,
+            f" (this run's {total} steps all train at it)"
+            if total is not None and total <= multi_scale.every + multi_scale.final
+            else "",
+        )  # fmt: skip
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[SCHEDULE_KEY] = self._schedule_total  # the length the lr schedule spans
