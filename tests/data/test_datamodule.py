@@ -279,3 +279,14 @@ def test_more_workers_than_cores_are_lowered_to_the_cores(synth_cache: Path, mon
         assert _dm(synth_cache, num_workers=8).num_workers == 2
     assert "data.num_workers=8 lowered to 2" in caplog.text
     assert _dm(synth_cache, num_workers=1).num_workers == 1
+
+
+def test_synthetic_settings_are_named_and_its_splits_are_its_own(synth_cache: Path):
+    """data.num_val=abc failed in a comparison ("'>' not supported between 'str' and 'int'");
+    evaluate.py checkpoint=<a synthetic run> data.val.images=... with "got multiple values for
+    keyword argument 'val'"."""
+    with pytest.raises(ConfigError, match=r"data.num_val: expected an integer >= 0, got 'abc'"):
+        SyntheticDataModule(num_val="abc", cache_dir=str(synth_cache))
+    with pytest.raises(ConfigError, match=r"data.val: the synthetic dataset generates its own "
+                       r"splits; .* data=coco or data=yolo with data.val\.\*"):  # fmt: skip
+        SyntheticDataModule(val={"images": "x"}, cache_dir=str(synth_cache))

@@ -257,6 +257,8 @@ def test_extra_albumentations_transforms_compose_after_the_geometry():
         ),  # fmt: skip
         ({"resize": 1.5}, r"augment.resize=1.5 is darknet's zoom of its jitter crop"),
         ({"resize": 0.5}, r"augment.resize: expected darknet's resize >= 1, got 0.5"),
+        ({"jitter": "abc"}, r"augment.jitter: expected a number, got 'abc'"),
+        ({"hue": True}, r"augment.hue: expected a number, got True"),
     ],
 )
 def test_bad_settings_name_the_key(kw, message):

@@ -482,6 +482,16 @@ class SyntheticDataModule(DetectionDataModule):
         cache_dir: str | None = None,
         **kwargs: Any,
     ) -> None:
+        given = sorted(set(kwargs) & set(SPLITS))
+        if given:  # evaluate.py checkpoint=<a synthetic run> data.val.images=...
+            raise ConfigError(
+                f"data.{given[0]}: the synthetic dataset generates its own splits; to use your "
+                f"files give their format too, data=coco or data=yolo with data.{given[0]}.*"
+            )
+        for key, value in (("num_train", num_train), ("num_val", num_val),
+                           ("image_size", image_size), ("data_seed", data_seed)):  # fmt: skip
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ConfigError(f"data.{key}: expected an integer >= 0, got {value!r}")
         common = {"image_size": image_size, "seed": data_seed, "cache_dir": cache_dir}
         super().__init__(
             train=SyntheticSource(split="train", num_images=num_train, **common),

@@ -69,6 +69,11 @@ def _check_range(name: str, value: Any, above: float | None) -> None:
         )
 
 
+NUMBERS = ("mosaic", "hue", "saturation", "exposure", "flip", "translate", "jitter", "resize",
+           "min_area", "min_visibility", "multi_scale")  # fmt: skip
+OPTIONAL_NUMBERS = ("jitter", "multi_scale")  # null: off
+
+
 @dataclass(frozen=True)
 class AugmentConfig:
     """Training augmentation settings (``configs/augment/*.yaml``); the defaults are darknet's
@@ -134,6 +139,12 @@ class AugmentConfig:
                     "the built-in mosaic is augment.mosaic"
                 )
         object.__setattr__(self, "extra", extra)
+        for name in NUMBERS:  # augment.jitter=abc failed deep in a comparison, unnamed
+            value = getattr(self, name)
+            if value is None and name in OPTIONAL_NUMBERS:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ConfigError(f"augment.{name}: expected a number, got {value!r}")
         for name in ("scale", "mosaic_center"):
             _check_range(name, getattr(self, name), 0.0 if name == "scale" else None)
         if not 0.0 <= self.translate < 1.0:
