@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import stat
+
 import pytest
 import torch
 
@@ -74,3 +77,17 @@ def module_of(net: torch.nn.Module, dm, **kwargs):
     )
     module.model.load_state_dict(net.state_dict())
     return module
+
+
+@pytest.fixture
+def fake_slurm(tmp_path, monkeypatch):
+    """``scontrol`` on PATH recording its arguments; the job id SLURM would set."""
+    bin_dir, calls = tmp_path / "bin", tmp_path / "scontrol.calls"
+    bin_dir.mkdir()
+    script = bin_dir / "scontrol"
+    script.write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    monkeypatch.delenv("SLURM_ARRAY_JOB_ID", raising=False)
+    return calls

@@ -8,7 +8,6 @@ import json
 import logging
 import os
 import signal
-import stat
 import subprocess
 import sys
 import time
@@ -34,20 +33,6 @@ class SignalAt(L.Callback):
     def on_train_batch_end(self, trainer, *args) -> None:
         if trainer.global_step == self.step:
             os.kill(os.getpid(), self.signum)
-
-
-@pytest.fixture
-def fake_slurm(tmp_path, monkeypatch):
-    """``scontrol`` on PATH recording its arguments; the job id SLURM would set."""
-    bin_dir, calls = tmp_path / "bin", tmp_path / "scontrol.calls"
-    bin_dir.mkdir()
-    script = bin_dir / "scontrol"
-    script.write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
-    script.chmod(script.stat().st_mode | stat.S_IEXEC)
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    monkeypatch.setenv("SLURM_JOB_ID", "4242")
-    monkeypatch.delenv("SLURM_ARRAY_JOB_ID", raising=False)
-    return calls
 
 
 def test_a_signal_in_an_epochs_last_batch_resumes_at_the_next_epoch_whole(

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import stat
 from types import SimpleNamespace
 
 import pytest
@@ -30,24 +29,16 @@ def test_first_ctrl_c_asks_to_stop_after_the_step_the_second_stops_now(tmp_path,
         requeue._restore()
 
 
-def test_another_signal_after_ctrl_c_keeps_ctrl_c_and_ctrl_c_never_requeues(tmp_path, monkeypatch):
-    bin_dir, calls = tmp_path / "bin", tmp_path / "scontrol.calls"
-    bin_dir.mkdir()
-    script = bin_dir / "scontrol"
-    script.write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
-    script.chmod(script.stat().st_mode | stat.S_IEXEC)
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    monkeypatch.setenv("SLURM_JOB_ID", "7")
-    monkeypatch.delenv("SLURM_ARRAY_JOB_ID", raising=False)
+def test_another_signal_after_ctrl_c_keeps_ctrl_c_and_ctrl_c_never_requeues(tmp_path, fake_slurm):
     requeue = Requeue(str(tmp_path))
     requeue._handler(signal.SIGINT, None)
     requeue._handler(signal.SIGTERM, None)
     assert requeue.received == signal.SIGINT
     trainer = SimpleNamespace(is_global_zero=True)
     requeue._requeue_job(trainer, signal.SIGINT)
-    assert not calls.exists()
+    assert not fake_slurm.exists()
     requeue._requeue_job(trainer, signal.SIGTERM)  # preemption: requeued
-    assert calls.read_text().split() == ["requeue", "7"]
+    assert fake_slurm.read_text().split() == ["requeue", "4242"]
 
 
 def test_dataloader_workers_ignore_ctrl_c():
