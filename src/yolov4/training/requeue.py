@@ -21,9 +21,10 @@ final phase (evaluation, reports, export: :meth:`Requeue.final_phase`) stops it 
 write that phase again.
 
 Ctrl-C (``SIGINT`` in ``signals``, as the default callbacks have it) takes the same path without
-the requeue: the step ends, ``requeue.ckpt`` is saved and the run stops with exit status 130 and
-the ``ckpt_path=`` that resumes it; a second Ctrl-C stops at once (Lightning's
-``KeyboardInterrupt``, exit status 1, nothing saved since the last checkpoint).
+the requeue: the step (or the fit's validation) ends, ``requeue.ckpt`` is saved and the run stops
+with exit status 130 and the ``ckpt_path=`` that resumes it; a second Ctrl-C stops at once as a
+``KeyboardInterrupt`` (nothing saved since the last checkpoint; ``train.py`` names it, exit 130).
+A signal during the fit's validation stops the run at the validation's end.
 
 Lightning's own SLURM auto-requeue (``SLURMEnvironment``) saves ``hpc_ckpt_N.ckpt`` from inside
 the signal handler and reloads it with Lightning's loader; this callback replaces those handlers
@@ -225,9 +226,8 @@ class Requeue(L.Callback):
             return
         self.received = self.received or signal.SIGUSR1  # a rank that did not get it itself
         path = self.dirpath / REQUEUE_FILE
-        trainer.save_checkpoint(
-            path, weights_only=False
-        )  # the whole state, said without a log line
+        # weights_only=False: the whole state (and no "weights_only was not set" log line)
+        trainer.save_checkpoint(path, weights_only=False)
         signum = self.received
         name = signal.Signals(signum).name
         if signum == signal.SIGINT:
