@@ -373,3 +373,13 @@ def test_coco_file_names_written_on_windows_are_found(tmp_path: Path):
     data = load_coco(tmp_path / "a.json", tmp_path / "images", report=report)
     assert [Path(r.file).relative_to(tmp_path) for r in data.records] == [Path("images/sub/a.jpg")]
     assert not report.problems
+
+
+def test_a_data_yaml_given_as_the_images_names_what_goes_where(tmp_path: Path):
+    """data.train.images=data.yaml read the yaml as a list of image paths ("7 x missing image
+    file ... listed in data.yaml") without a word on what to give instead."""
+    data = tmp_path / "data.yaml"
+    data.write_text("path: .\ntrain: images/train\nval: images/val\nnames: [a, b]\n")
+    with pytest.raises(DatasetError, match=r"data.yaml is a data yaml, not a list of images: "
+                       r"give the split's images folder .*\(data.<split>.names="):  # fmt: skip
+        load_yolo(data, str(data))

@@ -276,6 +276,11 @@ def load_yolo(
             f"image directory not found: {image_dir} (YOLO layout images/ + labels/, or "
             "darknet's list file of image paths, e.g. train.txt)"
         )
+    if listing_file and image_dir.suffix.lower() in (".yaml", ".yml"):  # ultralytics' data.yaml
+        raise DatasetError(
+            f"{image_dir} is a data yaml, not a list of images: give the split's images folder "
+            f"(or list file) as images, and the yaml as names (data.<split>.names={image_dir})"
+        )
     label_dir = Path(labels) if labels is not None else _default_labels_dir(image_dir)
     class_names = read_class_names(names)
     if listing_file:
