@@ -311,16 +311,21 @@ def test_trails_follow_each_track_and_are_drawn():
         TrackTrails(length=0)
 
 
-def _one_new_track(frame: int) -> Detections:
-    x = float(frame % 200)
+def _one_box(box: list[float], tid: int) -> Detections:
+    """One tracked box of class 0 in a 320x240 frame."""
     return Detections(
-        np.array([[x, 10, x + 20, 30]], np.float32),
+        np.array([box], np.float32),
         np.array([0.9], np.float32),
         np.array([0]),
         ["circle"],
         (240, 320),
-        track_ids=np.array([frame]),
+        track_ids=np.array([tid]),
     )
+
+
+def _one_new_track(frame: int) -> Detections:
+    x = float(frame % 200)
+    return _one_box([x, 10, x + 20, 30], frame)
 
 
 def test_counter_and_trails_stay_flat_on_an_endless_stream():
@@ -427,14 +432,7 @@ def test_counter_draws_its_line_and_zone_with_the_counts():
 
 def _track_at(x: float, frame: int, tid: int = 1) -> Detections:
     """One tracked 40-px-tall box whose centre is at ``x``."""
-    return Detections(
-        np.array([[x - 10, 100, x + 10, 140]], np.float32),
-        np.array([0.9], np.float32),
-        np.array([0]),
-        ["circle"],
-        (240, 320),
-        track_ids=np.array([tid]),
-    )
+    return _one_box([x - 10, 100, x + 10, 140], tid)
 
 
 def test_a_box_jittering_on_the_line_crosses_once():
