@@ -216,9 +216,14 @@ class Requeue(L.Callback):
         what ``last.ckpt`` holds: no further training step)."""
         validating, self._validating = self._validating, False
         if validating and trainer.training is False and trainer.state.fn == "fit":
-            self.on_train_batch_end(trainer)
+            self._stop_if_signalled(trainer)
 
     def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        self._stop_if_signalled(trainer)
+
+    def _stop_if_signalled(self, trainer: L.Trainer) -> None:
+        """At a step's (or the fit's validation's) end: when a signal came (on any rank), save
+        ``requeue.ckpt``, requeue unless it was Ctrl-C, and stop with :class:`Requeued`."""
         received = self.received is not None
         if trainer.world_size > 1:
             received = trainer.strategy.reduce_boolean_decision(received, all=False)
