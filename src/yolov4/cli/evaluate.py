@@ -106,8 +106,8 @@ def _warn_preprocess_not_used(cfg: DictConfig, preprocess: Any, source: str) -> 
     differ = [f"data.{k}={v}" for k, v in asked.items() if v not in (None, stored[k])]
     if differ:
         log.warning(
-            "%s: not used; %s is scored with its own preprocessing (input %s, %s), as it "
-            "trained and as export.py writes it (export.py input_size=... makes an artifact of "
+            "%s: not used; %s is scored with its own preprocessing (input %s, %s), the one "
+            "its run trained and exported with (export.py input_size=... makes an artifact of "
             "another size, which evaluate.py artifact=... scores)",
             ", ".join(differ),
             source,
