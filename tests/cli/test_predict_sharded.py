@@ -140,3 +140,12 @@ def test_ctrl_c_writes_the_summary_of_what_was_done(run, checkpoint, folder, mon
     summary, out = run(f"source={folder}", f"checkpoint={checkpoint}", "trainer=default")
     assert summary["interrupted"] is True and summary["images"] == 2
     assert json.loads((out / "summary.json").read_text())["interrupted"] is True
+
+
+def test_max_pixels_holds_for_the_sharded_mode_too(run, checkpoint, folder):
+    """max_pixels= was the default 100 MP with trainer=, whatever was given."""
+    summary, out = run(f"source={folder}", f"checkpoint={checkpoint}", "trainer=default",
+                       "max_pixels=5000")  # fmt: skip
+    assert summary["images"] == 2  # 64x64 and 50x80; 70x90, 120x64, 97x203 are over 5,000
+    over = [s["error"] for s in read(out / "skipped.jsonl") if "bad.jpg" not in s["file"]]
+    assert len(over) == 3 and all("over the limit of 5,000" in e for e in over)

@@ -351,6 +351,7 @@ def sharded(cfg: DictConfig) -> dict[str, Any]:
             max_det=cfg.get("max_det"),
             classes=classes,
             sources=[s.source for s in sources for _ in s.files],
+            max_pixels=cfg.get("max_pixels", MAX_PIXELS),
         )
     except PredictInterrupted as e:  # Ctrl-C: the records written so far, and the summary
         path, summary.interrupted = e.path, True

@@ -284,12 +284,14 @@ def predict_files(
     max_det: int | None = None,
     classes: Sequence[int] | None = None,
     sources: Sequence[str] | None = None,
+    max_pixels: int | None = MAX_PIXELS,
 ) -> Path:
     """Predict every image of a folder (recursive) or list with a project checkpoint; returns
     ``out_dir/predictions.jsonl`` (see the module docstring). ``trainer_kwargs`` go to
     ``lightning.Trainer`` (``accelerator``, ``devices``, ``strategy``, ``num_nodes``, ...);
     ``conf``, ``iou``, ``max_det``, ``classes`` as the Predictor's. ``sources``: a list's
-    ``"source"`` of each file (as ``predict.py`` names them; default: each file itself)."""
+    ``"source"`` of each file (as ``predict.py`` names them; default: each file itself).
+    ``max_pixels``: a file decoding to more pixels is skipped (``None``: no limit)."""
     pairs = list_images(files)  # input errors before the model is loaded
     if sources is not None:
         if isinstance(files, (str, os.PathLike)) or len(sources) != len(pairs):
@@ -312,7 +314,7 @@ def predict_files(
     )  # fmt: skip
     sources, paths = zip(*pairs)
     loader = DataLoader(
-        ImageFiles(paths, pre),
+        ImageFiles(paths, pre, max_pixels),
         batch_size=batch_size,
         num_workers=num_workers,
         collate_fn=collate,
