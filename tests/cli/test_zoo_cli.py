@@ -89,6 +89,11 @@ def test_recipe_is_the_cfgs_net_section(experiment, tmp_path):
 
     # EMA: darknet's ema_alpha (no key: no EMA)
     assert cfg.module.ema_decay == net.get_float("ema_alpha")
+    if (
+        cfg.module.ema_decay
+    ):  # averaged as darknet: constant, from max_batches / 2, copied 1000 before the end
+        window = (cfg.module.ema_tau, cfg.module.ema_start, cfg.module.ema_apply_before_end)
+        assert window == (None, 0.5, 1000)
 
     # augmentation: [net] and [yolo] keys mapped onto augment.*
     augment = build(cfg, "augment")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import re
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -138,7 +139,10 @@ def test_class_names_must_match_num_classes():
         ({"ema_decay": 1.5}, r"module.ema_decay must be a number in \(0, 1\) .* got 1.5"),
         ({"ema_decay": -0.1}, r"module.ema_decay must be a number in \(0, 1\)"),
         ({"ema_decay": "high"}, r"module.ema_decay must be a number"),
-        ({"ema_tau": 0}, r"module.ema_tau must be a number > 0, got 0"),
+        ({"ema_tau": 0}, r"module.ema_tau must be a number > 0 \(null: a constant decay\), got 0"),
+        ({"ema_start": 1.0}, r"module.ema_start must be a fraction .* in \[0, 1\) .* got 1.0"),
+        ({"ema_apply_before_end": 0}, r"module.ema_apply_before_end must be .* >= 1 .* got 0"),
+        ({"ema_apply_before_end": 1.5}, r"module.ema_apply_before_end must be .* got 1.5"),
         ({"label_smoothing": 5}, r"module.label_smoothing must be a number in \[0, 1\], got 5"),
         ({"optim": {"lrr": 1}}, r"unknown optim keys \['lrr'\]; expected some of .*'lr'"),
         ({"category_ids": [1, 2]}, r"2 category_ids for model.num_classes=3"),
@@ -389,3 +393,19 @@ def test_a_resume_that_stretches_the_lr_schedule_says_so(caplog):
     module._schedule_total = 16  # the same length: nothing to say
     module._warn_stretched_schedule()
     assert caplog.text == ""
+
+
+@pytest.mark.parametrize(
+    ("total", "fraction", "before_end", "window"),
+    [(500500, 0.5, 1000, (250250, 499500)), (10, 0.0, None, (0, None)), (100, 0.5, 60, (50, None))],
+)
+def test_ema_window_is_laid_over_the_run(total, fraction, before_end, window, caplog):
+    """darknet's ema_alpha: average from max_batches / 2, copy at max_batches - 1000; a run too
+    short for the copy keeps its average and says so."""
+    module = tiny_module(ema_decay=0.9998, ema_start=fraction, ema_apply_before_end=before_end)
+    module.trainer = SimpleNamespace(estimated_stepping_batches=total)  # the run's length
+    with caplog.at_level("INFO", logger="yolov4.training.module"):
+        module.configure_optimizers()
+    assert (module.ema.start, module.ema.apply_at) == window
+    short = "leave no average to copy into the weights" in caplog.text
+    assert short == (window == (50, None))

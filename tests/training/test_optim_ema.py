@@ -79,3 +79,54 @@ def test_ema_ramps_and_follows():
     torch.testing.assert_close(ema.module.head_convs()[0].conv.weight, w0 + 1, atol=1e-4, rtol=0)
     assert not any(p.requires_grad for p in ema.module.parameters())
     assert list(ema.module.state_dict()) == list(model.state_dict())
+
+
+def darknet_ema(deltas: list[float], w: float, alpha: float, max_batches: int):
+    """darknet's ``ema_alpha`` (network.c, after each update) on one weight that each update
+    moves by ``deltas[k]``: the weight and the average (``None`` until initialised) per step."""
+    ema, weights, averages = None, [], []
+    for k, delta in enumerate(deltas, start=1):
+        w += delta
+        if k >= max_batches // 2:
+            if ema is None:
+                ema = w
+            if k == max_batches - 1000:
+                w = ema
+            elif k < max_batches - 1000:
+                ema = alpha * ema + (1 - alpha) * w
+        weights.append(w)
+        averages.append(ema)
+    return weights, averages
+
+
+def test_ema_window_follows_darknets_ema_alpha():
+    """Constant decay after step max_batches / 2 (the weights up to there), copied into the
+    model at max_batches - 1000, the model training on from the copy: against a transcription of
+    darknet's loop, on a one-weight model whose updates are known increments."""
+    max_batches, alpha, steps = 2040, 0.9, 1060
+    deltas = [0.01 * ((k * 7) % 11 - 5) + 0.002 for k in range(steps)]
+    ref_weights, ref_averages = darknet_ema(deltas, 1.0, alpha, max_batches)
+    model = torch.nn.Linear(1, 1, bias=False).double()
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    ema = ModelEMA(
+        model, decay=alpha, tau=None, start=max_batches // 2, apply_at=max_batches - 1000
+    )
+    weights, averages = [], []
+    for delta in deltas:
+        with torch.no_grad():
+            model.weight.add_(delta)  # the optimizer's update
+        ema.update(model)
+        weights.append(model.weight.item())
+        averages.append(ema.module.weight.item())
+    assert weights == pytest.approx(ref_weights, abs=1e-9)
+    start, apply_at = max_batches // 2, max_batches - 1000
+    # before darknet initialises its average, ours is the weights; from there on the same
+    assert averages[: start - 1] == pytest.approx(weights[: start - 1], abs=1e-12)
+    assert averages[start - 1 : apply_at - 1] == pytest.approx(
+        ref_averages[start - 1 : apply_at - 1], abs=1e-9
+    )
+    assert weights[apply_at - 1] == pytest.approx(averages[apply_at - 2], abs=1e-12)  # the copy
+    assert weights[apply_at - 1] != pytest.approx(weights[apply_at - 2] + deltas[apply_at - 1])
+    # after the copy the average follows the weights (darknet's final weights are the model's)
+    assert averages[apply_at:] == pytest.approx(weights[apply_at:], abs=1e-12)

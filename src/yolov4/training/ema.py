@@ -1,4 +1,6 @@
-"""Exponential moving average of the weights, with the ramped decay of modern YOLO trainers."""
+"""Exponential moving average of the weights: the ramped decay of modern YOLO trainers, or
+darknet's ``ema_alpha`` window (constant decay from a start step, copied into the weights at an
+apply step)."""
 
 from __future__ import annotations
 
@@ -20,22 +22,51 @@ class ModelEMA(nn.Module):
     parent's train/eval mode like any submodule (Lightning warns about modules left in eval
     mode at fit start); whoever runs it must run it in eval mode, as
     :meth:`YoloModule.predict_batch` does.
+
+    The window (:meth:`set_window`, optimizer steps counted from 1): up to ``start`` the average
+    is the weights themselves (decay 0), from there it averages (ramped over ``tau`` steps from
+    ``start``; ``tau=None`` a constant ``decay``); at step ``apply_at`` the average is copied
+    into the model, which trains on, the average following it (decay 0) to the end. darknet's
+    ``ema_alpha``: ``start = max_batches / 2``, ``apply_at = max_batches - 1000``, constant decay.
     """
 
-    def __init__(self, model: nn.Module, decay: float = 0.9999, tau: float = 2000.0) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        decay: float = 0.9999,
+        tau: float | None = 2000.0,
+        start: int = 0,
+        apply_at: int | None = None,
+    ) -> None:
         super().__init__()
         self.module = copy.deepcopy(model)
         for p in self.module.parameters():
             p.requires_grad_(False)
         self.decay, self.tau = decay, tau
+        self.set_window(start, apply_at)
         self.register_buffer("updates", torch.zeros((), dtype=torch.long))
 
+    def set_window(self, start: int = 0, apply_at: int | None = None) -> None:
+        """Average after optimizer step ``start``; copy the average into the model at step
+        ``apply_at`` (``None``: never). Steps count from 1, as :attr:`updates`."""
+        self.start, self.apply_at = int(start), apply_at
+
     def current_decay(self) -> float:
-        return self.decay * (1 - math.exp(-int(self.updates) / self.tau))
+        k = int(self.updates)
+        if k <= self.start or (self.apply_at is not None and k >= self.apply_at):
+            return 0.0
+        if not self.tau:
+            return self.decay
+        return self.decay * (1 - math.exp(-(k - self.start) / self.tau))
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
+        """After an optimizer step of ``model``: average it in (or, at ``apply_at``, copy the
+        average into it, in place: an optimizer's references to its parameters stay valid)."""
         self.updates += 1
+        if self.apply_at is not None and int(self.updates) == self.apply_at:
+            model.load_state_dict(self.module.state_dict())
+            return
         d = self.current_decay()
         model_state = model.state_dict()
         for key, ema_value in self.module.state_dict().items():  # tensors share storage

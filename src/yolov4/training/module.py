@@ -91,22 +91,41 @@ def _optim_config(optim: Mapping[str, Any] | None) -> OptimConfig:
     return OptimConfig(**dict(optim or {}))
 
 
+def _number(x: Any) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool)
+
+
+def _check_ema_window(start: Any, apply_before_end: Any) -> None:
+    """``module.ema_start`` a fraction in [0, 1), ``module.ema_apply_before_end`` steps >= 1."""
+    if not _number(start) or not 0 <= start < 1:
+        raise ConfigError(
+            f"module.ema_start must be a fraction of the run's steps in [0, 1) (darknet: 0.5), "
+            f"got {start!r}"
+        )
+    if apply_before_end is not None and (
+        not isinstance(apply_before_end, int) or isinstance(apply_before_end, bool)
+        or apply_before_end < 1
+    ):  # fmt: skip
+        raise ConfigError(
+            f"module.ema_apply_before_end must be a number of optimizer steps >= 1 (darknet: "
+            f"1000) or null, got {apply_before_end!r}"
+        )
+
+
 def _check_fractions(ema_decay: Any, ema_tau: Any, label_smoothing: Any) -> None:
     """The EMA's decay in (0, 1) (``None`` or 0: off) and ramp > 0, the smoothing in [0, 1]:
     an EMA of decay 1.5 diverges, and it is what validation scores and ``weights/`` hold."""
-
-    def number(x: Any) -> bool:
-        return isinstance(x, int | float) and not isinstance(x, bool)
-
     if ema_decay is not None and ema_decay != 0:
-        if not number(ema_decay) or not 0 < ema_decay < 1:
+        if not _number(ema_decay) or not 0 < ema_decay < 1:
             raise ConfigError(
                 f"module.ema_decay must be a number in (0, 1) (null or 0: no EMA), "
                 f"got {ema_decay!r}"
             )
-        if not number(ema_tau) or not ema_tau > 0:
-            raise ConfigError(f"module.ema_tau must be a number > 0, got {ema_tau!r}")
-    if not number(label_smoothing) or not 0 <= label_smoothing <= 1:
+        if ema_tau is not None and (not _number(ema_tau) or not ema_tau > 0):
+            raise ConfigError(
+                f"module.ema_tau must be a number > 0 (null: a constant decay), got {ema_tau!r}"
+            )
+    if not _number(label_smoothing) or not 0 <= label_smoothing <= 1:
         raise ConfigError(
             f"module.label_smoothing must be a number in [0, 1], got {label_smoothing!r}"
         )
@@ -141,7 +160,11 @@ class YoloModule(L.LightningModule):
         data: the run's resolved data config (``cfg.data``, builtins); stored in checkpoints, so
             that ``evaluate.py checkpoint=`` scores the data the run validated on.
         ema_decay: EMA of the weights, in (0, 1) (``None`` or 0: off); ``ema_tau`` its ramp in
-            optimizer steps.
+            optimizer steps (``None``: a constant decay).
+        ema_start: the fraction of the run's optimizer steps after which the EMA averages (up
+            to there it is the weights); darknet's ``ema_alpha`` starts at 0.5.
+        ema_apply_before_end: copy the EMA into the weights this many optimizer steps before
+            the end, and train on from there (darknet: 1000); ``None``: never.
         label_smoothing: class-target smoothing of the loss, in [0, 1]; 0 keeps the cfg's per-head
             ``[yolo] label_smooth_eps``, any other value replaces it on every head.
         box_gradient: the box term's gradient, ``darknet`` (darknet's ``dx_box_iou``, what its
@@ -174,7 +197,9 @@ class YoloModule(L.LightningModule):
         preprocess: Mapping[str, Any] | None = None,
         data: Mapping[str, Any] | None = None,
         ema_decay: float | None = 0.9999,
-        ema_tau: float = 2000.0,
+        ema_tau: float | None = 2000.0,
+        ema_start: float = 0.0,
+        ema_apply_before_end: int | None = None,
         label_smoothing: float = 0.0,
         box_gradient: str = "darknet",
         class_balance: str | None = "off",
@@ -194,6 +219,7 @@ class YoloModule(L.LightningModule):
         optim_cfg = optim if isinstance(optim, OptimConfig) else _optim_config(optim)
         names = _class_names(class_names, config.num_classes)
         _check_fractions(ema_decay=ema_decay, ema_tau=ema_tau, label_smoothing=label_smoothing)
+        _check_ema_window(ema_start, ema_apply_before_end)
         if category_ids is not None and len(category_ids) != config.num_classes:
             raise ConfigError(
                 f"{len(category_ids)} category_ids for model.num_classes={config.num_classes}; "
@@ -211,6 +237,8 @@ class YoloModule(L.LightningModule):
                 "data": dict(data) if data is not None else None,
                 "ema_decay": ema_decay,
                 "ema_tau": ema_tau,
+                "ema_start": ema_start,
+                "ema_apply_before_end": ema_apply_before_end,
                 "label_smoothing": label_smoothing,
                 "box_gradient": box_gradient,
                 "class_balance": check_class_balance(class_balance),
@@ -342,6 +370,31 @@ class YoloModule(L.LightningModule):
         super().optimizer_step(*args, **kwargs)
         if self.ema is not None:
             self.ema.update(self.model)
+
+    def _set_ema_window(self, total: int) -> None:
+        """The EMA's window over this run's ``total`` optimizer steps (``module.ema_start``,
+        ``module.ema_apply_before_end``), said in the log when it is not the whole run."""
+        if self.ema is None:
+            return
+        fraction = self.hparams.get("ema_start") or 0.0
+        before_end = self.hparams.get("ema_apply_before_end")
+        start = int(total * fraction)
+        apply_at = total - before_end if before_end else None
+        if apply_at is not None and apply_at <= start:
+            log.warning(
+                "module.ema_apply_before_end=%d: the run's %d optimizer steps leave no average "
+                "to copy into the weights (the EMA starts after step %d): the EMA is kept, "
+                "validated and saved as it is",
+                before_end, total, start,
+            )  # fmt: skip
+            apply_at = None
+        self.ema.set_window(start, apply_at)
+        if start or apply_at is not None:
+            log.info(
+                "EMA (module.ema_decay=%g): averages after optimizer step %d of %d%s",
+                self.ema.decay, start, total,
+                f", copied into the weights at step {apply_at}" if apply_at is not None else "",
+            )  # fmt: skip
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """uint8 batches become the model's input here, on the training device; training
@@ -532,6 +585,7 @@ class YoloModule(L.LightningModule):
         optimizer = build_optimizer(self.model, self.optim_cfg)
         total = int(self.trainer.estimated_stepping_batches) if self.trainer is not None else 1
         self._schedule_total = total
+        self._set_ema_window(total)
         cfg = self.optim_cfg
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda step: lr_factor(step, total, cfg)
