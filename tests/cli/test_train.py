@@ -593,7 +593,9 @@ def test_the_logging_interval_follows_the_runs_steps(compose_cfg, tmp_path, limi
     cfg = compose_cfg("train", ["trainer.max_epochs=1", f"trainer.limit_train_batches={limit}",
                                 f"trainer.max_steps={max_steps}"], tmp_path)  # fmt: skip
     assert cfg.trainer.log_every_n_steps == 5 and cfg.trainer.max_epochs == 1
-    _log_short_runs(cfg, SimpleNamespace(train_batches=lambda: 8))
+    _log_short_runs(
+        cfg, SimpleNamespace(train_batches=lambda world=1: 8), SimpleNamespace(world_size=1)
+    )
     assert cfg.trainer.log_every_n_steps == expected
 
 
@@ -626,7 +628,9 @@ def test_the_warm_up_warning_counts_optimizer_steps(compose_cfg, tmp_path, caplo
 
     cfg = compose_cfg("train", overrides, tmp_path)
     with caplog.at_level(logging.WARNING, logger="yolov4"):
-        _log_short_runs(cfg, SimpleNamespace(train_batches=lambda: 8))
+        _log_short_runs(
+            cfg, SimpleNamespace(train_batches=lambda world=1: 8), SimpleNamespace(world_size=1)
+        )
     if warned is None:
         assert "warm-up steps" not in caplog.text
     else:
@@ -635,8 +639,17 @@ def test_the_warm_up_warning_counts_optimizer_steps(compose_cfg, tmp_path, caplo
     caplog.clear()
     cfg = compose_cfg("train", ["trainer.accumulate_grad_batches=20"], tmp_path)
     with caplog.at_level(logging.WARNING, logger="yolov4"):
-        _log_short_runs(cfg, SimpleNamespace(train_batches=lambda: 8))
+        _log_short_runs(
+            cfg, SimpleNamespace(train_batches=lambda world=1: 8), SimpleNamespace(world_size=1)
+        )
     assert "accumulate_grad_batches=20 is more than an epoch's 8 batches" in caplog.text
+    # DDP on 4 processes: each reads 2 of the 8 batches, 4 steps in 2 epochs, under a 7-step warm-up
+    caplog.clear()
+    cfg = compose_cfg("train", ["trainer.max_epochs=2", "optim.burn_in=7"], tmp_path)
+    with caplog.at_level(logging.WARNING, logger="yolov4"):
+        _log_short_runs(cfg, SimpleNamespace(train_batches=lambda world=1: 8 // world),
+                        SimpleNamespace(world_size=4))  # fmt: skip
+    assert "but the run makes 4 optimizer steps" in caplog.text
 
 
 def test_a_value_the_recipe_leaves_to_the_user_is_one_line(caplog):

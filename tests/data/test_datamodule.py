@@ -290,3 +290,18 @@ def test_synthetic_settings_are_named_and_its_splits_are_its_own(synth_cache: Pa
     with pytest.raises(ConfigError, match=r"data.val: the synthetic dataset generates its own "
                        r"splits; .* data=coco or data=yolo with data.val\.\*"):  # fmt: skip
         SyntheticDataModule(val={"images": "x"}, cache_dir=str(synth_cache))
+
+
+def test_train_batches_count_one_process_of_a_ddp_run(synth_cache: Path):
+    """The steps train.py plans with (warm-up warning, logging interval) are one rank's: DDP's
+    sampler gives each of 2 processes 8 of the 16 images, 2 batches of 4, as its loader yields."""
+    from torch.utils.data import DataLoader, DistributedSampler
+
+    dm = _dm(synth_cache)
+    dm.prepare_data()
+    dm.setup("fit")
+    assert (dm.train_batches(), dm.train_batches(2), dm.train_batches(3)) == (4, 2, 1)
+    loader = dm.train_dataloader()
+    sampler = DistributedSampler(loader.dataset, num_replicas=2, rank=1, shuffle=False)
+    ddp = DataLoader(loader.dataset, batch_size=4, sampler=sampler, drop_last=loader.drop_last)
+    assert len(ddp) == dm.train_batches(2)

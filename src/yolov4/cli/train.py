@@ -164,9 +164,9 @@ def train(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> d
     if resume is not None:
         check_resume_fits(*resume, module.model, datamodule.class_names)
         ckpt_path, resume = str(resume[0]), None  # drop the tensors: Lightning reads the file
-    _log_short_runs(cfg, datamodule)
     log_cfg_settings(model_network(cfg), lambda key: to_builtin(OmegaConf.select(cfg, key)))
     trainer = build_trainer(cfg, precision, extra_callbacks)
+    _log_short_runs(cfg, datamodule, trainer)
     log_what_runs(cfg, trainer, module, datamodule)
     if trainer.is_global_zero:
         log_config(trainer.loggers, to_builtin(cfg))
@@ -236,9 +236,10 @@ def _check_limits(cfg: DictConfig) -> None:
             check_monitor(node.monitor, f"callbacks.{name}.monitor", VAL_METRICS + TRAIN_METRICS)
 
 
-def _epoch_batches(cfg: DictConfig, datamodule: Any) -> int | None:
-    """The training batches of one epoch in one process, within ``limit_train_batches``."""
-    per_epoch = datamodule.train_batches()
+def _epoch_batches(cfg: DictConfig, datamodule: Any, world_size: int = 1) -> int | None:
+    """The training batches of one epoch in one of ``world_size`` processes (each reads its
+    share of the split), within ``limit_train_batches``."""
+    per_epoch = datamodule.train_batches(world_size)
     limit = cfg.trainer.get("limit_train_batches")  # Lightning's rule: a count or a fraction
     if not per_epoch:
         return per_epoch
@@ -249,12 +250,12 @@ def _epoch_batches(cfg: DictConfig, datamodule: Any) -> int | None:
     return per_epoch
 
 
-def _run_steps(cfg: DictConfig, datamodule: Any) -> int | None:
+def _run_steps(cfg: DictConfig, datamodule: Any, world_size: int = 1) -> int | None:
     """The optimizer steps of the whole run (Lightning's count, which ``max_steps`` and
     ``log_every_n_steps`` use): ``ceil(batches / accumulate_grad_batches)`` an epoch (a last
     partial window steps too) times ``max_epochs``, within ``max_steps`` (alone when
     ``max_epochs`` is null, as the recipes set it); ``None`` when the config cannot say."""
-    per_epoch = _epoch_batches(cfg, datamodule)
+    per_epoch = _epoch_batches(cfg, datamodule, world_size)
     if not per_epoch:
         return None
     accumulate = cfg.trainer.get("accumulate_grad_batches") or 1
@@ -269,14 +270,16 @@ def _run_steps(cfg: DictConfig, datamodule: Any) -> int | None:
     return max_steps if bounded else None
 
 
-def _log_short_runs(cfg: DictConfig, datamodule: Any) -> None:
+def _log_short_runs(cfg: DictConfig, datamodule: Any, trainer: Any) -> None:
     """``trainer.log_every_n_steps`` lowered to a run's whole number of optimizer steps when the
     run is shorter (a first check of 1 epoch of 4 batches logged no loss at all), logged; a
     warning when the learning rate's warm-up (``optim.burn_in``) is longer than the run (a first
-    run on 64 images trained 32 steps of a 100-step warm-up and learnt nothing)."""
+    run on 64 images trained 32 steps of a 100-step warm-up and learnt nothing). Steps are one
+    process's of ``trainer.world_size`` (DDP: each reads its share of the split)."""
+    world = getattr(trainer, "world_size", 1) or 1
     accumulate, per_epoch = (
         cfg.trainer.get("accumulate_grad_batches"),
-        _epoch_batches(cfg, datamodule),
+        _epoch_batches(cfg, datamodule, world),
     )
     if isinstance(accumulate, int) and per_epoch and accumulate > per_epoch:
         log.warning(
@@ -286,7 +289,7 @@ def _log_short_runs(cfg: DictConfig, datamodule: Any) -> None:
             "nominal batch",
             accumulate, per_epoch, per_epoch, accumulate, per_epoch / accumulate,
         )  # fmt: skip
-    updates, every = _run_steps(cfg, datamodule), cfg.trainer.get("log_every_n_steps")
+    updates, every = _run_steps(cfg, datamodule, world), cfg.trainer.get("log_every_n_steps")
     if updates is None:
         return
     if isinstance(every, int) and 0 < updates < every:
@@ -295,6 +298,7 @@ def _log_short_runs(cfg: DictConfig, datamodule: Any) -> None:
         )
         with open_dict(cfg):
             cfg.trainer.log_every_n_steps = updates
+        trainer.log_every_n_steps = updates
     burn_in, power = cfg.optim.get("burn_in", 0), cfg.optim.get("burn_in_power", 4.0)
     if isinstance(burn_in, int) and burn_in > updates:  # its last step reaches optim.lr
         reached = (updates / burn_in) ** power

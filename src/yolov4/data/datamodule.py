@@ -17,6 +17,7 @@ These load the annotations on first access, so a model can be sized before ``Tra
 from __future__ import annotations
 
 import logging
+import math
 import os
 import random
 import signal
@@ -442,14 +443,16 @@ class DetectionDataModule(L.LightningDataModule):
         """The train loader drops a last partial batch when the split holds more than one."""
         return n > self.batch_size
 
-    def train_batches(self) -> int | None:
-        """Batches of one training epoch in one process (``None`` without a training split);
+    def train_batches(self, world_size: int = 1) -> int | None:
+        """Batches of one training epoch in one of ``world_size`` processes (DDP's sampler
+        gives each ``ceil(n / world_size)`` images); ``None`` without a training split;
         readable before set-up."""
         train = self.split("train")
         if train is None:
             return None
         n = len(train.records)
-        return n // self.batch_size if self._drops_last(n) else 1
+        per_process = math.ceil(n / max(1, world_size))
+        return per_process // self.batch_size if self._drops_last(n) else 1
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", train=True)
