@@ -126,6 +126,12 @@ def test_to_dict_and_empty_results():
         "width": 203,
         "height": 97,
     }
+    # boxes to 3 decimals, as detections.json (COCO results): mAP from either file is the same
+    d = predictor()(scene(), conf=0.5)[0]
+    box = found["detections"][0]["box"]
+    assert box == [round(float(v), 3) for v in d.boxes[0]] and box != [
+        round(float(v), 2) for v in d.boxes[0]
+    ]
 
 
 @pytest.mark.parametrize(

@@ -110,7 +110,7 @@ class Detections:
         out = {
             "detections": [
                 {
-                    "box": [round(float(v), 2) for v in box],
+                    "box": [round(float(v), 3) for v in box],  # as detections.json
                     "score": round(float(s), 5),
                     "class_id": int(c),
                     "class_name": n,
