@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from yolov4.core.images import ImageTooLarge, decode_image
+from yolov4.core.images import ImageTooLarge, decode_image, jpeg_damage
 from yolov4.data.image_io import image_size, read_image
 from yolov4.data.records import Problem, ProblemReport
 from yolov4.errors import InputError
@@ -124,6 +124,20 @@ def test_jpeg_with_data_after_its_end_marker_is_accepted(tmp_path, progressive):
         trained, report = train_read(data + tail, tmp_path, "motion.jpg")
         assert not report.problems
         np.testing.assert_array_equal(trained, want)
+
+
+@pytest.mark.parametrize("progressive", [False, True])
+def test_jpeg_damage_names_what_libjpeg_repairs_without_a_trace(progressive):
+    data = _jpeg(progressive)
+    assert jpeg_damage(data) == [] and jpeg_damage(data + _jpeg(seed=1)) == []  # motion photo
+    assert jpeg_damage(encode(picture(), "PNG")) == []
+    sos = data.find(b"\xff\xda")
+    extraneous = data[:sos] + b"\x01\x02" + data[sos:]
+    np.testing.assert_array_equal(decode_image(extraneous), decode_image(data))  # no trace
+    assert jpeg_damage(extraneous) == [
+        "Corrupt JPEG data: 2 extraneous bytes before marker 0xda"
+    ]
+    assert jpeg_damage(data[:-2])[0] == "no end-of-image marker (FFD9) after its image data"
 
 
 def _cuts(data: bytes) -> dict[str, bytes]:

@@ -16,6 +16,7 @@ from yolov4.core.preprocess import PreprocessConfig
 from yolov4.data.check import main as check_main
 from yolov4.data.coco import load_coco
 from yolov4.data.dataset import DetectionDataset
+from yolov4.data.image_io import read_image
 from yolov4.data.records import Problem, ProblemReport
 from yolov4.data.transforms import AugmentConfig
 from yolov4.data.yolo_txt import load_yolo
@@ -44,6 +45,13 @@ def _write_images(d: Path) -> None:
     _jpeg(d / "truncated.jpg")
     raw = (d / "truncated.jpg").read_bytes()
     (d / "truncated.jpg").write_bytes(raw[: len(raw) // 2])
+    jpeg = (d / "good.jpg").read_bytes()
+    sos = jpeg.find(b"\xff\xda")
+    # libjpeg: "Corrupt JPEG data: 3 extraneous bytes before marker 0xda"
+    (d / "extraneous.jpg").write_bytes(jpeg[:sos] + b"\x12\x34\x56" + jpeg[sos:])
+    # libjpeg: "Corrupt JPEG data: 95 extraneous bytes before marker 0xd9"
+    (d / "junk_before_end.jpg").write_bytes(jpeg[:-2] + bytes(range(1, 101)) + jpeg[-2:])
+    (d / "no_end_marker.jpg").write_bytes(jpeg[:-2])  # image data complete, no FFD9
     cv2.imwrite(str(d / "gray.png"), np.full((H, W), 50, np.uint8))
     cv2.imwrite(str(d / "rgba.png"), np.full((H, W, 4), 50, np.uint8))
     cv2.imwrite(str(d / "deep.png"), np.full((H, W, 3), 5000, np.uint16))
@@ -55,6 +63,9 @@ def _write_images(d: Path) -> None:
 DECODE_PROBLEMS = {
     "unreadable.jpg": Problem.UNREADABLE,
     "truncated.jpg": Problem.TRUNCATED,
+    "extraneous.jpg": Problem.DAMAGED_JPEG,
+    "junk_before_end.jpg": Problem.DAMAGED_JPEG,
+    "no_end_marker.jpg": Problem.DAMAGED_JPEG,
     "gray.png": Problem.CONVERTED,
     "rgba.png": Problem.CONVERTED,
     "deep.png": Problem.CONVERTED,
@@ -135,6 +146,26 @@ def test_default_mode_repairs_or_skips_and_reports_each_file(tmp_path: Path):
             assert sum(file in f for f in ds.report.problems[kind]) == 1, (file, kind)
     text = report.summary()
     assert "missing.jpg" in text and "problem(s)" in text
+
+
+def test_damaged_jpegs_are_decoded_and_reported_in_libjpegs_words(tmp_path: Path):
+    """Damage libjpeg repairs while decoding (its warnings, a missing end marker): the image
+    is used as decoded, and reported once checked."""
+    _write_images(tmp_path)
+    report = ProblemReport()
+    assert read_image(tmp_path / "good.jpg", report, check=True) is not None
+    assert not report.problems
+    for name, words in (
+        ("extraneous.jpg", "Corrupt JPEG data: 3 extraneous bytes before marker 0xda"),
+        ("junk_before_end.jpg", "extraneous bytes before marker 0xd9"),
+        ("no_end_marker.jpg", "no end-of-image marker (FFD9)"),
+    ):
+        image = read_image(tmp_path / name, report, check=False)
+        assert image.shape == (H, W, 3) and abs(float(image.mean()) - 90) < 2, name
+        assert not report.problems  # not checked: nothing said
+        assert read_image(tmp_path / name, report, check=True) is not None
+        [detail] = report.problems.pop(Problem.DAMAGED_JPEG)
+        assert detail.startswith(str(tmp_path / name)) and words in detail, detail
 
 
 @pytest.mark.parametrize("file", ["missing.jpg", *DECODE_PROBLEMS])

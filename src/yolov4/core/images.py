@@ -29,6 +29,8 @@ import io
 import os
 import re
 import struct
+import tempfile
+import threading
 import warnings
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -52,6 +54,7 @@ __all__ = [
     "decode_image",
     "decode_image_details",
     "image_size",
+    "jpeg_damage",
     "orient",
     "pil_orientation",
     "unorient",
@@ -80,6 +83,11 @@ JPEG_FORMATS = ("JPEG", "MPO")  # MPO: phones' multi-picture JPEG (first picture
 # OpenCV >= 4.10 decodes JPEG straight to RGB; the orientation is applied here, for all formats.
 IMREAD_JPEG = getattr(cv2, "IMREAD_COLOR_RGB", cv2.IMREAD_COLOR) | cv2.IMREAD_IGNORE_ORIENTATION
 JPEG_BGR = not hasattr(cv2, "IMREAD_COLOR_RGB")
+# libjpeg's warnings about damaged data (jerror.h: JWRN_EXTRANEOUS_DATA, JWRN_HIT_MARKER,
+# JWRN_HUFF_BAD_CODE, JWRN_MUST_RESYNC, JWRN_JPEG_EOF), which OpenCV leaves libjpeg to print on
+# standard error; the decode goes on with what libjpeg makes of the data.
+LIBJPEG_DAMAGE = re.compile(rb"^(?:Corrupt JPEG data: [^\n]*|Premature end of JPEG file)\n?", re.M)
+_STDERR_LOCK = threading.Lock()  # one borrower of file descriptor 2 at a time
 # PIL modes converted to RGB(A) before the array is taken.
 PIL_CONVERT = ("P", "PA", "LA", "La", "1", "CMYK", "YCbCr", "HSV", "LAB", "RGBa", "RGBX")
 
@@ -336,6 +344,45 @@ def _decode_jpeg(data: bytes, where: str) -> np.ndarray:
         "block (cut short or corrupt)",
         partial,
     )
+
+
+def _libjpeg_warnings(data: bytes) -> list[str]:
+    """libjpeg's damage warnings (:data:`LIBJPEG_DAMAGE`) while OpenCV decodes ``data`` whole.
+    libjpeg prints them on file descriptor 2, which is lent to a temporary file for the decode;
+    anything else written there meanwhile is passed on to standard error."""
+    with _STDERR_LOCK, tempfile.TemporaryFile() as sink:
+        try:
+            saved = os.dup(2)
+        except OSError:  # no standard error to lend: nothing can be heard
+            return []
+        try:
+            os.dup2(sink.fileno(), 2)
+            _imdecode_jpeg(data)
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        sink.seek(0)
+        text = sink.read()
+    rest = LIBJPEG_DAMAGE.sub(b"", text)
+    if rest:
+        os.write(2, rest)
+    return [m.decode("ascii", "replace").strip() for m in LIBJPEG_DAMAGE.findall(text)]
+
+
+def jpeg_damage(data: bytes) -> list[str]:
+    """What is wrong with a JPEG that :func:`decode_image_details` decodes without a complaint:
+    no end-of-image marker (``FFD9``; its image data complete), and libjpeg's own warnings
+    (``Corrupt JPEG data: 3 extraneous bytes before marker 0xda``, ``... premature end of data
+    segment``, ``... bad Huffman code``), after which libjpeg decodes what it can make of the
+    data, possibly garbage. Empty for a sound JPEG and for any other format. One more decode:
+    for dataset checks, not for every request."""
+    if data[:2] != JPEG_SOI:
+        return []
+    found = []
+    plan = _jpeg_last_scan(data)
+    if plan is not None and not plan[2]:
+        found.append("no end-of-image marker (FFD9) after its image data")
+    return found + _libjpeg_warnings(data)
 
 
 def pil_to_array(im: Image.Image) -> tuple[np.ndarray, bool]:

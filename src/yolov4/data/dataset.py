@@ -78,6 +78,7 @@ class DetectionDataset(Dataset):
         self._transforms = {}
         self._unreadable: set[int] = set()  # indices found unreadable (training draws others)
         self._stored_frame: set[int] = set()  # indices annotated before their EXIF rotation
+        self._checked: set[int] = set()  # indices whose JPEG damage was looked for
         if augment is not None:
             size, mode, pad = (
                 preprocess_config.input_size,
@@ -109,10 +110,13 @@ class DetectionDataset(Dataset):
         stores it: it is read without the rotation. Any other image whose decoded size differs
         from the annotated one (a resaved file) is resized to the annotated size, so image,
         boxes, ground truth and the original size in the batch meta stay in one frame. Both are
-        reported."""
+        reported, and so is a JPEG without its end marker or with data libjpeg calls corrupt
+        (looked for on the first decode of each image in this process)."""
         rec = self.records[index]
         stored = index in self._stored_frame
-        image = read_image(rec.file, self.report, as_stored=stored)
+        check = index not in self._checked  # damage the decode repairs: looked for once
+        image = read_image(rec.file, self.report, as_stored=stored, check=check)
+        self._checked.add(index)
         if image is None:
             return None
         h, w = image.shape[:2]

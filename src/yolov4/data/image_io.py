@@ -15,10 +15,12 @@ import numpy as np
 from yolov4.core import images as core_images
 from yolov4.core.images import (
     IMAGE_SUFFIXES,
+    JPEG_FORMATS,
     ImageDecodeError,
     ImageTooLarge,
     TruncatedImage,
     decode_image_details,
+    jpeg_damage,
 )
 from yolov4.data.records import Problem, ProblemReport
 from yolov4.errors import InputError
@@ -27,14 +29,17 @@ __all__ = ["read_image", "image_size", "IMAGE_SUFFIXES"]
 
 
 def read_image(
-    path: str | Path, report: ProblemReport, as_stored: bool = False
+    path: str | Path, report: ProblemReport, as_stored: bool = False, check: bool = False
 ) -> np.ndarray | None:
     """Decode ``path`` to an ``(H, W, 3)`` uint8 RGB array, as displayed (EXIF orientation), or
     with ``as_stored`` as the file stores it (the orientation undone).
 
     Missing and unreadable files are reported and give ``None``; a truncated JPEG is reported
-    and gives what was there (the rest grey; ``None`` when cut in its headers); grayscale, RGBA, palette, CMYK, 16-bit and float
-    files are converted and reported. In strict mode the report raises instead.
+    and gives what was there (the rest grey; ``None`` when cut in its headers); grayscale, RGBA,
+    palette, CMYK, 16-bit and float files are converted and reported. With ``check``, a JPEG
+    without its end marker or with data libjpeg calls corrupt is reported and gives what libjpeg
+    makes of it (one more decode: a caller checks each file once). In strict mode the report
+    raises instead.
     """
     try:
         data = Path(path).read_bytes()
@@ -51,6 +56,10 @@ def read_image(
         return None
     if decoded.converted:
         report.add(Problem.CONVERTED, path, f"{decoded.format} file")
+    if check and decoded.format in JPEG_FORMATS:
+        damage = jpeg_damage(data)
+        if damage:
+            report.add(Problem.DAMAGED_JPEG, path, "; ".join(damage))
     if as_stored:
         return core_images.unorient(decoded.image, decoded.orientation)
     return decoded.image

@@ -65,6 +65,10 @@ class Problem:
     )
     UNREADABLE = "unreadable image (skipped)"
     TRUNCATED = "truncated image (decoded what was there)"
+    DAMAGED_JPEG = (
+        "JPEG without its end marker, or with data libjpeg calls corrupt (decoded as libjpeg "
+        "repairs it: look at it, and re-save or replace it)"
+    )
     CONVERTED = "not 8-bit RGB: grayscale/RGBA/16-bit (converted)"
     SIZE_MISMATCH = "image size differs from the annotation (resized to it)"
     STORED_FRAME = (
