@@ -184,6 +184,29 @@ def test_polygon_lines_train_as_their_bounding_box(tmp_path: Path):
     assert not report.problems
 
 
+def test_pose_lines_of_a_kpt_shape_yaml_give_their_box_and_keypoints_are_ignored(tmp_path):
+    images = _yolo(tmp_path, n=1)
+    # 4 keypoints of (x, y): 13 numbers, which without kpt_shape read as a polygon
+    pose = "0 0.5 0.5 0.4 0.5 0.1 0.1 0.9 0.2 0.5 0.95 0.3 0.6\n"
+    label = tmp_path / "labels" / "img0.txt"
+    label.write_text(pose + "0 0.5 0.5 0.4 0.5 0.1 0.1\n")
+    (tmp_path / "det.yaml").write_text("names: [person]\n")
+    polygon = load_yolo(images, str(tmp_path / "det.yaml"), report=ProblemReport())
+    assert not np.allclose(polygon.records[0].boxes[0], [15, 10, 35, 30])
+    (tmp_path / "pose.yaml").write_text("names: [person]\nkpt_shape: [4, 2]\n")
+    report = ProblemReport()
+    data = load_yolo(images, str(tmp_path / "pose.yaml"), report=report)
+    np.testing.assert_allclose(data.records[0].boxes, [[15, 10, 35, 30]], atol=1e-4)
+    (bad,) = report.problems.pop(Problem.BAD_POSE_LINE)
+    assert bad.startswith(f"{label}: line 2: 7 numbers, expected 5 + 4*2 = 13: ")
+    assert not report.problems
+    (note,) = [n for n in data.notes if "kpt_shape" in n]
+    assert note.endswith("its first 5 numbers (class cx cy w h), its 4 keypoints are ignored")
+    (tmp_path / "bad.yaml").write_text("names: [person]\nkpt_shape: [17, 4]\n")
+    with pytest.raises(DatasetError, match=r"`kpt_shape:` expected \[K, D\].*found \['17', '4'\]"):
+        load_yolo(images, str(tmp_path / "bad.yaml"))
+
+
 def test_box_messages_show_numbers_without_float_noise(tmp_path: Path):
     images = _yolo(tmp_path)
     (tmp_path / "labels" / "img0.txt").write_text("0 0.95 0.5 0.3 0.166\n0 0.3 0.5 0.01 0.5\n")

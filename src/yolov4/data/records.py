@@ -84,6 +84,10 @@ class Problem:
         "label line that is neither 5 numbers `class cx cy w h` nor a polygon `class x1 y1 x2 y2 "
         "x3 y3 ...` (dropped)"
     )
+    BAD_POSE_LINE = (
+        "label line of a pose dataset (data yaml with kpt_shape [K, D]) that is not "
+        "`class cx cy w h` and K*D keypoint numbers (dropped)"
+    )
     NOT_NORMALIZED = (
         "label line with a coordinate above 2: YOLO txt boxes are fractions of the image size "
         "in [0, 1], not pixels (dropped)"

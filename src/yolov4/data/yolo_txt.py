@@ -11,7 +11,10 @@ one image path a line), each image's labels looked for the same way; an image li
 reported, and its records listed in :attr:`DetectionData.repeats` (the DataModule drops them
 from a val or test split, where they would skew the metrics, and keeps them in a train split,
 where oversampling may be meant). A line of more than 5 numbers is an ultralytics segmentation polygon
-``class x1 y1 x2 y2 x3 y3 ...`` and trains as its bounding box. A line giving the same class
+``class x1 y1 x2 y2 x3 y3 ...`` and trains as its bounding box, unless the names come from a
+data yaml with ``kpt_shape: [K, D]`` (an ultralytics pose dataset): then every line is
+``class cx cy w h`` and ``K * D`` keypoint numbers, which are ignored (a note says so), and a
+line of another length is reported and dropped. A line giving the same class
 and box as an earlier line of its file is reported and dropped. Hidden files and folders
 (``.ipynb_checkpoints``, macOS ``._`` files) are not read. What the loader left out is counted in
 the split's ``notes``: images without a label file, files with a suffix it does not read, label
@@ -52,9 +55,10 @@ from yolov4.data.records import (
 )
 from yolov4.errors import ConfigError, DatasetError
 
-__all__ = ["YoloSource", "load_yolo", "read_class_names"]
+__all__ = ["YoloSource", "load_yolo", "read_class_names", "read_kpt_shape"]
 
 YOLO_COLUMNS = 5  # class cx cy w h
+KEYPOINT_DIMS = (2, 3)  # ultralytics' kpt_shape [K, D]: x y, or x y visible
 # A coordinate above this is not a fraction of the image (pixels): the line is refused as such
 # rather than reported as a box outside the image. Fractions up to it are clipped as usual.
 NORMALIZED_LIMIT = 2.0
@@ -87,14 +91,19 @@ _NamesLoader.yaml_implicit_resolvers = {
 }
 
 
+def _data_yaml(path: Path) -> Any:
+    """An ultralytics data yaml's document, its plain scalars as written (:class:`_NamesLoader`)."""
+    try:
+        return yaml.load(_read_text(path), Loader=_NamesLoader)  # noqa: S506 (a SafeLoader)
+    except yaml.YAMLError as e:
+        raise DatasetError(f"{path} is not valid YAML: {e}") from e
+
+
 def _names_from_yaml(path: Path) -> list[Any]:
     """The ``names:`` of an ultralytics data yaml, a list or an ``{index: name}`` dict whose
     keys are exactly ``0..C-1``, each name the text written; an ``nc:`` beside it must count
     them."""
-    try:
-        data = yaml.load(_read_text(path), Loader=_NamesLoader)  # noqa: S506 (a SafeLoader)
-    except yaml.YAMLError as e:
-        raise DatasetError(f"{path} is not valid YAML: {e}") from e
+    data = _data_yaml(path)
     value = data.get("names") if isinstance(data, dict) else None
     if isinstance(value, dict) and value:
         indices = {}
@@ -158,6 +167,29 @@ def read_class_names(names: str | os.PathLike | Sequence[str] | None) -> list[st
     return [str(n) for n in result]
 
 
+def read_kpt_shape(names: str | os.PathLike | Sequence[str] | None) -> tuple[int, int] | None:
+    """``(K, D)`` of the ``kpt_shape: [K, D]`` of an ultralytics pose data yaml (``K``
+    keypoints of ``D`` numbers, ``x y`` or ``x y visible``); ``None`` for any other names source.
+
+    Raises:
+        DatasetError: a ``kpt_shape`` that is not two integers ``K >= 1`` and ``D`` in (2, 3).
+    """
+    if not isinstance(names, str | os.PathLike) or Path(names).suffix not in (".yaml", ".yml"):
+        return None
+    data = _data_yaml(Path(names))
+    value = data.get("kpt_shape") if isinstance(data, dict) else None
+    if value is None:
+        return None
+    items = value if isinstance(value, list) else []
+    shape = [int(v) if isinstance(v, str) and v.strip().isdecimal() else as_int(v) for v in items]
+    if len(shape) != 2 or None in shape or shape[0] < 1 or shape[1] not in KEYPOINT_DIMS:
+        raise DatasetError(
+            f"{names}: `kpt_shape:` expected [K, D], K >= 1 keypoints of D in {KEYPOINT_DIMS} "
+            f"numbers each, found {value!r}"
+        )
+    return shape[0], shape[1]
+
+
 @dataclass
 class YoloSource:
     """A YOLO txt split: ``images`` directory, ``labels`` directory (default: the sibling
@@ -181,9 +213,17 @@ def _default_labels_dir(images: Path) -> Path:
     return images.parent / "labels"
 
 
-def _relative_box(values: list[float]) -> tuple[float, float, float, float] | None:
+def _relative_box(
+    values: list[float], kpt_shape: tuple[int, int] | None = None
+) -> tuple[float, float, float, float] | None:
     """``x1, y1, x2, y2`` (fractions of the image) of a label line's numbers: ``class cx cy w h``
-    or a polygon ``class x1 y1 x2 y2 x3 y3 ...`` (its bounding box); ``None`` for anything else."""
+    or a polygon ``class x1 y1 x2 y2 x3 y3 ...`` (its bounding box), or with ``kpt_shape``
+    ``(K, D)`` a pose line ``class cx cy w h`` and ``K * D`` keypoint numbers (ignored);
+    ``None`` for anything else."""
+    if kpt_shape is not None:
+        if len(values) != YOLO_COLUMNS + kpt_shape[0] * kpt_shape[1]:
+            return None
+        values = values[:YOLO_COLUMNS]
     if len(values) == YOLO_COLUMNS:
         _, cx, cy, w, h = values
         return cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2
@@ -199,11 +239,16 @@ def _short(line: str, limit: int = 80) -> str:
 
 
 def _read_labels(
-    label_file: Path, hw: tuple[int, int], num_classes: int, report: ProblemReport
+    label_file: Path,
+    hw: tuple[int, int],
+    num_classes: int,
+    report: ProblemReport,
+    kpt_shape: tuple[int, int] | None = None,
 ) -> tuple[list[np.ndarray], list[int]] | None:
-    """Boxes (``xyxy`` pixels) and class indices of one label file; bad lines are reported and
-    dropped. ``None`` (reported) when the file is not UTF-8 text: its image is skipped, since
-    training on it as a negative would teach that its objects are background."""
+    """Boxes (``xyxy`` pixels) and class indices of one label file (``kpt_shape``: pose lines,
+    :func:`_relative_box`); bad lines are reported and dropped. ``None`` (reported) when the file
+    is not UTF-8 text: its image is skipped, since training on it as a negative would teach that
+    its objects are background."""
     height, width = hw
     boxes, labels = [], []
     first_line: dict[tuple[int, ...], int] = {}  # (class, box) -> the line that gave it
@@ -227,7 +272,12 @@ def _read_labels(
             values = [float(v) for v in fields]
         except ValueError:
             values = []
-        relative = _relative_box(values)
+        relative = _relative_box(values, kpt_shape)
+        if relative is None and kpt_shape is not None and values:
+            k, d = kpt_shape
+            found = f"{len(values)} numbers, expected 5 + {k}*{d} = {YOLO_COLUMNS + k * d}"
+            report.add(Problem.BAD_POSE_LINE, label_file, f"line {n}: {found}: {_short(line)}")
+            continue
         if relative is None:
             report.add(Problem.BAD_LINE, label_file, f"line {n}: {_short(line)}")
             continue
@@ -283,6 +333,7 @@ def load_yolo(
         )
     label_dir = Path(labels) if labels is not None else _default_labels_dir(image_dir)
     class_names = read_class_names(names)
+    kpt_shape = read_kpt_shape(names)
     if listing_file:
         listed = files = _list_file(image_dir, report)
     else:
@@ -308,7 +359,7 @@ def load_yolo(
             first = image_of.setdefault(label_file, path)
             if first != path:
                 report.add(Problem.SHARED_LABEL_FILE, label_file, f"read for {first} and {path}")
-            labels_read = _read_labels(label_file, hw, len(class_names), report)
+            labels_read = _read_labels(label_file, hw, len(class_names), report, kpt_shape)
             if labels_read is None:
                 continue
             boxes, cls = labels_read
@@ -335,6 +386,11 @@ def load_yolo(
         ] if unlabelled else []  # fmt: skip
     else:
         notes = _notes(listed, files, unlabelled, image_dir, label_dir, labels is None)
+    if kpt_shape is not None:
+        notes.append(
+            f"{names} has kpt_shape {list(kpt_shape)}: a pose dataset; each label line's box is "
+            f"its first 5 numbers (class cx cy w h), its {kpt_shape[0]} keypoints are ignored"
+        )
     if not records:
         raise DatasetError(
             f"no usable image in {image_dir} (found {len(files)} files with suffixes "
