@@ -308,6 +308,23 @@ def test_training_survives_a_mostly_unreadable_split(tmp_path: Path):
         fresh[0]
 
 
+def test_unreadable_yolo_val_images_and_their_boxes_are_counted_at_setup(tmp_path, caplog):
+    images = _yolo(tmp_path, n=4)
+    (tmp_path / "labels" / "img1.txt").write_text(LINE + "0 0.2 0.2 0.1 0.1\nnot a box\n")
+    for i in (1, 3):
+        (images / f"img{i}.jpg").write_bytes(b"")  # no size: its normalised boxes cannot be placed
+    source = YoloSource(images=str(images), names=["a"])
+    dm = DetectionDataModule(val=source, input_size=64, num_workers=0)
+    with caplog.at_level("WARNING"):
+        dm.setup("validate")
+    assert (
+        "data.val: 2 unreadable images (e.g. img1.jpg, img3.jpg) are left out with the 3 boxes "
+        "of their label files"
+    ) in caplog.text
+    assert "training and mAP are over the other images" in caplog.text
+    assert len(dm.val_coco.getImgIds()) == 2 and len(dm.val_coco.getAnnIds()) == 2
+
+
 def test_check_data_counts_what_decodes_and_prints_notes(tmp_path: Path, capsys):
     images = _yolo(tmp_path, n=4)
     (images / "img3.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")  # header-less
@@ -328,6 +345,7 @@ def test_check_data_counts_what_decodes_and_prints_notes(tmp_path: Path, capsys)
     assert "note: 1 of 5 images have no label file" in out
     assert "images: 4 (1 without boxes), boxes: 3" in out
     assert "of these, 1 images (1 boxes) do not decode" in out
+    assert "note: 1 unreadable images (e.g. img3.jpg) are left out with the 1 boxes" in out
 
 
 def test_check_data_prints_what_train_warns_about(tmp_path: Path, capsys, caplog):

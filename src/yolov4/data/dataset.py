@@ -7,8 +7,10 @@ this worker decoded last) and the photometric albumentations pipeline
 device scales them (:mod:`yolov4.data.collate`). Evaluation samples go through THE preprocessing
 function (:func:`yolov4.core.preprocess.preprocess`), also as uint8. Unreadable images are
 reported once (with the file name) and replaced by another random image in training (never
-drawn again: a run stops only when no image of the split is readable), by a blank image in
-evaluation (its ground truth stays, so the score is honest); strict mode raises instead.
+drawn again: a run stops only when no image of the split is readable), by a blank stand-in in
+evaluation (``decoded`` False) that validation does not score: the image and its ground truth
+are left out of COCOeval, whose mAP is over the images that decode (``check-data`` counts
+them); strict mode raises instead.
 """
 
 from __future__ import annotations

@@ -233,6 +233,22 @@ def _relative_box(
     return None
 
 
+def _count_boxes(label_file: Path | None, kpt_shape: tuple[int, int] | None) -> int:
+    """How many lines of ``label_file`` give a box (0 without a readable file): the boxes an
+    unreadable image takes out of its split."""
+    try:
+        text = label_file.read_text(encoding="utf-8-sig") if label_file is not None else ""
+    except (OSError, UnicodeDecodeError):
+        return 0
+    count = 0
+    for line in text.splitlines():
+        try:
+            count += _relative_box([float(v) for v in line.split()], kpt_shape) is not None
+        except ValueError:
+            pass
+    return count
+
+
 def _short(line: str, limit: int = 80) -> str:
     text = line.strip()
     return repr(text if len(text) <= limit else text[:limit] + " ...")
@@ -342,16 +358,19 @@ def load_yolo(
     records, unlabelled, label_files = [], [], _LabelFiles()
     image_of: dict[Path, Path] = {}  # label file -> the first image read with it
     repeats, read = [], set()  # records listing an image again; the images read
+    unreadable, lost = [], 0  # images without a readable header; the boxes of their labels
     for image_id, path in enumerate(files, 1):
-        hw = image_size(path)
-        if hw is None:
-            report.add(Problem.UNREADABLE, path, "no readable image header")
-            continue
         if listing_file:
             candidates = _listed_label_files(path, Path(labels) if labels is not None else None)
         else:
             candidates = _label_files(path, image_dir, label_dir, beside=labels is None)
         label_file = label_files.find(candidates)
+        hw = image_size(path)
+        if hw is None:
+            report.add(Problem.UNREADABLE, path, "no readable image header")
+            unreadable.append(path)
+            lost += _count_boxes(label_file, kpt_shape)
+            continue
         boxes, cls = [], []
         if label_file is None:
             unlabelled.append(path)
@@ -386,6 +405,14 @@ def load_yolo(
         ] if unlabelled else []  # fmt: skip
     else:
         notes = _notes(listed, files, unlabelled, image_dir, label_dir, labels is None)
+    if unreadable:
+        root = image_dir.parent if listing_file else image_dir
+        notes.append(
+            f"{len(unreadable)} unreadable images ({_examples(unreadable, root)}) are left out "
+            f"with the {lost} boxes of their label files (a YOLO box is a fraction of its "
+            "image's size, which an unreadable file does not give): training and mAP are over "
+            "the other images"
+        )
     if kpt_shape is not None:
         notes.append(
             f"{names} has kpt_shape {list(kpt_shape)}: a pose dataset; each label line's box is "
