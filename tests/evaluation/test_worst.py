@@ -87,3 +87,21 @@ def test_unreadable_files_are_left_out(case, tmp_path):
     grid = worst_gallery(worst, gt, dets, a.names, conf=0.25, tile=64)
     assert tuple(grid.shape) == (3, 64, 64)  # only image 102 (one image: no grid padding)
     assert worst_gallery(worst[:1], gt, dets, a.names, conf=0.25) is None
+
+
+def test_a_truncated_image_is_drawn_as_validation_decoded_it(case, tmp_path, caplog):
+    gt, dets, files = case
+    jpeg = tmp_path / "cut.jpg"
+    Image.fromarray(np.full((100, 100, 3), 30, np.uint8)).save(jpeg, quality=95)
+    jpeg.write_bytes(jpeg.read_bytes()[:-200])  # cut inside its image data
+    files[101] = str(jpeg)
+    (tmp_path / "empty.png").write_bytes(b"")
+    files[102] = str(tmp_path / "empty.png")
+    a = analyze_detections(gt, dets, conf=0.25)
+    with caplog.at_level("INFO", logger="yolov4.evaluation.worst"):
+        grid = worst_gallery(worst_images(a, gt, files), gt, dets, a.names, conf=0.25, tile=64)
+    assert tuple(grid.shape) == (3, 64, 64)  # image 101, truncated, drawn; 102 left out
+    messages = [r.getMessage() for r in caplog.records]
+    assert not any("cannot read" in m and "cut.jpg" in m for m in messages)
+    assert any("truncated JPEG" in m and "drawn as validation decoded it" in m for m in messages)
+    assert any("empty.png does not decode" in m and "left out" in m for m in messages)

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from yolov4.core.images import decode_image
+from yolov4.core.images import TruncatedImage, decode_image
 from yolov4.evaluation.analysis_config import AnalysisConfig
 from yolov4.evaluation.plots import draw_detections
 
@@ -72,12 +72,34 @@ def _file(coco_gt: Any, image_id: int, image_files: dict[int, str] | None) -> st
     return str(coco_gt.imgs.get(image_id, {}).get("file_name", ""))
 
 
+def _read(file: str) -> np.ndarray | None:
+    """``(H, W, 3)`` uint8 RGB of ``file`` as validation decoded it: a truncated JPEG is what
+    was there (the rest grey); ``None`` (logged, saying why) for a file that is missing or that
+    does not decode."""
+    try:
+        data = Path(file).read_bytes()
+    except OSError as err:
+        log.warning("worst images: cannot read %s (%s); left out", file, err)
+        return None
+    try:
+        return decode_image(data, file, None)
+    except TruncatedImage as err:
+        if err.partial is None:
+            log.warning("worst images: %s; left out", err)
+        else:
+            log.info("worst images: %s; drawn as validation decoded it (the rest grey)", err)
+        return err.partial
+    except ValueError as err:
+        log.warning("worst images: %s does not decode (%s); left out", file, err)
+        return None
+
+
 def _fit(image: np.ndarray, tile: int) -> tuple[torch.Tensor, float]:
     """``(H, W, 3)`` uint8 -> ``(3, tile, tile)`` float [0, 1] (scaled to fit, padded grey at
     the right and bottom) and the scale."""
     h, w = image.shape[:2]
     scale = tile / max(h, w)
-    t = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float()[None] / 255
+    t = torch.from_numpy(np.array(image)).permute(2, 0, 1).float()[None] / 255  # a copy: writable
     nh, nw = max(round(h * scale), 1), max(round(w * scale), 1)
     t = torch.nn.functional.interpolate(t, size=(nh, nw), mode="bilinear", align_corners=False)
     out = torch.full((3, tile, tile), 0.5)
@@ -95,8 +117,9 @@ def worst_gallery(
 ) -> torch.Tensor | None:
     """The images of ``entries`` (:func:`worst_images`) in a grid, ``(3, H, W)`` uint8, with
     their true boxes and their ``results`` (COCO results format) at or above ``conf``; ``names``
-    in ``sorted(category ids)`` order. Images whose file cannot be read are left out (logged);
-    ``None`` when none is left."""
+    in ``sorted(category ids)`` order. Each image is read as validation decoded it (a truncated
+    JPEG: what was there); one that is missing or does not decode is left out (logged, saying
+    which); ``None`` when none is left."""
     index = {c: k for k, c in enumerate(sorted(coco_gt.getCatIds()))}
     wanted = {e["image_id"] for e in entries}
     dets: dict[int, list[dict[str, Any]]] = {i: [] for i in wanted}
@@ -105,10 +128,8 @@ def worst_gallery(
             dets[int(r["image_id"])].append(r)
     images, targets, detections = [], [], []
     for e in entries:
-        try:
-            image = decode_image(Path(e["file_name"]).read_bytes(), e["file_name"], None)
-        except (OSError, ValueError) as err:
-            log.warning("worst images: cannot read %s (%s); left out", e["file_name"], err)
+        image = _read(e["file_name"])
+        if image is None:
             continue
         fitted, scale = _fit(image, tile)
         i = len(images)
