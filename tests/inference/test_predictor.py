@@ -146,6 +146,14 @@ def test_to_dict_and_empty_results():
         (np.zeros((10, 10, 2), np.uint8), r"image 0: expected 1, 3 or 4 channels"),
         (np.zeros((10, 10, 5), np.uint8), r"image 0: expected 1, 3 or 4 channels"),
         (
+            np.zeros((3, 100, 4), np.uint8),  # (C, H, W) with W = 4, or a 3x100 RGBA image
+            r"image 0: an array of shape \(3, 100, 4\) is ambiguous: numpy images are \(H, W, C\)",
+        ),
+        (
+            np.zeros((3, 64, 48), np.uint8),
+            r"got shape \(3, 64, 48\), which looks like \(C, H, W\): pass array.transpose\(1, 2, 0\)",
+        ),
+        (
             np.full((10, 10, 3), 2.0, np.float32),
             r"image 0: float images must hold values in \[0, 1\]",
         ),
@@ -175,6 +183,18 @@ def test_bad_inputs_raise_before_the_model_runs(images, match, tmp_path):
     with pytest.raises(InputError, match=match):
         Predictor(spy, ["square"], PreprocessConfig(input_size=(64, 64)))(images)
     assert calls == []
+
+
+def test_a_pil_image_of_mode_i_is_8_bit_when_its_values_fit():
+    from yolov4.inference.images import load_image
+
+    gray = np.arange(48 * 64, dtype=np.int32).reshape(48, 64) % 256
+    assert Image.fromarray(gray).mode == "I"
+    np.testing.assert_array_equal(load_image(Image.fromarray(gray))[..., 1], gray)
+    deep = Image.fromarray(gray * 256 + 255)  # 16-bit values: their high byte
+    np.testing.assert_array_equal(load_image(deep)[..., 1], gray)
+    assert load_image(np.zeros((100, 4, 3), np.uint8)).shape == (100, 4, 3)  # unambiguous
+    assert load_image(torch.zeros(3, 4, 4, dtype=torch.uint8)).shape == (4, 4, 3)
 
 
 def test_truncated_jpeg_and_bad_thresholds():

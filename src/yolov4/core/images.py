@@ -8,7 +8,8 @@ One set of rules for every format (JPEG, PNG, WebP, TIFF, BMP, ...):
   PNG ``eXIf``, WebP ``EXIF``, the TIFF IFD), with the table of PIL's ``ImageOps.exif_transpose``;
 - grayscale is repeated to three channels, alpha is dropped, palette/CMYK/YCbCr/LA are converted
   to RGB, 16-bit samples (either byte order) keep their high byte (as libpng's ``strip_16`` and
-  PIL do), float samples must lie in ``[0, 1]`` and are scaled by 255 (:func:`to_rgb8`);
+  PIL do), PIL's 32-bit integer mode ``I`` is read as 8-bit when its values fit, else as 16-bit,
+  float samples must lie in ``[0, 1]`` and are scaled by 255 (:func:`to_rgb8`);
 - the pixel count is checked from the header, before any pixel is decoded (:class:`ImageTooLarge`);
 - a JPEG is judged complete by decoding it, not by looking for an end marker: data after the end
   of the image (motion photos append a video) is ignored, and a JPEG whose image data stops
@@ -385,6 +386,16 @@ def jpeg_damage(data: bytes) -> list[str]:
     return found + _libjpeg_warnings(data)
 
 
+def _int32_samples(array: np.ndarray) -> np.ndarray:
+    """PIL mode ``I`` (32-bit integers, no depth stated: 16-bit files, ``Image.fromarray`` of
+    an int32 array) as uint8 when every value lies in ``[0, 255]`` (PIL's own conversion to 8
+    bits reads them so), else as uint16 (values clipped to ``[0, 65535]``; :func:`to_rgb8`
+    keeps the high byte). Read as 16-bit, 8-bit values would all be near black."""
+    if array.size and array.min() >= 0 and array.max() <= np.iinfo(np.uint8).max:
+        return array.astype(np.uint8)
+    return np.clip(array, 0, np.iinfo(np.uint16).max).astype(np.uint16)
+
+
 def pil_to_array(im: Image.Image) -> tuple[np.ndarray, bool]:
     """A PIL image (loaded here if needed) → ``(array, converted)``: an array :func:`to_rgb8`
     accepts (RGB order), and whether the image was other than 8-bit RGB."""
@@ -397,8 +408,8 @@ def pil_to_array(im: Image.Image) -> tuple[np.ndarray, bool]:
         has_alpha = "A" in mode or "a" in mode or "transparency" in im.info
         im = im.convert("RGBA" if has_alpha else "RGB")
     array = np.asarray(im)
-    if mode == "I":  # 32-bit integer samples: PIL's mode for some 16-bit files
-        array = np.clip(array, 0, 65535).astype(np.uint16)
+    if mode == "I":  # 32-bit integer samples of no stated depth: 8 bits when they fit
+        array = _int32_samples(array)
     elif mode.startswith("I;16"):
         array = array.astype(np.uint16)  # native byte order
     return array, deep or mode != "RGB"

@@ -4,7 +4,9 @@ Accepted per image: a file path, encoded bytes (JPEG/PNG/BMP/TIFF/WebP), a PIL i
 array ``(H, W, 3)`` uint8 (RGB, or BGR with ``color="bgr"``), ``(H, W)``/``(H, W, 1)`` grayscale,
 ``(H, W, 4)`` RGBA (alpha dropped), uint16 (scaled), float in ``[0, 1]``, or a torch ``(3, H, W)``
 / ``(H, W)`` tensor (uint8, or float in ``[0, 1]``). Anything else raises :class:`InputError`
-naming the image's index and what was wrong, before any model code runs.
+naming the image's index and what was wrong, before any model code runs; so does a numpy array
+whose shape reads as both layouts, ``(C, H, W)`` and ``(H, W, C)`` (first and last sides both 1,
+3 or 4, e.g. ``(3, 100, 4)``), which would otherwise be guessed.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from yolov4.errors import InputError
 __all__ = ["load_image", "load_images"]
 
 COLORS = ("rgb", "bgr")
+CHANNELS = (1, 3, 4)  # channel counts an image array may have: gray, RGB, RGBA
 
 
 def _check_pixels(h: int, w: int, max_pixels: int | None, where: str) -> None:
@@ -41,11 +44,30 @@ def _check_pixels(h: int, w: int, max_pixels: int | None, where: str) -> None:
         )
 
 
+def _check_layout(shape: tuple[int, ...], where: str) -> None:
+    """Refuse a numpy ``(H, W, C)`` shape that reads as ``(C, H, W)`` too (or only so)."""
+    if len(shape) != 3 or shape[0] not in CHANNELS:
+        return
+    a, b, c = shape
+    if c in CHANNELS:
+        raise InputError(
+            f"{where}: an array of shape {shape} is ambiguous: numpy images are (H, W, C), here "
+            f"{a}x{b} pixels of {c} channels, but it may be (C, H, W), {b}x{c} pixels of {a} "
+            f"channels; pass array.transpose(1, 2, 0) for (C, H, W), a PIL image for an "
+            f"image {a} pixels high"
+        )
+    raise InputError(
+        f"{where}: expected an (H, W, C) array with C in {CHANNELS}, got shape {shape}, which "
+        f"looks like (C, H, W): pass array.transpose(1, 2, 0)"
+    )
+
+
 def load_image(
     item: Any, index: int = 0, color: str = "rgb", max_pixels: int | None = MAX_PIXELS
 ) -> np.ndarray:
     """One user input (see module docstring) -> ``(H, W, 3)`` uint8 RGB."""
     where = f"image {index}"
+    given_array = isinstance(item, np.ndarray)  # (H, W, C) by contract; tensors are (C, H, W)
     if color not in COLORS:
         raise InputError(f"color must be one of {COLORS}, got {color!r}")
     if isinstance(item, (str, os.PathLike)):
@@ -94,6 +116,8 @@ def load_image(
         raise InputError(
             f"{where}: expected an (H, W, 3) image, got an array of shape {item.shape}"
         )
+    if given_array:
+        _check_layout(item.shape, where)
     _check_pixels(item.shape[0], item.shape[1], max_pixels, where)
     return to_rgb8(item, color, where)
 
