@@ -134,9 +134,7 @@ def test_jpeg_damage_names_what_libjpeg_repairs_without_a_trace(progressive):
     sos = data.find(b"\xff\xda")
     extraneous = data[:sos] + b"\x01\x02" + data[sos:]
     np.testing.assert_array_equal(decode_image(extraneous), decode_image(data))  # no trace
-    assert jpeg_damage(extraneous) == [
-        "Corrupt JPEG data: 2 extraneous bytes before marker 0xda"
-    ]
+    assert jpeg_damage(extraneous) == ["Corrupt JPEG data: 2 extraneous bytes before marker 0xda"]
     assert jpeg_damage(data[:-2])[0] == "no end-of-image marker (FFD9) after its image data"
 
 
