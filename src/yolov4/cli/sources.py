@@ -114,7 +114,7 @@ def class_names(cfg: DictConfig) -> list[str] | None:
     names = to_builtin(cfg.get("names"))
     if not names:
         return None
-    from yolov4.data.yolo_txt import read_class_names
+    from yolov4.data.data_yaml import read_class_names
 
     return read_class_names(names)
 

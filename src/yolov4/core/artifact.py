@@ -155,7 +155,7 @@ def check_class_names(
     """``names`` as a list of strings, one per class of the model and each once (detections,
     reports and class filters name classes by name); anything else raises ``error`` naming
     ``where``. A string is refused: it is not a list of names (read a ``.names`` file or data
-    yaml with :func:`yolov4.data.yolo_txt.read_class_names`)."""
+    yaml with :func:`yolov4.data.data_yaml.read_class_names`)."""
     if isinstance(names, (str, bytes)) or not isinstance(names, Iterable):
         raise error(
             f"{where}: expected a list of class names, got {type(names).__name__} {names!r:.60}"
