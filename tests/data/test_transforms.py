@@ -4,6 +4,7 @@ image and have positive area; settings are validated."""
 from __future__ import annotations
 
 import albumentations as A
+import cv2
 import numpy as np
 import pytest
 
@@ -133,3 +134,50 @@ def test_darknet_hsv_scales_value_and_saturation_within_rand_scale():
     }
     assert min(ratios) >= 1 / 1.5 - 0.02 and max(ratios) <= 1.5 + 0.02
     assert min(ratios) < 0.95 and max(ratios) > 1.05  # both directions, as darknet's rand_scale
+
+
+def _darknet_colour(rgb: np.ndarray, dhue: float, dsat: float, dexp: float) -> np.ndarray:
+    """darknet's ``image_data_augmentation`` colour step, transcribed with OpenCV's own 8-bit
+    ``Mat`` arithmetic: RGB -> HSV, ``hsv[1] *= dsat``, ``hsv[2] *= dexp`` (a scaled copy,
+    rounded and saturated; ``convertScaleAbs`` is that for non-negative values), ``hsv[0] +=
+    179 * dhue`` (``add`` with a scalar: rounded, saturated), HSV -> RGB."""
+    h, s, v = cv2.split(cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV))
+    s = cv2.convertScaleAbs(s, alpha=dsat)
+    v = cv2.convertScaleAbs(v, alpha=dexp)
+    h = cv2.add(h, 179 * dhue)
+    return cv2.cvtColor(cv2.merge([h, s, v]), cv2.COLOR_HSV2RGB)
+
+
+def test_darknet_hsv_is_darknets_8_bit_arithmetic_on_random_pixels():
+    """Random pixels and draws (hue shifts up to half the circle): the same bytes as the
+    transcription; a hue pushed below 0 stops at red (darknet saturates), one pushed past 180
+    comes round again."""
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        image = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
+        dhue, dsat, dexp = rng.uniform(-0.5, 0.5), rng.uniform(0.5, 2.0), rng.uniform(0.5, 2.0)
+        np.testing.assert_array_equal(
+            DarknetHSV.colour(image, dhue, dsat, dexp), _darknet_colour(image, dhue, dsat, dexp)
+        )
+    hsv = np.uint8([[[5, 255, 255], [175, 255, 255]]])  # near red, either side of 0
+    rgb = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
+    hue = cv2.cvtColor(DarknetHSV.colour(rgb, -0.1, 1.0, 1.0), cv2.COLOR_RGB2HSV)[0, :, 0]
+    assert hue[0] == 0 and abs(int(hue[1]) - 157) <= 1  # 5 - 17.9 stops at 0; 175 - 17.9
+    hue = cv2.cvtColor(DarknetHSV.colour(rgb, 0.1, 1.0, 1.0), cv2.COLOR_RGB2HSV)[0, :, 0]
+    assert abs(int(hue[0]) - 23) <= 1 and abs(int(hue[1]) - 13) <= 1  # 175 + 17.9 wraps
+
+
+def test_darknet_hsv_draws_once_per_piece():
+    """``pieces`` windows (a darknet mosaic's) each take their own colour draw; without, the
+    image takes one."""
+    image = np.full((40, 40, 3), (150, 90, 60), np.uint8)
+    pieces = ((0, 0, 15, 25), (15, 0, 40, 25), (0, 25, 15, 40), (15, 25, 40, 40))
+    transform = A.Compose([DarknetHSV(hue=0.1, saturation=1.5, exposure=1.5)], seed=0)
+    spread = lambda a: int(np.ptp(a.reshape(-1, 3).astype(int), 0).max())  # noqa: E731
+    for _ in range(5):
+        out = transform(image=image, pieces=pieces)["image"]
+        means = [out[y1:y2, x1:x2].reshape(-1, 3).mean(0) for x1, y1, x2, y2 in pieces]
+        # one colour per window (OpenCV's vectorised HSV conversion may differ by 1 in places)
+        assert all(spread(out[y1:y2, x1:x2]) <= 1 for x1, y1, x2, y2 in pieces)
+        assert min(np.abs(a - b).max() for i, a in enumerate(means) for b in means[i + 1 :]) > 2
+        assert spread(transform(image=image)["image"]) <= 1

@@ -219,8 +219,11 @@ class AugmentConfig:
         )
 
 
-OPENCV_HUE_RANGE = 180  # OpenCV's uint8 HSV stores hue in [0, 180)
-_LEVELS = np.arange(256, dtype=np.float32)
+# darknet adds 179 * dhue to OpenCV's 8-bit hue (stored in [0, 180)): the sum saturates to
+# [0, 255] (a shift below 0 stops at red, 0), and OpenCV's HSV -> RGB reads a hue of 180 and
+# above around the circle again
+DARKNET_HUE_SCALE = 179
+_LEVELS = np.arange(256, dtype=np.float64)
 
 
 def _rand_scale(rng: random.Random, s: float) -> float:
@@ -229,10 +232,20 @@ def _rand_scale(rng: random.Random, s: float) -> float:
     return scale if rng.random() < 0.5 else 1.0 / scale
 
 
+def _saturate(values: np.ndarray) -> np.ndarray:
+    """OpenCV's ``saturate_cast<uchar>``: rounded to the nearest (ties to even), clamped."""
+    return np.clip(np.rint(values), 0, 255)
+
+
 class DarknetHSV(A.ImageOnlyTransform):
-    """darknet's ``random_distort_image``: hue shifted by a uniform fraction in ``[-hue, hue]``
-    of the colour circle, saturation and value (``exposure``) multiplied by ``rand_scale``.
-    On uint8 RGB with one HSV round trip and three lookup tables."""
+    """darknet's colour jitter (``image_data_augmentation``): on OpenCV's 8-bit HSV of the RGB
+    image, the hue plus ``179 * dhue`` (``dhue`` uniform in ``[-hue, hue]``), saturation and
+    value times ``rand_scale(saturation)`` and ``rand_scale(exposure)``, each result rounded and
+    saturated to uint8 as OpenCV's ``Mat`` arithmetic does (a hue shifted below 0 is 0; one of
+    180 and above wraps in the conversion back). One HSV round trip and three lookup tables.
+
+    Called with ``pieces`` (``(x1, y1, x2, y2)`` windows: a darknet mosaic's pieces), each window
+    takes its own draw, as darknet colours each piece; without, the whole image takes one."""
 
     def __init__(
         self, hue: float = 0.1, saturation: float = 1.5, exposure: float = 1.5, p: float = 1.0
@@ -240,20 +253,35 @@ class DarknetHSV(A.ImageOnlyTransform):
         super().__init__(p=p)
         self.hue, self.saturation, self.exposure = hue, saturation, exposure
 
-    def get_params(self) -> dict[str, float]:
-        return {
-            "dhue": self.py_random.uniform(-self.hue, self.hue),
-            "dsat": _rand_scale(self.py_random, self.saturation),
-            "dexp": _rand_scale(self.py_random, self.exposure),
-        }
+    def _draw(self) -> tuple[float, float, float]:
+        return (
+            self.py_random.uniform(-self.hue, self.hue),
+            _rand_scale(self.py_random, self.saturation),
+            _rand_scale(self.py_random, self.exposure),
+        )
 
-    def apply(
-        self, img: np.ndarray, dhue: float, dsat: float, dexp: float, **params: Any
-    ) -> np.ndarray:
+    def get_params_dependent_on_data(
+        self, params: dict[str, Any], data: dict[str, Any]
+    ) -> dict[str, Any]:
+        h, w = params["shape"][:2]
+        windows = tuple(data.get("pieces") or ((0, 0, w, h),))
+        return {"windows": windows, "draws": [self._draw() for _ in windows]}
+
+    def apply(self, img: np.ndarray, windows: Any, draws: Any, **params: Any) -> np.ndarray:
+        if len(windows) == 1 and tuple(windows[0]) == (0, 0, img.shape[1], img.shape[0]):
+            return self.colour(img, *draws[0])
+        out = img.copy()
+        for (x1, y1, x2, y2), draw in zip(windows, draws, strict=True):
+            out[y1:y2, x1:x2] = self.colour(img[y1:y2, x1:x2], *draw)
+        return out
+
+    @staticmethod
+    def colour(img: np.ndarray, dhue: float, dsat: float, dexp: float) -> np.ndarray:
+        """``(h, w, 3)`` uint8 RGB with darknet's draw ``dhue``, ``dsat``, ``dexp`` applied."""
         lut = np.empty((256, 1, 3), np.uint8)  # one table per HSV channel, one cv2.LUT pass
-        lut[:, 0, 0] = np.mod(_LEVELS + dhue * OPENCV_HUE_RANGE, OPENCV_HUE_RANGE)
-        lut[:, 0, 1] = np.clip(_LEVELS * dsat, 0, 255)
-        lut[:, 0, 2] = np.clip(_LEVELS * dexp, 0, 255)
+        lut[:, 0, 0] = _saturate(_LEVELS + DARKNET_HUE_SCALE * dhue)
+        lut[:, 0, 1] = _saturate(_LEVELS * dsat)
+        lut[:, 0, 2] = _saturate(_LEVELS * dexp)
         hsv = cv2.LUT(cv2.cvtColor(img, cv2.COLOR_RGB2HSV), lut)
         return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
 
@@ -312,8 +340,9 @@ def check_extra_output(before: np.ndarray, after: Any) -> None:
 
 def build_photometric_transform(config: AugmentConfig, seed: int | None = None) -> A.Compose:
     """The albumentations half after :class:`~yolov4.data.mosaic.TrainGeometry`: HSV jitter,
-    then ``config.extra``. Call it as ``t(image=rgb, bboxes=(N, 4) xyxy, labels=(N,))``; the
-    boxes pass through albumentations only when an extra transform is geometric."""
+    then ``config.extra``. Call it as ``t(image=rgb, bboxes=(N, 4) xyxy, labels=(N,))``, with
+    ``pieces=`` the sample's :attr:`~yolov4.data.mosaic.TrainSample.pieces` (one HSV draw per
+    piece); the boxes pass through albumentations only when an extra transform is geometric."""
     steps: list[Any] = []
     if config.hue > 0 or config.saturation > 1 or config.exposure > 1:
         steps.append(
