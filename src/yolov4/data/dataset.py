@@ -1,9 +1,11 @@
 """The torch Dataset over a loaded split: decode (with repair) → augment or preprocess.
 
-Training samples (``augment`` given) are resized once at decode and go through the fused
-geometry (:class:`yolov4.data.mosaic.TrainGeometry`, three mosaic donors drawn from the images
-this worker decoded last) and the photometric albumentations pipeline
-(:func:`~yolov4.data.transforms.build_photometric_transform`). They leave as uint8: the training
+Training samples (``augment`` given) are resized at most once, at decode, and go through the
+fused geometry (:class:`yolov4.data.mosaic.TrainGeometry`; three mosaic donors drawn uniformly
+from the whole split with darknet's crop, ``augment.jitter``, as darknet draws them, else from
+the images this worker decoded last) and the photometric albumentations pipeline
+(:func:`~yolov4.data.transforms.build_photometric_transform`; one colour draw per mosaic piece
+with darknet's crop). They leave as uint8: the training
 device scales them (:mod:`yolov4.data.collate`). Evaluation samples go through THE preprocessing
 function (:func:`yolov4.core.preprocess.preprocess`), also as uint8. Unreadable images are
 reported once (with the file name) and replaced by another random image in training (never
@@ -41,9 +43,9 @@ __all__ = ["DetectionDataset"]
 
 # Random draws for a replacement of an unreadable image before choosing among the readable ones.
 REJECTION_DRAWS = 32
-# Mosaic donors come from the images this worker decoded last (ultralytics' mosaic buffer):
-# one decode per sample instead of four. Stored resized for training: 64 images of 608x810 are
-# ~95 MB per worker.
+# Without darknet's crop, mosaic donors come from the images this worker decoded last
+# (ultralytics' mosaic buffer): one decode per sample instead of four. Stored resized for
+# training: 64 images of 608x810 are ~95 MB per worker.
 DONOR_BUFFER = 64
 Loaded = tuple[
     np.ndarray, np.ndarray, np.ndarray
@@ -156,6 +158,8 @@ class DetectionDataset(Dataset):
         while True:
             loaded = None if index in self._unreadable else self.load_train(index)
             if loaded is not None:
+                if self.augment.jitter is not None:  # darknet's donors: from the whole split
+                    return index, loaded
                 self._buffer[index] = loaded
                 if len(self._buffer) > DONOR_BUFFER:
                     del self._buffer[next(iter(self._buffer))]  # oldest first (dicts keep order)
@@ -178,10 +182,11 @@ class DetectionDataset(Dataset):
         return int(self.rng.choice(readable))
 
     def _donors(self, index: int) -> list[Placed]:
-        """Three mosaic partners: from the buffer of recently decoded images once it holds
-        enough, else freshly decoded random images."""
+        """Three mosaic partners: with darknet's crop, images drawn uniformly from the whole
+        split (with replacement, as darknet's random paths) and decoded; else from the buffer of
+        recently decoded images once it holds enough, freshly decoded random images before."""
         keys = [k for k in self._buffer if k != index]
-        if len(keys) >= MOSAIC_DONORS:
+        if len(keys) >= MOSAIC_DONORS and self.augment.jitter is None:
             picks = self.rng.choice(len(keys), size=MOSAIC_DONORS, replace=False)
             return [self._buffer[keys[int(j)]] for j in picks]
         picks = [self._readable_index() for _ in range(MOSAIC_DONORS)]
@@ -190,15 +195,16 @@ class DetectionDataset(Dataset):
         return [d for d in loaded if d is not None]
 
     def _photometric(
-        self, image: np.ndarray, boxes: np.ndarray, labels: np.ndarray
+        self, image: np.ndarray, boxes: np.ndarray, labels: np.ndarray, pieces: Any = None
     ) -> dict[str, Any]:
         """The albumentations half (HSV, ``augment.extra``) of a geometric sample: ``image``,
-        ``bboxes``, ``labels``; an extra that changed the image's size or dtype stops here."""
+        ``bboxes``, ``labels``; ``pieces``: the windows that take their own HSV draw (a darknet
+        mosaic's). An extra that changed the image's size or dtype stops here."""
         photometric = self._transforms["photometric"]
         if "bboxes" in photometric.processors:  # an extra geometric transform
-            out = photometric(image=image, bboxes=boxes, labels=labels)
+            out = photometric(image=image, bboxes=boxes, labels=labels, pieces=pieces)
         else:
-            out = {**photometric(image=image), "bboxes": boxes, "labels": labels}
+            out = {**photometric(image=image, pieces=pieces), "bboxes": boxes, "labels": labels}
         check_extra_output(image, out["image"])
         return out
 
@@ -219,8 +225,8 @@ class DetectionDataset(Dataset):
             rec = self.records[index]
             with_mosaic = bool(self.rng.uniform() < self.augment.mosaic)
             donors = self._donors(index) if with_mosaic else None
-            image, boxes, labels, _ = self.geometry(self.geometry_rng, placed, donors)
-            out = self._photometric(image, boxes, labels)
+            sample = self.geometry(self.geometry_rng, placed, donors)
+            out = self._photometric(sample.image, sample.boxes, sample.labels, sample.pieces)
             image = image_to_tensor(out["image"], config, scale=False)  # the device scales it
             boxes = np.asarray(out["bboxes"], np.float32).reshape(-1, 4)
             labels = np.asarray(out["labels"], np.int64).reshape(-1)

@@ -1,13 +1,15 @@
 """Training augmentation after darknet's recipe: settings, and its photometric half.
 
 Training, per sample: the geometry in one step,
-:class:`yolov4.data.mosaic.TrainGeometry` (each image resized once at decode; a 2x2 mosaic of the
-sample and three donors pasted into one canvas, or the letterbox/stretch placement of THE
-preprocessing geometry; the random zoom (darknet's ``jitter`` crop, or one scale and a shift)
-and horizontal flip in ONE ``cv2.warpAffine``, the boxes through the same matrix), then the
-photometric half as an
+:class:`yolov4.data.mosaic.TrainGeometry` (each image resized once at decode; with darknet's
+``jitter`` crop, darknet's sample: one crop and flip per image, a mosaic of four pieces around a
+cut point, each with its own crop and flip, one ``cv2.warpAffine`` per piece; without, a 2x2
+mosaic of the sample and three donors pasted into one canvas, or the letterbox/stretch placement
+of THE preprocessing geometry, then one scale and a shift and the horizontal flip in ONE
+``cv2.warpAffine``; the boxes through the same matrices), then the photometric half as an
 albumentations pipeline (:func:`build_photometric_transform`: HSV jitter, :class:`DarknetHSV`:
-darknet's ``hue``, ``saturation``, ``exposure``; then ``augment.extra``, the user's own
+darknet's ``hue``, ``saturation``, ``exposure``, one draw per darknet mosaic piece; then
+``augment.extra``, the user's own
 albumentations transforms). Boxes are ``xyxy`` pixels, clipped to the image; boxes under one
 pixel wide or high (darknet's rule), under ``min_area`` px² or with less than
 ``min_visibility`` of their area left are dropped. Multi-scale (darknet's ``random=1``) is one
@@ -82,9 +84,12 @@ class AugmentConfig:
 
     Attributes:
         mosaic: probability of a 2x2 mosaic (cfg ``mosaic=1`` → 0.5: darknet makes each loader
-            thread's share of a batch a mosaic or not with even odds).
-        mosaic_center: range of the mosaic's centre point, as a fraction of the 2x2 grid.
-        hue: hue shift as a fraction of the colour circle, uniform in ``[-hue, hue]`` (cfg ``hue``).
+            thread's share of a batch a mosaic or not with even odds); with ``jitter``, darknet's
+            mosaic (each piece its own crop, flip and colour, donors from the whole dataset).
+        mosaic_center: range of the point where the mosaic's pieces meet, as a fraction of
+            each side of the input (darknet's cut point: 20 % to 80 %).
+        hue: hue shift as a fraction of the colour circle, uniform in ``[-hue, hue]`` (cfg
+            ``hue``; darknet's 8-bit arithmetic: a shift below red's 0 stops there).
         saturation: saturation scale, darknet's ``rand_scale(s)`` (cfg ``saturation``).
         exposure: value (brightness) scale, ``rand_scale(e)`` (cfg ``exposure``).
         flip: probability of a horizontal flip (cfg ``flip=1`` flips half of the images).
@@ -97,8 +102,10 @@ class AugmentConfig:
             ``[-jitter, jitter]`` of the side, and the crop is stretched to the input size, so
             the zoom and the aspect ratio change per axis (``jitter=.3``: a zoom from 0.63x to
             2.5x per axis); the border it uncovers is the image's mean colour, as darknet's.
-        resize: darknet's ``[yolo] resize`` (>= 1): one more zoom for all four sides, from
-            ``1/resize`` to ``resize`` (needs ``jitter``).
+            A mosaic then is darknet's: each piece its own crop, flip and colour.
+        resize: darknet's ``[yolo] resize`` (>= 1): one more zoom, from ``1/resize`` to
+            ``resize``, one draw for the left and top sides, one for the right and bottom
+            (needs ``jitter``).
         min_area: boxes smaller than this many px² after augmentation are dropped.
         min_visibility: boxes keeping less than this fraction of their area are dropped.
         multi_scale: darknet's ``random`` coefficient ``m``: every 10 optimizer steps the
