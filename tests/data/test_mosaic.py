@@ -237,13 +237,19 @@ def test_every_part_of_a_non_square_image_reaches_the_mosaics(mosaic, hw):
     assert counts.min() > 0.5 * counts.max(), counts
 
 
+@pytest.mark.parametrize("jitter", [None, 0.3], ids=["basic", "darknet-crop"])
 @pytest.mark.parametrize("mosaic", [0.5, 1.0])
-def test_a_long_strip_is_resized_to_a_few_cells_at_most(mosaic):
+def test_a_long_strip_is_resized_to_a_few_cells_at_most(mosaic, jitter):
     """A 6000x100 image at input 608: covering a cell would make it 36480 px long, past what
-    cv2's warp takes (it stopped the run); both paths give a sample."""
+    cv2's warp takes (it stopped the run); darknet's crop keeps a decoded image's own size up
+    to that length; both paths give a sample."""
     from yolov4.data.mosaic import COVER_LIMIT
 
-    geometry = build_geometry(_config(mosaic=mosaic), (608, 608))
+    zoom = {} if jitter is None else {"jitter": jitter, "scale": (1.0, 1.0), "translate": 0.0}
+    geometry = build_geometry(_config(mosaic=mosaic, **zoom), (608, 608))
+    if jitter is not None:  # an image of ordinary size: cropped from its decoded pixels
+        small = geometry.resize(np.zeros((480, 640, 3), np.uint8), np.zeros((0, 4)), np.zeros(0))
+        assert small.image.shape[:2] == (480, 640)
     rng = random.Random(0)
     strip = np.full((100, 6000, 3), 200, np.uint8)
     placed = geometry.resize(strip, np.float32([[100, 10, 300, 90]]), np.array([0]), rng=rng)
