@@ -32,7 +32,7 @@ import numpy as np
 from yolov4.errors import ConfigError, InputError
 from yolov4.inference.predictor import Detections
 
-__all__ = ["ANCHORS", "LINE_MARGIN", "Counter"]
+__all__ = ["ANCHORS", "LINE_MARGIN", "Counter", "check_margin"]
 
 ANCHORS = ("center", "bottom_center")
 FORGET_AFTER = 900  # frames (30 s at 30 fps; trackers keep a lost track for about 1 s)
@@ -58,6 +58,15 @@ def _points(name: str, value: Any, min_points: int) -> np.ndarray:
 
 def _cross(a: np.ndarray, b: np.ndarray, p: np.ndarray) -> np.ndarray:
     return (b[0] - a[0]) * (p[..., 1] - a[1]) - (b[1] - a[1]) * (p[..., 0] - a[0])
+
+
+def check_margin(margin: Any) -> float:
+    """``count_margin``, a fraction of the box height in [0, 10), as a float."""
+    if isinstance(margin, bool) or not isinstance(margin, int | float) or not 0 <= margin < 10:
+        raise ConfigError(
+            f"count_margin: expected a fraction of the box height in [0, 10), got {margin!r}"
+        )
+    return float(margin)
 
 
 class Counter:
@@ -88,11 +97,7 @@ class Counter:
             raise ConfigError("counting: expected count_line and/or count_zone, got neither")
         if anchor not in ANCHORS:
             raise ConfigError(f"count anchor: expected one of {list(ANCHORS)}, got {anchor!r}")
-        if isinstance(margin, bool) or not isinstance(margin, int | float) or not 0 <= margin < 10:
-            raise ConfigError(
-                f"count_margin: expected a fraction of the box height in [0, 10), got {margin!r}"
-            )
-        self.margin = float(margin)
+        self.margin = check_margin(margin)
         if isinstance(forget_after, bool) or not isinstance(forget_after, int) or forget_after < 1:
             raise ConfigError(f"forget_after: expected frames >= 1, got {forget_after!r}")
         self.line = None if line is None else _points("count_line", line, 2)
