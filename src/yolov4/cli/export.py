@@ -245,6 +245,8 @@ def export(cfg: DictConfig) -> Path:
     check_options(cfg)
     model_source(cfg, ("checkpoint", "darknet_weights"))
     check_no_network(cfg)
+    formats, precisions = _names(cfg, "formats"), _names(cfg, "precision")
+    check_export_request(formats, cfg.opset, precisions, cfg.default_precision)  # before loading
     out = check_output(
         cfg.output if cfg.output else default_output(source_file(cfg)), cfg.get("overwrite", False)
     )
@@ -255,9 +257,7 @@ def export(cfg: DictConfig) -> Path:
             out,
             ", ".join(earlier) or "no files listed",
         )
-    formats, precisions = _names(cfg, "formats"), _names(cfg, "precision")
     size = OmegaConf.to_container(cfg.input_size, resolve=True) if cfg.input_size else None
-    check_export_request(formats, cfg.opset, precisions, cfg.default_precision)  # before loading
     thresholds, conf_source = _conf(cfg)
     ckpt = model_checkpoint(cfg)  # a project checkpoint or darknet's cfg + weights
     calibration, evaluate = None, None
