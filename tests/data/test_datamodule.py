@@ -199,6 +199,9 @@ def test_class_count_mismatch_and_bad_settings_fail_at_setup(synth_cache: Path):
         _dm(synth_cache, input_size=(100, 128))
     with pytest.raises(ConfigError, match="no val split"):
         _ = _dm(synth_cache, num_val=0).val_coco
+    # where the split comes from, for the loader evaluate.py asks for too
+    with pytest.raises(ConfigError, match=r"no val split \(data.val is null, or data.num_val=0 "):
+        _dm(synth_cache, num_val=0).val_dataloader()
 
 
 def test_hydra_configs_instantiate_the_constructors(synth_cache: Path):

@@ -211,6 +211,19 @@ class EpochShuffle(Sampler[int]):
         return len(self.dataset)
 
 
+SPLIT_USE = {
+    "train": "training needs one",
+    "val": "validation and evaluation need one",
+    "test": "testing needs one",
+}
+
+
+def _no_split(name: str, need: str) -> ConfigError:
+    """The split ``name`` is not configured: where it comes from, for either DataModule."""
+    synthetic = f", or data.num_{name}=0 with data=synthetic" if name in ("train", "val") else ""
+    return ConfigError(f"no {name} split (data.{name} is null{synthetic}); {need}")
+
+
 class DetectionDataModule(L.LightningDataModule):
     """Train/val(/test) detection data.
 
@@ -376,10 +389,7 @@ class DetectionDataModule(L.LightningDataModule):
         """pycocotools ground truth of the val split (built in memory for YOLO txt)."""
         data = self.split("val")
         if data is None:
-            raise ConfigError(
-                "no val split (data.val is null, or data.num_val=0 with data=synthetic); "
-                "evaluation needs one"
-            )
+            raise _no_split("val", SPLIT_USE["val"])
         return data.coco
 
     # ---------------------------------------------------------------- Lightning hooks
@@ -416,7 +426,7 @@ class DetectionDataModule(L.LightningDataModule):
         if name not in self.datasets:
             self.setup()
         if name not in self.datasets:
-            raise ConfigError(f"no {name} split configured (data.{name})")
+            raise _no_split(name, SPLIT_USE[name])
         dataset = self.datasets[name]
         seed = self.seed + self._rank() * RANK_SEED_STRIDE
         generator = torch.Generator().manual_seed(seed)
