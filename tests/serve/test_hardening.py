@@ -15,7 +15,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from tests.serve.conftest import encode, scene, serve
+from tests.serve.conftest import encode, free_port, scene, serve
 
 MAX_PIXELS = 2_000_000  # the guarded server's per-image limit
 REQUEST_PIXELS = 3_000_000  # its per-request budget
@@ -311,14 +311,12 @@ METADATA_EDITS = {
 def test_a_malformed_metadata_json_stops_the_cli_with_one_line(
     artifact, tmp_path, case, capsys, monkeypatch
 ):
-    import uvicorn
-
-    from yolov4.serve.__main__ import main
+    from yolov4.serve import __main__ as cli
 
     def never(*args, **kwargs):
         raise AssertionError("the service started on a malformed artifact")
 
-    monkeypatch.setattr(uvicorn, "run", never)
+    monkeypatch.setattr(cli, "serve_until_stopped", never)
 
     bad = tmp_path / "export"
     shutil.copytree(artifact, bad)
@@ -326,7 +324,7 @@ def test_a_malformed_metadata_json_stops_the_cli_with_one_line(
     edit = METADATA_EDITS[case]
     text = "{not json" if edit is None else json.dumps(edit(json.loads(path.read_text())))
     path.write_text(text)
-    code = main([str(bad)])
+    code = cli.main([str(bad), "--port", str(free_port())])
     err = capsys.readouterr().err
     assert code == 2, err
     assert err.startswith("yolov4-serve: error: ") and err.count("\n") == 1, err

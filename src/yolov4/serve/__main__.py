@@ -1,6 +1,6 @@
 """``yolov4-serve ARTIFACT_DIR [--host --port --backend --workers ...]`` (also ``python -m
 yolov4.serve``): check the artifact, then serve it with uvicorn until SIGINT/SIGTERM, which
-stops accepting connections and lets in-flight requests finish (``--graceful-timeout``).
+stops accepting connections, lets in-flight requests finish (``--graceful-timeout``) and exits 0.
 
 A bad artifact (missing, altered, malformed ``metadata.json``) stops it with one line,
 ``yolov4-serve: error: ...``, and exit code 2.
@@ -14,6 +14,7 @@ import functools
 import math
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -28,10 +29,19 @@ from yolov4.serve.settings import (
     settings_from_args,
 )
 
-__all__ = ["main", "parse_args", "worker_healthcheck_timeout", "address_in_use"]
+__all__ = [
+    "main",
+    "parse_args",
+    "load_predictor",
+    "one_process_server",
+    "serve_until_stopped",
+    "worker_healthcheck_timeout",
+    "address_in_use",
+]
 
 HEALTHCHECK_MIN_S = 30  # uvicorn's own default is 5 s
 HEALTHCHECK_FACTOR = 3  # margin over the measured start-up for a load that rises meanwhile
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # a graceful stop (uvicorn's handled signals)
 _IMPORTED = time.monotonic()
 
 
@@ -130,34 +140,23 @@ def address_in_use(host: str, port: int) -> str | None:
     return None
 
 
-def main(argv: list[str] | None = None) -> int:
-    settings = parse_args(argv)
-    busy = address_in_use(settings.host, settings.port)
-    if busy is not None:  # before the minutes a model can take to load
-        return _fail(f"{busy} (another yolov4-serve or service? give --port)")
-    import uvicorn
-
+def load_predictor(settings: ServeSettings):
+    """The :class:`~yolov4.inference.Predictor` ``settings`` describe (artifact, backend,
+    precision, threads, pixel limit); a bad artifact raises its error."""
     from yolov4.inference import Predictor
-    from yolov4.serve.app import create_app
-    from yolov4.serve.protocol import GuardedH11Protocol
 
-    try:  # a bad artifact fails here, with its message, not inside a worker
-        predictor = Predictor.from_artifact(
-            settings.artifact_dir,
-            settings.backend,
-            precision=settings.precision,
-            threads=settings.model_threads(),
-            max_pixels=settings.max_pixels,
-        )
-    except YoloError as e:
-        return _fail(str(e))
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
-        # what the artifact checks do not catch yet: still a message, not a traceback
-        return _fail(
-            f"cannot load the artifact {settings.artifact_dir}: its metadata.json or files are "
-            f"malformed or unreadable ({type(e).__name__}: {e})"
-        )
-    common = dict(
+    return Predictor.from_artifact(
+        settings.artifact_dir,
+        settings.backend,
+        precision=settings.precision,
+        threads=settings.model_threads(),
+        max_pixels=settings.max_pixels,
+    )
+
+
+def uvicorn_options(settings: ServeSettings) -> dict:
+    """uvicorn's settings from the service's, for one process or several."""
+    return dict(
         host=settings.host,
         port=settings.port,
         log_config=log_config(settings.log_level),
@@ -167,41 +166,99 @@ def main(argv: list[str] | None = None) -> int:
         timeout_keep_alive=settings.keep_alive_timeout_s,
         h11_max_incomplete_event_size=settings.max_head_bytes,
     )
+
+
+def one_process_server(settings: ServeSettings, predictor, **options):
+    """The ``uvicorn.Server`` of ``--workers 1``: the app over ``predictor`` behind the guarded
+    protocol; ``options`` override :func:`uvicorn_options` (e.g. ``log_config=None`` to leave
+    the caller's logging alone)."""
+    import uvicorn
+
+    from yolov4.serve.app import create_app
+    from yolov4.serve.protocol import GuardedH11Protocol
+
+    guarded = functools.partial(
+        GuardedH11Protocol,
+        head_timeout_s=settings.head_timeout_s,
+        max_connections=settings.max_connections,
+    )
+    app = create_app(settings, predictor)
+    config = uvicorn.Config(app, http=guarded, **{**uvicorn_options(settings), **options})
+    return uvicorn.Server(config)
+
+
+def serve_until_stopped(server) -> int:
+    """Run a ``uvicorn.Server`` until SIGINT or SIGTERM has stopped it gracefully (no new
+    connections, in-flight requests finished within ``--graceful-timeout``) -> the exit code: 0,
+    or uvicorn's 3 when it never started.
+
+    uvicorn raises the signal it stopped on again for the handler that was installed before it;
+    with Python's default that ends the process with 143 (SIGTERM) where servers exit 0 after a
+    graceful stop. That handler is here the server's own, which a signal arriving before uvicorn
+    installs its handlers also stops."""
+    from uvicorn.config import STARTUP_FAILURE
+
+    previous = {sig: signal.signal(sig, server.handle_exit) for sig in STOP_SIGNALS}
+    try:
+        server.run()  # a second SIGINT during the drain forces the exit (uvicorn's handler)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 0 if server.started else STARTUP_FAILURE
+
+
+def main(argv: list[str] | None = None) -> int:
+    settings = parse_args(argv)
+    busy = address_in_use(settings.host, settings.port)
+    if busy is not None:  # before the minutes a model can take to load
+        return _fail(f"{busy} (another yolov4-serve or service? give --port)")
+    try:  # a bad artifact fails here, with its message, not inside a worker
+        predictor = load_predictor(settings)
+    except YoloError as e:
+        return _fail(str(e))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        # what the artifact checks do not catch yet: still a message, not a traceback
+        return _fail(
+            f"cannot load the artifact {settings.artifact_dir}: its metadata.json or files are "
+            f"malformed or unreadable ({type(e).__name__}: {e})"
+        )
     if settings.workers == 1:
-        guarded = functools.partial(
-            GuardedH11Protocol,
-            head_timeout_s=settings.head_timeout_s,
-            max_connections=settings.max_connections,
+        return serve_until_stopped(one_process_server(settings, predictor))
+    del predictor  # the workers import the app and the protocol by name (light to unpickle)
+    return _serve_workers(settings)
+
+
+def _serve_workers(settings: ServeSettings) -> int:
+    """``--workers N``: uvicorn's supervisor over N processes, which exits 0 on SIGINT/SIGTERM
+    once it has stopped its workers."""
+    import uvicorn
+
+    light_spawn_main()
+    startup_s = seconds_since_start()
+    timeout = settings.worker_healthcheck_timeout_s or worker_healthcheck_timeout(
+        startup_s, settings.workers, usable_cpus()
+    )
+    print(
+        f"yolov4-serve: {settings.workers} workers, health-check timeout {timeout} s "
+        f"(this process loaded the model {startup_s:.1f} s after its start)",
+        file=sys.stderr,
+    )
+    os.environ[SETTINGS_ENV] = settings.to_env()
+    # each worker writes its counts here; the one a scrape reaches sums them all
+    shared = tempfile.mkdtemp(prefix="yolov4-serve-metrics-")
+    os.environ[METRICS_DIR_ENV] = shared
+    try:
+        uvicorn.run(
+            "yolov4.serve.app:app_from_env",
+            factory=True,
+            workers=settings.workers,
+            http="yolov4.serve.protocol:GuardedH11Protocol",
+            timeout_worker_healthcheck=timeout,
+            **uvicorn_options(settings),
         )
-        uvicorn.run(create_app(settings, predictor), http=guarded, **common)
-    else:  # the workers import the app and the protocol by name (light to unpickle)
-        del predictor
-        light_spawn_main()
-        startup_s = seconds_since_start()
-        timeout = settings.worker_healthcheck_timeout_s or worker_healthcheck_timeout(
-            startup_s, settings.workers, usable_cpus()
-        )
-        print(
-            f"yolov4-serve: {settings.workers} workers, health-check timeout {timeout} s "
-            f"(this process loaded the model {startup_s:.1f} s after its start)",
-            file=sys.stderr,
-        )
-        os.environ[SETTINGS_ENV] = settings.to_env()
-        # each worker writes its counts here; the one a scrape reaches sums them all
-        shared = tempfile.mkdtemp(prefix="yolov4-serve-metrics-")
-        os.environ[METRICS_DIR_ENV] = shared
-        try:
-            uvicorn.run(
-                "yolov4.serve.app:app_from_env",
-                factory=True,
-                workers=settings.workers,
-                http="yolov4.serve.protocol:GuardedH11Protocol",
-                timeout_worker_healthcheck=timeout,
-                **common,
-            )
-        finally:
-            os.environ.pop(METRICS_DIR_ENV, None)
-            shutil.rmtree(shared, ignore_errors=True)
+    finally:
+        os.environ.pop(METRICS_DIR_ENV, None)
+        shutil.rmtree(shared, ignore_errors=True)
     return 0
 
 
