@@ -1,15 +1,19 @@
-"""The service under test: an artifact of a seeded tiny model, served by the real CLI in a
-subprocess on a free loopback port, always stopped by the fixture's finaliser."""
+"""The service under test: an artifact of a seeded tiny model, served on a free loopback port
+either in a thread of the test process (:func:`serve_here`: the CLI's settings, predictor, app,
+protocol and uvicorn server, without a process start) or by the real CLI in a subprocess
+(:func:`serve`), always stopped by the fixture's finaliser."""
 
 from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -36,11 +40,11 @@ MAX_BATCH_BYTES = 3_000_000
 
 @dataclass
 class Server:
-    """A running ``python -m yolov4.serve``: its base ``url``, process and log file."""
+    """A running service: its base ``url``, log file and process (``None``: in this process)."""
 
     url: str
-    proc: subprocess.Popen
     log: Path
+    proc: subprocess.Popen | None = None
 
     def client(self, **kwargs) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=60, **kwargs)
@@ -77,20 +81,9 @@ def serve(
     cmd = [*command, str(artifact), "--port", str(port), *args]
     with open(log, "wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, preexec_fn=pinned(cpus))
-    server = Server(f"http://127.0.0.1:{port}", proc, log)
+    server = Server(f"http://127.0.0.1:{port}", log, proc)
     try:
-        deadline = time.monotonic() + start_timeout
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"the server exited with {proc.returncode}:\n{server.log_text()}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"the server was not ready in {start_timeout}s:\n{server.log_text()}")
-            try:
-                if httpx.get(server.url + "/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
+        wait_ready(server, lambda: proc.poll() is None, start_timeout)
         yield server
     finally:
         if proc.poll() is None:
@@ -100,6 +93,56 @@ def serve(
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+def wait_ready(server: Server, alive, timeout: float) -> None:
+    """Poll ``/readyz`` until it answers 200; fail if ``alive()`` turns false or after
+    ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if not alive():
+            pytest.fail(f"the server stopped before it was ready:\n{server.log_text()}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"the server was not ready in {timeout}s:\n{server.log_text()}")
+        try:
+            if httpx.get(server.url + "/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def serve_here(artifact: Path, log: Path, *args: str) -> Iterator[Server]:
+    """``yolov4-serve ARTIFACT *args`` (one process) served from a thread of this process: the
+    CLI's settings, predictor and uvicorn server (app, guarded protocol, timeouts), on a free
+    port, ready when this yields, stopped on exit. Its thread's log lines (the service's and
+    uvicorn's) go to ``log``; the caller's logging configuration is left as it is."""
+    from yolov4.serve.__main__ import load_predictor, one_process_server, parse_args
+
+    settings = parse_args([str(artifact), "--port", str(free_port()), *args])
+    uv = one_process_server(settings, load_predictor(settings), log_config=None)
+    thread = threading.Thread(target=uv.run, name=f"yolov4-serve-{settings.port}", daemon=True)
+    handler = logging.FileHandler(log)
+    handler.addFilter(lambda record: record.threadName == thread.name)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    loggers = {name: logging.getLogger(name) for name in ("yolov4.serve", "uvicorn.error")}
+    levels = {name: lg.level for name, lg in loggers.items()}
+    for lg in loggers.values():
+        lg.addHandler(handler)
+        lg.setLevel(logging.INFO)
+    server = Server(f"http://127.0.0.1:{settings.port}", log)
+    try:
+        thread.start()
+        wait_ready(server, thread.is_alive, START_TIMEOUT_S)
+        yield server
+    finally:
+        uv.should_exit = True
+        thread.join(STOP_TIMEOUT_S)
+        for name, lg in loggers.items():
+            lg.removeHandler(handler)
+            lg.setLevel(levels[name])
+        handler.close()
 
 
 @pytest.fixture(scope="session")
@@ -128,7 +171,7 @@ def server(artifact, tmp_path_factory) -> Iterator[Server]:
     log = tmp_path_factory.mktemp("serve-log") / "server.log"
     args = ["--max-bytes", str(MAX_BYTES), "--max-pixels", str(MAX_PIXELS), "--max-batch", "8",
             "--max-batch-bytes", str(MAX_BATCH_BYTES)]  # fmt: skip
-    with serve(artifact, log, *args) as s:
+    with serve_here(artifact, log, *args) as s:
         yield s
 
 

@@ -15,7 +15,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from tests.serve.conftest import encode, free_port, scene, serve
+from tests.serve.conftest import encode, free_port, scene, serve, serve_here
 
 MAX_PIXELS = 2_000_000  # the guarded server's per-image limit
 REQUEST_PIXELS = 3_000_000  # its per-request budget
@@ -35,7 +35,7 @@ def guarded(artifact, tmp_path_factory):
             "--keep-alive-timeout", str(KEEP_ALIVE_S),
             "--max-connections", str(MAX_CONNECTIONS),
             "--max-head-bytes", str(MAX_HEAD_BYTES)]  # fmt: skip
-    with serve(artifact, log, *args) as s:
+    with serve_here(artifact, log, *args) as s:
         yield s
 
 

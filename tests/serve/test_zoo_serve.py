@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.serve.conftest import encode, scene, serve
+from tests.serve.conftest import encode, scene, serve_here
 from tests.zoo_cases import zoo_model
 from yolov4 import save_checkpoint
 from yolov4.export.artifact import export_artifact
@@ -31,7 +31,7 @@ def test_a_zoo_artifact_is_served_under_its_name(zoo_artifact, tmp_path):
     [dets] = predictor(data, conf=0.3)
     want = dets.to_dict()
     assert want["detections"]  # there is something to compare
-    with serve(zoo_artifact, tmp_path / "server.log") as server, server.client() as c:
+    with serve_here(zoo_artifact, tmp_path / "server.log") as server, server.client() as c:
         info = c.get("/v1/model").json()
         ready = c.get("/readyz").json()
         r = c.post("/v1/detect", params={"conf": 0.3}, files={"file": ("a.png", data)})
