@@ -1,5 +1,6 @@
 """The service's doors against careless and hostile clients, over real HTTP on loopback: a
-per-request pixel budget, head and keep-alive timeouts, a connection limit, an OpenAPI document
+per-request pixel budget, head and keep-alive timeouts, a connection limit that idle sockets
+cannot fill, an OpenAPI document
 that matches what the service does, ``/docs`` without a network, memory that settles after batch
 traffic, and a one-line error for a malformed artifact."""
 
@@ -23,6 +24,7 @@ HEAD_TIMEOUT_S = 1
 KEEP_ALIVE_S = 1
 MAX_CONNECTIONS = 6
 MAX_HEAD_BYTES = 4096
+CROWDED_CONNECTIONS = 4  # the connection limit of the server whose timeouts never fire here
 WAIT_S = 10  # longest any drop or answer below may take (the timeouts are 1 s)
 MIB = 1 << 20
 
@@ -35,6 +37,17 @@ def guarded(artifact, tmp_path_factory):
             "--keep-alive-timeout", str(KEEP_ALIVE_S),
             "--max-connections", str(MAX_CONNECTIONS),
             "--max-head-bytes", str(MAX_HEAD_BYTES)]  # fmt: skip
+    with serve_here(artifact, log, *args) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def crowded(artifact, tmp_path_factory):
+    """A small connection limit, and timeouts long enough that no connection is closed by
+    them during a test: only the limit closes connections."""
+    log = tmp_path_factory.mktemp("serve-crowded") / "server.log"
+    args = ["--max-connections", str(CROWDED_CONNECTIONS), "--head-timeout", "60",
+            "--keep-alive-timeout", "60", "--read-timeout", "60"]  # fmt: skip
     with serve_here(artifact, log, *args) as s:
         yield s
 
@@ -125,30 +138,80 @@ def test_an_idle_keep_alive_connection_is_closed_after_the_keep_alive_timeout(gu
     assert raw.startswith(b"HTTP/1.1 200") and seconds < KEEP_ALIVE_S + 3
 
 
-def test_connections_over_the_limit_are_refused_and_idle_ones_cannot_starve_healthz(guarded):
+HEALTHZ = b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n"
+
+
+def healthz_on(sock: socket.socket) -> int:
+    """``GET /healthz`` on an open connection, left open (keep-alive) -> the status."""
+    sock.sendall(HEALTHZ)
+    data = b""
+    while not re.search(rb"\r\n\r\n\{.*\}", data, re.S):  # the head and the JSON body
+        chunk = sock.recv(65536)
+        assert chunk, f"the connection was closed after {data!r}"
+        data += chunk
+    return int(data.split()[1])
+
+
+def is_open(sock: socket.socket) -> bool:
+    """Whether the server keeps ``sock`` open (nothing to read, no end of stream)."""
+    sock.setblocking(False)
+    try:
+        return sock.recv(1, socket.MSG_PEEK) != b""
+    except BlockingIOError:
+        return True
+    finally:
+        sock.settimeout(WAIT_S)
+
+
+def test_idle_connections_give_way_to_a_new_one_longest_idle_first(crowded):
+    """A flood of silent connections (and keep-alive ones between requests) at the limit:
+    each new connection closes the one idle the longest, so /healthz answers at once."""
     socks = []
     try:
-        for _ in range(10 * MAX_CONNECTIONS):  # bounded: a flood of idle connections
-            socks.append(connect(guarded))
-        over = socks[-1]
-        over.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
-        raw, _ = read_until_closed(over)
+        flood = [connect(crowded) for _ in range(10 * CROWDED_CONNECTIONS)]
+        socks += flood
+        probe = connect(crowded)
+        socks.append(probe)
+        assert healthz_on(probe) == 200
+        kept = flood[-(CROWDED_CONNECTIONS - 1) :]  # the newest, with the probe: the limit
+        for sock in flood[: -(CROWDED_CONNECTIONS - 1)]:
+            assert sock.recv(1) == b""  # closed by the server
+        assert all(is_open(sock) for sock in [*kept, probe])
+        # the probe, idle since its response, is younger than the silent ones: they go first
+        second = connect(crowded)
+        socks.append(second)
+        assert healthz_on(second) == 200
+        assert kept[0].recv(1) == b""
+        assert all(is_open(sock) for sock in [*kept[1:], probe, second])
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+def test_a_connection_over_the_limit_gets_503_when_none_is_idle(crowded):
+    """Connections with a request in progress are not closed for a new one: it is refused."""
+    head = (b"POST /v1/detect HTTP/1.1\r\nHost: t\r\nContent-Type: image/jpeg\r\n"
+            b"Content-Length: 1000\r\nExpect: 100-continue\r\n\r\n")  # fmt: skip
+    busy = [connect(crowded) for _ in range(CROWDED_CONNECTIONS)]
+    try:
+        for sock in busy:  # the service reads the body: the request is in progress
+            sock.sendall(head)
+            assert sock.recv(64).startswith(b"HTTP/1.1 100 ")
+        with connect(crowded) as over:
+            over.sendall(HEALTHZ)
+            raw, _ = read_until_closed(over)
         status, error = status_and_error(raw)
         assert status == 503 and error["code"] == "too_many_connections"
-        assert f"{MAX_CONNECTIONS}" in error["message"]
-        # the idle ones are dropped by the head timeout; /healthz answers again
-        deadline = time.monotonic() + WAIT_S
-        while True:
-            try:
-                if httpx.get(guarded.url + "/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "/healthz never answered again"
-            time.sleep(0.2)
+        assert f"{CROWDED_CONNECTIONS} connections are open" in error["message"]
+        assert "none idle" in error["message"]
+        assert all(is_open(sock) for sock in busy)
     finally:
-        for s in socks:
-            s.close()
+        for sock in busy:
+            sock.close()
+    deadline = time.monotonic() + WAIT_S  # the closed ones free their places
+    while (status := httpx.get(crowded.url + "/healthz", timeout=WAIT_S).status_code) != 200:
+        assert status == 503 and time.monotonic() < deadline, status
+        time.sleep(0.1)
 
 
 @pytest.mark.parametrize("whole", [False, True], ids=["unfinished", "whole-in-one-read"])

@@ -9,9 +9,12 @@ file descriptors run out and ``/healthz`` stops answering. Here
   first request) or of the first byte of the head (later requests; the idle time between
   requests is uvicorn's keep-alive timeout). A head begun but not finished gets 408 and is
   closed; a connection that sent nothing is closed silently.
-* a connection beyond ``max_connections`` (per process) is answered 503 at once and closed, so
-  the process never holds more sockets than that, plus the refused ones for at most
-  :data:`REFUSED_GRACE_S`.
+* at most ``max_connections`` connections (per process) are open. A connection beyond them
+  closes the longest-idle open connection to take its place (idle: no byte of a request since
+  it opened or since its last response, as nginx reuses its keep-alive connections), so idle
+  sockets cannot starve a health probe; when none is idle it is answered 503 at once and
+  closed. The process never holds more sockets than the limit, plus the refused ones for at
+  most :data:`REFUSED_GRACE_S`.
 
 and a request h11 cannot parse (a malformed head, or one over ``h11_max_incomplete_event_size``,
 counted here whether it arrives in one read or several) gets the service's JSON error body
@@ -29,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 import logging
 
 import h11
@@ -46,6 +50,7 @@ log = logging.getLogger("yolov4.serve")
 # data in the socket sends RST)
 REFUSED_GRACE_S = 1.0
 REASONS = {408: "Request Timeout", 503: "Service Unavailable"}
+_IDLE_ORDER = itertools.count()  # connections in the order they became idle
 
 
 def raw_response(status: int, code: str, message: str, headers: dict[str, str] | None = None):
@@ -93,17 +98,46 @@ class GuardedH11Protocol(H11Protocol):
         self.head_started = False  # a byte of the awaited head arrived
         self.refused = False
         self.head = bytearray()  # the awaited head's bytes so far (at most the limit + 4)
+        self.idle_since = 0  # when it became idle (its opening, its last response), in order
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        if len(self.connections) > self.max_connections:
+        self.idle_since = next(_IDLE_ORDER)
+        if self._open_connections() > self.max_connections and not self._close_longest_idle():
             self._refuse()
             return
         self._start_head_timer()
 
+    def idle(self) -> bool:
+        """Open, admitted, and no byte of a request since the opening or the last response."""
+        return (
+            not self.refused
+            and not self.transport.is_closing()
+            and self._awaiting_head()
+            and not self.head_started
+        )
+
+    def _open_connections(self) -> int:
+        """Admitted connections not closing (this one included)."""
+        return sum(
+            not getattr(c, "refused", False) and not c.transport.is_closing()
+            for c in self.connections
+        )
+
+    def _close_longest_idle(self) -> bool:
+        """Close the connection idle the longest -> whether there was one."""
+        idle = [c for c in self.connections if isinstance(c, GuardedH11Protocol) and c.idle()]
+        idle = [c for c in idle if c is not self]
+        if not idle:
+            return False
+        oldest = min(idle, key=lambda c: c.idle_since)
+        oldest.transport.close()
+        log.debug("closed an idle connection from %s for a new one", oldest.client)
+        return True
+
     def _refuse(self) -> None:
         self.refused = True
-        message = f"{self.max_connections} connections are open (the limit); retry later"
+        message = f"{self.max_connections} connections are open (the limit), none idle; retry later"
         self.transport.write(
             raw_response(503, "too_many_connections", message, {"retry-after": "1"})
         )
@@ -142,6 +176,12 @@ class GuardedH11Protocol(H11Protocol):
         super().handle_events()
         if self.cycle is not cycle:  # a request head was parsed: the app takes over
             self._cancel_head_timer()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        # idle again, unless bytes of a next request are already buffered
+        self.idle_since = next(_IDLE_ORDER)
+        self.head_started = bool(self.conn.trailing_data[0])
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_head_timer()

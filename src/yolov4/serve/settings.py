@@ -194,7 +194,11 @@ class ServeSettings:
     )
     max_connections: int = field(
         default=512,  # half the usual 1024 file descriptors of a process
-        metadata=option("open connections per process; one more gets 503 and is closed", minimum=1),
+        metadata=option(
+            "open connections per process; one more closes the longest-idle one (no request in "
+            "progress), or gets 503 and is closed when none is idle",
+            minimum=1,
+        ),
     )
     max_head_bytes: int = field(
         default=16 * 1024,  # h11's default
