@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+import torch
 from hydra import compose, initialize_config_module
 
+from yolov4 import build_model, save_checkpoint
+
+SYNTHETIC_NAMES = ["circle", "rectangle", "triangle", "cross"]  # data=synthetic's classes
 # A run small enough for a unit test: 64-px images, a handful of them, no workers.
 TINY_RUN = [
     "data.num_train=16",
@@ -20,6 +26,26 @@ TINY_RUN = [
     "logger=csv",
     "export.formats=[onnx]",
 ]
+
+
+@pytest.fixture(scope="session")
+def seeded_checkpoint(tmp_path_factory, randomize) -> tuple[torch.nn.Module, Path]:
+    """``(model, weights file)``: a seeded yolov4-tiny (random BN and head biases) with the
+    synthetic data's four classes, at 64x64 letterbox."""
+    torch.manual_seed(3)
+    model = randomize(build_model("yolov4-tiny", num_classes=len(SYNTHETIC_NAMES)), seed=3)
+    root = tmp_path_factory.mktemp("seeded-model")
+    preprocess = {"input_size": [64, 64], "mode": "letterbox"}
+    return model, save_checkpoint(root / "m.pt", model, SYNTHETIC_NAMES, preprocess)
+
+
+@pytest.fixture(scope="session")
+def seeded_artifact(seeded_checkpoint, tmp_path_factory) -> Path:
+    """The ONNX export artifact of :func:`seeded_checkpoint`, exported once (read only)."""
+    from yolov4.export.artifact import export_artifact
+
+    out = tmp_path_factory.mktemp("seeded-artifact") / "export"
+    return export_artifact(seeded_checkpoint[1], out, formats=["onnx"])
 
 
 @pytest.fixture(scope="session")

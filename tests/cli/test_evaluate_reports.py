@@ -18,25 +18,13 @@ from tests.cli.test_compose_data import (  # noqa: F401 (fixtures)
     files,
 )
 from tests.conftest import module_of, small_synthetic
-from yolov4 import build_model, save_checkpoint
+from yolov4 import build_model
 from yolov4.cli.evaluate import evaluate
 from yolov4.cli.train import train
 from yolov4.darknet import save_darknet_weights
 from yolov4.evaluation.tide import ERROR_TYPES
-from yolov4.export.artifact import export_artifact
 
 PNG = b"\x89PNG\r\n\x1a\n"
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory, randomize):
-    torch.manual_seed(3)
-    model = randomize(build_model("yolov4-tiny", num_classes=4), seed=3)
-    root = tmp_path_factory.mktemp("model")
-    ckpt = save_checkpoint(
-        root / "m.pt", model, NAMES, {"input_size": [64, 64], "mode": "letterbox"}
-    )
-    return model, ckpt
 
 
 def check_reports(run: Path, category_ids: list[int] | None) -> None:
@@ -78,9 +66,9 @@ def check_reports(run: Path, category_ids: list[int] | None) -> None:
         assert (run / png).read_bytes()[:8] == PNG
 
 
-def test_data_coco_with_a_checkpoint(files, compose_cfg, checkpoint, tmp_path):  # noqa: F811
+def test_data_coco_with_a_checkpoint(files, compose_cfg, seeded_checkpoint, tmp_path):  # noqa: F811
     overrides = [
-        f"checkpoint={checkpoint[1]}",
+        f"checkpoint={seeded_checkpoint[1]}",
         "batch_size=4",
         *data_overrides("coco", files, ("val",)),
         "data.num_workers=0",
@@ -92,8 +80,8 @@ def test_data_coco_with_a_checkpoint(files, compose_cfg, checkpoint, tmp_path): 
     assert {Path(w["file_name"]).parent for w in worst} == {files["val"] / "images"}
 
 
-def test_data_yolo_with_an_artifact(files, compose_cfg, checkpoint, tmp_path):  # noqa: F811
-    art = export_artifact(checkpoint[1], tmp_path / "export", formats=["onnx"])
+def test_data_yolo_with_an_artifact(files, compose_cfg, seeded_artifact, tmp_path):  # noqa: F811
+    art = seeded_artifact
     overrides = [
         f"artifact={art}",
         "batch_size=4",
@@ -104,8 +92,8 @@ def test_data_yolo_with_an_artifact(files, compose_cfg, checkpoint, tmp_path):  
     check_reports(tmp_path / "run", [0, 1, 2, 3])  # YOLO: the class index is the id
 
 
-def test_darknet_weights(compose_cfg, checkpoint, tiny_run, tmp_path):  # noqa: F811
-    weights = save_darknet_weights(checkpoint[0], tmp_path / "m.weights")
+def test_darknet_weights(compose_cfg, seeded_checkpoint, tiny_run, tmp_path):  # noqa: F811
+    weights = save_darknet_weights(seeded_checkpoint[0], tmp_path / "m.weights")
     data = [o for o in tiny_run if o.startswith("data.")]
     overrides = [
         f"darknet_weights={weights}",

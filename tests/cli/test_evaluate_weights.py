@@ -11,22 +11,14 @@ import logging
 import pytest
 import torch
 
+from tests.cli.conftest import SYNTHETIC_NAMES
 from yolov4 import build_model, save_checkpoint
 from yolov4.cli.evaluate import evaluate
 from yolov4.darknet import save_darknet_weights
 from yolov4.errors import ConfigError
 from yolov4.export.artifact import export_artifact
 
-NAMES = ["circle", "rectangle", "triangle", "cross"]
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory, randomize):
-    torch.manual_seed(3)
-    model = randomize(build_model("yolov4-tiny", num_classes=4), seed=3)
-    root = tmp_path_factory.mktemp("model")
-    preprocess = {"input_size": [64, 64], "mode": "letterbox"}
-    return model, save_checkpoint(root / "m.pt", model, NAMES, preprocess)
+NAMES = SYNTHETIC_NAMES
 
 
 def data(tiny_run):
@@ -40,8 +32,12 @@ def wrote_line(caplog) -> str:
 
 
 @pytest.mark.slow
-def test_artifact_backend_precision_and_file(compose_cfg, checkpoint, tiny_run, tmp_path, caplog):
-    art = export_artifact(checkpoint[1], tmp_path / "export", formats=["onnx", "torchscript"])
+def test_artifact_backend_precision_and_file(
+    compose_cfg, seeded_checkpoint, tiny_run, tmp_path, caplog
+):
+    art = export_artifact(
+        seeded_checkpoint[1], tmp_path / "export", formats=["onnx", "torchscript"]
+    )
     run = tmp_path / "run"
     cfg = compose_cfg("evaluate", [f"artifact={art}", "backend=torchscript", *data(tiny_run)], run)
     with caplog.at_level(logging.INFO, logger="yolov4"):
@@ -60,15 +56,15 @@ def test_artifact_backend_precision_and_file(compose_cfg, checkpoint, tiny_run, 
 
 
 def test_checkpoint_is_pytorch_and_unwritten_files_are_not_listed(
-    compose_cfg, checkpoint, tiny_run, tmp_path, caplog
+    compose_cfg, seeded_checkpoint, tiny_run, tmp_path, caplog
 ):
     """analysis.worst_images=0: no gallery png is drawn, and the log does not claim it."""
-    overrides = [f"checkpoint={checkpoint[1]}", "analysis.worst_images=0", *data(tiny_run)]
+    overrides = [f"checkpoint={seeded_checkpoint[1]}", "analysis.worst_images=0", *data(tiny_run)]
     with caplog.at_level(logging.INFO, logger="yolov4"):
         evaluate(compose_cfg("evaluate", overrides, tmp_path))
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["weights"] == {
-        "file": str(checkpoint[1]),
+        "file": str(seeded_checkpoint[1]),
         "backend": "pytorch",
         "precision": "32-true",
     }
@@ -105,7 +101,9 @@ def test_a_checkpoint_of_other_class_names_is_scored_with_a_warning(
     assert "0: 'dog' vs 'circle'" in caplog.text
 
 
-def test_an_unreadable_val_image_is_not_scored_by_either_path(compose_cfg, checkpoint, tmp_path):
+def test_an_unreadable_val_image_is_not_scored_by_either_path(
+    compose_cfg, seeded_checkpoint, seeded_artifact, tmp_path
+):
     """The log said "skipped" while the checkpoint path scored a blank image (its boxes
     missed), and the artifact path stopped on it: both leave it out, as a missing file."""
     import shutil
@@ -123,9 +121,9 @@ def test_an_unreadable_val_image_is_not_scored_by_either_path(compose_cfg, check
         f"data.val.images={root / 'images'}",
         "data.num_workers=0",
     ]
-    art = export_artifact(checkpoint[1], tmp_path / "export", formats=["onnx"])
+    art = seeded_artifact
     by_ckpt = evaluate(
-        compose_cfg("evaluate", [f"checkpoint={checkpoint[1]}", *coco], tmp_path / "a")
+        compose_cfg("evaluate", [f"checkpoint={seeded_checkpoint[1]}", *coco], tmp_path / "a")
     )
     by_art = evaluate(compose_cfg("evaluate", [f"artifact={art}", *coco], tmp_path / "b"))
     ids = {
@@ -140,21 +138,23 @@ def test_an_unreadable_val_image_is_not_scored_by_either_path(compose_cfg, check
 
 
 @pytest.mark.parametrize("batch", [0, -1, "x"])
-def test_a_batch_size_below_one_is_refused(compose_cfg, checkpoint, tiny_run, tmp_path, batch):
+def test_a_batch_size_below_one_is_refused(
+    compose_cfg, seeded_checkpoint, tiny_run, tmp_path, batch
+):
     """batch_size=-1 scored nothing and wrote an all-zero metrics.json (artifact path)."""
-    cfg = compose_cfg("evaluate", [f"checkpoint={checkpoint[1]}", f"batch_size={batch}",
+    cfg = compose_cfg("evaluate", [f"checkpoint={seeded_checkpoint[1]}", f"batch_size={batch}",
                                    *data(tiny_run)], tmp_path)  # fmt: skip
     with pytest.raises(ConfigError, match=r"batch_size must be an integer >= 1"):
         evaluate(cfg)
 
 
 def test_another_input_size_for_a_checkpoint_is_named_as_not_used(
-    compose_cfg, checkpoint, tiny_run, tmp_path, caplog, monkeypatch
+    compose_cfg, seeded_checkpoint, tiny_run, tmp_path, caplog, monkeypatch
 ):
     """Named when the command gives it; a data group's default (data=yolo's 416) is not."""
     import yolov4.cli.evaluate as cli
 
-    overrides = [f"checkpoint={checkpoint[1]}", *data(tiny_run), "data.input_size=[128,128]"]
+    overrides = [f"checkpoint={seeded_checkpoint[1]}", *data(tiny_run), "data.input_size=[128,128]"]
     for given, warned in (([], False), (["data.input_size=[128,128]"], True)):
         monkeypatch.setattr(cli, "run_overrides", lambda given=given: given)
         caplog.clear()
@@ -165,12 +165,12 @@ def test_another_input_size_for_a_checkpoint_is_named_as_not_used(
 
 
 def test_the_same_classes_in_another_order_are_scored_by_name(
-    compose_cfg, checkpoint, tiny_run, tmp_path, caplog
+    compose_cfg, seeded_checkpoint, tiny_run, tmp_path, caplog
 ):
     """A checkpoint whose classes are the data's in another order (a dataset re-exported with
     other category ids): scored by name, the same numbers as the model in the data's order
     (index for index it scored the wrong classes)."""
-    model, original = checkpoint
+    model, original = seeded_checkpoint
     order = [2, 0, 3, 1]  # the permuted model's class k is the original's class order[k]
     permuted = build_model("yolov4-tiny", num_classes=4)
     permuted.load_state_dict(model.state_dict())
@@ -204,13 +204,13 @@ def test_the_same_classes_in_another_order_are_scored_by_name(
 
 
 def test_an_artifact_is_scored_at_its_own_size_whatever_data_asks(
-    compose_cfg, checkpoint, tiny_run, tmp_path, caplog, monkeypatch
+    compose_cfg, seeded_artifact, tiny_run, tmp_path, caplog, monkeypatch
 ):
     """The run's recorded data holds its resolved preprocess.input_size: another
     data.input_size stopped evaluate.py artifact= with "data.input_size=[96, 96] contradicts
     data.preprocess.input_size=[64, 64]; set data.input_size", which it was. As for a
     checkpoint: a warning, and the artifact's own preprocessing."""
-    art = export_artifact(checkpoint[1], tmp_path / "export", formats=["onnx"])
+    art = seeded_artifact
     overrides = [
         f"artifact={art}", *data(tiny_run), "data.preprocess.input_size=[64,64]",
         "data.input_size=[96,96]",
