@@ -79,6 +79,23 @@ def module_of(net: torch.nn.Module, dm, **kwargs):
     return module
 
 
+@pytest.fixture(scope="session")
+def overfit(tmp_path_factory):
+    """:class:`tests.overfit.Overfit`: yolov4-tiny overfit on four 64-px synthetic images."""
+    from tests.overfit import overfit_run
+
+    return overfit_run(tmp_path_factory.mktemp("overfit"))
+
+
+@pytest.fixture(scope="session")
+def int8_artifact(overfit, tmp_path_factory):
+    """The overfit model's ONNX artifact with a calibrated, gated INT8 model as its default
+    precision (read only)."""
+    from tests.overfit import int8_export
+
+    return int8_export(overfit, tmp_path_factory.mktemp("int8") / "export")
+
+
 @pytest.fixture
 def fake_slurm(tmp_path, monkeypatch):
     """``scontrol`` on PATH recording its arguments; the job id SLURM would set."""

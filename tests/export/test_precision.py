@@ -28,28 +28,14 @@ GATE_MESSAGE = re.compile(
 )
 
 
-@pytest.fixture(scope="module")
-def int8(overfit, tmp_path_factory):
-    out = tmp_path_factory.mktemp("int8") / "export"
-    return export_artifact(
-        overfit.checkpoint,
-        out,
-        formats=["onnx"],
-        precisions=["fp32", "int8"],
-        default_precision="int8",
-        calibration=overfit.calibration,
-        evaluate=overfit.evaluate,
-    )
-
-
-def test_int8_passes_its_gate_and_records_both_maps(int8, overfit):
-    meta = read_metadata(int8)  # checksums of every file, the IR's .bin included
+def test_int8_passes_its_gate_and_records_both_maps(int8_artifact, overfit):
+    meta = read_metadata(int8_artifact)  # checksums of every file, the IR's .bin included
     assert meta["default_precision"] == "int8"  # as exported (default: auto)
     assert set(meta["precisions"]) == {"fp32", "int8"}
     entry = meta["precisions"]["int8"]
     assert entry["file"] == MODEL_INT8_XML and entry["backends"] == ["openvino"]
     for name in (MODEL_INT8_XML, MODEL_INT8_BIN):
-        assert meta["files"][name]["sha256"] == sha256(int8 / name)
+        assert meta["files"][name]["sha256"] == sha256(int8_artifact / name)
     assert entry["quantization"]["calibration_images"] == len(overfit.calibration)
     acc = entry["accuracy"]
     assert acc["images"] == 4 and acc["subset"] == "synthetic val, 4 images"
@@ -61,21 +47,21 @@ def test_int8_passes_its_gate_and_records_both_maps(int8, overfit):
     assert acc["runtime"].startswith("openvino") and acc["executed_precision"] == "f32"
     assert acc["cpu"] == cpu_features()
     # the recorded numbers are what the artifact gives when loaded again: int8 by default
-    predictor = Predictor.from_artifact(int8)
+    predictor = Predictor.from_artifact(int8_artifact)
     assert (predictor.backend.name, predictor.precision) == ("openvino", "int8")
     assert overfit.evaluate(predictor)["mAP50"] == pytest.approx(acc["int8"]["mAP50"], abs=1e-4)
     # fp32 in onnxruntime (another runtime than the gate's OpenVINO) gives fp32's number
-    fp32 = Predictor.from_artifact(int8, precision="fp32")
+    fp32 = Predictor.from_artifact(int8_artifact, precision="fp32")
     assert (fp32.backend.name, fp32.precision) == ("onnxruntime", "fp32")
     assert overfit.evaluate(fp32)["mAP50"] == pytest.approx(acc["fp32"]["mAP50"], abs=1e-3)
 
 
-def test_int8_agrees_with_torch_within_its_tolerance(int8, overfit):
+def test_int8_agrees_with_torch_within_its_tolerance(int8_artifact, overfit):
     """On the dataset's images: probabilities within REDUCED_PARITY_TOL['int8']['prob'] and the
     boxes PyTorch serves (score > PARITY_SCORE) within its box tolerance of the input side."""
     ckpt = load_checkpoint(overfit.checkpoint)
     reference = DecodedModel(fuse_model(ckpt.model)).eval()
-    predictor = Predictor.from_artifact(int8)
+    predictor = Predictor.from_artifact(int8_artifact)
     files = [r.file for r in overfit.datamodule.split("val").records]
     x = torch.stack([preprocess(a, predictor.preprocess_config)[0] for a in load_images(files)])
     with torch.inference_mode():
@@ -89,17 +75,17 @@ def test_int8_agrees_with_torch_within_its_tolerance(int8, overfit):
     scale = max(max(x.shape[-2:]), float(ref[..., :4][served].abs().max()))
     assert box <= tol["box"] * scale
     # and what export measured is recorded
-    parity = read_metadata(int8)["parity"]
+    parity = read_metadata(int8_artifact)["parity"]
     recorded = parity[f"{MODEL_INT8_XML}@openvino-int8"]
     assert recorded["mean_prob_diff"] <= tol["prob"]
     assert recorded["max_rel_diff"] <= tol["box"] and recorded["box_scale_px"] >= 64
 
 
-def test_int8_runs_in_openvino_only(int8):
+def test_int8_runs_in_openvino_only(int8_artifact):
     with pytest.raises(ExportError, match=r"int8 model runs in \['openvino'\], not 'onnxruntime'"):
-        Predictor.from_artifact(int8, backend="onnxruntime")
+        Predictor.from_artifact(int8_artifact, backend="onnxruntime")
     with pytest.raises(ExportError, match=r"no bf16 model \(precisions: \['fp32', 'int8'\]\)"):
-        Predictor.from_artifact(int8, precision="bf16")
+        Predictor.from_artifact(int8_artifact, precision="bf16")
 
 
 def test_gate_refuses_a_bad_calibration_naming_both_numbers(overfit, tmp_path):
@@ -165,7 +151,7 @@ def test_reduced_precision_requests_checked_before_any_work(overfit, tmp_path, k
     assert list(tmp_path.iterdir()) == []
 
 
-def test_metadata_precisions_are_validated(int8, tmp_path):
+def test_metadata_precisions_are_validated(int8_artifact, tmp_path):
     import shutil
 
     cases = {
@@ -178,7 +164,7 @@ def test_metadata_precisions_are_validated(int8, tmp_path):
     }
     for key, change in cases.items():
         art = tmp_path / key
-        shutil.copytree(int8, art)
+        shutil.copytree(int8_artifact, art)
         meta = json.loads((art / "metadata.json").read_text())
         change(meta)
         (art / "metadata.json").write_text(json.dumps(meta))
@@ -186,9 +172,9 @@ def test_metadata_precisions_are_validated(int8, tmp_path):
             read_metadata(art)
 
 
-def test_openvino_backend_refuses_an_unknown_precision(int8):
+def test_openvino_backend_refuses_an_unknown_precision(int8_artifact):
     with pytest.raises(ExportError, match=r"precision must be one of .* got 'fp16'"):
-        OpenVinoBackend(int8 / "model.onnx", "fp16")
+        OpenVinoBackend(int8_artifact / "model.onnx", "fp16")
 
 
 @pytest.mark.parametrize(

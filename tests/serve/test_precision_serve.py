@@ -5,43 +5,15 @@ every answer and in /v1/model, and refuses a runtime that cannot run the precisi
 from __future__ import annotations
 
 import pytest
-import torch
 
 from tests.serve.conftest import LOW_CONF, encode, scene, serve
-from yolov4 import build_model, save_checkpoint
 from yolov4.core.artifact import PRECISIONS
-from yolov4.data.datamodule import SyntheticDataModule
-from yolov4.evaluation import evaluate_predictor
-from yolov4.export.artifact import export_artifact
 from yolov4.inference import Predictor
 from yolov4.inference.backends import BACKENDS
 from yolov4.serve import __main__ as cli
 from yolov4.serve import settings
 
 JPEG = {"Content-Type": "image/jpeg"}
-SIZE = 64
-
-
-@pytest.fixture(scope="module")
-def int8_artifact(tmp_path_factory, randomize):
-    """An artifact of a seeded 64-px tiny model with its INT8 model (default precision),
-    calibrated and gated on two generated images (an untrained model: both mAPs ~0)."""
-    d = tmp_path_factory.mktemp("serve-int8")
-    dm = SyntheticDataModule(num_train=2, num_val=2, image_size=SIZE, input_size=[SIZE, SIZE],
-                             cache_dir=str(d / "synthetic"), num_workers=0)  # fmt: skip
-    dm.prepare_data()
-    torch.manual_seed(4)
-    model = randomize(build_model("yolov4-tiny", num_classes=len(dm.class_names)), seed=4)
-    ckpt = save_checkpoint(d / "best.pt", model, dm.class_names, dm.preprocess_config.to_dict())
-    val = dm.split("val").records
-
-    def evaluate(predictor):
-        result = evaluate_predictor(predictor, dm, val, 2, {})
-        return {**result.metrics, "images": len(val), "subset": "synthetic val, 2 images"}
-
-    calibration = [r.file for r in dm.split("train").records]
-    return export_artifact(ckpt, d / "export", formats=["onnx"], precisions=["fp32", "int8"],
-                           default_precision="int8", calibration=calibration, evaluate=evaluate)  # fmt: skip
 
 
 def check_served(server, predictor, backend: str, precision: str, file: str) -> None:

@@ -1,6 +1,8 @@
-"""A small trained model for the reduced-precision tests: yolov4-tiny overfit on four
-generated 64-px images, with the datamodule it was trained on (calibration and the mAP gate's
-images come from it, as export.py takes them from ``data``)."""
+"""A small trained model for the reduced-precision tests (tests/export, tests/serve): yolov4-tiny
+overfit on four generated 64-px images, with the datamodule it was trained on (calibration and
+the mAP gate's images come from it, as export.py takes them from ``data``), and its INT8
+artifact. The session fixtures ``overfit`` and ``int8_artifact`` (tests/conftest.py) build each
+once."""
 
 from __future__ import annotations
 
@@ -8,7 +10,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pytest
 import torch
 from torch import nn
 
@@ -69,9 +70,8 @@ def _bn_statistics(model: nn.Module, images: torch.Tensor) -> None:
     model.eval()
 
 
-@pytest.fixture(scope="session")
-def overfit(tmp_path_factory) -> Overfit:
-    d = tmp_path_factory.mktemp("overfit")
+def overfit_run(d: Path) -> Overfit:
+    """Train the overfit model in folder ``d`` (its synthetic data and run directory)."""
     dm = SyntheticDataModule(
         cache_dir=str(d / "synthetic"), num_workers=0, batch_size=4, **OVERFIT_DATA
     )
@@ -101,3 +101,19 @@ def overfit(tmp_path_factory) -> Overfit:
         run / "weights" / "best.pt", model, dm.class_names, dm.preprocess_config.to_dict()
     )
     return Overfit(ckpt, dm, d / "synthetic")
+
+
+def int8_export(overfit: Overfit, out: Path) -> Path:
+    """The overfit model's artifact with its INT8 model as the default precision, calibrated on
+    the train images and gated on the val images."""
+    from yolov4.export.artifact import export_artifact
+
+    return export_artifact(
+        overfit.checkpoint,
+        out,
+        formats=["onnx"],
+        precisions=["fp32", "int8"],
+        default_precision="int8",
+        calibration=overfit.calibration,
+        evaluate=overfit.evaluate,
+    )
