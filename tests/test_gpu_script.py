@@ -1,4 +1,4 @@
-"""benchmarks/gpu.py (issue 16): its --dry-run runs every GPU check on the CPU with tiny sizes, so
+"""benchmarks/gpu.py: its --dry-run runs every GPU check on the CPU with tiny sizes, so
 that the script cannot rot while no GPU is at hand."""
 
 from __future__ import annotations

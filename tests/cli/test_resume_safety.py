@@ -1,4 +1,4 @@
-"""Resume (``ckpt_path=``) never runs pickled code and says why it refuses a file (issue 10.1)."""
+"""Resume (``ckpt_path=``) never runs pickled code and says why it refuses a file."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""A corpus of malformed dataset files (issue 10, items 4 and 5), generated in ``tmp_path``.
+"""A corpus of malformed dataset files, generated in ``tmp_path``.
 
 Each malformed entry is repaired or skipped and reported with its file and entry; strict mode
 raises a DatasetError with that message; a malformed whole document is a DatasetError naming

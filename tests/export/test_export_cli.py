@@ -1,5 +1,4 @@
-"""export.py from the command line's config: conf=best_f1 from a run's pr_f1.json (issue 15,
-item 2) and precision=[fp32,int8] gated on data's val images (issue 14)."""
+"""export.py from the command line's config: conf=best_f1 from a run's pr_f1.json and precision=[fp32,int8] gated on data's val images."""
 
 from __future__ import annotations
 

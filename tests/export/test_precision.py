@@ -1,4 +1,4 @@
-"""Reduced-precision artifacts (issue 14): INT8 (NNCF, OpenVINO) and bf16 made at export, each
+"""Reduced-precision artifacts: INT8 (NNCF, OpenVINO) and bf16 made at export, each
 gated on its mAP50 against fp32 on the overfit model's own images, recorded in metadata.json,
 loaded by the Predictor with the runtime that can run them."""
 

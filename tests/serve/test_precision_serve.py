@@ -1,4 +1,4 @@
-"""yolov4-serve over an artifact with an INT8 model (issue 14): it serves the precision the
+"""yolov4-serve over an artifact with an INT8 model: it serves the precision the
 artifact selects, or the one --precision names, in the runtime that runs it, reports both in
 every answer and in /v1/model, and refuses a runtime that cannot run the precision."""
 
