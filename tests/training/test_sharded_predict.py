@@ -161,12 +161,21 @@ def test_ctrl_c_merges_the_batches_written_and_says_so(checkpoint, folder, tmp_p
 
     from yolov4.training.predict import PredictInterrupted
 
-    before = signal.getsignal(signal.SIGINT)
+    def caller_handler(signum, frame):  # the caller's own handler, in place before the run
+        raise KeyboardInterrupt
+
+    before = signal.signal(signal.SIGINT, caller_handler)
     kwargs = {"accelerator": "cpu", "enable_progress_bar": False, "callbacks": [_CtrlCAt(2)]}
-    with pytest.raises(PredictInterrupted) as stopped:
-        predict_files(checkpoint, folder, tmp_path, batch_size=2, conf=CONF, trainer_kwargs=kwargs)
+    try:
+        with pytest.raises(PredictInterrupted) as stopped:
+            predict_files(
+                checkpoint, folder, tmp_path, batch_size=2, conf=CONF, trainer_kwargs=kwargs
+            )
+        after = signal.getsignal(signal.SIGINT)
+    finally:
+        signal.signal(signal.SIGINT, before)
     assert stopped.value.path == tmp_path / "predictions.jsonl"
     done = read(tmp_path / "predictions.jsonl") + read(tmp_path / "skipped.jsonl")
     assert len(done) == 4  # batches 0 and 1, two inputs each
     assert not list(tmp_path.glob("predictions.rank*.jsonl"))
-    assert signal.getsignal(signal.SIGINT) is before  # Lightning left it ignored
+    assert after is caller_handler  # Lightning left it ignored: the caller's is put back

@@ -327,12 +327,13 @@ def predict_files(
     if str(kwargs.get("precision")) == AUTO:  # the training's trainer group's default:
         kwargs["precision"] = "32-true"  # the Predictor's float32 records (a value given is kept)
     trainer = L.Trainer(**kwargs)
+    handler = signal.getsignal(signal.SIGINT)
     try:
         trainer.predict(module, loader, return_predictions=False)
     except SystemExit:  # Lightning's exit after a KeyboardInterrupt (Ctrl-C)
         if trainer.state.status != TrainerStatus.INTERRUPTED:
             raise
-        signal.signal(signal.SIGINT, signal.default_int_handler)  # Lightning ignored it
+        signal.signal(signal.SIGINT, handler)  # Lightning left it ignored
         if trainer.is_global_zero:
             writer.merge(trainer.world_size)
         raise PredictInterrupted(Path(out_dir) / PREDICTIONS) from None
