@@ -29,6 +29,7 @@ LAYERS: list[set[str]] = [
 SIBLINGS = {
     ("training", "evaluation"),  # validation scores with the COCO evaluator
     ("export", "inference"),  # export checks each file through the backend that will serve it
+    ("export", "data"),  # an NMS graph without calibration images is checked on synthetic scenes
     ("training", "inference"),  # sharded predict writes predict.py's records (prediction_record)
 }
 # The package root re-exports the public API of every layer.

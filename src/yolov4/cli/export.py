@@ -263,6 +263,8 @@ def export(cfg: DictConfig) -> Path:
     calibration, evaluate = None, None
     if set(precisions) - {"fp32"}:
         calibration, evaluate = _gate(cfg, ckpt)
+    elif cfg.calibration:  # fp32 only: the NMS graphs' check runs on the folder's images
+        calibration = image_folder(cfg.calibration)[: int(cfg.calibration_images)]
     path = export_artifact(
         ckpt,
         out,
@@ -279,18 +281,7 @@ def export(cfg: DictConfig) -> Path:
         overwrite=bool(cfg.get("overwrite", False)),
     )
     meta = read_metadata(path)
-    for name, p in meta["parity"].items():
-        if "boxes" in p:  # nothing scored over the threshold: no box difference was measured
-            probs = p.get("mean_prob_diff")  # the graphs with NMS inside give boxes only
-            how = "" if probs is None else f" (mean probability difference {probs:.3g})"
-            log.info("%s: %s%s", name, p["boxes"], how)
-            continue
-        log.info(
-            "%s: worst difference vs PyTorch %.3g (%.3g relative)",
-            name,
-            p["max_abs_diff"],
-            p["max_rel_diff"],
-        )
+    _log_parity(meta["parity"])
     for line in _accuracy_lines(meta):
         print(line)
     print(
@@ -301,6 +292,34 @@ def export(cfg: DictConfig) -> Path:
     )
     print("\n".join(_summary(meta)))
     return path
+
+
+def _log_parity(parity: dict[str, Any]) -> None:
+    """One log line per checked file: its worst difference vs PyTorch, or that no box was
+    compared; an NMS graph's line names its inputs and boxes, and a check that compared no box
+    at the graph's threshold is a warning."""
+    for name, p in parity.items():
+        if "warning" in p:  # an NMS graph that compared no box at its own threshold
+            worst = f"worst difference vs PyTorch {p['max_abs_diff']:.3g}"
+            log.warning("%s: %s (%s)", name, p["warning"], worst)
+            continue
+        if "boxes" in p:  # nothing scored over the threshold: no box difference was measured
+            probs = p.get("mean_prob_diff")
+            how = "" if probs is None else f" (mean probability difference {probs:.3g})"
+            log.info("%s: %s%s", name, p["boxes"], how)
+            continue
+        compared = ""
+        if "inputs" in p:  # an NMS graph: detections compared on its inputs
+            lowered = p.get("lowered_conf")
+            more = f", {lowered['boxes_compared']} at conf {lowered['conf']:.3g}" if lowered else ""
+            compared = f" on {p['boxes_compared']} boxes{more} ({p['inputs']})"
+        log.info(
+            "%s: worst difference vs PyTorch %.3g (%.3g relative)%s",
+            name,
+            p["max_abs_diff"],
+            p["max_rel_diff"],
+            compared,
+        )
 
 
 def _accuracy_lines(meta: dict[str, Any]) -> list[str]:

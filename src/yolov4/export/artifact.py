@@ -121,10 +121,14 @@ def check_export_request(
 
 
 def _job(
-    ckpt: Checkpoint, opset: int, input_size: Sequence[int] | None, thresholds: dict | None
+    ckpt: Checkpoint,
+    opset: int,
+    input_size: Sequence[int] | None,
+    thresholds: dict | None,
+    calibration: Sequence[Any] | None = None,
 ) -> ExportJob:
     """What the formats are written from: the fused fp32 model, validated preprocessing (at
-    ``input_size``) and thresholds."""
+    ``input_size``) and thresholds, the calibration images."""
     size = input_size or ckpt.preprocess.input_size
     size = check_stride_multiple(size, ckpt.model.config.max_stride, "input_size", ExportError)
     try:
@@ -140,6 +144,7 @@ def _job(
         preprocess=ckpt.preprocess.with_size(size),
         settings=settings,
         opset=opset,
+        calibration=calibration,
     )
 
 
@@ -260,7 +265,9 @@ def export_artifact(
     ``calibration`` images (files or RGB arrays of the checkpoint's dataset) and checked by
     ``evaluate`` (a Predictor -> its mAP50/mAP on a stated validation subset) against fp32: more
     than ``map50_gate`` points lost fails the export; each precision's batch-1 latency is
-    recorded with the CPU it was measured on. ``default_precision`` is what a Predictor and the
+    recorded with the CPU it was measured on. The NMS graphs (onnx_nms, triton) are checked
+    on the first ``calibration`` images, else on generated scenes
+    (:attr:`~yolov4.export.job.ExportJob.check_images`), whatever the precisions. ``default_precision`` is what a Predictor and the
     service load unless told otherwise; ``auto`` (the default): the fastest for the CPU they
     run on (:func:`yolov4.inference.precision.choose_precision`).
     ``conf_source``: where ``thresholds["conf"]`` came from (e.g. the best-F1 confidence of a
@@ -276,7 +283,7 @@ def export_artifact(
     check_class_names(ckpt.class_names, ckpt.model.config.num_classes, "export")
     default_precision = check_export_request(formats, opset, precisions, default_precision)
     check_request(precisions, calibration, evaluate, map50_gate)
-    job = _job(ckpt, opset, input_size, thresholds)
+    job = _job(ckpt, opset, input_size, thresholds, calibration)
     remove_stale_exports(out_dir)
     tmp, lock = temp_dir(out_dir)
     try:

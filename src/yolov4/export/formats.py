@@ -39,8 +39,8 @@ from yolov4.core.artifact import (
     register_format,
 )
 from yolov4.export import onnx_uint8, triton
-from yolov4.export.job import ExportJob, export_onnx, nms_graph, write_nms_onnx
-from yolov4.export.parity import float_inputs, parity, parity_nms
+from yolov4.export.job import ExportJob, check_nms_graph, export_onnx, nms_graph, write_nms_onnx
+from yolov4.export.parity import float_inputs, parity
 from yolov4.inference.backends import OnnxBackend, OpenVinoBackend, TorchScriptBackend, load_backend
 
 __all__ = ["FORMATS", "predictor_parity"]
@@ -113,9 +113,7 @@ register_format(
         name="onnx_nms",
         files=(MODEL_NMS_ONNX,),
         write=lambda job, folder: write_nms_onnx(job, folder / MODEL_NMS_ONNX),
-        check=lambda job, folder: {
-            MODEL_NMS_ONNX: parity_nms(folder / MODEL_NMS_ONNX, job.nms_model, job.size)
-        },
+        check=lambda job, folder: check_nms_graph(job, folder, MODEL_NMS_ONNX),
         describe=lambda job: {"nms_graph": nms_graph(job, MODEL_NMS_ONNX), **_opset(job)},
     )
 )

@@ -1,5 +1,6 @@
-"""What an export format's writer and check are handed (:class:`ExportJob`), and the ONNX
-writers several formats share (:func:`export_onnx`, :func:`write_nms_onnx`)."""
+"""What an export format's writer and check are handed (:class:`ExportJob`), the ONNX
+writers several formats share (:func:`export_onnx`, :func:`write_nms_onnx`) and the check of
+their NMS graphs (:func:`check_nms_graph`)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -17,16 +19,27 @@ from yolov4.core.model import DecodedModel
 from yolov4.core.postprocess import PostprocessConfig
 from yolov4.core.preprocess import PreprocessConfig
 from yolov4.export.onnx_nms import NmsModel
-from yolov4.export.parity import finite
+from yolov4.export.parity import NMS_CHECK_IMAGES, finite, parity_nms
+from yolov4.export.quantize import calibration_batch
 from yolov4.models import ModelConfig
 
-__all__ = ["ExportJob", "export_onnx", "write_nms_onnx", "nms_graph"]
+__all__ = [
+    "ExportJob",
+    "export_onnx",
+    "write_nms_onnx",
+    "nms_graph",
+    "check_nms_graph",
+    "synthetic_scenes",
+]
+
+SCENE_SEED = 0  # the generated scenes of an export without images (deterministic)
 
 
 @dataclass
 class ExportJob:
     """What every format's writer and check read: the fused fp32 model with its decode, its
-    config, the artifact's preprocessing and thresholds, the ONNX opset."""
+    config, the artifact's preprocessing and thresholds, the ONNX opset, and the export's
+    calibration images (files or RGB arrays of the checkpoint's dataset) when it has them."""
 
     model: DecodedModel
     config: ModelConfig
@@ -34,6 +47,7 @@ class ExportJob:
     preprocess: PreprocessConfig
     settings: PostprocessConfig
     opset: int
+    calibration: Sequence[Any] | None = None
 
     @property
     def size(self) -> list[int]:
@@ -46,6 +60,34 @@ class ExportJob:
     def nms_model(self) -> NmsModel:
         """The model with NMS in the graph (its thresholds baked in)."""
         return NmsModel(self.model, self.settings)
+
+    @cached_property
+    def check_images(self) -> tuple[torch.Tensor, str]:
+        """``(images (NMS_CHECK_IMAGES, 3, H, W), what they are)``: images that give
+        detections, preprocessed as the artifact's: the first calibration images, else
+        generated scenes (:func:`synthetic_scenes`)."""
+        if self.calibration:
+            chosen = list(self.calibration[:NMS_CHECK_IMAGES])
+            what = f"the first {len(chosen)} calibration images"
+        else:
+            chosen = synthetic_scenes(NMS_CHECK_IMAGES, max(self.size))
+            what = f"{len(chosen)} generated scenes (yolov4.data.synthetic, seed {SCENE_SEED})"
+        return calibration_batch(chosen, self.preprocess), what
+
+
+def synthetic_scenes(n: int, side: int, seed: int = SCENE_SEED) -> list[np.ndarray]:
+    """``n`` images ``(H, W, 3)`` uint8 RGB of the built-in synthetic dataset's kind (shapes on
+    textured backgrounds, :func:`yolov4.data.synthetic.render_sample`; sides about ``side``),
+    each with at least one object."""
+    from yolov4.data.synthetic import render_sample
+
+    rng = np.random.default_rng(seed)
+    scenes: list[np.ndarray] = []
+    while len(scenes) < n:
+        image, boxes, _, _ = render_sample(rng, side)
+        if len(boxes):
+            scenes.append(image)
+    return scenes
 
 
 def export_onnx(
@@ -76,6 +118,13 @@ def write_nms_onnx(job: ExportJob, path: Path) -> None:
     with torch.inference_mode():  # NMS drops NaN scores: check what it is fed
         finite(path.name, job.model(job.example(2)).numpy())
     export_onnx(job.nms_model, path, job.example(), job.opset, ("detections", "num_detections"))
+
+
+def check_nms_graph(job: ExportJob, folder: Path, file: str) -> dict[str, Any]:
+    """``{file: parity record}``: the NMS graph ``folder / file`` checked against PyTorch on
+    ``job``'s :attr:`~ExportJob.check_images` (:func:`yolov4.export.parity.parity_nms`)."""
+    images, what = job.check_images
+    return {file: parity_nms(folder / file, job.nms_model, images, what, name=file)}
 
 
 def nms_graph(job: ExportJob, file: str) -> dict[str, Any]:

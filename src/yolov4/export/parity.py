@@ -2,8 +2,10 @@
 
 :func:`parity`: a file's decoded predictions vs the fused PyTorch model's on random inputs,
 worst difference relative to the largest output, at most :data:`PARITY_RTOL`.
-:func:`parity_nms`: an NMS graph's fixed-size detections are the NMS of PyTorch's predictions
-(:func:`check_nms_image`). A file that disagrees raises :class:`~yolov4.errors.ExportError` and
+:func:`parity_nms`: an NMS graph's baked-in thresholds are the export's, and its fixed-size
+detections on images that give detections (the export's calibration images, else generated
+scenes) are the NMS of PyTorch's predictions (:func:`check_nms_image`), at its score threshold
+and at a lowered one. A file that disagrees raises :class:`~yolov4.errors.ExportError` and
 the export is not written.
 """
 
@@ -20,7 +22,17 @@ from yolov4.errors import ExportError
 from yolov4.export.onnx_nms import NmsModel
 from yolov4.ops.boxes import box_iou, cxcywh_to_xyxy
 
-__all__ = ["PARITY_RTOL", "PARITY_BATCHES", "finite", "parity", "parity_nms", "check_nms_image"]
+__all__ = [
+    "PARITY_RTOL",
+    "PARITY_BATCHES",
+    "NMS_CHECK_IMAGES",
+    "finite",
+    "parity",
+    "parity_nms",
+    "check_nms_image",
+    "nms_node",
+    "nms_constants",
+]
 
 PARITY_RTOL = 1e-3  # worst |difference| allowed, relative to the largest |output|
 PARITY_BATCHES = (1, 2)
@@ -31,6 +43,11 @@ NO_BOXES = "no boxes to compare"  # a parity record's "boxes" when no box was co
 SCORE_TOL = 2e-3
 IOU_TOL = 1e-3  # NMS graph parity: IoU differences from float noise near the threshold
 NMS_CHECK_ROWS = 32  # detections compared with the predictions at once (bounds the memory)
+NMS_CHECK_IMAGES = sum(PARITY_BATCHES)  # images an NMS graph is checked on
+# the NMS graph's second run: its score threshold lowered to where this many class scores of
+# each image pass (a few hundred: many boxes for NMS, well under a default max_det of 300 kept)
+LOWERED_SCORES = 200
+LOWERED_CONF_INPUT = "parity_lowered_score_threshold"  # the initializer that lowers it
 
 
 def finite(name: str, *arrays: Any) -> None:
@@ -40,7 +57,7 @@ def finite(name: str, *arrays: Any) -> None:
     if bad:
         raise ExportError(
             f"{name}: {bad:,} non-finite values (NaN or infinite) in its outputs or PyTorch's on "
-            "random inputs; the checkpoint's weights are not usable (NaN training?); the "
+            "the check's inputs; the checkpoint's weights are not usable (NaN training?); the "
             "export was not written"
         )
 
@@ -52,11 +69,13 @@ def check_nms_image(
     model: NmsModel,
     size: Sequence[int],
     tol: float,
+    conf: float | None = None,
 ) -> float | str:
     """One image of ``model_nms.onnx``'s output (``rows (max_det, 6)``, ``count``) against
     PyTorch's decoded predictions ``pred (N, 5 + C)`` of the same image: is it the NMS of those
     predictions? Returns the worst box difference (input pixels) of a row to its prediction,
-    or what is wrong (a str); ``tol``: the box difference allowed.
+    or what is wrong (a str); ``tol``: the box difference allowed; ``conf``: the score
+    threshold the graph ran at (``model.conf`` unless given).
 
     Greedy NMS is fixed by its scores only up to ties: boxes whose scores differ by float noise
     (many, for an untrained network or random inputs) may be taken in another order, and then
@@ -67,7 +86,8 @@ def check_nms_image(
     predictions); every prediction above ``conf`` that is not a row is suppressed by a row of
     its class scoring at least as high, or ranks below the ``max_det`` cut."""
     h, w = (float(v) for v in size)
-    conf, iou, max_det = model.conf, model.iou, model.max_det
+    conf = model.conf if conf is None else conf
+    iou, max_det = model.iou, model.max_det
     if count > max_det or rows[count:].any():
         return f"{count} detections but non-zero rows past them, or more than max_det={max_det}"
     kept = torch.from_numpy(np.ascontiguousarray(rows[:count])).float()
@@ -115,55 +135,180 @@ def check_nms_image(
     return worst
 
 
-def parity_nms(
-    path: Path, reference: NmsModel, input_size: Sequence[int], seed: int = 0, name: str = ""
-) -> dict[str, Any]:
-    """onnxruntime's NonMaxSuppression graph vs the same model's decoded predictions in
-    PyTorch: each image's detections must be the NMS of PyTorch's predictions
-    (:func:`check_nms_image`, which allows any order among boxes of tied scores); the worst
-    box difference is recorded, relative to the largest predicted box coordinate (or input
-    side), as model.onnx's parity is."""
+def nms_node(graph: Any, name: str) -> Any:
+    """The one ``NonMaxSuppression`` node of an NMS graph (``onnx.ModelProto``)."""
+    nodes = [n for n in graph.graph.node if n.op_type == "NonMaxSuppression"]
+    if len(nodes) != 1:
+        raise ExportError(
+            f"{name}: {len(nodes)} NonMaxSuppression nodes, expected one; the export was not "
+            "written"
+        )
+    return nodes[0]
+
+
+def nms_constants(graph: Any, node: Any) -> dict[str, float]:
+    """The thresholds baked into ``node``'s inputs 2-4 (Constant nodes or initializers):
+    ``{"max_det", "iou", "conf"}``."""
+    from onnx import numpy_helper
+
+    values = {i.name: numpy_helper.to_array(i) for i in graph.graph.initializer}
+    for n in graph.graph.node:
+        if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value":
+            values[n.output[0]] = numpy_helper.to_array(n.attribute[0].t)
+    found = [values.get(i) for i in node.input[2:5]]
+    return {
+        k: float(np.asarray(v).reshape(-1)[0]) if v is not None else float("nan")
+        for k, v in zip(("max_det", "iou", "conf"), found, strict=False)
+    }
+
+
+def _check_constants(graph: Any, node: Any, reference: NmsModel, name: str) -> None:
+    """:class:`ExportError` when the graph's thresholds are not ``reference``'s."""
+    found = nms_constants(graph, node)
+    want = {"max_det": reference.max_det, "iou": reference.iou, "conf": reference.conf}
+    got = {k: found.get(k, float("nan")) for k in want}
+    wrong = [
+        f"{k} {got[k]:g} (the export's thresholds: {v:g})"
+        for k, v in want.items()
+        if not abs(got[k] - v) <= 1e-6 * max(1.0, abs(v))  # float32 constants
+    ]
+    if wrong:
+        raise ExportError(
+            f"{name}: its NonMaxSuppression has {', '.join(wrong)}; the export was not written"
+        )
+
+
+def _session(graph: Any, conf: float | None) -> Any:
+    """onnxruntime on ``graph``; with ``conf``, on a copy whose NMS score threshold is ``conf``."""
+    import onnx
     import onnxruntime as ort
 
-    name = name or path.name
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    g = torch.Generator().manual_seed(seed)
-    worst, scale, compared = 0.0, float(max(input_size)), 0
+    options = ort.SessionOptions()
+    if conf is not None:
+        graph = onnx.ModelProto.FromString(graph.SerializeToString())
+        node = nms_node(graph, "")
+        value = onnx.numpy_helper.from_array(np.array([conf], np.float32), LOWERED_CONF_INPUT)
+        graph.graph.initializer.append(value)
+        node.input[4] = LOWERED_CONF_INPUT
+        options.log_severity_level = 3  # not its warning that the old threshold is unused
+    return ort.InferenceSession(
+        graph.SerializeToString(), options, providers=["CPUExecutionProvider"]
+    )
+
+
+def _batches(images: torch.Tensor) -> list[torch.Tensor]:
+    """``images (N, 3, H, W)`` cut into batches of :data:`PARITY_BATCHES` (cycled when short)."""
+    out, start = [], 0
     for batch in PARITY_BATCHES:
-        x = torch.rand(batch, 3, *input_size, generator=g)
-        with torch.inference_mode():
-            pred = reference.decoded(x)
+        out.append(images[[(start + i) % len(images) for i in range(batch)]])
+        start += batch
+    return out
+
+
+def _lowered_conf(preds: Sequence[torch.Tensor], conf: float) -> float:
+    """A score threshold at or under ``conf`` that :data:`LOWERED_SCORES` class scores of each
+    image pass: the score of each image's ``LOWERED_SCORES``-th best, the lowest of them."""
+    kth = []
+    for p in preds:
+        scores = (p[..., 4:5] * p[..., 5:]).flatten(1)
+        k = min(LOWERED_SCORES, scores.shape[1])
+        kth.append(float(scores.topk(k, dim=1).values[:, -1].min()))
+    return min([conf, *kth])
+
+
+def _compare(
+    session: Any,
+    reference: NmsModel,
+    batches: Sequence[torch.Tensor],
+    preds: Sequence[torch.Tensor],
+    conf: float,
+    name: str,
+) -> tuple[float, float, int]:
+    """The NMS graph in ``session`` (score threshold ``conf``) vs ``preds``, PyTorch's decoded
+    predictions of ``batches``: ``(worst box difference, scale, boxes compared)``;
+    :class:`ExportError` when an image's detections are not the NMS of its predictions."""
+    worst, scale, compared = 0.0, float(max(batches[0].shape[-2:])), 0
+    for x, pred in zip(batches, preds, strict=True):
+        batch = len(x)
         out, out_n = session.run(None, {"images": x.numpy()})
-        compared += int(out_n.sum())
-        finite(name, out, pred.numpy())
+        finite(name, out)
         want = (batch, reference.max_det, 6)
         if out.shape != want or out_n.shape != (batch,):
             raise ExportError(
                 f"{name}: detections of shape {out.shape} and counts {out_n.shape} for "
                 f"batch {batch}, expected {want} and ({batch},)"
             )
+        compared += int(out_n.sum())
         # boxes as model.onnx's parity allows them: relative to the largest output
         scale = max(scale, float(pred[..., :4].abs().max()))
         for k in range(batch):
             found = check_nms_image(
-                out[k], int(out_n[k]), pred[k], reference, input_size, PARITY_RTOL * scale
+                out[k], int(out_n[k]), pred[k], reference, x.shape[-2:], PARITY_RTOL * scale, conf
             )
             if isinstance(found, str):
+                at = "" if conf == reference.conf else f" (score threshold lowered to {conf:.3g})"
                 raise ExportError(
-                    f"{name} disagrees with PyTorch: image {k} of batch {batch}: {found}; "
+                    f"{name} disagrees with PyTorch{at}: image {k} of batch {batch}: {found}; "
                     "the export was not written"
                 )
             worst = max(worst, found)
+    return worst, scale, compared
+
+
+def parity_nms(
+    path: Path, reference: NmsModel, images: torch.Tensor, inputs: str, name: str = ""
+) -> dict[str, Any]:
+    """onnxruntime's NMS graph at ``path`` vs ``reference`` (the same model in PyTorch) on
+    ``images (N, 3, H, W)`` (``inputs`` says what they are): the graph's thresholds must be
+    ``reference``'s, and each image's detections the NMS of PyTorch's predictions
+    (:func:`check_nms_image`), at the graph's score threshold and again with it lowered to
+    where :data:`LOWERED_SCORES` class scores of each image pass (so that a network scoring
+    little over ``conf`` is compared on many boxes). The worst box difference is recorded
+    relative to the largest predicted box coordinate (or input side), as model.onnx's parity
+    is; ``boxes_compared`` at ``conf`` 0 adds a ``warning`` that says what was not checked."""
+    import onnx
+
+    name = name or path.name
+    graph = onnx.load(str(path))
+    node = nms_node(graph, name)
+    _check_constants(graph, node, reference, name)
+    batches = _batches(images)
+    with torch.inference_mode():
+        preds = [reference.decoded(x) for x in batches]
+    finite(name, *(p.numpy() for p in preds))
+    worst, scale, compared = _compare(
+        _session(graph, None), reference, batches, preds, reference.conf, name
+    )
+    record: dict[str, Any] = {"inputs": inputs, "boxes_compared": compared}
+    low = _lowered_conf(preds, reference.conf)
+    if low < reference.conf:
+        w, s, n = _compare(_session(graph, low), reference, batches, preds, low, name)
+        worst, scale = max(worst, w), max(scale, s)
+        record["lowered_conf"] = {"conf": low, "boxes_compared": n}
     if not worst <= PARITY_RTOL * scale:
         raise ExportError(
             f"{name} disagrees with PyTorch: worst difference {worst:.3g} "
             f"(allowed {PARITY_RTOL * scale:.3g}); the export was not written"
         )
-    record = {"max_abs_diff": worst, "max_rel_diff": worst / scale, "batches": list(PARITY_BATCHES)}
-    record["boxes_compared"] = compared  # 0 (a network scoring nothing over conf): no box compared
     if not compared:
         record["boxes"] = NO_BOXES
-    return record
+        record["warning"] = _not_checked(reference.conf, inputs, record.get("lowered_conf"))
+    batches_run = list(PARITY_BATCHES)
+    return {"max_abs_diff": worst, "max_rel_diff": worst / scale, "batches": batches_run, **record}
+
+
+def _not_checked(conf: float, inputs: str, lowered: dict[str, Any] | None) -> str:
+    """What a check that compared no box at ``conf`` did and did not check."""
+    head = (
+        f"PyTorch scores nothing over conf={conf:g} on {inputs}: the NMS graph was not checked "
+        "against detections at its own threshold"
+    )
+    if lowered and lowered["boxes_compared"]:
+        return (
+            f"{head}; with its score threshold lowered to {lowered['conf']:.3g} it was "
+            f"checked on {lowered['boxes_compared']} boxes"
+        )
+    return f"{head} nor at a lowered one (no box compared)"
 
 
 def float_inputs(size: Sequence[int]) -> Callable[[int, torch.Generator], tuple[Any, Any]]:

@@ -12,7 +12,7 @@ The ``input``/``output`` entries of ``config.pbtxt`` are read from the ONNX grap
 element types, dims past the batch dimension): ``images`` FP32 ``[3, H, W]`` in,
 ``detections`` FP32 ``[max_det, 6]`` and ``num_detections`` INT64 (one per image: dims ``[1]``
 reshaped to ``[]``) out, so clients get final boxes in input pixels. The export's check runs the
-graph in onnxruntime against PyTorch (:func:`yolov4.export.parity.parity_nms`) and, where
+graph in onnxruntime against PyTorch (:func:`yolov4.export.job.check_nms_graph`) and, where
 ``tritonclient`` is installed, parses ``config.pbtxt`` with Triton's own schema and compares it
 with the graph.
 """
@@ -24,8 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from yolov4.errors import ExportError
-from yolov4.export.job import nms_graph, write_nms_onnx
-from yolov4.export.parity import parity_nms
+from yolov4.export.job import check_nms_graph, nms_graph, write_nms_onnx
 
 if TYPE_CHECKING:
     from yolov4.export.job import ExportJob
@@ -160,7 +159,7 @@ def _config_errors(config: Any, tensors: dict[str, list[dict[str, Any]]]) -> lis
 def check(job: ExportJob, folder: Path) -> dict[str, Any]:
     """The graph vs PyTorch; ``config.pbtxt`` vs the graph, parsed with Triton's schema when
     ``tritonclient`` is installed."""
-    record = parity_nms(folder / MODEL, job.nms_model, job.size, name=MODEL)
+    record = check_nms_graph(job, folder, MODEL)[MODEL]
     try:
         from google.protobuf import text_format
         from tritonclient.grpc import model_config_pb2
