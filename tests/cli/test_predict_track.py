@@ -405,7 +405,7 @@ def test_tracked_labels_carry_the_id():
     from dataclasses import replace
 
     from yolov4.inference.predictor import Detections
-    from yolov4.inference.writers import draw_detections
+    from yolov4.inference.drawing import draw_detections
 
     image = np.full((120, 160, 3), 128, np.uint8)
     dets = Detections(np.array([[20, 40, 90, 100]], np.float32), np.array([0.9], np.float32),

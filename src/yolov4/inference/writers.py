@@ -36,13 +36,13 @@ import cv2
 import numpy as np
 
 from yolov4.core.files import write_json
+from yolov4.inference.drawing import draw_detections
 from yolov4.inference.sources import Frame, prediction_record
 
 __all__ = [
     "PredictionWriter",
     "Summary",
     "WriteBehind",
-    "draw_detections",
     "yolo_label_lines",
     "PREDICTIONS",
 ]
@@ -55,33 +55,6 @@ MAX_SKIPPED_LISTED = 1000  # summary.json lists this many skipped files or frame
 UNWRITTEN_LOGGED = 5  # output files that cannot be written: the first few are logged one by one
 LABELS, CROPS = "labels", "crops"
 VIDEO_SUFFIX, VIDEO_FOURCC = ".mp4", "mp4v"
-# one colour per class id, cycling (RGB; the "tab10" palette, as the service's renderer)
-PALETTE = ((31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
-           (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207))  # fmt: skip
-
-
-def draw_detections(image: np.ndarray, dets: Any) -> np.ndarray:
-    """A copy of ``image`` ``(H, W, 3)`` uint8 RGB with ``dets``' boxes and ``name score``
-    labels drawn (``#id name score`` for tracked detections)."""
-    out = np.ascontiguousarray(image).copy()
-    thick = max(1, round(max(out.shape[:2]) / 400))
-    scale = max(0.35, max(out.shape[:2]) / 1600)
-    ids = dets.track_ids if getattr(dets, "track_ids", None) is not None else [-1] * len(dets)
-    for box, score, cid, name, tid in zip(
-        dets.boxes, dets.scores, dets.class_ids, dets.class_names, ids
-    ):
-        color = PALETTE[int(cid) % len(PALETTE)]
-        x1, y1, x2, y2 = (int(round(float(v))) for v in box)
-        cv2.rectangle(out, (x1, y1), (x2, y2), color, thick)
-        label = (f"#{int(tid)} " if tid >= 0 else "") + f"{name} {float(score):.2f}"
-        (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
-        top = max(0, y1 - th - base - 2)
-        cv2.rectangle(out, (x1, top), (x1 + tw + 4, top + th + base + 2), color, -1)
-        cv2.putText(out, label, (x1 + 2, top + th + 1), cv2.FONT_HERSHEY_SIMPLEX, scale,
-                    (255, 255, 255), 1, cv2.LINE_AA)  # fmt: skip
-    return out
-
-
 def yolo_label_lines(dets: Any) -> list[str]:
     """``class cx cy w h`` per detection, normalised by the image size (darknet/YOLO txt)."""
     h, w = dets.image_size

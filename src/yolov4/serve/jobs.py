@@ -144,7 +144,7 @@ class DetectJob:
         self.timing.update(timing or detections[0].timing_ms)
         self.results = [d.to_dict() for d in detections]
         if self.render_quality is not None:
-            self.jpeg = render_jpeg(images[0], self.results[0], self.render_quality)
+            self.jpeg = render_jpeg(images[0], detections[0], self.render_quality)
         return self.results
 
     def batches_with(self, other: DetectJob) -> bool:
