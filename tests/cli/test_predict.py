@@ -196,6 +196,10 @@ def test_bad_sources_and_options_fail_before_the_model_loads(run, tmp_path, monk
         run(f"source={tmp_path}", ckpt, "batch=0")
     with pytest.raises(ConfigError, match="classes must be class ids or names, e.g. "):
         run(f"source={tmp_path}", ckpt, "classes=true")
+    with pytest.raises(ConfigError, match=r"classes=\[\] would keep no class; leave classes out"):
+        run(f"source={tmp_path}", ckpt, "classes=[]")
+    with pytest.raises(ConfigError, match=r"classes=\[\] would keep no class"):
+        run(f"source={tmp_path}", ckpt, "classes=[]", "trainer=default")  # sharded mode too
     with pytest.raises(ConfigError, match="multi_label must be true, false or null, got 'maybe'"):
         run(f"source={tmp_path}", ckpt, "multi_label=maybe")
     assert not list(tmp_path.glob("out*/predictions.jsonl"))  # nothing written

@@ -240,6 +240,20 @@ def test_classes_by_name_id_or_both():
         np.testing.assert_array_equal(np.sort(dets.boxes, 0), np.sort(by_id.boxes, 0))
     assert p(image, classes="person")[0].class_names == ["person"]
     assert p(image, classes=1)[0].class_names == ["person"]
+    # integer arrays and tensors are ids, as lists are (a 0-d one: one id)
+    for classes in (np.array([0, 2]), torch.tensor([0, 2]), torch.tensor([2, 0], dtype=torch.int32)):
+        assert sorted(p(image, classes=classes)[0].class_names) == ["car", "dog"], classes
+    assert p(image, classes=torch.tensor(1))[0].class_names == ["person"]
+    with pytest.raises(InputError, match=r"integer Tensor .* got dtype torch.float32"):
+        p(image, classes=torch.tensor([0.0, 2.0]))
+
+
+@pytest.mark.parametrize("empty", [[], (), np.array([], np.int64), torch.tensor([], dtype=torch.long)])
+def test_an_empty_classes_list_is_refused_not_an_empty_answer(empty):
+    """classes=[] kept no class: every image came back with no detections, which reads as
+    "nothing found"."""
+    with pytest.raises(InputError, match=r"classes: got an empty list, which would keep no class"):
+        predictor()(scene(), classes=empty)
 
 
 def test_an_unknown_class_name_lists_the_valid_ones_briefly():

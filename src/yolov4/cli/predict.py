@@ -110,6 +110,11 @@ def check_options(cfg: DictConfig) -> None:
         raise ConfigError(
             f"classes must be class ids or names, e.g. [0,2], [person] or 2, got {classes!r}"
         )
+    if classes == []:
+        raise ConfigError(
+            "classes=[] would keep no class; leave classes out (null) to keep every class, or "
+            "give ids or names, e.g. classes=[0,2] or classes=[person]"
+        )
 
 
 class Progress:

@@ -53,9 +53,12 @@ NAMES_SHOWN = 10  # class names an unknown-name error lists
 
 
 def class_ids(classes: int | str | Sequence[int | str], class_names: Sequence[str]) -> list[int]:
-    """Class ids (``int``, e.g. ``2``) or names (``str``, e.g. ``"person"``), mixed, or one of
-    either -> ids, in the given order. :class:`InputError` for an id out of range or an unknown
-    name (listing the first valid names and how many there are)."""
+    """Class ids (``int``, e.g. ``2``; an integer numpy array or torch tensor) or names
+    (``str``, e.g. ``"person"``), mixed, or one of either -> ids, in the given order.
+    :class:`InputError` for an id out of range, an unknown name (listing the first valid names
+    and how many there are) or an empty list, which would keep no class (``None`` keeps all)."""
+    if isinstance(classes, (np.ndarray, torch.Tensor)):
+        classes = _integer_ids(classes)
     if isinstance(classes, (str, int, np.integer)):
         items = [classes]
     elif isinstance(classes, Iterable):
@@ -63,6 +66,11 @@ def class_ids(classes: int | str | Sequence[int | str], class_names: Sequence[st
     else:
         raise InputError(
             f"classes: expected a class id, a name, or a list of them, got {classes!r}"
+        )
+    if not items:
+        raise InputError(
+            "classes: got an empty list, which would keep no class; leave classes out (None) "
+            "to keep every class, or give ids or names, e.g. [0, 2] or ['person']"
         )
     index = {name: i for i, name in enumerate(class_names)}
     ids, unknown, bad = [], [], []
@@ -83,6 +91,22 @@ def class_ids(classes: int | str | Sequence[int | str], class_names: Sequence[st
     if bad:
         raise InputError(f"classes {bad} out of range: the model has {len(class_names)} classes")
     return ids
+
+
+def _integer_ids(array: np.ndarray | torch.Tensor) -> int | list[int]:
+    """An integer array or tensor of class ids (0-d: one id) as Python ints."""
+    dtype = array.dtype
+    integer = (
+        not dtype.is_floating_point and not dtype.is_complex and dtype != torch.bool
+        if isinstance(array, torch.Tensor)
+        else np.issubdtype(dtype, np.integer)
+    )
+    if not integer or array.ndim > 1:
+        raise InputError(
+            f"classes: expected class ids as an integer {type(array).__name__} of at most one "
+            f"dimension, got dtype {dtype} and shape {tuple(array.shape)}"
+        )
+    return array.tolist()
 
 
 @dataclass

@@ -203,10 +203,18 @@ async def _read_multipart(
 
 def parse_classes(raw: str | None, class_names: Sequence[str]) -> list[int] | None:
     """``"0,2,5"``, ``"person,car"`` or both mixed -> class ids; a token that is an integer
-    is an id, any other a class name. 422 for an id out of range, an unknown name or an empty
-    entry (``classes=,``)."""
-    if raw is None or raw.strip() == "":
+    is an id, any other a class name; ``None`` (no ``classes`` parameter) keeps every class.
+    422 for an id out of range, an unknown name, an empty value (``classes=``) or an empty
+    entry (``classes=0,,2``): an empty filter would keep no class."""
+    if raw is None:
         return None
+    if raw.strip() == "":
+        raise ApiError(
+            422,
+            "invalid_parameter",
+            f"classes={raw!r}: an empty filter would keep no class; leave classes out to keep "
+            "every class, or give ids or names separated by commas, e.g. classes=0,2",
+        )
     tokens = [t.strip() for t in raw.split(",")]
     if not all(tokens):  # "classes=," or "0,,2": an empty filter would keep no class
         raise ApiError(
