@@ -114,6 +114,37 @@ def test_a_folder_tree_with_a_corrupt_image_is_skipped_and_reported(run, checkpo
         assert (out / rel).is_file()
 
 
+def test_a_run_that_reads_nothing_is_an_error_naming_the_skipped_list(run, checkpoint, tmp_path):
+    """A broken image named on its own (or a folder of broken files) printed "0 images" and
+    exited 0; a folder with a broken file among good ones still runs (above)."""
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 cut short")
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "a.png").write_bytes(b"not an image")
+    (tmp_path / "photos" / "b.jpg").write_bytes(b"")
+    for source, n in ((tmp_path / "broken.jpg", "the 1 input was"), (tmp_path / "photos", "all 2 inputs were")):  # fmt: skip
+        with pytest.raises(InputError, match=rf"^nothing could be read: {n} skipped \(") as e:
+            run(f"source={source}", f"checkpoint={checkpoint}")
+        out = Path(str(e.value).rsplit(" is in ", 1)[1])
+        saved = json.loads(out.read_text())  # summary.json: the list the message points to
+        assert out.name == "summary.json" and saved["images"] == 0
+        assert saved["skipped_count"] == len(saved["skipped"]) == int(n.split()[1])
+
+
+def test_an_image_url_that_cannot_be_fetched_fails_before_the_model_loads(run, tmp_path, monkeypatch):  # fmt: skip
+    """A 404 (or refused) image URL loaded the model, skipped the image and exited 0."""
+    import yolov4.cli.predict as cli
+    from tests.inference.mjpeg_server import file_server
+
+    def never(*a, **k):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(cli, "load_predictor", never)
+    with file_server(tmp_path) as (url, requests):
+        with pytest.raises(InputError, match=r"cannot fetch the image \(HTTP 404 "):
+            run(f"source={url}/gone.jpg", f"checkpoint={tmp_path / 'absent.pt'}")
+    assert requests == {"/gone.jpg": 1}
+
+
 def test_a_video_keeps_frame_count_fps_and_size(run, checkpoint, tmp_path):
     video = tmp_path / "clip.mp4"
     write_video(video, n=12, fps=15.0, size=(128, 72))

@@ -6,14 +6,22 @@ it back on the same port. Frame ``k`` of connection ``c`` is a flat image of gre
 ``frames[(c * per_connection + k) % len(frames)]`` instead: a video cut between connections.
 ``pace()`` (with ``frames``): the last video frame the reader has processed; the server then
 stays at most ``max_ahead`` frames ahead of it, so that the frames a slow reader drops stay
-few on a loaded machine too (a camera does not wait; a test of what follows the drops does)."""
+few on a loaded machine too (a camera does not wait; a test of what follows the drops does).
+
+:func:`file_server` serves a folder's files over plain HTTP on 127.0.0.1 (404 for a missing
+one), counting the requests for each path: image URLs."""
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import http.server
 import socketserver
 import threading
 import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -110,3 +118,25 @@ class MjpegServer:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+
+
+@contextlib.contextmanager
+def file_server(folder: Path) -> Iterator[tuple[str, Counter]]:
+    """``(base URL, requests per path)`` of an HTTP server of ``folder`` while in the block."""
+    requests: Counter = Counter()
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def do_GET(self) -> None:
+            requests[self.path] += 1
+            super().do_GET()
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = _Server(("127.0.0.1", 0), functools.partial(Handler, directory=str(folder)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", requests
+    finally:
+        server.shutdown()
+        server.server_close()

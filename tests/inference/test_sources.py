@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
-from tests.inference.mjpeg_server import MjpegServer, level
+from tests.inference.mjpeg_server import MjpegServer, file_server, level
 from yolov4.errors import InputError
 from yolov4.inference.sources import ImageFiles, Stream, VideoFile, open_sources, prefetch
 
@@ -110,30 +110,32 @@ def test_images_of_formats_not_read_are_named_not_left_out_silently(tmp_path, ca
 def test_an_image_url_is_one_image_not_a_stream_without_end(tmp_path):
     """http://host/a.jpg was opened as a stream: OpenCV reads the image as one frame, the
     stream 'ended', was reconnected, and the run predicted the same image until killed."""
-    import functools
-    import http.server
-
     from yolov4.inference.images import load_image
     from yolov4.inference.sources import ImageURL, is_live_source
 
     write_image(tmp_path / "a.jpg")
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
-    handler.log_message = lambda *args: None
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}"
+    with file_server(tmp_path) as (url, requests):
         (source,) = open_sources(f"{url}/a.jpg?size=big")
         assert isinstance(source, ImageURL) and not is_live_source(f"{url}/a.jpg")
         (frame,) = frames_of([source])
-        assert frame.error is None and frame.frame is None and frame.file == f"{url}/a.jpg?size=big"
-        assert np.array_equal(frame.image, load_image(tmp_path / "a.jpg"))  # as the file
-        (missing,) = frames_of(open_sources(f"{url}/none.png"))
-        assert missing.image is None and "cannot fetch it" in missing.error
-    finally:
-        server.shutdown()
-        server.server_close()
+    assert frame.error is None and frame.frame is None and frame.file == f"{url}/a.jpg?size=big"
+    assert np.array_equal(frame.image, load_image(tmp_path / "a.jpg"))  # as the file
+    assert requests == {"/a.jpg?size=big": 1}  # fetched when opened, its bytes kept
     assert is_live_source("http://cam.local/video.mjpg")  # a stream stays one
+
+
+def test_an_image_url_that_cannot_be_fetched_is_refused_when_opened(tmp_path):
+    """A refused, missing (404) or unresolvable URL was one skipped image of a run that loaded
+    the model and exited 0, where a camera or stream that refuses is an InputError."""
+    with file_server(tmp_path) as (url, _):
+        with pytest.raises(InputError, match=r"/none.png': cannot fetch the image \(HTTP 404 "):
+            open_sources(f"{url}/none.png")
+    with pytest.raises(InputError, match=r"^source 'http://127.0.0.1:9/a.jpg': cannot fetch"):
+        open_sources("http://127.0.0.1:9/a.jpg")  # nothing listens on port 9 (discard)
+    (tmp_path / "not-an-image.jpg").write_bytes(b"<html>")  # fetched: a decode error, skipped
+    with file_server(tmp_path) as (url, _):
+        (frame,) = frames_of(open_sources(f"{url}/not-an-image.jpg"))
+    assert frame.image is None and frame.error.startswith(f"{url}/not-an-image.jpg: ")
 
 
 def test_image_pixels_are_rgb_as_decoded(tmp_path):

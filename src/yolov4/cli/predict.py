@@ -70,7 +70,7 @@ from yolov4.inference.streams import interleave_live
 from yolov4.inference.tiling import check_tile_count, predict_tiled, tile_shape
 from yolov4.inference.writers import VIDEO_SUFFIX, PredictionWriter, Summary, WriteBehind
 
-__all__ = ["predict", "hydra_main", "check_options", "check_output"]
+__all__ = ["predict", "hydra_main", "check_options", "check_output", "check_something_read"]
 
 log = logging.getLogger(__name__)
 Item = tuple[Frame, Any]  # a frame and its network input (Predictor.prepare), or None
@@ -418,7 +418,7 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
     check_options(cfg)
     check_runtime_keys(cfg)
     if cfg.get("trainer") is not None:
-        return sharded(cfg)
+        return check_something_read(sharded(cfg), Path(cfg.output or cfg.paths.output_dir))
     tracking = tracking_options(cfg)
     if tracking is not None:
         for key, (value, why) in TRACK_DEFAULTS.items():
@@ -491,7 +491,21 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
         release_folder(cfg.output or cfg.paths.output_dir)
     print(summary.text())
     log.info("wrote %s", writer.out)
-    return summary.to_dict()
+    return check_something_read(summary.to_dict(), writer.out)
+
+
+def check_something_read(summary: dict[str, Any], out: Path) -> dict[str, Any]:
+    """``summary``, or an :class:`InputError` when the run read nothing: every image, video or
+    frame it was given was skipped (a broken image named on its own, a folder of broken files),
+    so that the exit status says so (a run with some files skipped among good ones is fine)."""
+    done = summary["images"] + summary["frames"]
+    if done or summary["interrupted"] or not summary["skipped_count"]:
+        return summary
+    n = summary["skipped_count"]
+    raise InputError(
+        f"nothing could be read: {'the 1 input was' if n == 1 else f'all {n} inputs were'} "
+        f"skipped ({summary['skipped'][0]}); the skipped list is in {out / 'summary.json'}"
+    )
 
 
 def hydra_main() -> None:

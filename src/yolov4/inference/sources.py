@@ -17,6 +17,7 @@ import logging
 import queue
 import re
 import threading
+import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator, Sequence
@@ -112,9 +113,11 @@ class ImageFiles:
 
 class ImageURL:
     """One image at an ``http(s)://`` URL whose path ends in an image suffix (``.jpg``, ...):
-    fetched once (:data:`URL_TIMEOUT_S`, at most :data:`MAX_URL_BYTES`) and decoded as a file
-    is; a fetch or decode failure is that image's error, as an unreadable file's. OpenCV opens
-    such a URL as a one-frame stream, which a live source reconnects to without end."""
+    fetched once, when the source is opened (:data:`URL_TIMEOUT_S`, at most
+    :data:`MAX_URL_BYTES`), so that a URL that refuses (no server, a 404, an unknown host, too
+    large) is an :class:`InputError` before any model loads; its bytes are kept and decoded as
+    a file's are, a decode failure being that image's error. OpenCV opens such a URL as a
+    one-frame stream, which a live source reconnects to without end."""
 
     live = False
     max_pixels: int | None = MAX_PIXELS  # the decoded-size limit (None: none)
@@ -122,6 +125,24 @@ class ImageURL:
     def __init__(self, source: str, url: str) -> None:
         self.source, self.url = source, url
         self.name = _stream_name(url).removesuffix(".mp4")
+        self.data = self._fetch()
+
+    def _fetch(self) -> bytes:
+        try:
+            with urllib.request.urlopen(self.url, timeout=URL_TIMEOUT_S) as response:  # noqa: S310 - the user's source
+                data = response.read(MAX_URL_BYTES + 1)
+        except urllib.error.HTTPError as e:  # the server answered, with an error status
+            raise InputError(
+                f"source {self.source!r}: cannot fetch the image (HTTP {e.code} {e.reason})"
+            ) from None
+        except (OSError, ValueError) as e:  # URLError, timeouts are OSErrors
+            why = getattr(e, "reason", None) or e
+            raise InputError(f"source {self.source!r}: cannot fetch the image ({why})") from None
+        if len(data) > MAX_URL_BYTES:
+            raise InputError(
+                f"source {self.source!r}: the image is over {MAX_URL_BYTES:,} bytes"
+            )
+        return data
 
     def __len__(self) -> int:
         return 1
@@ -129,16 +150,9 @@ class ImageURL:
     def frames(self) -> Iterator[Frame]:
         image, error = None, None
         try:
-            with urllib.request.urlopen(self.url, timeout=URL_TIMEOUT_S) as response:  # noqa: S310 - the user's source
-                data = response.read(MAX_URL_BYTES + 1)
-            if len(data) > MAX_URL_BYTES:
-                error = f"{self.url}: over {MAX_URL_BYTES:,} bytes"
-            else:
-                image = load_image(data, 0, "rgb", self.max_pixels)
+            image = load_image(self.data, 0, "rgb", self.max_pixels)
         except InputError as e:
             error = str(e).replace("image 0", self.url, 1)
-        except (OSError, ValueError) as e:  # URLError, HTTPError, timeouts are OSErrors
-            error = f"{self.url}: cannot fetch it ({getattr(e, 'reason', None) or e})"
         yield Frame(self.source, self.name, image, file=self.url, error=error)
 
     def close(self) -> None:
