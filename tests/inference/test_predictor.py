@@ -161,6 +161,11 @@ def test_to_dict_and_empty_results():
         ([scene(), b"definitely not an image"], r"image 1: 23 bytes that are not an image"),
         (b"", r"image 0: empty image data"),
         ("/no/such/file.jpg", r"image 0: file '/no/such/file.jpg' does not exist"),
+        (  # not "file 'http:/example.com/a.jpg' does not exist": the URL mangled as a path
+            [scene(), "http://example.com/a.jpg"],
+            r"image 1: 'http://example.com/a.jpg' is a URL; the Predictor takes image files, .*"
+            r"not URLs \(predict.py source= fetches image URLs",
+        ),
         ([], r"expected at least one image"),
         (torch.zeros(5, 8, 8), r"image 0: expected a \(3, H, W\) or \(H, W\) tensor"),
         ({"image": 1}, r"image 0: unsupported input type dict"),

@@ -4,14 +4,16 @@ Accepted per image: a file path, encoded bytes (JPEG/PNG/BMP/TIFF/WebP), a PIL i
 array ``(H, W, 3)`` uint8 (RGB, or BGR with ``color="bgr"``), ``(H, W)``/``(H, W, 1)`` grayscale,
 ``(H, W, 4)`` RGBA (alpha dropped), uint16 (scaled), float in ``[0, 1]``, or a torch ``(3, H, W)``
 / ``(H, W)`` tensor (uint8, or float in ``[0, 1]``). Anything else raises :class:`InputError`
-naming the image's index and what was wrong, before any model code runs; so does a numpy array
-whose shape reads as both layouts, ``(C, H, W)`` and ``(H, W, C)`` (first and last sides both 1,
-3 or 4, e.g. ``(3, 100, 4)``), which would otherwise be guessed.
+naming the image's index and what was wrong (a URL among them: predict.py fetches those), before
+any model code runs; so does a numpy array whose shape reads as both layouts, ``(C, H, W)`` and
+``(H, W, C)`` (first and last sides both 1, 3 or 4, e.g. ``(3, 100, 4)``), which would otherwise
+be guessed.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -35,6 +37,7 @@ __all__ = ["load_image", "load_images"]
 
 COLORS = ("rgb", "bgr")
 CHANNELS = (1, 3, 4)  # channel counts an image array may have: gray, RGB, RGBA
+URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")  # a scheme: http://, rtsp://, s3://, ...
 
 
 def _check_pixels(h: int, w: int, max_pixels: int | None, where: str) -> None:
@@ -70,6 +73,12 @@ def load_image(
     given_array = isinstance(item, np.ndarray)  # (H, W, C) by contract; tensors are (C, H, W)
     if color not in COLORS:
         raise InputError(f"color must be one of {COLORS}, got {color!r}")
+    if isinstance(item, str) and URL.match(item):
+        raise InputError(
+            f"{where}: {item!r} is a URL; the Predictor takes image files, encoded bytes, PIL "
+            "images, numpy arrays and torch tensors, not URLs (predict.py source= fetches image "
+            "URLs and reads streams)"
+        )
     if isinstance(item, (str, os.PathLike)):
         path = Path(item)
         if path.is_dir():
