@@ -103,12 +103,20 @@ class ImageFiles:
             name = output_name(path, self.root)
             try:
                 image, error = load_image(path, 0, "rgb", self.max_pixels), None
-            except InputError as e:
-                image, error = None, str(e).replace("image 0", str(path), 1)
+            except InputError as e:  # "image 0 (<file name>): ..." -> "<path>: ..."
+                image, error = None, _named(str(e), str(path), f"image 0 ({path.name})", "image 0")
             yield Frame(self.source, name, image, file=str(path), error=error)
 
     def close(self) -> None:
         pass
+
+
+def _named(message: str, name: str, *prefixes: str) -> str:
+    """``message`` with the first of ``prefixes`` it starts with replaced by ``name``."""
+    for prefix in prefixes:
+        if message.startswith(prefix):
+            return name + message[len(prefix) :]
+    return f"{name}: {message}"
 
 
 class ImageURL:
@@ -152,7 +160,7 @@ class ImageURL:
         try:
             image = load_image(self.data, 0, "rgb", self.max_pixels)
         except InputError as e:
-            error = str(e).replace("image 0", self.url, 1)
+            error = _named(str(e), self.url, "image 0")
         yield Frame(self.source, self.name, image, file=self.url, error=error)
 
     def close(self) -> None:

@@ -14,7 +14,8 @@ sharded over DDP ranks (GPUs, nodes, torchrun / SLURM as training runs).
   (:func:`~yolov4.inference.sources.prediction_record`, those of ``predict.py``) to
   ``predictions.rank<k>.jsonl`` as batches finish; at the end rank 0 merges them, ordered by
   input index, into ``predictions.jsonl`` (one record per image) and the skipped files into
-  ``skipped.jsonl`` (``index``, ``file``, ``error``), then removes the parts.
+  ``skipped.jsonl`` (``index``, ``file``, ``error``: what is wrong with that file), then removes
+  the parts.
 
 Lightning's predict sampler gives every input to exactly one rank (no padding), so the merged
 files hold each input once, whatever the number of processes. The merge streams (memory does not
@@ -99,7 +100,8 @@ def list_images(files: str | os.PathLike | Sequence[str | os.PathLike]) -> list[
 
 class ImageFiles(Dataset):
     """Image files → ``{"index", "image" (3, H, W) float32, "params" (4,), "hw" (2,)}``, or
-    ``{"index", "error"}`` for a file that cannot be read or decoded."""
+    ``{"index", "error"}`` for a file that cannot be read or decoded (``error`` says why, without
+    the file's path, which ``index`` gives)."""
 
     def __init__(
         self, files: Sequence[str], config: PreprocessConfig, max_pixels: int | None = MAX_PIXELS
@@ -113,8 +115,10 @@ class ImageFiles(Dataset):
         path = self.files[index]
         try:
             image = decode_image(Path(path).read_bytes(), path, self.max_pixels)
-        except (InputError, OSError) as e:
-            return {"index": index, "error": str(e)}
+        except InputError as e:  # "<path>: what is wrong": the entry names the file apart
+            return {"index": index, "error": str(e).removeprefix(f"{path}: ")}
+        except OSError as e:
+            return {"index": index, "error": f"cannot read it: {e.strerror or e}"}
         tensor, params = preprocess(image, self.config)
         return {
             "index": index,
