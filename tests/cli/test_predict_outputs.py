@@ -107,6 +107,28 @@ def test_crops_of_one_name_in_two_folders_keep_the_tree(checkpoint, tmp_path):
     assert crops == ["s1/x_0.jpg", "s1/x_1.jpg", "s2/x_0.jpg", "s2/x_1.jpg"]
 
 
+def test_a_glob_keeps_the_tree_below_its_fixed_folders_and_a_rename_names_its_cause(
+    checkpoint, tmp_path, caplog
+):
+    """'g/**/k.*' wrote k.png, k_1.jpg and k_2.jpg (flat, out of the docs' "folder tree"), and
+    the log said "k.jpg is taken" where k.png had taken the name."""
+    import logging
+
+    for rel in ("g/k.png", "g/x/k.jpg", "g/y/k.jpg", "g/k.jpg"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(tmp_path / rel), np.full((40, 60, 3), 90, np.uint8))
+    out = tmp_path / "out"
+    with caplog.at_level(logging.INFO, logger="yolov4"):
+        _predict(f"source={tmp_path / 'g' / '**' / 'k.*'}", f"checkpoint={checkpoint}",
+                 f"output={out}", "save_txt=true")  # fmt: skip
+    # k.jpg and k.png, one folder, would share labels/k.txt: the one read second is renamed
+    first, second = tmp_path / "g" / "k.jpg", tmp_path / "g" / "k.png"  # in path order
+    written = sorted(str(p.relative_to(out)) for p in out.rglob("k*.*"))
+    assert written == sorted(["k.jpg", "k_1.png", "x/k.jpg", "y/k.jpg", "labels/k.txt",
+                              "labels/k_1.txt", "labels/x/k.txt", "labels/y/k.txt"])  # fmt: skip
+    assert f"{second}: its outputs are named k_1{second.suffix} ({first} already writes under k)" in caplog.text  # fmt: skip
+
+
 def test_output_files_that_cannot_be_written_are_reported_and_the_run_goes_on(checkpoint, tmp_path):
     """A name too long for the file system once the frame and box numbers are added: the crops,
     labels that cannot be written are counted and listed, the records are complete."""

@@ -160,6 +160,26 @@ def test_a_glob_and_a_list_file(tree, tmp_path):
         open_sources(str(listing))  # the file's line, not the entry's 0-based index
 
 
+def test_globs_and_lists_keep_the_tree_below_their_fixed_folder(tree, tmp_path):
+    """Output names: a glob's relative to its folders before the first wildcard, a list's
+    relative to the list's folder; a file outside (or a glob's "..") by its file name."""
+    from yolov4.inference.sources import glob_root
+
+    assert glob_root("in/**/*.jpg") == Path("in") and glob_root("*.jpg") == Path(".")
+    assert glob_root("/a/b/[xy]/c/*.png") == Path("/a/b")
+    names = sorted(f.name for f in frames_of(open_sources(str(tree / "**" / "*.[jJ]*"))))
+    assert names == ["a.jpg", "sub/F.JPG", "sub/broken.jpg"]
+    names = [f.name for f in frames_of(open_sources(str(tree / "s*" / "d*")))]
+    assert names == ["sub/d.webp"]
+    escape = frames_of(open_sources(str(tree / "s*" / ".." / "a.jpg")))
+    assert [f.name for f in escape] == ["a.jpg"]  # not sub/../a.jpg
+    write_image(tmp_path / "elsewhere" / "e.png")
+    listing = tree / "list.txt"
+    listing.write_text(f"sub/deeper/e.tiff\n{tmp_path / 'elsewhere' / 'e.png'}\n../photos/c.bmp\n")
+    names = [f.name for f in frames_of(open_sources(str(listing)))]
+    assert names == ["sub/deeper/e.tiff", "e.png", "c.bmp"]
+
+
 def test_a_list_of_sources_keeps_its_order(tree):
     sources = open_sources([str(tree / "clip.mp4"), str(tree / "a.jpg")])
     assert [type(s).__name__ for s in sources] == ["VideoFile", "ImageFiles"]

@@ -79,15 +79,32 @@ def prediction_record(
 
 
 def output_name(path: Path, root: Path | None) -> str:
-    """The name a file's outputs are written under: its path relative to the folder given as
-    the source (``root``, the tree is kept), else its file name."""
-    return str(path.relative_to(root)) if root else path.name
+    """The name a file's outputs are written under: its path relative to its source's ``root``
+    (the folder given, a glob's fixed folders, a list file's folder: the tree is kept), else,
+    for a file outside ``root`` or without one, its file name."""
+    if root is not None:
+        try:
+            rel = path.relative_to(root)
+        except ValueError:  # a list's entry elsewhere (an absolute path, ../)
+            return path.name
+        if ".." not in rel.parts:  # a glob's "*/../x": its outputs stay in the output folder
+            return str(rel)
+    return path.name
+
+
+def glob_root(pattern: str) -> Path:
+    """The folders of a glob before its first wildcard: ``in/**/*.jpg`` -> ``in``, ``*.jpg``
+    -> ``.``."""
+    parts = Path(pattern).parts
+    fixed = next((i for i, p in enumerate(parts) if any(c in p for c in GLOB_CHARS)), len(parts))
+    return Path(*parts[:fixed])
 
 
 class ImageFiles:
     """Image files (a file, a folder's tree, a glob's or a list file's matches): decoded as the
     Predictor decodes them (EXIF orientation applied). ``root``: output names are relative to
-    it (a folder's tree is kept), else the file name."""
+    it (:func:`output_name`: a folder's, a glob's or a list's tree is kept), else the file
+    name."""
 
     live = False
     max_pixels: int | None = MAX_PIXELS  # the decoded-size limit (None: none)
@@ -387,7 +404,7 @@ def _open_one(source: str, live: dict[str, Any]) -> list[Any]:
                 f"source {source!r}: the glob matches no image or video "
                 f"({', '.join(MEDIA_SUFFIXES)})"
             )
-        return _files(source, found)
+        return _files(source, found, glob_root(text))
     path = Path(text).expanduser()
     if not path.exists():
         raise InputError(f"source {source!r}: no such file or folder")
@@ -413,7 +430,10 @@ def _open_one(source: str, live: dict[str, Any]) -> list[Any]:
     if suffix == LIST_SUFFIX:
         out: list[Any] = []
         for entry in _list_entries(path):
-            out += _open_one(str(entry), live) if entry.is_dir() else _files(source, [entry])
+            if entry.is_dir():
+                out += _open_one(str(entry), live)
+            else:
+                out += _files(source, [entry], path.parent)
         return out
     if suffix not in MEDIA_SUFFIXES:
         raise InputError(

@@ -1,6 +1,7 @@
 """What predict.py writes for each image or frame, in one run directory:
 
-    <name>                 annotated images (the input's own format and relative path)
+    <name>                 annotated images (the input's own format and relative path:
+                           :func:`~yolov4.inference.sources.output_name`)
     <stem>.mp4             annotated videos and streams (the input's fps and frame size; mp4v)
     predictions.jsonl      one :func:`~yolov4.inference.sources.prediction_record` per image or frame
     labels/<stem>.txt      save_txt: darknet/YOLO labels ``class cx cy w h`` (normalised), which
@@ -229,10 +230,11 @@ class PredictionWriter:
         self._jsonl = (self.out / PREDICTIONS).open("w", encoding="utf-8")
         self._videos: dict[tuple[str, str], tuple[cv2.VideoWriter | None, tuple[int, int]]] = {}
         self._names: dict[tuple[str, str], str] = {}  # (source, input) -> unique output name
-        self._name_stems: set[str] = set()  # the stems of those names (a lookup per new input)
+        # the stems of those names -> the input writing under each (a lookup per new input)
+        self._name_stems: dict[str, str] = {}
         # the output names of the run's inputs known up front (a folder's files): a renamed
         # output takes none of them, so each input's labels keep its own name where they can
-        self._reserved = {_stem(n) for n in reserved}
+        self._reserved = {_stem(n): n for n in reserved}
         # label and crop stem -> the image or frame written under it (unique in the run)
         self._stems: dict[str, tuple[str, str, int | None]] = {}
         self.files: list[Path] = []  # annotated images and videos written
@@ -281,24 +283,32 @@ class PredictionWriter:
         key = (frame.source, frame.file or frame.name)
         if key not in self._names:
             image = frame.frame is None  # an image's labels are <name>.txt: not a frame's
-
-            def taken(candidate: str, renamed: bool) -> bool:
-                s = _stem(candidate)
-                return (
-                    s in self._name_stems
-                    or (image and s in self._stems)
-                    or (renamed and s in self._reserved)
-                )
-
-            name, stem, k = frame.name, Path(frame.name), 1
-            while taken(name, k > 1):
+            name, stem, k, taken_by = frame.name, Path(frame.name), 1, None
+            while (holder := self._holder(_stem(name), image, k > 1)) is not None:
+                if k == 1:
+                    taken_by = holder
                 name = str(stem.with_name(f"{stem.stem}_{k}{stem.suffix}"))
                 k += 1
             if name != frame.name:
-                log.info("%s: its outputs are named %s (%s is taken)", key[1], name, frame.name)
+                log.info(
+                    "%s: its outputs are named %s (%s already writes under %s)",
+                    key[1], name, taken_by, _stem(frame.name),
+                )  # fmt: skip
             self._names[key] = name
-            self._name_stems.add(_stem(name))
+            self._name_stems[_stem(name)] = key[1]
         return self._names[key]
+
+    def _holder(self, stem: str, image: bool, renamed: bool) -> str | None:
+        """What already writes under ``stem`` (an input, a frame's labels, or, for a renamed
+        output, an input of the run still to come), or None."""
+        if stem in self._name_stems:
+            return self._name_stems[stem]
+        if image and stem in self._stems:
+            _, file, index = self._stems[stem]
+            return f"{file} frame {index}" if index is not None else file
+        if renamed and stem in self._reserved:
+            return f"the run's input {self._reserved[stem]}"
+        return None
 
     def _label_stem(self, frame: Frame, name: str) -> str:
         """The stem of ``frame``'s label file and crops: its output name's (a video frame's
