@@ -384,6 +384,38 @@ def test_the_progress_line_has_rate_and_eta(capsys, monkeypatch):
     assert "3 " in err and "/s" in err and "ETA" not in err
 
 
+def test_the_final_progress_line_is_printed_once_with_the_frames_read(
+    checkpoint, tmp_path, capsys, monkeypatch
+):
+    """A tracked video ended with "30/30 5.3/s ETA 0 s" twice; a truncated AVI of 120 frames
+    of which 57 were read ended with "58/120" (its unreadable tail counted as a frame)."""
+    from hydra import compose, initialize_config_module
+
+    from yolov4.cli import predict as cli
+
+    progress = cli.Progress(total=30)
+    progress.tty = False
+    monkeypatch.setattr(cli, "PROGRESS_EVERY_S", 0.0)
+    progress.update(30)  # the writer's last chunk printed the line
+    progress.close()
+    assert [x.split()[0] for x in capsys.readouterr().err.splitlines()] == ["30/30"]
+    monkeypatch.setattr(cli, "PROGRESS_EVERY_S", 1e9)  # the final line only
+    path = tmp_path / "t.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 25, (64, 48))
+    for _ in range(40):
+        writer.write(_image(48, 64))
+    writer.release()
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with initialize_config_module(config_module="yolov4.configs", version_base="1.3"):
+        cfg = compose("predict", overrides=[f"source={cut}", f"checkpoint={checkpoint}",
+                                            f"output={tmp_path / 'out'}"])  # fmt: skip
+    summary = cli.predict(cfg)
+    assert 0 < summary["frames"] < 40 and summary["skipped_count"] == 1
+    [line] = [x for x in capsys.readouterr().err.splitlines() if "/40 " in x]
+    assert line.startswith(f"{summary['frames']}/40 ") and "ETA" not in line
+
+
 def test_tile_runs_predict_tiled_on_each_image(run, checkpoint, tmp_path):
     from yolov4.inference.tiling import predict_tiled
 

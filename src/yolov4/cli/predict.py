@@ -118,15 +118,20 @@ def check_options(cfg: DictConfig) -> None:
 
 
 class Progress:
-    """One line on stderr: done / total, images or frames per second, ETA (``total`` known)."""
+    """One line on stderr: done / total, images or frames per second, ETA (``total`` known).
+    ``done`` counts the images and frames read and the files skipped (a video's frame that does
+    not decode, or its unreadable tail, is no frame read); :meth:`close` prints the final count
+    once."""
 
     def __init__(self, total: int | None, enabled: bool = True) -> None:
         self.total, self.enabled, self.done = total, enabled, 0
         self.tty = sys.stderr.isatty()
         self.start = self.last = time.perf_counter()
         self._lock = threading.Lock()
+        self._shown: int | None = None  # the count of the line on screen
+        self._width = 0  # its length (a shorter final line on a terminal blanks the rest)
 
-    def update(self, n: int) -> None:  # the model loop (skipped frames) and the writer thread
+    def update(self, n: int) -> None:  # the model loop (skipped files) and the writer thread
         with self._lock:
             self.done += n
         now = time.perf_counter()
@@ -134,17 +139,22 @@ class Progress:
             self.last = now
             self._print(now, "\r" if self.tty else "", "" if self.tty else "\n")
 
-    def _print(self, now: float, start: str, end: str) -> None:
+    def _print(self, now: float, start: str, end: str, final: bool = False) -> None:
         rate = self.done / max(now - self.start, 1e-9)
         line = f"{self.done}" + (f"/{self.total}" if self.total else "") + f" {rate:.1f}/s"
-        if self.total and rate > 0:
+        if self.total and rate > 0 and not final:
             line += f" ETA {max(self.total - self.done, 0) / rate:.0f} s"
-        sys.stderr.write(f"{start}{line}{end}")
+        self._shown, width, self._width = self.done, self._width, len(line)
+        sys.stderr.write(f"{start}{line.ljust(width) if start else line}{end}")
         sys.stderr.flush()
 
     def close(self) -> None:
-        if self.enabled and self.done:
-            self._print(time.perf_counter(), "\r" if self.tty else "", "\n")
+        """The final line: on a terminal it replaces the last one; in a log it is written
+        unless the last line already gave this count."""
+        if not self.enabled or not self.done:
+            return
+        if self.tty or self._shown != self.done:
+            self._print(time.perf_counter(), "\r" if self.tty else "", "\n", final=True)
 
 
 def _prepared(frames: Iterator[Frame], prepare: Callable[[Any], Any] | None) -> Iterator[Item]:
@@ -189,7 +199,7 @@ def _chunks(
             message = f.error or f"{f.file or f.source}: cannot be decoded"
             summary.skip(message)
             log.warning("skipped: %s", message)
-            progress.update(1)
+            progress.update(1 if f.frame is None else 0)  # a file; not a video's frame read
             continue
         chunk.append(item)
         if len(chunk) == size:
