@@ -74,10 +74,14 @@ def test_trainer_runs_predict_files_with_the_same_records(run, checkpoint, folde
     assert summary["postprocess"]["conf"] == CONF
     assert summary["postprocess"] == summary_plain["postprocess"]  # the same settings, stated
     # the skipped file named once, as without trainer= (not "bad.jpg: bad.jpg: not an image")
-    assert summary["skipped"] == summary_plain["skipped"] == [
-        f"{folder / 'bad.jpg'}: 13 bytes that are not an image in a supported format "
-        "(JPEG, PNG, BMP, TIFF, WebP)"
-    ]
+    assert (
+        summary["skipped"]
+        == summary_plain["skipped"]
+        == [
+            f"{folder / 'bad.jpg'}: 13 bytes that are not an image in a supported format "
+            "(JPEG, PNG, BMP, TIFF, WebP)"
+        ]
+    )
     assert read(out / "skipped.jsonl")[0]["error"] == summary["skipped"][0].split(": ", 1)[1]
     expected = read(plain / "predictions.jsonl")
     assert [(r["source"], r["file"]) for r in records] == [

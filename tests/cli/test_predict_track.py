@@ -404,8 +404,8 @@ def test_unrelated_images_are_refused(run, video, tmp_path):
 def test_tracked_labels_carry_the_id():
     from dataclasses import replace
 
-    from yolov4.inference.predictor import Detections
     from yolov4.inference.drawing import draw_detections
+    from yolov4.inference.predictor import Detections
 
     image = np.full((120, 160, 3), 128, np.uint8)
     dets = Detections(np.array([[20, 40, 90, 100]], np.float32), np.array([0.9], np.float32),

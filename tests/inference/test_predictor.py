@@ -246,14 +246,20 @@ def test_classes_by_name_id_or_both():
     assert p(image, classes="person")[0].class_names == ["person"]
     assert p(image, classes=1)[0].class_names == ["person"]
     # integer arrays and tensors are ids, as lists are (a 0-d one: one id)
-    for classes in (np.array([0, 2]), torch.tensor([0, 2]), torch.tensor([2, 0], dtype=torch.int32)):
+    for classes in (
+        np.array([0, 2]),
+        torch.tensor([0, 2]),
+        torch.tensor([2, 0], dtype=torch.int32),
+    ):
         assert sorted(p(image, classes=classes)[0].class_names) == ["car", "dog"], classes
     assert p(image, classes=torch.tensor(1))[0].class_names == ["person"]
     with pytest.raises(InputError, match=r"integer Tensor .* got dtype torch.float32"):
         p(image, classes=torch.tensor([0.0, 2.0]))
 
 
-@pytest.mark.parametrize("empty", [[], (), np.array([], np.int64), torch.tensor([], dtype=torch.long)])
+@pytest.mark.parametrize(
+    "empty", [[], (), np.array([], np.int64), torch.tensor([], dtype=torch.long)]
+)
 def test_an_empty_classes_list_is_refused_not_an_empty_answer(empty):
     """classes=[] kept no class: every image came back with no detections, which reads as
     "nothing found"."""

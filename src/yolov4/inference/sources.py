@@ -164,9 +164,7 @@ class ImageURL:
             why = getattr(e, "reason", None) or e
             raise InputError(f"source {self.source!r}: cannot fetch the image ({why})") from None
         if len(data) > MAX_URL_BYTES:
-            raise InputError(
-                f"source {self.source!r}: the image is over {MAX_URL_BYTES:,} bytes"
-            )
+            raise InputError(f"source {self.source!r}: the image is over {MAX_URL_BYTES:,} bytes")
         return data
 
     def __len__(self) -> int:

@@ -56,6 +56,8 @@ MAX_SKIPPED_LISTED = 1000  # summary.json lists this many skipped files or frame
 UNWRITTEN_LOGGED = 5  # output files that cannot be written: the first few are logged one by one
 LABELS, CROPS = "labels", "crops"
 VIDEO_SUFFIX, VIDEO_FOURCC = ".mp4", "mp4v"
+
+
 def yolo_label_lines(dets: Any) -> list[str]:
     """``class cx cy w h`` per detection, normalised by the image size (darknet/YOLO txt)."""
     h, w = dets.image_size
