@@ -160,7 +160,7 @@ def test_a_glob_and_a_list_file(tree, tmp_path):
         open_sources(str(listing))  # the file's line, not the entry's 0-based index
 
 
-def test_globs_and_lists_keep_the_tree_below_their_fixed_folder(tree, tmp_path):
+def test_globs_and_lists_keep_the_tree_below_their_fixed_folder(tree, tmp_path, monkeypatch):
     """Output names: a glob's relative to its folders before the first wildcard, a list's
     relative to the list's folder; a file outside (or a glob's "..") by its file name."""
     from yolov4.inference.sources import glob_root
@@ -175,9 +175,13 @@ def test_globs_and_lists_keep_the_tree_below_their_fixed_folder(tree, tmp_path):
     assert [f.name for f in escape] == ["a.jpg"]  # not sub/../a.jpg
     write_image(tmp_path / "elsewhere" / "e.png")
     listing = tree / "list.txt"
-    listing.write_text(f"sub/deeper/e.tiff\n{tmp_path / 'elsewhere' / 'e.png'}\n../photos/c.bmp\n")
-    names = [f.name for f in frames_of(open_sources(str(listing)))]
-    assert names == ["sub/deeper/e.tiff", "e.png", "c.bmp"]
+    listing.write_text(
+        f"sub/deeper/e.tiff\n{tmp_path / 'elsewhere' / 'e.png'}\n../photos/c.bmp\n"
+        f"{tree / 'sub' / 'd.webp'}\n"
+    )
+    monkeypatch.chdir(tmp_path)  # the list named by a relative path, an entry by an absolute one
+    names = [f.name for f in frames_of(open_sources("photos/list.txt"))]
+    assert names == ["sub/deeper/e.tiff", "e.png", "c.bmp", "sub/d.webp"]
 
 
 def test_a_list_of_sources_keeps_its_order(tree):

@@ -83,8 +83,8 @@ def output_name(path: Path, root: Path | None) -> str:
     (the folder given, a glob's fixed folders, a list file's folder: the tree is kept), else,
     for a file outside ``root`` or without one, its file name."""
     if root is not None:
-        try:
-            rel = path.relative_to(root)
+        try:  # a list's absolute entry may lie under its relative folder
+            rel = path.absolute().relative_to(root.absolute())
         except ValueError:  # a list's entry elsewhere (an absolute path, ../)
             return path.name
         if ".." not in rel.parts:  # a glob's "*/../x": its outputs stay in the output folder
