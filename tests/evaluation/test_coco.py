@@ -226,3 +226,23 @@ def test_result_is_builtins_for_metrics_json_and_weights_files():
     assert type(result.scalars["num_images"]) is int
     with pytest.raises(ValueError, match="lacks"):
         EvaluationResult(metrics={"mAP": 0.5}, per_class={}, num_images=1, summary="")
+
+
+def test_draw_detections_grid_draws_the_best_last(monkeypatch):
+    """Two classes on one box (multi-label): the better is drawn last, its label on top."""
+    import torchvision.utils
+
+    from yolov4.evaluation.plots import draw_detections
+
+    drawn = []
+    real = torchvision.utils.draw_bounding_boxes
+
+    def record(image, boxes, labels=None, **kwargs):
+        drawn.append(labels)
+        return real(image, boxes, labels=labels, **kwargs)
+
+    monkeypatch.setattr(torchvision.utils, "draw_bounding_boxes", record)
+    box = [5.0, 5.0, 31.0, 29.0]
+    dets = [torch.tensor([[*box, 0.9, 1.0], [*box, 0.5, 0.0]])]
+    draw_detections(torch.zeros(1, 3, 64, 64), torch.zeros(0, 6), dets, NAMES)
+    assert drawn == [[f"{NAMES[0]} 0.50", f"{NAMES[1]} 0.90"]]

@@ -213,6 +213,7 @@ def draw_detections(
             img = draw_bounding_boxes(img, truth[:, 2:6], colors="lime", width=1)
         det = detections[i].detach().cpu()
         det = det[det[:, 4] >= score_thresh]
+        det = det[det[:, 4].argsort()]  # lowest first: the best box and label drawn on top
         if len(det):
             labels = [f"{names[int(c)]} {s:.2f}" for s, c in det[:, 4:6].tolist()]
             img = draw_bounding_boxes(img, det[:, :4], labels=labels, colors="red", width=1)
