@@ -10,15 +10,14 @@ skipped and reported. Ctrl-C or SIGTERM ends the run with every file complete (v
 finalised). ``track=`` adds object ids, trails and counts (:mod:`yolov4.cli.tracking`).
 
 ``trainer=<default | gpu | ddp>`` (the training's Trainer group) runs image files instead with
-Lightning's ``Trainer.predict`` (:func:`yolov4.training.predict.predict_files`): a project
-checkpoint, files sharded over DDP ranks, GPUs and nodes, ``predictions.jsonl`` (the same records)
-and ``skipped.jsonl`` only.
+Lightning's ``Trainer.predict`` (:mod:`yolov4.cli.predict_sharded`): a project checkpoint,
+files sharded over DDP ranks, GPUs and nodes, ``predictions.jsonl`` (the same records) and
+``skipped.jsonl`` only.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import signal
 import sys
@@ -30,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from yolov4.cli.common import (
     INTERRUPTED_EXIT,
@@ -44,7 +43,6 @@ from yolov4.cli.sources import (
     check_no_network,
     check_runtime_keys,
     load_predictor,
-    model_source,
 )
 from yolov4.cli.tracking import (
     TRACK_DEFAULTS,
@@ -301,93 +299,6 @@ class Interrupts:
                 signal.signal(s, handler)
 
 
-# options the sharded mode (trainer=) does not offer: it writes the records only
-NOT_SHARDED = ("artifact", "darknet_weights", "track", "tracker", "tile", "save_txt", "save_crops")
-
-
-def sharded(cfg: DictConfig) -> dict[str, Any]:
-    """``trainer=``: the image files of ``cfg.source`` through ``predict_files`` (module
-    docstring); returns the summary (rank 0 also writes ``summary.json``)."""
-    given = [k for k in NOT_SHARDED if cfg.get(k)] + (
-        ["multi_label"] if cfg.get("multi_label") is not None else []
-    )
-    if given:
-        raise ConfigError(
-            f"trainer= (sharded predict over ranks) takes checkpoint= and writes the records "
-            f"only; {given[0]}={cfg.get(given[0])} is not available with it"
-        )
-    if model_source(cfg) != "checkpoint":
-        raise ConfigError("trainer= (sharded predict over ranks) runs a checkpoint=...")
-    classes = to_builtin(cfg.get("classes"))
-    if classes is not None and not all(isinstance(c, int) for c in classes):
-        raise ConfigError(
-            f"trainer= (sharded predict) takes class ids in classes=, got {classes!r}"
-        )
-    sources = open_sources(to_builtin(cfg.source))
-    for s in sources:
-        s.close()
-    other = [s for s in sources if not isinstance(s, ImageFiles)]
-    if other:
-        raise ConfigError(
-            f"trainer= (sharded predict over ranks) takes image files (a folder, glob or list); "
-            f"source {other[0].source!r} is a {type(other[0]).__name__}"
-        )
-    from lightning.pytorch.utilities import rank_zero_only
-
-    from yolov4.training.predict import (
-        SKIPPED,
-        PredictInterrupted,
-        postprocess_settings,
-        predict_files,
-    )
-
-    out = Path(cfg.output or cfg.paths.output_dir)
-    node = OmegaConf.to_container(cfg.trainer, resolve=False)
-    node.pop("_target_", None)
-    node["default_root_dir"] = str(out)
-    kwargs = OmegaConf.to_container(OmegaConf.create(node), resolve=True)
-    if not cfg.get("progress", True):
-        kwargs["enable_progress_bar"] = False
-    summary = Summary()
-    summary.postprocess = {
-        **postprocess_settings(cfg.get("conf"), cfg.get("iou"), cfg.get("max_det")).to_dict(),
-        "classes": classes,
-    }
-    try:
-        path = predict_files(
-            cfg.checkpoint,
-            [str(f) for s in sources for f in s.files],
-            out,
-            kwargs,
-            batch_size=int(cfg.batch),
-            num_workers=int(cfg.workers),
-            conf=cfg.get("conf"),
-            iou=cfg.get("iou"),
-            max_det=cfg.get("max_det"),
-            classes=classes,
-            sources=[s.source for s in sources for _ in s.files],
-            max_pixels=cfg.get("max_pixels", MAX_PIXELS),
-        )
-    except PredictInterrupted as e:  # Ctrl-C: the records written so far, and the summary
-        path, summary.interrupted = e.path, True
-    if not path.is_file():  # interrupted on a rank other than 0: rank 0 merges and writes
-        return summary.to_dict()
-    with path.open(encoding="utf-8") as f:
-        for line in f:
-            record = json.loads(line)
-            summary.images += 1
-            summary.detections.update(d["class_name"] for d in record["detections"])
-    with (out / SKIPPED).open(encoding="utf-8") as f:
-        for line in f:
-            entry = json.loads(line)
-            summary.skip(f"{entry['file']}: {entry['error']}")
-    if rank_zero_only.rank == 0:
-        (out / "summary.json").write_text(json.dumps(summary.to_dict(), indent=2) + "\n")
-        print(summary.text())
-        log.info("wrote %s", out)
-    return summary.to_dict()
-
-
 def input_files(sources: list[Any]) -> list[tuple[Path, str, bool]]:
     """``(file, output name, is a video)`` of each image file and video file among
     ``sources``: what the run will write, known before it starts (live sources are not files)."""
@@ -428,6 +339,8 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
     check_options(cfg)
     check_runtime_keys(cfg)
     if cfg.get("trainer") is not None:
+        from yolov4.cli.predict_sharded import sharded
+
         return check_something_read(sharded(cfg), Path(cfg.output or cfg.paths.output_dir))
     tracking = tracking_options(cfg)
     if tracking is not None:

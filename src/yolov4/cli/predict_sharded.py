@@ -1,0 +1,110 @@
+"""``python predict.py ... trainer=<default | gpu | ddp>``: image files through Lightning's
+``Trainer.predict`` (:func:`yolov4.training.predict.predict_files`), sharded over DDP ranks,
+GPUs and nodes; ``predictions.jsonl`` (the records of :mod:`yolov4.cli.predict`) and
+``skipped.jsonl`` only."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from yolov4.cli.common import to_builtin
+from yolov4.cli.sources import model_source
+from yolov4.core.images import MAX_PIXELS
+from yolov4.errors import ConfigError
+from yolov4.inference.sources import ImageFiles, open_sources
+from yolov4.inference.writers import Summary
+
+__all__ = ["NOT_SHARDED", "sharded"]
+
+log = logging.getLogger(__name__)
+
+# options the sharded mode (trainer=) does not offer: it writes the records only
+NOT_SHARDED = ("artifact", "darknet_weights", "track", "tracker", "tile", "save_txt", "save_crops")
+
+
+def sharded(cfg: DictConfig) -> dict[str, Any]:
+    """``trainer=``: the image files of ``cfg.source`` through ``predict_files`` (module
+    docstring); returns the summary (rank 0 also writes ``summary.json``)."""
+    given = [k for k in NOT_SHARDED if cfg.get(k)] + (
+        ["multi_label"] if cfg.get("multi_label") is not None else []
+    )
+    if given:
+        raise ConfigError(
+            f"trainer= (sharded predict over ranks) takes checkpoint= and writes the records "
+            f"only; {given[0]}={cfg.get(given[0])} is not available with it"
+        )
+    if model_source(cfg) != "checkpoint":
+        raise ConfigError("trainer= (sharded predict over ranks) runs a checkpoint=...")
+    classes = to_builtin(cfg.get("classes"))
+    if classes is not None and not all(isinstance(c, int) for c in classes):
+        raise ConfigError(
+            f"trainer= (sharded predict) takes class ids in classes=, got {classes!r}"
+        )
+    sources = open_sources(to_builtin(cfg.source))
+    for s in sources:
+        s.close()
+    other = [s for s in sources if not isinstance(s, ImageFiles)]
+    if other:
+        raise ConfigError(
+            f"trainer= (sharded predict over ranks) takes image files (a folder, glob or list); "
+            f"source {other[0].source!r} is a {type(other[0]).__name__}"
+        )
+    from lightning.pytorch.utilities import rank_zero_only
+
+    from yolov4.training.predict import (
+        SKIPPED,
+        PredictInterrupted,
+        postprocess_settings,
+        predict_files,
+    )
+
+    out = Path(cfg.output or cfg.paths.output_dir)
+    node = OmegaConf.to_container(cfg.trainer, resolve=False)
+    node.pop("_target_", None)
+    node["default_root_dir"] = str(out)
+    kwargs = OmegaConf.to_container(OmegaConf.create(node), resolve=True)
+    if not cfg.get("progress", True):
+        kwargs["enable_progress_bar"] = False
+    summary = Summary()
+    summary.postprocess = {
+        **postprocess_settings(cfg.get("conf"), cfg.get("iou"), cfg.get("max_det")).to_dict(),
+        "classes": classes,
+    }
+    try:
+        path = predict_files(
+            cfg.checkpoint,
+            [str(f) for s in sources for f in s.files],
+            out,
+            kwargs,
+            batch_size=int(cfg.batch),
+            num_workers=int(cfg.workers),
+            conf=cfg.get("conf"),
+            iou=cfg.get("iou"),
+            max_det=cfg.get("max_det"),
+            classes=classes,
+            sources=[s.source for s in sources for _ in s.files],
+            max_pixels=cfg.get("max_pixels", MAX_PIXELS),
+        )
+    except PredictInterrupted as e:  # Ctrl-C: the records written so far, and the summary
+        path, summary.interrupted = e.path, True
+    if not path.is_file():  # interrupted on a rank other than 0: rank 0 merges and writes
+        return summary.to_dict()
+    with path.open(encoding="utf-8") as f:
+        for line in f:
+            record = json.loads(line)
+            summary.images += 1
+            summary.detections.update(d["class_name"] for d in record["detections"])
+    with (out / SKIPPED).open(encoding="utf-8") as f:
+        for line in f:
+            entry = json.loads(line)
+            summary.skip(f"{entry['file']}: {entry['error']}")
+    if rank_zero_only.rank == 0:
+        (out / "summary.json").write_text(json.dumps(summary.to_dict(), indent=2) + "\n")
+        print(summary.text())
+        log.info("wrote %s", out)
+    return summary.to_dict()
