@@ -168,3 +168,15 @@ def test_nms_graph_with_a_wrong_iou_threshold_fails_the_check(scoring, tmp_path,
     with pytest.raises(ExportError, match="is neither a detection nor suppressed by one"):
         export_artifact(scoring, tmp_path / "b", ["onnx_nms"], thresholds=thresholds)
     assert not (tmp_path / "b").exists() or not any((tmp_path / "b").iterdir())
+
+
+def test_the_nms_graph_leaves_the_model_in_eval_mode(untrained, tmp_path):
+    """torch.onnx.export puts a module back in the mode it found it in: an NMS wrapper made in
+    training mode left the shared network training, so the TorchScript file written after it
+    was saved training, and a 32x32 check met the network's training-batch guard."""
+    import torch.jit
+
+    art = export_artifact(untrained, tmp_path / "a", formats=["onnx_nms", "torchscript"],
+                          input_size=[32, 32])  # fmt: skip
+    scripted = torch.jit.load(str(art / "model.torchscript"))
+    assert not scripted.training and not any(m.training for m in scripted.modules())

@@ -59,7 +59,7 @@ class ExportJob:
     @cached_property
     def nms_model(self) -> NmsModel:
         """The model with NMS in the graph (its thresholds baked in)."""
-        return NmsModel(self.model, self.settings)
+        return NmsModel(self.model, self.settings).eval()  # as self.model: an export keeps its mode
 
     @cached_property
     def check_images(self) -> tuple[torch.Tensor, str]:
