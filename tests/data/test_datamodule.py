@@ -308,3 +308,18 @@ def test_train_batches_count_one_process_of_a_ddp_run(synth_cache: Path):
     sampler = DistributedSampler(loader.dataset, num_replicas=2, rank=1, shuffle=False)
     ddp = DataLoader(loader.dataset, batch_size=4, sampler=sampler, drop_last=loader.drop_last)
     assert len(ddp) == dm.train_batches(2)
+
+
+def test_a_process_share_under_a_batch_keeps_its_last_batch(synth_cache: Path):
+    """12 images, batches of 8, 2 processes: each reads 6, one batch (dropping the last partial
+    batch of a 6-image share left no batch at all: Lightning stopped, "No training batches")."""
+    from types import SimpleNamespace
+
+    dm = _dm(synth_cache, num_train=12, batch_size=8)
+    dm.prepare_data()
+    dm.setup("fit")
+    assert dm.train_batches() == 1 and dm.train_batches(2) == 1
+    dm.trainer = SimpleNamespace(world_size=2, global_rank=0)  # what Lightning attaches
+    assert dm.train_dataloader().drop_last is False
+    dm.trainer = SimpleNamespace(world_size=1, global_rank=0)
+    assert dm.train_dataloader().drop_last is True

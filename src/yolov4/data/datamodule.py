@@ -439,7 +439,7 @@ class DetectionDataModule(L.LightningDataModule):
             dataset,
             batch_size=self.batch_size if train else self.val_batch_size,
             sampler=sampler,
-            drop_last=train and self._drops_last(len(dataset)),
+            drop_last=train and self._drops_last(math.ceil(len(dataset) / self._world_size())),
             num_workers=self.num_workers,
             persistent_workers=self.persistent_workers,
             # pinned memory serves copies to a GPU; without one torch warns on every run
@@ -450,8 +450,13 @@ class DetectionDataModule(L.LightningDataModule):
         )
 
     def _drops_last(self, n: int) -> bool:
-        """The train loader drops a last partial batch when the split holds more than one."""
+        """The train loader drops a last partial batch when a process's ``n`` images (its
+        share of the split) hold more than one batch."""
         return n > self.batch_size
+
+    def _world_size(self) -> int:
+        trainer = getattr(self, "trainer", None)
+        return int(getattr(trainer, "world_size", 1) or 1) if trainer is not None else 1
 
     def train_batches(self, world_size: int = 1) -> int | None:
         """Batches of one training epoch in one of ``world_size`` processes (DDP's sampler
@@ -460,9 +465,8 @@ class DetectionDataModule(L.LightningDataModule):
         train = self.split("train")
         if train is None:
             return None
-        n = len(train.records)
-        per_process = math.ceil(n / max(1, world_size))
-        return per_process // self.batch_size if self._drops_last(n) else 1
+        per_process = math.ceil(len(train.records) / max(1, world_size))
+        return per_process // self.batch_size if self._drops_last(per_process) else 1
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", train=True)
