@@ -96,6 +96,7 @@ def check_options(cfg: DictConfig) -> None:
     _number(cfg, "reconnect_timeout", lambda v: v >= 0, "a number of seconds >= 0")
     _number(cfg, "max_frames", lambda v: v >= 1, "an integer >= 1 or null", True)
     _number(cfg, "workers", lambda v: v >= 0, "an integer >= 0", True)
+    _number(cfg, "count_margin", lambda v: 0 <= v < 10, "a fraction of the box height in [0, 10)")
     if cfg.get("multi_label") is not None and not isinstance(cfg.multi_label, bool):
         raise ConfigError(f"multi_label must be true, false or null, got {cfg.multi_label!r}")
     classes = to_builtin(cfg.get("classes"))

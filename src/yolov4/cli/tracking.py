@@ -29,7 +29,7 @@ from omegaconf import DictConfig
 
 from yolov4.cli.common import to_builtin
 from yolov4.errors import ConfigError
-from yolov4.inference.counting import ANCHORS, LINE_MARGIN, Counter, check_margin
+from yolov4.inference.counting import ANCHORS, LINE_MARGIN, Counter
 from yolov4.inference.sources import GLOB_CHARS, ImageFiles, ImageURL
 from yolov4.inference.streams import Frame
 from yolov4.inference.tracking import Tracker, TrackTrails
@@ -106,8 +106,9 @@ def tracking_options(cfg: DictConfig) -> dict[str, Any] | None:
     anchor = cfg.get("count_anchor", "center")
     if anchor not in ANCHORS:
         raise ConfigError(f"count_anchor: expected one of {list(ANCHORS)}, got {anchor!r}")
-    counter, margin = None, check_margin(cfg.get("count_margin", LINE_MARGIN))
+    counter = None
     if line is not None or zone is not None:
+        margin = cfg.get("count_margin", LINE_MARGIN)
         counter = {"line": line, "zone": zone, "anchor": anchor, "margin": margin}
         Counter(**counter)  # checks the points
     trail = cfg.get("trail", 30)
