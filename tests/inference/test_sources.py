@@ -158,6 +158,9 @@ def test_a_glob_and_a_list_file(tree, tmp_path):
     listing.write_text("photos/a.jpg\n\n# a comment\nphotos/gone.jpg\n")
     with pytest.raises(InputError, match=r"1 listed path\(s\) do not exist, first line 4: "):
         open_sources(str(listing))  # the file's line, not the entry's 0-based index
+    listing.write_text("photos/a.jpg\nhttp://example.com/b.jpg\n")  # read as a path: "http:/..."
+    with pytest.raises(InputError, match=r"not URLs \(line 2: http://example.com/b.jpg\)"):
+        open_sources(str(listing))
 
 
 def test_globs_and_lists_keep_the_tree_below_their_fixed_folder(tree, tmp_path, monkeypatch):

@@ -281,7 +281,8 @@ def load_yolo(
     if unreadable:
         root = image_dir.parent if listing_file else image_dir
         notes.append(
-            f"{len(unreadable)} unreadable images ({_examples(unreadable, root)}) are left out "
+            f"{len(unreadable)} unreadable image{'s' if len(unreadable) != 1 else ''} "
+            f"({_examples(unreadable, root)}) left out "
             f"with the {lost} boxes of their label files (a YOLO box is a fraction of its "
             "image's size, which an unreadable file does not give): training and mAP are over "
             "the other images"

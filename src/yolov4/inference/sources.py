@@ -349,11 +349,15 @@ def _list_entries(path: Path) -> list[Path]:
         lines = path.read_text(encoding="utf-8-sig").splitlines()
     except (OSError, UnicodeDecodeError) as e:
         raise InputError(f"source {str(path)!r}: cannot read the list file: {e}") from None
-    numbered = [
-        (n, Path(x.strip()))
-        for n, x in enumerate(lines, 1)
-        if x.strip() and not x.strip().startswith("#")
-    ]
+    listed = [(n, x.strip()) for n, x in enumerate(lines, 1) if x.strip()]
+    listed = [(n, x) for n, x in listed if not x.startswith("#")]
+    urls = [f"line {n}: {x}" for n, x in listed if "://" in x]
+    if urls:
+        raise InputError(
+            f"source {str(path)!r}: a list file names image files, not URLs ({urls[0]}); give "
+            "URLs as sources: source=<url> or source=[<url>,<url>]"
+        )
+    numbered = [(n, Path(x)) for n, x in listed]
     numbered = [(n, e if e.is_absolute() else path.parent / e) for n, e in numbered]
     entries = [e for _, e in numbered]
     missing = [f"line {n}: {e}" for n, e in numbered if not e.exists()]
