@@ -144,6 +144,8 @@ def test_default_mode_repairs_or_skips_and_reports_each_file(tmp_path: Path):
                 )
         for file, kind in DECODE_PROBLEMS.items():
             assert sum(file in f for f in ds.report.problems[kind]) == 1, (file, kind)
+            entry = next(f for f in ds.report.problems[kind] if file in f)
+            assert entry.count(file) == 1, entry  # "<path>: truncated JPEG ...", named once
     text = report.summary()
     assert "missing.jpg" in text and "problem(s)" in text
 

@@ -46,13 +46,16 @@ def read_image(
     except OSError:
         report.add(Problem.MISSING_FILE, path)
         return None
+    name = Path(path).name
     try:
-        decoded = decode_image_details(data, Path(path).name, max_pixels=None)
+        decoded = decode_image_details(data, name, max_pixels=None)
     except TruncatedImage as e:  # what was there (None when no row could be decoded)
-        report.add(Problem.TRUNCATED, path, str(e))
+        report.add(Problem.TRUNCATED, path, str(e).removeprefix(f"{name}: "))  # named once
         return e.partial
     except InputError as e:  # not an image, too large, values no image holds (a float TIFF)
-        report.add(Problem.UNREADABLE, path, f"{len(data)} bytes: {e}")
+        report.add(
+            Problem.UNREADABLE, path, f"{len(data)} bytes: {str(e).removeprefix(f'{name}: ')}"
+        )
         return None
     if decoded.converted:
         report.add(Problem.CONVERTED, path, f"{decoded.format} file")
