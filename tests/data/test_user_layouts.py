@@ -202,6 +202,13 @@ def test_pose_lines_of_a_kpt_shape_yaml_give_their_box_and_keypoints_are_ignored
     assert not report.problems
     (note,) = [n for n in data.notes if "kpt_shape" in n]
     assert note.endswith("its first 5 numbers (class cx cy w h), its 4 keypoints are ignored")
+    # names from a .names file or a list: the shape given with them (data.<split>.kpt_shape)
+    source = YoloSource(images=str(images), names=["person"], kpt_shape=[4, 2])
+    listed = source.load(ProblemReport())
+    np.testing.assert_allclose(listed.records[0].boxes, [[15, 10, 35, 30]], atol=1e-4)
+    assert any(n.startswith("kpt_shape=[4, 2]: a pose dataset") for n in listed.notes)
+    with pytest.raises(DatasetError, match=r"kpt_shape: expected \[K, D\].*found \[4\]"):
+        load_yolo(images, ["person"], kpt_shape=[4])
     (tmp_path / "bad.yaml").write_text("names: [person]\nkpt_shape: [17, 4]\n")
     with pytest.raises(DatasetError, match=r"`kpt_shape:` expected \[K, D\].*found \['17', '4'\]"):
         load_yolo(images, str(tmp_path / "bad.yaml"))

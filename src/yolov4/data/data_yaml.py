@@ -14,7 +14,7 @@ import yaml
 from yolov4.data.records import as_int, json_kind
 from yolov4.errors import ConfigError, DatasetError
 
-__all__ = ["read_class_names", "read_kpt_shape"]
+__all__ = ["check_kpt_shape", "read_class_names", "read_kpt_shape"]
 
 KEYPOINT_DIMS = (2, 3)  # ultralytics' kpt_shape [K, D]: x y, or x y visible
 
@@ -130,13 +130,16 @@ def read_kpt_shape(names: str | os.PathLike | Sequence[str] | None) -> tuple[int
         return None
     data = _data_yaml(Path(names))
     value = data.get("kpt_shape") if isinstance(data, dict) else None
-    if value is None:
-        return None
-    items = value if isinstance(value, list) else []
+    return None if value is None else check_kpt_shape(value, f"{names}: `kpt_shape:`")
+
+
+def check_kpt_shape(value: Any, where: str) -> tuple[int, int]:
+    """``value`` as ``(K, D)``: two integers, ``K >= 1`` keypoints of ``D`` in (2, 3) numbers."""
+    items = list(value) if isinstance(value, list | tuple) else []
     shape = [int(v) if isinstance(v, str) and v.strip().isdecimal() else as_int(v) for v in items]
     if len(shape) != 2 or None in shape or shape[0] < 1 or shape[1] not in KEYPOINT_DIMS:
         raise DatasetError(
-            f"{names}: `kpt_shape:` expected [K, D], K >= 1 keypoints of D in {KEYPOINT_DIMS} "
+            f"{where} expected [K, D], K >= 1 keypoints of D in {KEYPOINT_DIMS} "
             f"numbers each, found {value!r}"
         )
     return shape[0], shape[1]

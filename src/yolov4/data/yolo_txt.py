@@ -12,7 +12,8 @@ reported, and its records listed in :attr:`DetectionData.repeats` (the DataModul
 from a val or test split, where they would skew the metrics, and keeps them in a train split,
 where oversampling may be meant). A line of more than 5 numbers is an ultralytics segmentation polygon
 ``class x1 y1 x2 y2 x3 y3 ...`` and trains as its bounding box, unless the names come from a
-data yaml with ``kpt_shape: [K, D]`` (an ultralytics pose dataset): then every line is
+data yaml with ``kpt_shape: [K, D]`` (an ultralytics pose dataset; or ``kpt_shape=`` given with
+other names): then every line is
 ``class cx cy w h`` and ``K * D`` keypoint numbers, which are ignored (a note says so), and a
 line of another length is reported and dropped. A line giving the same class
 and box as an earlier line of its file is reported and dropped. Hidden files and folders
@@ -40,7 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from yolov4.core.files import files_under
-from yolov4.data.data_yaml import read_class_names, read_kpt_shape
+from yolov4.data.data_yaml import check_kpt_shape, read_class_names, read_kpt_shape
 from yolov4.data.image_io import IMAGE_SUFFIXES, image_size
 from yolov4.data.records import (
     DetectionData,
@@ -66,15 +67,19 @@ LABEL_SUFFIX = ".txt"
 @dataclass
 class YoloSource:
     """A YOLO txt split: ``images`` directory, ``labels`` directory (default: the sibling
-    ``labels`` of ``images``, ultralytics' rule) and class ``names``."""
+    ``labels`` of ``images``, ultralytics' rule), class ``names`` and, for a pose dataset whose
+    names are not a data yaml with ``kpt_shape``, its ``kpt_shape`` ``[K, D]``."""
 
     images: str
     names: str | list[str]
     labels: str | None = None
     include_negatives: bool = True
+    kpt_shape: list[int] | None = None
 
     def load(self, report: ProblemReport) -> DetectionData:
-        return load_yolo(self.images, self.names, self.labels, self.include_negatives, report)
+        return load_yolo(
+            self.images, self.names, self.labels, self.include_negatives, report, self.kpt_shape
+        )
 
 
 def _default_labels_dir(images: Path) -> Path:
@@ -201,8 +206,10 @@ def load_yolo(
     labels: str | Path | None = None,
     include_negatives: bool = True,
     report: ProblemReport | None = None,
+    kpt_shape: Sequence[int] | None = None,
 ) -> DetectionData:
-    """Load a YOLO txt split; image ids are 1.. in sorted file order.
+    """Load a YOLO txt split; image ids are 1.. in sorted file order. ``kpt_shape`` ``[K, D]``
+    reads a pose dataset's lines (the data yaml's ``kpt_shape`` when ``None``).
 
     Raises:
         DatasetError: missing image directory or names, or no usable image.
@@ -222,7 +229,8 @@ def load_yolo(
         )
     label_dir = Path(labels) if labels is not None else _default_labels_dir(image_dir)
     class_names = read_class_names(names)
-    kpt_shape = read_kpt_shape(names)
+    given = kpt_shape is not None
+    kpt_shape = check_kpt_shape(kpt_shape, "kpt_shape:") if given else read_kpt_shape(names)
     if listing_file:
         listed = files = _list_file(image_dir, report)
     else:
@@ -289,7 +297,8 @@ def load_yolo(
         )
     if kpt_shape is not None:
         notes.append(
-            f"{names} has kpt_shape {list(kpt_shape)}: a pose dataset; each label line's box is "
+            f"{'kpt_shape=' if given else f'{names} has kpt_shape '}{list(kpt_shape)}: a pose "
+            "dataset; each label line's box is "
             f"its first 5 numbers (class cx cy w h), its {kpt_shape[0]} keypoints are ignored"
         )
     if not records:
