@@ -297,3 +297,24 @@ def test_a_sliver_left_at_a_mosaic_cut_is_no_box():
     clipped, keep = _clip_filter(boxes, (0, 60, 200, 200), min_area=4.0, min_visibility=0.0)
     assert keep.tolist() == [False, True, True]
     np.testing.assert_allclose(clipped[1], [10, 60, 150, 61.5])
+
+
+def test_a_long_strip_keeps_its_short_side_under_darknets_crop_in_stretch_mode():
+    """A 16x3000 strip at input 64 (stretch): one scale for both axes made it 1 px tall at
+    decode, its object gone under boxes that stayed. Each axis is limited on its own: the
+    short side keeps its pixels and the box still covers the object (red pixels)."""
+    config = _config(mosaic=0.0, jitter=0.3, scale=(1.0, 1.0), translate=0.0, flip=0.0)
+    geometry = build_geometry(config, (64, 64), resize_mode="stretch")
+    strip = np.zeros((16, 3000, 3), np.uint8)
+    strip[4:12, 1400:1600] = (255, 0, 0)
+    placed = geometry.resize(strip, np.float32([[1400, 4, 1600, 12]]), np.array([0]))
+    assert placed.image.shape[0] == 16 and placed.image.shape[1] <= 4 * 64
+    rng, inside = random.Random(0), []
+    for _ in range(20):
+        image, boxes, *_ = geometry(rng, placed, None)
+        red = (image[..., 0] > 200) & (image[..., 1] < 60)
+        for x1, y1, x2, y2 in boxes.astype(int):
+            box = red[max(y1, 0) : y2, max(x1, 0) : x2]
+            if box.size:
+                inside.append(box.mean())
+    assert inside and np.median(inside) > 0.5

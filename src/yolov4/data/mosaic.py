@@ -175,6 +175,8 @@ class TrainGeometry:
         """``(x, y)`` scale an image of ``original_size`` ``(H0, W0)`` is resized by at decode."""
         (h, w), (h0, w0) = self.input_size, original_size
         if self.jitter is not None:  # darknet crops the decoded image itself, at any size
+            if self.resize_mode == "stretch":  # each axis stretched anyway: limited on its own
+                return min(1.0, COVER_LIMIT * w / w0), min(1.0, COVER_LIMIT * h / h0)
             s = min(1.0, COVER_LIMIT * max(h, w) / max(h0, w0))
             return s, s
         if self.mosaic > 0:  # cover a cell (albumentations' Mosaic fit_mode="cover")
