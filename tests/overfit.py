@@ -53,7 +53,7 @@ class Overfit:
 
 
 @torch.no_grad()
-def _bn_statistics(model: nn.Module, images: torch.Tensor) -> None:
+def set_bn_statistics(model: nn.Module, images: torch.Tensor) -> None:
     """BN running statistics := the batch statistics of ``images`` (what every step normalised
     with), so that the eval-mode network computes what training saw."""
 
@@ -92,7 +92,7 @@ def overfit_run(d: Path) -> Overfit:
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-        _bn_statistics(model, images)
+        set_bn_statistics(model, images)
     finally:
         torch.set_num_threads(threads)
     run = d / "run"

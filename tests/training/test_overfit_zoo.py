@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch import nn
 
+from tests.overfit import set_bn_statistics
 from yolov4 import build_model
 from yolov4.core.model import DecodedModel
 from yolov4.core.postprocess import SERVING
@@ -29,25 +29,6 @@ def one_image(size: int) -> tuple[torch.Tensor, torch.Tensor]:
         image[0, :, y1:y2, x1:x2] = COLOURS[c][:, None, None]
     targets = torch.cat([torch.zeros(len(boxes), 1), CLASSES[:, None].float(), boxes], 1)
     return image, targets
-
-
-@torch.no_grad()
-def set_bn_statistics(model: nn.Module, image: torch.Tensor) -> None:
-    """BN running statistics := the batch statistics of ``image`` (what every training step
-    normalised with, batch 1), so that the eval-mode network computes what training saw."""
-
-    def take(bn: nn.BatchNorm2d, inputs: tuple[torch.Tensor, ...], _out) -> None:
-        x = inputs[0]
-        bn.running_mean.copy_(x.mean((0, 2, 3)))
-        bn.running_var.copy_(x.var((0, 2, 3), unbiased=False))
-
-    hooks = [
-        m.register_forward_hook(take) for m in model.modules() if isinstance(m, nn.BatchNorm2d)
-    ]
-    model.train()(image)
-    for h in hooks:
-        h.remove()
-    model.eval()
 
 
 @pytest.mark.parametrize(
