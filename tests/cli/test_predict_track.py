@@ -355,8 +355,8 @@ def test_a_stream_keeps_ids_across_dropped_frames_and_a_reconnect(run, video, mo
         (["count_line=[[0,0],[10,10]]"], "track="),
         (["track=bytetrack", "count_zone=[[0,0],[1,1]]"], "count_zone"),
         (["track=bytetrack", "count_anchor=top"], "anchor"),
-        (["track=bytetrack", "count_margin=-1"], r"count_margin must be .* got -1"),  # no line
-        (["count_margin=abc"], r"count_margin must be a fraction .* got 'abc'"),  # no track=
+        (["track=bytetrack", "count_margin=-1"], r"count_margin: expected .* got -1"),  # no line
+        (["count_margin=abc"], r"count_margin: expected a fraction .* got 'abc'"),  # no track=
     ],
 )
 def test_bad_tracking_options_fail_before_the_model_loads(run, video, overrides, named):

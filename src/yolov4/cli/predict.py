@@ -54,6 +54,7 @@ from yolov4.cli.tracking import (
 from yolov4.core.images import MAX_PIXELS
 from yolov4.errors import ConfigError, InputError
 from yolov4.inference import Predictor
+from yolov4.inference.counting import LINE_MARGIN, check_margin
 from yolov4.inference.sources import (
     Frame,
     ImageFiles,
@@ -96,7 +97,7 @@ def check_options(cfg: DictConfig) -> None:
     _number(cfg, "reconnect_timeout", lambda v: v >= 0, "a number of seconds >= 0")
     _number(cfg, "max_frames", lambda v: v >= 1, "an integer >= 1 or null", True)
     _number(cfg, "workers", lambda v: v >= 0, "an integer >= 0", True)
-    _number(cfg, "count_margin", lambda v: 0 <= v < 10, "a fraction of the box height in [0, 10)")
+    check_margin(cfg.get("count_margin", LINE_MARGIN))  # the Counter's, with or without track=
     if cfg.get("multi_label") is not None and not isinstance(cfg.multi_label, bool):
         raise ConfigError(f"multi_label must be true, false or null, got {cfg.multi_label!r}")
     classes = to_builtin(cfg.get("classes"))
