@@ -63,7 +63,9 @@ def compose_cfg(synthetic_cache):
     """``compose_cfg(name, overrides)``: the config ``name`` with a temporary run directory and a
     shared synthetic cache. Configs whose data defaults to null (``evaluate``: the checkpoint's
     recorded data) get ``data=synthetic`` when ``overrides`` set ``data.*`` keys without a
-    ``data=`` option, and the cache only with ``data=synthetic``."""
+    ``data=`` option, and the cache only with ``data=synthetic``. ``train`` and ``evaluate``
+    write their reports without figures (``analysis.plots=false``, most of an evaluation's
+    time on these few images) unless ``overrides`` set ``analysis.plots=true``."""
     cache = synthetic_cache
 
     def _compose(name: str, overrides: list[str], run_dir) -> object:
@@ -73,8 +75,10 @@ def compose_cfg(synthetic_cache):
             overrides = ["data=synthetic", *overrides]
         synthetic = name == "train" or "data=synthetic" in overrides
         data = [f"data.cache_dir={cache}"] if synthetic else []
+        figures = ["analysis.plots=false"] if name in ("train", "evaluate") else []
+        defaults = [f"paths.output_dir={run_dir}", *figures, *data]
         with initialize_config_module(config_module="yolov4.configs", version_base="1.3"):
-            return compose(name, overrides=[f"paths.output_dir={run_dir}", *data, *overrides])
+            return compose(name, overrides=[*defaults, *overrides])  # later overrides win
 
     return _compose
 

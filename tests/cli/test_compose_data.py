@@ -21,7 +21,8 @@ from yolov4.evaluation import METRIC_KEYS
 def compose_cfg(synthetic_cache):
     """The real config ``name`` as the command line composes it (``data.cache_dir`` only for
     ``data=synthetic``, the only option that has it; evaluate's data defaults to the
-    checkpoint's: ``data=synthetic`` when ``data.*`` keys are given without an option)."""
+    checkpoint's: ``data=synthetic`` when ``data.*`` keys are given without an option); the
+    reports without figures unless ``analysis.plots=true`` (as tests/cli/conftest.py's)."""
 
     def _compose(name: str, overrides: list[str], run_dir) -> object:
         option = any(o.startswith("data=") for o in overrides)
@@ -29,6 +30,7 @@ def compose_cfg(synthetic_cache):
             overrides = ["data=synthetic", *overrides]
         synthetic = not option or "data=synthetic" in overrides
         extra = [f"data.cache_dir={synthetic_cache}"] if synthetic else []
+        extra += ["analysis.plots=false"] if name in ("train", "evaluate") else []
         with initialize_config_module(config_module="yolov4.configs", version_base="1.3"):
             return compose(name, overrides=[f"paths.output_dir={run_dir}", *extra, *overrides])
 

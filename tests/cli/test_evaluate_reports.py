@@ -27,9 +27,10 @@ from yolov4.evaluation.tide import ERROR_TYPES
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
-def check_reports(run: Path, category_ids: list[int] | None) -> None:
+def check_reports(run: Path, category_ids: list[int] | None, figures: bool = False) -> None:
     """The report files exist and agree with metrics.json, detections.json (evaluate.py's, with
-    ``category_ids`` the ids it may hold) and each other."""
+    ``category_ids`` the ids it may hold) and each other; their figures are drawn (``figures``,
+    ``analysis.plots=true``) or absent."""
     metrics = json.loads((run / "metrics.json").read_text())
     cm = json.loads((run / "confusion_matrix.json").read_text())
 
@@ -62,8 +63,8 @@ def check_reports(run: Path, category_ids: list[int] | None) -> None:
     # fewer val images than analysis.worst_images: every image with an error is listed
     assert sum(w["FP"] for w in images) == cm["all"]["FP"]
     assert sum(w["FN"] for w in images) == cm["all"]["FN"]
-    for png in ("errors.png", "worst_images.png"):
-        assert (run / png).read_bytes()[:8] == PNG
+    for png in ("errors.png", "worst_images.png", "confusion_matrix.png", "pr_f1.png"):
+        assert (run / png).read_bytes()[:8] == PNG if figures else not (run / png).exists()
 
 
 def test_data_coco_with_a_checkpoint(files, compose_cfg, seeded_checkpoint, tmp_path):  # noqa: F811
@@ -72,9 +73,10 @@ def test_data_coco_with_a_checkpoint(files, compose_cfg, seeded_checkpoint, tmp_
         "batch_size=4",
         *data_overrides("coco", files, ("val",)),
         "data.num_workers=0",
+        "analysis.plots=true",
     ]
     evaluate(compose_cfg("evaluate", overrides, tmp_path))
-    check_reports(tmp_path, [1, 3, 5, 7])  # the generated COCO json's gapped ids
+    check_reports(tmp_path, [1, 3, 5, 7], figures=True)  # the generated COCO json's gapped ids
     assert json.loads((tmp_path / "darknet_map.json").read_text())["points"] == 0  # darknet's
     worst = json.loads((tmp_path / "worst_images.json").read_text())["images"]
     assert {Path(w["file_name"]).parent for w in worst} == {files["val"] / "images"}
@@ -154,8 +156,9 @@ def test_train_writes_the_reports_and_logs_the_worst_images(compose_cfg, tiny_ru
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     overrides = [o for o in tiny_run if not o.startswith(("logger=", "export."))]
-    train(compose_cfg("train", [*overrides, "logger=tensorboard", "export=null"], tmp_path))
-    check_reports(tmp_path, None)  # train.py writes no detections.json
+    overrides += ["logger=tensorboard", "export=null", "analysis.plots=true"]
+    train(compose_cfg("train", overrides, tmp_path))
+    check_reports(tmp_path, None, figures=True)  # train.py writes no detections.json
     events = EventAccumulator(str(tmp_path / "tensorboard")).Reload()
     assert "val/worst_images" in events.Tags()["images"]
     logged = Image.open(io.BytesIO(events.Images("val/worst_images")[-1].encoded_image_string))
@@ -215,6 +218,7 @@ def test_two_processes_log_the_same_worst_images_as_one(tmp_path, synthetic_cach
         ("analysis.errors_tb=0.5", r"analysis.errors_tb must be a number in \[0, analysis.iou"),
         ("analysis.worst_images=-1", r"analysis.worst_images must be an integer >= 0, got -1"),
         ("analysis.conf=1.5", r"analysis.conf must be a number in \[0, 1\], got 1.5"),
+        ("analysis.plots=maybe", r"analysis.plots must be true or false, got 'maybe'"),
     ],
 )
 def test_bad_analysis_values_fail_at_start_naming_the_key(

@@ -60,6 +60,7 @@ def test_checkpoint_is_pytorch_and_unwritten_files_are_not_listed(
 ):
     """analysis.worst_images=0: no gallery png is drawn, and the log does not claim it."""
     overrides = [f"checkpoint={seeded_checkpoint[1]}", "analysis.worst_images=0", *data(tiny_run)]
+    overrides.append("analysis.plots=true")
     with caplog.at_level(logging.INFO, logger="yolov4"):
         evaluate(compose_cfg("evaluate", overrides, tmp_path))
     metrics = json.loads((tmp_path / "metrics.json").read_text())
@@ -72,6 +73,23 @@ def test_checkpoint_is_pytorch_and_unwritten_files_are_not_listed(
     written, _, rest = wrote_line(caplog).partition(f" in {tmp_path}")
     assert "worst_images.png" not in written and "worst_images.json" in written
     assert "not written, no data for them: worst_images.png" in rest
+
+
+def test_without_figures_every_json_report_is_written_and_no_png(
+    compose_cfg, seeded_checkpoint, tiny_run, tmp_path, caplog
+):
+    """analysis.plots=false: the JSON reports as with figures, no .png, and the log says why
+    rather than listing the figures as lacking data."""
+    overrides = [f"checkpoint={seeded_checkpoint[1]}", "analysis.plots=false", *data(tiny_run)]
+    with caplog.at_level(logging.INFO, logger="yolov4"):
+        evaluate(compose_cfg("evaluate", overrides, tmp_path))
+    assert not list(tmp_path.glob("*.png"))
+    reports = ("metrics", "detections", "confusion_matrix", "pr_f1", "darknet_map", "errors")
+    for name in (*reports, "worst_images"):
+        assert json.loads((tmp_path / f"{name}.json").read_text())
+    written, _, rest = wrote_line(caplog).partition(f" in {tmp_path}")
+    assert ".png" not in written and "not written" not in rest
+    assert rest == "; no figures (analysis.plots=false)"
 
 
 def test_darknet_weights_of_other_classes_are_refused(compose_cfg, tiny_run, tmp_path):

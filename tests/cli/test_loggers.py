@@ -31,6 +31,7 @@ def test_mlflow_and_wandb_hold_the_config_metrics_and_reports(
         f"logger.mlflow.tracking_uri={store}",
         "logger.mlflow.run_name=tiny",
         "logger.wandb.offline=true",
+        "analysis.plots=true",  # the figures are uploaded too
     ]
     run = tmp_path / "run"
     cfg = compose_cfg("train", overrides, run)

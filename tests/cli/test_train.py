@@ -27,7 +27,7 @@ from yolov4.inference.darknet import DARKNET_PAD_VALUE
 def trained_run(tmp_path_factory, compose_cfg, tiny_run, synthetic_cache):
     """One tiny training run shared by the tests below."""
     run = tmp_path_factory.mktemp("run")
-    metrics = train(compose_cfg("train", tiny_run, run))
+    metrics = train(compose_cfg("train", [*tiny_run, "analysis.plots=true"], run))
     return run, metrics, synthetic_cache
 
 
@@ -490,7 +490,10 @@ def test_evaluate_writes_the_confusion_matrix_and_pr_f1_files(
     run = tmp_path / "run"
     evaluate(
         compose_cfg(
-            "evaluate", [f"checkpoint={ckpt}", "analysis.conf=0.05", "analysis.iou=0.3", *data], run
+            "evaluate",
+            [f"checkpoint={ckpt}", "analysis.conf=0.05", "analysis.iou=0.3", "analysis.plots=true"]
+            + data,
+            run,
         )
     )
     detections = json.loads((run / "detections.json").read_text())

@@ -41,6 +41,8 @@ class AnalysisConfig:
             ``-points`` default), 11 VOC2007, 101 COCO.
         errors_tb: ``errors.json``: TIDE's background threshold ``t_b`` (paper, section 2.2).
         worst_images: how many images ``worst_images.json`` / ``.png`` list and draw.
+        plots: draw the report figures (every ``.png``); ``False`` writes the JSON reports
+            only, without matplotlib's drawing time (ultralytics' ``plots=False``).
     """
 
     conf: float = 0.25
@@ -49,6 +51,7 @@ class AnalysisConfig:
     darknet_points: int = 0
     errors_tb: float = 0.1
     worst_images: int = 16
+    plots: bool = True
 
     def __post_init__(self) -> None:
         def require(key: str, ok: bool, expected: str) -> None:
@@ -76,6 +79,7 @@ class AnalysisConfig:
             _number(worst) and isinstance(worst, int) and worst >= 0,
             "an integer >= 0",
         )
+        require("plots", isinstance(self.plots, bool), "true or false")
 
     @classmethod
     def from_config(cls, settings: AnalysisConfig | Mapping[str, Any] | None) -> AnalysisConfig:

@@ -8,7 +8,7 @@ TP / FP / FN), ``pr_f1.json`` / ``.png`` (precision, recall and F1 against confi
 best-F1 confidence overall and per class), ``darknet_map.json`` (darknet's ``detector map``
 report beside COCOeval's AP50), ``errors.json`` / ``.png`` (the TIDE-style breakdown of the
 missed AP50) and ``worst_images.json`` / ``.png`` (the images with most FP + FN at
-``analysis.conf``, drawn).
+``analysis.conf``, drawn). ``analysis.plots=false`` leaves every ``.png`` out.
 """
 
 from __future__ import annotations
@@ -96,8 +96,9 @@ def write_analysis(
     )
     write_json(out / f"{CONFUSION_FILE}.json", analysis.confusion_dict())
     write_json(out / f"{PR_F1_FILE}.json", analysis.pr_f1_dict())
-    plot_confusion_matrix(analysis, out / f"{CONFUSION_FILE}.png")
-    plot_pr_f1(analysis, out / f"{PR_F1_FILE}.png")
+    if cfg.plots:
+        plot_confusion_matrix(analysis, out / f"{CONFUSION_FILE}.png")
+        plot_pr_f1(analysis, out / f"{PR_F1_FILE}.png")
 
     darknet = darknet_map(
         coco_gt,
@@ -123,16 +124,18 @@ def write_analysis(
         category_names=names,
     )
     write_json(out / f"{ERRORS_FILE}.json", errors.to_dict())
-    plot_errors(errors, out / f"{ERRORS_FILE}.png")
+    if cfg.plots:
+        plot_errors(errors, out / f"{ERRORS_FILE}.png")
     log.info("\n%s", errors.table())
 
     worst = worst_images(analysis, coco_gt, image_files, cfg.worst_images)
     write_json(
         out / f"{WORST_IMAGES_FILE}.json", {"conf": cfg.conf, "iou": cfg.iou, "images": worst}
     )
-    gallery = worst_gallery(worst, coco_gt, result.results, analysis.names, cfg.conf)
-    if gallery is not None:
-        write_png(gallery, out / f"{WORST_IMAGES_FILE}.png")
+    if cfg.plots:
+        gallery = worst_gallery(worst, coco_gt, result.results, analysis.names, cfg.conf)
+        if gallery is not None:
+            write_png(gallery, out / f"{WORST_IMAGES_FILE}.png")
     best = analysis.overall_curves["best"]
     log.info(
         "at conf %g IoU %g: %s; best F1 %.3f at conf %s",
@@ -160,8 +163,10 @@ def write_reports(
 ) -> None:
     """Every report of ``result`` in ``out`` (module docstring); ``weights`` (what was scored:
     file, backend, precision) is recorded in metrics.json. Prints COCOeval's summary and a
-    per-class table; logs the files written (a plot without data is not)."""
+    per-class table; logs the files written (a plot without data is not, nor any with
+    ``analysis.plots=false``)."""
     out = Path(out)
+    plots = AnalysisConfig.from_config(settings).plots
     names = [METRICS_FILE, DETECTIONS_FILE, PR_CURVE_FILE, DARKNET_MAP_FILE]
     names += [
         f"{n}.{e}"
@@ -173,17 +178,18 @@ def write_reports(
         out / METRICS_FILE, {**result.to_dict(), **({"weights": weights} if weights else {})}
     )
     (out / DETECTIONS_FILE).write_text(json.dumps(result.results))
-    if result.precision is not None:
+    if plots and result.precision is not None:
         plot_pr_curves(result.precision, list(result.per_class), out / PR_CURVE_FILE)
     write_analysis(out, coco_gt, result, settings, image_files)
     print(result.summary)
     print(per_class_table(result.per_class))
     after = _stats(out, names)
     written = [n for n in names if after[n] is not None and after[n] != before[n]]
-    skipped = [n for n in names if n not in written]
+    skipped = [n for n in names if n not in written and (plots or not n.endswith(".png"))]
     log.info(
-        "wrote %s in %s%s",
+        "wrote %s in %s%s%s",
         ", ".join(written),
         out,
         f" (not written, no data for them: {', '.join(skipped)})" if skipped else "",
+        "; no figures (analysis.plots=false)" if not plots else "",
     )
