@@ -133,6 +133,20 @@ def test_a_video_is_refused(run, tmp_path):
         run(f"source={path}", "checkpoint=best.pt", "trainer=default")
 
 
+def test_urls_are_refused_without_a_request(run, tmp_path):
+    """An image URL was fetched (and a stream opened) before sharded mode refused it."""
+    from tests.inference.mjpeg_server import file_server
+
+    (tmp_path / "a.jpg").write_bytes(cv2.imencode(".jpg", np.zeros((8, 8, 3), np.uint8))[1])
+    with file_server(tmp_path) as (url, requests):
+        for source, kind in ((f"{url}/a.jpg", "an image URL"), (f"{url}/live.mjpg", "a stream")):
+            with pytest.raises(ConfigError) as e:
+                run(f"source=[{tmp_path / 'a.jpg'},{source}]", "checkpoint=best.pt",
+                    "trainer=default")  # fmt: skip
+            assert not requests, source  # refused unopened
+            assert str(e.value).endswith(f"image files (a folder, glob or list); source '{source}' is {kind}")  # fmt: skip
+
+
 def test_ctrl_c_writes_the_summary_of_what_was_done(run, checkpoint, folder, monkeypatch):
     """Ctrl-C exited 1 without summary.json: the summary counts the records merged so far and
     says the run was interrupted (predict.py then exits 130)."""

@@ -16,7 +16,7 @@ from yolov4.cli.common import to_builtin
 from yolov4.cli.sources import model_source
 from yolov4.core.images import MAX_PIXELS
 from yolov4.errors import ConfigError
-from yolov4.inference.sources import ImageFiles, open_sources
+from yolov4.inference.sources import ImageFiles, open_sources, source_kind
 from yolov4.inference.writers import Summary
 
 __all__ = ["NOT_SHARDED", "sharded"]
@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 
 # options the sharded mode (trainer=) does not offer: it writes the records only
 NOT_SHARDED = ("artifact", "darknet_weights", "track", "tracker", "tile", "save_txt", "save_crops")
+TAKES = "trainer= (sharded predict over ranks) takes image files (a folder, glob or list)"
+NOT_FILES = {"camera": "a camera", "image URL": "an image URL", "stream": "a stream"}
 
 
 def sharded(cfg: DictConfig) -> dict[str, Any]:
@@ -45,15 +47,17 @@ def sharded(cfg: DictConfig) -> dict[str, Any]:
         raise ConfigError(
             f"trainer= (sharded predict) takes class ids in classes=, got {classes!r}"
         )
-    sources = open_sources(to_builtin(cfg.source))
+    given = to_builtin(cfg.source)
+    for item in given if isinstance(given, list) else [given]:  # unopened: no device, no fetch
+        kind = source_kind(item) if isinstance(item, str | int) else "path"
+        if kind != "path":
+            raise ConfigError(f"{TAKES}; source {item!r} is {NOT_FILES[kind]}")
+    sources = open_sources(given)
     for s in sources:
         s.close()
     other = [s for s in sources if not isinstance(s, ImageFiles)]
     if other:
-        raise ConfigError(
-            f"trainer= (sharded predict over ranks) takes image files (a folder, glob or list); "
-            f"source {other[0].source!r} is a {type(other[0]).__name__}"
-        )
+        raise ConfigError(f"{TAKES}; source {other[0].source!r} is a {type(other[0]).__name__}")
     from lightning.pytorch.utilities import rank_zero_only
 
     from yolov4.training.predict import (

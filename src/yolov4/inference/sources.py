@@ -40,6 +40,7 @@ __all__ = [
     "Camera",
     "Stream",
     "open_sources",
+    "source_kind",
     "is_live_source",
     "output_name",
     "prediction_record",
@@ -300,10 +301,21 @@ def _is_image_url(text: str) -> bool:
     return Path(path).suffix.lower() in IMAGE_SUFFIXES
 
 
+def source_kind(source: str | int) -> str:
+    """What ``source`` names, read from its text alone (nothing is opened): ``"camera"`` (an
+    index), ``"image URL"`` (:class:`ImageURL`), ``"stream"`` (any other URL of
+    :data:`STREAM_SCHEMES`) or ``"path"`` (a file, folder, glob or list)."""
+    text = str(source).strip()
+    if text.isdecimal():
+        return "camera"
+    if _is_image_url(text):
+        return "image URL"
+    return "stream" if _is_stream(text) else "path"
+
+
 def is_live_source(source: str | int) -> bool:
     """A camera index or a stream URL (read until it ends or the run is stopped)."""
-    text = str(source).strip()
-    return text.isdecimal() or (_is_stream(text) and not _is_image_url(text))
+    return source_kind(source) in ("camera", "stream")
 
 
 def natural_key(path: Path) -> list[Any]:
@@ -390,12 +402,12 @@ def _files(
 
 
 def _open_one(source: str, live: dict[str, Any]) -> list[Any]:
-    text = source.strip()
-    if text.isdecimal():
+    text, kind = source.strip(), source_kind(source)
+    if kind == "camera":
         return [Camera(source, int(text), f"camera{text}.mp4", **live)]
-    if _is_image_url(text):
+    if kind == "image URL":
         return [ImageURL(source, text)]
-    if _is_stream(text):
+    if kind == "stream":
         return [Stream(source, text, _stream_name(text), **live)]
     if any(c in text for c in GLOB_CHARS) and not Path(text).exists():
         matched = [Path(p) for p in globlib.glob(text, recursive=True)]
