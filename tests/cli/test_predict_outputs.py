@@ -129,6 +129,28 @@ def test_a_glob_keeps_the_tree_below_its_fixed_folders_and_a_rename_names_its_ca
     assert f"{second}: its outputs are named k_1{second.suffix} ({first} already writes under k)" in caplog.text  # fmt: skip
 
 
+def test_an_image_url_given_twice_is_read_once_as_a_file_is(checkpoint, tmp_path, caplog):
+    """The same image URL given twice was fetched twice, predicted twice, and its second
+    annotated copy written over the first without a word."""
+    import json
+    import logging
+
+    from tests.inference.mjpeg_server import file_server
+
+    for rel in ("x/a.jpg", "y/a.jpg"):
+        (tmp_path / rel).parent.mkdir()
+        cv2.imwrite(str(tmp_path / rel), np.full((40, 60, 3), 90, np.uint8))
+    out = tmp_path / "out"
+    with file_server(tmp_path) as (url, requests), caplog.at_level(logging.INFO, logger="yolov4"):
+        x, y = f"{url}/x/a.jpg", f"{url}/y/a.jpg"
+        summary = _predict(f"source=[{x},{x},{y}]", f"checkpoint={checkpoint}", f"output={out}")
+    assert requests == {"/x/a.jpg": 1, "/y/a.jpg": 1}
+    assert f"1 image URL(s) given more than once, fetched and read once: {x}" in caplog.text
+    records = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert [r["file"] for r in records] == [x, y] and summary["images"] == 2
+    assert len(list(out.glob("*a.jpg"))) == 2  # one annotated copy each (the host in its name)
+
+
 def test_output_files_that_cannot_be_written_are_reported_and_the_run_goes_on(checkpoint, tmp_path):
     """A name too long for the file system once the frame and box numbers are added: the crops,
     labels that cannot be written are counted and listed, the records are complete."""

@@ -481,15 +481,29 @@ def open_sources(
         raise InputError("source: expected a file, folder, glob, list, video, camera or URL")
     live = {"buffer": buffer, "reconnect_timeout": reconnect_timeout, "max_frames": max_frames}
     opened: list[Any] = []
+    urls: set[str] = set()
+    repeats: list[str] = []  # image URLs given again: read once, as a file given twice is
     try:
         for item in items:
             if not isinstance(item, (str, int)) or isinstance(item, bool):
                 raise InputError(f"source: expected a path, camera index or URL, got {item!r}")
+            url = str(item).strip() if source_kind(item) == "image URL" else None
+            if url in urls:
+                repeats.append(url)
+                continue
+            if url is not None:
+                urls.add(url)
             opened += _open_one(str(item), live)
     except BaseException:
         for s in opened:
             s.close()
         raise
+    if repeats:
+        log.warning(
+            "source: %d image URL(s) given more than once, fetched and read once: %s",
+            len(repeats),
+            ", ".join(repeats[:5]) + (", ..." if len(repeats) > 5 else ""),
+        )
     return _without_repeats(opened)
 
 
