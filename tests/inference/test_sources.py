@@ -120,8 +120,32 @@ def test_an_image_url_is_one_image_not_a_stream_without_end(tmp_path):
         (frame,) = frames_of([source])
     assert frame.error is None and frame.frame is None and frame.file == f"{url}/a.jpg?size=big"
     assert np.array_equal(frame.image, load_image(tmp_path / "a.jpg"))  # as the file
-    assert requests == {"/a.jpg?size=big": 1}  # fetched when opened, its bytes kept
+    assert requests == {"/a.jpg?size=big": 1}  # fetched when opened, its body kept on disk
     assert is_live_source("http://cam.local/video.mjpg")  # a stream stays one
+
+
+def test_an_image_urls_body_waits_on_disk_and_goes_once_read(tmp_path, monkeypatch):
+    """Each image URL's bytes (up to 256 MiB) were held in memory from the opening of the
+    sources to the end of the run."""
+    import tempfile
+
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    write_image(tmp_path / "a.jpg")
+    write_image(tmp_path / "b.png")
+    with file_server(tmp_path) as (url, requests):
+        a, b = open_sources([f"{url}/a.jpg", f"{url}/b.png"])
+        with pytest.raises(InputError, match="HTTP 404"):
+            open_sources(f"{url}/none.jpg")
+    assert requests == {"/a.jpg": 1, "/b.png": 1, "/none.jpg": 1}
+    assert not [k for k, v in vars(a).items() if isinstance(v, bytes | bytearray)]
+    assert sorted(temp.iterdir()) == sorted([a.path, b.path])  # the 404 left no file
+    assert a.path.read_bytes() == (tmp_path / "a.jpg").read_bytes()
+    (frame,) = a.frames()
+    assert frame.image is not None and not a.path.exists()  # read: its file is gone
+    b.close()  # a run that ends before reading it
+    assert not list(temp.iterdir())
 
 
 def test_an_image_url_that_cannot_be_fetched_is_refused_when_opened(tmp_path):

@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import glob as globlib
 import logging
+import os
 import queue
 import re
+import tempfile
 import threading
 import urllib.error
 import urllib.parse
 import urllib.request
+import weakref
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -53,6 +56,7 @@ STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp:
 LIST_SUFFIX = ".txt"
 URL_TIMEOUT_S = 30.0  # an image URL's fetch
 MAX_URL_BYTES = 256 * 2**20  # an image URL's body, at most
+URL_CHUNK_BYTES = 2**20  # an image URL's body is copied to its temporary file in reads of this
 GLOB_CHARS = "*?["
 MAX_BAD_FRAMES = 50  # consecutive unreadable frames before a video counts as ended
 
@@ -141,8 +145,10 @@ class ImageURL:
     """One image at an ``http(s)://`` URL whose path ends in an image suffix (``.jpg``, ...):
     fetched once, when the source is opened (:data:`URL_TIMEOUT_S`, at most
     :data:`MAX_URL_BYTES`), so that a URL that refuses (no server, a 404, an unknown host, too
-    large) is an :class:`InputError` before any model loads; its bytes are kept and decoded as
-    a file's are, a decode failure being that image's error. OpenCV opens such a URL as a
+    large) is an :class:`InputError` before any model loads. Its body waits in a temporary file
+    (``path``), not in memory, until the image is read; the file is deleted once the image is
+    read, by :meth:`close`, or at the latest when the object or the process goes. It decodes as
+    a file does, a decode failure being that image's error. OpenCV opens such a URL as a
     one-frame stream, which a live source reconnects to without end."""
 
     live = False
@@ -151,12 +157,28 @@ class ImageURL:
     def __init__(self, source: str, url: str) -> None:
         self.source, self.url = source, url
         self.name = _stream_name(url).removesuffix(".mp4")
-        self.data = self._fetch()
+        fd, name = tempfile.mkstemp(prefix="yolov4-url-")
+        self.path = Path(name)
+        self._delete = weakref.finalize(self, _unlink, self.path)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                self._fetch(f)
+        except BaseException:
+            self._delete()
+            raise
 
-    def _fetch(self) -> bytes:
+    def _fetch(self, f: Any) -> None:
+        """The URL's body copied into ``f``; an :class:`InputError` when it cannot be."""
+        size = 0
         try:
             with urllib.request.urlopen(self.url, timeout=URL_TIMEOUT_S) as response:  # noqa: S310 - the user's source
-                data = response.read(MAX_URL_BYTES + 1)
+                while chunk := response.read(URL_CHUNK_BYTES):
+                    size += len(chunk)
+                    if size > MAX_URL_BYTES:
+                        raise InputError(
+                            f"source {self.source!r}: the image is over {MAX_URL_BYTES:,} bytes"
+                        )
+                    f.write(chunk)
         except urllib.error.HTTPError as e:  # the server answered, with an error status
             raise InputError(
                 f"source {self.source!r}: cannot fetch the image (HTTP {e.code} {e.reason})"
@@ -164,23 +186,33 @@ class ImageURL:
         except (OSError, ValueError) as e:  # URLError, timeouts are OSErrors
             why = getattr(e, "reason", None) or e
             raise InputError(f"source {self.source!r}: cannot fetch the image ({why})") from None
-        if len(data) > MAX_URL_BYTES:
-            raise InputError(f"source {self.source!r}: the image is over {MAX_URL_BYTES:,} bytes")
-        return data
 
     def __len__(self) -> int:
         return 1
 
     def frames(self) -> Iterator[Frame]:
-        image, error = None, None
-        try:
-            image = load_image(self.data, 0, "rgb", self.max_pixels)
-        except InputError as e:
-            error = _named(str(e), self.url, "image 0")
+        image, error = self._decoded()
         yield Frame(self.source, self.name, image, file=self.url, error=error)
 
+    def _decoded(self) -> tuple[Any, str | None]:
+        """The image (or None) and its error; the temporary file is deleted."""
+        try:
+            data = self.path.read_bytes()
+        except OSError as e:  # deleted under the run (a cleaner of the temporary folder)
+            return None, f"{self.url}: its fetched copy cannot be read ({e.strerror or e})"
+        finally:
+            self._delete()
+        try:
+            return load_image(data, 0, "rgb", self.max_pixels), None
+        except InputError as e:
+            return None, _named(str(e), self.url, "image 0")
+
     def close(self) -> None:
-        pass
+        self._delete()
+
+
+def _unlink(path: Path) -> None:
+    path.unlink(missing_ok=True)
 
 
 class VideoFile:
