@@ -10,6 +10,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from yolov4.core.preprocess import PreprocessConfig
@@ -168,6 +169,50 @@ def test_damaged_jpegs_are_decoded_and_reported_in_libjpegs_words(tmp_path: Path
         assert read_image(tmp_path / name, report, check=True) is not None
         [detail] = report.problems.pop(Problem.DAMAGED_JPEG)
         assert detail.startswith(str(tmp_path / name)) and words in detail, detail
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_damage_is_looked_for_once_per_image_though_workers_restart(tmp_path, monkeypatch, workers):
+    """With persistent_workers=false each epoch's new DataLoader workers decoded every JPEG
+    once more to look for damage, and reported each damaged one again."""
+    import os
+
+    import yolov4.data.image_io as image_io
+    from yolov4.data.collate import DetectionCollate
+
+    root = make_bad_coco(tmp_path)
+    data = load_coco(root / "annotations.json", root / "images", report=ProblemReport())
+    log = tmp_path / "calls.txt"  # appended to by every worker process
+
+    def note(line: str) -> None:
+        with log.open("a") as f:
+            f.write(f"{line}\n")
+
+    real_damage, real_add = image_io.jpeg_damage, ProblemReport.add
+    monkeypatch.setattr(image_io, "jpeg_damage", lambda data: note("check") or real_damage(data))
+
+    def add(self, kind, file, detail=""):
+        if kind == Problem.DAMAGED_JPEG:
+            note(f"report {os.getpid()} {Path(file).name}")
+        real_add(self, kind, file, detail)
+
+    monkeypatch.setattr(ProblemReport, "add", add)
+    ds = DetectionDataset(data, PreprocessConfig(input_size=(64, 64)), None, name="bad")
+    context = "fork" if workers else None  # the patches above reach the workers
+    loader = torch.utils.data.DataLoader(
+        ds, batch_size=3, num_workers=workers, persistent_workers=False,
+        multiprocessing_context=context, collate_fn=DetectionCollate(),
+    )  # fmt: skip
+    for _ in range(2):  # epochs
+        assert sum(len(batch["image_ids"]) for batch in loader) == len(data.records)
+    lines = log.read_text().splitlines()
+    reports = [line.split()[2] for line in lines if line.startswith("report")]
+    damaged = sorted(f for f, kind in DECODE_PROBLEMS.items() if kind == Problem.DAMAGED_JPEG)
+    assert sorted(reports) == damaged  # one report each, over both epochs
+    decoded_jpegs = ["good.jpg", "exif.jpg", *damaged]  # truncated.jpg fails first: no check
+    assert lines.count("check") == len(decoded_jpegs)
+    pids = {int(line.split()[1]) for line in lines if line.startswith("report")}
+    assert (os.getpid() not in pids) if workers else (pids == {os.getpid()})  # where they ran
 
 
 @pytest.mark.parametrize("file", ["missing.jpg", *DECODE_PROBLEMS])

@@ -82,7 +82,13 @@ class DetectionDataset(Dataset):
         self._transforms = {}
         self._unreadable: set[int] = set()  # indices found unreadable (training draws others)
         self._stored_frame: set[int] = set()  # indices annotated before their EXIF rotation
-        self._checked: set[int] = set()  # indices whose JPEG damage was looked for
+        # JPEG damage is looked for (one more decode, one report) on an image's first decode in
+        # the run, in whichever process decodes it: one flag per image in shared memory, which
+        # every DataLoader worker sees (forked or spawned, kept or started anew each epoch with
+        # persistent_workers=false), as the main process does without workers. A flag is set
+        # as its image is checked: two workers decoding one image at that same moment (a
+        # mosaic donor) may both look. DDP ranks hold a dataset each: once per rank.
+        self._checked = torch.zeros(len(self.records), dtype=torch.bool).share_memory_()
         if augment is not None:
             size, mode, pad = (
                 preprocess_config.input_size,
@@ -115,12 +121,12 @@ class DetectionDataset(Dataset):
         from the annotated one (a resaved file) is resized to the annotated size, so image,
         boxes, ground truth and the original size in the batch meta stay in one frame. Both are
         reported, and so is a JPEG without its end marker or with data libjpeg calls corrupt
-        (looked for on the first decode of each image in this process)."""
+        (looked for on the first decode of each image in the run, by any worker)."""
         rec = self.records[index]
         stored = index in self._stored_frame
-        check = index not in self._checked  # damage the decode repairs: looked for once
+        check = not bool(self._checked[index])  # damage the decode repairs: looked for once
+        self._checked[index] = True
         image = read_image(rec.file, self.report, as_stored=stored, check=check)
-        self._checked.add(index)
         if image is None:
             return None
         h, w = image.shape[:2]
