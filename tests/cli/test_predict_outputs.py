@@ -130,8 +130,8 @@ def test_a_glob_keeps_the_tree_below_its_fixed_folders_and_a_rename_names_its_ca
 
 
 def test_an_image_url_given_twice_is_read_once_as_a_file_is(checkpoint, tmp_path, caplog):
-    """The same image URL given twice was fetched twice, predicted twice, and its second
-    annotated copy written over the first without a word."""
+    """The same image URL given twice is fetched, predicted and written once, said (read
+    twice, its second annotated copy would be written over the first)."""
     import json
     import logging
 
@@ -145,7 +145,7 @@ def test_an_image_url_given_twice_is_read_once_as_a_file_is(checkpoint, tmp_path
         x, y = f"{url}/x/a.jpg", f"{url}/y/a.jpg"
         summary = _predict(f"source=[{x},{x},{y}]", f"checkpoint={checkpoint}", f"output={out}")
     assert requests == {"/x/a.jpg": 1, "/y/a.jpg": 1}
-    assert f"1 image URL(s) given more than once, fetched and read once: {x}" in caplog.text
+    assert f"1 URL(s) or camera(s) given more than once, read once: image URL {x}" in caplog.text
     records = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
     assert [r["file"] for r in records] == [x, y] and summary["images"] == 2
     assert len(list(out.glob("*a.jpg"))) == 2  # one annotated copy each (the host in its name)

@@ -292,6 +292,33 @@ def test_a_stream_cut_mid_frame_and_restarted_is_reconnected():
     assert [f.frame for f in got] == list(range(len(got)))  # one counter across reconnects
 
 
+def test_a_stream_given_twice_is_opened_once(caplog):
+    """Two readers of one stream would write their frames to one output video (one name)."""
+    server = MjpegServer(per_connection=5, fps=60).start()
+    try:
+        with caplog.at_level(logging.WARNING, logger="yolov4"):
+            sources = open_sources([server.url, f" {server.url}"], reconnect_timeout=0.5)
+        try:
+            assert len(sources) == 1 and server.connections == 1
+        finally:
+            sources[0].close()
+    finally:
+        server.stop()
+    said = f"1 URL(s) or camera(s) given more than once, read once: stream {server.url}"
+    assert said in caplog.text
+
+
+def test_no_temporary_folder_for_an_image_url_is_an_input_error(tmp_path, monkeypatch):
+    import tempfile
+
+    write_image(tmp_path / "a.jpg")
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "gone"))
+    with file_server(tmp_path) as (url, requests):
+        with pytest.raises(InputError, match=r"no temporary file for the fetched image in .*gone"):
+            open_sources(f"{url}/a.jpg")
+    assert requests == {}  # refused before the fetch
+
+
 @pytest.mark.parametrize("buffer", [False, True])
 def test_newest_frame_policy_drops_frames_instead_of_lagging(buffer):
     """A consumer 5x slower than the stream: with the newest-frame policy it sees few frames,

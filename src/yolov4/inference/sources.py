@@ -157,7 +157,13 @@ class ImageURL:
     def __init__(self, source: str, url: str) -> None:
         self.source, self.url = source, url
         self.name = _stream_name(url).removesuffix(".mp4")
-        fd, name = tempfile.mkstemp(prefix="yolov4-url-")
+        try:
+            fd, name = tempfile.mkstemp(prefix="yolov4-url-")
+        except OSError as e:
+            raise InputError(
+                f"source {source!r}: no temporary file for the fetched image in "
+                f"{tempfile.gettempdir()} ({e.strerror or e}); set TMPDIR to a writable folder"
+            ) from None
         self.path = Path(name)
         self._delete = weakref.finalize(self, _unlink, self.path)
         try:
@@ -513,18 +519,21 @@ def open_sources(
         raise InputError("source: expected a file, folder, glob, list, video, camera or URL")
     live = {"buffer": buffer, "reconnect_timeout": reconnect_timeout, "max_frames": max_frames}
     opened: list[Any] = []
-    urls: set[str] = set()
-    repeats: list[str] = []  # image URLs given again: read once, as a file given twice is
+    named: set[str | int] = set()
+    # an image URL, stream or camera given again is read once, as a file given twice is (its
+    # outputs would share one name; a camera would be opened twice)
+    repeats: list[str] = []
     try:
         for item in items:
             if not isinstance(item, (str, int)) or isinstance(item, bool):
                 raise InputError(f"source: expected a path, camera index or URL, got {item!r}")
-            url = str(item).strip() if source_kind(item) == "image URL" else None
-            if url in urls:
-                repeats.append(url)
+            kind, text = source_kind(item), str(item).strip()
+            key = None if kind == "path" else int(text) if kind == "camera" else text
+            if key in named:
+                repeats.append(f"{kind} {text}")
                 continue
-            if url is not None:
-                urls.add(url)
+            if key is not None:
+                named.add(key)
             opened += _open_one(str(item), live)
     except BaseException:
         for s in opened:
@@ -532,7 +541,7 @@ def open_sources(
         raise
     if repeats:
         log.warning(
-            "source: %d image URL(s) given more than once, fetched and read once: %s",
+            "source: %d URL(s) or camera(s) given more than once, read once: %s",
             len(repeats),
             ", ".join(repeats[:5]) + (", ..." if len(repeats) > 5 else ""),
         )
