@@ -1,5 +1,6 @@
 """``python evaluate.py``: COCO mAP of a project checkpoint, a darknet weights file or an export
-artifact (through the Predictor, from the image files, exactly as the service would answer).
+artifact (through the Predictor, exactly as the service would answer, on the val images as
+validation reads them).
 
 Writes the reports of :func:`yolov4.evaluation.reports.write_reports` to ``paths.output_dir``
 (``metrics.json``, ``detections.json``, ``pr_curve.png`` and the analysis at ``analysis.*``,
@@ -34,7 +35,6 @@ from yolov4.cli.sources import check_no_network, check_runtime_keys
 from yolov4.core.artifact import read_metadata
 from yolov4.core.checkpoint import load_checkpoint
 from yolov4.darknet import darknet_file_classes
-from yolov4.data.records import Problem
 from yolov4.errors import ConfigError
 from yolov4.evaluation import AnalysisConfig, EvaluationResult, evaluate_predictor
 from yolov4.evaluation.coco import DEFAULT_COCO_BACKEND
@@ -119,9 +119,11 @@ def _warn_preprocess_not_used(cfg: DictConfig, preprocess: Any, source: str) -> 
 def _evaluate_artifact(
     cfg: DictConfig, eval_cfg: dict[str, Any]
 ) -> tuple[EvaluationResult, Any, dict[str, str]]:
-    """Through the Predictor, from the image files: what the service would answer. Returns the
-    result, the (prepared) DataModule of the val split, whose ground truth and image files
-    the reports read, and what was scored (``{"file", "backend", "precision"}``)."""
+    """Through the Predictor, on the val images as validation reads them (each in its ground
+    truth's frame and size, :func:`~yolov4.evaluation.evaluate_predictor`): what the service
+    would answer for those pixels. Returns the result, the (prepared) DataModule of the val
+    split, whose ground truth and images the reports read, and what was scored (``{"file",
+    "backend", "precision"}``)."""
     predictor = Predictor.from_artifact(
         cfg.artifact, backend=cfg.backend, precision=cfg.get("precision")
     )
@@ -142,16 +144,9 @@ def _evaluate_artifact(
     warn_without_ground_truth(datamodule)
     records = datamodule.split("val").records
     coco_backend = cfg.module.get("coco_backend", DEFAULT_COCO_BACKEND)
-    report = datamodule.reports["val"]
-
-    def unreadable(file: str, error: Exception) -> None:  # as validation: reported, not scored
-        log.warning("%s: %s (%s)", file, Problem.UNREADABLE, error)
-        report.add(Problem.UNREADABLE, file, str(error))
-
     result = evaluate_predictor(
-        predictor, datamodule, records, cfg.batch_size, eval_cfg, coco_backend, category_ids,
-        unreadable,
-    )  # fmt: skip
+        predictor, datamodule, records, cfg.batch_size, eval_cfg, coco_backend, category_ids
+    )
     return result, datamodule, weights
 
 

@@ -319,6 +319,7 @@ class DetectionDataModule(L.LightningDataModule):
         # what loading a split warned about beyond its report and notes (splits sharing images)
         self.warnings: dict[str, list[str]] = {}
         self.datasets: dict[str, DetectionDataset] = {}
+        self._val_index: dict[int, int] | None = None  # image_id -> index, for val_image
 
     # ---------------------------------------------------------------- loading
     def split(self, name: str) -> DetectionData | None:
@@ -391,6 +392,26 @@ class DetectionDataModule(L.LightningDataModule):
         if data is None:
             raise _no_split("val", SPLIT_USE["val"])
         return data.coco
+
+    def val_image(self, image_id: int) -> np.ndarray | None:
+        """``(H, W, 3)`` uint8 RGB of the val split's image ``image_id`` as validation reads it
+        (:meth:`DetectionDataset.image`: in the frame and at the size of its ground truth, its
+        problems in the val dataset's report); ``None`` when it does not decode. Evaluation
+        of a Predictor and the worst-images gallery read images through it."""
+        if "val" not in self.datasets:
+            self.setup("validate")
+        if "val" not in self.datasets:
+            raise _no_split("val", SPLIT_USE["val"])
+        dataset = self.datasets["val"]
+        if self._val_index is None:
+            self._val_index = {r.image_id: i for i, r in enumerate(dataset.records)}
+        index = self._val_index.get(image_id)
+        if index is None:
+            raise DatasetError(
+                f"data.val has no image with image_id {image_id!r} (it has "
+                f"{len(self._val_index)} images)"
+            )
+        return dataset.image(index)
 
     # ---------------------------------------------------------------- Lightning hooks
     def prepare_data(self) -> None:

@@ -114,14 +114,17 @@ class DetectionDataset(Dataset):
         for i, t in enumerate(self._transforms.values()):
             t.set_random_seed(seed + i)
 
-    def load(self, index: int) -> Loaded | None:
-        """Decode image ``index`` with its boxes; ``None`` (reported) when unreadable. An image
-        whose EXIF rotation swaps the annotated width and height was annotated as the file
-        stores it: it is read without the rotation. Any other image whose decoded size differs
-        from the annotated one (a resaved file) is resized to the annotated size, so image,
-        boxes, ground truth and the original size in the batch meta stay in one frame. Both are
+    def image(self, index: int) -> np.ndarray | None:
+        """``(H, W, 3)`` uint8 RGB of image ``index`` as validation reads it, in the frame and
+        at the size its boxes refer to; ``None`` (reported) when unreadable. An image whose EXIF
+        rotation swaps the annotated width and height was annotated as the file stores it: it
+        is read without the rotation. Any other image whose decoded size differs from the
+        annotated one (a resaved file) is resized to the annotated size, so image, boxes,
+        ground truth and the original size in the batch meta stay in one frame. Both are
         reported, and so is a JPEG without its end marker or with data libjpeg calls corrupt
-        (looked for on the first decode of each image in the run, by any worker)."""
+        (looked for on the first decode of each image in the run, by any worker). Training,
+        validation, the Predictor path of evaluation and the worst-images gallery all read
+        images through it."""
         rec = self.records[index]
         stored = index in self._stored_frame
         check = not bool(self._checked[index])  # damage the decode repairs: looked for once
@@ -147,6 +150,15 @@ class DetectionDataset(Dataset):
                 f"annotated {rec.height}x{rec.width}, decoded {h}x{w}",
             )
             image = cv2.resize(image, (rec.width, rec.height), interpolation=cv2.INTER_LINEAR)
+        return image
+
+    def load(self, index: int) -> Loaded | None:
+        """Image ``index`` as :meth:`image` reads it, with its boxes and labels; ``None``
+        (reported) when unreadable."""
+        image = self.image(index)
+        if image is None:
+            return None
+        rec = self.records[index]
         return image, rec.boxes, rec.labels
 
     def load_train(self, index: int) -> Placed | None:
