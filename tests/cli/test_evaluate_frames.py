@@ -1,9 +1,10 @@
 """evaluate.py checkpoint= and artifact= score a COCO dataset's images in one frame, the ground
 truth's, as validation reads them: an image annotated as its file stores it, before its EXIF
 rotation, is read as stored, and an image whose json size is not its file's is resized to the
-json's. On such images the same weights give the same mAP50 and detections by both paths, and
-the same warnings (a Predictor given the files sees them rotated or at the file's size: its
-boxes land in another frame than the ground truth's)."""
+json's. On such images the same weights give the same mAP50 and detections by both paths, the
+same warnings, and a worst-images gallery drawn on the images as validation read them (a
+Predictor given the files sees them rotated or at the file's size: its boxes land in another
+frame than the ground truth's; so do the boxes of a gallery drawn on the files)."""
 
 from __future__ import annotations
 
@@ -16,9 +17,10 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.frame_data import RESIZE, write_coco
+from tests.frame_data import RESIZE, in_annotated_frame, write_coco
 from yolov4.cli.evaluate import evaluate
 from yolov4.data.records import Problem, coco_from_dict
+from yolov4.evaluation.worst import worst_gallery
 from yolov4.export.artifact import export_artifact
 from yolov4.ops.boxes import box_iou
 
@@ -84,7 +86,7 @@ def test_checkpoint_and_artifact_score_the_images_in_the_ground_truths_frame(
     sources = {"checkpoint": f"checkpoint={overfit.checkpoint}", "artifact": f"artifact={artifact}"}
     metrics, logs = {}, {}
     for name, run in runs.items():
-        overrides = [sources[name], *data]
+        overrides = [sources[name], *data, "analysis.plots=true", "analysis.worst_images=4"]
         caplog.clear()
         with caplog.at_level(logging.WARNING, logger="yolov4"):
             metrics[name] = evaluate(compose_cfg("evaluate", overrides, run))
@@ -111,3 +113,19 @@ def test_checkpoint_and_artifact_score_the_images_in_the_ground_truths_frame(
             f"{Problem.SIZE_MISMATCH}: {folder / '1_resized.png'}: "
             f"annotated {h}x{w}, decoded {RESIZE * h}x{RESIZE * w}"
         ) in log
+
+    # the gallery draws each image in its ground truth's frame, as validation read it
+    def reference(image_id: int) -> np.ndarray:
+        info = coco.imgs[image_id]
+        return in_annotated_frame(folder / info["file_name"], info["height"], info["width"])
+
+    names = [c["name"] for c in sorted(coco.dataset["categories"], key=lambda c: c["id"])]
+    for run in runs.values():
+        worst = json.loads((run / "worst_images.json").read_text())
+        assert {1, 2} <= {e["image_id"] for e in worst["images"]}
+        results = json.loads((run / "detections.json").read_text())
+        expected = worst_gallery(
+            worst["images"], coco, results, names, worst["conf"], read_image=reference
+        )
+        drawn = np.asarray(Image.open(run / "worst_images.png").convert("RGB"))
+        np.testing.assert_array_equal(drawn, expected.permute(1, 2, 0).numpy())

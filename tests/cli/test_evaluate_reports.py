@@ -111,7 +111,8 @@ def test_darknet_weights(compose_cfg, seeded_checkpoint, tiny_run, tmp_path):  #
 
 def test_validation_logs_the_worst_images_to_tensorboard(tmp_path, synthetic_cache, randomize):
     """ValidationImages at validation end: val/worst_images in the event file (read back) is
-    the gallery of the module's gathered detections, drawn from the val image files."""
+    the gallery of the module's gathered detections, drawn on the val images as validation
+    reads them."""
     import io
 
     import numpy as np
@@ -139,7 +140,7 @@ def test_validation_logs_the_worst_images_to_tensorboard(tmp_path, synthetic_cac
     a = analyze_detections(dm.val_coco, result.results, result.image_ids, conf=0.25)
     worst = worst_images(a, dm.val_coco, val_image_files(dm), top=3)
     assert len(worst) == 3
-    grid = worst_gallery(worst, dm.val_coco, result.results, a.names, 0.25)
+    grid = worst_gallery(worst, dm.val_coco, result.results, a.names, 0.25, read_image=dm.val_image)
     np.testing.assert_array_equal(
         np.asarray(Image.open(io.BytesIO(logged)).convert("RGB")), grid.permute(1, 2, 0).numpy()
     )

@@ -105,3 +105,56 @@ def test_a_truncated_image_is_drawn_as_validation_decoded_it(case, tmp_path, cap
     assert not any("cannot read" in m and "cut.jpg" in m for m in messages)
     assert any("truncated JPEG" in m and "drawn as validation decoded it" in m for m in messages)
     assert any("empty.png does not decode" in m and "left out" in m for m in messages)
+
+
+def test_images_annotated_in_another_frame_are_drawn_as_validation_read_them(tmp_path):
+    """A JPEG annotated as stored, before its EXIF rotation, and a file twice the annotated
+    size (read as they display, the first is rotated and the second too large: the boxes miss
+    their objects). With the DataModule's reader each tile is the drawing on the image in its
+    ground truth's frame and size (read here by OpenCV alone)."""
+    from tests.frame_data import in_annotated_frame, write_coco
+    from yolov4.data.coco import CocoSource
+    from yolov4.data.datamodule import DetectionDataModule
+    from yolov4.data.records import Problem
+
+    red, blue, green = (230, 20, 20), (20, 20, 230), (20, 200, 20)
+    stored = np.full((48, 80, 3), 90, np.uint8)
+    stored[8:24, 8:40], stored[20:44, 50:70] = red, blue
+    resized = np.full((60, 60, 3), 90, np.uint8)
+    resized[30:50, 10:40] = green
+    ann, folder = write_coco(
+        tmp_path,
+        [
+            ("stored", stored, [[8, 8, 40, 24], [50, 20, 70, 44]], [CAT, DOG]),
+            ("resized", resized, [[10, 30, 40, 50]], [CAT]),
+        ],
+        [{"id": CAT, "name": "cat"}, {"id": DOG, "name": "dog"}],
+    )
+    dm = DetectionDataModule(val=CocoSource(str(ann), str(folder)), input_size=64, num_workers=0)
+    gt = dm.val_coco
+    dets = [
+        det(1, CAT, (8, 8, 32, 16), 0.9),  # on the red box
+        det(1, CAT, (50, 20, 20, 24), 0.8),  # the blue dog taken for a cat: FP + FN
+        det(2, DOG, (10, 30, 30, 20), 0.7),  # the green cat taken for a dog: FP + FN
+    ]
+    a = analyze_detections(gt, dets, conf=0.25)
+    worst = worst_images(a, gt, {r.image_id: r.file for r in dm.split("val").records})
+    assert [w["image_id"] for w in worst] == [1, 2]
+
+    def reference(image_id: int) -> np.ndarray:
+        info = gt.imgs[image_id]
+        return in_annotated_frame(folder / info["file_name"], info["height"], info["width"])
+
+    # the reference is in the frame of the boxes: each box holds its object's colour
+    for image_id, box, colour in [(1, (8, 8, 40, 24), red), (1, (50, 20, 70, 44), blue),
+                                  (2, (10, 30, 40, 50), green)]:  # fmt: skip
+        x1, y1, x2, y2 = box
+        inside = reference(image_id)[y1 + 2 : y2 - 2, x1 + 2 : x2 - 2].reshape(-1, 3)
+        np.testing.assert_allclose(inside.mean(0), colour, atol=12)
+
+    grid = worst_gallery(worst, gt, dets, a.names, conf=0.25, tile=100, read_image=dm.val_image)
+    expected = worst_gallery(worst, gt, dets, a.names, conf=0.25, tile=100, read_image=reference)
+    np.testing.assert_array_equal(grid.numpy(), expected.numpy())
+    problems = dm.datasets["val"].report.problems
+    assert any("0_stored.jpg" in p for p in problems[Problem.STORED_FRAME])
+    assert any("1_resized.png" in p for p in problems[Problem.SIZE_MISMATCH])

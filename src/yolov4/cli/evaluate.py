@@ -153,8 +153,10 @@ def _evaluate_artifact(
 def _report(
     out: Path, result: EvaluationResult, datamodule: Any, settings: AnalysisConfig, weights: Any
 ) -> None:
-    """The reports of ``result`` on the val split of ``datamodule``, its images for the gallery."""
-    write_reports(out, result, datamodule.val_coco, settings, val_image_files(datamodule), weights)
+    """The reports of ``result`` on the val split of ``datamodule``, its images for the gallery
+    read as validation reads them."""
+    files = val_image_files(datamodule)
+    write_reports(out, result, datamodule.val_coco, settings, files, weights, datamodule.val_image)
 
 
 def _val_only(cfg: DictConfig) -> None:

@@ -327,7 +327,8 @@ def write_outputs(
     out = Path(cfg.paths.output_dir)
     weights = metrics["weights"]
     # the analysis files of the final validation (every rank's detections, deduplicated)
-    write_analysis(out, datamodule.val_coco, result, analysis, val_image_files(datamodule))
+    files = val_image_files(datamodule)
+    write_analysis(out, datamodule.val_coco, result, analysis, files, datamodule.val_image)
     if cfg.get("export"):
         export_artifact(out / weights["file"], out / EXPORT_DIR, formats=list(cfg.export.formats))
     # last: a run with metrics.json has finished; one without it (stopped after its last

@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from yolov4.core.files import write_json
 from yolov4.evaluation.analysis import DetectionAnalysis, analyze_detections
@@ -72,15 +74,18 @@ def write_analysis(
     result: EvaluationResult,
     settings: AnalysisConfig | Mapping[str, Any] | None = None,
     image_files: dict[int, str] | None = None,
+    read_image: Callable[[int], np.ndarray | None] | None = None,
 ) -> DetectionAnalysis:
     """The analysis files in ``out``, from the detections and images of ``result`` on
     ``coco_gt``: ``confusion_matrix.json`` / ``.png``, ``pr_f1.json`` / ``.png``,
     ``darknet_map.json``, ``errors.json`` / ``.png``, ``worst_images.json`` / ``.png``.
 
     ``settings``: an :class:`AnalysisConfig` or ``analysis.*`` (missing keys at its defaults).
-    ``image_files``: ``{image_id: path}`` for the gallery (default: the ground truth's
-    ``file_name``). Call it on one process: under DDP ``result`` already holds every rank's
-    detections, deduplicated."""
+    ``image_files``: ``{image_id: path}`` named by ``worst_images.json`` and, without
+    ``read_image``, read by the gallery (default: the ground truth's ``file_name``).
+    ``read_image(image_id)``: the image as validation read it, for the gallery (a DataModule's
+    ``val_image``; :func:`~yolov4.evaluation.worst.worst_gallery`). Call it on one process:
+    under DDP ``result`` already holds every rank's detections, deduplicated."""
     cfg = AnalysisConfig.from_config(settings)
     out = Path(out)
     cat_ids = sorted(coco_gt.getCatIds())
@@ -133,7 +138,9 @@ def write_analysis(
         out / f"{WORST_IMAGES_FILE}.json", {"conf": cfg.conf, "iou": cfg.iou, "images": worst}
     )
     if cfg.plots:
-        gallery = worst_gallery(worst, coco_gt, result.results, analysis.names, cfg.conf)
+        gallery = worst_gallery(
+            worst, coco_gt, result.results, analysis.names, cfg.conf, read_image=read_image
+        )
         if gallery is not None:
             write_png(gallery, out / f"{WORST_IMAGES_FILE}.png")
     best = analysis.overall_curves["best"]
@@ -160,11 +167,12 @@ def write_reports(
     settings: AnalysisConfig | Mapping[str, Any] | None = None,
     image_files: dict[int, str] | None = None,
     weights: dict[str, str] | None = None,
+    read_image: Callable[[int], np.ndarray | None] | None = None,
 ) -> None:
     """Every report of ``result`` in ``out`` (module docstring); ``weights`` (what was scored:
-    file, backend, precision) is recorded in metrics.json. Prints COCOeval's summary and a
-    per-class table; logs the files written (a plot without data is not, nor any with
-    ``analysis.plots=false``)."""
+    file, backend, precision) is recorded in metrics.json; ``image_files`` and ``read_image``
+    as :func:`write_analysis` takes them. Prints COCOeval's summary and a per-class table; logs
+    the files written (a plot without data is not, nor any with ``analysis.plots=false``)."""
     out = Path(out)
     plots = AnalysisConfig.from_config(settings).plots
     names = [METRICS_FILE, DETECTIONS_FILE, PR_CURVE_FILE, DARKNET_MAP_FILE]
@@ -180,7 +188,7 @@ def write_reports(
     (out / DETECTIONS_FILE).write_text(json.dumps(result.results))
     if plots and result.precision is not None:
         plot_pr_curves(result.precision, list(result.per_class), out / PR_CURVE_FILE)
-    write_analysis(out, coco_gt, result, settings, image_files)
+    write_analysis(out, coco_gt, result, settings, image_files, read_image)
     print(result.summary)
     print(per_class_table(result.per_class))
     after = _stats(out, names)

@@ -2,14 +2,17 @@
 
 Ranked by false positives + false negatives at ``analysis.conf`` / ``analysis.iou`` (the counts
 of :attr:`DetectionAnalysis.per_image`, the confusion matrix's), ties by image id. The gallery
-reads each image from its file (the dataset's image root, or the ground truth's ``file_name``)
-and draws its true boxes (green) and its detections at or above ``conf`` (red, class and score).
+draws each image with its true boxes (green) and its detections at or above ``conf`` (red, class
+and score), in the frame and at the size of its ground truth: read as validation reads it by a
+DataModule's ``val_image`` (an image annotated before its EXIF rotation without the rotation,
+one annotated at another size resized to it), or without one from its file (the dataset's image
+root, or the ground truth's ``file_name``) as the file displays.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -73,9 +76,9 @@ def _file(coco_gt: Any, image_id: int, image_files: dict[int, str] | None) -> st
 
 
 def _read(file: str) -> np.ndarray | None:
-    """``(H, W, 3)`` uint8 RGB of ``file`` as validation decoded it: a truncated JPEG is what
-    was there (the rest grey); ``None`` (logged, saying why) for a file that is missing or that
-    does not decode."""
+    """``(H, W, 3)`` uint8 RGB of ``file`` as it displays (EXIF orientation applied, the file's
+    own size): a truncated JPEG is what was there (the rest grey); ``None`` (logged, saying
+    why) for a file that is missing or that does not decode."""
     try:
         data = Path(file).read_bytes()
     except OSError as err:
@@ -114,12 +117,15 @@ def worst_gallery(
     names: Sequence[str],
     conf: float,
     tile: int = TILE,
+    read_image: Callable[[int], np.ndarray | None] | None = None,
 ) -> torch.Tensor | None:
     """The images of ``entries`` (:func:`worst_images`) in a grid, ``(3, H, W)`` uint8, with
     their true boxes and their ``results`` (COCO results format) at or above ``conf``; ``names``
-    in ``sorted(category ids)`` order. Each image is read as validation decoded it (a truncated
-    JPEG: what was there); one that is missing or does not decode is left out (logged, saying
-    which); ``None`` when none is left."""
+    in ``sorted(category ids)`` order. ``read_image(image_id)``: ``(H, W, 3)`` uint8 RGB in the
+    frame and at the size of the image's ground truth, ``None`` when it does not decode (a
+    DataModule's ``val_image``: the image as validation read it); without it each entry's file
+    is decoded as it displays (a truncated JPEG: what was there). One that is missing or does
+    not decode is left out (logged, saying which); ``None`` when none is left."""
     index = {c: k for k, c in enumerate(sorted(coco_gt.getCatIds()))}
     wanted = {e["image_id"] for e in entries}
     dets: dict[int, list[dict[str, Any]]] = {i: [] for i in wanted}
@@ -128,7 +134,12 @@ def worst_gallery(
             dets[int(r["image_id"])].append(r)
     images, targets, detections = [], [], []
     for e in entries:
-        image = _read(e["file_name"])
+        if read_image is None:
+            image = _read(e["file_name"])
+        else:
+            image = read_image(e["image_id"])
+            if image is None:
+                log.info("worst images: %s does not decode; left out", e["file_name"])
         if image is None:
             continue
         fitted, scale = _fit(image, tile)

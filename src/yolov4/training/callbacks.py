@@ -238,9 +238,10 @@ class SharedCheckpoint(ModelCheckpoint):
 class ValidationImages(L.Callback):
     """After each validation, log to TensorBoard a grid of the first validation images with
     true (green) and predicted (red) boxes, the precision-recall curves (IoU 0.5), and the
-    ``worst_images`` images with most FP + FN at ``score_thresh`` (IoU 0.5) read from their
-    files, as ``worst_images.png`` draws them (``val/worst_images``; 0: none). Rank 0 only, on
-    the gathered, deduplicated detections of :attr:`YoloModule.evaluation`."""
+    ``worst_images`` images with most FP + FN at ``score_thresh`` (IoU 0.5) read as
+    validation reads them (the DataModule's ``val_image``), as ``worst_images.png`` draws them
+    (``val/worst_images``; 0: none). Rank 0 only, on the gathered, deduplicated detections of
+    :attr:`YoloModule.evaluation`."""
 
     def __init__(
         self, max_images: int = 8, score_thresh: float = 0.25, worst_images: int = 8
@@ -291,4 +292,7 @@ class ValidationImages(L.Callback):
             coco, result.results, image_ids=result.image_ids or None, conf=self.score_thresh
         )
         entries = worst_images(analysis, coco, files, self.worst_images)
-        return worst_gallery(entries, coco, result.results, analysis.names, self.score_thresh)
+        return worst_gallery(
+            entries, coco, result.results, analysis.names, self.score_thresh,
+            read_image=datamodule.val_image,
+        )  # fmt: skip
