@@ -299,6 +299,41 @@ def test_unsupported_cfg_names_file_line_section_and_key(case, tmp_path):
         build_model(cfg=path, num_classes=None)
 
 
+YOLO_HEADER = line_in(BASE, 6)  # darknet layer 6: the first [yolo]
+READS_YOLO = {
+    # id: (text inserted before the [route] of darknet layer 7, reading layer, its line's key)
+    "route": ("[route]\nlayers=6", 7, "layers=6"),
+    "route -1": ("[route]\nlayers=-1", 7, "layers=-1"),
+    "shortcut from": ("[route]\nlayers=5\n\n[shortcut]\nfrom=6", 8, "from=6"),
+    "conv after it": ("[convolutional]\nfilters=4\nactivation=leaky", 7, None),
+    "maxpool after it": ("[maxpool]\nsize=1\nstride=1", 7, None),
+}
+
+
+@pytest.mark.parametrize("case", READS_YOLO)
+def test_a_layer_reading_a_yolo_layer_is_refused(case, tmp_path):
+    """darknet's forward_yolo_layer hands the next layers its output, the logistic of x, y,
+    objectness and classes (x, y shifted by scale_x_y), and passes its delta straight back; the
+    network here builds [yolo] as the identity (decode and loss live outside it), so a layer
+    reading it would get the raw conv map: refused, naming the reading line and the [yolo]."""
+    inserted, layer, key = READS_YOLO[case]
+    text = nth(BASE, "[route]\nlayers=4", inserted + "\n\n[route]\nlayers=4")
+    path = tmp_path / "user.cfg"
+    path.write_text(text)
+    kind = inserted.rsplit("[", 1)[1].split("]")[0]  # the reading layer: the last inserted
+    where = f"{path}:{line_in(text, layer, key and key.split('=')[0])}: [{kind}]"
+    where += f" {key}" if key else ""
+    after = "" if key else ", the layer before it"
+    message = (
+        f"{where} reads the [yolo] layer at {path}:{YOLO_HEADER} (layer 6{after}); yolov4 does "
+        "not build a layer that reads a [yolo] layer's output (darknet passes its "
+        "logistic-activated map on)"
+    )
+    with pytest.raises(ConfigError) as e:
+        build_model(cfg=path)
+    assert str(e.value) == message
+
+
 def test_values_are_compared_as_darknet_reads_them():
     """A tab inside anchors (darknet strips every blank) or 10.0 for 10 made two [yolo] layers
     "differ"; a line before [net] said only that it could not be parsed."""

@@ -384,6 +384,25 @@ def _upsample_spec(s: Section, i: int, c_in: int, st_in: int) -> LayerSpec:
     )
 
 
+def _reads_yolo(spec: LayerSpec, yolo: LayerSpec) -> ConfigError:
+    """A layer reading a ``[yolo]`` layer's output. Darknet's ``forward_yolo_layer`` hands the
+    next layers its output (the logistic of x, y, objectness and classes unless ``new_coords``,
+    the ``scale_x_y`` shift of x, y) and its backward passes its delta straight through; here
+    ``[yolo]`` is the identity (decode and loss live outside the network), so such a layer
+    would read another map than darknet's. No official cfg has one."""
+    s = spec.section
+    key = {"route": "layers", "shortcut": "from"}.get(spec.kind)
+    if spec.kind == "shortcut" and yolo.index not in spec.inputs[1:]:
+        key = None  # its implicit input, the layer before it
+    reads = f"{s.where(key)}={s.options[key]}" if key else s.where()
+    at = f"{yolo.section.source}:{yolo.section.line} (layer {yolo.index}"
+    at += ")" if key else ", the layer before it)"
+    return ConfigError(
+        f"{reads} reads the [yolo] layer at {at}; yolov4 does not build a layer that reads a "
+        "[yolo] layer's output (darknet passes its logistic-activated map on)"
+    )
+
+
 def resolve_layers(sections: list[Section]) -> list[LayerSpec]:
     """Sections after ``[net]`` -> layer specs with inputs, channels and strides (darknet's
     ``parse_network_cfg`` order and rules). Raises :class:`ConfigError` naming file/line/key."""
@@ -412,6 +431,9 @@ def resolve_layers(sections: list[Section]) -> list[LayerSpec]:
             spec = _upsample_spec(s, i, c_in, st_in)
         else:  # yolo: passes its input through
             spec = LayerSpec(i, s.kind, s, [i - 1], c_in, st_in)
+        for j in spec.inputs:
+            if j >= 0 and layers[j].kind == "yolo":
+                raise _reads_yolo(spec, layers[j])
         check_layer(spec)  # yolov4.models.budget: the layer's keys and channels
         layers.append(spec)
     if not any(layer.kind == "yolo" for layer in layers):
