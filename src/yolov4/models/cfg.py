@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -170,30 +171,47 @@ def cfg_error(sections: list[Section], message: str) -> ConfigError:
     return ConfigError(f"{source}: {message}")
 
 
+# darknet's strip() (src/utils.c): the characters it removes from every cfg line
+_BLANKS = str.maketrans("", "", " \t\r\n")
+# darknet's read_cfg: a line whose first character (after strip) is one of these is a comment;
+# anywhere else in a line they are part of the text
+COMMENT_CHARS = "#;"
+
+
 def parse_cfg(text: str, source: str = "<cfg>") -> list[Section]:
-    """cfg text -> sections (``[net]`` first), comments (``#``, ``;``) and blanks dropped.
-    Values keep their text with spaces removed (darknet strips them too). Text longer than
+    """cfg text -> sections (``[net]`` first), read as darknet's ``read_cfg`` reads it: blanks
+    removed from every line (darknet's ``strip``), a line starting with ``#`` or ``;`` a comment,
+    blank lines dropped. A ``#``/``;`` later in a line is part of it for darknet: a numeric value
+    followed by one reads as the number before it (``atoi``/``atof`` stop there), anything else
+    (a text value such as ``activation=linear # head``, a section header) is a
+    :class:`ConfigError` saying what darknet reads. Text longer than
     :data:`yolov4.models.budget.MAX_CFG_BYTES` is refused before it is read."""
     check_cfg_text(text, source)
     sections: list[Section] = []
     for number, raw in enumerate(text.splitlines(), 1):
-        line = raw.split("#", 1)[0].split(";", 1)[0].strip()
-        if not line:
+        line = raw.translate(_BLANKS)
+        if not line or line[0] in COMMENT_CHARS:
             continue
         if line.startswith("["):
+            if any(c in line for c in COMMENT_CHARS):
+                raise ConfigError(
+                    f"{source}:{number}: darknet reads the section header {line!r} whole (# and ; "
+                    "start a comment only at the start of a line), a layer type it does not know; "
+                    "put the comment on a line of its own"
+                )
             if not line.endswith("]"):
                 raise ConfigError(f"{source}:{number}: cannot parse section header {raw.strip()!r}")
-            sections.append(Section(line[1:-1].strip(), number, source))
+            sections.append(Section(line[1:-1], number, source))
         elif "=" in line and sections:
-            key, value = (s.strip() for s in line.split("=", 1))
+            key, value = line.split("=", 1)
             section = sections[-1]
             if key in section.options:
                 raise ConfigError(
                     f"{source}:{number}: [{section.kind}] {key}: set twice "
                     f"(first on line {section.lines[key]})"
                 )
-            section.options[key] = "".join(value.split())  # darknet strips every blank
             section.lines[key] = number
+            section.options[key] = _value_before_comment(section, key, value)
         elif "=" in line:
             raise ConfigError(
                 f"{source}:{number}: {raw.strip()!r} comes before any section; a darknet cfg "
@@ -205,6 +223,55 @@ def parse_cfg(text: str, source: str = "<cfg>") -> list[Section]:
         raise ConfigError(f"{source}: a darknet cfg starts with a [net] section")
     _check_net_keys(sections[0])
     return sections
+
+
+def _atoi(text: str) -> int:
+    """C's ``atoi``: the leading integer of ``text``, 0 without one."""
+    match = re.match(r"[+-]?\d+", text)
+    return int(match.group()) if match else 0
+
+
+def _is_numbers(text: str) -> bool:
+    """Whether ``text`` is a number or comma-separated numbers (a trailing comma allowed)."""
+    parts = text.split(",")
+    parts = parts[:-1] if len(parts) > 1 and not parts[-1] else parts
+    try:
+        [float(p) for p in parts]
+    except ValueError:
+        return False
+    return True
+
+
+def _value_before_comment(section: Section, key: str, value: str) -> str:
+    """``value`` (blanks removed) as darknet's number parsing reads it: up to a ``#`` or ``;``
+    in it when what comes before is numeric (``atoi``/``atof`` stop there, and ``mask``,
+    ``anchors``, ``steps`` count their commas up to a ``#``); a :class:`ConfigError` saying what
+    darknet reads otherwise."""
+    cut = min((value.find(c) for c in COMMENT_CHARS if c in value), default=-1)
+    if cut < 0:
+        return value
+    head, where = value[:cut], section.where(key)
+    rule = "# and ; start a comment only at the start of a line"
+    if key in ("layers", "from") and section.kind in ("route", "shortcut") and "," in value[cut:]:
+        # parse_route / parse_shortcut count every comma of the value, the comment's too
+        read = ",".join(str(_atoi(p)) for p in value.split(","))
+        raise ConfigError(
+            f"{where}: darknet reads {value!r} ({rule}) and counts the comment's commas too: the "
+            f"layers {read}; move the comment to a line of its own"
+        )
+    if head and _is_numbers(head):
+        return head
+    if key == "activation":
+        raise ConfigError(
+            f"{where}: darknet reads {value!r} ({rule}), an activation it does not know: it warns "
+            "and uses relu, so weights trained with this cfg in darknet were trained with relu "
+            "there (OpenCV refuses the cfg); write activation=relu to build what darknet "
+            f"trained, or move the comment to a line of its own for activation={head}"
+        )
+    raise ConfigError(
+        f"{where}: darknet reads {value!r} ({rule}), not {head!r}; move the comment to a line "
+        "of its own"
+    )
 
 
 def _check_net_keys(net: Section) -> None:
