@@ -53,6 +53,22 @@ def test_darknet_weights_need_their_network_and_read_names_files(tmp_path):
         class_names(cfg(names=str(tmp_path / "none.names")))
 
 
+def test_model_darknet_without_its_cfg_names_model_cfg(tmp_path):
+    """predict.py / export.py darknet_weights=w model=darknet without model.cfg= said "'???' is
+    neither a zoo network nor a cfg file"; the message is evaluate.py's and train.py's."""
+    from yolov4.cli.sources import check_no_network
+
+    weights = save_darknet_weights(build_model("yolov3-tiny", num_classes=2), tmp_path / "w")
+    darknet = OmegaConf.create({"name": None, "cfg": "???", "num_classes": None})  # darknet.yaml
+    given = cfg(darknet_weights=str(weights), model=darknet, names=["a", "b"])
+    message = "^model=darknet needs the cfg file: model.cfg=path/to/your.cfg$"
+    for check in (check_no_network, model_checkpoint, load_predictor):
+        with pytest.raises(ConfigError, match=message):
+            check(given)
+    with pytest.raises(ConfigError, match=message):  # the model config's own path (train.py)
+        build_model(cfg="???")
+
+
 def test_darknet_only_keys_beside_a_checkpoint_or_artifact_are_refused():
     from yolov4.cli.sources import check_no_network
 

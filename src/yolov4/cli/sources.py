@@ -22,6 +22,7 @@ from yolov4.errors import ConfigError
 from yolov4.inference import Predictor
 from yolov4.inference.darknet import darknet_checkpoint
 from yolov4.models.cfg import ZOO
+from yolov4.models.config import check_cfg_given
 
 __all__ = [
     "MODEL_SOURCES",
@@ -126,6 +127,8 @@ def _darknet_model(cfg: DictConfig) -> tuple[str, dict[str, Any]]:
         raise ConfigError(f"model: expected a model config, got {model!r}")
     model = dict(model)
     name, path = model.pop("name", None), model.pop("cfg", None)
+    if path is not None:
+        check_cfg_given(path)
     model.pop("num_classes", None)
     if path is None and name not in ZOO:
         found = f"model.name={name!r}" if name else "no model"

@@ -47,6 +47,7 @@ __all__ = [
     "PER_HEAD_KEYS",
     "yolo_heads",
     "config_sections",
+    "check_cfg_given",
 ]
 
 
@@ -354,6 +355,14 @@ def _whole(value: Any, key: str) -> int:
     return int(number)
 
 
+def check_cfg_given(cfg: Any) -> None:
+    """``model=darknet`` without ``model.cfg=``: its ``cfg`` is Hydra's missing-value marker
+    ``???``. The one check train.py, evaluate.py, predict.py, export.py and the anchors fit
+    share, naming what to give."""
+    if str(cfg) == "???":
+        raise ConfigError("model=darknet needs the cfg file: model.cfg=path/to/your.cfg")
+
+
 def _cfg_text(cfg: str | bytes | os.PathLike) -> tuple[str, str]:
     """``cfg`` as (text, source name): a path to a file, or cfg text itself (a string of more
     than one line, or bytes)."""
@@ -361,8 +370,7 @@ def _cfg_text(cfg: str | bytes | os.PathLike) -> tuple[str, str]:
         return budget.cfg_text(bytes(cfg), "<cfg>"), "<cfg>"
     if isinstance(cfg, str) and ("\n" in cfg or "\r" in cfg):
         return budget.cfg_text(cfg.encode("utf-8"), "<cfg>"), "<cfg>"
-    if str(cfg) == "???":  # model=darknet without model.cfg= (Hydra's missing-value marker)
-        raise ConfigError("model=darknet needs the cfg file: model.cfg=path/to/your.cfg")
+    check_cfg_given(cfg)
     if not isinstance(cfg, str | os.PathLike) or not str(cfg).strip():
         raise ConfigError(f"cfg must be a path to a darknet cfg file or its text, got {cfg!r}")
     path = Path(cfg)
