@@ -227,6 +227,23 @@ CASES = {
         "activation",
         r"new_coords=1 needs a \[convolutional\] with activation=logistic",
     ),
+    # darknet builds heads of different anchor counts; here every head has the same
+    "heads with different anchor counts": (
+        nth(nth(BASE, "filters=18", "filters=12", 2), "mask=3,4,5", "mask=4,5"),
+        10,
+        "yolo",
+        "mask",
+        rf"2 anchors where .*user.cfg:{line_in(BASE, 6, 'mask')}: \[yolo\] mask has 3: every "
+        r"head needs the same number of anchors here",
+    ),
+    "net width not a multiple of the largest stride": (
+        BASE.replace("width=32", "width=30"),
+        -1,
+        "net",
+        "width",
+        r"expected \(H, W\) positive multiples of 4 \(the network's largest stride\), got "
+        r"\[32, 30\] \(resize or letterbox to e.g. 32x32\)",
+    ),
     "not 3 channels": (
         BASE.replace("channels=3", "channels=1"),
         -1,
@@ -332,6 +349,17 @@ def test_a_layer_reading_a_yolo_layer_is_refused(case, tmp_path):
     with pytest.raises(ConfigError) as e:
         build_model(cfg=path)
     assert str(e.value) == message
+
+
+def test_overrides_of_a_cfgs_size_and_masks_are_named_as_model_keys():
+    """The cfg's lines are named for the cfg's own values; an override replaces them (and is
+    named as the model config key when it is the one at fault)."""
+    narrow = BASE.replace("width=32", "width=30")
+    assert build_model(cfg=narrow, input_size=[32, 36]).config.input_size == (32, 36)
+    with pytest.raises(ConfigError, match=r"^model.input_size: expected \(H, W\) positive"):
+        build_model(cfg=BASE, input_size=[32, 30])
+    with pytest.raises(ConfigError, match=r"^every head needs the same number of anchors; model"):
+        build_model(cfg=BASE, masks=[[0, 1, 2], [3, 4]])
 
 
 def test_values_are_compared_as_darknet_reads_them():

@@ -120,6 +120,7 @@ class ModelConfig:
         values.update(overrides)
         values["name"] = name
         values["cfg"] = None if zoo else text
+        _check_cfg_shapes(sections, overrides)
         if list(values["strides"]) != list(derived_strides):
             raise ConfigError(
                 f"model.strides of {source} are {derived_strides} (fixed by the network), "
@@ -322,6 +323,32 @@ class ModelConfig:
             return [plain(i) for i in x] if isinstance(x, (tuple, list)) else x
 
         return {k: plain(v) for k, v in dataclasses.asdict(self).items()}
+
+
+def _check_cfg_shapes(sections: list[Section], overrides: dict[str, Any]) -> None:
+    """The cfg's own anchors per ``[yolo]`` layer and ``[net]`` size (where ``overrides`` do not
+    replace them) against what the model takes, naming the cfg's lines (the model config's
+    checks name ``model.masks`` / ``model.input_size``)."""
+    if "masks" not in overrides:
+        yolos = [s for s in sections if s.kind == "yolo"]
+        counts = [len(y.get_ints("mask")) if "mask" in y.options else y.get_int("num", 1)
+                  for y in yolos]  # fmt: skip
+        other = next((k for k, n in enumerate(counts) if n != counts[0]), None)
+        if other is not None:
+            raise ConfigError(
+                f"{yolos[other].where('mask')}: {counts[other]} anchors where "
+                f"{yolos[0].where('mask')} has {counts[0]}: every head needs the same number of "
+                "anchors here (darknet allows a different count per [yolo] layer)"
+            )
+    if "input_size" not in overrides:
+        net = sections[0]
+        size = [net.get_int("height", 416), net.get_int("width", 416)]  # darknet's defaults
+        multiple = max(layer.stride for layer in resolve_layers(sections))
+        bad = [k for k, side in zip(("height", "width"), size) if side <= 0 or side % multiple]
+        if bad:
+            lines = ", ".join(str(net.lines.get(k, net.line)) for k in bad)
+            what = f"{net.source}:{lines}: [net] {', '.join(bad)}"
+            check_stride_multiple(size, multiple, what)
 
 
 def _same_value(raw: str, got: str) -> bool:
