@@ -10,6 +10,7 @@ time: a network that tried to allocate its layers or run its forward pass would 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -154,9 +155,52 @@ def test_hostile_cfg_is_a_config_error_naming_the_key(child_results, case):
 
 
 def test_endless_cfg_file_is_read_no_further_than_the_limit(child_results):
+    """/dev/zero (under the child's memory cap): read up to the limit, then named binary."""
     kind, msg = child_results["/dev/zero"]
     assert kind == "ConfigError", msg
-    assert "/dev/zero: cfg file of more than 1,048,576 bytes, over the limit" in msg
+    assert "/dev/zero:1: not text: byte offset 0 is a NUL byte" in msg
+
+
+def test_endless_text_stream_is_read_no_further_than_the_limit(tmp_path, monkeypatch):
+    """A pipe (no size to stat) that would write more text than the limit."""
+    import threading
+
+    monkeypatch.setattr(budget, "MAX_CFG_BYTES", 4096)
+    fifo = tmp_path / "endless.cfg"
+    os.mkfifo(fifo)
+
+    def write() -> None:
+        try:
+            with fifo.open("w") as f:
+                f.write("#\n" * 8192)
+        except BrokenPipeError:  # the reader stopped at the limit
+            pass
+
+    writer = threading.Thread(target=write, daemon=True)
+    writer.start()
+    with pytest.raises(ConfigError, match=r"endless.cfg: cfg file of more than 4,096 bytes, over"):
+        build_model(cfg=str(fifo))
+    writer.join(10)
+
+
+def test_a_binary_file_given_as_the_cfg_is_named_before_its_size(tmp_path, monkeypatch):
+    """model.cfg=my.weights: a binary file (NUL bytes in its first KB) is named as not text,
+    not as a cfg file over the size limit."""
+    from yolov4.darknet import save_darknet_weights
+
+    weights = save_darknet_weights(build_model(cfg=hostile()), tmp_path / "my.weights")
+    monkeypatch.setattr(budget, "MAX_CFG_BYTES", 64)  # the file is over it
+    assert weights.stat().st_size > budget.MAX_CFG_BYTES
+    with pytest.raises(ConfigError) as e:
+        build_model(cfg=str(weights))
+    assert str(e.value) == (
+        f"{weights}:1: not text: byte offset 0 is a NUL byte; a darknet cfg is plain text (is "
+        "this the .weights file?)"
+    )
+    small = tmp_path / "small.cfg"  # under the limit, a NUL after some text: its line
+    small.write_bytes(b"[net]\nwidth=32\x00\n")
+    with pytest.raises(ConfigError, match=r"small.cfg:2: not text: byte offset 14 is a NUL"):
+        build_model(cfg=str(small))
 
 
 def test_cfg_that_is_not_utf8_names_the_file_and_byte_offset(child_results):

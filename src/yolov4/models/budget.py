@@ -3,7 +3,8 @@
 A cfg (a file, the text stored in a checkpoint or artifact, a zoo name) is bounded at three
 points, each from the parsed layer list alone (no torch):
 
-- its text: :func:`read_cfg_file` and :func:`check_cfg_text` (``MAX_CFG_BYTES``; UTF-8 only);
+- its text: :func:`read_cfg_file` and :func:`check_cfg_text` (``MAX_CFG_BYTES``; UTF-8 only,
+  a binary file such as the ``.weights`` named as one before its size);
 - each layer (:func:`check_layer`, called by :func:`yolov4.models.cfg.resolve_layers`): the
   layer count, ``filters``, kernel ``size``, ``[maxpool] size``, ``[upsample] stride`` and the
   channels any layer (``[route]`` included) puts out;
@@ -132,14 +133,21 @@ def check_cfg_text(text: str, source: str) -> None:
         )
 
 
+# the first bytes of a cfg file checked to be text before its size is: a binary file given as
+# the cfg (the .weights file, an image) is named as such, not as a cfg over the size limit
+TEXT_HEAD_BYTES = 1024
+
+
 def read_cfg_file(path: Path) -> str:
     """The text of a cfg file: at most ``MAX_CFG_BYTES`` bytes are read, and it must be UTF-8
-    (:class:`ConfigError` naming the file and the byte offset otherwise)."""
+    without NUL bytes (:class:`ConfigError` naming the file, and the line and byte offset
+    otherwise); a binary file is named as one before its size is checked."""
     try:
         with path.open("rb") as f:
             data = f.read(MAX_CFG_BYTES + 1)
     except OSError as e:
         raise ConfigError(f"cannot read darknet cfg {path}: {e}") from e
+    _check_text(data[:TEXT_HEAD_BYTES], str(path), cut=len(data) > TEXT_HEAD_BYTES)
     if len(data) > MAX_CFG_BYTES:
         size = path.stat().st_size  # 0 for a device or pipe, which is read no further either
         shown = f"{size:,} bytes" if size > MAX_CFG_BYTES else f"more than {MAX_CFG_BYTES:,} bytes"
@@ -147,18 +155,34 @@ def read_cfg_file(path: Path) -> str:
     return cfg_text(data, str(path))
 
 
-def cfg_text(data: bytes, source: str) -> str:
-    """A cfg's bytes as text: UTF-8 (a byte-order mark dropped) with ``\\n`` line ends (Windows'
-    ``\\r\\n`` and old Macs' ``\\r`` too); :class:`ConfigError` naming ``source``, the line and
-    the byte offset otherwise."""
+def _check_text(data: bytes, source: str, cut: bool = False) -> None:
+    """:class:`ConfigError` unless ``data`` is UTF-8 text without NUL bytes (``cut``: ``data``
+    is the head of a longer file, and may end inside a character)."""
+    nul = data.find(b"\0")
+    if nul >= 0:
+        line = data[:nul].count(b"\n") + 1
+        raise ConfigError(
+            f"{source}:{line}: not text: byte offset {nul} is a NUL byte; a darknet cfg is plain "
+            "text (is this the .weights file?)"
+        )
     try:
-        text = data.decode("utf-8-sig")
+        data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
+        if cut and e.reason == "unexpected end of data":
+            return  # a character the head's end cuts in two
         line = data[: e.start].count(b"\n") + 1
         raise ConfigError(
             f"{source}:{line}: not UTF-8 text: byte offset {e.start} is "
             f"{data[e.start : e.start + 1]!r} ({e.reason}); a darknet cfg is plain text"
         ) from None
+
+
+def cfg_text(data: bytes, source: str) -> str:
+    """A cfg's bytes as text: UTF-8 (a byte-order mark dropped) with ``\\n`` line ends (Windows'
+    ``\\r\\n`` and old Macs' ``\\r`` too); :class:`ConfigError` naming ``source``, the line and
+    the byte offset otherwise (a NUL byte included: a binary file)."""
+    _check_text(data, source)
+    text = data.decode("utf-8-sig")
     return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
