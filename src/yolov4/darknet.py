@@ -89,7 +89,7 @@ def read_darknet_cfg(text: str, source: str = "<cfg>") -> list[tuple[str, dict[s
     """Parse cfg text into ``[(section, {key: raw value})]``, ``[net]`` included; comments and
     whitespace are dropped (:func:`yolov4.models.cfg.parse_cfg`, which the builder reads too;
     a malformed line raises :class:`~yolov4.errors.ConfigError` naming it)."""
-    return [(s.kind, dict(s.options)) for s in parse_cfg(text, source)]
+    return [(s.kind, dict(s.options)) for s in parse_cfg(text, source, warn=True)]
 
 
 # -- weights ------------------------------------------------------------------------------------

@@ -263,7 +263,7 @@ CASES = {
         3,
         "convolutional",
         "size",
-        r"set twice \(first on line \d+\)",
+        r"set twice \(first on line \d+: size=3\); darknet reads the first",
     ),
     # a [net] typo built the network at darknet's default size (widht=) or stretched the
     # images of a letterboxed network (letterbox=), silently
@@ -272,7 +272,7 @@ CASES = {
         -1,
         "net",
         "widht",
-        r"not a key of darknet's \[net\] section; did you mean width\?",
+        r"darknet does not read this key in \[net\]; did you mean width\?",
     ),
     "net key typo letterbox": (
         BASE.replace("channels=3", "channels=3\nletterbox=1"),
@@ -383,7 +383,7 @@ def test_duplicate_key_points_at_both_lines(tmp_path):
     text = CASES["duplicate key"][0]
     first = line_in(BASE, 3, "size")
     with pytest.raises(
-        ConfigError, match=rf"\[convolutional\] size: set twice \(first on line {first}\)"
+        ConfigError, match=rf"\[convolutional\] size: set twice \(first on line {first}: size=3\)"
     ):
         build_model(cfg=text, num_classes=None)
 

@@ -5,6 +5,7 @@ comments, and what the parser does where darknet's reading and the text's look d
 from __future__ import annotations
 
 import re
+import warnings
 
 import cv2
 import pytest
@@ -15,6 +16,7 @@ from tests.models.test_zoo import assert_matches_opencv, boost_heads_, one_threa
 from tests.oracles import darknet_cfg_read as dk
 from yolov4 import ConfigError, build_model
 from yolov4.darknet import save_darknet_weights
+from yolov4.errors import ConfigWarning
 from yolov4.models.cfg import parse_cfg
 
 ANCHORS = "anchors=4,6, 8,8, 12,10, 16,20, 30,24, 40,44"
@@ -40,7 +42,10 @@ def commented(edits=NUMBER_COMMENTS) -> str:
 
 def network_of(text: str) -> dict:
     """The model config a cfg text gives, without the text itself."""
-    return {k: v for k, v in build_model(cfg=text).config.to_dict().items() if k != "cfg"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConfigWarning)  # the tests that look at them record them
+        config = build_model(cfg=text).config.to_dict()
+    return {k: v for k, v in config.items() if k != "cfg"}
 
 
 def darknet_reads(text: str, layer: int, key: str):
@@ -156,3 +161,245 @@ def test_comment_lines_and_blanks_as_darknet():
     text = nth(BASE, "filters=8\n", "  ; a comment\n\t# another\nfil ters = 8\n")
     assert dk.option_find(dk.read_cfg(text)[1][1], "filters") == "8"
     assert network_of(text) == network_of(BASE)
+
+
+# -- keys darknet reads, keys it does not ---------------------------------------------------------
+# one layer of each kind the builder implements (darknet layer index in the comments)
+KINDS = """\
+[net]
+width=32
+height=32
+channels=3
+
+[convolutional]
+batch_normalize=1
+filters=8
+size=3
+stride=2
+pad=1
+activation=leaky
+
+[convolutional]
+filters=8
+size=3
+stride=1
+pad=1
+activation=leaky
+
+[shortcut]
+from=-2
+activation=linear
+
+[maxpool]
+size=2
+stride=2
+
+[upsample]
+stride=2
+
+[route]
+layers=-1,2
+
+[convolutional]
+filters=18
+size=1
+stride=1
+pad=1
+activation=linear
+
+[yolo]
+mask=0,1,2
+anchors=4,6, 8,8, 12,10
+classes=1
+num=3
+"""
+KIND_LAYER = {"net": -1, "convolutional": 1, "shortcut": 2, "maxpool": 3, "upsample": 4,
+              "route": 5, "yolo": 7}  # fmt: skip
+
+
+def with_key(text: str, kind: str, line: str) -> str:
+    """``text`` with ``line`` added to the section of darknet layer ``KIND_LAYER[kind]``."""
+    header = text.splitlines()[line_in(text, KIND_LAYER[kind]) - 1]
+    n = sum(1 for h in text.splitlines()[: line_in(text, KIND_LAYER[kind])] if h == header)
+    return nth(text, header + "\n", f"{header}\n{line}\n", n)
+
+
+def build_quietly(text: str, **kw):
+    """build_model, with every ConfigWarning it emits."""
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        model = build_model(cfg=text, **kw)
+    return model, [str(w.message) for w in seen if issubclass(w.category, ConfigWarning)]
+
+
+# each key darknet reads that the KINDS cfg does not set already
+READ_KEYS = [
+    (kind, key)
+    for kind, keys in dk.PARSER_KEYS.items()
+    for key in keys
+    if dk.option_find(dk.read_cfg(KINDS)[KIND_LAYER[kind] + 1][1], key) is None
+]
+
+
+@pytest.mark.parametrize("kind, key", READ_KEYS, ids=[f"{k}-{v}" for k, v in READ_KEYS])
+def test_every_key_darknet_reads_is_built_or_refused_never_taken_for_unread(kind, key):
+    """Each key darknet's parser reads (tests/oracles/darknet_cfg_read.py PARSER_KEYS), set in a
+    cfg that lacks it: the network builds, or the cfg is refused as a key darknet reads but the
+    builder does not implement (or for its value); never "darknet does not read this key"."""
+    try:
+        _, seen = build_quietly(with_key(KINDS, kind, f"{key}=1"))
+    except ConfigError as e:
+        assert "does not read" not in str(e)
+    else:
+        assert not [m for m in seen if "does not read" in m], seen
+
+
+INERT = {
+    # (section, key=value): what darknet does with it (src/parser.c and its readers)
+    ("net", "show_receptive_field=1"): "prints each layer's receptive field",
+    ("convolutional", "stream=1"): "the CUDA stream the layer runs on",
+    ("convolutional", "wait_stream=0"): "a CUDA stream to wait for",
+    ("convolutional", "angle=15"): "read by sway/rotate/stretch kernels only",
+    ("route", "stream=1"): "the CUDA stream",
+    ("route", "wait_stream=0"): "a CUDA stream to wait for",
+    ("yolo", "show_details=0"): "the loss printout's format",
+    ("yolo", "track_history_size=5"): "demo tracker (with embedding_layer only)",
+    ("yolo", "sim_thresh=0.8"): "demo tracker",
+    ("yolo", "dets_for_track=1"): "demo tracker",
+    ("yolo", "dets_for_show=1"): "demo tracker",
+    ("yolo", "track_ciou_norm=0.01"): "demo tracker",
+}
+
+
+@pytest.mark.parametrize("kind, line", INERT, ids=[f"{k}-{v}" for k, v in INERT])
+def test_keys_darknet_reads_without_effect_here_are_accepted(kind, line):
+    """``[net] show_receptive_field=0`` was refused as "not a key of darknet's [net] section";
+    darknet reads it (and these others) with no effect on the network or its training."""
+    text = with_key(KINDS, kind, line)
+    model, seen = build_quietly(text)
+    assert seen == []
+    assert network_of(text) == network_of(KINDS)
+    key, value = line.split("=")
+    section = model.sections[KIND_LAYER[kind] + 1]
+    assert section.options[key] == value  # kept: written back as it is
+
+
+CHANGING = {
+    # (section, key=value): what it changes in darknet
+    ("convolutional", "dilation=2"): "the kernel's spacing",
+    ("convolutional", "stride_x=2"): "the output's width",
+    ("convolutional", "antialiasing=1"): "a blur layer after the conv",
+    ("convolutional", "xnor=1"): "binary weights and inputs",
+    ("convolutional", "flipped=1"): "the kernel read transposed from .weights",
+    ("convolutional", "dontloadscales=1"): "the .weights layout",
+    ("shortcut", "weights_type=per_channel"): "weights of the sum",
+    ("maxpool", "maxpool_zero_nonmax=1"): "the output",
+    ("upsample", "scale=2"): "the output times 2",
+    ("route", "onlyforward=1"): "no backward through the layer",
+    ("yolo", "focal_loss=1"): "the class loss",
+    ("yolo", "delta_normalizer=2"): "the gradient",
+    ("yolo", "embedding_layer=-2"): "an embedding output",
+}
+
+
+@pytest.mark.parametrize("kind, line", CHANGING, ids=[f"{k}-{v}" for k, v in CHANGING])
+def test_keys_darknet_reads_that_change_the_network_are_refused(kind, line, tmp_path):
+    path = tmp_path / "mine.cfg"
+    text = with_key(KINDS, kind, line)
+    path.write_text(text)
+    key = line.split("=")[0]
+    where = f"{path}:{line_in(text, KIND_LAYER[kind], key)}: [{kind}] {key}"
+    with pytest.raises(
+        ConfigError,
+        match=re.escape(f"{where}: key not supported for [{kind}]: darknet reads it, and it "
+                        "changes the layer's output, its weights or their training"),
+    ):  # fmt: skip
+        build_model(cfg=path)
+
+
+UNREAD = [
+    ("net", "max_epochs=300"),  # Gaussian_yolov3_BDD.cfg
+    ("net", "my_note=1"),
+    ("convolutional", "foo=1"),
+    ("yolo", "thresh=0.25"),  # OpenCV's key, darknet's [region] only
+]
+
+
+@pytest.mark.parametrize("kind, line", UNREAD, ids=[f"{k}-{v}" for k, v in UNREAD])
+def test_a_key_darknet_does_not_read_is_a_warning_naming_its_line(kind, line, tmp_path):
+    key = line.split("=")[0]
+    assert key not in dk.PARSER_KEYS[kind]
+    path = tmp_path / "mine.cfg"
+    text = with_key(KINDS, kind, line)
+    path.write_text(text)
+    _, seen = build_quietly(path)
+    where = f"{path}:{line_in(text, KIND_LAYER[kind], key)}: [{kind}] {key}"
+    assert seen == [f"{where}: darknet does not read this key in [{kind}] and ignores it; so does "
+                    "yolov4"]  # fmt: skip
+    assert network_of(text) == network_of(KINDS)
+
+
+NEAR = [
+    ("net", "widht=64", "width"),
+    ("net", "max_batchs=600", "max_batches"),
+    ("convolutional", "activaton=mish", "activation"),
+    ("yolo", "ignore_tresh=0.7", "ignore_thresh"),
+    ("route", "layer=-2", "layers"),
+]
+
+
+@pytest.mark.parametrize("kind, line, meant", NEAR, ids=[n[1] for n in NEAR])
+def test_a_near_miss_of_a_key_darknet_reads_is_refused_with_the_suggestion(kind, line, meant):
+    key = line.split("=")[0]
+    assert key not in dk.PARSER_KEYS[kind] and meant in dk.PARSER_KEYS[kind]
+    text = with_key(KINDS, kind, line)
+    where = f"<cfg>:{line_in(text, KIND_LAYER[kind], key)}: [{kind}] {key}"
+    with pytest.raises(
+        ConfigError,
+        match=re.escape(f"{where}: darknet does not read this key in [{kind}]; did you mean "
+                        f"{meant}?"),
+    ):  # fmt: skip
+        build_model(cfg=text)
+
+
+def test_a_net_training_key_set_twice_keeps_darknets_first_value_with_a_warning(tmp_path):
+    """yolov3-openimages.cfg and yolo9000.cfg set batch and subdivisions twice in [net]:
+    darknet's option_find returns the first."""
+    text = KINDS.replace("[net]\n", "[net]\nbatch=1\nsubdivisions=1\n# Training\nbatch=64\n", 1)
+    path = tmp_path / "twice.cfg"
+    path.write_text(text)
+    first = dk.option_find(dk.read_cfg(text)[0][1], "batch")
+    model, seen = build_quietly(path)
+    assert seen == [
+        f"{path}:5: [net] batch: set twice (first on line 2: batch=1); darknet reads the first, "
+        "and so does yolov4 (batch=64 here is ignored)"
+    ]
+    assert model.sections[0].options["batch"] == first == "1"
+    from yolov4.darknet import write_darknet_cfg
+
+    written = write_darknet_cfg(model)
+    assert "batch=1\n" in written and "batch=64" not in written
+
+
+def test_a_network_key_set_twice_is_refused_saying_darknet_reads_the_first(tmp_path):
+    text = KINDS.replace("width=32\n", "width=32\nwidth=64\n", 1)
+    with pytest.raises(
+        ConfigError,
+        match=re.escape("<cfg>:3: [net] width: set twice (first on line 2: width=32); darknet "
+                        "reads the first"),
+    ):  # fmt: skip
+        build_model(cfg=text)
+
+
+def test_a_cfg_warns_once_per_build_and_not_when_rebuilt_from_its_config():
+    """Warned where the cfg enters; the model's own re-reads of the text, and a checkpoint's
+    model config (the text stored with the rest), stay quiet."""
+    from yolov4.models import ModelConfig, YOLOv4
+
+    text = with_key(KINDS, "net", "max_epochs=300")
+    model, seen = build_quietly(text)
+    assert len(seen) == 1
+    with warnings.catch_warnings(record=True) as again:
+        warnings.simplefilter("always")
+        YOLOv4(ModelConfig.from_dict(model.config.to_dict()))
+    assert [w for w in again if issubclass(w.category, ConfigWarning)] == []

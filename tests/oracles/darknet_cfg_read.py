@@ -112,3 +112,53 @@ def parse_route_layers(a: str) -> list[int]:
 def get_activation(s: str) -> str:
     """activations.c get_activation: an unknown name is ReLU."""
     return s if s in DARKNET_ACTIVATIONS else "relu"
+
+
+# The keys darknet's parser reads in each section (src/parser.c): parse_net_options and
+# parse_network_cfg_custom (show_receptive_field) for [net]; parse_convolutional, parse_route,
+# parse_shortcut, parse_maxpool, parse_upsample, parse_yolo, and the keys
+# parse_network_cfg_custom reads in every layer section (EVERY_LAYER) before option_unused
+# prints the rest as "Unused field".
+EVERY_LAYER = (
+    "clip", "onlyforward", "dont_update", "burnin_update", "stopbackward", "train_only_bn",
+    "dontload", "dontloadscales", "learning_rate",
+)  # fmt: skip
+PARSER_KEYS = {
+    "net": (
+        "max_batches", "batch", "learning_rate", "learning_rate_min", "sgdr_cycle", "sgdr_mult",
+        "momentum", "decay", "subdivisions", "time_steps", "track", "augment_speed",
+        "sequential_subdivisions", "try_fix_nan", "weights_reject_freq", "equidistant_point",
+        "badlabels_rejection_percentage", "num_sigmas_reject_badlabels", "ema_alpha",
+        "use_cuda_graph", "loss_scale", "dynamic_minibatch", "optimized_memory",
+        "workspace_size_limit_MB", "adam", "B1", "B2", "eps", "height", "width", "channels",
+        "inputs", "max_crop", "min_crop", "flip", "blur", "gaussian_noise", "mixup", "cutmix",
+        "mosaic", "letter_box", "mosaic_bound", "contrastive", "contrastive_jit_flip",
+        "contrastive_color", "unsupervised", "label_smooth_eps", "resize_step", "attention",
+        "adversarial_lr", "max_chart_loss", "angle", "aspect", "saturation", "exposure", "hue",
+        "power", "policy", "burn_in", "step", "scale", "steps", "scales", "seq_scales", "gamma",
+        "show_receptive_field",
+    ),
+    "convolutional": EVERY_LAYER + (
+        "filters", "groups", "size", "stride_x", "stride_y", "stride", "dilation",
+        "antialiasing", "pad", "padding", "activation", "assisted_excitation", "share_index",
+        "batch_normalize", "cbn", "binary", "xnor", "bin_output", "sway", "rotate", "stretch",
+        "stretch_sway", "flipped", "dot", "angle", "grad_centr", "reverse", "coordconv",
+        "stream", "wait_stream",
+    ),
+    "route": EVERY_LAYER + ("layers", "groups", "group_id", "stream", "wait_stream"),
+    "shortcut": EVERY_LAYER + ("activation", "weights_type", "weights_normalization", "from"),
+    "maxpool": EVERY_LAYER + (
+        "stride", "stride_x", "stride_y", "size", "padding", "maxpool_depth", "out_channels",
+        "antialiasing", "maxpool_zero_nonmax",
+    ),
+    "upsample": EVERY_LAYER + ("stride", "scale"),
+    "yolo": EVERY_LAYER + (
+        "classes", "num", "mask", "max", "show_details", "max_delta", "counters_per_class",
+        "label_smooth_eps", "scale_x_y", "objectness_smooth", "new_coords", "iou_normalizer",
+        "obj_normalizer", "cls_normalizer", "delta_normalizer", "iou_loss", "iou_thresh_kind",
+        "beta_nms", "nms_kind", "jitter", "resize", "focal_loss", "ignore_thresh",
+        "truth_thresh", "iou_thresh", "random", "track_history_size", "sim_thresh",
+        "dets_for_track", "dets_for_show", "track_ciou_norm", "embedding_layer", "map",
+        "anchors",
+    ),
+}  # fmt: skip

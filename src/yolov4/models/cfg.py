@@ -9,22 +9,24 @@ output, with the semantics of darknet's ``src/parser.c`` (relative and absolute 
 padding ``size - 1`` on the right/bottom unless given, ``pad=1`` meaning ``size // 2`` whatever
 ``padding=`` says).
 
-Anything the network builder does not implement stops here with a :class:`ConfigError`; keys
-that only concern darknet's own training loop are listed in ``TRAINING_KEYS`` and kept verbatim
-(they are written back by :func:`yolov4.darknet.write_darknet_cfg`).
+Anything the network builder does not implement stops here with a :class:`ConfigError`; which
+keys of each section are built, kept verbatim (darknet's training loop, written back by
+:func:`yolov4.darknet.write_darknet_cfg`), accepted without effect, refused or warned about is
+:mod:`yolov4.models.cfg_keys`.
 """
 
 from __future__ import annotations
 
-import difflib
 import math
 import re
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from yolov4.errors import ConfigError
+from yolov4.errors import ConfigError, ConfigWarning
 from yolov4.models.budget import check_cfg_text, check_layer, check_layer_count
+from yolov4.models.cfg_keys import NET_KEYS, check_layer_keys, check_net_keys, warn_unread
 
 __all__ = [
     "CFG_DIR",
@@ -44,71 +46,6 @@ ZOO = tuple(sorted(p.stem for p in CFG_DIR.glob("*.cfg")))
 
 # activations the network implements (darknet's src/activations.c definitions)
 ACTIVATIONS = ("linear", "leaky", "relu", "logistic", "tanh", "mish", "swish")
-
-# Keys each section may carry. Keys in TRAINING_KEYS are darknet training-loop settings
-# (augmentation, freezing): read where noted, never silently changing the network.
-LAYER_KEYS: dict[str, set[str]] = {
-    "convolutional": {
-        "batch_normalize",
-        "filters",
-        "size",
-        "stride",
-        "pad",
-        "padding",
-        "activation",
-        "groups",
-        "stopbackward",  # freeze layers <= this one for N iterations (training.module)
-    },
-    "route": {"layers", "groups", "group_id"},
-    "shortcut": {"from", "activation"},
-    "maxpool": {"size", "stride", "padding"},
-    "upsample": {"stride"},
-    "yolo": {
-        "mask",
-        "anchors",
-        "classes",
-        "num",
-        "scale_x_y",
-        "ignore_thresh",
-        "truth_thresh",
-        "iou_thresh",
-        "iou_normalizer",
-        "cls_normalizer",
-        "obj_normalizer",
-        "max_delta",
-        "iou_loss",
-        "new_coords",
-        "nms_kind",
-        "beta_nms",
-        "label_smooth_eps",
-        "objectness_smooth",
-        "counters_per_class",  # yolov4.models.class_balance
-        # darknet's data augmentation / batch settings: our augment config owns these
-        "jitter",
-        "random",
-        "resize",
-        "max",
-    },
-}
-TRAINING_KEYS = {"stopbackward", "jitter", "random", "resize", "max"}
-# [net] keys the network reads (its input; darknet's resize mode, yolov4.inference.darknet)
-NET_KEYS = {"width", "height", "channels", "letter_box"}
-# the other [net] keys darknet reads (src/parser.c, parse_net_options): its training loop's
-# batch, optimizer, schedule and augmentation, kept verbatim and used by the zoo's experiment=
-# recipes only; any other key in [net] is a typo darknet would ignore ("Unused field")
-NET_TRAINING_KEYS = {
-    "B1", "B2", "adam", "adversarial_lr", "angle", "aspect", "attention", "augment_speed",
-    "badlabels_rejection_percentage", "batch", "blur", "burn_in", "contrastive",
-    "contrastive_color", "contrastive_jit_flip", "cutmix", "decay", "dynamic_minibatch",
-    "ema_alpha", "eps", "equidistant_point", "exposure", "flip", "gamma", "gaussian_noise", "hue",
-    "inputs", "label_smooth_eps", "learning_rate", "learning_rate_min", "loss_scale",
-    "max_batches", "max_chart_loss", "max_crop", "min_crop", "mixup", "momentum", "mosaic",
-    "mosaic_bound", "num_sigmas_reject_badlabels", "optimized_memory", "policy", "power",
-    "resize_step", "saturation", "scale", "scales", "seq_scales", "sequential_subdivisions",
-    "sgdr_cycle", "sgdr_mult", "step", "steps", "subdivisions", "time_steps", "track",
-    "try_fix_nan", "unsupervised", "use_cuda_graph", "weights_reject_freq",
-    "workspace_size_limit_MB",
-}  # fmt: skip
 
 
 @dataclass
@@ -178,16 +115,21 @@ _BLANKS = str.maketrans("", "", " \t\r\n")
 COMMENT_CHARS = "#;"
 
 
-def parse_cfg(text: str, source: str = "<cfg>") -> list[Section]:
+def parse_cfg(text: str, source: str = "<cfg>", warn: bool = False) -> list[Section]:
     """cfg text -> sections (``[net]`` first), read as darknet's ``read_cfg`` reads it: blanks
     removed from every line (darknet's ``strip``), a line starting with ``#`` or ``;`` a comment,
     blank lines dropped. A ``#``/``;`` later in a line is part of it for darknet: a numeric value
     followed by one reads as the number before it (``atoi``/``atof`` stop there), anything else
     (a text value such as ``activation=linear # head``, a section header) is a
-    :class:`ConfigError` saying what darknet reads. Text longer than
-    :data:`yolov4.models.budget.MAX_CFG_BYTES` is refused before it is read."""
+    :class:`ConfigError` saying what darknet reads. A key given twice reads its first value, as
+    darknet's ``option_find`` does: for a ``[net]`` key the network does not read (``batch`` in
+    yolov3-openimages.cfg) with a warning, for any other it is refused. ``warn``: emit the
+    :class:`~yolov4.errors.ConfigWarning`s (where a cfg enters; the text re-read from a
+    model config stays quiet). Text longer than :data:`yolov4.models.budget.MAX_CFG_BYTES` is
+    refused before it is read."""
     check_cfg_text(text, source)
     sections: list[Section] = []
+    twice: list[str] = []
     for number, raw in enumerate(text.splitlines(), 1):
         line = raw.translate(_BLANKS)
         if not line or line[0] in COMMENT_CHARS:
@@ -206,10 +148,8 @@ def parse_cfg(text: str, source: str = "<cfg>") -> list[Section]:
             key, value = line.split("=", 1)
             section = sections[-1]
             if key in section.options:
-                raise ConfigError(
-                    f"{source}:{number}: [{section.kind}] {key}: set twice "
-                    f"(first on line {section.lines[key]})"
-                )
+                twice.append(_set_twice(section, key, value, number))
+                continue  # darknet's option_find reads the first
             section.lines[key] = number
             section.options[key] = _value_before_comment(section, key, value)
         elif "=" in line:
@@ -221,8 +161,29 @@ def parse_cfg(text: str, source: str = "<cfg>") -> list[Section]:
             raise ConfigError(f"{source}:{number}: cannot parse cfg line {raw.strip()!r}")
     if not sections or sections[0].kind not in ("net", "network"):
         raise ConfigError(f"{source}: a darknet cfg starts with a [net] section")
-    _check_net_keys(sections[0])
+    check_net_keys(sections[0])
+    if warn:
+        for message in twice:
+            warnings.warn(message, ConfigWarning, stacklevel=2)
+        warn_unread(sections)
     return sections
+
+
+def _set_twice(section: Section, key: str, value: str, number: int) -> str:
+    """A key given again on line ``number``: darknet's ``option_find`` reads the first. For a
+    ``[net]`` key the network does not read (``batch``, ``subdivisions``: yolov3-openimages.cfg,
+    yolo9000.cfg) the first is kept and the warning returned; any other is refused, as the
+    second value is likely the one meant."""
+    first = f"first on line {section.lines[key]}: {key}={section.options[key]}"
+    if section.kind in ("net", "network") and key not in NET_KEYS:
+        return (
+            f"{section.source}:{number}: [{section.kind}] {key}: set twice ({first}); darknet "
+            f"reads the first, and so does yolov4 ({key}={value} here is ignored)"
+        )
+    raise ConfigError(
+        f"{section.source}:{number}: [{section.kind}] {key}: set twice ({first}); darknet reads "
+        "the first: remove the line that is not meant"
+    )
 
 
 def _atoi(text: str) -> int:
@@ -274,21 +235,6 @@ def _value_before_comment(section: Section, key: str, value: str) -> str:
     )
 
 
-def _check_net_keys(net: Section) -> None:
-    """A ``[net]`` key darknet does not read (``widht=``, ``letterbox=``) silently changed
-    nothing there: refused naming the line, with the nearest known key."""
-    known = NET_KEYS | NET_TRAINING_KEYS
-    for key in net.options:
-        if key not in known:
-            near = difflib.get_close_matches(key, sorted(known), n=1)
-            hint = f"did you mean {near[0]}? " if near else ""
-            raise net.error(
-                key,
-                f"not a key of darknet's [net] section; {hint}the network reads "
-                f"{sorted(NET_KEYS)}, the others are darknet's training settings",
-            )
-
-
 def read_zoo_cfg(name: str) -> str:
     path = CFG_DIR / f"{name}.cfg"
     if not path.is_file():
@@ -310,19 +256,6 @@ class LayerSpec:
     channels: int
     stride: int
     params: dict = field(default_factory=dict)
-
-
-def _check_keys(s: Section) -> None:
-    allowed = LAYER_KEYS.get(s.kind)
-    if allowed is None:
-        raise s.error(
-            None,
-            f"layer type [{s.kind}] is not supported; supported: "
-            f"{', '.join(f'[{k}]' for k in LAYER_KEYS)}",
-        )
-    for key in s.options:
-        if key not in allowed:
-            raise s.error(key, f"key not supported for [{s.kind}]; supported: {sorted(allowed)}")
 
 
 def _index(s: Section, key: str, value: int, i: int, n_layers: int) -> int:
@@ -484,7 +417,7 @@ def resolve_layers(sections: list[Section]) -> list[LayerSpec]:
         return (channels, 1) if j < 0 else (layers[j].channels, layers[j].stride)
 
     for i, s in enumerate(sections[1:]):
-        _check_keys(s)
+        check_layer_keys(s)
         c_in, st_in = out(i - 1)
         if s.kind == "convolutional":
             spec = _conv_spec(s, i, c_in, st_in)

@@ -114,7 +114,7 @@ class ModelConfig:
     ) -> ModelConfig:
         """Config of the network ``text`` describes (darknet's defaults for absent [yolo] keys),
         then ``overrides``. ``zoo``: ``text`` is the shipped ``<name>.cfg`` (not stored)."""
-        sections = parse_cfg(text, source)
+        sections = parse_cfg(text, source, warn=True)
         values = read_yolo_keys(sections, name)
         derived_strides = values["strides"]
         values.update(overrides)

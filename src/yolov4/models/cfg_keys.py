@@ -1,0 +1,228 @@
+"""Darknet's cfg keys section by section, and what the builder does with each.
+
+Every key of a section that darknet's ``src/parser.c`` reads falls in one of these groups:
+
+- built: what the network and the loss here read (``LAYER_KEYS``, ``NET_KEYS``);
+- kept: darknet's training-loop settings (``TRAINING_KEYS``, ``NET_TRAINING_KEYS``), kept in
+  the cfg verbatim (written back by :func:`yolov4.darknet.write_darknet_cfg`, read by the zoo's
+  ``experiment=`` recipes and reported by ``yolov4.training.cfg_settings``);
+- inert (``INERT_KEYS``): darknet reads them, but they change neither the network's outputs nor
+  its training (printing, CUDA streams, darknet's demo tracker): accepted, kept, no effect;
+- refused: every other key darknet reads (``DARKNET_KEYS``): it changes the layer's output,
+  its weights file or its training in a way the builder does not implement, so the cfg stops
+  with a :class:`ConfigError` naming it.
+
+A key darknet does not read at all is ignored by darknet (for a layer it prints "Unused field"),
+so here it is a :class:`ConfigWarning` naming the line and the cfg is built; unless the key is
+a near miss of a key darknet reads in that section (``difflib`` ratio >= ``NEAR_MISS``:
+``widht``, ``letterbox``, ``ignore_tresh``): a likely typo whose intended value darknet would
+not read either, refused with the suggestion.
+"""
+
+from __future__ import annotations
+
+import difflib
+import warnings
+from typing import Any
+
+from yolov4.errors import ConfigError, ConfigWarning
+
+# cfg.Section: typed Any here (yolov4.models.cfg imports this module)
+Section = Any
+
+__all__ = [
+    "LAYER_KEYS",
+    "TRAINING_KEYS",
+    "NET_KEYS",
+    "NET_TRAINING_KEYS",
+    "INERT_KEYS",
+    "DARKNET_KEYS",
+    "NEAR_MISS",
+    "check_net_keys",
+    "check_layer_keys",
+    "warn_unread",
+]
+
+# Keys each layer section may carry. Keys in TRAINING_KEYS are darknet training-loop settings
+# (augmentation, freezing): read where noted, never silently changing the network.
+LAYER_KEYS: dict[str, set[str]] = {
+    "convolutional": {
+        "batch_normalize",
+        "filters",
+        "size",
+        "stride",
+        "pad",
+        "padding",
+        "activation",
+        "groups",
+        "stopbackward",  # freeze layers <= this one for N iterations (training.module)
+    },
+    "route": {"layers", "groups", "group_id"},
+    "shortcut": {"from", "activation"},
+    "maxpool": {"size", "stride", "padding"},
+    "upsample": {"stride"},
+    "yolo": {
+        "mask",
+        "anchors",
+        "classes",
+        "num",
+        "scale_x_y",
+        "ignore_thresh",
+        "truth_thresh",
+        "iou_thresh",
+        "iou_normalizer",
+        "cls_normalizer",
+        "obj_normalizer",
+        "max_delta",
+        "iou_loss",
+        "new_coords",
+        "nms_kind",
+        "beta_nms",
+        "label_smooth_eps",
+        "objectness_smooth",
+        "counters_per_class",  # yolov4.models.class_balance
+        # darknet's data augmentation / batch settings: our augment config owns these
+        "jitter",
+        "random",
+        "resize",
+        "max",
+    },
+}
+TRAINING_KEYS = {"stopbackward", "jitter", "random", "resize", "max"}
+# [net] keys the network reads (its input; darknet's resize mode, yolov4.inference.darknet)
+NET_KEYS = {"width", "height", "channels", "letter_box"}
+# the other [net] keys darknet reads (src/parser.c, parse_net_options): its training loop's
+# batch, optimizer, schedule and augmentation, kept verbatim and used by the zoo's experiment=
+# recipes only
+NET_TRAINING_KEYS = {
+    "B1", "B2", "adam", "adversarial_lr", "angle", "aspect", "attention", "augment_speed",
+    "badlabels_rejection_percentage", "batch", "blur", "burn_in", "contrastive",
+    "contrastive_color", "contrastive_jit_flip", "cutmix", "decay", "dynamic_minibatch",
+    "ema_alpha", "eps", "equidistant_point", "exposure", "flip", "gamma", "gaussian_noise", "hue",
+    "inputs", "label_smooth_eps", "learning_rate", "learning_rate_min", "loss_scale",
+    "max_batches", "max_chart_loss", "max_crop", "min_crop", "mixup", "momentum", "mosaic",
+    "mosaic_bound", "num_sigmas_reject_badlabels", "optimized_memory", "policy", "power",
+    "resize_step", "saturation", "scale", "scales", "seq_scales", "sequential_subdivisions",
+    "sgdr_cycle", "sgdr_mult", "step", "steps", "subdivisions", "time_steps", "track",
+    "try_fix_nan", "unsupervised", "use_cuda_graph", "weights_reject_freq",
+    "workspace_size_limit_MB",
+}  # fmt: skip
+
+# Keys darknet reads that change nothing the network computes or how it trains.
+INERT_KEYS: dict[str, set[str]] = {
+    # parse_network_cfg_custom: prints each layer's receptive field
+    "net": {"show_receptive_field"},
+    # the CUDA stream a layer runs on / waits for (GPU scheduling); `angle` is read by the
+    # sway/rotate/stretch kernels only, which are refused
+    "convolutional": {"stream", "wait_stream", "angle"},
+    "route": {"stream", "wait_stream"},
+    # show_details: the loss's printout; the rest: darknet's demo tracker, which runs only with
+    # embedding_layer (refused)
+    "yolo": {
+        "show_details",
+        "track_history_size",
+        "sim_thresh",
+        "dets_for_track",
+        "dets_for_show",
+        "track_ciou_norm",
+    },  # fmt: skip
+}
+
+# Every key darknet's parser reads, per section (src/parser.c): parse_convolutional,
+# parse_route, parse_shortcut, parse_maxpool, parse_upsample, parse_yolo, and the keys
+# parse_network_cfg_custom reads in every layer (GENERIC).
+_GENERIC = {
+    "clip", "onlyforward", "dont_update", "burnin_update", "stopbackward", "train_only_bn",
+    "dontload", "dontloadscales", "learning_rate",
+}  # fmt: skip
+DARKNET_KEYS: dict[str, set[str]] = {
+    "net": NET_KEYS | NET_TRAINING_KEYS | INERT_KEYS["net"],
+    "convolutional": _GENERIC | {
+        "activation", "angle", "antialiasing", "assisted_excitation", "batch_normalize",
+        "bin_output", "binary", "cbn", "coordconv", "dilation", "dot", "filters", "flipped",
+        "grad_centr", "groups", "pad", "padding", "reverse", "rotate", "share_index", "size",
+        "stream", "stretch", "stretch_sway", "stride", "stride_x", "stride_y", "sway",
+        "wait_stream", "xnor",
+    },
+    "route": _GENERIC | {"group_id", "groups", "layers", "stream", "wait_stream"},
+    "shortcut": _GENERIC | {"activation", "from", "weights_normalization", "weights_type"},
+    "maxpool": _GENERIC | {
+        "antialiasing", "maxpool_depth", "maxpool_zero_nonmax", "out_channels", "padding",
+        "size", "stride", "stride_x", "stride_y",
+    },
+    "upsample": _GENERIC | {"scale", "stride"},
+    "yolo": _GENERIC | {
+        "anchors", "beta_nms", "classes", "cls_normalizer", "counters_per_class",
+        "delta_normalizer", "dets_for_show", "dets_for_track", "embedding_layer", "focal_loss",
+        "ignore_thresh", "iou_loss", "iou_normalizer", "iou_thresh", "iou_thresh_kind", "jitter",
+        "label_smooth_eps", "map", "mask", "max", "max_delta", "new_coords", "nms_kind", "num",
+        "obj_normalizer", "objectness_smooth", "random", "resize", "scale_x_y", "show_details",
+        "sim_thresh", "track_ciou_norm", "track_history_size", "truth_thresh",
+    },
+}  # fmt: skip
+
+# a key darknet does not read within this difflib ratio of one it reads is taken for a typo
+NEAR_MISS = 0.8
+
+
+def _near_miss(s: Section, key: str) -> ConfigError | None:
+    """The error for ``key`` of section ``s`` when darknet does not read it but it is a near miss
+    of a key darknet reads there (a typo whose value darknet would not read either)."""
+    known = DARKNET_KEYS["net" if s.kind == "network" else s.kind]
+    near = difflib.get_close_matches(key, sorted(known), n=1, cutoff=NEAR_MISS)
+    if not near:
+        return None
+    return s.error(
+        key,
+        f"darknet does not read this key in [{s.kind}]; did you mean {near[0]}? (a misspelt key "
+        "leaves the setting at darknet's default)",
+    )
+
+
+def check_net_keys(net: Section) -> None:
+    """``[net]``: a key darknet does not read that is a near miss of one it reads (``widht=``,
+    ``letterbox=``) is refused with the suggestion."""
+    for key in net.options:
+        if key not in DARKNET_KEYS["net"] and (error := _near_miss(net, key)):
+            raise error
+
+
+def check_layer_keys(s: Section) -> None:
+    """A layer section: a type the builder does not implement, a key darknet reads that changes
+    what the builder does not implement, or a near miss of a key darknet reads, is refused.
+    Built, kept and inert keys pass, and so do keys darknet does not read (:func:`warn_unread`)."""
+    allowed = LAYER_KEYS.get(s.kind)
+    if allowed is None:
+        raise s.error(
+            None,
+            f"layer type [{s.kind}] is not supported; supported: "
+            f"{', '.join(f'[{k}]' for k in LAYER_KEYS)}",
+        )
+    inert = INERT_KEYS.get(s.kind, set())
+    for key in s.options:
+        if key in allowed or key in inert:
+            continue
+        if key in DARKNET_KEYS[s.kind]:
+            raise s.error(
+                key,
+                f"key not supported for [{s.kind}]: darknet reads it, and it changes the layer's "
+                "output, its weights or their training in a way yolov4 does not implement; "
+                f"supported: {sorted(allowed)}, and without effect here: {sorted(inert)}",
+            )
+        if error := _near_miss(s, key):
+            raise error
+
+
+def warn_unread(sections: list[Section]) -> None:
+    """A :class:`ConfigWarning` naming each key darknet does not read (and that is no near miss
+    of one it does): darknet ignores it, and so does the builder."""
+    for s in sections:
+        kind = "net" if s.kind == "network" else s.kind
+        for key in s.options if kind in DARKNET_KEYS else ():
+            if key not in DARKNET_KEYS[kind] and not _near_miss(s, key):
+                warnings.warn(
+                    f"{s.where(key)}: darknet does not read this key in [{s.kind}] and ignores "
+                    "it; so does yolov4",
+                    ConfigWarning,
+                    stacklevel=3,
+                )
