@@ -112,6 +112,9 @@ ZOO_CASES = {
     "yolov4-csp-swish (no iou_thresh)": ("yolov4-csp-swish", {}),
     "yolov4-p6 (4 heads of 4 anchors)": ("yolov4-p6", {}),
     "yolov4-csp with mse": ("yolov4-csp", {"iou_loss": "mse"}),
+    # darknet reads any scale_x_y: below 1 the x, y range shrinks around the cell's centre
+    "yolov4, scale_x_y 0.5 on one head": ("yolov4", {"scale_x_y": [1.2, 0.5, 1.05]}),
+    "yolov3-tiny (mse), scale_x_y 0.8": ("yolov3-tiny", {"scale_x_y": 0.8}),
     "yolov4-tiny, objectness_smooth, per-head label_smooth_eps": (
         "yolov4-tiny",
         {"objectness_smooth": [False, True], "label_smooth_eps": [0.1, 0.0], "ignore_thresh": 0.5},

@@ -362,6 +362,31 @@ def test_overrides_of_a_cfgs_size_and_masks_are_named_as_model_keys():
         build_model(cfg=BASE, masks=[[0, 1, 2], [3, 4]])
 
 
+def test_scale_x_y_below_1_on_one_head_matches_opencv(tmp_path, randomize, one_thread):  # noqa: F811
+    """darknet (and OpenCV's importer) read any scale_x_y; 0.5 on one head was refused as
+    "must be >= 1 per head". Decoded outputs against OpenCV's [yolo] layer."""
+    text = nth(BASE, YOLO1, YOLO1 + "scale_x_y=1.05\n")
+    text = nth(text, YOLO1, YOLO1 + "scale_x_y=0.5\n", 2)
+    torch.manual_seed(0)
+    model = boost_heads_(randomize(build_model(cfg=text), seed=2))
+    assert model.config.scale_x_y == (1.05, 0.5)
+    net = opencv_net(model, tmp_path, (32, 32))
+    assert_matches_opencv(model, net, torch.rand(1, 3, 32, 32))
+
+
+def test_a_bad_scale_x_y_names_only_its_heads_line(tmp_path):
+    text = nth(BASE, YOLO1, YOLO1 + "scale_x_y=1.05\n")
+    text = nth(text, YOLO1, YOLO1 + "scale_x_y=-0.5\n", 2)
+    path = tmp_path / "mine.cfg"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as e:
+        build_model(cfg=path)
+    assert str(e.value) == (
+        f"{path}:{line_in(text, 10, 'scale_x_y')}: [yolo] scale_x_y: model.scale_x_y of head 1 "
+        "(stride 4) must be a finite number > 0, got -0.5"
+    )
+
+
 def test_values_are_compared_as_darknet_reads_them():
     """A tab inside anchors (darknet strips every blank) or 10.0 for 10 made two [yolo] layers
     "differ"; a line before [net] said only that it could not be parsed."""

@@ -32,7 +32,9 @@ from yolov4.models.config import IOU_LOSSES, NMS_KINDS, ModelConfig
         ("cls_normalizer", "x", "model.cls_normalizer"),
         ("obj_normalizer", -1, "model.obj_normalizer"),
         ("max_delta", 0, "model.max_delta"),
-        ("scale_x_y", [0.5, 1.05], r"model.scale_x_y must be >= 1"),
+        ("scale_x_y", [0.0, 1.05], r"model.scale_x_y of head 0 \(stride 16\) must be a finite"),
+        ("scale_x_y", [1.05, -1], r"model.scale_x_y of head 1 \(stride 32\) .* > 0, got -1$"),
+        ("scale_x_y", [1.05, float("inf")], r"model.scale_x_y of head 1 .*, got inf"),
         ("new_coords", 1, r"model.new_coords must be true or false, got 1"),
         # "not enough values to unpack (expected 2, got 1)", naming no key
         ("anchors", "autoo", r"model.anchors='autoo': expected \[\[w, h\], ...\] pairs, auto"),

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import numbers
 import os
 from dataclasses import dataclass
@@ -275,11 +276,13 @@ class ModelConfig:
             raise ConfigError(
                 f"model.objectness_smooth must be true or false, got {list(self.objectness_smooth)}"
             )
-        if any(
-            not isinstance(s, (int, float)) or isinstance(s, bool) or not s >= 1.0
-            for s in self.scale_x_y
-        ):
-            raise ConfigError(f"model.scale_x_y must be >= 1 per head, got {list(self.scale_x_y)}")
+        for h, s in enumerate(self.scale_x_y):
+            # darknet reads any value; decode and loss (x * g - (g - 1) / 2) take any g > 0
+            if isinstance(s, bool) or not isinstance(s, (int, float)) or not 0 < s < math.inf:
+                raise ConfigError(
+                    f"model.scale_x_y of head {h} (stride {self.strides[h]}) must be a finite "
+                    f"number > 0, got {s!r}"
+                )
         # the network as built (head filters follow num_classes) at its input size
         budget.check_network(
             resolve_layers(config_sections(self, loss_keys=False)), self.input_size
