@@ -182,6 +182,43 @@ def test_truncated_file(tmp_path, cut):
         load_darknet_weights(build_model("yolov4-tiny", num_classes=2), path)
 
 
+@pytest.mark.parametrize("extra", [6, -6])
+def test_a_file_longer_than_the_network_is_not_called_truncated(tmp_path, extra):
+    """24 bytes more than yolov4-tiny's floats: "or it is truncated" was said of it too."""
+    path = save_darknet_weights(build_model("yolov4-tiny", num_classes=2), tmp_path / "t.weights")
+    data = path.read_bytes()
+    path.write_bytes(data + bytes(4 * extra) if extra > 0 else data[: 4 * extra])
+    model = build_model("yolov4-tiny", num_classes=2)
+    expected = darknet_float_count(model)
+    with pytest.raises(CheckpointError) as e:
+        load_darknet_weights(model, path)
+    message = str(e.value)
+    assert f"need {expected:,} floats after the header, found {expected + extra:,}: " in message
+    if extra > 0:
+        assert message.endswith(
+            f"it is {extra} floats longer than the network needs; usually the file is for "
+            "another model or num_classes"
+        )
+        assert "truncated" not in message
+    else:
+        assert message.endswith("for another model or num_classes, or it is truncated")
+
+
+def test_a_user_cfgs_file_for_other_classes_names_the_classes_it_fits(tmp_path):
+    """A user's cfg with its weights trained for 5 classes, built with 1: the file fits this
+    cfg with classes=5 (before, only "usually the file is for another model or num_classes")."""
+    from tests.models.test_cfg import BASE
+
+    path = save_darknet_weights(build_model(cfg=BASE, num_classes=5), tmp_path / "five.weights")
+    model = build_model(cfg=BASE)
+    assert model.num_classes == 1
+    with pytest.raises(CheckpointError, match=r"found [\d,]+: it fits this cfg with classes=5 "):
+        load_darknet_weights(model, path)
+    from yolov4.darknet import darknet_file_classes
+
+    assert darknet_file_classes(model.config, path) == 5  # evaluate.py's check, same count
+
+
 @pytest.mark.parametrize("content", [b"", b"hello", b"not a weights file at all, just text\n" * 3])
 def test_not_a_weights_file(tmp_path, content):
     path = tmp_path / "x.weights"

@@ -159,7 +159,7 @@ def _config_float_count(config: ModelConfig) -> int:
     )
 
 
-def _fit_hint(model: YOLOv4, found: int) -> str:
+def _fit_hint(model: YOLOv4, found: int, expected: int) -> str:
     """Explain a float count that does not fit: which model/num_classes or prefix it fits."""
     hints = []
     for name in ZOO:
@@ -168,6 +168,10 @@ def _fit_hint(model: YOLOv4, found: int) -> str:
         classes, rest = divmod(found - base, per_class)
         if rest == 0 and 1 <= classes <= MAX_CLASSES:
             hints.append(f"it fits {name} with num_classes={classes}")
+    if model.config.cfg is not None:  # a user's cfg: the same network with other classes
+        classes = _classes_of(model.config, found)
+        if classes is not None:
+            hints.append(f"it fits this cfg with classes={classes} (num_classes={classes})")
     convs = model.conv_layers()
     total = 0
     for k, (i, m) in enumerate(convs):
@@ -180,9 +184,23 @@ def _fit_hint(model: YOLOv4, found: int) -> str:
                 f"{convs[k + 1][0]}, or module.pretrained_backbone_only=true)"
             )
             break
-    if not hints:
+    if not hints and found > expected:
+        hints.append(
+            f"it is {found - expected:,} floats longer than the network needs; usually the file "
+            "is for another model or num_classes"
+        )
+    elif not hints:
         hints.append("usually the file is for another model or num_classes, or it is truncated")
     return "; ".join(hints)
+
+
+def _classes_of(config: ModelConfig, found: int) -> int | None:
+    """The ``num_classes`` of ``config``'s network whose ``.weights`` file holds ``found``
+    floats after the header; None when no class count fits."""
+    one, two = (_config_float_count(replace(config, num_classes=c)) for c in (1, 2))
+    per_class = two - one
+    classes, left = divmod(found - (one - per_class), per_class) if per_class else (0, 1)
+    return int(classes) if left == 0 and 1 <= classes <= MAX_CLASSES else None
 
 
 def darknet_file_classes(config: ModelConfig, path: str | os.PathLike) -> int | None:
@@ -198,11 +216,7 @@ def darknet_file_classes(config: ModelConfig, path: str | os.PathLike) -> int | 
         raise CheckpointError(f"cannot read darknet weights {path}: {e}") from e
     offset = _read_header(head, path)[4]
     found, rest = divmod(size - offset, FLOAT.itemsize)
-    one, two = (_config_float_count(replace(config, num_classes=c)) for c in (1, 2))
-    per_class = two - one
-    classes, left = divmod(found - (one - per_class), per_class) if per_class else (0, 1)
-    fits = rest == 0 and left == 0 and 1 <= classes <= MAX_CLASSES
-    return int(classes) if fits else None
+    return _classes_of(config, found) if rest == 0 else None
 
 
 def _tensor_order(m: ConvBnAct) -> list[tuple[str, int]]:
@@ -277,7 +291,7 @@ def load_darknet_weights(
     if found < expected or (upto is None and found != expected):
         raise CheckpointError(
             f"{path}: darknet weights for {what} need {expected:,} floats after the header, "
-            f"found {found:,}: {_fit_hint(model, found)}"
+            f"found {found:,}: {_fit_hint(model, found, expected)}"
         )
     floats = np.frombuffer(data, FLOAT, found, offset)
     _check_finite(floats[:expected], convs, path)
