@@ -294,6 +294,25 @@ def assert_maps_equal(model, maps: list[np.ndarray], images: torch.Tensor) -> No
         np.testing.assert_allclose(o.numpy(), ref, rtol=1e-4, atol=1e-4 * float(np.abs(ref).max()))
 
 
+def test_a_conv_without_activation_is_written_as_darknets_logistic(tmp_path, randomize):
+    """darknet's parse_convolutional defaults activation to logistic (so does the builder);
+    OpenCV's importer reads a conv without the key as linear, so the written cfg says it."""
+    from tests.models.test_cfg import BASE, nth
+    from tests.models.test_zoo import assert_matches_opencv, boost_heads_, opencv_net
+
+    text = nth(BASE, "activation=mish\n", "")  # darknet layer 3
+    model = boost_heads_(randomize(build_model(cfg=text), seed=4))
+    assert model.layers[3].act_name == "logistic"
+    written = read_darknet_cfg(write_darknet_cfg(model))
+    given = read_darknet_cfg(text)
+    assert written[4] == ("convolutional", {**given[4][1], "activation": "logistic"})
+    assert [s for i, s in enumerate(written) if i != 4] == [
+        s for i, s in enumerate(given) if i != 4
+    ]
+    net = opencv_net(model, tmp_path, (32, 32))  # the written cfg and weights
+    assert_matches_opencv(model, net, torch.rand(1, 3, 32, 32))
+
+
 @pytest.mark.parametrize("num_classes, hw", [(80, (416, 416)), (3, (160, 288)), (7, (224, 96))])
 def test_tiny_matches_opencv(tmp_path, randomize, num_classes, hw):
     torch.manual_seed(num_classes)

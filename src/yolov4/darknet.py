@@ -24,7 +24,7 @@ import torch
 
 from yolov4.errors import CheckpointError, ConfigError
 from yolov4.models.budget import MAX_CLASSES
-from yolov4.models.cfg import ZOO, parse_cfg, resolve_layers
+from yolov4.models.cfg import CONV_DEFAULT_ACTIVATION, ZOO, parse_cfg, resolve_layers
 from yolov4.models.config import ModelConfig, config_sections
 from yolov4.models.layers import ConvBnAct
 from yolov4.models.stride import check_stride_multiple
@@ -66,7 +66,9 @@ def write_darknet_cfg(
     ``input_size`` is ``(H, W)``, default the model config's ``input_size``; ``letter_box``
     sets ``[net] letter_box`` (how darknet, and ``darknet_weights=`` here, resize images), default
     the model config's. For a checkpoint, pass its preprocessing:
-    ``letter_box=ckpt.preprocess.mode == "letterbox"``."""
+    ``letter_box=ckpt.preprocess.mode == "letterbox"``. A ``[convolutional]`` without
+    ``activation=`` (darknet's default: logistic) is written with ``activation=logistic``, as
+    OpenCV reads the key's absence as linear."""
     h, w = check_stride_multiple(
         input_size or model.config.input_size, model.config.max_stride, "input_size"
     )
@@ -75,6 +77,9 @@ def write_darknet_cfg(
     lines = []
     for i, section in enumerate(model.sections):
         options = dict(section.options)
+        if section.kind == "convolutional" and "activation" not in options:
+            # darknet's default; OpenCV's importer reads a conv without the key as linear
+            options["activation"] = CONV_DEFAULT_ACTIVATION
         if i == 0:
             options.update(width=str(w), height=str(h))
             if letter_box is not None:

@@ -37,6 +37,7 @@ __all__ = [
     "resolve_layers",
     "read_zoo_cfg",
     "ACTIVATIONS",
+    "CONV_DEFAULT_ACTIVATION",
     "cfg_error",
 ]
 
@@ -46,6 +47,8 @@ ZOO = tuple(sorted(p.stem for p in CFG_DIR.glob("*.cfg")))
 
 # activations the network implements (darknet's src/activations.c definitions)
 ACTIVATIONS = ("linear", "leaky", "relu", "logistic", "tanh", "mish", "swish")
+# a [convolutional] without activation= (parse_convolutional's default)
+CONV_DEFAULT_ACTIVATION = "logistic"
 
 
 @dataclass
@@ -307,7 +310,7 @@ def _conv_spec(s: Section, i: int, c_in: int, st_in: int) -> LayerSpec:
         stride=stride,
         groups=groups,
         bn=bool(s.get_int("batch_normalize", 0)),
-        activation=_activation(s, "logistic"),
+        activation=_activation(s, CONV_DEFAULT_ACTIVATION),
         stopbackward=s.get_int("stopbackward", 0),
     )
     return LayerSpec(i, s.kind, s, [i - 1], filters, _stride_of(s, "stride", st_in, stride), params)
