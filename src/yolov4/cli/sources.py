@@ -110,8 +110,8 @@ def source_file(cfg: DictConfig) -> str:
 
 
 def class_names(cfg: DictConfig) -> list[str] | None:
-    """``names=``: a darknet ``.names`` file, a data yaml with ``names:``, or a list; None when
-    not given."""
+    """``names=``: a darknet ``.names`` or ``.data`` file, a data yaml with ``names:``, or a
+    list; None when not given."""
     names = to_builtin(cfg.get("names"))
     if not names:
         return None

@@ -1,11 +1,14 @@
 """Class names and keypoint shape of a dataset: a darknet ``.names`` file (one name a line),
-an ultralytics data yaml (``names:`` as a list or an ``{index: name}`` dict, ``kpt_shape:``)
-or a list of names."""
+darknet's ``.data`` file (``key = value`` lines: its ``names =`` file is read, its ``classes =``
+must count those names), an ultralytics data yaml (``names:`` as a list or an
+``{index: name}`` dict, ``kpt_shape:``) or a list of names. Suffixes are matched in any case."""
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +17,35 @@ import yaml
 from yolov4.data.records import as_int, json_kind
 from yolov4.errors import ConfigError, DatasetError
 
-__all__ = ["check_kpt_shape", "read_class_names", "read_kpt_shape"]
+__all__ = [
+    "ClassNames",
+    "check_kpt_shape",
+    "is_data_yaml",
+    "load_class_names",
+    "read_class_names",
+    "read_kpt_shape",
+]
 
 KEYPOINT_DIMS = (2, 3)  # ultralytics' kpt_shape [K, D]: x y, or x y visible
+YAML_SUFFIXES = (".yaml", ".yml")
+DARKNET_DATA_SUFFIX = ".data"  # darknet's obj.data / coco.data: `key = value` lines
+# darknet's .data keys (src/detector.c, src/option_list.c) and an ultralytics data yaml's: a
+# line starting with one of them marks a file that is not a list of class names
+DATASET_KEYS = ("classes", "train", "valid", "val", "test", "names", "backup", "nc", "path")
+KEY_VALUE = re.compile(r"\s*([A-Za-z_][\w.-]*)\s*(=|:(?=\s|$))")
+
+
+def is_data_yaml(path: str | os.PathLike) -> bool:
+    """A ``.yaml`` / ``.yml`` file name, its suffix in any case (``Data.YAML``)."""
+    return Path(path).suffix.lower() in YAML_SUFFIXES
+
+
+@dataclass(frozen=True)
+class ClassNames:
+    """Class names and where they were read (for messages: ``2 names in data.yaml``)."""
+
+    names: list[str]
+    source: str
 
 
 def _read_text(path: Path) -> str:
@@ -87,36 +116,137 @@ def _names_from_yaml(path: Path) -> list[Any]:
 
 
 def read_class_names(names: str | os.PathLike | Sequence[str] | None) -> list[str]:
-    """Class names from a ``.names`` / ``.txt`` file (one per line), a data ``.yaml`` or a list.
+    """Class names from a ``.names`` / ``.txt`` file (one per line), darknet's ``.data`` file,
+    a data ``.yaml`` or a list (:func:`load_class_names`)."""
+    return load_class_names(names).names
+
+
+def load_class_names(names: str | os.PathLike | Sequence[str] | None) -> ClassNames:
+    """Class names from a ``.names`` / ``.txt`` file (one per line), darknet's ``.data`` file
+    (its ``names =`` file, :func:`_darknet_data_names`), a data ``.yaml`` or a list, with where
+    they were read.
 
     Raises:
         DatasetError: a missing or non-UTF-8 file, invalid YAML, a ``names:`` that is not a
-            non-empty list or a dict with keys ``0..C-1``, or an empty (null) name.
+            non-empty list or a dict with keys ``0..C-1``, an empty (null) name, a ``.data``
+            file without a ``names =`` file or whose ``classes =`` does not count its names,
+            or a names file of ``key = value`` / ``key: value`` lines.
         ConfigError: no names given (``None``).
     """
     if names is None:
         raise ConfigError(
             "no class names for a YOLO txt split: give data.<split>.names (a .names file, a data "
-            "yaml with `names:`, or a list); a val-only run needs data.val.names"
+            "yaml with `names:`, darknet's .data file, or a list); a val-only run needs "
+            "data.val.names"
         )
     if not isinstance(names, str | os.PathLike):
-        result = list(names)
-        where = "names"
+        result, source = list(names), "the names list"
     else:
         path = Path(names)
         if not path.is_file():
-            raise DatasetError(f"class names file not found: {path} (a .names file or a data yaml)")
-        where = f"{path}: names"
-        if path.suffix in (".yaml", ".yml"):
+            raise DatasetError(
+                f"class names file not found: {path} (a .names file, a data yaml or darknet's "
+                ".data file)"
+            )
+        source = str(path)
+        if is_data_yaml(path):
             result = _names_from_yaml(path)
+        elif path.suffix.lower() == DARKNET_DATA_SUFFIX:
+            options = _darknet_data(path)
+            names_file, source = _darknet_data_names(path, options)
+            result = _names_from_lines(names_file)
+            _check_darknet_classes(path, options.get("classes"), names_file, len(result))
         else:
-            result = [line.strip() for line in _read_text(path).splitlines() if line.strip()]
-            if not result:
-                raise DatasetError(f"{path}: expected one class name per line, found none")
+            result = _names_from_lines(path)
+    where = f"{names}: names" if isinstance(names, str | os.PathLike) else "names"
     for i, name in enumerate(result):
         if name is None or isinstance(name, (dict, list)) or str(name) == "":
             raise DatasetError(f"{where}[{i}]: expected a class name, found {json_kind(name)}")
-    return [str(n) for n in result]
+    return ClassNames([str(n) for n in result], source)
+
+
+def _names_from_lines(path: Path) -> list[str]:
+    """The names of a darknet ``.names`` file, one a line; a file of ``key = value`` or
+    ``key: value`` lines (a ``.data`` file or a data yaml under another suffix) is refused."""
+    lines = [line.strip() for line in _read_text(path).splitlines() if line.strip()]
+    if not lines:
+        raise DatasetError(f"{path}: expected one class name per line, found none")
+    pairs = [(n, line, m) for n, line in enumerate(lines, 1) if (m := KEY_VALUE.match(line))]
+    keyed = [p for p in pairs if p[2].group(1).lower() in DATASET_KEYS]
+    if keyed or len(pairs) == len(lines):
+        n, line, match = (keyed or pairs)[0]
+        if match.group(2) == "=":
+            looks = (
+                "`key = value` lines, as darknet's .data file has: give the file its `names =` "
+                f"line names, or the .data file itself under a {DARKNET_DATA_SUFFIX} suffix"
+            )
+        else:
+            looks = (
+                "`key: value` lines, as a data yaml has: give it a .yaml suffix (its `names:` "
+                "is read)"
+            )
+        raise DatasetError(
+            f"{path}: expected one class name per line (a .names file), found {looks} "
+            f"(line {n}: {line!r})"
+        )
+    return lines
+
+
+def _darknet_data(path: Path) -> dict[str, str]:
+    """The ``key = value`` lines of darknet's ``.data`` file (``read_data_cfg``: lines starting
+    with ``#`` or ``;`` are comments; a line without ``=`` is refused naming it)."""
+    options = {}
+    for n, line in enumerate(_read_text(path).splitlines(), 1):
+        text = line.strip()
+        if not text or text[0] in "#;":
+            continue
+        key, sep, value = text.partition("=")
+        if not sep or not key.strip():
+            raise DatasetError(
+                f"{path}: line {n}: expected `key = value` (darknet's .data file), found {text!r}"
+            )
+        options[key.strip()] = value.strip()
+    return options
+
+
+def _darknet_data_names(path: Path, options: dict[str, str]) -> tuple[Path, str]:
+    """The names file of darknet's ``.data`` file ``path`` (its ``options``) and a description
+    of where it was found: its ``names =`` path as darknet reads it, from the working directory
+    (darknet runs from its root: ``names = data/obj.names``); else from the ``.data`` file's
+    folder."""
+    value = options.get("names")
+    if not value:
+        raise DatasetError(
+            f"{path}: expected a `names = <file>` line (darknet's .data file: the class names "
+            f"file, one name a line), found keys {sorted(options)}"
+        )
+    given = Path(value).expanduser()
+    from_cwd, beside = given, path.parent / given
+    if given.is_absolute() or from_cwd.is_file():
+        how = "" if given.is_absolute() else f", from the working directory {Path.cwd()}"
+        return from_cwd, f"{from_cwd} (`names =` of {path}{how})"
+    if beside.is_file():
+        return beside, (
+            f"{beside} (`names = {value}` of {path}, from the .data file's folder: not found "
+            f"in the working directory {Path.cwd()})"
+        )
+    raise DatasetError(
+        f"{path}: `names = {value}`: no such file, neither from the working directory "
+        f"({Path.cwd() / given}, where darknet reads it) nor from the .data file's folder "
+        f"({beside.absolute()})"
+    )
+
+
+def _check_darknet_classes(path: Path, classes: str | None, names_file: Path, count: int) -> None:
+    """A ``classes =`` of darknet's ``.data`` file ``path`` must count the names of its names
+    file."""
+    if classes is None:
+        return
+    if not (classes.isdecimal() and int(classes) == count):
+        raise DatasetError(
+            f"{path}: `classes = {classes}` but its names file {names_file} has {count} names; "
+            "make them agree"
+        )
 
 
 def read_kpt_shape(names: str | os.PathLike | Sequence[str] | None) -> tuple[int, int] | None:
@@ -126,7 +256,7 @@ def read_kpt_shape(names: str | os.PathLike | Sequence[str] | None) -> tuple[int
     Raises:
         DatasetError: a ``kpt_shape`` that is not two integers ``K >= 1`` and ``D`` in (2, 3).
     """
-    if not isinstance(names, str | os.PathLike) or Path(names).suffix not in (".yaml", ".yml"):
+    if not isinstance(names, str | os.PathLike) or not is_data_yaml(names):
         return None
     data = _data_yaml(Path(names))
     value = data.get("kpt_shape") if isinstance(data, dict) else None

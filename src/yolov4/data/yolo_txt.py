@@ -23,8 +23,9 @@ files without an image. A label file's suffix may be in any case (``a.TXT``). Im
 name with different suffixes (``a.jpg``, ``a.png``) share the label file ``a.txt``, as in
 ultralytics: each is read with its boxes, and the sharing reported.
 
-Class names come from a darknet ``.names`` file (one per line), an ultralytics data yaml
-(``names:`` list or ``{index: name}`` dict) or a list. The class index is kept as the category
+Class names come from a darknet ``.names`` file (one per line), darknet's ``.data`` file (its
+``names =`` file), an ultralytics data yaml (``names:`` list or ``{index: name}`` dict) or a
+list (:mod:`yolov4.data.data_yaml`). The class index is kept as the category
 id. The ground truth for evaluation is built in memory (:func:`records_to_coco`) so a YOLO val
 set is scored by pycocotools like COCO.
 """
@@ -41,7 +42,14 @@ from pathlib import Path
 import numpy as np
 
 from yolov4.core.files import files_under
-from yolov4.data.data_yaml import check_kpt_shape, read_class_names, read_kpt_shape
+from yolov4.data.data_yaml import (
+    DARKNET_DATA_SUFFIX,
+    check_kpt_shape,
+    is_data_yaml,
+    load_class_names,
+    read_class_names,
+    read_kpt_shape,
+)
 from yolov4.data.image_io import IMAGE_SUFFIXES, image_size
 from yolov4.data.records import (
     DetectionData,
@@ -222,13 +230,20 @@ def load_yolo(
             f"image directory not found: {image_dir} (YOLO layout images/ + labels/, or "
             "darknet's list file of image paths, e.g. train.txt)"
         )
-    if listing_file and image_dir.suffix.lower() in (".yaml", ".yml"):  # ultralytics' data.yaml
+    if listing_file and is_data_yaml(image_dir):  # ultralytics' data.yaml
         raise DatasetError(
             f"{image_dir} is a data yaml, not a list of images: give the split's images folder "
             f"(or list file) as images, and the yaml as names (data.<split>.names={image_dir})"
         )
+    if listing_file and image_dir.suffix.lower() == DARKNET_DATA_SUFFIX:
+        raise DatasetError(
+            f"{image_dir} is darknet's .data file, not a list of images: give its `train =` / "
+            "`valid =` list files as images (data.train.images=..., data.val.images=...), and "
+            f"the .data file as names (data.<split>.names={image_dir})"
+        )
     label_dir = Path(labels) if labels is not None else _default_labels_dir(image_dir)
-    class_names = read_class_names(names)
+    loaded_names = load_class_names(names)
+    class_names = loaded_names.names
     given = kpt_shape is not None
     kpt_shape = check_kpt_shape(kpt_shape, "kpt_shape:") if given else read_kpt_shape(names)
     if listing_file:
@@ -295,6 +310,8 @@ def load_yolo(
             "image's size, which an unreadable file does not give): training and mAP are over "
             "the other images"
         )
+    if isinstance(names, str | os.PathLike) and Path(names).suffix.lower() == DARKNET_DATA_SUFFIX:
+        notes.append(f"class names: {len(class_names)} from {loaded_names.source}")
     if kpt_shape is not None:
         notes.append(
             f"{'kpt_shape=' if given else f'{names} has kpt_shape '}{list(kpt_shape)}: a pose "
