@@ -180,7 +180,7 @@ def test_a_glob_and_a_list_file(tree, tmp_path):
     names = [Path(f.file).name for f in frames_of(sources)]
     assert names[:2] == ["a.jpg", "d.webp"] and names[2:] == ["clip.mp4"] * 7
     listing.write_text("photos/a.jpg\n\n# a comment\nphotos/gone.jpg\n")
-    with pytest.raises(InputError, match=r"1 listed path\(s\) do not exist, first line 4: "):
+    with pytest.raises(InputError, match=r"1 listed path\(s\) do not exist, .* first line 4: "):
         open_sources(str(listing))  # the file's line, not the entry's 0-based index
     listing.write_text("photos/a.jpg\nhttp://example.com/b.jpg\n")  # read as a path: "http:/..."
     with pytest.raises(InputError, match=r"not URLs \(line 2: http://example.com/b.jpg\)"):
@@ -209,6 +209,32 @@ def test_globs_and_lists_keep_the_tree_below_their_fixed_folder(tree, tmp_path, 
     monkeypatch.chdir(tmp_path)  # the list named by a relative path, an entry by an absolute one
     names = [f.name for f in frames_of(open_sources("photos/list.txt"))]
     assert names == ["sub/deeper/e.tiff", "e.png", "c.bmp", "sub/d.webp"]
+
+
+def test_a_darknet_list_from_its_root_is_read_as_the_datasets_read_it(tmp_path, monkeypatch):
+    """darknet's data/valid.txt lists data/obj/v0.jpg, relative to darknet's root (the working
+    directory): train.py read it, predict.py looked for data/data/obj/v0.jpg."""
+    from yolov4.data.yolo_txt import load_yolo
+
+    for name in ("v0.jpg", "v1.jpg"):
+        write_image(tmp_path / "data" / "obj" / name)
+    write_image(tmp_path / "data" / "here.jpg")  # beside the list: read from the list's folder
+    write_image(tmp_path / "here.jpg")  # the same entry from the working directory: not read
+    listing = tmp_path / "data" / "valid.txt"
+    listing.write_text("data/obj/v0.jpg\ndata/obj/v1.jpg\nhere.jpg\n")
+    monkeypatch.chdir(tmp_path)
+    sources = open_sources("data/valid.txt")
+    files = [Path(f).resolve() for s in sources for f in s.files]
+    want = [tmp_path / "data" / "obj" / "v0.jpg", tmp_path / "data" / "obj" / "v1.jpg"]
+    assert files == [*want, tmp_path / "data" / "here.jpg"]
+    read = load_yolo("data/valid.txt", ["a"]).records  # the datasets' reading of the list
+    assert [Path(r.file).resolve() for r in read] == files
+    # outputs keep the tree below the folder each entry was found from
+    names = [f.name for f in frames_of(sources)]
+    assert names == ["data/obj/v0.jpg", "data/obj/v1.jpg", "here.jpg"]
+    monkeypatch.chdir(tmp_path / "data")  # darknet's root is elsewhere now: a clear error
+    with pytest.raises(InputError, match=r"neither from the list's folder .* first line 1: data/"):
+        open_sources("valid.txt")
 
 
 def test_a_list_of_sources_keeps_its_order(tree):

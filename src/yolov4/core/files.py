@@ -21,6 +21,7 @@ from typing import IO, Any
 
 __all__ = [
     "files_under",
+    "listed_path",
     "atomic_write",
     "write_json",
     "remove_stale_temporaries",
@@ -52,6 +53,19 @@ def files_under(root: str | os.PathLike, skip: Callable[[Path], bool] | None = N
             dirs[:] = [d for d in dirs if not skip(Path(folder, d))]
         found.extend(Path(folder, f) for f in files if os.path.isfile(os.path.join(folder, f)))
     return found
+
+
+def listed_path(entry: str | os.PathLike, list_file: str | os.PathLike) -> Path:
+    """Where a path listed in the list file ``list_file`` (darknet's ``train.txt``, a
+    predict.py source list) is: an absolute one as written; a relative one from the list's
+    folder, else from the working directory when it exists there only (darknet reads its lists'
+    paths from where it runs: ``data/obj/a.jpg`` in ``data/train.txt``). A path that exists in
+    neither place is given from the list's folder."""
+    path = Path(entry).expanduser()
+    if path.is_absolute():
+        return path
+    beside = Path(list_file).parent / path
+    return path if not beside.exists() and path.exists() else beside
 
 
 # A temporary file of atomic_write older than this (seconds) whose lock nobody holds was left by a

@@ -41,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
-from yolov4.core.files import files_under
+from yolov4.core.files import files_under, listed_path
 from yolov4.data.data_yaml import (
     DARKNET_DATA_SUFFIX,
     check_kpt_shape,
@@ -330,7 +330,8 @@ def load_yolo(
 
 def _list_file(path: Path, report: ProblemReport) -> list[Path]:
     """The image paths of darknet's list file (``train.txt``: one a line; relative ones from the
-    list's folder, else from the working directory, where darknet reads them); a missing one is
+    list's folder, else from the working directory, where darknet reads them:
+    :func:`~yolov4.core.files.listed_path`); a missing one is
     reported and left out, one listed again reported and kept (what a split does with it:
     :attr:`DetectionData.repeats`)."""
     try:
@@ -342,9 +343,7 @@ def _list_file(path: Path, report: ProblemReport) -> list[Path]:
         entry = Path(line.strip())
         if not line.strip() or line.strip().startswith("#"):
             continue
-        found = entry if entry.is_absolute() else path.parent / entry
-        if not found.is_file() and not entry.is_absolute() and entry.is_file():
-            found = entry  # darknet reads relative paths from where it runs
+        found = listed_path(entry, path)
         if found.is_file():
             earlier = first_line.setdefault(os.path.abspath(found), n)
             if earlier != n:

@@ -29,7 +29,7 @@ from typing import Any
 
 import cv2
 
-from yolov4.core.files import files_under
+from yolov4.core.files import files_under, listed_path
 from yolov4.core.images import IMAGE_SUFFIXES, MAX_PIXELS, VIDEO_SUFFIXES
 from yolov4.errors import InputError
 from yolov4.inference.images import load_image
@@ -85,8 +85,8 @@ def prediction_record(
 
 def output_name(path: Path, root: Path | None) -> str:
     """The name a file's outputs are written under: its path relative to its source's ``root``
-    (the folder given, a glob's fixed folders, a list file's folder: the tree is kept), else,
-    for a file outside ``root`` or without one, its file name."""
+    (the folder given, a glob's fixed folders, the folder a list's entry was found from: the
+    tree is kept), else, for a file outside ``root`` or without one, its file name."""
     if root is not None:
         try:  # a list's absolute entry may lie under its relative folder
             rel = path.absolute().relative_to(root.absolute())
@@ -393,8 +393,11 @@ def _is_run(folder: Path) -> bool:
     return any((folder / m).exists() for m in RUN_MARKERS)
 
 
-def _list_entries(path: Path) -> list[Path]:
-    """The paths of a ``.txt`` list, one a line (relative ones from the list's folder)."""
+def _list_entries(path: Path) -> list[tuple[Path, Path]]:
+    """The paths of a ``.txt`` list, one a line, as the datasets read darknet's list files
+    (relative ones from the list's folder, else from the working directory:
+    :func:`~yolov4.core.files.listed_path`), each with the folder its outputs' tree is kept
+    below: the folder it was found from."""
     try:
         lines = path.read_text(encoding="utf-8-sig").splitlines()
     except (OSError, UnicodeDecodeError) as e:
@@ -407,18 +410,24 @@ def _list_entries(path: Path) -> list[Path]:
             f"source {str(path)!r}: a list file names image files, not URLs ({urls[0]}); give "
             "URLs as sources: source=<url> or source=[<url>,<url>]"
         )
-    numbered = [(n, Path(x)) for n, x in listed]
-    numbered = [(n, e if e.is_absolute() else path.parent / e) for n, e in numbered]
-    entries = [e for _, e in numbered]
-    missing = [f"line {n}: {e}" for n, e in numbered if not e.exists()]
+    numbered = [(n, x, listed_path(x, path)) for n, x in listed]
+    missing = [f"line {n}: {x}" for n, x, found in numbered if not found.exists()]
     if missing:
         raise InputError(
-            f"source {str(path)!r}: {len(missing)} listed path(s) do not exist, first "
-            f"{'; '.join(missing[:3])}"
+            f"source {str(path)!r}: {len(missing)} listed path(s) do not exist, neither from "
+            f"the list's folder ({path.parent.absolute()}) nor from the working directory "
+            f"({Path.cwd()}), first {'; '.join(missing[:3])}"
         )
-    if not entries:
+    if not numbered:
         raise InputError(f"source {str(path)!r}: the list file names no path")
-    return entries
+    return [(found, _found_from(x, found, path)) for _, x, found in numbered]
+
+
+def _found_from(entry: str, found: Path, list_file: Path) -> Path:
+    """The folder a list's ``entry`` (at ``found``) was found from: the working directory for a
+    relative entry found there only, else the list's folder."""
+    from_cwd = found == Path(entry).expanduser() and found != list_file.parent / entry
+    return Path.cwd() if from_cwd else list_file.parent
 
 
 def _files(
@@ -481,11 +490,11 @@ def _open_one(source: str, live: dict[str, Any]) -> list[Any]:
     suffix = path.suffix.lower()
     if suffix == LIST_SUFFIX:
         out: list[Any] = []
-        for entry in _list_entries(path):
+        for entry, root in _list_entries(path):
             if entry.is_dir():
                 out += _open_one(str(entry), live)
             else:
-                out += _files(source, [entry], path.parent)
+                out += _files(source, [entry], root)
         return out
     if suffix not in MEDIA_SUFFIXES:
         raise InputError(
