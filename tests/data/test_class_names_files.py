@@ -109,3 +109,28 @@ def test_names_with_colons_or_equals_inside_a_list_of_names_are_kept(tmp_path):
     path = tmp_path / "obj.names"
     path.write_text("person\nsign: stop\nx=y\n")  # not every line a pair, no dataset key
     assert read_class_names(path) == ["person", "sign: stop", "x=y"]
+
+
+@pytest.mark.parametrize(
+    ("names", "expected"),
+    [
+        ("data.yaml", "expected 0..1: 2 names in {root}/data.yaml"),
+        ("data/obj.data", "expected 0..1: 2 names in data/obj.names (`names =` of data/obj.data"),
+        (["only"], "expected 0: 1 name in the list given"),
+    ],
+)
+def test_a_class_index_outside_the_names_says_which_indices_and_names(
+    tmp_path, monkeypatch, names, expected
+):
+    from yolov4.data.records import Problem, ProblemReport
+
+    data = _darknet_root(tmp_path)
+    (tmp_path / "data.yaml").write_text("names: [person, car]\n")
+    (data / "obj" / "img0.txt").write_text("0 0.5 0.5 0.2 0.2\n5 0.5 0.5 0.4 0.5\n")
+    monkeypatch.chdir(tmp_path)
+    report = ProblemReport()
+    names = str(tmp_path / names) if names == "data.yaml" else names
+    load_yolo("data/train.txt", names, report=report)
+    [detail] = [d for d in report.problems[Problem.UNKNOWN_CLASS] if "img0" in d]
+    assert detail.startswith("data/obj/img0.txt: line 2: class 5, ")
+    assert expected.format(root=tmp_path) in detail

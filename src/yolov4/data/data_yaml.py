@@ -140,7 +140,7 @@ def load_class_names(names: str | os.PathLike | Sequence[str] | None) -> ClassNa
             "data.val.names"
         )
     if not isinstance(names, str | os.PathLike):
-        result, source = list(names), "the names list"
+        result, source = list(names), "the list given"
     else:
         path = Path(names)
         if not path.is_file():

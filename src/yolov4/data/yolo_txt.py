@@ -44,6 +44,7 @@ import numpy as np
 from yolov4.core.files import files_under, listed_path
 from yolov4.data.data_yaml import (
     DARKNET_DATA_SUFFIX,
+    ClassNames,
     check_kpt_shape,
     is_data_yaml,
     load_class_names,
@@ -143,12 +144,13 @@ def _short(line: str, limit: int = 80) -> str:
 def _read_labels(
     label_file: Path,
     hw: tuple[int, int],
-    num_classes: int,
+    classes: ClassNames,
     report: ProblemReport,
     kpt_shape: tuple[int, int] | None = None,
 ) -> tuple[list[np.ndarray], list[int]] | None:
-    """Boxes (``xyxy`` pixels) and class indices of one label file (``kpt_shape``: pose lines,
-    :func:`_relative_box`); bad lines are reported and dropped. ``None`` (reported) when the file
+    """Boxes (``xyxy`` pixels) and class indices (of ``classes``) of one label file
+    (``kpt_shape``: pose lines, :func:`_relative_box`); bad lines are reported and dropped, a
+    class index outside ``classes`` with the indices they allow. ``None`` (reported) when the file
     is not UTF-8 text: its image is skipped, since training on it as a negative would teach that
     its objects are background."""
     height, width = hw
@@ -184,8 +186,11 @@ def _read_labels(
             report.add(Problem.BAD_LINE, label_file, f"line {n}: {_short(line)}")
             continue
         cls = values[0]
-        if not cls.is_integer() or not 0 <= cls < num_classes:
-            report.add(Problem.UNKNOWN_CLASS, label_file, f"line {n}: class {fields[0]}")
+        if not cls.is_integer() or not 0 <= cls < len(classes.names):
+            expected = _expected_classes(classes)
+            report.add(
+                Problem.UNKNOWN_CLASS, label_file, f"line {n}: class {fields[0]}, {expected}"
+            )
             continue
         finite = all(map(math.isfinite, values[1:]))  # NaN and inf: check_box names them
         if finite and max(values[1:]) > NORMALIZED_LIMIT:
@@ -206,6 +211,13 @@ def _read_labels(
         boxes.append(box)
         labels.append(int(cls))
     return boxes, labels
+
+
+def _expected_classes(classes: ClassNames) -> str:
+    """``expected 0..1: 2 names in data.yaml``: the class indices a label line may give."""
+    n = len(classes.names)
+    indices = "0" if n == 1 else f"0..{n - 1}"
+    return f"expected {indices}: {n} name{'s' if n != 1 else ''} in {classes.source}"
 
 
 def load_yolo(
@@ -274,7 +286,7 @@ def load_yolo(
             first = image_of.setdefault(label_file, path)
             if first != path:
                 report.add(Problem.SHARED_LABEL_FILE, label_file, f"read for {first} and {path}")
-            labels_read = _read_labels(label_file, hw, len(class_names), report, kpt_shape)
+            labels_read = _read_labels(label_file, hw, loaded_names, report, kpt_shape)
             if labels_read is None:
                 continue
             boxes, cls = labels_read
