@@ -351,8 +351,8 @@ def test_tiny_model_overfits_one_image_and_postprocess_recovers_the_boxes(one_th
         ([[0, 1, 10, 10, 40.0]], r"expected targets \(M, 6\) .* got torch.float32 \(1, 5\)"),
         ([[0, 1, 10, 10, 40, 40]], r"got torch.int64 \(1, 6\)"),
         # no pixel in the 64x64 input: it trained an edge cell as an object
-        ([[0, 1, 1000, 1000, 1200, 1200.0]], r"box wholly outside the 64x64 input"),
-        ([[0, 1, -50, -50, -10, -10.0]], r"box wholly outside the 64x64 input"),
+        ([[0, 1, 1000, 1000, 1200, 1200.0]], r"box wholly outside the 64x64 \(WxH\) input"),
+        ([[0, 1, -50, -50, -10, -10.0]], r"box wholly outside the 64x64 \(WxH\) input"),
     ],
 )
 def test_targets_that_are_not_the_losss_are_refused_naming_the_row(rows, named):

@@ -220,9 +220,9 @@ def test_box_messages_show_numbers_without_float_noise(tmp_path: Path):
     report = ProblemReport()
     load_yolo(images, ["a"], report=report)
     (clipped,) = report.problems[Problem.BOX_CLIPPED]
-    assert clipped.endswith("img0.txt: line 1: box [40, 16.68, 55, 23.32] in image 50x40")
+    assert clipped.endswith("img0.txt: line 1: box [40, 16.68, 55, 23.32] in image 50x40 (WxH)")
     (tiny,) = report.problems[Problem.BOX_TINY]
-    assert tiny.endswith("line 2: box [14.75, 10, 15.25, 30] in image 50x40")
+    assert tiny.endswith("line 2: box [14.75, 10, 15.25, 30] in image 50x40 (WxH)")
 
 
 def test_pixel_coordinates_are_named_as_such(tmp_path: Path):
@@ -404,7 +404,29 @@ def test_coco_sizes_of_the_stored_frame_keep_boxes_on_their_objects(tmp_path: Pa
     x1, y1, x2, y2 = boxes[0].astype(int)
     assert image.shape[:2] == (64, 128)
     np.testing.assert_allclose(image[y1:y2, x1:x2].reshape(-1, 3).mean(0), [255, 0, 0], atol=12)
-    assert any("r.jpg" in f for f in ds.report.problems[Problem.STORED_FRAME])
+    [detail] = ds.report.problems[Problem.STORED_FRAME]
+    assert detail.endswith("r.jpg: annotated 128x64 (WxH), displayed 64x128")
+
+
+def test_every_size_in_a_report_is_width_by_height(tmp_path: Path):
+    """One file: "annotated 105x150, decoded 112x137" (height first) beside "box [...] in image
+    150x105" (width first)."""
+    cv2.imwrite(str(_image(tmp_path / "images" / "a.jpg")), np.full((112, 137, 3), 9, np.uint8))
+    doc = {
+        "images": [{"id": 1, "file_name": "a.jpg", "height": 105, "width": 150}],
+        "annotations": [
+            {"id": 1, "image_id": 1, "category_id": 1, "bbox": [74, 55, 100, 52], "area": 1}
+        ],
+        "categories": [{"id": 1, "name": "x"}],
+    }
+    (tmp_path / "a.json").write_text(json.dumps(doc))
+    data = load_coco(tmp_path / "a.json", tmp_path / "images", report=(report := ProblemReport()))
+    [clipped] = report.problems[Problem.BOX_CLIPPED]
+    assert clipped.endswith("box [74, 55, 174, 107] in image 150x105 (WxH)"), clipped
+    ds = DetectionDataset(data, PreprocessConfig(input_size=(64, 64)))
+    assert ds.load(0)[0].shape[:2] == (105, 150)
+    [resized] = ds.report.problems[Problem.SIZE_MISMATCH]
+    assert resized.endswith("a.jpg: annotated 150x105 (WxH), decoded 137x112"), resized
 
 
 def test_coco_file_names_written_on_windows_are_found(tmp_path: Path):

@@ -412,7 +412,9 @@ def test_metadata_of_another_input_size_than_the_graphs_is_named(exported, tmp_p
         return {**m, "input_size": [64, 64], "preprocess": {**m["preprocess"], "input_size": [64, 64]}}  # fmt: skip
 
     copy = _with_metadata(art, tmp_path, resized, "resized")
-    with pytest.raises(ExportError, match=r"model.onnx takes 96x128 images but metadata.json says"):
+    with pytest.raises(
+        ExportError, match=r"model.onnx takes 128x96 \(WxH\) images but metadata.json says"
+    ):
         Predictor.from_artifact(copy)
     # the TorchScript network is fully convolutional: it runs at the edited size
     assert Predictor.from_artifact(copy, backend="torchscript").preprocess_config.input_size == (64, 64)  # fmt: skip

@@ -24,7 +24,9 @@ def test_the_helper_returns_the_size_or_raises_the_callers_type():
     assert check_stride_multiple((128.0, 64), 64, "x") == (128, 64)
     assert stride_multiple_error([64, 96], 32, "x") is None
     assert [round_up_size(s, 32) for s in (0, 1, 32, 33, 100)] == [32, 32, 32, 64, 128]
-    with pytest.raises(ConfigError, match="^k: " + WORDING + r"\[64, 100\] .*e\.g\. 64x128\)$"):
+    with pytest.raises(
+        ConfigError, match="^k: " + WORDING + r"\[64, 100\] .*e\.g\. \[64, 128\]\)$"
+    ):
         check_stride_multiple([64, 100], 32, "k")
     for bad in ([64], [64, 64, 64], ["64", 64], [True, 64], [0, 64], [-32, 64], [64.5, 64], "ab"):
         with pytest.raises(InputError, match="^k: " + WORDING):

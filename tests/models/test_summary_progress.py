@@ -15,7 +15,7 @@ def test_phases_and_timed_runs_are_reported_on_stderr(capsys):
     err = captured.err.splitlines()
     assert err[:3] == [
         "building yolov4-tiny...",
-        "forward pass and FLOP count at 64x64...",
+        "forward pass and FLOP count at 64x64 (WxH)...",
         "timing the fused forward: 1 warm-up + 2 runs...",
     ]
     assert [re.sub(r"[\d.]+ ms", "T ms", line) for line in err[3:]] == [

@@ -140,14 +140,16 @@ class DetectionDataset(Dataset):
             if unrotated is not None and unrotated.shape[:2] == (rec.height, rec.width):
                 self._stored_frame.add(index)
                 self.report.add(
-                    Problem.STORED_FRAME, rec.file, f"annotated {rec.height}x{rec.width}"
+                    Problem.STORED_FRAME,
+                    rec.file,
+                    f"annotated {rec.width}x{rec.height} (WxH), displayed {w}x{h}",
                 )
                 image, (h, w) = unrotated, unrotated.shape[:2]
         if (h, w) != (rec.height, rec.width):
             self.report.add(
                 Problem.SIZE_MISMATCH,
                 rec.file,
-                f"annotated {rec.height}x{rec.width}, decoded {h}x{w}",
+                f"annotated {rec.width}x{rec.height} (WxH), decoded {w}x{h}",
             )
             image = cv2.resize(image, (rec.width, rec.height), interpolation=cv2.INTER_LINEAR)
         return image

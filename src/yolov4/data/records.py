@@ -376,4 +376,4 @@ def _number(value: float) -> str:
 def _box_detail(entry: Any, box: Sequence[float], width: float = 0, height: float = 0) -> str:
     values = "[" + ", ".join(_number(v) for v in box) + "]"
     text = f"{entry}: box {values}" if str(entry) else f"box {values}"
-    return f"{text} in image {_number(width)}x{_number(height)}" if width else text
+    return f"{text} in image {_number(width)}x{_number(height)} (WxH)" if width else text

@@ -55,7 +55,7 @@ def _check_layout(shape: tuple[int, ...], where: str) -> None:
     if c in CHANNELS:
         raise InputError(
             f"{where}: an array of shape {shape} is ambiguous: numpy images are (H, W, C), here "
-            f"{a}x{b} pixels of {c} channels, but it may be (C, H, W), {b}x{c} pixels of {a} "
+            f"{b}x{a} (WxH) pixels of {c} channels, but it may be (C, H, W), {c}x{b} pixels of {a} "
             f"channels; pass array.transpose(1, 2, 0) for (C, H, W), a PIL image for an "
             f"image {a} pixels high"
         )

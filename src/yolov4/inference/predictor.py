@@ -166,8 +166,9 @@ def _output_channels(backend: Any, input_size: Sequence[int], where: str) -> int
         graph = list(session.get_inputs()[0].shape[2:])
         if all(isinstance(d, int) for d in graph) and graph != want:
             raise ExportError(
-                f"{where} takes {graph[0]}x{graph[1]} images but metadata.json says input_size "
-                f"{want}: metadata.json was edited or belongs to another export; re-export it"
+                f"{where} takes {graph[1]}x{graph[0]} (WxH) images but metadata.json says "
+                f"input_size {want} (H, W): metadata.json was edited or belongs to another "
+                "export; re-export it"
             )
         last = session.get_outputs()[0].shape[-1]
         if isinstance(last, int):

@@ -77,7 +77,7 @@ def check_targets(
     }
     if input_hw is not None:
         h, w = input_hw
-        problems[f"box wholly outside the {h}x{w} input"] = (
+        problems[f"box wholly outside the {w}x{h} (WxH) input"] = (
             (box[:, 2] <= 0) | (box[:, 3] <= 0) | (box[:, 0] >= w) | (box[:, 1] >= h)
         )
     bad = torch.stack(list(problems.values()))

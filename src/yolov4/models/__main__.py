@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(str(e))
     c = model.config
     h, w = c.input_size
-    progress(f"forward pass and FLOP count at {h}x{w}...")
+    progress(f"forward pass and FLOP count at {w}x{h} (WxH)...")
     with torch.no_grad():
         outs = model(torch.rand(1, 3, h, w))
     gflops = count_gflops(model, (h, w))

@@ -46,7 +46,7 @@ def stride_multiple_error(size: Any, multiple: int, what: str, found: Any = None
     hint = ""
     if sides is not None and all(s is not None for s in sides):
         h, w = (round_up_size(s, multiple) for s in sides)
-        hint = f" (resize or letterbox to e.g. {h}x{w})"
+        hint = f" (resize or letterbox to e.g. [{h}, {w}])"
     return (
         f"{what}: expected (H, W) positive multiples of {multiple} (the network's largest "
         f"stride), got {shown!r}{hint}"

@@ -166,7 +166,7 @@ class YOLOv4(nn.Module):
         if self.training and images.shape[0] * (h // m) * (w // m) == 1:
             if any(s.params.get("bn") for s in self._specs):  # BatchNorm's statistics need two
                 raise InputError(
-                    f"training a batch of {images.shape[0]} at {h}x{w} gives 1x1 maps at stride "
+                    f"training a batch of {images.shape[0]} at {w}x{h} (WxH) gives 1x1 maps at stride "
                     f"{m}: one value per channel, which BatchNorm cannot normalise; train with "
                     "two or more images or a larger input (model.eval() predicts one)"
                 )
