@@ -16,7 +16,7 @@ from PIL import Image, ImageOps
 
 from yolov4.core.images import ImageTooLarge, decode_image, jpeg_damage
 from yolov4.data.image_io import image_size, read_image
-from yolov4.data.records import Problem, ProblemReport
+from yolov4.data.records import Note, Problem, ProblemReport
 from yolov4.errors import InputError
 
 H, W = 48, 80  # stored (not displayed) size: a landscape image
@@ -222,7 +222,9 @@ def test_every_layout_is_converted_one_way_by_both_readers(tmp_path, name):
     np.testing.assert_array_equal(served, trained)
     if want is not None:
         np.testing.assert_array_equal(served, want)
-    assert list(report.problems) == ([] if name == "bmp.bmp" else [Problem.CONVERTED])
+    plain = ("bmp.bmp", "gray.png")  # 8-bit RGB, and grayscale as darknet reads it (a note)
+    assert list(report.problems) == ([] if name in plain else [Problem.CONVERTED])
+    assert list(report.notes) == ([Note.GRAYSCALE] if name == "gray.png" else [])
 
 
 def test_float_cmyk_and_gray_jpeg_values():

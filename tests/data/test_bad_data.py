@@ -18,7 +18,7 @@ from yolov4.data.check import main as check_main
 from yolov4.data.coco import load_coco
 from yolov4.data.dataset import DetectionDataset
 from yolov4.data.image_io import read_image
-from yolov4.data.records import Problem, ProblemReport
+from yolov4.data.records import Note, Problem, ProblemReport
 from yolov4.data.transforms import AugmentConfig
 from yolov4.data.yolo_txt import load_yolo
 from yolov4.errors import DatasetError
@@ -67,12 +67,13 @@ DECODE_PROBLEMS = {
     "extraneous.jpg": Problem.DAMAGED_JPEG,
     "junk_before_end.jpg": Problem.DAMAGED_JPEG,
     "no_end_marker.jpg": Problem.DAMAGED_JPEG,
-    "gray.png": Problem.CONVERTED,
     "rgba.png": Problem.CONVERTED,
     "deep.png": Problem.CONVERTED,
     "exif.jpg": Problem.STORED_FRAME,  # annotated H x W, stored H x W, displayed W x H
     "float.tif": Problem.UNREADABLE,
 }
+# read as darknet and ultralytics read them: counted, not a problem (strict mode takes them)
+DECODE_NOTES = {"gray.png": Note.GRAYSCALE}
 ANNOTATION_PROBLEMS = {  # bbox (xywh) on good.jpg -> kind
     Problem.BOX_CLIPPED: [20.0, 10.0, 30.0, 5.0],
     Problem.BOX_OUTSIDE: [100.0, 100.0, 5.0, 5.0],
@@ -86,7 +87,7 @@ def make_bad_coco(root: Path) -> Path:
     images = root / "images"
     images.mkdir(parents=True)
     _write_images(images)
-    names = ["good.jpg", "missing.jpg", *DECODE_PROBLEMS]
+    names = ["good.jpg", "missing.jpg", *DECODE_PROBLEMS, *DECODE_NOTES]
     dataset = {
         "images": [
             {"id": i + 1, "file_name": n, "height": H, "width": W} for i, n in enumerate(names)
@@ -130,7 +131,7 @@ def test_default_mode_repairs_or_skips_and_reports_each_file(tmp_path: Path):
     np.testing.assert_allclose(
         good.boxes, [[4, 4, 14, 12], [20, 10, W, 15]]
     )  # the clipped one kept
-    assert len(data.records) == 1 + len(DECODE_PROBLEMS)  # only the missing file is gone
+    assert len(data.records) == 1 + len(DECODE_PROBLEMS) + len(DECODE_NOTES)  # one missing
 
     # decoding: each bad image is reported once with its name; iterating never raises
     for augment in (None, AugmentConfig()):
@@ -147,6 +148,11 @@ def test_default_mode_repairs_or_skips_and_reports_each_file(tmp_path: Path):
             assert sum(file in f for f in ds.report.problems[kind]) == 1, (file, kind)
             entry = next(f for f in ds.report.problems[kind] if file in f)
             assert entry.count(file) == 1, entry  # "<path>: truncated JPEG ...", named once
+        for file, kind in DECODE_NOTES.items():
+            assert [f for f in ds.report.notes[kind] if file in f] == [
+                f"{root / 'images' / file}: PNG file"
+            ]
+            assert not any(file in f for items in ds.report.problems.values() for f in items)
     text = report.summary()
     assert "missing.jpg" in text and "problem(s)" in text
 
@@ -234,6 +240,34 @@ def test_strict_mode_raises_naming_the_file(tmp_path: Path, file: str):
         ds = DetectionDataset(data, PreprocessConfig(input_size=(64, 64)), None, strict=True)
         for i in range(len(ds)):
             ds[i]
+
+
+def test_grayscale_files_are_counted_apart_from_problems_and_strict_mode_reads_them(tmp_path):
+    """Ordinary grayscale JPEG/BMP/PNG files were check-data "problems" (converted), which
+    darknet and ultralytics read as three equal channels; alpha and 16-bit stay problems."""
+    gray = np.tile(np.arange(W, dtype=np.uint8) * 7, (H, 1))
+    cv2.imwrite(str(tmp_path / "g.jpg"), gray)
+    Image.fromarray(gray).save(tmp_path / "g.bmp")
+    cv2.imwrite(str(tmp_path / "g.png"), gray)
+    cv2.imwrite(str(tmp_path / "rgba.png"), np.full((H, W, 4), 50, np.uint8))
+    cv2.imwrite(str(tmp_path / "deep.png"), np.full((H, W), 5000, np.uint16))
+    report = ProblemReport(strict=True, name="data.train")
+    for name in ("g.jpg", "g.bmp", "g.png"):
+        image = read_image(tmp_path / name, report)
+        assert image.shape == (H, W, 3) and (image == image[..., :1]).all()
+        assert np.abs(image[..., 0].astype(int) - gray).max() <= (0 if "jpg" not in name else 8)
+    assert not report.problems
+    assert report.summary() == (
+        f"data.train: no problems found\n  note: 3 x {Note.GRAYSCALE}, e.g. {tmp_path / 'g.jpg'}: "
+        "JPEG file"
+    )
+    report.strict = False
+    for name in ("rgba.png", "deep.png"):
+        assert read_image(tmp_path / name, report) is not None
+    assert [p.split(": ")[1] for p in report.problems[Problem.CONVERTED]] == [
+        "PNG file, RGBA pixels", "PNG file, I;16 pixels",
+    ]  # fmt: skip
+    assert "data.train: 2 problem(s)" in report.summary() and "note: 3 x" in report.summary()
 
 
 @pytest.mark.parametrize("kind", [*ANNOTATION_PROBLEMS, Problem.UNKNOWN_CLASS])

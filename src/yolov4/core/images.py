@@ -114,12 +114,15 @@ class TruncatedImage(ImageDecodeError):
 class DecodedImage:
     """``image`` ``(H, W, 3)`` uint8 RGB as displayed; ``format`` as PIL names it (``JPEG``,
     ``PNG``, ...); ``converted``: the file did not hold 8-bit RGB (grayscale, alpha, palette,
-    CMYK, 16-bit, float); ``orientation``: the EXIF orientation applied to it (1: none)."""
+    CMYK, 16-bit, float); ``orientation``: the EXIF orientation applied to it (1: none);
+    ``mode``: the file's pixel layout as PIL names it (``RGB``, ``L`` for 8-bit grayscale,
+    ``RGBA``, ``I;16``, ...)."""
 
     image: np.ndarray
     format: str
     converted: bool
     orientation: int = 1
+    mode: str = "RGB"
 
 
 def to_rgb8(image: np.ndarray, color: str = "rgb", where: str = "image") -> np.ndarray:
@@ -448,7 +451,7 @@ def decode_image_details(
         if fmt in JPEG_FORMATS:
             converted = im.mode != "RGB"
             image = orient(_decode_jpeg(data, where), orientation)
-            return DecodedImage(image, fmt, converted, orientation)
+            return DecodedImage(image, fmt, converted, orientation, im.mode)
         if fmt == "PNG":  # OpenCV: faster than PIL, and keeps 16-bit RGB
             array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
             if array is None or array.size == 0:
@@ -468,7 +471,7 @@ def decode_image_details(
             image = to_rgb8(array, "rgb", where)
             # read after loading: Pillow >= 11 applies a TIFF's orientation itself and drops it
             orientation = pil_orientation(im)
-    return DecodedImage(orient(image, orientation), fmt, converted, orientation)
+    return DecodedImage(orient(image, orientation), fmt, converted, orientation, im.mode)
 
 
 def decode_image(

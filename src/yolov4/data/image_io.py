@@ -22,10 +22,14 @@ from yolov4.core.images import (
     decode_image_details,
     jpeg_damage,
 )
-from yolov4.data.records import Problem, ProblemReport
+from yolov4.data.records import Note, Problem, ProblemReport
 from yolov4.errors import InputError
 
 __all__ = ["read_image", "image_size", "IMAGE_SUFFIXES"]
+
+# PIL modes of grayscale files (8-bit, and 1-bit bilevel): read as three equal channels, as
+# darknet (stb_image) and ultralytics (OpenCV) read them; a note, not a problem
+GRAYSCALE_MODES = ("L", "1")
 
 
 def read_image(
@@ -35,8 +39,9 @@ def read_image(
     with ``as_stored`` as the file stores it (the orientation undone).
 
     Missing and unreadable files are reported and give ``None``; a truncated JPEG is reported
-    and gives what was there (the rest grey; ``None`` when cut in its headers); grayscale, RGBA,
-    palette, CMYK, 16-bit and float files are converted and reported. With ``check``, a JPEG
+    and gives what was there (the rest grey; ``None`` when cut in its headers); RGBA, palette,
+    CMYK, 16-bit and float files are converted and reported, grayscale ones converted and counted
+    as a :class:`Note` (darknet and ultralytics read them so). With ``check``, a JPEG
     without its end marker or with data libjpeg calls corrupt is reported and gives what libjpeg
     makes of it (one more decode: a caller checks each file once). In strict mode the report
     raises instead.
@@ -57,8 +62,10 @@ def read_image(
             Problem.UNREADABLE, path, f"{len(data)} bytes: {str(e).removeprefix(f'{name}: ')}"
         )
         return None
-    if decoded.converted:
-        report.add(Problem.CONVERTED, path, f"{decoded.format} file")
+    if decoded.converted and decoded.mode in GRAYSCALE_MODES:
+        report.note(Note.GRAYSCALE, path, f"{decoded.format} file")
+    elif decoded.converted:
+        report.add(Problem.CONVERTED, path, f"{decoded.format} file, {decoded.mode} pixels")
     if check and decoded.format in JPEG_FORMATS:
         damage = jpeg_damage(data)
         if damage:

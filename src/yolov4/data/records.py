@@ -30,6 +30,7 @@ __all__ = [
     "DetectionData",
     "ProblemReport",
     "Problem",
+    "Note",
     "coco_from_dict",
     "as_int",
     "is_number",
@@ -69,7 +70,10 @@ class Problem:
         "JPEG without its end marker, or with data libjpeg calls corrupt (decoded as libjpeg "
         "repairs it: look at it, and re-save or replace it)"
     )
-    CONVERTED = "not 8-bit RGB: grayscale/RGBA/16-bit (converted)"
+    CONVERTED = (
+        "not 8-bit RGB or grayscale: alpha, palette, CMYK, 16-bit or float pixels (converted to "
+        "8-bit RGB, which may change what the network sees: look at it)"
+    )
     SIZE_MISMATCH = "image size differs from the annotation (resized to it)"
     STORED_FRAME = (
         "annotated size is the file's own, before its EXIF rotation (read without the rotation)"
@@ -119,6 +123,13 @@ class Problem:
         "box repeating an earlier box of its image: same class, same coordinates (dropped: a "
         "ground truth box listed twice is a miss for every detector)"
     )
+
+
+class Note:
+    """What the loaders read as it is meant to be read, counted apart from the problems:
+    nothing is repaired or lost (a count line in the summary)."""
+
+    GRAYSCALE = "grayscale image (read as three equal channels, as darknet and ultralytics read it)"
 
 
 @dataclass
@@ -197,13 +208,15 @@ class DetectionData:
 
 
 class ProblemReport:
-    """Counts problems per kind with their file names; raises at once in ``strict`` mode."""
+    """Counts problems per kind with their file names; raises at once in ``strict`` mode.
+    :meth:`note` counts what is no problem (a :class:`Note`) apart."""
 
     def __init__(self, strict: bool = False, name: str = "dataset", log_each: bool = False) -> None:
         self.strict = strict
         self.name = name
         self.log_each = log_each  # log each problem as found (data loading inside workers)
         self.problems: dict[str, list[str]] = defaultdict(list)
+        self.notes: dict[str, list[str]] = defaultdict(list)
         self._seen: set[tuple[str, str]] = set()
 
     def add(self, kind: str, file: Any, detail: str = "") -> None:
@@ -220,28 +233,37 @@ class ProblemReport:
             level = logging.DEBUG if kind == Problem.CONVERTED else logging.WARNING
             log.log(level, "%s: %s: %s", self.name, kind, where)
 
+    def note(self, kind: str, file: Any, detail: str = "") -> None:
+        """Count one file of ``kind`` (a :class:`Note` value): not a problem, never raises."""
+        where = f"{file}: {detail}" if detail else str(file)
+        if (kind, where) not in self._seen:
+            self._seen.add((kind, where))
+            self.notes[kind].append(where)
+
     def __len__(self) -> int:
         return sum(len(v) for v in self.problems.values())
 
     def merge(self, other: ProblemReport) -> None:
-        for kind, items in other.problems.items():
-            for item in items:
-                if (kind, item) not in self._seen:
-                    self._seen.add((kind, item))
-                    self.problems[kind].append(item)
+        for mine, theirs in ((self.problems, other.problems), (self.notes, other.notes)):
+            for kind, items in theirs.items():
+                for item in items:
+                    if (kind, item) not in self._seen:
+                        self._seen.add((kind, item))
+                        mine[kind].append(item)
 
     def summary(self, examples: int | None = SUMMARY_EXAMPLES) -> str:
         """Multi-line text: one line per kind with its count, then the files (``examples``
-        of them, all when ``None``)."""
-        if not self.problems:
-            return f"{self.name}: no problems found"
-        lines = [f"{self.name}: {len(self)} problem(s)"]
+        of them, all when ``None``); a count line per kind of note after them."""
+        lines = [f"{self.name}: {len(self)} problem(s)" if self.problems else
+                 f"{self.name}: no problems found"]  # fmt: skip
         for kind, items in self.problems.items():
             lines.append(f"  {len(items):6d} x {kind}")
             shown = items if examples is None else items[:examples]
             lines.extend(f"           {item}" for item in shown)
             if len(shown) < len(items):
                 lines.append(f"           ... and {len(items) - len(shown)} more")
+        for kind, items in self.notes.items():
+            lines.append(f"  note: {len(items)} x {kind}, e.g. {items[0]}")
         return "\n".join(lines)
 
     def log(self) -> None:
