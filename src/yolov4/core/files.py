@@ -22,6 +22,7 @@ from typing import IO, Any
 __all__ = [
     "files_under",
     "listed_path",
+    "looked_for",
     "atomic_write",
     "write_json",
     "remove_stale_temporaries",
@@ -66,6 +67,15 @@ def listed_path(entry: str | os.PathLike, list_file: str | os.PathLike) -> Path:
         return path
     beside = Path(list_file).parent / path
     return path if not beside.exists() and path.exists() else beside
+
+
+def looked_for(path: str | os.PathLike) -> str:
+    """Where a path that was not found was looked for, for messages: ``: looked for
+    /abs/images/train (a relative path is read from the working directory /abs)``."""
+    text = f": looked for {os.path.abspath(os.path.expanduser(path))}"
+    if not os.path.isabs(os.path.expanduser(path)):
+        text += f" (a relative path is read from the working directory {os.getcwd()})"
+    return text
 
 
 # A temporary file of atomic_write older than this (seconds) whose lock nobody holds was left by a

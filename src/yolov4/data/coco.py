@@ -49,6 +49,7 @@ from typing import Any
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from yolov4.core.files import looked_for
 from yolov4.data.image_io import image_size
 from yolov4.data.records import (
     DetectionData,
@@ -87,7 +88,7 @@ def _read_json(path: Path) -> dict[str, Any]:
     """The json document, checked to be an object with the three COCO lists."""
     if not path.is_file():
         raise DatasetError(
-            f"COCO annotation file not found: expected a json at {path}; "
+            f"COCO annotation file not found: expected a json at {path}{looked_for(path)}; "
             "set data.*.annotations to an instances_*.json"
         )
     try:
@@ -413,7 +414,9 @@ def load_coco(
     ann_path, image_dir = Path(annotations), Path(images)
     dataset = _read_json(ann_path)
     if not image_dir.is_dir():
-        raise DatasetError(f"image directory not found: {image_dir} (for {ann_path})")
+        raise DatasetError(
+            f"image directory not found: {image_dir}{looked_for(image_dir)} (for {ann_path})"
+        )
     categories = _categories(dataset["categories"], ann_path, report)
     category_ids = [c["id"] for c in categories]
     class_of = {cid: i for i, cid in enumerate(category_ids)}

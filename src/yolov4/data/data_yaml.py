@@ -24,6 +24,7 @@ __all__ = [
     "load_class_names",
     "read_class_names",
     "read_kpt_shape",
+    "yaml_split_paths",
 ]
 
 KEYPOINT_DIMS = (2, 3)  # ultralytics' kpt_shape [K, D]: x y, or x y visible
@@ -247,6 +248,22 @@ def _check_darknet_classes(path: Path, classes: str | None, names_file: Path, co
             f"{path}: `classes = {classes}` but its names file {names_file} has {count} names; "
             "make them agree"
         )
+
+
+def yaml_split_paths(path: str | os.PathLike) -> dict[str, Path]:
+    """``{split key: path}`` of the ``train:`` / ``val:`` / ``test:`` folders or lists an
+    ultralytics data yaml names below its ``path:`` (a relative one from the yaml's folder), for
+    messages: the loaders do not read them (``data.<split>.images=`` does). Empty when the file
+    is not such a yaml."""
+    try:
+        data = _data_yaml(Path(path))
+    except DatasetError:
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    root = data.get("path")
+    base = Path(path).parent / (root if isinstance(root, str) else "")
+    return {k: base / data[k] for k in ("train", "val", "test") if isinstance(data.get(k), str)}
 
 
 def read_kpt_shape(names: str | os.PathLike | Sequence[str] | None) -> tuple[int, int] | None:

@@ -41,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
-from yolov4.core.files import files_under, listed_path
+from yolov4.core.files import files_under, listed_path, looked_for
 from yolov4.data.data_yaml import (
     DARKNET_DATA_SUFFIX,
     ClassNames,
@@ -50,6 +50,7 @@ from yolov4.data.data_yaml import (
     load_class_names,
     read_class_names,
     read_kpt_shape,
+    yaml_split_paths,
 )
 from yolov4.data.image_io import IMAGE_SUFFIXES, image_size
 from yolov4.data.records import (
@@ -239,8 +240,9 @@ def load_yolo(
     listing_file = image_dir.is_file()  # darknet's train.txt: one image path a line
     if not image_dir.is_dir() and not listing_file:
         raise DatasetError(
-            f"image directory not found: {image_dir} (YOLO layout images/ + labels/, or "
-            "darknet's list file of image paths, e.g. train.txt)"
+            f"image directory not found: {image_dir}{_where_looked(image_dir, names)}; expected "
+            "a folder of the YOLO layout images/ + labels/, or darknet's list file of image "
+            "paths (train.txt)"
         )
     if listing_file and is_data_yaml(image_dir):  # ultralytics' data.yaml
         raise DatasetError(
@@ -338,6 +340,23 @@ def load_yolo(
     category_ids = list(range(len(class_names)))
     coco = records_to_coco(records, class_names, category_ids)
     return DetectionData(records, class_names, category_ids, coco, notes, repeats)
+
+
+def _where_looked(images: Path, names: str | Sequence[str]) -> str:
+    """Where a missing ``images`` was looked for: its absolute path, the working directory a
+    relative one is read from, and with a data yaml as ``names`` the folders the yaml's
+    ``path:`` / ``train:`` / ``val:`` name, which are not read."""
+    text = looked_for(images)
+    if isinstance(names, str | os.PathLike) and is_data_yaml(names):
+        splits = yaml_split_paths(names)
+        found = [f"{k}: {os.path.abspath(p)}" for k, p in splits.items() if p.exists()]
+        text += (
+            f"; {names}'s path:/train:/val: keys are not where relative paths come from (they "
+            "are not read: give each split's folder or list as data.<split>.images=)"
+        )
+        if found:
+            text += f"; from the yaml's folder they name {', '.join(found)}"
+    return text
 
 
 def _list_file(path: Path, report: ProblemReport) -> list[Path]:
