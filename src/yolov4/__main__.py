@@ -28,7 +28,7 @@ COMMANDS = {
     "predict": ("yolov4.cli.predict", "hydra_main"),
     "serve": ("yolov4.serve.__main__", "main"),
     "anchors": ("yolov4.cli.anchors", "hydra_main"),
-    "check-data": ("yolov4.data.check", "main"),
+    "check-data": ("yolov4.cli.check_data", "main"),
 }
 USAGE = f"usage: python -m yolov4 {{{','.join(COMMANDS)}}} [key=value ...]"
 

@@ -159,10 +159,14 @@ def check_python(words: list[str], tmp_path) -> None:
 
 def check_module(module: str, args: list[str], tmp_path) -> None:
     if module == "yolov4":
-        assert args and args[0] in (*APPS, "serve", "anchors"), f"python -m yolov4 {args[:1]}"
+        assert args and args[0] in (*APPS, "serve", "anchors", "check-data"), (
+            f"python -m yolov4 {args[:1]}"
+        )
         check_words([f"yolov4-{args[0]}", *args[1:]], tmp_path)
     elif module == "yolov4.anchors":
         compose_app("anchors", args, tmp_path)
+    elif module == "yolov4.cli.check_data":
+        check_words(["yolov4-check-data", *args], tmp_path)
     elif module.startswith("yolov4.cli."):
         compose_app(module.rsplit(".", 1)[1], args, tmp_path)
     elif module == "yolov4.models":
@@ -171,8 +175,6 @@ def check_module(module: str, args: list[str], tmp_path) -> None:
         _parser().parse_args([a.strip("[]") for a in args if a not in ("[", "]")])
     elif module == "yolov4.serve":
         check_words(["yolov4-serve", *args], tmp_path)
-    elif module == "yolov4.data.check":
-        check_words(["yolov4-check-data", *args], tmp_path)
     elif module == "pip":
         check_words(["pip", *args], tmp_path)
     elif module == "pytest":

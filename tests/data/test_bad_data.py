@@ -13,8 +13,8 @@ import pytest
 import torch
 from PIL import Image
 
+from yolov4.cli.check_data import main as check_main
 from yolov4.core.preprocess import PreprocessConfig
-from yolov4.data.check import main as check_main
 from yolov4.data.coco import load_coco
 from yolov4.data.dataset import DetectionDataset
 from yolov4.data.image_io import read_image

@@ -23,7 +23,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 from pycocotools.cocoeval import COCOeval
 
-from yolov4.data.check import main as check_main
+from yolov4.cli.check_data import main as check_main
 from yolov4.data.coco import load_coco
 from yolov4.data.records import DetectionData, Problem, ProblemReport
 from yolov4.data.yolo_txt import load_yolo, read_class_names

@@ -9,7 +9,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from yolov4.data.check import main as check_main
+from yolov4.cli.check_data import main as check_main
 from yolov4.data.records import COCO_SMALL_AREA
 
 CONFIGS = Path(__file__).resolve().parents[2] / "src" / "yolov4" / "configs"

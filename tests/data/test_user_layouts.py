@@ -10,8 +10,8 @@ import cv2
 import numpy as np
 import pytest
 
+from yolov4.cli.check_data import main as check_main
 from yolov4.core.preprocess import PreprocessConfig
-from yolov4.data.check import main as check_main
 from yolov4.data.coco import load_coco
 from yolov4.data.datamodule import DetectionDataModule
 from yolov4.data.dataset import DetectionDataset
@@ -377,6 +377,25 @@ def test_check_data_config_mistake_is_one_line(capsys):
     assert check_main(["data=yolo", "data.train.imagez=/x"]) == 2
     err = capsys.readouterr().err
     assert "imagez" in err and "Traceback" not in err and len(err.strip().splitlines()) <= 3
+
+
+def test_check_data_refuses_a_key_added_with_plus_as_train_does(tmp_path: Path, capsys):
+    """+data.train.image=... (Hydra's own advice for an unknown key) ended check-data in a raw
+    "InstantiationException ... unexpected keyword argument 'image'"; train.py's ConfigError."""
+    from yolov4.cli.common import build
+    from yolov4.errors import ConfigError
+
+    images = _yolo(tmp_path, n=1)
+    args = ["data=yolo", f"data.train.images={images}", "data.train.names=[a]", "data.val=null"]
+    assert check_main([*args, f"+data.train.image={images}"]) == 2
+    err = capsys.readouterr().err.strip()
+    with pytest.raises(ConfigError) as info:  # what train.py says: build(cfg, "data")
+        from hydra import compose, initialize_config_module
+
+        with initialize_config_module("yolov4.configs", version_base="1.3"):
+            overrides = [*args, f"+data.train.image={images}"]
+            build(compose("train", overrides=overrides), "data")
+    assert err == f"ConfigError: {info.value}" and "unexpected keyword argument 'image'" in err
 
 
 def test_coco_sizes_of_the_stored_frame_keep_boxes_on_their_objects(tmp_path: Path):

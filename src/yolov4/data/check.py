@@ -1,19 +1,15 @@
-"""Check a dataset config without training: ``python -m yolov4.data.check data=coco data.train...``.
-
-Composes ``configs/data/<name>.yaml`` with Hydra overrides, loads every split, decodes every
-image (``--no-decode`` to skip) and prints per split: image count, negatives, boxes per class,
+"""What ``yolov4-check-data`` prints (:mod:`yolov4.cli.check_data`: composes the data config,
+builds the DataModule): loads every split, decodes every image (``--no-decode`` to skip) and
+prints per split: image count, negatives, boxes per class,
 the box size histogram (COCO's small < 32², medium < 96², large), and every problem found with
 its file and entry: malformed entries, duplicate image and annotation ids, annotations of
 unlisted images (what is kept is the loaders' rule: :mod:`yolov4.data.coco`), bad label lines,
 undecodable images, and what ``train.py`` warns about at start-up (splits sharing images,
-classes without a box in the train split). ``--strict`` stops at the first problem with a DatasetError (exit code 1).
+classes without a box in the train split).
 """
 
 from __future__ import annotations
 
-import argparse
-import logging
-import sys
 from collections.abc import Sequence
 
 import numpy as np
@@ -21,9 +17,8 @@ import numpy as np
 from yolov4.data.datamodule import SPLITS, DetectionDataModule, classes_without_boxes
 from yolov4.data.dataset import DetectionDataset
 from yolov4.data.records import COCO_MEDIUM_AREA, COCO_SMALL_AREA, DetectionData, ProblemReport
-from yolov4.errors import YoloError
 
-__all__ = ["split_statistics", "check_datamodule", "main"]
+__all__ = ["split_statistics", "check_datamodule"]
 
 
 def split_statistics(
@@ -88,75 +83,3 @@ def check_datamodule(
         stats += "".join(f"\n  warning: {w}" for w in warnings if w)
         out += [f"[{name}]", stats, report.summary(examples)]
     return "\n".join(out)
-
-
-def _compose(overrides: Sequence[str]):
-    from pathlib import Path
-
-    from hydra import compose, initialize_config_dir
-    from hydra.utils import instantiate
-
-    fixed = [("+" + o if o.startswith("data=") else o) for o in overrides]
-    if not any(o.startswith("+data=") for o in fixed):
-        fixed.insert(0, "+data=synthetic")
-    config_dir = str(Path(__file__).resolve().parent.parent / "configs")
-    with initialize_config_dir(config_dir=config_dir, version_base="1.3"):
-        cfg = compose(overrides=fixed)
-    return instantiate(cfg.data)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="yolov4-check-data", description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "overrides", nargs="*", help="Hydra overrides, e.g. data=coco data.train.images=..."
-    )
-    parser.add_argument(
-        "--strict", action="store_true", help="stop at the first problem (DatasetError)"
-    )
-    parser.add_argument(
-        "--no-decode", action="store_true", help="check annotations only, do not decode images"
-    )
-    parser.add_argument(
-        "--examples", type=int, default=None, help="files listed per problem kind (default all)"
-    )
-    args = parser.parse_args(argv)
-    # the report below prints every problem and note; the loaders' log would say it twice
-    data_log = logging.getLogger("yolov4.data")
-    level = data_log.level
-    data_log.setLevel(logging.ERROR)
-    try:
-        return _check(args)
-    finally:
-        data_log.setLevel(level)
-
-
-def _check(args: argparse.Namespace) -> int:
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
-    overrides = list(args.overrides) + (["data.strict=true"] if args.strict else [])
-
-    try:
-        dm = _compose(overrides)
-    except (HydraException, OmegaConfBaseException) as e:  # a typo'd key, a missing value
-        cause = e.__cause__ if isinstance(e.__cause__, YoloError) else e
-        print(f"{type(cause).__name__}: {cause}", file=sys.stderr)
-        return 1 if cause is not e else 2
-    try:
-        print(check_datamodule(dm, decode=not args.no_decode, examples=args.examples))
-    except YoloError as e:
-        print(f"{type(e).__name__}: {e}", file=sys.stderr)
-        return 1
-    train = dm.split("train")
-    if train is not None and not any(len(r.labels) for r in train.records):
-        # train.py refuses it at start-up: the check must not pass it (exit 0)
-        print(
-            "DatasetError: data.train holds no box: train.py stops on it at start-up",
-            file=sys.stderr,
-        )
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -73,7 +73,7 @@ def check_trainable(data: DetectionData, name: str = "train") -> None:
         found = "".join(f"\n  {note}" for note in data.notes)
         raise DatasetError(
             f"data.{name} has {len(data.records)} images and no box: nothing to learn from. "
-            f"Check the labels (python -m yolov4.data.check shows what was read){found}"
+            f"Check the labels (yolov4-check-data shows what was read){found}"
         )
     warning = classes_without_boxes(data, name)
     if warning:
