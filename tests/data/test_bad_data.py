@@ -327,10 +327,19 @@ def test_check_command_prints_the_report(tmp_path: Path, capsys: pytest.CaptureF
         for s in ("train", "val")
         for k, v in (("annotations", "annotations.json"), ("images", "images"))
     ]
-    assert check_main(["data=coco", *args]) == 0
+    assert check_main(["data=coco", *args]) == 1  # images and boxes lost
     out = capsys.readouterr().out
     assert "[train]" in out and "[val]" in out and "box sizes: small" in out
     for file in ("missing.jpg", *DECODE_PROBLEMS):
         assert file in out
+    # missing.jpg, unreadable.jpg, float.tif and truncated.jpg (cut in its headers: no pixel)
+    lost = "5 label line(s) or box(es) dropped, 4 image(s) left out"
+    assert (
+        out.strip()
+        .splitlines()[-1]
+        .startswith(
+            f"check-data: images or ground truth lost (exit 1): data.train: {lost}; data.val: {lost}."
+        )
+    )
     assert check_main(["data=coco", *args, "--strict"]) == 1
     assert "DatasetError" in capsys.readouterr().err

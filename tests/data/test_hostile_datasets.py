@@ -517,11 +517,12 @@ def test_check_command_lists_duplicates_and_orphans(tmp_path: Path, capsys: pyte
     dataset["annotations"][3]["image_id"] = 99  # orphan
     path, images = _write(tmp_path, dataset)
     args = [f"data.val.annotations={path}", f"data.val.images={images}", "data.train=null"]
-    assert check_main(["data=coco", *args, "--no-decode"]) == 0
+    assert check_main(["data=coco", *args, "--no-decode"]) == 1  # an image, a box lost
     out = capsys.readouterr().out
     for kind in ("DUPLICATE_IMAGE", "DUPLICATE_ANNOTATION", "ORPHAN_ANNOTATION"):
         assert getattr(Problem, kind) in out
     assert "image_id 99" in out
+    assert "data.val: 2 label line(s) or box(es) dropped, 1 image(s) left out" in out
     assert check_main(["data=coco", *args, "--no-decode", "--strict"]) == 1
     assert "DatasetError" in capsys.readouterr().err
 

@@ -347,7 +347,7 @@ def test_check_data_counts_what_decodes_and_prints_notes(tmp_path: Path, capsys)
         f"data.val.images={images}",
         "data.train.names=[a]",
     ]
-    assert check_main(args) == 0
+    assert check_main(args) == 1  # two images do not decode
     out = capsys.readouterr().out
     assert "note: 1 of 5 images have no label file" in out
     assert "images: 4 (1 without boxes), boxes: 3" in out
@@ -496,3 +496,38 @@ def test_a_missing_images_folder_names_where_it_was_looked_for(tmp_path: Path, m
     with pytest.raises(DatasetError, match=r"looked for .*/images/val \(a relative path is read "
                        r"from the working directory .*\) \(for "):  # fmt: skip
         load_coco(tmp_path / "ds" / "a.json", "images/val")  # a COCO json's images too
+
+
+def test_check_data_says_no_problems_only_when_it_passes_and_fails_on_lost_ground_truth(
+    tmp_path: Path, capsys
+):
+    """A labels folder missing printed "data.train: no problems found" and then failed (exit
+    1); label lines dropped (ground truth lost) passed with exit 0."""
+    images = _yolo(tmp_path, n=3)
+    args = ["data=yolo", f"data.train.images={images}", "data.train.names=[a]", "data.val=null"]
+    # repairs (a box clipped) and notes (a grayscale image): nothing lost, exit 0
+    (tmp_path / "labels" / "img0.txt").write_text("0 0.9 0.5 0.4 0.5\n")
+    cv2.imwrite(str(images / "img1.jpg"), np.full((H, W), 90, np.uint8))
+    assert check_main(args) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[-1] == "check-data: nothing lost (exit 0): 1 repaired problem(s) and 1 note(s) above"
+    # a class index outside the names and a 4-number line: two boxes lost, exit 1
+    (tmp_path / "labels" / "img2.txt").write_text("3 0.5 0.5 0.4 0.5\n0 0.5 0.5 0.4\n")
+    assert check_main(args) == 1
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[-1].startswith(
+        "check-data: images or ground truth lost (exit 1): data.train: 2 label line(s) or "
+        "box(es) dropped. Fix the files above"
+    ), out[-1]
+    # no labels folder: no box in the split; the summary does not say "no problems"
+    for label in (tmp_path / "labels").iterdir():
+        label.unlink()
+    assert check_main(args) == 1
+    captured = capsys.readouterr()
+    out = captured.out.strip().splitlines()
+    assert "no problems found" not in captured.out
+    assert "data.train holds no box: train.py stops on it at start-up" in out
+    assert out[-1] == (
+        "check-data: FAILED (exit 1): data.train holds no box: train.py stops on it at start-up"
+    )
+    assert "DatasetError: data.train holds no box" in captured.err

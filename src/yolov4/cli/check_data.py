@@ -4,8 +4,11 @@ training, e.g. ``yolov4-check-data data=coco data.train.annotations=... data.tra
 Composes ``configs/data/<name>.yaml`` with Hydra overrides, builds the DataModule as
 ``train.py`` does (:func:`yolov4.cli.common.build`: a key the data config does not take is a
 :class:`~yolov4.errors.ConfigError` naming it) and prints the report of
-:func:`yolov4.data.check.check_datamodule`. Exit status: 0 when the data is usable as it is, 1 when a split cannot be used
-(``--strict``: at the first problem), 2 for a mistake in the command line or config.
+:func:`yolov4.data.check.check_datamodule`, and a last line saying what it comes to. Exit
+status: 0 when the data is used as it is, repaired or with notes only; 1 when images or ground
+truth are lost (label lines and boxes dropped, images missing or that do not decode), when a
+split cannot be used (a train split without a box), and with ``--strict`` at the first problem;
+2 for a mistake in the command line or config.
 """
 
 from __future__ import annotations
@@ -75,19 +78,15 @@ def _check(args: argparse.Namespace) -> int:
         print(f"{type(e).__name__}: {e}", file=sys.stderr)
         return USAGE_EXIT
     try:
-        print(check_datamodule(dm, decode=not args.no_decode, examples=args.examples))
+        result = check_datamodule(dm, decode=not args.no_decode, examples=args.examples)
     except YoloError as e:
         print(f"{type(e).__name__}: {e}", file=sys.stderr)
         return 1
-    train = dm.split("train")
-    if train is not None and not any(len(r.labels) for r in train.records):
-        # train.py refuses it at start-up: the check must not pass it (exit 0)
-        print(
-            "DatasetError: data.train holds no box: train.py stops on it at start-up",
-            file=sys.stderr,
-        )
-        return 1
-    return 0
+    print(result.text)
+    print(result.verdict())
+    for reason in result.unusable:
+        print(f"DatasetError: {reason}", file=sys.stderr)
+    return result.exit_code
 
 
 if __name__ == "__main__":

@@ -5,20 +5,68 @@ the box size histogram (COCO's small < 32², medium < 96², large), and every pr
 its file and entry: malformed entries, duplicate image and annotation ids, annotations of
 unlisted images (what is kept is the loaders' rule: :mod:`yolov4.data.coco`), bad label lines,
 undecodable images, and what ``train.py`` warns about at start-up (splits sharing images,
-classes without a box in the train split).
+classes without a box in the train split); then a verdict (:class:`DataCheck`): the data can be
+used as it is (repairs and notes only), loses images or ground truth (:data:`LOSSES`, images
+that do not decode), or cannot be used (a train split without a box).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from yolov4.data.datamodule import SPLITS, DetectionDataModule, classes_without_boxes
 from yolov4.data.dataset import DetectionDataset
-from yolov4.data.records import COCO_MEDIUM_AREA, COCO_SMALL_AREA, DetectionData, ProblemReport
+from yolov4.data.records import (
+    COCO_MEDIUM_AREA,
+    COCO_SMALL_AREA,
+    LOSSES,
+    LOST_IMAGES,
+    DetectionData,
+    ProblemReport,
+)
 
-__all__ = ["split_statistics", "check_datamodule"]
+__all__ = ["split_statistics", "check_datamodule", "DataCheck"]
+
+CHECK = "check-data"  # how the verdict line starts
+
+
+@dataclass
+class DataCheck:
+    """What :func:`check_datamodule` found: the report ``text``; ``losses``: per split, what
+    was left out (``3 label lines or boxes dropped``); ``unusable``: why a split cannot be
+    used; ``repairs``, ``notes``: how many of the other problems and notes."""
+
+    text: str
+    losses: dict[str, list[str]] = field(default_factory=dict)
+    unusable: list[str] = field(default_factory=list)
+    repairs: int = 0
+    notes: int = 0
+
+    @property
+    def exit_code(self) -> int:
+        """0: usable as it is; 1: a split is unusable, or images or ground truth are lost."""
+        return 1 if self.unusable or self.losses else 0
+
+    def verdict(self) -> str:
+        """One line: what the data is, and the exit status it gives."""
+        lost = "; ".join(f"{name}: {', '.join(items)}" for name, items in self.losses.items())
+        if self.unusable:
+            also = f"; and lost: {lost}" if lost else ""
+            return f"{CHECK}: FAILED (exit 1): {'; '.join(self.unusable)}{also}"
+        if self.losses:
+            return (
+                f"{CHECK}: images or ground truth lost (exit 1): {lost}. Fix the files above, or "
+                "accept the loss: training and mAP go on without them"
+            )
+        if self.repairs or self.notes:
+            return (
+                f"{CHECK}: nothing lost (exit 0): {self.repairs} repaired problem(s) and "
+                f"{self.notes} note(s) above"
+            )
+        return f"{CHECK}: no problems found (exit 0)"
 
 
 def split_statistics(
@@ -60,9 +108,9 @@ def split_statistics(
 
 def check_datamodule(
     dm: DetectionDataModule, decode: bool = True, examples: int | None = None
-) -> str:
-    """Load (and decode) every split of ``dm`` and return the report text."""
-    out = []
+) -> DataCheck:
+    """Load (and decode) every split of ``dm``: the report text and what it comes to."""
+    out, result = [], DataCheck("")
     for name in SPLITS:
         data = dm.split(name)
         if data is None:
@@ -81,5 +129,33 @@ def check_datamodule(
         if name == "train":  # what train.py warns about at start-up
             warnings.append(classes_without_boxes(data, name))
         stats += "".join(f"\n  warning: {w}" for w in warnings if w)
-        out += [f"[{name}]", stats, report.summary(examples)]
-    return "\n".join(out)
+        summary = report.summary(examples)
+        if name == "train" and not data.num_boxes:  # train.py refuses it at start-up
+            reason = "holds no box: train.py stops on it at start-up"
+            result.unusable.append(f"data.{name} {reason}")
+            summary = summary.replace(f"data.{name}: no problems found", f"data.{name} {reason}")
+        lost = _losses(report, data, unreadable)
+        if lost:
+            result.losses[f"data.{name}"] = lost
+        result.repairs += sum(len(v) for k, v in report.problems.items() if k not in LOSSES)
+        result.notes += sum(len(v) for v in report.notes.values())
+        out += [f"[{name}]", stats, summary]
+    result.text = "\n".join(out)
+    return result
+
+
+def _losses(report: ProblemReport, data: DetectionData, unreadable: Sequence[int]) -> list[str]:
+    """What ``report`` and the images of ``unreadable`` (record indices) left out of a split:
+    ``3 label lines or boxes dropped``, ``2 images left out`` (an image that does not decode
+    counted once, whatever its report says: a JPEG cut in its headers is "truncated")."""
+    losses = report.losses()
+    files = {
+        item.split(": ")[0]
+        for kind, items in losses.items()
+        if kind in LOST_IMAGES
+        for item in items
+    }
+    files |= {data.records[i].file for i in unreadable}
+    boxes = sum(len(items) for kind, items in losses.items() if kind not in LOST_IMAGES)
+    lost = [f"{boxes} label line(s) or box(es) dropped"] if boxes else []
+    return lost + ([f"{len(files)} image(s) left out"] if files else [])

@@ -31,6 +31,9 @@ __all__ = [
     "ProblemReport",
     "Problem",
     "Note",
+    "LOSSES",
+    "LOST_BOXES",
+    "LOST_IMAGES",
     "coco_from_dict",
     "as_int",
     "is_number",
@@ -123,6 +126,34 @@ class Problem:
         "box repeating an earlier box of its image: same class, same coordinates (dropped: a "
         "ground truth box listed twice is a miss for every detector)"
     )
+
+
+# The kinds of problem that take an image (LOST_IMAGES) or ground truth (LOST_BOXES) out of
+# the split (``check-data`` exits 1 on them); the others are repaired, or drop an exact repeat.
+LOST_IMAGES = frozenset(
+    {
+        Problem.MISSING_FILE,
+        Problem.UNREADABLE,
+        Problem.NOT_TEXT,
+        Problem.BAD_IMAGE,
+        Problem.DUPLICATE_IMAGE,
+    }
+)
+LOST_BOXES = frozenset(
+    {
+        Problem.BOX_OUTSIDE,
+        Problem.BOX_EMPTY,
+        Problem.BOX_TINY,
+        Problem.BOX_NAN,
+        Problem.UNKNOWN_CLASS,
+        Problem.BAD_LINE,
+        Problem.BAD_POSE_LINE,
+        Problem.NOT_NORMALIZED,
+        Problem.BAD_ANNOTATION,
+        Problem.ORPHAN_ANNOTATION,
+    }
+)
+LOSSES = LOST_IMAGES | LOST_BOXES
 
 
 class Note:
@@ -242,6 +273,10 @@ class ProblemReport:
 
     def __len__(self) -> int:
         return sum(len(v) for v in self.problems.values())
+
+    def losses(self) -> dict[str, list[str]]:
+        """The problems of a kind in :data:`LOSSES` (an image or ground truth left out)."""
+        return {k: v for k, v in self.problems.items() if k in LOSSES and v}
 
     def merge(self, other: ProblemReport) -> None:
         for mine, theirs in ((self.problems, other.problems), (self.notes, other.notes)):
