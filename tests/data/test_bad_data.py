@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+from collections import Counter
 from pathlib import Path
 
 import cv2
@@ -219,6 +220,71 @@ def test_damage_is_looked_for_once_per_image_though_workers_restart(tmp_path, mo
     assert lines.count("check") == len(decoded_jpegs)
     pids = {int(line.split()[1]) for line in lines if line.startswith("report")}
     assert (os.getpid() not in pids) if workers else (pids == {os.getpid()})  # where they ran
+
+
+@pytest.mark.parametrize("augment", [None, AugmentConfig(mosaic=0.5)])
+@pytest.mark.parametrize("workers", [0, 2])
+def test_each_image_is_reported_once_and_known_unreadable_or_stored_though_workers_restart(
+    tmp_path, monkeypatch, workers, augment
+):
+    """With persistent_workers=false each epoch's new DataLoader workers reported every
+    truncated, converted, resized, stored-frame and unreadable image again, decoded an
+    unreadable one again and a stored-frame one twice again (per-process sets)."""
+    import os
+
+    import yolov4.data.image_io as image_io
+    from yolov4.data.collate import DetectionCollate
+
+    root = make_bad_coco(tmp_path)
+    doc = json.loads((root / "annotations.json").read_text())
+    rgba = next(im for im in doc["images"] if im["file_name"] == "rgba.png")
+    rgba["width"], rgba["height"] = W + 6, H + 4  # decoded at another size: resized to it
+    (root / "annotations.json").write_text(json.dumps(doc))
+    data = load_coco(root / "annotations.json", root / "images", report=ProblemReport())
+    log = tmp_path / "calls.txt"  # appended to by every worker process
+
+    def note(*words: str) -> None:
+        with log.open("a") as f:
+            f.write(" ".join(words) + "\n")
+
+    real_decode, real_add, real_note = (
+        image_io.decode_image_details, ProblemReport.add, ProblemReport.note
+    )  # fmt: skip
+
+    def decode(data, where, **kw):
+        note("decode", where)
+        return real_decode(data, where, **kw)
+
+    def add(self, kind, file, detail=""):
+        note("report", str(os.getpid()), Path(file).name, repr(kind))
+        real_add(self, kind, file, detail)
+
+    def counted(self, kind, file, detail=""):
+        note("report", str(os.getpid()), Path(file).name, repr(kind))
+        real_note(self, kind, file, detail)
+
+    monkeypatch.setattr(image_io, "decode_image_details", decode)
+    monkeypatch.setattr(ProblemReport, "add", add)
+    monkeypatch.setattr(ProblemReport, "note", counted)
+    ds = DetectionDataset(data, PreprocessConfig(input_size=(64, 64)), augment, name="bad")
+    loader = torch.utils.data.DataLoader(
+        ds, batch_size=3, num_workers=workers, persistent_workers=False,
+        multiprocessing_context="fork" if workers else None, collate_fn=DetectionCollate(),
+    )  # fmt: skip
+    for _ in range(2):  # epochs
+        assert sum(len(batch["image_ids"]) for batch in loader) == len(data.records)
+    lines = log.read_text().splitlines()
+    reports = sorted(tuple(line.split(" ", 3)[2:]) for line in lines if line.startswith("report"))
+    want = {(f, repr(k)) for f, k in {**DECODE_PROBLEMS, **DECODE_NOTES}.items()}
+    want |= {("rgba.png", repr(Problem.SIZE_MISMATCH))}
+    assert reports == sorted(want)  # one report each, over both epochs and all workers
+    pids = {int(line.split()[1]) for line in lines if line.startswith("report")}
+    assert (os.getpid() not in pids) if workers else (pids == {os.getpid()})  # where they ran
+    if augment is None:  # each image once an epoch: the unreadable once, the stored-frame 2 + 1
+        decodes = Counter(line.split()[1] for line in lines if line.startswith("decode"))
+        once = {"unreadable.jpg", "truncated.jpg", "float.tif"}
+        for name in {Path(r.file).name for r in data.records}:
+            assert decodes[name] == (1 if name in once else 3 if name == "exif.jpg" else 2), name
 
 
 @pytest.mark.parametrize("file", ["missing.jpg", *DECODE_PROBLEMS])

@@ -307,7 +307,10 @@ def test_training_survives_a_mostly_unreadable_split(tmp_path: Path):
     for _ in range(3):
         for i in range(len(ds)):
             assert ds[i]["image_id"] in (1, 2)
-    assert ds._unreadable == set(range(2, 10))
+    unreadable = ds.report.problems[Problem.UNREADABLE]  # each found, reported once
+    assert sorted(Path(u.split(": ")[0]).name for u in unreadable) == [
+        f"img{i}.jpg" for i in range(2, 10)
+    ]
     for rec in data.records[:2]:
         Path(rec.file).write_bytes(b"")
     fresh = DetectionDataset(data, PreprocessConfig(input_size=(64, 64)), AugmentConfig())

@@ -43,6 +43,10 @@ __all__ = ["DetectionDataset"]
 
 # Random draws for a replacement of an unreadable image before choosing among the readable ones.
 REJECTION_DRAWS = 32
+# What the run has learnt of each image, bits of one int8 per image in shared memory
+# (DetectionDataset._state): decoded once (its reports made, its JPEG damage looked for),
+# annotated in the frame the file stores (read without its EXIF rotation), unreadable.
+DECODED, STORED_FRAME, UNREADABLE = 1, 2, 4
 # Without darknet's crop, mosaic donors come from the images this worker decoded last
 # (ultralytics' mosaic buffer): one decode per sample instead of four. Stored resized for
 # training: 64 images of 608x810 are ~95 MB per worker.
@@ -80,15 +84,17 @@ class DetectionDataset(Dataset):
         self.augment = augment
         self.report = ProblemReport(strict=strict, name=name, log_each=True)
         self._transforms = {}
-        self._unreadable: set[int] = set()  # indices found unreadable (training draws others)
-        self._stored_frame: set[int] = set()  # indices annotated before their EXIF rotation
-        # JPEG damage is looked for (one more decode, one report) on an image's first decode in
-        # the run, in whichever process decodes it: one flag per image in shared memory, which
-        # every DataLoader worker sees (forked or spawned, kept or started anew each epoch with
-        # persistent_workers=false), as the main process does without workers. A flag is set
-        # as its image is checked: two workers decoding one image at that same moment (a
-        # mosaic donor) may both look. DDP ranks hold a dataset each: once per rank.
-        self._checked = torch.zeros(len(self.records), dtype=torch.bool).share_memory_()
+        # An image's reports (truncated, converted, size mismatch, stored frame, unreadable)
+        # are made and its JPEG damage looked for (one more decode) on its first decode in the
+        # run, in whichever process decodes it; its frame and whether it decodes are learnt
+        # then too (an unreadable image is not decoded again, nor drawn in training; a stored
+        # frame is read as such at once). The state bits of each image live in shared memory,
+        # which every DataLoader worker sees (forked or spawned, kept or started anew each
+        # epoch with persistent_workers=false), as the main process does without workers. Two
+        # workers decoding one image at the same moment (a mosaic donor) may both report it,
+        # or one may lose a bit the other sets (one more decode). DDP ranks hold a dataset
+        # each: once per rank.
+        self._state = torch.zeros(len(self.records), dtype=torch.int8).share_memory_()
         if augment is not None:
             size, mode, pad = (
                 preprocess_config.input_size,
@@ -121,36 +127,35 @@ class DetectionDataset(Dataset):
         is read without the rotation. Any other image whose decoded size differs from the
         annotated one (a resaved file) is resized to the annotated size, so image, boxes,
         ground truth and the original size in the batch meta stay in one frame. Both are
-        reported, and so is a JPEG without its end marker or with data libjpeg calls corrupt
-        (looked for on the first decode of each image in the run, by any worker). Training,
+        reported, and so is a JPEG without its end marker or with data libjpeg calls corrupt:
+        on the first decode of each image in the run, by any worker (see ``_state``). Training,
         validation, the Predictor path of evaluation and the worst-images gallery all read
         images through it."""
         rec = self.records[index]
-        stored = index in self._stored_frame
-        check = not bool(self._checked[index])  # damage the decode repairs: looked for once
-        self._checked[index] = True
-        image = read_image(rec.file, self.report, as_stored=stored, check=check)
+        state = int(self._state[index])
+        if state & UNREADABLE:
+            return None
+        first = not state & DECODED
+        self._set(index, DECODED)
+        report = self.report if first else None  # reports and damage checks: once an image
+        stored = bool(state & STORED_FRAME)
+        image = read_image(rec.file, report, as_stored=stored, check=first)
         if image is None:
+            self._set(index, UNREADABLE)
             return None
         h, w = image.shape[:2]
         if not stored and h != w and (w, h) == (rec.height, rec.width):
             # annotated in the frame the file stores, before its EXIF rotation (tools that
             # ignore the tag): its boxes are in that frame too
-            unrotated = read_image(rec.file, self.report, as_stored=True)
+            unrotated = read_image(rec.file, None, as_stored=True)
             if unrotated is not None and unrotated.shape[:2] == (rec.height, rec.width):
-                self._stored_frame.add(index)
-                self.report.add(
-                    Problem.STORED_FRAME,
-                    rec.file,
-                    f"annotated {rec.width}x{rec.height} (WxH), displayed {w}x{h}",
-                )
+                self._set(index, STORED_FRAME)
+                detail = f"annotated {rec.width}x{rec.height} (WxH), displayed {w}x{h}"
+                self._report(report, Problem.STORED_FRAME, rec.file, detail)
                 image, (h, w) = unrotated, unrotated.shape[:2]
         if (h, w) != (rec.height, rec.width):
-            self.report.add(
-                Problem.SIZE_MISMATCH,
-                rec.file,
-                f"annotated {rec.width}x{rec.height} (WxH), decoded {w}x{h}",
-            )
+            detail = f"annotated {rec.width}x{rec.height} (WxH), decoded {w}x{h}"
+            self._report(report, Problem.SIZE_MISMATCH, rec.file, detail)
             image = cv2.resize(image, (rec.width, rec.height), interpolation=cv2.INTER_LINEAR)
         return image
 
@@ -163,6 +168,15 @@ class DetectionDataset(Dataset):
         rec = self.records[index]
         return image, rec.boxes, rec.labels
 
+    def _set(self, index: int, bit: int) -> None:
+        """Set ``bit`` of image ``index``'s shared state."""
+        self._state[index] = int(self._state[index]) | bit
+
+    @staticmethod
+    def _report(report: ProblemReport | None, kind: str, file: str, detail: str) -> None:
+        if report is not None:
+            report.add(kind, file, detail)
+
     def load_train(self, index: int) -> Placed | None:
         """Decode image ``index`` resized for training (:meth:`TrainGeometry.resize`); ``None``
         when unreadable."""
@@ -173,10 +187,10 @@ class DetectionDataset(Dataset):
 
     def _load_train(self, index: int) -> tuple[int, Placed]:
         """Image ``index`` decoded for training, or when it is unreadable a random readable one
-        (``(index used, image)``). Unreadable images are remembered (per worker) and never drawn
-        again; only a split with no readable image left raises."""
+        (``(index used, image)``). Unreadable images are remembered (by every worker) and never
+        drawn again; only a split with no readable image left raises."""
         while True:
-            loaded = None if index in self._unreadable else self.load_train(index)
+            loaded = self.load_train(index)
             if loaded is not None:
                 if self.augment.jitter is not None:  # darknet's donors: from the whole split
                     return index, loaded
@@ -184,21 +198,20 @@ class DetectionDataset(Dataset):
                 if len(self._buffer) > DONOR_BUFFER:
                     del self._buffer[next(iter(self._buffer))]  # oldest first (dicts keep order)
                 return index, loaded
-            self._unreadable.add(index)
             index = self._readable_index()
 
     def _readable_index(self) -> int:
         """A random index not known to be unreadable; :class:`DatasetError` when none is left."""
         n = len(self)
-        if len(self._unreadable) >= n:
+        for _ in range(REJECTION_DRAWS):
+            index = int(self.rng.integers(n))
+            if not int(self._state[index]) & UNREADABLE:
+                return index
+        readable = torch.nonzero((self._state & UNREADABLE) == 0).flatten().numpy()
+        if not len(readable):
             raise DatasetError(
                 f"{self.report.name}: none of the {n} images could be decoded; see the report above"
             )
-        for _ in range(REJECTION_DRAWS):
-            index = int(self.rng.integers(n))
-            if index not in self._unreadable:
-                return index
-        readable = np.setdiff1d(np.arange(n), np.fromiter(self._unreadable, np.int64))
         return int(self.rng.choice(readable))
 
     def _donors(self, index: int) -> list[Placed]:
@@ -211,7 +224,6 @@ class DetectionDataset(Dataset):
             return [self._buffer[keys[int(j)]] for j in picks]
         picks = [self._readable_index() for _ in range(MOSAIC_DONORS)]
         loaded = [self.load_train(j) for j in picks]
-        self._unreadable.update(j for j, d in zip(picks, loaded, strict=True) if d is None)
         return [d for d in loaded if d is not None]
 
     def _photometric(

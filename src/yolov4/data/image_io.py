@@ -33,7 +33,7 @@ GRAYSCALE_MODES = ("L", "1")
 
 
 def read_image(
-    path: str | Path, report: ProblemReport, as_stored: bool = False, check: bool = False
+    path: str | Path, report: ProblemReport | None, as_stored: bool = False, check: bool = False
 ) -> np.ndarray | None:
     """Decode ``path`` to an ``(H, W, 3)`` uint8 RGB array, as displayed (EXIF orientation), or
     with ``as_stored`` as the file stores it (the orientation undone).
@@ -44,35 +44,39 @@ def read_image(
     as a :class:`Note` (darknet and ultralytics read them so). With ``check``, a JPEG
     without its end marker or with data libjpeg calls corrupt is reported and gives what libjpeg
     makes of it (one more decode: a caller checks each file once). In strict mode the report
-    raises instead.
+    raises instead. ``report`` ``None``: nothing is reported (a file whose report was made).
     """
     try:
         data = Path(path).read_bytes()
     except OSError:
-        report.add(Problem.MISSING_FILE, path)
+        _add(report, Problem.MISSING_FILE, path)
         return None
     name = Path(path).name
     try:
         decoded = decode_image_details(data, name, max_pixels=None)
     except TruncatedImage as e:  # what was there (None when no row could be decoded)
-        report.add(Problem.TRUNCATED, path, str(e).removeprefix(f"{name}: "))  # named once
+        _add(report, Problem.TRUNCATED, path, str(e).removeprefix(f"{name}: "))  # named once
         return e.partial
     except InputError as e:  # not an image, too large, values no image holds (a float TIFF)
-        report.add(
-            Problem.UNREADABLE, path, f"{len(data)} bytes: {str(e).removeprefix(f'{name}: ')}"
-        )
+        detail = f"{len(data)} bytes: {str(e).removeprefix(f'{name}: ')}"
+        _add(report, Problem.UNREADABLE, path, detail)
         return None
-    if decoded.converted and decoded.mode in GRAYSCALE_MODES:
+    if decoded.converted and decoded.mode in GRAYSCALE_MODES and report is not None:
         report.note(Note.GRAYSCALE, path, f"{decoded.format} file")
-    elif decoded.converted:
-        report.add(Problem.CONVERTED, path, f"{decoded.format} file, {decoded.mode} pixels")
+    elif decoded.converted and decoded.mode not in GRAYSCALE_MODES:
+        _add(report, Problem.CONVERTED, path, f"{decoded.format} file, {decoded.mode} pixels")
     if check and decoded.format in JPEG_FORMATS:
         damage = jpeg_damage(data)
         if damage:
-            report.add(Problem.DAMAGED_JPEG, path, "; ".join(damage))
+            _add(report, Problem.DAMAGED_JPEG, path, "; ".join(damage))
     if as_stored:
         return core_images.unorient(decoded.image, decoded.orientation)
     return decoded.image
+
+
+def _add(report: ProblemReport | None, kind: str, path: str | Path, detail: str = "") -> None:
+    if report is not None:
+        report.add(kind, path, detail)
 
 
 def image_size(path: str | Path) -> tuple[int, int] | None:
