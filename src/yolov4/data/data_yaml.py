@@ -222,10 +222,10 @@ def _darknet_data_names(path: Path, options: dict[str, str]) -> tuple[Path, str]
             f"file, one name a line), found keys {sorted(options)}"
         )
     given = Path(value).expanduser()
-    from_cwd, beside = given, path.parent / given
-    if given.is_absolute() or from_cwd.is_file():
+    beside = path.parent / given  # `given` itself when absolute
+    if given.is_file():
         how = "" if given.is_absolute() else f", from the working directory {Path.cwd()}"
-        return from_cwd, f"{from_cwd} (`names =` of {path}{how})"
+        return given, f"{given} (`names =` of {path}{how})"
     if beside.is_file():
         return beside, (
             f"{beside} (`names = {value}` of {path}, from the .data file's folder: not found "
