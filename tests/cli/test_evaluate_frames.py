@@ -106,12 +106,12 @@ def test_checkpoint_and_artifact_score_the_images_in_the_ground_truths_frame(
     for log in logs.values():
         assert (
             f"{Problem.STORED_FRAME}: {folder / '0_stored.jpg'}: "
-            f"annotated {stored['height']}x{stored['width']}"
+            f"annotated {stored['width']}x{stored['height']} (WxH)"
         ) in log
         h, w = resized["height"], resized["width"]
         assert (
             f"{Problem.SIZE_MISMATCH}: {folder / '1_resized.png'}: "
-            f"annotated {h}x{w}, decoded {RESIZE * h}x{RESIZE * w}"
+            f"annotated {w}x{h} (WxH), decoded {RESIZE * w}x{RESIZE * h}"
         ) in log
 
     # the gallery draws each image in its ground truth's frame, as validation read it
