@@ -100,18 +100,20 @@ def test_config_over_the_budget_is_refused_before_allocation(tmp_path, tiny3, no
 
 
 # a cfg whose layers have no parameters: a few KB of weights, GBs at the first forward pass
-# (appended after yolov4-tiny's last layer, 37: its absolute route indices stay valid)
-ROUTE_CHAIN = "".join("\n[route]\nlayers=-1,-1\n" for _ in range(16))
-POOL = "\n[maxpool]\nsize=16000\nstride=1\n"
+# (appended after yolov4-tiny's last layer, the [yolo] 37, from its head conv 36 by a route,
+# layer 38: a layer reading a [yolo] is refused; the absolute route indices stay valid)
+FROM_HEAD = "\n[route]\nlayers=-2\n"
+ROUTE_CHAIN = FROM_HEAD + "".join("\n[route]\nlayers=-1,-1\n" for _ in range(16))
+POOL = FROM_HEAD + "\n[maxpool]\nsize=16000\nstride=1\n"
 
 
 @pytest.mark.parametrize(
     "insert, names",
     [
-        # layer 37 + k has 255 * 2**k channels (the stored cfg text's 80 classes): layer 45 is
+        # layer 38 + k has 255 * 2**k channels (the stored cfg text's 80 classes): layer 46 is
         # the first over 32768
-        (ROUTE_CHAIN, ["[route] layers: (layer 45)", "65,280 channels", "MAX_CHANNELS"]),
-        (POOL, ["[maxpool] size: (layer 38)", "16000", "MAX_POOL_SIZE"]),
+        (ROUTE_CHAIN, ["[route] layers: (layer 46)", "65,280 channels", "MAX_CHANNELS"]),
+        (POOL, ["[maxpool] size: (layer 39)", "16000", "MAX_POOL_SIZE"]),
     ],
     ids=["route -1,-1 repeated", "maxpool size=16000"],
 )

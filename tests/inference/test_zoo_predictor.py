@@ -66,5 +66,5 @@ def test_a_64_stride_network_is_fed_multiples_of_64(tmp_path, randomize):
     assert p.input_size == (64, 128)
     images = [np.zeros((s, s + 7, 3), np.uint8) for s in (33, 100)]
     assert [d.image_size for d in p(images)] == [(33, 40), (100, 107)]
-    with pytest.raises(InputError, match=r"multiples of 64.*e\.g\. 128x128"):
+    with pytest.raises(InputError, match=r"multiples of 64.*e\.g\. \[128, 128\]"):
         model.eval()(torch.rand(1, 3, 96, 96))

@@ -242,7 +242,7 @@ CASES = {
         "net",
         "width",
         r"expected \(H, W\) positive multiples of 4 \(the network's largest stride\), got "
-        r"\[32, 30\] \(resize or letterbox to e.g. 32x32\)",
+        r"\[32, 30\] \(resize or letterbox to e.g. \[32, 32\]\)",
     ),
     "not 3 channels": (
         BASE.replace("channels=3", "channels=1"),
