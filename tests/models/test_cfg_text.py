@@ -284,6 +284,63 @@ def test_keys_darknet_reads_without_effect_here_are_accepted(kind, line):
     assert section.options[key] == value  # kept: written back as it is
 
 
+# darknet's value for each refused key it reads when the cfg leaves the key out, transcribed
+# from src/parser.c (the option_find_* default in the function named)
+DEFAULTS = [
+    *[(kind, line) for kind in ("convolutional", "route", "shortcut", "maxpool", "upsample", "yolo")
+      for line in ("clip=0", "onlyforward=0", "dont_update=0", "burnin_update=0",
+                   "train_only_bn=0", "dontload=0", "dontloadscales=0", "learning_rate=1")],
+    *[(kind, "stopbackward=0") for kind in ("route", "shortcut", "maxpool", "upsample", "yolo")],
+    # parse_convolutional
+    ("convolutional", "dilation=1"), ("convolutional", "antialiasing=0"),
+    ("convolutional", "assisted_excitation=0"), ("convolutional", "cbn=0"),
+    ("convolutional", "binary=0"), ("convolutional", "xnor=0"), ("convolutional", "bin_output=0"),
+    ("convolutional", "sway=0"), ("convolutional", "rotate=0"), ("convolutional", "stretch=0"),
+    ("convolutional", "stretch_sway=0"), ("convolutional", "flipped=0"),
+    ("convolutional", "dot=0"), ("convolutional", "grad_centr=0"),
+    ("convolutional", "reverse=0"), ("convolutional", "coordconv=0"),
+    # parse_shortcut, parse_maxpool, parse_upsample
+    ("shortcut", "weights_type=none"), ("shortcut", "weights_normalization=none"),
+    ("maxpool", "maxpool_depth=0"), ("maxpool", "out_channels=1"), ("maxpool", "antialiasing=0"),
+    ("maxpool", "maxpool_zero_nonmax=0"), ("upsample", "scale=1"),
+    # parse_yolo
+    ("yolo", "delta_normalizer=1"), ("yolo", "iou_thresh_kind=iou"), ("yolo", "focal_loss=0"),
+    ("yolo", "embedding_layer=999999"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("kind, line", DEFAULTS, ids=[f"{k}-{v}" for k, v in DEFAULTS])
+def test_a_refused_key_set_to_darknets_default_is_accepted(kind, line):
+    """``[shortcut] weights_type=none``, ``[yolo] focal_loss=0``: darknet reads the key and
+    gets the value it uses without it; nothing changes, so the cfg builds (the key kept)."""
+    text = with_key(KINDS, kind, line)
+    model, seen = build_quietly(text)
+    assert seen == []
+    assert network_of(text) == network_of(KINDS)
+    key, value = line.split("=")
+    assert model.sections[KIND_LAYER[kind] + 1].options[key] == value
+
+
+def test_the_default_table_is_darknets():
+    """yolov4's table of defaults (models/cfg_keys.py) against the transcription above: the
+    same refused keys, and every value equal as darknet's atoi/atof read it."""
+    from yolov4.models.cfg_keys import DARKNET_DEFAULTS, LAYER_KEYS
+
+    ours = {(kind, key): value for kind, keys in DARKNET_DEFAULTS.items()
+            for key, value in keys.items() if key not in LAYER_KEYS[kind]}  # fmt: skip
+    transcribed = {(kind, line.split("=")[0]): line.split("=")[1] for kind, line in DEFAULTS}
+    assert set(ours) == set(transcribed)
+    for (kind, key), value in ours.items():
+        raw = transcribed[kind, key]
+        assert value == (raw if isinstance(value, str) else dk.atof(raw)), (kind, key)
+
+
+def test_a_refused_key_off_darknets_default_names_the_default(tmp_path):
+    text = with_key(KINDS, "yolo", "focal_loss=1")
+    with pytest.raises(ConfigError, match=r"without effect here: \[.*'focal_loss=0'"):
+        build_model(cfg=text)
+
+
 CHANGING = {
     # (section, key=value): what it changes in darknet
     ("convolutional", "dilation=2"): "the kernel's spacing",

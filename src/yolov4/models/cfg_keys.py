@@ -10,7 +10,9 @@ Every key of a section that darknet's ``src/parser.c`` reads falls in one of the
   its training (printing, CUDA streams, darknet's demo tracker): accepted, kept, no effect;
 - refused: every other key darknet reads (``DARKNET_KEYS``): it changes the layer's output,
   its weights file or its training in a way the builder does not implement, so the cfg stops
-  with a :class:`ConfigError` naming it.
+  with a :class:`ConfigError` naming it; unless it is set to the value darknet uses when the key
+  is absent (``DARKNET_DEFAULTS``: ``[shortcut] weights_type=none``, ``[yolo] focal_loss=0``),
+  which changes nothing: accepted and kept.
 
 A key darknet does not read at all is ignored by darknet (for a layer it prints "Unused field"),
 so here it is a :class:`ConfigWarning` naming the line and the cfg is built; unless the key is
@@ -37,6 +39,7 @@ __all__ = [
     "NET_TRAINING_KEYS",
     "INERT_KEYS",
     "DARKNET_KEYS",
+    "DARKNET_DEFAULTS",
     "NEAR_MISS",
     "check_net_keys",
     "check_layer_keys",
@@ -161,6 +164,34 @@ DARKNET_KEYS: dict[str, set[str]] = {
     },
 }  # fmt: skip
 
+# The value darknet gives each refused key it reads when the cfg leaves it out (src/parser.c:
+# the option_find_* default of parse_convolutional, parse_shortcut, parse_maxpool,
+# parse_upsample, parse_yolo, and of the keys parse_network_cfg_custom reads in every layer).
+# Set to it, the key changes nothing darknet computes: accepted. Numbers compare as numbers
+# (dilation=1, clip=0.0); text as text (weights_type=none). Keys whose default depends on
+# another key (maxpool stride_x: the stride) or that have none (yolo map) are not listed.
+_GENERIC_DEFAULTS: dict[str, int | float] = {
+    "clip": 0.0, "onlyforward": 0, "dont_update": 0, "burnin_update": 0, "stopbackward": 0,
+    "train_only_bn": 0, "dontload": 0, "dontloadscales": 0, "learning_rate": 1.0,
+}  # fmt: skip
+DARKNET_DEFAULTS: dict[str, dict[str, int | float | str]] = {
+    "convolutional": _GENERIC_DEFAULTS | {
+        "antialiasing": 0, "assisted_excitation": 0.0, "bin_output": 0, "binary": 0, "cbn": 0,
+        "coordconv": 0, "dilation": 1, "dot": 0.0, "flipped": 0, "grad_centr": 0,
+        "reverse": 0.0, "rotate": 0, "stretch": 0, "stretch_sway": 0, "sway": 0, "xnor": 0,
+    },
+    "route": _GENERIC_DEFAULTS,
+    "shortcut": _GENERIC_DEFAULTS | {"weights_type": "none", "weights_normalization": "none"},
+    "maxpool": _GENERIC_DEFAULTS | {
+        "antialiasing": 0, "maxpool_depth": 0, "maxpool_zero_nonmax": 0, "out_channels": 1,
+    },
+    "upsample": _GENERIC_DEFAULTS | {"scale": 1.0},
+    "yolo": _GENERIC_DEFAULTS | {
+        "delta_normalizer": 1.0, "focal_loss": 0, "iou_thresh_kind": "iou",
+        "embedding_layer": 999999,
+    },
+}  # fmt: skip
+
 # a key darknet does not read within this difflib ratio of one it reads is taken for a typo
 NEAR_MISS = 0.8
 
@@ -187,10 +218,23 @@ def check_net_keys(net: Section) -> None:
             raise error
 
 
+def _is_default(s: Section, key: str) -> bool:
+    """Whether ``key`` of section ``s`` is set to the value darknet reads when it is absent."""
+    default = DARKNET_DEFAULTS.get(s.kind, {}).get(key)
+    raw = s.options[key]
+    if default is None or isinstance(default, str):
+        return raw == default
+    try:
+        return float(raw) == default
+    except ValueError:
+        return False
+
+
 def check_layer_keys(s: Section) -> None:
     """A layer section: a type the builder does not implement, a key darknet reads that changes
     what the builder does not implement, or a near miss of a key darknet reads, is refused.
-    Built, kept and inert keys pass, and so do keys darknet does not read (:func:`warn_unread`)."""
+    Built, kept and inert keys pass, and so do keys darknet does not read (:func:`warn_unread`)
+    and keys set to darknet's default (:data:`DARKNET_DEFAULTS`)."""
     allowed = LAYER_KEYS.get(s.kind)
     if allowed is None:
         raise s.error(
@@ -200,9 +244,12 @@ def check_layer_keys(s: Section) -> None:
         )
     inert = INERT_KEYS.get(s.kind, set())
     for key in s.options:
-        if key in allowed or key in inert:
+        if key in allowed or key in inert or _is_default(s, key):
             continue
         if key in DARKNET_KEYS[s.kind]:
+            default = DARKNET_DEFAULTS.get(s.kind, {}).get(key)
+            if default is not None:
+                inert = inert | {f"{key}={default if isinstance(default, str) else f'{default:g}'}"}
             raise s.error(
                 key,
                 f"key not supported for [{s.kind}]: darknet reads it, and it changes the layer's "
