@@ -68,7 +68,9 @@ def write_darknet_cfg(
     the model config's. For a checkpoint, pass its preprocessing:
     ``letter_box=ckpt.preprocess.mode == "letterbox"``. A ``[convolutional]`` without
     ``activation=`` (darknet's default: logistic) is written with ``activation=logistic``, as
-    OpenCV reads the key's absence as linear."""
+    OpenCV reads the key's absence as linear. A section under another of darknet's names
+    (``[conv]``, ``[max]``, ``[network]``) is written under the one OpenCV reads
+    (:data:`yolov4.models.cfg.SECTION_ALIASES`)."""
     h, w = check_stride_multiple(
         input_size or model.config.input_size, model.config.max_stride, "input_size"
     )

@@ -467,6 +467,42 @@ def test_grouped_and_absolute_routes(randomize):
     torch.testing.assert_close(seen[7][1], seen[4][1], rtol=0, atol=0)  # layers=4: absolute
 
 
+# darknet's other section names (parser.c string_to_layer_type): [network], [conv], [max]
+ALIASED = nth(nth(BASE, "[net]", "[network]"), "[convolutional]", "[conv]", 2).replace(
+    "[maxpool]", "[max]"
+)
+
+
+def test_darknets_other_section_names_build_the_same_network(tmp_path, randomize, one_thread):  # noqa: F811
+    """[conv], [max] and [network] are darknet's [convolutional], [maxpool] and [net]: the same
+    modules and outputs; written back under the names OpenCV's importer reads (it refuses the
+    others), where it agrees with the model."""
+    canonical = randomize(build_model(cfg=BASE), seed=4)
+    model = build_model(cfg=ALIASED)
+    model.load_state_dict(canonical.state_dict())
+    model.eval()
+    assert [type(m) for m in model.layers] == [type(m) for m in canonical.layers]
+    images = torch.rand(1, 3, 32, 32)
+    with torch.no_grad():
+        for ours, ref in zip(model(images), canonical(images)):
+            torch.testing.assert_close(ours, ref, rtol=0, atol=0)
+    written = write_darknet_cfg(model)
+    assert [s for s, _ in read_darknet_cfg(written)] == [s for s, _ in read_darknet_cfg(BASE)]
+    assert "[conv]" not in written and "[max]" not in written and "[network]" not in written
+    boost_heads_(model)
+    net = opencv_net(model, tmp_path, (32, 32))
+    assert_matches_opencv(model, net, images)
+
+
+def test_an_aliased_section_is_named_as_written(tmp_path):
+    text = ALIASED.replace("size=2\nstride=1", "size=2\nstride=1\nmaxpool_depth=1")
+    path = tmp_path / "user.cfg"
+    path.write_text(text)
+    where = f"{path}:{line_in(text, 1, 'maxpool_depth')}: [max] maxpool_depth: key not supported"
+    with pytest.raises(ConfigError, match=re.escape(where)):
+        build_model(cfg=path)
+
+
 # -- [yolo] layers in any order, 4-anchor heads --------------------------------------------------
 @pytest.mark.parametrize(
     "name", ["yolov3", "yolov3-spp", "yolov3-tiny", "yolov4-tiny-3l", "yolov4"]

@@ -38,12 +38,18 @@ __all__ = [
     "read_zoo_cfg",
     "ACTIVATIONS",
     "CONV_DEFAULT_ACTIVATION",
+    "SECTION_ALIASES",
     "cfg_error",
 ]
 
 # darknet's official cfgs, shipped verbatim inside the package (src/yolov4/models/cfg/)
 CFG_DIR = Path(__file__).resolve().parent / "cfg"
 ZOO = tuple(sorted(p.stem for p in CFG_DIR.glob("*.cfg")))
+
+# darknet's other names of the sections built here (src/parser.c string_to_layer_type): a
+# section is read under the name on the left as the one on the right; errors quote the name as
+# written, and write_darknet_cfg writes the right one (OpenCV's importer knows only those)
+SECTION_ALIASES = {"network": "net", "conv": "convolutional", "max": "maxpool"}
 
 # activations the network implements (darknet's src/activations.c definitions)
 ACTIVATIONS = ("linear", "leaky", "relu", "logistic", "tanh", "mish", "swish")
@@ -53,17 +59,23 @@ CONV_DEFAULT_ACTIVATION = "logistic"
 
 @dataclass
 class Section:
-    """One ``[kind]`` section of a cfg: raw option strings in file order, with line numbers."""
+    """One ``[kind]`` section of a cfg: raw option strings in file order, with line numbers.
+    ``kind`` is darknet's name of the layer type (``convolutional`` for a ``[conv]``: see
+    :data:`SECTION_ALIASES`); ``header`` the name as the cfg writes it (default ``kind``)."""
 
     kind: str
     line: int
     source: str
     options: dict[str, str] = field(default_factory=dict)
     lines: dict[str, int] = field(default_factory=dict)
+    header: str = ""
+
+    def __post_init__(self) -> None:
+        self.header = self.header or self.kind
 
     def where(self, key: str | None = None) -> str:
         line = self.lines.get(key, self.line) if key else self.line
-        return f"{self.source}:{line}: [{self.kind}]" + (f" {key}" if key else "")
+        return f"{self.source}:{line}: [{self.header}]" + (f" {key}" if key else "")
 
     def error(self, key: str | None, message: str) -> ConfigError:
         return ConfigError(f"{self.where(key)}: {message}")
@@ -146,7 +158,8 @@ def parse_cfg(text: str, source: str = "<cfg>", warn: bool = False) -> list[Sect
                 )
             if not line.endswith("]"):
                 raise ConfigError(f"{source}:{number}: cannot parse section header {raw.strip()!r}")
-            sections.append(Section(line[1:-1], number, source))
+            name = line[1:-1]
+            sections.append(Section(SECTION_ALIASES.get(name, name), number, source, header=name))
         elif "=" in line and sections:
             key, value = line.split("=", 1)
             section = sections[-1]
@@ -162,7 +175,7 @@ def parse_cfg(text: str, source: str = "<cfg>", warn: bool = False) -> list[Sect
             )
         else:
             raise ConfigError(f"{source}:{number}: cannot parse cfg line {raw.strip()!r}")
-    if not sections or sections[0].kind not in ("net", "network"):
+    if not sections or sections[0].kind != "net":
         raise ConfigError(f"{source}: a darknet cfg starts with a [net] section")
     check_net_keys(sections[0])
     if warn:
@@ -178,13 +191,13 @@ def _set_twice(section: Section, key: str, value: str, number: int) -> str:
     yolo9000.cfg) the first is kept and the warning returned; any other is refused, as the
     second value is likely the one meant."""
     first = f"first on line {section.lines[key]}: {key}={section.options[key]}"
-    if section.kind in ("net", "network") and key not in NET_KEYS:
+    if section.kind == "net" and key not in NET_KEYS:
         return (
-            f"{section.source}:{number}: [{section.kind}] {key}: set twice ({first}); darknet "
+            f"{section.source}:{number}: [{section.header}] {key}: set twice ({first}); darknet "
             f"reads the first, and so does yolov4 ({key}={value} here is ignored)"
         )
     raise ConfigError(
-        f"{section.source}:{number}: [{section.kind}] {key}: set twice ({first}); darknet reads "
+        f"{section.source}:{number}: [{section.header}] {key}: set twice ({first}); darknet reads "
         "the first: remove the line that is not meant"
     )
 

@@ -199,13 +199,13 @@ NEAR_MISS = 0.8
 def _near_miss(s: Section, key: str) -> ConfigError | None:
     """The error for ``key`` of section ``s`` when darknet does not read it but it is a near miss
     of a key darknet reads there (a typo whose value darknet would not read either)."""
-    known = DARKNET_KEYS["net" if s.kind == "network" else s.kind]
+    known = DARKNET_KEYS[s.kind]
     near = difflib.get_close_matches(key, sorted(known), n=1, cutoff=NEAR_MISS)
     if not near:
         return None
     return s.error(
         key,
-        f"darknet does not read this key in [{s.kind}]; did you mean {near[0]}? (a misspelt key "
+        f"darknet does not read this key in [{s.header}]; did you mean {near[0]}? (a misspelt key "
         "leaves the setting at darknet's default)",
     )
 
@@ -239,7 +239,7 @@ def check_layer_keys(s: Section) -> None:
     if allowed is None:
         raise s.error(
             None,
-            f"layer type [{s.kind}] is not supported; supported: "
+            f"layer type [{s.header}] is not supported; supported: "
             f"{', '.join(f'[{k}]' for k in LAYER_KEYS)}",
         )
     inert = INERT_KEYS.get(s.kind, set())
@@ -252,7 +252,7 @@ def check_layer_keys(s: Section) -> None:
                 inert = inert | {f"{key}={default if isinstance(default, str) else f'{default:g}'}"}
             raise s.error(
                 key,
-                f"key not supported for [{s.kind}]: darknet reads it, and it changes the layer's "
+                f"key not supported for [{s.header}]: darknet reads it, and it changes the layer's "
                 "output, its weights or their training in a way yolov4 does not implement; "
                 f"supported: {sorted(allowed)}, and without effect here: {sorted(inert)}",
             )
@@ -264,11 +264,10 @@ def warn_unread(sections: list[Section]) -> None:
     """A :class:`ConfigWarning` naming each key darknet does not read (and that is no near miss
     of one it does): darknet ignores it, and so does the builder."""
     for s in sections:
-        kind = "net" if s.kind == "network" else s.kind
-        for key in s.options if kind in DARKNET_KEYS else ():
-            if key not in DARKNET_KEYS[kind] and not _near_miss(s, key):
+        for key in s.options if s.kind in DARKNET_KEYS else ():
+            if key not in DARKNET_KEYS[s.kind] and not _near_miss(s, key):
                 warnings.warn(
-                    f"{s.where(key)}: darknet does not read this key in [{s.kind}] and ignores "
+                    f"{s.where(key)}: darknet does not read this key in [{s.header}] and ignores "
                     "it; so does yolov4",
                     ConfigWarning,
                     stacklevel=3,
