@@ -6,8 +6,8 @@ line, section and key; :func:`resolve_layers` turns the sections after ``[net]``
 :class:`LayerSpec`s: darknet's layer index, absolute input indices, channels and stride of each
 output, with the semantics of darknet's ``src/parser.c`` (relative and absolute ``layers=`` /
 ``from=``, ``[route] groups/group_id``, ``[maxpool]`` ``size`` defaulting to ``stride`` and
-padding ``size - 1`` on the right/bottom unless given, ``pad=1`` meaning ``size // 2`` whatever
-``padding=`` says).
+padding ``size - 1`` on the right/bottom unless given, ``[convolutional]`` ``pad=1`` meaning
+``size // 2`` whatever ``padding=`` says and ``dilation`` scaling it).
 
 Anything the network builder does not implement stops here with a :class:`ConfigError`; which
 keys of each section are built, kept verbatim (darknet's training loop, written back by
@@ -300,27 +300,55 @@ def _stride_of(s: Section, key: str, in_stride: int, factor: float) -> int:
     return round(out)
 
 
+def _conv_padding(s: Section, size: int, stride: int) -> tuple[int, int]:
+    """``(padding, dilation)`` of a ``[convolutional]`` as darknet's ``parse_convolutional``
+    reads them: ``pad=1`` means ``size // 2`` whatever ``padding=`` says, ``padding=`` counts
+    without it (default 0), ``dilation`` is 1 for ``size=1``; the window starts ``padding *
+    dilation`` cells before the map (``im2col_cpu_ext``)."""
+    pad = size // 2 if s.get_int("pad", 0) else s.get_int("padding", 0)
+    dilation = 1 if size == 1 else s.get_int("dilation", 1)
+    key = "padding" if "padding" in s.options and not s.get_int("pad", 0) else "pad"
+    if pad < 0 or dilation < 1:
+        raise s.error(key if pad < 0 else "dilation", "padding must be >= 0, dilation >= 1")
+    # darknet's map: (H + 2 * padding - size) / stride + 1 rows, which is H / stride for H a
+    # multiple of stride iff size - stride <= 2 * padding <= size - 1 ([maxpool]'s rule)
+    if not size - stride <= 2 * pad <= size - 1:
+        raise s.error(
+            key,
+            f"padding {pad} with size {size} stride {stride} gives darknet's map of "
+            f"(H + 2 * {pad} - {size}) / {stride} + 1 rows, not H / {stride}: yolov4 builds "
+            f"layers whose maps are H / stride (heads decode by stride), padding p with "
+            f"size - stride <= 2p <= size - 1 (pad=1 for an odd size; pad=0 when size <= stride)",
+        )
+    # darknet sizes the map without the dilation (convolutional_layer.c out_h) and runs the
+    # dilated kernel: the two agree only when the padding is the kernel's half
+    if dilation > 1 and 2 * pad != size - 1:
+        raise s.error(
+            "dilation",
+            f"dilation {dilation} with size {size} and padding {pad}: darknet sizes the map as "
+            "if undilated but runs the dilated kernel, which agree only for padding = "
+            "(size - 1) / 2 (pad=1 with an odd size)",
+        )
+    return pad, dilation
+
+
 def _conv_spec(s: Section, i: int, c_in: int, st_in: int) -> LayerSpec:
     size = s.get_int("size", 1)
     stride = s.get_int("stride", 1)
     filters = s.get_int("filters", 1)
     groups = s.get_int("groups", 1)
-    # darknet: pad=1 means size // 2 whatever padding= says; padding= counts without it
-    pad = size // 2 if s.get_int("pad", 0) else s.get_int("padding", 0)
-    if size < 1 or stride < 1 or filters < 1 or groups < 1 or pad < 0:
+    if size < 1 or stride < 1 or filters < 1 or groups < 1:
         raise s.error(None, "size, stride, filters and groups must be >= 1, padding >= 0")
     if c_in % groups or filters % groups:
         raise s.error("groups", f"{groups} does not divide {c_in} inputs / {filters} filters")
-    if 2 * pad != size - 1:
-        raise s.error(
-            "padding" if "padding" in s.options and not s.get_int("pad", 0) else "pad",
-            f"only 'same' padding (size // 2) is supported, got padding {pad} for size {size}",
-        )
+    pad, dilation = _conv_padding(s, size, stride)
     params = dict(
         in_channels=c_in,
         filters=filters,
         size=size,
         stride=stride,
+        padding=pad,
+        dilation=dilation,
         groups=groups,
         bn=bool(s.get_int("batch_normalize", 0)),
         activation=_activation(s, CONV_DEFAULT_ACTIVATION),

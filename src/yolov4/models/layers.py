@@ -79,9 +79,11 @@ def make_activation(name: str) -> nn.Module:
 
 
 class ConvBnAct(nn.Module):
-    """Darknet's ``[convolutional]``: ``pad=1`` (padding ``k // 2``), BN or bias, activation.
+    """Darknet's ``[convolutional]``: padding (default ``k // 2``, darknet's ``pad=1``),
+    dilation, BN or bias, activation.
 
-    ``(B, in_channels, H, W) -> (B, out_channels, H / stride, W / stride)``.
+    ``(B, in_channels, H, W) -> (B, out_channels, H / stride, W / stride)``; the window starts
+    ``padding * dilation`` cells before the map, as darknet's ``im2col_cpu_ext`` does.
     With ``bn=False`` the convolution carries a bias (darknet's linear head convs).
     ``fuse()`` folds BN into the convolution for inference; the outputs stay the same.
     """
@@ -96,16 +98,20 @@ class ConvBnAct(nn.Module):
         bn: bool = True,
         bn_momentum: float = 0.03,
         groups: int = 1,
+        padding: int | None = None,
+        dilation: int = 1,
     ) -> None:
         super().__init__()
         self.act_name = act
         self.has_bn = bn
+        pad = kernel_size // 2 if padding is None else padding
         self.conv = nn.Conv2d(
             in_channels,
             out_channels,
             kernel_size,
             stride,
-            kernel_size // 2,
+            pad * dilation,
+            dilation=dilation,
             groups=groups,
             bias=not bn,
         )
@@ -135,6 +141,7 @@ class ConvBnAct(nn.Module):
             conv.kernel_size,
             conv.stride,
             conv.padding,
+            dilation=conv.dilation,
             groups=conv.groups,
             bias=True,
         ).to(conv.weight)

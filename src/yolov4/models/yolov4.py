@@ -46,6 +46,8 @@ def _module(spec: LayerSpec) -> nn.Module:
             act=p["activation"],
             bn=p["bn"],
             groups=p["groups"],
+            padding=p["padding"],
+            dilation=p["dilation"],
         )
     if spec.kind == "route":
         return Route(p["groups"], p["group_id"])

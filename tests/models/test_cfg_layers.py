@@ -1,0 +1,156 @@
+"""Darknet layer types and keys from users' cfgs beyond the zoo's: each builds, loads and saves
+darknet ``.weights``, writes its cfg back, gives darknet's outputs (OpenCV's importer where it
+runs the layer as darknet does, else the transcriptions in ``tests/oracles/darknet_layers.py``),
+trains (gradients reach every weight) and exports to ONNX (onnxruntime agrees)."""
+
+from __future__ import annotations
+
+import re
+import warnings
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+from tests.models.test_zoo import (  # noqa: F401 (one_thread: a fixture)
+    assert_matches_opencv,
+    boost_heads_,
+    one_thread,
+    opencv_net,
+)
+from yolov4 import ConfigError, build_model
+from yolov4.core.model import DecodedModel
+from yolov4.darknet import load_darknet_weights, save_darknet_weights, write_darknet_cfg
+from yolov4.export.job import export_onnx
+
+NET = "[net]\nwidth=32\nheight=32\nchannels=3\n\n"
+HEAD = """
+[convolutional]
+size=1
+stride=1
+pad=1
+filters=18
+activation=linear
+
+[yolo]
+mask=0,1,2
+anchors=4,6, 8,8, 12,10
+classes=1
+num=3
+"""
+
+
+def conv(filters=8, size=3, stride=1, extra="pad=1", act="leaky", bn=True) -> str:
+    return (
+        "[convolutional]\n" + ("batch_normalize=1\n" if bn else "")
+        + f"filters={filters}\nsize={size}\nstride={stride}\n{extra}\nactivation={act}\n\n"
+    )  # fmt: skip
+
+
+def cfg(*layers: str) -> str:
+    return NET + "".join(layers) + HEAD
+
+
+def model_of(text: str, seed: int = 0):
+    torch.manual_seed(seed)
+    from tests.conftest import randomize_
+
+    return boost_heads_(randomize_(build_model(cfg=text), seed=seed), gain=50.0)
+
+
+def check_round_trips(model, tmp_path, images: torch.Tensor) -> None:
+    """The written cfg and .weights rebuild the same network with the same outputs."""
+    cfg_path, weights = tmp_path / "rt.cfg", tmp_path / "rt.weights"
+    cfg_path.write_text(write_darknet_cfg(model))
+    save_darknet_weights(model, weights)
+    again = build_model(cfg=cfg_path).eval()
+    load_darknet_weights(again, weights)
+    assert (
+        weights.read_bytes() == save_darknet_weights(again, tmp_path / "again.weights").read_bytes()
+    )
+    with torch.no_grad():
+        for a, b in zip(model(images), again(images)):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def check_onnx(model, tmp_path, images: torch.Tensor) -> None:
+    """The decoded model exported to ONNX (the export's own writer) agrees in onnxruntime."""
+    decoded = DecodedModel(model).eval()
+    path = tmp_path / "model.onnx"
+    export_onnx(decoded, path, images, 17)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (ours,) = session.run(None, {"images": images.numpy()})
+    with torch.no_grad():
+        ref = decoded(images).numpy()
+    np.testing.assert_allclose(ours, ref, rtol=1e-4, atol=1e-4 * float(np.abs(ref).max()))
+
+
+def check_trains(model, images: torch.Tensor) -> dict[str, torch.Tensor]:
+    """One backward pass in training mode: every parameter gets a finite, non-zero gradient."""
+    model.train()
+    model.zero_grad()
+    sum(m.square().mean() for m in model(images)).backward()
+    grads = {name: p.grad for name, p in model.named_parameters()}
+    for name, g in grads.items():
+        assert g is not None and torch.isfinite(g).all() and g.abs().sum() > 0, name
+    model.eval()
+    return grads
+
+
+def refused(text: str, tmp_path, layer: int, key: str | None, message: str) -> None:
+    from tests.models.test_cfg import line_in
+
+    path = tmp_path / "user.cfg"
+    path.write_text(text)
+    header = text.splitlines()[line_in(text, layer) - 1]
+    where = f"{path}:{line_in(text, layer, key)}: {header}" + (f" {key}" if key else "")
+    with pytest.raises(ConfigError, match=re.escape(where) + ":? .*" + message):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            build_model(cfg=path)
+
+
+# -- [convolutional] padding -------------------------------------------------------------------
+PADDINGS = cfg(
+    conv(size=2, stride=2, extra="pad=0"),  # valid padding: 16x16, darknet's (H - 2) / 2 + 1
+    conv(size=4, stride=2, extra="padding=1"),  # padding= without pad: 8x8
+    conv(size=5, stride=1, extra="padding=2"),
+    conv(size=3, stride=2, extra="pad=1\npadding=0"),  # pad=1 wins: size // 2
+    conv(size=1, stride=1, extra="pad=0"),
+)
+
+
+def test_conv_paddings_match_opencv(tmp_path, one_thread):  # noqa: F811
+    """darknet's padding = pad ? size / 2 : padding (default 0), at any size and stride whose map
+    is H / stride (size - stride <= 2 * padding <= size - 1)."""
+    model = model_of(PADDINGS, seed=1)
+    assert model.strides == (8,)
+    convs = [m.conv for _, m in model.conv_layers()]
+    assert [c.padding for c in convs] == [(0, 0), (1, 1), (2, 2), (1, 1), (0, 0), (0, 0)]
+    net = opencv_net(model, tmp_path, (32, 32))
+    for hw in ((32, 32), (24, 40)):
+        assert_matches_opencv(model, net, torch.rand(1, 3, *hw))
+
+
+def test_conv_paddings_round_trip_train_and_export(tmp_path):
+    model = model_of(PADDINGS, seed=2)
+    images = torch.rand(2, 3, 32, 40)
+    check_round_trips(model, tmp_path, images)
+    check_trains(model, images)
+    check_onnx(model, tmp_path, images)
+
+
+@pytest.mark.parametrize(
+    "layer, found",
+    [
+        (conv(size=3, stride=1, extra="pad=0"), r"padding 0 with size 3 stride 1 gives darknet's "
+         r"map of \(H \+ 2 \* 0 - 3\) / 1 \+ 1 rows, not H / 1"),
+        (conv(size=3, stride=1, extra="padding=2"), r"padding 2 with size 3 stride 1"),
+        (conv(size=2, stride=1, extra="pad=1"), r"padding 1 with size 2 stride 1"),
+    ],
+)  # fmt: skip
+def test_a_padding_whose_map_is_not_h_over_stride_is_refused(layer, found, tmp_path):
+    text = cfg(conv(), layer)
+    key = "padding" if "padding=" in layer else "pad"
+    refused(text, tmp_path, 1, key, found)
