@@ -158,10 +158,10 @@ CASES = {
         r"layer type \[sam\] is not supported",
     ),
     "unknown key": (
-        nth(BASE, "activation=mish", "activation=mish\ndilation=2"),
+        nth(BASE, "activation=mish", "activation=mish\nantialiasing=1"),
         3,
         "convolutional",
-        "dilation",
+        "antialiasing",
         "key not supported for",
     ),
     "unsupported activation": (

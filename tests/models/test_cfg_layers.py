@@ -13,12 +13,14 @@ import onnxruntime as ort
 import pytest
 import torch
 
+from tests.models.test_cfg import layer_outputs
 from tests.models.test_zoo import (  # noqa: F401 (one_thread: a fixture)
     assert_matches_opencv,
     boost_heads_,
     one_thread,
     opencv_net,
 )
+from tests.oracles import darknet_layers as dk
 from yolov4 import ConfigError, build_model
 from yolov4.core.model import DecodedModel
 from yolov4.darknet import load_darknet_weights, save_darknet_weights, write_darknet_cfg
@@ -154,3 +156,57 @@ def test_a_padding_whose_map_is_not_h_over_stride_is_refused(layer, found, tmp_p
     text = cfg(conv(), layer)
     key = "padding" if "padding=" in layer else "pad"
     refused(text, tmp_path, 1, key, found)
+
+
+# -- [convolutional] dilation ------------------------------------------------------------------
+DILATED = cfg(
+    conv(size=3, stride=1, extra="pad=1\ndilation=2"),
+    conv(size=5, stride=2, extra="padding=2\ndilation=3\ngroups=2", bn=False),
+    conv(size=3, stride=2, extra="pad=1\ndilation=2", act="logistic"),
+    conv(size=1, stride=1, extra="pad=1\ndilation=4"),  # darknet: dilation 1 for size 1
+)
+
+
+def darknet_conv(module, x: torch.Tensor, **geometry) -> np.ndarray:
+    """darknet's forward of ``module``'s weights (the transcription) on ``x (1, c, h, w)``."""
+    m, c = module, module.conv
+    bn = None
+    if m.bn is not None:
+        bn = (m.bn.weight, m.bn.running_mean, m.bn.running_var)
+        bn = tuple(v.detach().double().numpy() for v in bn)
+    biases = (m.bn.bias if m.bn is not None else c.bias).detach().double().numpy()
+    return dk.forward_convolutional(
+        x[0].double().numpy(), c.weight.detach().double().numpy(), size=c.kernel_size[0],
+        groups=c.groups, biases=biases, bn=bn, activation=m.act_name, **geometry,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("hw", [(32, 32), (16, 24)])
+def test_dilation_matches_darknets_forward(hw):
+    """darknet pads ``pad * dilation`` and spaces the taps by ``dilation`` (im2col_cpu_ext), the
+    map sized as if undilated (OpenCV's importer does not read the key: the transcription is
+    the reference)."""
+    model = model_of(DILATED, seed=3)
+    seen = layer_outputs(model, torch.rand(1, 3, *hw))
+    geometry = [(1, 1, 2), (2, 2, 3), (1, 2, 2)]  # (pad, stride, dilation) of layers 0-2
+    for i, (pad, stride, dilation) in enumerate(geometry):
+        x, out = seen[i]
+        ref = darknet_conv(model.layers[i], x, pad=pad, stride_x=stride, stride_y=stride,
+                           dilation=dilation)  # fmt: skip
+        np.testing.assert_allclose(out[0].double().numpy(), ref, rtol=1e-5, atol=1e-5)
+    assert model.layers[3].conv.dilation == (1, 1)
+
+
+def test_dilation_round_trips_trains_and_exports(tmp_path):
+    model = model_of(DILATED, seed=4)
+    images = torch.rand(2, 3, 32, 32)
+    check_round_trips(model, tmp_path, images)
+    check_trains(model, images)
+    check_onnx(model, tmp_path, images)
+
+
+def test_dilation_without_half_kernel_padding_is_refused(tmp_path):
+    """darknet sizes the map without the dilation but runs the dilated kernel: with pad=0 the
+    two disagree (its columns would not fit its output), so no darknet weights exist for it."""
+    text = cfg(conv(), conv(size=2, stride=2, extra="pad=0\ndilation=2"))
+    refused(text, tmp_path, 1, "dilation", "darknet sizes the map as if undilated")

@@ -292,7 +292,7 @@ DEFAULTS = [
                    "train_only_bn=0", "dontload=0", "dontloadscales=0", "learning_rate=1")],
     *[(kind, "stopbackward=0") for kind in ("route", "shortcut", "maxpool", "upsample", "yolo")],
     # parse_convolutional
-    ("convolutional", "dilation=1"), ("convolutional", "antialiasing=0"),
+    ("convolutional", "antialiasing=0"),
     ("convolutional", "assisted_excitation=0"), ("convolutional", "cbn=0"),
     ("convolutional", "binary=0"), ("convolutional", "xnor=0"), ("convolutional", "bin_output=0"),
     ("convolutional", "sway=0"), ("convolutional", "rotate=0"), ("convolutional", "stretch=0"),
@@ -343,7 +343,6 @@ def test_a_refused_key_off_darknets_default_names_the_default(tmp_path):
 
 CHANGING = {
     # (section, key=value): what it changes in darknet
-    ("convolutional", "dilation=2"): "the kernel's spacing",
     ("convolutional", "stride_x=2"): "the output's width",
     ("convolutional", "antialiasing=1"): "a blur layer after the conv",
     ("convolutional", "xnor=1"): "binary weights and inputs",

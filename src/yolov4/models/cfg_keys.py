@@ -58,6 +58,7 @@ LAYER_KEYS: dict[str, set[str]] = {
         "padding",
         "activation",
         "groups",
+        "dilation",
         "stopbackward",  # freeze layers <= this one for N iterations (training.module)
     },
     "route": {"layers", "groups", "group_id"},
@@ -168,7 +169,7 @@ DARKNET_KEYS: dict[str, set[str]] = {
 # the option_find_* default of parse_convolutional, parse_shortcut, parse_maxpool,
 # parse_upsample, parse_yolo, and of the keys parse_network_cfg_custom reads in every layer).
 # Set to it, the key changes nothing darknet computes: accepted. Numbers compare as numbers
-# (dilation=1, clip=0.0); text as text (weights_type=none). Keys whose default depends on
+# (xnor=0, clip=0.0); text as text (weights_type=none). Keys whose default depends on
 # another key (maxpool stride_x: the stride) or that have none (yolo map) are not listed.
 _GENERIC_DEFAULTS: dict[str, int | float] = {
     "clip": 0.0, "onlyforward": 0, "dont_update": 0, "burnin_update": 0, "stopbackward": 0,
@@ -177,7 +178,7 @@ _GENERIC_DEFAULTS: dict[str, int | float] = {
 DARKNET_DEFAULTS: dict[str, dict[str, int | float | str]] = {
     "convolutional": _GENERIC_DEFAULTS | {
         "antialiasing": 0, "assisted_excitation": 0.0, "bin_output": 0, "binary": 0, "cbn": 0,
-        "coordconv": 0, "dilation": 1, "dot": 0.0, "flipped": 0, "grad_centr": 0,
+        "coordconv": 0, "dot": 0.0, "flipped": 0, "grad_centr": 0,
         "reverse": 0.0, "rotate": 0, "stretch": 0, "stretch_sway": 0, "sway": 0, "xnor": 0,
     },
     "route": _GENERIC_DEFAULTS,

@@ -1,0 +1,86 @@
+"""Darknet's forward pass of single layers, transcribed loop for loop from AlexeyAB darknet (CPU
+path): ``src/convolutional_layer.c`` ``forward_convolutional_layer`` with ``src/im2col.c``
+``im2col_cpu_ext`` and ``gemm``, ``src/batchnorm_layer.c`` (inference: rolling statistics),
+``src/activations.c``. The reference for layers and keys OpenCV's importer does not run as
+darknet does (``dilation``, ``stride_x``/``stride_y``). One image, numpy float64."""
+
+from __future__ import annotations
+
+import numpy as np
+
+LEAKY = 0.1  # activations.c leaky_activate
+
+
+def conv_out_size(size_in: int, size: int, pad: int, stride: int) -> int:
+    """convolutional_layer.c convolutional_out_height / _width: no dilation in it."""
+    return (size_in + 2 * pad - size) // stride + 1
+
+
+def im2col_cpu_ext(im, channels, height, width, kernel, pad, stride_h, stride_w, dilation):
+    """im2col.c im2col_cpu_ext: ``(channels * kernel * kernel, out_h * out_w)`` columns; a tap
+    outside the map reads 0. Its own output size counts the dilation."""
+    out_h = (height + 2 * pad - (dilation * (kernel - 1) + 1)) // stride_h + 1
+    out_w = (width + 2 * pad - (dilation * (kernel - 1) + 1)) // stride_w + 1
+    col = np.zeros((channels * kernel * kernel, out_h * out_w))
+    row = 0
+    for c in range(channels):
+        for kr in range(kernel):
+            for kc in range(kernel):
+                for oy in range(out_h):
+                    iy = -pad + kr * dilation + oy * stride_h
+                    for ox in range(out_w):
+                        ix = -pad + kc * dilation + ox * stride_w
+                        if 0 <= iy < height and 0 <= ix < width:
+                            col[row, oy * out_w + ox] = im[c, iy, ix]
+                row += 1
+    return col, out_h, out_w
+
+
+def activate(x: np.ndarray, activation: str) -> np.ndarray:
+    if activation == "linear":
+        return x
+    if activation == "leaky":
+        return np.where(x > 0, x, LEAKY * x)
+    if activation == "logistic":
+        return 1 / (1 + np.exp(-x))
+    raise ValueError(f"activation {activation!r} is not transcribed")
+
+
+def forward_convolutional(
+    x: np.ndarray,
+    weights: np.ndarray,
+    *,
+    size: int,
+    pad: int,
+    stride_x: int,
+    stride_y: int,
+    dilation: int = 1,
+    groups: int = 1,
+    biases: np.ndarray,
+    bn: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+    activation: str = "linear",
+) -> np.ndarray:
+    """forward_convolutional_layer for one image ``x (c, h, w)``: darknet sizes the output
+    with :func:`conv_out_size` and fills it with the gemm of the dilated columns (padding
+    ``pad * dilation``); when the two sizes differ darknet writes past its buffers, which this
+    refuses. ``weights (n, c / groups, size, size)``; ``bn``: ``(scales, rolling_mean,
+    rolling_variance)`` (normalize_cpu with .00001f, scale_bias), then ``biases``."""
+    c, h, w = x.shape
+    n = weights.shape[0]
+    out_h, out_w = conv_out_size(h, size, pad, stride_y), conv_out_size(w, size, pad, stride_x)
+    out = np.zeros((n, out_h * out_w))
+    per = c // groups
+    for j in range(groups):
+        col, ch, cw = im2col_cpu_ext(
+            x[j * per : (j + 1) * per], per, h, w, size, pad * dilation, stride_y, stride_x,
+            dilation,
+        )  # fmt: skip
+        if (ch, cw) != (out_h, out_w):
+            raise ValueError(f"darknet's map {out_h}x{out_w}, its columns {ch}x{cw}")
+        a = weights[j * n // groups : (j + 1) * n // groups].reshape(n // groups, -1)
+        out[j * n // groups : (j + 1) * n // groups] += a @ col  # gemm(0, 0, m, n, k, 1, ...)
+    out = out.reshape(n, out_h, out_w)
+    if bn is not None:
+        scales, mean, var = (v.reshape(-1, 1, 1) for v in bn)
+        out = (out - mean) / np.sqrt(var + 0.00001) * scales
+    return activate(out + biases.reshape(-1, 1, 1), activation)
