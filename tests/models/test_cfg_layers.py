@@ -210,3 +210,48 @@ def test_dilation_without_half_kernel_padding_is_refused(tmp_path):
     two disagree (its columns would not fit its output), so no darknet weights exist for it."""
     text = cfg(conv(), conv(size=2, stride=2, extra="pad=0\ndilation=2"))
     refused(text, tmp_path, 1, "dilation", "darknet sizes the map as if undilated")
+
+
+# -- [convolutional] stride_x / stride_y -------------------------------------------------------
+STRIDES_XY = cfg(
+    conv(size=3, extra="pad=1\nstride_x=2"),  # stride_y: stride (1): H x W/2
+    conv(size=3, stride=2, extra="pad=1\nstride_x=1"),  # stride_y 2, stride_x 1: H/2 x W/2
+    conv(size=1, stride=5, extra="pad=1\nstride_x=2\nstride_y=2", act="logistic", bn=False),
+)
+# (stride_y, stride_x) of layers 0-2 as darknet's parse_convolutional reads them
+XY = [(1, 2), (2, 1), (2, 2)]
+
+
+@pytest.mark.parametrize("hw", [(32, 32), (16, 24)])
+def test_stride_x_and_y_match_darknets_forward(hw):
+    """darknet strides rows by stride_y and columns by stride_x (each given >= 1 wins, the
+    other takes stride); OpenCV's importer does not read the keys: the transcription is the
+    reference. The maps between are H x W/2, then square again: the head has stride 4."""
+    model = model_of(STRIDES_XY, seed=5)
+    assert model.strides == (4,) and model.config.max_stride == 4
+    seen = layer_outputs(model, torch.rand(1, 3, *hw))
+    for i, (sy, sx) in enumerate(XY):
+        x, out = seen[i]
+        ref = darknet_conv(model.layers[i], x, pad=model.layers[i].conv.padding[0],
+                           stride_x=sx, stride_y=sy)  # fmt: skip
+        assert out.shape[2:] == ref.shape[1:] == (x.shape[2] // sy, x.shape[3] // sx)
+        np.testing.assert_allclose(out[0].double().numpy(), ref, rtol=1e-5, atol=1e-5)
+
+
+def test_stride_x_and_y_round_trip_train_and_export(tmp_path):
+    model = model_of(STRIDES_XY, seed=6)
+    images = torch.rand(2, 3, 16, 24)
+    check_round_trips(model, tmp_path, images)
+    check_trains(model, images)
+    check_onnx(model, tmp_path, images)
+
+
+def test_a_head_on_a_map_of_two_strides_is_refused(tmp_path):
+    """decode and loss scale a head's x and y by one stride"""
+    text = cfg(conv(extra="pad=1\nstride_y=2"))
+    refused(text, tmp_path, 2, None, "reads a map of stride 2 along y and 1 along x")
+
+
+def test_a_route_of_maps_of_other_strides_names_both_axes(tmp_path):
+    text = cfg(conv(extra="pad=1\nstride_y=2"), conv(stride=2), "[route]\nlayers=-1,-2\n\n")
+    refused(text, tmp_path, 2, "layers", r"joins maps of different strides \[2 x 1, 4 x 2\]")

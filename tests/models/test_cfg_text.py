@@ -343,7 +343,6 @@ def test_a_refused_key_off_darknets_default_names_the_default(tmp_path):
 
 CHANGING = {
     # (section, key=value): what it changes in darknet
-    ("convolutional", "stride_x=2"): "the output's width",
     ("convolutional", "antialiasing=1"): "a blur layer after the conv",
     ("convolutional", "xnor=1"): "binary weights and inputs",
     ("convolutional", "flipped=1"): "the kernel read transposed from .weights",

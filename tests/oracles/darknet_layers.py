@@ -71,10 +71,16 @@ def forward_convolutional(
     out = np.zeros((n, out_h * out_w))
     per = c // groups
     for j in range(groups):
-        col, ch, cw = im2col_cpu_ext(
-            x[j * per : (j + 1) * per], per, h, w, size, pad * dilation, stride_y, stride_x,
-            dilation,
-        )  # fmt: skip
+        im = x[j * per : (j + 1) * per]
+        if size == 1 and stride_x == 1 and dilation == 1:  # l.stride is stride_x: b = im
+            # the map itself as the (k, n) matrix of the gemm (row stride out_h * out_w): what
+            # the CPU path reads for stride_y > 1 too (cuDNN, darknet's GPU path, strides y)
+            col = im.reshape(-1)[: per * out_h * out_w].reshape(per, out_h * out_w)
+            ch, cw = out_h, out_w
+        else:
+            col, ch, cw = im2col_cpu_ext(
+                im, per, h, w, size, pad * dilation, stride_y, stride_x, dilation
+            )
         if (ch, cw) != (out_h, out_w):
             raise ValueError(f"darknet's map {out_h}x{out_w}, its columns {ch}x{cw}")
         a = weights[j * n // groups : (j + 1) * n // groups].reshape(n // groups, -1)

@@ -256,13 +256,13 @@ def param_count(layers: Sequence[LayerSpec]) -> int:
 def _layer_bytes(spec: LayerSpec, h: int, w: int) -> int:
     if spec.kind == "yolo" or (spec.kind == "route" and len(spec.inputs) == 1):
         return 0  # its input itself, or a view of it (a [route] groups chunk)
-    out = spec.channels * (h // spec.stride) * (w // spec.stride)
+    out = spec.channels * (h // spec.stride) * (w // spec.stride_x)
     p = spec.params
     if spec.kind == "maxpool" and p["pad_left"] != p["pad_right"]:
         # MaxPool pads a copy of its input with -inf first
         pad = p["pad_left"] + p["pad_right"]
-        s_in = spec.stride // p["stride"]
-        out += spec.channels * (h // s_in + pad) * (w // s_in + pad)
+        sy, sx = spec.stride // p["stride"], spec.stride_x // p["stride"]
+        out += spec.channels * (h // sy + pad) * (w // sx + pad)
     return FLOAT_BYTES * out
 
 

@@ -263,7 +263,9 @@ def read_zoo_cfg(name: str) -> str:
 @dataclass
 class LayerSpec:
     """One darknet layer after shape inference. ``inputs`` are absolute layer indices (``-1``:
-    the image); ``stride`` is the output's stride relative to the input image."""
+    the image); ``stride`` is the output's stride relative to the input image along y (rows),
+    ``stride_x`` along x (columns; the same unless a ``stride_x``/``stride_y`` key made them
+    differ): the map is ``H / stride`` x ``W / stride_x``."""
 
     index: int
     kind: str
@@ -272,6 +274,20 @@ class LayerSpec:
     channels: int
     stride: int
     params: dict = field(default_factory=dict)
+    stride_x: int = 0
+
+    def __post_init__(self) -> None:
+        self.stride_x = self.stride_x or self.stride
+
+    @property
+    def strides(self) -> tuple[int, int]:
+        """``(stride along y, stride along x)``."""
+        return self.stride, self.stride_x
+
+
+def _strides_text(strides: tuple[int, int]) -> str:
+    """A layer's stride as messages write it: ``8``, or ``8 x 16`` (along y x along x)."""
+    return str(strides[0]) if strides[0] == strides[1] else f"{strides[0]} x {strides[1]}"
 
 
 def _index(s: Section, key: str, value: int, i: int, n_layers: int) -> int:
@@ -300,7 +316,21 @@ def _stride_of(s: Section, key: str, in_stride: int, factor: float) -> int:
     return round(out)
 
 
-def _conv_padding(s: Section, size: int, stride: int) -> tuple[int, int]:
+def _spec(
+    s: Section, i: int, inputs: list[int], channels: int, strides: tuple[int, int], **params
+) -> LayerSpec:
+    return LayerSpec(i, s.kind, s, inputs, channels, strides[0], params, strides[1])
+
+
+def _conv_strides(s: Section) -> tuple[int, int]:
+    """``(stride_y, stride_x)`` as darknet's ``parse_convolutional`` reads them: each of
+    ``stride_x``/``stride_y`` given (>= 1) wins, the other takes ``stride`` (default 1)."""
+    stride = s.get_int("stride", 1)
+    sy, sx = s.get_int("stride_y", -1), s.get_int("stride_x", -1)
+    return (sy if sy >= 1 else stride), (sx if sx >= 1 else stride)
+
+
+def _conv_padding(s: Section, size: int, strides: tuple[int, int]) -> tuple[int, int]:
     """``(padding, dilation)`` of a ``[convolutional]`` as darknet's ``parse_convolutional``
     reads them: ``pad=1`` means ``size // 2`` whatever ``padding=`` says, ``padding=`` counts
     without it (default 0), ``dilation`` is 1 for ``size=1``; the window starts ``padding *
@@ -312,7 +342,9 @@ def _conv_padding(s: Section, size: int, stride: int) -> tuple[int, int]:
         raise s.error(key if pad < 0 else "dilation", "padding must be >= 0, dilation >= 1")
     # darknet's map: (H + 2 * padding - size) / stride + 1 rows, which is H / stride for H a
     # multiple of stride iff size - stride <= 2 * padding <= size - 1 ([maxpool]'s rule)
-    if not size - stride <= 2 * pad <= size - 1:
+    for stride in sorted(set(strides)):
+        if size - stride <= 2 * pad <= size - 1:
+            continue
         raise s.error(
             key,
             f"padding {pad} with size {size} stride {stride} gives darknet's map of "
@@ -332,21 +364,21 @@ def _conv_padding(s: Section, size: int, stride: int) -> tuple[int, int]:
     return pad, dilation
 
 
-def _conv_spec(s: Section, i: int, c_in: int, st_in: int) -> LayerSpec:
+def _conv_spec(s: Section, i: int, c_in: int, st_in: tuple[int, int]) -> LayerSpec:
     size = s.get_int("size", 1)
-    stride = s.get_int("stride", 1)
+    strides = _conv_strides(s)
     filters = s.get_int("filters", 1)
     groups = s.get_int("groups", 1)
-    if size < 1 or stride < 1 or filters < 1 or groups < 1:
+    if size < 1 or min(strides) < 1 or filters < 1 or groups < 1:
         raise s.error(None, "size, stride, filters and groups must be >= 1, padding >= 0")
     if c_in % groups or filters % groups:
         raise s.error("groups", f"{groups} does not divide {c_in} inputs / {filters} filters")
-    pad, dilation = _conv_padding(s, size, stride)
+    pad, dilation = _conv_padding(s, size, strides)
     params = dict(
         in_channels=c_in,
         filters=filters,
         size=size,
-        stride=stride,
+        stride=strides,
         padding=pad,
         dilation=dilation,
         groups=groups,
@@ -354,11 +386,16 @@ def _conv_spec(s: Section, i: int, c_in: int, st_in: int) -> LayerSpec:
         activation=_activation(s, CONV_DEFAULT_ACTIVATION),
         stopbackward=s.get_int("stopbackward", 0),
     )
-    return LayerSpec(i, s.kind, s, [i - 1], filters, _stride_of(s, "stride", st_in, stride), params)
+    keys = [k if k in s.options else "stride" for k in ("stride_y", "stride_x")]
+    out = tuple(_stride_of(s, k, st, f) for k, st, f in zip(keys, st_in, strides))
+    return _spec(s, i, [i - 1], filters, out, **params)
 
 
-def _route_spec(s: Section, i: int, out: Callable[[int], tuple[int, int]]) -> LayerSpec:
-    """``out(j)``: layer ``j``'s (channels, stride); layers 0 to ``i - 1`` exist."""
+Shape = tuple[int, tuple[int, int]]  # a layer's output: channels, (stride along y, along x)
+
+
+def _route_spec(s: Section, i: int, out: Callable[[int], Shape]) -> LayerSpec:
+    """``out(j)``: layer ``j``'s (channels, strides); layers 0 to ``i - 1`` exist."""
     srcs = [_index(s, "layers", v, i, i) for v in s.get_ints("layers")]
     if not srcs:
         raise s.error("layers", "is empty; expected one or more layer indices (-1, 61, ...)")
@@ -367,7 +404,8 @@ def _route_spec(s: Section, i: int, out: Callable[[int], tuple[int, int]]) -> La
         raise s.error("group_id", f"must be in [0, groups={groups}), got {group_id}")
     strides = {out(j)[1] for j in srcs}
     if len(strides) != 1:
-        raise s.error("layers", f"joins maps of different strides {sorted(strides)}")
+        shown = ", ".join(_strides_text(st) for st in sorted(strides))
+        raise s.error("layers", f"joins maps of different strides [{shown}]")
     c = 0
     for j in srcs:
         if out(j)[0] % groups:
@@ -375,26 +413,25 @@ def _route_spec(s: Section, i: int, out: Callable[[int], tuple[int, int]]) -> La
                 "groups", f"{groups} does not divide the {out(j)[0]} channels of layer {j}"
             )
         c += out(j)[0] // groups
-    return LayerSpec(i, s.kind, s, srcs, c, strides.pop(), dict(groups=groups, group_id=group_id))
+    return _spec(s, i, srcs, c, strides.pop(), groups=groups, group_id=group_id)
 
 
 def _shortcut_spec(
-    s: Section, i: int, out: Callable[[int], tuple[int, int]], c_in: int, st_in: int
+    s: Section, i: int, out: Callable[[int], Shape], c_in: int, st_in: tuple[int, int]
 ) -> LayerSpec:
     srcs = [_index(s, "from", v, i, i) for v in s.get_ints("from")]
     for j in srcs:
         if out(j) != (c_in, st_in):
             raise s.error(
                 "from",
-                f"layer {j} gives {out(j)[0]} channels at stride {out(j)[1]}, layer {i - 1} "
-                f"{c_in} at stride {st_in}: only equal shapes can be added",
+                f"layer {j} gives {out(j)[0]} channels at stride {_strides_text(out(j)[1])}, "
+                f"layer {i - 1} {c_in} at stride {_strides_text(st_in)}: only equal shapes can "
+                "be added",
             )
-    return LayerSpec(
-        i, s.kind, s, [i - 1, *srcs], c_in, st_in, dict(activation=_activation(s, "linear"))
-    )
+    return _spec(s, i, [i - 1, *srcs], c_in, st_in, activation=_activation(s, "linear"))
 
 
-def _maxpool_spec(s: Section, i: int, c_in: int, st_in: int) -> LayerSpec:
+def _maxpool_spec(s: Section, i: int, c_in: int, st_in: tuple[int, int]) -> LayerSpec:
     stride = s.get_int("stride", 1)
     size = s.get_int("size", stride)  # darknet's default: the stride
     padding = s.get_int("padding", size - 1)
@@ -409,23 +446,31 @@ def _maxpool_spec(s: Section, i: int, c_in: int, st_in: int) -> LayerSpec:
             f"size {size} stride {stride} padding {padding} does not give a map of "
             f"H / stride (darknet's default padding is size - 1)",
         )
-    params = dict(size=size, stride=stride, pad_left=left, pad_right=size - stride - left)
-    return LayerSpec(i, s.kind, s, [i - 1], c_in, _stride_of(s, "stride", st_in, stride), params)
+    out = tuple(_stride_of(s, "stride", st, stride) for st in st_in)
+    return _spec(
+        s, i, [i - 1], c_in, out,
+        size=size, stride=stride, pad_left=left, pad_right=size - stride - left,
+    )  # fmt: skip
 
 
-def _upsample_spec(s: Section, i: int, c_in: int, st_in: int) -> LayerSpec:
+def _upsample_spec(s: Section, i: int, c_in: int, st_in: tuple[int, int]) -> LayerSpec:
     stride = s.get_int("stride", 2)
     if stride < 1:
         raise s.error("stride", f"must be a positive integer, got {stride}")
-    return LayerSpec(
-        i,
-        s.kind,
-        s,
-        [i - 1],
-        c_in,
-        _stride_of(s, "stride", st_in, 1 / stride),
-        dict(stride=stride),
-    )
+    out = tuple(_stride_of(s, "stride", st, 1 / stride) for st in st_in)
+    return _spec(s, i, [i - 1], c_in, out, stride=stride)
+
+
+def _yolo_spec(s: Section, i: int, c_in: int, st_in: tuple[int, int]) -> LayerSpec:
+    """``[yolo]``: passes its input through; its map's stride is the head's, one for both axes
+    (decode and loss scale x and y by it)."""
+    if st_in[0] != st_in[1]:
+        raise s.error(
+            None,
+            f"reads a map of stride {st_in[0]} along y and {st_in[1]} along x (stride_x / "
+            "stride_y of a layer before it); yolov4 decodes a head with one stride for x and y",
+        )
+    return _spec(s, i, [i - 1], c_in, st_in)
 
 
 def _reads_yolo(spec: LayerSpec, yolo: LayerSpec) -> ConfigError:
@@ -457,8 +502,8 @@ def resolve_layers(sections: list[Section]) -> list[LayerSpec]:
     check_layer_count(sections)
     layers: list[LayerSpec] = []
 
-    def out(j: int) -> tuple[int, int]:
-        return (channels, 1) if j < 0 else (layers[j].channels, layers[j].stride)
+    def out(j: int) -> Shape:
+        return (channels, (1, 1)) if j < 0 else (layers[j].channels, layers[j].strides)
 
     for i, s in enumerate(sections[1:]):
         check_layer_keys(s)
@@ -473,8 +518,8 @@ def resolve_layers(sections: list[Section]) -> list[LayerSpec]:
             spec = _maxpool_spec(s, i, c_in, st_in)
         elif s.kind == "upsample":
             spec = _upsample_spec(s, i, c_in, st_in)
-        else:  # yolo: passes its input through
-            spec = LayerSpec(i, s.kind, s, [i - 1], c_in, st_in)
+        else:
+            spec = _yolo_spec(s, i, c_in, st_in)
         for j in spec.inputs:
             if j >= 0 and layers[j].kind == "yolo":
                 raise _reads_yolo(spec, layers[j])

@@ -54,6 +54,8 @@ LAYER_KEYS: dict[str, set[str]] = {
         "filters",
         "size",
         "stride",
+        "stride_x",
+        "stride_y",
         "pad",
         "padding",
         "activation",

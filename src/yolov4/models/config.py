@@ -290,10 +290,10 @@ class ModelConfig:
 
     @functools.cached_property
     def max_stride(self) -> int:
-        """The coarsest stride of any layer (not only the heads'): input H and W must be
-        multiples of it for every ``[route]`` to join maps of equal size."""
+        """The coarsest stride of any layer (not only the heads'; along y or x): input H and W
+        must be multiples of it for every ``[route]`` to join maps of equal size."""
         layers = resolve_layers(parse_cfg(self.cfg_text(), self.name))
-        return max(layer.stride for layer in layers)
+        return max(max(layer.strides) for layer in layers)
 
     @property
     def default_nms(self) -> tuple[str, float]:
@@ -346,7 +346,7 @@ def _check_cfg_shapes(sections: list[Section], overrides: dict[str, Any]) -> Non
     if "input_size" not in overrides:
         net = sections[0]
         size = [net.get_int("height", 416), net.get_int("width", 416)]  # darknet's defaults
-        multiple = max(layer.stride for layer in resolve_layers(sections))
+        multiple = max(max(layer.strides) for layer in resolve_layers(sections))
         bad = [k for k, side in zip(("height", "width"), size) if side <= 0 or side % multiple]
         if bad:
             lines = ", ".join(str(net.lines.get(k, net.line)) for k in bad)

@@ -82,7 +82,8 @@ class ConvBnAct(nn.Module):
     """Darknet's ``[convolutional]``: padding (default ``k // 2``, darknet's ``pad=1``),
     dilation, BN or bias, activation.
 
-    ``(B, in_channels, H, W) -> (B, out_channels, H / stride, W / stride)``; the window starts
+    ``(B, in_channels, H, W) -> (B, out_channels, H / stride, W / stride)`` (``stride``: one for
+    both axes, or darknet's ``(stride_y, stride_x)``); the window starts
     ``padding * dilation`` cells before the map, as darknet's ``im2col_cpu_ext`` does.
     With ``bn=False`` the convolution carries a bias (darknet's linear head convs).
     ``fuse()`` folds BN into the convolution for inference; the outputs stay the same.
@@ -93,7 +94,7 @@ class ConvBnAct(nn.Module):
         in_channels: int,
         out_channels: int,
         kernel_size: int = 1,
-        stride: int = 1,
+        stride: int | tuple[int, int] = 1,
         act: str = "leaky",
         bn: bool = True,
         bn_momentum: float = 0.03,
