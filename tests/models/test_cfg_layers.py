@@ -255,3 +255,67 @@ def test_a_head_on_a_map_of_two_strides_is_refused(tmp_path):
 def test_a_route_of_maps_of_other_strides_names_both_axes(tmp_path):
     text = cfg(conv(extra="pad=1\nstride_y=2"), conv(stride=2), "[route]\nlayers=-1,-2\n\n")
     refused(text, tmp_path, 2, "layers", r"joins maps of different strides \[2 x 1, 4 x 2\]")
+
+
+# -- [dropout] ---------------------------------------------------------------------------------
+DROPOUT = cfg(
+    conv(size=3, stride=2),
+    "[dropout]\nprobability=.5\n\n",
+    conv(size=3, stride=1),
+    "[dropout]\n\n",  # darknet's default probability .2
+    "[route]\nlayers=-1,-4\n\n",  # -4: the layer before the first dropout, dropped in darknet
+)
+
+
+def test_dropout_is_the_identity_at_inference_as_in_opencv(tmp_path, one_thread):  # noqa: F811
+    model = model_of(DROPOUT, seed=7)
+    assert [m.p for m in model.layers if isinstance(m, torch.nn.Dropout)] == [0.5, 0.2]
+    net = opencv_net(model, tmp_path, (32, 32))
+    for hw in ((32, 32), (24, 40)):
+        assert_matches_opencv(model, net, torch.rand(1, 3, *hw))
+
+
+def test_dropout_in_training_drops_in_the_previous_layers_output():
+    """darknet's forward_dropout_layer: each value zeroed with the probability, the others
+    scaled by 1 / (1 - p), in place in the previous layer's output, which a [route] to that
+    layer then reads; its backward passes the gradient through the same mask."""
+    model = model_of(DROPOUT, seed=8).train()
+    seen: dict[int, torch.Tensor] = {}
+    for i in range(4):
+        model.layers[i].register_forward_hook(lambda m, a, out, i=i: seen.__setitem__(i, out))
+    torch.manual_seed(0)
+    model(torch.rand(2, 3, 32, 32))
+    for before, drop, p in ((0, 1, 0.5), (2, 3, 0.2)):
+        x, out = seen[before], seen[drop]
+        kept = out != 0
+        assert abs(1 - kept.float().mean().item() - p) < 0.05
+        torch.testing.assert_close(out[kept], x[kept] / (1 - p))
+    route = model.layers[4]
+    got = {}
+    route.register_forward_hook(lambda m, a, out: got.__setitem__("in", a[0]))
+    model(torch.rand(2, 3, 32, 32))
+    assert got["in"][0] is seen[3] and got["in"][1] is seen[1]  # layer 0 read as dropped
+    grads = check_trains(model, torch.rand(2, 3, 32, 32))
+    assert all(torch.isfinite(g).all() for g in grads.values())
+
+
+def test_dropout_round_trips_and_exports(tmp_path):
+    model = model_of(DROPOUT, seed=9)
+    images = torch.rand(2, 3, 32, 32)
+    check_round_trips(model, tmp_path, images)
+    check_onnx(model, tmp_path, images)
+
+
+@pytest.mark.parametrize(
+    "section, key, message",
+    [
+        ("[dropout]\nprobability=1.5\n\n", "probability", r"must be a probability in \[0, 1\]"),
+        ("[dropout]\ndropblock=1\n\n", "dropblock", "key not supported for"),
+    ],
+)
+def test_a_dropout_darknet_would_not_run_as_dropout_is_refused(section, key, message, tmp_path):
+    refused(cfg(conv(), section), tmp_path, 1, key, message)
+
+
+def test_dropout_as_the_first_layer_is_refused(tmp_path):
+    refused(cfg("[dropout]\n\n", conv()), tmp_path, 0, None, "cannot be the first layer")

@@ -200,6 +200,9 @@ stride=2
 [route]
 layers=-1,2
 
+[dropout]
+probability=0.1
+
 [convolutional]
 filters=18
 size=1
@@ -214,7 +217,7 @@ classes=1
 num=3
 """
 KIND_LAYER = {"net": -1, "convolutional": 1, "shortcut": 2, "maxpool": 3, "upsample": 4,
-              "route": 5, "yolo": 7}  # fmt: skip
+              "route": 5, "dropout": 6, "yolo": 8}  # fmt: skip
 
 
 def with_key(text: str, kind: str, line: str) -> str:
@@ -287,10 +290,12 @@ def test_keys_darknet_reads_without_effect_here_are_accepted(kind, line):
 # darknet's value for each refused key it reads when the cfg leaves the key out, transcribed
 # from src/parser.c (the option_find_* default in the function named)
 DEFAULTS = [
-    *[(kind, line) for kind in ("convolutional", "route", "shortcut", "maxpool", "upsample", "yolo")
+    *[(kind, line) for kind in ("convolutional", "route", "shortcut", "maxpool", "upsample",
+                                "dropout", "yolo")
       for line in ("clip=0", "onlyforward=0", "dont_update=0", "burnin_update=0",
                    "train_only_bn=0", "dontload=0", "dontloadscales=0", "learning_rate=1")],
-    *[(kind, "stopbackward=0") for kind in ("route", "shortcut", "maxpool", "upsample", "yolo")],
+    *[(kind, "stopbackward=0")
+      for kind in ("route", "shortcut", "maxpool", "upsample", "dropout", "yolo")],
     # parse_convolutional
     ("convolutional", "antialiasing=0"),
     ("convolutional", "assisted_excitation=0"), ("convolutional", "cbn=0"),
@@ -303,6 +308,9 @@ DEFAULTS = [
     ("shortcut", "weights_type=none"), ("shortcut", "weights_normalization=none"),
     ("maxpool", "maxpool_depth=0"), ("maxpool", "out_channels=1"), ("maxpool", "antialiasing=0"),
     ("maxpool", "maxpool_zero_nonmax=0"), ("upsample", "scale=1"),
+    # parse_dropout
+    ("dropout", "dropblock=0"), ("dropout", "dropblock_size_rel=0"),
+    ("dropout", "dropblock_size_abs=0"),
     # parse_yolo
     ("yolo", "delta_normalizer=1"), ("yolo", "iou_thresh_kind=iou"), ("yolo", "focal_loss=0"),
     ("yolo", "embedding_layer=999999"),

@@ -254,8 +254,8 @@ def param_count(layers: Sequence[LayerSpec]) -> int:
 
 
 def _layer_bytes(spec: LayerSpec, h: int, w: int) -> int:
-    if spec.kind == "yolo" or (spec.kind == "route" and len(spec.inputs) == 1):
-        return 0  # its input itself, or a view of it (a [route] groups chunk)
+    if spec.kind in ("yolo", "dropout") or (spec.kind == "route" and len(spec.inputs) == 1):
+        return 0  # its input itself (a [dropout] at inference), or a view of it ([route] groups)
     out = spec.channels * (h // spec.stride) * (w // spec.stride_x)
     p = spec.params
     if spec.kind == "maxpool" and p["pad_left"] != p["pad_right"]:

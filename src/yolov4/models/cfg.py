@@ -461,6 +461,20 @@ def _upsample_spec(s: Section, i: int, c_in: int, st_in: tuple[int, int]) -> Lay
     return _spec(s, i, [i - 1], c_in, out, stride=stride)
 
 
+def _dropout_spec(s: Section, i: int, c_in: int, st_in: tuple[int, int]) -> LayerSpec:
+    """``[dropout]`` (darknet's ``parse_dropout``, ``probability`` default 0.2): the identity
+    at inference; in training each value is zeroed with that probability and the others scaled
+    by ``1 / (1 - probability)``, in the previous layer's own output (darknet's dropout layer
+    shares its buffer: a ``[route]`` to that layer reads the dropped map too)."""
+    p = s.get_float("probability", 0.2)
+    if not 0 <= p <= 1:
+        raise s.error("probability", f"must be a probability in [0, 1], got {p:g}")
+    if i == 0:
+        raise s.error(None, "darknet's [dropout] works in the previous layer's output: it cannot "
+                      "be the first layer")  # fmt: skip
+    return _spec(s, i, [i - 1], c_in, st_in, probability=p)
+
+
 def _yolo_spec(s: Section, i: int, c_in: int, st_in: tuple[int, int]) -> LayerSpec:
     """``[yolo]``: passes its input through; its map's stride is the head's, one for both axes
     (decode and loss scale x and y by it)."""
@@ -518,6 +532,8 @@ def resolve_layers(sections: list[Section]) -> list[LayerSpec]:
             spec = _maxpool_spec(s, i, c_in, st_in)
         elif s.kind == "upsample":
             spec = _upsample_spec(s, i, c_in, st_in)
+        elif s.kind == "dropout":
+            spec = _dropout_spec(s, i, c_in, st_in)
         else:
             spec = _yolo_spec(s, i, c_in, st_in)
         for j in spec.inputs:

@@ -67,6 +67,7 @@ LAYER_KEYS: dict[str, set[str]] = {
     "shortcut": {"from", "activation"},
     "maxpool": {"size", "stride", "padding"},
     "upsample": {"stride"},
+    "dropout": {"probability"},
     "yolo": {
         "mask",
         "anchors",
@@ -135,7 +136,7 @@ INERT_KEYS: dict[str, set[str]] = {
 }
 
 # Every key darknet's parser reads, per section (src/parser.c): parse_convolutional,
-# parse_route, parse_shortcut, parse_maxpool, parse_upsample, parse_yolo, and the keys
+# parse_route, parse_shortcut, parse_maxpool, parse_upsample, parse_dropout, parse_yolo, and the keys
 # parse_network_cfg_custom reads in every layer (GENERIC).
 _GENERIC = {
     "clip", "onlyforward", "dont_update", "burnin_update", "stopbackward", "train_only_bn",
@@ -157,6 +158,9 @@ DARKNET_KEYS: dict[str, set[str]] = {
         "size", "stride", "stride_x", "stride_y",
     },
     "upsample": _GENERIC | {"scale", "stride"},
+    "dropout": _GENERIC | {
+        "dropblock", "dropblock_size_abs", "dropblock_size_rel", "probability",
+    },
     "yolo": _GENERIC | {
         "anchors", "beta_nms", "classes", "cls_normalizer", "counters_per_class",
         "delta_normalizer", "dets_for_show", "dets_for_track", "embedding_layer", "focal_loss",
@@ -169,7 +173,7 @@ DARKNET_KEYS: dict[str, set[str]] = {
 
 # The value darknet gives each refused key it reads when the cfg leaves it out (src/parser.c:
 # the option_find_* default of parse_convolutional, parse_shortcut, parse_maxpool,
-# parse_upsample, parse_yolo, and of the keys parse_network_cfg_custom reads in every layer).
+# parse_upsample, parse_dropout, parse_yolo, and of the keys parse_network_cfg_custom reads in every layer).
 # Set to it, the key changes nothing darknet computes: accepted. Numbers compare as numbers
 # (xnor=0, clip=0.0); text as text (weights_type=none). Keys whose default depends on
 # another key (maxpool stride_x: the stride) or that have none (yolo map) are not listed.
@@ -189,6 +193,9 @@ DARKNET_DEFAULTS: dict[str, dict[str, int | float | str]] = {
         "antialiasing": 0, "maxpool_depth": 0, "maxpool_zero_nonmax": 0, "out_channels": 1,
     },
     "upsample": _GENERIC_DEFAULTS | {"scale": 1.0},
+    "dropout": _GENERIC_DEFAULTS | {
+        "dropblock": 0, "dropblock_size_rel": 0.0, "dropblock_size_abs": 0,
+    },
     "yolo": _GENERIC_DEFAULTS | {
         "delta_normalizer": 1.0, "focal_loss": 0, "iou_thresh_kind": "iou",
         "embedding_layer": 999999,

@@ -57,6 +57,8 @@ def _module(spec: LayerSpec) -> nn.Module:
         return MaxPool(p["size"], p["stride"], p["pad_left"], p["pad_right"])
     if spec.kind == "upsample":
         return Upsample(p["stride"])
+    if spec.kind == "dropout":
+        return nn.Dropout(p["probability"])  # darknet's mask, drawn from torch's generator
     return nn.Identity()  # [yolo]: decode and loss live outside the network
 
 
@@ -215,6 +217,8 @@ class YOLOv4(nn.Module):
                 x = layer(x, [outs[j] for j in self._inputs[i][1:]])
             elif kind != "yolo":
                 x = layer(x)
+            if kind == "dropout" and outs[i - 1] is not None:
+                outs[i - 1] = x  # darknet drops in the previous layer's output itself
             if i == stop:
                 x = x.detach()
                 outs = [o.detach() if o is not None else None for o in outs]
