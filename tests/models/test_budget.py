@@ -303,12 +303,12 @@ def test_activation_bytes_equal_the_outputs_of_a_real_forward_pass(name, size):
 
     for layer in model.layers:
         layer.register_forward_hook(new_memory)
-        if getattr(layer, "pad_left", 0) != getattr(layer, "pad_right", 0):
+        if not getattr(layer, "even", True):
             layer.register_forward_pre_hook(
                 lambda m, i: seen.append(
                     i[0].shape[1]
-                    * (i[0].shape[2] + m.pad_left + m.pad_right)
-                    * (i[0].shape[3] + m.pad_left + m.pad_right)
+                    * (i[0].shape[2] + m.pad_left + m.pad_right[0])
+                    * (i[0].shape[3] + m.pad_left + m.pad_right[1])
                 )
             )
             pads += 1

@@ -319,3 +319,55 @@ def test_a_dropout_darknet_would_not_run_as_dropout_is_refused(section, key, mes
 
 def test_dropout_as_the_first_layer_is_refused(tmp_path):
     refused(cfg("[dropout]\n\n", conv()), tmp_path, 0, None, "cannot be the first layer")
+
+
+# -- [local_avgpool], [maxpool] windows ---------------------------------------------------------
+LOCAL_AVG = cfg(
+    conv(size=3, stride=1),
+    "[local_avgpool]\nsize=4\nstride=4\n\n",  # padding 3: the last column no window reaches
+    "[local_avg]\nsize=3\nstride=1\n\n",  # darknet's other name; padding 2, 1 on each side
+    "[local_avgpool]\nsize=2\nstride=2\n\n",
+    "[local_avgpool]\nsize=2\nstride=1\nstride_x=2\n\n",  # rows padded 1 at the bottom
+    conv(size=3, extra="pad=1\nstride_y=2"),
+)
+# (size, stride_y, stride_x, padding) of layers 1-4
+POOLS = [(4, 4, 4, 3), (3, 1, 1, 2), (2, 2, 2, 1), (2, 1, 2, 1)]
+
+
+@pytest.mark.parametrize("hw", [(32, 32), (16, 48)])
+def test_local_avgpool_matches_darknets_forward(hw):
+    """forward_local_avgpool_layer: the mean of the window's cells inside the map (OpenCV's
+    importer does not know the layer: the transcription is the reference)."""
+    model = model_of(LOCAL_AVG, seed=10)
+    assert model.strides == (16,)
+    seen = layer_outputs(model, torch.rand(1, 3, *hw) * 4 - 2)
+    for i, (size, sy, sx, padding) in enumerate(POOLS, 1):
+        x, out = seen[i]
+        ref = dk.forward_pool(x[0].double().numpy(), size=size, stride_x=sx, stride_y=sy,
+                              padding=padding, average=True)  # fmt: skip
+        np.testing.assert_allclose(out[0].double().numpy(), ref, rtol=1e-6, atol=1e-6)
+
+
+def test_local_avgpool_round_trips_trains_and_exports(tmp_path):
+    model = model_of(LOCAL_AVG, seed=11)
+    images = torch.rand(2, 3, 32, 32)
+    check_round_trips(model, tmp_path, images)
+    check_trains(model, images)
+    check_onnx(model, tmp_path, images)
+
+
+MAX_CROP = cfg(conv(size=3, stride=1), "[maxpool]\nsize=4\nstride=4\n\n")
+
+
+@pytest.mark.parametrize("hw", [(32, 32), (16, 24)])
+def test_maxpool_whose_windows_leave_the_last_cells_matches_opencv(hw, tmp_path, one_thread):  # noqa: F811
+    """size=4 stride=4 with darknet's default padding 3: windows start 1 cell before the map
+    and the last column and row are in none (OpenCV and the transcription agree)."""
+    model = model_of(MAX_CROP, seed=12)
+    x, out = layer_outputs(model, torch.rand(1, 3, *hw))[1]
+    ref = dk.forward_pool(x[0].double().numpy(), size=4, stride_x=4, stride_y=4, padding=3,
+                          average=False)  # fmt: skip
+    np.testing.assert_allclose(out[0].double().numpy(), ref, rtol=0, atol=0)
+    net = opencv_net(model, tmp_path, (32, 32))
+    assert_matches_opencv(model, net, torch.rand(1, 3, *hw))
+    check_onnx(model, tmp_path, torch.rand(2, 3, *hw))

@@ -90,3 +90,28 @@ def forward_convolutional(
         scales, mean, var = (v.reshape(-1, 1, 1) for v in bn)
         out = (out - mean) / np.sqrt(var + 0.00001) * scales
     return activate(out + biases.reshape(-1, 1, 1), activation)
+
+
+def forward_pool(x: np.ndarray, *, size: int, stride_x: int, stride_y: int, padding: int,
+                 average: bool) -> np.ndarray:  # fmt: skip
+    """maxpool_layer.c forward_maxpool_layer (its loop path, which the AVX path equals) and
+    forward_local_avgpool_layer for one image ``x (c, h, w)``: ``out_w = (w + padding - size)
+    / stride_x + 1``, window offset ``-padding / 2``; cells outside the map are skipped (the
+    max starts at -FLT_MAX; the average divides by the cells counted)."""
+    c, h, w = x.shape
+    out_h, out_w = (h + padding - size) // stride_y + 1, (w + padding - size) // stride_x + 1
+    offset = -(padding // 2)
+    out = np.zeros((c, out_h, out_w))
+    for k in range(c):
+        for i in range(out_h):
+            for j in range(out_w):
+                best, total, counter = -np.finfo(np.float32).max, 0.0, 0
+                for n in range(size):
+                    for m in range(size):
+                        cur_h, cur_w = offset + i * stride_y + n, offset + j * stride_x + m
+                        if 0 <= cur_h < h and 0 <= cur_w < w:
+                            best = max(best, x[k, cur_h, cur_w])
+                            total += x[k, cur_h, cur_w]
+                            counter += 1
+                out[k, i, j] = total / counter if average else best
+    return out

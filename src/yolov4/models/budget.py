@@ -6,12 +6,13 @@ points, each from the parsed layer list alone (no torch):
 - its text: :func:`read_cfg_file` and :func:`check_cfg_text` (``MAX_CFG_BYTES``; UTF-8 only,
   a binary file such as the ``.weights`` named as one before its size);
 - each layer (:func:`check_layer`, called by :func:`yolov4.models.cfg.resolve_layers`): the
-  layer count, ``filters``, kernel ``size``, ``[maxpool] size``, ``[upsample] stride`` and the
+  layer count, ``filters``, kernel ``size``, ``[maxpool]``/``[local_avgpool]`` ``size``,
+  ``[upsample] stride`` and the
   channels any layer (``[route]`` included) puts out;
 - the network at its input size (:func:`check_network`): the input sides, the parameter count
   and the bytes of every layer's float32 output for one image (their sum: what a forward pass
   writes and training keeps for the backward pass; layers without parameters included, and the
-  padded copy a ``[maxpool]`` with uneven padding makes).
+  padded copy a ``[maxpool]`` or ``[local_avgpool]`` with uneven padding makes).
 
 Each violation is a :class:`ConfigError` naming the key, the cfg line (or the model config key),
 the value and the bound. The defaults are the largest values of the zoo (``yolov4-p6`` at 1280 x
@@ -74,7 +75,7 @@ MAX_FILTERS = _env("MAX_FILTERS", 16384)
 MAX_CHANNELS = _env("MAX_CHANNELS", 32768)
 # [convolutional] size (kernel side): 3 in every zoo cfg, 7 in darknet's classifier stems
 MAX_KERNEL_SIZE = _env("MAX_KERNEL_SIZE", 15)
-# [maxpool] size: 13 in the SPP blocks
+# [maxpool] and [local_avgpool] size: 13 in the SPP blocks
 MAX_POOL_SIZE = _env("MAX_POOL_SIZE", 64)
 # [upsample] stride: 2 in every zoo cfg
 MAX_UPSAMPLE_STRIDE = _env("MAX_UPSAMPLE_STRIDE", 16)
@@ -207,7 +208,7 @@ def check_layer(spec: LayerSpec) -> None:
     if spec.kind == "convolutional":
         _bound(s, i, "filters", p["filters"], "MAX_FILTERS")
         _bound(s, i, "size", p["size"], "MAX_KERNEL_SIZE")
-    elif spec.kind == "maxpool":
+    elif spec.kind in ("maxpool", "local_avgpool"):
         _bound(s, i, "size", p["size"], "MAX_POOL_SIZE")
     elif spec.kind == "upsample":
         _bound(s, i, "stride", p["stride"], "MAX_UPSAMPLE_STRIDE")
@@ -258,11 +259,11 @@ def _layer_bytes(spec: LayerSpec, h: int, w: int) -> int:
         return 0  # its input itself (a [dropout] at inference), or a view of it ([route] groups)
     out = spec.channels * (h // spec.stride) * (w // spec.stride_x)
     p = spec.params
-    if spec.kind == "maxpool" and p["pad_left"] != p["pad_right"]:
-        # MaxPool pads a copy of its input with -inf first
-        pad = p["pad_left"] + p["pad_right"]
-        sy, sx = spec.stride // p["stride"], spec.stride_x // p["stride"]
-        out += spec.channels * (h // sy + pad) * (w // sx + pad)
+    if spec.kind in ("maxpool", "local_avgpool") and p["pad_right"] != (p["pad_left"],) * 2:
+        # an uneven padding: the pool pads a copy of its input first
+        (sy, sx), (ry, rx) = p["stride"], p["pad_right"]
+        sy, sx = spec.stride // sy, spec.stride_x // sx
+        out += spec.channels * (h // sy + p["pad_left"] + ry) * (w // sx + p["pad_left"] + rx)
     return FLOAT_BYTES * out
 
 

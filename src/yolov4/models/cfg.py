@@ -49,7 +49,12 @@ ZOO = tuple(sorted(p.stem for p in CFG_DIR.glob("*.cfg")))
 # darknet's other names of the sections built here (src/parser.c string_to_layer_type): a
 # section is read under the name on the left as the one on the right; errors quote the name as
 # written, and write_darknet_cfg writes the right one (OpenCV's importer knows only those)
-SECTION_ALIASES = {"network": "net", "conv": "convolutional", "max": "maxpool"}
+SECTION_ALIASES = {
+    "network": "net",
+    "conv": "convolutional",
+    "max": "maxpool",
+    "local_avg": "local_avgpool",
+}
 
 # activations the network implements (darknet's src/activations.c definitions)
 ACTIVATIONS = ("linear", "leaky", "relu", "logistic", "tanh", "mish", "swish")
@@ -431,26 +436,35 @@ def _shortcut_spec(
     return _spec(s, i, [i - 1, *srcs], c_in, st_in, activation=_activation(s, "linear"))
 
 
-def _maxpool_spec(s: Section, i: int, c_in: int, st_in: tuple[int, int]) -> LayerSpec:
+def _pool_spec(s: Section, i: int, c_in: int, st_in: tuple[int, int]) -> LayerSpec:
+    """``[maxpool]`` and ``[local_avgpool]`` (darknet's ``parse_maxpool`` /
+    ``parse_local_avgpool``, one ``make_maxpool_layer``): ``size`` defaults to ``stride``,
+    ``padding`` to ``size - 1``, ``stride_x``/``stride_y`` to ``stride``; the map is
+    ``(W + padding - size) / stride_x + 1`` wide, its windows start ``padding // 2`` cells
+    before it, and cells outside it never count (a max never wins there; an average divides
+    by the cells inside)."""
     stride = s.get_int("stride", 1)
+    strides = s.get_int("stride_y", stride), s.get_int("stride_x", stride)
     size = s.get_int("size", stride)  # darknet's default: the stride
     padding = s.get_int("padding", size - 1)
-    if size < 1 or stride < 1 or padding < 0:
+    if size < 1 or min(strides) < 1 or padding < 0:
         raise s.error(None, "size and stride must be >= 1, padding >= 0")
-    # darknet: out = (W + padding - size) // stride + 1, window offset -(padding // 2);
     # out == W / stride for W a multiple of stride iff size - stride <= padding < size
+    for st in sorted(set(strides)):
+        if not size - st <= padding <= size - 1:
+            raise s.error(
+                "padding" if "padding" in s.options else "size",
+                f"size {size} stride {st} padding {padding} does not give a map of "
+                f"H / stride (darknet's default padding is size - 1)",
+            )
     left = padding // 2
-    if not size - stride <= padding <= size - 1 or size - stride - left < 0:
-        raise s.error(
-            "padding" if "padding" in s.options else "size",
-            f"size {size} stride {stride} padding {padding} does not give a map of "
-            f"H / stride (darknet's default padding is size - 1)",
-        )
-    out = tuple(_stride_of(s, "stride", st, stride) for st in st_in)
+    # cells past the right/bottom edge a window reaches (negative: the last cells no window
+    # reaches, e.g. size=4 stride=4 with padding 3)
+    right = tuple(size - st - left for st in strides)
+    out = tuple(_stride_of(s, "stride", st, f) for st, f in zip(st_in, strides))
     return _spec(
-        s, i, [i - 1], c_in, out,
-        size=size, stride=stride, pad_left=left, pad_right=size - stride - left,
-    )  # fmt: skip
+        s, i, [i - 1], c_in, out, size=size, stride=strides, pad_left=left, pad_right=right
+    )
 
 
 def _upsample_spec(s: Section, i: int, c_in: int, st_in: tuple[int, int]) -> LayerSpec:
@@ -528,8 +542,8 @@ def resolve_layers(sections: list[Section]) -> list[LayerSpec]:
             spec = _route_spec(s, i, out)
         elif s.kind == "shortcut":
             spec = _shortcut_spec(s, i, out, c_in, st_in)
-        elif s.kind == "maxpool":
-            spec = _maxpool_spec(s, i, c_in, st_in)
+        elif s.kind in ("maxpool", "local_avgpool"):
+            spec = _pool_spec(s, i, c_in, st_in)
         elif s.kind == "upsample":
             spec = _upsample_spec(s, i, c_in, st_in)
         elif s.kind == "dropout":

@@ -66,6 +66,7 @@ LAYER_KEYS: dict[str, set[str]] = {
     "route": {"layers", "groups", "group_id"},
     "shortcut": {"from", "activation"},
     "maxpool": {"size", "stride", "padding"},
+    "local_avgpool": {"size", "stride", "stride_x", "stride_y", "padding"},
     "upsample": {"stride"},
     "dropout": {"probability"},
     "yolo": {
@@ -136,7 +137,8 @@ INERT_KEYS: dict[str, set[str]] = {
 }
 
 # Every key darknet's parser reads, per section (src/parser.c): parse_convolutional,
-# parse_route, parse_shortcut, parse_maxpool, parse_upsample, parse_dropout, parse_yolo, and the keys
+# parse_route, parse_shortcut, parse_maxpool, parse_local_avgpool, parse_upsample, parse_dropout,
+# parse_yolo, and the keys
 # parse_network_cfg_custom reads in every layer (GENERIC).
 _GENERIC = {
     "clip", "onlyforward", "dont_update", "burnin_update", "stopbackward", "train_only_bn",
@@ -157,6 +159,7 @@ DARKNET_KEYS: dict[str, set[str]] = {
         "antialiasing", "maxpool_depth", "maxpool_zero_nonmax", "out_channels", "padding",
         "size", "stride", "stride_x", "stride_y",
     },
+    "local_avgpool": _GENERIC | {"padding", "size", "stride", "stride_x", "stride_y"},
     "upsample": _GENERIC | {"scale", "stride"},
     "dropout": _GENERIC | {
         "dropblock", "dropblock_size_abs", "dropblock_size_rel", "probability",
@@ -192,6 +195,7 @@ DARKNET_DEFAULTS: dict[str, dict[str, int | float | str]] = {
     "maxpool": _GENERIC_DEFAULTS | {
         "antialiasing": 0, "maxpool_depth": 0, "maxpool_zero_nonmax": 0, "out_channels": 1,
     },
+    "local_avgpool": _GENERIC_DEFAULTS,
     "upsample": _GENERIC_DEFAULTS | {"scale": 1.0},
     "dropout": _GENERIC_DEFAULTS | {
         "dropblock": 0, "dropblock_size_rel": 0.0, "dropblock_size_abs": 0,

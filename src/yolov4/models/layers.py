@@ -14,6 +14,7 @@ __all__ = [
     "Route",
     "Shortcut",
     "MaxPool",
+    "LocalAvgPool",
     "Upsample",
     "make_activation",
     "BN_EPS",
@@ -178,21 +179,53 @@ class Shortcut(nn.Module):
         return self.act(x)
 
 
-class MaxPool(nn.Module):
-    """Darknet's ``[maxpool]``: windows start ``pad_left`` before the map, out-of-map cells never
-    win (``-inf``), ``(B, C, H, W) -> (B, C, H / stride, W / stride)``. Size 2 stride 1
+def _pair(value: int | tuple[int, int]) -> tuple[int, int]:
+    return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))
+
+
+class _Pool(nn.Module):
+    """Darknet's pooling windows (``make_maxpool_layer``): ``size`` square, ``stride`` per axis
+    ``(y, x)``, starting ``pad_left`` cells before the map and reaching ``pad_right`` ``(y, x)``
+    cells past its bottom/right edge (negative: the last cells no window reaches);
+    ``(B, C, H, W) -> (B, C, H / stride_y, W / stride_x)``."""
+
+    def __init__(
+        self,
+        size: int,
+        stride: int | tuple[int, int],
+        pad_left: int,
+        pad_right: int | tuple[int, int],
+    ) -> None:
+        super().__init__()
+        self.size, self.stride = size, _pair(stride)
+        self.pad_left, self.pad_right = pad_left, _pair(pad_right)
+        self.even = self.pad_right == (pad_left, pad_left)  # torch's pool pads it itself
+
+    def padded(self, x: torch.Tensor, value: float) -> torch.Tensor:
+        (ry, rx), left = self.pad_right, self.pad_left
+        return F.pad(x, (left, rx, left, ry), value=value)
+
+
+class MaxPool(_Pool):
+    """Darknet's ``[maxpool]``: out-of-map cells never win (``-inf``). Size 2 stride 1
     (yolov3-tiny) pads one cell on the right/bottom; size 5/9/13 stride 1 (SPP) pads evenly."""
 
-    def __init__(self, size: int, stride: int, pad_left: int, pad_right: int) -> None:
-        super().__init__()
-        self.size, self.stride = size, stride
-        self.pad_left, self.pad_right = pad_left, pad_right
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.even:  # max_pool2d's own padding is -inf
+            return F.max_pool2d(x, self.size, self.stride, self.pad_left)
+        return F.max_pool2d(self.padded(x, float("-inf")), self.size, self.stride)
+
+
+class LocalAvgPool(_Pool):
+    """Darknet's ``[local_avgpool]`` (``forward_local_avgpool_layer``): the mean of the window's
+    cells inside the map (out-of-map cells neither add nor count)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.pad_left == self.pad_right:  # symmetric: max_pool2d's own padding is -inf
-            return F.max_pool2d(x, self.size, self.stride, self.pad_left)
-        pad = (self.pad_left, self.pad_right, self.pad_left, self.pad_right)
-        return F.max_pool2d(F.pad(x, pad, value=float("-inf")), self.size, self.stride)
+        if self.even:
+            return F.avg_pool2d(x, self.size, self.stride, self.pad_left, count_include_pad=False)
+        inside = self.padded(torch.ones_like(x[:, :1]), 0.0)
+        mean = F.avg_pool2d(self.padded(x, 0.0), self.size, self.stride)
+        return mean / F.avg_pool2d(inside, self.size, self.stride)
 
 
 class Upsample(nn.Module):

@@ -23,7 +23,7 @@ from yolov4.errors import ConfigError, InputError
 from yolov4.models import budget
 from yolov4.models.cfg import LayerSpec, Section, resolve_layers
 from yolov4.models.config import ModelConfig, config_sections
-from yolov4.models.layers import ConvBnAct, MaxPool, Route, Shortcut, Upsample
+from yolov4.models.layers import ConvBnAct, LocalAvgPool, MaxPool, Route, Shortcut, Upsample
 from yolov4.models.stride import check_stride_multiple
 from yolov4.models.zoo import backbone_cutoff
 
@@ -55,6 +55,8 @@ def _module(spec: LayerSpec) -> nn.Module:
         return Shortcut(p["activation"])
     if spec.kind == "maxpool":
         return MaxPool(p["size"], p["stride"], p["pad_left"], p["pad_right"])
+    if spec.kind == "local_avgpool":
+        return LocalAvgPool(p["size"], p["stride"], p["pad_left"], p["pad_right"])
     if spec.kind == "upsample":
         return Upsample(p["stride"])
     if spec.kind == "dropout":
