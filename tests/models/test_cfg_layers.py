@@ -371,3 +371,29 @@ def test_maxpool_whose_windows_leave_the_last_cells_matches_opencv(hw, tmp_path,
     net = opencv_net(model, tmp_path, (32, 32))
     assert_matches_opencv(model, net, torch.rand(1, 3, *hw))
     check_onnx(model, tmp_path, torch.rand(2, 3, *hw))
+
+
+MAX_XY = cfg(
+    conv(size=3, stride=1),
+    "[maxpool]\nsize=2\nstride=1\nstride_x=2\n\n",  # padding 1: rows padded at the bottom
+    "[max]\nsize=3\nstride_y=2\nstride_x=1\n\n",  # size 3 (stride's default 1), padding 2
+    conv(size=3, stride=2),
+)
+
+
+@pytest.mark.parametrize("hw", [(32, 32), (16, 24)])
+def test_maxpool_stride_x_and_y_match_darknets_forward(hw, tmp_path):
+    """parse_maxpool: stride_x and stride_y default to stride (OpenCV's importer does not read
+    them: the transcription of forward_maxpool_layer is the reference)."""
+    model = model_of(MAX_XY, seed=13)
+    assert model.strides == (4,)
+    seen = layer_outputs(model, torch.rand(1, 3, *hw))
+    for i, (size, sy, sx, padding) in ((1, (2, 1, 2, 1)), (2, (3, 2, 1, 2))):
+        x, out = seen[i]
+        ref = dk.forward_pool(x[0].double().numpy(), size=size, stride_x=sx, stride_y=sy,
+                              padding=padding, average=False)  # fmt: skip
+        np.testing.assert_allclose(out[0].double().numpy(), ref, rtol=0, atol=0)
+    images = torch.rand(2, 3, *hw)
+    check_round_trips(model, tmp_path, images)
+    check_trains(model, images)
+    check_onnx(model, tmp_path, images)

@@ -65,7 +65,7 @@ LAYER_KEYS: dict[str, set[str]] = {
     },
     "route": {"layers", "groups", "group_id"},
     "shortcut": {"from", "activation"},
-    "maxpool": {"size", "stride", "padding"},
+    "maxpool": {"size", "stride", "stride_x", "stride_y", "padding"},
     "local_avgpool": {"size", "stride", "stride_x", "stride_y", "padding"},
     "upsample": {"stride"},
     "dropout": {"probability"},
