@@ -323,7 +323,7 @@ def _measure(config: ModelConfig) -> dict[str, float]:
     layers = resolve_layers(config_sections(config))
     convs = [s.params for s in layers if s.kind == "convolutional"]
     pools = [s.params["size"] for s in layers if s.kind == "maxpool"] or [1]
-    ups = [s.params["stride"] for s in layers if s.kind == "upsample"] or [1]
+    ups = [abs(s.params["stride"]) for s in layers if s.kind == "upsample"] or [1]
     return {
         "MAX_CFG_BYTES": len(config.cfg_text()),
         "MAX_LAYERS": len(layers),

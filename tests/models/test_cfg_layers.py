@@ -397,3 +397,46 @@ def test_maxpool_stride_x_and_y_match_darknets_forward(hw, tmp_path):
     check_round_trips(model, tmp_path, images)
     check_trains(model, images)
     check_onnx(model, tmp_path, images)
+
+
+# -- [upsample] scale, negative stride ---------------------------------------------------------
+UPSAMPLES = cfg(
+    conv(size=3, stride=1),
+    "[upsample]\nstride=-2\nscale=0.25\n\n",  # darknet's downsample: 2 x 2 blocks summed
+    conv(size=3, stride=2),
+    "[upsample]\nstride=2\nscale=0.5\n\n",
+    "[upsample]\nstride=-4\n\n",
+)
+# (stride, scale) of layers 1, 3, 4
+UPS = {1: (-2, 0.25), 3: (2, 0.5), 4: (-4, 1.0)}
+
+
+@pytest.mark.parametrize("hw", [(32, 32), (16, 24)])
+def test_upsample_scale_and_downsample_match_darknets_forward_and_backward(hw):
+    """upsample_cpu: nearest neighbour times scale, and for a negative stride each block
+    summed times scale (OpenCV's importer refuses a negative stride and ignores scale: the
+    transcription is the reference). The gradient of each is darknet's backward."""
+    model = model_of(UPSAMPLES, seed=14)
+    assert model.strides == (8,)
+    seen = layer_outputs(model, torch.rand(1, 3, *hw))
+    for i, (stride, scale) in UPS.items():
+        x, out = seen[i]
+        ref = dk.forward_upsample(x[0].double().numpy(), stride, scale)
+        np.testing.assert_allclose(out[0].double().numpy(), ref, rtol=1e-6, atol=1e-6)
+        x = x.detach().requires_grad_()
+        delta = torch.randn_like(out)
+        model.layers[i](x).backward(delta)
+        ref = dk.backward_upsample(delta[0].double().numpy(), x.shape[1:], stride, scale)
+        np.testing.assert_allclose(x.grad[0].double().numpy(), ref, rtol=1e-6, atol=1e-6)
+
+
+def test_upsample_scale_and_downsample_round_trip_train_and_export(tmp_path):
+    model = model_of(UPSAMPLES, seed=15)
+    images = torch.rand(2, 3, 32, 32)
+    check_round_trips(model, tmp_path, images)
+    check_trains(model, images)
+    check_onnx(model, tmp_path, images)
+
+
+def test_upsample_stride_0_is_refused(tmp_path):
+    refused(cfg(conv(), "[upsample]\nstride=0\n\n"), tmp_path, 1, "stride", "non-zero")

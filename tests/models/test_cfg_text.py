@@ -312,7 +312,7 @@ DEFAULTS = [
     # parse_shortcut, parse_maxpool, parse_upsample
     ("shortcut", "weights_type=none"), ("shortcut", "weights_normalization=none"),
     ("maxpool", "maxpool_depth=0"), ("maxpool", "out_channels=1"), ("maxpool", "antialiasing=0"),
-    ("maxpool", "maxpool_zero_nonmax=0"), ("upsample", "scale=1"),
+    ("maxpool", "maxpool_zero_nonmax=0"),
     # parse_dropout
     ("dropout", "dropblock=0"), ("dropout", "dropblock_size_rel=0"),
     ("dropout", "dropblock_size_abs=0"),
@@ -362,7 +362,6 @@ CHANGING = {
     ("convolutional", "dontloadscales=1"): "the .weights layout",
     ("shortcut", "weights_type=per_channel"): "weights of the sum",
     ("maxpool", "maxpool_zero_nonmax=1"): "the output",
-    ("upsample", "scale=2"): "the output times 2",
     ("route", "onlyforward=1"): "no backward through the layer",
     ("yolo", "focal_loss=1"): "the class loss",
     ("yolo", "delta_normalizer=2"): "the gradient",

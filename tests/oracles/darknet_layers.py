@@ -115,3 +115,47 @@ def forward_pool(x: np.ndarray, *, size: int, stride_x: int, stride_y: int, padd
                             counter += 1
                 out[k, i, j] = total / counter if average else best
     return out
+
+
+def upsample_cpu(src, w, h, c, stride, forward, scale, out) -> None:
+    """blas.c upsample_cpu (one image, flat arrays): ``forward``: ``out = scale * in`` cell by
+    cell of the ``stride`` times larger map; else ``in += scale * out`` summed over each
+    block."""
+    for k in range(c):
+        for j in range(h * stride):
+            for i in range(w * stride):
+                in_index = k * w * h + (j // stride) * w + i // stride
+                out_index = k * w * h * stride * stride + j * w * stride + i
+                if forward:
+                    out[out_index] = scale * src[in_index]
+                else:
+                    src[in_index] += scale * out[out_index]
+
+
+def forward_upsample(x: np.ndarray, stride: int, scale: float) -> np.ndarray:
+    """upsample_layer.c forward_upsample_layer for one image ``x (c, h, w)``: the output zeroed
+    (fill_cpu), then upsample_cpu; a negative stride (``l.reverse``) reads it backward, from
+    the output's point of view: each block of the input summed into one output cell."""
+    c, h, w = x.shape
+    if stride > 0:
+        out = np.zeros(c * h * stride * w * stride)
+        upsample_cpu(x.ravel(), w, h, c, stride, True, scale, out)
+        return out.reshape(c, h * stride, w * stride)
+    s = -stride
+    out = np.zeros(c * (h // s) * (w // s))
+    upsample_cpu(out, w // s, h // s, c, s, False, scale, x.ravel())
+    return out.reshape(c, h // s, w // s)
+
+
+def backward_upsample(delta: np.ndarray, in_shape: tuple, stride: int, scale: float):
+    """backward_upsample_layer: the previous layer's delta for this layer's ``delta``. With a
+    negative stride it is written (upsample_cpu forward=1: ``=``), not added to: what other
+    layers reading the previous layer put there before is lost."""
+    c, h, w = in_shape
+    state = np.zeros(c * h * w)
+    if stride > 0:
+        upsample_cpu(state, w, h, c, stride, False, scale, delta.ravel())
+    else:
+        s = -stride
+        upsample_cpu(delta.ravel(), w // s, h // s, c, s, True, scale, state)
+    return state.reshape(c, h, w)

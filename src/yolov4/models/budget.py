@@ -77,7 +77,7 @@ MAX_CHANNELS = _env("MAX_CHANNELS", 32768)
 MAX_KERNEL_SIZE = _env("MAX_KERNEL_SIZE", 15)
 # [maxpool] and [local_avgpool] size: 13 in the SPP blocks
 MAX_POOL_SIZE = _env("MAX_POOL_SIZE", 64)
-# [upsample] stride: 2 in every zoo cfg
+# [upsample] stride (either sign): 2 in every zoo cfg
 MAX_UPSAMPLE_STRIDE = _env("MAX_UPSAMPLE_STRIDE", 16)
 # input height and width in pixels ([net] or model.input_size): 1280 in yolov4-p6
 MAX_INPUT_SIDE = _env("MAX_INPUT_SIDE", 8192)
@@ -211,7 +211,7 @@ def check_layer(spec: LayerSpec) -> None:
     elif spec.kind in ("maxpool", "local_avgpool"):
         _bound(s, i, "size", p["size"], "MAX_POOL_SIZE")
     elif spec.kind == "upsample":
-        _bound(s, i, "stride", p["stride"], "MAX_UPSAMPLE_STRIDE")
+        _bound(s, i, "stride", abs(p["stride"]), "MAX_UPSAMPLE_STRIDE")
     if spec.channels > MAX_CHANNELS:
         key = {"route": "layers", "shortcut": "from", "convolutional": "filters"}.get(spec.kind)
         raise s.error(

@@ -468,11 +468,18 @@ def _pool_spec(s: Section, i: int, c_in: int, st_in: tuple[int, int]) -> LayerSp
 
 
 def _upsample_spec(s: Section, i: int, c_in: int, st_in: tuple[int, int]) -> LayerSpec:
+    """``[upsample]`` (darknet's ``parse_upsample`` and ``upsample_cpu``): ``stride`` (default 2)
+    times larger, each cell repeated, times ``scale`` (default 1); a negative ``stride`` is
+    darknet's downsample: each ``|stride|`` x ``|stride|`` block summed, times ``scale``."""
     stride = s.get_int("stride", 2)
-    if stride < 1:
-        raise s.error("stride", f"must be a positive integer, got {stride}")
-    out = tuple(_stride_of(s, "stride", st, 1 / stride) for st in st_in)
-    return _spec(s, i, [i - 1], c_in, out, stride=stride)
+    scale = s.get_float("scale", 1.0)
+    if stride == 0:
+        raise s.error("stride", "must be a non-zero integer (negative: downsample), got 0")
+    if not math.isfinite(scale):
+        raise s.error("scale", f"must be a finite number, got {scale}")
+    factor = 1 / stride if stride > 0 else -stride
+    out = tuple(_stride_of(s, "stride", st, factor) for st in st_in)
+    return _spec(s, i, [i - 1], c_in, out, stride=stride, scale=scale)
 
 
 def _dropout_spec(s: Section, i: int, c_in: int, st_in: tuple[int, int]) -> LayerSpec:

@@ -67,7 +67,7 @@ LAYER_KEYS: dict[str, set[str]] = {
     "shortcut": {"from", "activation"},
     "maxpool": {"size", "stride", "stride_x", "stride_y", "padding"},
     "local_avgpool": {"size", "stride", "stride_x", "stride_y", "padding"},
-    "upsample": {"stride"},
+    "upsample": {"stride", "scale"},
     "dropout": {"probability"},
     "yolo": {
         "mask",
@@ -196,7 +196,7 @@ DARKNET_DEFAULTS: dict[str, dict[str, int | float | str]] = {
         "antialiasing": 0, "maxpool_depth": 0, "maxpool_zero_nonmax": 0, "out_channels": 1,
     },
     "local_avgpool": _GENERIC_DEFAULTS,
-    "upsample": _GENERIC_DEFAULTS | {"scale": 1.0},
+    "upsample": _GENERIC_DEFAULTS,
     "dropout": _GENERIC_DEFAULTS | {
         "dropblock": 0, "dropblock_size_rel": 0.0, "dropblock_size_abs": 0,
     },

@@ -229,11 +229,17 @@ class LocalAvgPool(_Pool):
 
 
 class Upsample(nn.Module):
-    """Darknet's ``[upsample]``: nearest neighbour, ``(B, C, H, W) -> (B, C, sH, sW)``."""
+    """Darknet's ``[upsample]`` (``upsample_cpu``): nearest neighbour times ``scale``,
+    ``(B, C, H, W) -> (B, C, sH, sW)``; a negative ``stride`` ``-s`` is darknet's downsample,
+    each ``s`` x ``s`` block summed times ``scale``: ``(B, C, H, W) -> (B, C, H / s, W / s)``."""
 
-    def __init__(self, stride: int) -> None:
+    def __init__(self, stride: int, scale: float = 1.0) -> None:
         super().__init__()
-        self.stride = stride
+        self.stride, self.scale = stride, scale
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.interpolate(x, scale_factor=float(self.stride), mode="nearest")
+        if self.stride < 0:
+            s = -self.stride
+            return F.avg_pool2d(x, s) * (self.scale * s * s)
+        x = F.interpolate(x, scale_factor=float(self.stride), mode="nearest")
+        return x if self.scale == 1 else x * self.scale

@@ -58,7 +58,7 @@ def _module(spec: LayerSpec) -> nn.Module:
     if spec.kind == "local_avgpool":
         return LocalAvgPool(p["size"], p["stride"], p["pad_left"], p["pad_right"])
     if spec.kind == "upsample":
-        return Upsample(p["stride"])
+        return Upsample(p["stride"], p["scale"])
     if spec.kind == "dropout":
         return nn.Dropout(p["probability"])  # darknet's mask, drawn from torch's generator
     return nn.Identity()  # [yolo]: decode and loss live outside the network
