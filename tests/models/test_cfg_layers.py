@@ -440,3 +440,50 @@ def test_upsample_scale_and_downsample_round_trip_train_and_export(tmp_path):
 
 def test_upsample_stride_0_is_refused(tmp_path):
     refused(cfg(conv(), "[upsample]\nstride=0\n\n"), tmp_path, 1, "stride", "non-zero")
+
+
+# -- [route] onlyforward -----------------------------------------------------------------------
+ONLY_FORWARD = cfg(
+    conv(size=3, stride=2),
+    conv(size=3, stride=1),
+    "[route]\nlayers=0\nonlyforward=1\n\n",  # yolov4-tiny_contrastive.cfg's use
+    conv(size=3, stride=1),  # layer 3: read only through the route below
+    "[route]\nlayers=-1,-3\nonlyforward=1\n\n",
+    conv(size=1, stride=1),
+    "[route]\nlayers=-1,1\n\n",
+)
+
+
+def test_route_onlyforward_is_unchanged_at_inference_as_in_opencv(tmp_path, one_thread):  # noqa: F811
+    model = model_of(ONLY_FORWARD, seed=16)
+    net = opencv_net(model, tmp_path, (32, 32))
+    for hw in ((32, 32), (24, 40)):
+        assert_matches_opencv(model, net, torch.rand(1, 3, *hw))
+
+
+def test_route_onlyforward_passes_no_gradient_back():
+    """darknet's backward_network skips a layer with onlyforward=1: nothing reaches the layers
+    it reads through it (layer 3 here), while the same network without the key trains them."""
+    images = torch.rand(2, 3, 32, 32)
+    plain = model_of(ONLY_FORWARD.replace("onlyforward=1\n", ""), seed=17).train()
+    model = model_of(ONLY_FORWARD, seed=17).train()
+    model.load_state_dict(plain.state_dict())
+    sum(m.square().mean() for m in plain(images)).backward()
+    assert plain.layers[3].conv.weight.grad.abs().sum() > 0
+    sum(m.square().mean() for m in model(images)).backward()
+    grads = {n: p.grad for n, p in model.named_parameters()}
+    assert all(grads[n] is None for n in grads if n.startswith("layers.3."))
+    for n, g in grads.items():
+        if not n.startswith("layers.3."):
+            assert g is not None and g.abs().sum() > 0, n
+    with torch.no_grad():
+        model.eval(), plain.eval()
+        for a, b in zip(model(images), plain(images)):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_route_onlyforward_round_trips_and_exports(tmp_path):
+    model = model_of(ONLY_FORWARD, seed=18)
+    images = torch.rand(2, 3, 32, 32)
+    check_round_trips(model, tmp_path, images)
+    check_onnx(model, tmp_path, images)

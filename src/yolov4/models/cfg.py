@@ -418,7 +418,10 @@ def _route_spec(s: Section, i: int, out: Callable[[int], Shape]) -> LayerSpec:
                 "groups", f"{groups} does not divide the {out(j)[0]} channels of layer {j}"
             )
         c += out(j)[0] // groups
-    return _spec(s, i, srcs, c, strides.pop(), groups=groups, group_id=group_id)
+    onlyforward = bool(s.get_int("onlyforward", 0))  # darknet: no backward through it
+    return _spec(
+        s, i, srcs, c, strides.pop(), groups=groups, group_id=group_id, onlyforward=onlyforward
+    )
 
 
 def _shortcut_spec(

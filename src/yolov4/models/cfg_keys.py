@@ -63,7 +63,8 @@ LAYER_KEYS: dict[str, set[str]] = {
         "dilation",
         "stopbackward",  # freeze layers <= this one for N iterations (training.module)
     },
-    "route": {"layers", "groups", "group_id"},
+    # onlyforward: darknet's backward skips the layer (yolov4-tiny_contrastive.cfg): a detach
+    "route": {"layers", "groups", "group_id", "onlyforward"},
     "shortcut": {"from", "activation"},
     "maxpool": {"size", "stride", "stride_x", "stride_y", "padding"},
     "local_avgpool": {"size", "stride", "stride_x", "stride_y", "padding"},

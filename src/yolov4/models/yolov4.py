@@ -109,6 +109,9 @@ class YOLOv4(nn.Module):
             if s.kind == "convolutional" and s.params["stopbackward"]
         )
         self.iteration = 0
+        # [route] onlyforward=1: darknet's backward_network skips the layer; its output is
+        # detached here, so no gradient reaches the layers it reads through it
+        self._only_forward = frozenset(s.index for s in specs if s.params.get("onlyforward"))
         self._init_weights()
 
     # -- construction ---------------------------------------------------------------------------
@@ -221,6 +224,8 @@ class YOLOv4(nn.Module):
                 x = layer(x)
             if kind == "dropout" and outs[i - 1] is not None:
                 outs[i - 1] = x  # darknet drops in the previous layer's output itself
+            if i in self._only_forward:
+                x = x.detach()
             if i == stop:
                 x = x.detach()
                 outs = [o.detach() if o is not None else None for o in outs]
