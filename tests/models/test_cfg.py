@@ -150,12 +150,12 @@ CASES = {
         None,
         r"layer type \[reorg\] is not supported",
     ),
-    "unknown layer type sam": (
-        nth(BASE, "[maxpool]\nsize=2\nstride=1", "[sam]\nfrom=-1"),
+    "unknown layer type softmax": (
+        nth(BASE, "[maxpool]\nsize=2\nstride=1", "[softmax]\ngroups=1"),
         1,
-        "sam",
+        "softmax",
         None,
-        r"layer type \[sam\] is not supported",
+        r"layer type \[softmax\] is not supported",
     ),
     "unknown key": (
         nth(BASE, "activation=mish", "activation=mish\nantialiasing=1"),

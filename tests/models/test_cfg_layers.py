@@ -487,3 +487,47 @@ def test_route_onlyforward_round_trips_and_exports(tmp_path):
     images = torch.rand(2, 3, 32, 32)
     check_round_trips(model, tmp_path, images)
     check_onnx(model, tmp_path, images)
+
+
+# -- [sam] ---------------------------------------------------------------------------------------
+SAM = cfg(
+    conv(size=3, stride=2),
+    conv(size=1, stride=1, act="logistic"),  # the attention map, as yolov4-sam-mish-csp's
+    "[sam]\nfrom=-2\n\n",
+    conv(size=3, stride=2),
+    conv(size=3, stride=1, act="linear", bn=False),
+    "[sam]\nfrom=-2\nactivation=leaky\n\n",
+)
+
+
+def test_sam_matches_opencv(tmp_path, one_thread):  # noqa: F811
+    """forward_sam_layer: the previous layer times layer ``from``, element by element, then the
+    activation (OpenCV's importer runs both)."""
+    model = model_of(SAM, seed=19)
+    net = opencv_net(model, tmp_path, (32, 32))
+    for hw in ((32, 32), (24, 40)):
+        assert_matches_opencv(model, net, torch.rand(1, 3, *hw))
+
+
+def test_sam_gradients_reach_both_inputs_and_it_round_trips_and_exports(tmp_path):
+    """The gradient of ``x * from`` reaches both (darknet's GPU backward_sam_kernel adds both;
+    its CPU backward_sam_layer writes the from layer's instead of adding to it)."""
+    model = model_of(SAM, seed=20)
+    images = torch.rand(2, 3, 32, 32)
+    check_trains(model, images)
+    check_round_trips(model, tmp_path, images)
+    check_onnx(model, tmp_path, images)
+
+
+@pytest.mark.parametrize(
+    "section, message",
+    [
+        ("[sam]\nfrom=-2\nactivation=mish\n\n", r"darknet's \[sam\] does not apply mish"),
+        ("[sam]\nfrom=-1,-2\n\n", r"darknet's \[sam\] reads one layer"),
+        ("[sam]\nfrom=0\n\n", "only equal shapes can be multiplied"),
+    ],
+)
+def test_a_sam_darknet_would_not_run_is_refused(section, message, tmp_path):
+    text = cfg(conv(stride=2), conv(filters=4), conv(filters=4), section)
+    key = "activation" if "activation" in section else "from"
+    refused(text, tmp_path, 3, key, message)

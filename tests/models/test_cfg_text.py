@@ -207,6 +207,9 @@ probability=0.1
 size=1
 stride=1
 
+[sam]
+from=-2
+
 [convolutional]
 filters=18
 size=1
@@ -221,7 +224,7 @@ classes=1
 num=3
 """
 KIND_LAYER = {"net": -1, "convolutional": 1, "shortcut": 2, "maxpool": 3, "upsample": 4,
-              "route": 5, "dropout": 6, "local_avgpool": 7, "yolo": 9}  # fmt: skip
+              "route": 5, "dropout": 6, "local_avgpool": 7, "sam": 8, "yolo": 10}  # fmt: skip
 
 
 def with_key(text: str, kind: str, line: str) -> str:
@@ -295,12 +298,12 @@ def test_keys_darknet_reads_without_effect_here_are_accepted(kind, line):
 # from src/parser.c (the option_find_* default in the function named)
 DEFAULTS = [
     *[(kind, line) for kind in ("convolutional", "route", "shortcut", "maxpool", "upsample",
-                                "dropout", "local_avgpool", "yolo")
+                                "dropout", "local_avgpool", "sam", "yolo")
       for line in ("clip=0", "onlyforward=0", "dont_update=0", "burnin_update=0",
                    "train_only_bn=0", "dontload=0", "dontloadscales=0", "learning_rate=1")],
     *[(kind, "stopbackward=0")
       for kind in ("route", "shortcut", "maxpool", "upsample", "dropout", "local_avgpool",
-                   "yolo")],
+                   "sam", "yolo")],
     # parse_convolutional
     ("convolutional", "antialiasing=0"),
     ("convolutional", "assisted_excitation=0"), ("convolutional", "cbn=0"),

@@ -202,6 +202,10 @@ def _bound(s: Section, index: int, key: str, value: int, name: str) -> None:
         raise s.error(key, f"(layer {index}) {over(name, value)}")
 
 
+# the key that sets a layer's output channels, named when there are too many
+_CHANNELS_KEY = {"route": "layers", "shortcut": "from", "sam": "from", "convolutional": "filters"}
+
+
 def check_layer(spec: LayerSpec) -> None:
     """One resolved layer's keys and output channels against the limits."""
     s, p, i = spec.section, spec.params, spec.index
@@ -213,9 +217,8 @@ def check_layer(spec: LayerSpec) -> None:
     elif spec.kind == "upsample":
         _bound(s, i, "stride", abs(p["stride"]), "MAX_UPSAMPLE_STRIDE")
     if spec.channels > MAX_CHANNELS:
-        key = {"route": "layers", "shortcut": "from", "convolutional": "filters"}.get(spec.kind)
         raise s.error(
-            key,
+            _CHANNELS_KEY.get(spec.kind),
             f"(layer {i}) gives " + over("MAX_CHANNELS", f"{spec.channels:,} channels"),
         )
 

@@ -485,6 +485,37 @@ def _upsample_spec(s: Section, i: int, c_in: int, st_in: tuple[int, int]) -> Lay
     return _spec(s, i, [i - 1], c_in, out, stride=stride, scale=scale)
 
 
+# darknet's activate() has no case for these: a [sam] with one of them puts out zeros
+SAM_ACTIVATIONS = tuple(a for a in ACTIVATIONS if a not in ("swish", "mish"))
+
+
+def _sam_spec(
+    s: Section, i: int, out: Callable[[int], Shape], c_in: int, st_in: tuple[int, int]
+) -> LayerSpec:
+    """``[sam]`` (darknet's ``parse_sam``, ``forward_sam_layer``): the previous layer's output
+    times layer ``from``'s, element by element (equal shapes: darknet asserts it), then
+    ``activation`` (default linear)."""
+    froms = s.get_ints("from")
+    if len(froms) != 1:
+        raise s.error("from", f"darknet's [sam] reads one layer (atoi: the first), got {froms}")
+    j = _index(s, "from", froms[0], i, i)
+    if out(j) != (c_in, st_in):
+        raise s.error(
+            "from",
+            f"layer {j} gives {out(j)[0]} channels at stride {_strides_text(out(j)[1])}, layer "
+            f"{i - 1} {c_in} at stride {_strides_text(st_in)}: only equal shapes can be "
+            "multiplied",
+        )
+    act = _activation(s, "linear")
+    if act not in SAM_ACTIVATIONS:
+        raise s.error(
+            "activation",
+            f"darknet's [sam] does not apply {act} (its activate() has no case for it: the "
+            f"output is zero); supported here: {list(SAM_ACTIVATIONS)}",
+        )
+    return _spec(s, i, [i - 1, j], c_in, st_in, activation=act)
+
+
 def _dropout_spec(s: Section, i: int, c_in: int, st_in: tuple[int, int]) -> LayerSpec:
     """``[dropout]`` (darknet's ``parse_dropout``, ``probability`` default 0.2): the identity
     at inference; in training each value is zeroed with that probability and the others scaled
@@ -518,8 +549,8 @@ def _reads_yolo(spec: LayerSpec, yolo: LayerSpec) -> ConfigError:
     ``[yolo]`` is the identity (decode and loss live outside the network), so such a layer
     would read another map than darknet's. No official cfg has one."""
     s = spec.section
-    key = {"route": "layers", "shortcut": "from"}.get(spec.kind)
-    if spec.kind == "shortcut" and yolo.index not in spec.inputs[1:]:
+    key = {"route": "layers", "shortcut": "from", "sam": "from"}.get(spec.kind)
+    if spec.kind in ("shortcut", "sam") and yolo.index not in spec.inputs[1:]:
         key = None  # its implicit input, the layer before it
     reads = f"{s.where(key)}={s.options[key]}" if key else s.where()
     at = f"{yolo.section.source}:{yolo.section.line} (layer {yolo.index}"
@@ -558,6 +589,8 @@ def resolve_layers(sections: list[Section]) -> list[LayerSpec]:
             spec = _upsample_spec(s, i, c_in, st_in)
         elif s.kind == "dropout":
             spec = _dropout_spec(s, i, c_in, st_in)
+        elif s.kind == "sam":
+            spec = _sam_spec(s, i, out, c_in, st_in)
         else:
             spec = _yolo_spec(s, i, c_in, st_in)
         for j in spec.inputs:

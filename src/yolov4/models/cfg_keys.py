@@ -70,6 +70,7 @@ LAYER_KEYS: dict[str, set[str]] = {
     "local_avgpool": {"size", "stride", "stride_x", "stride_y", "padding"},
     "upsample": {"stride", "scale"},
     "dropout": {"probability"},
+    "sam": {"from", "activation"},
     "yolo": {
         "mask",
         "anchors",
@@ -139,7 +140,7 @@ INERT_KEYS: dict[str, set[str]] = {
 
 # Every key darknet's parser reads, per section (src/parser.c): parse_convolutional,
 # parse_route, parse_shortcut, parse_maxpool, parse_local_avgpool, parse_upsample, parse_dropout,
-# parse_yolo, and the keys
+# parse_sam, parse_yolo, and the keys
 # parse_network_cfg_custom reads in every layer (GENERIC).
 _GENERIC = {
     "clip", "onlyforward", "dont_update", "burnin_update", "stopbackward", "train_only_bn",
@@ -165,6 +166,7 @@ DARKNET_KEYS: dict[str, set[str]] = {
     "dropout": _GENERIC | {
         "dropblock", "dropblock_size_abs", "dropblock_size_rel", "probability",
     },
+    "sam": _GENERIC | {"activation", "from"},
     "yolo": _GENERIC | {
         "anchors", "beta_nms", "classes", "cls_normalizer", "counters_per_class",
         "delta_normalizer", "dets_for_show", "dets_for_track", "embedding_layer", "focal_loss",
@@ -201,6 +203,7 @@ DARKNET_DEFAULTS: dict[str, dict[str, int | float | str]] = {
     "dropout": _GENERIC_DEFAULTS | {
         "dropblock": 0, "dropblock_size_rel": 0.0, "dropblock_size_abs": 0,
     },
+    "sam": _GENERIC_DEFAULTS,
     "yolo": _GENERIC_DEFAULTS | {
         "delta_normalizer": 1.0, "focal_loss": 0, "iou_thresh_kind": "iou",
         "embedding_layer": 999999,

@@ -13,6 +13,7 @@ __all__ = [
     "Mish",
     "Route",
     "Shortcut",
+    "Sam",
     "MaxPool",
     "LocalAvgPool",
     "Upsample",
@@ -181,6 +182,18 @@ class Shortcut(nn.Module):
 
 def _pair(value: int | tuple[int, int]) -> tuple[int, int]:
     return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))
+
+
+class Sam(nn.Module):
+    """Darknet's ``[sam]`` (spatial attention): the previous layer times the ``from`` layer,
+    element by element, then activation."""
+
+    def __init__(self, act: str = "linear") -> None:
+        super().__init__()
+        self.act = make_activation(act)
+
+    def forward(self, x: torch.Tensor, others: list[torch.Tensor]) -> torch.Tensor:
+        return self.act(x * others[0])
 
 
 class _Pool(nn.Module):

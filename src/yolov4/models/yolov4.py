@@ -23,7 +23,15 @@ from yolov4.errors import ConfigError, InputError
 from yolov4.models import budget
 from yolov4.models.cfg import LayerSpec, Section, resolve_layers
 from yolov4.models.config import ModelConfig, config_sections
-from yolov4.models.layers import ConvBnAct, LocalAvgPool, MaxPool, Route, Shortcut, Upsample
+from yolov4.models.layers import (
+    ConvBnAct,
+    LocalAvgPool,
+    MaxPool,
+    Route,
+    Sam,
+    Shortcut,
+    Upsample,
+)
 from yolov4.models.stride import check_stride_multiple
 from yolov4.models.zoo import backbone_cutoff
 
@@ -33,6 +41,8 @@ __all__ = ["YOLOv4", "build_model"]
 # as RetinaNet's focal-loss prior). Darknet starts from zero biases; the forward pass and the
 # weight files are unaffected, it only spares the first iterations a flood of false positives.
 PRIOR_PROB = 0.01
+# layers that read the outputs of layers other than the one before them (their `inputs`)
+READERS = ("route", "shortcut", "sam")
 
 
 def _module(spec: LayerSpec) -> nn.Module:
@@ -53,6 +63,8 @@ def _module(spec: LayerSpec) -> nn.Module:
         return Route(p["groups"], p["group_id"])
     if spec.kind == "shortcut":
         return Shortcut(p["activation"])
+    if spec.kind == "sam":
+        return Sam(p["activation"])
     if spec.kind == "maxpool":
         return MaxPool(p["size"], p["stride"], p["pad_left"], p["pad_right"])
     if spec.kind == "local_avgpool":
@@ -88,13 +100,13 @@ class YOLOv4(nn.Module):
         yolos = sorted((s for s in specs if s.kind == "yolo"), key=lambda s: s.stride)
         # darknet index of the layer whose output is head h's raw map (ascending stride)
         self.head_layers: tuple[int, ...] = tuple(s.index - 1 for s in yolos)
-        refs = {j for s in specs if s.kind in ("route", "shortcut") for j in s.inputs}
+        refs = {j for s in specs if s.kind in READERS for j in s.inputs}
         self._keep = refs | set(self.head_layers)
-        # outputs a [route]/[shortcut] reads are dropped after their last reader (inference
+        # outputs a [route]/[shortcut]/[sam] reads are dropped after their last reader (inference
         # memory of the big nets at their cfg sizes); head maps are kept to the end
         last: dict[int, int] = {}
         for s in specs:
-            if s.kind in ("route", "shortcut"):
+            if s.kind in READERS:
                 for j in s.inputs:
                     last[j] = s.index
         self._free_after: list[list[int]] = [[] for _ in specs]
@@ -218,7 +230,7 @@ class YOLOv4(nn.Module):
         for i, (kind, layer) in enumerate(zip(self._kinds, self.layers)):
             if kind == "route":
                 x = layer([outs[j] for j in self._inputs[i]])
-            elif kind == "shortcut":
+            elif kind in ("shortcut", "sam"):
                 x = layer(x, [outs[j] for j in self._inputs[i][1:]])
             elif kind != "yolo":
                 x = layer(x)
