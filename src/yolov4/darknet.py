@@ -2,12 +2,13 @@
 
 The network is built from its cfg's sections (``model.sections``: the cfg with the model config
 applied), module ``layers.i`` being darknet's layer ``i``, so the cfg written here and the
-convolution order of the weight files are the same list by construction.
+layer order of the weight files are the same list by construction.
 
 ``.weights`` layout (darknet ``src/parser.c``): int32 ``major``, ``minor``, ``revision``, then
 ``seen`` (images seen in training) as uint64 when ``major * 10 + minor >= 2`` (uint32 before),
-then float32s: for every ``[convolutional]`` layer in cfg order, BN ``beta, gamma, mean, var``
-(each ``filters`` long) and the kernel, or ``bias`` and the kernel for layers without BN.
+then float32s, layer by layer in cfg order: for a ``[convolutional]`` BN ``beta, gamma, mean,
+var`` (each ``filters`` long) and the kernel, or ``bias`` and the kernel without BN; for a
+weighted ``[shortcut]`` its weights (``load_shortcut_weights``).
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
+from torch import nn
 
 from yolov4.errors import CheckpointError, ConfigError
-from yolov4.models.budget import MAX_CLASSES
+from yolov4.models.budget import MAX_CLASSES, param_count
 from yolov4.models.cfg import CONV_DEFAULT_ACTIVATION, ZOO, parse_cfg, resolve_layers
 from yolov4.models.config import ModelConfig, config_sections
 from yolov4.models.layers import ConvBnAct
@@ -100,13 +102,17 @@ def read_darknet_cfg(text: str, source: str = "<cfg>") -> list[tuple[str, dict[s
 
 
 # -- weights ------------------------------------------------------------------------------------
-def _conv_floats(m: ConvBnAct) -> int:
-    n = m.conv.out_channels
-    return m.conv.weight.numel() + (4 * n if m.has_bn else n)
+def _floats(m: nn.Module) -> int:
+    """Floats of one layer in the ``.weights`` file (a fused convolution counted unfused)."""
+    if isinstance(m, ConvBnAct):
+        n = m.conv.out_channels
+        return m.conv.weight.numel() + (4 * n if m.has_bn else n)
+    return sum(t.numel() for _, t in m.darknet_tensors())
 
 
-def _conv_layers(model: YOLOv4, cutoff: int | None) -> list[tuple[int, ConvBnAct]]:
-    """The convolutions of darknet layers ``< cutoff`` (``None``: all), with their indices."""
+def _weighted_layers(model: YOLOv4, cutoff: int | None) -> list[tuple[int, nn.Module]]:
+    """The layers with ``.weights`` tensors (``model.darknet_layers()``) of darknet layers
+    ``< cutoff`` (``None``: all), with their indices."""
     n = len(model.layers)
     if cutoff is not None and (
         isinstance(cutoff, bool) or not isinstance(cutoff, numbers.Integral) or not 1 <= cutoff <= n
@@ -115,13 +121,12 @@ def _conv_layers(model: YOLOv4, cutoff: int | None) -> list[tuple[int, ConvBnAct
             f"upto must be a darknet layer count in 1..{n} ({model.config.name} has {n} layers), "
             f"got {cutoff!r}"
         )
-    convs = model.conv_layers()
-    return [(i, m) for i, m in convs if cutoff is None or i < cutoff]
+    return [(i, m) for i, m in model.darknet_layers() if cutoff is None or i < cutoff]
 
 
 def darknet_float_count(model: YOLOv4, upto: int | None = None) -> int:
     """Float32s in the model's ``.weights`` file (after the header), for layers ``< upto``."""
-    return sum(_conv_floats(m) for _, m in _conv_layers(model, upto))
+    return sum(_floats(m) for _, m in _weighted_layers(model, upto))
 
 
 def _read_header(data: bytes, path: Path) -> tuple[int, int, int, int, int]:
@@ -158,12 +163,7 @@ def _zoo_float_count(name: str, num_classes: int) -> int:
 
 def _config_float_count(config: ModelConfig) -> int:
     """Floats in the ``.weights`` file of the network ``config`` describes (no modules built)."""
-    specs = resolve_layers(config_sections(config))
-    convs = (s.params for s in specs if s.kind == "convolutional")
-    return sum(
-        p["filters"] * (p["in_channels"] // p["groups"] * p["size"] ** 2 + (4 if p["bn"] else 1))
-        for p in convs
-    )
+    return param_count(resolve_layers(config_sections(config)))
 
 
 def _fit_hint(model: YOLOv4, found: int, expected: int) -> str:
@@ -179,16 +179,18 @@ def _fit_hint(model: YOLOv4, found: int, expected: int) -> str:
         classes = _classes_of(model.config, found)
         if classes is not None:
             hints.append(f"it fits this cfg with classes={classes} (num_classes={classes})")
-    convs = model.conv_layers()
+    layers = model.darknet_layers()
     total = 0
-    for k, (i, m) in enumerate(convs):
-        total += _conv_floats(m)
-        if total == found and k + 1 < len(convs):
+    for k, (i, m) in enumerate(layers):
+        total += _floats(m)
+        if total == found and k + 1 < len(layers):
+            convs = all(isinstance(m, ConvBnAct) for _, m in layers[: k + 1])
+            what = "convolutional layers" if convs else "layers with weights"
             hints.append(
-                f"it holds exactly the first {k + 1} convolutional layers (darknet layers 0-{i}) "
+                f"it holds exactly the first {k + 1} {what} (darknet layers 0-{i}) "
                 f"of this model, like darknet's partial backbone files (*.conv.N): load it with "
-                f"upto={convs[k + 1][0]} or backbone_only=True (train.py: name it *.conv."
-                f"{convs[k + 1][0]}, or module.pretrained_backbone_only=true)"
+                f"upto={layers[k + 1][0]} or backbone_only=True (train.py: name it *.conv."
+                f"{layers[k + 1][0]}, or module.pretrained_backbone_only=true)"
             )
             break
     if not hints and found > expected:
@@ -226,24 +228,16 @@ def darknet_file_classes(config: ModelConfig, path: str | os.PathLike) -> int | 
     return _classes_of(config, found) if rest == 0 else None
 
 
-def _tensor_order(m: ConvBnAct) -> list[tuple[str, int]]:
-    """``(state_dict key suffix, numel)`` of one conv's tensors in ``.weights`` order."""
-    n = m.conv.out_channels
-    head = (
-        ["bn.bias", "bn.weight", "bn.running_mean", "bn.running_var"] if m.has_bn else ["conv.bias"]
-    )
-    return [*((k, n) for k in head), ("conv.weight", m.conv.weight.numel())]
-
-
-def _check_finite(floats: np.ndarray, convs: list[tuple[int, ConvBnAct]], path: Path) -> None:
+def _check_finite(floats: np.ndarray, layers: list[tuple[int, nn.Module]], path: Path) -> None:
     """Refuse NaN/inf in the floats that will be loaded, naming the first tensor holding one."""
     bad = ~np.isfinite(floats)
     if not bad.any():
         return
     first, count = int(np.flatnonzero(bad)[0]), int(bad.sum())
     pos = 0
-    for i, m in convs:
-        for key, n in _tensor_order(m):
+    for i, m in layers:
+        for key, tensor in m.darknet_tensors():
+            n = tensor.numel()
             if pos <= first < pos + n:
                 raise CheckpointError(
                     f"{path}: {count:,} non-finite floats (NaN or inf), the first ({floats[first]}) "
@@ -290,8 +284,8 @@ def load_darknet_weights(
             f"{path}: {body} bytes after the header is not a whole number of float32s; the file is truncated or not darknet weights"
         )
     found = body // FLOAT.itemsize
-    convs = _conv_layers(model, upto)
-    expected = sum(_conv_floats(m) for _, m in convs)
+    layers = _weighted_layers(model, upto)
+    expected = sum(_floats(m) for _, m in layers)
     what = f"{model.config.name} with {model.num_classes} classes" + (
         f", layers 0-{upto - 1}" if upto is not None else ""
     )
@@ -301,7 +295,7 @@ def load_darknet_weights(
             f"found {found:,}: {_fit_hint(model, found, expected)}"
         )
     floats = np.frombuffer(data, FLOAT, found, offset)
-    _check_finite(floats[:expected], convs, path)
+    _check_finite(floats[:expected], layers, path)
     pos = 0
 
     def take(t: torch.Tensor) -> None:
@@ -310,13 +304,9 @@ def load_darknet_weights(
         t.copy_(torch.from_numpy(floats[pos : pos + n].copy()).view_as(t))
         pos += n
 
-    for _, m in convs:
-        if m.has_bn:
-            for t in (m.bn.bias, m.bn.weight, m.bn.running_mean, m.bn.running_var):
-                take(t)
-        else:
-            take(m.conv.bias)
-        take(m.conv.weight)
+    for _, m in layers:
+        for _, t in m.darknet_tensors():
+            take(t)
     model.seen = seen
     return DarknetHeader(major, minor, revision, seen, len(model.layers) if upto is None else upto)
 
@@ -339,13 +329,8 @@ def save_darknet_weights(
         )
     path = Path(path)
     chunks = [np.array(HEADER_VERSION, "<i4").tobytes(), np.array([seen], "<u8").tobytes()]
-    for _, m in _conv_layers(model, upto):
-        tensors = (
-            [m.bn.bias, m.bn.weight, m.bn.running_mean, m.bn.running_var]
-            if m.has_bn
-            else [m.conv.bias]
-        )
-        for t in [*tensors, m.conv.weight]:
+    for _, m in _weighted_layers(model, upto):
+        for _, t in m.darknet_tensors():
             chunks.append(t.detach().float().cpu().numpy().astype(FLOAT).tobytes())
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")

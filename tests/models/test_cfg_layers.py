@@ -531,3 +531,104 @@ def test_a_sam_darknet_would_not_run_is_refused(section, message, tmp_path):
     text = cfg(conv(stride=2), conv(filters=4), conv(filters=4), section)
     key = "activation" if "activation" in section else "from"
     refused(text, tmp_path, 3, key, message)
+
+
+# -- [shortcut] weights_type / weights_normalization -------------------------------------------
+WEIGHTED = cfg(
+    conv(size=3, stride=2),
+    conv(size=3, stride=1),
+    "[shortcut]\nfrom=-2\nweights_type=per_feature\nweights_normalization=relu\n\n",
+    conv(size=3, stride=1),
+    "[shortcut]\nfrom=-2,-3\nweights_type=per_channel\nweights_normalization=softmax\n"
+    "activation=leaky\n\n",
+    "[shortcut]\nfrom=0\nweights_type=per_layer\n\n",  # darknet's other name of per_feature
+)
+# darknet layer: (weights shape, normalization, activation)
+SHORTCUTS = {
+    2: ((2,), "relu", "linear"),
+    4: ((3, 8), "softmax", "leaky"),
+    5: ((2,), "none", "linear"),
+}
+
+
+def weighted_model(seed: int):
+    model = model_of(WEIGHTED, seed=seed)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for i, (shape, _, _) in SHORTCUTS.items():
+            assert model.layers[i].weights.shape == shape  # darknet's nweights
+            model.layers[i].weights.copy_(torch.rand(shape, generator=g) * 2 - 0.5)
+    return model
+
+
+def shortcut_inputs(model, seen, i) -> list[np.ndarray]:
+    spec = model._specs[i]
+    return [seen[j][1][0].double().numpy() for j in spec.inputs]
+
+
+@pytest.mark.parametrize("hw", [(32, 32), (16, 24)])
+def test_weighted_shortcut_matches_darknets_forward(hw):
+    """shortcut_multilayer_cpu: input k times its weight (per input, or per input and
+    channel), normalised over the inputs by relu or softmax with darknet's eps (OpenCV's
+    importer reads no shortcut weights: the transcription is the reference)."""
+    model = weighted_model(21)
+    seen = layer_outputs(model, torch.rand(1, 3, *hw))
+    for i, (_, normalization, act) in SHORTCUTS.items():
+        weights = model.layers[i].weights.detach().double().numpy().ravel()
+        ref = dk.forward_shortcut(shortcut_inputs(model, seen, i), weights, normalization, act)
+        np.testing.assert_allclose(seen[i][1][0].double().numpy(), ref, rtol=1e-5, atol=1e-6)
+
+
+def test_weighted_shortcut_weight_gradient_is_darknets_without_normalization():
+    """Without normalization the weights' gradient is darknet's weight_updates (delta times
+    input); with relu or softmax darknet leaves the normalization's derivative out, autograd
+    keeps it (docs/guides/networks.md)."""
+    model = weighted_model(22)
+    seen = layer_outputs(model, torch.rand(1, 3, 32, 32))
+    for i in (2, 5):  # the linear ones: darknet's delta is the gradient of the weighted sum
+        normalization = SHORTCUTS[i][1]
+        xs = [seen[j][1].detach() for j in model._specs[i].inputs]
+        delta = torch.randn_like(xs[0])
+        model.zero_grad()
+        model.layers[i](xs[0], xs[1:]).backward(delta)
+        ours = model.layers[i].weights.grad.double().numpy().ravel()
+        weights = model.layers[i].weights.detach().double().numpy().ravel()
+        theirs = dk.shortcut_weight_updates(
+            [x[0].double().numpy() for x in xs], weights, normalization, delta[0].numpy()
+        )
+        if normalization == "none":
+            np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-5)
+        else:
+            assert not np.allclose(ours, theirs, rtol=1e-3)
+
+
+def test_weighted_shortcut_loads_and_saves_its_weights_in_darknets_order(tmp_path):
+    """load_shortcut_weights: the weights right after the layers before, in file order; the
+    file is darknet's size (the convs' floats plus 2 + 24 + 2)."""
+    from yolov4.darknet import darknet_float_count
+
+    model = weighted_model(23)
+    convs = sum(sum(t.numel() for _, t in m.darknet_tensors()) for _, m in model.conv_layers())
+    assert darknet_float_count(model) == convs + 2 + 3 * 8 + 2
+    images = torch.rand(2, 3, 32, 32)
+    check_round_trips(model, tmp_path, images)
+    floats = np.fromfile(tmp_path / "rt.weights", "<f4", offset=20)
+    pos = sum(sum(t.numel() for _, t in model.layers[i].darknet_tensors()) for i in (0, 1))
+    np.testing.assert_array_equal(floats[pos : pos + 2], model.layers[2].weights.detach().numpy())
+    check_trains(model, images)
+    check_onnx(model, tmp_path, images)
+
+
+@pytest.mark.parametrize(
+    "line, key",
+    [
+        ("weights_type=per_pixel", "weights_type"),
+        ("weights_normalization=max", "weights_normalization"),
+    ],
+)
+def test_a_shortcut_weight_setting_darknet_refuses_is_refused(line, key, tmp_path):
+    text = cfg(conv(), conv(), f"[shortcut]\nfrom=-2\nweights_type=per_feature\n{line}\n\n")
+    text = text.replace(
+        "weights_type=per_feature\nweights_type=per_pixel", "weights_type=per_pixel"
+    )
+    refused(text, tmp_path, 2, key, "expected one of")

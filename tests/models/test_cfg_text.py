@@ -313,7 +313,6 @@ DEFAULTS = [
     ("convolutional", "dot=0"), ("convolutional", "grad_centr=0"),
     ("convolutional", "reverse=0"), ("convolutional", "coordconv=0"),
     # parse_shortcut, parse_maxpool, parse_upsample
-    ("shortcut", "weights_type=none"), ("shortcut", "weights_normalization=none"),
     ("maxpool", "maxpool_depth=0"), ("maxpool", "out_channels=1"), ("maxpool", "antialiasing=0"),
     ("maxpool", "maxpool_zero_nonmax=0"),
     # parse_dropout
@@ -327,7 +326,7 @@ DEFAULTS = [
 
 @pytest.mark.parametrize("kind, line", DEFAULTS, ids=[f"{k}-{v}" for k, v in DEFAULTS])
 def test_a_refused_key_set_to_darknets_default_is_accepted(kind, line):
-    """``[shortcut] weights_type=none``, ``[yolo] focal_loss=0``: darknet reads the key and
+    """``[maxpool] maxpool_depth=0``, ``[yolo] focal_loss=0``: darknet reads the key and
     gets the value it uses without it; nothing changes, so the cfg builds (the key kept)."""
     text = with_key(KINDS, kind, line)
     model, seen = build_quietly(text)
@@ -364,7 +363,6 @@ CHANGING = {
     ("convolutional", "xnor=1"): "binary weights and inputs",
     ("convolutional", "flipped=1"): "the kernel read transposed from .weights",
     ("convolutional", "dontloadscales=1"): "the .weights layout",
-    ("shortcut", "weights_type=per_channel"): "weights of the sum",
     ("maxpool", "maxpool_zero_nonmax=1"): "the output",
     ("maxpool", "onlyforward=1"): "no backward through the layer",
     ("yolo", "focal_loss=1"): "the class loss",

@@ -159,3 +159,51 @@ def backward_upsample(delta: np.ndarray, in_shape: tuple, stride: int, scale: fl
         s = -stride
         upsample_cpu(delta.ravel(), w // s, h // s, c, s, True, scale, state)
     return state.reshape(c, h, w)
+
+
+def _shortcut_weight(weights, n, src_i, step, layer_step, k, normalization):
+    """shortcut_multilayer_cpu's weight of input ``k`` at element ``src_i``, normalised."""
+    index = lambda j: src_i // step + j * layer_step  # noqa: E731
+    w = weights[index(k)]
+    if normalization == "none":
+        return w
+    ws = [weights[index(j)] for j in range(n + 1)]
+    max_val = max(ws) if normalization == "softmax" else 0.0
+    total = 0.0001 + sum(max(v, 0.0) if normalization == "relu" else np.exp(v - max_val)
+                         for v in ws)  # fmt: skip
+    return (max(w, 0.0) if normalization == "relu" else np.exp(w - max_val)) / total
+
+
+def forward_shortcut(inputs: list[np.ndarray], weights: np.ndarray, normalization: str,
+                     activation: str) -> np.ndarray:  # fmt: skip
+    """shortcut_layer.c forward_shortcut_layer / blas.c shortcut_multilayer_cpu for one image:
+    ``inputs[0]`` the previous layer, then the ``from`` layers, all ``(c, h, w)``; ``weights``
+    flat (``n + 1`` per_feature or ``(n + 1) * c`` per_channel values)."""
+    c, h, w = inputs[0].shape
+    n, size = len(inputs) - 1, c * h * w
+    layer_step = len(weights) // (n + 1)
+    step = size // layer_step
+    flat = [x.ravel() for x in inputs]
+    out = np.zeros(size)
+    for src_i in range(size):
+        for k in range(n + 1):
+            wk = _shortcut_weight(weights, n, src_i, step, layer_step, k, normalization)
+            out[src_i] += flat[k][src_i] * wk
+    return activate(out.reshape(c, h, w), activation)
+
+
+def shortcut_weight_updates(inputs: list[np.ndarray], weights: np.ndarray, normalization: str,
+                            delta: np.ndarray) -> np.ndarray:  # fmt: skip
+    """backward_shortcut_multilayer_cpu's ``weight_updates`` for the delta after the activation
+    (``delta``): ``delta * input`` summed per weight, the normalization's derivative left out
+    (``grad = 1``)."""
+    c, h, w = inputs[0].shape
+    n, size = len(inputs) - 1, c * h * w
+    layer_step = len(weights) // (n + 1)
+    step = size // layer_step
+    updates = np.zeros(len(weights))
+    flat, d = [x.ravel() for x in inputs], delta.ravel()
+    for src_i in range(size):
+        for k in range(n + 1):
+            updates[src_i // step + k * layer_step] += d[src_i] * flat[k][src_i]
+    return updates

@@ -27,6 +27,7 @@ from yolov4.core.mismatch import group_keys, mismatch_report
 from yolov4.darknet import PICKLE_PROTO, ZIP_MAGIC, darknet_file_classes, load_darknet_weights
 from yolov4.errors import CheckpointError
 from yolov4.models import YOLOv4
+from yolov4.models.layers import ConvBnAct
 
 __all__ = [
     "Pretrained",
@@ -157,7 +158,8 @@ def _ranges(layers: list[int]) -> str:
 
 def _darknet_other_classes(model: YOLOv4, path: Path, classes: int) -> Pretrained:
     """Fine-tuning darknet weights of ``classes`` classes (darknet's ``-clear``): every
-    convolutional layer whose tensors all have the model's shapes is loaded, the others (the
+    layer with weights (convolutions, weighted shortcuts) whose tensors all have the model's
+    shapes is loaded, the others (the
     convolutions in front of each ``[yolo]`` layer, which follow ``num_classes``) keep their
     initialisation; the layers of both kinds are logged."""
     source = YOLOv4(replace(model.config, num_classes=classes))
@@ -167,7 +169,7 @@ def _darknet_other_classes(model: YOLOv4, path: Path, classes: int) -> Pretraine
     for key in own:
         by_layer.setdefault(_layer(key), []).append(key)
     loaded, reset = [], []
-    for i, _ in model.conv_layers():
+    for i, _ in model.darknet_layers():
         keys = by_layer.get(i, [])
         fits = all(k in theirs and theirs[k].shape == own[k].shape for k in keys)
         (loaded if fits else reset).append(i)
@@ -176,10 +178,12 @@ def _darknet_other_classes(model: YOLOv4, path: Path, classes: int) -> Pretraine
     model.seen = header.seen
     heads = set(model.head_layers)
     why = "the [yolo] head convolutions" if set(reset) <= heads else "shapes differ"
+    convs = all(isinstance(m, ConvBnAct) for _, m in model.darknet_layers())
+    noun = "convolutional layers" if convs else "layers with weights"
     summary = (
         f"darknet weights of {model.config.name} with {classes} classes (seen={header.seen}) "
         f"for {model.num_classes} classes: {len(loaded)} of {len(loaded) + len(reset)} "
-        f"convolutional layers loaded (layers {_ranges(loaded)}), re-initialised: layers "
+        f"{noun} loaded (layers {_ranges(loaded)}), re-initialised: layers "
         f"{_ranges(reset)} ({why})"
     )
     log.log(logging.INFO if set(reset) <= heads else logging.WARNING, "%s: %s", path, summary)

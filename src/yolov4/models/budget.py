@@ -48,6 +48,7 @@ __all__ = [
     "check_input_side",
     "over",
     "param_count",
+    "weight_floats",
     "activation_bytes",
 ]
 
@@ -245,16 +246,20 @@ def check_anchor(value: float, where: str) -> None:
 
 
 # -- the network at an input size --------------------------------------------------------------
+def weight_floats(spec: LayerSpec) -> int:
+    """The layer's floats in darknet's ``.weights`` file: a ``[convolutional]``'s weights and
+    biases or BN statistics (4 per filter), a weighted ``[shortcut]``'s weights, else 0."""
+    p = spec.params
+    if spec.kind == "convolutional":
+        return p["filters"] * (
+            p["in_channels"] // p["groups"] * p["size"] ** 2 + (4 if p["bn"] else 1)
+        )
+    return p.get("weights", 0) if spec.kind == "shortcut" else 0
+
+
 def param_count(layers: Sequence[LayerSpec]) -> int:
-    """Weights, biases and BN statistics (4 per filter) of the ``[convolutional]`` layers."""
-    total = 0
-    for spec in layers:
-        if spec.kind == "convolutional":
-            p = spec.params
-            total += p["filters"] * (
-                p["in_channels"] // p["groups"] * p["size"] ** 2 + (4 if p["bn"] else 1)
-            )
-    return total
+    """Weights, biases and BN statistics of the network: its ``.weights`` file's floats."""
+    return sum(weight_floats(spec) for spec in layers)
 
 
 def _layer_bytes(spec: LayerSpec, h: int, w: int) -> int:
@@ -299,10 +304,11 @@ def check_network(
     check_input_side(input_size, where)
     params = param_count(layers)
     if params > MAX_PARAMS:
-        big = max((s for s in layers if s.kind == "convolutional"), key=lambda s: param_count([s]))
+        big = max(layers, key=weight_floats)
+        key = "filters" if big.kind == "convolutional" else "weights_type"
         raise ConfigError(
-            f"{big.section.where('filters')}: (layer {big.index}, the largest: "
-            f"{param_count([big]):,}) the network has "
+            f"{big.section.where(key)}: (layer {big.index}, the largest: "
+            f"{weight_floats(big):,}) the network has "
             + over("MAX_PARAMS", f"{params:,} parameters")
         )
     total, biggest = activation_bytes(layers, input_size)

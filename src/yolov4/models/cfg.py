@@ -436,7 +436,37 @@ def _shortcut_spec(
                 f"layer {i - 1} {c_in} at stride {_strides_text(st_in)}: only equal shapes can "
                 "be added",
             )
-    return _spec(s, i, [i - 1, *srcs], c_in, st_in, activation=_activation(s, "linear"))
+    weights_type, normalization = _shortcut_weights(s)
+    n = {"per_feature": 1 + len(srcs), "per_channel": (1 + len(srcs)) * c_in}.get(weights_type, 0)
+    return _spec(
+        s, i, [i - 1, *srcs], c_in, st_in,
+        activation=_activation(s, "linear"), weights_type=weights_type,
+        normalization=normalization, weights=n,
+    )  # fmt: skip
+
+
+# darknet's parse_shortcut: weights_type and weights_normalization values, by the name built
+SHORTCUT_WEIGHTS = {"none": "none", "per_feature": "per_feature", "per_layer": "per_feature",
+                    "per_channel": "per_channel"}  # fmt: skip
+SHORTCUT_NORMALIZATIONS = {"none": "none", "relu": "relu", "avg_relu": "relu", "softmax": "softmax"}
+
+
+def _shortcut_weights(s: Section) -> tuple[str, str]:
+    """``(weights_type, weights_normalization)`` of a ``[shortcut]`` as ``parse_shortcut``
+    reads them: ``per_layer`` is ``per_feature``, ``avg_relu`` is ``relu``; another value is
+    darknet's error (a normalization only with weights: without, darknet ignores it)."""
+    kind = s.options.get("weights_type", "none")
+    norm = s.options.get("weights_normalization", "none")
+    if kind not in SHORTCUT_WEIGHTS:
+        raise s.error("weights_type", f"expected one of {list(SHORTCUT_WEIGHTS)}, got {kind!r}")
+    if kind == "none":
+        return "none", "none"
+    if norm not in SHORTCUT_NORMALIZATIONS:
+        raise s.error(
+            "weights_normalization",
+            f"expected one of {list(SHORTCUT_NORMALIZATIONS)}, got {norm!r}",
+        )
+    return SHORTCUT_WEIGHTS[kind], SHORTCUT_NORMALIZATIONS[norm]
 
 
 def _pool_spec(s: Section, i: int, c_in: int, st_in: tuple[int, int]) -> LayerSpec:

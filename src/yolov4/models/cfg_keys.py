@@ -11,7 +11,7 @@ Every key of a section that darknet's ``src/parser.c`` reads falls in one of the
 - refused: every other key darknet reads (``DARKNET_KEYS``): it changes the layer's output,
   its weights file or its training in a way the builder does not implement, so the cfg stops
   with a :class:`ConfigError` naming it; unless it is set to the value darknet uses when the key
-  is absent (``DARKNET_DEFAULTS``: ``[shortcut] weights_type=none``, ``[yolo] focal_loss=0``),
+  is absent (``DARKNET_DEFAULTS``: ``[maxpool] maxpool_depth=0``, ``[yolo] focal_loss=0``),
   which changes nothing: accepted and kept.
 
 A key darknet does not read at all is ignored by darknet (for a layer it prints "Unused field"),
@@ -65,7 +65,7 @@ LAYER_KEYS: dict[str, set[str]] = {
     },
     # onlyforward: darknet's backward skips the layer (yolov4-tiny_contrastive.cfg): a detach
     "route": {"layers", "groups", "group_id", "onlyforward"},
-    "shortcut": {"from", "activation"},
+    "shortcut": {"from", "activation", "weights_type", "weights_normalization"},
     "maxpool": {"size", "stride", "stride_x", "stride_y", "padding"},
     "local_avgpool": {"size", "stride", "stride_x", "stride_y", "padding"},
     "upsample": {"stride", "scale"},
@@ -181,7 +181,7 @@ DARKNET_KEYS: dict[str, set[str]] = {
 # the option_find_* default of parse_convolutional, parse_shortcut, parse_maxpool,
 # parse_upsample, parse_dropout, parse_yolo, and of the keys parse_network_cfg_custom reads in every layer).
 # Set to it, the key changes nothing darknet computes: accepted. Numbers compare as numbers
-# (xnor=0, clip=0.0); text as text (weights_type=none). Keys whose default depends on
+# (xnor=0, clip=0.0); text as text (iou_thresh_kind=iou). Keys whose default depends on
 # another key (maxpool stride_x: the stride) or that have none (yolo map) are not listed.
 _GENERIC_DEFAULTS: dict[str, int | float] = {
     "clip": 0.0, "onlyforward": 0, "dont_update": 0, "burnin_update": 0, "stopbackward": 0,
@@ -194,7 +194,7 @@ DARKNET_DEFAULTS: dict[str, dict[str, int | float | str]] = {
         "reverse": 0.0, "rotate": 0, "stretch": 0, "stretch_sway": 0, "sway": 0, "xnor": 0,
     },
     "route": _GENERIC_DEFAULTS,
-    "shortcut": _GENERIC_DEFAULTS | {"weights_type": "none", "weights_normalization": "none"},
+    "shortcut": _GENERIC_DEFAULTS,
     "maxpool": _GENERIC_DEFAULTS | {
         "antialiasing": 0, "maxpool_depth": 0, "maxpool_zero_nonmax": 0, "out_channels": 1,
     },

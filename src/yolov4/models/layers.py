@@ -127,6 +127,20 @@ class ConvBnAct(nn.Module):
             x = self.bn(x)
         return self.act(x)
 
+    def darknet_tensors(self) -> list[tuple[str, torch.Tensor]]:
+        """``(state_dict key suffix, tensor)`` in darknet's ``.weights`` order
+        (``load_convolutional_weights``): BN ``beta, gamma, mean, var`` or the bias, then the
+        kernel."""
+        if self.bn is None and self.has_bn:
+            raise RuntimeError("a fused convolution has no BN statistics to read or write")
+        head = (
+            [("bn.bias", self.bn.bias), ("bn.weight", self.bn.weight),
+             ("bn.running_mean", self.bn.running_mean), ("bn.running_var", self.bn.running_var)]
+            if self.has_bn
+            else [("conv.bias", self.conv.bias)]
+        )  # fmt: skip
+        return [*head, ("conv.weight", self.conv.weight)]
+
     @property
     def is_fused(self) -> bool:
         return self.has_bn and self.bn is None
@@ -167,17 +181,54 @@ class Route(nn.Module):
         return xs[0] if len(xs) == 1 else torch.cat(xs, 1)
 
 
-class Shortcut(nn.Module):
-    """Darknet's ``[shortcut]``: the previous layer plus the ``from`` layers, then activation."""
+# darknet's shortcut_multilayer_cpu: the epsilon in a weighted [shortcut]'s normalization
+SHORTCUT_EPS = 0.0001
 
-    def __init__(self, act: str = "linear") -> None:
+
+class Shortcut(nn.Module):
+    """Darknet's ``[shortcut]``: the previous layer plus the ``from`` layers, then activation.
+
+    Weighted (``weights_type``, ``shortcut_multilayer_cpu``): input ``k`` (0: the previous
+    layer, then the ``from`` layers) times weight ``w[k]`` (``per_feature``: one per input,
+    shape ``(n,)``; ``per_channel``: one per input and channel, ``(n, C)``; darknet starts them
+    at 1), normalised over the inputs: ``relu``: ``relu(w) / (eps + sum relu(w))``;
+    ``softmax``: ``exp(w - max) / (eps + sum exp(w - max))``; ``none``: as they are."""
+
+    def __init__(
+        self,
+        act: str = "linear",
+        weights_type: str = "none",
+        normalization: str = "none",
+        inputs: int = 2,
+        channels: int = 0,
+    ) -> None:
         super().__init__()
         self.act = make_activation(act)
+        self.weights_type, self.normalization = weights_type, normalization
+        shape = {"per_feature": (inputs,), "per_channel": (inputs, channels)}.get(weights_type)
+        self.weights = nn.Parameter(torch.ones(shape)) if shape else None
 
     def forward(self, x: torch.Tensor, others: list[torch.Tensor]) -> torch.Tensor:
-        for o in others:
-            x = x + o
-        return self.act(x)
+        if self.weights is None:
+            for o in others:
+                x = x + o
+            return self.act(x)
+        w = self.weights
+        if self.normalization == "relu":
+            w = torch.relu(w)
+            w = w / (SHORTCUT_EPS + w.sum(0))
+        elif self.normalization == "softmax":
+            w = torch.exp(w - w.max(0).values)
+            w = w / (SHORTCUT_EPS + w.sum(0))
+        w = w.view(w.shape[0], 1, -1, 1, 1)  # (inputs, 1, C or 1, 1, 1)
+        out = x * w[0]
+        for k, o in enumerate(others, 1):
+            out = out + o * w[k]
+        return self.act(out)
+
+    def darknet_tensors(self) -> list[tuple[str, torch.Tensor]]:
+        """The ``.weights`` tensors (``load_shortcut_weights``): its weights, if weighted."""
+        return [] if self.weights is None else [("weights", self.weights)]
 
 
 def _pair(value: int | tuple[int, int]) -> tuple[int, int]:

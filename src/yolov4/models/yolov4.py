@@ -62,7 +62,9 @@ def _module(spec: LayerSpec) -> nn.Module:
     if spec.kind == "route":
         return Route(p["groups"], p["group_id"])
     if spec.kind == "shortcut":
-        return Shortcut(p["activation"])
+        return Shortcut(
+            p["activation"], p["weights_type"], p["normalization"], len(spec.inputs), spec.channels
+        )
     if spec.kind == "sam":
         return Sam(p["activation"])
     if spec.kind == "maxpool":
@@ -151,6 +153,13 @@ class YOLOv4(nn.Module):
     def conv_layers(self) -> list[tuple[int, ConvBnAct]]:
         """``(darknet layer index, conv module)`` of every ``[convolutional]``, in weight-file order."""
         return [(i, m) for i, m in enumerate(self.layers) if isinstance(m, ConvBnAct)]
+
+    def darknet_layers(self) -> list[tuple[int, nn.Module]]:
+        """``(darknet layer index, module)`` of every layer with tensors in the ``.weights`` file
+        (``[convolutional]``, a weighted ``[shortcut]``), in file order; each module's
+        ``darknet_tensors()`` lists them."""
+        return [(i, m) for i, m in enumerate(self.layers) if getattr(m, "weights", None) is not None
+                or isinstance(m, ConvBnAct)]  # fmt: skip
 
     def head_convs(self) -> list[ConvBnAct]:
         """The convolution in front of each ``[yolo]`` layer (ascending stride): the layers whose
