@@ -21,7 +21,7 @@ from tests.models.test_zoo import (  # noqa: F401 (one_thread: a fixture)
     opencv_net,
 )
 from tests.oracles import darknet_layers as dk
-from yolov4 import ConfigError, build_model
+from yolov4 import ConfigError, InputError, build_model
 from yolov4.core.model import DecodedModel
 from yolov4.darknet import load_darknet_weights, save_darknet_weights, write_darknet_cfg
 from yolov4.export.job import export_onnx
@@ -632,3 +632,60 @@ def test_a_shortcut_weight_setting_darknet_refuses_is_refused(line, key, tmp_pat
         "weights_type=per_feature\nweights_type=per_pixel", "weights_type=per_pixel"
     )
     refused(text, tmp_path, 2, key, "expected one of")
+
+
+# -- [avgpool] -----------------------------------------------------------------------------------
+AVGPOOL = cfg(
+    conv(size=3, stride=2),
+    "[avgpool]\n\n",  # 1 x 1 whatever the input
+    conv(filters=4, size=1, bn=False, act="linear"),
+    conv(filters=4, size=3, stride=2),  # stays 1 x 1
+    "[avg]\n\n",  # darknet's other name
+    "[route]\nlayers=0\n\n",
+    conv(size=3, stride=2),
+)
+
+
+@pytest.mark.parametrize("hw", [(32, 32), (24, 40)])
+def test_avgpool_matches_opencv(hw, tmp_path, one_thread):  # noqa: F811
+    """forward_avgpool_layer: each channel's mean over the map, then layers on the 1 x 1 map;
+    OpenCV's importer runs both (its layers avgpool_1 and conv_2)."""
+    model = model_of(AVGPOOL, seed=24)
+    images = torch.rand(1, 3, *hw)
+    seen = layer_outputs(model, images)
+    net = opencv_net(model, tmp_path, (32, 32))
+    net.setInput(images.numpy())
+    head = model.head_layers[0]
+    pooled, conv2, twice, ref = net.forward(["avgpool_1", "conv_2", "avgpool_4", f"conv_{head}"])
+    assert seen[1][1].shape == (1, 8, 1, 1) and seen[3][1].shape == (1, 4, 1, 1)
+    np.testing.assert_allclose(seen[1][1].numpy(), pooled, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(seen[2][1].numpy(), conv2, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(seen[4][1].numpy(), twice, rtol=1e-4, atol=1e-5)
+    with torch.no_grad():  # the head, after the [route] back to layer 0 (the branch is unread)
+        np.testing.assert_allclose(model(images)[0].numpy(), ref, rtol=1e-4, atol=1e-4)
+
+
+def test_avgpool_round_trips_trains_and_exports(tmp_path):
+    model = model_of(AVGPOOL, seed=25)
+    images = torch.rand(2, 3, 32, 32)
+    check_round_trips(model, tmp_path, images)
+    check_onnx(model, tmp_path, images)
+    model.train()
+    sum(m.square().mean() for m in model(images)).backward()
+    for name, p in model.named_parameters():  # layers 2-3: a branch nothing reads
+        assert (p.grad is None) == name.startswith(("layers.2.", "layers.3.")), name
+    with pytest.raises(InputError, match=r"layer 3 normalises a global \(1 x 1\) map"):
+        model(images[:1])
+
+
+@pytest.mark.parametrize(
+    "layer, key, message",
+    [
+        ("[maxpool]\nsize=2\nstride=2\n\n", None, r"reads the global \(1 x 1\) map of layer 1"),
+        ("[upsample]\nstride=2\n\n", None, r"a \[upsample\] on maps of H / stride only"),
+        (conv(size=2, stride=2, extra="pad=0"), "pad", r"padding 0 with size 2 on a global"),
+        ("[route]\nlayers=-1,0\n\n", "layers", r"different strides \[global \(1 x 1\), 2\]"),
+    ],
+)
+def test_what_would_not_keep_a_global_map_1_x_1_is_refused(layer, key, message, tmp_path):
+    refused(cfg(conv(stride=2), "[avgpool]\n\n", layer), tmp_path, 2, key, message)

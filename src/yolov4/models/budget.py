@@ -265,6 +265,8 @@ def param_count(layers: Sequence[LayerSpec]) -> int:
 def _layer_bytes(spec: LayerSpec, h: int, w: int) -> int:
     if spec.kind in ("yolo", "dropout") or (spec.kind == "route" and len(spec.inputs) == 1):
         return 0  # its input itself (a [dropout] at inference), or a view of it ([route] groups)
+    if spec.stride == 0:  # a global (1 x 1) map
+        return FLOAT_BYTES * spec.channels
     out = spec.channels * (h // spec.stride) * (w // spec.stride_x)
     p = spec.params
     if spec.kind in ("maxpool", "local_avgpool") and p["pad_right"] != (p["pad_left"],) * 2:

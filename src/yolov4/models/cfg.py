@@ -39,6 +39,7 @@ __all__ = [
     "ACTIVATIONS",
     "CONV_DEFAULT_ACTIVATION",
     "SECTION_ALIASES",
+    "GLOBAL",
     "cfg_error",
 ]
 
@@ -54,6 +55,7 @@ SECTION_ALIASES = {
     "conv": "convolutional",
     "max": "maxpool",
     "local_avg": "local_avgpool",
+    "avg": "avgpool",
 }
 
 # activations the network implements (darknet's src/activations.c definitions)
@@ -270,7 +272,8 @@ class LayerSpec:
     """One darknet layer after shape inference. ``inputs`` are absolute layer indices (``-1``:
     the image); ``stride`` is the output's stride relative to the input image along y (rows),
     ``stride_x`` along x (columns; the same unless a ``stride_x``/``stride_y`` key made them
-    differ): the map is ``H / stride`` x ``W / stride_x``."""
+    differ): the map is ``H / stride`` x ``W / stride_x``; both :data:`GLOBAL` for a map that
+    is 1 x 1 whatever the input (an ``[avgpool]``'s)."""
 
     index: int
     kind: str
@@ -290,8 +293,15 @@ class LayerSpec:
         return self.stride, self.stride_x
 
 
+# the stride of a map that is 1 x 1 whatever the input's size (a global [avgpool]'s output)
+GLOBAL = 0
+
+
 def _strides_text(strides: tuple[int, int]) -> str:
-    """A layer's stride as messages write it: ``8``, or ``8 x 16`` (along y x along x)."""
+    """A layer's stride as messages write it: ``8``, ``8 x 16`` (along y x along x), or
+    ``global (1 x 1)``."""
+    if strides == (GLOBAL, GLOBAL):
+        return "global (1 x 1)"
     return str(strides[0]) if strides[0] == strides[1] else f"{strides[0]} x {strides[1]}"
 
 
@@ -315,6 +325,8 @@ def _activation(s: Section, default: str | None = None) -> str:
 
 
 def _stride_of(s: Section, key: str, in_stride: int, factor: float) -> int:
+    if in_stride == GLOBAL:
+        return GLOBAL  # a 1 x 1 map stays 1 x 1 (the layers that would change it are refused)
     out = in_stride * factor
     if out < 1 or not math.isclose(out, round(out)):
         raise s.error(key, f"gives a fractional stride {out:g} relative to the input image")
@@ -379,6 +391,13 @@ def _conv_spec(s: Section, i: int, c_in: int, st_in: tuple[int, int]) -> LayerSp
     if c_in % groups or filters % groups:
         raise s.error("groups", f"{groups} does not divide {c_in} inputs / {filters} filters")
     pad, dilation = _conv_padding(s, size, strides)
+    if st_in == (GLOBAL, GLOBAL) and 2 * pad != size - 1:
+        # darknet's 1 x 1 map stays 1 x 1 ((1 + 2p - size) / stride + 1 in C); torch's would not
+        raise s.error(
+            "padding" if "padding" in s.options and not s.get_int("pad", 0) else "pad",
+            f"padding {pad} with size {size} on a global (1 x 1) map: only padding "
+            "(size - 1) / 2 keeps it 1 x 1 here",
+        )
     params = dict(
         in_channels=c_in,
         filters=filters,
@@ -560,6 +579,16 @@ def _dropout_spec(s: Section, i: int, c_in: int, st_in: tuple[int, int]) -> Laye
     return _spec(s, i, [i - 1], c_in, st_in, probability=p)
 
 
+def _avgpool_spec(s: Section, i: int, c_in: int, st_in: tuple[int, int]) -> LayerSpec:
+    """``[avgpool]`` (darknet's ``parse_avgpool``, ``forward_avgpool_layer``; no keys): the mean
+    of each channel over the whole map, a 1 x 1 map whatever the input's size."""
+    return _spec(s, i, [i - 1], c_in, (GLOBAL, GLOBAL))
+
+
+# layers whose map would not stay H / stride when they read a global (1 x 1) map
+_NOT_ON_GLOBAL = ("maxpool", "local_avgpool", "upsample", "yolo")
+
+
 def _yolo_spec(s: Section, i: int, c_in: int, st_in: tuple[int, int]) -> LayerSpec:
     """``[yolo]``: passes its input through; its map's stride is the head's, one for both axes
     (decode and loss scale x and y by it)."""
@@ -607,6 +636,12 @@ def resolve_layers(sections: list[Section]) -> list[LayerSpec]:
     for i, s in enumerate(sections[1:]):
         check_layer_keys(s)
         c_in, st_in = out(i - 1)
+        if st_in == (GLOBAL, GLOBAL) and s.kind in _NOT_ON_GLOBAL:
+            raise s.error(
+                None,
+                f"reads the global (1 x 1) map of layer {i - 1} (an [avgpool]); yolov4 builds "
+                f"a [{s.kind}] on maps of H / stride only",
+            )
         if s.kind == "convolutional":
             spec = _conv_spec(s, i, c_in, st_in)
         elif s.kind == "route":
@@ -621,6 +656,8 @@ def resolve_layers(sections: list[Section]) -> list[LayerSpec]:
             spec = _dropout_spec(s, i, c_in, st_in)
         elif s.kind == "sam":
             spec = _sam_spec(s, i, out, c_in, st_in)
+        elif s.kind == "avgpool":
+            spec = _avgpool_spec(s, i, c_in, st_in)
         else:
             spec = _yolo_spec(s, i, c_in, st_in)
         for j in spec.inputs:

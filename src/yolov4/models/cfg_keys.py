@@ -71,6 +71,7 @@ LAYER_KEYS: dict[str, set[str]] = {
     "upsample": {"stride", "scale"},
     "dropout": {"probability"},
     "sam": {"from", "activation"},
+    "avgpool": set(),
     "yolo": {
         "mask",
         "anchors",
@@ -140,7 +141,7 @@ INERT_KEYS: dict[str, set[str]] = {
 
 # Every key darknet's parser reads, per section (src/parser.c): parse_convolutional,
 # parse_route, parse_shortcut, parse_maxpool, parse_local_avgpool, parse_upsample, parse_dropout,
-# parse_sam, parse_yolo, and the keys
+# parse_sam, parse_avgpool, parse_yolo, and the keys
 # parse_network_cfg_custom reads in every layer (GENERIC).
 _GENERIC = {
     "clip", "onlyforward", "dont_update", "burnin_update", "stopbackward", "train_only_bn",
@@ -167,6 +168,7 @@ DARKNET_KEYS: dict[str, set[str]] = {
         "dropblock", "dropblock_size_abs", "dropblock_size_rel", "probability",
     },
     "sam": _GENERIC | {"activation", "from"},
+    "avgpool": _GENERIC,
     "yolo": _GENERIC | {
         "anchors", "beta_nms", "classes", "cls_normalizer", "counters_per_class",
         "delta_normalizer", "dets_for_show", "dets_for_track", "embedding_layer", "focal_loss",
@@ -204,6 +206,7 @@ DARKNET_DEFAULTS: dict[str, dict[str, int | float | str]] = {
         "dropblock": 0, "dropblock_size_rel": 0.0, "dropblock_size_abs": 0,
     },
     "sam": _GENERIC_DEFAULTS,
+    "avgpool": _GENERIC_DEFAULTS,
     "yolo": _GENERIC_DEFAULTS | {
         "delta_normalizer": 1.0, "focal_loss": 0, "iou_thresh_kind": "iou",
         "embedding_layer": 999999,

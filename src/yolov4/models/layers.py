@@ -16,6 +16,7 @@ __all__ = [
     "Sam",
     "MaxPool",
     "LocalAvgPool",
+    "GlobalAvgPool",
     "Upsample",
     "make_activation",
     "BN_EPS",
@@ -245,6 +246,14 @@ class Sam(nn.Module):
 
     def forward(self, x: torch.Tensor, others: list[torch.Tensor]) -> torch.Tensor:
         return self.act(x * others[0])
+
+
+class GlobalAvgPool(nn.Module):
+    """Darknet's ``[avgpool]`` (``forward_avgpool_layer``): each channel's mean over the map,
+    ``(B, C, H, W) -> (B, C, 1, 1)``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean((2, 3), keepdim=True)
 
 
 class _Pool(nn.Module):

@@ -21,10 +21,11 @@ from torch import nn
 
 from yolov4.errors import ConfigError, InputError
 from yolov4.models import budget
-from yolov4.models.cfg import LayerSpec, Section, resolve_layers
+from yolov4.models.cfg import GLOBAL, LayerSpec, Section, resolve_layers
 from yolov4.models.config import ModelConfig, config_sections
 from yolov4.models.layers import (
     ConvBnAct,
+    GlobalAvgPool,
     LocalAvgPool,
     MaxPool,
     Route,
@@ -73,6 +74,8 @@ def _module(spec: LayerSpec) -> nn.Module:
         return LocalAvgPool(p["size"], p["stride"], p["pad_left"], p["pad_right"])
     if spec.kind == "upsample":
         return Upsample(p["stride"], p["scale"])
+    if spec.kind == "avgpool":
+        return GlobalAvgPool()
     if spec.kind == "dropout":
         return nn.Dropout(p["probability"])  # darknet's mask, drawn from torch's generator
     return nn.Identity()  # [yolo]: decode and loss live outside the network
@@ -126,6 +129,10 @@ class YOLOv4(nn.Module):
         # [route] onlyforward=1: darknet's backward_network skips the layer; its output is
         # detached here, so no gradient reaches the layers it reads through it
         self._only_forward = frozenset(s.index for s in specs if s.params.get("onlyforward"))
+        # the first BN convolution on a global (1 x 1) map: no training on a batch of one
+        self._bn_on_global = next(
+            (s.index for s in specs if s.params.get("bn") and s.stride == GLOBAL), None
+        )
         self._init_weights()
 
     # -- construction ---------------------------------------------------------------------------
@@ -200,6 +207,12 @@ class YOLOv4(nn.Module):
                     f"{m}: one value per channel, which BatchNorm cannot normalise; train with "
                     "two or more images or a larger input (model.eval() predicts one)"
                 )
+        if self.training and images.shape[0] == 1 and self._bn_on_global is not None:
+            raise InputError(
+                f"training a batch of 1: layer {self._bn_on_global} normalises a global (1 x 1) "
+                "map of an [avgpool], one value per channel, which BatchNorm cannot; train with "
+                "two or more images (model.eval() predicts one)"
+            )
         if not torch.compiler.is_compiling():  # plain Python over the layer list: no guards
             try:
                 budget.check_network(self._specs, (int(h), int(w)), "input image size")
