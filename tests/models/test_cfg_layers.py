@@ -689,3 +689,63 @@ def test_avgpool_round_trips_trains_and_exports(tmp_path):
 )
 def test_what_would_not_keep_a_global_map_1_x_1_is_refused(layer, key, message, tmp_path):
     refused(cfg(conv(stride=2), "[avgpool]\n\n", layer), tmp_path, 2, key, message)
+
+
+# -- [scale_channels] ------------------------------------------------------------------------------
+SE = (  # squeeze-and-excitation, as enet-coco.cfg's blocks
+    conv(size=3, stride=2),
+    "[avgpool]\n\n",
+    conv(filters=2, size=1, bn=False, act="leaky"),
+    conv(filters=8, size=1, bn=False, act="logistic"),
+    "[scale_channels]\nfrom=-4\n\n",
+)
+SCALE_CHANNELS = cfg(
+    *SE,
+    conv(size=3, stride=2),
+    conv(filters=1, size=1, act="logistic"),  # one value per cell
+    "[scale_channels]\nfrom=-2\nscale_wh=1\nactivation=leaky\n\n",
+)
+
+
+def test_scale_channels_matches_opencv(tmp_path, one_thread):  # noqa: F811
+    """forward_scale_channels_layer: layer from's map times the previous layer's value per
+    channel (a 1 x 1 map), then the activation (OpenCV runs it; not scale_wh, below)."""
+    model = model_of(cfg(*SE, conv(size=3, stride=2)), seed=26)
+    net = opencv_net(model, tmp_path, (32, 32))
+    for hw in ((32, 32), (24, 40)):
+        assert_matches_opencv(model, net, torch.rand(1, 3, *hw))
+
+
+@pytest.mark.parametrize("hw", [(32, 32), (16, 24)])
+def test_scale_channels_match_darknets_forward(hw):
+    """Per channel and, with scale_wh=1, per cell (OpenCV's importer sizes scale_wh's output
+    wrong and refuses the net: the transcription is the reference)."""
+    model = model_of(SCALE_CHANNELS, seed=28)
+    assert model.strides == (4,)
+    seen = layer_outputs(model, torch.rand(1, 3, *hw))
+    for i, scale_wh, act in ((4, False, "linear"), (7, True, "leaky")):
+        scales, src = (seen[j][1][0].double().numpy() for j in model._specs[i].inputs)
+        ref = dk.forward_scale_channels(scales, src, scale_wh, act)
+        np.testing.assert_allclose(seen[i][1][0].double().numpy(), ref, rtol=1e-6, atol=1e-6)
+
+
+def test_scale_channels_round_trips_trains_and_exports(tmp_path):
+    model = model_of(SCALE_CHANNELS, seed=27)
+    images = torch.rand(2, 3, 32, 32)
+    check_round_trips(model, tmp_path, images)
+    check_trains(model, images)
+    check_onnx(model, tmp_path, images)
+
+
+@pytest.mark.parametrize(
+    "layers, message",
+    [
+        ((conv(filters=4, size=1), "[scale_channels]\nfrom=-2\n\n"), "darknet needs 8 channels"),
+        (("[avgpool]\n\n", "[scale_channels]\nfrom=-2\nscale_wh=1\n\n"), "darknet needs 1 channel"),
+        (("[avgpool]\n\n", "[scale_channels]\nfrom=-2\nactivation=swish\n\n"), "does not apply"),
+    ],
+)
+def test_a_scale_channels_darknet_would_not_run_is_refused(layers, message, tmp_path):
+    text = cfg(conv(stride=2), *layers)
+    key = "activation" if "swish" in layers[1] else "from"
+    refused(text, tmp_path, 2, key, message)

@@ -212,8 +212,11 @@ from=-2
 
 [avgpool]
 
+[scale_channels]
+from=-2
+
 [route]
-layers=-2
+layers=-3
 
 [convolutional]
 filters=18
@@ -230,7 +233,7 @@ num=3
 """
 KIND_LAYER = {"net": -1, "convolutional": 1, "shortcut": 2, "maxpool": 3, "upsample": 4,
               "route": 5, "dropout": 6, "local_avgpool": 7, "sam": 8, "avgpool": 9,
-              "yolo": 12}  # fmt: skip
+              "scale_channels": 10, "yolo": 13}  # fmt: skip
 
 
 def with_key(text: str, kind: str, line: str) -> str:
@@ -304,12 +307,13 @@ def test_keys_darknet_reads_without_effect_here_are_accepted(kind, line):
 # from src/parser.c (the option_find_* default in the function named)
 DEFAULTS = [
     *[(kind, line) for kind in ("convolutional", "route", "shortcut", "maxpool", "upsample",
-                                "dropout", "local_avgpool", "sam", "avgpool", "yolo")
+                                "dropout", "local_avgpool", "sam", "avgpool",
+                                "scale_channels", "yolo")
       for line in ("clip=0", "onlyforward=0", "dont_update=0", "burnin_update=0",
                    "train_only_bn=0", "dontload=0", "dontloadscales=0", "learning_rate=1")],
     *[(kind, "stopbackward=0")
       for kind in ("route", "shortcut", "maxpool", "upsample", "dropout", "local_avgpool",
-                   "sam", "avgpool", "yolo")],
+                   "sam", "avgpool", "scale_channels", "yolo")],
     # parse_convolutional
     ("convolutional", "antialiasing=0"),
     ("convolutional", "assisted_excitation=0"), ("convolutional", "cbn=0"),

@@ -117,7 +117,7 @@ def get_activation(s: str) -> str:
 # The keys darknet's parser reads in each section (src/parser.c): parse_net_options and
 # parse_network_cfg_custom (show_receptive_field) for [net]; parse_convolutional, parse_route,
 # parse_shortcut, parse_maxpool, parse_local_avgpool, parse_upsample, parse_dropout, parse_sam,
-# parse_avgpool (none), parse_yolo, and the keys parse_network_cfg_custom reads in every layer section (EVERY_LAYER)
+# parse_avgpool (none), parse_scale_channels, parse_yolo, and the keys parse_network_cfg_custom reads in every layer section (EVERY_LAYER)
 # before option_unused prints the rest as "Unused field".
 EVERY_LAYER = (
     "clip", "onlyforward", "dont_update", "burnin_update", "stopbackward", "train_only_bn",
@@ -154,6 +154,7 @@ PARSER_KEYS = {
     "local_avgpool": EVERY_LAYER + ("stride", "stride_x", "stride_y", "size", "padding"),
     "sam": EVERY_LAYER + ("from", "activation"),
     "avgpool": EVERY_LAYER,
+    "scale_channels": EVERY_LAYER + ("from", "scale_wh", "activation"),
     "upsample": EVERY_LAYER + ("stride", "scale"),
     "dropout": EVERY_LAYER + (
         "probability", "dropblock", "dropblock_size_rel", "dropblock_size_abs",

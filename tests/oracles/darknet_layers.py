@@ -207,3 +207,16 @@ def shortcut_weight_updates(inputs: list[np.ndarray], weights: np.ndarray, norma
         for k in range(n + 1):
             updates[src_i // step + k * layer_step] += d[src_i] * flat[k][src_i]
     return updates
+
+
+def forward_scale_channels(scales: np.ndarray, src: np.ndarray, scale_wh: bool,
+                           activation: str) -> np.ndarray:  # fmt: skip
+    """scale_channels_layer.c forward_scale_channels_layer for one image: ``src (c, h, w)``
+    (the from layer) times ``scales`` (the previous layer: ``(c, 1, 1)``, or ``(1, h, w)`` with
+    scale_wh), element ``i`` by ``input[i / channel_size]`` or ``input[i % channel_size]``."""
+    c, h, w = src.shape
+    channel_size, flat, s = h * w, src.ravel(), scales.ravel()
+    out = np.zeros(c * h * w)
+    for i in range(c * h * w):
+        out[i] = (s[i % channel_size] if scale_wh else s[i // channel_size]) * flat[i]
+    return activate(out.reshape(c, h, w), activation)

@@ -204,7 +204,8 @@ def _bound(s: Section, index: int, key: str, value: int, name: str) -> None:
 
 
 # the key that sets a layer's output channels, named when there are too many
-_CHANNELS_KEY = {"route": "layers", "shortcut": "from", "sam": "from", "convolutional": "filters"}
+_CHANNELS_KEY = {"route": "layers", "shortcut": "from", "sam": "from", "scale_channels": "from",
+                 "convolutional": "filters"}  # fmt: skip
 
 
 def check_layer(spec: LayerSpec) -> None:

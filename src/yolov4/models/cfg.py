@@ -534,8 +534,28 @@ def _upsample_spec(s: Section, i: int, c_in: int, st_in: tuple[int, int]) -> Lay
     return _spec(s, i, [i - 1], c_in, out, stride=stride, scale=scale)
 
 
-# darknet's activate() has no case for these: a [sam] with one of them puts out zeros
-SAM_ACTIVATIONS = tuple(a for a in ACTIVATIONS if a not in ("swish", "mish"))
+# darknet's activate() has no case for these: a [sam] or [scale_channels] with one of them
+# puts out zeros
+PRODUCT_ACTIVATIONS = tuple(a for a in ACTIVATIONS if a not in ("swish", "mish"))
+
+
+def _product_from(s: Section, i: int) -> tuple[int, str]:
+    """``[sam]``/``[scale_channels]``: the ``from`` layer (one: darknet's ``atoi`` reads the
+    first) and the ``activation`` (default linear; not swish or mish, which they do not
+    apply)."""
+    froms = s.get_ints("from")
+    if len(froms) != 1:
+        raise s.error(
+            "from", f"darknet's [{s.kind}] reads one layer (atoi: the first), got {froms}"
+        )
+    act = _activation(s, "linear")
+    if act not in PRODUCT_ACTIVATIONS:
+        raise s.error(
+            "activation",
+            f"darknet's [{s.kind}] does not apply {act} (its activate() has no case for it: the "
+            f"output is zero); supported here: {list(PRODUCT_ACTIVATIONS)}",
+        )
+    return _index(s, "from", froms[0], i, i), act
 
 
 def _sam_spec(
@@ -544,10 +564,7 @@ def _sam_spec(
     """``[sam]`` (darknet's ``parse_sam``, ``forward_sam_layer``): the previous layer's output
     times layer ``from``'s, element by element (equal shapes: darknet asserts it), then
     ``activation`` (default linear)."""
-    froms = s.get_ints("from")
-    if len(froms) != 1:
-        raise s.error("from", f"darknet's [sam] reads one layer (atoi: the first), got {froms}")
-    j = _index(s, "from", froms[0], i, i)
+    j, act = _product_from(s, i)
     if out(j) != (c_in, st_in):
         raise s.error(
             "from",
@@ -555,14 +572,31 @@ def _sam_spec(
             f"{i - 1} {c_in} at stride {_strides_text(st_in)}: only equal shapes can be "
             "multiplied",
         )
-    act = _activation(s, "linear")
-    if act not in SAM_ACTIVATIONS:
-        raise s.error(
-            "activation",
-            f"darknet's [sam] does not apply {act} (its activate() has no case for it: the "
-            f"output is zero); supported here: {list(SAM_ACTIVATIONS)}",
-        )
     return _spec(s, i, [i - 1, j], c_in, st_in, activation=act)
+
+
+def _scale_channels_spec(
+    s: Section, i: int, out: Callable[[int], Shape], c_in: int, st_in: tuple[int, int]
+) -> LayerSpec:
+    """``[scale_channels]`` (darknet's ``parse_scale_channels``, ``forward_scale_channels_layer``):
+    layer ``from``'s map times the previous layer's output, one value per channel (a global
+    1 x 1 map of the same channels: squeeze-and-excitation), or with ``scale_wh=1`` one value
+    per cell (a 1-channel map of the same size), then ``activation``; the output is ``from``'s
+    shape."""
+    j, act = _product_from(s, i)
+    c_from, st_from = out(j)
+    if s.get_int("scale_wh", 0):
+        fits, need = c_in == 1 and st_in == st_from, f"1 channel at stride {_strides_text(st_from)}"
+    else:
+        fits, need = c_in == c_from and st_in == (GLOBAL, GLOBAL), f"{c_from} channels, 1 x 1"
+    if not fits:
+        raise s.error(
+            "from",
+            f"scales layer {j} ({c_from} channels at stride {_strides_text(st_from)}) by layer "
+            f"{i - 1}, which gives {c_in} channels at stride {_strides_text(st_in)}; darknet "
+            f"needs {need}" + ("" if "scale_wh" in s.options else " (scale_wh=1: 1 channel)"),
+        )
+    return _spec(s, i, [i - 1, j], c_from, st_from, activation=act)
 
 
 def _dropout_spec(s: Section, i: int, c_in: int, st_in: tuple[int, int]) -> LayerSpec:
@@ -608,8 +642,9 @@ def _reads_yolo(spec: LayerSpec, yolo: LayerSpec) -> ConfigError:
     ``[yolo]`` is the identity (decode and loss live outside the network), so such a layer
     would read another map than darknet's. No official cfg has one."""
     s = spec.section
-    key = {"route": "layers", "shortcut": "from", "sam": "from"}.get(spec.kind)
-    if spec.kind in ("shortcut", "sam") and yolo.index not in spec.inputs[1:]:
+    key = {"route": "layers", "shortcut": "from", "sam": "from", "scale_channels": "from"}
+    key = key.get(spec.kind)
+    if key == "from" and yolo.index not in spec.inputs[1:]:
         key = None  # its implicit input, the layer before it
     reads = f"{s.where(key)}={s.options[key]}" if key else s.where()
     at = f"{yolo.section.source}:{yolo.section.line} (layer {yolo.index}"
@@ -656,6 +691,8 @@ def resolve_layers(sections: list[Section]) -> list[LayerSpec]:
             spec = _dropout_spec(s, i, c_in, st_in)
         elif s.kind == "sam":
             spec = _sam_spec(s, i, out, c_in, st_in)
+        elif s.kind == "scale_channels":
+            spec = _scale_channels_spec(s, i, out, c_in, st_in)
         elif s.kind == "avgpool":
             spec = _avgpool_spec(s, i, c_in, st_in)
         else:

@@ -72,6 +72,7 @@ LAYER_KEYS: dict[str, set[str]] = {
     "dropout": {"probability"},
     "sam": {"from", "activation"},
     "avgpool": set(),
+    "scale_channels": {"from", "scale_wh", "activation"},
     "yolo": {
         "mask",
         "anchors",
@@ -141,7 +142,7 @@ INERT_KEYS: dict[str, set[str]] = {
 
 # Every key darknet's parser reads, per section (src/parser.c): parse_convolutional,
 # parse_route, parse_shortcut, parse_maxpool, parse_local_avgpool, parse_upsample, parse_dropout,
-# parse_sam, parse_avgpool, parse_yolo, and the keys
+# parse_sam, parse_avgpool, parse_scale_channels, parse_yolo, and the keys
 # parse_network_cfg_custom reads in every layer (GENERIC).
 _GENERIC = {
     "clip", "onlyforward", "dont_update", "burnin_update", "stopbackward", "train_only_bn",
@@ -169,6 +170,7 @@ DARKNET_KEYS: dict[str, set[str]] = {
     },
     "sam": _GENERIC | {"activation", "from"},
     "avgpool": _GENERIC,
+    "scale_channels": _GENERIC | {"activation", "from", "scale_wh"},
     "yolo": _GENERIC | {
         "anchors", "beta_nms", "classes", "cls_normalizer", "counters_per_class",
         "delta_normalizer", "dets_for_show", "dets_for_track", "embedding_layer", "focal_loss",
@@ -207,6 +209,7 @@ DARKNET_DEFAULTS: dict[str, dict[str, int | float | str]] = {
     },
     "sam": _GENERIC_DEFAULTS,
     "avgpool": _GENERIC_DEFAULTS,
+    "scale_channels": _GENERIC_DEFAULTS,
     "yolo": _GENERIC_DEFAULTS | {
         "delta_normalizer": 1.0, "focal_loss": 0, "iou_thresh_kind": "iou",
         "embedding_layer": 999999,

@@ -13,7 +13,7 @@ __all__ = [
     "Mish",
     "Route",
     "Shortcut",
-    "Sam",
+    "Multiply",
     "MaxPool",
     "LocalAvgPool",
     "GlobalAvgPool",
@@ -236,9 +236,11 @@ def _pair(value: int | tuple[int, int]) -> tuple[int, int]:
     return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))
 
 
-class Sam(nn.Module):
-    """Darknet's ``[sam]`` (spatial attention): the previous layer times the ``from`` layer,
-    element by element, then activation."""
+class Multiply(nn.Module):
+    """Darknet's ``[sam]`` (spatial attention) and ``[scale_channels]``: the previous layer
+    times the ``from`` layer, element by element, then activation; the previous layer's
+    ``(B, C, 1, 1)`` (per channel) or ``(B, 1, H, W)`` (per cell, ``scale_wh``) broadcast over
+    the ``from`` layer's ``(B, C, H, W)`` for ``[scale_channels]``."""
 
     def __init__(self, act: str = "linear") -> None:
         super().__init__()

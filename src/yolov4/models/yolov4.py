@@ -28,8 +28,8 @@ from yolov4.models.layers import (
     GlobalAvgPool,
     LocalAvgPool,
     MaxPool,
+    Multiply,
     Route,
-    Sam,
     Shortcut,
     Upsample,
 )
@@ -43,7 +43,7 @@ __all__ = ["YOLOv4", "build_model"]
 # weight files are unaffected, it only spares the first iterations a flood of false positives.
 PRIOR_PROB = 0.01
 # layers that read the outputs of layers other than the one before them (their `inputs`)
-READERS = ("route", "shortcut", "sam")
+READERS = ("route", "shortcut", "sam", "scale_channels")
 
 
 def _module(spec: LayerSpec) -> nn.Module:
@@ -66,8 +66,8 @@ def _module(spec: LayerSpec) -> nn.Module:
         return Shortcut(
             p["activation"], p["weights_type"], p["normalization"], len(spec.inputs), spec.channels
         )
-    if spec.kind == "sam":
-        return Sam(p["activation"])
+    if spec.kind in ("sam", "scale_channels"):
+        return Multiply(p["activation"])
     if spec.kind == "maxpool":
         return MaxPool(p["size"], p["stride"], p["pad_left"], p["pad_right"])
     if spec.kind == "local_avgpool":
@@ -107,7 +107,7 @@ class YOLOv4(nn.Module):
         self.head_layers: tuple[int, ...] = tuple(s.index - 1 for s in yolos)
         refs = {j for s in specs if s.kind in READERS for j in s.inputs}
         self._keep = refs | set(self.head_layers)
-        # outputs a [route]/[shortcut]/[sam] reads are dropped after their last reader (inference
+        # outputs a [route]/[shortcut]/[sam]/[scale_channels] reads are dropped after their last reader (inference
         # memory of the big nets at their cfg sizes); head maps are kept to the end
         last: dict[int, int] = {}
         for s in specs:
@@ -252,7 +252,7 @@ class YOLOv4(nn.Module):
         for i, (kind, layer) in enumerate(zip(self._kinds, self.layers)):
             if kind == "route":
                 x = layer([outs[j] for j in self._inputs[i]])
-            elif kind in ("shortcut", "sam"):
+            elif kind in ("shortcut", "sam", "scale_channels"):
                 x = layer(x, [outs[j] for j in self._inputs[i][1:]])
             elif kind != "yolo":
                 x = layer(x)
