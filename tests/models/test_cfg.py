@@ -139,7 +139,6 @@ def test_a_users_cfg_keeps_its_classes_unless_num_classes_is_given(tmp_path):
 
 
 # -- what the builder refuses --------------------------------------------------------------------
-SHORTCUT = "[shortcut]\nfrom=0\nactivation=linear\n\n[route]\nlayers=0,-1"
 YOLO1 = "classes=1\nnum=6\n"
 CASES = {
     # id: (cfg text, darknet layer, section, key, message)
@@ -185,12 +184,12 @@ CASES = {
         "layers",
         "refers to layer 4",
     ),
-    "shortcut of other shapes": (
-        nth(BASE, "[route]\nlayers=0,-1", SHORTCUT),
-        4,
+    "shortcut of other strides": (
+        nth(BASE, "activation=swish\n", "activation=swish\n\n[shortcut]\nfrom=0\n"),
+        9,
         "shortcut",
         "from",
-        "layer 0 gives 8 channels at stride 2, layer 3 4 at stride 2: only equal shapes",
+        "layer 0 gives 8 channels at stride 2, layer 8 8 at stride 4: only maps of equal size",
     ),
     "wrong filters before yolo": (
         nth(BASE, "filters=18", "filters=17"),

@@ -54,11 +54,13 @@ def cfg(*layers: str) -> str:
     return NET + "".join(layers) + HEAD
 
 
-def model_of(text: str, seed: int = 0):
+def model_of(text: str, seed: int = 0, gain: float = 50.0):
+    """The network of ``text`` with random weights and BN statistics, its head kernels times
+    ``gain`` (the image-dependent part of the maps well above the comparisons' tolerance)."""
     torch.manual_seed(seed)
     from tests.conftest import randomize_
 
-    return boost_heads_(randomize_(build_model(cfg=text), seed=seed), gain=50.0)
+    return boost_heads_(randomize_(build_model(cfg=text), seed=seed), gain=gain)
 
 
 def check_round_trips(model, tmp_path, images: torch.Tensor) -> None:
@@ -85,6 +87,7 @@ def check_onnx(model, tmp_path, images: torch.Tensor) -> None:
     (ours,) = session.run(None, {"images": images.numpy()})
     with torch.no_grad():
         ref = decoded(images).numpy()
+    assert np.isfinite(ref).all()  # a box of exp(huge) would compare as anything
     np.testing.assert_allclose(ours, ref, rtol=1e-4, atol=1e-4 * float(np.abs(ref).max()))
 
 
@@ -749,3 +752,42 @@ def test_a_scale_channels_darknet_would_not_run_is_refused(layers, message, tmp_
     text = cfg(conv(stride=2), *layers)
     key = "activation" if "swish" in layers[1] else "from"
     refused(text, tmp_path, 2, key, message)
+
+
+# -- [shortcut] of maps of other channels ----------------------------------------------------------
+CHANNEL_SHORTCUTS = cfg(
+    conv(filters=8, size=3, stride=2),
+    conv(filters=4, size=3),
+    "[shortcut]\nfrom=-2\n\n",  # 4 + 8: the first 4 of layer 0's channels (yolov3-tiny-prn)
+    conv(filters=12, size=1),
+    "[shortcut]\nfrom=-2\nactivation=leaky\n\n",  # 12 + 4: onto the first 4
+    "[shortcut]\nfrom=0,2\nweights_type=per_channel\n\n",
+)
+
+
+def test_shortcut_of_other_channels_matches_opencv(tmp_path, one_thread):  # noqa: F811
+    """shortcut_multilayer_cpu adds element k of a from map to element k of the sum as far as
+    the map has elements: of equal size, its first channels onto the first ones (OpenCV's
+    importer reads one from layer only: the shortcuts of one here)."""
+    model = model_of(CHANNEL_SHORTCUTS.split("[shortcut]\nfrom=0,2")[0] + HEAD, seed=29, gain=10.0)
+    net = opencv_net(model, tmp_path, (32, 32))
+    for hw in ((32, 32), (24, 40)):
+        assert_matches_opencv(model, net, torch.rand(1, 3, *hw))
+
+
+@pytest.mark.parametrize("hw", [(32, 32), (16, 24)])
+def test_shortcut_of_other_channels_matches_darknets_forward(hw, tmp_path):
+    """The transcription: several from layers, weighted too (OpenCV reads neither)."""
+    model = model_of(CHANNEL_SHORTCUTS, seed=30, gain=10.0)
+    with torch.no_grad():
+        model.layers[5].weights.copy_(torch.rand(3, 12) + 0.5)
+    seen = layer_outputs(model, torch.rand(1, 3, *hw))
+    for i, act in ((2, "linear"), (4, "leaky"), (5, "linear")):
+        weights = model.layers[i].weights
+        weights = None if weights is None else weights.detach().double().numpy().ravel()
+        ref = dk.forward_shortcut(shortcut_inputs(model, seen, i), weights, "none", act)
+        np.testing.assert_allclose(seen[i][1][0].double().numpy(), ref, rtol=1e-5, atol=1e-6)
+    images = torch.rand(2, 3, *hw)
+    check_round_trips(model, tmp_path, images)
+    check_trains(model, images)
+    check_onnx(model, tmp_path, images)

@@ -174,20 +174,25 @@ def _shortcut_weight(weights, n, src_i, step, layer_step, k, normalization):
     return (max(w, 0.0) if normalization == "relu" else np.exp(w - max_val)) / total
 
 
-def forward_shortcut(inputs: list[np.ndarray], weights: np.ndarray, normalization: str,
+def forward_shortcut(inputs: list[np.ndarray], weights: np.ndarray | None, normalization: str,
                      activation: str) -> np.ndarray:  # fmt: skip
     """shortcut_layer.c forward_shortcut_layer / blas.c shortcut_multilayer_cpu for one image:
-    ``inputs[0]`` the previous layer, then the ``from`` layers, all ``(c, h, w)``; ``weights``
-    flat (``n + 1`` per_feature or ``(n + 1) * c`` per_channel values)."""
+    ``inputs[0]`` the previous layer ``(c, h, w)``, then the ``from`` layers (element ``src_i``
+    of one added while ``src_i`` < its element count); ``weights`` flat (``n + 1`` per_feature
+    or ``(n + 1) * c`` per_channel values), or None."""
     c, h, w = inputs[0].shape
     n, size = len(inputs) - 1, c * h * w
-    layer_step = len(weights) // (n + 1)
+    layer_step = 1 if weights is None else len(weights) // (n + 1)
     step = size // layer_step
     flat = [x.ravel() for x in inputs]
     out = np.zeros(size)
     for src_i in range(size):
         for k in range(n + 1):
-            wk = _shortcut_weight(weights, n, src_i, step, layer_step, k, normalization)
+            if src_i >= len(flat[k]):  # `if (src_i < add_outputs)`
+                continue
+            wk = 1.0 if weights is None else _shortcut_weight(
+                weights, n, src_i, step, layer_step, k, normalization
+            )  # fmt: skip
             out[src_i] += flat[k][src_i] * wk
     return activate(out.reshape(c, h, w), activation)
 

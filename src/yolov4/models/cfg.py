@@ -446,14 +446,18 @@ def _route_spec(s: Section, i: int, out: Callable[[int], Shape]) -> LayerSpec:
 def _shortcut_spec(
     s: Section, i: int, out: Callable[[int], Shape], c_in: int, st_in: tuple[int, int]
 ) -> LayerSpec:
+    """``[shortcut]`` (darknet's ``parse_shortcut``, ``shortcut_multilayer_cpu``): the previous
+    layer plus the ``from`` layers (weighted with ``weights_type``), then ``activation``. A
+    ``from`` map of other channels adds element ``k`` of its own to element ``k`` of the sum,
+    as far as it has elements: of maps of equal size, its first channels to the first ones."""
     srcs = [_index(s, "from", v, i, i) for v in s.get_ints("from")]
     for j in srcs:
-        if out(j) != (c_in, st_in):
+        if out(j)[1] != st_in:
             raise s.error(
                 "from",
                 f"layer {j} gives {out(j)[0]} channels at stride {_strides_text(out(j)[1])}, "
-                f"layer {i - 1} {c_in} at stride {_strides_text(st_in)}: only equal shapes can "
-                "be added",
+                f"layer {i - 1} {c_in} at stride {_strides_text(st_in)}: only maps of equal "
+                "size can be added",
             )
     weights_type, normalization = _shortcut_weights(s)
     n = {"per_feature": 1 + len(srcs), "per_channel": (1 + len(srcs)) * c_in}.get(weights_type, 0)

@@ -186,8 +186,19 @@ class Route(nn.Module):
 SHORTCUT_EPS = 0.0001
 
 
+def _channels_as(o: torch.Tensor, c: int) -> torch.Tensor:
+    """``o (B, C', H, W)`` as darknet's shortcut adds it to a ``(B, c, H, W)`` map, element by
+    element as far as it has elements: its first ``c`` channels, or zeros past its own."""
+    if o.shape[1] > c:
+        return o[:, :c]
+    if o.shape[1] < c:
+        return F.pad(o, (0, 0, 0, 0, 0, c - o.shape[1]))
+    return o
+
+
 class Shortcut(nn.Module):
-    """Darknet's ``[shortcut]``: the previous layer plus the ``from`` layers, then activation.
+    """Darknet's ``[shortcut]``: the previous layer plus the ``from`` layers, then activation
+    (a ``from`` map of other channels: its first channels, or on the first channels).
 
     Weighted (``weights_type``, ``shortcut_multilayer_cpu``): input ``k`` (0: the previous
     layer, then the ``from`` layers) times weight ``w[k]`` (``per_feature``: one per input,
@@ -210,6 +221,7 @@ class Shortcut(nn.Module):
         self.weights = nn.Parameter(torch.ones(shape)) if shape else None
 
     def forward(self, x: torch.Tensor, others: list[torch.Tensor]) -> torch.Tensor:
+        others = [_channels_as(o, x.shape[1]) for o in others]
         if self.weights is None:
             for o in others:
                 x = x + o
