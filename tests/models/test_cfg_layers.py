@@ -138,14 +138,6 @@ def test_conv_paddings_match_opencv(tmp_path, one_thread):  # noqa: F811
         assert_matches_opencv(model, net, torch.rand(1, 3, *hw))
 
 
-def test_conv_paddings_round_trip_train_and_export(tmp_path):
-    model = model_of(PADDINGS, seed=2)
-    images = torch.rand(2, 3, 32, 40)
-    check_round_trips(model, tmp_path, images)
-    check_trains(model, images)
-    check_onnx(model, tmp_path, images)
-
-
 @pytest.mark.parametrize(
     "layer, found",
     [
@@ -200,14 +192,6 @@ def test_dilation_matches_darknets_forward(hw):
     assert model.layers[3].conv.dilation == (1, 1)
 
 
-def test_dilation_round_trips_trains_and_exports(tmp_path):
-    model = model_of(DILATED, seed=4)
-    images = torch.rand(2, 3, 32, 32)
-    check_round_trips(model, tmp_path, images)
-    check_trains(model, images)
-    check_onnx(model, tmp_path, images)
-
-
 def test_dilation_without_half_kernel_padding_is_refused(tmp_path):
     """darknet sizes the map without the dilation but runs the dilated kernel: with pad=0 the
     two disagree (its columns would not fit its output), so no darknet weights exist for it."""
@@ -239,14 +223,6 @@ def test_stride_x_and_y_match_darknets_forward(hw):
                            stride_x=sx, stride_y=sy)  # fmt: skip
         assert out.shape[2:] == ref.shape[1:] == (x.shape[2] // sy, x.shape[3] // sx)
         np.testing.assert_allclose(out[0].double().numpy(), ref, rtol=1e-5, atol=1e-5)
-
-
-def test_stride_x_and_y_round_trip_train_and_export(tmp_path):
-    model = model_of(STRIDES_XY, seed=6)
-    images = torch.rand(2, 3, 16, 24)
-    check_round_trips(model, tmp_path, images)
-    check_trains(model, images)
-    check_onnx(model, tmp_path, images)
 
 
 def test_a_head_on_a_map_of_two_strides_is_refused(tmp_path):
@@ -351,14 +327,6 @@ def test_local_avgpool_matches_darknets_forward(hw):
         np.testing.assert_allclose(out[0].double().numpy(), ref, rtol=1e-6, atol=1e-6)
 
 
-def test_local_avgpool_round_trips_trains_and_exports(tmp_path):
-    model = model_of(LOCAL_AVG, seed=11)
-    images = torch.rand(2, 3, 32, 32)
-    check_round_trips(model, tmp_path, images)
-    check_trains(model, images)
-    check_onnx(model, tmp_path, images)
-
-
 MAX_CROP = cfg(conv(size=3, stride=1), "[maxpool]\nsize=4\nstride=4\n\n")
 
 
@@ -431,14 +399,6 @@ def test_upsample_scale_and_downsample_match_darknets_forward_and_backward(hw):
         model.layers[i](x).backward(delta)
         ref = dk.backward_upsample(delta[0].double().numpy(), x.shape[1:], stride, scale)
         np.testing.assert_allclose(x.grad[0].double().numpy(), ref, rtol=1e-6, atol=1e-6)
-
-
-def test_upsample_scale_and_downsample_round_trip_train_and_export(tmp_path):
-    model = model_of(UPSAMPLES, seed=15)
-    images = torch.rand(2, 3, 32, 32)
-    check_round_trips(model, tmp_path, images)
-    check_trains(model, images)
-    check_onnx(model, tmp_path, images)
 
 
 def test_upsample_stride_0_is_refused(tmp_path):
@@ -732,14 +692,6 @@ def test_scale_channels_match_darknets_forward(hw):
         np.testing.assert_allclose(seen[i][1][0].double().numpy(), ref, rtol=1e-6, atol=1e-6)
 
 
-def test_scale_channels_round_trips_trains_and_exports(tmp_path):
-    model = model_of(SCALE_CHANNELS, seed=27)
-    images = torch.rand(2, 3, 32, 32)
-    check_round_trips(model, tmp_path, images)
-    check_trains(model, images)
-    check_onnx(model, tmp_path, images)
-
-
 @pytest.mark.parametrize(
     "layers, message",
     [
@@ -788,6 +740,28 @@ def test_shortcut_of_other_channels_matches_darknets_forward(hw, tmp_path):
         ref = dk.forward_shortcut(shortcut_inputs(model, seen, i), weights, "none", act)
         np.testing.assert_allclose(seen[i][1][0].double().numpy(), ref, rtol=1e-5, atol=1e-6)
     images = torch.rand(2, 3, *hw)
+    check_round_trips(model, tmp_path, images)
+    check_trains(model, images)
+    check_onnx(model, tmp_path, images)
+
+
+@pytest.mark.parametrize(
+    "cfg, seed, shape",
+    [
+        (PADDINGS, 2, (2, 3, 32, 40)),
+        (DILATED, 4, (2, 3, 32, 32)),
+        (STRIDES_XY, 6, (2, 3, 16, 24)),
+        (LOCAL_AVG, 11, (2, 3, 32, 32)),
+        (UPSAMPLES, 15, (2, 3, 32, 32)),
+        (SCALE_CHANNELS, 27, (2, 3, 32, 32)),
+    ],
+    ids=["paddings", "dilated", "strides-xy", "local-avg", "upsamples", "scale-channels"],
+)
+def test_layers_round_trip_train_and_export(tmp_path, cfg, seed, shape):
+    """Each network of the new layer kinds: .weights/.cfg round trips, a training step and
+    onnxruntime agree with the model."""
+    model = model_of(cfg, seed=seed)
+    images = torch.rand(*shape)
     check_round_trips(model, tmp_path, images)
     check_trains(model, images)
     check_onnx(model, tmp_path, images)
