@@ -35,8 +35,9 @@ from __future__ import annotations
 import math
 import os
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -237,24 +238,7 @@ def load_yolo(
     """
     report = report if report is not None else ProblemReport(name=str(images))
     image_dir = Path(images)
-    listing_file = image_dir.is_file()  # darknet's train.txt: one image path a line
-    if not image_dir.is_dir() and not listing_file:
-        raise DatasetError(
-            f"image directory not found: {image_dir}{_where_looked(image_dir, names)}; expected "
-            "a folder of the YOLO layout images/ + labels/, or darknet's list file of image "
-            "paths (train.txt)"
-        )
-    if listing_file and is_data_yaml(image_dir):  # ultralytics' data.yaml
-        raise DatasetError(
-            f"{image_dir} is a data yaml, not a list of images: give the split's images folder "
-            f"(or list file) as images, and the yaml as names (data.<split>.names={image_dir})"
-        )
-    if listing_file and image_dir.suffix.lower() == DARKNET_DATA_SUFFIX:
-        raise DatasetError(
-            f"{image_dir} is darknet's .data file, not a list of images: give its `train =` / "
-            "`valid =` list files as images (data.train.images=..., data.val.images=...), and "
-            f"the .data file as names (data.<split>.names={image_dir})"
-        )
+    listing_file = _check_images(image_dir, names)
     label_dir = Path(labels) if labels is not None else _default_labels_dir(image_dir)
     loaded_names = load_class_names(names)
     class_names = loaded_names.names
@@ -265,48 +249,16 @@ def load_yolo(
     else:
         listed = _listing(image_dir)
         files = sorted(p for p in listed if p.suffix.lower() in IMAGE_SUFFIXES)
-    records, unlabelled, label_files = [], [], _LabelFiles()
-    image_of: dict[Path, Path] = {}  # label file -> the first image read with it
-    repeats, read = [], set()  # records listing an image again; the images read
-    unreadable, lost = [], 0  # images without a readable header; the boxes of their labels
-    for image_id, path in enumerate(files, 1):
-        if listing_file:
-            candidates = _listed_label_files(path, Path(labels) if labels is not None else None)
-        else:
-            candidates = _label_files(path, image_dir, label_dir, beside=labels is None)
-        label_file = label_files.find(candidates)
-        hw = image_size(path)
-        if hw is None:
-            report.add(Problem.UNREADABLE, path, "no readable image header")
-            unreadable.append(path)
-            lost += _count_boxes(label_file, kpt_shape)
-            continue
-        boxes, cls = [], []
-        if label_file is None:
-            unlabelled.append(path)
-        else:
-            first = image_of.setdefault(label_file, path)
-            if first != path:
-                report.add(Problem.SHARED_LABEL_FILE, label_file, f"read for {first} and {path}")
-            labels_read = _read_labels(label_file, hw, loaded_names, report, kpt_shape)
-            if labels_read is None:
-                continue
-            boxes, cls = labels_read
-        if not boxes and not include_negatives:
-            continue
-        if os.path.abspath(path) in read:
-            repeats.append(len(records))
-        read.add(os.path.abspath(path))
-        records.append(
-            ImageRecord(
-                image_id=image_id,
-                file=str(path),
-                height=hw[0],
-                width=hw[1],
-                boxes=np.array(boxes, np.float32).reshape(-1, 4),
-                labels=np.array(cls, np.int64),
-            )
+    if listing_file:
+        label_root = Path(labels) if labels is not None else None
+        candidates = partial(_listed_label_files, label_dir=label_root)
+    else:
+        candidates = partial(
+            _label_files, image_dir=image_dir, label_dir=label_dir, beside=labels is None
         )
+    records, unlabelled, unreadable, lost, repeats = _read_records(
+        files, candidates, loaded_names, report, kpt_shape, include_negatives
+    )
     if listing_file:
         where = "the labels folder beside each image's images folder, or beside the image"
         notes = [
@@ -340,6 +292,83 @@ def load_yolo(
     category_ids = list(range(len(class_names)))
     coco = records_to_coco(records, class_names, category_ids)
     return DetectionData(records, class_names, category_ids, coco, notes, repeats)
+
+
+def _check_images(image_dir: Path, names: str | Sequence[str]) -> bool:
+    """Whether ``image_dir`` is darknet's list file (``train.txt``: one image path a line)
+    rather than a folder; a missing path, a data yaml or a ``.data`` file is a DatasetError
+    saying what to give instead."""
+    listing_file = image_dir.is_file()
+    if not image_dir.is_dir() and not listing_file:
+        raise DatasetError(
+            f"image directory not found: {image_dir}{_where_looked(image_dir, names)}; expected "
+            "a folder of the YOLO layout images/ + labels/, or darknet's list file of image "
+            "paths (train.txt)"
+        )
+    if listing_file and is_data_yaml(image_dir):  # ultralytics' data.yaml
+        raise DatasetError(
+            f"{image_dir} is a data yaml, not a list of images: give the split's images folder "
+            f"(or list file) as images, and the yaml as names (data.<split>.names={image_dir})"
+        )
+    if listing_file and image_dir.suffix.lower() == DARKNET_DATA_SUFFIX:
+        raise DatasetError(
+            f"{image_dir} is darknet's .data file, not a list of images: give its `train =` / "
+            "`valid =` list files as images (data.train.images=..., data.val.images=...), and "
+            f"the .data file as names (data.<split>.names={image_dir})"
+        )
+    return listing_file
+
+
+def _read_records(
+    files: list[Path],
+    label_candidates: Callable[[Path], list[Path]],
+    loaded_names: ClassNames,
+    report: ProblemReport,
+    kpt_shape: tuple[int, int] | None,
+    include_negatives: bool,
+) -> tuple[list[ImageRecord], list[Path], list[Path], int, list[int]]:
+    """The records of ``files`` (image ids 1.. in their order; ``label_candidates``: the label
+    files an image may have, the first found read) with the images that have no label file, the unreadable images, the boxes lost with them, and the indices of records
+    that list an image again."""
+    records, unlabelled, label_files = [], [], _LabelFiles()
+    image_of: dict[Path, Path] = {}  # label file -> the first image read with it
+    repeats, read = [], set()  # records listing an image again; the images read
+    unreadable, lost = [], 0  # images without a readable header; the boxes of their labels
+    for image_id, path in enumerate(files, 1):
+        label_file = label_files.find(label_candidates(path))
+        hw = image_size(path)
+        if hw is None:
+            report.add(Problem.UNREADABLE, path, "no readable image header")
+            unreadable.append(path)
+            lost += _count_boxes(label_file, kpt_shape)
+            continue
+        boxes, cls = [], []
+        if label_file is None:
+            unlabelled.append(path)
+        else:
+            first = image_of.setdefault(label_file, path)
+            if first != path:
+                report.add(Problem.SHARED_LABEL_FILE, label_file, f"read for {first} and {path}")
+            labels_read = _read_labels(label_file, hw, loaded_names, report, kpt_shape)
+            if labels_read is None:
+                continue
+            boxes, cls = labels_read
+        if not boxes and not include_negatives:
+            continue
+        if os.path.abspath(path) in read:
+            repeats.append(len(records))
+        read.add(os.path.abspath(path))
+        records.append(
+            ImageRecord(
+                image_id=image_id,
+                file=str(path),
+                height=hw[0],
+                width=hw[1],
+                boxes=np.array(boxes, np.float32).reshape(-1, 4),
+                labels=np.array(cls, np.int64),
+            )
+        )
+    return records, unlabelled, unreadable, lost, repeats
 
 
 def _where_looked(images: Path, names: str | Sequence[str]) -> str:
