@@ -496,6 +496,21 @@ def test_a_sam_darknet_would_not_run_is_refused(section, message, tmp_path):
     refused(text, tmp_path, 3, key, message)
 
 
+@pytest.mark.parametrize(
+    "section, rule",
+    [
+        ("[shortcut]\nfrom=0\n\n", "only maps of equal size can be added"),
+        ("[sam]\nfrom=0\n\n", "only equal shapes can be multiplied"),
+    ],
+)
+def test_a_shortcut_or_sam_of_unequal_maps_names_both_maps_alike(section, rule, tmp_path):
+    """A [shortcut] adds maps of equal size, a [sam] multiplies equal shapes: either refusal
+    names the from layer's and the previous layer's channels and strides in one wording."""
+    text = cfg(conv(stride=2), conv(filters=4, stride=2), section)
+    both = "layer 0 gives 8 channels at stride 2, layer 1 4 at stride 4: "
+    refused(text, tmp_path, 2, "from", re.escape(both + rule) + "$")
+
+
 # -- [shortcut] weights_type / weights_normalization -------------------------------------------
 WEIGHTED = cfg(
     conv(size=3, stride=2),

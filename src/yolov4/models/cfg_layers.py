@@ -16,6 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from yolov4.errors import ConfigError
+
 # cfg.Section: typed Any here (yolov4.models.cfg imports this module)
 Section = Any
 
@@ -212,6 +214,19 @@ def _route_spec(s: Section, i: int, out: Callable[[int], Shape]) -> LayerSpec:
     )
 
 
+def _unequal_maps(
+    s: Section, i: int, j: int, out: Callable[[int], Shape], rule: str
+) -> ConfigError:
+    """The error of a layer ``i`` that combines layer ``j``'s map with the previous layer's
+    (``[shortcut]``, ``[sam]``) where their shapes break ``rule``."""
+    (c_j, st_j), (c_in, st_in) = out(j), out(i - 1)
+    return s.error(
+        "from",
+        f"layer {j} gives {c_j} channels at stride {_strides_text(st_j)}, layer {i - 1} {c_in} "
+        f"at stride {_strides_text(st_in)}: {rule}",
+    )
+
+
 def _shortcut_spec(
     s: Section, i: int, out: Callable[[int], Shape], c_in: int, st_in: tuple[int, int]
 ) -> LayerSpec:
@@ -222,12 +237,7 @@ def _shortcut_spec(
     srcs = [_index(s, "from", v, i, i) for v in s.get_ints("from")]
     for j in srcs:
         if out(j)[1] != st_in:
-            raise s.error(
-                "from",
-                f"layer {j} gives {out(j)[0]} channels at stride {_strides_text(out(j)[1])}, "
-                f"layer {i - 1} {c_in} at stride {_strides_text(st_in)}: only maps of equal "
-                "size can be added",
-            )
+            raise _unequal_maps(s, i, j, out, "only maps of equal size can be added")
     weights_type, normalization = _shortcut_weights(s)
     n = {"per_feature": 1 + len(srcs), "per_channel": (1 + len(srcs)) * c_in}.get(weights_type, 0)
     return _spec(
@@ -339,12 +349,7 @@ def _sam_spec(
     ``activation`` (default linear)."""
     j, act = _product_from(s, i)
     if out(j) != (c_in, st_in):
-        raise s.error(
-            "from",
-            f"layer {j} gives {out(j)[0]} channels at stride {_strides_text(out(j)[1])}, layer "
-            f"{i - 1} {c_in} at stride {_strides_text(st_in)}: only equal shapes can be "
-            "multiplied",
-        )
+        raise _unequal_maps(s, i, j, out, "only equal shapes can be multiplied")
     return _spec(s, i, [i - 1, j], c_in, st_in, activation=act)
 
 
