@@ -14,7 +14,6 @@ __all__ = [
     "DatasetError",
     "ExportError",
     "DivergedError",
-    "ConfigWarning",
 ]
 
 
@@ -45,8 +44,3 @@ class ExportError(YoloError, RuntimeError):
 class DivergedError(YoloError, FloatingPointError):
     """Training's loss became NaN or infinite (the run stops: its checkpoints are the last good
     ones)."""
-
-
-class ConfigWarning(UserWarning):
-    """A configuration that is used, with a part of it ignored as darknet ignores it (a cfg key
-    darknet does not read, a ``[net]`` training key set twice)."""

@@ -5,6 +5,10 @@ rebuilding the network."""
 
 from __future__ import annotations
 
+import logging
+import sys
+from unittest import mock
+
 import pytest
 import torch
 from hydra import compose, initialize_config_module
@@ -270,3 +274,39 @@ def test_train_a_user_darknet_cfg(compose_cfg, tiny_run, tmp_path):
     config = load_checkpoint(run / "weights/last.pt").model.config
     assert config.iou_loss == "mse" and config.strides == (16, 32)
     assert config.cfg is not None and "group_id=1" in config.cfg
+
+
+def test_a_cfg_warning_is_in_the_runs_train_log_once(tiny_run, synthetic_cache, tmp_path):
+    """``python train.py model=darknet model.cfg=mine.cfg`` (Hydra's app, in-process) with a key
+    darknet does not read: the warning naming its line is in the run's train.log, once, though
+    the run builds the network several times (EMA copy, checkpoints, export)."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    from yolov4.cli.train import hydra_main
+    from yolov4.models import cfg as cfg_module
+
+    text = USER_CFG.replace("activation=mish\n", "activation=mish\nfoo=1\n", 1)
+    cfg_file = tmp_path / "mine.cfg"
+    cfg_file.write_text(text)
+    run = tmp_path / "run"
+    argv = ["train.py", *tiny_run, "model=darknet", f"model.cfg={cfg_file}", "analysis.plots=false",
+            f"data.cache_dir={synthetic_cache}", f"hydra.run.dir={run}"]  # fmt: skip
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        with mock.patch.object(sys, "argv", argv), mock.patch.object(cfg_module, "_WARNED", set()):
+            hydra_main()  # _WARNED: this cfg's warnings not yet logged, as in a new process
+    finally:  # Hydra's log set-up (train.log) is the run's only
+        for handler in set(root.handlers) - set(handlers):
+            handler.close()
+        root.handlers[:] = handlers
+        root.setLevel(level)
+        GlobalHydra.instance().clear()
+    line = text.splitlines().index("foo=1") + 1
+    warning = (
+        f"[yolov4.models.cfg][WARNING] - {cfg_file}:{line}: [convolutional] foo: darknet does not "
+        "read this key in [convolutional] and ignores it; so does yolov4"
+    )
+    log = (run / "train.log").read_text()
+    assert log.count(warning) == 1, log
+    assert (run / "export/model.onnx").is_file()  # the run went through to its export

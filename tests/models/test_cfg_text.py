@@ -4,8 +4,10 @@ comments, and what the parser does where darknet's reading and the text's look d
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import re
-import warnings
+from unittest import mock
 
 import cv2
 import pytest
@@ -16,7 +18,7 @@ from tests.models.test_zoo import assert_matches_opencv, boost_heads_, one_threa
 from tests.oracles import darknet_cfg_read as dk
 from yolov4 import ConfigError, build_model
 from yolov4.darknet import save_darknet_weights
-from yolov4.errors import ConfigWarning
+from yolov4.models import cfg as cfg_module
 from yolov4.models.cfg import parse_cfg
 
 ANCHORS = "anchors=4,6, 8,8, 12,10, 16,20, 30,24, 40,44"
@@ -42,9 +44,7 @@ def commented(edits=NUMBER_COMMENTS) -> str:
 
 def network_of(text: str) -> dict:
     """The model config a cfg text gives, without the text itself."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConfigWarning)  # the tests that look at them record them
-        config = build_model(cfg=text).config.to_dict()
+    config = build_model(cfg=text).config.to_dict()
     return {k: v for k, v in config.items() if k != "cfg"}
 
 
@@ -243,12 +243,27 @@ def with_key(text: str, kind: str, line: str) -> str:
     return nth(text, header + "\n", f"{header}\n{line}\n", n)
 
 
+@contextlib.contextmanager
+def cfg_warnings():
+    """The messages the cfg reader logs inside the block (a list filled as they come), each
+    cfg's as if this process had not built it before (it logs those of a cfg once)."""
+    seen: list[str] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = lambda record: seen.append(record.getMessage())
+    logger = logging.getLogger(cfg_module.__name__)
+    logger.addHandler(handler)
+    try:
+        with mock.patch.object(cfg_module, "_WARNED", set()):
+            yield seen
+    finally:
+        logger.removeHandler(handler)
+
+
 def build_quietly(text: str, **kw):
-    """build_model, with every ConfigWarning it emits."""
-    with warnings.catch_warnings(record=True) as seen:
-        warnings.simplefilter("always")
+    """build_model, with every cfg warning it logs."""
+    with cfg_warnings() as seen:
         model = build_model(cfg=text, **kw)
-    return model, [str(w.message) for w in seen if issubclass(w.category, ConfigWarning)]
+    return model, seen
 
 
 # each key darknet reads that the KINDS cfg does not set already
@@ -478,7 +493,22 @@ def test_a_cfg_warns_once_per_build_and_not_when_rebuilt_from_its_config():
     text = with_key(KINDS, "net", "max_epochs=300")
     model, seen = build_quietly(text)
     assert len(seen) == 1
-    with warnings.catch_warnings(record=True) as again:
-        warnings.simplefilter("always")
+    with cfg_warnings() as again:
         YOLOv4(ModelConfig.from_dict(model.config.to_dict()))
-    assert [w for w in again if issubclass(w.category, ConfigWarning)] == []
+    assert again == []
+
+
+def test_a_cfgs_warnings_are_logged_once_per_process_however_often_it_is_built(tmp_path):
+    """A run builds its network several times (the EMA copy, a checkpoint's check, evaluate,
+    export): a cfg's warnings are logged at its first build only, another cfg's at its own."""
+    path = tmp_path / "mine.cfg"
+    path.write_text(with_key(KINDS, "net", "max_epochs=300"))
+    other = with_key(KINDS, "net", "my_note=1")
+    with cfg_warnings() as seen:
+        model = build_model(cfg=path)
+        build_model(**model.config.to_dict())  # its text, as a checkpoint stores it
+        build_model(cfg=path)
+        assert [m.split(": ", 1)[0] for m in seen] == [f"{path}:2"]
+        build_model(cfg=other)
+        build_model(cfg=other)
+    assert len(seen) == 2 and seen[1].startswith("<cfg>:2: [net] my_note: darknet does not read")

@@ -16,14 +16,15 @@ keys of each section are built, kept verbatim (darknet's training loop, written 
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import re
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from yolov4.errors import ConfigError, ConfigWarning
+from yolov4.errors import ConfigError
 from yolov4.models.budget import check_cfg_text, check_layer, check_layer_count
-from yolov4.models.cfg_keys import NET_KEYS, check_layer_keys, check_net_keys, warn_unread
+from yolov4.models.cfg_keys import NET_KEYS, check_layer_keys, check_net_keys, unread_warnings
 from yolov4.models.cfg_layers import (
     ACTIVATIONS,
     CONV_DEFAULT_ACTIVATION,
@@ -47,6 +48,11 @@ __all__ = [
     "GLOBAL",
     "cfg_error",
 ]
+
+log = logging.getLogger(__name__)
+# sha256 of each cfg text whose warnings this process has logged: a network built again from
+# the same cfg (its EMA copy, a checkpoint's check, evaluate, export) does not repeat them
+_WARNED: set[str] = set()
 
 # darknet's official cfgs, shipped verbatim inside the package (src/yolov4/models/cfg/)
 CFG_DIR = Path(__file__).resolve().parent / "cfg"
@@ -145,9 +151,9 @@ def parse_cfg(text: str, source: str = "<cfg>", warn: bool = False) -> list[Sect
     (a text value such as ``activation=linear # head``, a section header) is a
     :class:`ConfigError` saying what darknet reads. A key given twice reads its first value, as
     darknet's ``option_find`` does: for a ``[net]`` key the network does not read (``batch`` in
-    yolov3-openimages.cfg) with a warning, for any other it is refused. ``warn``: emit the
-    :class:`~yolov4.errors.ConfigWarning`s (where a cfg enters; the text re-read from a
-    model config stays quiet). Text longer than :data:`yolov4.models.budget.MAX_CFG_BYTES` is
+    yolov3-openimages.cfg) with a warning, for any other it is refused. ``warn``: log the
+    warnings (where a cfg enters; the text re-read from a model config stays quiet), once per
+    cfg text in a process. Text longer than :data:`yolov4.models.budget.MAX_CFG_BYTES` is
     refused before it is read."""
     check_cfg_text(text, source)
     sections: list[Section] = []
@@ -186,10 +192,18 @@ def parse_cfg(text: str, source: str = "<cfg>", warn: bool = False) -> list[Sect
         raise ConfigError(f"{source}: a darknet cfg starts with a [net] section")
     check_net_keys(sections[0])
     if warn:
-        for message in twice:
-            warnings.warn(message, ConfigWarning, stacklevel=2)
-        warn_unread(sections)
+        _log_once(text, [*twice, *unread_warnings(sections)])
     return sections
+
+
+def _log_once(text: str, messages: list[str]) -> None:
+    """Log ``messages``, the warnings of cfg ``text``, as warnings (a run's ``train.log`` has
+    them), unless this process has logged those of ``text`` already."""
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    if messages and digest not in _WARNED:
+        _WARNED.add(digest)
+        for message in messages:
+            log.warning(message)
 
 
 def _set_twice(section: Section, key: str, value: str, number: int) -> str:

@@ -15,7 +15,8 @@ Every key of a section that darknet's ``src/parser.c`` reads falls in one of the
   which changes nothing: accepted and kept.
 
 A key darknet does not read at all is ignored by darknet (for a layer it prints "Unused field"),
-so here it is a :class:`ConfigWarning` naming the line and the cfg is built; unless the key is
+so here it is a warning naming the line (:func:`unread_warnings`, logged by
+:func:`yolov4.models.cfg.parse_cfg`) and the cfg is built; unless the key is
 a near miss of a key darknet reads in that section (``difflib`` ratio >= ``NEAR_MISS``:
 ``widht``, ``letterbox``, ``ignore_tresh``): a likely typo whose intended value darknet would
 not read either, refused with the suggestion.
@@ -24,10 +25,9 @@ not read either, refused with the suggestion.
 from __future__ import annotations
 
 import difflib
-import warnings
 from typing import Any
 
-from yolov4.errors import ConfigError, ConfigWarning
+from yolov4.errors import ConfigError
 
 # cfg.Section: typed Any here (yolov4.models.cfg imports this module)
 Section = Any
@@ -43,7 +43,7 @@ __all__ = [
     "NEAR_MISS",
     "check_net_keys",
     "check_layer_keys",
-    "warn_unread",
+    "unread_warnings",
 ]
 
 # Keys each layer section may carry. Keys in TRAINING_KEYS are darknet training-loop settings
@@ -257,8 +257,8 @@ def _is_default(s: Section, key: str) -> bool:
 def check_layer_keys(s: Section) -> None:
     """A layer section: a type the builder does not implement, a key darknet reads that changes
     what the builder does not implement, or a near miss of a key darknet reads, is refused.
-    Built, kept and inert keys pass, and so do keys darknet does not read (:func:`warn_unread`)
-    and keys set to darknet's default (:data:`DARKNET_DEFAULTS`)."""
+    Built, kept and inert keys pass, and so do keys darknet does not read
+    (:func:`unread_warnings`) and keys set to darknet's default (:data:`DARKNET_DEFAULTS`)."""
     allowed = LAYER_KEYS.get(s.kind)
     if allowed is None:
         raise s.error(
@@ -284,15 +284,13 @@ def check_layer_keys(s: Section) -> None:
             raise error
 
 
-def warn_unread(sections: list[Section]) -> None:
-    """A :class:`ConfigWarning` naming each key darknet does not read (and that is no near miss
-    of one it does): darknet ignores it, and so does the builder."""
-    for s in sections:
-        for key in s.options if s.kind in DARKNET_KEYS else ():
-            if key not in DARKNET_KEYS[s.kind] and not _near_miss(s, key):
-                warnings.warn(
-                    f"{s.where(key)}: darknet does not read this key in [{s.header}] and ignores "
-                    "it; so does yolov4",
-                    ConfigWarning,
-                    stacklevel=3,
-                )
+def unread_warnings(sections: list[Section]) -> list[str]:
+    """A warning naming each key darknet does not read (and that is no near miss of one it
+    does), in file order: darknet ignores it, and so does the builder."""
+    return [
+        f"{s.where(key)}: darknet does not read this key in [{s.header}] and ignores it; so does "
+        "yolov4"
+        for s in sections
+        for key in (s.options if s.kind in DARKNET_KEYS else ())
+        if key not in DARKNET_KEYS[s.kind] and not _near_miss(s, key)
+    ]
