@@ -32,7 +32,7 @@ from typing import Any
 
 from yolov4.errors import ConfigError
 
-# yolov4.models.cfg imports this module: its Section and LayerSpec are typed Any here
+# yolov4.models.cfg imports this module: its Section (and cfg_layers' LayerSpec) are typed Any here
 Section = LayerSpec = Any
 
 __all__ = [

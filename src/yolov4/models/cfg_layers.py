@@ -79,7 +79,7 @@ def _strides_text(strides: tuple[int, int]) -> str:
     return str(strides[0]) if strides[0] == strides[1] else f"{strides[0]} x {strides[1]}"
 
 
-def _index(s: Section, key: str, value: int, i: int, n_layers: int) -> int:
+def _index(s: Section, key: str, value: int, i: int) -> int:
     """darknet: a negative index is relative to layer ``i``, a positive one is absolute."""
     j = i + value if value < 0 else value
     if not 0 <= j < i:
@@ -191,7 +191,7 @@ def _conv_spec(s: Section, i: int, c_in: int, st_in: tuple[int, int]) -> LayerSp
 
 def _route_spec(s: Section, i: int, out: Callable[[int], Shape]) -> LayerSpec:
     """``out(j)``: layer ``j``'s (channels, strides); layers 0 to ``i - 1`` exist."""
-    srcs = [_index(s, "layers", v, i, i) for v in s.get_ints("layers")]
+    srcs = [_index(s, "layers", v, i) for v in s.get_ints("layers")]
     if not srcs:
         raise s.error("layers", "is empty; expected one or more layer indices (-1, 61, ...)")
     groups, group_id = s.get_int("groups", 1), s.get_int("group_id", 0)
@@ -234,7 +234,7 @@ def _shortcut_spec(
     layer plus the ``from`` layers (weighted with ``weights_type``), then ``activation``. A
     ``from`` map of other channels adds element ``k`` of its own to element ``k`` of the sum,
     as far as it has elements: of maps of equal size, its first channels to the first ones."""
-    srcs = [_index(s, "from", v, i, i) for v in s.get_ints("from")]
+    srcs = [_index(s, "from", v, i) for v in s.get_ints("from")]
     for j in srcs:
         if out(j)[1] != st_in:
             raise _unequal_maps(s, i, j, out, "only maps of equal size can be added")
@@ -338,7 +338,7 @@ def _product_from(s: Section, i: int) -> tuple[int, str]:
             f"darknet's [{s.kind}] does not apply {act} (its activate() has no case for it: the "
             f"output is zero); supported here: {list(PRODUCT_ACTIVATIONS)}",
         )
-    return _index(s, "from", froms[0], i, i), act
+    return _index(s, "from", froms[0], i), act
 
 
 def _sam_spec(
