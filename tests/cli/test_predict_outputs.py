@@ -169,17 +169,47 @@ def test_output_files_that_cannot_be_written_are_reported_and_the_run_goes_on(ch
     assert (out / ("v" * 250 + ".mp4")).is_file()  # the video's own name fits
 
 
-def test_a_second_run_into_one_output_warns_that_the_first_ones_files_stay(
-    checkpoint, tmp_path, caplog
+def test_an_output_holding_an_earlier_run_is_refused_before_anything_is_read(
+    checkpoint, tmp_path
 ):
+    """A second run into one output= replaced the first's predictions.jsonl and summary.json;
+    it is refused up front (a missing source and checkpoint are never reached), naming the
+    folder, what it holds and both ways out; overwrite=true writes there, keeping other files."""
+    images = [tmp_path / f"{n}.jpg" for n in ("a", "b")]
+    for image in images:
+        cv2.imwrite(str(image), np.full((40, 60, 3), 90, np.uint8))
+    out = tmp_path / "out"
+    _predict(f"source=[{images[0]},{images[1]}]", f"checkpoint={checkpoint}", f"output={out}")
+    before = _digest(out)
+    missing = tmp_path / "missing"
+    with pytest.raises(ConfigError) as refused:
+        _predict(f"source={missing}.jpg", f"checkpoint={missing}.pt", f"output={out}")
+    message = str(refused.value)
+    assert message.startswith(f"output={out} holds the outputs of an earlier run")
+    assert "summary.json" in message and "predictions.jsonl" in message
+    assert "another output=" in message and "overwrite=true" in message
+    assert _digest(out) == before
+    with pytest.raises(ConfigError, match="overwrite must be true or false, got 'yes'"):
+        _predict(f"source={images[0]}", f"checkpoint={checkpoint}", f"output={out}",
+                 "overwrite=yes")  # fmt: skip
+    _predict(f"source={images[1]}", f"checkpoint={checkpoint}", f"output={out}", "overwrite=true")
+    records = (out / "predictions.jsonl").read_text().splitlines()
+    assert len(records) == 1 and '"file": "' + str(images[1]) in records[0]
+    assert _digest(out)["a.jpg"] == before["a.jpg"]  # the earlier run's other file stays
+
+
+def test_runs_without_output_never_share_a_folder(checkpoint, tmp_path):
+    """Two runs whose run directory is the same (started in the same second) write into
+    <dir> and <dir>_2: the first run's records stay."""
     image = tmp_path / "a.jpg"
     cv2.imwrite(str(image), np.full((40, 60, 3), 90, np.uint8))
-    out = tmp_path / "out"
-    with caplog.at_level("WARNING"):
-        _predict(f"source={image}", f"checkpoint={checkpoint}", f"output={out}")
-        assert "holds the outputs of an earlier run" not in caplog.text
-        _predict(f"source={image}", f"checkpoint={checkpoint}", f"output={out}")
-    assert f"output={out} holds the outputs of an earlier run (summary.json)" in caplog.text
+    run_dir = tmp_path / "outputs" / "2026-01-01_00-00-00"
+    for _ in range(3):
+        _predict(f"source={image}", f"checkpoint={checkpoint}", f"paths.output_dir={run_dir}")
+    written = sorted(p.name for p in run_dir.parent.iterdir())
+    assert written == [run_dir.name, f"{run_dir.name}_2", f"{run_dir.name}_3"]
+    for folder in run_dir.parent.iterdir():
+        assert len((folder / "predictions.jsonl").read_text().splitlines()) == 1
 
 
 def test_a_full_disk_for_the_records_is_reported_and_the_run_ends_cleanly(

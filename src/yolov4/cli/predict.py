@@ -39,6 +39,12 @@ from yolov4.cli.common import (
     release_folder,
     to_builtin,
 )
+from yolov4.cli.predict_output import (
+    check_earlier_run,
+    check_output,
+    input_files,
+    output_folder,
+)
 from yolov4.cli.sources import (
     check_no_network,
     check_runtime_keys,
@@ -59,15 +65,13 @@ from yolov4.inference.sources import (
     Frame,
     ImageFiles,
     ImageURL,
-    VideoFile,
     is_live_source,
     open_sources,
-    output_name,
     prefetch,
 )
 from yolov4.inference.streams import interleave_live
 from yolov4.inference.tiling import check_tile_count, predict_tiled, tile_shape
-from yolov4.inference.writers import VIDEO_SUFFIX, PredictionWriter, Summary, WriteBehind
+from yolov4.inference.writers import PredictionWriter, Summary, WriteBehind
 
 __all__ = ["predict", "hydra_main", "check_options", "check_output", "check_something_read"]
 
@@ -301,49 +305,15 @@ class Interrupts:
                 signal.signal(s, handler)
 
 
-def input_files(sources: list[Any]) -> list[tuple[Path, str, bool]]:
-    """``(file, output name, is a video)`` of each image file and video file among
-    ``sources``: what the run will write, known before it starts (live sources are not files)."""
-    found = []
-    for s in sources:
-        if isinstance(s, ImageFiles):
-            found += [(f, output_name(f, s.root), False) for f in s.files]
-        elif isinstance(s, VideoFile):
-            found.append((s.path, s.name, True))
-    return found
-
-
-def check_output(out: Path, sources: list[Any], save: bool = True) -> None:
-    """Refuse an ``output=`` that is a file, or where an annotated image or video (``save``)
-    would be written over one of the run's own input files (a user's originals), before the
-    model is loaded or anything is written."""
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"output={out} is a file; expected a folder for the predictions")
-    if not save:
-        return
-    inputs, targets = set(), {}
-    for path, name, video in input_files(sources):
-        inputs.add(path.resolve())
-        target = (out / name).with_suffix(VIDEO_SUFFIX) if video else out / name
-        targets[target.resolve()] = path
-    clash = [(src, t) for t, src in targets.items() if t in inputs]
-    if clash:
-        src, target = clash[0]
-        raise ConfigError(
-            f"output={out} would overwrite {len(clash)} input file(s) with annotated copies, "
-            f"e.g. {src} by {target}; write to another folder (without output=: "
-            "outputs/predict/<date>_<time>) or pass save=false"
-        )
-
-
 def predict(cfg: DictConfig) -> dict[str, Any]:
     """Run ``cfg``'s model on ``cfg.source``; returns the summary (also ``summary.json``)."""
     check_options(cfg)
     check_runtime_keys(cfg)
+    check_earlier_run(cfg)  # before anything is read
     if cfg.get("trainer") is not None:
         from yolov4.cli.predict_sharded import sharded
 
-        return check_something_read(sharded(cfg), Path(cfg.output or cfg.paths.output_dir))
+        return check_something_read(sharded(cfg), Path(cfg.output))
     tracking = tracking_options(cfg)
     if tracking is not None:
         for key, (value, why) in TRACK_DEFAULTS.items():
@@ -368,16 +338,9 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
     try:
         if tracking is not None:
             check_track_sources(sources, to_builtin(cfg.source))
-        out = Path(cfg.output or cfg.paths.output_dir)
+        out = output_folder(cfg)
         check_output(out, sources, bool(cfg.save))
         hold_folder(out, "output=")  # a second predict.py writing there now: refused
-        if (out / "summary.json").is_file():
-            log.warning(
-                "output=%s holds the outputs of an earlier run (summary.json): predictions.jsonl "
-                "and summary.json are this run's, and its other files stay beside this run's "
-                "(give a new folder, or leave output= out, to keep runs apart)",
-                out,
-            )
         predictor = load_predictor(cfg)
         predictor.max_pixels = max_pixels  # what it decodes and checks, as the sources
         if cfg.get("multi_label") is not None:
@@ -413,7 +376,8 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
                 summary.lost.append(s.lost)
         if writer is not None:
             writer.close(summary)
-        release_folder(cfg.output or cfg.paths.output_dir)
+        if cfg.output:
+            release_folder(cfg.output)
     print(summary.text())
     log.info("wrote %s", writer.out)
     return check_something_read(summary.to_dict(), writer.out)

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import json
 import logging
-from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from yolov4.cli.common import to_builtin
+from yolov4.cli.predict_output import output_folder
 from yolov4.cli.sources import model_source
 from yolov4.core.images import MAX_PIXELS
 from yolov4.errors import ConfigError
@@ -67,7 +67,7 @@ def sharded(cfg: DictConfig) -> dict[str, Any]:
         predict_files,
     )
 
-    out = Path(cfg.output or cfg.paths.output_dir)
+    out = output_folder(cfg)
     node = OmegaConf.to_container(cfg.trainer, resolve=False)
     node.pop("_target_", None)
     node["default_root_dir"] = str(out)
