@@ -2,7 +2,8 @@
 
     <name>                 annotated images (the input's own format and relative path:
                            :func:`~yolov4.inference.sources.output_name`)
-    <stem>.mp4             annotated videos and streams (the input's fps and frame size; mp4v)
+    <stem>.mp4             annotated videos and streams (the input's fps and frame size, an
+                           odd width or height padded by one black column / row; mp4v)
     predictions.jsonl      one :func:`~yolov4.inference.sources.prediction_record` per image or frame
     labels/<stem>.txt      save_txt: darknet/YOLO labels ``class cx cy w h`` (normalised), which
                            ``data=yolo`` reads back (``labels/<stem>_<frame>.txt`` for video frames)
@@ -56,6 +57,9 @@ MAX_SKIPPED_LISTED = 1000  # summary.json lists this many skipped files or frame
 UNWRITTEN_LOGGED = 5  # output files that cannot be written: the first few are logged one by one
 LABELS, CROPS = "labels", "crops"
 VIDEO_SUFFIX, VIDEO_FOURCC = ".mp4", "mp4v"
+# an odd-sized video's added column / row (BGR): OpenCV's FFmpeg writer rounds odd sizes down
+# (a pixel column or row lost), so odd frames are padded to the next even size instead
+VIDEO_PAD = (0, 0, 0)
 
 
 def yolo_label_lines(dets: Any) -> list[str]:
@@ -375,27 +379,51 @@ class PredictionWriter:
 
     def _video(self, key: tuple[str, str], rgb: np.ndarray, fps: float | None) -> None:
         if key not in self._videos:
-            path = (self.out / key[1]).with_suffix(VIDEO_SUFFIX)
-            size = (rgb.shape[1], rgb.shape[0])
-            fourcc = cv2.VideoWriter_fourcc(*VIDEO_FOURCC)
-            try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                writer = cv2.VideoWriter(str(path), fourcc, fps or 30.0, size)
-                why = "OpenCV could not open a video writer for it"
-            except OSError as e:
-                writer, why = None, e.strerror or str(e)
-            if writer is not None and writer.isOpened():
-                self.files.append(path)
-            else:  # reported once; the video's frames are not written
-                writer = None
-                self._failed(path, why)
-            self._videos[key] = (writer, size)
+            self._videos[key] = self._open_video(key, (rgb.shape[1], rgb.shape[0]), fps)
         writer, size = self._videos[key]
         if writer is None:
             return
         if (rgb.shape[1], rgb.shape[0]) != size:  # a stream that came back at another size
             rgb = cv2.resize(rgb, size)
-        writer.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+        bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+        w, h = size
+        if w % 2 or h % 2:  # to the even size the writer was opened at, every pixel kept
+            bgr = cv2.copyMakeBorder(bgr, 0, h % 2, 0, w % 2, cv2.BORDER_CONSTANT, value=VIDEO_PAD)
+        writer.write(bgr)
+
+    def _open_video(
+        self, key: tuple[str, str], size: tuple[int, int], fps: float | None
+    ) -> tuple[cv2.VideoWriter | None, tuple[int, int]]:
+        """The writer of ``key``'s annotated video, opened at ``size = (W, H)`` rounded up to
+        even sides (the frames are padded to it), and ``size``; ``None`` (reported) when it
+        cannot be opened."""
+        path = (self.out / key[1]).with_suffix(VIDEO_SUFFIX)
+        w, h = size
+        even = (w + w % 2, h + h % 2)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            writer = cv2.VideoWriter(
+                str(path), cv2.VideoWriter_fourcc(*VIDEO_FOURCC), fps or 30.0, even
+            )
+            why = "OpenCV could not open a video writer for it"
+        except OSError as e:
+            writer, why = None, e.strerror or str(e)
+        if writer is None or not writer.isOpened():  # reported once; its frames are not written
+            self._failed(path, why)
+            return None, size
+        self.files.append(path)
+        if even != size:
+            added = [
+                what
+                for what, odd in (("column at the right", w % 2), ("row at the bottom", h % 2))
+                if odd
+            ]
+            log.info(
+                "%s: written at %dx%d, the input's %dx%d with one black %s (the %s encoder takes "
+                "even sizes only; no pixel is lost)",
+                path, *even, w, h, " and one black ".join(added), VIDEO_FOURCC,
+            )  # fmt: skip
+        return writer, size
 
     def _crops(self, rgb: np.ndarray, dets: Any, stem: str) -> None:
         h, w = rgb.shape[:2]
