@@ -60,16 +60,21 @@ except ImportError:
     MAX_OPSET = 20
 
 # how the Predictor's preprocessing turns an image into the network input, for a consumer that
-# reimplements it (the settings themselves are "preprocess"); yolov4.ops.letterbox, core.images
+# reimplements it (the settings themselves are "preprocess"); yolov4.ops.letterbox, core.images.
+# The letterbox and box formulas are Python, one assignment per "; "-separated part
+# (tests/export/test_preprocess_rules.py evaluates them against letterbox_params and unmap_boxes).
 PREPROCESS_RULES = {
-    "decode": "8-bit RGB: grey repeated to 3 channels, alpha dropped, 16-bit to its high byte; "
-    "a JPEG's EXIF orientation applied",
+    "decode": "8-bit RGB: grey repeated to 3 channels, alpha dropped, palette and CMYK converted, "
+    "16-bit to its high byte; the EXIF orientation applied (JPEG, PNG, WebP, TIFF)",
     "resize": "OpenCV INTER_LINEAR (cv2.resize), no antialiasing",
-    "letterbox": "r = min(H / H0, W / W0); content w x h = round(W0 * r) x round(H0 * r), placed "
-    "at (pad_x, pad_y) = ((W - w) // 2, (H - h) // 2); the rest filled with pad_value",
-    "stretch": "resized to W x H directly (pad 0, w = W, h = H)",
+    "letterbox": "r = min(H / H0, W / W0); w = min(W, max(1, round(W0 * r))); "
+    "h = min(H, max(1, round(H0 * r))); pad_x = (W - w) // 2; pad_y = (H - h) // 2; "
+    "the content resized to w x h placed at (pad_x, pad_y), the rest filled with pad_value; "
+    "round() rounds halves to even (Python's round: round(2.5) = 2)",
+    "stretch": "resized to W x H directly, no border; w = W; h = H; pad_x = 0; pad_y = 0",
     "input": "float32, (batch, 3, H, W), channel order and scale as preprocess says",
-    "boxes back": "x0 = (x - pad_x) * W0 / w, y0 = (y - pad_y) * H0 / h, clipped to the image",
+    "boxes back": "x0 = min(W0, max(0, (x - pad_x) * W0 / w)); "
+    "y0 = min(H0, max(0, (y - pad_y) * H0 / h)); for x1, x2 and y1, y2 (clipped to the image)",
     "padding boxes": "boxes with no area inside (pad_x, pad_y, pad_x + w, pad_y + h) are dropped "
     "before NMS and max_det (the graphs with NMS inside return them: drop rows with no area "
     "once clipped)",
