@@ -98,14 +98,15 @@ CASES = {  # name: (path, request kwargs, status, error code, words in the messa
         {"files": [("f", ("ok.jpg", GOOD)), ("f", ("big.jpg", NEAR_LIMIT + bytes(200_000)))]},
         413,
         "payload_too_large",
-        "image 1 (big.jpg)",
+        f"image 1 (big.jpg): {len(NEAR_LIMIT) + 200_000:,} bytes; the limit is {MAX_BYTES:,} "
+        "bytes per image (--max-bytes)",
     ),
     "decompression bomb": (
         "/v1/detect",
         upload(bomb(), "bomb.png"),
         413,
         "image_too_large",
-        "pixels",
+        f"is over the limit of {MAX_PIXELS:,} pixels per image (--max-pixels)",
     ),
     "conf > 1": ("/v1/detect", raw(GOOD, conf=1.5), 422, "invalid_parameter", "conf"),
     "conf < 0": ("/v1/detect", raw(GOOD, conf=-0.1), 422, "invalid_parameter", "conf"),

@@ -96,7 +96,7 @@ def test_a_batch_over_the_pixel_budget_gets_413_naming_it_before_the_rest_is_dec
     error = r.json()["error"]
     assert error["code"] == "image_too_large"
     assert "image 2 (2.png)" in error["message"] and f"{REQUEST_PIXELS:,}" in error["message"]
-    assert "budget" in error["message"]
+    assert "pixel budget" in error["message"] and "(--max-request-pixels)" in error["message"]
 
 
 @pytest.mark.slow
@@ -125,7 +125,7 @@ def test_a_connection_that_never_finishes_its_request_head_is_dropped(guarded):
     assert seconds < HEAD_TIMEOUT_S + 3
     status, error = status_and_error(raw)
     assert status == 408 and error["code"] == "request_timeout"
-    assert f"{HEAD_TIMEOUT_S:g} s" in error["message"]
+    assert f"{HEAD_TIMEOUT_S:g} s (--head-timeout)" in error["message"]
     with connect(guarded) as sock:  # one that sends nothing at all is closed too
         raw, seconds = read_until_closed(sock)
     assert raw == b"" and seconds < HEAD_TIMEOUT_S + 3
@@ -202,7 +202,10 @@ def test_a_connection_over_the_limit_gets_503_when_none_is_idle(crowded):
             raw, _ = read_until_closed(over)
         status, error = status_and_error(raw)
         assert status == 503 and error["code"] == "too_many_connections"
-        assert f"{CROWDED_CONNECTIONS} connections are open" in error["message"]
+        assert (
+            f"{CROWDED_CONNECTIONS} connections are open (the limit, --max-connections)"
+            in error["message"]
+        )
         assert "none idle" in error["message"]
         assert all(is_open(sock) for sock in busy)
     finally:
@@ -222,7 +225,7 @@ def test_a_request_head_over_the_limit_gets_a_json_400(guarded, whole):
         raw, _ = read_until_closed(sock)
     status, error = status_and_error(raw)
     assert status == 400 and error["code"] == "bad_request"
-    assert f"{MAX_HEAD_BYTES:,} bytes" in error["message"]
+    assert f"{MAX_HEAD_BYTES:,} bytes (--max-head-bytes)" in error["message"]
     with guarded.client() as c:
         assert c.get("/healthz").status_code == 200
 

@@ -114,7 +114,7 @@ def test_the_runner_admits_at_most_max_queue_requests():
         second = asyncio.ensure_future(admitted(runner, lambda: 7))
         await asyncio.sleep(0.05)
         assert (runner.admitted, runner.running, runner.waiting) == (2, 1, 1)
-        with pytest.raises(Overloaded, match="limit 2"):
+        with pytest.raises(Overloaded, match=r"2 requests in progress \(limit 2, --max-queue\)"):
             async with runner.admission():
                 pass
         release.set()

@@ -84,7 +84,10 @@ def test_a_full_queue_gets_503_with_retry_after(busy_server, slow_batch):
         wait_until_running(c)
         r = c.post("/v1/detect", files={"file": ("x.jpg", good)})
         assert r.status_code == 503 and r.headers["retry-after"] == "1"
-        assert r.json()["error"]["code"] == "overloaded"
+        assert (
+            r.json()["error"]["code"] == "overloaded"
+            and "--max-queue" in r.json()["error"]["message"]
+        )
         with connect(busy_server) as sock:  # refused before its (never sent) body is read
             sock.sendall(
                 b"POST /v1/detect HTTP/1.1\r\nHost: t\r\nContent-Type: image/jpeg\r\n"
@@ -163,6 +166,7 @@ def test_a_body_that_does_not_arrive_in_time_gets_408_and_frees_its_slot(busy_se
         )
         status, body = http_response(sock)
     assert status == 408 and body["error"]["code"] == "request_timeout"
+    assert body["error"]["message"].endswith("(--read-timeout)")
     with busy_server.client() as c:  # the only admission slot (--max-queue 1) is free again
         r = c.post("/v1/detect", files={"file": ("x.jpg", encode(scene(240, 320), "JPEG"))})
     assert r.status_code == 200

@@ -152,7 +152,9 @@ class Service:
                 results, job.timing["queue"] = await self.runner.run(job)
         except asyncio.TimeoutError:
             raise ApiError(
-                408, "request_timeout", f"the body did not arrive within {s.read_timeout_s:g} s"
+                408,
+                "request_timeout",
+                f"the body did not arrive within {s.read_timeout_s:g} s (--read-timeout)",
             ) from None
         except Overloaded as e:
             raise ApiError(503, "overloaded", f"{e}; retry later", self._retry()) from None

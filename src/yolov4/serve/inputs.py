@@ -193,7 +193,8 @@ async def _read_multipart(
                 raise ApiError(
                     413,
                     "payload_too_large",
-                    f"{where}: {f.size:,} bytes; the limit is {max_bytes:,} bytes per image",
+                    f"{where}: {f.size:,} bytes; the limit is {max_bytes:,} bytes per image "
+                    "(--max-bytes)",
                 )
             uploads.append(Upload(await f.read(), where))
         return uploads

@@ -121,10 +121,10 @@ class DetectJob:
                 image = decode_image(u.data, u.name, min(self.max_pixels, left))
             except ImageTooLarge as e:
                 if budget is None or left >= self.max_pixels:
-                    raise
+                    raise ImageTooLarge(f"{e} pixels per image (--max-pixels)") from None
                 raise ImageTooLarge(
                     f"{e}: the request's pixel budget is {budget:,} pixels for all its images "
-                    f"and the {len(images)} before it took {used:,}"
+                    f"(--max-request-pixels) and the {len(images)} before it took {used:,}"
                 ) from None
             used += image.shape[0] * image.shape[1]
             self.timing["pixels"] = used

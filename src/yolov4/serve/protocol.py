@@ -137,7 +137,10 @@ class GuardedH11Protocol(H11Protocol):
 
     def _refuse(self) -> None:
         self.refused = True
-        message = f"{self.max_connections} connections are open (the limit), none idle; retry later"
+        message = (
+            f"{self.max_connections} connections are open (the limit, --max-connections), none "
+            "idle; retry later"
+        )
         self.transport.write(
             raw_response(503, "too_many_connections", message, {"retry-after": "1"})
         )
@@ -192,7 +195,7 @@ class GuardedH11Protocol(H11Protocol):
         body = error_body(
             "bad_request",
             f"{msg.rstrip('.')}: a malformed request line or header, or a head over {limit:,} "
-            "bytes",
+            "bytes (--max-head-bytes)",
         )
         headers = [
             (b"content-type", b"application/json"),
@@ -226,7 +229,9 @@ class GuardedH11Protocol(H11Protocol):
         if self.transport.is_closing() or not self._awaiting_head():
             return
         if self.head_started:
-            message = f"the request head did not arrive within {self.head_timeout_s:g} s"
+            message = (
+                f"the request head did not arrive within {self.head_timeout_s:g} s (--head-timeout)"
+            )
             self.transport.write(raw_response(408, "request_timeout", message))
             log.info("closed a connection from %s: %s", self.client, message)
         self.transport.close()

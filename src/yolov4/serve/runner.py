@@ -56,7 +56,9 @@ class InferenceRunner:
         """Hold one slot for the block; raises :class:`Overloaded` when none is free."""
         with self._lock:
             if self.admitted >= self.max_queue:
-                raise Overloaded(f"{self.admitted} requests in progress (limit {self.max_queue})")
+                raise Overloaded(
+                    f"{self.admitted} requests in progress (limit {self.max_queue}, --max-queue)"
+                )
             self.admitted += 1
         try:
             yield
