@@ -160,7 +160,7 @@ def test_the_cli_gives_uvicorn_the_worker_healthcheck_timeout(monkeypatch, given
     monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: calls.append((app, kwargs)))
     monkeypatch.setattr(cli, "seconds_since_start", lambda: 50.0)
     monkeypatch.setattr(cli, "usable_cpus", lambda: 2)
-    monkeypatch.setattr(cli, "address_in_use", lambda host, port: None)
+    monkeypatch.setattr(cli, "cannot_listen", lambda host, port: None)
     argv = ["some/artifact", "--workers", "2"]
     argv += [] if given is None else ["--worker-healthcheck-timeout", str(given)]
     assert cli.main(argv) == 0
@@ -288,6 +288,23 @@ def test_a_port_in_use_is_refused_before_the_model_loads(monkeypatch, capsys):
         port = holder.getsockname()[1]
         assert cli.main(["some/artifact", "--host", "127.0.0.1", "--port", str(port)]) == 2
     err = capsys.readouterr().err
-    assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in err and "--port" in err
+    assert f"cannot listen on 127.0.0.1:{port}: Address already in use (another " in err
+    assert "give another --port" in err and "--host" not in err
     assert loaded == []
-    assert cli.address_in_use("127.0.0.1", port) is None  # released: free again
+    assert cli.cannot_listen("127.0.0.1", port) is None  # released: free again
+
+
+def test_a_host_that_is_not_this_machines_is_refused_naming_host(monkeypatch, capsys):
+    """EADDRNOTAVAIL named --port as the fix; the address is what to change."""
+    import yolov4.serve.__main__ as cli
+
+    loaded = []
+    monkeypatch.setattr(
+        Predictor, "from_artifact", classmethod(lambda cls, *a, **k: loaded.append(a))
+    )
+    # TEST-NET-1 (RFC 5737): documentation only, never an address of this machine
+    assert cli.main(["some/artifact", "--host", "192.0.2.1", "--port", "8745"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot listen on 192.0.2.1:8745: " in err  # then the system's words for EADDRNOTAVAIL
+    assert "give --host one of its addresses, e.g. 0.0.0.0" in err and "--port" not in err
+    assert loaded == []

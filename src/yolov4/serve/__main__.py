@@ -36,7 +36,7 @@ __all__ = [
     "one_process_server",
     "serve_until_stopped",
     "worker_healthcheck_timeout",
-    "address_in_use",
+    "cannot_listen",
 ]
 
 HEALTHCHECK_MIN_S = 30  # uvicorn's own default is 5 s
@@ -120,12 +120,20 @@ def log_config(level: str) -> dict:
     return config
 
 
-def address_in_use(host: str, port: int) -> str | None:
-    """Why ``host:port`` cannot be listened on (another process holds it, a host that is not
-    this machine's), or ``None``: checked before the model loads, as uvicorn binds (with
-    ``SO_REUSEADDR``)."""
+def cannot_listen(host: str, port: int) -> str | None:
+    """Why ``host:port`` cannot be listened on, with the option that fixes it (another process
+    holds the port: ``--port``; an address that is not this machine's: ``--host``; a port
+    below 1024 without the privilege), or ``None``: checked before the model loads, as uvicorn
+    binds (with ``SO_REUSEADDR``)."""
+    import errno
     import socket
 
+    hints = {
+        errno.EADDRINUSE: "another yolov4-serve or service? give another --port",
+        errno.EADDRNOTAVAIL: "not an address of this machine: give --host one of its "
+        "addresses, e.g. 0.0.0.0 (every interface) or 127.0.0.1 (this machine only)",
+        errno.EACCES: "ports below 1024 need privileges: give --port 1024 or above",
+    }
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except OSError as e:
@@ -136,7 +144,10 @@ def address_in_use(host: str, port: int) -> str | None:
         try:
             sock.bind(address)
         except OSError as e:
-            return f"cannot listen on {host}:{port}: {e.strerror or e}"
+            hint = hints.get(e.errno)
+            return f"cannot listen on {host}:{port}: {e.strerror or e}" + (
+                f" ({hint})" if hint else ""
+            )
     return None
 
 
@@ -209,9 +220,9 @@ def serve_until_stopped(server) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     settings = parse_args(argv)
-    busy = address_in_use(settings.host, settings.port)
-    if busy is not None:  # before the minutes a model can take to load
-        return _fail(f"{busy} (another yolov4-serve or service? give --port)")
+    refused = cannot_listen(settings.host, settings.port)
+    if refused is not None:  # before the minutes a model can take to load
+        return _fail(refused)
     try:  # a bad artifact fails here, with its message, not inside a worker
         predictor = load_predictor(settings)
     except YoloError as e:
