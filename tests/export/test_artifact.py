@@ -81,6 +81,16 @@ def test_the_preprocess_rules_in_the_metadata_reproduce_the_predictors_input(exp
     np.testing.assert_array_equal(mine, theirs.numpy())
 
 
+def test_the_torchscript_file_runs_without_autograd(exported):
+    """torch.jit.load(model.torchscript)(x).numpy() raised "Can't call numpy() on Tensor that
+    requires grad": its parameters are saved not requiring grad."""
+    module = torch.jit.load(str(exported[1] / "model.torchscript"))
+    assert not any(p.requires_grad for p in module.parameters())
+    out = module(torch.rand(2, 3, 96, 128, generator=torch.Generator().manual_seed(0)))
+    assert not out.requires_grad
+    assert out.numpy().shape[0] == 2 and np.isfinite(out.numpy()).all()
+
+
 def test_backends_agree(exported):
     ckpt, art = exported
     rng = np.random.default_rng(0)

@@ -69,10 +69,20 @@ def _write_onnx(job: ExportJob, folder: Path) -> None:
 
 
 def _write_torchscript(job: ExportJob, folder: Path) -> None:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        traced = torch.jit.trace(job.model, job.example(), check_trace=False)
-    traced.save(str(folder / MODEL_TORCHSCRIPT))
+    """The traced model, its parameters saved not requiring grad: the loaded module's outputs
+    are plain tensors (``.numpy()`` works without ``torch.no_grad``). The traced module shares
+    the model's parameters, whose flags are restored afterwards."""
+    params = list(job.model.parameters())
+    flags = [p.requires_grad for p in params]
+    try:
+        job.model.requires_grad_(False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            traced = torch.jit.trace(job.model, job.example(), check_trace=False)
+        traced.save(str(folder / MODEL_TORCHSCRIPT))
+    finally:
+        for p, flag in zip(params, flags):
+            p.requires_grad_(flag)
 
 
 def _opset(job: ExportJob) -> dict[str, Any]:
