@@ -99,3 +99,22 @@ def test_an_artifacts_backend_or_precision_beside_a_checkpoint_is_refused():
     export = cfg(checkpoint="a.pt", precision=["fp32", "int8"], model={"num_classes": None})
     check_no_network(export)  # export.py's list of precisions to export
     assert model_source(export, ("checkpoint", "darknet_weights")) == "checkpoint"
+
+
+@pytest.mark.parametrize(
+    ("key", "value"), [("backend", "tensorrt"), ("precision", "fp8"), ("backend", "ONNXRUNTIME")]
+)
+def test_an_unknown_backend_or_precision_is_a_config_error_naming_the_key(key, value):
+    """predict.py artifact=art backend=tensorrt ended in the loader's ExportError without the
+    key; it is refused before the artifact is read, naming key, allowed values and the value."""
+    from yolov4.cli.sources import check_runtime_keys
+    from yolov4.core.artifact import AUTO_PRECISION, PRECISIONS, backend_names
+
+    allowed = backend_names() if key == "backend" else (*PRECISIONS, AUTO_PRECISION)
+    with pytest.raises(ConfigError) as refused:
+        check_runtime_keys(cfg(artifact="no/such/export", **{key: value}))
+    message = str(refused.value)
+    assert message.startswith(f"{key}={value}: expected one of {', '.join(allowed)}")
+    assert message.endswith(f"got {value!r}")
+    for good in allowed:
+        check_runtime_keys(cfg(artifact="no/such/export", **{key: good}))

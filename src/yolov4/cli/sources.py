@@ -17,6 +17,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from yolov4.cli.common import to_builtin
+from yolov4.core.artifact import AUTO_PRECISION, PRECISIONS, backend_names
 from yolov4.core.checkpoint import Checkpoint, load_checkpoint
 from yolov4.errors import ConfigError
 from yolov4.inference import Predictor
@@ -63,7 +64,9 @@ def model_source(cfg: DictConfig, allowed: Sequence[str] = MODEL_SOURCES) -> str
 def check_runtime_keys(cfg: DictConfig) -> None:
     """predict.py and evaluate.py: ``backend=`` and ``precision=`` choose an artifact's runtime
     and model file; beside a ``checkpoint=`` or ``darknet_weights=`` (PyTorch) they would be
-    ignored: a :class:`ConfigError` (export.py's ``precision`` is its list to export)."""
+    ignored, and a value that is none of the formats table's runtimes or of the precisions
+    would fail at load: a :class:`ConfigError` naming the key (export.py's ``precision`` is
+    its list to export)."""
     source = model_source(cfg)
     given = [f"{k}={cfg.get(k)}" for k in ("backend", "precision") if cfg.get(k) is not None]
     if source != "artifact" and given:
@@ -72,6 +75,16 @@ def check_runtime_keys(cfg: DictConfig) -> None:
             f"and precision (artifact=<export dir>); {source}= runs in PyTorch (device=). "
             "export.py makes an artifact with its precisions (precision=[fp32,int8])"
         )
+    allowed = {
+        "backend": (backend_names(), "the artifact's runtime; null: the precision's first"),
+        "precision": ((*PRECISIONS, AUTO_PRECISION), "null: the artifact's default_precision"),
+    }
+    for key, (values, default) in allowed.items():
+        value = cfg.get(key)
+        if value is not None and value not in values:
+            raise ConfigError(
+                f"{key}={value}: expected one of {', '.join(values)} ({default}), got {value!r}"
+            )
 
 
 def _refuse_darknet_keys(cfg: DictConfig, source: str, check_network: bool) -> None:
