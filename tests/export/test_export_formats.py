@@ -145,6 +145,22 @@ def test_uint8_onnx_takes_letterboxed_pixels_and_equals_the_float_path(exported,
     assert meta["parity"]["model_uint8.onnx"]["max_score_diff"] <= SCORE_TOL
 
 
+@pytest.mark.parametrize("mode", ["letterbox", "stretch"])
+def test_uint8_input_describes_the_resize_of_its_mode(mode):
+    """A stretch artifact recorded "stretch to the input size, pad_value 127": stretch pads
+    nothing, so its entry names no pad value."""
+    from types import SimpleNamespace
+
+    from yolov4.export.onnx_uint8 import describe
+
+    config = PreprocessConfig(input_size=SIZE, mode=mode, pad_value=127)
+    resized = describe(SimpleNamespace(preprocess=config, size=SIZE))["input"]["resized"]
+    if mode == "letterbox":
+        assert resized == "letterbox to the input size, pad_value 127"
+    else:
+        assert resized == "stretch to the input size, no border" and "pad" not in resized
+
+
 class Probe(torch.nn.Module):
     """Returns what it is fed: the network input the uint8 graph makes."""
 

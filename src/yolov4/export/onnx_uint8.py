@@ -1,9 +1,10 @@
 """The ``onnx_uint8`` export format: ``model_uint8.onnx``, the preprocessing's last step in the
 graph, for runtimes and clients without Python (Triton, C++, DeepStream).
 
-Input ``images (B, H, W, 3)`` uint8, NHWC, RGB: the image already letterboxed (or stretched,
-per the artifact's ``preprocess.mode``) to the network size ``H, W`` with
-``preprocess.pad_value`` borders, as :func:`yolov4.core.preprocess.resize_image` makes it.
+Input ``images (B, H, W, 3)`` uint8, NHWC, RGB: the image already letterboxed with
+``preprocess.pad_value`` borders (or stretched, without border, per the artifact's
+``preprocess.mode``) to the network size ``H, W``, as
+:func:`yolov4.core.preprocess.resize_image` makes it.
 Inside: the channels reordered to ``preprocess.channel_order``, NCHW, float32 times
 ``preprocess.scale`` (:func:`yolov4.core.preprocess.image_to_tensor`), then the network and
 decode of ``model.onnx``: output ``predictions (B, N, 5 + C)`` as ``model.onnx``'s. The
@@ -84,7 +85,9 @@ def describe(job: ExportJob) -> dict[str, Any]:
             "dtype": "uint8",
             "layout": "NHWC",
             "channel_order": "rgb",
-            "resized": f"{p.mode} to the input size, pad_value {p.pad_value}",
+            "resized": f"letterbox to the input size, pad_value {p.pad_value}"
+            if p.mode == "letterbox"
+            else f"{p.mode} to the input size, no border",
         },
         "in_graph": {"channel_order": p.channel_order, "scale": p.scale},
         "output": "predictions, as model.onnx's",
