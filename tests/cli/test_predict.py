@@ -223,6 +223,8 @@ def test_bad_sources_and_options_fail_before_the_model_loads(run, tmp_path, monk
         run(f"source={tmp_path}")
     with pytest.raises(ConfigError, match="conf must be a number in"):
         run(f"source={tmp_path}", ckpt, "conf=2")
+    with pytest.raises(ConfigError, match=r"^conf must be a number in \[0, 1\] or null, got NaN$"):
+        run(f"source={tmp_path}", ckpt, "conf=nan")
     with pytest.raises(ConfigError, match="batch must be an integer >= 1"):
         run(f"source={tmp_path}", ckpt, "batch=0")
     with pytest.raises(ConfigError, match="classes must be class ids or names, e.g. "):

@@ -8,6 +8,7 @@ import pytest
 from PIL import Image
 
 from tests.serve.conftest import MAX_BATCH_BYTES, MAX_BYTES, MAX_PIXELS, encode, scene
+from yolov4.serve.settings import ServeSettings
 
 GOOD = encode(scene(240, 320), "JPEG")
 NEAR_LIMIT = b"\xff\xd8\xff" + bytes(MAX_BYTES - 100_000)  # one image under the per-image limit
@@ -110,9 +111,36 @@ CASES = {  # name: (path, request kwargs, status, error code, words in the messa
     ),
     "conf > 1": ("/v1/detect", raw(GOOD, conf=1.5), 422, "invalid_parameter", "conf"),
     "conf < 0": ("/v1/detect", raw(GOOD, conf=-0.1), 422, "invalid_parameter", "conf"),
-    "conf not a number": ("/v1/detect", raw(GOOD, conf="high"), 422, "invalid_parameter", "conf"),
+    "conf not a number": (
+        "/v1/detect",
+        raw(GOOD, conf="high"),
+        422,
+        "invalid_parameter",
+        "conf: expected a number in [0, 1], got 'high'",
+    ),
+    # NaN fails every comparison: the message said "less than or equal to 1"
+    "conf nan": (
+        "/v1/detect",
+        raw(GOOD, conf="nan"),
+        422,
+        "invalid_parameter",
+        "conf: expected a number in [0, 1], got NaN ('nan')",
+    ),
+    "iou -inf": (
+        "/v1/detect",
+        raw(GOOD, iou="-inf"),
+        422,
+        "invalid_parameter",
+        "iou: expected a number in [0, 1], got -infinity ('-inf')",
+    ),
     "iou > 1": ("/v1/detect", raw(GOOD, iou=2), 422, "invalid_parameter", "iou"),
-    "max_det 0": ("/v1/detect", raw(GOOD, max_det=0), 422, "invalid_parameter", "max_det"),
+    "max_det 0": (
+        "/v1/detect",
+        raw(GOOD, max_det=0),
+        422,
+        "invalid_parameter",
+        f"max_det: expected an integer in [1, {ServeSettings().max_det}], got '0'",
+    ),
     "max_det huge": ("/v1/detect", raw(GOOD, max_det=10**9), 422, "invalid_parameter", "max_det"),
     "class out of range": ("/v1/detect", raw(GOOD, classes="0,7"), 422, "invalid_parameter", "[7]"),
     # "classes=," kept no class: an empty answer that read as "nothing found"

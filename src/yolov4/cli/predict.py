@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import signal
 import sys
 import threading
@@ -86,7 +87,8 @@ def _number(cfg: DictConfig, key: str, ok: Any, expected: str, integer: bool = F
         return
     kinds = (int,) if integer else (int, float)
     if isinstance(value, bool) or not isinstance(value, kinds) or not ok(value):
-        raise ConfigError(f"{key} must be {expected}, got {value!r}")
+        nan = isinstance(value, float) and math.isnan(value)  # fails every comparison
+        raise ConfigError(f"{key} must be {expected}, got {'NaN' if nan else repr(value)}")
 
 
 def check_options(cfg: DictConfig) -> None:

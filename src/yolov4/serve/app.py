@@ -27,7 +27,14 @@ from yolov4.errors import InputError
 from yolov4.inference import Predictor
 from yolov4.serve.batcher import MicroBatcher
 from yolov4.serve.docs import add_docs, distinct_head_operation_ids
-from yolov4.serve.inputs import ApiError, parse_classes, read_uploads, sniff_format
+from yolov4.serve.inputs import (
+    ApiError,
+    invalid_parameter,
+    parse_classes,
+    query_ranges,
+    read_uploads,
+    sniff_format,
+)
 from yolov4.serve.jobs import DetectJob, model_info, model_summary
 from yolov4.serve.observability import METRICS_DIR_ENV, Metrics, RequestLog, error_body
 from yolov4.serve.runner import InferenceRunner, Overloaded
@@ -208,10 +215,8 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def on_invalid(request: Request, e: RequestValidationError) -> Response:
-        msgs = [
-            f"{'.'.join(str(x) for x in err['loc'][1:])}: {err['msg']} (got {err.get('input')!r})"
-            for err in e.errors()
-        ]
+        ranges = query_ranges(request.app.state.service.settings.max_det)
+        msgs = [invalid_parameter(err, ranges) for err in e.errors()]
         return error_response(422, "invalid_parameter", "; ".join(msgs))
 
     @app.exception_handler(HTTPException)
@@ -225,17 +230,18 @@ def _add_error_handlers(app: FastAPI) -> None:
 def _add_detect_routes(app: FastAPI, service: Service) -> None:
     """``POST /v1/detect`` and ``POST /v1/detect/batch`` with their shared query parameters."""
     settings = service.settings
+    bounds = {k: {"ge": lo, "le": hi} for k, (_, lo, hi) in query_ranges(settings.max_det).items()}
 
     def thresholds(
         request: Request,
         conf: float | None = Query(
-            None, ge=0, le=1, description="score threshold (default: the artifact's)"
+            None, **bounds["conf"], description="score threshold (default: the artifact's)"
         ),
         iou: float | None = Query(
-            None, ge=0, le=1, description="NMS IoU threshold (default: the artifact's)"
+            None, **bounds["iou"], description="NMS IoU threshold (default: the artifact's)"
         ),
         max_det: int | None = Query(
-            None, ge=1, le=settings.max_det, description="most detections per image"
+            None, **bounds["max_det"], description="most detections per image"
         ),
         classes: str | None = Query(
             None,

@@ -9,8 +9,10 @@ over-limit upload never sits whole in memory.
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
@@ -19,7 +21,15 @@ from starlette.requests import ClientDisconnect, Request
 from yolov4.errors import InputError
 from yolov4.inference.predictor import class_ids
 
-__all__ = ["ApiError", "Upload", "read_uploads", "sniff_format", "parse_classes"]
+__all__ = [
+    "ApiError",
+    "Upload",
+    "read_uploads",
+    "sniff_format",
+    "parse_classes",
+    "query_ranges",
+    "invalid_parameter",
+]
 
 RAW_TYPES = ("application/octet-stream", "image/")  # a raw image body
 MULTIPART = "multipart/form-data"
@@ -232,3 +242,38 @@ def parse_classes(raw: str | None, class_names: Sequence[str]) -> list[int] | No
 
 def _is_int(token: str) -> bool:
     return token.lstrip("+-").isdigit()
+
+
+def query_ranges(max_det: int) -> dict[str, tuple[str, int, int]]:
+    """The numeric query parameters: ``name -> (kind, lowest, highest)``, inclusive (the
+    routes' ``Query`` bounds and the words of their 422)."""
+    return {
+        "conf": ("a number", 0, 1),
+        "iou": ("a number", 0, 1),
+        "max_det": ("an integer", 1, max_det),
+    }
+
+
+def _shown(value: Any) -> str:
+    """A query value as the message quotes it, NaN and infinity named (``conf=nan`` fails
+    every comparison: "less than or equal to 1" would hide why)."""
+    if isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            return repr(value)
+        if math.isnan(number):
+            return f"NaN ({value!r})"
+        if math.isinf(number):
+            return f"{'-' if number < 0 else ''}infinity ({value!r})"
+    return repr(value)
+
+
+def invalid_parameter(error: dict[str, Any], ranges: dict[str, tuple[str, int, int]]) -> str:
+    """The message of one of FastAPI's validation ``error`` s: for a parameter of ``ranges``
+    the kind and range expected and the value given, else pydantic's words and the value."""
+    name = ".".join(str(x) for x in error["loc"][1:])
+    if name in ranges:
+        kind, lowest, highest = ranges[name]
+        return f"{name}: expected {kind} in [{lowest}, {highest}], got {_shown(error.get('input'))}"
+    return f"{name}: {error['msg']} (got {error.get('input')!r})"
