@@ -308,3 +308,21 @@ def test_a_host_that_is_not_this_machines_is_refused_naming_host(monkeypatch, ca
     assert "cannot listen on 192.0.2.1:8745: " in err  # then the system's words for EADDRNOTAVAIL
     assert "give --host one of its addresses, e.g. 0.0.0.0" in err and "--port" not in err
     assert loaded == []
+
+
+def test_a_privileged_port_names_the_ports_that_need_none(monkeypatch):
+    """EACCES (a port below 1024 for a user without the privilege), as the system raises it."""
+    import errno
+    import socket
+
+    import yolov4.serve.__main__ as cli
+
+    def refuse(self, address):
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(socket.socket, "bind", refuse)
+    message = cli.cannot_listen("127.0.0.1", 80)
+    assert message == (
+        "cannot listen on 127.0.0.1:80: Permission denied "
+        "(ports below 1024 need privileges: give --port 1024 or above)"
+    )
