@@ -169,9 +169,7 @@ def test_output_files_that_cannot_be_written_are_reported_and_the_run_goes_on(ch
     assert (out / ("v" * 250 + ".mp4")).is_file()  # the video's own name fits
 
 
-def test_an_output_holding_an_earlier_run_is_refused_before_anything_is_read(
-    checkpoint, tmp_path
-):
+def test_an_output_holding_an_earlier_run_is_refused_before_anything_is_read(checkpoint, tmp_path):
     """A second run into one output= replaced the first's predictions.jsonl and summary.json;
     it is refused up front (a missing source and checkpoint are never reached), naming the
     folder, what it holds and both ways out; overwrite=true writes there, keeping other files."""
