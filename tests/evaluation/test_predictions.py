@@ -77,7 +77,9 @@ def test_the_predictor_is_given_each_image_as_validation_reads_it(val):
         image = given.permute(1, 2, 0).numpy()
         np.testing.assert_array_equal(image, in_annotated_frame(r.file, r.height, r.width))
     problems = dm.datasets["val"].report.problems
-    assert problems[Problem.STORED_FRAME] == [f"{folder / '0_stored.jpg'}: annotated 56x40 (WxH), displayed 40x56"]
+    assert problems[Problem.STORED_FRAME] == [
+        f"{folder / '0_stored.jpg'}: annotated 56x40 (WxH), displayed 40x56"
+    ]
     assert problems[Problem.SIZE_MISMATCH] == [
         f"{folder / '1_resized.png'}: annotated 30x36 (WxH), decoded 60x72"
     ]
