@@ -59,3 +59,27 @@ def test_wandb_without_an_api_key_says_how_to_log_offline(tmp_path, monkeypatch)
         log_config([logger], {"seed": 0})
     with pytest.raises(ConfigError, match=r"logger.wandb.offline=true"):
         log_config([logger], {"seed": 0})
+
+
+def test_the_final_metrics_reach_tensorboard_and_csv_after_the_fit(tmp_path):
+    """log_reports runs after the fit, whose end finalized the loggers (TensorBoard closed its
+    writer): the final evaluation is still written, as final/*, at the step given."""
+    from lightning.pytorch.loggers import TensorBoardLogger
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from yolov4.training.tracking import log_reports
+
+    tb = TensorBoardLogger(tmp_path / "tb", name="", version="")
+    table = csv_logger(save_dir=tmp_path, name="csv", version="")
+    for logger in (tb, table):
+        logger.log_metrics({"val/mAP": 0.25}, step=4)
+        logger.finalize("success")  # the end of Trainer.fit
+    log_reports([tb, table], tmp_path, {"mAP": 0.5, "mAP50": 0.75, "per_class": {}}, step=4)
+    events = EventAccumulator(str(tmp_path / "tb")).Reload()
+    assert [(e.step, e.value) for e in events.Scalars("final/mAP50")] == [(4, 0.75)]
+    assert [e.value for e in events.Scalars("val/mAP")] == [0.25]
+    found = rows(tmp_path / "csv" / "metrics.csv")
+    assert [(r["step"], r["val/mAP"], r["final/mAP"]) for r in found] == [
+        ("4", "0.25", ""),
+        ("4", "", "0.5"),
+    ]

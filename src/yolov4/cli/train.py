@@ -343,7 +343,7 @@ def write_outputs(
         f"{EXPORT_DIR}/" if cfg.get("export") else "the file",
         result.summary,
     )
-    log_reports(trainer.loggers, out, metrics)
+    log_reports(trainer.loggers, out, metrics, step=trainer.global_step)
     log.info("run directory: %s", out)
 
 
@@ -389,7 +389,13 @@ def final_evaluation(
     step = ckpt.trained.get("step")
     if module.evaluation is None or module.evaluated_step != step:
         module.eval_model.load_state_dict(ckpt.model.state_dict(), strict=True)
-        trainer.validate(module, datamodule=datamodule, verbose=False)
+        # without the loggers: their val/* curves are the fit's epochs (write_outputs logs
+        # this evaluation as final/*)
+        loggers, trainer.loggers = trainer.loggers, []
+        try:
+            trainer.validate(module, datamodule=datamodule, verbose=False)
+        finally:
+            trainer.loggers = loggers
     weights = {
         "file": name,
         "epoch": ckpt.trained.get("epoch"),

@@ -1,11 +1,11 @@
 """Experiment trackers (``logger=mlflow``, ``logger=wandb``, or several: ``logger=[tensorboard,mlflow]``).
 
-Lightning sends every logger the same metrics (``train/*``, ``val/*``, ``lr-*``). On top of
+Lightning sends every logger the same metrics (``train/*``, ``val/*``, ``lr-*``), and
+:func:`log_reports` the final evaluation (``metrics.json``) as ``final/<name>``. On top of
 that, :func:`log_config` records the run's composed config (flattened as parameters, and whole
 as ``config.yaml``), and :func:`log_reports` the run directory's reports once the final
 evaluation has written them (``metrics.json``, ``confusion_matrix``, ``pr_f1``,
-``darknet_map``, ``errors``, ``worst_images``: their ``.json`` and ``.png``) as artifacts, and
-the final metrics as ``final/<name>``. Loggers of other kinds are left to Lightning.
+``darknet_map``, ``errors``, ``worst_images``: their ``.json`` and ``.png``) as artifacts.
 """
 
 from __future__ import annotations
@@ -149,14 +149,21 @@ def _numbers(metrics: Mapping[str, Any]) -> dict[str, float]:
     }
 
 
-def log_reports(loggers: Sequence[Any], run_dir: Path, metrics: Mapping[str, Any]) -> None:
-    """The reports of ``run_dir`` as artifacts and ``metrics`` (the final evaluation) as
-    ``final/*`` on every MLflow / W&B logger; the W&B run is finished (its summary written)."""
+def log_reports(
+    loggers: Sequence[Any], run_dir: Path, metrics: Mapping[str, Any], step: int = 0
+) -> None:
+    """``metrics`` (the final evaluation) as ``final/*`` on every logger, at optimizer step
+    ``step`` (the run's last), apart from the ``val/*`` curves of the fit's epochs; on MLflow /
+    W&B loggers also the reports of ``run_dir`` as artifacts, and the W&B run is finished (its
+    summary written)."""
     files = [run_dir / name for name in REPORTS if (run_dir / name).is_file()]
     final = _numbers(metrics)
     for logger in loggers:
         kind = _kind(logger)
-        if kind == "mlflow":
+        if kind is None:  # TensorBoard, CSV, ...: written out now, the fit's loggers are done
+            logger.log_metrics(final, step=step)
+            logger.finalize("success")
+        elif kind == "mlflow":
             client, run_id = logger.experiment, logger.run_id
             for name, value in final.items():
                 client.log_metric(run_id, name, value)
