@@ -1,12 +1,14 @@
-"""A real tiny run (train.py in-process): its final evaluation is logged apart from the
-epochs' curves."""
+"""Resumes of a real tiny run (train.py in-process): a run folder moved as a whole keeps its
+best checkpoint, and the final evaluation is logged apart from the epochs' curves."""
 
 from __future__ import annotations
 
 import csv
 import json
+import shutil
 
 import pytest
+import torch
 
 from yolov4.cli.train import train
 
@@ -33,6 +35,11 @@ def csv_rows(run) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
+def best_state(ckpt) -> dict:
+    callbacks = torch.load(ckpt, weights_only=True)["callbacks"]
+    return next(v for k, v in callbacks.items() if k.startswith(BEST))
+
+
 def test_the_final_evaluation_is_logged_apart_from_the_epochs(first_run):
     """The final evaluation was logged in the val/* curves as an epoch after the last when it
     validated best.pt again (a resume below), and not at all when the last epoch had scored
@@ -44,3 +51,58 @@ def test_the_final_evaluation_is_logged_apart_from_the_epochs(first_run):
     assert (final["step"], final["epoch"]) == ("2", "")
     assert float(final["final/mAP"]) == pytest.approx(written["mAP"])
     assert float(final["final/mAP50"]) == pytest.approx(written["mAP50"])
+
+
+def test_a_run_folder_moved_as_a_whole_keeps_its_best(first_run, tmp_path, compose_cfg, tiny_run):
+    """`mv run moved; train.py ckpt_path=moved/checkpoints/last.ckpt trainer.max_epochs=...`:
+    Lightning dropped the best score when its dirpath changed, and the next validation
+    replaced best.ckpt with a worse epoch while weights/best.pt stayed the best one. The saved
+    best score is raised here above anything the next epoch reaches, so that epoch must not
+    replace either best file; the final evaluation of best.pt is logged as final/*, not as
+    a val/* row of an epoch that never ran."""
+    copy = tmp_path / "copy"
+    shutil.copytree(first_run, copy)
+    moved = shutil.move(copy, tmp_path / "moved")
+    last = moved / "checkpoints/last.ckpt"
+    data = torch.load(last, weights_only=True)
+    state = next(v for k, v in data["callbacks"].items() if k.startswith(BEST))
+    state["best_model_score"] = state["kth_value"] = torch.tensor(0.9)
+    state["best_k_models"] = {state["best_model_path"]: torch.tensor(0.9)}
+    data["callbacks"]["WeightsCallback"] = {"best": 0.9}
+    torch.save(data, last)
+    best_before = (moved / "checkpoints/best.ckpt").read_bytes()
+
+    metrics = resume(compose_cfg, tiny_run, moved, "trainer.max_epochs=2")
+
+    assert torch.load(last, weights_only=True)["epoch"] == 1  # the second epoch trained
+    assert (moved / "checkpoints/best.ckpt").read_bytes() == best_before
+    kept = best_state(last)
+    assert float(kept["best_model_score"]) == pytest.approx(0.9)
+    assert kept["best_model_path"] == str(moved / "checkpoints/best.ckpt")
+    assert torch.load(moved / "weights/best.pt", weights_only=True)["trained"]["epoch"] == 0
+    assert metrics["weights"]["epoch"] == 0  # the final evaluation: best.pt, epoch 0
+    rows = csv_rows(moved)
+    assert [r["epoch"] for r in rows if r["val/mAP"]] == ["0", "1"]  # the epochs that ran
+    # each end's final evaluation at its last step: the first run's, then this one's
+    finals = [r for r in rows if r.get("final/mAP")]
+    assert [(r["step"], r["epoch"]) for r in finals] == [("2", ""), ("4", "")]
+    assert float(finals[-1]["final/mAP"]) == pytest.approx(metrics["mAP"])
+    written = json.loads((moved / "metrics.json").read_text())
+    assert written["mAP"] == metrics["mAP"]
+
+
+def test_a_checkpoint_resumed_into_a_new_folder_starts_its_best_anew(
+    first_run, tmp_path, compose_cfg, tiny_run
+):
+    """Resumed into a folder without the run's best files, both best files are written from
+    the resumed epochs on (best.ckpt and best.pt of the same epoch)."""
+    new = tmp_path / "new"
+    (new / "checkpoints").mkdir(parents=True)
+    shutil.copy(first_run / "checkpoints/last.ckpt", new / "checkpoints/last.ckpt")
+    data = torch.load(new / "checkpoints/last.ckpt", weights_only=True)
+    data["callbacks"]["WeightsCallback"] = {"best": 0.9}  # a best the new folder does not hold
+    torch.save(data, new / "checkpoints/last.ckpt")
+    resume(compose_cfg, tiny_run, new, "trainer.max_epochs=2")
+    best_ckpt = torch.load(new / "checkpoints/best.ckpt", weights_only=True)["epoch"]
+    best_pt = torch.load(new / "weights/best.pt", weights_only=True)["trained"]["epoch"]
+    assert best_ckpt == best_pt == 1

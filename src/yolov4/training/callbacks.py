@@ -26,6 +26,7 @@ __all__ = [
     "SharedCheckpoint",
     "link_file",
     "last_checkpoint",
+    "moved_state",
     "ValidationImages",
     "write_json",
     "trained_epoch",
@@ -170,7 +171,11 @@ class WeightsCallback(L.Callback):
         return {"best": self.best}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.best = state_dict.get("best")
+        """The best score of the run resumed, kept while its ``best.pt`` is in this run's folder
+        (the run resumed in place, or its folder moved as a whole); a checkpoint resumed into a
+        folder without it starts the best anew, as :class:`SharedCheckpoint` does."""
+        here = (self.dirpath / BEST_WEIGHTS).is_file()
+        self.best = state_dict.get("best") if here else None
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -202,6 +207,30 @@ class SharedCheckpoint(ModelCheckpoint):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.saved: tuple[str, str] | None = None  # (training state, file) of the latest save
+        self.resumed: str | None = None  # the checkpoint file a fit resumes (on_load_checkpoint)
+
+    def on_load_checkpoint(self, trainer: L.Trainer, module: Any, checkpoint: Any) -> None:
+        self.resumed = str(trainer.ckpt_path) if trainer.ckpt_path else None
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Lightning's, for a run folder moved or copied as a whole too: when the checkpoint
+        resumed lies in this callback's ``dirpath`` and so does the file its state names best
+        (same name), the paths under the saved ``dirpath`` are read as the same names here and
+        the best score is kept (Lightning's own drops it when the ``dirpath`` changes, and the
+        next validation replaced ``best.ckpt`` with a worse epoch). A checkpoint resumed into
+        a folder without its best file starts the best anew, as Lightning does."""
+        saved = state_dict.get("dirpath")
+        if saved and self.dirpath and saved != self.dirpath and self._resumed_here():
+            moved = moved_state(state_dict, str(saved), str(self.dirpath))
+            best = moved.get("best_model_path")
+            if not best or os.path.isfile(best):
+                state_dict = moved
+        super().load_state_dict(state_dict)
+
+    def _resumed_here(self) -> bool:
+        if not self.resumed or "://" in self.resumed or "://" in str(self.dirpath):
+            return False
+        return Path(self.resumed).resolve().parent == Path(str(self.dirpath)).resolve()
 
     @staticmethod
     def _state(trainer: L.Trainer) -> str:
@@ -233,6 +262,27 @@ class SharedCheckpoint(ModelCheckpoint):
             self._last_global_step_saved = trainer.global_step
             self._last_checkpoint_saved = filepath
         self.saved = (state, filepath)
+
+
+def moved_state(state: dict[str, Any], old: str, new: str) -> dict[str, Any]:
+    """A :class:`ModelCheckpoint` state saved with ``dirpath=old`` as it reads in ``new``: each
+    file path under ``old`` the same name under ``new`` (others as they are)."""
+
+    def move(path: Any) -> Any:
+        if not isinstance(path, str) or not path:
+            return path
+        try:
+            return str(Path(new) / Path(path).relative_to(old))
+        except ValueError:  # not under the saved dirpath
+            return path
+
+    out = dict(state, dirpath=new)
+    for key in ("best_model_path", "kth_best_model_path", "last_model_path"):
+        if key in out:
+            out[key] = move(out[key])
+    if isinstance(out.get("best_k_models"), dict):
+        out["best_k_models"] = {move(k): v for k, v in out["best_k_models"].items()}
+    return out
 
 
 class ValidationImages(L.Callback):
