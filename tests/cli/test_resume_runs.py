@@ -1,16 +1,20 @@
 """Resumes of a real tiny run (train.py in-process): a run folder moved as a whole keeps its
-best checkpoint, and the final evaluation is logged apart from the epochs' curves."""
+best checkpoint, optim settings changed on resume reach the optimizer, and the final
+evaluation is logged apart from the epochs' curves."""
 
 from __future__ import annotations
 
 import csv
 import json
+import logging
 import shutil
 
+import lightning as L
 import pytest
 import torch
 
 from yolov4.cli.train import train
+from yolov4.training.optim import lr_factor
 
 NO_EXPORT = ["export=null"]  # what these tests read is in the checkpoints and logs
 BEST = "SharedCheckpoint{'monitor': 'val/mAP'"  # the state key of callbacks.best_checkpoint
@@ -106,3 +110,44 @@ def test_a_checkpoint_resumed_into_a_new_folder_starts_its_best_anew(
     best_ckpt = torch.load(new / "checkpoints/best.ckpt", weights_only=True)["epoch"]
     best_pt = torch.load(new / "weights/best.pt", weights_only=True)["trained"]["epoch"]
     assert best_ckpt == best_pt == 1
+
+
+class OptimizerProbe(L.Callback):
+    """The optimizer's settings as each training step starts."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple] = []
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
+        groups = trainer.optimizers[0].param_groups
+        self.seen.append(
+            (trainer.global_step, [g["lr"] for g in groups],
+             {g["name"]: g["weight_decay"] for g in groups}, groups[0]["betas"],
+             module.optim_cfg, module._schedule_total)
+        )  # fmt: skip
+
+
+def test_optim_settings_changed_on_resume_reach_the_optimizer(
+    first_run, tmp_path, compose_cfg, tiny_run, caplog
+):
+    """optim.lr, weight_decay and momentum given on a resume were logged as the run's config
+    but Lightning restored the optimizer and scheduler as saved: the lr followed the old
+    optim.lr, the groups kept the old weight decay and betas."""
+    run = tmp_path / "run"
+    shutil.copytree(first_run, run)
+    probe = OptimizerProbe()
+    changed = ["optim.lr=0.01", "optim.weight_decay=0.001", "optim.momentum=0.8"]
+    with caplog.at_level(logging.INFO, logger="yolov4"):
+        resume(compose_cfg, tiny_run, run, "trainer.max_epochs=2", *changed, callbacks=[probe])
+    step, lrs, decay, betas, cfg, total = probe.seen[0]
+    assert (step, cfg.lr, total) == (2, 0.01, 4)
+    assert lrs == [0.01 * lr_factor(2, total, cfg)] * 3  # the schedule on the new lr
+    assert decay == {"weights": 0.001, "bn": 0.0, "bias": 0.0} and betas[0] == 0.8
+    step, lrs, *_ = probe.seen[1]
+    assert lrs == [0.01 * lr_factor(3, total, cfg)] * 3
+    assert "lr 0.002 -> 0.01" in caplog.text
+    # the resumed checkpoint holds the settings it trained with
+    saved = torch.load(run / "checkpoints/last.ckpt", weights_only=True)
+    assert saved["hyper_parameters"]["optim"]["lr"] == 0.01
+    assert saved["lr_schedulers"][0]["base_lrs"] == [0.01] * 3
+    assert saved["optimizer_states"][0]["param_groups"][0]["weight_decay"] == 0.001

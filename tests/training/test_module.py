@@ -366,33 +366,91 @@ def test_the_epoch_line_counts_to_the_runs_last_epoch(
     assert module._last_epoch() == last
 
 
+def resumed(module: YoloModule, saved_optim, saved_total: int, total: int, step: int):
+    """``module`` as a fit resuming a checkpoint of ``saved_optim`` (the run's optim settings)
+    and ``saved_total`` schedule steps finds it in ``on_train_start``: the optimizer and lr
+    scheduler its settings build for ``total`` steps, with the state that run saved at
+    ``step`` loaded into them (as Lightning restores them)."""
+    from yolov4.training.module import SCHEDULE_KEY
+    from yolov4.training.optim import build_optimizer, lr_factor
+
+    def built(cfg, length):
+        optimizer = build_optimizer(module.model, cfg)
+        lambdas = torch.optim.lr_scheduler.LambdaLR
+        return optimizer, lambdas(optimizer, lambda s: lr_factor(s, length, cfg))
+
+    saved_optimizer, saved_scheduler = built(saved_optim, saved_total)
+    for _ in range(step):  # the saved run's steps
+        saved_optimizer.step()
+        saved_scheduler.step()
+    optimizer, scheduler = built(module.optim_cfg, total)
+    optimizer.load_state_dict(saved_optimizer.state_dict())
+    scheduler.load_state_dict(saved_scheduler.state_dict())
+    module.on_load_checkpoint(
+        {SCHEDULE_KEY: saved_total, "hyper_parameters": {"optim": dict(vars(saved_optim))}}
+    )
+    module._trainer = SimpleNamespace(
+        global_step=step,
+        optimizers=[optimizer],
+        lr_scheduler_configs=[SimpleNamespace(scheduler=scheduler)],
+    )
+    module._schedule_total = total
+    return optimizer, scheduler
+
+
 def test_a_resume_that_stretches_the_lr_schedule_says_so(caplog):
     """Resumed with trainer.max_epochs 2 -> 4 (the documented way to train longer), the
     steps schedule, fractions of the run's length, sent the decayed lr back up to optim.lr
-    without a word."""
-    from types import SimpleNamespace
-
-    from yolov4.training.module import SCHEDULE_KEY
+    without a word; the warning gives the lr the optimizer then really uses."""
     from yolov4.training.optim import OptimConfig
 
-    module = tiny_module(optim=OptimConfig(optimizer="sgd", lr=0.01, burn_in=2, steps=(0.8, 0.9)))
-    saved: dict = {}
-    module._schedule_total = 16
-    module.on_save_checkpoint(saved)
-    assert saved[SCHEDULE_KEY] == 16
-    module.on_load_checkpoint(saved)
-    module._trainer = SimpleNamespace(global_step=16)
-    module._schedule_total = 32  # the resumed run's length
+    optim = OptimConfig(optimizer="sgd", lr=0.01, burn_in=2, steps=(0.8, 0.9))
+    module = tiny_module(optim=optim)
+    optimizer, _ = resumed(module, optim, saved_total=16, total=32, step=16)
     with caplog.at_level(logging.WARNING, logger="yolov4"):
-        module._warn_stretched_schedule()
+        module._resume_optimizer()
     assert (
         "16 when the checkpoint was saved and 32 now: at step 16 the lr is 0.01 (it was 0.0001)"
         in caplog.text
     )
+    assert [g["lr"] for g in optimizer.param_groups] == pytest.approx([0.01] * 3)
+    # another length whose schedule gives the same lr at the resume step: nothing to say
     caplog.clear()
-    module._schedule_total = 16  # the same length: nothing to say
-    module._warn_stretched_schedule()
+    module = tiny_module(optim=optim)
+    optimizer, _ = resumed(module, optim, saved_total=16, total=18, step=10)
+    module._resume_optimizer()
     assert caplog.text == ""
+    # the same length: nothing changes, nothing to say
+    module = tiny_module(optim=optim)
+    optimizer, _ = resumed(module, optim, saved_total=16, total=16, step=14)
+    before = [dict(g, params=None) for g in optimizer.param_groups]
+    module._resume_optimizer()
+    assert [dict(g, params=None) for g in optimizer.param_groups] == before
+    assert caplog.text == ""
+
+
+@pytest.mark.parametrize("kind", ["adamw", "sgd"])
+def test_a_resume_with_other_optim_settings_applies_them(kind, caplog):
+    """optim.lr, weight_decay and momentum given on a resume were logged but not applied:
+    Lightning restores the optimizer and scheduler as saved, so the lr followed the old
+    optim.lr and the groups kept the old weight decay and momentum."""
+    from yolov4.training.optim import OptimConfig, lr_factor
+
+    old = OptimConfig(optimizer=kind, lr=0.002, momentum=0.9, weight_decay=5e-4, burn_in=4)
+    new = OptimConfig(optimizer=kind, lr=0.01, momentum=0.8, weight_decay=1e-3, burn_in=4)
+    module = tiny_module(optim=new)
+    optimizer, scheduler = resumed(module, old, saved_total=16, total=16, step=2)
+    with caplog.at_level(logging.INFO, logger="yolov4"):
+        module._resume_optimizer()
+    assert [g["lr"] for g in optimizer.param_groups] == [0.01 * lr_factor(2, 16, new)] * 3
+    decay = {g["name"]: g["weight_decay"] for g in optimizer.param_groups}
+    assert decay == {"weights": 1e-3, "bn": 0.0, "bias": 0.0}
+    for group in optimizer.param_groups:
+        assert (group["momentum"] if kind == "sgd" else group["betas"][0]) == 0.8
+    assert "lr 0.002 -> 0.01" in caplog.text and "weight_decay 0.0005 -> 0.001" in caplog.text
+    optimizer.step()
+    scheduler.step()  # the next steps follow the schedule on the new lr
+    assert [g["lr"] for g in optimizer.param_groups] == [0.01 * lr_factor(3, 16, new)] * 3
 
 
 @pytest.mark.parametrize(

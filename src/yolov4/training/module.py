@@ -37,7 +37,7 @@ from yolov4.ops.letterbox import image_windows, unmap_detections
 from yolov4.training.callbacks import last_checkpoint
 from yolov4.training.class_balance import balanced_config, check_class_balance
 from yolov4.training.ema import ModelEMA
-from yolov4.training.optim import OptimConfig, build_optimizer, lr_factor
+from yolov4.training.optim import OptimConfig, apply_settings, build_optimizer, lr_factor
 from yolov4.training.resume import LIGHTNING_KEYS
 from yolov4.version import renamed_kwargs
 
@@ -317,6 +317,7 @@ class YoloModule(L.LightningModule):
         # optimizer steps the lr schedule spans: this run's, and the resumed checkpoint's
         self._schedule_total: int | None = None
         self._resumed_total: int | None = None
+        self._resumed_optim: OptimConfig | None = None  # the resumed checkpoint's optim settings
         self._epoch_batches = 0
         self._epoch_start = 0.0
         self._epoch_resumed = False  # this epoch began before a mid-epoch resume
@@ -459,7 +460,7 @@ class YoloModule(L.LightningModule):
     def on_train_start(self) -> None:
         # a resume mid-epoch (requeue.ckpt) enters its epoch without on_train_epoch_start
         self._epoch_start, self._epoch_resumed = time.perf_counter(), True
-        self._warn_stretched_schedule()
+        self._resume_optimizer()
         self._log_multi_scale()
 
     def _log_multi_scale(self) -> None:
@@ -485,19 +486,47 @@ class YoloModule(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self._resumed_total = checkpoint.get(SCHEDULE_KEY)
+        saved = (checkpoint.get("hyper_parameters") or {}).get("optim")
+        try:
+            self._resumed_optim = _optim_config(saved) if saved is not None else None
+        except (ConfigError, TypeError):  # a checkpoint of other optim keys: its values unknown
+            self._resumed_optim = None
 
-    def _warn_stretched_schedule(self) -> None:
+    def _resume_optimizer(self) -> None:
+        """After a resume, whose optimizer and lr scheduler Lightning restored as saved: this
+        run's ``optim`` settings (lr, weight decay, momentum) applied to them when they differ
+        from the checkpoint's, or the schedule spans another length, so that the optimizer
+        follows the config the log names (:func:`~yolov4.training.optim.apply_settings`)."""
+        old_total, total = self._resumed_total, self._schedule_total
+        if not old_total or not total:
+            return
+        old = self._resumed_optim or self.optim_cfg
+        step, new = self.global_step, self.optim_cfg
+        before = old.lr * lr_factor(step, old_total, old)
+        after = new.lr * lr_factor(step, total, new)
+        optimizers = self.trainer.optimizers if self._trainer is not None else []
+        if (vars(old) != vars(new) or old_total != total) and optimizers:
+            scheduler = self.trainer.lr_scheduler_configs[0].scheduler
+            apply_settings(optimizers[0], scheduler, new, after)
+        if vars(old) != vars(new):
+            log.info(
+                "resume: the optimizer restored from the checkpoint follows this run's optim "
+                "settings (%s): at step %d the lr is %.3g (the checkpoint's settings: %.3g)",
+                ", ".join(f"{k} {getattr(old, k)} -> {v}" for k, v in vars(new).items()
+                          if getattr(old, k) != v),
+                step, after, before,
+            )  # fmt: skip
+        self._warn_stretched_schedule(step, before, after)
+
+    def _warn_stretched_schedule(self, step: int, before: float, after: float) -> None:
         """A resume with another length (``trainer.max_epochs`` raised to train longer) lays
         the lr schedule, fractions of the run's optimizer steps, over the new length: a decayed
-        lr goes back up (darknet's ``steps`` are absolute iterations). Said with the numbers."""
+        lr goes back up (darknet's ``steps`` are absolute iterations). Said with the numbers
+        (``before``: the lr the checkpoint's schedule gives at ``step``, ``after``: this run's)
+        when they differ."""
         old, new = self._resumed_total, self._schedule_total
-        if not old or not new or old == new:
+        if not old or not new or old == new or math.isclose(before, after, rel_tol=1e-9):
             return
-        step, lr = self.global_step, self.optim_cfg.lr
-        before, after = (
-            lr * lr_factor(step, old, self.optim_cfg),
-            lr * lr_factor(step, new, self.optim_cfg),
-        )
         log.warning(
             "resume: the lr schedule (optim.schedule=%s) spans the run's optimizer steps, %d when "
             "the checkpoint was saved and %d now: at step %d the lr is %.3g (it was %.3g), the "

@@ -9,13 +9,14 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
 
 from yolov4.errors import ConfigError
 
-__all__ = ["OptimConfig", "param_groups", "build_optimizer", "lr_factor"]
+__all__ = ["OptimConfig", "param_groups", "build_optimizer", "apply_settings", "lr_factor"]
 
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("steps", "cosine")
@@ -92,6 +93,10 @@ class OptimConfig:
             )
 
 
+DECAYED = "weights"  # the parameter group weight decay applies to (param_groups)
+ADAMW_BETA2 = 0.999  # AdamW's second-moment decay (torch's default); beta1 is optim.momentum
+
+
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     """Three groups: conv/linear weights (decayed), BN weights, biases (both not decayed)."""
     decay, bn, bias = [], [], []
@@ -106,17 +111,41 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
             else:
                 decay.append(p)
     return [
-        {"params": decay, "weight_decay": weight_decay, "name": "weights"},
+        {"params": decay, "weight_decay": weight_decay, "name": DECAYED},
         {"params": bn, "weight_decay": 0.0, "name": "bn"},
         {"params": bias, "weight_decay": 0.0, "name": "bias"},
     ]
 
 
+def _momentum(cfg: OptimConfig) -> dict[str, Any]:
+    """``optim.momentum`` (and ``nesterov``) as the optimizer kind names them."""
+    if cfg.optimizer == "sgd":
+        return {"momentum": cfg.momentum, "nesterov": cfg.nesterov}
+    return {"betas": (cfg.momentum, ADAMW_BETA2)}
+
+
 def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
     groups = param_groups(model, cfg.weight_decay)
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.momentum, 0.999))
+    kind = torch.optim.SGD if cfg.optimizer == "sgd" else torch.optim.AdamW
+    return kind(groups, lr=cfg.lr, **_momentum(cfg))
+
+
+def apply_settings(
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LambdaLR,
+    cfg: OptimConfig,
+    lr: float,
+) -> None:
+    """``cfg``'s lr, weight decay and momentum on an optimizer and its :func:`lr_factor`
+    scheduler restored from a checkpoint of other settings (a resume restores them as saved):
+    every group's lr becomes ``lr`` (the schedule's value at the step the run goes on from)
+    and its base lr ``cfg.lr``, the decayed group's weight decay ``cfg.weight_decay``."""
+    for group in optimizer.param_groups:
+        group.update(lr=lr, initial_lr=cfg.lr, **_momentum(cfg))
+        if group.get("name") == DECAYED:
+            group["weight_decay"] = cfg.weight_decay
+    scheduler.base_lrs = [cfg.lr] * len(optimizer.param_groups)
+    scheduler._last_lr = [lr] * len(optimizer.param_groups)  # what get_last_lr() reports
 
 
 def lr_factor(step: int, total_steps: int, cfg: OptimConfig) -> float:
