@@ -1,6 +1,7 @@
 """Resumes of a real tiny run (train.py in-process): a run folder moved as a whole keeps its
-best checkpoint, optim settings changed on resume reach the optimizer, and the final
-evaluation is logged apart from the epochs' curves."""
+best checkpoint, optim settings changed on resume reach the optimizer, a checkpoint outside its
+run folder is checked against the config it records, and the final evaluation is logged apart
+from the epochs' curves."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ import lightning as L
 import pytest
 import torch
 
+from yolov4 import ConfigError
+from yolov4.cli.resume import RESUME_LOG, resume_argv
 from yolov4.cli.train import train
 from yolov4.training.optim import lr_factor
 
@@ -151,3 +154,30 @@ def test_optim_settings_changed_on_resume_reach_the_optimizer(
     assert saved["hyper_parameters"]["optim"]["lr"] == 0.01
     assert saved["lr_schedulers"][0]["base_lrs"] == [0.01] * 3
     assert saved["optimizer_states"][0]["param_groups"][0]["weight_decay"] == 0.001
+
+
+def test_a_checkpoint_outside_its_run_folder_is_checked_against_what_it_records(
+    first_run, tmp_path, tiny_run, synthetic_cache
+):
+    """`cp run/checkpoints/last.ckpt copy/; train.py ckpt_path=copy/last.ckpt` resumed on the
+    default config (another dataset, input size and warm-up) with an INFO line only."""
+    ckpt = tmp_path / "copy" / "last.ckpt"
+    ckpt.parent.mkdir()
+    shutil.copy(first_run / "checkpoints/last.ckpt", ckpt)
+    with pytest.raises(ConfigError, match="cannot be resumed") as e:
+        resume_argv(["train.py", f"ckpt_path={ckpt}", "trainer.max_epochs=2"])
+    refused, rest = str(e.value).split("cannot be resumed")
+    # the keys with the checkpoint's values and the given ones, then how to give them back
+    for said in ("data.num_train: 16 -> 500", "data.num_val: 6 -> 100", "data.image_size: 96"):
+        assert said in refused, said
+    assert "data.num_train=16 data.num_val=6" in rest and "data.image_size=96" in rest
+    # the changes a resume may make are listed apart, as applying
+    assert "data.input_size" not in refused
+    assert "data.input_size: [64, 64] -> [256, 256]" in rest
+    with pytest.raises(ConfigError, match=r"model.name: yolov4-tiny -> yolov3-tiny"):
+        resume_argv(["train.py", f"ckpt_path={ckpt}", *tiny_run, "model=yolov3-tiny"])
+    same = [*tiny_run, f"data.cache_dir={synthetic_cache}"]
+    argv = ["train.py", f"ckpt_path={ckpt}", "trainer.max_epochs=2", *same, "optim.lr=0.01"]
+    assert resume_argv(argv) == argv
+    said = "differ from the config the checkpoint records in optim.lr: 0.002 -> 0.01"
+    assert said in RESUME_LOG[0]

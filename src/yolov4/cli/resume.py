@@ -7,8 +7,11 @@ finds the run directory (``hydra.run.dir``, or the folder above ``checkpoints/``
 run's saved overrides under the command's (a key of the command wins), composes the result and
 compares it with the saved config: a change that cannot be resumed
 (:func:`yolov4.training.resume.unresumable`: model, data, optimizer kind) is refused with a
-:class:`ConfigError` naming the keys and nothing in the run is touched; the others are printed
-logged by ``train.py`` (:data:`RESUME_LOG`).
+:class:`ConfigError` naming the keys and nothing in the run is touched; the others are logged
+by ``train.py`` (:data:`RESUME_LOG`). A checkpoint without its run's saved config resumes on
+the defaults with the command's overrides, compared by the same rules with the config the
+checkpoint records (:func:`check_recorded_config`): it records the data, network, optimizer
+and module settings only, not a whole config to start from.
 """
 
 from __future__ import annotations
@@ -18,7 +21,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import torch
 from omegaconf import OmegaConf
 
 from yolov4.cli.common import (
@@ -27,13 +29,24 @@ from yolov4.cli.common import (
     hold_folder,
     launched_rank,
 )
+from yolov4.cli.resume_checkpoint import (
+    read_state,
+    recorded_changes,
+    trained_so_far,
+)
 from yolov4.errors import ConfigError
 from yolov4.evaluation import METRICS_FILE
 from yolov4.training.requeue import REQUEUE_FILE
-from yolov4.training.resume import config_changes, format_changes, unresumable
+from yolov4.training.resume import (
+    config_changes,
+    format_changes,
+    restoring_overrides,
+    unresumable,
+)
 
 __all__ = [
-    "resume_argv", "merge_overrides", "run_directory", "refuse_finished", "main", "RESUME_LOG"
+    "resume_argv", "merge_overrides", "run_directory", "refuse_finished", "check_recorded_config",
+    "recorded_changes", "main", "RESUME_LOG",
 ]  # fmt: skip
 
 log = logging.getLogger(__name__)
@@ -167,18 +180,6 @@ def refuse_trained_run_dir(run: Path) -> None:
         )
 
 
-def trained_so_far(ckpt_path: str) -> tuple[int, int] | None:
-    """``(epochs processed, optimizer steps)`` of a Lightning checkpoint, as its fit loop counts
-    them when it restores (memory-mapped: the tensors are not read); ``None`` when the file
-    cannot say (``train.py`` names what is wrong with it)."""
-    try:
-        data = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
-        epochs = data["loops"]["fit_loop"]["epoch_progress"]["current"]["processed"]
-        return int(epochs), int(data["global_step"])
-    except Exception:  # noqa: BLE001 - any unreadable file is read_resume_checkpoint's to report
-        return None
-
-
 def refuse_finished(run: Path, ckpt: str, trainer: dict[str, Any]) -> None:
     """A :class:`ConfigError` when ``ckpt`` has already trained the resumed config's
     ``trainer.max_epochs`` (or ``max_steps``) and the run finished (its ``metrics.json``,
@@ -241,10 +242,7 @@ def resume_argv(argv: list[str]) -> list[str]:
         return argv
     run = run_directory(ckpt, run_dir)
     if run is None:
-        RESUME_LOG.append(
-            f"resume: no {SAVED_CONFIG} beside ckpt_path={ckpt} (nor in hydra.run.dir): the "
-            f"config is the defaults with the command's overrides only"
-        )
+        check_recorded_config(ckpt, given)
         return argv
     saved = OmegaConf.to_container(OmegaConf.load(run / SAVED_OVERRIDES)) or []
     merged = merge_overrides([str(s) for s in saved], given)
@@ -294,6 +292,49 @@ def _check_resumable(run: Path, merged: list[str], given: list[str], ckpt: str) 
             f"resume of {run} from {ckpt}: the run's config ({run / SAVED_CONFIG}) "
             + (f"with {format_changes(changes)}" if changes else "unchanged")
         )
+
+
+def check_recorded_config(ckpt: str, given: list[str]) -> None:
+    """A resume of a checkpoint without its run's saved config (a checkpoint copied out of
+    ``<run>/checkpoints/``, or a run folder without ``.hydra/``): the config is the defaults with
+    ``given``, compared with the config the checkpoint records by the rules of a resume in
+    place (:func:`unresumable`). A refused change is a :class:`ConfigError` naming the keys,
+    the checkpoint's values and the given ones, and the overrides that give the checkpoint's
+    back; the others are logged (:data:`RESUME_LOG`). A file that cannot be read or composed
+    is left to ``train.py`` and Hydra to report."""
+    where = f"resume of ckpt_path={ckpt}: no {SAVED_CONFIG} beside it or in hydra.run.dir"
+    hparams = (read_state(ckpt) or {}).get("hyper_parameters")
+    changes = new = None
+    if isinstance(hparams, dict):
+        try:
+            new = _compose(given)
+            changes = recorded_changes(hparams, new)
+        except Exception:  # noqa: BLE001 - Hydra, the model config or train.py report it
+            changes = None
+    if changes is None:
+        RESUME_LOG.append(f"{where}: the config is the defaults with the command's overrides")
+        return
+    refused = unresumable(changes)
+    if refused:
+        other = [k for k in changes if k not in refused]
+        raise ConfigError(
+            f"{where}: the config is the defaults with this command's overrides, compared with "
+            f"the config the checkpoint records (hyper_parameters; checkpoint -> given): "
+            f"{format_changes(changes, refused)} cannot be resumed (the checkpoint's network, "
+            f"data and optimizer are its run's). Give the checkpoint's values: "
+            f"{restoring_overrides(changes, refused, new)}"
+            + (f" (these differ too, and would apply: {format_changes(changes, other)})"
+               if other else "")
+            + f"; or start a new run from its weights with module.pretrained={ckpt}"
+        )  # fmt: skip
+    RESUME_LOG.append(
+        f"{where}: the config is the defaults with the command's overrides, "
+        + (
+            f"which differ from the config the checkpoint records in {format_changes(changes)}"
+            if changes
+            else "the data, model and optimizer the checkpoint records"
+        )
+    )
 
 
 def main(app: Any) -> Any:

@@ -34,6 +34,7 @@ __all__ = [
     "config_changes",
     "unresumable",
     "format_changes",
+    "restoring_overrides",
 ]
 
 URL = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://")
@@ -55,6 +56,7 @@ RESUMABLE_DATA = {
     "strict",
     "cache_dir",
     "input_size",
+    "preprocess.input_size",  # data.input_size's (the config's interpolation, resolved)
 }
 # keys that differ on every resume by construction
 IGNORED = {"ckpt_path"}
@@ -208,3 +210,33 @@ def unresumable(changes: Mapping[str, Any]) -> list[str]:
 def format_changes(changes: Mapping[str, tuple[Any, Any]], keys: Sequence[str] = ()) -> str:
     """``key: old -> new`` for ``keys`` (default: all of ``changes``), separated by ``; ``."""
     return "; ".join(f"{k}: {changes[k][0]} -> {changes[k][1]}" for k in (keys or changes))
+
+
+def _override_value(value: Any) -> str:
+    """``value`` as a Hydra override writes it (``null``, ``true``, ``[64,64]``, quoted text)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(_override_value(v) for v in value) + "]"
+    if isinstance(value, str) and (not value or re.search(r"[\s,\[\]{}()=:'\"\\$]", value)):
+        return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    return str(value)
+
+
+def restoring_overrides(
+    changes: Mapping[str, tuple[Any, Any]], keys: Sequence[str], config: Mapping[str, Any]
+) -> str:
+    """The overrides that give ``keys`` of ``changes`` back their old values in ``config`` (the
+    new config, as composed): ``key=old``, ``+key=old`` for a key ``config`` lacks, ``~key`` for
+    one the old config lacked."""
+    present = _flatten(config)
+    out = []
+    for key in keys:
+        old = changes[key][0]
+        if old == ABSENT:
+            out.append(f"~{key}")
+        else:
+            out.append(f"{'' if key in present else '+'}{key}={_override_value(old)}")
+    return " ".join(out)
