@@ -45,6 +45,18 @@ def test_given_overrides_replace_saved_ones_of_the_same_key():
     assert merge_overrides(saved, ["data=coco"]) == [*saved[1:], "data=coco"]
 
 
+def test_removing_a_key_the_run_added_drops_both_lines():
+    """``~callbacks.early_stop`` on the resume of a run started with ``+callbacks.early_stop=``:
+    the saved line went and Hydra refused the deletion of a key no longer there."""
+    saved = ["+callbacks.early_stop={_target_: x}", "callbacks.early_stop.patience=3", "seed=1"]
+    assert merge_overrides(saved, ["~callbacks.early_stop"]) == ["seed=1"]
+    # a key of the configs themselves is deleted as given
+    assert merge_overrides(saved[2:], ["~callbacks.lr_monitor"]) == [
+        "seed=1",
+        "~callbacks.lr_monitor",
+    ]
+
+
 def test_config_changes_and_what_cannot_be_resumed():
     old = {"model": {"name": "yolov4-tiny"}, "data": {"num_train": 16, "batch_size": 8},
            "trainer": {"max_epochs": 2}, "optim": {"optimizer": "adamw", "lr": 0.001},
@@ -311,3 +323,27 @@ def test_a_second_run_into_a_folder_in_use_is_refused_before_it_writes(tmp_path,
     printed = tmp_path / "printed"  # --cfg job prints and runs nothing: no folder made
     assert resume_argv(["train.py", f"hydra.run.dir={printed}", "--cfg", "job"])
     assert not printed.exists()
+
+
+def test_a_running_runs_folder_is_said_in_use_before_anything_else(saved_run):
+    """A second train.py into a run's folder while the run writes there was told it holds a
+    trained run to resume, and that resume was then told the folder is in use."""
+    import os
+
+    from yolov4.core.files import lock_dir
+
+    (saved_run / "weights").mkdir()
+    (saved_run / "weights" / "last.pt").write_bytes(b"trained")
+    ckpt = saved_run / "checkpoints" / "last.ckpt"
+    _progress_ckpt(ckpt, epochs=2, steps=8)  # at its max_epochs, with metrics.json: finished
+    (saved_run / "metrics.json").write_text("{}")
+    other = lock_dir(saved_run)  # the run writing there (flock: as another process's)
+    try:
+        for argv in (
+            ["train.py", f"hydra.run.dir={saved_run}"],
+            ["train.py", f"ckpt_path={ckpt}"],
+        ):
+            with pytest.raises(ConfigError, match="is in use by another run writing there now"):
+                resume_argv(argv)
+    finally:
+        os.close(other)

@@ -1,7 +1,7 @@
 """Resumes of a real tiny run (train.py in-process): a run folder moved as a whole keeps its
 best checkpoint, optim settings changed on resume reach the optimizer, a checkpoint outside its
-run folder is checked against the config it records, and the final evaluation is logged apart
-from the epochs' curves."""
+run folder is checked against the config it records, the final evaluation is logged apart from
+the epochs' curves, and a run early stopping finished says so and is not resumed as it is."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ import shutil
 import lightning as L
 import pytest
 import torch
+import yaml
+from omegaconf import OmegaConf
 
 from yolov4 import ConfigError
 from yolov4.cli.resume import RESUME_LOG, resume_argv
@@ -181,3 +183,31 @@ def test_a_checkpoint_outside_its_run_folder_is_checked_against_what_it_records(
     assert resume_argv(argv) == argv
     said = "differ from the config the checkpoint records in optim.lr: 0.002 -> 0.01"
     assert said in RESUME_LOG[0]
+
+
+def test_a_run_early_stopping_ended_says_so_and_its_resume_is_refused(
+    tmp_path, compose_cfg, tiny_run, caplog
+):
+    """Early stopping ended the run without a line in the log, and resuming the finished run
+    trained one more epoch and rewrote metrics.json. The log names the callback, the epoch
+    and why; the resume is refused naming the override that removes it, which resumes."""
+    run = tmp_path / "run"
+    stop = (
+        "+callbacks.early_stop={_target_: lightning.pytorch.callbacks.EarlyStopping, "
+        "monitor: val/mAP, mode: max, stopping_threshold: -1.0}"
+    )  # any mAP passes the threshold: stops after the first validation
+    overrides = [*tiny_run, *NO_EXPORT, "trainer.max_epochs=3", stop]
+    cfg = compose_cfg("train", overrides, run)
+    with caplog.at_level(logging.INFO, logger="yolov4"):
+        train(cfg)
+    assert "EarlyStopping stopped the run at epoch 0 (trainer.max_epochs=3)" in caplog.text
+    assert "Stopping threshold reached" in caplog.text
+    (run / ".hydra").mkdir()  # the run folder as Hydra leaves it
+    OmegaConf.save(cfg, run / ".hydra/config.yaml")
+    (run / ".hydra/overrides.yaml").write_text(yaml.safe_dump(overrides))
+    ckpt = f"ckpt_path={run}/checkpoints/last.ckpt"
+    with pytest.raises(ConfigError, match=r"EarlyStopping stopped the run at epoch 0") as e:
+        resume_argv(["train.py", ckpt])
+    assert "~callbacks.early_stop" in str(e.value)
+    argv = resume_argv(["train.py", ckpt, "~callbacks.early_stop"])
+    assert not any("callbacks.early_stop" in a for a in argv)  # both lines dropped

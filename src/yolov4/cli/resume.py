@@ -30,6 +30,7 @@ from yolov4.cli.common import (
     launched_rank,
 )
 from yolov4.cli.resume_checkpoint import (
+    early_stopped,
     read_state,
     recorded_changes,
     trained_so_far,
@@ -66,17 +67,24 @@ def _key(override: Any) -> tuple[str, str | None]:
 def merge_overrides(saved: list[str], given: list[str]) -> list[str]:
     """``saved`` (a run's ``overrides.yaml``) then ``given``; a saved override whose key (or
     group) ``given`` sets again is dropped, so the command's value wins, and so is one under a
-    key or group ``given`` sets (``data=coco`` replaces the saved ``data.num_train=16``)."""
+    key or group ``given`` sets (``data=coco`` replaces the saved ``data.num_train=16``). A
+    given ``~key`` of a key a saved ``+key=...`` added removes that one and goes itself
+    (``~callbacks.early_stop`` after ``+callbacks.early_stop={...}``)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     parser = OverridesParser.create()
-    keys = {_key(o) for o in parser.parse_overrides(given)}
+    parsed = parser.parse_overrides(given)
+    keys = {_key(o) for o in parsed}
     nodes = tuple(f"{k}." for k, _ in keys)
+    saved_parsed = parser.parse_overrides(saved)
     kept = [
         s
-        for s, o in zip(saved, parser.parse_overrides(saved))
+        for s, o in zip(saved, saved_parsed)
         if _key(o) not in keys and not o.key_or_group.startswith(nodes)
     ]
+    # ~key of a key a saved +key= added: both go (the key is not there to delete without it)
+    added = {_key(o) for o in saved_parsed if o.is_add() and _key(o) in keys}
+    given = [g for g, o in zip(given, parsed) if not (o.is_delete() and _key(o) in added)]
     return [*kept, *given]
 
 
@@ -180,11 +188,23 @@ def refuse_trained_run_dir(run: Path) -> None:
         )
 
 
-def refuse_finished(run: Path, ckpt: str, trainer: dict[str, Any]) -> None:
+def _config_key(callbacks: dict[str, Any] | None, name: str) -> str | None:
+    """``callbacks.<key>`` of the entry whose ``_target_`` is the class ``name``, if any."""
+    for key, node in (callbacks or {}).items():
+        if isinstance(node, dict) and str(node.get("_target_", "")).split(".")[-1] == name:
+            return f"callbacks.{key}"
+    return None
+
+
+def refuse_finished(
+    run: Path, ckpt: str, trainer: dict[str, Any], callbacks: dict[str, Any] | None = None
+) -> None:
     """A :class:`ConfigError` when ``ckpt`` has already trained the resumed config's
-    ``trainer.max_epochs`` (or ``max_steps``) and the run finished (its ``metrics.json``,
-    written last): Lightning would train nothing and the run's files would be evaluated and
-    exported again under a rewritten config; the message says how to train longer. A run
+    ``trainer.max_epochs`` (or ``max_steps``), or an early-stopping callback stopped it, and
+    the run finished (its ``metrics.json``, written last): Lightning would train nothing (or,
+    the callback's state restored, one more epoch before it stops again) and the run's files
+    would be evaluated and exported again under a rewritten config; the message says how to
+    train longer (``callbacks``: the resumed config's, naming the callback's key). A run
     stopped after its last epoch (no ``metrics.json``) passes: its resume trains nothing and
     writes the final evaluation, reports and export (logged). Checked before Hydra writes
     anything."""
@@ -200,6 +220,7 @@ def refuse_finished(run: Path, ckpt: str, trainer: dict[str, Any]) -> None:
         reached = f"trainer.max_epochs={max_epochs} (it has trained {epochs} epochs)"
         more = f"trainer.max_epochs={epochs + max(1, epochs // 2)}"
     else:
+        _refuse_early_stopped(run, ckpt, callbacks)
         return
     if not (run / METRICS_FILE).is_file():
         RESUME_LOG.append(
@@ -212,6 +233,26 @@ def refuse_finished(run: Path, ckpt: str, trainer: dict[str, Any]) -> None:
         f"resume of {run}: {ckpt} has already reached {reached}: nothing would train. To train "
         f"longer, resume with a larger limit, e.g. {more}; the finished run's weights are in "
         f"{run / 'weights'} and nothing in the run was changed"
+    )
+
+
+def _refuse_early_stopped(run: Path, ckpt: str, callbacks: dict[str, Any] | None) -> None:
+    """:func:`refuse_finished` for a finished run an early-stopping callback stopped, resumed
+    with that callback in ``callbacks`` (without it, the resume trains on)."""
+    stopped = early_stopped(ckpt)
+    if stopped is None or not (run / METRICS_FILE).is_file():
+        return
+    name, epoch, reason = stopped
+    key = _config_key(callbacks, name)
+    if key is None:
+        return
+    raise ConfigError(
+        f"resume of {run}: {name} stopped the run at epoch {epoch}"
+        + (f" ({reason})" if reason else "")
+        + f" and it finished ({METRICS_FILE}): resumed, its state restored, it would stop the "
+        f"run again after one more epoch and rewrite the run's files. To train on, resume "
+        f"without it (~{key}); the finished run's weights are in {run / 'weights'} and "
+        "nothing in the run was changed"
     )
 
 
@@ -229,6 +270,8 @@ def resume_argv(argv: list[str]) -> list[str]:
     ckpt = _value(given, "ckpt_path")
     run_dir = _value(given, "hydra.run.dir")
     if ckpt is None and run_dir is not None and not args.multirun:
+        if not _prints_only(args) and Path(run_dir).is_dir():
+            hold_folder(run_dir, "hydra.run.dir=")  # a run writing there now: said first
         refuse_trained_run_dir(Path(run_dir))
         requeued = Path(run_dir) / "checkpoints" / REQUEUE_FILE
         if requeued.is_file() and (Path(run_dir) / SAVED_CONFIG).is_file():
@@ -246,9 +289,9 @@ def resume_argv(argv: list[str]) -> list[str]:
         return argv
     saved = OmegaConf.to_container(OmegaConf.load(run / SAVED_OVERRIDES)) or []
     merged = merge_overrides([str(s) for s in saved], given)
-    _check_resumable(run, merged, given, ckpt)
-    if not _prints_only(args):
+    if not _prints_only(args):  # the run still writing there: said before any other check
         hold_folder(run, "the resumed run's folder ")
+    _check_resumable(run, merged, given, ckpt)
     flags = [a for a in argv[1:] if a not in set(given)]
     extra = [] if run_dir else [f"hydra.run.dir={run}"]
     return [argv[0], *flags, *merged, *extra]
@@ -287,7 +330,7 @@ def _check_resumable(run: Path, merged: list[str], given: list[str], ckpt: str) 
                 f"{run / SAVED_CONFIG}); resume with the run's model and data keys, or start a "
                 f"new run from its weights with module.pretrained={run}/weights/last.pt"
             )
-        refuse_finished(run, ckpt, new.get("trainer") or {})
+        refuse_finished(run, ckpt, new.get("trainer") or {}, new.get("callbacks"))
         RESUME_LOG.append(
             f"resume of {run} from {ckpt}: the run's config ({run / SAVED_CONFIG}) "
             + (f"with {format_changes(changes)}" if changes else "unchanged")

@@ -1,5 +1,6 @@
 """What a resume reads from the checkpoint file itself (``ckpt_path=``), memory-mapped and with
-``weights_only=True``, before Hydra starts: how far it trained, and where the config it records (``hyper_parameters``) differs from the
+``weights_only=True``, before Hydra starts: how far it trained, whether an early-stopping
+callback stopped it, and where the config it records (``hyper_parameters``) differs from the
 composed one. :mod:`yolov4.cli.resume` decides what to refuse."""
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from yolov4.cli.common import recorded_data, to_builtin
 from yolov4.training.optim import OptimConfig
 from yolov4.training.resume import ABSENT, config_changes
 
-__all__ = ["read_state", "trained_so_far", "recorded_changes"]
+__all__ = ["read_state", "trained_so_far", "early_stopped", "recorded_changes"]
 
 
 def read_state(ckpt_path: str) -> dict[str, Any] | None:
@@ -35,6 +36,20 @@ def trained_so_far(ckpt_path: str) -> tuple[int, int] | None:
         return int(epochs), int(data["global_step"])
     except (KeyError, TypeError, ValueError):
         return None
+
+
+def early_stopped(ckpt_path: str) -> tuple[str, int, str] | None:
+    """``(callback, epoch, reason)`` when a Lightning checkpoint's state of an early-stopping
+    callback (Lightning's ``EarlyStopping`` or a subclass) says it stopped the run; else
+    ``None``."""
+    for key, state in ((read_state(ckpt_path) or {}).get("callbacks") or {}).items():
+        if not isinstance(state, dict) or not {"wait_count", "stopped_epoch"} <= set(state):
+            continue
+        reason = state.get("stopping_reason", 0)  # Lightning >= 2.5: 0 is "not stopped"
+        if reason or int(state["stopped_epoch"]) > 0:
+            message = str(state.get("stopping_reason_message") or "").strip()
+            return str(key).split("{")[0], int(state["stopped_epoch"]), message
+    return None
 
 
 def recorded_changes(hparams: dict[str, Any], new: dict[str, Any]) -> dict[str, tuple[Any, Any]]:

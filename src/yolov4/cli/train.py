@@ -57,6 +57,7 @@ from yolov4.training.callbacks import (
     AtomicCheckpointIO,
     WeightsCallback,
     last_checkpoint,
+    log_early_stop,
 )
 from yolov4.training.cfg_settings import log_cfg_settings
 from yolov4.training.module import YoloModule
@@ -174,6 +175,7 @@ def train(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> d
     # override only an unset weights_only; older Lightning rely on the check above
     safe = {"weights_only": True} if "weights_only" in signature(trainer.fit).parameters else {}
     _fit(trainer, module, datamodule, ckpt_path, safe)
+    log_early_stop(trainer)
     # a requeue signal from here on: requeue.ckpt is the fit's last checkpoint (nothing to train)
     requeue = next((c for c in trainer.callbacks if isinstance(c, Requeue)), None)
     with requeue.final_phase(trainer) if requeue is not None else nullcontext():
