@@ -9,7 +9,7 @@ from hydra import compose, initialize_config_module
 
 from yolov4.cli.export import best_f1_conf, export
 from yolov4.core.artifact import read_metadata
-from yolov4.errors import ConfigError, ExportError
+from yolov4.errors import ConfigError
 
 # what evaluate.py / train.py write (yolov4.evaluation.analysis.DetectionAnalysis.pr_f1_dict)
 PR_F1 = {
@@ -55,7 +55,7 @@ def test_conf_number_and_bad_pr_f1(overfit, tmp_path, caplog):
         meta = read_metadata(export(export_cfg(tmp_path, [*base, "conf=0.4"])))
     assert "holds an artifact (model.onnx): this export replaces it" in caplog.text
     caplog.clear()  # a refused request replaces nothing: no warning that it would
-    with caplog.at_level(logging.WARNING, logger="yolov4"), pytest.raises(ExportError):
+    with caplog.at_level(logging.WARNING, logger="yolov4"), pytest.raises(ConfigError, match=r"export.py formats must be"):
         export(export_cfg(tmp_path, [*base, "formats=[onnx,tflite]"]))
     assert "this export replaces it" not in caplog.text
     assert meta["thresholds"]["conf"] == 0.4 and meta["conf_source"]["set"] == "export.py conf="

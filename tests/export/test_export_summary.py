@@ -100,7 +100,7 @@ def test_untrained_model_int8_says_no_boxes_to_compare(overfit, tmp_path, capsys
 
 
 def test_one_format_or_precision_needs_no_list_and_bad_ones_fail_before_loading(tmp_path):
-    from yolov4.errors import ExportError
+    from yolov4.errors import ConfigError
 
     model = build_model("yolov4-tiny", num_classes=2, input_size=[64, 64])
     ckpt = save_checkpoint(tmp_path / "w.pt", model, ["a", "b"], {"input_size": [64, 64]})
@@ -113,7 +113,7 @@ def test_one_format_or_precision_needs_no_list_and_bad_ones_fail_before_loading(
         (["precision=fp16"], r"precisions must be a non-empty subset"),
         (["precision=[fp32]", "default_precision=int8"], r"exported \['fp32'\], got 'int8'"),
     ):
-        with pytest.raises(ExportError, match=message):
+        with pytest.raises(ConfigError, match=message):
             export_cli.export(
                 export_cfg(
                     tmp_path,

@@ -35,7 +35,7 @@ from yolov4.cli.sources import check_no_network, model_checkpoint, model_source,
 from yolov4.core.artifact import METADATA, artifact_precisions, model_file, read_metadata
 from yolov4.core.files import files_under
 from yolov4.core.images import IMAGE_SUFFIXES
-from yolov4.errors import ConfigError
+from yolov4.errors import ConfigError, ExportError
 from yolov4.evaluation import evaluate_predictor
 from yolov4.evaluation.reports import PR_F1_FILE
 from yolov4.export.artifact import (
@@ -246,7 +246,10 @@ def export(cfg: DictConfig) -> Path:
     model_source(cfg, ("checkpoint", "darknet_weights"))
     check_no_network(cfg)
     formats, precisions = _names(cfg, "formats"), _names(cfg, "precision")
-    check_export_request(formats, cfg.opset, precisions, cfg.default_precision)  # before loading
+    try:  # before loading: a command-line value out of range is the user's config
+        check_export_request(formats, cfg.opset, precisions, cfg.default_precision)
+    except ExportError as e:
+        raise ConfigError(f"export.py {e}") from None
     out = check_output(
         cfg.output if cfg.output else default_output(source_file(cfg)), cfg.get("overwrite", False)
     )
