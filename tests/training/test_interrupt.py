@@ -71,3 +71,31 @@ def test_a_hard_linked_requeue_ckpt_is_the_checkpoint_resumed(tmp_path):
     assert _same_file(tmp_path / "last.ckpt", tmp_path / "requeue.ckpt")
     assert not _same_file(tmp_path / "other.ckpt", tmp_path / "requeue.ckpt")
     assert not _same_file(tmp_path / "absent.ckpt", tmp_path / "requeue.ckpt")
+
+
+def test_a_ctrl_c_turned_into_another_error_by_a_write_counts_as_ctrl_c():
+    from lightning.pytorch.trainer.states import TrainerStatus
+
+    from yolov4.cli.train import _stopped_by_ctrl_c
+    from yolov4.training.requeue import Requeued
+
+    def raised(error: BaseException, during: BaseException | None = None) -> BaseException:
+        try:
+            try:
+                raise during or ValueError("unused")
+            except BaseException:
+                if during is None:
+                    raise error from None
+                raise error  # noqa: B904 (raised while `during` was handled, as torch's writer does)
+        except BaseException as e:
+            return e
+
+    trainer = SimpleNamespace(state=SimpleNamespace(status=TrainerStatus.INTERRUPTED))
+    write = raised(RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos"),
+                   KeyboardInterrupt())  # fmt: skip
+    assert _stopped_by_ctrl_c(write, trainer)
+    assert _stopped_by_ctrl_c(raised(SystemExit(1), KeyboardInterrupt()), trainer)  # Lightning's
+    assert not _stopped_by_ctrl_c(raised(RuntimeError("killed")), trainer)
+    assert not _stopped_by_ctrl_c(raised(Requeued(130)), trainer)
+    finished = SimpleNamespace(state=SimpleNamespace(status=TrainerStatus.FINISHED))
+    assert not _stopped_by_ctrl_c(write, finished)

@@ -88,13 +88,29 @@ __all__ = ["train", "run_objective", "hydra_main"]
 log = logging.getLogger(__name__)
 
 
+def _stopped_by_ctrl_c(e: BaseException, trainer: L.Trainer) -> bool:
+    """Whether ``e`` ended the fit on a Ctrl-C that saved nothing: Lightning's exit after a
+    ``KeyboardInterrupt``, or an error raised while one was handled (torch's checkpoint writer
+    turns one that lands inside a write into a ``RuntimeError``; the file is not replaced)."""
+    if trainer.state.status != TrainerStatus.INTERRUPTED:
+        return False
+    cause: BaseException | None = e
+    while cause is not None:
+        if isinstance(cause, Requeued):  # saved: requeue.ckpt
+            return False
+        if isinstance(cause, (SystemExit, KeyboardInterrupt)):
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return False
+
+
 def _fit(trainer: L.Trainer, module: Any, datamodule: Any, ckpt_path: Any, safe: dict) -> None:
     """``trainer.fit``; Ctrl-C where the run cannot stop after a step (its sanity check, a
     second Ctrl-C) exits 130 naming the checkpoint to resume from, not Lightning's bare 1."""
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, **safe)
-    except SystemExit as e:
-        if isinstance(e, Requeued) or trainer.state.status != TrainerStatus.INTERRUPTED:
+    except BaseException as e:
+        if not _stopped_by_ctrl_c(e, trainer):
             raise
         last = last_checkpoint(trainer)
         log.warning(
