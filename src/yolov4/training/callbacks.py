@@ -13,7 +13,7 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from yolov4.core.checkpoint import save_checkpoint
@@ -24,6 +24,7 @@ __all__ = [
     "AtomicCheckpointIO",
     "WeightsCallback",
     "SharedCheckpoint",
+    "StepLearningRateMonitor",
     "link_file",
     "last_checkpoint",
     "log_early_stop",
@@ -300,6 +301,17 @@ def moved_state(state: dict[str, Any], old: str, new: str) -> dict[str, Any]:
     if isinstance(out.get("best_k_models"), dict):
         out["best_k_models"] = {move(k): v for k, v in out["best_k_models"].items()}
     return out
+
+
+class StepLearningRateMonitor(LearningRateMonitor):
+    """Lightning's :class:`LearningRateMonitor`, logging once per optimizer step: with
+    ``trainer.accumulate_grad_batches`` > 1 at the step's last batch (the rate that step uses),
+    not at each of its batches under the same step number."""
+
+    def on_train_batch_start(self, trainer: L.Trainer, *args: Any, **kwargs: Any) -> None:
+        if trainer.fit_loop._should_accumulate():  # not the step's last batch
+            return
+        super().on_train_batch_start(trainer, *args, **kwargs)
 
 
 class ValidationImages(L.Callback):
