@@ -25,7 +25,8 @@ pytestmark = pytest.mark.slow
 
 
 class SignalAt(L.Callback):
-    """Stands in for SLURM: sends the process ``signum`` at the end of step ``step``."""
+    """Stands in for SLURM: sends the process ``signum`` at the end of step ``step`` (before
+    Requeue's hook, which Lightning runs last)."""
 
     def __init__(self, step: int, signum: int = signal.SIGUSR1) -> None:
         self.step, self.signum = step, signum
@@ -35,20 +36,23 @@ class SignalAt(L.Callback):
             os.kill(os.getpid(), self.signum)
 
 
-def test_a_signal_in_an_epochs_last_batch_resumes_at_the_next_epoch_whole(
+def test_a_signal_in_an_epochs_last_step_stops_at_its_end_and_resumes_the_next_epoch_whole(
     compose_cfg, tiny_run, tmp_path, caplog
 ):
-    """Stopped at the last batch of epoch 0: Lightning resumes at epoch 1, which must train all
-    its batches (the count of epoch 0's was applied to it: a whole epoch skipped)."""
+    """A signal in epoch 0's last step: the epoch ends as in any run (its validation, its line
+    in the log, last.ckpt), the run stops there, and the resume trains epoch 1 whole."""
     overrides = [*tiny_run, "trainer.max_epochs=2", "trainer.limit_train_batches=null",
                  "callbacks.requeue.requeue=false"]  # fmt: skip
     train(compose_cfg("train", overrides, tmp_path / "full"))
     uninterrupted = torch.load(tmp_path / "full/checkpoints/last.ckpt", weights_only=True)
     job = compose_cfg("train", overrides, tmp_path / "job")
-    with pytest.raises(Requeued):
-        train(job, extra_callbacks=[SignalAt(step=3)])  # seen after step 4: epoch 0's last
+    with caplog.at_level(logging.INFO, logger="yolov4"), pytest.raises(Requeued):
+        train(job, extra_callbacks=[SignalAt(step=4)])  # epoch 0's last
+    assert "epoch 0/1 step 4: train loss" in caplog.text
     saved = torch.load(tmp_path / "job/checkpoints" / REQUEUE_FILE, weights_only=True)
-    assert saved["global_step"] == 4 and saved["yolov4_requeue"] == {"batches": 0}
+    assert saved["global_step"] == 4 and saved["yolov4_requeue"] == {"samples": 0}
+    last = torch.load(tmp_path / "job/checkpoints/last.ckpt", weights_only=True)
+    assert last["global_step"] == 4
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="yolov4"):
         train(compose_cfg("train", overrides, tmp_path / "job"))
@@ -69,7 +73,7 @@ def test_sigusr1_checkpoints_requeues_and_the_resubmitted_job_ends_bit_equal(
 
     job = compose_cfg("train", overrides, tmp_path / "job")
     with pytest.raises(Requeued) as stopped:
-        train(job, extra_callbacks=[SignalAt(step=5)])  # seen after step 6, mid-epoch 1
+        train(job, extra_callbacks=[SignalAt(step=6)])  # mid-epoch 1
     assert stopped.value.code == 128 + signal.SIGUSR1
     assert fake_slurm.read_text().split() == ["requeue", "4242"]
     saved = torch.load(tmp_path / "job/checkpoints" / REQUEUE_FILE, weights_only=True)
@@ -153,7 +157,7 @@ def test_ctrl_c_saves_stops_with_130_and_the_printed_command_finishes_the_run(
     os.killpg(proc.pid, signal.SIGINT)
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode == 130, out[-3000:]
-    assert "Ctrl-C: stopping after this training step" in out
+    assert "Ctrl-C: stopping after this optimizer step" in out
     saved = run / "checkpoints" / REQUEUE_FILE
     assert f"python train.py ckpt_path={saved} resumes the run" in out
     assert "Traceback" not in out and not fake_slurm.exists()
@@ -180,22 +184,27 @@ class SignalInValidation(L.Callback):
             os.kill(os.getpid(), signal.SIGINT)
 
 
-def test_ctrl_c_in_validation_stops_at_its_end_without_another_step(
-    compose_cfg, tiny_run, tmp_path
+def test_ctrl_c_in_validation_stops_at_the_epochs_end_without_another_step(
+    compose_cfg, tiny_run, tmp_path, caplog, recwarn
 ):
-    """Ctrl-C during validation waited for its end and then trained one more step before
-    stopping: it stops at the validation's end, the state that of the epoch's end."""
+    """Ctrl-C during an epoch's validation waited for its end and then trained one more step;
+    stopped at the validation's end instead, the epoch had no line in train.log, no last.ckpt,
+    and the resume warned that ModelCheckpoint found no val/mAP. The epoch ends (its line,
+    last.ckpt) and the run stops there; the resume trains the next epoch, without the warning."""
     overrides = [*tiny_run, "trainer.max_epochs=2", "trainer.limit_train_batches=null",
                  "trainer.num_sanity_val_steps=0"]  # fmt: skip
     job = compose_cfg("train", overrides, tmp_path / "job")
-    with pytest.raises(Requeued) as stopped:
+    with caplog.at_level(logging.INFO, logger="yolov4"), pytest.raises(Requeued) as stopped:
         train(job, extra_callbacks=[SignalInValidation()])
     assert stopped.value.code == 128 + signal.SIGINT
+    assert "epoch 0/1 step 4: train loss" in caplog.text
     saved = torch.load(tmp_path / "job/checkpoints" / REQUEUE_FILE, weights_only=True)
-    assert saved["global_step"] == 4 and saved["yolov4_requeue"] == {"batches": 0}
+    assert saved["global_step"] == 4 and saved["yolov4_requeue"] == {"samples": 0}
+    assert torch.load(tmp_path / "job/checkpoints/last.ckpt", weights_only=True)["global_step"] == 4
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     train(compose_cfg("train", [*overrides, f"ckpt_path={tmp_path / 'job/checkpoints' / REQUEUE_FILE}"], tmp_path / "job"))  # fmt: skip
     assert torch.load(tmp_path / "job/checkpoints/last.ckpt", weights_only=True)["global_step"] == 8
+    assert not [w for w in recwarn if "could not find the monitored key" in str(w.message)]
 
 
 class CtrlCTwice(L.Callback):

@@ -21,7 +21,7 @@ def test_first_ctrl_c_asks_to_stop_after_the_step_the_second_stops_now(tmp_path,
     try:
         os.kill(os.getpid(), signal.SIGINT)
         assert requeue.received == signal.SIGINT  # noted; the step goes on
-        assert "Ctrl-C: stopping after this training step" in capfd.readouterr().err
+        assert "Ctrl-C: stopping after this optimizer step" in capfd.readouterr().err
         with pytest.raises(KeyboardInterrupt):
             os.kill(os.getpid(), signal.SIGINT)
         assert signal.getsignal(signal.SIGINT) is before  # given back at the second
@@ -73,6 +73,24 @@ def test_a_hard_linked_requeue_ckpt_is_the_checkpoint_resumed(tmp_path):
     assert not _same_file(tmp_path / "absent.ckpt", tmp_path / "requeue.ckpt")
 
 
+def test_a_second_ctrl_c_while_requeue_ckpt_is_written_waits_for_the_write(tmp_path, capfd):
+    """A KeyboardInterrupt inside torch's writer came out as a RuntimeError (a traceback, exit
+    1, no requeue.ckpt): while it is written, a second Ctrl-C only says that the run stops once
+    the file is complete."""
+    requeue = Requeue(str(tmp_path), signals=["SIGINT"])
+    requeue.on_train_start(SimpleNamespace(), None)
+    try:
+        os.kill(os.getpid(), signal.SIGINT)
+        requeue._saving = True
+        os.kill(os.getpid(), signal.SIGINT)  # no KeyboardInterrupt
+        assert "requeue.ckpt is being written; the run stops once it is" in capfd.readouterr().err
+        requeue._saving = False
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+    finally:
+        requeue._restore()
+
+
 def test_a_ctrl_c_turned_into_another_error_by_a_write_counts_as_ctrl_c():
     from lightning.pytorch.trainer.states import TrainerStatus
 
@@ -99,3 +117,36 @@ def test_a_ctrl_c_turned_into_another_error_by_a_write_counts_as_ctrl_c():
     assert not _stopped_by_ctrl_c(raised(Requeued(130)), trainer)
     finished = SimpleNamespace(state=SimpleNamespace(status=TrainerStatus.FINISHED))
     assert not _stopped_by_ctrl_c(write, finished)
+
+
+def test_every_rank_stops_on_the_signal_any_rank_received(tmp_path, caplog):
+    """SIGTERM to rank 0 only: rank 1 logged "SIGUSR1 at step 10: saved ...". Every rank stops
+    with the signal received (exit 143), and only rank 0, which writes the file, logs it."""
+    import logging
+
+    import torch
+
+    from yolov4.training.requeue import Requeued
+
+    class Strategy:  # two ranks: rank 0 received SIGTERM
+        root_device = torch.device("cpu")
+
+        def reduce(self, tensor, group=None, reduce_op="mean"):  # Lightning's Strategy.reduce
+            assert group is None and reduce_op == "max"
+            return torch.maximum(tensor, torch.tensor(int(signal.SIGTERM)))
+
+    saved = []
+    for rank in (1, 0):
+        requeue = Requeue(str(tmp_path), requeue=False)
+        trainer = SimpleNamespace(
+            world_size=2, strategy=Strategy(), is_global_zero=rank == 0, global_step=10,
+            save_checkpoint=lambda path, weights_only: saved.append(path),
+        )  # fmt: skip
+        caplog.clear()
+        with caplog.at_level(logging.WARNING), pytest.raises(Requeued) as stopped:
+            requeue._stop_if_signalled(trainer)
+        assert stopped.value.code == 128 + signal.SIGTERM
+        assert requeue.received == signal.SIGTERM
+        assert caplog.text.count("SIGTERM at step 10: saved") == (rank == 0)
+        assert "SIGUSR1" not in caplog.text
+    assert len(saved) == 2  # every rank takes part in the save (rank 0 writes)

@@ -14,6 +14,9 @@ pass. What is filtered, per run (about 19 lines):
   ran instead (:func:`precision_note`);
 - on resume (``quiet_lightning(resuming=True)``): ``Checkpoint directory ... exists and is not
   empty`` (it is the run's own);
+- on a resume mid-epoch from ``requeue.ckpt`` (:func:`quiet_mid_epoch_resume`): ``You're resuming
+  from a checkpoint that ended before the epoch ended and your dataloader is not resumable``
+  (the train loader skips the images the epoch trained on: :mod:`yolov4.training.epoch_skip`);
 - the 13-line model summary table (``trainer.enable_model_summary: false`` in
   ``configs/trainer/default.yaml``; ``train.py`` logs one line).
 """
@@ -24,7 +27,15 @@ import logging
 import re
 import warnings
 
-__all__ = ["quiet_lightning", "precision_note", "NOISE_LOGGERS", "NOISE_LINES"]
+from lightning.fabric.utilities.warnings import PossibleUserWarning
+
+__all__ = [
+    "quiet_lightning",
+    "quiet_mid_epoch_resume",
+    "precision_note",
+    "NOISE_LOGGERS",
+    "NOISE_LINES",
+]
 
 # the loggers Lightning's rank_zero_info / seed_everything write to (fabric's or pytorch's
 # rank-zero logger, whichever is imported last)
@@ -48,6 +59,12 @@ NOISE_WARNINGS = (
 )
 # what a resume into its own run directory always meets
 RESUME_WARNINGS = ((r"Checkpoint directory .* exists and is not empty", UserWarning),)
+# what a resume mid-epoch meets, where the project's train loader skips the epoch's trained images
+MID_EPOCH_WARNING = (
+    r"You're resuming from a checkpoint that ended before the epoch ended and your dataloader "
+    r"is not resumable",
+    PossibleUserWarning,
+)
 # Trainer(precision=...) aliases, as Lightning names them
 PRECISION_ALIASES = {"16": "16-mixed", "bf16": "bf16-mixed", "32": "32-true", "64": "64-true"}
 
@@ -67,6 +84,13 @@ def quiet_lightning(resuming: bool = False) -> None:
             logger.addFilter(_DropLines())
     for message, category in (*NOISE_WARNINGS, *(RESUME_WARNINGS if resuming else ())):
         warnings.filterwarnings("ignore", message=message, category=category)
+
+
+def quiet_mid_epoch_resume() -> None:
+    """Filter Lightning's warning that a mid-epoch resume repeats the epoch's batches: the
+    :class:`~yolov4.training.requeue.Requeue` callback's loader skips them."""
+    message, category = MID_EPOCH_WARNING
+    warnings.filterwarnings("ignore", message=message, category=category)
 
 
 def precision_note(asked: object, ran: str, accelerator: str) -> str | None:

@@ -11,20 +11,29 @@ finds ``requeue.ckpt`` (:func:`requeue_checkpoint`) and resumes from it through 
 path (:mod:`yolov4.training.resume`: read with ``weights_only=True``, network and classes
 checked).
 
+Where the run stops: after the batch that ends an optimizer step (with
+``trainer.accumulate_grad_batches`` > 1 the gradient of a window's first batches is in the
+parameters' ``.grad``, which no checkpoint holds, so the window's last batch runs first). A
+signal in an epoch's last step or in its validation lets the epoch end as in any run (its
+validation, its line in the log, ``last.ckpt`` and ``best.ckpt``) and stops the run there, in
+the state ``last.ckpt`` holds. The stopped step's logged metrics reach the loggers first.
+
 The checkpoint is taken mid-epoch, where Lightning restarts the epoch's DataLoader from its first
-batch. The callback makes the train loader skip the batches the saved state has already trained
-on (they are loaded and dropped, so the epoch's shuffle and augmentation random streams advance
-exactly as in an uninterrupted run): without persistent workers the resumed run is bit-equal to
-an uninterrupted one. A fit that ends normally deletes ``requeue.ckpt``. A signal in the run's
-final phase (evaluation, reports, export: :meth:`Requeue.final_phase`) stops it with
-``requeue.ckpt`` the fit's last checkpoint, which the requeued job resumes to train nothing and
-write that phase again.
+batch: ``requeue.ckpt`` records the images of its epoch already trained on, and the resumed train
+loader leaves exactly those out, at any ``data.batch_size`` (:mod:`yolov4.training.epoch_skip`;
+with the same batch size they are read and dropped, so the epoch's shuffle and augmentation
+random streams advance as in an uninterrupted run: without persistent workers the resumed run is
+bit-equal to an uninterrupted one). A fit that ends normally deletes ``requeue.ckpt``. A signal
+in the run's final phase (evaluation, reports, export: :meth:`Requeue.final_phase`) stops it
+with ``requeue.ckpt`` the fit's last checkpoint, which the requeued job resumes to train nothing
+and write that phase again.
 
 Ctrl-C (``SIGINT`` in ``signals``, as the default callbacks have it) takes the same path without
-the requeue: the step (or the fit's validation) ends, ``requeue.ckpt`` is saved and the run stops
-with exit status 130 and the ``ckpt_path=`` that resumes it; a second Ctrl-C stops at once as a
-``KeyboardInterrupt`` (nothing saved since the last checkpoint; ``train.py`` names it, exit 130).
-A signal during the fit's validation stops the run at the validation's end.
+the requeue: the optimizer step (or the epoch's validation) ends, ``requeue.ckpt`` is saved and
+the run stops with exit status 130 and the ``ckpt_path=`` that resumes it; a second Ctrl-C stops
+at once as a ``KeyboardInterrupt`` (nothing saved since the last checkpoint; ``train.py`` names
+it, exit 130), except while ``requeue.ckpt`` is being written: that write completes, and the run
+stops with it.
 
 Lightning's own SLURM auto-requeue (``SLURMEnvironment``) saves ``hpc_ckpt_N.ckpt`` from inside
 the signal handler and reloads it with Lightning's loader; this callback replaces those handlers
@@ -46,16 +55,20 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
+from lightning.pytorch.callbacks import Checkpoint
 from torch.utils.data import DataLoader
 
 from yolov4.training.callbacks import last_checkpoint, link_file
+from yolov4.training.epoch_skip import SkippingLoader, SkipPlan, plan_skip
+from yolov4.training.noise import quiet_mid_epoch_resume
 
 __all__ = ["Requeue", "Requeued", "requeue_checkpoint", "launcher_topology", "REQUEUE_FILE"]
 
 log = logging.getLogger(__name__)
 
 REQUEUE_FILE = "requeue.ckpt"
-STATE_KEY = "yolov4_requeue"  # in requeue.ckpt: batches of its epoch already trained on
+STATE_KEY = "yolov4_requeue"  # in requeue.ckpt: {"samples": images of its epoch trained on}
 
 
 class Requeued(SystemExit):
@@ -86,37 +99,31 @@ def launcher_topology() -> dict[str, int]:
     return {"num_nodes": int(launcher.nodes), "devices": int(launcher.tasks_per_node)}
 
 
-class _SkippingLoader(DataLoader):
-    """A DataLoader whose next iterator first drops ``_requeue_skip`` batches (set on resume)."""
-
-    def __iter__(self):  # type: ignore[override]
-        it = super().__iter__()
-        skip = getattr(type(self), "_owner", None)
-        n = skip.take_skip() if skip is not None else 0
-        return _Skip(it, n) if n else it
-
-
-class _Skip:
-    """An iterator that drops its first ``n`` items lazily (at the first ``next``)."""
-
-    def __init__(self, it: Any, n: int) -> None:
-        self.it, self.n = it, n
-
-    def __iter__(self) -> _Skip:
-        return self
-
-    def __next__(self) -> Any:
-        while self.n:
-            self.n -= 1
-            next(self.it)
-        return next(self.it)
-
-    def __len__(self) -> int:
-        return len(self.it)
+def _epoch_samples(trainer: L.Trainer) -> int:
+    """The images of the current epoch trained on, all processes together (0 once the epoch's
+    batches are all trained: Lightning resumes at the next epoch)."""
+    done = int(trainer.fit_loop.epoch_loop.batch_progress.current.processed)
+    if done >= trainer.num_training_batches:
+        return 0
+    return done * int(trainer.train_dataloader.batch_size) * max(int(trainer.world_size), 1)
 
 
-class Requeue(L.Callback):
+def _last_step(trainer: L.Trainer) -> bool:
+    """Whether the batch just trained is the epoch's last, or the run's last step
+    (``trainer.max_steps``)."""
+    progress = trainer.fit_loop.epoch_loop.batch_progress
+    if progress.is_last_batch or progress.current.ready >= trainer.num_training_batches:
+        return True
+    return 0 < trainer.max_steps <= trainer.global_step
+
+
+class Requeue(Checkpoint):
     """Save ``<dirpath>/requeue.ckpt`` and requeue on ``signals`` (names, e.g. ``SIGUSR1``).
+
+    A Lightning :class:`~lightning.pytorch.callbacks.Checkpoint`: at an epoch's end Lightning
+    runs its hook after the LightningModule's, as for ``ModelCheckpoint``; placed last of the
+    callbacks at set-up, it stops the run after every other callback's hooks (the epoch's
+    checkpoints written).
 
     Args:
         dirpath: where ``requeue.ckpt`` goes (the run's ``checkpoints/``).
@@ -142,30 +149,62 @@ class Requeue(L.Callback):
             ) from None
         self.requeue = requeue
         self.received: int | None = None
-        self._validating = False  # in the fit's validation (a signal stops at its end)
+        self._validating = False  # in the fit's validation
+        self._saving = False  # writing requeue.ckpt: a second Ctrl-C waits for it
         self._previous: dict[int, Any] = {}
-        self._skip = 0
+        self._resumed: dict[str, Any] = {}  # the loaded requeue.ckpt's STATE_KEY, until read
+        self._world_size = 1
+        self._plan: SkipPlan | None = None  # how the resumed epoch's loader skips
         # one subclass per callback: Lightning re-creates a loader from its class (DDP samplers)
-        self._loader_cls = type("RequeueLoader", (_SkippingLoader,), {"_owner": self})
+        self._loader_cls = type("RequeueLoader", (SkippingLoader,), {"_owner": self})
 
-    # --- resume: the batches of the interrupted epoch already trained on ---
-    def take_skip(self) -> int:
-        n, self._skip = self._skip, 0
-        return n
-
+    # --- resume: the images of the interrupted epoch already trained on ---
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: Any, checkpoint: dict) -> None:
         if self.received is not None:  # requeue.ckpt: how far into its epoch it is
-            done = int(trainer.fit_loop.epoch_loop.batch_progress.current.processed)
-            if done >= trainer.num_training_batches:  # its last batch: Lightning resumes at the
-                done = 0  # next epoch, whose batches are all to train
-            checkpoint[STATE_KEY] = {"batches": done}
+            checkpoint[STATE_KEY] = {"samples": _epoch_samples(trainer)}
 
     def on_load_checkpoint(self, trainer: L.Trainer, pl_module: Any, checkpoint: dict) -> None:
-        self._skip = int(checkpoint.get(STATE_KEY, {}).get("batches", 0))
-        if self._skip:
-            log.info("resuming mid-epoch: skipping the %d batches already trained on", self._skip)
+        self._resumed = dict(checkpoint.get(STATE_KEY) or {})
+        self._world_size = max(int(trainer.world_size or 1), 1)
+        if int(self._resumed.get("samples", 0)) or int(self._resumed.get("batches", 0)):
+            quiet_mid_epoch_resume()  # the loader skips what the epoch trained: it resumes
+
+    def take_skip(self, loader: Any) -> SkipPlan | None:
+        """The :class:`SkipPlan` of the resumed epoch for ``loader`` (its first iterator after
+        the restore; ``None`` afterwards and at an epoch's start)."""
+        state, self._resumed = self._resumed, {}
+        batch_size = int(loader.batch_size)
+        if "samples" in state:  # all processes' images: each skips its share
+            samples = int(state["samples"]) // self._world_size
+        else:  # a count of batches: of the resumed loader's batch size
+            samples = int(state.get("batches", 0)) * batch_size
+        if samples <= 0:
+            return None
+        self._plan = plan_skip(samples, batch_size, len(loader))
+        return self._plan
+
+    def _resume_mid_epoch(self, trainer: L.Trainer) -> None:
+        """Lightning's count of the resumed epoch's batches made the plan's (the loader batches
+        the skipped images cover: another ``data.batch_size`` covers them in another number of
+        batches), and the skip said in the log."""
+        plan, self._plan = self._plan, None
+        if plan is None:
+            return
+        progress = trainer.fit_loop.epoch_loop.batch_progress
+        shift = plan.batches - int(progress.current.processed)
+        for tracker in (progress.current, progress.total):
+            for name in ("ready", "started", "processed", "completed"):
+                setattr(tracker, name, getattr(tracker, name) + shift)
+        if trainer.is_global_zero:
+            log.info(
+                "resuming mid-epoch: skipping the %d images of epoch %d already trained on%s (%s)",
+                plan.samples, trainer.current_epoch,
+                " by each process" if trainer.world_size > 1 else "", plan.describe(),
+            )  # fmt: skip
 
     def setup(self, trainer: L.Trainer, pl_module: Any, stage: str) -> None:
+        # last of the callbacks, whatever their order: a stop after every other's hooks
+        trainer.callbacks = [c for c in trainer.callbacks if c is not self] + [self]
         dm = trainer.datamodule
         if stage != "fit" or dm is None or getattr(dm, "_requeue_wrapped", False):
             return
@@ -183,21 +222,33 @@ class Requeue(L.Callback):
 
     # --- the signals ---
     def _handler(self, signum: int, frame: Any) -> None:
+        # no logging in a signal handler (its lock may be held where the signal came)
+        if signum == signal.SIGINT and self.received == signal.SIGINT:
+            if self._saving:  # a KeyboardInterrupt now would leave no requeue.ckpt at all
+                os.write(
+                    sys.stderr.fileno(),
+                    b"\nCtrl-C: requeue.ckpt is being written; the run stops once it is\n",
+                )
+                return
+            self._restore()  # the second Ctrl-C: stop now
+            raise KeyboardInterrupt
         if signum == signal.SIGINT:
-            if self.received == signal.SIGINT:  # the second Ctrl-C: stop now
-                self._restore()
-                raise KeyboardInterrupt
-            # no logging in a signal handler (its lock may be held where the signal came)
-            where = b"this validation" if self._validating else b"this training step"
+            where = (
+                b"this validation"
+                if self._validating
+                else b"this optimizer step (an epoch's last: after the epoch's validation and "
+                b"checkpoints)"
+            )
             os.write(
                 sys.stderr.fileno(),
-                b"\nCtrl-C: stopping after " + where + b" and saving the state to resume "
-                b"from (Ctrl-C again: stop now, unsaved)\n",
+                b"\nCtrl-C: stopping after " + where + b" and saving the state to resume from "
+                b"(Ctrl-C again: stop now, unsaved)\n",
             )
         self.received = self.received or signum
 
     def on_train_start(self, trainer: L.Trainer, pl_module: Any) -> None:
         self.received = None
+        self._resume_mid_epoch(trainer)
         if threading.current_thread() is not threading.main_thread():
             return  # signal handlers can only be set in the main thread
         for s in self.signals:
@@ -212,42 +263,72 @@ class Requeue(L.Callback):
         self._validating = not trainer.sanity_checking
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: Any) -> None:
-        """A signal during the fit's validation stops the run at its end (the state then is
-        what ``last.ckpt`` holds: no further training step)."""
+        """A signal during a validation within the epoch (``trainer.val_check_interval``) stops
+        the run at its end (after the checkpoints' hooks: they run first); one at the epoch's
+        end waits for the epoch's end (:meth:`on_train_epoch_end`)."""
         validating, self._validating = self._validating, False
         if validating and trainer.training is False and trainer.state.fn == "fit":
-            self._stop_if_signalled(trainer)
+            if not _last_step(trainer):
+                self._stop_if_signalled(trainer)
 
     def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        """After a batch that ends an optimizer step, within the epoch: the stop (the epoch's
+        last step waits for the epoch's end)."""
+        if trainer.fit_loop._should_accumulate() or _last_step(trainer):
+            return
+        self._stop_if_signalled(trainer, log_step=True)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: Any) -> None:
+        """A signal that came in the epoch's last step, its validation or its end: the stop,
+        after the module's epoch line and the checkpoint callbacks (Lightning calls checkpoint
+        callbacks' ``on_train_epoch_end`` last: this one after ``last.ckpt`` and
+        ``best.ckpt``), in the state ``last.ckpt`` holds."""
         self._stop_if_signalled(trainer)
 
-    def _stop_if_signalled(self, trainer: L.Trainer) -> None:
-        """At a step's (or the fit's validation's) end: when a signal came (on any rank), save
-        ``requeue.ckpt``, requeue unless it was Ctrl-C, and stop with :class:`Requeued`."""
-        received = self.received is not None
+    def _agreed_signal(self, trainer: L.Trainer) -> int | None:
+        """The signal that stops the run, the same on every rank (the one any rank received;
+        under DDP a collective call); ``None`` when none came."""
+        signum = int(self.received or 0)
         if trainer.world_size > 1:
-            received = trainer.strategy.reduce_boolean_decision(received, all=False)
-        if not received:
+            device = trainer.strategy.root_device
+            signum = int(
+                trainer.strategy.reduce(torch.tensor(signum, device=device), reduce_op="max")
+            )
+        if signum:
+            self.received = self.received or signum
+        return signum or None
+
+    def _stop_if_signalled(self, trainer: L.Trainer, log_step: bool = False) -> None:
+        """When a signal came (on any rank): save ``requeue.ckpt``, requeue unless it was
+        Ctrl-C, and stop with :class:`Requeued`. ``log_step``: at a batch's end, where the
+        step's logged metrics are written to the loggers first (Lightning writes them after
+        this hook)."""
+        signum = self._agreed_signal(trainer)
+        if signum is None:
             return
-        self.received = self.received or signal.SIGUSR1  # a rank that did not get it itself
+        if log_step:
+            trainer._logger_connector.on_batch_end()
+            trainer._logger_connector.update_train_step_metrics()
         path = self.dirpath / REQUEUE_FILE
-        # weights_only=False: the whole state (and no "weights_only was not set" log line)
-        trainer.save_checkpoint(path, weights_only=False)
-        signum = self.received
-        name = signal.Signals(signum).name
-        if signum == signal.SIGINT:
+        self._saving = True
+        try:  # weights_only=False: the whole state (and no "weights_only was not set" log line)
+            trainer.save_checkpoint(path, weights_only=False)
+        finally:
+            self._saving = False
+        if trainer.is_global_zero and signum == signal.SIGINT:
             log.warning(
                 "stopped (Ctrl-C) at step %d: saved %s; python train.py ckpt_path=%s resumes the "
                 "run where it stopped", trainer.global_step, path, path,
             )  # fmt: skip
-        else:
+        elif trainer.is_global_zero:
             log.warning(
                 "%s at step %d: saved %s; the same command in the same run directory resumes "
-                "from it (or ckpt_path=%s)", name, trainer.global_step, path, path,
+                "from it (or ckpt_path=%s)", signal.Signals(signum).name, trainer.global_step,
+                path, path,
             )  # fmt: skip
         self._requeue_job(trainer, signum)
         self._restore()
-        raise Requeued(128 + int(signum))
+        raise Requeued(128 + signum)
 
     def _requeue_job(self, trainer: L.Trainer, signum: int) -> None:
         """``scontrol requeue`` of this SLURM job (array task) from rank 0, when asked to (never
@@ -273,11 +354,12 @@ class Requeue(L.Callback):
         link of ``last.ckpt``; nothing is left to train), so the requeued job, or the same
         command, trains nothing and writes the final phase again (``metrics.json`` is written
         last: :mod:`yolov4.cli.resume`). Without a ``last.ckpt`` the run stops saying so."""
+        signum = self._agreed_signal(trainer)  # every rank: the fit ended on all
+        if signum is not None:  # it came after the last epoch's end (the fit's last hooks)
+            self._stop_final_phase(trainer, signum, None)
         if threading.current_thread() is not threading.main_thread():
             yield
             return
-        if self.received is not None:  # it came in the fit's last validation: stop here
-            self._stop_final_phase(trainer, self.received, None)
         for s in self.signals:
             self._previous[s] = signal.signal(s, partial(self._stop_final_phase, trainer))
         try:
@@ -286,24 +368,24 @@ class Requeue(L.Callback):
             self._restore()
 
     def _stop_final_phase(self, trainer: L.Trainer, signum: int, frame: Any) -> None:
+        """``frame``: the signal's (``None``: it came as the fit ended)."""
         self._restore()
         name = signal.Signals(signum).name
+        where = "as the fit ended" if frame is None else "in the run's final phase"
         last = Path(last_checkpoint(trainer) or self.dirpath / "last.ckpt")
         if not last.is_file():
             log.warning(
-                "%s in the run's final evaluation and export: stopped; there is no %s to finish "
-                "the run from (python evaluate.py and export.py score and export its weights)",
-                name, last,
+                "%s %s: stopped; there is no %s to finish the run from (python evaluate.py and "
+                "export.py score and export its weights)", name, where, last,
             )  # fmt: skip
             raise Requeued(128 + int(signum))
         if trainer.is_global_zero:
             path = self.dirpath / REQUEUE_FILE
             link_file(last, path)
             log.warning(
-                "%s in the run's final evaluation and export (training had ended): %s is %s; "
-                "the same command in the same run directory, or python train.py ckpt_path=%s, "
-                "writes the final evaluation, reports and export (nothing trains)",
-                name, path, last.name, path,
+                "%s %s (training had ended): %s is %s; the same command in the same run "
+                "directory, or python train.py ckpt_path=%s, writes the final evaluation, "
+                "reports and export (nothing trains)", name, where, path, last.name, path,
             )  # fmt: skip
         self._requeue_job(trainer, signum)
         raise Requeued(128 + int(signum))
