@@ -17,8 +17,10 @@ pytestmark = pytest.mark.slow
 def test_mlflow_and_wandb_hold_the_config_metrics_and_reports(
     compose_cfg, tiny_run, tmp_path, monkeypatch
 ):
+    import wandb
     from mlflow.tracking import MlflowClient
 
+    wandb.teardown()  # W&B's process-wide settings of an earlier test (e.g. online, no key)
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
     monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb-config"))
