@@ -31,6 +31,7 @@ SIBLINGS = {
     ("export", "inference"),  # export checks each file through the backend that will serve it
     ("export", "data"),  # an NMS graph without calibration images is checked on synthetic scenes
     ("training", "inference"),  # sharded predict writes predict.py's records (prediction_record)
+    ("training", "data"),  # the requeue's skipping loader extends data's train loader
 }
 # The package root re-exports the public API of every layer.
 ROOT = "yolov4"

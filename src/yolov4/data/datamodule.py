@@ -33,6 +33,7 @@ from torch.utils.data import DataLoader, Sampler, get_worker_info
 from yolov4.core.preprocess import PreprocessConfig
 from yolov4.data.collate import SIZE_MULTIPLE, DetectionCollate, MultiScale
 from yolov4.data.dataset import DetectionDataset
+from yolov4.data.loader import EpochLoader
 from yolov4.data.records import DetectionData, ProblemReport
 from yolov4.data.synthetic import SyntheticSource
 from yolov4.data.transforms import AugmentConfig
@@ -182,8 +183,11 @@ class EpochShuffle(Sampler[int]):
     """A shuffled order that depends on ``(seed, epoch)`` only, so a run resumed at epoch ``e``
     draws what an uninterrupted run draws there (``RandomSampler`` continues one generator
     through the epochs, which a resumed process restarts). Lightning calls :meth:`set_epoch`
-    before each epoch's iterator is made; it also reseeds the DataLoader's ``generator`` (the
-    worker seeds of non-persistent workers) and, without workers, the dataset's augmentation.
+    at each epoch's start, before the train loader (an
+    :class:`~yolov4.data.loader.EpochLoader`) makes the epoch's iterator at its first batch,
+    also in the first epoch of a resumed fit; it also reseeds the DataLoader's ``generator``
+    (the worker seeds of non-persistent workers) and, without workers, the dataset's
+    augmentation.
     Persistent workers keep their first epoch's seeds, so they resume close, not bit-equal."""
 
     def __init__(
@@ -456,7 +460,8 @@ class DetectionDataModule(L.LightningDataModule):
             sampler = EpochShuffle(dataset, seed, generator)
             sampler.reseed_dataset = self.num_workers == 0
             sampler.set_epoch(0)
-        return DataLoader(
+        # the train iterator is made at its first batch: after Lightning's set_epoch
+        return (EpochLoader if train else DataLoader)(
             dataset,
             batch_size=self.batch_size if train else self.val_batch_size,
             sampler=sampler,

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from torch.utils.data import DataLoader
+from yolov4.data.loader import EpochLoader, FirstBatchIterator
 
 __all__ = ["SkipPlan", "plan_skip", "SkippingLoader"]
 
@@ -97,32 +97,12 @@ class _ResumedBatches:
                 yield rest
 
 
-class _Lazy:
-    """An iterator made at its first ``next`` by ``make()``: Lightning makes a fit's first
-    iterator before it sets the sampler's epoch (``set_epoch``), and DataLoader workers draw
-    their batch indices and seeds as an iterator is made (a resumed epoch read epoch 0's)."""
-
-    def __init__(self, make: Any, length: int) -> None:
-        self.make, self.it, self.length = make, None, length
-
-    def __iter__(self) -> _Lazy:
-        return self
-
-    def __next__(self) -> Any:
-        if self.it is None:
-            self.it = self.make()
-        return next(self.it)
-
-    def __len__(self) -> int:
-        return self.length
-
-
-class SkippingLoader(DataLoader):
+class SkippingLoader(EpochLoader):
     """A DataLoader whose next iterator leaves out the images its owner's
     :meth:`take_skip(loader) <yolov4.training.requeue.Requeue.take_skip>` names (a
     :class:`SkipPlan`, on resume; ``None`` otherwise), each iterator made at its first batch
-    (then the sampler has its epoch). Subclassed per owner (``_owner``): Lightning re-creates a
-    loader from its class (DDP samplers)."""
+    (then the sampler has its epoch: :class:`~yolov4.data.loader.EpochLoader`). Subclassed per
+    owner (``_owner``): Lightning re-creates a loader from its class (DDP samplers)."""
 
     _owner: Any = None
     _resume: SkipPlan | None = None  # while the iterator is made: its index batches start there
@@ -137,16 +117,16 @@ class SkippingLoader(DataLoader):
 
     def __iter__(self) -> Any:  # type: ignore[override]
         plan = self._owner.take_skip(self) if self._owner is not None else None
-        return _Lazy(partial(self._resumed_iterator, plan), len(self))
+        return FirstBatchIterator(partial(self._resumed_iterator, plan), len(self))
 
     def _resumed_iterator(self, plan: SkipPlan | None) -> Any:
         if plan is None or plan.read:
-            it = super().__iter__()
+            it = self.new_iterator()
             for _ in range(plan.batches if plan is not None else 0):
                 next(it)  # read and dropped: the random streams advance as they did
             return it
         self._resume = plan
         try:
-            return super().__iter__()
+            return self.new_iterator()
         finally:
             self._resume = None

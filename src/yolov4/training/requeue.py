@@ -59,6 +59,7 @@ import torch
 from lightning.pytorch.callbacks import Checkpoint
 from torch.utils.data import DataLoader
 
+from yolov4.data.loader import EpochLoader
 from yolov4.training.callbacks import last_checkpoint, link_file
 from yolov4.training.epoch_skip import SkippingLoader, SkipPlan, plan_skip
 from yolov4.training.noise import quiet_mid_epoch_resume
@@ -213,7 +214,7 @@ class Requeue(Checkpoint):
 
         def train_dataloader() -> Any:
             loader = make()
-            if type(loader) is DataLoader:
+            if type(loader) in (DataLoader, EpochLoader):
                 loader.__class__ = cls
             return loader
 
