@@ -347,3 +347,40 @@ def test_a_running_runs_folder_is_said_in_use_before_anything_else(saved_run):
                 resume_argv(argv)
     finally:
         os.close(other)
+
+
+def test_a_run_in_hydras_timestamped_folder_is_in_use_while_it_runs(
+    compose_cfg, tiny_run, tmp_path, monkeypatch
+):
+    """A run started without hydra.run.dir held no lock on its folder: a resume of it
+    (ckpt_path=) while it still ran went ahead, the two writing the same checkpoints."""
+    import os
+
+    import lightning as L
+
+    from yolov4.cli import common
+    from yolov4.cli.train import train
+    from yolov4.core.files import lock_dir
+
+    run = tmp_path / "outputs" / "train" / "2025-01-01_00-00-00"  # as Hydra names it
+    (run / ".hydra").mkdir(parents=True)  # Hydra writes the run's config before it runs
+    (run / ".hydra/config.yaml").write_text("{}\n")
+    (run / ".hydra/overrides.yaml").write_text("[]\n")
+
+    class Stop(Exception):
+        pass
+
+    class ResumeMeanwhile(L.Callback):
+        def on_train_start(self, trainer, pl_module) -> None:
+            with monkeypatch.context() as m:
+                m.setattr(common, "_HELD", {})  # the resume as another process: no lock held
+                with pytest.raises(ConfigError, match=r"folder .*2025-01-01_00-00-00 is in use"):
+                    resume_argv(["train.py", f"ckpt_path={run}/checkpoints/last.ckpt"])
+            raise Stop
+
+    cfg = compose_cfg("train", tiny_run, run)
+    with pytest.raises(Stop):
+        train(cfg, extra_callbacks=[ResumeMeanwhile()])
+    fd = lock_dir(run, blocking=False)  # the run ended: the folder is free
+    assert fd is not None
+    os.close(fd)

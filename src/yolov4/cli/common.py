@@ -8,7 +8,8 @@ import functools
 import logging
 import os
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ __all__ = [
     "to_builtin",
     "warn_without_ground_truth",
     "hold_folder",
+    "holding_folder",
     "release_folder",
     "launched_rank",
     "INTERRUPTED_EXIT",
@@ -325,6 +327,19 @@ def hold_folder(folder: str | os.PathLike, what: str) -> None:
             "lock); wait for it to end, or give another folder"
         )
     _HELD[path] = fd
+
+
+@contextmanager
+def holding_folder(folder: str | os.PathLike, what: str) -> Iterator[None]:
+    """:func:`hold_folder` for the block; given back as it ends unless this process held
+    ``folder`` before (the command's own checks hold it for the process)."""
+    held = Path(folder).expanduser().resolve() in _HELD
+    hold_folder(folder, what)
+    try:
+        yield
+    finally:
+        if not held:
+            release_folder(folder)
 
 
 def release_folder(folder: str | os.PathLike) -> None:

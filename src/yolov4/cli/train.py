@@ -34,6 +34,7 @@ from yolov4.cli.common import (
     build,
     build_all,
     build_partial,
+    holding_folder,
     model_config,
     model_network,
     model_stride,
@@ -134,7 +135,14 @@ def _same_file(a: Path, b: Path) -> bool:
 
 def train(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> dict[str, Any]:
     """Fit and validate; returns the final metrics (also written to ``metrics.json``).
-    ``extra_callbacks`` are added to those of ``cfg.callbacks`` (programmatic use)."""
+    ``extra_callbacks`` are added to those of ``cfg.callbacks`` (programmatic use). The run's
+    folder (``paths.output_dir``, Hydra's timestamped one when ``hydra.run.dir`` is not given)
+    is held while it runs: a resume of it meanwhile (``ckpt_path=``) is refused as in use."""
+    with holding_folder(cfg.paths.output_dir, "the run's folder "):
+        return _train(cfg, extra_callbacks)
+
+
+def _train(cfg: DictConfig, extra_callbacks: list[L.Callback] | None) -> dict[str, Any]:
     requeued = requeue_checkpoint(cfg.get("callbacks"))
     ckpt = cfg.ckpt_path if cfg.ckpt_path is not None else requeued
     if requeued is not None and not _same_file(Path(str(ckpt)), requeued):
