@@ -77,3 +77,24 @@ def test_the_train_iterator_reads_the_epoch_set_after_it_is_made(synth_cache: Pa
             order = [i for batch in it for i in batch["image_ids"].tolist()]
             assert orders.setdefault(epoch, order) == order
         assert orders[0] != orders[1]
+
+
+def test_the_ranks_of_a_ddp_run_share_out_each_epochs_images(synth_cache: Path):
+    """Each process's data module (its own rank) under Lightning's DDP sampler: the two shares
+    of an epoch are disjoint and hold every image once, epoch after epoch."""
+    from types import SimpleNamespace
+
+    shares = {}
+    for rank in (0, 1):
+        dm = _dm(synth_cache, num_workers=0)
+        dm.trainer = SimpleNamespace(global_rank=rank, world_size=2)
+        loader = dm.train_dataloader()
+        sampler = DistributedSamplerWrapper(loader.sampler, num_replicas=2, rank=rank, shuffle=True)
+        for epoch in (0, 1):
+            sampler.set_epoch(epoch)
+            loader.sampler.set_epoch(epoch)
+            shares[rank, epoch] = list(sampler)
+    for epoch in (0, 1):
+        first, second = shares[0, epoch], shares[1, epoch]
+        assert sorted(first + second) == list(range(8)), (first, second)
+    assert shares[0, 0] != shares[0, 1]

@@ -182,7 +182,10 @@ def epoch_seed(seed: int, epoch: int) -> int:
 class EpochShuffle(Sampler[int]):
     """A shuffled order that depends on ``(seed, epoch)`` only, so a run resumed at epoch ``e``
     draws what an uninterrupted run draws there (``RandomSampler`` continues one generator
-    through the epochs, which a resumed process restarts). Lightning calls :meth:`set_epoch`
+    through the epochs, which a resumed process restarts). The order is the same in every
+    process of a DDP run: Lightning's ``DistributedSamplerWrapper`` deals each process its share
+    of it, so the shares split the split (one image in one process); ``stream_seed`` (the
+    process's own) seeds the workers and the augmentation. Lightning calls :meth:`set_epoch`
     at each epoch's start, before the train loader (an
     :class:`~yolov4.data.loader.EpochLoader`) makes the epoch's iterator at its first batch,
     also in the first epoch of a resumed fit; it also reseeds the DataLoader's ``generator``
@@ -195,14 +198,16 @@ class EpochShuffle(Sampler[int]):
         dataset: DetectionDataset,
         seed: int,
         generator: torch.Generator,
+        stream_seed: int | None = None,
     ) -> None:
         self.dataset, self.seed, self.generator = dataset, seed, generator
+        self.stream_seed = seed if stream_seed is None else stream_seed
         self.reseed_dataset = False  # set by the DataModule when there are no workers
         self.set_epoch(0)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
-        seed = epoch_seed(self.seed, self.epoch)
+        seed = epoch_seed(self.stream_seed, self.epoch)
         self.generator.manual_seed(seed + WORKER_SEED_OFFSET)  # a stream apart from the shuffle
         if self.reseed_dataset:
             self.dataset.reseed(seed % 2**32)
@@ -457,7 +462,7 @@ class DetectionDataModule(L.LightningDataModule):
         generator = torch.Generator().manual_seed(seed)
         sampler = None
         if train:
-            sampler = EpochShuffle(dataset, seed, generator)
+            sampler = EpochShuffle(dataset, self.seed, generator, stream_seed=seed)
             sampler.reseed_dataset = self.num_workers == 0
             sampler.set_epoch(0)
         # the train iterator is made at its first batch: after Lightning's set_epoch
