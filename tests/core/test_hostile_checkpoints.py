@@ -161,6 +161,18 @@ def test_non_finite_weights_in_a_checkpoint_are_refused_naming_the_tensor(tmp_pa
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # untouched
 
 
+def test_non_finite_counts_are_exact_and_large_finite_values_are_not_counted():
+    """Finite values whose sum overflows (fp32, fp16) count as finite; NaN and both infinities
+    are each counted, also where they cancel in a sum (inf + -inf)."""
+    from yolov4.core.mismatch import nonfinite_tensors
+
+    big = torch.full((4,), 3e38)
+    half = torch.full((8,), 60000.0, dtype=torch.float16)
+    mixed = torch.tensor([1.0, float("inf"), float("-inf"), float("nan"), 2.0])
+    sd = {"big": big, "half": half, "mixed": mixed, "steps": torch.tensor([7])}
+    assert nonfinite_tensors(sd) == {"mixed": 3}
+
+
 def test_preprocess_size_over_the_activation_budget_is_refused(tmp_path, tiny3):
     path = save_checkpoint(tmp_path / "big.pt", tiny3, NAMES)
     data = torch.load(path, weights_only=True)

@@ -153,11 +153,12 @@ def check_state_dict(model: YOLOv4, state_dict: Mapping[str, torch.Tensor]) -> N
 
 def nonfinite_tensors(state_dict: Mapping[str, torch.Tensor]) -> dict[str, int]:
     """``{key: number of NaN or inf values}`` of the floating-point tensors that hold any."""
-    counts = {
-        k: t.numel() - int(torch.isfinite(t).sum())
-        for k, t in state_dict.items()
-        if t.is_floating_point()
-    }
+    counts = {}
+    for k, t in state_dict.items():
+        # a NaN or inf makes the sum NaN or inf: one reduction clears a finite tensor (a sum
+        # that overflows with finite values only is counted below and gives 0)
+        if t.is_floating_point() and not torch.isfinite(t.sum()):
+            counts[k] = t.numel() - int(torch.isfinite(t).sum())
     return {k: n for k, n in counts.items() if n}
 
 

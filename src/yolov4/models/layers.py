@@ -153,7 +153,8 @@ class ConvBnAct(nn.Module):
             return
         bn, conv = self.bn, self.conv
         scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-        fused = nn.Conv2d(
+        fused = nn.utils.skip_init(  # no random initialisation: both tensors are set below
+            nn.Conv2d,
             conv.in_channels,
             conv.out_channels,
             conv.kernel_size,
@@ -162,7 +163,9 @@ class ConvBnAct(nn.Module):
             dilation=conv.dilation,
             groups=conv.groups,
             bias=True,
-        ).to(conv.weight)
+            device=conv.weight.device,
+            dtype=conv.weight.dtype,
+        )
         fused.weight.copy_(conv.weight * scale.view(-1, 1, 1, 1))
         fused.bias.copy_(bn.bias - bn.running_mean * scale)
         self.conv, self.bn = fused, None
