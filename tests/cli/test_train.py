@@ -7,11 +7,15 @@ import io
 import json
 import logging
 import os
+from pathlib import Path
+from typing import NamedTuple
 
+import lightning as L
 import numpy as np
 import pytest
 import torch
 from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
 from pycocotools.cocoeval import COCOeval
 
 from yolov4 import ConfigError, build_model, load_checkpoint, save_checkpoint
@@ -23,16 +27,43 @@ from yolov4.export.artifact import export_artifact
 from yolov4.inference.darknet import DARKNET_PAD_VALUE
 
 
+class Seen(L.Callback):
+    """What the trainer ran with: its logging interval and the metrics it logged."""
+
+    def on_train_end(self, trainer, module) -> None:
+        self.every = trainer.log_every_n_steps
+        self.logged = set(trainer.logged_metrics)
+
+
+class TrainedRun(NamedTuple):
+    run: Path  # the run directory
+    metrics: dict
+    cache: Path  # the synthetic data's cache folder
+    log: str  # the yolov4 loggers' lines (INFO and up) during the run
+    trainer: dict  # the composed trainer config, before train() ran it
+    seen: Seen
+
+
 @pytest.fixture(scope="module")
-def trained_run(tmp_path_factory, compose_cfg, tiny_run, synthetic_cache):
+def trained_run(tmp_path_factory, compose_cfg, tiny_run, synthetic_cache) -> TrainedRun:
     """One tiny training run shared by the tests below."""
     run = tmp_path_factory.mktemp("run")
-    metrics = train(compose_cfg("train", [*tiny_run, "analysis.plots=true"], run))
-    return run, metrics, synthetic_cache
+    cfg = compose_cfg("train", [*tiny_run, "analysis.plots=true"], run)
+    composed, seen = OmegaConf.to_container(cfg.trainer), Seen()
+    lines, logger = io.StringIO(), logging.getLogger("yolov4")
+    handler, level = logging.StreamHandler(lines), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        metrics = train(cfg, extra_callbacks=[seen])
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    return TrainedRun(run, metrics, synthetic_cache, lines.getvalue(), composed, seen)
 
 
 def test_run_directory_has_the_documented_files(trained_run):
-    run, metrics, synthetic_cache = trained_run
+    run, metrics, synthetic_cache = trained_run.run, trained_run.metrics, trained_run.cache
     for name in (
         "checkpoints/last.ckpt",
         "checkpoints/best.ckpt",
@@ -76,7 +107,7 @@ def test_run_directory_has_the_documented_files(trained_run):
 def test_identical_checkpoints_are_one_file_on_disk(trained_run):
     """After one epoch best and last hold the same state: one file each for .ckpt and .pt (hard
     links), so the run's checkpoints take the disk of one copy."""
-    run, _, _ = trained_run
+    run = trained_run.run
     pairs = [
         ("checkpoints/best.ckpt", "checkpoints/last.ckpt"),
         ("weights/best.pt", "weights/last.pt"),
@@ -90,7 +121,7 @@ def test_identical_checkpoints_are_one_file_on_disk(trained_run):
 
 
 def test_weights_are_strict_loadable_and_match_the_lightning_checkpoint(trained_run):
-    run, _, _ = trained_run
+    run = trained_run.run
     raw = torch.load(run / "weights/last.pt", weights_only=True)
     model = build_model(**raw["model"])
     model.load_state_dict(raw["state_dict"], strict=True)  # the user's one-liner
@@ -106,14 +137,14 @@ def test_weights_are_strict_loadable_and_match_the_lightning_checkpoint(trained_
 def test_weights_and_lightning_checkpoint_record_the_same_epoch(trained_run):
     """weights/last.pt and checkpoints/last.ckpt hold the same state after the run: they name the
     same (0-based, Lightning's) epoch and the same step."""
-    run, _, _ = trained_run
+    run = trained_run.run
     weights = torch.load(run / "weights/last.pt", weights_only=True)["trained"]
     ckpt = torch.load(run / "checkpoints/last.ckpt", weights_only=True)
     assert (weights["epoch"], weights["step"]) == (ckpt["epoch"], ckpt["global_step"]) == (0, 2)
 
 
 def test_evaluate_matches_training(trained_run, compose_cfg, tiny_run, tmp_path):
-    run, train_metrics, _ = trained_run
+    run, train_metrics = trained_run.run, trained_run.metrics
     data = [o for o in tiny_run if o.startswith("data.") and "input_size" not in o]
     cfg = compose_cfg("evaluate", [f"checkpoint={run}/weights/last.pt", *data], tmp_path)
     metrics = evaluate(cfg)
@@ -131,7 +162,7 @@ def test_evaluate_of_the_runs_export_scores_the_runs_own_data(
     default synthetic data: other images, another mAP)."""
     import logging
 
-    run, _, _ = trained_run
+    run = trained_run.run
     with caplog.at_level(logging.INFO, logger="yolov4"):
         from_export = evaluate(compose_cfg("evaluate", [f"artifact={run}/export"], tmp_path / "a"))
     assert "the run's data config recorded in" in caplog.text
@@ -412,7 +443,7 @@ def test_export_cli_writes_every_format(trained_run, tmp_path):
 
     from yolov4.cli.export import export
 
-    run, _, _ = trained_run
+    run = trained_run.run
     with initialize_config_module(config_module="yolov4.configs", version_base="1.3"):
         cfg = compose(
             "export",
@@ -556,28 +587,14 @@ def test_last_ckpt_is_written_every_epoch_between_validations(compose_cfg, tiny_
             torch.testing.assert_close(state[f"ema.module.{key[6:]}"], value, atol=1e-7, rtol=0)
 
 
-def test_a_run_shorter_than_the_logging_interval_still_logs_its_steps(
-    compose_cfg, tiny_run, tmp_path, caplog
-):
+def test_a_run_shorter_than_the_logging_interval_still_logs_its_steps(trained_run):
     """The README's first check (1 epoch of 4 batches) with log_every_n_steps=5 logged no loss:
     the interval is lowered to the run's steps (here 2: limit_train_batches=2)."""
-    import logging
-
-    import lightning as L
-
-    class Seen(L.Callback):
-        def on_train_end(self, trainer, module) -> None:
-            self.every = trainer.log_every_n_steps
-            self.logged = set(trainer.logged_metrics)
-
-    seen = Seen()
-    cfg = compose_cfg("train", [*tiny_run, "export=null"], tmp_path)
-    assert cfg.trainer.log_every_n_steps == 5 and cfg.trainer.max_epochs == 1
-    with caplog.at_level(logging.INFO, logger="yolov4"):
-        train(cfg, extra_callbacks=[seen])
-    assert seen.every == 2 and "trainer.log_every_n_steps=2: the run's 2 steps" in caplog.text
+    composed, seen, log = trained_run.trainer, trained_run.seen, trained_run.log
+    assert composed["log_every_n_steps"] == 5 and composed["max_epochs"] == 1
+    assert seen.every == 2 and "trainer.log_every_n_steps=2: the run's 2 steps" in log
     # and the warm-up longer than the run is named (a first run on a small dataset learnt nothing)
-    assert "optim.burn_in=100 warm-up steps, but the run makes 2 optimizer steps" in caplog.text
+    assert "optim.burn_in=100 warm-up steps, but the run makes 2 optimizer steps" in log
     assert "train/loss" in seen.logged
 
 
