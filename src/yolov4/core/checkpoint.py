@@ -409,7 +409,9 @@ def load_checkpoint(
             f"{path} has {len(names)} class names for a model with num_classes="
             f"{config.num_classes}; expected one name per class"
         )
-    model = YOLOv4(config)
+    with torch.device("meta"):  # the strict load below sets every tensor: no random init
+        model = YOLOv4(config)
+    model.to_empty(device="cpu")
     load_state_dict_checked(model, sd)
     return Checkpoint(
         model=model.to(map_location).eval(),
