@@ -11,6 +11,7 @@ import logging
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -36,6 +37,9 @@ LOW_CONF = 0.01  # the model is untrained: a low threshold gives many boxes to c
 MAX_BYTES = 1_000_000  # the functional server's limits, small so over-limit inputs stay small
 MAX_PIXELS = 3_000_000
 MAX_BATCH_BYTES = 3_000_000
+# one TLS context for every client: httpx builds one (loading the CA bundle, ~50 ms) per client
+# otherwise, and the tests make a few hundred over plain-HTTP loopback
+TLS = ssl.create_default_context()
 
 
 @dataclass
@@ -47,7 +51,7 @@ class Server:
     proc: subprocess.Popen | None = None
 
     def client(self, **kwargs) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=60, **kwargs)
+        return httpx.Client(base_url=self.url, timeout=60, verify=TLS, **kwargs)
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")
@@ -105,7 +109,7 @@ def wait_ready(server: Server, alive, timeout: float) -> None:
         if time.monotonic() > deadline:
             pytest.fail(f"the server was not ready in {timeout}s:\n{server.log_text()}")
         try:
-            if httpx.get(server.url + "/readyz", timeout=2).status_code == 200:
+            if httpx.get(server.url + "/readyz", timeout=2, verify=TLS).status_code == 200:
                 return
         except httpx.TransportError:
             pass
