@@ -319,3 +319,18 @@ def test_postprocess_as_a_dict_is_over_the_predictors_own():
         p(scene(), postprocess={"confidence": 0.6})
     with pytest.raises(InputError, match="expected a PostprocessConfig or a dict"):
         p(scene(), postprocess=0.5)
+
+
+def test_a_loaded_checkpoint_given_to_the_predictor_keeps_its_model_unfused(tmp_path):
+    """from_checkpoint(path) fuses the network it loads; a Checkpoint the caller holds keeps
+    its BN layers (the Predictor fuses a copy)."""
+    from yolov4 import build_model, load_checkpoint, save_checkpoint
+
+    model = build_model("yolov4-tiny", num_classes=1)
+    path = save_checkpoint(tmp_path / "m.pt", model, ["square"], {"input_size": [64, 64]})
+    for source in (path, load_checkpoint(path)):
+        served = Predictor.from_checkpoint(source).backend.model.model
+        assert served.is_fused
+    assert (
+        not source.model.is_fused and source.model.state_dict().keys() == model.state_dict().keys()
+    )

@@ -306,15 +306,16 @@ class Predictor:
     ) -> Predictor:
         """A project checkpoint (``weights/*.pt`` or ``.ckpt``, or a loaded :class:`Checkpoint`),
         fused, on ``device``."""
-        ckpt = path if isinstance(path, Checkpoint) else load_checkpoint(path)
-        path = ckpt.path if isinstance(path, Checkpoint) else path
+        given = isinstance(path, Checkpoint)  # the caller's model: fused in a copy
+        ckpt = path if given else load_checkpoint(path)
+        path = ckpt.path if given else path
         if len(ckpt.class_names) != ckpt.model.config.num_classes:
             raise CheckpointError(
                 f"{path}: {len(ckpt.class_names)} class names for a model with "
                 f"num_classes={ckpt.model.config.num_classes}"
             )
         meta = {"model": ckpt.model.config.to_dict(), "source": str(path), "metrics": ckpt.metrics}
-        backend = TorchBackend(DecodedModel(fuse_model(ckpt.model)), device)
+        backend = TorchBackend(DecodedModel(fuse_model(ckpt.model, inplace=not given)), device)
         return cls(
             backend,
             ckpt.class_names,

@@ -312,10 +312,8 @@ def predict_files(
     config = ckpt.model.config
     settings = _postprocess(conf, iou, max_det, classes, config.num_classes)
     pre = ckpt.preprocess
-    module = PredictModule(
-        DecodedModel(fuse_model(ckpt.model)).eval(), ckpt.class_names, pre.input_size, settings,
-        classes,
-    )  # fmt: skip
+    fused = DecodedModel(fuse_model(ckpt.model, inplace=True)).eval()  # loaded here: no copy
+    module = PredictModule(fused, ckpt.class_names, pre.input_size, settings, classes)
     sources, paths = zip(*pairs)
     loader = DataLoader(
         ImageFiles(paths, pre, max_pixels),
