@@ -131,17 +131,19 @@ def _job(
     input_size: Sequence[int] | None,
     thresholds: dict | None,
     calibration: Sequence[Any] | None = None,
+    own: bool = False,
 ) -> ExportJob:
     """What the formats are written from: the fused fp32 model, validated preprocessing (at
-    ``input_size``) and thresholds, the calibration images."""
+    ``input_size``) and thresholds, the calibration images. ``own``: ``ckpt`` was loaded for
+    this export alone, and its network is fused in place."""
     size = input_size or ckpt.preprocess.input_size
     size = check_stride_multiple(size, ckpt.model.config.max_stride, "input_size", ExportError)
     try:
         settings = SERVING.update(thresholds).resolve(ckpt.model.config)
     except ConfigError as e:
         raise ExportError(f"thresholds: {e}") from None
-    # fuse_model copies: the caller's model keeps its device, dtype and BN layers
-    wrapped = DecodedModel(fuse_model(ckpt.model).cpu().float()).eval()
+    # a copy of the caller's model is fused: it keeps its device, dtype and BN layers
+    wrapped = DecodedModel(fuse_model(ckpt.model, inplace=own).cpu().float()).eval()
     return ExportJob(
         model=wrapped,
         config=ckpt.model.config,
@@ -284,11 +286,12 @@ def export_artifact(
     one in a single folder exchange (:func:`yolov4.export.output.install`).
     """
     out_dir = check_output(out_dir, overwrite)
-    ckpt = source if isinstance(source, Checkpoint) else load_checkpoint(source)
+    own = not isinstance(source, Checkpoint)
+    ckpt = load_checkpoint(source) if own else source
     check_class_names(ckpt.class_names, ckpt.model.config.num_classes, "export")
     default_precision = check_export_request(formats, opset, precisions, default_precision)
     check_request(precisions, calibration, evaluate, map50_gate)
-    job = _job(ckpt, opset, input_size, thresholds, calibration)
+    job = _job(ckpt, opset, input_size, thresholds, calibration, own)
     remove_stale_exports(out_dir)
     tmp, lock = temp_dir(out_dir)
     try:
