@@ -12,6 +12,8 @@ import ast
 from collections import defaultdict
 from pathlib import Path
 
+import pytest
+
 import yolov4
 
 PACKAGE = Path(yolov4.__file__).resolve().parent
@@ -81,14 +83,20 @@ def graph() -> dict[str, set[str]]:
     return g
 
 
+@pytest.fixture(scope="module")
+def import_graph() -> dict[str, set[str]]:
+    """:func:`graph`, walked once for the tests below (they only read it)."""
+    return graph()
+
+
 def top(module: str) -> str:
     parts = module.split(".")
     return parts[1] if len(parts) > 1 else ROOT
 
 
-def test_no_upward_or_sideways_imports():
+def test_no_upward_or_sideways_imports(import_graph):
     bad = []
-    for module, targets in graph().items():
+    for module, targets in import_graph.items():
         src = top(module)
         if src == ROOT or module.endswith("__main__"):
             continue
@@ -105,8 +113,8 @@ def test_no_upward_or_sideways_imports():
     assert not bad, "imports against the layers:\n  " + "\n  ".join(sorted(bad))
 
 
-def test_no_import_cycles():
-    g = graph()
+def test_no_import_cycles(import_graph):
+    g = import_graph
     # a package __init__ importing its own submodules is not a cycle of the design
     edges = {m: {t for t in ts if not t.startswith(m + ".")} for m, ts in g.items()}
     state: dict[str, int] = defaultdict(int)  # 0 new, 1 on the stack, 2 done
@@ -149,9 +157,9 @@ def test_bottom_layers_do_not_import_frameworks():
     assert not bad, "\n".join(bad)
 
 
-def test_the_graph_walked_is_the_package():
+def test_the_graph_walked_is_the_package(import_graph):
     """The checks above see every layer's modules and the imports between them."""
-    g = graph()
+    g = import_graph
     assert {top(m) for m in g} >= {p for layer in LAYERS for p in layer}
     assert "yolov4.core.preprocess" in g["yolov4.inference.predictor"]
     assert "yolov4.inference.predictor" in g["yolov4.serve.jobs"] | g["yolov4.inference"]

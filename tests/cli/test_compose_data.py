@@ -87,14 +87,19 @@ def test_train_composes_and_builds_the_datamodule(option, files, compose_cfg, tm
     assert len(dm.datasets["val"]) > 0
 
 
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory, randomize) -> Path:
+    """A randomised yolov4-tiny of the data's four classes at 64x64 (read only)."""
+    model = randomize(build_model("yolov4-tiny", num_classes=4), seed=5)
+    preprocess = {"input_size": [64, 64], "mode": "letterbox"}
+    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "m.pt", model, NAMES, preprocess)
+
+
 @pytest.mark.parametrize("option", ["synthetic", "coco", "yolo"])
-def test_evaluate_needs_only_the_val_split(option, files, compose_cfg, tmp_path, randomize):
+def test_evaluate_needs_only_the_val_split(option, files, compose_cfg, tmp_path, checkpoint):
     """``python evaluate.py checkpoint=... data=coco data.val.annotations=... data.val.images=...``
     (no train split given) runs and scores the val images."""
-    model = randomize(build_model("yolov4-tiny", num_classes=4), seed=5)
-    ckpt = save_checkpoint(
-        tmp_path / "m.pt", model, NAMES, {"input_size": [64, 64], "mode": "letterbox"}
-    )
+    ckpt = checkpoint
     overrides = [
         f"checkpoint={ckpt}",
         "batch_size=4",
@@ -107,13 +112,11 @@ def test_evaluate_needs_only_the_val_split(option, files, compose_cfg, tmp_path,
     assert metrics["num_images"] == expected
 
 
-def test_yolo_val_only_without_names_is_a_clear_error(files, compose_cfg, tmp_path):
+def test_yolo_val_only_without_names_is_a_clear_error(files, compose_cfg, tmp_path, checkpoint):
     from yolov4.errors import YoloError
 
-    model = build_model("yolov4-tiny", num_classes=4)
-    ckpt = save_checkpoint(tmp_path / "m.pt", model, NAMES)
     overrides = [
-        f"checkpoint={ckpt}",
+        f"checkpoint={checkpoint}",
         "data=yolo",
         f"data.val.images={files['yolo_val'] / 'images'}",
     ]
