@@ -11,6 +11,22 @@ import torch
 from yolov4 import build_model
 
 
+@pytest.fixture(scope="session", autouse=True)
+def one_intra_op_thread():
+    """torch and OpenCV on one thread in the test process (restored at the end). The tests' tensors
+    are small: a second thread gains little on them, and where other work shares the cores the
+    thread pools wait for each other (forward passes up to 10x slower). Subprocesses (the
+    commands as users run them) keep their defaults."""
+    import cv2
+
+    threads = torch.get_num_threads(), cv2.getNumThreads()
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
+    yield
+    torch.set_num_threads(threads[0])
+    cv2.setNumThreads(threads[1])
+
+
 def randomize_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     """Give BN statistics/affine and head biases non-trivial random values (in place), so that a
     comparison against another implementation exercises every weight a file carries."""
