@@ -195,11 +195,15 @@ def check_pip(args: list[str]) -> None:
 def check_pytest(args: list[str]) -> None:
     ini = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]
     markers = {m.split(":")[0] for m in ini["markers"]}
+    dev = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["dev"]
     for i, arg in enumerate(args):
         if arg == "-m":
             names = set(re.findall(r"[A-Za-z_]\w*", args[i + 1])) - {"not", "and", "or"}
             assert names <= markers, f"pytest -m {args[i + 1]!r}: unknown markers"
-        elif not arg.startswith("-") and (i == 0 or args[i - 1] != "-m"):
+        elif arg == "-n":  # pytest-xdist's worker count: a dev dependency
+            assert args[i + 1] == "auto" or args[i + 1].isdigit(), f"pytest -n {args[i + 1]!r}"
+            assert any(d.startswith("pytest-xdist") for d in dev), "pytest -n: no pytest-xdist"
+        elif not arg.startswith("-") and (i == 0 or args[i - 1] not in ("-m", "-n")):
             assert (ROOT / arg.split("::")[0]).exists(), f"pytest {arg}: no such path"
 
 
@@ -250,9 +254,9 @@ def test_the_docs_have_the_commands_of_every_entry_point():
 
 def test_the_readme_names_both_test_commands():
     readme = (ROOT / "README.md").read_text()
-    assert "pytest" in readme and "pytest -m slow" in readme and ".ci/run" in readme
+    assert "pytest -n auto" in readme and "pytest -m slow" in readme and ".ci/run" in readme
     ci = (ROOT / ".ci" / "run").read_text().splitlines()
-    assert "pytest" in ci and "pytest -m slow" in ci  # every test, in two processes
+    assert "pytest -n auto" in ci and "pytest -m slow" in ci  # every test, in two runs
 
 
 @pytest.mark.parametrize("where, command", COMMANDS, ids=[f"{w}" for w, _ in COMMANDS])
@@ -275,6 +279,7 @@ def test_a_multirun_sweep_composes_with_its_first_value(tmp_path):
         ("python benchmarks/predict.py --no-such-flag", AssertionError),
         ('pip install -e ".[no-such-extra]"', AssertionError),
         ("pytest -m fast", AssertionError),
+        ("pytest -n many", AssertionError),
         ("frobnicate --now", AssertionError),  # neither a project command nor shown-only
         ("python train.py -m module.ema_decayy=0.9,0.99", HydraException),  # a swept unknown key
         ("python train.py -m optim.lrr='interval(0.001,0.1)'", AssertionError),
