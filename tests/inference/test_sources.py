@@ -425,9 +425,9 @@ def test_a_truncated_video_is_one_report_and_a_bad_frame_inside_is_one_each(tmp_
         def release(self) -> None:
             pass
 
-    import yolov4.inference.sources as sources
+    import yolov4.inference.media as media
 
-    monkeypatch.setattr(sources.cv2, "VideoCapture", Capture)
+    monkeypatch.setattr(media.cv2, "VideoCapture", Capture)
     video.count = 6
     frames = list(video.frames())
     assert [(f.frame, f.image is None) for f in frames] == [
