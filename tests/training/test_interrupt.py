@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from yolov4.data.datamodule import seed_worker
+from yolov4.data.sampling import seed_worker
 from yolov4.training.requeue import Requeue
 
 

@@ -16,7 +16,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from torch.utils.data import DataLoader, TensorDataset
 
-from yolov4.data.datamodule import EpochShuffle
+from yolov4.data.sampling import EpochShuffle
 from yolov4.training.callbacks import AtomicCheckpointIO, StepLearningRateMonitor
 from yolov4.training.requeue import REQUEUE_FILE, Requeue, Requeued
 from yolov4.training.tracking import csv_logger

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from yolov4.data.datamodule import SPLITS, DetectionDataModule, classes_without_boxes
+from yolov4.data.datamodule import SPLITS, DetectionDataModule
 from yolov4.data.dataset import DetectionDataset
 from yolov4.data.records import (
     COCO_MEDIUM_AREA,
@@ -27,6 +27,7 @@ from yolov4.data.records import (
     DetectionData,
     ProblemReport,
 )
+from yolov4.data.splits import classes_without_boxes
 
 __all__ = ["split_statistics", "check_datamodule", "DataCheck"]
 

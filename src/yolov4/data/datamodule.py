@@ -12,6 +12,8 @@ Hydra builds it from ``configs/data/*.yaml`` (``_target_`` = :class:`DetectionDa
                                   store .to_dict() in checkpoints)
 
 These load the annotations on first access, so a model can be sized before ``Trainer.fit``.
+The training order and the workers' seeds are :mod:`yolov4.data.sampling`'s; the checks of a
+loaded split, :mod:`yolov4.data.splits`'.
 """
 
 from __future__ import annotations
@@ -19,22 +21,22 @@ from __future__ import annotations
 import logging
 import math
 import os
-import random
-import signal
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 import lightning as L
 import numpy as np
 import torch
 from pycocotools.coco import COCO
-from torch.utils.data import DataLoader, Sampler, get_worker_info
+from torch.utils.data import DataLoader
 
 from yolov4.core.preprocess import PreprocessConfig
 from yolov4.data.collate import SIZE_MULTIPLE, DetectionCollate, MultiScale
 from yolov4.data.dataset import DetectionDataset
 from yolov4.data.loader import EpochLoader
 from yolov4.data.records import DetectionData, ProblemReport
+from yolov4.data.sampling import RANK_SEED_STRIDE, EpochShuffle, seed_worker
+from yolov4.data.splits import check_trainable, repeated_listings
 from yolov4.data.synthetic import SyntheticSource
 from yolov4.data.transforms import AugmentConfig
 from yolov4.errors import ConfigError, DatasetError
@@ -42,21 +44,9 @@ from yolov4.models.stride import check_stride_multiple
 
 log = logging.getLogger(__name__)
 
-__all__ = [
-    "check_trainable",
-    "classes_without_boxes",
-    "DataSource",
-    "DetectionDataModule",
-    "EpochShuffle",
-    "SyntheticDataModule",
-    "epoch_seed",
-    "seed_worker",
-]
+__all__ = ["DataSource", "DetectionDataModule", "SyntheticDataModule"]
 
 SPLITS = ("train", "val", "test")
-RANK_SEED_STRIDE = 1_000_003  # a prime: seeds of different ranks never collide for < 1e6 epochs
-EPOCH_SEED_STRIDE = 1  # epoch e of rank r: seed + r * RANK_SEED_STRIDE + e
-WORKER_SEED_OFFSET = 2**40  # worker seeds: a generator seeded apart from any epoch's shuffle
 
 
 class DataSource(Protocol):
@@ -64,75 +54,6 @@ class DataSource(Protocol):
     :class:`~yolov4.data.yolo_txt.YoloSource`, :class:`~yolov4.data.synthetic.SyntheticSource`."""
 
     def load(self, report: ProblemReport) -> DetectionData: ...
-
-
-def check_trainable(data: DetectionData, name: str = "train") -> None:
-    """Refuse a training split without a single box (:class:`DatasetError` with what the loader
-    searched: labels in a folder of another name, or all in pixel coordinates, end here), and
-    warn about classes without a box in it (:func:`classes_without_boxes`)."""
-    if data.num_boxes == 0:
-        found = "".join(f"\n  {note}" for note in data.notes)
-        raise DatasetError(
-            f"data.{name} has {len(data.records)} images and no box: nothing to learn from. "
-            f"Check the labels (yolov4-check-data shows what was read){found}"
-        )
-    warning = classes_without_boxes(data, name)
-    if warning:
-        log.warning("%s", warning)
-
-
-def classes_without_boxes(data: DetectionData, name: str = "train") -> str | None:
-    """The warning naming the classes of split ``name`` without a box; ``None`` when every
-    class has one, or when the split has no box at all (:func:`check_trainable` refuses it)."""
-    if data.num_boxes == 0:
-        return None
-    counts = np.bincount(
-        np.concatenate([r.labels for r in data.records]), minlength=data.num_classes
-    )
-    empty = [
-        f"{n!r} (category_id {c})"
-        for n, c, k in zip(data.class_names, data.category_ids, counts, strict=True)
-        if k == 0
-    ]
-    if not empty:
-        return None
-    return (
-        f"data.{name}: {len(empty)} of {data.num_classes} classes have no box to learn from: "
-        + ", ".join(empty)
-    )
-
-
-def _repeated_listings(name: str, data: DetectionData) -> DetectionData:
-    """Split ``name`` with the images listed more than once (:attr:`DetectionData.repeats`)
-    read once in a val or test split (repeats would weigh those images twice in the metrics),
-    kept in a train split (oversampling may be meant); a note says which."""
-    n = len(data.repeats)
-    if not n:
-        return data
-    if name == "train":
-        data.notes.append(
-            f"{n} repeated listings of images kept: each listing is one more sample of its "
-            "image per epoch (list each image once for a uniform draw)"
-        )
-        return data
-    data = data.without_repeats()
-    data.notes.append(f"{n} repeated listings of images left out: each image is scored once")
-    return data
-
-
-def seed_worker(worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: seed Python, NumPy and the dataset's augmentation from
-    the worker's torch seed (distinct per worker, per epoch, and per rank through the
-    DataLoader's rank-seeded generator; reproducible for a given seed). Ctrl-C is the main
-    process's to handle (a training run finishes its step and saves): workers ignore SIGINT,
-    and the main process shuts them down."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    info = get_worker_info()
-    seed = info.seed % 2**32 if info is not None else worker_id
-    random.seed(seed)
-    np.random.seed(seed)
-    if info is not None and hasattr(info.dataset, "reseed"):
-        info.dataset.reseed(seed)
 
 
 def _preprocess_config(
@@ -174,57 +95,24 @@ def _size(value: int | Sequence[int], key: str) -> tuple[int, ...]:
     return size
 
 
-def epoch_seed(seed: int, epoch: int) -> int:
-    """The seed of one epoch: a function of the run's seed and the epoch number alone."""
-    return (seed + epoch * EPOCH_SEED_STRIDE) % 2**63
-
-
-class EpochShuffle(Sampler[int]):
-    """A shuffled order that depends on ``(seed, epoch)`` only, so a run resumed at epoch ``e``
-    draws what an uninterrupted run draws there (``RandomSampler`` continues one generator
-    through the epochs, which a resumed process restarts). The order is the same in every
-    process of a DDP run: Lightning's ``DistributedSamplerWrapper`` deals each process its share
-    of it, so the shares split the split (one image in one process); ``stream_seed`` (the
-    process's own) seeds the workers and the augmentation. Lightning calls :meth:`set_epoch`
-    at each epoch's start, before the train loader (an
-    :class:`~yolov4.data.loader.EpochLoader`) makes the epoch's iterator at its first batch,
-    also in the first epoch of a resumed fit; it also reseeds the DataLoader's ``generator``
-    (the worker seeds of non-persistent workers) and, without workers, the dataset's
-    augmentation.
-    Persistent workers keep their first epoch's seeds, so they resume close, not bit-equal."""
-
-    def __init__(
-        self,
-        dataset: DetectionDataset,
-        seed: int,
-        generator: torch.Generator,
-        stream_seed: int | None = None,
-    ) -> None:
-        self.dataset, self.seed, self.generator = dataset, seed, generator
-        self.stream_seed = seed if stream_seed is None else stream_seed
-        self.reseed_dataset = False  # set by the DataModule when there are no workers
-        self.set_epoch(0)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-        seed = epoch_seed(self.stream_seed, self.epoch)
-        self.generator.manual_seed(seed + WORKER_SEED_OFFSET)  # a stream apart from the shuffle
-        if self.reseed_dataset:
-            self.dataset.reseed(seed % 2**32)
-
-    def __iter__(self) -> Iterator[int]:
-        g = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
-        yield from torch.randperm(len(self.dataset), generator=g).tolist()
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-
 SPLIT_USE = {
     "train": "training needs one",
     "val": "validation and evaluation need one",
     "test": "testing needs one",
 }
+
+
+def _worker_count(num_workers: int) -> int:
+    """``data.num_workers``, at most the cores this process may use (more only compete; torch
+    warns once per loader)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    if cores and num_workers > cores:
+        log.info(
+            "data.num_workers=%d lowered to %d: the cores this process may use", num_workers,
+            cores,
+        )  # fmt: skip
+        return cores
+    return num_workers
 
 
 def _no_split(name: str, need: str) -> ConfigError:
@@ -302,14 +190,7 @@ class DetectionDataModule(L.LightningDataModule):
         self.augment = augment
         self.batch_size = batch_size
         self.val_batch_size = val_batch_size or batch_size
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-        if cores and num_workers > cores:  # more only compete (torch warns once per loader)
-            log.info(
-                "data.num_workers=%d lowered to %d: the cores this process may use", num_workers,
-                cores,
-            )  # fmt: skip
-            num_workers = cores
-        self.num_workers = num_workers
+        self.num_workers = num_workers = _worker_count(num_workers)
         self.persistent_workers = persistent_workers and num_workers > 0
         self.pin_memory = pin_memory
         self.seed = seed
@@ -337,7 +218,7 @@ class DetectionDataModule(L.LightningDataModule):
             return None
         if name not in self._data:
             report = ProblemReport(strict=self.strict, name=f"data.{name}")
-            self._data[name] = _repeated_listings(name, self.sources[name].load(report))
+            self._data[name] = repeated_listings(name, self.sources[name].load(report))
             self.reports[name] = report
             report.log()
             for note in self._data[name].notes:

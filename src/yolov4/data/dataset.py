@@ -65,7 +65,7 @@ class DetectionDataset(Dataset):
         augment: training augmentation; ``None`` for evaluation (preprocess only).
         strict: raise :class:`DatasetError` on the first bad image instead of repairing.
         seed: seeds the augmentation and donor choice (reseeded per worker by
-            :func:`yolov4.data.datamodule.seed_worker`).
+            :func:`yolov4.data.sampling.seed_worker`).
         name: used in problem reports.
     """
 

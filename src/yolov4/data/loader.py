@@ -9,7 +9,7 @@ DataLoader workers take their first batches of indices, and their seeds from the
 too: made then, the resumed epoch would read epoch 0's order and worker seeds. :class:`EpochLoader`
 returns an iterator that makes the DataLoader's own at its first ``next``, when Lightning has set
 the epoch of every sampler (the data module's
-:class:`~yolov4.data.datamodule.EpochShuffle`, Lightning's ``DistributedSampler`` wrapper).
+:class:`~yolov4.data.sampling.EpochShuffle`, Lightning's ``DistributedSampler`` wrapper).
 """
 
 from __future__ import annotations
