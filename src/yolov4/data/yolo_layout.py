@@ -1,0 +1,127 @@
+"""Where a YOLO split's images and label files are: the files of an images folder (hidden ones
+left out), darknet's list file of image paths, and the label file an image may have (the last
+``images`` folder of its path as ``labels``, ultralytics' rule, or beside the image, darknet's;
+its ``.txt`` suffix in any case). What :func:`yolov4.data.yolo_txt.load_yolo` reads.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from yolov4.core.files import files_under, listed_path
+from yolov4.data.records import Problem, ProblemReport
+from yolov4.errors import DatasetError
+
+__all__ = [
+    "LABEL_SUFFIX",
+    "LabelFiles",
+    "default_labels_dir",
+    "label_files",
+    "list_file",
+    "listed_label_files",
+    "listing",
+]
+
+LABEL_SUFFIX = ".txt"
+
+
+def default_labels_dir(images: Path) -> Path:
+    """The labels folder of ``images``: its last ``images`` folder as ``labels``, else the
+    sibling ``labels`` folder."""
+    parts = list(images.parts)
+    for i in range(len(parts) - 1, -1, -1):
+        if parts[i] == "images":
+            parts[i] = "labels"
+            return Path(*parts)
+    return images.parent / "labels"
+
+
+def list_file(path: Path, report: ProblemReport) -> list[Path]:
+    """The image paths of darknet's list file (``train.txt``: one a line; relative ones from the
+    list's folder, else from the working directory, where darknet reads them:
+    :func:`~yolov4.core.files.listed_path`); a missing one is
+    reported and left out, one listed again reported and kept (what a split does with it:
+    :attr:`DetectionData.repeats`)."""
+    try:
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise DatasetError(f"{path}: cannot read the list of image paths: {e}") from None
+    files, first_line = [], {}  # absolute path -> the line that listed it first
+    for n, line in enumerate(lines, 1):
+        entry = Path(line.strip())
+        if not line.strip() or line.strip().startswith("#"):
+            continue
+        found = listed_path(entry, path)
+        if found.is_file():
+            earlier = first_line.setdefault(os.path.abspath(found), n)
+            if earlier != n:
+                report.add(
+                    Problem.REPEATED_LISTING, str(path), f"line {n}: {entry} repeats line {earlier}"
+                )
+            files.append(found)
+        else:
+            report.add(Problem.MISSING_FILE, str(entry), f"listed in {path}")
+    return files
+
+
+def listed_label_files(path: Path, label_dir: Path | None) -> list[Path]:
+    """Where the label file of a listed image may be: in ``label_dir`` by name when given, else
+    where darknet and ultralytics look (the path's last ``images`` folder as ``labels``, then
+    beside the image)."""
+    name = path.with_suffix(LABEL_SUFFIX).name
+    if label_dir is not None:
+        return [label_dir / name]
+    return [default_labels_dir(path.parent) / name, path.with_suffix(LABEL_SUFFIX)]
+
+
+class LabelFiles:
+    """Finds the first of an image's candidate label files, its suffix in any case (``a.TXT``
+    for ``a.txt``: written where file names ignore case); each folder is listed once."""
+
+    def __init__(self) -> None:
+        self._folders: dict[Path, dict[str, Path]] = {}
+
+    def find(self, candidates: list[Path]) -> Path | None:
+        for candidate in candidates:
+            if candidate.is_file():
+                return candidate
+            found = self._other_case(candidate.parent).get(candidate.name)
+            if found is not None:
+                return found
+        return None
+
+    def _other_case(self, folder: Path) -> dict[str, Path]:
+        """``a.txt`` -> ``folder/a.TXT`` for the label files of ``folder`` whose suffix is
+        ``.txt`` in another case."""
+        if folder not in self._folders:
+            try:
+                names = os.listdir(folder)
+            except OSError:
+                names = []
+            self._folders[folder] = {
+                Path(n).stem + LABEL_SUFFIX: folder / n
+                for n in names
+                if Path(n).suffix.lower() == LABEL_SUFFIX
+                and Path(n).suffix != LABEL_SUFFIX
+                and (folder / n).is_file()
+            }
+        return self._folders[folder]
+
+
+def listing(image_dir: Path) -> list[Path]:
+    """Every file under ``image_dir``, hidden files and folders left out."""
+    return [
+        p
+        for p in files_under(image_dir)
+        if not any(part.startswith(".") for part in p.relative_to(image_dir).parts)
+    ]
+
+
+def label_files(path: Path, image_dir: Path, label_dir: Path, beside: bool) -> list[Path]:
+    """Where the label file of image ``path`` may be: in ``label_dir``, else (``beside``) next
+    to the image."""
+    candidates = [(label_dir / path.relative_to(image_dir)).with_suffix(LABEL_SUFFIX)]
+    if beside:
+        candidates.append(path.with_suffix(LABEL_SUFFIX))
+    return candidates
