@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from yolov4.core.images import ImageTooLarge, decode_image, jpeg_damage
+from yolov4.core.images import ImageTooLarge, decode_image
+from yolov4.core.jpeg import jpeg_damage
 from yolov4.data.image_io import image_size, read_image
 from yolov4.data.records import Note, Problem, ProblemReport
 from yolov4.errors import InputError

@@ -1,7 +1,9 @@
 """The contracts every outer layer shares, each owned once. Imports only ``ops``, ``models``,
 ``darknet``, ``errors`` and numpy / OpenCV / PIL / torch.
 
-- :mod:`~yolov4.core.images`: image decoding (datasets, Predictor, service);
+- :mod:`~yolov4.core.images`: image decoding (datasets, Predictor, service), with
+  :mod:`~yolov4.core.jpeg` (JPEG structure and damage) and :mod:`~yolov4.core.pixels` (pixel
+  layouts, EXIF orientations);
 - :mod:`~yolov4.core.preprocess`: :class:`PreprocessConfig` + :func:`preprocess`;
 - :mod:`~yolov4.core.postprocess`: :class:`PostprocessConfig` and its presets
   (:data:`DARKNET_VALID` for evaluation, :data:`SERVING`);
@@ -23,9 +25,9 @@ from yolov4.core.images import (
     decode_image,
     decode_image_details,
     image_size,
-    to_rgb8,
 )
 from yolov4.core.model import DecodedModel
+from yolov4.core.pixels import to_rgb8
 from yolov4.core.postprocess import DARKNET_VALID, SERVING, PostprocessConfig
 from yolov4.core.preprocess import PreprocessConfig, preprocess
 

@@ -9,7 +9,8 @@ One set of rules for every format (JPEG, PNG, WebP, TIFF, BMP, ...):
 - grayscale is repeated to three channels, alpha is dropped, palette/CMYK/YCbCr/LA are converted
   to RGB, 16-bit samples (either byte order) keep their high byte (as libpng's ``strip_16`` and
   PIL do), PIL's 32-bit integer mode ``I`` is read as 8-bit when its values fit, else as 16-bit,
-  float samples must lie in ``[0, 1]`` and are scaled by 255 (:func:`to_rgb8`);
+  float samples must lie in ``[0, 1]`` and are scaled by 255
+  (:func:`~yolov4.core.pixels.to_rgb8`);
 - the pixel count is checked from the header, before any pixel is decoded (:class:`ImageTooLarge`);
 - a JPEG is judged complete by decoding it, not by looking for an end marker: data after the end
   of the image (motion photos append a video) is ignored, and a JPEG whose image data stops
@@ -21,7 +22,8 @@ decodes them as image data and then runs out of input, which OpenCV reports as a
 (one decode, no extra cost). Progressive (multi-scan) files need their end marker to produce any
 output, so for them the scan is decoded twice, once followed by the extra bytes and once not: a
 complete file gives the same pixels both times, a cut one does not. Decoders: OpenCV (libjpeg-turbo)
-for single-scan JPEGs and PNG, PIL for everything else.
+for single-scan JPEGs and PNG, PIL for everything else. The JPEG structure and decoders are
+:mod:`yolov4.core.jpeg`'s, the pixel layouts and orientations :mod:`yolov4.core.pixels`'.
 """
 
 from __future__ import annotations
@@ -30,8 +32,6 @@ import io
 import os
 import re
 import struct
-import tempfile
-import threading
 import warnings
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -40,6 +40,15 @@ import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from yolov4.core.jpeg import (
+    JPEG_EOI,
+    JPEG_PROBE,
+    JPEG_SOI,
+    imdecode_jpeg,
+    jpeg_last_scan,
+    pil_decode_jpeg,
+)
+from yolov4.core.pixels import orient, pil_to_array, to_rgb8
 from yolov4.errors import InputError
 from yolov4.version import warn_renamed
 
@@ -55,12 +64,7 @@ __all__ = [
     "decode_image",
     "decode_image_details",
     "image_size",
-    "jpeg_damage",
-    "orient",
     "pil_orientation",
-    "unorient",
-    "pil_to_array",
-    "to_rgb8",
 ]
 
 # the image files datasets and predict.py take (by extension, case-insensitive)
@@ -68,29 +72,8 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".mpg", ".mpeg", ".wmv", ".webm", ".ts")
 MAX_PIXELS = 100_000_000  # default decompression-bomb guard (PIL warns at 89M)
 EXIF_ORIENTATION = 0x0112  # EXIF/TIFF Orientation tag; 1 = as stored
-JPEG_SOI, JPEG_EOI = b"\xff\xd8", b"\xff\xd9"
-JPEG_SOS = 0xDA  # start of scan: entropy-coded data follows its header
-# Markers that stand alone (no length field): TEM, RST0-7, SOI, EOI.
-JPEG_STANDALONE = {0x01, *range(0xD0, 0xD8), 0xD8, 0xD9}
-# The first marker after a scan's entropy-coded data: FF00 is a stuffed 0xFF byte and FFD0-FFD7
-# are restart markers inside the scan (ITU T.81, B.1.1.5 and F.1.2.3).
-JPEG_SCAN_END = re.compile(rb"\xff[^\x00\xd0-\xd7]")
-# Bytes libjpeg reads as image data when a scan needs more than it holds. Non-zero, no 0xFF, and
-# longer than libjpeg's bit-buffer look-ahead (MIN_GET_BITS = 25 bits, jdhuff.h), so a complete
-# scan decodes the same with or without them.
-JPEG_PROBE = b"\x5a" * 8
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 JPEG_FORMATS = ("JPEG", "MPO")  # MPO: phones' multi-picture JPEG (first picture decoded)
-# OpenCV >= 4.10 decodes JPEG straight to RGB; the orientation is applied here, for all formats.
-IMREAD_JPEG = getattr(cv2, "IMREAD_COLOR_RGB", cv2.IMREAD_COLOR) | cv2.IMREAD_IGNORE_ORIENTATION
-JPEG_BGR = not hasattr(cv2, "IMREAD_COLOR_RGB")
-# libjpeg's warnings about damaged data (jerror.h: JWRN_EXTRANEOUS_DATA, JWRN_HIT_MARKER,
-# JWRN_HUFF_BAD_CODE, JWRN_MUST_RESYNC, JWRN_JPEG_EOF), which OpenCV leaves libjpeg to print on
-# standard error; the decode goes on with what libjpeg makes of the data.
-LIBJPEG_DAMAGE = re.compile(rb"^(?:Corrupt JPEG data: [^\n]*|Premature end of JPEG file)\n?", re.M)
-_STDERR_LOCK = threading.Lock()  # one borrower of file descriptor 2 at a time
-# PIL modes converted to RGB(A) before the array is taken.
-PIL_CONVERT = ("P", "PA", "LA", "La", "1", "CMYK", "YCbCr", "HSV", "LAB", "RGBa", "RGBX")
 
 
 class ImageDecodeError(InputError):
@@ -123,65 +106,6 @@ class DecodedImage:
     converted: bool
     orientation: int = 1
     mode: str = "RGB"
-
-
-def to_rgb8(image: np.ndarray, color: str = "rgb", where: str = "image") -> np.ndarray:
-    """A decoded array of any supported layout/depth → ``(H, W, 3)`` uint8 RGB (new array).
-
-    ``image``: ``(H, W)``, ``(H, W, 1)``, ``(H, W, 3)`` or ``(H, W, 4)`` (alpha dropped), in
-    ``color`` order (``rgb`` or ``bgr``); uint8, bool, uint16 (either byte order; high byte kept)
-    or float in ``[0, 1]`` (scaled by 255).
-    """
-    if image.size == 0 or image.ndim not in (2, 3):
-        raise InputError(
-            f"{where}: expected an (H, W, 3) image, got an array of shape {image.shape}"
-        )
-    if image.ndim == 3 and image.shape[2] not in (1, 3, 4):
-        raise InputError(f"{where}: expected 1, 3 or 4 channels (H, W, C), got shape {image.shape}")
-    if image.dtype.kind == "u" and image.dtype.itemsize == 2:  # '<u2' or '>u2'
-        image = (image.astype(np.uint16) >> 8).astype(np.uint8)
-    elif image.dtype == np.bool_:
-        image = image.astype(np.uint8) * 255
-    elif np.issubdtype(image.dtype, np.floating):
-        if not np.isfinite(image).all() or image.min() < 0 or image.max() > 1:
-            raise InputError(
-                f"{where}: float images must hold values in [0, 1], got range "
-                f"[{np.nanmin(image):.3g}, {np.nanmax(image):.3g}] (pass uint8 for 0-255 pixels)"
-            )
-        image = np.round(image * 255).astype(np.uint8)
-    elif image.dtype != np.uint8:
-        raise InputError(
-            f"{where}: unsupported dtype {image.dtype}; expected uint8, uint16 or float in [0, 1]"
-        )
-    if image.ndim == 2 or image.shape[2] == 1:
-        return cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_GRAY2RGB)
-    if image.shape[2] == 4:
-        code = cv2.COLOR_BGRA2RGB if color == "bgr" else cv2.COLOR_RGBA2RGB
-        return cv2.cvtColor(np.ascontiguousarray(image), code)
-    if color == "bgr":  # OpenCV's swap is several times faster than a strided numpy copy
-        return cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_BGR2RGB)
-    return np.ascontiguousarray(image)
-
-
-def orient(image: np.ndarray, orientation: int) -> np.ndarray:
-    """``(H, W, C)`` as stored → as displayed for EXIF ``orientation`` 1-8 (PIL's
-    ``ImageOps.exif_transpose`` table); other values leave the image as it is."""
-    ops = {
-        2: lambda a: a[:, ::-1],  # mirrored
-        3: lambda a: a[::-1, ::-1],  # rotated 180
-        4: lambda a: a[::-1],  # flipped
-        5: lambda a: a.swapaxes(0, 1),  # transposed
-        6: lambda a: a.swapaxes(0, 1)[:, ::-1],  # rotated 90 clockwise
-        7: lambda a: a[::-1, ::-1].swapaxes(0, 1),  # transversed
-        8: lambda a: a.swapaxes(0, 1)[::-1],  # rotated 90 counter-clockwise
-    }
-    op = ops.get(orientation)
-    return image if op is None else np.ascontiguousarray(op(image))
-
-
-def unorient(image: np.ndarray, orientation: int) -> np.ndarray:
-    """The inverse of :func:`orient`: ``(H, W, C)`` as displayed → as stored in the file."""
-    return orient(image, {6: 8, 8: 6}.get(orientation, orientation))  # the rest are involutions
 
 
 def _exif_orientation(exif: Image.Exif) -> int:
@@ -270,59 +194,11 @@ def _stored_size(im: Image.Image) -> tuple[int, int]:
     return im.size
 
 
-def _jpeg_last_scan(data: bytes) -> tuple[int, int, bool] | None:
-    """``(end, scans, eoi)``: where the entropy-coded data of the last scan ends (its end marker, or
-    the end of ``data``), how many scans come before the end of the image, and whether its end
-    marker was found; ``(len(data), 0, False)`` when the data stops before the first scan. ``None`` when the marker structure cannot be
-    followed (left to the decoder)."""
-    pos, n, end, scans, eoi = 2, len(data), None, 0, False
-    while pos + 1 < n:
-        if data[pos] != 0xFF:
-            return None
-        marker = data[pos + 1]
-        if marker == 0xFF:  # fill byte before a marker
-            pos += 1
-        elif marker == 0xD9:  # end of image: what follows is not ours
-            eoi = True
-            break
-        elif marker in JPEG_STANDALONE:
-            pos += 2
-        else:
-            if pos + 4 > n:
-                break
-            pos += 2 + int.from_bytes(data[pos + 2 : pos + 4], "big")
-            if pos > n and scans == 0:  # cut inside a header segment
-                return n, 0, False
-            if marker == JPEG_SOS:
-                scans += 1
-                found = JPEG_SCAN_END.search(data, pos)
-                end = pos = found.start() if found else n
-    if end is None:
-        return (n, 0, False) if pos + 1 >= n else None
-    return end, scans, eoi
-
-
-def _imdecode_jpeg(data: bytes) -> np.ndarray | None:
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), IMREAD_JPEG)
-    if image is None or image.size == 0:
-        return None
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB) if JPEG_BGR else image
-
-
-def _pil_decode_jpeg(data: bytes) -> np.ndarray | None:
-    """PIL's libjpeg: silent about recoverable errors (OpenCV prints libjpeg's warnings)."""
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            return pil_to_array(im)[0]
-    except (OSError, ValueError, SyntaxError, struct.error):
-        return None
-
-
 def _decode_jpeg(data: bytes, where: str) -> np.ndarray:
     """A JPEG → ``(H, W, 3)`` uint8 RGB as stored; see the module docstring for the checks."""
-    plan = _jpeg_last_scan(data)
+    plan = jpeg_last_scan(data)
     if plan is None:  # a marker structure we cannot follow: the decoder alone decides
-        image = _imdecode_jpeg(data)
+        image = imdecode_jpeg(data)
         if image is None:
             raise ImageDecodeError(f"{where}: the JPEG data cannot be decoded (corrupt)")
         return image
@@ -331,13 +207,13 @@ def _decode_jpeg(data: bytes, where: str) -> np.ndarray:
         raise TruncatedImage(f"{where}: truncated JPEG ({len(data):,} bytes): no image data")
     body = data[:end]
     if scans == 1:
-        image = _imdecode_jpeg(body + JPEG_PROBE)
+        image = imdecode_jpeg(body + JPEG_PROBE)
         if image is not None:
             return image
-        partial = _pil_decode_jpeg(body + JPEG_EOI)  # libjpeg fills the rest with grey
+        partial = pil_decode_jpeg(body + JPEG_EOI)  # libjpeg fills the rest with grey
     else:
-        partial = _pil_decode_jpeg(body + JPEG_EOI)
-        probed = _pil_decode_jpeg(body + JPEG_PROBE + JPEG_EOI)
+        partial = pil_decode_jpeg(body + JPEG_EOI)
+        probed = pil_decode_jpeg(body + JPEG_PROBE + JPEG_EOI)
         # without its end marker a multi-scan file lost the scans after the last one seen
         if eoi and partial is not None and probed is not None and np.array_equal(partial, probed):
             return partial
@@ -348,74 +224,6 @@ def _decode_jpeg(data: bytes, where: str) -> np.ndarray:
         "block (cut short or corrupt)",
         partial,
     )
-
-
-def _libjpeg_warnings(data: bytes) -> list[str]:
-    """libjpeg's damage warnings (:data:`LIBJPEG_DAMAGE`) while OpenCV decodes ``data`` whole.
-    libjpeg prints them on file descriptor 2, which is lent to a temporary file for the decode;
-    anything else written there meanwhile is passed on to standard error."""
-    with _STDERR_LOCK, tempfile.TemporaryFile() as sink:
-        try:
-            saved = os.dup(2)
-        except OSError:  # no standard error to lend: nothing can be heard
-            return []
-        try:
-            os.dup2(sink.fileno(), 2)
-            _imdecode_jpeg(data)
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-        sink.seek(0)
-        text = sink.read()
-    rest = LIBJPEG_DAMAGE.sub(b"", text)
-    if rest:
-        os.write(2, rest)
-    return [m.decode("ascii", "replace").strip() for m in LIBJPEG_DAMAGE.findall(text)]
-
-
-def jpeg_damage(data: bytes) -> list[str]:
-    """What is wrong with a JPEG that :func:`decode_image_details` decodes without a complaint:
-    no end-of-image marker (``FFD9``; its image data complete), and libjpeg's own warnings
-    (``Corrupt JPEG data: 3 extraneous bytes before marker 0xda``, ``... premature end of data
-    segment``, ``... bad Huffman code``), after which libjpeg decodes what it can make of the
-    data, possibly garbage. Empty for a sound JPEG and for any other format. One more decode:
-    for dataset checks, not for every request."""
-    if data[:2] != JPEG_SOI:
-        return []
-    found = []
-    plan = _jpeg_last_scan(data)
-    if plan is not None and not plan[2]:
-        found.append("no end-of-image marker (FFD9) after its image data")
-    return found + _libjpeg_warnings(data)
-
-
-def _int32_samples(array: np.ndarray) -> np.ndarray:
-    """PIL mode ``I`` (32-bit integers, no depth stated: 16-bit files, ``Image.fromarray`` of
-    an int32 array) as uint8 when every value lies in ``[0, 255]`` (PIL's own conversion to 8
-    bits reads them so), else as uint16 (values clipped to ``[0, 65535]``; :func:`to_rgb8`
-    keeps the high byte). Read as 16-bit, 8-bit values would all be near black."""
-    if array.size and array.min() >= 0 and array.max() <= np.iinfo(np.uint8).max:
-        return array.astype(np.uint8)
-    return np.clip(array, 0, np.iinfo(np.uint16).max).astype(np.uint16)
-
-
-def pil_to_array(im: Image.Image) -> tuple[np.ndarray, bool]:
-    """A PIL image (loaded here if needed) → ``(array, converted)``: an array :func:`to_rgb8`
-    accepts (RGB order), and whether the image was other than 8-bit RGB."""
-    args = im.tile[0][3] if getattr(im, "tile", None) else ""
-    rawmode = args[0] if isinstance(args, tuple) and args else args
-    deep = isinstance(rawmode, str) and ";16" in rawmode  # 16-bit RGB read as 8-bit by PIL
-    im.load()
-    mode = im.mode
-    if mode in PIL_CONVERT:
-        has_alpha = "A" in mode or "a" in mode or "transparency" in im.info
-        im = im.convert("RGBA" if has_alpha else "RGB")
-    array = np.asarray(im)
-    if mode == "I":  # 32-bit integer samples of no stated depth: 8 bits when they fit
-        array = _int32_samples(array)
-    elif mode.startswith("I;16"):
-        array = array.astype(np.uint16)  # native byte order
-    return array, deep or mode != "RGB"
 
 
 def decode_image_details(
@@ -434,7 +242,7 @@ def decode_image_details(
     try:
         im = _open(f, where, len(data), max_pixels)
     except ImageDecodeError:
-        if data[:2] == JPEG_SOI and _jpeg_last_scan(data) == (len(data), 0, False):
+        if data[:2] == JPEG_SOI and jpeg_last_scan(data) == (len(data), 0, False):
             raise TruncatedImage(
                 f"{where}: truncated JPEG ({len(data):,} bytes): cut short in its headers"
             ) from None

@@ -20,8 +20,9 @@ from yolov4.core.images import (
     ImageTooLarge,
     TruncatedImage,
     decode_image_details,
-    jpeg_damage,
 )
+from yolov4.core.jpeg import jpeg_damage
+from yolov4.core.pixels import unorient
 from yolov4.data.records import Note, Problem, ProblemReport
 from yolov4.errors import InputError
 
@@ -70,7 +71,7 @@ def read_image(
         if damage:
             _add(report, Problem.DAMAGED_JPEG, path, "; ".join(damage))
     if as_stored:
-        return core_images.unorient(decoded.image, decoded.orientation)
+        return unorient(decoded.image, decoded.orientation)
     return decoded.image
 
 

@@ -26,11 +26,9 @@ from yolov4.core.images import (
     VIDEO_SUFFIXES,
     ImageTooLarge,
     decode_image,
-    orient,
     pil_orientation,
-    pil_to_array,
-    to_rgb8,
 )
+from yolov4.core.pixels import orient, pil_to_array, to_rgb8
 from yolov4.errors import InputError
 
 __all__ = ["load_image", "load_images"]
