@@ -36,7 +36,8 @@ COCOeval count one box twice and lose another), with a rule that depends only on
 - an annotation whose ``image_id`` no image entry has is skipped.
 
 The ground truth handed to COCOeval (:attr:`DetectionData.coco`) holds exactly the repaired
-entries the records train on (plus ``iscrowd`` boxes), with unique ids.
+entries the records train on (plus ``iscrowd`` boxes), with unique ids. The ``annotations``
+entries are checked in :mod:`yolov4.data.coco_annotations`.
 """
 
 from __future__ import annotations
@@ -47,9 +48,9 @@ from pathlib import Path, PureWindowsPath
 from typing import Any
 
 import numpy as np
-from pycocotools import mask as mask_utils
 
 from yolov4.core.files import looked_for
+from yolov4.data.coco_annotations import Annotation, annotations_by_image
 from yolov4.data.image_io import image_size
 from yolov4.data.records import (
     DetectionData,
@@ -68,7 +69,6 @@ from yolov4.errors import DatasetError
 __all__ = ["CocoSource", "load_coco"]
 
 SECTIONS = ("images", "annotations", "categories")
-COCO_BBOX_LEN = 4  # [x, y, width, height]
 
 
 @dataclass
@@ -202,142 +202,8 @@ def _images(
     return images, set(first)
 
 
-def _where(index: int, given_id: int | None) -> str:
-    """How an annotation is named in reports: ``annotations[3] (id 7)``."""
-    return f"annotations[{index}]" + (f" (id {given_id})" if given_id is not None else "")
-
-
-@dataclass
-class _Annotation:
-    index: int  # position in the json's `annotations`
-    given_id: int | None  # the id in the file (None when it had no integer id)
-    entry: dict[str, Any]  # id, image_id, category_id repaired; bbox as 4 floats
-
-    @property
-    def where(self) -> str:
-        return _where(self.index, self.given_id)
-
-    def __str__(self) -> str:  # as a box problem names it (check_box adds the x1, y1, x2, y2)
-        x, y, w, h = self.entry["bbox"]
-        return f"{self.where}: bbox [x, y, w, h] = [{x:g}, {y:g}, {w:g}, {h:g}], as x1, y1, x2, y2"
-
-
-def _bbox(bbox: Any) -> list[float] | None:
-    """``bbox`` as 4 floats (NaN and infinity kept for :func:`check_box` to report), or
-    ``None`` when it is not a list of 4 numbers that fit a float."""
-    if not (isinstance(bbox, list) and len(bbox) == COCO_BBOX_LEN and all(map(is_number, bbox))):
-        return None
-    try:
-        return [float(v) for v in bbox]
-    except OverflowError:
-        return None
-
-
-def _segmentation_bbox(segmentation: Any) -> tuple[list[float], str] | None:
-    """``[x, y, width, height]`` of a COCO ``segmentation`` and what it was (``polygon`` or
-    ``RLE``): polygons (lists ``[x1, y1, x2, y2, ...]``; one flat list is one polygon) give the
-    min/max of their points, an RLE (``{"size": [h, w], "counts": ...}``, compressed or not)
-    ``pycocotools.mask.toBbox``; ``None`` when it is neither."""
-    polygons = segmentation
-    if isinstance(polygons, list) and polygons and all(map(is_number, polygons)):
-        polygons = [polygons]
-    if isinstance(polygons, list) and polygons:
-        if not all(
-            isinstance(p, list) and p and len(p) % 2 == 0 and all(map(is_number, p))
-            for p in polygons
-        ):
-            return None
-        xs = [float(v) for p in polygons for v in p[0::2]]
-        ys = [float(v) for p in polygons for v in p[1::2]]
-        return [min(xs), min(ys), max(xs) - min(xs), max(ys) - min(ys)], "polygon"
-    if not isinstance(segmentation, dict):
-        return None
-    size, counts = segmentation.get("size"), segmentation.get("counts")
-    if not (isinstance(size, list) and len(size) == 2 and all(as_int(v) for v in size)):
-        return None
-    h, w = (as_int(v) for v in size)
-    try:
-        if isinstance(counts, list):  # uncompressed
-            rle = mask_utils.frPyObjects({"size": [h, w], "counts": counts}, h, w)
-        elif isinstance(counts, str | bytes):
-            rle = {"size": [h, w], "counts": counts}
-        else:
-            return None
-        return [float(v) for v in mask_utils.toBbox(rle).tolist()], "RLE"
-    except (TypeError, ValueError, OverflowError):
-        return None
-
-
-def _content(entry: dict[str, Any]) -> tuple[Any, ...]:
-    """What makes two annotations the same box: image, category, bbox, iscrowd."""
-    return entry["image_id"], entry["category_id"], entry["bbox"], entry.get("iscrowd", 0)
-
-
-def _annotations(
-    raw: list[Any], path: Path, listed: set[int], report: ProblemReport
-) -> dict[int, list[_Annotation]]:
-    """Usable annotations per image id, in file order (see the module docstring)."""
-    given = [as_int(a.get("id")) if isinstance(a, dict) else None for a in raw]
-    next_id = max((i for i in given if i is not None), default=0) + 1
-    first: dict[int, _Annotation] = {}  # id -> the first annotation kept under it
-    per_image: dict[int, list[_Annotation]] = {}
-    for i, (ann, aid) in enumerate(zip(raw, given, strict=True)):
-        if not isinstance(ann, dict):
-            found = f"{json_kind(ann)}, expected an object"
-            report.add(Problem.BAD_ANNOTATION, path, f"{_where(i, None)}: {found}")
-            continue
-        image_id = as_int(ann.get("image_id"))
-        cat = as_int(ann.get("category_id"))
-        bbox = _bbox(ann.get("bbox"))
-        from_segmentation = None
-        if bbox is None and ann.get("bbox") in (None, []) and "segmentation" in ann:
-            from_segmentation = _segmentation_bbox(ann["segmentation"])
-            bbox = from_segmentation[0] if from_segmentation else None
-        if image_id is None or cat is None or bbox is None:
-            bad = [
-                f"{key} {ann.get(key)!r}, expected an integer"
-                for key, value in (("image_id", image_id), ("category_id", cat))
-                if value is None
-            ]
-            if bbox is None:
-                bad.append(
-                    f"bbox {ann.get('bbox')!r}, expected [x, y, width, height] numbers"
-                    + (" or a segmentation (polygons or RLE)" if "segmentation" in ann else "")
-                )
-            report.add(Problem.BAD_ANNOTATION, path, f"{_where(i, aid)}: {'; '.join(bad)}")
-            continue
-        if image_id not in listed:
-            found = f"image_id {image_id} is not the id of any image entry"
-            report.add(Problem.ORPHAN_ANNOTATION, path, f"{_where(i, aid)}: {found}")
-            continue
-        entry = {**ann, "id": aid, "image_id": image_id, "category_id": cat, "bbox": bbox}
-        if from_segmentation is not None:
-            given = f"bbox {ann['bbox']!r}" if "bbox" in ann else "no bbox"
-            found = f"{given}, computed from its {from_segmentation[1]} segmentation"
-            box = ", ".join(f"{v:g}" for v in bbox)
-            report.add(Problem.BBOX_FROM_SEGMENTATION, path, f"{_where(i, aid)}: {found}: [{box}]")
-        if aid is None or aid < 1:  # pycocotools matches by id and reads 0 as "no match"
-            why = "" if aid is None else " (COCOeval takes ids below 1 for 'no box')"
-            found = f"id {ann.get('id')!r}{why}, given id {next_id}"
-            report.add(Problem.ANNOTATION_ID, path, f"{_where(i, aid)}: {found}")
-            entry["id"], next_id = next_id, next_id + 1
-        elif aid in first:
-            earlier = first[aid]
-            if _content(entry) == _content(earlier.entry):
-                found = f"an exact repeat of {earlier.where}, dropped"
-                report.add(Problem.DUPLICATE_ANNOTATION, path, f"{_where(i, aid)}: {found}")
-                continue
-            found = f"id already used by {earlier.where}, kept as id {next_id}"
-            report.add(Problem.DUPLICATE_ANNOTATION, path, f"{_where(i, aid)}: {found}")
-            entry["id"], next_id = next_id, next_id + 1
-        kept = _Annotation(i, aid, entry)
-        first.setdefault(entry["id"], kept)
-        per_image.setdefault(image_id, []).append(kept)
-    return per_image
-
-
 def _crowd_and_area(
-    ann: _Annotation, box_area: float, path: Path, report: ProblemReport
+    ann: Annotation, box_area: float, path: Path, report: ProblemReport
 ) -> tuple[int, float]:
     """``iscrowd`` (0/1) and ``area`` for COCOeval (it reads both); missing: 0 and the box
     area, silently; present but not numbers: reported and filled in the same way."""
@@ -356,7 +222,7 @@ def _crowd_and_area(
 
 def _image_boxes(
     img: _Image,
-    annotations: list[_Annotation],
+    annotations: list[Annotation],
     class_of: dict[int, int],
     ann_path: Path,
     report: ProblemReport,
@@ -366,7 +232,7 @@ def _image_boxes(
     boxes reported and left out)."""
     file, width, height = img.file, img.width, img.height
     boxes, labels, anns = [], [], []
-    first: dict[tuple[Any, ...], _Annotation] = {}  # (category, box, crowd) -> its first entry
+    first: dict[tuple[Any, ...], Annotation] = {}  # (category, box, crowd) -> its first entry
     for ann in annotations:
         entry = ann.entry
         if entry["category_id"] not in class_of:
@@ -391,6 +257,38 @@ def _image_boxes(
             boxes.append(box)
             labels.append(class_of[entry["category_id"]])
     return boxes, labels, anns
+
+
+def _records(
+    image_entries: list[_Image],
+    per_image: dict[int, list[Annotation]],
+    class_of: dict[int, int],
+    ann_path: Path,
+    report: ProblemReport,
+    include_negatives: bool,
+) -> tuple[list[ImageRecord], list[dict[str, Any]], list[dict[str, Any]]]:
+    """The records of the images kept, with their entries and annotations for the ground truth
+    (an image without a box is left out unless ``include_negatives``)."""
+    records, gt_images, gt_annotations = [], [], []
+    for img in image_entries:
+        boxes, labels, anns = _image_boxes(
+            img, per_image.get(img.entry["id"], []), class_of, ann_path, report
+        )
+        if not boxes and not include_negatives:
+            continue
+        gt_images.append(img.entry)
+        gt_annotations.extend(anns)
+        records.append(
+            ImageRecord(
+                image_id=img.entry["id"],
+                file=img.file,
+                height=int(img.height),
+                width=int(img.width),
+                boxes=np.array(boxes, np.float32).reshape(-1, 4),
+                labels=np.array(labels, np.int64),
+            )
+        )
+    return records, gt_images, gt_annotations
 
 
 def load_coco(
@@ -421,28 +319,11 @@ def load_coco(
     category_ids = [c["id"] for c in categories]
     class_of = {cid: i for i, cid in enumerate(category_ids)}
     image_entries, listed = _images(dataset["images"], ann_path, image_dir, report)
-    per_image = _annotations(dataset["annotations"], ann_path, listed, report)
+    per_image = annotations_by_image(dataset["annotations"], ann_path, listed, report)
 
-    records, gt_images, gt_annotations = [], [], []
-    for img in image_entries:
-        file, width, height = img.file, img.width, img.height
-        boxes, labels, anns = _image_boxes(
-            img, per_image.get(img.entry["id"], []), class_of, ann_path, report
-        )
-        if not boxes and not include_negatives:
-            continue
-        gt_images.append(img.entry)
-        gt_annotations.extend(anns)
-        records.append(
-            ImageRecord(
-                image_id=img.entry["id"],
-                file=file,
-                height=int(height),
-                width=int(width),
-                boxes=np.array(boxes, np.float32).reshape(-1, 4),
-                labels=np.array(labels, np.int64),
-            )
-        )
+    records, gt_images, gt_annotations = _records(
+        image_entries, per_image, class_of, ann_path, report, include_negatives
+    )
     if not records:
         raise DatasetError(
             f"{ann_path}: no usable image (found {len(dataset['images'])} listed under "
