@@ -383,7 +383,7 @@ def test_several_live_sources_are_read_together():
 
 
 def test_a_lost_live_source_is_in_the_summary():
-    from yolov4.inference.writers import Summary
+    from yolov4.inference.summary import Summary
 
     summary = Summary(lost=["http://cam/x: lost after frame 41, not back within 60 s"])
     assert summary.to_dict()["lost"] == summary.lost

@@ -17,7 +17,7 @@ from yolov4.cli.sources import model_source
 from yolov4.core.images import MAX_PIXELS
 from yolov4.errors import ConfigError
 from yolov4.inference.sources import ImageFiles, open_sources, source_kind
-from yolov4.inference.writers import Summary
+from yolov4.inference.summary import Summary
 
 __all__ = ["NOT_SHARDED", "sharded"]
 
