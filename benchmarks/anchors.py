@@ -40,7 +40,8 @@ from common import machine_info, save
 
 from yolov4.anchors import avg_best_iou, box_sizes, fit_anchors
 from yolov4.data.coco import load_coco
-from yolov4.data.records import ImageRecord, ProblemReport
+from yolov4.data.problems import ProblemReport
+from yolov4.data.records import ImageRecord
 from yolov4.data.synthetic import generate_split
 
 DARKNET = "/work/dk/oracle/darknet/darknet"

@@ -19,7 +19,8 @@ from PIL import Image
 
 from tests.frame_data import RESIZE, in_annotated_frame, write_coco
 from yolov4.cli.evaluate import evaluate
-from yolov4.data.records import Problem, coco_from_dict
+from yolov4.data.problems import Problem
+from yolov4.data.records import coco_from_dict
 from yolov4.evaluation.worst import worst_gallery
 from yolov4.export.artifact import export_artifact
 from yolov4.ops.boxes import box_iou

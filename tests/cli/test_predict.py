@@ -30,7 +30,7 @@ from tests.inference.predict_cases import (
 from yolov4 import build_model, save_checkpoint
 from yolov4.core.postprocess import SERVING
 from yolov4.darknet import save_darknet_weights
-from yolov4.data.records import ProblemReport
+from yolov4.data.problems import ProblemReport
 from yolov4.data.yolo_txt import load_yolo
 from yolov4.errors import ConfigError, InputError
 from yolov4.inference import Predictor

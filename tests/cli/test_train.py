@@ -191,7 +191,7 @@ def test_evaluate_matches_pycocotools_on_its_own_detections(
     metrics = evaluate(compose_cfg("evaluate", [f"checkpoint={ckpt}", *data], tmp_path / "run"))
     detections = json.loads((tmp_path / "run" / "detections.json").read_text())
     assert len(detections) > 0  # a real re-score
-    from yolov4.data.records import ProblemReport
+    from yolov4.data.problems import ProblemReport
     from yolov4.data.synthetic import SyntheticSource
 
     gt = (

@@ -17,7 +17,7 @@ from PIL import Image, ImageOps
 from yolov4.core.images import ImageTooLarge, decode_image
 from yolov4.core.jpeg import jpeg_damage
 from yolov4.data.image_io import image_size, read_image
-from yolov4.data.records import Note, Problem, ProblemReport
+from yolov4.data.problems import Note, Problem, ProblemReport
 from yolov4.errors import InputError
 
 H, W = 48, 80  # stored (not displayed) size: a landscape image

@@ -19,7 +19,7 @@ from yolov4.core.preprocess import PreprocessConfig
 from yolov4.data.coco import load_coco
 from yolov4.data.dataset import DetectionDataset
 from yolov4.data.image_io import read_image
-from yolov4.data.records import Note, Problem, ProblemReport
+from yolov4.data.problems import Note, Problem, ProblemReport
 from yolov4.data.transforms import AugmentConfig
 from yolov4.data.yolo_txt import load_yolo
 from yolov4.errors import DatasetError

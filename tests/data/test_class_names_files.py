@@ -122,7 +122,7 @@ def test_names_with_colons_or_equals_inside_a_list_of_names_are_kept(tmp_path):
 def test_a_class_index_outside_the_names_says_which_indices_and_names(
     tmp_path, monkeypatch, names, expected
 ):
-    from yolov4.data.records import Problem, ProblemReport
+    from yolov4.data.problems import Problem, ProblemReport
 
     data = _darknet_root(tmp_path)
     (tmp_path / "data.yaml").write_text("names: [person, car]\n")

@@ -14,7 +14,7 @@ from pycocotools.cocoeval import COCOeval
 
 from tests.data.conftest import SYNTH_IMAGES, SYNTH_SIZE
 from yolov4.data.coco import CocoSource, load_coco
-from yolov4.data.records import ProblemReport
+from yolov4.data.problems import ProblemReport
 from yolov4.data.synthetic import (
     SHAPES,
     SPLIT_CODES,

@@ -25,7 +25,8 @@ from pycocotools.cocoeval import COCOeval
 
 from yolov4.cli.check_data import main as check_main
 from yolov4.data.coco import load_coco
-from yolov4.data.records import DetectionData, Problem, ProblemReport
+from yolov4.data.problems import Problem, ProblemReport
+from yolov4.data.records import DetectionData
 from yolov4.data.yolo_txt import load_yolo, read_class_names
 from yolov4.errors import DatasetError
 

@@ -15,7 +15,7 @@ from yolov4.core.preprocess import PreprocessConfig
 from yolov4.data.coco import load_coco
 from yolov4.data.datamodule import DetectionDataModule
 from yolov4.data.dataset import DetectionDataset
-from yolov4.data.records import Problem, ProblemReport
+from yolov4.data.problems import Problem, ProblemReport
 from yolov4.data.transforms import AugmentConfig
 from yolov4.data.yolo_txt import YoloSource, load_yolo, read_class_names
 from yolov4.errors import DatasetError

@@ -387,7 +387,7 @@ def test_evaluate_cli_selects_the_backend(
         "bbox",
         "score",
     }
-    from yolov4.data.records import ProblemReport
+    from yolov4.data.problems import ProblemReport
     from yolov4.data.synthetic import SyntheticSource
 
     gt = (

@@ -14,7 +14,7 @@ from yolov4.core.postprocess import SERVING
 from yolov4.core.preprocess import PreprocessConfig
 from yolov4.data.coco import CocoSource
 from yolov4.data.datamodule import DetectionDataModule
-from yolov4.data.records import Problem
+from yolov4.data.problems import Problem
 from yolov4.evaluation import evaluate_predictor
 from yolov4.inference import Predictor
 from yolov4.inference.predictor import Detections

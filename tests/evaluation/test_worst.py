@@ -115,7 +115,7 @@ def test_images_annotated_in_another_frame_are_drawn_as_validation_read_them(tmp
     from tests.frame_data import in_annotated_frame, write_coco
     from yolov4.data.coco import CocoSource
     from yolov4.data.datamodule import DetectionDataModule
-    from yolov4.data.records import Problem
+    from yolov4.data.problems import Problem
 
     red, blue, green = (230, 20, 20), (20, 20, 230), (20, 200, 20)
     stored = np.full((48, 80, 3), 90, np.uint8)

@@ -19,14 +19,8 @@ import numpy as np
 
 from yolov4.data.datamodule import SPLITS, DetectionDataModule
 from yolov4.data.dataset import DetectionDataset
-from yolov4.data.records import (
-    COCO_MEDIUM_AREA,
-    COCO_SMALL_AREA,
-    LOSSES,
-    LOST_IMAGES,
-    DetectionData,
-    ProblemReport,
-)
+from yolov4.data.problems import LOSSES, LOST_IMAGES, ProblemReport
+from yolov4.data.records import COCO_MEDIUM_AREA, COCO_SMALL_AREA, DetectionData
 from yolov4.data.splits import classes_without_boxes
 
 __all__ = ["split_statistics", "check_datamodule", "DataCheck"]

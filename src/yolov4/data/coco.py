@@ -52,11 +52,10 @@ import numpy as np
 from yolov4.core.files import looked_for
 from yolov4.data.coco_annotations import Annotation, annotations_by_image
 from yolov4.data.image_io import image_size
+from yolov4.data.problems import Problem, ProblemReport
 from yolov4.data.records import (
     DetectionData,
     ImageRecord,
-    Problem,
-    ProblemReport,
     as_int,
     check_box,
     coco_from_dict,

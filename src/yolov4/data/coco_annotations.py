@@ -13,7 +13,8 @@ from typing import Any
 
 from pycocotools import mask as mask_utils
 
-from yolov4.data.records import Problem, ProblemReport, as_int, is_number, json_kind
+from yolov4.data.problems import Problem, ProblemReport
+from yolov4.data.records import as_int, is_number, json_kind
 
 __all__ = ["Annotation", "annotations_by_image"]
 

@@ -34,7 +34,8 @@ from yolov4.core.preprocess import PreprocessConfig
 from yolov4.data.collate import SIZE_MULTIPLE, DetectionCollate, MultiScale
 from yolov4.data.dataset import DetectionDataset
 from yolov4.data.loader import EpochLoader
-from yolov4.data.records import DetectionData, ProblemReport
+from yolov4.data.problems import ProblemReport
+from yolov4.data.records import DetectionData
 from yolov4.data.sampling import RANK_SEED_STRIDE, EpochShuffle, seed_worker
 from yolov4.data.splits import check_trainable, repeated_listings
 from yolov4.data.synthetic import SyntheticSource

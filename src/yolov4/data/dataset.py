@@ -29,7 +29,8 @@ from yolov4.core.preprocess import PreprocessConfig, image_to_tensor, preprocess
 from yolov4.data.collate import Sample
 from yolov4.data.image_io import read_image
 from yolov4.data.mosaic import MOSAIC_DONORS, Placed
-from yolov4.data.records import DetectionData, Problem, ProblemReport
+from yolov4.data.problems import Problem, ProblemReport
+from yolov4.data.records import DetectionData
 from yolov4.data.transforms import (
     AugmentConfig,
     build_geometry,

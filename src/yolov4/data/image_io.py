@@ -23,7 +23,7 @@ from yolov4.core.images import (
 )
 from yolov4.core.jpeg import jpeg_damage
 from yolov4.core.pixels import unorient
-from yolov4.data.records import Note, Problem, ProblemReport
+from yolov4.data.problems import Note, Problem, ProblemReport
 from yolov4.errors import InputError
 
 __all__ = ["read_image", "image_size", "IMAGE_SUFFIXES"]

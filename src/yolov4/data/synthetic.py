@@ -22,7 +22,8 @@ import numpy as np
 
 from yolov4.core.files import make_temp_dir
 from yolov4.data.coco import load_coco
-from yolov4.data.records import DetectionData, ProblemReport
+from yolov4.data.problems import ProblemReport
+from yolov4.data.records import DetectionData
 
 __all__ = [
     "SHAPES",

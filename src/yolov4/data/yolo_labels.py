@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from yolov4.data.data_yaml import ClassNames
-from yolov4.data.records import Problem, ProblemReport, check_box
+from yolov4.data.problems import Problem, ProblemReport
+from yolov4.data.records import check_box
 
 __all__ = ["read_labels", "count_boxes", "relative_box", "YOLO_COLUMNS"]
 

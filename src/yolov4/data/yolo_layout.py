@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 
 from yolov4.core.files import files_under, listed_path
-from yolov4.data.records import Problem, ProblemReport
+from yolov4.data.problems import Problem, ProblemReport
 from yolov4.errors import DatasetError
 
 __all__ = [

@@ -56,13 +56,8 @@ from yolov4.data.data_yaml import (
     yaml_split_paths,
 )
 from yolov4.data.image_io import IMAGE_SUFFIXES, image_size
-from yolov4.data.records import (
-    DetectionData,
-    ImageRecord,
-    Problem,
-    ProblemReport,
-    records_to_coco,
-)
+from yolov4.data.problems import Problem, ProblemReport
+from yolov4.data.records import DetectionData, ImageRecord, records_to_coco
 from yolov4.data.yolo_labels import count_boxes, read_labels
 from yolov4.data.yolo_layout import (
     LABEL_SUFFIX,

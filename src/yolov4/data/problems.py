@@ -1,0 +1,196 @@
+"""The bad-data report every loader writes to: the kinds of problem (:class:`Problem`, each with
+what is done about it) and of note (:class:`Note`: read as meant, nothing repaired), and the
+:class:`ProblemReport` that counts them per file.
+
+In the default mode each problem is counted with its file name and the sample is repaired or
+skipped; in ``strict`` mode the first one raises a :class:`~yolov4.errors.DatasetError` naming
+the file. :data:`LOSSES` are the kinds that take an image or ground truth out of the split.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from typing import Any
+
+from yolov4.errors import DatasetError
+
+__all__ = ["Problem", "Note", "ProblemReport", "LOSSES", "LOST_BOXES", "LOST_IMAGES"]
+
+log = logging.getLogger(__name__)
+
+# How many example file names a one-line summary lists per kind of problem.
+SUMMARY_EXAMPLES = 5
+
+
+class Problem:
+    """Kinds of bad data, each with what is done about it outside strict mode."""
+
+    MISSING_FILE = "missing image file (skipped)"
+    REPEATED_LISTING = (
+        "image listed again in a list file (a val/test split scores it once; a train split "
+        "keeps each listing, one sample per epoch each)"
+    )
+    UNREADABLE = "unreadable image (skipped)"
+    TRUNCATED = "truncated image (decoded what was there)"
+    DAMAGED_JPEG = (
+        "JPEG without its end marker, or with data libjpeg calls corrupt (decoded as libjpeg "
+        "repairs it: look at it, and re-save or replace it)"
+    )
+    CONVERTED = (
+        "not 8-bit RGB or grayscale: alpha, palette, CMYK, 16-bit or float pixels (converted to "
+        "8-bit RGB, which may change what the network sees: look at it)"
+    )
+    SIZE_MISMATCH = "image size differs from the annotation (resized to it)"
+    STORED_FRAME = (
+        "annotated size is the file's own, before its EXIF rotation (read without the rotation)"
+    )
+    BOX_CLIPPED = "box partly outside the image (clipped, for training and for COCOeval)"
+    BOX_OUTSIDE = "box wholly outside the image (dropped)"
+    BOX_EMPTY = "zero or negative size box (dropped)"
+    BOX_TINY = "box under 1 pixel wide or high (dropped: no anchor or cell can learn it)"
+    BOX_NAN = "NaN or infinite box coordinate (dropped)"
+    UNKNOWN_CLASS = "unknown category id / class index (dropped)"
+    BAD_LINE = (
+        "label line that is neither 5 numbers `class cx cy w h` nor a polygon `class x1 y1 x2 y2 "
+        "x3 y3 ...` (dropped)"
+    )
+    BAD_POSE_LINE = (
+        "label line of a pose dataset (data yaml with kpt_shape [K, D]) that is not "
+        "`class cx cy w h` and K*D keypoint numbers (dropped)"
+    )
+    NOT_NORMALIZED = (
+        "label line with a coordinate above 2: YOLO txt boxes are fractions of the image size "
+        "in [0, 1], not pixels (dropped)"
+    )
+    SHARED_LABEL_FILE = (
+        "label file of two images with one name and different suffixes, e.g. a.jpg and a.png "
+        "(its boxes read for each: rename one image if they differ)"
+    )
+    NOT_TEXT = "label file not readable as UTF-8 text (image skipped: its labels are unknown)"
+    # Entries of a COCO json, named by file and entry (``annotations[3] (id 7)``).
+    BAD_IMAGE = "image entry without an integer id or a file_name (skipped)"
+    IMAGE_SIZE = "image entry without a positive numeric width/height (read from the file)"
+    BAD_CATEGORY = "category without an integer id, or a repeated id (skipped)"
+    CATEGORY_NAME = "category without a name (named category_<id>)"
+    BAD_ANNOTATION = (
+        "annotation without an integer image_id/category_id or a bbox of 4 numbers (skipped)"
+    )
+    BBOX_FROM_SEGMENTATION = (
+        "annotation without a bbox but with a segmentation (bbox computed from the segmentation)"
+    )
+    ANNOTATION_ID = "annotation without an integer id (given a new one)"
+    BAD_FIELD = "annotation area/iscrowd not a number (set from the box / to 0)"
+    DUPLICATE_IMAGE = "duplicate image id (first entry kept, later ones skipped)"
+    DUPLICATE_ANNOTATION = (
+        "duplicate annotation id (an exact repeat dropped, a different box kept under a new id)"
+    )
+    ORPHAN_ANNOTATION = "annotation of an image id that no image entry has (skipped)"
+    DUPLICATE_BOX = (
+        "box repeating an earlier box of its image: same class, same coordinates (dropped: a "
+        "ground truth box listed twice is a miss for every detector)"
+    )
+
+
+# The kinds of problem that take an image (LOST_IMAGES) or ground truth (LOST_BOXES) out of
+# the split (``check-data`` exits 1 on them); the others are repaired, or drop an exact repeat.
+LOST_IMAGES = frozenset(
+    {
+        Problem.MISSING_FILE,
+        Problem.UNREADABLE,
+        Problem.NOT_TEXT,
+        Problem.BAD_IMAGE,
+        Problem.DUPLICATE_IMAGE,
+    }
+)
+LOST_BOXES = frozenset(
+    {
+        Problem.BOX_OUTSIDE,
+        Problem.BOX_EMPTY,
+        Problem.BOX_TINY,
+        Problem.BOX_NAN,
+        Problem.UNKNOWN_CLASS,
+        Problem.BAD_LINE,
+        Problem.BAD_POSE_LINE,
+        Problem.NOT_NORMALIZED,
+        Problem.BAD_ANNOTATION,
+        Problem.ORPHAN_ANNOTATION,
+    }
+)
+LOSSES = LOST_IMAGES | LOST_BOXES
+
+
+class Note:
+    """What the loaders read as it is meant to be read, counted apart from the problems:
+    nothing is repaired or lost (a count line in the summary)."""
+
+    GRAYSCALE = "grayscale image (read as three equal channels, as darknet and ultralytics read it)"
+
+
+class ProblemReport:
+    """Counts problems per kind with their file names; raises at once in ``strict`` mode.
+    :meth:`note` counts what is no problem (a :class:`Note`) apart."""
+
+    def __init__(self, strict: bool = False, name: str = "dataset", log_each: bool = False) -> None:
+        self.strict = strict
+        self.name = name
+        self.log_each = log_each  # log each problem as found (data loading inside workers)
+        self.problems: dict[str, list[str]] = defaultdict(list)
+        self.notes: dict[str, list[str]] = defaultdict(list)
+        self._seen: set[tuple[str, str]] = set()
+
+    def add(self, kind: str, file: Any, detail: str = "") -> None:
+        """Record one problem ``kind`` (a :class:`Problem` value) found in ``file``."""
+        where = f"{file}: {detail}" if detail else str(file)
+        if self.strict:
+            raise DatasetError(f"{self.name}: {kind.split(' (')[0]} in {where} (strict mode)")
+        if (kind, where) in self._seen:  # once per file, however many epochs
+            return
+        self._seen.add((kind, where))
+        self.problems[kind].append(where)
+        if self.log_each:  # a conversion repairs nothing of the labels: no warning per file
+            # (each DataLoader worker keeps its own report: a warning would repeat per worker)
+            level = logging.DEBUG if kind == Problem.CONVERTED else logging.WARNING
+            log.log(level, "%s: %s: %s", self.name, kind, where)
+
+    def note(self, kind: str, file: Any, detail: str = "") -> None:
+        """Count one file of ``kind`` (a :class:`Note` value): not a problem, never raises."""
+        where = f"{file}: {detail}" if detail else str(file)
+        if (kind, where) not in self._seen:
+            self._seen.add((kind, where))
+            self.notes[kind].append(where)
+
+    def __len__(self) -> int:
+        return sum(len(v) for v in self.problems.values())
+
+    def losses(self) -> dict[str, list[str]]:
+        """The problems of a kind in :data:`LOSSES` (an image or ground truth left out)."""
+        return {k: v for k, v in self.problems.items() if k in LOSSES and v}
+
+    def merge(self, other: ProblemReport) -> None:
+        for mine, theirs in ((self.problems, other.problems), (self.notes, other.notes)):
+            for kind, items in theirs.items():
+                for item in items:
+                    if (kind, item) not in self._seen:
+                        self._seen.add((kind, item))
+                        mine[kind].append(item)
+
+    def summary(self, examples: int | None = SUMMARY_EXAMPLES) -> str:
+        """Multi-line text: one line per kind with its count, then the files (``examples``
+        of them, all when ``None``); a count line per kind of note after them."""
+        lines = [f"{self.name}: {len(self)} problem(s)" if self.problems else
+                 f"{self.name}: no problems found"]  # fmt: skip
+        for kind, items in self.problems.items():
+            lines.append(f"  {len(items):6d} x {kind}")
+            shown = items if examples is None else items[:examples]
+            lines.extend(f"           {item}" for item in shown)
+            if len(shown) < len(items):
+                lines.append(f"           ... and {len(items) - len(shown)} more")
+        for kind, items in self.notes.items():
+            lines.append(f"  note: {len(items)} x {kind}, e.g. {items[0]}")
+        return "\n".join(lines)
+
+    def log(self) -> None:
+        """Log the summary once as a warning (nothing when there is no problem)."""
+        if self.problems:
+            log.warning("%s", self.summary())
