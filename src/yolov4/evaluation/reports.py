@@ -105,6 +105,30 @@ def write_analysis(
         plot_confusion_matrix(analysis, out / f"{CONFUSION_FILE}.png")
         plot_pr_f1(analysis, out / f"{PR_F1_FILE}.png")
 
+    _write_darknet_map(out, coco_gt, result, cfg, image_ids, names)
+    _write_errors(out, coco_gt, result, cfg, image_ids, names)
+    _write_worst(out, analysis, coco_gt, result, cfg, image_files, read_image)
+    best = analysis.overall_curves["best"]
+    log.info(
+        "at conf %g IoU %g: %s; best F1 %.3f at conf %s",
+        analysis.conf,
+        analysis.iou,
+        analysis.confusion_dict()["all"],
+        best["f1"],
+        best["conf"],
+    )
+    return analysis
+
+
+def _write_darknet_map(
+    out: Path,
+    coco_gt: Any,
+    result: EvaluationResult,
+    cfg: AnalysisConfig,
+    image_ids: list[int] | None,
+    names: dict[int, str],
+) -> None:
+    """``darknet_map.json`` (with COCOeval's AP at the same IoU beside darknet's), logged."""
     darknet = darknet_map(
         coco_gt,
         result.results,
@@ -120,6 +144,16 @@ def write_analysis(
     write_json(out / DARKNET_MAP_FILE, darknet.to_dict(coco_ap, coco_map))
     log.info("\n%s", darknet.table(coco_ap, coco_map))
 
+
+def _write_errors(
+    out: Path,
+    coco_gt: Any,
+    result: EvaluationResult,
+    cfg: AnalysisConfig,
+    image_ids: list[int] | None,
+    names: dict[int, str],
+) -> None:
+    """``errors.json`` / ``.png``: the TIDE error breakdown, logged."""
     errors = error_breakdown(
         coco_gt,
         result.results,
@@ -133,6 +167,17 @@ def write_analysis(
         plot_errors(errors, out / f"{ERRORS_FILE}.png")
     log.info("\n%s", errors.table())
 
+
+def _write_worst(
+    out: Path,
+    analysis: DetectionAnalysis,
+    coco_gt: Any,
+    result: EvaluationResult,
+    cfg: AnalysisConfig,
+    image_files: dict[int, str] | None,
+    read_image: Callable[[int], np.ndarray | None] | None,
+) -> None:
+    """``worst_images.json`` / ``.png``: the images with the most errors and their gallery."""
     worst = worst_images(analysis, coco_gt, image_files, cfg.worst_images)
     write_json(
         out / f"{WORST_IMAGES_FILE}.json", {"conf": cfg.conf, "iou": cfg.iou, "images": worst}
@@ -143,16 +188,6 @@ def write_analysis(
         )
         if gallery is not None:
             write_png(gallery, out / f"{WORST_IMAGES_FILE}.png")
-    best = analysis.overall_curves["best"]
-    log.info(
-        "at conf %g IoU %g: %s; best F1 %.3f at conf %s",
-        analysis.conf,
-        analysis.iou,
-        analysis.confusion_dict()["all"],
-        best["f1"],
-        best["conf"],
-    )
-    return analysis
 
 
 def _stats(out: Path, names: list[str]) -> dict[str, tuple[int, int, int] | None]:
