@@ -14,6 +14,7 @@ import asyncio
 import json
 import logging
 import os
+from collections.abc import Callable
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal
 
@@ -29,6 +30,7 @@ from yolov4.serve.batcher import MicroBatcher
 from yolov4.serve.docs import add_docs, distinct_head_operation_ids
 from yolov4.serve.inputs import (
     ApiError,
+    check_query,
     invalid_parameter,
     parse_classes,
     query_ranges,
@@ -227,10 +229,12 @@ def _add_error_handlers(app: FastAPI) -> None:
         )
 
 
-def _add_detect_routes(app: FastAPI, service: Service) -> None:
-    """``POST /v1/detect`` and ``POST /v1/detect/batch`` with their shared query parameters."""
-    settings = service.settings
-    bounds = {k: {"ge": lo, "le": hi} for k, (_, lo, hi) in query_ranges(settings.max_det).items()}
+def _thresholds(service: Service) -> Callable[..., dict[str, Any]]:
+    """The dependency both detect routes share: the Predictor keyword arguments from the query,
+    bounded by ``service``'s settings."""
+    bounds = {
+        k: {"ge": lo, "le": hi} for k, (_, lo, hi) in query_ranges(service.settings.max_det).items()
+    }
 
     def thresholds(
         request: Request,
@@ -250,26 +254,17 @@ def _add_detect_routes(app: FastAPI, service: Service) -> None:
     ) -> dict[str, Any]:
         """The Predictor keyword arguments from the query (shared by both detect routes)."""
         allowed = QUERY_PARAMS if request.url.path == "/v1/detect" else QUERY_PARAMS - {"render"}
-        unknown = sorted(set(request.query_params) - allowed)
-        if unknown:
-            raise ApiError(
-                422,
-                "invalid_parameter",
-                f"unknown query parameters {unknown}; expected {sorted(allowed)}",
-            )
-        keys = [key for key, _ in request.query_params.multi_items()]
-        repeated = sorted({key for key in keys if keys.count(key) > 1})
-        if repeated:  # FastAPI would keep the last value silently
-            raise ApiError(
-                422,
-                "invalid_parameter",
-                f"query parameters given more than once: {repeated}; give each once "
-                "(classes takes a comma-separated list: classes=0,2)",
-            )
+        check_query(request, allowed)
         ids = parse_classes(classes, service.predictor.class_names)
         return {"conf": conf, "iou": iou, "max_det": max_det, "classes": ids}
 
-    Thresholds = Annotated[dict, Depends(thresholds)]
+    return thresholds
+
+
+def _add_detect_routes(app: FastAPI, service: Service) -> None:
+    """``POST /v1/detect`` and ``POST /v1/detect/batch`` with their shared query parameters."""
+    settings = service.settings
+    Thresholds = Annotated[dict, Depends(_thresholds(service))]
 
     @app.post(
         "/v1/detect",
@@ -315,8 +310,8 @@ def _add_detect_routes(app: FastAPI, service: Service) -> None:
         return json_response(body)
 
 
-def _add_status_routes(app: FastAPI, service: Service) -> None:
-    """``GET /v1/model``, ``/healthz``, ``/readyz`` and ``/metrics``."""
+def _add_model_route(app: FastAPI, service: Service) -> None:
+    """``GET /v1/model``."""
     settings = service.settings
 
     @app.get(
@@ -344,6 +339,11 @@ def _add_status_routes(app: FastAPI, service: Service) -> None:
             raise ApiError(503, "not_ready", "the model is loading", service._retry())
         body = model_summary(service.predictor, service.model, settings, include == "cfg")
         return json_response(body)
+
+
+def _add_status_routes(app: FastAPI, service: Service) -> None:
+    """``GET /v1/model``, ``/healthz``, ``/readyz`` and ``/metrics``."""
+    _add_model_route(app, service)
 
     @app.api_route(
         "/healthz",

@@ -27,6 +27,7 @@ __all__ = [
     "read_uploads",
     "sniff_format",
     "parse_classes",
+    "check_query",
     "query_ranges",
     "invalid_parameter",
 ]
@@ -210,6 +211,27 @@ async def _read_multipart(
         return uploads
     finally:
         await form.close()
+
+
+def check_query(request: Request, allowed: set[str] | frozenset[str]) -> None:
+    """A query parameter not in ``allowed``, or one given more than once, is a 422 naming
+    them."""
+    unknown = sorted(set(request.query_params) - allowed)
+    if unknown:
+        raise ApiError(
+            422,
+            "invalid_parameter",
+            f"unknown query parameters {unknown}; expected {sorted(allowed)}",
+        )
+    keys = [key for key, _ in request.query_params.multi_items()]
+    repeated = sorted({key for key in keys if keys.count(key) > 1})
+    if repeated:  # FastAPI would keep the last value silently
+        raise ApiError(
+            422,
+            "invalid_parameter",
+            f"query parameters given more than once: {repeated}; give each once "
+            "(classes takes a comma-separated list: classes=0,2)",
+        )
 
 
 def parse_classes(raw: str | None, class_names: Sequence[str]) -> list[int] | None:
