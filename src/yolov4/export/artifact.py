@@ -159,6 +159,19 @@ def _file_record(folder: Path, name: str) -> dict[str, Any]:
     return {"sha256": sha256(folder / name), "bytes": (folder / name).stat().st_size}
 
 
+def _file_records(
+    folder: Path, formats: Sequence[str], reduced: dict[str, Any]
+) -> dict[str, dict[str, Any]]:
+    """The checksum and size of every file of ``formats`` and of the ``reduced`` precisions."""
+    files = {}
+    for name in formats:
+        files.update({f: _file_record(folder, f) for f in FORMATS[name].files})
+    for entry in reduced.values():
+        for name in entry.get("files", [entry["file"]]):
+            files.setdefault(name, _file_record(folder, name))
+    return files
+
+
 def _fp32(formats: Sequence[str]) -> dict[str, Any] | None:
     """The fp32 entry of ``precisions``: the file of the first requested format (table order)
     a Predictor runs, and every installed runtime of the requested formats; None when no
@@ -173,6 +186,33 @@ def _fp32(formats: Sequence[str]) -> dict[str, Any] | None:
         if getattr(f.backends[r], "available", lambda: True)()
     ]
     return {"file": carrying[0].model_file, "backends": backends}
+
+
+def _reduced(
+    job: ExportJob,
+    folder: Path,
+    precisions: Sequence[str],
+    calibration: Sequence[Any] | None,
+    evaluate: Evaluate | None,
+    map50_gate: float,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The reduced ``precisions`` written into ``folder`` from ``job``'s model and gated against
+    fp32 (:func:`yolov4.export.quantize.reduced_precisions`): their metadata entries and
+    parity records."""
+    return reduced_precisions(
+        folder,
+        precisions,
+        job.model,
+        {
+            "class_names": job.class_names,
+            "preprocess": job.preprocess,
+            "thresholds": job.settings.to_dict(),
+            "metadata": {"model": job.config.to_dict()},
+        },
+        calibration,
+        evaluate,
+        map50_gate,
+    )
 
 
 def build_metadata(
@@ -191,12 +231,7 @@ def build_metadata(
     c, size = job.config, job.size
     reduced = dict(reduced)
     measured = reduced.pop("fp32", {})  # fp32's latency, measured beside the reduced ones
-    files = {}
-    for name in formats:
-        files.update({f: _file_record(folder, f) for f in FORMATS[name].files})
-    for entry in reduced.values():
-        for name in entry.get("files", [entry["file"]]):
-            files.setdefault(name, _file_record(folder, name))
+    files = _file_records(folder, formats, reduced)
     described: dict[str, Any] = {"opset": None}
     for name in formats:
         if FORMATS[name].describe is not None:
@@ -299,20 +334,7 @@ def export_artifact(
         for name in formats:
             FORMATS[name].write(job, tmp)
             parity.update(FORMATS[name].check(job, tmp))
-        reduced, reduced_parity = reduced_precisions(
-            tmp,
-            precisions,
-            job.model,
-            {
-                "class_names": job.class_names,
-                "preprocess": job.preprocess,
-                "thresholds": job.settings.to_dict(),
-                "metadata": {"model": job.config.to_dict()},
-            },
-            calibration,
-            evaluate,
-            map50_gate,
-        )
+        reduced, reduced_parity = _reduced(job, tmp, precisions, calibration, evaluate, map50_gate)
         parity.update(reduced_parity)
         metadata = build_metadata(
             job, ckpt, formats, tmp, reduced, default_precision, parity, conf_source
