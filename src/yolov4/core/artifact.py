@@ -230,16 +230,8 @@ def _validate_formats(meta: dict[str, Any], path: Path) -> None:
             )
 
 
-def validate_metadata(meta: Any, path: str | os.PathLike) -> dict[str, Any]:
-    """Check what a Predictor reads from ``metadata.json``; :class:`ExportError` naming the key,
-    what was expected and what was found, for the first thing that is wrong."""
-    path = Path(path)
-    if not isinstance(meta, dict):
-        raise ExportError(f"{path}: expected a JSON object, found {type(meta).__name__}")
-    if meta.get("format") != ARTIFACT_FORMAT:
-        raise ExportError(
-            f"{path}: format {meta.get('format')!r} is not {ARTIFACT_FORMAT!r}; re-export with this version"
-        )
+def _validate_files(meta: dict[str, Any], path: Path) -> None:
+    """``files``: ``{relative name: {"sha256": 64 hex digits, ...}}``."""
     files = meta.get("files", ...)
     if not isinstance(files, dict) or not files:
         raise _key_error(path, "files", "an object {file name: {sha256, bytes}}", files)
@@ -251,6 +243,10 @@ def validate_metadata(meta: Any, path: str | os.PathLike) -> dict[str, Any]:
         digest = info.get("sha256", ...)
         if not (isinstance(digest, str) and len(digest) == 64 and set(digest) <= _HEX):
             raise _key_error(path, f"files.{name}.sha256", "64 hex digits", digest)
+
+
+def _validate_classes(meta: dict[str, Any], path: Path) -> dict[str, Any]:
+    """``class_names``: one string per ``model.num_classes``, each once; returns ``model``."""
     names = meta.get("class_names", ...)
     if not isinstance(names, list) or not names:
         raise _key_error(path, "class_names", "a non-empty list of strings", names)
@@ -269,6 +265,12 @@ def validate_metadata(meta: Any, path: str | os.PathLike) -> dict[str, Any]:
             "(keys 'class_names' and 'model.num_classes' disagree)"
         )
     check_class_names(names, num_classes, f"{path}: class_names")  # each once
+    return model
+
+
+def _validate_input(meta: dict[str, Any], path: Path, model: dict[str, Any]) -> None:
+    """``input_size``: multiples of the largest of ``model.strides``; ``preprocess``: a
+    :class:`PreprocessConfig` of that size."""
     strides = model.get("strides", [DEFAULT_STRIDE])
     if not (isinstance(strides, list) and strides and all(_positive_int(s) for s in strides)):
         raise _key_error(path, "model.strides", "a non-empty list of integers >= 1", strides)
@@ -293,6 +295,21 @@ def validate_metadata(meta: Any, path: str | os.PathLike) -> dict[str, Any]:
             f"the artifact's input_size {size}",
             preprocess.get("input_size"),
         )
+
+
+def validate_metadata(meta: Any, path: str | os.PathLike) -> dict[str, Any]:
+    """Check what a Predictor reads from ``metadata.json``; :class:`ExportError` naming the key,
+    what was expected and what was found, for the first thing that is wrong."""
+    path = Path(path)
+    if not isinstance(meta, dict):
+        raise ExportError(f"{path}: expected a JSON object, found {type(meta).__name__}")
+    if meta.get("format") != ARTIFACT_FORMAT:
+        raise ExportError(
+            f"{path}: format {meta.get('format')!r} is not {ARTIFACT_FORMAT!r}; re-export with this version"
+        )
+    _validate_files(meta, path)
+    model = _validate_classes(meta, path)
+    _validate_input(meta, path, model)
     _validate_formats(meta, path)
     _validate_precisions(meta, path)
     thresholds = meta.get("thresholds", {})
