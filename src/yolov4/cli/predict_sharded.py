@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -29,9 +30,8 @@ TAKES = "trainer= (sharded predict over ranks) takes image files (a folder, glob
 NOT_FILES = {"camera": "a camera", "image URL": "an image URL", "stream": "a stream"}
 
 
-def sharded(cfg: DictConfig) -> dict[str, Any]:
-    """``trainer=``: the image files of ``cfg.source`` through ``predict_files`` (module
-    docstring); returns the summary (rank 0 also writes ``summary.json``)."""
+def _checked_classes(cfg: DictConfig) -> list[int] | None:
+    """``classes=`` once the options the sharded mode does not offer are refused."""
     given = [k for k in NOT_SHARDED if cfg.get(k)] + (
         ["multi_label"] if cfg.get("multi_label") is not None else []
     )
@@ -47,6 +47,12 @@ def sharded(cfg: DictConfig) -> dict[str, Any]:
         raise ConfigError(
             f"trainer= (sharded predict) takes class ids in classes=, got {classes!r}"
         )
+    return classes
+
+
+def _image_sources(cfg: DictConfig) -> list[ImageFiles]:
+    """``cfg.source``'s image files (closed: only their files are read); a camera, URL,
+    stream or video is a :class:`ConfigError`."""
     given = to_builtin(cfg.source)
     for item in given if isinstance(given, list) else [given]:  # unopened: no device, no fetch
         kind = source_kind(item) if isinstance(item, str | int) else "path"
@@ -58,6 +64,40 @@ def sharded(cfg: DictConfig) -> dict[str, Any]:
     other = [s for s in sources if not isinstance(s, ImageFiles)]
     if other:
         raise ConfigError(f"{TAKES}; source {other[0].source!r} is a {type(other[0]).__name__}")
+    return sources
+
+
+def _trainer_kwargs(cfg: DictConfig, out: Path) -> dict[str, Any]:
+    """The ``Trainer`` arguments of ``cfg.trainer`` (its ``_target_`` left out), writing
+    under ``out``."""
+    node = OmegaConf.to_container(cfg.trainer, resolve=False)
+    node.pop("_target_", None)
+    node["default_root_dir"] = str(out)
+    kwargs = OmegaConf.to_container(OmegaConf.create(node), resolve=True)
+    if not cfg.get("progress", True):
+        kwargs["enable_progress_bar"] = False
+    return kwargs
+
+
+def _count(summary: Summary, records: Path, skipped: Path) -> None:
+    """The images and detections of ``records`` and the files of ``skipped`` (jsonl) added to
+    ``summary``."""
+    with records.open(encoding="utf-8") as f:
+        for line in f:
+            record = json.loads(line)
+            summary.images += 1
+            summary.detections.update(d["class_name"] for d in record["detections"])
+    with skipped.open(encoding="utf-8") as f:
+        for line in f:
+            entry = json.loads(line)
+            summary.skip(f"{entry['file']}: {entry['error']}")
+
+
+def sharded(cfg: DictConfig) -> dict[str, Any]:
+    """``trainer=``: the image files of ``cfg.source`` through ``predict_files`` (module
+    docstring); returns the summary (rank 0 also writes ``summary.json``)."""
+    classes = _checked_classes(cfg)
+    sources = _image_sources(cfg)
     from lightning.pytorch.utilities import rank_zero_only
 
     from yolov4.training.predict import (
@@ -68,12 +108,6 @@ def sharded(cfg: DictConfig) -> dict[str, Any]:
     )
 
     out = output_folder(cfg)
-    node = OmegaConf.to_container(cfg.trainer, resolve=False)
-    node.pop("_target_", None)
-    node["default_root_dir"] = str(out)
-    kwargs = OmegaConf.to_container(OmegaConf.create(node), resolve=True)
-    if not cfg.get("progress", True):
-        kwargs["enable_progress_bar"] = False
     summary = Summary()
     summary.postprocess = {
         **postprocess_settings(cfg.get("conf"), cfg.get("iou"), cfg.get("max_det")).to_dict(),
@@ -84,7 +118,7 @@ def sharded(cfg: DictConfig) -> dict[str, Any]:
             cfg.checkpoint,
             [str(f) for s in sources for f in s.files],
             out,
-            kwargs,
+            _trainer_kwargs(cfg, out),
             batch_size=int(cfg.batch),
             num_workers=int(cfg.workers),
             conf=cfg.get("conf"),
@@ -98,15 +132,7 @@ def sharded(cfg: DictConfig) -> dict[str, Any]:
         path, summary.interrupted = e.path, True
     if not path.is_file():  # interrupted on a rank other than 0: rank 0 merges and writes
         return summary.to_dict()
-    with path.open(encoding="utf-8") as f:
-        for line in f:
-            record = json.loads(line)
-            summary.images += 1
-            summary.detections.update(d["class_name"] for d in record["detections"])
-    with (out / SKIPPED).open(encoding="utf-8") as f:
-        for line in f:
-            entry = json.loads(line)
-            summary.skip(f"{entry['file']}: {entry['error']}")
+    _count(summary, path, out / SKIPPED)
     if rank_zero_only.rank == 0:
         (out / "summary.json").write_text(json.dumps(summary.to_dict(), indent=2) + "\n")
         print(summary.text())
