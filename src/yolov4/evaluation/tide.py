@@ -126,6 +126,73 @@ class ErrorBreakdown:
         return "\n".join(lines)
 
 
+@dataclass
+class _Matched:
+    """The COCO matching of every image, joined: per counted detection (each image's in score
+    order) its ``cls``, ``score``, tie-break ``key``, ``tp``, error type ``err``, the box it
+    points at (``target``) and whether it is that box's TIDE ``winner``; per non-crowd box its
+    ``box_cls`` and whether no detection found it (``missed``); ``num_gt`` boxes per class."""
+
+    cls: np.ndarray
+    score: np.ndarray
+    key: np.ndarray
+    tp: np.ndarray
+    err: np.ndarray
+    target: np.ndarray
+    box_cls: np.ndarray
+    winner: np.ndarray
+    missed: np.ndarray
+    num_gt: np.ndarray
+
+    def ap_with(self, fix: set[str]) -> tuple[float, np.ndarray]:
+        """AP50 and per-class AP50 with the error types of ``fix`` corrected (TIDE's oracle)."""
+        err, target, winner = self.err, self.target, self.winner
+        c, keep, hit = self.cls.copy(), np.ones(len(self.cls), dtype=bool), self.tp.copy()
+        for name, code in (("classification", _CLS), ("localization", _LOC)):
+            if name in fix:
+                sel = err == code
+                keep &= ~sel | winner
+                promote = sel & winner
+                hit |= promote
+                c[promote] = self.box_cls[target[promote]]
+        for name, code in (("both", _BOTH), ("duplicate", _DUP), ("background", _BKG)):
+            if name in fix:
+                keep &= err != code
+        n_gt = self.num_gt.copy()
+        if "missed" in fix:
+            n_gt -= np.bincount(self.box_cls[self.missed], minlength=len(self.num_gt))
+        return coco_ap50(
+            c[keep], self.score[keep], hit[keep], self.key[keep], n_gt, self.num_gt > 0
+        )
+
+
+def _joined(
+    parts: dict[str, list[np.ndarray]],
+    box_parts: dict[str, list[np.ndarray]],
+    num_gt: np.ndarray,
+) -> _Matched:
+    """:func:`_match_images`' per-image parts joined, with TIDE's best matches."""
+
+    def joined(p: dict[str, list[np.ndarray]], name: str, dtype: Any) -> np.ndarray:
+        return np.concatenate(p[name]).astype(dtype) if p[name] else np.zeros(0, dtype)
+
+    err, target = joined(parts, "err", np.int64), joined(parts, "target", np.int64)
+    score = joined(parts, "score", np.float64)
+    winner, missed = _best_matches(err, target, score, joined(box_parts, "used", bool))
+    return _Matched(
+        cls=joined(parts, "cls", np.int64),
+        score=score,
+        key=joined(parts, "key", np.int64),
+        tp=joined(parts, "tp", bool),
+        err=err,
+        target=target,
+        box_cls=joined(box_parts, "cls", np.int64),
+        winner=winner,
+        missed=missed,
+        num_gt=num_gt,
+    )
+
+
 def error_breakdown(
     coco_gt: Any,
     results: Sequence[dict[str, Any]],
@@ -140,34 +207,8 @@ def error_breakdown(
         raise ValueError(f"the error breakdown needs 0 <= tb < tf <= 1, got tb={tb}, tf={tf}")
     cat_ids, index, names, ids = gt_index(coco_gt, image_ids, category_names)
     K = len(cat_ids)
-    parts, box_parts, num_gt = _match_images(coco_gt, results, ids, index, K, tb, tf)
-
-    def joined(p: dict[str, list[np.ndarray]], name: str, dtype: Any) -> np.ndarray:
-        return np.concatenate(p[name]).astype(dtype) if p[name] else np.zeros(0, dtype)
-
-    cls, score = joined(parts, "cls", np.int64), joined(parts, "score", np.float64)
-    key, tp = joined(parts, "key", np.int64), joined(parts, "tp", bool)
-    err, target = joined(parts, "err", np.int64), joined(parts, "target", np.int64)
-    box_cls, box_used = joined(box_parts, "cls", np.int64), joined(box_parts, "used", bool)
-    winner, missed = _best_matches(err, target, score, box_used)
-
-    def ap_with(fix: set[str]) -> tuple[float, np.ndarray]:
-        c, keep, hit = cls.copy(), np.ones(len(cls), dtype=bool), tp.copy()
-        for name, code in (("classification", _CLS), ("localization", _LOC)):
-            if name in fix:
-                sel = err == code
-                keep &= ~sel | winner
-                promote = sel & winner
-                hit |= promote
-                c[promote] = box_cls[target[promote]]
-        for name, code in (("both", _BOTH), ("duplicate", _DUP), ("background", _BKG)):
-            if name in fix:
-                keep &= err != code
-        n_gt = num_gt.copy()
-        if "missed" in fix:
-            n_gt -= np.bincount(box_cls[missed], minlength=K)
-        return coco_ap50(c[keep], score[keep], hit[keep], key[keep], n_gt, num_gt > 0)
-
+    matched = _joined(*_match_images(coco_gt, results, ids, index, K, tb, tf))
+    ap_with = matched.ap_with
     ap50, ap_k = ap_with(set())
     dap, per_class = {}, {}
     for t in ERROR_TYPES:
@@ -177,8 +218,8 @@ def error_breakdown(
             n: float(max(np.nan_to_num(fixed_k[k]) - np.nan_to_num(ap_k[k]), 0.0))
             for k, n in enumerate(names)
         }
-    counts = {t: int((err == code).sum()) for t, code in zip(ERROR_TYPES, range(5))}
-    counts["missed"] = int(missed.sum())
+    counts = {t: int((matched.err == code).sum()) for t, code in zip(ERROR_TYPES, range(5))}
+    counts["missed"] = int(matched.missed.sum())
     return ErrorBreakdown(
         names=names,
         tb=float(tb),
@@ -189,6 +230,61 @@ def error_breakdown(
         fixed_all=ap_with(set(ERROR_TYPES))[0],
         per_class_dap50=per_class,
     )
+
+
+def _match_image(
+    anns: list[dict[str, Any]],
+    rows: np.ndarray,
+    results: Sequence[dict[str, Any]],
+    index: dict[int, int],
+    tb: float,
+    tf: float,
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """COCO matching of one image (ground truth ``anns``, detections ``results[rows]``) -> per
+    counted detection, in score order, its ``cls``, ``score``, ``row``, ``tp``, error type
+    ``err`` (-1: none) and the ``target`` box it points at (among the image's non-crowd boxes;
+    -1: none); per non-crowd box its ``cls`` and whether a TP ``used`` it."""
+    gt = _xyxy([a["bbox"] for a in anns])
+    gt_cls = np.array([index[a["category_id"]] for a in anns], dtype=np.int64)
+    crowd = np.array([bool(a.get("iscrowd", 0)) for a in anns], dtype=bool)
+    det_cls = np.array([index[results[n]["category_id"]] for n in rows], dtype=np.int64)
+    scores = np.array([float(results[n]["score"]) for n in rows], dtype=np.float64)
+    # COCOeval keeps the MAX_DETS highest-scored detections per image and class
+    order = np.argsort(-scores, kind="stable")
+    rank = np.zeros(len(rows), dtype=np.int64)
+    for k in np.unique(det_cls):
+        of_k = order[det_cls[order] == k]
+        rank[of_k] = np.arange(len(of_k))
+    keep = rank < MAX_DETS
+    rows, det_cls, scores = rows[keep], det_cls[keep], scores[keep]
+    order = np.argsort(-scores, kind="stable")
+    det = _xyxy([results[n]["bbox"] for n in rows])
+    overlap = _overlaps(det, gt, crowd)
+    status, taken_by = coco_match(overlap, det_cls, gt_cls, crowd, order, tf)
+
+    regular = np.flatnonzero(~crowd)
+    used = taken_by[regular] >= 0
+    err = np.full(len(rows), -1, dtype=np.int64)
+    target = np.full(len(rows), -1, dtype=np.int64)
+    fp = status == 0
+    if fp.any():
+        err[fp], target[fp] = _classify(
+            overlap[fp][:, regular],  # plain IoU with the non-crowd boxes
+            det_cls[fp, None] == gt_cls[None, regular],
+            used,
+            tb,
+            tf,
+        )
+    sel = order[status[order] >= 0]  # on a crowd box: neither TP nor FP
+    detections = {
+        "cls": det_cls[sel],
+        "score": scores[sel],
+        "row": rows[sel],
+        "tp": status[sel] == 1,
+        "err": err[sel],
+        "target": target[sel],
+    }
+    return detections, {"cls": gt_cls[regular], "used": used}
 
 
 def _match_images(
@@ -214,51 +310,18 @@ def _match_images(
     boxes = 0  # non-crowd boxes so far: their numbers over the images
     box_parts: dict[str, list[np.ndarray]] = defaultdict(list)
     for image_pos, image_id in enumerate(ids):
-        anns = coco_gt.imgToAnns.get(image_id, [])
-        gt = _xyxy([a["bbox"] for a in anns])
-        gt_cls = np.array([index[a["category_id"]] for a in anns], dtype=np.int64)
-        crowd = np.array([bool(a.get("iscrowd", 0)) for a in anns], dtype=bool)
         rows = np.array(by_image.get(image_id, []), dtype=np.int64)
-        det_cls = np.array([index[results[n]["category_id"]] for n in rows], dtype=np.int64)
-        scores = np.array([float(results[n]["score"]) for n in rows], dtype=np.float64)
-        # COCOeval keeps the MAX_DETS highest-scored detections per image and class
-        order = np.argsort(-scores, kind="stable")
-        rank = np.zeros(len(rows), dtype=np.int64)
-        for k in np.unique(det_cls):
-            of_k = order[det_cls[order] == k]
-            rank[of_k] = np.arange(len(of_k))
-        keep = rank < MAX_DETS
-        rows, det_cls, scores = rows[keep], det_cls[keep], scores[keep]
-        order = np.argsort(-scores, kind="stable")
-        det = _xyxy([results[n]["bbox"] for n in rows])
-        overlap = _overlaps(det, gt, crowd)
-        status, taken_by = coco_match(overlap, det_cls, gt_cls, crowd, order, tf)
-
-        regular = np.flatnonzero(~crowd)
-        used = taken_by[regular] >= 0
-        box_parts["cls"].append(gt_cls[regular])
-        box_parts["used"].append(used)
-        num_gt += np.bincount(gt_cls[regular], minlength=K)
-        err = np.full(len(rows), -1, dtype=np.int64)
-        target = np.full(len(rows), -1, dtype=np.int64)
-        fp = status == 0
-        if fp.any():
-            e, t = _classify(
-                overlap[fp][:, regular],  # plain IoU with the non-crowd boxes
-                det_cls[fp, None] == gt_cls[None, regular],
-                used,
-                tb,
-                tf,
-            )
-            err[fp], target[fp] = e, np.where(t >= 0, boxes + t, -1)
-        sel = order[status[order] >= 0]  # on a crowd box: neither TP nor FP
-        parts["cls"].append(det_cls[sel])
-        parts["score"].append(scores[sel])
-        parts["key"].append(image_pos * (len(results) + 1) + rows[sel])
-        parts["tp"].append(status[sel] == 1)
-        parts["err"].append(err[sel])
-        parts["target"].append(target[sel])
-        boxes += len(regular)
+        dets, gts = _match_image(coco_gt.imgToAnns.get(image_id, []), rows, results, index, tb, tf)
+        box_parts["cls"].append(gts["cls"])
+        box_parts["used"].append(gts["used"])
+        num_gt += np.bincount(gts["cls"], minlength=K)
+        parts["cls"].append(dets["cls"])
+        parts["score"].append(dets["score"])
+        parts["key"].append(image_pos * (len(results) + 1) + dets["row"])
+        parts["tp"].append(dets["tp"])
+        parts["err"].append(dets["err"])
+        parts["target"].append(np.where(dets["target"] >= 0, boxes + dets["target"], -1))
+        boxes += len(gts["cls"])
     return parts, box_parts, num_gt
 
 
