@@ -37,7 +37,7 @@ from yolov4.data.loader import EpochLoader
 from yolov4.data.problems import ProblemReport
 from yolov4.data.records import DetectionData
 from yolov4.data.sampling import RANK_SEED_STRIDE, EpochShuffle, seed_worker
-from yolov4.data.splits import check_trainable, repeated_listings
+from yolov4.data.splits import check_classes, check_trainable, repeated_listings, shared_images
 from yolov4.data.synthetic import SyntheticSource
 from yolov4.data.transforms import AugmentConfig
 from yolov4.errors import ConfigError, DatasetError
@@ -224,40 +224,11 @@ class DetectionDataModule(L.LightningDataModule):
             report.log()
             for note in self._data[name].notes:
                 log.warning("data.%s: %s", name, note)
-            self._check_classes(name)
-            self._check_shared_images(name)
-        return self._data[name]
-
-    def _check_shared_images(self, name: str) -> None:
-        """A warning when split ``name`` holds images of another loaded split (a val folder
-        inside the train folder): its mAP would score images the network trained on."""
-        files = {os.path.abspath(r.file) for r in self._data[name].records}
-        for other, od in self._data.items():
-            if other == name:
-                continue
-            shared = sorted(files.intersection(os.path.abspath(r.file) for r in od.records))
-            if shared:
-                warning = (
-                    f"data.{other} and data.{name} share {len(shared)} images (e.g. "
-                    f"{shared[0]}): validation would score images the network trains on; give "
-                    "the splits separate images"
-                )
+            check_classes(name, self._data, self.expected_num_classes)
+            for warning in shared_images(name, self._data):
                 self.warnings.setdefault(name, []).append(warning)
                 log.warning("%s", warning)
-
-    def _check_classes(self, name: str) -> None:
-        data = self._data[name]
-        if self.expected_num_classes is not None and data.num_classes != self.expected_num_classes:
-            raise DatasetError(
-                f"data.{name} has {data.num_classes} classes {data.class_names} but the model has "
-                f"{self.expected_num_classes}; set model.num_classes={data.num_classes}"
-            )
-        for other, od in self._data.items():
-            if od.class_names != data.class_names or od.category_ids != data.category_ids:
-                raise DatasetError(
-                    f"data.{name} classes {list(zip(data.category_ids, data.class_names, strict=True))} differ "
-                    f"from data.{other} classes {list(zip(od.category_ids, od.class_names, strict=True))}"
-                )
+        return self._data[name]
 
     def _first_split(self) -> DetectionData:
         name = next(n for n in SPLITS if self.sources[n] is not None)

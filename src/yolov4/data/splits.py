@@ -1,19 +1,28 @@
 """The checks a DataModule makes of a loaded split: a training split needs a box
 (:func:`check_trainable`), a class without a box is named (:func:`classes_without_boxes`,
-also in ``yolov4-check-data``'s report), and images listed more than once are read once in a
-split that is scored (:func:`repeated_listings`).
+also in ``yolov4-check-data``'s report), images listed more than once are read once in a
+split that is scored (:func:`repeated_listings`), the splits agree on their classes
+(:func:`check_classes`) and do not share images (:func:`shared_images`).
 """
 
 from __future__ import annotations
 
 import logging
+import os
+from collections.abc import Mapping
 
 import numpy as np
 
 from yolov4.data.records import DetectionData
 from yolov4.errors import DatasetError
 
-__all__ = ["check_trainable", "classes_without_boxes", "repeated_listings"]
+__all__ = [
+    "check_classes",
+    "check_trainable",
+    "classes_without_boxes",
+    "repeated_listings",
+    "shared_images",
+]
 
 log = logging.getLogger(__name__)
 
@@ -70,3 +79,41 @@ def repeated_listings(name: str, data: DetectionData) -> DetectionData:
     data = data.without_repeats()
     data.notes.append(f"{n} repeated listings of images left out: each image is scored once")
     return data
+
+
+def check_classes(
+    name: str, splits: Mapping[str, DetectionData], num_classes: int | None = None
+) -> None:
+    """Split ``name`` of the loaded ``splits`` has ``num_classes`` classes (the model's; any
+    when ``None``) and the classes and category ids of every other loaded split, else a
+    :class:`DatasetError`."""
+    data = splits[name]
+    if num_classes is not None and data.num_classes != num_classes:
+        raise DatasetError(
+            f"data.{name} has {data.num_classes} classes {data.class_names} but the model has "
+            f"{num_classes}; set model.num_classes={data.num_classes}"
+        )
+    for other, od in splits.items():
+        if od.class_names != data.class_names or od.category_ids != data.category_ids:
+            raise DatasetError(
+                f"data.{name} classes {list(zip(data.category_ids, data.class_names, strict=True))} differ "
+                f"from data.{other} classes {list(zip(od.category_ids, od.class_names, strict=True))}"
+            )
+
+
+def shared_images(name: str, splits: Mapping[str, DetectionData]) -> list[str]:
+    """A warning for each other loaded split that holds images of split ``name`` (a val folder
+    inside the train folder): its mAP would score images the network trained on."""
+    files = {os.path.abspath(r.file) for r in splits[name].records}
+    warnings = []
+    for other, od in splits.items():
+        if other == name:
+            continue
+        shared = sorted(files.intersection(os.path.abspath(r.file) for r in od.records))
+        if shared:
+            warnings.append(
+                f"data.{other} and data.{name} share {len(shared)} images (e.g. "
+                f"{shared[0]}): validation would score images the network trains on; give "
+                "the splits separate images"
+            )
+    return warnings
