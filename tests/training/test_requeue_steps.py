@@ -217,3 +217,76 @@ def test_a_resume_with_dataloader_workers_reads_the_resumed_epochs_order(tmp_pat
     resumed = fit(tmp_path / "job", num_workers=2,
                   ckpt_path=tmp_path / "job/checkpoints" / REQUEUE_FILE)  # fmt: skip
     assert stopped.seen + resumed.seen == uninterrupted.seen
+
+
+class SignalAtValidation(L.Callback):
+    """Sends the process ``signum`` as the fit's ``n``-th validation batch starts (the sanity
+    check's not counted)."""
+
+    def __init__(self, n: int, signum: int = signal.SIGUSR1) -> None:
+        self.n, self.signum, self.count = n, signum, 0
+
+    def on_validation_batch_start(self, trainer, *args) -> None:
+        if not trainer.sanity_checking:
+            self.count += 1
+            if self.count == self.n:
+                os.kill(os.getpid(), self.signum)
+
+
+def monitoring(run: Path) -> list[L.Callback]:
+    """best.ckpt by val/loss and an early stopping on it (which never stops these runs)."""
+    from lightning.pytorch.callbacks import EarlyStopping
+
+    best = ModelCheckpoint(dirpath=run / "checkpoints", filename="best", monitor="val/loss",
+                           enable_version_counter=False)  # fmt: skip
+    return [best, EarlyStopping(monitor="val/loss", patience=100)]
+
+
+def validation_state(run: Path) -> dict:
+    """What a run's validations decided: best.ckpt's step and score, the early stopping's
+    state (in last.ckpt)."""
+    best = torch.load(run / "checkpoints/best.ckpt", weights_only=True)
+    last = torch.load(run / "checkpoints/last.ckpt", weights_only=True)
+    (stop,) = [v for k, v in last["callbacks"].items() if k.startswith("EarlyStopping")]
+    (chosen,) = [
+        v
+        for k, v in best["callbacks"].items()
+        if k.startswith("ModelCheckpoint{'monitor': 'val/loss'")
+    ]
+    return {"best step": best["global_step"], "best": float(chosen["best_model_score"]),
+            "wait": stop["wait_count"], "stop best": float(stop["best_score"])}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("signal_at", "trainer_kwargs"),
+    [  # 4 batches an epoch, 2 validation batches
+        (SignalAtBatch(2), {"val_check_interval": 2}),  # the step a validation follows
+        (SignalAtBatch(6), {"val_check_interval": 0.5}),  # the same in epoch 1
+        (SignalAtBatch(3), {"val_check_interval": 3, "check_val_every_n_epoch": None}),
+        # a validation inside an accumulation window (after batches 1 and 3): the window's end
+        (SignalAtValidation(1), {"val_check_interval": 1, "accumulate_grad_batches": 2}),
+        (SignalAtValidation(5), {"val_check_interval": 1, "accumulate_grad_batches": 2}),
+    ],
+    ids=["step-before-validation", "epoch-1", "across-epochs", "mid-window", "mid-window-2"],
+)
+def test_a_signal_around_a_validation_within_the_epoch_resumes_as_an_uninterrupted_run(
+    tmp_path, signal_at, trainer_kwargs
+):
+    """A signal in the step a validation within the epoch follows stopped the run before that
+    validation, and Lightning's resume skipped it: its val/loss row, its best.ckpt choice and
+    its early-stopping check were lost. A signal in a validation inside an accumulation window
+    stopped the run there, losing the window's gradient. The run stops at the end of the
+    validation, or of the window's step, and the resumed run is the uninterrupted one."""
+    fit(tmp_path / "full", *monitoring(tmp_path / "full"), **trainer_kwargs)
+    with pytest.raises(Requeued):
+        fit(tmp_path / "job", signal_at, *monitoring(tmp_path / "job"), **trainer_kwargs)
+    fit(tmp_path / "job", *monitoring(tmp_path / "job"),
+        ckpt_path=tmp_path / "job/checkpoints" / REQUEUE_FILE, **trainer_kwargs)  # fmt: skip
+    full_rows = rows(tmp_path / "full", "val/loss")
+    assert len(full_rows) >= 2 and rows(tmp_path / "job", "val/loss") == full_rows
+    assert rows(tmp_path / "job", "train/loss") == rows(tmp_path / "full", "train/loss")
+    assert validation_state(tmp_path / "job") == validation_state(tmp_path / "full")
+    assert_same(
+        training_state(tmp_path / "job/checkpoints/last.ckpt"),
+        training_state(tmp_path / "full/checkpoints/last.ckpt"),
+    )

@@ -11,10 +11,10 @@ finds ``requeue.ckpt`` (:func:`requeue_checkpoint`) and resumes from it through 
 path (:mod:`yolov4.training.resume`: read with ``weights_only=True``, network and classes
 checked).
 
-Where the run stops: after the batch that ends an optimizer step (with
-``trainer.accumulate_grad_batches`` > 1 the gradient of a window's first batches is in the
-parameters' ``.grad``, which no checkpoint holds, so the window's last batch runs first). A
-signal in an epoch's last step or in its validation lets the epoch end as in any run (its
+Where the run stops (:mod:`yolov4.training.stop_points`): after the batch that ends an
+optimizer step (a whole ``trainer.accumulate_grad_batches`` window), or, where a validation
+within the epoch follows that step (``trainer.val_check_interval``), at that validation's end.
+A signal in an epoch's last step or in its validation lets the epoch end as in any run (its
 validation, its line in the log, ``last.ckpt`` and ``best.ckpt``) and stops the run there, in
 the state ``last.ckpt`` holds. The stopped step's logged metrics reach the loggers first.
 
@@ -29,9 +29,9 @@ with ``requeue.ckpt`` the fit's last checkpoint, which the requeued job resumes 
 and write that phase again.
 
 Ctrl-C (``SIGINT`` in ``signals``, as the default callbacks have it) takes the same path without
-the requeue: the optimizer step (or the epoch's validation) ends, ``requeue.ckpt`` is saved and
-the run stops with exit status 130 and the ``ckpt_path=`` that resumes it; a second Ctrl-C stops
-at once as a ``KeyboardInterrupt`` (nothing saved since the last checkpoint; ``train.py`` names
+the requeue: the optimizer step (and the validation after it, if one is due) ends,
+``requeue.ckpt`` is saved and the run stops with exit status 130 and the ``ckpt_path=`` that
+resumes it; a second Ctrl-C stops at once as a ``KeyboardInterrupt`` (nothing saved since the last checkpoint; ``train.py`` names
 it, exit 130), except while ``requeue.ckpt`` is being written: that write completes, and the run
 stops with it.
 
@@ -63,6 +63,7 @@ from yolov4.data.loader import EpochLoader
 from yolov4.training.callbacks import last_checkpoint, link_file
 from yolov4.training.epoch_skip import SkippingLoader, SkipPlan, plan_skip
 from yolov4.training.noise import quiet_mid_epoch_resume
+from yolov4.training.stop_points import epoch_samples, stops_after_batch, stops_after_validation
 
 __all__ = ["Requeue", "Requeued", "requeue_checkpoint", "launcher_topology", "REQUEUE_FILE"]
 
@@ -98,24 +99,6 @@ def launcher_topology() -> dict[str, int]:
     if "submitit" not in str(launcher.get("_target_", "")):
         return {}
     return {"num_nodes": int(launcher.nodes), "devices": int(launcher.tasks_per_node)}
-
-
-def _epoch_samples(trainer: L.Trainer) -> int:
-    """The images of the current epoch trained on, all processes together (0 once the epoch's
-    batches are all trained: Lightning resumes at the next epoch)."""
-    done = int(trainer.fit_loop.epoch_loop.batch_progress.current.processed)
-    if done >= trainer.num_training_batches:
-        return 0
-    return done * int(trainer.train_dataloader.batch_size) * max(int(trainer.world_size), 1)
-
-
-def _last_step(trainer: L.Trainer) -> bool:
-    """Whether the batch just trained is the epoch's last, or the run's last step
-    (``trainer.max_steps``)."""
-    progress = trainer.fit_loop.epoch_loop.batch_progress
-    if progress.is_last_batch or progress.current.ready >= trainer.num_training_batches:
-        return True
-    return 0 < trainer.max_steps <= trainer.global_step
 
 
 class Requeue(Checkpoint):
@@ -162,7 +145,7 @@ class Requeue(Checkpoint):
     # --- resume: the images of the interrupted epoch already trained on ---
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: Any, checkpoint: dict) -> None:
         if self.received is not None:  # requeue.ckpt: how far into its epoch it is
-            checkpoint[STATE_KEY] = {"samples": _epoch_samples(trainer)}
+            checkpoint[STATE_KEY] = {"samples": epoch_samples(trainer)}
 
     def on_load_checkpoint(self, trainer: L.Trainer, pl_module: Any, checkpoint: dict) -> None:
         self._resumed = dict(checkpoint.get(STATE_KEY) or {})
@@ -235,10 +218,10 @@ class Requeue(Checkpoint):
             raise KeyboardInterrupt
         if signum == signal.SIGINT:
             where = (
-                b"this validation"
+                b"this validation (within an accumulation window: after the window's step)"
                 if self._validating
-                else b"this optimizer step (an epoch's last: after the epoch's validation and "
-                b"checkpoints)"
+                else b"this optimizer step (and the validation after it, if one is due; an "
+                b"epoch's last: after the epoch's validation and checkpoints)"
             )
             os.write(
                 sys.stderr.fileno(),
@@ -264,20 +247,19 @@ class Requeue(Checkpoint):
         self._validating = not trainer.sanity_checking
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: Any) -> None:
-        """A signal during a validation within the epoch (``trainer.val_check_interval``) stops
-        the run at its end (after the checkpoints' hooks: they run first); one at the epoch's
-        end waits for the epoch's end (:meth:`on_train_epoch_end`)."""
+        """A signal during a validation within the epoch (``trainer.val_check_interval``), or
+        in the step before it, stops the run at its end (after the checkpoints' hooks: they
+        run first), where :func:`~yolov4.training.stop_points.stops_after_validation` says."""
         validating, self._validating = self._validating, False
         if validating and trainer.training is False and trainer.state.fn == "fit":
-            if not _last_step(trainer):
+            if stops_after_validation(trainer):
                 self._stop_if_signalled(trainer)
 
     def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
-        """After a batch that ends an optimizer step, within the epoch: the stop (the epoch's
-        last step waits for the epoch's end)."""
-        if trainer.fit_loop._should_accumulate() or _last_step(trainer):
-            return
-        self._stop_if_signalled(trainer, log_step=True)
+        """After a batch that ends an optimizer step, within the epoch, no validation due
+        after it: the stop (:func:`~yolov4.training.stop_points.stops_after_batch`)."""
+        if stops_after_batch(trainer):
+            self._stop_if_signalled(trainer, log_step=True)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: Any) -> None:
         """A signal that came in the epoch's last step, its validation or its end: the stop,
