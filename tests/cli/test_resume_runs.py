@@ -211,3 +211,32 @@ def test_a_run_early_stopping_ended_says_so_and_its_resume_is_refused(
     assert "~callbacks.early_stop" in str(e.value)
     argv = resume_argv(["train.py", ckpt, "~callbacks.early_stop"])
     assert not any("callbacks.early_stop" in a for a in argv)  # both lines dropped
+
+
+def test_a_run_killed_after_its_early_stop_before_its_end_is_finished_training_nothing(
+    tmp_path, compose_cfg, tiny_run, caplog
+):
+    """Killed after early stopping's decision, before metrics.json: the resume trained one
+    more epoch (Lightning restores the callback's state, not its stop) and only then wrote
+    the run's end. It trains nothing and writes metrics.json of the stopped run's weights."""
+    stop = (
+        "+callbacks.early_stop={_target_: lightning.pytorch.callbacks.EarlyStopping, "
+        "monitor: val/mAP, mode: max, stopping_threshold: -1.0}"
+    )
+    overrides = [*tiny_run, *NO_EXPORT, "trainer.max_epochs=3", stop]
+    run = tmp_path / "run"
+    cfg = compose_cfg("train", overrides, run)
+    train(cfg)
+    (run / "metrics.json").unlink()  # the kill, before the run's end
+    (run / ".hydra").mkdir()
+    OmegaConf.save(cfg, run / ".hydra/config.yaml")
+    (run / ".hydra/overrides.yaml").write_text(yaml.safe_dump(overrides))
+    last = run / "checkpoints/last.ckpt"
+    before = torch.load(last, weights_only=True)["global_step"]
+    resume_argv(["train.py", f"ckpt_path={last}"])  # not refused
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="yolov4"):
+        train(compose_cfg("train", [*overrides, f"ckpt_path={last}"], run))
+    assert torch.load(last, weights_only=True)["global_step"] == before == 2
+    assert "resume: EarlyStopping stopped the run at epoch 0: Stopping threshold" in caplog.text
+    assert json.loads((run / "metrics.json").read_text())["weights"]["step"] == 2

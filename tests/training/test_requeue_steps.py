@@ -99,10 +99,11 @@ def fit(
     **trainer_kwargs,
 ) -> Toy:
     """One fit of ``module`` (a new :class:`Toy`) writing into ``run`` (checkpoints/,
-    metrics.csv)."""
+    metrics.csv); 2 epochs unless ``trainer_kwargs`` say ``max_epochs``."""
+    trainer_kwargs = {"max_epochs": 2, **trainer_kwargs}
     module = module or Toy()
     trainer = L.Trainer(
-        accelerator="cpu", max_epochs=2, logger=csv_logger(save_dir=str(run), name="", version=""),
+        accelerator="cpu", logger=csv_logger(save_dir=str(run), name="", version=""),
         callbacks=[
             Requeue(str(run / "checkpoints"), signals=["SIGUSR1", "SIGINT"], requeue=False),
             ModelCheckpoint(dirpath=run / "checkpoints", filename="last",

@@ -205,9 +205,10 @@ def refuse_finished(
     the callback's state restored, one more epoch before it stops again) and the run's files
     would be evaluated and exported again under a rewritten config; the message says how to
     train longer (``callbacks``: the resumed config's, naming the callback's key). A run
-    stopped after its last epoch (no ``metrics.json``) passes: its resume trains nothing and
-    writes the final evaluation, reports and export (logged). Checked before Hydra writes
-    anything."""
+    stopped after its last epoch, or after its early stopping's decision (no ``metrics.json``),
+    passes: its resume trains nothing and writes the final evaluation, reports and export
+    (logged; :class:`~yolov4.training.early_stop.EarlyStoppingResume`). Checked before Hydra
+    writes anything."""
     done = trained_so_far(ckpt)
     if done is None:
         return
@@ -238,7 +239,8 @@ def refuse_finished(
 
 def _refuse_early_stopped(run: Path, ckpt: str, callbacks: dict[str, Any] | None) -> None:
     """:func:`refuse_finished` for a finished run an early-stopping callback stopped, resumed
-    with that callback in ``callbacks`` (without it, the resume trains on)."""
+    with that callback in ``callbacks`` (without it, the resume trains on; with it, a run that
+    stopped before its end is finished by the resume, nothing trained)."""
     stopped = early_stopped(ckpt)
     if stopped is None or not (run / METRICS_FILE).is_file():
         return

@@ -11,6 +11,7 @@ import torch
 from omegaconf import OmegaConf
 
 from yolov4.cli.common import recorded_data, to_builtin
+from yolov4.training.early_stop import stopped_state
 from yolov4.training.optim import OptimConfig
 from yolov4.training.resume import ABSENT, config_changes
 
@@ -40,13 +41,10 @@ def trained_so_far(ckpt_path: str) -> tuple[int, int] | None:
 
 def early_stopped(ckpt_path: str) -> tuple[str, int, str] | None:
     """``(callback, epoch, reason)`` when a Lightning checkpoint's state of an early-stopping
-    callback (Lightning's ``EarlyStopping`` or a subclass) says it stopped the run; else
-    ``None``."""
+    callback (Lightning's ``EarlyStopping`` or a subclass) says it stopped the run
+    (:func:`~yolov4.training.early_stop.stopped_state`); else ``None``."""
     for key, state in ((read_state(ckpt_path) or {}).get("callbacks") or {}).items():
-        if not isinstance(state, dict) or not {"wait_count", "stopped_epoch"} <= set(state):
-            continue
-        reason = state.get("stopping_reason", 0)  # Lightning >= 2.5: 0 is "not stopped"
-        if reason or int(state["stopped_epoch"]) > 0:
+        if stopped_state(state):
             message = str(state.get("stopping_reason_message") or "").strip()
             return str(key).split("{")[0], int(state["stopped_epoch"]), message
     return None

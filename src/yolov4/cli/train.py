@@ -58,9 +58,9 @@ from yolov4.training.callbacks import (
     AtomicCheckpointIO,
     WeightsCallback,
     last_checkpoint,
-    log_early_stop,
 )
 from yolov4.training.cfg_settings import log_cfg_settings
+from yolov4.training.early_stop import EarlyStoppingResume, log_early_stop
 from yolov4.training.module import YoloModule
 from yolov4.training.noise import precision_note, quiet_lightning
 from yolov4.training.precision import AUTO, check_accelerator, resolve_precision
@@ -216,7 +216,7 @@ def build_trainer(
     """``cfg.trainer`` with the loggers and callbacks of ``cfg`` (and ``extra_callbacks``), the
     resolved ``precision``, atomic checkpoint writes and the submitit launcher's topology."""
     loggers = build_all(cfg, "logger")
-    callbacks = [*build_all(cfg, "callbacks"), *(extra_callbacks or [])]
+    callbacks = [*build_all(cfg, "callbacks"), *(extra_callbacks or []), EarlyStoppingResume()]
     if not loggers:  # logger=none: nothing to monitor the lr into (Lightning would refuse)
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     # under the submitit launcher a job's processes are its tasks: trainer.num_nodes/devices

@@ -27,7 +27,6 @@ __all__ = [
     "StepLearningRateMonitor",
     "link_file",
     "last_checkpoint",
-    "log_early_stop",
     "moved_state",
     "ValidationImages",
     "write_json",
@@ -89,22 +88,6 @@ def trained_epoch(trainer: L.Trainer) -> int:
     if loop is None:
         return trainer.current_epoch
     return max(loop.epoch_progress.current.ready - 1, 0)
-
-
-def log_early_stop(trainer: L.Trainer) -> None:
-    """One line when an early-stopping callback (``EarlyStopping``, e.g. a user's
-    ``+callbacks.early_stop=...``) ended the fit before its limit: which, at which epoch, and
-    why (Lightning says nothing unless the callback is ``verbose``). Rank 0."""
-    if not trainer.should_stop or not trainer.is_global_zero:
-        return
-    for callback in getattr(trainer, "early_stopping_callbacks", []):
-        reason = getattr(callback, "stopping_reason_message", None)  # Lightning >= 2.5
-        if reason or callback.stopped_epoch > 0:
-            log.info(
-                "%s stopped the run at epoch %d (trainer.max_epochs=%s): %s",
-                type(callback).__name__, callback.stopped_epoch, trainer.max_epochs,
-                reason or f"monitor {callback.monitor}",
-            )  # fmt: skip
 
 
 class WeightsCallback(L.Callback):
