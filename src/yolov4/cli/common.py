@@ -34,6 +34,7 @@ __all__ = [
     "recorded_data",
     "resolve_data",
     "data_argv",
+    "rank_log_argv",
     "check_override_syntax",
     "to_builtin",
     "warn_without_ground_truth",
@@ -248,6 +249,21 @@ def _unparsed_run(overrides: list[str], start: int) -> int:
     while start + n < len(overrides) and "=" not in overrides[start + n]:
         n += 1
     return n
+
+
+# what Lightning's DDP launcher adds to the command of each process it starts under Hydra (a
+# job name of its own, whatever the command): the process's log file, <job name>.log
+LIGHTNING_RANK_JOB = "hydra.job.name=train_ddp_process_"
+
+
+def rank_log_argv(argv: list[str], job: str) -> list[str]:
+    """``argv`` of a DDP process that Lightning started for the command ``job`` (``evaluate``,
+    ``predict``) with the job name it gives every command's processes,
+    ``train_ddp_process_<rank>``: named ``<job>_ddp_process_<rank>`` (its log file in the run's
+    folder, ``<job>_ddp_process_<rank>.log``); any other ``argv`` unchanged."""
+    named = f"hydra.job.name={job}_ddp_process_"
+    return [named + a[len(LIGHTNING_RANK_JOB) :] if a.startswith(LIGHTNING_RANK_JOB) else a
+            for a in argv]  # fmt: skip
 
 
 def data_argv(argv: list[str]) -> list[str]:

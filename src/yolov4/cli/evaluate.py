@@ -27,6 +27,7 @@ from yolov4.cli.common import (
     model_config,
     model_network,
     one_line_errors,
+    rank_log_argv,
     resolve_data,
     to_builtin,
     warn_without_ground_truth,
@@ -291,9 +292,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
 def hydra_main() -> None:
     """``python evaluate.py ...``: Hydra's app on :func:`~yolov4.cli.common.data_argv`'s
-    arguments (``data.<key>=`` over the recorded data)."""
+    arguments (``data.<key>=`` over the recorded data; a DDP process's log file named by
+    :func:`~yolov4.cli.common.rank_log_argv`)."""
     check_override_syntax(sys.argv)
-    sys.argv = data_argv(sys.argv)
+    sys.argv = data_argv(rank_log_argv(sys.argv, "evaluate"))
     _app()
 
 

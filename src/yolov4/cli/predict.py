@@ -37,6 +37,7 @@ from yolov4.cli.common import (
     check_override_syntax,
     hold_folder,
     one_line_errors,
+    rank_log_argv,
     release_folder,
     to_builtin,
 )
@@ -403,7 +404,7 @@ def hydra_main() -> None:
     """``python predict.py ...``: Hydra's app, on :func:`yolov4.cli.tracking.track_argv`'s
     arguments."""
     check_override_syntax(sys.argv)
-    sys.argv = track_argv(sys.argv)
+    sys.argv = track_argv(rank_log_argv(sys.argv, "predict"))  # a DDP process: its log
     _app()
 
 

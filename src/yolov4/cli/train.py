@@ -14,7 +14,6 @@ of the command, refused changes) and :mod:`yolov4.training.resume` (the checkpoi
 
 from __future__ import annotations
 
-import logging
 import math
 import os
 from contextlib import nullcontext
@@ -62,7 +61,7 @@ from yolov4.training.callbacks import (
 from yolov4.training.cfg_settings import log_cfg_settings
 from yolov4.training.early_stop import EarlyStoppingResume, log_early_stop
 from yolov4.training.module import YoloModule
-from yolov4.training.noise import precision_note, quiet_lightning
+from yolov4.training.noise import precision_note, quiet_lightning, rank_zero_logger
 from yolov4.training.precision import AUTO, check_accelerator, resolve_precision
 from yolov4.training.requeue import (
     Requeue,
@@ -86,7 +85,7 @@ from yolov4.training.tracking import log_config, log_reports
 
 __all__ = ["train", "run_objective", "hydra_main"]
 
-log = logging.getLogger(__name__)
+log = rank_zero_logger(__name__)  # the same in every process: rank 0's
 
 
 def _stopped_by_ctrl_c(e: BaseException, trainer: L.Trainer) -> bool:

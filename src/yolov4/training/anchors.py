@@ -16,7 +16,6 @@ them like any anchors. The same seed gives the same anchors (a resumed run refit
 
 from __future__ import annotations
 
-import logging
 import shlex
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -30,10 +29,11 @@ from yolov4.anchors import (
 )
 from yolov4.anchors.fit import POOR_AVG_IOU, POOR_IOU, POOR_SHARE, POOR_UNMASKED_SHARE
 from yolov4.models import ModelConfig
+from yolov4.training.noise import rank_zero_logger
 
 __all__ = ["AUTO", "FIT", "anchors_at_start", "anchors_command", "run_overrides"]
 
-log = logging.getLogger(__name__)
+log = rank_zero_logger(__name__)  # the same in every process: rank 0's
 
 AUTO = "auto"  # model.anchors=auto: fit them to the training split when the model's fit poorly
 FIT = "fit"  # model.anchors=fit: fit them to the training split at start-up in any case

@@ -18,21 +18,27 @@ pass. What is filtered, per run (about 19 lines):
   from a checkpoint that ended before the epoch ended and your dataloader is not resumable``
   (the train loader skips the images the epoch trained on: :mod:`yolov4.training.epoch_skip`);
 - the 13-line model summary table (``trainer.enable_model_summary: false`` in
-  ``configs/trainer/default.yaml``; ``train.py`` logs one line).
+  ``configs/trainer/default.yaml``; ``train.py`` logs one line);
+- the lines every process of a multi-process run would repeat (the config's notes, the run's
+  summary): the modules that log them log on rank 0 only (:func:`rank_zero_logger`).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import re
 import warnings
+from typing import Any
 
+from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.fabric.utilities.warnings import PossibleUserWarning
 
 __all__ = [
     "quiet_lightning",
     "quiet_mid_epoch_resume",
     "precision_note",
+    "rank_zero_logger",
     "NOISE_LOGGERS",
     "NOISE_LINES",
 ]
@@ -103,3 +109,18 @@ def precision_note(asked: object, ran: str, accelerator: str) -> str | None:
         f"trainer.precision={asked} runs as {ran} on {accelerator} (this device has no "
         f"{wanted} autocast); set trainer.precision={ran} to ask for it, or 32-true"
     )
+
+
+class _RankZero(logging.LoggerAdapter):
+    def log(self, level: int, msg: Any, *args: Any, **kwargs: Any) -> None:
+        if rank_zero_only.rank == 0 and os.environ.get("NODE_RANK", "0") == "0":
+            super().log(level, msg, *args, **kwargs)
+
+
+def rank_zero_logger(name: str) -> logging.LoggerAdapter:
+    """The logger ``name``, logging in the job's rank-0 process only: Lightning's
+    ``rank_zero_only.rank`` (from the launcher's ``RANK``, ``LOCAL_RANK`` or ``SLURM_PROCID``
+    as a process starts, the strategy's global rank once the trainer is set up), on node 0
+    (``NODE_RANK``). For the modules whose every line would be the same in each process of a
+    multi-process run (the DDP processes Lightning starts run ``train.py`` again)."""
+    return _RankZero(logging.getLogger(name), {})

@@ -17,7 +17,6 @@ CPU reports, e.g. to see the fp32 choice on a bf16 CPU.
 
 from __future__ import annotations
 
-import logging
 import os
 from typing import Any
 
@@ -25,10 +24,11 @@ import torch
 
 from yolov4.errors import ConfigError
 from yolov4.inference.backends import BF16_CPU_FLAGS, cpu_features
+from yolov4.training.noise import rank_zero_logger
 
 __all__ = ["AUTO", "CPU_BF16_ENV", "check_accelerator", "cpu_bf16", "resolve_precision"]
 
-log = logging.getLogger(__name__)
+log = rank_zero_logger(__name__)  # the same in every process: rank 0's
 AUTO = "auto"
 # Lightning's float64 precisions: refused (the batches, the loss and the targets are float32)
 DOUBLE = ("64", "64-true", "double")
