@@ -31,9 +31,9 @@ and write that phase again.
 Ctrl-C (``SIGINT`` in ``signals``, as the default callbacks have it) takes the same path without
 the requeue: the optimizer step (and the validation after it, if one is due) ends,
 ``requeue.ckpt`` is saved and the run stops with exit status 130 and the ``ckpt_path=`` that
-resumes it; a second Ctrl-C stops at once as a ``KeyboardInterrupt`` (nothing saved since the last checkpoint; ``train.py`` names
-it, exit 130), except while ``requeue.ckpt`` is being written: that write completes, and the run
-stops with it.
+resumes it; a second Ctrl-C stops at once as a ``KeyboardInterrupt`` (nothing saved since the
+last checkpoint; ``train.py`` names it, exit 130), except while ``requeue.ckpt`` is being
+written: that write completes, and the run stops with it.
 
 Lightning's own SLURM auto-requeue (``SLURMEnvironment``) saves ``hpc_ckpt_N.ckpt`` from inside
 the signal handler and reloads it with Lightning's loader; this callback replaces those handlers

@@ -5,10 +5,11 @@ run would have gone on.
 - After the batch that ends an optimizer step: with ``trainer.accumulate_grad_batches`` > 1 the
   gradient of a window's first batches is in the parameters' ``.grad``, which no checkpoint
   holds, so the window's last batch runs first.
-- Not after a batch that Lightning validates after (``trainer.val_check_interval``): that
-  validation runs first and the run stops at its end. Lightning resumes a checkpoint taken
-  before a due validation as if the validation had run (it skips it), which would lose its
-  metrics, its checkpoint choice (``best.ckpt``) and its early-stopping check.
+- Not after a batch that Lightning validates after (``trainer.val_check_interval`` of
+  batches or a fraction of the epoch): that validation runs first and the run stops at its
+  end. Lightning resumes a checkpoint taken before a due validation as if the validation had
+  run (it skips it), which would lose its metrics, its checkpoint choice (``best.ckpt``) and
+  its early-stopping check. (An interval of time is each process's own clock: not foreseen.)
 - At the end of a validation within an epoch, unless it falls inside an accumulation window
   (then after the window's step, or the validation after it).
 - A signal in an epoch's last step, its validation or its end stops the run at the epoch's
@@ -33,10 +34,13 @@ def last_step(trainer: Any) -> bool:
 
 def _validation_follows(trainer: Any) -> bool:
     """Whether Lightning validates after the batch just trained (Lightning's own test, as it
-    makes it after the batch's hooks)."""
+    makes it after the batch's hooks). A ``trainer.val_check_interval`` of time is not
+    foreseen: each process measures it on its own clock, and the stop is agreed by all."""
     loop = trainer.fit_loop
     fetcher = getattr(loop, "_data_fetcher", None)
-    return fetcher is not None and bool(loop.epoch_loop._should_check_val_fx(fetcher))
+    if fetcher is None or getattr(trainer, "_val_check_time_interval", None) is not None:
+        return False
+    return bool(loop.epoch_loop._should_check_val_fx(fetcher))
 
 
 def stops_after_batch(trainer: Any) -> bool:
