@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
-import numbers
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +26,21 @@ from typing import Any
 from yolov4.errors import ConfigError
 from yolov4.models import budget, class_balance
 from yolov4.models.cfg import ZOO, Section, parse_cfg, read_zoo_cfg, resolve_layers
+from yolov4.models.config_checks import (
+    LOSS_RANGES,
+    check_anchors,
+    check_cfg_shapes,
+    check_choice,
+    check_flags,
+    check_head_values,
+    check_masks,
+    check_number,
+    check_scale_x_y,
+    pairs,
+    per_head,
+    same_value,
+    whole,
+)
 from yolov4.models.stride import check_stride_multiple
 from yolov4.models.yolo_keys import (
     CPC,
@@ -55,10 +68,6 @@ __all__ = [
 def available_models() -> list[str]:
     """The zoo: every darknet cfg shipped in the package, by file stem."""
     return list(ZOO)
-
-
-def _pairs(value: Any) -> tuple[tuple[float, float], ...]:
-    return tuple((float(w), float(h)) for w, h in value)
 
 
 @dataclass(frozen=True)
@@ -121,7 +130,7 @@ class ModelConfig:
         values.update(overrides)
         values["name"] = name
         values["cfg"] = None if zoo else text
-        _check_cfg_shapes(sections, overrides)
+        check_cfg_shapes(sections, overrides)
         if list(values["strides"]) != list(derived_strides):
             raise ConfigError(
                 f"model.strides of {source} are {derived_strides} (fixed by the network), "
@@ -135,7 +144,7 @@ class ModelConfig:
             if key in overrides or not found:
                 raise
             got = str(e).rsplit("got ", 1)[-1].strip("'\"")
-            bad = [y for y in found if _same_value(y.options[key], got)] or found
+            bad = [y for y in found if same_value(y.options[key], got)] or found
             lines = ", ".join(str(y.lines[key]) for y in bad)
             raise ConfigError(f"{source}:{lines}: [yolo] {key}: {e}") from None
 
@@ -150,17 +159,20 @@ class ModelConfig:
                 if key in rest and rest[key] is None:
                     del rest[key]  # null: the cfg's classes, anchors, masks
             return cls.load(values.get("name"), cfg=cfg, **rest)
-        if isinstance(values.get("anchors"), str) and values["anchors"] not in ("auto", "fit"):
-            raise ConfigError(
-                f"model.anchors={values['anchors']!r}: expected [[w, h], ...] pairs, auto or fit "
-                "(train.py fits them on the data) or null (the cfg's)"
-            )
-        if values.get("anchors") in ("auto", "fit"):
-            raise ConfigError(
-                f"model.anchors={values['anchors']} is resolved on the training split by train.py "
-                "at start-up; "
-                "elsewhere give the anchors (python -m yolov4.anchors fits them)"
-            )
+        _check_anchors_given(values.get("anchors"))
+        cls._check_keys(values)
+        v = _coerce_shapes(values)
+        heads = len(v["strides"])
+        for key, default in PER_HEAD_KEYS.items():
+            v[key] = per_head(key, v.get(key, default), heads)
+        v[CPC] = class_balance.normalize_counters(v.get(CPC), v["num_classes"], heads)
+        config = cls(**v)
+        config.validate()
+        return config
+
+    @classmethod
+    def _check_keys(cls, values: dict[str, Any]) -> None:
+        """Every key of ``values`` a field, and every field without a default given."""
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
@@ -174,115 +186,27 @@ class ModelConfig:
         )
         if missing:
             raise ConfigError(f"model config is missing key(s) {missing}")
-        v = dict(values)
-        try:
-            v["num_classes"] = _whole(v["num_classes"], "num_classes")
-            size = v["input_size"]  # (H, W), or one side for a square (as data.input_size)
-            size = [size, size] if isinstance(size, int | float) else size
-            v["input_size"] = tuple(_whole(s, "input_size") for s in size)
-            if len(v["input_size"]) != 2:
-                raise ConfigError(
-                    f"model.input_size: expected [height, width] or one side, got {size!r}"
-                )
-            v["strides"] = tuple(_whole(s, "strides") for s in v["strides"])
-            v["anchors"] = _pairs(v["anchors"])
-            v["masks"] = tuple(tuple(_whole(i, "masks") for i in m) for m in v["masks"])
-        except ConfigError:
-            raise
-        except (TypeError, ValueError) as e:
-            raise ConfigError(f"model config has a value of the wrong type: {e}") from e
-        heads = len(v["strides"])
-        for key, default in PER_HEAD_KEYS.items():
-            value = v.get(key, default)
-            if isinstance(value, (list, tuple)):
-                if len(value) != heads:
-                    raise ConfigError(
-                        f"model.{key} needs one value per head ({heads}, ascending stride) "
-                        f"or one for all, got {list(value)}"
-                    )
-                v[key] = tuple(value)
-            else:
-                v[key] = (value,) * heads
-        v[CPC] = class_balance.normalize_counters(v.get(CPC), v["num_classes"], heads)
-        config = cls(**v)
-        config.validate()
-        return config
 
     def validate(self) -> None:
+        """Every value within what decode, loss and the network take; a :class:`ConfigError`
+        naming the key otherwise."""
         if self.num_classes < 1:
             raise ConfigError(f"model.num_classes must be >= 1, got {self.num_classes}")
         budget.check_classes(self.num_classes, "model.num_classes")
         budget.check_input_side(self.input_size, "model.input_size")
-        if len(self.anchors) > budget.MAX_ANCHORS:
-            raise ConfigError(
-                "model.anchors: " + budget.over("MAX_ANCHORS", f"{len(self.anchors)} anchors")
-            )
-        for w, h in self.anchors:
-            for v in (w, h):
-                budget.check_anchor(v, "model.anchors")
+        check_anchors(self.anchors)
         check_stride_multiple(self.input_size, self.max_stride, "model.input_size")
-        n = len(self.strides)
-        if len(self.masks) != n:
-            raise ConfigError(
-                f"model.masks needs one entry per head ({n}, ascending stride), got {len(self.masks)}"
-            )
-        for i, mask in enumerate(self.masks):
-            bad = [a for a in mask if not 0 <= a < len(self.anchors)]
-            if bad or not mask:
-                raise ConfigError(
-                    f"model.masks[{i}]={list(mask)} must be non-empty indices into the "
-                    f"{len(self.anchors)} anchors"
-                )
-            if len(mask) != len(self.masks[0]):
-                raise ConfigError(
-                    f"every head needs the same number of anchors; model.masks = {self.masks}"
-                )
-        if self.iou_loss not in IOU_LOSSES:
-            raise ConfigError(
-                f"model.iou_loss must be one of {list(IOU_LOSSES)}, got {self.iou_loss!r}"
-            )
-        if self.nms_kind not in NMS_KINDS:
-            raise ConfigError(
-                f"model.nms_kind must be one of {list(NMS_KINDS)}, got {self.nms_kind!r}"
-            )
-        ranges = {  # key: (low, high, low inclusive)
-            "ignore_thresh": (0.0, 1.0, True),
-            # darknet's truth_thresh < 1 branch (extra positives) is not implemented; >= 1 is
-            # inert (every zoo cfg has 1)
-            "truth_thresh": (1.0, float("inf"), True),
-            "iou_thresh": (0.0, 1.0, False),
-            "iou_normalizer": (0.0, float("inf"), True),
-            "cls_normalizer": (0.0, float("inf"), True),
-            "obj_normalizer": (0.0, float("inf"), True),
-            "max_delta": (0.0, float("inf"), False),
-            "label_smooth_eps": (0.0, 1.0, True),
-        }
-        for key, (lo, hi, inclusive) in ranges.items():
-            for value in getattr(self, key):
-                if value is None and key in ("iou_thresh", "max_delta"):
-                    continue
-                if key == "truth_thresh" and isinstance(value, float | int) and value < 1:
-                    raise ConfigError(
-                        f"model.truth_thresh must be >= 1 (darknet's truth_thresh < 1, which "
-                        f"makes every anchor over that IoU with a box a positive, is not "
-                        f"implemented), got {value!r}"
-                    )
-                _check_number(key, value, lo, hi, inclusive)
-        _check_number("beta_nms", self.beta_nms, 0.0, float("inf"), False)
-        for key in ("new_coords", "letter_box"):
-            if not isinstance(getattr(self, key), bool):
-                raise ConfigError(f"model.{key} must be true or false, got {getattr(self, key)!r}")
-        if any(not isinstance(v, bool) for v in self.objectness_smooth):
-            raise ConfigError(
-                f"model.objectness_smooth must be true or false, got {list(self.objectness_smooth)}"
-            )
-        for h, s in enumerate(self.scale_x_y):
-            # darknet reads any value; decode and loss (x * g - (g - 1) / 2) take any g > 0
-            if isinstance(s, bool) or not isinstance(s, (int, float)) or not 0 < s < math.inf:
-                raise ConfigError(
-                    f"model.scale_x_y of head {h} (stride {self.strides[h]}) must be a finite "
-                    f"number > 0, got {s!r}"
-                )
+        check_masks(self.masks, len(self.anchors), len(self.strides))
+        check_choice("iou_loss", self.iou_loss, IOU_LOSSES)
+        check_choice("nms_kind", self.nms_kind, NMS_KINDS)
+        for key in LOSS_RANGES:
+            check_head_values(key, getattr(self, key))
+        check_number("beta_nms", self.beta_nms, 0.0, float("inf"), False)
+        check_flags(
+            {"new_coords": self.new_coords, "letter_box": self.letter_box},
+            self.objectness_smooth,
+        )
+        check_scale_x_y(self.scale_x_y, self.strides)
         # the network as built (head filters follow num_classes) at its input size
         budget.check_network(
             resolve_layers(config_sections(self, loss_keys=False)), self.input_size
@@ -328,61 +252,43 @@ class ModelConfig:
         return {k: plain(v) for k, v in dataclasses.asdict(self).items()}
 
 
-def _check_cfg_shapes(sections: list[Section], overrides: dict[str, Any]) -> None:
-    """The cfg's own anchors per ``[yolo]`` layer and ``[net]`` size (where ``overrides`` do not
-    replace them) against what the model takes, naming the cfg's lines (the model config's
-    checks name ``model.masks`` / ``model.input_size``)."""
-    if "masks" not in overrides:
-        yolos = [s for s in sections if s.kind == "yolo"]
-        counts = [len(y.get_ints("mask")) if "mask" in y.options else y.get_int("num", 1)
-                  for y in yolos]  # fmt: skip
-        other = next((k for k, n in enumerate(counts) if n != counts[0]), None)
-        if other is not None:
+def _check_anchors_given(anchors: Any) -> None:
+    """``model.anchors`` as pairs or null; ``auto``/``fit`` only reach train.py's start-up."""
+    if isinstance(anchors, str) and anchors not in ("auto", "fit"):
+        raise ConfigError(
+            f"model.anchors={anchors!r}: expected [[w, h], ...] pairs, auto or fit "
+            "(train.py fits them on the data) or null (the cfg's)"
+        )
+    if anchors in ("auto", "fit"):
+        raise ConfigError(
+            f"model.anchors={anchors} is resolved on the training split by train.py "
+            "at start-up; "
+            "elsewhere give the anchors (python -m yolov4.anchors fits them)"
+        )
+
+
+def _coerce_shapes(values: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``values`` with ``num_classes``, ``input_size`` (``(H, W)``), ``strides``,
+    ``anchors`` and ``masks`` as whole numbers / float pairs; a :class:`ConfigError` naming the
+    key for a value of the wrong type."""
+    v = dict(values)
+    try:
+        v["num_classes"] = whole(v["num_classes"], "num_classes")
+        size = v["input_size"]  # (H, W), or one side for a square (as data.input_size)
+        size = [size, size] if isinstance(size, int | float) else size
+        v["input_size"] = tuple(whole(s, "input_size") for s in size)
+        if len(v["input_size"]) != 2:
             raise ConfigError(
-                f"{yolos[other].where('mask')}: {counts[other]} anchors where "
-                f"{yolos[0].where('mask')} has {counts[0]}: every head needs the same number of "
-                "anchors here (darknet allows a different count per [yolo] layer)"
+                f"model.input_size: expected [height, width] or one side, got {size!r}"
             )
-    if "input_size" not in overrides:
-        net = sections[0]
-        size = [net.get_int("height", 416), net.get_int("width", 416)]  # darknet's defaults
-        multiple = max(max(layer.strides) for layer in resolve_layers(sections))
-        bad = [k for k, side in zip(("height", "width"), size) if side <= 0 or side % multiple]
-        if bad:
-            lines = ", ".join(str(net.lines.get(k, net.line)) for k in bad)
-            what = f"{net.source}:{lines}: [net] {', '.join(bad)}"
-            check_stride_multiple(size, multiple, what)
-
-
-def _same_value(raw: str, got: str) -> bool:
-    """Whether a cfg value ``raw`` is the ``got`` a message names (``.9`` is ``0.9``)."""
-    try:
-        return float(raw) == float(got)
-    except ValueError:
-        return raw == got
-
-
-def _check_number(key: str, value: Any, lo: float, hi: float, inclusive: bool) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    ok = ok and (lo <= value if inclusive else lo < value) and value <= hi
-    if not ok:
-        bound = f"{'[' if inclusive else '('}{lo:g}, {hi:g}]"
-        raise ConfigError(f"model.{key} must be a number in {bound}, got {value!r}")
-
-
-def _whole(value: Any, key: str) -> int:
-    """``value`` as an int when it is a whole number (``4``, ``4.0``, ``"4"``); a
-    :class:`ConfigError` naming ``model.<key>`` for anything else (``2.5`` or ``True`` were read
-    as 2 and 1)."""
-    if isinstance(value, bool) or not isinstance(value, int | float | str | numbers.Integral):
-        raise ConfigError(f"model.{key} must be whole numbers, got {value!r}")
-    try:
-        number = float(value)
-    except ValueError:
-        raise ConfigError(f"model.{key} must be whole numbers, got {value!r}") from None
-    if not number.is_integer():
-        raise ConfigError(f"model.{key} must be whole numbers, got {value!r}")
-    return int(number)
+        v["strides"] = tuple(whole(s, "strides") for s in v["strides"])
+        v["anchors"] = pairs(v["anchors"])
+        v["masks"] = tuple(tuple(whole(i, "masks") for i in m) for m in v["masks"])
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"model config has a value of the wrong type: {e}") from e
+    return v
 
 
 def check_cfg_given(cfg: Any) -> None:
