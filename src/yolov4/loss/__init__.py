@@ -1,8 +1,9 @@
 """The YOLOv4 loss: darknet's ``[yolo]`` layer training signal (``yolo_layer.c``), vectorised.
 
-:class:`YoloLoss` (:mod:`.yolo`) computes it, with the anchor assignment in :mod:`.assign`, the box
-term and its gradient in :mod:`.box` (darknet's box deltas transcribed in :mod:`.darknet`);
-:func:`darknet_cost` (:mod:`.cost`) gives the number darknet charts.
+:class:`YoloLoss` (:mod:`.yolo`) computes it, with its inputs checked in :mod:`.inputs`, the
+anchor assignment in :mod:`.assign`, the box term and its gradient in :mod:`.box` (darknet's box
+deltas transcribed in :mod:`.darknet`); :func:`darknet_cost` (:mod:`.cost`) gives the number
+darknet charts.
 
 For every ground truth box (``targets (M, 6)``: ``[image_index, class_index, x1, y1, x2, y2]``
 in input pixels) and every head, with that head's values of the ``[yolo]`` keys darknet reads per
@@ -88,7 +89,8 @@ Departures from darknet, and why:
 from yolov4.loss.box import MAX_LOG_WH
 from yolov4.loss.cost import darknet_cost
 from yolov4.loss.darknet import darknet_dx_box_iou, iou_loss_gradient
-from yolov4.loss.yolo import BOX_GRADIENTS, IGNORE_CLASS_CONF, LossOutput, YoloLoss
+from yolov4.loss.inputs import BOX_GRADIENTS
+from yolov4.loss.yolo import IGNORE_CLASS_CONF, LossOutput, YoloLoss
 
 __all__ = [
     "YoloLoss",

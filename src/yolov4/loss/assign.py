@@ -6,13 +6,21 @@ functions."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
 from yolov4.ops.boxes import box_iou
 
-__all__ = ["anchor_match", "grid_cell", "pad_per_image", "positive_anchors"]
+__all__ = [
+    "Pairs",
+    "anchor_match",
+    "grid_cell",
+    "pad_per_image",
+    "positive_anchors",
+    "positive_pairs",
+]
 
 
 def anchor_match(wh: Tensor, anchors: Tensor) -> tuple[Tensor, Tensor]:
@@ -46,6 +54,32 @@ def grid_cell(box: Tensor, stride: int, h: int, w: int) -> tuple[Tensor, Tensor]
     gi = (box[:, 0] / stride).floor().long().clamp(0, w - 1)
     gj = (box[:, 1] / stride).floor().long().clamp(0, h - 1)
     return gi, gj
+
+
+class Pairs(NamedTuple):
+    """The positive (target, anchor) pairs ``P`` of one head and their prediction slots ``S``."""
+
+    gt: Tensor  # (P,) long: target index
+    a: Tensor  # (P,) long: anchor of the head
+    gi: Tensor  # (P,) long: grid column
+    gj: Tensor  # (P,) long: grid row
+    slot: Tensor  # (P,) long: index into the head's (B * A * H * W) predictions
+    slots: Tensor  # (S,) long: the distinct slots, ascending
+    pair_slot: Tensor  # (P,) long: index of each pair's slot into ``slots``
+
+
+def positive_pairs(
+    positive: Tensor, t_img: Tensor, t_box: Tensor, stride: int, shape: Sequence[int]
+) -> Pairs:
+    """The :class:`Pairs` of ``positive (M, A)`` bool (:func:`positive_anchors`) for targets of
+    images ``t_img (M,)`` long with boxes ``t_box (M, 4)`` cxcywh in input pixels, on a head of
+    ``stride`` whose predictions have shape ``(B, A, H, W)``."""
+    _, num_anchors, h, w = shape
+    gt, a = positive.nonzero(as_tuple=True)
+    gi, gj = grid_cell(t_box[gt], stride, h, w)
+    slot = ((t_img[gt] * num_anchors + a) * h + gj) * w + gi
+    slots, pair_slot = slot.unique(return_inverse=True)
+    return Pairs(gt, a, gi, gj, slot, slots, pair_slot)
 
 
 def pad_per_image(boxes: Tensor, image_index: Tensor, batch: int) -> tuple[Tensor, Tensor]:

@@ -10,27 +10,25 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from yolov4.errors import InputError
-from yolov4.loss.assign import anchor_match, grid_cell, pad_per_image, positive_anchors
+from yolov4.loss.assign import Pairs, anchor_match, pad_per_image, positive_anchors, positive_pairs
 from yolov4.loss.box import box_term
 from yolov4.loss.darknet import (
     darknet_class_balance,
     darknet_classes_in_box,
 )
+from yolov4.loss.inputs import check_maps, check_options, check_targets, per_head
 from yolov4.models.class_balance import class_multipliers, normalize_counters
-from yolov4.models.config import IOU_LOSSES
 from yolov4.ops.boxes import box_iou, cxcywh_to_xyxy, xyxy_to_cxcywh
 from yolov4.ops.decode import decode_boxes, split_head
 
 if TYPE_CHECKING:
     from yolov4.models.config import ModelConfig
 
-__all__ = ["YoloLoss", "LossOutput", "IGNORE_CLASS_CONF", "BOX_GRADIENTS"]
+__all__ = ["YoloLoss", "LossOutput", "IGNORE_CLASS_CONF"]
 
 # yolo_layer.c: a prediction is only exempt from the no-object push (ignore_thresh) when
 # compare_yolo_class finds some class probability above this (hard-coded 0.25f).
 IGNORE_CLASS_CONF = 0.25
-BOX_GRADIENTS = ("darknet", "exact")
 
 _T = TypeVar("_T")
 # a [yolo] key darknet reads per layer: one value for every head, or one per head
@@ -44,59 +42,6 @@ class LossOutput(NamedTuple):
     box: Tensor
     obj: Tensor
     cls: Tensor
-
-
-def check_targets(
-    targets: Any, batch: int, num_classes: int, input_hw: Sequence[int] | None = None
-) -> None:
-    """``targets`` as the loss takes them, or :class:`InputError` naming what was found: a
-    float tensor ``(M, 6)`` of finite ``[image index, class, x1, y1, x2, y2]`` rows, the index
-    in ``[0, batch)``, the class in ``[0, num_classes)`` (both whole numbers) and the box corners
-    in input pixels, ``x2 >= x1`` and ``y2 >= y1`` (a user's loader giving ``cx, cy, w, h`` or
-    YOLO's normalised boxes would otherwise train on wrong boxes without a word), each box with
-    part of it inside the ``input_hw`` image (one wholly outside would train an edge cell)."""
-    expected = "targets (M, 6) float rows [image index, class, x1, y1, x2, y2] in input pixels"
-    if not isinstance(targets, Tensor):
-        raise InputError(f"expected {expected}, got {type(targets).__name__}")
-    if targets.ndim != 2 or targets.shape[1] != 6 or not targets.is_floating_point():
-        raise InputError(f"expected {expected}, got {targets.dtype} {tuple(targets.shape)}")
-    if targets.shape[0] == 0:
-        return
-    rows = targets.detach().float()
-    img, cls, box = rows[:, 0], rows[:, 1], rows[:, 2:]
-    problems = {
-        "not finite": ~torch.isfinite(rows).all(1),
-        f"image index outside 0..{batch - 1} or not whole": (img < 0)
-        | (img >= batch)
-        | (img != img.round()),
-        f"class outside 0..{num_classes - 1} or not whole": (cls < 0)
-        | (cls >= num_classes)
-        | (cls != cls.round()),
-        "x2 < x1 or y2 < y1 (corners expected, not cx, cy, w, h)": (box[:, 2] < box[:, 0])
-        | (box[:, 3] < box[:, 1]),
-    }
-    if input_hw is not None:
-        h, w = input_hw
-        problems[f"box wholly outside the {w}x{h} (WxH) input"] = (
-            (box[:, 2] <= 0) | (box[:, 3] <= 0) | (box[:, 0] >= w) | (box[:, 1] >= h)
-        )
-    bad = torch.stack(list(problems.values()))
-    # one device sync per training step for every check: counts, first rows, largest coordinate
-    largest = box.abs().max().ceil().long().reshape(1)
-    found = torch.cat([bad.sum(1), bad.int().argmax(1), largest]).tolist()
-    n = len(problems)
-    for what, count, first in zip(problems, found[:n], found[n : 2 * n]):
-        if count:
-            raise InputError(
-                f"{count} of {rows.shape[0]} target rows {what}, e.g. row {first}: "
-                f"{[round(v, 4) for v in rows[first].tolist()]}; expected {expected}"
-            )
-    if found[-1] <= 1:  # the largest |coordinate|, rounded up
-        raise InputError(
-            f"every target box lies within 1 pixel of the origin (e.g. "
-            f"{[round(v, 4) for v in rows[0].tolist()]}): boxes normalised to [0, 1]? "
-            f"expected {expected}"
-        )
 
 
 class YoloLoss(nn.Module):
@@ -137,46 +82,45 @@ class YoloLoss(nn.Module):
         counters_per_class: Any = None,
     ) -> None:
         super().__init__()
-        if iou_loss not in IOU_LOSSES:
-            raise ValueError(f"iou_loss must be one of {list(IOU_LOSSES)}, got {iou_loss!r}")
-        if box_gradient not in BOX_GRADIENTS:
-            raise ValueError(
-                f"box_gradient must be one of {list(BOX_GRADIENTS)}, got {box_gradient!r}"
-            )
+        check_options(iou_loss, box_gradient, len(masks), len(strides))
         heads = len(strides)
-        if len(masks) != heads:
-            raise ValueError(f"{len(masks)} masks for {heads} strides: one per head")
         self.box_gradient = box_gradient
         self.new_coords = bool(new_coords)
         self.iou_loss = iou_loss
         self.num_classes = num_classes
         self.masks = [list(m) for m in masks]
         self.strides = list(strides)
-        self.scale_x_y = _per_head("scale_x_y", scale_x_y, heads)
-        self.ignore_thresh = _per_head("ignore_thresh", ignore_thresh, heads)
+        self.scale_x_y = per_head("scale_x_y", scale_x_y, heads)
+        self.ignore_thresh = per_head("ignore_thresh", ignore_thresh, heads)
         # darknet's default iou_thresh is 1.0: "no extra anchors"
         self.iou_thresh = [
             v if v is not None and v < 1.0 else None
-            for v in _per_head("iou_thresh", iou_thresh, heads)
+            for v in per_head("iou_thresh", iou_thresh, heads)
         ]
-        self.iou_normalizer = _per_head("iou_normalizer", iou_normalizer, heads)
-        self.cls_normalizer = _per_head("cls_normalizer", cls_normalizer, heads)
-        self.obj_normalizer = _per_head("obj_normalizer", obj_normalizer, heads)
-        self.max_delta = _per_head("max_delta", max_delta, heads)
+        self.iou_normalizer = per_head("iou_normalizer", iou_normalizer, heads)
+        self.cls_normalizer = per_head("cls_normalizer", cls_normalizer, heads)
+        self.obj_normalizer = per_head("obj_normalizer", obj_normalizer, heads)
+        self.max_delta = per_head("max_delta", max_delta, heads)
         self.objectness_smooth = [
-            bool(v) for v in _per_head("objectness_smooth", objectness_smooth, heads)
+            bool(v) for v in per_head("objectness_smooth", objectness_smooth, heads)
         ]
         eps = label_smoothing if label_smoothing else label_smooth_eps
-        self.label_smooth_eps = _per_head("label_smooth_eps", eps, heads)
+        self.label_smooth_eps = per_head("label_smooth_eps", eps, heads)
         self.register_buffer(
             "anchors", torch.tensor(anchors, dtype=torch.float32).view(-1, 2), persistent=False
         )
+        self._register_class_balance(counters_per_class, heads)
+
+    def _register_class_balance(self, counters_per_class: Any, heads: int) -> None:
+        """``balanced`` (which heads have ``counters_per_class``) and the ``class_multipliers``
+        buffer ``(heads, C)``: darknet's classes_multipliers, 1 on heads without counters."""
+        num_classes = self.num_classes
         counts = normalize_counters(counters_per_class or None, num_classes, heads)
         self.balanced = [c is not None for c in counts]
         multipliers = [
             class_multipliers(c, self.max_delta[h]) if c is not None else [1.0] * num_classes
             for h, c in enumerate(counts)
-        ]  # (heads, C) darknet's classes_multipliers, 1 on heads without counters_per_class
+        ]
         self.register_buffer(
             "class_multipliers", torch.tensor(np.array(multipliers)), persistent=False
         )
@@ -220,35 +164,9 @@ class YoloLoss(nn.Module):
         )
 
     def check_maps(self, maps: Any) -> None:
-        """``maps`` as the network gives them, or :class:`InputError` naming what was found: one
-        ``(B, A * (5 + C), H_l, W_l)`` float tensor per head, ascending stride, of one batch
-        and one input size (``H_l * stride_l`` the same for every head): one map of two heads, or
-        the heads reversed, would give a loss of another network without a word."""
-        strides, per = self.strides, [len(m) * (5 + self.num_classes) for m in self.masks]
-        want = ", ".join(f"(B, {c}, H/{s}, W/{s})" for c, s in zip(per, strides))
-        if not isinstance(maps, Sequence) or not all(isinstance(m, Tensor) for m in maps):
-            found = f" {tuple(maps.shape)}" if isinstance(maps, Tensor) else ""
-            raise InputError(
-                f"expected {len(strides)} head maps {want} in a list, got a "
-                f"{type(maps).__name__}{found}"
-            )
-        shapes = [tuple(m.shape) for m in maps]
-        sizes = {
-            (m.shape[2] * s, m.shape[3] * s) if m.ndim == 4 else None for m, s in zip(maps, strides)
-        }
-        if (
-            len(maps) != len(strides)
-            or any(
-                m.ndim != 4 or m.shape[1] != c or not m.is_floating_point()
-                for m, c in zip(maps, per)
-            )
-            or len({m.shape[0] for m in maps}) != 1
-            or len(sizes) != 1
-        ):
-            raise InputError(
-                f"expected {len(strides)} head maps {want} (ascending stride {strides}: one batch, "
-                f"one input size), got {len(maps)}: {shapes}"
-            )
+        """``maps`` as the network gives them (:func:`~yolov4.loss.inputs.check_maps` with this
+        loss's strides and channels per head), or :class:`InputError` naming what was found."""
+        check_maps(maps, self.strides, [len(m) * (5 + self.num_classes) for m in self.masks])
 
     def forward(self, maps: Sequence[Tensor], targets: Tensor) -> LossOutput:
         return self.compute(maps, targets, self.box_gradient)
@@ -303,20 +221,14 @@ class YoloLoss(nn.Module):
     ):
         """Box, objectness and class sums of one head (see :mod:`yolov4.loss`)."""
         num_anchors = anchors.shape[0]
-        stride = self.strides[level]
         p = split_head(head, num_anchors)  # (B, A, H, W, 5 + C)
-        batch, _, h, w, _ = p.shape
         flat = p.reshape(-1, p.shape[-1])  # (B * A * H * W, 5 + C)
-
-        # positives: (target, anchor) pairs and their slot in `flat`
-        gt, a = positive.nonzero(as_tuple=True)
-        gi, gj = grid_cell(t_box[gt], stride, h, w)
-        slot = ((t_img[gt] * num_anchors + a) * h + gj) * w + gi
-        slots, pair_slot = slot.unique(return_inverse=True)
+        pairs = positive_pairs(positive, t_img, t_box, self.strides[level], p.shape[:4])
+        slots, pair_slot = pairs.slots, pairs.pair_slot
 
         # class targets: union of the assigned targets' classes per positive slot
         cls_target = flat.new_zeros(slots.shape[0], self.num_classes)
-        cls_target[pair_slot, t_cls[gt]] = 1.0
+        cls_target[pair_slot, t_cls[pairs.gt]] = 1.0
         classes_per_slot = cls_target.sum(1)
         eps = self.label_smooth_eps[level]
         if eps:
@@ -330,7 +242,7 @@ class YoloLoss(nn.Module):
         cls_weight, iou_norm = None, self.iou_normalizer[level]
         if self.balanced[level]:  # counters_per_class: darknet's class multipliers
             cls_weight, obj_weight, pair_mult = darknet_class_balance(
-                slots.shape[0], pair_slot, gt, t_cls, self.class_multipliers[level],
+                slots.shape[0], pair_slot, pairs.gt, t_cls, self.class_multipliers[level],
                 self.cls_normalizer[level], rule, self.objectness_smooth[level],
             )  # fmt: skip
             obj_bce = obj_bce * torch.ones_like(obj_bce).index_put((slots,), obj_weight)
@@ -338,11 +250,34 @@ class YoloLoss(nn.Module):
         norm = cls_weight if cls_weight is not None else self.cls_normalizer[level]
         cls_loss = (norm * cls_loss).sum()
         obj_loss = self.obj_normalizer[level] * obj_bce.sum()
+        box_loss = self._box_loss(
+            level, flat, pairs, anchors, t_box, input_hw, box_gradient, iou_norm,
+            classes_per_slot, obj_target, cls_target, cls_weight,
+        )  # fmt: skip
+        return box_loss, obj_loss, cls_loss
 
-        # box term: value weighted by 1/k (k distinct classes at the slot), gradient as chosen
+    def _box_loss(
+        self,
+        level,
+        flat,
+        pairs: Pairs,
+        anchors,
+        t_box,
+        input_hw,
+        box_gradient,
+        iou_norm,
+        classes_per_slot,
+        obj_target,
+        cls_target,
+        cls_weight,
+    ) -> Tensor:
+        """Box sum of one head: each pair's value weighted by 1/k (k distinct classes at its
+        slot, with ``iou_thresh``), its gradient as ``box_gradient`` chooses (darknet's divides
+        by the classes in the box, :func:`~yolov4.loss.darknet.darknet_classes_in_box`)."""
+        gt, a, slot, slots, pair_slot = pairs.gt, pairs.a, pairs.slot, pairs.slots, pairs.pair_slot
         scale = flat.new_tensor([input_hw[1], input_hw[0]] * 2)
         t = flat[slot, :4]
-        cell = torch.stack((gi, gj), 1).to(t.dtype)
+        cell = torch.stack((pairs.gi, pairs.gj), 1).to(t.dtype)
         value, grad = self._box_term(
             level, t, cell, anchors[a], t_box[gt] / scale, scale, box_gradient, iou_norm
         )
@@ -365,7 +300,7 @@ class YoloLoss(nn.Module):
                     grad = grad * value_weight[:, None]
         if grad is not None:  # grad is d(box_loss)/dt by construction; the value stays as is
             box_loss = box_loss + (grad * (t - t.detach())).sum()
-        return box_loss, obj_loss, cls_loss
+        return box_loss
 
     def _objectness_target(self, level, p, flat, slots, anchors, padded, valid):
         """Objectness targets ``(N,)``, which predictions count ``(N,)`` bool (``N = B*A*H*W``)
@@ -426,14 +361,3 @@ class YoloLoss(nn.Module):
             max_delta=self.max_delta[level],
             new_coords=self.new_coords,
         )  # fmt: skip
-
-
-def _per_head(name: str, value: Any, heads: int) -> list:
-    """One value per head from a scalar (every head) or a sequence of ``heads`` values."""
-    if isinstance(value, (list, tuple)):
-        if len(value) != heads:
-            raise ValueError(
-                f"{name} needs one value per head ({heads}) or one for all, got {value}"
-            )
-        return list(value)
-    return [value] * heads
