@@ -11,7 +11,8 @@
 - :mod:`~yolov4.core.checkpoint`: the weights file, validated on write and on read
   (:mod:`~yolov4.core.files`: atomic writes);
 - :mod:`~yolov4.core.pretrained`: starting weights from darknet files or project checkpoints;
-- :mod:`~yolov4.core.artifact`: the export artifact's file names and ``metadata.json``.
+- :mod:`~yolov4.core.artifact`: the export artifact's file names and ``metadata.json``, with
+  :mod:`~yolov4.core.artifact_formats` (the registry of formats and precisions).
 """
 
 from yolov4.core.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
