@@ -9,7 +9,8 @@
   (:data:`DARKNET_VALID` for evaluation, :data:`SERVING`);
 - :mod:`~yolov4.core.model`: network + decode (:class:`DecodedModel`);
 - :mod:`~yolov4.core.checkpoint`: the weights file, validated on write and on read
-  (:mod:`~yolov4.core.files`: atomic writes);
+  (:mod:`~yolov4.core.checkpoint_read`: safe reading of any checkpoint format;
+  :mod:`~yolov4.core.files`: atomic writes);
 - :mod:`~yolov4.core.pretrained`: starting weights from darknet files or project checkpoints;
 - :mod:`~yolov4.core.artifact`: the export artifact's file names and ``metadata.json``, with
   :mod:`~yolov4.core.artifact_formats` (the registry of formats and precisions).

@@ -9,9 +9,10 @@ File format ``yolov4.weights/1`` (builtins and tensors only, ``torch.load(weight
      "trained": {"epoch": ..., "step": ..., ...}, "versions": {"yolov4": ..., "torch": ...},
      "data": {...} | None}                     # the run's resolved data config (``_target_`` included)
 
-``load_checkpoint`` also reads Lightning ``.ckpt`` files written by this project's
-LightningModule (``hyper_parameters`` with ``model``/``class_names``/``preprocess``); for those
-the EMA weights are used when present. Every mismatch raises :class:`CheckpointError` with the
+Files are read by :func:`~yolov4.core.checkpoint_read.read_checkpoint` (re-exported here, as is
+:func:`~yolov4.core.checkpoint_read.network_state_dict`). ``load_checkpoint`` also reads
+Lightning ``.ckpt`` files written by this project's LightningModule (``hyper_parameters`` with
+``model``/``class_names``/``preprocess``); for those the EMA weights are used when present. Every mismatch raises :class:`CheckpointError` with the
 missing, unexpected and wrong-shape keys grouped by module and the likely cause. The model config
 stored in a file is checked against the file's own tensors on the meta device before the network
 is allocated, so a file cannot make the loader allocate more than it holds.
@@ -26,8 +27,6 @@ from __future__ import annotations
 
 import logging
 import os
-import pickle
-import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +34,8 @@ from typing import Any
 
 import torch
 
-from yolov4.core.artifact import METADATA, check_class_names
+from yolov4.core.artifact import check_class_names
+from yolov4.core.checkpoint_read import network_state_dict, read_checkpoint
 from yolov4.core.files import atomic_write
 from yolov4.core.mismatch import (
     check_finite,
@@ -46,7 +46,6 @@ from yolov4.core.mismatch import (
     mismatch_report,
 )
 from yolov4.core.preprocess import PreprocessConfig
-from yolov4.darknet import PICKLE_PROTO, ZIP_MAGIC
 from yolov4.errors import CheckpointError, ConfigError
 from yolov4.models import ModelConfig, YOLOv4, build_model
 from yolov4.models.budget import check_network
@@ -73,10 +72,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 FORMAT = "yolov4.weights/1"
-# Lightning checkpoint keys (state_dict prefixes) that hold EMA weights, most specific first.
-EMA_PREFIXES = ("ema_model.", "ema.")
-# Keys under which hand-written training loops save the state_dict: torch.save({"model": sd})
-WRAPPING_KEYS = ("model", "model_state_dict", "net", "weights")
 # Weights a file must hold per element of the model it describes (1 byte: even an 8-bit file);
 # a file below this has tensors of the claimed shapes but not their data (stride-0 views).
 MIN_BYTES_PER_ELEMENT = 1
@@ -184,25 +179,7 @@ def save_checkpoint(
     nothing is written. ``data``: the run's resolved
     ``cfg.data`` node (plain builtins, ``_target_`` included), what ``evaluate.py checkpoint=``
     scores by default (:attr:`Checkpoint.data`)."""
-    if not hasattr(model, "config") and isinstance(getattr(model, "module", None), YOLOv4):
-        model = model.module  # DataParallel, DistributedDataParallel
-    if not isinstance(path, str | os.PathLike) or not isinstance(
-        getattr(model, "config", None), ModelConfig
-    ):
-        raise CheckpointError(
-            f"save_checkpoint(path, model, ...): expected a file path and a YOLOv4 network, got "
-            f"{type(path).__name__} and {type(model).__name__}"
-        )
-    path = Path(path)
-    if path.is_dir():
-        raise CheckpointError(
-            f"save_checkpoint: {path} is a folder; give a file, e.g. {path}/best.pt"
-        )
-    if state_dict is None and getattr(model, "is_fused", False):
-        raise CheckpointError(
-            "save_checkpoint: the model is fused (BatchNorm folded into the convolutions), "
-            "which no reader rebuilds; save the unfused model, then fuse_model() it to serve"
-        )
+    path, model = _save_target(path, model, state_dict is not None)
     config = model.config.to_dict()
     sd = clean_state_dict(state_dict if state_dict is not None else model.state_dict())
     with torch.device("meta"):  # keys and shapes only: no memory, no init cost
@@ -234,75 +211,30 @@ def save_checkpoint(
     return atomic_write(path, lambda f: torch.save(payload, f))
 
 
-def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """``torch.load(path, weights_only=True)`` with clear errors: missing, truncated, not a
-    checkpoint, or holding pickled objects (refused: loading must never execute code)."""
+def _save_target(path: Any, model: Any, own_state_dict: bool) -> tuple[Path, YOLOv4]:
+    """``path`` as a file :class:`Path` and ``model`` as the YOLOv4 network to save (unwrapped
+    from DataParallel / DistributedDataParallel); :class:`CheckpointError` for anything else,
+    a folder, or a fused model without ``own_state_dict`` (no reader rebuilds a fused one)."""
+    if not hasattr(model, "config") and isinstance(getattr(model, "module", None), YOLOv4):
+        model = model.module  # DataParallel, DistributedDataParallel
+    if not isinstance(path, str | os.PathLike) or not isinstance(
+        getattr(model, "config", None), ModelConfig
+    ):
+        raise CheckpointError(
+            f"save_checkpoint(path, model, ...): expected a file path and a YOLOv4 network, got "
+            f"{type(path).__name__} and {type(model).__name__}"
+        )
     path = Path(path)
     if path.is_dir():
-        what = (
-            "an export artifact (artifact= or Predictor.from_artifact reads it)"
-            if (path / METADATA).is_file()
-            else "a folder"
-        )
         raise CheckpointError(
-            f"checkpoint {path} is {what}; expected a checkpoint file (weights/best.pt, a "
-            "Lightning .ckpt)"
+            f"save_checkpoint: {path} is a folder; give a file, e.g. {path}/best.pt"
         )
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
-    with path.open("rb") as f:
-        head = f.read(4)
-    if not (head.startswith(ZIP_MAGIC) or head[:1] == PICKLE_PROTO):
+    if not own_state_dict and getattr(model, "is_fused", False):
         raise CheckpointError(
-            f"{path} ({path.stat().st_size:,} bytes) is not a PyTorch checkpoint: neither a zip "
-            f"archive (torch.save) nor a pickle; it starts with {head!r}"
+            "save_checkpoint: the model is fused (BatchNorm folded into the convolutions), "
+            "which no reader rebuilds; save the unfused model, then fuse_model() it to serve"
         )
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        if "weights_only" in str(e) or "Unsupported global" in str(e):
-            raise CheckpointError(
-                f"{path} holds pickled Python objects, not only tensors and builtins; refusing to "
-                f"load it (that could run code). Re-save the weights with yolov4's save_checkpoint. "
-                f"({_unpickler_reason(e)})"
-            ) from e
-        raise CheckpointError(f"{path} is not a PyTorch checkpoint ({e})") from e
-    except (RuntimeError, zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as e:
-        size = path.stat().st_size
-        raise CheckpointError(
-            f"{path} ({size:,} bytes) cannot be read as a PyTorch checkpoint: it is truncated "
-            f"or not a checkpoint ({str(e).splitlines()[0] if str(e) else type(e).__name__})"
-        ) from e
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{path} holds a {type(data).__name__}, not a checkpoint dict")
-    return data
-
-
-def _unpickler_reason(e: Exception) -> str:
-    lines = [ln.strip() for ln in str(e).splitlines() if "Unsupported global" in ln]
-    return lines[0].split(" was not")[0] if lines else str(e).splitlines()[0]
-
-
-def network_state_dict(data: Mapping[str, Any]) -> dict[str, torch.Tensor]:
-    """The network's weights (wrapper prefixes stripped) from a loaded checkpoint of any
-    format: a ``yolov4.weights/1`` file, a Lightning ``.ckpt`` (EMA weights when present), a
-    bare state_dict, or one under another common key (``{"model": state_dict}``,
-    ``model_state_dict``: what hand-written training loops save)."""
-    sd = data.get("state_dict", data)
-    for key in WRAPPING_KEYS:
-        if sd is data and isinstance(data.get(key), Mapping):
-            inner = data[key]
-            if inner and all(isinstance(v, torch.Tensor) for v in inner.values()):
-                sd = inner
-    if "pytorch-lightning_version" in data:
-        for prefix in EMA_PREFIXES:  # EMA weights when the run kept them
-            ema = {k[len(prefix) :]: v for k, v in sd.items() if k.startswith(prefix)}
-            if ema:
-                sd = ema
-                break
-        else:
-            sd = {k: v for k, v in sd.items() if k.startswith("model.")} or sd
-    return clean_state_dict(sd)
+    return path, model
 
 
 def _from_lightning(data: dict[str, Any], path: Path) -> dict[str, Any]:
