@@ -38,15 +38,11 @@ from yolov4.core.checkpoint import Checkpoint, load_checkpoint
 from yolov4.core.model import DecodedModel
 from yolov4.core.postprocess import SERVING
 from yolov4.errors import ConfigError, ExportError
+from yolov4.export.gates import DEFAULT_GATE_POINTS, Evaluate
 from yolov4.export.job import ExportJob
 from yolov4.export.output import check_output, install, remove_stale_exports, temp_dir
 from yolov4.export.parity import PARITY_RTOL
-from yolov4.export.quantize import (
-    DEFAULT_GATE_POINTS,
-    Evaluate,
-    check_request,
-    reduced_precisions,
-)
+from yolov4.export.quantize import check_request, reduced_precisions
 from yolov4.models import fuse_model
 from yolov4.models.stride import check_stride_multiple
 from yolov4.version import versions

@@ -10,34 +10,31 @@
   has, since OpenVINO would silently execute f32 and the recorded mAP would not be bf16's.
 
 Both are measured with OpenVINO, like the fp32 model they are compared with (same runtime,
-same images). Two gates, recorded as ``accuracy.gate`` in metadata.json:
-
-* ``map50`` (labelled images, darknet's ``valid`` postprocess as evaluate.py uses): the export
-  fails when a reduced precision's mAP50 is more than ``gate`` points below fp32's, naming both.
-* ``agreement`` (:class:`Agreement`: unlabelled images, e.g. ``export.py calibration=<folder>``
-  with no ``data``): fp32's detections are the reference. A box one model scores at least
-  :data:`AGREEMENT_CONF` counts as matched when the other model has a box of the same class with
-  IoU >= :data:`AGREEMENT_IOU` scored at least :data:`AGREEMENT_MATCH_CONF` (one box matches one
-  box); the agreement is the F1 of the two match rates (reduced boxes matched = precision,
-  fp32 boxes matched = recall), and the export fails below ``minimum`` (default
-  :data:`DEFAULT_AGREEMENT_GATE`), naming both numbers.
+same images), and pass one of the accuracy gates of :mod:`yolov4.export.gates` (``map50`` on
+labelled images, ``agreement`` with fp32's detections on unlabelled ones; :class:`Agreement` is
+re-exported here).
 """
 
 from __future__ import annotations
 
-import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
-from torchvision.ops import box_iou
 
 from yolov4.core.artifact import MODEL_INT8_BIN, MODEL_INT8_XML, MODEL_ONNX
 from yolov4.core.preprocess import PreprocessConfig, preprocess
 from yolov4.errors import ExportError
-from yolov4.export.parity import NO_BOXES
+from yolov4.export.gates import (
+    DEFAULT_GATE_POINTS,
+    NO_BOXES,
+    Agreement,
+    Evaluate,
+    agreement_gate,
+    map50_gate,
+)
 from yolov4.inference.backends import (
     OV_PRECISION,
     OnnxBackend,
@@ -50,26 +47,18 @@ from yolov4.inference.backends import (
 )
 from yolov4.inference.images import load_images
 from yolov4.inference.precision import measure
-from yolov4.inference.predictor import Detections, Predictor
+from yolov4.inference.predictor import Predictor
 
 __all__ = [
-    "AGREEMENT_CONF",
-    "AGREEMENT_IOU",
-    "AGREEMENT_MATCH_CONF",
     "Agreement",
-    "DEFAULT_AGREEMENT_GATE",
-    "DEFAULT_GATE_POINTS",
     "NO_BOXES",
     "REDUCED_PARITY_TOL",
-    "Evaluate",
     "calibration_batch",
     "check_request",
     "quantize_int8",
     "reduced_precisions",
 ]
 
-log = logging.getLogger(__name__)
-DEFAULT_GATE_POINTS = 1.0  # mAP50 points a reduced precision may lose against fp32
 # parity vs PyTorch on calibration images (see _parity): the mean probability difference, and
 # the worst box difference of served predictions relative to the largest served coordinate (or
 # the input side). Measured INT8: the tests' overfit 64-px yolov4-tiny, boxes within 2.8 px of
@@ -83,76 +72,6 @@ REDUCED_PARITY_TOL = {
 INT8_MODELS = ("int8", "int8_bf16")  # the precisions that run model_int8.xml
 PARITY_SCORE = 0.25  # boxes compared: PyTorch's objectness x class probability above it
 PARITY_IMAGES = 4  # calibration images the parity check runs
-# an evaluation of a Predictor on the stated validation subset:
-# -> {"mAP50": float, "mAP": float, "images": int, "subset": str}
-Evaluate = Callable[[Predictor], dict[str, Any]]
-# the agreement gate (unlabelled images): see the module docstring
-AGREEMENT_CONF = 0.25  # boxes that count: what the service serves by default
-AGREEMENT_MATCH_CONF = 0.1  # a match may score this low (a box at 0.26 vs 0.24 is one box)
-AGREEMENT_IOU = 0.5
-DEFAULT_AGREEMENT_GATE = 0.9  # the lowest agreement F1 a reduced precision may have
-# recorded instead of a number when no box scores over the threshold
-
-
-class Agreement:
-    """The gate of unlabelled ``images`` (files or RGB arrays): a reduced precision's boxes
-    against fp32's (see the module docstring); ``minimum``: the lowest F1 that passes;
-    ``subset``: what the images are, recorded with the result."""
-
-    def __init__(
-        self,
-        images: Sequence[Any],
-        minimum: float = DEFAULT_AGREEMENT_GATE,
-        subset: str = "unlabelled images",
-        batch_size: int = 8,
-    ) -> None:
-        if not len(images):
-            raise ExportError("the agreement gate needs images, got none")
-        if not 0 <= minimum <= 1:
-            raise ExportError(f"the agreement gate must be an F1 in [0, 1], got {minimum}")
-        self.images, self.minimum, self.subset = list(images), float(minimum), subset
-        self.batch_size = int(batch_size)
-
-    def detections(self, predictor: Predictor) -> list[Detections]:
-        """``predictor``'s boxes scored at least :data:`AGREEMENT_MATCH_CONF` on every image."""
-        out: list[Detections] = []
-        for i in range(0, len(self.images), self.batch_size):
-            out += predictor(self.images[i : i + self.batch_size], conf=AGREEMENT_MATCH_CONF)
-        return out
-
-    def compare(self, reference: list[Detections], other: list[Detections]) -> dict[str, Any]:
-        """The agreement of ``other`` with ``reference`` (fp32): matched boxes both ways, their
-        F1 (``None`` with ``note`` :data:`NO_BOXES` when neither model has a box to count)."""
-        hits_ref = hits_other = n_ref = n_other = 0
-        for a, b in zip(reference, other, strict=True):
-            hits_ref += _matched(a, b)
-            hits_other += _matched(b, a)
-            n_ref += int((a.scores >= AGREEMENT_CONF).sum())
-            n_other += int((b.scores >= AGREEMENT_CONF).sum())
-        result: dict[str, Any] = {"fp32_boxes": n_ref, "boxes": n_other}
-        if n_ref + n_other == 0:
-            return {**result, "f1": None, "note": NO_BOXES}
-        recall = hits_ref / n_ref if n_ref else 0.0
-        precision = hits_other / n_other if n_other else 0.0
-        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        return {**result, "precision": precision, "recall": recall, "f1": round(f1, 5)}
-
-
-def _matched(a: Detections, b: Detections) -> int:
-    """How many of ``a``'s boxes scored >= AGREEMENT_CONF have their own box in ``b`` (same
-    class, IoU >= AGREEMENT_IOU, scored >= AGREEMENT_MATCH_CONF), greedily by ``a``'s score."""
-    keep = a.scores >= AGREEMENT_CONF
-    if not keep.any() or not len(b):
-        return 0
-    order = keep.nonzero()[0][(-a.scores[keep]).argsort(kind="stable")]
-    iou = box_iou(torch.from_numpy(a.boxes[order]), torch.from_numpy(b.boxes)).numpy()
-    iou[a.class_ids[order][:, None] != b.class_ids[None, :]] = 0.0
-    used = set()
-    for row in iou:
-        free = [j for j in row.argsort()[::-1] if j not in used and row[j] >= AGREEMENT_IOU]
-        if free:
-            used.add(int(free[0]))
-    return len(used)
 
 
 def calibration_batch(images: Sequence[Any], config: PreprocessConfig) -> torch.Tensor:
@@ -249,10 +168,6 @@ def _parity(
     }
 
 
-def _scores(result: dict[str, Any]) -> dict[str, float]:
-    return {k: round(float(result[k]), 5) for k in ("mAP50", "mAP")}
-
-
 def check_request(
     precisions: Sequence[str],
     calibration: Sequence[Any] | None,
@@ -285,6 +200,25 @@ def check_request(
         )
 
 
+def _reduced_models(
+    tmp: Path, wanted: Sequence[str], calibration: Sequence[Any] | None, config: PreprocessConfig
+) -> tuple[dict[str, OpenVinoBackend], dict[str, dict[str, Any]], torch.Tensor | None]:
+    """The OpenVINO backend of each ``wanted`` precision beside ``tmp/model.onnx`` (the INT8
+    ones quantized here, on the calibration images), the metadata entries begun for them (how
+    INT8 was made) and the calibration batch ``(N, 3, H, W)`` (``None`` without INT8)."""
+    onnx_path = tmp / MODEL_ONNX
+    backends = {p: OpenVinoBackend(onnx_path, p) for p in wanted if p == "bf16"}
+    entries: dict[str, dict[str, Any]] = {}
+    batch = None
+    if set(INT8_MODELS) & set(wanted):
+        batch = calibration_batch(calibration, config)
+        made = quantize_int8(onnx_path, tmp, batch)
+        for p in (p for p in wanted if p in INT8_MODELS):
+            entries[p] = {"quantization": made}
+            backends[p] = OpenVinoBackend(tmp / MODEL_INT8_XML, p)
+    return backends, entries, batch
+
+
 def reduced_precisions(
     tmp: Path,
     precisions: Sequence[str],
@@ -309,19 +243,11 @@ def reduced_precisions(
         return {}, {}
     check_request(precisions, calibration, evaluate, gate)
     onnx_path = tmp / MODEL_ONNX
-    backends = {p: OpenVinoBackend(onnx_path, p) for p in wanted if p == "bf16"}
     config = predictor_args["preprocess"]
-    batch = None
-    entries: dict[str, dict[str, Any]] = {}
+    backends, entries, batch = _reduced_models(tmp, wanted, calibration, config)
     parity: dict[str, Any] = {}
-    if set(INT8_MODELS) & set(wanted):
-        batch = calibration_batch(calibration, config)
-        made = quantize_int8(onnx_path, tmp, batch)
-        for p in (p for p in wanted if p in INT8_MODELS):
-            entries[p] = {"quantization": made}
-            backends[p] = OpenVinoBackend(tmp / MODEL_INT8_XML, p)
     fp32_predictor = Predictor(OpenVinoBackend(onnx_path, "fp32"), **predictor_args)
-    gate_check = _agreement_gate if isinstance(evaluate, Agreement) else _map50_gate
+    gate_check = agreement_gate if isinstance(evaluate, Agreement) else map50_gate
     reference = (
         evaluate.detections(fp32_predictor)
         if isinstance(evaluate, Agreement)
@@ -354,64 +280,3 @@ def reduced_precisions(
     for precision in wanted:
         entries[precision]["measured"] = measure(backends[precision], image)
     return {p: entries[p] for p in ("fp32", *wanted)}, parity
-
-
-def _map50_gate(
-    evaluate: Evaluate, predictor: Predictor, fp32: dict[str, Any], precision: str, gate: float
-) -> dict[str, Any]:
-    """The labelled gate: ``precision``'s mAP50 at most ``gate`` points below fp32's."""
-    result = evaluate(predictor)
-    drop = 100 * (fp32["mAP50"] - result["mAP50"])
-    if not drop <= gate:
-        raise ExportError(
-            f"{precision} mAP50 {100 * result['mAP50']:.2f} is {drop:.2f} points below "
-            f"fp32's {100 * fp32['mAP50']:.2f} on {fp32['subset']} (gate: {gate} points, "
-            "export.py map50_gate=...); the export was not written"
-        )
-    return {
-        "gate": "map50",
-        "subset": fp32["subset"],
-        "images": fp32["images"],
-        "fp32": _scores(fp32),
-        precision: _scores(result),
-        "mAP50_drop_points": round(drop, 3),
-        "gate_points": gate,
-    }
-
-
-def _agreement_gate(
-    agreement: Agreement,
-    predictor: Predictor,
-    fp32: list[Detections],
-    precision: str,
-    _gate: float,
-) -> dict[str, Any]:
-    """The unlabelled gate: ``precision``'s boxes against fp32's, F1 at least
-    ``agreement.minimum`` (module docstring); nothing to compare passes with a warning."""
-    found = agreement.compare(fp32, agreement.detections(predictor))
-    f1 = found["f1"]
-    if f1 is None:
-        log.warning(
-            "%s agreement gate on %s: %s (neither model scores a box at %s or more; the "
-            "probabilities were compared with PyTorch's)",
-            precision,
-            agreement.subset,
-            NO_BOXES,
-            AGREEMENT_CONF,
-        )
-    elif not f1 >= agreement.minimum:
-        raise ExportError(
-            f"{precision} agrees with fp32 at F1 {f1:.3f} on {agreement.subset} ({found['boxes']} "
-            f"{precision} boxes, {found['fp32_boxes']} fp32 boxes scored >= {AGREEMENT_CONF}; "
-            f"gate: F1 >= {agreement.minimum}, export.py agreement_gate=...); the export was "
-            "not written"
-        )
-    return {
-        "gate": "agreement",
-        "metric": f"F1 of boxes matched with fp32's (score >= {AGREEMENT_CONF}, a match: same "
-        f"class, IoU >= {AGREEMENT_IOU}, score >= {AGREEMENT_MATCH_CONF})",
-        "subset": agreement.subset,
-        "images": len(agreement.images),
-        "agreement": found,
-        "minimum_f1": agreement.minimum,
-    }
