@@ -291,10 +291,10 @@ def test_a_sliver_left_at_a_mosaic_cut_is_no_box():
     """A 140 x 60.3 px box of which 0.3 px falls in the next slice was kept there as an object
     (0.5 % of it visible, 42 px² over min_area): boxes under one pixel wide or high are dropped,
     as darknet drops them; a cut keeping more than that of a box keeps it (as darknet's)."""
-    from yolov4.data.mosaic import _clip_filter
+    from yolov4.data.affine import clip_filter
 
     boxes = np.float32([[10, 0, 150, 60.3], [10, 0, 150, 61.5], [10, 55, 11.5, 80]])
-    clipped, keep = _clip_filter(boxes, (0, 60, 200, 200), min_area=4.0, min_visibility=0.0)
+    clipped, keep = clip_filter(boxes, (0, 60, 200, 200), min_area=4.0, min_visibility=0.0)
     assert keep.tolist() == [False, True, True]
     np.testing.assert_allclose(clipped[1], [10, 60, 150, 61.5])
 

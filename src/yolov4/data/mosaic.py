@@ -30,14 +30,15 @@ Without ``jitter`` (``augment=basic``) the image is resized to cover one ``(H, W
 
 That warp is the random affine (zoom ``scale`` about the centre, shift ``translate`` of the
 size) composed with the horizontal flip (``flip``); the boxes go through the same matrix. Box
-rules, as albumentations' ``BboxParams(clip=True, min_area, min_visibility)`` applied after the
-placement and after the affine (the implementation this one replaced): boxes are clipped to
-their slice and dropped under ``min_area`` px² (a mosaic's cut keeps any part of a box, as
+rules (:func:`~yolov4.data.affine.clip_filter`), as albumentations' ``BboxParams(clip=True,
+min_area, min_visibility)`` applied after the placement and after the affine: boxes are clipped
+to their slice and dropped under ``min_area`` px² (a mosaic's cut keeps any part of a box, as
 darknet's and the albumentations pipeline's); after the affine (darknet: the crop) they are
 clipped to the image and dropped under ``min_area`` px² or when less than ``min_visibility`` of
 their area (as placed) is left; a box under :data:`~yolov4.data.records.MIN_BOX_SIDE` px wide or
 high is dropped at a cut and after the affine (a sliver at a cut, 140 x 0.3 px, is no object).
-Coordinates are continuous pixels (the image spans ``[0, W] x [0, H]``).
+Coordinates are continuous pixels (the image spans ``[0, W] x [0, H]``; :mod:`yolov4.data.affine`
+maps them).
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ from typing import NamedTuple
 import cv2
 import numpy as np
 
+from yolov4.data.affine import clip_filter, pixel_matrix, transform_boxes
 from yolov4.data.darknet_crop import (
     crop_matrix,
     cut_offset,
@@ -58,7 +60,6 @@ from yolov4.data.darknet_crop import (
     letterbox_crop,
     to_corner,
 )
-from yolov4.data.records import MIN_BOX_SIDE
 from yolov4.ops.letterbox import letterbox_params
 
 __all__ = ["MOSAIC_DONORS", "Placed", "TrainGeometry", "TrainSample"]
@@ -88,44 +89,6 @@ class Placed(NamedTuple):
     scale: tuple[float, float]  # (x, y): original pixels → `image` pixels
     original_size: tuple[int, int]  # (H0, W0)
     mask: np.ndarray | None = None  # (h, w) uint8, follows the geometry (tests track shapes)
-
-
-def _pixel_matrix(m: np.ndarray) -> np.ndarray:
-    """A 3x3 map of continuous coordinates as cv2's pixel-index map (pixel centres at +0.5)."""
-    shift = np.array([[1.0, 0, 0.5], [0, 1.0, 0.5], [0, 0, 1.0]])
-    back = np.array([[1.0, 0, -0.5], [0, 1.0, -0.5], [0, 0, 1.0]])
-    return back @ m @ shift
-
-
-def _transform_boxes(boxes: np.ndarray, m: np.ndarray) -> np.ndarray:
-    """``(N, 4)`` xyxy through the 3x3 affine ``m`` (no rotation: corners stay corners)."""
-    x = boxes[:, [0, 2]] * m[0, 0] + m[0, 2]
-    y = boxes[:, [1, 3]] * m[1, 1] + m[1, 2]
-    return np.stack([x.min(1), y.min(1), x.max(1), y.max(1)], 1)
-
-
-def _area(boxes: np.ndarray) -> np.ndarray:
-    return np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
-
-
-def _clip_filter(
-    boxes: np.ndarray,
-    window: Sequence[float],
-    min_area: float,
-    min_visibility: float,
-    min_side: float = MIN_BOX_SIDE,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Clip ``boxes`` to ``window`` ``(x1, y1, x2, y2)``; keep the ones with a positive area of
-    at least ``min_area``, both sides at least ``min_side`` px (darknet drops boxes under one
-    pixel: a 140 x 0.3 px sliver at a mosaic cut is no object), that keep ``min_visibility`` of
-    their area. Returns (clipped, keep)."""
-    clipped = np.empty_like(boxes)
-    clipped[:, [0, 2]] = np.clip(boxes[:, [0, 2]], window[0], window[2])
-    clipped[:, [1, 3]] = np.clip(boxes[:, [1, 3]], window[1], window[3])
-    before, after = _area(boxes), _area(clipped)
-    sides = np.minimum(clipped[:, 2] - clipped[:, 0], clipped[:, 3] - clipped[:, 1])
-    keep = (after > 0) & (after >= min_area) & (after >= min_visibility * before)
-    return clipped, keep & (sides >= min_side)
 
 
 class TrainGeometry:
@@ -277,15 +240,15 @@ class TrainGeometry:
             image = canvas if canvas.shape[:2] == (h, w) else self._paste(canvas, m0)
             mask = mask if mask is None or mask.shape == (h, w) else self._paste(mask, m0, 0)
             return TrainSample(image, boxes, labels, mask, whole)
-        pm = _pixel_matrix(a @ m0)[:2]
+        pm = pixel_matrix(a @ m0)[:2]
         image = cv2.warpAffine(
             canvas, pm, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
             borderValue=(self.pad_value,) * 3,
         )  # fmt: skip
         if mask is not None:
             mask = cv2.warpAffine(mask, pm, (w, h), flags=cv2.INTER_NEAREST, borderValue=0)
-        moved = _transform_boxes(boxes, a)
-        clipped, keep = _clip_filter(moved, (0, 0, w, h), self.min_area, self.min_visibility)
+        moved = transform_boxes(boxes, a)
+        clipped, keep = clip_filter(moved, (0, 0, w, h), self.min_area, self.min_visibility)
         return TrainSample(image, clipped[keep].astype(np.float32), labels[keep], mask, whole)
 
     def _darknet(
@@ -323,7 +286,7 @@ class TrainGeometry:
             placed = np.diag([1 / item.scale[0], 1 / item.scale[1], 1.0])  # → original pixels
             m = crop_matrix(crop, item.original_size, self.input_size, flip) @ placed
             m[:2, 2] -= (dx, dy)  # → canvas pixels
-            pm, size = _pixel_matrix(m)[:2], (x2 - x1, y2 - y1)
+            pm, size = pixel_matrix(m)[:2], (x2 - x1, y2 - y1)
             pm[:, 2] -= (x1, y1)  # → the window's own pixels
             border = cv2.mean(item.image)[:3]  # darknet fills the crop's border with it
             canvas[y1:y2, x1:x2] = cv2.warpAffine(
@@ -334,10 +297,10 @@ class TrainGeometry:
                     item.mask, pm, size, flags=cv2.INTER_NEAREST, borderValue=0
                 )
             cropped = (-dx, -dy, w - dx, h - dy)  # the piece's whole output on the canvas
-            moved, keep = _clip_filter(
-                _transform_boxes(item.boxes, m), cropped, self.min_area, self.min_visibility
+            moved, keep = clip_filter(
+                transform_boxes(item.boxes, m), cropped, self.min_area, self.min_visibility
             )
-            moved, kept = _clip_filter(moved[keep], window, self.min_area, 0.0)
+            moved, kept = clip_filter(moved[keep], window, self.min_area, 0.0)
             boxes.append(moved[kept].astype(np.float32))
             labels.append(item.labels[keep][kept])
             shown.append(window)
@@ -360,10 +323,10 @@ class TrainGeometry:
         p = letterbox_params(item.original_size, self.input_size, self.resize_mode)
         rx, ry = p.scale_x / item.scale[0], p.scale_y / item.scale[1]
         m0 = np.array([[rx, 0, p.pad_x], [0, ry, p.pad_y], [0, 0, 1.0]])
-        placed = _transform_boxes(item.boxes, m0)
+        placed = transform_boxes(item.boxes, m0)
         h, w = self.input_size
         # the placement scales, it cuts nothing: a small image's small boxes stay (as preprocess)
-        placed, keep = _clip_filter(placed, (0, 0, w, h), self.min_area, 0.0, min_side=0.0)
+        placed, keep = clip_filter(placed, (0, 0, w, h), self.min_area, 0.0, min_side=0.0)
         return item.image, item.mask, placed[keep], item.labels[keep], m0
 
     def _mosaic(self, rng: random.Random, primary: Placed, donors: Sequence[Placed]):
@@ -400,7 +363,7 @@ class TrainGeometry:
             if len(item.boxes):
                 shift = np.float32([dx - wx, dy - wy, dx - wx, dy - wy])
                 window = (vx1, vy1, vx2, vy2)
-                clipped, keep = _clip_filter(item.boxes + shift, window, self.min_area, 0.0)
+                clipped, keep = clip_filter(item.boxes + shift, window, self.min_area, 0.0)
                 all_boxes.append(clipped[keep])
                 all_labels.append(item.labels[keep])
         boxes = np.concatenate(all_boxes) if all_boxes else np.zeros((0, 4), np.float32)
