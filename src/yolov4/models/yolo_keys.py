@@ -8,7 +8,7 @@ from typing import Any
 
 from yolov4.errors import ConfigError
 from yolov4.models import budget, class_balance
-from yolov4.models.cfg import Section, resolve_layers
+from yolov4.models.cfg import LayerSpec, Section, resolve_layers
 
 __all__ = [
     "IOU_LOSSES",
@@ -114,15 +114,7 @@ def read_yolo_keys(sections: list[Section], name: str) -> dict[str, Any]:
     values["input_size"] = [net.get_int("height", 416), net.get_int("width", 416)]
     values["letter_box"] = bool(net.get_int("letter_box", 0))
     values["strides"] = [layers[i - 1].stride for i in heads]
-    for key, read in (("classes", Section.get_int), ("num", Section.get_int),
-                      ("anchors", Section.get_floats)):  # fmt: skip
-        # by value, as darknet reads them: "10.0,14" is "10,14"
-        found = [read(y, key) if key in y.options else None for y in yolos]
-        other = next((y for y, v in zip(yolos, found) if v != found[0]), None)
-        if other is not None:
-            raise other.error(
-                key, f"differs from {first.where(key)}: every [yolo] layer must agree"
-            )
+    _check_shared_shape(yolos)
     num_classes = first.get_int("classes", 20)
     num = first.get_int("num", 1)
     anchors = first.get_floats("anchors")
@@ -130,26 +122,7 @@ def read_yolo_keys(sections: list[Section], name: str) -> dict[str, Any]:
         raise first.error("anchors", f"has {len(anchors)} numbers, num={num} needs {2 * num}")
     values["num_classes"] = num_classes
     values["anchors"] = [anchors[2 * k : 2 * k + 2] for k in range(num)]
-    masks = []
-    for y in yolos:
-        mask = y.get_ints("mask") if "mask" in y.options else list(range(num))
-        bad = [a for a in mask if not 0 <= a < num]
-        if bad or not mask:
-            raise y.error("mask", f"{mask} must be non-empty indices into the {num} anchors")
-        masks.append(mask)
-        feeder = layers[y_index(sections, y) - 1]
-        want = len(mask) * (num_classes + 5)
-        if feeder.channels != want:
-            where = (
-                feeder.section.where("filters")
-                if feeder.kind == "convolutional"
-                else feeder.section.where()
-            )
-            raise ConfigError(
-                f"{where}: the layer before {y.where()} gives {feeder.channels} channels; "
-                f"{len(mask)} anchors x (classes={num_classes} + 5) needs filters={want}"
-            )
-    values["masks"] = masks
+    values["masks"] = [_read_mask(sections, layers, y, num, num_classes) for y in yolos]
     values["counters_per_class"] = [
         class_balance.parse_counters(y.options[CPC], num_classes, y.where(CPC))
         if CPC in y.options
@@ -159,24 +132,75 @@ def read_yolo_keys(sections: list[Section], name: str) -> dict[str, Any]:
     for key, default in PER_HEAD_KEYS.items():
         values[key] = [_yolo_value(y, key, default) for y in yolos]
     for key, default in GLOBAL_YOLO_KEYS.items():
-        found = [_yolo_value(y, key, default) for y in yolos]
-        if len(set(found)) > 1:
-            other = yolos[found.index(next(v for v in found if v != found[0]))]
-            raise other.error(
-                key,
-                f"differs from {first.where(key)}: one value for every [yolo] layer is supported",
-            )
-        values[key] = found[0]
+        values[key] = _shared_value(yolos, key, default)
     if values["new_coords"]:
-        # darknet's new_coords [yolo] takes its input as probabilities: the conv's logistic
-        for y in yolos:
-            feeder = layers[y_index(sections, y) - 1]
-            if feeder.kind != "convolutional" or feeder.params["activation"] != "logistic":
-                raise ConfigError(
-                    f"{feeder.section.where('activation')}: {y.where('new_coords')}=1 needs a "
-                    "[convolutional] with activation=logistic right before it"
-                )
+        _check_new_coords_feeders(sections, layers, yolos)
     return values
+
+
+def _check_shared_shape(yolos: list[Section]) -> None:
+    """``classes``, ``num`` and ``anchors`` equal (by value, as darknet reads them: "10.0,14" is
+    "10,14") in every ``[yolo]`` layer, or :class:`ConfigError` naming the first that differs."""
+    first = yolos[0]
+    for key, read in (("classes", Section.get_int), ("num", Section.get_int),
+                      ("anchors", Section.get_floats)):  # fmt: skip
+        found = [read(y, key) if key in y.options else None for y in yolos]
+        other = next((y for y, v in zip(yolos, found) if v != found[0]), None)
+        if other is not None:
+            raise other.error(
+                key, f"differs from {first.where(key)}: every [yolo] layer must agree"
+            )
+
+
+def _read_mask(
+    sections: list[Section], layers: list[LayerSpec], y: Section, num: int, num_classes: int
+) -> list[int]:
+    """``y``'s ``mask`` (all ``num`` anchors without one), checked against the anchors and the
+    channels of the layer in front of it (``len(mask) * (num_classes + 5)``)."""
+    mask = y.get_ints("mask") if "mask" in y.options else list(range(num))
+    bad = [a for a in mask if not 0 <= a < num]
+    if bad or not mask:
+        raise y.error("mask", f"{mask} must be non-empty indices into the {num} anchors")
+    feeder = layers[y_index(sections, y) - 1]
+    want = len(mask) * (num_classes + 5)
+    if feeder.channels != want:
+        where = (
+            feeder.section.where("filters")
+            if feeder.kind == "convolutional"
+            else feeder.section.where()
+        )
+        raise ConfigError(
+            f"{where}: the layer before {y.where()} gives {feeder.channels} channels; "
+            f"{len(mask)} anchors x (classes={num_classes} + 5) needs filters={want}"
+        )
+    return mask
+
+
+def _shared_value(yolos: list[Section], key: str, default: Any) -> Any:
+    """The one value of a ``GLOBAL_YOLO_KEYS`` key in every ``[yolo]`` layer, or
+    :class:`ConfigError` naming the first layer that differs."""
+    found = [_yolo_value(y, key, default) for y in yolos]
+    if len(set(found)) > 1:
+        other = yolos[found.index(next(v for v in found if v != found[0]))]
+        raise other.error(
+            key,
+            f"differs from {yolos[0].where(key)}: one value for every [yolo] layer is supported",
+        )
+    return found[0]
+
+
+def _check_new_coords_feeders(
+    sections: list[Section], layers: list[LayerSpec], yolos: list[Section]
+) -> None:
+    """darknet's new_coords [yolo] takes its input as probabilities: the layer in front of each
+    must be a ``[convolutional]`` with ``activation=logistic``."""
+    for y in yolos:
+        feeder = layers[y_index(sections, y) - 1]
+        if feeder.kind != "convolutional" or feeder.params["activation"] != "logistic":
+            raise ConfigError(
+                f"{feeder.section.where('activation')}: {y.where('new_coords')}=1 needs a "
+                "[convolutional] with activation=logistic right before it"
+            )
 
 
 def y_index(sections: list[Section], section: Section) -> int:
