@@ -155,6 +155,41 @@ def _check(
     return load_image(image, 0, color, predictor.max_pixels), tile_hw
 
 
+def _run_passes(
+    predictor: Predictor,
+    image: np.ndarray,
+    tiles: list[tuple[int, int, int, int]],
+    kwargs: dict[str, Any],
+) -> tuple[list[tuple[torch.Tensor, ...]], dict[str, float]]:
+    """The Predictor (called with ``kwargs``) on the whole image, then on the ``tiles``
+    (``(x1, y1, x2, y2)``, :data:`TILE_BATCH` per call) when there are several: per input
+    ``(boxes (N, 4) in image pixels, scores (N,), class ids (N,), cut (N,) bool)``, and the
+    passes' summed ``timing_ms``."""
+    h, w = image.shape[:2]
+    timing: dict[str, float] = {}
+    parts = []  # (boxes in image pixels, scores, class ids, cut)
+
+    def run(crops: list[np.ndarray], origins: list[tuple[int, int, int, int] | None]) -> None:
+        dets = predictor(crops, **kwargs)
+        for key, ms in dets[0].timing_ms.items():
+            timing[key] = timing.get(key, 0.0) + ms
+        for d, tile in zip(dets, origins):
+            boxes = torch.from_numpy(d.boxes).reshape(-1, 4)
+            if tile is None:
+                cut = torch.zeros(len(boxes), dtype=torch.bool)
+            else:
+                cut = _cut_mask(boxes, tile, (h, w))
+                boxes = boxes + torch.tensor(tile[:2] * 2, dtype=boxes.dtype)
+            parts.append((boxes, torch.from_numpy(d.scores), torch.from_numpy(d.class_ids), cut))
+
+    run([image], [None])
+    if len(tiles) > 1:
+        for i in range(0, len(tiles), TILE_BATCH):
+            chunk = tiles[i : i + TILE_BATCH]
+            run([image[y1:y2, x1:x2] for x1, y1, x2, y2 in chunk], chunk)
+    return parts, timing
+
+
 def predict_tiled(
     predictor: Predictor,
     image: np.ndarray,
@@ -194,27 +229,7 @@ def predict_tiled(
     check_tile_count((h, w), tile_hw, overlap, max_tiles)
     tiles = tile_grid((h, w), tile_hw, overlap)
     kwargs = {"conf": conf, "iou": iou, "max_det": max_det, "classes": classes}
-    timing: dict[str, float] = {}
-    parts = []  # (boxes in image pixels, scores, class ids, cut)
-
-    def run(crops: list[np.ndarray], origins: list[tuple[int, int, int, int] | None]) -> None:
-        dets = predictor(crops, **kwargs)
-        for key, ms in dets[0].timing_ms.items():
-            timing[key] = timing.get(key, 0.0) + ms
-        for d, tile in zip(dets, origins):
-            boxes = torch.from_numpy(d.boxes).reshape(-1, 4)
-            if tile is None:
-                cut = torch.zeros(len(boxes), dtype=torch.bool)
-            else:
-                cut = _cut_mask(boxes, tile, (h, w))
-                boxes = boxes + torch.tensor(tile[:2] * 2, dtype=boxes.dtype)
-            parts.append((boxes, torch.from_numpy(d.scores), torch.from_numpy(d.class_ids), cut))
-
-    run([image], [None])
-    if len(tiles) > 1:
-        for i in range(0, len(tiles), TILE_BATCH):
-            chunk = tiles[i : i + TILE_BATCH]
-            run([image[y1:y2, x1:x2] for x1, y1, x2, y2 in chunk], chunk)
+    parts, timing = _run_passes(predictor, image, tiles, kwargs)
     start = time.perf_counter()
     boxes, scores, ids, cut = (torch.cat(t) for t in zip(*parts))
     keep = merge_tiles(boxes, scores, ids, cut, settings.iou, settings.max_det)
