@@ -102,37 +102,66 @@ def check_nms_image(
     for c in range(scores.shape[1]):
         mine = kept[kept[:, 5] == c]
         s = scores[:, c]
-        cand = (s > conf - SCORE_TOL).nonzero()[:, 0]  # what NMS may keep
-        # each row: a prediction of its class with its score and box; the best score of the
-        # rows each prediction may be (several, where clipping made their boxes one)
-        row_score = torch.full_like(s, -1.0)
-        for r in range(0, len(mine), NMS_CHECK_ROWS):
-            m = mine[r : r + NMS_CHECK_ROWS]
-            d = (m[:, None, :4] - clipped[cand][None]).abs().amax(-1)
-            d[(m[:, None, 4] - s[cand][None]).abs() > SCORE_TOL] = float("inf")
-            best = d.min(1).values if len(cand) else torch.full((len(m),), float("inf"))
-            if not torch.isfinite(best).all():
-                return f"a detection of class {c} is none of PyTorch's predictions"
-            worst = max(worst, float(best.max()))
-            near = d <= torch.maximum(best[:, None], torch.tensor(tol))
-            hit = torch.where(near, m[:, None, 4], torch.tensor(-1.0)).amax(0)
-            row_score[cand] = torch.maximum(row_score[cand], hit)
+        matched = _match_rows(mine, s, clipped, conf, tol)
+        if matched is None:
+            return f"a detection of class {c} is none of PyTorch's predictions"
+        row_score, worst = matched[0], max(worst, matched[1])
         inside = mine[(mine[:, 0] > 0) & (mine[:, 1] > 0) & (mine[:, 2] < w) & (mine[:, 3] < h)]
         if (box_iou(inside[:, :4], inside[:, :4]).fill_diagonal_(0.0) > iou + IOU_TOL).any():
             return f"two detections of class {c} overlap more than iou={iou}"
-        # every other prediction above conf is suppressed by a row scoring as high, or is cut
-        matched = (row_score >= 0).nonzero()[:, 0]
-        others = ((s > conf + SCORE_TOL) & (s > cut + SCORE_TOL) & (row_score < 0)).nonzero()[:, 0]
-        for r in range(0, len(others), NMS_CHECK_ROWS * 64):
-            o = others[r : r + NMS_CHECK_ROWS * 64]
-            near = box_iou(boxes[o], boxes[matched]) > iou - IOU_TOL
-            higher = row_score[matched][None, :] >= s[o][:, None] - SCORE_TOL
-            if not (near & higher).any(1).all():
-                return (
-                    f"a prediction of class {c} above conf={conf} is neither a detection "
-                    "nor suppressed by one"
-                )
+        if not _all_suppressed(s, row_score, boxes, conf, cut, iou):
+            return (
+                f"a prediction of class {c} above conf={conf} is neither a detection "
+                "nor suppressed by one"
+            )
     return worst
+
+
+def _match_rows(
+    mine: torch.Tensor, s: torch.Tensor, clipped: torch.Tensor, conf: float, tol: float
+) -> tuple[torch.Tensor, float] | None:
+    """The rows of one class ``mine (K, 6)`` matched to its predictions (scores ``s (N,)``,
+    clipped boxes ``(N, 4)`` xyxy): each row must be a prediction with its score and box. Returns
+    the best score of the rows each prediction may be ``(N,)`` (-1: none; several, where
+    clipping made their boxes one) and the worst box difference of a row to its prediction, or
+    ``None`` when a row is none of the predictions."""
+    cand = (s > conf - SCORE_TOL).nonzero()[:, 0]  # what NMS may keep
+    row_score = torch.full_like(s, -1.0)
+    worst = 0.0
+    for r in range(0, len(mine), NMS_CHECK_ROWS):
+        m = mine[r : r + NMS_CHECK_ROWS]
+        d = (m[:, None, :4] - clipped[cand][None]).abs().amax(-1)
+        d[(m[:, None, 4] - s[cand][None]).abs() > SCORE_TOL] = float("inf")
+        best = d.min(1).values if len(cand) else torch.full((len(m),), float("inf"))
+        if not torch.isfinite(best).all():
+            return None
+        worst = max(worst, float(best.max()))
+        near = d <= torch.maximum(best[:, None], torch.tensor(tol))
+        hit = torch.where(near, m[:, None, 4], torch.tensor(-1.0)).amax(0)
+        row_score[cand] = torch.maximum(row_score[cand], hit)
+    return row_score, worst
+
+
+def _all_suppressed(
+    s: torch.Tensor,
+    row_score: torch.Tensor,
+    boxes: torch.Tensor,
+    conf: float,
+    cut: float,
+    iou: float,
+) -> bool:
+    """Whether every prediction of one class above ``conf`` (scores ``s (N,)``, boxes
+    ``(N, 4)`` xyxy) that no row is (``row_score`` < 0, from :func:`_match_rows`) is suppressed
+    by a row scoring as high (IoU over ``iou``), or ranks below the ``max_det`` ``cut``."""
+    matched = (row_score >= 0).nonzero()[:, 0]
+    others = ((s > conf + SCORE_TOL) & (s > cut + SCORE_TOL) & (row_score < 0)).nonzero()[:, 0]
+    for r in range(0, len(others), NMS_CHECK_ROWS * 64):
+        o = others[r : r + NMS_CHECK_ROWS * 64]
+        near = box_iou(boxes[o], boxes[matched]) > iou - IOU_TOL
+        higher = row_score[matched][None, :] >= s[o][:, None] - SCORE_TOL
+        if not (near & higher).any(1).all():
+            return False
+    return True
 
 
 def nms_node(graph: Any, name: str) -> Any:
