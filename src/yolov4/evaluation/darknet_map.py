@@ -185,12 +185,47 @@ def darknet_map(
     counts, scores, cls, truth = _match_images(coco_gt, results, ids, index, K, thresh, iou)
     truth_count, tp_thr, fp_thr, iou_thr = counts
     order = np.argsort(-scores, kind="stable")  # darknet: qsort by descending score
-    s_cls, s_truth = cls[order], truth[order]
-    hit = np.zeros(len(order), dtype=bool)  # the first detection (in score order) of a box
+    per_class, aps = _per_class(names, cls[order], _first_hits(truth[order]), counts, points)
+    total = _prf(
+        int(tp_thr.sum()),
+        int(fp_thr.sum()),
+        int(truth_count.sum() - tp_thr.sum()),
+        float(iou_thr.sum()),
+    )
+    total.update(num_gt=int(truth_count.sum()), num_detections=int(len(scores)))
+    return DarknetMap(
+        names=names,
+        thresh=float(thresh),
+        iou=float(iou),
+        points=int(points),
+        per_class=per_class,
+        all=total,
+        mAP50=float(np.mean(aps)) if aps else 0.0,
+    )
+
+
+def _first_hits(s_truth: np.ndarray) -> np.ndarray:
+    """``(D,)`` bool: the detection is the first, in score order, to match its ground-truth box
+    (``s_truth (D,)``: the matched box's index per detection in score order, -1: none)."""
+    hit = np.zeros(len(s_truth), dtype=bool)
     if (s_truth >= 0).any():
         valid = np.flatnonzero(s_truth >= 0)
         _, first_at = np.unique(s_truth[valid], return_index=True)
         hit[valid[first_at]] = True
+    return hit
+
+
+def _per_class(
+    names: Sequence[str],
+    s_cls: np.ndarray,
+    hit: np.ndarray,
+    counts: tuple[np.ndarray, ...],
+    points: int,
+) -> tuple[dict[str, dict[str, float]], list[float]]:
+    """Each class's AP50 (darknet's ``points`` interpolation) and its counts at the threshold
+    by name, and the APs in class order. ``s_cls (D,)``, ``hit (D,)``: class and first hit of
+    each detection in score order; ``counts``: ``(truth, tp, fp, iou sum)`` per class."""
+    truth_count, tp_thr, fp_thr, iou_thr = counts
     per_class: dict[str, dict[str, float]] = {}
     aps = []
     for k, name in enumerate(names):
@@ -208,22 +243,7 @@ def darknet_map(
             "num_gt": int(truth_count[k]),
             "num_detections": int(len(ranks)),
         }
-    total = _prf(
-        int(tp_thr.sum()),
-        int(fp_thr.sum()),
-        int(truth_count.sum() - tp_thr.sum()),
-        float(iou_thr.sum()),
-    )
-    total.update(num_gt=int(truth_count.sum()), num_detections=int(len(scores)))
-    return DarknetMap(
-        names=names,
-        thresh=float(thresh),
-        iou=float(iou),
-        points=int(points),
-        per_class=per_class,
-        all=total,
-        mAP50=float(np.mean(aps)) if aps else 0.0,
-    )
+    return per_class, aps
 
 
 def _match_images(
