@@ -194,6 +194,21 @@ def _candidates(
     return box_idx[ok], labels[ok], cand[ok]
 
 
+def _class_mask(
+    classes: Sequence[int] | Tensor | None, num_classes: int, device: torch.device
+) -> Tensor | None:
+    """``(C,)`` bool: the ``classes`` (indices) kept; ``None`` when all are. :class:`ValueError`
+    for an index outside ``[0, num_classes)``."""
+    if classes is None:
+        return None
+    wanted = torch.as_tensor(classes, dtype=torch.long, device=device)
+    if ((wanted < 0) | (wanted >= num_classes)).any():
+        raise ValueError(f"classes must be indices in [0, {num_classes}), got {wanted.tolist()}")
+    keep_cls = torch.zeros(num_classes, dtype=torch.bool, device=device)
+    keep_cls[wanted] = True
+    return keep_cls
+
+
 def postprocess(
     predictions: Tensor,
     image_size: tuple[int, int],
@@ -227,16 +242,7 @@ def postprocess(
     """
     if nms_kind not in NMS_KINDS:
         raise ValueError(f"nms_kind must be one of {NMS_KINDS}, got {nms_kind!r}")
-    keep_cls = None
-    if classes is not None:
-        num_classes = predictions.shape[-1] - 5
-        wanted = torch.as_tensor(classes, dtype=torch.long, device=predictions.device)
-        if ((wanted < 0) | (wanted >= num_classes)).any():
-            raise ValueError(
-                f"classes must be indices in [0, {num_classes}), got {wanted.tolist()}"
-            )
-        keep_cls = torch.zeros(num_classes, dtype=torch.bool, device=predictions.device)
-        keep_cls[wanted] = True
+    keep_cls = _class_mask(classes, predictions.shape[-1] - 5, predictions.device)
     h, w = image_size
     # DIoU's distance term is computed in coordinates relative to the image, as darknet does
     norm = predictions.new_tensor([w, h, w, h])
