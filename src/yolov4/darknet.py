@@ -247,6 +247,25 @@ def _check_finite(floats: np.ndarray, layers: list[tuple[int, nn.Module]], path:
             pos += n
 
 
+def _read_weights_file(path: Path) -> tuple[tuple[int, int, int, int], np.ndarray]:
+    """``(major, minor, revision, seen)`` of a darknet ``.weights`` file and the float32s after
+    its header (a read-only view of the file's bytes); :class:`CheckpointError` when it cannot
+    be read or its body is not whole float32s."""
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise CheckpointError(f"cannot read darknet weights {path}: {e}") from e
+    major, minor, revision, seen, offset = _read_header(data, path)
+    body = len(data) - offset
+    if body % FLOAT.itemsize:
+        raise CheckpointError(
+            f"{path}: {body} bytes after the header is not a whole number of float32s; the file is truncated or not darknet weights"
+        )
+    return (major, minor, revision, seen), np.frombuffer(
+        data, FLOAT, body // FLOAT.itemsize, offset
+    )
+
+
 @torch.no_grad()
 def load_darknet_weights(
     model: YOLOv4,
@@ -273,17 +292,8 @@ def load_darknet_weights(
         if upto is not None:
             raise CheckpointError("pass either upto or backbone_only, not both")
         upto = model.backbone_layer_count()
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise CheckpointError(f"cannot read darknet weights {path}: {e}") from e
-    major, minor, revision, seen, offset = _read_header(data, path)
-    body = len(data) - offset
-    if body % FLOAT.itemsize:
-        raise CheckpointError(
-            f"{path}: {body} bytes after the header is not a whole number of float32s; the file is truncated or not darknet weights"
-        )
-    found = body // FLOAT.itemsize
+    (major, minor, revision, seen), floats = _read_weights_file(path)
+    found = len(floats)
     layers = _weighted_layers(model, upto)
     expected = sum(_floats(m) for _, m in layers)
     what = f"{model.config.name} with {model.num_classes} classes" + (
@@ -294,19 +304,13 @@ def load_darknet_weights(
             f"{path}: darknet weights for {what} need {expected:,} floats after the header, "
             f"found {found:,}: {_fit_hint(model, found, expected)}"
         )
-    floats = np.frombuffer(data, FLOAT, found, offset)
     _check_finite(floats[:expected], layers, path)
     pos = 0
-
-    def take(t: torch.Tensor) -> None:
-        nonlocal pos
-        n = t.numel()
-        t.copy_(torch.from_numpy(floats[pos : pos + n].copy()).view_as(t))
-        pos += n
-
     for _, m in layers:
         for _, t in m.darknet_tensors():
-            take(t)
+            n = t.numel()
+            t.copy_(torch.from_numpy(floats[pos : pos + n].copy()).view_as(t))
+            pos += n
     model.seen = seen
     return DarknetHeader(major, minor, revision, seen, len(model.layers) if upto is None else upto)
 
