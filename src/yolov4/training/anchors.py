@@ -114,6 +114,29 @@ def anchors_at_start(
     return model, quality
 
 
+def _own_anchors_kept(current: AnchorQuality, boxes: int, anchors: int, size: str) -> bool:
+    """Whether ``anchors=auto`` keeps the model's own anchors before any fit (logged, with
+    why): they fit the ``boxes`` well (``current``), or there are fewer boxes than anchors."""
+    if not current.poor:
+        log.info(
+            "model.anchors=auto: the model's own anchors kept (%s against the %s; "
+            "model.anchors=fit fits new ones in any case)",
+            current.line(),
+            size,
+        )
+        return True
+    if boxes < anchors:  # too few to fit: keep, say why
+        log.warning(
+            "model.anchors=auto: the model's own anchors kept (%s against the %s: fewer boxes "
+            "than its %d anchors, nothing to fit them to)",
+            current.line(),
+            size,
+            anchors,
+        )
+        return True
+    return False
+
+
 def _resolve_fit(
     model: dict[str, Any], wh: Any, pre: Any, seed: int
 ) -> tuple[dict[str, Any], AnchorQuality]:
@@ -131,23 +154,8 @@ def _resolve_fit(
     if asked == AUTO and len(wh):
         base = ModelConfig.from_dict(kept)  # the masks given, if any, with the cfg's anchors
         current = anchor_quality(wh, base.anchors, base.masks)
-        if not current.poor:
-            log.info(
-                "model.anchors=auto: the model's own anchors kept (%s against the %s; "
-                "model.anchors=fit fits new ones in any case)",
-                current.line(),
-                size,
-            )
+        if _own_anchors_kept(current, len(wh), len(base.anchors), size):
             return kept, current
-    if asked == AUTO and 0 < len(wh) < len(base.anchors):  # too few to fit: keep, say why
-        log.warning(
-            "model.anchors=auto: the model's own anchors kept (%s against the %s: fewer boxes "
-            "than its %d anchors, nothing to fit them to)",
-            current.line(),
-            size,
-            len(base.anchors),
-        )
-        return kept, current
     report = fit_model_anchors(
         wh, network, seed=seed, input_size=pre.input_size, resize_mode=pre.mode
     )
