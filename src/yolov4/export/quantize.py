@@ -247,12 +247,10 @@ def reduced_precisions(
     backends, entries, batch = _reduced_models(tmp, wanted, calibration, config)
     parity: dict[str, Any] = {}
     fp32_predictor = Predictor(OpenVinoBackend(onnx_path, "fp32"), **predictor_args)
-    gate_check = agreement_gate if isinstance(evaluate, Agreement) else map50_gate
-    reference = (
-        evaluate.detections(fp32_predictor)
-        if isinstance(evaluate, Agreement)
-        else evaluate(fp32_predictor)
-    )
+    if isinstance(evaluate, Agreement):
+        gate_check, reference = agreement_gate, evaluate.detections(fp32_predictor)
+    else:
+        gate_check, reference = map50_gate, evaluate(fp32_predictor)
     import openvino as ov
 
     common = {"runtime": f"openvino {ov.__version__}", "cpu": cpu_features()}
