@@ -196,18 +196,62 @@ def test_an_output_holding_an_earlier_run_is_refused_before_anything_is_read(che
     assert _digest(out)["a.jpg"] == before["a.jpg"]  # the earlier run's other file stays
 
 
-def test_runs_without_output_never_share_a_folder(checkpoint, tmp_path):
-    """Two runs whose run directory is the same (started in the same second) write into
-    <dir> and <dir>_2: the first run's records stay."""
+def test_runs_started_in_one_second_each_write_only_their_own_folder(
+    checkpoint, tmp_path, monkeypatch
+):
+    """Two ``python predict.py`` runs without output= started in the same second: the second
+    gets ``<date>_<time>_2`` before Hydra writes anything, so each folder holds its own
+    ``.hydra/`` config, ``predict.log`` and predictions, and nothing of the other run."""
+    import datetime as dt
+
+    import hydra.core.utils
+
+    from yolov4.cli.predict import hydra_main
+
+    class SameSecond(dt.datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return cls(2026, 1, 1, 0, 0, 0)
+
+    monkeypatch.setattr(hydra.core.utils, "datetime", SameSecond)  # Hydra's ${now:...}
+    monkeypatch.chdir(tmp_path)
+    images = {}
+    for name in ("first", "second"):
+        images[name] = tmp_path / f"{name}.jpg"
+        cv2.imwrite(str(images[name]), np.full((40, 60, 3), 90, np.uint8))
+        argv = ["predict.py", f"source={images[name]}", f"checkpoint={checkpoint}"]
+        monkeypatch.setattr("sys.argv", [*argv, "progress=false"])
+        hydra_main()
+    root = tmp_path / "outputs" / "predict"
+    folders = {"first": root / "2026-01-01_00-00-00", "second": root / "2026-01-01_00-00-00_2"}
+    assert sorted(root.iterdir()) == sorted(folders.values())
+    for name, folder in folders.items():
+        other = "second" if name == "first" else "first"
+        overrides = (folder / ".hydra" / "overrides.yaml").read_text()
+        assert f"source={images[name]}" in overrides and str(images[other]) not in overrides
+        log = (folder / "predict.log").read_text().splitlines()
+        assert [line.split(" - wrote ")[1] for line in log if " - wrote " in line] == [
+            str(folder)
+        ]
+        records = (folder / "predictions.jsonl").read_text().splitlines()
+        assert len(records) == 1 and f'"file": "{images[name]}"' in records[0]
+
+
+def test_a_run_directory_holding_an_earlier_run_is_refused(checkpoint, tmp_path):
+    """A run directory given again (hydra.run.dir=) that holds an earlier run's outputs is
+    refused like such an output=, naming both ways out; overwrite=true writes there."""
     image = tmp_path / "a.jpg"
     cv2.imwrite(str(image), np.full((40, 60, 3), 90, np.uint8))
-    run_dir = tmp_path / "outputs" / "2026-01-01_00-00-00"
-    for _ in range(3):
-        _predict(f"source={image}", f"checkpoint={checkpoint}", f"paths.output_dir={run_dir}")
-    written = sorted(p.name for p in run_dir.parent.iterdir())
-    assert written == [run_dir.name, f"{run_dir.name}_2", f"{run_dir.name}_3"]
-    for folder in run_dir.parent.iterdir():
-        assert len((folder / "predictions.jsonl").read_text().splitlines()) == 1
+    run_dir = tmp_path / "run"
+    given = [f"source={image}", f"checkpoint={checkpoint}", f"paths.output_dir={run_dir}"]
+    _predict(*given)
+    with pytest.raises(ConfigError) as refused:
+        _predict(*given)
+    message = str(refused.value)
+    assert message.startswith(f"the run directory {run_dir} holds the outputs of an earlier run")
+    assert "another hydra.run.dir=" in message and "overwrite=true" in message
+    _predict(*given, "overwrite=true")
+    assert len((run_dir / "predictions.jsonl").read_text().splitlines()) == 1
 
 
 def test_a_full_disk_for_the_records_is_reported_and_the_run_ends_cleanly(

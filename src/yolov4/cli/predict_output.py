@@ -1,12 +1,15 @@
 """Where ``python predict.py`` writes, decided before any source is read or model loaded.
 
-``output=DIR`` is that folder; one holding an earlier run's outputs (its ``summary.json`` or
-``predictions.jsonl``) is refused unless ``overwrite=true``, as ``export.py`` refuses a folder
-it would write into. Without ``output=`` a run writes into its run directory
-(``outputs/predict/<date>_<time>``); where that holds an earlier run (two runs started in the
-same second) it writes into ``<date>_<time>_2``, ``_3``, ... (the first free one), as
-ultralytics numbers ``predict``, ``predict2``, .... An ``output=`` where an annotated copy
-would replace one of the run's own input files is refused (:func:`check_output`).
+``output=DIR`` is that folder. Without ``output=`` a run writes into its run directory,
+``outputs/predict/<date>_<time>``, or ``<date>_<time>_2``, ``_3``, ... where that exists (runs
+started in the same second): the folder is made as Hydra resolves ``hydra.run.dir``
+(:data:`yolov4.cli.common.NEW_DIR_RESOLVER`), before Hydra writes the run's ``.hydra/`` config
+and ``predict.log`` there, so each run's folder holds its own files only, as ultralytics numbers
+``predict``, ``predict2``, .... A folder holding an earlier run's outputs (its ``summary.json``
+or ``predictions.jsonl``: an ``output=`` or a ``hydra.run.dir=`` given again) is refused unless
+``overwrite=true``, as ``export.py`` refuses a folder it would write into. An ``output=`` where
+an annotated copy would replace one of the run's own input files is refused
+(:func:`check_output`).
 """
 
 from __future__ import annotations
@@ -44,43 +47,45 @@ def earlier_run(folder: Path) -> list[str]:
 def check_earlier_run(cfg: DictConfig) -> None:
     """A :class:`ConfigError` for an ``output=`` holding an earlier run's outputs without
     ``overwrite=true``, naming the folder, what it holds and the two ways out; it reads
-    nothing but that folder, so it runs before the sources open and the model loads."""
+    nothing but that folder, so it runs before the sources open and the model loads (the run
+    directory is checked as :func:`output_folder` chooses it)."""
     overwrite = cfg.get("overwrite", False)
     if not isinstance(overwrite, bool):
         raise ConfigError(f"overwrite must be true or false, got {overwrite!r}")
-    if not cfg.get("output") or launched_rank():  # rank 0 has checked it
-        return
-    held = earlier_run(Path(cfg.output))
+    if cfg.get("output") and not launched_rank():  # rank 0 has checked it
+        _refuse_earlier_run(Path(cfg.output), "output=", overwrite)
+
+
+def _refuse_earlier_run(folder: Path, key: str, overwrite: bool) -> None:
+    held = earlier_run(folder)
+    named = f"{key}{folder}" if key == "output=" else f"the run directory {folder}"
     if held and not overwrite:
         raise ConfigError(
-            f"output={cfg.output} holds the outputs of an earlier run ({', '.join(held)}); "
-            "give another output= (or leave output= out: each run writes a folder of its own), "
-            "or pass overwrite=true to write this run there (its predictions.jsonl and "
-            "summary.json replace the earlier run's; the earlier run's other files stay unless "
-            "this run writes files of the same names)"
+            f"{named} holds the outputs of an earlier run ({', '.join(held)}); give another "
+            f"{key} (or leave {key} out: each run writes a folder of its own), or pass "
+            "overwrite=true to write this run there (its predictions.jsonl and summary.json "
+            "replace the earlier run's; the earlier run's other files stay unless this run "
+            "writes files of the same names)"
         )
     if held:
         log.warning(
-            "output=%s: overwrite=true: this run's predictions.jsonl and summary.json replace "
-            "the earlier run's; its other files stay unless this run writes the same names",
-            cfg.output,
+            "%s: overwrite=true: this run's predictions.jsonl and summary.json replace the "
+            "earlier run's; its other files stay unless this run writes the same names",
+            named,
         )
 
 
 def output_folder(cfg: DictConfig) -> Path:
-    """The folder the run writes into: ``output=`` (:func:`check_earlier_run` has checked
-    it), else the run directory or the first of ``<dir>_2``, ``<dir>_3``, ... that holds no
-    earlier run, set as ``cfg.output`` so that every later step uses it."""
+    """The folder the run writes into, set as ``cfg.output`` so that every later step uses it:
+    ``output=`` (:func:`check_earlier_run` has checked it), else the run directory, refused
+    as such an ``output=`` when it holds an earlier run (a ``hydra.run.dir=`` given again;
+    without it each run makes a folder of its own). The ranks a launcher starts after rank 0
+    get rank 0's run directory and leave the check to it."""
     if cfg.get("output"):
         return Path(cfg.output)
-    # the ranks a launcher starts after rank 0 get its run directory and, finding the same
-    # earlier runs there (rank 0 writes its records at the end), choose the same folder
-    default = Path(cfg.paths.output_dir)
-    out, k = default, 2
-    while earlier_run(out):
-        out, k = default.with_name(f"{default.name}_{k}"), k + 1
-    if out != default:
-        log.info("%s holds an earlier run's outputs: this run writes into %s", default, out)
+    out = Path(cfg.paths.output_dir)
+    if not launched_rank():
+        _refuse_earlier_run(out, "hydra.run.dir=", cfg.get("overwrite", False))
     cfg.output = str(out)
     return out
 

@@ -30,6 +30,7 @@ __all__ = [
     "current_umask",
     "umask_mode",
     "make_temp_dir",
+    "new_dir",
     "lock_dir",
     "exchange_dirs",
 ]
@@ -116,6 +117,22 @@ def make_temp_dir(parent: str | os.PathLike, prefix: str) -> Path:
     tmp = Path(tempfile.mkdtemp(dir=parent, prefix=prefix))
     os.chmod(tmp, umask_mode(directory=True))
     return tmp
+
+
+def new_dir(path: str | os.PathLike) -> Path:
+    """The first of ``path``, ``path_2``, ``path_3``, ... that does not exist, made by this call
+    (its parents as needed): each ``mkdir`` either makes the folder or fails because it exists,
+    so processes asking for the same ``path`` at the same moment each get a folder of their own
+    (ultralytics numbers its runs ``predict``, ``predict2``, ... the same way)."""
+    base = Path(path)
+    base.parent.mkdir(parents=True, exist_ok=True)
+    candidate, k = base, 2
+    while True:
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            candidate, k = base.with_name(f"{base.name}_{k}"), k + 1
 
 
 def lock_dir(path: str | os.PathLike, blocking: bool = True) -> int | None:
