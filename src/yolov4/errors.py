@@ -6,7 +6,12 @@ set-up, checkpoint load, HTTP request) and names what was expected and what was 
 
 from __future__ import annotations
 
+import math
+import numbers
+from typing import Any
+
 __all__ = [
+    "shown",
     "YoloError",
     "InputError",
     "CheckpointError",
@@ -44,3 +49,16 @@ class ExportError(YoloError, RuntimeError):
 class DivergedError(YoloError, FloatingPointError):
     """Training's loss became NaN or infinite (the run stops: its checkpoints are the last good
     ones)."""
+
+
+def shown(value: Any) -> str:
+    """``value`` as a message quotes what was found: its ``repr``, but a NaN as ``NaN`` (it fails
+    every comparison: "must be a number in [0, 1], got nan" hides why) and an infinity as
+    ``infinity`` / ``-infinity`` (Python, numpy and Hydra's ``nan`` / ``inf`` overrides alike)."""
+    if isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral):
+        number = float(value)
+        if math.isnan(number):
+            return "NaN"
+        if math.isinf(number):
+            return "infinity" if number > 0 else "-infinity"
+    return repr(value)

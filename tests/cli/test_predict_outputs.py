@@ -230,9 +230,7 @@ def test_runs_started_in_one_second_each_write_only_their_own_folder(
         overrides = (folder / ".hydra" / "overrides.yaml").read_text()
         assert f"source={images[name]}" in overrides and str(images[other]) not in overrides
         log = (folder / "predict.log").read_text().splitlines()
-        assert [line.split(" - wrote ")[1] for line in log if " - wrote " in line] == [
-            str(folder)
-        ]
+        assert [line.split(" - wrote ")[1] for line in log if " - wrote " in line] == [str(folder)]
         records = (folder / "predictions.jsonl").read_text().splitlines()
         assert len(records) == 1 and f'"file": "{images[name]}"' in records[0]
 

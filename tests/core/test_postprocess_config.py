@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -39,6 +40,9 @@ def test_yaml_val_postprocess_block_mirrors_the_darknet_valid_preset(name):
         ("iou", -0.1, r"iou must be a number in \[0, 1\]"),
         ("nms_kind", "soft", r"nms_kind must be one of \['iou', 'diou', 'model'\], got 'soft'"),
         ("beta", 0, "beta must be a number > 0"),
+        ("conf", float("nan"), r"conf must be a number in \[0, 1\], got NaN$"),
+        ("iou", np.float32("inf"), r"iou must be a number in \[0, 1\], got infinity$"),
+        ("beta", float("-inf"), r"beta must be a number > 0, got -infinity$"),
         ("multi_label", "yes", "multi_label must be true or false"),
         ("max_det", 0, "max_det must be an integer >= 1"),
         ("max_candidates", 2.5, "max_candidates must be an integer >= 1"),

@@ -60,6 +60,25 @@ def test_a_bad_value_or_key_is_a_config_error_naming_it(values, match):
         AnalysisConfig.from_config(values)
 
 
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("analysis.conf=nan", "analysis.conf must be a number in [0, 1], got NaN"),
+        ("analysis.iou=inf", "analysis.iou must be a number in (0, 1), got infinity"),
+        ("analysis.darknet_thresh=-inf", "analysis.darknet_thresh must be a number in [0, 1], "
+         "got -infinity"),
+        ("analysis.errors_tb=nan", "analysis.errors_tb must be a number in [0, analysis.iou=0.5), "
+         "got NaN"),
+    ],
+)  # fmt: skip
+def test_nan_and_infinity_from_the_command_line_are_named(override, message):
+    """Hydra reads nan and inf as floats that fail every range check: the message names them
+    with the range expected, as predict.py's thresholds do."""
+    with pytest.raises(ConfigError) as refused:
+        AnalysisConfig.from_config(_analysis("evaluate", override))
+    assert str(refused.value) == message
+
+
 def test_from_config_takes_none_a_config_or_a_partial_mapping():
     assert AnalysisConfig.from_config(None) == AnalysisConfig()
     custom = AnalysisConfig(worst_images=3)

@@ -55,7 +55,10 @@ def test_conf_number_and_bad_pr_f1(overfit, tmp_path, caplog):
         meta = read_metadata(export(export_cfg(tmp_path, [*base, "conf=0.4"])))
     assert "holds an artifact (model.onnx): this export replaces it" in caplog.text
     caplog.clear()  # a refused request replaces nothing: no warning that it would
-    with caplog.at_level(logging.WARNING, logger="yolov4"), pytest.raises(ConfigError, match=r"export.py formats must be"):
+    with (
+        caplog.at_level(logging.WARNING, logger="yolov4"),
+        pytest.raises(ConfigError, match=r"export.py formats must be"),
+    ):
         export(export_cfg(tmp_path, [*base, "formats=[onnx,tflite]"]))
     assert "this export replaces it" not in caplog.text
     assert meta["thresholds"]["conf"] == 0.4 and meta["conf_source"]["set"] == "export.py conf="
@@ -69,8 +72,24 @@ def test_conf_number_and_bad_pr_f1(overfit, tmp_path, caplog):
     (tmp_path / "bad.json").write_text(json.dumps({"curves": []}))
     with pytest.raises(ConfigError, match=r"has no best_f1.all"):
         best_f1_conf(tmp_path / "bad.json")
-    with pytest.raises(ConfigError, match=r"conf must be null, a number or 'best_f1'"):
+    with pytest.raises(ConfigError, match=r"conf must be null, a number in \[0, 1\] or 'best_f1'"):
         export(export_cfg(tmp_path, [*base, "conf=best"]))
+
+
+@pytest.mark.parametrize(
+    "given, found", [("nan", "NaN"), ("inf", "infinity"), ("1.5", "1.5"), ("true", "True")]
+)
+def test_a_conf_that_is_no_threshold_is_refused_before_the_model_loads(tmp_path, given, found):
+    """conf=nan passes a type check and fails every comparison: it is named NaN, with the
+    range, before the checkpoint is read (this one is not a checkpoint at all)."""
+    checkpoint = tmp_path / "m.pt"
+    checkpoint.write_bytes(b"not a checkpoint")
+    overrides = [f"checkpoint={checkpoint}", f"output={tmp_path / 'export'}", f"conf={given}"]
+    with pytest.raises(ConfigError) as refused:
+        export(export_cfg(tmp_path, overrides))
+    assert str(refused.value) == (
+        f"conf must be null, a number in [0, 1] or 'best_f1', got {found}"
+    )
 
 
 @pytest.mark.slow

@@ -35,7 +35,7 @@ from yolov4.cli.sources import check_no_network, model_checkpoint, model_source,
 from yolov4.core.artifact import METADATA, artifact_precisions, model_file, read_metadata
 from yolov4.core.files import files_under
 from yolov4.core.images import IMAGE_SUFFIXES
-from yolov4.errors import ConfigError, ExportError
+from yolov4.errors import ConfigError, ExportError, shown
 from yolov4.evaluation import evaluate_predictor
 from yolov4.evaluation.reports import PR_F1_FILE
 from yolov4.export.artifact import (
@@ -115,9 +115,12 @@ def _conf(cfg: DictConfig) -> tuple[dict[str, Any] | None, dict[str, Any] | None
         path = cfg.pr_f1 or default_output(source_file(cfg)).parent / f"{PR_F1_FILE}.json"
         conf, source = best_f1_conf(path)
         return {"conf": conf}, source
-    if isinstance(cfg.conf, int | float):
+    number = isinstance(cfg.conf, int | float) and not isinstance(cfg.conf, bool)
+    if number and 0 <= cfg.conf <= 1:
         return {"conf": float(cfg.conf)}, {"set": "export.py conf=", "conf": float(cfg.conf)}
-    raise ConfigError(f"conf must be null, a number or {BEST_F1!r}, got {cfg.conf!r}")
+    raise ConfigError(
+        f"conf must be null, a number in [0, 1] or {BEST_F1!r}, got {shown(cfg.conf)}"
+    )
 
 
 def _dataset(cfg: DictConfig, class_names: list[str]) -> tuple[list[Any], Any]:

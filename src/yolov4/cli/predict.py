@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import signal
 import sys
 import threading
@@ -60,7 +59,7 @@ from yolov4.cli.tracking import (
     tracking_options,
 )
 from yolov4.core.images import MAX_PIXELS
-from yolov4.errors import ConfigError, InputError
+from yolov4.errors import ConfigError, InputError, shown
 from yolov4.inference import Predictor
 from yolov4.inference.counting import LINE_MARGIN, check_margin
 from yolov4.inference.sources import (
@@ -88,8 +87,7 @@ def _number(cfg: DictConfig, key: str, ok: Any, expected: str, integer: bool = F
         return
     kinds = (int,) if integer else (int, float)
     if isinstance(value, bool) or not isinstance(value, kinds) or not ok(value):
-        nan = isinstance(value, float) and math.isnan(value)  # fails every comparison
-        raise ConfigError(f"{key} must be {expected}, got {'NaN' if nan else repr(value)}")
+        raise ConfigError(f"{key} must be {expected}, got {shown(value)}")
 
 
 def check_options(cfg: DictConfig) -> None:

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from torch import Tensor
 
-from yolov4.errors import ConfigError
+from yolov4.errors import ConfigError, shown
 from yolov4.ops.postprocess import (
     CONF_THRESH,
     DIOU_BETA,
@@ -78,13 +78,15 @@ class PostprocessConfig:
         for key in ("conf", "iou"):
             value = getattr(self, key)
             if not (_is_number(value) and 0 <= value <= 1):
-                raise ConfigError(f"postprocess {key} must be a number in [0, 1], got {value!r}")
+                raise ConfigError(
+                    f"postprocess {key} must be a number in [0, 1], got {shown(value)}"
+                )
         if self.nms_kind not in NMS_CHOICES:
             raise ConfigError(
                 f"postprocess nms_kind must be one of {list(NMS_CHOICES)}, got {self.nms_kind!r}"
             )
         if not (_is_number(self.beta) and self.beta > 0):
-            raise ConfigError(f"postprocess beta must be a number > 0, got {self.beta!r}")
+            raise ConfigError(f"postprocess beta must be a number > 0, got {shown(self.beta)}")
         if not isinstance(self.multi_label, bool):
             raise ConfigError(
                 f"postprocess multi_label must be true or false, got {self.multi_label!r}"

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from yolov4.errors import ConfigError
+from yolov4.errors import ConfigError, shown
 
 __all__ = ["AnalysisConfig", "DARKNET_POINT_CHOICES", "ap_label"]
 
@@ -56,7 +56,9 @@ class AnalysisConfig:
     def __post_init__(self) -> None:
         def require(key: str, ok: bool, expected: str) -> None:
             if not ok:
-                raise ConfigError(f"analysis.{key} must be {expected}, got {getattr(self, key)!r}")
+                raise ConfigError(
+                    f"analysis.{key} must be {expected}, got {shown(getattr(self, key))}"
+                )
 
         conf, iou, thresh, points = self.conf, self.iou, self.darknet_thresh, self.darknet_points
         require("conf", _number(conf) and 0 <= conf <= 1, "a number in [0, 1]")

@@ -18,7 +18,7 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect, Request
 
-from yolov4.errors import InputError
+from yolov4.errors import InputError, shown
 from yolov4.inference.predictor import class_ids
 
 __all__ = [
@@ -284,10 +284,8 @@ def _shown(value: Any) -> str:
             number = float(value)
         except ValueError:
             return repr(value)
-        if math.isnan(number):
-            return f"NaN ({value!r})"
-        if math.isinf(number):
-            return f"{'-' if number < 0 else ''}infinity ({value!r})"
+        if not math.isfinite(number):
+            return f"{shown(number)} ({value!r})"
     return repr(value)
 
 
