@@ -69,6 +69,39 @@ def test_model_darknet_without_its_cfg_names_model_cfg(tmp_path):
         build_model(cfg="???")
 
 
+def test_the_commands_own_model_is_fused_in_place_not_copied(tmp_path, monkeypatch):
+    """predict.py's Checkpoint (a project file's or darknet's) is its own: the Predictor serves
+    that very model, fused, and no network is deep-copied on the way."""
+    import copy
+
+    import torch
+
+    from yolov4 import save_checkpoint
+    from yolov4.cli import sources
+
+    model = build_model("yolov4-tiny", num_classes=2)
+    path = save_checkpoint(tmp_path / "m.pt", model, ["a", "b"], {"input_size": [64, 64]})
+    weights = save_darknet_weights(build_model("yolov3-tiny", num_classes=2), tmp_path / "w")
+    built, copied = [], []
+    deepcopy, checkpoint = copy.deepcopy, sources.model_checkpoint
+
+    def spy_copy(value, *args, **kwargs):
+        if isinstance(value, torch.nn.Module):
+            copied.append(type(value).__name__)
+        return deepcopy(value, *args, **kwargs)
+
+    monkeypatch.setattr(copy, "deepcopy", spy_copy)
+    monkeypatch.setattr(
+        sources, "model_checkpoint", lambda c: built.append(checkpoint(c)) or built[-1]
+    )
+    darknet = {"name": "yolov3-tiny", "num_classes": None}
+    for given in (cfg(checkpoint=str(path)), cfg(darknet_weights=str(weights), model=darknet,
+                                                 names=["a", "b"])):  # fmt: skip
+        served = load_predictor(given).backend.model.model
+        assert served is built[-1].model and served.is_fused
+    assert copied == []
+
+
 def test_darknet_only_keys_beside_a_checkpoint_or_artifact_are_refused():
     from yolov4.cli.sources import check_no_network
 

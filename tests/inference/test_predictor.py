@@ -323,7 +323,7 @@ def test_postprocess_as_a_dict_is_over_the_predictors_own():
 
 def test_a_loaded_checkpoint_given_to_the_predictor_keeps_its_model_unfused(tmp_path):
     """from_checkpoint(path) fuses the network it loads; a Checkpoint the caller holds keeps
-    its BN layers (the Predictor fuses a copy)."""
+    its BN layers (the Predictor fuses a copy) unless inplace=True."""
     from yolov4 import build_model, load_checkpoint, save_checkpoint
 
     model = build_model("yolov4-tiny", num_classes=1)
@@ -334,3 +334,5 @@ def test_a_loaded_checkpoint_given_to_the_predictor_keeps_its_model_unfused(tmp_
     assert (
         not source.model.is_fused and source.model.state_dict().keys() == model.state_dict().keys()
     )
+    served = Predictor.from_checkpoint(source, inplace=True).backend.model.model
+    assert served is source.model and served.is_fused  # the caller gives its model away

@@ -183,7 +183,7 @@ def load_predictor(cfg: DictConfig, **kwargs: Any) -> Predictor:
             precision=cfg.get("precision"),
             **kwargs,
         )
-    ckpt = model_checkpoint(cfg)
-    predictor = Predictor.from_checkpoint(ckpt, device, **kwargs)
+    ckpt = model_checkpoint(cfg)  # the command's own: fused in place, not copied
+    predictor = Predictor.from_checkpoint(ckpt, device, inplace=True, **kwargs)
     predictor.metadata["source"] = source_file(cfg)
     return predictor
