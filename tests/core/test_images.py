@@ -223,9 +223,14 @@ def test_every_layout_is_converted_one_way_by_both_readers(tmp_path, name):
     np.testing.assert_array_equal(served, trained)
     if want is not None:
         np.testing.assert_array_equal(served, want)
-    plain = ("bmp.bmp", "gray.png")  # 8-bit RGB, and grayscale as darknet reads it (a note)
+    notes = {  # 8-bit files read as darknet and ultralytics read them: notes, not problems
+        "gray.png": Note.GRAYSCALE,
+        "palette.png": Note.PALETTE,
+        **dict.fromkeys(("rgba.png", "la.png", "rgba.webp"), Note.ALPHA),
+    }
+    plain = ("bmp.bmp", *notes)
     assert list(report.problems) == ([] if name in plain else [Problem.CONVERTED])
-    assert list(report.notes) == ([Note.GRAYSCALE] if name == "gray.png" else [])
+    assert list(report.notes) == ([notes[name]] if name in notes else [])
 
 
 def test_float_cmyk_and_gray_jpeg_values():

@@ -56,6 +56,7 @@ def _write_images(d: Path) -> None:
     (d / "no_end_marker.jpg").write_bytes(jpeg[:-2])  # image data complete, no FFD9
     cv2.imwrite(str(d / "gray.png"), np.full((H, W), 50, np.uint8))
     cv2.imwrite(str(d / "rgba.png"), np.full((H, W, 4), 50, np.uint8))
+    Image.fromarray(np.full((H, W, 3), 50, np.uint8)).quantize(4).save(d / "palette.png")
     cv2.imwrite(str(d / "deep.png"), np.full((H, W, 3), 5000, np.uint16))
     _jpeg(d / "exif.jpg", exif_orientation=6)  # decodes rotated to W x H
     # a float TIFF holding 0..255 (an image holds 0..1): the Predictor's InputError stopped runs
@@ -68,13 +69,12 @@ DECODE_PROBLEMS = {
     "extraneous.jpg": Problem.DAMAGED_JPEG,
     "junk_before_end.jpg": Problem.DAMAGED_JPEG,
     "no_end_marker.jpg": Problem.DAMAGED_JPEG,
-    "rgba.png": Problem.CONVERTED,
     "deep.png": Problem.CONVERTED,
     "exif.jpg": Problem.STORED_FRAME,  # annotated H x W, stored H x W, displayed W x H
     "float.tif": Problem.UNREADABLE,
 }
 # read as darknet and ultralytics read them: counted, not a problem (strict mode takes them)
-DECODE_NOTES = {"gray.png": Note.GRAYSCALE}
+DECODE_NOTES = {"gray.png": Note.GRAYSCALE, "rgba.png": Note.ALPHA, "palette.png": Note.PALETTE}
 ANNOTATION_PROBLEMS = {  # bbox (xywh) on good.jpg -> kind
     Problem.BOX_CLIPPED: [20.0, 10.0, 30.0, 5.0],
     Problem.BOX_OUTSIDE: [100.0, 100.0, 5.0, 5.0],
@@ -150,9 +150,8 @@ def test_default_mode_repairs_or_skips_and_reports_each_file(tmp_path: Path):
             entry = next(f for f in ds.report.problems[kind] if file in f)
             assert entry.count(file) == 1, entry  # "<path>: truncated JPEG ...", named once
         for file, kind in DECODE_NOTES.items():
-            assert [f for f in ds.report.notes[kind] if file in f] == [
-                f"{root / 'images' / file}: PNG file"
-            ]
+            [noted] = [f for f in ds.report.notes[kind] if file in f]
+            assert noted.startswith(f"{root / 'images' / file}: PNG file"), noted
             assert not any(file in f for items in ds.report.problems.values() for f in items)
     text = report.summary()
     assert "missing.jpg" in text and "problem(s)" in text
@@ -309,14 +308,12 @@ def test_strict_mode_raises_naming_the_file(tmp_path: Path, file: str):
 
 
 def test_grayscale_files_are_counted_apart_from_problems_and_strict_mode_reads_them(tmp_path):
-    """Ordinary grayscale JPEG/BMP/PNG files were check-data "problems" (converted), which
-    darknet and ultralytics read as three equal channels; alpha and 16-bit stay problems."""
+    """Ordinary grayscale JPEG/BMP/PNG files are read as darknet and ultralytics read them
+    (three equal channels): a note, not a problem; strict mode reads them."""
     gray = np.tile(np.arange(W, dtype=np.uint8) * 7, (H, 1))
     cv2.imwrite(str(tmp_path / "g.jpg"), gray)
     Image.fromarray(gray).save(tmp_path / "g.bmp")
     cv2.imwrite(str(tmp_path / "g.png"), gray)
-    cv2.imwrite(str(tmp_path / "rgba.png"), np.full((H, W, 4), 50, np.uint8))
-    cv2.imwrite(str(tmp_path / "deep.png"), np.full((H, W), 5000, np.uint16))
     report = ProblemReport(strict=True, name="data.train")
     for name in ("g.jpg", "g.bmp", "g.png"):
         image = read_image(tmp_path / name, report)
@@ -327,13 +324,42 @@ def test_grayscale_files_are_counted_apart_from_problems_and_strict_mode_reads_t
         f"data.train: no problems found\n  note: 3 x {Note.GRAYSCALE}, e.g. {tmp_path / 'g.jpg'}: "
         "JPEG file"
     )
+
+
+def test_palette_and_alpha_files_are_notes_and_deep_or_cmyk_ones_problems(tmp_path):
+    """A palette PNG (its colours) and an 8-bit image with alpha (alpha dropped) decode as
+    darknet and ultralytics read them, nothing repaired: notes, which strict mode reads. Samples
+    of 16 bits (with alpha too) and CMYK are converted: problems, named with their layout."""
+    rgb = np.random.default_rng(0).integers(0, 255, (H, W, 3), dtype=np.uint8)
+    palette = Image.fromarray(rgb).quantize(8)
+    palette.save(tmp_path / "palette.png")
+    palette.save(tmp_path / "palette_tr.png", transparency=0)
+    cv2.imwrite(str(tmp_path / "rgba.png"), np.dstack([rgb, np.full((H, W), 9, np.uint8)]))
+    Image.fromarray(rgb[..., 0]).convert("LA").save(tmp_path / "la.png")
+    report = ProblemReport(strict=True, name="data.train")
+    for name in ("palette.png", "palette_tr.png", "rgba.png", "la.png"):
+        assert read_image(tmp_path / name, report).shape == (H, W, 3)
+    np.testing.assert_array_equal(
+        read_image(tmp_path / "palette.png", None), np.asarray(palette.convert("RGB"))
+    )
+    assert not report.problems
+    assert [e.removeprefix(f"{tmp_path}/") for e in report.notes[Note.PALETTE]] == [
+        "palette.png: PNG file, P pixels", "palette_tr.png: PNG file, P pixels",
+    ]  # fmt: skip
+    assert [e.removeprefix(f"{tmp_path}/") for e in report.notes[Note.ALPHA]] == [
+        "rgba.png: PNG file, RGBA pixels", "la.png: PNG file, LA pixels",
+    ]  # fmt: skip
+    cv2.imwrite(str(tmp_path / "deep.png"), np.full((H, W), 5000, np.uint16))
+    cv2.imwrite(str(tmp_path / "deep_rgba.png"), np.full((H, W, 4), 5000, np.uint16))
+    Image.fromarray(rgb).convert("CMYK").save(tmp_path / "cmyk.jpg")
     report.strict = False
-    for name in ("rgba.png", "deep.png"):
+    for name in ("deep.png", "deep_rgba.png", "cmyk.jpg"):
         assert read_image(tmp_path / name, report) is not None
     assert [p.split(": ")[1] for p in report.problems[Problem.CONVERTED]] == [
-        "PNG file, RGBA pixels", "PNG file, I;16 pixels",
+        "PNG file, I;16 pixels", "PNG file, RGBA pixels", "JPEG file, CMYK pixels",
     ]  # fmt: skip
-    assert "data.train: 2 problem(s)" in report.summary() and "note: 3 x" in report.summary()
+    assert "data.train: 3 problem(s)" in report.summary()
+    assert "note: 2 x palette image" in report.summary()
 
 
 @pytest.mark.parametrize("kind", [*ANNOTATION_PROBLEMS, Problem.UNKNOWN_CLASS])

@@ -48,7 +48,7 @@ from yolov4.core.jpeg import (
     jpeg_last_scan,
     pil_decode_jpeg,
 )
-from yolov4.core.pixels import orient, pil_to_array, to_rgb8
+from yolov4.core.pixels import orient, pil_array, to_rgb8
 from yolov4.errors import InputError
 from yolov4.version import warn_renamed
 
@@ -99,13 +99,15 @@ class DecodedImage:
     ``PNG``, ...); ``converted``: the file did not hold 8-bit RGB (grayscale, alpha, palette,
     CMYK, 16-bit, float); ``orientation``: the EXIF orientation applied to it (1: none);
     ``mode``: the file's pixel layout as PIL names it (``RGB``, ``L`` for 8-bit grayscale,
-    ``RGBA``, ``I;16``, ...)."""
+    ``RGBA``, ``P`` for palette, ``I;16``, ...); ``deep``: its samples had more than 8 bits
+    (16-bit, 32-bit integer, float), reduced to 8."""
 
     image: np.ndarray
     format: str
     converted: bool
     orientation: int = 1
     mode: str = "RGB"
+    deep: bool = False
 
 
 def _exif_orientation(exif: Image.Exif) -> int:
@@ -266,20 +268,21 @@ def decode_image_details(
                 raise ImageDecodeError(
                     f"{where}: the PNG data cannot be decoded (corrupt or truncated)"
                 )
-            converted = im.mode != "RGB" or array.dtype != np.uint8  # palette, gray, 16-bit
+            deep = array.dtype != np.uint8  # 16-bit
             image = to_rgb8(array, "bgr", where)
         else:
             try:
-                array, converted = pil_to_array(im)
+                array, deep = pil_array(im)
             except (OSError, ValueError, SyntaxError, struct.error) as e:
                 raise ImageDecodeError(
                     f"{where}: the {fmt} data cannot be decoded (corrupt or truncated): {e}"
                 ) from None
-            converted = converted or array.dtype != np.uint8
             image = to_rgb8(array, "rgb", where)
             # read after loading: Pillow >= 11 applies a TIFF's orientation itself and drops it
             orientation = pil_orientation(im)
-    return DecodedImage(orient(image, orientation), fmt, converted, orientation, im.mode)
+        converted = deep or im.mode != "RGB"  # palette, gray, alpha, CMYK, 16-bit, float
+    image = orient(image, orientation)
+    return DecodedImage(image, fmt, converted, orientation, im.mode, deep)
 
 
 def decode_image(

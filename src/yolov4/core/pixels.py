@@ -13,7 +13,7 @@ from PIL import Image
 
 from yolov4.errors import InputError
 
-__all__ = ["to_rgb8", "orient", "unorient", "pil_to_array"]
+__all__ = ["to_rgb8", "orient", "unorient", "pil_to_array", "pil_array"]
 
 # PIL modes converted to RGB(A) before the array is taken.
 PIL_CONVERT = ("P", "PA", "LA", "La", "1", "CMYK", "YCbCr", "HSV", "LAB", "RGBa", "RGBX")
@@ -91,6 +91,12 @@ def _int32_samples(array: np.ndarray) -> np.ndarray:
 def pil_to_array(im: Image.Image) -> tuple[np.ndarray, bool]:
     """A PIL image (loaded here if needed) → ``(array, converted)``: an array :func:`to_rgb8`
     accepts (RGB order), and whether the image was other than 8-bit RGB."""
+    array, deep = pil_array(im)
+    return array, deep or im.mode != "RGB"
+
+
+def pil_array(im: Image.Image) -> tuple[np.ndarray, bool]:
+    """:func:`pil_to_array`'s array, and whether the samples had more than 8 bits."""
     args = im.tile[0][3] if getattr(im, "tile", None) else ""
     rawmode = args[0] if isinstance(args, tuple) and args else args
     deep = isinstance(rawmode, str) and ";16" in rawmode  # 16-bit RGB read as 8-bit by PIL
@@ -104,4 +110,4 @@ def pil_to_array(im: Image.Image) -> tuple[np.ndarray, bool]:
         array = _int32_samples(array)
     elif mode.startswith("I;16"):
         array = array.astype(np.uint16)  # native byte order
-    return array, deep or mode != "RGB"
+    return array, deep or mode in ("I", "F") or array.dtype != np.uint8

@@ -16,6 +16,7 @@ from yolov4.core import images as core_images
 from yolov4.core.images import (
     IMAGE_SUFFIXES,
     JPEG_FORMATS,
+    DecodedImage,
     ImageDecodeError,
     ImageTooLarge,
     TruncatedImage,
@@ -26,11 +27,19 @@ from yolov4.core.pixels import unorient
 from yolov4.data.problems import Note, Problem, ProblemReport
 from yolov4.errors import InputError
 
-__all__ = ["read_image", "image_size", "IMAGE_SUFFIXES"]
+__all__ = ["read_image", "image_size", "IMAGE_SUFFIXES", "ORDINARY_MODES"]
 
-# PIL modes of grayscale files (8-bit, and 1-bit bilevel): read as three equal channels, as
-# darknet (stb_image) and ultralytics (OpenCV) read them; a note, not a problem
-GRAYSCALE_MODES = ("L", "1")
+# PIL modes of 8-bit files read as darknet (stb_image / OpenCV with 3 channels) and
+# ultralytics (OpenCV's IMREAD_COLOR) read them, nothing repaired: a note, not a problem.
+# Grayscale (8-bit, 1-bit bilevel): three equal channels; palette: its colours; alpha: dropped.
+ORDINARY_MODES = {
+    "L": Note.GRAYSCALE,
+    "1": Note.GRAYSCALE,
+    "P": Note.PALETTE,
+    "RGBA": Note.ALPHA,
+    "LA": Note.ALPHA,
+    "PA": Note.ALPHA,
+}
 
 
 def read_image(
@@ -40,9 +49,10 @@ def read_image(
     with ``as_stored`` as the file stores it (the orientation undone).
 
     Missing and unreadable files are reported and give ``None``; a truncated JPEG is reported
-    and gives what was there (the rest grey; ``None`` when cut in its headers); RGBA, palette,
-    CMYK, 16-bit and float files are converted and reported, grayscale ones converted and counted
-    as a :class:`Note` (darknet and ultralytics read them so). With ``check``, a JPEG
+    and gives what was there (the rest grey; ``None`` when cut in its headers); CMYK, 16-bit
+    and float files are converted and reported; 8-bit grayscale, palette and alpha files are
+    read as darknet and ultralytics read them and counted as a :class:`Note`
+    (:data:`ORDINARY_MODES`). With ``check``, a JPEG
     without its end marker or with data libjpeg calls corrupt is reported and gives what libjpeg
     makes of it (one more decode: a caller checks each file once). In strict mode the report
     raises instead. ``report`` ``None``: nothing is reported (a file whose report was made).
@@ -62,10 +72,8 @@ def read_image(
         detail = f"{len(data)} bytes: {str(e).removeprefix(f'{name}: ')}"
         _add(report, Problem.UNREADABLE, path, detail)
         return None
-    if decoded.converted and decoded.mode in GRAYSCALE_MODES and report is not None:
-        report.note(Note.GRAYSCALE, path, f"{decoded.format} file")
-    elif decoded.converted and decoded.mode not in GRAYSCALE_MODES:
-        _add(report, Problem.CONVERTED, path, f"{decoded.format} file, {decoded.mode} pixels")
+    if decoded.converted:
+        _report_layout(report, path, decoded)
     if check and decoded.format in JPEG_FORMATS:
         damage = jpeg_damage(data)
         if damage:
@@ -73,6 +81,17 @@ def read_image(
     if as_stored:
         return unorient(decoded.image, decoded.orientation)
     return decoded.image
+
+
+def _report_layout(report: ProblemReport | None, path: str | Path, decoded: DecodedImage) -> None:
+    """A file other than 8-bit RGB: a note when it is read as darknet and ultralytics read it
+    (:data:`ORDINARY_MODES`), else a :attr:`Problem.CONVERTED` (CMYK, 16-bit, float, ...)."""
+    note = None if decoded.deep else ORDINARY_MODES.get(decoded.mode)
+    if note is None:
+        _add(report, Problem.CONVERTED, path, f"{decoded.format} file, {decoded.mode} pixels")
+    elif report is not None:
+        detail = "" if note == Note.GRAYSCALE else f", {decoded.mode} pixels"
+        report.note(note, path, f"{decoded.format} file{detail}")
 
 
 def _add(report: ProblemReport | None, kind: str, path: str | Path, detail: str = "") -> None:

@@ -38,8 +38,8 @@ class Problem:
         "repairs it: look at it, and re-save or replace it)"
     )
     CONVERTED = (
-        "not 8-bit RGB or grayscale: alpha, palette, CMYK, 16-bit or float pixels (converted to "
-        "8-bit RGB, which may change what the network sees: look at it)"
+        "not 8-bit RGB, grayscale, palette or RGB with alpha: CMYK, 16-bit, float or other "
+        "pixels (converted to 8-bit RGB, which may change what the network sees: look at it)"
     )
     SIZE_MISMATCH = "image size differs from the annotation (resized to it)"
     STORED_FRAME = (
@@ -125,6 +125,13 @@ class Note:
     nothing is repaired or lost (a count line in the summary)."""
 
     GRAYSCALE = "grayscale image (read as three equal channels, as darknet and ultralytics read it)"
+    PALETTE = (
+        "palette image (read as the RGB colours of its palette, as darknet and ultralytics read it)"
+    )
+    ALPHA = (
+        "image with an alpha channel (alpha dropped: transparent pixels read as the colour they "
+        "hold, as darknet and ultralytics read them)"
+    )
 
 
 class ProblemReport:
