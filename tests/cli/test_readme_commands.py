@@ -195,7 +195,9 @@ def check_pip(args: list[str]) -> None:
 def check_pytest(args: list[str]) -> None:
     ini = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]
     markers = {m.split(":")[0] for m in ini["markers"]}
-    dev = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["dev"]
+    dev = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"][
+        "dev"
+    ]
     for i, arg in enumerate(args):
         if arg == "-m":
             names = set(re.findall(r"[A-Za-z_]\w*", args[i + 1])) - {"not", "and", "or"}
