@@ -10,7 +10,6 @@ only, so Lightning ``.ckpt`` files load with ``torch.load(weights_only=True)`` a
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import os
@@ -24,19 +23,20 @@ import torch
 
 from yolov4.core.checkpoint import read_checkpoint
 from yolov4.core.model import DecodedModel
-from yolov4.core.postprocess import DARKNET_VALID, PostprocessConfig
+from yolov4.core.postprocess import PostprocessConfig
 from yolov4.core.preprocess import PreprocessConfig, batch_to_input
 from yolov4.core.pretrained import load_pretrained
 from yolov4.errors import CheckpointError, ConfigError, DivergedError
 from yolov4.evaluation import METRIC_KEYS, CocoEvaluator, EvaluationResult
-from yolov4.evaluation.coco import DEFAULT_COCO_BACKEND, check_coco_backend
-from yolov4.loss import BOX_GRADIENTS, YoloLoss, darknet_cost
-from yolov4.models import ModelConfig, YOLOv4
+from yolov4.evaluation.coco import DEFAULT_COCO_BACKEND
+from yolov4.loss import YoloLoss, darknet_cost
+from yolov4.models import YOLOv4
 from yolov4.models.config import config_sections
 from yolov4.ops.letterbox import image_windows, unmap_detections
 from yolov4.training.callbacks import last_checkpoint
-from yolov4.training.class_balance import balanced_config, check_class_balance
+from yolov4.training.class_balance import balanced_config
 from yolov4.training.ema import ModelEMA
+from yolov4.training.module_args import module_hparams, optim_config
 from yolov4.training.optim import OptimConfig, apply_settings, build_optimizer, lr_factor
 from yolov4.training.resume import LIGHTNING_KEYS
 from yolov4.version import renamed_kwargs
@@ -54,81 +54,6 @@ log = logging.getLogger(__name__)
 warnings.filterwarnings(
     "ignore", message="You have overridden `on_after_batch_transfer` in `LightningModule`"
 )
-
-
-def _class_names(class_names: list[str] | None, num_classes: int) -> list[str]:
-    """The class names (default ``"0"``, ``"1"``, ...); one per class or :class:`ConfigError`."""
-    names = list(class_names) if class_names is not None else [str(i) for i in range(num_classes)]
-    if len(names) != num_classes:
-        raise ConfigError(
-            f"{len(names)} class names for model.num_classes={num_classes}; expected "
-            f"one name per class"
-        )
-    return names
-
-
-def _model_dict(model: Any) -> dict[str, Any]:
-    """``model=`` as ``ModelConfig.from_dict`` takes it: a mapping, a :class:`ModelConfig` or a
-    zoo name (its 80 classes; a mapping sets ``num_classes``)."""
-    if isinstance(model, ModelConfig):
-        return model.to_dict()
-    if isinstance(model, str):
-        return {"name": model}
-    if not isinstance(model, Mapping):
-        raise ConfigError(
-            f"model must be a model config (a mapping such as {{'name': 'yolov4-tiny', "
-            f"'num_classes': 4}}, a ModelConfig or a zoo name), got {type(model).__name__}"
-        )
-    return dict(model)
-
-
-def _optim_config(optim: Mapping[str, Any] | None) -> OptimConfig:
-    """``optim=`` as an :class:`OptimConfig`; unknown keys a :class:`ConfigError` naming them."""
-    known = {f.name for f in dataclasses.fields(OptimConfig)}
-    unknown = sorted(set(optim or {}) - known)
-    if unknown:
-        raise ConfigError(f"unknown optim keys {unknown}; expected some of {sorted(known)}")
-    return OptimConfig(**dict(optim or {}))
-
-
-def _number(x: Any) -> bool:
-    return isinstance(x, int | float) and not isinstance(x, bool)
-
-
-def _check_ema_window(start: Any, apply_before_end: Any) -> None:
-    """``module.ema_start`` a fraction in [0, 1), ``module.ema_apply_before_end`` steps >= 1."""
-    if not _number(start) or not 0 <= start < 1:
-        raise ConfigError(
-            f"module.ema_start must be a fraction of the run's steps in [0, 1) (darknet: 0.5), "
-            f"got {start!r}"
-        )
-    if apply_before_end is not None and (
-        not isinstance(apply_before_end, int) or isinstance(apply_before_end, bool)
-        or apply_before_end < 1
-    ):  # fmt: skip
-        raise ConfigError(
-            f"module.ema_apply_before_end must be a number of optimizer steps >= 1 (darknet: "
-            f"1000) or null, got {apply_before_end!r}"
-        )
-
-
-def _check_fractions(ema_decay: Any, ema_tau: Any, label_smoothing: Any) -> None:
-    """The EMA's decay in (0, 1) (``None`` or 0: off) and ramp > 0, the smoothing in [0, 1]:
-    an EMA of decay 1.5 diverges, and it is what validation scores and ``weights/`` hold."""
-    if ema_decay is not None and ema_decay != 0:
-        if not _number(ema_decay) or not 0 < ema_decay < 1:
-            raise ConfigError(
-                f"module.ema_decay must be a number in (0, 1) (null or 0: no EMA), "
-                f"got {ema_decay!r}"
-            )
-        if ema_tau is not None and (not _number(ema_tau) or not ema_tau > 0):
-            raise ConfigError(
-                f"module.ema_tau must be a number > 0 (null: a constant decay), got {ema_tau!r}"
-            )
-    if not _number(label_smoothing) or not 0 <= label_smoothing <= 1:
-        raise ConfigError(
-            f"module.label_smoothing must be a number in [0, 1], got {label_smoothing!r}"
-        )
 
 
 class ValidationSample(NamedTuple):
@@ -213,48 +138,18 @@ class YoloModule(L.LightningModule):
     ) -> None:
         super().__init__()
         new = renamed_kwargs(renamed, RENAMED_KWARGS, "YoloModule")
-        val_postprocess = new.get("val_postprocess", val_postprocess)
-        compile_model = new.get("compile_model", compile_model)
-        config = ModelConfig.from_dict(_model_dict(model))
-        optim_cfg = optim if isinstance(optim, OptimConfig) else _optim_config(optim)
-        names = _class_names(class_names, config.num_classes)
-        _check_fractions(ema_decay=ema_decay, ema_tau=ema_tau, label_smoothing=label_smoothing)
-        _check_ema_window(ema_start, ema_apply_before_end)
-        if category_ids is not None and len(category_ids) != config.num_classes:
-            raise ConfigError(
-                f"{len(category_ids)} category_ids for model.num_classes={config.num_classes}; "
-                "expected one per class"
-            )
-        self.save_hyperparameters(
-            {
-                "model": config.to_dict(),
-                "optim": dict(vars(optim_cfg)),
-                "class_names": names,
-                "category_ids": list(category_ids)
-                if category_ids is not None
-                else list(range(config.num_classes)),
-                "preprocess": dict(preprocess or {}),
-                "data": dict(data) if data is not None else None,
-                "ema_decay": ema_decay,
-                "ema_tau": ema_tau,
-                "ema_start": ema_start,
-                "ema_apply_before_end": ema_apply_before_end,
-                "label_smoothing": label_smoothing,
-                "box_gradient": box_gradient,
-                "class_balance": check_class_balance(class_balance),
-                "val_postprocess": DARKNET_VALID.update(val_postprocess).to_dict(),
-                "pretrained": pretrained,
-                "pretrained_backbone_only": pretrained_backbone_only,
-                "pretrained_strict": pretrained_strict,
-                "compile_model": compile_model,
-                "coco_backend": check_coco_backend(coco_backend),
-            }
-        )
-        if box_gradient not in BOX_GRADIENTS:
-            raise ConfigError(
-                f"module.box_gradient must be one of {list(BOX_GRADIENTS)}, got {box_gradient!r}"
-            )
-        self.optim_cfg = optim_cfg
+        config, self.optim_cfg, hparams = module_hparams(
+            model=model, optim=optim, class_names=class_names, category_ids=category_ids,
+            preprocess=preprocess, data=data, ema_decay=ema_decay, ema_tau=ema_tau,
+            ema_start=ema_start, ema_apply_before_end=ema_apply_before_end,
+            label_smoothing=label_smoothing, box_gradient=box_gradient,
+            class_balance=class_balance, pretrained=pretrained,
+            pretrained_backbone_only=pretrained_backbone_only,
+            pretrained_strict=pretrained_strict, coco_backend=coco_backend,
+            val_postprocess=new.get("val_postprocess", val_postprocess),
+            compile_model=new.get("compile_model", compile_model),
+        )  # fmt: skip
+        self.save_hyperparameters(hparams)
         self.model = YOLOv4(config)
         if pretrained:
             load_pretrained(
@@ -265,7 +160,7 @@ class YoloModule(L.LightningModule):
             )
         self._loss: YoloLoss | None = None  # fitting only: see loss_fn
         self.ema = ModelEMA(self.model, ema_decay, ema_tau) if ema_decay else None
-        self._forward = torch.compile(self.model) if compile_model else self.model
+        self._forward = torch.compile(self.model) if hparams["compile_model"] else self.model
         self._init_run_state()
 
     @classmethod
@@ -488,7 +383,7 @@ class YoloModule(L.LightningModule):
         self._resumed_total = checkpoint.get(SCHEDULE_KEY)
         saved = (checkpoint.get("hyper_parameters") or {}).get("optim")
         try:
-            self._resumed_optim = _optim_config(saved) if saved is not None else None
+            self._resumed_optim = optim_config(saved) if saved is not None else None
         except (ConfigError, TypeError):  # a checkpoint of other optim keys: its values unknown
             self._resumed_optim = None
 
