@@ -356,14 +356,15 @@ def test_the_epoch_line_counts_to_the_runs_last_epoch(
     'epoch 50/50', 'epoch 51/51': the total followed the current epoch."""
     from types import SimpleNamespace
 
-    module = tiny_module()
-    module._trainer = SimpleNamespace(
+    from yolov4.training.epoch_log import last_epoch
+
+    trainer = SimpleNamespace(
         max_epochs=max_epochs,
         max_steps=max_steps,
         num_training_batches=batches,
         accumulate_grad_batches=accumulate,
     )
-    assert module._last_epoch() == last
+    assert last_epoch(trainer) == last
 
 
 def resumed(module: YoloModule, saved_optim, saved_total: int, total: int, step: int):
@@ -462,7 +463,7 @@ def test_ema_window_is_laid_over_the_run(total, fraction, before_end, window, ca
     short for the copy keeps its average and says so."""
     module = tiny_module(ema_decay=0.9998, ema_start=fraction, ema_apply_before_end=before_end)
     module.trainer = SimpleNamespace(estimated_stepping_batches=total)  # the run's length
-    with caplog.at_level("INFO", logger="yolov4.training.module"):
+    with caplog.at_level("INFO", logger="yolov4.training.ema"):
         module.configure_optimizers()
     assert (module.ema.start, module.ema.apply_at) == window
     short = "leave no average to copy into the weights" in caplog.text

@@ -5,12 +5,15 @@ apply step)."""
 from __future__ import annotations
 
 import copy
+import logging
 import math
 
 import torch
 from torch import nn
 
-__all__ = ["ModelEMA"]
+__all__ = ["ModelEMA", "set_run_window"]
+
+log = logging.getLogger(__name__)
 
 
 class ModelEMA(nn.Module):
@@ -78,3 +81,27 @@ class ModelEMA(nn.Module):
 
     def forward(self, *args, **kwargs):
         return self.module(*args, **kwargs)
+
+
+def set_run_window(ema: ModelEMA, total: int, start: float, before_end: int | None) -> None:
+    """``ema``'s window over a run of ``total`` optimizer steps: averaging after the fraction
+    ``start`` of them (``module.ema_start``), copied into the weights ``before_end`` steps
+    before the end (``module.ema_apply_before_end``; ``None``: never), said in the log when it
+    is not the whole run. A copy that would come before the start is dropped, with a warning."""
+    first = int(total * start)
+    apply_at = total - before_end if before_end else None
+    if apply_at is not None and apply_at <= first:
+        log.warning(
+            "module.ema_apply_before_end=%d: the run's %d optimizer steps leave no average "
+            "to copy into the weights (the EMA starts after step %d): the EMA is kept, "
+            "validated and saved as it is",
+            before_end, total, first,
+        )  # fmt: skip
+        apply_at = None
+    ema.set_window(first, apply_at)
+    if first or apply_at is not None:
+        log.info(
+            "EMA (module.ema_decay=%g): averages after optimizer step %d of %d%s",
+            ema.decay, first, total,
+            f", copied into the weights at step {apply_at}" if apply_at is not None else "",
+        )  # fmt: skip

@@ -11,19 +11,15 @@ only, so Lightning ``.ckpt`` files load with ``torch.load(weights_only=True)`` a
 from __future__ import annotations
 
 import logging
-import math
 import os
 import time
 import warnings
 from collections.abc import Mapping
-from typing import Any, NamedTuple
+from typing import Any
 
 import lightning as L
 import torch
 
-from yolov4.core.checkpoint import read_checkpoint
-from yolov4.core.model import DecodedModel
-from yolov4.core.postprocess import PostprocessConfig
 from yolov4.core.preprocess import PreprocessConfig, batch_to_input
 from yolov4.core.pretrained import load_pretrained
 from yolov4.errors import CheckpointError, ConfigError, DivergedError
@@ -32,13 +28,20 @@ from yolov4.evaluation.coco import DEFAULT_COCO_BACKEND
 from yolov4.loss import YoloLoss, darknet_cost
 from yolov4.models import YOLOv4
 from yolov4.models.config import config_sections
-from yolov4.ops.letterbox import image_windows, unmap_detections
 from yolov4.training.callbacks import last_checkpoint
 from yolov4.training.class_balance import balanced_config
-from yolov4.training.ema import ModelEMA
+from yolov4.training.ema import ModelEMA, set_run_window
+from yolov4.training.epoch_log import EpochLine, log_multi_scale
 from yolov4.training.module_args import module_hparams, optim_config
-from yolov4.training.optim import OptimConfig, apply_settings, build_optimizer, lr_factor
-from yolov4.training.resume import LIGHTNING_KEYS
+from yolov4.training.optim import OptimConfig, build_optimizer, lr_factor, resume_settings
+from yolov4.training.resume import check_lightning_file
+from yolov4.training.validation import (
+    ValidationSample,
+    batch_detections,
+    log_validation,
+    score_batch,
+    validation_evaluator,
+)
 from yolov4.version import renamed_kwargs
 
 __all__ = ["YoloModule", "ValidationSample"]
@@ -54,15 +57,6 @@ log = logging.getLogger(__name__)
 warnings.filterwarnings(
     "ignore", message="You have overridden `on_after_batch_transfer` in `LightningModule`"
 )
-
-
-class ValidationSample(NamedTuple):
-    """The first validation batch and its detections, for the image grid callback. ``images``
-    ``(B, 3, H, W)``; ``targets`` ``(M, 6)`` and ``detections[i]`` ``(K_i, 6)`` in input pixels."""
-
-    images: torch.Tensor
-    targets: torch.Tensor
-    detections: list[torch.Tensor]
 
 
 class YoloModule(L.LightningModule):
@@ -172,17 +166,7 @@ class YoloModule(L.LightningModule):
         and the Predictor read), is a :class:`CheckpointError` naming it; so are weights that
         do not fit the module the arguments build (``model=`` of another network)."""
         if isinstance(checkpoint_path, str | os.PathLike) and "://" not in str(checkpoint_path):
-            data = read_checkpoint(checkpoint_path)
-            missing = [k for k in LIGHTNING_KEYS if k not in data]
-            if missing:
-                what = (
-                    "a yolov4 weights file" if data.get("format") else "not a Lightning checkpoint"
-                )
-                raise CheckpointError(
-                    f"{checkpoint_path} is {what} (no {missing}): YoloModule.load_from_checkpoint "
-                    "takes <run>/checkpoints/*.ckpt; load_checkpoint(path) and "
-                    "Predictor.from_checkpoint(path) read weights files"
-                )
+            check_lightning_file(checkpoint_path)
         try:
             return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
         except RuntimeError as e:
@@ -206,17 +190,11 @@ class YoloModule(L.LightningModule):
         self.evaluated_step: int | None = None  # the global step of the weights it scored
         self.validation_sample: ValidationSample | None = None
         self._preprocess: PreprocessConfig | None = None  # from hparams, on the first batch
-        # the epoch line of train.log: [total, box, obj, cls] loss sums and batches (this rank's),
-        # the epoch's start time, and the validation run during the epoch
-        self._epoch_loss: torch.Tensor | None = None
+        self._epoch = EpochLine()  # the epoch line of train.log
         # optimizer steps the lr schedule spans: this run's, and the resumed checkpoint's
         self._schedule_total: int | None = None
         self._resumed_total: int | None = None
         self._resumed_optim: OptimConfig | None = None  # the resumed checkpoint's optim settings
-        self._epoch_batches = 0
-        self._epoch_start = 0.0
-        self._epoch_resumed = False  # this epoch began before a mid-epoch resume
-        self._epoch_val: EvaluationResult | None = None
         self._compile_start: float | None = None  # set while the first compiled step runs
 
     # -- loss -----------------------------------------------------------------------------------
@@ -267,31 +245,6 @@ class YoloModule(L.LightningModule):
         if self.ema is not None:
             self.ema.update(self.model)
 
-    def _set_ema_window(self, total: int) -> None:
-        """The EMA's window over this run's ``total`` optimizer steps (``module.ema_start``,
-        ``module.ema_apply_before_end``), said in the log when it is not the whole run."""
-        if self.ema is None:
-            return
-        fraction = self.hparams.get("ema_start") or 0.0
-        before_end = self.hparams.get("ema_apply_before_end")
-        start = int(total * fraction)
-        apply_at = total - before_end if before_end else None
-        if apply_at is not None and apply_at <= start:
-            log.warning(
-                "module.ema_apply_before_end=%d: the run's %d optimizer steps leave no average "
-                "to copy into the weights (the EMA starts after step %d): the EMA is kept, "
-                "validated and saved as it is",
-                before_end, total, start,
-            )  # fmt: skip
-            apply_at = None
-        self.ema.set_window(start, apply_at)
-        if start or apply_at is not None:
-            log.info(
-                "EMA (module.ema_decay=%g): averages after optimizer step %d of %d%s",
-                self.ema.decay, start, total,
-                f", copied into the weights at step {apply_at}" if apply_at is not None else "",
-            )  # fmt: skip
-
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """uint8 batches become the model's input here, on the training device; training
         batches at the DataModule's multi-scale size of this optimizer step (``multi_scale``:
@@ -337,8 +290,7 @@ class YoloModule(L.LightningModule):
             )
         bs = images.shape[0]
         parts = torch.stack([loss.total, loss.box, loss.obj, loss.cls]).detach().float()
-        self._epoch_loss = parts if self._epoch_loss is None else self._epoch_loss + parts
-        self._epoch_batches += 1
+        self._epoch.add(parts)
         self.log("train/loss", loss.total, prog_bar=True, batch_size=bs)
         self.log_dict(
             {"train/box": loss.box, "train/obj": loss.obj, "train/cls": loss.cls}, batch_size=bs
@@ -354,27 +306,9 @@ class YoloModule(L.LightningModule):
 
     def on_train_start(self) -> None:
         # a resume mid-epoch (requeue.ckpt) enters its epoch without on_train_epoch_start
-        self._epoch_start, self._epoch_resumed = time.perf_counter(), True
+        self._epoch.begin(resumed=True)
         self._resume_optimizer()
-        self._log_multi_scale()
-
-    def _log_multi_scale(self) -> None:
-        """The multi-scale sizes this run trains at (and when a run is too short to change)."""
-        multi_scale = getattr(self.trainer.datamodule, "multi_scale", None)
-        if multi_scale is None or not self.trainer.is_global_zero:
-            return
-        size = tuple(self.hparams["preprocess"]["input_size"])
-        low, high = multi_scale.smallest(size), multi_scale.largest(size)
-        total = self._schedule_total
-        log.info(
-            "multi-scale (augment.multi_scale=%g): %s to %s, a new size every %d optimizer "
-            "steps; the first %d and the windows starting in the last %d at the largest%s",
-            multi_scale.coefficient, "x".join(map(str, low)), "x".join(map(str, high)),
-            multi_scale.every, multi_scale.every, multi_scale.final,
-            f" (this run's {total} steps all train at it)"
-            if total is not None and total <= multi_scale.every + multi_scale.final
-            else "",
-        )  # fmt: skip
+        log_multi_scale(self.trainer, self.hparams["preprocess"], self._schedule_total)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[SCHEDULE_KEY] = self._schedule_total  # the length the lr schedule spans
@@ -389,51 +323,22 @@ class YoloModule(L.LightningModule):
 
     def _resume_optimizer(self) -> None:
         """After a resume, whose optimizer and lr scheduler Lightning restored as saved: this
-        run's ``optim`` settings (lr, weight decay, momentum) applied to them when they differ
-        from the checkpoint's, or the schedule spans another length, so that the optimizer
-        follows the config the log names (:func:`~yolov4.training.optim.apply_settings`)."""
+        run's ``optim`` settings and length applied to them where they differ from the
+        checkpoint's (:func:`~yolov4.training.optim.resume_settings`)."""
         old_total, total = self._resumed_total, self._schedule_total
         if not old_total or not total:
             return
-        old = self._resumed_optim or self.optim_cfg
-        step, new = self.global_step, self.optim_cfg
-        before = old.lr * lr_factor(step, old_total, old)
-        after = new.lr * lr_factor(step, total, new)
         optimizers = self.trainer.optimizers if self._trainer is not None else []
-        if (vars(old) != vars(new) or old_total != total) and optimizers:
-            scheduler = self.trainer.lr_scheduler_configs[0].scheduler
-            apply_settings(optimizers[0], scheduler, new, after)
-        if vars(old) != vars(new):
-            log.info(
-                "resume: the optimizer restored from the checkpoint follows this run's optim "
-                "settings (%s): at step %d the lr is %.3g (the checkpoint's settings: %.3g)",
-                ", ".join(f"{k} {getattr(old, k)} -> {v}" for k, v in vars(new).items()
-                          if getattr(old, k) != v),
-                step, after, before,
-            )  # fmt: skip
-        self._warn_stretched_schedule(step, before, after)
-
-    def _warn_stretched_schedule(self, step: int, before: float, after: float) -> None:
-        """A resume with another length (``trainer.max_epochs`` raised to train longer) lays
-        the lr schedule, fractions of the run's optimizer steps, over the new length: a decayed
-        lr goes back up (darknet's ``steps`` are absolute iterations). Said with the numbers
-        (``before``: the lr the checkpoint's schedule gives at ``step``, ``after``: this run's)
-        when they differ."""
-        old, new = self._resumed_total, self._schedule_total
-        if not old or not new or old == new or math.isclose(before, after, rel_tol=1e-9):
-            return
-        log.warning(
-            "resume: the lr schedule (optim.schedule=%s) spans the run's optimizer steps, %d when "
-            "the checkpoint was saved and %d now: at step %d the lr is %.3g (it was %.3g), the "
-            "schedule's decay laid over the new length. To keep training at the decayed lr, "
-            "start a new run from the weights (module.pretrained=<run>/weights/last.pt, "
-            "optim.lr=%.3g optim.burn_in=0)",
-            self.optim_cfg.schedule, old, new, step, after, before, before,
-        )  # fmt: skip
+        resume_settings(
+            self.global_step,
+            saved=(self._resumed_optim or self.optim_cfg, old_total),
+            run=(self.optim_cfg, total),
+            optimizer=optimizers[0] if optimizers else None,
+            scheduler=self.trainer.lr_scheduler_configs[0].scheduler if optimizers else None,
+        )
 
     def on_train_epoch_start(self) -> None:
-        self._epoch_loss, self._epoch_batches, self._epoch_val = None, 0, None
-        self._epoch_start, self._epoch_resumed = time.perf_counter(), False
+        self._epoch.new_epoch()
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         if self.hparams["compile_model"] and self._compile_start is None and self.global_step == 0:
@@ -451,51 +356,9 @@ class YoloModule(L.LightningModule):
             )
             self._compile_start = 0.0  # logged once
 
-    def _last_epoch(self) -> int | None:
-        """The run's last epoch (0-based): ``trainer.max_epochs``'s, or the one ``max_steps``
-        ends in (the experiment recipes give steps, as darknet's ``max_batches``); ``None``
-        when neither bounds the run."""
-        trainer = self.trainer
-        ends = []
-        if trainer.max_epochs is not None and trainer.max_epochs > 0:
-            ends.append(trainer.max_epochs - 1)
-        batches = trainer.num_training_batches
-        if trainer.max_steps > 0 and isinstance(batches, int) and batches > 0:
-            per_epoch = math.ceil(batches / max(1, trainer.accumulate_grad_batches))
-            ends.append(math.ceil(trainer.max_steps / per_epoch) - 1)
-        return min(ends) if ends else None
-
     def on_train_epoch_end(self) -> None:
-        """One line per epoch in the log: the mean training loss of this rank's batches, its
-        parts, the validation of the epoch (when one ran), the learning rate and the time."""
-        if not self.trainer.is_global_zero or not self._epoch_batches:
-            return
-        total, box, obj, cls = (self._epoch_loss / self._epoch_batches).tolist()
-        val = (
-            f"val mAP {self._epoch_val['mAP']:.4f} mAP50 {self._epoch_val['mAP50']:.4f}"
-            if self._epoch_val is not None
-            else "no validation"
-        )
-        lr = self.trainer.optimizers[0].param_groups[0]["lr"] if self.trainer.optimizers else 0.0
-        last = self._last_epoch()
-        log.info(
-            "epoch %d%s step %d: train loss %.4f (box %.4f obj %.4f cls %.4f) | %s | lr %.3g | %.1f s",
-            self.current_epoch,
-            "" if last is None else f"/{max(last, self.current_epoch)}",
-            self.global_step,
-            total,
-            box,
-            obj,
-            cls,
-            val,
-            lr,
-            time.perf_counter() - self._epoch_start,
-        )
-        if self._epoch_resumed:
-            log.info(
-                "  (resumed mid-epoch: the loss and time above are of the %d batches since)",
-                self._epoch_batches,
-            )
+        """One line per epoch in the log (:class:`~yolov4.training.epoch_log.EpochLine`)."""
+        self._epoch.log(self.trainer, self.current_epoch, self.global_step)
 
     def _darknet_cost_due(self) -> bool:
         """Whether this step logs ``train/darknet_cost`` (:func:`~yolov4.loss.darknet_cost`, one more
@@ -509,7 +372,9 @@ class YoloModule(L.LightningModule):
         optimizer = build_optimizer(self.model, self.optim_cfg)
         total = int(self.trainer.estimated_stepping_batches) if self.trainer is not None else 1
         self._schedule_total = total
-        self._set_ema_window(total)
+        if self.ema is not None:  # its window over the run (module.ema_start, ...)
+            fraction = self.hparams.get("ema_start") or 0.0
+            set_run_window(self.ema, total, fraction, self.hparams.get("ema_apply_before_end"))
         cfg = self.optim_cfg
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda step: lr_factor(step, total, cfg)
@@ -524,50 +389,22 @@ class YoloModule(L.LightningModule):
         self, batch: Mapping[str, torch.Tensor], model: YOLOv4 | None = None
     ) -> list[torch.Tensor]:
         """Detections per image ``(K_i, 6)`` ``[x1, y1, x2, y2, score, class]`` in INPUT pixels
-        (the network's letterboxed image); :func:`unmap_detections` maps them to the originals.
-        On the CPU the network runs in float32 whatever the training precision (bf16-mixed),
-        so that validation scores what ``evaluate.py`` and the Predictor score."""
+        of ``model`` (default :attr:`eval_model`) with the module's ``val_postprocess``
+        (:func:`~yolov4.training.validation.batch_detections`);
+        :func:`~yolov4.ops.letterbox.unmap_detections` maps them to the originals."""
         model = model or self.eval_model
-        images = batch["images"]
-        c = model.config
-        was_training = model.training
-        model.eval()  # BN statistics, never batch statistics
-        try:
-            with torch.autocast("cpu", enabled=False):  # a CUDA autocast is left as it is
-                preds = DecodedModel(model)(images)
-        finally:
-            model.train(was_training)
-        settings = PostprocessConfig(**self.hparams["val_postprocess"]).resolve(c)
-        windows = None  # where the images lie inside the padding: no box of the padding counts
-        if "letterbox" in batch and "original_sizes" in batch:
-            windows = image_windows(batch["letterbox"].cpu(), batch["original_sizes"].cpu())
-        return settings(preds.float(), tuple(images.shape[-2:]), windows=windows)
+        return batch_detections(model, batch, self.hparams["val_postprocess"])
 
     def on_validation_epoch_start(self) -> None:
         dm = self.trainer.datamodule if self.trainer is not None else None
-        if dm is None or not hasattr(dm, "val_coco"):
-            raise RuntimeError(
-                "validation needs a DataModule with val_coco (the COCO ground truth)"
-            )
-        self.evaluator = CocoEvaluator(
-            dm.val_coco,
-            self.hparams["category_ids"],
-            self.hparams["class_names"],
-            backend=self.hparams.get("coco_backend", DEFAULT_COCO_BACKEND),
-        )
+        self.evaluator = validation_evaluator(dm, self.hparams)
         self.validation_sample = None
 
     def validation_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> None:
         dets = self.predict_batch(batch)
         if batch_idx == 0:  # for the validation image grid (ValidationImages callback)
             self.validation_sample = ValidationSample(batch["images"], batch["targets"], dets)
-        original = unmap_detections(dets, batch["letterbox"], batch["original_sizes"])
-        ids = batch["image_ids"].tolist()
-        if "decoded" in batch and not bool(batch["decoded"].all()):  # unreadable: not scored
-            kept = batch["decoded"].tolist()
-            original = [d for d, k in zip(original, kept, strict=True) if k]
-            ids = [i for i, k in zip(ids, kept, strict=True) if k]
-        self.evaluator.update(original, ids)
+        score_batch(self.evaluator, batch, dets)
 
     def on_validation_epoch_end(self) -> None:
         result = self.evaluator.compute()
@@ -577,17 +414,6 @@ class YoloModule(L.LightningModule):
         self.log_dict({f"val/{k}": result.metrics[k] for k in METRIC_KEYS}, sync_dist=True)
         if self.trainer.sanity_checking:
             return
-        fitting = self.trainer.state.fn == "fit"
-        if fitting:  # the epoch's line (on_train_epoch_end) reports it
-            self._epoch_val = result
-        mid_epoch = fitting and not self.trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
-        if self.trainer.is_global_zero and mid_epoch:
-            log.info(
-                "epoch %d step %d: mAP %.4f mAP50 %.4f",
-                self.current_epoch,
-                self.global_step,
-                result["mAP"],
-                result["mAP50"],
-            )
-        elif self.trainer.is_global_zero and not fitting:  # the weights loaded, whatever epoch
-            log.info("validation: mAP %.4f mAP50 %.4f", result["mAP"], result["mAP50"])
+        if self.trainer.state.fn == "fit":  # the epoch's line (on_train_epoch_end) reports it
+            self._epoch.val = result
+        log_validation(self.trainer, self.current_epoch, self.global_step, result)

@@ -6,6 +6,7 @@ weights and biases. The schedule is per iteration (optimizer step), like darknet
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -16,7 +17,16 @@ from torch import nn
 
 from yolov4.errors import ConfigError
 
-__all__ = ["OptimConfig", "param_groups", "build_optimizer", "apply_settings", "lr_factor"]
+__all__ = [
+    "OptimConfig",
+    "param_groups",
+    "build_optimizer",
+    "apply_settings",
+    "resume_settings",
+    "lr_factor",
+]
+
+log = logging.getLogger(__name__)
 
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("steps", "cosine")
@@ -146,6 +156,56 @@ def apply_settings(
             group["weight_decay"] = cfg.weight_decay
     scheduler.base_lrs = [cfg.lr] * len(optimizer.param_groups)
     scheduler._last_lr = [lr] * len(optimizer.param_groups)  # what get_last_lr() reports
+
+
+def resume_settings(
+    step: int,
+    saved: tuple[OptimConfig, int],
+    run: tuple[OptimConfig, int],
+    optimizer: torch.optim.Optimizer | None = None,
+    scheduler: torch.optim.lr_scheduler.LambdaLR | None = None,
+) -> None:
+    """A resume at optimizer step ``step`` whose optimizer and lr scheduler Lightning restored
+    as saved (``saved``: the checkpoint's settings and the steps its schedule spans): this
+    run's settings and length (``run``) applied to them when either differs, so that the
+    optimizer follows the config the log names (:func:`apply_settings`; ``optimizer`` ``None``:
+    nothing to apply). Changed settings are logged, a schedule laid over another length
+    warned about (:func:`_warn_stretched_schedule`)."""
+    (old, old_total), (new, total) = saved, run
+    before = old.lr * lr_factor(step, old_total, old)
+    after = new.lr * lr_factor(step, total, new)
+    if (vars(old) != vars(new) or old_total != total) and optimizer is not None:
+        apply_settings(optimizer, scheduler, new, after)
+    if vars(old) != vars(new):
+        log.info(
+            "resume: the optimizer restored from the checkpoint follows this run's optim "
+            "settings (%s): at step %d the lr is %.3g (the checkpoint's settings: %.3g)",
+            ", ".join(f"{k} {getattr(old, k)} -> {v}" for k, v in vars(new).items()
+                      if getattr(old, k) != v),
+            step, after, before,
+        )  # fmt: skip
+    _warn_stretched_schedule(new.schedule, step, (old_total, total), before, after)
+
+
+def _warn_stretched_schedule(
+    schedule: str, step: int, totals: tuple[int, int], before: float, after: float
+) -> None:
+    """A resume with another length (``totals``: the checkpoint's and this run's; raised
+    ``trainer.max_epochs`` to train longer) lays the lr schedule, fractions of the run's
+    optimizer steps, over the new length: a decayed lr goes back up (darknet's ``steps`` are
+    absolute iterations). Said with the numbers (``before``: the lr the checkpoint's schedule
+    gives at ``step``, ``after``: this run's) when they differ."""
+    old, new = totals
+    if not old or not new or old == new or math.isclose(before, after, rel_tol=1e-9):
+        return
+    log.warning(
+        "resume: the lr schedule (optim.schedule=%s) spans the run's optimizer steps, %d when "
+        "the checkpoint was saved and %d now: at step %d the lr is %.3g (it was %.3g), the "
+        "schedule's decay laid over the new length. To keep training at the decayed lr, "
+        "start a new run from the weights (module.pretrained=<run>/weights/last.pt, "
+        "optim.lr=%.3g optim.burn_in=0)",
+        schedule, old, new, step, after, before, before,
+    )  # fmt: skip
 
 
 def lr_factor(step: int, total_steps: int, cfg: OptimConfig) -> float:

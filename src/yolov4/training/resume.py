@@ -12,6 +12,9 @@ What a resume may change: :func:`config_changes` lists the keys where the run's 
 the resumed one differ, :func:`unresumable` those that cannot continue the same training (the
 network, the data it is trained and validated on, the optimizer's kind); the rest (epochs, batch
 size, workers, logging, ...) are allowed and logged.
+
+:func:`check_lightning_file` is the check ``YoloModule.load_from_checkpoint`` makes of a file
+before Lightning reads it.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from yolov4.models import YOLOv4
 
 __all__ = [
     "read_resume_checkpoint",
+    "check_lightning_file",
     "check_resume_fits",
     "check_saved_cfg_file",
     "saved_cfg_text",
@@ -89,6 +93,21 @@ def read_resume_checkpoint(ckpt_path: str | os.PathLike) -> tuple[Path, dict[str
             f"and module.pretrained=... starts a new run from a weights file"
         )
     return path, data
+
+
+def check_lightning_file(path: str | os.PathLike) -> None:
+    """``path`` a Lightning checkpoint (what ``YoloModule.load_from_checkpoint`` takes):
+    :class:`CheckpointError` for a missing, truncated or foreign file, or a weights file of
+    this project (``weights/*.pt``, which ``load_checkpoint`` and the Predictor read)."""
+    data = read_checkpoint(path)
+    missing = [k for k in LIGHTNING_KEYS if k not in data]
+    if missing:
+        what = "a yolov4 weights file" if data.get("format") else "not a Lightning checkpoint"
+        raise CheckpointError(
+            f"{path} is {what} (no {missing}): YoloModule.load_from_checkpoint "
+            "takes <run>/checkpoints/*.ckpt; load_checkpoint(path) and "
+            "Predictor.from_checkpoint(path) read weights files"
+        )
 
 
 def check_resume_fits(

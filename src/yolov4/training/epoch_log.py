@@ -1,0 +1,103 @@
+"""The training log's lines about the run's course (rank 0's): one per epoch
+(:class:`EpochLine`: losses, validation, lr, time, counted to the run's last epoch) and the
+multi-scale sizes the run trains at (:func:`log_multi_scale`)."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from yolov4.evaluation import EvaluationResult
+
+__all__ = ["EpochLine", "last_epoch", "log_multi_scale"]
+
+log = logging.getLogger(__name__)
+
+
+def last_epoch(trainer: Any) -> int | None:
+    """The run's last epoch (0-based): ``trainer.max_epochs``'s, or the one ``max_steps``
+    ends in (the experiment recipes give steps, as darknet's ``max_batches``); ``None``
+    when neither bounds the run."""
+    ends = []
+    if trainer.max_epochs is not None and trainer.max_epochs > 0:
+        ends.append(trainer.max_epochs - 1)
+    batches = trainer.num_training_batches
+    if trainer.max_steps > 0 and isinstance(batches, int) and batches > 0:
+        per_epoch = math.ceil(batches / max(1, trainer.accumulate_grad_batches))
+        ends.append(math.ceil(trainer.max_steps / per_epoch) - 1)
+    return min(ends) if ends else None
+
+
+def log_multi_scale(trainer: Any, preprocess: Mapping[str, Any], total: int | None) -> None:
+    """The multi-scale sizes (the DataModule's ``multi_scale``) a run of ``total`` optimizer
+    steps trains at around ``preprocess["input_size"]``, and when a run is too short to change
+    size."""
+    multi_scale = getattr(trainer.datamodule, "multi_scale", None)
+    if multi_scale is None or not trainer.is_global_zero:
+        return
+    size = tuple(preprocess["input_size"])
+    low, high = multi_scale.smallest(size), multi_scale.largest(size)
+    log.info(
+        "multi-scale (augment.multi_scale=%g): %s to %s, a new size every %d optimizer "
+        "steps; the first %d and the windows starting in the last %d at the largest%s",
+        multi_scale.coefficient, "x".join(map(str, low)), "x".join(map(str, high)),
+        multi_scale.every, multi_scale.every, multi_scale.final,
+        f" (this run's {total} steps all train at it)"
+        if total is not None and total <= multi_scale.every + multi_scale.final
+        else "",
+    )  # fmt: skip
+
+
+class EpochLine:
+    """What one epoch's line reports, gathered while it runs: the sums of this rank's
+    ``[total, box, obj, cls]`` losses and its batches, the epoch's start time, whether it began
+    before a mid-epoch resume, and the validation run during it."""
+
+    def __init__(self) -> None:
+        self.loss: torch.Tensor | None = None
+        self.batches = 0
+        self.started = 0.0
+        self.resumed = False
+        self.val: EvaluationResult | None = None
+
+    def begin(self, resumed: bool = False) -> None:
+        """The epoch's clock starts; ``resumed``: inside an epoch a resume entered mid-way."""
+        self.started, self.resumed = time.perf_counter(), resumed
+
+    def new_epoch(self) -> None:
+        self.loss, self.batches, self.val = None, 0, None
+        self.begin(resumed=False)
+
+    def add(self, parts: torch.Tensor) -> None:
+        """One batch's ``[total, box, obj, cls]`` losses (detached, float32)."""
+        self.loss = parts if self.loss is None else self.loss + parts
+        self.batches += 1
+
+    def log(self, trainer: Any, epoch: int, step: int) -> None:
+        """Rank 0's line: the mean training loss of its batches, its parts, the validation of
+        the epoch (when one ran), the learning rate and the time."""
+        if not trainer.is_global_zero or not self.batches:
+            return
+        total, box, obj, cls = (self.loss / self.batches).tolist()
+        val = (
+            f"val mAP {self.val['mAP']:.4f} mAP50 {self.val['mAP50']:.4f}"
+            if self.val is not None
+            else "no validation"
+        )
+        lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else 0.0
+        last = last_epoch(trainer)
+        log.info(
+            "epoch %d%s step %d: train loss %.4f (box %.4f obj %.4f cls %.4f) | %s | lr %.3g | %.1f s",
+            epoch, "" if last is None else f"/{max(last, epoch)}", step,
+            total, box, obj, cls, val, lr, time.perf_counter() - self.started,
+        )  # fmt: skip
+        if self.resumed:
+            log.info(
+                "  (resumed mid-epoch: the loss and time above are of the %d batches since)",
+                self.batches,
+            )
