@@ -608,12 +608,12 @@ def test_the_logging_interval_follows_the_runs_steps(compose_cfg, tmp_path, limi
     shorten the run below log_every_n_steps=5, which follows them."""
     from types import SimpleNamespace
 
-    from yolov4.cli.train import _log_short_runs
+    from yolov4.cli.train_checks import log_short_runs
 
     cfg = compose_cfg("train", ["trainer.max_epochs=1", f"trainer.limit_train_batches={limit}",
                                 f"trainer.max_steps={max_steps}"], tmp_path)  # fmt: skip
     assert cfg.trainer.log_every_n_steps == 5 and cfg.trainer.max_epochs == 1
-    _log_short_runs(
+    log_short_runs(
         cfg, SimpleNamespace(train_batches=lambda world=1: 8), SimpleNamespace(world_size=1)
     )
     assert cfg.trainer.log_every_n_steps == expected
@@ -644,11 +644,11 @@ def test_the_warm_up_warning_counts_optimizer_steps(compose_cfg, tmp_path, caplo
     import logging
     from types import SimpleNamespace
 
-    from yolov4.cli.train import _log_short_runs
+    from yolov4.cli.train_checks import log_short_runs
 
     cfg = compose_cfg("train", overrides, tmp_path)
     with caplog.at_level(logging.WARNING, logger="yolov4"):
-        _log_short_runs(
+        log_short_runs(
             cfg, SimpleNamespace(train_batches=lambda world=1: 8), SimpleNamespace(world_size=1)
         )
     if warned is None:
@@ -659,7 +659,7 @@ def test_the_warm_up_warning_counts_optimizer_steps(compose_cfg, tmp_path, caplo
     caplog.clear()
     cfg = compose_cfg("train", ["trainer.accumulate_grad_batches=20"], tmp_path)
     with caplog.at_level(logging.WARNING, logger="yolov4"):
-        _log_short_runs(
+        log_short_runs(
             cfg, SimpleNamespace(train_batches=lambda world=1: 8), SimpleNamespace(world_size=1)
         )
     assert "accumulate_grad_batches=20 is more than an epoch's 8 batches" in caplog.text
@@ -667,7 +667,7 @@ def test_the_warm_up_warning_counts_optimizer_steps(compose_cfg, tmp_path, caplo
     caplog.clear()
     cfg = compose_cfg("train", ["trainer.max_epochs=2", "optim.burn_in=7"], tmp_path)
     with caplog.at_level(logging.WARNING, logger="yolov4"):
-        _log_short_runs(cfg, SimpleNamespace(train_batches=lambda world=1: 8 // world),
+        log_short_runs(cfg, SimpleNamespace(train_batches=lambda world=1: 8 // world),
                         SimpleNamespace(world_size=4))  # fmt: skip
     assert "but the run makes 4 optimizer steps" in caplog.text
 

@@ -14,7 +14,6 @@ of the command, refused changes) and :mod:`yolov4.training.resume` (the checkpoi
 
 from __future__ import annotations
 
-import math
 import os
 from contextlib import nullcontext
 from inspect import signature
@@ -25,7 +24,7 @@ import hydra
 import lightning as L
 from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.trainer.states import TrainerStatus
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 
 from yolov4.cli import resume as resume_cli
 from yolov4.cli.common import (
@@ -43,13 +42,13 @@ from yolov4.cli.common import (
     warn_without_ground_truth,
 )
 from yolov4.cli.export import EXPORT_DIR
+from yolov4.cli.train_checks import check_limits, log_short_runs
 from yolov4.core.checkpoint import load_checkpoint
 from yolov4.core.files import write_json
-from yolov4.errors import ConfigError, ExportError
 from yolov4.evaluation import METRICS_FILE, AnalysisConfig, EvaluationResult
 from yolov4.evaluation.reports import write_analysis
 from yolov4.evaluation.worst import val_image_files
-from yolov4.export.artifact import DEFAULT_OPSET, check_export_request, export_artifact
+from yolov4.export.artifact import export_artifact
 from yolov4.training.anchors import anchors_at_start, run_overrides
 from yolov4.training.callbacks import (
     BEST_WEIGHTS,
@@ -75,8 +74,6 @@ from yolov4.training.resume import (
     read_resume_checkpoint,
 )
 from yolov4.training.sweep import (
-    TRAIN_METRICS,
-    VAL_METRICS,
     BestMetric,
     check_monitor,
     objective,
@@ -141,7 +138,10 @@ def train(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> d
         return _train(cfg, extra_callbacks)
 
 
-def _train(cfg: DictConfig, extra_callbacks: list[L.Callback] | None) -> dict[str, Any]:
+def _checkpoint_to_resume(cfg: DictConfig) -> Any:
+    """``ckpt_path``, or the run's ``requeue.ckpt`` (saved when its job was stopped mid-epoch)
+    when none is given; a warning when both are there and differ (the steps since
+    ``ckpt_path`` are trained again). ``None``: the run starts anew."""
     requeued = requeue_checkpoint(cfg.get("callbacks"))
     ckpt = cfg.ckpt_path if cfg.ckpt_path is not None else requeued
     if requeued is not None and not _same_file(Path(str(ckpt)), requeued):
@@ -151,10 +151,15 @@ def _train(cfg: DictConfig, extra_callbacks: list[L.Callback] | None) -> dict[st
             "ckpt_path=%s resumes where the run stopped",
             requeued, ckpt, requeued,
         )  # fmt: skip
+    return ckpt
+
+
+def _train(cfg: DictConfig, extra_callbacks: list[L.Callback] | None) -> dict[str, Any]:
+    ckpt = _checkpoint_to_resume(cfg)
     quiet_lightning(resuming=ckpt is not None)
     for line in resume_cli.RESUME_LOG:
         log.info("%s", line)
-    _check_limits(cfg)
+    check_limits(cfg)
     check_accelerator(cfg.trainer)
     precision = resolve_precision(cfg.trainer.get("precision"), cfg.trainer.get("accelerator"))
     L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -190,7 +195,7 @@ def _train(cfg: DictConfig, extra_callbacks: list[L.Callback] | None) -> dict[st
         ckpt_path, resume = str(resume[0]), None  # drop the tensors: Lightning reads the file
     log_cfg_settings(model_network(cfg), lambda key: to_builtin(OmegaConf.select(cfg, key)))
     trainer = build_trainer(cfg, precision, extra_callbacks)
-    _log_short_runs(cfg, datamodule, trainer)
+    log_short_runs(cfg, datamodule, trainer)
     log_what_runs(cfg, trainer, module, datamodule)
     if trainer.is_global_zero:
         log_config(trainer.loggers, to_builtin(cfg))
@@ -231,111 +236,6 @@ def build_trainer(
         plugins=[AtomicCheckpointIO()],  # checkpoints renamed into place beside themselves
         **topology,
     )
-
-
-def _check_limits(cfg: DictConfig) -> None:
-    """What makes a run train or validate nothing, and monitors no metric is logged under, as
-    :class:`ConfigError` before any work (they failed after training, or after an epoch)."""
-    for key in ("max_epochs", "max_steps", "limit_train_batches"):
-        if cfg.trainer.get(key) == 0:
-            raise ConfigError(
-                f"trainer.{key}=0 trains nothing; give a number >= 1 (evaluate.py scores "
-                "weights without training)"
-            )
-    if cfg.trainer.get("limit_val_batches") == 0:
-        raise ConfigError(
-            "trainer.limit_val_batches=0 validates nothing, and the run ends by evaluating its "
-            "weights (metrics.json, the export); to validate less often during training set "
-            "trainer.check_val_every_n_epoch=N"
-        )
-    export = cfg.get("export")
-    if export:  # checked now: a typo would export best.pt, or fail after the whole run
-        if export.get("weights") not in ("best", "last"):
-            raise ConfigError(f"export.weights must be best or last, got {export.get('weights')!r}")
-        try:  # export.py's own check of the request (the run exports fp32 at the default opset)
-            check_export_request(list(export.get("formats") or []), DEFAULT_OPSET, ["fp32"], None)
-        except ExportError as e:
-            raise ConfigError(f"export.{e}") from None
-    for name, node in (cfg.get("callbacks") or {}).items():  # a typo failed after epoch 1
-        if isinstance(node, DictConfig) and node.get("monitor") is not None:
-            check_monitor(node.monitor, f"callbacks.{name}.monitor", VAL_METRICS + TRAIN_METRICS)
-
-
-def _epoch_batches(cfg: DictConfig, datamodule: Any, world_size: int = 1) -> int | None:
-    """The training batches of one epoch in one of ``world_size`` processes (each reads its
-    share of the split), within ``limit_train_batches``."""
-    per_epoch = datamodule.train_batches(world_size)
-    limit = cfg.trainer.get("limit_train_batches")  # Lightning's rule: a count or a fraction
-    if not per_epoch:
-        return per_epoch
-    if isinstance(limit, int) and not isinstance(limit, bool):
-        return min(per_epoch, limit)
-    if isinstance(limit, float):
-        return int(per_epoch * limit)
-    return per_epoch
-
-
-def _run_steps(cfg: DictConfig, datamodule: Any, world_size: int = 1) -> int | None:
-    """The optimizer steps of the whole run (Lightning's count, which ``max_steps`` and
-    ``log_every_n_steps`` use): ``ceil(batches / accumulate_grad_batches)`` an epoch (a last
-    partial window steps too) times ``max_epochs``, within ``max_steps`` (alone when
-    ``max_epochs`` is null, as the recipes set it); ``None`` when the config cannot say."""
-    per_epoch = _epoch_batches(cfg, datamodule, world_size)
-    if not per_epoch:
-        return None
-    accumulate = cfg.trainer.get("accumulate_grad_batches") or 1
-    steps_per_epoch = (
-        math.ceil(per_epoch / accumulate) if isinstance(accumulate, int) else per_epoch
-    )
-    epochs, max_steps = cfg.trainer.get("max_epochs"), cfg.trainer.get("max_steps")
-    bounded = isinstance(max_steps, int) and max_steps > 0
-    if isinstance(epochs, int) and epochs >= 1:
-        steps = steps_per_epoch * epochs
-        return min(steps, max_steps) if bounded else steps
-    return max_steps if bounded else None
-
-
-def _log_short_runs(cfg: DictConfig, datamodule: Any, trainer: Any) -> None:
-    """``trainer.log_every_n_steps`` lowered to a run's whole number of optimizer steps when the
-    run is shorter (a first check of 1 epoch of 4 batches logged no loss at all), logged; a
-    warning when the learning rate's warm-up (``optim.burn_in``) is longer than the run (a first
-    run on 64 images trained 32 steps of a 100-step warm-up and learnt nothing). Steps are one
-    process's of ``trainer.world_size`` (DDP: each reads its share of the split)."""
-    world = getattr(trainer, "world_size", 1) or 1
-    accumulate, per_epoch = (
-        cfg.trainer.get("accumulate_grad_batches"),
-        _epoch_batches(cfg, datamodule, world),
-    )
-    if isinstance(accumulate, int) and per_epoch and accumulate > per_epoch:
-        log.warning(
-            "trainer.accumulate_grad_batches=%d is more than an epoch's %d batches: each epoch "
-            "makes one optimizer step of %d batches, its gradient scaled as %d (%.2g of it); "
-            "lower trainer.accumulate_grad_batches (or raise data.batch_size) to keep the "
-            "nominal batch",
-            accumulate, per_epoch, per_epoch, accumulate, per_epoch / accumulate,
-        )  # fmt: skip
-    updates, every = _run_steps(cfg, datamodule, world), cfg.trainer.get("log_every_n_steps")
-    if updates is None:
-        return
-    if isinstance(every, int) and 0 < updates < every:
-        log.info(
-            "trainer.log_every_n_steps=%d: the run's %d steps (it was %d)", updates, updates, every
-        )
-        with open_dict(cfg):
-            cfg.trainer.log_every_n_steps = updates
-        trainer.log_every_n_steps = updates
-    burn_in, power = cfg.optim.get("burn_in", 0), cfg.optim.get("burn_in_power", 4.0)
-    if isinstance(burn_in, int) and burn_in > updates:  # its last step reaches optim.lr
-        reached = (updates / burn_in) ** power
-        log.warning(
-            "optim.burn_in=%d warm-up steps, but the run makes %d optimizer steps: the learning "
-            "rate ends at %.2g of optim.lr and the network may learn nothing; lower "
-            "optim.burn_in (e.g. optim.burn_in=%d) or train longer",
-            burn_in,
-            updates,
-            reached,
-            max(1, updates // 10),
-        )
 
 
 def write_outputs(
