@@ -6,6 +6,12 @@ Batches are :class:`yolov4.data.collate.Batch` dicts (images ``(B, 3, H, W)``, t
 (:func:`~yolov4.core.preprocess.batch_to_input`). Hyper-parameters are builtins
 only, so Lightning ``.ckpt`` files load with ``torch.load(weights_only=True)`` and
 :func:`yolov4.load_checkpoint` rebuilds the model from them (EMA weights under ``ema.module.``).
+
+The hooks are short and hand their work to plain functions: the constructor's checks and
+hyper-parameters (:mod:`yolov4.training.module_args`), validation's detections and scoring
+(:mod:`yolov4.training.validation`), the epoch's log line (:mod:`yolov4.training.epoch_log`),
+a resume's optimizer settings (:func:`~yolov4.training.optim.resume_settings`) and the EMA's
+window over the run (:func:`~yolov4.training.ema.set_run_window`).
 """
 
 from __future__ import annotations
