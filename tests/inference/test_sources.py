@@ -286,6 +286,32 @@ def test_prefetch_yields_in_order_and_passes_errors_on():
         list(prefetch(broken(), 3, stop))
 
 
+def test_closing_a_prefetch_waits_for_its_thread_to_leave_the_decoder():
+    """predict.py stopped by Ctrl-C on a video aborted ("terminate called without an active
+    exception") now and then: its decode thread was still inside OpenCV's reader when the
+    video was released and the process ended. Closing the prefetch (as the interrupted run does)
+    returns only once the thread has finished its frame and the source's frames are closed."""
+    entered, events = threading.Event(), []
+
+    def decoding():
+        try:
+            for i in range(1000):
+                if i == 3:
+                    entered.set()
+                    time.sleep(0.5)  # a slow frame in the decoder
+                    events.append("decoded")
+                yield i
+        finally:
+            events.append("closed")
+
+    frames = prefetch(decoding(), 8, threading.Event())
+    assert next(frames) == 0
+    assert entered.wait(10)
+    frames.close()  # what an interrupted run does
+    assert events == ["decoded", "closed"]
+    assert not [t for t in threading.enumerate() if t.name == "decode"]
+
+
 # -- live streams: MJPEG over HTTP from a server on 127.0.0.1 -------------------------------------
 def _consume(stream: Stream, delay: float = 0.0) -> list:
     out = []

@@ -23,7 +23,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -162,7 +162,9 @@ class Progress:
             self._print(time.perf_counter(), "\r" if self.tty else "", "\n", final=True)
 
 
-def _prepared(frames: Iterator[Frame], prepare: Callable[[Any], Any] | None) -> Iterator[Item]:
+def _prepared(
+    frames: Iterator[Frame], prepare: Callable[[Any], Any] | None
+) -> Generator[Item, None, None]:
     """Each frame with ``prepare(image)``, the work a reader thread does ahead of the model (a
     frame it refuses is passed on as an error, to be skipped); ``None``: the frames as they are
     (live frames wait for the model so the newest one is taken)."""
@@ -243,7 +245,7 @@ def run(
     live = [s for s in sources if s.live]
     # the files and videos one after the other, then the live sources together
     prepare = _preparation(predictor, cfg)
-    streams: list[tuple[Iterator[Item], int, bool]] = [
+    streams: list[tuple[Generator[Item, None, None], int, bool]] = [
         (prefetch(_prepared(s.frames(), prepare), 2 * batch, stop), batch, False)
         for s in sources
         if not s.live
@@ -260,6 +262,8 @@ def run(
         behind.close()
     finally:
         stop.set()
+        for items, _, _ in streams:  # each decode thread finished and its source's reads done
+            items.close()
         behind.close(finish=False)  # interrupted: the frames already detected are written
         progress.close()
 

@@ -20,7 +20,7 @@ import queue
 import re
 import threading
 import urllib.parse
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +50,9 @@ __all__ = [
 STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
 LIST_SUFFIX = ".txt"
 GLOB_CHARS = "*?["
+# How long closing a prefetch waits for its thread to finish the frame it decodes (one frame of
+# any video decodes in far less; a thread still busy after it is left to the process's exit).
+PREFETCH_JOIN_S = 30.0
 
 log = logging.getLogger(__name__)
 
@@ -82,14 +85,21 @@ def glob_root(pattern: str) -> Path:
     return Path(*parts[:fixed])
 
 
-def prefetch(frames: Iterator[Frame], size: int, stop: threading.Event) -> Iterator[Frame]:
+def prefetch(
+    frames: Iterator[Frame], size: int, stop: threading.Event
+) -> Generator[Frame, None, None]:
     """``frames`` decoded on a thread of their own, up to ``size`` ahead of the consumer, so
-    that decoding overlaps the model. ``stop`` ends the thread early."""
+    that decoding overlaps the model. ``stop`` ends the thread early; so does closing this
+    generator (``close()``, or an exception in the consumer's loop), which returns once the
+    thread has finished the frame it was decoding and closed ``frames``: a video is never
+    released, nor the process ended, while the thread is inside its decoder (a C++ decoder
+    thread torn down mid-read aborts the process)."""
     q: queue.Queue[Any] = queue.Queue(max(1, size))
     end = object()
+    closed = threading.Event()
 
     def put(item: Any) -> bool:
-        while not stop.is_set():
+        while not (stop.is_set() or closed.is_set()):
             try:
                 q.put(item, timeout=0.1)
                 return True
@@ -105,17 +115,24 @@ def prefetch(frames: Iterator[Frame], size: int, stop: threading.Event) -> Itera
         except BaseException as e:  # handed to the consumer
             put(e)
         finally:
+            close = getattr(frames, "close", None)
+            if close is not None:
+                close()  # the source's own clean-up, on this thread, after its last read
             put(end)
 
     thread = threading.Thread(target=run, name="decode", daemon=True)
     thread.start()
-    while True:
-        item = q.get()
-        if item is end:
-            return
-        if isinstance(item, BaseException):
-            raise item
-        yield item
+    try:
+        while True:
+            item = q.get()
+            if item is end:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        closed.set()
+        thread.join(PREFETCH_JOIN_S)
 
 
 def _is_stream(text: str) -> bool:
