@@ -89,10 +89,11 @@ def test_from_config_takes_none_a_config_or_a_partial_mapping():
 
 
 class RecordingPredictor:
-    """A Predictor's call interface that records the postprocess each call was given."""
+    """A Predictor's call interface that records the postprocess each call was given (a model
+    of the synthetic data's four classes)."""
 
     def __init__(self) -> None:
-        self.metadata = {"model": ModelConfig.load("yolov4-tiny").to_dict()}
+        self.metadata = {"model": ModelConfig.load("yolov4-tiny", num_classes=4).to_dict()}
         self.postprocess = SERVING
         self.given: list = []
 

@@ -11,7 +11,7 @@ import torch
 
 from yolov4.core.postprocess import DARKNET_VALID
 from yolov4.errors import ConfigError
-from yolov4.evaluation.coco import DEFAULT_COCO_BACKEND, CocoEvaluator
+from yolov4.evaluation.coco import DEFAULT_COCO_BACKEND, CocoEvaluator, check_category_ids
 from yolov4.evaluation.result import EvaluationResult
 from yolov4.models import ModelConfig
 
@@ -32,7 +32,8 @@ def evaluate_predictor(
     ``valid``, :data:`DARKNET_VALID`, with ``eval_cfg``'s ``module.eval.*`` keys on top) passed
     to each call in place of the predictor's serving thresholds, which stay as they are.
     ``category_ids``: the category id each of the predictor's class indices is scored as
-    (default: the split's, index for index).
+    (default: the split's, index for index), one per class, each a category of the split
+    (else a :class:`ConfigError`, :func:`~yolov4.evaluation.coco.check_category_ids`).
 
     Each image is read as validation reads it, by ``datamodule.val_image``
     (:meth:`yolov4.data.datamodule.DetectionDataModule.val_image`): an image annotated in the
@@ -43,10 +44,13 @@ def evaluate_predictor(
     and not scored, as validation leaves it out."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigError(f"batch_size must be an integer >= 1, got {batch_size!r}")
-    settings = DARKNET_VALID.update(eval_cfg).resolve(
-        ModelConfig.from_dict(predictor.metadata["model"])
+    model = ModelConfig.from_dict(predictor.metadata["model"])
+    settings = DARKNET_VALID.update(eval_cfg).resolve(model)
+    ids = check_category_ids(
+        datamodule.val_coco,
+        category_ids if category_ids is not None else datamodule.category_ids,
+        model.num_classes,
     )
-    ids = list(category_ids if category_ids is not None else datamodule.category_ids)
     names = dict(zip(datamodule.category_ids, datamodule.class_names, strict=True))
     evaluator = CocoEvaluator(
         datamodule.val_coco, ids, [names[i] for i in ids], backend=coco_backend
@@ -58,8 +62,10 @@ def evaluate_predictor(
             if image is not None:
                 chunk.append(r)
                 # (3, H, W): a tensor's layout is unambiguous, where an (H, W, 3) array 1, 3 or
-                # 4 pixels high also reads as (C, H, W) and is refused
-                images.append(torch.from_numpy(image).permute(2, 0, 1))
+                # 4 pixels high also reads as (C, H, W) and is refused; a read-only array (PIL's
+                # decode of a repaired JPEG) is copied, as torch takes only writable ones
+                pixels = image if image.flags.writeable else image.copy()
+                images.append(torch.from_numpy(pixels).permute(2, 0, 1))
         if not chunk:
             continue
         dets = predictor(images, postprocess=settings)
