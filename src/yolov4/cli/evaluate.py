@@ -36,7 +36,7 @@ from yolov4.cli.sources import check_no_network, check_runtime_keys
 from yolov4.core.artifact import read_metadata
 from yolov4.core.checkpoint import load_checkpoint
 from yolov4.darknet import darknet_file_classes
-from yolov4.errors import ConfigError
+from yolov4.errors import ConfigError, DatasetError
 from yolov4.evaluation import AnalysisConfig, EvaluationResult, evaluate_predictor
 from yolov4.evaluation.coco import DEFAULT_COCO_BACKEND
 from yolov4.evaluation.reports import write_reports
@@ -54,6 +54,7 @@ __all__ = ["evaluate", "hydra_main", "darknet_resize_mode"]
 
 log = logging.getLogger(__name__)
 MAX_NAMES_SHOWN = 10  # differing class names listed by the warning
+MAX_FILES_SHOWN = 3  # skipped images named by the error of a run that scored none
 
 
 def _check_classes(what: str, names: list[str], datamodule: Any) -> list[int]:
@@ -160,6 +161,21 @@ def _report(
     write_reports(out, result, datamodule.val_coco, settings, files, weights, datamodule.val_image)
 
 
+def _check_scored(result: EvaluationResult, datamodule: Any, out: Path) -> None:
+    """A :class:`DatasetError` when no val image was scored: each one was skipped (it did not
+    decode), so that the exit status says so; the reports are written before it."""
+    files = val_image_files(datamodule)
+    if result.num_images or not files:
+        return
+    n, shown = len(files), list(files.values())[:MAX_FILES_SHOWN]
+    raise DatasetError(
+        f"no val image could be scored: {'the 1 image' if n == 1 else f'all {n} images'} of "
+        f"data.val were skipped ({', '.join(shown)}{' ...' if n > len(shown) else ''}); the "
+        f"warnings above (and the run's log in {out}) say why for each, as does "
+        f"yolov4-check-data with the same data; the empty evaluation's reports are in {out}"
+    )
+
+
 def _val_only(cfg: DictConfig) -> None:
     """Evaluation reads only the val split: drop ``data.train`` so that its mandatory keys
     (``data.train.annotations=???``) need no value on the command line."""
@@ -229,6 +245,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             cfg, OmegaConf.to_container(cfg.module.val_postprocess, resolve=True)
         )
         _report(out, result, datamodule, settings, weights)
+        _check_scored(result, datamodule, out)
         return {**result.to_dict(), "weights": weights}
     data_overrides: dict[str, Any] = {"augment": None, "val_batch_size": cfg.batch_size}
     if ckpt is not None:
@@ -287,6 +304,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     result = module.evaluation
     if trainer.is_global_zero:
         _report(out, result, datamodule, settings, weights)
+    _check_scored(result, datamodule, out)
     return {**result.to_dict(), "weights": weights}
 
 
