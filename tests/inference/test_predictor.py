@@ -155,7 +155,16 @@ def test_to_dict_and_empty_results():
         ),
         (
             np.full((10, 10, 3), 2.0, np.float32),
-            r"image 0: float images must hold values in \[0, 1\]",
+            r"image 0: float images must hold values in \[0, 1\], got range \[2, 2\]",
+        ),
+        (
+            torch.full((3, 8, 8), float("nan")),
+            r"image 0: float images must hold values in \[0, 1\], got 192 NaN values \(of 192\)",
+        ),
+        (
+            np.where(np.eye(6, dtype=bool)[..., None], np.inf, np.nan).astype(np.float32),
+            r"image 0: float images must hold values in \[0, 1\], got 30 NaN values and 6 "
+            r"infinite values \(of 36\)",
         ),
         (np.zeros((0, 10, 3), np.uint8), r"image 0: expected an \(H, W, 3\) image"),
         ([scene(), b"definitely not an image"], r"image 1: 23 bytes that are not an image"),
@@ -167,13 +176,18 @@ def test_to_dict_and_empty_results():
             r"not URLs \(predict.py source= fetches image URLs",
         ),
         ([], r"expected at least one image"),
-        (torch.zeros(5, 8, 8), r"image 0: expected a \(3, H, W\) or \(H, W\) tensor"),
+        (
+            torch.zeros(5, 8, 8),
+            r"image 0: expected a \(C, H, W\) tensor with C = 1, 3 or 4 \(grayscale, RGB, RGBA\) "
+            r"or an \(H, W\) tensor, got shape \(5, 8, 8\)",
+        ),
         ({"image": 1}, r"image 0: unsupported input type dict"),
         (torch.zeros(3, 8, 8, device="meta"), r"image 0: a meta-device tensor holds no pixels"),
         (Path(__file__).parent, r"image 0: '.*inference' is a folder; the Predictor takes"),
         (Path(__file__), None),  # replaced by a video file in the test
     ],
 )
+@pytest.mark.filterwarnings("error::RuntimeWarning")  # numpy's "All-NaN slice" and the like
 def test_bad_inputs_raise_before_the_model_runs(images, match, tmp_path):
     if match is None:
         images = tmp_path / "clip.MP4"

@@ -37,11 +37,7 @@ def to_rgb8(image: np.ndarray, color: str = "rgb", where: str = "image") -> np.n
     elif image.dtype == np.bool_:
         image = image.astype(np.uint8) * 255
     elif np.issubdtype(image.dtype, np.floating):
-        if not np.isfinite(image).all() or image.min() < 0 or image.max() > 1:
-            raise InputError(
-                f"{where}: float images must hold values in [0, 1], got range "
-                f"[{np.nanmin(image):.3g}, {np.nanmax(image):.3g}] (pass uint8 for 0-255 pixels)"
-            )
+        _check_unit_range(image, where)
         image = np.round(image * 255).astype(np.uint8)
     elif image.dtype != np.uint8:
         raise InputError(
@@ -55,6 +51,28 @@ def to_rgb8(image: np.ndarray, color: str = "rgb", where: str = "image") -> np.n
     if color == "bgr":  # OpenCV's swap is several times faster than a strided numpy copy
         return cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_BGR2RGB)
     return np.ascontiguousarray(image)
+
+
+def _check_unit_range(image: np.ndarray, where: str) -> None:
+    """An :class:`InputError` unless every value of the float ``image`` lies in ``[0, 1]``:
+    naming how many are NaN or infinite, else the range found."""
+    finite = np.isfinite(image)
+    if not finite.all():
+        nan = int(np.isnan(image).sum())
+        inf = image.size - int(finite.sum()) - nan
+        found = " and ".join(
+            f"{n} {what} value{'s' if n != 1 else ''}"
+            for n, what in ((nan, "NaN"), (inf, "infinite"))
+            if n
+        )
+        raise InputError(
+            f"{where}: float images must hold values in [0, 1], got {found} (of {image.size})"
+        )
+    if image.min() < 0 or image.max() > 1:
+        raise InputError(
+            f"{where}: float images must hold values in [0, 1], got range "
+            f"[{image.min():.3g}, {image.max():.3g}] (pass uint8 for 0-255 pixels)"
+        )
 
 
 def orient(image: np.ndarray, orientation: int) -> np.ndarray:

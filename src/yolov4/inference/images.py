@@ -2,8 +2,8 @@
 
 Accepted per image: a file path, encoded bytes (JPEG/PNG/BMP/TIFF/WebP), a PIL image, a numpy
 array ``(H, W, 3)`` uint8 (RGB, or BGR with ``color="bgr"``), ``(H, W)``/``(H, W, 1)`` grayscale,
-``(H, W, 4)`` RGBA (alpha dropped), uint16 (scaled), float in ``[0, 1]``, or a torch ``(3, H, W)``
-/ ``(H, W)`` tensor (uint8, or float in ``[0, 1]``). Anything else raises :class:`InputError`
+``(H, W, 4)`` RGBA (alpha dropped), uint16 (scaled), float in ``[0, 1]``, or a torch ``(C, H, W)``
+(C = 1, 3 or 4) / ``(H, W)`` tensor (uint8, or float in ``[0, 1]``). Anything else raises :class:`InputError`
 naming the image's index and what was wrong (a URL among them: predict.py fetches those), before
 any model code runs; so does a numpy array whose shape reads as both layouts, ``(C, H, W)`` and
 ``(H, W, C)`` (first and last sides both 1, 3 or 4, e.g. ``(3, 100, 4)``), which would otherwise
@@ -104,7 +104,8 @@ def load_image(
             t = t.permute(1, 2, 0)
         elif t.dim() != 2:
             raise InputError(
-                f"{where}: expected a (3, H, W) or (H, W) tensor, got shape {tuple(item.shape)}"
+                f"{where}: expected a (C, H, W) tensor with C = 1, 3 or 4 (grayscale, RGB, RGBA) "
+                f"or an (H, W) tensor, got shape {tuple(item.shape)}"
             )
         item = t.numpy()
     elif type(item).__module__.startswith("PIL."):  # decoded like a file: EXIF applied
