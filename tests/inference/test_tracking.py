@@ -255,6 +255,14 @@ def test_bad_frame_index_and_counter_input():
     with pytest.raises(InputError, match="frame_index 5 after 5"):
         tracker.update(as_dets([[0, 0, 10, 10]]), 5)
     tracker.reset()
+    with pytest.raises(InputError, match=r"frame_index: expected an int >= 0, got -1"):
+        tracker.update(as_dets([[0, 0, 10, 10]]), -1)
+    with pytest.raises(InputError, match=r"dets: expected one image's Detections, got ndarray$"):
+        tracker.update(np.zeros((2, 6)), 0)
+    with pytest.raises(
+        InputError, match=r"got list \(the Predictor returns one per image: pass \[0\]\)"
+    ):
+        tracker.update([as_dets([[0, 0, 10, 10]])], 0)
     tracker.update(as_dets([[0, 0, 10, 10]]), 0)
     with pytest.raises(ConfigError, match="count_line"):
         Counter(line=[[0, 0], [0, 0]])

@@ -193,12 +193,23 @@ class Tracker:
     def update(
         self, dets: Detections, frame_index: int, frame: np.ndarray | None = None
     ) -> Detections:
-        """``dets`` of frame ``frame_index`` (increasing; gaps are skipped frames) with
+        """``dets`` of frame ``frame_index`` (from 0, increasing; gaps are skipped frames) with
         ``track_ids``. ``frame`` (H, W, 3) is needed only by BoT-SORT with ``enable_cmc``."""
         import supervision as sv
 
+        if not isinstance(dets, Detections):
+            hint = (
+                " (the Predictor returns one per image: pass [0])"
+                if isinstance(dets, (list, tuple))
+                else ""
+            )
+            raise InputError(
+                f"dets: expected one image's Detections, got {type(dets).__name__}{hint}"
+            )
         if not isinstance(frame_index, (int, np.integer)) or isinstance(frame_index, bool):
             raise InputError(f"frame_index: expected an int, got {frame_index!r}")
+        if frame_index < 0:
+            raise InputError(f"frame_index: expected an int >= 0, got {frame_index}")
         if self._last_index is not None and frame_index <= self._last_index:
             raise InputError(
                 f"frame_index {frame_index} after {self._last_index}: frame indices must increase "
