@@ -165,7 +165,10 @@ class Counter:
         return new
 
     def update(self, dets: Detections, frame_index: int) -> dict[str, Any]:
-        """Count frame ``frame_index``'s detections; returns (and keeps) its row."""
+        """Count frame ``frame_index``'s detections; returns (and keeps) its row: ``frame``;
+        with a line ``line_in`` / ``line_out`` (running totals: the tracks that have crossed so
+        far) and ``crossed_in`` / ``crossed_out`` (the ids crossing in this frame); with a zone
+        ``zone`` (the objects inside in this frame) and, for tracked boxes, ``zone_ids``."""
         if self._last_frame is not None and frame_index <= self._last_frame:
             raise InputError(
                 f"frame {frame_index}: expected frames in increasing order, after frame "
