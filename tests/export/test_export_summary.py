@@ -61,6 +61,18 @@ def test_accuracy_lines_give_the_map_drop_beside_the_map50_gate():
     ]
 
 
+def test_the_printed_map50_drop_is_the_one_metadata_records():
+    """A drop under 0.01 points (INT8 scoring a hair better) is printed as metadata.json records
+    it, to 3 decimals, not rounded to -0.01 or 0.00."""
+    acc = {
+        "gate": "map50", "subset": "synthetic val, 4 images", "images": 4,
+        "fp32": {"mAP50": 0.81230, "mAP": 0.5}, "int8": {"mAP50": 0.81235, "mAP": 0.5},
+        "mAP50_drop_points": -0.005, "gate_points": 1.0,
+    }  # fmt: skip
+    (line,) = export_cli._accuracy_lines({"precisions": {"int8": {"accuracy": acc}}})
+    assert ", drop -0.005 points, gate 1.0)" in line
+
+
 @pytest.mark.slow
 def test_untrained_model_int8_says_no_boxes_to_compare(overfit, tmp_path, capsys, caplog):
     """An untrained network scores no box over 0.25 on the photos: INT8 is exported (its

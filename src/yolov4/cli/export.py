@@ -342,9 +342,10 @@ def _accuracy_lines(meta: dict[str, Any]) -> list[str]:
                 f"boxes, gate F1 >= {acc['minimum_f1']}) on {acc['subset']}"
             )
         elif acc:
+            drop = round(acc["mAP50_drop_points"], 3)  # as metadata.json records it
             lines.append(
                 f"{name}: mAP50 {100 * acc[name]['mAP50']:.2f} (fp32 "
-                f"{100 * acc['fp32']['mAP50']:.2f}, drop {acc['mAP50_drop_points']:.2f} points, "
+                f"{100 * acc['fp32']['mAP50']:.2f}, drop {drop} points, "
                 f"gate {acc['gate_points']}), mAP {100 * acc[name]['mAP']:.2f} (fp32 "
                 f"{100 * acc['fp32']['mAP']:.2f}) on {acc['subset']}"
             )
