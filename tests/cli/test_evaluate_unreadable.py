@@ -9,12 +9,12 @@ import shutil
 
 import pytest
 
-from tests.cli.test_compose_data import compose_cfg, files  # noqa: F401 (fixtures)
+from tests.cli.test_compose_data import files  # noqa: F401 (a fixture)
 from yolov4.cli.evaluate import evaluate
 from yolov4.errors import DatasetError
 
 
-def _broken_val(files, tmp_path, keep: int = 0):  # noqa: F811
+def _broken_val(files, tmp_path, keep: int = 0):  # noqa: F811 (the fixture's value)
     """A copy of the generated COCO val split with all but ``keep`` images made unreadable."""
     val = tmp_path / "val"
     shutil.copytree(files["val"], val)
@@ -32,11 +32,11 @@ def _broken_val(files, tmp_path, keep: int = 0):  # noqa: F811
 @pytest.mark.parametrize("source", ["checkpoint", "artifact"])
 def test_no_readable_val_image_is_an_error_after_the_reports(
     source,
-    files,
+    files,  # noqa: F811 (the fixture)
     compose_cfg,
     seeded_checkpoint,
     seeded_artifact,
-    tmp_path,  # noqa: F811
+    tmp_path,
 ):
     model = seeded_checkpoint[1] if source == "checkpoint" else seeded_artifact
     run = tmp_path / "run"
