@@ -1,6 +1,7 @@
 """evaluate.py on a val split none of whose images decodes: an error that says so (how many,
 which, where the reasons are), after the reports of the empty evaluation are written; a split
-with one readable image among broken ones is scored on it."""
+with one readable image among broken ones is scored on it. export.py's mAP gate on such a split:
+an error, not a pass between two mAPs of no image."""
 
 from __future__ import annotations
 
@@ -10,8 +11,13 @@ import shutil
 import pytest
 
 from tests.cli.test_compose_data import files  # noqa: F401 (a fixture)
+from yolov4.cli.common import build
 from yolov4.cli.evaluate import evaluate
+from yolov4.cli.export import _dataset
 from yolov4.errors import DatasetError
+from yolov4.inference.predictor import Predictor
+
+TRAIN = {"annotations": "annotations.json", "images": "images"}
 
 
 def _broken_val(files, tmp_path, keep: int = 0):  # noqa: F811 (the fixture's value)
@@ -53,3 +59,18 @@ def test_no_readable_val_image_is_an_error_after_the_reports(
 def test_one_readable_val_image_is_scored(files, compose_cfg, seeded_checkpoint, tmp_path):  # noqa: F811
     overrides = [f"checkpoint={seeded_checkpoint[1]}", *_broken_val(files, tmp_path, keep=1)]
     assert evaluate(compose_cfg("evaluate", overrides, tmp_path / "run"))["num_images"] == 1
+
+
+def test_the_export_gate_on_no_readable_val_image_is_an_error(
+    files,  # noqa: F811 (the fixture)
+    compose_cfg,
+    seeded_checkpoint,
+    tmp_path,
+):
+    train = [f"data.train.{k}={files['train'] / v}" for k, v in TRAIN.items()]
+    overrides = [f"checkpoint={seeded_checkpoint[1]}", *_broken_val(files, tmp_path), *train]
+    cfg = compose_cfg("export", overrides, tmp_path / "run")
+    names = list(build(cfg, "data", augment=None).class_names)
+    _, gate_evaluation = _dataset(cfg, names)
+    with pytest.raises(DatasetError, match="none of the .* val images of the mAP gate"):
+        gate_evaluation(Predictor.from_checkpoint(seeded_checkpoint[1]))

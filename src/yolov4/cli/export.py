@@ -35,7 +35,7 @@ from yolov4.cli.sources import check_no_network, model_checkpoint, model_source,
 from yolov4.core.artifact import METADATA, artifact_precisions, model_file, read_metadata
 from yolov4.core.files import files_under
 from yolov4.core.images import IMAGE_SUFFIXES
-from yolov4.errors import ConfigError, ExportError, shown
+from yolov4.errors import ConfigError, DatasetError, ExportError, shown
 from yolov4.evaluation import evaluate_predictor
 from yolov4.evaluation.reports import PR_F1_FILE
 from yolov4.export.artifact import (
@@ -144,7 +144,13 @@ def _dataset(cfg: DictConfig, class_names: list[str]) -> tuple[list[Any], Any]:
 
     def evaluate(predictor: Any) -> dict[str, Any]:
         result = evaluate_predictor(predictor, datamodule, val, int(cfg.batch_size), {})
-        return {**result.metrics, "images": len(val), "subset": subset}
+        if not result.num_images:  # every one skipped: an mAP of no image gates nothing
+            raise DatasetError(
+                f"data: none of the {len(val)} val images of the mAP gate could be scored (each "
+                "was skipped: the warnings above say why, as does yolov4-check-data with the same "
+                "data); the gate needs val images that decode"
+            )
+        return {**result.metrics, "images": result.num_images, "subset": subset}
 
     return [r.file for r in train], evaluate
 
