@@ -124,7 +124,7 @@ def map50_gate(
     drop = 100 * (fp32["mAP50"] - result["mAP50"])
     if not drop <= gate:
         raise ExportError(
-            f"{precision} mAP50 {100 * result['mAP50']:.2f} is {drop:.2f} points below "
+            f"{precision} mAP50 {100 * result['mAP50']:.2f} is {drop:.3f} points below "
             f"fp32's {100 * fp32['mAP50']:.2f} on {fp32['subset']} (gate: {gate} points, "
             "export.py map50_gate=...); the export was not written"
         )
