@@ -263,6 +263,16 @@ def test_upto_reads_a_prefix_of_a_full_file(tmp_path, tiny80):
     assert not torch.equal(fresh.layers[29].conv.weight, tiny80.layers[29].conv.weight)
 
 
+def test_exact_upto_refuses_a_longer_file(tmp_path, tiny80):
+    full = save_darknet_weights(tiny80, tmp_path / "t.weights")
+    with pytest.raises(CheckpointError, match="it fits yolov4-tiny with num_classes=80"):
+        load_darknet_weights(build_model("yolov4-tiny"), full, upto=29, exact=True)
+    partial = save_darknet_weights(tiny80, tmp_path / "t.conv.29", upto=29)
+    fresh = build_model("yolov4-tiny")
+    load_darknet_weights(fresh, partial, upto=29, exact=True)
+    assert torch.equal(fresh.layers[28].conv.weight, tiny80.layers[28].conv.weight)
+
+
 def test_fused_model_is_refused(tmp_path, tiny80):
     with pytest.raises(CheckpointError, match="unfused"):
         save_darknet_weights(fuse_model(tiny80), tmp_path / "f.weights")

@@ -17,6 +17,7 @@ import numbers
 import os
 import tempfile
 from dataclasses import replace
+from itertools import accumulate
 from pathlib import Path
 from typing import NamedTuple
 
@@ -25,7 +26,7 @@ import torch
 from torch import nn
 
 from yolov4.errors import CheckpointError, ConfigError
-from yolov4.models.budget import MAX_CLASSES, param_count
+from yolov4.models.budget import MAX_CLASSES, param_count, weight_floats
 from yolov4.models.cfg import CONV_DEFAULT_ACTIVATION, ZOO, parse_cfg, resolve_layers
 from yolov4.models.config import ModelConfig, config_sections
 from yolov4.models.layers import ConvBnAct
@@ -193,6 +194,7 @@ def _fit_hint(model: YOLOv4, found: int, expected: int) -> str:
                 f"{layers[k + 1][0]}, or module.pretrained_backbone_only=true)"
             )
             break
+    hints += _zoo_prefix_hints(model, found)
     if not hints and found > expected:
         hints.append(
             f"it is {found - expected:,} floats longer than the network needs; usually the file "
@@ -201,6 +203,32 @@ def _fit_hint(model: YOLOv4, found: int, expected: int) -> str:
     elif not hints:
         hints.append("usually the file is for another model or num_classes, or it is truncated")
     return "; ".join(hints)
+
+
+def _zoo_prefix_hints(model: YOLOv4, found: int) -> list[str]:
+    """Zoo networks (other than ``model``'s own) whose first layers hold exactly ``found``
+    floats, as another network's partial ``.conv.N`` file does."""
+    own = model.config.name if model.config.cfg is None else None
+    prefixes: dict[str, list[str]] = {}  # what the file holds -> the networks it starts
+    for name in ZOO:
+        if name == own:
+            continue
+        specs = resolve_layers(config_sections(ModelConfig.load(name, num_classes=1)))
+        weighted = [s for s in specs if weight_floats(s)]
+        totals = list(accumulate(weight_floats(s) for s in weighted[:-1]))
+        if found not in totals:
+            continue
+        k = totals.index(found)
+        spec = weighted[k]
+        convs = all(s.kind == "convolutional" for s in weighted[: k + 1])
+        what = "convolutional layers" if convs else "layers with weights"
+        held = f"the first {k + 1} {what} (darknet layers 0-{spec.index})"
+        prefixes.setdefault(held, []).append(name)
+    return [
+        f"it holds exactly {held} of {' / '.join(names)}: a partial file for "
+        f"{names[0]}, not for {model.config.name}"
+        for held, names in prefixes.items()
+    ]
 
 
 def _classes_of(config: ModelConfig, found: int) -> int | None:
@@ -272,13 +300,16 @@ def load_darknet_weights(
     path: str | os.PathLike,
     upto: int | None = None,
     backbone_only: bool = False,
+    exact: bool = False,
 ) -> DarknetHeader:
     """Read a darknet ``.weights`` file into ``model`` (in place) and return its header.
 
     By default the file must hold exactly the model's weights. ``upto=K`` loads darknet layers
     ``0..K-1`` only (darknet's ``partial``: e.g. ``upto=137`` for ``yolov4.conv.137``);
     ``backbone_only=True`` loads the backbone's layers only. Either way the file may hold more
-    layers than are loaded, but not fewer. Raises :class:`CheckpointError` on any mismatch,
+    layers than are loaded (a full file's backbone), but not fewer; with ``exact=True`` it must
+    hold exactly the layers loaded (a ``.conv.N`` file, which darknet's ``partial`` writes with
+    layers ``0..N-1`` only). Raises :class:`CheckpointError` on any mismatch,
     naming the float counts expected and found and what the file fits instead, or the first
     tensor holding a NaN or inf (the model keeps its weights). The header's ``seen`` is kept as
     ``model.seen``, which :func:`save_darknet_weights` writes back.
@@ -299,7 +330,7 @@ def load_darknet_weights(
     what = f"{model.config.name} with {model.num_classes} classes" + (
         f", layers 0-{upto - 1}" if upto is not None else ""
     )
-    if found < expected or (upto is None and found != expected):
+    if found < expected or ((upto is None or exact) and found != expected):
         raise CheckpointError(
             f"{path}: darknet weights for {what} need {expected:,} floats after the header, "
             f"found {found:,}: {_fit_hint(model, found, expected)}"

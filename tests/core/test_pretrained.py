@@ -54,6 +54,21 @@ def test_partial_conv_file_loads_up_to_its_cutoff(tmp_path, source):
     assert not torch.equal(model.layers[36].conv.weight, source.layers[36].conv.weight)
 
 
+def test_partial_conv_file_of_another_network_is_refused(tmp_path, source):
+    """darknet's partial writes exactly layers 0..N-1: a .conv.N file longer than the model's
+    N layers is another network's, whose floats would land cut at the wrong places."""
+    path = save_darknet_weights(source, tmp_path / "yolov4-tiny.conv.29", upto=29)
+    model = build_model("yolov4", num_classes=3)
+    before = model.layers[0].conv.weight.clone()
+    with pytest.raises(
+        CheckpointError,
+        match=r"layers 0-28 need 636,768 floats after the header, found 4,947,424: it holds "
+        r"exactly the first 17 convolutional layers \(darknet layers 0-28\) of yolov4-tiny",
+    ):
+        load_pretrained(model, path)
+    assert torch.equal(model.layers[0].conv.weight, before)
+
+
 def test_project_checkpoint_strict_and_backbone_only(tmp_path, source):
     path = save_checkpoint(tmp_path / "w.pt", source)
     assert not is_darknet_weights(path)

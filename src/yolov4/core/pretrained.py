@@ -94,7 +94,8 @@ def load_pretrained(
 ) -> Pretrained:
     """Initialise ``model`` (in place) from ``path``; returns what was loaded.
 
-    Darknet files: all layers, or layers ``0..N-1`` of a ``.conv.N`` file, or with
+    Darknet files: all layers, or layers ``0..N-1`` of a ``.conv.N`` file (which must hold
+    exactly those layers of ``model``'s network), or with
     ``backbone_only`` the backbone's layers of any file; a file of the same network for another
     ``num_classes`` loads every layer but the convolutions before the ``[yolo]`` layers, which
     keep their initialisation (logged by layer). Project checkpoints: with ``strict`` the
@@ -113,7 +114,9 @@ def load_pretrained(
             classes = darknet_file_classes(model.config, p)
             if classes is not None and classes != model.num_classes:
                 return _darknet_other_classes(model, p, classes)
-        header = load_darknet_weights(model, p, upto=upto, backbone_only=backbone_only)
+        header = load_darknet_weights(
+            model, p, upto=upto, backbone_only=backbone_only, exact=upto is not None
+        )
         summary = f"{header.layers_loaded} darknet layers (seen={header.seen})"
         log.info("loaded darknet weights %s: %s", p, summary)
         return Pretrained(p, "darknet", summary)
