@@ -315,6 +315,32 @@ def test_unsupported_cfg_names_file_line_section_and_key(case, tmp_path):
         build_model(cfg=path, num_classes=None)
 
 
+def test_filters_for_other_classes_name_every_head_and_both_fixes(tmp_path):
+    """filters=24 in both heads (3 classes) under an unedited classes=80: the message names
+    both heads and offers filters=255 for 80 classes or classes=3 for the filters as they are."""
+    text = BASE.replace("classes=1", "classes=80").replace("filters=18", "filters=24")
+    path = tmp_path / "obj.cfg"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as e:
+        build_model(cfg=path, num_classes=None)
+    heads = [
+        f"{path}:{line_in(text, layer, 'filters')}: [convolutional] filters" for layer in (5, 9)
+    ]
+    message = str(e.value)
+    for where in heads:
+        assert f"{where}: the layer before" in message
+    assert message.count("gives 24 channels; 3 anchors x (classes=80 + 5) needs filters=255") == 2
+    assert message.endswith(
+        "either set filters=255 for classes=80, or set classes=3 in every [yolo] if 3 classes "
+        "are meant (24 = 3 x (3 + 5))"
+    )
+    one = nth(BASE, "filters=18", "filters=24", 2)  # the second head only, no whole class count
+    with pytest.raises(ConfigError) as e:
+        build_model(cfg=one, num_classes=None)
+    assert str(e.value).count("gives 24 channels") == 1
+    assert str(e.value).endswith("set filters=18 for classes=1")
+
+
 YOLO_HEADER = line_in(BASE, 6)  # darknet layer 6: the first [yolo]
 READS_YOLO = {
     # id: (text inserted before the [route] of darknet layer 7, reading layer, its line's key)

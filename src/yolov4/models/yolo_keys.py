@@ -122,7 +122,8 @@ def read_yolo_keys(sections: list[Section], name: str) -> dict[str, Any]:
         raise first.error("anchors", f"has {len(anchors)} numbers, num={num} needs {2 * num}")
     values["num_classes"] = num_classes
     values["anchors"] = [anchors[2 * k : 2 * k + 2] for k in range(num)]
-    values["masks"] = [_read_mask(sections, layers, y, num, num_classes) for y in yolos]
+    values["masks"] = [_read_mask(y, num) for y in yolos]
+    _check_head_filters(sections, layers, yolos, values["masks"], num_classes)
     values["counters_per_class"] = [
         class_balance.parse_counters(y.options[CPC], num_classes, y.where(CPC))
         if CPC in y.options
@@ -152,28 +153,52 @@ def _check_shared_shape(yolos: list[Section]) -> None:
             )
 
 
-def _read_mask(
-    sections: list[Section], layers: list[LayerSpec], y: Section, num: int, num_classes: int
-) -> list[int]:
-    """``y``'s ``mask`` (all ``num`` anchors without one), checked against the anchors and the
-    channels of the layer in front of it (``len(mask) * (num_classes + 5)``)."""
+def _read_mask(y: Section, num: int) -> list[int]:
+    """``y``'s ``mask`` (all ``num`` anchors without one), checked against the anchors."""
     mask = y.get_ints("mask") if "mask" in y.options else list(range(num))
     bad = [a for a in mask if not 0 <= a < num]
     if bad or not mask:
         raise y.error("mask", f"{mask} must be non-empty indices into the {num} anchors")
-    feeder = layers[y_index(sections, y) - 1]
-    want = len(mask) * (num_classes + 5)
-    if feeder.channels != want:
-        where = (
-            feeder.section.where("filters")
-            if feeder.kind == "convolutional"
-            else feeder.section.where()
-        )
-        raise ConfigError(
-            f"{where}: the layer before {y.where()} gives {feeder.channels} channels; "
-            f"{len(mask)} anchors x (classes={num_classes} + 5) needs filters={want}"
-        )
     return mask
+
+
+def _check_head_filters(
+    sections: list[Section],
+    layers: list[LayerSpec],
+    yolos: list[Section],
+    masks: list[list[int]],
+    num_classes: int,
+) -> None:
+    """The layer in front of each ``[yolo]`` gives ``len(mask) * (classes + 5)`` channels, or
+    :class:`ConfigError` naming every head that does not and both ways out: the filters for
+    ``classes``, or the class count the channels fit (when one whole count fits every head)."""
+    feeders = [layers[y_index(sections, y) - 1] for y in yolos]
+    bad = []
+    for y, mask, feeder in zip(yolos, masks, feeders):
+        want = len(mask) * (num_classes + 5)
+        if feeder.channels != want:
+            key = "filters" if feeder.kind == "convolutional" else None
+            bad.append(
+                f"{feeder.section.where(key)}: the layer before {y.where()} gives "
+                f"{feeder.channels} channels; {len(mask)} anchors x (classes={num_classes} + 5) "
+                f"needs filters={want}"
+            )
+    if not bad:
+        return
+    wants = sorted({len(m) * (num_classes + 5) for m in masks})
+    filters = f"filters={wants[0]}" if len(wants) == 1 else "the filters named"
+    fixes = [f"set {filters} for classes={num_classes}"]
+    fit = {
+        f.channels // len(m) - 5 if f.channels % len(m) == 0 else 0 for f, m in zip(feeders, masks)
+    }
+    if len(fit) == 1 and (classes := fit.pop()) >= 1:
+        c, m = feeders[0].channels, len(masks[0])
+        fixes.append(
+            f"set classes={classes} in every [yolo] if {classes} classes are meant "
+            f"({c} = {m} x ({classes} + 5))"
+        )
+    fix = f"either {fixes[0]}, or {fixes[1]}" if len(fixes) == 2 else fixes[0]
+    raise ConfigError("\n  ".join([*bad, fix]))
 
 
 def _shared_value(yolos: list[Section], key: str, default: Any) -> Any:
