@@ -1,7 +1,7 @@
 """A user's darknet cfg carries darknet's training recipe ([net] learning_rate, burn_in, batch,
-mosaic, size, letter_box; [yolo] jitter, random); train.py takes training from its own config,
-and dropped those values without a word. They are now logged beside the run's values, and an
-input size or resize mode other than the cfg's is a warning."""
+mosaic, size, letter_box; [yolo] jitter, random); train.py takes training from its own config and
+logs the cfg's values beside the run's; an input size or resize mode other than the cfg's, or a
+cfg class count other than the dataset's, is a warning."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import logging
 from yolov4 import build_model
 from yolov4.darknet import write_darknet_cfg
 from yolov4.models import ModelConfig
-from yolov4.training.cfg_settings import cfg_settings_not_used, log_cfg_settings
+from yolov4.training.cfg_settings import cfg_settings_not_used, log_cfg_classes, log_cfg_settings
 
 RUN = {
     "optim.lr": 0.002,
@@ -54,3 +54,41 @@ def test_zoo_networks_say_nothing_and_the_log_has_both_levels(caplog):
     info, warning = (r for r in caplog.records if r.name.endswith("cfg_settings"))
     assert info.levelno == logging.INFO and "darknet training settings are not read" in info.message
     assert warning.levelno == logging.WARNING and "height=128 width=160" in warning.message
+
+
+def test_training_keys_without_an_equivalent_are_named_too():
+    extra = {"subdivisions": "8", "angle": "5", "blur": "1", "mixup": "1", "cutmix": "1"}
+    extra |= {"gaussian_noise": "1", "adversarial_lr": "0.05"}
+    config = user_config(**extra)
+    text = config.cfg.replace("[yolo]\n", "[yolo]\nmax=200\n")
+    config = ModelConfig.load(cfg=text, name="mine")
+    settings = cfg_settings_not_used(config, {**RUN, "trainer.accumulate_grad_batches": 1}.get)[0]
+    assert "subdivisions=8 (trainer.accumulate_grad_batches=1)" in settings
+    for key, value in extra.items():
+        if key != "subdivisions":
+            assert f"{key}={value} (no equivalent here)" in settings
+    assert "[yolo] max=200 (no equivalent here)" in settings
+    assert not any(s.startswith(("width", "height", "channels")) for s in settings)
+
+
+def cfg_classes_log(caplog, config: ModelConfig, num_classes: int, run: dict) -> list:
+    with caplog.at_level(logging.INFO, logger="yolov4"):
+        log_cfg_classes(config, num_classes, run.get)
+    return [r for r in caplog.records if r.name.endswith("cfg_settings")]
+
+
+def test_a_cfg_class_count_other_than_the_datasets_is_one_line(caplog):
+    run = {"model.cfg": "darknet/cfg/mine.cfg", "data.train.names": "darknet/data/obj.data"}
+    assert cfg_classes_log(caplog, user_config(), 4, run) == []  # the cfg agrees with the data
+    (record,) = cfg_classes_log(caplog, user_config(), 3, run)
+    assert record.levelno == logging.WARNING
+    assert record.message == (
+        "darknet/cfg/mine.cfg has [yolo] classes=4, the dataset 3 classes "
+        "(data.train.names=darknet/data/obj.data): the run trains the dataset's 3 (the "
+        "convolutions before the [yolo] layers get filters=24); set classes=3 in its [yolo] "
+        "layers to match"
+    )
+    caplog.clear()
+    (record,) = cfg_classes_log(caplog, ModelConfig.load("yolov4-tiny"), 3, {})
+    assert record.levelno == logging.INFO
+    assert record.message.startswith("yolov4-tiny.cfg has [yolo] classes=80, the dataset 3 ")

@@ -57,7 +57,7 @@ from yolov4.training.callbacks import (
     WeightsCallback,
     last_checkpoint,
 )
-from yolov4.training.cfg_settings import log_cfg_settings
+from yolov4.training.cfg_settings import log_cfg_classes, log_cfg_settings
 from yolov4.training.early_stop import EarlyStoppingResume, log_early_stop
 from yolov4.training.module import YoloModule
 from yolov4.training.noise import precision_note, quiet_lightning, rank_zero_logger
@@ -193,7 +193,9 @@ def _train(cfg: DictConfig, extra_callbacks: list[L.Callback] | None) -> dict[st
     if resume is not None:
         check_resume_fits(*resume, module.model, datamodule.class_names)
         ckpt_path, resume = str(resume[0]), None  # drop the tensors: Lightning reads the file
-    log_cfg_settings(model_network(cfg), lambda key: to_builtin(OmegaConf.select(cfg, key)))
+    network, value_of = model_network(cfg), lambda key: to_builtin(OmegaConf.select(cfg, key))
+    log_cfg_classes(network, module.model.num_classes, value_of)
+    log_cfg_settings(network, value_of)
     trainer = build_trainer(cfg, precision, extra_callbacks)
     log_short_runs(cfg, datamodule, trainer)
     log_what_runs(cfg, trainer, module, datamodule)

@@ -17,8 +17,9 @@ from typing import Any
 
 from yolov4.models import ModelConfig
 from yolov4.models.cfg import parse_cfg
+from yolov4.models.cfg_keys import LAYER_KEYS, NET_TRAINING_KEYS, TRAINING_KEYS
 
-__all__ = ["NET_SETTINGS", "cfg_settings_not_used", "log_cfg_settings"]
+__all__ = ["NET_SETTINGS", "cfg_settings_not_used", "log_cfg_classes", "log_cfg_settings"]
 
 log = logging.getLogger(__name__)
 
@@ -39,12 +40,15 @@ NET_SETTINGS = {
     "exposure": "augment.exposure",
     "flip": "augment.flip",
     "ema_alpha": "module.ema_decay",
+    "subdivisions": "trainer.accumulate_grad_batches",
 }
 YOLO_SETTINGS = {
     "jitter": "augment.jitter",
     "resize": "augment.resize",
     "random": "augment.multi_scale",
 }
+# the run's note on a cfg training key without a config key here (angle, blur, mixup, cutmix, ...)
+NOT_TAKEN = "no equivalent here"
 
 
 def cfg_settings_not_used(
@@ -52,7 +56,8 @@ def cfg_settings_not_used(
 ) -> tuple[list[str], list[str]]:
     """For a user's cfg (``config.cfg`` text; ``[], []`` for a zoo network): the cfg's training
     settings, each as ``"key=value (key.here=value)"`` with ``value_of(key.here)``, the run's
-    value; and the input differences that change what the network sees (``[net]`` size and
+    value, or ``"key=value (no equivalent here)"`` for every other darknet training key it sets
+    (``[net]`` ``angle``, ``blur``, ``mixup``, ...; ``[yolo]`` ``max``); and the input differences that change what the network sees (``[net]`` size and
     ``letter_box`` against ``data.input_size`` / ``data.resize_mode``)."""
     if config.cfg is None:
         return [], []
@@ -63,10 +68,17 @@ def cfg_settings_not_used(
         for key, here in NET_SETTINGS.items()
         if key in net
     ]
-    for key, here in YOLO_SETTINGS.items():
+    settings += [
+        f"{key}={value} ({NOT_TAKEN})"
+        for key, value in net.items()
+        if key in NET_TRAINING_KEYS and key not in NET_SETTINGS
+    ]
+    for key in sorted(TRAINING_KEYS & LAYER_KEYS["yolo"]):
         found = next((y.options[key] for y in yolos if key in y.options), None)
         if found is not None:
-            settings.append(f"[yolo] {key}={found} ({here}={value_of(here)})")
+            here = YOLO_SETTINGS.get(key)
+            run = f"{here}={value_of(here)}" if here else NOT_TAKEN
+            settings.append(f"[yolo] {key}={found} ({run})")
     inputs = []
     size = [config.input_size[0], config.input_size[1]]
     run_size = _pair(value_of("data.input_size"))
@@ -112,3 +124,36 @@ def log_cfg_settings(config: ModelConfig, value_of: Callable[[str], Any]) -> Non
             config.name,
             "; ".join(inputs),
         )
+
+
+def log_cfg_classes(config: ModelConfig, num_classes: int, value_of: Callable[[str], Any]) -> None:
+    """One line when the cfg's ``[yolo] classes`` (``config``: the network at its cfg's own
+    classes) differ from ``num_classes``, the dataset's count the run trains (the heads' filters
+    follow it): a WARNING for a user's cfg, whose count darknet would train; INFO for a zoo
+    network (COCO's 80 classes)."""
+    if config.num_classes == num_classes:
+        return
+    cfg = value_of("model.cfg") or f"{config.name}.cfg"
+    data = next(
+        (
+            f"{k}={value_of(k)}"
+            for k in ("data.train.names", "data.train.annotations")
+            if value_of(k)
+        ),
+        "data.train",
+    )
+    filters = sorted({len(m) * (num_classes + 5) for m in config.masks})
+    log.log(
+        logging.WARNING if config.cfg is not None else logging.INFO,
+        "%s has [yolo] classes=%d, the dataset %d classes (%s): the run trains the dataset's %d "
+        "(the convolutions before the [yolo] layers get filters=%s)%s",
+        cfg,
+        config.num_classes,
+        num_classes,
+        data,
+        num_classes,
+        "/".join(map(str, filters)),
+        f"; set classes={num_classes} in its [yolo] layers to match"
+        if config.cfg is not None
+        else "",
+    )
