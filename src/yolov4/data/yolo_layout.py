@@ -21,9 +21,12 @@ __all__ = [
     "list_file",
     "listed_label_files",
     "listing",
+    "missing_note",
 ]
 
 LABEL_SUFFIX = ".txt"
+# How many missing listed paths the note names.
+MISSING_EXAMPLES = 3
 
 
 def default_labels_dir(images: Path) -> Path:
@@ -37,17 +40,17 @@ def default_labels_dir(images: Path) -> Path:
     return images.parent / "labels"
 
 
-def list_file(path: Path, report: ProblemReport) -> list[Path]:
+def list_file(path: Path, report: ProblemReport) -> tuple[list[Path], list[str]]:
     """The image paths of darknet's list file (``train.txt``: one a line; relative ones from the
     list's folder, else from the working directory, where darknet reads them:
-    :func:`~yolov4.core.files.listed_path`); a missing one is
-    reported and left out, one listed again reported and kept (what a split does with it:
-    :attr:`DetectionData.repeats`)."""
+    :func:`~yolov4.core.files.listed_path`) and the lines naming no file; a missing one is
+    reported and left out (:func:`missing_note` says where it was looked for), one listed again
+    reported and kept (what a split does with it: :attr:`DetectionData.repeats`)."""
     try:
         lines = path.read_text(encoding="utf-8-sig").splitlines()
     except (OSError, UnicodeDecodeError) as e:
         raise DatasetError(f"{path}: cannot read the list of image paths: {e}") from None
-    files, first_line = [], {}  # absolute path -> the line that listed it first
+    files, missing, first_line = [], [], {}  # first_line: absolute path -> its first line
     for n, line in enumerate(lines, 1):
         entry = Path(line.strip())
         if not line.strip() or line.strip().startswith("#"):
@@ -62,7 +65,32 @@ def list_file(path: Path, report: ProblemReport) -> list[Path]:
             files.append(found)
         else:
             report.add(Problem.MISSING_FILE, str(entry), f"listed in {path}")
-    return files
+            missing.append(str(entry))
+    return files, missing
+
+
+def missing_note(path: Path, missing: list[str], listed: int) -> str:
+    """The note on the ``missing`` paths of list file ``path`` (of ``listed`` paths): where a
+    relative one was looked for and, when at least half are missing, the folder to run from
+    (darknet reads them from its working directory), found by trying the list's parent folders."""
+    shown = ", ".join(missing[:MISSING_EXAMPLES])
+    more = (
+        f", ... ({len(missing) - MISSING_EXAMPLES} more)" if len(missing) > MISSING_EXAMPLES else ""
+    )
+    text = f"{len(missing)} of {listed} image paths listed in {path} not found (e.g. {shown}{more})"
+    relative = [e for e in missing if not Path(e).expanduser().is_absolute()]
+    if relative:
+        text += (
+            f"; a relative path is looked for from the list's folder "
+            f"{Path(path).parent.resolve()}, then from the working directory {Path.cwd()}"
+        )
+    if relative and 2 * len(missing) >= listed:
+        root = next((d for d in Path(path).resolve().parents if (d / relative[0]).is_file()), None)
+        text += (
+            "; darknet reads them from the folder it runs in: run from the folder they are "
+            "relative to" + (f" ({root}, where {relative[0]} is)" if root else "")
+        )
+    return text
 
 
 def listed_label_files(path: Path, label_dir: Path | None) -> list[Path]:

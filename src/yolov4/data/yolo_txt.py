@@ -67,6 +67,7 @@ from yolov4.data.yolo_layout import (
     list_file,
     listed_label_files,
     listing,
+    missing_note,
 )
 from yolov4.errors import DatasetError
 
@@ -116,8 +117,10 @@ def load_yolo(
     class_names = loaded_names.names
     given = kpt_shape is not None
     kpt_shape = check_kpt_shape(kpt_shape, "kpt_shape:") if given else read_kpt_shape(names)
+    missing: list[str] = []
     if listing_file:
-        listed = files = list_file(image_dir, report)
+        listed, missing = list_file(image_dir, report)
+        files = listed
     else:
         listed = listing(image_dir)
         files = sorted(p for p in listed if p.suffix.lower() in IMAGE_SUFFIXES)
@@ -133,6 +136,8 @@ def load_yolo(
     )
     if listing_file:
         notes = _listed_notes(files, unlabelled, image_dir)
+        if missing:
+            notes.insert(0, missing_note(image_dir, missing, len(files) + len(missing)))
     else:
         notes = _notes(listed, files, unlabelled, image_dir, label_dir, labels is None)
     if unreadable:
@@ -140,9 +145,13 @@ def load_yolo(
         notes.append(_unreadable_note(unreadable, lost, root))
     notes += _names_notes(names, loaded_names, kpt_shape, given)
     if not records:
+        if listing_file:
+            found = f"{len(files) + len(missing)} paths listed, {len(missing)} of them not found"
+        else:
+            found = f"found {len(files)} files with suffixes {IMAGE_SUFFIXES}"
         raise DatasetError(
-            f"no usable image in {image_dir} (found {len(files)} files with suffixes "
-            f"{IMAGE_SUFFIXES})\n{report.summary()}" + "".join(f"\n{n}" for n in notes)
+            f"no usable image in {image_dir} ({found})\n{report.summary()}"
+            + "".join(f"\n{n}" for n in notes)
         )
     category_ids = list(range(len(class_names)))
     coco = records_to_coco(records, class_names, category_ids)
