@@ -4,14 +4,17 @@ suffix case, and a ``.names`` file that is really something else."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
+from yolov4.data.check import split_statistics
 from yolov4.data.data_yaml import load_class_names, read_class_names, read_kpt_shape
-from yolov4.data.yolo_txt import load_yolo
+from yolov4.data.datamodule import DetectionDataModule
+from yolov4.data.yolo_txt import YoloSource, load_yolo
 from yolov4.errors import DatasetError
 
 OBJ_DATA = "classes = 2\ntrain = data/train.txt\nvalid = data/valid.txt\nnames = data/obj.names\nbackup = backup/\n"  # noqa: E501
@@ -39,10 +42,21 @@ def test_a_darknet_data_file_gives_the_names_of_its_names_line(tmp_path, monkeyp
     assert "data/obj.names" in loaded.source and "working directory" in loaded.source
     data = load_yolo("data/train.txt", "data/obj.data")
     assert data.class_names == ["person", "car"] and data.num_boxes == 2
-    assert any(
-        n.startswith("class names: 2 from data/obj.names (`names =` of data/obj.data")
-        for n in data.notes
-    ), data.notes
+    (info,) = data.info  # where the names came from: logged at INFO, not a warning
+    assert info.startswith("class names: 2 from data/obj.names (`names =` of data/obj.data")
+    assert not data.notes
+    assert f"  note: {info}" in split_statistics(data).splitlines()  # check-data shows it
+
+
+def test_where_the_names_came_from_is_logged_at_info(tmp_path, monkeypatch, caplog):
+    _darknet_root(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    source = YoloSource(images="data/train.txt", names="data/obj.data")
+    with caplog.at_level(logging.INFO, logger="yolov4"):
+        DetectionDataModule(train=source, input_size=64, num_workers=0).split("train")
+    (record,) = [r for r in caplog.records if "class names: 2 from" in r.message]
+    assert record.levelno == logging.INFO and record.message.startswith("data.train: class names")
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 
 def test_a_darknet_data_file_run_from_elsewhere_reads_names_beside_it(tmp_path, monkeypatch):

@@ -68,7 +68,7 @@ def split_statistics(
     data: DetectionData, unreadable: Sequence[int] = (), split: str = "train"
 ) -> str:
     """Counts per class and the COCO size histogram of one split (boxes in original pixels),
-    what the loader left out (``data.notes``), and the images of ``unreadable`` (record
+    what the loader left out (``data.notes``, after ``data.info``), and the images of ``unreadable`` (record
     indices that did not decode: skipped in training, left out of evaluation); ``split`` names
     what a split without boxes means (``train``: no run starts; ``val``: no mAP)."""
     labels = (
@@ -90,7 +90,7 @@ def split_statistics(
             f"  of these, {len(unreadable)} images ({lost} boxes) do not decode: skipped in "
             "training, left out of evaluation"
         )
-    lines.extend(f"  note: {note}" for note in data.notes)
+    lines.extend(f"  note: {note}" for note in [*data.info, *data.notes])
     if not len(labels) and split == "train":
         lines.append("  no box in this split: training on it stops at start-up")
     elif not len(labels):

@@ -222,6 +222,8 @@ class DetectionDataModule(L.LightningDataModule):
             self._data[name] = repeated_listings(name, self.sources[name].load(report))
             self.reports[name] = report
             report.log()
+            for note in self._data[name].info:
+                log.info("data.%s: %s", name, note)
             for note in self._data[name].notes:
                 log.warning("data.%s: %s", name, note)
             check_classes(name, self._data, self.expected_num_classes)

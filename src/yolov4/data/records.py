@@ -74,7 +74,9 @@ class DetectionData:
     """A loaded split: records, class names, ``category_ids[class_index]`` (the original id
     results must carry), the ``COCO`` ground truth of exactly these images, and ``notes``: what
     the loader looked for and left out that is not a problem of one file (images without a
-    label file, files it does not read), one line each, for the log and ``check-data``;
+    label file, files it does not read), one line each, for the log (WARNING) and
+    ``check-data``; ``info``: notes on where the split's parts came from (the class names of a
+    darknet ``.data`` file), logged at INFO and shown by ``check-data`` with the notes;
     ``repeats``: the indices of records that list an earlier record's image file again (a list
     file naming an image twice).
 
@@ -88,6 +90,7 @@ class DetectionData:
     coco: COCO
     notes: list[str] = field(default_factory=list)
     repeats: list[int] = field(default_factory=list)
+    info: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         seen: dict[str, int] = {}
@@ -121,7 +124,14 @@ class DetectionData:
             }
         )
         records = [r for i, r in enumerate(self.records) if i in kept]
-        return DetectionData(records, self.class_names, self.category_ids, coco, list(self.notes))
+        return DetectionData(
+            records,
+            self.class_names,
+            self.category_ids,
+            coco,
+            list(self.notes),
+            info=list(self.info),
+        )
 
 
 def coco_from_dict(dataset: dict[str, Any]) -> COCO:

@@ -143,7 +143,8 @@ def load_yolo(
     if unreadable:
         root = image_dir.parent if listing_file else image_dir
         notes.append(_unreadable_note(unreadable, lost, root))
-    notes += _names_notes(names, loaded_names, kpt_shape, given)
+    notes += _kpt_notes(names, kpt_shape, given)
+    info = _names_info(names, loaded_names)
     if not records:
         if listing_file:
             found = f"{len(files) + len(missing)} paths listed, {len(missing)} of them not found"
@@ -151,11 +152,11 @@ def load_yolo(
             found = f"found {len(files)} files with suffixes {IMAGE_SUFFIXES}"
         raise DatasetError(
             f"no usable image in {image_dir} ({found})\n{report.summary()}"
-            + "".join(f"\n{n}" for n in notes)
+            + "".join(f"\n{n}" for n in [*info, *notes])
         )
     category_ids = list(range(len(class_names)))
     coco = records_to_coco(records, class_names, category_ids)
-    return DetectionData(records, class_names, category_ids, coco, notes, repeats)
+    return DetectionData(records, class_names, category_ids, coco, notes, repeats, info)
 
 
 def _check_images(image_dir: Path, names: str | Sequence[str]) -> bool:
@@ -323,17 +324,19 @@ def _unreadable_note(unreadable: list[Path], lost: int, root: Path) -> str:
     )
 
 
-def _names_notes(
-    names: str | Sequence[str],
-    loaded_names: ClassNames,
-    kpt_shape: tuple[int, int] | None,
-    given: bool,
-) -> list[str]:
-    """The notes on where the class names came from (a darknet ``.data`` file) and on a pose
-    dataset's keypoints (``given``: ``kpt_shape=`` rather than the data yaml's)."""
-    notes = []
+def _names_info(names: str | Sequence[str], loaded_names: ClassNames) -> list[str]:
+    """Where the class names came from, when ``names`` is a darknet ``.data`` file."""
     if isinstance(names, str | os.PathLike) and Path(names).suffix.lower() == DARKNET_DATA_SUFFIX:
-        notes.append(f"class names: {len(loaded_names.names)} from {loaded_names.source}")
+        return [f"class names: {len(loaded_names.names)} from {loaded_names.source}"]
+    return []
+
+
+def _kpt_notes(
+    names: str | Sequence[str], kpt_shape: tuple[int, int] | None, given: bool
+) -> list[str]:
+    """The note on a pose dataset's keypoints (``given``: ``kpt_shape=`` rather than the data
+    yaml's)."""
+    notes = []
     if kpt_shape is not None:
         notes.append(
             f"{'kpt_shape=' if given else f'{names} has kpt_shape '}{list(kpt_shape)}: a pose "
