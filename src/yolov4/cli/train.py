@@ -3,6 +3,7 @@
 Run directory (``paths.output_dir``): ``checkpoints/last.ckpt, best.ckpt`` (exact resume; one
 hard-linked file while they hold the same state), ``weights/best.pt, last.pt`` (strict weights,
 likewise), ``export/`` (serving artifact of ``weights/best.pt``, ``export.weights``),
+``weights/best.cfg, best.weights`` (the same network as darknet files, ``darknet_files``),
 ``metrics.json`` (the final COCO metrics of those exported weights, and which file and epoch
 they are: ``"weights"``), ``confusion_matrix.json/.png``, ``pr_f1.json/.png``,
 ``darknet_map.json``, ``errors.json/.png`` and ``worst_images.json/.png`` (the same detections,
@@ -58,6 +59,12 @@ from yolov4.training.callbacks import (
     last_checkpoint,
 )
 from yolov4.training.cfg_settings import log_cfg_classes, log_cfg_settings
+from yolov4.training.darknet_files import (
+    AUTO,
+    darknet_files_wanted,
+    images_per_step,
+    write_darknet_files,
+)
 from yolov4.training.early_stop import EarlyStoppingResume, log_early_stop
 from yolov4.training.module import YoloModule
 from yolov4.training.noise import precision_note, quiet_lightning, rank_zero_logger
@@ -164,6 +171,7 @@ def _train(cfg: DictConfig, extra_callbacks: list[L.Callback] | None) -> dict[st
     precision = resolve_precision(cfg.trainer.get("precision"), cfg.trainer.get("accelerator"))
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     analysis = AnalysisConfig.from_config(cfg.get("analysis"))  # reports at the end: fail now
+    darknet_files = darknet_files_wanted(cfg.get("darknet_files", AUTO), cfg.model.get("cfg"))
     # resume: a local Lightning checkpoint, read without running pickled code, before any work
     if ckpt is not None and cfg.ckpt_path is None:
         log.info("resume of the requeued run from %s", ckpt)
@@ -212,7 +220,7 @@ def _train(cfg: DictConfig, extra_callbacks: list[L.Callback] | None) -> dict[st
         result, weights = final_evaluation(cfg, trainer, module, datamodule)
         metrics = {**result.to_dict(), "weights": weights}
         if trainer.is_global_zero:
-            write_outputs(cfg, trainer, datamodule, analysis, result, metrics)
+            write_outputs(cfg, trainer, datamodule, analysis, result, metrics, darknet_files)
     return metrics
 
 
@@ -247,10 +255,13 @@ def write_outputs(
     analysis: AnalysisConfig,
     result: EvaluationResult,
     metrics: dict[str, Any],
+    darknet_files: bool = False,
 ) -> None:
     """Rank 0's end of the run: the analysis files, the export artifact of
-    ``metrics["weights"]`` (with ``cfg.export``), then ``metrics.json`` (a run without it did
-    not finish), the final evaluation in the log and loggers."""
+    ``metrics["weights"]`` (with ``cfg.export``), its darknet ``.cfg`` and ``.weights`` beside
+    it (``darknet_files``; a warning instead when they cannot be written), then
+    ``metrics.json`` (a run without it did not finish), the final evaluation in the log and
+    loggers."""
     out = Path(cfg.paths.output_dir)
     weights = metrics["weights"]
     # the analysis files of the final validation (every rank's detections, deduplicated)
@@ -258,6 +269,9 @@ def write_outputs(
     write_analysis(out, datamodule.val_coco, result, analysis, files, datamodule.val_image)
     if cfg.get("export"):
         export_artifact(out / weights["file"], out / EXPORT_DIR, formats=list(cfg.export.formats))
+    if darknet_files:  # darknet's seen: images per iteration times the iterations trained
+        seen = int(weights["step"] or 0) * images_per_step(trainer, datamodule.batch_size)
+        write_darknet_files(out / weights["file"], seen)
     # last: a run with metrics.json has finished; one without it (stopped after its last
     # epoch) is finished by its resume (yolov4.cli.resume.refuse_finished)
     write_json(out / METRICS_FILE, metrics)

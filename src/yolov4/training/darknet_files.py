@@ -1,0 +1,71 @@
+"""A run's darknet files: the network of the weights a run exports as darknet's ``.cfg`` and
+``.weights`` (``weights/best.cfg``, ``weights/best.weights`` beside ``weights/best.pt``), for
+darknet and OpenCV's ``cv2.dnn.readNetFromDarknet``. Written by :func:`write_darknet_cfg` and
+:func:`save_darknet_weights`, the cfg at the checkpoint's input size with ``letter_box`` from
+its resize mode."""
+
+from __future__ import annotations
+
+import logging
+from contextlib import suppress
+from pathlib import Path
+from typing import Any
+
+from yolov4.core.checkpoint import load_checkpoint
+from yolov4.core.files import atomic_write
+from yolov4.darknet import save_darknet_weights, write_darknet_cfg
+from yolov4.errors import ConfigError, YoloError
+
+__all__ = ["AUTO", "darknet_files_wanted", "images_per_step", "write_darknet_files"]
+
+log = logging.getLogger(__name__)
+
+AUTO = "auto"  # darknet_files=auto: written for a network trained from a user's cfg
+
+
+def darknet_files_wanted(setting: Any, model_cfg: Any) -> bool:
+    """Whether a run writes its darknet files: ``darknet_files`` ``true``, ``false``, or
+    ``auto`` (when the network came from a cfg file, ``model.cfg=``, given as ``model_cfg``)."""
+    if setting == AUTO:
+        return model_cfg is not None
+    if isinstance(setting, bool):
+        return setting
+    raise ConfigError(f"darknet_files: expected auto, true or false, got {setting!r}")
+
+
+def images_per_step(trainer: Any, batch_size: int) -> int:
+    """Images in one optimizer step of ``trainer`` (``batch_size`` per process and forward pass,
+    times ``trainer.accumulate_grad_batches``, times the processes): darknet's ``[net] batch``,
+    by which darknet counts ``seen`` per iteration."""
+    accumulate = max(1, int(getattr(trainer, "accumulate_grad_batches", 1) or 1))
+    return int(batch_size) * accumulate * max(1, int(getattr(trainer, "world_size", 1) or 1))
+
+
+def write_darknet_files(weights: str | Path, seen: int) -> tuple[Path, Path] | None:
+    """``<stem>.cfg`` and ``<stem>.weights`` beside the project weights file ``weights`` (its
+    network, at its preprocessing's input size, ``letter_box`` from its resize mode; ``seen``
+    images trained in the header). A network or file that cannot be written as darknet files is
+    logged as a warning naming why, and nothing is left of the pair: ``None``."""
+    weights = Path(weights)
+    cfg_path, weights_path = weights.with_suffix(".cfg"), weights.with_suffix(".weights")
+    try:
+        ckpt = load_checkpoint(weights)
+        text = write_darknet_cfg(
+            ckpt.model,
+            input_size=tuple(ckpt.preprocess.input_size),
+            letter_box=ckpt.preprocess.mode == "letterbox",
+        )
+        save_darknet_weights(ckpt.model, weights_path, seen=seen)
+        atomic_write(cfg_path, lambda f: f.write(text.encode()))
+    except (YoloError, OSError) as e:
+        for path in (weights_path, cfg_path):  # no half pair, nor an earlier run's pair
+            if path.is_file():
+                with suppress(OSError):
+                    path.unlink()
+        log.warning(
+            "no darknet files for %s (%s): %s; the run's other outputs are written",
+            weights, type(e).__name__, e,
+        )  # fmt: skip
+        return None
+    log.info("darknet files of %s: %s, %s (seen=%d)", weights.name, cfg_path, weights_path, seen)
+    return cfg_path, weights_path

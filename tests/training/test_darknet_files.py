@@ -1,0 +1,83 @@
+"""A run's darknet files (``weights/best.cfg``, ``best.weights``): OpenCV's darknet importer
+reads them as the checkpoint's network; what cannot be written is a warning, not an error."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+
+from tests.models.test_zoo import boost_heads_, opencv_outputs
+from tests.test_darknet import assert_maps_equal
+from yolov4 import ConfigError, build_model, load_checkpoint, save_checkpoint
+from yolov4.darknet import load_darknet_weights, read_darknet_cfg
+from yolov4.training.darknet_files import (
+    darknet_files_wanted,
+    images_per_step,
+    write_darknet_files,
+)
+
+NAMES = ["a", "b", "c"]
+
+
+def checkpoint(tmp_path, randomize, mode: str, hw=(64, 96)):
+    torch.manual_seed(1)
+    model = boost_heads_(randomize(build_model("yolov4-tiny", num_classes=len(NAMES)), seed=1))
+    preprocess = {"input_size": list(hw), "mode": mode}
+    return save_checkpoint(tmp_path / "weights" / "best.pt", model, NAMES, preprocess)
+
+
+def test_opencv_reads_the_files_as_the_checkpoints_network(tmp_path, randomize):
+    import cv2
+
+    path = checkpoint(tmp_path, randomize, "letterbox")
+    cfg, weights = write_darknet_files(path, seen=1234)
+    assert (cfg, weights) == (tmp_path / "weights/best.cfg", tmp_path / "weights/best.weights")
+    net_options = read_darknet_cfg(cfg.read_text())[0][1]
+    assert (net_options["height"], net_options["width"], net_options["letter_box"]) == (
+        "64",
+        "96",
+        "1",
+    )
+    model = load_checkpoint(path).model.eval()
+    assert load_darknet_weights(build_model(cfg=cfg.read_text()), weights).seen == 1234
+    images = torch.rand(1, 3, 64, 96)
+    maps, _ = opencv_outputs(model, cv2.dnn.readNetFromDarknet(str(cfg), str(weights)), images)
+    assert_maps_equal(model, maps, images)
+
+
+def test_a_stretch_run_writes_letter_box_0(tmp_path, randomize):
+    cfg, _ = write_darknet_files(checkpoint(tmp_path, randomize, "stretch"), seen=0)
+    assert read_darknet_cfg(cfg.read_text())[0][1]["letter_box"] == "0"
+
+
+def test_a_failed_write_warns_and_leaves_no_half_pair(tmp_path, randomize, caplog):
+    path = checkpoint(tmp_path, randomize, "letterbox")
+    (tmp_path / "weights/best.weights").write_bytes(b"an earlier run's weights")
+    (tmp_path / "weights/best.cfg").mkdir()  # the .cfg cannot be renamed into place
+    with caplog.at_level(logging.WARNING, "yolov4.training.darknet_files"):
+        assert write_darknet_files(path, seen=8) is None
+    assert "no darknet files for" in caplog.text and "IsADirectoryError" in caplog.text
+    assert not (tmp_path / "weights/best.weights").exists()  # written, then removed
+    assert path.is_file()  # the project's weights stay
+
+
+@pytest.mark.parametrize(
+    "setting, model_cfg, wanted",
+    [("auto", "my.cfg", True), ("auto", None, False), (True, None, True), (False, "my.cfg", False)],
+)
+def test_darknet_files_setting(setting, model_cfg, wanted):
+    assert darknet_files_wanted(setting, model_cfg) is wanted
+
+
+def test_a_bad_setting_names_expected_and_found():
+    with pytest.raises(ConfigError, match="darknet_files: expected auto, true or false, got 'yes'"):
+        darknet_files_wanted("yes", None)
+
+
+def test_images_per_step_is_darknets_batch():
+    class Trainer:
+        accumulate_grad_batches, world_size = 4, 2
+
+    assert images_per_step(Trainer(), 16) == 128
