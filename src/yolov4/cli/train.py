@@ -60,7 +60,7 @@ from yolov4.training.callbacks import (
 )
 from yolov4.training.cfg_settings import log_cfg_classes, log_cfg_settings
 from yolov4.training.darknet_files import (
-    AUTO,
+    DARKNET_FILES_AUTO,
     darknet_files_wanted,
     images_per_step,
     write_darknet_files,
@@ -171,7 +171,9 @@ def _train(cfg: DictConfig, extra_callbacks: list[L.Callback] | None) -> dict[st
     precision = resolve_precision(cfg.trainer.get("precision"), cfg.trainer.get("accelerator"))
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     analysis = AnalysisConfig.from_config(cfg.get("analysis"))  # reports at the end: fail now
-    darknet_files = darknet_files_wanted(cfg.get("darknet_files", AUTO), cfg.model.get("cfg"))
+    darknet_files = darknet_files_wanted(
+        cfg.get("darknet_files", DARKNET_FILES_AUTO), cfg.model.get("cfg")
+    )
     # resume: a local Lightning checkpoint, read without running pickled code, before any work
     if ckpt is not None and cfg.ckpt_path is None:
         log.info("resume of the requeued run from %s", ckpt)

@@ -16,17 +16,17 @@ from yolov4.core.files import atomic_write
 from yolov4.darknet import save_darknet_weights, write_darknet_cfg
 from yolov4.errors import ConfigError, YoloError
 
-__all__ = ["AUTO", "darknet_files_wanted", "images_per_step", "write_darknet_files"]
+__all__ = ["DARKNET_FILES_AUTO", "darknet_files_wanted", "images_per_step", "write_darknet_files"]
 
 log = logging.getLogger(__name__)
 
-AUTO = "auto"  # darknet_files=auto: written for a network trained from a user's cfg
+DARKNET_FILES_AUTO = "auto"  # darknet_files=auto: written for a network trained from a user's cfg
 
 
 def darknet_files_wanted(setting: Any, model_cfg: Any) -> bool:
     """Whether a run writes its darknet files: ``darknet_files`` ``true``, ``false``, or
     ``auto`` (when the network came from a cfg file, ``model.cfg=``, given as ``model_cfg``)."""
-    if setting == AUTO:
+    if setting == DARKNET_FILES_AUTO:
         return model_cfg is not None
     if isinstance(setting, bool):
         return setting
