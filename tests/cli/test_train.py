@@ -78,6 +78,8 @@ def test_run_directory_has_the_documented_files(trained_run):
         "export/metadata.json",
     ):
         assert (run / name).is_file(), name
+    # darknet_files=auto: a zoo network's darknet files are the official cfg, not written
+    assert not list((run / "weights").glob("*.cfg")) + list((run / "weights").glob("*.weights"))
     written = json.loads((run / "metrics.json").read_text())
     assert set(METRIC_KEYS) <= set(written) and set(written["per_class"]) == {
         "circle",
@@ -283,6 +285,7 @@ def test_evaluate_refuses_module_pretrained(compose_cfg, tmp_path):
         ("optim.lr=abc", r"optim.lr must be a number, got 'abc'"),
         ("data.input_size=[100,100]", r"data: .*multiples of 32"),
         ("trainer.max_epochs=0", r"trainer.max_epochs=0 trains nothing"),
+        ("darknet_files=yes", r"darknet_files: expected auto, true or false, got 'yes'"),
         # a typo exported best.pt silently; an unknown format failed after the whole run
         ("export.weights=bset", r"export.weights must be best or last, got 'bset'"),
         (

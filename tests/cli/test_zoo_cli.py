@@ -9,10 +9,13 @@ import logging
 import sys
 from unittest import mock
 
+import cv2
 import pytest
 import torch
 from hydra import compose, initialize_config_module
 
+from tests.models.test_zoo import opencv_outputs
+from tests.test_darknet import assert_maps_equal
 from yolov4 import build_model, load_checkpoint
 from yolov4.cli.common import build, model_config
 from yolov4.cli.train import train
@@ -274,6 +277,16 @@ def test_train_a_user_darknet_cfg(compose_cfg, tiny_run, tmp_path):
     config = load_checkpoint(run / "weights/last.pt").model.config
     assert config.iou_loss == "mse" and config.strides == (16, 32)
     assert config.cfg is not None and "group_id=1" in config.cfg
+    # darknet_files=auto: best.pt's network as darknet files, which OpenCV reads as best.pt
+    best = load_checkpoint(run / "weights/best.pt")
+    images = torch.rand(1, 3, *best.preprocess.input_size)
+    net = cv2.dnn.readNetFromDarknet(
+        str(run / "weights/best.cfg"), str(run / "weights/best.weights")
+    )
+    assert_maps_equal(best.model.eval(), opencv_outputs(best.model, net, images)[0], images)
+    written = build_model(cfg=(run / "weights/best.cfg").read_text())
+    header = load_darknet_weights(written, run / "weights/best.weights")
+    assert header.seen == best.trained["step"] * 4  # steps times data.batch_size
 
 
 def test_a_cfg_warning_is_in_the_runs_train_log_once(tiny_run, synthetic_cache, tmp_path):
@@ -290,6 +303,7 @@ def test_a_cfg_warning_is_in_the_runs_train_log_once(tiny_run, synthetic_cache, 
     cfg_file.write_text(text)
     run = tmp_path / "run"
     argv = ["train.py", *tiny_run, "model=darknet", f"model.cfg={cfg_file}", "analysis.plots=false",
+            "darknet_files=false",
             f"data.cache_dir={synthetic_cache}", f"hydra.run.dir={run}"]  # fmt: skip
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
@@ -310,3 +324,4 @@ def test_a_cfg_warning_is_in_the_runs_train_log_once(tiny_run, synthetic_cache, 
     log = (run / "train.log").read_text()
     assert log.count(warning) == 1, log
     assert (run / "export/model.onnx").is_file()  # the run went through to its export
+    assert sorted(p.name for p in (run / "weights").iterdir()) == ["best.pt", "last.pt"]
