@@ -13,13 +13,27 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
 
-from yolov4.errors import ConfigError
-
-# cfg.Section: typed Any here (yolov4.models.cfg imports this module)
-Section = Any
+from yolov4.models.cfg_joins import (
+    PRODUCT_ACTIVATIONS,
+    SHORTCUT_NORMALIZATIONS,
+    SHORTCUT_WEIGHTS,
+    route_spec,
+    sam_spec,
+    scale_channels_spec,
+    shortcut_spec,
+)
+from yolov4.models.cfg_spec import (
+    ACTIVATIONS,
+    CONV_DEFAULT_ACTIVATION,
+    GLOBAL,
+    LayerSpec,
+    Section,
+    Shape,
+    activation,
+    spec,
+    stride_of,
+)
 
 __all__ = [
     "ACTIVATIONS",
@@ -32,85 +46,6 @@ __all__ = [
     "PRODUCT_ACTIVATIONS",
     "layer_spec",
 ]
-
-# activations the network implements (darknet's src/activations.c definitions)
-ACTIVATIONS = ("linear", "leaky", "relu", "logistic", "tanh", "mish", "swish")
-# a [convolutional] without activation= (parse_convolutional's default)
-CONV_DEFAULT_ACTIVATION = "logistic"
-
-
-@dataclass
-class LayerSpec:
-    """One darknet layer after shape inference. ``inputs`` are absolute layer indices (``-1``:
-    the image); ``stride`` is the output's stride relative to the input image along y (rows),
-    ``stride_x`` along x (columns; the same unless a ``stride_x``/``stride_y`` key made them
-    differ): the map is ``H / stride`` x ``W / stride_x``; both :data:`GLOBAL` for a map that
-    is 1 x 1 whatever the input (an ``[avgpool]``'s)."""
-
-    index: int
-    kind: str
-    section: Section
-    inputs: list[int]
-    channels: int
-    stride: int
-    params: dict = field(default_factory=dict)
-    stride_x: int = 0
-
-    def __post_init__(self) -> None:
-        self.stride_x = self.stride_x or self.stride
-
-    @property
-    def strides(self) -> tuple[int, int]:
-        """``(stride along y, stride along x)``."""
-        return self.stride, self.stride_x
-
-
-# the stride of a map that is 1 x 1 whatever the input's size (a global [avgpool]'s output)
-GLOBAL = 0
-
-Shape = tuple[int, tuple[int, int]]  # a layer's output: channels, (stride along y, along x)
-
-
-def _strides_text(strides: tuple[int, int]) -> str:
-    """A layer's stride as messages write it: ``8``, ``8 x 16`` (along y x along x), or
-    ``global (1 x 1)``."""
-    if strides == (GLOBAL, GLOBAL):
-        return "global (1 x 1)"
-    return str(strides[0]) if strides[0] == strides[1] else f"{strides[0]} x {strides[1]}"
-
-
-def _index(s: Section, key: str, value: int, i: int) -> int:
-    """darknet: a negative index is relative to layer ``i``, a positive one is absolute."""
-    j = i + value if value < 0 else value
-    if not 0 <= j < i:
-        raise s.error(
-            key, f"refers to layer {j} (from {value}); layer {i} can use layers 0-{i - 1}"
-        )
-    return j
-
-
-def _activation(s: Section, default: str | None = None) -> str:
-    act = s.options.get("activation", default)
-    if act is None:
-        raise s.error("activation", "is required")
-    if act not in ACTIVATIONS:
-        raise s.error("activation", f"{act!r} is not supported; supported: {list(ACTIVATIONS)}")
-    return act
-
-
-def _stride_of(s: Section, key: str, in_stride: int, factor: float) -> int:
-    if in_stride == GLOBAL:
-        return GLOBAL  # a 1 x 1 map stays 1 x 1 (the layers that would change it are refused)
-    out = in_stride * factor
-    if out < 1 or not math.isclose(out, round(out)):
-        raise s.error(key, f"gives a fractional stride {out:g} relative to the input image")
-    return round(out)
-
-
-def _spec(
-    s: Section, i: int, inputs: list[int], channels: int, strides: tuple[int, int], **params
-) -> LayerSpec:
-    return LayerSpec(i, s.kind, s, inputs, channels, strides[0], params, strides[1])
 
 
 def _conv_strides(s: Section) -> tuple[int, int]:
@@ -181,94 +116,12 @@ def _conv_spec(s: Section, i: int, c_in: int, st_in: tuple[int, int]) -> LayerSp
         dilation=dilation,
         groups=groups,
         bn=bool(s.get_int("batch_normalize", 0)),
-        activation=_activation(s, CONV_DEFAULT_ACTIVATION),
+        activation=activation(s, CONV_DEFAULT_ACTIVATION),
         stopbackward=s.get_int("stopbackward", 0),
     )
     keys = [k if k in s.options else "stride" for k in ("stride_y", "stride_x")]
-    out = tuple(_stride_of(s, k, st, f) for k, st, f in zip(keys, st_in, strides))
-    return _spec(s, i, [i - 1], filters, out, **params)
-
-
-def _route_spec(s: Section, i: int, out: Callable[[int], Shape]) -> LayerSpec:
-    """``out(j)``: layer ``j``'s (channels, strides); layers 0 to ``i - 1`` exist."""
-    srcs = [_index(s, "layers", v, i) for v in s.get_ints("layers")]
-    if not srcs:
-        raise s.error("layers", "is empty; expected one or more layer indices (-1, 61, ...)")
-    groups, group_id = s.get_int("groups", 1), s.get_int("group_id", 0)
-    if groups < 1 or not 0 <= group_id < groups:
-        raise s.error("group_id", f"must be in [0, groups={groups}), got {group_id}")
-    strides = {out(j)[1] for j in srcs}
-    if len(strides) != 1:
-        shown = ", ".join(_strides_text(st) for st in sorted(strides))
-        raise s.error("layers", f"joins maps of different strides [{shown}]")
-    c = 0
-    for j in srcs:
-        if out(j)[0] % groups:
-            raise s.error(
-                "groups", f"{groups} does not divide the {out(j)[0]} channels of layer {j}"
-            )
-        c += out(j)[0] // groups
-    onlyforward = bool(s.get_int("onlyforward", 0))  # darknet: no backward through it
-    return _spec(
-        s, i, srcs, c, strides.pop(), groups=groups, group_id=group_id, onlyforward=onlyforward
-    )
-
-
-def _unequal_maps(
-    s: Section, i: int, j: int, out: Callable[[int], Shape], rule: str
-) -> ConfigError:
-    """The error of a layer ``i`` that combines layer ``j``'s map with the previous layer's
-    (``[shortcut]``, ``[sam]``) where their shapes break ``rule``."""
-    (c_j, st_j), (c_in, st_in) = out(j), out(i - 1)
-    return s.error(
-        "from",
-        f"layer {j} gives {c_j} channels at stride {_strides_text(st_j)}, layer {i - 1} {c_in} "
-        f"at stride {_strides_text(st_in)}: {rule}",
-    )
-
-
-def _shortcut_spec(
-    s: Section, i: int, out: Callable[[int], Shape], c_in: int, st_in: tuple[int, int]
-) -> LayerSpec:
-    """``[shortcut]`` (darknet's ``parse_shortcut``, ``shortcut_multilayer_cpu``): the previous
-    layer plus the ``from`` layers (weighted with ``weights_type``), then ``activation``. A
-    ``from`` map of other channels adds element ``k`` of its own to element ``k`` of the sum,
-    as far as it has elements: of maps of equal size, its first channels to the first ones."""
-    srcs = [_index(s, "from", v, i) for v in s.get_ints("from")]
-    for j in srcs:
-        if out(j)[1] != st_in:
-            raise _unequal_maps(s, i, j, out, "only maps of equal size can be added")
-    weights_type, normalization = _shortcut_weights(s)
-    n = {"per_feature": 1 + len(srcs), "per_channel": (1 + len(srcs)) * c_in}.get(weights_type, 0)
-    return _spec(
-        s, i, [i - 1, *srcs], c_in, st_in,
-        activation=_activation(s, "linear"), weights_type=weights_type,
-        normalization=normalization, weights=n,
-    )  # fmt: skip
-
-
-# darknet's parse_shortcut: weights_type and weights_normalization values, by the name built
-SHORTCUT_WEIGHTS = {"none": "none", "per_feature": "per_feature", "per_layer": "per_feature",
-                    "per_channel": "per_channel"}  # fmt: skip
-SHORTCUT_NORMALIZATIONS = {"none": "none", "relu": "relu", "avg_relu": "relu", "softmax": "softmax"}
-
-
-def _shortcut_weights(s: Section) -> tuple[str, str]:
-    """``(weights_type, weights_normalization)`` of a ``[shortcut]`` as ``parse_shortcut``
-    reads them: ``per_layer`` is ``per_feature``, ``avg_relu`` is ``relu``; another value is
-    darknet's error (a normalization only with weights: without, darknet ignores it)."""
-    kind = s.options.get("weights_type", "none")
-    norm = s.options.get("weights_normalization", "none")
-    if kind not in SHORTCUT_WEIGHTS:
-        raise s.error("weights_type", f"expected one of {list(SHORTCUT_WEIGHTS)}, got {kind!r}")
-    if kind == "none":
-        return "none", "none"
-    if norm not in SHORTCUT_NORMALIZATIONS:
-        raise s.error(
-            "weights_normalization",
-            f"expected one of {list(SHORTCUT_NORMALIZATIONS)}, got {norm!r}",
-        )
-    return SHORTCUT_WEIGHTS[kind], SHORTCUT_NORMALIZATIONS[norm]
+    out = tuple(stride_of(s, k, st, f) for k, st, f in zip(keys, st_in, strides))
+    return spec(s, i, [i - 1], filters, out, **params)
 
 
 def _pool_spec(s: Section, i: int, c_in: int, st_in: tuple[int, int]) -> LayerSpec:
@@ -296,10 +149,8 @@ def _pool_spec(s: Section, i: int, c_in: int, st_in: tuple[int, int]) -> LayerSp
     # cells past the right/bottom edge a window reaches (negative: the last cells no window
     # reaches, e.g. size=4 stride=4 with padding 3)
     right = tuple(size - st - left for st in strides)
-    out = tuple(_stride_of(s, "stride", st, f) for st, f in zip(st_in, strides))
-    return _spec(
-        s, i, [i - 1], c_in, out, size=size, stride=strides, pad_left=left, pad_right=right
-    )
+    out = tuple(stride_of(s, "stride", st, f) for st, f in zip(st_in, strides))
+    return spec(s, i, [i - 1], c_in, out, size=size, stride=strides, pad_left=left, pad_right=right)
 
 
 def _upsample_spec(s: Section, i: int, c_in: int, st_in: tuple[int, int]) -> LayerSpec:
@@ -313,68 +164,11 @@ def _upsample_spec(s: Section, i: int, c_in: int, st_in: tuple[int, int]) -> Lay
     if not math.isfinite(scale):
         raise s.error("scale", f"must be a finite number, got {scale}")
     factor = 1 / stride if stride > 0 else -stride
-    out = tuple(_stride_of(s, "stride", st, factor) for st in st_in)
-    return _spec(s, i, [i - 1], c_in, out, stride=stride, scale=scale)
+    out = tuple(stride_of(s, "stride", st, factor) for st in st_in)
+    return spec(s, i, [i - 1], c_in, out, stride=stride, scale=scale)
 
 
 # darknet's activate() has no case for these: a [sam] or [scale_channels] with one of them
-# puts out zeros
-PRODUCT_ACTIVATIONS = tuple(a for a in ACTIVATIONS if a not in ("swish", "mish"))
-
-
-def _product_from(s: Section, i: int) -> tuple[int, str]:
-    """``[sam]``/``[scale_channels]``: the ``from`` layer (one: darknet's ``atoi`` reads the
-    first) and the ``activation`` (default linear; not swish or mish, which they do not
-    apply)."""
-    froms = s.get_ints("from")
-    if len(froms) != 1:
-        raise s.error(
-            "from", f"darknet's [{s.kind}] reads one layer (atoi: the first), got {froms}"
-        )
-    act = _activation(s, "linear")
-    if act not in PRODUCT_ACTIVATIONS:
-        raise s.error(
-            "activation",
-            f"darknet's [{s.kind}] does not apply {act} (its activate() has no case for it: the "
-            f"output is zero); supported here: {list(PRODUCT_ACTIVATIONS)}",
-        )
-    return _index(s, "from", froms[0], i), act
-
-
-def _sam_spec(
-    s: Section, i: int, out: Callable[[int], Shape], c_in: int, st_in: tuple[int, int]
-) -> LayerSpec:
-    """``[sam]`` (darknet's ``parse_sam``, ``forward_sam_layer``): the previous layer's output
-    times layer ``from``'s, element by element (equal shapes: darknet asserts it), then
-    ``activation`` (default linear)."""
-    j, act = _product_from(s, i)
-    if out(j) != (c_in, st_in):
-        raise _unequal_maps(s, i, j, out, "only equal shapes can be multiplied")
-    return _spec(s, i, [i - 1, j], c_in, st_in, activation=act)
-
-
-def _scale_channels_spec(
-    s: Section, i: int, out: Callable[[int], Shape], c_in: int, st_in: tuple[int, int]
-) -> LayerSpec:
-    """``[scale_channels]`` (darknet's ``parse_scale_channels``, ``forward_scale_channels_layer``):
-    layer ``from``'s map times the previous layer's output, one value per channel (a global
-    1 x 1 map of the same channels: squeeze-and-excitation), or with ``scale_wh=1`` one value
-    per cell (a 1-channel map of the same size), then ``activation``; the output is ``from``'s
-    shape."""
-    j, act = _product_from(s, i)
-    c_from, st_from = out(j)
-    if s.get_int("scale_wh", 0):
-        fits, need = c_in == 1 and st_in == st_from, f"1 channel at stride {_strides_text(st_from)}"
-    else:
-        fits, need = c_in == c_from and st_in == (GLOBAL, GLOBAL), f"{c_from} channels, 1 x 1"
-    if not fits:
-        raise s.error(
-            "from",
-            f"scales layer {j} ({c_from} channels at stride {_strides_text(st_from)}) by layer "
-            f"{i - 1}, which gives {c_in} channels at stride {_strides_text(st_in)}; darknet "
-            f"needs {need}" + ("" if "scale_wh" in s.options else " (scale_wh=1: 1 channel)"),
-        )
-    return _spec(s, i, [i - 1, j], c_from, st_from, activation=act)
 
 
 def _dropout_spec(s: Section, i: int, c_in: int, st_in: tuple[int, int]) -> LayerSpec:
@@ -388,13 +182,13 @@ def _dropout_spec(s: Section, i: int, c_in: int, st_in: tuple[int, int]) -> Laye
     if i == 0:
         raise s.error(None, "darknet's [dropout] works in the previous layer's output: it cannot "
                       "be the first layer")  # fmt: skip
-    return _spec(s, i, [i - 1], c_in, st_in, probability=p)
+    return spec(s, i, [i - 1], c_in, st_in, probability=p)
 
 
 def _avgpool_spec(s: Section, i: int, c_in: int, st_in: tuple[int, int]) -> LayerSpec:
     """``[avgpool]`` (darknet's ``parse_avgpool``, ``forward_avgpool_layer``; no keys): the mean
     of each channel over the whole map, a 1 x 1 map whatever the input's size."""
-    return _spec(s, i, [i - 1], c_in, (GLOBAL, GLOBAL))
+    return spec(s, i, [i - 1], c_in, (GLOBAL, GLOBAL))
 
 
 def _yolo_spec(s: Section, i: int, c_in: int, st_in: tuple[int, int]) -> LayerSpec:
@@ -406,7 +200,7 @@ def _yolo_spec(s: Section, i: int, c_in: int, st_in: tuple[int, int]) -> LayerSp
             f"reads a map of stride {st_in[0]} along y and {st_in[1]} along x (stride_x / "
             "stride_y of a layer before it); yolov4 decodes a head with one stride for x and y",
         )
-    return _spec(s, i, [i - 1], c_in, st_in)
+    return spec(s, i, [i - 1], c_in, st_in)
 
 
 # layers whose map would not stay H / stride when they read a global (1 x 1) map
@@ -426,9 +220,9 @@ def layer_spec(s: Section, i: int, out: Callable[[int], Shape]) -> LayerSpec:
     if s.kind == "convolutional":
         return _conv_spec(s, i, c_in, st_in)
     if s.kind == "route":
-        return _route_spec(s, i, out)
+        return route_spec(s, i, out)
     if s.kind == "shortcut":
-        return _shortcut_spec(s, i, out, c_in, st_in)
+        return shortcut_spec(s, i, out, c_in, st_in)
     if s.kind in ("maxpool", "local_avgpool"):
         return _pool_spec(s, i, c_in, st_in)
     if s.kind == "upsample":
@@ -436,9 +230,9 @@ def layer_spec(s: Section, i: int, out: Callable[[int], Shape]) -> LayerSpec:
     if s.kind == "dropout":
         return _dropout_spec(s, i, c_in, st_in)
     if s.kind == "sam":
-        return _sam_spec(s, i, out, c_in, st_in)
+        return sam_spec(s, i, out, c_in, st_in)
     if s.kind == "scale_channels":
-        return _scale_channels_spec(s, i, out, c_in, st_in)
+        return scale_channels_spec(s, i, out, c_in, st_in)
     if s.kind == "avgpool":
         return _avgpool_spec(s, i, c_in, st_in)
     return _yolo_spec(s, i, c_in, st_in)
