@@ -20,8 +20,15 @@ import numpy as np
 from yolov4.errors import ConfigError, DatasetError
 from yolov4.models import ModelConfig
 from yolov4.models.class_balance import class_multipliers
+from yolov4.models.config import config_sections
 
-__all__ = ["CLASS_BALANCE", "check_class_balance", "class_counts", "balanced_config"]
+__all__ = [
+    "CLASS_BALANCE",
+    "balance_models",
+    "balanced_config",
+    "check_class_balance",
+    "class_counts",
+]
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +83,23 @@ def balanced_config(config: ModelConfig, data: Any) -> ModelConfig:
         )
     _log_multipliers(counts, config, data.class_names)
     return dataclasses.replace(config, counters_per_class=(counts,) * heads)
+
+
+def balance_models(trainer: Any, models: Sequence[Any]) -> ModelConfig:
+    """``class_balance=darknet``: the counts of the training split (``data.train`` of the
+    ``trainer``'s DataModule) put into the config and sections of each of ``models`` (the network
+    and its EMA copy); returns that config. A :class:`ConfigError` without such a split."""
+    dm = trainer.datamodule if trainer is not None else None
+    train = dm.split("train") if dm is not None and hasattr(dm, "split") else None
+    if train is None:
+        raise ConfigError(
+            "module.class_balance=darknet counts the boxes of the training split: it needs "
+            "a DataModule with data.train"
+        )
+    config = balanced_config(models[0].config, train)
+    for model in models:
+        model.config, model.sections = config, config_sections(config)
+    return config
 
 
 def _log_multipliers(counts: Sequence[int], config: ModelConfig, names: Sequence[str]) -> None:

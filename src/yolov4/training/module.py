@@ -10,8 +10,10 @@ only, so Lightning ``.ckpt`` files load with ``torch.load(weights_only=True)`` a
 The hooks are short and hand their work to plain functions: the constructor's checks and
 hyper-parameters (:mod:`yolov4.training.module_args`), validation's detections and scoring
 (:mod:`yolov4.training.validation`), the epoch's log line (:mod:`yolov4.training.epoch_log`),
-a resume's optimizer settings (:func:`~yolov4.training.optim.resume_settings`) and the EMA's
-window over the run (:func:`~yolov4.training.ema.set_run_window`).
+a resume's optimizer settings (:func:`~yolov4.training.optim.resume_settings`), the EMA's
+window over the run (:func:`~yolov4.training.ema.set_run_window`), ``class_balance``'s counts
+(:func:`~yolov4.training.class_balance.balance_models`) and the errors a training step stops on
+(:mod:`yolov4.training.step_errors`).
 """
 
 from __future__ import annotations
@@ -28,19 +30,19 @@ import torch
 
 from yolov4.core.preprocess import PreprocessConfig, batch_to_input
 from yolov4.core.pretrained import load_pretrained
-from yolov4.errors import CheckpointError, ConfigError, DivergedError
+from yolov4.errors import CheckpointError, ConfigError
 from yolov4.evaluation import METRIC_KEYS, CocoEvaluator, EvaluationResult
 from yolov4.evaluation.coco import DEFAULT_COCO_BACKEND
 from yolov4.loss import YoloLoss, darknet_cost
 from yolov4.models import YOLOv4
-from yolov4.models.config import config_sections
 from yolov4.training.callbacks import last_checkpoint
-from yolov4.training.class_balance import balanced_config
+from yolov4.training.class_balance import balance_models
 from yolov4.training.ema import ModelEMA, set_run_window
 from yolov4.training.epoch_log import EpochLine, log_multi_scale
 from yolov4.training.module_args import module_hparams, optim_config
 from yolov4.training.optim import OptimConfig, build_optimizer, lr_factor, resume_settings
 from yolov4.training.resume import check_lightning_file
+from yolov4.training.step_errors import diverged_error, out_of_memory_error
 from yolov4.training.validation import (
     ValidationSample,
     batch_detections,
@@ -224,17 +226,8 @@ class YoloModule(L.LightningModule):
     def _balance_classes(self) -> None:
         """``class_balance=darknet``: the training split's counts into the model config (the
         network's, its EMA copy's and the hyper-parameters', so checkpoints carry them)."""
-        dm = self.trainer.datamodule if self._trainer is not None else None
-        train = dm.split("train") if dm is not None and hasattr(dm, "split") else None
-        if train is None:
-            raise ConfigError(
-                "module.class_balance=darknet counts the boxes of the training split: it needs "
-                "a DataModule with data.train"
-            )
-        config = balanced_config(self.model.config, train)
-        for model in (self.model, self.ema.module if self.ema is not None else None):
-            if model is not None:
-                model.config, model.sections = config, config_sections(config)
+        models = [self.model, *([self.ema.module] if self.ema is not None else [])]
+        config = balance_models(self._trainer, models)
         self.hparams["model"] = config.to_dict()
         self._loss = None  # rebuilt with the counts
 
@@ -276,24 +269,10 @@ class YoloModule(L.LightningModule):
             with torch.autocast(images.device.type, enabled=False):  # float32 (maps cast in it)
                 loss = self.loss_fn(maps, targets)
         except torch.OutOfMemoryError as e:
-            raise torch.OutOfMemoryError(
-                f"out of memory with batch size {images.shape[0]} at input {tuple(images.shape[-2:])}: "
-                f"lower data.batch_size (keep the nominal batch with trainer.accumulate_grad_batches), "
-                f"use trainer.precision=16-mixed or bf16-mixed, or a smaller data.input_size. ({e})"
-            ) from e
+            raise out_of_memory_error(e, images) from e
         if not torch.isfinite(loss.total):
-            last = last_checkpoint(self._trainer)  # no trainer outside a fit (a user's own loop)
-            raise DivergedError(
-                f"the loss became {loss.total.item()} at step {self.global_step} (box={loss.box.item():.4g} "
-                f"obj={loss.obj.item():.4g} cls={loss.cls.item():.4g}); stopping instead of training on NaN. "
-                f"Lower optim.lr, lengthen optim.burn_in, set trainer.gradient_clip_val, or use "
-                f"trainer.precision=32; "
-                + (
-                    f"resume from the last good checkpoint with ckpt_path={last}"
-                    if last
-                    else "no checkpoint was written before it: start the run again"
-                )
-            )
+            # no trainer outside a fit (a user's own loop)
+            raise diverged_error(loss, self.global_step, last_checkpoint(self._trainer))
         bs = images.shape[0]
         parts = torch.stack([loss.total, loss.box, loss.obj, loss.cls]).detach().float()
         self._epoch.add(parts)
