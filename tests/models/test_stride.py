@@ -12,7 +12,7 @@ import torch
 from yolov4 import CheckpointError, ConfigError, ExportError, InputError, build_model
 from yolov4.core.artifact import validate_metadata
 from yolov4.core.checkpoint import load_checkpoint, save_checkpoint
-from yolov4.data.datamodule import _preprocess_config
+from yolov4.data.datamodule_args import preprocess_config
 from yolov4.export.artifact import export_artifact
 from yolov4.models.stride import check_stride_multiple, round_up_size, stride_multiple_error
 
@@ -40,7 +40,7 @@ def test_every_entry_point_uses_the_one_wording(tmp_path):
     with pytest.raises(InputError, match=r"images of shape \(B, 3, H, W\): " + WORDING):
         model(torch.rand(1, 3, 64, 80))
     with pytest.raises(ConfigError, match="data.input_size: " + WORDING + r"\[64, 80\]"):
-        _preprocess_config(None, [64, 80], None, multiple=32)
+        preprocess_config(None, [64, 80], None, multiple=32)
     with pytest.raises(CheckpointError, match="preprocess.input_size: " + WORDING):
         save_checkpoint(tmp_path / "w.pt", model, ["a", "b"], {"input_size": [64, 80]})
     ckpt = load_checkpoint(save_checkpoint(tmp_path / "w.pt", model, ["a", "b"]))

@@ -13,7 +13,8 @@ Hydra builds it from ``configs/data/*.yaml`` (``_target_`` = :class:`DetectionDa
 
 These load the annotations on first access, so a model can be sized before ``Trainer.fit``.
 The training order and the workers' seeds are :mod:`yolov4.data.sampling`'s; the checks of a
-loaded split, :mod:`yolov4.data.splits`'.
+loaded split, :mod:`yolov4.data.splits`'; the constructor's ``preprocess``,
+:mod:`yolov4.data.datamodule_args`'.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from torch.utils.data import DataLoader
 
 from yolov4.core.preprocess import PreprocessConfig
 from yolov4.data.collate import SIZE_MULTIPLE, DetectionCollate, MultiScale
+from yolov4.data.datamodule_args import preprocess_config
 from yolov4.data.dataset import DetectionDataset
 from yolov4.data.loader import EpochLoader
 from yolov4.data.problems import ProblemReport
@@ -41,7 +43,6 @@ from yolov4.data.splits import check_classes, check_trainable, repeated_listings
 from yolov4.data.synthetic import SyntheticSource
 from yolov4.data.transforms import AugmentConfig
 from yolov4.errors import ConfigError, DatasetError
-from yolov4.models.stride import check_stride_multiple
 
 log = logging.getLogger(__name__)
 
@@ -55,45 +56,6 @@ class DataSource(Protocol):
     :class:`~yolov4.data.yolo_txt.YoloSource`, :class:`~yolov4.data.synthetic.SyntheticSource`."""
 
     def load(self, report: ProblemReport) -> DetectionData: ...
-
-
-def _preprocess_config(
-    preprocess: PreprocessConfig | Mapping[str, Any] | None,
-    input_size: int | Sequence[int] | None,
-    resize_mode: str | None,
-    multiple: int = SIZE_MULTIPLE,
-) -> PreprocessConfig:
-    """``data.preprocess`` with the ``data.input_size`` / ``data.resize_mode`` shorthands
-    applied; a shorthand that contradicts an explicit ``preprocess`` value is refused; sides
-    must be multiples of ``multiple`` (the network's largest stride)."""
-    if isinstance(preprocess, PreprocessConfig):
-        config, given = preprocess, set(preprocess.to_dict())
-    else:
-        values = {} if preprocess is None else dict(preprocess)
-        if "input_size" in values:
-            values["input_size"] = _size(values["input_size"], "data.preprocess.input_size")
-        config, given = PreprocessConfig.from_dict(values), set(values)
-    shorthands = {"input_size": ("input_size", input_size), "mode": ("resize_mode", resize_mode)}
-    for field, (key, value) in shorthands.items():
-        if value is None:
-            continue
-        value = _size(value, f"data.{key}") if field == "input_size" else value
-        if field in given and getattr(config, field) != value:
-            show = lambda v: list(v) if isinstance(v, tuple) else v  # noqa: E731
-            raise ConfigError(
-                f"data.{key}={show(value)} contradicts data.preprocess.{field}="
-                f"{show(getattr(config, field))}; set data.{key} (model.input_size follows it)"
-            )
-        config = PreprocessConfig(**{**config.to_dict(), field: value})
-    check_stride_multiple(config.input_size, multiple, "data.input_size")
-    return config
-
-
-def _size(value: int | Sequence[int], key: str) -> tuple[int, ...]:
-    size = (int(value), int(value)) if isinstance(value, int) else tuple(int(s) for s in value)
-    if len(size) != 2 or min(size) <= 0:
-        raise ConfigError(f"{key}: expected (H, W) positive integers, got {value}")
-    return size
 
 
 SPLIT_USE = {
@@ -180,7 +142,7 @@ class DetectionDataModule(L.LightningDataModule):
                 f"data.size_multiple: expected an integer >= 1, got {size_multiple!r}"
             )
         self.size_multiple = size_multiple
-        self.preprocess_config = _preprocess_config(
+        self.preprocess_config = preprocess_config(
             preprocess, input_size, resize_mode, size_multiple
         )
         if batch_size < 1:
