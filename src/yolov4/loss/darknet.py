@@ -129,7 +129,34 @@ def darknet_dx_box_iou(pred: Tensor, truth: Tensor, kind: str) -> Tensor:
     pt, pb = torch.minimum(top, bot), torch.maximum(top, bot)
     pl, pr = torch.minimum(left, right), torch.maximum(left, right)
     tt, tb, tl, tr = ty - th / 2, ty + th / 2, tx - tw / 2, tx + tw / 2
-    zero = torch.zeros_like(px)
+    p, inter, union, disjoint = _sides_gradient(
+        kind, (top < bot, left < right), (pt, pb, pl, pr), (tt, tb, tl, tr)
+    )
+    # sides -> (x, y, w, h); w, h not halved (box.c:409-410)
+    d = torch.stack((p[2] + p[3], p[0] + p[1], p[3] - p[2], p[1] - p[0]))
+    if kind in ("diou", "ciou"):
+        penalty, c = _distance_penalty(
+            kind, (px, py, pw, ph), truth, (pt, pb, pl, pr), (tt, tb, tl, tr), inter, union
+        )
+        d = torch.where(c > 0, d + penalty, d)
+        d = torch.where(disjoint, penalty, d)
+    return d.T
+
+
+def _sides_gradient(
+    kind: str,
+    ordered: tuple[Tensor, Tensor],
+    pred: tuple[Tensor, Tensor, Tensor, Tensor],
+    truth: tuple[Tensor, Tensor, Tensor, Tensor],
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``dx_box_iou``'s gradient of the IoU (plus GIoU's term for ``kind == "giou"``) w.r.t. the
+    predicted box's sides: ``(4, P)`` (top, bottom, left, right), then ``inter``, ``union`` and
+    ``disjoint`` ``(P,)``. ``pred``, ``truth``: the sides ``(P,)`` each (top, bottom, left,
+    right; ``pred``'s sorted); ``ordered``: ``(top < bottom, left < right)`` of the unsorted
+    predicted sides (a flipped box takes the other side's gradient)."""
+    pt, pb, pl, pr = pred
+    tt, tb, tl, tr = truth
+    zero = torch.zeros_like(pt)
 
     area = (pb - pt) * (pr - pl)
     ih = torch.minimum(pb, tb) - torch.maximum(pt, tt)
@@ -160,23 +187,15 @@ def darknet_dx_box_iou(pred: Tensor, truth: Tensor, kind: str) -> Tensor:
     )
     p = torch.where(union > 0, (union * d_inter - inter * d_union) / (union * union), zero)
     # "correct corner selection": a flipped box takes the other side's gradient
-    p_t = torch.where(top < bot, p[0], p[1])
-    p_l = torch.where(left < right, p[2], p[3])
+    p_t = torch.where(ordered[0], p[0], p[1])
+    p_l = torch.where(ordered[1], p[2], p[3])
     p = torch.stack((p_t, p[1], p_l, p[3]))
     disjoint = (iw <= 0) | (ih <= 0)
     if kind == "giou":
         g = (gc * d_union - union * d_gc) / (gc * gc)
         p = torch.where(gc > 0, p + g, p)
         p = torch.where(disjoint, g, p)
-    # sides -> (x, y, w, h); w, h not halved (box.c:409-410)
-    d = torch.stack((p[2] + p[3], p[0] + p[1], p[3] - p[2], p[1] - p[0]))
-    if kind in ("diou", "ciou"):
-        penalty, c = _distance_penalty(
-            kind, (px, py, pw, ph), truth, (pt, pb, pl, pr), (tt, tb, tl, tr), inter, union
-        )
-        d = torch.where(c > 0, d + penalty, d)
-        d = torch.where(disjoint, penalty, d)
-    return d.T
+    return p, inter, union, disjoint
 
 
 def _distance_penalty(
