@@ -96,3 +96,18 @@ def predict_cli(tmp_path):
         return predict(cfg), out
 
     return _run
+
+
+@pytest.fixture
+def same_second(monkeypatch) -> None:
+    """Hydra's ``${now:...}`` reads 2026-01-01 00:00:00 every time: runs started in one second."""
+    import datetime as dt
+
+    import hydra.core.utils
+
+    class SameSecond(dt.datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return cls(2026, 1, 1, 0, 0, 0)
+
+    monkeypatch.setattr(hydra.core.utils, "datetime", SameSecond)

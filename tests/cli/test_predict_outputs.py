@@ -197,23 +197,13 @@ def test_an_output_holding_an_earlier_run_is_refused_before_anything_is_read(che
 
 
 def test_runs_started_in_one_second_each_write_only_their_own_folder(
-    checkpoint, tmp_path, monkeypatch
+    checkpoint, tmp_path, monkeypatch, same_second
 ):
     """Two ``python predict.py`` runs without output= started in the same second: the second
     gets ``<date>_<time>_2`` before Hydra writes anything, so each folder holds its own
     ``.hydra/`` config, ``predict.log`` and predictions, and nothing of the other run."""
-    import datetime as dt
-
-    import hydra.core.utils
-
     from yolov4.cli.predict import hydra_main
 
-    class SameSecond(dt.datetime):
-        @classmethod
-        def now(cls, tz=None):
-            return cls(2026, 1, 1, 0, 0, 0)
-
-    monkeypatch.setattr(hydra.core.utils, "datetime", SameSecond)  # Hydra's ${now:...}
     monkeypatch.chdir(tmp_path)
     images = {}
     for name in ("first", "second"):

@@ -5,24 +5,15 @@ log there."""
 
 from __future__ import annotations
 
-import datetime as dt
-
-import hydra.core.utils
 import pytest
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
 
 @pytest.mark.parametrize("app", ["predict", "evaluate", "export", "anchors"])
-def test_two_runs_in_one_second_get_folders_of_their_own(app, tmp_path, monkeypatch):
+def test_two_runs_in_one_second_get_folders_of_their_own(app, tmp_path, monkeypatch, same_second):
     import yolov4.cli.common  # noqa: F401 (registers the yolov4.new_dir resolver)
 
-    class SameSecond(dt.datetime):
-        @classmethod
-        def now(cls, tz=None):
-            return cls(2026, 1, 1, 0, 0, 0)
-
-    monkeypatch.setattr(hydra.core.utils, "datetime", SameSecond)  # Hydra's ${now:...}
     monkeypatch.chdir(tmp_path)
     with initialize_config_module("yolov4.configs", version_base="1.3"):
         dirs = [compose(app, return_hydra_config=True).hydra.run.dir for _ in range(2)]
