@@ -285,6 +285,15 @@ def test_evaluate_refuses_module_pretrained(compose_cfg, tmp_path):
         ("optim.lr=abc", r"optim.lr must be a number, got 'abc'"),
         ("data.input_size=[100,100]", r"data: .*multiples of 32"),
         ("trainer.max_epochs=0", r"trainer.max_epochs=0 trains nothing"),
+        # Lightning asserted deep in the fit, or trained on (a fractional step count)
+        ("trainer.max_epochs=1.5", r"trainer.max_epochs: expected a whole number .*got 1.5"),
+        ("trainer.max_steps=2.5", r"trainer.max_steps: expected a whole number .*got 2.5"),
+        ("trainer.limit_val_batches=1.5", r"trainer.limit_val_batches: .*fraction.*got 1.5"),
+        # '<' not supported between str and int; torch's batch_size error after the set-up
+        ("data.batch_size=abc", r"data.batch_size: expected an integer >= 1, got 'abc'"),
+        ("data.batch_size=2.5", r"data.batch_size: expected an integer >= 1, got 2.5"),
+        ("data.val_batch_size=abc", r"data.val_batch_size: expected an integer >= 1, got 'abc'"),
+        ("data.num_workers=abc", r"data.num_workers: expected an integer >= 0, got 'abc'"),
         ("darknet_files=yes", r"darknet_files: expected auto, true or false, got 'yes'"),
         # a typo exported best.pt silently; an unknown format failed after the whole run
         ("export.weights=bset", r"export.weights must be best or last, got 'bset'"),

@@ -11,7 +11,7 @@ from typing import Any
 
 from omegaconf import DictConfig, open_dict
 
-from yolov4.errors import ConfigError, ExportError
+from yolov4.errors import ConfigError, ExportError, shown
 from yolov4.export.artifact import DEFAULT_OPSET, check_export_request
 from yolov4.training.noise import rank_zero_logger
 from yolov4.training.sweep import TRAIN_METRICS, VAL_METRICS, check_monitor
@@ -24,6 +24,7 @@ log = rank_zero_logger(__name__)  # the same in every process: rank 0's
 def check_limits(cfg: DictConfig) -> None:
     """What makes a run train or validate nothing, and monitors no metric is logged under, as
     :class:`ConfigError` before any work (they failed after training, or after an epoch)."""
+    _check_trainer_numbers(cfg.trainer)
     for key in ("max_epochs", "max_steps", "limit_train_batches"):
         if cfg.trainer.get(key) == 0:
             raise ConfigError(
@@ -47,6 +48,26 @@ def check_limits(cfg: DictConfig) -> None:
     for name, node in (cfg.get("callbacks") or {}).items():  # a typo failed after epoch 1
         if isinstance(node, DictConfig) and node.get("monitor") is not None:
             check_monitor(node.monitor, f"callbacks.{name}.monitor", VAL_METRICS + TRAIN_METRICS)
+
+
+def _check_trainer_numbers(trainer: DictConfig) -> None:
+    """The counts Lightning asserts on deep in the fit (``max_epochs=1.5``): an epoch or step
+    count is a whole number (-1 or null: no limit), a batch limit a count or a fraction."""
+    for key in ("max_epochs", "max_steps"):
+        v = trainer.get(key)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < -1):
+            raise ConfigError(
+                f"trainer.{key}: expected a whole number >= 1 (-1 or null: no limit), got "
+                f"{shown(v)}"
+            )
+    for key in ("limit_train_batches", "limit_val_batches"):
+        v = trainer.get(key)
+        count = isinstance(v, int) and not isinstance(v, bool) and v >= 0
+        if not (v is None or count or (isinstance(v, float) and 0 <= v <= 1)):
+            raise ConfigError(
+                f"trainer.{key}: expected a number of batches (an integer >= 0) or a fraction "
+                f"of the epoch in [0.0, 1.0], got {shown(v)}"
+            )
 
 
 def _epoch_batches(cfg: DictConfig, datamodule: Any, world_size: int = 1) -> int | None:

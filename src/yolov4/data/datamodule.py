@@ -42,7 +42,7 @@ from yolov4.data.sampling import RANK_SEED_STRIDE, EpochShuffle, seed_worker
 from yolov4.data.splits import check_classes, check_trainable, repeated_listings, shared_images
 from yolov4.data.synthetic import SyntheticSource
 from yolov4.data.transforms import AugmentConfig
-from yolov4.errors import ConfigError, DatasetError
+from yolov4.errors import ConfigError, DatasetError, shown
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +63,12 @@ SPLIT_USE = {
     "val": "validation and evaluation need one",
     "test": "testing needs one",
 }
+
+
+def _check_whole(key: str, value: Any, minimum: int) -> None:
+    """``data.<key>``: an integer >= ``minimum``, else a :class:`ConfigError` naming it."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"data.{key}: expected an integer >= {minimum}, got {shown(value)}")
 
 
 def _worker_count(num_workers: int) -> int:
@@ -133,20 +139,15 @@ class DetectionDataModule(L.LightningDataModule):
         size_multiple: int = SIZE_MULTIPLE,
     ) -> None:
         super().__init__()
-        if (
-            isinstance(size_multiple, bool)
-            or not isinstance(size_multiple, int)
-            or size_multiple < 1
-        ):
-            raise ConfigError(
-                f"data.size_multiple: expected an integer >= 1, got {size_multiple!r}"
-            )
+        _check_whole("size_multiple", size_multiple, 1)
+        _check_whole("batch_size", batch_size, 1)
+        _check_whole("num_workers", num_workers, 0)
+        if val_batch_size is not None:
+            _check_whole("val_batch_size", val_batch_size, 1)
         self.size_multiple = size_multiple
         self.preprocess_config = preprocess_config(
             preprocess, input_size, resize_mode, size_multiple
         )
-        if batch_size < 1:
-            raise ConfigError(f"data.batch_size: expected >= 1, got {batch_size}")
         self.sources = {"train": train, "val": val, "test": test}
         if all(v is None for v in self.sources.values()):
             raise ConfigError("data: expected at least one of train, val, test; all are null")
