@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from yolov4.errors import ConfigError
+
 
 @pytest.mark.parametrize(
     "script, args, message",
@@ -53,6 +55,28 @@ def test_a_value_split_at_its_spaces_is_one_line_with_the_quoted_form(app, monke
         "value with spaces is one argument when quoted: 'data.train.images=/d/my data "
         "set/images'" in capsys.readouterr().err
     )
+
+
+def test_a_value_holding_an_equals_sign_gets_the_inner_quotes_as_the_hint(monkeypatch, capsys):
+    """A quoted path holding ``=`` and ``,`` still trips Hydra's parser: the hint is the form
+    Hydra reads, the value in double quotes inside the argument."""
+    from yolov4.cli.train import hydra_main
+
+    monkeypatch.setattr("sys.argv", ["train.py", "data.train.annotations=/d/my data=1,2/a.json"])
+    with pytest.raises(SystemExit) as e:
+        hydra_main()
+    assert e.value.code == 1
+    err = capsys.readouterr().err
+    assert "is not a key=value override" in err
+    assert """'data.train.annotations="/d/my data=1,2/a.json"'""" in err
+
+
+def test_a_removed_group_is_named_with_the_way_to_give_it(compose_cfg, tiny_run, tmp_path):
+    """``~optim``: OmegaConf's "Key 'optim' is not in struct" traceback after the data set-up."""
+    from yolov4.cli.train import run_objective
+
+    with pytest.raises(ConfigError, match=r"optim: the config has none \(removed with ~optim\?\)"):
+        run_objective(compose_cfg("train", [*tiny_run, "~optim"], tmp_path))
 
 
 def test_a_top_level_key_added_with_plus_that_nothing_reads_is_refused(compose_cfg, tmp_path):

@@ -162,7 +162,13 @@ def recorded_data(node: Any) -> Any:
 
 
 def build(cfg: DictConfig, key: str, **kwargs: Any) -> Any:
-    """``instantiate(cfg[key])``; a bad value fails naming ``key`` and the constructor's message."""
+    """``instantiate(cfg[key])``; a bad value fails naming ``key`` and the constructor's message,
+    a missing node (a group removed with ``~key``) naming the group to give."""
+    if key not in cfg:
+        raise ConfigError(
+            f"{key}: the config has none (removed with ~{key}?); this command needs it: give "
+            f"{key}=<option> (--help lists the options)"
+        )
     try:
         return instantiate(cfg[key], **kwargs)
     except InstantiationException as e:
@@ -247,6 +253,11 @@ def check_override_syntax(argv: list[str]) -> None:
             if "=" not in arg and i and "=" in overrides[i - 1]:
                 joined = " ".join(overrides[i - 1 : i + 1 + _unparsed_run(overrides, i + 1)])
                 message += f": a value with spaces is one argument when quoted: '{joined}'"
+            elif "=" in arg:  # '=', ',' or brackets inside the value: Hydra's quotes around it
+                key, value = arg.split("=", 1)
+                message += (
+                    f": a value holding = , [ ] or quotes is quoted inside: '{key}=\"{value}\"'"
+                )
             print(f"Error: ConfigError: {message}", file=sys.stderr)
             raise SystemExit(1) from None
 
