@@ -294,6 +294,8 @@ def test_evaluate_refuses_module_pretrained(compose_cfg, tmp_path):
         ("data.batch_size=2.5", r"data.batch_size: expected an integer >= 1, got 2.5"),
         ("data.val_batch_size=abc", r"data.val_batch_size: expected an integer >= 1, got 'abc'"),
         ("data.num_workers=abc", r"data.num_workers: expected an integer >= 0, got 'abc'"),
+        ("data.resize_mode=strech", r"data.resize_mode: expected one of .*got 'strech'"),
+        ("export.formats=[]", r"export.formats must be .*; export=null skips the run's export"),
         ("darknet_files=yes", r"darknet_files: expected auto, true or false, got 'yes'"),
         # a typo exported best.pt silently; an unknown format failed after the whole run
         ("export.weights=bset", r"export.weights must be best or last, got 'bset'"),

@@ -44,7 +44,8 @@ def check_limits(cfg: DictConfig) -> None:
         try:  # export.py's own check of the request (the run exports fp32 at the default opset)
             check_export_request(list(export.get("formats") or []), DEFAULT_OPSET, ["fp32"], None)
         except ExportError as e:
-            raise ConfigError(f"export.{e}") from None
+            skip = "" if export.get("formats") else "; export=null skips the run's export"
+            raise ConfigError(f"export.{e}{skip}") from None
     for name, node in (cfg.get("callbacks") or {}).items():  # a typo failed after epoch 1
         if isinstance(node, DictConfig) and node.get("monitor") is not None:
             check_monitor(node.monitor, f"callbacks.{name}.monitor", VAL_METRICS + TRAIN_METRICS)

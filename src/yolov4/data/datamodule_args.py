@@ -14,6 +14,7 @@ from yolov4.core.preprocess import PreprocessConfig
 from yolov4.data.collate import SIZE_MULTIPLE
 from yolov4.errors import ConfigError
 from yolov4.models.stride import check_stride_multiple
+from yolov4.ops.letterbox import RESIZE_MODES
 
 __all__ = ["preprocess_config"]
 
@@ -27,6 +28,8 @@ def preprocess_config(
     """``data.preprocess`` with the ``data.input_size`` / ``data.resize_mode`` shorthands
     applied; a shorthand that contradicts an explicit ``preprocess`` value is refused; sides
     must be multiples of ``multiple`` (the network's largest stride)."""
+    if resize_mode is not None and resize_mode not in RESIZE_MODES:  # as the user typed it
+        raise ConfigError(f"data.resize_mode: expected one of {RESIZE_MODES}, got {resize_mode!r}")
     if isinstance(preprocess, PreprocessConfig):
         config, given = preprocess, set(preprocess.to_dict())
     else:
