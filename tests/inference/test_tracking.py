@@ -476,6 +476,8 @@ def test_counter_refuses_frames_out_of_order_and_settings_that_count_nothing():
         InputError, match=r"frame 5: expected frames in increasing order, after frame 9"
     ):
         counter.update(_track_at(170, 5), 5)
+    with pytest.raises(InputError, match=r"frame_index: expected an int >= 0, got -1"):
+        Counter(line=[[160, 0], [160, 240]]).update(_track_at(150, -1), -1)
     with pytest.raises(ConfigError, match=r"forget_after: expected frames >= 1, got -1"):
         Counter(line=[[160, 0], [160, 240]], forget_after=-1)
     with pytest.raises(ConfigError, match=r"count_zone: expected a polygon with an area"):

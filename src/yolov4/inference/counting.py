@@ -31,6 +31,7 @@ import numpy as np
 
 from yolov4.errors import ConfigError, InputError
 from yolov4.inference.predictor import Detections
+from yolov4.inference.tracking import check_frame_index
 
 __all__ = ["ANCHORS", "LINE_MARGIN", "Counter", "check_margin"]
 
@@ -169,6 +170,7 @@ class Counter:
         with a line ``line_in`` / ``line_out`` (running totals: the tracks that have crossed so
         far) and ``crossed_in`` / ``crossed_out`` (the ids crossing in this frame); with a zone
         ``zone`` (the objects inside in this frame) and, for tracked boxes, ``zone_ids``."""
+        check_frame_index(frame_index)
         if self._last_frame is not None and frame_index <= self._last_frame:
             raise InputError(
                 f"frame {frame_index}: expected frames in increasing order, after frame "

@@ -34,7 +34,17 @@ import yaml
 from yolov4.errors import ConfigError, InputError
 from yolov4.inference.predictor import Detections
 
-__all__ = ["TRACKERS", "TRACKER_KEYS", "TrackTrails", "Tracker"]
+__all__ = ["TRACKERS", "TRACKER_KEYS", "TrackTrails", "Tracker", "check_frame_index"]
+
+
+def check_frame_index(frame_index: Any) -> None:
+    """A video frame's index as :class:`Tracker` and the counter take it: an int >= 0, else an
+    :class:`InputError` naming what was found."""
+    if not isinstance(frame_index, (int, np.integer)) or isinstance(frame_index, bool):
+        raise InputError(f"frame_index: expected an int, got {frame_index!r}")
+    if frame_index < 0:
+        raise InputError(f"frame_index: expected an int >= 0, got {frame_index}")
+
 
 _THRESHOLD = (float, 0.0, 1.0)
 _COMMON = {
@@ -206,10 +216,7 @@ class Tracker:
             raise InputError(
                 f"dets: expected one image's Detections, got {type(dets).__name__}{hint}"
             )
-        if not isinstance(frame_index, (int, np.integer)) or isinstance(frame_index, bool):
-            raise InputError(f"frame_index: expected an int, got {frame_index!r}")
-        if frame_index < 0:
-            raise InputError(f"frame_index: expected an int >= 0, got {frame_index}")
+        check_frame_index(frame_index)
         if self._last_index is not None and frame_index <= self._last_index:
             raise InputError(
                 f"frame_index {frame_index} after {self._last_index}: frame indices must increase "
