@@ -277,19 +277,9 @@ def test_half_precision_maps_and_diverged_predictions_stay_finite(box_gradient):
     assert pulled_back == (box_gradient == "exact")
 
 
-@pytest.fixture
-def one_thread():
-    """One intra-op thread: on a busy 2-core machine two OpenMP threads spin-wait for each other
-    and this test took 3 minutes instead of 25 s."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.mark.slow  # ~13 s; tests/training/test_overfit_zoo.py keeps a shorter overfit by default
 @pytest.mark.parametrize("box_gradient", ["darknet", "exact"])
-def test_tiny_model_overfits_one_image_and_postprocess_recovers_the_boxes(one_thread, box_gradient):
+def test_tiny_model_overfits_one_image_and_postprocess_recovers_the_boxes(box_gradient):
     """decode <-> loss <-> NMS agree on coordinates: train on one 128x128 image with 3 boxes
     until the detections above 0.5 are exactly the 3 boxes (IoU > 0.5, right class).
     About 150 steps, ~25 s on a 2-core CPU (not marked slow: it is the one end-to-end check of

@@ -11,11 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from tests.models.test_zoo import (  # noqa: F401 (one_thread: a fixture)
+from tests.models.test_zoo import (
     assert_matches_opencv,
     boost_heads_,
     meta_model,
-    one_thread,
     opencv_net,
 )
 from yolov4 import ConfigError, build_model
@@ -387,7 +386,7 @@ def test_overrides_of_a_cfgs_size_and_masks_are_named_as_model_keys():
         build_model(cfg=BASE, masks=[[0, 1, 2], [3, 4]])
 
 
-def test_scale_x_y_below_1_on_one_head_matches_opencv(tmp_path, randomize, one_thread):  # noqa: F811
+def test_scale_x_y_below_1_on_one_head_matches_opencv(tmp_path, randomize):
     """darknet (and OpenCV's importer) read any scale_x_y; 0.5 on one head was refused as
     "must be >= 1 per head". Decoded outputs against OpenCV's [yolo] layer."""
     text = nth(BASE, YOLO1, YOLO1 + "scale_x_y=1.05\n")
@@ -459,7 +458,7 @@ def layer_outputs(model, images: torch.Tensor) -> dict[int, tuple[torch.Tensor, 
     return seen
 
 
-def test_base_cfg_matches_opencv(tmp_path, randomize, one_thread):  # noqa: F811
+def test_base_cfg_matches_opencv(tmp_path, randomize):
     torch.manual_seed(0)
     model = boost_heads_(randomize(build_model(cfg=BASE, num_classes=None), seed=5))
     net = opencv_net(model, tmp_path, (32, 32))
@@ -498,7 +497,7 @@ ALIASED = nth(nth(BASE, "[net]", "[network]"), "[convolutional]", "[conv]", 2).r
 )
 
 
-def test_darknets_other_section_names_build_the_same_network(tmp_path, randomize, one_thread):  # noqa: F811
+def test_darknets_other_section_names_build_the_same_network(tmp_path, randomize):
     """[conv], [max] and [network] are darknet's [convolutional], [maxpool] and [net]: the same
     modules and outputs; written back under the names OpenCV's importer reads (it refuses the
     others), where it agrees with the model."""

@@ -14,10 +14,9 @@ import pytest
 import torch
 
 from tests.models.test_cfg import layer_outputs
-from tests.models.test_zoo import (  # noqa: F401 (one_thread: a fixture)
+from tests.models.test_zoo import (
     assert_matches_opencv,
     boost_heads_,
-    one_thread,
     opencv_net,
 )
 from tests.oracles import darknet_layers as dk
@@ -126,7 +125,7 @@ PADDINGS = cfg(
 )
 
 
-def test_conv_paddings_match_opencv(tmp_path, one_thread):  # noqa: F811
+def test_conv_paddings_match_opencv(tmp_path):
     """darknet's padding = pad ? size / 2 : padding (default 0), at any size and stride whose map
     is H / stride (size - stride <= 2 * padding <= size - 1)."""
     model = model_of(PADDINGS, seed=1)
@@ -246,7 +245,7 @@ DROPOUT = cfg(
 )
 
 
-def test_dropout_is_the_identity_at_inference_as_in_opencv(tmp_path, one_thread):  # noqa: F811
+def test_dropout_is_the_identity_at_inference_as_in_opencv(tmp_path):
     model = model_of(DROPOUT, seed=7)
     assert [m.p for m in model.layers if isinstance(m, torch.nn.Dropout)] == [0.5, 0.2]
     net = opencv_net(model, tmp_path, (32, 32))
@@ -331,7 +330,7 @@ MAX_CROP = cfg(conv(size=3, stride=1), "[maxpool]\nsize=4\nstride=4\n\n")
 
 
 @pytest.mark.parametrize("hw", [(32, 32), (16, 24)])
-def test_maxpool_whose_windows_leave_the_last_cells_matches_opencv(hw, tmp_path, one_thread):  # noqa: F811
+def test_maxpool_whose_windows_leave_the_last_cells_matches_opencv(hw, tmp_path):
     """size=4 stride=4 with darknet's default padding 3: windows start 1 cell before the map
     and the last column and row are in none (OpenCV and the transcription agree)."""
     model = model_of(MAX_CROP, seed=12)
@@ -417,7 +416,7 @@ ONLY_FORWARD = cfg(
 )
 
 
-def test_route_onlyforward_is_unchanged_at_inference_as_in_opencv(tmp_path, one_thread):  # noqa: F811
+def test_route_onlyforward_is_unchanged_at_inference_as_in_opencv(tmp_path):
     model = model_of(ONLY_FORWARD, seed=16)
     net = opencv_net(model, tmp_path, (32, 32))
     for hw in ((32, 32), (24, 40)):
@@ -463,7 +462,7 @@ SAM = cfg(
 )
 
 
-def test_sam_matches_opencv(tmp_path, one_thread):  # noqa: F811
+def test_sam_matches_opencv(tmp_path):
     """forward_sam_layer: the previous layer times layer ``from``, element by element, then the
     activation (OpenCV's importer runs both)."""
     model = model_of(SAM, seed=19)
@@ -625,7 +624,7 @@ AVGPOOL = cfg(
 
 
 @pytest.mark.parametrize("hw", [(32, 32), (24, 40)])
-def test_avgpool_matches_opencv(hw, tmp_path, one_thread):  # noqa: F811
+def test_avgpool_matches_opencv(hw, tmp_path):
     """forward_avgpool_layer: each channel's mean over the map, then layers on the 1 x 1 map;
     OpenCV's importer runs both (its layers avgpool_1 and conv_2)."""
     model = model_of(AVGPOOL, seed=24)
@@ -685,7 +684,7 @@ SCALE_CHANNELS = cfg(
 )
 
 
-def test_scale_channels_matches_opencv(tmp_path, one_thread):  # noqa: F811
+def test_scale_channels_matches_opencv(tmp_path):
     """forward_scale_channels_layer: layer from's map times the previous layer's value per
     channel (a 1 x 1 map), then the activation (OpenCV runs it; not scale_wh, below)."""
     model = model_of(cfg(*SE, conv(size=3, stride=2)), seed=26)
@@ -732,7 +731,7 @@ CHANNEL_SHORTCUTS = cfg(
 )
 
 
-def test_shortcut_of_other_channels_matches_opencv(tmp_path, one_thread):  # noqa: F811
+def test_shortcut_of_other_channels_matches_opencv(tmp_path):
     """shortcut_multilayer_cpu adds element k of a from map to element k of the sum as far as
     the map has elements: of equal size, its first channels onto the first ones (OpenCV's
     importer reads one from layer only: the shortcuts of one here)."""

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from tests.models.test_cfg import BASE, line_in, nth
-from tests.models.test_zoo import assert_matches_opencv, boost_heads_, one_thread  # noqa: F401
+from tests.models.test_zoo import assert_matches_opencv, boost_heads_
 from tests.oracles import darknet_cfg_read as dk
 from yolov4 import ConfigError, build_model
 from yolov4.darknet import save_darknet_weights
@@ -78,7 +78,7 @@ def test_a_number_with_a_trailing_comment_reads_as_darknet_reads_it(old, new, n)
     assert network_of(text) == network_of(BASE)
 
 
-def test_a_cfg_with_comments_after_numbers_matches_opencv(tmp_path, randomize, one_thread):  # noqa: F811
+def test_a_cfg_with_comments_after_numbers_matches_opencv(tmp_path, randomize):
     """OpenCV's importer reads the commented cfg itself (its number parsing stops at the '#'
     too; OpenCV, unlike darknet, reads an anchors comment's commas, so none here)."""
     text = commented([e for e in NUMBER_COMMENTS if e[1] != ANCHORS + " # six, as w,h"])

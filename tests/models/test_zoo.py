@@ -72,21 +72,6 @@ def meta_model(name: str, num_classes: int = 80):
 
 
 # -- OpenCV's darknet importer as the reference ------------------------------------------------
-@pytest.fixture
-def one_thread():
-    """torch and OpenCV on one thread (restored after): at these small inputs a second thread
-    gains little, and on a busy machine the thread pools' waits made each forward up to 10x
-    slower."""
-    import cv2
-
-    threads = torch.get_num_threads(), cv2.getNumThreads()
-    torch.set_num_threads(1)
-    cv2.setNumThreads(1)
-    yield
-    torch.set_num_threads(threads[0])
-    cv2.setNumThreads(threads[1])
-
-
 def opencv_net(model, tmp_path: Path, hw: tuple[int, int]):
     """OpenCV's net from our cfg + weights. Its [yolo] layer zeroes class scores <= ``thresh``
     (default 0.2) and runs a per-class NMS (``nms_threshold`` 0.4) on its output: both off, so
@@ -175,7 +160,7 @@ OPENCV_FAST = ("yolov4", "yolov4-tiny", "yolov4-csp", "yolov3-tiny")
 @pytest.mark.parametrize(
     "name", [n if n in OPENCV_FAST else pytest.param(n, marks=pytest.mark.slow) for n in ZOO]
 )
-def test_zoo_matches_opencv(name, tmp_path, randomize, one_thread):
+def test_zoo_matches_opencv(name, tmp_path, randomize):
     """Raw head maps and decoded [yolo] outputs of every zoo network on random weights (random
     BN statistics too), square and non-square inputs, against OpenCV's darknet importer."""
     torch.manual_seed(0)
@@ -217,7 +202,7 @@ def user_cfg() -> str:
     )
 
 
-def test_user_cfg_matches_opencv(tmp_path, randomize, one_thread):
+def test_user_cfg_matches_opencv(tmp_path, randomize):
     text = user_cfg()
     torch.manual_seed(3)
     model = build_model(cfg=text, num_classes=None, input_size=[96, 128])
