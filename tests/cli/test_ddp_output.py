@@ -30,8 +30,8 @@ def run(script: str, *overrides: str) -> str:
 
 def test_a_ddp_run_prints_its_notes_once_and_evaluate_names_its_rank_log(synthetic_cache, tmp_path):
     """Each line of the run's set-up (the anchors' fit, the precision, the model line) and its
-    objective came once per process; evaluate.py's rank 1 logged into
-    train_ddp_process_1.log."""
+    objective, and evaluate.py's line naming what it evaluates, come once (rank 0's);
+    evaluate.py's rank 1 logs into evaluate_ddp_process_1.log."""
     data = [f"data.cache_dir={synthetic_cache}", "data.num_train=16", "data.num_val=6",
             "data.image_size=96"]  # fmt: skip
     out = run(
@@ -52,8 +52,10 @@ def test_a_ddp_run_prints_its_notes_once_and_evaluate_names_its_rank_log(synthet
     assert out.count("runs bf16 on a CPU without native bf16") <= 1  # on such a CPU only
     assert (tmp_path / "run/train_ddp_process_1.log").is_file()
 
-    run("evaluate.py", f"checkpoint={tmp_path / 'run/weights/best.pt'}",
+    out = run("evaluate.py", f"checkpoint={tmp_path / 'run/weights/best.pt'}",
         f"hydra.run.dir={tmp_path / 'eval'}", "data=synthetic", *data, "analysis.plots=false",
         "trainer.precision=32-true")  # fmt: skip
+    assert "GLOBAL_RANK: 1" in out
+    assert out.count("in pytorch, precision 32-true") == 1  # evaluate's set-up line: rank 0's
     assert (tmp_path / "eval/evaluate_ddp_process_1.log").is_file()
     assert not (tmp_path / "eval/train_ddp_process_1.log").exists()

@@ -50,6 +50,30 @@ def test_run_objective_logs_its_line_on_rank_zero_only(caplog, monkeypatch):
         assert text.count("objective val/mAP50: 0.25") == count
 
 
+@pytest.mark.parametrize(("rank", "printed"), [(0, True), (1, False)])
+def test_evaluate_set_up_lines_are_logged_by_rank_zero_only(caplog, monkeypatch, rank, printed):
+    """evaluate.py's notes on its data and classes (each process of a DDP evaluation runs the
+    same set-up) come from rank 0 only."""
+    from types import SimpleNamespace
+
+    from yolov4.cli.common import resolve_data, warn_without_ground_truth
+    from yolov4.cli.evaluate import _check_classes
+
+    monkeypatch.setattr(rank_zero_only, "rank", rank)
+    cfg = OmegaConf.create({"data": None})
+    data = logged(caplog, lambda: resolve_data(cfg, None, "m.weights"))
+    assert ("data: m.weights records no data config" in data) == printed
+    assert cfg.data._target_  # done on every rank, said once
+    datamodule = SimpleNamespace(
+        num_classes=2, class_names=["a", "b"], category_ids=[1, 2],
+        split=lambda name: SimpleNamespace(num_boxes=0),
+    )  # fmt: skip
+    order = logged(caplog, lambda: _check_classes("checkpoint", ["b", "a"], datamodule))
+    assert ("the checkpoint's classes are the data's in another order" in order) == printed
+    empty = logged(caplog, lambda: warn_without_ground_truth(datamodule))
+    assert ("data.val has no ground-truth box" in empty) == printed
+
+
 def test_a_ddp_process_of_evaluate_logs_into_a_file_of_its_name():
     """Lightning names the job of each DDP process it starts under Hydra train_ddp_process_N,
     whatever the command: evaluate.py's rank 1 logged into train_ddp_process_1.log."""

@@ -296,6 +296,15 @@ def data_argv(argv: list[str]) -> list[str]:
     return [argv[0], *("+" + a if a.startswith("data.") else a for a in args)]
 
 
+def _rank_zero_log() -> logging.LoggerAdapter:
+    """This module's logger on rank 0 only (:func:`yolov4.training.noise.rank_zero_logger`),
+    for the lines every process of a DDP run would log alike; imported when first logged, as
+    it imports Lightning (which predict.py and export.py do without)."""
+    from yolov4.training.noise import rank_zero_logger
+
+    return rank_zero_logger(__name__)
+
+
 def resolve_data(cfg: DictConfig, recorded: dict[str, Any] | None, source: str) -> None:
     """``cfg.data`` in place: ``data=<option>`` as given; else the data config recorded in the
     checkpoint (``recorded``: :attr:`Checkpoint.data`), with any ``+data.<key>=`` given on top;
@@ -305,11 +314,13 @@ def resolve_data(cfg: DictConfig, recorded: dict[str, Any] | None, source: str) 
         return
     if recorded is not None:
         base = OmegaConf.create(recorded)
-        log.info("data: the run's data config recorded in %s (%s)", source, recorded["_target_"])
+        _rank_zero_log().info(
+            "data: the run's data config recorded in %s (%s)", source, recorded["_target_"]
+        )
     else:
         default = resources.files("yolov4.configs") / "data" / f"{FALLBACK_DATA}.yaml"
         base = OmegaConf.create(default.read_text())
-        log.info(
+        _rank_zero_log().info(
             "data: %s records no data config; evaluating on data=%s (give data=... for another)",
             source,
             FALLBACK_DATA,
@@ -323,7 +334,7 @@ def warn_without_ground_truth(datamodule: Any, training: bool = False) -> None:
     training, what it leaves meaningless (validation's mAP, the choice of ``best.pt``)."""
     val = datamodule.split("val")
     if val is not None and val.num_boxes == 0:
-        log.warning(
+        _rank_zero_log().warning(
             "data.val has no ground-truth box: COCO mAP is undefined (reported as -1)%s",
             "; validation logs mAP 0 every epoch and best.pt is not chosen by it: give a val "
             "split with boxes"

@@ -10,7 +10,6 @@ per-class table.
 
 from __future__ import annotations
 
-import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -47,12 +46,12 @@ from yolov4.inference.darknet import darknet_resize_mode as resize_mode_of
 from yolov4.models import ModelConfig
 from yolov4.training.anchors import run_overrides
 from yolov4.training.module import YoloModule
-from yolov4.training.noise import quiet_lightning
+from yolov4.training.noise import quiet_lightning, rank_zero_logger
 from yolov4.training.precision import resolve_precision
 
 __all__ = ["evaluate", "hydra_main", "darknet_resize_mode"]
 
-log = logging.getLogger(__name__)
+log = rank_zero_logger(__name__)  # the same in every process: rank 0's
 MAX_NAMES_SHOWN = 10  # differing class names listed by the warning
 MAX_FILES_SHOWN = 3  # skipped images named by the error of a run that scored none
 
