@@ -58,6 +58,10 @@ def test_configuration_reference_lists_every_option_and_key():
     assert "EMA of the weights (null: off)" in text
     # instantiation keys are not settings
     assert "module._target_" not in text
+    # each group names the entry points that take it (what their --help lists)
+    assert "one of: `botsort`, `bytetrack`, `ocsort`, `sort`. In the defaults list of: " \
+        "`predict.yaml`." in text  # fmt: skip
+    assert "`adamw`, `sgd`. In the defaults list of: `train.yaml`." in text
 
 
 def test_hook_refuses_a_page_without_its_marker():

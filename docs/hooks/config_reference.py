@@ -100,6 +100,18 @@ def _option(path: Path, prefix: str) -> list[str]:
     return lines
 
 
+def _takers(root: Path) -> dict[str, list[str]]:
+    """``{group: [entry-point config, ...]}``: the entry points whose defaults list names the
+    group (what each command's ``--help`` lists)."""
+    takers: dict[str, list[str]] = {}
+    for path in sorted(root.glob("*.yaml")):
+        for entry in (yaml.safe_load(path.read_text()) or {}).get("defaults") or []:
+            if isinstance(entry, dict):
+                for group in entry:
+                    takers.setdefault(group, []).append(path.name)
+    return takers
+
+
 def render_reference(root: Path) -> str:
     """The reference's markdown for the config tree at ``root``."""
     root = Path(root)
@@ -108,10 +120,13 @@ def render_reference(root: Path) -> str:
         out += [f"### `{path.name}`", "", *_option(path, "")]
     out += ["## Config groups", ""]
     groups = sorted(p for p in root.iterdir() if p.is_dir() and any(p.glob("*.yaml")))
+    takers = _takers(root)
     for group in groups:
         options = sorted(group.glob("*.yaml"))
         names = ", ".join(f"`{p.stem}`" for p in options)
-        out += [f"### `{group.name}`", "", f"`{group.name}=<option>`, one of: {names}.", ""]
+        used = ", ".join(f"`{name}`" for name in takers.get(group.name, [])) or "none"
+        out += [f"### `{group.name}`", "", f"`{group.name}=<option>`, one of: {names}. "
+                f"In the defaults list of: {used}.", ""]  # fmt: skip
         for path in options:
             text = path.read_text()
             prefix = "" if "@package _global_" in text else group.name

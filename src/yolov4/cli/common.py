@@ -19,6 +19,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import MissingMandatoryValue
 
+import yolov4.cli.hydra_hooks  # noqa: F401  (registers the configs' resolvers)
 from yolov4.core.files import lock_dir, new_dir
 from yolov4.errors import ConfigError, YoloError
 
