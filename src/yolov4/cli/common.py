@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import MissingMandatoryValue
 
 import yolov4.cli.hydra_hooks  # noqa: F401  (registers the configs' resolvers)
-from yolov4.core.files import lock_dir, new_dir
+from yolov4.core.files import lock_dir
 from yolov4.errors import ConfigError, YoloError
 
 __all__ = [
@@ -44,7 +44,6 @@ __all__ = [
     "release_folder",
     "launched_rank",
     "INTERRUPTED_EXIT",
-    "NEW_DIR_RESOLVER",
 ]
 
 log = logging.getLogger(__name__)
@@ -57,13 +56,6 @@ OUTPUT_ERRNOS = {
 }  # fmt: skip
 INTERRUPTED_EXIT = 130  # a run stopped by Ctrl-C (or SIGTERM) exits as a shell's Ctrl-C does
 FALLBACK_DATA = "synthetic"  # configs/data/<this>.yaml: the data of files that record none
-# ${yolov4.new_dir:outputs/predict/${now:...}} in a config's hydra.run.dir: a folder no other run
-# has (yolov4.core.files.new_dir), made as Hydra resolves the run directory, before it writes
-# .hydra/ and the log there; resolved once per config (use_cache)
-NEW_DIR_RESOLVER = "yolov4.new_dir"
-OmegaConf.register_new_resolver(
-    NEW_DIR_RESOLVER, lambda path: str(new_dir(path)), use_cache=True, replace=True
-)
 
 
 def _multirun() -> bool:

@@ -2,8 +2,8 @@
 
 ``output=DIR`` is that folder. Without ``output=`` a run writes into its run directory,
 ``outputs/predict/<date>_<time>``, or ``<date>_<time>_2``, ``_3``, ... where that exists (runs
-started in the same second): the folder is made as Hydra resolves ``hydra.run.dir``
-(:data:`yolov4.cli.common.NEW_DIR_RESOLVER`), before Hydra writes the run's ``.hydra/`` config
+started in the same second): the folder is made as the run starts
+(:class:`yolov4.cli.hydra_hooks.NewRunDir`), before Hydra writes the run's ``.hydra/`` config
 and ``predict.log`` there, so each run's folder holds its own files only, as ultralytics numbers
 ``predict``, ``predict2``, .... A folder holding an earlier run's outputs (its ``summary.json``
 or ``predictions.jsonl``: an ``output=`` or a ``hydra.run.dir=`` given again) is refused unless
