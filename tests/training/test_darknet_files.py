@@ -21,10 +21,10 @@ from yolov4.training.darknet_files import (
 NAMES = ["a", "b", "c"]
 
 
-def checkpoint(tmp_path, randomize, mode: str, hw=(64, 96)):
+def checkpoint(tmp_path, randomize, mode: str, hw=(64, 96), **more):
     torch.manual_seed(1)
     model = boost_heads_(randomize(build_model("yolov4-tiny", num_classes=len(NAMES)), seed=1))
-    preprocess = {"input_size": list(hw), "mode": mode}
+    preprocess = {"input_size": list(hw), "mode": mode, **more}
     return save_checkpoint(tmp_path / "weights" / "best.pt", model, NAMES, preprocess)
 
 
@@ -61,6 +61,16 @@ def test_a_failed_write_warns_and_leaves_no_half_pair(tmp_path, randomize, caplo
     assert "no darknet files for" in caplog.text and "IsADirectoryError" in caplog.text
     assert not (tmp_path / "weights/best.weights").exists()  # written, then removed
     assert path.is_file()  # the project's weights stay
+
+
+def test_a_network_darknet_does_not_feed_warns_and_writes_nothing(tmp_path, randomize, caplog):
+    """A run on BGR inputs has no darknet equivalent (darknet feeds RGB): a warning naming why,
+    no pair."""
+    path = checkpoint(tmp_path, randomize, "letterbox", channel_order="bgr")
+    with caplog.at_level(logging.WARNING, "yolov4.training.darknet_files"):
+        assert write_darknet_files(path, seen=8) is None
+    assert "channel_order=bgr, scale=0.00392157: no darknet equivalent" in caplog.text
+    assert sorted(p.name for p in (tmp_path / "weights").iterdir()) == ["best.pt"]
 
 
 @pytest.mark.parametrize(

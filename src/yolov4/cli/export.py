@@ -236,6 +236,12 @@ def _summary(meta: dict[str, Any]) -> list[str]:
         runs.setdefault(meta["uint8_input"]["file"], []).append(
             "fp32 taking uint8 NHWC RGB letterboxed images (scaling in the graph)"
         )
+    if "darknet" in meta:
+        d = meta["darknet"]
+        runs.setdefault(f"{d['cfg']} + {d['weights']}", []).append(
+            f"fp32 darknet files (darknet, OpenCV's readNetFromDarknet), "
+            f"letter_box={int(d['letter_box'])}"
+        )
     if "triton" in meta:
         triton = meta["triton"]
         runs.setdefault(f"{triton['repository']}/", []).append(
@@ -325,6 +331,8 @@ def _log_parity(parity: dict[str, Any]) -> None:
             lowered = p.get("lowered_conf")
             more = f", {lowered['boxes_compared']} at conf {lowered['conf']:.3g}" if lowered else ""
             compared = f" on {p['boxes_compared']} boxes{more} ({p['inputs']})"
+        if "runtime" in p:  # a file read by another project's runtime (darknet's: OpenCV)
+            compared = f" in {p['runtime']}"
         log.info(
             "%s: worst difference vs PyTorch %.3g (%.3g relative)%s",
             name,

@@ -12,6 +12,7 @@
   (:mod:`~yolov4.core.checkpoint_read`: safe reading of any checkpoint format;
   :mod:`~yolov4.core.files`: atomic writes);
 - :mod:`~yolov4.core.pretrained`: starting weights from darknet files or project checkpoints;
+- :mod:`~yolov4.core.darknet_pair`: a network written as darknet's ``.cfg`` and ``.weights``;
 - :mod:`~yolov4.core.artifact`: the export artifact's file names and ``metadata.json``, with
   :mod:`~yolov4.core.artifact_formats` (the registry of formats and precisions).
 """

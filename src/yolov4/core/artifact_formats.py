@@ -61,6 +61,10 @@ class ArtifactFormat:
         check: ``check(job, folder) -> {name: parity record}``; raises
             :class:`~yolov4.errors.ExportError` when a file disagrees with PyTorch.
         describe: ``describe(job) -> {metadata key: value}`` added to ``metadata.json``.
+        refuse: ``refuse(job)`` raises :class:`~yolov4.errors.ExportError` naming why the job
+            cannot be written in this format, before any format's file is written.
+        unfused: the writer reads ``job.network``, the network unfused (its BN layers), which
+            the export then keeps beside the fused model it checks against.
     """
 
     name: str
@@ -71,6 +75,8 @@ class ArtifactFormat:
     backends: Mapping[str, Any] = field(default_factory=dict)
     precisions: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     describe: Callable[..., dict[str, Any]] | None = None
+    refuse: Callable[..., None] | None = None
+    unfused: bool = False
 
 
 # name -> format, in the order exports write them and Predictors prefer them

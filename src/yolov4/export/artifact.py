@@ -128,18 +128,22 @@ def _job(
     thresholds: dict | None,
     calibration: Sequence[Any] | None = None,
     own: bool = False,
+    formats: Sequence[str] = (),
 ) -> ExportJob:
     """What the formats are written from: the fused fp32 model, validated preprocessing (at
-    ``input_size``) and thresholds, the calibration images. ``own``: ``ckpt`` was loaded for
-    this export alone, and its network is fused in place."""
+    ``input_size``) and thresholds, the calibration images, and the unfused network when one
+    of ``formats`` writes it. ``own``: ``ckpt`` was loaded for this export alone, and its
+    network is fused in place unless a format needs it unfused."""
     size = input_size or ckpt.preprocess.input_size
     size = check_stride_multiple(size, ckpt.model.config.max_stride, "input_size", ExportError)
     try:
         settings = SERVING.update(thresholds).resolve(ckpt.model.config)
     except ConfigError as e:
         raise ExportError(f"thresholds: {e}") from None
+    unfused = any(FORMATS[name].unfused for name in formats)
     # a copy of the caller's model is fused: it keeps its device, dtype and BN layers
-    wrapped = DecodedModel(fuse_model(ckpt.model, inplace=own).cpu().float()).eval()
+    fused = fuse_model(ckpt.model, inplace=own and not unfused)
+    wrapped = DecodedModel(fused.cpu().float()).eval()
     return ExportJob(
         model=wrapped,
         config=ckpt.model.config,
@@ -148,6 +152,7 @@ def _job(
         settings=settings,
         opset=opset,
         calibration=calibration,
+        network=ckpt.model if unfused else None,
     )
 
 
@@ -296,7 +301,9 @@ def export_artifact(
     so a failed export never leaves a half-written or mismatched artifact.
 
     ``formats``: names of the formats table (:mod:`yolov4.export.formats`: onnx, torchscript,
-    onnx_nms, triton, onnx_uint8, and any registered), each written and checked in this order.
+    onnx_nms, triton, onnx_uint8, darknet, and any registered), each written and checked in
+    this order; a format that cannot hold the model (its ``refuse``) fails the export before
+    any file is written.
 
     ``precisions`` (:data:`~yolov4.core.artifact.PRECISIONS`): fp32 is always written (the
     reference); ``int8`` and ``bf16`` are made by :mod:`yolov4.export.quantize` from
@@ -322,7 +329,10 @@ def export_artifact(
     check_class_names(ckpt.class_names, ckpt.model.config.num_classes, "export")
     default_precision = check_export_request(formats, opset, precisions, default_precision)
     check_request(precisions, calibration, evaluate, map50_gate)
-    job = _job(ckpt, opset, input_size, thresholds, calibration, own)
+    job = _job(ckpt, opset, input_size, thresholds, calibration, own, formats)
+    for name in formats:  # a format that cannot hold this model says so before any file
+        if FORMATS[name].refuse is not None:
+            FORMATS[name].refuse(job)
     remove_stale_exports(out_dir)
     tmp, lock = temp_dir(out_dir)
     try:

@@ -12,6 +12,7 @@ format         files                                           runs in (Predicto
                ``triton/yolov4/1/model.onnx``,
                ``triton/yolov4/metadata.json``
 ``onnx_uint8`` ``model_uint8.onnx`` (uint8 NHWC in)            -- (other runtimes)  fp32
+``darknet``    ``model.cfg``, ``model.weights``                -- (darknet/OpenCV)  fp32
 =============  ==============================================  ===================  ==========
 
 :func:`yolov4.export.artifact.export_artifact` writes and checks each requested row with the
@@ -38,7 +39,7 @@ from yolov4.core.artifact import (
     ArtifactFormat,
     register_format,
 )
-from yolov4.export import onnx_uint8, triton
+from yolov4.export import darknet_format, onnx_uint8, triton
 from yolov4.export.job import ExportJob, check_nms_graph, export_onnx, nms_graph, write_nms_onnx
 from yolov4.export.parity import float_inputs, parity
 from yolov4.inference.backends import OnnxBackend, OpenVinoBackend, TorchScriptBackend, load_backend
@@ -148,5 +149,16 @@ register_format(
         ),
         check=onnx_uint8.check,
         describe=lambda job: {"uint8_input": onnx_uint8.describe(job), **_opset(job)},
+    )
+)
+register_format(
+    ArtifactFormat(
+        name="darknet",
+        files=darknet_format.FILES,
+        write=darknet_format.write,
+        check=darknet_format.check,
+        describe=darknet_format.describe,
+        refuse=darknet_format.refuse,
+        unfused=True,  # darknet's .weights hold the BN statistics
     )
 )

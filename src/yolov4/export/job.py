@@ -21,7 +21,7 @@ from yolov4.core.preprocess import PreprocessConfig
 from yolov4.export.onnx_nms import NmsModel
 from yolov4.export.parity import NMS_CHECK_IMAGES, finite, parity_nms
 from yolov4.export.quantize import calibration_batch
-from yolov4.models import ModelConfig
+from yolov4.models import ModelConfig, YOLOv4
 
 __all__ = [
     "ExportJob",
@@ -38,8 +38,9 @@ SCENE_SEED = 0  # the generated scenes of an export without images (deterministi
 @dataclass
 class ExportJob:
     """What every format's writer and check read: the fused fp32 model with its decode, its
-    config, the artifact's preprocessing and thresholds, the ONNX opset, and the export's
-    calibration images (files or RGB arrays of the checkpoint's dataset) when it has them."""
+    config, the artifact's preprocessing and thresholds, the ONNX opset, the export's
+    calibration images (files or RGB arrays of the checkpoint's dataset) when it has them, and
+    the unfused network when a requested format writes it (``ArtifactFormat.unfused``)."""
 
     model: DecodedModel
     config: ModelConfig
@@ -48,6 +49,7 @@ class ExportJob:
     settings: PostprocessConfig
     opset: int
     calibration: Sequence[Any] | None = None
+    network: YOLOv4 | None = None
 
     @property
     def size(self) -> list[int]:

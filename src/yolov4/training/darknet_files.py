@@ -1,8 +1,8 @@
 """A run's darknet files: the network of the weights a run exports as darknet's ``.cfg`` and
 ``.weights`` (``weights/best.cfg``, ``weights/best.weights`` beside ``weights/best.pt``), for
-darknet and OpenCV's ``cv2.dnn.readNetFromDarknet``. Written by :func:`write_darknet_cfg` and
-:func:`save_darknet_weights`, the cfg at the checkpoint's input size with ``letter_box`` from
-its resize mode."""
+darknet and OpenCV's ``cv2.dnn.readNetFromDarknet``. Written by
+:func:`yolov4.core.darknet_pair.save_darknet_pair`, the cfg at the checkpoint's input size with
+``letter_box`` from its resize mode."""
 
 from __future__ import annotations
 
@@ -12,8 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from yolov4.core.checkpoint import load_checkpoint
-from yolov4.core.files import atomic_write
-from yolov4.darknet import save_darknet_weights, write_darknet_cfg
+from yolov4.core.darknet_pair import save_darknet_pair
 from yolov4.errors import ConfigError, YoloError
 
 __all__ = ["DARKNET_FILES_AUTO", "darknet_files_wanted", "images_per_step", "write_darknet_files"]
@@ -50,13 +49,7 @@ def write_darknet_files(weights: str | Path, seen: int) -> tuple[Path, Path] | N
     cfg_path, weights_path = weights.with_suffix(".cfg"), weights.with_suffix(".weights")
     try:
         ckpt = load_checkpoint(weights)
-        text = write_darknet_cfg(
-            ckpt.model,
-            input_size=tuple(ckpt.preprocess.input_size),
-            letter_box=ckpt.preprocess.mode == "letterbox",
-        )
-        save_darknet_weights(ckpt.model, weights_path, seen=seen)
-        atomic_write(cfg_path, lambda f: f.write(text.encode()))
+        save_darknet_pair(ckpt.model, ckpt.preprocess, cfg_path, weights_path, seen)
     except (YoloError, OSError) as e:
         for path in (weights_path, cfg_path):  # no half pair, nor an earlier run's pair
             if path.is_file():
