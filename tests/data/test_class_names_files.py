@@ -42,7 +42,9 @@ def test_a_darknet_data_file_gives_the_names_of_its_names_line(tmp_path, monkeyp
     assert "data/obj.names" in loaded.source and "working directory" in loaded.source
     data = load_yolo("data/train.txt", "data/obj.data")
     assert data.class_names == ["person", "car"] and data.num_boxes == 2
-    (info,) = data.info  # where the names came from: logged at INFO, not a warning
+    # where the images and the names came from: logged at INFO, not a warning
+    images, info = data.info
+    assert images.startswith("images from `train = data/train.txt` of data/obj.data")
     assert info.startswith("class names: 2 from data/obj.names (`names =` of data/obj.data")
     assert not data.notes
     assert f"  note: {info}" in split_statistics(data).splitlines()  # check-data shows it
@@ -87,7 +89,11 @@ def test_a_darknet_data_file_must_name_an_existing_file_counted_by_classes(tmp_p
 def test_a_darknet_data_file_given_as_images_says_where_it_goes(tmp_path, monkeypatch):
     _darknet_root(tmp_path)
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(DatasetError, match=r"darknet's .data file, not a list of images"):
+    with pytest.raises(
+        DatasetError,
+        match=r"darknet's .data file, not a list of images: give it alone as "
+        r"data.file=data/obj.data \(its `train =` / `valid =` lists are the splits\)",
+    ):
         load_yolo("data/obj.data", "data/obj.data")
 
 

@@ -477,7 +477,8 @@ def test_a_data_yaml_given_as_the_images_names_what_goes_where(tmp_path: Path):
     data = tmp_path / "data.yaml"
     data.write_text("path: .\ntrain: images/train\nval: images/val\nnames: [a, b]\n")
     with pytest.raises(DatasetError, match=r"data.yaml is a data yaml, not a list of images: "
-                       r"give the split's images folder .*\(data.<split>.names="):  # fmt: skip
+                       r"give the split's images folder .*\(data.<split>.names=.*\), or the "
+                       r"yaml alone as data.file=.*data.yaml \(its train:/val: are the splits\)"):  # fmt: skip
         load_yolo(data, str(data))
 
 
@@ -485,9 +486,8 @@ def test_a_missing_images_folder_names_where_it_was_looked_for(tmp_path: Path, m
     """data.train.images=images/train run from the wrong folder said only "image directory
     not found: images/train", with a data yaml beside the images saying where they are."""
     _yolo(tmp_path / "ds", n=1)  # ds/images/img0.jpg
-    (tmp_path / "ds" / "data.yaml").write_text(
-        "path: .\ntrain: images\nval: images/val\nnames: [a]\n"
-    )
+    # no `path:`: the splits are below the yaml's folder (ultralytics' rule)
+    (tmp_path / "ds" / "data.yaml").write_text("train: images\nval: images/val\nnames: [a]\n")
     (tmp_path / "ds" / "a.json").write_text('{"images": [], "annotations": [], "categories": []}')
     monkeypatch.chdir(tmp_path)
     with pytest.raises(DatasetError) as info:
@@ -497,9 +497,11 @@ def test_a_missing_images_folder_names_where_it_was_looked_for(tmp_path: Path, m
         f"image directory not found: images/train: looked for {tmp_path / 'images' / 'train'} "
         f"(a relative path is read from the working directory {tmp_path})"
     ), message
-    assert "ds/data.yaml's path:/train:/val: keys are not where relative paths come from" in message
-    assert f"they name train: {tmp_path / 'ds' / 'images'}" in message
-    assert "val:" not in message.split("they name")[1]  # images/val does not exist
+    assert (
+        f"; ds/data.yaml gives `train:` {tmp_path / 'ds' / 'images'} (data.file=ds/data.yaml "
+        "reads its splits)"
+    ) in message
+    assert "`val:`" not in message  # ds/images/val does not exist
     with pytest.raises(DatasetError, match=r"looked for .*/images/val \(a relative path is read "
                        r"from the working directory .*\) \(for "):  # fmt: skip
         load_coco(tmp_path / "ds" / "a.json", "images/val")  # a COCO json's images too

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,11 +20,13 @@ from yolov4.errors import ConfigError, DatasetError
 __all__ = [
     "ClassNames",
     "check_kpt_shape",
+    "file_relative",
     "is_data_yaml",
     "load_class_names",
     "read_class_names",
+    "read_darknet_data",
+    "read_data_yaml",
     "read_kpt_shape",
-    "yaml_split_paths",
 ]
 
 KEYPOINT_DIMS = (2, 3)  # ultralytics' kpt_shape [K, D]: x y, or x y visible
@@ -73,7 +75,7 @@ _NamesLoader.yaml_implicit_resolvers = {
 }
 
 
-def _data_yaml(path: Path) -> Any:
+def read_data_yaml(path: Path) -> Any:
     """An ultralytics data yaml's document, its plain scalars as written (:class:`_NamesLoader`)."""
     try:
         return yaml.load(_read_text(path), Loader=_NamesLoader)  # noqa: S506 (a SafeLoader)
@@ -85,7 +87,7 @@ def _names_from_yaml(path: Path) -> list[Any]:
     """The ``names:`` of an ultralytics data yaml, a list or an ``{index: name}`` dict whose
     keys are exactly ``0..C-1``, each name the text written; an ``nc:`` beside it must count
     them."""
-    data = _data_yaml(path)
+    data = read_data_yaml(path)
     value = data.get("names") if isinstance(data, dict) else None
     if isinstance(value, dict) and value:
         indices = {}
@@ -153,7 +155,7 @@ def load_class_names(names: str | os.PathLike | Sequence[str] | None) -> ClassNa
         if is_data_yaml(path):
             result = _names_from_yaml(path)
         elif path.suffix.lower() == DARKNET_DATA_SUFFIX:
-            options = _darknet_data(path)
+            options = read_darknet_data(path)
             names_file, source = _darknet_data_names(path, options)
             result = _names_from_lines(names_file)
             _check_darknet_classes(path, options.get("classes"), names_file, len(result))
@@ -193,7 +195,7 @@ def _names_from_lines(path: Path) -> list[str]:
     return lines
 
 
-def _darknet_data(path: Path) -> dict[str, str]:
+def read_darknet_data(path: Path) -> dict[str, str]:
     """The ``key = value`` lines of darknet's ``.data`` file (``read_data_cfg``: lines starting
     with ``#`` or ``;`` are comments; a line without ``=`` is refused naming it)."""
     options = {}
@@ -210,32 +212,45 @@ def _darknet_data(path: Path) -> dict[str, str]:
     return options
 
 
+def file_relative(
+    value: str | os.PathLike, file: Path, exists: Callable[[Path], bool] = Path.exists
+) -> tuple[Path, bool]:
+    """Where a path written in the dataset file ``file`` is read from, as darknet reads the paths
+    of its ``.data`` file: from the working directory (darknet runs from its root: ``names =
+    data/obj.names``), else from ``file``'s folder when it ``exists`` there only. Returns the
+    path and whether it is the one from ``file``'s folder; a path found in neither place is the
+    working directory's."""
+    given = Path(value).expanduser()
+    beside = file.parent / given  # `given` itself when absolute
+    if not exists(given) and exists(beside):
+        return beside, True
+    return given, False
+
+
 def _darknet_data_names(path: Path, options: dict[str, str]) -> tuple[Path, str]:
     """The names file of darknet's ``.data`` file ``path`` (its ``options``) and a description
-    of where it was found: its ``names =`` path as darknet reads it, from the working directory
-    (darknet runs from its root: ``names = data/obj.names``); else from the ``.data`` file's
-    folder."""
+    of where it was found: its ``names =`` path read as darknet reads it
+    (:func:`file_relative`)."""
     value = options.get("names")
     if not value:
         raise DatasetError(
             f"{path}: expected a `names = <file>` line (darknet's .data file: the class names "
             f"file, one name a line), found keys {sorted(options)}"
         )
-    given = Path(value).expanduser()
-    beside = path.parent / given  # `given` itself when absolute
-    if given.is_file():
-        how = "" if given.is_absolute() else f", from the working directory {Path.cwd()}"
-        return given, f"{given} (`names =` of {path}{how})"
-    if beside.is_file():
-        return beside, (
-            f"{beside} (`names = {value}` of {path}, from the .data file's folder: not found "
+    found, beside = file_relative(value, path, Path.is_file)
+    if not found.is_file():
+        raise DatasetError(
+            f"{path}: `names = {value}`: no such file, neither from the working directory "
+            f"({Path.cwd() / found}, where darknet reads it) nor from the .data file's folder "
+            f"({(path.parent / found).absolute()})"
+        )
+    if beside:
+        return found, (
+            f"{found} (`names = {value}` of {path}, from the .data file's folder: not found "
             f"in the working directory {Path.cwd()})"
         )
-    raise DatasetError(
-        f"{path}: `names = {value}`: no such file, neither from the working directory "
-        f"({Path.cwd() / given}, where darknet reads it) nor from the .data file's folder "
-        f"({beside.absolute()})"
-    )
+    how = "" if found.is_absolute() else f", from the working directory {Path.cwd()}"
+    return found, f"{found} (`names =` of {path}{how})"
 
 
 def _check_darknet_classes(path: Path, classes: str | None, names_file: Path, count: int) -> None:
@@ -250,22 +265,6 @@ def _check_darknet_classes(path: Path, classes: str | None, names_file: Path, co
         )
 
 
-def yaml_split_paths(path: str | os.PathLike) -> dict[str, Path]:
-    """``{split key: path}`` of the ``train:`` / ``val:`` / ``test:`` folders or lists an
-    ultralytics data yaml names below its ``path:`` (a relative one from the yaml's folder), for
-    messages: the loaders do not read them (``data.<split>.images=`` does). Empty when the file
-    is not such a yaml."""
-    try:
-        data = _data_yaml(Path(path))
-    except DatasetError:
-        return {}
-    if not isinstance(data, dict):
-        return {}
-    root = data.get("path")
-    base = Path(path).parent / (root if isinstance(root, str) else "")
-    return {k: base / data[k] for k in ("train", "val", "test") if isinstance(data.get(k), str)}
-
-
 def read_kpt_shape(names: str | os.PathLike | Sequence[str] | None) -> tuple[int, int] | None:
     """``(K, D)`` of the ``kpt_shape: [K, D]`` of an ultralytics pose data yaml (``K``
     keypoints of ``D`` numbers, ``x y`` or ``x y visible``); ``None`` for any other names source.
@@ -275,7 +274,7 @@ def read_kpt_shape(names: str | os.PathLike | Sequence[str] | None) -> tuple[int
     """
     if not isinstance(names, str | os.PathLike) or not is_data_yaml(names):
         return None
-    data = _data_yaml(Path(names))
+    data = read_data_yaml(Path(names))
     value = data.get("kpt_shape") if isinstance(data, dict) else None
     return None if value is None else check_kpt_shape(value, f"{names}: `kpt_shape:`")
 

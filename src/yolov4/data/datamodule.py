@@ -116,6 +116,11 @@ class DetectionDataModule(L.LightningDataModule):
         seed: seeds worker RNGs (with the rank) and the augmentation.
         strict: raise :class:`DatasetError` at the first bad file instead of repairing/skipping.
         num_classes: the model's class count; a dataset with another count fails at setup.
+        file: the dataset file (``data.file``: darknet's ``.data`` or an ultralytics data yaml)
+            the YOLO txt splits' ``images`` and ``names`` come from; the commands fill the
+            splits' config from it before the module is built
+            (:func:`yolov4.data.dataset_file.fill_splits`), so that a checkpoint records the
+            paths read. Kept as :attr:`file`.
     """
 
     def __init__(
@@ -137,6 +142,7 @@ class DetectionDataModule(L.LightningDataModule):
         strict: bool = False,
         num_classes: int | None = None,
         size_multiple: int = SIZE_MULTIPLE,
+        file: str | None = None,
     ) -> None:
         super().__init__()
         _check_whole("size_multiple", size_multiple, 1)
@@ -145,6 +151,7 @@ class DetectionDataModule(L.LightningDataModule):
         if val_batch_size is not None:
             _check_whole("val_batch_size", val_batch_size, 1)
         self.size_multiple = size_multiple
+        self.file = file
         self.preprocess_config = preprocess_config(
             preprocess, input_size, resize_mode, size_multiple
         )

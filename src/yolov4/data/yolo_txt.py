@@ -53,8 +53,8 @@ from yolov4.data.data_yaml import (
     load_class_names,
     read_class_names,
     read_kpt_shape,
-    yaml_split_paths,
 )
+from yolov4.data.dataset_file import dataset_file_of
 from yolov4.data.image_io import IMAGE_SUFFIXES, image_size
 from yolov4.data.problems import Problem, ProblemReport
 from yolov4.data.records import DetectionData, ImageRecord, records_to_coco
@@ -144,7 +144,7 @@ def load_yolo(
         root = image_dir.parent if listing_file else image_dir
         notes.append(_unreadable_note(unreadable, lost, root))
     notes += _kpt_notes(names, kpt_shape, given)
-    info = _names_info(names, loaded_names)
+    info = _names_info(names, loaded_names, image_dir)
     if not records:
         if listing_file:
             found = f"{len(files) + len(missing)} paths listed, {len(missing)} of them not found"
@@ -173,13 +173,15 @@ def _check_images(image_dir: Path, names: str | Sequence[str]) -> bool:
     if listing_file and is_data_yaml(image_dir):  # ultralytics' data.yaml
         raise DatasetError(
             f"{image_dir} is a data yaml, not a list of images: give the split's images folder "
-            f"(or list file) as images, and the yaml as names (data.<split>.names={image_dir})"
+            f"(or list file) as images, and the yaml as names (data.<split>.names={image_dir}), "
+            f"or the yaml alone as data.file={image_dir} (its train:/val: are the splits)"
         )
     if listing_file and image_dir.suffix.lower() == DARKNET_DATA_SUFFIX:
         raise DatasetError(
-            f"{image_dir} is darknet's .data file, not a list of images: give its `train =` / "
-            "`valid =` list files as images (data.train.images=..., data.val.images=...), and "
-            f"the .data file as names (data.<split>.names={image_dir})"
+            f"{image_dir} is darknet's .data file, not a list of images: give it alone as "
+            f"data.file={image_dir} (its `train =` / `valid =` lists are the splits), or its "
+            "list files as images (data.train.images=..., data.val.images=...) and the .data "
+            f"file as names (data.<split>.names={image_dir})"
         )
     return listing_file
 
@@ -238,18 +240,19 @@ def _read_records(
 
 def _where_looked(images: Path, names: str | Sequence[str]) -> str:
     """Where a missing ``images`` was looked for: its absolute path, the working directory a
-    relative one is read from, and with a data yaml as ``names`` the folders the yaml's
-    ``path:`` / ``train:`` / ``val:`` name, which are not read."""
+    relative one is read from, and with a dataset file as ``names`` (darknet's ``.data``, a data
+    yaml) the key of it ``images`` came from (``data.file=``), else the splits it gives."""
     text = looked_for(images)
-    if isinstance(names, str | os.PathLike) and is_data_yaml(names):
-        splits = yaml_split_paths(names)
-        found = [f"{k}: {os.path.abspath(p)}" for k, p in splits.items() if p.exists()]
-        text += (
-            f"; {names}'s path:/train:/val: keys are not where relative paths come from (they "
-            "are not read: give each split's folder or list as data.<split>.images=)"
-        )
-        if found:
-            text += f"; from the yaml's folder they name {', '.join(found)}"
+    dataset = dataset_file_of(names)
+    if dataset is None:
+        return text
+    origin = dataset.origin(images)
+    if origin is not None:
+        return f"{text}; it is {origin.source}"
+    found = [f"{dataset.keys[k]} {s.path.absolute()}" for k, s in dataset.splits.items()
+             if s.path.exists()]  # fmt: skip
+    if found:
+        text += f"; {names} gives {', '.join(found)} (data.file={names} reads its splits)"
     return text
 
 
@@ -324,11 +327,18 @@ def _unreadable_note(unreadable: list[Path], lost: int, root: Path) -> str:
     )
 
 
-def _names_info(names: str | Sequence[str], loaded_names: ClassNames) -> list[str]:
-    """Where the class names came from, when ``names`` is a darknet ``.data`` file."""
+def _names_info(names: str | Sequence[str], loaded_names: ClassNames, images: Path) -> list[str]:
+    """Where the images came from when ``names`` is the dataset file that gives them
+    (``data.file=``), and where the class names came from when ``names`` is a darknet ``.data``
+    file."""
+    info = []
+    dataset = dataset_file_of(names)
+    origin = dataset.origin(images) if dataset is not None else None
+    if origin is not None:
+        info.append(f"images from {origin.source}")
     if isinstance(names, str | os.PathLike) and Path(names).suffix.lower() == DARKNET_DATA_SUFFIX:
-        return [f"class names: {len(loaded_names.names)} from {loaded_names.source}"]
-    return []
+        info.append(f"class names: {len(loaded_names.names)} from {loaded_names.source}")
+    return info
 
 
 def _kpt_notes(
