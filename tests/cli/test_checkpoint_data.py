@@ -111,7 +111,7 @@ def test_lightning_noise_is_dropped_and_nothing_else():
 def test_relative_data_paths_are_recorded_absolute(tmp_path, monkeypatch):
     """A run started in one folder with data.train.images=mydata/images: its checkpoint named
     that relative path, which evaluate.py run from another folder could not find."""
-    from yolov4.cli.common import recorded_data
+    from yolov4.cli.data_config import recorded_data
 
     (tmp_path / "mydata" / "images").mkdir(parents=True)
     (tmp_path / "mydata" / "data.yaml").write_text("names: [a]\n")

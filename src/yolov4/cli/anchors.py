@@ -25,7 +25,8 @@ from yolov4.anchors import (
     model_yaml,
     override_line,
 )
-from yolov4.cli.common import build, model_config, model_stride, one_line_errors, to_builtin
+from yolov4.cli.common import model_config, model_stride, one_line_errors, to_builtin
+from yolov4.cli.data_config import build_data
 from yolov4.core.files import atomic_write
 from yolov4.darknet import write_darknet_cfg
 from yolov4.errors import ConfigError
@@ -64,7 +65,7 @@ def fit(cfg: DictConfig) -> tuple[AnchorReport, ModelConfig]:
         cfg.data.input_size = size  # input_size= given: the data's own default is not checked
         if "val" in cfg.data:  # the training split's boxes are fitted: no val split needed
             cfg.data.val = None
-    datamodule = build(cfg, "data", size_multiple=stride)
+    datamodule = build_data(cfg, size_multiple=stride)
     datamodule.prepare_data()
     if datamodule.sources["train"] is None:
         raise ConfigError("data.train is null: anchors are fitted to the training split")

@@ -1,14 +1,16 @@
 """``yolov4-check-data`` (= ``python -m yolov4 check-data``): check a dataset config without
-training, e.g. ``yolov4-check-data data=coco data.train.annotations=... data.train.images=...``.
+training, e.g. ``yolov4-check-data data=coco data.train.annotations=... data.train.images=...``
+or ``yolov4-check-data data=yolo data.file=data/obj.data``.
 
 Composes ``configs/data/<name>.yaml`` with Hydra overrides, builds the DataModule as
-``train.py`` does (:func:`yolov4.cli.common.build`: a key the data config does not take is a
-:class:`~yolov4.errors.ConfigError` naming it) and prints the report of
+``train.py`` does (:func:`yolov4.cli.data_config.build_data`: a key the data config does not
+take is a :class:`~yolov4.errors.ConfigError` naming it) and prints the report of
 :func:`yolov4.data.check.check_datamodule`, and a last line saying what it comes to. Exit
 status: 0 when the data is used as it is, repaired or with notes only; 1 when images or ground
 truth are lost (label lines and boxes dropped, images missing or that do not decode), when a
-split cannot be used (a train split without a box), and with ``--strict`` at the first problem;
-2 for a mistake in the command line or config.
+split cannot be used (a train split without a box), when ``data.file``'s dataset file is
+missing or not read, and with ``--strict`` at the first problem; 2 for a mistake in the command
+line or config.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from yolov4.cli.common import build
+from yolov4.cli.data_config import build_data
 from yolov4.data.check import check_datamodule
 from yolov4.errors import ConfigError, YoloError
 
@@ -73,10 +75,13 @@ def _check(args: argparse.Namespace) -> int:
 
     overrides = list(args.overrides) + (["data.strict=true"] if args.strict else [])
     try:
-        dm = build(_compose(overrides), "data")
+        dm = build_data(_compose(overrides))
     except (HydraException, OmegaConfBaseException, ConfigError) as e:  # a typo'd key
         print(f"{type(e).__name__}: {e}", file=sys.stderr)
         return USAGE_EXIT
+    except YoloError as e:  # data.file's dataset file missing or not read
+        print(f"{type(e).__name__}: {e}", file=sys.stderr)
+        return 1
     try:
         result = check_datamodule(dm, decode=not args.no_decode, examples=args.examples)
     except YoloError as e:

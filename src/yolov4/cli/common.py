@@ -32,7 +32,6 @@ __all__ = [
     "model_config",
     "model_network",
     "model_stride",
-    "recorded_data",
     "resolve_data",
     "data_argv",
     "rank_log_argv",
@@ -128,30 +127,6 @@ def check_added_keys(cfg: DictConfig, overrides: list[str] | None = None) -> Non
 def to_builtin(cfg: Any) -> Any:
     """OmegaConf node -> plain dict/list (resolved); anything else unchanged."""
     return OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else cfg
-
-
-# data config keys that hold file or folder paths (recorded absolute: see recorded_data)
-DATA_PATH_KEYS = ("images", "annotations", "labels", "names", "cache_dir")
-
-
-def recorded_data(node: Any) -> Any:
-    """The data config as a checkpoint records it: builtins, with relative paths that exist
-    made absolute (``data.train.images=mydata/images`` typed in one folder broke
-    ``evaluate.py checkpoint=`` run from another)."""
-    node = to_builtin(node)
-    if isinstance(node, dict):
-        out = {}
-        for key, value in node.items():
-            relative = isinstance(value, str) and value and not os.path.isabs(value)
-            if key in DATA_PATH_KEYS and relative and "://" not in value:
-                expanded = os.path.expanduser(value)
-                out[key] = os.path.abspath(expanded) if os.path.exists(expanded) else value
-            else:
-                out[key] = recorded_data(value)
-        return out
-    if isinstance(node, list):
-        return [recorded_data(v) for v in node]
-    return node
 
 
 def build(cfg: DictConfig, key: str, **kwargs: Any) -> Any:
@@ -300,13 +275,18 @@ def _rank_zero_log() -> logging.LoggerAdapter:
 
 def resolve_data(cfg: DictConfig, recorded: dict[str, Any] | None, source: str) -> None:
     """``cfg.data`` in place: ``data=<option>`` as given; else the data config recorded in the
-    checkpoint (``recorded``: :attr:`Checkpoint.data`), with any ``+data.<key>=`` given on top;
+    checkpoint (``recorded``: :attr:`Checkpoint.data`), with any ``+data.<key>=`` given on top
+    (a ``data.file`` given fills the splits, not their recorded paths);
     else (darknet weights, artifacts, files without one) ``data=synthetic``, logged."""
     given = cfg.get("data")
     if given is not None and given.get("_target_"):
         return
     if recorded is not None:
         base = OmegaConf.create(recorded)
+        if given is not None and given.get("file") is not None:
+            from yolov4.data.dataset_file import clear_splits  # the data layer imports Lightning
+
+            clear_splits(base)  # the file given fills the splits, not the recorded paths
         _rank_zero_log().info(
             "data: the run's data config recorded in %s (%s)", source, recorded["_target_"]
         )

@@ -31,6 +31,7 @@ from yolov4.cli.common import (
     to_builtin,
     warn_without_ground_truth,
 )
+from yolov4.cli.data_config import build_data, check_data_file
 from yolov4.cli.sources import check_no_network, check_runtime_keys
 from yolov4.core.artifact import read_metadata
 from yolov4.core.checkpoint import load_checkpoint
@@ -136,8 +137,8 @@ def _evaluate_artifact(
     log.info("evaluating %(file)s in %(backend)s, %(precision)s", weights)
     pre = predictor.preprocess_config  # the artifact's own, which the Predictor applies
     _warn_preprocess_not_used(cfg, pre, cfg.artifact)
-    datamodule = build(
-        cfg, "data", augment=None, preprocess=pre.to_dict(), input_size=list(pre.input_size),
+    datamodule = build_data(
+        cfg, augment=None, preprocess=pre.to_dict(), input_size=list(pre.input_size),
         resize_mode=pre.mode,
     )  # fmt: skip
     datamodule.prepare_data()
@@ -232,6 +233,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         raise ConfigError(f"batch_size must be an integer >= 1, got {batch!r}")
     out = Path(cfg.paths.output_dir)
     settings = AnalysisConfig.from_config(cfg.get("analysis"))  # fails now, not after the work
+    check_data_file(cfg)
     ckpt = load_checkpoint(cfg.checkpoint) if cfg.checkpoint else None
     source = cfg.checkpoint or cfg.darknet_weights or cfg.artifact
     recorded = ckpt.data if ckpt is not None else None
@@ -259,7 +261,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             )
     else:  # darknet weights: fed as darknet feeds them (the cfg's size, letter_box, border)
         data_overrides.update(_darknet_preprocess(cfg))
-    datamodule = build(cfg, "data", **data_overrides)
+    datamodule = build_data(cfg, **data_overrides)
     datamodule.prepare_data()
     if cfg.darknet_weights:
         model_dict = model_config(cfg, datamodule.num_classes)

@@ -24,13 +24,13 @@ import hydra
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from yolov4.cli.common import (
-    build,
     check_override_syntax,
     data_argv,
     one_line_errors,
     resolve_data,
     to_builtin,
 )
+from yolov4.cli.data_config import build_data, check_data_file
 from yolov4.cli.sources import check_no_network, model_checkpoint, model_source, source_file
 from yolov4.core.artifact import METADATA, artifact_precisions, model_file, read_metadata
 from yolov4.core.files import files_under
@@ -127,7 +127,7 @@ def _dataset(cfg: DictConfig, class_names: list[str]) -> tuple[list[Any], Any]:
     """``(calibration image files, evaluate)`` from ``cfg.data``: the first
     ``calibration_images`` of its train split and an evaluation on the first ``val_images`` of
     its val split."""
-    datamodule = build(cfg, "data", augment=None)
+    datamodule = build_data(cfg, augment=None)
     datamodule.prepare_data()
     if list(datamodule.class_names) != list(class_names):
         raise ConfigError(
@@ -277,6 +277,7 @@ def export(cfg: DictConfig) -> Path:
         )
     size = OmegaConf.to_container(cfg.input_size, resolve=True) if cfg.input_size else None
     thresholds, conf_source = _conf(cfg)
+    check_data_file(cfg)
     ckpt = model_checkpoint(cfg)  # a project checkpoint or darknet's cfg + weights
     calibration, evaluate = None, None
     if set(precisions) - {"fp32"}:

@@ -10,7 +10,8 @@ from typing import Any
 import torch
 from omegaconf import OmegaConf
 
-from yolov4.cli.common import recorded_data, to_builtin
+from yolov4.cli.common import to_builtin
+from yolov4.cli.data_config import recorded_data
 from yolov4.training.early_stop import stopped_state
 from yolov4.training.optim import OptimConfig
 from yolov4.training.resume import ABSENT, config_changes

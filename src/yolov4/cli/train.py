@@ -38,10 +38,10 @@ from yolov4.cli.common import (
     model_network,
     model_stride,
     one_line_errors,
-    recorded_data,
     to_builtin,
     warn_without_ground_truth,
 )
+from yolov4.cli.data_config import build_data, recorded_data
 from yolov4.cli.export import EXPORT_DIR
 from yolov4.cli.train_checks import check_limits, log_short_runs
 from yolov4.core.checkpoint import load_checkpoint
@@ -182,7 +182,7 @@ def _train(cfg: DictConfig, extra_callbacks: list[L.Callback] | None) -> dict[st
         check_saved_cfg_file(cfg.model.get("cfg"), resume[1])
     augment = build(cfg, "augment")
     # input sides, multi-scale ones included, are multiples of the network's largest stride
-    datamodule = build(cfg, "data", augment=augment, size_multiple=model_stride(cfg))
+    datamodule = build_data(cfg, augment=augment, size_multiple=model_stride(cfg))
     datamodule.prepare_data()
     warn_without_ground_truth(datamodule, training=True)
     # model.anchors=auto|fit resolved on data.train; the anchors checked against its boxes
