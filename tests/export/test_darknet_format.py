@@ -5,7 +5,9 @@ so is refused before anything is written, and an artifact already there is kept.
 from __future__ import annotations
 
 import dataclasses
+import re
 
+import numpy as np
 import pytest
 import torch
 
@@ -15,20 +17,43 @@ from tests.test_darknet import assert_maps_equal
 from yolov4 import build_model, load_checkpoint, save_checkpoint
 from yolov4.cli import export as export_cli
 from yolov4.core.artifact import FORMATS, read_metadata
-from yolov4.darknet import load_darknet_weights, read_darknet_cfg
+from yolov4.core.model import DecodedModel
+from yolov4.darknet import (
+    load_darknet_weights,
+    read_darknet_cfg,
+    save_darknet_weights,
+    write_darknet_cfg,
+)
 from yolov4.errors import ExportError
 from yolov4.export import darknet_format
 from yolov4.export.artifact import export_artifact
+from yolov4.export.parity import PARITY_RTOL
+from yolov4.models.layers import BN_EPS, ConvBnAct
 
 NAMES = ["a", "b", "c"]
 SIZE = [64, 96]
 
 
-def checkpoint(tmp_path, randomize, **preprocess):
+def checkpoint(tmp_path, randomize, shrink=False, **preprocess):
     torch.manual_seed(2)
     model = boost_heads_(randomize(build_model("yolov4-tiny", num_classes=len(NAMES)), seed=2))
+    if shrink:
+        shrink_channels_(model)
     pre = {"input_size": SIZE, "mode": "letterbox", **preprocess}
     return save_checkpoint(tmp_path / "weights" / "best.pt", model, NAMES, pre)
+
+
+def shrink_channels_(model, var: float = 1e-5):
+    """Two channels of every 4th BN conv as weight decay leaves some in a trained model: their
+    kernels, running mean and running variance shrunk, the variance to ``var``, near darknet's
+    batch-norm epsilon and OpenCV's."""
+    convs = [m for m in model.modules() if isinstance(m, ConvBnAct) and m.has_bn]
+    with torch.no_grad():
+        for m in convs[::4]:
+            m.conv.weight[:2] *= var**0.5
+            m.bn.running_mean[:2] *= var**0.5
+            m.bn.running_var[:2] = var
+    return model
 
 
 def snapshot(folder) -> dict[str, bytes]:
@@ -113,13 +138,75 @@ def test_files_that_disagree_with_pytorch_fail_the_export(exported, tmp_path, mo
 
     monkeypatch.setitem(FORMATS, "darknet", dataclasses.replace(FORMATS["darknet"],
                                                                  write=write_other))  # fmt: skip
-    with pytest.raises(ExportError, match="model.weights disagrees with PyTorch.*read by "
-                       "OpenCV's darknet importer"):  # fmt: skip
+    with pytest.raises(ExportError, match="model.weights disagrees with PyTorch.*OpenCV's "
+                       "darknet importer runs every setting of this network as darknet does "
+                       r"\(compared at its batch-norm epsilon 1e-06\): the written model.cfg or "
+                       "model.weights does not hold the checkpoint's network"):  # fmt: skip
         export_artifact(weights, tmp_path / "export", ["darknet"])
     assert not (tmp_path / "export").exists()
 
 
-def test_export_py_writes_the_darknet_files_of_a_checkpoint(exported, tmp_path, capsys):
+def test_opencv_normalises_batch_norm_at_its_own_epsilon(tmp_path):
+    """OPENCV_BN_EPS is what OpenCV's importer adds to a running variance, measured on a conv
+    whose BN divides by sqrt(variance + eps) alone (variances 0 and 1e-6); darknet's is BN_EPS."""
+    import cv2
+
+    # layer 0 linear: OpenCV's bn_0 output is the normalised map (no activation run in place)
+    model = build_model(cfg=nth(BASE, "activation=leaky", "activation=linear")).eval()
+    layer = model.layers[0]  # 8 filters, size 3, stride 2, pad 1
+    var = torch.tensor([0.0, 1e-6]).repeat(4)
+    with torch.no_grad():
+        layer.bn.weight.fill_(1.0), layer.bn.bias.zero_(), layer.bn.running_mean.zero_()
+        layer.bn.running_var.copy_(var)
+    cfg, weights = tmp_path / "m.cfg", tmp_path / "m.weights"
+    cfg.write_text(write_darknet_cfg(model))
+    save_darknet_weights(model, weights)
+    net = cv2.dnn.readNetFromDarknet(str(cfg), str(weights))
+    x = torch.rand(1, 3, 32, 32)
+    net.setInput(x.numpy())
+    normalised = torch.from_numpy(net.forward("bn_0")).double()
+    with torch.no_grad():
+        conv = torch.nn.functional.conv2d(x, layer.conv.weight, stride=2, padding=1).double()
+    eps = (conv**2).sum((0, 2, 3)) / (normalised**2).sum((0, 2, 3)) - var.double()
+    np.testing.assert_allclose(eps.numpy(), darknet_format.OPENCV_BN_EPS, rtol=1e-3)
+    assert BN_EPS == 1e-5 != darknet_format.OPENCV_BN_EPS
+
+
+def test_channels_of_small_running_variance_pass_the_check(tmp_path, randomize):
+    """A trained model's BN channels with running variances near the epsilons: OpenCV's importer
+    reads the files otherwise than darknet (and PyTorch) run them, at its own epsilon; the check
+    compares it with the network at that epsilon, and the files hold the checkpoint's tensors."""
+    import cv2
+
+    weights = checkpoint(tmp_path, randomize, shrink=True)
+    out = export_artifact(weights, tmp_path / "export", ["darknet"])
+    record = read_metadata(out)["parity"]["model.weights"]
+    assert record["max_rel_diff"] <= PARITY_RTOL
+    assert record["reference"] == "PyTorch at OpenCV's batch-norm epsilon 1e-06"
+    model = load_checkpoint(weights).model.eval()
+    rebuilt = build_model(cfg=(out / "model.cfg").read_text())
+    load_darknet_weights(rebuilt, out / "model.weights")
+    for key, tensor in model.state_dict().items():
+        assert torch.equal(rebuilt.state_dict()[key], tensor), key
+    # the channels matter: at darknet's epsilon PyTorch and OpenCV disagree past the tolerance
+    net = cv2.dnn.readNetFromDarknet(str(out / "model.cfg"), str(out / "model.weights"))
+    images = torch.rand(2, 3, *SIZE)
+    maps, _ = opencv_outputs(model, net, images)
+    with torch.no_grad():
+        ours = DecodedModel(model)(images)
+        theirs = darknet_format.opencv_reference(model)(images)
+    m = DecodedModel(model)
+    opencv = darknet_format.decode_predictions(
+        [torch.from_numpy(a) for a in maps], m.anchors, m.strides, m.scale_x_y, m.new_coords
+    )
+    scale = float(ours.abs().max())
+    assert float((opencv - theirs).abs().max()) <= PARITY_RTOL * scale
+    assert float((opencv - ours).abs().max()) > 10 * PARITY_RTOL * scale
+
+
+def test_export_py_writes_the_darknet_files_of_a_checkpoint(exported, tmp_path, capsys, caplog):
+    import logging
+
     from hydra import compose, initialize_config_module
 
     weights, _ = exported
@@ -127,8 +214,44 @@ def test_export_py_writes_the_darknet_files_of_a_checkpoint(exported, tmp_path, 
     with initialize_config_module(config_module="yolov4.configs", version_base="1.3"):
         cfg = compose("export", overrides=[f"paths.output_dir={tmp_path}", f"output={out}",
                                            f"checkpoint={weights}", "formats=[darknet]"])  # fmt: skip
-    assert export_cli.export(cfg) == out
+    with caplog.at_level(logging.INFO, logger="yolov4"):
+        assert export_cli.export(cfg) == out
+    assert re.search(r"model.weights: worst difference vs PyTorch \S+ \(\S+ relative\) in "
+                     r"OpenCV \S+ readNetFromDarknet, against PyTorch at OpenCV's batch-norm "
+                     r"epsilon 1e-06", caplog.text)  # fmt: skip
     assert sorted(p.name for p in out.iterdir()) == ["metadata.json", "model.cfg", "model.weights"]
     printed = capsys.readouterr().out
     assert f"-> {out} (model.cfg, model.weights)" in printed
     assert "model.cfg + model.weights: fp32 darknet files" in printed
+
+
+def test_a_failed_check_names_the_settings_opencv_runs_otherwise(tmp_path, randomize):
+    """A network using a key OpenCV's importer ignores fails the check, which names the layer
+    and the key as the likely cause."""
+    text = nth(BASE, "activation=mish\n", "activation=mish\ndilation=2\n")  # darknet layer 3
+    model = boost_heads_(randomize(build_model(cfg=text), seed=5))
+    weights = save_checkpoint(tmp_path / "m.pt", model, ["x"], {"input_size": [32, 32]})
+    with pytest.raises(ExportError, match=r"model.weights disagrees with PyTorch.*the network "
+                       r"has settings OpenCV's darknet importer runs otherwise than darknet "
+                       r"\(layer 3 \[convolutional\] dilation=2: docs/guides/networks.md\)"):  # fmt: skip
+        export_artifact(weights, tmp_path / "export", ["darknet"])
+
+
+def test_the_settings_opencv_runs_otherwise_are_found_in_the_cfg():
+    sections = [
+        "[net]\nwidth=32",
+        "[convolutional]\nstride=2\nstride_x=2\ndilation=1",  # darknet's values: as OpenCV
+        "[convolutional]\nstride=2\nstride_y=1",
+        "[upsample]\nscale=1.0",
+        "[upsample]\nscale=0.5",
+        "[shortcut]\nfrom=-1\nweights_type=none",
+        "[shortcut]\nfrom=-1, -3\nweights_type=per_channel",
+        "[scale_channels]\nfrom=-2\nscale_wh=1",
+    ]
+    assert darknet_format.opencv_deviations("\n\n".join(sections)) == [
+        "layer 1 [convolutional] stride_y=1",
+        "layer 3 [upsample] scale=0.5",
+        "layer 5 [shortcut] weights_type=per_channel",
+        "layer 5 [shortcut] from=-1,-3",
+        "layer 6 [scale_channels] scale_wh=1",
+    ]

@@ -333,7 +333,8 @@ def _log_parity(parity: dict[str, Any]) -> None:
             more = f", {lowered['boxes_compared']} at conf {lowered['conf']:.3g}" if lowered else ""
             compared = f" on {p['boxes_compared']} boxes{more} ({p['inputs']})"
         if "runtime" in p:  # a file read by another project's runtime (darknet's: OpenCV)
-            compared = f" in {p['runtime']}"
+            against = f", against {p['reference']}" if "reference" in p else ""
+            compared = f" in {p['runtime']}{against}"
         log.info(
             "%s: worst difference vs PyTorch %.3g (%.3g relative)%s",
             name,

@@ -11,34 +11,63 @@ Before any file of the export is written (:func:`refuse`), the model must have a
 equivalent (:func:`yolov4.core.darknet_pair.darknet_cfg`) and OpenCV's importer must read its
 cfg (it does not know some of darknet's layers, e.g. ``[local_avgpool]``). The check
 (:func:`check`) reads the written files with that importer and compares its head maps, decoded
-as the Predictor decodes, with PyTorch's predictions (:func:`yolov4.export.parity.parity`).
+as the Predictor decodes, with PyTorch's predictions (:func:`yolov4.export.parity.parity`) of
+the network at OpenCV's batch-norm epsilon (:data:`OPENCV_BN_EPS`, where darknet's is
+:data:`~yolov4.models.layers.BN_EPS`): the files are what darknet reads, and a channel whose
+running variance is near either epsilon (weight decay shrinks some) comes out of OpenCV other
+than out of darknet.
 """
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from yolov4.core.darknet_pair import darknet_cfg, save_darknet_pair
+from yolov4.core.model import DecodedModel
+from yolov4.darknet import read_darknet_cfg
 from yolov4.errors import ExportError, YoloError
 from yolov4.export.parity import float_inputs, parity
+from yolov4.models import YOLOv4, fuse_model
 from yolov4.ops.decode import decode_predictions
 
 if TYPE_CHECKING:
     from yolov4.export.job import ExportJob
 
-__all__ = ["CFG", "WEIGHTS", "FILES", "refuse", "write", "check", "describe"]
+__all__ = [
+    "CFG",
+    "WEIGHTS",
+    "FILES",
+    "OPENCV_BN_EPS",
+    "opencv_reference",
+    "opencv_deviations",
+    "refuse",
+    "write",
+    "check",
+    "describe",
+]
 
 CFG = "model.cfg"
 WEIGHTS = "model.weights"
 FILES = (CFG, WEIGHTS)
-# where OpenCV's outputs may differ from darknet's: keys its importer ignores
-OPENCV_LIMITS = (
-    "the files were read by OpenCV's darknet importer, which ignores some darknet keys "
-    "(dilation, stride_x/stride_y, [upsample] scale: docs/guides/networks.md)"
+# the epsilon OpenCV's darknet importer normalises [convolutional] batch norm with (its
+# darknet_io.cpp setBatchNorm; measured by tests/export/test_darknet_format.py); darknet's
+# normalize_cpu and this project use BN_EPS = 1e-5
+OPENCV_BN_EPS = 1e-6
+# darknet settings OpenCV's importer runs otherwise (docs/guides/networks.md): (section, key,
+# darknet's default; "stride" is the section's stride)
+OPENCV_IGNORES = (
+    ("convolutional", "dilation", "1"),
+    ("convolutional", "stride_x", "stride"),
+    ("convolutional", "stride_y", "stride"),
+    ("upsample", "scale", "1"),
+    ("shortcut", "weights_type", "none"),
+    ("scale_channels", "scale_wh", "0"),
 )
 
 
@@ -74,14 +103,66 @@ def write(job: ExportJob, folder: Path) -> None:
     save_darknet_pair(job.network, job.preprocess, folder / CFG, folder / WEIGHTS)
 
 
+def opencv_reference(network: YOLOv4) -> DecodedModel:
+    """``network`` as OpenCV's importer runs its darknet files: a fused, decoded fp32 copy whose
+    batch norms use :data:`OPENCV_BN_EPS` (``network`` is left as it is)."""
+    ref = copy.deepcopy(network).cpu().float()
+    for m in ref.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.eps = OPENCV_BN_EPS
+    return DecodedModel(fuse_model(ref, inplace=True)).eval()
+
+
+def _differs(value: str, default: str) -> bool:
+    try:
+        return float(value) != float(default)
+    except ValueError:
+        return value.strip().lower() != default
+
+
+def opencv_deviations(text: str) -> list[str]:
+    """The settings of cfg ``text`` that OpenCV's importer runs otherwise than darknet
+    (:data:`OPENCV_IGNORES`, and a ``[shortcut]`` of several ``from`` layers, of which OpenCV
+    reads the first), each as ``layer i [section] key=value`` (darknet's layer index)."""
+    found = []
+    for i, (kind, options) in enumerate(read_darknet_cfg(text)[1:]):
+        for section, key, default in OPENCV_IGNORES:
+            default = options.get("stride", "1") if default == "stride" else default
+            if kind == section and key in options and _differs(options[key], default):
+                found.append(f"layer {i} [{kind}] {key}={options[key]}")
+        if kind == "shortcut" and "," in options.get("from", ""):
+            found.append(f"layer {i} [shortcut] from={options['from']}")
+    return found
+
+
+def _disagreement(error: ExportError, cfg: Path) -> ExportError:
+    """``error`` of the check with its likely cause: settings OpenCV runs otherwise than
+    darknet when the network has some, else files that do not hold the network."""
+    found = opencv_deviations(cfg.read_text())
+    if found:
+        why = (
+            f"the network has settings OpenCV's darknet importer runs otherwise than darknet "
+            f"({', '.join(found)}: docs/guides/networks.md), so the files cannot be checked "
+            "through it"
+        )
+    else:
+        why = (
+            "OpenCV's darknet importer runs every setting of this network as darknet does "
+            f"(compared at its batch-norm epsilon {OPENCV_BN_EPS:g}): the written {CFG} or "
+            f"{WEIGHTS} does not hold the checkpoint's network"
+        )
+    return ExportError(f"{error}; {why}")
+
+
 def check(job: ExportJob, folder: Path) -> dict[str, Any]:
     """``{model.weights: parity record}``: the files in OpenCV's importer, its maps of the
-    convolutions in front of the ``[yolo]`` layers decoded, against PyTorch's predictions."""
+    convolutions in front of the ``[yolo]`` layers decoded, against PyTorch's predictions of
+    the unfused network at OpenCV's batch-norm epsilon (:func:`opencv_reference`)."""
     import cv2
 
     net = _opencv(folder / CFG, folder / WEIGHTS)
     heads = [f"conv_{i}" for i in job.network.head_layers]  # OpenCV's name of darknet layer i
-    m = job.model
+    m = opencv_reference(job.network)
 
     def run(images: torch.Tensor) -> torch.Tensor:
         net.setInput(images.numpy())
@@ -91,8 +172,14 @@ def check(job: ExportJob, folder: Path) -> dict[str, Any]:
     try:
         record = parity(WEIGHTS, run, m, float_inputs(job.size))
     except ExportError as e:
-        raise ExportError(f"{e}; {OPENCV_LIMITS}") from None
-    return {WEIGHTS: {**record, "runtime": f"OpenCV {cv2.__version__} readNetFromDarknet"}}
+        raise _disagreement(e, folder / CFG) from None
+    return {
+        WEIGHTS: {
+            **record,
+            "runtime": f"OpenCV {cv2.__version__} readNetFromDarknet",
+            "reference": f"PyTorch at OpenCV's batch-norm epsilon {OPENCV_BN_EPS:g}",
+        }
+    }
 
 
 def describe(job: ExportJob) -> dict[str, Any]:
