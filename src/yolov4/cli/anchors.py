@@ -10,6 +10,7 @@ average-IoU figure and histogram of best IoUs for them and for the model's own a
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,13 @@ from yolov4.anchors import (
     model_yaml,
     override_line,
 )
-from yolov4.cli.common import model_config, model_stride, one_line_errors, to_builtin
+from yolov4.cli.common import (
+    check_override_syntax,
+    model_config,
+    model_stride,
+    one_line_errors,
+    to_builtin,
+)
 from yolov4.cli.data_config import build_data
 from yolov4.core.files import atomic_write
 from yolov4.darknet import write_darknet_cfg
@@ -127,6 +134,7 @@ def _app(cfg: DictConfig) -> float:
 
 def hydra_main() -> Any:
     """``python -m yolov4.anchors ...`` / ``yolov4-anchors ...``."""
+    check_override_syntax(sys.argv)
     return _app()
 
 

@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import MissingMandatoryValue
 
 import yolov4.cli.hydra_hooks  # noqa: F401  (registers the configs' resolvers)
+from yolov4.cli.model_option import check_model_cfg_override
 from yolov4.core.files import lock_dir
 from yolov4.errors import ConfigError, YoloError
 
@@ -203,16 +204,20 @@ def check_override_syntax(argv: list[str]) -> None:
     """Exit with one line (status 1) when an argument of ``argv`` is not an override Hydra can
     parse, before any app runs: a value with spaces typed unquoted (``data.train.images=my
     data/images`` is three arguments) gets the quoted form as the hint, not a parser
-    traceback."""
+    traceback. A ``model.cfg=PATH`` Hydra would refuse
+    (:func:`yolov4.cli.model_option.check_model_cfg_override`) gets ``model=darknet
+    model.cfg=PATH`` as the hint."""
     from hydra._internal.utils import get_args_parser
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import OverrideParseException
 
-    overrides = list(get_args_parser().parse_args(argv[1:]).overrides or [])
+    args = get_args_parser().parse_args(argv[1:])
+    overrides = list(args.overrides or [])
     parser = OverridesParser.create()
+    parsed = []
     for i, arg in enumerate(overrides):
         try:
-            parser.parse_overrides([arg])
+            parsed += parser.parse_overrides([arg])
         except OverrideParseException as e:
             lines = [ln for ln in str(e).splitlines() if ln.strip()]
             said = [ln for ln in lines if not ln.startswith(("Error parsing", "See "))]
@@ -227,6 +232,12 @@ def check_override_syntax(argv: list[str]) -> None:
                     f": a value holding = , [ ] or quotes is quoted inside: '{key}=\"{value}\"'"
                 )
             print(f"Error: ConfigError: {message}", file=sys.stderr)
+            raise SystemExit(1) from None
+    if not (args.config_path or args.config_name or args.config_dir):  # the shipped configs
+        try:
+            check_model_cfg_override(parsed)
+        except ConfigError as e:
+            print(f"Error: ConfigError: {e}", file=sys.stderr)
             raise SystemExit(1) from None
 
 

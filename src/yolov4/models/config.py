@@ -52,6 +52,7 @@ from yolov4.models.yolo_keys import (
     read_yolo_keys,
     yolo_heads,
 )
+from yolov4.models.zoo import is_zoo_network
 
 __all__ = [
     "ModelConfig",
@@ -107,7 +108,13 @@ class ModelConfig:
         cls, name: str | None = None, cfg: str | Path | None = None, **overrides: Any
     ) -> ModelConfig:
         """A zoo network by name (``yolov4-csp``), or ``cfg``: a path to a darknet cfg file (or
-        its text), with ``overrides`` on top; unknown keys fail."""
+        its text), with ``overrides`` on top; unknown keys fail.
+
+        With ``cfg``, ``name`` is the network's label (default: the file's stem, ``custom`` for
+        text). A zoo name given with a cfg file of another network
+        (:func:`~yolov4.models.zoo.is_zoo_network`: other layers, whatever the classes, anchors
+        and ``[net]`` settings) is not that network: it is named after the file, as without a
+        name."""
         if cfg is None:
             if name is None:
                 raise ConfigError(
@@ -115,7 +122,11 @@ class ModelConfig:
                 )
             return cls.from_cfg(read_zoo_cfg(name), name, f"{name}.cfg", zoo=True, **overrides)
         text, source = _cfg_text(cfg)
-        label = name or (Path(source).stem if source != "<cfg>" else "custom")
+        stem = Path(source).stem if source != "<cfg>" else "custom"
+        label = name or stem
+        if name in ZOO and source != "<cfg>" and name != stem:
+            if not is_zoo_network(name, parse_cfg(text, source)):
+                label = stem
         return cls.from_cfg(text, label, source, **overrides)
 
     @classmethod

@@ -282,7 +282,8 @@ def build_model(
     truth). The cfg is checked against :mod:`yolov4.models.budget` before anything is
     allocated. ``build_model(**model.config.to_dict())`` rebuilds a model with
     identical state_dict keys and shapes. Without ``name`` and ``cfg``: ``yolov4``; a user cfg
-    without ``name`` is named after its file (``custom`` for cfg text).
+    without ``name`` is named after its file (``custom`` for cfg text), and so is a cfg file of
+    another network given with a zoo name (:meth:`ModelConfig.load`).
     """
     if name is None and cfg is None:
         name = "yolov4"

@@ -3,7 +3,8 @@
 
 ``PARTIAL[name]`` is the layer count ``N`` of darknet's ``<file>.conv.N`` for that network
 (``darknet partial cfg weights out N`` keeps layers ``0 .. N-1``). A user's cfg gets the cut-off
-of the zoo network whose first ``N`` layers it repeats exactly.
+of the zoo network whose first ``N`` layers it repeats exactly. :func:`is_zoo_network` tells
+whether a cfg is a zoo network's, whatever its classes, anchors and ``[net]`` settings.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 from yolov4.errors import ConfigError
 from yolov4.models.cfg import ZOO, Section, parse_cfg, read_zoo_cfg
 
-__all__ = ["PARTIAL", "PUBLISHED", "backbone_cutoff"]
+__all__ = ["PARTIAL", "PUBLISHED", "backbone_cutoff", "is_zoo_network"]
 
 # name -> (partial file, N)
 PARTIAL: dict[str, tuple[str, int]] = {
@@ -65,3 +66,24 @@ def backbone_cutoff(name: str, sections: list[Section]) -> int:
         "layers are not a zoo network's backbone); load a prefix with upto=N instead of "
         "backbone_only"
     )
+
+
+def _layer_keys(sections: list[Section]) -> list[tuple]:
+    """The layers of a parsed cfg as comparable keys: a ``[yolo]`` by its kind alone (its keys
+    are the model config's) and the convolution in front of it without ``filters`` (which
+    follows from classes and masks); ``[net]`` left out."""
+    layers = sections[1:]
+    keys = []
+    for i, s in enumerate(layers):
+        head = i + 1 < len(layers) and layers[i + 1].kind == "yolo"
+        options = {k: v for k, v in s.options.items() if not (head and k == "filters")}
+        keys.append((s.kind,) if s.kind == "yolo" else (s.kind, tuple(sorted(options.items()))))
+    return keys
+
+
+def is_zoo_network(name: str, sections: list[Section]) -> bool:
+    """Whether the parsed cfg ``sections`` are zoo network ``name``'s layers (same sections in the
+    same order with the same options), whatever their ``[net]`` settings and ``[yolo]`` keys
+    (classes, anchors, masks, thresholds)."""
+    zoo = parse_cfg(read_zoo_cfg(name), f"{name}.cfg")
+    return _layer_keys(sections) == _layer_keys(zoo)
