@@ -98,3 +98,44 @@ def test_a_letter_box_cfg_is_letterboxed(tmp_path):
     assert letterboxed.preprocess_config.mode == "letterbox"
     stretched = Predictor.from_darknet(cfg, weights, ["x"], num_classes=1, resize_mode="stretch")
     assert stretched.preprocess_config.mode == "stretch"
+
+
+def test_names_of_other_count_than_the_cfgs_name_the_count_the_weights_fit(tmp_path):
+    """A cfg of 80 classes with weights of 4 and 4 names: the names error says the file fits
+    classes=4 and how to give it (Python and command line), before the weights are read."""
+    cfg = tmp_path / "mine.cfg"
+    cfg.write_text((CFG_DIR / "yolov3-tiny.cfg").read_text())  # classes=80
+    weights = save_darknet_weights(build_model(cfg=cfg, num_classes=4), tmp_path / "four.weights")
+    names = ["a", "b", "c", "d"]
+    fits = (r"mine with 80 classes .*: 4 class names for a model with num_classes=80; .*; "
+            rf"{weights} fits this cfg with classes=4: give num_classes=4 \(Predictor\."
+            r"from_darknet\(\.\.\., num_classes=4\); on the command line model\.num_classes=4\)")  # fmt: skip
+    with pytest.raises(ConfigError, match=fits):
+        Predictor.from_darknet(cfg, weights, names)
+    assert Predictor.from_darknet(cfg, weights, names, num_classes=4).class_names == names
+    # weights of the cfg's own class count, or no weights file: the names error alone
+    eighty = save_darknet_weights(build_model(cfg=cfg), tmp_path / "eighty.weights")
+    for other in (eighty, tmp_path / "none.weights"):
+        with pytest.raises(ConfigError, match=r"num_classes=80; a detection of a class without "
+                           r"a name could not be reported$"):  # fmt: skip
+            Predictor.from_darknet(cfg, other, names)
+
+
+def test_predict_py_names_the_class_count_the_weights_fit(tmp_path):
+    from hydra import compose, initialize_config_module
+
+    from yolov4.cli.sources import model_checkpoint
+
+    def compose_cfg_predict(overrides):
+        with initialize_config_module(config_module="yolov4.configs", version_base="1.3"):
+            return compose("predict", [f"paths.output_dir={tmp_path}", *overrides])
+
+    cfg_file = tmp_path / "mine.cfg"
+    cfg_file.write_text((CFG_DIR / "yolov3-tiny.cfg").read_text())
+    weights = save_darknet_weights(build_model(cfg=cfg_file, num_classes=4), tmp_path / "w.weights")
+    given = [f"darknet_weights={weights}", "model=darknet", f"model.cfg={cfg_file}",
+             "names=[a,b,c,d]"]  # fmt: skip
+    with pytest.raises(ConfigError, match=r"give num_classes=4 .* model\.num_classes=4\)"):
+        model_checkpoint(compose_cfg_predict(given))
+    ckpt = model_checkpoint(compose_cfg_predict([*given, "model.num_classes=4"]))
+    assert ckpt.model.num_classes == 4 and ckpt.class_names == ["a", "b", "c", "d"]

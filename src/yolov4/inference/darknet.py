@@ -16,7 +16,7 @@ from typing import Any
 from yolov4.core.artifact import check_class_names
 from yolov4.core.checkpoint import Checkpoint
 from yolov4.core.preprocess import RESIZE_MODES
-from yolov4.darknet import load_darknet_weights
+from yolov4.darknet import darknet_file_classes, load_darknet_weights
 from yolov4.errors import CheckpointError, ConfigError
 from yolov4.models import ModelConfig, build_model
 from yolov4.models.cfg import ZOO
@@ -69,9 +69,16 @@ def darknet_preprocess(
     }
 
 
-def darknet_class_names(config: ModelConfig, names: Sequence[str] | None, zoo: bool) -> list[str]:
+def darknet_class_names(
+    config: ModelConfig,
+    names: Sequence[str] | None,
+    zoo: bool,
+    weights: str | os.PathLike | None = None,
+) -> list[str]:
     """``names`` checked against the network's class count; without names, COCO's 80 for a zoo
-    cfg with 80 classes (the zoo's published weights), else a :class:`ConfigError`."""
+    cfg with 80 classes (the zoo's published weights), else a :class:`ConfigError`. With the
+    ``weights`` file, a count that differs names the class count the file fits
+    (:func:`_weights_classes`)."""
     n = config.num_classes
     if names is None:
         if zoo and n == len(COCO_NAMES):
@@ -81,10 +88,33 @@ def darknet_class_names(config: ModelConfig, names: Sequence[str] | None, zoo: b
             f"command line names=<file.names or data.yaml>); only a zoo cfg with "
             f"{len(COCO_NAMES)} classes takes COCO's names by default"
         )
-    return check_class_names(
-        names, n, f"names for {config.name} with {n} classes (its cfg's classes= or "
-        "model.num_classes)", ConfigError,
-    )  # fmt: skip
+    try:
+        return check_class_names(
+            names, n, f"names for {config.name} with {n} classes (its cfg's classes= or "
+            "model.num_classes)", ConfigError,
+        )  # fmt: skip
+    except ConfigError as e:
+        hint = _weights_classes(config, weights) if len(names) != n else ""
+        raise ConfigError(f"{e}{hint}") from None
+
+
+def _weights_classes(config: ModelConfig, weights: str | os.PathLike | None) -> str:
+    """What the darknet ``weights`` file says of the class count (``"; ..."``): the one of
+    ``config``'s network it fits (:func:`yolov4.darknet.darknet_file_classes`) and how to
+    give it; ``""`` without a readable file or when no other count fits."""
+    if weights is None or not Path(weights).is_file():
+        return ""
+    try:
+        found = darknet_file_classes(config, weights)
+    except CheckpointError:  # not darknet weights: the load names it
+        return ""
+    if found is None or found == config.num_classes:
+        return ""
+    return (
+        f"; {weights} fits this cfg with classes={found}: give num_classes={found} "
+        f"(Predictor.from_darknet(..., num_classes={found}); on the command line "
+        f"model.num_classes={found}), or classes={found} in the cfg"
+    )
 
 
 def darknet_checkpoint(
@@ -131,7 +161,7 @@ def darknet_checkpoint(
         if zoo
         else build_model(cfg=Path(model), num_classes=num_classes, **overrides)
     )
-    class_names = darknet_class_names(net.config, names, zoo)
+    class_names = darknet_class_names(net.config, names, zoo, weights)
     if not Path(weights).is_file():
         raise CheckpointError(f"darknet weights file not found: {weights}")
     header = load_darknet_weights(net, weights)
