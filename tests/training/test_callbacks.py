@@ -100,3 +100,72 @@ def test_last_checkpoint_finds_train_pys_last_ckpt(tmp_path):
     assert last_checkpoint(trainer) == "" and last_checkpoint(None) == ""
     (tmp_path / "last.ckpt").write_bytes(b"x")
     assert last_checkpoint(trainer) == str(tmp_path / "last.ckpt")
+
+
+def _scored_module(model):
+    hparams = {"class_names": ["a", "b"], "preprocess": {"input_size": [64, 64]}}
+    return SimpleNamespace(
+        eval_model=model,
+        evaluation=SimpleNamespace(scalars={}),
+        ema=None,
+        hparams={**hparams, "category_ids": [0, 1]},
+    )
+
+
+def test_best_weights_go_to_the_later_of_equal_scores(tmp_path):
+    """Validations scoring alike (mAP 0 early on, a plateau): best.pt holds the later, more
+    trained weights; a lower score never replaces it."""
+    module = _scored_module(build_model("yolov4-tiny", num_classes=2, input_size=[64, 64]))
+    callback = WeightsCallback(tmp_path)
+    for epoch, score in enumerate([0.1, 0.1, 0.05]):
+        trainer = SimpleNamespace(
+            state=SimpleNamespace(fn="fit"),
+            sanity_checking=False,
+            is_global_zero=True,
+            current_epoch=epoch,
+            global_step=10 * (epoch + 1),
+            should_stop=False,
+            checkpoint_callbacks=[],
+            callback_metrics={"val/mAP": torch.tensor(score)},
+        )
+        callback.on_validation_end(trainer, module)
+    assert load_checkpoint(tmp_path / "weights/best.pt").trained["epoch"] == 1
+    assert load_checkpoint(tmp_path / "weights/last.pt").trained["epoch"] == 2
+
+
+def test_best_checkpoint_goes_to_the_later_of_equal_scores(tmp_path):
+    """checkpoints/best.ckpt (SharedCheckpoint, a real Lightning fit) follows the same rule as
+    best.pt: of equal scores the later epoch, never a lower one."""
+    import lightning as L
+
+    from yolov4.training.callbacks import SharedCheckpoint
+
+    scores = [0.0, 0.0, 0.0, -1.0]  # val/mAP of epochs 0..3
+
+    class Constant(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net = torch.nn.Linear(1, 1)
+
+        def training_step(self, batch, batch_idx):
+            return self.net(batch[0]).sum()
+
+        def validation_step(self, batch, batch_idx):
+            self.log("val/mAP", scores[self.current_epoch])
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.ones(2, 1)))
+    best = SharedCheckpoint(
+        dirpath=tmp_path, filename="best", monitor="val/mAP", mode="max", save_top_k=1,
+        enable_version_counter=False,
+    )  # fmt: skip
+    trainer = L.Trainer(
+        max_epochs=len(scores), callbacks=[best], logger=False, enable_progress_bar=False,
+        enable_model_summary=False, limit_train_batches=1, limit_val_batches=1,
+        num_sanity_val_steps=0, accelerator="cpu", devices=1,
+    )  # fmt: skip
+    trainer.fit(Constant(), data, data)
+    assert torch.load(tmp_path / "best.ckpt", weights_only=True)["epoch"] == 2
+    assert best.best_model_path == str(tmp_path / "best.ckpt")

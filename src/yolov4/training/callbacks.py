@@ -22,6 +22,7 @@ from yolov4.core.mismatch import NonFiniteWeightsError
 
 __all__ = [
     "AtomicCheckpointIO",
+    "at_least_as_good",
     "WeightsCallback",
     "SharedCheckpoint",
     "StepLearningRateMonitor",
@@ -90,12 +91,21 @@ def trained_epoch(trainer: L.Trainer) -> int:
     return max(loop.epoch_progress.current.ready - 1, 0)
 
 
+def at_least_as_good(score: Any, best: Any, mode: str) -> bool:
+    """Whether ``score`` equals or beats ``best`` (``mode`` ``max`` or ``min``): the rule by which
+    ``best.pt`` and ``best.ckpt`` are replaced. A tie goes to the later validation, the more
+    trained weights, as darknet replaces its ``_best.weights`` (``detector train -map``) and
+    ultralytics its ``best.pt``; NaN never replaces."""
+    return bool(score >= best if mode == "max" else score <= best)
+
+
 class WeightsCallback(L.Callback):
-    """After each validation write ``weights/last.pt`` and, when the monitored metric improved,
-    ``weights/best.pt`` (strict-loadable :mod:`yolov4.core.checkpoint` files, EMA weights when
-    EMA is on); at the end of training ``last.pt`` once more. Rank 0 only. The metric is the
-    first monitored checkpoint callback's (``callbacks.best_checkpoint.monitor``, its ``mode``),
-    so ``best.pt`` and ``best.ckpt`` are chosen alike; ``mAP`` without one."""
+    """After each validation write ``weights/last.pt`` and, when the monitored metric equals or
+    beats the best so far (:func:`at_least_as_good`), ``weights/best.pt`` (strict-loadable
+    :mod:`yolov4.core.checkpoint` files, EMA weights when EMA is on); at the end of training
+    ``last.pt`` once more. Rank 0 only. The metric is the first monitored checkpoint callback's
+    (``callbacks.best_checkpoint.monitor``, its ``mode``), so ``best.pt`` and ``best.ckpt`` are
+    chosen alike; ``mAP`` without one."""
 
     def __init__(self, dirpath: str | Path) -> None:
         self.dirpath = Path(dirpath)
@@ -158,7 +168,7 @@ class WeightsCallback(L.Callback):
         if value is None:  # not logged this epoch: the weights' own mAP
             name, mode, value = f"val/{MONITOR}", "max", module.evaluation[MONITOR]
         score = float(value)
-        if self.best is None or (score > self.best if mode == "max" else score < self.best):
+        if self.best is None or at_least_as_good(score, self.best, mode):
             self.best = score
             path = link_file(last, self.dirpath / BEST_WEIGHTS)  # the same weights: one file
             log.info("new best %s %.4f -> %s", name.removeprefix("val/"), score, path)
@@ -212,6 +222,15 @@ class SharedCheckpoint(ModelCheckpoint):
 
     def on_load_checkpoint(self, trainer: L.Trainer, module: Any, checkpoint: Any) -> None:
         self.resumed = str(trainer.ckpt_path) if trainer.ckpt_path else None
+
+    def check_monitor_top_k(self, trainer: L.Trainer, current: torch.Tensor | None = None) -> bool:
+        """Lightning's, except that a score equal to the k-th best also replaces it
+        (:func:`at_least_as_good`: a tie goes to the later validation, as for ``best.pt``)."""
+        if current is None or self.save_top_k == -1 or len(self.best_k_models) < self.save_top_k:
+            return super().check_monitor_top_k(trainer, current)
+        kth = self.best_k_models[self.kth_best_model_path]
+        decision = at_least_as_good(current, kth, self.mode)
+        return trainer.strategy.reduce_boolean_decision(decision)  # one decision on all ranks
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Lightning's, for a run folder moved or copied as a whole too: when the checkpoint
