@@ -255,3 +255,24 @@ def test_the_settings_opencv_runs_otherwise_are_found_in_the_cfg():
         "layer 5 [shortcut] from=-1,-3",
         "layer 6 [scale_channels] scale_wh=1",
     ]
+
+
+def test_a_darknet_only_artifact_names_how_its_files_run(exported, tmp_path):
+    """Predictor.from_artifact on an artifact of formats=[darknet] alone names the format that
+    writes the model it runs and the darknet_weights= keys (and Predictor.from_darknet call)
+    that read its files, which then load as the artifact's network and classes."""
+    from yolov4.inference import Predictor
+
+    weights, _ = exported
+    out = export_artifact(weights, tmp_path / "artifact", ["darknet"])
+    with pytest.raises(ExportError) as e:
+        Predictor.from_artifact(out)
+    message = str(e.value)
+    assert "has no model.onnx" in message and "export it with formats=[onnx]" in message
+    cfg, darknet_weights = out / "model.cfg", out / "model.weights"
+    assert (
+        f"darknet_weights={darknet_weights} model=darknet model.cfg={cfg} names=[a,b,c]" in message
+    )
+    assert f"Predictor.from_darknet({str(cfg)!r}, {str(darknet_weights)!r}" in message
+    predictor = Predictor.from_darknet(cfg, darknet_weights, names=NAMES)
+    assert predictor.class_names == NAMES and list(predictor.input_size) == SIZE

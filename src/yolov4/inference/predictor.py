@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ import torch
 
 from yolov4.core.artifact import (
     AUTO_PRECISION,
+    FORMATS,
     PRECISIONS,
     artifact_precisions,
     backend_names,
@@ -183,6 +185,30 @@ def _output_channels(backend: Any, input_size: Sequence[int], where: str) -> int
         ) from None
 
 
+def missing_model(artifact_dir: str | os.PathLike, meta: dict[str, Any], name: str) -> ExportError:
+    """The error for an artifact without the model file ``name`` a Predictor would run: the
+    formats that write it, and for an artifact with darknet files (``formats=[darknet]``) how
+    ``darknet_weights=`` and :meth:`Predictor.from_darknet` read them."""
+    writers = [f.name for f in FORMATS.values() if f.model_file == name] or ["..."]
+    message = (
+        f"{artifact_dir} has no {name} (files: {sorted(meta['files'])}); export it with "
+        f"formats=[{','.join(writers)}]"
+    )
+    darknet = meta.get("darknet")
+    if isinstance(darknet, Mapping) and {"cfg", "weights"} <= set(darknet):
+        cfg, weights = (str(Path(artifact_dir) / darknet[k]) for k in ("cfg", "weights"))
+        names = meta["class_names"]
+        simple = len(names) <= 10 and all(re.fullmatch(r"[\w.-]+", n) for n in names)
+        given = f"[{','.join(names)}]" if simple else "<a .names file of its class names>"
+        message += (
+            f". Its {darknet['cfg']} and {darknet['weights']} are darknet's files, which run "
+            f"as darknet_weights={weights} model=darknet model.cfg={cfg} names={given} "
+            f"(metadata.json's class_names), or Predictor.from_darknet({cfg!r}, {weights!r}, "
+            "names=...)"
+        )
+    return ExportError(message)
+
+
 class Predictor:
     """Run a model on user images (see module docstring).
 
@@ -272,9 +298,7 @@ class Predictor:
         backend = backend or entry["backends"][0]
         name = model_file(meta, precision, backend)
         if name not in meta["files"]:
-            raise ExportError(
-                f"{artifact_dir} has no {name} (files: {sorted(meta['files'])}); export it with formats=[...]"
-            )
+            raise missing_model(artifact_dir, meta, name)
         if backend not in entry["backends"]:
             raise ExportError(
                 f"{artifact_dir}: its {precision} model runs in {entry['backends']}, "
