@@ -378,3 +378,31 @@ def test_a_gpu_map_location_without_a_gpu_is_named(tmp_path, tiny3, monkeypatch)
     path = save_checkpoint(tmp_path / "x.pt", tiny3, NAMES)
     with pytest.raises(CheckpointError, match=r"map_location='cuda:0'\): this machine has no CUDA"):
         load_checkpoint(path, map_location="cuda:0")
+
+
+def test_the_images_trained_on_load_as_the_models_seen(tmp_path, tiny3):
+    """trained.seen (weights file) and yolov4_seen (Lightning .ckpt) become model.seen, which
+    save_darknet_weights writes into the .weights header; a file without them loads (strict)
+    with 0, and a value that is no count is refused naming it."""
+    from yolov4.darknet import load_darknet_weights, save_darknet_weights
+
+    path = save_checkpoint(tmp_path / "w.pt", tiny3, NAMES, trained={"seen": 4096})
+    model = load_checkpoint(path).model
+    assert model.seen == 4096
+    header = load_darknet_weights(build_model("yolov4-tiny", num_classes=3),
+                                  save_darknet_weights(model, tmp_path / "w.weights"))  # fmt: skip
+    assert header.seen == 4096
+    assert load_checkpoint(save_checkpoint(tmp_path / "old.pt", tiny3, NAMES)).model.seen == 0
+    sd = {f"model.{k}": v for k, v in tiny3.state_dict().items()}
+    hp = {"model": tiny3.config.to_dict(), "class_names": NAMES}
+    lightning = {"pytorch-lightning_version": "2.6.0", "epoch": 1, "global_step": 10,
+                 "state_dict": sd, "hyper_parameters": hp}  # fmt: skip
+    torch.save({**lightning, "yolov4_seen": 640}, tmp_path / "last.ckpt")
+    ckpt = load_checkpoint(tmp_path / "last.ckpt")
+    assert ckpt.trained["seen"] == 640 and ckpt.model.seen == 640
+    torch.save(lightning, tmp_path / "old.ckpt")
+    assert load_checkpoint(tmp_path / "old.ckpt").model.seen == 0
+    bad = save_checkpoint(tmp_path / "bad.pt", tiny3, NAMES, trained={"seen": -3})
+    with pytest.raises(CheckpointError, match=r"trained.seen \(the images trained on\) must be "
+                                              r"an int >= 0, found -3"):  # fmt: skip
+        load_checkpoint(bad)

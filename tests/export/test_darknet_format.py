@@ -276,3 +276,15 @@ def test_a_darknet_only_artifact_names_how_its_files_run(exported, tmp_path):
     assert f"Predictor.from_darknet({str(cfg)!r}, {str(darknet_weights)!r}" in message
     predictor = Predictor.from_darknet(cfg, darknet_weights, names=NAMES)
     assert predictor.class_names == NAMES and list(predictor.input_size) == SIZE
+
+
+def test_the_weights_header_holds_the_images_the_checkpoint_trained_on(exported, tmp_path):
+    """A checkpoint recording the images trained on (train.py's trained.seen) exports them as
+    the .weights header's seen, and metadata.json says so."""
+    ckpt = load_checkpoint(exported[0])
+    weights = save_checkpoint(tmp_path / "seen.pt", ckpt.model, NAMES, ckpt.preprocess,
+                              trained={"seen": 4096})  # fmt: skip
+    out = export_artifact(weights, tmp_path / "artifact", ["darknet"])
+    rebuilt = build_model(cfg=(out / "model.cfg").read_text())
+    assert load_darknet_weights(rebuilt, out / "model.weights").seen == 4096
+    assert read_metadata(out)["darknet"]["seen"] == 4096

@@ -169,3 +169,15 @@ def test_best_checkpoint_goes_to_the_later_of_equal_scores(tmp_path):
     trainer.fit(Constant(), data, data)
     assert torch.load(tmp_path / "best.ckpt", weights_only=True)["epoch"] == 2
     assert best.best_model_path == str(tmp_path / "best.ckpt")
+
+
+def test_weights_files_record_the_images_trained_on(tmp_path):
+    """best.pt and last.pt record darknet's seen: optimizer steps times data.batch_size x
+    trainer.accumulate_grad_batches x processes, which the loaded model keeps as model.seen."""
+    module = _scored_module(build_model("yolov4-tiny", num_classes=2, input_size=[64, 64]))
+    trainer = SimpleNamespace(
+        current_epoch=0, global_step=5, should_stop=False, accumulate_grad_batches=2,
+        world_size=3, datamodule=SimpleNamespace(batch_size=4),
+    )  # fmt: skip
+    ckpt = load_checkpoint(WeightsCallback(tmp_path).save(trainer, module, "last.pt"))
+    assert ckpt.trained["seen"] == ckpt.model.seen == 5 * 4 * 2 * 3

@@ -468,3 +468,26 @@ def test_ema_window_is_laid_over_the_run(total, fraction, before_end, window, ca
     assert (module.ema.start, module.ema.apply_at) == window
     short = "leave no average to copy into the weights" in caplog.text
     assert short == (window == (50, None))
+
+
+def test_lightning_checkpoints_record_the_images_trained_on(tmp_path):
+    """A .ckpt records darknet's seen (steps times batch x accumulation x processes), which
+    load_checkpoint (evaluate.py, export.py checkpoint=<.ckpt>) keeps as model.seen."""
+    import lightning as L
+
+    from yolov4 import load_checkpoint
+
+    module = tiny_module(class_names=["a", "b", "c"])
+    module._trainer = SimpleNamespace(
+        global_step=7, accumulate_grad_batches=2, world_size=1,
+        datamodule=SimpleNamespace(batch_size=4),
+    )  # fmt: skip
+    checkpoint = {
+        "pytorch-lightning_version": L.__version__,
+        "global_step": 7,
+        "state_dict": module.state_dict(),
+        "hyper_parameters": dict(module.hparams),
+    }
+    module.on_save_checkpoint(checkpoint)
+    torch.save(checkpoint, tmp_path / "last.ckpt")
+    assert load_checkpoint(tmp_path / "last.ckpt").model.seen == 7 * 4 * 2

@@ -62,7 +62,6 @@ from yolov4.training.cfg_settings import log_cfg_classes, log_cfg_settings
 from yolov4.training.darknet_files import (
     DARKNET_FILES_AUTO,
     darknet_files_wanted,
-    images_per_step,
     write_darknet_files,
 )
 from yolov4.training.early_stop import EarlyStoppingResume, log_early_stop
@@ -271,9 +270,8 @@ def write_outputs(
     write_analysis(out, datamodule.val_coco, result, analysis, files, datamodule.val_image)
     if cfg.get("export"):
         export_artifact(out / weights["file"], out / EXPORT_DIR, formats=list(cfg.export.formats))
-    if darknet_files:  # darknet's seen: images per iteration times the iterations trained
-        seen = int(weights["step"] or 0) * images_per_step(trainer, datamodule.batch_size)
-        write_darknet_files(out / weights["file"], seen)
+    if darknet_files:  # darknet's seen: the images the weights file records trained on
+        write_darknet_files(out / weights["file"])
     # last: a run with metrics.json has finished; one without it (stopped after its last
     # epoch) is finished by its resume (yolov4.cli.resume.refuse_finished)
     write_json(out / METRICS_FILE, metrics)

@@ -6,14 +6,20 @@ File format ``yolov4.weights/1`` (builtins and tensors only, ``torch.load(weight
      "model": ModelConfig.to_dict(),          # build_model(**model) rebuilds the network
      "state_dict": {...},                      # keys == build_model(**model).state_dict() keys
      "class_names": [...], "preprocess": {...}, "metrics": {...},
-     "trained": {"epoch": ..., "step": ..., ...}, "versions": {"yolov4": ..., "torch": ...},
+     "trained": {"epoch": ..., "step": ..., "seen": ..., ...},  # seen: images trained on
+     "versions": {"yolov4": ..., "torch": ...},
      "data": {...} | None}                     # the run's resolved data config (``_target_`` included)
 
 Files are read by :func:`~yolov4.core.checkpoint_read.read_checkpoint` (re-exported here, as is
 :func:`~yolov4.core.checkpoint_read.network_state_dict`). ``load_checkpoint`` also reads
 Lightning ``.ckpt`` files written by this project's LightningModule (``hyper_parameters`` with
-``model``/``class_names``/``preprocess``); for those the EMA weights are used when present. Every mismatch raises :class:`CheckpointError` with the
-missing, unexpected and wrong-shape keys grouped by module and the likely cause. The model config
+``model``/``class_names``/``preprocess``, the images trained on under :data:`CKPT_SEEN_KEY`);
+for those the EMA weights are used when present. The loaded model keeps the images its weights
+trained on as ``model.seen`` (0 when the file does not record them), as
+:func:`~yolov4.darknet.load_darknet_weights` keeps a ``.weights`` header's, and
+:func:`~yolov4.darknet.save_darknet_weights` writes it back. Every mismatch raises
+:class:`CheckpointError` with the missing, unexpected and wrong-shape keys grouped by module and
+the likely cause. The model config
 stored in a file is checked against the file's own tensors on the meta device before the network
 is allocated, so a file cannot make the loader allocate more than it holds.
 
@@ -67,6 +73,8 @@ __all__ = [
     "network_state_dict",
     "load_state_dict_checked",
     "check_finite",
+    "SEEN",
+    "CKPT_SEEN_KEY",
 ]
 
 log = logging.getLogger(__name__)
@@ -75,6 +83,10 @@ FORMAT = "yolov4.weights/1"
 # Weights a file must hold per element of the model it describes (1 byte: even an 8-bit file);
 # a file below this has tensors of the claimed shapes but not their data (stride-0 views).
 MIN_BYTES_PER_ELEMENT = 1
+# the images the weights trained on (darknet's ``seen``): a key of a weights file's "trained",
+# and of a Lightning .ckpt (written by the LightningModule's on_save_checkpoint)
+SEEN = "seen"
+CKPT_SEEN_KEY = "yolov4_seen"
 
 
 @dataclass
@@ -253,7 +265,11 @@ def _from_lightning(data: dict[str, Any], path: Path) -> dict[str, Any]:
         "class_names": hp.get("class_names"),
         "preprocess": hp.get("preprocess") or {},
         "metrics": {},
-        "trained": {"epoch": data.get("epoch"), "step": data.get("global_step")},
+        "trained": {
+            "epoch": data.get("epoch"),
+            "step": data.get("global_step"),
+            **({SEEN: data[CKPT_SEEN_KEY]} if CKPT_SEEN_KEY in data else {}),
+        },
         "data": hp.get("data"),
     }
 
@@ -345,12 +361,27 @@ def load_checkpoint(
         model = YOLOv4(config)
     model.to_empty(device="cpu")
     load_state_dict_checked(model, sd)
+    trained = dict(data.get("trained") or {})
+    model.seen = _seen(path, trained)
     return Checkpoint(
         model=model.to(map_location).eval(),
         class_names=list(names),
         preprocess=data.get("preprocess"),
         metrics=dict(data.get("metrics") or {}),
-        trained=dict(data.get("trained") or {}),
+        trained=trained,
         path=path,
         data=dict(data["data"]) if isinstance(data.get("data"), Mapping) else None,
     )
+
+
+def _seen(path: Path, trained: Mapping[str, Any]) -> int:
+    """The images a checkpoint's weights trained on, ``trained["seen"]``: 0 when not recorded;
+    :class:`CheckpointError` for a value that is not an int >= 0."""
+    seen = trained.get(SEEN)
+    if seen is None:
+        return 0
+    if isinstance(seen, bool) or not isinstance(seen, int) or seen < 0:
+        raise CheckpointError(
+            f"{path}: trained.{SEEN} (the images trained on) must be an int >= 0, found {seen!r}"
+        )
+    return seen

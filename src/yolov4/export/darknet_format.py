@@ -3,8 +3,9 @@
 The two files (:func:`yolov4.core.darknet_pair.save_darknet_pair`, as a train run writes
 ``weights/best.cfg`` and ``best.weights``) hold the unfused network at the artifact's input
 size, ``[net] letter_box`` from its resize mode, and the ``seen`` of the weights it came from
-(0 for a project checkpoint): darknet (``darknet detector test``), OpenCV's
-``cv2.dnn.readNetFromDarknet`` and ``darknet_weights=`` here read them. They hold fp32 weights
+(``model.seen``: a darknet file's, or the images a checkpoint records it trained on, else 0):
+darknet (``darknet detector test``), OpenCV's ``cv2.dnn.readNetFromDarknet`` and
+``darknet_weights=`` here read them. They hold fp32 weights
 for those runtimes, not a model a Predictor backend loads from the artifact.
 
 Before any file of the export is written (:func:`refuse`), the model must have a darknet

@@ -16,9 +16,10 @@ import torch
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from yolov4.core.checkpoint import save_checkpoint
+from yolov4.core.checkpoint import SEEN, save_checkpoint
 from yolov4.core.files import atomic_write, write_json
 from yolov4.core.mismatch import NonFiniteWeightsError
+from yolov4.training.darknet_files import images_trained
 
 __all__ = [
     "AtomicCheckpointIO",
@@ -124,6 +125,7 @@ class WeightsCallback(L.Callback):
         """Write ``name``; weights holding NaN or inf (a diverged run) are not written: the
         files keep the last finite weights, and training stops with the reason logged."""
         metrics = module.evaluation.scalars if module.evaluation is not None else {}
+        seen = images_trained(trainer)  # darknet's seen, for the .weights export writes
         try:
             return save_checkpoint(
                 self.dirpath / name,
@@ -137,6 +139,7 @@ class WeightsCallback(L.Callback):
                     "step": trainer.global_step,
                     "ema": module.ema is not None,
                     "category_ids": module.hparams["category_ids"],
+                    **({SEEN: seen} if seen is not None else {}),
                 },
             )
         except NonFiniteWeightsError as e:  # checked before anything is written

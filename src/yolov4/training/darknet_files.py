@@ -15,7 +15,13 @@ from yolov4.core.checkpoint import load_checkpoint
 from yolov4.core.darknet_pair import save_darknet_pair
 from yolov4.errors import ConfigError, YoloError
 
-__all__ = ["DARKNET_FILES_AUTO", "darknet_files_wanted", "images_per_step", "write_darknet_files"]
+__all__ = [
+    "DARKNET_FILES_AUTO",
+    "darknet_files_wanted",
+    "images_per_step",
+    "images_trained",
+    "write_darknet_files",
+]
 
 log = logging.getLogger(__name__)
 
@@ -40,15 +46,27 @@ def images_per_step(trainer: Any, batch_size: int) -> int:
     return int(batch_size) * accumulate * max(1, int(getattr(trainer, "world_size", 1) or 1))
 
 
-def write_darknet_files(weights: str | Path, seen: int) -> tuple[Path, Path] | None:
+def images_trained(trainer: Any) -> int | None:
+    """The images ``trainer``'s optimizer steps so far trained on, darknet's ``seen``:
+    ``global_step`` times :func:`images_per_step` at its datamodule's ``batch_size``; None
+    without a datamodule batch size."""
+    batch_size = getattr(getattr(trainer, "datamodule", None), "batch_size", None)
+    if batch_size is None:
+        return None
+    return int(trainer.global_step) * images_per_step(trainer, batch_size)
+
+
+def write_darknet_files(weights: str | Path, seen: int | None = None) -> tuple[Path, Path] | None:
     """``<stem>.cfg`` and ``<stem>.weights`` beside the project weights file ``weights`` (its
     network, at its preprocessing's input size, ``letter_box`` from its resize mode; ``seen``
-    images trained in the header). A network or file that cannot be written as darknet files is
-    logged as a warning naming why, and nothing is left of the pair: ``None``."""
+    images trained in the header, by default the checkpoint's, ``trained.seen``). A network or
+    file that cannot be written as darknet files is logged as a warning naming why, and nothing
+    is left of the pair: ``None``."""
     weights = Path(weights)
     cfg_path, weights_path = weights.with_suffix(".cfg"), weights.with_suffix(".weights")
     try:
         ckpt = load_checkpoint(weights)
+        seen = ckpt.model.seen if seen is None else seen
         save_darknet_pair(ckpt.model, ckpt.preprocess, cfg_path, weights_path, seen)
     except (YoloError, OSError) as e:
         for path in (weights_path, cfg_path):  # no half pair, nor an earlier run's pair

@@ -28,6 +28,7 @@ from typing import Any
 import lightning as L
 import torch
 
+from yolov4.core.checkpoint import CKPT_SEEN_KEY
 from yolov4.core.preprocess import PreprocessConfig, batch_to_input
 from yolov4.core.pretrained import load_pretrained
 from yolov4.errors import CheckpointError, ConfigError
@@ -37,6 +38,7 @@ from yolov4.loss import YoloLoss, darknet_cost
 from yolov4.models import YOLOv4
 from yolov4.training.callbacks import last_checkpoint
 from yolov4.training.class_balance import balance_models
+from yolov4.training.darknet_files import images_trained
 from yolov4.training.ema import ModelEMA, set_run_window
 from yolov4.training.epoch_log import EpochLine, log_multi_scale
 from yolov4.training.module_args import module_hparams, optim_config
@@ -297,6 +299,9 @@ class YoloModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[SCHEDULE_KEY] = self._schedule_total  # the length the lr schedule spans
+        seen = images_trained(self._trainer)
+        if seen is not None:  # the images trained on: darknet's seen (load_checkpoint reads it)
+            checkpoint[CKPT_SEEN_KEY] = seen
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self._resumed_total = checkpoint.get(SCHEDULE_KEY)
