@@ -89,6 +89,10 @@ def test_a_cfg_class_count_other_than_the_datasets_is_one_line(caplog):
         "layers to match"
     )
     caplog.clear()
+    run = {"data.file": "darknet/data/obj.data", "data.train.names": "darknet/data/obj.data"}
+    (record,) = cfg_classes_log(caplog, user_config(), 3, run)  # names filled from data.file=
+    assert "the dataset 3 classes (data.file=darknet/data/obj.data): " in record.message
+    caplog.clear()
     (record,) = cfg_classes_log(caplog, ModelConfig.load("yolov4-tiny"), 3, {})
     assert record.levelno == logging.INFO
     assert record.message.startswith("yolov4-tiny.cfg has [yolo] classes=80, the dataset 3 ")

@@ -134,14 +134,7 @@ def log_cfg_classes(config: ModelConfig, num_classes: int, value_of: Callable[[s
     if config.num_classes == num_classes:
         return
     cfg = value_of("model.cfg") or f"{config.name}.cfg"
-    data = next(
-        (
-            f"{k}={value_of(k)}"
-            for k in ("data.train.names", "data.train.annotations")
-            if value_of(k)
-        ),
-        "data.train",
-    )
+    data = _class_source(value_of)
     filters = sorted({len(m) * (num_classes + 5) for m in config.masks})
     log.log(
         logging.WARNING if config.cfg is not None else logging.INFO,
@@ -157,3 +150,18 @@ def log_cfg_classes(config: ModelConfig, num_classes: int, value_of: Callable[[s
         if config.cfg is not None
         else "",
     )
+
+
+def _class_source(value_of: Callable[[str], Any]) -> str:
+    """The option the dataset's classes come from, as the command gave it: ``data.file=...``
+    when that dataset file filled ``data.train.names`` (with the file's path:
+    :func:`yolov4.data.dataset_file.fill_splits`), else ``data.train.names`` or
+    ``data.train.annotations``."""
+    file = value_of("data.file")
+    for key in ("data.train.names", "data.train.annotations"):
+        value = value_of(key)
+        if value and key == "data.train.names" and file is not None and str(value) == str(file):
+            return f"data.file={file}"
+        if value:
+            return f"{key}={value}"
+    return "data.train"
