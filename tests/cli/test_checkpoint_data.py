@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from yolov4 import CheckpointError, build_model, load_checkpoint, save_checkpoint
-from yolov4.cli.common import resolve_data
+from yolov4.cli.data_config import resolve_data
 from yolov4.training.noise import precision_note, quiet_lightning
 
 NAMES = ["circle", "rectangle", "triangle", "cross"]
@@ -40,7 +40,7 @@ def test_save_checkpoint_records_the_data_config(tmp_path):
 def test_evaluate_data_defaults_to_the_checkpoints(compose_cfg, tmp_path, caplog):
     cfg = compose_cfg("evaluate", ["checkpoint=m.pt"], tmp_path)
     assert cfg.get("data") is None  # `- data: null`: nothing composed
-    with caplog.at_level(logging.INFO, logger="yolov4.cli.common"):
+    with caplog.at_level(logging.INFO, logger="yolov4.cli.data_config"):
         resolve_data(cfg, DATA, "m.pt")
     assert cfg.data.num_val == 5 and cfg.data.data_seed == 3
     assert "the run's data config recorded in m.pt" in caplog.text
@@ -55,7 +55,7 @@ def test_evaluate_data_defaults_to_the_checkpoints(compose_cfg, tmp_path, caplog
     # a file without one: the synthetic data, said in the log
     cfg = compose_cfg("evaluate", ["checkpoint=old.pt"], tmp_path)
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="yolov4.cli.common"):
+    with caplog.at_level(logging.INFO, logger="yolov4.cli.data_config"):
         resolve_data(cfg, None, "old.pt")
     assert cfg.data._target_ == "yolov4.data.datamodule.SyntheticDataModule"
     assert cfg.data.num_val == 100 and cfg.data.preprocess.input_size == [256, 256]

@@ -246,7 +246,7 @@ def test_an_artifact_is_scored_at_its_own_size_whatever_data_asks(
 def test_data_keys_go_over_the_recorded_data_without_a_plus():
     """evaluate.py / export.py checkpoint=... data.input_size=... failed with Hydra's "Key
     'data' is not in struct" (the data group defaults to null: +data.input_size was needed)."""
-    from yolov4.cli.common import data_argv
+    from yolov4.cli.data_config import data_argv
 
     argv = [
         "evaluate.py",

@@ -56,7 +56,8 @@ def test_evaluate_set_up_lines_are_logged_by_rank_zero_only(caplog, monkeypatch,
     same set-up) come from rank 0 only."""
     from types import SimpleNamespace
 
-    from yolov4.cli.common import resolve_data, warn_without_ground_truth
+    from yolov4.cli.common import warn_without_ground_truth
+    from yolov4.cli.data_config import resolve_data
     from yolov4.cli.evaluate import _check_classes
 
     monkeypatch.setattr(rank_zero_only, "rank", rank)

@@ -16,7 +16,7 @@ from typing import Any
 
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
 import yolov4.cli.hydra_hooks  # noqa: F401  (registers the configs' resolvers)
@@ -33,8 +33,6 @@ __all__ = [
     "model_config",
     "model_network",
     "model_stride",
-    "resolve_data",
-    "data_argv",
     "rank_log_argv",
     "check_override_syntax",
     "to_builtin",
@@ -55,7 +53,6 @@ OUTPUT_ERRNOS = {
     errno.EISDIR, errno.EEXIST, errno.ENAMETOOLONG,
 }  # fmt: skip
 INTERRUPTED_EXIT = 130  # a run stopped by Ctrl-C (or SIGTERM) exits as a shell's Ctrl-C does
-FALLBACK_DATA = "synthetic"  # configs/data/<this>.yaml: the data of files that record none
 
 
 def _multirun() -> bool:
@@ -264,17 +261,6 @@ def rank_log_argv(argv: list[str], job: str) -> list[str]:
             for a in argv]  # fmt: skip
 
 
-def data_argv(argv: list[str]) -> list[str]:
-    """``argv`` for an app whose ``data`` group defaults to null (evaluate.py, export.py: the
-    data a checkpoint records): without a ``data=`` option, ``data.<key>=value`` becomes
-    ``+data.<key>=value`` (Hydra refuses a key of an absent node: "Key 'data' is not in
-    struct"); :func:`resolve_data` lays it over the recorded data."""
-    args = argv[1:]
-    if any(a.lstrip("+~").startswith("data=") for a in args):
-        return argv
-    return [argv[0], *("+" + a if a.startswith("data.") else a for a in args)]
-
-
 def _rank_zero_log() -> logging.LoggerAdapter:
     """This module's logger on rank 0 only (:func:`yolov4.training.noise.rank_zero_logger`),
     for the lines every process of a DDP run would log alike; imported when first logged, as
@@ -282,35 +268,6 @@ def _rank_zero_log() -> logging.LoggerAdapter:
     from yolov4.training.noise import rank_zero_logger
 
     return rank_zero_logger(__name__)
-
-
-def resolve_data(cfg: DictConfig, recorded: dict[str, Any] | None, source: str) -> None:
-    """``cfg.data`` in place: ``data=<option>`` as given; else the data config recorded in the
-    checkpoint (``recorded``: :attr:`Checkpoint.data`), with any ``+data.<key>=`` given on top
-    (a ``data.file`` given fills the splits, not their recorded paths);
-    else (darknet weights, artifacts, files without one) ``data=synthetic``, logged."""
-    given = cfg.get("data")
-    if given is not None and given.get("_target_"):
-        return
-    if recorded is not None:
-        base = OmegaConf.create(recorded)
-        if given is not None and given.get("file") is not None:
-            from yolov4.data.dataset_file import clear_splits  # the data layer imports Lightning
-
-            clear_splits(base)  # the file given fills the splits, not the recorded paths
-        _rank_zero_log().info(
-            "data: the run's data config recorded in %s (%s)", source, recorded["_target_"]
-        )
-    else:
-        default = resources.files("yolov4.configs") / "data" / f"{FALLBACK_DATA}.yaml"
-        base = OmegaConf.create(default.read_text())
-        _rank_zero_log().info(
-            "data: %s records no data config; evaluating on data=%s (give data=... for another)",
-            source,
-            FALLBACK_DATA,
-        )
-    with open_dict(cfg):
-        cfg.data = OmegaConf.merge(base, given) if given is not None else base
 
 
 def warn_without_ground_truth(datamodule: Any, training: bool = False) -> None:

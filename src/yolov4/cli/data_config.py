@@ -1,23 +1,35 @@
 """The data config as the commands build and record it: the splits a dataset file gives
 (``data.file=``: darknet's ``.data`` file or an ultralytics data yaml) filled in before the
-DataModule is built (:func:`build_data`), and the config a checkpoint records, its paths
-absolute (:func:`recorded_data`)."""
+DataModule is built (:func:`build_data`), the config a checkpoint records, its paths
+absolute (:func:`recorded_data`), and for the apps whose ``data`` defaults to a checkpoint's
+record (evaluate.py, export.py) the ``data.<key>=`` options laid over it (:func:`data_argv`,
+:func:`resolve_data`)."""
 
 from __future__ import annotations
 
 import os
 from contextlib import suppress
+from importlib import resources
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from yolov4.cli.common import build, to_builtin
 from yolov4.errors import YoloError
 
-__all__ = ["DATA_PATH_KEYS", "build_data", "check_data_file", "recorded_data"]
+__all__ = [
+    "DATA_PATH_KEYS",
+    "FALLBACK_DATA",
+    "build_data",
+    "check_data_file",
+    "data_argv",
+    "recorded_data",
+    "resolve_data",
+]
 
 # data config keys that hold file or folder paths (recorded absolute: see recorded_data)
 DATA_PATH_KEYS = ("images", "annotations", "labels", "names", "cache_dir", "file")
+FALLBACK_DATA = "synthetic"  # configs/data/<this>.yaml: the data of files that record none
 
 
 def build_data(cfg: DictConfig, **kwargs: Any) -> Any:
@@ -45,6 +57,48 @@ def check_data_file(cfg: DictConfig) -> None:
         from yolov4.data.dataset_file import read_dataset_file
 
         read_dataset_file(node.file)
+
+
+def data_argv(argv: list[str]) -> list[str]:
+    """``argv`` for an app whose ``data`` group defaults to null (evaluate.py, export.py: the
+    data a checkpoint records): without a ``data=`` option, ``data.<key>=value`` becomes
+    ``+data.<key>=value`` (Hydra refuses a key of an absent node: "Key 'data' is not in
+    struct"); :func:`resolve_data` lays it over the recorded data."""
+    args = argv[1:]
+    if any(a.lstrip("+~").startswith("data=") for a in args):
+        return argv
+    return [argv[0], *("+" + a if a.startswith("data.") else a for a in args)]
+
+
+def resolve_data(cfg: DictConfig, recorded: dict[str, Any] | None, source: str) -> None:
+    """``cfg.data`` in place: ``data=<option>`` as given; else the data config recorded in the
+    checkpoint (``recorded``: :attr:`Checkpoint.data`), with any ``+data.<key>=`` given on top
+    (a ``data.file`` given fills the splits, not their recorded paths);
+    else (darknet weights, artifacts, files without one) ``data=synthetic``, logged."""
+    given = cfg.get("data")
+    if given is not None and given.get("_target_"):
+        return
+    # rank 0's lines; imported here, as it imports Lightning (which export.py does without)
+    from yolov4.training.noise import rank_zero_logger
+
+    say = rank_zero_logger(__name__)
+    if recorded is not None:
+        base = OmegaConf.create(recorded)
+        if given is not None and given.get("file") is not None:
+            from yolov4.data.dataset_file import clear_splits  # the data layer imports Lightning
+
+            clear_splits(base)  # the file given fills the splits, not the recorded paths
+        say.info("data: the run's data config recorded in %s (%s)", source, recorded["_target_"])
+    else:
+        default = resources.files("yolov4.configs") / "data" / f"{FALLBACK_DATA}.yaml"
+        base = OmegaConf.create(default.read_text())
+        say.info(
+            "data: %s records no data config; evaluating on data=%s (give data=... for another)",
+            source,
+            FALLBACK_DATA,
+        )
+    with open_dict(cfg):
+        cfg.data = OmegaConf.merge(base, given) if given is not None else base
 
 
 def recorded_data(node: Any) -> Any:

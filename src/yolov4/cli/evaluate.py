@@ -22,16 +22,14 @@ from yolov4.cli.common import (
     build,
     build_partial,
     check_override_syntax,
-    data_argv,
     model_config,
     model_network,
     one_line_errors,
     rank_log_argv,
-    resolve_data,
     to_builtin,
     warn_without_ground_truth,
 )
-from yolov4.cli.data_config import build_data, check_data_file
+from yolov4.cli.data_config import build_data, check_data_file, data_argv, resolve_data
 from yolov4.cli.sources import check_no_network, check_runtime_keys
 from yolov4.core.artifact import read_metadata
 from yolov4.core.checkpoint import load_checkpoint
@@ -310,7 +308,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
 
 def hydra_main() -> None:
-    """``python evaluate.py ...``: Hydra's app on :func:`~yolov4.cli.common.data_argv`'s
+    """``python evaluate.py ...``: Hydra's app on :func:`~yolov4.cli.data_config.data_argv`'s
     arguments (``data.<key>=`` over the recorded data; a DDP process's log file named by
     :func:`~yolov4.cli.common.rank_log_argv`)."""
     check_override_syntax(sys.argv)

@@ -25,12 +25,10 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from yolov4.cli.common import (
     check_override_syntax,
-    data_argv,
     one_line_errors,
-    resolve_data,
     to_builtin,
 )
-from yolov4.cli.data_config import build_data, check_data_file
+from yolov4.cli.data_config import build_data, check_data_file, data_argv, resolve_data
 from yolov4.cli.sources import check_no_network, model_checkpoint, model_source, source_file
 from yolov4.core.artifact import METADATA, artifact_precisions, model_file, read_metadata
 from yolov4.core.files import files_under
@@ -369,7 +367,7 @@ def _accuracy_lines(meta: dict[str, Any]) -> list[str]:
 
 
 def hydra_main() -> None:
-    """``python export.py ...``: Hydra's app on :func:`~yolov4.cli.common.data_argv`'s
+    """``python export.py ...``: Hydra's app on :func:`~yolov4.cli.data_config.data_argv`'s
     arguments (``data.<key>=`` over the recorded data)."""
     check_override_syntax(sys.argv)
     sys.argv = data_argv(sys.argv)
