@@ -435,9 +435,9 @@ def test_a_truncated_video_is_one_report_and_a_bad_frame_inside_is_one_each(tmp_
     assert [f.frame for f in frames] == list(range(readable + 1))
     assert all(f.image is not None for f in frames[:-1])
     assert frames[-1].image is None and frames[-1].error == (
-        f"{cut}: frames {readable} to 39 of 40 cannot be decoded; the readable video ends at "
-        f"frame {readable} (a truncated or damaged file)"
-    )
+        f"{cut}: frames {readable} to 39 of 40 cannot be decoded; the readable video ends "
+        f"after frame {readable - 1} (a truncated or damaged file)"
+    )  # frames 0 to readable - 1 were read
 
     class Capture:  # frames 2 and 3 of 6 do not decode, the others do
         def __init__(self, _path) -> None:

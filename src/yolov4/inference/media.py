@@ -223,9 +223,11 @@ class VideoFile:
             cap.release()
 
     def _ends_at(self, first: int) -> Frame:
+        """The report of frames ``first`` to the end that do not decode (``first - 1`` read)."""
+        ends = f"ends after frame {first - 1}" if first else "has no frame"
         error = (
             f"{self.path}: frames {first} to {self.count - 1} of {self.count} cannot be decoded; "
-            f"the readable video ends at frame {first} (a truncated or damaged file)"
+            f"the readable video {ends} (a truncated or damaged file)"
         )
         return Frame(self.source, self.name, None, str(self.path), first, error=error)
 
