@@ -198,3 +198,20 @@ def test_too_many_tiles_are_refused_before_any_pass_runs():
     assert len(predict_tiled(p, image[:500, :500], overlap=0.9, max_tiles=n - 1)) == 0
     with pytest.raises(InputError, match="max_tiles must be a positive integer, got 0"):
         predict_tiled(p, image, max_tiles=0)
+
+
+def test_an_image_4_pixels_high_is_tiled_as_decoded():
+    """A strip 4 pixels high: given as a PIL image or as a decoder's array (``decoded=True``), its
+    tiles (also 4 pixels high) run as (H, W, 3) images; a plain array of that shape, which reads
+    as (C, H, W) too, is refused as ambiguous."""
+    from PIL import Image
+
+    strip = np.full((4, 400, 3), 40, np.uint8)
+    strip[:, 100:112] = COLORS[0]
+    p = predictor()
+    for given, kwargs in ((Image.fromarray(strip), {}), (strip, {"decoded": True})):
+        dets = predict_tiled(p, given, tile_size=64, overlap=0.5, **kwargs)
+        assert dets.image_size == (4, 400) and match(dets, [(100, 0, 112, 4, 0)], 1.0) == [1]
+        assert len(dets) == 1
+    with pytest.raises(InputError, match=r"shape \(4, 400, 3\) is ambiguous"):
+        predict_tiled(p, strip, tile_size=64, overlap=0.5)

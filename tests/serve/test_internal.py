@@ -12,6 +12,7 @@ import sys
 import threading
 import warnings
 
+import numpy as np
 import pytest
 import torch
 
@@ -325,4 +326,26 @@ def test_a_privileged_port_names_the_ports_that_need_none(monkeypatch):
     assert message == (
         "cannot listen on 127.0.0.1:80: Permission denied "
         "(ports below 1024 need privileges: give --port 1024 or above)"
+    )
+
+
+def test_uploads_1_and_3_pixels_high_are_answered_as_the_predictor_reads_their_files():
+    """A decoded upload is (H, W, 3) whatever its shape: a 1x1 PNG or a 640x3 JPEG, whose
+    arrays also read as (C, H, W), is detected on, not refused as an ambiguous array."""
+    from yolov4.serve.inputs import Upload
+    from yolov4.serve.jobs import DetectJob
+
+    def backend(images: torch.Tensor) -> torch.Tensor:  # one box, scored by the mean pixel
+        out = torch.zeros(images.shape[0], 1, 6)
+        out[:, 0, :4] = torch.tensor([32.0, 32.0, 16.0, 16.0])
+        out[:, 0, 4], out[:, 0, 5] = images.mean((1, 2, 3)), 1.0
+        return out
+
+    predictor = Predictor(backend, ["thing"], PreprocessConfig(input_size=(64, 64)))
+    wide = np.repeat(np.linspace(0, 255, 640).astype(np.uint8)[None, :, None], 3, 0).repeat(3, 2)
+    files = [encode(np.full((1, 1, 3), 200, np.uint8), "PNG"), encode(wide, "JPEG")]
+    results = DetectJob(predictor, 10**6, uploads=[Upload(d, "x") for d in files], conf=0.01)()
+    assert results == [d.to_dict() for d in predictor(files, conf=0.01)]
+    assert [r["image"]["height"] for r in results] == [1, 3] and all(
+        r["detections"] for r in results
     )

@@ -181,10 +181,11 @@ def _prepared(
 
 
 def _preparation(predictor: Predictor, cfg: DictConfig) -> Callable[[Any], Any]:
-    """What :func:`_prepared` does to each file or video frame: its network input, or with
-    ``tile`` (tiles cut their own inputs) the check that its tiles are not too many."""
+    """What :func:`_prepared` does to each file or video frame (decoded: ``(H, W, 3)`` whatever
+    its shape): its network input, or with ``tile`` (tiles cut their own inputs) the check that
+    its tiles are not too many."""
     if not cfg.get("tile"):
-        return lambda image: predictor.prepare(image)[0]
+        return lambda image: predictor.prepare(image, decoded=True)[0]
     tile_hw = tile_shape(cfg.get("tile_size"), predictor)
     overlap = float(cfg.get("tile_overlap", 0.2))
 
@@ -223,9 +224,9 @@ def _detect(predictor: Predictor, chunk: list[Item], cfg: DictConfig) -> list[An
     if not cfg.get("tile"):
         if all(p is not None for _, p in chunk):
             return predictor.predict_prepared([p for _, p in chunk], **post)
-        return predictor(images, **post)
+        return predictor(images, decoded=True, **post)  # live frames: prepared here
     size, overlap = cfg.get("tile_size"), float(cfg.get("tile_overlap", 0.2))
-    return [predict_tiled(predictor, im, size, overlap, **post) for im in images]
+    return [predict_tiled(predictor, im, size, overlap, decoded=True, **post) for im in images]
 
 
 def run(
@@ -334,6 +335,7 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
         reconnect_timeout=float(cfg.reconnect_timeout),
         max_frames=cfg.get("max_frames"),
     )
+    _warn_max_frames_unused(cfg.get("max_frames"), sources)
     max_pixels = cfg.get("max_pixels", MAX_PIXELS)
     for s in sources:
         if isinstance(s, ImageFiles | ImageURL):
@@ -386,6 +388,17 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
     print(summary.text())
     log.info("wrote %s", writer.out)
     return check_something_read(summary.to_dict(), writer.out)
+
+
+def _warn_max_frames_unused(max_frames: int | None, sources: list[Any]) -> None:
+    """One warning when ``max_frames`` is given and no source is live: it stops cameras and
+    streams, while files and videos are read to their end."""
+    if max_frames is not None and not any(s.live for s in sources):
+        log.warning(
+            "max_frames=%d stops live sources (cameras, streams) only; these sources are files "
+            "and videos, read to their end",
+            max_frames,
+        )
 
 
 def check_something_read(summary: dict[str, Any], out: Path) -> dict[str, Any]:

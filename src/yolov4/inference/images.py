@@ -7,7 +7,8 @@ array ``(H, W, 3)`` uint8 (RGB, or BGR with ``color="bgr"``), ``(H, W)``/``(H, W
 naming the image's index and what was wrong (a URL among them: predict.py fetches those), before
 any model code runs; so does a numpy array whose shape reads as both layouts, ``(C, H, W)`` and
 ``(H, W, C)`` (first and last sides both 1, 3 or 4, e.g. ``(3, 100, 4)``), which would otherwise
-be guessed.
+be guessed, unless ``decoded=True`` says the arrays are a decoder's ``(H, W, C)`` output (image
+files, video and stream frames, ``cv2.imread``), whose layout is known whatever their shape.
 """
 
 from __future__ import annotations
@@ -54,8 +55,8 @@ def _check_layout(shape: tuple[int, ...], where: str) -> None:
         raise InputError(
             f"{where}: an array of shape {shape} is ambiguous: numpy images are (H, W, C), here "
             f"{b}x{a} (WxH) pixels of {c} channels, but it may be (C, H, W), {c}x{b} pixels of {a} "
-            f"channels; pass array.transpose(1, 2, 0) for (C, H, W), a PIL image for an "
-            f"image {a} pixels high"
+            f"channels; pass array.transpose(1, 2, 0) for (C, H, W), or decoded=True for an "
+            f"(H, W, C) image {a} pixels high from a decoder (cv2.imread, video frames)"
         )
     raise InputError(
         f"{where}: expected an (H, W, C) array with C in {CHANNELS}, got shape {shape}, which "
@@ -64,9 +65,14 @@ def _check_layout(shape: tuple[int, ...], where: str) -> None:
 
 
 def load_image(
-    item: Any, index: int = 0, color: str = "rgb", max_pixels: int | None = MAX_PIXELS
+    item: Any,
+    index: int = 0,
+    color: str = "rgb",
+    max_pixels: int | None = MAX_PIXELS,
+    decoded: bool = False,
 ) -> np.ndarray:
-    """One user input (see module docstring) -> ``(H, W, 3)`` uint8 RGB."""
+    """One user input (see module docstring) -> ``(H, W, 3)`` uint8 RGB. ``decoded``: a numpy
+    array is a decoder's ``(H, W, C)`` output, taken without the layout check."""
     where = f"image {index}"
     given_array = isinstance(item, np.ndarray)  # (H, W, C) by contract; tensors are (C, H, W)
     if color not in COLORS:
@@ -124,16 +130,17 @@ def load_image(
         raise InputError(
             f"{where}: expected an (H, W, 3) image, got an array of shape {item.shape}"
         )
-    if given_array:
+    if given_array and not decoded:
         _check_layout(item.shape, where)
     _check_pixels(item.shape[0], item.shape[1], max_pixels, where)
     return to_rgb8(item, color, where)
 
 
 def load_images(
-    items: Any, color: str = "rgb", max_pixels: int | None = MAX_PIXELS
+    items: Any, color: str = "rgb", max_pixels: int | None = MAX_PIXELS, decoded: bool = False
 ) -> list[np.ndarray]:
-    """One input or a list/tuple of them -> list of ``(H, W, 3)`` uint8 RGB arrays."""
+    """One input or a list/tuple of them -> list of ``(H, W, 3)`` uint8 RGB arrays
+    (``decoded``: as :func:`load_image`'s)."""
     if isinstance(items, Iterator):
         raise InputError(
             f"expected an image or a list of images, got a {type(items).__name__} (an "
@@ -142,7 +149,7 @@ def load_images(
     if isinstance(items, (list, tuple)):
         if not items:
             raise InputError("expected at least one image, got an empty list")
-        return [load_image(x, i, color, max_pixels) for i, x in enumerate(items)]
+        return [load_image(x, i, color, max_pixels, decoded) for i, x in enumerate(items)]
     if isinstance(items, torch.Tensor) and items.dim() == 4:
         return [load_image(x, i, color, max_pixels) for i, x in enumerate(items)]
-    return [load_image(items, 0, color, max_pixels)]
+    return [load_image(items, 0, color, max_pixels, decoded)]

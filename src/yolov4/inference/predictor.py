@@ -397,6 +397,7 @@ class Predictor:
         classes: int | str | Sequence[int | str] | None = None,
         color: str = "rgb",
         postprocess: PostprocessConfig | Mapping[str, Any] | None = None,
+        decoded: bool = False,
     ) -> list[Detections]:
         """One image or a list (mixed sizes and kinds allowed) -> one :class:`Detections` each.
 
@@ -415,16 +416,20 @@ class Predictor:
                 the validation settings :data:`~yolov4.core.postprocess.DARKNET_VALID`, resolved
                 for the model), or a dict of its keys over :attr:`postprocess`; ``conf``,
                 ``iou``, ``max_det`` still apply on top.
+            decoded: numpy arrays are a decoder's ``(H, W, C)`` output (image files, video and
+                stream frames): taken as such whatever their shape, where a user's array whose
+                shape also reads as ``(C, H, W)`` (e.g. an image 1, 3 or 4 pixels high) is
+                refused as ambiguous.
         """
         settings, wanted = self._settings(conf, iou, max_det, classes, postprocess)
         start = time.perf_counter()
-        inputs = self.prepare(images, color)  # every check before any model code
+        inputs = self.prepare(images, color, decoded)  # every check before any model code
         return self._detect(inputs, settings, wanted, start, time.perf_counter())
 
-    def prepare(self, images: Any, color: str = "rgb") -> list[Prepared]:
+    def prepare(self, images: Any, color: str = "rgb", decoded: bool = False) -> list[Prepared]:
         """Decode and preprocess ``images`` (as :meth:`__call__` takes them) without running the
         model: CPU work a reader thread can do ahead of it; :meth:`predict_prepared` finishes."""
-        arrays = load_images(images, color, self.max_pixels)
+        arrays = load_images(images, color, self.max_pixels, decoded)
         return [(*preprocess(a, self.preprocess_config), a.shape[:2]) for a in arrays]
 
     def predict_prepared(

@@ -145,14 +145,20 @@ def tile_shape(tile_size: Any, predictor: Predictor) -> tuple[int, int]:
 
 
 def _check(
-    image: Any, tile_size: Any, overlap: Any, max_tiles: Any, predictor: Predictor, color: str
+    image: Any,
+    tile_size: Any,
+    overlap: Any,
+    max_tiles: Any,
+    predictor: Predictor,
+    color: str,
+    decoded: bool,
 ) -> tuple:
     tile_hw = tile_shape(tile_size, predictor)
     if isinstance(overlap, bool) or not isinstance(overlap, (int, float)) or not 0 <= overlap < 1:
         raise InputError(f"overlap must be a number in [0, 1), got {overlap!r}")
     if isinstance(max_tiles, bool) or not isinstance(max_tiles, int) or max_tiles < 1:
         raise InputError(f"max_tiles must be a positive integer, got {max_tiles!r}")
-    return load_image(image, 0, color, predictor.max_pixels), tile_hw
+    return load_image(image, 0, color, predictor.max_pixels, decoded), tile_hw
 
 
 def _run_passes(
@@ -170,7 +176,7 @@ def _run_passes(
     parts = []  # (boxes in image pixels, scores, class ids, cut)
 
     def run(crops: list[np.ndarray], origins: list[tuple[int, int, int, int] | None]) -> None:
-        dets = predictor(crops, **kwargs)
+        dets = predictor(crops, decoded=True, **kwargs)  # loaded: (H, W, 3) whatever their shape
         for key, ms in dets[0].timing_ms.items():
             timing[key] = timing.get(key, 0.0) + ms
         for d, tile in zip(dets, origins):
@@ -201,6 +207,7 @@ def predict_tiled(
     classes: Sequence[int] | None = None,
     color: str = "rgb",
     max_tiles: int = MAX_TILES,
+    decoded: bool = False,
 ) -> Detections:
     """Detections of one large image from overlapping tiles plus the whole image (module docstring).
 
@@ -215,12 +222,13 @@ def predict_tiled(
             (OpenCV frames).
         max_tiles: the most tiles one image may need; more (a large image with a small tile or an
             overlap near 1) is an :class:`InputError` naming the count, before anything runs.
+        decoded: an array image is a decoder's ``(H, W, C)`` output, as the Predictor's.
 
     Returns:
         One :class:`Detections` in the image's pixels; ``timing_ms`` sums the passes and adds
         ``merge``.
     """
-    image, tile_hw = _check(image, tile_size, overlap, max_tiles, predictor, color)
+    image, tile_hw = _check(image, tile_size, overlap, max_tiles, predictor, color, decoded)
     try:
         settings = predictor.postprocess.replace(conf=conf, iou=iou, max_det=max_det)
     except ConfigError as e:

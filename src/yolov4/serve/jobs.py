@@ -171,7 +171,7 @@ def predict_in_calls(
     detections: list[Detections] = []
     timing: dict[str, float] = {}
     for i in range(0, len(images), step):
-        part = predictor(images[i : i + step], **thresholds)
+        part = predictor(images[i : i + step], decoded=True, **thresholds)
         for k, v in part[0].timing_ms.items():
             timing[k] = timing.get(k, 0.0) + v
         detections += part
