@@ -287,6 +287,8 @@ def test_train_a_user_darknet_cfg(compose_cfg, tiny_run, tmp_path):
     written = build_model(cfg=(run / "weights/best.cfg").read_text())
     header = load_darknet_weights(written, run / "weights/best.weights")
     assert header.seen == best.trained["step"] * 4  # steps times data.batch_size
+    # and best.names, the run's class names, one a line
+    assert (run / "weights/best.names").read_text().splitlines() == best.class_names
 
 
 def test_a_cfg_warning_is_in_the_runs_train_log_once(tiny_run, synthetic_cache, tmp_path):

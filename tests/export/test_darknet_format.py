@@ -28,6 +28,7 @@ from yolov4.errors import ExportError
 from yolov4.export import darknet_format
 from yolov4.export.artifact import export_artifact
 from yolov4.export.parity import PARITY_RTOL
+from yolov4.inference import Predictor
 from yolov4.models.layers import BN_EPS, ConvBnAct
 
 NAMES = ["a", "b", "c"]
@@ -84,14 +85,18 @@ def test_opencv_reads_the_files_as_the_checkpoints_network(exported):
     assert load_darknet_weights(rebuilt, darknet_weights).seen == 0
     for key, tensor in model.state_dict().items():
         assert torch.equal(rebuilt.state_dict()[key], tensor), key
+    # with the checkpoint's class names, from model.names beside them
+    assert Predictor.from_darknet(cfg, darknet_weights).class_names == NAMES
 
 
 def test_metadata_records_the_files_and_their_check(exported):
     _, out = exported
     meta = read_metadata(out)
     assert meta["formats"] == ["onnx", "darknet"]
-    assert {"model.cfg", "model.weights", "model.onnx"} <= set(meta["files"])
+    assert {"model.cfg", "model.weights", "model.names", "model.onnx"} <= set(meta["files"])
     assert meta["darknet"]["input_size"] == SIZE and meta["darknet"]["letter_box"] is True
+    assert meta["darknet"]["names"] == "model.names"
+    assert (out / "model.names").read_text() == "".join(f"{n}\n" for n in NAMES)
     check = meta["parity"]["model.weights"]
     assert check["runtime"].startswith("OpenCV ") and check["max_rel_diff"] <= 1e-3
     assert meta["precisions"]["fp32"]["file"] == "model.onnx"  # the Predictor's model
@@ -219,9 +224,11 @@ def test_export_py_writes_the_darknet_files_of_a_checkpoint(exported, tmp_path, 
     assert re.search(r"model.weights: worst difference vs PyTorch \S+ \(\S+ relative\) in "
                      r"OpenCV \S+ readNetFromDarknet, against PyTorch at OpenCV's batch-norm "
                      r"epsilon 1e-06", caplog.text)  # fmt: skip
-    assert sorted(p.name for p in out.iterdir()) == ["metadata.json", "model.cfg", "model.weights"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "metadata.json", "model.cfg", "model.names", "model.weights"
+    ]  # fmt: skip
     printed = capsys.readouterr().out
-    assert f"-> {out} (model.cfg, model.weights)" in printed
+    assert f"-> {out} (model.cfg, model.weights, model.names)" in printed
     assert "model.cfg + model.weights: fp32 darknet files" in printed
 
 

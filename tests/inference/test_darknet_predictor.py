@@ -139,3 +139,29 @@ def test_predict_py_names_the_class_count_the_weights_fit(tmp_path):
         model_checkpoint(compose_cfg_predict(given))
     ckpt = model_checkpoint(compose_cfg_predict([*given, "model.num_classes=4"]))
     assert ckpt.model.num_classes == 4 and ckpt.class_names == ["a", "b", "c", "d"]
+
+
+def test_without_names_the_names_file_beside_the_weights_or_the_cfg_gives_them(tmp_path, caplog):
+    """A user's cfg (3 classes) without names=: ``<weights stem>.names``, else ``<cfg
+    stem>.names``, read and logged; names given win over both; none beside: the error says
+    which file would be read."""
+    import logging
+
+    cfg = tmp_path / "nets" / "net.cfg"
+    cfg.parent.mkdir()
+    model = build_model("yolov3-tiny", num_classes=3)
+    cfg.write_text(write_darknet_cfg(model))
+    weights = save_darknet_weights(model, tmp_path / "run" / "w.weights")
+    with pytest.raises(ConfigError, match=rf"names=<file.names or data.yaml>, or w.names beside "
+                       rf"{weights}\)"):  # fmt: skip
+        Predictor.from_darknet(cfg, weights)
+    (tmp_path / "nets" / "net.names").write_text("cat\ndog\nfish\n")
+    with caplog.at_level(logging.INFO, "yolov4"):
+        assert Predictor.from_darknet(cfg, weights).class_names == ["cat", "dog", "fish"]
+    assert f"class names from {tmp_path / 'nets' / 'net.names'}" in caplog.text
+    (tmp_path / "run" / "w.names").write_text("a\nb\nc\n")
+    assert Predictor.from_darknet(cfg, weights).class_names == ["a", "b", "c"]
+    assert Predictor.from_darknet(cfg, weights, ["x", "y", "z"]).class_names == ["x", "y", "z"]
+    (tmp_path / "run" / "w.names").write_text("a\nb\n")  # a names file of another count
+    with pytest.raises(ConfigError, match="net with 3 classes.*: 2 class names for a model"):
+        Predictor.from_darknet(cfg, weights)

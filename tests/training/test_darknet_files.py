@@ -1,5 +1,6 @@
-"""A run's darknet files (``weights/best.cfg``, ``best.weights``): OpenCV's darknet importer
-reads them as the checkpoint's network; what cannot be written is a warning, not an error."""
+"""A run's darknet files (``weights/best.cfg``, ``best.weights``, ``best.names``): OpenCV's
+darknet importer reads them as the checkpoint's network, ``darknet_weights=`` with its class
+names; what cannot be written is a warning, not an error."""
 
 from __future__ import annotations
 
@@ -60,6 +61,7 @@ def test_a_failed_write_warns_and_leaves_no_half_pair(tmp_path, randomize, caplo
         assert write_darknet_files(path, seen=8) is None
     assert "no darknet files for" in caplog.text and "IsADirectoryError" in caplog.text
     assert not (tmp_path / "weights/best.weights").exists()  # written, then removed
+    assert not (tmp_path / "weights/best.names").exists()
     assert path.is_file()  # the project's weights stay
 
 
@@ -70,6 +72,35 @@ def test_a_network_darknet_does_not_feed_warns_and_writes_nothing(tmp_path, rand
     with caplog.at_level(logging.WARNING, "yolov4.training.darknet_files"):
         assert write_darknet_files(path, seen=8) is None
     assert "channel_order=bgr, scale=0.00392157: no darknet equivalent" in caplog.text
+    assert sorted(p.name for p in (tmp_path / "weights").iterdir()) == ["best.pt"]
+
+
+def test_predict_py_reads_the_run_darknet_files_with_their_class_names(tmp_path, randomize, caplog):
+    """``predict.py darknet_weights=weights/best.weights model=darknet model.cfg=weights/best.cfg``
+    without ``names=``: the checkpoint's names, from ``best.names`` beside them (logged)."""
+    from hydra import compose, initialize_config_module
+
+    from yolov4.cli.sources import load_predictor
+
+    cfg, weights = write_darknet_files(checkpoint(tmp_path, randomize, "letterbox"), seen=8)
+    assert (tmp_path / "weights/best.names").read_text() == "a\nb\nc\n"
+    overrides = [f"paths.output_dir={tmp_path}", f"darknet_weights={weights}", "model=darknet",
+                 f"model.cfg={cfg}"]  # fmt: skip
+    with initialize_config_module(config_module="yolov4.configs", version_base="1.3"):
+        given = compose("predict", overrides)
+    with caplog.at_level(logging.INFO, "yolov4"):
+        predictor = load_predictor(given)
+    assert predictor.class_names == NAMES
+    assert f"class names from {tmp_path / 'weights/best.names'}" in caplog.text
+
+
+def test_class_names_a_names_file_cannot_hold_warn_and_write_nothing(tmp_path, randomize, caplog):
+    torch.manual_seed(1)
+    model = randomize(build_model("yolov4-tiny", num_classes=2), seed=1)
+    path = save_checkpoint(tmp_path / "weights" / "best.pt", model, ["cat", "dog\nhouse"])
+    with caplog.at_level(logging.WARNING, "yolov4.training.darknet_files"):
+        assert write_darknet_files(path, seen=8) is None
+    assert r"class 1 'dog\nhouse' cannot be a line of a .names file" in caplog.text
     assert sorted(p.name for p in (tmp_path / "weights").iterdir()) == ["best.pt"]
 
 

@@ -3,10 +3,12 @@
     checkpoint=<weights/best.pt | .ckpt>                 a project checkpoint
     artifact=<export dir> [backend=...] [precision=...]  an export artifact
     darknet_weights=<file.weights> model=<zoo name> [names=<.names | data.yaml>]
-    darknet_weights=<file.weights> model=darknet model.cfg=<my.cfg> names=<.names | data.yaml>
+    darknet_weights=<file.weights> model=darknet model.cfg=<my.cfg> [names=<.names | data.yaml>]
 
 A darknet network is resized as its cfg trained it (``darknet_resize_mode=`` overrides); the
-zoo's COCO weights need no names file.
+zoo's COCO weights need no names file, and without ``names=`` the ``<weights stem>.names`` or
+``<cfg stem>.names`` beside the files gives the class names (as a train run and export.py write
+them: :func:`yolov4.inference.darknet.darknet_checkpoint`).
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """A network as darknet's two files, ``.cfg`` and ``.weights``, fed as a preprocessing says:
 the cfg at its input size with ``letter_box`` from its resize mode
 (:func:`yolov4.darknet.write_darknet_cfg`), the weights by
-:func:`yolov4.darknet.save_darknet_weights`. What a train run writes beside its weights
+:func:`yolov4.darknet.save_darknet_weights`; with the class names, darknet's ``.names`` file
+beside the weights (:mod:`yolov4.core.names_file`). What a train run writes beside its weights
 (:mod:`yolov4.training.darknet_files`) and export.py's ``darknet`` format writes into an
 artifact (:mod:`yolov4.export.darknet_format`); darknet and OpenCV's
 ``cv2.dnn.readNetFromDarknet`` read them.
@@ -15,15 +16,18 @@ its 0.5 grey, where the project's default is 114 of 255.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
+from yolov4.core.artifact import check_class_names
 from yolov4.core.files import atomic_write
+from yolov4.core.names_file import NAMES_SUFFIX, names_file_text
 from yolov4.core.preprocess import UINT8_SCALE, PreprocessConfig
 from yolov4.darknet import save_darknet_weights, write_darknet_cfg
 from yolov4.errors import CheckpointError, ConfigError
 from yolov4.models import YOLOv4
 
-__all__ = ["darknet_cfg", "save_darknet_pair"]
+__all__ = ["darknet_cfg", "darknet_names", "names_path", "save_darknet_pair"]
 
 
 def darknet_cfg(model: YOLOv4, preprocess: PreprocessConfig) -> str:
@@ -47,18 +51,38 @@ def darknet_cfg(model: YOLOv4, preprocess: PreprocessConfig) -> str:
     )
 
 
+def darknet_names(model: YOLOv4, class_names: Sequence[str]) -> str:
+    """The ``.names`` text of ``class_names``, one per class of ``model``; a
+    :class:`ConfigError` for another count or a name a ``.names`` line cannot hold
+    (:func:`~yolov4.core.names_file.names_file_text`)."""
+    where = f"class names of {model.config.name}"
+    names = check_class_names(class_names, model.num_classes, where, ConfigError)
+    return names_file_text(names, where)
+
+
+def names_path(weights_path: str | Path) -> Path:
+    """Where :func:`save_darknet_pair` writes the class names of ``weights_path``:
+    ``<stem>.names`` beside it (``best.weights``: ``best.names``)."""
+    return Path(weights_path).with_suffix(NAMES_SUFFIX)
+
+
 def save_darknet_pair(
     model: YOLOv4,
     preprocess: PreprocessConfig,
     cfg_path: str | Path,
     weights_path: str | Path,
     seen: int | None = None,
+    class_names: Sequence[str] | None = None,
 ) -> tuple[Path, Path]:
-    """Write ``model`` as ``cfg_path`` (:func:`darknet_cfg`) and ``weights_path``, each
+    """Write ``model`` as ``cfg_path`` (:func:`darknet_cfg`) and ``weights_path``, and
+    ``class_names`` (one per class; ``None``: no names file) as :func:`names_path`, each
     atomically; ``seen`` (images trained on, the weights header's) defaults to the model's
-    (:func:`~yolov4.darknet.save_darknet_weights`). Refusals come before either file is
-    written."""
+    (:func:`~yolov4.darknet.save_darknet_weights`). Refusals (:func:`darknet_cfg`,
+    :func:`darknet_names`) come before any file is written."""
     text = darknet_cfg(model, preprocess)
+    names = None if class_names is None else darknet_names(model, class_names)
     weights_path = save_darknet_weights(model, weights_path, seen=seen)
     cfg_path = atomic_write(cfg_path, lambda f: f.write(text.encode()))
+    if names is not None:
+        atomic_write(names_path(weights_path), lambda f: f.write(names.encode()))
     return cfg_path, weights_path

@@ -6,7 +6,6 @@ must count those names), an ultralytics data yaml (``names:`` as a list or an
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from yolov4.core.names_file import DARKNET_DATA_SUFFIX, read_names_file, read_text
 from yolov4.data.records import as_int, json_kind
 from yolov4.errors import ConfigError, DatasetError
 
@@ -31,11 +31,6 @@ __all__ = [
 
 KEYPOINT_DIMS = (2, 3)  # ultralytics' kpt_shape [K, D]: x y, or x y visible
 YAML_SUFFIXES = (".yaml", ".yml")
-DARKNET_DATA_SUFFIX = ".data"  # darknet's obj.data / coco.data: `key = value` lines
-# darknet's .data keys (src/detector.c, src/option_list.c) and an ultralytics data yaml's: a
-# line starting with one of them marks a file that is not a list of class names
-DATASET_KEYS = ("classes", "train", "valid", "val", "test", "names", "backup", "nc", "path")
-KEY_VALUE = re.compile(r"\s*([A-Za-z_][\w.-]*)\s*(=|:(?=\s|$))")
 
 
 def is_data_yaml(path: str | os.PathLike) -> bool:
@@ -49,18 +44,6 @@ class ClassNames:
 
     names: list[str]
     source: str
-
-
-def _read_text(path: Path) -> str:
-    """A names file's text; not UTF-8 (a leading BOM is allowed) is a DatasetError."""
-    try:
-        return path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise DatasetError(
-            f"{path}: expected UTF-8 text, found byte {e.object[e.start]:#04x} at offset {e.start}"
-        ) from e
-    except OSError as e:
-        raise DatasetError(f"cannot read the class names file {path}: {e}") from e
 
 
 class _NamesLoader(yaml.SafeLoader):
@@ -78,7 +61,7 @@ _NamesLoader.yaml_implicit_resolvers = {
 def read_data_yaml(path: Path) -> Any:
     """An ultralytics data yaml's document, its plain scalars as written (:class:`_NamesLoader`)."""
     try:
-        return yaml.load(_read_text(path), Loader=_NamesLoader)  # noqa: S506 (a SafeLoader)
+        return yaml.load(read_text(path), Loader=_NamesLoader)  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as e:
         raise DatasetError(f"{path} is not valid YAML: {e}") from e
 
@@ -157,10 +140,10 @@ def load_class_names(names: str | os.PathLike | Sequence[str] | None) -> ClassNa
         elif path.suffix.lower() == DARKNET_DATA_SUFFIX:
             options = read_darknet_data(path)
             names_file, source = _darknet_data_names(path, options)
-            result = _names_from_lines(names_file)
+            result = read_names_file(names_file)
             _check_darknet_classes(path, options.get("classes"), names_file, len(result))
         else:
-            result = _names_from_lines(path)
+            result = read_names_file(path)
     where = f"{names}: names" if isinstance(names, str | os.PathLike) else "names"
     for i, name in enumerate(result):
         if name is None or isinstance(name, (dict, list)) or str(name) == "":
@@ -168,38 +151,11 @@ def load_class_names(names: str | os.PathLike | Sequence[str] | None) -> ClassNa
     return ClassNames([str(n) for n in result], source)
 
 
-def _names_from_lines(path: Path) -> list[str]:
-    """The names of a darknet ``.names`` file, one a line; a file of ``key = value`` or
-    ``key: value`` lines (a ``.data`` file or a data yaml under another suffix) is refused."""
-    lines = [line.strip() for line in _read_text(path).splitlines() if line.strip()]
-    if not lines:
-        raise DatasetError(f"{path}: expected one class name per line, found none")
-    pairs = [(n, line, m) for n, line in enumerate(lines, 1) if (m := KEY_VALUE.match(line))]
-    keyed = [p for p in pairs if p[2].group(1).lower() in DATASET_KEYS]
-    if keyed or len(pairs) == len(lines):
-        n, line, match = (keyed or pairs)[0]
-        if match.group(2) == "=":
-            looks = (
-                "`key = value` lines, as darknet's .data file has: give the file its `names =` "
-                f"line names, or the .data file itself under a {DARKNET_DATA_SUFFIX} suffix"
-            )
-        else:
-            looks = (
-                "`key: value` lines, as a data yaml has: give it a .yaml suffix (its `names:` "
-                "is read)"
-            )
-        raise DatasetError(
-            f"{path}: expected one class name per line (a .names file), found {looks} "
-            f"(line {n}: {line!r})"
-        )
-    return lines
-
-
 def read_darknet_data(path: Path) -> dict[str, str]:
     """The ``key = value`` lines of darknet's ``.data`` file (``read_data_cfg``: lines starting
     with ``#`` or ``;`` are comments; a line without ``=`` is refused naming it)."""
     options = {}
-    for n, line in enumerate(_read_text(path).splitlines(), 1):
+    for n, line in enumerate(read_text(path).splitlines(), 1):
         text = line.strip()
         if not text or text[0] in "#;":
             continue

@@ -17,6 +17,9 @@ the network at OpenCV's batch-norm epsilon (:data:`OPENCV_BN_EPS`, where darknet
 :data:`~yolov4.models.layers.BN_EPS`): the files are what darknet reads, and a channel whose
 running variance is near either epsilon (weight decay shrinks some) comes out of OpenCV other
 than out of darknet.
+
+``model.names`` beside the two files holds the class names, one a line (darknet's ``.names``), as
+a train run writes ``best.names``; ``darknet_weights=`` here finds it beside the weights.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from yolov4.core.darknet_pair import darknet_cfg, save_darknet_pair
+from yolov4.core.darknet_pair import darknet_cfg, darknet_names, names_path, save_darknet_pair
 from yolov4.core.model import DecodedModel
 from yolov4.darknet import read_darknet_cfg
 from yolov4.errors import ExportError, YoloError
@@ -43,6 +46,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CFG",
     "WEIGHTS",
+    "NAMES",
     "FILES",
     "OPENCV_BN_EPS",
     "opencv_reference",
@@ -55,7 +59,8 @@ __all__ = [
 
 CFG = "model.cfg"
 WEIGHTS = "model.weights"
-FILES = (CFG, WEIGHTS)
+NAMES = names_path(WEIGHTS).name  # model.names
+FILES = (CFG, WEIGHTS, NAMES)
 # the epsilon OpenCV's darknet importer normalises [convolutional] batch norm with (its
 # darknet_io.cpp setBatchNorm; measured by tests/export/test_darknet_format.py); darknet's
 # normalize_cpu and this project use BN_EPS = 1e-5
@@ -95,13 +100,16 @@ def refuse(job: ExportJob) -> None:
     OpenCV's importer reads."""
     try:
         text = darknet_cfg(job.network, job.preprocess)
+        darknet_names(job.network, job.class_names)
     except YoloError as e:
         raise ExportError(f"formats=[darknet]: {e}") from None
     _opencv(text.encode())
 
 
 def write(job: ExportJob, folder: Path) -> None:
-    save_darknet_pair(job.network, job.preprocess, folder / CFG, folder / WEIGHTS)
+    save_darknet_pair(
+        job.network, job.preprocess, folder / CFG, folder / WEIGHTS, class_names=job.class_names
+    )
 
 
 def opencv_reference(network: YOLOv4) -> DecodedModel:
@@ -189,6 +197,7 @@ def describe(job: ExportJob) -> dict[str, Any]:
         "darknet": {
             "cfg": CFG,
             "weights": WEIGHTS,
+            "names": NAMES,
             "input_size": job.size,
             "letter_box": job.preprocess.mode == "letterbox",
             "seen": int(getattr(job.network, "seen", 0)),

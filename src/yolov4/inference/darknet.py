@@ -3,11 +3,14 @@ names, turned into a :class:`~yolov4.core.checkpoint.Checkpoint` that the Predic
 export read as they read a project checkpoint.
 
 A darknet network is fed as its cfg trained it (:func:`darknet_resize_mode`); the zoo's COCO
-weights need no names file (:data:`COCO_NAMES` ships here).
+weights need no names file (:data:`COCO_NAMES` ships here). Without names given, a
+``<weights stem>.names`` or ``<cfg stem>.names`` beside the files (as a train run and export.py
+write them) gives them (:func:`~yolov4.core.names_file.names_beside`).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,6 +18,7 @@ from typing import Any
 
 from yolov4.core.artifact import check_class_names
 from yolov4.core.checkpoint import Checkpoint
+from yolov4.core.names_file import NAMES_SUFFIX, names_beside, read_names_file
 from yolov4.core.preprocess import RESIZE_MODES
 from yolov4.darknet import darknet_file_classes, load_darknet_weights
 from yolov4.errors import CheckpointError, ConfigError
@@ -29,6 +33,8 @@ __all__ = [
     "darknet_resize_mode",
     "darknet_class_names",
 ]
+
+log = logging.getLogger(__name__)
 
 # darknet's data/coco.names: the 80 classes of the zoo's COCO weights, in their index order
 COCO_NAMES = (
@@ -83,9 +89,14 @@ def darknet_class_names(
     if names is None:
         if zoo and n == len(COCO_NAMES):
             return list(COCO_NAMES)
+        beside = (
+            ""
+            if weights is None
+            else f", or {Path(weights).with_suffix(NAMES_SUFFIX).name} beside {weights}"
+        )
         raise ConfigError(
             f"{config.name} has {n} classes: give their names (names=[...], a list; on the "
-            f"command line names=<file.names or data.yaml>); only a zoo cfg with "
+            f"command line names=<file.names or data.yaml>{beside}); only a zoo cfg with "
             f"{len(COCO_NAMES)} classes takes COCO's names by default"
         )
     try:
@@ -117,6 +128,17 @@ def _weights_classes(config: ModelConfig, weights: str | os.PathLike | None) -> 
     )
 
 
+def _names_beside(weights: str | os.PathLike, cfg: str | os.PathLike | None) -> list[str] | None:
+    """The names of ``<weights stem>.names`` or ``<cfg stem>.names`` (the first that exists),
+    logged with the file they came from; ``None`` without either."""
+    found = names_beside(weights, cfg)
+    if found is None:
+        return None
+    names = read_names_file(found)
+    log.info("class names from %s (beside the darknet files; names= gives others)", found)
+    return names
+
+
 def darknet_checkpoint(
     model: str | os.PathLike,
     weights: str | os.PathLike,
@@ -131,7 +153,8 @@ def darknet_checkpoint(
     Args:
         model: a zoo name (``yolov4-tiny``, ``yolov3-tiny``, ...) or a path to a darknet ``.cfg``.
         weights: the darknet ``.weights`` file; it must hold exactly the network's weights.
-        names: one class name per class; default COCO's for a zoo cfg with 80 classes.
+        names: one class name per class; default the ``.names`` file beside ``weights`` or
+            the cfg (:func:`_names_beside`), else COCO's for a zoo cfg with 80 classes.
         num_classes: default the cfg's ``classes``; for a zoo name ``len(names)`` when given
             (the zoo's cfg trained on the user's classes).
         input_size: ``(H, W)``; default the cfg's ``[net] height, width``.
@@ -141,8 +164,11 @@ def darknet_checkpoint(
     Raises:
         ConfigError: unknown zoo name / unusable cfg, names that do not fit.
         CheckpointError: a missing weights file or one that does not fit the network.
+        DatasetError: a ``.names`` file beside them that is not one name a line.
     """
     zoo = str(model) in ZOO
+    if names is None:
+        names = _names_beside(weights, None if zoo else model)
     if not zoo and not Path(model).is_file():
         raise ConfigError(
             f"model: {str(model)!r} is neither a zoo network ({', '.join(ZOO)}) nor a cfg file"

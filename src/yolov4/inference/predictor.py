@@ -371,11 +371,12 @@ class Predictor:
         **kwargs: Any,
     ) -> Predictor:
         """Darknet's files: ``model`` a zoo name (``yolov3-tiny``) or a ``.cfg`` path, its
-        ``.weights``, and one class name per class (``names``; COCO's for a zoo cfg with 80
-        classes; a ``.names`` file or data yaml reads with
-        :func:`yolov4.data.data_yaml.read_class_names`). Images are resized as the cfg trained the
-        network (``letter_box=1``: letterbox, else stretch) unless ``resize_mode`` says otherwise.
-        See :func:`yolov4.inference.darknet.darknet_checkpoint`."""
+        ``.weights``, and one class name per class (``names``; without them the
+        ``<weights stem>.names`` or ``<cfg stem>.names`` beside the files, as a train run and
+        export.py write them, else COCO's for a zoo cfg with 80 classes; a ``.names`` file or
+        data yaml reads with :func:`yolov4.data.data_yaml.read_class_names`). Images are resized
+        as the cfg trained the network (``letter_box=1``: letterbox, else stretch) unless
+        ``resize_mode`` says otherwise. See :func:`yolov4.inference.darknet.darknet_checkpoint`."""
         ckpt = darknet_checkpoint(model, weights, names, num_classes, input_size, resize_mode)
         return cls.from_checkpoint(ckpt, device, inplace=True, **kwargs)
 

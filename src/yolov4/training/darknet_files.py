@@ -1,6 +1,7 @@
 """A run's darknet files: the network of the weights a run exports as darknet's ``.cfg`` and
-``.weights`` (``weights/best.cfg``, ``weights/best.weights`` beside ``weights/best.pt``), for
-darknet and OpenCV's ``cv2.dnn.readNetFromDarknet``. Written by
+``.weights`` and its class names as darknet's ``.names`` (``weights/best.cfg``,
+``weights/best.weights``, ``weights/best.names`` beside ``weights/best.pt``), for darknet and
+OpenCV's ``cv2.dnn.readNetFromDarknet``. Written by
 :func:`yolov4.core.darknet_pair.save_darknet_pair`, the cfg at the checkpoint's input size with
 ``letter_box`` from its resize mode."""
 
@@ -12,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from yolov4.core.checkpoint import load_checkpoint
-from yolov4.core.darknet_pair import save_darknet_pair
+from yolov4.core.darknet_pair import names_path, save_darknet_pair
 from yolov4.errors import ConfigError, YoloError
 
 __all__ = [
@@ -57,19 +58,22 @@ def images_trained(trainer: Any) -> int | None:
 
 
 def write_darknet_files(weights: str | Path, seen: int | None = None) -> tuple[Path, Path] | None:
-    """``<stem>.cfg`` and ``<stem>.weights`` beside the project weights file ``weights`` (its
-    network, at its preprocessing's input size, ``letter_box`` from its resize mode; ``seen``
-    images trained in the header, by default the checkpoint's, ``trained.seen``). A network or
-    file that cannot be written as darknet files is logged as a warning naming why, and nothing
-    is left of the pair: ``None``."""
+    """``<stem>.cfg``, ``<stem>.weights`` and ``<stem>.names`` beside the project weights file
+    ``weights`` (its network, at its preprocessing's input size, ``letter_box`` from its resize
+    mode; ``seen`` images trained in the header, by default the checkpoint's, ``trained.seen``;
+    its class names). A network or file that cannot be written as darknet files is logged as a
+    warning naming why, and nothing is left of them: ``None``."""
     weights = Path(weights)
     cfg_path, weights_path = weights.with_suffix(".cfg"), weights.with_suffix(".weights")
     try:
         ckpt = load_checkpoint(weights)
         seen = ckpt.model.seen if seen is None else seen
-        save_darknet_pair(ckpt.model, ckpt.preprocess, cfg_path, weights_path, seen)
+        save_darknet_pair(
+            ckpt.model, ckpt.preprocess, cfg_path, weights_path, seen, ckpt.class_names
+        )
     except (YoloError, OSError) as e:
-        for path in (weights_path, cfg_path):  # no half pair, nor an earlier run's pair
+        # none of the files left, this run's nor an earlier run's
+        for path in (weights_path, cfg_path, names_path(weights_path)):
             if path.is_file():
                 with suppress(OSError):
                     path.unlink()
@@ -78,5 +82,8 @@ def write_darknet_files(weights: str | Path, seen: int | None = None) -> tuple[P
             weights, type(e).__name__, e,
         )  # fmt: skip
         return None
-    log.info("darknet files of %s: %s, %s (seen=%d)", weights.name, cfg_path, weights_path, seen)
+    log.info(
+        "darknet files of %s: %s, %s, %s (seen=%d)",
+        weights.name, cfg_path, weights_path, names_path(weights_path), seen,
+    )  # fmt: skip
     return cfg_path, weights_path
