@@ -16,9 +16,10 @@ from hydra import compose, initialize_config_module
 from yolov4.cli import export as export_cli
 from yolov4.core.artifact import read_metadata
 from yolov4.core.checkpoint import load_checkpoint
+from yolov4.core.preprocess import PreprocessConfig
 from yolov4.errors import ConfigError, ExportError
 from yolov4.export.artifact import export_artifact
-from yolov4.export.quantize import NO_BOXES, Agreement
+from yolov4.export.quantize import NO_BOXES, Agreement, calibration_batch
 from yolov4.inference.predictor import Detections
 
 
@@ -186,3 +187,13 @@ def test_calibration_folder_errors(tmp_path):
         export_cli.image_folder(tmp_path)
     with pytest.raises(ExportError, match=r"an F1 in \[0, 1\], got 2"):
         Agreement(["x"], minimum=2)
+
+
+def test_calibration_images_a_few_pixels_high_are_read_as_decoded():
+    """The dataset's decoded ``(H, W, 3)`` images calibrate whatever their height: a 3-pixel
+    high image is not the ambiguous ``(C, H, W)`` array a user might pass."""
+    config = PreprocessConfig(input_size=(64, 64))
+    thin = np.full((3, 640, 3), 200, np.uint8)
+    batch = calibration_batch([thin, np.zeros((1, 1, 3), np.uint8)], config)
+    assert batch.shape == (2, 3, 64, 64)
+    assert float(batch[0].max()) == pytest.approx(200 / 255)

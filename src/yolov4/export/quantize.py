@@ -79,7 +79,7 @@ def calibration_batch(images: Sequence[Any], config: PreprocessConfig) -> torch.
     input: ``(N, 3, H, W)`` float32."""
     if not len(images):
         raise ExportError("INT8 calibration needs images of the checkpoint's dataset, got none")
-    return torch.stack([preprocess(a, config)[0] for a in load_images(list(images))])
+    return torch.stack([preprocess(a, config)[0] for a in load_images(list(images), decoded=True)])
 
 
 def quantize_int8(onnx_path: Path, out_dir: Path, batch: torch.Tensor) -> dict[str, Any]:
