@@ -16,7 +16,7 @@ from tests.models.test_zoo import boost_heads_, opencv_outputs
 from tests.test_darknet import assert_maps_equal
 from yolov4 import build_model, load_checkpoint, save_checkpoint
 from yolov4.cli import export as export_cli
-from yolov4.core.artifact import FORMATS, read_metadata
+from yolov4.core.artifact import FORMATS, artifact_precisions, read_metadata
 from yolov4.core.model import DecodedModel
 from yolov4.darknet import (
     load_darknet_weights,
@@ -229,7 +229,9 @@ def test_export_py_writes_the_darknet_files_of_a_checkpoint(exported, tmp_path, 
     ]  # fmt: skip
     printed = capsys.readouterr().out
     assert f"-> {out} (model.cfg, model.weights, model.names)" in printed
-    assert "model.cfg + model.weights: fp32 darknet files" in printed
+    summary = printed.split(f"-> {out}", 1)[1].splitlines()[1:]
+    assert [line.split(":")[0].strip() for line in summary] == ["model.cfg + model.weights"]
+    assert "model.onnx" not in printed and "model.torchscript" not in printed
 
 
 def test_a_failed_check_names_the_settings_opencv_runs_otherwise(tmp_path, randomize):
@@ -272,6 +274,9 @@ def test_a_darknet_only_artifact_names_how_its_files_run(exported, tmp_path):
 
     weights, _ = exported
     out = export_artifact(weights, tmp_path / "artifact", ["darknet"])
+    assert artifact_precisions(read_metadata(out)) == {}  # no model a backend loads
+    with pytest.raises(ExportError, match="has no model.onnx"):
+        Predictor.from_artifact(out, precision="auto")
     with pytest.raises(ExportError) as e:
         Predictor.from_artifact(out)
     message = str(e.value)

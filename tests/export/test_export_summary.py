@@ -40,6 +40,19 @@ def test_summary_lines_per_file():
     ]
 
 
+def test_summary_of_an_artifact_without_precisions_lists_only_its_files():
+    """An artifact listing no ``precisions`` (no Predictor model, or none of its runtimes
+    installed at export) is summarised from its ``files``: no model file it does not hold."""
+    darknet = {"cfg": "model.cfg", "weights": "model.weights", "letter_box": True}
+    only_darknet = {"files": {"model.cfg": {}, "model.weights": {}}, "darknet": darknet}
+    assert export_cli._summary(only_darknet) == [
+        "  model.cfg + model.weights: fp32 darknet files (darknet, OpenCV's readNetFromDarknet), "
+        "letter_box=1"
+    ]
+    only_torchscript = {"files": {"model.torchscript": {}}}
+    assert export_cli._summary(only_torchscript) == ["  model.torchscript: fp32 in torchscript"]
+
+
 def test_accuracy_lines_give_the_map_drop_beside_the_map50_gate():
     """The labelled gate is on mAP50; the summary showed only it, while INT8 can lose more of
     the mAP over IoU 0.5:0.95 (better boxes), which metadata records: both are printed."""

@@ -137,8 +137,16 @@ def model_file(meta: dict[str, Any], precision: str, backend: str) -> str:
 
 
 def artifact_precisions(meta: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """``{precision: {"file", "backends", ...}}`` of validated metadata; an artifact without
-    ``precisions`` has fp32 only (its model.onnx / model.torchscript)."""
+    """``{precision: {"file", "backends", ...}}`` of validated metadata. An artifact without
+    ``precisions`` holds fp32 at most: the first fp32 model file of :data:`FORMATS` that its
+    ``files`` list, run by the runtimes of the formats whose model files it lists; ``{}`` when
+    it lists none (an artifact of no Predictor model, e.g. darknet files or an NMS graph)."""
     if "precisions" in meta:
         return meta["precisions"]
-    return {"fp32": {"file": MODEL_ONNX, "backends": list(precision_backends("fp32"))}}
+    held = [
+        f for f in FORMATS.values() if f.precisions.get("fp32") and f.model_file in meta["files"]
+    ]
+    if not held:
+        return {}
+    backends = list(dict.fromkeys(r for f in held for r in f.precisions["fp32"]))
+    return {"fp32": {"file": held[0].model_file, "backends": backends}}

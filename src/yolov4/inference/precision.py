@@ -132,8 +132,8 @@ def resolve_precision(
     if precision != AUTO_PRECISION:
         return precision, None
     held = list(artifact_precisions(meta))
-    if len(held) == 1:  # nothing to choose (an fp32-only export)
-        return held[0], None
+    if len(held) <= 1:  # nothing to choose: an fp32-only export, or no model (the caller says)
+        return (held or ["fp32"])[0], None
     chosen, why = choose_precision(meta, backend=backend)
     log.info("%s: %s", where, why)
     return chosen, why

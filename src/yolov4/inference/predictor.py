@@ -289,6 +289,9 @@ class Predictor:
             raise ExportError(
                 f"precision must be one of {(*PRECISIONS, AUTO_PRECISION)}, got {precision!r}"
             )
+        if not precisions:  # darknet files or an NMS graph alone: no model a backend loads
+            fp32 = next(f.model_file for f in FORMATS.values() if f.precisions.get("fp32"))
+            raise missing_model(artifact_dir, meta, fp32)
         if precision not in precisions:
             raise ExportError(
                 f"{artifact_dir} has no {precision} model (precisions: {sorted(precisions)}); "
