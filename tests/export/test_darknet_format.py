@@ -100,6 +100,9 @@ def test_metadata_records_the_files_and_their_check(exported):
     check = meta["parity"]["model.weights"]
     assert check["runtime"].startswith("OpenCV ") and check["max_rel_diff"] <= 1e-3
     assert meta["precisions"]["fp32"]["file"] == "model.onnx"  # the Predictor's model
+    # the checkpoint's letterbox border (114 by default) is not darknet's grey: said there
+    assert "letterboxes with pad_value 114" in meta["darknet"]["pad_warning"]
+    assert "darknet_weights= with 127" in meta["darknet"]["pad_warning"]
     lines = export_cli._summary(meta)
     assert "  model.cfg + model.weights: fp32 darknet files (darknet, OpenCV's " \
         "readNetFromDarknet), letter_box=1" in lines  # fmt: skip
@@ -227,11 +230,28 @@ def test_export_py_writes_the_darknet_files_of_a_checkpoint(exported, tmp_path, 
     assert sorted(p.name for p in out.iterdir()) == [
         "metadata.json", "model.cfg", "model.names", "model.weights"
     ]  # fmt: skip
+    pads = [r for r in caplog.records if "pad_value" in r.getMessage()]
+    assert len(pads) == 1 and pads[0].levelname == "WARNING"
+    assert "pad_value 114" in pads[0].getMessage() and "127.5 of 255" in pads[0].getMessage()
     printed = capsys.readouterr().out
     assert f"-> {out} (model.cfg, model.weights, model.names)" in printed
     summary = printed.split(f"-> {out}", 1)[1].splitlines()[1:]
     assert [line.split(":")[0].strip() for line in summary] == ["model.cfg + model.weights"]
     assert "model.onnx" not in printed and "model.torchscript" not in printed
+
+
+def test_a_border_of_darknets_grey_or_a_stretch_needs_no_pad_warning():
+    """The warning is for a letterbox border other than darknet's grey only."""
+    from yolov4.core.preprocess import PreprocessConfig
+    from yolov4.inference.darknet import DARKNET_PAD_VALUE
+
+    warn = darknet_format.pad_warning
+    assert (
+        warn(PreprocessConfig(input_size=SIZE, mode="letterbox", pad_value=DARKNET_PAD_VALUE))
+        is None
+    )
+    assert warn(PreprocessConfig(input_size=SIZE, mode="stretch", pad_value=0)) is None
+    assert "pad_value 0," in warn(PreprocessConfig(input_size=SIZE, mode="letterbox", pad_value=0))
 
 
 def test_a_failed_check_names_the_settings_opencv_runs_otherwise(tmp_path, randomize):

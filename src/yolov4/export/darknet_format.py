@@ -6,7 +6,9 @@ size, ``[net] letter_box`` from its resize mode, and the ``seen`` of the weights
 (``model.seen``: a darknet file's, or the images a checkpoint records it trained on, else 0):
 darknet (``darknet detector test``), OpenCV's ``cv2.dnn.readNetFromDarknet`` and
 ``darknet_weights=`` here read them. They hold fp32 weights
-for those runtimes, not a model a Predictor backend loads from the artifact.
+for those runtimes, not a model a Predictor backend loads from the artifact. Their readers pad
+a letterbox with darknet's 0.5 grey: a checkpoint letterboxed with another ``pad_value`` is
+written with a warning (:func:`pad_warning`, logged and in the metadata's ``darknet`` entry).
 
 Before any file of the export is written (:func:`refuse`), the model must have a darknet
 equivalent (:func:`yolov4.core.darknet_pair.darknet_cfg`) and OpenCV's importer must read its
@@ -25,6 +27,7 @@ a train run writes ``best.names``; ``darknet_weights=`` here finds it beside the
 from __future__ import annotations
 
 import copy
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,10 +40,12 @@ from yolov4.core.model import DecodedModel
 from yolov4.darknet import read_darknet_cfg
 from yolov4.errors import ExportError, YoloError
 from yolov4.export.parity import float_inputs, parity
+from yolov4.inference.darknet import DARKNET_PAD_VALUE
 from yolov4.models import YOLOv4, fuse_model
 from yolov4.ops.decode import decode_predictions
 
 if TYPE_CHECKING:
+    from yolov4.core.preprocess import PreprocessConfig
     from yolov4.export.job import ExportJob
 
 __all__ = [
@@ -51,11 +56,14 @@ __all__ = [
     "OPENCV_BN_EPS",
     "opencv_reference",
     "opencv_deviations",
+    "pad_warning",
     "refuse",
     "write",
     "check",
     "describe",
 ]
+
+log = logging.getLogger(__name__)
 
 CFG = "model.cfg"
 WEIGHTS = "model.weights"
@@ -106,7 +114,25 @@ def refuse(job: ExportJob) -> None:
     _opencv(text.encode())
 
 
+def pad_warning(preprocess: PreprocessConfig) -> str | None:
+    """What the files' readers do otherwise than the checkpoint when it letterboxes with a
+    border other than darknet's 0.5 grey; None when they pad alike (or it stretches)."""
+    pad = preprocess.pad_value
+    if preprocess.mode != "letterbox" or pad == DARKNET_PAD_VALUE:
+        return None
+    return (
+        f"the checkpoint letterboxes with pad_value {pad}, the files' letter_box=1 with "
+        f"darknet's 0.5 grey: darknet pads with 127.5 of 255 and darknet_weights= with "
+        f"{DARKNET_PAD_VALUE}, so their detections near the image borders differ from the "
+        f"checkpoint's (OpenCV's readNetFromDarknet gives the checkpoint's on images "
+        f"letterboxed with {pad})"
+    )
+
+
 def write(job: ExportJob, folder: Path) -> None:
+    warning = pad_warning(job.preprocess)
+    if warning:
+        log.warning("formats=[darknet]: %s", warning)
     save_darknet_pair(
         job.network, job.preprocess, folder / CFG, folder / WEIGHTS, class_names=job.class_names
     )
@@ -192,7 +218,9 @@ def check(job: ExportJob, folder: Path) -> dict[str, Any]:
 
 
 def describe(job: ExportJob) -> dict[str, Any]:
-    """The artifact metadata's ``darknet`` entry."""
+    """The artifact metadata's ``darknet`` entry (with :func:`pad_warning`'s note when the
+    checkpoint's letterbox border is not darknet's)."""
+    warning = pad_warning(job.preprocess)
     return {
         "darknet": {
             "cfg": CFG,
@@ -203,5 +231,6 @@ def describe(job: ExportJob) -> dict[str, Any]:
             "seen": int(getattr(job.network, "seen", 0)),
             "input": "RGB scaled by 1/255, as darknet and OpenCV's importer (blobFromImage "
             "with scalefactor 1/255, swapRB for OpenCV's BGR images) feed it",
+            **({"pad_warning": warning} if warning else {}),
         }
     }
