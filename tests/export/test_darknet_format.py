@@ -100,6 +100,8 @@ def test_metadata_records_the_files_and_their_check(exported):
     check = meta["parity"]["model.weights"]
     assert check["runtime"].startswith("OpenCV ") and check["max_rel_diff"] <= 1e-3
     assert meta["precisions"]["fp32"]["file"] == "model.onnx"  # the Predictor's model
+    # the network's config as exported: [net] letter_box from the artifact's resize mode
+    assert meta["model"]["letter_box"] is True and meta["preprocess"]["mode"] == "letterbox"
     # the checkpoint's letterbox border (114 by default) is not darknet's grey: said there
     assert "letterboxes with pad_value 114" in meta["darknet"]["pad_warning"]
     assert "darknet_weights= with 127" in meta["darknet"]["pad_warning"]
@@ -238,6 +240,23 @@ def test_export_py_writes_the_darknet_files_of_a_checkpoint(exported, tmp_path, 
     summary = printed.split(f"-> {out}", 1)[1].splitlines()[1:]
     assert [line.split(":")[0].strip() for line in summary] == ["model.cfg + model.weights"]
     assert "model.onnx" not in printed and "model.torchscript" not in printed
+
+
+def test_metadata_model_letter_box_is_the_stretch_the_files_say(tmp_path, randomize):
+    """A zoo cfg of [net] letter_box=1 (yolov4-csp's) exported from a stretch checkpoint:
+    metadata's model, darknet entry and model.cfg all say letter_box 0, and the model entry
+    still reads back as a config."""
+    from yolov4.models import ModelConfig
+
+    model = randomize(build_model("yolov4-csp", num_classes=1, input_size=[64, 64]), seed=3)
+    assert model.config.letter_box is True  # the zoo cfg's darknet training setting
+    pre = {"input_size": [64, 64], "mode": "stretch"}
+    weights = save_checkpoint(tmp_path / "csp.pt", model, ["x"], pre)
+    meta = read_metadata(export_artifact(weights, tmp_path / "export", ["darknet"]))
+    assert meta["model"]["letter_box"] is False and meta["darknet"]["letter_box"] is False
+    net = read_darknet_cfg((tmp_path / "export" / "model.cfg").read_text())[0][1]
+    assert net["letter_box"] == "0" and "pad_warning" not in meta["darknet"]
+    assert ModelConfig.from_dict(meta["model"]).letter_box is False
 
 
 def test_a_border_of_darknets_grey_or_a_stretch_needs_no_pad_warning():

@@ -16,6 +16,7 @@ disagrees fails the export and nothing is left behind.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -144,11 +145,15 @@ def _job(
     # a copy of the caller's model is fused: it keeps its device, dtype and BN layers
     fused = fuse_model(ckpt.model, inplace=own and not unfused)
     wrapped = DecodedModel(fused.cpu().float()).eval()
+    preprocess = ckpt.preprocess.with_size(size)
+    # [net] letter_box says how the network's inputs are resized: the artifact's resize mode
+    # (as the darknet format's model.cfg writes it), not the cfg's darknet training setting
+    letter_box = preprocess.mode == "letterbox"
     return ExportJob(
         model=wrapped,
-        config=ckpt.model.config,
+        config=dataclasses.replace(ckpt.model.config, letter_box=letter_box),
         class_names=list(ckpt.class_names),
-        preprocess=ckpt.preprocess.with_size(size),
+        preprocess=preprocess,
         settings=settings,
         opset=opset,
         calibration=calibration,
