@@ -34,10 +34,18 @@ def test_model_cfg_without_the_darknet_model_names_it(app, monkeypatch, capsys):
         main()
     assert e.value.code == 1
     assert capsys.readouterr().err == (
-        "Error: ConfigError: model.cfg=/d/my.cfg: only model=darknet reads a cfg file (a zoo "
-        "model is the network its name says, and has no cfg key): give model=darknet "
-        "model.cfg=/d/my.cfg\n"
+        "Error: ConfigError: model.cfg=/d/my.cfg: only model=darknet reads a cfg file (no "
+        "model= is given: the command's default model, a zoo network, has no cfg key): give "
+        "model=darknet model.cfg=/d/my.cfg\n"
     )
+
+
+def test_model_cfg_beside_a_named_zoo_model_names_it():
+    """A zoo model named on the command line, or by the experiment, is named in the error."""
+    with pytest.raises(ConfigError, match=r"\(model=yolov4-csp is the zoo network its name says"):
+        check_model_cfg_override(parsed("model=yolov4-csp", "model.cfg=/d/my.cfg"))
+    with pytest.raises(ConfigError, match=r"\(model=yolov4 \(the experiment's\) is the zoo"):
+        check_model_cfg_override(parsed("experiment=coco_yolov4", "model.cfg=/d/my.cfg"))
 
 
 def test_the_hint_is_given_where_hydra_refuses_the_override():

@@ -73,8 +73,11 @@ def test_a_darknet_data_file_run_from_darknets_root_fills_both_splits(tmp_path, 
     notes = fill_splits(data)
     assert (data.train.images, data.val.images) == ("data/train.txt", "data/valid.txt")
     assert data.train.names == data.val.names == "data/obj.data"
-    (note,) = notes
-    assert "`backup = backup/` not read" in note and "hydra.run.dir" in note
+    (note,) = notes  # a command that writes no weights (anchors, evaluate) is told no more
+    assert "`backup = backup/` not read" in note and "weights" not in note
+    unread, weights = fill_splits(_data("data.file=data/obj.data"), writes_weights=True)  # train
+    assert unread == note and "run's folder (hydra.run.dir" in weights
+    assert weights.endswith("not `backup = backup/`")
     dm = instantiate(data)
     assert dm.class_names == ["person", "car"] and dm.file == "data/obj.data"
     assert len(dm.split("train").records) == 3 and len(dm.split("val").records) == 1

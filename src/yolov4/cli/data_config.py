@@ -32,17 +32,18 @@ DATA_PATH_KEYS = ("images", "annotations", "labels", "names", "cache_dir", "file
 FALLBACK_DATA = "synthetic"  # configs/data/<this>.yaml: the data of files that record none
 
 
-def build_data(cfg: DictConfig, **kwargs: Any) -> Any:
+def build_data(cfg: DictConfig, writes_weights: bool = False, **kwargs: Any) -> Any:
     """The DataModule of ``cfg.data`` (:func:`~yolov4.cli.common.build`). With a dataset file
     (``data.file``) the missing ``images`` and ``names`` of its YOLO txt splits are filled from
     it first, in ``cfg.data`` (what a checkpoint then records:
-    :func:`~yolov4.data.dataset_file.fill_splits`), and the file's notes logged once."""
+    :func:`~yolov4.data.dataset_file.fill_splits`), and the file's notes logged once (with
+    where the weights go for a command that ``writes_weights``)."""
     node = cfg.get("data")
     if node is not None and node.get("file") is not None:
         from yolov4.data.dataset_file import fill_splits
         from yolov4.training.noise import rank_zero_logger
 
-        for note in fill_splits(node):
+        for note in fill_splits(node, writes_weights):
             rank_zero_logger(__name__).info("data.file: %s", note)
     return build(cfg, "data", **kwargs)
 

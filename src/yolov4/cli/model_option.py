@@ -34,10 +34,14 @@ def check_model_cfg_override(overrides: list[Any]) -> None:
     if choice == DARKNET_MODEL or not isinstance(choice, str | None):
         return
     path = given[-1].value()
+    if choice is None:
+        why = "no model= is given: the command's default model, a zoo network, has no cfg key"
+    else:
+        picked = "" if chosen else " (the experiment's)"
+        why = f"model={choice}{picked} is the zoo network its name says, with no cfg key"
     raise ConfigError(
-        f"model.cfg={path}: only model={DARKNET_MODEL} reads a cfg file (a zoo model is the "
-        f"network its name says, and has no cfg key): give model={DARKNET_MODEL} "
-        f"model.cfg={path}"
+        f"model.cfg={path}: only model={DARKNET_MODEL} reads a cfg file ({why}): give "
+        f"model={DARKNET_MODEL} model.cfg={path}"
     )
 
 

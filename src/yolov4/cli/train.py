@@ -181,7 +181,9 @@ def _train(cfg: DictConfig, extra_callbacks: list[L.Callback] | None) -> dict[st
         check_saved_cfg_file(cfg.model.get("cfg"), resume[1])
     augment = build(cfg, "augment")
     # input sides, multi-scale ones included, are multiples of the network's largest stride
-    datamodule = build_data(cfg, augment=augment, size_multiple=model_stride(cfg))
+    datamodule = build_data(
+        cfg, writes_weights=True, augment=augment, size_multiple=model_stride(cfg)
+    )
     datamodule.prepare_data()
     warn_without_ground_truth(datamodule, training=True)
     # model.anchors=auto|fit resolved on data.train; the anchors checked against its boxes

@@ -70,6 +70,7 @@ class DatasetFile:
     keys: dict[str, str]
     notes: list[str] = field(default_factory=list)
     problems: dict[str, str] = field(default_factory=dict)
+    backup: str | None = None  # darknet's `backup =` folder (its weights'), not read
 
     def origin(self, images: str | os.PathLike) -> SplitPath | None:
         """The split whose path is ``images`` (the first, train's, when two share it)."""
@@ -124,12 +125,9 @@ def _darknet_file(path: Path) -> DatasetFile:
         )
     unread = [f"`{k} = {v}`" for k, v in options.items() if k not in DARKNET_READ]
     if unread:
-        weights = "; the weights go into the run's folder (hydra.run.dir): weights/, checkpoints/"
-        notes.append(
-            f"{path}: {', '.join(unread)} not read" + (weights if "backup" in options else "")
-        )
+        notes.append(f"{path}: {', '.join(unread)} not read")
     keys = {split: f"`{key} =`" for split, key in DARKNET_SPLITS.items()}
-    return DatasetFile(path, splits, keys, notes)
+    return DatasetFile(path, splits, keys, notes, backup=options.get("backup"))
 
 
 def _darknet_split(path: Path, key: str, value: str) -> SplitPath:
@@ -271,12 +269,13 @@ def _yolo_splits(data: Mapping, file: Any) -> dict[str, MutableMapping]:
     return splits
 
 
-def fill_splits(data: MutableMapping) -> list[str]:
+def fill_splits(data: MutableMapping, writes_weights: bool = False) -> list[str]:
     """The data config ``data`` (``cfg.data``, or its plain dict) with each split's missing
     ``images`` and ``names`` (null or ``???``) taken from its dataset file ``data["file"]``, in
     place: the images of the file's split (:func:`read_dataset_file`), the file itself as the
     names (its ``names:``, or its ``names =`` file). Values given are kept. Returns the notes to
-    log once: the file's keys that are not read (``backup =``, a ``test:`` no command uses).
+    log once: the file's keys that are not read (``backup =``, a ``test:`` no command uses),
+    and for a command that ``writes_weights`` (train.py) where they go instead of ``backup =``.
 
     Raises:
         ConfigError: splits that are not YOLO txt, or a split the config has and the file
@@ -307,7 +306,11 @@ def fill_splits(data: MutableMapping) -> list[str]:
         f"{file}'s {dataset.keys['test']} {test.path.absolute()} is not read: no command uses a "
         f"test split (evaluate.py scores data.val: data.val.images={test.path.absolute()})"
     ]  # fmt: skip
-    return [*dataset.notes, *unused]
+    weights = [] if not (writes_weights and dataset.backup) else [
+        f"{file}: the weights go into the run's folder (hydra.run.dir: weights/, checkpoints/), "
+        f"not `backup = {dataset.backup}`"
+    ]  # fmt: skip
+    return [*dataset.notes, *unused, *weights]
 
 
 def clear_splits(data: MutableMapping) -> None:
