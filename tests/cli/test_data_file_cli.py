@@ -107,5 +107,5 @@ def test_the_recorded_data_of_a_data_file_is_its_splits(dataset, tmp_path):
     cfg = _train_cfg(["data=yolo", f"data.file={dataset / 'obj.data'}"], tmp_path)
     recorded = recorded_data(cfg.data)
     assert recorded["val"]["images"] == str(dataset / "val" / "images")
-    assert recorded["train"]["names"] == str(dataset / "obj.data")
+    assert recorded["train"]["names"] == str(dataset / "obj.names")  # the .data file's names =
     assert OmegaConf.is_missing(cfg.data.train, "images")  # the config is left as composed

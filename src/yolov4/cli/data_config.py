@@ -28,7 +28,7 @@ __all__ = [
 ]
 
 # data config keys that hold file or folder paths (recorded absolute: see recorded_data)
-DATA_PATH_KEYS = ("images", "annotations", "labels", "names", "cache_dir", "file")
+DATA_PATH_KEYS = ("images", "annotations", "labels", "names", "cache_dir", "file", "list_root")
 FALLBACK_DATA = "synthetic"  # configs/data/<this>.yaml: the data of files that record none
 
 
@@ -106,14 +106,38 @@ def recorded_data(node: Any) -> Any:
     """The data config as a checkpoint records it: builtins, the splits a dataset file gives
     (``data.file``) filled in (a file that cannot fill them is the build's to report), and
     relative paths that exist made absolute (``data.train.images=mydata/images`` typed in one
-    folder broke ``evaluate.py checkpoint=`` run from another)."""
+    folder is found by ``evaluate.py checkpoint=`` run from another), and what the YOLO txt
+    splits read from the working directory recorded (:func:`_recorded_yolo_splits`)."""
     data = to_builtin(node)
     if isinstance(data, dict) and data.get("file") is not None:
         from yolov4.data.dataset_file import fill_splits
 
         with suppress(YoloError):
             fill_splits(data)
+    if isinstance(data, dict):
+        _recorded_yolo_splits(data)
     return _absolute_paths(data)
+
+
+def _recorded_yolo_splits(data: dict[str, Any]) -> None:
+    """The YOLO txt splits of the data config ``data`` (builtins) made readable from any
+    folder, in place: names that are darknet's ``.data`` file become the names file it names
+    (its ``names =`` is read from the working directory), and a list file of images gets the
+    working directory as its ``list_root`` (where its relative paths may be read from)."""
+    from yolov4.data.data_yaml import DARKNET_DATA_SUFFIX, darknet_names_file
+    from yolov4.data.dataset_file import SPLITS, YOLO_SOURCE
+
+    for split in SPLITS:
+        node = data.get(split)
+        if not isinstance(node, dict) or node.get("_target_") != YOLO_SOURCE:
+            continue
+        names = node.get("names")
+        if isinstance(names, str) and names.lower().endswith(DARKNET_DATA_SUFFIX):
+            with suppress(YoloError):  # a .data file that names none is the build's to report
+                node["names"] = str(darknet_names_file(names).absolute())
+        images = node.get("images")
+        if isinstance(images, str) and os.path.isfile(images) and node.get("list_root") is None:
+            node["list_root"] = os.getcwd()
 
 
 def _absolute_paths(node: Any) -> Any:

@@ -57,17 +57,25 @@ def files_under(root: str | os.PathLike, skip: Callable[[Path], bool] | None = N
     return found
 
 
-def listed_path(entry: str | os.PathLike, list_file: str | os.PathLike) -> Path:
+def listed_path(
+    entry: str | os.PathLike, list_file: str | os.PathLike, root: str | os.PathLike | None = None
+) -> Path:
     """Where a path listed in the list file ``list_file`` (darknet's ``train.txt``, a
     predict.py source list) is: an absolute one as written; a relative one from the list's
     folder, else from the working directory when it exists there only (darknet reads its lists'
-    paths from where it runs: ``data/obj/a.jpg`` in ``data/train.txt``). A path that exists in
-    neither place is given from the list's folder."""
+    paths from where it runs: ``data/obj/a.jpg`` in ``data/train.txt``), else from ``root`` when
+    it exists there only (the folder a run read the list from, recorded for later runs). A path
+    that exists in none of them is given from the list's folder."""
     path = Path(entry).expanduser()
     if path.is_absolute():
         return path
     beside = Path(list_file).parent / path
-    return path if not beside.exists() and path.exists() else beside
+    if beside.exists():
+        return beside
+    if path.exists():
+        return path
+    recorded = Path(root) / path if root is not None else None
+    return recorded if recorded is not None and recorded.exists() else beside
 
 
 def looked_for(path: str | os.PathLike) -> str:

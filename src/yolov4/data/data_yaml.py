@@ -20,6 +20,7 @@ from yolov4.errors import ConfigError, DatasetError
 __all__ = [
     "ClassNames",
     "check_kpt_shape",
+    "darknet_names_file",
     "file_relative",
     "is_data_yaml",
     "load_class_names",
@@ -181,6 +182,16 @@ def file_relative(
     if not exists(given) and exists(beside):
         return beside, True
     return given, False
+
+
+def darknet_names_file(path: str | os.PathLike) -> Path:
+    """The names file darknet's ``.data`` file ``path`` names (its ``names =``, read as darknet
+    reads it: :func:`file_relative`).
+
+    Raises:
+        DatasetError: an unreadable file, no ``names =`` line, or a names file found nowhere.
+    """
+    return _darknet_data_names(Path(path), read_darknet_data(Path(path)))[0]
 
 
 def _darknet_data_names(path: Path, options: dict[str, str]) -> tuple[Path, str]:

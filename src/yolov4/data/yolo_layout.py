@@ -40,10 +40,12 @@ def default_labels_dir(images: Path) -> Path:
     return images.parent / "labels"
 
 
-def list_file(path: Path, report: ProblemReport) -> tuple[list[Path], list[str]]:
+def list_file(
+    path: Path, report: ProblemReport, root: str | os.PathLike | None = None
+) -> tuple[list[Path], list[str]]:
     """The image paths of darknet's list file (``train.txt``: one a line; relative ones from the
-    list's folder, else from the working directory, where darknet reads them:
-    :func:`~yolov4.core.files.listed_path`) and the lines naming no file; a missing one is
+    list's folder, else from the working directory, where darknet reads them, else from
+    ``root``: :func:`~yolov4.core.files.listed_path`) and the lines naming no file; a missing one is
     reported and left out (:func:`missing_note` says where it was looked for), one listed again
     reported and kept (what a split does with it: :attr:`DetectionData.repeats`)."""
     try:
@@ -55,7 +57,7 @@ def list_file(path: Path, report: ProblemReport) -> tuple[list[Path], list[str]]
         entry = Path(line.strip())
         if not line.strip() or line.strip().startswith("#"):
             continue
-        found = listed_path(entry, path)
+        found = listed_path(entry, path, root)
         if found.is_file():
             earlier = first_line.setdefault(os.path.abspath(found), n)
             if earlier != n:
@@ -69,9 +71,11 @@ def list_file(path: Path, report: ProblemReport) -> tuple[list[Path], list[str]]
     return files, missing
 
 
-def missing_note(path: Path, missing: list[str], listed: int) -> str:
+def missing_note(
+    path: Path, missing: list[str], listed: int, root: str | os.PathLike | None = None
+) -> str:
     """The note on the ``missing`` paths of list file ``path`` (of ``listed`` paths): where a
-    relative one was looked for and, when at least half are missing, the folder to run from
+    relative one was looked for (``root``: the recorded folder, looked in last) and, when at least half are missing, the folder to run from
     (darknet reads them from its working directory), found by trying the list's parent folders."""
     shown = ", ".join(missing[:MISSING_EXAMPLES])
     more = (
@@ -83,6 +87,7 @@ def missing_note(path: Path, missing: list[str], listed: int) -> str:
         text += (
             f"; a relative path is looked for from the list's folder "
             f"{Path(path).parent.resolve()}, then from the working directory {Path.cwd()}"
+            + (f", then from {Path(root).absolute()}" if root is not None else "")
         )
     if relative and 2 * len(missing) >= listed:
         root = next((d for d in Path(path).resolve().parents if (d / relative[0]).is_file()), None)

@@ -81,17 +81,27 @@ NOTE_EXAMPLES = 3
 class YoloSource:
     """A YOLO txt split: ``images`` directory, ``labels`` directory (default: the sibling
     ``labels`` of ``images``, ultralytics' rule), class ``names`` and, for a pose dataset whose
-    names are not a data yaml with ``kpt_shape``, its ``kpt_shape`` ``[K, D]``."""
+    names are not a data yaml with ``kpt_shape``, its ``kpt_shape`` ``[K, D]``; ``list_root``:
+    where a list file's relative paths are read from when neither the list's folder nor the
+    working directory has them (the working directory a run read them from: a checkpoint
+    records it, :func:`~yolov4.cli.data_config.recorded_data`)."""
 
     images: str
     names: str | list[str]
     labels: str | None = None
     include_negatives: bool = True
     kpt_shape: list[int] | None = None
+    list_root: str | None = None
 
     def load(self, report: ProblemReport) -> DetectionData:
         return load_yolo(
-            self.images, self.names, self.labels, self.include_negatives, report, self.kpt_shape
+            self.images,
+            self.names,
+            self.labels,
+            self.include_negatives,
+            report,
+            self.kpt_shape,
+            self.list_root,
         )
 
 
@@ -102,9 +112,12 @@ def load_yolo(
     include_negatives: bool = True,
     report: ProblemReport | None = None,
     kpt_shape: Sequence[int] | None = None,
+    list_root: str | Path | None = None,
 ) -> DetectionData:
     """Load a YOLO txt split; image ids are 1.. in sorted file order. ``kpt_shape`` ``[K, D]``
-    reads a pose dataset's lines (the data yaml's ``kpt_shape`` when ``None``).
+    reads a pose dataset's lines (the data yaml's ``kpt_shape`` when ``None``); ``list_root``:
+    the folder a list file's relative paths are read from when neither the list's folder nor
+    the working directory has them.
 
     Raises:
         DatasetError: missing image directory or names, or no usable image.
@@ -119,7 +132,7 @@ def load_yolo(
     kpt_shape = check_kpt_shape(kpt_shape, "kpt_shape:") if given else read_kpt_shape(names)
     missing: list[str] = []
     if listing_file:
-        listed, missing = list_file(image_dir, report)
+        listed, missing = list_file(image_dir, report, list_root)
         files = listed
     else:
         listed = listing(image_dir)
@@ -137,7 +150,7 @@ def load_yolo(
     if listing_file:
         notes = _listed_notes(files, unlabelled, image_dir)
         if missing:
-            notes.insert(0, missing_note(image_dir, missing, len(files) + len(missing)))
+            notes.insert(0, missing_note(image_dir, missing, len(files) + len(missing), list_root))
     else:
         notes = _notes(listed, files, unlabelled, image_dir, label_dir, labels is None)
     if unreadable:
