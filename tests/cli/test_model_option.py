@@ -1,6 +1,7 @@
 """``model.cfg=PATH`` beside a zoo model: Hydra refuses it (suggesting ``+model.cfg=``); every
 command names ``model=darknet model.cfg=PATH`` instead, and ``+model.cfg=`` trains the cfg's
-network under its file's name, not the zoo model's."""
+network under its file's name, not the zoo model's. ``data.file=PATH`` beside another data
+option than ``data=yolo`` is named the same way."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from hydra.errors import ConfigCompositionException
 
 from tests.models.test_zoo import user_cfg
 from yolov4.cli.common import model_config, model_network
-from yolov4.cli.model_option import _experiment_model, check_model_cfg_override
+from yolov4.cli.model_option import DARKNET_MODEL, _experiment_choice, check_option_keys
 from yolov4.errors import ConfigError
 from yolov4.models import ModelConfig
 
@@ -33,9 +34,14 @@ def test_model_cfg_without_the_darknet_model_names_it(app, monkeypatch, capsys):
     with pytest.raises(SystemExit) as e:
         main()
     assert e.value.code == 1
+    why = (
+        "the command's default model=yolov4-tiny is the zoo network its name says, with no cfg key"
+        if app in ("train", "anchors")
+        else "and the command has no default model"
+    )
     assert capsys.readouterr().err == (
         "Error: ConfigError: model.cfg=/d/my.cfg: only model=darknet reads a cfg file (no "
-        "model= is given: the command's default model, a zoo network, has no cfg key): give "
+        f"model= is given{':' if app in ('train', 'anchors') else ','} {why}): give "
         "model=darknet model.cfg=/d/my.cfg\n"
     )
 
@@ -43,9 +49,9 @@ def test_model_cfg_without_the_darknet_model_names_it(app, monkeypatch, capsys):
 def test_model_cfg_beside_a_named_zoo_model_names_it():
     """A zoo model named on the command line, or by the experiment, is named in the error."""
     with pytest.raises(ConfigError, match=r"\(model=yolov4-csp is the zoo network its name says"):
-        check_model_cfg_override(parsed("model=yolov4-csp", "model.cfg=/d/my.cfg"))
+        check_option_keys(parsed("model=yolov4-csp", "model.cfg=/d/my.cfg"))
     with pytest.raises(ConfigError, match=r"\(model=yolov4 \(the experiment's\) is the zoo"):
-        check_model_cfg_override(parsed("experiment=coco_yolov4", "model.cfg=/d/my.cfg"))
+        check_option_keys(parsed("experiment=coco_yolov4", "model.cfg=/d/my.cfg"))
 
 
 def test_the_hint_is_given_where_hydra_refuses_the_override():
@@ -61,12 +67,12 @@ def test_the_hint_is_given_where_hydra_refuses_the_override():
             with pytest.raises(ConfigCompositionException, match="Could not override 'model.cfg'"):
                 compose("train", overrides=[*given, "model.cfg=/d/my.cfg"])
             choices = compose("train", given, return_hydra_config=True).hydra.runtime.choices
-            assert _experiment_model(parsed(*given)) == choices.model
+            assert _experiment_choice(parsed(*given), "model", DARKNET_MODEL) == choices.model
     for fine in (["model=darknet", "model.cfg=/d/my.cfg"], ["+model.cfg=/d/my.cfg"],
                  ["experiment=mine", "model.cfg=/d/my.cfg"], ["model=darknet,yolov4"]):  # fmt: skip
-        check_model_cfg_override(parsed(*fine))
+        check_option_keys(parsed(*fine))
     with pytest.raises(ConfigError, match="give model=darknet model.cfg=/d/my.cfg"):
-        check_model_cfg_override(parsed("experiment=coco_yolov4", "model.cfg=/d/my.cfg"))
+        check_option_keys(parsed("experiment=coco_yolov4", "model.cfg=/d/my.cfg"))
 
 
 def test_plus_model_cfg_beside_a_zoo_model_is_named_after_the_file(compose_cfg, tmp_path):
@@ -76,3 +82,34 @@ def test_plus_model_cfg_beside_a_zoo_model_is_named_after_the_file(compose_cfg, 
     assert cfg.model.name == "yolov4-tiny"  # the default model option's
     assert model_network(cfg).name == "my-tiny"
     assert ModelConfig.from_dict(model_config(cfg, 4)).name == "my-tiny"
+
+
+@pytest.mark.parametrize("app", ["train", "anchors"])
+def test_data_file_without_the_yolo_data_names_it(app, monkeypatch, capsys):
+    main = importlib.import_module(f"yolov4.cli.{app}").hydra_main
+    monkeypatch.setattr("sys.argv", [f"{app}.py", "data.file=/d/x.data"])
+    with pytest.raises(SystemExit) as e:
+        main()
+    assert e.value.code == 1
+    assert capsys.readouterr().err == (
+        "Error: ConfigError: data.file=/d/x.data: only data=yolo reads a dataset file, darknet's "
+        ".data or an ultralytics data yaml (no data= is given: the command's default "
+        "data=synthetic has no file key): give data=yolo data.file=/d/x.data\n"
+    )
+
+
+def test_the_data_file_hint_is_given_where_hydra_refuses_the_override():
+    """Hydra refuses data.file= beside train.py's default data and an experiment's; evaluate.py
+    and export.py, whose data defaults to the checkpoint's record, take it (data_argv)."""
+    with initialize_config_module(config_module="yolov4.configs", version_base="1.3"):
+        for name, given in (("train", []), ("anchors", []), ("train", ["experiment=coco_yolov4"])):
+            with pytest.raises(ConfigCompositionException, match="Could not override 'data.file'"):
+                compose(name, overrides=[*given, "data.file=/d/x.data"])
+            with pytest.raises(ConfigError, match="give data=yolo data.file=/d/x.data$"):
+                check_option_keys(parsed(*given, "data.file=/d/x.data"), name)
+    for app, fine in (("train", ["data=yolo", "data.file=/d/x.data"]),
+                      ("evaluate", ["data.file=/d/x.data"]), ("export", ["data.file=/d/x.data"]),
+                      ("train", ["ckpt_path=/r/last.ckpt", "data.file=/d/x.data"])):  # fmt: skip
+        check_option_keys(parsed(*fine), app)
+    with pytest.raises(ConfigError, match="give data=yolo data.file=/d/x.data$"):
+        check_option_keys(parsed("data=coco", "data.file=/d/x.data"), "evaluate")

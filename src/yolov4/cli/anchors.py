@@ -134,7 +134,7 @@ def _app(cfg: DictConfig) -> float:
 
 def hydra_main() -> Any:
     """``python -m yolov4.anchors ...`` / ``yolov4-anchors ...``."""
-    check_override_syntax(sys.argv)
+    check_override_syntax(sys.argv, "anchors")
     return _app()
 
 

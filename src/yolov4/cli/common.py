@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
 import yolov4.cli.hydra_hooks  # noqa: F401  (registers the configs' resolvers)
-from yolov4.cli.model_option import check_model_cfg_override
+from yolov4.cli.model_option import check_option_keys
 from yolov4.core.files import lock_dir
 from yolov4.errors import ConfigError, YoloError
 
@@ -197,13 +197,13 @@ def model_stride(cfg: DictConfig) -> int:
     return model_network(cfg).max_stride
 
 
-def check_override_syntax(argv: list[str]) -> None:
+def check_override_syntax(argv: list[str], app: str | None = None) -> None:
     """Exit with one line (status 1) when an argument of ``argv`` is not an override Hydra can
     parse, before any app runs: a value with spaces typed unquoted (``data.train.images=my
     data/images`` is three arguments) gets the quoted form as the hint, not a parser
-    traceback. A ``model.cfg=PATH`` Hydra would refuse
-    (:func:`yolov4.cli.model_option.check_model_cfg_override`) gets ``model=darknet
-    model.cfg=PATH`` as the hint."""
+    traceback. A ``model.cfg=PATH`` or ``data.file=PATH`` Hydra would refuse beside the options
+    of the app config ``app`` (:func:`yolov4.cli.model_option.check_option_keys`) gets
+    ``model=darknet model.cfg=PATH`` or ``data=yolo data.file=PATH`` as the hint."""
     from hydra._internal.utils import get_args_parser
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import OverrideParseException
@@ -232,7 +232,7 @@ def check_override_syntax(argv: list[str]) -> None:
             raise SystemExit(1) from None
     if not (args.config_path or args.config_name or args.config_dir):  # the shipped configs
         try:
-            check_model_cfg_override(parsed)
+            check_option_keys(parsed, app)
         except ConfigError as e:
             print(f"Error: ConfigError: {e}", file=sys.stderr)
             raise SystemExit(1) from None

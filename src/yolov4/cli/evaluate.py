@@ -311,7 +311,7 @@ def hydra_main() -> None:
     """``python evaluate.py ...``: Hydra's app on :func:`~yolov4.cli.data_config.data_argv`'s
     arguments (``data.<key>=`` over the recorded data; a DDP process's log file named by
     :func:`~yolov4.cli.common.rank_log_argv`)."""
-    check_override_syntax(sys.argv)
+    check_override_syntax(sys.argv, "evaluate")
     sys.argv = data_argv(rank_log_argv(sys.argv, "evaluate"))
     _app()
 

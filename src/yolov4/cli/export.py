@@ -369,7 +369,7 @@ def _accuracy_lines(meta: dict[str, Any]) -> list[str]:
 def hydra_main() -> None:
     """``python export.py ...``: Hydra's app on :func:`~yolov4.cli.data_config.data_argv`'s
     arguments (``data.<key>=`` over the recorded data)."""
-    check_override_syntax(sys.argv)
+    check_override_syntax(sys.argv, "export")
     sys.argv = data_argv(sys.argv)
     _app()
 

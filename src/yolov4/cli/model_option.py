@@ -1,14 +1,17 @@
-"""The model option of a command line: ``model.cfg=PATH`` belongs to ``model=darknet``.
+"""Keys of one config option typed beside another: ``model.cfg=PATH`` belongs to
+``model=darknet``, ``data.file=PATH`` to ``data=yolo``.
 
-Of the shipped model options only ``configs/model/darknet.yaml`` has a ``cfg`` key (a zoo option
-is the network its name says), and no app's config or shipped experiment picks it: Hydra refuses
-``model.cfg=PATH`` with any other ("Could not override 'model.cfg'", suggesting
-``+model.cfg=``), and :func:`check_model_cfg_override` names ``model=darknet model.cfg=PATH``
-instead, before Hydra runs.
+Of the shipped options only ``configs/model/darknet.yaml`` has a ``cfg`` key (a zoo option is
+the network its name says) and only ``configs/data/yolo.yaml`` a ``file`` key, and no app's
+config or shipped experiment picks either by default: Hydra refuses ``model.cfg=PATH`` or
+``data.file=PATH`` with any other ("Could not override 'model.cfg'", suggesting
+``+model.cfg=``), and :func:`check_option_keys` names ``model=darknet model.cfg=PATH`` (or
+``data=yolo data.file=PATH``) instead, before Hydra runs.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
@@ -16,47 +19,112 @@ from omegaconf import OmegaConf
 
 from yolov4.errors import ConfigError
 
-__all__ = ["DARKNET_MODEL", "check_model_cfg_override"]
+__all__ = ["DARKNET_MODEL", "OPTION_KEYS", "OptionKey", "check_option_keys"]
 
 DARKNET_MODEL = "darknet"  # configs/model/<this>.yaml: the model option of a cfg file
+RESUME_KEY = "ckpt_path"  # train.py's resume: the run's own options are composed (resume.py)
 
 
-def check_model_cfg_override(overrides: list[Any]) -> None:
-    """:class:`ConfigError` for ``model.cfg=PATH`` in Hydra's parsed ``overrides`` when the
-    model option composed is not :data:`DARKNET_MODEL`: the one given (``model=``), else the
-    ``experiment=``'s, else the app config's default (never ``darknet``). A sweep of options,
-    or an experiment this package does not ship, is left to Hydra."""
-    given = [o for o in overrides if o.key_or_group == "model.cfg" and o.type.name == "CHANGE"]
-    if not given:
+@dataclass(frozen=True)
+class OptionKey:
+    """``group.key`` (``key``), which only the ``option`` of its group has; ``reads``: what it
+    reads and ``others``: what the group's other options are, for the message;
+    ``null_default_takes_it``: an app whose ``group`` defaults to null
+    takes the key as it is (evaluate.py and export.py lay ``data.<key>=`` over the data a
+    checkpoint records: :func:`~yolov4.cli.data_config.data_argv`)."""
+
+    key: str
+    option: str
+    reads: str
+    others: str
+    null_default_takes_it: bool = False
+
+    @property
+    def group(self) -> str:
+        return self.key.split(".")[0]
+
+
+OPTION_KEYS = (
+    OptionKey(
+        "model.cfg",
+        DARKNET_MODEL,
+        "a cfg file",
+        "is the zoo network its name says, with no cfg key",
+    ),
+    OptionKey(
+        "data.file",
+        "yolo",
+        "a dataset file, darknet's .data or an ultralytics data yaml",
+        "has no file key",
+        null_default_takes_it=True,
+    ),
+)
+
+
+def check_option_keys(overrides: list[Any], app: str | None = None) -> None:
+    """:class:`ConfigError` for a key of :data:`OPTION_KEYS` in Hydra's parsed ``overrides``
+    when the option composed for its group is not the one that has it: the one given
+    (``group=``), else the ``experiment=``'s, else the default of the app config ``app``
+    (``configs/<app>.yaml``; none known: ``None``). A sweep of options, an experiment this
+    package does not ship, or a resume (``ckpt_path=``: the run's options) is left to Hydra."""
+    if any(o.key_or_group == RESUME_KEY for o in overrides):
         return
-    chosen = [o for o in overrides if o.key_or_group == "model" and not o.is_delete()]
-    choice = chosen[-1].value() if chosen else _experiment_model(overrides)
-    if choice == DARKNET_MODEL or not isinstance(choice, str | None):
-        return
-    path = given[-1].value()
+    for row in OPTION_KEYS:
+        given = [o for o in overrides if o.key_or_group == row.key and o.type.name == "CHANGE"]
+        if not given:
+            continue
+        chosen = [o for o in overrides if o.key_or_group == row.group and not o.is_delete()]
+        source = "given"
+        if chosen:
+            choice = chosen[-1].value()
+        else:
+            choice, source = _experiment_choice(overrides, row.group, row.option), "experiment"
+            if choice is None and app is not None:
+                choice = _defaults_choice(f"{app}.yaml", row.group, row.option)
+                source = "default"
+            if choice is None and row.null_default_takes_it:
+                continue
+        if choice == row.option or not isinstance(choice, str | None):
+            continue
+        value = given[-1].value()
+        raise ConfigError(
+            f"{row.key}={value}: only {row.group}={row.option} reads {row.reads} "
+            f"({_why(row, choice, source)}): give {row.group}={row.option} {row.key}={value}"
+        )
+
+
+def _why(row: OptionKey, choice: str | None, source: str) -> str:
+    """Why ``row.key`` is not read: the ``row.group`` option ``choice`` composed, named with
+    where it came from (``given``, the ``experiment``'s, the app's ``default``)."""
     if choice is None:
-        why = "no model= is given: the command's default model, a zoo network, has no cfg key"
-    else:
-        picked = "" if chosen else " (the experiment's)"
-        why = f"model={choice}{picked} is the zoo network its name says, with no cfg key"
-    raise ConfigError(
-        f"model.cfg={path}: only model={DARKNET_MODEL} reads a cfg file ({why}): give "
-        f"model={DARKNET_MODEL} model.cfg={path}"
-    )
+        return f"no {row.group}= is given, and the command has no default {row.group}"
+    if source == "default":
+        return f"no {row.group}= is given: the command's default {row.group}={choice} {row.others}"
+    picked = " (the experiment's)" if source == "experiment" else ""
+    return f"{row.group}={choice}{picked} {row.others}"
 
 
-def _experiment_model(overrides: list[Any]) -> Any:
-    """The model option the last ``experiment=`` of ``overrides`` picks (``override /model``
-    in its defaults): None when it picks none or none is given, :data:`DARKNET_MODEL` (nothing
-    to refuse) for a sweep or an experiment this package does not ship."""
+def _experiment_choice(overrides: list[Any], group: str, fine: str) -> Any:
+    """The ``group`` option the last ``experiment=`` of ``overrides`` picks (``override
+    /<group>`` in its defaults): None when it picks none or none is given, ``fine`` (nothing to
+    refuse) for a sweep or an experiment this package does not ship."""
     given = [o.value() for o in overrides if o.key_or_group == "experiment" and not o.is_delete()]
     if not given:
         return None
-    file = resources.files("yolov4.configs").joinpath("experiment", f"{given[-1]}.yaml")
-    if not isinstance(given[-1], str) or not file.is_file():
-        return DARKNET_MODEL
+    if not isinstance(given[-1], str):
+        return fine
+    return _defaults_choice(f"experiment/{given[-1]}.yaml", group, fine)
+
+
+def _defaults_choice(config: str, group: str, fine: str) -> Any:
+    """The ``group`` option the ``defaults:`` of the shipped config ``config`` (a path below
+    ``configs/``) picks (``group: x`` or ``override /group: x``): None when it picks none,
+    ``fine`` for a config that is not shipped."""
+    file = resources.files("yolov4.configs").joinpath(*config.split("/"))
+    if not file.is_file():
+        return fine
     for entry in OmegaConf.to_container(OmegaConf.load(str(file))).get("defaults") or []:
         for key, value in entry.items() if isinstance(entry, dict) else ():
-            if key.removeprefix("override").strip(" /") == "model":
+            if key.removeprefix("override").strip(" /") == group:
                 return value
     return None

@@ -418,7 +418,7 @@ def check_something_read(summary: dict[str, Any], out: Path) -> dict[str, Any]:
 def hydra_main() -> None:
     """``python predict.py ...``: Hydra's app, on :func:`yolov4.cli.tracking.track_argv`'s
     arguments."""
-    check_override_syntax(sys.argv)
+    check_override_syntax(sys.argv, "predict")
     sys.argv = track_argv(rank_log_argv(sys.argv, "predict"))  # a DDP process: its log
     _app()
 

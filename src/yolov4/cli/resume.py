@@ -385,7 +385,7 @@ def check_recorded_config(ckpt: str, given: list[str]) -> None:
 def main(app: Any) -> Any:
     """Run the Hydra ``app`` on :func:`resume_argv`'s arguments; a refused resume exits with its
     message (status 1) before anything is written."""
-    check_override_syntax(sys.argv)
+    check_override_syntax(sys.argv, "train")
     try:
         sys.argv = resume_argv(sys.argv)
     except ConfigError as e:
