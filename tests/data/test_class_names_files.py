@@ -40,7 +40,7 @@ def test_a_darknet_data_file_gives_the_names_of_its_names_line(tmp_path, monkeyp
     loaded = load_class_names("data/obj.data")
     assert loaded.names == ["person", "car"]
     assert "data/obj.names" in loaded.source and "working directory" in loaded.source
-    data = load_yolo("data/train.txt", "data/obj.data")
+    data = load_yolo("data/train.txt", "data/obj.data", file_split="train")  # as data.file= gives
     assert data.class_names == ["person", "car"] and data.num_boxes == 2
     # where the images and the names came from: logged at INFO, not a warning
     images, info = data.info

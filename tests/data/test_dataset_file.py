@@ -258,3 +258,22 @@ def test_a_data_file_that_cannot_fill_the_splits_says_why(tmp_path, setup, error
             data.file = str(yaml)
     with pytest.raises(error, match=match):
         fill_splits(data)
+
+
+def test_a_split_is_named_by_its_key_not_by_a_path_another_key_shares(tmp_path):
+    """ultralytics' coco128.yaml: `val:` and `train:` the same folder; the val split's images
+    are its `val:`. A data.val.images= given that is the file's `test:` path came from the
+    command line, not from the file."""
+    yaml = _ultralytics(
+        tmp_path / "ds", "train: images/train\nval: images/train\ntest: images/val\nnames: [a, b]\n"
+    )
+    data = _data(f"data.file={yaml}")
+    fill_splits(data)
+    dm = instantiate(data)
+    assert dm.split("val").info[0].startswith(f"images from `val: images/train` of {yaml}")
+    assert dm.split("train").info[0].startswith(f"images from `train: images/train` of {yaml}")
+
+    given = _data(f"data.file={yaml}", f"data.val.images={tmp_path / 'ds' / 'images' / 'val'}")
+    fill_splits(given)
+    assert given.val.file_split is None
+    assert instantiate(given).split("val").info == []

@@ -5,8 +5,9 @@ or an ultralytics data yaml (``train:`` / ``val:`` / ``test:`` folders or list f
 ``path:``, a relative ``path:`` read by the same rule; no ``path:``: the yaml's folder).
 
 :func:`fill_splits` writes them into a data config's YOLO txt splits (the values given there
-are kept) with the file as each split's ``names``; :meth:`DatasetFile.origin` names the key a
-split's images came from, for the loader's notes and its message on a missing folder.
+are kept) with the file as each split's ``names`` and, for the images it gives, the split's
+name as ``file_split``: the loader names the file's key they came from in its notes and its
+message on a missing folder.
 """
 
 from __future__ import annotations
@@ -71,11 +72,6 @@ class DatasetFile:
     notes: list[str] = field(default_factory=list)
     problems: dict[str, str] = field(default_factory=dict)
     backup: str | None = None  # darknet's `backup =` folder (its weights'), not read
-
-    def origin(self, images: str | os.PathLike) -> SplitPath | None:
-        """The split whose path is ``images`` (the first, train's, when two share it)."""
-        target = os.path.abspath(images)
-        return next((s for s in self.splits.values() if os.path.abspath(s.path) == target), None)
 
     def split(self, name: str) -> SplitPath | None:
         """The split ``name``; ``None`` when the file gives none; a DatasetError when the file
@@ -272,10 +268,11 @@ def _yolo_splits(data: Mapping, file: Any) -> dict[str, MutableMapping]:
 def fill_splits(data: MutableMapping, writes_weights: bool = False) -> list[str]:
     """The data config ``data`` (``cfg.data``, or its plain dict) with each split's missing
     ``images`` and ``names`` (null or ``???``) taken from its dataset file ``data["file"]``, in
-    place: the images of the file's split (:func:`read_dataset_file`), the file itself as the
-    names (its ``names:``, or its ``names =`` file). Values given are kept. Returns the notes to
-    log once: the file's keys that are not read (``backup =``, a ``test:`` no command uses),
-    and for a command that ``writes_weights`` (train.py) where they go instead of ``backup =``.
+    place: the images of the file's split (:func:`read_dataset_file`, the split's name as its
+    ``file_split``), the file itself as the names (its ``names:``, or its ``names =`` file).
+    Values given are kept. Returns the notes to log once: the file's keys that are not read
+    (``backup =``, a ``test:`` no command uses), and for a command that ``writes_weights``
+    (train.py) where they go instead of ``backup =``.
 
     Raises:
         ConfigError: splits that are not YOLO txt, or a split the config has and the file
@@ -297,6 +294,7 @@ def fill_splits(data: MutableMapping, writes_weights: bool = False) -> list[str]
                     f"{given}); give data.{split}.images=<images folder or list file>"
                 )
             node["images"] = str(found.path)
+            node["file_split"] = split
         if _missing(node, "names"):
             node["names"] = str(file)
     if dataset is None:
@@ -315,9 +313,10 @@ def fill_splits(data: MutableMapping, writes_weights: bool = False) -> list[str]
 
 def clear_splits(data: MutableMapping) -> None:
     """The ``images`` and ``names`` of the YOLO txt splits of the data config ``data`` made
-    ``???``, in place: a checkpoint's recorded data under a ``data.file`` given anew, whose
+    ``???`` (and their ``file_split`` null), in place: a checkpoint's recorded data under a ``data.file`` given anew, whose
     splits the new file fills (:func:`fill_splits`)."""
     for split in SPLITS:
         node = data.get(split)
         if node is not None and node.get("_target_") == YOLO_SOURCE:
             node["images"] = node["names"] = MISSING
+            node["file_split"] = None

@@ -84,7 +84,9 @@ class YoloSource:
     names are not a data yaml with ``kpt_shape``, its ``kpt_shape`` ``[K, D]``; ``list_root``:
     where a list file's relative paths are read from when neither the list's folder nor the
     working directory has them (the working directory a run read them from: a checkpoint
-    records it, :func:`~yolov4.cli.data_config.recorded_data`)."""
+    records it, :func:`~yolov4.cli.data_config.recorded_data`); ``file_split``: the split of
+    the dataset file ``names`` that gave ``images`` (``data.file=`` sets it:
+    :func:`~yolov4.data.dataset_file.fill_splits`), named in notes and messages."""
 
     images: str
     names: str | list[str]
@@ -92,6 +94,7 @@ class YoloSource:
     include_negatives: bool = True
     kpt_shape: list[int] | None = None
     list_root: str | None = None
+    file_split: str | None = None
 
     def load(self, report: ProblemReport) -> DetectionData:
         return load_yolo(
@@ -102,6 +105,7 @@ class YoloSource:
             report,
             self.kpt_shape,
             self.list_root,
+            self.file_split,
         )
 
 
@@ -113,18 +117,20 @@ def load_yolo(
     report: ProblemReport | None = None,
     kpt_shape: Sequence[int] | None = None,
     list_root: str | Path | None = None,
+    file_split: str | None = None,
 ) -> DetectionData:
     """Load a YOLO txt split; image ids are 1.. in sorted file order. ``kpt_shape`` ``[K, D]``
     reads a pose dataset's lines (the data yaml's ``kpt_shape`` when ``None``); ``list_root``:
     the folder a list file's relative paths are read from when neither the list's folder nor
-    the working directory has them.
+    the working directory has them; ``file_split``: the split of the dataset file ``names``
+    that gave ``images``, named in notes and messages.
 
     Raises:
         DatasetError: missing image directory or names, or no usable image.
     """
     report = report if report is not None else ProblemReport(name=str(images))
     image_dir = Path(images)
-    listing_file = _check_images(image_dir, names)
+    listing_file = _check_images(image_dir, names, file_split)
     label_dir = Path(labels) if labels is not None else default_labels_dir(image_dir)
     loaded_names = load_class_names(names)
     class_names = loaded_names.names
@@ -157,7 +163,7 @@ def load_yolo(
         root = image_dir.parent if listing_file else image_dir
         notes.append(_unreadable_note(unreadable, lost, root))
     notes += _kpt_notes(names, kpt_shape, given)
-    info = _names_info(names, loaded_names, image_dir)
+    info = _names_info(names, loaded_names, file_split)
     if not records:
         if listing_file:
             found = f"{len(files) + len(missing)} paths listed, {len(missing)} of them not found"
@@ -172,14 +178,16 @@ def load_yolo(
     return DetectionData(records, class_names, category_ids, coco, notes, repeats, info)
 
 
-def _check_images(image_dir: Path, names: str | Sequence[str]) -> bool:
+def _check_images(
+    image_dir: Path, names: str | Sequence[str], file_split: str | None = None
+) -> bool:
     """Whether ``image_dir`` is darknet's list file (``train.txt``: one image path a line)
     rather than a folder; a missing path, a data yaml or a ``.data`` file is a DatasetError
     saying what to give instead."""
     listing_file = image_dir.is_file()
     if not image_dir.is_dir() and not listing_file:
         raise DatasetError(
-            f"image directory not found: {image_dir}{_where_looked(image_dir, names)}; expected "
+            f"image directory not found: {image_dir}{_where_looked(image_dir, names, file_split)}; expected "
             "a folder of the YOLO layout images/ + labels/, or darknet's list file of image "
             "paths (train.txt)"
         )
@@ -251,15 +259,16 @@ def _read_records(
     return records, unlabelled, unreadable, lost, repeats
 
 
-def _where_looked(images: Path, names: str | Sequence[str]) -> str:
+def _where_looked(images: Path, names: str | Sequence[str], file_split: str | None) -> str:
     """Where a missing ``images`` was looked for: its absolute path, the working directory a
     relative one is read from, and with a dataset file as ``names`` (darknet's ``.data``, a data
-    yaml) the key of it ``images`` came from (``data.file=``), else the splits it gives."""
+    yaml) the key of its split ``file_split`` that gave ``images`` (``data.file=``), else the
+    splits it gives."""
     text = looked_for(images)
     dataset = dataset_file_of(names)
     if dataset is None:
         return text
-    origin = dataset.origin(images)
+    origin = dataset.splits.get(file_split) if file_split is not None else None
     if origin is not None:
         return f"{text}; it is {origin.source}"
     found = [f"{dataset.keys[k]} {s.path.absolute()}" for k, s in dataset.splits.items()
@@ -340,13 +349,15 @@ def _unreadable_note(unreadable: list[Path], lost: int, root: Path) -> str:
     )
 
 
-def _names_info(names: str | Sequence[str], loaded_names: ClassNames, images: Path) -> list[str]:
-    """Where the images came from when ``names`` is the dataset file that gives them
-    (``data.file=``), and where the class names came from when ``names`` is a darknet ``.data``
-    file."""
+def _names_info(
+    names: str | Sequence[str], loaded_names: ClassNames, file_split: str | None
+) -> list[str]:
+    """Where the images came from when ``names`` is the dataset file whose split ``file_split``
+    gave them (``data.file=``), and where the class names came from when ``names`` is a darknet
+    ``.data`` file."""
     info = []
-    dataset = dataset_file_of(names)
-    origin = dataset.origin(images) if dataset is not None else None
+    dataset = dataset_file_of(names) if file_split is not None else None
+    origin = dataset.splits.get(file_split) if dataset is not None else None
     if origin is not None:
         info.append(f"images from {origin.source}")
     if isinstance(names, str | os.PathLike) and Path(names).suffix.lower() == DARKNET_DATA_SUFFIX:
