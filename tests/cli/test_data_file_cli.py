@@ -109,3 +109,18 @@ def test_the_recorded_data_of_a_data_file_is_its_splits(dataset, tmp_path):
     assert recorded["val"]["images"] == str(dataset / "val" / "images")
     assert recorded["train"]["names"] == str(dataset / "obj.names")  # the .data file's names =
     assert OmegaConf.is_missing(cfg.data.train, "images")  # the config is left as composed
+
+
+def test_check_data_prints_the_data_files_notes(dataset, capsys):
+    """What the .data file gives that is not read (`backup =`) is printed by check-data, which
+    configures no logging; its --help says the whole of what it does."""
+    obj_data = dataset / "obj.data"
+    assert check_main(["data=yolo", f"data.file={obj_data}", "data.num_workers=0"]) == 0
+    out = capsys.readouterr().out
+    assert f"note: data.file: {obj_data}: `classes = 4`" not in out  # classes = is read
+    assert f"note: data.file: {obj_data}: `backup = b/` not read" in out
+    with pytest.raises(SystemExit):
+        check_main(["--help"])
+    described = " ".join(capsys.readouterr().out.split())
+    assert "check a dataset config without training, e.g. yolov4-check-data data=coco" in described
+    assert "data=yolo data.file=data/obj.data. positional arguments" in described

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from yolov4.cli.data_config import build_data
+from yolov4.cli.data_config import build_data, fill_data_file
 from yolov4.data.check import check_datamodule
 from yolov4.errors import ConfigError, YoloError
 
@@ -44,8 +44,15 @@ def _compose(overrides: Sequence[str]) -> Any:
         return compose(overrides=fixed)
 
 
+def _summary(doc: str) -> str:
+    """The ``--help`` description: the docstring's first paragraph after its title (``name
+    (= ...):``), on one line, without reST's literal quotes."""
+    first = doc.split("\n\n")[0].partition("): ")[2]
+    return " ".join(first.replace("``", "").split())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="yolov4-check-data", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="yolov4-check-data", description=_summary(__doc__))
     parser.add_argument(
         "overrides", nargs="*", help="Hydra overrides, e.g. data=coco data.train.images=..."
     )
@@ -75,7 +82,10 @@ def _check(args: argparse.Namespace) -> int:
 
     overrides = list(args.overrides) + (["data.strict=true"] if args.strict else [])
     try:
-        dm = build_data(_compose(overrides))
+        cfg = _compose(overrides)
+        for note in fill_data_file(cfg.data):  # what data.file's file gives that is not read
+            print(f"note: data.file: {note}")
+        dm = build_data(cfg)
     except (HydraException, OmegaConfBaseException, ConfigError) as e:  # a typo'd key
         print(f"{type(e).__name__}: {e}", file=sys.stderr)
         return USAGE_EXIT

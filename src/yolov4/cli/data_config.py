@@ -23,6 +23,7 @@ __all__ = [
     "build_data",
     "check_data_file",
     "data_argv",
+    "fill_data_file",
     "recorded_data",
     "resolve_data",
 ]
@@ -35,17 +36,29 @@ FALLBACK_DATA = "synthetic"  # configs/data/<this>.yaml: the data of files that 
 def build_data(cfg: DictConfig, writes_weights: bool = False, **kwargs: Any) -> Any:
     """The DataModule of ``cfg.data`` (:func:`~yolov4.cli.common.build`). With a dataset file
     (``data.file``) the missing ``images`` and ``names`` of its YOLO txt splits are filled from
-    it first, in ``cfg.data`` (what a checkpoint then records:
-    :func:`~yolov4.data.dataset_file.fill_splits`), and the file's notes logged once (with
-    where the weights go for a command that ``writes_weights``)."""
-    node = cfg.get("data")
-    if node is not None and node.get("file") is not None:
-        from yolov4.data.dataset_file import fill_splits
+    it first, in ``cfg.data`` (what a checkpoint then records: :func:`fill_data_file`), and
+    the file's notes logged once (with where the weights go for a command that
+    ``writes_weights``)."""
+    notes = fill_data_file(cfg.get("data"), writes_weights)
+    if notes:
         from yolov4.training.noise import rank_zero_logger
 
-        for note in fill_splits(node, writes_weights):
+        for note in notes:
             rank_zero_logger(__name__).info("data.file: %s", note)
     return build(cfg, "data", **kwargs)
+
+
+def fill_data_file(node: Any, writes_weights: bool = False) -> list[str]:
+    """The data config ``node`` (``cfg.data``) with the missing ``images`` and ``names`` of its
+    YOLO txt splits filled from its dataset file ``data.file``, in place
+    (:func:`~yolov4.data.dataset_file.fill_splits`); the file's notes (the keys not read), said
+    once (with where the weights go for a command that ``writes_weights``): none when there is
+    no file or the splits are filled already."""
+    if node is None or node.get("file") is None:
+        return []
+    from yolov4.data.dataset_file import fill_splits
+
+    return fill_splits(node, writes_weights)
 
 
 def check_data_file(cfg: DictConfig) -> None:
