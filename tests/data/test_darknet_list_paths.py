@@ -63,3 +63,19 @@ def test_a_few_missing_paths_get_no_hint_to_move(tmp_path: Path, monkeypatch):
     assert len(loaded.records) == 3
     assert loaded.notes[0].startswith("1 of 4 image paths listed in data/train.txt not found")
     assert "run from" not in loaded.notes[0]
+
+
+def test_paths_written_on_windows_are_read(tmp_path, monkeypatch):
+    """CVAT's or darknet's files saved on Windows: `train = data\\train.txt` in the .data file
+    and `data\\obj\\img0.jpg` lines in the list."""
+    from yolov4.data.dataset_file import read_dataset_file
+
+    data = _darknet_root(tmp_path, n=2)
+    (data / "train.txt").write_text("data\\obj\\img0.jpg\ndata\\obj\\img1.jpg\n")
+    (data / "win.data").write_text("classes = 2\ntrain = data\\train.txt\nnames = data\\obj.names\n")
+    monkeypatch.chdir(tmp_path)
+    split = read_dataset_file("data/win.data").split("train")
+    assert split.path == Path("data/train.txt")
+    loaded = load_yolo(split.path, "data/win.data")
+    assert loaded.class_names == ["person", "car"]
+    assert [r.file for r in loaded.records] == ["data/obj/img0.jpg", "data/obj/img1.jpg"]

@@ -16,12 +16,13 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 from typing import IO, Any
 
 __all__ = [
     "files_under",
     "listed_path",
+    "posix_form",
     "looked_for",
     "atomic_write",
     "write_json",
@@ -57,6 +58,14 @@ def files_under(root: str | os.PathLike, skip: Callable[[Path], bool] | None = N
     return found
 
 
+def posix_form(text: str) -> str:
+    """``text`` with a Windows path's separators as ``/`` when it is one written on Windows
+    (relative, with ``\\`` and no ``/``: ``data\\obj\\a.jpg``) and this system's separator is
+    ``/``; else ``text`` as it is."""
+    windows = "\\" in text and "/" not in text and not PureWindowsPath(text).anchor
+    return PureWindowsPath(text).as_posix() if windows and os.sep == "/" else text
+
+
 def listed_path(
     entry: str | os.PathLike, list_file: str | os.PathLike, root: str | os.PathLike | None = None
 ) -> Path:
@@ -64,9 +73,10 @@ def listed_path(
     predict.py source list) is: an absolute one as written; a relative one from the list's
     folder, else from the working directory when it exists there only (darknet reads its lists'
     paths from where it runs: ``data/obj/a.jpg`` in ``data/train.txt``), else from ``root`` when
-    it exists there only (the folder a run read the list from, recorded for later runs). A path
+    it exists there only (the folder a run read the list from, recorded for later runs); a path
+    written on Windows (``data\\obj\\a.jpg``) read with ``/`` (:func:`posix_form`). A path
     that exists in none of them is given from the list's folder."""
-    path = Path(entry).expanduser()
+    path = Path(posix_form(str(entry))).expanduser()
     if path.is_absolute():
         return path
     beside = Path(list_file).parent / path

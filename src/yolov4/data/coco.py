@@ -44,12 +44,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from pathlib import Path, PureWindowsPath
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from yolov4.core.files import looked_for
+from yolov4.core.files import looked_for, posix_form
 from yolov4.data.coco_annotations import Annotation, annotations_by_image
 from yolov4.data.image_io import image_size
 from yolov4.data.problems import Problem, ProblemReport
@@ -179,8 +179,8 @@ def _images(
             report.add(Problem.BAD_IMAGE, path, f"{where}: expected a file_name")
             continue
         file = image_dir / name
-        if not file.is_file() and "\\" in name:  # written on Windows: sub\a.jpg
-            file = image_dir / PureWindowsPath(name).as_posix()
+        if not file.is_file():  # written on Windows: sub\a.jpg
+            file = image_dir / posix_form(name)
         if not file.is_file():
             report.add(Problem.MISSING_FILE, file)
             continue

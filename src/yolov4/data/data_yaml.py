@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from yolov4.core.files import posix_form
 from yolov4.core.names_file import DARKNET_DATA_SUFFIX, read_names_file, read_text
 from yolov4.data.records import as_int, json_kind
 from yolov4.errors import ConfigError, DatasetError
@@ -175,9 +176,10 @@ def file_relative(
     """Where a path written in the dataset file ``file`` is read from, as darknet reads the paths
     of its ``.data`` file: from the working directory (darknet runs from its root: ``names =
     data/obj.names``), else from ``file``'s folder when it ``exists`` there only. Returns the
-    path and whether it is the one from ``file``'s folder; a path found in neither place is the
+    path (one written on Windows read with ``/``: :func:`~yolov4.core.files.posix_form`) and
+    whether it is the one from ``file``'s folder; a path found in neither place is the
     working directory's."""
-    given = Path(value).expanduser()
+    given = Path(posix_form(str(value))).expanduser()  # `data\train.txt` written on Windows
     beside = file.parent / given  # `given` itself when absolute
     if not exists(given) and exists(beside):
         return beside, True
