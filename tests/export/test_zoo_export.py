@@ -66,7 +66,9 @@ def test_metadata_describes_the_network(exported):
     assert set(meta["files"]) == FILES == set(meta["parity"]) - {"model.onnx@openvino"}
     for info in meta["parity"].values():
         assert info["max_rel_diff"] <= artifact_mod.PARITY_RTOL
-    assert meta["model"] == c.to_dict()  # rebuilds the network, a user cfg's text included
+    # rebuilds the network, a user cfg's text included; letter_box is the artifact's resize mode
+    letter_box = meta["preprocess"]["mode"] == "letterbox"
+    assert meta["model"] == {**c.to_dict(), "letter_box": letter_box}
     assert meta["model"]["name"] == c.name
     assert meta["strides"] == list(c.strides) and len(meta["anchors"]) == len(c.strides)
     assert all(len(a) == c.num_anchors for a in meta["anchors"])

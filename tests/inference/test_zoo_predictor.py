@@ -4,6 +4,8 @@ model``) and input size multiple come from the stored config."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -30,7 +32,8 @@ def test_a_user_cfg_artifact_is_served_without_the_cfg_file(tmp_path, randomize)
     art = export_artifact(ckpt, tmp_path / "export", ["onnx"], thresholds={"conf": 0.4})
     meta = read_metadata(art)
     assert meta["model"]["name"] == "my-tiny" and meta["model"]["cfg"] == model.config.cfg
-    assert ModelConfig.from_dict(meta["model"]) == model.config  # rebuilds from metadata alone
+    rebuilt = ModelConfig.from_dict(meta["model"])  # rebuilds from metadata alone
+    assert rebuilt == replace(model.config, letter_box=meta["preprocess"]["mode"] == "letterbox")
     served = Predictor.from_artifact(art)
     local = Predictor.from_checkpoint(ckpt, thresholds=meta["thresholds"])
     image = np.random.default_rng(0).integers(0, 255, (120, 170, 3), dtype=np.uint8)
