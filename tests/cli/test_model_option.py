@@ -27,19 +27,25 @@ def parsed(*overrides: str) -> list:
     return OverridesParser.create().parse_overrides(list(overrides))
 
 
-@pytest.mark.parametrize("app", APPS)
-def test_model_cfg_without_the_darknet_model_names_it(app, monkeypatch, capsys):
+def refused(app: str, override: str, monkeypatch, capsys) -> str:
+    """What ``<app>.py <override>`` prints to stderr as it exits 1 before Hydra runs."""
     main = importlib.import_module(f"yolov4.cli.{app}").hydra_main
-    monkeypatch.setattr("sys.argv", [f"{app}.py", "model.cfg=/d/my.cfg"])
+    monkeypatch.setattr("sys.argv", [f"{app}.py", override])
     with pytest.raises(SystemExit) as e:
         main()
     assert e.value.code == 1
+    return capsys.readouterr().err
+
+
+@pytest.mark.parametrize("app", APPS)
+def test_model_cfg_without_the_darknet_model_names_it(app, monkeypatch, capsys):
+    err = refused(app, "model.cfg=/d/my.cfg", monkeypatch, capsys)
     why = (
         "the command's default model=yolov4-tiny is the zoo network its name says, with no cfg key"
         if app in ("train", "anchors")
         else "and the command has no default model"
     )
-    assert capsys.readouterr().err == (
+    assert err == (
         "Error: ConfigError: model.cfg=/d/my.cfg: only model=darknet reads a cfg file (no "
         f"model= is given{':' if app in ('train', 'anchors') else ','} {why}): give "
         "model=darknet model.cfg=/d/my.cfg\n"
@@ -86,12 +92,7 @@ def test_plus_model_cfg_beside_a_zoo_model_is_named_after_the_file(compose_cfg, 
 
 @pytest.mark.parametrize("app", ["train", "anchors"])
 def test_data_file_without_the_yolo_data_names_it(app, monkeypatch, capsys):
-    main = importlib.import_module(f"yolov4.cli.{app}").hydra_main
-    monkeypatch.setattr("sys.argv", [f"{app}.py", "data.file=/d/x.data"])
-    with pytest.raises(SystemExit) as e:
-        main()
-    assert e.value.code == 1
-    assert capsys.readouterr().err == (
+    assert refused(app, "data.file=/d/x.data", monkeypatch, capsys) == (
         "Error: ConfigError: data.file=/d/x.data: only data=yolo reads a dataset file, darknet's "
         ".data or an ultralytics data yaml (no data= is given: the command's default "
         "data=synthetic has no file key): give data=yolo data.file=/d/x.data\n"
