@@ -72,10 +72,62 @@ def test_paths_written_on_windows_are_read(tmp_path, monkeypatch):
 
     data = _darknet_root(tmp_path, n=2)
     (data / "train.txt").write_text("data\\obj\\img0.jpg\ndata\\obj\\img1.jpg\n")
-    (data / "win.data").write_text("classes = 2\ntrain = data\\train.txt\nnames = data\\obj.names\n")
+    (data / "win.data").write_text(
+        "classes = 2\ntrain = data\\train.txt\nnames = data\\obj.names\n"
+    )
     monkeypatch.chdir(tmp_path)
-    split = read_dataset_file("data/win.data").split("train")
+    dataset = read_dataset_file("data/win.data")
+    split = dataset.split("train")
     assert split.path == Path("data/train.txt")
+    assert dataset.notes[-1] == (
+        "2 path(s) of data/win.data written with `\\` (on Windows) read with `/` "
+        "(e.g. data\\train.txt as data/train.txt)"
+    )
     loaded = load_yolo(split.path, "data/win.data")
     assert loaded.class_names == ["person", "car"]
+    assert loaded.info[1:] == [  # after the names' origin: one note for the list, not one a line
+        "2 path(s) of data/train.txt written with `\\` (on Windows) read with `/` "
+        "(e.g. data\\obj\\img0.jpg as data/obj/img0.jpg)"
+    ]
     assert [r.file for r in loaded.records] == ["data/obj/img0.jpg", "data/obj/img1.jpg"]
+
+
+def test_check_data_says_once_that_windows_paths_were_read_with_slashes(
+    tmp_path, monkeypatch, capsys
+):
+    from yolov4.cli.check_data import main as check_main
+
+    data = _darknet_root(tmp_path, n=2)
+    (data / "train.txt").write_text("data\\obj\\img0.jpg\ndata\\obj\\img1.jpg\n")
+    (data / "valid.txt").write_text("data/obj/img0.jpg\ndata/obj/img1.jpg\n")
+    (data / "win.data").write_text(
+        "classes = 2\ntrain = data\\train.txt\nvalid = data/valid.txt\nnames = data/obj.names\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    assert check_main(["data=yolo", "data.file=data/win.data", "data.num_workers=0"]) == 0
+    out = capsys.readouterr().out
+    data_file_note = (
+        "note: data.file: 1 path(s) of data/win.data written with `\\` (on Windows) read with "
+        "`/` (e.g. data\\train.txt as data/train.txt)"
+    )
+    list_note = (
+        "note: 2 path(s) of data/train.txt written with `\\` (on Windows) read with `/` "
+        "(e.g. data\\obj\\img0.jpg as data/obj/img0.jpg)"
+    )
+    assert out.count(data_file_note) == 1, out
+    assert out.count(list_note) == 1, out  # the train split's; valid.txt is written with /
+    assert "data/valid.txt written with" not in out
+
+
+def test_the_folder_to_run_from_is_found_for_lines_written_on_windows(tmp_path, monkeypatch):
+    data = _darknet_root(tmp_path / "darknet", n=2)
+    (data / "train.txt").write_text("data\\obj\\img0.jpg\ndata\\obj\\img1.jpg\n")
+    monkeypatch.chdir(tmp_path)  # the folder above darknet's
+    with pytest.raises(DatasetError) as info:
+        load_yolo("darknet/data/train.txt", "darknet/data/obj.names")
+    message = str(info.value)
+    assert "not found (e.g. data/obj/img0.jpg, data/obj/img1.jpg)" in message
+    assert (
+        "run from the folder they are relative to "
+        f"({tmp_path / 'darknet'}, where data/obj/img0.jpg is)"
+    ) in message

@@ -469,6 +469,10 @@ def test_coco_file_names_written_on_windows_are_found(tmp_path: Path):
     data = load_coco(tmp_path / "a.json", tmp_path / "images", report=report)
     assert [Path(r.file).relative_to(tmp_path) for r in data.records] == [Path("images/sub/a.jpg")]
     assert not report.problems
+    assert data.info == [
+        f"1 path(s) of {tmp_path / 'a.json'}'s file_name written with `\\` (on Windows) read "
+        "with `/` (e.g. sub\\a.jpg as sub/a.jpg)"
+    ]
 
 
 def test_a_data_yaml_given_as_the_images_names_what_goes_where(tmp_path: Path):

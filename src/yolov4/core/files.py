@@ -23,6 +23,7 @@ __all__ = [
     "files_under",
     "listed_path",
     "posix_form",
+    "posix_note",
     "looked_for",
     "atomic_write",
     "write_json",
@@ -64,6 +65,18 @@ def posix_form(text: str) -> str:
     ``/``; else ``text`` as it is."""
     windows = "\\" in text and "/" not in text and not PureWindowsPath(text).anchor
     return PureWindowsPath(text).as_posix() if windows and os.sep == "/" else text
+
+
+def posix_note(source: str, written: list[str]) -> list[str]:
+    """The note, one at most, on the paths of ``written`` (as written in the file ``source``)
+    that :func:`posix_form` reads with ``/``: how many, and one as written and as read."""
+    changed = [w for w in written if posix_form(w) != w]
+    if not changed:
+        return []
+    return [
+        f"{len(changed)} path(s) of {source} written with `\\` (on Windows) read with `/` "
+        f"(e.g. {changed[0]} as {posix_form(changed[0])})"
+    ]
 
 
 def listed_path(

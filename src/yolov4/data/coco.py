@@ -49,7 +49,7 @@ from typing import Any
 
 import numpy as np
 
-from yolov4.core.files import looked_for, posix_form
+from yolov4.core.files import looked_for, posix_form, posix_note
 from yolov4.data.coco_annotations import Annotation, annotations_by_image
 from yolov4.data.image_io import image_size
 from yolov4.data.problems import Problem, ProblemReport
@@ -338,4 +338,10 @@ def load_coco(
         }
     )
     names = [c["name"] for c in categories]
-    return DetectionData(records, names, category_ids, coco)
+    written = [
+        i.entry["file_name"]
+        for i in image_entries
+        if i.file != str(image_dir / i.entry["file_name"])
+    ]
+    info = posix_note(f"{ann_path}'s file_name", written)  # written on Windows, read with `/`
+    return DetectionData(records, names, category_ids, coco, info=info)

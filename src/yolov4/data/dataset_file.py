@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from yolov4.core.files import looked_for
+from yolov4.core.files import looked_for, posix_note
 from yolov4.data.data_yaml import (
     DARKNET_DATA_SUFFIX,
     file_relative,
@@ -122,6 +122,7 @@ def _darknet_file(path: Path) -> DatasetFile:
     unread = [f"`{k} = {v}`" for k, v in options.items() if k not in DARKNET_READ]
     if unread:
         notes.append(f"{path}: {', '.join(unread)} not read")
+    notes += posix_note(str(path), [options[k] for k in DARKNET_READ[1:] if options.get(k)])
     keys = {split: f"`{key} =`" for split, key in DARKNET_SPLITS.items()}
     return DatasetFile(path, splits, keys, notes, backup=options.get("backup"))
 
@@ -170,7 +171,9 @@ def _yaml_file(path: Path) -> DatasetFile:
             continue
         found = _yaml_split(path, key, value, (root, below, other), data.get("download"))
         splits[split] = found
-    return DatasetFile(path, splits, keys, problems=problems)
+    root_value = data.get("path")  # `path:` written on Windows is read with `/`
+    notes = posix_note(str(path), [root_value] if isinstance(root_value, str) else [])
+    return DatasetFile(path, splits, keys, notes, problems)
 
 
 def _yaml_root(path: Path, value: Any) -> tuple[Path, str, Path | None]:

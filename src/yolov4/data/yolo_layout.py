@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from yolov4.core.files import files_under, listed_path
+from yolov4.core.files import files_under, listed_path, posix_form, posix_note
 from yolov4.data.problems import Problem, ProblemReport
 from yolov4.errors import DatasetError
 
@@ -42,17 +42,20 @@ def default_labels_dir(images: Path) -> Path:
 
 def list_file(
     path: Path, report: ProblemReport, root: str | os.PathLike | None = None
-) -> tuple[list[Path], list[str]]:
+) -> tuple[list[Path], list[str], list[str]]:
     """The image paths of darknet's list file (``train.txt``: one a line; relative ones from the
     list's folder, else from the working directory, where darknet reads them, else from
-    ``root``: :func:`~yolov4.core.files.listed_path`) and the lines naming no file; a missing one is
-    reported and left out (:func:`missing_note` says where it was looked for), one listed again
-    reported and kept (what a split does with it: :attr:`DetectionData.repeats`)."""
+    ``root``: :func:`~yolov4.core.files.listed_path`), the lines naming no file (as looked
+    up: written on Windows, with ``/``) and the note on lines written on Windows
+    (:func:`~yolov4.core.files.posix_note`); a missing one is reported and left out
+    (:func:`missing_note` says where it was looked for), one listed again reported and kept
+    (what a split does with it: :attr:`DetectionData.repeats`)."""
     try:
         lines = path.read_text(encoding="utf-8-sig").splitlines()
     except (OSError, UnicodeDecodeError) as e:
         raise DatasetError(f"{path}: cannot read the list of image paths: {e}") from None
     files, missing, first_line = [], [], {}  # first_line: absolute path -> its first line
+    written = [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
     for n, line in enumerate(lines, 1):
         entry = Path(line.strip())
         if not line.strip() or line.strip().startswith("#"):
@@ -67,8 +70,8 @@ def list_file(
             files.append(found)
         else:
             report.add(Problem.MISSING_FILE, str(entry), f"listed in {path}")
-            missing.append(str(entry))
-    return files, missing
+            missing.append(str(Path(posix_form(str(entry)))))
+    return files, missing, posix_note(str(path), written)
 
 
 def missing_note(

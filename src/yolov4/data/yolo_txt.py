@@ -137,8 +137,9 @@ def load_yolo(
     given = kpt_shape is not None
     kpt_shape = check_kpt_shape(kpt_shape, "kpt_shape:") if given else read_kpt_shape(names)
     missing: list[str] = []
+    windows: list[str] = []  # the note on listed paths written on Windows
     if listing_file:
-        listed, missing = list_file(image_dir, report, list_root)
+        listed, missing, windows = list_file(image_dir, report, list_root)
         files = listed
     else:
         listed = listing(image_dir)
@@ -163,7 +164,7 @@ def load_yolo(
         root = image_dir.parent if listing_file else image_dir
         notes.append(_unreadable_note(unreadable, lost, root))
     notes += _kpt_notes(names, kpt_shape, given)
-    info = _names_info(names, loaded_names, file_split)
+    info = _names_info(names, loaded_names, file_split) + windows
     if not records:
         if listing_file:
             found = f"{len(files) + len(missing)} paths listed, {len(missing)} of them not found"
