@@ -27,10 +27,12 @@ def parsed(*overrides: str) -> list:
     return OverridesParser.create().parse_overrides(list(overrides))
 
 
-def refused(app: str, override: str, monkeypatch, capsys) -> str:
-    """What ``<app>.py <override>`` prints to stderr as it exits 1 before Hydra runs."""
+def refused(app: str, override: str | list[str], monkeypatch, capsys) -> str:
+    """What ``<app>.py <override>`` (one or a list) prints to stderr as it exits 1 before Hydra
+    runs."""
     main = importlib.import_module(f"yolov4.cli.{app}").hydra_main
-    monkeypatch.setattr("sys.argv", [f"{app}.py", override])
+    given = [override] if isinstance(override, str) else override
+    monkeypatch.setattr("sys.argv", [f"{app}.py", *given])
     with pytest.raises(SystemExit) as e:
         main()
     assert e.value.code == 1
@@ -114,3 +116,51 @@ def test_the_data_file_hint_is_given_where_hydra_refuses_the_override():
         check_option_keys(parsed(*fine), app)
     with pytest.raises(ConfigError, match="give data=yolo data.file=/d/x.data$"):
         check_option_keys(parsed("data=coco", "data.file=/d/x.data"), "evaluate")
+
+
+@pytest.mark.parametrize(
+    "key, group, option, default",
+    [("data.file=/d/x.data", "data", "yolo", "synthetic"),
+     ("model.cfg=/d/my.cfg", "model", "darknet", "yolov4-tiny")],
+)  # fmt: skip
+def test_a_resume_of_a_copied_checkpoint_names_the_group_option(
+    key, group, option, default, tmp_path, monkeypatch, capsys
+):
+    """A checkpoint without its run's saved config resumes on train.py's defaults: Hydra's
+    `+key=` advice would train the default's data or network; the option is named instead."""
+    ckpt = tmp_path / "copied.ckpt"
+    ckpt.write_bytes(b"")
+    err = refused("train", [f"ckpt_path={ckpt}", key], monkeypatch, capsys)
+    name = key.split("=")[0]
+    assert err.startswith(f"Error: ConfigError: resume of ckpt_path={ckpt}: {key}: only ")
+    assert f"the command's default {group}={default}" in err
+    assert err.endswith(
+        f"give {group}={option} {key} (not +{name}=, which keeps {group}={default})\n"
+    )
+    assert "+" + name + "=" not in err.replace(f"(not +{name}=", "")
+
+
+def test_a_resume_in_its_run_folder_is_checked_with_the_runs_options(tmp_path, monkeypatch, capsys):
+    """The run's saved options decide: its data=yolo takes data.file=, and a run trained on
+    another data option is told to leave the key out or start a new run from its weights."""
+    run = tmp_path / "run"
+    (run / ".hydra").mkdir(parents=True)
+    (run / "checkpoints").mkdir()
+    (run / ".hydra/config.yaml").write_text("{}\n")
+    (run / ".hydra/overrides.yaml").write_text("- model=yolov4-csp\n")
+    ckpt = run / "checkpoints/last.ckpt"
+    ckpt.write_bytes(b"")
+    err = refused("train", [f"ckpt_path={ckpt}", "model.cfg=/d/my.cfg"], monkeypatch, capsys)
+    assert err == (
+        f"Error: ConfigError: resume of ckpt_path={ckpt}: model.cfg=/d/my.cfg: only model=darknet "
+        "reads a cfg file (model=yolov4-csp is the zoo network its name says, with no cfg key; "
+        f"a resume composes the run's saved options, {run}/.hydra/overrides.yaml, under the "
+        "command's): a resume trains on the run's model; leave model.cfg= out, or start a new "
+        f"run from its weights: model=darknet model.cfg=/d/my.cfg "
+        f"module.pretrained={run}/weights/last.pt\n"
+    )
+    from yolov4.cli.model_option import check_resume_option_keys
+    from yolov4.cli.resume import merge_overrides
+
+    merged = merge_overrides(["data=yolo", "data.file=/d/x.data"], ["data.file=/d/y.data"])
+    check_resume_option_keys(parsed(*merged), str(run), str(ckpt))  # data=yolo reads it

@@ -19,7 +19,13 @@ from omegaconf import OmegaConf
 
 from yolov4.errors import ConfigError
 
-__all__ = ["DARKNET_MODEL", "OPTION_KEYS", "OptionKey", "check_option_keys"]
+__all__ = [
+    "DARKNET_MODEL",
+    "OPTION_KEYS",
+    "OptionKey",
+    "check_option_keys",
+    "check_resume_option_keys",
+]
 
 DARKNET_MODEL = "darknet"  # configs/model/<this>.yaml: the model option of a cfg file
 RESUME_KEY = "ckpt_path"  # train.py's resume: the run's own options are composed (resume.py)
@@ -65,10 +71,54 @@ def check_option_keys(overrides: list[Any], app: str | None = None) -> None:
     """:class:`ConfigError` for a key of :data:`OPTION_KEYS` in Hydra's parsed ``overrides``
     when the option composed for its group is not the one that has it: the one given
     (``group=``), else the ``experiment=``'s, else the default of the app config ``app``
-    (``configs/<app>.yaml``; none known: ``None``). A sweep of options, an experiment this
-    package does not ship, or a resume (``ckpt_path=``: the run's options) is left to Hydra."""
+    (``configs/<app>.yaml``; none known: ``None``). A sweep of options or an experiment this
+    package does not ship is left to Hydra; a resume (``ckpt_path=``) composes the run's options
+    too, and is checked with them (:func:`check_resume_option_keys`)."""
     if any(o.key_or_group == RESUME_KEY for o in overrides):
         return
+    found = _refused_key(overrides, app)
+    if found is not None:
+        row, choice, source, value = found
+        raise ConfigError(
+            f"{row.key}={value}: only {row.group}={row.option} reads {row.reads} "
+            f"({_why(row, choice, source)}): give {row.group}={row.option} {row.key}={value}"
+        )
+
+
+def check_resume_option_keys(overrides: list[Any], run: str | None, ckpt: str) -> None:
+    """:func:`check_option_keys` for a resume of ``ckpt``: ``overrides`` (parsed) are those
+    the resume composes, the run's saved ones under the command's when its run folder ``run``
+    is known, else the command's (train.py's defaults with them, compared with what the
+    checkpoint records). A key its group's composed option lacks is a :class:`ConfigError`
+    saying what to write: with the run's options, leave the key out (a resume trains on the
+    run's data and network) or start a new run from the run's weights; without them, give the
+    group's option beside the key, as the checkpoint's run did."""
+    found = _refused_key([o for o in overrides if o.key_or_group != RESUME_KEY], "train")
+    if found is None:
+        return
+    row, choice, source, value = found
+    head = (
+        f"resume of ckpt_path={ckpt}: {row.key}={value}: only {row.group}={row.option} reads "
+        f"{row.reads}"
+    )
+    if run is None:
+        raise ConfigError(
+            f"{head} ({_why(row, choice, source)}; a checkpoint without its run's saved config "
+            f"resumes on the defaults with the command's overrides): give {row.group}="
+            f"{row.option} {row.key}={value} (not +{row.key}=, which keeps {row.group}={choice})"
+        )
+    raise ConfigError(
+        f"{head} ({_why(row, choice, source)}; a resume composes the run's saved options, "
+        f"{run}/.hydra/overrides.yaml, under the command's): a resume trains on the run's "
+        f"{row.group}; leave {row.key}= out, or start a new run from its weights: "
+        f"{row.group}={row.option} {row.key}={value} module.pretrained={run}/weights/last.pt"
+    )
+
+
+def _refused_key(overrides: list[Any], app: str | None) -> tuple[OptionKey, Any, str, Any] | None:
+    """The first key of :data:`OPTION_KEYS` in ``overrides`` that the option composed for its
+    group lacks: the row, that option (``None``: none), where it came from (``given``,
+    ``experiment``, ``default``) and the key's value; ``None`` when every key is read."""
     for row in OPTION_KEYS:
         given = [o for o in overrides if o.key_or_group == row.key and o.type.name == "CHANGE"]
         if not given:
@@ -86,11 +136,8 @@ def check_option_keys(overrides: list[Any], app: str | None = None) -> None:
                 continue
         if choice == row.option or not isinstance(choice, str | None):
             continue
-        value = given[-1].value()
-        raise ConfigError(
-            f"{row.key}={value}: only {row.group}={row.option} reads {row.reads} "
-            f"({_why(row, choice, source)}): give {row.group}={row.option} {row.key}={value}"
-        )
+        return row, choice, source, given[-1].value()
+    return None
 
 
 def _why(row: OptionKey, choice: str | None, source: str) -> str:

@@ -29,6 +29,7 @@ from yolov4.cli.common import (
     hold_folder,
     launched_rank,
 )
+from yolov4.cli.model_option import check_resume_option_keys
 from yolov4.cli.resume_checkpoint import (
     early_stopped,
     read_state,
@@ -287,16 +288,32 @@ def resume_argv(argv: list[str]) -> list[str]:
         return argv
     run = run_directory(ckpt, run_dir)
     if run is None:
+        _check_option_keys(given, None, ckpt)
         check_recorded_config(ckpt, given)
         return argv
     saved = OmegaConf.to_container(OmegaConf.load(run / SAVED_OVERRIDES)) or []
     merged = merge_overrides([str(s) for s in saved], given)
     if not _prints_only(args):  # the run still writing there: said before any other check
         hold_folder(run, "the resumed run's folder ")
+    _check_option_keys(merged, run, ckpt)
     _check_resumable(run, merged, given, ckpt)
     flags = [a for a in argv[1:] if a not in set(given)]
     extra = [] if run_dir else [f"hydra.run.dir={run}"]
     return [argv[0], *flags, *merged, *extra]
+
+
+def _check_option_keys(overrides: list[str], run: Path | None, ckpt: str) -> None:
+    """``model.cfg=`` / ``data.file=`` among the ``overrides`` a resume composes, beside an
+    option of their group that lacks them (:func:`check_resume_option_keys`); overrides
+    Hydra cannot parse are left to it."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except OverrideParseException:
+        return
+    check_resume_option_keys(parsed, None if run is None else str(run), ckpt)
 
 
 def _prints_only(args: Any) -> bool:
