@@ -7,6 +7,7 @@ record (evaluate.py, export.py) the ``data.<key>=`` options laid over it (:func:
 
 from __future__ import annotations
 
+import copy
 import os
 from contextlib import suppress
 from importlib import resources
@@ -25,6 +26,7 @@ __all__ = [
     "data_argv",
     "fill_data_file",
     "recorded_data",
+    "recorded_form",
     "resolve_data",
 ]
 
@@ -130,6 +132,19 @@ def recorded_data(node: Any) -> Any:
     if isinstance(data, dict):
         _recorded_yolo_splits(data)
     return _absolute_paths(data)
+
+
+def recorded_form(data: Any) -> Any:
+    """A checkpoint's recorded data config (builtins) as :func:`recorded_data` records it, for
+    comparing with one recorded now: a YOLO txt split whose names are darknet's ``.data`` file
+    with the names file it names, and a list file's ``list_root`` null (a record that reads
+    its relative paths from the list's folder, else the working directory) as the working
+    directory, which reads them from the same files (:func:`_recorded_yolo_splits`). A copy;
+    ``data`` is left as it is."""
+    data = copy.deepcopy(data)
+    if isinstance(data, dict):
+        _recorded_yolo_splits(data)
+    return data
 
 
 def _recorded_yolo_splits(data: dict[str, Any]) -> None:

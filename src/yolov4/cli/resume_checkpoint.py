@@ -11,7 +11,7 @@ import torch
 from omegaconf import OmegaConf
 
 from yolov4.cli.common import to_builtin
-from yolov4.cli.data_config import recorded_data
+from yolov4.cli.data_config import recorded_data, recorded_form
 from yolov4.training.early_stop import stopped_state
 from yolov4.training.optim import OptimConfig
 from yolov4.training.resume import ABSENT, config_changes
@@ -61,7 +61,9 @@ def recorded_changes(hparams: dict[str, Any], new: dict[str, Any]) -> dict[str, 
     old_view: dict[str, Any] = {}
     new_view: dict[str, Any] = {}
     if hparams.get("data") is not None:
-        old_view["data"], new_view["data"] = hparams["data"], recorded_data(cfg.data)
+        # compared in recorded_data's form: a .data file as names is its names file, and a
+        # list file without list_root reads its paths from the working directory
+        old_view["data"], new_view["data"] = recorded_form(hparams["data"]), recorded_data(cfg.data)
     if hparams.get("optim") is not None:
         optim = {k: v for k, v in to_builtin(cfg.optim).items() if k != "_target_"}
         old_view["optim"] = hparams["optim"]
