@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from types import SimpleNamespace
 
+import pytest
 import torch
 
 from yolov4 import build_model, load_checkpoint
@@ -181,3 +182,50 @@ def test_weights_files_record_the_images_trained_on(tmp_path):
     )  # fmt: skip
     ckpt = load_checkpoint(WeightsCallback(tmp_path).save(trainer, module, "last.pt"))
     assert ckpt.trained["seen"] == ckpt.model.seen == 5 * 4 * 2 * 3
+
+
+def _validate(callback, module, scores):
+    """Run ``callback``'s after-validation step once per score (val/mAP), epoch by epoch."""
+    for epoch, score in enumerate(scores):
+        trainer = SimpleNamespace(
+            state=SimpleNamespace(fn="fit"),
+            sanity_checking=False,
+            is_global_zero=True,
+            current_epoch=epoch,
+            global_step=10 * (epoch + 1),
+            should_stop=False,
+            checkpoint_callbacks=[],
+            callback_metrics={"val/mAP": torch.tensor(score)},
+        )
+        callback.on_validation_end(trainer, module)
+
+
+def test_a_nan_score_ranks_below_every_finite_score(tmp_path):
+    """A validation scoring NaN (no detections evaluated, a diverged step) is the worst score, as
+    Lightning ranks it for best.ckpt: a later finite score replaces it in best.pt, and it never
+    replaces an earlier finite one."""
+    module = _scored_module(build_model("yolov4-tiny", num_classes=2, input_size=[64, 64]))
+    for scores, best_epoch in (([float("nan"), 0.1], 1), ([0.1, float("nan")], 0)):
+        folder = tmp_path / str(best_epoch)
+        callback = WeightsCallback(folder)
+        _validate(callback, module, scores)
+        assert callback.best == pytest.approx(0.1)
+        assert load_checkpoint(folder / "weights/best.pt").trained["epoch"] == best_epoch
+        assert load_checkpoint(folder / "weights/last.pt").trained["epoch"] == 1
+
+
+def test_a_nan_best_gives_way_to_any_score_and_nan_to_none(tmp_path):
+    """The rule both best files follow, in either mode: a NaN best (also one restored from a
+    checkpoint's callback state) is replaced by any finite score, a NaN score replaces nothing;
+    a run scoring only NaN keeps its first epoch in best.pt, as Lightning keeps best.ckpt."""
+    from yolov4.training.callbacks import at_least_as_good
+
+    nan = float("nan")
+    for mode in ("max", "min"):
+        assert at_least_as_good(0.1, nan, mode) and at_least_as_good(torch.tensor(-5.0), nan, mode)
+        assert not at_least_as_good(nan, 0.1, mode) and not at_least_as_good(nan, nan, mode)
+    assert at_least_as_good(0.1, 0.1, "max") and not at_least_as_good(0.05, 0.1, "max")
+    module = _scored_module(build_model("yolov4-tiny", num_classes=2, input_size=[64, 64]))
+    callback = WeightsCallback(tmp_path)
+    _validate(callback, module, [nan, nan])
+    assert load_checkpoint(tmp_path / "weights/best.pt").trained["epoch"] == 0

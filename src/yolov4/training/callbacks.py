@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import shutil
 import tempfile
@@ -96,8 +97,15 @@ def at_least_as_good(score: Any, best: Any, mode: str) -> bool:
     """Whether ``score`` equals or beats ``best`` (``mode`` ``max`` or ``min``): the rule by which
     ``best.pt`` and ``best.ckpt`` are replaced. A tie goes to the later validation, the more
     trained weights, as darknet replaces its ``_best.weights`` (``detector train -map``) and
-    ultralytics its ``best.pt``; NaN never replaces."""
-    return bool(score >= best if mode == "max" else score <= best)
+    ultralytics its ``best.pt``. NaN ranks below every score, as Lightning's
+    :class:`ModelCheckpoint` ranks it: a NaN ``score`` never replaces, a NaN ``best`` always
+    gives way. ``score`` and ``best`` are numbers or one-element tensors."""
+    score, best = float(score), float(best)
+    if math.isnan(score):
+        return False
+    if math.isnan(best):
+        return True
+    return score >= best if mode == "max" else score <= best
 
 
 class WeightsCallback(L.Callback):
