@@ -141,3 +141,28 @@ def test_conf_best_f1_warns_on_a_low_conf_or_f1(tmp_path, caplog, best, warned):
     for part in warned:
         assert part in source["warning"] and part in caplog.text
     assert f"conf=best_f1 {best['conf']:g} (F1 {best['f1']})" in source["warning"]
+
+
+def test_an_export_at_another_input_size_describes_its_model_at_that_size(overfit, tmp_path):
+    """export.py input_size= other than the checkpoint's training size: metadata.json's model
+    config (what GET /v1/model shows as the architecture) records the artifact's size and
+    resize mode, as its top-level input_size and preprocess do, and a Predictor runs at it."""
+    import numpy as np
+
+    from yolov4 import load_checkpoint
+    from yolov4.inference import Predictor
+    from yolov4.models import ModelConfig
+
+    trained = list(load_checkpoint(overfit.checkpoint).model.config.input_size)
+    size = [trained[0] + 32, trained[1] + 64]
+    out = tmp_path / "export"
+    overrides = [f"checkpoint={overfit.checkpoint}", f"output={out}", f"input_size={size}"]
+    meta = read_metadata(export(export_cfg(tmp_path, overrides)))
+    model = ModelConfig.from_dict(meta["model"])
+    assert meta["input_size"] == meta["preprocess"]["input_size"] == size
+    assert list(model.input_size) == size
+    assert model.letter_box == (meta["preprocess"]["mode"] == "letterbox")
+    predictor = Predictor.from_artifact(out)
+    assert list(predictor.input_size) == size
+    (found,) = predictor(np.zeros((50, 70, 3), np.uint8))  # letterboxed to the artifact's size
+    assert found.boxes.shape[1] == 4

@@ -146,12 +146,14 @@ def _job(
     fused = fuse_model(ckpt.model, inplace=own and not unfused)
     wrapped = DecodedModel(fused.cpu().float()).eval()
     preprocess = ckpt.preprocess.with_size(size)
-    # [net] letter_box says how the network's inputs are resized: the artifact's resize mode
-    # (as the darknet format's model.cfg writes it), not the cfg's darknet training setting
+    # the model config of the artifact's network: its input size, and [net] letter_box from
+    # the artifact's resize mode (as the darknet format's model.cfg writes both), not the
+    # cfg's darknet training setting
     letter_box = preprocess.mode == "letterbox"
+    config = dataclasses.replace(ckpt.model.config, input_size=tuple(size), letter_box=letter_box)
     return ExportJob(
         model=wrapped,
-        config=dataclasses.replace(ckpt.model.config, letter_box=letter_box),
+        config=config,
         class_names=list(ckpt.class_names),
         preprocess=preprocess,
         settings=settings,
