@@ -12,6 +12,7 @@ import torch
 from tests.models.test_zoo import boost_heads_, opencv_outputs
 from tests.test_darknet import assert_maps_equal
 from yolov4 import ConfigError, build_model, load_checkpoint, save_checkpoint
+from yolov4.core.darknet_pair import DARKNET_PAD_VALUE, pad_warning
 from yolov4.darknet import load_darknet_weights, read_darknet_cfg
 from yolov4.training.darknet_files import (
     darknet_files_wanted,
@@ -122,3 +123,25 @@ def test_images_per_step_is_darknets_batch():
         accumulate_grad_batches, world_size = 4, 2
 
     assert images_per_step(Trainer(), 16) == 128
+
+
+@pytest.mark.parametrize(
+    "preprocess, warned",
+    [
+        ({"mode": "letterbox"}, True),  # the project's border, 114
+        ({"mode": "letterbox", "pad_value": DARKNET_PAD_VALUE}, False),
+        ({"mode": "stretch"}, False),
+    ],
+)
+def test_a_border_other_than_darknets_grey_is_warned_once(
+    tmp_path, randomize, caplog, preprocess, warned
+):
+    """A run letterboxed with pad 114 writes files whose readers pad with darknet's 0.5 grey:
+    warned once, in export.py's darknet format's words; the files are written all the same."""
+    path = checkpoint(tmp_path, randomize, **preprocess)
+    with caplog.at_level(logging.WARNING, "yolov4"):
+        assert write_darknet_files(path, seen=8) is not None
+    expected = pad_warning(load_checkpoint(path).preprocess)
+    assert (expected is not None) == warned
+    found = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert found == ([f"darknet files of best.pt: {expected}"] if warned else [])

@@ -10,7 +10,8 @@ artifact (:mod:`yolov4.export.darknet_format`); darknet and OpenCV's
 Darknet (and OpenCV's importer, with ``blobFromImage(..., 1 / 255, swapRB=True)``) feed a
 network RGB values scaled to ``[0, 1]``: a network trained on other inputs (``channel_order``
 bgr, another ``scale``) has no darknet equivalent and is refused. Darknet's letterbox border is
-its 0.5 grey, where the project's default is 114 of 255.
+its 0.5 grey (:data:`DARKNET_PAD_VALUE`), where the project's default is 114 of 255: the files
+of a network letterboxed with another border come with :func:`pad_warning`'s note.
 """
 
 from __future__ import annotations
@@ -27,7 +28,18 @@ from yolov4.darknet import save_darknet_weights, write_darknet_cfg
 from yolov4.errors import CheckpointError, ConfigError
 from yolov4.models import YOLOv4
 
-__all__ = ["darknet_cfg", "darknet_names", "names_path", "save_darknet_pair"]
+__all__ = [
+    "DARKNET_PAD_VALUE",
+    "darknet_cfg",
+    "darknet_names",
+    "names_path",
+    "pad_warning",
+    "save_darknet_pair",
+]
+
+# darknet's letterbox fills the border with 0.5 (its images are floats in [0, 1]): 127.5 / 255,
+# whose nearest uint8 is 127 (the project's own letterbox pads with 114)
+DARKNET_PAD_VALUE = 127
 
 
 def darknet_cfg(model: YOLOv4, preprocess: PreprocessConfig) -> str:
@@ -48,6 +60,21 @@ def darknet_cfg(model: YOLOv4, preprocess: PreprocessConfig) -> str:
         )
     return write_darknet_cfg(
         model, input_size=tuple(p.input_size), letter_box=p.mode == "letterbox"
+    )
+
+
+def pad_warning(preprocess: PreprocessConfig) -> str | None:
+    """What the files' readers do otherwise than the checkpoint when it letterboxes with a
+    border other than darknet's 0.5 grey; None when they pad alike (or it stretches)."""
+    pad = preprocess.pad_value
+    if preprocess.mode != "letterbox" or pad == DARKNET_PAD_VALUE:
+        return None
+    return (
+        f"the checkpoint letterboxes with pad_value {pad}, the files' letter_box=1 with "
+        f"darknet's 0.5 grey: darknet pads with 127.5 of 255 and darknet_weights= with "
+        f"{DARKNET_PAD_VALUE}, so their detections near the image borders differ from the "
+        f"checkpoint's (OpenCV's readNetFromDarknet gives the checkpoint's on images "
+        f"letterboxed with {pad})"
     )
 
 

@@ -8,7 +8,8 @@ darknet (``darknet detector test``), OpenCV's ``cv2.dnn.readNetFromDarknet`` and
 ``darknet_weights=`` here read them. They hold fp32 weights
 for those runtimes, not a model a Predictor backend loads from the artifact. Their readers pad
 a letterbox with darknet's 0.5 grey: a checkpoint letterboxed with another ``pad_value`` is
-written with a warning (:func:`pad_warning`, logged and in the metadata's ``darknet`` entry).
+written with a warning (:func:`~yolov4.core.darknet_pair.pad_warning`, logged and in the
+metadata's ``darknet`` entry), as a train run writes its own.
 
 Before any file of the export is written (:func:`refuse`), the model must have a darknet
 equivalent (:func:`yolov4.core.darknet_pair.darknet_cfg`) and OpenCV's importer must read its
@@ -35,17 +36,21 @@ import numpy as np
 import torch
 from torch import nn
 
-from yolov4.core.darknet_pair import darknet_cfg, darknet_names, names_path, save_darknet_pair
+from yolov4.core.darknet_pair import (
+    darknet_cfg,
+    darknet_names,
+    names_path,
+    pad_warning,
+    save_darknet_pair,
+)
 from yolov4.core.model import DecodedModel
 from yolov4.darknet import read_darknet_cfg
 from yolov4.errors import ExportError, YoloError
 from yolov4.export.parity import float_inputs, parity
-from yolov4.inference.darknet import DARKNET_PAD_VALUE
 from yolov4.models import YOLOv4, fuse_model
 from yolov4.ops.decode import decode_predictions
 
 if TYPE_CHECKING:
-    from yolov4.core.preprocess import PreprocessConfig
     from yolov4.export.job import ExportJob
 
 __all__ = [
@@ -112,21 +117,6 @@ def refuse(job: ExportJob) -> None:
     except YoloError as e:
         raise ExportError(f"formats=[darknet]: {e}") from None
     _opencv(text.encode())
-
-
-def pad_warning(preprocess: PreprocessConfig) -> str | None:
-    """What the files' readers do otherwise than the checkpoint when it letterboxes with a
-    border other than darknet's 0.5 grey; None when they pad alike (or it stretches)."""
-    pad = preprocess.pad_value
-    if preprocess.mode != "letterbox" or pad == DARKNET_PAD_VALUE:
-        return None
-    return (
-        f"the checkpoint letterboxes with pad_value {pad}, the files' letter_box=1 with "
-        f"darknet's 0.5 grey: darknet pads with 127.5 of 255 and darknet_weights= with "
-        f"{DARKNET_PAD_VALUE}, so their detections near the image borders differ from the "
-        f"checkpoint's (OpenCV's readNetFromDarknet gives the checkpoint's on images "
-        f"letterboxed with {pad})"
-    )
 
 
 def write(job: ExportJob, folder: Path) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 
 from yolov4.core.artifact import check_class_names
 from yolov4.core.checkpoint import Checkpoint
+from yolov4.core.darknet_pair import DARKNET_PAD_VALUE
 from yolov4.core.names_file import NAMES_SUFFIX, names_beside, read_names_file
 from yolov4.core.preprocess import RESIZE_MODES
 from yolov4.darknet import darknet_file_classes, load_darknet_weights
@@ -49,11 +50,6 @@ COCO_NAMES = (
     "microwave", "oven", "toaster", "sink", "refrigerator", "book", "clock", "vase", "scissors",
     "teddy bear", "hair drier", "toothbrush",
 )  # fmt: skip
-
-
-# darknet's letterbox fills the border with 0.5 (its images are floats in [0, 1]): 127.5 / 255,
-# whose nearest uint8 is 127 (the project's own letterbox pads with 114)
-DARKNET_PAD_VALUE = 127
 
 
 def darknet_resize_mode(config: ModelConfig) -> str:

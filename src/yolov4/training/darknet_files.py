@@ -3,7 +3,9 @@
 ``weights/best.weights``, ``weights/best.names`` beside ``weights/best.pt``), for darknet and
 OpenCV's ``cv2.dnn.readNetFromDarknet``. Written by
 :func:`yolov4.core.darknet_pair.save_darknet_pair`, the cfg at the checkpoint's input size with
-``letter_box`` from its resize mode."""
+``letter_box`` from its resize mode; a checkpoint letterboxed with another border than
+darknet's 0.5 grey gets :func:`~yolov4.core.darknet_pair.pad_warning`'s warning, as export.py's
+``darknet`` format gives it."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from yolov4.core.checkpoint import load_checkpoint
-from yolov4.core.darknet_pair import names_path, save_darknet_pair
+from yolov4.core.darknet_pair import names_path, pad_warning, save_darknet_pair
 from yolov4.errors import ConfigError, YoloError
 
 __all__ = [
@@ -61,8 +63,10 @@ def write_darknet_files(weights: str | Path, seen: int | None = None) -> tuple[P
     """``<stem>.cfg``, ``<stem>.weights`` and ``<stem>.names`` beside the project weights file
     ``weights`` (its network, at its preprocessing's input size, ``letter_box`` from its resize
     mode; ``seen`` images trained in the header, by default the checkpoint's, ``trained.seen``;
-    its class names). A network or file that cannot be written as darknet files is logged as a
-    warning naming why, and nothing is left of them: ``None``."""
+    its class names). Files whose readers letterbox otherwise than the checkpoint are written
+    with :func:`~yolov4.core.darknet_pair.pad_warning`'s warning. A network or file that cannot
+    be written as darknet files is logged as a warning naming why, and nothing is left of them:
+    ``None``."""
     weights = Path(weights)
     cfg_path, weights_path = weights.with_suffix(".cfg"), weights.with_suffix(".weights")
     try:
@@ -82,6 +86,9 @@ def write_darknet_files(weights: str | Path, seen: int | None = None) -> tuple[P
             weights, type(e).__name__, e,
         )  # fmt: skip
         return None
+    warning = pad_warning(ckpt.preprocess)
+    if warning:
+        log.warning("darknet files of %s: %s", weights.name, warning)
     log.info(
         "darknet files of %s: %s, %s, %s (seen=%d)",
         weights.name, cfg_path, weights_path, names_path(weights_path), seen,
