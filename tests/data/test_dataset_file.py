@@ -213,6 +213,24 @@ def test_values_given_win_over_the_file(tmp_path):
     assert instantiate(data).class_names == ["a", "b"]
 
 
+def test_yaml_splits_written_on_windows_are_read_with_slashes_and_noted_once(tmp_path):
+    """A data yaml saved on Windows: `train: images\\train`, `val: ..\\ds\\images\\val` read
+    with `/` below the yaml's folder, one note for the file, as for its `path:`."""
+    yaml = _ultralytics(
+        tmp_path / "ds", "train: images\\train\nval: ..\\ds\\images\\val\nnames: [cat, dog]\n"
+    )
+    data = _data(f"data.file={yaml}")
+    notes = fill_splits(data)
+    assert data.train.images == str(tmp_path / "ds" / "images" / "train")
+    assert data.val.images == str(tmp_path / "ds" / "../ds/images/val")
+    assert notes == [
+        f"2 path(s) of {yaml} written with `\\` (on Windows) read with `/` "
+        "(e.g. images\\train as images/train)"
+    ]
+    dm = instantiate(data)
+    assert len(dm.split("train").records) == 3 and len(dm.split("val").records) == 2
+
+
 def test_a_test_split_is_noted_as_not_read(tmp_path):
     yaml = _ultralytics(
         tmp_path / "ds", "train: images/train\nval: images/val\ntest: images/val\nnames: [a]\n"

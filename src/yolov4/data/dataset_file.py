@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from yolov4.core.files import looked_for, posix_note
+from yolov4.core.files import looked_for, posix_form, posix_note
 from yolov4.data.data_yaml import (
     DARKNET_DATA_SUFFIX,
     file_relative,
@@ -159,6 +159,8 @@ def _yaml_file(path: Path) -> DatasetFile:
         )
     root, below, other = _yaml_root(path, data.get("path"))
     splits, problems, keys = {}, {}, {}
+    root_value = data.get("path")
+    written = [root_value] if isinstance(root_value, str) else []  # as written, for the note
     for split, options in YAML_SPLITS.items():
         key = next((k for k in options if data.get(k) not in (None, "")), options[0])
         keys[split] = f"`{key}:`"
@@ -169,10 +171,9 @@ def _yaml_file(path: Path) -> DatasetFile:
         except DatasetError as e:
             problems[split] = str(e)
             continue
-        found = _yaml_split(path, key, value, (root, below, other), data.get("download"))
-        splits[split] = found
-    root_value = data.get("path")  # `path:` written on Windows is read with `/`
-    notes = posix_note(str(path), [root_value] if isinstance(root_value, str) else [])
+        splits[split] = _yaml_split(path, key, value, (root, below, other), data.get("download"))
+        written.append(value)
+    notes = posix_note(str(path), written)  # `path:` / a split written on Windows: read with `/`
     return DatasetFile(path, splits, keys, notes, problems)
 
 
@@ -214,18 +215,20 @@ def _yaml_split(
 ) -> SplitPath:
     """``value`` below the ``root`` of :func:`_yaml_root` (``../x`` not there read as ``x``, as
     ultralytics does), a missing one with where it is below the other folder ``path:`` may
-    mean, and what ``download:`` would fetch."""
+    mean, and what ``download:`` would fetch. A ``value`` written on Windows (``images\\train``)
+    is read with ``/`` (:func:`~yolov4.core.files.posix_form`)."""
     folder, below, other = root
-    found = folder / Path(value).expanduser()
-    stripped = folder / value[len(PARENT) :]
-    if not found.exists() and value.startswith(PARENT) and stripped.exists():
+    read = posix_form(value)
+    found = folder / Path(read).expanduser()
+    stripped = folder / read[len(PARENT) :]
+    if not found.exists() and read.startswith(PARENT) and stripped.exists():
         found = stripped
     source = f"`{key}: {value}` of {path}, below {below}"
     if found.exists():
         return SplitPath(found, source)
     source += f": not found ({found.absolute()})"
-    if other is not None and (other / value).exists():
-        source += f"; below the yaml's folder it is {(other / value).absolute()}"
+    if other is not None and (other / read).exists():
+        source += f"; below the yaml's folder it is {(other / read).absolute()}"
     if download not in (None, ""):
         source += (
             f"; its `download: {download}` is not run here: download and unpack the dataset "
