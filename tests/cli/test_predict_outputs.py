@@ -304,3 +304,28 @@ def test_labels_and_crops_of_frames_and_images_never_share_a_name(checkpoint, tm
     assert (out / "x_1.jpg").is_file() and (out / "x_2.png").is_file()  # x.png: not x_1
     crops = [p.stem for p in (out / "crops").rglob("*.jpg")]
     assert len(crops) == len(set(crops)) == 2 * 9
+
+
+def test_a_list_written_on_windows_is_noted_once_in_the_predict_log(
+    checkpoint, tmp_path, monkeypatch
+):
+    """``python predict.py source=data/valid.txt`` whose lines were written on Windows: the
+    images are read and ``predict.log`` says once how their paths were read."""
+    from yolov4.cli.predict import hydra_main
+
+    (tmp_path / "data" / "obj").mkdir(parents=True)
+    for name in ("a.jpg", "b.jpg"):
+        cv2.imwrite(str(tmp_path / "data" / "obj" / name), np.full((40, 60, 3), 90, np.uint8))
+    (tmp_path / "data" / "valid.txt").write_text("data\\obj\\a.jpg\ndata\\obj\\b.jpg\n")
+    monkeypatch.chdir(tmp_path)
+    argv = ["predict.py", "source=data/valid.txt", f"checkpoint={checkpoint}", "progress=false"]
+    monkeypatch.setattr("sys.argv", argv)
+    hydra_main()
+    (out,) = (tmp_path / "outputs" / "predict").iterdir()  # the run's folder
+    assert len((out / "predictions.jsonl").read_text().splitlines()) == 2
+    log = (out / "predict.log").read_text()
+    note = (
+        "2 path(s) of data/valid.txt written with `\\` (on Windows) read with `/` "
+        "(e.g. data\\obj\\a.jpg as data/obj/a.jpg)"
+    )
+    assert log.count(note) == 1, log

@@ -237,6 +237,29 @@ def test_a_darknet_list_from_its_root_is_read_as_the_datasets_read_it(tmp_path, 
         open_sources("valid.txt")
 
 
+def test_list_lines_written_on_windows_are_read_with_slashes_and_noted_once(
+    tmp_path, monkeypatch, caplog
+):
+    """darknet's data/valid.txt saved on Windows (`data\\obj\\v0.jpg`): read as its `/` twin
+    is (the same files, output names and folders), with one note for the list."""
+    for name in ("v0.jpg", "v1.jpg"):
+        write_image(tmp_path / "data" / "obj" / name)
+    (tmp_path / "data" / "posix.txt").write_text("data/obj/v0.jpg\ndata/obj/v1.jpg\n")
+    (tmp_path / "data" / "win.txt").write_text("data\\obj\\v0.jpg\r\ndata\\obj\\v1.jpg\r\n")
+    monkeypatch.chdir(tmp_path)
+    with caplog.at_level(logging.INFO, logger="yolov4"):
+        posix = frames_of(open_sources("data/posix.txt"))
+        assert "written with" not in caplog.text
+        win = frames_of(open_sources("data/win.txt"))
+    assert [(f.file, f.name) for f in win] == [(f.file, f.name) for f in posix]
+    assert [f.name for f in win] == ["data/obj/v0.jpg", "data/obj/v1.jpg"]
+    note = (
+        "source 'data/win.txt': 2 path(s) of data/win.txt written with `\\` (on Windows) read "
+        "with `/` (e.g. data\\obj\\v0.jpg as data/obj/v0.jpg)"
+    )
+    assert [r.getMessage() for r in caplog.records] == [note]
+
+
 def test_a_list_of_sources_keeps_its_order(tree):
     sources = open_sources([str(tree / "clip.mp4"), str(tree / "a.jpg")])
     assert [type(s).__name__ for s in sources] == ["VideoFile", "ImageFiles"]

@@ -24,7 +24,7 @@ from collections.abc import Generator, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from yolov4.core.files import files_under, listed_path
+from yolov4.core.files import files_under, listed_path, posix_form, posix_note
 from yolov4.core.images import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 from yolov4.errors import InputError
 from yolov4.inference.media import ImageFiles, ImageURL, VideoFile, output_name, stream_name
@@ -204,8 +204,9 @@ def _is_run(folder: Path) -> bool:
 def _list_entries(path: Path) -> list[tuple[Path, Path]]:
     """The paths of a ``.txt`` list, one a line, as the datasets read darknet's list files
     (relative ones from the list's folder, else from the working directory:
-    :func:`~yolov4.core.files.listed_path`), each with the folder its outputs' tree is kept
-    below: the folder it was found from."""
+    :func:`~yolov4.core.files.listed_path`; lines written on Windows read with ``/``, one note
+    logged for the list), each with the folder its outputs' tree is kept below: the folder it
+    was found from."""
     try:
         lines = path.read_text(encoding="utf-8-sig").splitlines()
     except (OSError, UnicodeDecodeError) as e:
@@ -218,6 +219,8 @@ def _list_entries(path: Path) -> list[tuple[Path, Path]]:
             f"source {str(path)!r}: a list file names image files, not URLs ({urls[0]}); give "
             "URLs as sources: source=<url> or source=[<url>,<url>]"
         )
+    for note in posix_note(str(path), [x for _, x in listed]):  # lines written on Windows
+        log.info("source %r: %s", str(path), note)
     numbered = [(n, x, listed_path(x, path)) for n, x in listed]
     missing = [f"line {n}: {x}" for n, x, found in numbered if not found.exists()]
     if missing:
@@ -234,6 +237,7 @@ def _list_entries(path: Path) -> list[tuple[Path, Path]]:
 def _found_from(entry: str, found: Path, list_file: Path) -> Path:
     """The folder a list's ``entry`` (at ``found``) was found from: the working directory for a
     relative entry found there only, else the list's folder."""
+    entry = posix_form(entry)  # as listed_path reads it
     from_cwd = found == Path(entry).expanduser() and found != list_file.parent / entry
     return Path.cwd() if from_cwd else list_file.parent
 
