@@ -350,3 +350,25 @@ def test_a_loaded_checkpoint_given_to_the_predictor_keeps_its_model_unfused(tmp_
     )
     served = Predictor.from_checkpoint(source, inplace=True).backend.model.model
     assert served is source.model and served.is_fused  # the caller gives its model away
+
+
+@pytest.mark.parametrize(("cfg_letter_box", "mode"), [(False, "letterbox"), (True, "stretch")])
+def test_a_checkpoints_predictor_describes_its_model_as_an_export_of_it_does(
+    tmp_path, cfg_letter_box, mode
+):
+    """A network whose cfg says one resize (``[net] letter_box``) and input size (416), trained
+    with the other resize at 64x96: the Predictor's ``metadata["model"]`` (what ``GET /v1/model``
+    and evaluate.py read) is the network as it runs, the same entry as its export's."""
+    from yolov4 import build_model, save_checkpoint
+    from yolov4.core.artifact import read_metadata
+    from yolov4.export import export_artifact
+
+    model = build_model("yolov4-tiny", num_classes=1, letter_box=cfg_letter_box)
+    assert tuple(model.config.input_size) == (416, 416)
+    preprocess = {"input_size": [64, 96], "mode": mode}
+    path = save_checkpoint(tmp_path / "m.pt", model, ["square"], preprocess)
+    described = Predictor.from_checkpoint(path).metadata["model"]
+    exported = read_metadata(export_artifact(path, tmp_path / "export", formats=["torchscript"]))
+    assert described == exported["model"]
+    assert described["letter_box"] is (mode == "letterbox")
+    assert list(described["input_size"]) == [64, 96]

@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from torch import nn
 
-from yolov4.models import YOLOv4
+from yolov4.core.preprocess import PreprocessConfig
+from yolov4.models import ModelConfig, YOLOv4
 from yolov4.ops.decode import decode_predictions
 
-__all__ = ["DecodedModel"]
+__all__ = ["DecodedModel", "running_config"]
+
+
+def running_config(config: ModelConfig, preprocess: PreprocessConfig) -> ModelConfig:
+    """The model config of ``config``'s network as it runs on the images of ``preprocess``:
+    its input size, and ``[net] letter_box`` from the resize mode (as the darknet format's
+    model.cfg writes both), not the cfg's darknet training setting. What an export's metadata
+    and a Predictor's ``metadata["model"]`` record."""
+    letter_box = preprocess.mode == "letterbox"
+    size = tuple(int(s) for s in preprocess.input_size)
+    return dataclasses.replace(config, input_size=size, letter_box=letter_box)
 
 
 class DecodedModel(nn.Module):

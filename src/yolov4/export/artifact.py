@@ -16,7 +16,6 @@ disagrees fails the export and nothing is left behind.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import shutil
@@ -36,7 +35,7 @@ from yolov4.core.artifact import (
     sha256,
 )
 from yolov4.core.checkpoint import Checkpoint, load_checkpoint
-from yolov4.core.model import DecodedModel
+from yolov4.core.model import DecodedModel, running_config
 from yolov4.core.postprocess import SERVING
 from yolov4.errors import ConfigError, ExportError
 from yolov4.export.gates import DEFAULT_GATE_POINTS, Evaluate
@@ -146,14 +145,9 @@ def _job(
     fused = fuse_model(ckpt.model, inplace=own and not unfused)
     wrapped = DecodedModel(fused.cpu().float()).eval()
     preprocess = ckpt.preprocess.with_size(size)
-    # the model config of the artifact's network: its input size, and [net] letter_box from
-    # the artifact's resize mode (as the darknet format's model.cfg writes both), not the
-    # cfg's darknet training setting
-    letter_box = preprocess.mode == "letterbox"
-    config = dataclasses.replace(ckpt.model.config, input_size=tuple(size), letter_box=letter_box)
     return ExportJob(
         model=wrapped,
-        config=config,
+        config=running_config(ckpt.model.config, preprocess),
         class_names=list(ckpt.class_names),
         preprocess=preprocess,
         settings=settings,

@@ -38,7 +38,7 @@ from yolov4.core.artifact import (
 )
 from yolov4.core.checkpoint import Checkpoint, load_checkpoint
 from yolov4.core.images import MAX_PIXELS
-from yolov4.core.model import DecodedModel
+from yolov4.core.model import DecodedModel, running_config
 from yolov4.core.postprocess import SERVING, PostprocessConfig
 from yolov4.core.preprocess import PreprocessConfig, preprocess
 from yolov4.errors import CheckpointError, ConfigError, ExportError, InputError
@@ -349,7 +349,8 @@ class Predictor:
                 f"{path}: {len(ckpt.class_names)} class names for a model with "
                 f"num_classes={ckpt.model.config.num_classes}"
             )
-        meta = {"model": ckpt.model.config.to_dict(), "source": str(path), "metrics": ckpt.metrics}
+        model = running_config(ckpt.model.config, ckpt.preprocess)  # as an export records it
+        meta = {"model": model.to_dict(), "source": str(path), "metrics": ckpt.metrics}
         fused = fuse_model(ckpt.model, inplace=inplace or not given)  # a loaded file's: its own
         backend = TorchBackend(DecodedModel(fused), device)
         return cls(
