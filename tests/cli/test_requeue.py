@@ -208,6 +208,30 @@ def test_ctrl_c_in_validation_stops_at_the_epochs_end_without_another_step(
     assert not [w for w in recwarn if "could not find the monitored key" in str(w.message)]
 
 
+def test_a_resume_after_a_mid_epoch_validation_names_it_in_the_epochs_line(
+    compose_cfg, tiny_run, tmp_path, caplog
+):
+    """trainer.val_check_interval=3 in an epoch of 4 steps validates at step 3 only; a run
+    stopped right after that validation and resumed says in the epoch's line which validation
+    ran in the epoch, before the stop, as the run never stopped reports it."""
+    overrides = [*tiny_run, "trainer.limit_train_batches=null", "trainer.val_check_interval=3",
+                 "callbacks.requeue.requeue=false"]  # fmt: skip
+    with caplog.at_level(logging.INFO, logger="yolov4"):
+        train(compose_cfg("train", overrides, tmp_path / "full"))
+    (whole,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("epoch 0/0")]
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="yolov4"), pytest.raises(Requeued):
+        train(compose_cfg("train", overrides, tmp_path / "job"), extra_callbacks=[SignalAt(3)])
+    assert "epoch 0 step 3: mAP" in caplog.text and "epoch 0/0" not in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="yolov4"):
+        train(compose_cfg("train", overrides, tmp_path / "job"))
+    (line,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("epoch 0/0")]
+    val = whole.split(" | ")[1]
+    assert val.startswith("val mAP ")
+    assert line.split(" | ")[1] == f"{val} (step 3, before the stop)"
+
+
 class CtrlCTwice(L.Callback):
     def on_train_batch_end(self, trainer, *args) -> None:
         if trainer.global_step == 6:

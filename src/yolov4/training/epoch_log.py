@@ -56,21 +56,49 @@ def log_multi_scale(trainer: Any, preprocess: Mapping[str, Any], total: int | No
 class EpochLine:
     """What one epoch's line reports, gathered while it runs: the sums of this rank's
     ``[total, box, obj, cls]`` losses and its batches, the epoch's start time, whether it began
-    before a mid-epoch resume, and the validation run during it."""
+    before a mid-epoch resume, and the latest validation run during it (``val``, of the weights
+    of step ``val_step``; ``val_restored``: run before the stop a mid-epoch resume continues,
+    read back from the checkpoint by :meth:`restore`)."""
 
     def __init__(self) -> None:
         self.loss: torch.Tensor | None = None
         self.batches = 0
         self.started = 0.0
         self.resumed = False
-        self.val: EvaluationResult | None = None
+        self.val: EvaluationResult | Mapping[str, float] | None = None
+        self.val_step: int | None = None
+        self.val_restored = False
+
+    def validated(self, result: EvaluationResult, step: int) -> None:
+        """A validation of the weights of step ``step`` ran in this epoch."""
+        self.val, self.val_step, self.val_restored = result, step, False
+
+    def saved(self) -> dict[str, Any] | None:
+        """What a checkpoint keeps of this epoch's validation (``{"mAP", "mAP50", "step"}``),
+        for a resume mid-epoch to report it; ``None`` when none ran."""
+        if self.val is None:
+            return None
+        return {
+            "mAP": float(self.val["mAP"]),
+            "mAP50": float(self.val["mAP50"]),
+            "step": self.val_step,
+        }
+
+    def restore(self, saved: Mapping[str, Any] | None) -> None:
+        """This epoch's validation as a checkpoint kept it (:meth:`saved`): a resume mid-epoch
+        reports the validation run before the stop. An epoch that starts anew clears it
+        (:meth:`new_epoch`)."""
+        if saved is not None:
+            self.val = {"mAP": saved["mAP"], "mAP50": saved["mAP50"]}
+            self.val_step, self.val_restored = saved.get("step"), True
 
     def begin(self, resumed: bool = False) -> None:
         """The epoch's clock starts; ``resumed``: inside an epoch a resume entered mid-way."""
         self.started, self.resumed = time.perf_counter(), resumed
 
     def new_epoch(self) -> None:
-        self.loss, self.batches, self.val = None, 0, None
+        self.loss, self.batches = None, 0
+        self.val, self.val_step, self.val_restored = None, None, False
         self.begin(resumed=False)
 
     def add(self, parts: torch.Tensor) -> None:
@@ -84,11 +112,11 @@ class EpochLine:
         if not trainer.is_global_zero or not self.batches:
             return
         total, box, obj, cls = (self.loss / self.batches).tolist()
-        val = (
-            f"val mAP {self.val['mAP']:.4f} mAP50 {self.val['mAP50']:.4f}"
-            if self.val is not None
-            else "no validation"
-        )
+        val = "no validation"
+        if self.val is not None:
+            val = f"val mAP {self.val['mAP']:.4f} mAP50 {self.val['mAP50']:.4f}"
+        if self.val is not None and self.val_restored:
+            val += f" (step {self.val_step}, before the stop)"
         lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else 0.0
         last = last_epoch(trainer)
         log.info(

@@ -60,6 +60,7 @@ __all__ = ["YoloModule", "ValidationSample"]
 RENAMED_KWARGS = {"eval": "val_postprocess", "compile": "compile_model"}
 
 SCHEDULE_KEY = "yolov4_schedule_steps"  # in .ckpt files: the length the lr schedule spans
+EPOCH_VAL_KEY = "yolov4_epoch_val"  # in .ckpt files: the validation run in the epoch so far
 
 log = logging.getLogger(__name__)
 # The module, not the DataModule, finishes batches on the device (on_after_batch_transfer) so any
@@ -299,12 +300,14 @@ class YoloModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[SCHEDULE_KEY] = self._schedule_total  # the length the lr schedule spans
+        checkpoint[EPOCH_VAL_KEY] = self._epoch.saved()  # for the epoch line of a resume
         seen = images_trained(self._trainer)
         if seen is not None:  # the images trained on: darknet's seen (load_checkpoint reads it)
             checkpoint[CKPT_SEEN_KEY] = seen
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self._resumed_total = checkpoint.get(SCHEDULE_KEY)
+        self._epoch.restore(checkpoint.get(EPOCH_VAL_KEY))
         saved = (checkpoint.get("hyper_parameters") or {}).get("optim")
         try:
             self._resumed_optim = optim_config(saved) if saved is not None else None
@@ -405,5 +408,5 @@ class YoloModule(L.LightningModule):
         if self.trainer.sanity_checking:
             return
         if self.trainer.state.fn == "fit":  # the epoch's line (on_train_epoch_end) reports it
-            self._epoch.val = result
+            self._epoch.validated(result, self.global_step)
         log_validation(self.trainer, self.current_epoch, self.global_step, result)
