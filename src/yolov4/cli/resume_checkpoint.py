@@ -1,7 +1,8 @@
 """What a resume reads from the checkpoint file itself (``ckpt_path=``), memory-mapped and with
 ``weights_only=True``, before Hydra starts: how far it trained, whether an early-stopping
 callback stopped it, and where the config it records (``hyper_parameters``) differs from the
-composed one. :mod:`yolov4.cli.resume` decides what to refuse."""
+composed one. :mod:`yolov4.cli.resume` and :mod:`yolov4.cli.resume_refusals` decide what to
+refuse."""
 
 from __future__ import annotations
 

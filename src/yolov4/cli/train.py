@@ -275,7 +275,7 @@ def write_outputs(
     if darknet_files:  # darknet's seen: the images the weights file records trained on
         write_darknet_files(out / weights["file"])
     # last: a run with metrics.json has finished; one without it (stopped after its last
-    # epoch) is finished by its resume (yolov4.cli.resume.refuse_finished)
+    # epoch) is finished by its resume (yolov4.cli.resume_refusals.refuse_finished)
     write_json(out / METRICS_FILE, metrics)
     log.info(
         "final evaluation of %s (epoch %s, step %s, %s weights), what %s holds:\n%s",

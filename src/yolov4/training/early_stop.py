@@ -12,7 +12,7 @@ resume follow the run's config and the run's decision:
   decision, before its end: ``metrics.json`` is written last) trains nothing: the fit ends where
   the run stopped, and the run's final evaluation, reports and export are written (Lightning
   would train another epoch, then stop again). The resume of a run that finished is refused
-  before it starts (:func:`yolov4.cli.resume.refuse_finished`).
+  before it starts (:func:`yolov4.cli.resume_refusals.refuse_finished`).
 """
 
 from __future__ import annotations
