@@ -6,11 +6,16 @@ recorded. With no ``data=`` and a labelled gate, the data the checkpoint records
 from __future__ import annotations
 
 import logging
+import re
 import shutil
+import struct
+import zlib
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
+import torch
 from hydra import compose, initialize_config_module
 
 from yolov4.cli import export as export_cli
@@ -197,3 +202,113 @@ def test_calibration_images_a_few_pixels_high_are_read_as_decoded():
     batch = calibration_batch([thin, np.zeros((1, 1, 3), np.uint8)], config)
     assert batch.shape == (2, 3, 64, 64)
     assert float(batch[0].max()) == pytest.approx(200 / 255)
+
+
+def _jpeg(path: Path, seed: int) -> Path:
+    """A 64x64 noise JPEG (several KB: more than the 500 bytes a cut copy keeps)."""
+    image = np.random.default_rng(seed).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    assert cv2.imwrite(str(path), image)
+    return path
+
+
+def _huge_png(path: Path, w: int = 9000, h: int = 12000) -> Path:
+    """A PNG whose header says ``w x h`` (over MAX_PIXELS), its data one pixel's."""
+    data = bytearray(cv2.imencode(".png", np.zeros((1, 1, 3), np.uint8))[1].tobytes())
+    ihdr = 8 + 8  # signature, then the IHDR chunk's length and type
+    data[ihdr : ihdr + 8] = struct.pack(">II", w, h)
+    crc = zlib.crc32(bytes(data[ihdr - 4 : ihdr + 13]))
+    data[ihdr + 13 : ihdr + 17] = struct.pack(">I", crc)
+    path.write_bytes(bytes(data))
+    return path
+
+
+@pytest.fixture
+def damaged_folder(tmp_path):
+    """3 good JPEGs, a JPEG cut at 500 bytes and a PNG of 9000x12000 pixels (by its header)."""
+    root = tmp_path / "photos"
+    root.mkdir()
+    good = [_jpeg(root / f"good{i}.jpg", i) for i in range(3)]
+    (root / "trunc.jpg").write_bytes(_jpeg(tmp_path / "whole.jpg", 9).read_bytes()[:500])
+    _huge_png(root / "huge.png")
+    return root, good
+
+
+def test_unreadable_calibration_images_are_skipped_with_one_warning(damaged_folder, caplog):
+    root, good = damaged_folder
+    cfg = export_cfg(root.parent, [f"calibration={root}", "precision=[fp32,int8]"])
+    with caplog.at_level(logging.WARNING, logger="yolov4"):
+        calibration, gate = export_cli._gate(cfg, ckpt=None)
+    assert calibration == good
+    assert isinstance(gate, Agreement) and gate.images == good
+    assert gate.subset == f"{root}: 3 unlabelled images"
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert f"calibration={root}: skipped 2 of 5 images" in warnings[0]
+    assert "trunc.jpg" in warnings[0] and "truncated JPEG" in warnings[0]
+    assert "huge.png" in warnings[0] and "108,000,000 pixels" in warnings[0]
+
+
+def test_a_folder_without_a_readable_image_is_refused_naming_it(damaged_folder):
+    root, good = damaged_folder
+    for file in good:
+        file.unlink()
+    with pytest.raises(
+        ConfigError,
+        match=rf"calibration={re.escape(str(root))}: 0 of its 2 image files can be read, at "
+        r"least 1 needed \(.*huge\.png.*trunc\.jpg",
+    ):
+        export_cli.readable_images(root, 32)
+
+
+def test_readable_images_stops_at_the_number_wanted(damaged_folder):
+    root, good = damaged_folder
+    assert export_cli.readable_images(root, 2) == good[:2]
+    assert export_cli.readable_images(root, None) == good
+
+
+def test_calibration_batch_skips_what_cannot_be_read(damaged_folder, caplog):
+    root, good = damaged_folder
+    config = PreprocessConfig(input_size=(64, 64))
+    with caplog.at_level(logging.WARNING, logger="yolov4"):
+        batch = calibration_batch([root / "trunc.jpg", good[0], root / "huge.png"], config)
+    assert batch.shape == (1, 3, 64, 64)
+    assert torch.equal(batch, calibration_batch([good[0]], config))
+    assert "INT8 calibration: skipped 2 of 3 images" in caplog.text
+    with pytest.raises(ExportError, match=r"at least 1 image .* none of 1 can be read \(.*trunc"):
+        calibration_batch([root / "trunc.jpg"], config)
+
+
+def test_an_export_checks_its_nms_graph_on_the_readable_images(overfit, damaged_folder, caplog):
+    """fp32 with calibration=<folder>: the NMS graph's check runs on the 3 readable images."""
+    root, _ = damaged_folder
+    out = root.parent / "export"
+    cfg = export_cfg(
+        root.parent,
+        [
+            f"checkpoint={overfit.checkpoint}",
+            f"output={out}",
+            "formats=[onnx,onnx_nms]",
+            f"calibration={root}",
+        ],
+    )
+    with caplog.at_level(logging.WARNING, logger="yolov4"):
+        meta = read_metadata(export_cli.export(cfg))
+    assert meta["parity"]["model_nms.onnx"]["inputs"] == "the first 3 calibration images"
+    assert f"calibration={root}: skipped 2 of 5 images" in caplog.text
+
+
+@pytest.mark.slow  # an NNCF quantization and the agreement gate
+def test_int8_from_a_folder_with_damaged_images(overfit, photos, tmp_path, caplog):
+    folder = tmp_path / "photos"
+    shutil.copytree(photos, folder)
+    (folder / "trunc.jpg").write_bytes(_jpeg(tmp_path / "whole.jpg", 9).read_bytes()[:500])
+    _huge_png(folder / "val" / "huge.png")
+    out = tmp_path / "export"
+    overrides = [f"checkpoint={overfit.checkpoint}", f"output={out}", "precision=[fp32,int8]"]
+    cfg = export_cfg(tmp_path, [*overrides, f"calibration={folder}"])
+    with caplog.at_level(logging.WARNING, logger="yolov4"):
+        meta = read_metadata(export_cli.export(cfg))
+    entry = meta["precisions"]["int8"]
+    assert entry["quantization"]["calibration_images"] == 8
+    assert entry["accuracy"]["images"] == 8
+    assert f"calibration={folder}: skipped 2 of 10 images" in caplog.text

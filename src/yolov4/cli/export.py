@@ -43,9 +43,21 @@ from yolov4.export.artifact import (
     export_artifact,
 )
 from yolov4.export.output import check_output
-from yolov4.export.quantize import Agreement
+from yolov4.export.quantize import (
+    MIN_CALIBRATION_IMAGES,
+    Agreement,
+    decoded_images,
+    warn_skipped,
+)
 
-__all__ = ["export", "hydra_main", "default_output", "best_f1_conf", "image_folder"]
+__all__ = [
+    "export",
+    "hydra_main",
+    "default_output",
+    "best_f1_conf",
+    "image_folder",
+    "readable_images",
+]
 
 log = logging.getLogger(__name__)
 EXPORT_DIR = "export"
@@ -202,23 +214,46 @@ def image_folder(folder: str | Path) -> list[Path]:
     return files
 
 
+def readable_images(folder: str | Path, wanted: int | None) -> list[Path]:
+    """The first ``wanted`` (``None``: all) image files of ``calibration=<folder>``
+    (:func:`image_folder`) that decode; those that do not (truncated, over the pixel limit, not
+    an image) are skipped with one warning. :class:`ConfigError` naming the folder when fewer
+    than :data:`MIN_CALIBRATION_IMAGES` can be read."""
+    files, kept, skipped = image_folder(folder), [], []
+    for file, array, why in decoded_images(files):
+        if array is None:
+            skipped.append(why)
+            continue
+        kept.append(file)
+        if wanted is not None and len(kept) >= wanted:
+            break
+    warn_skipped(f"calibration={folder}", skipped, len(kept) + len(skipped))
+    if len(kept) < MIN_CALIBRATION_IMAGES:
+        raise ConfigError(
+            f"calibration={folder}: {len(kept)} of its {len(files)} image files can be read, "
+            f"at least {MIN_CALIBRATION_IMAGES} needed ({'; '.join(skipped[:5])})"
+        )
+    return kept
+
+
 def _gate(cfg: DictConfig, ckpt: Any) -> tuple[list[Any], Any]:
     """``(calibration images, evaluate)`` for the reduced precisions: ``calibration=<folder>``
-    without ``data``: the folder's images and their :class:`Agreement` gate; else ``data``'s
-    (the checkpoint's recorded data when null) and its labelled mAP gate, calibrated on the
-    folder when given."""
-    folder = image_folder(cfg.calibration) if cfg.calibration else None
-    if folder is not None and cfg.get("data") is None:
+    without ``data``: the folder's readable images and their :class:`Agreement` gate; else
+    ``data``'s (the checkpoint's recorded data when null) and its labelled mAP gate, calibrated
+    on the folder's readable images when given."""
+    n = int(cfg.calibration_images)
+    if cfg.calibration and cfg.get("data") is None:
+        wanted = max(n, int(cfg.val_images)) if cfg.val_images else None
+        folder = readable_images(cfg.calibration, wanted)
         gate_images = folder[: int(cfg.val_images)] if cfg.val_images else folder
         subset = f"{cfg.calibration}: {len(gate_images)} unlabelled images"
         log.info("gate: agreement with fp32 on %s (no data= given)", subset)
         agreement = Agreement(gate_images, float(cfg.agreement_gate), subset, int(cfg.batch_size))
-        return folder[: int(cfg.calibration_images)], agreement
+        return folder[:n], agreement
+    folder = readable_images(cfg.calibration, n) if cfg.calibration else None
     resolve_data(cfg, getattr(ckpt, "data", None), str(source_file(cfg)))
     calibration, evaluate = _dataset(cfg, list(ckpt.class_names))
-    if folder is not None:
-        calibration = folder[: int(cfg.calibration_images)]
-    return calibration, evaluate
+    return (calibration if folder is None else folder), evaluate
 
 
 def _summary(meta: dict[str, Any]) -> list[str]:
@@ -281,7 +316,7 @@ def export(cfg: DictConfig) -> Path:
     if set(precisions) - {"fp32"}:
         calibration, evaluate = _gate(cfg, ckpt)
     elif cfg.calibration:  # fp32 only: the NMS graphs' check runs on the folder's images
-        calibration = image_folder(cfg.calibration)[: int(cfg.calibration_images)]
+        calibration = readable_images(cfg.calibration, int(cfg.calibration_images))
     path = export_artifact(
         ckpt,
         out,
@@ -362,6 +397,7 @@ def _accuracy_lines(meta: dict[str, Any]) -> list[str]:
                 f"{100 * acc['fp32']['mAP50']:.2f}, drop {drop} points, "
                 f"gate {acc['gate_points']}), mAP {100 * acc[name]['mAP']:.2f} (fp32 "
                 f"{100 * acc['fp32']['mAP']:.2f}) on {acc['subset']}"
+                + (" (the gate measured nothing: fp32's mAP50 is 0)" if "warning" in acc else "")
             )
     return lines
 

@@ -74,7 +74,7 @@ class ExportJob:
         else:
             chosen = synthetic_scenes(NMS_CHECK_IMAGES, max(self.size))
             what = f"{len(chosen)} generated scenes (yolov4.data.synthetic, seed {SCENE_SEED})"
-        return calibration_batch(chosen, self.preprocess), what
+        return calibration_batch(chosen, self.preprocess, "the NMS graphs' check"), what
 
 
 def synthetic_scenes(n: int, side: int, seed: int = SCENE_SEED) -> list[np.ndarray]:

@@ -17,16 +17,18 @@ re-exported here).
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from yolov4.core.artifact import MODEL_INT8_BIN, MODEL_INT8_XML, MODEL_ONNX
 from yolov4.core.preprocess import PreprocessConfig, preprocess
-from yolov4.errors import ExportError
+from yolov4.errors import ExportError, InputError
 from yolov4.export.gates import (
     DEFAULT_GATE_POINTS,
     NO_BOXES,
@@ -45,7 +47,7 @@ from yolov4.inference.backends import (
     import_openvino,
     openvino_core,
 )
-from yolov4.inference.images import load_images
+from yolov4.inference.images import load_image
 from yolov4.inference.precision import measure
 from yolov4.inference.predictor import Predictor
 
@@ -54,10 +56,15 @@ __all__ = [
     "NO_BOXES",
     "REDUCED_PARITY_TOL",
     "calibration_batch",
+    "MIN_CALIBRATION_IMAGES",
     "check_request",
+    "decoded_images",
     "quantize_int8",
     "reduced_precisions",
+    "warn_skipped",
 ]
+
+log = logging.getLogger(__name__)
 
 # parity vs PyTorch on calibration images (see _parity): the mean probability difference, and
 # the worst box difference of served predictions relative to the largest served coordinate (or
@@ -74,12 +81,63 @@ PARITY_SCORE = 0.25  # boxes compared: PyTorch's objectness x class probability 
 PARITY_IMAGES = 4  # calibration images the parity check runs
 
 
-def calibration_batch(images: Sequence[Any], config: PreprocessConfig) -> torch.Tensor:
+# INT8 ranges are measured on the images there are; the parity and NMS checks cycle through
+# fewer images than they take: one readable image is the least an export can calibrate on
+MIN_CALIBRATION_IMAGES = 1
+SKIPPED_SHOWN = 5  # skipped images a warning names (it counts them all)
+
+
+def decoded_images(images: Sequence[Any]) -> Iterator[tuple[Any, np.ndarray | None, str | None]]:
+    """``(item, (H, W, 3) uint8 RGB, None)`` for each of ``images`` (files or decoded RGB
+    arrays) that decodes, ``(item, None, why)`` for one that does not (truncated, over the pixel
+    limit, not an image: its :class:`InputError`), one at a time and in order."""
+    for i, item in enumerate(images):
+        try:
+            yield item, load_image(item, i, decoded=True), None
+        except InputError as e:
+            yield item, None, str(e)
+
+
+def warn_skipped(what: str, skipped: Sequence[str], read: int) -> None:
+    """One warning for the ``skipped`` images of ``what`` (the first :data:`SKIPPED_SHOWN`
+    reasons), saying how many of the ``read`` images were kept."""
+    if not skipped:
+        return
+    more = len(skipped) - SKIPPED_SHOWN
+    listed = "; ".join(skipped[:SKIPPED_SHOWN]) + (f"; and {more} more" if more > 0 else "")
+    log.warning(
+        "%s: skipped %d of %d images that cannot be read, using the other %d (%s)",
+        what,
+        len(skipped),
+        read,
+        read - len(skipped),
+        listed,
+    )
+
+
+def calibration_batch(
+    images: Sequence[Any], config: PreprocessConfig, what: str = "INT8 calibration"
+) -> torch.Tensor:
     """``images`` (files or ``(H, W, 3)`` uint8 RGB arrays) preprocessed as the artifact's
-    input: ``(N, 3, H, W)`` float32."""
-    if not len(images):
-        raise ExportError("INT8 calibration needs images of the checkpoint's dataset, got none")
-    return torch.stack([preprocess(a, config)[0] for a in load_images(list(images), decoded=True)])
+    input: ``(N, 3, H, W)`` float32. Images that cannot be read are skipped with one warning
+    naming ``what``; :class:`ExportError` when fewer than :data:`MIN_CALIBRATION_IMAGES`
+    remain."""
+    tensors, skipped = [], []
+    for _, array, why in decoded_images(images):
+        if array is None:
+            skipped.append(why)
+        else:
+            tensors.append(preprocess(array, config)[0])
+    warn_skipped(what, skipped, len(images))
+    if len(tensors) < MIN_CALIBRATION_IMAGES:
+        found = (
+            f"none of {len(images)} can be read ({'; '.join(skipped)})" if images else "got none"
+        )
+        raise ExportError(
+            f"{what} needs at least {MIN_CALIBRATION_IMAGES} image of the checkpoint's dataset, "
+            f"{found}"
+        )
+    return torch.stack(tensors)
 
 
 def quantize_int8(onnx_path: Path, out_dir: Path, batch: torch.Tensor) -> dict[str, Any]:
