@@ -15,6 +15,7 @@ from hydra import compose, initialize_config_module
 from yolov4 import build_model, save_checkpoint
 from yolov4.cli import export as export_cli
 from yolov4.core.artifact import MODEL_INT8_XML, read_metadata
+from yolov4.export.gates import map50_gate
 from yolov4.export.quantize import NO_BOXES
 
 
@@ -84,6 +85,29 @@ def test_the_printed_map50_drop_is_the_one_metadata_records():
     }  # fmt: skip
     (line,) = export_cli._accuracy_lines({"precisions": {"int8": {"accuracy": acc}}})
     assert ", drop -0.005 points, gate 1.0)" in line
+
+
+def test_a_map50_gate_against_an_fp32_map_of_0_warns_that_it_measured_nothing(caplog):
+    """fp32 scoring mAP50 0 (an untrained model, or a val set without ground truth): INT8 can
+    lose nothing, so the gate passes; it says, in the log and in metadata's accuracy, that it
+    measured nothing. A gate against a real fp32 mAP has no such warning."""
+    subset = "synthetic val, 4 images"
+
+    def scoring(map50):
+        return lambda _predictor: {"mAP50": map50, "mAP": map50 / 2, "images": 4, "subset": subset}
+
+    with caplog.at_level(logging.WARNING, logger="yolov4"):
+        acc = map50_gate(scoring(0.0), None, scoring(0.0)(None), "int8", 1.0)
+    assert acc["mAP50_drop_points"] == 0.0
+    assert acc["warning"].startswith(f"fp32 scores mAP50 0 on {subset}: the gate compared int8")
+    assert "says nothing about int8's accuracy" in acc["warning"]
+    assert acc["warning"] in caplog.text
+    (line,) = export_cli._accuracy_lines({"precisions": {"int8": {"accuracy": acc}}})
+    assert line.endswith("(the gate measured nothing: fp32's mAP50 is 0)")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="yolov4"):
+        acc = map50_gate(scoring(0.5), None, scoring(0.5)(None), "int8", 1.0)
+    assert "warning" not in acc and not caplog.records
 
 
 @pytest.mark.slow

@@ -3,7 +3,8 @@ recorded as ``accuracy.gate`` in metadata.json:
 
 * ``map50`` (:func:`map50_gate`; labelled images, darknet's ``valid`` postprocess as evaluate.py
   uses): the export fails when a reduced precision's mAP50 is more than ``gate`` points below
-  fp32's, naming both.
+  fp32's, naming both; when fp32's mAP50 is 0 it passes with a ``warning`` (logged and recorded
+  in ``accuracy``): nothing was measured.
 * ``agreement`` (:func:`agreement_gate`, :class:`Agreement`: unlabelled images, e.g.
   ``export.py calibration=<folder>`` with no ``data``): fp32's detections are the reference. A
   box one model scores at least :data:`AGREEMENT_CONF` counts as matched when the other model
@@ -128,7 +129,7 @@ def map50_gate(
             f"fp32's {100 * fp32['mAP50']:.2f} on {fp32['subset']} (gate: {gate} points, "
             "export.py map50_gate=...); the export was not written"
         )
-    return {
+    accuracy = {
         "gate": "map50",
         "subset": fp32["subset"],
         "images": fp32["images"],
@@ -137,6 +138,14 @@ def map50_gate(
         "mAP50_drop_points": round(drop, 3),
         "gate_points": gate,
     }
+    if not fp32["mAP50"] > 0:  # no drop can be measured from nothing
+        accuracy["warning"] = (
+            f"fp32 scores mAP50 0 on {fp32['subset']}: the gate compared {precision}'s mAP50 "
+            f"{100 * result['mAP50']:.2f} with 0, which says nothing about {precision}'s "
+            "accuracy; calibrate and evaluate with a trained model, or a val set with ground truth"
+        )
+        log.warning("%s map50 gate: %s", precision, accuracy["warning"])
+    return accuracy
 
 
 def agreement_gate(
