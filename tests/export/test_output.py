@@ -313,6 +313,17 @@ def test_numeric_options_are_checked_before_loading(tmp_path, override, key, exp
         export(_cfg(tmp_path, [override]))
 
 
+def test_an_input_size_off_the_models_stride_is_refused_once_the_model_is_read(tiny, tmp_path):
+    """The stride is the model's: [100, 100] passes the start-up check of input_size's form and
+    is an ExportError naming input_size once the checkpoint is read, before any file is written."""
+    ckpt, _ = tiny
+    out = tmp_path / "export"
+    cfg = _cfg(tmp_path, [f"checkpoint={ckpt}", f"output={out}", "input_size=[100,100]"])
+    with pytest.raises(ExportError, match=r"^input_size: expected .* multiples of 32 .* got \[100, 100\]"):
+        export(cfg)
+    assert not out.exists()
+
+
 def test_symlinked_artifact_files_are_refused(tiny, tmp_path):
     _, art = tiny
     outside = tmp_path / "outside"
