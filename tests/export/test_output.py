@@ -319,7 +319,9 @@ def test_an_input_size_off_the_models_stride_is_refused_once_the_model_is_read(t
     ckpt, _ = tiny
     out = tmp_path / "export"
     cfg = _cfg(tmp_path, [f"checkpoint={ckpt}", f"output={out}", "input_size=[100,100]"])
-    with pytest.raises(ExportError, match=r"^input_size: expected .* multiples of 32 .* got \[100, 100\]"):
+    with pytest.raises(
+        ExportError, match=r"^input_size: expected .* multiples of 32 .* got \[100, 100\]"
+    ):
         export(cfg)
     assert not out.exists()
 
