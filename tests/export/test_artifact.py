@@ -137,6 +137,36 @@ def test_altered_or_unknown_artifacts_are_refused(exported, tmp_path):
         Predictor.from_artifact(tmp_path)
 
 
+def test_a_backend_checks_only_the_files_it_reads(exported, tmp_path):
+    """model.onnx corrupt or absent: TorchScript loads from model.torchscript alone (what a
+    deployment shipping only that file and metadata.json holds); onnxruntime is refused, naming
+    model.onnx; a corrupt model.torchscript is refused for TorchScript."""
+    import shutil
+
+    _, art = exported
+    copy = tmp_path / "copy"
+    shutil.copytree(art, copy)
+    image = np.zeros((96, 128, 3), np.uint8)
+    expected = Predictor.from_artifact(art, backend="torchscript").backend(
+        torch.zeros(1, 3, 96, 128)
+    )
+    with open(copy / "model.onnx", "ab") as f:
+        f.write(b"\0")
+    for state in ("corrupt", "absent"):
+        loaded = Predictor.from_artifact(copy, backend="torchscript")
+        assert loaded.model_file == "model.torchscript"
+        assert torch.equal(loaded.backend(torch.zeros(1, 3, 96, 128)), expected)
+        loaded(image)
+        why = "does not match its sha256" if state == "corrupt" else "is listed in .* but missing"
+        with pytest.raises(ExportError, match=f"model.onnx {why}"):
+            Predictor.from_artifact(copy)
+        (copy / "model.onnx").unlink(missing_ok=True)  # corrupt, then absent
+    with open(copy / "model.torchscript", "ab") as f:
+        f.write(b"\0")
+    with pytest.raises(ExportError, match="model.torchscript does not match its sha256"):
+        Predictor.from_artifact(copy, backend="torchscript")
+
+
 def test_a_file_that_disagrees_fails_the_export(exported, tmp_path, monkeypatch):
     ckpt, _ = exported
     original = formats_mod.export_onnx

@@ -61,6 +61,7 @@ __all__ = [
     "sha256",
     "validate_metadata",
     "read_metadata",
+    "verify_files",
 ]
 
 ARTIFACT_FORMAT = "yolov4.artifact/1"
@@ -331,12 +332,19 @@ def read_metadata(artifact_dir: str | os.PathLike, verify: bool = True) -> dict[
         if os.path.lexists(d / name):
             _regular_file(d, name)
     if verify:
-        for name, info in meta["files"].items():
-            f = d / name
-            if not f.is_file():
-                raise ExportError(f"{d}: {name} is listed in {METADATA} but missing")
-            if sha256(f) != info["sha256"]:
-                raise ExportError(
-                    f"{d}: {name} does not match its sha256 in {METADATA} (altered or corrupt file)"
-                )
+        verify_files(d, meta, meta["files"])
     return meta
+
+
+def verify_files(artifact_dir: str | os.PathLike, meta: dict[str, Any], names: Any) -> None:
+    """Each of ``names`` (files the validated ``meta`` lists) exists in ``artifact_dir`` and
+    matches its sha256; :class:`ExportError` naming the first that does not."""
+    d = Path(artifact_dir)
+    for name in names:
+        f = d / name
+        if not f.is_file():
+            raise ExportError(f"{d}: {name} is listed in {METADATA} but missing")
+        if sha256(f) != meta["files"][name]["sha256"]:
+            raise ExportError(
+                f"{d}: {name} does not match its sha256 in {METADATA} (altered or corrupt file)"
+            )

@@ -33,6 +33,7 @@ from yolov4.core.artifact import (
     backend_names,
     model_file,
     read_metadata,
+    verify_files,
 )
 from yolov4.core.checkpoint import Checkpoint, load_checkpoint
 from yolov4.core.images import MAX_PIXELS
@@ -165,7 +166,10 @@ class Predictor:
         threads: int | None = None,
         **kwargs: Any,
     ) -> Predictor:
-        """An export artifact; its files are checked against their sha256 first.
+        """An export artifact; the files the chosen backend reads (its model file, and an
+        OpenVINO IR's ``.bin``) are checked against their sha256 before they are loaded. Other
+        files are not checked, so an artifact shipped with only the files one backend reads
+        (e.g. ``model.torchscript`` + ``metadata.json``) loads for that backend.
 
         ``precision`` (fp32, bf16, int8, int8_bf16, or ``auto``: the fastest the artifact holds
         for this CPU, :func:`~yolov4.inference.precision.choose_precision`, logged and kept in
@@ -175,7 +179,7 @@ class Predictor:
         onnxruntime; bf16, int8: openvino); the file it runs is the table's
         (:func:`yolov4.core.artifact.model_file`). ``threads``: the runtime's intra-op pool
         (:mod:`yolov4.inference.backends`)."""
-        meta = read_metadata(artifact_dir)
+        meta = read_metadata(artifact_dir, verify=False)
         if backend is not None and backend not in backend_names():
             raise ExportError(f"backend must be one of {backend_names()}, got {backend!r}")
         precisions = artifact_precisions(meta)
@@ -203,6 +207,8 @@ class Predictor:
                 f"{artifact_dir}: its {precision} model runs in {entry['backends']}, "
                 f"not {backend!r}"
             )
+        read = entry.get("files", [name]) if name == entry["file"] else [name]
+        verify_files(artifact_dir, meta, read)
         loaded = load_backend(Path(artifact_dir) / name, backend, device, precision, threads)
         channels = _output_channels(loaded, meta["input_size"], str(Path(artifact_dir) / name))
         if channels != 5 + len(meta["class_names"]):
