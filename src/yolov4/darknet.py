@@ -343,6 +343,7 @@ def load_darknet_weights(
             t.copy_(torch.from_numpy(floats[pos : pos + n].copy()).view_as(t))
             pos += n
     model.seen = seen
+    model.darknet_version = (major, minor, revision)  # written back by save_darknet_weights
     return DarknetHeader(major, minor, revision, seen, len(model.layers) if upto is None else upto)
 
 
@@ -353,7 +354,10 @@ def save_darknet_weights(
     """Write ``model`` (layers ``< upto``, default all) as a darknet ``.weights`` file, atomically
     (temporary file + rename). Pair it with :func:`write_darknet_cfg` to run in darknet/OpenCV.
     ``seen`` (images seen in training, darknet's burn-in counter) defaults to the ``seen`` of
-    the file the model was loaded from (:func:`load_darknet_weights`), 0 for a new model."""
+    the file the model was loaded from (:func:`load_darknet_weights`), 0 for a new model. The
+    header's version is that file's too (an official YOLOv2 file's 0.1.0 with a uint32 ``seen``
+    writes back byte for byte), :data:`HEADER_VERSION` for a new model or a ``seen`` the old
+    header's uint32 cannot hold."""
     if seen is None:
         seen = int(getattr(model, "seen", 0))
     if isinstance(seen, bool) or not isinstance(seen, numbers.Integral) or not 0 <= seen < 2**64:
@@ -363,7 +367,12 @@ def save_darknet_weights(
             "save darknet weights from the unfused model: a fused model has no BN statistics to write"
         )
     path = Path(path)
-    chunks = [np.array(HEADER_VERSION, "<i4").tobytes(), np.array([seen], "<u8").tobytes()]
+    version = tuple(getattr(model, "darknet_version", HEADER_VERSION))
+    wide = version[0] * 10 + version[1] >= 2  # darknet's parser.c: uint64 seen from 0.2 on
+    if not wide and seen >= 2**32:
+        version, wide = HEADER_VERSION, True
+    seen_bytes = np.array([seen], "<u8" if wide else "<u4").tobytes()
+    chunks = [np.array(version, "<i4").tobytes(), seen_bytes]
     for _, m in _weighted_layers(model, upto):
         for _, t in m.darknet_tensors():
             chunks.append(t.detach().float().cpu().numpy().astype(FLOAT).tobytes())

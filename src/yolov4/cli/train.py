@@ -50,6 +50,7 @@ from yolov4.evaluation import METRICS_FILE, AnalysisConfig, EvaluationResult
 from yolov4.evaluation.reports import write_analysis
 from yolov4.evaluation.worst import val_image_files
 from yolov4.export.artifact import export_artifact
+from yolov4.models.region import check_trainable
 from yolov4.training.anchors import anchors_at_start, run_overrides
 from yolov4.training.callbacks import (
     BEST_WEIGHTS,
@@ -166,6 +167,7 @@ def _train(cfg: DictConfig, extra_callbacks: list[L.Callback] | None) -> dict[st
     for line in resume_cli.RESUME_LOG:
         log.info("%s", line)
     check_limits(cfg)
+    check_trainable(model_network(cfg))  # a [region] (YOLOv2) network: inference only
     check_accelerator(cfg.trainer)
     precision = resolve_precision(cfg.trainer.get("precision"), cfg.trainer.get("accelerator"))
     L.seed_everything(cfg.seed, workers=True, verbose=False)

@@ -25,7 +25,8 @@ def running_config(config: ModelConfig, preprocess: PreprocessConfig) -> ModelCo
 
 
 class DecodedModel(nn.Module):
-    """The network plus darknet's decode (``new_coords`` as the model's config says):
+    """The network plus darknet's decode (``new_coords`` and a ``[region]`` head's class softmax
+    as the model's config says):
     ``(B, 3, H, W) -> (B, N, 5 + C)`` in input pixels."""
 
     def __init__(self, model: YOLOv4) -> None:
@@ -38,8 +39,14 @@ class DecodedModel(nn.Module):
             list(c.scale_x_y),
         )
         self.new_coords = bool(c.new_coords)
+        self.softmax = bool(c.region)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return decode_predictions(
-            self.model(images), self.anchors, self.strides, self.scale_x_y, self.new_coords
+            self.model(images),
+            self.anchors,
+            self.strides,
+            self.scale_x_y,
+            self.new_coords,
+            self.softmax,
         )

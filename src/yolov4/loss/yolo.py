@@ -18,6 +18,7 @@ from yolov4.loss.darknet import (
 )
 from yolov4.loss.inputs import check_maps, check_options, check_targets, per_head
 from yolov4.models.class_balance import class_multipliers, normalize_counters
+from yolov4.models.region import check_trainable
 from yolov4.ops.boxes import box_iou, cxcywh_to_xyxy, xyxy_to_cxcywh
 from yolov4.ops.decode import decode_boxes, split_head
 
@@ -136,7 +137,9 @@ class YoloLoss(nn.Module):
         ``[yolo]`` key per head, with the training-recipe options ``box_gradient``
         (``darknet``|``exact``) and ``label_smoothing``: ``None`` or 0 keeps the cfg's per-head
         ``label_smooth_eps``; any other value replaces it for every head (the training module's
-        ``label_smoothing``, 0 by default, is such an override)."""
+        ``label_smoothing``, 0 by default, is such an override). A ``[region]`` (YOLOv2) network
+        is refused (:func:`yolov4.models.region.check_trainable`)."""
+        check_trainable(config)
         counts = config.counters_per_class or (None,) * len(config.strides)
         return cls(
             num_classes=config.num_classes,

@@ -264,7 +264,9 @@ def param_count(layers: Sequence[LayerSpec]) -> int:
 
 
 def _layer_bytes(spec: LayerSpec, h: int, w: int) -> int:
-    if spec.kind in ("yolo", "dropout") or (spec.kind == "route" and len(spec.inputs) == 1):
+    if spec.kind in ("yolo", "region", "dropout") or (
+        spec.kind == "route" and len(spec.inputs) == 1
+    ):
         return 0  # its input itself (a [dropout] at inference), or a view of it ([route] groups)
     if spec.stride == 0:  # a global (1 x 1) map
         return FLOAT_BYTES * spec.channels

@@ -33,6 +33,7 @@ from yolov4.models.cfg_layers import (
     Shape,
     layer_spec,
 )
+from yolov4.models.region import HEAD_KINDS
 
 __all__ = [
     "CFG_DIR",
@@ -293,11 +294,12 @@ def _reads_yolo(spec: LayerSpec, yolo: LayerSpec) -> ConfigError:
     if key == "from" and yolo.index not in spec.inputs[1:]:
         key = None  # its implicit input, the layer before it
     reads = f"{s.where(key)}={s.options[key]}" if key else s.where()
+    act = "logistic-activated" if yolo.kind == "yolo" else "logistic- and softmax-activated"
     at = f"{yolo.section.source}:{yolo.section.line} (layer {yolo.index}"
     at += ")" if key else ", the layer before it)"
     return ConfigError(
-        f"{reads} reads the [yolo] layer at {at}; yolov4 does not build a layer that reads a "
-        "[yolo] layer's output (darknet passes its logistic-activated map on)"
+        f"{reads} reads the [{yolo.kind}] layer at {at}; yolov4 does not build a layer that "
+        f"reads a [{yolo.kind}] layer's output (darknet passes its {act} map on)"
     )
 
 
@@ -318,10 +320,14 @@ def resolve_layers(sections: list[Section]) -> list[LayerSpec]:
         check_layer_keys(s)
         spec = layer_spec(s, i, out)
         for j in spec.inputs:
-            if j >= 0 and layers[j].kind == "yolo":
+            if j >= 0 and layers[j].kind in HEAD_KINDS:
                 raise _reads_yolo(spec, layers[j])
         check_layer(spec)  # yolov4.models.budget: the layer's keys and channels
         layers.append(spec)
-    if not any(layer.kind == "yolo" for layer in layers):
-        raise cfg_error(sections, "has no [yolo] layer: only YOLO detection cfgs are supported")
+    if not any(layer.kind in HEAD_KINDS for layer in layers):
+        raise cfg_error(
+            sections,
+            "has no [yolo] layer (nor a YOLOv2 [region] layer): only YOLO detection cfgs are "
+            "supported",
+        )
     return layers

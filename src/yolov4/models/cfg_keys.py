@@ -28,6 +28,7 @@ import difflib
 from typing import Any
 
 from yolov4.errors import ConfigError
+from yolov4.models.region import REGION_TRAINING_KEYS, check_region_keys
 
 # cfg.Section: typed Any here (yolov4.models.cfg imports this module)
 Section = Any
@@ -35,6 +36,7 @@ Section = Any
 __all__ = [
     "LAYER_KEYS",
     "TRAINING_KEYS",
+    "REGION_TRAINING_KEYS",
     "NET_KEYS",
     "NET_TRAINING_KEYS",
     "INERT_KEYS",
@@ -99,8 +101,12 @@ LAYER_KEYS: dict[str, set[str]] = {
         "resize",
         "max",
     },
+    # darknet's reorg_old_layer.c (its [reorg]): space to depth, darknet's channel order
+    "reorg": {"stride"},
+    # darknet's YOLOv2 head (region_layer.c), built for inference (yolov4.models.region)
+    "region": {"anchors", "classes", "num", "coords", "softmax", *REGION_TRAINING_KEYS},
 }
-TRAINING_KEYS = {"stopbackward", "jitter", "random", "resize", "max"}
+TRAINING_KEYS = {"stopbackward", "jitter", "random", "resize", "max", *REGION_TRAINING_KEYS}
 # [net] keys the network reads (its input; darknet's resize mode, yolov4.inference.darknet)
 NET_KEYS = {"width", "height", "channels", "letter_box"}
 # the other [net] keys darknet reads (src/parser.c, parse_net_options): its training loop's
@@ -142,7 +148,7 @@ INERT_KEYS: dict[str, set[str]] = {
 
 # Every key darknet's parser reads, per section (src/parser.c): parse_convolutional,
 # parse_route, parse_shortcut, parse_maxpool, parse_local_avgpool, parse_upsample, parse_dropout,
-# parse_sam, parse_avgpool, parse_scale_channels, parse_yolo, and the keys
+# parse_sam, parse_avgpool, parse_scale_channels, parse_yolo, parse_reorg, parse_region, and the keys
 # parse_network_cfg_custom reads in every layer (GENERIC).
 _GENERIC = {
     "clip", "onlyforward", "dont_update", "burnin_update", "stopbackward", "train_only_bn",
@@ -179,6 +185,12 @@ DARKNET_KEYS: dict[str, set[str]] = {
         "obj_normalizer", "objectness_smooth", "random", "resize", "scale_x_y", "show_details",
         "sim_thresh", "track_ciou_norm", "track_history_size", "truth_thresh",
     },
+    "reorg": _GENERIC | {"stride", "reverse"},
+    "region": _GENERIC | REGION_TRAINING_KEYS | {
+        "anchors", "classes", "coords", "log", "map", "num", "softmax", "sqrt", "tree",
+        # read by the darknet of the first YOLOv2 cfgs, not by AlexeyAB's: refused unless 0
+        "background",
+    },
 }  # fmt: skip
 
 # The value darknet gives each refused key it reads when the cfg leaves it out (src/parser.c:
@@ -214,6 +226,8 @@ DARKNET_DEFAULTS: dict[str, dict[str, int | float | str]] = {
         "delta_normalizer": 1.0, "focal_loss": 0, "iou_thresh_kind": "iou",
         "embedding_layer": 999999,
     },
+    "reorg": _GENERIC_DEFAULTS | {"reverse": 0},
+    "region": _GENERIC_DEFAULTS | {"log": 0, "sqrt": 0, "background": 0},
 }  # fmt: skip
 
 # a key darknet does not read within this difflib ratio of one it reads is taken for a typo
@@ -266,6 +280,8 @@ def check_layer_keys(s: Section) -> None:
             f"layer type [{s.header}] is not supported; supported: "
             f"{', '.join(f'[{k}]' for k in LAYER_KEYS)}",
         )
+    if s.kind == "region":
+        check_region_keys(s)  # its values that change the output, each on one line
     inert = INERT_KEYS.get(s.kind, set())
     for key in s.options:
         if key in allowed or key in inert or _is_default(s, key):

@@ -191,9 +191,27 @@ def _avgpool_spec(s: Section, i: int, c_in: int, st_in: tuple[int, int]) -> Laye
     return spec(s, i, [i - 1], c_in, (GLOBAL, GLOBAL))
 
 
+def _reorg_spec(s: Section, i: int, c_in: int, st_in: tuple[int, int]) -> LayerSpec:
+    """``[reorg]`` (darknet's ``parse_reorg`` and ``reorg_old_layer.c``; ``stride`` default 1):
+    ``stride`` x ``stride`` blocks into channels, ``stride ** 2`` times the channels at
+    ``stride`` times the stride (:class:`yolov4.models.layers.Reorg`)."""
+    stride = s.get_int("stride", 1)
+    if stride < 1:
+        raise s.error("stride", f"must be an integer >= 1, got {stride}")
+    if c_in % (stride * stride):
+        # reorg_cpu reads the input as C / stride^2 maps stride times larger: whole ones only
+        raise s.error(
+            "stride",
+            f"{stride} reorganises {c_in} input channels as {c_in} / {stride * stride} maps; "
+            f"darknet's [reorg] needs a channel count divisible by stride^2 = {stride * stride}",
+        )
+    out = tuple(stride_of(s, "stride", st, stride) for st in st_in)
+    return spec(s, i, [i - 1], c_in * stride * stride, out, stride=stride)
+
+
 def _yolo_spec(s: Section, i: int, c_in: int, st_in: tuple[int, int]) -> LayerSpec:
-    """``[yolo]``: passes its input through; its map's stride is the head's, one for both axes
-    (decode and loss scale x and y by it)."""
+    """``[yolo]`` and ``[region]``: passes its input through; its map's stride is the head's,
+    one for both axes (decode and loss scale x and y by it)."""
     if st_in[0] != st_in[1]:
         raise s.error(
             None,
@@ -204,7 +222,7 @@ def _yolo_spec(s: Section, i: int, c_in: int, st_in: tuple[int, int]) -> LayerSp
 
 
 # layers whose map would not stay H / stride when they read a global (1 x 1) map
-_NOT_ON_GLOBAL = ("maxpool", "local_avgpool", "upsample", "yolo")
+_NOT_ON_GLOBAL = ("maxpool", "local_avgpool", "upsample", "reorg", "yolo", "region")
 
 
 def layer_spec(s: Section, i: int, out: Callable[[int], Shape]) -> LayerSpec:
@@ -235,4 +253,6 @@ def layer_spec(s: Section, i: int, out: Callable[[int], Shape]) -> LayerSpec:
         return scale_channels_spec(s, i, out, c_in, st_in)
     if s.kind == "avgpool":
         return _avgpool_spec(s, i, c_in, st_in)
+    if s.kind == "reorg":
+        return _reorg_spec(s, i, c_in, st_in)
     return _yolo_spec(s, i, c_in, st_in)

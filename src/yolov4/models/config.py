@@ -41,6 +41,7 @@ from yolov4.models.config_checks import (
     same_value,
     whole,
 )
+from yolov4.models.region import region_anchors_in_cells
 from yolov4.models.stride import check_stride_multiple
 from yolov4.models.yolo_keys import (
     CPC,
@@ -100,6 +101,9 @@ class ModelConfig:
     new_coords: bool = False
     # [net] letter_box=1: the network was trained on letterboxed images
     letter_box: bool = False
+    # darknet's YOLOv2 [region] head: one head of every anchor, classes by softmax (see
+    # yolov4.models.region); built for inference only
+    region: bool = False
     # the darknet cfg text of a user's network; None: the zoo's shipped ``<name>.cfg``
     cfg: str | None = None
 
@@ -218,6 +222,11 @@ class ModelConfig:
             self.objectness_smooth,
         )
         check_scale_x_y(self.scale_x_y, self.strides)
+        if self.region and self.masks != (tuple(range(len(self.anchors))),):
+            raise ConfigError(
+                "model.masks of a [region] (YOLOv2) network: one head of every anchor, "
+                f"[{list(range(len(self.anchors)))}], got {[list(m) for m in self.masks]}"
+            )
         # the network as built (head filters follow num_classes) at its input size
         budget.check_network(
             resolve_layers(config_sections(self, loss_keys=False)), self.input_size
@@ -342,6 +351,15 @@ def config_sections(config: ModelConfig, loss_keys: bool = True) -> list[Section
     put_option(net, "width", config.input_size[1])
     put_option(net, "letter_box", int(config.letter_box), 0)
     anchors = [v for wh in config.anchors for v in wh]
+    kinds = {sections[i].kind for i in heads}
+    if kinds != {"region" if config.region else "yolo"}:
+        raise ConfigError(
+            f"model.region={config.region} does not fit {source}, whose head is "
+            f"{', '.join(f'[{k}]' for k in sorted(kinds))}"
+        )
+    if config.region:
+        _put_region(sections, heads[0], config)
+        return sections
     for h, i in enumerate(heads):
         y = sections[i]
         mask = config.masks[h]
@@ -375,3 +393,14 @@ def config_sections(config: ModelConfig, loss_keys: bool = True) -> list[Section
                 # darknet's new_coords [yolo] applies no activation: the conv in front does
                 feeder.options["activation"] = "logistic" if config.new_coords else "linear"
     return sections
+
+
+def _put_region(sections: list[Section], i: int, config: ModelConfig) -> None:
+    """``config``'s classes and anchors (grid cells) into the ``[region]`` ``sections[i]``, and
+    the filters of the convolution in front of it."""
+    y, feeder = sections[i], sections[i - 1]
+    put_option(y, "anchors", region_anchors_in_cells(config.anchors, config.strides[0]))
+    put_option(y, "classes", config.num_classes)
+    put_option(y, "num", len(config.anchors))
+    if feeder.kind == "convolutional":
+        put_option(feeder, "filters", config.num_outputs)

@@ -18,6 +18,7 @@ __all__ = [
     "LocalAvgPool",
     "GlobalAvgPool",
     "Upsample",
+    "Reorg",
     "make_activation",
     "BN_EPS",
     "LEAKY_SLOPE",
@@ -333,3 +334,24 @@ class Upsample(nn.Module):
             return F.avg_pool2d(x, s) * (self.scale * s * s)
         x = F.interpolate(x, scale_factor=float(self.stride), mode="nearest")
         return x if self.scale == 1 else x * self.scale
+
+
+class Reorg(nn.Module):
+    """Darknet's ``[reorg]`` (``reorg_old_layer.c``, ``reorg_cpu`` with ``forward=0``):
+    ``(B, C, H, W) -> (B, C * s^2, H / s, W / s)``, ``s`` the stride. Darknet reads the input's
+    memory as ``(B, C / s^2, H * s, W * s)`` and writes, in the memory of a ``(B, C, H, W)``
+    map, channel ``k = (dy * s + dx) * C / s^2 + c`` of row ``j``, column ``i`` from that
+    view's ``[c, j * s + dy, i * s + dx]``; the result is read as the ``(C * s^2, H / s, W / s)``
+    map. Not torch's ``pixel_unshuffle``: darknet's channels and blocks mix across the map
+    (OpenCV's importer reproduces it)."""
+
+    def __init__(self, stride: int) -> None:
+        super().__init__()
+        self.stride = stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = self.stride
+        _, c, h, w = x.shape
+        view = x.reshape(-1, c // (s * s), h, s, w, s)  # darknet's (C / s^2, H * s, W * s)
+        out = view.permute(0, 3, 5, 1, 2, 4)  # (dy, dx, c, j, i): darknet's output channel k
+        return out.reshape(-1, c * s * s, h // s, w // s)

@@ -9,6 +9,7 @@ from typing import Any
 from yolov4.errors import ConfigError
 from yolov4.models import budget, class_balance
 from yolov4.models.cfg import LayerSpec, Section, resolve_layers
+from yolov4.models.region import HEAD_KINDS, read_region_keys
 
 __all__ = [
     "IOU_LOSSES",
@@ -54,10 +55,10 @@ GLOBAL_YOLO_KEYS: dict[str, Any] = {
 
 
 def yolo_heads(sections: list[Section]) -> list[int]:
-    """Indices into ``sections`` of the ``[yolo]`` sections, ascending stride (file order for
+    """Indices into ``sections`` of the ``[yolo]`` (or ``[region]``) sections, ascending stride (file order for
     equal strides): head ``h`` of the model is ``sections[yolo_heads(sections)[h]]``."""
     layers = resolve_layers(sections)
-    yolos = [layer for layer in layers if layer.kind == "yolo"]
+    yolos = [layer for layer in layers if layer.kind in HEAD_KINDS]
     return [layer.index + 1 for layer in sorted(yolos, key=lambda layer: layer.stride)]
 
 
@@ -88,7 +89,7 @@ def _check_cfg_values(sections: list[Section]) -> None:
     for key in ("height", "width"):
         if key in net.options:
             budget.check_input_side([net.get_int(key)], net.where(key))
-    for y in (s for s in sections if s.kind == "yolo"):
+    for y in (s for s in sections if s.kind in HEAD_KINDS):
         if "classes" in y.options:
             budget.check_classes(y.get_int("classes"), y.where("classes"))
         anchors = y.get_floats("anchors")
@@ -102,8 +103,9 @@ def _check_cfg_values(sections: list[Section]) -> None:
 def read_yolo_keys(sections: list[Section], name: str) -> dict[str, Any]:
     """The model config values parsed cfg ``sections`` define (before overrides): ``name``,
     ``input_size``, ``letter_box``, ``strides``, ``num_classes``, ``anchors``, ``masks``,
-    ``counters_per_class`` and every ``[yolo]`` key, per head in ascending stride; a value darknet
-    would not accept, or one the layers disagree on, raises :class:`ConfigError` naming the line."""
+    ``counters_per_class`` and every ``[yolo]`` key, per head in ascending stride (a ``[region]``
+    head: :func:`yolov4.models.region.read_region_keys`, darknet's defaults of the ``[yolo]``
+    keys); a value darknet would not accept, or one the layers disagree on, raises :class:`ConfigError` naming the line."""
     net = sections[0]
     _check_cfg_values(sections)
     layers = resolve_layers(sections)
@@ -114,6 +116,13 @@ def read_yolo_keys(sections: list[Section], name: str) -> dict[str, Any]:
     values["input_size"] = [net.get_int("height", 416), net.get_int("width", 416)]
     values["letter_box"] = bool(net.get_int("letter_box", 0))
     values["strides"] = [layers[i - 1].stride for i in heads]
+    region = next((y for y in yolos if y.kind == "region"), None)
+    if region is not None:  # darknet's YOLOv2 head: yolov4.models.region
+        values.update(read_region_keys(sections, region, values["strides"][0]))
+        _check_head_filters(sections, layers, yolos, values["masks"], values["num_classes"])
+        values["counters_per_class"] = [None]
+        values |= {key: [default] for key, default in PER_HEAD_KEYS.items()}
+        return values | GLOBAL_YOLO_KEYS
     _check_shared_shape(yolos)
     num_classes = first.get_int("classes", 20)
     num = first.get_int("num", 1)

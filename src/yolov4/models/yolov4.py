@@ -2,7 +2,8 @@
 
 ``model(images)`` takes ``(B, 3, H, W)`` float images (H, W multiples of the largest stride) and
 returns the raw head maps, a list of ``(B, A * (5 + C), H / s, W / s)`` tensors in ascending
-stride order, numerically darknet's output of the layer before each ``[yolo]`` layer (for a
+stride order, numerically darknet's output of the layer before each ``[yolo]`` layer (or the
+YOLOv2 ``[region]`` layer, :mod:`yolov4.models.region`; for a
 ``new_coords`` cfg, whose conv there is ``activation=logistic``: the conv's output before the
 logistic, which :mod:`yolov4.ops.decode` and the loss apply).
 
@@ -29,10 +30,12 @@ from yolov4.models.layers import (
     LocalAvgPool,
     MaxPool,
     Multiply,
+    Reorg,
     Route,
     Shortcut,
     Upsample,
 )
+from yolov4.models.region import HEAD_KINDS
 from yolov4.models.stride import check_stride_multiple
 from yolov4.models.zoo import backbone_cutoff
 
@@ -78,7 +81,9 @@ def _module(spec: LayerSpec) -> nn.Module:
         return GlobalAvgPool()
     if spec.kind == "dropout":
         return nn.Dropout(p["probability"])  # darknet's mask, drawn from torch's generator
-    return nn.Identity()  # [yolo]: decode and loss live outside the network
+    if spec.kind == "reorg":
+        return Reorg(p["stride"])
+    return nn.Identity()  # [yolo], [region]: decode and loss live outside the network
 
 
 class YOLOv4(nn.Module):
@@ -102,7 +107,7 @@ class YOLOv4(nn.Module):
         self.layers = nn.ModuleList(_module(s) for s in specs)
         self._kinds = [s.kind for s in specs]
         self._inputs = [s.inputs for s in specs]
-        yolos = sorted((s for s in specs if s.kind == "yolo"), key=lambda s: s.stride)
+        yolos = sorted((s for s in specs if s.kind in HEAD_KINDS), key=lambda s: s.stride)
         # darknet index of the layer whose output is head h's raw map (ascending stride)
         self.head_layers: tuple[int, ...] = tuple(s.index - 1 for s in yolos)
         refs = {j for s in specs if s.kind in READERS for j in s.inputs}
@@ -254,7 +259,7 @@ class YOLOv4(nn.Module):
                 x = layer([outs[j] for j in self._inputs[i]])
             elif kind in ("shortcut", "sam", "scale_channels"):
                 x = layer(x, [outs[j] for j in self._inputs[i][1:]])
-            elif kind != "yolo":
+            elif kind not in HEAD_KINDS:
                 x = layer(x)
             if kind == "dropout" and outs[i - 1] is not None:
                 outs[i - 1] = x  # darknet drops in the previous layer's output itself

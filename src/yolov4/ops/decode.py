@@ -16,6 +16,11 @@ here; ``get_yolo_box``'s new_coords branch, yolo_layer.c:139-143, after the same
     cx, cy as above                                     w = aw * 4 * sigmoid(tw) ** 2
                                                         h = ah * 4 * sigmoid(th) ** 2
 
+With ``softmax`` (darknet's YOLOv2 ``[region]`` head with ``softmax=1``, ``get_region_box`` and
+``forward_region_layer``; its anchors given here in input pixels, the cfg's grid-cell anchors
+times the stride, and ``scale_x_y`` 1) the box and objectness decode as above and the class
+probabilities are ``softmax`` over the ``C`` class logits instead of sigmoids.
+
 Predictions of one head are ordered ``(a, j, i)`` (darknet's ``entry_index``), heads in the
 order given (ascending stride). Shapes only drive ``view``/``permute``/``arange``, never Python
 branches on values, so the functions trace for ONNX with any ``H, W`` and batch size.
@@ -97,20 +102,22 @@ def decode_head(
     stride: int,
     scale_x_y: float,
     new_coords: bool = False,
+    softmax: bool = False,
 ) -> Tensor:
     """One raw head map ``(B, A * (5 + C), H, W)`` -> ``(B, A * H * W, 5 + C)``.
 
     Columns are ``[cx, cy, w, h, obj, cls_0 .. cls_{C-1}]``: box in input pixels, objectness and
-    class probabilities (sigmoids, not yet multiplied). ``anchors``: the head's ``A`` anchors
-    ``(w, h)`` in input pixels; ``new_coords`` as :func:`decode_boxes`. Same dtype and device
-    as ``head``.
+    class probabilities (sigmoids, not yet multiplied; with ``softmax``, a ``[region]`` head's
+    softmax over the classes). ``anchors``: the head's ``A`` anchors ``(w, h)`` in input
+    pixels; ``new_coords`` as :func:`decode_boxes`. Same dtype and device as ``head``.
     """
     with warnings.catch_warnings():  # the anchors are constants of the model: fine in a trace
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         anchors = torch.as_tensor(anchors, dtype=head.dtype, device=head.device).view(-1, 2)
     p = split_head(head, anchors.shape[0])
     boxes = decode_boxes(p[..., :4], anchors, stride, scale_x_y, new_coords)
-    out = torch.cat((boxes, p[..., 4:].sigmoid()), dim=-1)
+    classes = p[..., 5:].softmax(dim=-1) if softmax else p[..., 5:].sigmoid()
+    out = torch.cat((boxes, p[..., 4:5].sigmoid(), classes), dim=-1)
     return out.reshape(head.shape[0], -1, out.shape[-1])
 
 
@@ -120,19 +127,20 @@ def decode_predictions(
     strides: Sequence[int],
     scale_x_y: Sequence[float],
     new_coords: bool = False,
+    softmax: bool = False,
 ) -> Tensor:
     """All heads -> ``(B, N, 5 + C)``, ``N = sum(A * H_l * W_l)``, heads in the order given.
 
     ``heads``: the network's raw maps, ascending stride; ``anchors[l]`` the ``A`` anchor
     ``(w, h)`` pixels of head ``l``; ``strides[l]`` and ``scale_x_y[l]`` its stride and grid
-    sensitivity; ``new_coords`` darknet's ``[yolo] new_coords=1`` (all heads). For a model:
-    ``decode_predictions(maps, cfg.head_anchors(), cfg.strides, cfg.scale_x_y, cfg.new_coords)``
-    with
+    sensitivity; ``new_coords`` darknet's ``[yolo] new_coords=1`` (all heads); ``softmax`` the
+    class softmax of a ``[region]`` head. For a model: ``decode_predictions(maps,
+    cfg.head_anchors(), cfg.strides, cfg.scale_x_y, cfg.new_coords, cfg.region)`` with
     ``cfg = model.config``.
     """
     return torch.cat(
         [
-            decode_head(m, a, s, g, new_coords)
+            decode_head(m, a, s, g, new_coords, softmax)
             for m, a, s, g in zip(heads, anchors, strides, scale_x_y)
         ],
         dim=1,

@@ -36,6 +36,7 @@ from yolov4.evaluation import METRIC_KEYS, CocoEvaluator, EvaluationResult
 from yolov4.evaluation.coco import DEFAULT_COCO_BACKEND
 from yolov4.loss import YoloLoss, darknet_cost
 from yolov4.models import YOLOv4
+from yolov4.models.region import check_trainable
 from yolov4.training.callbacks import last_checkpoint
 from yolov4.training.class_balance import balance_models
 from yolov4.training.darknet_files import images_trained
@@ -222,6 +223,7 @@ class YoloModule(L.LightningModule):
 
     def setup(self, stage: str) -> None:
         if stage == "fit":  # before Lightning moves the module to its device
+            check_trainable(self.model.config)  # a [region] (YOLOv2) network: inference only
             if self.hparams.get("class_balance") == "darknet":
                 self._balance_classes()
             self.loss_fn  # noqa: B018

@@ -1,0 +1,169 @@
+"""Darknet's YOLOv2 networks ([reorg], [region]): built for inference, exact to OpenCV's importer."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from tests.conftest import randomize_
+from tests.models.test_zoo import as_opencv_yolo, boost_heads_
+from yolov4 import build_model
+from yolov4.core.model import DecodedModel
+from yolov4.darknet import (
+    load_darknet_weights,
+    read_darknet_cfg,
+    save_darknet_weights,
+    write_darknet_cfg,
+)
+from yolov4.errors import ConfigError
+
+# darknet's own cfgs of the YOLOv2 family (cfg/ of AlexeyAB/darknet), verbatim
+CFGS = Path(__file__).parent / "darknet_cfgs"
+HW = (96, 128)
+
+
+def shrunk(name: str, factor: int = 16) -> str:
+    """darknet's ``name``.cfg with every hidden layer's filters divided by ``factor`` (the head
+    conv's follow from the classes): the same graph, small enough for a test."""
+    text = (CFGS / f"{name}.cfg").read_text()
+    return re.sub(r"filters=(32|64|128|256|512|1024)\b",
+                  lambda m: f"filters={max(int(m.group(1)) // factor, 4)}", text)  # fmt: skip
+
+
+def region_model(name: str, seed: int = 1):
+    model = build_model(cfg=shrunk(name), name=name, input_size=list(HW), num_classes=3)
+    return boost_heads_(randomize_(model, seed=seed))
+
+
+def opencv(model, tmp_path: Path):
+    """OpenCV's net from our cfg and weights; its [region] zeroes scores under the cfg's
+    ``thresh`` (darknet's training key, OpenCV's score threshold): 0 here."""
+    cfg, weights = tmp_path / "m.cfg", tmp_path / "m.weights"
+    cfg.write_text(re.sub(r"\nthresh=[.\d]+\n", "\nthresh=0\n", write_darknet_cfg(model)))
+    save_darknet_weights(model, weights)
+    return cv2.dnn.readNetFromDarknet(str(cfg), str(weights))
+
+
+@pytest.mark.parametrize("name", ["yolov2-tiny", "yolov2"])
+def test_yolov2_matches_opencv(tmp_path, name):
+    """The raw head map, every [reorg]'s output, and the decoded boxes, objectness and scores
+    against OpenCV's [region] output (relative boxes, objectness, objectness x softmax)."""
+    model = region_model(name)
+    assert model.config.region and model.strides == (32,) and model.config.num_anchors == 5
+    net = opencv(model, tmp_path)
+    images = torch.rand(1, 3, *HW)
+    reorgs = [i for i, s in enumerate(model._specs) if s.kind == "reorg"]
+    assert len(reorgs) == (name == "yolov2")
+    names = [f"conv_{model.head_layers[0]}", *(f"reorg_{i}" for i in reorgs)]
+    net.setInput(images.numpy())
+    ref_map, *ref_reorgs, ref_region = net.forward([*names, *net.getUnconnectedOutLayersNames()])
+    seen = {}
+    hooks = [model.layers[i].register_forward_hook(lambda m, a, o, i=i: seen.update({i: o}))
+             for i in reorgs]  # fmt: skip
+    with torch.no_grad():
+        (head,) = model(images)
+        decoded = DecodedModel(model)(images)
+    for h in hooks:
+        h.remove()
+    tol = dict(rtol=1e-4, atol=1e-4 * float(np.abs(ref_map).max()))
+    assert float(head.std()) > 0.1
+    np.testing.assert_allclose(head.numpy(), ref_map, **tol)
+    for i, ref in zip(reorgs, ref_reorgs):
+        assert seen[i].shape == ref.shape and float(seen[i].std()) > 0
+        np.testing.assert_allclose(seen[i].numpy(), ref, rtol=1e-4, atol=1e-5)
+    (ours,) = as_opencv_yolo(model, decoded, HW)
+    assert ours.shape == ref_region.shape == (5 * 3 * 4, 5 + 3)
+    np.testing.assert_allclose(ours[:, :5], ref_region[:, :5], rtol=1e-4, atol=1e-5)
+    # OpenCV zeroes the scores under the cfg's thresh and those its in-layer NMS drops
+    kept = ref_region[:, 5:] > 0
+    assert kept.sum() >= 10
+    np.testing.assert_allclose(ours[:, 5:][kept], ref_region[:, 5:][kept], rtol=1e-4, atol=1e-5)
+    # softmax: each row's class probabilities sum to 1 (times objectness in OpenCV's layout)
+    np.testing.assert_allclose(ours[:, 5:].sum(1), ours[:, 4], rtol=1e-5)
+
+
+def test_region_cfg_is_written_back_with_its_training_keys_and_grid_anchors():
+    model = build_model(cfg=CFGS / "yolov2-tiny.cfg", num_classes=3)
+    given = read_darknet_cfg((CFGS / "yolov2-tiny.cfg").read_text())
+    written = read_darknet_cfg(write_darknet_cfg(model))
+    region, given_region = written[-1][1], given[-1][1]
+    assert written[-1][0] == "region"
+    assert region["classes"] == "3" and written[-2][1]["filters"] == str(5 * (5 + 3))
+    for key in ("bias_match", "rescore", "object_scale", "noobject_scale", "thresh", "jitter",
+                "absolute", "random", "softmax", "coords"):  # fmt: skip
+        assert region[key] == given_region[key], key
+    cells = [float(v) for v in given_region["anchors"].split(",")]
+    assert [float(v) for v in region["anchors"].split(",")] == pytest.approx(cells)
+    # the model config holds pixels: the grid-cell anchors times the head's stride
+    assert [v for wh in model.config.anchors for v in wh] == pytest.approx([32 * v for v in cells])
+
+
+def test_yolov2_weights_with_the_old_header_load_and_write_back_the_same_file(tmp_path):
+    """darknet's 0.1.0 header (a uint32 ``seen``), the official YOLOv2 files'."""
+    model = region_model("yolov2-tiny")
+    floats = save_darknet_weights(model, tmp_path / "new.weights").read_bytes()[20:]
+    old = tmp_path / "old.weights"
+    old.write_bytes(
+        np.array([0, 1, 0], "<i4").tobytes() + np.array([640], "<u4").tobytes() + floats
+    )
+    fresh = build_model(cfg=shrunk("yolov2-tiny"), input_size=list(HW), num_classes=3)
+    header = load_darknet_weights(fresh, old)
+    assert (header.major, header.minor, header.seen) == (0, 1, 640)
+    assert save_darknet_weights(fresh, tmp_path / "again.weights").read_bytes() == old.read_bytes()
+    assert torch.equal(fresh.head_convs()[0].conv.weight, model.head_convs()[0].conv.weight)
+
+
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ("tree=data/9k.tree", "[region] tree: tree=data/9k.tree is darknet's hierarchical softmax"),
+        ("map=data/inet9k.map", "[region] map: map=data/inet9k.map is darknet's class map"),
+        ("coords=5", "[region] coords: coords=5 (boxes with extra mask coefficients) is not built"),
+        ("softmax=0", "[region] softmax: softmax=0: darknet leaves the class values"),
+        (None, "[region] softmax: softmax=0 (darknet's default when absent): darknet leaves"),
+        ("log=1", "[region] log: log=1 is a log-space box variant of an older darknet"),
+        ("background=1", "[region] background: background=1 is the background-class variant"),
+    ],
+)
+def test_region_keys_that_change_inference_are_refused_on_one_line(line, message):
+    text = (CFGS / "yolov2-tiny.cfg").read_text()
+    if line is None:
+        text = text.replace("softmax=1\n", "")
+    else:
+        key = line.split("=")[0]
+        text = re.sub(rf"^{key}=.*\n", "", text, flags=re.M)  # the cfg's own line, if any
+        text = text.replace("[region]\n", f"[region]\n{line}\n")
+    with pytest.raises(ConfigError) as e:
+        build_model(cfg=text)
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_region_defaults_that_change_nothing_are_accepted():
+    text = (CFGS / "yolov2-tiny.cfg").read_text().replace("softmax=1\n", "softmax=1\nlog=0\n")
+    assert build_model(cfg=text, input_size=list(HW)).config.region
+
+
+def test_reorg_needs_whole_channel_groups():
+    text = shrunk("yolov2").replace("[reorg]\nstride=2", "[reorg]\nstride=3")
+    with pytest.raises(ConfigError, match=r"\[reorg\] stride: 3 reorganises 4 input channels"):
+        build_model(cfg=text)
+
+
+def test_training_a_region_network_is_refused():
+    from yolov4.loss import YoloLoss
+    from yolov4.training.module import YoloModule
+
+    model = build_model(cfg=shrunk("yolov2-tiny"), input_size=list(HW), num_classes=3)
+    expected = "region (YOLOv2) networks are built for inference (predict, evaluate, export)"
+    with pytest.raises(ConfigError, match=re.escape(expected)):
+        YoloLoss.from_config(model.config)
+    module = YoloModule(model=model.config.to_dict(), ema_decay=None)  # evaluate builds one
+    with pytest.raises(ConfigError, match=re.escape(expected)) as e:
+        module.setup("fit")
+    assert "darknet's region loss, which is not built" in str(e.value)
+    module.setup("validate")  # evaluate.py's stage: no loss, no refusal
