@@ -141,12 +141,12 @@ def test_a_users_cfg_keeps_its_classes_unless_num_classes_is_given(tmp_path):
 YOLO1 = "classes=1\nnum=6\n"
 CASES = {
     # id: (cfg text, darknet layer, section, key, message)
-    "unknown layer type reorg": (
-        nth(BASE, "[maxpool]\nsize=2\nstride=1", "[reorg]\nstride=1"),
+    "unknown layer type reorg3d": (
+        nth(BASE, "[maxpool]\nsize=2\nstride=1", "[reorg3d]\nstride=1"),
         1,
-        "reorg",
+        "reorg3d",
         None,
-        r"layer type \[reorg\] is not supported",
+        r"layer type \[reorg3d\] is not supported",
     ),
     "unknown layer type softmax": (
         nth(BASE, "[maxpool]\nsize=2\nstride=1", "[softmax]\ngroups=1"),

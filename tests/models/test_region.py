@@ -167,3 +167,27 @@ def test_training_a_region_network_is_refused():
         module.setup("fit")
     assert "darknet's region loss, which is not built" in str(e.value)
     module.setup("validate")  # evaluate.py's stage: no loss, no refusal
+
+
+def test_yolov2_tiny_predicts_and_exports_to_onnx_with_the_same_detections(tmp_path):
+    """darknet files of a [region] network -> Predictor (decode, NMS, boxes in the image's
+    pixels) -> ONNX artifact (its parity check against PyTorch) -> the same detections."""
+    from yolov4.export.artifact import export_artifact
+    from yolov4.inference import Predictor
+    from yolov4.inference.darknet import darknet_checkpoint
+
+    model = region_model("yolov2-tiny", seed=5)
+    cfg = tmp_path / "yolov2-tiny.cfg"
+    cfg.write_text(write_darknet_cfg(model))
+    weights = save_darknet_weights(model, tmp_path / "yolov2-tiny.weights")
+    names = ["a", "b", "c"]
+    image = np.random.default_rng(0).integers(0, 256, (120, 160, 3), dtype=np.uint8)
+    predictor = Predictor.from_darknet(cfg, weights, names)
+    [dets] = predictor(image, conf=0.05)
+    assert len(dets) > 0 and set(dets.class_names) <= set(names)
+    ckpt = darknet_checkpoint(cfg, weights, names)
+    art = export_artifact(ckpt, tmp_path / "art", formats=["onnx"])
+    [onnx_dets] = Predictor.from_artifact(art, backend="onnxruntime")(image, conf=0.05)
+    assert len(onnx_dets) == len(dets)
+    np.testing.assert_allclose(onnx_dets.boxes, dets.boxes, rtol=1e-3, atol=1e-2)
+    np.testing.assert_allclose(onnx_dets.scores, dets.scores, rtol=1e-3, atol=1e-4)
