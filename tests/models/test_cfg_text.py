@@ -347,6 +347,15 @@ DEFAULTS = [
     ("yolo", "delta_normalizer=1"), ("yolo", "iou_thresh_kind=iou"), ("yolo", "focal_loss=0"),
     ("yolo", "embedding_layer=999999"),
 ]  # fmt: skip
+# the same for darknet's YOLOv2 layers (parse_reorg, parse_region; background: read by the
+# darknet of the first YOLOv2 cfgs), accepted in a [region] network (tests/models/test_region.py)
+YOLOV2_DEFAULTS = [
+    *[(kind, line) for kind in ("reorg", "region")
+      for line in ("clip=0", "onlyforward=0", "dont_update=0", "burnin_update=0",
+                   "train_only_bn=0", "dontload=0", "dontloadscales=0", "learning_rate=1",
+                   "stopbackward=0")],
+    ("reorg", "reverse=0"), ("region", "log=0"), ("region", "sqrt=0"), ("region", "background=0"),
+]  # fmt: skip
 
 
 @pytest.mark.parametrize("kind, line", DEFAULTS, ids=[f"{k}-{v}" for k, v in DEFAULTS])
@@ -368,8 +377,8 @@ def test_the_default_table_is_darknets():
 
     ours = {(kind, key): value for kind, keys in DARKNET_DEFAULTS.items()
             for key, value in keys.items() if key not in LAYER_KEYS[kind]}  # fmt: skip
-    transcribed = {(kind, line.split("=")[0]): line.split("=")[1] for kind, line in DEFAULTS
-                   if line.split("=")[0] not in LAYER_KEYS[kind]}  # fmt: skip
+    transcribed = {(kind, line.split("=")[0]): line.split("=")[1]
+                   for kind, line in DEFAULTS + YOLOV2_DEFAULTS if line.split("=")[0] not in LAYER_KEYS[kind]}  # fmt: skip
     assert set(ours) == set(transcribed)
     for (kind, key), value in ours.items():
         raw = transcribed[kind, key]

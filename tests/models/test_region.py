@@ -143,9 +143,16 @@ def test_region_keys_that_change_inference_are_refused_on_one_line(line, message
     assert message in str(e.value) and "\n" not in str(e.value)
 
 
-def test_region_defaults_that_change_nothing_are_accepted():
-    text = (CFGS / "yolov2-tiny.cfg").read_text().replace("softmax=1\n", "softmax=1\nlog=0\n")
-    assert build_model(cfg=text, input_size=list(HW)).config.region
+def test_reorg_and_region_keys_set_to_darknets_default_are_accepted():
+    from tests.models.test_cfg_text import YOLOV2_DEFAULTS
+
+    text = shrunk("yolov2")
+    for kind, line in YOLOV2_DEFAULTS:
+        text = text.replace(f"[{kind}]\n", f"[{kind}]\n{line}\n", 1)
+    model = build_model(cfg=text, input_size=list(HW))
+    assert model.config.region
+    region = model.sections[-1].options
+    assert (region["log"], region["background"]) == ("0", "0")  # kept
 
 
 def test_reorg_needs_whole_channel_groups():
