@@ -167,7 +167,6 @@ def _train(cfg: DictConfig, extra_callbacks: list[L.Callback] | None) -> dict[st
     for line in resume_cli.RESUME_LOG:
         log.info("%s", line)
     check_limits(cfg)
-    check_trainable(model_network(cfg))  # a [region] (YOLOv2) network: inference only
     check_accelerator(cfg.trainer)
     precision = resolve_precision(cfg.trainer.get("precision"), cfg.trainer.get("accelerator"))
     L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -181,6 +180,7 @@ def _train(cfg: DictConfig, extra_callbacks: list[L.Callback] | None) -> dict[st
     resume = read_resume_checkpoint(ckpt) if ckpt is not None else None
     if resume is not None:
         check_saved_cfg_file(cfg.model.get("cfg"), resume[1])
+    check_trainable(model_network(cfg))  # a [region] (YOLOv2) network: inference only
     augment = build(cfg, "augment")
     # input sides, multi-scale ones included, are multiples of the network's largest stride
     datamodule = build_data(
