@@ -95,3 +95,27 @@ def test_a_top_level_key_added_with_plus_that_nothing_reads_is_refused(compose_c
     assert cfg.optim.lr == 0.002
     group = ["+augment=darknet"]  # evaluate.py's config has no augment group: an append
     check_added_keys(compose_cfg("evaluate", group, tmp_path), group)
+
+
+def test_training_a_region_network_is_refused_before_the_data_is_built(
+    compose_cfg, tmp_path, monkeypatch
+):
+    """``train.py model=darknet model.cfg=<a YOLOv2 cfg>``: the [region] network is refused with
+    why (inference only), before the data or any checkpoint."""
+    from tests.models.test_region import shrunk
+    from yolov4.cli.train import train
+
+    def no_data(*args, **kwargs):
+        raise AssertionError("the data was built for a network that cannot train")
+
+    monkeypatch.setattr("yolov4.cli.train.build_data", no_data)
+    cfg = tmp_path / "yolov2-tiny.cfg"
+    cfg.write_text(shrunk("yolov2-tiny"))
+    run = tmp_path / "run"
+    overrides = ["model=darknet", f"model.cfg={cfg}"]
+    with pytest.raises(ConfigError) as e:
+        train(compose_cfg("train", overrides, run))
+    assert "region (YOLOv2) networks are built for inference (predict, evaluate, export)" in str(
+        e.value
+    )
+    assert not (run / "checkpoints").exists()
