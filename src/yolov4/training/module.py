@@ -10,10 +10,10 @@ only, so Lightning ``.ckpt`` files load with ``torch.load(weights_only=True)`` a
 The hooks are short and hand their work to plain functions: the constructor's checks and
 hyper-parameters (:mod:`yolov4.training.module_args`), validation's detections and scoring
 (:mod:`yolov4.training.validation`), the epoch's log line (:mod:`yolov4.training.epoch_log`),
-a resume's optimizer settings (:func:`~yolov4.training.optim.resume_settings`), the EMA's
-window over the run (:func:`~yolov4.training.ema.set_run_window`), ``class_balance``'s counts
-(:func:`~yolov4.training.class_balance.balance_models`) and the errors a training step stops on
-(:mod:`yolov4.training.step_errors`).
+what ``.ckpt`` files carry and a resume's optimizer settings (:mod:`yolov4.training.run_state`),
+the EMA's window over the run (:func:`~yolov4.training.ema.set_run_window`), ``class_balance``'s
+counts (:func:`~yolov4.training.class_balance.balance_models`) and the errors a training step
+stops on (:mod:`yolov4.training.step_errors`).
 """
 
 from __future__ import annotations
@@ -28,10 +28,9 @@ from typing import Any
 import lightning as L
 import torch
 
-from yolov4.core.checkpoint import CKPT_SEEN_KEY
 from yolov4.core.preprocess import PreprocessConfig, batch_to_input
 from yolov4.core.pretrained import load_pretrained
-from yolov4.errors import CheckpointError, ConfigError
+from yolov4.errors import CheckpointError
 from yolov4.evaluation import METRIC_KEYS, CocoEvaluator, EvaluationResult
 from yolov4.evaluation.coco import DEFAULT_COCO_BACKEND
 from yolov4.loss import YoloLoss, darknet_cost
@@ -39,12 +38,19 @@ from yolov4.models import YOLOv4
 from yolov4.models.region import check_trainable
 from yolov4.training.callbacks import last_checkpoint
 from yolov4.training.class_balance import balance_models
-from yolov4.training.darknet_files import images_trained
 from yolov4.training.ema import ModelEMA, set_run_window
 from yolov4.training.epoch_log import EpochLine, log_multi_scale
-from yolov4.training.module_args import module_hparams, optim_config
-from yolov4.training.optim import OptimConfig, build_optimizer, lr_factor, resume_settings
+from yolov4.training.module_args import module_hparams
+from yolov4.training.optim import OptimConfig, build_optimizer, lr_factor
 from yolov4.training.resume import check_lightning_file
+from yolov4.training.run_state import (
+    EPOCH_VAL_KEY,
+    SCHEDULE_KEY,
+    SavedRun,
+    resume_optimizer,
+    save_run_state,
+    saved_run,
+)
 from yolov4.training.step_errors import diverged_error, out_of_memory_error
 from yolov4.training.validation import (
     ValidationSample,
@@ -55,13 +61,10 @@ from yolov4.training.validation import (
 )
 from yolov4.version import renamed_kwargs
 
-__all__ = ["YoloModule", "ValidationSample"]
+__all__ = ["YoloModule", "ValidationSample", "SCHEDULE_KEY", "EPOCH_VAL_KEY"]
 
 # keyword arguments renamed (they shadowed builtins), accepted for one more release
 RENAMED_KWARGS = {"eval": "val_postprocess", "compile": "compile_model"}
-
-SCHEDULE_KEY = "yolov4_schedule_steps"  # in .ckpt files: the length the lr schedule spans
-EPOCH_VAL_KEY = "yolov4_epoch_val"  # in .ckpt files: the validation run in the epoch so far
 
 log = logging.getLogger(__name__)
 # The module, not the DataModule, finishes batches on the device (on_after_batch_transfer) so any
@@ -203,10 +206,8 @@ class YoloModule(L.LightningModule):
         self.validation_sample: ValidationSample | None = None
         self._preprocess: PreprocessConfig | None = None  # from hparams, on the first batch
         self._epoch = EpochLine()  # the epoch line of train.log
-        # optimizer steps the lr schedule spans: this run's, and the resumed checkpoint's
-        self._schedule_total: int | None = None
-        self._resumed_total: int | None = None
-        self._resumed_optim: OptimConfig | None = None  # the resumed checkpoint's optim settings
+        self._schedule_total: int | None = None  # optimizer steps this run's lr schedule spans
+        self._resumed: SavedRun | None = None  # what the resumed checkpoint says of its run
         self._compile_start: float | None = None  # set while the first compiled step runs
 
     # -- loss -----------------------------------------------------------------------------------
@@ -301,36 +302,19 @@ class YoloModule(L.LightningModule):
         log_multi_scale(self.trainer, self.hparams["preprocess"], self._schedule_total)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint[SCHEDULE_KEY] = self._schedule_total  # the length the lr schedule spans
-        checkpoint[EPOCH_VAL_KEY] = self._epoch.saved()  # for the epoch line of a resume
-        seen = images_trained(self._trainer)
-        if seen is not None:  # the images trained on: darknet's seen (load_checkpoint reads it)
-            checkpoint[CKPT_SEEN_KEY] = seen
+        save_run_state(checkpoint, self._schedule_total, self._epoch.saved(), self._trainer)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self._resumed_total = checkpoint.get(SCHEDULE_KEY)
-        self._epoch.restore(checkpoint.get(EPOCH_VAL_KEY))
-        saved = (checkpoint.get("hyper_parameters") or {}).get("optim")
-        try:
-            self._resumed_optim = optim_config(saved) if saved is not None else None
-        except (ConfigError, TypeError):  # a checkpoint of other optim keys: its values unknown
-            self._resumed_optim = None
+        self._resumed = saved_run(checkpoint)
+        self._epoch.restore(self._resumed.epoch_val)
 
     def _resume_optimizer(self) -> None:
-        """After a resume, whose optimizer and lr scheduler Lightning restored as saved: this
-        run's ``optim`` settings and length applied to them where they differ from the
-        checkpoint's (:func:`~yolov4.training.optim.resume_settings`)."""
-        old_total, total = self._resumed_total, self._schedule_total
-        if not old_total or not total:
-            return
-        optimizers = self.trainer.optimizers if self._trainer is not None else []
-        resume_settings(
-            self.global_step,
-            saved=(self._resumed_optim or self.optim_cfg, old_total),
-            run=(self.optim_cfg, total),
-            optimizer=optimizers[0] if optimizers else None,
-            scheduler=self.trainer.lr_scheduler_configs[0].scheduler if optimizers else None,
-        )
+        """After a resume: this run's ``optim`` settings and length applied to the restored
+        optimizer and lr scheduler (:func:`~yolov4.training.run_state.resume_optimizer`)."""
+        if self._resumed is not None:
+            saved = (self._resumed.optim or self.optim_cfg, self._resumed.total)
+            run = (self.optim_cfg, self._schedule_total)
+            resume_optimizer(self._trainer, self.global_step, saved, run)
 
     def on_train_epoch_start(self) -> None:
         self._epoch.new_epoch()
