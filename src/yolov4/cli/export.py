@@ -29,10 +29,15 @@ from yolov4.cli.common import (
     to_builtin,
 )
 from yolov4.cli.data_config import build_data, check_data_file, data_argv, resolve_data
-from yolov4.cli.sources import check_no_network, model_checkpoint, model_source, source_file
+from yolov4.cli.sources import (
+    check_no_network,
+    image_folder,
+    model_checkpoint,
+    model_source,
+    readable_images,
+    source_file,
+)
 from yolov4.core.artifact import METADATA, artifact_precisions, model_file, read_metadata
-from yolov4.core.files import files_under
-from yolov4.core.images import IMAGE_SUFFIXES
 from yolov4.errors import ConfigError, DatasetError, ExportError, shown
 from yolov4.evaluation import evaluate_predictor
 from yolov4.evaluation.reports import PR_F1_FILE
@@ -43,12 +48,7 @@ from yolov4.export.artifact import (
     export_artifact,
 )
 from yolov4.export.output import check_output
-from yolov4.export.quantize import (
-    MIN_CALIBRATION_IMAGES,
-    Agreement,
-    decoded_images,
-    warn_skipped,
-)
+from yolov4.export.quantize import Agreement
 
 __all__ = [
     "export",
@@ -198,42 +198,6 @@ def check_options(cfg: DictConfig) -> None:
         )
     if not isinstance(cfg.get("overwrite", False), bool):
         raise bad("overwrite", "true or false")
-
-
-def image_folder(folder: str | Path) -> list[Path]:
-    """The image files under ``folder`` (recursively, by extension: ``IMAGE_SUFFIXES``),
-    sorted; :class:`ConfigError` naming the folder when there is none."""
-    root = Path(folder)
-    if not root.is_dir():
-        raise ConfigError(f"calibration={folder}: not a folder (expected a folder of images)")
-    files = sorted(p for p in files_under(root) if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise ConfigError(
-            f"calibration={folder}: no image files ({', '.join(IMAGE_SUFFIXES)}) in the folder"
-        )
-    return files
-
-
-def readable_images(folder: str | Path, wanted: int | None) -> list[Path]:
-    """The first ``wanted`` (``None``: all) image files of ``calibration=<folder>``
-    (:func:`image_folder`) that decode; those that do not (truncated, over the pixel limit, not
-    an image) are skipped with one warning. :class:`ConfigError` naming the folder when fewer
-    than :data:`MIN_CALIBRATION_IMAGES` can be read."""
-    files, kept, skipped = image_folder(folder), [], []
-    for file, array, why in decoded_images(files):
-        if array is None:
-            skipped.append(why)
-            continue
-        kept.append(file)
-        if wanted is not None and len(kept) >= wanted:
-            break
-    warn_skipped(f"calibration={folder}", skipped, len(kept) + len(skipped))
-    if len(kept) < MIN_CALIBRATION_IMAGES:
-        raise ConfigError(
-            f"calibration={folder}: {len(kept)} of its {len(files)} image files can be read, "
-            f"at least {MIN_CALIBRATION_IMAGES} needed ({'; '.join(skipped[:5])})"
-        )
-    return kept
 
 
 def _gate(cfg: DictConfig, ckpt: Any) -> tuple[list[Any], Any]:

@@ -9,11 +9,16 @@ A darknet network is resized as its cfg trained it (``darknet_resize_mode=`` ove
 zoo's COCO weights need no names file, and without ``names=`` the ``<weights stem>.names`` or
 ``<cfg stem>.names`` beside the files gives the class names (as a train run and export.py write
 them: :func:`yolov4.inference.darknet.darknet_checkpoint`).
+
+Where export.py's images come from: ``calibration=<folder>``, the images under a folder
+(:func:`image_folder`) of which those that decode calibrate and gate the reduced precisions
+(:func:`readable_images`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
@@ -21,7 +26,10 @@ from omegaconf import DictConfig
 from yolov4.cli.common import to_builtin
 from yolov4.core.artifact import AUTO_PRECISION, PRECISIONS, backend_names
 from yolov4.core.checkpoint import Checkpoint, load_checkpoint
+from yolov4.core.files import files_under
+from yolov4.core.images import IMAGE_SUFFIXES
 from yolov4.errors import ConfigError
+from yolov4.export.quantize import MIN_CALIBRATION_IMAGES, decoded_images, warn_skipped
 from yolov4.inference import Predictor
 from yolov4.inference.darknet import darknet_checkpoint
 from yolov4.models.cfg import ZOO
@@ -36,6 +44,8 @@ __all__ = [
     "load_predictor",
     "check_no_network",
     "check_runtime_keys",
+    "image_folder",
+    "readable_images",
 ]
 
 MODEL_SOURCES = ("checkpoint", "darknet_weights", "artifact")
@@ -189,3 +199,39 @@ def load_predictor(cfg: DictConfig, **kwargs: Any) -> Predictor:
     predictor = Predictor.from_checkpoint(ckpt, device, inplace=True, **kwargs)
     predictor.metadata["source"] = source_file(cfg)
     return predictor
+
+
+def image_folder(folder: str | Path) -> list[Path]:
+    """The image files under ``folder`` (recursively, by extension: ``IMAGE_SUFFIXES``),
+    sorted; :class:`ConfigError` naming the folder when there is none."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise ConfigError(f"calibration={folder}: not a folder (expected a folder of images)")
+    files = sorted(p for p in files_under(root) if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise ConfigError(
+            f"calibration={folder}: no image files ({', '.join(IMAGE_SUFFIXES)}) in the folder"
+        )
+    return files
+
+
+def readable_images(folder: str | Path, wanted: int | None) -> list[Path]:
+    """The first ``wanted`` (``None``: all) image files of ``calibration=<folder>``
+    (:func:`image_folder`) that decode; those that do not (truncated, over the pixel limit, not
+    an image) are skipped with one warning. :class:`ConfigError` naming the folder when fewer
+    than :data:`MIN_CALIBRATION_IMAGES` can be read."""
+    files, kept, skipped = image_folder(folder), [], []
+    for file, array, why in decoded_images(files):
+        if array is None:
+            skipped.append(why)
+            continue
+        kept.append(file)
+        if wanted is not None and len(kept) >= wanted:
+            break
+    warn_skipped(f"calibration={folder}", skipped, len(kept) + len(skipped))
+    if len(kept) < MIN_CALIBRATION_IMAGES:
+        raise ConfigError(
+            f"calibration={folder}: {len(kept)} of its {len(files)} image files can be read, "
+            f"at least {MIN_CALIBRATION_IMAGES} needed ({'; '.join(skipped[:5])})"
+        )
+    return kept
