@@ -73,6 +73,39 @@ def test_commands_compose_their_config_from_any_directory(tmp_path, args, expect
     assert expected in done.stdout
 
 
+def test_python_m_of_each_module_prints_its_apps_help(tmp_path):
+    """``python -m <module> --help`` for every module the docs give as runnable (the modules
+    behind ``python -m yolov4 <command>``, and ``yolov4.serve``, ``yolov4.anchors``): each
+    runs its app, which prints its own help and exits 0 (a module without a ``__main__``
+    guard prints nothing). The processes run side by side."""
+    modules = {
+        module.removesuffix(".__main__"): command for command, (module, _) in COMMANDS.items()
+    }
+    modules["yolov4.anchors"] = "anchors"
+    env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
+    running = {
+        module: subprocess.Popen(
+            [sys.executable, "-m", module, "--help"],
+            cwd=tmp_path,
+            env=env,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for module in modules
+    }
+    for module, process in running.items():
+        out, err = process.communicate(timeout=300)
+        assert process.returncode == 0, (module, err[-2000:])
+        command = modules[module]
+        if COMMANDS[command][1] == "main":  # argparse apps: serve, check-data
+            assert out.startswith(f"usage: yolov4-{command} "), (module, out[:300])
+        else:  # Hydra apps: their help template (configs/hydra/help/yolov4.yaml)
+            job = COMMANDS[command][0].rsplit(".", 1)[-1]
+            assert out.startswith(f"{job} is powered by Hydra."), (module, out[:300])
+            assert "== Configuration groups ==" in out and "== Config ==" in out, module
+
+
 def test_usage_unknown_command_and_dispatch(tmp_path, monkeypatch, capsys):
     """In-process ``main(argv)``, run from a temporary directory: the usage, an unknown
     command, and a command's Hydra app composing its config from the package."""

@@ -433,3 +433,7 @@ def _app(cfg: DictConfig) -> None:
         # files left unread: exit 130 (as a shell's Ctrl-C) so that scripts can tell; a run of
         # cameras and streams ends by a signal (or max_frames) and exits 0
         sys.exit(INTERRUPTED_EXIT)
+
+
+if __name__ == "__main__":
+    hydra_main()
