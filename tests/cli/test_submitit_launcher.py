@@ -5,12 +5,13 @@ topology taken from the launcher."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from hydra import compose, initialize_config_module
 
 from tests.cli.conftest import TINY_RUN
-from tests.cli.test_train_cli import run_cli
+from tests.cli.test_train_cli import ROOT, run_cli
 
 
 def test_the_slurm_preset_asks_for_sigusr1_before_the_limit_and_a_requeueable_job():
@@ -46,3 +47,10 @@ def test_local_launcher_runs_two_jobs(tmp_path, synthetic_cache):
     results = list((sweep / ".submitit").glob("*/*_result.pkl"))
     assert len(results) == 2
     assert len(list((sweep / ".submitit").glob("*/*_log.out"))) == 2
+    # docs/slurm.md's tree of it: each job's folder holds the files it lists, %j/ is empty
+    text = (ROOT / "docs/slurm.md").read_text()
+    listed = set(re.findall(r"^ +<job id>(_\S+)", text, flags=re.MULTILINE))
+    jobs = [d for d in (sweep / ".submitit").iterdir() if d.name != "%j"]
+    assert len(jobs) == 2 and not any((sweep / ".submitit/%j").iterdir())
+    for job in jobs:
+        assert {f.name for f in job.iterdir()} == {job.name + tail for tail in listed}
