@@ -48,7 +48,7 @@ def test_a_signal_in_an_epochs_last_step_stops_at_its_end_and_resumes_the_next_e
     job = compose_cfg("train", overrides, tmp_path / "job")
     with caplog.at_level(logging.INFO, logger="yolov4"), pytest.raises(Requeued):
         train(job, extra_callbacks=[SignalAt(step=4)])  # epoch 0's last
-    assert "epoch 0/1 step 4: train loss" in caplog.text
+    assert "epoch 1/2 step 4: train loss" in caplog.text
     saved = torch.load(tmp_path / "job/checkpoints" / REQUEUE_FILE, weights_only=True)
     assert saved["global_step"] == 4 and saved["yolov4_requeue"] == {"samples": 0}
     last = torch.load(tmp_path / "job/checkpoints/last.ckpt", weights_only=True)
@@ -84,7 +84,9 @@ def test_sigusr1_checkpoints_requeues_and_the_resubmitted_job_ends_bit_equal(
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="yolov4"):
         train(compose_cfg("train", overrides, tmp_path / "job"))
-    epoch_1 = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("epoch 1/"))
+    epoch_1 = next(
+        r.getMessage() for r in caplog.records if r.getMessage().startswith("epoch 2/2 ")
+    )
     assert float(epoch_1.rsplit("| ", 1)[1].removesuffix(" s")) < 600  # not since the boot
     assert "(resumed mid-epoch: the loss and time above are of the 2 batches since)" in caplog.text
     final = torch.load(tmp_path / "job/checkpoints/last.ckpt", weights_only=True)
@@ -198,7 +200,7 @@ def test_ctrl_c_in_validation_stops_at_the_epochs_end_without_another_step(
     with caplog.at_level(logging.INFO, logger="yolov4"), pytest.raises(Requeued) as stopped:
         train(job, extra_callbacks=[SignalInValidation()])
     assert stopped.value.code == 128 + signal.SIGINT
-    assert "epoch 0/1 step 4: train loss" in caplog.text
+    assert "epoch 1/2 step 4: train loss" in caplog.text
     saved = torch.load(tmp_path / "job/checkpoints" / REQUEUE_FILE, weights_only=True)
     assert saved["global_step"] == 4 and saved["yolov4_requeue"] == {"samples": 0}
     assert torch.load(tmp_path / "job/checkpoints/last.ckpt", weights_only=True)["global_step"] == 4
@@ -218,15 +220,15 @@ def test_a_resume_after_a_mid_epoch_validation_names_it_in_the_epochs_line(
                  "callbacks.requeue.requeue=false"]  # fmt: skip
     with caplog.at_level(logging.INFO, logger="yolov4"):
         train(compose_cfg("train", overrides, tmp_path / "full"))
-    (whole,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("epoch 0/0")]
+    (whole,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("epoch 1/1 ")]
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="yolov4"), pytest.raises(Requeued):
         train(compose_cfg("train", overrides, tmp_path / "job"), extra_callbacks=[SignalAt(3)])
-    assert "epoch 0 step 3: mAP" in caplog.text and "epoch 0/0" not in caplog.text
+    assert "epoch 1 step 3: mAP" in caplog.text and "epoch 1/1 " not in caplog.text
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="yolov4"):
         train(compose_cfg("train", overrides, tmp_path / "job"))
-    (line,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("epoch 0/0")]
+    (line,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("epoch 1/1 ")]
     val = whole.split(" | ")[1]
     assert val.startswith("val mAP ")
     assert line.split(" | ")[1] == f"{val} (step 3, before the stop)"

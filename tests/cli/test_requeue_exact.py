@@ -62,7 +62,7 @@ def test_ctrl_c_in_an_accumulation_windows_first_batch_resumes_bit_equal(
         warnings.simplefilter("always")
         train(compose_cfg("train", overrides, tmp_path / "job"))
     assert not [x for x in w if "not resumable" in str(x.message)]
-    assert "skipping the 8 images of epoch 1 already trained on (2 batches of 4" in caplog.text
+    assert "skipping the 8 images of epoch 2 already trained on (2 batches of 4" in caplog.text
     final = torch.load(tmp_path / "job/checkpoints/last.ckpt", weights_only=True)
     assert final["global_step"] == uninterrupted["global_step"] == 4
     assert_same_training_state(final, uninterrupted)

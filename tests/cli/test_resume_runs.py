@@ -200,13 +200,13 @@ def test_a_run_early_stopping_ended_says_so_and_its_resume_is_refused(
     cfg = compose_cfg("train", overrides, run)
     with caplog.at_level(logging.INFO, logger="yolov4"):
         train(cfg)
-    assert "EarlyStopping stopped the run at epoch 0 (trainer.max_epochs=3)" in caplog.text
+    assert "EarlyStopping stopped the run at epoch 1 (trainer.max_epochs=3)" in caplog.text
     assert "Stopping threshold reached" in caplog.text
     (run / ".hydra").mkdir()  # the run folder as Hydra leaves it
     OmegaConf.save(cfg, run / ".hydra/config.yaml")
     (run / ".hydra/overrides.yaml").write_text(yaml.safe_dump(overrides))
     ckpt = f"ckpt_path={run}/checkpoints/last.ckpt"
-    with pytest.raises(ConfigError, match=r"EarlyStopping stopped the run at epoch 0") as e:
+    with pytest.raises(ConfigError, match=r"EarlyStopping stopped the run at epoch 1") as e:
         resume_argv(["train.py", ckpt])
     assert "~callbacks.early_stop" in str(e.value)
     argv = resume_argv(["train.py", ckpt, "~callbacks.early_stop"])
@@ -238,5 +238,5 @@ def test_a_run_killed_after_its_early_stop_before_its_end_is_finished_training_n
     with caplog.at_level(logging.INFO, logger="yolov4"):
         train(compose_cfg("train", [*overrides, f"ckpt_path={last}"], run))
     assert torch.load(last, weights_only=True)["global_step"] == before == 2
-    assert "resume: EarlyStopping stopped the run at epoch 0: Stopping threshold" in caplog.text
+    assert "resume: EarlyStopping stopped the run at epoch 1: Stopping threshold" in caplog.text
     assert json.loads((run / "metrics.json").read_text())["weights"]["step"] == 2

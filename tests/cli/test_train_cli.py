@@ -89,7 +89,7 @@ def test_the_reports_score_the_exported_weights_on_the_runs_data(run, tmp_path):
         "ema": True,
     }
     log = (run / "train.log").read_text()
-    assert f"final evaluation of weights/best.pt (epoch {best['trained']['epoch']}," in log
+    assert f"final evaluation of weights/best.pt (epoch {best['trained']['epoch'] + 1}," in log
     meta = json.loads((run / "export/metadata.json").read_text())
     assert meta["source"]["trained"] == best["trained"]  # export/ holds best.pt
     assert best["data"]["data_seed"] == 3 and best["data"]["num_val"] == 5
@@ -111,8 +111,8 @@ def test_the_reports_score_the_exported_weights_on_the_runs_data(run, tmp_path):
 def test_the_log_has_one_line_per_epoch_and_no_lightning_noise(run):
     run, done = run
     log = (run / "train.log").read_text()
-    for epoch in (0, 1):
-        line = next(ln for ln in log.splitlines() if f"epoch {epoch}/1 step " in ln)
+    for epoch in (1, 2):  # 1-based over the run's 2 epochs
+        line = next(ln for ln in log.splitlines() if f"epoch {epoch}/2 step " in ln)
         assert "train loss" in line and "val mAP" in line
     for noise in NOISE:
         assert noise not in done.stdout + done.stderr, noise
@@ -183,7 +183,7 @@ def test_resume_continues_the_runs_config_and_refuses_another_model(run):
     assert torch.load(run / "checkpoints/last.ckpt", weights_only=True)["epoch"] == 2
     log = (run / "train.log").read_text()
     assert "the run's config" in log and "trainer.max_epochs: 2 -> 3" in log
-    assert "epoch 2/2 step" in log
+    assert "epoch 3/3 step" in log
     assert json.loads((run / "metrics.json").read_text())["num_images"] == 5
     # the CSV logger's history of epochs 0-1 is kept (Lightning's writer deleted it)
     after = (run / "csv" / "metrics.csv").read_text().splitlines()

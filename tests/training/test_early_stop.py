@@ -51,7 +51,7 @@ def test_a_resume_of_a_run_its_early_stopping_stopped_trains_nothing(tmp_path, c
             ckpt_path=tmp_path / "checkpoints/last.ckpt")  # fmt: skip
     assert resumed.seen == []
     assert saved(tmp_path, "stopped_epoch") == (4, 0)
-    assert "resume: EarlyStopping stopped the run at epoch 0: Stopping threshold reached" in (
+    assert "resume: EarlyStopping stopped the run at epoch 1: Stopping threshold reached" in (
         caplog.text
     )
     assert "nothing trains" in caplog.text

@@ -340,31 +340,45 @@ def test_load_from_checkpoint_names_what_the_file_is(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "max_epochs, max_steps, batches, accumulate, last",
+    "max_epochs, max_steps, batches, accumulate, count",
     [
-        (3, -1, 10, 1, 2),  # max_epochs=3: epochs 0-2
-        (-1, 25, 10, 1, 2),  # a recipe's max_steps (max_epochs null): 25 steps end in epoch 2
-        (-1, 25, 10, 4, 8),  # 3 optimizer steps per epoch (the last one partial)
-        (2, 25, 10, 1, 1),  # whichever ends first
+        (3, -1, 10, 1, 3),  # max_epochs=3
+        (-1, 25, 10, 1, 3),  # a recipe's max_steps (max_epochs null): 25 steps take 3 epochs
+        (-1, 25, 10, 4, 9),  # 3 optimizer steps per epoch (the last one partial)
+        (2, 25, 10, 1, 2),  # whichever ends first
         (-1, -1, 10, 1, None),  # unbounded: no total
     ],
 )
-def test_the_epoch_line_counts_to_the_runs_last_epoch(
-    max_epochs, max_steps, batches, accumulate, last
+def test_the_epoch_line_counts_1_based_to_the_runs_epoch_count(
+    max_epochs, max_steps, batches, accumulate, count, caplog
 ):
-    """With the experiment recipes' max_steps (max_epochs null) each epoch's line read
-    'epoch 50/50', 'epoch 51/51': the total followed the current epoch."""
+    """The epoch's line in train.log reads ``epoch 1/3`` ... ``epoch 3/3`` for a run of 3
+    epochs (Lightning's 0-based epochs shown 1-based over the count), the total fixed by
+    max_epochs or the recipes' max_steps, not following the current epoch."""
     from types import SimpleNamespace
 
-    from yolov4.training.epoch_log import last_epoch
+    from yolov4.training.epoch_log import EpochLine, epoch_count
 
     trainer = SimpleNamespace(
         max_epochs=max_epochs,
         max_steps=max_steps,
         num_training_batches=batches,
         accumulate_grad_batches=accumulate,
+        is_global_zero=True,
+        optimizers=[],
     )
-    assert last_epoch(trainer) == last
+    assert epoch_count(trainer) == count
+    line = EpochLine()
+    line.new_epoch()
+    line.add(torch.ones(4))
+    last = (count or 5) - 1  # Lightning's index of the run's last epoch
+    with caplog.at_level(logging.INFO, logger="yolov4"):
+        line.log(trainer, epoch=0, step=1)
+        line.log(trainer, epoch=last, step=7)
+    first, final = (r.getMessage() for r in caplog.records)
+    total = "" if count is None else f"/{count}"
+    assert first.startswith(f"epoch 1{total} step 1: train loss 1.0000")
+    assert final.startswith(f"epoch {last + 1}{total} step 7: ")
 
 
 def resumed(module: YoloModule, saved_optim, saved_total: int, total: int, step: int):

@@ -108,7 +108,7 @@ def _refuse_early_stopped(run: Path, ckpt: str, callbacks: dict[str, Any] | None
     if key is None:
         return
     raise ConfigError(
-        f"resume of {run}: {name} stopped the run at epoch {epoch}"
+        f"resume of {run}: {name} stopped the run at epoch {epoch + 1}"  # 1-based, as train.log
         + (f" ({reason})" if reason else "")
         + f" and it finished ({METRICS_FILE}): resumed, its state restored, it would stop the "
         f"run again after one more epoch and rewrite the run's files. To train on, resume "

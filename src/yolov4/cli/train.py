@@ -282,7 +282,7 @@ def write_outputs(
     log.info(
         "final evaluation of %s (epoch %s, step %s, %s weights), what %s holds:\n%s",
         weights["file"],
-        weights["epoch"],
+        weights["epoch"] + 1,  # 1-based, as the epoch's line (metrics.json keeps Lightning's)
         weights["step"],
         "EMA" if weights["ema"] else "trained",
         f"{EXPORT_DIR}/" if cfg.get("export") else "the file",

@@ -155,7 +155,8 @@ class WeightsCallback(L.Callback):
                 "the weights hold NaN or inf at epoch %d, step %d (%d tensors, e.g. %s): training "
                 "diverged (a lower optim.lr or a longer warm-up helps); %s keeps the last finite "
                 "weights; stopping",
-                trained_epoch(trainer), trainer.global_step, len(e.tensors), next(iter(e.tensors)),
+                trained_epoch(trainer) + 1,  # 1-based, as the epoch's line
+                trainer.global_step, len(e.tensors), next(iter(e.tensors)),
                 self.dirpath / name,
             )  # fmt: skip
             trainer.should_stop = True

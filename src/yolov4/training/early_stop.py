@@ -38,11 +38,12 @@ def stopped_state(state: Any) -> bool:
 
 
 def _describe(callback: Any, limit: str = "") -> str:
-    """``EarlyStopping stopped the run at epoch N<limit>: why`` (Lightning says nothing unless
-    the callback is ``verbose``)."""
+    """``EarlyStopping stopped the run at epoch N<limit>: why``, ``N`` 1-based as the epoch's
+    line (Lightning's ``stopped_epoch`` counts from 0; Lightning says nothing unless the
+    callback is ``verbose``)."""
     reason = getattr(callback, "stopping_reason_message", None)  # Lightning >= 2.5
     return (
-        f"{type(callback).__name__} stopped the run at epoch {callback.stopped_epoch}{limit}: "
+        f"{type(callback).__name__} stopped the run at epoch {callback.stopped_epoch + 1}{limit}: "
         f"{reason or f'monitor {callback.monitor}'}"
     )
 

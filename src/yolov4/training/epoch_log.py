@@ -1,5 +1,6 @@
 """The training log's lines about the run's course (rank 0's): one per epoch
-(:class:`EpochLine`: losses, validation, lr, time, counted to the run's last epoch) and the
+(:class:`EpochLine`: losses, validation, lr, time; ``epoch 3/8``, 1-based over the run's
+epoch count as ultralytics and darknet users read it, where Lightning counts from 0) and the
 multi-scale sizes the run trains at (:func:`log_multi_scale`)."""
 
 from __future__ import annotations
@@ -14,23 +15,23 @@ import torch
 
 from yolov4.evaluation import EvaluationResult
 
-__all__ = ["EpochLine", "last_epoch", "log_multi_scale"]
+__all__ = ["EpochLine", "epoch_count", "log_multi_scale"]
 
 log = logging.getLogger(__name__)
 
 
-def last_epoch(trainer: Any) -> int | None:
-    """The run's last epoch (0-based): ``trainer.max_epochs``'s, or the one ``max_steps``
-    ends in (the experiment recipes give steps, as darknet's ``max_batches``); ``None``
-    when neither bounds the run."""
-    ends = []
+def epoch_count(trainer: Any) -> int | None:
+    """The number of epochs the run trains: ``trainer.max_epochs``, or the epochs
+    ``max_steps`` takes (the experiment recipes give steps, as darknet's ``max_batches``),
+    whichever is fewer; ``None`` when neither bounds the run."""
+    counts = []
     if trainer.max_epochs is not None and trainer.max_epochs > 0:
-        ends.append(trainer.max_epochs - 1)
+        counts.append(trainer.max_epochs)
     batches = trainer.num_training_batches
     if trainer.max_steps > 0 and isinstance(batches, int) and batches > 0:
         per_epoch = math.ceil(batches / max(1, trainer.accumulate_grad_batches))
-        ends.append(math.ceil(trainer.max_steps / per_epoch) - 1)
-    return min(ends) if ends else None
+        counts.append(math.ceil(trainer.max_steps / per_epoch))
+    return min(counts) if counts else None
 
 
 def log_multi_scale(trainer: Any, preprocess: Mapping[str, Any], total: int | None) -> None:
@@ -107,8 +108,10 @@ class EpochLine:
         self.batches += 1
 
     def log(self, trainer: Any, epoch: int, step: int) -> None:
-        """Rank 0's line: the mean training loss of its batches, its parts, the validation of
-        the epoch (when one ran), the learning rate and the time."""
+        """Rank 0's line for Lightning's (0-based) ``epoch``, shown 1-based over the run's
+        :func:`epoch_count` (``epoch 8/8`` for the last of 8): the mean training loss of its
+        batches, its parts, the validation of the epoch (when one ran), the learning rate and
+        the time."""
         if not trainer.is_global_zero or not self.batches:
             return
         total, box, obj, cls = (self.loss / self.batches).tolist()
@@ -118,10 +121,10 @@ class EpochLine:
         if self.val is not None and self.val_restored:
             val += f" (step {self.val_step}, before the stop)"
         lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else 0.0
-        last = last_epoch(trainer)
+        shown, count = epoch + 1, epoch_count(trainer)
         log.info(
             "epoch %d%s step %d: train loss %.4f (box %.4f obj %.4f cls %.4f) | %s | lr %.3g | %.1f s",
-            epoch, "" if last is None else f"/{max(last, epoch)}", step,
+            shown, "" if count is None else f"/{max(count, shown)}", step,
             total, box, obj, cls, val, lr, time.perf_counter() - self.started,
         )  # fmt: skip
         if self.resumed:

@@ -182,7 +182,7 @@ class Requeue(Checkpoint):
         if trainer.is_global_zero:
             log.info(
                 "resuming mid-epoch: skipping the %d images of epoch %d already trained on%s (%s)",
-                plan.samples, trainer.current_epoch,
+                plan.samples, trainer.current_epoch + 1,  # 1-based, as the epoch's line
                 " by each process" if trainer.world_size > 1 else "", plan.describe(),
             )  # fmt: skip
 

@@ -182,7 +182,7 @@ class OptunaPruning(L.Callback):
                     log.warning(
                         "optuna trial %d pruned after epoch %d (%s %.4f)",
                         self.trial.number,
-                        epoch,
+                        epoch + 1,  # 1-based, as the epoch's line; pruned_at_epoch: 0-based
                         self.monitor,
                         float(value),
                     )

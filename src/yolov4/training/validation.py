@@ -98,7 +98,11 @@ def log_validation(trainer: Any, epoch: int, step: int, result: EvaluationResult
     fitting = trainer.state.fn == "fit"
     if fitting and not trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
         log.info(
-            "epoch %d step %d: mAP %.4f mAP50 %.4f", epoch, step, result["mAP"], result["mAP50"]
+            "epoch %d step %d: mAP %.4f mAP50 %.4f",
+            epoch + 1,  # 1-based, as the epoch's line
+            step,
+            result["mAP"],
+            result["mAP50"],
         )
     elif not fitting:
         log.info("validation: mAP %.4f mAP50 %.4f", result["mAP"], result["mAP50"])
