@@ -18,6 +18,8 @@ from yolov4.core.artifact import MODEL_INT8_XML, read_metadata
 from yolov4.export.gates import map50_gate
 from yolov4.export.quantize import NO_BOXES
 
+ROOT = Path(__file__).resolve().parents[2]
+
 
 def export_cfg(tmp_path, overrides):
     with initialize_config_module(config_module="yolov4.configs", version_base="1.3"):
@@ -146,6 +148,25 @@ def test_untrained_model_int8_says_no_boxes_to_compare(overfit, tmp_path, capsys
     assert "  model.onnx: fp32 in onnxruntime, fp32 in openvino\n" in printed
     assert "  model.torchscript: fp32 in torchscript\n" in printed
     assert "  model_int8.xml: int8 in openvino\n" in printed
+
+
+def test_default_precision_defaults_to_auto(tmp_path):
+    """export.yaml's default_precision is ``auto`` (the fastest precision for the CPU that
+    serves the artifact), as the docs say, and the export request keeps it as such."""
+    from yolov4.core.artifact_formats import AUTO_PRECISION
+    from yolov4.export.artifact import DEFAULT_OPSET, check_export_request
+
+    cfg = export_cfg(tmp_path, ["checkpoint=w.pt"])
+    assert cfg.default_precision == AUTO_PRECISION == "auto"
+    request = check_export_request(
+        ["onnx"], DEFAULT_OPSET, list(cfg.precision), cfg.default_precision
+    )
+    assert request == AUTO_PRECISION
+    for page in ("docs/guides/export.md", "docs/cpu-precision.md"):
+        assert (
+            "defaults to `auto`" in (ROOT / page).read_text()
+            or "(default `auto`" in (ROOT / page).read_text()
+        ), page
 
 
 def test_one_format_or_precision_needs_no_list_and_bad_ones_fail_before_loading(tmp_path):
