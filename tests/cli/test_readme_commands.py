@@ -290,3 +290,29 @@ def test_a_multirun_sweep_composes_with_its_first_value(tmp_path):
 def test_a_broken_command_fails_the_check(tmp_path, command, error):
     with pytest.raises(error):
         check_words(tokens_of(command), tmp_path)
+
+
+def options_table(page: Path) -> set[str]:
+    """The option names of ``page``'s table headed ``| option | default |``: the backticked
+    names of its first column (``model.num_classes`` counted as ``model``)."""
+    lines = page.read_text().splitlines()
+    start = next(i for i, ln in enumerate(lines) if ln.startswith("| option | default |"))
+    names = set()
+    for line in lines[start + 2 :]:
+        if not line.startswith("|"):
+            break
+        names |= {n.split(".")[0] for n in re.findall(r"`([\w.]+)`", line.split("|")[1])}
+    return names
+
+
+def test_the_predict_options_table_lists_every_key_of_predict_yaml():
+    """docs/guides/predict.md's options table against configs/predict.yaml: every key of the
+    config is a row, and every row is a key or a config group of its defaults list."""
+    import yaml
+
+    config = yaml.safe_load((ROOT / "src/yolov4/configs/predict.yaml").read_text())
+    groups = {next(iter(d)) for d in config.pop("defaults") if isinstance(d, dict)}
+    keys = set(config) - {"hydra"}
+    table = options_table(ROOT / "docs/guides/predict.md")
+    assert keys - table == set(), "predict.yaml keys missing from the table"
+    assert table - keys - groups == set(), "table rows that are not predict.yaml keys"
