@@ -89,3 +89,15 @@ def test_readme_is_a_short_front_page_whose_links_resolve():
 def test_docs_name_no_path_outside_the_repository(path):
     text = path.read_text()
     assert not re.search(r"(?<![\w.])\.\./(?:\.\./)*shared|/work/", text), path
+
+
+# history wording: the docs describe the code as it is, not how it changed
+HISTORY = re.compile(r"\b(?:no longer|as before|previously|was changed|still works?)\b", re.I)
+
+
+@pytest.mark.parametrize(
+    "path", [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))], ids=lambda p: p.name
+)
+def test_docs_describe_the_code_as_it_is_not_its_history(path):
+    found = [m.group(0) for m in HISTORY.finditer(path.read_text())]
+    assert not found, f"{path.relative_to(ROOT)}: history wording {found}"
