@@ -73,6 +73,7 @@ def test_commands_compose_their_config_from_any_directory(tmp_path, args, expect
     assert expected in done.stdout
 
 
+@pytest.mark.slow  # one process per app, each importing torch: about a minute on 2 cores
 def test_python_m_of_each_module_prints_its_apps_help(tmp_path):
     """``python -m <module> --help`` for every module the docs give as runnable (the modules
     behind ``python -m yolov4 <command>``, and ``yolov4.serve``, ``yolov4.anchors``): each
