@@ -244,6 +244,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             cfg, OmegaConf.to_container(cfg.module.val_postprocess, resolve=True)
         )
         _report(out, result, datamodule, settings, weights)
+        datamodule.teardown("validate")  # no Trainer: the counts of what decoding found
         _check_scored(result, datamodule, out)
         return {**result.to_dict(), "weights": weights}
     data_overrides: dict[str, Any] = {"augment": None, "val_batch_size": cfg.batch_size}

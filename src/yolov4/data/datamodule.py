@@ -277,6 +277,12 @@ class DetectionDataModule(L.LightningDataModule):
                 f"data.{name}",
             )
 
+    def teardown(self, stage: str | None = None) -> None:
+        """Log how many problems of each kind decoding found, where more were found than the
+        log names one by one (:meth:`ProblemReport.log_counts`)."""
+        for dataset in self.datasets.values():
+            dataset.report.log_counts()
+
     def _loader(self, name: str, train: bool) -> DataLoader:
         if name not in self.datasets:
             self.setup()

@@ -29,7 +29,7 @@ from yolov4.core.preprocess import PreprocessConfig, image_to_tensor, preprocess
 from yolov4.data.collate import Sample
 from yolov4.data.image_io import read_image
 from yolov4.data.mosaic import MOSAIC_DONORS, Placed
-from yolov4.data.problems import Problem, ProblemReport
+from yolov4.data.problems import KINDS, Problem, ProblemReport
 from yolov4.data.records import DetectionData
 from yolov4.data.transforms import (
     AugmentConfig,
@@ -83,7 +83,9 @@ class DetectionDataset(Dataset):
         self.records = data.records
         self.preprocess_config = preprocess_config
         self.augment = augment
-        self.report = ProblemReport(strict=strict, name=name, log_each=True)
+        # the first few of each kind logged by file, counted over every worker (shared memory)
+        counts = torch.zeros(len(KINDS), dtype=torch.int32).share_memory_()
+        self.report = ProblemReport(strict=strict, name=name, log_each=True, logged=counts)
         self._transforms = {}
         # An image's reports (truncated, converted, size mismatch, stored frame, unreadable)
         # are made and its JPEG damage looked for (one more decode) on its first decode in the

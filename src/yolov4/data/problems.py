@@ -21,6 +21,10 @@ log = logging.getLogger(__name__)
 
 # How many example file names a one-line summary lists per kind of problem.
 SUMMARY_EXAMPLES = 5
+# How many files of one kind a report that logs each problem as found (a training or
+# evaluation run decoding images) names in the log; the rest are counted and summed up by
+# :meth:`ProblemReport.log_counts` (a dataset of 10,000 CMYK images logs 5 lines, not 10,000).
+LOGGED_PER_KIND = 5
 
 
 class Problem:
@@ -134,14 +138,32 @@ class Note:
     )
 
 
+# Every kind of problem, in one order: the index of a kind's count in ``logged``.
+KINDS = tuple(v for k, v in vars(Problem).items() if k.isupper())
+
+
 class ProblemReport:
     """Counts problems per kind with their file names; raises at once in ``strict`` mode.
-    :meth:`note` counts what is no problem (a :class:`Note`) apart."""
+    :meth:`note` counts what is no problem (a :class:`Note`) apart.
 
-    def __init__(self, strict: bool = False, name: str = "dataset", log_each: bool = False) -> None:
+    With ``log_each`` each problem is logged as a warning as it is found, the first
+    :data:`LOGGED_PER_KIND` of each kind by file and then one line saying the rest are counted
+    (:meth:`log_counts` sums them up). ``logged`` holds how many of each kind (by :data:`KINDS`
+    index) were found: a tensor in shared memory counts over every DataLoader worker, whose
+    reports are copies; ``None`` counts in this report only."""
+
+    def __init__(
+        self,
+        strict: bool = False,
+        name: str = "dataset",
+        log_each: bool = False,
+        logged: Any = None,
+    ) -> None:
         self.strict = strict
         self.name = name
         self.log_each = log_each  # log each problem as found (data loading inside workers)
+        self.logged = [0] * len(KINDS) if logged is None else logged
+        self._summed = [0] * len(KINDS)  # the counts log_counts logged last
         self.problems: dict[str, list[str]] = defaultdict(list)
         self.notes: dict[str, list[str]] = defaultdict(list)
         self._seen: set[tuple[str, str]] = set()
@@ -155,10 +177,34 @@ class ProblemReport:
             return
         self._seen.add((kind, where))
         self.problems[kind].append(where)
-        if self.log_each:  # a conversion repairs nothing of the labels: no warning per file
-            # (each DataLoader worker keeps its own report: a warning would repeat per worker)
-            level = logging.DEBUG if kind == Problem.CONVERTED else logging.WARNING
-            log.log(level, "%s: %s: %s", self.name, kind, where)
+        if self.log_each:
+            self._log_one(kind, where)
+
+    def _log_one(self, kind: str, where: str) -> None:
+        """Log problem ``kind`` in ``where`` while fewer than :data:`LOGGED_PER_KIND` of its
+        kind were found, and say once that the rest are counted."""
+        i = KINDS.index(kind)
+        found = int(self.logged[i]) + 1
+        self.logged[i] = found
+        if found <= LOGGED_PER_KIND:
+            log.warning("%s: %s: %s", self.name, kind, where)
+        if found == LOGGED_PER_KIND + 1:
+            log.warning(
+                "%s: more than %d files with %s: the rest are counted, not named (the count is "
+                "logged when the split is done with; yolov4-check-data names every file)",
+                self.name, LOGGED_PER_KIND, kind.split(" (")[0],
+            )  # fmt: skip
+
+    def log_counts(self) -> None:
+        """Log how many problems of each kind :meth:`add` found in this run, for the kinds
+        found more often than it names files (:data:`LOGGED_PER_KIND`) and grown since its
+        last call (one line per kind after fit and again after a later validation that found
+        more)."""
+        for i, kind in enumerate(KINDS):
+            count = int(self.logged[i])
+            if count > LOGGED_PER_KIND and count != self._summed[i]:
+                self._summed[i] = count
+                log.warning("%s: %d files in all with %s in this run", self.name, count, kind)
 
     def note(self, kind: str, file: Any, detail: str = "") -> None:
         """Count one file of ``kind`` (a :class:`Note` value): not a problem, never raises."""
