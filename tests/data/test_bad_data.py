@@ -351,14 +351,16 @@ def test_palette_and_alpha_files_are_notes_and_deep_or_cmyk_ones_problems(tmp_pa
     ]  # fmt: skip
     cv2.imwrite(str(tmp_path / "deep.png"), np.full((H, W), 5000, np.uint16))
     cv2.imwrite(str(tmp_path / "deep_rgba.png"), np.full((H, W, 4), 5000, np.uint16))
+    cv2.imwrite(str(tmp_path / "deep_rgb.png"), rgb.astype(np.uint16) * 257)
     Image.fromarray(rgb).convert("CMYK").save(tmp_path / "cmyk.jpg")
     report.strict = False
-    for name in ("deep.png", "deep_rgba.png", "cmyk.jpg"):
+    for name in ("deep.png", "deep_rgba.png", "deep_rgb.png", "cmyk.jpg"):
         assert read_image(tmp_path / name, report) is not None
     assert [p.split(": ")[1] for p in report.problems[Problem.CONVERTED]] == [
-        "PNG file, I;16 pixels", "PNG file, RGBA pixels", "JPEG file, CMYK pixels",
+        "PNG file, I;16 pixels", "PNG file, 16-bit RGBA pixels", "PNG file, 16-bit RGB pixels",
+        "JPEG file, CMYK pixels",
     ]  # fmt: skip
-    assert "data.train: 3 problem(s)" in report.summary()
+    assert "data.train: 4 problem(s)" in report.summary()
     assert "note: 2 x palette image" in report.summary()
 
 

@@ -40,6 +40,8 @@ ORDINARY_MODES = {
     "LA": Note.ALPHA,
     "PA": Note.ALPHA,
 }
+# PIL modes that name their sample depth: 32-bit integer, 32-bit float (and ``I;16...``).
+DEPTH_MODES = {"I", "F"}
 
 
 def read_image(
@@ -88,10 +90,18 @@ def _report_layout(report: ProblemReport | None, path: str | Path, decoded: Deco
     (:data:`ORDINARY_MODES`), else a :attr:`Problem.CONVERTED` (CMYK, 16-bit, float, ...)."""
     note = None if decoded.deep else ORDINARY_MODES.get(decoded.mode)
     if note is None:
-        _add(report, Problem.CONVERTED, path, f"{decoded.format} file, {decoded.mode} pixels")
+        _add(report, Problem.CONVERTED, path, f"{decoded.format} file, {_layout(decoded)} pixels")
     elif report is not None:
         detail = "" if note == Note.GRAYSCALE else f", {decoded.mode} pixels"
         report.note(note, path, f"{decoded.format} file{detail}")
+
+
+def _layout(decoded: DecodedImage) -> str:
+    """The file's pixel layout: PIL's mode, with its depth where the mode does not state one
+    (PIL names a 16-bit RGB PNG or TIFF ``RGB``; ``I;16``, ``I`` and ``F`` state theirs)."""
+    if decoded.deep and decoded.mode not in DEPTH_MODES and not decoded.mode.startswith("I;"):
+        return f"16-bit {decoded.mode}"
+    return decoded.mode
 
 
 def _add(report: ProblemReport | None, kind: str, path: str | Path, detail: str = "") -> None:
