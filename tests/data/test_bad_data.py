@@ -427,7 +427,7 @@ def test_check_command_prints_the_report(tmp_path: Path, capsys: pytest.CaptureF
     for file in ("missing.jpg", *DECODE_PROBLEMS):
         assert file in out
     # missing.jpg, unreadable.jpg, float.tif and truncated.jpg (cut in its headers: no pixel)
-    lost = "5 label line(s) or box(es) dropped, 4 image(s) left out"
+    lost = "5 label lines or boxes lost, 4 images left out"
     assert (
         out.strip()
         .splitlines()[-1]

@@ -523,7 +523,7 @@ def test_check_command_lists_duplicates_and_orphans(tmp_path: Path, capsys: pyte
     for kind in ("DUPLICATE_IMAGE", "DUPLICATE_ANNOTATION", "ORPHAN_ANNOTATION"):
         assert getattr(Problem, kind) in out
     assert "image_id 99" in out
-    assert "data.val: 2 label line(s) or box(es) dropped, 1 image(s) left out" in out
+    assert "data.val: 2 label lines or boxes lost, 1 image left out" in out
     assert check_main(["data=coco", *args, "--no-decode", "--strict"]) == 1
     assert "DatasetError" in capsys.readouterr().err
 
@@ -593,6 +593,23 @@ def test_yolo_label_file_written_twice_keeps_each_box_once(tmp_path: Path):
     assert len(found) == len(report) == 6
     assert any("ok.txt: line 4: repeats line 1" in f for f in found), found
     assert_ground_truth_matches_records(data)
+
+
+def test_check_data_counts_lost_lines_apart_from_repeated_boxes(tmp_path, capsys):
+    """The verdict's count agrees with the list above it: a lost line, and the repeated boxes
+    (listed as dropped) counted apart, since they lose no ground truth."""
+    root = _yolo(tmp_path)
+    lines = "0 0.5 0.5 0.2 0.2\n0 0.25 0.25 0.2 0.2\n"
+    (root / "labels" / "ok.txt").write_text(lines + lines + "0 0.5 0.5\n")
+    (root / "labels" / "latin.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    args = [f"data.train.images={root / 'images'}", "data.train.names=[a]", "data.val=null"]
+    assert check_main(["data=yolo", *args, "--no-decode"]) == 1
+    out = capsys.readouterr().out.strip().splitlines()
+    assert "       2 x box repeating an earlier box" in "\n".join(out)
+    assert out[-1].startswith(
+        "check-data: images or ground truth lost (exit 1): data.train: 1 label line or box "
+        "lost, 2 repeated boxes dropped (no ground truth lost). Fix"
+    ), out[-1]
 
 
 def test_yolo_label_file_with_bom_is_read(tmp_path: Path):

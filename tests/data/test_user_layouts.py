@@ -529,8 +529,8 @@ def test_check_data_says_no_problems_only_when_it_passes_and_fails_on_lost_groun
     assert check_main(args) == 1
     out = capsys.readouterr().out.strip().splitlines()
     assert out[-1].startswith(
-        "check-data: images or ground truth lost (exit 1): data.train: 2 label line(s) or "
-        "box(es) dropped. Fix the files above"
+        "check-data: images or ground truth lost (exit 1): data.train: 2 label lines or "
+        "boxes lost. Fix the files above"
     ), out[-1]
     # no labels folder: no box in the split; the summary does not say "no problems"
     for label in (tmp_path / "labels").iterdir():

@@ -19,7 +19,7 @@ import numpy as np
 
 from yolov4.data.datamodule import SPLITS, DetectionDataModule
 from yolov4.data.dataset import DetectionDataset
-from yolov4.data.problems import LOSSES, LOST_IMAGES, ProblemReport
+from yolov4.data.problems import LOSSES, LOST_IMAGES, Problem, ProblemReport
 from yolov4.data.records import COCO_MEDIUM_AREA, COCO_SMALL_AREA, DetectionData
 from yolov4.data.splits import classes_without_boxes
 
@@ -31,7 +31,7 @@ CHECK = "check-data"  # how the verdict line starts
 @dataclass
 class DataCheck:
     """What :func:`check_datamodule` found: the report ``text``; ``losses``: per split, what
-    was left out (``3 label lines or boxes dropped``); ``unusable``: why a split cannot be
+    was left out (``3 label lines or boxes lost``); ``unusable``: why a split cannot be
     used; ``repairs``, ``notes``: how many of the other problems and notes."""
 
     text: str
@@ -141,8 +141,9 @@ def check_datamodule(
 
 def _losses(report: ProblemReport, data: DetectionData, unreadable: Sequence[int]) -> list[str]:
     """What ``report`` and the images of ``unreadable`` (record indices) left out of a split:
-    ``3 label lines or boxes dropped``, ``2 images left out`` (an image that does not decode
-    counted once, whatever its report says: a JPEG cut in its headers is "truncated")."""
+    ``3 label lines or boxes lost``, ``2 images left out`` (an image that does not decode
+    counted once, whatever its report says: a JPEG cut in its headers is "truncated"), and with
+    them the repeated boxes dropped, which lose no ground truth (``2 repeated boxes dropped``)."""
     losses = report.losses()
     files = {
         item.split(": ")[0]
@@ -152,5 +153,16 @@ def _losses(report: ProblemReport, data: DetectionData, unreadable: Sequence[int
     }
     files |= {data.records[i].file for i in unreadable}
     boxes = sum(len(items) for kind, items in losses.items() if kind not in LOST_IMAGES)
-    lost = [f"{boxes} label line(s) or box(es) dropped"] if boxes else []
-    return lost + ([f"{len(files)} image(s) left out"] if files else [])
+    lost = [f"{counted(boxes, 'label line or box', 'label lines or boxes')} lost"] if boxes else []
+    lost += [f"{counted(len(files), 'image')} left out"] if files else []
+    repeats = len(report.problems.get(Problem.DUPLICATE_BOX, []))
+    if lost and repeats:
+        lost.append(f"{counted(repeats, 'repeated box', 'repeated boxes')} dropped (no ground "
+                    "truth lost)")  # fmt: skip
+    return lost
+
+
+def counted(n: int, one: str, many: str | None = None) -> str:
+    """``1 image``, ``2 images``: ``n`` and the noun that agrees with it (``many``: the plural
+    when it is not ``one`` + ``s``)."""
+    return f"{n} {one if n == 1 else many or one + 's'}"
