@@ -365,6 +365,9 @@ def test_annotation_ids_from_0_are_renumbered_so_cocoeval_matches_every_box(tmp_
     data = load_coco(path, images, report=report)
     (problem,) = report.problems[Problem.ANNOTATION_ID]
     assert "annotations[0] (id 0): id 0 (COCOeval takes ids below 1" in problem
+    heading = report.summary().splitlines()[1]  # the kind an id of 0 is listed under
+    assert heading.endswith("1 x " + Problem.ANNOTATION_ID)
+    assert "below 1" in heading and "without an integer id" not in heading
     assert sorted(data.coco.anns) == [1, 2, 3, 4]
     perfect = [
         {"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"], "score": 1}

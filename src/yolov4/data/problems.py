@@ -83,7 +83,10 @@ class Problem:
     BBOX_FROM_SEGMENTATION = (
         "annotation without a bbox but with a segmentation (bbox computed from the segmentation)"
     )
-    ANNOTATION_ID = "annotation without an integer id (given a new one)"
+    ANNOTATION_ID = (
+        "annotation without a usable id: none, not an integer, or below 1, which COCOeval reads "
+        "as 'no box' (given a new one)"
+    )
     BAD_FIELD = "annotation area/iscrowd not a number (set from the box / to 0)"
     DUPLICATE_IMAGE = "duplicate image id (first entry kept, later ones skipped)"
     DUPLICATE_ANNOTATION = (
