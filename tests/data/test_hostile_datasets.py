@@ -8,6 +8,7 @@ COCOeval always matches what the dataset trains on.
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import copy
 import io
@@ -613,6 +614,31 @@ def test_check_data_counts_lost_lines_apart_from_repeated_boxes(tmp_path, capsys
         "check-data: images or ground truth lost (exit 1): data.train: 1 label line or box "
         "lost, 2 repeated boxes dropped (no ground truth lost). Fix"
     ), out[-1]
+
+
+UTF16 = {"le": (b"", "utf-16", "FF FE"), "be": (codecs.BOM_UTF16_BE, "utf-16-be", "FE FF")}
+
+
+@pytest.mark.parametrize("order", list(UTF16))
+def test_utf16_text_files_are_named_as_such_with_the_fix(tmp_path: Path, order: str):
+    """Notepad's "Unicode" and PowerShell 5's `>` write UTF-16: a label file of it is reported,
+    a names file or a list file of it refused, each saying so and how to fix it."""
+    bom, codec, shown = UTF16[order]
+    root = _yolo(tmp_path)
+    (root / "labels" / "latin.txt").write_bytes(bom + "0 0.5 0.5 0.2 0.2\n".encode(codec))
+    report = ProblemReport()
+    load_yolo(root / "images", ["a"], report=report)
+    (problem,) = report.problems[Problem.NOT_TEXT]
+    assert problem.endswith(f"latin.txt: found UTF-16 text (BOM {shown}): save it as UTF-8")
+    names = tmp_path / "obj.names"
+    names.write_bytes(bom + "a\nb\n".encode(codec))
+    with pytest.raises(DatasetError, match=rf"obj\.names: expected UTF-8 text, found UTF-16 text "
+                       rf"\(BOM {shown}\): save it as UTF-8"):  # fmt: skip
+        read_class_names(names)
+    listing = tmp_path / "train.txt"
+    listing.write_bytes(bom + f"{root / 'images' / 'ok.jpg'}\n".encode(codec))
+    with pytest.raises(DatasetError, match=rf"train\.txt: .*found UTF-16 text \(BOM {shown}\)"):
+        load_yolo(listing, ["a"], report=ProblemReport())
 
 
 def test_yolo_label_file_with_bom_is_read(tmp_path: Path):

@@ -9,6 +9,7 @@ and ``.weights`` of a train run and of export.py's ``darknet`` format
 
 from __future__ import annotations
 
+import codecs
 import os
 import re
 from collections.abc import Sequence
@@ -22,6 +23,7 @@ __all__ = [
     "names_file_text",
     "read_names_file",
     "read_text",
+    "not_utf8",
 ]
 
 NAMES_SUFFIX = ".names"
@@ -32,14 +34,31 @@ DATASET_KEYS = ("classes", "train", "valid", "val", "test", "names", "backup", "
 KEY_VALUE = re.compile(r"\s*([A-Za-z_][\w.-]*)\s*(=|:(?=\s|$))")
 
 
+# The byte order marks of text that is not UTF-8 (UTF-32's before UTF-16's, which they start
+# with): Windows Notepad's "Unicode" and PowerShell 5's `>` write UTF-16 with FF FE.
+OTHER_BOMS = (
+    (codecs.BOM_UTF32_LE, "UTF-32"),
+    (codecs.BOM_UTF32_BE, "UTF-32"),
+    (codecs.BOM_UTF16_LE, "UTF-16"),
+    (codecs.BOM_UTF16_BE, "UTF-16"),
+)
+
+
+def not_utf8(e: UnicodeDecodeError) -> str:
+    """What a text file that failed to decode as UTF-8 holds: ``UTF-16 text (BOM FF FE): save
+    it as UTF-8``, or the first byte that is not UTF-8 and its offset."""
+    for bom, encoding in OTHER_BOMS:
+        if e.object.startswith(bom):
+            return f"{encoding} text (BOM {bom.hex(' ').upper()}): save it as UTF-8"
+    return f"byte {e.object[e.start]:#04x} at offset {e.start}"
+
+
 def read_text(path: Path) -> str:
     """A names file's text; not UTF-8 (a leading BOM is allowed) is a DatasetError."""
     try:
         return path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as e:
-        raise DatasetError(
-            f"{path}: expected UTF-8 text, found byte {e.object[e.start]:#04x} at offset {e.start}"
-        ) from e
+        raise DatasetError(f"{path}: expected UTF-8 text, found {not_utf8(e)}") from e
     except OSError as e:
         raise DatasetError(f"cannot read the class names file {path}: {e}") from e
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from yolov4.core.names_file import not_utf8
 from yolov4.data.data_yaml import ClassNames
 from yolov4.data.problems import Problem, ProblemReport
 from yolov4.data.records import check_box
@@ -136,7 +137,7 @@ def _label_text(label_file: Path, report: ProblemReport) -> str | None:
         report.add(
             Problem.NOT_TEXT,
             label_file,
-            f"undecodable byte {e.object[e.start]:#04x} at offset {e.start}",
+            f"found {not_utf8(e)}",
         )
     except OSError as e:
         report.add(Problem.NOT_TEXT, label_file, f"cannot be read: {e}")

@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 from yolov4.core.files import files_under, listed_path, posix_form, posix_note
+from yolov4.core.names_file import not_utf8
 from yolov4.data.problems import Problem, ProblemReport
 from yolov4.errors import DatasetError
 
@@ -52,7 +53,12 @@ def list_file(
     (what a split does with it: :attr:`DetectionData.repeats`)."""
     try:
         lines = path.read_text(encoding="utf-8-sig").splitlines()
-    except (OSError, UnicodeDecodeError) as e:
+    except UnicodeDecodeError as e:
+        raise DatasetError(
+            f"{path}: cannot read the list of image paths: expected UTF-8 text, found "
+            f"{not_utf8(e)}"
+        ) from None
+    except OSError as e:
         raise DatasetError(f"{path}: cannot read the list of image paths: {e}") from None
     files, missing, first_line = [], [], {}  # first_line: absolute path -> its first line
     written = [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
