@@ -11,7 +11,7 @@ from yolov4 import build_model
 from yolov4.core.darknet_pair import names_path, save_darknet_pair
 from yolov4.core.names_file import names_beside, names_file_text, read_names_file
 from yolov4.core.preprocess import PreprocessConfig
-from yolov4.errors import ConfigError
+from yolov4.errors import ConfigError, DatasetError
 
 PRE = PreprocessConfig(input_size=(64, 64), mode="letterbox")
 
@@ -72,3 +72,26 @@ def test_the_names_beside_the_weights_come_before_those_beside_the_cfg(tmp_path)
     (tmp_path / "run" / "w.names").write_text("b\n")
     assert names_beside(weights, cfg) == tmp_path / "run" / "w.names"
     assert names_beside(tmp_path / "zoo.weights", None) is None  # a zoo name: no cfg file
+
+
+@pytest.mark.parametrize(
+    "text, blank, after",
+    [("box\n\nball\n", 2, 3), ("\n\nbox\nball\n", 1, 3), ("box\n  \r\n\nball\n\n", 2, 4)],
+)
+def test_a_blank_line_before_a_name_is_refused_naming_it(tmp_path, text, blank, after):
+    """Darknet (get_labels: one class a line) reads ``box, '', ball``: 3 classes, ball at index
+    2; left out, ball would read as class 1 and every later index shift by one."""
+    path = tmp_path / "obj.names"
+    path.write_bytes(text.encode())
+    with pytest.raises(DatasetError) as info:
+        read_names_file(path)
+    assert str(info.value).startswith(
+        f"{path}: line {blank} is blank, before the class name on line {after}: darknet reads "
+        f"each line as a class (class {blank - 1} here, unnamed)"
+    )
+
+
+def test_blank_lines_at_the_end_are_no_classes(tmp_path):
+    path = tmp_path / "obj.names"
+    path.write_bytes(b"box\r\nball\r\n\r\n \n")
+    assert read_names_file(path) == ["box", "ball"]

@@ -1,5 +1,6 @@
 """Darknet's ``.names`` file: the class names in class index order, one a line (darknet's
-``data/coco.names``), blank lines left out.
+``data/coco.names``), blank lines at its end left out; a blank line before a name is refused
+(darknet reads it as a class, and the later classes by their line).
 
 Read for a dataset's class names (:mod:`yolov4.data.data_yaml`) and for darknet's files given
 as a model (:func:`names_beside`, :mod:`yolov4.inference.darknet`); written beside the ``.cfg``
@@ -75,10 +76,22 @@ def _settings_line(lines: list[str]) -> tuple[int, str, re.Match] | None:
 
 
 def read_names_file(path: str | os.PathLike) -> list[str]:
-    """The names of a darknet ``.names`` file, one a line; a file of ``key = value`` or
-    ``key: value`` lines (a ``.data`` file or a data yaml under another suffix) is refused."""
+    """The names of a darknet ``.names`` file, one a line (blank lines at the end left out); a
+    blank line before a name (darknet reads each line as a class), or a file of ``key = value``
+    or ``key: value`` lines (a ``.data`` file or a data yaml under another suffix) is refused."""
     path = Path(path)
-    lines = [line.strip() for line in read_text(path).splitlines() if line.strip()]
+    lines = [line.strip() for line in read_text(path).splitlines()]
+    while lines and not lines[-1]:  # blank lines at the end: no class
+        lines.pop()
+    if "" in lines:
+        n = lines.index("") + 1
+        after = next(i for i in range(n, len(lines)) if lines[i]) + 1
+        raise DatasetError(
+            f"{path}: line {n} is blank, before the class name on line {after}: darknet "
+            f"reads each line as a class (class {n - 1} here, unnamed) and the classes after it "
+            f"by their line; expected one name a line: give class {n - 1} a name, or remove the "
+            "line if no label uses its index and the later ones count from it"
+        )
     if not lines:
         raise DatasetError(f"{path}: expected one class name per line, found none")
     found = _settings_line(lines)
