@@ -25,7 +25,9 @@ from pycocotools import mask as mask_utils
 from pycocotools.cocoeval import COCOeval
 
 from yolov4.cli.check_data import main as check_main
+from yolov4.data.check import split_statistics
 from yolov4.data.coco import load_coco
+from yolov4.data.image_io import read_image
 from yolov4.data.problems import Problem, ProblemReport
 from yolov4.data.records import DetectionData
 from yolov4.data.yolo_txt import load_yolo, read_class_names
@@ -614,6 +616,29 @@ def test_check_data_counts_lost_lines_apart_from_repeated_boxes(tmp_path, capsys
         "check-data: images or ground truth lost (exit 1): data.train: 1 label line or box "
         "lost, 2 repeated boxes dropped (no ground truth lost). Fix"
     ), out[-1]
+
+
+@pytest.mark.parametrize("split", ["train", "val"])
+def test_unreadable_image_notes_agree_in_number_and_name_files_as_the_report(tmp_path, split):
+    root = _yolo(tmp_path)
+    (root / "labels" / "latin.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    bad = root / "images" / "latin.jpg"
+    bad.write_bytes(b"x" * 2000)  # no image header
+    report = ProblemReport(name=f"data.{split}")
+    data = load_yolo(root / "images", ["a"], report=report)
+    (problem,) = report.problems[Problem.UNREADABLE]
+    (note,) = [n for n in data.notes if "unreadable" in n]
+    goes_on = {"train": "training is", "val": "mAP is"}[split]
+    assert note.startswith(f"1 unreadable image (e.g. {bad}) left out with the 1 box of its label")
+    assert note.endswith(f": {goes_on} over the other images"), note
+    assert problem.startswith(f"{bad}: ")  # one form of the file's name in both
+    stats = split_statistics(data, [0], split)
+    assert "  of these, 1 image (1 box) does not decode: skipped in training" in stats
+    assert "  of these, 2 images (2 boxes) do not decode" in split_statistics(data, [0, 0], split)
+    decoded = ProblemReport()
+    assert read_image(bad, decoded) is None
+    (unreadable,) = decoded.problems[Problem.UNREADABLE]
+    assert unreadable.startswith(f"{bad}: 2,000 bytes: ")  # thousands as every byte count
 
 
 UTF16 = {"le": (b"", "utf-16", "FF FE"), "be": (codecs.BOM_UTF16_BE, "utf-16-be", "FE FF")}

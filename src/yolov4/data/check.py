@@ -87,8 +87,9 @@ def split_statistics(
     if unreadable:
         lost = sum(len(data.records[i].labels) for i in unreadable)
         lines.append(
-            f"  of these, {len(unreadable)} images ({lost} boxes) do not decode: skipped in "
-            "training, left out of evaluation"
+            f"  of these, {counted(len(unreadable), 'image')} ({counted(lost, 'box', 'boxes')}) "
+            f"{'does' if len(unreadable) == 1 else 'do'} not decode: skipped in training, left "
+            "out of evaluation"
         )
     lines.extend(f"  note: {note}" for note in [*data.info, *data.notes])
     if not len(labels) and split == "train":

@@ -71,7 +71,7 @@ def read_image(
         _add(report, Problem.TRUNCATED, path, str(e).removeprefix(f"{name}: "))  # named once
         return e.partial
     except InputError as e:  # not an image, too large, values no image holds (a float TIFF)
-        detail = f"{len(data)} bytes: {str(e).removeprefix(f'{name}: ')}"
+        detail = f"{len(data):,} bytes: {str(e).removeprefix(f'{name}: ')}"
         _add(report, Problem.UNREADABLE, path, detail)
         return None
     if decoded.converted:

@@ -161,8 +161,7 @@ def load_yolo(
     else:
         notes = _notes(listed, files, unlabelled, image_dir, label_dir, labels is None)
     if unreadable:
-        root = image_dir.parent if listing_file else image_dir
-        notes.append(_unreadable_note(unreadable, lost, root))
+        notes.append(_unreadable_note(unreadable, lost, report.name))
     notes += _kpt_notes(names, kpt_shape, given)
     info = _names_info(names, loaded_names, file_split) + windows
     if not records:
@@ -279,10 +278,10 @@ def _where_looked(images: Path, names: str | Sequence[str], file_split: str | No
     return text
 
 
-def _examples(paths: list[Path], root: Path) -> str:
-    """``e.g. a.jpg, b.jpg, c.jpg`` (paths under ``root`` named from it), ``NOTE_EXAMPLES`` of
-    them."""
-    shown = [str(p.relative_to(root)) if p.is_relative_to(root) else str(p) for p in paths]
+def _examples(paths: list[Path], root: Path | None = None) -> str:
+    """``e.g. a.jpg, b.jpg, c.jpg`` (paths under ``root`` named from it; all as given without
+    ``root``), ``NOTE_EXAMPLES`` of them."""
+    shown = [str(p.relative_to(root)) if root and p.is_relative_to(root) else str(p) for p in paths]
     more = f", ... ({len(paths) - NOTE_EXAMPLES} more)" if len(paths) > NOTE_EXAMPLES else ""
     return "e.g. " + ", ".join(shown[:NOTE_EXAMPLES]) + more
 
@@ -339,14 +338,26 @@ def _listed_notes(files: list[Path], unlabelled: list[Path], image_dir: Path) ->
     ]
 
 
-def _unreadable_note(unreadable: list[Path], lost: int, root: Path) -> str:
-    """The note on the images left out unreadable, with the ``lost`` boxes of their labels."""
+# What a split goes on with when images are left out, by the report's split name (``data.val``).
+OVER_THE_OTHERS = {
+    "train": "training is over the other images",
+    "val": "mAP is over the other images",
+    "test": "testing is over the other images",
+}
+
+
+def _unreadable_note(unreadable: list[Path], lost: int, report_name: str) -> str:
+    """The note on the images left out unreadable, with the ``lost`` boxes of their labels,
+    named as the report's problem lines name them; what goes on without them follows from the
+    split of ``report_name`` (``data.val``: mAP)."""
+    one = len(unreadable) == 1
+    split = report_name.removeprefix("data.")
+    goes_on = OVER_THE_OTHERS.get(split, "training and mAP are over the other images")
+    whose = "its label file" if one else "their label files"
     return (
-        f"{len(unreadable)} unreadable image{'s' if len(unreadable) != 1 else ''} "
-        f"({_examples(unreadable, root)}) left out "
-        f"with the {lost} boxes of their label files (a YOLO box is a fraction of its "
-        "image's size, which an unreadable file does not give): training and mAP are over "
-        "the other images"
+        f"{len(unreadable)} unreadable image{'' if one else 's'} ({_examples(unreadable)}) left "
+        f"out with the {lost} box{'' if lost == 1 else 'es'} of {whose} (a YOLO box is a "
+        f"fraction of its image's size, which an unreadable file does not give): {goes_on}"
     )
 
 
