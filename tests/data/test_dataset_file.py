@@ -165,6 +165,36 @@ def test_a_data_yaml_fills_the_splits_below_its_path(
         assert f"({expected.absolute()}, {where})" in source
 
 
+@pytest.mark.parametrize("path_line", ["path: .\n", "path: ../ds\n"])
+def test_a_relative_path_read_from_elsewhere_says_where_the_split_is_and_the_fix(
+    tmp_path, monkeypatch, path_line
+):
+    """`path: .` is read from the working directory (ultralytics' rule), which has no
+    images/train: the error says the folder exists below the yaml's folder and how to fix it
+    (without `path:` the yaml's folder is read: a fix only where `path:` means that folder)."""
+    ds = tmp_path / "ws" / "ds"
+    text = path_line + "train: images/train\nval: images/val\nnames: [cat, dog]\n"
+    yaml = _ultralytics(ds, text)
+    if path_line == "path: ../ds\n":  # the yaml in a folder beside the dataset's
+        (tmp_path / "ws" / "cfg").mkdir()
+        yaml = yaml.rename(tmp_path / "ws" / "cfg" / "data.yaml")
+    (tmp_path / "elsewhere" / "ds").mkdir(parents=True)  # `../ds` from there: no images in it
+    monkeypatch.chdir(tmp_path / "elsewhere" / "ds")
+    data = _data(f"data.file={yaml}")
+    fill_splits(data)
+    with pytest.raises(DatasetError) as info:
+        instantiate(data).split("train")
+    message = str(info.value)
+    fixes = f"run from {yaml.parent}, or write `path: {ds}` (an absolute path)"
+    if path_line == "path: .\n":
+        fixes = f"run from {ds}, write `path: {ds}` (an absolute path), or remove `path:`"
+    assert (
+        f"; with `path:` read from the yaml's folder `train:` exists ({ds / 'images' / 'train'}), "
+        "but a relative `path:` is read from there only when the working directory has no such "
+        f"folder: {fixes}"
+    ) in message
+
+
 def test_a_data_yaml_reads_ultralytics_shapes_and_refuses_several_folders(tmp_path):
     """Roboflow's `../train/images` (read as `train/images` when that is where it is, as
     ultralytics does), a list of one folder, a `validation:` key; a list of several folders is

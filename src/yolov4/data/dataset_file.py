@@ -228,13 +228,30 @@ def _yaml_split(
         return SplitPath(found, source)
     source += f": not found ({found.absolute()})"
     if other is not None and (other / read).exists():
-        source += f"; below the yaml's folder it is {(other / read).absolute()}"
+        source += _found_beside(path, key, read, other)
     if download not in (None, ""):
         source += (
             f"; its `download: {download}` is not run here: download and unpack the dataset "
             "yourself"
         )
     return SplitPath(found, source)
+
+
+def _found_beside(path: Path, key: str, read: str, other: Path) -> str:
+    """Where split ``read`` of the yaml ``path`` is when its relative ``path:`` is read from the
+    yaml's folder (``other``), and the fixes: run from there, or a ``path:`` that says it."""
+    there = Path(os.path.normpath((other / read).absolute()))
+    folder = path.parent.absolute()
+    root = Path(os.path.normpath(other.absolute()))
+    fixes = f"run from {folder}, or write `path: {root}` (an absolute path)"
+    if root == Path(os.path.normpath(folder)):  # `path: .`: no path: reads the yaml's folder
+        fixes = fixes.replace(", or", ",") + (
+            ", or remove `path:` (the splits are then read from the yaml's folder)"
+        )
+    return (
+        f"; with `path:` read from the yaml's folder `{key}:` exists ({there}), but a relative "
+        f"`path:` is read from there only when the working directory has no such folder: {fixes}"
+    )
 
 
 def dataset_file_of(names: str | os.PathLike | Sequence[str] | None) -> DatasetFile | None:
