@@ -55,8 +55,7 @@ def list_file(
         lines = path.read_text(encoding="utf-8-sig").splitlines()
     except UnicodeDecodeError as e:
         raise DatasetError(
-            f"{path}: cannot read the list of image paths: expected UTF-8 text, found "
-            f"{not_utf8(e)}"
+            f"{path}: cannot read the list of image paths: expected UTF-8 text, found {not_utf8(e)}"
         ) from None
     except OSError as e:
         raise DatasetError(f"{path}: cannot read the list of image paths: {e}") from None
