@@ -117,19 +117,7 @@ def test_best_weights_go_to_the_later_of_equal_scores(tmp_path):
     """Validations scoring alike (mAP 0 early on, a plateau): best.pt holds the later, more
     trained weights; a lower score never replaces it."""
     module = _scored_module(build_model("yolov4-tiny", num_classes=2, input_size=[64, 64]))
-    callback = WeightsCallback(tmp_path)
-    for epoch, score in enumerate([0.1, 0.1, 0.05]):
-        trainer = SimpleNamespace(
-            state=SimpleNamespace(fn="fit"),
-            sanity_checking=False,
-            is_global_zero=True,
-            current_epoch=epoch,
-            global_step=10 * (epoch + 1),
-            should_stop=False,
-            checkpoint_callbacks=[],
-            callback_metrics={"val/mAP": torch.tensor(score)},
-        )
-        callback.on_validation_end(trainer, module)
+    _validate(WeightsCallback(tmp_path), module, [0.1, 0.1, 0.05])
     assert load_checkpoint(tmp_path / "weights/best.pt").trained["epoch"] == 1
     assert load_checkpoint(tmp_path / "weights/last.pt").trained["epoch"] == 2
 
