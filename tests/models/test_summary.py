@@ -109,3 +109,21 @@ def test_a_size_the_network_cannot_take_fails_naming_the_stride(capsys):
         main(["yolov4-tiny", "--size", "100", "--repeats", "0"])
     assert e.value.code == 2
     assert "multiples of 32" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flag", ["--cfg", "--weights"])
+def test_existing_darknet_files_given_as_outputs_are_refused_untouched(capsys, tmp_path, flag):
+    # the natural command of a user holding darknet files: --cfg/--weights are outputs here
+    cfg, weights = tmp_path / "yolov2-tiny.cfg", tmp_path / "yolov2-tiny.weights"
+    cfg.write_text("[net]\nwidth=416\n")
+    weights.write_bytes(b"\x00\x01user weights")
+    argv = {"--cfg": ["--cfg", str(cfg)], "--weights": ["--weights", str(weights)]}[flag]
+    with pytest.raises(SystemExit) as e:
+        main([*argv, "--repeats", "0"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    named = cfg if flag == "--cfg" else weights
+    assert f"{flag} {named}: the file exists and is not overwritten" in err
+    assert "WRITES" in err and "--cfg-file" in err
+    assert cfg.read_text() == "[net]\nwidth=416\n"
+    assert weights.read_bytes() == b"\x00\x01user weights"

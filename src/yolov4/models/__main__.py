@@ -11,7 +11,8 @@ median of ``--repeats`` runs after one warm-up; ``--repeats 0`` skips it). GFLOP
 torch's ``FlopCounterMode`` count, which is 2 FLOPs per multiply-accumulate, so GFLOPs =
 2 x MACs / 1e9 (darknet's "BFLOPS" counts convolutions the same way, plus one operation per
 element of its [shortcut] and [maxpool] layers). ``--cfg PATH`` writes the darknet cfg and
-``--weights PATH`` the (randomly initialised) darknet weights.
+``--weights PATH`` the (randomly initialised) darknet weights: both are outputs, and a file
+already there is refused, never overwritten (the cfg to read is ``--cfg-file``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import argparse
 import statistics
 import sys
 import time
+from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -106,9 +108,28 @@ def _parser() -> argparse.ArgumentParser:
         "--num-classes", type=int, help="default: the cfg's [yolo] classes (80 for the zoo)"
     )
     parser.add_argument("--repeats", type=int, default=3, help="timed forward runs (0: none)")
-    parser.add_argument("--cfg", help="write the darknet cfg here")
-    parser.add_argument("--weights", help="write darknet weights here")
+    parser.add_argument(
+        "--cfg",
+        help="write the network's darknet cfg here (an output; an existing file is refused)",
+    )
+    parser.add_argument(
+        "--weights",
+        help="write the network's (random) darknet weights here (an output; an existing file "
+        "is refused)",
+    )
     return parser
+
+
+def _refuse_existing_outputs(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Exit 2 (argparse's usage error) when ``--cfg`` or ``--weights`` names a file that exists:
+    they are where the summary writes, and a user's own darknet files there would be lost."""
+    for flag, path in (("--cfg", args.cfg), ("--weights", args.weights)):
+        if path is not None and Path(path).exists():
+            parser.error(
+                f"{flag} {path}: the file exists and is not overwritten; --cfg and --weights are "
+                "where the summary WRITES the network's darknet files (the cfg to read is "
+                "--cfg-file); name a path that does not exist"
+            )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -116,6 +137,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.cfg_file is None and args.name is None:
         args.name = "yolov4-tiny"
+    _refuse_existing_outputs(parser, args)
     overrides = {}
     if args.size:
         if len(args.size) > 2:
