@@ -143,6 +143,19 @@ def test_region_keys_that_change_inference_are_refused_on_one_line(line, message
     assert message in str(e.value) and "\n" not in str(e.value)
 
 
+def test_a_word_tree_network_is_refused_for_its_tree_before_its_size():
+    # YOLO9000's [region]: 9,418 classes and a 47,115-filter head conv, both over the budget's
+    # limits; raising them would not build it, so the tree is what the error names
+    classes = 9418
+    text = (CFGS / "yolov2-tiny.cfg").read_text()
+    text = text.replace("filters=425", f"filters={5 * (classes + 5)}")
+    text = text.replace("classes=80", f"classes={classes}\ntree=data/9k.tree")
+    with pytest.raises(ConfigError) as e:
+        build_model(cfg=text)
+    assert "[region] tree: tree=data/9k.tree is darknet's hierarchical softmax" in str(e.value)
+    assert "YOLOV4_MAX" not in str(e.value)
+
+
 def test_reorg_and_region_keys_set_to_darknets_default_are_accepted():
     from tests.models.test_cfg_text import YOLOV2_DEFAULTS
 

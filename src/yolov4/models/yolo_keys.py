@@ -9,7 +9,7 @@ from typing import Any
 from yolov4.errors import ConfigError
 from yolov4.models import budget, class_balance
 from yolov4.models.cfg import LayerSpec, Section, resolve_layers
-from yolov4.models.region import HEAD_KINDS, read_region_keys
+from yolov4.models.region import HEAD_KINDS, check_region_keys, read_region_keys
 
 __all__ = [
     "IOU_LOSSES",
@@ -84,7 +84,11 @@ def _yolo_value(s: Section, key: str, default: Any) -> Any:
 
 def _check_cfg_values(sections: list[Section]) -> None:
     """The ``[net]`` size and the ``[yolo]`` classes and anchors against
-    :mod:`yolov4.models.budget`, naming the line, before the layers are resolved."""
+    :mod:`yolov4.models.budget`, naming the line, before the layers are resolved; a ``[region]``
+    value that is not built (:func:`yolov4.models.region.check_region_keys`) first, as raising
+    a limit would not build it."""
+    for region in (s for s in sections if s.kind == "region"):
+        check_region_keys(region)
     net = sections[0]
     for key in ("height", "width"):
         if key in net.options:
