@@ -211,3 +211,16 @@ def test_yolov2_tiny_predicts_and_exports_to_onnx_with_the_same_detections(tmp_p
     assert len(onnx_dets) == len(dets)
     np.testing.assert_allclose(onnx_dets.boxes, dets.boxes, rtol=1e-3, atol=1e-2)
     np.testing.assert_allclose(onnx_dets.scores, dets.scores, rtol=1e-3, atol=1e-4)
+
+
+def test_region_classes_not_matching_the_head_filters_name_the_region_section():
+    text = (CFGS / "yolov2-tiny.cfg").read_text().replace("classes=80", "classes=20")
+    with pytest.raises(ConfigError) as e:
+        build_model(cfg=text)
+    assert "[region] gives 425 channels; 5 anchors x (classes=20 + 5) needs filters=125" in str(
+        e.value
+    )
+    assert str(e.value).endswith(
+        "either set filters=125 for classes=20, or set classes=80 in the [region] if 80 classes "
+        "are meant (425 = 5 x (80 + 5))"
+    )

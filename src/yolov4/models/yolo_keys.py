@@ -182,9 +182,10 @@ def _check_head_filters(
     masks: list[list[int]],
     num_classes: int,
 ) -> None:
-    """The layer in front of each ``[yolo]`` gives ``len(mask) * (classes + 5)`` channels, or
-    :class:`ConfigError` naming every head that does not and both ways out: the filters for
-    ``classes``, or the class count the channels fit (when one whole count fits every head)."""
+    """The layer in front of each ``[yolo]`` (or the ``[region]``) gives
+    ``len(mask) * (classes + 5)`` channels, or :class:`ConfigError` naming every head that does
+    not and both ways out: the filters for ``classes``, or the class count the channels fit
+    (when one whole count fits every head), to set in the head sections the cfg has."""
     feeders = [layers[y_index(sections, y) - 1] for y in yolos]
     bad = []
     for y, mask, feeder in zip(yolos, masks, feeders):
@@ -206,8 +207,9 @@ def _check_head_filters(
     }
     if len(fit) == 1 and (classes := fit.pop()) >= 1:
         c, m = feeders[0].channels, len(masks[0])
+        heads = f"every [{yolos[0].header}]" if len(yolos) > 1 else f"the [{yolos[0].header}]"
         fixes.append(
-            f"set classes={classes} in every [yolo] if {classes} classes are meant "
+            f"set classes={classes} in {heads} if {classes} classes are meant "
             f"({c} = {m} x ({classes} + 5))"
         )
     fix = f"either {fixes[0]}, or {fixes[1]}" if len(fixes) == 2 else fixes[0]
