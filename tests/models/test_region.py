@@ -224,3 +224,12 @@ def test_region_classes_not_matching_the_head_filters_name_the_region_section():
         "either set filters=125 for classes=20, or set classes=80 in the [region] if 80 classes "
         "are meant (425 = 5 x (80 + 5))"
     )
+
+
+def test_a_region_without_anchors_is_refused_as_missing_them():
+    text = re.sub(r"^anchors =.*\n", "", (CFGS / "yolov2-tiny.cfg").read_text(), flags=re.M)
+    with pytest.raises(ConfigError) as e:
+        build_model(cfg=text)
+    assert str(e.value).endswith(
+        "[region] anchors: missing; num=5 needs 10 numbers (5 w,h pairs in grid cells)"
+    )

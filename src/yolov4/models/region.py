@@ -106,6 +106,10 @@ def read_region_keys(sections: list[Section], region: Section, stride: int) -> d
                           "head here; darknet's YOLOv2 cfgs have one [region] and no [yolo]")  # fmt: skip
     num = region.get_int("num", 1)
     anchors = region.get_floats("anchors")
+    if not anchors:  # no anchors= line, or an empty one
+        raise region.error(
+            "anchors", f"missing; num={num} needs {2 * num} numbers ({num} w,h pairs in grid cells)"
+        )
     if len(anchors) < 2 * num:
         # darknet keeps its default 0.5 for anchors the cfg leaves out; a short list is a mistake
         raise region.error("anchors", f"has {len(anchors)} numbers, num={num} needs {2 * num}")
