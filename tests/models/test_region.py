@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -13,6 +14,8 @@ import torch
 from tests.conftest import randomize_
 from tests.models.test_zoo import as_opencv_yolo, boost_heads_
 from yolov4 import build_model
+from yolov4.core.artifact import METADATA
+from yolov4.core.checkpoint import load_checkpoint, save_checkpoint
 from yolov4.core.model import DecodedModel
 from yolov4.darknet import (
     load_darknet_weights,
@@ -21,6 +24,7 @@ from yolov4.darknet import (
     write_darknet_cfg,
 )
 from yolov4.errors import ConfigError
+from yolov4.models.config import YOLO_LOSS_KEYS, ModelConfig
 
 # darknet's own cfgs of the YOLOv2 family (cfg/ of AlexeyAB/darknet), verbatim
 CFGS = Path(__file__).parent / "darknet_cfgs"
@@ -211,6 +215,8 @@ def test_yolov2_tiny_predicts_and_exports_to_onnx_with_the_same_detections(tmp_p
     assert len(onnx_dets) == len(dets)
     np.testing.assert_allclose(onnx_dets.boxes, dets.boxes, rtol=1e-3, atol=1e-2)
     np.testing.assert_allclose(onnx_dets.scores, dets.scores, rtol=1e-3, atol=1e-4)
+    stored = json.loads((art / METADATA).read_text())["model"]
+    assert stored["region"] and not set(YOLO_LOSS_KEYS) & set(stored)
 
 
 def test_region_classes_not_matching_the_head_filters_name_the_region_section():
@@ -233,3 +239,29 @@ def test_a_region_without_anchors_is_refused_as_missing_them():
     assert str(e.value).endswith(
         "[region] anchors: missing; num=5 needs 10 numbers (5 w,h pairs in grid cells)"
     )
+
+
+def test_a_region_config_leaves_out_the_yolo_loss_keys_and_round_trips(tmp_path):
+    model = region_model("yolov2-tiny")
+    values = model.config.to_dict()
+    assert values["region"] and not set(YOLO_LOSS_KEYS) & set(values)
+    assert {"scale_x_y", "nms_kind", "beta_nms", "new_coords"} <= set(values)  # decode, NMS
+    assert ModelConfig.from_dict(values) == model.config
+    path = save_checkpoint(tmp_path / "m.pt", model, class_names=["a", "b", "c"])
+    loaded = load_checkpoint(path).model  # strict=True
+    assert loaded.config == model.config
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], tensor), name
+
+
+@pytest.mark.parametrize(
+    "override, got",
+    [({"ignore_thresh": 0.7}, "got [0.7]"), ({"iou_loss": "ciou"}, "got ciou"),
+     ({"counters_per_class": [1, 2, 3]}, "got [[1, 2, 3]]")],
+)  # fmt: skip
+def test_yolo_loss_keys_given_to_a_region_network_are_refused(override, got):
+    key = next(iter(override))
+    with pytest.raises(ConfigError) as e:
+        build_model(cfg=shrunk("yolov2-tiny"), input_size=list(HW), num_classes=3, **override)
+    assert str(e.value).startswith(f"model.{key} is a [yolo] loss key; a [region] (YOLOv2)")
+    assert str(e.value).endswith(got)

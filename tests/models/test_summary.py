@@ -127,3 +127,14 @@ def test_existing_darknet_files_given_as_outputs_are_refused_untouched(capsys, t
     assert "WRITES" in err and "--cfg-file" in err
     assert cfg.read_text() == "[net]\nwidth=416\n"
     assert weights.read_bytes() == b"\x00\x01user weights"
+
+
+def test_a_region_network_summary_names_its_head_and_no_loss(capsys, tmp_path):
+    from tests.models.test_region import shrunk
+
+    cfg = tmp_path / "yolov2-tiny.cfg"
+    cfg.write_text(shrunk("yolov2-tiny"))
+    out = run(capsys, "--cfg-file", str(cfg), "--size", "64", "--repeats", "0")
+    assert field(out, "head") == "[region] (softmax classes), inference only"
+    assert "iou_loss" not in out and "box decoding" not in out
+    assert field(out, "stride 32 map") == "(1, 425, 2, 2)"  # 5 anchors x (80 + 5)

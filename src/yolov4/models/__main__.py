@@ -166,7 +166,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     print(f"  darknet layers    {len(model.layers)}")
     print(f"  .weights floats   {floats:,} ({weights_bytes(floats):,} bytes)")
-    print(f"  box decoding      {'new_coords' if c.new_coords else 'exp'}, iou_loss {c.iou_loss}")
+    if c.region:  # darknet's YOLOv2 head: decode only (yolov4.models.region)
+        print("  head              [region] (softmax classes), inference only")
+    else:
+        print(
+            f"  box decoding      {'new_coords' if c.new_coords else 'exp'}, iou_loss {c.iou_loss}"
+        )
     for s, o in zip(model.strides, outs):
         print(f"  stride {s:2d} map     {tuple(o.shape)}")
     if args.repeats > 0:

@@ -72,6 +72,11 @@ def available_models() -> list[str]:
     return list(ZOO)
 
 
+# the [yolo] loss keys (darknet's [yolo] training): a [region] network, built for inference, has
+# none, and its to_dict leaves them out
+YOLO_LOSS_KEYS = (*(k for k in PER_HEAD_KEYS if k != "scale_x_y"), CPC, "iou_loss")
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Darknet's description of a YOLO network; per-head tuples in ascending stride order."""
@@ -222,15 +227,37 @@ class ModelConfig:
             self.objectness_smooth,
         )
         check_scale_x_y(self.scale_x_y, self.strides)
-        if self.region and self.masks != (tuple(range(len(self.anchors))),):
-            raise ConfigError(
-                "model.masks of a [region] (YOLOv2) network: one head of every anchor, "
-                f"[{list(range(len(self.anchors)))}], got {[list(m) for m in self.masks]}"
-            )
+        if self.region:
+            self._check_region()
         # the network as built (head filters follow num_classes) at its input size
         budget.check_network(
             resolve_layers(config_sections(self, loss_keys=False)), self.input_size
         )
+
+    def _check_region(self) -> None:
+        """A ``[region]`` network: one head of every anchor, and the ``[yolo]`` loss keys
+        (:data:`YOLO_LOSS_KEYS`) at darknet's defaults, as it has no such loss."""
+        if self.masks != (tuple(range(len(self.anchors))),):
+            raise ConfigError(
+                "model.masks of a [region] (YOLOv2) network: one head of every anchor, "
+                f"[{list(range(len(self.anchors)))}], got {[list(m) for m in self.masks]}"
+            )
+        heads = len(self.strides)
+        defaults = {
+            k: per_head(k, v, heads) for k, v in PER_HEAD_KEYS.items() if k in YOLO_LOSS_KEYS
+        }
+        defaults |= {CPC: (None,) * heads, "iou_loss": GLOBAL_YOLO_KEYS["iou_loss"]}
+        for key, default in defaults.items():
+            if (value := getattr(self, key)) != default:
+                got = (
+                    value
+                    if isinstance(value, str)
+                    else [list(v) if isinstance(v, tuple) else v for v in value]
+                )
+                raise ConfigError(
+                    f"model.{key} is a [yolo] loss key; a [region] (YOLOv2) network is built for "
+                    f"inference and has no such loss: leave it out, got {got}"
+                )
 
     @functools.cached_property
     def max_stride(self) -> int:
@@ -264,12 +291,15 @@ class ModelConfig:
         return self.cfg if self.cfg is not None else read_zoo_cfg(self.name)
 
     def to_dict(self) -> dict[str, Any]:
-        """Builtins only (lists, not tuples): safe for JSON, YAML and ``torch.load(weights_only=True)``."""
+        """Builtins only (lists, not tuples): safe for JSON, YAML and ``torch.load(weights_only=True)``.
+        A ``[region]`` network's leaves out the ``[yolo]`` loss keys (:data:`YOLO_LOSS_KEYS`):
+        it has no such loss, and :meth:`from_dict` gives them their defaults."""
 
         def plain(x: Any) -> Any:
             return [plain(i) for i in x] if isinstance(x, (tuple, list)) else x
 
-        return {k: plain(v) for k, v in dataclasses.asdict(self).items()}
+        left_out = YOLO_LOSS_KEYS if self.region else ()
+        return {k: plain(v) for k, v in dataclasses.asdict(self).items() if k not in left_out}
 
 
 def _check_anchors_given(anchors: Any) -> None:
