@@ -41,7 +41,12 @@ from yolov4.models.config_checks import (
     same_value,
     whole,
 )
-from yolov4.models.region import region_anchors_in_cells
+from yolov4.models.region_config import (
+    YOLO_LOSS_KEYS,
+    check_head_kind,
+    check_region_config,
+    put_region,
+)
 from yolov4.models.stride import check_stride_multiple
 from yolov4.models.yolo_keys import (
     CPC,
@@ -56,6 +61,7 @@ from yolov4.models.yolo_keys import (
 from yolov4.models.zoo import is_zoo_network
 
 __all__ = [
+    "YOLO_LOSS_KEYS",
     "ModelConfig",
     "available_models",
     "IOU_LOSSES",
@@ -70,11 +76,6 @@ __all__ = [
 def available_models() -> list[str]:
     """The zoo: every darknet cfg shipped in the package, by file stem."""
     return list(ZOO)
-
-
-# the [yolo] loss keys (darknet's [yolo] training): a [region] network, built for inference, has
-# none, and its to_dict leaves them out
-YOLO_LOSS_KEYS = (*(k for k in PER_HEAD_KEYS if k != "scale_x_y"), CPC, "iou_loss")
 
 
 @dataclass(frozen=True)
@@ -228,36 +229,11 @@ class ModelConfig:
         )
         check_scale_x_y(self.scale_x_y, self.strides)
         if self.region:
-            self._check_region()
+            check_region_config(self)
         # the network as built (head filters follow num_classes) at its input size
         budget.check_network(
             resolve_layers(config_sections(self, loss_keys=False)), self.input_size
         )
-
-    def _check_region(self) -> None:
-        """A ``[region]`` network: one head of every anchor, and the ``[yolo]`` loss keys
-        (:data:`YOLO_LOSS_KEYS`) at darknet's defaults, as it has no such loss."""
-        if self.masks != (tuple(range(len(self.anchors))),):
-            raise ConfigError(
-                "model.masks of a [region] (YOLOv2) network: one head of every anchor, "
-                f"[{list(range(len(self.anchors)))}], got {[list(m) for m in self.masks]}"
-            )
-        heads = len(self.strides)
-        defaults = {
-            k: per_head(k, v, heads) for k, v in PER_HEAD_KEYS.items() if k in YOLO_LOSS_KEYS
-        }
-        defaults |= {CPC: (None,) * heads, "iou_loss": GLOBAL_YOLO_KEYS["iou_loss"]}
-        for key, default in defaults.items():
-            if (value := getattr(self, key)) != default:
-                got = (
-                    value
-                    if isinstance(value, str)
-                    else [list(v) if isinstance(v, tuple) else v for v in value]
-                )
-                raise ConfigError(
-                    f"model.{key} is a [yolo] loss key; a [region] (YOLOv2) network is built for "
-                    f"inference and has no such loss: leave it out, got {got}"
-                )
 
     @functools.cached_property
     def max_stride(self) -> int:
@@ -381,14 +357,9 @@ def config_sections(config: ModelConfig, loss_keys: bool = True) -> list[Section
     put_option(net, "width", config.input_size[1])
     put_option(net, "letter_box", int(config.letter_box), 0)
     anchors = [v for wh in config.anchors for v in wh]
-    kinds = {sections[i].kind for i in heads}
-    if kinds != {"region" if config.region else "yolo"}:
-        raise ConfigError(
-            f"model.region={config.region} does not fit {source}, whose head is "
-            f"{', '.join(f'[{k}]' for k in sorted(kinds))}"
-        )
+    check_head_kind(sections, heads, config.region, source)
     if config.region:
-        _put_region(sections, heads[0], config)
+        put_region(sections, heads[0], config)
         return sections
     for h, i in enumerate(heads):
         y = sections[i]
@@ -423,14 +394,3 @@ def config_sections(config: ModelConfig, loss_keys: bool = True) -> list[Section
                 # darknet's new_coords [yolo] applies no activation: the conv in front does
                 feeder.options["activation"] = "logistic" if config.new_coords else "linear"
     return sections
-
-
-def _put_region(sections: list[Section], i: int, config: ModelConfig) -> None:
-    """``config``'s classes and anchors (grid cells) into the ``[region]`` ``sections[i]``, and
-    the filters of the convolution in front of it."""
-    y, feeder = sections[i], sections[i - 1]
-    put_option(y, "anchors", region_anchors_in_cells(config.anchors, config.strides[0]))
-    put_option(y, "classes", config.num_classes)
-    put_option(y, "num", len(config.anchors))
-    if feeder.kind == "convolutional":
-        put_option(feeder, "filters", config.num_outputs)
