@@ -138,3 +138,15 @@ def test_a_region_network_summary_names_its_head_and_no_loss(capsys, tmp_path):
     assert field(out, "head") == "[region] (softmax classes), inference only"
     assert "iou_loss" not in out and "box decoding" not in out
     assert field(out, "stride 32 map") == "(1, 425, 2, 2)"  # 5 anchors x (80 + 5)
+
+
+@pytest.mark.parametrize("spelling", ["same", "dotted"])
+def test_one_new_path_for_both_outputs_is_refused_before_writing(capsys, tmp_path, spelling):
+    out = tmp_path / "out.cfg"
+    other = out if spelling == "same" else tmp_path / "." / "out.cfg"
+    with pytest.raises(SystemExit) as e:
+        main(["--cfg", str(out), "--weights", str(other), "--repeats", "0"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert f"--cfg {out} and --weights {other} name one file" in err[-1]
+    assert not out.exists()

@@ -12,7 +12,8 @@ torch's ``FlopCounterMode`` count, which is 2 FLOPs per multiply-accumulate, so 
 2 x MACs / 1e9 (darknet's "BFLOPS" counts convolutions the same way, plus one operation per
 element of its [shortcut] and [maxpool] layers). ``--cfg PATH`` writes the darknet cfg and
 ``--weights PATH`` the (randomly initialised) darknet weights: both are outputs, and a file
-already there is refused, never overwritten (the cfg to read is ``--cfg-file``).
+already there, or one path given to both, is refused, never overwritten (the cfg to read is
+``--cfg-file``).
 """
 
 from __future__ import annotations
@@ -121,8 +122,15 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _refuse_existing_outputs(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """Exit 2 (argparse's usage error) when ``--cfg`` or ``--weights`` names a file that exists:
-    they are where the summary writes, and a user's own darknet files there would be lost."""
+    """Exit 2 (argparse's usage error) when ``--cfg`` or ``--weights`` names a file that exists,
+    or both name one file: they are where the summary writes, and a user's own darknet files
+    there, or the cfg under the weights, would be lost."""
+    if args.cfg is not None and args.weights is not None:
+        if Path(args.cfg).resolve() == Path(args.weights).resolve():
+            parser.error(
+                f"--cfg {args.cfg} and --weights {args.weights} name one file: the weights would "
+                "overwrite the cfg; give each its own path"
+            )
     for flag, path in (("--cfg", args.cfg), ("--weights", args.weights)):
         if path is not None and Path(path).exists():
             parser.error(
