@@ -6,12 +6,16 @@ set-up, checkpoint load, HTTP request) and names what was expected and what was 
 
 from __future__ import annotations
 
+import codecs
 import math
 import numbers
 from typing import Any
 
 __all__ = [
     "shown",
+    "bom_encoding",
+    "not_utf8",
+    "other_text",
     "YoloError",
     "InputError",
     "CheckpointError",
@@ -62,3 +66,35 @@ def shown(value: Any) -> str:
         if math.isinf(number):
             return "infinity" if number > 0 else "-infinity"
     return repr(value)
+
+
+# The byte order marks of text that is not UTF-8 (UTF-32's before UTF-16's, which they start
+# with), each with the Python codec that reads it: Windows Notepad's "Unicode" and PowerShell
+# 5's `>` write UTF-16 with FF FE.
+OTHER_BOMS = (
+    (codecs.BOM_UTF32_LE, "UTF-32"),
+    (codecs.BOM_UTF32_BE, "UTF-32"),
+    (codecs.BOM_UTF16_LE, "UTF-16"),
+    (codecs.BOM_UTF16_BE, "UTF-16"),
+)
+
+
+def bom_encoding(data: bytes) -> str | None:
+    """The encoding (``UTF-16``, ``UTF-32``: a codec that reads its mark) whose byte order mark
+    starts ``data``; ``None`` when none does (UTF-8, with or without its mark, included)."""
+    return next((encoding for bom, encoding in OTHER_BOMS if data.startswith(bom)), None)
+
+
+def other_text(data: bytes) -> str | None:
+    """``UTF-16 text (BOM FF FE): save it as UTF-8`` when a byte order mark of another encoding
+    than UTF-8 starts ``data``; ``None`` otherwise."""
+    for bom, encoding in OTHER_BOMS:
+        if data.startswith(bom):
+            return f"{encoding} text (BOM {bom.hex(' ').upper()}): save it as UTF-8"
+    return None
+
+
+def not_utf8(e: UnicodeDecodeError) -> str:
+    """What a text file that failed to decode as UTF-8 holds, for a message's "expected UTF-8
+    text, found ...": :func:`other_text`, or the first byte that is not UTF-8 and its offset."""
+    return other_text(e.object) or f"byte {e.object[e.start]:#04x} at offset {e.start}"

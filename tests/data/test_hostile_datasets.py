@@ -666,6 +666,21 @@ def test_utf16_text_files_are_named_as_such_with_the_fix(tmp_path: Path, order: 
         load_yolo(listing, ["a"], report=ProblemReport())
 
 
+@pytest.mark.parametrize("order", list(UTF16))
+def test_boxes_of_a_utf16_label_file_lost_with_its_unreadable_image_are_counted(tmp_path, order):
+    bom, codec, _ = UTF16[order]
+    root = _yolo(tmp_path)
+    lines = "0 0.5 0.5 0.2 0.2\n1 0.25 0.25 0.1 0.1\nnot a box\n"
+    (root / "labels" / "latin.txt").write_bytes(bom + lines.encode(codec))
+    bad = root / "images" / "latin.jpg"
+    bad.write_bytes(b"x" * 2000)  # no image header
+    data = load_yolo(root / "images", ["a", "b"], report=ProblemReport())
+    (note,) = [n for n in data.notes if "unreadable" in n]
+    assert note.startswith(f"1 unreadable image (e.g. {bad}) left out with the 2 boxes of its"), (
+        note
+    )
+
+
 def test_yolo_label_file_with_bom_is_read(tmp_path: Path):
     root = _yolo(tmp_path)
     (root / "labels" / "latin.txt").write_bytes(b"\xef\xbb\xbf0 0.5 0.5 0.2 0.2\n")

@@ -9,6 +9,7 @@ time: a network that tried to allocate its layers or run its forward pass would 
 
 from __future__ import annotations
 
+import codecs
 import json
 import os
 import subprocess
@@ -20,7 +21,7 @@ import torch
 
 from yolov4 import ConfigError, InputError, build_model
 from yolov4.models import ModelConfig, budget
-from yolov4.models.cfg import ZOO, resolve_layers
+from yolov4.models.cfg import ZOO, read_zoo_cfg, resolve_layers
 from yolov4.models.config import config_sections
 
 # a small valid network: one conv (layer 0, stride 2), {body}, the head conv and a [yolo]
@@ -208,6 +209,27 @@ def test_cfg_that_is_not_utf8_names_the_file_and_byte_offset(child_results):
     assert kind == "ConfigError", msg
     offset = hostile().encode().index(b"channels") + 2  # the first byte of "\xe9t\xe9"
     assert "latin1.cfg:4" in msg and f"byte offset {offset}" in msg and "UTF-8" in msg
+
+
+@pytest.mark.parametrize(
+    "bom, codec, shown",
+    [
+        (b"", "utf-16", "UTF-16 text (BOM FF FE)"),  # Notepad's "Unicode"
+        (codecs.BOM_UTF16_BE, "utf-16-be", "UTF-16 text (BOM FE FF)"),
+        (b"", "utf-32", "UTF-32 text (BOM FF FE 00 00)"),
+    ],
+)
+def test_a_cfg_of_utf16_text_is_named_as_such_with_the_fix(tmp_path, bom, codec, shown):
+    data = bom + read_zoo_cfg("yolov4-tiny").encode(codec)
+    path = tmp_path / "unicode.cfg"
+    path.write_bytes(data)
+    expected = f"expected UTF-8 text, found {shown}: save it as UTF-8"
+    with pytest.raises(ConfigError) as e:
+        build_model(cfg=str(path))
+    assert str(e.value) == f"{path}: {expected}"
+    with pytest.raises(ConfigError) as e:
+        build_model(cfg=data)
+    assert str(e.value) == f"<cfg>: {expected}"
 
 
 def test_cfg_file_larger_than_the_limit_is_not_read(tmp_path, monkeypatch):

@@ -10,13 +10,12 @@ and ``.weights`` of a train run and of export.py's ``darknet`` format
 
 from __future__ import annotations
 
-import codecs
 import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from yolov4.errors import ConfigError, DatasetError
+from yolov4.errors import ConfigError, DatasetError, not_utf8
 
 __all__ = [
     "NAMES_SUFFIX",
@@ -24,7 +23,6 @@ __all__ = [
     "names_file_text",
     "read_names_file",
     "read_text",
-    "not_utf8",
 ]
 
 NAMES_SUFFIX = ".names"
@@ -33,25 +31,6 @@ DARKNET_DATA_SUFFIX = ".data"  # darknet's obj.data / coco.data: `key = value` l
 # line starting with one of them marks a file that is not a list of class names
 DATASET_KEYS = ("classes", "train", "valid", "val", "test", "names", "backup", "nc", "path")
 KEY_VALUE = re.compile(r"\s*([A-Za-z_][\w.-]*)\s*(=|:(?=\s|$))")
-
-
-# The byte order marks of text that is not UTF-8 (UTF-32's before UTF-16's, which they start
-# with): Windows Notepad's "Unicode" and PowerShell 5's `>` write UTF-16 with FF FE.
-OTHER_BOMS = (
-    (codecs.BOM_UTF32_LE, "UTF-32"),
-    (codecs.BOM_UTF32_BE, "UTF-32"),
-    (codecs.BOM_UTF16_LE, "UTF-16"),
-    (codecs.BOM_UTF16_BE, "UTF-16"),
-)
-
-
-def not_utf8(e: UnicodeDecodeError) -> str:
-    """What a text file that failed to decode as UTF-8 holds: ``UTF-16 text (BOM FF FE): save
-    it as UTF-8``, or the first byte that is not UTF-8 and its offset."""
-    for bom, encoding in OTHER_BOMS:
-        if e.object.startswith(bom):
-            return f"{encoding} text (BOM {bom.hex(' ').upper()}): save it as UTF-8"
-    return f"byte {e.object[e.start]:#04x} at offset {e.start}"
 
 
 def read_text(path: Path) -> str:

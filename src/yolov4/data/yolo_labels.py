@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
-from yolov4.core.names_file import not_utf8
 from yolov4.data.data_yaml import ClassNames
 from yolov4.data.problems import Problem, ProblemReport
 from yolov4.data.records import check_box
+from yolov4.errors import bom_encoding, not_utf8
 
 __all__ = ["read_labels", "count_boxes", "relative_box", "YOLO_COLUMNS"]
 
@@ -47,9 +47,11 @@ def relative_box(
 
 def count_boxes(label_file: Path | None, kpt_shape: tuple[int, int] | None) -> int:
     """How many lines of ``label_file`` give a box (0 without a readable file): the boxes an
-    unreadable image takes out of its split."""
+    unreadable image takes out of its split. UTF-8 text, or text whose byte order mark names
+    its encoding (UTF-16, UTF-32: decoded for this count only, :func:`read_labels` refuses it)."""
     try:
-        text = label_file.read_text(encoding="utf-8-sig") if label_file is not None else ""
+        data = label_file.read_bytes() if label_file is not None else b""
+        text = data.decode(bom_encoding(data) or "utf-8-sig")
     except (OSError, UnicodeDecodeError):
         return 0
     count = 0

@@ -10,9 +10,8 @@ import os
 from pathlib import Path
 
 from yolov4.core.files import files_under, listed_path, posix_form, posix_note
-from yolov4.core.names_file import not_utf8
 from yolov4.data.problems import Problem, ProblemReport
-from yolov4.errors import DatasetError
+from yolov4.errors import DatasetError, not_utf8
 
 __all__ = [
     "LABEL_SUFFIX",

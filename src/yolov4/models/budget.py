@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from yolov4.errors import ConfigError
+from yolov4.errors import ConfigError, other_text
 
 # yolov4.models.cfg imports this module: its Section (and cfg_layers' LayerSpec) are typed Any here
 Section = LayerSpec = Any
@@ -159,7 +159,10 @@ def read_cfg_file(path: Path) -> str:
 
 def _check_text(data: bytes, source: str, cut: bool = False) -> None:
     """:class:`ConfigError` unless ``data`` is UTF-8 text without NUL bytes (``cut``: ``data``
-    is the head of a longer file, and may end inside a character)."""
+    is the head of a longer file, and may end inside a character); text that a byte order mark
+    names UTF-16 or UTF-32 is named as such, with the fix."""
+    if (other := other_text(data)) is not None:  # UTF-16 has NUL bytes: named before them
+        raise ConfigError(f"{source}: expected UTF-8 text, found {other}")
     nul = data.find(b"\0")
     if nul >= 0:
         line = data[:nul].count(b"\n") + 1
