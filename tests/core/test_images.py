@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from yolov4.core.images import ImageTooLarge, decode_image
+from yolov4.core.images import ImageTooLarge, decode_image, image_files, images_under
 from yolov4.core.jpeg import jpeg_damage
 from yolov4.data.image_io import image_size, read_image
 from yolov4.data.problems import Note, Problem, ProblemReport
@@ -284,3 +284,24 @@ def test_an_image_over_pillows_warning_size_is_refused_in_one_line(recwarn):
     with pytest.raises(ImageTooLarge, match=r"90,000,000 pixels"):
         decode_image(buf.getvalue(), "big.png", max_pixels=1_000_000)
     assert not [w for w in recwarn if issubclass(w.category, Image.DecompressionBombWarning)]
+
+
+def test_images_under_is_recursive_by_suffix_sorted_as_every_folder_reader_lists(tmp_path):
+    """One list for a folder of images, whoever reads it: predict.py's folder, export's
+    calibration folder (a name with ``-`` beside a folder of its stem sorts as paths do)."""
+    from yolov4.cli.sources import image_folder
+    from yolov4.training.predict import list_images
+
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    wanted = [root / "a" / "b.jpg", root / "a" / "c" / "d.jpeg", root / "a-b" / "x.PNG",
+              root / "linked" / "e.jpg", root / "top.webp"]  # fmt: skip
+    for path in [*wanted[:3], wanted[4], root / "notes.txt", root / "a" / "b.txt"]:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"")
+    outside.mkdir()
+    (outside / "e.jpg").write_bytes(b"")
+    (root / "linked").symlink_to(outside, target_is_directory=True)
+    assert images_under(root) == wanted
+    assert image_files(reversed(wanted + [root / "notes.txt"])) == wanted
+    assert [Path(f) for _, f in list_images(root)] == wanted
+    assert image_folder(root) == wanted

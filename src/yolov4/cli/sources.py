@@ -26,8 +26,7 @@ from omegaconf import DictConfig
 from yolov4.cli.common import to_builtin
 from yolov4.core.artifact import AUTO_PRECISION, PRECISIONS, backend_names
 from yolov4.core.checkpoint import Checkpoint, load_checkpoint
-from yolov4.core.files import files_under
-from yolov4.core.images import IMAGE_SUFFIXES
+from yolov4.core.images import IMAGE_SUFFIXES, images_under
 from yolov4.errors import ConfigError
 from yolov4.export.quantize import MIN_CALIBRATION_IMAGES, decoded_images, warn_skipped
 from yolov4.inference import Predictor
@@ -207,7 +206,7 @@ def image_folder(folder: str | Path) -> list[Path]:
     root = Path(folder)
     if not root.is_dir():
         raise ConfigError(f"calibration={folder}: not a folder (expected a folder of images)")
-    files = sorted(p for p in files_under(root) if p.suffix.lower() in IMAGE_SUFFIXES)
+    files = images_under(root)
     if not files:
         raise ConfigError(
             f"calibration={folder}: no image files ({', '.join(IMAGE_SUFFIXES)}) in the folder"

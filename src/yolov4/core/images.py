@@ -33,13 +33,16 @@ import os
 import re
 import struct
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import BinaryIO
 
 import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from yolov4.core.files import files_under
 from yolov4.core.jpeg import (
     JPEG_EOI,
     JPEG_PROBE,
@@ -63,7 +66,9 @@ __all__ = [
     "decode",  # deprecated: decode_image_details
     "decode_image",
     "decode_image_details",
+    "image_files",
     "image_size",
+    "images_under",
     "pil_orientation",
 ]
 
@@ -74,6 +79,18 @@ MAX_PIXELS = 100_000_000  # default decompression-bomb guard (PIL warns at 89M)
 EXIF_ORIENTATION = 0x0112  # EXIF/TIFF Orientation tag; 1 = as stored
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 JPEG_FORMATS = ("JPEG", "MPO")  # MPO: phones' multi-picture JPEG (first picture decoded)
+
+
+def image_files(paths: Iterable[Path]) -> list[Path]:
+    """The image files of ``paths`` (by suffix, case-insensitive: :data:`IMAGE_SUFFIXES`),
+    sorted."""
+    return sorted(p for p in paths if p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def images_under(folder: str | os.PathLike) -> list[Path]:
+    """The image files under ``folder``, recursively (:func:`yolov4.core.files.files_under`),
+    by suffix, sorted (:func:`image_files`); ``[]`` for a folder without any."""
+    return image_files(files_under(folder))
 
 
 class ImageDecodeError(InputError):

@@ -45,6 +45,7 @@ from pathlib import Path
 import numpy as np
 
 from yolov4.core.files import files_under, looked_for
+from yolov4.core.images import image_files
 from yolov4.data.data_yaml import (
     DARKNET_DATA_SUFFIX,
     ClassNames,
@@ -143,7 +144,7 @@ def load_yolo(
         files = listed
     else:
         listed = listing(image_dir)
-        files = sorted(p for p in listed if p.suffix.lower() in IMAGE_SUFFIXES)
+        files = image_files(listed)
     if listing_file:
         label_root = Path(labels) if labels is not None else None
         candidates = partial(listed_label_files, label_dir=label_root)

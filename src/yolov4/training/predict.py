@@ -42,8 +42,7 @@ from lightning.pytorch.trainer.states import TrainerStatus
 from torch.utils.data import DataLoader, Dataset
 
 from yolov4.core.checkpoint import load_checkpoint
-from yolov4.core.files import files_under
-from yolov4.core.images import IMAGE_SUFFIXES, MAX_PIXELS, decode_image
+from yolov4.core.images import IMAGE_SUFFIXES, MAX_PIXELS, decode_image, images_under
 from yolov4.core.model import DecodedModel
 from yolov4.core.postprocess import SERVING, PostprocessConfig
 from yolov4.core.preprocess import PreprocessConfig, preprocess
@@ -88,7 +87,7 @@ def list_images(files: str | os.PathLike | Sequence[str | os.PathLike]) -> list[
         folder = Path(files)
         if not folder.is_dir():
             raise InputError(f"expected a folder of images or a list of files, got {str(files)!r}")
-        found = sorted(str(p) for p in files_under(folder) if p.suffix.lower() in IMAGE_SUFFIXES)
+        found = [str(p) for p in images_under(folder)]
         if not found:
             raise InputError(f"folder {str(files)!r} holds no image ({', '.join(IMAGE_SUFFIXES)})")
         return [(str(files), f) for f in found]
