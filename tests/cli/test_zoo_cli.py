@@ -23,6 +23,7 @@ from yolov4.darknet import load_darknet_weights, save_darknet_weights
 from yolov4.models import ModelConfig
 from yolov4.models.cfg import Section, parse_cfg, read_zoo_cfg
 from yolov4.models.zoo import PUBLISHED
+from yolov4.training.nominal_batch import accumulation
 from yolov4.training.optim import lr_factor
 
 # experiment -> the zoo network whose cfg it follows
@@ -72,7 +73,8 @@ def test_recipe_is_the_cfgs_net_section(experiment, tmp_path):
 
     # nominal batch: darknet's batch (yolov3.cfg ships its test setting, batch=1; it trains at 64)
     nominal = net.get_int("batch") if net.get_int("batch") > 1 else 64
-    assert cfg.data.batch_size * cfg.trainer.accumulate_grad_batches == nominal
+    assert cfg.nominal_batch == nominal
+    assert cfg.data.batch_size * accumulation(cfg.nominal_batch, cfg.data.batch_size, 1) == nominal
     if net.get_int("subdivisions") > 1:
         assert cfg.data.batch_size == nominal // net.get_int("subdivisions")
 

@@ -15,7 +15,7 @@ from yolov4.training.cfg_settings import cfg_settings_not_used, log_cfg_classes,
 RUN = {
     "optim.lr": 0.002,
     "optim.burn_in": 100,
-    "data.batch_size": 16,
+    "nominal_batch": None,
     "augment.mosaic": 1.0,
     "augment.jitter": None,
     "augment.resize": 1.0,
@@ -35,7 +35,7 @@ def test_the_cfgs_training_settings_are_named_beside_the_runs():
     settings, inputs = cfg_settings_not_used(user_config(), RUN.get)
     assert "learning_rate=0.00261 (optim.lr=0.002)" in settings
     assert "burn_in=1000 (optim.burn_in=100)" in settings
-    assert "batch=64 (data.batch_size=16)" in settings
+    assert "batch=64 (nominal_batch=None)" in settings
     assert "[yolo] jitter=.3 (augment.jitter=None)" in settings
     assert "[yolo] resize=1.5 (augment.resize=1.0)" in settings
     assert inputs == [

@@ -68,6 +68,7 @@ from yolov4.training.darknet_files import (
 from yolov4.training.early_stop import EarlyStoppingResume, log_early_stop
 from yolov4.training.module import YoloModule
 from yolov4.training.noise import precision_note, quiet_lightning, rank_zero_logger
+from yolov4.training.nominal_batch import set_accumulation
 from yolov4.training.precision import AUTO, check_accelerator, resolve_precision
 from yolov4.training.requeue import (
     Requeue,
@@ -233,7 +234,9 @@ def build_trainer(
     cfg: DictConfig, precision: Any, extra_callbacks: list[L.Callback] | None = None
 ) -> L.Trainer:
     """``cfg.trainer`` with the loggers and callbacks of ``cfg`` (and ``extra_callbacks``), the
-    resolved ``precision``, atomic checkpoint writes and the submitit launcher's topology."""
+    resolved ``precision``, atomic checkpoint writes and the submitit launcher's topology; its
+    ``accumulate_grad_batches`` set for the run's ``nominal_batch`` once its world size is known
+    (:func:`~yolov4.training.nominal_batch.set_accumulation`)."""
     loggers = build_all(cfg, "logger")
     callbacks = [*build_all(cfg, "callbacks"), *(extra_callbacks or []), EarlyStoppingResume()]
     if not loggers:  # logger=none: nothing to monitor the lr into (Lightning would refuse)
@@ -242,15 +245,18 @@ def build_trainer(
     topology = launcher_topology()
     if topology:
         log.info("submitit launcher: %s", topology)
-    return build(
+    trainer = build(
         cfg,
         "trainer",
         callbacks=callbacks,
         logger=loggers or False,
         precision=precision,
         plugins=[AtomicCheckpointIO()],  # checkpoints renamed into place beside themselves
+        accumulate_grad_batches=1,  # set below: it depends on trainer.world_size
         **topology,
     )
+    set_accumulation(cfg, trainer)
+    return trainer
 
 
 def write_outputs(

@@ -33,7 +33,7 @@ NET_SETTINGS = {
     "steps": "optim.steps",
     "scales": "optim.scales",
     "max_batches": "trainer.max_steps",
-    "batch": "data.batch_size",
+    "batch": "nominal_batch",
     "mosaic": "augment.mosaic",
     "hue": "augment.hue",
     "saturation": "augment.saturation",
