@@ -161,6 +161,9 @@ def test_without_openvino_fp32_exports_and_reduced_precisions_name_the_extra(
 SIGNAL_AFTER_TWO_PREDICTORS = textwrap.dedent(
     """
     import gc, os, signal, sys, time
+    # Python's own Ctrl-C handler, which it installs at start-up only where SIGINT is not
+    # ignored (a job a shell starts in the background inherits it ignored)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     from yolov4.inference import Predictor
     first = Predictor.from_artifact(sys.argv[1], backend="openvino")
     second = Predictor.from_artifact(sys.argv[1], backend="openvino")
