@@ -19,7 +19,8 @@ def out_of_memory_error(e: torch.OutOfMemoryError, images: torch.Tensor) -> torc
     the settings that lower the memory a step takes."""
     return torch.OutOfMemoryError(
         f"out of memory with batch size {images.shape[0]} at input {tuple(images.shape[-2:])}: "
-        f"lower data.batch_size (keep the nominal batch with trainer.accumulate_grad_batches), "
+        f"lower data.batch_size (with nominal_batch set, the accumulation follows; without it, "
+        f"keep the images per step with trainer.accumulate_grad_batches), "
         f"use trainer.precision=16-mixed or bf16-mixed, or a smaller data.input_size. ({e})"
     )
 
