@@ -79,19 +79,26 @@ OTHER_BOMS = (
 )
 
 
+def _other_bom(data: bytes) -> tuple[bytes, str] | None:
+    """The ``(mark, encoding)`` of :data:`OTHER_BOMS` that starts ``data``, ``None`` for none."""
+    return next(((bom, enc) for bom, enc in OTHER_BOMS if data.startswith(bom)), None)
+
+
 def bom_encoding(data: bytes) -> str | None:
     """The encoding (``UTF-16``, ``UTF-32``: a codec that reads its mark) whose byte order mark
     starts ``data``; ``None`` when none does (UTF-8, with or without its mark, included)."""
-    return next((encoding for bom, encoding in OTHER_BOMS if data.startswith(bom)), None)
+    found = _other_bom(data)
+    return None if found is None else found[1]
 
 
 def other_text(data: bytes) -> str | None:
     """``UTF-16 text (BOM FF FE): save it as UTF-8`` when a byte order mark of another encoding
     than UTF-8 starts ``data``; ``None`` otherwise."""
-    for bom, encoding in OTHER_BOMS:
-        if data.startswith(bom):
-            return f"{encoding} text (BOM {bom.hex(' ').upper()}): save it as UTF-8"
-    return None
+    found = _other_bom(data)
+    if found is None:
+        return None
+    bom, encoding = found
+    return f"{encoding} text (BOM {bom.hex(' ').upper()}): save it as UTF-8"
 
 
 def not_utf8(e: UnicodeDecodeError) -> str:
