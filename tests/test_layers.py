@@ -27,7 +27,7 @@ LAYERS: list[set[str]] = [
     {"data", "evaluation", "export", "inference", "training"},
     {"serve", "cli"},
 ]
-# Sibling imports the README's Layout table allows.
+# Sibling imports the layout table (docs/design/layout.md) allows.
 SIBLINGS = {
     ("training", "evaluation"),  # validation scores with the COCO evaluator
     ("export", "inference"),  # export checks each file through the backend that will serve it
