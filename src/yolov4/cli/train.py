@@ -66,6 +66,7 @@ from yolov4.training.darknet_files import (
     write_darknet_files,
 )
 from yolov4.training.early_stop import EarlyStoppingResume, log_early_stop
+from yolov4.training.epoch_log import progress_bars
 from yolov4.training.module import YoloModule
 from yolov4.training.noise import precision_note, quiet_lightning, rank_zero_logger
 from yolov4.training.nominal_batch import set_accumulation
@@ -234,13 +235,16 @@ def build_trainer(
     cfg: DictConfig, precision: Any, extra_callbacks: list[L.Callback] | None = None
 ) -> L.Trainer:
     """``cfg.trainer`` with the loggers and callbacks of ``cfg`` (and ``extra_callbacks``), the
-    resolved ``precision``, atomic checkpoint writes and the submitit launcher's topology; its
+    progress bar of :func:`~yolov4.training.epoch_log.progress_bars`, the resolved
+    ``precision``, atomic checkpoint writes and the submitit launcher's topology; its
     ``accumulate_grad_batches`` set for the run's ``nominal_batch`` once its world size is known
     (:func:`~yolov4.training.nominal_batch.set_accumulation`)."""
     loggers = build_all(cfg, "logger")
     callbacks = [*build_all(cfg, "callbacks"), *(extra_callbacks or []), EarlyStoppingResume()]
     if not loggers:  # logger=none: nothing to monitor the lr into (Lightning would refuse)
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
+    # the epoch named as the log's epoch lines name it (Epoch 3/8, also under max_steps)
+    callbacks += progress_bars(callbacks, cfg.trainer.get("enable_progress_bar") is not False)
     # under the submitit launcher a job's processes are its tasks: trainer.num_nodes/devices
     topology = launcher_topology()
     if topology:

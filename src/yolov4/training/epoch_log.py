@@ -1,7 +1,8 @@
 """The training log's lines about the run's course (rank 0's): one per epoch
 (:class:`EpochLine`: losses, validation, lr, time; ``epoch 3/8``, 1-based over the run's
 epoch count as ultralytics and darknet users read it, where Lightning counts from 0) and the
-multi-scale sizes the run trains at (:func:`log_multi_scale`)."""
+multi-scale sizes the run trains at (:func:`log_multi_scale`); the progress bar that names the
+epoch the same way (:class:`EpochProgressBar`)."""
 
 from __future__ import annotations
 
@@ -12,10 +13,18 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
+from lightning.pytorch.callbacks import ProgressBar, TQDMProgressBar
 
 from yolov4.evaluation import EvaluationResult
 
-__all__ = ["EpochLine", "epoch_count", "log_multi_scale"]
+__all__ = [
+    "EpochLine",
+    "EpochProgressBar",
+    "epoch_count",
+    "epoch_shown",
+    "log_multi_scale",
+    "progress_bars",
+]
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +41,33 @@ def epoch_count(trainer: Any) -> int | None:
         per_epoch = math.ceil(batches / max(1, trainer.accumulate_grad_batches))
         counts.append(math.ceil(trainer.max_steps / per_epoch))
     return min(counts) if counts else None
+
+
+def epoch_shown(trainer: Any, epoch: int) -> str:
+    """Lightning's (0-based) ``epoch`` as the run's lines show it: 1-based over the run's
+    :func:`epoch_count` (``3/8``), the number alone when nothing bounds the run (``3``)."""
+    shown, count = epoch + 1, epoch_count(trainer)
+    return str(shown) if count is None else f"{shown}/{max(count, shown)}"
+
+
+class EpochProgressBar(TQDMProgressBar):
+    """Lightning's tqdm bar, its training bar named ``Epoch 3/8`` as :func:`epoch_shown` names
+    the epoch (a recipe bounded by ``trainer.max_steps`` alone has ``max_epochs=-1``, a total
+    Lightning's own bars cannot show)."""
+
+    def on_train_epoch_start(self, trainer: Any, *args: Any) -> None:
+        super().on_train_epoch_start(trainer, *args)
+        self.train_progress_bar.set_description(
+            f"Epoch {epoch_shown(trainer, trainer.current_epoch)}"
+        )
+
+
+def progress_bars(callbacks: list[Any], enabled: bool) -> list[EpochProgressBar]:
+    """``[EpochProgressBar()]`` for a trainer whose ``enable_progress_bar`` is ``enabled`` and
+    whose ``callbacks`` hold no progress bar of the user's; else ``[]``."""
+    if not enabled or any(isinstance(c, ProgressBar) for c in callbacks):
+        return []
+    return [EpochProgressBar()]
 
 
 def log_multi_scale(trainer: Any, preprocess: Mapping[str, Any], total: int | None) -> None:
@@ -108,8 +144,8 @@ class EpochLine:
         self.batches += 1
 
     def log(self, trainer: Any, epoch: int, step: int) -> None:
-        """Rank 0's line for Lightning's (0-based) ``epoch``, shown 1-based over the run's
-        :func:`epoch_count` (``epoch 8/8`` for the last of 8): the mean training loss of its
+        """Rank 0's line for Lightning's (0-based) ``epoch``, shown as :func:`epoch_shown`
+        (``epoch 8/8`` for the last of 8): the mean training loss of its
         batches, its parts, the validation of the epoch (when one ran), the learning rate and
         the time."""
         if not trainer.is_global_zero or not self.batches:
@@ -121,10 +157,9 @@ class EpochLine:
         if self.val is not None and self.val_restored:
             val += f" (step {self.val_step}, before the stop)"
         lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else 0.0
-        shown, count = epoch + 1, epoch_count(trainer)
         log.info(
-            "epoch %d%s step %d: train loss %.4f (box %.4f obj %.4f cls %.4f) | %s | lr %.3g | %.1f s",
-            shown, "" if count is None else f"/{max(count, shown)}", step,
+            "epoch %s step %d: train loss %.4f (box %.4f obj %.4f cls %.4f) | %s | lr %.3g | %.1f s",
+            epoch_shown(trainer, epoch), step,
             total, box, obj, cls, val, lr, time.perf_counter() - self.started,
         )  # fmt: skip
         if self.resumed:
