@@ -42,6 +42,7 @@ __all__ = [
     "release_folder",
     "launched_rank",
     "INTERRUPTED_EXIT",
+    "NO_ACCUMULATION",
 ]
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,9 @@ OUTPUT_ERRNOS = {
     errno.EISDIR, errno.EEXIST, errno.ENAMETOOLONG,
 }  # fmt: skip
 INTERRUPTED_EXIT = 130  # a run stopped by Ctrl-C (or SIGTERM) exits as a shell's Ctrl-C does
+# configs/trainer/'s accumulate_grad_batches is null, for train.py to derive from nominal_batch
+# once its Trainer knows its processes; a Trainer that validates or predicts takes Lightning's 1
+NO_ACCUMULATION = {"accumulate_grad_batches": 1}
 
 
 def _multirun() -> bool:

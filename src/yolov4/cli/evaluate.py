@@ -19,6 +19,7 @@ import lightning as L
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from yolov4.cli.common import (
+    NO_ACCUMULATION,
     build,
     build_partial,
     check_override_syntax,
@@ -293,7 +294,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     if cfg.checkpoint:
         module.model.load_state_dict(state, strict=True)
     precision = resolve_precision(cfg.trainer.get("precision"), cfg.trainer.get("accelerator"))
-    trainer: L.Trainer = build(cfg, "trainer", precision=precision)
+    trainer: L.Trainer = build(cfg, "trainer", precision=precision, **NO_ACCUMULATION)
     weights = {  # the precision Lightning runs (16-mixed becomes bf16-mixed on a CPU)
         "file": str(cfg.checkpoint or cfg.darknet_weights),
         "backend": "pytorch",

@@ -12,7 +12,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from yolov4.cli.common import to_builtin
+from yolov4.cli.common import NO_ACCUMULATION, to_builtin
 from yolov4.cli.predict_output import output_folder
 from yolov4.cli.sources import model_source
 from yolov4.core.images import MAX_PIXELS
@@ -68,12 +68,12 @@ def _image_sources(cfg: DictConfig) -> list[ImageFiles]:
 
 
 def _trainer_kwargs(cfg: DictConfig, out: Path) -> dict[str, Any]:
-    """The ``Trainer`` arguments of ``cfg.trainer`` (its ``_target_`` left out), writing
-    under ``out``."""
+    """The ``Trainer`` arguments of ``cfg.trainer`` (its ``_target_`` left out, no gradient
+    accumulation), writing under ``out``."""
     node = OmegaConf.to_container(cfg.trainer, resolve=False)
     node.pop("_target_", None)
     node["default_root_dir"] = str(out)
-    kwargs = OmegaConf.to_container(OmegaConf.create(node), resolve=True)
+    kwargs = {**OmegaConf.to_container(OmegaConf.create(node), resolve=True), **NO_ACCUMULATION}
     if not cfg.get("progress", True):
         kwargs["enable_progress_bar"] = False
     return kwargs
