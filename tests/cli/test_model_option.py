@@ -14,7 +14,12 @@ from hydra.errors import ConfigCompositionException
 
 from tests.models.test_zoo import user_cfg
 from yolov4.cli.common import model_config, model_network
-from yolov4.cli.model_option import DARKNET_MODEL, _experiment_choice, check_option_keys
+from yolov4.cli.model_option import (
+    DARKNET_MODEL,
+    _experiment_choice,
+    check_option_keys,
+    model_options,
+)
 from yolov4.errors import ConfigError
 from yolov4.models import ModelConfig
 
@@ -164,3 +169,37 @@ def test_a_resume_in_its_run_folder_is_checked_with_the_runs_options(tmp_path, m
 
     merged = merge_overrides(["data=yolo", "data.file=/d/x.data"], ["data.file=/d/y.data"])
     check_resume_option_keys(parsed(*merged), str(run), str(ckpt))  # data=yolo reads it
+
+
+@pytest.mark.parametrize("app", APPS)
+def test_a_model_name_of_no_option_names_the_options_and_the_darknet_model(
+    app, monkeypatch, capsys
+):
+    """darknet's YOLOv2 cfgs are no zoo network: ``model=yolov2-tiny`` names the options and
+    ``model=darknet model.cfg=`` in one line, where Hydra prints its search path."""
+    err = refused(app, "model=yolov2-tiny", monkeypatch, capsys)
+    assert err.count("\n") == 1 and err.startswith(
+        "Error: ConfigError: model=yolov2-tiny: no model config of that name (the options: "
+    )
+    assert "model=darknet model.cfg=path/to/yolov2-tiny.cfg (darknet's YOLOv2 [region]" in err
+    listed = err.split("(the options: ")[1].split(")")[0].split(", ")
+    assert listed == model_options()
+    with initialize_config_module(config_module="yolov4.configs", version_base="1.3"):
+        with pytest.raises(ConfigCompositionException, match="Could not find 'model/yolov2-tiny'"):
+            compose(app, overrides=["model=yolov2-tiny"])
+
+
+def test_the_options_named_are_those_hydra_composes():
+    assert {"darknet", "yolov4", "yolov4-tiny"} <= set(model_options())
+    with initialize_config_module(config_module="yolov4.configs", version_base="1.3"):
+        for option in model_options():
+            cfg = compose("train", [f"model={option}"], return_hydra_config=True)
+            assert cfg.hydra.runtime.choices.model == option
+
+
+def test_a_cfg_file_given_as_the_model_name_is_given_as_model_cfg():
+    with pytest.raises(ConfigError, match=r"model=darknet model\.cfg=/d/my\.cfg \("):
+        check_option_keys(parsed("model=/d/my.cfg"))
+    for fine in (["model=darknet"], ["model=null"], ["~model"], ["model=yolov4,yolov2"],
+                 ["hydra.searchpath=[file:///mine]", "model=mine"]):  # fmt: skip
+        check_option_keys(parsed(*fine))

@@ -7,6 +7,10 @@ config or shipped experiment picks either by default: Hydra refuses ``model.cfg=
 ``data.file=PATH`` with any other ("Could not override 'model.cfg'", suggesting
 ``+model.cfg=``), and :func:`check_option_keys` names ``model=darknet model.cfg=PATH`` (or
 ``data=yolo data.file=PATH``) instead, before Hydra runs.
+
+A ``model=NAME`` of no option (``model=yolov2-tiny``: darknet's YOLOv2 cfgs are no zoo network)
+gets Hydra's "Could not find 'model/NAME'"; :func:`check_option_keys` names the options and
+``model=darknet model.cfg=PATH`` instead.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ __all__ = [
     "OPTION_KEYS",
     "OptionKey",
     "check_option_keys",
+    "model_options",
     "check_resume_option_keys",
 ]
 
@@ -73,7 +78,9 @@ def check_option_keys(overrides: list[Any], app: str | None = None) -> None:
     (``group=``), else the ``experiment=``'s, else the default of the app config ``app``
     (``configs/<app>.yaml``; none known: ``None``). A sweep of options or an experiment this
     package does not ship is left to Hydra; a resume (``ckpt_path=``) composes the run's options
-    too, and is checked with them (:func:`check_resume_option_keys`)."""
+    too, and is checked with them (:func:`check_resume_option_keys`). A ``model=NAME`` that is
+    none of :func:`model_options` is a :class:`ConfigError` too."""
+    _check_model_name(overrides)
     if any(o.key_or_group == RESUME_KEY for o in overrides):
         return
     found = _refused_key(overrides, app)
@@ -82,6 +89,35 @@ def check_option_keys(overrides: list[Any], app: str | None = None) -> None:
         raise ConfigError(
             f"{row.key}={value}: only {row.group}={row.option} reads {row.reads} "
             f"({_why(row, choice, source)}): give {row.group}={row.option} {row.key}={value}"
+        )
+
+
+def model_options() -> list[str]:
+    """The shipped ``model=`` options (``configs/model/<name>.yaml``): the zoo and
+    :data:`DARKNET_MODEL`."""
+    folder = resources.files("yolov4.configs").joinpath("model")
+    return sorted(
+        f.name.removesuffix(".yaml") for f in folder.iterdir() if f.name.endswith(".yaml")
+    )
+
+
+def _check_model_name(overrides: list[Any]) -> None:
+    """:class:`ConfigError` for a ``model=NAME`` (or ``+model=``) in Hydra's parsed
+    ``overrides`` that is none of :func:`model_options`, naming them and
+    ``model=darknet model.cfg=PATH``; a sweep, ``null`` or options added by
+    ``hydra.searchpath`` are left to Hydra."""
+    if any(o.key_or_group == "hydra.searchpath" for o in overrides):
+        return
+    options = model_options()
+    for o in overrides:
+        value = o.value() if o.key_or_group == "model" and not o.is_delete() else None
+        if not isinstance(value, str) or value in options:
+            continue
+        cfg = value if value.endswith(".cfg") else f"path/to/{value}.cfg"
+        raise ConfigError(
+            f"model={value}: no model config of that name (the options: {', '.join(options)}); "
+            f"a darknet cfg file loads with model={DARKNET_MODEL} model.cfg={cfg} (darknet's "
+            "YOLOv2 [region] networks for inference only: predict.py, evaluate.py, export.py)"
         )
 
 
