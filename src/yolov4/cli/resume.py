@@ -216,7 +216,7 @@ def _prints_only(args: Any) -> bool:
 
 def _check_resumable(run: Path, merged: list[str], given: list[str], ckpt: str) -> None:
     """``merged`` (the run's saved overrides under the command's, ``given``) against the run's
-    saved config: a :class:`ConfigError` for overrides that no longer compose, a change a
+    saved config: a :class:`ConfigError` for overrides that do not compose, a change a
     resume cannot make, or a run ``ckpt`` has finished; else the change, in :data:`RESUME_LOG`."""
     old = OmegaConf.to_container(OmegaConf.load(run / SAVED_CONFIG), resolve=False)
     try:
@@ -227,8 +227,9 @@ def _check_resumable(run: Path, merged: list[str], given: list[str], ckpt: str) 
         if stale:
             raise ConfigError(
                 f"resume of {run}: the run's saved overrides ({run / SAVED_OVERRIDES}) "
-                f"{_format_stale(stale)} no longer compose with this version's configs (a key "
-                f"removed or renamed: docs/renamed.md); remove or rename those lines in "
+                f"{_format_stale(stale)} do not compose with the installed version's configs "
+                f"(keys they do not have: docs/renamed.md says what to use); remove or rename "
+                f"those lines in "
                 f"{run / SAVED_OVERRIDES} and run the same command again (the checkpoint and "
                 f"{run / SAVED_CONFIG} are untouched)"
             ) from None
