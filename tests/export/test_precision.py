@@ -88,6 +88,30 @@ def test_int8_runs_in_openvino_only(int8_artifact):
         Predictor.from_artifact(int8_artifact, precision="bf16")
 
 
+@pytest.mark.parametrize("name", [MODEL_INT8_BIN, MODEL_INT8_XML])
+def test_a_corrupt_int8_file_refuses_int8_and_leaves_fp32_loadable(int8_artifact, tmp_path, name):
+    """One byte flipped in the middle of the IR's weights or graph: OpenVINO would read the
+    file, so the sha256 check refuses INT8 naming the file; fp32 (model.onnx, unchanged) loads
+    in both its runtimes and predicts as the intact artifact does."""
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(int8_artifact, copy)
+    data = bytearray((copy / name).read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (copy / name).write_bytes(bytes(data))
+    with pytest.raises(ExportError, match=f"{re.escape(name)} does not match its sha256"):
+        Predictor.from_artifact(copy, precision="int8")
+    with pytest.raises(ExportError, match=f"{re.escape(name)} does not match its sha256"):
+        read_metadata(copy)  # the whole artifact's check names it too
+    x = torch.rand(1, 3, 64, 64)
+    for backend in ("onnxruntime", "openvino"):
+        intact = Predictor.from_artifact(int8_artifact, precision="fp32", backend=backend)
+        loaded = Predictor.from_artifact(copy, precision="fp32", backend=backend)
+        assert loaded.model_file == "model.onnx"
+        assert torch.equal(loaded.backend(x), intact.backend(x))
+
+
 def test_gate_refuses_a_bad_calibration_naming_both_numbers(overfit, tmp_path):
     """Black images calibrate every activation range to ~0: the INT8 model loses its mAP,
     and a gate of 0 points refuses it with both numbers; nothing is left behind."""
