@@ -278,6 +278,45 @@ def test_calibration_batch_skips_what_cannot_be_read(damaged_folder, caplog):
         calibration_batch([root / "trunc.jpg"], config)
 
 
+def test_the_agreement_gate_skips_unreadable_images_as_the_cli_does(
+    overfit, damaged_folder, caplog
+):
+    """Through the Python API: the unreadable images are skipped with one warning naming them,
+    both models are compared on the same readable ones, and none readable is refused."""
+    from yolov4.export.gates import agreement_gate
+    from yolov4.inference import Predictor
+
+    root, good = damaged_folder
+    predictor = Predictor.from_checkpoint(overfit.checkpoint)
+    gate = Agreement(
+        [root / "trunc.jpg", good[0], root / "huge.png", good[1]], subset="the photos", batch_size=1
+    )
+    with caplog.at_level(logging.WARNING, logger="yolov4"):
+        fp32 = gate.detections(predictor)
+    assert gate.images == good[:2]
+    expected = [predictor(f, conf=0.1)[0] for f in good[:2]]  # batches of one, as the gate's
+    assert len(fp32) == 2 and fp32[0].image_size == (64, 64)
+    for a, b in zip(fp32, expected, strict=True):
+        np.testing.assert_array_equal(a.boxes, b.boxes)
+        np.testing.assert_array_equal(a.scores, b.scores)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert "agreement gate on the photos: skipped 2 of 4 images" in warnings[0]
+    assert "trunc.jpg" in warnings[0] and "huge.png" in warnings[0]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="yolov4"):
+        accuracy = agreement_gate(gate, predictor, fp32, "int8", 0.0)  # the same model again
+    assert not caplog.records  # the skipped images are gone: nothing more to say
+    assert accuracy["images"] == 2
+    assert accuracy["agreement"]["f1"] in (1.0, None)
+    with pytest.raises(
+        ExportError,
+        match=r"agreement gate on x needs at least one readable image, none of 2 .*"
+        r"trunc\.jpg.*huge\.png",
+    ):
+        Agreement([root / "trunc.jpg", root / "huge.png"], subset="x").detections(predictor)
+
+
 def test_an_export_checks_its_nms_graph_on_the_readable_images(overfit, damaged_folder, caplog):
     """fp32 with calibration=<folder>: the NMS graph's check runs on the 3 readable images."""
     root, _ = damaged_folder

@@ -17,14 +17,16 @@ recorded as ``accuracy.gate`` in metadata.json:
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torchvision.ops import box_iou
 
-from yolov4.errors import ExportError
+from yolov4.errors import ExportError, InputError
 from yolov4.export.parity import NO_BOXES
+from yolov4.inference.images import load_image
 from yolov4.inference.predictor import Detections, Predictor
 
 __all__ = [
@@ -36,8 +38,11 @@ __all__ = [
     "DEFAULT_GATE_POINTS",
     "Evaluate",
     "NO_BOXES",
+    "SKIPPED_SHOWN",
     "agreement_gate",
+    "decoded_images",
     "map50_gate",
+    "warn_skipped",
 ]
 
 log = logging.getLogger(__name__)
@@ -50,12 +55,43 @@ AGREEMENT_CONF = 0.25  # boxes that count: what the service serves by default
 AGREEMENT_MATCH_CONF = 0.1  # a match may score this low (a box at 0.26 vs 0.24 is one box)
 AGREEMENT_IOU = 0.5
 DEFAULT_AGREEMENT_GATE = 0.9  # the lowest agreement F1 a reduced precision may have
+SKIPPED_SHOWN = 5  # skipped images a warning names (it counts them all)
+
+
+def decoded_images(images: Sequence[Any]) -> Iterator[tuple[Any, np.ndarray | None, str | None]]:
+    """``(item, (H, W, 3) uint8 RGB, None)`` for each of ``images`` (files or decoded RGB
+    arrays) that decodes, ``(item, None, why)`` for one that does not (truncated, over the pixel
+    limit, not an image: its :class:`InputError`), one at a time and in order."""
+    for i, item in enumerate(images):
+        try:
+            yield item, load_image(item, i, decoded=True), None
+        except InputError as e:
+            yield item, None, str(e)
+
+
+def warn_skipped(what: str, skipped: Sequence[str], read: int) -> None:
+    """One warning for the ``skipped`` images of ``what`` (the first :data:`SKIPPED_SHOWN`
+    reasons), saying how many of the ``read`` images were kept."""
+    if not skipped:
+        return
+    more = len(skipped) - SKIPPED_SHOWN
+    listed = "; ".join(skipped[:SKIPPED_SHOWN]) + (f"; and {more} more" if more > 0 else "")
+    log.warning(
+        "%s: skipped %d of %d images that cannot be read, using the other %d (%s)",
+        what,
+        len(skipped),
+        read,
+        read - len(skipped),
+        listed,
+    )
 
 
 class Agreement:
     """The gate of unlabelled ``images`` (files or RGB arrays): a reduced precision's boxes
     against fp32's (see the module docstring); ``minimum``: the lowest F1 that passes;
-    ``subset``: what the images are, recorded with the result."""
+    ``subset``: what the images are, recorded with the result. Images that cannot be read
+    (truncated, over the pixel limit, not an image) are skipped with one warning, as
+    ``export.py calibration=<folder>`` skips them; none readable is an :class:`ExportError`."""
 
     def __init__(
         self,
@@ -72,10 +108,29 @@ class Agreement:
         self.batch_size = int(batch_size)
 
     def detections(self, predictor: Predictor) -> list[Detections]:
-        """``predictor``'s boxes scored at least :data:`AGREEMENT_MATCH_CONF` on every image."""
+        """``predictor``'s boxes scored at least :data:`AGREEMENT_MATCH_CONF` on every readable
+        image, in order. The first call drops the unreadable ones from :attr:`images` (one
+        warning), so every model is compared on the same images."""
         out: list[Detections] = []
-        for i in range(0, len(self.images), self.batch_size):
-            out += predictor(self.images[i : i + self.batch_size], conf=AGREEMENT_MATCH_CONF)
+        kept, skipped, batch = [], [], []
+        for item, array, why in decoded_images(self.images):
+            if array is None:
+                skipped.append(why)
+                continue
+            kept.append(item)
+            batch.append(array)
+            if len(batch) == self.batch_size:
+                out += predictor(batch, conf=AGREEMENT_MATCH_CONF, decoded=True)
+                batch = []
+        if batch:
+            out += predictor(batch, conf=AGREEMENT_MATCH_CONF, decoded=True)
+        if not kept:
+            raise ExportError(
+                f"the agreement gate on {self.subset} needs at least one readable image, none of "
+                f"{len(self.images)} can be read ({'; '.join(skipped[:SKIPPED_SHOWN])})"
+            )
+        warn_skipped(f"agreement gate on {self.subset}", skipped, len(self.images))
+        self.images = kept
         return out
 
     def compare(self, reference: list[Detections], other: list[Detections]) -> dict[str, Any]:

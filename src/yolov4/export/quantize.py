@@ -19,23 +19,24 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from yolov4.core.artifact import MODEL_INT8_BIN, MODEL_INT8_XML, MODEL_ONNX
 from yolov4.core.preprocess import PreprocessConfig, preprocess
-from yolov4.errors import ExportError, InputError
+from yolov4.errors import ExportError
 from yolov4.export.gates import (
     DEFAULT_GATE_POINTS,
     NO_BOXES,
     Agreement,
     Evaluate,
     agreement_gate,
+    decoded_images,
     map50_gate,
+    warn_skipped,
 )
 from yolov4.inference.backends import (
     OV_PRECISION,
@@ -47,7 +48,6 @@ from yolov4.inference.backends import (
     import_openvino,
     openvino_core,
 )
-from yolov4.inference.images import load_image
 from yolov4.inference.precision import measure
 from yolov4.inference.predictor import Predictor
 
@@ -84,35 +84,6 @@ PARITY_IMAGES = 4  # calibration images the parity check runs
 # INT8 ranges are measured on the images there are; the parity and NMS checks cycle through
 # fewer images than they take: one readable image is the least an export can calibrate on
 MIN_CALIBRATION_IMAGES = 1
-SKIPPED_SHOWN = 5  # skipped images a warning names (it counts them all)
-
-
-def decoded_images(images: Sequence[Any]) -> Iterator[tuple[Any, np.ndarray | None, str | None]]:
-    """``(item, (H, W, 3) uint8 RGB, None)`` for each of ``images`` (files or decoded RGB
-    arrays) that decodes, ``(item, None, why)`` for one that does not (truncated, over the pixel
-    limit, not an image: its :class:`InputError`), one at a time and in order."""
-    for i, item in enumerate(images):
-        try:
-            yield item, load_image(item, i, decoded=True), None
-        except InputError as e:
-            yield item, None, str(e)
-
-
-def warn_skipped(what: str, skipped: Sequence[str], read: int) -> None:
-    """One warning for the ``skipped`` images of ``what`` (the first :data:`SKIPPED_SHOWN`
-    reasons), saying how many of the ``read`` images were kept."""
-    if not skipped:
-        return
-    more = len(skipped) - SKIPPED_SHOWN
-    listed = "; ".join(skipped[:SKIPPED_SHOWN]) + (f"; and {more} more" if more > 0 else "")
-    log.warning(
-        "%s: skipped %d of %d images that cannot be read, using the other %d (%s)",
-        what,
-        len(skipped),
-        read,
-        read - len(skipped),
-        listed,
-    )
 
 
 def calibration_batch(
