@@ -11,6 +11,7 @@ import torch
 import torchvision
 
 from tests.conftest import randomize_
+from yolov4.core.darknet_pair import DARKNET_PAD_VALUE
 from yolov4.core.preprocess import PreprocessConfig, preprocess
 
 
@@ -39,17 +40,48 @@ def darknet_model(name: str, image: np.ndarray, seed: int = 3, mean: float = -5.
     return calibrate_heads_(model, image, mean=mean)
 
 
+def darknet_letterbox(image: np.ndarray, input_size) -> tuple[np.ndarray, tuple[int, int]]:
+    """darknet's ``letterbox_image`` of ``image`` (RGB uint8) into ``input_size`` ``(H, W)``:
+    the size that fits, in integers as darknet computes it, resized bilinearly and centred on
+    darknet's 0.5 grey (as uint8). Returns the canvas and that ``(new_w, new_h)``."""
+    (h, w), (ih, iw) = input_size, image.shape[:2]
+    if w / iw < h / ih:
+        new_w, new_h = w, ih * w // iw
+    else:
+        new_w, new_h = iw * h // ih, h
+    canvas = np.full((h, w, 3), DARKNET_PAD_VALUE, np.uint8)
+    x, y = (w - new_w) // 2, (h - new_h) // 2
+    canvas[y : y + new_h, x : x + new_w] = cv2.resize(image, (new_w, new_h))
+    return canvas, (new_w, new_h)
+
+
 def opencv_detections(
-    cfg: Path, weights: Path, image: np.ndarray, input_size, conf: float, iou: float = 0.45
+    cfg: Path,
+    weights: Path,
+    image: np.ndarray,
+    input_size,
+    conf: float,
+    iou: float = 0.45,
+    letter_box: bool = False,
 ) -> list[tuple]:
     """Detections of OpenCV's darknet importer on ``image`` (RGB uint8, stretched to
-    ``input_size`` as darknet does): ``score = objectness * class probability > conf`` per
-    class, per-class NMS (torchvision, float64, original pixels), boxes clipped to the image.
-    Sorted ``(class, score, x1, y1, x2, y2)``."""
+    ``input_size`` as darknet does, or with ``letter_box`` letterboxed as darknet does
+    (:func:`darknet_letterbox`) and the boxes mapped back with darknet's
+    ``correct_yolo_boxes(letter=1)``, which OpenCV's importer does not apply):
+    ``score = objectness * class probability > conf`` per class, per-class NMS (torchvision,
+    float64, original pixels), boxes clipped to the image. Sorted ``(class, score, x1, y1, x2,
+    y2)``."""
     net = cv2.dnn.readNetFromDarknet(str(cfg), str(weights))
     h, w = input_size
-    net.setInput(cv2.dnn.blobFromImage(image, 1 / 255, (w, h), swapRB=False, crop=False))
+    image_in, (new_w, new_h) = (
+        darknet_letterbox(image, input_size) if letter_box else (image, (w, h))
+    )
+    net.setInput(cv2.dnn.blobFromImage(image_in, 1 / 255, (w, h), swapRB=False, crop=False))
     rows = np.concatenate(net.forward(net.getUnconnectedOutLayersNames())).astype(np.float64)
+    # correct_yolo_boxes: relative to the network input -> relative to the image
+    ratio = np.array([new_w / w, new_h / h])
+    rows[:, :2] = (rows[:, :2] - np.array([w - new_w, h - new_h]) / 2 / [w, h]) / ratio
+    rows[:, 2:4] /= ratio
     H, W = image.shape[:2]
     boxes, scores, ids = [], [], []
     for r in rows:
@@ -61,9 +93,9 @@ def opencv_detections(
     assert boxes, "OpenCV found nothing above conf: nothing to compare"
     b = torch.tensor(boxes, dtype=torch.float64)
     keep = torchvision.ops.batched_nms(b, torch.tensor(scores), torch.tensor(ids), iou)
-    return sorted(
-        (ids[i], scores[i], *np.clip(b[i].numpy(), 0, [W, H, W, H])) for i in keep.tolist()
-    )
+    clipped = [(ids[i], scores[i], *np.clip(b[i].numpy(), 0, [W, H, W, H])) for i in keep.tolist()]
+    # a box wholly in the letterbox border is empty once clipped: the Predictor serves none
+    return sorted(r for r in clipped if r[4] > r[2] and r[5] > r[3])
 
 
 def as_rows(detections: list[dict]) -> list[tuple]:

@@ -265,3 +265,39 @@ def test_yolo_loss_keys_given_to_a_region_network_are_refused(override, got):
         build_model(cfg=shrunk("yolov2-tiny"), input_size=list(HW), num_classes=3, **override)
     assert str(e.value).startswith(f"model.{key} is a [yolo] loss key; a [region] (YOLOv2)")
     assert str(e.value).endswith(got)
+
+
+@pytest.mark.parametrize("name", ["yolov2-tiny", "yolov3-tiny"])
+def test_a_letter_box_cfg_maps_region_boxes_back_as_yolo_boxes(tmp_path, name):
+    """[net] letter_box=1: a [region] head's boxes (yolov2-tiny) and a [yolo] head's
+    (yolov3-tiny) go back to the original image by darknet's correct_yolo_boxes(letter=1), the
+    one rule darknet applies to both heads: against OpenCV's importer on darknet's letterboxed
+    input, its relative boxes mapped back by that rule (OpenCV applies no letterbox itself)."""
+    from tests.inference.predict_cases import (
+        as_rows,
+        assert_same_detections,
+        calibrate_heads_,
+        opencv_detections,
+    )
+    from yolov4.inference import Predictor
+    from yolov4.models.cfg import CFG_DIR
+
+    text = (CFGS / f"{name}.cfg") if name.startswith("yolov2") else CFG_DIR / f"{name}.cfg"
+    text = re.sub(r"filters=(32|64|128|256|512|1024)\b",
+                  lambda m: f"filters={max(int(m.group(1)) // 16, 4)}", text.read_text())  # fmt: skip
+    text = text.replace("[net]\n", "[net]\nletter_box=1\n", 1)
+    # 240x640 into 96x128: scale 0.2 exactly, 128x48 centred with 24 px above and below
+    image = np.random.default_rng(2).integers(0, 256, (240, 640, 3), dtype=np.uint8)
+    model = build_model(cfg=text, name=name, input_size=list(HW), num_classes=3)
+    model = calibrate_heads_(randomize_(model, seed=4), image, mode="letterbox", mean=-3.0)
+    assert model.config.letter_box and bool(model.config.region) == (name == "yolov2-tiny")
+    cfg = tmp_path / f"{name}.cfg"
+    cfg.write_text(re.sub(r"\nthresh=[.\d]+\n", "\nthresh=0\n", write_darknet_cfg(model)))
+    weights = save_darknet_weights(model, tmp_path / f"{name}.weights")
+    predictor = Predictor.from_darknet(cfg, weights, ["a", "b", "c"])
+    assert predictor.preprocess_config.mode == "letterbox"
+    [dets] = predictor(image, conf=0.3)
+    ref = opencv_detections(cfg, weights, image, HW, 0.3, letter_box=True)
+    # OpenCV's and PyTorch's float arithmetic: scores within 1e-4 (test_yolov2_matches_opencv)
+    assert_same_detections(as_rows(dets.to_dict()["detections"]), ref, score_atol=1e-4)
+    assert max(y2 for *_, y2 in ref) > 100  # boxes span the image's height, not the 48 px band
