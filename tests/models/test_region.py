@@ -301,3 +301,33 @@ def test_a_letter_box_cfg_maps_region_boxes_back_as_yolo_boxes(tmp_path, name):
     # OpenCV's and PyTorch's float arithmetic: scores within 1e-4 (test_yolov2_matches_opencv)
     assert_same_detections(as_rows(dets.to_dict()["detections"]), ref, score_atol=1e-4)
     assert max(y2 for *_, y2 in ref) > 100  # boxes span the image's height, not the 48 px band
+
+
+def test_a_region_network_quantizes_to_an_openvino_int8_model(tmp_path):
+    """NNCF's INT8 quantization of a [region] network's decoded ONNX (softmax classes, grid
+    anchors) gives an OpenVINO IR with PyTorch's output layout. (A random network's INT8
+    outputs are far from fp32's, as a random [yolo] network's are: export's parity check
+    refuses both, so the export itself is checked on a trained [yolo] network in tests/export.)"""
+    from yolov4.core.preprocess import PreprocessConfig
+    from yolov4.export.artifact import export_artifact
+    from yolov4.export.quantize import calibration_batch, quantize_int8
+    from yolov4.inference.backends import OpenVinoBackend
+    from yolov4.inference.darknet import darknet_checkpoint
+
+    model = region_model("yolov2-tiny", seed=5)
+    cfg = tmp_path / "yolov2-tiny.cfg"
+    cfg.write_text(write_darknet_cfg(model))
+    weights = save_darknet_weights(model, tmp_path / "yolov2-tiny.weights")
+    art = export_artifact(darknet_checkpoint(cfg, weights, ["a", "b", "c"]), tmp_path / "art")
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (120, 160, 3), dtype=np.uint8) for _ in range(3)]
+    batch = calibration_batch(images, PreprocessConfig(input_size=HW))
+    made = quantize_int8(art / "model.onnx", tmp_path, batch)
+    assert made["calibration_images"] == 3
+    int8 = OpenVinoBackend(tmp_path / "model_int8.xml", "int8")(batch)
+    with torch.no_grad():
+        ref = DecodedModel(model).eval()(batch)
+    assert int8.shape == ref.shape == (3, 5 * (HW[0] // 32) * (HW[1] // 32), 8)
+    assert torch.isfinite(int8).all()
+    # class probabilities of each prediction: a softmax in INT8 too, summing to 1
+    torch.testing.assert_close(int8[..., 5:].sum(-1), torch.ones(int8.shape[:2]), atol=0.02, rtol=0)
