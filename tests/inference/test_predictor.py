@@ -167,6 +167,18 @@ def test_to_dict_and_empty_results():
             r"infinite values \(of 36\)",
         ),
         (np.zeros((0, 10, 3), np.uint8), r"image 0: expected an \(H, W, 3\) image"),
+        (
+            np.zeros((8, 8, 3), np.int64),
+            r"image 0: unsupported dtype int64; expected uint8, uint16 or float in \[0, 1\]",
+        ),
+        (
+            np.ones((8, 8), bool),
+            r"image 0: unsupported dtype bool \(a mask\?\); expected uint8, uint16 or float",
+        ),
+        (
+            torch.ones(1, 8, 8, dtype=torch.bool),
+            r"image 0: unsupported dtype bool \(a mask\?\); expected uint8, uint16 or float",
+        ),
         ([scene(), b"definitely not an image"], r"image 1: 23 bytes that are not an image"),
         (b"", r"image 0: empty image data"),
         ("/no/such/file.jpg", r"image 0: file '/no/such/file.jpg' does not exist"),

@@ -23,8 +23,9 @@ def to_rgb8(image: np.ndarray, color: str = "rgb", where: str = "image") -> np.n
     """A decoded array of any supported layout/depth → ``(H, W, 3)`` uint8 RGB (new array).
 
     ``image``: ``(H, W)``, ``(H, W, 1)``, ``(H, W, 3)`` or ``(H, W, 4)`` (alpha dropped), in
-    ``color`` order (``rgb`` or ``bgr``); uint8, bool, uint16 (either byte order; high byte kept)
-    or float in ``[0, 1]`` (scaled by 255).
+    ``color`` order (``rgb`` or ``bgr``); uint8, uint16 (either byte order; high byte kept) or
+    float in ``[0, 1]`` (scaled by 255). Other dtypes raise :class:`InputError`: a bool array is
+    a mask, not an image.
     """
     if image.size == 0 or image.ndim not in (2, 3):
         raise InputError(
@@ -34,14 +35,14 @@ def to_rgb8(image: np.ndarray, color: str = "rgb", where: str = "image") -> np.n
         raise InputError(f"{where}: expected 1, 3 or 4 channels (H, W, C), got shape {image.shape}")
     if image.dtype.kind == "u" and image.dtype.itemsize == 2:  # '<u2' or '>u2'
         image = (image.astype(np.uint16) >> 8).astype(np.uint8)
-    elif image.dtype == np.bool_:
-        image = image.astype(np.uint8) * 255
     elif np.issubdtype(image.dtype, np.floating):
         _check_unit_range(image, where)
         image = np.round(image * 255).astype(np.uint8)
     elif image.dtype != np.uint8:
+        mask = " (a mask?)" if image.dtype == np.bool_ else ""
         raise InputError(
-            f"{where}: unsupported dtype {image.dtype}; expected uint8, uint16 or float in [0, 1]"
+            f"{where}: unsupported dtype {image.dtype}{mask}; expected uint8, uint16 or float "
+            "in [0, 1]"
         )
     if image.ndim == 2 or image.shape[2] == 1:
         return cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_GRAY2RGB)
