@@ -15,12 +15,14 @@ records the k-means centres darknet sorts (it prints them rounded to whole pixel
 darknet's printed ``avg IoU``, ours from :func:`yolov4.anchors.fit_anchors` (best of 10 starts)
 on the same box sizes, and our :func:`yolov4.anchors.avg_best_iou` of darknet's exact centres,
 printed as darknet prints it (``%2.2f``), which must equal darknet's line. Writes
-benchmarks/results/anchors_darknet.json.
+benchmarks/results/anchors_darknet.json. Nothing in it depends on the machine's speed (IoU
+figures only), so it records no matmul rate.
 
 ``map``: ``train.py`` (yolov4-tiny from scratch, ``--epochs`` epochs at ``--size`` px, ``seed``
 ``--seed``) with the cfg's anchors and with ``model.anchors=auto`` / ``fit`` on the thin bars and
-on the built-in shapes, same seed and data; val mAP50 and mAP of each. Writes
-benchmarks/results/<--name>.json (default anchors_map.json).
+on the built-in shapes, same seed and data; val mAP50, mAP and wall time of each, with the
+machine's float32 matmul rate measured first. Writes benchmarks/results/<--name>.json (default
+anchors_map.json; or the ``--name`` path).
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from common import machine_info, save
+from common import add_out_argument, machine_info, matmul_gflops, save
 
 from yolov4.anchors import avg_best_iou, box_sizes, fit_anchors
 from yolov4.data.coco import load_coco
@@ -249,6 +251,7 @@ def map_main(args: argparse.Namespace) -> None:
         ],
     }
     load = os.getloadavg()
+    gflops = matmul_gflops()
     rows = []
     for name in args.sets:
         data = datasets[name]
@@ -260,6 +263,7 @@ def map_main(args: argparse.Namespace) -> None:
             payload = {  # saved after every run: a cut-short benchmark keeps what it measured
                 "machine": {
                     **machine_info(),
+                    "matmul_gflops_per_s": round(gflops, 1),
                     "loadavg_start": load,
                     "loadavg_now": os.getloadavg(),
                 },
@@ -291,7 +295,7 @@ def main() -> None:
         default=["cfg", "auto"],
         help="cfg, auto and/or fit (model.anchors=)",
     )
-    mp.add_argument("--name", default="anchors_map", help="benchmarks/results/<name>.json")
+    add_out_argument(mp, "--name", "anchors_map")
     args = parser.parse_args()
     darknet_main(args) if args.command == "darknet" else map_main(args)
 

@@ -46,7 +46,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from common import machine_info, matmul_gflops, save
+from common import add_out_argument, machine_info, matmul_gflops, save
 from pycocotools.coco import COCO
 
 from yolov4.evaluation.analysis import analyze_detections
@@ -197,7 +197,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1, help="runs per backend (min taken)")
     parser.add_argument("--backends", nargs="+", default=list(COCO_BACKENDS))
     parser.add_argument("--skip-analysis", action="store_true")
-    parser.add_argument("--out", default="coco_eval")
+    add_out_argument(parser, "--out", "coco_eval")
     args = parser.parse_args()
 
     load_before = [round(v, 2) for v in os.getloadavg()]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
@@ -19,24 +20,25 @@ from typing import Any
 import httpx
 import torch
 
+from yolov4.inference.backends import cpu_model_and_flags
+
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def machine_info() -> dict[str, Any]:
+    """The machine a figure is measured on: CPU model, cores, the CPU flags that decide fp32 /
+    INT8 / bf16 speed (:data:`~yolov4.inference.backends.REPORTED_CPU_FLAGS`), the 1/5/15-minute
+    load average at the call, torch's threads and the versions. The machine's float32 rate is
+    :func:`matmul_gflops`, measured by each script in the same run."""
+    cpu, flags = cpu_model_and_flags()
+    if cpu == "unknown":
+        cpu = platform.processor() or platform.machine()
     return {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "cpu": cpu_name(),
+        "cpu": cpu,
         "cores": os.cpu_count(),
+        "cpu_flags": flags,
+        "load_average_1_5_15": [round(v, 2) for v in os.getloadavg()],
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "python": platform.python_version(),
@@ -74,10 +76,42 @@ def finite(value: Any) -> Any:
     return value
 
 
-def save(name: str, payload: dict[str, Any]) -> Path:
-    """``payload`` as strict JSON in ``benchmarks/results/<name>.json`` (NaN/inf as null)."""
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    path = RESULTS_DIR / f"{name}.json"
+OUT_HELP = (
+    "where the JSON goes: a bare name writes benchmarks/results/<name>.json; a path (with a "
+    "folder, or ending in .json) is written as given, its folders created"
+)
+
+
+def result_path(out: str | os.PathLike) -> Path:
+    """The file an ``--out`` value names: a bare name -> ``benchmarks/results/<name>.json``; a
+    value with a folder or ending in ``.json`` -> that path (relative to the working folder)."""
+    text = os.fspath(out)
+    if text.endswith(".json") or os.sep in text or "/" in text:
+        return Path(text)
+    if text in ("", ".", ".."):
+        raise argparse.ArgumentTypeError(
+            f"expected a results name (benchmarks/results/<name>.json) or a .json path, "
+            f"found {text!r}"
+        )
+    return RESULTS_DIR / f"{text}.json"
+
+
+def add_out_argument(
+    parser: argparse.ArgumentParser, flag: str, default: str | None, when: str = ""
+) -> None:
+    """``flag`` (``--out``, ``--name``...) on ``parser``, its help led by ``when`` (the
+    options it applies with): the results file, read by
+    :func:`result_path` when parsed (a bad value is argparse's usage error); the script
+    passes the value to :func:`save`."""
+    shown = "" if default is None else " (default: %(default)s)"
+    parser.add_argument(flag, default=default, type=result_path, help=when + OUT_HELP + shown)
+
+
+def save(out: str | os.PathLike, payload: dict[str, Any]) -> Path:
+    """``payload`` as strict JSON (NaN/inf as null) in the file ``out`` names
+    (:func:`result_path`), its folders created."""
+    path = result_path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(finite(payload), indent=2, allow_nan=False) + "\n")
     return path
 

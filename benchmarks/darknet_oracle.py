@@ -33,7 +33,8 @@ darknet value of the component; the table's last column is the largest over comp
 ``--o2`` the -O2 build's deltas are compared with the -Ofast build's (darknet's own float noise,
 in brackets). Then darknet's charted cost (``get_network_cost`` / batch, from the dumped ``l.cost``
 of each ``[yolo]`` layer) against ``YoloLoss.darknet_cost`` on the same maps, as ratios. Prints
-three tables and writes benchmarks/results/<name>.json (default ``darknet_oracle``).
+three tables and writes benchmarks/results/<name>.json (default ``darknet_oracle``; or the
+``--name`` path).
 
 A model with ``new_coords=1`` (or any with ``--new-coords``, which also sets ``scale_x_y=2``):
 darknet's layer is fed ``sigmoid`` of the maps (what its ``activation=logistic`` conv would give
@@ -65,7 +66,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import machine_info, save
+from common import add_out_argument, machine_info, save
 
 from yolov4.loss import YoloLoss, darknet_cost
 from yolov4.models.cfg import parse_cfg
@@ -251,8 +252,11 @@ def main() -> None:
         metavar="N0,N1,...",
         help="[yolo] counters_per_class for darknet and the project (one count per class)",
     )
-    ap.add_argument(
-        "--name", help="results file stem (darknet_oracle[_new_coords], darknet_oracle_counters)"
+    add_out_argument(
+        ap,
+        "--name",
+        None,
+        when="default darknet_oracle[_new_coords] or darknet_oracle_counters by the options; ",
     )
     ap.add_argument(
         "--set",

@@ -39,7 +39,7 @@ from typing import Any
 
 import cv2
 import torch
-from common import machine_info, matmul_gflops, save
+from common import add_out_argument, machine_info, matmul_gflops, save
 from torch.utils.data import DataLoader
 
 from yolov4.core.preprocess import PreprocessConfig, batch_to_input
@@ -206,7 +206,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--images", type=int, default=NUM_IMAGES)
     parser.add_argument("--cache", default=None, help="where the JPEGs are generated (kept)")
-    parser.add_argument("--out", default="dataloader")
+    add_out_argument(parser, "--out", "dataloader")
     args = parser.parse_args()
     _single_thread()
     pipelines = list(args.pipelines)

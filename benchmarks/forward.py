@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 
 import torch
-from common import machine_info, matmul_gflops, save, time_fn
+from common import add_out_argument, machine_info, matmul_gflops, save, time_fn
 from torch.utils.flop_counter import FlopCounterMode
 
 from yolov4 import build_model, fuse_model
@@ -36,7 +36,7 @@ def main() -> None:
     parser.add_argument("--sizes", nargs="+", type=int, default=[416, 608])
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 8])
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--out", default="forward")
+    add_out_argument(parser, "--out", "forward")
     args = parser.parse_args()
 
     torch.manual_seed(0)

@@ -14,10 +14,9 @@ benchmarks/results/postprocess.json.
 from __future__ import annotations
 
 import argparse
-import os
 
 import torch
-from common import machine_info, matmul_gflops, save, time_fn
+from common import add_out_argument, machine_info, matmul_gflops, save, time_fn
 
 from yolov4.loss import YoloLoss
 from yolov4.models import ModelConfig
@@ -51,7 +50,7 @@ def main() -> None:
     parser.add_argument(
         "--threads", type=int, default=None, help="torch threads (default: torch's)"
     )
-    parser.add_argument("--out", default="postprocess")
+    add_out_argument(parser, "--out", "postprocess")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -132,8 +131,6 @@ def main() -> None:
     )
     payload = {
         "machine": info,
-        # other processes compete for the cores when this is high: prefer the min figures then
-        "load_average_1_5_15": [round(v, 2) for v in os.getloadavg()],
         "matmul_gflops_per_s": round(gflops_machine, 1),
         "conf_thresh": CONF_THRESH,
         "postprocess": rows,

@@ -43,7 +43,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import machine_info, matmul_gflops, save, spread_head_biases
+from common import add_out_argument, machine_info, matmul_gflops, save, spread_head_biases
 
 from yolov4 import Predictor, build_model, save_checkpoint
 from yolov4.core.artifact import read_metadata
@@ -214,7 +214,7 @@ def main() -> None:
         "--checkpoint", type=Path, help="a trained checkpoint whose INT8 mAP50 is measured"
     )
     parser.add_argument("--busy", action="store_true", help="a busy neighbour process throughout")
-    parser.add_argument("--name", default="predict")
+    add_out_argument(parser, "--name", "predict")
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -222,8 +222,9 @@ def main() -> None:
     load_start = loadavg()
     try:
         limit = matmul_gflops()
-        info = {**machine_info(), "cpu_features": cpu_features(), "threads": args.threads}
-        print(f"{info['cpu']} {info['cpu_features']['flags']}, {args.threads} threads: "
+        openvino = cpu_features()["openvino_capabilities"]
+        info = {**machine_info(), "openvino_capabilities": openvino, "threads": args.threads}
+        print(f"{info['cpu']} {info['cpu_flags']}, {args.threads} threads: "
               f"matmul {limit:.1f} GFLOP/s; load {load_start}")  # fmt: skip
         rng = np.random.default_rng(0)
         rows, exports = [], []
@@ -279,7 +280,7 @@ def main() -> None:
                                    "precision": precision, "gflops": round(flops, 2),
                                    "matmul_gflops_per_s": round(limit_here, 1),
                                    "fp32_limit_ms": round(floor_ms, 1),
-                                   "cpu_flags": info["cpu_features"]["flags"]}  # fmt: skip
+                                   "cpu_flags": info["cpu_flags"]}  # fmt: skip
                             for batch in args.batches:
                                 x = torch.rand(batch, 3, size, size)
                                 reps = max(1, args.repeats if batch == 1 else args.repeats // 2)

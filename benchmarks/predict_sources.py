@@ -51,7 +51,7 @@ from typing import Any
 import cv2
 import numpy as np
 import torch
-from common import machine_info, matmul_gflops, save, spread_head_biases
+from common import add_out_argument, machine_info, matmul_gflops, save, spread_head_biases
 
 from predict import loadavg
 from yolov4 import Predictor, build_model, load_checkpoint, save_checkpoint
@@ -291,15 +291,16 @@ def main() -> None:
     parser.add_argument("--checkpoint", type=Path, default=None,
                         help="a trained checkpoint (realistic detection counts) instead of "
                         "random weights")  # fmt: skip
-    parser.add_argument("--name", default="predict_sources")
+    add_out_argument(parser, "--name", "predict_sources")
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
     cv2.setNumThreads(args.threads)
     load_start = loadavg()
     limit = matmul_gflops()
-    info = {**machine_info(), "cpu_features": cpu_features(), "threads": args.threads}
-    print(f"{info['cpu']} {info['cpu_features']['flags']}, {args.threads} threads: "
+    openvino = cpu_features()["openvino_capabilities"]
+    info = {**machine_info(), "openvino_capabilities": openvino, "threads": args.threads}
+    print(f"{info['cpu']} {info['cpu_flags']}, {args.threads} threads: "
           f"matmul {limit:.1f} GFLOP/s; load {load_start}")  # fmt: skip
     rows: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:

@@ -38,7 +38,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import machine_info, matmul_gflops, save, spread_head_biases, start_server
+from common import (
+    add_out_argument,
+    machine_info,
+    matmul_gflops,
+    save,
+    spread_head_biases,
+    start_server,
+)
 from PIL import Image
 
 from yolov4 import Predictor, build_model, save_checkpoint
@@ -234,7 +241,7 @@ def main() -> None:
         "--backend", default="onnxruntime", choices=["onnxruntime", "openvino", "torchscript"]
     )
     parser.add_argument("--precision", default="fp32", choices=["fp32", "int8"])
-    parser.add_argument("--name", default="serve", help="benchmarks/results/<name>.json")
+    add_out_argument(parser, "--name", "serve")
     parser.add_argument("--concurrency", nargs="+", type=int, default=[1, 4, 16])
     parser.add_argument("--requests", type=int, default=60, help="per concurrency level")
     parser.add_argument(

@@ -12,7 +12,8 @@ memory that batch traffic left behind (the runtime's arena keeps the size of its
 call; the service bounds the call with ``--model-batch`` and hands freed heap back with
 ``malloc_trim`` after large jobs).
 
-Writes benchmarks/results/serve_memory.json.
+Writes benchmarks/results/serve_memory.json. It measures memory only, nothing whose speed
+depends on the machine, so it records no matmul rate.
 """
 
 from __future__ import annotations

@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS_DIR, machine_info, matmul_gflops, save  # noqa: E402
+from common import add_out_argument, machine_info, matmul_gflops, result_path, save  # noqa: E402
 
 from yolov4.data.synthetic_video import (  # noqa: E402
     make_tracking_video,
@@ -267,21 +267,16 @@ def main() -> None:
         "--conf", type=float, default=0.1, help="--checkpoint: the detector rows' lowest threshold"
     )
     parser.add_argument("--tracker-score", type=float, help="--checkpoint: also trackers at this")
-    parser.add_argument(
-        "--save-as",
-        default="tracking",
-        help="--checkpoint: results file benchmarks/results/<name>.json",
-    )
+    add_out_argument(parser, "--save-as", "tracking", when="--checkpoint: ")
     args = parser.parse_args()
     video = make_tracking_video(scale=2.0, fps=FPS)
     results = {}
-    name = args.save_as if args.checkpoint else "tracking"
-    path = RESULTS_DIR / f"{name}.json"
+    path = args.save_as if args.checkpoint else result_path("tracking")
     previous = json.loads(path.read_text()) if path.exists() else {}
     if args.checkpoint:
         row = run_trained(Path(args.checkpoint), video, args.conf, args.tracker_score)
         row["machine"] = {**machine_info(), "matmul_gflops": round(matmul_gflops(1024, 5), 1)}
-        print("saved", save(name, {**previous, "trained_model": row}))
+        print("saved", save(path, {**previous, "trained_model": row}))
         return
     if args.merge:
         results = previous.get("candidates", {})

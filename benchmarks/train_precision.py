@@ -5,7 +5,8 @@
 Runs ``train.py`` (the default: yolov4-tiny@256 on the built-in synthetic shapes, 13 epochs)
 once per precision and seed, one after the other, in subprocesses; records each run's wall
 time, the precision it resolved to (``auto``), its final mAP50/mAP (``metrics.json``), the
-CPU flags and the load average before and after. Writes benchmarks/results/<--name>.json.
+CPU flags and the load average before and after. Writes benchmarks/results/<--name>.json (or the
+``--name`` path).
 """
 
 from __future__ import annotations
@@ -20,9 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import machine_info, matmul_gflops, save
-
-from yolov4.inference.backends import cpu_features
+from common import add_out_argument, machine_info, matmul_gflops, save
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -54,20 +53,20 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--precisions", nargs="+", default=["auto", "32-true"])
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
-    p.add_argument("--name", default="train_precision", help="benchmarks/results/<name>.json")
+    add_out_argument(p, "--name", "train_precision")
     p.add_argument("overrides", nargs="*", help="train.py overrides for every run")
     args = p.parse_args()
-    features = cpu_features()
+    info = machine_info()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for seed in args.seeds:
             for precision in args.precisions:
                 row = train_once(precision, seed, args.overrides, Path(tmp) / f"{precision}-{seed}")
-                row["cpu_flags"] = features["flags"]
+                row["cpu_flags"] = info["cpu_flags"]
                 rows.append(row)
                 print(json.dumps(row), flush=True)
     payload = {
-        "machine": {**machine_info(), "fp32_gflops": round(matmul_gflops(), 1), **features},
+        "machine": {**info, "fp32_gflops": round(matmul_gflops(), 1)},
         "overrides": args.overrides,
         "rows": rows,
     }

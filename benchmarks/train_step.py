@@ -22,10 +22,9 @@ import statistics
 import time
 
 import torch
-from common import machine_info, matmul_gflops, save, spread_head_biases, time_fn
+from common import add_out_argument, machine_info, matmul_gflops, save, spread_head_biases, time_fn
 
 from yolov4 import build_model
-from yolov4.inference.backends import cpu_features
 from yolov4.loss import YoloLoss
 from yolov4.ops.decode import decode_predictions
 from yolov4.ops.postprocess import postprocess
@@ -170,24 +169,23 @@ def main() -> None:
     parser.add_argument("--val-images", type=int, default=20)
     parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"])
     parser.add_argument("--no-val", action="store_true", help="skip the validation split")
-    parser.add_argument("--name", default="train_step", help="benchmarks/results/<name>.json")
+    add_out_argument(parser, "--name", "train_step")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
 
     gflops = matmul_gflops()
-    features = cpu_features()
-    info = {**machine_info(), "cpu_features": features, "load_start": os.getloadavg()}
+    info = machine_info()
     native, why = cpu_bf16()
     precisions = [p for p in args.precisions if p != "bf16" or native]
     skipped = {"bf16": why} if len(precisions) < len(args.precisions) else {}
-    print(f"{info['cpu']} ({info['torch_threads']} threads, {features['flags']}): "
-          f"matmul {gflops:.1f} GFLOP/s; load {info['load_start']}")  # fmt: skip
+    print(f"{info['cpu']} ({info['torch_threads']} threads, {info['cpu_flags']}): "
+          f"matmul {gflops:.1f} GFLOP/s; load {info['load_average_1_5_15']}")  # fmt: skip
     train_rows, val_rows = [], []
     for name in args.models:
         for row in train_rates(name, args.size, args.batch, args.repeats, precisions):
-            row.update(cpu_flags=features["flags"], load=os.getloadavg()[0])
+            row.update(cpu_flags=info["cpu_flags"], load=os.getloadavg()[0])
             train_rows.append(row)
             print(
                 f"train {name:12s} {args.size} b{args.batch} {row['precision']}: "
@@ -197,7 +195,7 @@ def main() -> None:
         if args.no_val:
             continue
         v = validation_split(name, args.size, args.val_images)
-        v["cpu_flags"] = features["flags"]
+        v["cpu_flags"] = info["cpu_flags"]
         val_rows.append(v)
         print(
             f"val   {name:12s}: forward {v['forward_ms_per_image']:.1f} ms, decode+NMS {v['postprocess_ms_per_image']:.1f} ms, "

@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 import torch
-from common import machine_info, matmul_gflops, save
+from common import add_out_argument, machine_info, matmul_gflops, save
 
 from yolov4 import build_model
 from yolov4.darknet import darknet_float_count
@@ -102,7 +102,7 @@ def main() -> None:
         "is the stable measurement",
     )
     parser.add_argument("--darknet", type=Path, default=DEFAULT_DARKNET)
-    parser.add_argument("--out", default="zoo")
+    add_out_argument(parser, "--out", "zoo")
     args = parser.parse_args()
     latency_size = {k: int(v) for k, v in (s.split("=") for s in args.latency_size)}
 

@@ -112,9 +112,9 @@ def openvino_available() -> bool:
     return True
 
 
-def cpu_features() -> dict[str, Any]:
-    """The CPU a measurement ran on: model name, the :data:`REPORTED_CPU_FLAGS` it has
-    (``/proc/cpuinfo``) and OpenVINO's ``OPTIMIZATION_CAPABILITIES`` (e.g. FP32, INT8, BF16)."""
+def cpu_model_and_flags() -> tuple[str, list[str]]:
+    """The CPU's model name and the :data:`REPORTED_CPU_FLAGS` it has (``/proc/cpuinfo``;
+    ``"unknown"`` and none where that file is missing)."""
     name, flags = "unknown", set()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -125,15 +125,19 @@ def cpu_features() -> dict[str, Any]:
                 flags = set(value.split())
     except OSError:
         pass
+    return name, [f for f in REPORTED_CPU_FLAGS if f in flags]
+
+
+def cpu_features() -> dict[str, Any]:
+    """The CPU a measurement ran on: model name, the :data:`REPORTED_CPU_FLAGS` it has
+    (:func:`cpu_model_and_flags`) and OpenVINO's ``OPTIMIZATION_CAPABILITIES`` (e.g. FP32,
+    INT8, BF16)."""
+    name, flags = cpu_model_and_flags()
     try:
         caps = [str(c) for c in openvino_core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")]
     except Exception:  # OpenVINO missing or without a CPU plugin
         caps = []
-    return {
-        "cpu": name,
-        "flags": [f for f in REPORTED_CPU_FLAGS if f in flags],
-        "openvino_capabilities": caps,
-    }
+    return {"cpu": name, "flags": flags, "openvino_capabilities": caps}
 
 
 def bf16_native(features: dict[str, Any] | None = None) -> bool:
