@@ -10,6 +10,7 @@ threshold low enough for the detections' scores (0.6 to 0.95).
 
     python benchmarks/tracking.py            # candidates importable in this environment
     python benchmarks/tracking.py --merge    # add to benchmarks/results/tracking.json
+    python benchmarks/tracking.py --only trackers/sort boxmot/ocsort   # these rows, merged
     python benchmarks/tracking.py --checkpoint runs/x/weights/best.pt   # a trained detector
     python benchmarks/tracking.py --checkpoint ... --save-as tracking_trained_epyc   # another file
 
@@ -23,6 +24,9 @@ MOTA / IDF1 / ID switches from each run's ``predictions.jsonl``. Saved under the
 each tracker with its score thresholds (``SCORE_KEYS`` it has) at 0.2, for a detector whose
 scores stay under the shipped ones.
 
+A run of some candidates (``--only``) replaces their rows and keeps the others, since some
+need an environment of their own to run again (below); a run without ``--only`` or ``--merge``
+writes the file anew, and a run in which no candidate's library is installed writes nothing.
 Candidates whose library is not installed are listed as such. boxmot's dependencies
 (opencv-python, timm, huggingface-hub, gdown, pyarrow, pandas<3) do not fit the project's
 environment, so the saved run is from a virtual environment created with
@@ -261,7 +265,14 @@ def run_trained(checkpoint: Path, video, conf: float, score: float | None = None
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--merge", action="store_true", help="keep other candidates' results")
-    parser.add_argument("--only", nargs="*", help="candidate names to run")
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=list(CANDIDATES),
+        metavar="NAME",
+        help="run only these candidates, their rows merged into the saved ones (as --merge); "
+        f"names: {', '.join(CANDIDATES)}",
+    )
     parser.add_argument("--checkpoint", help="a trained checkpoint: its detections, tracked")
     parser.add_argument(
         "--conf", type=float, default=0.1, help="--checkpoint: the detector rows' lowest threshold"
@@ -278,8 +289,9 @@ def main() -> None:
         row["machine"] = {**machine_info(), "matmul_gflops": round(matmul_gflops(1024, 5), 1)}
         print("saved", save(path, {**previous, "trained_model": row}))
         return
-    if args.merge:
+    if args.merge or args.only:
         results = previous.get("candidates", {})
+    ran = 0
     for name, make in CANDIDATES.items():
         if args.only and name not in args.only:
             continue
@@ -287,6 +299,7 @@ def main() -> None:
         if _version(lib) is None:
             results.setdefault(name, {"status": f"{lib} not installed"})
             continue
+        ran += 1
         try:
             row = run_candidate(make, video, SEEDS)
         except Exception as e:  # a candidate's failure is a result, not a crash
@@ -294,6 +307,9 @@ def main() -> None:
         row["version"] = _version(lib)
         results[name] = row
         print(f"{name:20s} {row}", flush=True)
+    if not ran:
+        wanted = ", ".join(args.only or CANDIDATES)
+        sys.exit(f"no candidate ran (their libraries are not installed: {wanted}); {path} kept")
     payload = {
         "machine": {**machine_info(), "matmul_gflops": round(matmul_gflops(1024, 5), 1)},
         "sequence": {"frames": len(video.truth), "size": list(video.image_size), "seeds": SEEDS},
