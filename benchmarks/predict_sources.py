@@ -200,17 +200,19 @@ def predict_command(video: Path, one_frame: Path, ckpt: Path, batch: int, out: P
         return {"available": False, "reason": f"{entry} not in this checkout"}
 
     def run(source: Path, name: str) -> tuple[float, int]:
+        # a folder of its own: predict.py refuses one holding an earlier run's outputs
+        folder = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=out))
         cmd = [sys.executable, str(entry), f"source={source}", f"checkpoint={ckpt}",
-               f"batch={batch}", f"output={out / name}", f"hydra.run.dir={out / name}-hydra"]  # fmt: skip
+               f"batch={batch}", f"output={folder / 'out'}", f"hydra.run.dir={folder / 'hydra'}"]  # fmt: skip
         start = time.perf_counter()
         done = subprocess.run(cmd, capture_output=True, text=True)
         wall = time.perf_counter() - start
         if done.returncode:
             raise RuntimeError(f"{' '.join(cmd)} failed:\n{done.stderr[-3000:]}")
-        records = out / name / "predictions.jsonl"
+        records = folder / "out" / "predictions.jsonl"
         lines = records.read_text().splitlines() if records.is_file() else []
         boxes.append(sum(len(json.loads(r)["detections"]) for r in lines))
-        own.append(json.loads((out / name / "summary.json").read_text())["per_second"])
+        own.append(json.loads((folder / "out" / "summary.json").read_text())["per_second"])
         return wall, len(lines)
 
     boxes: list[int] = []
@@ -233,16 +235,26 @@ def interleaved(
 ) -> dict[str, Any]:
     """(f): the model alone and the command in turns, ``M C M C ... M``: each command run over
     the mean of the model-alone runs either side of it (on a shared machine the speed of both
-    drifts by up to 2x within minutes), and the median of those ratios."""
-    models, runs = [model()], []
+    drifts by up to 2x within minutes), and the median of those ratios. A command run that
+    fails ends the rounds: the row holds its reason and the rounds measured before it
+    (``median_ratio`` None when there are none)."""
+    models: list[float] = [model()]
+    runs: list[dict] = []
+    failed = None
     for _ in range(rounds):
-        runs.append(command())
+        run = command()
+        if not run.get("available", True):
+            failed = run.get("reason", "the command failed")
+            break
+        runs.append(run)
         models.append(model())
     ratios = [r["summary_fps"] / ((a + b) / 2) for r, a, b in zip(runs, models, models[1:])]
-    return {"model_only_fps": models, "command_summary_fps": [r["summary_fps"] for r in runs],
+    return {"available": failed is None, **({"reason": failed} if failed else {}),
+            "model_only_fps": models, "command_summary_fps": [r["summary_fps"] for r in runs],
             "command_steady_fps": [r["steady_fps"] for r in runs],
-            "ratios": [round(x, 3) for x in ratios], "median_ratio": round(statistics.median(ratios), 3),
-            "boxes_per_frame": runs[-1]["boxes_per_frame"]}  # fmt: skip
+            "ratios": [round(x, 3) for x in ratios],
+            "median_ratio": round(statistics.median(ratios), 3) if ratios else None,
+            "boxes_per_frame": runs[-1]["boxes_per_frame"] if runs else None}  # fmt: skip
 
 
 def build(tmp: Path, size: int | None, checkpoint: Path | None) -> tuple[Path, Path, Path, str]:
