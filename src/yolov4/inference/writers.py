@@ -211,7 +211,7 @@ class PredictionWriter:
             if name != frame.name:
                 log.info(
                     "%s: its outputs are named %s (%s already writes under %s)",
-                    key[1], name, taken_by, _stem(frame.name),
+                    key[1], _stem(name), taken_by, _stem(frame.name),
                 )  # fmt: skip
             self._names[key] = name
             self._name_stems[_stem(name)] = key[1]
