@@ -23,7 +23,6 @@ def tracking(monkeypatch, tmp_path):
     import tracking
 
     monkeypatch.setattr(common, "RESULTS_DIR", tmp_path)
-    monkeypatch.setattr(tracking, "RESULTS_DIR", tmp_path)
     monkeypatch.setattr(tracking, "matmul_gflops", lambda *a: 1.0)
     video = SimpleNamespace(truth=[None] * 3, image_size=(48, 64))
     monkeypatch.setattr(tracking, "make_tracking_video", lambda **kw: video)
