@@ -90,3 +90,22 @@ def test_a_few_converted_images_are_each_named_and_not_counted_again(tmp_path, p
     lines = problem_log.read_text().splitlines()
     assert len(lines) == 2, lines
     assert all(line.startswith(f"WARNING data.val: {Problem.CONVERTED}: ") for line in lines)
+
+
+def test_a_ddp_process_counts_its_share_not_the_run(tmp_path, problem_log, monkeypatch):
+    """Under DDP each process decodes the images its sampler deals it: its count line says it
+    covers that process's share, not "this run"."""
+    n = LOGGED_PER_KIND + 1
+    data = load_yolo(_cmyk_split(tmp_path, n), ["a"], report=ProblemReport())
+    ds = DetectionDataset(data, PreprocessConfig(input_size=(32, 32)), name="data.train")
+    for i in range(len(ds)):
+        ds[i]
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.distributed, "get_world_size", lambda *a: 2)
+    monkeypatch.setattr(torch.distributed, "get_rank", lambda *a: 1)
+    ds.report.log_counts()
+    counts = [line for line in problem_log.read_text().splitlines() if "files in all" in line]
+    assert counts == [
+        f"WARNING data.train: {n} files in all with {Problem.CONVERTED} "
+        "in this process's share of the run (rank 1 of 2)"
+    ]

@@ -13,6 +13,8 @@ import logging
 from collections import defaultdict
 from typing import Any
 
+import torch
+
 from yolov4.errors import DatasetError
 
 __all__ = ["Problem", "Note", "ProblemReport", "LOSSES", "LOST_BOXES", "LOST_IMAGES"]
@@ -25,6 +27,17 @@ SUMMARY_EXAMPLES = 5
 # evaluation run decoding images) names in the log; the rest are counted and summed up by
 # :meth:`ProblemReport.log_counts` (a dataset of 10,000 CMYK images logs 5 lines, not 10,000).
 LOGGED_PER_KIND = 5
+
+
+def _share() -> str:
+    """What a count of this process covers: the run, or under DDP (each process decodes the
+    images its sampler deals it, and counts them in a dataset of its own) this process's share."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        world = torch.distributed.get_world_size()
+        if world > 1:
+            rank = torch.distributed.get_rank()
+            return f"in this process's share of the run (rank {rank} of {world})"
+    return "in this run"
 
 
 class Problem:
@@ -202,12 +215,12 @@ class ProblemReport:
         """Log how many problems of each kind :meth:`add` found in this run, for the kinds
         found more often than it names files (:data:`LOGGED_PER_KIND`) and grown since its
         last call (one line per kind after fit and again after a later validation that found
-        more)."""
+        more); under DDP each process logs the count of its own share (:func:`_share`)."""
         for i, kind in enumerate(KINDS):
             count = int(self.logged[i])
             if count > LOGGED_PER_KIND and count != self._summed[i]:
                 self._summed[i] = count
-                log.warning("%s: %d files in all with %s in this run", self.name, count, kind)
+                log.warning("%s: %d files in all with %s %s", self.name, count, kind, _share())
 
     def note(self, kind: str, file: Any, detail: str = "") -> None:
         """Count one file of ``kind`` (a :class:`Note` value): not a problem, never raises."""
