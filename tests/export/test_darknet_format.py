@@ -295,6 +295,8 @@ def test_the_settings_opencv_runs_otherwise_are_found_in_the_cfg():
         "[shortcut]\nfrom=-1\nweights_type=none",
         "[shortcut]\nfrom=-1, -3\nweights_type=per_channel",
         "[scale_channels]\nfrom=-2\nscale_wh=1",
+        "[reorg]\nstride=2\nreverse=0",
+        "[reorg]\nstride=2\nreverse=1",
     ]
     assert darknet_format.opencv_deviations("\n\n".join(sections)) == [
         "layer 1 [convolutional] stride_y=1",
@@ -302,6 +304,7 @@ def test_the_settings_opencv_runs_otherwise_are_found_in_the_cfg():
         "layer 5 [shortcut] weights_type=per_channel",
         "layer 5 [shortcut] from=-1,-3",
         "layer 6 [scale_channels] scale_wh=1",
+        "layer 8 [reorg] reverse=1",
     ]
 
 

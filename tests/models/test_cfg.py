@@ -141,12 +141,12 @@ def test_a_users_cfg_keeps_its_classes_unless_num_classes_is_given(tmp_path):
 YOLO1 = "classes=1\nnum=6\n"
 CASES = {
     # id: (cfg text, darknet layer, section, key, message)
-    "unknown layer type reorg3d": (
-        nth(BASE, "[maxpool]\nsize=2\nstride=1", "[reorg3d]\nstride=1"),
+    "unknown layer type crop": (
+        nth(BASE, "[maxpool]\nsize=2\nstride=1", "[crop]\ncrop_height=8"),
         1,
-        "reorg3d",
+        "crop",
         None,
-        r"layer type \[reorg3d\] is not supported",
+        r"layer type \[crop\] is not supported",
     ),
     "unknown layer type softmax": (
         nth(BASE, "[maxpool]\nsize=2\nstride=1", "[softmax]\ngroups=1"),

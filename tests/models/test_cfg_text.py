@@ -347,7 +347,7 @@ DEFAULTS = [
     ("yolo", "delta_normalizer=1"), ("yolo", "iou_thresh_kind=iou"), ("yolo", "focal_loss=0"),
     ("yolo", "embedding_layer=999999"),
 ]  # fmt: skip
-# the same for darknet's YOLOv2 layers (parse_reorg, parse_region; background: read by the
+# the same for darknet's YOLOv2 layers (parse_reorg_old, parse_region; background: read by the
 # darknet of the first YOLOv2 cfgs), accepted in a [region] network (tests/models/test_region.py)
 YOLOV2_DEFAULTS = [
     *[(kind, line) for kind in ("reorg", "region")
@@ -356,6 +356,8 @@ YOLOV2_DEFAULTS = [
                    "stopbackward=0")],
     ("reorg", "reverse=0"), ("region", "log=0"), ("region", "sqrt=0"), ("region", "background=0"),
 ]  # fmt: skip
+# parse_reorg ([reorg3d]): the keys every layer reads (tests/models/test_reorg.py)
+REORG3D_DEFAULTS = [("reorg3d", line) for _, line in YOLOV2_DEFAULTS[:9]]
 
 
 @pytest.mark.parametrize("kind, line", DEFAULTS, ids=[f"{k}-{v}" for k, v in DEFAULTS])
@@ -378,7 +380,7 @@ def test_the_default_table_is_darknets():
     ours = {(kind, key): value for kind, keys in DARKNET_DEFAULTS.items()
             for key, value in keys.items() if key not in LAYER_KEYS[kind]}  # fmt: skip
     transcribed = {(kind, line.split("=")[0]): line.split("=")[1]
-                   for kind, line in DEFAULTS + YOLOV2_DEFAULTS if line.split("=")[0] not in LAYER_KEYS[kind]}  # fmt: skip
+                   for kind, line in DEFAULTS + YOLOV2_DEFAULTS + REORG3D_DEFAULTS if line.split("=")[0] not in LAYER_KEYS[kind]}  # fmt: skip
     assert set(ours) == set(transcribed)
     for (kind, key), value in ours.items():
         raw = transcribed[kind, key]

@@ -225,3 +225,34 @@ def forward_scale_channels(scales: np.ndarray, src: np.ndarray, scale_wh: bool,
     for i in range(c * h * w):
         out[i] = (s[i % channel_size] if scale_wh else s[i // channel_size]) * flat[i]
     return activate(out.reshape(c, h, w), activation)
+
+
+def reorg_cpu(x, out_w, out_h, out_c, batch, stride, forward, out) -> None:
+    """blas.c reorg_cpu on flat arrays: ``forward`` writes ``out`` at the large layout's index
+    from ``x`` at the small one's, else the other way."""
+    in_c = out_c // (stride * stride)
+    for b in range(batch):
+        for k in range(out_c):
+            for j in range(out_h):
+                for i in range(out_w):
+                    small = i + out_w * (j + out_h * (k + out_c * b))
+                    c2, offset = k % in_c, k // in_c
+                    w2, h2 = i * stride + offset % stride, j * stride + offset // stride
+                    large = w2 + out_w * stride * (h2 + out_h * stride * (c2 + in_c * b))
+                    if forward:
+                        out[large] = x[small]
+                    else:
+                        out[small] = x[large]
+
+
+def forward_reorg(x: np.ndarray, stride: int, reverse: bool, layer: str) -> np.ndarray:
+    """reorg_old_layer.c (``layer="reorg"``) / reorg_layer.c (``"reorg3d"``) forward of one
+    ``(C, H, W)`` map: reorg_cpu with ``forward = reverse`` on the input's sizes ([reorg]) or
+    the output's ([reorg3d]); the output's shape from make_reorg_*_layer."""
+    c, h, w = x.shape
+    s = stride
+    shape = (c // (s * s), h * s, w * s) if reverse else (c * s * s, h // s, w // s)
+    sizes = (w, h, c) if layer == "reorg" else (shape[2], shape[1], shape[0])
+    out = np.zeros(x.size)
+    reorg_cpu(x.ravel(), *sizes, 1, s, int(reverse), out)
+    return out.reshape(shape)

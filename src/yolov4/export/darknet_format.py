@@ -87,6 +87,7 @@ OPENCV_IGNORES = (
     ("upsample", "scale", "1"),
     ("shortcut", "weights_type", "none"),
     ("scale_channels", "scale_wh", "0"),
+    ("reorg", "reverse", "0"),
 )
 
 

@@ -101,8 +101,10 @@ LAYER_KEYS: dict[str, set[str]] = {
         "resize",
         "max",
     },
-    # darknet's reorg_old_layer.c (its [reorg]): space to depth, darknet's channel order
-    "reorg": {"stride"},
+    # darknet's reorg_old_layer.c ([reorg]) and reorg_layer.c ([reorg3d]): space to depth (depth
+    # to space with reverse), darknet's channel order (yolov4.models.layers.Reorg)
+    "reorg": {"stride", "reverse"},
+    "reorg3d": {"stride", "reverse"},
     # darknet's YOLOv2 head (region_layer.c), built for inference (yolov4.models.region)
     "region": {"anchors", "classes", "num", "coords", "softmax", *REGION_TRAINING_KEYS},
 }
@@ -148,7 +150,8 @@ INERT_KEYS: dict[str, set[str]] = {
 
 # Every key darknet's parser reads, per section (src/parser.c): parse_convolutional,
 # parse_route, parse_shortcut, parse_maxpool, parse_local_avgpool, parse_upsample, parse_dropout,
-# parse_sam, parse_avgpool, parse_scale_channels, parse_yolo, parse_reorg, parse_region, and the keys
+# parse_sam, parse_avgpool, parse_scale_channels, parse_yolo, parse_reorg_old ([reorg]),
+# parse_reorg ([reorg3d]), parse_region, and the keys
 # parse_network_cfg_custom reads in every layer (GENERIC).
 _GENERIC = {
     "clip", "onlyforward", "dont_update", "burnin_update", "stopbackward", "train_only_bn",
@@ -186,6 +189,7 @@ DARKNET_KEYS: dict[str, set[str]] = {
         "sim_thresh", "track_ciou_norm", "track_history_size", "truth_thresh",
     },
     "reorg": _GENERIC | {"stride", "reverse"},
+    "reorg3d": _GENERIC | {"stride", "reverse"},
     "region": _GENERIC | REGION_TRAINING_KEYS | {
         "anchors", "classes", "coords", "log", "map", "num", "softmax", "sqrt", "tree",
         # read by the darknet of the first YOLOv2 cfgs, not by AlexeyAB's: refused unless 0
@@ -226,7 +230,8 @@ DARKNET_DEFAULTS: dict[str, dict[str, int | float | str]] = {
         "delta_normalizer": 1.0, "focal_loss": 0, "iou_thresh_kind": "iou",
         "embedding_layer": 999999,
     },
-    "reorg": _GENERIC_DEFAULTS | {"reverse": 0},
+    "reorg": _GENERIC_DEFAULTS,
+    "reorg3d": _GENERIC_DEFAULTS,
     "region": _GENERIC_DEFAULTS | {"log": 0, "sqrt": 0, "background": 0},
 }  # fmt: skip
 

@@ -192,21 +192,29 @@ def _avgpool_spec(s: Section, i: int, c_in: int, st_in: tuple[int, int]) -> Laye
 
 
 def _reorg_spec(s: Section, i: int, c_in: int, st_in: tuple[int, int]) -> LayerSpec:
-    """``[reorg]`` (darknet's ``parse_reorg`` and ``reorg_old_layer.c``; ``stride`` default 1):
-    ``stride`` x ``stride`` blocks into channels, ``stride ** 2`` times the channels at
-    ``stride`` times the stride (:class:`yolov4.models.layers.Reorg`)."""
+    """``[reorg]`` and ``[reorg3d]`` (darknet's ``parse_reorg_old`` / ``parse_reorg``; ``stride``
+    default 1, ``reverse`` default 0): ``stride`` x ``stride`` blocks into channels,
+    ``stride ** 2`` times the channels at ``stride`` times the stride; with ``reverse``, the
+    other way (:class:`yolov4.models.layers.Reorg`)."""
     stride = s.get_int("stride", 1)
+    reverse = s.get_int("reverse", 0) != 0  # darknet's atoi: any other number reverses
     if stride < 1:
         raise s.error("stride", f"must be an integer >= 1, got {stride}")
-    if c_in % (stride * stride):
-        # reorg_cpu reads the input as C / stride^2 maps stride times larger: whole ones only
+    # reorg_cpu reads C' channels as C' / stride^2 maps stride times larger: whole ones only.
+    # C' is the input's C for [reorg], the output's (C * stride^2, or C / stride^2 reversed)
+    # for [reorg3d]
+    need = stride**2 if s.kind == "reorg" else stride**4 if reverse else 1
+    if c_in % need:
         raise s.error(
             "stride",
-            f"{stride} reorganises {c_in} input channels as {c_in} / {stride * stride} maps; "
-            f"darknet's [reorg] needs a channel count divisible by stride^2 = {stride * stride}",
+            f"{stride} reorganises {c_in} input channels as {c_in} / {need} maps; darknet's "
+            f"[{s.header}]{' reverse=1' if reverse else ''} needs a channel count divisible by "
+            f"{need} (stride^{2 if need == stride**2 else 4})",
         )
-    out = tuple(stride_of(s, "stride", st, stride) for st in st_in)
-    return spec(s, i, [i - 1], c_in * stride * stride, out, stride=stride)
+    factor = 1 / stride if reverse else stride
+    out = tuple(stride_of(s, "stride", st, factor) for st in st_in)
+    channels = c_in // stride**2 if reverse else c_in * stride**2
+    return spec(s, i, [i - 1], channels, out, stride=stride, reverse=reverse)
 
 
 def _yolo_spec(s: Section, i: int, c_in: int, st_in: tuple[int, int]) -> LayerSpec:
@@ -222,7 +230,9 @@ def _yolo_spec(s: Section, i: int, c_in: int, st_in: tuple[int, int]) -> LayerSp
 
 
 # layers whose map would not stay H / stride when they read a global (1 x 1) map
-_NOT_ON_GLOBAL = ("maxpool", "local_avgpool", "upsample", "reorg", "yolo", "region")
+_NOT_ON_GLOBAL = (
+    "maxpool", "local_avgpool", "upsample", "reorg", "reorg3d", "yolo", "region"
+)  # fmt: skip
 
 
 def layer_spec(s: Section, i: int, out: Callable[[int], Shape]) -> LayerSpec:
@@ -253,6 +263,6 @@ def layer_spec(s: Section, i: int, out: Callable[[int], Shape]) -> LayerSpec:
         return scale_channels_spec(s, i, out, c_in, st_in)
     if s.kind == "avgpool":
         return _avgpool_spec(s, i, c_in, st_in)
-    if s.kind == "reorg":
+    if s.kind in ("reorg", "reorg3d"):
         return _reorg_spec(s, i, c_in, st_in)
     return _yolo_spec(s, i, c_in, st_in)

@@ -337,21 +337,33 @@ class Upsample(nn.Module):
 
 
 class Reorg(nn.Module):
-    """Darknet's ``[reorg]`` (``reorg_old_layer.c``, ``reorg_cpu`` with ``forward=0``):
-    ``(B, C, H, W) -> (B, C * s^2, H / s, W / s)``, ``s`` the stride. Darknet reads the input's
-    memory as ``(B, C / s^2, H * s, W * s)`` and writes, in the memory of a ``(B, C, H, W)``
-    map, channel ``k = (dy * s + dx) * C / s^2 + c`` of row ``j``, column ``i`` from that
-    view's ``[c, j * s + dy, i * s + dx]``; the result is read as the ``(C * s^2, H / s, W / s)``
-    map. Not torch's ``pixel_unshuffle``: darknet's channels and blocks mix across the map
-    (OpenCV's importer reproduces it)."""
+    """Darknet's ``[reorg]`` (``reorg_old_layer.c``) and ``[reorg3d]`` (``reorg_layer.c``): both
+    call ``reorg_cpu`` with ``forward = reverse``; ``[reorg]`` passes it the input's sizes,
+    ``[reorg3d]`` the output's. ``(B, C, H, W) -> (B, C * s^2, H / s, W / s)``, ``s`` the
+    stride; with ``reverse``, ``(B, C / s^2, H * s, W * s)``.
 
-    def __init__(self, stride: int) -> None:
+    ``reorg_cpu`` with sizes ``(C', H', W')`` relates a small layout ``(C', H', W')`` to a large
+    one ``(C' / s^2, H' * s, W' * s)`` of the same memory: small channel
+    ``k = (dy * s + dx) * C' / s^2 + c`` of row ``j``, column ``i`` is large
+    ``[c, j * s + dy, i * s + dx]``. ``forward=0`` reads the input's memory as the large layout
+    and writes the small one, ``forward=1`` the other way; the result is read as the output's
+    shape. ``[reorg3d]`` (and ``[reorg]`` reverse) is thus a plain space to depth (depth to
+    space) with darknet's channel order, not torch's ``pixel_unshuffle``; ``[reorg]`` (and
+    ``[reorg3d]`` reverse) reads the input's memory in another shape, mixing channels and
+    blocks across the map (OpenCV's importer reproduces ``[reorg]``)."""
+
+    def __init__(self, stride: int, reverse: bool = False, output_sizes: bool = False) -> None:
         super().__init__()
-        self.stride = stride
+        self.stride, self.reverse, self.output_sizes = stride, reverse, output_sizes
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s = self.stride
         _, c, h, w = x.shape
-        view = x.reshape(-1, c // (s * s), h, s, w, s)  # darknet's (C / s^2, H * s, W * s)
-        out = view.permute(0, 3, 5, 1, 2, 4)  # (dy, dx, c, j, i): darknet's output channel k
-        return out.reshape(-1, c * s * s, h // s, w // s)
+        out = (c // (s * s), h * s, w * s) if self.reverse else (c * s * s, h // s, w // s)
+        big_c, small_h, small_w = out if self.output_sizes else (c, h, w)  # reorg_cpu's sizes
+        c2 = big_c // (s * s)  # the large layout's channels
+        if self.reverse:  # forward=1: small layout in, large out
+            y = x.reshape(-1, s, s, c2, small_h, small_w).permute(0, 3, 4, 1, 5, 2)
+        else:  # forward=0: large layout in, small out
+            y = x.reshape(-1, c2, small_h, s, small_w, s).permute(0, 3, 5, 1, 2, 4)
+        return y.reshape(-1, *out)

@@ -81,8 +81,8 @@ def _module(spec: LayerSpec) -> nn.Module:
         return GlobalAvgPool()
     if spec.kind == "dropout":
         return nn.Dropout(p["probability"])  # darknet's mask, drawn from torch's generator
-    if spec.kind == "reorg":
-        return Reorg(p["stride"])
+    if spec.kind in ("reorg", "reorg3d"):
+        return Reorg(p["stride"], p["reverse"], output_sizes=spec.kind == "reorg3d")
     return nn.Identity()  # [yolo], [region]: decode and loss live outside the network
 
 
