@@ -24,7 +24,13 @@ from pathlib import Path
 
 from yolov4.errors import ConfigError
 from yolov4.models.budget import check_cfg_text, check_layer, check_layer_count
-from yolov4.models.cfg_keys import NET_KEYS, check_layer_keys, check_net_keys, unread_warnings
+from yolov4.models.cfg_keys import (
+    NET_KEYS,
+    check_layer_keys,
+    check_net_keys,
+    extra_anchors_warnings,
+    unread_warnings,
+)
 from yolov4.models.cfg_layers import (
     ACTIVATIONS,
     CONV_DEFAULT_ACTIVATION,
@@ -193,7 +199,7 @@ def parse_cfg(text: str, source: str = "<cfg>", warn: bool = False) -> list[Sect
         raise ConfigError(f"{source}: a darknet cfg starts with a [net] section")
     check_net_keys(sections[0])
     if warn:
-        _log_once(text, [*twice, *unread_warnings(sections)])
+        _log_once(text, [*twice, *unread_warnings(sections), *extra_anchors_warnings(sections)])
     return sections
 
 

@@ -46,6 +46,8 @@ __all__ = [
     "check_net_keys",
     "check_layer_keys",
     "unread_warnings",
+    "yolo_anchors",
+    "extra_anchors_warnings",
 ]
 
 # Keys each layer section may carry. Keys in TRAINING_KEYS are darknet training-loop settings
@@ -314,4 +316,33 @@ def unread_warnings(sections: list[Section]) -> list[str]:
         for s in sections
         for key in (s.options if s.kind in DARKNET_KEYS else ())
         if key not in DARKNET_KEYS[s.kind] and not _near_miss(s, key)
+    ]
+
+
+def yolo_anchors(y: Section) -> list[float]:
+    """The numbers of ``[yolo]`` section ``y``'s ``anchors`` darknet reads: the first
+    ``num * 2`` (``parse_yolo`` stops there and ignores the rest)."""
+    return y.get_floats("anchors")[: 2 * y.get_int("num", 1)]
+
+
+def extra_anchors_warnings(sections: list[Section]) -> list[str]:
+    """One warning for the ``[yolo]`` layers whose ``anchors`` has more numbers than
+    ``num * 2`` (cspx-p7-mish.cfg: 40 with num=16), naming the first and the lines of the
+    others; a value that does not read as a number is left to the checks that refuse it."""
+    extra = []
+    for y in (s for s in sections if s.kind == "yolo"):
+        try:
+            found, num = len(y.get_floats("anchors")), y.get_int("num", 1)
+        except ConfigError:
+            continue
+        if found > 2 * num:
+            extra.append((y, found, num))
+    if not extra:
+        return []
+    (y, found, num), others = extra[0], [s.lines.get("anchors", s.line) for s, _, _ in extra[1:]]
+    also = f"; so have the [yolo] anchors at lines {', '.join(map(str, others))}" if others else ""
+    return [
+        f"{y.where('anchors')}: has {found} numbers, num={num} reads the first {2 * num} "
+        f"(darknet's parse_yolo ignores the rest, and so does yolov4; a cfg written back has "
+        f"those {2 * num}){also}"
     ]

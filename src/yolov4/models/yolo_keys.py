@@ -9,6 +9,7 @@ from typing import Any
 from yolov4.errors import ConfigError
 from yolov4.models import budget, class_balance
 from yolov4.models.cfg import LayerSpec, Section, resolve_layers
+from yolov4.models.cfg_keys import yolo_anchors
 from yolov4.models.region import HEAD_KINDS, check_region_keys, read_region_keys
 
 __all__ = [
@@ -96,7 +97,7 @@ def _check_cfg_values(sections: list[Section]) -> None:
     for y in (s for s in sections if s.kind in HEAD_KINDS):
         if "classes" in y.options:
             budget.check_classes(y.get_int("classes"), y.where("classes"))
-        anchors = y.get_floats("anchors")
+        anchors = yolo_anchors(y) if y.kind == "yolo" else y.get_floats("anchors")
         for key, n in (("num", y.get_int("num", 1)), ("anchors", len(anchors) // 2)):
             if n > budget.MAX_ANCHORS:
                 raise y.error(key, budget.over("MAX_ANCHORS", f"{n} anchors"))
@@ -130,9 +131,13 @@ def read_yolo_keys(sections: list[Section], name: str) -> dict[str, Any]:
     _check_shared_shape(yolos)
     num_classes = first.get_int("classes", 20)
     num = first.get_int("num", 1)
-    anchors = first.get_floats("anchors")
-    if len(anchors) != 2 * num:
-        raise first.error("anchors", f"has {len(anchors)} numbers, num={num} needs {2 * num}")
+    anchors = yolo_anchors(first)  # darknet reads the first num * 2 (a warning names the rest)
+    if len(anchors) < 2 * num:
+        raise first.error(
+            "anchors",
+            f"has {len(anchors)} numbers, num={num} needs {2 * num} (darknet would leave the "
+            f"missing {2 * num - len(anchors)} at make_yolo_layer's 0.5 and run with them)",
+        )
     values["num_classes"] = num_classes
     values["anchors"] = [anchors[2 * k : 2 * k + 2] for k in range(num)]
     values["masks"] = [_read_mask(y, num) for y in yolos]
@@ -156,9 +161,9 @@ def _check_shared_shape(yolos: list[Section]) -> None:
     """``classes``, ``num`` and ``anchors`` equal (by value, as darknet reads them: "10.0,14" is
     "10,14") in every ``[yolo]`` layer, or :class:`ConfigError` naming the first that differs."""
     first = yolos[0]
-    for key, read in (("classes", Section.get_int), ("num", Section.get_int),
-                      ("anchors", Section.get_floats)):  # fmt: skip
-        found = [read(y, key) if key in y.options else None for y in yolos]
+    for key, read in (("classes", lambda y: y.get_int("classes")),
+                      ("num", lambda y: y.get_int("num")), ("anchors", yolo_anchors)):  # fmt: skip
+        found = [read(y) if key in y.options else None for y in yolos]
         other = next((y for y, v in zip(yolos, found) if v != found[0]), None)
         if other is not None:
             raise other.error(
