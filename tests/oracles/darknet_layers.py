@@ -36,6 +36,32 @@ def im2col_cpu_ext(im, channels, height, width, kernel, pad, stride_h, stride_w,
     return col, out_h, out_w
 
 
+# activations.h's inline *_activate and *_gradient (the gradient of the output y, hard_mish's of
+# the input), and activations.c hard_mish_yashas(_grad), element by element
+ACTIVATE = {
+    "relu6": lambda x: min(max(x, 0), 6),
+    "elu": lambda x: (x >= 0) * x + (x < 0) * (np.exp(x) - 1),
+    "selu": lambda x: (x >= 0) * 1.0507 * x + (x < 0) * 1.0507 * 1.6732 * (np.exp(x) - 1),
+    "gelu": lambda x: 0.5 * x * (1 + np.tanh(0.797885 * x + 0.035677 * x**3)),
+    "hard_mish": lambda x: x if x > 0 else x * x / 2 + x if x > -2 else 0.0,
+    "hardtan": lambda x: -1.0 if x < -1 else 1.0 if x > 1 else x,
+    "loggy": lambda x: 2 / (1 + np.exp(-x)) - 1,
+}
+GRADIENT = {
+    "relu6": lambda y: float(0 < y < 6),
+    "elu": lambda y: (y >= 0) + (y < 0) * (y + 1),
+    "selu": lambda y: (y >= 0) * 1.0507 + (y < 0) * (y + 1.0507 * 1.6732),
+    "gelu": lambda y: (
+        0.5 * np.tanh(0.0356774 * y**3 + 0.797885 * y)
+        + (0.0535161 * y**3 + 0.398942 * y) / np.cosh(0.0356774 * y**3 + 0.797885 * y) ** 2
+        + 0.5
+    ),
+    "hard_mish": lambda x: 1.0 if x > 0 else x + 1 if x > -2 else 0.0,
+    "hardtan": lambda y: float(-1 < y < 1),
+    "loggy": lambda y: 2 * (1 - (y + 1) / 2) * (y + 1) / 2,
+}
+
+
 def activate(x: np.ndarray, activation: str) -> np.ndarray:
     if activation == "linear":
         return x
@@ -43,6 +69,8 @@ def activate(x: np.ndarray, activation: str) -> np.ndarray:
         return np.where(x > 0, x, LEAKY * x)
     if activation == "logistic":
         return 1 / (1 + np.exp(-x))
+    if activation in ACTIVATE:
+        return np.vectorize(ACTIVATE[activation], otypes=[float])(x)
     raise ValueError(f"activation {activation!r} is not transcribed")
 
 

@@ -116,7 +116,9 @@ def _shortcut_weights(s: Section) -> tuple[str, str]:
     return SHORTCUT_WEIGHTS[kind], SHORTCUT_NORMALIZATIONS[norm]
 
 
-PRODUCT_ACTIVATIONS = tuple(a for a in ACTIVATIONS if a not in ("swish", "mish"))
+PRODUCT_ACTIVATIONS = tuple(
+    a for a in ACTIVATIONS if a not in ("swish", "mish", "relu6", "hard_mish")
+)
 
 
 def _product_from(s: Section, i: int) -> tuple[int, str]:

@@ -31,7 +31,10 @@ __all__ = [
 ]
 
 # activations the network implements (darknet's src/activations.c definitions)
-ACTIVATIONS = ("linear", "leaky", "relu", "logistic", "tanh", "mish", "swish")
+ACTIVATIONS = (
+    "linear", "leaky", "relu", "logistic", "tanh", "mish", "swish",
+    "relu6", "elu", "selu", "gelu", "hard_mish", "hardtan", "loggy",
+)  # fmt: skip
 # a [convolutional] without activation= (parse_convolutional's default)
 CONV_DEFAULT_ACTIVATION = "logistic"
 

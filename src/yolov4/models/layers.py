@@ -20,6 +20,7 @@ __all__ = [
     "Upsample",
     "Reorg",
     "make_activation",
+    "Pointwise",
     "BN_EPS",
     "LEAKY_SLOPE",
 ]
@@ -62,9 +63,41 @@ def mish_onnx(x: torch.Tensor) -> torch.Tensor:
     return x * (1 - r2) / (1 + r2)
 
 
+# darknet's activations.h constants: selu_activate's scale and alpha, gelu_activate's tanh form
+SELU_SCALE, SELU_ALPHA = 1.0507, 1.6732
+GELU_A, GELU_B = 0.797885, 0.035677
+
+
+class Pointwise(nn.Module):
+    """One of darknet's pointwise activations (``src/activations.h`` / ``activations.c``) by its
+    cfg name, with darknet's constants; autograd gives the training gradient."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.name = name
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n = self.name
+        if n == "relu6":  # darknet's GPU kernel (its CPU activate() has no case: 0)
+            return x.clamp(0, 6)
+        if n == "elu":
+            return torch.where(x >= 0, x, (torch.exp(x.clamp(max=0)) - 1))
+        if n == "selu":
+            return SELU_SCALE * torch.where(x >= 0, x, SELU_ALPHA * (torch.exp(x.clamp(max=0)) - 1))
+        if n == "gelu":
+            return 0.5 * x * (1 + torch.tanh(GELU_A * x + GELU_B * x * x * x))
+        if n == "hard_mish":  # hard_mish_yashas
+            return torch.where(x > 0, x, torch.where(x > -2, x * x / 2 + x, torch.zeros_like(x)))
+        if n == "hardtan":
+            return x.clamp(-1, 1)
+        return 2 * torch.sigmoid(x) - 1  # loggy
+
+
 def make_activation(name: str) -> nn.Module:
     """Darknet activation by its cfg name (``src/activations.h``): ``linear``, ``leaky`` (slope
-    0.1), ``relu``, ``logistic``, ``tanh``, ``mish``, ``swish`` (``x * logistic(x)``)."""
+    0.1), ``relu``, ``logistic``, ``tanh``, ``mish``, ``swish`` (``x * logistic(x)``), and
+    :class:`Pointwise`'s ``relu6``, ``elu``, ``selu``, ``gelu``, ``hard_mish``, ``hardtan``,
+    ``loggy``."""
     if name == "mish":
         return Mish()
     if name == "leaky":
@@ -79,6 +112,8 @@ def make_activation(name: str) -> nn.Module:
         return nn.SiLU(inplace=True)
     if name == "linear":
         return nn.Identity()
+    if name in ACTIVATIONS:
+        return Pointwise(name)
     raise ValueError(f"unknown activation {name!r}; expected one of {list(ACTIVATIONS)}")
 
 
