@@ -163,11 +163,11 @@ CASES = {
         "key not supported for",
     ),
     "unsupported activation": (
-        nth(BASE, "activation=mish", "activation=elu"),
+        nth(BASE, "activation=mish", "activation=ramp"),
         3,
         "convolutional",
         "activation",
-        r"'elu' is not supported",
+        r"'ramp' is not supported",
     ),
     "route to a later layer": (
         nth(BASE, "layers=0,-1", "layers=0,5"),
