@@ -116,6 +116,8 @@ def _shortcut_weights(s: Section) -> tuple[str, str]:
     return SHORTCUT_WEIGHTS[kind], SHORTCUT_NORMALIZATIONS[norm]
 
 
+# The activations [sam] and [scale_channels] apply through darknet's activate(), whose switch has
+# no case for swish, mish, relu6 or hard_mish (their output is zero).
 PRODUCT_ACTIVATIONS = tuple(
     a for a in ACTIVATIONS if a not in ("swish", "mish", "relu6", "hard_mish")
 )
@@ -123,8 +125,8 @@ PRODUCT_ACTIVATIONS = tuple(
 
 def _product_from(s: Section, i: int) -> tuple[int, str]:
     """``[sam]``/``[scale_channels]``: the ``from`` layer (one: darknet's ``atoi`` reads the
-    first) and the ``activation`` (default linear; not swish or mish, which they do not
-    apply)."""
+    first) and the ``activation`` (default linear; not swish, mish, relu6 or hard_mish,
+    which they do not apply)."""
     froms = s.get_ints("from")
     if len(froms) != 1:
         raise s.error(

@@ -168,9 +168,6 @@ def _upsample_spec(s: Section, i: int, c_in: int, st_in: tuple[int, int]) -> Lay
     return spec(s, i, [i - 1], c_in, out, stride=stride, scale=scale)
 
 
-# darknet's activate() has no case for these: a [sam] or [scale_channels] with one of them
-
-
 def _dropout_spec(s: Section, i: int, c_in: int, st_in: tuple[int, int]) -> LayerSpec:
     """``[dropout]`` (darknet's ``parse_dropout``, ``probability`` default 0.2): the identity
     at inference; in training each value is zeroed with that probability and the others scaled
