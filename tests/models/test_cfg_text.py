@@ -422,16 +422,19 @@ def test_keys_darknet_reads_that_change_the_network_are_refused(kind, line, tmp_
         build_model(cfg=path)
 
 
+# (section, line, the other section types darknet reads the key in)
 UNREAD = [
-    ("net", "max_epochs=300"),  # Gaussian_yolov3_BDD.cfg
-    ("net", "my_note=1"),
-    ("convolutional", "foo=1"),
-    ("yolo", "thresh=0.25"),  # OpenCV's key, darknet's [region] only
+    ("net", "max_epochs=300", ""),  # Gaussian_yolov3_BDD.cfg
+    ("net", "my_note=1", ""),
+    ("convolutional", "foo=1", ""),
+    ("yolo", "thresh=0.25", "[region]"),  # OpenCV's key, darknet's [region] only
+    # yolov4-sam-mish-csp-reorg-bfm.cfg: parse_gaussian_yolo's key, no misspelt iou_normalizer
+    ("yolo", "uc_normalizer=0.07", "[Gaussian_yolo]"),
 ]
 
 
-@pytest.mark.parametrize("kind, line", UNREAD, ids=[f"{k}-{v}" for k, v in UNREAD])
-def test_a_key_darknet_does_not_read_is_a_warning_naming_its_line(kind, line, tmp_path):
+@pytest.mark.parametrize("kind, line, elsewhere", UNREAD, ids=[f"{k}-{v}" for k, v, _ in UNREAD])
+def test_a_key_darknet_does_not_read_is_a_warning_naming_its_line(kind, line, elsewhere, tmp_path):
     key = line.split("=")[0]
     assert key not in dk.PARSER_KEYS[kind]
     path = tmp_path / "mine.cfg"
@@ -439,8 +442,9 @@ def test_a_key_darknet_does_not_read_is_a_warning_naming_its_line(kind, line, tm
     path.write_text(text)
     _, seen = build_quietly(path)
     where = f"{path}:{line_in(text, KIND_LAYER[kind], key)}: [{kind}] {key}"
-    assert seen == [f"{where}: darknet does not read this key in [{kind}] and ignores it; so does "
-                    "yolov4"]  # fmt: skip
+    note = f" (it reads it in {elsewhere})" if elsewhere else ""
+    assert seen == [f"{where}: darknet does not read this key in [{kind}] and ignores it{note}; "
+                    "so does yolov4"]  # fmt: skip
     assert network_of(text) == network_of(KINDS)
 
 

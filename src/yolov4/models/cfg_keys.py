@@ -18,8 +18,8 @@ A key darknet does not read at all is ignored by darknet (for a layer it prints 
 so here it is a warning naming the line (:func:`unread_warnings`, logged by
 :func:`yolov4.models.cfg.parse_cfg`) and the cfg is built; unless the key is
 a near miss of a key darknet reads in that section (``difflib`` ratio >= ``NEAR_MISS``:
-``widht``, ``letterbox``, ``ignore_tresh``): a likely typo whose intended value darknet would
-not read either, refused with the suggestion.
+``widht``, ``letterbox``, ``ignore_tresh``) and read in no other section type: a likely typo
+whose intended value darknet would not read either, refused with the suggestion.
 """
 
 from __future__ import annotations
@@ -199,6 +199,20 @@ DARKNET_KEYS: dict[str, set[str]] = {
     },
 }  # fmt: skip
 
+# Keys darknet reads only in a section type yolov4 does not build (parse_gaussian_yolo): in
+# another section they are darknet's "Unused field", not a typo of a key read there (a [yolo]
+# copied from a [Gaussian_yolo] keeps uc_normalizer, no misspelt iou_normalizer).
+UNBUILT_SECTION_KEYS: dict[str, set[str]] = {
+    "Gaussian_yolo": DARKNET_KEYS["yolo"] | {"uc_normalizer", "yolo_point"},
+}
+
+
+def _read_elsewhere(kind: str, key: str) -> list[str]:
+    """The other section types darknet reads ``key`` in, as ``[type]``."""
+    sections = DARKNET_KEYS | UNBUILT_SECTION_KEYS
+    return [f"[{k}]" for k, keys in sections.items() if k != kind and key in keys]
+
+
 # The value darknet gives each refused key it reads when the cfg leaves it out (src/parser.c:
 # the option_find_* default of parse_convolutional, parse_shortcut, parse_maxpool,
 # parse_upsample, parse_dropout, parse_yolo, and of the keys parse_network_cfg_custom reads in every layer).
@@ -246,7 +260,7 @@ def _near_miss(s: Section, key: str) -> ConfigError | None:
     of a key darknet reads there (a typo whose value darknet would not read either)."""
     known = DARKNET_KEYS[s.kind]
     near = difflib.get_close_matches(key, sorted(known), n=1, cutoff=NEAR_MISS)
-    if not near:
+    if not near or _read_elsewhere(s.kind, key):
         return None
     return s.error(
         key,
@@ -311,12 +325,17 @@ def unread_warnings(sections: list[Section]) -> list[str]:
     """A warning naming each key darknet does not read (and that is no near miss of one it
     does), in file order: darknet ignores it, and so does the builder."""
     return [
-        f"{s.where(key)}: darknet does not read this key in [{s.header}] and ignores it; so does "
-        "yolov4"
+        f"{s.where(key)}: darknet does not read this key in [{s.header}] and ignores it"
+        f"{_elsewhere_note(s.kind, key)}; so does yolov4"
         for s in sections
         for key in (s.options if s.kind in DARKNET_KEYS else ())
         if key not in DARKNET_KEYS[s.kind] and not _near_miss(s, key)
     ]
+
+
+def _elsewhere_note(kind: str, key: str) -> str:
+    where = _read_elsewhere(kind, key)
+    return f" (it reads it in {', '.join(where)})" if where else ""
 
 
 def yolo_anchors(y: Section) -> list[float]:
