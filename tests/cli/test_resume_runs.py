@@ -1,14 +1,17 @@
 """Resumes of a real tiny run (train.py in-process): a run folder moved as a whole keeps its
 best checkpoint, optim settings changed on resume reach the optimizer, a checkpoint outside its
 run folder is checked against the config it records, the final evaluation is logged apart from
-the epochs' curves, and a run early stopping finished says so and is not resumed as it is."""
+the epochs' curves, a run early stopping finished says so and is not resumed as it is, and a
+resume with another batch size goes on with the lr schedule and the images seen it stopped at."""
 
 from __future__ import annotations
 
 import csv
 import json
 import logging
+import os
 import shutil
+import signal
 
 import lightning as L
 import pytest
@@ -20,6 +23,7 @@ from yolov4 import ConfigError
 from yolov4.cli.resume import RESUME_LOG, resume_argv
 from yolov4.cli.train import train
 from yolov4.training.optim import lr_factor
+from yolov4.training.requeue import Requeued
 
 NO_EXPORT = ["export=null"]  # what these tests read is in the checkpoints and logs
 BEST = "SharedCheckpoint{'monitor': 'val/mAP'"  # the state key of callbacks.best_checkpoint
@@ -240,3 +244,47 @@ def test_a_run_killed_after_its_early_stop_before_its_end_is_finished_training_n
     assert torch.load(last, weights_only=True)["global_step"] == before == 2
     assert "resume: EarlyStopping stopped the run at epoch 1: Stopping threshold" in caplog.text
     assert json.loads((run / "metrics.json").read_text())["weights"]["step"] == 2
+
+
+class StopAt(L.Callback):
+    """Ctrl-C at the end of optimizer step ``step`` (before Requeue's hook, which runs last)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer, *args) -> None:
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+def test_a_resume_with_another_batch_size_keeps_the_lr_schedule_and_the_images_seen(
+    tmp_path, compose_cfg, tiny_run
+):
+    """Stopped mid-epoch at step 6 of 12 (16 images in batches of 4, 3 epochs) and resumed
+    with data.batch_size=8, the run lasts 9 steps (6, 1 to end its epoch, 2 in the last); its
+    lr schedule was laid over 3 epochs of the new 2 steps (6), so the lr sat at its floor from
+    the resume on, and seen counted all 9 steps at 8 images (72 for 48 trained). The resumed
+    run goes on from the checkpoint's lr, ends at the cosine's final lr, and counts 48."""
+    run = tmp_path / "run"
+    overrides = [*tiny_run, *NO_EXPORT, "trainer.limit_train_batches=null",
+                 "trainer.max_epochs=3", "optim.schedule=cosine", "optim.burn_in=2"]  # fmt: skip
+    with pytest.raises(Requeued):
+        train(compose_cfg("train", overrides, run), extra_callbacks=[StopAt(6)])
+    saved = torch.load(run / "checkpoints/requeue.ckpt", weights_only=True)
+    assert saved["global_step"] == 6 and saved["yolov4_schedule_steps"] == 12
+    probe = OptimizerProbe()
+    ckpt = f"ckpt_path={run}/checkpoints/requeue.ckpt"
+    cfg = compose_cfg("train", [*overrides, ckpt, "data.batch_size=8"], run)
+    train(cfg, extra_callbacks=[probe])
+    steps = [seen[0] for seen in probe.seen]
+    assert steps == [6, 7, 8]
+    optim = probe.seen[0][4]
+    assert probe.seen[0][1][0] == pytest.approx(saved["lr_schedulers"][0]["_last_lr"][0])
+    last = torch.load(run / "checkpoints/last.ckpt", weights_only=True)
+    assert last["global_step"] == 9
+    final = optim.lr * optim.final_lr_ratio  # the lr after the run's last step
+    assert last["lr_schedulers"][0]["_last_lr"] == pytest.approx([final] * 3)
+    lrs = [seen[1][0] for seen in probe.seen]
+    assert lrs[0] > lrs[1] > lrs[2] > final  # the cosine's rest, not its floor
+    assert last["yolov4_seen"] == 6 * 4 + 3 * 8
+    assert torch.load(run / "weights/last.pt", weights_only=True)["trained"]["seen"] == 48

@@ -505,3 +505,40 @@ def test_lightning_checkpoints_record_the_images_trained_on(tmp_path):
     module.on_save_checkpoint(checkpoint)
     torch.save(checkpoint, tmp_path / "last.ckpt")
     assert load_checkpoint(tmp_path / "last.ckpt").model.seen == 7 * 4 * 2
+
+
+def test_a_resumed_run_counts_its_images_from_the_checkpoints_seen():
+    """A resume at step 6 of a run of 4 images per step, now at 8 per step: seen was the
+    steps times today's images per step (72 at step 9); it goes on from the checkpoint's 24.
+    A checkpoint without a count (written before seen was recorded) counts every step at
+    this run's images per step."""
+    from yolov4.core.checkpoint import CKPT_SEEN_KEY
+
+    def saved_at(step, resumed):
+        module = tiny_module(class_names=["a", "b", "c"])
+        module.on_load_checkpoint(resumed)
+        module._trainer = SimpleNamespace(
+            global_step=step, accumulate_grad_batches=1, world_size=2,
+            datamodule=SimpleNamespace(batch_size=4),
+        )  # fmt: skip
+        checkpoint: dict = {}
+        module.on_save_checkpoint(checkpoint)
+        return checkpoint[CKPT_SEEN_KEY]
+
+    assert saved_at(9, {"global_step": 6, CKPT_SEEN_KEY: 24}) == 24 + 3 * 8
+    assert saved_at(9, {"global_step": 6}) == 9 * 8
+
+
+def test_a_resume_that_shortens_the_lr_schedule_says_how_to_keep_it(caplog):
+    """Resumed with a lower trainer.max_epochs the decay comes sooner and the lr falls: the
+    warning's advice is to keep the checkpoint's length, not to train on at a decayed lr."""
+    from yolov4.training.optim import OptimConfig
+
+    optim = OptimConfig(optimizer="sgd", lr=0.01, burn_in=2, steps=(0.8, 0.9))
+    module = tiny_module(optim=optim)
+    resumed(module, optim, saved_total=32, total=16, step=14)
+    with caplog.at_level(logging.WARNING, logger="yolov4"):
+        module._resume_optimizer()
+    assert "32 when the checkpoint was saved and 16 now: at step 14 the lr is 0.0001" in caplog.text
+    assert "The checkpoint's trainer.max_epochs (or max_steps) keeps its schedule" in caplog.text
+    assert "To keep training at the decayed lr" not in caplog.text

@@ -133,7 +133,8 @@ class WeightsCallback(L.Callback):
         """Write ``name``; weights holding NaN or inf (a diverged run) are not written: the
         files keep the last finite weights, and training stops with the reason logged."""
         metrics = module.evaluation.scalars if module.evaluation is not None else {}
-        seen = images_trained(trainer)  # darknet's seen, for the .weights export writes
+        # darknet's seen, for the .weights export writes
+        seen = images_trained(trainer, getattr(module, "seen_from", None))
         try:
             return save_checkpoint(
                 self.dirpath / name,

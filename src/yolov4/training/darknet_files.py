@@ -49,14 +49,17 @@ def images_per_step(trainer: Any, batch_size: int) -> int:
     return int(batch_size) * accumulate * max(1, int(getattr(trainer, "world_size", 1) or 1))
 
 
-def images_trained(trainer: Any) -> int | None:
-    """The images ``trainer``'s optimizer steps so far trained on, darknet's ``seen``:
-    ``global_step`` times :func:`images_per_step` at its datamodule's ``batch_size``; None
+def images_trained(trainer: Any, since: tuple[int, int] | None = None) -> int | None:
+    """The images ``trainer``'s optimizer steps so far trained on, darknet's ``seen``: the
+    steps since ``since`` (``(step, seen)`` of the checkpoint a run resumed from; ``None``:
+    from step 0) times :func:`images_per_step` at its datamodule's ``batch_size``, plus that
+    ``seen`` (a resume may train other images per step than its checkpoint's run); None
     without a datamodule batch size."""
     batch_size = getattr(getattr(trainer, "datamodule", None), "batch_size", None)
     if batch_size is None:
         return None
-    return int(trainer.global_step) * images_per_step(trainer, batch_size)
+    step, seen = since if since is not None else (0, 0)
+    return int(seen) + (int(trainer.global_step) - int(step)) * images_per_step(trainer, batch_size)
 
 
 def write_darknet_files(weights: str | Path, seen: int | None = None) -> tuple[Path, Path] | None:

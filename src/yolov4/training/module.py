@@ -48,6 +48,7 @@ from yolov4.training.run_state import (
     SCHEDULE_KEY,
     SavedRun,
     resume_optimizer,
+    resumed_schedule,
     save_run_state,
     saved_run,
 )
@@ -207,6 +208,7 @@ class YoloModule(L.LightningModule):
         self._preprocess: PreprocessConfig | None = None  # from hparams, on the first batch
         self._epoch = EpochLine()  # the epoch line of train.log
         self._schedule_total: int | None = None  # optimizer steps this run's lr schedule spans
+        self._schedule_resumed: tuple[int, int] | None = None  # lr_factor's ``resumed``
         self._resumed: SavedRun | None = None  # what the resumed checkpoint says of its run
         self._compile_start: float | None = None  # set while the first compiled step runs
 
@@ -301,20 +303,35 @@ class YoloModule(L.LightningModule):
         self._resume_optimizer()
         log_multi_scale(self.trainer, self.hparams["preprocess"], self._schedule_total)
 
+    @property
+    def seen_from(self) -> tuple[int, int] | None:
+        """``(step, seen)`` of the resumed checkpoint, to count the images trained from."""
+        return self._resumed.seen_from if self._resumed is not None else None
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        save_run_state(checkpoint, self._schedule_total, self._epoch.saved(), self._trainer)
+        epoch_val = self._epoch.saved()
+        save_run_state(checkpoint, self._schedule_total, epoch_val, self._trainer, self.seen_from)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self._resumed = saved_run(checkpoint)
         self._epoch.restore(self._resumed.epoch_val)
 
     def _resume_optimizer(self) -> None:
-        """After a resume: this run's ``optim`` settings and length applied to the restored
-        optimizer and lr scheduler (:func:`~yolov4.training.run_state.resume_optimizer`)."""
-        if self._resumed is not None:
-            saved = (self._resumed.optim or self.optim_cfg, self._resumed.total)
-            run = (self.optim_cfg, self._schedule_total)
-            resume_optimizer(self._trainer, self.global_step, saved, run)
+        """After a resume: the steps the schedule spans, the steps taken and those left
+        (:func:`~yolov4.training.run_state.resumed_schedule`), and this run's ``optim``
+        settings and length applied to the restored optimizer and lr scheduler
+        (:func:`~yolov4.training.run_state.resume_optimizer`)."""
+        if self._resumed is None:
+            return
+        total, self._schedule_resumed = resumed_schedule(
+            self._trainer, self._resumed, self._schedule_total
+        )
+        if total != self._schedule_total:
+            self._schedule_total = total
+            self._set_ema_window()
+        saved = (self._resumed.optim or self.optim_cfg, self._resumed.total)
+        run = (self.optim_cfg, self._schedule_total)
+        resume_optimizer(self._trainer, self.global_step, saved, run, self._schedule_resumed)
 
     def on_train_epoch_start(self) -> None:
         self._epoch.new_epoch()
@@ -350,18 +367,24 @@ class YoloModule(L.LightningModule):
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer = build_optimizer(self.model, self.optim_cfg)
         total = int(self.trainer.estimated_stepping_batches) if self.trainer is not None else 1
-        self._schedule_total = total
-        if self.ema is not None:  # its window over the run (module.ema_start, ...)
-            fraction = self.hparams.get("ema_start") or 0.0
-            set_run_window(self.ema, total, fraction, self.hparams.get("ema_apply_before_end"))
+        self._schedule_total = total  # a resume's on_train_start may set another
+        self._set_ema_window()
         cfg = self.optim_cfg
         scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: lr_factor(step, total, cfg)
+            optimizer,
+            lambda step: lr_factor(step, self._schedule_total, cfg, self._schedule_resumed),
         )
         return {
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
         }
+
+    def _set_ema_window(self) -> None:
+        """The EMA's window over the run's steps (``module.ema_start``, ...)."""
+        if self.ema is not None:
+            fraction = self.hparams.get("ema_start") or 0.0
+            before_end = self.hparams.get("ema_apply_before_end")
+            set_run_window(self.ema, self._schedule_total, fraction, before_end)
 
     # -- validation -----------------------------------------------------------------------------
     def predict_batch(

@@ -164,16 +164,18 @@ def resume_settings(
     run: tuple[OptimConfig, int],
     optimizer: torch.optim.Optimizer | None = None,
     scheduler: torch.optim.lr_scheduler.LambdaLR | None = None,
+    resumed: tuple[int, int] | None = None,
 ) -> None:
     """A resume at optimizer step ``step`` whose optimizer and lr scheduler Lightning restored
     as saved (``saved``: the checkpoint's settings and the steps its schedule spans): this
-    run's settings and length (``run``) applied to them when either differs, so that the
-    optimizer follows the config the log names (:func:`apply_settings`; ``optimizer`` ``None``:
-    nothing to apply). Changed settings are logged, a schedule laid over another length
-    warned about (:func:`_warn_stretched_schedule`)."""
+    run's settings and length (``run``; ``resumed``: :func:`lr_factor`'s, when the rest of
+    the checkpoint's schedule is laid over this run's steps) applied to them when either
+    differs, so that the optimizer follows the config the log names (:func:`apply_settings`;
+    ``optimizer`` ``None``: nothing to apply). Changed settings are logged, a schedule laid
+    over another length warned about (:func:`_warn_stretched_schedule`)."""
     (old, old_total), (new, total) = saved, run
     before = old.lr * lr_factor(step, old_total, old)
-    after = new.lr * lr_factor(step, total, new)
+    after = new.lr * lr_factor(step, total, new, resumed)
     if (vars(old) != vars(new) or old_total != total) and optimizer is not None:
         apply_settings(optimizer, scheduler, new, after)
     if vars(old) != vars(new):
@@ -184,6 +186,14 @@ def resume_settings(
                       if getattr(old, k) != v),
             step, after, before,
         )  # fmt: skip
+    if resumed is not None:
+        log.info(
+            "resume: this run takes another number of optimizer steps per epoch than the "
+            "checkpoint's (%d steps left of %d, the checkpoint's schedule had %d): the rest of "
+            "the lr schedule is laid over the steps left, from lr %.3g at step %d to its end",
+            total - step, total, old_total - step, after, step,
+        )  # fmt: skip
+        return
     _warn_stretched_schedule(new.schedule, step, (old_total, total), before, after)
 
 
@@ -198,19 +208,37 @@ def _warn_stretched_schedule(
     old, new = totals
     if not old or not new or old == new or math.isclose(before, after, rel_tol=1e-9):
         return
+    advice = (
+        f"To keep training at the decayed lr, start a new run from the weights "
+        f"(module.pretrained=<run>/weights/last.pt, optim.lr={before:.3g} optim.burn_in=0)"
+        if after > before
+        else "The checkpoint's trainer.max_epochs (or max_steps) keeps its schedule"
+    )
     log.warning(
         "resume: the lr schedule (optim.schedule=%s) spans the run's optimizer steps, %d when "
         "the checkpoint was saved and %d now: at step %d the lr is %.3g (it was %.3g), the "
-        "schedule's decay laid over the new length. To keep training at the decayed lr, "
-        "start a new run from the weights (module.pretrained=<run>/weights/last.pt, "
-        "optim.lr=%.3g optim.burn_in=0)",
-        schedule, old, new, step, after, before, before,
+        "schedule's decay laid over the new length. %s",
+        schedule, old, new, step, after, before, advice,
     )  # fmt: skip
 
 
-def lr_factor(step: int, total_steps: int, cfg: OptimConfig) -> float:
+def lr_factor(
+    step: float, total_steps: int, cfg: OptimConfig, resumed: tuple[int, int] | None = None
+) -> float:
     """Multiplier of ``cfg.lr`` at optimizer step ``step`` (0-based) of ``total_steps``:
-    darknet's ``get_current_rate`` at its update ``step + 1``."""
+    darknet's ``get_current_rate`` at its update ``step + 1``.
+
+    ``resumed``: ``(start, saved_total)`` of a run of the same length as the checkpoint it
+    resumed at step ``start``, whose schedule spanned ``saved_total`` steps, with another
+    number of steps per epoch (another batch size or process count): the schedule is the
+    checkpoint's, and its rest, from ``start`` to ``saved_total``, is laid over this run's
+    steps from ``start`` to ``total_steps``, so the lr goes on from the checkpoint's and
+    reaches the schedule's end with the run's last step."""
+    if resumed is not None and total_steps > resumed[0]:
+        start, saved_total = resumed
+        if step > start:
+            step = start + (step - start) * (saved_total - start) / (total_steps - start)
+        total_steps = saved_total
     if step < cfg.burn_in:
         return ((step + 1) / cfg.burn_in) ** cfg.burn_in_power
     total = max(total_steps, 1)
