@@ -27,6 +27,7 @@ def test_plan_skip(samples, batch_size, batches, expected):
 
 def test_the_log_says_how_the_images_are_skipped():
     assert plan_skip(8, 4, 4).describe() == "2 batches of 4, read and dropped"
+    assert plan_skip(4, 4, 4).describe() == "1 batch of 4, read and dropped"
     assert plan_skip(12, 8, 2).describe() == (
         "data.batch_size=8 ends no batch there: the first batch is the 4 images left of batch "
         "2, then whole batches"

@@ -45,7 +45,8 @@ class SkipPlan:
         """How the loader skips, in words (for the log)."""
         size = self.batch_size
         if self.read:
-            return f"{self.batches} batches of {size}, read and dropped"
+            batches = "batch" if self.batches == 1 else "batches"
+            return f"{self.batches} {batches} of {size}, read and dropped"
         if self.samples // size != self.batches:
             return (
                 f"data.batch_size={size}: the images left are fewer than a batch, trained as "
