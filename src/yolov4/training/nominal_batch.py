@@ -35,16 +35,21 @@ def _count(value: Any, key: str, allow_null: bool = True) -> int | None:
 
 
 def _batch_sizes_that_fit(nominal: int, world: int, batch_size: int) -> str:
-    """The ``data.batch_size`` to suggest: the largest divisor of ``nominal / world`` not above
-    ``batch_size`` (all of them from 1 when ``world`` does not divide ``nominal``: none fits)."""
+    """The ``data.batch_size`` to suggest: the divisor of ``nominal / world`` nearest
+    ``batch_size`` (both where two are as near; none when ``world`` does not divide
+    ``nominal``)."""
     if nominal % world:
         return (
             f"no data.batch_size fits: {world} processes do not divide {nominal} images; run a "
             f"process count that divides it, or give another nominal_batch"
         )
     share = nominal // world
-    best = max(d for d in range(1, min(share, batch_size) + 1) if share % d == 0)
-    return f"data.batch_size={best} fits ({share // best} accumulated)"
+    divisors = [d for d in range(1, share + 1) if share % d == 0]
+    distance = min(abs(d - batch_size) for d in divisors)
+    nearest = [d for d in divisors if abs(d - batch_size) == distance]
+    sizes = " or ".join(str(d) for d in nearest)
+    accumulated = " or ".join(str(share // d) for d in nearest)
+    return f"data.batch_size={sizes} fits ({accumulated} accumulated)"
 
 
 def accumulation(
