@@ -29,6 +29,25 @@ def test_first_ctrl_c_asks_to_stop_after_the_step_the_second_stops_now(tmp_path,
         requeue._restore()
 
 
+def test_under_ddp_only_rank_0_prints_the_ctrl_c_line_and_every_rank_stops(tmp_path, capfd):
+    """Every DDP process gets Ctrl-C and printed the same line; rank 0 prints it, the others
+    note the signal in silence."""
+    requeue = Requeue(str(tmp_path), signals=["SIGINT"])
+    requeue.on_train_start(SimpleNamespace(is_global_zero=False), None)
+    try:
+        os.kill(os.getpid(), signal.SIGINT)
+        assert requeue.received == signal.SIGINT
+        assert "Ctrl-C" not in capfd.readouterr().err
+    finally:
+        requeue._restore()
+    requeue.on_train_start(SimpleNamespace(is_global_zero=True), None)
+    try:
+        os.kill(os.getpid(), signal.SIGINT)
+        assert "Ctrl-C: stopping after this optimizer step" in capfd.readouterr().err
+    finally:
+        requeue._restore()
+
+
 def test_another_signal_after_ctrl_c_keeps_ctrl_c_and_ctrl_c_never_requeues(tmp_path, fake_slurm):
     requeue = Requeue(str(tmp_path))
     requeue._handler(signal.SIGINT, None)

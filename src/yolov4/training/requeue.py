@@ -135,6 +135,7 @@ class Requeue(Checkpoint):
         self.received: int | None = None
         self._validating = False  # in the fit's validation
         self._saving = False  # writing requeue.ckpt: a second Ctrl-C waits for it
+        self._prints = True  # the Ctrl-C lines go to stderr (rank 0's: every rank gets Ctrl-C)
         self._previous: dict[int, Any] = {}
         self._resumed: dict[str, Any] = {}  # the loaded requeue.ckpt's STATE_KEY, until read
         self._world_size = 1
@@ -206,13 +207,9 @@ class Requeue(Checkpoint):
 
     # --- the signals ---
     def _handler(self, signum: int, frame: Any) -> None:
-        # no logging in a signal handler (its lock may be held where the signal came)
         if signum == signal.SIGINT and self.received == signal.SIGINT:
             if self._saving:  # a KeyboardInterrupt now would leave no requeue.ckpt at all
-                os.write(
-                    sys.stderr.fileno(),
-                    b"\nCtrl-C: requeue.ckpt is being written; the run stops once it is\n",
-                )
+                self._say(b"\nCtrl-C: requeue.ckpt is being written; the run stops once it is\n")
                 return
             self._restore()  # the second Ctrl-C: stop now
             raise KeyboardInterrupt
@@ -223,15 +220,20 @@ class Requeue(Checkpoint):
                 else b"this optimizer step (and the validation after it, if one is due; an "
                 b"epoch's last: after the epoch's validation and checkpoints)"
             )
-            os.write(
-                sys.stderr.fileno(),
+            self._say(
                 b"\nCtrl-C: stopping after " + where + b" and saving the state to resume from "
-                b"(Ctrl-C again: stop now, unsaved)\n",
+                b"(Ctrl-C again: stop now, unsaved)\n"
             )
         self.received = self.received or signum
 
+    def _say(self, line: bytes) -> None:
+        """``line`` on stderr, from rank 0 (a handler cannot log: its lock may be held)."""
+        if self._prints:
+            os.write(sys.stderr.fileno(), line)
+
     def on_train_start(self, trainer: L.Trainer, pl_module: Any) -> None:
         self.received = None
+        self._prints = bool(getattr(trainer, "is_global_zero", True))
         self._resume_mid_epoch(trainer)
         if threading.current_thread() is not threading.main_thread():
             return  # signal handlers can only be set in the main thread
