@@ -93,7 +93,8 @@ def test_trainer_ddp_on_the_cpu_trains_without_sync_batchnorm(
         losses = run(compose_cfg, tiny_run, tmp_path, "trainer=ddp", "trainer.accelerator=cpu",
                      "trainer.devices=1", "trainer.precision=32-true", steps=2)  # fmt: skip
     assert losses.precision == "32-true"
-    assert "trainer.sync_batchnorm=false: SyncBatchNorm runs on CUDA only" in caplog.text
+    said = "trainer.sync_batchnorm=true is not applied on the CPU (SyncBatchNorm runs on CUDA only)"
+    assert said in caplog.text
 
 
 def test_a_gpu_recipe_without_a_gpu_says_how_to_train_on_the_cpu(

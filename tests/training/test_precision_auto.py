@@ -72,7 +72,7 @@ def test_explicit_bf16_on_a_cpu_without_it_is_warned(monkeypatch, caplog, asked,
         assert resolve_precision(asked, "cpu") == asked
         assert resolve_precision(asked, "gpu") == asked
     warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    if native == "0" and asked != "32-true":
+    if native == "0" and asked == "bf16-mixed":  # 16-mixed: ran_precision_note says it
         assert warned == [
             f"trainer.precision={asked} runs bf16 on a CPU without native bf16 "
             f"({CPU_BF16_ENV}=0): it is emulated there, slower than 32-true, which "
@@ -132,3 +132,20 @@ def test_loss_is_float32_under_bf16_autocast(monkeypatch):
     assert loss.dtype == torch.float32
     reference = real(module.loss_fn, [m.float() for m in seen["maps"]], batch["targets"])
     torch.testing.assert_close(loss.detach(), reference.total)
+
+
+@pytest.mark.parametrize("native", ["0", "1"])
+def test_fp16_run_as_bf16_on_a_cpu_is_one_line_saying_both(monkeypatch, caplog, native):
+    """trainer.precision=16-mixed on a CPU without native bf16 gave two warnings for one fact
+    (bf16 emulated, then 16-mixed run as bf16-mixed); one line says both, and on a bf16 CPU
+    only that it runs as bf16-mixed."""
+    monkeypatch.setenv(CPU_BF16_ENV, native)
+    with caplog.at_level(logging.INFO, logger="yolov4.training.precision"):
+        assert resolve_precision("16-mixed", "cpu") == "16-mixed"
+    assert [r for r in caplog.records if r.levelno == logging.WARNING] == []
+    note = P.ran_precision_note("16-mixed", "bf16-mixed", "CPUAccelerator")
+    assert note.startswith("trainer.precision=16-mixed runs as bf16-mixed on CPUAccelerator")
+    emulated = f"; this CPU has no native bf16 ({CPU_BF16_ENV}=0): it is emulated there"
+    assert (emulated in note) == (native == "0")
+    assert P.ran_precision_note("16-mixed", "16-mixed", "CUDAAccelerator") is None
+    assert P.ran_precision_note("bf16-mixed", "bf16-mixed", "CPUAccelerator") is None

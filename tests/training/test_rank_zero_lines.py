@@ -35,7 +35,7 @@ def test_run_notes_are_logged_by_rank_zero_only(caplog, monkeypatch, rank, node_
     assert ("the anchors fit the training boxes poorly" in anchors) == printed
     trainer = OmegaConf.create({"accelerator": "cpu", "sync_batchnorm": True})
     precision = logged(caplog, lambda: check_accelerator(trainer))
-    assert ("trainer.sync_batchnorm=false" in precision) == printed
+    assert ("trainer.sync_batchnorm=true is not applied" in precision) == printed
     assert trainer.sync_batchnorm is False  # done on every rank, said once
 
 

@@ -47,7 +47,7 @@ from yolov4.models import ModelConfig
 from yolov4.training.anchors import run_overrides
 from yolov4.training.module import YoloModule
 from yolov4.training.noise import quiet_lightning, rank_zero_logger
-from yolov4.training.precision import resolve_precision
+from yolov4.training.precision import ran_precision_note, resolve_precision
 
 __all__ = ["evaluate", "hydra_main", "darknet_resize_mode"]
 
@@ -300,6 +300,11 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "backend": "pytorch",
         "precision": str(trainer.precision),
     }
+    note = ran_precision_note(
+        cfg.trainer.get("precision"), weights["precision"], type(trainer.accelerator).__name__
+    )
+    if note and str(cfg.trainer.get("precision")) != "auto":
+        log.warning(note)
     log.info("evaluating %(file)s in %(backend)s, precision %(precision)s", weights)
     trainer.validate(module, datamodule=datamodule, verbose=False)
     result = module.evaluation

@@ -68,9 +68,14 @@ from yolov4.training.darknet_files import (
 from yolov4.training.early_stop import EarlyStoppingResume, log_early_stop
 from yolov4.training.epoch_log import progress_bars
 from yolov4.training.module import YoloModule
-from yolov4.training.noise import precision_note, quiet_lightning, rank_zero_logger
+from yolov4.training.noise import quiet_lightning, rank_zero_logger
 from yolov4.training.nominal_batch import set_accumulation
-from yolov4.training.precision import AUTO, check_accelerator, resolve_precision
+from yolov4.training.precision import (
+    AUTO,
+    check_accelerator,
+    ran_precision_note,
+    resolve_precision,
+)
 from yolov4.training.requeue import (
     Requeue,
     Requeued,
@@ -306,7 +311,7 @@ def log_what_runs(cfg: DictConfig, trainer: L.Trainer, module: YoloModule, datam
     """One line for the network, classes, input, parameters and precision (in place of
     Lightning's model table); a warning when the trainer runs another precision than asked."""
     asked = cfg.trainer.get("precision")  # auto: resolved and logged by resolve_precision
-    note = precision_note(asked, str(trainer.precision), type(trainer.accelerator).__name__)
+    note = ran_precision_note(asked, str(trainer.precision), type(trainer.accelerator).__name__)
     if note and str(asked) != AUTO:
         log.warning(note)
     log.info(

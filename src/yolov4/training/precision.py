@@ -8,8 +8,8 @@
   gradient scaler), as ``trainer=gpu`` runs.
 
 Any other value of ``trainer.precision`` is Lightning's, passed through unchanged; a bf16 one
-(or ``16-mixed``, which Lightning runs as bf16 on a CPU) on a CPU without native bf16 is
-warned about. The loss is
+on a CPU without native bf16 is warned about, and ``16-mixed``, which Lightning runs as
+``bf16-mixed`` on a CPU, in one line that says both (:func:`ran_precision_note`). The loss is
 computed in float32 whatever the precision (:class:`yolov4.training.module.YoloModule` runs it
 outside autocast on float32 maps). :envvar:`YOLOV4_CPU_BF16` (``0`` or ``1``) overrides what the
 CPU reports, e.g. to see the fp32 choice on a bf16 CPU.
@@ -24,9 +24,16 @@ import torch
 
 from yolov4.errors import ConfigError
 from yolov4.inference.backends import BF16_CPU_FLAGS, cpu_features
-from yolov4.training.noise import rank_zero_logger
+from yolov4.training.noise import precision_note, rank_zero_logger
 
-__all__ = ["AUTO", "CPU_BF16_ENV", "check_accelerator", "cpu_bf16", "resolve_precision"]
+__all__ = [
+    "AUTO",
+    "CPU_BF16_ENV",
+    "check_accelerator",
+    "cpu_bf16",
+    "ran_precision_note",
+    "resolve_precision",
+]
 
 log = rank_zero_logger(__name__)  # the same in every process: rank 0's
 AUTO = "auto"
@@ -34,6 +41,8 @@ AUTO = "auto"
 DOUBLE = ("64", "64-true", "double")
 # the values that run bf16 on a CPU (Lightning turns 16-mixed into bf16-mixed there)
 CPU_BF16_VALUES = ("bf16", "bf16-mixed", "16", "16-mixed")
+FP16_VALUES = ("16", "16-mixed")  # bf16 on a CPU: ran_precision_note says so, and the emulation
+EMULATED = "it is emulated there, slower than 32-true, which trainer.precision=auto chooses"
 # Lightning's half-precision weights: refused (float32 batches meet half weights)
 HALF_TRUE = ("16-true", "bf16-true")
 CPU_BF16_ENV = "YOLOV4_CPU_BF16"  # "1": treat the CPU as bf16-native, "0": as without bf16
@@ -78,8 +87,8 @@ def check_accelerator(trainer: Any) -> None:
         )
     if trainer.get("sync_batchnorm") and not _uses_cuda(accelerator):
         log.info(
-            "trainer.sync_batchnorm=false: SyncBatchNorm runs on CUDA only; the CPU processes "
-            "normalise their own batches"
+            "trainer.sync_batchnorm=true is not applied on the CPU (SyncBatchNorm runs on CUDA "
+            "only): each process normalises over its own batch"
         )
         trainer.sync_batchnorm = False
 
@@ -100,15 +109,14 @@ def resolve_precision(asked: Any, accelerator: Any = "cpu") -> Any:
             f"weights stay float32), {AUTO} or 32-true"
         )
     if str(asked) != AUTO:
-        if str(asked) in CPU_BF16_VALUES and not _uses_cuda(accelerator):
+        cpu_bf16_asked = str(asked) in CPU_BF16_VALUES and str(asked) not in FP16_VALUES
+        if cpu_bf16_asked and not _uses_cuda(accelerator):
             native, why = cpu_bf16()
             if not native:
                 log.warning(
-                    "trainer.precision=%s runs bf16 on a CPU without native bf16 (%s): it is "
-                    "emulated there, slower than 32-true, which trainer.precision=auto chooses",
-                    asked,
-                    why,
-                )
+                    "trainer.precision=%s runs bf16 on a CPU without native bf16 (%s): %s",
+                    asked, why, EMULATED,
+                )  # fmt: skip
         return asked
     if _uses_cuda(accelerator):
         bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
@@ -120,3 +128,15 @@ def resolve_precision(asked: Any, accelerator: Any = "cpu") -> Any:
         why = f"{why}: {'native' if native else 'no native'} bf16 ({' or '.join(BF16_CPU_FLAGS)})"
     log.info("trainer.precision=auto -> %s (%s)", chosen, why)
     return chosen
+
+
+def ran_precision_note(asked: Any, ran: str, accelerator: str) -> str | None:
+    """The warning when the trainer runs another precision than ``trainer.precision`` asked
+    (:func:`~yolov4.training.noise.precision_note`; ``accelerator``: the trainer's accelerator
+    class name), saying also that bf16 is emulated where it ran on a CPU without native bf16
+    (``16-mixed`` there); ``None`` when the two agree."""
+    note = precision_note(asked, ran, accelerator)
+    if note is None or not ran.startswith("bf16") or "CPU" not in accelerator:
+        return note
+    native, why = cpu_bf16()
+    return note if native else f"{note}; this CPU has no native bf16 ({why}): {EMULATED}"
