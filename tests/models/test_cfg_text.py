@@ -358,6 +358,13 @@ YOLOV2_DEFAULTS = [
 ]  # fmt: skip
 # parse_reorg ([reorg3d]): the keys every layer reads (tests/models/test_reorg.py)
 REORG3D_DEFAULTS = [("reorg3d", line) for _, line in YOLOV2_DEFAULTS[:9]]
+# parse_gaussian_yolo: the keys every layer reads and its own option_find defaults
+# (tests/models/test_gaussian_yolo.py)
+GAUSSIAN_DEFAULTS = [
+    *[("Gaussian_yolo", line) for _, line in YOLOV2_DEFAULTS[:9]],
+    ("Gaussian_yolo", "delta_normalizer=1"), ("Gaussian_yolo", "iou_thresh_kind=iou"),
+    ("Gaussian_yolo", "yolo_point=center"),
+]  # fmt: skip
 
 
 @pytest.mark.parametrize("kind, line", DEFAULTS, ids=[f"{k}-{v}" for k, v in DEFAULTS])
@@ -380,7 +387,7 @@ def test_the_default_table_is_darknets():
     ours = {(kind, key): value for kind, keys in DARKNET_DEFAULTS.items()
             for key, value in keys.items() if key not in LAYER_KEYS[kind]}  # fmt: skip
     transcribed = {(kind, line.split("=")[0]): line.split("=")[1]
-                   for kind, line in DEFAULTS + YOLOV2_DEFAULTS + REORG3D_DEFAULTS if line.split("=")[0] not in LAYER_KEYS[kind]}  # fmt: skip
+                   for kind, line in DEFAULTS + YOLOV2_DEFAULTS + REORG3D_DEFAULTS + GAUSSIAN_DEFAULTS if line.split("=")[0] not in LAYER_KEYS[kind]}  # fmt: skip
     assert set(ours) == set(transcribed)
     for (kind, key), value in ours.items():
         raw = transcribed[kind, key]

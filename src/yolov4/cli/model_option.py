@@ -117,7 +117,8 @@ def _check_model_name(overrides: list[Any]) -> None:
         raise ConfigError(
             f"model={value}: no model config of that name (the options: {', '.join(options)}); "
             f"a darknet cfg file loads with model={DARKNET_MODEL} model.cfg={cfg} (darknet's "
-            "YOLOv2 [region] networks for inference only: predict.py, evaluate.py, export.py)"
+            "YOLOv2 [region] and Gaussian YOLOv3 [Gaussian_yolo] networks for inference only: "
+            "predict.py, evaluate.py, export.py)"
         )
 
 

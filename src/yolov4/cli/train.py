@@ -187,7 +187,7 @@ def _train(cfg: DictConfig, extra_callbacks: list[L.Callback] | None) -> dict[st
     resume = read_resume_checkpoint(ckpt) if ckpt is not None else None
     if resume is not None:
         check_saved_cfg_file(cfg.model.get("cfg"), resume[1])
-    check_trainable(model_network(cfg))  # a [region] (YOLOv2) network: inference only
+    check_trainable(model_network(cfg))  # [region], [Gaussian_yolo] networks: inference only
     augment = build(cfg, "augment")
     # input sides, multi-scale ones included, are multiples of the network's largest stride
     datamodule = build_data(

@@ -25,8 +25,8 @@ def running_config(config: ModelConfig, preprocess: PreprocessConfig) -> ModelCo
 
 
 class DecodedModel(nn.Module):
-    """The network plus darknet's decode (``new_coords`` and a ``[region]`` head's class softmax
-    as the model's config says):
+    """The network plus darknet's decode (``new_coords``, a ``[region]`` head's class softmax and
+    ``[Gaussian_yolo]`` heads' uncertainty as the model's config says):
     ``(B, 3, H, W) -> (B, N, 5 + C)`` in input pixels."""
 
     def __init__(self, model: YOLOv4) -> None:
@@ -40,6 +40,7 @@ class DecodedModel(nn.Module):
         )
         self.new_coords = bool(c.new_coords)
         self.softmax = bool(c.region)
+        self.gaussian = bool(c.gaussian)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return decode_predictions(
@@ -49,4 +50,5 @@ class DecodedModel(nn.Module):
             self.scale_x_y,
             self.new_coords,
             self.softmax,
+            self.gaussian,
         )

@@ -193,7 +193,9 @@ def check(job: ExportJob, folder: Path) -> dict[str, Any]:
     def run(images: torch.Tensor) -> torch.Tensor:
         net.setInput(images.numpy())
         maps = [torch.from_numpy(np.ascontiguousarray(a)) for a in net.forward(heads)]
-        return decode_predictions(maps, m.anchors, m.strides, m.scale_x_y, m.new_coords, m.softmax)
+        return decode_predictions(
+            maps, m.anchors, m.strides, m.scale_x_y, m.new_coords, m.softmax, m.gaussian
+        )
 
     try:
         record = parity(WEIGHTS, run, m, float_inputs(job.size))

@@ -138,7 +138,7 @@ class YoloLoss(nn.Module):
         (``darknet``|``exact``) and ``label_smoothing``: ``None`` or 0 keeps the cfg's per-head
         ``label_smooth_eps``; any other value replaces it for every head (the training module's
         ``label_smoothing``, 0 by default, is such an override). A ``[region]`` (YOLOv2) network
-        is refused (:func:`yolov4.models.region.check_trainable`)."""
+        and a ``[Gaussian_yolo]`` network are refused (:func:`yolov4.models.region.check_trainable`)."""
         check_trainable(config)
         counts = config.counters_per_class or (None,) * len(config.strides)
         return cls(

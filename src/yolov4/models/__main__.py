@@ -176,6 +176,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"  .weights floats   {floats:,} ({weights_bytes(floats):,} bytes)")
     if c.region:  # darknet's YOLOv2 head: decode only (yolov4.models.region)
         print("  head              [region] (softmax classes), inference only")
+    elif c.gaussian:  # darknet's Gaussian YOLOv3 heads: decode only (yolov4.models.gaussian)
+        print("  head              [Gaussian_yolo] (box uncertainty in the scores), inference only")
     else:
         print(
             f"  box decoding      {'new_coords' if c.new_coords else 'exp'}, iou_loss {c.iou_loss}"

@@ -267,7 +267,7 @@ def param_count(layers: Sequence[LayerSpec]) -> int:
 
 
 def _layer_bytes(spec: LayerSpec, h: int, w: int) -> int:
-    if spec.kind in ("yolo", "region", "dropout") or (
+    if spec.kind in ("yolo", "region", "Gaussian_yolo", "dropout") or (
         spec.kind == "route" and len(spec.inputs) == 1
     ):
         return 0  # its input itself (a [dropout] at inference), or a view of it ([route] groups)

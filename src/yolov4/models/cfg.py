@@ -333,7 +333,7 @@ def resolve_layers(sections: list[Section]) -> list[LayerSpec]:
     if not any(layer.kind in HEAD_KINDS for layer in layers):
         raise cfg_error(
             sections,
-            "has no [yolo] layer (nor a YOLOv2 [region] layer): only YOLO detection cfgs are "
-            "supported",
+            "has no [yolo] layer (nor a [Gaussian_yolo] or YOLOv2 [region] layer): only YOLO "
+            "detection cfgs are supported",
         )
     return layers

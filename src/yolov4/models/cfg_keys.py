@@ -28,6 +28,7 @@ import difflib
 from typing import Any
 
 from yolov4.errors import ConfigError
+from yolov4.models.gaussian import GAUSSIAN_KEYS, GAUSSIAN_KIND
 from yolov4.models.region import REGION_TRAINING_KEYS, check_region_keys
 
 # cfg.Section: typed Any here (yolov4.models.cfg imports this module)
@@ -110,6 +111,10 @@ LAYER_KEYS: dict[str, set[str]] = {
     # darknet's YOLOv2 head (region_layer.c), built for inference (yolov4.models.region)
     "region": {"anchors", "classes", "num", "coords", "softmax", *REGION_TRAINING_KEYS},
 }
+# darknet's Gaussian YOLOv3 head (gaussian_yolo_layer.c), built for inference
+# (yolov4.models.gaussian): the [yolo] keys but new_coords, which parse_gaussian_yolo does not
+# read, and its uncertainty loss weight (yolo_point: at darknet's default only)
+LAYER_KEYS[GAUSSIAN_KIND] = (LAYER_KEYS["yolo"] - {"new_coords"}) | {"uc_normalizer"}
 TRAINING_KEYS = {"stopbackward", "jitter", "random", "resize", "max", *REGION_TRAINING_KEYS}
 # [net] keys the network reads (its input; darknet's resize mode, yolov4.inference.darknet)
 NET_KEYS = {"width", "height", "channels", "letter_box"}
@@ -153,7 +158,7 @@ INERT_KEYS: dict[str, set[str]] = {
 # Every key darknet's parser reads, per section (src/parser.c): parse_convolutional,
 # parse_route, parse_shortcut, parse_maxpool, parse_local_avgpool, parse_upsample, parse_dropout,
 # parse_sam, parse_avgpool, parse_scale_channels, parse_yolo, parse_reorg_old ([reorg]),
-# parse_reorg ([reorg3d]), parse_region, and the keys
+# parse_reorg ([reorg3d]), parse_region, parse_gaussian_yolo, and the keys
 # parse_network_cfg_custom reads in every layer (GENERIC).
 _GENERIC = {
     "clip", "onlyforward", "dont_update", "burnin_update", "stopbackward", "train_only_bn",
@@ -198,19 +203,16 @@ DARKNET_KEYS: dict[str, set[str]] = {
         "background",
     },
 }  # fmt: skip
-
-# Keys darknet reads only in a section type yolov4 does not build (parse_gaussian_yolo): in
-# another section they are darknet's "Unused field", not a typo of a key read there (a [yolo]
-# copied from a [Gaussian_yolo] keeps uc_normalizer, no misspelt iou_normalizer).
-UNBUILT_SECTION_KEYS: dict[str, set[str]] = {
-    "Gaussian_yolo": DARKNET_KEYS["yolo"] | {"uc_normalizer", "yolo_point"},
-}
+# parse_gaussian_yolo: parse_yolo's keys but the tracker's, focal_loss and new_coords
+DARKNET_KEYS[GAUSSIAN_KIND] = GAUSSIAN_KEYS | DARKNET_KEYS["yolo"] - {
+    "dets_for_show", "dets_for_track", "embedding_layer", "focal_loss", "new_coords",
+    "show_details", "sim_thresh", "track_ciou_norm", "track_history_size",
+}  # fmt: skip
 
 
 def _read_elsewhere(kind: str, key: str) -> list[str]:
     """The other section types darknet reads ``key`` in, as ``[type]``."""
-    sections = DARKNET_KEYS | UNBUILT_SECTION_KEYS
-    return [f"[{k}]" for k, keys in sections.items() if k != kind and key in keys]
+    return [f"[{k}]" for k, keys in DARKNET_KEYS.items() if k != kind and key in keys]
 
 
 # The value darknet gives each refused key it reads when the cfg leaves it out (src/parser.c:
@@ -249,6 +251,9 @@ DARKNET_DEFAULTS: dict[str, dict[str, int | float | str]] = {
     "reorg": _GENERIC_DEFAULTS,
     "reorg3d": _GENERIC_DEFAULTS,
     "region": _GENERIC_DEFAULTS | {"log": 0, "sqrt": 0, "background": 0},
+    GAUSSIAN_KIND: _GENERIC_DEFAULTS | {
+        "delta_normalizer": 1.0, "iou_thresh_kind": "iou", "yolo_point": "center",
+    },
 }  # fmt: skip
 
 # a key darknet does not read within this difflib ratio of one it reads is taken for a typo

@@ -215,7 +215,7 @@ def _reorg_spec(s: Section, i: int, c_in: int, st_in: tuple[int, int]) -> LayerS
 
 
 def _yolo_spec(s: Section, i: int, c_in: int, st_in: tuple[int, int]) -> LayerSpec:
-    """``[yolo]`` and ``[region]``: passes its input through; its map's stride is the head's,
+    """``[yolo]``, ``[Gaussian_yolo]`` and ``[region]``: passes its input through; its map's stride is the head's,
     one for both axes (decode and loss scale x and y by it)."""
     if st_in[0] != st_in[1]:
         raise s.error(
@@ -228,7 +228,8 @@ def _yolo_spec(s: Section, i: int, c_in: int, st_in: tuple[int, int]) -> LayerSp
 
 # layers whose map would not stay H / stride when they read a global (1 x 1) map
 _NOT_ON_GLOBAL = (
-    "maxpool", "local_avgpool", "upsample", "reorg", "reorg3d", "yolo", "region"
+    "maxpool", "local_avgpool", "upsample", "reorg", "reorg3d", "yolo", "region",
+    "Gaussian_yolo",
 )  # fmt: skip
 
 

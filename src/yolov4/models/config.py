@@ -41,6 +41,7 @@ from yolov4.models.config_checks import (
     same_value,
     whole,
 )
+from yolov4.models.gaussian import YOLO_KINDS, head_entries
 from yolov4.models.region_config import (
     YOLO_LOSS_KEYS,
     check_head_kind,
@@ -110,6 +111,9 @@ class ModelConfig:
     # darknet's YOLOv2 [region] head: one head of every anchor, classes by softmax (see
     # yolov4.models.region); built for inference only
     region: bool = False
+    # darknet's Gaussian YOLOv3 [Gaussian_yolo] heads: [yolo] heads with a box uncertainty per
+    # coordinate (see yolov4.models.gaussian); built for inference only
+    gaussian: bool = False
     # the darknet cfg text of a user's network; None: the zoo's shipped ``<name>.cfg``
     cfg: str | None = None
 
@@ -161,7 +165,7 @@ class ModelConfig:
             return cls.from_dict(values)
         except ConfigError as e:  # a [yolo] value of the cfg itself: name its line
             key = str(e).split(" ", 1)[0].removeprefix("model.")
-            found = [y for y in sections if y.kind == "yolo" and key in y.options]
+            found = [y for y in sections if y.kind in YOLO_KINDS and key in y.options]
             if key in overrides or not found:
                 raise
             got = str(e).rsplit("got ", 1)[-1].strip("'\"")
@@ -224,7 +228,11 @@ class ModelConfig:
             check_head_values(key, getattr(self, key))
         check_number("beta_nms", self.beta_nms, 0.0, float("inf"), False)
         check_flags(
-            {"new_coords": self.new_coords, "letter_box": self.letter_box},
+            {
+                "new_coords": self.new_coords,
+                "letter_box": self.letter_box,
+                "gaussian": self.gaussian,
+            },
             self.objectness_smooth,
         )
         check_scale_x_y(self.scale_x_y, self.strides)
@@ -255,8 +263,8 @@ class ModelConfig:
 
     @property
     def num_outputs(self) -> int:
-        """Channels of each raw head map: ``A * (5 + C)``."""
-        return self.num_anchors * (5 + self.num_classes)
+        """Channels of each raw head map: ``A * (5 + C)`` (``A * (9 + C)`` with ``gaussian``)."""
+        return self.num_anchors * (head_entries(self.gaussian) + self.num_classes)
 
     def head_anchors(self) -> list[list[tuple[float, float]]]:
         """Anchor ``(w, h)`` in input pixels for each head, ascending stride."""
@@ -357,7 +365,8 @@ def config_sections(config: ModelConfig, loss_keys: bool = True) -> list[Section
     put_option(net, "width", config.input_size[1])
     put_option(net, "letter_box", int(config.letter_box), 0)
     anchors = [v for wh in config.anchors for v in wh]
-    check_head_kind(sections, heads, config.region, source)
+    entries = head_entries(config.gaussian)
+    check_head_kind(sections, heads, config, source)
     if config.region:
         put_region(sections, heads[0], config)
         return sections
@@ -385,11 +394,12 @@ def config_sections(config: ModelConfig, loss_keys: bool = True) -> list[Section
         elif loss_keys:
             y.options.pop(CPC, None)
         feeder = sections[i - 1]
-        was_new = y.options.get("new_coords", "0") == "1"
+        was_new = y.options.get("new_coords", "0") == "1" and not config.gaussian
         for key, default in GLOBAL_YOLO_KEYS.items():
-            put_option(y, key, getattr(config, key), default)
+            if not (config.gaussian and key == "new_coords"):  # parse_gaussian_yolo: not read
+                put_option(y, key, getattr(config, key), default)
         if feeder.kind == "convolutional":
-            put_option(feeder, "filters", len(mask) * (config.num_classes + 5))
+            put_option(feeder, "filters", len(mask) * (config.num_classes + entries))
             if config.new_coords != was_new:
                 # darknet's new_coords [yolo] applies no activation: the conv in front does
                 feeder.options["activation"] = "logistic" if config.new_coords else "linear"

@@ -15,6 +15,7 @@ from typing import Any
 from yolov4.errors import ConfigError
 from yolov4.models import budget
 from yolov4.models.cfg import Section, resolve_layers
+from yolov4.models.gaussian import YOLO_KINDS
 from yolov4.models.stride import check_stride_multiple
 
 __all__ = [
@@ -174,7 +175,7 @@ def check_cfg_shapes(sections: list[Section], overrides: dict[str, Any]) -> None
     replace them) against what the model takes, naming the cfg's lines (the model config's
     checks name ``model.masks`` / ``model.input_size``)."""
     if "masks" not in overrides:
-        yolos = [s for s in sections if s.kind == "yolo"]
+        yolos = [s for s in sections if s.kind in YOLO_KINDS]
         counts = [len(y.get_ints("mask")) if "mask" in y.options else y.get_int("num", 1)
                   for y in yolos]  # fmt: skip
         other = next((k for k, n in enumerate(counts) if n != counts[0]), None)

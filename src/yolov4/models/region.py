@@ -24,6 +24,7 @@ from __future__ import annotations
 from typing import Any
 
 from yolov4.errors import ConfigError
+from yolov4.models.gaussian import GAUSSIAN_KIND, GAUSSIAN_NOT_TRAINED
 
 # cfg.Section: typed Any here (yolov4.models.cfg imports this module through cfg_keys)
 Section = Any
@@ -39,7 +40,7 @@ __all__ = [
 ]
 
 # the sections that end the network in a detection head
-HEAD_KINDS = ("yolo", "region")
+HEAD_KINDS = ("yolo", "region", GAUSSIAN_KIND)
 
 # [region] keys darknet's region loss and training loop read (parse_region): kept verbatim and
 # written back, no effect on inference
@@ -130,6 +131,9 @@ def region_anchors_in_cells(anchors: tuple[tuple[float, float], ...], stride: in
 
 def check_trainable(config: Any) -> None:
     """:class:`ConfigError` for a model config with a ``[region]`` head (``config.region``):
-    :data:`REGION_NOT_TRAINED`."""
+    :data:`REGION_NOT_TRAINED`; with ``[Gaussian_yolo]`` heads (``config.gaussian``):
+    :data:`yolov4.models.gaussian.GAUSSIAN_NOT_TRAINED`."""
     if getattr(config, "region", False):
         raise ConfigError(f"model {config.name}: {REGION_NOT_TRAINED}")
+    if getattr(config, "gaussian", False):
+        raise ConfigError(f"model {config.name}: {GAUSSIAN_NOT_TRAINED}")

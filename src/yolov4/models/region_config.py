@@ -13,10 +13,11 @@ from typing import Any
 from yolov4.errors import ConfigError
 from yolov4.models.cfg import Section
 from yolov4.models.config_checks import per_head
+from yolov4.models.gaussian import GAUSSIAN_KIND
 from yolov4.models.region import region_anchors_in_cells
 from yolov4.models.yolo_keys import CPC, GLOBAL_YOLO_KEYS, PER_HEAD_KEYS, put_option
 
-__all__ = ["YOLO_LOSS_KEYS", "check_head_kind", "check_region_config", "put_region"]
+__all__ = ["YOLO_LOSS_KEYS", "check_head_kind", "check_region_config", "head_kind", "put_region"]
 
 # the [yolo] loss keys (darknet's [yolo] training): a [region] network, built for inference, has
 # none, and its to_dict leaves them out
@@ -48,13 +49,32 @@ def check_region_config(config: Any) -> None:
             )
 
 
-def check_head_kind(sections: list[Section], heads: list[int], region: bool, source: str) -> None:
-    """The cfg's head sections (``sections[i]`` for ``i`` in ``heads``) are ``[region]`` when
-    ``region`` and ``[yolo]`` otherwise; ``source`` names the cfg in the message."""
-    kinds = {sections[i].kind for i in heads}
-    if kinds != {"region" if region else "yolo"}:
+def head_kind(config: Any) -> str:
+    """The cfg section type of ``config``'s heads: ``region``, ``Gaussian_yolo`` or ``yolo``
+    (from ``config.region`` and ``config.gaussian``), or :class:`ConfigError` for a config that
+    sets both, or ``gaussian`` with ``new_coords`` (``parse_gaussian_yolo`` does not read it)."""
+    if config.region and config.gaussian:
         raise ConfigError(
-            f"model.region={region} does not fit {source}, whose head is "
+            "model.region=True and model.gaussian=True: a network's heads are [region] or "
+            "[Gaussian_yolo], not both"
+        )
+    if config.gaussian and config.new_coords:
+        raise ConfigError(
+            "model.new_coords=True with model.gaussian=True: darknet's [Gaussian_yolo] decodes "
+            "sizes as exp(tw) * anchor and has no new_coords"
+        )
+    return "region" if config.region else GAUSSIAN_KIND if config.gaussian else "yolo"
+
+
+def check_head_kind(sections: list[Section], heads: list[int], config: Any, source: str) -> None:
+    """The cfg's head sections (``sections[i]`` for ``i`` in ``heads``) are of
+    :func:`head_kind` of ``config``; ``source`` names the cfg in the message."""
+    kind = head_kind(config)
+    kinds = {sections[i].kind for i in heads}
+    if kinds != {kind}:
+        flags = f"model.region={config.region}, model.gaussian={config.gaussian}"
+        raise ConfigError(
+            f"{flags} (a [{kind}] head) does not fit {source}, whose head is "
             f"{', '.join(f'[{k}]' for k in sorted(kinds))}"
         )
 

@@ -10,6 +10,7 @@ from yolov4.errors import ConfigError
 from yolov4.models import budget, class_balance
 from yolov4.models.cfg import LayerSpec, Section, resolve_layers
 from yolov4.models.cfg_keys import yolo_anchors
+from yolov4.models.gaussian import GAUSSIAN_KIND, head_entries
 from yolov4.models.region import HEAD_KINDS, check_region_keys, read_region_keys
 
 __all__ = [
@@ -97,7 +98,7 @@ def _check_cfg_values(sections: list[Section]) -> None:
     for y in (s for s in sections if s.kind in HEAD_KINDS):
         if "classes" in y.options:
             budget.check_classes(y.get_int("classes"), y.where("classes"))
-        anchors = yolo_anchors(y) if y.kind == "yolo" else y.get_floats("anchors")
+        anchors = y.get_floats("anchors") if y.kind == "region" else yolo_anchors(y)
         for key, n in (("num", y.get_int("num", 1)), ("anchors", len(anchors) // 2)):
             if n > budget.MAX_ANCHORS:
                 raise y.error(key, budget.over("MAX_ANCHORS", f"{n} anchors"))
@@ -108,9 +109,10 @@ def _check_cfg_values(sections: list[Section]) -> None:
 def read_yolo_keys(sections: list[Section], name: str) -> dict[str, Any]:
     """The model config values parsed cfg ``sections`` define (before overrides): ``name``,
     ``input_size``, ``letter_box``, ``strides``, ``num_classes``, ``anchors``, ``masks``,
-    ``counters_per_class`` and every ``[yolo]`` key, per head in ascending stride (a ``[region]``
-    head: :func:`yolov4.models.region.read_region_keys`, darknet's defaults of the ``[yolo]``
-    keys); a value darknet would not accept, or one the layers disagree on, raises :class:`ConfigError` naming the line."""
+    ``counters_per_class``, ``gaussian`` and every ``[yolo]`` key, per head in ascending stride
+    (``[Gaussian_yolo]`` heads are read as ``[yolo]`` heads, :mod:`yolov4.models.gaussian`; a
+    ``[region]`` head: :func:`yolov4.models.region.read_region_keys`, darknet's defaults of the
+    ``[yolo]`` keys); a value darknet would not accept, or one the layers disagree on, raises :class:`ConfigError` naming the line."""
     net = sections[0]
     _check_cfg_values(sections)
     layers = resolve_layers(sections)
@@ -126,9 +128,11 @@ def read_yolo_keys(sections: list[Section], name: str) -> dict[str, Any]:
         values.update(read_region_keys(sections, region, values["strides"][0]))
         _check_head_filters(sections, layers, yolos, values["masks"], values["num_classes"])
         values["counters_per_class"] = [None]
+        values["gaussian"] = False
         values |= {key: [default] for key, default in PER_HEAD_KEYS.items()}
         return values | GLOBAL_YOLO_KEYS
     _check_shared_shape(yolos)
+    gaussian = _gaussian_heads(yolos)
     num_classes = first.get_int("classes", 20)
     num = first.get_int("num", 1)
     anchors = yolo_anchors(first)  # darknet reads the first num * 2 (a warning names the rest)
@@ -141,7 +145,8 @@ def read_yolo_keys(sections: list[Section], name: str) -> dict[str, Any]:
     values["num_classes"] = num_classes
     values["anchors"] = [anchors[2 * k : 2 * k + 2] for k in range(num)]
     values["masks"] = [_read_mask(y, num) for y in yolos]
-    _check_head_filters(sections, layers, yolos, values["masks"], num_classes)
+    _check_head_filters(sections, layers, yolos, values["masks"], num_classes, gaussian)
+    values["gaussian"] = gaussian
     values["counters_per_class"] = [
         class_balance.parse_counters(y.options[CPC], num_classes, y.where(CPC))
         if CPC in y.options
@@ -151,7 +156,10 @@ def read_yolo_keys(sections: list[Section], name: str) -> dict[str, Any]:
     for key, default in PER_HEAD_KEYS.items():
         values[key] = [_yolo_value(y, key, default) for y in yolos]
     for key, default in GLOBAL_YOLO_KEYS.items():
-        values[key] = _shared_value(yolos, key, default)
+        # parse_gaussian_yolo does not read new_coords: its heads decode with exp sizes
+        values[key] = (
+            default if gaussian and key == "new_coords" else _shared_value(yolos, key, default)
+        )
     if values["new_coords"]:
         _check_new_coords_feeders(sections, layers, yolos)
     return values
@@ -171,6 +179,20 @@ def _check_shared_shape(yolos: list[Section]) -> None:
             )
 
 
+def _gaussian_heads(yolos: list[Section]) -> bool:
+    """Whether the heads are ``[Gaussian_yolo]``; :class:`ConfigError` for a cfg mixing them
+    with ``[yolo]`` heads (one decode for every head)."""
+    kinds = [y.kind == GAUSSIAN_KIND for y in yolos]
+    if len(set(kinds)) > 1:
+        other = yolos[kinds.index(not kinds[0])]
+        raise other.error(
+            None,
+            f"a [{other.header}] head beside the [{yolos[0].header}] head at {yolos[0].where()}: "
+            "yolov4 builds networks whose heads are all [yolo] or all [Gaussian_yolo]",
+        )
+    return kinds[0]
+
+
 def _read_mask(y: Section, num: int) -> list[int]:
     """``y``'s ``mask`` (all ``num`` anchors without one), checked against the anchors."""
     mask = y.get_ints("mask") if "mask" in y.options else list(range(num))
@@ -186,36 +208,38 @@ def _check_head_filters(
     yolos: list[Section],
     masks: list[list[int]],
     num_classes: int,
+    gaussian: bool = False,
 ) -> None:
     """The layer in front of each ``[yolo]`` (or the ``[region]``) gives
-    ``len(mask) * (classes + 5)`` channels, or :class:`ConfigError` naming every head that does
+    ``len(mask) * (classes + 5)`` channels (``+ 9`` for ``[Gaussian_yolo]`` heads), or :class:`ConfigError` naming every head that does
     not and both ways out: the filters for ``classes``, or the class count the channels fit
     (when one whole count fits every head), to set in the head sections the cfg has."""
     feeders = [layers[y_index(sections, y) - 1] for y in yolos]
+    e = head_entries(gaussian)
     bad = []
     for y, mask, feeder in zip(yolos, masks, feeders):
-        want = len(mask) * (num_classes + 5)
+        want = len(mask) * (num_classes + e)
         if feeder.channels != want:
             key = "filters" if feeder.kind == "convolutional" else None
             bad.append(
                 f"{feeder.section.where(key)}: the layer before {y.where()} gives "
-                f"{feeder.channels} channels; {len(mask)} anchors x (classes={num_classes} + 5) "
+                f"{feeder.channels} channels; {len(mask)} anchors x (classes={num_classes} + {e}) "
                 f"needs filters={want}"
             )
     if not bad:
         return
-    wants = sorted({len(m) * (num_classes + 5) for m in masks})
+    wants = sorted({len(m) * (num_classes + e) for m in masks})
     filters = f"filters={wants[0]}" if len(wants) == 1 else "the filters named"
     fixes = [f"set {filters} for classes={num_classes}"]
     fit = {
-        f.channels // len(m) - 5 if f.channels % len(m) == 0 else 0 for f, m in zip(feeders, masks)
+        f.channels // len(m) - e if f.channels % len(m) == 0 else 0 for f, m in zip(feeders, masks)
     }
     if len(fit) == 1 and (classes := fit.pop()) >= 1:
         c, m = feeders[0].channels, len(masks[0])
         heads = f"every [{yolos[0].header}]" if len(yolos) > 1 else f"the [{yolos[0].header}]"
         fixes.append(
             f"set classes={classes} in {heads} if {classes} classes are meant "
-            f"({c} = {m} x ({classes} + 5))"
+            f"({c} = {m} x ({classes} + {e}))"
         )
     fix = f"either {fixes[0]}, or {fixes[1]}" if len(fixes) == 2 else fixes[0]
     raise ConfigError("\n  ".join([*bad, fix]))

@@ -21,6 +21,15 @@ With ``softmax`` (darknet's YOLOv2 ``[region]`` head with ``softmax=1``, ``get_r
 times the stride, and ``scale_x_y`` 1) the box and objectness decode as above and the class
 probabilities are ``softmax`` over the ``C`` class logits instead of sigmoids.
 
+With ``gaussian`` (darknet's Gaussian YOLOv3 ``[Gaussian_yolo]`` heads, ``gaussian_yolo_layer.c``)
+a head map has ``A * (9 + C)`` channels, per anchor ``[tx, sx, ty, sy, tw, sw, th, sh, obj,
+cls_0 ..]``: each box coordinate followed by its uncertainty. The box decodes from ``tx, ty, tw,
+th`` as above (``get_gaussian_yolo_box``), and darknet's score of class ``c``,
+``obj * cls_c * (1 - u)`` with ``u`` the mean of ``sigmoid(sx), sigmoid(sy), sigmoid(sw),
+sigmoid(sh)`` (``get_gaussian_yolo_detections``), is kept as ``obj`` and class probabilities
+``cls_c * (1 - u)``: the ``(B, N, 5 + C)`` layout of every head, objectness as darknet
+thresholds it, the uncertainties themselves not kept.
+
 Predictions of one head are ordered ``(a, j, i)`` (darknet's ``entry_index``), heads in the
 order given (ascending stride). Shapes only drive ``view``/``permute``/``arange``, never Python
 branches on values, so the functions trace for ONNX with any ``H, W`` and batch size.
@@ -103,20 +112,31 @@ def decode_head(
     scale_x_y: float,
     new_coords: bool = False,
     softmax: bool = False,
+    gaussian: bool = False,
 ) -> Tensor:
-    """One raw head map ``(B, A * (5 + C), H, W)`` -> ``(B, A * H * W, 5 + C)``.
+    """One raw head map ``(B, A * (5 + C), H, W)`` (``A * (9 + C)`` with ``gaussian``) ->
+    ``(B, A * H * W, 5 + C)``.
 
     Columns are ``[cx, cy, w, h, obj, cls_0 .. cls_{C-1}]``: box in input pixels, objectness and
     class probabilities (sigmoids, not yet multiplied; with ``softmax``, a ``[region]`` head's
-    softmax over the classes). ``anchors``: the head's ``A`` anchors ``(w, h)`` in input
+    softmax over the classes; with ``gaussian``, a ``[Gaussian_yolo]`` head's sigmoids times one
+    minus the mean box uncertainty). ``anchors``: the head's ``A`` anchors ``(w, h)`` in input
     pixels; ``new_coords`` as :func:`decode_boxes`. Same dtype and device as ``head``.
     """
     with warnings.catch_warnings():  # the anchors are constants of the model: fine in a trace
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         anchors = torch.as_tensor(anchors, dtype=head.dtype, device=head.device).view(-1, 2)
     p = split_head(head, anchors.shape[0])
-    boxes = decode_boxes(p[..., :4], anchors, stride, scale_x_y, new_coords)
+    if gaussian:
+        pairs = p[..., :8].unflatten(-1, (4, 2))  # (tx, sx), (ty, sy), (tw, sw), (th, sh)
+        certainty = 1 - pairs[..., 1].sigmoid().mean(dim=-1, keepdim=True)
+        t, p = pairs[..., 0], p[..., 4:]  # p: [_, _, _, _, obj, classes] from here
+    else:
+        t, certainty = p[..., :4], None
+    boxes = decode_boxes(t, anchors, stride, scale_x_y, new_coords)
     classes = p[..., 5:].softmax(dim=-1) if softmax else p[..., 5:].sigmoid()
+    if certainty is not None:
+        classes = classes * certainty
     out = torch.cat((boxes, p[..., 4:5].sigmoid(), classes), dim=-1)
     return out.reshape(head.shape[0], -1, out.shape[-1])
 
@@ -128,19 +148,20 @@ def decode_predictions(
     scale_x_y: Sequence[float],
     new_coords: bool = False,
     softmax: bool = False,
+    gaussian: bool = False,
 ) -> Tensor:
     """All heads -> ``(B, N, 5 + C)``, ``N = sum(A * H_l * W_l)``, heads in the order given.
 
     ``heads``: the network's raw maps, ascending stride; ``anchors[l]`` the ``A`` anchor
     ``(w, h)`` pixels of head ``l``; ``strides[l]`` and ``scale_x_y[l]`` its stride and grid
     sensitivity; ``new_coords`` darknet's ``[yolo] new_coords=1`` (all heads); ``softmax`` the
-    class softmax of a ``[region]`` head. For a model: ``decode_predictions(maps,
-    cfg.head_anchors(), cfg.strides, cfg.scale_x_y, cfg.new_coords, cfg.region)`` with
-    ``cfg = model.config``.
+    class softmax of a ``[region]`` head; ``gaussian`` the ``[Gaussian_yolo]`` heads' layout and
+    scores. For a model: ``decode_predictions(maps, cfg.head_anchors(), cfg.strides,
+    cfg.scale_x_y, cfg.new_coords, cfg.region, cfg.gaussian)`` with ``cfg = model.config``.
     """
     return torch.cat(
         [
-            decode_head(m, a, s, g, new_coords, softmax)
+            decode_head(m, a, s, g, new_coords, softmax, gaussian)
             for m, a, s, g in zip(heads, anchors, strides, scale_x_y)
         ],
         dim=1,

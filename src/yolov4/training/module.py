@@ -226,7 +226,7 @@ class YoloModule(L.LightningModule):
 
     def setup(self, stage: str) -> None:
         if stage == "fit":  # before Lightning moves the module to its device
-            check_trainable(self.model.config)  # a [region] (YOLOv2) network: inference only
+            check_trainable(self.model.config)  # [region], [Gaussian_yolo]: inference only
             if self.hparams.get("class_balance") == "darknet":
                 self._balance_classes()
             self.loss_fn  # noqa: B018
