@@ -155,3 +155,15 @@ def test_no_detections_at_all_is_all_missed():
     b = error_breakdown(make_coco([A1, A2, (101, DOG, (50, 50, 10, 10), 0)]), [])
     assert b.ap50 == 0.0 and b.counts["missed"] == 3
     assert b.dap50 == {t: float(t == "missed") for t in ERROR_TYPES} and b.fixed_all == 1.0
+
+
+def test_no_ground_truth_is_undefined_as_cocoeval_says():
+    """A split without a (non-crowd) box: COCOeval's mAP50 is -1 (undefined), and so are the
+    breakdown's AP50 before and after the fixes; nothing is gained."""
+    gt = make_coco([])
+    dets = [det(100, CAT, (10, 10, 20, 20), 0.9), det(101, DOG, (5, 5, 30, 30), 0.4)]
+    b = error_breakdown(gt, dets)
+    assert b.ap50 == coco_map50(gt, dets) == -1.0
+    assert b.fixed_all == -1.0 and all(v == 0.0 for v in b.dap50.values())
+    assert b.counts["background"] == 2
+    assert "AP50 -1.0000 (undefined: no ground truth)" in b.table()

@@ -180,7 +180,7 @@ def errors_figure(breakdown):
         ylabel="AP50 gained by fixing (points)",
         ylim=(0, max(values + [1.0]) * 1.25),
         title=f"errors (TIDE, tb {breakdown.tb:g}, tf {breakdown.tf:g}): "
-        f"AP50 {100 * breakdown.ap50:.1f}",
+        + (f"AP50 {100 * breakdown.ap50:.1f}" if breakdown.ap50 >= 0 else "AP50 undefined"),
     )
     ax.tick_params(axis="x", labelsize=8)
     fig.tight_layout()

@@ -59,7 +59,8 @@ def coco_ap50(
     counted detections (crowd matches left out); ``order_key (N,)`` breaks score ties as
     COCOeval does (image id order, then the results' order); ``num_gt (K,)``. A class of
     ``classes`` left without ground truth (its missed boxes taken out) has AP 1 without
-    detections, else 0. Returns ``(mAP, ap (K,))``, ``ap`` NaN outside ``classes``."""
+    detections, else 0. Returns ``(mAP, ap (K,))``, ``ap`` NaN outside ``classes``; the mAP
+    is -1 when no class counts (no ground truth: COCOeval's undefined)."""
     K = len(num_gt)
     classes = num_gt > 0 if classes is None else classes
     ap = np.full(K, np.nan)
@@ -77,7 +78,7 @@ def coco_ap50(
         at = np.searchsorted(recall, RECALL_POINTS, side="left")
         ap[k] = np.where(at < len(sel), precision[np.minimum(at, len(sel) - 1)], 0).mean()
     valid = ~np.isnan(ap)
-    return (float(ap[valid].mean()) if valid.any() else 0.0), ap
+    return (float(ap[valid].mean()) if valid.any() else -1.0), ap
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,8 @@ class ErrorBreakdown:
         ap50: COCOeval's mAP50 of the detections as they are.
         dap50: ``{type: AP50 gained by fixing it}`` for :data:`ERROR_TYPES`.
         counts: ``{type: number of errors}``.
-        fixed_all: the AP50 with every type fixed at once (1 when there is any ground truth).
+        fixed_all: the AP50 with every type fixed at once (1 when there is any ground truth;
+            -1, as ``ap50``, when there is none).
         per_class_dap50: ``{type: {class: AP50 gained in that class}}``.
     """
 
@@ -119,7 +121,8 @@ class ErrorBreakdown:
         """The printout; its AP is at IoU ``tf`` (``AP50`` at 0.5, ``AP75`` at 0.75; the JSON
         keys say AP50 whatever ``tf``)."""
         ap = ap_label(self.tf)
-        lines = [f"error breakdown (TIDE, tb {self.tb:g}, tf {self.tf:g}): {ap} {self.ap50:.4f}"]
+        shown = f"{self.ap50:.4f}" + (" (undefined: no ground truth)" if self.ap50 < 0 else "")
+        lines = [f"error breakdown (TIDE, tb {self.tb:g}, tf {self.tf:g}): {ap} {shown}"]
         lines += [
             f"  {t:<15} d{ap} {self.dap50[t]:.4f}  ({self.counts[t]} errors)" for t in ERROR_TYPES
         ]
