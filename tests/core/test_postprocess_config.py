@@ -44,6 +44,7 @@ def test_yaml_val_postprocess_block_mirrors_the_darknet_valid_preset(name):
         ("iou", np.float32("inf"), r"iou must be a number in \[0, 1\], got infinity$"),
         ("beta", float("-inf"), r"beta must be a number > 0, got -infinity$"),
         ("multi_label", "yes", "multi_label must be true or false"),
+        ("agnostic_nms", 1, "agnostic_nms must be true or false, got 1"),
         ("max_det", 0, "max_det must be an integer >= 1"),
         ("max_candidates", 2.5, "max_candidates must be an integer >= 1"),
     ],
@@ -71,12 +72,14 @@ def test_model_nms_is_the_model_cfgs_nms_kind_and_beta():
 def test_calling_the_settings_is_ops_postprocess_with_them():
     torch.manual_seed(0)
     pred = torch.rand(2, 200, 7) * torch.tensor([64, 64, 20, 20, 1, 1, 1])
-    settings = PostprocessConfig(conf=0.3, iou=0.5, nms_kind="diou", beta=0.7, max_det=9)
-    got = settings(pred, (64, 64))
-    ref = postprocess(
-        pred, (64, 64), conf_thresh=0.3, iou_thresh=0.5, nms_kind="diou", beta=0.7, max_det=9
-    )
-    assert all(torch.equal(a, b) for a, b in zip(got, ref, strict=True))
+    for agnostic in (False, True):
+        settings = PostprocessConfig(
+            conf=0.3, iou=0.5, nms_kind="diou", beta=0.7, max_det=9, agnostic_nms=agnostic
+        )
+        got = settings(pred, (64, 64))
+        ref = postprocess(pred, (64, 64), conf_thresh=0.3, iou_thresh=0.5, nms_kind="diou",
+                          beta=0.7, max_det=9, agnostic_nms=agnostic)  # fmt: skip
+        assert all(torch.equal(a, b) for a, b in zip(got, ref, strict=True))
 
 
 def test_yolomodule_validates_with_its_eval_settings():

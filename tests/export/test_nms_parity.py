@@ -180,3 +180,28 @@ def test_the_nms_graph_leaves_the_model_in_eval_mode(untrained, tmp_path):
                           input_size=[32, 32])  # fmt: skip
     scripted = torch.jit.load(str(art / "model.torchscript"))
     assert not scripted.training and not any(m.training for m in scripted.modules())
+
+
+def test_agnostic_nms_graph_equals_the_predictors_agnostic_detections(scoring, tmp_path):
+    """thresholds agnostic_nms=true: model_nms.onnx in onnxruntime gives the Predictor's
+    class-agnostic detections (ops.postprocess), which differ from the per-class ones."""
+    from yolov4.inference import Predictor
+
+    thresholds = {"conf": CONF, "agnostic_nms": True}
+    art = export_artifact(scoring, tmp_path / "a", ["onnx_nms"], thresholds=thresholds)
+    meta = read_metadata(art)
+    assert meta["thresholds"]["agnostic_nms"] is True
+    assert meta["nms_graph"]["agnostic_nms"] is True
+    images = synthetic_scenes(3, max(SIZE))
+    predictor = Predictor.from_checkpoint(scoring)
+    expected = predictor(images, conf=CONF, postprocess={"agnostic_nms": True})
+    classwise = predictor(images, conf=CONF)
+    assert sum(map(len, classwise)) > sum(map(len, expected)) > 0  # the option changes them
+    batch = torch.stack([preprocess(s, scoring.preprocess)[0] for s in images]).numpy()
+    session = ort.InferenceSession(str(art / "model_nms.onnx"), providers=["CPUExecutionProvider"])
+    rows, counts = session.run(None, {"images": batch})
+    for k, dets in enumerate(expected):
+        assert int(counts[k]) == len(dets)
+        got = rows[k, : counts[k]]
+        np.testing.assert_allclose(got[:, 4], dets.scores, atol=2e-3)
+        np.testing.assert_array_equal(got[:, 5].astype(int), dets.class_ids)

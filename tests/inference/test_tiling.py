@@ -133,6 +133,9 @@ def test_merge_drops_cut_pieces_of_a_whole_box_and_keeps_other_pieces():
     # plain NMS keeps a piece next to the whole box: the duplicate the seam rule removes
     plain = batched_nms(boxes, scores, ids, 0.45)
     assert {0, 1} & set(plain.tolist()) and len(plain) > 3
+    # agnostic: the class-1 piece lies inside the class-0 whole box, so it goes too
+    agnostic = merge_tiles(boxes, scores, ids, cut, iou=0.45, max_det=100, agnostic=True)
+    assert agnostic.tolist() == [0, 4]
     assert box_iou(boxes[:1], boxes[1:2]).item() < 0.45
 
 

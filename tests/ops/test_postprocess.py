@@ -224,3 +224,41 @@ def test_windows_drop_boxes_outside_each_image_before_nms_and_the_caps(seed):
         assert ref.shape[0] > 4
         torch.testing.assert_close(g, ref)
         torch.testing.assert_close(c, ref[:4])
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("multi_label", [True, False])
+def test_agnostic_nms_matches_torchvision_nms_over_all_classes(seed, multi_label):
+    """``agnostic_nms``: the candidates of every class go through one torchvision ``nms``
+    (any better box suppresses, whatever its class); the class-wise NMS keeps more boxes."""
+    pred = random_predictions(2, 400, 4, seed)
+    got = postprocess(pred, (320, 288), 0.3, 0.5, multi_label, agnostic_nms=True, max_det=10_000)
+    classwise = postprocess(pred, (320, 288), 0.3, 0.5, multi_label, max_det=10_000)
+    for p, g, c in zip(pred, got, classwise, strict=True):
+        scores = p[:, 4:5] * p[:, 5:]
+        if not multi_label:  # each box's best class only
+            scores = scores * (scores == scores.amax(1, keepdim=True))
+        box_idx, labels = (scores > 0.3).nonzero(as_tuple=True)
+        s = scores[box_idx, labels]
+        boxes = tvo.box_convert(p[box_idx, :4], "cxcywh", "xyxy")
+        keep = tvo.nms(boxes, s, 0.5)
+        want = torch.cat((tvo.clip_boxes_to_image(boxes[keep], (320, 288)), s[keep, None]), 1)
+        assert g.shape[0] > 5
+        torch.testing.assert_close(g[:, :5], want)
+        torch.testing.assert_close(g[:, 5], labels[keep].float())
+        assert c.shape[0] > g.shape[0]
+
+
+def test_agnostic_diou_nms_is_the_diou_nms_of_one_class():
+    pred = random_predictions(1, 300, 3, seed=9)
+    hw = (256, 320)
+    got = postprocess(pred, hw, conf_thresh=0.2, nms_kind="diou", agnostic_nms=True)[0]
+    scores = pred[0, :, 4:5] * pred[0, :, 5:]
+    box_idx, labels = (scores > 0.2).nonzero(as_tuple=True)
+    boxes = tvo.box_convert(pred[0, box_idx, :4], "cxcywh", "xyxy")
+    rel = boxes / torch.tensor([320.0, 256.0, 320.0, 256.0])
+    one_class = torch.zeros_like(labels)
+    keep = loop_diou_nms(rel.double(), scores[box_idx, labels], one_class, 0.45, 0.6)
+    torch.testing.assert_close(got[:, :4], tvo.clip_boxes_to_image(boxes[keep], hw))
+    assert got[:, 5].tolist() == labels[keep].float().tolist()
+    assert len(set(got[:, 5].tolist())) > 1  # the classes are kept, only the NMS ignores them

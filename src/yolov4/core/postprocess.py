@@ -1,7 +1,7 @@
 """The postprocess settings, owned once: what turns decoded predictions into detections.
 
 One :class:`PostprocessConfig` (``conf``, ``iou``, ``nms_kind``, ``beta``, ``multi_label``,
-``max_det``, ``max_candidates``) and its two presets:
+``agnostic_nms``, ``max_det``, ``max_candidates``) and its two presets:
 
 * :data:`DARKNET_VALID` — evaluation: darknet's ``detector valid`` / ``map`` keeps every box
   above 0.001 and suppresses at 0.6 (the COCO mAP protocol). ``configs/*.yaml``'s ``eval:``
@@ -12,6 +12,12 @@ One :class:`PostprocessConfig` (``conf``, ``iou``, ``nms_kind``, ``beta``, ``mul
 ``nms_kind``: ``"iou"`` (torchvision's NMS), ``"diou"`` (darknet's greedynms with ``beta``), or
 ``"model"``: the NMS the model's darknet cfg names (``nms_kind``/``beta_nms`` of its config),
 resolved by :meth:`PostprocessConfig.resolve` where the model is known.
+
+``agnostic_nms`` (ultralytics' name for the same switch): false is darknet's NMS, per class;
+true suppresses across classes, so neighbouring anchors that see one object as different
+classes leave one box (what a tracker needs). ``multi_label=false`` alone does not do that: it
+keeps each anchor's best class, and anchors whose best classes differ all survive a per-class
+NMS. Settings written without the key (older checkpoints and artifacts) read as false.
 """
 
 from __future__ import annotations
@@ -65,6 +71,7 @@ class PostprocessConfig:
     nms_kind: str = "iou"
     beta: float = DIOU_BETA
     multi_label: bool = True
+    agnostic_nms: bool = False
     max_det: int = MAX_DET
     max_candidates: int = MAX_CANDIDATES
 
@@ -87,10 +94,11 @@ class PostprocessConfig:
             )
         if not (_is_number(self.beta) and self.beta > 0):
             raise ConfigError(f"postprocess beta must be a number > 0, got {shown(self.beta)}")
-        if not isinstance(self.multi_label, bool):
-            raise ConfigError(
-                f"postprocess multi_label must be true or false, got {self.multi_label!r}"
-            )
+        for key in ("multi_label", "agnostic_nms"):
+            if not isinstance(getattr(self, key), bool):
+                raise ConfigError(
+                    f"postprocess {key} must be true or false, got {getattr(self, key)!r}"
+                )
         for key in ("max_det", "max_candidates"):
             value = getattr(self, key)
             if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
@@ -139,6 +147,7 @@ class PostprocessConfig:
             conf_thresh=self.conf,
             iou_thresh=self.iou,
             multi_label=self.multi_label,
+            agnostic_nms=self.agnostic_nms,
             nms_kind=self.nms_kind,
             beta=self.beta,
             max_candidates=self.max_candidates,

@@ -140,5 +140,8 @@ def nms_graph(job: ExportJob, file: str) -> dict[str, Any]:
         "conf": m.conf,
         "iou": m.iou,
         "max_det": m.max_det,
-        "nms": "ONNX NonMaxSuppression per class (multi-label)",
+        "nms": "ONNX NonMaxSuppression over all classes (each box's best class)"
+        if m.agnostic
+        else "ONNX NonMaxSuppression per class (multi-label)",
+        "agnostic_nms": m.agnostic,
     }

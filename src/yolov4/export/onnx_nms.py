@@ -10,8 +10,11 @@ For consumers that cannot run Python postprocessing (TensorRT, Triton, C++/C# ru
 So no consumer needs dynamic output shapes. NMS is ONNX's ``NonMaxSuppression`` per class
 (multi-label, as darknet and :func:`yolov4.ops.postprocess` with ``multi_label=True``):
 ``score = objectness * class probability > conf``, IoU suppression at ``iou``, at most
-``max_det`` per class and per image. The thresholds are baked into the graph (recorded in the
-artifact's metadata); the Predictor keeps using ``model.onnx`` with thresholds per call.
+``max_det`` per class and per image. With ``agnostic_nms`` the operator sees one class, each
+box scored by its best class (which it keeps): the result of
+:func:`yolov4.ops.postprocess.postprocess` with ``agnostic_nms=True``, where a box's other
+classes are suppressed by its best one. The thresholds are baked into the graph (recorded in
+the artifact's metadata); the Predictor keeps using ``model.onnx`` with thresholds per call.
 """
 
 from __future__ import annotations
@@ -72,6 +75,7 @@ class NmsModel(nn.Module):
         self.decoded = decoded
         self.conf, self.iou = float(settings.conf), float(settings.iou)
         self.max_det = int(settings.max_det)
+        self.agnostic = bool(settings.agnostic_nms)
 
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
         """``images (B, 3, H, W)`` -> ``detections (B, max_det, 6)``, ``num_detections (B,)``."""
@@ -79,9 +83,13 @@ class NmsModel(nn.Module):
         h, w = images.shape[-2:]
         boxes = cxcywh_to_xyxy(pred[..., :4])
         scores = (pred[..., 4:5] * pred[..., 5:]).transpose(1, 2)  # (B, C, N)
+        if self.agnostic:  # one class row: each box's best score; its class kept aside
+            scores, best = scores.max(1, keepdim=True)  # (B, 1, N) each
         sel = _NonMaxSuppression.apply(boxes, scores, self.max_det, self.iou, self.conf)
         b, c, i = sel[:, 0], sel[:, 1], sel[:, 2]
         s = scores[b, c, i]
+        if self.agnostic:
+            c = best[b, 0, i]
         # per image, best first: sort by (image ascending, score descending)
         order = torch.argsort(b.to(torch.float64) * 2 - s.to(torch.float64))
         b, c, i, s = b[order], c[order], i[order], s[order]

@@ -109,6 +109,7 @@ def merge_tiles(
     cut: torch.Tensor,
     iou: float,
     max_det: int,
+    agnostic: bool = False,
 ) -> torch.Tensor:
     """Indices of the boxes to keep, best score first (steps 2-4 of the module docstring).
 
@@ -117,7 +118,10 @@ def merge_tiles(
         scores: ``(N,)`` float. class_ids: ``(N,)`` int64.
         cut: ``(N,)`` bool, the box touches an inner tile edge.
         iou: NMS IoU threshold. max_det: the most boxes kept.
+        agnostic: boxes of any class suppress and cover each other (``agnostic_nms``).
     """
+    if agnostic:
+        class_ids = torch.zeros_like(class_ids)
     whole = torch.nonzero(~cut).flatten()
     kept = whole[batched_nms(boxes[whole], scores[whole], class_ids[whole], iou)]
     pieces = torch.nonzero(cut).flatten()
@@ -240,7 +244,9 @@ def predict_tiled(
     parts, timing = _run_passes(predictor, image, tiles, kwargs)
     start = time.perf_counter()
     boxes, scores, ids, cut = (torch.cat(t) for t in zip(*parts))
-    keep = merge_tiles(boxes, scores, ids, cut, settings.iou, settings.max_det)
+    keep = merge_tiles(
+        boxes, scores, ids, cut, settings.iou, settings.max_det, settings.agnostic_nms
+    )
     timing["merge"] = 1e3 * (time.perf_counter() - start)
     ids_np = ids[keep].numpy().astype(np.int64)
     return Detections(

@@ -5,7 +5,10 @@ and class, ``score = objectness * class_prob`` if it is above the threshold, so 
 several classes ("multi-label"); it then runs a greedy NMS per class. With ``nms_kind =
 greedynms`` (yolov4.cfg) a box is suppressed when its DIoU with a better box of the same class,
 ``IoU - (rho^2 / c^2) ** 0.6``, exceeds the NMS threshold. Both NMS flavours are here:
-``nms="iou"`` (torchvision's ``batched_nms``) and ``nms="diou"`` (darknet's greedynms).
+``nms="iou"`` (torchvision's ``batched_nms``) and ``nms="diou"`` (darknet's greedynms). Each
+also runs class-agnostic (``agnostic_nms``: a better box suppresses whatever its class, as
+torchvision's ``nms`` against ``batched_nms``), which leaves one box per object where
+neighbouring anchors see it as different classes.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 from torchvision.ops import batched_nms
+from torchvision.ops import nms as torchvision_nms
 
 from yolov4.ops.boxes import cxcywh_to_xyxy, distance_box_iou
 
@@ -126,19 +130,25 @@ def nms(
     iou_thresh: float = NMS_THRESH,
     kind: str = "iou",
     beta: float = DIOU_BETA,
+    agnostic: bool = False,
 ) -> Tensor:
     """Class-aware NMS: ``boxes (K, 4)`` xyxy, ``scores (K,)``, ``labels (K,)`` int ->
     kept indices ``(K',)`` int64 by decreasing score. ``kind="iou"``: torchvision's
-    ``batched_nms``; ``kind="diou"``: darknet's greedy DIoU-NMS with exponent ``beta``. Boxes
-    and scores of any dtype: half precision and integers are compared in float32 (torchvision's
-    CPU kernel takes neither)."""
+    ``batched_nms``; ``kind="diou"``: darknet's greedy DIoU-NMS with exponent ``beta``. With
+    ``agnostic`` the labels are ignored: any better box suppresses (``kind="iou"``:
+    torchvision's ``nms``). Boxes and scores of any dtype: half precision and integers are
+    compared in float32 (torchvision's CPU kernel takes neither)."""
     if boxes.dtype not in (torch.float32, torch.float64):
         boxes = boxes.float()
     if scores.dtype not in (torch.float32, torch.float64):
         scores = scores.float()
     if kind == "iou":
+        if agnostic:
+            return torchvision_nms(boxes, scores, iou_thresh)
         return batched_nms(boxes, scores, labels, iou_thresh)
     if kind == "diou":
+        if agnostic:  # one class: every box is compared with every better one
+            labels = torch.zeros_like(labels)
         return diou_nms(boxes, scores, labels, iou_thresh, beta)
     raise ValueError(f"nms kind must be one of {NMS_KINDS}, got {kind!r}")
 
@@ -221,6 +231,7 @@ def postprocess(
     max_det: int = MAX_DET,
     classes: Sequence[int] | Tensor | None = None,
     windows: Tensor | None = None,
+    agnostic_nms: bool = False,
 ) -> list[Tensor]:
     """``predictions (B, N, 5 + C)`` from :func:`yolov4.ops.decode` -> list of ``B`` tensors
     ``(K_i, 6)`` ``[x1, y1, x2, y2, score, class_index]`` in input pixels, by decreasing score.
@@ -228,8 +239,8 @@ def postprocess(
     ``score = objectness * class_prob``; candidates need ``score > conf_thresh``. With
     ``multi_label`` (darknet) every class above the threshold is a candidate of its own,
     otherwise only each box's best class. At most ``max_candidates`` best candidates per image
-    enter NMS (``nms_kind``: ``"iou"`` torchvision's, ``"diou"`` darknet's greedynms), at most ``max_det``
-    leave it. Boxes are clipped to ``image_size = (H, W)`` after NMS (darknet suppresses on the
+    enter NMS (``nms_kind``: ``"iou"`` torchvision's, ``"diou"`` darknet's greedynms; per class,
+    or over all classes with ``agnostic_nms``), at most ``max_det`` leave it. Boxes are clipped to ``image_size = (H, W)`` after NMS (darknet suppresses on the
     unclipped boxes). An image without detections gives a ``(0, 6)`` tensor. Same dtype and
     device as ``predictions``; class indices are stored as floats.
 
@@ -257,7 +268,8 @@ def postprocess(
             None if windows is None else windows[b],
         )
         boxes = cxcywh_to_xyxy(predictions[b, box_idx, :4])
-        keep = nms(boxes / norm, cand, labels, iou_thresh, nms_kind, beta)[:max_det]
+        keep = nms(boxes / norm, cand, labels, iou_thresh, nms_kind, beta, agnostic_nms)
+        keep = keep[:max_det]
         x = boxes[keep, 0::2].clamp(0, w)
         y = boxes[keep, 1::2].clamp(0, h)
         det = torch.stack(
