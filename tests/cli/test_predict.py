@@ -235,6 +235,10 @@ def test_bad_sources_and_options_fail_before_the_model_loads(run, tmp_path, monk
         run(f"source={tmp_path}", ckpt, "classes=[]", "trainer=default")  # sharded mode too
     with pytest.raises(ConfigError, match="multi_label must be true, false or null, got 'maybe'"):
         run(f"source={tmp_path}", ckpt, "multi_label=maybe")
+    with pytest.raises(ConfigError, match="agnostic_nms must be true, false or null, got 'no'"):
+        run(f"source={tmp_path}", ckpt, "agnostic_nms='no'")
+    with pytest.raises(ConfigError, match="agnostic_nms=True is not available with it"):
+        run(f"source={tmp_path}", ckpt, "agnostic_nms=true", "trainer=default")  # sharded mode
     assert not list(tmp_path.glob("out*/predictions.jsonl"))  # nothing written
 
 

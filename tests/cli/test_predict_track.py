@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from torchvision.ops import box_iou
 
 from tests.inference.mjpeg_server import MjpegServer
 from yolov4.core.preprocess import PreprocessConfig, preprocess
@@ -46,8 +47,13 @@ ZONE = [[40, 30], [200, 30], [200, 100], [40, 100]]  # where the triangle stops;
 class Oracle:
     """A backend whose output is known: frame ``t``'s ``detections[t]`` (see module docstring)."""
 
-    def __init__(self, frames, detections, config: PreprocessConfig, second: float = 0.0) -> None:
-        """``second``: the probability each box also gives the next class (a second label)."""
+    def __init__(
+        self, frames, detections, config, second: float = 0.0, neighbour: float = 0.0
+    ) -> None:
+        """``second``: the probability each box also gives the next class (a second label);
+        ``neighbour``: the objectness, relative to the box's, of a second box beside each one
+        (shifted by a tenth of its width: IoU about 0.8) whose best class is the next class,
+        as a network's neighbouring anchor that sees the object as another class."""
         self.keys, self.rows = [], []
         for frame, (boxes, scores, class_ids) in zip(frames, detections):
             tensor, params = preprocess(frame, config)
@@ -59,6 +65,12 @@ class Oracle:
             rows[:, 4] = scores
             rows[np.arange(len(boxes)), 5 + (class_ids + 1) % len(SHAPES)] = second
             rows[np.arange(len(boxes)), 5 + class_ids] = 1.0
+            if neighbour:
+                beside = np.zeros_like(rows)
+                beside[:, :4] = rows[:, :4] + [[0.1, 0, 0, 0]] * rows[:, [2, 2, 2, 2]]
+                beside[:, 4] = neighbour * rows[:, 4]
+                beside[np.arange(len(boxes)), 5 + (class_ids + 1) % len(SHAPES)] = 1.0
+                rows = np.concatenate([rows, beside])
             self.rows.append(rows)
         self.keys = torch.stack(self.keys)
         self.seen: list[int] = []
@@ -93,9 +105,11 @@ def run(tmp_path, monkeypatch):
 
     import yolov4.cli.predict as cli
 
-    def _run(frames, detections, *overrides: str, second: float = 0.0):
+    def _run(frames, detections, *overrides: str, second: float = 0.0, neighbour: float = 0.0):
         config = PreprocessConfig(input_size=(SIZE, SIZE))
-        oracle = Oracle(frames, detections, config, second) if detections is not None else None
+        oracle = None
+        if detections is not None:
+            oracle = Oracle(frames, detections, config, second, neighbour)
 
         def load_predictor(cfg):
             if oracle is None:
@@ -230,8 +244,9 @@ def test_line_and_zone_counts_equal_the_ground_truth(run, video):
 
 def test_a_second_label_on_each_object_does_not_start_second_tracks(run, video):
     """Each box also scores 0.45 for another class (a darknet multi-label candidate above the
-    tracking conf): under track= one box per object is tracked (multi_label false), so the
-    counts are the ground truth's; multi_label=true gives each object a second track."""
+    tracking conf): under track= one box per object is tracked (multi_label false, and the
+    NMS across classes), so the counts are the ground truth's; multi_label=true with a NMS per
+    class gives each object a second track."""
     truth, path = video
     dets = noisy_detections(truth.truth, jitter=0, drop=0)
     line = f"count_line={json.dumps(LINE)}"
@@ -245,8 +260,32 @@ def test_a_second_label_on_each_object_does_not_start_second_tracks(run, video):
     counts = summary["tracking"]["sources"]["shapes.mp4"]["counts"]["line"]
     assert (counts["in"], counts["out"]) == expected_line_counts(LINE[0][0])
     both, _, _ = run(truth.frames, dets, f"source={path}", "track=bytetrack", line, "save=false",
-                     "multi_label=true", second=0.45)  # fmt: skip
+                     "multi_label=true", "agnostic_nms=false", second=0.45)  # fmt: skip
     assert both["tracking"]["sources"]["shapes.mp4"]["tracks"] >= 2 * len(SCRIPT)
+
+
+def overlapping_pairs(recs: list[dict], iou: float) -> int:
+    """Frames with two written boxes overlapping more than ``iou`` (one object twice)."""
+    boxes = [torch.tensor([d["box"] for d in r["detections"]]).reshape(-1, 4) for r in recs]
+    return sum(bool((box_iou(b, b).triu(1) > iou).any()) for b in boxes)
+
+
+def test_a_neighbouring_box_of_another_class_does_not_start_second_tracks(run, video):
+    """Beside each box the network gives another (IoU about 0.8) whose best class differs:
+    multi_label=false keeps both (the NMS is per class); under track= the NMS runs across
+    classes (agnostic_nms), so no frame has two tracked boxes overlapping above iou."""
+    truth, path = video
+    dets = noisy_detections(truth.truth, jitter=0, drop=0)
+    summary, out, _ = run(truth.frames, dets, f"source={path}", "track=bytetrack", "save=false",
+                          neighbour=0.9)  # fmt: skip
+    post = summary["postprocess"]
+    assert (post["agnostic_nms"], post["multi_label"]) == (True, False)
+    assert overlapping_pairs(records(out), post["iou"]) == 0
+    tracks = summary["tracking"]["sources"]["shapes.mp4"]["tracks"]
+    classwise, out2, _ = run(truth.frames, dets, f"source={path}", "track=bytetrack",
+                             "save=false", "agnostic_nms=false", neighbour=0.9)  # fmt: skip
+    assert overlapping_pairs(records(out2), post["iou"]) >= len(truth.truth) // 2
+    assert classwise["tracking"]["sources"]["shapes.mp4"]["tracks"] >= tracks + len(SCRIPT)
 
 
 def test_videos_of_one_name_in_two_folders_keep_their_own_tracks_and_counts(run, video, tmp_path):

@@ -78,6 +78,8 @@ __all__ = ["predict", "hydra_main", "check_options", "check_output", "check_some
 
 log = logging.getLogger(__name__)
 Item = tuple[Frame, Any]  # a frame and its network input (Predictor.prepare), or None
+# postprocess switches of predict.py (null: the model's default; track= sets its own)
+SWITCHES = ("multi_label", "agnostic_nms")
 PROGRESS_EVERY_S = 0.5  # progress line refresh on a terminal (10x that in a log file)
 
 
@@ -103,8 +105,9 @@ def check_options(cfg: DictConfig) -> None:
     _number(cfg, "max_frames", lambda v: v >= 1, "an integer >= 1 or null", True)
     _number(cfg, "workers", lambda v: v >= 0, "an integer >= 0", True)
     check_margin(cfg.get("count_margin", LINE_MARGIN))  # the Counter's, with or without track=
-    if cfg.get("multi_label") is not None and not isinstance(cfg.multi_label, bool):
-        raise ConfigError(f"multi_label must be true, false or null, got {cfg.multi_label!r}")
+    for key in SWITCHES:
+        if cfg.get(key) is not None and not isinstance(cfg[key], bool):
+            raise ConfigError(f"{key} must be true, false or null, got {cfg[key]!r}")
     classes = to_builtin(cfg.get("classes"))
     if isinstance(classes, int | str) and not isinstance(classes, bool):
         cfg.classes = classes = [classes]  # one class: classes=2 or classes=person
@@ -350,8 +353,9 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
         hold_folder(out, "output=")  # a second predict.py writing there now: refused
         predictor = load_predictor(cfg)
         predictor.max_pixels = max_pixels  # what it decodes and checks, as the sources
-        if cfg.get("multi_label") is not None:
-            predictor.postprocess = predictor.postprocess.replace(multi_label=cfg.multi_label)
+        predictor.postprocess = predictor.postprocess.replace(
+            **{key: cfg.get(key) for key in SWITCHES}  # None: the model's
+        )
         writer = PredictionWriter(
             out,
             bool(cfg.save),

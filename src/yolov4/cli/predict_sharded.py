@@ -32,9 +32,9 @@ NOT_FILES = {"camera": "a camera", "image URL": "an image URL", "stream": "a str
 
 def _checked_classes(cfg: DictConfig) -> list[int] | None:
     """``classes=`` once the options the sharded mode does not offer are refused."""
-    given = [k for k in NOT_SHARDED if cfg.get(k)] + (
-        ["multi_label"] if cfg.get("multi_label") is not None else []
-    )
+    given = [k for k in NOT_SHARDED if cfg.get(k)] + [
+        k for k in ("multi_label", "agnostic_nms") if cfg.get(k) is not None
+    ]
     if given:
         raise ConfigError(
             f"trainer= (sharded predict over ranks) takes checkpoint= and writes the records "

@@ -56,6 +56,11 @@ TRACK_DEFAULTS = {
         "one box per object, its best class: a second class's box on the same object would "
         "start a second track",
     ),
+    "agnostic_nms": (
+        True,
+        "NMS across classes: neighbouring boxes that see one object as different classes "
+        "would start a track each",
+    ),
 }
 
 
