@@ -49,3 +49,31 @@ def test_the_rendered_jpeg_shows_the_best_label_on_top():
     assert nearest_class(pixels[LABEL_PIXEL]) == 1
     # the label strip itself is where the test looks: its colour is a class colour
     assert np.abs(pixels[LABEL_PIXEL].astype(int) - PALETTE[1]).max() < 24
+
+
+@pytest.mark.parametrize("x1", [150.0, 200.0, -10.0])
+def test_a_label_at_the_images_edge_is_shifted_inside_it_whole(x1):
+    """A box near the right edge of a 209-pixel-wide image (or past its left edge): its label's
+    fill is as wide as cv2.getTextSize's text plus padding, and its text as wide as the text."""
+    import cv2
+
+    from yolov4.inference.drawing import FONT
+
+    image = np.zeros((120, 209, 3), np.uint8)
+    dets = Detections(
+        np.array([[x1, 50.0, 206.0, 110.0]], np.float32),
+        np.array([0.3], np.float32),
+        np.array([0]),
+        ["circle"],
+        (120, 209),
+    )
+    out = draw_detections(image, dets)
+    scale = max(0.35, 209 / 1600)  # draw_detections' font scale for this image
+    (tw, th), base = cv2.getTextSize("circle 0.30", FONT, scale, 1)
+    band = out[50 - th - base - 2 : 50]  # the rows of the label above the box
+    fill = (np.abs(band.astype(int) - PALETTE[0]).sum(-1) == 0).any(0)
+    text = (band.min(-1) > 200).any(0)  # the white text's columns
+    assert fill.sum() == tw + 5  # the fill (columns left .. left + tw + 4), none cut off
+    assert text.nonzero()[0].max() - text.nonzero()[0].min() + 1 >= tw - 2
+    left, right = fill.nonzero()[0].min(), fill.nonzero()[0].max()
+    assert left == max(0, int(x1)) or right == 208  # at the box's left, or ending at the edge

@@ -2,7 +2,9 @@
 ``?render=true`` JPEG show.
 
 Each box is outlined in its class's colour with a ``name score`` label (``#id name score`` for
-tracked detections) filled in that colour above its top-left corner. Boxes are drawn lowest
+tracked detections) filled in that colour above its top-left corner, shifted inside the image
+where it would leave it (a box at the right edge: its label ends at the edge; at the top: the
+label goes inside the box), as ultralytics' ``Annotator``. Boxes are drawn lowest
 score first, so where boxes and labels overlap (darknet's multi-label output gives one object a
 box per class above ``conf``), the best one is on top.
 """
@@ -49,6 +51,7 @@ def draw_detections(image: np.ndarray, dets: Any) -> np.ndarray:
         label = (f"#{tid} " if tid >= 0 else "") + f"{dets.class_names[k]} {scores[k]:.2f}"
         (tw, th), base = cv2.getTextSize(label, FONT, scale, 1)
         top = max(0, y1 - th - base - 2)
-        cv2.rectangle(out, (x1, top), (x1 + tw + 4, top + th + base + 2), color, -1)
-        cv2.putText(out, label, (x1 + 2, top + th + 1), FONT, scale, TEXT_COLOR, 1, cv2.LINE_AA)
+        left = max(0, min(x1, out.shape[1] - 1 - (tw + 4)))  # the label's last column inside
+        cv2.rectangle(out, (left, top), (left + tw + 4, top + th + base + 2), color, -1)
+        cv2.putText(out, label, (left + 2, top + th + 1), FONT, scale, TEXT_COLOR, 1, cv2.LINE_AA)
     return out
