@@ -261,10 +261,10 @@ def test_a_resume_with_another_batch_size_keeps_the_lr_schedule_and_the_images_s
     tmp_path, compose_cfg, tiny_run
 ):
     """Stopped mid-epoch at step 6 of 12 (16 images in batches of 4, 3 epochs) and resumed
-    with data.batch_size=8, the run lasts 9 steps (6, 1 to end its epoch, 2 in the last); its
-    lr schedule was laid over 3 epochs of the new 2 steps (6), so the lr sat at its floor from
-    the resume on, and seen counted all 9 steps at 8 images (72 for 48 trained). The resumed
-    run goes on from the checkpoint's lr, ends at the cosine's final lr, and counts 48."""
+    with data.batch_size=8, the run lasts 9 steps (6, 1 to end its epoch, 2 in the last), not
+    3 epochs of the new 2 steps (6, over which the lr would sit at its floor from the resume
+    on), and has trained 48 images, not 9 steps of 8 (72). The resumed run goes on from the
+    checkpoint's lr, ends at the cosine's final lr, and counts 48."""
     run = tmp_path / "run"
     overrides = [*tiny_run, *NO_EXPORT, "trainer.limit_train_batches=null",
                  "trainer.max_epochs=3", "optim.schedule=cosine", "optim.burn_in=2"]  # fmt: skip

@@ -508,10 +508,9 @@ def test_lightning_checkpoints_record_the_images_trained_on(tmp_path):
 
 
 def test_a_resumed_run_counts_its_images_from_the_checkpoints_seen():
-    """A resume at step 6 of a run of 4 images per step, now at 8 per step: seen was the
-    steps times today's images per step (72 at step 9); it goes on from the checkpoint's 24.
-    A checkpoint without a count (written before seen was recorded) counts every step at
-    this run's images per step."""
+    """A resume at step 6 of a run of 4 images per step, at 8 per step after it: seen goes
+    on from the checkpoint's 24 (48 at step 9, not the steps times this run's images per step,
+    72). A checkpoint without a count counts every step at this run's images per step."""
     from yolov4.core.checkpoint import CKPT_SEEN_KEY
 
     def saved_at(step, resumed):
