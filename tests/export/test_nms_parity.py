@@ -205,3 +205,41 @@ def test_agnostic_nms_graph_equals_the_predictors_agnostic_detections(scoring, t
         got = rows[k, : counts[k]]
         np.testing.assert_allclose(got[:, 4], dets.scores, atol=2e-3)
         np.testing.assert_array_equal(got[:, 5].astype(int), dets.class_ids)
+
+
+def test_best_class_nms_graph_equals_the_predictors_multi_label_false_detections(scoring, tmp_path):
+    """thresholds multi_label=false: model_nms.onnx keeps each box's best class only, then NMS
+    per class, as the Predictor does; the multi-label detections differ."""
+    from yolov4.inference import Predictor
+
+    thresholds = {"conf": CONF, "multi_label": False}
+    art = export_artifact(scoring, tmp_path / "a", ["onnx_nms"], thresholds=thresholds)
+    meta = read_metadata(art)
+    assert meta["thresholds"]["multi_label"] is False
+    assert meta["nms_graph"]["multi_label"] is False
+    images = synthetic_scenes(3, max(SIZE))
+    predictor = Predictor.from_checkpoint(scoring)
+    expected = predictor(images, conf=CONF, postprocess={"multi_label": False})
+    multi = predictor(images, conf=CONF)
+    assert sum(map(len, multi)) > sum(map(len, expected)) > 0  # the option changes them
+    batch = torch.stack([preprocess(s, scoring.preprocess)[0] for s in images]).numpy()
+    session = ort.InferenceSession(str(art / "model_nms.onnx"), providers=["CPUExecutionProvider"])
+    rows, counts = session.run(None, {"images": batch})
+    for k, dets in enumerate(expected):
+        assert int(counts[k]) == len(dets)
+        got = rows[k, : counts[k]]
+        np.testing.assert_allclose(got[:, 4], dets.scores, atol=2e-3)
+        np.testing.assert_array_equal(got[:, 5].astype(int), dets.class_ids)
+
+
+def test_multi_label_nms_graph_fails_the_check_of_a_best_class_export(
+    scoring, tmp_path, monkeypatch
+):
+    """The export check reads multi_label: a graph that keeps every class of a box fails it."""
+    multi = _broken_writer(
+        lambda job: NmsModel(job.model, job.settings.update({"multi_label": True}))
+    )
+    monkeypatch.setattr(formats, "write_nms_onnx", multi)
+    thresholds = {"conf": CONF, "multi_label": False}
+    with pytest.raises(ExportError, match="model_nms.onnx disagrees with PyTorch"):
+        export_artifact(scoring, tmp_path / "a", ["onnx_nms"], thresholds=thresholds)

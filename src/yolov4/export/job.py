@@ -142,6 +142,8 @@ def nms_graph(job: ExportJob, file: str) -> dict[str, Any]:
         "max_det": m.max_det,
         "nms": "ONNX NonMaxSuppression over all classes (each box's best class)"
         if m.agnostic
-        else "ONNX NonMaxSuppression per class (multi-label)",
+        else "ONNX NonMaxSuppression per class ("
+        + ("multi-label)" if m.multi_label else "each box's best class)"),
+        "multi_label": m.multi_label,
         "agnostic_nms": m.agnostic,
     }

@@ -10,10 +10,12 @@ For consumers that cannot run Python postprocessing (TensorRT, Triton, C++/C# ru
 So no consumer needs dynamic output shapes. NMS is ONNX's ``NonMaxSuppression`` per class
 (multi-label, as darknet and :func:`yolov4.ops.postprocess` with ``multi_label=True``):
 ``score = objectness * class probability > conf``, IoU suppression at ``iou``, at most
-``max_det`` per class and per image. With ``agnostic_nms`` the operator sees one class, each
-box scored by its best class (which it keeps): the result of
-:func:`yolov4.ops.postprocess.postprocess` with ``agnostic_nms=True``, where a box's other
-classes are suppressed by its best one. The thresholds are baked into the graph (recorded in
+``max_det`` per class and per image. With ``multi_label=False`` each box keeps only its best
+class's score (its other classes' scores are zeroed before the operator), as
+:func:`yolov4.ops.postprocess.postprocess` keeps only each box's best class. With
+``agnostic_nms`` the operator sees one class, each box scored by its best class (which it
+keeps): the result of :func:`yolov4.ops.postprocess.postprocess` with ``agnostic_nms=True``,
+where a box's other classes are suppressed by its best one (``multi_label`` changes nothing). The thresholds are baked into the graph (recorded in
 the artifact's metadata); the Predictor keeps using ``model.onnx`` with thresholds per call.
 """
 
@@ -76,6 +78,7 @@ class NmsModel(nn.Module):
         self.conf, self.iou = float(settings.conf), float(settings.iou)
         self.max_det = int(settings.max_det)
         self.agnostic = bool(settings.agnostic_nms)
+        self.multi_label = bool(settings.multi_label)
 
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
         """``images (B, 3, H, W)`` -> ``detections (B, max_det, 6)``, ``num_detections (B,)``."""
@@ -85,6 +88,9 @@ class NmsModel(nn.Module):
         scores = (pred[..., 4:5] * pred[..., 5:]).transpose(1, 2)  # (B, C, N)
         if self.agnostic:  # one class row: each box's best score; its class kept aside
             scores, best = scores.max(1, keepdim=True)  # (B, 1, N) each
+        elif not self.multi_label:  # each box's best class only: its other scores zeroed
+            top, best = scores.max(1, keepdim=True)  # (B, 1, N) each
+            scores = torch.zeros_like(scores).scatter(1, best, top)
         sel = _NonMaxSuppression.apply(boxes, scores, self.max_det, self.iou, self.conf)
         b, c, i = sel[:, 0], sel[:, 1], sel[:, 2]
         s = scores[b, c, i]

@@ -85,7 +85,9 @@ def check_nms_image(
     inside the image overlap more than ``iou`` (a clipped row may stand for several
     predictions); every prediction above ``conf`` that is not a row is suppressed by a row of
     its class scoring at least as high, or ranks below the ``max_det`` cut. A class-agnostic
-    graph (``agnostic_nms``) is checked as one class of each prediction's best score."""
+    graph (``agnostic_nms``) is checked as one class of each prediction's best score; a
+    best-class graph (``multi_label=False``) with each prediction's scores other than its best
+    class's taken as zero."""
     h, w = (float(v) for v in size)
     conf = model.conf if conf is None else conf
     iou, max_det = model.iou, model.max_det
@@ -98,11 +100,11 @@ def check_nms_image(
     # the graph clips its boxes to the image after NMS (which sees them unclipped)
     clipped = torch.stack([boxes[:, k].clamp(0, (w, h)[k % 2]) for k in range(4)], 1)
     scores = (pred[:, 4:5] * pred[:, 5:]).float()  # (N, C)
-    if model.agnostic:  # one NMS over all classes: checked as one class of best scores
-        one = _as_one_class(kept, scores, clipped, tol)
-        if isinstance(one, str):
-            return one
-        kept, scores = one
+    if model.agnostic or not model.multi_label:
+        wrong = _not_best_class(kept, scores, clipped, tol)
+        if wrong is not None:
+            return wrong
+        kept, scores = _best_class_only(kept, scores, model.agnostic)
     cut = float(kept[-1, 4]) if count == max_det else -1.0  # below the max_det cut: unchecked
     worst = 0.0
     for c in range(scores.shape[1]):
@@ -123,20 +125,32 @@ def check_nms_image(
     return worst
 
 
-def _as_one_class(
+def _not_best_class(
     kept: torch.Tensor, scores: torch.Tensor, clipped: torch.Tensor, tol: float
-) -> tuple[torch.Tensor, torch.Tensor] | str:
-    """A class-agnostic graph's rows ``kept (K, 6)`` and the predictions' ``scores (N, C)`` as
-    one class: each prediction's best score ``(N, 1)``, the rows' class 0, once every row's
-    class is the best class of a prediction with its box (within ``tol``) and score."""
+) -> str | None:
+    """What is wrong when a row of ``kept (K, 6)`` is no prediction's best class: every row's
+    class must be the best class of a prediction (``scores (N, C)``, clipped boxes ``(N, 4)``)
+    with its box (within ``tol``) and score; ``None`` when all are."""
     best, label = scores.max(1)
     for row in kept:
         same = ((clipped - row[:4]).abs().amax(1) <= tol) & ((best - row[4]).abs() <= SCORE_TOL)
         if not (label[same] == int(row[5])).any():
             return f"a detection of class {int(row[5])} is no prediction's best class"
-    one = kept.clone()
-    one[:, 5] = 0
-    return one, best[:, None]
+    return None
+
+
+def _best_class_only(
+    kept: torch.Tensor, scores: torch.Tensor, agnostic: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The rows ``kept (K, 6)`` and predictions' ``scores (N, C)`` as a graph that keeps each
+    prediction's best class only sees them: ``agnostic``, one class of best scores ``(N, 1)``
+    (the rows' class 0); else per class, each prediction's other scores zero."""
+    best, label = scores.max(1, keepdim=True)
+    if agnostic:
+        one = kept.clone()
+        one[:, 5] = 0
+        return one, best
+    return kept, torch.zeros_like(scores).scatter(1, label, best)
 
 
 def _match_rows(
