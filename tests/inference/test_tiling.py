@@ -218,3 +218,23 @@ def test_an_image_4_pixels_high_is_tiled_as_decoded():
         assert len(dets) == 1
     with pytest.raises(InputError, match=r"shape \(4, 400, 3\) is ambiguous"):
         predict_tiled(p, strip, tile_size=64, overlap=0.5)
+
+
+@pytest.mark.parametrize("kind", ["iou", "diou"])
+def test_the_merge_suppresses_with_the_predictors_nms_kind(kind):
+    """Two boxes of one class with IoU 0.54 but DIoU 0.41 (centres apart): DIoU-NMS at 0.45
+    keeps both, IoU-NMS one. The tiled result (one tile plus the whole image, both seeing the
+    pair) is the Predictor's own detections of the image, for either NMS kind."""
+    pair = torch.tensor([[15.0, 20, 10, 10, 0.9, 1, 0], [18.0, 20, 10, 10, 0.8, 1, 0]])
+
+    def backend(images):
+        return pair.expand(images.shape[0], -1, -1)
+
+    thresholds = {"nms_kind": kind, "iou": 0.45}
+    p = Predictor(backend, ["a", "b"], PreprocessConfig(input_size=(64, 64)), thresholds)
+    image = np.zeros((64, 64, 3), np.uint8)
+    [direct] = p(image)
+    assert len(direct) == (2 if kind == "diou" else 1)
+    tiled = predict_tiled(p, image, tile_size=64)
+    np.testing.assert_allclose(tiled.boxes, direct.boxes, atol=1e-4)
+    np.testing.assert_allclose(tiled.scores, direct.scores, atol=1e-6)

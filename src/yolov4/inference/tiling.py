@@ -11,8 +11,9 @@ back in that tile's pixels; they are shifted to the original image and merged:
 
 1. a tile box that touches an inner edge of its tile (an edge that is not the image's edge,
    within :data:`EDGE_MARGIN`) is *cut*: the object may go on in the neighbouring tile;
-2. the uncut boxes (the whole-image pass included) are merged by class-wise NMS
-   (``torchvision.ops.batched_nms``, the Predictor's IoU threshold);
+2. the uncut boxes (the whole-image pass included) are merged by class-wise NMS: the
+   Predictor's (:func:`yolov4.ops.postprocess.nms` with its ``nms_kind``, ``beta`` and IoU
+   threshold; DIoU on boxes relative to the image, as darknet's);
 3. a cut box mostly inside a kept box of its class (intersection over the cut box's area
    >= :data:`CUT_COVERED`) is dropped: the overlap gave that object whole, so a seam leaves no
    duplicate. The other cut boxes (objects larger than the overlap that no pass saw whole) stay,
@@ -29,11 +30,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from torchvision.ops import batched_nms, box_area
+from torchvision.ops import box_area
 
 from yolov4.errors import ConfigError, InputError
 from yolov4.inference.images import load_image
 from yolov4.inference.predictor import Detections, Predictor
+from yolov4.ops.postprocess import DIOU_BETA, nms
 
 __all__ = [
     "predict_tiled", "tile_grid", "tile_shape", "check_tile_count", "merge_tiles",
@@ -110,6 +112,9 @@ def merge_tiles(
     iou: float,
     max_det: int,
     agnostic: bool = False,
+    nms_kind: str = "iou",
+    beta: float = DIOU_BETA,
+    image_size: tuple[int, int] | None = None,
 ) -> torch.Tensor:
     """Indices of the boxes to keep, best score first (steps 2-4 of the module docstring).
 
@@ -119,11 +124,15 @@ def merge_tiles(
         cut: ``(N,)`` bool, the box touches an inner tile edge.
         iou: NMS IoU threshold. max_det: the most boxes kept.
         agnostic: boxes of any class suppress and cover each other (``agnostic_nms``).
+        nms_kind, beta: the NMS (:func:`yolov4.ops.postprocess.nms`).
+        image_size: ``(H, W)``: ``"diou"``'s distance term is computed on boxes relative to it,
+            as darknet's; ``None``: on the boxes' pixels.
     """
+    rel = boxes if image_size is None else boxes / boxes.new_tensor(image_size[::-1] * 2)
     if agnostic:
         class_ids = torch.zeros_like(class_ids)
     whole = torch.nonzero(~cut).flatten()
-    kept = whole[batched_nms(boxes[whole], scores[whole], class_ids[whole], iou)]
+    kept = whole[nms(rel[whole], scores[whole], class_ids[whole], iou, nms_kind, beta)]
     pieces = torch.nonzero(cut).flatten()
     if len(pieces) and len(kept):
         p, k = boxes[pieces][:, None], boxes[kept][None]
@@ -135,7 +144,7 @@ def merge_tiles(
         pieces = pieces[~covered]
     if len(pieces):
         both = torch.cat([kept, pieces])
-        kept = both[batched_nms(boxes[both], scores[both], class_ids[both], iou)]
+        kept = both[nms(rel[both], scores[both], class_ids[both], iou, nms_kind, beta)]
     return kept[:max_det]
 
 
@@ -245,7 +254,16 @@ def predict_tiled(
     start = time.perf_counter()
     boxes, scores, ids, cut = (torch.cat(t) for t in zip(*parts))
     keep = merge_tiles(
-        boxes, scores, ids, cut, settings.iou, settings.max_det, settings.agnostic_nms
+        boxes,
+        scores,
+        ids,
+        cut,
+        settings.iou,
+        settings.max_det,
+        settings.agnostic_nms,
+        settings.nms_kind,
+        settings.beta,
+        (h, w),
     )
     timing["merge"] = 1e3 * (time.perf_counter() - start)
     ids_np = ids[keep].numpy().astype(np.int64)
