@@ -15,6 +15,7 @@ import torch
 
 from tests.conftest import randomize_
 from yolov4 import build_model, save_checkpoint
+from yolov4.core.postprocess import SWITCHES
 from yolov4.errors import ConfigError
 from yolov4.training.predict import predict_files
 
@@ -173,3 +174,14 @@ def test_max_pixels_holds_for_the_sharded_mode_too(run, checkpoint, folder):
     assert summary["images"] == 2  # 64x64 and 50x80; 70x90, 120x64, 97x203 are over 5,000
     over = [s["error"] for s in read(out / "skipped.jsonl") if "bad.jpg" not in s["file"]]
     assert len(over) == 3 and all("over the limit of 5,000" in e for e in over)
+
+
+@pytest.mark.parametrize("key", SWITCHES)
+def test_every_postprocess_switch_is_refused_by_the_sharded_mode(run, folder, monkeypatch, key):
+    """predict.py's postprocess switches (core.postprocess.SWITCHES, which predict.py reads)
+    are each refused by trainer=, naming the key, before the model loads."""
+    import yolov4.training.predict as sharded
+
+    monkeypatch.setattr(sharded, "load_checkpoint", lambda *a: pytest.fail("model loaded"))
+    with pytest.raises(ConfigError, match=f"{key}=False is not available"):
+        run(f"source={folder}", "checkpoint=best.pt", "trainer=default", f"{key}=false")

@@ -59,6 +59,7 @@ from yolov4.cli.tracking import (
     tracking_options,
 )
 from yolov4.core.images import MAX_PIXELS
+from yolov4.core.postprocess import SWITCHES  # null in predict.py: the model's; track= sets its own
 from yolov4.errors import ConfigError, InputError, shown
 from yolov4.inference import Predictor
 from yolov4.inference.counting import LINE_MARGIN, check_margin
@@ -78,8 +79,6 @@ __all__ = ["predict", "hydra_main", "check_options", "check_output", "check_some
 
 log = logging.getLogger(__name__)
 Item = tuple[Frame, Any]  # a frame and its network input (Predictor.prepare), or None
-# postprocess switches of predict.py (null: the model's default; track= sets its own)
-SWITCHES = ("multi_label", "agnostic_nms")
 PROGRESS_EVERY_S = 0.5  # progress line refresh on a terminal (10x that in a log file)
 
 

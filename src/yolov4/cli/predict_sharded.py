@@ -16,6 +16,7 @@ from yolov4.cli.common import NO_ACCUMULATION, to_builtin
 from yolov4.cli.predict_output import output_folder
 from yolov4.cli.sources import model_source
 from yolov4.core.images import MAX_PIXELS
+from yolov4.core.postprocess import SWITCHES
 from yolov4.errors import ConfigError
 from yolov4.inference.sources import ImageFiles, open_sources, source_kind
 from yolov4.inference.summary import Summary
@@ -32,9 +33,7 @@ NOT_FILES = {"camera": "a camera", "image URL": "an image URL", "stream": "a str
 
 def _checked_classes(cfg: DictConfig) -> list[int] | None:
     """``classes=`` once the options the sharded mode does not offer are refused."""
-    given = [k for k in NOT_SHARDED if cfg.get(k)] + [
-        k for k in ("multi_label", "agnostic_nms") if cfg.get(k) is not None
-    ]
+    given = [k for k in NOT_SHARDED if cfg.get(k)] + [k for k in SWITCHES if cfg.get(k) is not None]
     if given:
         raise ConfigError(
             f"trainer= (sharded predict over ranks) takes checkpoint= and writes the records "

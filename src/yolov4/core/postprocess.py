@@ -45,9 +45,11 @@ from yolov4.ops.postprocess import (
 if TYPE_CHECKING:
     from yolov4.models.config import ModelConfig
 
-__all__ = ["PostprocessConfig", "DARKNET_VALID", "SERVING", "NMS_CHOICES"]
+__all__ = ["PostprocessConfig", "DARKNET_VALID", "SERVING", "NMS_CHOICES", "SWITCHES"]
 
 NMS_CHOICES = (*NMS_KINDS, "model")
+# the settings that are true or false (entry points take each as a key of its own)
+SWITCHES = ("multi_label", "agnostic_nms")
 # darknet's `detector valid` / `map`: every box above 0.001, NMS 0.6
 VALID_CONF_THRESH = 0.001
 VALID_NMS_THRESH = 0.6
@@ -94,7 +96,7 @@ class PostprocessConfig:
             )
         if not (_is_number(self.beta) and self.beta > 0):
             raise ConfigError(f"postprocess beta must be a number > 0, got {shown(self.beta)}")
-        for key in ("multi_label", "agnostic_nms"):
+        for key in SWITCHES:
             if not isinstance(getattr(self, key), bool):
                 raise ConfigError(
                     f"postprocess {key} must be true or false, got {getattr(self, key)!r}"
