@@ -166,3 +166,48 @@ def test_an_export_at_another_input_size_describes_its_model_at_that_size(overfi
     assert list(predictor.input_size) == size
     (found,) = predictor(np.zeros((50, 70, 3), np.uint8))  # letterboxed to the artifact's size
     assert found.boxes.shape[1] == 4
+
+
+def test_serving_thresholds_given_to_export_py_are_the_artifacts_defaults(tmp_path):
+    """iou=, max_det=, nms_kind=, multi_label=, agnostic_nms= go into metadata.json's
+    thresholds, and a Predictor loading the artifact serves with them (nms_kind=model: the
+    cfg's NMS, resolved)."""
+    import torch
+
+    from yolov4 import build_model, save_checkpoint
+    from yolov4.core.postprocess import SERVING
+    from yolov4.inference import Predictor
+
+    torch.manual_seed(0)
+    model = build_model("yolov4-tiny", num_classes=2).eval()
+    ckpt = save_checkpoint(tmp_path / "m.pt", model, ["a", "b"], {"input_size": [64, 64]})
+    given = {"iou": 0.6, "max_det": 7, "nms_kind": "diou", "multi_label": False}
+    overrides = [f"{k}={v}" for k, v in {**given, "agnostic_nms": True}.items()]
+    cfg = export_cfg(tmp_path, [f"checkpoint={ckpt}", f"output={tmp_path / 'a'}", *overrides])
+    art = export(cfg)
+    expected = SERVING.replace(**given, agnostic_nms=True).to_dict()
+    assert read_metadata(art)["thresholds"] == expected
+    assert Predictor.from_artifact(art).postprocess.to_dict() == expected
+    assert expected != SERVING.to_dict()
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("iou=1.5", "export.py postprocess iou must be a number in [0, 1], got 1.5"),
+        ("max_det=0", "export.py postprocess max_det must be an integer >= 1, got 0"),
+        ("nms_kind=soft", "export.py postprocess nms_kind must be one of"),
+        (
+            "multi_label=maybe",
+            "export.py postprocess multi_label must be true or false, got 'maybe'",
+        ),
+        ("agnostic_nms=1", "export.py postprocess agnostic_nms must be true or false, got 1"),
+    ],
+)
+def test_a_bad_serving_threshold_is_refused_before_the_model_loads(tmp_path, override, message):
+    checkpoint = tmp_path / "m.pt"
+    checkpoint.write_bytes(b"not a checkpoint")
+    overrides = [f"checkpoint={checkpoint}", f"output={tmp_path / 'export'}", override]
+    with pytest.raises(ConfigError) as refused:
+        export(export_cfg(tmp_path, overrides))
+    assert str(refused.value).startswith(message)

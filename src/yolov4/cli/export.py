@@ -9,6 +9,8 @@ the gate is the agreement of each reduced precision's boxes with fp32's on the f
 ``conf=best_f1`` makes the best-F1 confidence of the run's ``pr_f1.json`` (written by train.py /
 evaluate.py) the artifact's default serving ``conf``, recorded with where it came from, with a
 warning when it is below :data:`BEST_F1_MIN_CONF` or its F1 below :data:`BEST_F1_MIN_F1`.
+The other serving thresholds (:data:`THRESHOLD_KEYS`: ``iou=``, ``max_det=``, ``nms_kind=``,
+``multi_label=``, ``agnostic_nms=``) go into the artifact as given, checked before anything loads.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from yolov4.cli.sources import (
     source_file,
 )
 from yolov4.core.artifact import METADATA, artifact_precisions, model_file, read_metadata
+from yolov4.core.postprocess import SERVING, SWITCHES
 from yolov4.errors import ConfigError, DatasetError, ExportError, shown
 from yolov4.evaluation import evaluate_predictor
 from yolov4.evaluation.reports import PR_F1_FILE
@@ -62,6 +65,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 EXPORT_DIR = "export"
 BEST_F1 = "best_f1"  # conf=best_f1
+# serving thresholds export.py takes besides conf (null: the serving preset's)
+THRESHOLD_KEYS = ("iou", "max_det", "nms_kind", *SWITCHES)
 # conf=best_f1 warns below these: a serving threshold that low, or an F1 that small, is
 # rarely what a service should use (an undertrained run, or a curve of a few boxes)
 BEST_F1_MIN_CONF = 0.05
@@ -131,6 +136,21 @@ def _conf(cfg: DictConfig) -> tuple[dict[str, Any] | None, dict[str, Any] | None
     raise ConfigError(
         f"conf must be null, a number in [0, 1] or {BEST_F1!r}, got {shown(cfg.conf)}"
     )
+
+
+def _thresholds(cfg: DictConfig) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """``(thresholds, conf_source)``: ``cfg.conf`` (:func:`_conf`) and :data:`THRESHOLD_KEYS`,
+    checked as the artifact's postprocess settings (:class:`ConfigError` naming the key)."""
+    thresholds, conf_source = _conf(cfg)
+    given = {k: to_builtin(cfg.get(k)) for k in THRESHOLD_KEYS if cfg.get(k) is not None}
+    if not given:
+        return thresholds, conf_source
+    thresholds = {**(thresholds or {}), **given}
+    try:
+        SERVING.update(thresholds)
+    except ConfigError as e:
+        raise ConfigError(f"export.py {e}") from None
+    return thresholds, conf_source
 
 
 def _dataset(cfg: DictConfig, class_names: list[str]) -> tuple[list[Any], Any]:
@@ -273,7 +293,7 @@ def export(cfg: DictConfig) -> Path:
             ", ".join(earlier) or "no files listed",
         )
     size = OmegaConf.to_container(cfg.input_size, resolve=True) if cfg.input_size else None
-    thresholds, conf_source = _conf(cfg)
+    thresholds, conf_source = _thresholds(cfg)
     check_data_file(cfg)
     ckpt = model_checkpoint(cfg)  # a project checkpoint or darknet's cfg + weights
     calibration, evaluate = None, None
