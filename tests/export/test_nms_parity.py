@@ -182,46 +182,26 @@ def test_the_nms_graph_leaves_the_model_in_eval_mode(untrained, tmp_path):
     assert not scripted.training and not any(m.training for m in scripted.modules())
 
 
-def test_agnostic_nms_graph_equals_the_predictors_agnostic_detections(scoring, tmp_path):
-    """thresholds agnostic_nms=true: model_nms.onnx in onnxruntime gives the Predictor's
-    class-agnostic detections (ops.postprocess), which differ from the per-class ones."""
+@pytest.mark.parametrize("option, value", [("agnostic_nms", True), ("multi_label", False)])
+def test_nms_graph_of_a_best_class_option_equals_the_predictors_detections(
+    scoring, tmp_path, option, value
+):
+    """thresholds agnostic_nms=true (one NMS over every class) or multi_label=false (each
+    box's best class only, then NMS per class): model_nms.onnx in onnxruntime gives the
+    Predictor's detections with that option (ops.postprocess), which differ from the default
+    (multi-label, per-class) ones."""
     from yolov4.inference import Predictor
 
-    thresholds = {"conf": CONF, "agnostic_nms": True}
+    thresholds = {"conf": CONF, option: value}
     art = export_artifact(scoring, tmp_path / "a", ["onnx_nms"], thresholds=thresholds)
     meta = read_metadata(art)
-    assert meta["thresholds"]["agnostic_nms"] is True
-    assert meta["nms_graph"]["agnostic_nms"] is True
+    assert meta["thresholds"][option] is value
+    assert meta["nms_graph"][option] is value
     images = synthetic_scenes(3, max(SIZE))
     predictor = Predictor.from_checkpoint(scoring)
-    expected = predictor(images, conf=CONF, postprocess={"agnostic_nms": True})
-    classwise = predictor(images, conf=CONF)
-    assert sum(map(len, classwise)) > sum(map(len, expected)) > 0  # the option changes them
-    batch = torch.stack([preprocess(s, scoring.preprocess)[0] for s in images]).numpy()
-    session = ort.InferenceSession(str(art / "model_nms.onnx"), providers=["CPUExecutionProvider"])
-    rows, counts = session.run(None, {"images": batch})
-    for k, dets in enumerate(expected):
-        assert int(counts[k]) == len(dets)
-        got = rows[k, : counts[k]]
-        np.testing.assert_allclose(got[:, 4], dets.scores, atol=2e-3)
-        np.testing.assert_array_equal(got[:, 5].astype(int), dets.class_ids)
-
-
-def test_best_class_nms_graph_equals_the_predictors_multi_label_false_detections(scoring, tmp_path):
-    """thresholds multi_label=false: model_nms.onnx keeps each box's best class only, then NMS
-    per class, as the Predictor does; the multi-label detections differ."""
-    from yolov4.inference import Predictor
-
-    thresholds = {"conf": CONF, "multi_label": False}
-    art = export_artifact(scoring, tmp_path / "a", ["onnx_nms"], thresholds=thresholds)
-    meta = read_metadata(art)
-    assert meta["thresholds"]["multi_label"] is False
-    assert meta["nms_graph"]["multi_label"] is False
-    images = synthetic_scenes(3, max(SIZE))
-    predictor = Predictor.from_checkpoint(scoring)
-    expected = predictor(images, conf=CONF, postprocess={"multi_label": False})
-    multi = predictor(images, conf=CONF)
-    assert sum(map(len, multi)) > sum(map(len, expected)) > 0  # the option changes them
+    expected = predictor(images, conf=CONF, postprocess={option: value})
+    default = predictor(images, conf=CONF)
+    assert sum(map(len, default)) > sum(map(len, expected)) > 0  # the option changes them
     batch = torch.stack([preprocess(s, scoring.preprocess)[0] for s in images]).numpy()
     session = ort.InferenceSession(str(art / "model_nms.onnx"), providers=["CPUExecutionProvider"])
     rows, counts = session.run(None, {"images": batch})
