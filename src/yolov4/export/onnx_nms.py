@@ -15,8 +15,9 @@ class's score (its other classes' scores are zeroed before the operator), as
 :func:`yolov4.ops.postprocess.postprocess` keeps only each box's best class. With
 ``agnostic_nms`` the operator sees one class, each box scored by its best class (which it
 keeps): the result of :func:`yolov4.ops.postprocess.postprocess` with ``agnostic_nms=True``,
-where a box's other classes are suppressed by its best one (``multi_label`` changes nothing). The thresholds are baked into the graph (recorded in
-the artifact's metadata); the Predictor keeps using ``model.onnx`` with thresholds per call.
+where a box's other classes are suppressed by its best one (``multi_label`` changes nothing).
+The thresholds are baked into the graph (recorded in the artifact's metadata); the Predictor
+keeps using ``model.onnx`` with thresholds per call.
 """
 
 from __future__ import annotations

@@ -240,9 +240,10 @@ def postprocess(
     ``multi_label`` (darknet) every class above the threshold is a candidate of its own,
     otherwise only each box's best class. At most ``max_candidates`` best candidates per image
     enter NMS (``nms_kind``: ``"iou"`` torchvision's, ``"diou"`` darknet's greedynms; per class,
-    or over all classes with ``agnostic_nms``), at most ``max_det`` leave it. Boxes are clipped to ``image_size = (H, W)`` after NMS (darknet suppresses on the
-    unclipped boxes). An image without detections gives a ``(0, 6)`` tensor. Same dtype and
-    device as ``predictions``; class indices are stored as floats.
+    or over all classes with ``agnostic_nms``), at most ``max_det`` leave it. Boxes are clipped
+    to ``image_size = (H, W)`` after NMS (darknet suppresses on the unclipped boxes). An image
+    without detections gives a ``(0, 6)`` tensor. Same dtype and device as ``predictions``;
+    class indices are stored as floats.
 
     ``classes`` (indices) keeps only those classes, before the candidate cap and NMS, so that
     ``max_det`` counts wanted detections only and other classes never suppress them.
