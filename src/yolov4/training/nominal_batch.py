@@ -35,9 +35,9 @@ def _count(value: Any, key: str, allow_null: bool = True) -> int | None:
 
 
 def _batch_sizes_that_fit(nominal: int, world: int, batch_size: int) -> str:
-    """The ``data.batch_size`` to suggest: the divisor of ``nominal / world`` nearest
-    ``batch_size`` (both where two are as near; none when ``world`` does not divide
-    ``nominal``)."""
+    """The ``data.batch_size`` to suggest: the divisors of ``nominal / world`` nearest
+    ``batch_size`` below it (which fits in the memory ``batch_size`` was chosen for) and above
+    it (none when ``world`` does not divide ``nominal``)."""
     if nominal % world:
         return (
             f"no data.batch_size fits: {world} processes do not divide {nominal} images; run a "
@@ -45,8 +45,8 @@ def _batch_sizes_that_fit(nominal: int, world: int, batch_size: int) -> str:
         )
     share = nominal // world
     divisors = [d for d in range(1, share + 1) if share % d == 0]
-    distance = min(abs(d - batch_size) for d in divisors)
-    nearest = [d for d in divisors if abs(d - batch_size) == distance]
+    below = [d for d in divisors if d <= batch_size][-1:]
+    nearest = below + [d for d in divisors if d >= batch_size][:1]
     sizes = " or ".join(str(d) for d in nearest)
     accumulated = " or ".join(str(share // d) for d in nearest)
     return f"data.batch_size={sizes} fits ({accumulated} accumulated)"
